@@ -1,0 +1,379 @@
+//! [`Plug`]: one endpoint of a virtual cable, whatever the transport behind it.
+//!
+//! A plug is non-blocking. Its [`Plug::data_fd`] becomes readable when [`Plug::recv`] may
+//! return a frame; callers drain it until `WouldBlock` (stream transports buffer several
+//! frames per read, so "readable once, receive many" is the rule). [`Plug::ctl_fd`], when the
+//! transport has one, becomes readable when the other side goes away. Sends that cannot
+//! proceed return `WouldBlock`; wait for [`Plug::write_fd`] to become writable and retry, which
+//! is how back-pressure crosses a cable instead of silent loss.
+
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use crate::sys;
+
+/// Largest Ethernet frame carried end to end (vdeplug4's VDE_ETHBUFSIZE: 9216 + 14 + 4).
+pub const MAX_FRAME: usize = 9234;
+/// Buffer size that holds any frame or stream record (stream records may be 2 bytes longer).
+pub const FRAME_BUF: usize = crate::wire::stream::MAX_RECORD;
+/// Frames shorter than an Ethernet header are dropped and counted.
+pub const MIN_FRAME: usize = 14;
+
+/// What a transport does. Implementations are non-blocking.
+pub trait Transport: Send {
+    /// Receives one frame into `buf`; returns its length, which may exceed `buf.len()` when the
+    /// datagram was truncated. `WouldBlock` when nothing is pending.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Sends one frame. `WouldBlock` when the peer cannot take it now.
+    fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// Readable when `recv` may succeed.
+    fn data_fd(&self) -> RawFd;
+    /// Writable when a `send` that returned `WouldBlock` may succeed.
+    fn write_fd(&self) -> RawFd {
+        self.data_fd()
+    }
+    /// Readable (EOF) when the other side is gone; None for connectionless transports.
+    fn ctl_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// Receives up to `bufs.len()` frames; lengths go to `lens`. Default: repeated `recv`.
+    fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
+        let mut n = 0;
+        while n < bufs.len().min(lens.len()) {
+            match self.recv(&mut bufs[n]) {
+                Ok(len) => {
+                    lens[n] = len;
+                    n += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+    /// Sends frames from the front of `frames`; returns how many were sent (≥ 1) or an error.
+    fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+        let mut n = 0;
+        for frame in frames {
+            match self.send(frame) {
+                Ok(()) => n += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+    /// True when output is buffered inside the transport (stream transports).
+    fn has_pending_output(&self) -> bool {
+        false
+    }
+    /// Writes buffered output; `WouldBlock` when some remains.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    /// Polite goodbye before the plug is dropped (vxvde tells its peers to forget it).
+    fn close(&mut self) {}
+    /// A short name for logs: `vde`, `ptp`, …
+    fn kind(&self) -> &'static str;
+}
+
+/// Per-plug counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PlugStats {
+    pub frames_in: u64,
+    pub bytes_in: u64,
+    pub frames_out: u64,
+    pub bytes_out: u64,
+    /// Received frames shorter than 14 bytes.
+    pub dropped_short: u64,
+    /// Received frames longer than the receive buffer.
+    pub dropped_oversize: u64,
+    /// Frames refused on send because they were too short or too long.
+    pub refused_out: u64,
+}
+
+/// One end of a virtual cable.
+pub struct Plug {
+    transport: Box<dyn Transport>,
+    stats: PlugStats,
+    name: String,
+}
+
+impl std::fmt::Debug for Plug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plug")
+            .field("name", &self.name)
+            .field("kind", &self.transport.kind())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Plug {
+    /// Wraps a transport; `name` is the VNL or another label for messages.
+    pub fn from_transport(name: impl Into<String>, transport: Box<dyn Transport>) -> Plug {
+        Plug {
+            transport,
+            stats: PlugStats::default(),
+            name: name.into(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.transport.kind()
+    }
+
+    pub fn stats(&self) -> PlugStats {
+        self.stats
+    }
+
+    pub fn data_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the transport owns this descriptor and keeps it open while `self` lives; the
+        // borrow is tied to `self`.
+        unsafe { BorrowedFd::borrow_raw(self.transport.data_fd()) }
+    }
+
+    pub fn write_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: as for data_fd.
+        unsafe { BorrowedFd::borrow_raw(self.transport.write_fd()) }
+    }
+
+    pub fn ctl_fd(&self) -> Option<BorrowedFd<'_>> {
+        // SAFETY: as for data_fd.
+        self.transport
+            .ctl_fd()
+            .map(|fd| unsafe { BorrowedFd::borrow_raw(fd) })
+    }
+
+    /// Receives one frame without blocking. Frames under 14 bytes or larger than `buf` are
+    /// dropped and counted. `WouldBlock` when none is pending.
+    pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let len = self.transport.recv(buf)?;
+            if self.accept_in(len, buf.len()) {
+                return Ok(len);
+            }
+        }
+    }
+
+    fn accept_in(&mut self, len: usize, cap: usize) -> bool {
+        if len < MIN_FRAME {
+            self.stats.dropped_short += 1;
+            false
+        } else if len > cap {
+            self.stats.dropped_oversize += 1;
+            false
+        } else {
+            self.stats.frames_in += 1;
+            self.stats.bytes_in += len as u64;
+            true
+        }
+    }
+
+    /// Receives a batch of frames into `batch` (cleared first). Returns the number received;
+    /// `WouldBlock` when none is pending.
+    pub fn recv_batch(&mut self, batch: &mut FrameBatch) -> io::Result<usize> {
+        batch.count = 0;
+        loop {
+            let n = self
+                .transport
+                .recv_batch(&mut batch.bufs, &mut batch.lens)?;
+            // Compact: keep accepted frames at the front (swap buffers, no copying).
+            let mut kept = 0;
+            for i in 0..n {
+                let cap = batch.bufs[i].len();
+                if self.accept_in(batch.lens[i], cap) {
+                    batch.bufs.swap(kept, i);
+                    batch.lens[kept] = batch.lens[i];
+                    kept += 1;
+                }
+            }
+            if kept > 0 || n == 0 {
+                batch.count = kept;
+                return Ok(kept);
+            }
+        }
+    }
+
+    /// Sends one frame without blocking; `WouldBlock` when the peer cannot take it now.
+    /// Frames under 14 or over 9234 bytes are refused with `InvalidInput`.
+    pub fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        if !(MIN_FRAME..=MAX_FRAME).contains(&frame.len()) {
+            self.stats.refused_out += 1;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "frame of {} bytes not sent on {}: frames must be {MIN_FRAME} to {MAX_FRAME} bytes",
+                    frame.len(),
+                    self.name
+                ),
+            ));
+        }
+        self.transport.send(frame)?;
+        self.stats.frames_out += 1;
+        self.stats.bytes_out += frame.len() as u64;
+        Ok(())
+    }
+
+    /// Sends frames from the front of `frames`; returns how many went out. Invalid frames are
+    /// skipped and counted (they count as sent so the caller moves on).
+    pub fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+        let valid = frames
+            .iter()
+            .take_while(|f| (MIN_FRAME..=MAX_FRAME).contains(&f.len()))
+            .count();
+        if valid == 0 {
+            if frames.is_empty() {
+                return Ok(0);
+            }
+            self.stats.refused_out += 1;
+            return Ok(1);
+        }
+        let n = self.transport.send_batch(&frames[..valid])?;
+        self.stats.frames_out += n as u64;
+        self.stats.bytes_out += frames[..n].iter().map(|f| f.len() as u64).sum::<u64>();
+        Ok(n)
+    }
+
+    pub fn has_pending_output(&self) -> bool {
+        self.transport.has_pending_output()
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.transport.flush()
+    }
+
+    /// True when the other side has gone away (checked without blocking on the ctl fd).
+    pub fn peer_gone(&self) -> bool {
+        let Some(fd) = self.transport.ctl_fd() else {
+            return false;
+        };
+        let mut entry = [sys::PollEntry::new(fd, true, false)];
+        matches!(sys::poll(&mut entry, Some(Duration::ZERO)), Ok(n) if n > 0)
+    }
+
+    /// Waits up to `timeout` (None: forever) for a frame. `TimedOut` when none came,
+    /// `ConnectionAborted` when the other side went away.
+    pub fn recv_timeout(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<usize> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            match self.recv(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return other,
+            }
+            let left = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "no frame received in time"));
+                    }
+                    Some(d - now)
+                }
+                None => None,
+            };
+            self.wait(true, false, left)?;
+        }
+    }
+
+    /// Sends a frame, waiting up to `timeout` for the peer to make room.
+    pub fn send_timeout(&mut self, frame: &[u8], timeout: Option<Duration>) -> io::Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            match self.send(frame) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => {
+                    if other.is_ok() {
+                        self.flush_timeout(deadline)?;
+                    }
+                    return other;
+                }
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "peer did not accept the frame in time"));
+            }
+            self.wait(false, true, left)?;
+        }
+    }
+
+    fn flush_timeout(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        loop {
+            match self.flush() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return other,
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "output not flushed in time"));
+            }
+            self.wait(false, true, left)?;
+        }
+    }
+
+    /// Waits for readability and/or writability, or for the peer to go away.
+    fn wait(&self, read: bool, write: bool, timeout: Option<Duration>) -> io::Result<()> {
+        let mut entries = vec![
+            sys::PollEntry::new(self.transport.data_fd(), read, false),
+            sys::PollEntry::new(self.transport.write_fd(), false, write),
+        ];
+        if let Some(ctl) = self.transport.ctl_fd() {
+            entries.push(sys::PollEntry::new(ctl, true, false));
+        }
+        sys::poll(&mut entries, timeout)?;
+        if entries.len() > 2 && (entries[2].ready.readable || entries[2].ready.hangup) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("{}: the other side closed the connection", self.name),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Plug {
+    fn drop(&mut self) {
+        self.transport.close();
+    }
+}
+
+/// Reusable buffers for batched receive: no allocation per frame.
+pub struct FrameBatch {
+    bufs: Vec<Vec<u8>>,
+    lens: Vec<usize>,
+    count: usize,
+}
+
+impl FrameBatch {
+    /// `capacity` frames of up to [`FRAME_BUF`] bytes each (capped at the syscall batch size).
+    pub fn new(capacity: usize) -> FrameBatch {
+        let capacity = capacity.clamp(1, sys::BATCH_MAX);
+        FrameBatch {
+            bufs: (0..capacity).map(|_| vec![0u8; FRAME_BUF]).collect(),
+            lens: vec![0; capacity],
+            count: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The i-th received frame.
+    pub fn frame(&self, i: usize) -> &[u8] {
+        &self.bufs[i][..self.lens[i]]
+    }
+
+    /// The received frames, in order.
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.count).map(|i| self.frame(i))
+    }
+}

@@ -1,0 +1,405 @@
+//! The only place in `filo-vnl` that calls the C library directly: batched datagram I/O,
+//! `poll`, tap devices, eventfd and epoll. Every `unsafe` block says why it is sound.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::Duration;
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// Puts a descriptor in non-blocking mode.
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns; F_GETFL/F_SETFL take no pointers.
+    unsafe {
+        let flags = cvt(libc::fcntl(fd, libc::F_GETFL))?;
+        cvt(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+    }
+    Ok(())
+}
+
+/// Receives one datagram without blocking. Returns the datagram's full length, which may be
+/// larger than `buf` when it was truncated (MSG_TRUNC), so callers can count oversize frames.
+pub fn recv_dgram(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is a valid writable region of buf.len() bytes for the duration of the call.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+        )
+    };
+    cvt_size(n)
+}
+
+/// Sends one datagram without blocking on a connected socket.
+pub fn send_dgram(fd: RawFd, frame: &[u8]) -> io::Result<usize> {
+    // SAFETY: frame is a valid readable region for the duration of the call.
+    let n = unsafe {
+        libc::send(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    cvt_size(n)
+}
+
+/// Sends one datagram to a UNIX socket path without blocking.
+pub fn sendto_unix(fd: RawFd, frame: &[u8], path: &Path) -> io::Result<usize> {
+    let (addr, len) = unix_sockaddr(path)?;
+    // SAFETY: addr is a fully initialised sockaddr_un of `len` bytes; frame is readable.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    };
+    cvt_size(n)
+}
+
+/// Builds a `sockaddr_un` for a path, refusing paths that do not fit in 107 bytes.
+pub fn unix_sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "socket path {} is {} bytes long; at most {} fit in a UNIX socket address",
+                path.display(),
+                bytes.len(),
+                addr.sun_path.len() - 1
+            ),
+        ));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    Ok((addr, len as libc::socklen_t))
+}
+
+/// Maximum datagrams moved by one `recvmmsg`/`sendmmsg`.
+pub const BATCH_MAX: usize = 64;
+
+/// Receives up to `bufs.len()` datagrams with one `recvmmsg`, without blocking. Fills `lens`
+/// with each datagram's full length (possibly larger than its buffer: truncated).
+pub fn recv_many(fd: RawFd, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
+    let count = bufs.len().min(lens.len()).min(BATCH_MAX);
+    if count == 0 {
+        return Ok(0);
+    }
+    // SAFETY: iovec and mmsghdr are plain old data; zero is a valid initial value.
+    let mut iovs: [libc::iovec; BATCH_MAX] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut msgs: [libc::mmsghdr; BATCH_MAX] = unsafe { std::mem::zeroed() };
+    for i in 0..count {
+        iovs[i].iov_base = bufs[i].as_mut_ptr().cast();
+        iovs[i].iov_len = bufs[i].len();
+        msgs[i].msg_hdr.msg_iov = &mut iovs[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: msgs[..count] point at iovecs that point at live, writable buffers; the kernel
+    // writes at most iov_len bytes into each. Non-blocking by MSG_DONTWAIT.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            count as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    let n = cvt(n)? as usize;
+    for i in 0..n {
+        lens[i] = if msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            bufs[i].len() + 1
+        } else {
+            msgs[i].msg_len as usize
+        };
+    }
+    Ok(n)
+}
+
+/// Sends up to `frames.len()` datagrams on a connected socket with one `sendmmsg`, without
+/// blocking. Returns how many were sent (at least one, or an error).
+pub fn send_many(fd: RawFd, frames: &[&[u8]]) -> io::Result<usize> {
+    let count = frames.len().min(BATCH_MAX);
+    if count == 0 {
+        return Ok(0);
+    }
+    // SAFETY: plain old data; zero is valid.
+    let mut iovs: [libc::iovec; BATCH_MAX] = unsafe { std::mem::zeroed() };
+    // SAFETY: plain old data; zero is valid.
+    let mut msgs: [libc::mmsghdr; BATCH_MAX] = unsafe { std::mem::zeroed() };
+    for i in 0..count {
+        iovs[i].iov_base = frames[i].as_ptr() as *mut libc::c_void;
+        iovs[i].iov_len = frames[i].len();
+        msgs[i].msg_hdr.msg_iov = &mut iovs[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the iovecs point at live buffers which the kernel only reads.
+    let n = unsafe {
+        libc::sendmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            count as libc::c_uint,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    Ok(cvt(n)? as usize)
+}
+
+/// Reads without blocking from a stream descriptor (pipe, socket, tty).
+pub fn read_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is valid for writes of buf.len() bytes.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    cvt_size(n)
+}
+
+/// Writes to a stream descriptor (the descriptor decides whether this blocks).
+pub fn write_fd(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: buf is valid for reads of buf.len() bytes.
+    let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    cvt_size(n)
+}
+
+/// Readiness requested of or reported by [`poll`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    pub readable: bool,
+    pub writable: bool,
+    /// Hang-up or error: the other side is gone.
+    pub hangup: bool,
+}
+
+/// One descriptor to wait on.
+#[derive(Clone, Copy, Debug)]
+pub struct PollEntry {
+    pub fd: RawFd,
+    pub want_read: bool,
+    pub want_write: bool,
+    pub ready: Ready,
+}
+
+impl PollEntry {
+    pub fn new(fd: RawFd, want_read: bool, want_write: bool) -> Self {
+        PollEntry {
+            fd,
+            want_read,
+            want_write,
+            ready: Ready::default(),
+        }
+    }
+}
+
+/// Waits until one of the entries is ready or the timeout passes (None: forever).
+/// Returns the number of ready entries; EINTR counts as zero ready.
+pub fn poll(entries: &mut [PollEntry], timeout: Option<Duration>) -> io::Result<usize> {
+    let mut fds: Vec<libc::pollfd> = entries
+        .iter()
+        .map(|e| libc::pollfd {
+            fd: e.fd,
+            events: (if e.want_read { libc::POLLIN } else { 0 })
+                | (if e.want_write { libc::POLLOUT } else { 0 }),
+            revents: 0,
+        })
+        .collect();
+    let ms = match timeout {
+        None => -1,
+        Some(d) => d.as_millis().min(i32::MAX as u128) as libc::c_int,
+    };
+    // SAFETY: fds is a live array of fds.len() pollfd structures.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(err);
+    }
+    for (entry, pfd) in entries.iter_mut().zip(&fds) {
+        entry.ready = Ready {
+            readable: pfd.revents & libc::POLLIN != 0,
+            writable: pfd.revents & libc::POLLOUT != 0,
+            hangup: pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0,
+        };
+    }
+    Ok(n as usize)
+}
+
+/// An eventfd that never fires: the data descriptor of `null://`.
+pub fn silent_eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes no pointers; the returned descriptor is new and owned by us.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+    // SAFETY: fd is a freshly created descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An epoll instance watching `fds` for input: a single descriptor that becomes readable when
+/// any of them is (used by transports with several sockets, e.g. vxvde).
+pub fn epoll_of(fds: &[RawFd]) -> io::Result<OwnedFd> {
+    // SAFETY: epoll_create1 takes no pointers; the descriptor is new.
+    let ep = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+    // SAFETY: ep was just created and is owned only here.
+    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+    for &fd in fds {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: fd as u64,
+        };
+        // SAFETY: ev is a valid epoll_event for the duration of the call.
+        cvt(unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
+    }
+    Ok(ep)
+}
+
+/// Opens (creating if needed) the kernel tap interface `name` in non-blocking mode, without
+/// packet information headers, as vde_plug's tap:// does.
+pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "tap interface name {name:?} is invalid: expected 1 to {} characters without '/', spaces or NUL",
+                libc::IFNAMSIZ - 1
+            ),
+        ));
+    }
+    let dev = CString::new("/dev/net/tun").map_err(io::Error::other)?;
+    // SAFETY: dev is a valid NUL-terminated path.
+    let fd = cvt(unsafe { libc::open(dev.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK) })
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open /dev/net/tun: {e}")))?;
+    // SAFETY: fd was just opened and is owned only here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes one ifreq, which lives for the call.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) }).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot attach tap interface {name}: {e} (needs CAP_NET_ADMIN, or a tap created with 'ip tuntap add {name} mode tap user <you>')"),
+        )
+    })?;
+    Ok(fd)
+}
+
+/// The effective user id of this process.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail and takes no arguments.
+    unsafe { libc::geteuid() }
+}
+
+/// The login name of a user id, if the password database knows it.
+pub fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: passwd is plain old data; zero is valid.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer refers to a live, properly sized object; getpwuid_r writes only
+    // into pwd and buf.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points into buf and is NUL-terminated by getpwuid_r.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// The group id of a group name or number.
+pub fn group_id(group: &str) -> Option<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Some(gid);
+    }
+    let name = CString::new(group).ok()?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: plain old data; zero is valid.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer refers to a live object; getgrnam_r writes only into grp and buf.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return None;
+    }
+    Some(grp.gr_gid)
+}
+
+/// Changes the group of a file (owner unchanged).
+pub fn chown_group(path: &Path, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(path, None, Some(gid))
+}
+
+/// Sends SIGTERM to a child process.
+pub fn terminate(pid: u32) {
+    // SAFETY: kill takes no pointers; signalling our own child is harmless if it already exited
+    // (it is a zombie until waited, so the pid cannot have been reused).
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+/// The index of a network interface by name.
+pub fn interface_index(name: &str) -> io::Result<u32> {
+    let cname = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name {name:?}")))?;
+    // SAFETY: cname is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if idx == 0 {
+        return Err(io::Error::new(io::ErrorKind::NotFound, format!("no network interface named {name:?}")));
+    }
+    Ok(idx)
+}
+
+/// The SO_TYPE of a socket descriptor (SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET).
+pub fn socket_type(fd: RawFd) -> io::Result<libc::c_int> {
+    let mut ty: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: ty and len are live and sized as getsockopt expects for SO_TYPE.
+    cvt(unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut ty as *mut libc::c_int).cast(), &mut len) })?;
+    Ok(ty)
+}

@@ -1,0 +1,283 @@
+//! `vde://DIR[PORT]`: a client of the vde_switch v3 control protocol (reference: vde.md §1).
+//!
+//! Connects a stream socket to `DIR/ctl` (or `DIR/GROUP` for a port group), binds a datagram
+//! socket at `DIR/.PID-SEQ`, sends one v3 request, reads the 110-byte reply naming the switch's
+//! data socket, connects to it and unlinks its own name. Frames then travel one per datagram;
+//! the stream stays open and silent, and its EOF means the switch is gone. Every wait has a
+//! timeout, so a switch that accepts but never answers gives an error, not a hang.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::dgram::{ConnectedDgram, Refused};
+use crate::sys;
+use crate::wire::vde_request::{self, PortRequest};
+
+/// How long to wait for a switch to accept and answer.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub struct VdeConfig {
+    /// The switch's control directory (or, for old-style switches, the ctl socket itself).
+    pub dir: PathBuf,
+    pub port: PortRequest,
+    /// A named port group: `DIR/GROUP` is tried before `DIR/ctl`.
+    pub port_group: Option<String>,
+    /// Group owner for the client's data socket.
+    pub group: Option<String>,
+    /// Permissions of the data socket (default 0700).
+    pub mode: u32,
+    /// Full description sent to the switch (see [`describe`]).
+    pub description: String,
+    pub timeout: Duration,
+}
+
+impl VdeConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        VdeConfig {
+            dir: dir.into(),
+            port: PortRequest::Any,
+            port_group: None,
+            group: None,
+            mode: 0o700,
+            description: describe("filo:"),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// The description vdeplug4 sends: `"<descr> user=<login> pid=<pid>"`, plus ` SSH=<ip>` when
+/// running under ssh.
+pub fn describe(descr: &str) -> String {
+    let uid = sys::euid();
+    let user = sys::user_name(uid).unwrap_or_else(|| uid.to_string());
+    let mut text = format!("{descr} user={user} pid={}", std::process::id());
+    if let Some(ssh) = std::env::var("SSH_CLIENT").ok().as_deref().and_then(|s| s.split_whitespace().next()) {
+        text.push_str(" SSH=");
+        text.push_str(ssh);
+    }
+    text
+}
+
+/// Why a switch could not be joined.
+#[derive(Debug, thiserror::Error)]
+pub enum VdeError {
+    #[error("{}: no VDE switch there (no control socket {} : {source})", dir.display(), ctl.display())]
+    NoSwitch { dir: PathBuf, ctl: PathBuf, source: io::Error },
+    #[error("{}: the switch did not answer within {timeout:?} (is it a VDE switch? is it stuck?)", dir.display())]
+    NoAnswer { dir: PathBuf, timeout: Duration },
+    #[error("{}: the switch closed the connection without a reply after {got} of 110 bytes (port {port} in use by another user, out of range, or refused)", dir.display())]
+    Refused { dir: PathBuf, got: usize, port: String },
+    #[error("{}: bad reply from the switch: {reason}", dir.display())]
+    BadReply { dir: PathBuf, reason: String },
+    #[error("{}: {what}: {source}", dir.display())]
+    Io { dir: PathBuf, what: String, source: io::Error },
+}
+
+static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+
+/// Removes the client's bound socket name when the connection attempt fails midway.
+struct UnlinkOnDrop(Option<PathBuf>);
+
+impl Drop for UnlinkOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+fn io_err(cfg: &VdeConfig, what: impl Into<String>) -> impl FnOnce(io::Error) -> VdeError + '_ {
+    let what = what.into();
+    move |source| VdeError::Io {
+        dir: cfg.dir.clone(),
+        what,
+        source,
+    }
+}
+
+fn is_socket(path: &Path) -> bool {
+    fs::metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false)
+}
+
+fn connect_ctl(cfg: &VdeConfig) -> Result<UnixStream, VdeError> {
+    let ctl_path = if is_socket(&cfg.dir) {
+        cfg.dir.clone()
+    } else {
+        cfg.dir.join("ctl")
+    };
+    let mut candidates = Vec::new();
+    if let Some(group) = &cfg.port_group {
+        candidates.push(cfg.dir.join(group));
+    }
+    candidates.push(ctl_path.clone());
+    let mut last = None;
+    for path in candidates {
+        let sock = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None).map_err(io_err(cfg, "cannot create a socket"))?;
+        let addr = SockAddr::unix(&path).map_err(io_err(cfg, "bad control socket path"))?;
+        match sock.connect_timeout(&addr, cfg.timeout) {
+            Ok(()) => return Ok(UnixStream::from(OwnedFd::from(sock))),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(VdeError::NoAnswer {
+                    dir: cfg.dir.clone(),
+                    timeout: cfg.timeout,
+                })
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(VdeError::NoSwitch {
+        dir: cfg.dir.clone(),
+        ctl: ctl_path,
+        source: last.unwrap_or_else(|| io::Error::other("no candidate")),
+    })
+}
+
+fn bind_data_socket(cfg: &VdeConfig) -> Result<(Socket, PathBuf), VdeError> {
+    let pid = std::process::id();
+    let dirs: Vec<PathBuf> = if cfg.dir.is_dir() {
+        vec![cfg.dir.clone(), "/var/run".into(), "/var/tmp".into(), "/tmp".into()]
+    } else {
+        vec!["/var/run".into(), "/var/tmp".into(), "/tmp".into()]
+    };
+    let mut last = io::Error::other("no directory to bind in");
+    for dir in dirs {
+        let inside = dir == cfg.dir;
+        for _ in 0..1000 {
+            let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed) % 100_000;
+            let name = if inside {
+                format!(".{pid:05}-{seq:05}")
+            } else {
+                format!("vde.{pid:05}-{seq:05}")
+            };
+            let path = dir.join(name);
+            let sock = Socket::new(Domain::UNIX, Type::DGRAM.cloexec(), None).map_err(io_err(cfg, "cannot create a socket"))?;
+            let addr = match SockAddr::unix(&path) {
+                Ok(a) => a,
+                Err(e) => {
+                    last = e;
+                    break;
+                }
+            };
+            match sock.bind(&addr) {
+                Ok(()) => return Ok((sock, path)),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+                Err(e) => {
+                    last = e;
+                    break;
+                }
+            }
+        }
+    }
+    Err(VdeError::Io {
+        dir: cfg.dir.clone(),
+        what: "cannot bind a data socket".into(),
+        source: last,
+    })
+}
+
+fn apply_permissions(cfg: &VdeConfig, path: &Path, ctl_path: &Path) -> Result<(), VdeError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut mode = cfg.mode;
+    let gid = match &cfg.group {
+        Some(g) => Some(sys::group_id(g).ok_or_else(|| VdeError::Io {
+            dir: cfg.dir.clone(),
+            what: format!("unknown group {g:?}"),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        })?),
+        None => None,
+    };
+    if let Some(gid) = gid {
+        sys::chown_group(path, gid).map_err(io_err(cfg, format!("cannot give {} to group {gid}", path.display())))?;
+    } else if mode & 0o077 == 0 {
+        // A switch run by another user must still reach our socket: share it with the
+        // control socket's group, as vdeplug4 does.
+        if let Ok(meta) = fs::metadata(ctl_path) {
+            let euid = sys::euid();
+            if meta.uid() != 0 && meta.uid() != euid {
+                mode |= if sys::chown_group(path, meta.gid()).is_ok() { 0o070 } else { 0o077 };
+            }
+        }
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(cfg, format!("cannot chmod {}", path.display())))
+}
+
+fn read_reply(cfg: &VdeConfig, ctl: &mut UnixStream) -> Result<[u8; vde_request::REPLY_LEN], VdeError> {
+    let mut reply = [0u8; vde_request::REPLY_LEN];
+    let mut got = 0;
+    let deadline = Instant::now() + cfg.timeout;
+    while got < reply.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(VdeError::NoAnswer {
+                dir: cfg.dir.clone(),
+                timeout: cfg.timeout,
+            });
+        }
+        ctl.set_read_timeout(Some(left)).map_err(io_err(cfg, "cannot set a timeout"))?;
+        match ctl.read(&mut reply[got..]) {
+            Ok(0) => {
+                return Err(VdeError::Refused {
+                    dir: cfg.dir.clone(),
+                    got,
+                    port: match cfg.port {
+                        PortRequest::Any => "(any)".into(),
+                        PortRequest::Zero => "0".into(),
+                        PortRequest::Port(n) => n.to_string(),
+                    },
+                })
+            }
+            Ok(n) => got += n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err(cfg, "reading the switch's reply")(e)),
+        }
+    }
+    ctl.set_read_timeout(None).map_err(io_err(cfg, "cannot clear the timeout"))?;
+    Ok(reply)
+}
+
+/// Joins a vde switch.
+pub fn connect(cfg: &VdeConfig) -> Result<ConnectedDgram, VdeError> {
+    let mut ctl = connect_ctl(cfg)?;
+    let ctl_path = if is_socket(&cfg.dir) { cfg.dir.clone() } else { cfg.dir.join("ctl") };
+    let (data, own_path) = bind_data_socket(cfg)?;
+    let _cleanup = UnlinkOnDrop(Some(own_path.clone()));
+    apply_permissions(cfg, &own_path, &ctl_path)?;
+
+    let mut request = [0u8; vde_request::V3_HEADER_LEN + vde_request::MAX_DESCRIPTION];
+    let len = vde_request::emit_request_v3(cfg.port, &own_path, &cfg.description, &mut request).map_err(|e| VdeError::Io {
+        dir: cfg.dir.clone(),
+        what: e.to_string(),
+        source: io::Error::from(io::ErrorKind::InvalidInput),
+    })?;
+    ctl.set_write_timeout(Some(cfg.timeout)).map_err(io_err(cfg, "cannot set a timeout"))?;
+    ctl.write_all(&request[..len]).map_err(io_err(cfg, "sending the request"))?;
+
+    let reply = read_reply(cfg, &mut ctl)?;
+    let switch_path = vde_request::parse_sockaddr(&reply).map_err(|e| VdeError::BadReply {
+        dir: cfg.dir.clone(),
+        reason: e.to_string(),
+    })?;
+    if switch_path.as_os_str().is_empty() {
+        return Err(VdeError::BadReply {
+            dir: cfg.dir.clone(),
+            reason: "empty data socket path".into(),
+        });
+    }
+    let addr = SockAddr::unix(&switch_path).map_err(io_err(cfg, "bad data socket path in reply"))?;
+    data.connect(&addr).map_err(io_err(cfg, format!("connecting to the switch's data socket {}", switch_path.display())))?;
+    // Not ours in general (owned by the switch): failure is expected and harmless.
+    let _ = fs::set_permissions(&switch_path, fs::Permissions::from_mode(cfg.mode));
+    ctl.set_nonblocking(true).map_err(io_err(cfg, "cannot make the control socket non-blocking"))?;
+    ConnectedDgram::new(OwnedFd::from(data), Some(ctl), Refused::Fatal, false, "vde").map_err(io_err(cfg, "data socket"))
+    // `_cleanup` unlinks our bound name: the switch is connected to it already.
+}

@@ -1,0 +1,6 @@
+//! Wire formats spoken by the transports, as typed views over byte slices: parse without
+//! copying, build into caller buffers, reject malformed input with a typed error.
+
+pub mod stream;
+pub mod vde_request;
+pub mod vxlan;
