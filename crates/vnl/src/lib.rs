@@ -23,3 +23,8 @@ pub mod wire;
 
 pub use open::{open, OpenOptions};
 pub use plug::{FrameBatch, Plug, PlugStats, Transport, MAX_FRAME, MIN_FRAME};
+pub mod vnl;
+pub use vnl::{
+    default_switch, default_switch_path, module_syntax, parse_octal_mode, ArgStyle, DefaultSwitch,
+    InvalidMode, KeyError, ModuleSyntax, Vnl, VnlError, MODULES,
+};
