@@ -1,1 +1,61 @@
-fn main() {}
+//! `filo`: one binary for every tool. Each subcommand lives in its own module and only wires
+//! command-line flags to the library crates.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod demo;
+mod plug;
+mod sys;
+
+/// filo: the Internet of Threads — virtual Ethernets, switches and plugs, compatible with VDE.
+#[derive(Parser, Debug)]
+#[command(name = "filo", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    /// More log output (repeat for more); RUST_LOG overrides.
+    #[arg(short = 'v', long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Connect networks: a cable between two VNLs, or one VNL over stdin/stdout or a command.
+    Plug(plug::PlugArgs),
+    /// Show a small virtual network at work, with nothing to set up.
+    Demo(demo::DemoArgs),
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    if let Err(e) = sys::install_signal_handlers() {
+        eprintln!("filo: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.command {
+        Command::Plug(args) => plug::run(args),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("filo: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

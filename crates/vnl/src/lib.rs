@@ -13,6 +13,7 @@
 //! ([`tokio_plug`]) — can drive it. Wire formats live in [`wire`] as sans-IO views and codecs;
 //! every `unsafe` call lives in one private `sys` module.
 
+pub mod cable;
 pub mod open;
 pub mod plug;
 mod sys;

@@ -143,6 +143,18 @@ impl Plug {
         unsafe { BorrowedFd::borrow_raw(self.transport.write_fd()) }
     }
 
+    pub(crate) fn data_fd_raw(&self) -> RawFd {
+        self.transport.data_fd()
+    }
+
+    pub(crate) fn write_fd_raw(&self) -> RawFd {
+        self.transport.write_fd()
+    }
+
+    pub(crate) fn ctl_fd_raw(&self) -> Option<RawFd> {
+        self.transport.ctl_fd()
+    }
+
     pub fn ctl_fd(&self) -> Option<BorrowedFd<'_>> {
         // SAFETY: as for data_fd.
         self.transport

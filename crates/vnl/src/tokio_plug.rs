@@ -21,11 +21,19 @@ impl AsRawFd for Registered {
     }
 }
 
+/// Field order matters: the registrations drop (deregister) before the plug closes its fds.
 pub struct AsyncPlug {
-    plug: Plug,
     data: AsyncFd<Registered>,
     /// None when writes are signalled on the data descriptor itself.
     write: Option<AsyncFd<Registered>>,
+    plug: Plug,
+}
+
+fn register(fd: RawFd, interest: Interest) -> io::Result<AsyncFd<Registered>> {
+    // SAFETY: the descriptor belongs to the plug stored beside this registration in
+    // `AsyncPlug`, which keeps it open for the registration's whole life (fields drop in
+    // order: registrations first), and `Registered` always returns the same number.
+    unsafe { AsyncFd::register_with_interest(Registered(fd), interest) }.map_err(|e| io::Error::other(e.to_string()))
 }
 
 impl AsyncPlug {
@@ -34,14 +42,14 @@ impl AsyncPlug {
         let data_fd = plug.data_fd().as_raw_fd();
         let write_fd = plug.write_fd().as_raw_fd();
         let (data, write) = if data_fd == write_fd {
-            (AsyncFd::with_interest(Registered(data_fd), Interest::READABLE | Interest::WRITABLE)?, None)
+            (register(data_fd, Interest::READABLE | Interest::WRITABLE)?, None)
         } else {
             (
-                AsyncFd::with_interest(Registered(data_fd), Interest::READABLE)?,
-                Some(AsyncFd::with_interest(Registered(write_fd), Interest::WRITABLE)?),
+                register(data_fd, Interest::READABLE)?,
+                Some(register(write_fd, Interest::WRITABLE)?),
             )
         };
-        Ok(AsyncPlug { plug, data, write })
+        Ok(AsyncPlug { data, write, plug })
     }
 
     pub fn get_ref(&self) -> &Plug {
@@ -87,6 +95,9 @@ impl AsyncPlug {
     }
 
     pub fn into_inner(self) -> Plug {
-        self.plug
+        let AsyncPlug { data, write, plug } = self;
+        drop(write);
+        drop(data);
+        plug
     }
 }

@@ -89,12 +89,17 @@ impl StreamTransport {
         let (program, args) = words.split_first().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "cmd:// needs a command, e.g. cmd://ssh host filo plug vde:///tmp/sw")
         })?;
+        Self::spawn(program, args, format!("cmd://{command}"))
+    }
+
+    /// Runs `program` with `args` and speaks the stream encoding on its stdin/stdout.
+    pub fn spawn(program: &str, args: &[String], label: String) -> io::Result<StreamTransport> {
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("cmd://{command}: cannot run {program:?}: {e}")))?;
+            .map_err(|e| io::Error::new(e.kind(), format!("{label}: cannot run {program:?}: {e}")))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(io::Error::other("child pipes missing"));
         };
@@ -102,7 +107,7 @@ impl StreamTransport {
         let output = OwnedFd::from(stdin);
         sys::set_nonblocking(input.as_raw_fd())?;
         sys::set_nonblocking(output.as_raw_fd())?;
-        Ok(Self::new(Fd::Owned(input), Fd::Owned(output), Some(child), format!("cmd://{command}"), "cmd"))
+        Ok(Self::new(Fd::Owned(input), Fd::Owned(output), Some(child), label, "cmd"))
     }
 
     fn new(input: Fd, output: Fd, child: Option<Child>, label: String, kind: &'static str) -> Self {

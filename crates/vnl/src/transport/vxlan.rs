@@ -137,9 +137,6 @@ fn set_ttl(cfg: &VxConfig, sock: &Socket, multicast_loop: bool) -> io::Result<()
             sock.set_ttl_v4(cfg.ttl)?;
             sock.set_multicast_ttl_v4(cfg.ttl)?;
             sock.set_multicast_loop_v4(multicast_loop)?;
-            if let Some(idx) = ifindex {
-                sock.set_multicast_if_v4_n(&InterfaceIndexOrAddress::Index(idx))?;
-            }
         }
         IpAddr::V6(_) => {
             sock.set_unicast_hops_v6(cfg.ttl)?;

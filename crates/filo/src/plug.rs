@@ -1,0 +1,168 @@
+//! `filo plug`: vde_plug's command line on filo's plugs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use filo_vnl::cable::{self, CableEnd};
+use filo_vnl::transport::stream::StreamTransport;
+use filo_vnl::{OpenOptions, Plug};
+
+use crate::sys;
+
+/// Join two networks with a virtual cable, or carry one over stdin/stdout or a command.
+#[derive(Args, Debug)]
+#[command(
+    after_long_help = "\
+FORMS:
+  filo plug VNL1 VNL2            a cable between two networks
+  filo plug [VNL]                frames of VNL on stdin/stdout (stream encoding)
+  filo plug [VNL] = CMD [ARG]... frames of VNL through a command's stdin/stdout
+
+A VNL (Virtual Network Locator) names a network: vde:///tmp/sw (a VDE switch; a bare path
+means the same), vde:///tmp/sw[3] (port 3), ptp:///tmp/link, udp://2000->10.0.0.2:2000,
+vxvde://239.0.0.1/vni=7, vxlan://239.0.0.1/vni=42, tap://tap0, cmd://ssh host filo plug,
+seqpacket://FD, null://. An empty VNL means your default switch (~/.vdeplug/default,
+~/.vde2/default.switch, then /tmp/vde.ctl, or /var/run/vde.ctl as root).
+
+The stream encoding is vde_plug's: each frame is a 2-byte big-endian length and the frame.
+
+EXAMPLES:
+  filo plug vde:///tmp/sw1 vde:///tmp/sw2         join two switches
+  filo plug /tmp/sw = ssh host filo plug /tmp/sw  join switches on two hosts
+  filo plug tap://tap0 vde:///tmp/sw              put a kernel tap on a switch
+  filo plug vde:///tmp/sw vxvde://                extend a switch to every host on the LAN
+
+EXIT STATUS:
+  0 when a side hangs up or a signal stops the plug, 1 on an error (the reason is printed)."
+)]
+pub struct PlugArgs {
+    /// Run in the background (detached from the terminal).
+    #[arg(short = 'd', long)]
+    daemon: bool,
+    /// Write the process id to FILE (which must not exist).
+    #[arg(short = 'p', long, value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+    /// Description shown by the switch (`port/print`); user and pid are appended.
+    #[arg(short = 'D', long = "descr", value_name = "DESCR", default_value = "filo-plug:")]
+    descr: String,
+    /// Group owning the data socket of the first VNL.
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    group: Option<String>,
+    /// Group owning the data socket of the second VNL.
+    #[arg(short = 'G', long, value_name = "GROUP")]
+    group2: Option<String>,
+    /// Octal permissions of the first VNL's data socket (default 0700).
+    #[arg(short = 'm', long = "mode", visible_alias = "mod", value_name = "MODE", value_parser = parse_mode)]
+    mode: Option<u32>,
+    /// Octal permissions of the second VNL's data socket.
+    #[arg(short = 'M', long = "mode2", visible_alias = "mod2", value_name = "MODE", value_parser = parse_mode)]
+    mode2: Option<u32>,
+    /// Seconds to wait for a switch to answer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    timeout: f64,
+    /// VNL1 [VNL2], or [VNL] = COMMAND [ARGS]...
+    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    match u32::from_str_radix(text, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(format!("{text:?} is not an octal file mode such as 0660")),
+    }
+}
+
+enum Form {
+    Cable(String, String),
+    Stdio(String),
+    Command(String, Vec<String>),
+}
+
+fn form(args: &[String]) -> Result<Form> {
+    if let Some(eq) = args.iter().position(|a| a == "=") {
+        let vnl = match &args[..eq] {
+            [] => String::new(),
+            [one] => one.clone(),
+            more => bail!("before '=' give at most one VNL, got {}: {}", more.len(), more.join(" ")),
+        };
+        let cmd = args[eq + 1..].to_vec();
+        if cmd.is_empty() {
+            bail!("'=' must be followed by a command, e.g. filo plug /tmp/sw = ssh host filo plug /tmp/sw");
+        }
+        return Ok(Form::Command(vnl, cmd));
+    }
+    match args {
+        [] => Ok(Form::Stdio(String::new())),
+        [one] => Ok(Form::Stdio(one.clone())),
+        [a, b] => Ok(Form::Cable(a.clone(), b.clone())),
+        more => bail!(
+            "too many arguments ({}): expected VNL1 VNL2, [VNL], or [VNL] = COMMAND [ARGS]...",
+            more.len()
+        ),
+    }
+}
+
+pub fn run(args: PlugArgs) -> Result<ExitCode> {
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        bail!("--timeout {} is not valid: expected a positive number of seconds", args.timeout);
+    }
+    let options = |group: &Option<String>, mode: Option<u32>| OpenOptions {
+        description: args.descr.clone(),
+        timeout: std::time::Duration::from_secs_f64(args.timeout),
+        group: group.clone(),
+        mode,
+    };
+    let first = options(&args.group, args.mode);
+    let second = options(&args.group2, args.mode2);
+    let form = form(&args.args)?;
+    if args.daemon && !matches!(form, Form::Cable(..)) {
+        bail!("--daemon needs the cable form (VNL1 VNL2): the other forms use stdin/stdout or a child");
+    }
+    let open = |opts: &OpenOptions, vnl: &str| -> Result<Plug> { Ok(opts.open(vnl)?) };
+    let plugs: [Plug; 2] = match form {
+        Form::Cable(a, b) => [open(&first, &a)?, open(&second, &b)?],
+        Form::Stdio(a) => {
+            let plug = open(&first, &a)?;
+            let stdio = StreamTransport::stdio().context("standard input/output")?;
+            [plug, Plug::from_transport("stdin/stdout", Box::new(stdio))]
+        }
+        Form::Command(a, cmd) => {
+            let plug = open(&first, &a)?;
+            let label = format!("command {:?}", cmd.join(" "));
+            let child = StreamTransport::spawn(&cmd[0], &cmd[1..], label.clone())?;
+            [plug, Plug::from_transport(label, Box::new(child))]
+        }
+    };
+    if args.daemon {
+        sys::daemonize().context("cannot run in the background")?;
+    }
+    let _pidfile = match &args.pidfile {
+        Some(path) => {
+            let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+            sys::write_pidfile(&abs).with_context(|| format!("cannot create pid file {}", abs.display()))?;
+            Some(RemoveOnDrop(abs))
+        }
+        None => None,
+    };
+    let mut plugs = plugs;
+    let outcome = cable::run(&mut plugs, &sys::STOP);
+    drop(plugs);
+    match outcome {
+        CableEnd::Hangup { .. } | CableEnd::Stopped => {
+            tracing::info!("filo plug: {outcome}");
+            eprintln!("filo plug: {outcome}");
+            Ok(ExitCode::SUCCESS)
+        }
+        CableEnd::Failed { .. } => bail!("{outcome}"),
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

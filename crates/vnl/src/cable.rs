@@ -1,0 +1,174 @@
+//! A cable: two plugs joined so every frame received on one is sent on the other, with
+//! back-pressure (a side that cannot take more stops reading from the other) and batching.
+//! This is `filo plug VNL1 VNL2` as a library function.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::plug::{FrameBatch, Plug};
+use crate::sys::{self, PollEntry};
+
+/// Why a cable stopped.
+#[derive(Debug)]
+pub enum CableEnd {
+    /// The side with this index (0 or 1) went away: EOF, hang-up or a closed switch.
+    Hangup { side: usize, reason: String },
+    /// The stop flag was raised (a signal).
+    Stopped,
+    /// A side failed in a way that is not a plain hang-up.
+    Failed { side: usize, error: io::Error },
+}
+
+impl std::fmt::Display for CableEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CableEnd::Hangup { reason, .. } => write!(f, "{reason}"),
+            CableEnd::Stopped => write!(f, "stopped by signal"),
+            CableEnd::Failed { error, .. } => write!(f, "{error}"),
+        }
+    }
+}
+
+/// Frames received from one side and not yet accepted by the other.
+struct Direction {
+    batch: FrameBatch,
+    next: usize,
+}
+
+impl Direction {
+    fn pending(&self) -> bool {
+        self.next < self.batch.len()
+    }
+}
+
+fn is_hangup(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::NotConnected
+    )
+}
+
+fn end(side: usize, plug: &Plug, error: io::Error) -> CableEnd {
+    if is_hangup(&error) {
+        CableEnd::Hangup {
+            side,
+            reason: format!("{}: {error}", plug.name()),
+        }
+    } else {
+        CableEnd::Failed { side, error }
+    }
+}
+
+/// Moves pending frames of `dir` into `dst`. Returns Ok(true) when all were taken.
+fn drain(dir: &mut Direction, dst: &mut Plug) -> io::Result<bool> {
+    if dst.has_pending_output() {
+        match dst.flush() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            other => other?,
+        }
+    }
+    while dir.pending() {
+        let mut frames: [&[u8]; crate::sys::BATCH_MAX] = [&[]; crate::sys::BATCH_MAX];
+        let n = dir.batch.len() - dir.next;
+        for (i, slot) in frames.iter_mut().take(n).enumerate() {
+            *slot = dir.batch.frame(dir.next + i);
+        }
+        match dst.send_batch(&frames[..n]) {
+            Ok(sent) => dir.next += sent,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => dir.next += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(!dst.has_pending_output())
+}
+
+/// Runs the cable until a side goes away or `stop` is raised. `stop` is checked whenever a
+/// signal interrupts the wait, and at least every `tick`.
+pub fn run(plugs: &mut [Plug; 2], stop: &AtomicBool) -> CableEnd {
+    let tick = Duration::from_millis(500);
+    let mut dirs = [
+        Direction { batch: FrameBatch::new(64), next: 0 },
+        Direction { batch: FrameBatch::new(64), next: 0 },
+    ];
+    let mut entries: Vec<PollEntry> = Vec::with_capacity(6);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return CableEnd::Stopped;
+        }
+        entries.clear();
+        // Layout: [data0, write0, data1, write1, ctl0?, ctl1?]; direction i reads side i.
+        for side in 0..2 {
+            let other = 1 - side;
+            let p = &plugs[side];
+            let blocked_out = dirs[other].pending() || p.has_pending_output();
+            entries.push(PollEntry::new(p.data_fd_raw(), !dirs[side].pending(), false));
+            entries.push(PollEntry::new(p.write_fd_raw(), false, blocked_out));
+        }
+        let mut ctl_sides = [None, None];
+        for (side, slot) in ctl_sides.iter_mut().enumerate() {
+            if let Some(fd) = plugs[side].ctl_fd_raw() {
+                *slot = Some(entries.len());
+                entries.push(PollEntry::new(fd, true, false));
+            }
+        }
+        if let Err(e) = sys::poll(&mut entries, Some(tick)) {
+            return CableEnd::Failed { side: 0, error: e };
+        }
+        for (side, slot) in ctl_sides.iter().enumerate() {
+            if let Some(i) = *slot {
+                if entries[i].ready.readable || entries[i].ready.hangup {
+                    return CableEnd::Hangup {
+                        side,
+                        reason: format!("{}: the switch closed the connection", plugs[side].name()),
+                    };
+                }
+            }
+        }
+        for side in 0..2 {
+            let other = 1 - side;
+            let (src, dst) = if side == 0 {
+                let (a, b) = plugs.split_at_mut(1);
+                (&mut a[0], &mut b[0])
+            } else {
+                let (a, b) = plugs.split_at_mut(1);
+                (&mut b[0], &mut a[0])
+            };
+            let dir = &mut dirs[side];
+            // Finish what is pending first: order is preserved and nothing is dropped.
+            match drain(dir, dst) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => return end(other, dst, e),
+            }
+            let readable = entries[side * 2].ready.readable || entries[side * 2].ready.hangup;
+            // Stream transports may hold decoded frames without a readable descriptor; a
+            // receive attempt is cheap, so try whenever the last batch was full too.
+            if !readable && dir.batch.len() < 64 {
+                continue;
+            }
+            // Bounded work per turn so one busy side cannot starve the other.
+            for _ in 0..8 {
+                match src.recv_batch(&mut dir.batch) {
+                    Ok(_) => dir.next = 0,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        dir.next = 0;
+                        break;
+                    }
+                    Err(e) => return end(side, src, e),
+                }
+                match drain(dir, dst) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => return end(other, dst, e),
+                }
+            }
+        }
+    }
+}
