@@ -56,6 +56,15 @@ fn build(
     Some(v)
 }
 
+/// Raw (verbatim) VNLs cannot always be nested: their text is not escaped, so unbalanced
+/// quotes or a trailing `\` in them confuse the outer brace scan (as in vdeplug4).
+fn mentions_raw_module(text: &str) -> bool {
+    MODULES
+        .iter()
+        .filter(|m| m.style == ArgStyle::Raw)
+        .any(|m| text.contains(&format!("{}://", m.name)))
+}
+
 fn any_vnl() -> impl Strategy<Value = Vnl> {
     (
         0..MODULES.len(),
@@ -72,10 +81,7 @@ fn any_vnl() -> impl Strategy<Value = Vnl> {
             "nested raw VNL with unbalanced quotes",
             |(i, addr, opts, nested)| {
                 let m = &MODULES[i];
-                let raw_nested = MODULES
-                    .iter()
-                    .filter(|m| m.style == ArgStyle::Raw)
-                    .any(|m| nested.contains(&format!("{}://", m.name)));
+                let raw_nested = mentions_raw_module(&nested);
                 let nested_text = nested.clone();
                 let nested = m.nests.then_some(nested);
                 let v = build(m, addr, opts, nested);
@@ -90,7 +96,11 @@ fn any_vnl() -> impl Strategy<Value = Vnl> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig {
+        cases: 2000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn display_round_trips(v in any_vnl()) {
@@ -104,7 +114,7 @@ proptest! {
     #[test]
     fn nested_round_trips(v in any_vnl()) {
         if let Some(n) = v.nested() {
-            if !n.is_empty() {
+            if !n.is_empty() && !mentions_raw_module(n) {
                 let inner = Vnl::parse(n);
                 prop_assert!(inner.is_ok(), "nested {:?}: {:?}", n, inner);
             }
