@@ -588,13 +588,20 @@ fn key_error(syn: &'static ModuleSyntax, key: &str, e: KeyError, input: &str) ->
     }
 }
 
+/// Byte offsets of unquoted, unescaped braces.
+#[derive(Debug, Default)]
+struct Braces {
+    /// First active `{`.
+    open: Option<usize>,
+    /// Last active `}`.
+    close_last: Option<usize>,
+    /// First active `}`.
+    close_first: Option<usize>,
+}
+
 /// Scan for quote state and active braces only (no `%` validation), used to cut the
-/// nested VNL out. Returns (first active `{`, last active `}`, first active `}`), or an
-/// unterminated-quote error.
-fn scan_braces(
-    rest: &str,
-    ctx: &Ctx<'_>,
-) -> Result<(Option<usize>, Option<usize>, Option<usize>), VnlError> {
+/// nested VNL out. Fails on an unterminated quote.
+fn scan_braces(rest: &str, ctx: &Ctx<'_>) -> Result<Braces, VnlError> {
     let mut quote: Option<(char, usize)> = None;
     let mut open = None;
     let mut close_last = None;
@@ -612,11 +619,7 @@ fn scan_braces(
                 Some((q, _)) if q == c => quote = None,
                 Some(_) => {}
             },
-            '{' if quote.is_none() => {
-                if open.is_none() {
-                    open = Some(i);
-                }
-            }
+            '{' if quote.is_none() && open.is_none() => open = Some(i),
             '}' if quote.is_none() => {
                 if close_first.is_none() {
                     close_first = Some(i);
@@ -629,7 +632,11 @@ fn scan_braces(
     if let Some((q, p)) = quote {
         return Err(ctx.unterminated(quote_name(q), p));
     }
-    Ok((open, close_last, close_first))
+    Ok(Braces {
+        open,
+        close_last,
+        close_first,
+    })
 }
 
 fn quote_name(q: char) -> &'static str {
@@ -744,7 +751,11 @@ impl Vnl {
             base,
         };
         let outer = if syn.nests {
-            let (open, close_last, close_first) = scan_braces(rest, &ctx)?;
+            let Braces {
+                open,
+                close_last,
+                close_first,
+            } = scan_braces(rest, &ctx)?;
             match open {
                 None => {
                     if let Some(p) = close_first {
@@ -861,8 +872,8 @@ impl Vnl {
             input: &input,
             base: syn.name.len() + 3,
         };
-        let (_, close_last, _) = scan_braces(&wrapped, &ctx)?;
-        if close_last != Some(wrapped.len() - 1) {
+        let braces = scan_braces(&wrapped, &ctx)?;
+        if braces.close_last != Some(wrapped.len() - 1) {
             return Err(ctx.unterminated("closing '}'", 0));
         }
         self.nested = Some(nested);
