@@ -13,8 +13,7 @@ use crate::sys;
 
 /// Join two networks with a virtual cable, or carry one over stdin/stdout or a command.
 #[derive(Args, Debug)]
-#[command(
-    after_long_help = "\
+#[command(after_long_help = "\
 FORMS:
   filo plug VNL1 VNL2            a cable between two networks
   filo plug [VNL]                frames of VNL on stdin/stdout (stream encoding)
@@ -35,8 +34,7 @@ EXAMPLES:
   filo plug vde:///tmp/sw vxvde://                extend a switch to every host on the LAN
 
 EXIT STATUS:
-  0 when a side hangs up or a signal stops the plug, 1 on an error (the reason is printed)."
-)]
+  0 when a side hangs up or a signal stops the plug, 1 on an error (the reason is printed).")]
 pub struct PlugArgs {
     /// Run in the background (detached from the terminal).
     #[arg(short = 'd', long)]
@@ -45,7 +43,12 @@ pub struct PlugArgs {
     #[arg(short = 'p', long, value_name = "FILE")]
     pidfile: Option<PathBuf>,
     /// Description shown by the switch (`port/print`); user and pid are appended.
-    #[arg(short = 'D', long = "descr", value_name = "DESCR", default_value = "filo-plug:")]
+    #[arg(
+        short = 'D',
+        long = "descr",
+        value_name = "DESCR",
+        default_value = "filo-plug:"
+    )]
     descr: String,
     /// Group owning the data socket of the first VNL.
     #[arg(short = 'g', long, value_name = "GROUP")]
@@ -63,7 +66,11 @@ pub struct PlugArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     timeout: f64,
     /// VNL1 [VNL2], or [VNL] = COMMAND [ARGS]...
-    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     args: Vec<String>,
 }
 
@@ -85,7 +92,11 @@ fn form(args: &[String]) -> Result<Form> {
         let vnl = match &args[..eq] {
             [] => String::new(),
             [one] => one.clone(),
-            more => bail!("before '=' give at most one VNL, got {}: {}", more.len(), more.join(" ")),
+            more => bail!(
+                "before '=' give at most one VNL, got {}: {}",
+                more.len(),
+                more.join(" ")
+            ),
         };
         let cmd = args[eq + 1..].to_vec();
         if cmd.is_empty() {
@@ -106,7 +117,10 @@ fn form(args: &[String]) -> Result<Form> {
 
 pub fn run(args: PlugArgs) -> Result<ExitCode> {
     if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        bail!("--timeout {} is not valid: expected a positive number of seconds", args.timeout);
+        bail!(
+            "--timeout {} is not valid: expected a positive number of seconds",
+            args.timeout
+        );
     }
     let options = |group: &Option<String>, mode: Option<u32>| OpenOptions {
         description: args.descr.clone(),
@@ -141,7 +155,8 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
     let _pidfile = match &args.pidfile {
         Some(path) => {
             let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
-            sys::write_pidfile(&abs).with_context(|| format!("cannot create pid file {}", abs.display()))?;
+            sys::write_pidfile(&abs)
+                .with_context(|| format!("cannot create pid file {}", abs.display()))?;
             Some(RemoveOnDrop(abs))
         }
         None => None,

@@ -50,7 +50,10 @@ pub fn daemonize() -> io::Result<()> {
     unsafe {
         libc::setsid();
     }
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
     use std::os::fd::AsRawFd;
     for fd in 0..3 {
         // SAFETY: dup2 onto the standard descriptors, which we own as a process.
@@ -64,6 +67,9 @@ pub fn daemonize() -> io::Result<()> {
 /// Writes our pid to `path`, refusing to overwrite an existing file (as vde_plug does).
 pub fn write_pidfile(path: &std::path::Path) -> io::Result<()> {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
     writeln!(f, "{}", std::process::id())
 }

@@ -1,1 +1,373 @@
-//! placeholder
+//! Helpers shared by filo's integration tests: unique temp dirs, network namespaces, child
+//! processes that die with the test, and waiting with deadlines. Everything cleans up on drop,
+//! so a failing test leaves nothing behind.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this process and call: `prefix-PID-N`.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A temporary directory under /tmp (short paths: UNIX socket names are limited to 107 bytes).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let path = PathBuf::from("/tmp").join(unique(prefix));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Fails the test with a clear message when a peer program is missing.
+pub fn require(program: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{program} is not installed: run the README's test command, which installs the test peers"
+    );
+}
+
+/// A child process killed (and reaped) when dropped.
+pub struct Proc {
+    pub child: Child,
+    name: String,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        let name = format!("{cmd:?}");
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { child, name }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `timeout` for the process to exit; panics (test failure) if it does not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {timeout:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for exit and returns (status, stdout, stderr) for a process spawned with piped
+    /// output.
+    pub fn output(mut self, timeout: Duration) -> (std::process::ExitStatus, String, String) {
+        let status = self.wait_exit(timeout);
+        let mut out = String::new();
+        let mut err = String::new();
+        if let Some(mut s) = self.child.stdout.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        if let Some(mut s) = self.child.stderr.take() {
+            let _ = s.read_to_string(&mut err);
+        }
+        (status, out, err)
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        // SAFETY: signalling our own un-reaped child; its pid cannot have been reused.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        self.wait_exit(timeout)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `cond` until it is true or `timeout` passes; returns whether it became true.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a command to completion and returns stdout; panics with stderr on failure.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace deleted (after killing what runs in it) when dropped.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Netns {
+        require("ip");
+        let name = unique(prefix);
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Runs a command in the namespace; panics on failure.
+    pub fn exec_ok(&self, argv: &[&str]) -> String {
+        let mut c = self.command(argv[0]);
+        c.args(&argv[1..]);
+        run(&mut c)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<libc::pid_t>() {
+                    // SAFETY: kill takes no pointers; these processes run in our namespace.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A veth pair `a` (in `ns_a`) — `b` (in `ns_b`), with addresses, up.
+pub fn veth(ns_a: &Netns, addr_a: &str, ns_b: &Netns, addr_b: &str) -> (String, String) {
+    let a = format!("va{}", COUNTER.fetch_add(1, Ordering::Relaxed));
+    let b = format!("vb{}", COUNTER.fetch_add(1, Ordering::Relaxed));
+    run(Command::new("ip").args([
+        "link", "add", &a, "netns", &ns_a.name, "type", "veth", "peer", "name", &b, "netns",
+        &ns_b.name,
+    ]));
+    ns_a.exec_ok(&["ip", "addr", "add", addr_a, "dev", &a]);
+    ns_b.exec_ok(&["ip", "addr", "add", addr_b, "dev", &b]);
+    ns_a.exec_ok(&["ip", "link", "set", &a, "up"]);
+    ns_b.exec_ok(&["ip", "link", "set", &b, "up"]);
+    (a, b)
+}
+
+/// Debian's vde_switch on `dir` with a management socket, stopped when dropped.
+pub struct DebSwitch {
+    pub dir: PathBuf,
+    pub mgmt: PathBuf,
+    proc: Proc,
+}
+
+impl DebSwitch {
+    pub fn start(tmp: &TempDir, name: &str) -> DebSwitch {
+        require("vde_switch");
+        let dir = tmp.join(name);
+        let mgmt = tmp.join(&format!("{name}.mgmt"));
+        // stdin stays an open pipe: vde_switch exits on EOF of its console.
+        let proc = Proc::spawn(
+            Command::new("vde_switch")
+                .arg("-s")
+                .arg(&dir)
+                .arg("-M")
+                .arg(&mgmt)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || mgmt.exists()
+                && dir.join("ctl").exists()),
+            "vde_switch did not start on {}",
+            dir.display()
+        );
+        DebSwitch { dir, mgmt, proc }
+    }
+
+    pub fn vnl(&self) -> String {
+        format!("vde://{}", self.dir.display())
+    }
+
+    /// Runs one console command and returns the reply up to and including the status line.
+    pub fn console(&self, command: &str) -> String {
+        console(&self.mgmt, command)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+    }
+}
+
+/// One command on a VDE management socket; returns the text after the command up to the
+/// status line (`1000 Success` or `1xxx error`).
+pub fn console(sock: &Path, command: &str) -> String {
+    let mut s =
+        UnixStream::connect(sock).unwrap_or_else(|e| panic!("connect {}: {e}", sock.display()));
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = Vec::new();
+    read_until(&mut s, &mut buf, b"$ ").expect("banner and prompt");
+    s.write_all(format!("{command}\n").as_bytes())
+        .expect("send command");
+    buf.clear();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).expect("console reply");
+        assert!(
+            n > 0,
+            "console closed the connection while answering {command:?}"
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if text.lines().any(|l| {
+            l.len() >= 5
+                && l.starts_with('1')
+                && l[..4].bytes().all(|b| b.is_ascii_digit())
+                && l.as_bytes()[4] == b' '
+        }) {
+            return text.into_owned();
+        }
+    }
+}
+
+fn read_until(s: &mut UnixStream, buf: &mut Vec<u8>, end: &[u8]) -> io::Result<()> {
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(end.len()).any(|w| w == end) {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(())
+}
+
+/// A test Ethernet frame: `dst`, `src`, EtherType 0x88b5 and `len - 14` payload bytes derived
+/// from `seq`, so receivers can check content.
+pub fn test_frame(dst: [u8; 6], src: [u8; 6], seq: u32, len: usize) -> Vec<u8> {
+    let mut f = Vec::with_capacity(len);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x88, 0xb5]);
+    let mut x = seq.wrapping_mul(2654435761).wrapping_add(1);
+    while f.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        f.push(x as u8);
+    }
+    f
+}
+
+/// Encodes a frame in the VDE stream encoding.
+pub fn stream_record(frame: &[u8]) -> Vec<u8> {
+    let mut r = (frame.len() as u16).to_be_bytes().to_vec();
+    r.extend_from_slice(frame);
+    r
+}
+
+/// Reads one stream-encoded frame with a deadline.
+pub fn read_record(r: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 2];
+    r.read_exact(&mut len)?;
+    let mut frame = vec![0u8; u16::from_be_bytes(len) as usize];
+    r.read_exact(&mut frame)?;
+    Ok(frame)
+}
+
+/// Reads stream-encoded frames from `r` on a thread; receive them with a timeout.
+pub fn record_reader(mut r: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        while let Ok(frame) = read_record(&mut r) {
+            if tx.send(frame).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Receives frames until one satisfies `pred` (others, e.g. IPv6 chatter, are skipped).
+pub fn expect_frame(
+    rx: &std::sync::mpsc::Receiver<Vec<u8>>,
+    timeout: Duration,
+    mut pred: impl FnMut(&[u8]) -> bool,
+) -> Vec<u8> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(f) if pred(&f) => return f,
+            Ok(_) => {}
+            Err(e) => panic!("expected frame not received within {timeout:?}: {e}"),
+        }
+    }
+}

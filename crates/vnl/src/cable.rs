@@ -56,10 +56,13 @@ fn is_hangup(e: &io::Error) -> bool {
 
 fn end(side: usize, plug: &Plug, error: io::Error) -> CableEnd {
     if is_hangup(&error) {
-        CableEnd::Hangup {
-            side,
-            reason: format!("{}: {error}", plug.name()),
-        }
+        let text = error.to_string();
+        let reason = if text.contains(plug.name()) {
+            text
+        } else {
+            format!("{}: {text}", plug.name())
+        };
+        CableEnd::Hangup { side, reason }
     } else {
         CableEnd::Failed { side, error }
     }
@@ -94,8 +97,14 @@ fn drain(dir: &mut Direction, dst: &mut Plug) -> io::Result<bool> {
 pub fn run(plugs: &mut [Plug; 2], stop: &AtomicBool) -> CableEnd {
     let tick = Duration::from_millis(500);
     let mut dirs = [
-        Direction { batch: FrameBatch::new(64), next: 0 },
-        Direction { batch: FrameBatch::new(64), next: 0 },
+        Direction {
+            batch: FrameBatch::new(64),
+            next: 0,
+        },
+        Direction {
+            batch: FrameBatch::new(64),
+            next: 0,
+        },
     ];
     let mut entries: Vec<PollEntry> = Vec::with_capacity(6);
     loop {
@@ -108,7 +117,11 @@ pub fn run(plugs: &mut [Plug; 2], stop: &AtomicBool) -> CableEnd {
             let other = 1 - side;
             let p = &plugs[side];
             let blocked_out = dirs[other].pending() || p.has_pending_output();
-            entries.push(PollEntry::new(p.data_fd_raw(), !dirs[side].pending(), false));
+            entries.push(PollEntry::new(
+                p.data_fd_raw(),
+                !dirs[side].pending(),
+                false,
+            ));
             entries.push(PollEntry::new(p.write_fd_raw(), false, blocked_out));
         }
         let mut ctl_sides = [None, None];

@@ -81,10 +81,12 @@ fn io_err(vnl: &Vnl) -> impl FnOnce(io::Error) -> OpenError + '_ {
 fn get<T: FromStr>(vnl: &Vnl, key: &str, expected: &str) -> Result<Option<T>, OpenError> {
     match vnl.get(key) {
         None => Ok(None),
-        Some(v) => v
-            .parse::<T>()
-            .map(Some)
-            .map_err(|_| bad(vnl, format!("{key}={v:?} is not valid: expected {expected}"))),
+        Some(v) => v.parse::<T>().map(Some).map_err(|_| {
+            bad(
+                vnl,
+                format!("{key}={v:?} is not valid: expected {expected}"),
+            )
+        }),
     }
 }
 
@@ -93,14 +95,19 @@ fn mode(vnl: &Vnl, key: &str) -> Result<Option<u32>, OpenError> {
         None => Ok(None),
         Some(v) => match u32::from_str_radix(v, 8) {
             Ok(m) if m <= 0o7777 => Ok(Some(m)),
-            _ => Err(bad(vnl, format!("{key}={v:?} is not valid: expected an octal mode such as 0660"))),
+            _ => Err(bad(
+                vnl,
+                format!("{key}={v:?} is not valid: expected an octal mode such as 0660"),
+            )),
         },
     }
 }
 
 /// Parses sizes such as `4M`, `512k`, `1G` (binary multiples).
 fn size(vnl: &Vnl, key: &str) -> Result<Option<usize>, OpenError> {
-    let Some(v) = vnl.get(key) else { return Ok(None) };
+    let Some(v) = vnl.get(key) else {
+        return Ok(None);
+    };
     let (digits, mult) = match v.chars().last() {
         Some('k' | 'K') => (&v[..v.len() - 1], 1 << 10),
         Some('m' | 'M') => (&v[..v.len() - 1], 1 << 20),
@@ -112,7 +119,12 @@ fn size(vnl: &Vnl, key: &str) -> Result<Option<usize>, OpenError> {
         .ok()
         .and_then(|n| n.checked_mul(mult))
         .map(Some)
-        .ok_or_else(|| bad(vnl, format!("{key}={v:?} is not valid: expected a size such as 4M, 512k or 65536")))
+        .ok_or_else(|| {
+            bad(
+                vnl,
+                format!("{key}={v:?} is not valid: expected a size such as 4M, 512k or 65536"),
+            )
+        })
 }
 
 impl OpenOptions {
@@ -123,7 +135,11 @@ impl OpenOptions {
 
     fn open_depth(&self, text: &str, depth: u32) -> Result<Plug, OpenError> {
         let vnl = Vnl::parse(text)?;
-        let label = if text.is_empty() { "(default switch)".to_string() } else { text.to_string() };
+        let label = if text.is_empty() {
+            "(default switch)".to_string()
+        } else {
+            text.to_string()
+        };
         let transport: Box<dyn crate::plug::Transport> = match vnl.module() {
             "vde" => {
                 if vnl.address().is_empty() {
@@ -141,11 +157,17 @@ impl OpenOptions {
             }
             "ptp" => {
                 if vnl.address().is_empty() {
-                    return Err(bad(&vnl, "ptp:// needs a socket path, e.g. ptp:///tmp/link"));
+                    return Err(bad(
+                        &vnl,
+                        "ptp:// needs a socket path, e.g. ptp:///tmp/link",
+                    ));
                 }
                 let mode = self.mode.or(mode(&vnl, "mode")?).unwrap_or(0o700);
                 let group = self.group.clone().or(vnl.get("group").map(str::to_string));
-                Box::new(Ptp::open(vnl.address().as_ref(), mode, group.as_deref()).map_err(io_err(&vnl))?)
+                Box::new(
+                    Ptp::open(vnl.address().as_ref(), mode, group.as_deref())
+                        .map_err(io_err(&vnl))?,
+                )
             }
             "udp" => {
                 let cfg = UdpConfig::parse(vnl.address()).map_err(io_err(&vnl))?;
@@ -172,7 +194,11 @@ impl OpenOptions {
         cfg.description = vde::describe(&self.description);
         cfg.timeout = self.timeout;
         if let Some(port) = get::<u32>(vnl, "port", "a port number")? {
-            cfg.port = if port == 0 { PortRequest::Zero } else { PortRequest::Port(port) };
+            cfg.port = if port == 0 {
+                PortRequest::Zero
+            } else {
+                PortRequest::Port(port)
+            };
         }
         cfg.port_group = vnl.get("portgroup").map(str::to_string);
         cfg.group = self.group.clone().or(vnl.get("group").map(str::to_string));
@@ -184,11 +210,17 @@ impl OpenOptions {
     }
 
     fn vx_config(&self, vnl: &Vnl) -> Result<VxConfig, OpenError> {
-        let flavor = if vnl.module() == "vxvde" { Flavor::Vxvde } else { Flavor::Vxlan };
+        let flavor = if vnl.module() == "vxvde" {
+            Flavor::Vxvde
+        } else {
+            Flavor::Vxlan
+        };
         let v6 = vnl.has_flag("v6") && !vnl.has_flag("v4");
         let group: IpAddr = if vnl.address().is_empty() {
             let default = if v6 { VXVDE_GROUP_V6 } else { VXVDE_GROUP_V4 };
-            default.parse().map_err(|_| bad(vnl, "internal: default group"))?
+            default
+                .parse()
+                .map_err(|_| bad(vnl, "internal: default group"))?
         } else {
             vnl.address()
                 .parse()
@@ -205,7 +237,8 @@ impl OpenOptions {
             };
         }
         if let Some(g) = vnl.get("grp") {
-            let gid = crate::sys::group_id(g).ok_or_else(|| bad(vnl, format!("grp={g:?} is not a known group")))?;
+            let gid = crate::sys::group_id(g)
+                .ok_or_else(|| bad(vnl, format!("grp={g:?} is not a known group")))?;
             cfg.vni = gid & 0x00ff_ffff;
             // vdeplug4: the group id also picks the multicast address (its low 24 bits).
             let b = gid.to_be_bytes();
@@ -223,7 +256,10 @@ impl OpenOptions {
         }
         if let Some(t) = get::<u32>(vnl, "ttl", "a hop limit (1-255)")? {
             if !(1..=255).contains(&t) {
-                return Err(bad(vnl, format!("ttl={t} is out of range: expected 1 to 255")));
+                return Err(bad(
+                    vnl,
+                    format!("ttl={t} is out of range: expected 1 to 255"),
+                ));
             }
             cfg.ttl = t;
         }
@@ -246,10 +282,22 @@ fn open_seqpacket(vnl: &Vnl) -> Result<ConnectedDgram, OpenError> {
         .parse()
         .ok()
         .filter(|&fd| fd >= 0)
-        .ok_or_else(|| bad(vnl, format!("{:?} is not a file descriptor number: expected seqpacket://FD", vnl.address())))?;
-    let ty = crate::sys::socket_type(fd).map_err(|e| bad(vnl, format!("descriptor {fd} is not usable: {e}")))?;
+        .ok_or_else(|| {
+            bad(
+                vnl,
+                format!(
+                    "{:?} is not a file descriptor number: expected seqpacket://FD",
+                    vnl.address()
+                ),
+            )
+        })?;
+    let ty = crate::sys::socket_type(fd)
+        .map_err(|e| bad(vnl, format!("descriptor {fd} is not usable: {e}")))?;
     if ty != libc::SOCK_SEQPACKET {
-        return Err(bad(vnl, format!("descriptor {fd} is not a SOCK_SEQPACKET socket")));
+        return Err(bad(
+            vnl,
+            format!("descriptor {fd} is not a SOCK_SEQPACKET socket"),
+        ));
     }
     // SAFETY: the user handed this inherited descriptor to the plug by number; we checked it is
     // an open seqpacket socket, and the plug becomes its only owner.

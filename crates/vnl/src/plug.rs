@@ -282,7 +282,10 @@ impl Plug {
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        return Err(io::Error::new(io::ErrorKind::TimedOut, "no frame received in time"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no frame received in time",
+                        ));
                     }
                     Some(d - now)
                 }
@@ -307,7 +310,10 @@ impl Plug {
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left == Some(Duration::ZERO) {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "peer did not accept the frame in time"));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "peer did not accept the frame in time",
+                ));
             }
             self.wait(false, true, left)?;
         }
@@ -321,7 +327,10 @@ impl Plug {
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left == Some(Duration::ZERO) {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "output not flushed in time"));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "output not flushed in time",
+                ));
             }
             self.wait(false, true, left)?;
         }

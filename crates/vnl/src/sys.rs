@@ -293,8 +293,13 @@ pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
     }
     let dev = CString::new("/dev/net/tun").map_err(io::Error::other)?;
     // SAFETY: dev is a valid NUL-terminated path.
-    let fd = cvt(unsafe { libc::open(dev.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK) })
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot open /dev/net/tun: {e}")))?;
+    let fd = cvt(unsafe {
+        libc::open(
+            dev.as_ptr(),
+            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    })
+    .map_err(|e| io::Error::new(e.kind(), format!("cannot open /dev/net/tun: {e}")))?;
     // SAFETY: fd was just opened and is owned only here.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: ifreq is plain old data; zero is valid.
@@ -386,11 +391,19 @@ pub fn terminate(pid: u32) {
 
 /// The index of a network interface by name.
 pub fn interface_index(name: &str) -> io::Result<u32> {
-    let cname = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name {name:?}")))?;
+    let cname = CString::new(name).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name {name:?}"),
+        )
+    })?;
     // SAFETY: cname is a valid NUL-terminated string.
     let idx = unsafe { libc::if_nametoindex(cname.as_ptr()) };
     if idx == 0 {
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("no network interface named {name:?}")));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no network interface named {name:?}"),
+        ));
     }
     Ok(idx)
 }
@@ -400,6 +413,14 @@ pub fn socket_type(fd: RawFd) -> io::Result<libc::c_int> {
     let mut ty: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: ty and len are live and sized as getsockopt expects for SO_TYPE.
-    cvt(unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut ty as *mut libc::c_int).cast(), &mut len) })?;
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut ty as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
     Ok(ty)
 }

@@ -33,7 +33,8 @@ fn register(fd: RawFd, interest: Interest) -> io::Result<AsyncFd<Registered>> {
     // SAFETY: the descriptor belongs to the plug stored beside this registration in
     // `AsyncPlug`, which keeps it open for the registration's whole life (fields drop in
     // order: registrations first), and `Registered` always returns the same number.
-    unsafe { AsyncFd::register_with_interest(Registered(fd), interest) }.map_err(|e| io::Error::other(e.to_string()))
+    unsafe { AsyncFd::register_with_interest(Registered(fd), interest) }
+        .map_err(|e| io::Error::other(e.to_string()))
 }
 
 impl AsyncPlug {
@@ -42,7 +43,10 @@ impl AsyncPlug {
         let data_fd = plug.data_fd().as_raw_fd();
         let write_fd = plug.write_fd().as_raw_fd();
         let (data, write) = if data_fd == write_fd {
-            (register(data_fd, Interest::READABLE | Interest::WRITABLE)?, None)
+            (
+                register(data_fd, Interest::READABLE | Interest::WRITABLE)?,
+                None,
+            )
         } else {
             (
                 register(data_fd, Interest::READABLE)?,

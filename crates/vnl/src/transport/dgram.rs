@@ -55,7 +55,10 @@ impl ConnectedDgram {
     }
 
     fn eof(&self) -> io::Error {
-        io::Error::new(io::ErrorKind::UnexpectedEof, format!("{}: peer closed the connection", self.kind))
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{}: peer closed the connection", self.kind),
+        )
     }
 }
 

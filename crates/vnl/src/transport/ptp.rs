@@ -46,7 +46,9 @@ fn bind(path: &Path, mode: u32, group: Option<&str>) -> io::Result<Socket> {
     }
     fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
     if let Some(g) = group {
-        let gid = sys::group_id(g).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("unknown group {g:?}")))?;
+        let gid = sys::group_id(g).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("unknown group {g:?}"))
+        })?;
         sys::chown_group(path, gid)?;
     }
     Ok(sock)
@@ -60,16 +62,24 @@ impl Ptp {
             Ok(()) => {
                 // Second peer: PATH is alive.
                 let own = plus(path);
-                let sock = bind(&own, mode, group).map_err(context(path, "cannot bind the second endpoint"))?;
-                sock.connect(&target).map_err(context(path, "cannot connect to the first endpoint"))?;
+                let sock = bind(&own, mode, group)
+                    .map_err(context(path, "cannot bind the second endpoint"))?;
+                sock.connect(&target)
+                    .map_err(context(path, "cannot connect to the first endpoint"))?;
                 Ptp {
                     fd: OwnedFd::from(sock),
                     own_path: own,
                     send_to: None,
                 }
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ECONNREFUSED)) => {
-                let sock = bind(path, mode, group).map_err(context(path, "cannot bind the first endpoint"))?;
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT) | Some(libc::ECONNREFUSED)
+                ) =>
+            {
+                let sock = bind(path, mode, group)
+                    .map_err(context(path, "cannot bind the first endpoint"))?;
                 Ptp {
                     fd: OwnedFd::from(sock),
                     own_path: path.to_path_buf(),
@@ -96,7 +106,14 @@ impl Transport for Ptp {
         match sent {
             Ok(_) => Ok(()),
             // No peer (yet, or any more): the cable is unplugged at the other end.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ECONNREFUSED)) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT) | Some(libc::ECONNREFUSED)
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(normalize(e)),
         }
     }

@@ -19,7 +19,10 @@ const READ_CHUNK: usize = 64 * 1024;
 enum Fd {
     Owned(OwnedFd),
     /// stdin/stdout: not closed on drop; flags restored.
-    Std { fd: RawFd, saved_flags: libc::c_int },
+    Std {
+        fd: RawFd,
+        saved_flags: libc::c_int,
+    },
 }
 
 impl Fd {
@@ -64,7 +67,10 @@ impl StreamTransport {
             if saved_flags < 0 {
                 return Err(io::Error::new(
                     io::Error::last_os_error().kind(),
-                    format!("standard {} is not open", if fd == 0 { "input" } else { "output" }),
+                    format!(
+                        "standard {} is not open",
+                        if fd == 0 { "input" } else { "output" }
+                    ),
                 ));
             }
             sys::set_nonblocking(fd)?;
@@ -72,22 +78,39 @@ impl StreamTransport {
         }
         let output = fds.pop().ok_or_else(|| io::Error::other("stdout"))?;
         let input = fds.pop().ok_or_else(|| io::Error::other("stdin"))?;
-        Ok(Self::new(input, output, None, "stdin/stdout".into(), "stream"))
+        Ok(Self::new(
+            input,
+            output,
+            None,
+            "stdin/stdout".into(),
+            "stream",
+        ))
     }
 
     /// Frames over a pair of descriptors (a pipe pair, a socket twice, …).
     pub fn from_fds(input: OwnedFd, output: OwnedFd, label: String) -> io::Result<StreamTransport> {
         sys::set_nonblocking(input.as_raw_fd())?;
         sys::set_nonblocking(output.as_raw_fd())?;
-        Ok(Self::new(Fd::Owned(input), Fd::Owned(output), None, label, "stream"))
+        Ok(Self::new(
+            Fd::Owned(input),
+            Fd::Owned(output),
+            None,
+            label,
+            "stream",
+        ))
     }
 
     /// Runs `command` (split into words like a shell would, without running one) and speaks
     /// the stream encoding on its stdin/stdout.
     pub fn command(command: &str) -> io::Result<StreamTransport> {
-        let words = split_words(command).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("cmd://{command}: {e}")))?;
+        let words = split_words(command).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("cmd://{command}: {e}"))
+        })?;
         let (program, args) = words.split_first().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "cmd:// needs a command, e.g. cmd://ssh host filo plug vde:///tmp/sw")
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cmd:// needs a command, e.g. cmd://ssh host filo plug vde:///tmp/sw",
+            )
         })?;
         Self::spawn(program, args, format!("cmd://{command}"))
     }
@@ -99,7 +122,9 @@ impl StreamTransport {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("{label}: cannot run {program:?}: {e}")))?;
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("{label}: cannot run {program:?}: {e}"))
+            })?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(io::Error::other("child pipes missing"));
         };
@@ -107,7 +132,13 @@ impl StreamTransport {
         let output = OwnedFd::from(stdin);
         sys::set_nonblocking(input.as_raw_fd())?;
         sys::set_nonblocking(output.as_raw_fd())?;
-        Ok(Self::new(Fd::Owned(input), Fd::Owned(output), Some(child), label, "cmd"))
+        Ok(Self::new(
+            Fd::Owned(input),
+            Fd::Owned(output),
+            Some(child),
+            label,
+            "cmd",
+        ))
     }
 
     fn new(input: Fd, output: Fd, child: Option<Child>, label: String, kind: &'static str) -> Self {
@@ -129,7 +160,10 @@ impl StreamTransport {
                 Ok(n) => self.written += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
-                    return Err(io::Error::new(io::ErrorKind::BrokenPipe, format!("{}: the other side stopped reading", self.label)))
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        format!("{}: the other side stopped reading", self.label),
+                    ))
                 }
                 Err(e) => return Err(normalize(e)),
             }
@@ -150,7 +184,12 @@ impl Transport for StreamTransport {
                     return Ok(frame.len());
                 }
                 Ok(None) => {}
-                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", self.label))),
+                Err(e) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: {e}", self.label),
+                    ))
+                }
             }
             let chunk = self.decoder.read_buffer(READ_CHUNK);
             let got = sys::read_nonblocking(self.input.raw(), chunk);
@@ -158,8 +197,14 @@ impl Transport for StreamTransport {
             match got {
                 Ok(0) => {
                     return Err(match self.decoder.finish() {
-                        Ok(()) => io::Error::new(io::ErrorKind::UnexpectedEof, format!("{}: end of stream", self.label)),
-                        Err(e) => io::Error::new(io::ErrorKind::UnexpectedEof, format!("{}: {e}", self.label)),
+                        Ok(()) => io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("{}: end of stream", self.label),
+                        ),
+                        Err(e) => io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("{}: {e}", self.label),
+                        ),
                     })
                 }
                 Ok(_) => {}
@@ -173,7 +218,8 @@ impl Transport for StreamTransport {
         if self.pending.len() >= OUTPUT_HIGH_WATER {
             self.write_pending()?;
         }
-        let header = encode_header(frame.len()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let header = encode_header(frame.len())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         self.pending.extend_from_slice(&header);
         self.pending.extend_from_slice(frame);
         match self.write_pending() {
@@ -258,7 +304,9 @@ pub fn split_words(text: &str) -> Result<Vec<String>, String> {
                 loop {
                     match chars.next() {
                         Some(q) if q == c => break,
-                        Some('\\') if c == '"' => word.push(chars.next().ok_or("trailing backslash")?),
+                        Some('\\') if c == '"' => {
+                            word.push(chars.next().ok_or("trailing backslash")?)
+                        }
                         Some(other) => word.push(other),
                         None => return Err(format!("unterminated {c} quote")),
                     }
@@ -288,8 +336,14 @@ mod tests {
 
     #[test]
     fn words_split_like_a_shell() {
-        assert_eq!(split_words("ssh host  vde_plug").unwrap(), ["ssh", "host", "vde_plug"]);
-        assert_eq!(split_words(r#"a 'b c' "d \" e" f\ g ''"#).unwrap(), ["a", "b c", "d \" e", "f g", ""]);
+        assert_eq!(
+            split_words("ssh host  vde_plug").unwrap(),
+            ["ssh", "host", "vde_plug"]
+        );
+        assert_eq!(
+            split_words(r#"a 'b c' "d \" e" f\ g ''"#).unwrap(),
+            ["a", "b c", "d \" e", "f g", ""]
+        );
         assert!(split_words("a 'b").is_err());
         assert!(split_words("a\\").is_err());
         assert!(split_words("   ").unwrap().is_empty());

@@ -9,7 +9,8 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::dgram::{ConnectedDgram, Refused};
 
-pub const SYNTAX: &str = "udp://[SRC_ADDR:]SRC_PORT->DST_HOST:DST_PORT (IPv6 addresses in brackets)";
+pub const SYNTAX: &str =
+    "udp://[SRC_ADDR:]SRC_PORT->DST_HOST:DST_PORT (IPv6 addresses in brackets)";
 
 /// The two endpoints of a udp:// cable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,7 +28,9 @@ fn bad(text: &str, why: &str) -> io::Error {
 
 fn split_host_port<'a>(text: &'a str, whole: &str) -> io::Result<(Option<&'a str>, u16)> {
     let (host, port) = match text.rfind(':') {
-        Some(i) if !text.starts_with('[') || text[..i].ends_with(']') => (Some(&text[..i]), &text[i + 1..]),
+        Some(i) if !text.starts_with('[') || text[..i].ends_with(']') => {
+            (Some(&text[..i]), &text[i + 1..])
+        }
         _ => (None, text),
     };
     let port = port
@@ -39,17 +42,23 @@ fn split_host_port<'a>(text: &'a str, whole: &str) -> io::Result<(Option<&'a str
 
 impl UdpConfig {
     pub fn parse(text: &str) -> io::Result<UdpConfig> {
-        let (src, dst) = text.split_once("->").ok_or_else(|| bad(text, "missing \"->\""))?;
+        let (src, dst) = text
+            .split_once("->")
+            .ok_or_else(|| bad(text, "missing \"->\""))?;
         let (src_host, src_port) = split_host_port(src.trim(), text)?;
         let (dst_host, dst_port) = split_host_port(dst.trim(), text)?;
-        let dst_host = dst_host.filter(|h| !h.is_empty()).ok_or_else(|| bad(text, "missing destination host"))?;
+        let dst_host = dst_host
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad(text, "missing destination host"))?;
         let remote = (dst_host, dst_port)
             .to_socket_addrs()
             .map_err(|e| bad(text, &format!("cannot resolve {dst_host:?}: {e}")))?
             .next()
             .ok_or_else(|| bad(text, &format!("{dst_host:?} has no address")))?;
         let local_ip = match src_host.filter(|h| !h.is_empty()) {
-            Some(h) => h.parse::<IpAddr>().map_err(|_| bad(text, &format!("{h:?} is not an IP address")))?,
+            Some(h) => h
+                .parse::<IpAddr>()
+                .map_err(|_| bad(text, &format!("{h:?} is not an IP address")))?,
             None if remote.is_ipv6() => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
@@ -61,11 +70,20 @@ impl UdpConfig {
 }
 
 pub fn open(cfg: &UdpConfig) -> io::Result<ConnectedDgram> {
-    let ctx = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("udp://{}->{}: {what}: {e}", cfg.local, cfg.remote));
-    let sock = Socket::new(Domain::for_address(cfg.local), Type::DGRAM.cloexec(), None).map_err(|e| ctx("socket", e))?;
-    sock.set_reuse_address(true).map_err(|e| ctx("SO_REUSEADDR", e))?;
-    sock.bind(&SockAddr::from(cfg.local)).map_err(|e| ctx("cannot bind", e))?;
-    sock.connect(&SockAddr::from(cfg.remote)).map_err(|e| ctx("cannot connect", e))?;
+    let ctx = |what: &str, e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!("udp://{}->{}: {what}: {e}", cfg.local, cfg.remote),
+        )
+    };
+    let sock = Socket::new(Domain::for_address(cfg.local), Type::DGRAM.cloexec(), None)
+        .map_err(|e| ctx("socket", e))?;
+    sock.set_reuse_address(true)
+        .map_err(|e| ctx("SO_REUSEADDR", e))?;
+    sock.bind(&SockAddr::from(cfg.local))
+        .map_err(|e| ctx("cannot bind", e))?;
+    sock.connect(&SockAddr::from(cfg.remote))
+        .map_err(|e| ctx("cannot connect", e))?;
     let _ = sock.set_recv_buffer_size(1 << 21);
     let _ = sock.set_send_buffer_size(1 << 21);
     ConnectedDgram::new(OwnedFd::from(sock), None, Refused::Loss, false, "udp")
@@ -91,7 +109,14 @@ mod tests {
 
     #[test]
     fn rejects_malformed_forms_with_the_syntax() {
-        for bad in ["2000", "x->127.0.0.1:1", "2000->127.0.0.1", "2000->:5", "2000->127.0.0.1:99999", "nope:1->127.0.0.1:2"] {
+        for bad in [
+            "2000",
+            "x->127.0.0.1:1",
+            "2000->127.0.0.1",
+            "2000->:5",
+            "2000->127.0.0.1:99999",
+            "nope:1->127.0.0.1:2",
+        ] {
             let err = UdpConfig::parse(bad).unwrap_err().to_string();
             assert!(err.contains("expected udp://"), "{bad}: {err}");
         }

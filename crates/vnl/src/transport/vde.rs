@@ -60,7 +60,11 @@ pub fn describe(descr: &str) -> String {
     let uid = sys::euid();
     let user = sys::user_name(uid).unwrap_or_else(|| uid.to_string());
     let mut text = format!("{descr} user={user} pid={}", std::process::id());
-    if let Some(ssh) = std::env::var("SSH_CLIENT").ok().as_deref().and_then(|s| s.split_whitespace().next()) {
+    if let Some(ssh) = std::env::var("SSH_CLIENT")
+        .ok()
+        .as_deref()
+        .and_then(|s| s.split_whitespace().next())
+    {
         text.push_str(" SSH=");
         text.push_str(ssh);
     }
@@ -71,15 +75,27 @@ pub fn describe(descr: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum VdeError {
     #[error("{}: no VDE switch there (no control socket {} : {source})", dir.display(), ctl.display())]
-    NoSwitch { dir: PathBuf, ctl: PathBuf, source: io::Error },
+    NoSwitch {
+        dir: PathBuf,
+        ctl: PathBuf,
+        source: io::Error,
+    },
     #[error("{}: the switch did not answer within {timeout:?} (is it a VDE switch? is it stuck?)", dir.display())]
     NoAnswer { dir: PathBuf, timeout: Duration },
     #[error("{}: the switch closed the connection without a reply after {got} of 110 bytes (port {port} in use by another user, out of range, or refused)", dir.display())]
-    Refused { dir: PathBuf, got: usize, port: String },
+    Refused {
+        dir: PathBuf,
+        got: usize,
+        port: String,
+    },
     #[error("{}: bad reply from the switch: {reason}", dir.display())]
     BadReply { dir: PathBuf, reason: String },
     #[error("{}: {what}: {source}", dir.display())]
-    Io { dir: PathBuf, what: String, source: io::Error },
+    Io {
+        dir: PathBuf,
+        what: String,
+        source: io::Error,
+    },
 }
 
 static SEQUENCE: AtomicU32 = AtomicU32::new(0);
@@ -105,7 +121,9 @@ fn io_err(cfg: &VdeConfig, what: impl Into<String>) -> impl FnOnce(io::Error) ->
 }
 
 fn is_socket(path: &Path) -> bool {
-    fs::metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false)
+    fs::metadata(path)
+        .map(|m| m.file_type().is_socket())
+        .unwrap_or(false)
 }
 
 fn connect_ctl(cfg: &VdeConfig) -> Result<UnixStream, VdeError> {
@@ -121,11 +139,14 @@ fn connect_ctl(cfg: &VdeConfig) -> Result<UnixStream, VdeError> {
     candidates.push(ctl_path.clone());
     let mut last = None;
     for path in candidates {
-        let sock = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None).map_err(io_err(cfg, "cannot create a socket"))?;
+        let sock = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)
+            .map_err(io_err(cfg, "cannot create a socket"))?;
         let addr = SockAddr::unix(&path).map_err(io_err(cfg, "bad control socket path"))?;
         match sock.connect_timeout(&addr, cfg.timeout) {
             Ok(()) => return Ok(UnixStream::from(OwnedFd::from(sock))),
-            Err(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => {
+            Err(e)
+                if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock =>
+            {
                 return Err(VdeError::NoAnswer {
                     dir: cfg.dir.clone(),
                     timeout: cfg.timeout,
@@ -144,7 +165,12 @@ fn connect_ctl(cfg: &VdeConfig) -> Result<UnixStream, VdeError> {
 fn bind_data_socket(cfg: &VdeConfig) -> Result<(Socket, PathBuf), VdeError> {
     let pid = std::process::id();
     let dirs: Vec<PathBuf> = if cfg.dir.is_dir() {
-        vec![cfg.dir.clone(), "/var/run".into(), "/var/tmp".into(), "/tmp".into()]
+        vec![
+            cfg.dir.clone(),
+            "/var/run".into(),
+            "/var/tmp".into(),
+            "/tmp".into(),
+        ]
     } else {
         vec!["/var/run".into(), "/var/tmp".into(), "/tmp".into()]
     };
@@ -159,7 +185,8 @@ fn bind_data_socket(cfg: &VdeConfig) -> Result<(Socket, PathBuf), VdeError> {
                 format!("vde.{pid:05}-{seq:05}")
             };
             let path = dir.join(name);
-            let sock = Socket::new(Domain::UNIX, Type::DGRAM.cloexec(), None).map_err(io_err(cfg, "cannot create a socket"))?;
+            let sock = Socket::new(Domain::UNIX, Type::DGRAM.cloexec(), None)
+                .map_err(io_err(cfg, "cannot create a socket"))?;
             let addr = match SockAddr::unix(&path) {
                 Ok(a) => a,
                 Err(e) => {
@@ -196,21 +223,32 @@ fn apply_permissions(cfg: &VdeConfig, path: &Path, ctl_path: &Path) -> Result<()
         None => None,
     };
     if let Some(gid) = gid {
-        sys::chown_group(path, gid).map_err(io_err(cfg, format!("cannot give {} to group {gid}", path.display())))?;
+        sys::chown_group(path, gid).map_err(io_err(
+            cfg,
+            format!("cannot give {} to group {gid}", path.display()),
+        ))?;
     } else if mode & 0o077 == 0 {
         // A switch run by another user must still reach our socket: share it with the
         // control socket's group, as vdeplug4 does.
         if let Ok(meta) = fs::metadata(ctl_path) {
             let euid = sys::euid();
             if meta.uid() != 0 && meta.uid() != euid {
-                mode |= if sys::chown_group(path, meta.gid()).is_ok() { 0o070 } else { 0o077 };
+                mode |= if sys::chown_group(path, meta.gid()).is_ok() {
+                    0o070
+                } else {
+                    0o077
+                };
             }
         }
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(cfg, format!("cannot chmod {}", path.display())))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(io_err(cfg, format!("cannot chmod {}", path.display())))
 }
 
-fn read_reply(cfg: &VdeConfig, ctl: &mut UnixStream) -> Result<[u8; vde_request::REPLY_LEN], VdeError> {
+fn read_reply(
+    cfg: &VdeConfig,
+    ctl: &mut UnixStream,
+) -> Result<[u8; vde_request::REPLY_LEN], VdeError> {
     let mut reply = [0u8; vde_request::REPLY_LEN];
     let mut got = 0;
     let deadline = Instant::now() + cfg.timeout;
@@ -222,7 +260,8 @@ fn read_reply(cfg: &VdeConfig, ctl: &mut UnixStream) -> Result<[u8; vde_request:
                 timeout: cfg.timeout,
             });
         }
-        ctl.set_read_timeout(Some(left)).map_err(io_err(cfg, "cannot set a timeout"))?;
+        ctl.set_read_timeout(Some(left))
+            .map_err(io_err(cfg, "cannot set a timeout"))?;
         match ctl.read(&mut reply[got..]) {
             Ok(0) => {
                 return Err(VdeError::Refused {
@@ -236,31 +275,43 @@ fn read_reply(cfg: &VdeConfig, ctl: &mut UnixStream) -> Result<[u8; vde_request:
                 })
             }
             Ok(n) => got += n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(io_err(cfg, "reading the switch's reply")(e)),
         }
     }
-    ctl.set_read_timeout(None).map_err(io_err(cfg, "cannot clear the timeout"))?;
+    ctl.set_read_timeout(None)
+        .map_err(io_err(cfg, "cannot clear the timeout"))?;
     Ok(reply)
 }
 
 /// Joins a vde switch.
 pub fn connect(cfg: &VdeConfig) -> Result<ConnectedDgram, VdeError> {
     let mut ctl = connect_ctl(cfg)?;
-    let ctl_path = if is_socket(&cfg.dir) { cfg.dir.clone() } else { cfg.dir.join("ctl") };
+    let ctl_path = if is_socket(&cfg.dir) {
+        cfg.dir.clone()
+    } else {
+        cfg.dir.join("ctl")
+    };
     let (data, own_path) = bind_data_socket(cfg)?;
     let _cleanup = UnlinkOnDrop(Some(own_path.clone()));
     apply_permissions(cfg, &own_path, &ctl_path)?;
 
     let mut request = [0u8; vde_request::V3_HEADER_LEN + vde_request::MAX_DESCRIPTION];
-    let len = vde_request::emit_request_v3(cfg.port, &own_path, &cfg.description, &mut request).map_err(|e| VdeError::Io {
-        dir: cfg.dir.clone(),
-        what: e.to_string(),
-        source: io::Error::from(io::ErrorKind::InvalidInput),
-    })?;
-    ctl.set_write_timeout(Some(cfg.timeout)).map_err(io_err(cfg, "cannot set a timeout"))?;
-    ctl.write_all(&request[..len]).map_err(io_err(cfg, "sending the request"))?;
+    let len = vde_request::emit_request_v3(cfg.port, &own_path, &cfg.description, &mut request)
+        .map_err(|e| VdeError::Io {
+            dir: cfg.dir.clone(),
+            what: e.to_string(),
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        })?;
+    ctl.set_write_timeout(Some(cfg.timeout))
+        .map_err(io_err(cfg, "cannot set a timeout"))?;
+    ctl.write_all(&request[..len])
+        .map_err(io_err(cfg, "sending the request"))?;
 
     let reply = read_reply(cfg, &mut ctl)?;
     let switch_path = vde_request::parse_sockaddr(&reply).map_err(|e| VdeError::BadReply {
@@ -273,11 +324,20 @@ pub fn connect(cfg: &VdeConfig) -> Result<ConnectedDgram, VdeError> {
             reason: "empty data socket path".into(),
         });
     }
-    let addr = SockAddr::unix(&switch_path).map_err(io_err(cfg, "bad data socket path in reply"))?;
-    data.connect(&addr).map_err(io_err(cfg, format!("connecting to the switch's data socket {}", switch_path.display())))?;
+    let addr =
+        SockAddr::unix(&switch_path).map_err(io_err(cfg, "bad data socket path in reply"))?;
+    data.connect(&addr).map_err(io_err(
+        cfg,
+        format!(
+            "connecting to the switch's data socket {}",
+            switch_path.display()
+        ),
+    ))?;
     // Not ours in general (owned by the switch): failure is expected and harmless.
     let _ = fs::set_permissions(&switch_path, fs::Permissions::from_mode(cfg.mode));
-    ctl.set_nonblocking(true).map_err(io_err(cfg, "cannot make the control socket non-blocking"))?;
-    ConnectedDgram::new(OwnedFd::from(data), Some(ctl), Refused::Fatal, false, "vde").map_err(io_err(cfg, "data socket"))
+    ctl.set_nonblocking(true)
+        .map_err(io_err(cfg, "cannot make the control socket non-blocking"))?;
+    ConnectedDgram::new(OwnedFd::from(data), Some(ctl), Refused::Fatal, false, "vde")
+        .map_err(io_err(cfg, "data socket"))
     // `_cleanup` unlinks our bound name: the switch is connected to it already.
 }

@@ -102,12 +102,15 @@ fn ctx(cfg: &VxConfig, what: &str) -> impl Fn(io::Error) -> io::Error {
 }
 
 fn new_socket(cfg: &VxConfig, domain: Domain) -> io::Result<Socket> {
-    let sock = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP)).map_err(ctx(cfg, "socket"))?;
+    let sock = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))
+        .map_err(ctx(cfg, "socket"))?;
     if let Some(ifname) = &cfg.ifname {
-        sock.bind_device(Some(ifname.as_bytes())).map_err(ctx(cfg, &format!("cannot bind to interface {ifname}")))?;
+        sock.bind_device(Some(ifname.as_bytes()))
+            .map_err(ctx(cfg, &format!("cannot bind to interface {ifname}")))?;
     }
     if let Some(size) = cfg.rcvbuf {
-        sock.set_recv_buffer_size(size).map_err(ctx(cfg, "rcvbuf"))?;
+        sock.set_recv_buffer_size(size)
+            .map_err(ctx(cfg, "rcvbuf"))?;
     }
     if domain == Domain::IPV6 {
         sock.set_only_v6(true).map_err(ctx(cfg, "IPV6_V6ONLY"))?;
@@ -155,7 +158,12 @@ impl Vx {
         if cfg.vni > vxlan::MAX_VNI {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{}: vni={} is out of range: expected 0 to {}", cfg.label(), cfg.vni, vxlan::MAX_VNI),
+                format!(
+                    "{}: vni={} is out of range: expected 0 to {}",
+                    cfg.label(),
+                    cfg.vni,
+                    vxlan::MAX_VNI
+                ),
             ));
         }
         let domain = Domain::for_address(SocketAddr::new(cfg.group, 0));
@@ -174,18 +182,25 @@ impl Vx {
                     ));
                 }
                 let m = new_socket(&cfg, domain)?;
-                m.set_reuse_address(true).map_err(ctx(&cfg, "SO_REUSEADDR"))?;
-                m.bind(&SockAddr::from(group_addr)).map_err(ctx(&cfg, "cannot bind the multicast socket"))?;
+                m.set_reuse_address(true)
+                    .map_err(ctx(&cfg, "SO_REUSEADDR"))?;
+                m.bind(&SockAddr::from(group_addr))
+                    .map_err(ctx(&cfg, "cannot bind the multicast socket"))?;
                 join(&cfg, &m)?;
                 let u = new_socket(&cfg, domain)?;
-                let local = cfg.bind.map(|ip| SocketAddr::new(ip, 0)).unwrap_or_else(|| any(0));
-                u.bind(&SockAddr::from(local)).map_err(ctx(&cfg, "cannot bind the unicast socket"))?;
+                let local = cfg
+                    .bind
+                    .map(|ip| SocketAddr::new(ip, 0))
+                    .unwrap_or_else(|| any(0));
+                u.bind(&SockAddr::from(local))
+                    .map_err(ctx(&cfg, "cannot bind the unicast socket"))?;
                 set_ttl(&cfg, &u, true).map_err(ctx(&cfg, "socket options"))?;
                 (u, Some(m))
             }
             Flavor::Vxlan => {
                 let u = new_socket(&cfg, domain)?;
-                u.set_reuse_address(true).map_err(ctx(&cfg, "SO_REUSEADDR"))?;
+                u.set_reuse_address(true)
+                    .map_err(ctx(&cfg, "SO_REUSEADDR"))?;
                 let local = SocketAddr::new(cfg.bind.unwrap_or(any(0).ip()), cfg.port);
                 u.bind(&SockAddr::from(local)).map_err(ctx(&cfg, &format!("cannot bind UDP port {} (is a kernel vxlan device or another plug using it?)", cfg.port)))?;
                 if multicast {
@@ -207,7 +222,12 @@ impl Vx {
             // copies carry; find it with a scratch connect.
             let scratch = new_socket(&cfg, domain)?;
             if scratch.connect(&SockAddr::from(group_addr)).is_ok() {
-                if let Some(ip) = scratch.local_addr().ok().and_then(|a| a.as_socket()).map(|a| a.ip()) {
+                if let Some(ip) = scratch
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_socket())
+                    .map(|a| a.ip())
+                {
                     let port = unicast.local_addr()?.port();
                     own_source = Some(SocketAddr::new(ip, port));
                 }
@@ -230,7 +250,9 @@ impl Vx {
 
     fn is_own(&self, from: SocketAddr) -> bool {
         match self.own_source {
-            Some(own) => own.port() == from.port() && (own.ip() == from.ip() || from.ip().is_loopback()),
+            Some(own) => {
+                own.port() == from.port() && (own.ip() == from.ip() || from.ip().is_loopback())
+            }
             None => false,
         }
     }
@@ -241,12 +263,19 @@ impl Vx {
         }
         if self.table.len() >= self.cfg.table_size && !self.table.contains_key(&src_mac) {
             let expire = self.cfg.expire;
-            self.table.retain(|_, l| now.duration_since(l.seen) < expire);
+            self.table
+                .retain(|_, l| now.duration_since(l.seen) < expire);
             if self.table.len() >= self.cfg.table_size {
                 return;
             }
         }
-        self.table.insert(src_mac, Learned { addr: from, seen: now });
+        self.table.insert(
+            src_mac,
+            Learned {
+                addr: from,
+                seen: now,
+            },
+        );
     }
 
     /// Handles one datagram already in `self.rx[..len]`; returns the frame length to deliver.
@@ -331,7 +360,14 @@ impl Transport for Vx {
         self.tx.extend_from_slice(frame);
         match self.unicast.send_to(&self.tx, to) {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNREFUSED) | Some(libc::EHOSTUNREACH) | Some(libc::ENETUNREACH)) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ECONNREFUSED) | Some(libc::EHOSTUNREACH) | Some(libc::ENETUNREACH)
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(normalize(e)),
         }
     }

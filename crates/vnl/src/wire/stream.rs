@@ -172,10 +172,16 @@ mod tests {
         let mut dec = Decoder::new();
         dec.feed(&[0, 10, 1, 2, 3]);
         assert_eq!(dec.next_frame().unwrap(), None);
-        assert_eq!(dec.finish(), Err(StreamError::Truncated { have: 3, want: 10 }));
+        assert_eq!(
+            dec.finish(),
+            Err(StreamError::Truncated { have: 3, want: 10 })
+        );
         let mut dec = Decoder::new();
         dec.feed(&[0]);
-        assert_eq!(dec.finish(), Err(StreamError::Truncated { have: 1, want: 2 }));
+        assert_eq!(
+            dec.finish(),
+            Err(StreamError::Truncated { have: 1, want: 2 })
+        );
     }
 
     #[test]

@@ -65,7 +65,9 @@ pub enum RequestError {
     TooLong(usize),
     #[error("bad magic {0:#010x}: expected 0xfeedface (V0 requests are not supported)")]
     BadMagic(u32),
-    #[error("request for protocol version {0} is not supported (expected 3, or a version 1 request)")]
+    #[error(
+        "request for protocol version {0} is not supported (expected 3, or a version 1 request)"
+    )]
     BadVersion(u32),
     #[error("unknown request type {0}: expected 0 (new port) or 1 (port 0)")]
     UnknownType(u32),
@@ -216,7 +218,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(n, 149);
-        assert_eq!(&out[..14], &[0xce, 0xfa, 0xed, 0xfe, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        assert_eq!(
+            &out[..14],
+            &[0xce, 0xfa, 0xed, 0xfe, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0]
+        );
         assert_eq!(&out[14..37], b"/tmp/vt/sw/.06925-00000");
         assert!(out[37..122].iter().all(|&b| b == 0));
         assert_eq!(&out[122..149], b"vdeplug: user=root pid=6925");

@@ -63,7 +63,10 @@ mod tests {
         assert_eq!(header(0x123456), [0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0]);
         let dgram = [0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0, 0xaa];
         let p = Packet::new_checked(&dgram[..]).unwrap();
-        assert_eq!((p.flags(), p.vni(), p.payload()), (8, 0x123456, &[0xaa][..]));
+        assert_eq!(
+            (p.flags(), p.vni(), p.payload()),
+            (8, 0x123456, &[0xaa][..])
+        );
         assert!(p.is_exactly(0x123456));
         assert!(!p.is_exactly(1));
         assert_eq!(Packet::new_checked(&dgram[..7]).unwrap_err(), Truncated(7));
