@@ -28,13 +28,19 @@ fn recv_from(plug: &mut Plug, src: [u8; 6]) -> Vec<u8> {
 }
 
 /// Debian vde_plug on `vnl` in stream mode (optionally in a namespace).
-fn deb_stream(ns: Option<&Netns>, vnl: &str) -> (Proc, Receiver<Vec<u8>>, std::process::ChildStdin) {
+fn deb_stream(
+    ns: Option<&Netns>,
+    vnl: &str,
+) -> (Proc, Receiver<Vec<u8>>, std::process::ChildStdin) {
     require("vde_plug");
     let mut c = match ns {
         Some(ns) => ns.command("vde_plug"),
         None => Command::new("vde_plug"),
     };
-    c.arg(vnl).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+    c.arg(vnl)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     let mut p = Proc::spawn(&mut c);
     let rx = record_reader(p.child.stdout.take().unwrap());
     let tx = p.child.stdin.take().unwrap();
@@ -82,7 +88,12 @@ fn jumbo_frames_cross_a_ptp_cable_and_the_stream_encoding() {
     let tmp = TempDir::new("filo-jumbo");
     let vnl = format!("ptp://{}", tmp.join("j").display());
     let mut a = filo_vnl::open(&vnl).unwrap();
-    let mut p = Proc::spawn(Command::new(FILO).args(["plug", &vnl]).stdin(Stdio::piped()).stdout(Stdio::piped()));
+    let mut p = Proc::spawn(
+        Command::new(FILO)
+            .args(["plug", &vnl])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
     let rx = record_reader(p.child.stdout.take().unwrap());
     let mut tx = p.child.stdin.take().unwrap();
     let big = test_frame(BCAST, A, 3, 9234);
@@ -113,7 +124,11 @@ fn cmd_runs_debian_vde_plug_as_a_child() {
     let sw = DebSwitch::start(&tmp, "sw");
     let mut plug = filo_vnl::open(&format!("cmd://vde_plug {}", sw.vnl())).unwrap();
     let (_deb, rx, mut tx) = deb_stream(None, &sw.vnl());
-    assert!(wait_until(T, || sw.console("port/print").matches("-- endpoint").count() >= 2));
+    assert!(wait_until(T, || sw
+        .console("port/print")
+        .matches("-- endpoint")
+        .count()
+        >= 2));
     let f = test_frame(BCAST, A, 7, 1000);
     plug.send_timeout(&f, Some(T)).unwrap();
     assert_eq!(expect_frame(&rx, T, |g| g[6..12] == A), f);
@@ -139,18 +154,33 @@ fn seqpacket_wraps_an_inherited_descriptor() {
     assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
     // A descriptor that is not a seqpacket socket is refused.
     let err = filo_vnl::open("seqpacket://0").unwrap_err().to_string();
-    assert!(err.contains("not a SOCK_SEQPACKET") || err.contains("not usable"), "{err}");
+    assert!(
+        err.contains("not a SOCK_SEQPACKET") || err.contains("not usable"),
+        "{err}"
+    );
 }
 
 fn socketpair_seqpacket() -> (std::os::fd::OwnedFd, UnixDatagram) {
     use std::os::fd::FromRawFd;
     let mut fds = [0; 2];
     // SAFETY: fds is a live array of two ints for socketpair to fill.
-    let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
     assert_eq!(rc, 0);
     // SAFETY: both descriptors were just created and are owned only here. A seqpacket socket
     // is driven like a datagram socket for send/recv.
-    unsafe { (std::os::fd::OwnedFd::from_raw_fd(fds[0]), UnixDatagram::from_raw_fd(fds[1])) }
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            UnixDatagram::from_raw_fd(fds[1]),
+        )
+    }
 }
 
 #[test]
@@ -161,13 +191,19 @@ fn vxvde_between_filo_and_debian_vde_plug_in_two_namespaces() {
     ns1.exec_ok(&["ip", "route", "add", "224.0.0.0/4", "dev", &v1]);
     ns2.exec_ok(&["ip", "route", "add", "224.0.0.0/4", "dev", &v2]);
     let mut c = ns1.command(FILO);
-    c.args(["plug", "vxvde://239.0.0.1/vni=7"]).stdin(Stdio::piped()).stdout(Stdio::piped());
+    c.args(["plug", "vxvde://239.0.0.1/vni=7"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
     let mut filo = Proc::spawn(&mut c);
     let filo_rx = record_reader(filo.child.stdout.take().unwrap());
     let mut filo_tx = filo.child.stdin.take().unwrap();
     let (_deb, deb_rx, mut deb_tx) = deb_stream(Some(&ns2), "vxvde://239.0.0.1/vni=7");
     let f = test_frame(BCAST, A, 11, 1400);
-    send_until_seen(&mut |f| filo_tx.write_all(&stream_record(f)).unwrap(), &deb_rx, &f);
+    send_until_seen(
+        &mut |f| filo_tx.write_all(&stream_record(f)).unwrap(),
+        &deb_rx,
+        &f,
+    );
     // Unicast back to A: vde_plug learned A's address from the multicast frame.
     let g = test_frame(A, B, 12, 200);
     deb_tx.write_all(&stream_record(&g)).unwrap();
@@ -184,7 +220,24 @@ fn vxlan_interoperates_with_a_linux_kernel_vxlan_device() {
     let ns1 = Netns::new("filo-kx1");
     let ns2 = Netns::new("filo-kx2");
     let (v1, v2) = veth(&ns1, "10.95.0.1/24", &ns2, "10.95.0.2/24");
-    ns1.exec_ok(&["ip", "link", "add", "vx0", "type", "vxlan", "id", "42", "group", "239.0.0.1", "dstport", "4789", "dev", &v1, "ttl", "1"]);
+    ns1.exec_ok(&[
+        "ip",
+        "link",
+        "add",
+        "vx0",
+        "type",
+        "vxlan",
+        "id",
+        "42",
+        "group",
+        "239.0.0.1",
+        "dstport",
+        "4789",
+        "dev",
+        &v1,
+        "ttl",
+        "1",
+    ]);
     ns1.exec_ok(&["ip", "addr", "add", "10.96.0.1/24", "dev", "vx0"]);
     ns1.exec_ok(&["ip", "link", "set", "vx0", "up"]);
     ns2.exec_ok(&["ip", "route", "add", "224.0.0.0/4", "dev", &v2]);
@@ -192,7 +245,12 @@ fn vxlan_interoperates_with_a_linux_kernel_vxlan_device() {
     ns2.exec_ok(&["ip", "addr", "add", "10.96.0.2/24", "dev", "tap0"]);
     ns2.exec_ok(&["ip", "link", "set", "tap0", "up"]);
     let mut c = ns2.command(FILO);
-    c.args(["plug", "tap://tap0", &format!("vxlan://239.0.0.1/vni=42/if={v2}")]).stdin(Stdio::null());
+    c.args([
+        "plug",
+        "tap://tap0",
+        &format!("vxlan://239.0.0.1/vni=42/if={v2}"),
+    ])
+    .stdin(Stdio::null());
     let _plug = Proc::spawn(&mut c);
     std::thread::sleep(Duration::from_millis(300));
     ns2.exec_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.96.0.1"]);

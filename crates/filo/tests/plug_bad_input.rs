@@ -1,0 +1,258 @@
+//! Bad input gets a clear error or a clean exit — never a hang or a panic.
+
+use std::io::Write;
+use std::os::unix::net::UnixListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use filo_test_support::*;
+
+const FILO: &str = env!("CARGO_BIN_EXE_filo");
+
+/// Runs filo with `args` and stdin closed; returns (exit code, stderr).
+fn filo(args: &[&str]) -> (i32, String) {
+    let p = Proc::spawn(
+        Command::new(FILO)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let (status, _, err) = p.output(Duration::from_secs(10));
+    assert!(!err.contains("panicked"), "filo panicked: {err}");
+    (status.code().unwrap_or(-1), err)
+}
+
+#[test]
+fn malformed_vnls_are_refused_with_the_accepted_syntax() {
+    let cases: &[(&str, &[&str])] = &[
+        ("bogus://x", &["unknown", "bogus"]),
+        ("VDE:///tmp/x", &["VDE"]),
+        ("vde:///tmp/sw[port=3", &["]"]),
+        ("vde:///tmp/sw[3]x", &["x"]),
+        (
+            "vde:///tmp/sw[prot=3]",
+            &["prot", "accepted: port, portgroup, group, mode"],
+        ),
+        ("vde:///tmp/sw[port=abc]", &["port", "abc"]),
+        ("vde:///tmp/sw[mode=99]", &["mode", "octal"]),
+        ("vxvde://239.0.0.1/vni", &["vni"]),
+        ("vxvde://239.0.0.1/v4=1", &["v4"]),
+        ("vxvde://not-an-ip", &["not an IP address"]),
+        ("vxvde://239.0.0.1/ttl=0", &["ttl"]),
+        ("vxvde://10.0.0.1", &["multicast"]),
+        ("vxlan://239.0.0.1/vni=99999999", &["vni"]),
+        ("vde:///x[%zz]", &["%"]),
+        ("udp://2000", &["expected udp://"]),
+        ("udp://x->127.0.0.1:1", &["expected udp://"]),
+        ("seqpacket://abc", &["file descriptor"]),
+        ("tap://this-name-is-far-too-long", &["tap interface name"]),
+        ("ptp://", &["ptp:// needs a socket path"]),
+        ("cmd://", &["cmd:// needs a command"]),
+        ("vlan://3/untag=4/trunk{vde:///tmp/sw}", &["not available"]),
+    ];
+    for (vnl, needles) in cases {
+        let start = Instant::now();
+        let (code, err) = filo(&["plug", vnl, "null://"]);
+        assert_eq!(code, 1, "{vnl}: {err}");
+        for n in *needles {
+            assert!(err.contains(n), "{vnl}: expected {n:?} in {err:?}");
+        }
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{vnl}: one line expected: {err}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{vnl} took {:?}",
+            start.elapsed()
+        );
+    }
+}
+
+#[test]
+fn bad_command_lines_are_usage_errors() {
+    for (args, needle) in [
+        (&["plug", "a", "b", "c"][..], "too many arguments"),
+        (
+            &["plug", "null://", "="][..],
+            "must be followed by a command",
+        ),
+        (&["plug", "-m", "999", "null://", "null://"][..], "octal"),
+        (
+            &["plug", "--timeout", "-1", "null://", "null://"][..],
+            "timeout",
+        ),
+        (
+            &["plug", "-d", "null://"][..],
+            "--daemon needs the cable form",
+        ),
+        (
+            &["plug", "null://", "=", "/nonexistent/program"][..],
+            "cannot run",
+        ),
+    ] {
+        let (code, err) = filo(args);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in {err}"
+        );
+    }
+}
+
+#[test]
+fn a_path_that_is_no_switch_is_named_in_the_error() {
+    let tmp = TempDir::new("filo-ns");
+    let dir = tmp.join("nothing");
+    let (code, err) = filo(&["plug", dir.to_str().unwrap(), "null://"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no VDE switch there") && err.contains(dir.to_str().unwrap()),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_switch_that_accepts_but_never_answers_times_out() {
+    let tmp = TempDir::new("filo-mute");
+    let dir = tmp.join("sw");
+    std::fs::create_dir(&dir).unwrap();
+    let listener = UnixListener::bind(dir.join("ctl")).unwrap();
+    let held = std::thread::spawn(move || {
+        let conn = listener.accept().map(|(s, _)| s);
+        std::thread::sleep(Duration::from_secs(3));
+        drop(conn);
+    });
+    let start = Instant::now();
+    let (code, err) = filo(&["plug", "--timeout", "1", dir.to_str().unwrap(), "null://"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("did not answer within"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        start.elapsed()
+    );
+    held.join().unwrap();
+    // Our bound data socket was removed again.
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n != "ctl")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_switch_that_closes_without_reply_is_a_refusal() {
+    let tmp = TempDir::new("filo-refuse");
+    let dir = tmp.join("sw");
+    std::fs::create_dir(&dir).unwrap();
+    let listener = UnixListener::bind(dir.join("ctl")).unwrap();
+    let t = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 256];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+        }
+    });
+    let (code, err) = filo(&["plug", &format!("{}[7]", dir.display()), "null://"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("closed the connection without a reply") && err.contains("port 7"),
+        "{err}"
+    );
+    t.join().unwrap();
+}
+
+#[test]
+fn a_port_beyond_the_debian_switch_is_an_error_not_a_hang() {
+    // Debian's vde_switch neither answers nor closes for a port >= numports: our timeout fires.
+    let tmp = TempDir::new("filo-p99");
+    let sw = DebSwitch::start(&tmp, "sw");
+    let start = Instant::now();
+    let (code, err) = filo(&[
+        "plug",
+        "--timeout",
+        "1",
+        &format!("{}[99]", sw.vnl()),
+        "null://",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("did not answer") || err.contains("without a reply"),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(4));
+}
+
+fn stream_filo(vnl: &str) -> Proc {
+    Proc::spawn(
+        Command::new(FILO)
+            .args(["plug", vnl])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+}
+
+#[test]
+fn an_oversized_stream_record_is_a_protocol_error() {
+    let mut p = stream_filo("null://");
+    let mut stdin = p.child.stdin.take().unwrap();
+    stdin.write_all(&[0xff, 0xff, 1, 2, 3, 4]).unwrap();
+    let (status, _, err) = p.output(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("exceeds the maximum of 9236"), "{err}");
+    drop(stdin);
+}
+
+#[test]
+fn a_truncated_stream_record_ends_cleanly_with_a_reason() {
+    let mut p = stream_filo("null://");
+    let mut stdin = p.child.stdin.take().unwrap();
+    stdin.write_all(&stream_record(&[0x11; 60])).unwrap();
+    stdin.write_all(&[0, 100, 1, 2, 3]).unwrap();
+    drop(stdin);
+    let (status, _, err) = p.output(Duration::from_secs(5));
+    assert!(status.success(), "{err}");
+    assert!(err.contains("middle of a record (3 of 100 bytes"), "{err}");
+}
+
+#[test]
+fn a_command_that_exits_ends_the_plug_cleanly() {
+    let (code, err) = filo(&["plug", "null://", "=", "sh", "-c", "exit 0"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("end of stream"), "{err}");
+}
+
+#[test]
+fn sigterm_stops_a_cable_and_removes_its_sockets_and_pidfile() {
+    let tmp = TempDir::new("filo-sig");
+    let link = tmp.join("link");
+    let pidfile = tmp.join("plug.pid");
+    let mut p = Proc::spawn(
+        Command::new(FILO)
+            .args([
+                "plug",
+                "-p",
+                pidfile.to_str().unwrap(),
+                &format!("ptp://{}", link.display()),
+                "null://",
+            ])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    assert!(wait_until(Duration::from_secs(5), || pidfile.exists() && link.exists()));
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap().trim(),
+        p.pid().to_string()
+    );
+    let status = p.terminate(Duration::from_secs(5));
+    assert!(status.success(), "{status}");
+    assert!(
+        !pidfile.exists() && !link.exists(),
+        "pidfile or socket left behind"
+    );
+}
