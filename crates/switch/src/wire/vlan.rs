@@ -203,6 +203,10 @@ mod tests {
         );
         assert_eq!(
             strip_tag(&UNTAGGED, &mut [0; 64]),
+            Err(WireError::Truncated)
+        );
+        assert_eq!(
+            strip_tag(&[0u8; 20], &mut [0; 64]),
             Err(WireError::Malformed)
         );
     }
