@@ -373,3 +373,33 @@ fn bpdus_are_flooded_when_the_tree_is_off_and_malformed_ones_dropped_when_on() {
     assert!(out.iter().all(|e| e.action == EgressAction::AsIs));
     assert_eq!(core.poll_transmit(&mut [0u8; 64]), None);
 }
+
+#[test]
+fn topology_change_ages_addresses_with_the_forward_delay() {
+    let t0 = Instant::now();
+    let mut core = stp_core(t0);
+    let mut out = Vec::new();
+    // Ports reaching Forwarding on a root bridge announce a topology change.
+    core.handle_timeout(t0 + Duration::from_secs(4));
+    let forwarding = t0 + Duration::from_secs(8);
+    core.handle_timeout(forwarding);
+    assert!(core.stp_status().topology_change);
+    core.handle_frame(forwarding, 1, &broadcast(1), &mut out);
+    let learned = MacAddr([2, 0, 0, 0, 0, 1]);
+    assert_eq!(core.lookup(learned, 0), Some(1));
+    let later = forwarding + Duration::from_secs(4 + 3);
+    core.handle_timeout(later);
+    assert_eq!(
+        core.lookup(learned, 0),
+        None,
+        "aged with forward delay (4 s)"
+    );
+
+    // Once the change is over (max age + forward delay), normal aging resumes.
+    let calm = forwarding + Duration::from_secs(25);
+    core.handle_timeout(calm);
+    assert!(!core.stp_status().topology_change);
+    core.handle_frame(calm, 1, &broadcast(1), &mut out);
+    core.handle_timeout(calm + Duration::from_secs(10));
+    assert_eq!(core.lookup(learned, 0), Some(1));
+}
