@@ -61,10 +61,12 @@ fn main() {
         if now != seen {
             seen = now;
             quiet_since = Instant::now();
-        } else if seen > 0 && quiet_since.elapsed() >= idle {
-            break;
-        } else if seen == 0 && quiet_since.elapsed() >= Duration::from_secs(20) {
-            break;
+        } else {
+            // Before the first frame, allow a slow start; after it, stop at the first lull.
+            let limit = if seen > 0 { idle } else { Duration::from_secs(20) };
+            if quiet_since.elapsed() >= limit {
+                break;
+            }
         }
     }
     let secs = (last_ns
