@@ -41,7 +41,9 @@
 //!
 //! Wire formats live in [`wire`] as typed views over byte slices (smoltcp style).
 
+pub mod console;
 pub mod core;
+pub mod state;
 pub mod stp;
 pub mod wire;
 

@@ -1,0 +1,1 @@
+//! placeholder: the management console (being written).
