@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod plug;
+mod switch;
 mod sys;
 
 /// filo: the Internet of Threads — virtual Ethernets, switches and plugs, compatible with VDE.
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Connect networks: a cable between two VNLs, or one VNL over stdin/stdout or a command.
     Plug(plug::PlugArgs),
+    /// Run a virtual Ethernet switch (VDE-compatible: vde_plug, QEMU, libvdeplug).
+    Switch(switch::SwitchArgs),
     /// Show a small virtual network at work, with nothing to set up.
     Demo(demo::DemoArgs),
 }
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plug(args) => plug::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Switch(args) => switch::run(args),
     };
     match result {
         Ok(code) => code,

@@ -174,7 +174,7 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
     }
 }
 
-struct RemoveOnDrop(PathBuf);
+pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {

@@ -43,6 +43,7 @@
 
 pub mod console;
 pub mod core;
+pub mod daemon;
 pub mod state;
 pub mod stp;
 pub mod wire;

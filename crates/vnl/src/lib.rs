@@ -16,7 +16,7 @@
 pub mod cable;
 pub mod open;
 pub mod plug;
-mod sys;
+pub mod sys;
 #[cfg(feature = "tokio")]
 pub mod tokio_plug;
 pub mod transport;

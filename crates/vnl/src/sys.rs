@@ -1,4 +1,5 @@
-//! The only place in `filo-vnl` that calls the C library directly: batched datagram I/O,
+//! The only place in `filo-vnl` that calls the C library directly (public so the switch
+//! daemon shares the batched I/O): batched datagram I/O,
 //! `poll`, tap devices, eventfd and epoll. Every `unsafe` block says why it is sound.
 
 use std::ffi::CString;
@@ -423,4 +424,140 @@ pub fn socket_type(fd: RawFd) -> io::Result<libc::c_int> {
         )
     })?;
     Ok(ty)
+}
+
+/// The uid of the process at the other end of a connected UNIX stream socket (SO_PEERCRED).
+pub fn peer_uid(fd: RawFd) -> io::Result<u32> {
+    // SAFETY: ucred is plain old data; zero is valid.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len are live and sized as SO_PEERCRED expects.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(cred.uid)
+}
+
+/// Writes one datagram-sized buffer to a descriptor (tap) without blocking.
+pub fn write_nonblocking(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    write_fd(fd, buf)
+}
+
+/// A level-triggered epoll set.
+pub struct Epoll {
+    fd: OwnedFd,
+    events: Vec<libc::epoll_event>,
+}
+
+/// One readiness report from [`Epoll::wait`].
+#[derive(Clone, Copy, Debug)]
+pub struct EpollEvent {
+    pub token: u64,
+    pub readable: bool,
+    pub writable: bool,
+    pub hangup: bool,
+}
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 takes no pointers.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        Ok(Epoll {
+            // SAFETY: fd is new and owned only here.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            events: Vec::with_capacity(256),
+        })
+    }
+
+    fn ctl(
+        &self,
+        op: libc::c_int,
+        fd: RawFd,
+        token: u64,
+        read: bool,
+        write: bool,
+    ) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: (if read { libc::EPOLLIN as u32 } else { 0 })
+                | (if write { libc::EPOLLOUT as u32 } else { 0 })
+                | libc::EPOLLRDHUP as u32,
+            u64: token,
+        };
+        // SAFETY: ev lives for the call; epoll_ctl copies it.
+        cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev) })?;
+        Ok(())
+    }
+
+    pub fn add(&self, fd: RawFd, token: u64, read: bool, write: bool) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, read, write)
+    }
+
+    pub fn modify(&self, fd: RawFd, token: u64, read: bool, write: bool) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, read, write)
+    }
+
+    pub fn delete(&self, fd: RawFd) {
+        // SAFETY: a null event pointer is allowed for EPOLL_CTL_DEL.
+        unsafe {
+            libc::epoll_ctl(
+                self.fd.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            );
+        }
+    }
+
+    /// Waits for events (EINTR returns no events) and appends them to `out`.
+    pub fn wait(&mut self, out: &mut Vec<EpollEvent>, timeout: Option<Duration>) -> io::Result<()> {
+        out.clear();
+        let cap = self.events.capacity();
+        let ms = match timeout {
+            None => -1,
+            Some(d) => d.as_millis().min(i32::MAX as u128) as libc::c_int,
+        };
+        // SAFETY: the buffer has room for `cap` events; the kernel writes at most that many
+        // and we set the length to what it reports.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.fd.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                cap as libc::c_int,
+                ms,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            };
+        }
+        // SAFETY: the kernel initialised the first n entries.
+        unsafe { self.events.set_len(n as usize) };
+        for ev in &self.events {
+            let bits = ev.events;
+            out.push(EpollEvent {
+                token: ev.u64,
+                readable: bits & libc::EPOLLIN as u32 != 0,
+                writable: bits & libc::EPOLLOUT as u32 != 0,
+                hangup: bits & (libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) as u32 != 0,
+            });
+        }
+        // SAFETY: epoll_event is plain old data; shrinking the length drops nothing.
+        unsafe { self.events.set_len(0) };
+        Ok(())
+    }
+}
+
+/// Changes the owner and/or group of a file.
+pub fn chown(path: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+    std::os::unix::fs::chown(path, uid, gid)
 }

@@ -1,0 +1,163 @@
+//! `filo switch`: vde_switch's command line on filo's switch.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use filo_switch::daemon::{Switch, SwitchConfig};
+use filo_switch::MacAddr;
+
+use crate::sys;
+
+/// A virtual Ethernet switch that VDE clients (vde_plug, QEMU, libvdeplug programs) and filo
+/// plugs connect to.
+#[derive(Args, Debug)]
+#[command(after_long_help = "\
+The switch listens on DIR/ctl with vde_switch's protocol, so anything that speaks VDE can join:
+  qemu-system-x86_64 ... -nic vde,sock=/tmp/sw
+  vde_plug vde:///tmp/sw          filo plug tap://tap0 /tmp/sw
+Without --daemon, and when standard input is a terminal, the console runs on stdin/stdout
+(Ctrl-D stops the switch). With -M, `filo console SOCK`, vdeterm and unixterm reach it.
+
+Unlike vde_switch, frames for a receiver that cannot keep up wait in a bounded queue per
+port (--queue) and only then are dropped, counted in port/print; --lossless makes the switch
+stop reading instead (no loss, but a stuck receiver slows everyone).
+
+EXAMPLES:
+  filo switch /tmp/sw -M /tmp/sw.mgmt --daemon
+  filo switch -s /tmp/sw -m 666 -t tap0 --nostdin
+  filo console /tmp/sw.mgmt port/print")]
+pub struct SwitchArgs {
+    /// Control directory (same as -s).
+    #[arg(value_name = "DIR", conflicts_with = "sock")]
+    dir: Option<PathBuf>,
+    /// Control directory [default: /tmp/vde.ctl, or /var/run/vde.ctl as root].
+    #[arg(short = 's', long = "sock", visible_aliases = ["vdesock", "unix"], value_name = "DIR")]
+    sock: Option<PathBuf>,
+    /// Octal permissions of the control and data sockets [default: 0600].
+    #[arg(short = 'm', long, value_name = "MODE", value_parser = parse_mode)]
+    mode: Option<u32>,
+    /// Octal permissions of the control directory [default: derived from --mode, else 02700].
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    dirmode: Option<u32>,
+    /// Group owning the directory and sockets.
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    group: Option<String>,
+    /// Number of ports (0 to N-1).
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    numports: u16,
+    /// Hub mode: every frame goes to every other port.
+    #[arg(short = 'x', long)]
+    hub: bool,
+    /// Run the (IEEE 802.1D) spanning tree, so redundant cables do not loop.
+    #[arg(short = 'F', long = "fstp", visible_alias = "stp")]
+    stp: bool,
+    /// Spanning-tree bridge priority.
+    #[arg(long, value_name = "N", default_value_t = 0x8000)]
+    priority: u16,
+    /// The switch's MAC address (xx:xx:xx:xx:xx:xx) [default: random].
+    #[arg(long, value_name = "MAC")]
+    macaddr: Option<String>,
+    /// Management socket for the console (vdeterm, unixterm, filo console).
+    #[arg(short = 'M', long, value_name = "SOCK")]
+    mgmt: Option<PathBuf>,
+    /// Octal permissions of the management socket.
+    #[arg(long, value_name = "MODE", default_value = "600", value_parser = parse_mode)]
+    mgmtmode: u32,
+    /// Group owning the management socket.
+    #[arg(long, value_name = "GROUP")]
+    mgmtgroup: Option<String>,
+    /// Run in the background.
+    #[arg(short = 'd', long)]
+    daemon: bool,
+    /// Write the process id to FILE.
+    #[arg(short = 'p', long, value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+    /// Console commands to run at start [default: ~/.vde2/vde_switch.rc, /etc/vde2/vde_switch.rc].
+    #[arg(short = 'f', long, value_name = "FILE")]
+    rcfile: Option<PathBuf>,
+    /// Attach a kernel tap interface (repeatable; needs CAP_NET_ADMIN).
+    #[arg(short = 't', long = "tap", value_name = "TAP")]
+    taps: Vec<String>,
+    /// Do not use standard input as a console.
+    #[arg(long)]
+    nostdin: bool,
+    /// Frames queued per endpoint before frames for it are dropped.
+    #[arg(long = "queue", value_name = "FRAMES", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    queue: u32,
+    /// Never drop for a full queue: stop reading until receivers catch up.
+    #[arg(long)]
+    lossless: bool,
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    match u32::from_str_radix(text, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(format!("{text:?} is not an octal file mode such as 0660")),
+    }
+}
+
+fn default_rcfile() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".vde2/vde_switch.rc"));
+    home.into_iter()
+        .chain([PathBuf::from("/etc/vde2/vde_switch.rc")])
+        .find(|p| p.is_file())
+}
+
+pub fn run(args: SwitchArgs) -> Result<ExitCode> {
+    let dir = args
+        .dir
+        .or(args.sock)
+        .unwrap_or_else(SwitchConfig::default_dir);
+    let mut cfg = SwitchConfig::new(&dir);
+    cfg.mode = args.mode;
+    cfg.dirmode = args.dirmode;
+    cfg.group = args.group;
+    cfg.numports = args.numports;
+    cfg.hub = args.hub;
+    cfg.stp = args.stp;
+    cfg.priority = args.priority;
+    if let Some(mac) = args.macaddr {
+        cfg.macaddr = mac.parse::<MacAddr>().map_err(|_| {
+            anyhow::anyhow!("--macaddr {mac:?} is not a MAC address: expected xx:xx:xx:xx:xx:xx")
+        })?;
+    }
+    cfg.mgmt = args.mgmt.map(|p| std::path::absolute(&p).unwrap_or(p));
+    cfg.mgmt_mode = args.mgmtmode;
+    cfg.mgmt_group = args.mgmtgroup;
+    cfg.rcfile = args.rcfile.or_else(default_rcfile);
+    cfg.taps = args.taps;
+    cfg.queue_len = args.queue as usize;
+    cfg.lossless = args.lossless;
+    cfg.stdin_console = !args.daemon && !args.nostdin && std::io::stdin().is_terminal();
+    if args.daemon && args.pidfile.as_ref().is_some_and(|p| p.exists()) {
+        bail!(
+            "pid file {} already exists",
+            args.pidfile
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+    }
+    let pidfile = args.pidfile.map(|p| std::path::absolute(&p).unwrap_or(p));
+    let mut switch = Switch::bind(cfg)
+        .with_context(|| format!("cannot start the switch on {}", dir.display()))?;
+    if args.daemon {
+        sys::daemonize().context("cannot run in the background")?;
+    }
+    let _pid = match &pidfile {
+        Some(p) => {
+            sys::write_pidfile(p)
+                .with_context(|| format!("cannot create pid file {}", p.display()))?;
+            Some(crate::plug::RemoveOnDrop(p.clone()))
+        }
+        None => None,
+    };
+    if !args.daemon {
+        eprintln!("filo switch: listening on {}", dir.display());
+    }
+    switch.run(&sys::STOP)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,255 @@
+//! Switch options (vde_switch's command line as a struct) and the control directory's setup
+//! and cleanup, with vde_switch's permission rules (reference vde.md §1.1).
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use filo_vnl::sys;
+
+use crate::wire::MacAddr;
+
+/// Everything `filo switch` can be told.
+#[derive(Clone, Debug)]
+pub struct SwitchConfig {
+    /// Control directory (`-s`).
+    pub dir: PathBuf,
+    /// Socket permissions (`-m`).
+    pub mode: Option<u32>,
+    /// Directory permissions (`--dirmode`).
+    pub dirmode: Option<u32>,
+    /// Group of the sockets (`-g`).
+    pub group: Option<String>,
+    pub numports: u16,
+    pub hub: bool,
+    pub stp: bool,
+    pub priority: u16,
+    pub macaddr: MacAddr,
+    /// Management socket (`-M`) and its permissions and group.
+    pub mgmt: Option<PathBuf>,
+    pub mgmt_mode: u32,
+    pub mgmt_group: Option<String>,
+    /// Startup script (`-f`).
+    pub rcfile: Option<PathBuf>,
+    /// Tap interfaces to attach (`-t`).
+    pub taps: Vec<String>,
+    /// Console on stdin/stdout.
+    pub stdin_console: bool,
+    /// Frames queued per endpoint before drops (or back-pressure).
+    pub queue_len: usize,
+    pub lossless: bool,
+}
+
+impl SwitchConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> SwitchConfig {
+        SwitchConfig {
+            dir: dir.into(),
+            mode: None,
+            dirmode: None,
+            group: None,
+            numports: 32,
+            hub: false,
+            stp: false,
+            priority: 0x8000,
+            macaddr: random_mac(),
+            mgmt: None,
+            mgmt_mode: 0o600,
+            mgmt_group: None,
+            rcfile: None,
+            taps: Vec::new(),
+            stdin_console: false,
+            queue_len: 256,
+            lossless: false,
+        }
+    }
+
+    /// vde_switch's default directory: /var/run/vde.ctl for root, /tmp/vde.ctl otherwise.
+    pub fn default_dir() -> PathBuf {
+        if sys::euid() == 0 {
+            "/var/run/vde.ctl".into()
+        } else {
+            "/tmp/vde.ctl".into()
+        }
+    }
+
+    /// Permissions of the control and data sockets.
+    pub fn socket_mode(&self) -> u32 {
+        match (self.mode, self.dirmode) {
+            (Some(m), _) => m & 0o666,
+            (None, Some(d)) => d & 0o666,
+            (None, None) => 0o600,
+        }
+    }
+
+    /// Permissions of the directory.
+    pub fn dir_mode(&self) -> u32 {
+        match (self.dirmode, self.mode) {
+            (Some(d), _) => d,
+            (None, Some(m)) => {
+                // For each of user/group/other: any r/w bit adds x (so the dir is enterable).
+                let mut d = 0o2000 | (m & 0o777);
+                for shift in [6, 3, 0] {
+                    if (m >> shift) & 0o6 != 0 {
+                        d |= 1 << shift;
+                    }
+                }
+                d
+            }
+            (None, None) => 0o2700,
+        }
+    }
+}
+
+fn random_mac() -> MacAddr {
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        ^ ((std::process::id() as u64) << 32);
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed as u8
+    };
+    // Locally administered, unicast; vde_switch uses 00:ff:xx:xx:xx:xx.
+    MacAddr([0x02, 0xf1, next(), next(), next(), next()])
+}
+
+/// Why a switch could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error("{0}")]
+    Config(String),
+}
+
+impl SwitchError {
+    pub(crate) fn io(what: &'static str) -> impl Fn(io::Error) -> SwitchError {
+        move |source| SwitchError::Io {
+            what: what.to_string(),
+            source,
+        }
+    }
+}
+
+fn ioe(what: String) -> impl FnOnce(io::Error) -> SwitchError {
+    move |source| SwitchError::Io { what, source }
+}
+
+fn group_gid(group: &Option<String>) -> Result<Option<u32>, SwitchError> {
+    match group {
+        None => Ok(None),
+        Some(g) => sys::group_id(g)
+            .map(Some)
+            .ok_or_else(|| SwitchError::Config(format!("group {g:?} does not exist"))),
+    }
+}
+
+/// True when something answers on the socket at `path`.
+fn alive(path: &Path) -> bool {
+    UnixStream::connect(path).is_ok()
+}
+
+/// Creates the directory and binds `DIR/ctl`, refusing to steal a live switch's socket.
+pub(crate) fn prepare_ctl_dir(cfg: &SwitchConfig) -> Result<UnixListener, SwitchError> {
+    let dir = &cfg.dir;
+    let gid = group_gid(&cfg.group)?;
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if !dir.is_dir() {
+                return Err(SwitchError::Config(format!(
+                    "{} exists and is not a directory",
+                    dir.display()
+                )));
+            }
+        }
+        Err(e) => {
+            return Err(ioe(format!(
+                "cannot create the switch directory {}",
+                dir.display()
+            ))(e))
+        }
+    }
+    let ctl = dir.join("ctl");
+    if ctl.exists() {
+        if alive(&ctl) {
+            return Err(SwitchError::Config(format!(
+                "another switch is already running on {} (its control socket answers)",
+                dir.display()
+            )));
+        }
+        let _ = fs::remove_file(&ctl);
+    }
+    if let Some(g) = gid {
+        sys::chown(dir, None, Some(g)).map_err(ioe(format!("cannot chgrp {}", dir.display())))?;
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(cfg.dir_mode()))
+        .map_err(ioe(format!("cannot chmod {}", dir.display())))?;
+    let listener =
+        UnixListener::bind(&ctl).map_err(ioe(format!("cannot bind {}", ctl.display())))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(ioe("non-blocking".into()))?;
+    if let Some(g) = gid {
+        sys::chown(&ctl, None, Some(g)).map_err(ioe(format!("cannot chgrp {}", ctl.display())))?;
+    }
+    fs::set_permissions(&ctl, fs::Permissions::from_mode(cfg.socket_mode()))
+        .map_err(ioe(format!("cannot chmod {}", ctl.display())))?;
+    Ok(listener)
+}
+
+pub(crate) fn bind_mgmt(cfg: &SwitchConfig, path: &Path) -> Result<UnixListener, SwitchError> {
+    if path.exists() {
+        if alive(path) {
+            return Err(SwitchError::Config(format!(
+                "management socket {} is in use",
+                path.display()
+            )));
+        }
+        let _ = fs::remove_file(path);
+    }
+    let l = UnixListener::bind(path).map_err(ioe(format!(
+        "cannot bind management socket {}",
+        path.display()
+    )))?;
+    l.set_nonblocking(true)
+        .map_err(ioe("non-blocking".into()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(cfg.mgmt_mode))
+        .map_err(ioe(format!("cannot chmod {}", path.display())))?;
+    if let Some(g) = group_gid(&cfg.mgmt_group)? {
+        sys::chown(path, None, Some(g)).map_err(ioe(format!("cannot chgrp {}", path.display())))?;
+    }
+    Ok(l)
+}
+
+/// Removes what the switch created: ctl, the management socket, and the directory if empty.
+pub(crate) fn cleanup(cfg: &SwitchConfig) {
+    let _ = fs::remove_file(cfg.dir.join("ctl"));
+    if let Some(m) = &cfg.mgmt {
+        let _ = fs::remove_file(m);
+    }
+    let _ = fs::remove_dir(&cfg.dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permissions_follow_vde_switch() {
+        let mut c = SwitchConfig::new("/x");
+        assert_eq!((c.socket_mode(), c.dir_mode()), (0o600, 0o2700));
+        c.mode = Some(0o666);
+        assert_eq!((c.socket_mode(), c.dir_mode()), (0o666, 0o2777));
+        c.mode = Some(0o660);
+        assert_eq!(c.dir_mode(), 0o2770);
+        c.mode = None;
+        c.dirmode = Some(0o2750);
+        assert_eq!((c.socket_mode(), c.dir_mode()), (0o2750 & 0o666, 0o2750));
+    }
+}

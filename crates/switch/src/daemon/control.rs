@@ -1,0 +1,274 @@
+//! The control socket: accepting clients and answering their v3/v1 requests.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use filo_vnl::sys;
+use filo_vnl::wire::vde_request::{self, PortRequest, Request, RequestError};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::endpoint::{Endpoint, EndpointIo};
+use super::{Switch, T_PENDING};
+use crate::core::PortId;
+use crate::state::{Access, EndpointInfo, EndpointKind};
+
+/// A client must send its whole request within this time.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections accepted per loop turn: a flood of connects cannot starve forwarding.
+const ACCEPTS_PER_TURN: usize = 16;
+/// Connections waiting for their request at once; more are closed at accept.
+const MAX_PENDING: usize = 256;
+
+pub(crate) struct Pending {
+    pub(crate) stream: UnixStream,
+    buf: Vec<u8>,
+    pub(crate) deadline: Instant,
+}
+
+/// Why a request was refused (logged; the connection is closed).
+#[derive(Debug)]
+enum Refusal {
+    Malformed(RequestError),
+    NoSuchPort(u32),
+    NoFreePort,
+    PortInUse { port: PortId, owner: u32, user: u32 },
+    AccessDenied { port: PortId, user: u32 },
+    BadClientSocket(String),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Malformed(e) => write!(f, "malformed request: {e}"),
+            Refusal::NoSuchPort(p) => write!(f, "port {p} does not exist"),
+            Refusal::NoFreePort => write!(f, "no free port"),
+            Refusal::PortInUse { port, owner, user } => {
+                write!(
+                    f,
+                    "port {port} is in use by uid {owner} (request from uid {user})"
+                )
+            }
+            Refusal::AccessDenied { port, user } => write!(f, "uid {user} may not use port {port}"),
+            Refusal::BadClientSocket(why) => write!(f, "bad client socket: {why}"),
+            Refusal::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl Switch {
+    pub(crate) fn accept_control(&mut self, now: Instant) {
+        for _ in 0..ACCEPTS_PER_TURN {
+            let stream = match self.ctl.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::warn!("accept on control socket: {e}");
+                    return;
+                }
+            };
+            let live = self.pending.iter().filter(|p| p.is_some()).count();
+            if live >= MAX_PENDING {
+                tracing::warn!(
+                    "control connection refused: {MAX_PENDING} requests already pending"
+                );
+                continue;
+            }
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let slot = match self.pending.iter().position(|p| p.is_none()) {
+                Some(s) => s,
+                None => {
+                    self.pending.push(None);
+                    self.pending.len() - 1
+                }
+            };
+            if self
+                .epoll
+                .add(stream.as_raw_fd(), T_PENDING | slot as u64, true, false)
+                .is_err()
+            {
+                continue;
+            }
+            self.pending[slot] = Some(Pending {
+                stream,
+                buf: Vec::with_capacity(vde_request::MAX_REQUEST + 1),
+                deadline: now + REQUEST_TIMEOUT,
+            });
+        }
+    }
+
+    fn drop_pending(&mut self, slot: usize) -> Option<Pending> {
+        let p = self.pending.get_mut(slot)?.take()?;
+        self.epoll.delete(p.stream.as_raw_fd());
+        Some(p)
+    }
+
+    pub(crate) fn on_pending(&mut self, slot: usize, now: Instant) {
+        let Some(p) = self.pending.get_mut(slot).and_then(|p| p.as_mut()) else {
+            return;
+        };
+        let mut chunk = [0u8; vde_request::MAX_REQUEST + 1];
+        let room = vde_request::MAX_REQUEST + 1 - p.buf.len();
+        match p.stream.read(&mut chunk[..room]) {
+            Ok(0) => {
+                self.drop_pending(slot);
+                return;
+            }
+            Ok(n) => p.buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(_) => {
+                self.drop_pending(slot);
+                return;
+            }
+        }
+        match Request::parse(&p.buf) {
+            // The header may arrive in pieces: wait for the rest (until the deadline).
+            Err(RequestError::TooShort(_)) => {}
+            Err(e) => {
+                tracing::warn!("control connection closed: {}", Refusal::Malformed(e));
+                self.drop_pending(slot);
+            }
+            Ok(_) => {
+                let Some(p) = self.drop_pending(slot) else {
+                    return;
+                };
+                if let Err(why) = self.answer(p, now) {
+                    tracing::warn!("control connection closed: {why}");
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, p: Pending, now: Instant) -> Result<(), Refusal> {
+        let req = Request::parse(&p.buf).map_err(Refusal::Malformed)?;
+        let _ = now;
+        // Who is asking: the peer's credentials, and the owner of the socket it names (which
+        // must be theirs, so a client cannot make the switch talk to someone else's socket).
+        let peer = sys::peer_uid(p.stream.as_raw_fd()).map_err(Refusal::Io)?;
+        let user = if req.data_path.as_os_str().is_empty() {
+            return Err(Refusal::BadClientSocket("no data socket path".into()));
+        } else {
+            let meta = fs::symlink_metadata(&req.data_path).map_err(|e| {
+                Refusal::BadClientSocket(format!("{}: {e}", req.data_path.display()))
+            })?;
+            if peer != 0 && meta.uid() != peer {
+                return Err(Refusal::BadClientSocket(format!(
+                    "{} belongs to uid {}, not to the connecting uid {peer}",
+                    req.data_path.display(),
+                    meta.uid()
+                )));
+            }
+            meta.uid()
+        };
+        let port = self.choose_port(req.port, user)?;
+        let ctl_fd = p.stream.as_raw_fd();
+        // Switch-side data socket, connected to the client's and named like vde_switch's.
+        let path = self
+            .state
+            .info
+            .ctl_dir
+            .join(format!("{:03}.{}", port, ctl_fd));
+        let _ = fs::remove_file(&path);
+        let sock = Socket::new(Domain::UNIX, Type::DGRAM.cloexec().nonblocking(), None)
+            .map_err(Refusal::Io)?;
+        sock.connect(&SockAddr::unix(&req.data_path).map_err(Refusal::Io)?)
+            .map_err(|e| {
+                Refusal::BadClientSocket(format!(
+                    "cannot connect to {}: {e}",
+                    req.data_path.display()
+                ))
+            })?;
+        sock.bind(&SockAddr::unix(&path).map_err(Refusal::Io)?)
+            .map_err(Refusal::Io)?;
+        let _ = sock.set_send_buffer_size(1 << 20);
+        let _ = sock.set_recv_buffer_size(1 << 20);
+        let mode = self.state.info.mode;
+        let file_mode = if sys::euid() == 0 { mode & 0o700 } else { mode };
+        let _ = fs::set_permissions(&path, fs::Permissions::from_mode(file_mode));
+        let gid = self.cfg.group.as_deref().and_then(sys::group_id);
+        let _ = sys::chown(&path, Some(user), gid);
+        let mut reply = [0u8; vde_request::REPLY_LEN];
+        if vde_request::emit_sockaddr(&path, &mut reply).is_err() {
+            let _ = fs::remove_file(&path);
+            return Err(Refusal::BadClientSocket(format!(
+                "data socket path {} is too long",
+                path.display()
+            )));
+        }
+        let mut stream = p.stream;
+        if let Err(e) = stream.write_all(&reply) {
+            let _ = fs::remove_file(&path);
+            return Err(Refusal::Io(e));
+        }
+        let description = req.description_text();
+        tracing::info!("port {port}: new endpoint {ctl_fd} uid {user}: {description}");
+        let ep = Endpoint::new(
+            port,
+            ctl_fd as u32,
+            EndpointIo::Dgram(OwnedFd::from(sock)),
+            Some(stream),
+            Some(path),
+        );
+        let info = EndpointInfo {
+            id: ctl_fd as u32,
+            kind: EndpointKind::UnixProg,
+            description,
+            uid: Some(user),
+        };
+        self.add_endpoint(ep, info);
+        Ok(())
+    }
+
+    fn choose_port(&mut self, request: PortRequest, user: u32) -> Result<PortId, Refusal> {
+        let port = match request {
+            PortRequest::Zero => 0,
+            PortRequest::Port(n) => {
+                if n >= self.state.numports as u32 {
+                    return Err(Refusal::NoSuchPort(n));
+                }
+                n as PortId
+            }
+            PortRequest::Any => self.state.free_port().ok_or(Refusal::NoFreePort)?,
+        };
+        let entry = self
+            .state
+            .port_mut(port)
+            .ok_or(Refusal::NoSuchPort(port as u32))?;
+        // Several endpoints may share a port only if they belong to the same user.
+        if let Some(owner) = entry.current_user() {
+            if owner != user && user != 0 {
+                return Err(Refusal::PortInUse { port, owner, user });
+            }
+        }
+        let allowed_user = match entry.acl_user {
+            Access::None | Access::Any => true,
+            Access::Id(u) => u == user || user == 0,
+        };
+        let allowed_group = match entry.acl_group {
+            Access::None | Access::Any => true,
+            Access::Id(g) => user == 0 || user_in_group(user, g),
+        };
+        if !(allowed_user && allowed_group) {
+            return Err(Refusal::AccessDenied { port, user });
+        }
+        Ok(port)
+    }
+}
+
+/// Whether `uid`'s primary group is `gid` (supplementary groups are not consulted).
+fn user_in_group(uid: u32, gid: u32) -> bool {
+    fs::read_to_string("/etc/passwd").ok().and_then(|text| {
+        text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.get(2)?.parse::<u32>().ok()? == uid)
+                .then(|| f.get(3)?.parse::<u32>().ok())
+                .flatten()
+        })
+    }) == Some(gid)
+}

@@ -1,0 +1,672 @@
+//! The switch daemon: the I/O shell around [`Core`](crate::core::Core).
+//!
+//! One level-triggered epoll loop serves everything: the control socket (`DIR/ctl`, vde_switch
+//! protocol v3/v1), one datagram socket per endpoint, tap devices, the management socket and
+//! the stdin console. Frames are read in batches with `recvmmsg`; every frame to deliver is
+//! copied into the destination endpoint's bounded queue (buffers come from a pool, so nothing
+//! is allocated per frame once warm), and each queue is flushed with `sendmmsg` after the
+//! batch. A receiver that cannot keep up fills only its own queue: further frames for it are
+//! dropped and counted (`port/print`, `port/drops`), and nobody else waits — unless
+//! `--lossless`, where the switch stops reading while any queue lacks room for a batch
+//! (back-pressure: no loss, but one stuck receiver slows everyone).
+//!
+//! Control connections are untrusted: a request must arrive within a deadline and fit in 256
+//! bytes, and anything malformed or refused closes that connection with a log line. Accepts
+//! are bounded per loop turn, so a client hammering the control socket cannot starve
+//! forwarding.
+
+mod config;
+mod control;
+mod endpoint;
+mod mgmt;
+
+pub use config::{SwitchConfig, SwitchError};
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use filo_vnl::sys::{self, Epoll, EpollEvent};
+
+use crate::console::{self, DebugEvent};
+use crate::core::{Core, CoreConfig, Egress, PortId, Verdict};
+use crate::state::{DaemonInfo, Effect, EndpointInfo, EndpointKind, SwitchState};
+
+use endpoint::{Endpoint, EndpointIo};
+
+/// Frames read from one endpoint per batch.
+const BATCH: usize = sys::BATCH_MAX;
+/// Batches read from one endpoint per loop turn (fairness between ports).
+const BATCHES_PER_TURN: usize = 4;
+/// Largest frame buffer (jumbo frames plus a possible 802.1Q tag).
+const FRAME_BUF: usize = filo_vnl::MAX_FRAME + 4;
+
+// Token layout: kind in the top byte, slot index below.
+const T_CTL: u64 = 1 << 56;
+const T_MGMT_LISTEN: u64 = 2 << 56;
+const T_STDIN: u64 = 3 << 56;
+const T_PENDING: u64 = 4 << 56;
+const T_EP_DATA: u64 = 5 << 56;
+const T_EP_CTL: u64 = 6 << 56;
+const T_MGMT: u64 = 7 << 56;
+const T_WAKE: u64 = 8 << 56;
+const KIND_MASK: u64 = 0xff << 56;
+
+/// A running switch's handle for another thread: stop it and wait.
+pub struct SwitchHandle {
+    stop: Arc<AtomicBool>,
+    wake: Arc<std::os::fd::OwnedFd>,
+    thread: Option<std::thread::JoinHandle<Result<(), SwitchError>>>,
+    pub dir: PathBuf,
+}
+
+impl SwitchHandle {
+    pub fn stop(mut self) -> Result<(), SwitchError> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<(), SwitchError> {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = sys::write_fd(self.wake.as_raw_fd(), &1u64.to_ne_bytes());
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SwitchHandle {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
+
+/// A VDE-compatible switch bound to its control directory.
+pub struct Switch {
+    state: SwitchState,
+    cfg: SwitchConfig,
+    epoll: Epoll,
+    ctl: UnixListener,
+    mgmt_listener: Option<UnixListener>,
+    pending: Vec<Option<control::Pending>>,
+    endpoints: Vec<Option<Endpoint>>,
+    /// Endpoint slots per port.
+    port_eps: Vec<Vec<usize>>,
+    mgmt: Vec<Option<mgmt::Conn>>,
+    stdin: Option<mgmt::Conn>,
+    wake: Arc<std::os::fd::OwnedFd>,
+    // Hot-loop buffers, reused.
+    bufs: Vec<Vec<u8>>,
+    lens: Vec<usize>,
+    egress: Vec<Egress>,
+    scratch: Vec<u8>,
+    pool: Vec<Vec<u8>>,
+    dirty: Vec<usize>,
+    events: Vec<EpollEvent>,
+    shutting_down: bool,
+}
+
+fn log_drop_reason(v: Verdict) -> Option<crate::core::DropReason> {
+    match v {
+        Verdict::Dropped(r) => Some(r),
+        _ => None,
+    }
+}
+
+impl Switch {
+    /// Creates the control directory and sockets; nothing runs until [`Switch::run`].
+    pub fn bind(cfg: SwitchConfig) -> Result<Switch, SwitchError> {
+        let now = Instant::now();
+        let ctl = config::prepare_ctl_dir(&cfg)?;
+        let epoll = Epoll::new().map_err(SwitchError::io("epoll"))?;
+        epoll
+            .add(ctl.as_raw_fd(), T_CTL, true, false)
+            .map_err(SwitchError::io("epoll"))?;
+        let mgmt_listener = match &cfg.mgmt {
+            Some(path) => {
+                let l = config::bind_mgmt(&cfg, path)?;
+                epoll
+                    .add(l.as_raw_fd(), T_MGMT_LISTEN, true, false)
+                    .map_err(SwitchError::io("epoll"))?;
+                Some(l)
+            }
+            None => None,
+        };
+        let wake = Arc::new(sys::silent_eventfd().map_err(SwitchError::io("eventfd"))?);
+        epoll
+            .add(wake.as_raw_fd(), T_WAKE, true, false)
+            .map_err(SwitchError::io("epoll"))?;
+        let core = Core::new(
+            CoreConfig {
+                num_ports: cfg.numports,
+                hub: cfg.hub,
+                stp: cfg.stp,
+                bridge_mac: cfg.macaddr,
+                bridge_priority: cfg.priority,
+                ..CoreConfig::default()
+            },
+            now,
+        );
+        let info = DaemonInfo {
+            ctl_dir: cfg.dir.clone(),
+            mode: cfg.socket_mode(),
+            mgmt: cfg.mgmt.clone(),
+            mgmt_mode: cfg.mgmt_mode,
+            pid: std::process::id(),
+            started: now,
+            queue_len: cfg.queue_len,
+            lossless: cfg.lossless,
+        };
+        let state = SwitchState::new(core, info);
+        let mut sw = Switch {
+            state,
+            epoll,
+            ctl,
+            mgmt_listener,
+            pending: Vec::new(),
+            endpoints: Vec::new(),
+            port_eps: vec![Vec::new(); cfg.numports as usize],
+            mgmt: Vec::new(),
+            stdin: None,
+            wake,
+            bufs: (0..BATCH).map(|_| vec![0u8; FRAME_BUF]).collect(),
+            lens: vec![0; BATCH],
+            egress: Vec::with_capacity(64),
+            scratch: vec![0u8; FRAME_BUF + 4],
+            pool: Vec::new(),
+            dirty: Vec::new(),
+            events: Vec::with_capacity(256),
+            shutting_down: false,
+            cfg,
+        };
+        if sw.cfg.stdin_console {
+            let conn = mgmt::Conn::stdin();
+            sw.epoll
+                .add(0, T_STDIN, true, false)
+                .map_err(SwitchError::io("epoll on stdin"))?;
+            sw.stdin = Some(conn);
+        }
+        for tap in sw.cfg.taps.clone() {
+            sw.attach_tap(&tap)?;
+        }
+        if let Some(rc) = sw.cfg.rcfile.clone() {
+            let text = std::fs::read_to_string(&rc).map_err(|e| SwitchError::Io {
+                what: format!("cannot read rc file {}", rc.display()),
+                source: e,
+            })?;
+            let mut session = console::Session::new();
+            let reply = console::run_script(
+                &mut sw.state,
+                &mut session,
+                now,
+                &rc.display().to_string(),
+                &text,
+                false,
+            );
+            sw.apply_effects(reply.effects, None);
+        }
+        Ok(sw)
+    }
+
+    /// Runs the switch on a new thread; the handle stops it.
+    pub fn spawn(cfg: SwitchConfig) -> Result<SwitchHandle, SwitchError> {
+        let dir = cfg.dir.clone();
+        let mut sw = Switch::bind(cfg)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let wake = sw.wake.clone();
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("filo-switch".into())
+            .spawn(move || sw.run(&stop2))
+            .map_err(SwitchError::io("spawn"))?;
+        Ok(SwitchHandle {
+            stop,
+            wake,
+            thread: Some(thread),
+            dir,
+        })
+    }
+
+    pub fn state(&self) -> &SwitchState {
+        &self.state
+    }
+
+    /// Runs until `stop` is raised (a signal handler or another thread), `shutdown` on the
+    /// console, or EOF on the stdin console.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<(), SwitchError> {
+        let mut events = std::mem::take(&mut self.events);
+        while !stop.load(Ordering::Relaxed) && !self.shutting_down {
+            let now = Instant::now();
+            let timeout = self.next_timeout(now);
+            self.epoll
+                .wait(&mut events, Some(timeout))
+                .map_err(SwitchError::io("epoll_wait"))?;
+            let now = Instant::now();
+            for ev in &events {
+                self.dispatch(*ev, now);
+            }
+            self.flush_dirty();
+            self.on_timers(Instant::now());
+        }
+        self.events = events;
+        Ok(())
+    }
+
+    fn next_timeout(&self, now: Instant) -> Duration {
+        let mut t = Duration::from_millis(500);
+        if let Some(at) = self.state.core.poll_timeout() {
+            t = t.min(at.saturating_duration_since(now));
+        }
+        t
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        if self.state.core.poll_timeout().is_some_and(|at| at <= now) {
+            self.state.core.handle_timeout(now);
+        }
+        let mut buf = std::mem::take(&mut self.scratch);
+        while let Some((port, len)) = self.state.core.poll_transmit(&mut buf) {
+            self.deliver_to_port(port, usize::MAX, &buf[..len]);
+        }
+        self.scratch = buf;
+        self.flush_dirty();
+        // Expire control connections that never sent a request.
+        for slot in 0..self.pending.len() {
+            if self.pending[slot]
+                .as_ref()
+                .is_some_and(|p| p.deadline <= now)
+            {
+                if let Some(p) = self.pending[slot].take() {
+                    tracing::warn!(
+                        "control connection closed: no complete request within {:?}",
+                        control::REQUEST_TIMEOUT
+                    );
+                    self.epoll.delete(p.stream.as_raw_fd());
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, ev: EpollEvent, now: Instant) {
+        let slot = (ev.token & !KIND_MASK) as usize;
+        match ev.token & KIND_MASK {
+            T_CTL => self.accept_control(now),
+            T_MGMT_LISTEN => self.accept_mgmt(),
+            T_STDIN => self.on_stdin(now),
+            T_PENDING => self.on_pending(slot, now),
+            T_EP_DATA => {
+                if ev.writable {
+                    self.on_writable(slot);
+                }
+                if ev.readable || ev.hangup {
+                    self.on_data(slot, now);
+                }
+            }
+            T_EP_CTL => {
+                // Clients never speak after the handshake: any byte or EOF ends the endpoint.
+                self.close_endpoint(slot, "control connection closed");
+            }
+            T_MGMT => self.on_mgmt(slot, ev, now),
+            T_WAKE => {}
+            _ => {}
+        }
+    }
+
+    // ---- data path -------------------------------------------------------------------------
+
+    fn lossless_blocked(&self) -> bool {
+        self.cfg.lossless
+            && self
+                .endpoints
+                .iter()
+                .flatten()
+                .any(|e| e.queue.len() + BATCH > self.cfg.queue_len.max(2 * BATCH))
+    }
+
+    fn on_data(&mut self, slot: usize, now: Instant) {
+        for _ in 0..BATCHES_PER_TURN {
+            if self.lossless_blocked() {
+                return;
+            }
+            let Some(ep) = self.endpoints.get_mut(slot).and_then(|e| e.as_mut()) else {
+                return;
+            };
+            let port = ep.port;
+            let n = match ep.io.recv_batch(&mut self.bufs, &mut self.lens) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    let why = format!("receive error: {e}");
+                    self.close_endpoint(slot, &why);
+                    return;
+                }
+            };
+            for i in 0..n {
+                let len = self.lens[i];
+                let counters = match self.state.ports.get_mut(&port) {
+                    Some(p) => &mut p.counters,
+                    None => return,
+                };
+                if len > FRAME_BUF {
+                    counters.drop_in += 1;
+                    continue;
+                }
+                counters.in_frames += 1;
+                counters.in_bytes += len as u64;
+                let verdict =
+                    self.state
+                        .core
+                        .handle_frame(now, port, &self.bufs[i][..len], &mut self.egress);
+                if log_drop_reason(verdict).is_some() {
+                    if let Some(p) = self.state.ports.get_mut(&port) {
+                        p.counters.drop_in += 1;
+                    }
+                    continue;
+                }
+                let egress = std::mem::take(&mut self.egress);
+                let frame = std::mem::take(&mut self.bufs[i]);
+                for e in &egress {
+                    let mut scratch = std::mem::take(&mut self.scratch);
+                    if let Ok(bytes) = e.action.render(&frame[..len], &mut scratch) {
+                        self.deliver_to_port(e.port, slot, bytes);
+                    }
+                    self.scratch = scratch;
+                }
+                self.bufs[i] = frame;
+                self.egress = egress;
+            }
+            if n < BATCH {
+                return;
+            }
+        }
+    }
+
+    /// Queues `frame` on every endpoint of `port` except `ingress_slot`.
+    fn deliver_to_port(&mut self, port: PortId, ingress_slot: usize, frame: &[u8]) {
+        let Some(slots) = self.port_eps.get(port as usize) else {
+            return;
+        };
+        for &slot in slots {
+            if slot == ingress_slot {
+                continue;
+            }
+            let Some(ep) = self.endpoints.get_mut(slot).and_then(|e| e.as_mut()) else {
+                continue;
+            };
+            let cap = self
+                .cfg
+                .queue_len
+                .max(if self.cfg.lossless { 2 * BATCH } else { 1 });
+            if ep.queue.len() >= cap {
+                if let Some(p) = self.state.ports.get_mut(&port) {
+                    p.counters.drop_out_queue_full += 1;
+                }
+                continue;
+            }
+            let mut buf = self
+                .pool
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(FRAME_BUF + 4));
+            buf.clear();
+            buf.extend_from_slice(frame);
+            if ep.queue.is_empty() {
+                self.dirty.push(slot);
+            }
+            ep.queue.push_back(buf);
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &slot in &dirty {
+            self.flush_endpoint(slot);
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        self.dirty = dirty;
+    }
+
+    /// Sends queued frames; arms EPOLLOUT when the endpoint cannot take them all.
+    fn flush_endpoint(&mut self, slot: usize) {
+        let Some(ep) = self.endpoints.get_mut(slot).and_then(|e| e.as_mut()) else {
+            return;
+        };
+        let port = ep.port;
+        let mut sent_frames = 0u64;
+        let mut sent_bytes = 0u64;
+        let mut failed = None;
+        while !ep.queue.is_empty() {
+            let n = ep.queue.len().min(BATCH);
+            let mut frames: [&[u8]; BATCH] = [&[]; BATCH];
+            for (i, f) in ep.queue.iter().take(n).enumerate() {
+                frames[i] = f;
+            }
+            match ep.io.send_batch(&frames[..n]) {
+                Ok(k) => {
+                    for _ in 0..k {
+                        if let Some(buf) = ep.queue.pop_front() {
+                            sent_frames += 1;
+                            sent_bytes += buf.len() as u64;
+                            self.pool.push(buf);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let want_write = !ep.queue.is_empty();
+        if want_write != ep.want_write {
+            ep.want_write = want_write;
+            let _ = self
+                .epoll
+                .modify(ep.io.fd(), T_EP_DATA | slot as u64, true, want_write);
+        }
+        let queued = ep.queue.len();
+        if let Some(p) = self.state.ports.get_mut(&port) {
+            p.counters.out_frames += sent_frames;
+            p.counters.out_bytes += sent_bytes;
+            p.queued = self.port_eps.get(port as usize).map_or(0, |slots| {
+                slots
+                    .iter()
+                    .filter_map(|&s| self.endpoints.get(s).and_then(|e| e.as_ref()))
+                    .map(|e| e.queue.len())
+                    .sum()
+            });
+            let _ = queued;
+        }
+        if let Some(e) = failed {
+            if let Some(p) = self.state.ports.get_mut(&port) {
+                p.counters.drop_out_error += 1;
+            }
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ECONNREFUSED) | Some(libc::ENOTCONN) | Some(libc::EPIPE)
+            ) {
+                self.close_endpoint(slot, &format!("send failed: {e}"));
+            } else if let Some(ep) = self.endpoints.get_mut(slot).and_then(|e| e.as_mut()) {
+                // Unexpected error for this one frame: drop it and go on.
+                if let Some(buf) = ep.queue.pop_front() {
+                    self.pool.push(buf);
+                }
+                tracing::warn!("port {port}: send error: {e}");
+            }
+        }
+    }
+
+    fn on_writable(&mut self, slot: usize) {
+        self.flush_endpoint(slot);
+    }
+
+    // ---- endpoints ---------------------------------------------------------------------------
+
+    fn add_endpoint(&mut self, ep: Endpoint, info: EndpointInfo) -> usize {
+        let slot = match self.endpoints.iter().position(|e| e.is_none()) {
+            Some(s) => s,
+            None => {
+                self.endpoints.push(None);
+                self.endpoints.len() - 1
+            }
+        };
+        let port = ep.port;
+        let _ = self
+            .epoll
+            .add(ep.io.fd(), T_EP_DATA | slot as u64, true, false);
+        if let Some(ctl) = &ep.ctl {
+            let _ = self
+                .epoll
+                .add(ctl.as_raw_fd(), T_EP_CTL | slot as u64, true, false);
+        }
+        self.endpoints[slot] = Some(ep);
+        self.port_eps[port as usize].push(slot);
+        let was_active = self.state.ports.get(&port).is_some_and(|p| p.is_active());
+        let id = info.id;
+        if let Some(p) = self.state.port_mut(port) {
+            p.endpoints.push(info.clone());
+        }
+        if !was_active {
+            let _ = self.state.core.set_port_active(Instant::now(), port, true);
+        }
+        self.debug(DebugEvent::EndpointAdded { port, id });
+        self.debug(DebugEvent::Description {
+            port,
+            id,
+            descr: info.description,
+        });
+        slot
+    }
+
+    fn close_endpoint(&mut self, slot: usize, why: &str) {
+        let Some(mut ep) = self.endpoints.get_mut(slot).and_then(|e| e.take()) else {
+            return;
+        };
+        self.epoll.delete(ep.io.fd());
+        if let Some(ctl) = &ep.ctl {
+            self.epoll.delete(ctl.as_raw_fd());
+        }
+        for buf in ep.queue.drain(..) {
+            self.pool.push(buf);
+        }
+        let port = ep.port;
+        tracing::info!("port {port}: endpoint {} closed: {why}", ep.id);
+        if let Some(slots) = self.port_eps.get_mut(port as usize) {
+            slots.retain(|&s| s != slot);
+        }
+        if let Some(p) = self.state.ports.get_mut(&port) {
+            p.endpoints.retain(|e| e.id != ep.id);
+            p.queued = 0;
+            if p.endpoints.is_empty() {
+                let _ = self.state.core.set_port_active(Instant::now(), port, false);
+            }
+        }
+        self.debug(DebugEvent::EndpointRemoved { port, id: ep.id });
+        // Dropping `ep` closes its sockets and unlinks its data socket file.
+    }
+
+    fn attach_tap(&mut self, name: &str) -> Result<(), SwitchError> {
+        let io = EndpointIo::tap(name).map_err(|e| SwitchError::Io {
+            what: format!("cannot attach tap {name}"),
+            source: e,
+        })?;
+        let port = self
+            .state
+            .free_port()
+            .ok_or_else(|| SwitchError::Config(format!("no free port for tap {name}")))?;
+        let id = io.fd() as u32;
+        let ep = Endpoint::new(port, id, io, None, None);
+        let info = EndpointInfo {
+            id,
+            kind: EndpointKind::Tuntap,
+            description: name.to_string(),
+            uid: None,
+        };
+        self.add_endpoint(ep, info);
+        Ok(())
+    }
+
+    // ---- console -----------------------------------------------------------------------------
+
+    fn debug(&mut self, ev: DebugEvent) {
+        let (category, line) = console::format_event(&ev);
+        for conn in self.mgmt.iter_mut().flatten().chain(self.stdin.as_mut()) {
+            if conn.session.wants(category) {
+                conn.queue_output(line.as_bytes());
+            }
+        }
+    }
+
+    fn apply_effects(&mut self, effects: Vec<Effect>, conn: Option<usize>) {
+        for effect in effects {
+            match effect {
+                Effect::CloseEndpoint { port, id } => {
+                    let slot = self.port_eps.get(port as usize).and_then(|slots| {
+                        slots
+                            .iter()
+                            .copied()
+                            .find(|&s| self.endpoints[s].as_ref().is_some_and(|e| e.id == id))
+                    });
+                    if let Some(slot) = slot {
+                        self.close_endpoint(slot, "closed from the console");
+                    }
+                }
+                Effect::ClosePort { port } => {
+                    let slots = self
+                        .port_eps
+                        .get(port as usize)
+                        .cloned()
+                        .unwrap_or_default();
+                    for slot in slots {
+                        self.close_endpoint(slot, "port removed from the console");
+                    }
+                }
+                Effect::Logout => {
+                    if let Some(c) = conn {
+                        self.close_mgmt(c);
+                    }
+                }
+                Effect::Shutdown => self.shutting_down = true,
+                Effect::Capture { port, path } => {
+                    tracing::warn!("port/capture {port} {path:?}: capture is not implemented yet");
+                }
+            }
+        }
+    }
+
+    fn close_mgmt(&mut self, slot: usize) {
+        if let Some(mut c) = self.mgmt.get_mut(slot).and_then(|c| c.take()) {
+            c.flush_blocking_briefly();
+            self.epoll.delete(c.fd());
+        }
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        for slot in 0..self.endpoints.len() {
+            self.close_endpoint(slot, "switch shutting down");
+        }
+        config::cleanup(&self.cfg);
+    }
+}
+
+/// Frames waiting for one endpoint.
+type Queue = VecDeque<Vec<u8>>;
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<Switch>();
+}
+
+#[allow(dead_code)]
+fn raw(fd: &impl AsRawFd) -> RawFd {
+    fd.as_raw_fd()
+}
