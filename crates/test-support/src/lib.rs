@@ -371,3 +371,79 @@ pub fn expect_frame(
         }
     }
 }
+
+/// Builds bench/vdeclient.c (a libvdeplug client) once per test process; returns its path.
+pub fn vdeclient() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            require("gcc");
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/vdeclient.c");
+            let out = PathBuf::from("/tmp").join(unique("filo-vdeclient"));
+            run(Command::new("gcc")
+                .args(["-O2", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .arg("-lvdeplug"));
+            out
+        })
+        .clone()
+}
+
+/// filo's own switch (the binary under test) on `dir`, with a management socket.
+pub struct FiloSwitch {
+    pub dir: PathBuf,
+    pub mgmt: PathBuf,
+    pub proc: Proc,
+}
+
+impl FiloSwitch {
+    pub fn start(filo: &str, tmp: &TempDir, name: &str, extra: &[&str]) -> FiloSwitch {
+        let dir = tmp.join(name);
+        let mgmt = tmp.join(&format!("{name}.mgmt"));
+        let proc = Proc::spawn(
+            Command::new(filo)
+                .arg("switch")
+                .arg(&dir)
+                .arg("-M")
+                .arg(&mgmt)
+                .arg("--nostdin")
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || mgmt.exists()
+                && dir.join("ctl").exists()),
+            "filo switch did not start on {}",
+            dir.display()
+        );
+        FiloSwitch { dir, mgmt, proc }
+    }
+
+    pub fn vnl(&self) -> String {
+        format!("vde://{}", self.dir.display())
+    }
+
+    pub fn console(&self, command: &str) -> String {
+        console(&self.mgmt, command)
+    }
+
+    /// Number of connected endpoints, from the switch's own console.
+    pub fn endpoints(&self) -> usize {
+        self.console("port/print").matches("-- endpoint").count()
+    }
+
+    /// Resident memory of the switch process in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.pid()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}

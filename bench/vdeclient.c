@@ -1,0 +1,135 @@
+/* A small libvdeplug client for filo's tests and benchmarks (links Debian's libvdeplug).
+ *
+ *   vdeclient VNL send COUNT SIZE [DSTMAC_LAST_BYTE]  send COUNT frames as fast as possible
+ *   vdeclient VNL recv IDLE_MS                         count frames; print "FRAMES SECONDS"
+ *   vdeclient VNL echo                                 send every frame back (swap MACs)
+ *   vdeclient VNL ping COUNT SIZE                      round trips against an echo; print
+ *                                                      "p50_us p99_us"
+ *   vdeclient VNL hello SIZE                           send one frame, wait for one, print it
+ * Frames come from 02:00:00:00:00:<pid&0xff> to 02:00:00:00:00:<DST> (default ff = broadcast).
+ */
+#include <libvdeplug.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_s(void) {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+static void fill(unsigned char *f, int size, unsigned char dst, unsigned char src) {
+	memset(f, 0, size);
+	unsigned char d[6] = {2, 0, 0, 0, 0, dst};
+	if (dst == 0xff) memset(d, 0xff, 6);
+	memcpy(f, d, 6);
+	unsigned char s[6] = {2, 0, 0, 0, 0, src};
+	memcpy(f + 6, s, 6);
+	f[12] = 0x88; f[13] = 0xb5;
+}
+
+int main(int argc, char **argv) {
+	if (argc < 3) {
+		fprintf(stderr, "usage: vdeclient VNL send|recv|echo|ping|hello ARGS...\n");
+		return 2;
+	}
+	VDECONN *conn = vde_open(argv[1], "vdeclient:", NULL);
+	if (conn == NULL) { perror("vde_open"); return 1; }
+	unsigned char buf[9234];
+	unsigned char me = (unsigned char)(getpid() & 0x7f);
+	const char *mode = argv[2];
+	if (strcmp(mode, "send") == 0 && argc >= 5) {
+		long count = atol(argv[3]);
+		int size = atoi(argv[4]);
+		unsigned char dst = argc >= 6 ? (unsigned char)strtol(argv[5], NULL, 16) : 0xff;
+		if (argc >= 7) me = (unsigned char)strtol(argv[6], NULL, 16);
+		fill(buf, size, dst, me);
+		for (long i = 0; i < count; i++) {
+			memcpy(buf + 14, &i, sizeof i);
+			if (vde_send(conn, buf, size, 0) < 0) { perror("vde_send"); break; }
+		}
+		sleep(1);
+	} else if (strcmp(mode, "recv") == 0 && argc >= 4) {
+		int idle = atoi(argv[3]);
+		long frames = 0;
+		double first = 0, last = 0;
+		struct pollfd p = {vde_datafd(conn), POLLIN, 0};
+		printf("ready\n");
+		fflush(stdout);
+		for (;;) {
+			int r = poll(&p, 1, frames ? idle : 30000);
+			if (r <= 0) break;
+			ssize_t n = vde_recv(conn, buf, sizeof buf, 0);
+			if (n >= 14) {
+				last = now_s();
+				if (frames++ == 0) first = last;
+			}
+		}
+		printf("%ld %.6f\n", frames, last - first);
+	} else if (strcmp(mode, "echo") == 0) {
+		struct pollfd p = {vde_datafd(conn), POLLIN, 0};
+		for (;;) {
+			if (poll(&p, 1, -1) <= 0) break;
+			ssize_t n = vde_recv(conn, buf, sizeof buf, 0);
+			if (n < 14) continue;
+			unsigned char tmp[6];
+			memcpy(tmp, buf, 6); memcpy(buf, buf + 6, 6); memcpy(buf + 6, tmp, 6);
+			if (tmp[0] & 1) { unsigned char s[6] = {2, 0, 0, 0, 0, me}; memcpy(buf + 6, s, 6); }
+			vde_send(conn, buf, n, 0);
+		}
+	} else if (strcmp(mode, "ping") == 0 && argc >= 5) {
+		long count = atol(argv[3]);
+		int size = atoi(argv[4]);
+		double *rtt = calloc(count, sizeof *rtt);
+		long got = 0;
+		struct pollfd p = {vde_datafd(conn), POLLIN, 0};
+		unsigned char dst = 0xff;
+		for (long i = 0; i < count; i++) {
+			fill(buf, size, dst, me);
+			memcpy(buf + 14, &i, sizeof i);
+			double t0 = now_s();
+			vde_send(conn, buf, size, 0);
+			while (poll(&p, 1, 1000) > 0) {
+				unsigned char in[9234];
+				ssize_t n = vde_recv(conn, in, sizeof in, 0);
+				long seq;
+				if (n < 22) continue;
+				memcpy(&seq, in + 14, sizeof seq);
+				if (seq != i) continue;
+				rtt[got++] = (now_s() - t0) * 1e6;
+				dst = in[11];
+				break;
+			}
+		}
+		if (got == 0) { printf("0 0\n"); return 1; }
+		qsort(rtt, got, sizeof *rtt, cmp_double);
+		printf("%.1f %.1f\n", rtt[got / 2], rtt[(long)(got * 0.99)]);
+	} else if (strcmp(mode, "hello") == 0 && argc >= 4) {
+		int size = atoi(argv[3]);
+		fill(buf, size, 0xff, me);
+		vde_send(conn, buf, size, 0);
+		struct pollfd p = {vde_datafd(conn), POLLIN, 0};
+		if (poll(&p, 1, 5000) > 0) {
+			ssize_t n = vde_recv(conn, buf, sizeof buf, 0);
+			printf("%zd\n", n);
+		} else {
+			printf("timeout\n");
+			return 1;
+		}
+	} else {
+		fprintf(stderr, "vdeclient: bad arguments\n");
+		return 2;
+	}
+	vde_close(conn);
+	return 0;
+}
