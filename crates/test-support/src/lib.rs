@@ -411,7 +411,12 @@ impl FiloSwitch {
                 .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null()),
+                // FILO_TEST_LOGS=1 shows the switch's log while debugging a test.
+                .stderr(if std::env::var_os("FILO_TEST_LOGS").is_some() {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                }),
         );
         assert!(
             wait_until(Duration::from_secs(5), || mgmt.exists()

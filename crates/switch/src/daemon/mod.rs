@@ -380,6 +380,9 @@ impl Switch {
                 self.bufs[i] = frame;
                 self.egress = egress;
             }
+            // Hand this batch to the receivers before reading more, so queues only hold what
+            // the receivers' sockets could not take.
+            self.flush_dirty();
             if n < BATCH {
                 return;
             }

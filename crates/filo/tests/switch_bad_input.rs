@@ -1,0 +1,240 @@
+//! A misbehaving client must not stall anyone else: garbage, split and refused requests,
+//! connection floods and receivers that never read.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use filo_test_support::*;
+use filo_vnl::wire::vde_request::{self, PortRequest};
+
+const FILO: &str = env!("CARGO_BIN_EXE_filo");
+const T: Duration = Duration::from_secs(5);
+const A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+const B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+
+/// One frame from a to b and back through the switch: the switch is forwarding.
+fn assert_forwarding(sw: &FiloSwitch) {
+    let mut a = filo_vnl::open(&sw.vnl()).expect("plug a");
+    let mut b = filo_vnl::open(&sw.vnl()).expect("plug b");
+    let f = test_frame([0xff; 6], A, 1, 100);
+    a.send_timeout(&f, Some(T)).unwrap();
+    let mut buf = vec![0u8; 9236];
+    let n = b.recv_timeout(&mut buf, Some(T)).expect("switch forwards");
+    assert_eq!(&buf[..n], &f[..]);
+}
+
+/// A hand-made v3 request for a client socket bound at `path`.
+fn request(path: &Path, port: PortRequest) -> Vec<u8> {
+    let mut out = [0u8; vde_request::V3_HEADER_LEN + vde_request::MAX_DESCRIPTION];
+    let n = vde_request::emit_request_v3(port, path, "test user=root pid=1", &mut out).unwrap();
+    out[..n].to_vec()
+}
+
+fn read_reply(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
+    s.set_read_timeout(Some(T))?;
+    let mut reply = vec![0u8; 110];
+    s.read_exact(&mut reply)?;
+    Ok(reply)
+}
+
+#[test]
+fn garbage_and_malformed_requests_close_only_that_connection() {
+    let tmp = TempDir::new("filo-sb1");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let bad: Vec<Vec<u8>> = vec![
+        b"hello, this is not a request at all, just text".repeat(4),
+        vec![0xff; 300],
+        {
+            let mut r = request(&tmp.join("x"), PortRequest::Any);
+            r[4] = 2; // version 2
+            r
+        },
+        {
+            let mut r = request(&tmp.join("x"), PortRequest::Any);
+            r[12] = 9; // address family 9
+            r
+        },
+    ];
+    for garbage in bad {
+        let mut s = UnixStream::connect(sw.dir.join("ctl")).unwrap();
+        s.write_all(&garbage).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let mut buf = [0u8; 200];
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "the switch answered garbage instead of closing");
+    }
+    assert_forwarding(&sw);
+}
+
+#[test]
+fn a_request_split_over_two_writes_is_answered() {
+    let tmp = TempDir::new("filo-sb2");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let client = tmp.join("client");
+    let data = UnixDatagram::bind(&client).unwrap();
+    let req = request(&client, PortRequest::Port(4));
+    let mut s = UnixStream::connect(sw.dir.join("ctl")).unwrap();
+    s.write_all(&req[..50]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    s.write_all(&req[50..]).unwrap();
+    let reply = read_reply(&mut s).expect("reply to a split request");
+    let path = vde_request::parse_sockaddr(&reply).unwrap();
+    assert!(
+        path.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("004."),
+        "{path:?}"
+    );
+    data.connect(&path).unwrap();
+    data.send(&test_frame([0xff; 6], A, 1, 60)).unwrap();
+}
+
+#[test]
+fn a_client_that_never_sends_its_request_does_not_block_others() {
+    let tmp = TempDir::new("filo-sb3");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let _silent: Vec<UnixStream> = (0..20)
+        .map(|_| UnixStream::connect(sw.dir.join("ctl")).unwrap())
+        .collect();
+    assert_forwarding(&sw);
+}
+
+#[test]
+fn a_port_owned_by_another_user_is_refused() {
+    require("setpriv");
+    require("vde_plug");
+    let tmp = TempDir::new("filo-sb4");
+    // World-accessible switch, so user nobody can reach the control socket at all.
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &["-m", "666"]);
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let _root = filo_vnl::open(&format!("{}[3]", sw.vnl())).unwrap();
+    let start = Instant::now();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "vde_plug",
+            &format!("{}[3]", sw.vnl()),
+            "null://",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "nobody got root's port 3");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "refusal took {:?} (vde_plug hung?)",
+        start.elapsed()
+    );
+    // But nobody may have a free port of their own.
+    let mut own = Proc::spawn(
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "vde_plug",
+                &format!("{}[4]", sw.vnl()),
+                "null://",
+            ])
+            .stdin(Stdio::null()),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        own.child.try_wait().unwrap().is_none(),
+        "nobody's own port 4 was refused"
+    );
+    assert_forwarding(&sw);
+}
+
+#[test]
+fn ten_thousand_connect_disconnect_cycles_leave_memory_flat() {
+    let tmp = TempDir::new("filo-sb5");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let client = tmp.join("c");
+    // Warm up, then measure.
+    let cycle = |i: u32| {
+        let mut s = UnixStream::connect(sw.dir.join("ctl")).unwrap();
+        if i % 2 == 0 {
+            // Half of them complete the handshake and go away.
+            let _ = std::fs::remove_file(&client);
+            let _d = UnixDatagram::bind(&client).unwrap();
+            s.write_all(&request(&client, PortRequest::Any)).unwrap();
+            let _ = read_reply(&mut s);
+        }
+    };
+    for i in 0..500 {
+        cycle(i);
+    }
+    let before = sw.rss_kib();
+    for i in 0..10_000 {
+        cycle(i);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let after = sw.rss_kib();
+    assert!(before > 0 && after > 0);
+    assert!(
+        after <= before + 1024,
+        "switch RSS grew from {before} KiB to {after} KiB over 10,000 connections"
+    );
+    // No data sockets left behind.
+    let left = std::fs::read_dir(&sw.dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() != "ctl")
+        .count();
+    assert_eq!(left, 0, "sockets left in the switch directory");
+    assert_forwarding(&sw);
+}
+
+#[test]
+fn a_receiver_that_never_reads_costs_drops_only_on_its_own_port() {
+    let tmp = TempDir::new("filo-sb6");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &["--queue", "64"]);
+    // The deaf client: completes the handshake, then never reads its data socket.
+    let deaf_path = tmp.join("deaf");
+    let deaf = UnixDatagram::bind(&deaf_path).unwrap();
+    let mut deaf_ctl = UnixStream::connect(sw.dir.join("ctl")).unwrap();
+    deaf_ctl
+        .write_all(&request(&deaf_path, PortRequest::Port(9)))
+        .unwrap();
+    let reply = read_reply(&mut deaf_ctl).unwrap();
+    deaf.connect(vde_request::parse_sockaddr(&reply).unwrap())
+        .unwrap();
+    // A sender floods broadcasts (which also go to the deaf port); a reader reads them all.
+    let mut a = filo_vnl::open(&sw.vnl()).unwrap();
+    let mut b = filo_vnl::open(&sw.vnl()).unwrap();
+    let total = 5000u32;
+    let mut got = 0u32;
+    let mut buf = vec![0u8; 9236];
+    for i in 0..total {
+        a.send_timeout(&test_frame([0xff; 6], A, i, 200), Some(T))
+            .unwrap();
+        // Keep the reader's queue short: it must not be the one dropping.
+        while let Ok(_) = b.recv(&mut buf) {
+            got += 1;
+        }
+    }
+    let deadline = Instant::now() + T;
+    while got < total && Instant::now() < deadline {
+        if b.recv_timeout(&mut buf, Some(Duration::from_millis(200)))
+            .is_ok()
+        {
+            got += 1;
+        }
+    }
+    assert_eq!(
+        got, total,
+        "the reading client lost frames because of the deaf one"
+    );
+    let _ = B;
+}
