@@ -54,6 +54,9 @@ pub struct SwitchArgs {
     /// Run the (IEEE 802.1D) spanning tree, so redundant cables do not loop.
     #[arg(short = 'F', long = "fstp", visible_alias = "stp")]
     stp: bool,
+    /// Spanning-tree hello time, max age and forward delay in seconds (802.1D: 2:20:15).
+    #[arg(long, value_name = "HELLO:MAXAGE:DELAY", default_value = "2:20:15", value_parser = parse_timers)]
+    stp_timers: filo_switch::StpTimers,
     /// Spanning-tree bridge priority.
     #[arg(long, value_name = "N", default_value_t = 0x8000)]
     priority: u16,
@@ -99,6 +102,24 @@ fn parse_mode(text: &str) -> Result<u32, String> {
     }
 }
 
+fn parse_timers(text: &str) -> Result<filo_switch::StpTimers, String> {
+    let parts: Vec<u64> = text
+        .split(':')
+        .map(|p| p.trim().parse::<u64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            format!("{text:?}: expected HELLO:MAXAGE:DELAY in whole seconds, e.g. 2:20:15")
+        })?;
+    match parts[..] {
+        [hello, max_age, delay] if hello >= 1 && max_age > hello && delay >= 1 && max_age <= 600 && delay <= 600 => Ok(filo_switch::StpTimers {
+            hello_time: std::time::Duration::from_secs(hello),
+            max_age: std::time::Duration::from_secs(max_age),
+            forward_delay: std::time::Duration::from_secs(delay),
+        }),
+        _ => Err(format!("{text:?}: expected HELLO:MAXAGE:DELAY with HELLO >= 1, MAXAGE > HELLO, DELAY >= 1 (seconds, at most 600)")),
+    }
+}
+
 fn default_rcfile() -> Option<PathBuf> {
     let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".vde2/vde_switch.rc"));
     home.into_iter()
@@ -119,6 +140,7 @@ pub fn run(args: SwitchArgs) -> Result<ExitCode> {
     cfg.hub = args.hub;
     cfg.stp = args.stp;
     cfg.priority = args.priority;
+    cfg.stp_timers = args.stp_timers;
     if let Some(mac) = args.macaddr {
         cfg.macaddr = mac.parse::<MacAddr>().map_err(|_| {
             anyhow::anyhow!("--macaddr {mac:?} is not a MAC address: expected xx:xx:xx:xx:xx:xx")

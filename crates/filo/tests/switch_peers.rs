@@ -167,3 +167,91 @@ fn two_namespaces_on_taps_ping_and_fetch_through_filo_switch() {
     }));
     assert!(std::fs::read(&got).unwrap() == blob);
 }
+
+#[test]
+fn two_filo_switches_joined_by_two_cables_do_not_loop_with_spanning_tree() {
+    let tmp = TempDir::new("filo-stp");
+    let timers = ["--stp", "--stp-timers", "1:4:1"];
+    let a = FiloSwitch::start(
+        FILO,
+        &tmp,
+        "a",
+        &[&timers[..], &["--macaddr", "02:00:00:00:00:01"]].concat(),
+    );
+    let b = FiloSwitch::start(
+        FILO,
+        &tmp,
+        "b",
+        &[&timers[..], &["--macaddr", "02:00:00:00:00:02"]].concat(),
+    );
+    let _cable1 = Proc::spawn(
+        Command::new(FILO)
+            .args(["plug", &a.vnl(), &b.vnl()])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let _cable2 = Proc::spawn(
+        Command::new(FILO)
+            .args(["plug", &a.vnl(), &b.vnl()])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_ctl_clients(&a, 2);
+    wait_ctl_clients(&b, 2);
+    // Listening + learning take 2 x forward delay; give the tree time to settle.
+    std::thread::sleep(Duration::from_secs(4));
+    let mut ha = filo_vnl::open(&a.vnl()).unwrap();
+    let mut hb = filo_vnl::open(&b.vnl()).unwrap();
+    // New ports are edge-less: wait until they forward too.
+    std::thread::sleep(Duration::from_secs(3));
+    let f = test_frame(BCAST, A, 77, 120);
+    ha.send_timeout(&f, Some(T)).unwrap();
+    let mut buf = vec![0u8; 9236];
+    let mut copies = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        if let Ok(n) = hb.recv_timeout(&mut buf, Some(Duration::from_millis(200))) {
+            if buf[..n] == f[..] {
+                copies += 1;
+            }
+        }
+    }
+    assert_eq!(
+        copies, 1,
+        "the broadcast arrived {copies} times: a loop (or no path)"
+    );
+}
+
+#[test]
+fn a_switch_hosted_in_filo_plug_is_joinable_by_vde_plug() {
+    let tmp = TempDir::new("filo-host");
+    let dir = tmp.join("hosted");
+    let mut host = Proc::spawn(
+        Command::new(FILO)
+            .args(["plug", &format!("switch://{}", dir.display())])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    assert!(wait_until(T, || dir.join("ctl").exists()));
+    let host_rx = record_reader(host.child.stdout.take().unwrap());
+    let (_p, rx, mut tx) = deb_plug(&format!("vde://{}", dir.display()));
+    std::thread::sleep(Duration::from_millis(300));
+    let f = test_frame(BCAST, B, 1, 300);
+    tx.write_all(&stream_record(&f)).unwrap();
+    assert_eq!(expect_frame(&host_rx, T, |g| g[6..12] == B), f);
+    let g = test_frame(B, A, 2, 400);
+    host.child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(&stream_record(&g))
+        .unwrap();
+    assert_eq!(expect_frame(&rx, T, |x| x[6..12] == A), g);
+    assert!(host.terminate(T).success());
+    assert!(
+        wait_until(T, || !dir.exists()),
+        "the hosted switch left {} behind",
+        dir.display()
+    );
+}

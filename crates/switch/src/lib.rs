@@ -44,6 +44,7 @@
 pub mod console;
 pub mod core;
 pub mod daemon;
+pub mod hosted;
 pub mod state;
 pub mod stp;
 pub mod wire;

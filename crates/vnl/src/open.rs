@@ -179,6 +179,12 @@ impl OpenOptions {
             "stdio" => Box::new(StreamTransport::stdio().map_err(io_err(&vnl))?),
             "null" => Box::new(Null::open().map_err(io_err(&vnl))?),
             "seqpacket" => Box::new(open_seqpacket(&vnl)?),
+            "switch" | "hub" => {
+                return Err(bad(
+                    &vnl,
+                    "switch:// and hub:// are opened by filo_switch::hosted::open_plug (the filo command does this)",
+                ))
+            }
             other => {
                 return Err(bad(
                     &vnl,

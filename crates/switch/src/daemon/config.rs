@@ -26,6 +26,8 @@ pub struct SwitchConfig {
     pub hub: bool,
     pub stp: bool,
     pub priority: u16,
+    /// Spanning-tree timers advertised when this switch is the root.
+    pub stp_timers: crate::stp::StpTimers,
     pub macaddr: MacAddr,
     /// Management socket (`-M`) and its permissions and group.
     pub mgmt: Option<PathBuf>,
@@ -53,6 +55,7 @@ impl SwitchConfig {
             hub: false,
             stp: false,
             priority: 0x8000,
+            stp_timers: crate::stp::StpTimers::default(),
             macaddr: random_mac(),
             mgmt: None,
             mgmt_mode: 0o600,

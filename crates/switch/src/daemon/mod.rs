@@ -148,6 +148,7 @@ impl Switch {
                 stp: cfg.stp,
                 bridge_mac: cfg.macaddr,
                 bridge_priority: cfg.priority,
+                stp_timers: cfg.stp_timers,
                 ..CoreConfig::default()
             },
             now,

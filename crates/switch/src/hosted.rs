@@ -1,0 +1,93 @@
+//! `switch://PATH` and `hub://PATH`: the switch engine inside any program. Opening such a VNL
+//! starts a switch on PATH (joinable by any `vde://PATH` client) on a thread of this process
+//! and plugs this program into it; dropping the plug stops the switch.
+
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+use filo_vnl::open::OpenError;
+use filo_vnl::plug::Transport;
+use filo_vnl::transport::vde::{self, VdeConfig};
+use filo_vnl::{OpenOptions, Plug, Vnl};
+
+use crate::daemon::{Switch, SwitchConfig, SwitchHandle};
+
+/// A plug whose transport owns the switch it is plugged into.
+struct Hosted {
+    inner: Box<dyn Transport>,
+    // Declared after `inner`: the plug disconnects before the switch stops.
+    _switch: SwitchHandle,
+}
+
+impl Transport for Hosted {
+    fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.recv(buf)
+    }
+    fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        self.inner.send(frame)
+    }
+    fn data_fd(&self) -> RawFd {
+        self.inner.data_fd()
+    }
+    fn write_fd(&self) -> RawFd {
+        self.inner.write_fd()
+    }
+    fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> std::io::Result<usize> {
+        self.inner.recv_batch(bufs, lens)
+    }
+    fn send_batch(&mut self, frames: &[&[u8]]) -> std::io::Result<usize> {
+        self.inner.send_batch(frames)
+    }
+    fn kind(&self) -> &'static str {
+        "switch"
+    }
+}
+
+fn default_path() -> PathBuf {
+    let uid = filo_vnl::sys::euid();
+    let user = filo_vnl::sys::user_name(uid).unwrap_or_else(|| format!("u{uid}"));
+    PathBuf::from(format!("/tmp/vdenode_{user}"))
+}
+
+/// Opens any VNL, handling `switch://` and `hub://` here and the rest with `opts`.
+pub fn open_plug(opts: &OpenOptions, text: &str) -> Result<Plug, OpenError> {
+    let vnl = Vnl::parse(text)?;
+    let hub = match vnl.module() {
+        "switch" => false,
+        "hub" => true,
+        _ => return opts.open(text),
+    };
+    let bad = |reason: String| OpenError::BadOption {
+        vnl: text.to_string(),
+        reason,
+    };
+    let path = if vnl.address().is_empty() {
+        default_path()
+    } else {
+        PathBuf::from(vnl.address())
+    };
+    let mut cfg = SwitchConfig::new(&path);
+    cfg.hub = hub;
+    cfg.mode = vnl.get_mode("mode").map_err(|e| bad(e.to_string()))?;
+    cfg.dirmode = vnl.get_mode("dirmode").map_err(|e| bad(e.to_string()))?;
+    cfg.group = vnl.get("grp").map(str::to_string);
+    for ignored in ["hashsize", "hashseed", "expiretime"] {
+        if vnl.get(ignored).is_some() {
+            tracing::info!(
+                "{text}: option {ignored} is accepted for compatibility and has no effect"
+            );
+        }
+    }
+    let handle = Switch::spawn(cfg).map_err(|e| bad(e.to_string()))?;
+    let mut vde_cfg = VdeConfig::new(&path);
+    vde_cfg.description = vde::describe(&opts.description);
+    vde_cfg.timeout = opts.timeout;
+    let inner = vde::connect(&vde_cfg)?;
+    Ok(Plug::from_transport(
+        text,
+        Box::new(Hosted {
+            inner: Box::new(inner),
+            _switch: handle,
+        }),
+    ))
+}
