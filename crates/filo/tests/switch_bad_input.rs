@@ -164,7 +164,7 @@ fn ten_thousand_connect_disconnect_cycles_leave_memory_flat() {
     // Warm up, then measure.
     let cycle = |i: u32| {
         let mut s = UnixStream::connect(sw.dir.join("ctl")).unwrap();
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             // Half of them complete the handshake and go away.
             let _ = std::fs::remove_file(&client);
             let _d = UnixDatagram::bind(&client).unwrap();
@@ -220,7 +220,7 @@ fn a_receiver_that_never_reads_costs_drops_only_on_its_own_port() {
         a.send_timeout(&test_frame([0xff; 6], A, i, 200), Some(T))
             .unwrap();
         // Keep the reader's queue short: it must not be the one dropping.
-        while let Ok(_) = b.recv(&mut buf) {
+        while b.recv(&mut buf).is_ok() {
             got += 1;
         }
     }
