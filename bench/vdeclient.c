@@ -1,7 +1,9 @@
 /* A small libvdeplug client for filo's tests and benchmarks (links Debian's libvdeplug).
  *
  *   vdeclient VNL send COUNT SIZE [DSTMAC_LAST_BYTE]  send COUNT frames as fast as possible
- *   vdeclient VNL recv IDLE_MS                         count frames; print "FRAMES SECONDS"
+ *   vdeclient VNL send COUNT SIZE DST SRC               ... from 02:00:00:00:00:SRC (hex bytes)
+ *   vdeclient VNL recv IDLE_MS [SRC]                   count frames; print "FRAMES SECONDS";
+ *                                                      with SRC, first announce 02:..:SRC
  *   vdeclient VNL echo                                 send every frame back (swap MACs)
  *   vdeclient VNL ping COUNT SIZE                      round trips against an echo; print
  *                                                      "p50_us p99_us"
@@ -62,6 +64,12 @@ int main(int argc, char **argv) {
 	} else if (strcmp(mode, "recv") == 0 && argc >= 4) {
 		int idle = atoi(argv[3]);
 		long frames = 0;
+		if (argc >= 5) {
+			/* Announce our address so the switch learns it: traffic to us is then unicast. */
+			fill(buf, 60, 0xff, (unsigned char)strtol(argv[4], NULL, 16));
+			buf[12] = 0x88; buf[13] = 0xb6;
+			vde_send(conn, buf, 60, 0);
+		}
 		double first = 0, last = 0;
 		struct pollfd p = {vde_datafd(conn), POLLIN, 0};
 		printf("ready\n");
@@ -70,7 +78,7 @@ int main(int argc, char **argv) {
 			int r = poll(&p, 1, frames ? idle : 30000);
 			if (r <= 0) break;
 			ssize_t n = vde_recv(conn, buf, sizeof buf, 0);
-			if (n >= 14) {
+			if (n >= 14 && buf[13] == 0xb5) {
 				last = now_s();
 				if (frames++ == 0) first = last;
 			}
