@@ -63,7 +63,11 @@ fn main() {
             quiet_since = Instant::now();
         } else {
             // Before the first frame, allow a slow start; after it, stop at the first lull.
-            let limit = if seen > 0 { idle } else { Duration::from_secs(20) };
+            let limit = if seen > 0 {
+                idle
+            } else {
+                Duration::from_secs(20)
+            };
             if quiet_since.elapsed() >= limit {
                 break;
             }
