@@ -62,6 +62,10 @@ const ENOSYS: i32 = 38;
 const ELOOP: i32 = 40;
 const EOPNOTSUPP: i32 = 95;
 const EIO: i32 = 5;
+const EISDIR: i32 = 21;
+const EFBIG: i32 = 27;
+/// Largest script `load` reads.
+const MAX_SCRIPT: u64 = 1 << 20;
 
 /// glibc's `strerror` text for the errno values the console reports.
 fn strerror(errno: i32) -> String {
@@ -76,6 +80,7 @@ fn strerror(errno: i32) -> String {
         20 => "Not a directory",
         21 => "Is a directory",
         22 => "Invalid argument",
+        27 => "File too large",
         28 => "No space left on device",
         38 => "Function not implemented",
         40 => "Too many levels of symbolic links",
@@ -1010,13 +1015,36 @@ fn cmd_load(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
     if ctx.session.depth >= MAX_LOAD_DEPTH {
         return Err(ELOOP);
     }
-    let bytes = std::fs::read(path).map_err(|e| e.raw_os_error().unwrap_or(EIO))?;
+    let bytes = read_script(path)?;
     let text = String::from_utf8_lossy(&bytes);
     let outer = std::mem::take(&mut ctx.out);
     let lines = script_lines(ctx, path, &text, true);
     ctx.out = outer;
     ctx.out.extend(lines);
     Ok(())
+}
+
+/// The bytes of a script file: a regular file of at most `MAX_SCRIPT` bytes (so that
+/// `load /dev/zero` cannot hang the switch).
+fn read_script(path: &str) -> Result<Vec<u8>, i32> {
+    use std::io::Read as _;
+    let os = |e: std::io::Error| e.raw_os_error().unwrap_or(EIO);
+    let file = std::fs::File::open(path).map_err(os)?;
+    let meta = file.metadata().map_err(os)?;
+    if meta.is_dir() {
+        return Err(EISDIR);
+    }
+    if !meta.is_file() {
+        return Err(EINVAL);
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SCRIPT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(os)?;
+    if bytes.len() as u64 > MAX_SCRIPT {
+        return Err(EFBIG);
+    }
+    Ok(bytes)
 }
 
 fn cmd_ds_showinfo(ctx: &mut Ctx<'_>, _arg: &str) -> CmdResult {
