@@ -1653,3 +1653,41 @@ fn cmd_vlan_print(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
 fn cmd_vlan_allprint(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
     vlan_print(ctx, arg, true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_string_escapes_everything_json_requires() {
+        assert_eq!(
+            json_string("a\"b\\c\nd\re\tf\u{8}g\u{c}h\u{1}i\u{7f}jé"),
+            r#""a\"b\\c\nd\re\tf\bg\fh\u0001i\u007fjé""#
+        );
+    }
+
+    #[test]
+    fn strerror_covers_every_errno_the_core_reports() {
+        use crate::core::ConfigError::*;
+        for e in [
+            Invalid,
+            NoSuchPort,
+            NoSuchVlan,
+            Exists,
+            UntaggedVlan,
+            Busy,
+            NotMember,
+        ] {
+            assert!(!strerror(e.errno()).starts_with("Unknown"), "{e:?}");
+        }
+        assert_eq!(strerror(12345), "Unknown error 12345");
+    }
+
+    #[test]
+    fn hash_buckets_stay_in_range() {
+        for size in [1, 2, 128, 1000] {
+            let b = hash_bucket(MacAddr([2, 0, 0, 0, 0, 0xaa]), 4095, size);
+            assert!(b < u64::from(size.next_power_of_two()));
+        }
+    }
+}
