@@ -1,102 +1,1693 @@
-//! placeholder: the management console (being written on another branch). Minimal stand-in
-//! with the agreed API so the daemon compiles.
+//! The management console of the switch, sans-IO: text in, text and [`Effect`]s out.
+//!
+//! The daemon writes [`greeting`] when a console connects (mgmt socket or stdin), then hands
+//! every command it reads to [`execute`] and writes back [`Reply::text`]. The framing follows
+//! vde_switch (`reference/vde.md` §2.2) so `unixterm`, `vdeterm` and `unixcmd` keep working:
+//!
+//! * commands that print answer `"0000 DATA END WITH '.'\n"`, body lines, `".\n"` — the data
+//!   header is written even when the command then fails, as vde_switch does;
+//! * then the status line, `"1000 Success\n"` or `"1%03d %s\n"` (errno and its `strerror`);
+//! * then the prompt `"\nvde$ "`; `logout` and `shutdown` answer `"9999 END OF SESSION"` alone.
+//!
+//! Differences from vde_switch, on purpose:
+//! * dispatch needs the command path to be followed by the end of the input or a space/tab
+//!   (`port/printXYZ` is unknown, vde would run `port/print` with argument `XYZ`);
+//! * numbers are parsed strictly (decimal, no trailing garbage, no extra arguments) and give
+//!   `1022 Invalid argument` where vde's `atoi` would silently read 0;
+//! * `hash/find` prints the port the address was learned on (vde prints port + 1);
+//! * endpoint descriptions are printed with control characters replaced by `?`, so a client
+//!   cannot break the framing (a description `"\n."` would end vde's data block);
+//! * the spanning tree is one IEEE 802.1D tree for all VLANs: `fstp/setedge` ignores the VLAN
+//!   (it must exist), `fstp/bonus` answers `1095 Operation not supported`, `fstp/print` shows
+//!   the single tree once per VLAN;
+//! * the core's port table is sized at start (`-n`): `port/setnumports` only shrinks, or grows
+//!   back up to that size (`1028 No space left on device` beyond it);
+//! * `port/remove` of a port with endpoints closes them ([`Effect::ClosePort`]) and removes it
+//!   (vde refuses);
+//! * filo additions: `port/setmirror`, `port/drops`, `port/capture`, a ` DROP:` line in
+//!   `port/print`, extra lines in `showinfo`, `port/showinfo` and `fstp/showinfo`.
 
-use std::time::Instant;
+use std::ffi::{CStr, CString};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use crate::core::PortId;
-use crate::state::{Effect, SwitchState};
+use crate::core::{ConfigError, PortId, MAX_VLAN, NO_VLAN};
+use crate::state::{Access, Effect, PortCounters, PortEntry, SwitchState};
+use crate::stp::{PortRole, PortState, DEFAULT_PATH_COST};
+use crate::wire::bpdu::BridgeId;
+use crate::wire::MacAddr;
 
-pub const PROMPT: &str = "\nvde$ ";
+/// Written on connect, before the first prompt; `vdeterm` derives its prompt from it.
 pub const BANNER: &str =
     "VDE switch V.2.3.2\n(C) Virtual Square Team (coord. R. Davoli) 2005,2006,2007 - GPLv2\n";
+/// Written after every reply.
+pub const PROMPT: &str = "\nvde$ ";
+/// Written instead of the prompt when the session ends (no newline, as vde_switch).
+pub const END_OF_SESSION: &str = "9999 END OF SESSION";
 
-#[derive(Default)]
-pub struct Session {}
+const DATA_HEADER: &str = "0000 DATA END WITH '.'";
+/// Nesting limit of `load` (a script that loads itself).
+const MAX_LOAD_DEPTH: u8 = 8;
+/// Largest accepted `hash/setsize`.
+const MAX_HASH_SIZE: u32 = 1 << 20;
 
-impl Session {
-    pub fn new() -> Session {
-        Session {}
-    }
-    pub fn wants(&self, _category: &str) -> bool {
-        false
-    }
+const EINVAL: i32 = 22;
+const ENXIO: i32 = 6;
+const ENOENT: i32 = 2;
+const EEXIST: i32 = 17;
+const ENODEV: i32 = 19;
+const ENOSPC: i32 = 28;
+const ENOSYS: i32 = 38;
+const ELOOP: i32 = 40;
+const EOPNOTSUPP: i32 = 95;
+const EIO: i32 = 5;
+const EISDIR: i32 = 21;
+const EFBIG: i32 = 27;
+/// Largest script `load` reads.
+const MAX_SCRIPT: u64 = 1 << 20;
+
+/// glibc's `strerror` text for the errno values the console reports.
+fn strerror(errno: i32) -> String {
+    let text = match errno {
+        2 => "No such file or directory",
+        5 => "Input/output error",
+        6 => "No such device or address",
+        13 => "Permission denied",
+        16 => "Device or resource busy",
+        17 => "File exists",
+        19 => "No such device",
+        20 => "Not a directory",
+        21 => "Is a directory",
+        22 => "Invalid argument",
+        27 => "File too large",
+        28 => "No space left on device",
+        38 => "Function not implemented",
+        40 => "Too many levels of symbolic links",
+        95 => "Operation not supported",
+        98 => "Address already in use",
+        _ => return format!("Unknown error {errno}"),
+    };
+    text.to_string()
 }
 
-pub struct Reply {
-    pub text: String,
-    pub effects: Vec<Effect>,
+// ---- debug categories ----------------------------------------------------------------------
+
+/// vde_switch's debug categories: path, octal tag, help; in `debug/list` order.
+const DEBUG_CATEGORIES: [(&str, u16, &str); 11] = [
+    ("hash/+", 0o11, "hash: new element"),
+    ("hash/-", 0o12, "hash: discarded element"),
+    ("fstp/status", 0o44, "fstp: status change"),
+    ("fstp/root", 0o45, "fstp: rootswitch/port change"),
+    ("fstp/+", 0o41, "fstp: new port/vlan"),
+    ("fstp/-", 0o42, "fstp: removed port/vlan"),
+    ("port/+", 0o21, "new port"),
+    ("port/-", 0o22, "closed port"),
+    ("port/descr", 0o23, "set port description"),
+    ("port/ep/+", 0o31, "new endpoint"),
+    ("port/ep/-", 0o32, "closed endpoint"),
+];
+
+fn category_index(category: &str) -> Option<usize> {
+    DEBUG_CATEGORIES.iter().position(|(p, _, _)| *p == category)
 }
 
+/// An asynchronous event a console may subscribe to with `debug/add`. The daemon builds
+/// these (the console itself reports port creation and removal in [`Reply::events`]),
+/// renders them with [`format_event`] and writes the line to every session that
+/// [`Session::wants`] its category.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DebugEvent {
-    EndpointAdded {
+    /// `hash/+`: an address was learned.
+    HashAdded {
+        mac: MacAddr,
+        vlan: u16,
         port: PortId,
-        id: u32,
     },
-    EndpointRemoved {
+    /// `hash/-`: an address was forgotten.
+    HashRemoved {
+        mac: MacAddr,
+        vlan: u16,
         port: PortId,
-        id: u32,
     },
+    /// `fstp/status`: a port changed spanning-tree state.
+    StpStatus {
+        port: PortId,
+        vlan: u16,
+        state: PortState,
+    },
+    /// `fstp/root`: the root port or root bridge changed.
+    StpRoot {
+        port: PortId,
+        vlan: u16,
+        root: BridgeId,
+    },
+    /// `fstp/+`: a port joined the tree.
+    StpPortAdded { port: PortId, vlan: u16 },
+    /// `fstp/-`: a port left the tree.
+    StpPortRemoved { port: PortId, vlan: u16 },
+    /// `port/+`
+    PortAdded(PortId),
+    /// `port/-`
+    PortRemoved(PortId),
+    /// `port/descr`: an endpoint set its description.
     Description {
         port: PortId,
         id: u32,
         descr: String,
     },
+    /// `port/ep/+`
+    EndpointAdded { port: PortId, id: u32 },
+    /// `port/ep/-`
+    EndpointRemoved { port: PortId, id: u32 },
 }
 
+fn vlan_hex(vlan: u16) -> String {
+    format!("{:02x}:{:02x}", vlan >> 8, vlan & 0xff)
+}
+
+fn bridge_hex(id: &BridgeId) -> String {
+    id.to_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn state_name(state: PortState) -> &'static str {
+    match state {
+        PortState::Forwarding => "Forwarding",
+        PortState::Learning => "Learning",
+        _ => "Discarding",
+    }
+}
+
+/// Replace control characters so a client-chosen string cannot break the line framing.
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// The category and the complete line (`"3%03o %s %s\n"`) of a debug event, e.g.
+/// `("port/ep/+", "3031 port/ep/+ Port 01 FD  6\n")`.
+pub fn format_event(ev: &DebugEvent) -> (&'static str, String) {
+    let (category, message) = match ev {
+        DebugEvent::HashAdded { mac, vlan, port } => (
+            "hash/+",
+            format!("{mac} VLAN {} Port {port}", vlan_hex(*vlan)),
+        ),
+        DebugEvent::HashRemoved { mac, vlan, port } => (
+            "hash/-",
+            format!("{mac} VLAN {} Port {port}", vlan_hex(*vlan)),
+        ),
+        DebugEvent::StpStatus { port, vlan, state } => (
+            "fstp/status",
+            format!(
+                "Port {port:04} VLAN {} {}",
+                vlan_hex(*vlan),
+                state_name(*state)
+            ),
+        ),
+        DebugEvent::StpRoot { port, vlan, root } => (
+            "fstp/root",
+            format!(
+                "Port {port:04} VLAN {} -> {}",
+                vlan_hex(*vlan),
+                bridge_hex(root)
+            ),
+        ),
+        DebugEvent::StpPortAdded { port, vlan } => {
+            ("fstp/+", format!("Port {port:04} VLAN {}", vlan_hex(*vlan)))
+        }
+        DebugEvent::StpPortRemoved { port, vlan } => {
+            ("fstp/-", format!("Port {port:04} VLAN {}", vlan_hex(*vlan)))
+        }
+        DebugEvent::PortAdded(port) => ("port/+", format!("{port:02}")),
+        DebugEvent::PortRemoved(port) => ("port/-", format!("{port:02}")),
+        DebugEvent::Description { port, id, descr } => (
+            "port/descr",
+            format!("Port {port:02} FD {id:2} -> \"{}\"", sanitize(descr)),
+        ),
+        DebugEvent::EndpointAdded { port, id } => {
+            ("port/ep/+", format!("Port {port:02} FD {id:2}"))
+        }
+        DebugEvent::EndpointRemoved { port, id } => {
+            ("port/ep/-", format!("Port {port:02} FD {id:2}"))
+        }
+    };
+    let tag = category_index(category).map_or(0, |i| DEBUG_CATEGORIES[i].1);
+    (category, format!("3{tag:03o} {category} {message}\n"))
+}
+
+// ---- session and reply ---------------------------------------------------------------------
+
+/// Per-connection console state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Session {
+    /// Bit i set = subscribed to `DEBUG_CATEGORIES[i]`.
+    debug: u32,
+    /// Nesting of `load` scripts being run.
+    depth: u8,
+}
+
+impl Session {
+    pub fn new() -> Session {
+        Session::default()
+    }
+
+    /// Whether this session subscribed to debug `category` (e.g. `"port/ep/+"`).
+    pub fn wants(&self, category: &str) -> bool {
+        category_index(category).is_some_and(|i| self.debug & (1 << i) != 0)
+    }
+}
+
+/// The console's answer to one command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reply {
+    /// Exactly the bytes to write back (framing, status line and prompt, or
+    /// `"9999 END OF SESSION"` after `logout`/`shutdown`).
+    pub text: String,
+    pub effects: Vec<Effect>,
+    /// Debug events the command caused (ports created or removed), for the daemon to
+    /// broadcast to subscribed sessions.
+    pub events: Vec<DebugEvent>,
+}
+
+/// What a session sees on connect: the banner and the first prompt.
 pub fn greeting() -> String {
     format!("{BANNER}{PROMPT}")
 }
 
-pub fn execute(
-    _state: &mut SwitchState,
-    _session: &mut Session,
-    _now: Instant,
-    input: &str,
-) -> Reply {
-    let cmd = input.trim();
-    if cmd == "shutdown" {
-        return Reply {
-            text: "9999 END OF SESSION".into(),
-            effects: vec![Effect::Shutdown],
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// Empty line or comment: nothing but the prompt.
+    Nothing,
+    Done(Result<(), i32>),
+    EndSession,
+}
+
+/// The result of one command before rendering.
+struct Outcome {
+    /// The command prints (data block framing).
+    prints: bool,
+    lines: Vec<String>,
+    status: Status,
+}
+
+impl Outcome {
+    /// The framed lines, without the prompt.
+    fn framed(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let result = match self.status {
+            Status::Nothing | Status::EndSession => return out,
+            Status::Done(result) => result,
+        };
+        if self.prints {
+            out.push(DATA_HEADER.to_string());
+            out.extend(self.lines.iter().cloned());
+            out.push(".".to_string());
+        }
+        out.push(status_line(result));
+        out
+    }
+
+    fn code(&self) -> i32 {
+        match self.status {
+            Status::Nothing | Status::Done(Ok(())) => 1000,
+            Status::Done(Err(errno)) => 1000 + errno,
+            Status::EndSession => 9999,
+        }
+    }
+}
+
+fn status_line(result: Result<(), i32>) -> String {
+    match result {
+        Ok(()) => "1000 Success".to_string(),
+        Err(errno) => format!("1{errno:03} {}", strerror(errno)),
+    }
+}
+
+/// Everything a command handler may touch.
+struct Ctx<'a> {
+    state: &'a mut SwitchState,
+    session: &'a mut Session,
+    now: Instant,
+    out: Vec<String>,
+    effects: Vec<Effect>,
+    events: Vec<DebugEvent>,
+    end_session: bool,
+}
+
+impl Ctx<'_> {
+    fn line(&mut self, line: String) {
+        self.out.push(line);
+    }
+}
+
+type CmdResult = Result<(), i32>;
+type Handler = fn(&mut Ctx<'_>, &str) -> CmdResult;
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A menu title in `help`; not a command.
+    Menu,
+    /// Prints a data block.
+    Prints(Handler),
+    /// Status line only.
+    Plain(Handler),
+}
+
+struct Command {
+    path: &'static str,
+    syntax: &'static str,
+    help: &'static str,
+    kind: Kind,
+}
+
+const fn menu(path: &'static str, help: &'static str) -> Command {
+    Command {
+        path,
+        syntax: "============",
+        help,
+        kind: Kind::Menu,
+    }
+}
+
+const fn prints(
+    path: &'static str,
+    syntax: &'static str,
+    help: &'static str,
+    f: Handler,
+) -> Command {
+    Command {
+        path,
+        syntax,
+        help,
+        kind: Kind::Prints(f),
+    }
+}
+
+const fn plain(
+    path: &'static str,
+    syntax: &'static str,
+    help: &'static str,
+    f: Handler,
+) -> Command {
+    Command {
+        path,
+        syntax,
+        help,
+        kind: Kind::Plain(f),
+    }
+}
+
+/// vde_switch's command table in its `help` order (without the plugin menu), then filo's.
+const COMMANDS: &[Command] = &[
+    menu("ds", "DATA SOCKET MENU"),
+    prints("ds/showinfo", "", "show ds info", cmd_ds_showinfo),
+    prints(
+        "help",
+        "[arg]",
+        "Help (limited to arg when specified)",
+        cmd_help,
+    ),
+    plain("logout", "", "logout from this mgmt terminal", cmd_logout),
+    plain("shutdown", "", "shutdown of the switch", cmd_shutdown),
+    prints("showinfo", "", "show switch version and info", cmd_showinfo),
+    prints("load", "path", "load a configuration script", cmd_load),
+    menu("debug", "DEBUG MENU"),
+    prints("debug/list", "", "list debug categories", cmd_debug_list),
+    plain(
+        "debug/add",
+        "dbgpath",
+        "enable debug info for a given category",
+        cmd_debug_add,
+    ),
+    plain(
+        "debug/del",
+        "dbgpath",
+        "disable debug info for a given category",
+        cmd_debug_del,
+    ),
+    menu("hash", "HASH TABLE MENU"),
+    prints("hash/showinfo", "", "show hash info", cmd_hash_showinfo),
+    plain("hash/setsize", "N", "change hash size", cmd_hash_setsize),
+    plain(
+        "hash/setgcint",
+        "N",
+        "change garbage collector interval",
+        cmd_hash_setgcint,
+    ),
+    plain(
+        "hash/setexpire",
+        "N",
+        "change hash entries expire time",
+        cmd_hash_setexpire,
+    ),
+    plain(
+        "hash/setminper",
+        "N",
+        "minimum persistence time",
+        cmd_hash_setminper,
+    ),
+    prints("hash/print", "", "print the hash table", cmd_hash_print),
+    prints("hash/find", "MAC [VLAN]", "MAC lookup", cmd_hash_find),
+    menu("fstp", "FAST SPANNING TREE MENU"),
+    prints("fstp/showinfo", "", "show fstp info", cmd_fstp_showinfo),
+    plain(
+        "fstp/setfstp",
+        "0/1",
+        "Fast spanning tree protocol 1=ON 0=OFF",
+        cmd_fstp_setfstp,
+    ),
+    plain(
+        "fstp/setedge",
+        "VLAN PORT 1/0",
+        "Define an edge port for a vlan 1=Y 0=N",
+        cmd_fstp_setedge,
+    ),
+    plain(
+        "fstp/bonus",
+        "VLAN PORT COST",
+        "set the port bonus for a vlan",
+        cmd_fstp_bonus,
+    ),
+    prints(
+        "fstp/print",
+        "[N]",
+        "print fst data for the defined vlan",
+        cmd_fstp_print,
+    ),
+    menu("port", "PORT STATUS MENU"),
+    prints("port/showinfo", "", "show port info", cmd_port_showinfo),
+    plain(
+        "port/setnumports",
+        "N",
+        "set the number of ports",
+        cmd_port_setnumports,
+    ),
+    plain("port/sethub", "0/1", "1=HUB 0=switch", cmd_port_sethub),
+    plain(
+        "port/setvlan",
+        "N VLAN",
+        "set port VLAN (untagged)",
+        cmd_port_setvlan,
+    ),
+    prints(
+        "port/createauto",
+        "",
+        "create a port with an automatically allocated id (inactive|notallocatable)",
+        cmd_port_createauto,
+    ),
+    plain(
+        "port/create",
+        "N",
+        "create the port N (inactive|notallocatable)",
+        cmd_port_create,
+    ),
+    plain("port/remove", "N", "remove the port N", cmd_port_remove),
+    plain(
+        "port/allocatable",
+        "N 0/1",
+        "Is the port allocatable as unnamed? 1=Y 0=N",
+        cmd_port_allocatable,
+    ),
+    plain(
+        "port/setuser",
+        "N user",
+        "access control: set user",
+        cmd_port_setuser,
+    ),
+    plain(
+        "port/setgroup",
+        "N user",
+        "access control: set group",
+        cmd_port_setgroup,
+    ),
+    plain(
+        "port/epclose",
+        "N ID",
+        "remove the endpoint port N/id ID",
+        cmd_port_epclose,
+    ),
+    plain(
+        "port/resetcounter",
+        "[N]",
+        "reset the port (N) counters",
+        cmd_port_resetcounter,
+    ),
+    prints(
+        "port/print",
+        "[N]",
+        "print the port/endpoint table",
+        cmd_port_print,
+    ),
+    prints(
+        "port/allprint",
+        "[N]",
+        "print the port/endpoint table (including inactive port)",
+        cmd_port_allprint,
+    ),
+    menu("vlan", "VLAN MANAGEMENT MENU"),
+    plain(
+        "vlan/create",
+        "N",
+        "create the VLAN with tag N",
+        cmd_vlan_create,
+    ),
+    plain(
+        "vlan/remove",
+        "N",
+        "remove the VLAN with tag N",
+        cmd_vlan_remove,
+    ),
+    plain(
+        "vlan/addport",
+        "N PORT",
+        "add port to the vlan N (tagged)",
+        cmd_vlan_addport,
+    ),
+    plain(
+        "vlan/delport",
+        "N PORT",
+        "remove port from the vlan N (tagged)",
+        cmd_vlan_delport,
+    ),
+    prints(
+        "vlan/print",
+        "[N]",
+        "print the list of defined vlan",
+        cmd_vlan_print,
+    ),
+    prints(
+        "vlan/allprint",
+        "[N]",
+        "print the list of defined vlan (including inactive port)",
+        cmd_vlan_allprint,
+    ),
+    plain(
+        "port/setmirror",
+        "N|NONE",
+        "copy all forwarded traffic to port N (filo)",
+        cmd_port_setmirror,
+    ),
+    prints(
+        "port/drops",
+        "",
+        "dropped frames by reason and port (filo)",
+        cmd_port_drops,
+    ),
+    plain(
+        "port/capture",
+        "N PATH|off",
+        "capture port N to a pcap file (filo)",
+        cmd_port_capture,
+    ),
+];
+
+// ---- entry points --------------------------------------------------------------------------
+
+/// Strip the line end, skip leading blanks, find the command and run it.
+fn run(ctx: &mut Ctx<'_>, input: &str) -> Outcome {
+    let input = input.strip_suffix('\n').unwrap_or(input);
+    let input = input.strip_suffix('\r').unwrap_or(input);
+    let input = input.trim_start_matches([' ', '\t']);
+    if input.is_empty() || input.starts_with('#') || input.starts_with('\n') {
+        return Outcome {
+            prints: false,
+            lines: Vec::new(),
+            status: Status::Nothing,
         };
     }
+    let found = COMMANDS.iter().find_map(|c| {
+        let rest = input.strip_prefix(c.path)?;
+        match (c.kind, rest.chars().next()) {
+            (Kind::Menu, _) => None,
+            (_, None | Some(' ' | '\t')) => Some((c, rest.trim_start_matches([' ', '\t']))),
+            _ => None,
+        }
+    });
+    let (prints, result) = match found {
+        None => (false, Err(ENOSYS)),
+        Some((c, arg)) => match c.kind {
+            Kind::Prints(f) => (true, f(ctx, arg)),
+            Kind::Plain(f) => (false, f(ctx, arg)),
+            Kind::Menu => (false, Err(ENOSYS)),
+        },
+    };
+    let status = if ctx.end_session {
+        Status::EndSession
+    } else {
+        Status::Done(result)
+    };
+    Outcome {
+        prints,
+        lines: std::mem::take(&mut ctx.out),
+        status,
+    }
+}
+
+fn with_ctx<R>(
+    state: &mut SwitchState,
+    session: &mut Session,
+    now: Instant,
+    f: impl FnOnce(&mut Ctx<'_>) -> R,
+) -> (R, Vec<Effect>, Vec<DebugEvent>) {
+    let mut ctx = Ctx {
+        state,
+        session,
+        now,
+        out: Vec::new(),
+        effects: Vec::new(),
+        events: Vec::new(),
+        end_session: false,
+    };
+    let r = f(&mut ctx);
+    (r, ctx.effects, ctx.events)
+}
+
+/// Run one command (one read from the console) and return what to write back.
+pub fn execute(state: &mut SwitchState, session: &mut Session, now: Instant, input: &str) -> Reply {
+    let (outcome, effects, events) = with_ctx(state, session, now, |ctx| run(ctx, input));
+    let mut text = String::new();
+    if outcome.status == Status::EndSession {
+        text.push_str(END_OF_SESSION);
+    } else {
+        for line in outcome.framed() {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text.push_str(PROMPT);
+    }
     Reply {
-        text: format!("1038 Function not implemented\n{PROMPT}"),
-        effects: vec![],
+        text,
+        effects,
+        events,
     }
 }
 
-pub fn format_event(ev: &DebugEvent) -> (&'static str, String) {
-    match ev {
-        DebugEvent::EndpointAdded { port, id } => (
-            "port/ep/+",
-            format!("3031 port/ep/+ Port {port:02} FD {id:2}\n"),
-        ),
-        DebugEvent::EndpointRemoved { port, id } => (
-            "port/ep/-",
-            format!("3032 port/ep/- Port {port:02} FD {id:2}\n"),
-        ),
-        DebugEvent::Description { port, id, descr } => (
-            "port/descr",
-            format!("3023 port/descr Port {port:02} FD {id:2} -> \"{descr}\"\n"),
-        ),
-    }
+/// Run one command and answer in JSON: `{"status":1000,"error":null,"lines":[...]}` where
+/// `status` is the vde status code (1000 + errno, 9999 after `logout`/`shutdown`), `error`
+/// the `strerror` text or `null`, and `lines` the body lines of the data block.
+pub fn execute_json(
+    state: &mut SwitchState,
+    session: &mut Session,
+    now: Instant,
+    input: &str,
+) -> (String, Vec<Effect>) {
+    let (outcome, effects, _events) = with_ctx(state, session, now, |ctx| run(ctx, input));
+    let error = match outcome.status {
+        Status::Done(Err(errno)) => json_string(&strerror(errno)),
+        _ => "null".to_string(),
+    };
+    let lines: Vec<String> = outcome.lines.iter().map(|l| json_string(l)).collect();
+    let json = format!(
+        "{{\"status\":{},\"error\":{},\"lines\":[{}]}}",
+        outcome.code(),
+        error,
+        lines.join(",")
+    );
+    (json, effects)
 }
 
+/// A JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Run a script: an rc file (`-f`, `echo == false`: no output, only effects and events) or
+/// the file of `load` (`echo == true`: every non-blank line is echoed as
+/// `vde[PATH]: <line>` followed by that command's complete framed answer, as vde_switch
+/// does). `logout` in a script is ignored (as in vde); `shutdown` stops the script and yields
+/// [`Effect::Shutdown`].
 pub fn run_script(
     state: &mut SwitchState,
     session: &mut Session,
     now: Instant,
-    _label: &str,
+    path_label: &str,
     text: &str,
-    _echo: bool,
+    echo: bool,
 ) -> Reply {
-    let mut effects = Vec::new();
-    for line in text.lines() {
-        effects.extend(execute(state, session, now, line).effects);
+    let (lines, effects, events) = with_ctx(state, session, now, |ctx| {
+        script_lines(ctx, path_label, text, echo)
+    });
+    let mut out = String::new();
+    for line in lines {
+        out.push_str(&line);
+        out.push('\n');
     }
     Reply {
-        text: String::new(),
+        text: out,
         effects,
+        events,
+    }
+}
+
+fn script_lines(ctx: &mut Ctx<'_>, label: &str, text: &str, echo: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    ctx.session.depth = ctx.session.depth.saturating_add(1);
+    for raw in text.lines() {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        if line.trim().is_empty() {
+            continue;
+        }
+        if echo {
+            out.push(format!("vde[{label}]: {line}"));
+        }
+        let outcome = run(ctx, line);
+        if outcome.status == Status::EndSession {
+            if ctx.effects.contains(&Effect::Shutdown) {
+                break;
+            }
+            // logout: nothing to end inside a script.
+            ctx.effects.retain(|e| *e != Effect::Logout);
+            ctx.end_session = false;
+            continue;
+        }
+        if echo {
+            out.extend(outcome.framed());
+        }
+    }
+    ctx.session.depth = ctx.session.depth.saturating_sub(1);
+    out
+}
+
+// ---- argument parsing ----------------------------------------------------------------------
+
+/// Exactly `n` whitespace-separated arguments.
+fn args_n(arg: &str, n: usize) -> Result<Vec<&str>, i32> {
+    let v: Vec<&str> = arg.split_ascii_whitespace().collect();
+    if v.len() == n {
+        Ok(v)
+    } else {
+        Err(EINVAL)
+    }
+}
+
+/// None for no argument, else exactly one.
+fn opt_arg(arg: &str) -> Result<Option<&str>, i32> {
+    let v: Vec<&str> = arg.split_ascii_whitespace().collect();
+    match v.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        _ => Err(EINVAL),
+    }
+}
+
+/// A decimal number (digits only).
+fn num<T: std::str::FromStr>(text: &str) -> Result<T, i32> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(EINVAL);
+    }
+    text.parse().map_err(|_| EINVAL)
+}
+
+fn flag(text: &str) -> Result<bool, i32> {
+    num::<u32>(text).map(|v| v != 0)
+}
+
+fn one_num<T: std::str::FromStr>(arg: &str) -> Result<T, i32> {
+    num(args_n(arg, 1)?[0])
+}
+
+/// A port number below `numports`.
+fn port_num(state: &SwitchState, text: &str) -> Result<PortId, i32> {
+    let port: PortId = num(text)?;
+    if port >= state.numports {
+        return Err(EINVAL);
+    }
+    Ok(port)
+}
+
+/// A port number whose port exists.
+fn existing_port<'a>(state: &'a mut SwitchState, text: &str) -> Result<&'a mut PortEntry, i32> {
+    let port = port_num(state, text)?;
+    state.ports.get_mut(&port).ok_or(ENXIO)
+}
+
+/// A VLAN number 0..=4095.
+fn vlan_num(text: &str) -> Result<u16, i32> {
+    let vlan: u16 = num(text)?;
+    if vlan > NO_VLAN {
+        return Err(EINVAL);
+    }
+    Ok(vlan)
+}
+
+fn errno(e: ConfigError) -> i32 {
+    e.errno()
+}
+
+fn secs(text: &str) -> Result<Duration, i32> {
+    one_num::<u64>(text).map(Duration::from_secs)
+}
+
+// ---- users and groups ----------------------------------------------------------------------
+
+/// Size of the scratch buffer for the reentrant passwd/group lookups.
+fn nss_buffer() -> Vec<libc::c_char> {
+    vec![0; 16 * 1024]
+}
+
+fn user_id(name: &str) -> Option<u32> {
+    let cname = CString::new(name).ok()?;
+    let mut buf = nss_buffer();
+    // SAFETY: an all-zero passwd (null pointers, zero ids) is a valid value of the struct.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: `cname` is NUL-terminated, `pwd`, `buf` (with its true length) and `result`
+    // are valid for writes for the duration of the call, and we read only `pw_uid` of `pwd`
+    // and only when `result` says the entry was found.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some(pwd.pw_uid)
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    let mut buf = nss_buffer();
+    // SAFETY: an all-zero passwd is a valid value of the struct.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: `pwd`, `buf` (with its true length) and `result` are valid for writes during
+    // the call; on success `pw_name` points into `buf`, which outlives the CStr we copy.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: see above; `pw_name` is a NUL-terminated string inside `buf`.
+    let name = unsafe { CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+fn group_id(name: &str) -> Option<u32> {
+    let cname = CString::new(name).ok()?;
+    let mut buf = nss_buffer();
+    // SAFETY: an all-zero group (null pointers, zero id) is a valid value of the struct.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: as in `user_id`; only `gr_gid` is read, and only when found.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some(grp.gr_gid)
+}
+
+fn group_name(gid: u32) -> Option<String> {
+    let mut buf = nss_buffer();
+    // SAFETY: an all-zero group is a valid value of the struct.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: as in `user_name`; `gr_name` points into `buf`.
+    let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() || grp.gr_name.is_null() {
+        return None;
+    }
+    // SAFETY: `gr_name` is a NUL-terminated string inside `buf`, alive here.
+    let name = unsafe { CStr::from_ptr(grp.gr_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+fn show_access(access: Access, name: fn(u32) -> Option<String>) -> String {
+    match access {
+        Access::None => "NONE".to_string(),
+        Access::Any => "ANY".to_string(),
+        Access::Id(id) => name(id).unwrap_or_else(|| id.to_string()),
+    }
+}
+
+fn parse_access(text: &str, lookup: fn(&str) -> Option<u32>) -> Result<Access, i32> {
+    match text {
+        "NONE" => Ok(Access::None),
+        "ANY" => Ok(Access::Any),
+        _ if text.bytes().all(|b| b.is_ascii_digit()) => num(text).map(Access::Id),
+        _ => lookup(text).map(Access::Id).ok_or(EINVAL),
+    }
+}
+
+// ---- general commands ----------------------------------------------------------------------
+
+fn cmd_help(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let filter = arg.trim_end();
+    ctx.line(format!(
+        "{:<18} {:<15} {}",
+        "COMMAND PATH", "SYNTAX", "HELP"
+    ));
+    ctx.line(format!(
+        "{:<18} {:<15} {}",
+        "------------", "--------------", "------------"
+    ));
+    for c in COMMANDS.iter().filter(|c| c.path.starts_with(filter)) {
+        ctx.line(format!("{:<18} {:<15} {}", c.path, c.syntax, c.help));
+    }
+    Ok(())
+}
+
+fn cmd_logout(ctx: &mut Ctx<'_>, _arg: &str) -> CmdResult {
+    ctx.effects.push(Effect::Logout);
+    ctx.end_session = true;
+    Ok(())
+}
+
+fn cmd_shutdown(ctx: &mut Ctx<'_>, _arg: &str) -> CmdResult {
+    ctx.effects.push(Effect::Shutdown);
+    ctx.end_session = true;
+    Ok(())
+}
+
+fn cmd_showinfo(ctx: &mut Ctx<'_>, _arg: &str) -> CmdResult {
+    for line in BANNER.split('\n') {
+        ctx.line(line.to_string());
+    }
+    let info = &ctx.state.info;
+    let uptime = ctx.now.saturating_duration_since(info.started).as_secs();
+    let mac = ctx.state.core.config().bridge_mac;
+    let mut lines = vec![format!("pid {} MAC {mac} uptime {uptime}", info.pid)];
+    if let Some(mgmt) = &info.mgmt {
+        lines.push(format!(
+            "mgmt {} perm 0{:03o}",
+            mgmt.display(),
+            info.mgmt_mode
+        ));
+    }
+    lines.push(format!("filo {}", env!("CARGO_PKG_VERSION")));
+    ctx.out.extend(lines);
+    Ok(())
+}
+
+fn cmd_load(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let path = arg.trim_end();
+    if path.is_empty() {
+        return Err(EINVAL);
+    }
+    if ctx.session.depth >= MAX_LOAD_DEPTH {
+        return Err(ELOOP);
+    }
+    let bytes = read_script(path)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let outer = std::mem::take(&mut ctx.out);
+    let lines = script_lines(ctx, path, &text, true);
+    ctx.out = outer;
+    ctx.out.extend(lines);
+    Ok(())
+}
+
+/// The bytes of a script file: a regular file of at most `MAX_SCRIPT` bytes (so that
+/// `load /dev/zero` cannot hang the switch).
+fn read_script(path: &str) -> Result<Vec<u8>, i32> {
+    use std::io::Read as _;
+    let os = |e: std::io::Error| e.raw_os_error().unwrap_or(EIO);
+    let file = std::fs::File::open(path).map_err(os)?;
+    let meta = file.metadata().map_err(os)?;
+    if meta.is_dir() {
+        return Err(EISDIR);
+    }
+    if !meta.is_file() {
+        return Err(EINVAL);
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SCRIPT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(os)?;
+    if bytes.len() as u64 > MAX_SCRIPT {
+        return Err(EFBIG);
+    }
+    Ok(bytes)
+}
+
+fn cmd_ds_showinfo(ctx: &mut Ctx<'_>, _arg: &str) -> CmdResult {
+    let info = &ctx.state.info;
+    let lines = [
+        format!("ctl dir {}", info.ctl_dir.display()),
+        format!("std mode 0{:03o}", info.mode),
+    ];
+    ctx.out.extend(lines);
+    Ok(())
+}
+
+// ---- debug ---------------------------------------------------------------------------------
+
+fn cmd_debug_list(ctx: &mut Ctx<'_>, _arg: &str) -> CmdResult {
+    ctx.line(format!(
+        "{:<22} {:<3} {:<6} {}",
+        "CATEGORY", "TAG", "STATUS", "HELP"
+    ));
+    ctx.line(format!(
+        "{:<22} {:<3} {:<6} {}",
+        "------------", "---", "------", "----"
+    ));
+    for (i, (path, tag, help)) in DEBUG_CATEGORIES.iter().enumerate() {
+        let on = if ctx.session.debug & (1 << i) != 0 {
+            "ON"
+        } else {
+            "OFF"
+        };
+        ctx.line(format!("{path:<22} {tag:03o} {on:<6} {help}"));
+    }
+    Ok(())
+}
+
+/// Categories selected by `path`: itself, or all below it (`port` → `port/+`, `port/ep/+`…).
+fn debug_mask(arg: &str) -> Result<u32, i32> {
+    let path = args_n(arg, 1)?[0];
+    let mask = DEBUG_CATEGORIES
+        .iter()
+        .enumerate()
+        .filter(|(_, (p, _, _))| {
+            *p == path
+                || p.strip_prefix(path)
+                    .is_some_and(|rest| rest.starts_with('/') || path.ends_with('/'))
+        })
+        .fold(0u32, |m, (i, _)| m | (1 << i));
+    if mask == 0 {
+        Err(ENOENT)
+    } else {
+        Ok(mask)
+    }
+}
+
+fn cmd_debug_add(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    ctx.session.debug |= debug_mask(arg)?;
+    Ok(())
+}
+
+fn cmd_debug_del(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    ctx.session.debug &= !debug_mask(arg)?;
+    Ok(())
+}
+
+// ---- hash ----------------------------------------------------------------------------------
+
+fn cmd_hash_showinfo(ctx: &mut Ctx<'_>, _arg: &str) -> CmdResult {
+    let config = ctx.state.core.config();
+    let lines = [
+        format!("Hash size {}", ctx.state.hash_size),
+        format!("GC interval {} secs", config.gc_interval.as_secs()),
+        format!("GC expire {} secs", config.mac_expire.as_secs()),
+        format!("Min persistence {} secs", config.min_persistence.as_secs()),
+    ];
+    ctx.out.extend(lines);
+    Ok(())
+}
+
+fn cmd_hash_setsize(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let size: u32 = one_num(arg)?;
+    if size == 0 || size > MAX_HASH_SIZE {
+        return Err(EINVAL);
+    }
+    ctx.state.hash_size = size.next_power_of_two();
+    Ok(())
+}
+
+fn cmd_hash_setgcint(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let interval = secs(arg)?;
+    if interval.is_zero() {
+        return Err(EINVAL);
+    }
+    ctx.state.core.set_gc_interval(ctx.now, interval);
+    Ok(())
+}
+
+fn cmd_hash_setexpire(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let expire = secs(arg)?;
+    ctx.state.core.set_mac_expire(expire);
+    Ok(())
+}
+
+fn cmd_hash_setminper(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let min = secs(arg)?;
+    ctx.state.core.set_min_persistence(min);
+    Ok(())
+}
+
+/// The bucket vde_switch would use: a 64-bit finaliser over MAC (little-endian) | VLAN << 48.
+fn hash_bucket(mac: MacAddr, vlan: u16, size: u32) -> u64 {
+    let mut key = u64::from(vlan) << 48;
+    for (i, b) in mac.0.iter().enumerate() {
+        key |= u64::from(*b) << (8 * i);
+    }
+    key ^= key >> 33;
+    key = key.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    key ^= key >> 33;
+    key = key.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    key ^= key >> 33;
+    key & u64::from(size.max(1).next_power_of_two() - 1)
+}
+
+fn cmd_hash_print(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    opt_arg(arg)?.map_or(Ok(()), |_| Err(EINVAL))?;
+    let size = ctx.state.hash_size;
+    let mut entries: Vec<_> = ctx
+        .state
+        .core
+        .mac_table(ctx.now)
+        .map(|e| (hash_bucket(e.mac, e.vlan, size), e))
+        .collect();
+    entries.sort_by_key(|(bucket, e)| (*bucket, e.mac, e.vlan));
+    for (bucket, e) in entries {
+        ctx.out.push(format!(
+            "Hash: {bucket:04} Addr: {} VLAN {:04} to port: {:03}  age {} secs",
+            e.mac,
+            e.vlan,
+            e.port,
+            e.age.as_secs()
+        ));
+    }
+    Ok(())
+}
+
+fn cmd_hash_find(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let v: Vec<&str> = arg.split_ascii_whitespace().collect();
+    let (mac, vlan) = match v.as_slice() {
+        [mac] => (*mac, 0),
+        [mac, vlan] => (*mac, vlan_num(vlan)?),
+        _ => return Err(EINVAL),
+    };
+    let mac: MacAddr = mac.parse().map_err(|_| EINVAL)?;
+    let entry = ctx
+        .state
+        .core
+        .mac_table(ctx.now)
+        .find(|e| e.mac == mac && e.vlan == vlan)
+        .ok_or(ENODEV)?;
+    ctx.line(format!(
+        "Port {:04} age {} secs",
+        entry.port,
+        entry.age.as_secs()
+    ));
+    Ok(())
+}
+
+// ---- spanning tree -------------------------------------------------------------------------
+
+fn cmd_fstp_showinfo(ctx: &mut Ctx<'_>, _arg: &str) -> CmdResult {
+    let config = ctx.state.core.config();
+    let status = ctx.state.core.stp_status();
+    let t = status.timers;
+    let lines = [
+        format!(
+            "MAC {} Priority {} (0x{:x})",
+            config.bridge_mac, config.bridge_priority, config.bridge_priority
+        ),
+        format!("FSTP={}", config.stp),
+        "Protocol=802.1D (one tree for all VLANs)".to_string(),
+        format!(
+            "Root {} cost {} hello {} max_age {} forward_delay {}",
+            bridge_hex(&status.root_id),
+            status.root_path_cost,
+            t.hello_time.as_secs(),
+            t.max_age.as_secs(),
+            t.forward_delay.as_secs()
+        ),
+    ];
+    ctx.out.extend(lines);
+    Ok(())
+}
+
+fn cmd_fstp_setfstp(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let on = flag(args_n(arg, 1)?[0])?;
+    ctx.state.core.set_stp(ctx.now, on);
+    Ok(())
+}
+
+/// A VLAN argument that must name an existing VLAN.
+fn existing_vlan(ctx: &Ctx<'_>, text: &str) -> Result<u16, i32> {
+    let vlan = vlan_num(text)?;
+    if vlan > MAX_VLAN {
+        return Err(EINVAL);
+    }
+    if ctx.state.core.vlan_members(vlan).is_none() {
+        return Err(ENXIO);
+    }
+    Ok(vlan)
+}
+
+fn cmd_fstp_setedge(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let v = args_n(arg, 3)?;
+    existing_vlan(ctx, v[0])?;
+    let port = port_num(ctx.state, v[1])?;
+    let edge = flag(v[2])?;
+    ctx.state.core.set_edge(ctx.now, port, edge).map_err(errno)
+}
+
+fn cmd_fstp_bonus(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let v = args_n(arg, 3)?;
+    existing_vlan(ctx, v[0])?;
+    port_num(ctx.state, v[1])?;
+    num::<u32>(v[2])?;
+    // 802.1D path costs are not adjustable through the core.
+    Err(EOPNOTSUPP)
+}
+
+fn role_name(role: PortRole) -> &'static str {
+    match role {
+        PortRole::Root => "Root",
+        PortRole::Designated => "Designated",
+        PortRole::Alternate => "Alternate",
+        PortRole::Backup => "Backup",
+        PortRole::Edge => "Edge",
+        PortRole::Disabled => "Unknown",
+    }
+}
+
+fn cmd_fstp_print(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let vlans: Vec<u16> = match opt_arg(arg)? {
+        Some(n) => vec![existing_vlan(ctx, n)?],
+        None => ctx.state.core.vlan_ids().collect(),
+    };
+    let core = &ctx.state.core;
+    let status = core.stp_status();
+    let root_switch = status.root_id == status.bridge_id;
+    let mut lines = Vec::new();
+    for vlan in vlans {
+        lines.push(format!(
+            "FST DATA VLAN {vlan:04} {} {}",
+            if root_switch { "ROOTSWITCH" } else { "" },
+            if core.config().stp {
+                ""
+            } else {
+                "FSTP IS DISABLED"
+            }
+        ));
+        lines.push(format!(" ++ root {}", bridge_hex(&status.root_id)));
+        lines.push(format!(" ++ designated {}", bridge_hex(&status.bridge_id)));
+        lines.push(format!(
+            " ++ rootport {:04} cost {} age 0 bonusport 0000 bonuscost 0",
+            status.root_port.unwrap_or(0),
+            status.root_path_cost
+        ));
+        if let Some(members) = core.vlan_members(vlan) {
+            for m in members.filter(|m| m.active) {
+                lines.push(format!(
+                    " -- Port {:04} tagged={} portcost={} role={}",
+                    m.port,
+                    u8::from(m.tagged),
+                    DEFAULT_PATH_COST,
+                    role_name(core.stp_role(m.port))
+                ));
+            }
+        }
+    }
+    ctx.out.extend(lines);
+    Ok(())
+}
+
+// ---- ports ---------------------------------------------------------------------------------
+
+fn cmd_port_showinfo(ctx: &mut Ctx<'_>, _arg: &str) -> CmdResult {
+    let core = &ctx.state.core;
+    let lines = [
+        format!("Numports={}", ctx.state.numports),
+        format!("HUB={}", core.config().hub),
+        "counters=true".to_string(),
+        format!(
+            "mirror={}",
+            core.mirror().map_or("NONE".to_string(), |p| p.to_string())
+        ),
+        format!("queue={}", ctx.state.info.queue_len),
+        format!("lossless={}", ctx.state.info.lossless),
+    ];
+    ctx.out.extend(lines);
+    Ok(())
+}
+
+/// Remove a port from state and core, closing its endpoints first.
+fn remove_port(ctx: &mut Ctx<'_>, port: PortId) {
+    if let Some(entry) = ctx.state.ports.remove(&port) {
+        if entry.is_active() {
+            ctx.effects.push(Effect::ClosePort { port });
+        }
+        let _ = ctx.state.core.remove_port(ctx.now, port);
+        ctx.events.push(DebugEvent::PortRemoved(port));
+    }
+}
+
+fn cmd_port_setnumports(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let n: u16 = one_num(arg)?;
+    if n == 0 {
+        return Err(EINVAL);
+    }
+    if n > ctx.state.core.config().num_ports {
+        return Err(ENOSPC);
+    }
+    let doomed: Vec<PortId> = ctx.state.ports.range(n..).map(|(&p, _)| p).collect();
+    for port in doomed {
+        remove_port(ctx, port);
+    }
+    ctx.state.numports = n;
+    Ok(())
+}
+
+fn cmd_port_sethub(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let hub = flag(args_n(arg, 1)?[0])?;
+    ctx.state.core.set_hub(hub);
+    Ok(())
+}
+
+fn cmd_port_setvlan(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let v = args_n(arg, 2)?;
+    let port = port_num(ctx.state, v[0])?;
+    let vlan = vlan_num(v[1])?;
+    if !ctx.state.ports.contains_key(&port) {
+        return Err(ENXIO);
+    }
+    ctx.state.core.set_untagged_vlan(port, vlan).map_err(errno)
+}
+
+/// Create port `port` (inactive, not allocatable).
+fn create_port(ctx: &mut Ctx<'_>, port: PortId) -> CmdResult {
+    if ctx.state.ports.contains_key(&port) {
+        return Err(EEXIST);
+    }
+    let entry = ctx.state.port_mut(port).ok_or(EINVAL)?;
+    entry.allocatable = false;
+    ctx.events.push(DebugEvent::PortAdded(port));
+    Ok(())
+}
+
+fn cmd_port_createauto(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    opt_arg(arg)?.map_or(Ok(()), |_| Err(EINVAL))?;
+    let port = (1..ctx.state.numports)
+        .find(|p| !ctx.state.ports.contains_key(p))
+        .ok_or(ENOSPC)?;
+    create_port(ctx, port)?;
+    ctx.line(format!("Port {port:04}"));
+    Ok(())
+}
+
+fn cmd_port_create(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let port = port_num(ctx.state, args_n(arg, 1)?[0])?;
+    create_port(ctx, port)
+}
+
+fn cmd_port_remove(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let port = port_num(ctx.state, args_n(arg, 1)?[0])?;
+    if !ctx.state.ports.contains_key(&port) {
+        return Err(ENXIO);
+    }
+    remove_port(ctx, port);
+    Ok(())
+}
+
+fn cmd_port_allocatable(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let v = args_n(arg, 2)?;
+    let value = flag(v[1])?;
+    existing_port(ctx.state, v[0])?.allocatable = value;
+    Ok(())
+}
+
+fn cmd_port_setuser(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let v = args_n(arg, 2)?;
+    existing_port(ctx.state, v[0])?;
+    let access = parse_access(v[1], user_id)?;
+    existing_port(ctx.state, v[0])?.acl_user = access;
+    Ok(())
+}
+
+fn cmd_port_setgroup(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let v = args_n(arg, 2)?;
+    existing_port(ctx.state, v[0])?;
+    let access = parse_access(v[1], group_id)?;
+    existing_port(ctx.state, v[0])?.acl_group = access;
+    Ok(())
+}
+
+fn cmd_port_epclose(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let v = args_n(arg, 2)?;
+    let id: u32 = num(v[1])?;
+    let entry = existing_port(ctx.state, v[0])?;
+    if !entry.endpoints.iter().any(|e| e.id == id) {
+        return Err(ENXIO);
+    }
+    let port = entry.id;
+    ctx.effects.push(Effect::CloseEndpoint { port, id });
+    Ok(())
+}
+
+fn cmd_port_resetcounter(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    match opt_arg(arg)? {
+        Some(n) => existing_port(ctx.state, n)?.counters = PortCounters::default(),
+        None => {
+            for entry in ctx.state.ports.values_mut() {
+                entry.counters = PortCounters::default();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_port(state: &SwitchState, entry: &PortEntry, out: &mut Vec<String>) {
+    let untagged = state
+        .core
+        .ports()
+        .find(|p| p.port == entry.id)
+        .map_or(0, |p| p.untagged_vlan);
+    out.push(format!(
+        "Port {:04} untagged_vlan={:04} {}ACTIVE - {}Unnamed Allocatable",
+        entry.id,
+        untagged,
+        if entry.is_active() { "" } else { "IN" },
+        if entry.allocatable { "" } else { "NOT " }
+    ));
+    let current = entry.current_user().map_or(Access::None, Access::Id);
+    out.push(format!(
+        " Current User: {} Access Control: (User: {} - Group: {})",
+        show_access(current, user_name),
+        show_access(entry.acl_user, user_name),
+        show_access(entry.acl_group, group_name)
+    ));
+    let c = &entry.counters;
+    out.push(format!(
+        " IN:  pkts {:10}          bytes {:20}",
+        c.in_frames, c.in_bytes
+    ));
+    out.push(format!(
+        " OUT: pkts {:10}          bytes {:20}",
+        c.out_frames, c.out_bytes
+    ));
+    out.push(format!(
+        " DROP: queue {:10}          error {:20}",
+        c.drop_out_queue_full, c.drop_out_error
+    ));
+    for ep in &entry.endpoints {
+        let descr = if ep.description.is_empty() {
+            "no endpoint description".to_string()
+        } else {
+            sanitize(&ep.description)
+        };
+        out.push(format!(
+            "  -- endpoint ID {:04} module {:<12}: {}",
+            ep.id,
+            ep.kind.module_name(),
+            descr
+        ));
+    }
+}
+
+fn port_print(ctx: &mut Ctx<'_>, arg: &str, all: bool) -> CmdResult {
+    let mut lines = Vec::new();
+    match opt_arg(arg)? {
+        Some(n) => {
+            let port = port_num(ctx.state, n)?;
+            let entry = ctx.state.ports.get(&port).ok_or(ENXIO)?;
+            if !all && !entry.is_active() {
+                return Err(ENXIO);
+            }
+            print_port(ctx.state, entry, &mut lines);
+        }
+        None => {
+            for entry in ctx.state.ports.values() {
+                if all || entry.is_active() {
+                    print_port(ctx.state, entry, &mut lines);
+                }
+            }
+        }
+    }
+    ctx.out.extend(lines);
+    Ok(())
+}
+
+fn cmd_port_print(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    port_print(ctx, arg, false)
+}
+
+fn cmd_port_allprint(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    port_print(ctx, arg, true)
+}
+
+fn cmd_port_setmirror(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let target = args_n(arg, 1)?[0];
+    let mirror = if target == "NONE" {
+        None
+    } else {
+        Some(port_num(ctx.state, target)?)
+    };
+    ctx.state.core.set_mirror(mirror).map_err(errno)
+}
+
+fn cmd_port_drops(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    opt_arg(arg)?.map_or(Ok(()), |_| Err(EINVAL))?;
+    let drops = ctx.state.core.drop_counters();
+    let mut lines = vec![format!("{:<20} {:>20}", "REASON", "FRAMES")];
+    for (reason, count) in drops.iter() {
+        lines.push(format!("{:<20} {:>20}", reason.name(), count));
+    }
+    lines.push(format!("{:<20} {:>20}", "total", drops.total()));
+    for entry in ctx.state.ports.values() {
+        let c = &entry.counters;
+        lines.push(format!(
+            "Port {:04} in {:10} queue_full {:10} error {:10} queued {}",
+            entry.id, c.drop_in, c.drop_out_queue_full, c.drop_out_error, entry.queued
+        ));
+    }
+    ctx.out.extend(lines);
+    Ok(())
+}
+
+fn cmd_port_capture(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let mut parts = arg.splitn(2, [' ', '\t']);
+    let port_text = parts.next().unwrap_or("");
+    let path = parts.next().unwrap_or("").trim();
+    if path.is_empty() {
+        return Err(EINVAL);
+    }
+    let port = existing_port(ctx.state, port_text)?.id;
+    let path = (path != "off").then(|| PathBuf::from(path));
+    ctx.effects.push(Effect::Capture { port, path });
+    Ok(())
+}
+
+// ---- VLANs ---------------------------------------------------------------------------------
+
+fn cmd_vlan_create(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let vlan = vlan_num(args_n(arg, 1)?[0])?;
+    ctx.state.core.vlan_create(vlan).map_err(errno)
+}
+
+fn cmd_vlan_remove(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let vlan = vlan_num(args_n(arg, 1)?[0])?;
+    ctx.state.core.vlan_remove(vlan).map_err(errno)
+}
+
+fn vlan_port_args(ctx: &Ctx<'_>, arg: &str) -> Result<(u16, PortId), i32> {
+    let v = args_n(arg, 2)?;
+    let vlan = vlan_num(v[0])?;
+    let port = port_num(ctx.state, v[1])?;
+    if !ctx.state.ports.contains_key(&port) {
+        return Err(ENXIO);
+    }
+    Ok((vlan, port))
+}
+
+fn cmd_vlan_addport(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let (vlan, port) = vlan_port_args(ctx, arg)?;
+    ctx.state.core.vlan_add_port(vlan, port).map_err(errno)
+}
+
+fn cmd_vlan_delport(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let (vlan, port) = vlan_port_args(ctx, arg)?;
+    ctx.state.core.vlan_del_port(vlan, port).map_err(errno)
+}
+
+fn vlan_print(ctx: &mut Ctx<'_>, arg: &str, all: bool) -> CmdResult {
+    let vlans: Vec<u16> = match opt_arg(arg)? {
+        Some(n) => vec![existing_vlan(ctx, n)?],
+        None => ctx.state.core.vlan_ids().collect(),
+    };
+    let core = &ctx.state.core;
+    let mut lines = Vec::new();
+    for vlan in vlans {
+        lines.push(format!("VLAN {vlan:04}"));
+        if let Some(members) = core.vlan_members(vlan) {
+            for m in members.filter(|m| all || m.active) {
+                lines.push(format!(
+                    " -- Port {:04} tagged={} active={} status={}",
+                    m.port,
+                    u8::from(m.tagged),
+                    u8::from(m.active),
+                    state_name(m.stp_state)
+                ));
+            }
+        }
+    }
+    ctx.out.extend(lines);
+    Ok(())
+}
+
+fn cmd_vlan_print(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    vlan_print(ctx, arg, false)
+}
+
+fn cmd_vlan_allprint(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    vlan_print(ctx, arg, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_string_escapes_everything_json_requires() {
+        assert_eq!(
+            json_string("a\"b\\c\nd\re\tf\u{8}g\u{c}h\u{1}i\u{7f}jé"),
+            r#""a\"b\\c\nd\re\tf\bg\fh\u0001i\u007fjé""#
+        );
+    }
+
+    #[test]
+    fn strerror_covers_every_errno_the_core_reports() {
+        use crate::core::ConfigError::*;
+        for e in [
+            Invalid,
+            NoSuchPort,
+            NoSuchVlan,
+            Exists,
+            UntaggedVlan,
+            Busy,
+            NotMember,
+        ] {
+            assert!(!strerror(e.errno()).starts_with("Unknown"), "{e:?}");
+        }
+        assert_eq!(strerror(12345), "Unknown error 12345");
+    }
+
+    #[test]
+    fn hash_buckets_stay_in_range() {
+        for size in [1, 2, 128, 1000] {
+            let b = hash_bucket(MacAddr([2, 0, 0, 0, 0, 0xaa]), 4095, size);
+            assert!(b < u64::from(size.next_power_of_two()));
+        }
     }
 }

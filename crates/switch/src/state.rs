@@ -138,6 +138,9 @@ pub struct SwitchState {
     pub ports: BTreeMap<PortId, PortEntry>,
     pub numports: u16,
     pub info: DaemonInfo,
+    /// The address-table size shown by `hash/showinfo` and set by `hash/setsize` (a power
+    /// of two). The core's table grows as needed; this only keeps vde's console contract.
+    pub hash_size: u32,
 }
 
 impl SwitchState {
@@ -148,6 +151,7 @@ impl SwitchState {
             ports: BTreeMap::new(),
             numports,
             info,
+            hash_size: 128,
         }
     }
 
