@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use filo_vnl::{FrameBatch, Plug};
 
 fn hex(s: Option<&String>) -> u8 {
-    s.and_then(|v| u8::from_str_radix(v, 16).ok()).unwrap_or(0xff)
+    s.and_then(|v| u8::from_str_radix(v, 16).ok())
+        .unwrap_or(0xff)
 }
 
 fn frame(size: usize, dst: u8, src: u8, ethertype: u8) -> Vec<u8> {
@@ -46,7 +47,9 @@ fn main() {
                 match plug.send_batch(&frames[..want]) {
                     Ok(n) => sent += n as u64,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        let _ = plug.send_timeout(&f, Some(Duration::from_secs(5))).map(|_| sent += 1);
+                        let _ = plug
+                            .send_timeout(&f, Some(Duration::from_secs(5)))
+                            .map(|_| sent += 1);
                     }
                     Err(e) => {
                         eprintln!("plugbench: {e}");
@@ -64,7 +67,11 @@ fn main() {
             let (mut frames, mut first, mut last) = (0u64, None, Instant::now());
             let mut buf = vec![0u8; 9236];
             loop {
-                let wait = if first.is_some() { idle } else { Duration::from_secs(30) };
+                let wait = if first.is_some() {
+                    idle
+                } else {
+                    Duration::from_secs(30)
+                };
                 match plug.recv_timeout(&mut buf, Some(wait)) {
                     Ok(n) if n >= 14 && buf[13] == 0xb5 => {
                         frames += 1;

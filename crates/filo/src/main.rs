@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod console;
 mod demo;
 mod plug;
 mod switch;
@@ -27,6 +28,8 @@ enum Command {
     Plug(plug::PlugArgs),
     /// Run a virtual Ethernet switch (VDE-compatible: vde_plug, QEMU, libvdeplug).
     Switch(switch::SwitchArgs),
+    /// Talk to a switch's management console (filo switch -M, vde_switch -M).
+    Console(console::ConsoleArgs),
     /// Show a small virtual network at work, with nothing to set up.
     Demo(demo::DemoArgs),
 }
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Plug(args) => plug::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Switch(args) => switch::run(args),
+        Command::Console(args) => console::run(args),
     };
     match result {
         Ok(code) => code,

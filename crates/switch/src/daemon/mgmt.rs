@@ -115,11 +115,12 @@ impl Conn {
         }
     }
 
-    /// The next complete line, or (at EOF) the unterminated rest.
-    fn next_line(&mut self, eof: bool) -> Option<String> {
+    /// The next complete line, or else the unterminated rest: like vde_switch, what one
+    /// read delivered is a command even without a newline (vdeterm sends none).
+    fn next_line(&mut self) -> Option<String> {
         let end = match self.input.iter().position(|&b| b == b'\n') {
             Some(i) => i + 1,
-            None if eof && !self.input.is_empty() => self.input.len(),
+            None if !self.input.is_empty() => self.input.len(),
             None => return None,
         };
         let line: Vec<u8> = self.input.drain(..end).collect();
@@ -166,7 +167,7 @@ impl Switch {
             conn.try_flush();
         }
         let open = conn.fill();
-        self.run_lines(Some(slot), !open, now);
+        self.run_lines(Some(slot), now);
         let Some(conn) = self.mgmt.get_mut(slot).and_then(|c| c.as_mut()) else {
             return;
         };
@@ -191,7 +192,7 @@ impl Switch {
             return;
         };
         let open = conn.fill();
-        self.run_lines(None, !open, now);
+        self.run_lines(None, now);
         if !open {
             tracing::warn!("EOF on stdin, cleaning up and exiting");
             self.epoll.delete(0);
@@ -201,14 +202,14 @@ impl Switch {
     }
 
     /// Executes every complete line of a console (`slot`, or stdin when None).
-    fn run_lines(&mut self, slot: Option<usize>, eof: bool, now: Instant) {
+    fn run_lines(&mut self, slot: Option<usize>, now: Instant) {
         loop {
             let conn = match slot {
                 Some(s) => self.mgmt.get_mut(s).and_then(|c| c.as_mut()),
                 None => self.stdin.as_mut(),
             };
             let Some(conn) = conn else { return };
-            let Some(line) = conn.next_line(eof) else {
+            let Some(line) = conn.next_line() else {
                 return;
             };
             let mut session = std::mem::take(&mut conn.session);
@@ -220,6 +221,9 @@ impl Switch {
             let Some(conn) = conn else { return };
             conn.session = session;
             conn.queue_output(reply.text.as_bytes());
+            for ev in reply.events {
+                self.debug(ev);
+            }
             self.apply_effects(reply.effects, slot);
         }
     }

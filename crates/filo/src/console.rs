@@ -1,0 +1,262 @@
+//! `filo console`: a client for the management socket of filo's switch or Debian's
+//! vde_switch/wirefilter (the same framing). One-shot commands for scripts, `--json` for
+//! machine-readable replies, or an interactive session.
+
+use std::io::{self, BufRead, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+/// Talk to a switch's management console (-M socket).
+#[derive(Args, Debug)]
+#[command(after_long_help = "\
+With COMMANDs, each runs in turn and its output is printed (without the protocol framing);
+the exit status is 1 if any command failed. Without COMMANDs, an interactive session reads
+commands from stdin. `help` lists the switch's commands.
+
+EXAMPLES:
+  filo console /tmp/sw.mgmt port/print
+  filo console /tmp/sw.mgmt 'vlan/create 10' 'port/setvlan 3 10' vlan/print
+  filo console --json /tmp/sw.mgmt hash/print | jq .")]
+pub struct ConsoleArgs {
+    /// Management socket.
+    #[arg(value_name = "SOCK")]
+    sock: PathBuf,
+    /// Commands to run (one argument each); none for an interactive session.
+    #[arg(value_name = "COMMAND")]
+    commands: Vec<String>,
+    /// Print each reply as a JSON object: command, status, error, lines, events.
+    #[arg(long)]
+    json: bool,
+    /// Seconds to wait for a reply.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    timeout: u64,
+}
+
+/// One parsed reply.
+struct Reply {
+    status: u32,
+    error: Option<String>,
+    lines: Vec<String>,
+    events: Vec<String>,
+}
+
+struct Session {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Session {
+    fn connect(args: &ConsoleArgs) -> Result<Session> {
+        let stream = UnixStream::connect(&args.sock).with_context(|| {
+            format!(
+                "cannot connect to management socket {}",
+                args.sock.display()
+            )
+        })?;
+        stream.set_read_timeout(Some(Duration::from_secs(args.timeout)))?;
+        let mut s = Session {
+            stream,
+            buf: Vec::new(),
+        };
+        s.read_until_prompt().with_context(|| {
+            format!(
+                "{}: no console prompt (is it a VDE management socket?)",
+                args.sock.display()
+            )
+        })?;
+        s.buf.clear();
+        Ok(s)
+    }
+
+    /// Reads until the buffer ends with a prompt ("$ ") or the session ends.
+    fn read_until_prompt(&mut self) -> Result<()> {
+        let mut chunk = [0u8; 8192];
+        loop {
+            let text = String::from_utf8_lossy(&self.buf);
+            if text.ends_with("$ ") || text.contains("9999 END OF SESSION") {
+                return Ok(());
+            }
+            let n = match self.stream.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    bail!("no reply within the timeout")
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn run(&mut self, command: &str) -> Result<Reply> {
+        self.stream.write_all(format!("{command}\n").as_bytes())?;
+        self.buf.clear();
+        self.read_until_prompt()?;
+        let text = String::from_utf8_lossy(&self.buf).into_owned();
+        Ok(parse_reply(&text))
+    }
+}
+
+fn parse_reply(text: &str) -> Reply {
+    let mut reply = Reply {
+        status: 0,
+        error: None,
+        lines: Vec::new(),
+        events: Vec::new(),
+    };
+    let mut in_data = false;
+    for line in text.lines() {
+        let code = line.get(..4).filter(|c| {
+            c.bytes().all(|b| b.is_ascii_digit())
+                && line.as_bytes().get(4).is_none_or(|&b| b == b' ')
+        });
+        match code {
+            Some("0000") => in_data = true,
+            Some(c) if c.starts_with('3') && !in_data => reply.events.push(line.to_string()),
+            Some("9999") => reply.status = 9999,
+            Some(c) if c.starts_with('1') && !in_data => {
+                reply.status = c.parse().unwrap_or(0);
+                if reply.status != 1000 {
+                    reply.error = Some(line[4..].trim().to_string());
+                }
+            }
+            _ if in_data && line == "." => in_data = false,
+            _ if in_data => reply.lines.push(line.to_string()),
+            _ => {}
+        }
+    }
+    reply
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_reply(command: &str, r: &Reply) -> String {
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| json_string(s))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        "{{\"command\":{},\"status\":{},\"error\":{},\"lines\":[{}],\"events\":[{}]}}",
+        json_string(command),
+        r.status,
+        r.error.as_deref().map_or("null".to_string(), json_string),
+        list(&r.lines),
+        list(&r.events)
+    )
+}
+
+pub fn run(args: ConsoleArgs) -> Result<ExitCode> {
+    let mut session = Session::connect(&args)?;
+    if args.commands.is_empty() {
+        return interactive(&mut session, args.json);
+    }
+    let mut failed = false;
+    for command in &args.commands {
+        let reply = session
+            .run(command)
+            .with_context(|| format!("command {command:?}"))?;
+        if args.json {
+            println!("{}", json_reply(command, &reply));
+        } else {
+            for line in reply.lines.iter().chain(&reply.events) {
+                println!("{line}");
+            }
+            if let Some(err) = &reply.error {
+                eprintln!("filo console: {command}: {err} ({})", reply.status);
+            }
+        }
+        failed |= reply.status != 1000 && reply.status != 9999;
+        if reply.status == 9999 {
+            break;
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn interactive(session: &mut Session, json: bool) -> Result<ExitCode> {
+    let stdin = io::stdin();
+    let prompt = || {
+        eprint!("filo$ ");
+        let _ = io::stderr().flush();
+    };
+    prompt();
+    for line in stdin.lock().lines() {
+        let line = line?;
+        let command = line.trim();
+        if command.is_empty() {
+            prompt();
+            continue;
+        }
+        let reply = session.run(command)?;
+        if json {
+            println!("{}", json_reply(command, &reply));
+        } else {
+            for l in reply.lines.iter().chain(&reply.events) {
+                println!("{l}");
+            }
+            match (&reply.error, reply.status) {
+                (_, 9999) => return Ok(ExitCode::SUCCESS),
+                (Some(e), code) => println!("{code} {e}"),
+                (None, _) => {}
+            }
+        }
+        prompt();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_parsed_from_vde_framing() {
+        let r =
+            parse_reply("0000 DATA END WITH '.'\nNumports=32\nHUB=false\n.\n1000 Success\n\nvde$ ");
+        assert_eq!(
+            (r.status, r.error.as_deref(), r.lines.len()),
+            (1000, None, 2)
+        );
+        let r = parse_reply("1038 Function not implemented\n\nvde$ ");
+        assert_eq!(
+            (r.status, r.error.as_deref()),
+            (1038, Some("Function not implemented"))
+        );
+        let r = parse_reply("3031 port/ep/+ Port 01 FD  6\n1000 Success\n\nvde$ ");
+        assert_eq!(r.events, ["3031 port/ep/+ Port 01 FD  6"]);
+        assert_eq!(json_string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+    }
+}
