@@ -64,6 +64,9 @@ int main(int argc, char **argv) {
 	} else if (strcmp(mode, "recv") == 0 && argc >= 4) {
 		int idle = atoi(argv[3]);
 		long frames = 0;
+		unsigned char want[6] = {2, 0, 0, 0, 0, 0};
+		int filter = argc >= 5;
+		if (argc >= 5) want[5] = (unsigned char)strtol(argv[4], NULL, 16);
 		if (argc >= 5) {
 			/* Announce our address so the switch learns it: traffic to us is then unicast. */
 			fill(buf, 60, 0xff, (unsigned char)strtol(argv[4], NULL, 16));
@@ -78,7 +81,8 @@ int main(int argc, char **argv) {
 			int r = poll(&p, 1, frames ? idle : 30000);
 			if (r <= 0) break;
 			ssize_t n = vde_recv(conn, buf, sizeof buf, 0);
-			if (n >= 14 && buf[13] == 0xb5) {
+			/* Count test frames addressed to us (flooded copies for others do not count). */
+			if (n >= 14 && buf[13] == 0xb5 && (!filter || memcmp(buf, want, 6) == 0)) {
 				last = now_s();
 				if (frames++ == 0) first = last;
 			}

@@ -61,7 +61,10 @@ fn main() {
         }
         "recv" => {
             let idle = Duration::from_millis(args[3].parse().unwrap_or(1000));
-            let _ = plug.send(&frame(60, 0xff, hex(args.get(4)), 0xb6));
+            let me = hex(args.get(4));
+            let _ = plug.send(&frame(60, 0xff, me, 0xb6));
+            // Count test frames addressed to us (flooded copies for others do not count).
+            let mine = |f: &[u8]| f.len() >= 14 && f[13] == 0xb5 && f[..6] == [2, 0, 0, 0, 0, me];
             println!("ready");
             let mut batch = FrameBatch::new(64);
             let (mut frames, mut first, mut last) = (0u64, None, Instant::now());
@@ -73,7 +76,7 @@ fn main() {
                     Duration::from_secs(30)
                 };
                 match plug.recv_timeout(&mut buf, Some(wait)) {
-                    Ok(n) if n >= 14 && buf[13] == 0xb5 => {
+                    Ok(n) if mine(&buf[..n]) => {
                         frames += 1;
                         last = Instant::now();
                         first.get_or_insert(last);
@@ -85,7 +88,7 @@ fn main() {
                     if n == 0 {
                         break;
                     }
-                    frames += batch.frames().filter(|f| f[13] == 0xb5).count() as u64;
+                    frames += batch.frames().filter(|f| mine(f)).count() as u64;
                     last = Instant::now();
                 }
             }

@@ -111,26 +111,32 @@ pub const BATCH_MAX: usize = 64;
 /// Receives up to `bufs.len()` datagrams with one `recvmmsg`, without blocking. Fills `lens`
 /// with each datagram's full length (possibly larger than its buffer: truncated).
 pub fn recv_many(fd: RawFd, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
+    use std::mem::MaybeUninit;
     let count = bufs.len().min(lens.len()).min(BATCH_MAX);
     if count == 0 {
         return Ok(0);
     }
-    // SAFETY: iovec and mmsghdr are plain old data; zero is a valid initial value.
-    let mut iovs: [libc::iovec; BATCH_MAX] = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut msgs: [libc::mmsghdr; BATCH_MAX] = unsafe { std::mem::zeroed() };
+    // Only the first `count` entries are initialised and passed to the kernel: zeroing whole
+    // arrays per call showed up in profiles when batches are small.
+    let mut iovs: [MaybeUninit<libc::iovec>; BATCH_MAX] = [const { MaybeUninit::uninit() }; BATCH_MAX];
+    let mut msgs: [MaybeUninit<libc::mmsghdr>; BATCH_MAX] = [const { MaybeUninit::uninit() }; BATCH_MAX];
     for i in 0..count {
-        iovs[i].iov_base = bufs[i].as_mut_ptr().cast();
-        iovs[i].iov_len = bufs[i].len();
-        msgs[i].msg_hdr.msg_iov = &mut iovs[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
+        iovs[i].write(libc::iovec {
+            iov_base: bufs[i].as_mut_ptr().cast(),
+            iov_len: bufs[i].len(),
+        });
+        // SAFETY: mmsghdr is plain old data; zero is a valid value.
+        let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        m.msg_hdr.msg_iov = iovs[i].as_mut_ptr();
+        m.msg_hdr.msg_iovlen = 1;
+        msgs[i].write(m);
     }
-    // SAFETY: msgs[..count] point at iovecs that point at live, writable buffers; the kernel
-    // writes at most iov_len bytes into each. Non-blocking by MSG_DONTWAIT.
+    // SAFETY: msgs[..count] are initialised and point at iovecs that point at live, writable
+    // buffers; the kernel writes at most iov_len bytes into each. Non-blocking by MSG_DONTWAIT.
     let n = unsafe {
         libc::recvmmsg(
             fd,
-            msgs.as_mut_ptr(),
+            msgs.as_mut_ptr().cast(),
             count as libc::c_uint,
             libc::MSG_DONTWAIT,
             std::ptr::null_mut(),
@@ -138,10 +144,12 @@ pub fn recv_many(fd: RawFd, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Res
     };
     let n = cvt(n)? as usize;
     for i in 0..n {
-        lens[i] = if msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+        // SAFETY: entry i < count was initialised above and filled in by the kernel.
+        let m = unsafe { msgs[i].assume_init_ref() };
+        lens[i] = if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
             bufs[i].len() + 1
         } else {
-            msgs[i].msg_len as usize
+            m.msg_len as usize
         };
     }
     Ok(n)
@@ -150,25 +158,30 @@ pub fn recv_many(fd: RawFd, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Res
 /// Sends up to `frames.len()` datagrams on a connected socket with one `sendmmsg`, without
 /// blocking. Returns how many were sent (at least one, or an error).
 pub fn send_many(fd: RawFd, frames: &[&[u8]]) -> io::Result<usize> {
+    use std::mem::MaybeUninit;
     let count = frames.len().min(BATCH_MAX);
     if count == 0 {
         return Ok(0);
     }
-    // SAFETY: plain old data; zero is valid.
-    let mut iovs: [libc::iovec; BATCH_MAX] = unsafe { std::mem::zeroed() };
-    // SAFETY: plain old data; zero is valid.
-    let mut msgs: [libc::mmsghdr; BATCH_MAX] = unsafe { std::mem::zeroed() };
+    let mut iovs: [MaybeUninit<libc::iovec>; BATCH_MAX] = [const { MaybeUninit::uninit() }; BATCH_MAX];
+    let mut msgs: [MaybeUninit<libc::mmsghdr>; BATCH_MAX] = [const { MaybeUninit::uninit() }; BATCH_MAX];
     for i in 0..count {
-        iovs[i].iov_base = frames[i].as_ptr() as *mut libc::c_void;
-        iovs[i].iov_len = frames[i].len();
-        msgs[i].msg_hdr.msg_iov = &mut iovs[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
+        iovs[i].write(libc::iovec {
+            iov_base: frames[i].as_ptr() as *mut libc::c_void,
+            iov_len: frames[i].len(),
+        });
+        // SAFETY: mmsghdr is plain old data; zero is a valid value.
+        let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        m.msg_hdr.msg_iov = iovs[i].as_mut_ptr();
+        m.msg_hdr.msg_iovlen = 1;
+        msgs[i].write(m);
     }
-    // SAFETY: the iovecs point at live buffers which the kernel only reads.
+    // SAFETY: msgs[..count] are initialised; their iovecs point at live buffers which the
+    // kernel only reads.
     let n = unsafe {
         libc::sendmmsg(
             fd,
-            msgs.as_mut_ptr(),
+            msgs.as_mut_ptr().cast(),
             count as libc::c_uint,
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# filo switch beside Debian's vde_switch, measured in the same run.
+#   - delivered frames/s and loss for 64- and 1514-byte unicast, one pair and four pairs, with
+#     the same libvdeplug C clients (bench/vdeclient.c) on both switches, and with filo's
+#     batched plugs (plugbench) on filo's switch;
+#   - the switch process's CPU time per delivered frame (/proc/PID/task/*/schedstat);
+#   - round trip p50/p99 (64-byte ping through an echo client);
+#   - TCP Gbit/s (iperf3) between two namespaces whose taps are plugged into the switch.
+# Usage: bench/switch.sh [FRAMES_64] [FRAMES_1514]    (defaults 300000 100000). Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N64=${1:-300000}
+N1514=${2:-100000}
+cargo build --release --quiet -p filo --bin filo --example plugbench
+FILO=$PWD/target/release/filo
+PB=$PWD/target/release/examples/plugbench
+T=$(mktemp -d /tmp/filo-bsw-XXXXXX)
+CLIENT=$T/vdeclient
+gcc -O2 -o "$CLIENT" bench/vdeclient.c -lvdeplug
+NS1=filo-bsw1-$$; NS2=filo-bsw2-$$
+SWPID=""
+cleanup() {
+  [ -n "$SWPID" ] && kill "$SWPID" 2>/dev/null || true
+  for ns in $NS1 $NS2; do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  jobs -p | xargs -r kill 2>/dev/null || true
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+cpu_ns() { # total on-CPU ns of all threads of $1
+  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s }'
+}
+
+start_switch() { # $1 = deb|filo
+  rm -rf "$T/sw" "$T/sw.pid"
+  if [ "$1" = deb ]; then
+    vde_switch -s "$T/sw" -d -p "$T/sw.pid" >/dev/null 2>&1
+  else
+    "$FILO" switch "$T/sw" --nostdin -d -p "$T/sw.pid" >/dev/null 2>&1
+  fi
+  for _ in $(seq 50); do [ -S "$T/sw/ctl" ] && [ -s "$T/sw.pid" ] && break; sleep 0.1; done
+  SWPID=$(cat "$T/sw.pid")
+}
+
+stop_switch() { kill "$SWPID" 2>/dev/null || true; sleep 0.3; SWPID=""; }
+
+# frames CLIENTKIND SIZE COUNT PAIRS -> "delivered_fps loss_pct cpu_ns_per_frame"
+frames() {
+  local kind=$1 size=$2 count=$3 pairs=$4 vnl="vde://$T/sw"
+  local rx_cmd tx_cmd
+  if [ "$kind" = c ]; then rx_cmd="$CLIENT"; tx_cmd="$CLIENT"; else rx_cmd="$PB"; tx_cmd="$PB"; fi
+  local i
+  for i in $(seq 1 "$pairs"); do
+    "$rx_cmd" "$vnl" recv 1000 "b$i" >"$T/rx.$i" &
+  done
+  sleep 0.5
+  local cpu0; cpu0=$(cpu_ns "$SWPID")
+  for i in $(seq 1 "$pairs"); do
+    "$tx_cmd" "$vnl" send "$count" "$size" "b$i" "a$i" >/dev/null 2>&1 &
+    echo $! >"$T/tx.$i"
+  done
+  for i in $(seq 1 "$pairs"); do
+    while ! grep -q '^[0-9]' "$T/rx.$i" 2>/dev/null; do sleep 0.1; done
+  done
+  local cpu1; cpu1=$(cpu_ns "$SWPID")
+  for i in $(seq 1 "$pairs"); do kill "$(cat "$T/tx.$i")" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  cat "$T"/rx.* | grep '^[0-9]' | awk -v sent=$((count * pairs)) -v cpu=$((cpu1 - cpu0)) '
+    { got += $1; if ($2 > 0) fps += $1 / $2 }
+    END { printf "%.0f %.2f %.0f\n", fps, 100 * (sent - got) / sent, (got > 0 ? cpu / got : 0) }'
+  rm -f "$T"/rx.* "$T"/tx.*
+}
+
+rtt() { # -> "p50 p99" in microseconds
+  "$CLIENT" "vde://$T/sw" echo >/dev/null 2>&1 &
+  local echo_pid=$!
+  sleep 0.3
+  "$CLIENT" "vde://$T/sw" ping 5000 64
+  kill $echo_pid 2>/dev/null || true
+  wait $echo_pid 2>/dev/null || true
+}
+
+tcp() { # $1 = plug program for the taps: deb|filo -> Gbit/s
+  local i ns
+  for i in 1 2; do
+    ns=filo-bsw$i-$$
+    ip netns add "$ns"
+    ip netns exec "$ns" ip link set lo up
+    ip netns exec "$ns" ip tuntap add tap0 mode tap
+    ip netns exec "$ns" ip addr add 10.98.0.$i/24 dev tap0
+    ip netns exec "$ns" ip link set tap0 up
+    if [ "$1" = deb ]; then
+      ip netns exec "$ns" vde_plug tap://tap0 "vde://$T/sw" </dev/null >/dev/null 2>&1 &
+    else
+      ip netns exec "$ns" "$FILO" plug tap://tap0 "vde://$T/sw" </dev/null >/dev/null 2>&1 &
+    fi
+  done
+  sleep 0.5
+  ip netns exec "$NS2" iperf3 -s -1 -B 10.98.0.2 >/dev/null 2>&1 &
+  sleep 0.5
+  ip netns exec "$NS1" ping -c 1 -W 2 10.98.0.2 >/dev/null 2>&1 || true
+  ip netns exec "$NS1" iperf3 -c 10.98.0.2 -t 4 -J 2>/dev/null |
+    python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))' || echo 0
+  for ns in $NS1 $NS2; do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
+  done
+}
+
+declare -A R
+for sw in deb filo; do
+  start_switch "$sw"
+  for size in 64 1514; do
+    n=$N64; [ "$size" = 1514 ] && n=$N1514
+    for pairs in 1 4; do
+      R[$sw,c,$size,$pairs]=$(frames c "$size" "$n" "$pairs")
+    done
+  done
+  R[$sw,rtt]=$(rtt)
+  R[$sw,tcp]=$(tcp deb)
+  if [ "$sw" = filo ]; then
+    for size in 64 1514; do
+      n=$N64; [ "$size" = 1514 ] && n=$N1514
+      for pairs in 1 4; do
+        R[filo,b,$size,$pairs]=$(frames b "$size" "$n" "$pairs")
+      done
+    done
+    R[filo,tcpb]=$(tcp filo)
+  fi
+  stop_switch
+done
+
+f() { echo "${R[$1]}" | awk -v i="$2" '{ print $i }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
+
+echo
+echo "Delivered frames/s, loss and switch CPU per delivered frame (same run; C clients = libvdeplug)"
+printf '%-22s | %-28s | %-28s | %-28s | %s\n' "" "vde_switch + C clients" "filo switch + C clients" "filo switch + filo plugs" "ratios (filo/vde): f/s C, CPU/frame C, f/s plugs"
+printf '%-22s | %12s %6s %8s | %12s %6s %8s | %12s %6s %8s |\n' "case" "frames/s" "loss%" "ns/frm" "frames/s" "loss%" "ns/frm" "frames/s" "loss%" "ns/frm"
+for size in 64 1514; do
+  for pairs in 1 4; do
+    d=${R[deb,c,$size,$pairs]}; c=${R[filo,c,$size,$pairs]}; b=${R[filo,b,$size,$pairs]}
+    printf '%-22s | %12s %6s %8s | %12s %6s %8s | %12s %6s %8s | %s %s %s\n' "${size}B unicast, $pairs pair(s)" \
+      "$(f deb,c,$size,$pairs 1)" "$(f deb,c,$size,$pairs 2)" "$(f deb,c,$size,$pairs 3)" \
+      "$(f filo,c,$size,$pairs 1)" "$(f filo,c,$size,$pairs 2)" "$(f filo,c,$size,$pairs 3)" \
+      "$(f filo,b,$size,$pairs 1)" "$(f filo,b,$size,$pairs 2)" "$(f filo,b,$size,$pairs 3)" \
+      "$(ratio "$(f filo,c,$size,$pairs 1)" "$(f deb,c,$size,$pairs 1)")" \
+      "$(ratio "$(f filo,c,$size,$pairs 3)" "$(f deb,c,$size,$pairs 3)")" \
+      "$(ratio "$(f filo,b,$size,$pairs 1)" "$(f deb,c,$size,$pairs 1)")"
+  done
+done
+echo
+echo "Round trip, 64-byte frames (us):   vde_switch p50/p99 $(f deb,rtt 1)/$(f deb,rtt 2)   filo switch p50/p99 $(f filo,rtt 1)/$(f filo,rtt 2)   p50 ratio $(ratio "$(f filo,rtt 1)" "$(f deb,rtt 1)")"
+echo "TCP over taps (iperf3, Gbit/s):    vde_switch+vde_plug ${R[deb,tcp]}   filo switch+vde_plug ${R[filo,tcp]} ($(ratio "${R[filo,tcp]}" "${R[deb,tcp]}"))   filo switch+filo plug ${R[filo,tcpb]} ($(ratio "${R[filo,tcpb]}" "${R[deb,tcp]}"))"
