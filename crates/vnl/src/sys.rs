@@ -118,8 +118,10 @@ pub fn recv_many(fd: RawFd, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Res
     }
     // Only the first `count` entries are initialised and passed to the kernel: zeroing whole
     // arrays per call showed up in profiles when batches are small.
-    let mut iovs: [MaybeUninit<libc::iovec>; BATCH_MAX] = [const { MaybeUninit::uninit() }; BATCH_MAX];
-    let mut msgs: [MaybeUninit<libc::mmsghdr>; BATCH_MAX] = [const { MaybeUninit::uninit() }; BATCH_MAX];
+    let mut iovs: [MaybeUninit<libc::iovec>; BATCH_MAX] =
+        [const { MaybeUninit::uninit() }; BATCH_MAX];
+    let mut msgs: [MaybeUninit<libc::mmsghdr>; BATCH_MAX] =
+        [const { MaybeUninit::uninit() }; BATCH_MAX];
     for i in 0..count {
         iovs[i].write(libc::iovec {
             iov_base: bufs[i].as_mut_ptr().cast(),
@@ -163,8 +165,10 @@ pub fn send_many(fd: RawFd, frames: &[&[u8]]) -> io::Result<usize> {
     if count == 0 {
         return Ok(0);
     }
-    let mut iovs: [MaybeUninit<libc::iovec>; BATCH_MAX] = [const { MaybeUninit::uninit() }; BATCH_MAX];
-    let mut msgs: [MaybeUninit<libc::mmsghdr>; BATCH_MAX] = [const { MaybeUninit::uninit() }; BATCH_MAX];
+    let mut iovs: [MaybeUninit<libc::iovec>; BATCH_MAX] =
+        [const { MaybeUninit::uninit() }; BATCH_MAX];
+    let mut msgs: [MaybeUninit<libc::mmsghdr>; BATCH_MAX] =
+        [const { MaybeUninit::uninit() }; BATCH_MAX];
     for i in 0..count {
         iovs[i].write(libc::iovec {
             iov_base: frames[i].as_ptr() as *mut libc::c_void,

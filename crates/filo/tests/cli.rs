@@ -1,0 +1,39 @@
+//! The main job and the help texts.
+
+use std::process::Command;
+
+const FILO: &str = env!("CARGO_BIN_EXE_filo");
+
+#[test]
+fn the_demo_runs_a_switch_with_nodes_that_talk() {
+    let out = Command::new(FILO)
+        .args(["demo", "-n", "2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("alice <- 02:00:00:00:00:b0 (unicast): \"bob here\""),
+        "{text}"
+    );
+    assert!(text.contains("alice overheard 0 frame(s)"), "{text}");
+}
+
+#[test]
+fn every_subcommand_has_help_with_examples() {
+    for sub in ["plug", "switch", "console"] {
+        let out = Command::new(FILO).args([sub, "--help"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success());
+        assert!(text.contains("EXAMPLES:"), "{sub}: {text}");
+    }
+    let out = Command::new(FILO).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for sub in ["plug", "switch", "console", "demo"] {
+        assert!(text.contains(sub), "{text}");
+    }
+}
