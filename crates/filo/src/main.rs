@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod capture;
 mod console;
 mod demo;
 mod plug;
@@ -28,6 +29,8 @@ enum Command {
     Plug(plug::PlugArgs),
     /// Run a virtual Ethernet switch (VDE-compatible: vde_plug, QEMU, libvdeplug).
     Switch(switch::SwitchArgs),
+    /// Record what a plug receives to a pcap/pcapng file or pipe (Wireshark, tshark).
+    Capture(capture::CaptureArgs),
     /// Talk to a switch's management console (filo switch -M, vde_switch -M).
     Console(console::ConsoleArgs),
     /// Show a small virtual network at work, with nothing to set up.
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Switch(args) => switch::run(args),
         Command::Console(args) => console::run(args),
+        Command::Capture(args) => capture::run(args),
     };
     match result {
         Ok(code) => code,

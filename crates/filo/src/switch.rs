@@ -93,6 +93,22 @@ pub struct SwitchArgs {
     /// Never drop for a full queue: stop reading until receivers catch up.
     #[arg(long)]
     lossless: bool,
+    /// Write a port's traffic (both directions) to a pcapng file (repeatable).
+    #[arg(long = "capture", value_name = "PORT=FILE", value_parser = parse_capture)]
+    captures: Vec<(u16, PathBuf)>,
+}
+
+fn parse_capture(text: &str) -> Result<(u16, PathBuf), String> {
+    let (port, file) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected PORT=FILE, e.g. 3=port3.pcapng"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("{port:?} is not a port number"))?;
+    if file.is_empty() {
+        return Err(format!("{text:?}: the file name is missing"));
+    }
+    Ok((port, PathBuf::from(file)))
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -153,6 +169,7 @@ pub fn run(args: SwitchArgs) -> Result<ExitCode> {
     cfg.taps = args.taps;
     cfg.queue_len = args.queue as usize;
     cfg.lossless = args.lossless;
+    cfg.captures = args.captures;
     cfg.stdin_console = !args.daemon && !args.nostdin && std::io::stdin().is_terminal();
     if args.daemon && args.pidfile.as_ref().is_some_and(|p| p.exists()) {
         bail!(

@@ -15,6 +15,7 @@
 
 pub mod cable;
 pub mod open;
+pub mod pcap;
 pub mod plug;
 pub mod sys;
 #[cfg(feature = "tokio")]

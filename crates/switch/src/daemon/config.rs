@@ -42,6 +42,8 @@ pub struct SwitchConfig {
     /// Frames queued per endpoint before drops (or back-pressure).
     pub queue_len: usize,
     pub lossless: bool,
+    /// Ports whose traffic is written to pcapng files from the start.
+    pub captures: Vec<(u16, PathBuf)>,
 }
 
 impl SwitchConfig {
@@ -65,6 +67,7 @@ impl SwitchConfig {
             stdin_console: false,
             queue_len: 256,
             lossless: false,
+            captures: Vec::new(),
         }
     }
 

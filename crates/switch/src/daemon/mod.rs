@@ -109,6 +109,9 @@ pub struct Switch {
     dirty: Vec<usize>,
     events: Vec<EpollEvent>,
     shutting_down: bool,
+    /// Per-port capture files (`port/capture`, `--capture`); `capturing` says if any is open.
+    captures: Vec<Option<filo_vnl::pcap::Writer<std::fs::File>>>,
+    capturing: bool,
 }
 
 fn log_drop_reason(v: Verdict) -> Option<crate::core::DropReason> {
@@ -183,6 +186,8 @@ impl Switch {
             dirty: Vec::new(),
             events: Vec::with_capacity(256),
             shutting_down: false,
+            captures: Vec::new(),
+            capturing: false,
             cfg,
         };
         if sw.cfg.stdin_console {
@@ -191,6 +196,10 @@ impl Switch {
                 .add(0, T_STDIN, true, false)
                 .map_err(SwitchError::io("epoll on stdin"))?;
             sw.stdin = Some(conn);
+        }
+        for (port, path) in sw.cfg.captures.clone() {
+            sw.start_capture(port, Some(path))
+                .map_err(SwitchError::Config)?;
         }
         for tap in sw.cfg.taps.clone() {
             sw.attach_tap(&tap)?;
@@ -359,6 +368,11 @@ impl Switch {
                 }
                 counters.in_frames += 1;
                 counters.in_bytes += len as u64;
+                if self.capturing {
+                    let frame = std::mem::take(&mut self.bufs[i]);
+                    self.capture(port, &frame[..len]);
+                    self.bufs[i] = frame;
+                }
                 let verdict =
                     self.state
                         .core
@@ -390,8 +404,58 @@ impl Switch {
         }
     }
 
+    /// Writes a frame seen on `port` to that port's capture file, if any.
+    fn capture(&mut self, port: PortId, frame: &[u8]) {
+        let failed = match self
+            .captures
+            .get_mut(port as usize)
+            .and_then(|c| c.as_mut())
+        {
+            Some(w) => w.write_frame(frame).err(),
+            None => return,
+        };
+        if let Some(e) = failed {
+            tracing::warn!("port {port}: capture stopped: {e}");
+            self.captures[port as usize] = None;
+            self.capturing = self.captures.iter().any(|c| c.is_some());
+        }
+    }
+
+    /// Starts (path) or stops (None) capturing a port's traffic, both directions, to pcapng.
+    fn start_capture(&mut self, port: PortId, path: Option<PathBuf>) -> Result<(), String> {
+        if port >= self.state.numports {
+            return Err(format!(
+                "capture: port {port} does not exist (ports 0 to {})",
+                self.state.numports - 1
+            ));
+        }
+        if self.captures.len() <= port as usize {
+            self.captures.resize_with(port as usize + 1, || None);
+        }
+        self.captures[port as usize] = match path {
+            None => None,
+            Some(p) => {
+                let file = std::fs::File::create(&p)
+                    .map_err(|e| format!("capture: cannot create {}: {e}", p.display()))?;
+                let w = filo_vnl::pcap::Writer::new(
+                    file,
+                    filo_vnl::pcap::Format::PcapNg,
+                    &format!("port{port}"),
+                )
+                .map_err(|e| format!("capture: {}: {e}", p.display()))?;
+                tracing::info!("port {port}: capturing to {}", p.display());
+                Some(w)
+            }
+        };
+        self.capturing = self.captures.iter().any(|c| c.is_some());
+        Ok(())
+    }
+
     /// Queues `frame` on every endpoint of `port` except `ingress_slot`.
     fn deliver_to_port(&mut self, port: PortId, ingress_slot: usize, frame: &[u8]) {
+        if self.capturing {
+            self.capture(port, frame);
+        }
         let Some(slots) = self.port_eps.get(port as usize) else {
             return;
         };
@@ -638,7 +702,9 @@ impl Switch {
                 }
                 Effect::Shutdown => self.shutting_down = true,
                 Effect::Capture { port, path } => {
-                    tracing::warn!("port/capture {port} {path:?}: capture is not implemented yet");
+                    if let Err(e) = self.start_capture(port, path) {
+                        tracing::warn!("{e}");
+                    }
                 }
             }
         }
