@@ -256,3 +256,42 @@ fn sigterm_stops_a_cable_and_removes_its_sockets_and_pidfile() {
         "pidfile or socket left behind"
     );
 }
+
+#[test]
+fn daemon_mode_returns_at_once_and_leaves_a_pidfile() {
+    let tmp = TempDir::new("filo-daemon");
+    let pidfile = tmp.join("plug.pid");
+    let link = tmp.join("link");
+    let status = Command::new(FILO)
+        .args([
+            "plug",
+            "-d",
+            "-p",
+            pidfile.to_str().unwrap(),
+            &format!("ptp://{}", link.display()),
+            "null://",
+        ])
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(wait_until(Duration::from_secs(5), || pidfile.exists()));
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "daemon is running"
+    );
+    // SAFETY: signalling the daemon we just started (its pid is in our pid file).
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || !pidfile.exists()),
+        "pid file removed on exit"
+    );
+    assert!(!link.exists());
+}

@@ -239,3 +239,27 @@ fn vlans_isolate_and_trunk_across_two_filo_switches() {
     assert_eq!(&buf[12..16], &[0x81, 0x00, 0x00, 0x0a]);
     assert_eq!(n, f.len() + 4);
 }
+
+#[test]
+fn debug_events_announce_endpoints_on_the_console() {
+    let tmp = TempDir::new("filo-dbg");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let mut s = std::os::unix::net::UnixStream::connect(&sw.mgmt).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut seen = Vec::new();
+    let mut read_until = |s: &mut std::os::unix::net::UnixStream, needle: &str| {
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            let n = std::io::Read::read(s, &mut chunk).expect("console output");
+            assert!(n > 0, "console closed");
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    };
+    read_until(&mut s, "vde$ ");
+    s.write_all(b"debug/add port/ep\n").unwrap();
+    read_until(&mut s, "1000 Success");
+    let plug = filo_vnl::open(&sw.vnl()).unwrap();
+    read_until(&mut s, "3031 port/ep/+ Port 01");
+    drop(plug);
+    read_until(&mut s, "3032 port/ep/- Port 01");
+}
