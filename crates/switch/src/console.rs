@@ -27,7 +27,6 @@
 //! * filo additions: `port/setmirror`, `port/drops`, `port/capture`, a ` DROP:` line in
 //!   `port/print`, extra lines in `showinfo`, `port/showinfo` and `fstp/showinfo`.
 
-use std::ffi::{CStr, CString};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -865,80 +864,7 @@ fn secs(text: &str) -> Result<Duration, i32> {
 // ---- users and groups ----------------------------------------------------------------------
 
 /// Size of the scratch buffer for the reentrant passwd/group lookups.
-fn nss_buffer() -> Vec<libc::c_char> {
-    vec![0; 16 * 1024]
-}
-
-fn user_id(name: &str) -> Option<u32> {
-    let cname = CString::new(name).ok()?;
-    let mut buf = nss_buffer();
-    // SAFETY: an all-zero passwd (null pointers, zero ids) is a valid value of the struct.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: `cname` is NUL-terminated, `pwd`, `buf` (with its true length) and `result`
-    // are valid for writes for the duration of the call, and we read only `pw_uid` of `pwd`
-    // and only when `result` says the entry was found.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            cname.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    (rc == 0 && !result.is_null()).then_some(pwd.pw_uid)
-}
-
-fn user_name(uid: u32) -> Option<String> {
-    let mut buf = nss_buffer();
-    // SAFETY: an all-zero passwd is a valid value of the struct.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: `pwd`, `buf` (with its true length) and `result` are valid for writes during
-    // the call; on success `pw_name` points into `buf`, which outlives the CStr we copy.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-        return None;
-    }
-    // SAFETY: see above; `pw_name` is a NUL-terminated string inside `buf`.
-    let name = unsafe { CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned())
-}
-
-fn group_id(name: &str) -> Option<u32> {
-    let cname = CString::new(name).ok()?;
-    let mut buf = nss_buffer();
-    // SAFETY: an all-zero group (null pointers, zero id) is a valid value of the struct.
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: as in `user_id`; only `gr_gid` is read, and only when found.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            cname.as_ptr(),
-            &mut grp,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    (rc == 0 && !result.is_null()).then_some(grp.gr_gid)
-}
-
-fn group_name(gid: u32) -> Option<String> {
-    let mut buf = nss_buffer();
-    // SAFETY: an all-zero group is a valid value of the struct.
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: as in `user_name`; `gr_name` points into `buf`.
-    let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() || grp.gr_name.is_null() {
-        return None;
-    }
-    // SAFETY: `gr_name` is a NUL-terminated string inside `buf`, alive here.
-    let name = unsafe { CStr::from_ptr(grp.gr_name) };
-    Some(name.to_string_lossy().into_owned())
-}
+use filo_vnl::sys::{group_id, group_name, user_id, user_name};
 
 fn show_access(access: Access, name: fn(u32) -> Option<String>) -> String {
     match access {
