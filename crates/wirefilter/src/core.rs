@@ -227,6 +227,12 @@ fn millis(ms: f64) -> Duration {
     }
 }
 
+/// `t + d`, saturating instead of panicking (unreachable with waits clamped to [`MAX_WAIT`]
+/// unless a direction is kept busy for billions of years).
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d).unwrap_or(t)
+}
+
 /// Time to move `len` bytes at `rate` bytes/s.
 fn serialisation(len: usize, rate: f64) -> Duration {
     millis(len as f64 * 1000.0 / rate)
@@ -367,7 +373,7 @@ impl Wirefilter {
         let speed = p.speed.sample(rng);
         if speed > 0.0 {
             let start = ready.max(ds.speed_busy);
-            ready = start + serialisation(len, speed);
+            ready = later(start, serialisation(len, speed));
             ds.speed_busy = ready;
         }
 
@@ -387,11 +393,11 @@ impl Wirefilter {
             let band = p.bandwidth.sample(rng);
             if band > 0.0 {
                 let start = at.max(ds.band_busy);
-                at = start + serialisation(len, band);
+                at = later(start, serialisation(len, band));
                 ds.band_busy = at;
             }
             // 7. Delay (+ jitter).
-            at += millis(p.delay.sample(rng));
+            at = later(at, millis(p.delay.sample(rng)));
             if fifo {
                 at = at.max(ds.last_delivery);
             }

@@ -36,7 +36,7 @@ pub enum MarkovError {
     BadWeight,
     #[error("an edge must join two different nodes")]
     SelfEdge,
-    #[error("markov-time must be positive")]
+    #[error("markov-time must be positive and at most 30 days")]
     BadPeriod,
 }
 
@@ -139,9 +139,10 @@ impl Markov {
         self.period
     }
 
-    /// Sets `markov-time`; the next transition is one period after `now`.
+    /// Sets `markov-time` (at most [`crate::MAX_WAIT`]); the next transition is one period
+    /// after `now`.
     pub fn set_period(&mut self, period: Duration, now: Instant) -> Result<(), MarkovError> {
-        if period.is_zero() {
+        if period.is_zero() || period > crate::core::MAX_WAIT {
             return Err(MarkovError::BadPeriod);
         }
         self.period = period;

@@ -101,12 +101,21 @@ fn perfect_cable_delivers_everything_at_once_to_the_other_side() {
     wf.handle_frame(t0, Side::Left, b"hello");
     wf.handle_frame(t0, Side::Right, b"world");
     assert_eq!(wf.poll_timeout(), Some(t0));
-    assert_eq!(wf.poll_transmit_vec(t0), Some((Side::Right, b"hello".to_vec())));
-    assert_eq!(wf.poll_transmit_vec(t0), Some((Side::Left, b"world".to_vec())));
+    assert_eq!(
+        wf.poll_transmit_vec(t0),
+        Some((Side::Right, b"hello".to_vec()))
+    );
+    assert_eq!(
+        wf.poll_transmit_vec(t0),
+        Some((Side::Left, b"world".to_vec()))
+    );
     assert_eq!(wf.poll_transmit_vec(t0), None);
     assert_eq!(wf.poll_timeout(), None);
     let s = wf.stats(Side::Left);
-    assert_eq!((s.frames_in, s.delivered, s.bytes_out, s.queued), (1, 1, 5, 0));
+    assert_eq!(
+        (s.frames_in, s.delivered, s.bytes_out, s.queued),
+        (1, 1, 5, 0)
+    );
 }
 
 #[test]
@@ -176,7 +185,9 @@ fn fixed_delay_is_exact() {
         assert_eq!(d.at - sent, Duration::from_millis(20));
     }
     // In order.
-    assert!(out.windows(2).all(|w| seq_of(&w[0].bytes) < seq_of(&w[1].bytes)));
+    assert!(out
+        .windows(2)
+        .all(|w| seq_of(&w[0].bytes) < seq_of(&w[1].bytes)));
 }
 
 #[test]
@@ -257,10 +268,7 @@ fn bandwidth_plus_delay() {
     );
     let out = simulate(&mut wf, traffic(t0, 3, Duration::ZERO, 1250), |_| {});
     let at: Vec<_> = out.iter().map(|d| d.at - t0).collect();
-    assert_eq!(
-        at,
-        [15, 25, 35].map(Duration::from_millis).to_vec()
-    );
+    assert_eq!(at, [15, 25, 35].map(Duration::from_millis).to_vec());
 }
 
 #[test]
@@ -270,7 +278,10 @@ fn speed_throttles_input() {
     for i in 0..3 {
         wf.handle_frame(t0, Side::Left, &frame(i, 1250));
     }
-    assert_eq!(wf.input_ready_at(Side::Left), t0 + Duration::from_millis(30));
+    assert_eq!(
+        wf.input_ready_at(Side::Left),
+        t0 + Duration::from_millis(30)
+    );
     assert_eq!(wf.input_ready_at(Side::Right), t0);
     let out = simulate(&mut wf, Vec::new(), |_| {});
     let at: Vec<_> = out.iter().map(|d| d.at - t0).collect();
@@ -292,8 +303,13 @@ fn capacity_drops_excess_and_counts_it() {
         wf.handle_frame(t0, Side::Left, &frame(i, 1250));
     }
     let s = wf.stats(Side::Left);
-    assert_eq!((s.queued, s.queued_bytes, s.dropped_capacity), (10, 12_500, 90));
-    assert!(wf.showinfo().contains("Current Delay Queue size:   L->R 12500   R->L 0"));
+    assert_eq!(
+        (s.queued, s.queued_bytes, s.dropped_capacity),
+        (10, 12_500, 90)
+    );
+    assert!(wf
+        .showinfo()
+        .contains("Current Delay Queue size:   L->R 12500   R->L 0"));
     // One frame leaves after 10 ms: room for exactly one more.
     let t1 = t0 + Duration::from_millis(10);
     assert!(wf.poll_transmit(t1, |_, _| {}));
@@ -402,7 +418,11 @@ fn mixed_run(seed: u64) -> Vec<(Duration, Side, Vec<u8>)> {
     wf.set_fifo(false);
     let arrivals = (0..20_000u32).map(|i| {
         let side = if i % 3 == 0 { Side::Right } else { Side::Left };
-        (t0 + Duration::from_micros(u64::from(i) * 300), side, frame(i, 64 + (i as usize % 1400)))
+        (
+            t0 + Duration::from_micros(u64::from(i) * 300),
+            side,
+            frame(i, 64 + (i as usize % 1400)),
+        )
     });
     simulate(&mut wf, arrivals, |_| {})
         .into_iter()
@@ -425,7 +445,10 @@ fn directions_are_independent() {
     wf.set(Direction::RightToLeft, Param::Delay, Value::fixed(5.0));
     let out = simulate(
         &mut wf,
-        vec![(t0, Side::Left, frame(0, 64)), (t0, Side::Right, frame(1, 64))],
+        vec![
+            (t0, Side::Left, frame(0, 64)),
+            (t0, Side::Right, frame(1, 64)),
+        ],
         |_| {},
     );
     let got: HashMap<u32, (Duration, Side)> = out
@@ -448,4 +471,57 @@ fn changes_take_effect_at_once_and_queue_is_counted() {
     let first = wf.poll_transmit_vec(t0).map(|(_, b)| seq_of(&b));
     assert_eq!(first, Some(1));
     assert_eq!(wf.poll_timeout(), Some(t0 + Duration::from_millis(100)));
+}
+
+mod robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_value() -> impl Strategy<Value = Value> {
+        (
+            prop_oneof![Just(0.0), 0.0..200.0f64, 0.0..1e12f64, Just(1e300)],
+            prop_oneof![Just(0.0), 0.0..100.0f64, Just(1e300)],
+            any::<bool>(),
+        )
+            .prop_map(|(b, d, n)| {
+                if n {
+                    Value::normal(b, d)
+                } else {
+                    Value::uniform(b, d)
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_settings_and_frames_never_panic(
+            settings in proptest::collection::vec((0usize..9, any_value()), 0..12),
+            fifo in any::<bool>(),
+            frames in proptest::collection::vec((0u64..5_000, any::<bool>(), 0usize..3000), 0..200),
+        ) {
+            let t0 = Instant::now();
+            let mut wf = Wirefilter::new(5, t0);
+            for (p, v) in settings {
+                wf.set(Direction::Both, Param::ALL[p], v);
+            }
+            wf.set_fifo(fifo);
+            let mut frames = frames;
+            frames.sort_by_key(|f| f.0);
+            let mut n_in = 0u64;
+            for (us, left, len) in frames {
+                let now = t0 + Duration::from_micros(us);
+                let side = if left { Side::Left } else { Side::Right };
+                wf.handle_frame(now, side, &vec![0x55; len]);
+                n_in += 1;
+                while wf.poll_transmit(now, |_, b| assert!(b.len() < 3000)) {}
+            }
+            let count = |s: filo_wirefilter::DirStats| {
+                s.delivered + s.dropped_loss + s.dropped_mtu + s.dropped_capacity + s.queued
+                    - s.duplicated
+            };
+            prop_assert_eq!(count(wf.stats(Side::Left)) + count(wf.stats(Side::Right)), n_in);
+            let _ = wf.showinfo();
+        }
+    }
 }

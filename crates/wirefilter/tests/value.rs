@@ -27,7 +27,12 @@ fn good_values() {
         ("2M", Both, Value::fixed(2.0 * 1_048_576.0), None),
         ("1G", Both, Value::fixed(1_073_741_824.0), None),
         ("1+1K", Both, Value::uniform(1024.0, 1024.0), None),
-        ("RL100+10KN[2]", RL, Value::normal(102_400.0, 10_240.0), Some(2)),
+        (
+            "RL100+10KN[2]",
+            RL,
+            Value::normal(102_400.0, 10_240.0),
+            Some(2),
+        ),
         ("1.5MU", Both, Value::fixed(1.5 * 1_048_576.0), None),
     ];
     for (text, dir, value, node) in table {
@@ -42,9 +47,33 @@ fn good_values() {
 #[test]
 fn bad_values() {
     for text in [
-        "", " ", "LR", "RL", "abc", "-5", "+5", "10+", "10+x", "10X", "10KK", "10UN", "10 20",
-        "10[", "10[x]", "10[-1]", "10[]", "10[1]x", "1e5", "LRRL5", "10+-1", "..5", "5.5.5",
-        "1.", "inf", "nan", "10[99999999999999999999999]",
+        "",
+        " ",
+        "LR",
+        "RL",
+        "abc",
+        "-5",
+        "+5",
+        "10+",
+        "10+x",
+        "10X",
+        "10KK",
+        "10UN",
+        "10 20",
+        "10[",
+        "10[x]",
+        "10[-1]",
+        "10[]",
+        "10[1]x",
+        "1e5",
+        "LRRL5",
+        "10+-1",
+        "..5",
+        "5.5.5",
+        "1.",
+        "inf",
+        "nan",
+        "10[99999999999999999999999]",
     ] {
         // "1." is accepted by strtod; filo too (digits then '.').
         if text == "1." {
