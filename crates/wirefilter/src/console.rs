@@ -1,0 +1,371 @@
+//! The management console of the wirefilter, sans-IO: a command line in, reply text and
+//! [`Effect`]s out. The daemon writes [`greeting`] on connect, hands every line to [`execute`]
+//! and writes back [`Reply::text`].
+//!
+//! Framing (as vde's wirefilter, `reference/vde.md` §4.4, so `unixterm`/`vdeterm` work):
+//! * printing commands (`help`, `showinfo`, `showedges`, `showcurrent`) answer
+//!   `"0000 DATA END WITH '.'\n"`, body lines, `".\n"` — the header is written even when the
+//!   command then fails;
+//! * then `"1000 Success\n"` or `"1%03d <strerror>\n"` (`1022 Invalid argument`,
+//!   `1038 Function not implemented` for unknown commands);
+//! * then the prompt `"\nVDEwf$ "`. Empty lines and `#` comments get only the prompt.
+//! * `logout` and `shutdown` answer `"9999 END OF SESSION"` alone (vde's deb build first
+//!   prints a stray `1-01 Unknown error -1` on logout; filo does not).
+//!
+//! Parameter commands (`delay`, `loss`, `lostburst`, `dup`, `bandwidth`/`band`, `speed`,
+//! `chanbufsize`/`capacity`, `noise`, `mtu`) take one or more whitespace-separated values in
+//! the [`VALUE_FORM`](crate::VALUE_FORM) syntax; all are checked before any is applied, and
+//! they take effect at once. Without `[NODE]` they set Markov node 0.
+//!
+//! `load PATH` is left to the daemon: the reply has an empty text and an [`Effect::Load`]; the
+//! daemon reads the file, runs it with [`execute_script`] and writes [`status`] of the result.
+//!
+//! Differences from vde: numbers are parsed strictly (`1022` rather than `atoi`'s silent 0);
+//! `markov-debug` answers `1038` (asynchronous debug lines are not implemented); the Markov
+//! model limits of [`crate::markov`] apply.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::core::{Param, Wirefilter};
+use crate::value::parse_value;
+
+/// Written on connect, before the first prompt.
+pub const BANNER: &str = "\nVDE wirefilter V.2.3.2\n(C) R.Davoli 2005,2006 - GPLv2\n";
+/// Written after every reply.
+pub const PROMPT: &str = "\nVDEwf$ ";
+/// Written instead of the prompt when the session ends.
+pub const END_OF_SESSION: &str = "9999 END OF SESSION";
+const DATA_HEADER: &str = "0000 DATA END WITH '.'";
+
+const EINVAL: i32 = 22;
+const ENOSYS: i32 = 38;
+
+/// What the daemon must do after a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// End this console session.
+    Logout,
+    /// Stop the wirefilter.
+    Shutdown,
+    /// Run the script at this path (see [`execute_script`]), then write its [`status`].
+    Load(PathBuf),
+}
+
+/// The answer to one command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Exactly the bytes to write back.
+    pub text: String,
+    pub effects: Vec<Effect>,
+}
+
+/// What a session sees on connect: the banner and the first prompt.
+pub fn greeting() -> String {
+    format!("{BANNER}{PROMPT}")
+}
+
+fn strerror(errno: i32) -> String {
+    match errno {
+        2 => "No such file or directory".to_string(),
+        22 => "Invalid argument".to_string(),
+        38 => "Function not implemented".to_string(),
+        _ => format!("Unknown error {errno}"),
+    }
+}
+
+/// The status line and prompt for a finished command (used by the daemon after `load`).
+pub fn status(result: Result<(), i32>) -> String {
+    match result {
+        Ok(()) => format!("1000 Success\n{PROMPT}"),
+        Err(errno) => format!("1{errno:03} {}\n{PROMPT}", strerror(errno)),
+    }
+}
+
+/// Replaces control characters so a user-chosen name cannot break the framing.
+pub(crate) fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+type CmdResult = Result<(), i32>;
+
+enum Outcome {
+    Nothing,
+    Plain(CmdResult),
+    Prints(Vec<String>, CmdResult),
+    End(Effect),
+    Load(PathBuf),
+}
+
+/// `(name, syntax, help)` in `help` order.
+const HELP: &[(&str, &str, &str)] = &[
+    ("help", "[arg]", "Help (limited to arg when specified)"),
+    (
+        "showinfo",
+        "[n]",
+        "show status and parameter values (of Markov node n)",
+    ),
+    ("load", "path", "load a configuration script"),
+    ("delay", "[LR|RL]n[+d][N][[node]]", "set delay ms"),
+    ("loss", "[LR|RL]n[+d][N][[node]]", "set loss %"),
+    (
+        "lostburst",
+        "[LR|RL]n[+d][N][[node]]",
+        "mean length of lost bursts",
+    ),
+    ("dup", "[LR|RL]n[+d][N][[node]]", "set dup %"),
+    (
+        "bandwidth",
+        "[LR|RL]n[+d][K|M|G][N][[node]]",
+        "set channel bandwidth bytes/sec",
+    ),
+    (
+        "speed",
+        "[LR|RL]n[+d][K|M|G][N][[node]]",
+        "set interface speed bytes/sec",
+    ),
+    (
+        "noise",
+        "[LR|RL]n[+d][K|M|G][N][[node]]",
+        "set noise/corrupted bits per MiB",
+    ),
+    ("mtu", "[LR|RL]n[K|M|G][[node]]", "set channel MTU (bytes)"),
+    (
+        "chanbufsize",
+        "[LR|RL]n[K|M|G][[node]]",
+        "set channel buffer size (bytes)",
+    ),
+    ("fifo", "0/1", "set channel fifoness"),
+    ("shutdown", "", "shut the channel down"),
+    ("logout", "", "log out from this mgmt session"),
+    ("markov-numnodes", "n", "markov mode: set number of states"),
+    ("markov-setnode", "n", "markov mode: set current state"),
+    ("markov-name", "n,name", "markov mode: set state's name"),
+    ("markov-time", "ms", "markov mode: transition period"),
+    ("setedge", "n1,n2,w", "markov mode: set edge weight (%)"),
+    ("showcurrent", "", "markov mode: show current state"),
+    ("showedges", "[n]", "markov mode: show edge weights"),
+];
+
+fn param_of(cmd: &str) -> Option<Param> {
+    Some(match cmd {
+        "delay" => Param::Delay,
+        "loss" => Param::Loss,
+        "lostburst" => Param::LostBurst,
+        "dup" => Param::Dup,
+        "bandwidth" | "band" => Param::Bandwidth,
+        "speed" => Param::Speed,
+        "chanbufsize" | "capacity" => Param::Capacity,
+        "noise" => Param::Noise,
+        "mtu" => Param::Mtu,
+        _ => return None,
+    })
+}
+
+fn parse_num<T: std::str::FromStr>(s: &str) -> Result<T, i32> {
+    let s = s.trim();
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(EINVAL);
+    }
+    s.parse().map_err(|_| EINVAL)
+}
+
+fn parse_weight(s: &str) -> Result<f64, i32> {
+    let s = s.trim();
+    let ok = !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && s.bytes().filter(|&b| b == b'.').count() <= 1
+        && s != ".";
+    if !ok {
+        return Err(EINVAL);
+    }
+    s.parse().map_err(|_| EINVAL)
+}
+
+fn optional_node(wf: &Wirefilter, args: &str) -> Result<usize, i32> {
+    if args.is_empty() {
+        Ok(wf.markov().current())
+    } else {
+        let n = parse_num(args)?;
+        if n < wf.markov().num_nodes() {
+            Ok(n)
+        } else {
+            Err(EINVAL)
+        }
+    }
+}
+
+fn set_params(wf: &mut Wirefilter, param: Param, args: &str) -> CmdResult {
+    if args.is_empty() {
+        return Err(EINVAL);
+    }
+    let mut parsed = Vec::new();
+    for word in args.split_whitespace() {
+        let (dir, value, node) = parse_value(word).map_err(|_| EINVAL)?;
+        let node = node.unwrap_or(0);
+        if node >= wf.markov().num_nodes() {
+            return Err(EINVAL);
+        }
+        parsed.push((node, dir, value));
+    }
+    for (node, dir, value) in parsed {
+        wf.set_node(node, dir, param, value).map_err(|_| EINVAL)?;
+    }
+    Ok(())
+}
+
+fn help_lines(filter: &str) -> Vec<String> {
+    let mut lines = vec![
+        format!("{:<18} {:<15} {}", "COMMAND", "SYNTAX", "HELP"),
+        format!(
+            "{:<18} {:<15} {}",
+            "------------", "--------------", "------------"
+        ),
+    ];
+    for (name, syntax, help) in HELP {
+        if filter.is_empty() || name.starts_with(filter) {
+            lines.push(format!("{name:<18} {syntax:<15} {help}"));
+        }
+    }
+    lines
+}
+
+fn node_label(wf: &Wirefilter, n: usize) -> String {
+    let name = wf.markov().node(n).map(|x| x.name.as_str()).unwrap_or("");
+    format!("{n} \"{}\"", sanitize(name))
+}
+
+fn run(wf: &mut Wirefilter, now: Instant, line: &str) -> Outcome {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Outcome::Nothing;
+    }
+    let (cmd, args) = match line.find([' ', '\t']) {
+        Some(i) => (&line[..i], line[i..].trim()),
+        None => (line, ""),
+    };
+    if let Some(param) = param_of(cmd) {
+        return Outcome::Plain(set_params(wf, param, args));
+    }
+    match cmd {
+        "help" => Outcome::Prints(help_lines(args), Ok(())),
+        "showinfo" => match optional_node(wf, args) {
+            Ok(n) => {
+                let text = wf.showinfo_node(n).unwrap_or_default();
+                Outcome::Prints(text.lines().map(str::to_string).collect(), Ok(()))
+            }
+            Err(e) => Outcome::Prints(Vec::new(), Err(e)),
+        },
+        "fifo" => Outcome::Plain(match args {
+            "0" => {
+                wf.set_fifo(false);
+                Ok(())
+            }
+            "1" => {
+                wf.set_fifo(true);
+                Ok(())
+            }
+            _ => Err(EINVAL),
+        }),
+        "markov-numnodes" => Outcome::Plain(
+            parse_num(args).and_then(|n| wf.markov_mut().set_num_nodes(n).map_err(|_| EINVAL)),
+        ),
+        "markov-setnode" => Outcome::Plain(
+            parse_num(args).and_then(|n| wf.markov_mut().set_current(n).map_err(|_| EINVAL)),
+        ),
+        "markov-name" => Outcome::Plain(match args.split_once(',') {
+            Some((n, name)) => parse_num(n)
+                .and_then(|n| wf.markov_mut().set_name(n, name.trim()).map_err(|_| EINVAL)),
+            None => Err(EINVAL),
+        }),
+        "markov-time" => Outcome::Plain(parse_num::<u64>(args).and_then(|ms| {
+            wf.markov_mut()
+                .set_period(Duration::from_millis(ms), now)
+                .map_err(|_| EINVAL)
+        })),
+        "setedge" => {
+            let parts: Vec<&str> = args.split(',').collect();
+            Outcome::Plain(match parts.as_slice() {
+                [a, b, w] => (|| {
+                    let (a, b, w) = (parse_num(a)?, parse_num(b)?, parse_weight(w)?);
+                    wf.markov_mut().set_edge(a, b, w).map_err(|_| EINVAL)
+                })(),
+                _ => Err(EINVAL),
+            })
+        }
+        "showedges" => match optional_node(wf, args) {
+            Ok(from) => {
+                let mut lines = Vec::new();
+                for to in 0..wf.markov().num_nodes() {
+                    let w = wf.markov().edge(from, to).unwrap_or(0.0);
+                    if w > 0.0 {
+                        lines.push(format!(
+                            "Edge {} -> {} weight {}",
+                            node_label(wf, from),
+                            node_label(wf, to),
+                            w
+                        ));
+                    }
+                }
+                Outcome::Prints(lines, Ok(()))
+            }
+            Err(e) => Outcome::Prints(Vec::new(), Err(e)),
+        },
+        "showcurrent" => {
+            let m = wf.markov();
+            let line = format!(
+                "Current Markov Node {} (0,..,{})",
+                node_label(wf, m.current()),
+                m.num_nodes() - 1
+            );
+            Outcome::Prints(vec![line], Ok(()))
+        }
+        "logout" => Outcome::End(Effect::Logout),
+        "shutdown" => Outcome::End(Effect::Shutdown),
+        "load" if !args.is_empty() => Outcome::Load(PathBuf::from(args)),
+        "load" => Outcome::Plain(Err(EINVAL)),
+        _ => Outcome::Plain(Err(ENOSYS)),
+    }
+}
+
+/// Runs one console line at time `now`. Never panics; every change takes effect at once.
+pub fn execute(wf: &mut Wirefilter, now: Instant, line: &str) -> Reply {
+    let mut text = String::new();
+    let mut effects = Vec::new();
+    match run(wf, now, line) {
+        Outcome::Nothing => text.push_str(PROMPT),
+        Outcome::Plain(r) => text.push_str(&status(r)),
+        Outcome::Prints(lines, r) => {
+            let _ = writeln!(text, "{DATA_HEADER}");
+            for l in lines {
+                let _ = writeln!(text, "{l}");
+            }
+            text.push_str(".\n");
+            text.push_str(&status(r));
+        }
+        Outcome::End(effect) => {
+            text.push_str(END_OF_SESSION);
+            effects.push(effect);
+        }
+        Outcome::Load(path) => effects.push(Effect::Load(path)),
+    }
+    Reply { text, effects }
+}
+
+/// Runs a configuration script (an rc file or `load`): every line as a console command,
+/// stopping at the first failure, which is returned with its 1-based line number and errno.
+/// Session commands (`logout`, `shutdown`) and nested `load`s are refused (`EINVAL`).
+pub fn execute_script(wf: &mut Wirefilter, now: Instant, script: &str) -> Result<(), (usize, i32)> {
+    for (i, line) in script.lines().enumerate() {
+        let r = match run(wf, now, line) {
+            Outcome::Nothing => Ok(()),
+            Outcome::Plain(r) | Outcome::Prints(_, r) => r,
+            Outcome::End(_) | Outcome::Load(_) => Err(EINVAL),
+        };
+        r.map_err(|e| (i + 1, e))?;
+    }
+    Ok(())
+}
