@@ -11,13 +11,15 @@ mod demo;
 mod plug;
 mod switch;
 mod sys;
+mod wirefilter;
 
 /// filo: the Internet of Threads — virtual Ethernets, switches and plugs, compatible with VDE.
 #[derive(Parser, Debug)]
 #[command(name = "filo", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
-    /// More log output (repeat for more); RUST_LOG overrides.
-    #[arg(short = 'v', long, global = true, action = clap::ArgAction::Count)]
+    /// More log output (repeat for more); RUST_LOG overrides. (No short form: -v belongs to
+    /// wirefilter's -v LEFT:RIGHT.)
+    #[arg(long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     #[command(subcommand)]
     command: Command,
@@ -31,6 +33,8 @@ enum Command {
     Switch(switch::SwitchArgs),
     /// Record what a plug receives to a pcap/pcapng file or pipe (Wireshark, tshark).
     Capture(capture::CaptureArgs),
+    /// An impaired cable: loss, delay, jitter, bandwidth, MTU... (VDE wirefilter compatible).
+    Wirefilter(wirefilter::WirefilterArgs),
     /// Talk to a switch's management console (filo switch -M, vde_switch -M).
     Console(console::ConsoleArgs),
     /// Show a small virtual network at work, with nothing to set up.
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::Switch(args) => switch::run(args),
         Command::Console(args) => console::run(args),
         Command::Capture(args) => capture::run(args),
+        Command::Wirefilter(args) => wirefilter::run(args),
     };
     match result {
         Ok(code) => code,
@@ -72,5 +77,14 @@ fn main() -> ExitCode {
             eprintln!("filo: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

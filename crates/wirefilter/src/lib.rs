@@ -43,11 +43,14 @@
 //! node of the [`markov`] model, which moves every `markov-time` along weighted edges; with a
 //! single node (the default) it is plain wirefilter.
 //!
+//! [`daemon`] is the I/O shell: two plugs, a poll loop, the console on a UNIX socket.
+//!
 //! [`console`] implements vde's management console on top (sans-IO too), and [`value`] the
 //! value syntax `[LR|RL]VALUE[+DELTA][K|M|G][U|N][[NODE]]`.
 
 pub mod console;
 pub mod core;
+pub mod daemon;
 pub mod markov;
 pub mod rng;
 pub mod value;

@@ -525,3 +525,23 @@ mod robustness {
         }
     }
 }
+
+#[test]
+fn the_fast_path_passes_only_when_nothing_could_change_the_frame() {
+    use filo_wirefilter::{Direction, Param, Side, Value, Wirefilter};
+    let t0 = std::time::Instant::now();
+    let mut wf = Wirefilter::new(1, t0);
+    assert!(wf.handle_frame_fast(t0, Side::Left, &[0u8; 100]));
+    assert_eq!(wf.stats(Side::Left).delivered, 1);
+    // A delay on L->R only: L->R frames queue, R->L still pass.
+    wf.set(Direction::LeftToRight, Param::Delay, Value::fixed(10.0));
+    assert!(!wf.handle_frame_fast(t0, Side::Left, &[1u8; 100]));
+    assert!(wf.handle_frame_fast(t0, Side::Right, &[2u8; 100]));
+    // With the delay removed, a queued frame keeps later ones queued too (order is kept).
+    wf.set(Direction::LeftToRight, Param::Delay, Value::default());
+    assert!(!wf.handle_frame_fast(t0, Side::Left, &[3u8; 100]));
+    // An MTU drops through the slow path and counts.
+    wf.set(Direction::RightToLeft, Param::Mtu, Value::fixed(50.0));
+    assert!(!wf.handle_frame_fast(t0, Side::Right, &[4u8; 100]));
+    assert_eq!(wf.stats(Side::Right).dropped_mtu, 1);
+}

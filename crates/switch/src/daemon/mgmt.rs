@@ -1,132 +1,15 @@
 //! Management console connections (the `-M` socket and stdin): line in, reply out, with a
 //! bounded output buffer so a client that never reads cannot stall the switch.
 
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::os::fd::AsRawFd;
+use std::time::Instant;
 
 use filo_vnl::sys;
 
 use super::{Switch, T_MGMT};
 use crate::console::{self, Session};
 
-/// A console client whose unread output exceeds this is disconnected.
-const MAX_OUTPUT: usize = 1 << 20;
-/// Longest command line accepted.
-const MAX_LINE: usize = 4096;
-
-pub(crate) struct Conn {
-    stream: Option<UnixStream>,
-    pub(crate) session: Session,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    /// Set when the client exceeded a limit: close after this turn.
-    pub(crate) broken: bool,
-}
-
-impl Conn {
-    fn socket(stream: UnixStream) -> Conn {
-        Conn {
-            stream: Some(stream),
-            session: Session::new(),
-            input: Vec::new(),
-            output: Vec::new(),
-            broken: false,
-        }
-    }
-
-    pub(crate) fn stdin() -> Conn {
-        let _ = sys::set_nonblocking(0);
-        Conn {
-            stream: None,
-            session: Session::new(),
-            input: Vec::new(),
-            output: Vec::new(),
-            broken: false,
-        }
-    }
-
-    pub(crate) fn fd(&self) -> RawFd {
-        self.stream.as_ref().map_or(0, |s| s.as_raw_fd())
-    }
-
-    fn out_fd(&self) -> RawFd {
-        self.stream.as_ref().map_or(1, |s| s.as_raw_fd())
-    }
-
-    pub(crate) fn queue_output(&mut self, bytes: &[u8]) {
-        if self.output.len() + bytes.len() > MAX_OUTPUT {
-            self.broken = true;
-            return;
-        }
-        self.output.extend_from_slice(bytes);
-        self.try_flush();
-    }
-
-    fn try_flush(&mut self) {
-        while !self.output.is_empty() {
-            match sys::write_fd(self.out_fd(), &self.output) {
-                Ok(n) => {
-                    self.output.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    self.broken = true;
-                    self.output.clear();
-                    return;
-                }
-            }
-        }
-    }
-
-    pub(crate) fn flush_blocking_briefly(&mut self) {
-        let deadline = Instant::now() + Duration::from_millis(200);
-        while !self.output.is_empty() && !self.broken && Instant::now() < deadline {
-            self.try_flush();
-            if !self.output.is_empty() {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-    }
-
-    /// Reads what is available; returns false on EOF or error.
-    fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 4096];
-        loop {
-            let r = match &mut self.stream {
-                Some(s) => s.read(&mut chunk),
-                None => sys::read_nonblocking(0, &mut chunk),
-            };
-            match r {
-                Ok(0) => return false,
-                Ok(n) => {
-                    self.input.extend_from_slice(&chunk[..n]);
-                    if self.input.len() > MAX_LINE && !self.input.contains(&b'\n') {
-                        self.broken = true;
-                        return false;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
-    }
-
-    /// The next complete line, or else the unterminated rest: like vde_switch, what one
-    /// read delivered is a command even without a newline (vdeterm sends none).
-    fn next_line(&mut self) -> Option<String> {
-        let end = match self.input.iter().position(|&b| b == b'\n') {
-            Some(i) => i + 1,
-            None if !self.input.is_empty() => self.input.len(),
-            None => return None,
-        };
-        let line: Vec<u8> = self.input.drain(..end).collect();
-        Some(String::from_utf8_lossy(&line).into_owned())
-    }
-}
+pub(crate) type Conn = filo_vnl::mgmt::Conn<Session>;
 
 impl Switch {
     pub(crate) fn accept_mgmt(&mut self) {
@@ -180,7 +63,7 @@ impl Switch {
             self.close_mgmt(slot);
             return;
         }
-        let want_write = !conn.output.is_empty();
+        let want_write = conn.has_output();
         let fd = conn.fd();
         let _ = self
             .epoll

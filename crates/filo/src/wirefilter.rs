@@ -1,0 +1,216 @@
+//! `filo wirefilter`: wirefilter's command line on filo's link emulator.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use filo_switch::hosted::open_plug;
+use filo_vnl::OpenOptions;
+use filo_wirefilter::daemon::{Daemon, End};
+use filo_wirefilter::{parse_value, Param, Wirefilter, VALUE_FORM};
+
+use crate::sys;
+
+/// An impaired cable between two networks: loss, delay, jitter, duplication, bandwidth,
+/// queue limits, MTU and bit errors, per direction, changeable live from a console.
+#[derive(Args, Debug)]
+#[command(after_long_help = "\
+VALUES are wirefilter's: [LR|RL]VALUE[+DELTA][K|M|G][U|N][[NODE]]
+  LR / RL      one direction only (left-to-right = from VNL_A); none: both
+  +DELTA       random variation, U uniform in [V-D, V+D] (default), N normal with sigma D/3
+  K, M, G      x1024, x1048576, x1073741824
+  [NODE]       a node of the Markov model (see the console's markov-* commands)
+Repeat an option for the two directions: --delay LR20 --delay RL50.
+
+Frames are processed in wirefilter's order: MTU, loss (Gilbert model with --lostburst), dup,
+speed, capacity, bandwidth, delay, noise. With -M, `filo console SOCK` or vdeterm change any
+value while frames flow (`delay 100`, `loss LR5`, `showinfo`).
+
+EXAMPLES:
+  filo wirefilter --loss 5 --delay 20 vde:///tmp/sw1 vde:///tmp/sw2
+  filo wirefilter -d 100+20N --bandwidth 1M -M /tmp/wf.mgmt vde:///tmp/a vde:///tmp/b
+  filo wirefilter -v /tmp/sw1:/tmp/sw2 -l LR10 -l RL0       (the old -v form)")]
+pub struct WirefilterArgs {
+    /// Loss, percent.
+    #[arg(short = 'l', long, value_name = "VALUE")]
+    loss: Vec<String>,
+    /// Mean length of loss bursts, in frames (Gilbert model).
+    #[arg(short = 'L', long, value_name = "VALUE")]
+    lostburst: Vec<String>,
+    /// Delay, milliseconds.
+    #[arg(short = 'd', long, value_name = "VALUE")]
+    delay: Vec<String>,
+    /// Duplication, percent.
+    #[arg(short = 'D', long, value_name = "VALUE")]
+    dup: Vec<String>,
+    /// Output bandwidth, bytes/s (delays delivery).
+    #[arg(short = 'b', long, visible_alias = "band", value_name = "VALUE")]
+    bandwidth: Vec<String>,
+    /// Input speed, bytes/s (throttles reading).
+    #[arg(short = 's', long, value_name = "VALUE")]
+    speed: Vec<String>,
+    /// Capacity of the delay queue, bytes; excess frames are dropped.
+    #[arg(short = 'c', long, visible_alias = "chanbufsize", value_name = "VALUE")]
+    capacity: Vec<String>,
+    /// Noise: flipped bits per MiB.
+    #[arg(short = 'n', long, value_name = "VALUE")]
+    noise: Vec<String>,
+    /// MTU, bytes: longer frames are dropped.
+    #[arg(short = 'm', long, value_name = "VALUE")]
+    mtu: Vec<String>,
+    /// Allow reordering (jitter may overtake).
+    #[arg(short = 'N', long)]
+    nofifo: bool,
+    /// Management socket for the console.
+    #[arg(short = 'M', long, value_name = "SOCK")]
+    mgmt: Option<PathBuf>,
+    /// Octal permissions of the management socket.
+    #[arg(long, value_name = "MODE", default_value = "700", value_parser = parse_mode)]
+    mgmtmode: u32,
+    /// Console commands to run at start.
+    #[arg(short = 'f', long, value_name = "FILE")]
+    rcfile: Option<PathBuf>,
+    /// The two sides as one argument, LEFT:RIGHT (wirefilter's -v); - means stdin/stdout.
+    #[arg(short = 'v', long = "vde-plug", value_name = "LEFT:RIGHT")]
+    vde_plug: Option<String>,
+    /// Seed for the random choices (same seed, same run).
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// Run in the background.
+    #[arg(long)]
+    daemon: bool,
+    /// Write the process id to FILE.
+    #[arg(long, value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+    /// VNL_A VNL_B: the two networks (left and right).
+    #[arg(value_name = "VNL")]
+    vnls: Vec<String>,
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    match u32::from_str_radix(text, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(format!("{text:?} is not an octal file mode such as 0600")),
+    }
+}
+
+/// Splits wirefilter's `-v LEFT:RIGHT` at the colon that is not part of a `module://`.
+fn split_sides(text: &str) -> Option<(String, String)> {
+    let bytes = text.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b':' && !text[i..].starts_with("://") && i > 0 && i + 1 < text.len() {
+            return Some((text[..i].to_string(), text[i + 1..].to_string()));
+        }
+    }
+    None
+}
+
+fn side_vnl(text: &str) -> String {
+    if text == "-" {
+        "stdio://".into()
+    } else {
+        text.to_string()
+    }
+}
+
+pub fn run(args: WirefilterArgs) -> Result<ExitCode> {
+    let (left, right) = match (&args.vde_plug, args.vnls.as_slice()) {
+        (Some(v), []) => split_sides(v).ok_or_else(|| {
+            anyhow::anyhow!("-v {v:?}: expected LEFT:RIGHT, e.g. -v /tmp/sw1:/tmp/sw2")
+        })?,
+        (None, [a, b]) => (a.clone(), b.clone()),
+        (Some(_), _) => {
+            bail!("give the two sides either with -v LEFT:RIGHT or as two VNLs, not both")
+        }
+        (None, other) => bail!("expected two VNLs (VNL_A VNL_B), got {}", other.len()),
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    let now = std::time::Instant::now();
+    let mut wf = Wirefilter::new(seed, now);
+    wf.set_fifo(!args.nofifo);
+    let settings: [(&str, Param, &Vec<String>); 9] = [
+        ("--loss", Param::Loss, &args.loss),
+        ("--lostburst", Param::LostBurst, &args.lostburst),
+        ("--delay", Param::Delay, &args.delay),
+        ("--dup", Param::Dup, &args.dup),
+        ("--bandwidth", Param::Bandwidth, &args.bandwidth),
+        ("--speed", Param::Speed, &args.speed),
+        ("--capacity", Param::Capacity, &args.capacity),
+        ("--noise", Param::Noise, &args.noise),
+        ("--mtu", Param::Mtu, &args.mtu),
+    ];
+    for (name, param, values) in settings {
+        for text in values {
+            let (dir, value, node) = parse_value(text)
+                .map_err(|e| anyhow::anyhow!("{name} {text:?}: {e} (accepted: {VALUE_FORM})"))?;
+            if node.unwrap_or(0) != 0 {
+                bail!("{name} {text:?}: Markov nodes other than 0 are set from the console or an rc file (markov-numnodes first)");
+            }
+            wf.set(dir, param, value);
+        }
+    }
+    if let Some(rc) = &args.rcfile {
+        let text = std::fs::read_to_string(rc)
+            .with_context(|| format!("cannot read rc file {}", rc.display()))?;
+        filo_wirefilter::console::execute_script(&mut wf, now, &text).map_err(
+            |(line, errno)| {
+                anyhow::anyhow!("{}:{line}: command failed (error {errno})", rc.display())
+            },
+        )?;
+    }
+    let options = OpenOptions {
+        description: "filo-wirefilter:".into(),
+        ..Default::default()
+    };
+    let plugs = [
+        open_plug(&options, &side_vnl(&left))?,
+        open_plug(&options, &side_vnl(&right))?,
+    ];
+    let mgmt = args
+        .mgmt
+        .map(|p| (std::path::absolute(&p).unwrap_or(p), args.mgmtmode));
+    let mut daemon = Daemon::new(wf, plugs, mgmt)?;
+    if args.daemon {
+        sys::daemonize().context("cannot run in the background")?;
+    }
+    let _pid = match &args.pidfile {
+        Some(p) => {
+            let p = std::path::absolute(p).unwrap_or(p.clone());
+            sys::write_pidfile(&p)
+                .with_context(|| format!("cannot create pid file {}", p.display()))?;
+            Some(crate::plug::RemoveOnDrop(p))
+        }
+        None => None,
+    };
+    match daemon.run(&sys::STOP)? {
+        End::Hangup(why) => eprintln!("filo wirefilter: {why}"),
+        End::Shutdown => eprintln!("filo wirefilter: shut down from the console"),
+        End::Stopped => eprintln!("filo wirefilter: stopped by signal"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_sides;
+
+    #[test]
+    fn v_form_splits_outside_module_prefixes() {
+        assert_eq!(
+            split_sides("/tmp/a:/tmp/b"),
+            Some(("/tmp/a".into(), "/tmp/b".into()))
+        );
+        assert_eq!(
+            split_sides("vde:///tmp/a:vde:///tmp/b"),
+            Some(("vde:///tmp/a".into(), "vde:///tmp/b".into()))
+        );
+        assert_eq!(split_sides("-:/tmp/b"), Some(("-".into(), "/tmp/b".into())));
+        assert_eq!(split_sides("/tmp/a"), None);
+    }
+}

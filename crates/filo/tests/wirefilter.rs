@@ -1,0 +1,215 @@
+//! `filo wirefilter` between two switches, with kernel namespaces on taps as the endpoints:
+//! ping loss and round trips follow --loss/--delay, iperf3 follows --bandwidth, --mtu drops,
+//! and the console changes the delay live.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use filo_test_support::*;
+
+const FILO: &str = env!("CARGO_BIN_EXE_filo");
+const T: Duration = Duration::from_secs(5);
+
+struct Lab {
+    ns1: Netns,
+    ns2: Netns,
+    mgmt: std::path::PathBuf,
+    _wf: Proc,
+    _plugs: Vec<Proc>,
+    _switches: (FiloSwitch, FiloSwitch),
+    _tmp: TempDir,
+}
+
+/// ns1 (10.77.0.1) — tap — switch a — wirefilter(args) — switch b — tap — ns2 (10.77.0.2).
+fn lab(args: &[&str]) -> Lab {
+    require("ping");
+    let tmp = TempDir::new("filo-wf");
+    let a = FiloSwitch::start(FILO, &tmp, "a", &[]);
+    let b = FiloSwitch::start(FILO, &tmp, "b", &[]);
+    let mgmt = tmp.join("wf.mgmt");
+    let wf = Proc::spawn(
+        Command::new(FILO)
+            .arg("wirefilter")
+            .args(args)
+            .args(["--seed", "7", "-M"])
+            .arg(&mgmt)
+            .args([&a.vnl(), &b.vnl()])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let ns1 = Netns::new("filo-w1");
+    let ns2 = Netns::new("filo-w2");
+    let mut plugs = Vec::new();
+    for (ns, ip, sw) in [(&ns1, "10.77.0.1/24", &a), (&ns2, "10.77.0.2/24", &b)] {
+        ns.exec_ok(&["ip", "tuntap", "add", "tap0", "mode", "tap"]);
+        ns.exec_ok(&["ip", "addr", "add", ip, "dev", "tap0"]);
+        ns.exec_ok(&["ip", "link", "set", "tap0", "up"]);
+        let mut c = ns.command(FILO);
+        c.args(["plug", "tap://tap0", &sw.vnl()])
+            .stdin(Stdio::null());
+        plugs.push(Proc::spawn(&mut c));
+    }
+    assert!(wait_until(T, || a.endpoints() == 2
+        && b.endpoints() == 2
+        && mgmt.exists()));
+    Lab {
+        ns1,
+        ns2,
+        mgmt,
+        _wf: wf,
+        _plugs: plugs,
+        _switches: (a, b),
+        _tmp: tmp,
+    }
+}
+
+/// Runs ping and returns (received, sent, average RTT ms).
+fn ping(ns: &Netns, args: &[&str]) -> (u32, u32, f64) {
+    let out = ns.command("ping").args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stats = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let num = |key: &str| -> u32 {
+        stats
+            .split(',')
+            .find(|p| p.contains(key))
+            .and_then(|p| p.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let avg = text
+        .lines()
+        .find(|l| l.starts_with("rtt"))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.trim().split('/').nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    (num("received"), num("transmitted"), avg)
+}
+
+#[test]
+fn delay_sets_the_round_trip_and_the_console_changes_it_live() {
+    let lab = lab(&["--delay", "40"]);
+    let (got, sent, avg) = ping(&lab.ns1, &["-c", "5", "-i", "0.2", "-W", "3", "10.77.0.2"]);
+    assert_eq!(got, sent);
+    assert!(
+        (75.0..140.0).contains(&avg),
+        "rtt {avg} ms with 40 ms each way"
+    );
+    let reply = console(&lab.mgmt, "delay 150");
+    assert!(reply.contains("1000 Success"), "{reply}");
+    let start = Instant::now();
+    let (got, _, avg) = ping(&lab.ns1, &["-c", "3", "-i", "0.3", "-W", "3", "10.77.0.2"]);
+    assert_eq!(got, 3);
+    assert!(
+        (280.0..420.0).contains(&avg),
+        "rtt {avg} ms after 'delay 150'"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let info = console(&lab.mgmt, "showinfo");
+    assert!(info.contains("Delay") && info.contains("150"), "{info}");
+}
+
+#[test]
+fn loss_drops_about_the_set_share_of_pings() {
+    let lab = lab(&["--loss", "LR30"]);
+    // Warm the ARP caches first so the loss applies to pings only.
+    let _ = ping(&lab.ns1, &["-c", "3", "-i", "0.1", "-W", "1", "10.77.0.2"]);
+    let (got, sent, _) = ping(
+        &lab.ns1,
+        &["-c", "100", "-i", "0.01", "-W", "1", "10.77.0.2"],
+    );
+    let loss = 100.0 * f64::from(sent - got) / f64::from(sent);
+    assert!(
+        (15.0..45.0).contains(&loss),
+        "{loss}% lost with --loss LR30"
+    );
+}
+
+#[test]
+fn frames_over_the_mtu_are_dropped() {
+    let lab = lab(&["--mtu", "1000"]);
+    let (got, _, _) = ping(
+        &lab.ns1,
+        &["-c", "3", "-i", "0.2", "-W", "1", "-s", "500", "10.77.0.2"],
+    );
+    assert_eq!(got, 3, "small pings pass");
+    let (got, _, _) = ping(
+        &lab.ns1,
+        &[
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "-s",
+            "1200",
+            "-M",
+            "do",
+            "10.77.0.2",
+        ],
+    );
+    assert_eq!(got, 0, "pings larger than the MTU are dropped");
+}
+
+#[test]
+fn iperf3_throughput_follows_the_bandwidth() {
+    require("iperf3");
+    let lab = lab(&["--bandwidth", "256K"]);
+    let mut server = lab.ns2.command("iperf3");
+    server
+        .args(["-s", "-1", "-B", "10.77.0.2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _server = Proc::spawn(&mut server);
+    std::thread::sleep(Duration::from_millis(400));
+    let out = lab
+        .ns1
+        .command("iperf3")
+        .args(["-c", "10.77.0.2", "-t", "4", "-J"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let bps: f64 = text
+        .split("\"sum_received\"")
+        .nth(1)
+        .and_then(|s| s.split("\"bits_per_second\":").nth(1))
+        .and_then(|s| s.split(|c: char| c == ',' || c == '}').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no iperf3 result: {text}"));
+    let set = 256.0 * 1024.0 * 8.0;
+    assert!(
+        bps > 0.6 * set && bps < 1.1 * set,
+        "{bps} bit/s through a {set} bit/s link"
+    );
+}
+
+#[test]
+fn bad_values_name_the_option_and_the_form() {
+    for (args, needle) in [
+        (&["--loss", "abc"][..], "--loss \"abc\""),
+        (&["--delay", "LR"][..], "--delay"),
+        (
+            &["--bandwidth", "10X"][..],
+            "[LR|RL]VALUE[+DELTA][K|M|G][U|N][[NODE]]",
+        ),
+    ] {
+        let out = Command::new(FILO)
+            .arg("wirefilter")
+            .args(args)
+            .args(["null://", "null://"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let out = Command::new(FILO)
+        .args(["wirefilter", "null://"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected two VNLs"));
+}

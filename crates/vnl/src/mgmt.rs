@@ -1,0 +1,133 @@
+//! Management-console plumbing shared by filo's daemons (switch, wirefilter): a line-based
+//! client connection on a UNIX socket or stdin with bounded input and output, so a client that
+//! sends endless lines or never reads cannot stall the daemon. Like vde's consoles, what one
+//! read delivers counts as a command even without a newline (vdeterm sends none).
+
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use crate::sys;
+
+/// A console client whose unread output exceeds this is disconnected.
+const MAX_OUTPUT: usize = 1 << 20;
+/// Longest command line accepted.
+const MAX_LINE: usize = 4096;
+
+pub struct Conn<S> {
+    stream: Option<UnixStream>,
+    pub session: S,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// Set when the client exceeded a limit: close after this turn.
+    pub broken: bool,
+}
+
+impl<S: Default> Conn<S> {
+    pub fn socket(stream: UnixStream) -> Conn<S> {
+        Conn {
+            stream: Some(stream),
+            session: S::default(),
+            input: Vec::new(),
+            output: Vec::new(),
+            broken: false,
+        }
+    }
+
+    pub fn stdin() -> Conn<S> {
+        let _ = sys::set_nonblocking(0);
+        Conn {
+            stream: None,
+            session: S::default(),
+            input: Vec::new(),
+            output: Vec::new(),
+            broken: false,
+        }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.stream.as_ref().map_or(0, |s| s.as_raw_fd())
+    }
+
+    pub fn out_fd(&self) -> RawFd {
+        self.stream.as_ref().map_or(1, |s| s.as_raw_fd())
+    }
+
+    /// True when output is waiting for the client to read.
+    pub fn has_output(&self) -> bool {
+        !self.output.is_empty()
+    }
+
+    pub fn queue_output(&mut self, bytes: &[u8]) {
+        if self.output.len() + bytes.len() > MAX_OUTPUT {
+            self.broken = true;
+            return;
+        }
+        self.output.extend_from_slice(bytes);
+        self.try_flush();
+    }
+
+    pub fn try_flush(&mut self) {
+        while !self.output.is_empty() {
+            match sys::write_fd(self.out_fd(), &self.output) {
+                Ok(n) => {
+                    self.output.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.broken = true;
+                    self.output.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    pub fn flush_blocking_briefly(&mut self) {
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while !self.output.is_empty() && !self.broken && Instant::now() < deadline {
+            self.try_flush();
+            if !self.output.is_empty() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    /// Reads what is available; returns false on EOF or error.
+    pub fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let r = match &mut self.stream {
+                Some(s) => s.read(&mut chunk),
+                None => sys::read_nonblocking(0, &mut chunk),
+            };
+            match r {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.input.extend_from_slice(&chunk[..n]);
+                    if self.input.len() > MAX_LINE && !self.input.contains(&b'\n') {
+                        self.broken = true;
+                        return false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// The next complete line, or else the unterminated rest: like vde_switch, what one
+    /// read delivered is a command even without a newline (vdeterm sends none).
+    pub fn next_line(&mut self) -> Option<String> {
+        let end = match self.input.iter().position(|&b| b == b'\n') {
+            Some(i) => i + 1,
+            None if !self.input.is_empty() => self.input.len(),
+            None => return None,
+        };
+        let line: Vec<u8> = self.input.drain(..end).collect();
+        Some(String::from_utf8_lossy(&line).into_owned())
+    }
+}
