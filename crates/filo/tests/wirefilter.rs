@@ -177,7 +177,7 @@ fn iperf3_throughput_follows_the_bandwidth() {
         .split("\"sum_received\"")
         .nth(1)
         .and_then(|s| s.split("\"bits_per_second\":").nth(1))
-        .and_then(|s| s.split(|c: char| c == ',' || c == '}').next())
+        .and_then(|s| s.split([',', '}']).next())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or_else(|| panic!("no iperf3 result: {text}"));
     let set = 256.0 * 1024.0 * 8.0;
