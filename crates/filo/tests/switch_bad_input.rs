@@ -238,3 +238,65 @@ fn a_receiver_that_never_reads_costs_drops_only_on_its_own_port() {
     );
     let _ = B;
 }
+
+/// Sends `total` unicast frames to a reader that reads slowly; returns frames the reader got.
+fn slow_reader_run(sw: &FiloSwitch, total: u32) -> u32 {
+    let mut reader = filo_vnl::open(&sw.vnl()).unwrap();
+    let mut sender = filo_vnl::open(&sw.vnl()).unwrap();
+    // The reader announces itself so the switch learns where B is.
+    reader.send(&test_frame([0xff; 6], B, 0, 60)).unwrap();
+    let mut buf = vec![0u8; 9236];
+    sender.recv_timeout(&mut buf, Some(T)).unwrap();
+    let sender_thread = std::thread::spawn(move || {
+        for i in 1..=total {
+            sender
+                .send_timeout(&test_frame(B, A, i, 300), Some(Duration::from_secs(20)))
+                .unwrap();
+        }
+        sender
+    });
+    let mut got = 0;
+    while reader
+        .recv_timeout(&mut buf, Some(Duration::from_millis(1500)))
+        .is_ok()
+    {
+        got += 1;
+        if got % 64 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    drop(sender_thread.join().unwrap());
+    got
+}
+
+#[test]
+fn lossless_mode_delivers_everything_to_a_slow_reader() {
+    let tmp = TempDir::new("filo-sb7");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &["--lossless", "--queue", "128"]);
+    assert_eq!(slow_reader_run(&sw, 20_000), 20_000);
+}
+
+#[test]
+fn without_lossless_every_lost_frame_is_counted_on_its_port() {
+    let tmp = TempDir::new("filo-sb8");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &["--queue", "4"]);
+    let total = 20_000;
+    let got = slow_reader_run(&sw, total);
+    // The reader is on port 1; drops for it are counted there.
+    let ports = sw.console("port/allprint 1");
+    let dropped: u32 = ports
+        .lines()
+        .find(|l| l.starts_with(" DROP: queue"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{ports}"));
+    assert_eq!(
+        got + dropped,
+        total,
+        "delivered {got} + counted drops {dropped} must be every frame sent"
+    );
+    assert!(
+        dropped > 0,
+        "a 4-frame queue and a slow reader should have dropped some frames"
+    );
+}

@@ -112,6 +112,7 @@ pub struct Switch {
     /// Per-port capture files (`port/capture`, `--capture`); `capturing` says if any is open.
     captures: Vec<Option<filo_vnl::pcap::Writer<std::fs::File>>>,
     capturing: bool,
+    next_pending_sweep: Instant,
 }
 
 fn log_drop_reason(v: Verdict) -> Option<crate::core::DropReason> {
@@ -188,6 +189,7 @@ impl Switch {
             shutting_down: false,
             captures: Vec::new(),
             capturing: false,
+            next_pending_sweep: now,
             cfg,
         };
         if sw.cfg.stdin_console {
@@ -285,7 +287,12 @@ impl Switch {
         }
         self.scratch = buf;
         self.flush_dirty();
-        // Expire control connections that never sent a request.
+        // Expire control connections that never sent a request (at most a few times a second:
+        // this runs every loop turn, on the hot path).
+        if now < self.next_pending_sweep {
+            return;
+        }
+        self.next_pending_sweep = now + Duration::from_millis(250);
         for slot in 0..self.pending.len() {
             if self.pending[slot]
                 .as_ref()
