@@ -123,15 +123,20 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
             args.timeout
         );
     }
+    let form = form(&args.args)?;
+    // A cable with a kernel tap carries TCP super-frames (virtio-net framing) where both ends
+    // can; the cable converts where one cannot.
+    let has_tap = |v: &str| v.starts_with("tap://");
+    let vnet = matches!(&form, Form::Cable(a, b) if has_tap(a) || has_tap(b));
     let options = |group: &Option<String>, mode: Option<u32>| OpenOptions {
         description: args.descr.clone(),
         timeout: std::time::Duration::from_secs_f64(args.timeout),
         group: group.clone(),
         mode,
+        vnet,
     };
     let first = options(&args.group, args.mode);
     let second = options(&args.group2, args.mode2);
-    let form = form(&args.args)?;
     if args.daemon && !matches!(form, Form::Cable(..)) {
         bail!("--daemon needs the cable form (VNL1 VNL2): the other forms use stdin/stdout or a child");
     }
@@ -163,6 +168,18 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
         None => None,
     };
     let mut plugs = plugs;
+    for p in &plugs {
+        tracing::info!(
+            "{}: {} transport{}",
+            p.name(),
+            p.kind(),
+            if p.vnet() {
+                ", virtio-net framing (super-frames)"
+            } else {
+                ""
+            }
+        );
+    }
     let outcome = cable::run(&mut plugs, &sys::STOP);
     drop(plugs);
     match outcome {

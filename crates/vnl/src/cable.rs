@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::plug::{FrameBatch, Plug};
+
 use crate::sys::{self, PollEntry};
 
 /// Why a cable stopped.
@@ -30,15 +31,105 @@ impl std::fmt::Display for CableEnd {
     }
 }
 
+/// How frames change on their way from one side to the other.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Conversion {
+    None,
+    /// virtio-net side to a plain side: finish super-frames (segments, checksums).
+    Finish,
+    /// plain side to a virtio-net side: prepend an empty header.
+    AddHeader,
+}
+
 /// Frames received from one side and not yet accepted by the other.
 struct Direction {
     batch: FrameBatch,
+    conversion: Conversion,
+    /// Converted frames (when `conversion` is not None), reused between batches.
+    converted: Vec<Vec<u8>>,
+    converted_len: usize,
+    scratch: Vec<u8>,
     next: usize,
 }
 
 impl Direction {
+    fn new(src: &Plug, dst: &Plug) -> Direction {
+        let conversion = match (src.vnet(), dst.vnet()) {
+            (true, false) => Conversion::Finish,
+            (false, true) => Conversion::AddHeader,
+            _ => Conversion::None,
+        };
+        let size = if src.vnet() {
+            crate::plug::VNET_FRAME_BUF
+        } else {
+            crate::plug::FRAME_BUF
+        };
+        Direction {
+            batch: FrameBatch::with_frame_size(64, size),
+            conversion,
+            converted: Vec::new(),
+            converted_len: 0,
+            scratch: Vec::new(),
+            next: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self.conversion {
+            Conversion::None => self.batch.len(),
+            _ => self.converted_len,
+        }
+    }
+
+    fn frame(&self, i: usize) -> &[u8] {
+        match self.conversion {
+            Conversion::None => self.batch.frame(i),
+            _ => &self.converted[i],
+        }
+    }
+
     fn pending(&self) -> bool {
-        self.next < self.batch.len()
+        self.next < self.len()
+    }
+
+    /// Converts the frames just received into `converted`.
+    fn convert(&mut self) {
+        use crate::wire::vnet;
+        self.converted_len = 0;
+        let Direction {
+            batch,
+            conversion,
+            converted,
+            converted_len,
+            scratch,
+            ..
+        } = self;
+        let mut push = |bytes: &[&[u8]]| {
+            if *converted_len == converted.len() {
+                converted.push(Vec::new());
+            }
+            let slot = &mut converted[*converted_len];
+            slot.clear();
+            for b in bytes {
+                slot.extend_from_slice(b);
+            }
+            *converted_len += 1;
+        };
+        for f in batch.frames() {
+            match conversion {
+                Conversion::None => {}
+                Conversion::AddHeader => push(&[&[0u8; vnet::HEADER_LEN], f]),
+                Conversion::Finish => {
+                    let Ok(hdr) = vnet::Header::parse(f) else {
+                        continue;
+                    };
+                    let frame = &f[vnet::HEADER_LEN..];
+                    if let Err(e) = vnet::finish(&hdr, frame, scratch, |seg| push(&[seg])) {
+                        tracing::debug!("super-frame dropped: {e}");
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -78,9 +169,9 @@ fn drain(dir: &mut Direction, dst: &mut Plug) -> io::Result<bool> {
     }
     while dir.pending() {
         let mut frames: [&[u8]; crate::sys::BATCH_MAX] = [&[]; crate::sys::BATCH_MAX];
-        let n = dir.batch.len() - dir.next;
+        let n = (dir.len() - dir.next).min(crate::sys::BATCH_MAX);
         for (i, slot) in frames.iter_mut().take(n).enumerate() {
-            *slot = dir.batch.frame(dir.next + i);
+            *slot = dir.frame(dir.next + i);
         }
         match dst.send_batch(&frames[..n]) {
             Ok(sent) => dir.next += sent,
@@ -97,14 +188,8 @@ fn drain(dir: &mut Direction, dst: &mut Plug) -> io::Result<bool> {
 pub fn run(plugs: &mut [Plug; 2], stop: &AtomicBool) -> CableEnd {
     let tick = Duration::from_millis(500);
     let mut dirs = [
-        Direction {
-            batch: FrameBatch::new(64),
-            next: 0,
-        },
-        Direction {
-            batch: FrameBatch::new(64),
-            next: 0,
-        },
+        Direction::new(&plugs[0], &plugs[1]),
+        Direction::new(&plugs[1], &plugs[0]),
     ];
     let mut entries: Vec<PollEntry> = Vec::with_capacity(6);
     loop {
@@ -169,9 +254,15 @@ pub fn run(plugs: &mut [Plug; 2], stop: &AtomicBool) -> CableEnd {
             // Bounded work per turn so one busy side cannot starve the other.
             for _ in 0..8 {
                 match src.recv_batch(&mut dir.batch) {
-                    Ok(_) => dir.next = 0,
+                    Ok(_) => {
+                        dir.next = 0;
+                        if dir.conversion != Conversion::None {
+                            dir.convert();
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         dir.next = 0;
+                        dir.converted_len = 0;
                         break;
                     }
                     Err(e) => return end(side, src, e),

@@ -46,6 +46,10 @@ pub struct OpenOptions {
     pub timeout: Duration,
     pub group: Option<String>,
     pub mode: Option<u32>,
+    /// Offer virtio-net framing (TCP super-frames): taps open with `IFF_VNET_HDR` and
+    /// `vde://` asks the switch (a filo switch agrees). `filo plug` sets it for cables with a
+    /// tap; [`crate::cable`] converts when the two sides differ.
+    pub vnet: bool,
 }
 
 impl Default for OpenOptions {
@@ -55,6 +59,7 @@ impl Default for OpenOptions {
             timeout: vde::DEFAULT_TIMEOUT,
             group: None,
             mode: None,
+            vnet: false,
         }
     }
 }
@@ -174,7 +179,7 @@ impl OpenOptions {
                 Box::new(udp::open(&cfg).map_err(io_err(&vnl))?)
             }
             "vxvde" | "vxlan" => Box::new(Vx::open(self.vx_config(&vnl)?).map_err(io_err(&vnl))?),
-            "tap" => Box::new(Tap::open(vnl.address()).map_err(io_err(&vnl))?),
+            "tap" => Box::new(Tap::open_with(vnl.address(), self.vnet).map_err(io_err(&vnl))?),
             "cmd" => Box::new(StreamTransport::command(vnl.address()).map_err(io_err(&vnl))?),
             "stdio" => Box::new(StreamTransport::stdio().map_err(io_err(&vnl))?),
             "null" => Box::new(Null::open().map_err(io_err(&vnl))?),
@@ -199,6 +204,7 @@ impl OpenOptions {
         let mut cfg = VdeConfig::new(dir);
         cfg.description = vde::describe(&self.description);
         cfg.timeout = self.timeout;
+        cfg.vnet = self.vnet;
         if let Some(port) = get::<u32>(vnl, "port", "a port number")? {
             cfg.port = if port == 0 {
                 PortRequest::Zero

@@ -17,6 +17,9 @@ use crate::sys;
 pub const MAX_FRAME: usize = 9234;
 /// Buffer size that holds any frame or stream record (stream records may be 2 bytes longer).
 pub const FRAME_BUF: usize = crate::wire::stream::MAX_RECORD;
+/// Buffer size that holds a virtio-net header and a super-frame.
+pub const VNET_FRAME_BUF: usize =
+    crate::wire::vnet::HEADER_LEN + crate::wire::vnet::MAX_SUPER_FRAME;
 /// Frames shorter than an Ethernet header are dropped and counted.
 pub const MIN_FRAME: usize = 14;
 
@@ -74,6 +77,10 @@ pub trait Transport: Send {
     }
     /// Polite goodbye before the plug is dropped (vxvde tells its peers to forget it).
     fn close(&mut self) {}
+    /// True when every frame carries a 12-byte virtio-net header (see [`crate::wire::vnet`]).
+    fn vnet(&self) -> bool {
+        false
+    }
     /// A short name for logs: `vde`, `ptp`, …
     fn kind(&self) -> &'static str;
 }
@@ -132,6 +139,20 @@ impl Plug {
         self.stats
     }
 
+    /// True when frames on this plug carry a virtio-net header (super-frames possible).
+    pub fn vnet(&self) -> bool {
+        self.transport.vnet()
+    }
+
+    /// The accepted frame sizes (with the virtio-net header when [`Plug::vnet`]).
+    fn size_range(&self) -> std::ops::RangeInclusive<usize> {
+        if self.transport.vnet() {
+            crate::wire::vnet::HEADER_LEN + MIN_FRAME..=VNET_FRAME_BUF
+        } else {
+            MIN_FRAME..=MAX_FRAME
+        }
+    }
+
     pub fn data_fd(&self) -> BorrowedFd<'_> {
         // SAFETY: the transport owns this descriptor and keeps it open while `self` lives; the
         // borrow is tied to `self`.
@@ -174,7 +195,7 @@ impl Plug {
     }
 
     fn accept_in(&mut self, len: usize, cap: usize) -> bool {
-        if len < MIN_FRAME {
+        if len < *self.size_range().start() {
             self.stats.dropped_short += 1;
             false
         } else if len > cap {
@@ -215,14 +236,17 @@ impl Plug {
     /// Sends one frame without blocking; `WouldBlock` when the peer cannot take it now.
     /// Frames under 14 or over 9234 bytes are refused with `InvalidInput`.
     pub fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        if !(MIN_FRAME..=MAX_FRAME).contains(&frame.len()) {
+        let range = self.size_range();
+        if !range.contains(&frame.len()) {
             self.stats.refused_out += 1;
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "frame of {} bytes not sent on {}: frames must be {MIN_FRAME} to {MAX_FRAME} bytes",
+                    "frame of {} bytes not sent on {}: frames must be {} to {} bytes",
                     frame.len(),
-                    self.name
+                    self.name,
+                    range.start(),
+                    range.end()
                 ),
             ));
         }
@@ -235,9 +259,10 @@ impl Plug {
     /// Sends frames from the front of `frames`; returns how many went out. Invalid frames are
     /// skipped and counted (they count as sent so the caller moves on).
     pub fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+        let range = self.size_range();
         let valid = frames
             .iter()
-            .take_while(|f| (MIN_FRAME..=MAX_FRAME).contains(&f.len()))
+            .take_while(|f| range.contains(&f.len()))
             .count();
         if valid == 0 {
             if frames.is_empty() {
@@ -372,9 +397,14 @@ pub struct FrameBatch {
 impl FrameBatch {
     /// `capacity` frames of up to [`FRAME_BUF`] bytes each (capped at the syscall batch size).
     pub fn new(capacity: usize) -> FrameBatch {
+        Self::with_frame_size(capacity, FRAME_BUF)
+    }
+
+    /// `capacity` frames of up to `size` bytes each ([`VNET_FRAME_BUF`] for super-frames).
+    pub fn with_frame_size(capacity: usize, size: usize) -> FrameBatch {
         let capacity = capacity.clamp(1, sys::BATCH_MAX);
         FrameBatch {
-            bufs: (0..capacity).map(|_| vec![0u8; FRAME_BUF]).collect(),
+            bufs: (0..capacity).map(|_| vec![0u8; size]).collect(),
             lens: vec![0; capacity],
             count: 0,
         }

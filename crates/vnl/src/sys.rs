@@ -300,6 +300,12 @@ pub fn epoll_of(fds: &[RawFd]) -> io::Result<OwnedFd> {
 /// Opens (creating if needed) the kernel tap interface `name` in non-blocking mode, without
 /// packet information headers, as vde_plug's tap:// does.
 pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
+    open_tap_with(name, false)
+}
+
+/// Like [`open_tap`]; with `vnet`, every frame carries a 12-byte virtio-net header and the
+/// kernel may hand over (and accept) TCP super-frames of up to 64 KiB with checksums pending.
+pub fn open_tap_with(name: &str, vnet: bool) -> io::Result<OwnedFd> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -325,7 +331,8 @@ pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
     for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
         *dst = src as libc::c_char;
     }
-    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    let vnet_flag = if vnet { libc::IFF_VNET_HDR } else { 0 };
+    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | vnet_flag) as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes one ifreq, which lives for the call.
     cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) }).map_err(|e| {
         io::Error::new(
@@ -333,6 +340,20 @@ pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
             format!("cannot attach tap interface {name}: {e} (needs CAP_NET_ADMIN, or a tap created with 'ip tuntap add {name} mode tap user <you>')"),
         )
     })?;
+    if vnet {
+        let size: libc::c_int = crate::wire::vnet::HEADER_LEN as libc::c_int;
+        // SAFETY: TUNSETVNETHDRSZ reads one int, which lives for the call.
+        cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &size) })?;
+        let offload = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
+        // SAFETY: TUNSETOFFLOAD takes the flags by value.
+        cvt(unsafe {
+            libc::ioctl(
+                fd.as_raw_fd(),
+                libc::TUNSETOFFLOAD,
+                offload as libc::c_ulong,
+            )
+        })?;
+    }
     Ok(fd)
 }
 

@@ -169,11 +169,22 @@ impl Switch {
         let port = self.choose_port(req.port, user)?;
         let ctl_fd = p.stream.as_raw_fd();
         // Switch-side data socket, connected to the client's and named like vde_switch's.
+        // A filo client may ask for virtio-net framing (TCP super-frames); agreeing is signalled
+        // by the data socket's name, which other clients never look at.
+        let vnet = req
+            .description_text()
+            .split_whitespace()
+            .any(|t| t == filo_vnl::transport::vde::VNET_TOKEN);
+        let suffix = if vnet {
+            filo_vnl::transport::vde::VNET_SUFFIX
+        } else {
+            ""
+        };
         let path = self
             .state
             .info
             .ctl_dir
-            .join(format!("{:03}.{}", port, ctl_fd));
+            .join(format!("{:03}.{}{suffix}", port, ctl_fd));
         let _ = fs::remove_file(&path);
         let sock = Socket::new(Domain::UNIX, Type::DGRAM.cloexec().nonblocking(), None)
             .map_err(Refusal::Io)?;
@@ -208,13 +219,14 @@ impl Switch {
         }
         let description = req.description_text();
         tracing::info!("port {port}: new endpoint {ctl_fd} uid {user}: {description}");
-        let ep = Endpoint::new(
+        let mut ep = Endpoint::new(
             port,
             ctl_fd as u32,
             EndpointIo::Dgram(OwnedFd::from(sock)),
             Some(stream),
             Some(path),
         );
+        ep.vnet = vnet;
         let info = EndpointInfo {
             id: ctl_fd as u32,
             kind: EndpointKind::UnixProg,

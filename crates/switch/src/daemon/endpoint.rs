@@ -91,6 +91,8 @@ pub(crate) struct Endpoint {
     pub(crate) path: Option<PathBuf>,
     pub(crate) queue: Queue,
     pub(crate) want_write: bool,
+    /// Frames to and from this endpoint carry a virtio-net header (negotiated).
+    pub(crate) vnet: bool,
 }
 
 impl Endpoint {
@@ -109,6 +111,7 @@ impl Endpoint {
             path,
             queue: Queue::new(),
             want_write: false,
+            vnet: false,
         }
     }
 }

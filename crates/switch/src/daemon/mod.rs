@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use filo_vnl::sys::{self, Epoll, EpollEvent};
+use filo_vnl::wire::vnet;
 
 use crate::console::{self, DebugEvent};
 use crate::core::{Core, CoreConfig, Egress, PortId, Verdict};
@@ -44,7 +45,9 @@ const BATCH: usize = sys::BATCH_MAX;
 /// Batches read from one endpoint per loop turn (fairness between ports).
 const BATCHES_PER_TURN: usize = 4;
 /// Largest frame buffer (jumbo frames plus a possible 802.1Q tag).
-const FRAME_BUF: usize = filo_vnl::MAX_FRAME + 4;
+/// Largest datagram: a virtio-net header and a super-frame (endpoints that negotiated it),
+/// plus room for an 802.1Q tag.
+const FRAME_BUF: usize = vnet::HEADER_LEN + vnet::MAX_SUPER_FRAME + 4;
 
 // Token layout: kind in the top byte, slot index below.
 const T_CTL: u64 = 1 << 56;
@@ -113,6 +116,8 @@ pub struct Switch {
     captures: Vec<Option<filo_vnl::pcap::Writer<std::fs::File>>>,
     capturing: bool,
     next_pending_sweep: Instant,
+    /// Reused when super-frames are segmented for endpoints without virtio-net framing.
+    segment_scratch: Vec<u8>,
 }
 
 fn log_drop_reason(v: Verdict) -> Option<crate::core::DropReason> {
@@ -190,6 +195,7 @@ impl Switch {
             captures: Vec::new(),
             capturing: false,
             next_pending_sweep: now,
+            segment_scratch: Vec::new(),
             cfg,
         };
         if sw.cfg.stdin_console {
@@ -283,7 +289,7 @@ impl Switch {
         }
         let mut buf = std::mem::take(&mut self.scratch);
         while let Some((port, len)) = self.state.core.poll_transmit(&mut buf) {
-            self.deliver_to_port(port, usize::MAX, &buf[..len]);
+            self.deliver_to_port(port, usize::MAX, &buf[..len], None);
         }
         self.scratch = buf;
         self.flush_dirty();
@@ -354,6 +360,7 @@ impl Switch {
                 return;
             };
             let port = ep.port;
+            let ep_vnet = ep.vnet;
             let n = match ep.io.recv_batch(&mut self.bufs, &mut self.lens) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -373,29 +380,46 @@ impl Switch {
                     counters.drop_in += 1;
                     continue;
                 }
+                // Endpoints that negotiated virtio-net framing send a header first.
+                let (hdr, start) = if ep_vnet {
+                    match vnet::Header::parse(&self.bufs[i][..len]) {
+                        Ok(h) if len >= vnet::HEADER_LEN + 14 => (Some(h), vnet::HEADER_LEN),
+                        _ => {
+                            counters.drop_in += 1;
+                            continue;
+                        }
+                    }
+                } else {
+                    (None, 0)
+                };
                 counters.in_frames += 1;
-                counters.in_bytes += len as u64;
+                counters.in_bytes += (len - start) as u64;
+                let frame = std::mem::take(&mut self.bufs[i]);
+                let view = &frame[start..len];
                 if self.capturing {
-                    let frame = std::mem::take(&mut self.bufs[i]);
-                    self.capture(port, &frame[..len]);
-                    self.bufs[i] = frame;
+                    self.capture(port, view);
                 }
-                let verdict =
-                    self.state
-                        .core
-                        .handle_frame(now, port, &self.bufs[i][..len], &mut self.egress);
+                let verdict = self
+                    .state
+                    .core
+                    .handle_frame(now, port, view, &mut self.egress);
                 if log_drop_reason(verdict).is_some() {
                     if let Some(p) = self.state.ports.get_mut(&port) {
                         p.counters.drop_in += 1;
                     }
+                    self.bufs[i] = frame;
                     continue;
                 }
                 let egress = std::mem::take(&mut self.egress);
-                let frame = std::mem::take(&mut self.bufs[i]);
                 for e in &egress {
                     let mut scratch = std::mem::take(&mut self.scratch);
-                    if let Ok(bytes) = e.action.render(&frame[..len], &mut scratch) {
-                        self.deliver_to_port(e.port, slot, bytes);
+                    if let Ok(bytes) = e.action.render(view, &mut scratch) {
+                        // A tag inserted or removed moves the offsets in the header.
+                        let hdr = hdr.map(|mut h| {
+                            h.shift(bytes.len() as i32 - view.len() as i32);
+                            h
+                        });
+                        self.deliver_to_port(e.port, slot, bytes, hdr);
                     }
                     self.scratch = scratch;
                 }
@@ -458,41 +482,72 @@ impl Switch {
         Ok(())
     }
 
-    /// Queues `frame` on every endpoint of `port` except `ingress_slot`.
-    fn deliver_to_port(&mut self, port: PortId, ingress_slot: usize, frame: &[u8]) {
+    /// Queues `frame` on every endpoint of `port` except `ingress_slot`. `hdr` is the
+    /// virtio-net header the frame came with: endpoints that speak it get it in front of the
+    /// frame; the others get ordinary frames (super-frames segmented, checksums completed).
+    fn deliver_to_port(
+        &mut self,
+        port: PortId,
+        ingress_slot: usize,
+        frame: &[u8],
+        hdr: Option<vnet::Header>,
+    ) {
         if self.capturing {
             self.capture(port, frame);
         }
         let Some(slots) = self.port_eps.get(port as usize) else {
             return;
         };
+        let cap = self
+            .cfg
+            .queue_len
+            .max(if self.cfg.lossless { 2 * BATCH } else { 1 });
+        let Switch {
+            endpoints,
+            pool,
+            dirty,
+            state,
+            segment_scratch,
+            ..
+        } = self;
         for &slot in slots {
             if slot == ingress_slot {
                 continue;
             }
-            let Some(ep) = self.endpoints.get_mut(slot).and_then(|e| e.as_mut()) else {
+            let Some(ep) = endpoints.get_mut(slot).and_then(|e| e.as_mut()) else {
                 continue;
             };
-            let cap = self
-                .cfg
-                .queue_len
-                .max(if self.cfg.lossless { 2 * BATCH } else { 1 });
-            if ep.queue.len() >= cap {
-                if let Some(p) = self.state.ports.get_mut(&port) {
-                    p.counters.drop_out_queue_full += 1;
+            let was_empty = ep.queue.is_empty();
+            let mut dropped = 0u64;
+            let mut queue = |parts: &[&[u8]]| {
+                if ep.queue.len() >= cap {
+                    dropped += 1;
+                    return;
                 }
-                continue;
+                let mut buf = pool.pop().unwrap_or_else(|| Vec::with_capacity(2048));
+                buf.clear();
+                for p in parts {
+                    buf.extend_from_slice(p);
+                }
+                ep.queue.push_back(buf);
+            };
+            match (ep.vnet, hdr) {
+                (true, h) => queue(&[&h.unwrap_or_default().emit(), frame]),
+                (false, Some(h)) if !h.is_plain() => {
+                    if vnet::finish(&h, frame, segment_scratch, |seg| queue(&[seg])).is_err() {
+                        dropped += 1;
+                    }
+                }
+                (false, _) => queue(&[frame]),
             }
-            let mut buf = self
-                .pool
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(FRAME_BUF + 4));
-            buf.clear();
-            buf.extend_from_slice(frame);
-            if ep.queue.is_empty() {
-                self.dirty.push(slot);
+            if was_empty && !ep.queue.is_empty() {
+                dirty.push(slot);
             }
-            ep.queue.push_back(buf);
+            if dropped > 0 {
+                if let Some(p) = state.ports.get_mut(&port) {
+                    p.counters.drop_out_queue_full += dropped;
+                }
+            }
         }
     }
 

@@ -25,6 +25,8 @@ pub struct ConnectedDgram {
     refused: Refused,
     /// Zero-length messages mean end of stream (SOCK_SEQPACKET).
     zero_is_eof: bool,
+    /// Frames carry a virtio-net header (negotiated with a filo switch).
+    vnet: bool,
     kind: &'static str,
 }
 
@@ -42,8 +44,15 @@ impl ConnectedDgram {
             ctl,
             refused,
             zero_is_eof,
+            vnet: false,
             kind,
         })
+    }
+
+    /// Marks the connection as carrying virtio-net headers.
+    pub fn with_vnet(mut self, vnet: bool) -> Self {
+        self.vnet = vnet;
+        self
     }
 
     fn check_refused(&self, e: io::Error) -> io::Result<()> {
@@ -108,6 +117,10 @@ impl Transport for ConnectedDgram {
 
     fn ctl_fd(&self) -> Option<RawFd> {
         self.ctl.as_ref().map(|s| s.as_raw_fd())
+    }
+
+    fn vnet(&self) -> bool {
+        self.vnet
     }
 
     fn kind(&self) -> &'static str {

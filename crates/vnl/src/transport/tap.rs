@@ -9,12 +9,19 @@ use crate::sys;
 
 pub struct Tap {
     fd: OwnedFd,
+    vnet: bool,
 }
 
 impl Tap {
     pub fn open(name: &str) -> io::Result<Tap> {
+        Self::open_with(name, false)
+    }
+
+    /// With `vnet`, frames carry a virtio-net header and may be TCP super-frames.
+    pub fn open_with(name: &str, vnet: bool) -> io::Result<Tap> {
         Ok(Tap {
-            fd: sys::open_tap(name)?,
+            fd: sys::open_tap_with(name, vnet)?,
+            vnet,
         })
     }
 }
@@ -35,6 +42,10 @@ impl Transport for Tap {
 
     fn data_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    fn vnet(&self) -> bool {
+        self.vnet
     }
 
     fn kind(&self) -> &'static str {

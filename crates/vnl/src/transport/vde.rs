@@ -38,7 +38,15 @@ pub struct VdeConfig {
     /// Full description sent to the switch (see [`describe`]).
     pub description: String,
     pub timeout: Duration,
+    /// Ask for virtio-net framing (super-frames); only a filo switch agrees, by naming its
+    /// data socket `…` + [`VNET_SUFFIX`]. Other switches ignore the request.
+    pub vnet: bool,
 }
+
+/// The description token that asks a filo switch for virtio-net framing.
+pub const VNET_TOKEN: &str = "+vnet";
+/// The suffix of the switch's data socket name when it agreed.
+pub const VNET_SUFFIX: &str = ".vnet";
 
 impl VdeConfig {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
@@ -50,6 +58,7 @@ impl VdeConfig {
             mode: 0o700,
             description: describe("filo:"),
             timeout: DEFAULT_TIMEOUT,
+            vnet: false,
         }
     }
 }
@@ -298,11 +307,19 @@ pub fn connect(cfg: &VdeConfig) -> Result<ConnectedDgram, VdeError> {
         cfg.dir.join("ctl")
     };
     let (data, own_path) = bind_data_socket(cfg)?;
+    // Room for a few 64 KiB super-frames in flight; harmless for ordinary frames.
+    let _ = data.set_send_buffer_size(1 << 20);
+    let _ = data.set_recv_buffer_size(1 << 20);
     let _cleanup = UnlinkOnDrop(Some(own_path.clone()));
     apply_permissions(cfg, &own_path, &ctl_path)?;
 
     let mut request = [0u8; vde_request::V3_HEADER_LEN + vde_request::MAX_DESCRIPTION];
-    let len = vde_request::emit_request_v3(cfg.port, &own_path, &cfg.description, &mut request)
+    let description = if cfg.vnet {
+        format!("{} {VNET_TOKEN}", cfg.description)
+    } else {
+        cfg.description.clone()
+    };
+    let len = vde_request::emit_request_v3(cfg.port, &own_path, &description, &mut request)
         .map_err(|e| VdeError::Io {
             dir: cfg.dir.clone(),
             what: e.to_string(),
@@ -337,7 +354,9 @@ pub fn connect(cfg: &VdeConfig) -> Result<ConnectedDgram, VdeError> {
     let _ = fs::set_permissions(&switch_path, fs::Permissions::from_mode(cfg.mode));
     ctl.set_nonblocking(true)
         .map_err(io_err(cfg, "cannot make the control socket non-blocking"))?;
+    let vnet = cfg.vnet && switch_path.to_string_lossy().ends_with(VNET_SUFFIX);
     ConnectedDgram::new(OwnedFd::from(data), Some(ctl), Refused::Fatal, false, "vde")
+        .map(|c| c.with_vnet(vnet))
         .map_err(io_err(cfg, "data socket"))
     // `_cleanup` unlinks our bound name: the switch is connected to it already.
 }

@@ -3,4 +3,5 @@
 
 pub mod stream;
 pub mod vde_request;
+pub mod vnet;
 pub mod vxlan;
