@@ -19,7 +19,7 @@ pub struct Spaces {
 
 /// Why unprivileged use fails, in words a user can act on.
 fn tun_hint(e: &io::Error) -> String {
-    if e.raw_os_error() == Some(libc::EACCES) || e.raw_os_error() == Some(libc::EPERM) {
+    if e.kind() == io::ErrorKind::PermissionDenied {
         let mode = std::fs::metadata("/dev/net/tun")
             .map(|m| {
                 use std::os::unix::fs::PermissionsExt;
