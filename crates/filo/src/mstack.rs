@@ -46,9 +46,11 @@ pub fn exec_in(path: Option<PathBuf>, argv: &[String]) -> Result<ExitCode> {
         .context("an argument contains a NUL byte")?;
     let e = filo_ns::sys::execvp(&args);
     eprintln!("filo: cannot run {}: {e}", argv[0]);
-    Ok(ExitCode::from(
-        if e.raw_os_error() == Some(libc::ENOENT) { 127 } else { 126 },
-    ))
+    Ok(ExitCode::from(if e.raw_os_error() == Some(libc::ENOENT) {
+        127
+    } else {
+        126
+    }))
 }
 
 pub fn run(args: MstackArgs) -> Result<ExitCode> {

@@ -23,7 +23,7 @@ daemon is killed outright, its helper removes PATH and the namespace goes with t
 EXAMPLES:
   filo stack serve /tmp/s1 --vnl vde:///tmp/sw --ip 10.0.0.7/24 --gw 10.0.0.1
   filo stack serve /tmp/s1 --vnl vde:///tmp/sw --conf dhcp --mode 660 --group netusers")]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Show or change a named stack's configuration with ip(8): filo stack ip PATH addr|route|link ...
     Ip(IpArgs),
 }
@@ -59,13 +59,18 @@ pub struct IpArgs {
     #[arg(value_name = "PATH")]
     path: PathBuf,
     /// Arguments for ip(8): addr, route, link, ...
-    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true
+    )]
     args: Vec<String>,
 }
 
 pub fn run(cmd: NamedStackCommand) -> Result<ExitCode> {
     match cmd {
-        NamedStackCommand::Serve(a) => serve(a),
+        NamedStackCommand::Serve(a) => serve(*a),
         NamedStackCommand::Ip(a) => {
             let mut argv = vec!["ip".to_string()];
             argv.extend(a.args);

@@ -63,18 +63,30 @@ fn c_client() -> &'static (PathBuf, PathBuf) {
 }
 
 /// Runs mconnect as `uid` (None: root) with an optional FILO_STACK: (code, stdout).
-fn mconnect(uid: Option<u32>, path: &str, addr: &str, port: u16, env: Option<&Path>) -> (i32, String) {
+fn mconnect(
+    uid: Option<u32>,
+    path: &str,
+    addr: &str,
+    port: u16,
+    env: Option<&Path>,
+) -> (i32, String) {
     let (_, bin) = c_client();
     let mut c = match uid {
         Some(u) => {
             let mut c = Command::new("setpriv");
-            c.args([format!("--reuid={u}"), format!("--regid={u}"), "--clear-groups".into()])
-                .arg(bin);
+            c.args([
+                format!("--reuid={u}"),
+                format!("--regid={u}"),
+                "--clear-groups".into(),
+            ])
+            .arg(bin);
             c
         }
         None => Command::new(bin),
     };
-    c.args([path, addr, &port.to_string()]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.args([path, addr, &port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     match env {
         Some(p) => c.env("FILO_STACK", p),
         None => c.env_remove("FILO_STACK"),
@@ -85,7 +97,11 @@ fn mconnect(uid: Option<u32>, path: &str, addr: &str, port: u16, env: Option<&Pa
 
 fn filo(args: &[&str]) -> (i32, String, String) {
     let mut c = Command::new(FILO);
-    c.args(args).env_remove("FILO_STACK").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.args(args)
+        .env_remove("FILO_STACK")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let (s, o, e) = Proc::spawn(&mut c).output(T);
     (s.code().unwrap_or(-1), o, e)
 }
@@ -96,7 +112,11 @@ fn bg(args: &[&str]) -> Proc {
         .env_remove("FILO_STACK")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(if std::env::var_os("FILO_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() });
+        .stderr(if std::env::var_os("FILO_TEST_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
     Proc::spawn(&mut c)
 }
 
@@ -115,7 +135,19 @@ fn serve(path: &Path, vnl: &str, conf: &[&str]) -> Proc {
 fn peer_server(vnl: &str, ip_len: &str, port: u16, tag: &str) -> Proc {
     require("python3");
     let ip = ip_len.split('/').next().unwrap();
-    let p = bg(&["ns", "--ip", ip_len, vnl, "--", "python3", "-c", PEER_SERVER, ip, &port.to_string(), tag]);
+    let p = bg(&[
+        "ns",
+        "--ip",
+        ip_len,
+        vnl,
+        "--",
+        "python3",
+        "-c",
+        PEER_SERVER,
+        ip,
+        &port.to_string(),
+        tag,
+    ]);
     let prober = format!("{}.250/24", ip.rsplit_once('.').unwrap().0);
     let probe = format!("import socket; socket.create_connection((\"{ip}\", {port}), 1)");
     let ok = wait_until(T, || {
@@ -147,28 +179,66 @@ fn serve_then_mstack_stack_ip_msocket_and_filo_stack_env() {
     let (code, out, _) = filo(&["mstack", &sp, "--", "ping", "-c1", "-W2", "10.70.0.1"]);
     assert_eq!(code, 0, "{out}");
     // stack ip: change and show the configuration.
-    assert_eq!(filo(&["stack", "ip", &sp, "route", "add", "10.99.0.0/16", "via", "10.70.0.1"]).0, 0);
+    assert_eq!(
+        filo(&[
+            "stack",
+            "ip",
+            &sp,
+            "route",
+            "add",
+            "10.99.0.0/16",
+            "via",
+            "10.70.0.1"
+        ])
+        .0,
+        0
+    );
     let (_, out, _) = filo(&["stack", "ip", &sp, "route"]);
     assert!(out.contains("10.99.0.0/16 via 10.70.0.1 dev vde0"), "{out}");
-    assert_eq!(filo(&["stack", "ip", &sp, "addr", "add", "10.70.0.8/24", "dev", "vde0"]).0, 0);
+    assert_eq!(
+        filo(&[
+            "stack",
+            "ip",
+            &sp,
+            "addr",
+            "add",
+            "10.70.0.8/24",
+            "dev",
+            "vde0"
+        ])
+        .0,
+        0
+    );
     let (_, out, _) = filo(&["stack", "ip", &sp, "-br", "addr"]);
     assert!(out.contains("10.70.0.8/24"), "{out}");
     // msocket from C, by path and through FILO_STACK.
     let (code, out) = mconnect(None, &sp, "10.70.0.1", 7000, None);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("local 10.70.0.7") && out.contains("peer 10.70.0.7 srv"), "{out}");
+    assert!(
+        out.contains("local 10.70.0.7") && out.contains("peer 10.70.0.7 srv"),
+        "{out}"
+    );
     let (code, out) = mconnect(None, "-", "10.70.0.1", 7000, Some(&s));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("peer 10.70.0.7 srv"), "{out}");
     // FILO_STACK for mstack, inherited by the command.
     let mut c = Command::new(FILO);
-    c.args(["mstack", "--", "sh", "-c", "echo $FILO_STACK; ip -br addr show vde0"])
-        .env("FILO_STACK", &s)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    c.args([
+        "mstack",
+        "--",
+        "sh",
+        "-c",
+        "echo $FILO_STACK; ip -br addr show vde0",
+    ])
+    .env("FILO_STACK", &s)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let (st, out, err) = Proc::spawn(&mut c).output(T);
     assert!(st.success(), "{err}");
-    assert!(out.starts_with(&format!("{sp}\n")) && out.contains("10.70.0.7"), "{out}");
+    assert!(
+        out.starts_with(&format!("{sp}\n")) && out.contains("10.70.0.7"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -205,7 +275,10 @@ fn a_daemon_killed_mid_use_leaves_nothing_and_clients_get_clear_errors() {
     stack.wait_exit(T);
     // The helper removes the socket file and leaves; the stack's plug leaves the switch.
     assert!(wait_until(T, || !s.exists()), "socket file left behind");
-    assert!(wait_until(T, || sw.endpoints() == 1), "stack plug left on the switch");
+    assert!(
+        wait_until(T, || sw.endpoints() == 1),
+        "stack plug left on the switch"
+    );
     let (code, out) = mconnect(None, &sp, "10.72.0.1", 7002, None);
     assert_eq!(code, 1);
     assert!(out.contains("No such file"), "{out}");
@@ -227,7 +300,10 @@ fn bad_input_gives_clear_errors() {
     // A directory that does not exist.
     let (code, _, err) = filo(&["stack", "serve", "/nonexistent-filo/dir/s", "--vnl", &vnl]);
     assert_eq!(code, 1);
-    assert!(err.contains("cannot bind") && err.contains("No such file"), "{err}");
+    assert!(
+        err.contains("cannot bind") && err.contains("No such file"),
+        "{err}"
+    );
     // A missing switch: nothing left at PATH.
     let s = tmp.join("s");
     let sp = s.to_string_lossy().into_owned();
@@ -279,8 +355,14 @@ fn example_different_addresses_for_different_users() {
     let (code, out) = mconnect(Some(65533), &b.to_string_lossy(), "10.73.0.1", 7003, None);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("peer 10.73.0.12"), "{out}");
-    assert_eq!(mconnect(Some(65534), &b.to_string_lossy(), "10.73.0.1", 7003, None).0, 13);
-    assert_eq!(mconnect(Some(65533), &a.to_string_lossy(), "10.73.0.1", 7003, None).0, 13);
+    assert_eq!(
+        mconnect(Some(65534), &b.to_string_lossy(), "10.73.0.1", 7003, None).0,
+        13
+    );
+    assert_eq!(
+        mconnect(Some(65533), &a.to_string_lossy(), "10.73.0.1", 7003, None).0,
+        13
+    );
 }
 
 /// Two servers on the same port, in two stacks; a client reaches each.
@@ -298,13 +380,37 @@ fn example_two_servers_on_the_same_port() {
         let d = tmp.join(name);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("who"), name).unwrap();
-        let (sp, dp) = (s.to_string_lossy().into_owned(), d.to_string_lossy().into_owned());
-        servers.push(bg(&["mstack", &sp, "--", "python3", "-m", "http.server", "-d", &dp, "8000"]));
+        let (sp, dp) = (
+            s.to_string_lossy().into_owned(),
+            d.to_string_lossy().into_owned(),
+        );
+        servers.push(bg(&[
+            "mstack",
+            &sp,
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            "-d",
+            &dp,
+            "8000",
+        ]));
     }
     for (ip, name) in [("10.74.0.1", "one"), ("10.74.0.2", "two")] {
         let url = format!("http://{ip}:8000/who");
         let ok = wait_until(T, || {
-            let (code, out, _) = filo(&["ns", "--ip", "10.74.0.9/24", &vnl, "--", "curl", "-s", "-m", "2", &url]);
+            let (code, out, _) = filo(&[
+                "ns",
+                "--ip",
+                "10.74.0.9/24",
+                &vnl,
+                "--",
+                "curl",
+                "-s",
+                "-m",
+                "2",
+                &url,
+            ]);
             code == 0 && out == name
         });
         assert!(ok, "{url} did not answer {name}");
@@ -320,24 +426,64 @@ fn example_one_program_through_a_separate_network() {
     let vpn = FiloSwitch::start(FILO, &tmp, "vpn", &[]);
     std::fs::write(tmp.join("secret"), "inside the vpn").unwrap();
     let dir = tmp.path().to_string_lossy().into_owned();
-    let _inner = bg(&["ns", "--ip", "10.75.0.1/24", &vpn.vnl(), "--", "python3", "-m", "http.server", "-d", &dir, "8000"]);
+    let _inner = bg(&[
+        "ns",
+        "--ip",
+        "10.75.0.1/24",
+        &vpn.vnl(),
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "-d",
+        &dir,
+        "8000",
+    ]);
     let s = tmp.join("vpnstack");
     let sp = s.to_string_lossy().into_owned();
     let _stack = serve(&s, &vpn.vnl(), &["--ip", "10.75.0.2/24"]);
     let ok = wait_until(T, || {
-        let (code, out, _) = filo(&["mstack", &sp, "--", "curl", "-s", "-m", "2", "http://10.75.0.1:8000/secret"]);
+        let (code, out, _) = filo(&[
+            "mstack",
+            &sp,
+            "--",
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            "http://10.75.0.1:8000/secret",
+        ]);
         code == 0 && out == "inside the vpn"
     });
-    assert!(ok, "the program in the stack did not reach the private network");
+    assert!(
+        ok,
+        "the program in the stack did not reach the private network"
+    );
     // The host's own network is the host's: loopback works as usual, and the private
     // server is not reachable from it.
     let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = host.local_addr().unwrap().port();
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    let (code, out, _) = filo(&["mstack", &sp, "--", "sh", "-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")]);
+    let (code, out, _) = filo(&[
+        "mstack",
+        &sp,
+        "--",
+        "sh",
+        "-c",
+        &format!("exec 3<>/dev/tcp/127.0.0.1/{port}"),
+    ]);
     assert_ne!(code, 0, "the stack saw the host's loopback: {out}");
     let mut c = Command::new("curl");
-    c.args(["-s", "-m", "2", "--noproxy", "*", "http://10.75.0.1:8000/secret"]).stdout(Stdio::piped()).stderr(Stdio::null());
+    c.args([
+        "-s",
+        "-m",
+        "2",
+        "--noproxy",
+        "*",
+        "http://10.75.0.1:8000/secret",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
     let (_, out, _) = Proc::spawn(&mut c).output(T);
     assert_ne!(out, "inside the vpn");
 }
@@ -348,27 +494,71 @@ fn example_one_program_through_a_separate_network() {
 fn example_per_process_routing() {
     require("curl");
     let tmp = TempDir::new("filo-nst");
-    let (net_a, net_b) = (FiloSwitch::start(FILO, &tmp, "a", &[]), FiloSwitch::start(FILO, &tmp, "b", &[]));
+    let (net_a, net_b) = (
+        FiloSwitch::start(FILO, &tmp, "a", &[]),
+        FiloSwitch::start(FILO, &tmp, "b", &[]),
+    );
     let mut routers = Vec::new();
-    for (sw, gw, name) in [(&net_a, "10.76.1.1/24", "via-a"), (&net_b, "10.76.2.1/24", "via-b")] {
+    for (sw, gw, name) in [
+        (&net_a, "10.76.1.1/24", "via-a"),
+        (&net_b, "10.76.2.1/24", "via-b"),
+    ] {
         let d = tmp.join(name);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("who"), name).unwrap();
         // Each network's router owns 203.0.113.5 and serves its own answer there.
         let dp = d.to_string_lossy().into_owned();
-        routers.push(bg(&["ns", "--ip", gw, "--ip", "203.0.113.5/32@vde0", &sw.vnl(), "--", "python3", "-m", "http.server", "-d", &dp, "8000"]));
+        routers.push(bg(&[
+            "ns",
+            "--ip",
+            gw,
+            "--ip",
+            "203.0.113.5/32@vde0",
+            &sw.vnl(),
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            "-d",
+            &dp,
+            "8000",
+        ]));
     }
     let (sa, sb) = (tmp.join("sa"), tmp.join("sb"));
-    let _a = serve(&sa, &net_a.vnl(), &["--ip", "10.76.1.2/24", "--gw", "10.76.1.1"]);
-    let _b = serve(&sb, &net_b.vnl(), &["--ip", "10.76.2.2/24", "--gw", "10.76.2.1"]);
+    let _a = serve(
+        &sa,
+        &net_a.vnl(),
+        &["--ip", "10.76.1.2/24", "--gw", "10.76.1.1"],
+    );
+    let _b = serve(
+        &sb,
+        &net_b.vnl(),
+        &["--ip", "10.76.2.2/24", "--gw", "10.76.2.1"],
+    );
     for (s, name) in [(&sa, "via-a"), (&sb, "via-b")] {
         let sp = s.to_string_lossy().into_owned();
         let ok = wait_until(T, || {
-            let (code, out, _) = filo(&["mstack", &sp, "--", "curl", "-s", "-m", "2", "http://203.0.113.5:8000/who"]);
+            let (code, out, _) = filo(&[
+                "mstack",
+                &sp,
+                "--",
+                "curl",
+                "-s",
+                "-m",
+                "2",
+                "http://203.0.113.5:8000/who",
+            ]);
             code == 0 && out == name
         });
         assert!(ok, "{name}: wrong route");
         let (_, out, _) = filo(&["stack", "ip", &sp, "route", "get", "203.0.113.5"]);
-        assert!(out.contains(if name == "via-a" { "via 10.76.1.1" } else { "via 10.76.2.1" }), "{out}");
+        assert!(
+            out.contains(if name == "via-a" {
+                "via 10.76.1.1"
+            } else {
+                "via 10.76.2.1"
+            }),
+            "{out}"
+        );
     }
 }

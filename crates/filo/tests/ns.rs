@@ -11,7 +11,11 @@ const T: Duration = Duration::from_secs(20);
 
 fn ns(args: &[&str]) -> Command {
     let mut c = Command::new(FILO);
-    c.arg("ns").args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.arg("ns")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     c
 }
 
@@ -24,7 +28,11 @@ fn ns_out(args: &[&str]) -> (i32, String, String) {
 /// A `filo ns` running in the background (killed on drop).
 fn ns_bg(args: &[&str]) -> Proc {
     let mut c = Command::new(FILO);
-    c.arg("ns").args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    c.arg("ns")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     Proc::spawn(&mut c)
 }
 
@@ -54,7 +62,16 @@ fn two_namespaces_on_a_filo_switch_ping_and_move_data_with_iperf3() {
     let _server = ns_bg(&["--ip", "10.61.0.1/24", &vnl, "--", "iperf3", "-s", "-1"]);
     wait_reachable(&vnl, "10.61.0.1", "10.61.0.3/24");
     let (code, out, err) = ns_out(&[
-        "--ip", "10.61.0.2/24", &vnl, "--", "iperf3", "-c", "10.61.0.1", "-t", "2", "-J",
+        "--ip",
+        "10.61.0.2/24",
+        &vnl,
+        "--",
+        "iperf3",
+        "-c",
+        "10.61.0.1",
+        "-t",
+        "2",
+        "-J",
     ]);
     assert_eq!(code, 0, "iperf3 failed: {out} {err}");
     let bytes: f64 = out
@@ -77,20 +94,47 @@ fn curl_fetches_from_python_http_server_with_hostname_and_private_dns() {
     let vnl = sw.vnl();
     let dir = tmp.path().to_string_lossy().into_owned();
     let _server = ns_bg(&[
-        "--ip", "10.62.0.1/24", &vnl, "--", "python3", "-m", "http.server", "-b", "10.62.0.1",
-        "-d", &dir, "8000",
+        "--ip",
+        "10.62.0.1/24",
+        &vnl,
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "-b",
+        "10.62.0.1",
+        "-d",
+        &dir,
+        "8000",
     ]);
     let ok = wait_until(T, || {
         let (code, out, _) = ns_out(&[
-            "--ip", "10.62.0.2/24", &vnl, "--", "curl", "-s", "-m", "2",
+            "--ip",
+            "10.62.0.2/24",
+            &vnl,
+            "--",
+            "curl",
+            "-s",
+            "-m",
+            "2",
             "http://10.62.0.1:8000/hello.txt",
         ]);
         code == 0 && out == "hello from the namespace\n"
     });
     assert!(ok, "curl did not fetch the file");
     let (code, out, err) = ns_out(&[
-        "--ip", "10.62.0.3/24", "--gw", "10.62.0.1", "--hostname", "filo-test-host", "--dns",
-        "10.62.0.1", &vnl, "--", "sh", "-c",
+        "--ip",
+        "10.62.0.3/24",
+        "--gw",
+        "10.62.0.1",
+        "--hostname",
+        "filo-test-host",
+        "--dns",
+        "10.62.0.1",
+        &vnl,
+        "--",
+        "sh",
+        "-c",
         "hostname; cat /etc/resolv.conf; ip route show default; ip -br link show lo",
     ]);
     assert_eq!(code, 0, "{err}");
@@ -135,9 +179,12 @@ fn signals_are_forwarded_and_a_killed_command_is_reported() {
     let child = children_of(p.pid())[0];
     let status = p.terminate(T);
     assert_eq!(status.code(), Some(128 + 15));
-    assert!(!std::path::Path::new(&format!("/proc/{child}")).exists() || {
-        std::fs::read_to_string(format!("/proc/{child}/stat")).map_or(true, |s| s.contains(") Z"))
-    });
+    assert!(
+        !std::path::Path::new(&format!("/proc/{child}")).exists() || {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .map_or(true, |s| s.contains(") Z"))
+        }
+    );
     // The command killed from outside: 128 + 9.
     let mut p = ns_bg(&[&sw.vnl(), "--", "sleep", "30"]);
     assert!(wait_until(T, || !children_of(p.pid()).is_empty()));
@@ -150,8 +197,14 @@ fn signals_are_forwarded_and_a_killed_command_is_reported() {
     let child = children_of(p.pid())[0];
     p.child.kill().unwrap();
     p.wait_exit(T);
-    assert!(wait_until(T, || !std::path::Path::new(&format!("/proc/{child}")).exists()));
-    assert!(wait_until(T, || sw.endpoints() == 0), "plugs left on the switch");
+    assert!(wait_until(T, || !std::path::Path::new(&format!(
+        "/proc/{child}"
+    ))
+    .exists()));
+    assert!(
+        wait_until(T, || sw.endpoints() == 0),
+        "plugs left on the switch"
+    );
 }
 
 #[test]
@@ -228,14 +281,30 @@ fn dhcp_from_dnsmasq_on_the_same_switch() {
     let vnl = sw.vnl();
     let leases = tmp.join("leases").to_string_lossy().into_owned();
     let _dnsmasq = ns_bg(&[
-        "--ip", "10.64.0.1/24", &vnl, "--", "dnsmasq", "-k", "--conf-file=/dev/null",
-        "--port=0", "--interface=vde0", "--bind-interfaces", "--user=root", "--pid-file",
-        &format!("--dhcp-leasefile={leases}"), "--dhcp-range=10.64.0.50,10.64.0.60,255.255.255.0,1h",
-        "--dhcp-option=option:router,10.64.0.1", "--dhcp-option=option:dns-server,10.64.0.53",
+        "--ip",
+        "10.64.0.1/24",
+        &vnl,
+        "--",
+        "dnsmasq",
+        "-k",
+        "--conf-file=/dev/null",
+        "--port=0",
+        "--interface=vde0",
+        "--bind-interfaces",
+        "--user=root",
+        "--pid-file",
+        &format!("--dhcp-leasefile={leases}"),
+        "--dhcp-range=10.64.0.50,10.64.0.60,255.255.255.0,1h",
+        "--dhcp-option=option:router,10.64.0.1",
+        "--dhcp-option=option:dns-server,10.64.0.53",
     ]);
     wait_reachable(&vnl, "10.64.0.1", "10.64.0.2/24");
     let (code, out, err) = ns_out(&[
-        "--dhcp", &vnl, "--", "sh", "-c",
+        "--dhcp",
+        &vnl,
+        "--",
+        "sh",
+        "-c",
         "ip -4 -br addr show vde0; ip route show default; cat /etc/resolv.conf",
     ]);
     assert_eq!(code, 0, "{err}");
@@ -261,7 +330,15 @@ fn slaac_from_radvd_on_the_same_switch() {
         "sysctl -qw net.ipv6.conf.all.forwarding=1; exec radvd -n -C {} -p {pid} -u root",
         conf.display()
     );
-    let _radvd = ns_bg(&["--ip", "fd42:64::1/64", &sw.vnl(), "--", "sh", "-c", &script]);
+    let _radvd = ns_bg(&[
+        "--ip",
+        "fd42:64::1/64",
+        &sw.vnl(),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
     let (code, out, err) = ns_out(&[
         "--slaac", &sw.vnl(), "--", "sh", "-c",
         "for i in $(seq 100); do ip -6 addr show vde0 scope global | grep -q fd42:64: && break; sleep 0.1; done; ip -6 -br addr show vde0",

@@ -18,12 +18,19 @@ fn set_errno(e: c_int) {
 /// # Safety
 /// `path` is NULL or a valid NUL-terminated string.
 #[no_mangle]
-pub unsafe extern "C" fn msocket(path: *const c_char, domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+pub unsafe extern "C" fn msocket(
+    path: *const c_char,
+    domain: c_int,
+    ty: c_int,
+    protocol: c_int,
+) -> c_int {
     let path = if path.is_null() {
         None
     } else {
         // SAFETY: the caller passes a valid C string (documented contract).
-        Some(Path::new(OsStr::from_bytes(unsafe { CStr::from_ptr(path) }.to_bytes())))
+        Some(Path::new(OsStr::from_bytes(
+            unsafe { CStr::from_ptr(path) }.to_bytes(),
+        )))
     };
     match filo_ns::named::msocket(path, domain, ty, protocol) {
         Ok(fd) => fd.into_raw_fd(),

@@ -28,7 +28,9 @@ impl FromStr for IfAddr {
             Some((ip, p)) => (ip, Some(p)),
             None => (addr, None),
         };
-        let ip: IpAddr = ip.parse().map_err(|_| bad("expected an IPv4 or IPv6 address"))?;
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| bad("expected an IPv4 or IPv6 address"))?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             Some(p) => p
@@ -117,9 +119,10 @@ mod tests {
 
     #[test]
     fn parses_a_conf_string() {
-        let c: NetConf = "ip=10.0.0.5/24,gw=10.0.0.1,dns=9.9.9.9,ip=fd00::5@vde1,dhcp,slaac,hostname=h,mtu=1400"
-            .parse()
-            .unwrap();
+        let c: NetConf =
+            "ip=10.0.0.5/24,gw=10.0.0.1,dns=9.9.9.9,ip=fd00::5@vde1,dhcp,slaac,hostname=h,mtu=1400"
+                .parse()
+                .unwrap();
         assert_eq!(c.addrs.len(), 2);
         assert_eq!(c.addrs[0].prefix, 24);
         assert_eq!(c.addrs[1].iface.as_deref(), Some("vde1"));
@@ -132,7 +135,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_items() {
-        for bad in ["ip=10.0.0.300/24", "ip=10.0.0.1/33", "gw=x", "foo", "mtu=5", "ip=1.2.3.4@"] {
+        for bad in [
+            "ip=10.0.0.300/24",
+            "ip=10.0.0.1/33",
+            "gw=x",
+            "foo",
+            "mtu=5",
+            "ip=1.2.3.4@",
+        ] {
             assert!(bad.parse::<NetConf>().is_err(), "{bad} accepted");
         }
         assert_eq!("10.1.2.3".parse::<IfAddr>().unwrap().prefix, 24);

@@ -87,7 +87,10 @@ pub fn parse(msg: &[u8]) -> Result<Reply, DhcpError> {
         let val = msg.get(i + 2..i + 2 + len).ok_or(DhcpError::BadOption)?;
         match (code, len) {
             (53, 1) => kind = Some(val[0]),
-            (1, 4) => lease.prefix = u32::from_be_bytes([val[0], val[1], val[2], val[3]]).count_ones() as u8,
+            (1, 4) => {
+                lease.prefix =
+                    u32::from_be_bytes([val[0], val[1], val[2], val[3]]).count_ones() as u8
+            }
             (3, l) if l >= 4 => lease.router = Some(ip4(val)),
             (6, l) if l >= 4 => lease.dns = val.chunks_exact(4).map(ip4).collect(),
             (51, 4) => lease.lease_secs = u32::from_be_bytes([val[0], val[1], val[2], val[3]]),
@@ -246,7 +249,9 @@ pub fn acquire(ifname: &str, timeout: Duration) -> io::Result<Lease> {
                 Err(e)
                     if matches!(
                         e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
                     ) => {}
                 Err(e) => return Err(e),
             }
@@ -313,7 +318,10 @@ mod tests {
         assert_eq!(l.addr, Ipv4Addr::new(10, 0, 0, 50));
         assert_eq!(l.prefix, 16);
         assert_eq!(l.router, Some(Ipv4Addr::new(10, 0, 0, 1)));
-        assert_eq!(l.dns, vec![Ipv4Addr::new(9, 9, 9, 9), Ipv4Addr::new(1, 1, 1, 1)]);
+        assert_eq!(
+            l.dns,
+            vec![Ipv4Addr::new(9, 9, 9, 9), Ipv4Addr::new(1, 1, 1, 1)]
+        );
         assert_eq!(l.lease_secs, 3600);
         assert_eq!(l.server, Ipv4Addr::new(10, 0, 0, 1));
     }
@@ -323,7 +331,10 @@ mod tests {
         let mut c = Client::new(MAC, 7);
         c.discover();
         assert_eq!(c.handle(&reply(OFFER, 8, MAC)), Action::Ignore);
-        assert_eq!(c.handle(&reply(OFFER, 7, [2, 0, 0, 0, 0, 1])), Action::Ignore);
+        assert_eq!(
+            c.handle(&reply(OFFER, 7, [2, 0, 0, 0, 0, 1])),
+            Action::Ignore
+        );
         assert_eq!(c.handle(&reply(ACK, 7, MAC)), Action::Ignore);
         assert_eq!(c.handle(&[0u8; 10]), Action::Ignore);
         assert!(matches!(c.handle(&reply(OFFER, 7, MAC)), Action::Send(_)));

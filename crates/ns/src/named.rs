@@ -139,7 +139,8 @@ impl Server {
         let (n, _) = sys::recv_with_fds(fd, &mut buf, true)?;
         match (n, buf[0]) {
             (13, b'S') => {
-                let int = |i: usize| i32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+                let int =
+                    |i: usize| i32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
                 match self.stack.socket(int(1), int(5), int(9)) {
                     Ok(s) => sys::send_with_fds(fd, &0i32.to_ne_bytes(), &[s.as_raw_fd()]),
                     Err(e) => sys::send_with_fds(

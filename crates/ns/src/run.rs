@@ -33,10 +33,11 @@ fn child(ctl: OwnedFd, cmd: &NsCommand, argv: &[CString], spaces: Spaces) -> ! {
         sys::exit_now(1)
     };
     let ifaces = setup::iface_names(cmd.vnls.len());
-    let taps = match setup::enter_namespaces(spaces).and_then(|()| setup::configure(&ifaces, &cmd.conf)) {
-        Ok(t) => t,
-        Err(e) => fail(e),
-    };
+    let taps =
+        match setup::enter_namespaces(spaces).and_then(|()| setup::configure(&ifaces, &cmd.conf)) {
+            Ok(t) => t,
+            Err(e) => fail(e),
+        };
     let raw: Vec<_> = taps.iter().map(|t| t.as_raw_fd()).collect();
     if sys::send_with_fds(ctl.as_raw_fd(), &[OK], &raw).is_err() {
         sys::exit_now(1);
@@ -56,7 +57,11 @@ fn child(ctl: OwnedFd, cmd: &NsCommand, argv: &[CString], spaces: Spaces) -> ! {
     }
     drop(ctl);
     let e = sys::execvp(argv);
-    let code = if e.raw_os_error() == Some(libc::ENOENT) { 127 } else { 126 };
+    let code = if e.raw_os_error() == Some(libc::ENOENT) {
+        127
+    } else {
+        126
+    };
     sys::write_stderr(&format!(
         "filo ns: cannot run {}: {e}\n",
         argv[0].to_string_lossy()
@@ -131,7 +136,9 @@ pub fn run_command(cmd: &NsCommand) -> Result<i32, NsError> {
         let sig = sys::read_signal(sigfd.as_raw_fd());
         match sig {
             Ok(s) if s == libc::SIGCHLD => {
-                if let Some(exit) = sys::waitpid(pid, true).map_err(|e| NsError::io("waitpid", e))? {
+                if let Some(exit) =
+                    sys::waitpid(pid, true).map_err(|e| NsError::io("waitpid", e))?
+                {
                     return Ok(exit.code());
                 }
             }

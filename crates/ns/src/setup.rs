@@ -70,7 +70,7 @@ pub fn enter_namespaces(spaces: Spaces) -> Result<(), String> {
         write_file("/proc/self/gid_map", &format!("0 {gid} 1"))?;
     }
     if spaces.mount {
-        sys::mount(None, "/", None, (libc::MS_REC | libc::MS_PRIVATE) as u64)
+        sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE)
             .map_err(|e| format!("cannot make / private in the mount namespace: {e}"))?;
     }
     Ok(())
@@ -107,15 +107,23 @@ pub fn configure(ifaces: &[String], conf: &NetConf) -> Result<Vec<OwnedFd>, Stri
     let first = ifaces.first().map(String::as_str);
     for a in &conf.addrs {
         let iface = a.iface.as_deref().or(first).ok_or_else(|| {
-            format!("address {}/{} given but there is no interface (no VNL)", a.ip, a.prefix)
+            format!(
+                "address {}/{} given but there is no interface (no VNL)",
+                a.ip, a.prefix
+            )
         })?;
         if !ifaces.iter().any(|i| i == iface) {
-            return Err(format!("address {}/{}: no interface {iface}", a.ip, a.prefix));
+            return Err(format!(
+                "address {}/{}: no interface {iface}",
+                a.ip, a.prefix
+            ));
         }
-        nl.add_addr(iface, a.ip, a.prefix).map_err(|e| e.to_string())?;
+        nl.add_addr(iface, a.ip, a.prefix)
+            .map_err(|e| e.to_string())?;
     }
     for g in &conf.gateways {
-        nl.add_route(None, Some(*g), None).map_err(|e| e.to_string())?;
+        nl.add_route(None, Some(*g), None)
+            .map_err(|e| e.to_string())?;
     }
     if !conf.dns.is_empty() {
         private_resolv_conf(&conf.dns)?;
@@ -153,7 +161,7 @@ fn private_resolv_conf(dns: &[IpAddr]) -> Result<(), String> {
     let tmp = std::env::temp_dir().join(format!(".filo-resolv-{}", std::process::id()));
     std::fs::write(&tmp, text).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     let src = tmp.to_string_lossy().into_owned();
-    let r = sys::mount(Some(&src), "/etc/resolv.conf", None, libc::MS_BIND as u64)
+    let r = sys::mount(Some(&src), "/etc/resolv.conf", None, libc::MS_BIND)
         .map_err(|e| format!("cannot bind-mount a private /etc/resolv.conf: {e}"));
     let _ = std::fs::remove_file(&tmp);
     r

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
-use std::os::fd::{AsRawFd, BorrowedFd, AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -130,11 +130,16 @@ fn helper(ctl: OwnedFd, ifaces: &[String], conf: &NetConf, cleanup: Option<Clean
     loop {
         match sys::recv_with_fds(fd, &mut buf, true) {
             Ok((12, _)) => {
-                let int = |i: usize| i32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+                let int =
+                    |i: usize| i32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
                 let r = sys::socket(int(0), int(4), int(8));
                 let _ = match &r {
                     Ok(s) => sys::send_with_fds(fd, &0i32.to_ne_bytes(), &[s.as_raw_fd()]),
-                    Err(e) => sys::send_with_fds(fd, &e.raw_os_error().unwrap_or(libc::EIO).to_ne_bytes(), &[]),
+                    Err(e) => sys::send_with_fds(
+                        fd,
+                        &e.raw_os_error().unwrap_or(libc::EIO).to_ne_bytes(),
+                        &[],
+                    ),
                 };
             }
             Ok((0, _)) | Err(_) => break,
@@ -241,7 +246,10 @@ impl KernelStack {
 
     /// A socket created in the stack's namespace: socket(2) there.
     pub fn socket(&self, domain: i32, ty: i32, protocol: i32) -> io::Result<OwnedFd> {
-        let ctl = self.ctl.lock().map_err(|_| io::Error::other("stack lock poisoned"))?;
+        let ctl = self
+            .ctl
+            .lock()
+            .map_err(|_| io::Error::other("stack lock poisoned"))?;
         let mut req = [0u8; 12];
         req[0..4].copy_from_slice(&domain.to_ne_bytes());
         req[4..8].copy_from_slice(&ty.to_ne_bytes());
@@ -265,8 +273,16 @@ impl KernelStack {
     }
 
     fn socket_for(&self, addr: &SocketAddr, ty: i32) -> io::Result<socket2::Socket> {
-        let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
-        Ok(socket2::Socket::from(self.socket(domain, ty | libc::SOCK_CLOEXEC, 0)?))
+        let domain = if addr.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        Ok(socket2::Socket::from(self.socket(
+            domain,
+            ty | libc::SOCK_CLOEXEC,
+            0,
+        )?))
     }
 
     fn first_addr(addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {

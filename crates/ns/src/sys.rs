@@ -327,7 +327,12 @@ fn cstr(s: &str) -> io::Result<CString> {
 }
 
 /// mount(2) with optional source/fstype.
-pub fn mount(src: Option<&str>, target: &str, fstype: Option<&str>, flags: u64) -> io::Result<()> {
+pub fn mount(
+    src: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+) -> io::Result<()> {
     let src = src.map(cstr).transpose()?;
     let target = cstr(target)?;
     let fstype = fstype.map(cstr).transpose()?;
@@ -337,7 +342,7 @@ pub fn mount(src: Option<&str>, target: &str, fstype: Option<&str>, flags: u64) 
             src.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
             target.as_ptr(),
             fstype.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
-            flags as libc::c_ulong,
+            flags,
             std::ptr::null(),
         )
     })
@@ -372,7 +377,11 @@ pub fn hw_addr(name: &str) -> io::Result<[u8; 6]> {
     let s = socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)?;
     // SAFETY: ifreq is plain old data; zero is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, b) in req.ifr_name.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
+    for (d, b) in req
+        .ifr_name
+        .iter_mut()
+        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+    {
         *d = b as libc::c_char;
     }
     // SAFETY: SIOCGIFHWADDR reads and writes one ifreq that lives for the call.

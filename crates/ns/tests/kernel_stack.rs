@@ -70,14 +70,22 @@ fn two_stacks_serve_the_same_port_and_a_third_reaches_both() {
     // The same port twice in one process: each listener lives in its own namespace.
     serve_name(a.tcp_listen("0.0.0.0:8080").unwrap(), "stack A");
     serve_name(b.tcp_listen("0.0.0.0:8080").unwrap(), "stack B");
-    assert_eq!(read_all(c.tcp_connect("10.77.0.1:8080").unwrap()), "stack A");
-    assert_eq!(read_all(c.tcp_connect("10.77.0.2:8080").unwrap()), "stack B");
+    assert_eq!(
+        read_all(c.tcp_connect("10.77.0.1:8080").unwrap()),
+        "stack A"
+    );
+    assert_eq!(
+        read_all(c.tcp_connect("10.77.0.2:8080").unwrap()),
+        "stack B"
+    );
     // The host's namespace does not reach stack A (whatever its own routes do with the
     // address, e.g. a proxy that accepts everything, it is not A's server).
-    if let Ok(mut s) =
-        std::net::TcpStream::connect_timeout(&"10.77.0.1:8080".parse().unwrap(), Duration::from_millis(300))
-    {
-        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    if let Ok(mut s) = std::net::TcpStream::connect_timeout(
+        &"10.77.0.1:8080".parse().unwrap(),
+        Duration::from_millis(300),
+    ) {
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         assert_ne!(out, "stack A");
