@@ -36,6 +36,19 @@ fn ns_bg(args: &[&str]) -> Proc {
     Proc::spawn(&mut c)
 }
 
+/// A background `filo ns` stopped with SIGTERM (forwarded to its command) when dropped: for
+/// daemons such as dnsmasq and radvd that change credentials, which clears the
+/// parent-death signal that otherwise ends a command together with a killed `filo ns`.
+struct Polite(Proc);
+
+impl Drop for Polite {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.child.try_wait() {
+            self.0.terminate(T);
+        }
+    }
+}
+
 fn children_of(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
@@ -280,7 +293,7 @@ fn dhcp_from_dnsmasq_on_the_same_switch() {
     let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
     let vnl = sw.vnl();
     let leases = tmp.join("leases").to_string_lossy().into_owned();
-    let _dnsmasq = ns_bg(&[
+    let _dnsmasq = Polite(ns_bg(&[
         "--ip",
         "10.64.0.1/24",
         &vnl,
@@ -297,7 +310,7 @@ fn dhcp_from_dnsmasq_on_the_same_switch() {
         "--dhcp-range=10.64.0.50,10.64.0.60,255.255.255.0,1h",
         "--dhcp-option=option:router,10.64.0.1",
         "--dhcp-option=option:dns-server,10.64.0.53",
-    ]);
+    ]));
     wait_reachable(&vnl, "10.64.0.1", "10.64.0.2/24");
     let (code, out, err) = ns_out(&[
         "--dhcp",
@@ -330,7 +343,7 @@ fn slaac_from_radvd_on_the_same_switch() {
         "sysctl -qw net.ipv6.conf.all.forwarding=1; exec radvd -n -C {} -p {pid} -u root",
         conf.display()
     );
-    let _radvd = ns_bg(&[
+    let _radvd = Polite(ns_bg(&[
         "--ip",
         "fd42:64::1/64",
         &sw.vnl(),
@@ -338,7 +351,7 @@ fn slaac_from_radvd_on_the_same_switch() {
         "sh",
         "-c",
         &script,
-    ]);
+    ]));
     let (code, out, err) = ns_out(&[
         "--slaac", &sw.vnl(), "--", "sh", "-c",
         "for i in $(seq 100); do ip -6 addr show vde0 scope global | grep -q fd42:64: && break; sleep 0.1; done; ip -6 -br addr show vde0",
