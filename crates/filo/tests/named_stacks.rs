@@ -562,3 +562,112 @@ fn example_per_process_routing() {
         );
     }
 }
+
+/// A named stack configured by DHCP (dnsmasq in a namespace on the same switch).
+#[test]
+fn serve_with_dhcp_from_dnsmasq() {
+    require("dnsmasq");
+    let tmp = TempDir::new("filo-nst");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let vnl = sw.vnl();
+    let leases = format!("--dhcp-leasefile={}", tmp.join("leases").display());
+    let mut dnsmasq = bg(&[
+        "ns",
+        "--ip",
+        "10.77.0.1/24",
+        &vnl,
+        "--",
+        "dnsmasq",
+        "-k",
+        "--conf-file=/dev/null",
+        "--port=0",
+        "--interface=vde0",
+        "--bind-interfaces",
+        "--user=root",
+        "--pid-file",
+        &leases,
+        "--dhcp-range=10.77.0.50,10.77.0.60,255.255.255.0,1h",
+        "--dhcp-option=option:router,10.77.0.1",
+    ]);
+    let s = tmp.join("s");
+    let sp = s.to_string_lossy().into_owned();
+    let _stack = serve(&s, &vnl, &["--dhcp"]);
+    let (_, out, _) = filo(&["stack", "ip", &sp, "-4", "-br", "addr", "show", "vde0"]);
+    assert!(
+        out.contains("10.77.0.5") && out.contains("/24"),
+        "no lease: {out}"
+    );
+    let (_, out, _) = filo(&["stack", "ip", &sp, "route", "show", "default"]);
+    assert!(out.contains("default via 10.77.0.1"), "{out}");
+    // dnsmasq changes credentials, which clears its parent-death signal: stop it politely.
+    dnsmasq.terminate(T);
+}
+
+/// An ordinary user serves a stack and runs programs in it (user namespaces); with a VNL the
+/// tap needs /dev/net/tun access, skipped with the reason when the host refuses it.
+#[test]
+fn unprivileged_user_serves_and_uses_a_stack_or_skip_with_reason() {
+    require("setpriv");
+    let tmp = TempDir::new("filo-nst");
+    run(Command::new("chmod").args(["777", &tmp.path().to_string_lossy()]));
+    let bin = tmp.join("filo");
+    std::fs::copy(FILO, &bin).unwrap();
+    run(Command::new("chmod").args(["755", &bin.to_string_lossy()]));
+    let nobody = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .args(args)
+            .env_remove("FILO_STACK")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    let s = tmp.join("s");
+    let sp = s.to_string_lossy().into_owned();
+    let mut server = Proc::spawn(nobody(&["stack", "serve", &sp]).stdout(Stdio::null()));
+    if !wait_until(T, || s.exists()) || server.child.try_wait().unwrap().is_some() {
+        let (_, _, err) = server.output(T);
+        eprintln!("SKIP unprivileged named stack: {err}");
+        assert!(err.contains("user namespace"), "unclear reason: {err}");
+        return;
+    }
+    let (st, out, err) = Proc::spawn(&mut nobody(&[
+        "mstack",
+        &sp,
+        "--",
+        "sh",
+        "-c",
+        "id -u; ip -br link",
+    ]))
+    .output(T);
+    assert!(st.success(), "{err}");
+    assert!(out.starts_with("0\nlo "), "{out}");
+    let (st, _, err) = Proc::spawn(&mut nobody(&[
+        "stack",
+        "ip",
+        &sp,
+        "addr",
+        "add",
+        "10.78.0.1/8",
+        "dev",
+        "lo",
+    ]))
+    .output(T);
+    assert!(st.success(), "{err}");
+    // Root sees the same stack.
+    let (_, out, _) = filo(&["stack", "ip", &sp, "-br", "addr"]);
+    assert!(out.contains("10.78.0.1/8"), "{out}");
+    assert_eq!(server.terminate(T).code(), Some(0));
+    assert!(!s.exists());
+    // With a VNL: a tap, if the host lets ordinary users open /dev/net/tun.
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &["--mode", "777"]);
+    let (st, _, err) =
+        Proc::spawn(&mut nobody(&["stack", "serve", &sp, "--vnl", &sw.vnl()])).output(T);
+    if !st.success() {
+        eprintln!("SKIP unprivileged stack with a tap: {err}");
+        assert!(err.contains("/dev/net/tun"), "unclear reason: {err}");
+        assert!(!s.exists());
+    }
+}

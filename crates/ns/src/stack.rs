@@ -75,6 +75,8 @@ fn helper(ctl: OwnedFd, ifaces: &[String], conf: &NetConf, cleanup: Option<Clean
         let _ = sys::send_with_fds(fd, &m, &[]);
         sys::exit_now(1)
     };
+    // Decided before unsharing: inside its user namespace the helper is root.
+    let unprivileged = sys::ids().0 != 0;
     let spaces = Spaces {
         uts: conf.hostname.is_some(),
         mount: false,
@@ -87,7 +89,7 @@ fn helper(ctl: OwnedFd, ifaces: &[String], conf: &NetConf, cleanup: Option<Clean
         Ok(f) => f,
         Err(e) => fail(format!("cannot open /proc/self/ns/net: {e}")),
     };
-    let userns = if sys::ids().0 != 0 {
+    let userns = if unprivileged {
         match sys::open_read("/proc/self/ns/user") {
             Ok(f) => Some(f),
             Err(e) => fail(format!("cannot open /proc/self/ns/user: {e}")),
