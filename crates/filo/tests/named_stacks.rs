@@ -663,11 +663,22 @@ fn unprivileged_user_serves_and_uses_a_stack_or_skip_with_reason() {
     assert!(!s.exists());
     // With a VNL: a tap, if the host lets ordinary users open /dev/net/tun.
     let sw = FiloSwitch::start(FILO, &tmp, "sw", &["--mode", "777"]);
-    let (st, _, err) =
-        Proc::spawn(&mut nobody(&["stack", "serve", &sp, "--vnl", &sw.vnl()])).output(T);
-    if !st.success() {
+    let vnl = sw.vnl();
+    let mut server =
+        Proc::spawn(nobody(&["stack", "serve", &sp, "--vnl", &vnl]).stdout(Stdio::null()));
+    assert!(wait_until(T, || s.exists()
+        || server.child.try_wait().unwrap().is_some()));
+    if server.child.try_wait().unwrap().is_some() {
+        let (_, _, err) = server.output(T);
         eprintln!("SKIP unprivileged stack with a tap: {err}");
         assert!(err.contains("/dev/net/tun"), "unclear reason: {err}");
         assert!(!s.exists());
+        return;
     }
+    let (st, out, err) = Proc::spawn(&mut nobody(&[
+        "mstack", &sp, "--", "ip", "-br", "link", "show", "vde0",
+    ]))
+    .output(T);
+    assert!(st.success() && out.contains("vde0"), "{out} {err}");
+    assert_eq!(server.terminate(T).code(), Some(0));
 }
