@@ -258,6 +258,20 @@ fn permissions_on_the_path_are_the_access_control() {
     let (code, out) = mconnect(Some(65534), &sp, "10.71.0.1", 7001, None);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("peer 10.71.0.9 srv"), "{out}");
+    // Joining the namespace itself (mstack) is for root and the stack's owner; others are
+    // told to use msocket.
+    let bin = tmp.join("filo");
+    std::fs::copy(FILO, &bin).unwrap();
+    run(Command::new("chmod").args(["755", &bin.to_string_lossy()]));
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["mstack", &sp, "--", "true"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (st, _, err) = Proc::spawn(&mut c).output(T);
+    assert_eq!(st.code(), Some(1));
+    assert!(err.contains("msocket"), "{err}");
 }
 
 #[test]
@@ -571,7 +585,17 @@ fn serve_with_dhcp_from_dnsmasq() {
     let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
     let vnl = sw.vnl();
     let leases = format!("--dhcp-leasefile={}", tmp.join("leases").display());
-    let mut dnsmasq = bg(&[
+    // dnsmasq changes credentials, which clears its parent-death signal: stop it politely,
+    // also when an assertion fails.
+    struct Polite(Proc);
+    impl Drop for Polite {
+        fn drop(&mut self) {
+            if let Ok(None) = self.0.child.try_wait() {
+                self.0.terminate(T);
+            }
+        }
+    }
+    let _dnsmasq = Polite(bg(&[
         "ns",
         "--ip",
         "10.77.0.1/24",
@@ -586,9 +610,9 @@ fn serve_with_dhcp_from_dnsmasq() {
         "--user=root",
         "--pid-file",
         &leases,
-        "--dhcp-range=10.77.0.50,10.77.0.60,255.255.255.0,1h",
+        "--dhcp-range=10.77.0.50,10.77.0.59,255.255.255.0,1h",
         "--dhcp-option=option:router,10.77.0.1",
-    ]);
+    ]));
     let s = tmp.join("s");
     let sp = s.to_string_lossy().into_owned();
     let _stack = serve(&s, &vnl, &["--dhcp"]);
@@ -599,8 +623,6 @@ fn serve_with_dhcp_from_dnsmasq() {
     );
     let (_, out, _) = filo(&["stack", "ip", &sp, "route", "show", "default"]);
     assert!(out.contains("default via 10.77.0.1"), "{out}");
-    // dnsmasq changes credentials, which clears its parent-death signal: stop it politely.
-    dnsmasq.terminate(T);
 }
 
 /// An ordinary user serves a stack and runs programs in it (user namespaces); with a VNL the

@@ -307,7 +307,7 @@ fn dhcp_from_dnsmasq_on_the_same_switch() {
         "--user=root",
         "--pid-file",
         &format!("--dhcp-leasefile={leases}"),
-        "--dhcp-range=10.64.0.50,10.64.0.60,255.255.255.0,1h",
+        "--dhcp-range=10.64.0.50,10.64.0.59,255.255.255.0,1h",
         "--dhcp-option=option:router,10.64.0.1",
         "--dhcp-option=option:dns-server,10.64.0.53",
     ]));
