@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand};
 mod capture;
 mod console;
 mod demo;
+mod mstack;
+mod ns;
 mod plug;
+mod stack_named;
 mod switch;
 mod sys;
 mod wirefilter;
@@ -39,6 +42,13 @@ enum Command {
     Console(console::ConsoleArgs),
     /// Show a small virtual network at work, with nothing to set up.
     Demo(demo::DemoArgs),
+    /// Run a command in its own network namespace on virtual networks (like vdens).
+    Ns(ns::NsArgs),
+    /// Run a command in a named stack's network (View-OS mstack).
+    Mstack(mstack::MstackArgs),
+    /// Named stacks: serve one at a path, show or change its configuration.
+    #[command(subcommand)]
+    Stack(stack_named::NamedStackCommand),
 }
 
 fn init_logging(verbose: u8) {
@@ -70,6 +80,9 @@ fn main() -> ExitCode {
         Command::Console(args) => console::run(args),
         Command::Capture(args) => capture::run(args),
         Command::Wirefilter(args) => wirefilter::run(args),
+        Command::Ns(args) => ns::run(args),
+        Command::Mstack(args) => mstack::run(args),
+        Command::Stack(cmd) => stack_named::run(cmd),
     };
     match result {
         Ok(code) => code,

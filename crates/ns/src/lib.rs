@@ -1,0 +1,134 @@
+//! # filo-ns: views of the network for unmodified programs, built on kernel namespaces
+//!
+//! Theory of operation. Everything here is a Linux network namespace whose interfaces are
+//! taps, and whose taps are carried to virtual networks by filo's plugs:
+//!
+//! 1. The VNLs are opened first, in the caller's namespace (a `vxvde://` or `udp://` plug
+//!    keeps using the host's network, as in vdens).
+//! 2. A child is forked. It `unshare`s a network namespace (plus a user namespace when not
+//!    root, mapping root inside to the caller; UTS and mount namespaces when asked), creates
+//!    one tap per VNL (`vde0`, `vde1`, …), brings `lo` and the taps up and adds addresses and
+//!    routes through rtnetlink ([`netlink`]), and sends the tap descriptors back to the parent
+//!    over a SOCK_SEQPACKET socketpair with SCM_RIGHTS ([`setup`]).
+//! 3. The parent joins each tap to its VNL with [`filo_vnl::cable::run`] on one thread per
+//!    tap. Nothing needs removing afterwards: the taps are not persistent and the namespace
+//!    disappears with its last process or descriptor.
+//!
+//! On that mechanism:
+//! * [`run_command`] (`filo ns`) lets the child finish DHCP ([`dhcp`]) and exec a command,
+//!   forwards SIGINT/SIGTERM/SIGHUP to it and returns its exit status.
+//! * [`KernelStack`] (libioth's "vdestack") keeps the child alive as a *socket factory*: it
+//!   calls `socket()` inside the namespace and passes the descriptor back, so callers get
+//!   ordinary `std::net` sockets bound to that namespace for their whole life.
+//! * [`named`] serves a [`KernelStack`] on a UNIX socket (`filo stack serve PATH`): clients
+//!   get sockets ([`named::msocket`]) or the namespace itself ([`named::enter`], for
+//!   `filo mstack`); the file permissions of PATH are the access control.
+
+pub mod conf;
+pub mod dhcp;
+pub mod named;
+pub mod netlink;
+mod run;
+pub mod setup;
+mod stack;
+pub mod sys;
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+pub use conf::{IfAddr, NetConf};
+pub use run::{run_command, NsCommand};
+pub use stack::KernelStack;
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum NsError {
+    /// A VNL could not be opened (a missing switch, a bad locator).
+    #[error("{0}")]
+    Vnl(String),
+    /// Building the namespace failed; the text says why (and how to fix permissions).
+    #[error("{0}")]
+    Namespace(String),
+    /// Bad configuration.
+    #[error("{0}")]
+    Conf(String),
+    /// A system call failed.
+    #[error("{what}: {err}")]
+    Io { what: String, err: io::Error },
+}
+
+impl NsError {
+    pub(crate) fn io(what: impl Into<String>, source: io::Error) -> NsError {
+        NsError::Io {
+            what: what.into(),
+            err: source,
+        }
+    }
+}
+
+/// A tap descriptor received from the namespace, as a plug transport.
+pub(crate) struct TapFd(pub OwnedFd);
+
+impl filo_vnl::Transport for TapFd {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        filo_vnl::sys::read_nonblocking(self.0.as_raw_fd(), buf)
+    }
+
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        match filo_vnl::sys::write_fd(self.0.as_raw_fd(), frame) {
+            Ok(_) => Ok(()),
+            // Interface down: the kernel would drop the frame anyway.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn data_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    fn kind(&self) -> &'static str {
+        "tap"
+    }
+}
+
+/// Opens every VNL, in order, in the caller's namespace.
+pub(crate) fn open_vnls(vnls: &[String]) -> Result<Vec<filo_vnl::Plug>, NsError> {
+    vnls.iter()
+        .map(|v| {
+            filo_vnl::open(v).map_err(|e| {
+                let text = e.to_string();
+                NsError::Vnl(if text.contains(v.as_str()) {
+                    text
+                } else {
+                    format!("{v}: {text}")
+                })
+            })
+        })
+        .collect()
+}
+
+/// Starts one cable thread per (tap, plug) pair; returns the stop flag they watch.
+pub(crate) fn start_cables(
+    ifaces: &[String],
+    taps: Vec<OwnedFd>,
+    plugs: Vec<filo_vnl::Plug>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), NsError> {
+    for ((name, tap), plug) in ifaces.iter().zip(taps).zip(plugs) {
+        let tap = filo_vnl::Plug::from_transport(format!("tap:{name}"), Box::new(TapFd(tap)));
+        let stop = stop.clone();
+        let label = format!("{name}<->{}", plug.name());
+        std::thread::Builder::new()
+            .name(format!("filo-ns {name}"))
+            .spawn(move || {
+                let mut pair = [tap, plug];
+                let end = filo_vnl::cable::run(&mut pair, &stop);
+                if !matches!(end, filo_vnl::cable::CableEnd::Stopped) {
+                    tracing::warn!("{label}: cable ended: {end}");
+                }
+            })
+            .map_err(|e| NsError::io("cannot start a cable thread", e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! `filo ns`: run a command in a new network (and UTS, mount, user) namespace wired to VNLs.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::conf::NetConf;
+use crate::setup::{self, Spaces};
+use crate::{open_vnls, start_cables, sys, NsError};
+
+/// What to run, where.
+#[derive(Debug, Clone, Default)]
+pub struct NsCommand {
+    /// One tap per VNL: `vde0`, `vde1`, …
+    pub vnls: Vec<String>,
+    pub conf: NetConf,
+    /// The command and its arguments; empty runs `$SHELL` (or /bin/sh).
+    pub argv: Vec<String>,
+}
+
+const FORWARDED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+const OK: u8 = b'K';
+const FAIL: u8 = b'E';
+
+/// Child side: build the namespace, hand the taps over, wait for the cables, configure
+/// DHCP, exec. Never returns.
+fn child(ctl: OwnedFd, cmd: &NsCommand, argv: &[CString], spaces: Spaces) -> ! {
+    let fail = |msg: String| -> ! {
+        let mut m = vec![FAIL];
+        m.extend_from_slice(msg.as_bytes());
+        let _ = sys::send_with_fds(ctl.as_raw_fd(), &m, &[]);
+        sys::exit_now(1)
+    };
+    let ifaces = setup::iface_names(cmd.vnls.len());
+    let taps =
+        match setup::enter_namespaces(spaces).and_then(|()| setup::configure(&ifaces, &cmd.conf)) {
+            Ok(t) => t,
+            Err(e) => fail(e),
+        };
+    let raw: Vec<_> = taps.iter().map(|t| t.as_raw_fd()).collect();
+    if sys::send_with_fds(ctl.as_raw_fd(), &[OK], &raw).is_err() {
+        sys::exit_now(1);
+    }
+    drop(taps);
+    // Wait until the parent carries the taps (DHCP needs the cable).
+    let mut b = [0u8; 1];
+    match sys::recv_with_fds(ctl.as_raw_fd(), &mut b, true) {
+        Ok((1, _)) => {}
+        _ => sys::exit_now(1),
+    }
+    if cmd.conf.dhcp {
+        if let Err(e) = setup::run_dhcp(&ifaces, &cmd.conf, spaces.mount) {
+            sys::write_stderr(&format!("filo ns: {e}\n"));
+            sys::exit_now(1);
+        }
+    }
+    drop(ctl);
+    let e = sys::execvp(argv);
+    let code = if e.raw_os_error() == Some(libc::ENOENT) {
+        127
+    } else {
+        126
+    };
+    sys::write_stderr(&format!(
+        "filo ns: cannot run {}: {e}\n",
+        argv[0].to_string_lossy()
+    ));
+    sys::exit_now(code)
+}
+
+/// Runs `cmd` and returns its exit code (128 + N when killed by signal N). Errors mean the
+/// command never started; nothing is left behind either way.
+pub fn run_command(cmd: &NsCommand) -> Result<i32, NsError> {
+    cmd.conf.validate()?;
+    let mut argv = cmd.argv.clone();
+    if argv.is_empty() {
+        argv.push(std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into()));
+    }
+    let argv: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| NsError::Conf("a command argument contains a NUL byte".into()))?;
+    let plugs = open_vnls(&cmd.vnls)?;
+    let spaces = Spaces {
+        uts: true,
+        mount: !cmd.conf.dns.is_empty() || cmd.conf.dhcp,
+    };
+    let (mine, theirs) = sys::seqpacket_pair().map_err(|e| NsError::io("socketpair", e))?;
+    // Signals arrive on a signalfd; blocked here before any thread exists, so cable threads
+    // inherit the mask and never take them.
+    let mut watched = FORWARDED.to_vec();
+    watched.push(libc::SIGCHLD);
+    sys::mask_signals(&watched, true).map_err(|e| NsError::io("sigprocmask", e))?;
+    let sigfd = sys::signalfd(&watched).map_err(|e| NsError::io("signalfd", e))?;
+    let pid = match sys::fork().map_err(|e| NsError::io("fork", e))? {
+        sys::Forked::Child => {
+            drop(mine);
+            drop(sigfd);
+            sys::die_with_parent(libc::SIGKILL);
+            sys::default_signals(&watched);
+            let _ = sys::mask_signals(&watched, false);
+            child(theirs, cmd, &argv, spaces)
+        }
+        sys::Forked::Parent(pid) => pid,
+    };
+    drop(theirs);
+    let fail = |e: NsError| {
+        sys::kill(pid, libc::SIGKILL);
+        let _ = sys::waitpid(pid, false);
+        e
+    };
+    let mut buf = vec![0u8; 4096];
+    let (n, taps) = sys::recv_with_fds(mine.as_raw_fd(), &mut buf, true)
+        .map_err(|e| fail(NsError::io("namespace set-up", e)))?;
+    if n == 0 || buf[0] != OK {
+        let msg = if n > 1 {
+            String::from_utf8_lossy(&buf[1..n]).into_owned()
+        } else {
+            "the namespace child died during set-up".into()
+        };
+        return Err(fail(NsError::Namespace(msg)));
+    }
+    if taps.len() != plugs.len() {
+        return Err(fail(NsError::Namespace(format!(
+            "expected {} taps from the namespace, got {}",
+            plugs.len(),
+            taps.len()
+        ))));
+    }
+    let ifaces = setup::iface_names(plugs.len());
+    start_cables(&ifaces, taps, plugs, Arc::new(AtomicBool::new(false))).map_err(fail)?;
+    let _ = sys::send_with_fds(mine.as_raw_fd(), &[OK], &[]);
+    loop {
+        let sig = sys::read_signal(sigfd.as_raw_fd());
+        match sig {
+            Ok(s) if s == libc::SIGCHLD => {
+                if let Some(exit) =
+                    sys::waitpid(pid, true).map_err(|e| NsError::io("waitpid", e))?
+                {
+                    return Ok(exit.code());
+                }
+            }
+            Ok(s) => sys::kill(pid, s),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(fail(NsError::io("signalfd", e))),
+        }
+    }
+}
