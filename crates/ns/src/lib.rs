@@ -34,7 +34,7 @@ mod stack;
 pub mod sys;
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 
 pub use conf::{IfAddr, NetConf};
 pub use run::{run_command, NsCommand};
@@ -67,36 +67,18 @@ impl NsError {
 }
 
 /// A tap descriptor received from the namespace, as a plug transport.
-pub(crate) struct TapFd(pub OwnedFd);
-
-impl filo_vnl::Transport for TapFd {
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        filo_vnl::sys::read_nonblocking(self.0.as_raw_fd(), buf)
-    }
-
-    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        match filo_vnl::sys::write_fd(self.0.as_raw_fd(), frame) {
-            Ok(_) => Ok(()),
-            // Interface down: the kernel would drop the frame anyway.
-            Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn data_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-
-    fn kind(&self) -> &'static str {
-        "tap"
-    }
-}
-
 /// Opens every VNL, in order, in the caller's namespace.
 pub(crate) fn open_vnls(vnls: &[String]) -> Result<Vec<filo_vnl::Plug>, NsError> {
     vnls.iter()
         .map(|v| {
-            filo_vnl::open(v).map_err(|e| {
+            // Taps are opened with virtio-net framing, so TCP crosses as super-frames wherever
+            // the other end (a filo switch) agrees.
+            let options = filo_vnl::OpenOptions {
+                description: "filo-ns:".into(),
+                vnet: true,
+                ..Default::default()
+            };
+            options.open(v).map_err(|e| {
                 let text = e.to_string();
                 NsError::Vnl(if text.contains(v.as_str()) {
                     text
@@ -116,7 +98,9 @@ pub(crate) fn start_cables(
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<(), NsError> {
     for ((name, tap), plug) in ifaces.iter().zip(taps).zip(plugs) {
-        let tap = filo_vnl::Plug::from_transport(format!("tap:{name}"), Box::new(TapFd(tap)));
+        let tap = filo_vnl::transport::tap::Tap::from_fd(tap, true)
+            .map_err(|e| NsError::io(format!("tap {name}"), e))?;
+        let tap = filo_vnl::Plug::from_transport(format!("tap:{name}"), Box::new(tap));
         let stop = stop.clone();
         let label = format!("{name}<->{}", plug.name());
         std::thread::Builder::new()

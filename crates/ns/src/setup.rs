@@ -88,7 +88,7 @@ pub fn configure(ifaces: &[String], conf: &NetConf) -> Result<Vec<OwnedFd>, Stri
     }
     let mut taps = Vec::new();
     for name in ifaces {
-        let fd = filo_vnl::sys::open_tap(name).map_err(|e| tun_hint(&e))?;
+        let fd = filo_vnl::sys::open_tap_with(name, true).map_err(|e| tun_hint(&e))?;
         taps.push(fd);
     }
     for name in ifaces {

@@ -17,6 +17,13 @@ impl Tap {
         Self::open_with(name, false)
     }
 
+    /// Wraps a tap descriptor opened elsewhere (e.g. inside another namespace and passed over
+    /// a socket); `vnet` says whether it was opened with `IFF_VNET_HDR`.
+    pub fn from_fd(fd: OwnedFd, vnet: bool) -> io::Result<Tap> {
+        sys::set_nonblocking(fd.as_raw_fd())?;
+        Ok(Tap { fd, vnet })
+    }
+
     /// With `vnet`, frames carry a virtio-net header and may be TCP super-frames.
     pub fn open_with(name: &str, vnet: bool) -> io::Result<Tap> {
         Ok(Tap {
