@@ -347,3 +347,56 @@ fn qemu_joins_filo_switch_and_its_network_boot_frames_arrive() {
     }
     assert!(dhcp, "no DHCP discover from QEMU arrived");
 }
+
+#[test]
+fn a_tap_attached_with_dash_t_joins_the_switch() {
+    require("ping");
+    require("curl");
+    let tmp = TempDir::new("filo-swt");
+    let ns1 = Netns::new("filo-t1");
+    let ns2 = Netns::new("filo-t2");
+    // The switch runs inside ns1 and owns its tap there (-t), as vde_switch -t does.
+    ns1.exec_ok(&["ip", "tuntap", "add", "tap0", "mode", "tap"]);
+    let dir = tmp.join("sw");
+    let mut c = ns1.command(FILO);
+    c.arg("switch")
+        .arg(&dir)
+        .args(["-t", "tap0", "--nostdin"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
+    let _sw = Proc::spawn(&mut c);
+    assert!(wait_until(T, || dir.join("ctl").exists()));
+    ns1.exec_ok(&["ip", "addr", "add", "10.93.0.1/24", "dev", "tap0"]);
+    ns1.exec_ok(&["ip", "link", "set", "tap0", "up"]);
+    ns2.exec_ok(&["ip", "tuntap", "add", "tap0", "mode", "tap"]);
+    ns2.exec_ok(&["ip", "addr", "add", "10.93.0.2/24", "dev", "tap0"]);
+    ns2.exec_ok(&["ip", "link", "set", "tap0", "up"]);
+    let mut p = ns2.command(FILO);
+    p.args(["plug", "tap://tap0", &format!("vde://{}", dir.display())])
+        .stdin(Stdio::null());
+    let _plug = Proc::spawn(&mut p);
+    std::thread::sleep(Duration::from_millis(300));
+    ns2.exec_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.93.0.1"]);
+    let blob: Vec<u8> = (0..2u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 9) as u8)
+        .collect();
+    std::fs::write(tmp.join("blob"), &blob).unwrap();
+    let mut server = ns1.command("python3");
+    server
+        .args(["-m", "http.server", "-b", "10.93.0.1", "8090", "-d"])
+        .arg(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _server = Proc::spawn(&mut server);
+    let got = tmp.join("got");
+    assert!(wait_until(Duration::from_secs(10), || {
+        ns2.command("curl")
+            .args(["-sf", "--max-time", "20", "-o"])
+            .arg(&got)
+            .arg("http://10.93.0.1:8090/blob")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }));
+    assert!(std::fs::read(&got).unwrap() == blob);
+}

@@ -7,6 +7,8 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use filo_vnl::sys;
+use filo_vnl::transport::tap::Tap;
+use filo_vnl::Transport;
 
 use super::Queue;
 use crate::core::PortId;
@@ -14,8 +16,8 @@ use crate::core::PortId;
 pub(crate) enum EndpointIo {
     /// Datagram socket connected to the client: batched I/O.
     Dgram(OwnedFd),
-    /// A tap device: one frame per read/write.
-    Tap(OwnedFd),
+    /// A tap device (`-t`), opened with virtio-net framing: one frame per read/write.
+    Tap(Tap),
 }
 
 fn would_block(e: io::Error) -> io::Error {
@@ -28,12 +30,13 @@ fn would_block(e: io::Error) -> io::Error {
 
 impl EndpointIo {
     pub(crate) fn tap(name: &str) -> io::Result<EndpointIo> {
-        Ok(EndpointIo::Tap(sys::open_tap(name)?))
+        Ok(EndpointIo::Tap(Tap::open_with(name, true)?))
     }
 
     pub(crate) fn fd(&self) -> RawFd {
         match self {
-            EndpointIo::Dgram(fd) | EndpointIo::Tap(fd) => fd.as_raw_fd(),
+            EndpointIo::Dgram(fd) => fd.as_raw_fd(),
+            EndpointIo::Tap(tap) => tap.data_fd(),
         }
     }
 
@@ -44,39 +47,14 @@ impl EndpointIo {
     ) -> io::Result<usize> {
         match self {
             EndpointIo::Dgram(fd) => sys::recv_many(fd.as_raw_fd(), bufs, lens),
-            EndpointIo::Tap(fd) => {
-                let mut n = 0;
-                while n < bufs.len() {
-                    match sys::read_nonblocking(fd.as_raw_fd(), &mut bufs[n]) {
-                        Ok(len) => {
-                            lens[n] = len;
-                            n += 1;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => break,
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(n)
-            }
+            EndpointIo::Tap(tap) => tap.recv_batch(bufs, lens),
         }
     }
 
     pub(crate) fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
         match self {
             EndpointIo::Dgram(fd) => sys::send_many(fd.as_raw_fd(), frames).map_err(would_block),
-            EndpointIo::Tap(fd) => {
-                let mut n = 0;
-                for f in frames {
-                    match sys::write_nonblocking(fd.as_raw_fd(), f) {
-                        Ok(_) => n += 1,
-                        // Interface down: the kernel drops it; so do we.
-                        Err(e) if e.raw_os_error() == Some(libc::EIO) => n += 1,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => break,
-                        Err(e) => return Err(would_block(e)),
-                    }
-                }
-                Ok(n)
-            }
+            EndpointIo::Tap(tap) => tap.send_batch(frames),
         }
     }
 }

@@ -711,7 +711,8 @@ impl Switch {
             .free_port()
             .ok_or_else(|| SwitchError::Config(format!("no free port for tap {name}")))?;
         let id = io.fd() as u32;
-        let ep = Endpoint::new(port, id, io, None, None);
+        let mut ep = Endpoint::new(port, id, io, None, None);
+        ep.vnet = true;
         let info = EndpointInfo {
             id,
             kind: EndpointKind::Tuntap,
