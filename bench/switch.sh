@@ -34,10 +34,12 @@ cpu_ns() { # total on-CPU ns of all threads of $1
   cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s }'
 }
 
-start_switch() { # $1 = deb|filo
+start_switch() { # $1 = deb|filo|filo-busy
   rm -rf "$T/sw" "$T/sw.pid"
   if [ "$1" = deb ]; then
     vde_switch -s "$T/sw" -d -p "$T/sw.pid" >/dev/null 2>&1
+  elif [ "$1" = filo-busy ]; then
+    "$FILO" switch "$T/sw" --nostdin --busy-poll 200 -d -p "$T/sw.pid" >/dev/null 2>&1
   else
     "$FILO" switch "$T/sw" --nostdin -d -p "$T/sw.pid" >/dev/null 2>&1
   fi
@@ -132,6 +134,9 @@ for sw in deb filo; do
   fi
   stop_switch
 done
+start_switch filo-busy
+R[busy,rtt]=$(rtt)
+stop_switch
 
 f() { echo "${R[$1]}" | awk -v i="$2" '{ print $i }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
@@ -153,5 +158,5 @@ for size in 64 1514; do
   done
 done
 echo
-echo "Round trip, 64-byte frames (us):   vde_switch p50/p99 $(f deb,rtt 1)/$(f deb,rtt 2)   filo switch p50/p99 $(f filo,rtt 1)/$(f filo,rtt 2)   p50 ratio $(ratio "$(f filo,rtt 1)" "$(f deb,rtt 1)")"
+echo "Round trip, 64-byte frames (us):   vde_switch p50/p99 $(f deb,rtt 1)/$(f deb,rtt 2)   filo switch p50/p99 $(f filo,rtt 1)/$(f filo,rtt 2) (p50 $(ratio "$(f filo,rtt 1)" "$(f deb,rtt 1)"))   filo --busy-poll 200 p50/p99 $(f busy,rtt 1)/$(f busy,rtt 2) (p50 $(ratio "$(f busy,rtt 1)" "$(f deb,rtt 1)"))"
 echo "TCP over taps (iperf3, Gbit/s):    vde_switch+vde_plug ${R[deb,tcp]}   filo switch+vde_plug ${R[filo,tcp]} ($(ratio "${R[filo,tcp]}" "${R[deb,tcp]}"))   filo switch+filo plug ${R[filo,tcpb]} ($(ratio "${R[filo,tcpb]}" "${R[deb,tcp]}"))"

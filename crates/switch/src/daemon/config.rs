@@ -44,6 +44,8 @@ pub struct SwitchConfig {
     pub lossless: bool,
     /// Ports whose traffic is written to pcapng files from the start.
     pub captures: Vec<(u16, PathBuf)>,
+    /// Keep polling without sleeping for this long after the last event (0: off).
+    pub busy_poll: std::time::Duration,
 }
 
 impl SwitchConfig {
@@ -68,6 +70,7 @@ impl SwitchConfig {
             queue_len: 256,
             lossless: false,
             captures: Vec::new(),
+            busy_poll: std::time::Duration::ZERO,
         }
     }
 

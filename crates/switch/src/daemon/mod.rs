@@ -258,13 +258,25 @@ impl Switch {
     /// console, or EOF on the stdin console.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), SwitchError> {
         let mut events = std::mem::take(&mut self.events);
+        let mut last_activity = Instant::now();
         while !stop.load(Ordering::Relaxed) && !self.shutting_down {
             let now = Instant::now();
-            let timeout = self.next_timeout(now);
+            // Busy polling: for a while after the last frame, look again without sleeping,
+            // trading CPU for latency (no wake-up on the next frame).
+            let spinning = !self.cfg.busy_poll.is_zero()
+                && now.duration_since(last_activity) < self.cfg.busy_poll;
+            let timeout = if spinning {
+                Duration::ZERO
+            } else {
+                self.next_timeout(now)
+            };
             self.epoll
                 .wait(&mut events, Some(timeout))
                 .map_err(SwitchError::io("epoll_wait"))?;
             let now = Instant::now();
+            if !events.is_empty() {
+                last_activity = now;
+            }
             for ev in &events {
                 self.dispatch(*ev, now);
             }
