@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Frames/s through a wirefilter with no impairment: filo wirefilter beside Debian's wirefilter,
-# in the same run. Both sit between the same two Debian vde_switches; a libvdeplug sender on
-# one switch, a receiver on the other (bench/vdeclient.c). Also the wirefilter process's CPU
+# in the same run. Both sit between the same two (filo) switches; a libvdeplug sender on one
+# switch, a receiver on the other (bench/vdeclient.c). Also the wirefilter process's CPU
 # time per delivered frame.
 # Usage: bench/wirefilter.sh [FRAMES]   (default 200000)
 set -euo pipefail
@@ -15,7 +15,9 @@ gcc -O2 -o "$CLIENT" bench/vdeclient.c -lvdeplug
 cleanup() { jobs -p | xargs -r kill 2>/dev/null || true; for f in "$T"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done; rm -rf "$T"; }
 trap cleanup EXIT
 mkfifo "$T/hold"; exec 3<>"$T/hold"
-vde_switch -s "$T/a" -d -p "$T/a.pid"; vde_switch -s "$T/b" -d -p "$T/b.pid"
+# The two switches are filo's (the same for both wirefilters): Debian's vde_switch drops
+# silently under load and would dominate what is measured.
+"$FILO" switch "$T/a" --nostdin -d -p "$T/a.pid"; "$FILO" switch "$T/b" --nostdin -d -p "$T/b.pid"
 sleep 0.3
 
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s }'; }
