@@ -56,6 +56,7 @@ mod driver;
 mod icmp;
 pub mod net;
 mod stack;
+mod sys;
 mod tcp;
 #[cfg(feature = "tokio")]
 pub mod tokio;
@@ -71,6 +72,19 @@ pub use stack::{
 };
 pub use tcp::{TcpListener, TcpStream, CONNECT_TIMEOUT};
 pub use udp::UdpSocket;
+pub use dns::{ToTarget, RESOLVE_TIMEOUT};
+
+/// An in-process cable: two plugs joined back to back (a SOCK_SEQPACKET socketpair), for
+/// connecting two stacks in one process without a switch.
+pub fn cable() -> std::io::Result<(filo_vnl::Plug, filo_vnl::Plug)> {
+    use std::os::fd::IntoRawFd;
+    let (a, b) = sys::seqpacket_pair()?;
+    let open = |fd: std::os::fd::OwnedFd| {
+        let n = fd.into_raw_fd();
+        filo_vnl::open(&format!("seqpacket://{n}")).map_err(std::io::Error::other)
+    };
+    Ok((open(a)?, open(b)?))
+}
 
 /// Errors building or configuring a stack.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,163 @@
+//! Two stacks in one process joined by an in-process cable: TCP, UDP, ping, IPv6 and the
+//! hybrid IPv4-mapped addressing, errors for unreachable addresses.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use filo_stack::{cable, Stack};
+
+const T: Duration = Duration::from_secs(5);
+
+fn pair() -> (Stack, Stack) {
+    let (a, b) = cable().unwrap();
+    let s1 = Stack::builder()
+        .name("s1")
+        .interface_plug(a, "eth,ip=10.9.0.1/24,ip=fd09::1/64")
+        .build()
+        .unwrap();
+    let s2 = Stack::builder()
+        .name("s2")
+        .interface_plug(b, "eth,ip=10.9.0.2/24,ip=fd09::2/64")
+        .build()
+        .unwrap();
+    (s1, s2)
+}
+
+#[test]
+fn ping_both_ways_over_ipv4_and_ipv6() {
+    let (s1, s2) = pair();
+    for (s, dst) in [
+        (&s1, "10.9.0.2"),
+        (&s2, "10.9.0.1"),
+        (&s1, "fd09::2"),
+        (&s2, "fd09::1"),
+    ] {
+        let rtt = s.ping(dst.parse().unwrap(), 1, 56, T).unwrap();
+        assert!(rtt < T, "{dst}: {rtt:?}");
+    }
+    // Loopback: a stack pings itself.
+    s1.ping("10.9.0.1".parse().unwrap(), 2, 8, T).unwrap();
+    s1.ping("127.0.0.1".parse().unwrap(), 3, 8, T).unwrap();
+}
+
+#[test]
+fn tcp_echo_over_ipv4_with_std_like_api() {
+    let (s1, s2) = pair();
+    let l = s1.tcp_listen("0.0.0.0:7").unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut c, peer) = l.accept().unwrap();
+        assert_eq!(peer.ip(), "10.9.0.2".parse::<IpAddr>().unwrap());
+        let mut buf = Vec::new();
+        c.read_to_end(&mut buf).unwrap();
+        c.write_all(&buf).unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        c.drain(T).unwrap();
+    });
+    let mut c = s2.tcp_connect("10.9.0.1:7").unwrap();
+    assert!(c.nodelay().unwrap());
+    c.set_nodelay(false).unwrap();
+    assert!(!c.nodelay().unwrap());
+    assert_eq!(c.peer_addr().unwrap(), "10.9.0.1:7".parse().unwrap());
+    assert_eq!(c.local_addr().unwrap().ip(), "10.9.0.2".parse::<IpAddr>().unwrap());
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
+    let mut w = &c;
+    w.write_all(&data).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    c.set_read_timeout(Some(T)).unwrap();
+    c.read_to_end(&mut back).unwrap();
+    assert_eq!(back, data);
+    server.join().unwrap();
+}
+
+#[test]
+fn ipv6_listener_sees_ipv4_peers_as_mapped_addresses() {
+    let (s1, s2) = pair();
+    let l = s1.tcp_listen("[::]:80").unwrap();
+    let c4 = s2.tcp_connect("10.9.0.1:80").unwrap();
+    let (a4, p4) = l.accept().unwrap();
+    assert_eq!(p4.ip(), "::ffff:10.9.0.2".parse::<IpAddr>().unwrap());
+    let c6 = s2.tcp_connect("[fd09::1]:80").unwrap();
+    let (_a6, p6) = l.accept().unwrap();
+    assert_eq!(p6.ip(), "fd09::2".parse::<IpAddr>().unwrap());
+    // A client connecting to a mapped address reaches the IPv4 peer.
+    let cm = s2.tcp_connect("[::ffff:10.9.0.1]:80").unwrap();
+    assert_eq!(cm.peer_addr().unwrap().ip(), "::ffff:10.9.0.1".parse::<IpAddr>().unwrap());
+    let (_am, pm) = l.accept().unwrap();
+    assert_eq!(pm.ip(), "::ffff:10.9.0.2".parse::<IpAddr>().unwrap());
+    (&c4).write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    (&a4).read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"x");
+    drop(c6);
+}
+
+#[test]
+fn udp_datagrams_both_ways() {
+    let (s1, s2) = pair();
+    let u1 = s1.udp_bind("0.0.0.0:5353").unwrap();
+    let u2 = s2.udp_bind("0.0.0.0:0").unwrap();
+    u2.send_to(b"hello", "10.9.0.1:5353".parse().unwrap()).unwrap();
+    u1.set_read_timeout(Some(T)).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = u1.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hello");
+    assert_eq!(from.ip(), "10.9.0.2".parse::<IpAddr>().unwrap());
+    u1.send_to(b"world", from).unwrap();
+    u2.set_read_timeout(Some(T)).unwrap();
+    let (n, _) = u2.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"world");
+}
+
+#[test]
+fn unreachable_addresses_fail_with_the_right_error_in_time() {
+    let (_s1, s2) = pair();
+    // No route at all: at once.
+    let t0 = Instant::now();
+    let e = s2.tcp_connect("192.168.77.1:80").unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NetworkUnreachable, "{e}");
+    assert!(t0.elapsed() < Duration::from_millis(100));
+    // On-link but nobody answers ARP: host unreachable after the resolution retries.
+    let t0 = Instant::now();
+    let e = s2
+        .tcp_connect_timeout("10.9.0.99:80", Some(Duration::from_secs(10)))
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::HostUnreachable, "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
+    // A host that answers with a reset: refused.
+    let e = s2.tcp_connect("10.9.0.1:81").unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+    // A timeout shorter than the resolution gives TimedOut.
+    let t0 = Instant::now();
+    let e = s2
+        .tcp_connect_timeout("10.9.0.98:80", Some(Duration::from_millis(500)))
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    let e = s2.ping("10.9.0.97".parse().unwrap(), 1, 8, Duration::from_millis(300)).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+}
+
+#[test]
+fn malformed_frames_on_a_live_stack_are_counted_and_harmless() {
+    let s = Stack::builder()
+        .interface_unplugged("ip=10.1.0.1/24")
+        .build()
+        .unwrap();
+    let before = s.counters();
+    s.inject_frame(0, &[0u8; 5]);
+    let mut f = vec![0u8; 60];
+    f[0..6].copy_from_slice(&s.links()[0].mac);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    f[14] = 0x4f; // IHL 60 bytes, longer than the packet
+    s.inject_frame(0, &f);
+    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+    s.inject_frame(0, &f);
+    let c = s.counters();
+    assert_eq!(c.frames_in - before.frames_in, 3);
+    assert_eq!(c.dropped_short, 1);
+    assert_eq!(c.dropped_bad_ipv4, 1);
+    assert_eq!(c.dropped_unknown_ethertype, 1);
+    let _: SocketAddr = "10.1.0.1:1".parse().unwrap();
+}
