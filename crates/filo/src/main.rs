@@ -9,6 +9,7 @@ mod capture;
 mod console;
 mod demo;
 mod plug;
+mod stack;
 mod switch;
 mod sys;
 
@@ -35,6 +36,8 @@ enum Command {
     Console(console::ConsoleArgs),
     /// Show a small virtual network at work, with nothing to set up.
     Demo(demo::DemoArgs),
+    /// A user-space TCP/IP stack on a virtual network: ping, http-serve, fetch.
+    Stack(stack::StackArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Switch(args) => switch::run(args),
         Command::Console(args) => console::run(args),
         Command::Capture(args) => capture::run(args),
+        Command::Stack(args) => stack::run(args),
     };
     match result {
         Ok(code) => code,

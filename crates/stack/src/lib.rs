@@ -64,6 +64,7 @@ mod udp;
 pub mod wire;
 
 pub use config::{ConfigError, IfaceConfig};
+pub use dns::{ToTarget, RESOLVE_TIMEOUT};
 pub use driver::Driver;
 pub use net::{Cidr, Counters, NextHop, Route};
 pub use stack::{
@@ -72,7 +73,6 @@ pub use stack::{
 };
 pub use tcp::{TcpListener, TcpStream, CONNECT_TIMEOUT};
 pub use udp::UdpSocket;
-pub use dns::{ToTarget, RESOLVE_TIMEOUT};
 
 /// An in-process cable: two plugs joined back to back (a SOCK_SEQPACKET socketpair), for
 /// connecting two stacks in one process without a switch.

@@ -59,7 +59,10 @@ fn tcp_echo_over_ipv4_with_std_like_api() {
     c.set_nodelay(false).unwrap();
     assert!(!c.nodelay().unwrap());
     assert_eq!(c.peer_addr().unwrap(), "10.9.0.1:7".parse().unwrap());
-    assert_eq!(c.local_addr().unwrap().ip(), "10.9.0.2".parse::<IpAddr>().unwrap());
+    assert_eq!(
+        c.local_addr().unwrap().ip(),
+        "10.9.0.2".parse::<IpAddr>().unwrap()
+    );
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
     let mut w = &c;
     w.write_all(&data).unwrap();
@@ -83,7 +86,10 @@ fn ipv6_listener_sees_ipv4_peers_as_mapped_addresses() {
     assert_eq!(p6.ip(), "fd09::2".parse::<IpAddr>().unwrap());
     // A client connecting to a mapped address reaches the IPv4 peer.
     let cm = s2.tcp_connect("[::ffff:10.9.0.1]:80").unwrap();
-    assert_eq!(cm.peer_addr().unwrap().ip(), "::ffff:10.9.0.1".parse::<IpAddr>().unwrap());
+    assert_eq!(
+        cm.peer_addr().unwrap().ip(),
+        "::ffff:10.9.0.1".parse::<IpAddr>().unwrap()
+    );
     let (_am, pm) = l.accept().unwrap();
     assert_eq!(pm.ip(), "::ffff:10.9.0.2".parse::<IpAddr>().unwrap());
     (&c4).write_all(b"x").unwrap();
@@ -98,7 +104,8 @@ fn udp_datagrams_both_ways() {
     let (s1, s2) = pair();
     let u1 = s1.udp_bind("0.0.0.0:5353").unwrap();
     let u2 = s2.udp_bind("0.0.0.0:0").unwrap();
-    u2.send_to(b"hello", "10.9.0.1:5353".parse().unwrap()).unwrap();
+    u2.send_to(b"hello", "10.9.0.1:5353".parse().unwrap())
+        .unwrap();
     u1.set_read_timeout(Some(T)).unwrap();
     let mut buf = [0u8; 64];
     let (n, from) = u1.recv_from(&mut buf).unwrap();
@@ -135,7 +142,14 @@ fn unreachable_addresses_fail_with_the_right_error_in_time() {
         .unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
     assert!(t0.elapsed() < Duration::from_secs(2));
-    let e = s2.ping("10.9.0.97".parse().unwrap(), 1, 8, Duration::from_millis(300)).unwrap_err();
+    let e = s2
+        .ping(
+            "10.9.0.97".parse().unwrap(),
+            1,
+            8,
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
 }
 
