@@ -57,6 +57,7 @@ mod icmp;
 pub mod net;
 mod stack;
 mod sys;
+pub use sys::raise_fd_limit;
 mod tcp;
 #[cfg(feature = "tokio")]
 pub mod tokio;

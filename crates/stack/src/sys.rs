@@ -21,3 +21,22 @@ pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: socketpair succeeded, so both descriptors are new and owned only by us.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
+
+/// Raises this process's open-file limit to its hard limit (thousands of stacks need
+/// thousands of plug descriptors); returns the new soft limit.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: r is a valid rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    r.rlim_cur = r.rlim_max;
+    // SAFETY: r is a valid rlimit read above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r.rlim_cur as u64)
+}

@@ -64,8 +64,67 @@ impl std::fmt::Debug for TcpStream {
     }
 }
 
-fn sock(g: &mut Inner, h: SocketHandle) -> &mut tcp::Socket<'static> {
+pub(crate) fn sock(g: &mut Inner, h: SocketHandle) -> &mut tcp::Socket<'static> {
     g.sockets.get_mut::<tcp::Socket>(h)
+}
+
+/// Starts connecting to `addr`; returns the socket and the (unmapped) destination.
+pub(crate) fn start_connect(stack: &Stack, addr: SocketAddr) -> io::Result<(SocketHandle, IpAddr)> {
+    let dst = unmap(addr.ip());
+    if dst.is_unspecified() || addr.port() == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot connect to {addr}"),
+        ));
+    }
+    let mut g = stack.lock();
+    let src = check_route(&g, &dst)?;
+    let h = g.new_tcp();
+    let port = g.ephemeral_port();
+    let inner = &mut *g;
+    let r = inner.sockets.get_mut::<tcp::Socket>(h).connect(
+        inner.iface.context(),
+        SocketAddr::new(dst, addr.port()),
+        SocketAddr::new(src, port),
+    );
+    if let Err(e) = r {
+        inner.sockets.remove(h);
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{e}")));
+    }
+    drop(g);
+    stack.shared.kick();
+    Ok((h, dst))
+}
+
+/// Where a connect stands: None while the handshake runs.
+pub(crate) fn connect_state(
+    g: &mut Inner,
+    h: SocketHandle,
+    dst: &IpAddr,
+    addr: &SocketAddr,
+) -> Option<io::Result<()>> {
+    let now = smoltcp::time::Instant::now();
+    let unreachable = g.net.unreachable(now, dst);
+    match sock(g, h).state() {
+        tcp::State::SynSent | tcp::State::SynReceived if unreachable => Some(Err(io::Error::new(
+            io::ErrorKind::HostUnreachable,
+            format!("{dst} does not answer address resolution"),
+        ))),
+        tcp::State::SynSent | tcp::State::SynReceived => None,
+        tcp::State::Closed => Some(Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!("{addr} refused the connection"),
+        ))),
+        _ => Some(Ok(())),
+    }
+}
+
+pub(crate) fn abort_connect(stack: &Stack, h: SocketHandle) {
+    let mut g = stack.lock();
+    sock(&mut g, h).abort();
+    g.closing.push(h);
+    drop(g);
+    stack.shared.kick();
 }
 
 impl TcpStream {
@@ -88,61 +147,19 @@ impl TcpStream {
         addr: SocketAddr,
         timeout: Option<Duration>,
     ) -> io::Result<TcpStream> {
-        let v6 = addr.is_ipv6();
-        let dst = unmap(addr.ip());
-        if dst.is_unspecified() || addr.port() == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("cannot connect to {addr}"),
-            ));
-        }
-        let mut g = stack.lock();
-        let src = check_route(&g, &dst)?;
-        let h = g.new_tcp();
-        let port = g.ephemeral_port();
-        let inner = &mut *g;
-        let r = inner.sockets.get_mut::<tcp::Socket>(h).connect(
-            inner.iface.context(),
-            SocketAddr::new(dst, addr.port()),
-            SocketAddr::new(src, port),
-        );
-        if let Err(e) = r {
-            inner.sockets.remove(h);
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{e}")));
-        }
-        drop(g);
-        stack.shared.kick();
+        let (h, dst) = start_connect(stack, addr)?;
         let result = stack.wait_for(Some(timeout.unwrap_or(CONNECT_TIMEOUT)), |g| {
-            let now = smoltcp::time::Instant::now();
-            let unreachable = g.net.unreachable(now, &dst);
-            match sock(g, h).state() {
-                tcp::State::SynSent | tcp::State::SynReceived if unreachable => {
-                    Some(Err(io::Error::new(
-                        io::ErrorKind::HostUnreachable,
-                        format!("{dst} does not answer address resolution"),
-                    )))
-                }
-                tcp::State::SynSent | tcp::State::SynReceived => None,
-                tcp::State::Closed => Some(Err(io::Error::new(
-                    io::ErrorKind::ConnectionRefused,
-                    format!("{addr} refused the connection"),
-                ))),
-                _ => Some(Ok(())),
-            }
+            connect_state(g, h, &dst, &addr)
         });
         let err = match result {
-            Some(Ok(())) => return Ok(TcpStream::from_handle(stack.clone(), h, v6)),
+            Some(Ok(())) => return Ok(TcpStream::from_handle(stack.clone(), h, addr.is_ipv6())),
             Some(Err(e)) => e,
             None => io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("connecting to {addr} timed out"),
             ),
         };
-        let mut g = stack.lock();
-        sock(&mut g, h).abort();
-        g.closing.push(h);
-        drop(g);
-        stack.shared.kick();
+        abort_connect(stack, h);
         Err(err)
     }
 
