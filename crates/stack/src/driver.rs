@@ -106,6 +106,8 @@ struct Slot {
     fds: Vec<(RawFd, u64, bool)>,
     timer_at: Option<Instant>,
     queued: bool,
+    /// Serviced for a kick, a timer or registration (not only for input).
+    force: bool,
 }
 
 struct Run {
@@ -156,7 +158,7 @@ impl Run {
                     let mut b = [0u8; 8];
                     let _ = filo_vnl::sys::read_nonblocking(shared.wake.as_raw_fd(), &mut b);
                 } else {
-                    self.queue((ev.token >> 17) as usize);
+                    self.queue((ev.token >> 17) as usize, false);
                 }
             }
             self.events = events;
@@ -180,11 +182,12 @@ impl Run {
                     fds: Vec::new(),
                     timer_at: None,
                     queued: false,
+                    force: true,
                 });
-                self.queue(slot);
+                self.queue(slot, true);
             }
             for slot in dirty {
-                self.queue(slot);
+                self.queue(slot, true);
             }
             let now = Instant::now();
             while let Some(Reverse((t, slot))) = self.timers.peek().copied() {
@@ -195,7 +198,7 @@ impl Run {
                 if let Some(Some(s)) = self.slots.get_mut(slot) {
                     if s.timer_at == Some(t) {
                         s.timer_at = None;
-                        self.queue(slot);
+                        self.queue(slot, true);
                     }
                 }
             }
@@ -211,8 +214,9 @@ impl Run {
         }
     }
 
-    fn queue(&mut self, slot: usize) {
+    fn queue(&mut self, slot: usize, force: bool) {
         if let Some(Some(s)) = self.slots.get_mut(slot) {
+            s.force |= force;
             if !s.queued {
                 s.queued = true;
                 self.todo.push(slot);
@@ -225,6 +229,7 @@ impl Run {
             return;
         };
         entry.queued = false;
+        let force = std::mem::take(&mut entry.force);
         let Some(sh) = entry.stack.upgrade() else {
             for (fd, _, _) in entry.fds.drain(..) {
                 epoll.delete(fd);
@@ -277,6 +282,16 @@ impl Run {
             }
             if !inner.net.links[i].backlog.is_empty() {
                 inner.net.flush(i);
+            }
+        }
+        // Input that produced nothing for smoltcp (a broadcast for someone else, an ARP
+        // answered in place) needs no smoltcp turn: a thousand stacks hearing one broadcast
+        // cost a thousand receives, not a thousand polls.
+        let idle = !force && inner.net.rx.is_empty() && !inner.links_changed;
+        if idle {
+            let backlog = inner.net.links.iter().any(|l| !l.backlog.is_empty());
+            if !backlog {
+                return;
             }
         }
         inner.process(now);
