@@ -103,6 +103,32 @@ enum StackCommand {
         /// The URL: http://HOST[:PORT]/PATH, HOST an address ([v6] in brackets) or a name.
         url: String,
     },
+    /// Measure TCP throughput between filo stacks (or any TCP peer): a receiver with
+    /// --server, a sender with --connect. Both print bytes, seconds, Gbit/s and the CRC-32
+    /// of the stream, so the two sides can be compared.
+    #[command(after_help = CONF_HELP)]
+    Perf {
+        #[command(flatten)]
+        net: NetArgs,
+        /// Receive: listen on --port and report each connection.
+        #[arg(long, conflicts_with = "connect")]
+        server: bool,
+        /// With --server, exit after this many connections (0: never).
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// TCP port to listen on.
+        #[arg(short = 'p', long, default_value_t = 5201)]
+        port: u16,
+        /// Send: connect to ADDR:PORT (or HOST:PORT).
+        #[arg(long, value_name = "ADDR:PORT", required_unless_present = "server")]
+        connect: Option<String>,
+        /// MiB to send.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        /// Receive and send buffer per socket, KiB.
+        #[arg(long, default_value_t = 1024)]
+        buffer_kib: usize,
+    },
 }
 
 fn secs(v: f64, what: &str) -> Result<Duration> {
@@ -114,12 +140,17 @@ fn secs(v: f64, what: &str) -> Result<Duration> {
 
 /// Builds the stack and waits for automatic configuration to give it addresses.
 fn build(net: &NetArgs) -> Result<Stack> {
+    build_with(net, 128)
+}
+
+fn build_with(net: &NetArgs, buffer_kib: usize) -> Result<Stack> {
     let conf = IfaceConfig::parse(&net.conf).map_err(|e| anyhow!("--conf: {e}"))?;
     let plug = filo_switch::hosted::open_plug(&filo_vnl::OpenOptions::default(), &net.vnl)
         .with_context(|| format!("--vnl {}", net.vnl))?;
     let stack = Stack::builder()
         .name(net.name.clone())
         .interface_plug(plug, net.conf.clone())
+        .tcp_buffer(buffer_kib * 1024)
         .build()?;
     let t = Duration::from_secs(net.conf_timeout);
     if conf.dhcp && conf.addrs.iter().all(|a| !a.addr.is_ipv4()) {
@@ -233,6 +264,39 @@ pub fn run(args: StackArgs) -> Result<ExitCode> {
                     let _ = h.join();
                     break;
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        StackCommand::Perf {
+            net,
+            server,
+            count,
+            port,
+            connect,
+            mib,
+            buffer_kib,
+        } => {
+            let stack = build_with(&net, buffer_kib)?;
+            if server {
+                let l = stack.tcp_listen(format!("[::]:{port}"))?;
+                eprintln!("filo stack perf: listening on port {port}");
+                let mut n = 0;
+                while !crate::sys::STOP.load(Ordering::Relaxed) && (count == 0 || n < count) {
+                    let Some((c, peer)) = l.accept_timeout(Some(Duration::from_millis(300)))?
+                    else {
+                        continue;
+                    };
+                    n += 1;
+                    let t = filo_stack::perf::receive(&c)?;
+                    println!("received from {peer}: {t}");
+                }
+            } else {
+                let target = connect.ok_or_else(|| anyhow!("--connect ADDR:PORT is required"))?;
+                let c = stack
+                    .tcp_connect_timeout(target.as_str(), Some(Duration::from_secs(10)))
+                    .with_context(|| format!("connecting to {target}"))?;
+                let t = filo_stack::perf::send(&c, mib << 20)?;
+                println!("sent to {target}: {t}");
             }
             Ok(ExitCode::SUCCESS)
         }

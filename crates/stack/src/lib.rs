@@ -55,6 +55,7 @@ mod dns;
 mod driver;
 mod icmp;
 pub mod net;
+pub mod perf;
 mod stack;
 mod sys;
 pub use sys::raise_fd_limit;
