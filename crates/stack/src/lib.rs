@@ -51,6 +51,7 @@
 //! ```
 
 pub mod config;
+pub mod dhcp;
 mod dns;
 mod driver;
 mod icmp;

@@ -152,6 +152,8 @@ pub(crate) struct Link {
     pub backlog: VecDeque<Vec<u8>>,
     /// Frames "sent" on a link without a plug (unit tests look at them).
     pub captured: Vec<Vec<u8>>,
+    /// The link's DHCPv4 client, when `dhcp` was configured.
+    pub dhcp: Option<crate::dhcp::Client>,
 }
 
 impl Link {
@@ -169,6 +171,7 @@ impl Link {
             }],
             backlog: VecDeque::new(),
             captured: Vec::new(),
+            dhcp: None,
         }
     }
 
@@ -228,6 +231,8 @@ pub(crate) struct Net {
     pub counters: Counters,
     /// Router advertisements received: (link, advert), for SLAAC to apply.
     pub adverts: Vec<(usize, IpAddr, RouterAdvert)>,
+    /// DHCP lease changes: (link, event), for the stack to apply.
+    pub dhcp_events: Vec<(usize, crate::dhcp::Event)>,
     scratch: Vec<u8>,
 }
 
@@ -241,6 +246,7 @@ impl Net {
             rx: VecDeque::new(),
             counters: Counters::default(),
             adverts: Vec::new(),
+            dhcp_events: Vec::new(),
             scratch: Vec::new(),
         }
     }
@@ -463,11 +469,43 @@ impl Net {
 
     /// When the layer next needs [`Net::on_timer`].
     pub fn poll_at(&self) -> Option<Instant> {
+        let dhcp = self
+            .links
+            .iter()
+            .filter(|l| l.up)
+            .filter_map(|l| l.dhcp.as_ref().map(|d| d.poll_at()));
         self.neigh
             .values()
             .filter(|n| n.mac.is_none())
             .map(|n| n.next_try)
+            .chain(dhcp)
             .min()
+    }
+
+    fn dhcp_out(&mut self, now: Instant, i: usize, out: crate::dhcp::Outgoing) {
+        let mut f = vec![0u8; ETH_HDR];
+        f.extend_from_slice(&out.packet);
+        if out.broadcast {
+            let mac = self.links[i].mac;
+            wire::write_eth(&mut f, wire::BROADCAST, mac, wire::ETHERTYPE_IPV4);
+            self.send_frame(i, f);
+        } else {
+            self.output(now, f);
+        }
+    }
+
+    fn dhcp_result(
+        &mut self,
+        now: Instant,
+        i: usize,
+        (out, ev): (Option<crate::dhcp::Outgoing>, Option<crate::dhcp::Event>),
+    ) {
+        if let Some(o) = out {
+            self.dhcp_out(now, i, o);
+        }
+        if let Some(e) = ev {
+            self.dhcp_events.push((i, e));
+        }
     }
 
     /// Retries or gives up neighbour resolutions that are due.
@@ -494,6 +532,16 @@ impl Net {
         }
         for (i, hop) in retry {
             self.solicit(i, hop, true);
+        }
+        for i in 0..self.links.len() {
+            if !self.links[i].up {
+                continue;
+            }
+            let r = match self.links[i].dhcp.as_mut() {
+                Some(d) if now >= d.poll_at() => d.poll(now),
+                _ => continue,
+            };
+            self.dhcp_result(now, i, r);
         }
         self.failed.retain(|_, t| now < *t + FAILED_FOR);
     }
@@ -658,7 +706,22 @@ impl Net {
         match ethertype {
             wire::ETHERTYPE_ARP => self.handle_arp(now, ifindex, payload),
             wire::ETHERTYPE_IPV4 => match wire::ipv4_len(payload) {
-                Some(len) => self.enqueue_rx(&payload[..len]),
+                Some(len) => {
+                    let p = &payload[..len];
+                    let dhcp = self.links[ifindex].dhcp.is_some();
+                    match crate::dhcp::dhcp_payload(p).filter(|_| dhcp) {
+                        Some(d) => {
+                            let r = self.links[ifindex]
+                                .dhcp
+                                .as_mut()
+                                .and_then(|c| c.handle(now, d));
+                            if let Some(r) = r {
+                                self.dhcp_result(now, ifindex, r);
+                            }
+                        }
+                        None => self.enqueue_rx(p),
+                    }
+                }
                 None => self.counters.dropped_bad_ipv4 += 1,
             },
             wire::ETHERTYPE_IPV6 => match wire::ipv6_len(payload) {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use filo_vnl::Plug;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
-use smoltcp::socket::{dhcpv4, tcp};
+use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpListenEndpoint};
 
@@ -58,7 +58,6 @@ pub(crate) struct ListenerState {
 struct LinkConf {
     slaac: bool,
     fqdn: Option<String>,
-    dhcp: Option<SocketHandle>,
     dhcp_addr: Option<Cidr>,
     rs_left: u8,
     rs_at: Instant,
@@ -188,10 +187,7 @@ impl Inner {
 
     /// Mirrors the links' addresses into smoltcp (which accepts packets only for those).
     pub fn sync_addrs(&mut self) {
-        let mut all: Vec<Cidr> = vec![Cidr {
-            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            prefix: 8,
-        }];
+        let mut all: Vec<Cidr> = Vec::new();
         for l in self.net.links.iter().filter(|l| l.up) {
             for c in &l.addrs {
                 if !all.contains(c) {
@@ -199,10 +195,15 @@ impl Inner {
                 }
             }
         }
-        if all.len() > MAX_ADDRS {
+        if all.len() >= MAX_ADDRS {
             tracing::warn!("more than {MAX_ADDRS} addresses: the extra ones are ignored");
-            all.truncate(MAX_ADDRS);
+            all.truncate(MAX_ADDRS - 1);
         }
+        // Loopback last: smoltcp falls back to the first IPv4 address as a source.
+        all.push(Cidr {
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            prefix: 8,
+        });
         self.iface.update_ip_addrs(|v| {
             v.clear();
             for c in &all {
@@ -335,31 +336,25 @@ impl Inner {
             !done
         });
         // DHCP.
-        for i in 0..self.conf.len() {
-            let Some(h) = self.conf[i].dhcp else { continue };
-            let event = match self.sockets.get_mut::<dhcpv4::Socket>(h).poll() {
-                None => continue,
-                Some(dhcpv4::Event::Configured(c)) => {
-                    Some((c.address, c.router, c.dns_servers.to_vec()))
-                }
-                Some(dhcpv4::Event::Deconfigured) => None,
-            };
+        for (i, event) in std::mem::take(&mut self.net.dhcp_events) {
             self.dhcp_events += 1;
-            if let Some(old) = self.conf[i].dhcp_addr.take() {
+            if let Some(old) = self.conf.get_mut(i).and_then(|c| c.dhcp_addr.take()) {
                 self.net.links[i].addrs.retain(|c| *c != old);
                 self.net.routes.retain(|r| {
                     !(r.ifindex == Some(i) && r.dst.prefix == 0 && r.dst.addr.is_ipv4())
                 });
             }
-            if let Some((addr, router, dns)) = event {
+            if let crate::dhcp::Event::Configured(lease) = event {
                 let c = Cidr {
-                    addr: IpAddr::V4(addr.address()),
-                    prefix: addr.prefix_len(),
+                    addr: IpAddr::V4(lease.addr),
+                    prefix: lease.prefix,
                 };
                 tracing::info!(link = %self.net.links[i].name, "DHCP lease {c}");
                 self.net.links[i].addrs.push(c);
-                self.conf[i].dhcp_addr = Some(c);
-                if let Some(r) = router {
+                if let Some(conf) = self.conf.get_mut(i) {
+                    conf.dhcp_addr = Some(c);
+                }
+                if let Some(r) = lease.router {
                     self.net.routes.push(Route {
                         dst: Cidr {
                             addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -369,7 +364,7 @@ impl Inner {
                         ifindex: Some(i),
                     });
                 }
-                for d in dns {
+                for d in lease.dns {
                     if !self.dns_servers.contains(&IpAddr::V4(d)) {
                         self.dns_servers.push(IpAddr::V4(d));
                     }
@@ -601,6 +596,14 @@ fn add_link(inner: &mut Inner, stack_name: &str, i: usize, plug: Option<Plug>, c
         None => mac_from_name(&format!("{stack_name}/{i}")),
     });
     let mut link = Link::new(format!("vde{i}"), plug, mac);
+    if conf.dhcp {
+        link.dhcp = Some(crate::dhcp::Client::new(
+            mac,
+            conf.fqdn.clone(),
+            Instant::now(),
+            seed() as u32,
+        ));
+    }
     if let Some(m) = conf.mtu {
         link.mtu = m;
     }
@@ -631,15 +634,9 @@ fn add_link(inner: &mut Inner, stack_name: &str, i: usize, plug: Option<Plug>, c
             inner.dns_servers.push(*d);
         }
     }
-    let dhcp = conf.dhcp.then(|| {
-        let mut s = dhcpv4::Socket::new();
-        s.set_max_lease_duration(None);
-        inner.sockets.add(s)
-    });
     inner.conf.push(LinkConf {
         slaac: conf.slaac,
         fqdn: conf.fqdn.clone(),
-        dhcp,
         dhcp_addr: None,
         rs_left: if conf.slaac { 3 } else { 0 },
         rs_at: Instant::now(),
