@@ -103,16 +103,20 @@ enum StackCommand {
         /// The URL: http://HOST[:PORT]/PATH, HOST an address ([v6] in brackets) or a name.
         url: String,
     },
-    /// Measure TCP throughput between filo stacks (or any TCP peer): a receiver with
-    /// --server, a sender with --connect. Both print bytes, seconds, Gbit/s and the CRC-32
-    /// of the stream, so the two sides can be compared.
+    /// Measure TCP between filo stacks, or against the kernel: a receiver with --server, a
+    /// sender with --connect. Both print bytes, seconds, Gbit/s and the CRC-32 of the stream,
+    /// so the two sides can be compared; --echo/--rr measure round trips instead. With
+    /// --kernel the same program uses the kernel's TCP (for reference runs).
     #[command(after_help = CONF_HELP)]
     Perf {
         #[command(flatten)]
-        net: NetArgs,
+        net: KernelOrStack,
         /// Receive: listen on --port and report each connection.
         #[arg(long, conflicts_with = "connect")]
         server: bool,
+        /// With --server, echo bytes back (the far end of --rr) instead of counting them.
+        #[arg(long, requires = "server")]
+        echo: bool,
         /// With --server, exit after this many connections (0: never).
         #[arg(long, default_value_t = 1)]
         count: u64,
@@ -125,10 +129,30 @@ enum StackCommand {
         /// MiB to send.
         #[arg(long, default_value_t = 1024)]
         mib: u64,
+        /// Instead of a bulk transfer, time this many 1-byte round trips (server: --echo).
+        #[arg(long, value_name = "N")]
+        rr: Option<usize>,
         /// Receive and send buffer per socket, KiB.
         #[arg(long, default_value_t = 1024)]
         buffer_kib: usize,
     },
+}
+
+/// `filo stack perf` runs on a filo stack, or with --kernel on the kernel's TCP/IP.
+#[derive(Args, Debug, Clone)]
+pub struct KernelOrStack {
+    /// Use the kernel's TCP instead of a filo stack (--vnl and --conf are then not used).
+    #[arg(long)]
+    kernel: bool,
+    /// The virtual network to plug the stack into (any VNL).
+    #[arg(long, value_name = "VNL", required_unless_present = "kernel")]
+    vnl: Option<String>,
+    /// The interface configuration (see `filo stack --help`).
+    #[arg(long, value_name = "CONF", default_value = "auto")]
+    conf: String,
+    /// Name of the stack.
+    #[arg(long, default_value = "filo-perf")]
+    name: String,
 }
 
 fn secs(v: f64, what: &str) -> Result<Duration> {
@@ -270,35 +294,32 @@ pub fn run(args: StackArgs) -> Result<ExitCode> {
         StackCommand::Perf {
             net,
             server,
+            echo,
             count,
             port,
             connect,
             mib,
+            rr,
             buffer_kib,
         } => {
-            let stack = build_with(&net, buffer_kib)?;
+            let stack = match net.kernel {
+                true => None,
+                false => Some(build_with(
+                    &NetArgs {
+                        vnl: net.vnl.clone().unwrap_or_default(),
+                        conf: net.conf.clone(),
+                        name: net.name.clone(),
+                        conf_timeout: 10,
+                    },
+                    buffer_kib,
+                )?),
+            };
             if server {
-                let l = stack.tcp_listen(format!("[::]:{port}"))?;
-                eprintln!("filo stack perf: listening on port {port}");
-                let mut n = 0;
-                while !crate::sys::STOP.load(Ordering::Relaxed) && (count == 0 || n < count) {
-                    let Some((c, peer)) = l.accept_timeout(Some(Duration::from_millis(300)))?
-                    else {
-                        continue;
-                    };
-                    n += 1;
-                    let t = filo_stack::perf::receive(&c)?;
-                    println!("received from {peer}: {t}");
-                }
+                perf_server(stack.as_ref(), port, count, echo)
             } else {
                 let target = connect.ok_or_else(|| anyhow!("--connect ADDR:PORT is required"))?;
-                let c = stack
-                    .tcp_connect_timeout(target.as_str(), Some(Duration::from_secs(10)))
-                    .with_context(|| format!("connecting to {target}"))?;
-                let t = filo_stack::perf::send(&c, mib << 20)?;
-                println!("sent to {target}: {t}");
+                perf_client(stack.as_ref(), &target, mib, rr)
             }
-            Ok(ExitCode::SUCCESS)
         }
         StackCommand::Fetch {
             net,
@@ -339,6 +360,120 @@ pub fn run(args: StackArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn perf_server(stack: Option<&Stack>, port: u16, count: u64, echo: bool) -> Result<ExitCode> {
+    use filo_stack::perf;
+    let report = |peer: std::net::SocketAddr, r: std::io::Result<perf::Transfer>| -> Result<()> {
+        println!("received from {peer}: {}", r?);
+        Ok(())
+    };
+    let mut n = 0;
+    match stack {
+        Some(stack) => {
+            let l = stack.tcp_listen(format!("[::]:{port}"))?;
+            eprintln!("filo stack perf: listening on port {port}");
+            while !crate::sys::STOP.load(Ordering::Relaxed) && (count == 0 || n < count) {
+                let Some((c, peer)) = l.accept_timeout(Some(Duration::from_millis(300)))? else {
+                    continue;
+                };
+                n += 1;
+                // A peer that vanishes without a FIN must not hold the server forever.
+                c.set_read_timeout(Some(Duration::from_secs(30)))?;
+                if echo {
+                    perf::echo(&c)?;
+                    c.shutdown(std::net::Shutdown::Write)?;
+                    let _ = c.drain(Duration::from_secs(5));
+                } else {
+                    report(peer, perf::receive(&c))?;
+                }
+            }
+        }
+        None => {
+            let l = std::net::TcpListener::bind(("::", port))
+                .or_else(|_| std::net::TcpListener::bind(("0.0.0.0", port)))?;
+            eprintln!("filo stack perf: kernel TCP listening on port {port}");
+            while count == 0 || n < count {
+                let (c, peer) = l.accept()?;
+                n += 1;
+                c.set_nodelay(true)?;
+                c.set_read_timeout(Some(Duration::from_secs(30)))?;
+                if echo {
+                    perf::echo(&c)?;
+                } else {
+                    report(peer, perf::receive(&c))?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn perf_client(
+    stack: Option<&Stack>,
+    target: &str,
+    mib: u64,
+    rr: Option<usize>,
+) -> Result<ExitCode> {
+    use filo_stack::perf;
+    let print_rr = |t: Vec<Duration>| {
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        println!(
+            "round_trips={} p50_us={:.1} p99_us={:.1}",
+            t.len(),
+            us(perf::percentile(&t, 50)),
+            us(perf::percentile(&t, 99))
+        );
+    };
+    match stack {
+        Some(stack) => {
+            // The server may still be starting: retry refused connections for a while.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let c = loop {
+                match stack.tcp_connect_timeout(target, Some(Duration::from_secs(10))) {
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::ConnectionRefused
+                            && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    r => break r.with_context(|| format!("connecting to {target}"))?,
+                }
+            };
+            if let Some(n) = rr {
+                print_rr(perf::round_trips(&c, n)?);
+            } else {
+                let t = perf::send(&c, mib << 20)?;
+                c.shutdown(std::net::Shutdown::Write)?;
+                c.drain(Duration::from_secs(60))?;
+                println!("sent to {target}: {t}");
+            }
+            c.shutdown(std::net::Shutdown::Write)?;
+        }
+        None => {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let c = loop {
+                match std::net::TcpStream::connect(target) {
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::ConnectionRefused
+                            && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    r => break r.with_context(|| format!("connecting to {target}"))?,
+                }
+            };
+            c.set_nodelay(true)?;
+            if let Some(n) = rr {
+                print_rr(perf::round_trips(&c, n)?);
+            } else {
+                let t = perf::send(&c, mib << 20)?;
+                c.shutdown(std::net::Shutdown::Write)?;
+                println!("sent to {target}: {t}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Splits `http://host[:port]/path`.

@@ -84,6 +84,7 @@ fn two_stacks_in_one_process_move_data_with_equal_checksums() {
     let rx = std::thread::spawn(move || perf::receive(&l.accept().unwrap().0).unwrap());
     let c = s2.tcp_connect("10.61.0.1:5001").unwrap();
     let sent = perf::send(&c, mib() << 20).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
     let got = rx.join().unwrap();
     eprintln!("sent {sent}\nreceived {got}");
     assert_eq!(sent.bytes, mib() << 20);

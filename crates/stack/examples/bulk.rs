@@ -25,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let c = s2.tcp_connect("10.0.0.1:5001")?;
     let sent = perf::send(&c, mib << 20)?;
+    c.shutdown(std::net::Shutdown::Write)?;
     let got = rx.join().map_err(|_| "receiver panicked")??;
     println!(
         "sent     {sent}\nreceived {got}\nequal={}",

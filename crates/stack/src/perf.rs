@@ -1,10 +1,10 @@
-//! Bulk transfer helpers for tests, benchmarks and `filo stack perf`: send a stream with a
-//! known pattern, receive one, and compare CRC-32 checksums of what went in and came out.
+//! Bulk transfer and round-trip helpers for tests, benchmarks and `filo stack perf`: send a
+//! stream with a known pattern, receive one, compare CRC-32 checksums of what went in and came
+//! out; time one-byte request/response exchanges. Generic over `Read`/`Write`, so the same code
+//! measures filo stacks and the kernel's TCP.
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
-
-use crate::TcpStream;
 
 /// What one side of a transfer saw.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,13 +35,12 @@ impl std::fmt::Display for Transfer {
 
 const CHUNK: usize = 256 * 1024;
 
-/// Sends `bytes` bytes (a pattern that changes with the offset), then shuts down the write
-/// half and waits until the peer acknowledged everything.
-pub fn send(c: &TcpStream, bytes: u64) -> io::Result<Transfer> {
+/// Writes `bytes` bytes of a pattern that changes with the offset. The caller shuts down the
+/// write half (and, for a filo stream, may [`crate::TcpStream::drain`]).
+pub fn send(mut w: impl Write, bytes: u64) -> io::Result<Transfer> {
     let mut h = crc32fast::Hasher::new();
     let mut buf = vec![0u8; CHUNK];
     let mut sent = 0u64;
-    let mut w = c;
     let t0 = Instant::now();
     while sent < bytes {
         let n = ((bytes - sent) as usize).min(CHUNK);
@@ -53,8 +52,6 @@ pub fn send(c: &TcpStream, bytes: u64) -> io::Result<Transfer> {
         w.write_all(&buf[..n])?;
         sent += n as u64;
     }
-    c.shutdown(std::net::Shutdown::Write)?;
-    c.drain(Duration::from_secs(60))?;
     Ok(Transfer {
         bytes: sent,
         elapsed: t0.elapsed(),
@@ -62,12 +59,11 @@ pub fn send(c: &TcpStream, bytes: u64) -> io::Result<Transfer> {
     })
 }
 
-/// Receives until the peer closes; returns what arrived and its checksum.
-pub fn receive(c: &TcpStream) -> io::Result<Transfer> {
+/// Reads until end of stream; returns what arrived (timed from the first byte) and its CRC.
+pub fn receive(mut r: impl Read) -> io::Result<Transfer> {
     let mut h = crc32fast::Hasher::new();
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
-    let mut r = c;
     let mut t0 = None;
     loop {
         let n = r.read(&mut buf)?;
@@ -83,4 +79,40 @@ pub fn receive(c: &TcpStream) -> io::Result<Transfer> {
         elapsed: t0.map_or(Duration::ZERO, |t| t.elapsed()),
         crc32: h.finalize(),
     })
+}
+
+/// Echoes every byte back until end of stream (the far side of [`round_trips`]).
+pub fn echo<S: Read + Write>(mut s: S) -> io::Result<u64> {
+    let mut buf = [0u8; 4096];
+    let mut n = 0u64;
+    loop {
+        let k = s.read(&mut buf)?;
+        if k == 0 {
+            return Ok(n);
+        }
+        s.write_all(&buf[..k])?;
+        n += k as u64;
+    }
+}
+
+/// `count` one-byte request/response exchanges; returns the sorted round-trip times.
+pub fn round_trips<S: Read + Write>(mut s: S, count: usize) -> io::Result<Vec<Duration>> {
+    let mut out = Vec::with_capacity(count);
+    let mut b = [0u8; 1];
+    for i in 0..count {
+        let t0 = Instant::now();
+        s.write_all(&[i as u8])?;
+        s.read_exact(&mut b)?;
+        out.push(t0.elapsed());
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The `p`-th percentile (0..=100) of sorted durations.
+pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[(sorted.len() - 1) * p.min(100) / 100]
 }

@@ -33,6 +33,15 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } < 0 {
         return Err(io::Error::last_os_error());
     }
+    // Privileged processes may also raise the hard limit (up to fs.nr_open).
+    let want = libc::rlimit {
+        rlim_cur: r.rlim_max.max(1 << 20),
+        rlim_max: r.rlim_max.max(1 << 20),
+    };
+    // SAFETY: want is a valid rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+        return Ok(want.rlim_cur as u64);
+    }
     r.rlim_cur = r.rlim_max;
     // SAFETY: r is a valid rlimit read above.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } < 0 {
