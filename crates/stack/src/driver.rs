@@ -287,6 +287,7 @@ impl Run {
         // Input that produced nothing for smoltcp (a broadcast for someone else, an ARP
         // answered in place) needs no smoltcp turn: a thousand stacks hearing one broadcast
         // cost a thousand receives, not a thousand polls.
+        inner.net.flush_tx();
         let idle = !force && inner.net.rx.is_empty() && !inner.links_changed;
         if idle {
             let backlog = inner.net.links.iter().any(|l| !l.backlog.is_empty());

@@ -154,6 +154,8 @@ pub(crate) struct Link {
     pub captured: Vec<Vec<u8>>,
     /// The link's DHCPv4 client, when `dhcp` was configured.
     pub dhcp: Option<crate::dhcp::Client>,
+    /// Frames of this turn, sent together (sendmmsg) by [`Net::flush_tx`].
+    txq: Vec<Vec<u8>>,
 }
 
 impl Link {
@@ -172,6 +174,7 @@ impl Link {
             backlog: VecDeque::new(),
             captured: Vec::new(),
             dhcp: None,
+            txq: Vec::new(),
         }
     }
 
@@ -234,6 +237,8 @@ pub(crate) struct Net {
     /// DHCP lease changes: (link, event), for the stack to apply.
     pub dhcp_events: Vec<(usize, crate::dhcp::Event)>,
     scratch: Vec<u8>,
+    /// Spent frame buffers, reused so the hot path does not allocate.
+    pool: Vec<Vec<u8>>,
 }
 
 impl Net {
@@ -248,6 +253,7 @@ impl Net {
             adverts: Vec::new(),
             dhcp_events: Vec::new(),
             scratch: Vec::new(),
+            pool: Vec::new(),
         }
     }
 
@@ -378,7 +384,58 @@ impl Net {
 
     /// A buffer with room for an Ethernet header, reused across calls.
     pub fn take_frame_buf(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.scratch)
+        if self.scratch.capacity() > 0 {
+            return std::mem::take(&mut self.scratch);
+        }
+        self.pool.pop().unwrap_or_default()
+    }
+
+    fn recycle(&mut self, mut b: Vec<u8>) {
+        if self.pool.len() < 256 {
+            b.clear();
+            self.pool.push(b);
+        }
+    }
+
+    /// Sends the frames queued during this turn, in batches.
+    pub fn flush_tx(&mut self) {
+        for i in 0..self.links.len() {
+            if self.links[i].txq.is_empty() {
+                continue;
+            }
+            let mut q = std::mem::take(&mut self.links[i].txq);
+            let l = &mut self.links[i];
+            let mut done = 0;
+            if let Some(plug) = l.plug.as_mut() {
+                while done < q.len() {
+                    let frames: Vec<&[u8]> = q[done..].iter().take(64).map(|f| &f[..]).collect();
+                    match plug.send_batch(&frames) {
+                        Ok(n) => {
+                            self.counters.frames_out += n as u64;
+                            done += n.max(1);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            tracing::debug!(link = %l.name, "send failed: {e}");
+                            self.counters.dropped_send_error += 1;
+                            done += 1;
+                        }
+                    }
+                }
+            }
+            let rest: Vec<Vec<u8>> = q.drain(done..).collect();
+            for f in rest {
+                if self.links[i].backlog.len() >= BACKLOG {
+                    self.counters.dropped_tx_full += 1;
+                } else {
+                    self.links[i].backlog.push_back(f);
+                }
+            }
+            for f in q {
+                self.recycle(f);
+            }
+            self.links[i].txq = Vec::new();
+        }
     }
 
     /// Sends the IP packet in `frame[14..]` (the first 14 bytes are room for the header).
@@ -640,14 +697,8 @@ impl Net {
             }
             return;
         }
-        match plug.send(&frame) {
-            Ok(()) => self.counters.frames_out += 1,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => l.backlog.push_back(frame),
-            Err(e) => {
-                tracing::debug!(link = %l.name, "send failed: {e}");
-                self.counters.dropped_send_error += 1;
-            }
-        }
+        let _ = plug;
+        l.txq.push(frame);
     }
 
     /// Sends what the link's backlog holds; true when it is empty afterwards.
@@ -677,7 +728,9 @@ impl Net {
             self.counters.dropped_rx_full += 1;
             return;
         }
-        self.rx.push_back(packet.to_vec());
+        let mut b = self.pool.pop().unwrap_or_default();
+        b.extend_from_slice(packet);
+        self.rx.push_back(b);
     }
 
     /// Handles one received Ethernet frame from link `ifindex`.

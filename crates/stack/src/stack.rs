@@ -451,6 +451,7 @@ impl Inner {
                 break;
             }
         }
+        self.net.flush_tx();
     }
 
     pub fn next_deadline(&mut self, now: Instant) -> Option<Instant> {
