@@ -182,13 +182,14 @@ fn build_with(net: &NetArgs, buffer_kib: usize) -> Result<Stack> {
             .wait_for_address(false, t)
             .ok_or_else(|| anyhow!("no DHCP lease on {} within {t:?}", net.vnl))?;
     }
-    if conf.slaac && conf.addrs.iter().all(|a| !a.addr.is_ipv6()) {
-        if stack.wait_for_address(true, t).is_none() {
-            if conf.dhcp {
-                tracing::warn!("no router advertisement within {t:?}: no SLAAC address");
-            } else {
-                bail!("no router advertisement on {} within {t:?}", net.vnl);
-            }
+    if conf.slaac
+        && conf.addrs.iter().all(|a| !a.addr.is_ipv6())
+        && stack.wait_for_address(true, t).is_none()
+    {
+        if conf.dhcp {
+            tracing::warn!("no router advertisement within {t:?}: no SLAAC address");
+        } else {
+            bail!("no router advertisement on {} within {t:?}", net.vnl);
         }
     }
     for (_, a) in stack.addrs() {

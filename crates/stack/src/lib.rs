@@ -98,7 +98,7 @@ pub enum Error {
     Open {
         vnl: String,
         #[source]
-        source: filo_vnl::open::OpenError,
+        source: Box<filo_vnl::open::OpenError>,
     },
     #[error("no interface with index {0}")]
     NoSuchLink(usize),

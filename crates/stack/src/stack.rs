@@ -213,7 +213,7 @@ impl Inner {
     }
 
     pub fn ephemeral_port(&mut self) -> u16 {
-        self.next_port = if self.next_port >= 65535 {
+        self.next_port = if self.next_port == u16::MAX {
             49152
         } else {
             self.next_port + 1
@@ -261,10 +261,7 @@ impl Inner {
     fn refill_listeners(&mut self) {
         let ids: Vec<usize> = self.listeners.keys().copied().collect();
         for id in ids {
-            loop {
-                let Some(l) = self.listeners.get_mut(&id) else {
-                    break;
-                };
+            while let Some(l) = self.listeners.get_mut(&id) {
                 if l.listening.len() >= LISTEN_SPARE {
                     break;
                 }
@@ -567,7 +564,7 @@ impl StackBuilder {
             let plug = match spec {
                 LinkSpec::Vnl(v) => Some(filo_vnl::open(&v).map_err(|e| Error::Open {
                     vnl: v.clone(),
-                    source: e,
+                    source: Box::new(e),
                 })?),
                 LinkSpec::Plug(p) => Some(p),
                 LinkSpec::Unplugged => None,

@@ -40,12 +40,12 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     };
     // SAFETY: want is a valid rlimit.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-        return Ok(want.rlim_cur as u64);
+        return Ok(want.rlim_cur);
     }
     r.rlim_cur = r.rlim_max;
     // SAFETY: r is a valid rlimit read above.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(r.rlim_cur as u64)
+    Ok(r.rlim_cur)
 }
