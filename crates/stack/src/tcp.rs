@@ -425,6 +425,7 @@ impl TcpListener {
     }
 
     /// Accepts one connection without waiting.
+    #[cfg(feature = "tokio")]
     pub(crate) fn try_accept(&self) -> Option<TcpStream> {
         let id = self.id;
         let h = self
