@@ -175,3 +175,51 @@ fn malformed_frames_on_a_live_stack_are_counted_and_harmless() {
     assert_eq!(c.dropped_unknown_ethertype, 1);
     let _: SocketAddr = "10.1.0.1:1".parse().unwrap();
 }
+
+#[test]
+fn netlink_like_configuration_changes_take_effect() {
+    use filo_stack::{Cidr, NextHop, Route};
+    let (s1, s2) = pair();
+    // A new address on s1 is reachable from s2 once s2 has a route for it.
+    let extra: Cidr = "10.44.0.1/24".parse().unwrap();
+    s1.addr_add(0, extra).unwrap();
+    assert!(s1.addrs().iter().any(|(i, a)| *i == 0 && *a == extra));
+    let dst: IpAddr = "10.44.0.1".parse().unwrap();
+    assert_eq!(s2.route_get(dst), None);
+    let e = s2.ping(dst, 1, 8, T).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NetworkUnreachable);
+    let r = Route {
+        dst: "10.44.0.0/16".parse().unwrap(),
+        via: Some("10.9.0.1".parse().unwrap()),
+        ifindex: None,
+    };
+    s2.route_add(r).unwrap();
+    assert_eq!(
+        s2.route_get(dst),
+        Some(NextHop::Link {
+            ifindex: 0,
+            hop: "10.9.0.1".parse().unwrap()
+        })
+    );
+    s2.ping(dst, 2, 8, T).unwrap();
+    assert!(s2.route_del(&r));
+    assert!(!s2.route_del(&r));
+    // Removing the address: no more answers.
+    s1.addr_del(0, extra).unwrap();
+    s2.route_add(r).unwrap();
+    assert!(s2.ping(dst, 3, 8, Duration::from_millis(500)).is_err());
+    // Link down: the peer gets no answer; up again: it does.
+    s1.link_set_up(0, false).unwrap();
+    assert!(!s1.links()[0].up);
+    assert!(s2.ping("10.9.0.1".parse().unwrap(), 4, 8, Duration::from_millis(500)).is_err());
+    s1.link_set_up(0, true).unwrap();
+    s2.ping("10.9.0.1".parse().unwrap(), 5, 8, T).unwrap();
+    // MTU and MAC, with errors that say what is accepted.
+    s1.link_set_mtu(0, 9000).unwrap();
+    assert_eq!(s1.links()[0].mtu, 9000);
+    assert!(s1.link_set_mtu(0, 100).unwrap_err().to_string().contains("1280"));
+    assert!(s1.link_set_mac(0, [1, 0, 0, 0, 0, 1]).is_err());
+    assert!(matches!(s1.link_set_up(7, true), Err(filo_stack::Error::NoSuchLink(7))));
+    // Stable MACs derived from the stack name.
+    assert_eq!(s1.links()[0].mac, filo_stack::config::mac_from_name("s1/0"));
+}
