@@ -60,6 +60,7 @@ pub mod perf;
 mod stack;
 mod sys;
 pub use sys::raise_fd_limit;
+mod raw;
 mod tcp;
 #[cfg(feature = "tokio")]
 pub mod tokio;
@@ -70,6 +71,7 @@ pub use config::{ConfigError, IfaceConfig};
 pub use dns::{ToTarget, RESOLVE_TIMEOUT};
 pub use driver::Driver;
 pub use net::{Cidr, Counters, NextHop, Route};
+pub use raw::RawSocket;
 pub use stack::{
     default_stack, map_if, set_default, set_thread_default, unmap, LinkInfo, Stack, StackBuilder,
     MAX_ADDRS,

@@ -226,7 +226,8 @@ impl Inner {
         let tx = tcp::SocketBuffer::new(vec![0u8; self.tcp_buffer]);
         let mut s = tcp::Socket::new(rx, tx);
         s.set_nagle_enabled(false);
-        s.set_ack_delay(None);
+        // smoltcp's delayed ACK (10 ms, but immediate once two segments are unacknowledged)
+        // halves the ACKs of a bulk transfer; request/response traffic piggybacks its ACKs.
         self.sockets.add(s)
     }
 
@@ -888,9 +889,9 @@ impl Stack {
                     if now >= d {
                         return None;
                     }
-                    (d - now).min(std::time::Duration::from_millis(500))
+                    (d - now).min(std::time::Duration::from_secs(2))
                 }
-                None => std::time::Duration::from_millis(500),
+                None => std::time::Duration::from_secs(2),
             };
             g = match self.shared.cond.wait_timeout(g, wait) {
                 Ok((g, _)) => g,

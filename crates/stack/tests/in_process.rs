@@ -211,15 +211,54 @@ fn netlink_like_configuration_changes_take_effect() {
     // Link down: the peer gets no answer; up again: it does.
     s1.link_set_up(0, false).unwrap();
     assert!(!s1.links()[0].up);
-    assert!(s2.ping("10.9.0.1".parse().unwrap(), 4, 8, Duration::from_millis(500)).is_err());
+    assert!(s2
+        .ping(
+            "10.9.0.1".parse().unwrap(),
+            4,
+            8,
+            Duration::from_millis(500)
+        )
+        .is_err());
     s1.link_set_up(0, true).unwrap();
     s2.ping("10.9.0.1".parse().unwrap(), 5, 8, T).unwrap();
     // MTU and MAC, with errors that say what is accepted.
     s1.link_set_mtu(0, 9000).unwrap();
     assert_eq!(s1.links()[0].mtu, 9000);
-    assert!(s1.link_set_mtu(0, 100).unwrap_err().to_string().contains("1280"));
+    assert!(s1
+        .link_set_mtu(0, 100)
+        .unwrap_err()
+        .to_string()
+        .contains("1280"));
     assert!(s1.link_set_mac(0, [1, 0, 0, 0, 0, 1]).is_err());
-    assert!(matches!(s1.link_set_up(7, true), Err(filo_stack::Error::NoSuchLink(7))));
+    assert!(matches!(
+        s1.link_set_up(7, true),
+        Err(filo_stack::Error::NoSuchLink(7))
+    ));
     // Stable MACs derived from the stack name.
     assert_eq!(s1.links()[0].mac, filo_stack::config::mac_from_name("s1/0"));
+}
+
+#[test]
+fn raw_sockets_carry_a_protocol_the_stack_does_not_know() {
+    let (s1, s2) = pair();
+    let r1 = filo_stack::RawSocket::bind(&s1, false, 253).unwrap();
+    let r2 = filo_stack::RawSocket::bind(&s2, false, 253).unwrap();
+    // Resolve the neighbour first (raw packets are routed like any other).
+    s2.ping("10.9.0.1".parse().unwrap(), 1, 8, T).unwrap();
+    let payload = b"an experimental protocol";
+    let mut p = vec![0u8; 20 + payload.len()];
+    p[0] = 0x45;
+    let total = p.len() as u16;
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+    p[8] = 64;
+    p[9] = 253;
+    p[12..16].copy_from_slice(&[10, 9, 0, 2]);
+    p[16..20].copy_from_slice(&[10, 9, 0, 1]);
+    p[20..].copy_from_slice(payload);
+    r2.send(&p).unwrap();
+    let mut buf = [0u8; 256];
+    let n = r1.recv(&mut buf, Some(T)).unwrap();
+    assert_eq!(&buf[n - payload.len()..n], payload);
+    assert_eq!(buf[9], 253);
+    assert_eq!(&buf[12..16], &[10, 9, 0, 2]);
 }
