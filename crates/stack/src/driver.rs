@@ -231,9 +231,8 @@ impl Run {
         entry.queued = false;
         let force = std::mem::take(&mut entry.force);
         let Some(sh) = entry.stack.upgrade() else {
-            for (fd, _, _) in entry.fds.drain(..) {
-                epoll.delete(fd);
-            }
+            // The stack's plugs are closed, which removed them from the epoll set. Deleting
+            // by number here could remove a descriptor a newer stack got with the same number.
             self.slots[slot] = None;
             self.free.push(slot);
             return;

@@ -48,6 +48,16 @@ impl Shared {
     }
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Let the driver free this stack's slot now rather than at its next timer.
+        let slot = self.slot.load(Ordering::Acquire);
+        if slot != usize::MAX {
+            self.driver.kick(slot);
+        }
+    }
+}
+
 pub(crate) struct ListenerState {
     pub endpoint: IpListenEndpoint,
     pub listening: Vec<SocketHandle>,
