@@ -23,7 +23,11 @@ fn target() -> &'static Target {
             .expect("stack");
         let l = stack.tcp_listen("0.0.0.0:80").expect("listen");
         let u = stack.udp_bind("0.0.0.0:53").expect("bind");
-        Target { stack, _l: l, _u: u }
+        Target {
+            stack,
+            _l: l,
+            _u: u,
+        }
     })
 }
 

@@ -334,6 +334,7 @@ impl Run {
             }
         }
         let deadline = inner.next_deadline(now);
+        inner.scheduled = deadline;
         drop(g);
         sh.cond.notify_all();
         if deadline != entry.timer_at {

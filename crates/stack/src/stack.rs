@@ -87,6 +87,8 @@ pub(crate) struct Inner {
     pub dns_servers: Vec<IpAddr>,
     pub tcp_buffer: usize,
     pub dhcp_events: u64,
+    /// The deadline the driver last scheduled for this stack.
+    pub scheduled: Option<Instant>,
 }
 
 struct Dev<'a> {
@@ -190,6 +192,7 @@ impl Inner {
             dns_servers: Vec::new(),
             tcp_buffer: 128 * 1024,
             dhcp_events: 0,
+            scheduled: None,
         };
         inner.sync_addrs();
         inner
@@ -460,6 +463,22 @@ impl Inner {
             }
         }
         self.net.flush_tx();
+    }
+
+    /// Runs a turn on the calling thread (a socket write or read that changed what smoltcp
+    /// has to send) so the data leaves without waking the driver; returns whether the driver
+    /// still needs a kick (an earlier deadline than it knows, or output it must wait to send).
+    pub fn process_inline(&mut self) -> bool {
+        let now = Instant::now();
+        self.process(now);
+        let backlog = self.net.links.iter().any(|l| !l.backlog.is_empty());
+        let d = self.next_deadline(now);
+        backlog
+            || match (d, self.scheduled) {
+                (Some(d), Some(s)) => d < s,
+                (Some(_), None) => true,
+                (None, _) => false,
+            }
     }
 
     pub fn next_deadline(&mut self, now: Instant) -> Option<Instant> {

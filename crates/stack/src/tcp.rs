@@ -235,22 +235,24 @@ impl TcpStream {
             return Ok(0);
         }
         let h = self.handle;
-        let r =
-            self.stack.wait_for(self.read_timeout.get(), |g| {
-                let s = sock(g, h);
-                if s.can_recv() {
-                    Some(s.recv_slice(buf).map_err(|e| {
-                        io::Error::new(io::ErrorKind::ConnectionReset, format!("{e}"))
-                    }))
-                } else if !s.may_recv() {
-                    Some(Ok(0))
-                } else {
-                    None
-                }
-            });
+        let r = self.stack.wait_for(self.read_timeout.get(), |g| {
+            let s = sock(g, h);
+            if s.can_recv() {
+                let r = s
+                    .recv_slice(buf)
+                    .map_err(|e| io::Error::new(io::ErrorKind::ConnectionReset, format!("{e}")));
+                // A window update may be due: send it from this thread.
+                let kick = r.is_ok() && g.process_inline();
+                Some(r.map(|n| (n, kick)))
+            } else if !s.may_recv() {
+                Some(Ok((0, false)))
+            } else {
+                None
+            }
+        });
         match r {
-            Some(Ok(n)) => {
-                if n > 0 {
+            Some(Ok((n, kick))) => {
+                if kick {
                     self.stack.shared.kick();
                 }
                 Ok(n)
@@ -273,17 +275,21 @@ impl TcpStream {
                     "the connection is closed for sending",
                 )))
             } else if s.can_send() {
-                Some(
-                    s.send_slice(buf)
-                        .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, format!("{e}"))),
-                )
+                let r = s
+                    .send_slice(buf)
+                    .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, format!("{e}")));
+                // Send from this thread: no driver wakeup on the hot path.
+                let kick = r.is_ok() && g.process_inline();
+                Some(r.map(|n| (n, kick)))
             } else {
                 None
             }
         });
         match r {
-            Some(Ok(n)) => {
-                self.stack.shared.kick();
+            Some(Ok((n, kick))) => {
+                if kick {
+                    self.stack.shared.kick();
+                }
                 Ok(n)
             }
             Some(Err(e)) => Err(e),
