@@ -31,8 +31,12 @@
 //!
 //! Sockets are handles into the stack's smoltcp `SocketSet`, protected by one mutex per stack.
 //! Blocking calls wait on the stack's condition variable, which the driver signals after each
-//! turn; async calls register wakers with smoltcp. A write or close "kicks" the driver (one
-//! eventfd write, deduplicated by a dirty flag) so data leaves without waiting for a timer.
+//! turn; async calls register wakers with smoltcp. A blocking write or read runs a smoltcp
+//! turn on the calling thread (the stack mutex makes that safe), so data and window updates
+//! leave without waking the driver; other changes (connect, close, async writes) "kick" it
+//! (one eventfd write, deduplicated by a dirty flag), as does a write whose turn needs an
+//! earlier timer than the driver has scheduled. Outgoing frames of a turn leave in one
+//! `sendmmsg` batch; received ones arrive by `recvmmsg`.
 //!
 //! IPv6 sockets serve IPv4 peers as `::ffff:a.b.c.d`, as LWIPv6's hybrid stack did.
 //! Configuration follows iothconf's strings ([`config`]): `eth,ip=10.0.0.1/24,gw=10.0.0.254`,
