@@ -12,6 +12,7 @@ mod mstack;
 mod ns;
 mod plug;
 mod stack_named;
+mod stack;
 mod switch;
 mod sys;
 mod wirefilter;
@@ -46,9 +47,8 @@ enum Command {
     Ns(ns::NsArgs),
     /// Run a command in a named stack's network (View-OS mstack).
     Mstack(mstack::MstackArgs),
-    /// Named stacks: serve one at a path, show or change its configuration.
-    #[command(subcommand)]
-    Stack(stack_named::NamedStackCommand),
+    /// Stacks: user-space (ping, http-serve, fetch, perf) and named kernel-backed (serve, ip).
+    Stack(stack::StackArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
         Command::Wirefilter(args) => wirefilter::run(args),
         Command::Ns(args) => ns::run(args),
         Command::Mstack(args) => mstack::run(args),
-        Command::Stack(cmd) => stack_named::run(cmd),
+        Command::Stack(args) => stack::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,640 @@
+//! `filo stack`: try a user-space filo stack without writing Rust — ping, serve a directory
+//! over HTTP, fetch a URL — each on its own IP address on any virtual network.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
+use std::path::{Component, Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use filo_stack::{IfaceConfig, Stack, TcpStream};
+
+const CONF_HELP: &str = "\
+Interface configuration in iothconf's terms: comma-separated items.
+  eth                 bring the link up (implied)
+  ip=ADDR/LEN         a static IPv4 or IPv6 address (repeatable)
+  gw=ADDR             a default route via ADDR (IPv4 or IPv6)
+  dns=ADDR            a DNS server
+  dhcp                DHCPv4 (with renewal)
+  slaac               IPv6 addresses from router advertisements (also: rd)
+  auto                dhcp and slaac
+  mac=XX:XX:XX:XX:XX:XX   the MAC (default: derived from --name or fqdn)
+  fqdn=NAME           a name for the stack (derives the MAC and SLAAC address)
+  mtu=N               IP MTU, 1280..9216
+Example: --conf eth,ip=10.0.0.2/24,gw=10.0.0.1,dns=10.0.0.1";
+
+/// Where the stack plugs in and how it is configured (shared by every `filo stack` command).
+#[derive(Args, Debug, Clone)]
+pub struct NetArgs {
+    /// The virtual network to plug the stack into: any VNL (vde:///tmp/sw, switch:///tmp/sw,
+    /// vxvde://, tap://tap0, ptp:///tmp/link, …).
+    #[arg(long, value_name = "VNL")]
+    vnl: String,
+    /// The interface configuration (see `filo stack --help`).
+    #[arg(long, value_name = "CONF", default_value = "auto")]
+    conf: String,
+    /// Name of the stack (logs; MAC derivation when mac= is not given).
+    #[arg(long, default_value = "filo-stack")]
+    name: String,
+    /// How long to wait for DHCP or SLAAC to give an address, in seconds.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    conf_timeout: u64,
+}
+
+/// Network stacks: user-space ones (ping, http-serve, fetch, perf) and named kernel-backed ones
+/// (serve, ip).
+#[derive(Args, Debug)]
+#[command(after_help = CONF_HELP)]
+pub struct StackArgs {
+    #[command(subcommand)]
+    command: StackCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum StackCommand {
+    /// Named (kernel-backed) stacks: `serve` and `ip`.
+    #[command(flatten)]
+    Named(crate::stack_named::NamedStackCommand),
+    /// Send ICMP/ICMPv6 echo requests from a filo stack and print the round trips.
+    #[command(after_help = CONF_HELP)]
+    Ping {
+        #[command(flatten)]
+        net: NetArgs,
+        /// Number of echo requests.
+        #[arg(short = 'c', long, default_value_t = 3)]
+        count: u32,
+        /// Seconds between requests.
+        #[arg(short = 'i', long, default_value_t = 1.0)]
+        interval: f64,
+        /// Payload bytes per request.
+        #[arg(short = 's', long, default_value_t = 56)]
+        size: usize,
+        /// Seconds to wait for each reply.
+        #[arg(short = 'W', long, default_value_t = 2.0)]
+        timeout: f64,
+        /// The host to ping: an IPv4 or IPv6 address, or a name (resolved with the stack's DNS).
+        host: String,
+    },
+    /// Serve the files of DIR over HTTP from a filo stack (GET and HEAD; Ctrl-C stops).
+    #[command(name = "http-serve", after_help = CONF_HELP)]
+    HttpServe {
+        #[command(flatten)]
+        net: NetArgs,
+        /// TCP port to listen on (IPv4 and IPv6).
+        #[arg(short = 'p', long, default_value_t = 80)]
+        port: u16,
+        /// Stop after serving this many requests (0: never).
+        #[arg(long, default_value_t = 0)]
+        max_requests: u64,
+        /// The directory to serve.
+        dir: PathBuf,
+    },
+    /// Fetch an http:// URL through a filo stack and write the body to stdout or a file.
+    #[command(after_help = CONF_HELP)]
+    Fetch {
+        #[command(flatten)]
+        net: NetArgs,
+        /// Write the body here instead of stdout.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Seconds to wait for the connection and for each read.
+        #[arg(short = 't', long, default_value_t = 10.0)]
+        timeout: f64,
+        /// The URL: http://HOST[:PORT]/PATH, HOST an address ([v6] in brackets) or a name.
+        url: String,
+    },
+    /// Measure TCP between filo stacks, or against the kernel: a receiver with --server, a
+    /// sender with --connect. Both print bytes, seconds, Gbit/s and the CRC-32 of the stream,
+    /// so the two sides can be compared; --echo/--rr measure round trips instead. With
+    /// --kernel the same program uses the kernel's TCP (for reference runs).
+    #[command(after_help = CONF_HELP)]
+    Perf {
+        #[command(flatten)]
+        net: KernelOrStack,
+        /// Receive: listen on --port and report each connection.
+        #[arg(long, conflicts_with = "connect")]
+        server: bool,
+        /// With --server, echo bytes back (the far end of --rr) instead of counting them.
+        #[arg(long, requires = "server")]
+        echo: bool,
+        /// With --server, exit after this many connections (0: never).
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// TCP port to listen on.
+        #[arg(short = 'p', long, default_value_t = 5201)]
+        port: u16,
+        /// Send: connect to ADDR:PORT (or HOST:PORT).
+        #[arg(long, value_name = "ADDR:PORT", required_unless_present = "server")]
+        connect: Option<String>,
+        /// MiB to send.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        /// Instead of a bulk transfer, time this many 1-byte round trips (server: --echo).
+        #[arg(long, value_name = "N")]
+        rr: Option<usize>,
+        /// Receive and send buffer per socket, KiB.
+        #[arg(long, default_value_t = 1024)]
+        buffer_kib: usize,
+    },
+}
+
+/// `filo stack perf` runs on a filo stack, or with --kernel on the kernel's TCP/IP.
+#[derive(Args, Debug, Clone)]
+pub struct KernelOrStack {
+    /// Use the kernel's TCP instead of a filo stack (--vnl and --conf are then not used).
+    #[arg(long)]
+    kernel: bool,
+    /// The virtual network to plug the stack into (any VNL).
+    #[arg(long, value_name = "VNL", required_unless_present = "kernel")]
+    vnl: Option<String>,
+    /// The interface configuration (see `filo stack --help`).
+    #[arg(long, value_name = "CONF", default_value = "auto")]
+    conf: String,
+    /// Name of the stack.
+    #[arg(long, default_value = "filo-perf")]
+    name: String,
+}
+
+fn secs(v: f64, what: &str) -> Result<Duration> {
+    if !(v.is_finite() && v > 0.0 && v < 1e6) {
+        bail!("{what} must be a positive number of seconds, not {v}");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Builds the stack and waits for automatic configuration to give it addresses.
+fn build(net: &NetArgs) -> Result<Stack> {
+    build_with(net, 128)
+}
+
+fn build_with(net: &NetArgs, buffer_kib: usize) -> Result<Stack> {
+    let conf = IfaceConfig::parse(&net.conf).map_err(|e| anyhow!("--conf: {e}"))?;
+    let plug = filo_switch::hosted::open_plug(&filo_vnl::OpenOptions::default(), &net.vnl)
+        .with_context(|| format!("--vnl {}", net.vnl))?;
+    let stack = Stack::builder()
+        .name(net.name.clone())
+        .interface_plug(plug, net.conf.clone())
+        .tcp_buffer(buffer_kib * 1024)
+        .build()?;
+    let t = Duration::from_secs(net.conf_timeout);
+    if conf.dhcp && conf.addrs.iter().all(|a| !a.addr.is_ipv4()) {
+        stack
+            .wait_for_address(false, t)
+            .ok_or_else(|| anyhow!("no DHCP lease on {} within {t:?}", net.vnl))?;
+    }
+    if conf.slaac
+        && conf.addrs.iter().all(|a| !a.addr.is_ipv6())
+        && stack.wait_for_address(true, t).is_none()
+    {
+        if conf.dhcp {
+            tracing::warn!("no router advertisement within {t:?}: no SLAAC address");
+        } else {
+            bail!("no router advertisement on {} within {t:?}", net.vnl);
+        }
+    }
+    for (_, a) in stack.addrs() {
+        tracing::info!("address {a}");
+    }
+    Ok(stack)
+}
+
+pub fn run(args: StackArgs) -> Result<ExitCode> {
+    match args.command {
+        StackCommand::Named(cmd) => crate::stack_named::run(cmd),
+        StackCommand::Ping {
+            net,
+            count,
+            interval,
+            size,
+            timeout,
+            host,
+        } => {
+            let interval = secs(interval, "--interval")?;
+            let timeout = secs(timeout, "--timeout")?;
+            let stack = build(&net)?;
+            let dst: IpAddr = match host.parse() {
+                Ok(ip) => ip,
+                Err(_) => *stack
+                    .resolve(&host, filo_stack::RESOLVE_TIMEOUT)
+                    .with_context(|| format!("resolving {host}"))?
+                    .first()
+                    .ok_or_else(|| anyhow!("{host} has no address"))?,
+            };
+            println!(
+                "PING {host} ({dst}) {size} bytes of data from stack {}",
+                net.name
+            );
+            let mut ok = 0;
+            for seq in 1..=count {
+                if crate::sys::STOP.load(Ordering::Relaxed) {
+                    break;
+                }
+                let start = Instant::now();
+                match stack.ping(dst, seq as u16, size, timeout) {
+                    Ok(rtt) => {
+                        ok += 1;
+                        println!(
+                            "{} bytes from {dst}: icmp_seq={seq} time={:.3} ms",
+                            size + 8,
+                            rtt.as_secs_f64() * 1000.0
+                        );
+                    }
+                    Err(e) => println!("from {dst}: icmp_seq={seq} {e}"),
+                }
+                if seq < count {
+                    std::thread::sleep(interval.saturating_sub(start.elapsed()));
+                }
+            }
+            println!("--- {host} ping statistics ---\n{count} packets transmitted, {ok} received");
+            Ok(if ok > 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        StackCommand::HttpServe {
+            net,
+            port,
+            max_requests,
+            dir,
+        } => {
+            if !dir.is_dir() {
+                bail!("{} is not a directory", dir.display());
+            }
+            let stack = build(&net)?;
+            let listener = stack.tcp_listen(format!("[::]:{port}"))?;
+            let addrs: Vec<String> = stack.addrs().iter().map(|(_, a)| a.to_string()).collect();
+            eprintln!(
+                "filo stack: serving {} on port {port} at {}",
+                dir.display(),
+                addrs.join(" ")
+            );
+            let mut served = 0u64;
+            while !crate::sys::STOP.load(Ordering::Relaxed) {
+                let Some((conn, peer)) =
+                    listener.accept_timeout(Some(Duration::from_millis(300)))?
+                else {
+                    continue;
+                };
+                served += 1;
+                let dir = dir.clone();
+                let last = max_requests > 0 && served >= max_requests;
+                let h = std::thread::spawn(move || {
+                    if let Err(e) = serve_one(&conn, &dir) {
+                        tracing::info!("{peer}: {e}");
+                    }
+                    let _ = conn.shutdown(std::net::Shutdown::Write);
+                    let _ = conn.drain(Duration::from_secs(10));
+                });
+                if last {
+                    let _ = h.join();
+                    break;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        StackCommand::Perf {
+            net,
+            server,
+            echo,
+            count,
+            port,
+            connect,
+            mib,
+            rr,
+            buffer_kib,
+        } => {
+            let stack = match net.kernel {
+                true => None,
+                false => Some(build_with(
+                    &NetArgs {
+                        vnl: net.vnl.clone().unwrap_or_default(),
+                        conf: net.conf.clone(),
+                        name: net.name.clone(),
+                        conf_timeout: 10,
+                    },
+                    buffer_kib,
+                )?),
+            };
+            if server {
+                perf_server(stack.as_ref(), port, count, echo)
+            } else {
+                let target = connect.ok_or_else(|| anyhow!("--connect ADDR:PORT is required"))?;
+                perf_client(stack.as_ref(), &target, mib, rr)
+            }
+        }
+        StackCommand::Fetch {
+            net,
+            output,
+            timeout,
+            url,
+        } => {
+            let timeout = secs(timeout, "--timeout")?;
+            let (host, port, path) = parse_url(&url)?;
+            let stack = build(&net)?;
+            let conn = stack
+                .tcp_connect_timeout((host.as_str(), port), Some(timeout))
+                .with_context(|| format!("connecting to {host}:{port}"))?;
+            conn.set_read_timeout(Some(timeout))?;
+            let host_header = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            (&conn).write_all(
+                format!(
+                    "GET {path} HTTP/1.0\r\nHost: {host_header}\r\nUser-Agent: filo-stack\r\n\
+                     Connection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )?;
+            let (status, body) = read_response(&conn)?;
+            match output {
+                Some(p) => {
+                    std::fs::write(&p, &body).with_context(|| format!("writing {}", p.display()))?
+                }
+                None => std::io::stdout().write_all(&body)?,
+            }
+            if !(200..300).contains(&status) {
+                eprintln!("filo stack fetch: {url}: HTTP status {status}");
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn perf_server(stack: Option<&Stack>, port: u16, count: u64, echo: bool) -> Result<ExitCode> {
+    use filo_stack::perf;
+    let report = |peer: std::net::SocketAddr, r: std::io::Result<perf::Transfer>| -> Result<()> {
+        println!("received from {peer}: {}", r?);
+        Ok(())
+    };
+    let mut n = 0;
+    match stack {
+        Some(stack) => {
+            let l = stack.tcp_listen(format!("[::]:{port}"))?;
+            eprintln!("filo stack perf: listening on port {port}");
+            while !crate::sys::STOP.load(Ordering::Relaxed) && (count == 0 || n < count) {
+                let Some((c, peer)) = l.accept_timeout(Some(Duration::from_millis(300)))? else {
+                    continue;
+                };
+                n += 1;
+                // A peer that vanishes without a FIN must not hold the server forever.
+                c.set_read_timeout(Some(Duration::from_secs(30)))?;
+                if echo {
+                    perf::echo(&c)?;
+                    c.shutdown(std::net::Shutdown::Write)?;
+                    let _ = c.drain(Duration::from_secs(5));
+                } else {
+                    report(peer, perf::receive(&c))?;
+                }
+            }
+        }
+        None => {
+            let l = std::net::TcpListener::bind(("::", port))
+                .or_else(|_| std::net::TcpListener::bind(("0.0.0.0", port)))?;
+            eprintln!("filo stack perf: kernel TCP listening on port {port}");
+            while count == 0 || n < count {
+                let (c, peer) = l.accept()?;
+                n += 1;
+                c.set_nodelay(true)?;
+                c.set_read_timeout(Some(Duration::from_secs(30)))?;
+                if echo {
+                    perf::echo(&c)?;
+                } else {
+                    report(peer, perf::receive(&c))?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn perf_client(
+    stack: Option<&Stack>,
+    target: &str,
+    mib: u64,
+    rr: Option<usize>,
+) -> Result<ExitCode> {
+    use filo_stack::perf;
+    let print_rr = |t: Vec<Duration>| {
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        println!(
+            "round_trips={} p50_us={:.1} p99_us={:.1}",
+            t.len(),
+            us(perf::percentile(&t, 50)),
+            us(perf::percentile(&t, 99))
+        );
+    };
+    match stack {
+        Some(stack) => {
+            // The server may still be starting: retry refused connections for a while.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let c = loop {
+                match stack.tcp_connect_timeout(target, Some(Duration::from_secs(10))) {
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::ConnectionRefused
+                            && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    r => break r.with_context(|| format!("connecting to {target}"))?,
+                }
+            };
+            if let Some(n) = rr {
+                print_rr(perf::round_trips(&c, n)?);
+            } else {
+                let t = perf::send(&c, mib << 20)?;
+                c.shutdown(std::net::Shutdown::Write)?;
+                c.drain(Duration::from_secs(60))?;
+                println!("sent to {target}: {t}");
+            }
+            c.shutdown(std::net::Shutdown::Write)?;
+        }
+        None => {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let c = loop {
+                match std::net::TcpStream::connect(target) {
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::ConnectionRefused
+                            && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    r => break r.with_context(|| format!("connecting to {target}"))?,
+                }
+            };
+            c.set_nodelay(true)?;
+            if let Some(n) = rr {
+                print_rr(perf::round_trips(&c, n)?);
+            } else {
+                let t = perf::send(&c, mib << 20)?;
+                c.shutdown(std::net::Shutdown::Write)?;
+                println!("sent to {target}: {t}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Splits `http://host[:port]/path`.
+fn parse_url(url: &str) -> Result<(String, u16, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("{url:?}: only http://HOST[:PORT]/PATH URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| anyhow!("{url:?}: unclosed [ in the host"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| anyhow!("{url:?}: bad port {p:?}"))?,
+            None if after.is_empty() => 80,
+            None => bail!("{url:?}: unexpected {after:?} after the host"),
+        };
+        (h.to_string(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_string(),
+                p.parse().map_err(|_| anyhow!("{url:?}: bad port {p:?}"))?,
+            ),
+            None => (authority.to_string(), 80),
+        }
+    };
+    if host.is_empty() {
+        bail!("{url:?}: no host");
+    }
+    Ok((host, port, path.to_string()))
+}
+
+fn read_response(conn: &TcpStream) -> Result<(u16, Vec<u8>)> {
+    let mut r = BufReader::with_capacity(64 * 1024, conn);
+    let mut line = String::new();
+    r.read_line(&mut line).context("reading the status line")?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("not an HTTP response: {:?}", line.trim_end()))?;
+    let mut length: Option<usize> = None;
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().ok();
+            }
+        }
+    }
+    let mut body = Vec::new();
+    match length {
+        Some(n) => {
+            body.resize(n, 0);
+            r.read_exact(&mut body).context("reading the body")?;
+        }
+        None => {
+            r.read_to_end(&mut body)?;
+        }
+    }
+    Ok((status, body))
+}
+
+fn respond(mut w: &TcpStream, status: &str, ctype: &str, body: &[u8], head: bool) -> Result<()> {
+    w.write_all(
+        format!(
+            "HTTP/1.0 {status}\r\nServer: filo-stack\r\nContent-Type: {ctype}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )?;
+    if !head {
+        w.write_all(body)?;
+    }
+    Ok(())
+}
+
+fn serve_one(conn: &TcpStream, dir: &Path) -> Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut r = BufReader::new(conn);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+    }
+    let head = method == "HEAD";
+    if method != "GET" && !head {
+        return respond(
+            conn,
+            "405 Method Not Allowed",
+            "text/plain",
+            b"GET or HEAD only\n",
+            false,
+        );
+    }
+    let path = target.split(['?', '#']).next().unwrap_or("/");
+    let mut file = dir.to_path_buf();
+    for c in Path::new(path.trim_start_matches('/')).components() {
+        match c {
+            Component::Normal(p) => file.push(p),
+            Component::CurDir => {}
+            _ => return respond(conn, "403 Forbidden", "text/plain", b"forbidden\n", head),
+        }
+    }
+    if file.is_dir() {
+        file.push("index.html");
+    }
+    match File::open(&file) {
+        Ok(mut f) => {
+            let mut body = Vec::new();
+            f.read_to_end(&mut body)?;
+            let ctype = match file.extension().and_then(|e| e.to_str()) {
+                Some("html") | Some("htm") => "text/html",
+                Some("txt") => "text/plain",
+                _ => "application/octet-stream",
+            };
+            respond(conn, "200 OK", ctype, &body, head)
+        }
+        Err(_) => respond(conn, "404 Not Found", "text/plain", b"not found\n", head),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_url;
+
+    #[test]
+    fn urls_split_into_host_port_path() {
+        assert_eq!(
+            parse_url("http://10.0.0.1:8080/a/b").unwrap(),
+            ("10.0.0.1".into(), 8080, "/a/b".into())
+        );
+        assert_eq!(
+            parse_url("http://[fd00::1]/").unwrap(),
+            ("fd00::1".into(), 80, "/".into())
+        );
+        assert_eq!(
+            parse_url("http://example.org").unwrap(),
+            ("example.org".into(), 80, "/".into())
+        );
+        assert!(parse_url("https://x/").is_err());
+        assert!(parse_url("http://[fd00::1/").is_err());
+        assert!(parse_url("http://h:99999/").is_err());
+    }
+}

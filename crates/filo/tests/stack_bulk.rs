@@ -1,0 +1,93 @@
+//! Bulk TCP between filo stacks: two stacks in two processes on a filo switch, and two in one
+//! process on an in-process cable, with equal CRC-32 checksums on both sides.
+//!
+//! Each moves 1 GiB (`FILO_BULK_MIB` overrides); the workspace builds smoltcp and filo-stack
+//! optimised even in the dev profile, so this takes seconds, not minutes.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use filo_stack::{cable, perf, Driver, Stack};
+use filo_test_support::*;
+
+const FILO: &str = env!("CARGO_BIN_EXE_filo");
+
+fn mib() -> u64 {
+    std::env::var("FILO_BULK_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
+}
+
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+#[test]
+fn two_stacks_in_two_processes_move_data_with_equal_checksums() {
+    let tmp = TempDir::new("filo-bulk");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let mut server = Proc::spawn(
+        Command::new(FILO)
+            .args(["stack", "perf", "--server", "--vnl", &sw.vnl()])
+            .args(["--conf", "ip=10.60.0.1/24,mtu=9000", "--name", "rx"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let n = mib();
+    let out = Command::new(FILO)
+        .args(["stack", "perf", "--vnl", &sw.vnl(), "--name", "tx"])
+        .args([
+            "--conf",
+            "ip=10.60.0.2/24,mtu=9000",
+            "--connect",
+            "10.60.0.1:5201",
+        ])
+        .args(["--mib", &n.to_string()])
+        .output()
+        .unwrap();
+    let sent = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{sent} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (st, received, _) = {
+        let p = std::mem::replace(&mut server, Proc::spawn(&mut Command::new("true")));
+        p.output(Duration::from_secs(30))
+    };
+    assert!(st.success(), "{received}");
+    eprintln!("{sent}{received}");
+    assert_eq!(field(&sent, "bytes="), (n << 20).to_string());
+    assert_eq!(field(&received, "bytes="), (n << 20).to_string());
+    assert_eq!(field(&sent, "crc32="), field(&received, "crc32="));
+}
+
+#[test]
+fn two_stacks_in_one_process_move_data_with_equal_checksums() {
+    let (a, b) = cable().unwrap();
+    let s1 = Stack::builder()
+        .interface_plug(a, "ip=10.61.0.1/24,mtu=9000")
+        .driver(&Driver::new().unwrap())
+        .tcp_buffer(1 << 20)
+        .build()
+        .unwrap();
+    let s2 = Stack::builder()
+        .interface_plug(b, "ip=10.61.0.2/24,mtu=9000")
+        .driver(&Driver::new().unwrap())
+        .tcp_buffer(1 << 20)
+        .build()
+        .unwrap();
+    let l = s1.tcp_listen("0.0.0.0:5001").unwrap();
+    let rx = std::thread::spawn(move || perf::receive(&l.accept().unwrap().0).unwrap());
+    let c = s2.tcp_connect("10.61.0.1:5001").unwrap();
+    let sent = perf::send(&c, mib() << 20).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let got = rx.join().unwrap();
+    eprintln!("sent {sent}\nreceived {got}");
+    assert_eq!(sent.bytes, mib() << 20);
+    assert_eq!(got.bytes, sent.bytes);
+    assert_eq!(got.crc32, sent.crc32);
+}

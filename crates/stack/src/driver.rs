@@ -1,0 +1,347 @@
+//! The driver: one thread that serves any number of stacks. It waits (epoll, level-triggered)
+//! on every stack's plug descriptors and on one wake eventfd, and sleeps until the earliest
+//! deadline a stack asked for (smoltcp's `poll_at`, neighbour retries, DHCP). Nothing spins:
+//! an idle process with a thousand stacks sleeps until a frame or a timer arrives.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use filo_vnl::sys::{Epoll, EpollEvent};
+use filo_vnl::FrameBatch;
+use smoltcp::time::Instant;
+
+use crate::stack::Shared;
+
+const WAKE: u64 = u64::MAX;
+/// Frames received from one link per service before others get a turn.
+const RX_BUDGET: usize = 256;
+
+pub(crate) struct DriverShared {
+    wake: OwnedFd,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    new: Vec<Weak<Shared>>,
+    dirty: Vec<usize>,
+}
+
+impl DriverShared {
+    fn wake(&self) {
+        let _ = filo_vnl::sys::write_fd(self.wake.as_raw_fd(), &1u64.to_ne_bytes());
+    }
+
+    pub(crate) fn register(&self, stack: &Arc<Shared>) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.new.push(Arc::downgrade(stack));
+        }
+        self.wake();
+    }
+
+    /// Asks the driver to service the stack in `slot` soon.
+    pub(crate) fn kick(&self, slot: usize) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.dirty.push(slot);
+        }
+        self.wake();
+    }
+}
+
+/// A driver thread; stacks built with [`crate::StackBuilder::driver`] share it. Cloning shares
+/// the same thread. The thread ends when every handle and every stack on it is gone.
+#[derive(Clone)]
+pub struct Driver {
+    pub(crate) shared: Arc<DriverShared>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Driver")
+    }
+}
+
+impl Driver {
+    /// Starts a new driver thread.
+    pub fn new() -> std::io::Result<Driver> {
+        let wake = filo_vnl::sys::silent_eventfd()?;
+        let shared = Arc::new(DriverShared {
+            wake,
+            queue: Mutex::new(Queue::default()),
+        });
+        let mut epoll = Epoll::new()?;
+        epoll.add(shared.wake.as_raw_fd(), WAKE, true, false)?;
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("filo-stack".into())
+            .spawn(move || {
+                let mut run = Run {
+                    slots: Vec::new(),
+                    free: Vec::new(),
+                    timers: BinaryHeap::new(),
+                    batch: FrameBatch::new(64),
+                    events: Vec::new(),
+                    todo: Vec::new(),
+                };
+                run.run(&weak, &mut epoll);
+            })?;
+        Ok(Driver { shared })
+    }
+
+    /// The process-wide driver that stacks use unless told otherwise.
+    pub fn global() -> Driver {
+        static GLOBAL: OnceLock<Driver> = OnceLock::new();
+        GLOBAL
+            .get_or_init(|| Driver::new().expect("cannot start the filo-stack driver thread"))
+            .clone()
+    }
+}
+
+struct Slot {
+    stack: Weak<Shared>,
+    /// Registered descriptors: (fd, token, write interest).
+    fds: Vec<(RawFd, u64, bool)>,
+    timer_at: Option<Instant>,
+    queued: bool,
+    /// Serviced for a kick, a timer or registration (not only for input).
+    force: bool,
+}
+
+struct Run {
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    batch: FrameBatch,
+    events: Vec<EpollEvent>,
+    todo: Vec<usize>,
+}
+
+fn token(slot: usize, link: usize, write: bool) -> u64 {
+    ((slot as u64) << 17) | ((link as u64) << 1) | u64::from(write)
+}
+
+impl Run {
+    fn run(&mut self, weak: &Weak<DriverShared>, epoll: &mut Epoll) {
+        loop {
+            let now = Instant::now();
+            let timeout = self.timers.peek().map(|Reverse((t, _))| {
+                let d = if *t > now {
+                    *t - now
+                } else {
+                    smoltcp::time::Duration::ZERO
+                };
+                // Round up to whole milliseconds so a sub-millisecond timer does not spin.
+                std::time::Duration::from_millis(
+                    d.total_millis() + u64::from(d.micros() % 1000 != 0),
+                )
+            });
+            let timeout = match timeout {
+                Some(t) => Some(t),
+                None if self.slots.iter().all(Option::is_none) => {
+                    Some(std::time::Duration::from_secs(1))
+                }
+                None => None,
+            };
+            if epoll.wait(&mut self.events, timeout).is_err() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let Some(shared) = weak.upgrade() else {
+                return;
+            };
+            self.todo.clear();
+            let events = std::mem::take(&mut self.events);
+            for ev in &events {
+                if ev.token == WAKE {
+                    let mut b = [0u8; 8];
+                    let _ = filo_vnl::sys::read_nonblocking(shared.wake.as_raw_fd(), &mut b);
+                } else {
+                    self.queue((ev.token >> 17) as usize, false);
+                }
+            }
+            self.events = events;
+            let (new, dirty) = match shared.queue.lock() {
+                Ok(mut q) => (std::mem::take(&mut q.new), std::mem::take(&mut q.dirty)),
+                Err(_) => return,
+            };
+            for stack in new {
+                let slot = match self.free.pop() {
+                    Some(s) => s,
+                    None => {
+                        self.slots.push(None);
+                        self.slots.len() - 1
+                    }
+                };
+                if let Some(sh) = stack.upgrade() {
+                    sh.slot.store(slot, Ordering::Release);
+                }
+                self.slots[slot] = Some(Slot {
+                    stack,
+                    fds: Vec::new(),
+                    timer_at: None,
+                    queued: false,
+                    force: true,
+                });
+                self.queue(slot, true);
+            }
+            for slot in dirty {
+                self.queue(slot, true);
+            }
+            let now = Instant::now();
+            while let Some(Reverse((t, slot))) = self.timers.peek().copied() {
+                if t > now {
+                    break;
+                }
+                self.timers.pop();
+                if let Some(Some(s)) = self.slots.get_mut(slot) {
+                    if s.timer_at == Some(t) {
+                        s.timer_at = None;
+                        self.queue(slot, true);
+                    }
+                }
+            }
+            let todo = std::mem::take(&mut self.todo);
+            for &slot in &todo {
+                self.service(slot, epoll);
+            }
+            self.todo = todo;
+            // The driver ends when no handle and no stack refers to it any more.
+            if Arc::strong_count(&shared) == 1 && self.slots.iter().all(Option::is_none) {
+                return;
+            }
+        }
+    }
+
+    fn queue(&mut self, slot: usize, force: bool) {
+        if let Some(Some(s)) = self.slots.get_mut(slot) {
+            s.force |= force;
+            if !s.queued {
+                s.queued = true;
+                self.todo.push(slot);
+            }
+        }
+    }
+
+    fn service(&mut self, slot: usize, epoll: &Epoll) {
+        let Some(Some(entry)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        entry.queued = false;
+        let force = std::mem::take(&mut entry.force);
+        let Some(sh) = entry.stack.upgrade() else {
+            // The stack's plugs are closed, which removed them from the epoll set. Deleting
+            // by number here could remove a descriptor a newer stack got with the same number.
+            self.slots[slot] = None;
+            self.free.push(slot);
+            return;
+        };
+        sh.dirty.store(false, Ordering::Release);
+        let Ok(mut g) = sh.inner.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let inner = &mut *g;
+        // Receive.
+        for i in 0..inner.net.links.len() {
+            let mut got = 0;
+            while got < RX_BUDGET {
+                let Some(plug) = inner.net.links[i].plug.as_mut() else {
+                    break;
+                };
+                match plug.recv_batch(&mut self.batch) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        got += n;
+                        for f in self.batch.frames() {
+                            inner.net.handle_frame(now, i, f);
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        let l = &mut inner.net.links[i];
+                        tracing::warn!(stack = %sh.name, link = %l.name, "link lost: {e}");
+                        if let Some(p) = l.plug.take() {
+                            for (fd, _, _) in entry
+                                .fds
+                                .iter()
+                                .filter(|(_, t, _)| (*t >> 1) & 0xffff == i as u64)
+                            {
+                                epoll.delete(*fd);
+                            }
+                            entry.fds.retain(|(_, t, _)| (*t >> 1) & 0xffff != i as u64);
+                            drop(p);
+                        }
+                        l.up = false;
+                        inner.links_changed = true;
+                        break;
+                    }
+                }
+            }
+            if !inner.net.links[i].backlog.is_empty() {
+                inner.net.flush(i);
+            }
+        }
+        // Input that produced nothing for smoltcp (a broadcast for someone else, an ARP
+        // answered in place) needs no smoltcp turn: a thousand stacks hearing one broadcast
+        // cost a thousand receives, not a thousand polls.
+        inner.net.flush_tx();
+        let idle = !force && inner.net.rx.is_empty() && !inner.links_changed;
+        if idle {
+            let backlog = inner.net.links.iter().any(|l| !l.backlog.is_empty());
+            if !backlog {
+                return;
+            }
+        }
+        inner.process(now);
+        // (Re)register descriptors of new links.
+        if inner.links_changed {
+            inner.links_changed = false;
+            for (i, l) in inner.net.links.iter().enumerate() {
+                let Some(p) = l.plug.as_ref() else { continue };
+                let rfd = p.data_fd().as_raw_fd();
+                let tok = token(slot, i, false);
+                if !entry.fds.iter().any(|(_, t, _)| *t == tok)
+                    && epoll.add(rfd, tok, true, false).is_ok()
+                {
+                    entry.fds.push((rfd, tok, false));
+                }
+                let wfd = p.write_fd().as_raw_fd();
+                let wtok = token(slot, i, true);
+                if wfd != rfd
+                    && !entry.fds.iter().any(|(_, t, _)| *t == wtok)
+                    && epoll.add(wfd, wtok, false, false).is_ok()
+                {
+                    entry.fds.push((wfd, wtok, false));
+                }
+            }
+        }
+        // Write interest only while a backlog waits.
+        for (fd, tok, armed) in entry.fds.iter_mut() {
+            let link = ((*tok >> 1) & 0xffff) as usize;
+            let want = inner
+                .net
+                .links
+                .get(link)
+                .is_some_and(|l| !l.backlog.is_empty());
+            if want != *armed {
+                let is_write_tok = *tok & 1 == 1;
+                let read = !is_write_tok;
+                if epoll.modify(*fd, *tok, read, want).is_ok() {
+                    *armed = want;
+                }
+            }
+        }
+        let deadline = inner.next_deadline(now);
+        inner.scheduled = deadline;
+        drop(g);
+        sh.cond.notify_all();
+        if deadline != entry.timer_at {
+            entry.timer_at = deadline;
+            if let Some(d) = deadline {
+                self.timers.push(Reverse((d, slot)));
+            }
+        }
+    }
+}

@@ -1,0 +1,1051 @@
+//! filo's layer beneath smoltcp: links (Ethernet interfaces over plugs), ARP and IPv6
+//! neighbour discovery, the routing table, loopback, and per-reason drop counters.
+//!
+//! smoltcp sees one `Medium::Ip` device. Packets it emits go to [`Net::output`], which picks an
+//! interface and next hop by longest-prefix match, resolves the neighbour and frames the packet;
+//! frames from plugs go to [`Net::handle_frame`], which answers ARP and NDP itself and queues IP
+//! packets for smoltcp in [`Net::rx`]. Time is an argument: nothing here reads the clock.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use filo_vnl::Plug;
+use smoltcp::time::{Duration, Instant};
+
+use crate::wire::{self, Arp, Mac, Nd, RouterAdvert, ETH_HDR};
+
+/// An address with a prefix length: `10.0.0.1/24`, `fd00::1/64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Checks the prefix length against the family.
+    pub fn new(addr: IpAddr, prefix: u8) -> Option<Cidr> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then_some(Cidr { addr, prefix })
+    }
+
+    /// True when `ip` is inside this prefix (same family).
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let m = mask32(self.prefix);
+                u32::from(a) & m == u32::from(*b) & m
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let m = mask128(self.prefix);
+                u128::from(a) & m == u128::from(*b) & m
+            }
+            _ => false,
+        }
+    }
+
+    /// The subnet-directed broadcast address (IPv4 only, prefixes shorter than /31).
+    pub fn broadcast(&self) -> Option<Ipv4Addr> {
+        match self.addr {
+            IpAddr::V4(a) if self.prefix < 31 => {
+                Some(Ipv4Addr::from(u32::from(a) | !mask32(self.prefix)))
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn to_smoltcp(self) -> smoltcp::wire::IpCidr {
+        smoltcp::wire::IpCidr::new(self.addr.into(), self.prefix)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Cidr, ()> {
+        let (a, p) = s.split_once('/').ok_or(())?;
+        let addr: IpAddr = a.parse().map_err(|_| ())?;
+        let prefix: u8 = p.parse().map_err(|_| ())?;
+        Cidr::new(addr, prefix).ok_or(())
+    }
+}
+
+fn mask32(p: u8) -> u32 {
+    if p == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(p))
+    }
+}
+
+fn mask128(p: u8) -> u128 {
+    if p == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(p))
+    }
+}
+
+/// A route: destination prefix, optional gateway, optional interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub dst: Cidr,
+    pub via: Option<IpAddr>,
+    pub ifindex: Option<usize>,
+}
+
+/// Why frames and packets were dropped, and how many went through.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub dropped_short: u64,
+    pub dropped_other_host: u64,
+    pub dropped_link_down: u64,
+    pub dropped_unknown_ethertype: u64,
+    pub dropped_bad_arp: u64,
+    pub dropped_bad_ipv4: u64,
+    pub dropped_bad_ipv6: u64,
+    pub dropped_bad_nd: u64,
+    pub dropped_no_route: u64,
+    pub dropped_unresolved: u64,
+    pub dropped_rx_full: u64,
+    pub dropped_tx_full: u64,
+    pub dropped_too_big: u64,
+    pub dropped_send_error: u64,
+}
+
+impl Counters {
+    /// Sum of every drop counter.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_short
+            + self.dropped_other_host
+            + self.dropped_link_down
+            + self.dropped_unknown_ethertype
+            + self.dropped_bad_arp
+            + self.dropped_bad_ipv4
+            + self.dropped_bad_ipv6
+            + self.dropped_bad_nd
+            + self.dropped_no_route
+            + self.dropped_unresolved
+            + self.dropped_rx_full
+            + self.dropped_tx_full
+            + self.dropped_too_big
+            + self.dropped_send_error
+    }
+}
+
+/// One interface: an Ethernet over a plug.
+pub(crate) struct Link {
+    pub name: String,
+    pub plug: Option<Plug>,
+    pub mac: Mac,
+    pub mtu: usize,
+    pub up: bool,
+    pub addrs: Vec<Cidr>,
+    /// Frames the plug refused with WouldBlock, sent when it becomes writable.
+    pub backlog: VecDeque<Vec<u8>>,
+    /// Frames "sent" on a link without a plug (unit tests look at them).
+    pub captured: Vec<Vec<u8>>,
+    /// The link's DHCPv4 client, when `dhcp` was configured.
+    pub dhcp: Option<crate::dhcp::Client>,
+    /// Frames of this turn, sent together (sendmmsg) by [`Net::flush_tx`].
+    txq: Vec<Vec<u8>>,
+}
+
+impl Link {
+    pub fn new(name: String, plug: Option<Plug>, mac: Mac) -> Link {
+        let ll = wire::link_local(&mac);
+        Link {
+            name,
+            plug,
+            mac,
+            mtu: 1500,
+            up: true,
+            addrs: vec![Cidr {
+                addr: IpAddr::V6(ll),
+                prefix: 64,
+            }],
+            backlog: VecDeque::new(),
+            captured: Vec::new(),
+            dhcp: None,
+            txq: Vec::new(),
+        }
+    }
+
+    fn first_v4(&self, toward: &IpAddr) -> Option<Ipv4Addr> {
+        let v4 = self.addrs.iter().filter(|c| c.addr.is_ipv4());
+        let best = v4
+            .clone()
+            .find(|c| c.contains(toward))
+            .or_else(|| v4.clone().next());
+        match best?.addr {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        }
+    }
+
+    fn link_local(&self) -> Ipv6Addr {
+        wire::link_local(&self.mac)
+    }
+}
+
+struct Neigh {
+    mac: Option<Mac>,
+    /// When the entry was last confirmed.
+    confirmed: Instant,
+    tries: u8,
+    next_try: Instant,
+    pending: Vec<Vec<u8>>,
+}
+
+const NEIGH_STALE: Duration = Duration::from_secs(120);
+const NEIGH_RETRY: Duration = Duration::from_millis(1000);
+const NEIGH_TRIES: u8 = 3;
+const NEIGH_PENDING: usize = 16;
+const RX_QUEUE: usize = 4096;
+const BACKLOG: usize = 1024;
+const FAILED_FOR: Duration = Duration::from_secs(3);
+
+/// Where an outgoing packet goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextHop {
+    /// One of our own addresses.
+    Loopback,
+    /// Out of `ifindex` toward `hop` (the destination itself or a gateway).
+    Link { ifindex: usize, hop: IpAddr },
+    /// Multicast or broadcast: every link that is up.
+    Flood,
+}
+
+/// The layer's state: links, routes, neighbours, the queue toward smoltcp.
+pub(crate) struct Net {
+    pub links: Vec<Link>,
+    pub routes: Vec<Route>,
+    neigh: HashMap<(usize, IpAddr), Neigh>,
+    /// Hops whose resolution failed recently, with when.
+    failed: HashMap<IpAddr, Instant>,
+    pub rx: VecDeque<Vec<u8>>,
+    pub counters: Counters,
+    /// Router advertisements received: (link, advert), for SLAAC to apply.
+    pub adverts: Vec<(usize, IpAddr, RouterAdvert)>,
+    /// DHCP lease changes: (link, event), for the stack to apply.
+    pub dhcp_events: Vec<(usize, crate::dhcp::Event)>,
+    scratch: Vec<u8>,
+    /// Spent frame buffers, reused so the hot path does not allocate.
+    pool: Vec<Vec<u8>>,
+}
+
+impl Net {
+    pub fn new() -> Net {
+        Net {
+            links: Vec::new(),
+            routes: Vec::new(),
+            neigh: HashMap::new(),
+            failed: HashMap::new(),
+            rx: VecDeque::new(),
+            counters: Counters::default(),
+            adverts: Vec::new(),
+            dhcp_events: Vec::new(),
+            scratch: Vec::new(),
+            pool: Vec::new(),
+        }
+    }
+
+    /// The IP MTU smoltcp may use: the smallest MTU of the links (1500 with none).
+    pub fn ip_mtu(&self) -> usize {
+        self.links.iter().map(|l| l.mtu).min().unwrap_or(1500)
+    }
+
+    pub fn is_own(&self, ip: &IpAddr) -> bool {
+        ip.is_loopback()
+            || match ip {
+                IpAddr::V6(a) => a
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| self.is_own(&IpAddr::V4(v4))),
+                IpAddr::V4(_) => false,
+            }
+            || self
+                .links
+                .iter()
+                .any(|l| l.up && l.addrs.iter().any(|c| c.addr == *ip))
+    }
+
+    /// Longest-prefix match over connected prefixes and routes.
+    pub fn route(&self, dst: &IpAddr) -> Option<NextHop> {
+        if self.is_own(dst) {
+            return Some(NextHop::Loopback);
+        }
+        if wire::multicast_mac(dst).is_some() {
+            return Some(NextHop::Flood);
+        }
+        let mut best: Option<(u8, NextHop)> = None;
+        fn consider(best: &mut Option<(u8, NextHop)>, len: u8, hop: NextHop) {
+            if best.is_none_or(|(b, _)| len > b) {
+                *best = Some((len, hop));
+            }
+        }
+        for (i, l) in self.links.iter().enumerate().filter(|(_, l)| l.up) {
+            for c in &l.addrs {
+                if c.contains(dst) {
+                    consider(
+                        &mut best,
+                        c.prefix,
+                        NextHop::Link {
+                            ifindex: i,
+                            hop: *dst,
+                        },
+                    );
+                }
+                if c.broadcast().map(IpAddr::V4) == Some(*dst) {
+                    return Some(NextHop::Flood);
+                }
+            }
+        }
+        for r in &self.routes {
+            if !r.dst.contains(dst) || best.is_some_and(|(b, _)| r.dst.prefix <= b) {
+                continue;
+            }
+            let hop = r.via.unwrap_or(*dst);
+            let ifindex = match r.ifindex {
+                Some(i) => Some(i),
+                None => self.connected_link(&hop),
+            };
+            if let Some(i) = ifindex.filter(|&i| self.links.get(i).is_some_and(|l| l.up)) {
+                consider(&mut best, r.dst.prefix, NextHop::Link { ifindex: i, hop });
+            }
+        }
+        best.map(|(_, h)| h)
+    }
+
+    fn connected_link(&self, ip: &IpAddr) -> Option<usize> {
+        if let IpAddr::V6(a) = ip {
+            if a.is_unicast_link_local() {
+                return self.links.iter().position(|l| l.up);
+            }
+        }
+        self.links
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.up)
+            .filter_map(|(i, l)| {
+                l.addrs
+                    .iter()
+                    .filter(|c| c.contains(ip))
+                    .map(|c| c.prefix)
+                    .max()
+                    .map(|p| (p, i))
+            })
+            .max()
+            .map(|(_, i)| i)
+    }
+
+    /// The source address to use toward `dst`: an address of the outgoing link.
+    pub fn source_for(&self, dst: &IpAddr) -> Option<IpAddr> {
+        match self.route(dst)? {
+            NextHop::Loopback => Some(*dst),
+            NextHop::Flood => None,
+            NextHop::Link { ifindex, hop } => {
+                let l = &self.links[ifindex];
+                match dst {
+                    IpAddr::V4(_) => l.first_v4(&hop).map(IpAddr::V4),
+                    IpAddr::V6(d) => {
+                        let global = !d.is_unicast_link_local();
+                        l.addrs
+                            .iter()
+                            .filter_map(|c| match c.addr {
+                                IpAddr::V6(a) if a.is_unicast_link_local() != global => Some(a),
+                                _ => None,
+                            })
+                            .max_by_key(|a| {
+                                // Prefer the longest common prefix with the destination.
+                                (u128::from(*a) ^ u128::from(*d)).leading_zeros()
+                            })
+                            .map(IpAddr::V6)
+                    }
+                }
+            }
+        }
+    }
+
+    /// True when resolving the next hop toward `dst` failed in the last few seconds.
+    pub fn unreachable(&self, now: Instant, dst: &IpAddr) -> bool {
+        let hop = match self.route(dst) {
+            Some(NextHop::Link { hop, .. }) => hop,
+            _ => return false,
+        };
+        self.failed.get(&hop).is_some_and(|&t| now < t + FAILED_FOR)
+    }
+
+    /// A buffer with room for an Ethernet header, reused across calls.
+    pub fn take_frame_buf(&mut self) -> Vec<u8> {
+        if self.scratch.capacity() > 0 {
+            return std::mem::take(&mut self.scratch);
+        }
+        self.pool.pop().unwrap_or_default()
+    }
+
+    fn recycle(&mut self, mut b: Vec<u8>) {
+        if self.pool.len() < 256 {
+            b.clear();
+            self.pool.push(b);
+        }
+    }
+
+    /// Sends the frames queued during this turn, in batches.
+    pub fn flush_tx(&mut self) {
+        for i in 0..self.links.len() {
+            if self.links[i].txq.is_empty() {
+                continue;
+            }
+            let mut q = std::mem::take(&mut self.links[i].txq);
+            let l = &mut self.links[i];
+            let mut done = 0;
+            if let Some(plug) = l.plug.as_mut() {
+                while done < q.len() {
+                    let frames: Vec<&[u8]> = q[done..].iter().take(64).map(|f| &f[..]).collect();
+                    match plug.send_batch(&frames) {
+                        Ok(n) => {
+                            self.counters.frames_out += n as u64;
+                            done += n.max(1);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            tracing::debug!(link = %l.name, "send failed: {e}");
+                            self.counters.dropped_send_error += 1;
+                            done += 1;
+                        }
+                    }
+                }
+            }
+            let rest: Vec<Vec<u8>> = q.drain(done..).collect();
+            for f in rest {
+                if self.links[i].backlog.len() >= BACKLOG {
+                    self.counters.dropped_tx_full += 1;
+                } else {
+                    self.links[i].backlog.push_back(f);
+                }
+            }
+            for f in q {
+                self.recycle(f);
+            }
+            self.links[i].txq = Vec::new();
+        }
+    }
+
+    /// Sends the IP packet in `frame[14..]` (the first 14 bytes are room for the header).
+    pub fn output(&mut self, now: Instant, mut frame: Vec<u8>) {
+        let Some(dst) = wire::ip_dst(&frame[ETH_HDR..]) else {
+            self.counters.dropped_no_route += 1;
+            self.scratch = frame;
+            return;
+        };
+        match self.route(&dst) {
+            None => {
+                self.counters.dropped_no_route += 1;
+                self.scratch = frame;
+            }
+            Some(NextHop::Loopback) => {
+                self.enqueue_rx(&frame[ETH_HDR..]);
+                self.scratch = frame;
+            }
+            Some(NextHop::Flood) => {
+                let Some(mac) = wire::multicast_mac(&dst) else {
+                    return;
+                };
+                let ethertype = ethertype_of(&frame[ETH_HDR..]);
+                for i in 0..self.links.len() {
+                    if !self.links[i].up {
+                        continue;
+                    }
+                    let src = self.links[i].mac;
+                    wire::write_eth(&mut frame, mac, src, ethertype);
+                    let copy = frame.clone();
+                    self.send_frame(i, copy);
+                }
+                self.scratch = frame;
+            }
+            Some(NextHop::Link { ifindex, hop }) => {
+                if frame.len() - ETH_HDR > self.links[ifindex].mtu {
+                    self.counters.dropped_too_big += 1;
+                    self.scratch = frame;
+                    return;
+                }
+                let src = self.links[ifindex].mac;
+                let ethertype = ethertype_of(&frame[ETH_HDR..]);
+                let key = (ifindex, hop);
+                let known = self
+                    .neigh
+                    .get(&key)
+                    .and_then(|n| n.mac.map(|m| (m, n.confirmed)));
+                match known {
+                    Some((mac, confirmed)) => {
+                        wire::write_eth(&mut frame, mac, src, ethertype);
+                        self.send_frame(ifindex, frame);
+                        if now > confirmed + NEIGH_STALE {
+                            if let Some(n) = self.neigh.get_mut(&key) {
+                                if now >= n.next_try {
+                                    n.next_try = now + NEIGH_RETRY;
+                                    self.solicit(ifindex, hop, false);
+                                }
+                            }
+                        }
+                    }
+                    None => {
+                        let fresh = !self.neigh.contains_key(&key);
+                        let n = self.neigh.entry(key).or_insert_with(|| Neigh {
+                            mac: None,
+                            confirmed: now,
+                            tries: 0,
+                            next_try: now,
+                            pending: Vec::new(),
+                        });
+                        if n.pending.len() < NEIGH_PENDING {
+                            wire::write_eth(&mut frame, [0; 6], src, ethertype);
+                            n.pending.push(frame);
+                        } else {
+                            self.counters.dropped_unresolved += 1;
+                        }
+                        if fresh {
+                            if let Some(n) = self.neigh.get_mut(&key) {
+                                n.tries = 1;
+                                n.next_try = now + NEIGH_RETRY;
+                            }
+                            self.solicit(ifindex, hop, true);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// When the layer next needs [`Net::on_timer`].
+    pub fn poll_at(&self) -> Option<Instant> {
+        let dhcp = self
+            .links
+            .iter()
+            .filter(|l| l.up)
+            .filter_map(|l| l.dhcp.as_ref().map(|d| d.poll_at()));
+        self.neigh
+            .values()
+            .filter(|n| n.mac.is_none())
+            .map(|n| n.next_try)
+            .chain(dhcp)
+            .min()
+    }
+
+    fn dhcp_out(&mut self, now: Instant, i: usize, out: crate::dhcp::Outgoing) {
+        let mut f = vec![0u8; ETH_HDR];
+        f.extend_from_slice(&out.packet);
+        if out.broadcast {
+            let mac = self.links[i].mac;
+            wire::write_eth(&mut f, wire::BROADCAST, mac, wire::ETHERTYPE_IPV4);
+            self.send_frame(i, f);
+        } else {
+            self.output(now, f);
+        }
+    }
+
+    fn dhcp_result(
+        &mut self,
+        now: Instant,
+        i: usize,
+        (out, ev): (Option<crate::dhcp::Outgoing>, Option<crate::dhcp::Event>),
+    ) {
+        if let Some(o) = out {
+            self.dhcp_out(now, i, o);
+        }
+        if let Some(e) = ev {
+            self.dhcp_events.push((i, e));
+        }
+    }
+
+    /// Retries or gives up neighbour resolutions that are due.
+    pub fn on_timer(&mut self, now: Instant) {
+        let mut retry = Vec::new();
+        let mut failed = Vec::new();
+        for (k, n) in self.neigh.iter_mut() {
+            if n.mac.is_some() || now < n.next_try {
+                continue;
+            }
+            if n.tries >= NEIGH_TRIES {
+                failed.push(*k);
+            } else {
+                n.tries += 1;
+                n.next_try = now + NEIGH_RETRY;
+                retry.push(*k);
+            }
+        }
+        for k in failed {
+            if let Some(n) = self.neigh.remove(&k) {
+                self.counters.dropped_unresolved += n.pending.len() as u64;
+            }
+            self.failed.insert(k.1, now);
+        }
+        for (i, hop) in retry {
+            self.solicit(i, hop, true);
+        }
+        for i in 0..self.links.len() {
+            if !self.links[i].up {
+                continue;
+            }
+            let r = match self.links[i].dhcp.as_mut() {
+                Some(d) if now >= d.poll_at() => d.poll(now),
+                _ => continue,
+            };
+            self.dhcp_result(now, i, r);
+        }
+        self.failed.retain(|_, t| now < *t + FAILED_FOR);
+    }
+
+    fn solicit(&mut self, ifindex: usize, hop: IpAddr, broadcast: bool) {
+        let l = &self.links[ifindex];
+        let mut f = Vec::new();
+        match hop {
+            IpAddr::V4(t) => {
+                let spa = l.first_v4(&hop).unwrap_or(Ipv4Addr::UNSPECIFIED);
+                f.resize(ETH_HDR + wire::ARP_LEN, 0);
+                wire::write_eth(&mut f, wire::BROADCAST, l.mac, wire::ETHERTYPE_ARP);
+                Arp {
+                    op: 1,
+                    sha: l.mac,
+                    spa,
+                    tha: [0; 6],
+                    tpa: t,
+                }
+                .write(&mut f[ETH_HDR..]);
+            }
+            IpAddr::V6(t) => {
+                let _ = broadcast;
+                let dst = wire::solicited_node(&t);
+                let Some(mac) = wire::multicast_mac(&IpAddr::V6(dst)) else {
+                    return;
+                };
+                let msg = wire::nd_message(135, 0, &t, 1, &l.mac);
+                wire::ndp_frame(&mut f, mac, l.mac, &l.link_local(), &dst, &msg);
+            }
+        }
+        self.send_frame(ifindex, f);
+    }
+
+    /// Sends a router solicitation on `ifindex`.
+    pub fn router_solicit(&mut self, ifindex: usize) {
+        let Some(l) = self.links.get(ifindex) else {
+            return;
+        };
+        let dst: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
+        let mut f = Vec::new();
+        wire::ndp_frame(
+            &mut f,
+            [0x33, 0x33, 0, 0, 0, 2],
+            l.mac,
+            &l.link_local(),
+            &dst,
+            &wire::rs_message(&l.mac),
+        );
+        self.send_frame(ifindex, f);
+    }
+
+    fn learn(&mut self, now: Instant, ifindex: usize, ip: IpAddr, mac: Mac, create: bool) {
+        if wire::is_multicast_mac(&mac) {
+            return;
+        }
+        let key = (ifindex, ip);
+        if !create && !self.neigh.contains_key(&key) {
+            return;
+        }
+        let n = self.neigh.entry(key).or_insert_with(|| Neigh {
+            mac: None,
+            confirmed: now,
+            tries: 0,
+            next_try: now,
+            pending: Vec::new(),
+        });
+        n.mac = Some(mac);
+        n.confirmed = now;
+        n.tries = 0;
+        let pending = std::mem::take(&mut n.pending);
+        self.failed.remove(&ip);
+        for mut f in pending {
+            f[0..6].copy_from_slice(&mac);
+            self.send_frame(ifindex, f);
+        }
+    }
+
+    /// Sends a frame on a link, keeping it in the backlog if the plug is full.
+    pub fn send_frame(&mut self, ifindex: usize, frame: Vec<u8>) {
+        let l = &mut self.links[ifindex];
+        if !l.up {
+            self.counters.dropped_link_down += 1;
+            return;
+        }
+        let Some(plug) = l.plug.as_mut() else {
+            l.captured.push(frame);
+            self.counters.frames_out += 1;
+            return;
+        };
+        if !l.backlog.is_empty() {
+            if l.backlog.len() >= BACKLOG {
+                self.counters.dropped_tx_full += 1;
+            } else {
+                l.backlog.push_back(frame);
+            }
+            return;
+        }
+        let _ = plug;
+        l.txq.push(frame);
+    }
+
+    /// Sends what the link's backlog holds; true when it is empty afterwards.
+    pub fn flush(&mut self, ifindex: usize) -> bool {
+        let l = &mut self.links[ifindex];
+        let Some(plug) = l.plug.as_mut() else {
+            return true;
+        };
+        while let Some(f) = l.backlog.front() {
+            match plug.send(f) {
+                Ok(()) => {
+                    self.counters.frames_out += 1;
+                    l.backlog.pop_front();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => {
+                    self.counters.dropped_send_error += 1;
+                    l.backlog.pop_front();
+                }
+            }
+        }
+        true
+    }
+
+    fn enqueue_rx(&mut self, packet: &[u8]) {
+        if self.rx.len() >= RX_QUEUE {
+            self.counters.dropped_rx_full += 1;
+            return;
+        }
+        let mut b = self.pool.pop().unwrap_or_default();
+        b.extend_from_slice(packet);
+        self.rx.push_back(b);
+    }
+
+    /// Handles one received Ethernet frame from link `ifindex`.
+    pub fn handle_frame(&mut self, now: Instant, ifindex: usize, frame: &[u8]) {
+        self.counters.frames_in += 1;
+        let Some(l) = self.links.get(ifindex) else {
+            return;
+        };
+        if frame.len() < ETH_HDR {
+            self.counters.dropped_short += 1;
+            return;
+        }
+        if !l.up {
+            self.counters.dropped_link_down += 1;
+            return;
+        }
+        let dst = &frame[0..6];
+        if dst != l.mac && !wire::is_multicast_mac(dst) {
+            self.counters.dropped_other_host += 1;
+            return;
+        }
+        let mut src_mac = [0u8; 6];
+        src_mac.copy_from_slice(&frame[6..12]);
+        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        let payload = &frame[ETH_HDR..];
+        match ethertype {
+            wire::ETHERTYPE_ARP => self.handle_arp(now, ifindex, payload),
+            wire::ETHERTYPE_IPV4 => match wire::ipv4_len(payload) {
+                Some(len) => {
+                    let p = &payload[..len];
+                    let dhcp = self.links[ifindex].dhcp.is_some();
+                    match crate::dhcp::dhcp_payload(p).filter(|_| dhcp) {
+                        Some(d) => {
+                            let r = self.links[ifindex]
+                                .dhcp
+                                .as_mut()
+                                .and_then(|c| c.handle(now, d));
+                            if let Some(r) = r {
+                                self.dhcp_result(now, ifindex, r);
+                            }
+                        }
+                        None => self.enqueue_rx(p),
+                    }
+                }
+                None => self.counters.dropped_bad_ipv4 += 1,
+            },
+            wire::ETHERTYPE_IPV6 => match wire::ipv6_len(payload) {
+                Some(len) => {
+                    let p = &payload[..len];
+                    if p[6] == 58 && len > 40 && (133..=137).contains(&p[40]) {
+                        self.handle_nd(now, ifindex, src_mac, p);
+                    } else {
+                        self.enqueue_rx(p);
+                    }
+                }
+                None => self.counters.dropped_bad_ipv6 += 1,
+            },
+            _ => self.counters.dropped_unknown_ethertype += 1,
+        }
+    }
+
+    fn handle_arp(&mut self, now: Instant, ifindex: usize, payload: &[u8]) {
+        let Some(arp) = Arp::parse(payload) else {
+            self.counters.dropped_bad_arp += 1;
+            return;
+        };
+        let l = &self.links[ifindex];
+        let for_us = l.addrs.iter().any(|c| c.addr == IpAddr::V4(arp.tpa));
+        if !arp.spa.is_unspecified() {
+            self.learn(now, ifindex, IpAddr::V4(arp.spa), arp.sha, for_us);
+        }
+        if for_us && arp.op == 1 {
+            let l = &self.links[ifindex];
+            let mut f = vec![0u8; ETH_HDR + wire::ARP_LEN];
+            wire::write_eth(&mut f, arp.sha, l.mac, wire::ETHERTYPE_ARP);
+            Arp {
+                op: 2,
+                sha: l.mac,
+                spa: arp.tpa,
+                tha: arp.sha,
+                tpa: arp.spa,
+            }
+            .write(&mut f[ETH_HDR..]);
+            self.send_frame(ifindex, f);
+        }
+    }
+
+    fn handle_nd(&mut self, now: Instant, ifindex: usize, src_mac: Mac, p: &[u8]) {
+        let (Some(IpAddr::V6(src)), hop_limit) = (wire::ip_src(p), p[7]) else {
+            self.counters.dropped_bad_nd += 1;
+            return;
+        };
+        if hop_limit != 255 {
+            self.counters.dropped_bad_nd += 1;
+            return;
+        }
+        let icmp = &p[40..];
+        if icmp[0] == 133 || icmp[0] == 137 {
+            return; // router solicitations and redirects: not for a host
+        }
+        match wire::parse_nd(icmp) {
+            None => self.counters.dropped_bad_nd += 1,
+            Some(Nd::Solicit { target, lla }) => {
+                let l = &self.links[ifindex];
+                if !l.addrs.iter().any(|c| c.addr == IpAddr::V6(target)) {
+                    return;
+                }
+                let mac = l.mac;
+                let (dst_ip, dst_mac, flags) = if src.is_unspecified() {
+                    (
+                        Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
+                        [0x33, 0x33, 0, 0, 0, 1],
+                        0x20,
+                    )
+                } else {
+                    (src, lla.unwrap_or(src_mac), 0x60)
+                };
+                if let (false, Some(m)) = (src.is_unspecified(), lla) {
+                    self.learn(now, ifindex, IpAddr::V6(src), m, true);
+                }
+                let msg = wire::nd_message(136, flags, &target, 2, &mac);
+                let mut f = Vec::new();
+                wire::ndp_frame(&mut f, dst_mac, mac, &target, &dst_ip, &msg);
+                self.send_frame(ifindex, f);
+            }
+            Some(Nd::Advert { target, lla }) => {
+                self.learn(
+                    now,
+                    ifindex,
+                    IpAddr::V6(target),
+                    lla.unwrap_or(src_mac),
+                    false,
+                );
+            }
+            Some(Nd::RouterAdvert(ra)) => {
+                if let Some(m) = ra.lla {
+                    self.learn(now, ifindex, IpAddr::V6(src), m, true);
+                }
+                if self.adverts.len() < 16 {
+                    self.adverts.push((ifindex, IpAddr::V6(src), ra));
+                }
+            }
+        }
+    }
+}
+
+fn ethertype_of(ip: &[u8]) -> u16 {
+    if ip.first().is_some_and(|b| b >> 4 == 6) {
+        wire::ETHERTYPE_IPV6
+    } else {
+        wire::ETHERTYPE_IPV4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: Mac = [2, 0, 0, 0, 0, 1];
+    const PEER: Mac = [2, 0, 0, 0, 0, 2];
+
+    fn net() -> Net {
+        let mut n = Net::new();
+        let mut l = Link::new("eth0".into(), None, MAC);
+        l.addrs.push("10.0.0.1/24".parse().unwrap());
+        l.addrs.push("fd00::1/64".parse().unwrap());
+        n.links.push(l);
+        n
+    }
+
+    fn now() -> Instant {
+        Instant::from_millis(1000)
+    }
+
+    #[test]
+    fn longest_prefix_wins_and_default_route_catches_the_rest() {
+        let mut n = net();
+        n.routes.push(Route {
+            dst: "0.0.0.0/0".parse().unwrap(),
+            via: Some("10.0.0.254".parse().unwrap()),
+            ifindex: None,
+        });
+        n.routes.push(Route {
+            dst: "192.168.0.0/16".parse().unwrap(),
+            via: Some("10.0.0.2".parse().unwrap()),
+            ifindex: None,
+        });
+        let hop = |d: &str| match n.route(&d.parse().unwrap()) {
+            Some(NextHop::Link { hop, .. }) => Some(hop.to_string()),
+            _ => None,
+        };
+        assert_eq!(hop("10.0.0.9").as_deref(), Some("10.0.0.9"));
+        assert_eq!(hop("192.168.3.4").as_deref(), Some("10.0.0.2"));
+        assert_eq!(hop("8.8.8.8").as_deref(), Some("10.0.0.254"));
+        assert_eq!(hop("2001:db8::1"), None, "no IPv6 default route");
+        assert_eq!(
+            n.route(&"10.0.0.1".parse().unwrap()),
+            Some(NextHop::Loopback)
+        );
+        assert_eq!(
+            n.route(&"10.0.0.255".parse().unwrap()),
+            Some(NextHop::Flood)
+        );
+    }
+
+    #[test]
+    fn arp_request_for_us_is_answered_and_teaches_the_sender() {
+        let mut n = net();
+        let mut f = vec![0u8; ETH_HDR + wire::ARP_LEN];
+        wire::write_eth(&mut f, wire::BROADCAST, PEER, wire::ETHERTYPE_ARP);
+        Arp {
+            op: 1,
+            sha: PEER,
+            spa: "10.0.0.2".parse().unwrap(),
+            tha: [0; 6],
+            tpa: "10.0.0.1".parse().unwrap(),
+        }
+        .write(&mut f[ETH_HDR..]);
+        n.handle_frame(now(), 0, &f);
+        let reply = n.links[0].captured.pop().expect("an ARP reply");
+        assert_eq!(&reply[0..6], &PEER);
+        let arp = Arp::parse(&reply[ETH_HDR..]).unwrap();
+        assert_eq!((arp.op, arp.sha), (2, MAC));
+        // Learned: a packet to 10.0.0.2 goes straight out, no ARP request.
+        let mut p = vec![0u8; ETH_HDR + 20];
+        p[ETH_HDR] = 0x45;
+        p[ETH_HDR + 3] = 20;
+        p[ETH_HDR + 16..ETH_HDR + 20].copy_from_slice(&[10, 0, 0, 2]);
+        n.output(now(), p);
+        let out = n.links[0].captured.pop().unwrap();
+        assert_eq!(&out[0..6], &PEER);
+        assert_eq!(u16::from_be_bytes([out[12], out[13]]), wire::ETHERTYPE_IPV4);
+    }
+
+    #[test]
+    fn unresolved_packets_wait_then_are_dropped_and_counted() {
+        let mut n = net();
+        let mut p = vec![0u8; ETH_HDR + 20];
+        p[ETH_HDR] = 0x45;
+        p[ETH_HDR + 3] = 20;
+        p[ETH_HDR + 16..ETH_HDR + 20].copy_from_slice(&[10, 0, 0, 77]);
+        n.output(now(), p);
+        assert_eq!(n.links[0].captured.len(), 1, "one ARP request");
+        let mut t = now();
+        for _ in 0..4 {
+            t += Duration::from_millis(1001);
+            n.on_timer(t);
+        }
+        assert_eq!(n.links[0].captured.len(), 3, "three ARP requests in all");
+        assert_eq!(n.counters.dropped_unresolved, 1);
+        assert!(n.unreachable(t, &"10.0.0.77".parse().unwrap()));
+    }
+
+    #[test]
+    fn neighbour_solicitation_for_our_address_gets_an_advertisement() {
+        let mut n = net();
+        let target: Ipv6Addr = "fd00::1".parse().unwrap();
+        let src: Ipv6Addr = "fd00::2".parse().unwrap();
+        let dst = wire::solicited_node(&target);
+        let msg = wire::nd_message(135, 0, &target, 1, &PEER);
+        let mut f = Vec::new();
+        wire::ndp_frame(&mut f, [0x33, 0x33, 0xff, 0, 0, 1], PEER, &src, &dst, &msg);
+        n.handle_frame(now(), 0, &f);
+        let na = n.links[0]
+            .captured
+            .pop()
+            .expect("a neighbour advertisement");
+        assert_eq!(&na[0..6], &PEER);
+        let icmp = &na[ETH_HDR + 40..];
+        assert_eq!(icmp[0], 136);
+        assert_eq!(wire::icmpv6_checksum(&target, &src, icmp), 0);
+        assert!(n.rx.is_empty(), "NDP is not passed to smoltcp");
+    }
+
+    #[test]
+    fn malformed_frames_are_dropped_and_counted_by_reason() {
+        let mut n = net();
+        let t = now();
+        n.handle_frame(t, 0, &[1, 2, 3]);
+        let mut f = vec![0u8; 60];
+        wire::write_eth(&mut f, MAC, PEER, 0x1234);
+        n.handle_frame(t, 0, &f);
+        wire::write_eth(&mut f, [2, 9, 9, 9, 9, 9], PEER, wire::ETHERTYPE_IPV4);
+        n.handle_frame(t, 0, &f);
+        // Truncated IPv4: header says 1000 bytes.
+        wire::write_eth(&mut f, MAC, PEER, wire::ETHERTYPE_IPV4);
+        f[ETH_HDR] = 0x45;
+        f[ETH_HDR + 2..ETH_HDR + 4].copy_from_slice(&1000u16.to_be_bytes());
+        n.handle_frame(t, 0, &f);
+        // IPv6 with a bad version nibble.
+        wire::write_eth(&mut f, MAC, PEER, wire::ETHERTYPE_IPV6);
+        n.handle_frame(t, 0, &f);
+        // Truncated ARP.
+        wire::write_eth(&mut f, wire::BROADCAST, PEER, wire::ETHERTYPE_ARP);
+        n.handle_frame(t, 0, &f[..30]);
+        let c = n.counters;
+        assert_eq!(c.frames_in, 6);
+        assert_eq!(c.dropped_short, 1);
+        assert_eq!(c.dropped_unknown_ethertype, 1);
+        assert_eq!(c.dropped_other_host, 1);
+        assert_eq!(c.dropped_bad_ipv4, 1);
+        assert_eq!(c.dropped_bad_ipv6, 1);
+        assert_eq!(c.dropped_bad_arp, 1);
+        assert!(n.rx.is_empty());
+        assert!(n.links[0].captured.is_empty());
+    }
+
+    #[test]
+    fn ethernet_padding_is_trimmed_before_smoltcp() {
+        let mut n = net();
+        let mut f = vec![0u8; 60];
+        wire::write_eth(&mut f, MAC, PEER, wire::ETHERTYPE_IPV4);
+        f[ETH_HDR] = 0x45;
+        f[ETH_HDR + 3] = 28;
+        n.handle_frame(now(), 0, &f);
+        assert_eq!(n.rx.pop_front().map(|p| p.len()), Some(28));
+    }
+}

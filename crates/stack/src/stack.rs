@@ -1,0 +1,999 @@
+//! [`Stack`]: one user-space IP stack — links, addresses, routes, sockets — and its builder,
+//! its netlink-like configuration API, and the glue that runs smoltcp over filo's [`Net`].
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+
+use filo_vnl::Plug;
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{HardwareAddress, IpListenEndpoint};
+
+use crate::config::{mac_from_name, IfaceConfig};
+use crate::driver::{Driver, DriverShared};
+use crate::net::{Cidr, Counters, Link, Net, NextHop, Route};
+use crate::wire::{self, Mac, ETH_HDR};
+use crate::Error;
+
+/// smoltcp holds at most this many addresses for the whole stack (its build-time limit).
+pub const MAX_ADDRS: usize = 8;
+const LISTEN_SPARE: usize = 4;
+
+pub(crate) struct Shared {
+    pub name: String,
+    pub inner: Mutex<Inner>,
+    pub cond: Condvar,
+    pub dirty: AtomicBool,
+    pub slot: AtomicUsize,
+    pub driver: Arc<DriverShared>,
+}
+
+impl Shared {
+    /// Locks the stack state (a poisoned lock is still usable: state stays consistent).
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the driver this stack has work (data queued, a socket opened or closed).
+    pub fn kick(&self) {
+        if !self.dirty.swap(true, Ordering::AcqRel) {
+            self.driver.kick(self.slot.load(Ordering::Acquire));
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Let the driver free this stack's slot now rather than at its next timer.
+        let slot = self.slot.load(Ordering::Acquire);
+        if slot != usize::MAX {
+            self.driver.kick(slot);
+        }
+    }
+}
+
+pub(crate) struct ListenerState {
+    pub endpoint: IpListenEndpoint,
+    pub listening: Vec<SocketHandle>,
+    pub embryonic: Vec<SocketHandle>,
+    pub ready: VecDeque<SocketHandle>,
+}
+
+struct LinkConf {
+    slaac: bool,
+    fqdn: Option<String>,
+    dhcp_addr: Option<Cidr>,
+    rs_left: u8,
+    rs_at: Instant,
+}
+
+pub(crate) struct Inner {
+    pub iface: Interface,
+    pub sockets: SocketSet<'static>,
+    pub net: Net,
+    pub listeners: HashMap<usize, ListenerState>,
+    next_listener: usize,
+    next_port: u16,
+    pub links_changed: bool,
+    /// Sockets closed by their owner, removed once smoltcp is done with them.
+    pub closing: Vec<SocketHandle>,
+    conf: Vec<LinkConf>,
+    pub dns_servers: Vec<IpAddr>,
+    pub tcp_buffer: usize,
+    pub dhcp_events: u64,
+    /// The deadline the driver last scheduled for this stack.
+    pub scheduled: Option<Instant>,
+}
+
+struct Dev<'a> {
+    net: &'a mut Net,
+    now: Instant,
+}
+
+struct Rx(Vec<u8>);
+
+struct Tx<'a> {
+    net: &'a mut Net,
+    now: Instant,
+}
+
+impl RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut b = self.net.take_frame_buf();
+        b.clear();
+        b.resize(ETH_HDR + len, 0);
+        let r = f(&mut b[ETH_HDR..]);
+        self.net.output(self.now, b);
+        r
+    }
+}
+
+impl Device for Dev<'_> {
+    type RxToken<'b>
+        = Rx
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = Tx<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _t: Instant) -> Option<(Rx, Tx<'_>)> {
+        let p = self.net.rx.pop_front()?;
+        Some((
+            Rx(p),
+            Tx {
+                net: self.net,
+                now: self.now,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _t: Instant) -> Option<Tx<'_>> {
+        Some(Tx {
+            net: self.net,
+            now: self.now,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ip;
+        c.max_transmission_unit = self.net.ip_mtu();
+        c
+    }
+}
+
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    static N: AtomicUsize = AtomicUsize::new(0);
+    t ^ ((N.fetch_add(1, Ordering::Relaxed) as u64) << 32) ^ u64::from(std::process::id())
+}
+
+impl Inner {
+    fn new() -> Inner {
+        let mut net = Net::new();
+        let now = Instant::now();
+        let mut cfg = Config::new(HardwareAddress::Ip);
+        cfg.random_seed = seed();
+        let mut iface = Interface::new(cfg, &mut Dev { net: &mut net, now }, now);
+        // Routing is filo's: smoltcp is told every destination is reachable.
+        let _ = iface
+            .routes_mut()
+            .add_default_ipv4_route(Ipv4Addr::new(192, 0, 0, 8));
+        let _ = iface
+            .routes_mut()
+            .add_default_ipv6_route(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xfe));
+        let mut inner = Inner {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            net,
+            listeners: HashMap::new(),
+            next_listener: 0,
+            next_port: 49152 + (seed() % 16000) as u16,
+            links_changed: false,
+            closing: Vec::new(),
+            conf: Vec::new(),
+            dns_servers: Vec::new(),
+            tcp_buffer: 128 * 1024,
+            dhcp_events: 0,
+            scheduled: None,
+        };
+        inner.sync_addrs();
+        inner
+    }
+
+    /// Mirrors the links' addresses into smoltcp (which accepts packets only for those).
+    pub fn sync_addrs(&mut self) {
+        let mut all: Vec<Cidr> = Vec::new();
+        for l in self.net.links.iter().filter(|l| l.up) {
+            for c in &l.addrs {
+                if !all.contains(c) {
+                    all.push(*c);
+                }
+            }
+        }
+        if all.len() >= MAX_ADDRS {
+            tracing::warn!("more than {MAX_ADDRS} addresses: the extra ones are ignored");
+            all.truncate(MAX_ADDRS - 1);
+        }
+        // Loopback last: smoltcp falls back to the first IPv4 address as a source.
+        all.push(Cidr {
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            prefix: 8,
+        });
+        self.iface.update_ip_addrs(|v| {
+            v.clear();
+            for c in &all {
+                let _ = v.push(c.to_smoltcp());
+            }
+        });
+    }
+
+    pub fn ephemeral_port(&mut self) -> u16 {
+        self.next_port = if self.next_port == u16::MAX {
+            49152
+        } else {
+            self.next_port + 1
+        };
+        self.next_port
+    }
+
+    pub fn new_tcp(&mut self) -> SocketHandle {
+        let rx = tcp::SocketBuffer::new(vec![0u8; self.tcp_buffer]);
+        let tx = tcp::SocketBuffer::new(vec![0u8; self.tcp_buffer]);
+        let mut s = tcp::Socket::new(rx, tx);
+        s.set_nagle_enabled(false);
+        // smoltcp's delayed ACK (10 ms, but immediate once two segments are unacknowledged)
+        // halves the ACKs of a bulk transfer; request/response traffic piggybacks its ACKs.
+        self.sockets.add(s)
+    }
+
+    pub fn add_listener(&mut self, endpoint: IpListenEndpoint) -> io::Result<usize> {
+        let in_use = self.listeners.values().any(|l| {
+            l.endpoint.port == endpoint.port
+                && (l.endpoint.addr.is_none()
+                    || endpoint.addr.is_none()
+                    || l.endpoint.addr == endpoint.addr)
+        });
+        if in_use {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("port {} is already listened on", endpoint.port),
+            ));
+        }
+        let id = self.next_listener;
+        self.next_listener += 1;
+        self.listeners.insert(
+            id,
+            ListenerState {
+                endpoint,
+                listening: Vec::new(),
+                embryonic: Vec::new(),
+                ready: VecDeque::new(),
+            },
+        );
+        self.refill_listeners();
+        Ok(id)
+    }
+
+    fn refill_listeners(&mut self) {
+        let ids: Vec<usize> = self.listeners.keys().copied().collect();
+        for id in ids {
+            while let Some(l) = self.listeners.get_mut(&id) {
+                if l.listening.len() >= LISTEN_SPARE {
+                    break;
+                }
+                let ep = l.endpoint;
+                let h = self.new_tcp();
+                if self.sockets.get_mut::<tcp::Socket>(h).listen(ep).is_err() {
+                    self.sockets.remove(h);
+                    break;
+                }
+                if let Some(l) = self.listeners.get_mut(&id) {
+                    l.listening.push(h);
+                }
+            }
+        }
+    }
+
+    pub fn remove_listener(&mut self, id: usize) {
+        if let Some(l) = self.listeners.remove(&id) {
+            for h in l.listening.into_iter().chain(l.embryonic).chain(l.ready) {
+                self.sockets.get_mut::<tcp::Socket>(h).abort();
+                self.closing.push(h);
+            }
+        }
+    }
+
+    fn after_poll(&mut self, now: Instant) {
+        // Listeners: move sockets through listening -> embryonic -> ready.
+        let sockets = &mut self.sockets;
+        let mut refill = false;
+        for l in self.listeners.values_mut() {
+            let mut i = 0;
+            while i < l.listening.len() {
+                if sockets.get::<tcp::Socket>(l.listening[i]).state() != tcp::State::Listen {
+                    l.embryonic.push(l.listening.swap_remove(i));
+                    refill = true;
+                } else {
+                    i += 1;
+                }
+            }
+            let mut i = 0;
+            while i < l.embryonic.len() {
+                let h = l.embryonic[i];
+                match sockets.get::<tcp::Socket>(h).state() {
+                    tcp::State::SynReceived | tcp::State::Listen => i += 1,
+                    tcp::State::Closed | tcp::State::TimeWait => {
+                        l.embryonic.swap_remove(i);
+                        sockets.remove(h);
+                    }
+                    _ => {
+                        l.embryonic.swap_remove(i);
+                        l.ready.push_back(h);
+                    }
+                }
+            }
+        }
+        if refill {
+            self.refill_listeners();
+        }
+        // Closed sockets whose owner is gone.
+        let sockets = &mut self.sockets;
+        self.closing.retain(|&h| {
+            let done = matches!(
+                sockets.get::<tcp::Socket>(h).state(),
+                tcp::State::Closed | tcp::State::TimeWait
+            );
+            if done {
+                sockets.remove(h);
+            }
+            !done
+        });
+        // DHCP.
+        for (i, event) in std::mem::take(&mut self.net.dhcp_events) {
+            self.dhcp_events += 1;
+            if let Some(old) = self.conf.get_mut(i).and_then(|c| c.dhcp_addr.take()) {
+                self.net.links[i].addrs.retain(|c| *c != old);
+                self.net.routes.retain(|r| {
+                    !(r.ifindex == Some(i) && r.dst.prefix == 0 && r.dst.addr.is_ipv4())
+                });
+            }
+            if let crate::dhcp::Event::Configured(lease) = event {
+                let c = Cidr {
+                    addr: IpAddr::V4(lease.addr),
+                    prefix: lease.prefix,
+                };
+                tracing::info!(link = %self.net.links[i].name, "DHCP lease {c}");
+                self.net.links[i].addrs.push(c);
+                if let Some(conf) = self.conf.get_mut(i) {
+                    conf.dhcp_addr = Some(c);
+                }
+                if let Some(r) = lease.router {
+                    self.net.routes.push(Route {
+                        dst: Cidr {
+                            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                            prefix: 0,
+                        },
+                        via: Some(IpAddr::V4(r)),
+                        ifindex: Some(i),
+                    });
+                }
+                for d in lease.dns {
+                    if !self.dns_servers.contains(&IpAddr::V4(d)) {
+                        self.dns_servers.push(IpAddr::V4(d));
+                    }
+                }
+            }
+            self.sync_addrs();
+        }
+        // SLAAC.
+        let adverts = std::mem::take(&mut self.net.adverts);
+        let mut changed = false;
+        for (i, router, ra) in adverts {
+            let Some(conf) = self.conf.get_mut(i) else {
+                continue;
+            };
+            if !conf.slaac {
+                continue;
+            }
+            conf.rs_left = 0;
+            let mac = self.net.links[i].mac;
+            for (prefix, len, valid, _pref) in &ra.prefixes {
+                if *valid == 0 {
+                    continue;
+                }
+                let iid = match &conf.fqdn {
+                    Some(name) => {
+                        let m = mac_from_name(name);
+                        let m2 = mac_from_name(&format!("{name}/iid"));
+                        [m[0] & 0xfd, m[1], m[2], m[3], m[4], m[5], m2[1], m2[2]]
+                    }
+                    None => wire::eui64(&mac),
+                };
+                let mut o = prefix.octets();
+                o[8..16].copy_from_slice(&iid);
+                let c = Cidr {
+                    addr: IpAddr::V6(Ipv6Addr::from(o)),
+                    prefix: *len,
+                };
+                let l = &mut self.net.links[i];
+                if !l.addrs.contains(&c) {
+                    tracing::info!(link = %l.name, "SLAAC address {c}");
+                    l.addrs.push(c);
+                    changed = true;
+                }
+            }
+            if ra.router_lifetime > 0 {
+                let r = Route {
+                    dst: Cidr {
+                        addr: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                        prefix: 0,
+                    },
+                    via: Some(router),
+                    ifindex: Some(i),
+                };
+                if !self.net.routes.contains(&r) {
+                    self.net.routes.push(r);
+                }
+            }
+        }
+        if changed {
+            self.sync_addrs();
+        }
+        // Router solicitations while SLAAC waits for its first advert.
+        for i in 0..self.conf.len() {
+            let c = &mut self.conf[i];
+            if c.slaac && c.rs_left > 0 && now >= c.rs_at {
+                c.rs_left -= 1;
+                c.rs_at = now + Duration::from_secs(2);
+                self.net.router_solicit(i);
+            }
+        }
+    }
+
+    /// One turn: smoltcp in and out, then filo's timers and the bookkeeping that follows.
+    pub fn process(&mut self, now: Instant) {
+        for _ in 0..64 {
+            let mut dev = Dev {
+                net: &mut self.net,
+                now,
+            };
+            self.iface.poll(now, &mut dev, &mut self.sockets);
+            self.net.on_timer(now);
+            self.after_poll(now);
+            if self.net.rx.is_empty() {
+                break;
+            }
+        }
+        self.net.flush_tx();
+    }
+
+    /// Runs a turn on the calling thread (a socket write or read that changed what smoltcp
+    /// has to send) so the data leaves without waking the driver; returns whether the driver
+    /// still needs a kick (an earlier deadline than it knows, or output it must wait to send).
+    pub fn process_inline(&mut self) -> bool {
+        let now = Instant::now();
+        self.process(now);
+        let backlog = self.net.links.iter().any(|l| !l.backlog.is_empty());
+        let d = self.next_deadline(now);
+        backlog
+            || match (d, self.scheduled) {
+                (Some(d), Some(s)) => d < s,
+                (Some(_), None) => true,
+                (None, _) => false,
+            }
+    }
+
+    pub fn next_deadline(&mut self, now: Instant) -> Option<Instant> {
+        let mut d = self.iface.poll_at(now, &self.sockets);
+        let mut take = |t: Option<Instant>| {
+            if let Some(t) = t {
+                d = Some(d.map_or(t, |x| x.min(t)));
+            }
+        };
+        take(self.net.poll_at());
+        for c in &self.conf {
+            if c.slaac && c.rs_left > 0 {
+                take(Some(c.rs_at));
+            }
+        }
+        if !self.net.rx.is_empty() {
+            take(Some(now));
+        }
+        d
+    }
+}
+
+/// A user-space IP stack. Cheap to clone: clones share the stack. Sockets keep it alive.
+#[derive(Clone)]
+pub struct Stack {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("name", &self.shared.name)
+            .finish()
+    }
+}
+
+enum LinkSpec {
+    Vnl(String),
+    Plug(Plug),
+    Unplugged,
+}
+
+/// Builds a [`Stack`]: name, interfaces (each a VNL or a plug with a configuration string),
+/// driver and buffer sizes.
+pub struct StackBuilder {
+    name: Option<String>,
+    links: Vec<(LinkSpec, String)>,
+    driver: Option<Driver>,
+    tcp_buffer: usize,
+}
+
+impl std::fmt::Debug for StackBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StackBuilder")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl StackBuilder {
+    /// The stack's name: used in logs and to derive stable MAC addresses.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// An interface over `vnl` (any filo VNL) configured by `conf` (iothconf terms).
+    pub fn interface(mut self, vnl: impl Into<String>, conf: impl Into<String>) -> Self {
+        self.links.push((LinkSpec::Vnl(vnl.into()), conf.into()));
+        self
+    }
+
+    /// An interface over an already open plug (an in-process cable, a hosted switch, …).
+    pub fn interface_plug(mut self, plug: Plug, conf: impl Into<String>) -> Self {
+        self.links.push((LinkSpec::Plug(plug), conf.into()));
+        self
+    }
+
+    /// An interface with no plug: frames it sends are kept (for tests of the frame path).
+    pub fn interface_unplugged(mut self, conf: impl Into<String>) -> Self {
+        self.links.push((LinkSpec::Unplugged, conf.into()));
+        self
+    }
+
+    /// The driver thread to run on (default: the process-wide one).
+    pub fn driver(mut self, driver: &Driver) -> Self {
+        self.driver = Some(driver.clone());
+        self
+    }
+
+    /// Receive and send buffer size of each TCP socket (default 128 KiB).
+    pub fn tcp_buffer(mut self, bytes: usize) -> Self {
+        self.tcp_buffer = bytes.clamp(1024, 1 << 30);
+        self
+    }
+
+    pub fn build(self) -> Result<Stack, Error> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = self.name.unwrap_or_else(|| {
+            format!(
+                "stack-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+        let mut confs = Vec::new();
+        for (_, text) in &self.links {
+            confs.push(IfaceConfig::parse(text)?);
+        }
+        let mut inner = Inner::new();
+        inner.tcp_buffer = self.tcp_buffer;
+        for (i, ((spec, _), conf)) in self.links.into_iter().zip(confs).enumerate() {
+            let plug = match spec {
+                LinkSpec::Vnl(v) => Some(filo_vnl::open(&v).map_err(|e| Error::Open {
+                    vnl: v.clone(),
+                    source: Box::new(e),
+                })?),
+                LinkSpec::Plug(p) => Some(p),
+                LinkSpec::Unplugged => None,
+            };
+            add_link(&mut inner, &name, i, plug, &conf);
+        }
+        let driver = match self.driver {
+            Some(d) => d,
+            None => Driver::global(),
+        };
+        let shared = Arc::new(Shared {
+            name,
+            inner: Mutex::new(inner),
+            cond: Condvar::new(),
+            dirty: AtomicBool::new(true),
+            slot: AtomicUsize::new(usize::MAX),
+            driver: driver.shared.clone(),
+        });
+        driver.shared.register(&shared);
+        Ok(Stack { shared })
+    }
+}
+
+fn add_link(inner: &mut Inner, stack_name: &str, i: usize, plug: Option<Plug>, conf: &IfaceConfig) {
+    let mac = conf.mac.unwrap_or_else(|| match &conf.fqdn {
+        Some(f) => mac_from_name(f),
+        None => mac_from_name(&format!("{stack_name}/{i}")),
+    });
+    let mut link = Link::new(format!("vde{i}"), plug, mac);
+    if conf.dhcp {
+        link.dhcp = Some(crate::dhcp::Client::new(
+            mac,
+            conf.fqdn.clone(),
+            Instant::now(),
+            seed() as u32,
+        ));
+    }
+    if let Some(m) = conf.mtu {
+        link.mtu = m;
+    }
+    for a in &conf.addrs {
+        if !link.addrs.contains(a) {
+            link.addrs.push(*a);
+        }
+    }
+    inner.net.links.push(link);
+    for gw in &conf.gateways {
+        let unspec = if gw.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        };
+        let v6_ll = matches!(gw, IpAddr::V6(a) if a.is_unicast_link_local());
+        inner.net.routes.push(Route {
+            dst: Cidr {
+                addr: unspec,
+                prefix: 0,
+            },
+            via: Some(*gw),
+            ifindex: if v6_ll { Some(i) } else { None },
+        });
+    }
+    for d in &conf.dns {
+        if !inner.dns_servers.contains(d) {
+            inner.dns_servers.push(*d);
+        }
+    }
+    inner.conf.push(LinkConf {
+        slaac: conf.slaac,
+        fqdn: conf.fqdn.clone(),
+        dhcp_addr: None,
+        rs_left: if conf.slaac { 3 } else { 0 },
+        rs_at: Instant::now(),
+    });
+    inner.links_changed = true;
+    inner.sync_addrs();
+}
+
+/// A link as [`Stack::links`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub index: usize,
+    pub name: String,
+    pub mac: Mac,
+    pub mtu: usize,
+    pub up: bool,
+    pub addrs: Vec<Cidr>,
+}
+
+thread_local! {
+    static THREAD_DEFAULT: RefCell<Option<Stack>> = const { RefCell::new(None) };
+}
+static PROCESS_DEFAULT: RwLock<Option<Stack>> = RwLock::new(None);
+
+/// Sets the process's default stack (msocket's idea); `None` clears it.
+pub fn set_default(stack: Option<&Stack>) {
+    if let Ok(mut d) = PROCESS_DEFAULT.write() {
+        *d = stack.cloned();
+    }
+}
+
+/// Sets this thread's default stack, which wins over the process's; `None` clears it.
+pub fn set_thread_default(stack: Option<&Stack>) {
+    THREAD_DEFAULT.with(|d| *d.borrow_mut() = stack.cloned());
+}
+
+/// The default stack: this thread's, else the process's.
+pub fn default_stack() -> Option<Stack> {
+    THREAD_DEFAULT
+        .with(|d| d.borrow().clone())
+        .or_else(|| PROCESS_DEFAULT.read().ok().and_then(|d| d.clone()))
+}
+
+impl Stack {
+    pub fn builder() -> StackBuilder {
+        StackBuilder {
+            name: None,
+            links: Vec::new(),
+            driver: None,
+            tcp_buffer: 128 * 1024,
+        }
+    }
+
+    /// A stack with one interface over `vnl` configured by `conf`.
+    pub fn new(vnl: &str, conf: &str) -> Result<Stack, Error> {
+        Stack::builder().interface(vnl, conf).build()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.shared.lock()
+    }
+
+    /// Adds an interface at run time; returns its index.
+    pub fn add_interface(&self, plug: Plug, conf: &str) -> Result<usize, Error> {
+        let conf = IfaceConfig::parse(conf)?;
+        let mut g = self.lock();
+        let i = g.net.links.len();
+        add_link(&mut g, &self.shared.name, i, Some(plug), &conf);
+        drop(g);
+        self.shared.kick();
+        Ok(i)
+    }
+
+    fn with_link<R>(&self, index: usize, f: impl FnOnce(&mut Inner) -> R) -> Result<R, Error> {
+        let mut g = self.lock();
+        if index >= g.net.links.len() {
+            return Err(Error::NoSuchLink(index));
+        }
+        let r = f(&mut g);
+        g.sync_addrs();
+        drop(g);
+        self.shared.kick();
+        Ok(r)
+    }
+
+    /// Brings a link up or down.
+    pub fn link_set_up(&self, index: usize, up: bool) -> Result<(), Error> {
+        self.with_link(index, |g| g.net.links[index].up = up)
+    }
+
+    /// Sets a link's IP MTU.
+    pub fn link_set_mtu(&self, index: usize, mtu: usize) -> Result<(), Error> {
+        if !(1280..=9216).contains(&mtu) {
+            return Err(Error::BadValue(format!("MTU {mtu}: expected 1280..=9216")));
+        }
+        self.with_link(index, |g| g.net.links[index].mtu = mtu)
+    }
+
+    /// Sets a link's MAC address.
+    pub fn link_set_mac(&self, index: usize, mac: Mac) -> Result<(), Error> {
+        if wire::is_multicast_mac(&mac) {
+            return Err(Error::BadValue(
+                "a multicast MAC cannot be an interface's".into(),
+            ));
+        }
+        self.with_link(index, |g| {
+            let l = &mut g.net.links[index];
+            let old_ll = Cidr {
+                addr: IpAddr::V6(wire::link_local(&l.mac)),
+                prefix: 64,
+            };
+            l.mac = mac;
+            for c in l.addrs.iter_mut() {
+                if *c == old_ll {
+                    c.addr = IpAddr::V6(wire::link_local(&mac));
+                }
+            }
+        })
+    }
+
+    /// The links with their addresses.
+    pub fn links(&self) -> Vec<LinkInfo> {
+        self.lock()
+            .net
+            .links
+            .iter()
+            .enumerate()
+            .map(|(index, l)| LinkInfo {
+                index,
+                name: l.name.clone(),
+                mac: l.mac,
+                mtu: l.mtu,
+                up: l.up,
+                addrs: l.addrs.clone(),
+            })
+            .collect()
+    }
+
+    /// Adds an address to a link.
+    pub fn addr_add(&self, index: usize, cidr: Cidr) -> Result<(), Error> {
+        let g = self.lock();
+        let total: usize = 1 + g.net.links.iter().map(|l| l.addrs.len()).sum::<usize>();
+        if total >= MAX_ADDRS {
+            return Err(Error::TooManyAddresses(MAX_ADDRS));
+        }
+        drop(g);
+        self.with_link(index, |g| {
+            if !g.net.links[index].addrs.contains(&cidr) {
+                g.net.links[index].addrs.push(cidr);
+            }
+        })
+    }
+
+    /// Removes an address from a link.
+    pub fn addr_del(&self, index: usize, cidr: Cidr) -> Result<(), Error> {
+        self.with_link(index, |g| g.net.links[index].addrs.retain(|c| *c != cidr))
+    }
+
+    /// Every address of every link: (link index, address).
+    pub fn addrs(&self) -> Vec<(usize, Cidr)> {
+        self.links()
+            .into_iter()
+            .flat_map(|l| l.addrs.into_iter().map(move |a| (l.index, a)))
+            .collect()
+    }
+
+    /// Adds a route; `via: None` is a route straight out of `ifindex`.
+    pub fn route_add(&self, route: Route) -> Result<(), Error> {
+        if route.via.is_none() && route.ifindex.is_none() {
+            return Err(Error::BadValue(
+                "a route needs a gateway or an interface".into(),
+            ));
+        }
+        let mut g = self.lock();
+        if route.ifindex.is_some_and(|i| i >= g.net.links.len()) {
+            return Err(Error::NoSuchLink(route.ifindex.unwrap_or(0)));
+        }
+        if !g.net.routes.contains(&route) {
+            g.net.routes.push(route);
+        }
+        Ok(())
+    }
+
+    /// Removes a route; false when there was no such route.
+    pub fn route_del(&self, route: &Route) -> bool {
+        let mut g = self.lock();
+        let n = g.net.routes.len();
+        g.net.routes.retain(|r| r != route);
+        n != g.net.routes.len()
+    }
+
+    pub fn routes(&self) -> Vec<Route> {
+        self.lock().net.routes.clone()
+    }
+
+    /// Where a packet to `dst` would go.
+    pub fn route_get(&self, dst: IpAddr) -> Option<NextHop> {
+        self.lock().net.route(&unmap(dst))
+    }
+
+    /// DNS servers (static and from DHCP).
+    pub fn dns_servers(&self) -> Vec<IpAddr> {
+        self.lock().dns_servers.clone()
+    }
+
+    /// Frame counters and drops by reason.
+    pub fn counters(&self) -> Counters {
+        self.lock().net.counters
+    }
+
+    /// Frames "sent" on an unplugged link (tests of the frame path).
+    pub fn take_captured(&self, index: usize) -> Vec<Vec<u8>> {
+        let mut g = self.lock();
+        g.net
+            .links
+            .get_mut(index)
+            .map(|l| std::mem::take(&mut l.captured))
+            .unwrap_or_default()
+    }
+
+    /// Feeds one frame as if link `index` received it, then runs the stack.
+    pub fn inject_frame(&self, index: usize, frame: &[u8]) {
+        let mut g = self.lock();
+        let now = Instant::now();
+        g.net.handle_frame(now, index, frame);
+        g.process(now);
+        drop(g);
+        self.shared.cond.notify_all();
+        self.shared.kick();
+    }
+
+    /// Waits until `cond` holds on the stack state or `timeout` passes.
+    pub(crate) fn wait_for<R>(
+        &self,
+        timeout: Option<std::time::Duration>,
+        mut cond: impl FnMut(&mut Inner) -> Option<R>,
+    ) -> Option<R> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let mut g = self.lock();
+        loop {
+            if let Some(r) = cond(&mut g) {
+                return Some(r);
+            }
+            let wait = match deadline {
+                Some(d) => {
+                    let now = std::time::Instant::now();
+                    if now >= d {
+                        return None;
+                    }
+                    (d - now).min(std::time::Duration::from_secs(2))
+                }
+                None => std::time::Duration::from_secs(2),
+            };
+            g = match self.shared.cond.wait_timeout(g, wait) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    /// Waits until the stack has an address of the family of `v6`, e.g. after DHCP or SLAAC.
+    pub fn wait_for_address(&self, v6_global: bool, timeout: std::time::Duration) -> Option<Cidr> {
+        self.wait_for(Some(timeout), |g| {
+            g.net
+                .links
+                .iter()
+                .flat_map(|l| l.addrs.iter())
+                .copied()
+                .find(|c| match c.addr {
+                    IpAddr::V4(_) => !v6_global,
+                    IpAddr::V6(a) => v6_global && !a.is_unicast_link_local(),
+                })
+        })
+    }
+
+    /// Sends an ICMP/ICMPv6 echo request to `dst` and waits for the reply; returns the round
+    /// trip time.
+    pub fn ping(
+        &self,
+        dst: IpAddr,
+        seq: u16,
+        size: usize,
+        timeout: std::time::Duration,
+    ) -> io::Result<std::time::Duration> {
+        crate::icmp::ping(self, dst, seq, size, timeout)
+    }
+
+    /// The number of live sockets (TCP, UDP, ICMP, DHCP, DNS).
+    pub fn socket_count(&self) -> usize {
+        self.lock().sockets.iter().count()
+    }
+}
+
+/// `::ffff:a.b.c.d` → `a.b.c.d`; anything else unchanged.
+pub fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// `a.b.c.d` → `::ffff:a.b.c.d` when `v6` (an IPv6 socket sees IPv4 peers mapped).
+pub fn map_if(addr: SocketAddr, v6: bool) -> SocketAddr {
+    match (addr, v6) {
+        (SocketAddr::V4(a), true) => SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port()),
+        _ => addr,
+    }
+}
+
+/// Checks that `dst` has a route and a source address; the error a connect should return.
+pub(crate) fn check_route(g: &Inner, dst: &IpAddr) -> io::Result<IpAddr> {
+    match g.net.route(dst) {
+        None => Err(io::Error::new(
+            io::ErrorKind::NetworkUnreachable,
+            format!("no route to {dst}"),
+        )),
+        Some(NextHop::Flood) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{dst} is a multicast or broadcast address"),
+        )),
+        Some(_) => g.net.source_for(dst).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("no local address to reach {dst}"),
+            )
+        }),
+    }
+}
