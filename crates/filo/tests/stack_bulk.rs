@@ -91,3 +91,64 @@ fn two_stacks_in_one_process_move_data_with_equal_checksums() {
     assert_eq!(got.bytes, sent.bytes);
     assert_eq!(got.crc32, sent.crc32);
 }
+
+/// Two stacks in two processes, each on its own switch, the switches joined by
+/// `filo wirefilter --loss 2`: TCP recovers every lost frame and the checksums agree.
+/// KNOWN FAILURE (issue open): filo-stack's TCP stalls after losses on this path (the
+/// receiver stops getting data; the sender's drain never completes). Run it with
+/// `cargo test -p filo --test stack_bulk -- --ignored` while fixing it.
+#[test]
+#[ignore = "filo-stack TCP stalls under 2 % loss (known, open issue)"]
+fn two_stacks_through_a_lossy_wirefilter_move_data_with_equal_checksums() {
+    let tmp = TempDir::new("filo-bulkwf");
+    let a = FiloSwitch::start(FILO, &tmp, "a", &[]);
+    let b = FiloSwitch::start(FILO, &tmp, "b", &[]);
+    let _wf = Proc::spawn(
+        Command::new(FILO)
+            .args([
+                "wirefilter",
+                "--loss",
+                "2",
+                "--seed",
+                "3",
+                &a.vnl(),
+                &b.vnl(),
+            ])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(wait_until(Duration::from_secs(5), || a.endpoints() == 1
+        && b.endpoints() == 1));
+    let mut server = Proc::spawn(
+        Command::new(FILO)
+            .args(["stack", "perf", "--server", "--vnl", &b.vnl()])
+            .args(["--conf", "ip=10.62.0.1/24", "--name", "rx"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    // Loss makes TCP slow; FILO_LOSSY_MIB overrides the size.
+    let n: u64 = std::env::var("FILO_LOSSY_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let out = Command::new(FILO)
+        .args(["stack", "perf", "--vnl", &a.vnl(), "--name", "tx"])
+        .args(["--conf", "ip=10.62.0.2/24", "--connect", "10.62.0.1:5201"])
+        .args(["--mib", &n.to_string()])
+        .output()
+        .unwrap();
+    let sent = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{sent} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (st, received, _) = {
+        let p = std::mem::replace(&mut server, Proc::spawn(&mut Command::new("true")));
+        p.output(Duration::from_secs(60))
+    };
+    assert!(st.success(), "{received}");
+    eprintln!("through --loss 2: {sent}{received}");
+    assert_eq!(field(&received, "bytes="), (n << 20).to_string());
+    assert_eq!(field(&sent, "crc32="), field(&received, "crc32="));
+}

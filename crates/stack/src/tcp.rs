@@ -303,7 +303,13 @@ impl TcpStream {
         self.stack
             .wait_for(Some(timeout), |g| {
                 let s = sock(g, h);
-                (s.send_queue() == 0 || !s.is_active()).then_some(())
+                // After a shutdown the FIN must be acknowledged too: a process that exits
+                // with its FIN lost leaves the peer waiting for the end of the stream.
+                let fin_unacked = matches!(
+                    s.state(),
+                    tcp::State::FinWait1 | tcp::State::Closing | tcp::State::LastAck
+                );
+                (!s.is_active() || (s.send_queue() == 0 && !fin_unacked)).then_some(())
             })
             .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "unacknowledged data remains"))
     }
