@@ -244,11 +244,15 @@ fn sigterm_stops_a_cable_and_removes_its_sockets_and_pidfile() {
             .stdin(Stdio::null())
             .stderr(Stdio::piped()),
     );
-    assert!(wait_until(Duration::from_secs(5), || pidfile.exists() && link.exists()));
-    assert_eq!(
-        std::fs::read_to_string(&pidfile).unwrap().trim(),
-        p.pid().to_string()
-    );
+    // The pid file appears before its content: wait for the number.
+    let pid_text = || {
+        std::fs::read_to_string(&pidfile)
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default()
+    };
+    assert!(wait_until(Duration::from_secs(5), || link.exists()
+        && !pid_text().is_empty()));
+    assert_eq!(pid_text(), p.pid().to_string());
     let status = p.terminate(Duration::from_secs(5));
     assert!(status.success(), "{status}");
     assert!(
@@ -275,12 +279,14 @@ fn daemon_mode_returns_at_once_and_leaves_a_pidfile() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert!(wait_until(Duration::from_secs(5), || pidfile.exists()));
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    // The pid file appears before its content: wait for a whole number.
+    let read_pid = || {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+    };
+    assert!(wait_until(Duration::from_secs(5), || read_pid().is_some()));
+    let pid = read_pid().unwrap_or_default();
     assert!(
         std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "daemon is running"
