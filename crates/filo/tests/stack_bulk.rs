@@ -25,27 +25,30 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key} in {line:?}"))
 }
 
-#[test]
-fn two_stacks_in_two_processes_move_data_with_equal_checksums() {
-    let tmp = TempDir::new("filo-bulk");
-    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+/// `filo stack perf` receiver on `rx_vnl` (10.x.0.1) and sender on `tx_vnl` (10.x.0.2):
+/// moves `n` MiB and checks that both sides saw every byte and the same CRC-32.
+fn perf_between(rx_vnl: &str, tx_vnl: &str, net: &str, extra_conf: &str, n: u64, wait: Duration) {
     let mut server = Proc::spawn(
         Command::new(FILO)
-            .args(["stack", "perf", "--server", "--vnl", &sw.vnl()])
-            .args(["--conf", "ip=10.60.0.1/24,mtu=9000", "--name", "rx"])
+            .args(["stack", "perf", "--server", "--vnl", rx_vnl])
+            .args([
+                "--conf",
+                &format!("ip={net}.1/24{extra_conf}"),
+                "--name",
+                "rx",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null()),
     );
-    let n = mib();
     let out = Command::new(FILO)
-        .args(["stack", "perf", "--vnl", &sw.vnl(), "--name", "tx"])
+        .args(["stack", "perf", "--vnl", tx_vnl, "--name", "tx"])
+        .args(["--conf", &format!("ip={net}.2/24{extra_conf}")])
         .args([
-            "--conf",
-            "ip=10.60.0.2/24,mtu=9000",
             "--connect",
-            "10.60.0.1:5201",
+            &format!("{net}.1:5201"),
+            "--mib",
+            &n.to_string(),
         ])
-        .args(["--mib", &n.to_string()])
         .output()
         .unwrap();
     let sent = String::from_utf8_lossy(&out.stdout).to_string();
@@ -56,13 +59,27 @@ fn two_stacks_in_two_processes_move_data_with_equal_checksums() {
     );
     let (st, received, _) = {
         let p = std::mem::replace(&mut server, Proc::spawn(&mut Command::new("true")));
-        p.output(Duration::from_secs(30))
+        p.output(wait)
     };
     assert!(st.success(), "{received}");
     eprintln!("{sent}{received}");
     assert_eq!(field(&sent, "bytes="), (n << 20).to_string());
     assert_eq!(field(&received, "bytes="), (n << 20).to_string());
     assert_eq!(field(&sent, "crc32="), field(&received, "crc32="));
+}
+
+#[test]
+fn two_stacks_in_two_processes_move_data_with_equal_checksums() {
+    let tmp = TempDir::new("filo-bulk");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    perf_between(
+        &sw.vnl(),
+        &sw.vnl(),
+        "10.60.0",
+        ",mtu=9000",
+        mib(),
+        Duration::from_secs(30),
+    );
 }
 
 #[test]
@@ -119,36 +136,17 @@ fn two_stacks_through_a_lossy_wirefilter_move_data_with_equal_checksums() {
     );
     assert!(wait_until(Duration::from_secs(5), || a.endpoints() == 1
         && b.endpoints() == 1));
-    let mut server = Proc::spawn(
-        Command::new(FILO)
-            .args(["stack", "perf", "--server", "--vnl", &b.vnl()])
-            .args(["--conf", "ip=10.62.0.1/24", "--name", "rx"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    );
     // Loss makes TCP slow; FILO_LOSSY_MIB overrides the size.
     let n: u64 = std::env::var("FILO_LOSSY_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
-    let out = Command::new(FILO)
-        .args(["stack", "perf", "--vnl", &a.vnl(), "--name", "tx"])
-        .args(["--conf", "ip=10.62.0.2/24", "--connect", "10.62.0.1:5201"])
-        .args(["--mib", &n.to_string()])
-        .output()
-        .unwrap();
-    let sent = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{sent} {}",
-        String::from_utf8_lossy(&out.stderr)
+    perf_between(
+        &b.vnl(),
+        &a.vnl(),
+        "10.62.0",
+        "",
+        n,
+        Duration::from_secs(60),
     );
-    let (st, received, _) = {
-        let p = std::mem::replace(&mut server, Proc::spawn(&mut Command::new("true")));
-        p.output(Duration::from_secs(60))
-    };
-    assert!(st.success(), "{received}");
-    eprintln!("through --loss 2: {sent}{received}");
-    assert_eq!(field(&received, "bytes="), (n << 20).to_string());
-    assert_eq!(field(&sent, "crc32="), field(&received, "crc32="));
 }
