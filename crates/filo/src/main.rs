@@ -73,6 +73,10 @@ fn main() -> ExitCode {
         eprintln!("filo: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
+    // Commands without a loop that watches the stop flag keep the default signal actions.
+    if matches!(cli.command, Command::Console(_) | Command::Demo(_)) {
+        sys::default_signals();
+    }
     let result = match cli.command {
         Command::Plug(args) => plug::run(args),
         Command::Demo(args) => demo::run(args),

@@ -320,6 +320,10 @@ pub fn run(args: StackArgs) -> Result<ExitCode> {
                     buffer_kib,
                 )?),
             };
+            if !server {
+                // The sender has no loop that watches the stop flag.
+                crate::sys::default_signals();
+            }
             if server {
                 perf_server(stack.as_ref(), port, count, echo)
             } else {
@@ -333,6 +337,7 @@ pub fn run(args: StackArgs) -> Result<ExitCode> {
             timeout,
             url,
         } => {
+            crate::sys::default_signals();
             let timeout = secs(timeout, "--timeout")?;
             let (host, port, path) = parse_url(&url)?;
             let stack = build(&net)?;

@@ -32,6 +32,17 @@ pub fn install_signal_handlers() -> io::Result<()> {
     Ok(())
 }
 
+/// Restores the default action of SIGINT, SIGTERM and SIGHUP, for commands that do not
+/// watch [`STOP`] (otherwise a signal would be swallowed and the command would not end).
+pub fn default_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: setting a signal to SIG_DFL takes no pointers.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
 /// Detaches from the terminal: fork (the parent exits 0), setsid, stdio to /dev/null.
 /// Call before any thread is started.
 pub fn daemonize() -> io::Result<()> {

@@ -287,6 +287,17 @@ fn daemon_mode_returns_at_once_and_leaves_a_pidfile() {
     };
     assert!(wait_until(Duration::from_secs(5), || read_pid().is_some()));
     let pid = read_pid().unwrap_or_default();
+    // Whatever happens below, the daemon does not outlive the test.
+    struct KillOnDrop(i32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            // SAFETY: kill takes no pointers; the pid is our daemon's (from its pid file).
+            unsafe {
+                libc::kill(self.0, libc::SIGKILL);
+            }
+        }
+    }
+    let _guard = KillOnDrop(pid);
     assert!(
         std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "daemon is running"
