@@ -43,13 +43,8 @@ fn a_switch_port_capture_shows_the_pings_that_crossed_it() {
     let ns2 = Netns::new("filo-cp2");
     let mut plugs = Vec::new();
     for (ns, ip, port) in [(&ns1, "10.99.0.1/24", 1), (&ns2, "10.99.0.2/24", 2)] {
-        ns.exec_ok(&["ip", "tuntap", "add", "tap0", "mode", "tap"]);
-        ns.exec_ok(&["ip", "addr", "add", ip, "dev", "tap0"]);
-        ns.exec_ok(&["ip", "link", "set", "tap0", "up"]);
-        let mut c = ns.command(FILO);
-        c.args(["plug", "tap://tap0", &format!("{}[{port}]", sw.vnl())])
-            .stdin(Stdio::null());
-        plugs.push(Proc::spawn(&mut c));
+        ns.tap(&[ip]);
+        plugs.push(ns.plug_tap(&[FILO, "plug"], &format!("{}[{port}]", sw.vnl())));
     }
     assert!(wait_until(T, || sw.endpoints() == 2));
     ns1.exec_ok(&["ping", "-c", "5", "-i", "0.2", "-W", "2", "10.99.0.2"]);

@@ -241,17 +241,11 @@ fn vxlan_interoperates_with_a_linux_kernel_vxlan_device() {
     ns1.exec_ok(&["ip", "addr", "add", "10.96.0.1/24", "dev", "vx0"]);
     ns1.exec_ok(&["ip", "link", "set", "vx0", "up"]);
     ns2.exec_ok(&["ip", "route", "add", "224.0.0.0/4", "dev", &v2]);
-    ns2.exec_ok(&["ip", "tuntap", "add", "tap0", "mode", "tap"]);
-    ns2.exec_ok(&["ip", "addr", "add", "10.96.0.2/24", "dev", "tap0"]);
-    ns2.exec_ok(&["ip", "link", "set", "tap0", "up"]);
-    let mut c = ns2.command(FILO);
-    c.args([
-        "plug",
-        "tap://tap0",
+    ns2.tap(&["10.96.0.2/24"]);
+    let _plug = ns2.plug_tap(
+        &[FILO, "plug"],
         &format!("vxlan://239.0.0.1/vni=42/if={v2}"),
-    ])
-    .stdin(Stdio::null());
-    let _plug = Proc::spawn(&mut c);
+    );
     std::thread::sleep(Duration::from_millis(300));
     ns2.exec_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.96.0.1"]);
     ns1.exec_ok(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.96.0.2"]);

@@ -199,13 +199,8 @@ fn two_namespaces_on_taps_ping_and_move_tcp_through_vde_switch() {
     let ns2 = Netns::new("filo-t2");
     let mut plugs = Vec::new();
     for (ns, ip) in [(&ns1, "10.91.0.1/24"), (&ns2, "10.91.0.2/24")] {
-        ns.exec_ok(&["ip", "tuntap", "add", "tap0", "mode", "tap"]);
-        ns.exec_ok(&["ip", "addr", "add", ip, "dev", "tap0"]);
-        ns.exec_ok(&["ip", "link", "set", "tap0", "up"]);
-        let mut c = ns.command(FILO);
-        c.args(["plug", "tap://tap0", &sw.vnl()])
-            .stdin(Stdio::null());
-        plugs.push(Proc::spawn(&mut c));
+        ns.tap(&[ip]);
+        plugs.push(ns.plug_tap(&[FILO, "plug"], &sw.vnl()));
     }
     assert!(wait_until(Duration::from_secs(5), || connected(&sw, 2)));
     ns1.exec_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.91.0.2"]);

@@ -142,19 +142,13 @@ fn taps_through_filo_switch(plugs: [&str; 2]) {
     .into_iter()
     .enumerate()
     {
-        ns.exec_ok(&["ip", "tuntap", "add", "tap0", "mode", "tap"]);
-        ns.exec_ok(&["ip", "addr", "add", ip, "dev", "tap0"]);
-        ns.exec_ok(&["ip", "-6", "addr", "add", ip6, "dev", "tap0", "nodad"]);
-        ns.exec_ok(&["ip", "link", "set", "tap0", "up"]);
-        let mut c = if plugs[i] == "filo" {
-            let mut c = ns.command(FILO);
-            c.arg("plug");
-            c
+        ns.tap(&[ip, ip6]);
+        let argv: &[&str] = if plugs[i] == "filo" {
+            &[FILO, "plug"]
         } else {
-            ns.command("vde_plug")
+            &["vde_plug"]
         };
-        c.args(["tap://tap0", &sw.vnl()]).stdin(Stdio::null());
-        procs.push(Proc::spawn(&mut c));
+        procs.push(ns.plug_tap(argv, &sw.vnl()));
     }
     wait_ctl_clients(&sw, 2);
     ns1.exec_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.97.0.2"]);
@@ -368,13 +362,8 @@ fn a_tap_attached_with_dash_t_joins_the_switch() {
     assert!(wait_until(T, || dir.join("ctl").exists()));
     ns1.exec_ok(&["ip", "addr", "add", "10.93.0.1/24", "dev", "tap0"]);
     ns1.exec_ok(&["ip", "link", "set", "tap0", "up"]);
-    ns2.exec_ok(&["ip", "tuntap", "add", "tap0", "mode", "tap"]);
-    ns2.exec_ok(&["ip", "addr", "add", "10.93.0.2/24", "dev", "tap0"]);
-    ns2.exec_ok(&["ip", "link", "set", "tap0", "up"]);
-    let mut p = ns2.command(FILO);
-    p.args(["plug", "tap://tap0", &format!("vde://{}", dir.display())])
-        .stdin(Stdio::null());
-    let _plug = Proc::spawn(&mut p);
+    ns2.tap(&["10.93.0.2/24"]);
+    let _plug = ns2.plug_tap(&[FILO, "plug"], &format!("vde://{}", dir.display()));
     std::thread::sleep(Duration::from_millis(300));
     ns2.exec_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.93.0.1"]);
     let blob: Vec<u8> = (0..2u32 << 20)

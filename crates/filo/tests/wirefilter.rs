@@ -41,13 +41,8 @@ fn lab(args: &[&str]) -> Lab {
     let ns2 = Netns::new("filo-w2");
     let mut plugs = Vec::new();
     for (ns, ip, sw) in [(&ns1, "10.77.0.1/24", &a), (&ns2, "10.77.0.2/24", &b)] {
-        ns.exec_ok(&["ip", "tuntap", "add", "tap0", "mode", "tap"]);
-        ns.exec_ok(&["ip", "addr", "add", ip, "dev", "tap0"]);
-        ns.exec_ok(&["ip", "link", "set", "tap0", "up"]);
-        let mut c = ns.command(FILO);
-        c.args(["plug", "tap://tap0", &sw.vnl()])
-            .stdin(Stdio::null());
-        plugs.push(Proc::spawn(&mut c));
+        ns.tap(&[ip]);
+        plugs.push(ns.plug_tap(&[FILO, "plug"], &sw.vnl()));
     }
     assert!(wait_until(T, || a.endpoints() == 2
         && b.endpoints() == 2

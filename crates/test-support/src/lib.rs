@@ -174,6 +174,30 @@ impl Netns {
         c
     }
 
+    /// Creates `tap0` with `addrs` (IPv6 ones without duplicate address detection) and brings
+    /// it up.
+    pub fn tap(&self, addrs: &[&str]) {
+        self.exec_ok(&["ip", "tuntap", "add", "tap0", "mode", "tap"]);
+        for a in addrs {
+            if a.contains(':') {
+                self.exec_ok(&["ip", "-6", "addr", "add", a, "dev", "tap0", "nodad"]);
+            } else {
+                self.exec_ok(&["ip", "addr", "add", a, "dev", "tap0"]);
+            }
+        }
+        self.exec_ok(&["ip", "link", "set", "tap0", "up"]);
+    }
+
+    /// Carries `tap0` to `vnl` with `argv tap://tap0 VNL` run inside the namespace, e.g.
+    /// `&[filo, "plug"]` or `&["vde_plug"]`.
+    pub fn plug_tap(&self, argv: &[&str], vnl: &str) -> Proc {
+        let mut c = self.command(argv[0]);
+        c.args(&argv[1..])
+            .args(["tap://tap0", vnl])
+            .stdin(Stdio::null());
+        Proc::spawn(&mut c)
+    }
+
     /// Runs a command in the namespace; panics on failure.
     pub fn exec_ok(&self, argv: &[&str]) -> String {
         let mut c = self.command(argv[0]);
