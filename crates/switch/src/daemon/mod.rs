@@ -24,7 +24,7 @@ pub use config::{SwitchConfig, SwitchError};
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -612,7 +612,6 @@ impl Switch {
                 .epoll
                 .modify(ep.io.fd(), T_EP_DATA | slot as u64, true, want_write);
         }
-        let queued = ep.queue.len();
         if let Some(p) = self.state.ports.get_mut(&port) {
             p.counters.out_frames += sent_frames;
             p.counters.out_bytes += sent_bytes;
@@ -623,7 +622,6 @@ impl Switch {
                     .map(|e| e.queue.len())
                     .sum()
             });
-            let _ = queued;
         }
         if let Some(e) = failed {
             if let Some(p) = self.state.ports.get_mut(&port) {
@@ -804,14 +802,3 @@ impl Drop for Switch {
 
 /// Frames waiting for one endpoint.
 type Queue = VecDeque<Vec<u8>>;
-
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<Switch>();
-}
-
-#[allow(dead_code)]
-fn raw(fd: &impl AsRawFd) -> RawFd {
-    fd.as_raw_fd()
-}
