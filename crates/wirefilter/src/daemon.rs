@@ -322,7 +322,7 @@ impl Daemon {
                             let result = match fs::read_to_string(&path) {
                                 Ok(text) => console::execute_script(&mut self.wf, now, &text)
                                     .map_err(|(_, errno)| errno),
-                                Err(e) => Err(e.raw_os_error().unwrap_or(libc_eio())),
+                                Err(e) => Err(e.raw_os_error().unwrap_or(EIO)),
                             };
                             conn.queue_output(console::status(result).as_bytes());
                         }
@@ -343,9 +343,8 @@ impl Daemon {
     }
 }
 
-fn libc_eio() -> i32 {
-    5
-}
+/// errno reported for a `load` file that could not be read without an OS error code (EIO).
+const EIO: i32 = 5;
 
 impl Drop for Daemon {
     fn drop(&mut self) {
