@@ -396,7 +396,13 @@ fn perf_server(stack: Option<&Stack>, port: u16, count: u64, echo: bool) -> Resu
                     c.shutdown(std::net::Shutdown::Write)?;
                     let _ = c.drain(Duration::from_secs(5));
                 } else {
-                    report(peer, perf::receive(&c))?;
+                    let r = perf::receive(&c);
+                    // Close our half and wait for the peer's ACK before the process can
+                    // exit: otherwise the (delayed) ACK of the sender's FIN may never leave
+                    // and the sender waits for it in vain.
+                    let _ = c.shutdown(std::net::Shutdown::Write);
+                    let _ = c.drain(Duration::from_secs(5));
+                    report(peer, r)?;
                 }
             }
         }
@@ -457,6 +463,11 @@ fn perf_client(
                 let t = perf::send(&c, mib << 20)?;
                 c.shutdown(std::net::Shutdown::Write)?;
                 c.drain(Duration::from_secs(60))?;
+                // Wait (briefly) for the receiver's FIN too, so it is acknowledged before we
+                // exit and the receiver need not retry it into the void.
+                c.set_read_timeout(Some(Duration::from_secs(3)))?;
+                let mut rest = [0u8; 512];
+                while matches!(std::io::Read::read(&mut &c, &mut rest), Ok(n) if n > 0) {}
                 println!("sent to {target}: {t}");
             }
             c.shutdown(std::net::Shutdown::Write)?;

@@ -65,6 +65,7 @@ mod stack;
 mod sys;
 pub use sys::raise_fd_limit;
 mod raw;
+pub mod recovery;
 mod tcp;
 #[cfg(feature = "tokio")]
 pub mod tokio;

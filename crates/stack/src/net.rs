@@ -239,6 +239,9 @@ pub(crate) struct Net {
     scratch: Vec<u8>,
     /// Spent frame buffers, reused so the hot path does not allocate.
     pool: Vec<Vec<u8>>,
+    /// TCP loss recovery beneath smoltcp (None when turned off).
+    pub recovery: Option<crate::recovery::Recovery>,
+    resend: Vec<Vec<u8>>,
 }
 
 impl Net {
@@ -254,6 +257,8 @@ impl Net {
             dhcp_events: Vec::new(),
             scratch: Vec::new(),
             pool: Vec::new(),
+            recovery: Some(crate::recovery::Recovery::new()),
+            resend: Vec::new(),
         }
     }
 
@@ -439,7 +444,26 @@ impl Net {
     }
 
     /// Sends the IP packet in `frame[14..]` (the first 14 bytes are room for the header).
-    pub fn output(&mut self, now: Instant, mut frame: Vec<u8>) {
+    pub fn output(&mut self, now: Instant, frame: Vec<u8>) {
+        if let Some(r) = self.recovery.as_mut() {
+            r.on_output(now, &frame[ETH_HDR..]);
+        }
+        self.send_ip(now, frame);
+    }
+
+    /// Sends segments the recovery layer wants resent.
+    fn send_resends(&mut self, now: Instant) {
+        for p in std::mem::take(&mut self.resend) {
+            let mut f = self.take_frame_buf();
+            f.clear();
+            f.resize(ETH_HDR, 0);
+            f.extend_from_slice(&p);
+            self.send_ip(now, f);
+        }
+    }
+
+    /// Routes and sends the IP packet in `frame[14..]`.
+    fn send_ip(&mut self, now: Instant, mut frame: Vec<u8>) {
         let Some(dst) = wire::ip_dst(&frame[ETH_HDR..]) else {
             self.counters.dropped_no_route += 1;
             self.scratch = frame;
@@ -536,6 +560,7 @@ impl Net {
             .filter(|n| n.mac.is_none())
             .map(|n| n.next_try)
             .chain(dhcp)
+            .chain(self.recovery.as_ref().and_then(|r| r.poll_at()))
             .min()
     }
 
@@ -601,6 +626,10 @@ impl Net {
             self.dhcp_result(now, i, r);
         }
         self.failed.retain(|_, t| now < *t + FAILED_FOR);
+        if let Some(r) = self.recovery.as_mut() {
+            r.on_timer(now, &mut self.resend);
+            self.send_resends(now);
+        }
     }
 
     fn solicit(&mut self, ifindex: usize, hop: IpAddr, broadcast: bool) {
@@ -772,7 +801,13 @@ impl Net {
                                 self.dhcp_result(now, ifindex, r);
                             }
                         }
-                        None => self.enqueue_rx(p),
+                        None => {
+                            if let Some(r) = self.recovery.as_mut() {
+                                r.on_input(now, p, &mut self.resend);
+                                self.send_resends(now);
+                            }
+                            self.enqueue_rx(p)
+                        }
                     }
                 }
                 None => self.counters.dropped_bad_ipv4 += 1,
@@ -783,6 +818,10 @@ impl Net {
                     if p[6] == 58 && len > 40 && (133..=137).contains(&p[40]) {
                         self.handle_nd(now, ifindex, src_mac, p);
                     } else {
+                        if let Some(r) = self.recovery.as_mut() {
+                            r.on_input(now, p, &mut self.resend);
+                            self.send_resends(now);
+                        }
                         self.enqueue_rx(p);
                     }
                 }

@@ -218,7 +218,11 @@ impl TcpStream {
         }
         if matches!(how, Shutdown::Write | Shutdown::Both) {
             let mut g = self.stack.lock();
-            sock(&mut g, self.handle).close();
+            let s = sock(&mut g, self.handle);
+            // Only the closing handshake is left: acknowledge at once, so a process that
+            // exits right after it does not take a delayed ACK of the peer's FIN with it.
+            s.set_ack_delay(None);
+            s.close();
             drop(g);
             self.stack.shared.kick();
         }
@@ -309,9 +313,24 @@ impl TcpStream {
                     s.state(),
                     tcp::State::FinWait1 | tcp::State::Closing | tcp::State::LastAck
                 );
-                (!s.is_active() || (s.send_queue() == 0 && !fin_unacked)).then_some(())
+                if !s.is_active() && s.send_queue() > 0 {
+                    // Reset or timed out with data still unacknowledged.
+                    return Some(Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        format!(
+                            "the connection closed with {} bytes unacknowledged",
+                            s.send_queue()
+                        ),
+                    )));
+                }
+                (!s.is_active() || (s.send_queue() == 0 && !fin_unacked)).then_some(Ok(()))
             })
-            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "unacknowledged data remains"))
+            .unwrap_or_else(|| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "unacknowledged data remains",
+                ))
+            })
     }
 
     #[cfg(feature = "tokio")]

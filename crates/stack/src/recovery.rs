@@ -1,0 +1,732 @@
+//! TCP loss recovery beneath smoltcp.
+//!
+//! smoltcp's TCP recovers a loss with one fast retransmit per episode and otherwise a
+//! retransmission timeout of at least one second that resends everything in flight; it reads
+//! no SACK blocks and has no partial-ACK (NewReno) recovery. On a link losing 2 % of frames
+//! that turns a transfer into a string of one-second stalls. This layer sits between smoltcp
+//! and the wire and does what a modern sender does:
+//!
+//! - it keeps a copy of every TCP segment with data that a stack sends, until it is acked;
+//! - it reads the peer's cumulative ACKs and SACK blocks (RFC 2018); a segment with at least
+//!   [`DUP_THRESH`] SACKed segments above it, or the first unacked one after
+//!   [`DUP_THRESH`] duplicate ACKs, counts as lost (RFC 6675's rule) and is sent again at
+//!   once — again after a smoothed round trip if it is still missing;
+//! - when nothing is acked for a few round trips (a lost tail, a lost retransmission), it
+//!   resends the first unacked segment (a probe timeout, with exponential back-off) instead
+//!   of waiting a second.
+//!
+//! Copies are resent with the newest ACK number and window this side has sent on the flow
+//! (smoltcp ignores segments carrying an older ACK) and a fresh checksum. The peer's stack
+//! and smoltcp see nothing but ordinary retransmissions. Sans-IO: packets in, packets out.
+
+use std::collections::{HashMap, VecDeque};
+
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{IpAddress, Ipv4Packet, Ipv6Packet, TcpOption, TcpPacket};
+
+/// SACKed segments above a hole (or duplicate ACKs without SACK) that declare it lost.
+pub const DUP_THRESH: u32 = 3;
+/// At most this many bytes of copies per flow; beyond it segments are not kept (smoltcp's
+/// own retransmission still covers them).
+const FLOW_LIMIT: usize = 8 << 20;
+/// At most this many bytes of copies per stack.
+const TOTAL_LIMIT: usize = 32 << 20;
+/// Bounds of the probe timeout.
+const PTO_MIN: Duration = Duration::from_millis(10);
+const PTO_MAX: Duration = Duration::from_millis(800);
+/// Retransmissions sent for one incoming ACK, so one ACK cannot trigger a burst.
+const BURST: usize = 32;
+/// A flow with nothing in flight is forgotten after this long.
+const IDLE_FOR: Duration = Duration::from_secs(60);
+
+/// One TCP connection, named from this side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey {
+    local: IpAddress,
+    remote: IpAddress,
+    local_port: u16,
+    remote_port: u16,
+}
+
+struct Segment {
+    seq: u32,
+    /// Sequence space the segment covers (payload, plus one for a FIN).
+    len: u32,
+    /// The whole IP packet as first sent.
+    packet: Vec<u8>,
+    sent: Instant,
+    resent: Option<Instant>,
+    sacked: bool,
+}
+
+impl Segment {
+    fn end(&self) -> u32 {
+        self.seq.wrapping_add(self.len)
+    }
+}
+
+struct Flow {
+    segments: VecDeque<Segment>,
+    bytes: usize,
+    /// Highest cumulative ACK from the peer.
+    una: Option<u32>,
+    dup_acks: u32,
+    /// Newest ACK number and raw window this side sent on the flow.
+    ack: u32,
+    window: u16,
+    srtt: Option<Duration>,
+    /// Last time the peer acked something new (or the first copy was kept).
+    progress_at: Instant,
+    probe_at: Option<Instant>,
+    backoff: u32,
+    touched: Instant,
+}
+
+impl Flow {
+    fn new(now: Instant) -> Flow {
+        Flow {
+            segments: VecDeque::new(),
+            bytes: 0,
+            una: None,
+            dup_acks: 0,
+            ack: 0,
+            window: 0,
+            srtt: None,
+            progress_at: now,
+            probe_at: None,
+            backoff: 0,
+            touched: now,
+        }
+    }
+
+    /// The probe timeout: a few smoothed round trips, backed off per probe.
+    fn pto(&self) -> Duration {
+        let base = self
+            .srtt
+            .map_or(Duration::from_millis(200), |s| s * 3 + Duration::from_millis(2));
+        let base = base.max(PTO_MIN).min(PTO_MAX);
+        (base * (1u32 << self.backoff.min(6))).min(PTO_MAX * 4)
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        if self.segments.is_empty() {
+            return None;
+        }
+        Some(self.probe_at.unwrap_or(self.progress_at).max(self.progress_at) + self.pto())
+    }
+
+    /// Time to wait before resending a segment that was already resent.
+    fn resend_gap(&self) -> Duration {
+        self.srtt
+            .map_or(Duration::from_millis(50), |s| s * 2)
+            .max(Duration::from_millis(2))
+    }
+}
+
+/// `a < b` in sequence space.
+fn before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+/// The TCP part of an IP packet: (source, destination, offset of the TCP header).
+fn tcp_of(packet: &[u8]) -> Option<(IpAddress, IpAddress, usize)> {
+    match packet.first()? >> 4 {
+        4 => {
+            let ip = Ipv4Packet::new_checked(packet).ok()?;
+            if ip.next_header() != smoltcp::wire::IpProtocol::Tcp || ip.more_frags() {
+                return None;
+            }
+            if ip.frag_offset() != 0 {
+                return None;
+            }
+            let off = usize::from(ip.header_len());
+            let len = usize::from(ip.total_len());
+            if len > packet.len() || off > len {
+                return None;
+            }
+            Some((ip.src_addr().into(), ip.dst_addr().into(), off))
+        }
+        6 => {
+            let ip = Ipv6Packet::new_checked(packet).ok()?;
+            // Extension headers are rare on TCP; such packets are left to smoltcp alone.
+            if ip.next_header() != smoltcp::wire::IpProtocol::Tcp {
+                return None;
+            }
+            Some((ip.src_addr().into(), ip.dst_addr().into(), 40))
+        }
+        _ => None,
+    }
+}
+
+/// Counters, for tests and `filo stack` diagnostics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryStats {
+    /// Segments resent because SACK or duplicate ACKs showed them lost.
+    pub fast: u64,
+    /// Segments resent because nothing was acked for a probe timeout.
+    pub probes: u64,
+    /// Segments not kept because a limit was reached.
+    pub not_kept: u64,
+}
+
+/// The recovery state of one stack.
+pub struct Recovery {
+    flows: HashMap<FlowKey, Flow>,
+    bytes: usize,
+    pool: Vec<Vec<u8>>,
+    pub stats: RecoveryStats,
+}
+
+impl Default for Recovery {
+    fn default() -> Self {
+        Recovery::new()
+    }
+}
+
+impl Recovery {
+    pub fn new() -> Recovery {
+        Recovery {
+            flows: HashMap::new(),
+            bytes: 0,
+            pool: Vec::new(),
+            stats: RecoveryStats::default(),
+        }
+    }
+
+    /// Bytes of segment copies held.
+    pub fn held(&self) -> usize {
+        self.bytes
+    }
+
+    /// Notes an IP packet the stack sends.
+    pub fn on_output(&mut self, now: Instant, packet: &[u8]) {
+        let Some((src, dst, off)) = tcp_of(packet) else {
+            return;
+        };
+        let Ok(tcp) = TcpPacket::new_checked(&packet[off..]) else {
+            return;
+        };
+        let key = FlowKey {
+            local: src,
+            remote: dst,
+            local_port: tcp.src_port(),
+            remote_port: tcp.dst_port(),
+        };
+        if tcp.rst() {
+            self.forget(&key);
+            return;
+        }
+        if tcp.syn() {
+            return;
+        }
+        let payload = tcp.payload().len();
+        let len = payload as u32 + u32::from(tcp.fin());
+        if len == 0 && !self.flows.contains_key(&key) {
+            return;
+        }
+        let flow = self.flows.entry(key).or_insert_with(|| Flow::new(now));
+        flow.touched = now;
+        if tcp.ack() {
+            flow.ack = tcp.ack_number().0 as u32;
+            flow.window = tcp.window_len();
+        }
+        if len == 0 {
+            return;
+        }
+        let seq = tcp.seq_number().0 as u32;
+        if flow.segments.is_empty() {
+            flow.progress_at = now;
+        }
+        let newest_end = flow.segments.back().map(Segment::end);
+        match newest_end {
+            Some(end) if before(seq, end) => {
+                // smoltcp resending: note it so the copy is not resent right behind it.
+                if let Some(s) = flow.segments.iter_mut().find(|s| s.seq == seq) {
+                    s.resent = Some(now);
+                }
+                return;
+            }
+            _ => {}
+        }
+        if flow.bytes + packet.len() > FLOW_LIMIT || self.bytes + packet.len() > TOTAL_LIMIT {
+            self.stats.not_kept += 1;
+            return;
+        }
+        let mut copy = self.pool.pop().unwrap_or_default();
+        copy.clear();
+        copy.extend_from_slice(packet);
+        flow.bytes += copy.len();
+        self.bytes += copy.len();
+        flow.segments.push_back(Segment {
+            seq,
+            len,
+            packet: copy,
+            sent: now,
+            resent: None,
+            sacked: false,
+        });
+    }
+
+    /// Reads an IP packet the stack receives; queues in `out` the segments to send again.
+    pub fn on_input(&mut self, now: Instant, packet: &[u8], out: &mut Vec<Vec<u8>>) {
+        let Some((src, dst, off)) = tcp_of(packet) else {
+            return;
+        };
+        let Ok(tcp) = TcpPacket::new_checked(&packet[off..]) else {
+            return;
+        };
+        let key = FlowKey {
+            local: dst,
+            remote: src,
+            local_port: tcp.dst_port(),
+            remote_port: tcp.src_port(),
+        };
+        if tcp.rst() {
+            self.forget(&key);
+            return;
+        }
+        if !tcp.ack() {
+            return;
+        }
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        flow.touched = now;
+        let ack = tcp.ack_number().0 as u32;
+        let advanced = flow.una.is_none_or(|u| before(u, ack));
+        if advanced {
+            flow.una = Some(ack);
+            flow.dup_acks = 0;
+            flow.progress_at = now;
+            flow.probe_at = None;
+            flow.backoff = 0;
+            let mut sample = None;
+            while let Some(s) = flow.segments.front() {
+                if before(ack, s.end()) {
+                    break;
+                }
+                if s.resent.is_none() {
+                    sample = Some(now - s.sent);
+                }
+                if let Some(s) = flow.segments.pop_front() {
+                    flow.bytes -= s.packet.len();
+                    self.bytes -= s.packet.len();
+                    if self.pool.len() < 256 {
+                        self.pool.push(s.packet);
+                    }
+                }
+            }
+            if let Some(r) = sample {
+                flow.srtt = Some(match flow.srtt {
+                    Some(s) => (s * 7 + r) / 8,
+                    None => r,
+                });
+            }
+        } else if flow.una == Some(ack)
+            && tcp.payload().is_empty()
+            && !tcp.syn()
+            && !tcp.fin()
+            && !flow.segments.is_empty()
+        {
+            flow.dup_acks += 1;
+        }
+        let mut any_sack = false;
+        for opt in TcpOptions(tcp.options()) {
+            if let TcpOption::SackRange(ranges) = opt {
+                for (l, r) in ranges.iter().flatten() {
+                    any_sack = true;
+                    for s in flow.segments.iter_mut() {
+                        if !before(s.seq, *l) && !before(*r, s.end()) {
+                            s.sacked = true;
+                        }
+                    }
+                }
+            }
+        }
+        if flow.segments.is_empty() {
+            return;
+        }
+        // Which segments are lost: SACKed segments above, or duplicate ACKs for the first.
+        let gap = flow.resend_gap();
+        let mut lost: Vec<usize> = Vec::new();
+        if any_sack || flow.segments.iter().any(|s| s.sacked) {
+            let mut sacked_above = 0;
+            for (i, s) in flow.segments.iter().enumerate().rev() {
+                if s.sacked {
+                    sacked_above += 1;
+                } else if sacked_above >= DUP_THRESH {
+                    lost.push(i);
+                }
+            }
+            lost.reverse();
+        }
+        if lost.is_empty() && flow.dup_acks >= DUP_THRESH {
+            lost.push(0);
+        }
+        let mut sent = 0;
+        for i in lost {
+            if sent >= BURST {
+                break;
+            }
+            let s = &mut flow.segments[i];
+            if s.resent.is_some_and(|t| now < t + gap) {
+                continue;
+            }
+            s.resent = Some(now);
+            out.push(refresh(&s.packet, flow.una, flow.ack, flow.window, &mut self.pool));
+            self.stats.fast += 1;
+            sent += 1;
+        }
+    }
+
+    /// When [`Recovery::on_timer`] next has work.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.flows.values().filter_map(Flow::deadline).min()
+    }
+
+    /// Probes flows that made no progress for their probe timeout; forgets idle flows.
+    pub fn on_timer(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
+        for flow in self.flows.values_mut() {
+            let Some(due) = flow.deadline() else { continue };
+            if now < due {
+                continue;
+            }
+            flow.probe_at = Some(now);
+            flow.backoff += 1;
+            tracing::debug!(
+                una = ?flow.una,
+                in_flight = flow.segments.len(),
+                sacked = flow.segments.iter().filter(|s| s.sacked).count(),
+                first = flow.segments.front().map(|s| s.seq),
+                backoff = flow.backoff,
+                "recovery: probe"
+            );
+            if let Some(s) = flow.segments.iter_mut().find(|s| !s.sacked) {
+                s.resent = Some(now);
+                out.push(refresh(&s.packet, flow.una, flow.ack, flow.window, &mut self.pool));
+                self.stats.probes += 1;
+            }
+        }
+        let before_len = self.flows.len();
+        self.flows
+            .retain(|_, f| !f.segments.is_empty() || now < f.touched + IDLE_FOR);
+        if self.flows.len() != before_len {
+            self.bytes = self.flows.values().map(|f| f.bytes).sum();
+        }
+    }
+
+    fn forget(&mut self, key: &FlowKey) {
+        if let Some(f) = self.flows.remove(key) {
+            self.bytes -= f.bytes;
+        }
+    }
+}
+
+/// A copy of `packet` to send again: the part the peer already acked (up to `una`) is cut
+/// off — smoltcp drops a segment whose data is all old even when it carries a new FIN — and
+/// it carries `ack` and `window`, the newest this side sent, with fresh checksums.
+fn refresh(
+    packet: &[u8],
+    una: Option<u32>,
+    ack: u32,
+    window: u16,
+    pool: &mut Vec<Vec<u8>>,
+) -> Vec<u8> {
+    let mut p = pool.pop().unwrap_or_default();
+    p.clear();
+    p.extend_from_slice(packet);
+    let Some((src, dst, off)) = tcp_of(&p) else {
+        return p;
+    };
+    let v4 = p[0] >> 4 == 4;
+    let end = if v4 {
+        usize::from(u16::from_be_bytes([p[2], p[3]]))
+    } else {
+        40 + usize::from(u16::from_be_bytes([p[4], p[5]]))
+    };
+    p.truncate(end.min(p.len()));
+    let Ok(tcp) = TcpPacket::new_checked(&p[off..]) else {
+        return p;
+    };
+    let seq = tcp.seq_number().0 as u32;
+    let data_at = off + usize::from(tcp.header_len());
+    let payload = p.len().saturating_sub(data_at);
+    let cut = match una {
+        Some(u) if before(seq, u) => (u.wrapping_sub(seq) as usize).min(payload),
+        _ => 0,
+    };
+    if cut > 0 {
+        p.drain(data_at..data_at + cut);
+        let total = p.len();
+        if v4 {
+            let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
+            ip.set_total_len(total as u16);
+            ip.fill_checksum();
+        } else {
+            let mut ip = Ipv6Packet::new_unchecked(&mut p[..]);
+            ip.set_payload_len((total - 40) as u16);
+        }
+    }
+    let mut tcp = TcpPacket::new_unchecked(&mut p[off..]);
+    if cut > 0 {
+        tcp.set_seq_number(smoltcp::wire::TcpSeqNumber(seq.wrapping_add(cut as u32) as i32));
+    }
+    if tcp.ack() {
+        tcp.set_ack_number(smoltcp::wire::TcpSeqNumber(ack as i32));
+        tcp.set_window_len(window);
+    }
+    tcp.fill_checksum(&src, &dst);
+    p
+}
+
+/// Iterates the TCP options in a header's option bytes.
+struct TcpOptions<'a>(&'a [u8]);
+
+impl<'a> Iterator for TcpOptions<'a> {
+    type Item = TcpOption<'a>;
+    fn next(&mut self) -> Option<TcpOption<'a>> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let (rest, opt) = TcpOption::parse(self.0).ok()?;
+        if opt == TcpOption::EndOfList {
+            return None;
+        }
+        self.0 = rest;
+        Some(opt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{IpProtocol, Ipv4Address, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber};
+
+    const A: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
+    const B: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
+    const MSS: u32 = 100;
+
+    /// An IPv4 TCP packet from `src` to `dst`.
+    fn packet(
+        src: Ipv4Address,
+        dst: Ipv4Address,
+        seq: u32,
+        ack: u32,
+        payload: &[u8],
+        sack: [Option<(u32, u32)>; 3],
+    ) -> Vec<u8> {
+        let tcp = TcpRepr {
+            src_port: if src == A { 1000 } else { 2000 },
+            dst_port: if src == A { 2000 } else { 1000 },
+            control: TcpControl::None,
+            seq_number: TcpSeqNumber(seq as i32),
+            ack_number: Some(TcpSeqNumber(ack as i32)),
+            window_len: 1000,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: sack,
+            timestamp: None,
+            payload,
+        };
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let mut buf = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
+        let caps = ChecksumCapabilities::default();
+        let mut p = Ipv4Packet::new_unchecked(&mut buf[..]);
+        ip.emit(&mut p, &caps);
+        tcp.emit(
+            &mut TcpPacket::new_unchecked(&mut buf[20..]),
+            &src.into(),
+            &dst.into(),
+            &caps,
+        );
+        buf
+    }
+
+    fn data(seq: u32) -> Vec<u8> {
+        packet(A, B, seq, 1, &[7u8; MSS as usize], [None; 3])
+    }
+
+    fn ack(n: u32, sack: [Option<(u32, u32)>; 3]) -> Vec<u8> {
+        packet(B, A, 1, n, &[], sack)
+    }
+
+    fn seq_of(p: &[u8]) -> u32 {
+        TcpPacket::new_checked(&p[20..]).unwrap().seq_number().0 as u32
+    }
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_millis(ms as i64)
+    }
+
+    /// Sends ten segments starting at 1000 and returns the recovery state.
+    fn ten_in_flight() -> Recovery {
+        let mut r = Recovery::new();
+        for i in 0..10 {
+            r.on_output(t(0), &data(1000 + i * MSS));
+        }
+        r
+    }
+
+    #[test]
+    fn acked_segments_are_released() {
+        let mut r = ten_in_flight();
+        assert_eq!(r.held(), 10 * data(0).len());
+        let mut out = Vec::new();
+        r.on_input(t(1), &ack(1000 + 4 * MSS, [None; 3]), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(r.held(), 6 * data(0).len());
+        r.on_input(t(2), &ack(2000, [None; 3]), &mut out);
+        assert_eq!(r.held(), 0);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_hole_with_three_sacked_segments_above_is_resent_at_once() {
+        let mut r = ten_in_flight();
+        let mut out = Vec::new();
+        // Segment 2 (seq 1200) lost; 3.. arrive and are SACKed one by one.
+        r.on_input(t(1), &ack(1200, [None; 3]), &mut out);
+        r.on_input(t(1), &ack(1200, [Some((1300, 1400)), None, None]), &mut out);
+        r.on_input(t(1), &ack(1200, [Some((1300, 1500)), None, None]), &mut out);
+        assert!(out.is_empty(), "two SACKed segments are not yet enough");
+        r.on_input(t(1), &ack(1200, [Some((1300, 1600)), None, None]), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(seq_of(&out[0]), 1200);
+        // More SACKs within a round trip do not resend it again.
+        r.on_input(t(1), &ack(1200, [Some((1300, 1700)), None, None]), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(r.stats.fast, 1);
+    }
+
+    #[test]
+    fn several_holes_are_resent_together_and_a_still_missing_one_again_later() {
+        let mut r = ten_in_flight();
+        let mut out = Vec::new();
+        r.on_input(t(5), &ack(1000, [None; 3]), &mut out);
+        // 1000 and 1400 lost; everything else SACKed.
+        let sack = [Some((1100, 1400)), Some((1500, 2000)), None];
+        r.on_input(t(5), &ack(1000, sack), &mut out);
+        let seqs: Vec<u32> = out.iter().map(|p| seq_of(p)).collect();
+        assert_eq!(seqs, vec![1000, 1400]);
+        out.clear();
+        // The resent 1000 arrives; 1400 was lost again. After the resend gap it goes again.
+        r.on_input(t(6), &ack(1400, [Some((1500, 2000)), None, None]), &mut out);
+        assert!(out.is_empty());
+        r.on_input(t(200), &ack(1400, [Some((1500, 2000)), None, None]), &mut out);
+        assert_eq!(out.iter().map(|p| seq_of(p)).collect::<Vec<_>>(), vec![1400]);
+    }
+
+    #[test]
+    fn without_sack_three_duplicate_acks_resend_the_first_unacked_segment() {
+        let mut r = ten_in_flight();
+        let mut out = Vec::new();
+        r.on_input(t(1), &ack(1300, [None; 3]), &mut out);
+        for _ in 0..2 {
+            r.on_input(t(1), &ack(1300, [None; 3]), &mut out);
+        }
+        assert!(out.is_empty());
+        r.on_input(t(1), &ack(1300, [None; 3]), &mut out);
+        assert_eq!(out.iter().map(|p| seq_of(p)).collect::<Vec<_>>(), vec![1300]);
+    }
+
+    #[test]
+    fn a_lost_tail_is_probed_after_the_timeout_with_backoff() {
+        let mut r = ten_in_flight();
+        let mut out = Vec::new();
+        r.on_input(t(1), &ack(1900, [None; 3]), &mut out);
+        let due = r.poll_at().unwrap();
+        r.on_timer(due - Duration::from_millis(1), &mut out);
+        assert!(out.is_empty(), "nothing before the deadline");
+        r.on_timer(due, &mut out);
+        assert_eq!(out.iter().map(|p| seq_of(p)).collect::<Vec<_>>(), vec![1900]);
+        let next = r.poll_at().unwrap();
+        assert!(next - due > due - t(1), "the second probe waits longer");
+        r.on_input(next, &ack(2000, [None; 3]), &mut out);
+        assert_eq!(r.poll_at(), None, "nothing in flight, no timer");
+        assert_eq!(r.stats.probes, 1);
+    }
+
+    #[test]
+    fn resent_copies_carry_the_newest_ack_and_a_valid_checksum() {
+        let mut r = ten_in_flight();
+        // This side has since acked up to 77 of the peer's data.
+        r.on_output(t(1), &packet(A, B, 2000, 77, &[], [None; 3]));
+        let mut out = Vec::new();
+        r.on_input(t(1), &ack(1000, [None; 3]), &mut out);
+        let sack = [Some((1100, 1400)), None, None];
+        r.on_input(t(1), &ack(1000, sack), &mut out);
+        assert_eq!(out.len(), 1);
+        let p = Ipv4Packet::new_checked(&out[0][..]).unwrap();
+        let tcp = TcpPacket::new_checked(p.payload()).unwrap();
+        assert_eq!(tcp.ack_number().0, 77);
+        assert!(tcp.verify_checksum(&A.into(), &B.into()));
+        assert_eq!(tcp.payload(), &[7u8; MSS as usize][..]);
+    }
+
+    #[test]
+    fn a_partly_acked_segment_is_resent_without_the_acked_part() {
+        let mut r = Recovery::new();
+        // 100 bytes of data and the FIN in one segment; the peer acks the data, not the FIN.
+        let mut fin = data(1000);
+        {
+            let mut tcp = TcpPacket::new_unchecked(&mut fin[20..]);
+            tcp.set_fin(true);
+            tcp.fill_checksum(&A.into(), &B.into());
+        }
+        r.on_output(t(0), &fin);
+        let mut out = Vec::new();
+        r.on_input(t(1), &ack(1100, [None; 3]), &mut out);
+        assert_eq!(r.held(), fin.len(), "the FIN is not acked yet");
+        r.on_timer(r.poll_at().unwrap(), &mut out);
+        assert_eq!(out.len(), 1);
+        let p = Ipv4Packet::new_checked(&out[0][..]).unwrap();
+        assert!(p.verify_checksum());
+        assert_eq!(usize::from(p.total_len()), out[0].len());
+        let tcp = TcpPacket::new_checked(p.payload()).unwrap();
+        assert!(tcp.fin());
+        assert_eq!(tcp.seq_number().0, 1100);
+        assert!(tcp.payload().is_empty());
+        assert!(tcp.verify_checksum(&A.into(), &B.into()));
+    }
+
+    #[test]
+    fn smoltcp_resending_is_not_kept_twice_and_rst_forgets_the_flow() {
+        let mut r = ten_in_flight();
+        let held = r.held();
+        r.on_output(t(3), &data(1000));
+        assert_eq!(r.held(), held);
+        let rst = {
+            let mut p = ack(1000, [None; 3]);
+            let mut tcp = TcpPacket::new_unchecked(&mut p[20..]);
+            tcp.set_rst(true);
+            p
+        };
+        r.on_input(t(4), &rst, &mut Vec::new());
+        assert_eq!(r.held(), 0);
+        assert_eq!(r.poll_at(), None);
+    }
+
+    #[test]
+    fn garbage_and_non_tcp_packets_are_ignored() {
+        let mut r = Recovery::new();
+        let mut out = Vec::new();
+        for p in [&[][..], &[0x45][..], &[0x60, 0, 0][..], &[0xff; 60][..]] {
+            r.on_output(t(0), p);
+            r.on_input(t(0), p, &mut out);
+        }
+        let mut truncated = data(1000);
+        truncated.truncate(30);
+        r.on_output(t(0), &truncated);
+        r.on_input(t(0), &truncated, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(r.held(), 0);
+    }
+}
