@@ -257,7 +257,7 @@ impl Net {
             dhcp_events: Vec::new(),
             scratch: Vec::new(),
             pool: Vec::new(),
-            recovery: Some(crate::recovery::Recovery::new()),
+            recovery: crate::recovery::enabled().then(crate::recovery::Recovery::new),
             resend: Vec::new(),
         }
     }

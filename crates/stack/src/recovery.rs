@@ -39,6 +39,17 @@ const BURST: usize = 32;
 /// A flow with nothing in flight is forgotten after this long.
 const IDLE_FOR: Duration = Duration::from_secs(60);
 
+/// Whether stacks get loss recovery: yes, unless `FILO_STACK_RECOVERY=off` (for comparisons).
+pub fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        !matches!(
+            std::env::var("FILO_STACK_RECOVERY").as_deref(),
+            Ok("off" | "0" | "no")
+        )
+    })
+}
+
 /// One TCP connection, named from this side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct FlowKey {
@@ -101,9 +112,9 @@ impl Flow {
 
     /// The probe timeout: a few smoothed round trips, backed off per probe.
     fn pto(&self) -> Duration {
-        let base = self
-            .srtt
-            .map_or(Duration::from_millis(200), |s| s * 3 + Duration::from_millis(2));
+        let base = self.srtt.map_or(Duration::from_millis(200), |s| {
+            s * 3 + Duration::from_millis(2)
+        });
         let base = base.max(PTO_MIN).min(PTO_MAX);
         (base * (1u32 << self.backoff.min(6))).min(PTO_MAX * 4)
     }
@@ -112,7 +123,12 @@ impl Flow {
         if self.segments.is_empty() {
             return None;
         }
-        Some(self.probe_at.unwrap_or(self.progress_at).max(self.progress_at) + self.pto())
+        Some(
+            self.probe_at
+                .unwrap_or(self.progress_at)
+                .max(self.progress_at)
+                + self.pto(),
+        )
     }
 
     /// Time to wait before resending a segment that was already resent.
@@ -373,7 +389,13 @@ impl Recovery {
                 continue;
             }
             s.resent = Some(now);
-            out.push(refresh(&s.packet, flow.una, flow.ack, flow.window, &mut self.pool));
+            out.push(refresh(
+                &s.packet,
+                flow.una,
+                flow.ack,
+                flow.window,
+                &mut self.pool,
+            ));
             self.stats.fast += 1;
             sent += 1;
         }
@@ -403,7 +425,13 @@ impl Recovery {
             );
             if let Some(s) = flow.segments.iter_mut().find(|s| !s.sacked) {
                 s.resent = Some(now);
-                out.push(refresh(&s.packet, flow.una, flow.ack, flow.window, &mut self.pool));
+                out.push(refresh(
+                    &s.packet,
+                    flow.una,
+                    flow.ack,
+                    flow.window,
+                    &mut self.pool,
+                ));
                 self.stats.probes += 1;
             }
         }
@@ -469,7 +497,9 @@ fn refresh(
     }
     let mut tcp = TcpPacket::new_unchecked(&mut p[off..]);
     if cut > 0 {
-        tcp.set_seq_number(smoltcp::wire::TcpSeqNumber(seq.wrapping_add(cut as u32) as i32));
+        tcp.set_seq_number(smoltcp::wire::TcpSeqNumber(
+            seq.wrapping_add(cut as u32) as i32
+        ));
     }
     if tcp.ack() {
         tcp.set_ack_number(smoltcp::wire::TcpSeqNumber(ack as i32));
@@ -620,8 +650,15 @@ mod tests {
         // The resent 1000 arrives; 1400 was lost again. After the resend gap it goes again.
         r.on_input(t(6), &ack(1400, [Some((1500, 2000)), None, None]), &mut out);
         assert!(out.is_empty());
-        r.on_input(t(200), &ack(1400, [Some((1500, 2000)), None, None]), &mut out);
-        assert_eq!(out.iter().map(|p| seq_of(p)).collect::<Vec<_>>(), vec![1400]);
+        r.on_input(
+            t(200),
+            &ack(1400, [Some((1500, 2000)), None, None]),
+            &mut out,
+        );
+        assert_eq!(
+            out.iter().map(|p| seq_of(p)).collect::<Vec<_>>(),
+            vec![1400]
+        );
     }
 
     #[test]
@@ -634,7 +671,10 @@ mod tests {
         }
         assert!(out.is_empty());
         r.on_input(t(1), &ack(1300, [None; 3]), &mut out);
-        assert_eq!(out.iter().map(|p| seq_of(p)).collect::<Vec<_>>(), vec![1300]);
+        assert_eq!(
+            out.iter().map(|p| seq_of(p)).collect::<Vec<_>>(),
+            vec![1300]
+        );
     }
 
     #[test]
@@ -646,7 +686,10 @@ mod tests {
         r.on_timer(due - Duration::from_millis(1), &mut out);
         assert!(out.is_empty(), "nothing before the deadline");
         r.on_timer(due, &mut out);
-        assert_eq!(out.iter().map(|p| seq_of(p)).collect::<Vec<_>>(), vec![1900]);
+        assert_eq!(
+            out.iter().map(|p| seq_of(p)).collect::<Vec<_>>(),
+            vec![1900]
+        );
         let next = r.poll_at().unwrap();
         assert!(next - due > due - t(1), "the second probe waits longer");
         r.on_input(next, &ack(2000, [None; 3]), &mut out);
