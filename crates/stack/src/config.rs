@@ -142,12 +142,12 @@ impl IfaceConfig {
                     c.domain = Some(need("domain=NAME")?.to_string());
                 }
                 "mtu" => {
-                    const E: &str = "mtu=N with 1280 <= N <= 9216";
+                    const E: &str = "mtu=N with 1280 <= N <= 65000";
                     let v = need(E)?;
                     let m: usize = v
                         .parse()
                         .map_err(|_| err(item, format!("{v:?} is not a number"), E))?;
-                    if !(1280..=9216).contains(&m) {
+                    if !(1280..=65000).contains(&m) {
                         return Err(err(item, "out of range", E));
                     }
                     c.mtu = Some(m);

@@ -83,6 +83,7 @@ impl Driver {
                     free: Vec::new(),
                     timers: BinaryHeap::new(),
                     batch: FrameBatch::new(64),
+                    big_batch: None,
                     events: Vec::new(),
                     todo: Vec::new(),
                 };
@@ -115,6 +116,7 @@ struct Run {
     free: Vec<usize>,
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     batch: FrameBatch,
+    big_batch: Option<FrameBatch>,
     events: Vec<EpollEvent>,
     todo: Vec<usize>,
 }
@@ -250,12 +252,20 @@ impl Run {
                 let Some(plug) = inner.net.links[i].plug.as_mut() else {
                     break;
                 };
-                match plug.recv_batch(&mut self.batch) {
+                // Super-frame links need room for 64 KiB frames; that batch is made on first use.
+                let batch = if plug.vnet() {
+                    self.big_batch.get_or_insert_with(|| {
+                        FrameBatch::with_frame_size(16, filo_vnl::plug::VNET_FRAME_BUF)
+                    })
+                } else {
+                    &mut self.batch
+                };
+                match plug.recv_batch(batch) {
                     Ok(0) => break,
                     Ok(n) => {
                         got += n;
-                        for f in self.batch.frames() {
-                            inner.net.handle_frame(now, i, f);
+                        for f in batch.frames() {
+                            inner.net.handle_link_frame(now, i, f);
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,

@@ -125,3 +125,12 @@ impl From<Error> for std::io::Error {
         }
     }
 }
+
+/// How filo stacks open a VNL: `vde://` links offer super-frames (a filo switch agrees and
+/// TCP segments of up to 64 KiB then travel whole; any other switch ignores the offer).
+pub fn plug_options(vnl: &str) -> filo_vnl::OpenOptions {
+    filo_vnl::OpenOptions {
+        vnet: filo_vnl::Vnl::parse(vnl).is_ok_and(|v| v.module() == "vde"),
+        ..filo_vnl::OpenOptions::default()
+    }
+}

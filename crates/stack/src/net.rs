@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use filo_vnl::wire::vnet;
 use filo_vnl::Plug;
 use smoltcp::time::{Duration, Instant};
 
@@ -146,6 +147,9 @@ pub(crate) struct Link {
     pub plug: Option<Plug>,
     pub mac: Mac,
     pub mtu: usize,
+    /// Frames carry a virtio-net header (a filo switch agreed): TCP segments up to
+    /// [`GSO_MTU`] travel whole as super-frames, segmented only toward plain peers.
+    pub vnet: bool,
     pub up: bool,
     pub addrs: Vec<Cidr>,
     /// Frames the plug refused with WouldBlock, sent when it becomes writable.
@@ -163,9 +167,10 @@ impl Link {
         let ll = wire::link_local(&mac);
         Link {
             name,
-            plug,
             mac,
             mtu: 1500,
+            vnet: plug.as_ref().is_some_and(|p| p.vnet()),
+            plug,
             up: true,
             addrs: vec![Cidr {
                 addr: IpAddr::V6(ll),
@@ -204,6 +209,8 @@ struct Neigh {
     pending: Vec<Vec<u8>>,
 }
 
+/// The IP MTU smoltcp sees on a super-frame link: TCP segments of up to 64 KiB.
+pub const GSO_MTU: usize = 65000;
 const NEIGH_STALE: Duration = Duration::from_secs(120);
 const NEIGH_RETRY: Duration = Duration::from_millis(1000);
 const NEIGH_TRIES: u8 = 3;
@@ -242,6 +249,8 @@ pub(crate) struct Net {
     /// TCP loss recovery beneath smoltcp (None when turned off).
     pub recovery: Option<crate::recovery::Recovery>,
     resend: Vec<Vec<u8>>,
+    /// Where received super-frames get their checksums completed.
+    rx_scratch: Vec<u8>,
 }
 
 impl Net {
@@ -259,12 +268,19 @@ impl Net {
             pool: Vec::new(),
             recovery: crate::recovery::enabled().then(crate::recovery::Recovery::new),
             resend: Vec::new(),
+            rx_scratch: Vec::new(),
         }
     }
 
-    /// The IP MTU smoltcp may use: the smallest MTU of the links (1500 with none).
+    /// The IP MTU smoltcp may use: the smallest MTU of the links (1500 with none), where a
+    /// link with super-frames counts as [`GSO_MTU`] (its TCP segments are sent whole; other
+    /// packets larger than its MTU are fragmented here).
     pub fn ip_mtu(&self) -> usize {
-        self.links.iter().map(|l| l.mtu).min().unwrap_or(1500)
+        self.links
+            .iter()
+            .map(|l| if l.vnet { GSO_MTU.max(l.mtu) } else { l.mtu })
+            .min()
+            .unwrap_or(1500)
     }
 
     pub fn is_own(&self, ip: &IpAddr) -> bool {
@@ -495,10 +511,27 @@ impl Net {
                 self.scratch = frame;
             }
             Some(NextHop::Link { ifindex, hop }) => {
-                if frame.len() - ETH_HDR > self.links[ifindex].mtu {
-                    self.counters.dropped_too_big += 1;
-                    self.scratch = frame;
-                    return;
+                let l = &self.links[ifindex];
+                if frame.len() - ETH_HDR > l.mtu {
+                    let ip = &frame[ETH_HDR..];
+                    if !(l.vnet && wire::is_tcp(ip)) {
+                        let mtu = l.mtu;
+                        let mut pieces = Vec::new();
+                        let split = ip[0] >> 4 == 4
+                            && wire::fragment_ipv4(ip, mtu, |f| {
+                                let mut b = vec![0u8; ETH_HDR];
+                                b.extend_from_slice(f);
+                                pieces.push(b);
+                            });
+                        if !split {
+                            self.counters.dropped_too_big += 1;
+                        }
+                        self.scratch = frame;
+                        for p in pieces {
+                            self.send_ip(now, p);
+                        }
+                        return;
+                    }
                 }
                 let src = self.links[ifindex].mac;
                 let ethertype = ethertype_of(&frame[ETH_HDR..]);
@@ -727,7 +760,42 @@ impl Net {
             return;
         }
         let _ = plug;
+        if l.vnet {
+            let hdr = vnet::header_for(&frame, l.mtu).emit();
+            let mut framed = self.pool.pop().unwrap_or_default();
+            framed.clear();
+            framed.extend_from_slice(&hdr);
+            framed.extend_from_slice(&frame);
+            self.recycle(frame);
+            self.links[ifindex].txq.push(framed);
+            return;
+        }
         l.txq.push(frame);
+    }
+
+    /// Handles one frame as the link's plug delivered it: with a virtio-net header on a
+    /// super-frame link (a super-frame is taken whole, its checksum completed if left open).
+    pub fn handle_link_frame(&mut self, now: Instant, ifindex: usize, frame: &[u8]) {
+        if !self.links.get(ifindex).is_some_and(|l| l.vnet) {
+            return self.handle_frame(now, ifindex, frame);
+        }
+        let Ok(hdr) = vnet::Header::parse(frame) else {
+            self.counters.dropped_short += 1;
+            return;
+        };
+        let frame = &frame[vnet::HEADER_LEN..];
+        if hdr.flags & vnet::F_NEEDS_CSUM == 0 {
+            return self.handle_frame(now, ifindex, frame);
+        }
+        let mut copy = std::mem::take(&mut self.rx_scratch);
+        copy.clear();
+        copy.extend_from_slice(frame);
+        if vnet::complete(&hdr, &mut copy).is_ok() {
+            self.handle_frame(now, ifindex, &copy);
+        } else {
+            self.counters.dropped_bad_ipv4 += 1;
+        }
+        self.rx_scratch = copy;
     }
 
     /// Sends what the link's backlog holds; true when it is empty afterwards.

@@ -75,6 +75,8 @@ struct LinkConf {
 
 pub(crate) struct Inner {
     pub iface: Interface,
+    /// The MTU `iface` was made with.
+    iface_mtu: usize,
     pub sockets: SocketSet<'static>,
     pub net: Net,
     pub listeners: HashMap<usize, ListenerState>,
@@ -156,6 +158,21 @@ impl Device for Dev<'_> {
     }
 }
 
+/// A smoltcp interface over `net` (which tells it the MTU).
+fn new_iface(net: &mut Net, now: Instant) -> Interface {
+    let mut cfg = Config::new(HardwareAddress::Ip);
+    cfg.random_seed = seed();
+    let mut iface = Interface::new(cfg, &mut Dev { net, now }, now);
+    // Routing is filo's: smoltcp is told every destination is reachable.
+    let _ = iface
+        .routes_mut()
+        .add_default_ipv4_route(Ipv4Addr::new(192, 0, 0, 8));
+    let _ = iface
+        .routes_mut()
+        .add_default_ipv6_route(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xfe));
+    iface
+}
+
 fn seed() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -169,18 +186,11 @@ impl Inner {
     fn new() -> Inner {
         let mut net = Net::new();
         let now = Instant::now();
-        let mut cfg = Config::new(HardwareAddress::Ip);
-        cfg.random_seed = seed();
-        let mut iface = Interface::new(cfg, &mut Dev { net: &mut net, now }, now);
-        // Routing is filo's: smoltcp is told every destination is reachable.
-        let _ = iface
-            .routes_mut()
-            .add_default_ipv4_route(Ipv4Addr::new(192, 0, 0, 8));
-        let _ = iface
-            .routes_mut()
-            .add_default_ipv6_route(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xfe));
+        let iface_mtu = net.ip_mtu();
+        let iface = new_iface(&mut net, now);
         let mut inner = Inner {
             iface,
+            iface_mtu,
             sockets: SocketSet::new(Vec::new()),
             net,
             listeners: HashMap::new(),
@@ -198,8 +208,14 @@ impl Inner {
         inner
     }
 
-    /// Mirrors the links' addresses into smoltcp (which accepts packets only for those).
+    /// Mirrors the links' addresses into smoltcp (which accepts packets only for those), and
+    /// their MTU: smoltcp reads a device's MTU once, so a changed MTU means a new interface
+    /// (its state is only addresses and routes; the sockets live in the socket set).
     pub fn sync_addrs(&mut self) {
+        if self.net.ip_mtu() != self.iface_mtu {
+            self.iface_mtu = self.net.ip_mtu();
+            self.iface = new_iface(&mut self.net, Instant::now());
+        }
         let mut all: Vec<Cidr> = Vec::new();
         for l in self.net.links.iter().filter(|l| l.up) {
             for c in &l.addrs {
@@ -592,10 +608,12 @@ impl StackBuilder {
         inner.tcp_buffer = self.tcp_buffer;
         for (i, ((spec, _), conf)) in self.links.into_iter().zip(confs).enumerate() {
             let plug = match spec {
-                LinkSpec::Vnl(v) => Some(filo_vnl::open(&v).map_err(|e| Error::Open {
-                    vnl: v.clone(),
-                    source: Box::new(e),
-                })?),
+                LinkSpec::Vnl(v) => {
+                    Some(crate::plug_options(&v).open(&v).map_err(|e| Error::Open {
+                        vnl: v.clone(),
+                        source: Box::new(e),
+                    })?)
+                }
                 LinkSpec::Plug(p) => Some(p),
                 LinkSpec::Unplugged => None,
             };
@@ -761,8 +779,8 @@ impl Stack {
 
     /// Sets a link's IP MTU.
     pub fn link_set_mtu(&self, index: usize, mtu: usize) -> Result<(), Error> {
-        if !(1280..=9216).contains(&mtu) {
-            return Err(Error::BadValue(format!("MTU {mtu}: expected 1280..=9216")));
+        if !(1280..=65000).contains(&mtu) {
+            return Err(Error::BadValue(format!("MTU {mtu}: expected 1280..=65000")));
         }
         self.with_link(index, |g| g.net.links[index].mtu = mtu)
     }

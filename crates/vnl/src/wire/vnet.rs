@@ -116,6 +116,36 @@ fn complete_checksum(frame: &mut [u8], start: usize, offset: usize) -> Result<()
     Ok(())
 }
 
+/// Completes a super-frame's checksum in place for a receiver that takes the whole segment
+/// as it is (a user-space stack need not segment what it is about to reassemble).
+pub fn complete(hdr: &Header, frame: &mut [u8]) -> Result<(), VnetError> {
+    if hdr.flags & F_NEEDS_CSUM == 0 {
+        return Ok(());
+    }
+    complete_checksum(frame, hdr.csum_start as usize, hdr.csum_offset as usize)
+}
+
+/// The header for an Ethernet `frame` about to be sent: plain, or TCP segmentation with
+/// segments of `mss` bytes when the IP packet is larger than `mtu`. The frame's checksums
+/// must already be complete.
+pub fn header_for(frame: &[u8], mtu: usize) -> Header {
+    if frame.len() <= 14 + mtu {
+        return Header::default();
+    }
+    let Ok(l) = layout(frame) else {
+        return Header::default();
+    };
+    let mss = mtu.saturating_sub(l.payload - l.ip).max(1);
+    Header {
+        flags: 0,
+        gso_type: if l.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+        hdr_len: l.payload as u16,
+        gso_size: mss.min(u16::MAX as usize) as u16,
+        csum_start: 0,
+        csum_offset: 0,
+    }
+}
+
 /// Where the IP and TCP headers of an Ethernet frame are.
 struct Layout {
     ip: usize,
@@ -282,6 +312,27 @@ mod tests {
             *b = (i % 251) as u8;
         }
         f
+    }
+
+    #[test]
+    fn a_large_segment_gets_a_gso_header_that_finish_turns_back_into_the_same_stream() {
+        let big = tcp4(4000, 0x18);
+        let h = header_for(&big, 1500);
+        assert_eq!(h.gso_type, GSO_TCPV4);
+        assert_eq!(h.gso_size, 1460);
+        assert_eq!(h.hdr_len, 54);
+        assert!(header_for(&tcp4(1000, 0x18), 1500).is_plain());
+        let mut scratch = Vec::new();
+        let mut sizes = Vec::new();
+        finish(&h, &big, &mut scratch, |seg| {
+            assert!(ip_ok(seg));
+            sizes.push(seg.len() - 54);
+        })
+        .unwrap();
+        assert_eq!(sizes, vec![1460, 1460, 1080]);
+        let mut f = big.clone();
+        complete(&h, &mut f).unwrap();
+        assert_eq!(f, big, "nothing to complete without F_NEEDS_CSUM");
     }
 
     fn ip_ok(f: &[u8]) -> bool {
