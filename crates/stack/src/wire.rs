@@ -418,6 +418,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ipv4_fragments_reassemble_to_the_original_payload() {
+        // A 3000-byte UDP-ish payload in one IPv4 packet, DF set as smoltcp sets it.
+        let payload: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let mut p = vec![0u8; 20];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+        p[4..6].copy_from_slice(&7u16.to_be_bytes());
+        p[6] = 0x40;
+        p[8] = 64;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        p.extend_from_slice(&payload);
+        let mut frags = Vec::new();
+        assert!(fragment_ipv4(&p, 1500, |f| frags.push(f.to_vec())));
+        assert_eq!(frags.len(), 3);
+        let mut joined = vec![0u8; payload.len()];
+        for (i, f) in frags.iter().enumerate() {
+            assert!(f.len() <= 1500);
+            assert_eq!(fold(sum16(&f[..20], 0)), 0, "header checksum");
+            assert_eq!(usize::from(u16::from_be_bytes([f[2], f[3]])), f.len());
+            assert_eq!(&f[4..6], &[0, 7], "same identification");
+            let field = u16::from_be_bytes([f[6], f[7]]);
+            assert_eq!(
+                field & 0x2000 != 0,
+                i + 1 < frags.len(),
+                "MF on all but the last"
+            );
+            let at = usize::from(field & 0x1fff) * 8;
+            joined[at..at + f.len() - 20].copy_from_slice(&f[20..]);
+        }
+        assert_eq!(joined, payload);
+        assert!(
+            !fragment_ipv4(&p[..10], 1500, |_| {}),
+            "truncated input is refused"
+        );
+        assert!(is_tcp(&{
+            let mut t = p.clone();
+            t[9] = 6;
+            t
+        }));
+        assert!(!is_tcp(&p));
+    }
+
+    #[test]
     fn mac_text_round_trip_and_rejects() {
         let m = parse_mac("02:00:0a:ff:10:01").unwrap();
         assert_eq!(mac_to_string(&m), "02:00:0a:ff:10:01");
