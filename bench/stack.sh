@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
 # filo-stack measured in one run, beside the kernel's TCP/IP as the reference:
 #   - TCP throughput (1 GiB, CRC-32 checked) and 1-byte round-trip latency:
-#       stack <-> stack   two processes, each a filo stack, on a filo switch (MTU 9000)
+#       stack <-> stack   two processes, each a filo stack, on a filo switch (super-frames)
 #       stack <-> kernel  a filo stack and a namespace whose tap is on a filo switch (MTU 9000)
 #       kernel <-> kernel two namespaces joined by a veth pair (the reference)
+#   - the same through `filo wirefilter --loss 2` joining two switches: filo stacks, and
+#     kernel TCP in two namespaces on the very same path (LOSSY_MIB, CRC-32 checked)
 #   - resident memory per idle stack and the time to create 1,000 and 10,000 stacks in one
 #     process (examples/many.rs): on an in-process switch, and on null:// plugs.
-# Usage: bench/stack.sh [MIB] [ROUND_TRIPS]    (defaults 1024 and 5000). Run as root.
+# Usage: bench/stack.sh [MIB] [ROUND_TRIPS] [LOSSY_MIB]   (defaults 1024, 5000, 256). As root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MIB=${1:-1024}
 RR=${2:-5000}
+LOSSY_MIB=${3:-256}
 cargo build --release --quiet -p filo --bin filo
 cargo build --release --quiet -p filo-stack --example many
 FILO=$PWD/target/release/filo
 MANY=$PWD/target/release/examples/many
 T=$(mktemp -d /tmp/filo-bst-XXXXXX)
-NS1=filo-bst1-$$; NS2=filo-bst2-$$; NS3=filo-bst3-$$
+NS1=filo-bst1-$$; NS2=filo-bst2-$$; NS3=filo-bst3-$$; NS4=filo-bst4-$$; NS5=filo-bst5-$$
 cleanup() {
-  for ns in $NS1 $NS2 $NS3; do
+  for ns in $NS1 $NS2 $NS3 $NS4 $NS5; do
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
   done
@@ -85,7 +88,32 @@ KK=$(measure "ip netns exec $NS2 $FILO stack perf --kernel" \
              "ip netns exec $NS3 $FILO stack perf --kernel" \
              10.72.0.1:5201)
 
-# 4. Many stacks in one process.
+# 4. Through `filo wirefilter --loss 2` between two switches: filo stacks, and kernel TCP in
+#    two namespaces (taps carried by filo plugs) on the very same path, same seed.
+start_switch lwa
+start_switch lwb
+"$FILO" wirefilter --loss 2 --seed 3 "vde://$T/lwa" "vde://$T/lwb" </dev/null >/dev/null 2>&1 &
+sleep 0.5
+FULL_MIB=$MIB; MIB=$LOSSY_MIB
+LS=$(measure "$FILO stack perf --vnl vde://$T/lwb --conf ip=10.73.0.1/24 --name rx" \
+             "$FILO stack perf --vnl vde://$T/lwa --conf ip=10.73.0.2/24 --name tx" \
+             10.73.0.1:5201)
+ip netns add "$NS4"; ip netns add "$NS5"
+for pair in "$NS4 lwb 10.74.0.1" "$NS5 lwa 10.74.0.2"; do
+  set -- $pair
+  ip -n "$1" link set lo up
+  ip -n "$1" tuntap add tap0 mode tap
+  ip -n "$1" addr add "$3/24" dev tap0
+  ip -n "$1" link set tap0 up
+  ip netns exec "$1" "$FILO" plug tap://tap0 "vde://$T/$2" </dev/null >/dev/null 2>&1 &
+done
+sleep 1
+LK=$(measure "ip netns exec $NS4 $FILO stack perf --kernel" \
+             "ip netns exec $NS5 $FILO stack perf --kernel" \
+             10.74.0.1:5201)
+MIB=$FULL_MIB
+
+# 5. Many stacks in one process.
 M1K=$("$MANY" 1000 switch 1000)
 M5K=$("$MANY" 4900 switch 100)
 M10K=$("$MANY" 10000 null)
@@ -97,9 +125,13 @@ row "stack <-> stack (2 processes)" $SS
 row "stack <-> kernel (tap on switch)" $SK
 row "kernel <-> kernel (veth)" $KK
 echo
+row "TCP through wirefilter --loss 2, $LOSSY_MIB MiB" "Gbit/s" "p50 us" "p99 us"
+row "stack <-> stack (2 processes)" $LS
+row "kernel <-> kernel (taps, filo plugs)" $LK
+echo
 echo "many stacks in one process (one driver thread):"
 echo "  $M1K" | sed 's/^/ /'
 echo "  $M5K" | sed 's/^/ /'
 echo "  $M10K" | sed 's/^/ /'
 echo
-echo "ratios: stack<->stack / kernel<->kernel = $(echo "$SS $KK" | awk '{ if ($4 > 0) printf "%.2f", $1 / $4; else print "n/a" }')"
+echo "ratios: stack<->stack / kernel<->kernel = $(echo "$SS $KK" | awk '{ if ($4 > 0) printf "%.2f", $1 / $4; else print "n/a" }'); through loss 2 % = $(echo "$LS $LK" | awk '{ if ($4 > 0) printf "%.2f", $1 / $4; else print "n/a" }')"
