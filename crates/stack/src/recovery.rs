@@ -31,6 +31,8 @@ pub const DUP_THRESH: u32 = 3;
 const FLOW_LIMIT: usize = 8 << 20;
 /// At most this many bytes of copies per stack.
 const TOTAL_LIMIT: usize = 32 << 20;
+/// The segment size assumed for super-frames when counting SACKed bytes above a hole.
+const MAX_SMSS: u32 = 1460;
 /// Bounds of the probe timeout.
 const PTO_MIN: Duration = Duration::from_millis(10);
 const PTO_MAX: Duration = Duration::from_millis(800);
@@ -67,7 +69,6 @@ struct Segment {
     packet: Vec<u8>,
     sent: Instant,
     resent: Option<Instant>,
-    sacked: bool,
 }
 
 impl Segment {
@@ -78,6 +79,12 @@ impl Segment {
 
 struct Flow {
     segments: VecDeque<Segment>,
+    /// What the peer SACKed above `una`: sorted, disjoint sequence ranges.
+    sacked: Vec<(u32, u32)>,
+    /// The largest data segment seen, at most [`MAX_SMSS`] (a super-frame reaches the peer
+    /// as segments of about that size): SACKed bytes worth [`DUP_THRESH`] of these above a
+    /// hole declare it lost.
+    smss: u32,
     bytes: usize,
     /// Highest cumulative ACK from the peer.
     una: Option<u32>,
@@ -97,6 +104,8 @@ impl Flow {
     fn new(now: Instant) -> Flow {
         Flow {
             segments: VecDeque::new(),
+            sacked: Vec::new(),
+            smss: 0,
             bytes: 0,
             una: None,
             dup_acks: 0,
@@ -129,6 +138,97 @@ impl Flow {
                 .max(self.progress_at)
                 + self.pto(),
         )
+    }
+
+    /// Records a SACK block (only what lies above `una` counts).
+    fn add_sack(&mut self, mut l: u32, r: u32) {
+        if let Some(u) = self.una {
+            if !before(u, r) {
+                return;
+            }
+            if before(l, u) {
+                l = u;
+            }
+        }
+        if !before(l, r) {
+            return;
+        }
+        self.sacked.push((l, r));
+        self.sacked.sort_by(|a, b| {
+            if a.0 == b.0 {
+                std::cmp::Ordering::Equal
+            } else if before(a.0, b.0) {
+                std::cmp::Ordering::Less
+            } else {
+                std::cmp::Ordering::Greater
+            }
+        });
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(self.sacked.len());
+        for &(a, b) in &self.sacked {
+            match merged.last_mut() {
+                Some(last) if !before(last.1, a) => {
+                    if before(last.1, b) {
+                        last.1 = b;
+                    }
+                }
+                _ => merged.push((a, b)),
+            }
+        }
+        self.sacked = merged;
+    }
+
+    /// Drops SACK ranges at or below `una`.
+    fn prune_sacked(&mut self) {
+        let Some(u) = self.una else { return };
+        self.sacked.retain(|&(_, r)| before(u, r));
+        for range in &mut self.sacked {
+            if before(range.0, u) {
+                range.0 = u;
+            }
+        }
+    }
+
+    /// The parts of `seg` neither acked nor SACKed.
+    fn holes(&self, seg: &Segment) -> Vec<(u32, u32)> {
+        let mut from = match self.una {
+            Some(u) if before(seg.seq, u) => u,
+            _ => seg.seq,
+        };
+        let end = seg.end();
+        let mut holes = Vec::new();
+        for &(l, r) in &self.sacked {
+            if !before(l, end) {
+                break;
+            }
+            if !before(from, r) {
+                continue;
+            }
+            if before(from, l) {
+                holes.push((from, l));
+            }
+            from = r;
+        }
+        if before(from, end) {
+            holes.push((from, end));
+        }
+        holes
+    }
+
+    /// SACKed bytes at or above `at`.
+    fn sacked_above(&self, at: u32) -> u32 {
+        self.sacked
+            .iter()
+            .filter(|&&(_, r)| before(at, r))
+            .map(|&(l, r)| {
+                let l = if before(l, at) { at } else { l };
+                r.wrapping_sub(l)
+            })
+            .sum()
+    }
+
+    /// The highest SACKed sequence number, if any.
+    fn highest_sacked(&self) -> Option<u32> {
+        self.sacked.last().map(|&(_, r)| r)
     }
 
     /// Time to wait before resending a segment that was already resent.
@@ -250,6 +350,9 @@ impl Recovery {
             return;
         }
         let seq = tcp.seq_number().0 as u32;
+        if payload > 0 {
+            flow.smss = flow.smss.max((payload as u32).min(MAX_SMSS));
+        }
         if flow.segments.is_empty() {
             flow.progress_at = now;
         }
@@ -279,7 +382,6 @@ impl Recovery {
             packet: copy,
             sent: now,
             resent: None,
-            sacked: false,
         });
     }
 
@@ -346,52 +448,64 @@ impl Recovery {
         {
             flow.dup_acks += 1;
         }
-        let mut any_sack = false;
+        if advanced {
+            flow.prune_sacked();
+        }
         for opt in TcpOptions(tcp.options()) {
             if let TcpOption::SackRange(ranges) = opt {
                 for (l, r) in ranges.iter().flatten() {
-                    any_sack = true;
-                    for s in flow.segments.iter_mut() {
-                        if !before(s.seq, *l) && !before(*r, s.end()) {
-                            s.sacked = true;
-                        }
-                    }
+                    flow.add_sack(*l, *r);
                 }
             }
         }
         if flow.segments.is_empty() {
             return;
         }
-        // Which segments are lost: SACKed segments above, or duplicate ACKs for the first.
-        let gap = flow.resend_gap();
-        let mut lost: Vec<usize> = Vec::new();
-        if any_sack || flow.segments.iter().any(|s| s.sacked) {
-            let mut sacked_above = 0;
-            for (i, s) in flow.segments.iter().enumerate().rev() {
-                if s.sacked {
-                    sacked_above += 1;
-                } else if sacked_above >= DUP_THRESH {
-                    lost.push(i);
+        // What is lost: holes with DUP_THRESH segments' worth SACKed above them (RFC 6675),
+        // or, without SACK, the first unacked bytes after DUP_THRESH duplicate ACKs.
+        let threshold = DUP_THRESH * flow.smss.max(1);
+        let mut lost: Vec<(usize, u32, u32)> = Vec::new();
+        if let Some(highest) = flow.highest_sacked() {
+            for (i, seg) in flow.segments.iter().enumerate() {
+                if !before(seg.seq, highest) {
+                    break;
+                }
+                for (h0, h1) in flow.holes(seg) {
+                    if flow.sacked_above(h1) >= threshold {
+                        lost.push((i, h0, h1));
+                    }
                 }
             }
-            lost.reverse();
         }
         if lost.is_empty() && flow.dup_acks >= DUP_THRESH {
-            lost.push(0);
+            let first = flow
+                .segments
+                .front()
+                .and_then(|s| flow.holes(s).first().copied());
+            if let Some((h0, h1)) = first {
+                lost.push((0, h0, h1));
+            }
         }
+        let gap = flow.resend_gap();
         let mut sent = 0;
-        for i in lost {
+        let mut last_marked = None;
+        for (i, h0, h1) in lost {
             if sent >= BURST {
                 break;
             }
-            let s = &mut flow.segments[i];
-            if s.resent.is_some_and(|t| now < t + gap) {
-                continue;
+            let seg = &mut flow.segments[i];
+            if last_marked != Some(i) {
+                // All holes of one segment go together, at most once per resend gap.
+                if seg.resent.is_some_and(|t| now < t + gap) {
+                    continue;
+                }
+                seg.resent = Some(now);
+                last_marked = Some(i);
             }
-            s.resent = Some(now);
             out.push(refresh(
-                &s.packet,
-                flow.una,
+                &seg.packet,
+                h0,
+                h1,
                 flow.ack,
                 flow.window,
                 &mut self.pool,
@@ -418,16 +532,24 @@ impl Recovery {
             tracing::debug!(
                 una = ?flow.una,
                 in_flight = flow.segments.len(),
-                sacked = flow.segments.iter().filter(|s| s.sacked).count(),
+                sacked_ranges = flow.sacked.len(),
                 first = flow.segments.front().map(|s| s.seq),
                 backoff = flow.backoff,
                 "recovery: probe"
             );
-            if let Some(s) = flow.segments.iter_mut().find(|s| !s.sacked) {
-                s.resent = Some(now);
+            // The first hole: the bytes the peer waits for.
+            let first = flow
+                .segments
+                .iter()
+                .enumerate()
+                .find_map(|(i, seg)| flow.holes(seg).first().map(|&(a, b)| (i, a, b)));
+            if let Some((i, h0, h1)) = first {
+                let seg = &mut flow.segments[i];
+                seg.resent = Some(now);
                 out.push(refresh(
-                    &s.packet,
-                    flow.una,
+                    &seg.packet,
+                    h0,
+                    h1,
                     flow.ack,
                     flow.window,
                     &mut self.pool,
@@ -450,12 +572,14 @@ impl Recovery {
     }
 }
 
-/// A copy of `packet` to send again: the part the peer already acked (up to `una`) is cut
-/// off — smoltcp drops a segment whose data is all old even when it carries a new FIN — and
-/// it carries `ack` and `window`, the newest this side sent, with fresh checksums.
+/// A copy of `packet` to send again, cut down to the sequence range `from..to` (what the
+/// peer still lacks: smoltcp drops a segment whose data is all old even when it carries a new
+/// FIN, and resending SACKed bytes wastes the link), carrying `ack` and `window` — the newest
+/// this side sent — with fresh checksums.
 fn refresh(
     packet: &[u8],
-    una: Option<u32>,
+    from: u32,
+    to: u32,
     ack: u32,
     window: u16,
     pool: &mut Vec<Vec<u8>>,
@@ -477,14 +601,22 @@ fn refresh(
         return p;
     };
     let seq = tcp.seq_number().0 as u32;
+    let fin = tcp.fin();
     let data_at = off + usize::from(tcp.header_len());
     let payload = p.len().saturating_sub(data_at);
-    let cut = match una {
-        Some(u) if before(seq, u) => (u.wrapping_sub(seq) as usize).min(payload),
-        _ => 0,
+    let offset_of = |x: u32| {
+        if before(x, seq) {
+            0
+        } else {
+            (x.wrapping_sub(seq) as usize).min(payload + usize::from(fin))
+        }
     };
-    if cut > 0 {
-        p.drain(data_at..data_at + cut);
+    let (head, tail) = (offset_of(from), offset_of(to));
+    let keep_fin = fin && tail > payload;
+    let (head, tail) = (head.min(payload), tail.min(payload).max(head.min(payload)));
+    if head > 0 || tail < payload {
+        p.truncate(data_at + tail);
+        p.drain(data_at..data_at + head);
         let total = p.len();
         if v4 {
             let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
@@ -496,10 +628,11 @@ fn refresh(
         }
     }
     let mut tcp = TcpPacket::new_unchecked(&mut p[off..]);
-    if cut > 0 {
-        tcp.set_seq_number(smoltcp::wire::TcpSeqNumber(
-            seq.wrapping_add(cut as u32) as i32
-        ));
+    if head > 0 {
+        tcp.set_seq_number(smoltcp::wire::TcpSeqNumber(seq.wrapping_add(head as u32) as i32));
+    }
+    if !keep_fin {
+        tcp.set_fin(false);
     }
     if tcp.ack() {
         tcp.set_ack_number(smoltcp::wire::TcpSeqNumber(ack as i32));
@@ -738,6 +871,26 @@ mod tests {
         assert_eq!(tcp.seq_number().0, 1100);
         assert!(tcp.payload().is_empty());
         assert!(tcp.verify_checksum(&A.into(), &B.into()));
+    }
+
+    #[test]
+    fn only_the_missing_bytes_of_a_super_segment_are_resent() {
+        let mut r = Recovery::new();
+        r.on_output(t(0), &packet(A, B, 1000, 1, &[9u8; 9000], [None; 3]));
+        let mut out = Vec::new();
+        r.on_input(t(1), &ack(1000, [None; 3]), &mut out);
+        // The peer got everything but bytes 2460..4000 and the first 1460.
+        let sack = [Some((4000, 10000)), Some((2460, 2461)), None];
+        r.on_input(t(1), &ack(1000, sack), &mut out);
+        let got: Vec<(u32, usize)> = out
+            .iter()
+            .map(|p| {
+                let tcp = TcpPacket::new_checked(&p[20..]).unwrap();
+                assert!(tcp.verify_checksum(&A.into(), &B.into()));
+                (tcp.seq_number().0 as u32, tcp.payload().len())
+            })
+            .collect();
+        assert_eq!(got, vec![(1000, 1460), (2461, 1539)]);
     }
 
     #[test]
