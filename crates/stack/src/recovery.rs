@@ -28,9 +28,9 @@ use smoltcp::wire::{IpAddress, Ipv4Packet, Ipv6Packet, TcpOption, TcpPacket};
 pub const DUP_THRESH: u32 = 3;
 /// At most this many bytes of copies per flow; beyond it segments are not kept (smoltcp's
 /// own retransmission still covers them).
-const FLOW_LIMIT: usize = 8 << 20;
+const FLOW_LIMIT: usize = 32 << 20;
 /// At most this many bytes of copies per stack.
-const TOTAL_LIMIT: usize = 32 << 20;
+const TOTAL_LIMIT: usize = 128 << 20;
 /// The segment size assumed for super-frames when counting SACKed bytes above a hole.
 const MAX_SMSS: u32 = 1460;
 /// Bounds of the probe timeout.
@@ -236,6 +236,7 @@ impl Flow {
         self.srtt
             .map_or(Duration::from_millis(50), |s| s * 2)
             .max(Duration::from_millis(2))
+            .min(Duration::from_millis(200))
     }
 }
 
@@ -434,7 +435,9 @@ impl Recovery {
                     }
                 }
             }
-            if let Some(r) = sample {
+            // Behind a hole, a cumulative ACK comes late by the repair time: only ACKs with
+            // nothing SACKed outstanding measure the path.
+            if let Some(r) = sample.filter(|_| flow.sacked.is_empty()) {
                 flow.srtt = Some(match flow.srtt {
                     Some(s) => (s * 7 + r) / 8,
                     None => r,
@@ -629,7 +632,9 @@ fn refresh(
     }
     let mut tcp = TcpPacket::new_unchecked(&mut p[off..]);
     if head > 0 {
-        tcp.set_seq_number(smoltcp::wire::TcpSeqNumber(seq.wrapping_add(head as u32) as i32));
+        tcp.set_seq_number(smoltcp::wire::TcpSeqNumber(
+            seq.wrapping_add(head as u32) as i32
+        ));
     }
     if !keep_fin {
         tcp.set_fin(false);
