@@ -136,8 +136,12 @@ pub fn run_dhcp(ifaces: &[String], conf: &NetConf, mount_ns: bool) -> Result<dhc
     let iface = ifaces
         .first()
         .ok_or("--dhcp needs a VNL: there is no interface")?;
-    let lease = dhcp::acquire(iface, std::time::Duration::from_secs(15))
-        .map_err(|e| format!("DHCP on {iface}: {e}"))?;
+    let lease = dhcp::acquire(
+        iface,
+        conf.hostname.as_deref(),
+        std::time::Duration::from_secs(15),
+    )
+    .map_err(|e| format!("DHCP on {iface}: {e}"))?;
     let mut nl = Netlink::open().map_err(|e| format!("cannot open netlink: {e}"))?;
     nl.add_addr(iface, IpAddr::V4(lease.addr), lease.prefix)
         .map_err(|e| e.to_string())?;

@@ -55,7 +55,8 @@
 //! ```
 
 pub mod config;
-pub mod dhcp;
+/// The DHCPv4 client stacks run (the `filo-dhcp` crate).
+pub use filo_dhcp as dhcp;
 mod dns;
 mod driver;
 mod icmp;

@@ -157,7 +157,7 @@ pub(crate) struct Link {
     /// Frames "sent" on a link without a plug (unit tests look at them).
     pub captured: Vec<Vec<u8>>,
     /// The link's DHCPv4 client, when `dhcp` was configured.
-    pub dhcp: Option<crate::dhcp::Client>,
+    pub dhcp: Option<filo_dhcp::Client>,
     /// Frames of this turn, sent together (sendmmsg) by [`Net::flush_tx`].
     txq: Vec<Vec<u8>>,
 }
@@ -209,6 +209,15 @@ struct Neigh {
     pending: Vec<Vec<u8>>,
 }
 
+/// smoltcp's clock as the DHCP client's (both count from the Unix epoch here).
+pub(crate) fn to_dhcp_time(t: Instant) -> filo_dhcp::Instant {
+    filo_dhcp::Instant::from_millis(t.total_millis().max(0) as u64)
+}
+
+fn from_dhcp_time(t: filo_dhcp::Instant) -> Instant {
+    Instant::from_millis(t.total_millis() as i64)
+}
+
 /// The IP MTU smoltcp sees on a super-frame link: TCP segments of up to 64 KiB.
 pub const GSO_MTU: usize = 65000;
 const NEIGH_STALE: Duration = Duration::from_secs(120);
@@ -242,7 +251,7 @@ pub(crate) struct Net {
     /// Router advertisements received: (link, advert), for SLAAC to apply.
     pub adverts: Vec<(usize, IpAddr, RouterAdvert)>,
     /// DHCP lease changes: (link, event), for the stack to apply.
-    pub dhcp_events: Vec<(usize, crate::dhcp::Event)>,
+    pub dhcp_events: Vec<(usize, filo_dhcp::Event)>,
     scratch: Vec<u8>,
     /// Spent frame buffers, reused so the hot path does not allocate.
     pool: Vec<Vec<u8>>,
@@ -587,7 +596,7 @@ impl Net {
             .links
             .iter()
             .filter(|l| l.up)
-            .filter_map(|l| l.dhcp.as_ref().map(|d| d.poll_at()));
+            .filter_map(|l| l.dhcp.as_ref().map(|d| from_dhcp_time(d.poll_at())));
         self.neigh
             .values()
             .filter(|n| n.mac.is_none())
@@ -597,7 +606,7 @@ impl Net {
             .min()
     }
 
-    fn dhcp_out(&mut self, now: Instant, i: usize, out: crate::dhcp::Outgoing) {
+    fn dhcp_out(&mut self, now: Instant, i: usize, out: filo_dhcp::Outgoing) {
         let mut f = vec![0u8; ETH_HDR];
         f.extend_from_slice(&out.packet);
         if out.broadcast {
@@ -613,7 +622,7 @@ impl Net {
         &mut self,
         now: Instant,
         i: usize,
-        (out, ev): (Option<crate::dhcp::Outgoing>, Option<crate::dhcp::Event>),
+        (out, ev): (Option<filo_dhcp::Outgoing>, Option<filo_dhcp::Event>),
     ) {
         if let Some(o) = out {
             self.dhcp_out(now, i, o);
@@ -653,7 +662,7 @@ impl Net {
                 continue;
             }
             let r = match self.links[i].dhcp.as_mut() {
-                Some(d) if now >= d.poll_at() => d.poll(now),
+                Some(d) if to_dhcp_time(now) >= d.poll_at() => d.poll(to_dhcp_time(now)),
                 _ => continue,
             };
             self.dhcp_result(now, i, r);
@@ -859,12 +868,12 @@ impl Net {
                 Some(len) => {
                     let p = &payload[..len];
                     let dhcp = self.links[ifindex].dhcp.is_some();
-                    match crate::dhcp::dhcp_payload(p).filter(|_| dhcp) {
+                    match filo_dhcp::dhcp_payload(p).filter(|_| dhcp) {
                         Some(d) => {
                             let r = self.links[ifindex]
                                 .dhcp
                                 .as_mut()
-                                .and_then(|c| c.handle(now, d));
+                                .and_then(|c| c.handle(to_dhcp_time(now), d));
                             if let Some(r) = r {
                                 self.dhcp_result(now, ifindex, r);
                             }

@@ -371,7 +371,7 @@ impl Inner {
                     !(r.ifindex == Some(i) && r.dst.prefix == 0 && r.dst.addr.is_ipv4())
                 });
             }
-            if let crate::dhcp::Event::Configured(lease) = event {
+            if let filo_dhcp::Event::Configured(lease) = event {
                 let c = Cidr {
                     addr: IpAddr::V4(lease.addr),
                     prefix: lease.prefix,
@@ -643,10 +643,10 @@ fn add_link(inner: &mut Inner, stack_name: &str, i: usize, plug: Option<Plug>, c
     });
     let mut link = Link::new(format!("vde{i}"), plug, mac);
     if conf.dhcp {
-        link.dhcp = Some(crate::dhcp::Client::new(
+        link.dhcp = Some(filo_dhcp::Client::new(
             mac,
             conf.fqdn.clone(),
-            Instant::now(),
+            crate::net::to_dhcp_time(Instant::now()),
             seed() as u32,
         ));
     }

@@ -1,6 +1,7 @@
 //! A DHCPv4 client (RFC 2131) as a sans-IO state machine: time and received payloads in,
-//! IPv4/UDP packets and lease events out. It lives in filo's layer (smoltcp's DHCP socket
-//! requires an Ethernet-medium interface, and filo runs smoltcp on `Medium::Ip`).
+//! IPv4/UDP packets and lease events out. filo-stack runs it in its own layer (smoltcp's
+//! DHCP socket requires an Ethernet-medium interface, and filo runs smoltcp on `Medium::Ip`);
+//! `filo ns` runs it on a kernel UDP socket ([`Outgoing::udp_payload`]).
 //!
 //! INIT → SELECTING (DISCOVER, wait for OFFER) → REQUESTING (REQUEST, wait for ACK) → BOUND;
 //! at T1 RENEWING (unicast REQUEST to the server), at T2 REBINDING (broadcast REQUEST), at
@@ -8,9 +9,34 @@
 
 use std::net::Ipv4Addr;
 
-use smoltcp::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::wire::Mac;
+/// An Ethernet address.
+pub type Mac = [u8; 6];
+
+/// A point in time on the caller's monotonic clock, from any fixed origin (the client only
+/// compares and adds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Instant(Duration);
+
+impl Instant {
+    pub fn from_millis(ms: u64) -> Instant {
+        Instant(Duration::from_millis(ms))
+    }
+    pub fn from_secs(s: u64) -> Instant {
+        Instant(Duration::from_secs(s))
+    }
+    pub fn total_millis(&self) -> u64 {
+        self.0.as_millis() as u64
+    }
+}
+
+impl std::ops::Add<Duration> for Instant {
+    type Output = Instant;
+    fn add(self, d: Duration) -> Instant {
+        Instant(self.0 + d)
+    }
+}
 
 pub const CLIENT_PORT: u16 = 68;
 pub const SERVER_PORT: u16 = 67;
@@ -50,6 +76,13 @@ pub enum Event {
 pub struct Outgoing {
     pub broadcast: bool,
     pub packet: Vec<u8>,
+}
+
+impl Outgoing {
+    /// The DHCP message alone, for a sender that uses a UDP socket.
+    pub fn udp_payload(&self) -> &[u8] {
+        self.packet.get(28..).unwrap_or_default()
+    }
 }
 
 #[derive(Debug)]
@@ -446,6 +479,28 @@ mod tests {
         }
         assert!(gone);
         assert!(c.lease().is_none());
+    }
+
+    #[test]
+    fn a_nak_starts_over_with_a_new_transaction_and_udp_payload_is_the_message() {
+        let t0 = Instant::from_secs(5);
+        let mut c = Client::new(MAC, None, t0, 9);
+        let (discover, _) = c.poll(t0);
+        let discover = discover.unwrap();
+        assert_eq!(discover.udp_payload().len(), discover.packet.len() - 28);
+        assert_eq!(&discover.udp_payload()[236..240], &MAGIC);
+        let first_xid = c.xid;
+        let _ = c.handle(t0, &reply(&c, 2, [10, 0, 0, 50], 60)).unwrap();
+        let (_, ev) = c.handle(t0, &reply(&c, 6, [0, 0, 0, 0], 0)).unwrap();
+        assert!(
+            ev.is_none(),
+            "a NAK before any lease changes nothing configured"
+        );
+        assert!(c.lease().is_none());
+        let (again, _) = c.poll(t0);
+        let again = again.expect("a new DISCOVER at once");
+        assert_eq!(again.udp_payload()[240 + 2], 1, "DHCPDISCOVER");
+        assert_ne!(c.xid, first_xid);
     }
 
     #[test]
