@@ -77,12 +77,5 @@ pub(crate) fn ping(
 }
 
 fn checksum(b: &[u8]) -> u16 {
-    let mut acc: u32 = 0;
-    for c in b.chunks(2) {
-        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
+    crate::wire::internet_checksum(b)
 }

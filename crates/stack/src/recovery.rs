@@ -315,24 +315,39 @@ impl Recovery {
         self.bytes
     }
 
-    /// Notes an IP packet the stack sends.
-    pub fn on_output(&mut self, now: Instant, packet: &[u8]) {
-        let Some((src, dst, off)) = tcp_of(packet) else {
-            return;
-        };
-        let Ok(tcp) = TcpPacket::new_checked(&packet[off..]) else {
-            return;
+    /// The flow a TCP packet belongs to (seen from this side) and its TCP header; a reset
+    /// ends the flow here and yields nothing.
+    fn segment<'p>(
+        &mut self,
+        packet: &'p [u8],
+        sent: bool,
+    ) -> Option<(FlowKey, TcpPacket<&'p [u8]>)> {
+        let (src, dst, off) = tcp_of(packet)?;
+        let tcp = TcpPacket::new_checked(&packet[off..]).ok()?;
+        let (local, remote) = if sent { (src, dst) } else { (dst, src) };
+        let (local_port, remote_port) = if sent {
+            (tcp.src_port(), tcp.dst_port())
+        } else {
+            (tcp.dst_port(), tcp.src_port())
         };
         let key = FlowKey {
-            local: src,
-            remote: dst,
-            local_port: tcp.src_port(),
-            remote_port: tcp.dst_port(),
+            local,
+            remote,
+            local_port,
+            remote_port,
         };
         if tcp.rst() {
             self.forget(&key);
-            return;
+            return None;
         }
+        Some((key, tcp))
+    }
+
+    /// Notes an IP packet the stack sends.
+    pub fn on_output(&mut self, now: Instant, packet: &[u8]) {
+        let Some((key, tcp)) = self.segment(packet, true) else {
+            return;
+        };
         if tcp.syn() {
             return;
         }
@@ -388,22 +403,9 @@ impl Recovery {
 
     /// Reads an IP packet the stack receives; queues in `out` the segments to send again.
     pub fn on_input(&mut self, now: Instant, packet: &[u8], out: &mut Vec<Vec<u8>>) {
-        let Some((src, dst, off)) = tcp_of(packet) else {
+        let Some((key, tcp)) = self.segment(packet, false) else {
             return;
         };
-        let Ok(tcp) = TcpPacket::new_checked(&packet[off..]) else {
-            return;
-        };
-        let key = FlowKey {
-            local: dst,
-            remote: src,
-            local_port: tcp.dst_port(),
-            remote_port: tcp.src_port(),
-        };
-        if tcp.rst() {
-            self.forget(&key);
-            return;
-        }
         if !tcp.ack() {
             return;
         }
@@ -730,6 +732,10 @@ mod tests {
         TcpPacket::new_checked(&p[20..]).unwrap().seq_number().0 as u32
     }
 
+    fn seqs(out: &[Vec<u8>]) -> Vec<u32> {
+        out.iter().map(|p| seq_of(p)).collect()
+    }
+
     fn t(ms: u64) -> Instant {
         Instant::from_millis(ms as i64)
     }
@@ -782,8 +788,7 @@ mod tests {
         // 1000 and 1400 lost; everything else SACKed.
         let sack = [Some((1100, 1400)), Some((1500, 2000)), None];
         r.on_input(t(5), &ack(1000, sack), &mut out);
-        let seqs: Vec<u32> = out.iter().map(|p| seq_of(p)).collect();
-        assert_eq!(seqs, vec![1000, 1400]);
+        assert_eq!(seqs(&out), vec![1000, 1400]);
         out.clear();
         // The resent 1000 arrives; 1400 was lost again. After the resend gap it goes again.
         r.on_input(t(6), &ack(1400, [Some((1500, 2000)), None, None]), &mut out);
@@ -793,10 +798,7 @@ mod tests {
             &ack(1400, [Some((1500, 2000)), None, None]),
             &mut out,
         );
-        assert_eq!(
-            out.iter().map(|p| seq_of(p)).collect::<Vec<_>>(),
-            vec![1400]
-        );
+        assert_eq!(seqs(&out), vec![1400]);
     }
 
     #[test]
@@ -809,10 +811,7 @@ mod tests {
         }
         assert!(out.is_empty());
         r.on_input(t(1), &ack(1300, [None; 3]), &mut out);
-        assert_eq!(
-            out.iter().map(|p| seq_of(p)).collect::<Vec<_>>(),
-            vec![1300]
-        );
+        assert_eq!(seqs(&out), vec![1300]);
     }
 
     #[test]
@@ -824,10 +823,7 @@ mod tests {
         r.on_timer(due - Duration::from_millis(1), &mut out);
         assert!(out.is_empty(), "nothing before the deadline");
         r.on_timer(due, &mut out);
-        assert_eq!(
-            out.iter().map(|p| seq_of(p)).collect::<Vec<_>>(),
-            vec![1900]
-        );
+        assert_eq!(seqs(&out), vec![1900]);
         let next = r.poll_at().unwrap();
         assert!(next - due > due - t(1), "the second probe waits longer");
         r.on_input(next, &ack(2000, [None; 3]), &mut out);

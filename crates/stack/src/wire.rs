@@ -208,6 +208,11 @@ pub fn ip_src(p: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// The Internet checksum (RFC 1071) of `data`.
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    fold(sum16(data, 0))
+}
+
 fn sum16(data: &[u8], mut acc: u32) -> u32 {
     let mut chunks = data.chunks_exact(2);
     for c in &mut chunks {
