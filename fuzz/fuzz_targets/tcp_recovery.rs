@@ -16,7 +16,9 @@ fuzz_target!(|data: &[u8]| {
         let n = usize::from(*len).min(tail.len());
         let (packet, next) = tail.split_at(n);
         match tag % 3 {
-            0 => r.on_output(now, packet),
+            0 => {
+                let _ = r.on_output(now, packet, &mut out);
+            }
             1 => r.on_input(now, packet, &mut out),
             _ => {
                 now += Duration::from_millis(u64::from(*len));

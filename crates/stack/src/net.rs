@@ -471,7 +471,13 @@ impl Net {
     /// Sends the IP packet in `frame[14..]` (the first 14 bytes are room for the header).
     pub fn output(&mut self, now: Instant, frame: Vec<u8>) {
         if let Some(r) = self.recovery.as_mut() {
-            r.on_output(now, &frame[ETH_HDR..]);
+            if r.on_output(now, &frame[ETH_HDR..], &mut self.resend)
+                == crate::recovery::Verdict::Replaced
+            {
+                self.recycle(frame);
+                self.send_resends(now);
+                return;
+            }
         }
         self.send_ip(now, frame);
     }

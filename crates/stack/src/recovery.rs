@@ -190,11 +190,15 @@ impl Flow {
 
     /// The parts of `seg` neither acked nor SACKed.
     fn holes(&self, seg: &Segment) -> Vec<(u32, u32)> {
+        self.holes_in(seg.seq, seg.end())
+    }
+
+    /// The parts of the sequence range `start..end` neither acked nor SACKed.
+    fn holes_in(&self, start: u32, end: u32) -> Vec<(u32, u32)> {
         let mut from = match self.una {
-            Some(u) if before(seg.seq, u) => u,
-            _ => seg.seq,
+            Some(u) if before(start, u) => u,
+            _ => start,
         };
-        let end = seg.end();
         let mut holes = Vec::new();
         for &(l, r) in &self.sacked {
             if !before(l, end) {
@@ -284,6 +288,18 @@ pub struct RecoveryStats {
     pub probes: u64,
     /// Segments not kept because a limit was reached.
     pub not_kept: u64,
+    /// smoltcp's own resends cut down to what the peer lacks (or dropped: it had it all).
+    pub trimmed: u64,
+}
+
+/// What to do with a packet the stack sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it as it is.
+    Send,
+    /// Do not send it; send what [`Recovery::on_output`] put in `out` instead (possibly
+    /// nothing: the peer already has every byte).
+    Replaced,
 }
 
 /// The recovery state of one stack.
@@ -343,18 +359,21 @@ impl Recovery {
         Some((key, tcp))
     }
 
-    /// Notes an IP packet the stack sends.
-    pub fn on_output(&mut self, now: Instant, packet: &[u8]) {
+    /// Notes an IP packet the stack sends and says what to do with it. smoltcp resends
+    /// whole segments (a 64 KiB one on its third duplicate ACK, everything from the first
+    /// unacked byte on its timeout); what the peer has already SACKed is cut out of those, and
+    /// the parts still missing go in `out` instead ([`Verdict::Replaced`]).
+    pub fn on_output(&mut self, now: Instant, packet: &[u8], out: &mut Vec<Vec<u8>>) -> Verdict {
         let Some((key, tcp)) = self.segment(packet, true) else {
-            return;
+            return Verdict::Send;
         };
         if tcp.syn() {
-            return;
+            return Verdict::Send;
         }
         let payload = tcp.payload().len();
         let len = payload as u32 + u32::from(tcp.fin());
         if len == 0 && !self.flows.contains_key(&key) {
-            return;
+            return Verdict::Send;
         }
         let flow = self.flows.entry(key).or_insert_with(|| Flow::new(now));
         flow.touched = now;
@@ -363,7 +382,7 @@ impl Recovery {
             flow.window = tcp.window_len();
         }
         if len == 0 {
-            return;
+            return Verdict::Send;
         }
         let seq = tcp.seq_number().0 as u32;
         if payload > 0 {
@@ -375,17 +394,36 @@ impl Recovery {
         let newest_end = flow.segments.back().map(Segment::end);
         match newest_end {
             Some(end) if before(seq, end) => {
-                // smoltcp resending: note it so the copy is not resent right behind it.
-                if let Some(s) = flow.segments.iter_mut().find(|s| s.seq == seq) {
-                    s.resent = Some(now);
+                // smoltcp resending: note it so the copy is not resent right behind it, and
+                // send only what the peer lacks.
+                let seg_end = seq.wrapping_add(len);
+                for s in flow.segments.iter_mut() {
+                    if before(s.seq, seg_end) && before(seq, s.end()) {
+                        s.resent = Some(now);
+                    }
                 }
-                return;
+                let holes = flow.holes_in(seq, seg_end);
+                if holes == [(seq, seg_end)] {
+                    return Verdict::Send;
+                }
+                self.stats.trimmed += 1;
+                for (h0, h1) in holes {
+                    out.push(refresh(
+                        packet,
+                        h0,
+                        h1,
+                        flow.ack,
+                        flow.window,
+                        &mut self.pool,
+                    ));
+                }
+                return Verdict::Replaced;
             }
             _ => {}
         }
         if flow.bytes + packet.len() > FLOW_LIMIT || self.bytes + packet.len() > TOTAL_LIMIT {
             self.stats.not_kept += 1;
-            return;
+            return Verdict::Send;
         }
         let mut copy = self.pool.pop().unwrap_or_default();
         copy.clear();
@@ -399,6 +437,7 @@ impl Recovery {
             sent: now,
             resent: None,
         });
+        Verdict::Send
     }
 
     /// Reads an IP packet the stack receives; queues in `out` the segments to send again.
@@ -534,6 +573,11 @@ impl Recovery {
             }
             flow.probe_at = Some(now);
             flow.backoff += 1;
+            if flow.backoff >= 3 {
+                // Still stuck: the peer may have dropped data it SACKed (RFC 2018 allows
+                // it). Forget the SACKs so that everything unacked can go again.
+                flow.sacked.clear();
+            }
             tracing::debug!(
                 una = ?flow.una,
                 in_flight = flow.segments.len(),
@@ -744,7 +788,7 @@ mod tests {
     fn ten_in_flight() -> Recovery {
         let mut r = Recovery::new();
         for i in 0..10 {
-            r.on_output(t(0), &data(1000 + i * MSS));
+            r.on_output(t(0), &data(1000 + i * MSS), &mut Vec::new());
         }
         r
     }
@@ -835,7 +879,11 @@ mod tests {
     fn resent_copies_carry_the_newest_ack_and_a_valid_checksum() {
         let mut r = ten_in_flight();
         // This side has since acked up to 77 of the peer's data.
-        r.on_output(t(1), &packet(A, B, 2000, 77, &[], [None; 3]));
+        r.on_output(
+            t(1),
+            &packet(A, B, 2000, 77, &[], [None; 3]),
+            &mut Vec::new(),
+        );
         let mut out = Vec::new();
         r.on_input(t(1), &ack(1000, [None; 3]), &mut out);
         let sack = [Some((1100, 1400)), None, None];
@@ -858,7 +906,7 @@ mod tests {
             tcp.set_fin(true);
             tcp.fill_checksum(&A.into(), &B.into());
         }
-        r.on_output(t(0), &fin);
+        r.on_output(t(0), &fin, &mut Vec::new());
         let mut out = Vec::new();
         r.on_input(t(1), &ack(1100, [None; 3]), &mut out);
         assert_eq!(r.held(), fin.len(), "the FIN is not acked yet");
@@ -877,7 +925,11 @@ mod tests {
     #[test]
     fn only_the_missing_bytes_of_a_super_segment_are_resent() {
         let mut r = Recovery::new();
-        r.on_output(t(0), &packet(A, B, 1000, 1, &[9u8; 9000], [None; 3]));
+        r.on_output(
+            t(0),
+            &packet(A, B, 1000, 1, &[9u8; 9000], [None; 3]),
+            &mut Vec::new(),
+        );
         let mut out = Vec::new();
         r.on_input(t(1), &ack(1000, [None; 3]), &mut out);
         // The peer got everything but bytes 2460..4000 and the first 1460.
@@ -892,13 +944,29 @@ mod tests {
             })
             .collect();
         assert_eq!(got, vec![(1000, 1460), (2461, 1539)]);
+        // smoltcp resending the whole segment goes out cut down to the same holes.
+        let mut cut = Vec::new();
+        let whole = packet(A, B, 1000, 1, &[9u8; 9000], [None; 3]);
+        assert_eq!(r.on_output(t(2), &whole, &mut cut), Verdict::Replaced);
+        assert_eq!(cut.len(), 2);
+        assert_eq!(seqs(&cut), vec![1000, 2461]);
+        // Once the peer has it all, smoltcp's resend is dropped.
+        r.on_input(
+            t(3),
+            &ack(1000, [Some((1000, 10000)), None, None]),
+            &mut out,
+        );
+        let mut none = Vec::new();
+        assert_eq!(r.on_output(t(4), &whole, &mut none), Verdict::Replaced);
+        assert!(none.is_empty());
+        assert_eq!(r.stats.trimmed, 2);
     }
 
     #[test]
     fn smoltcp_resending_is_not_kept_twice_and_rst_forgets_the_flow() {
         let mut r = ten_in_flight();
         let held = r.held();
-        r.on_output(t(3), &data(1000));
+        r.on_output(t(3), &data(1000), &mut Vec::new());
         assert_eq!(r.held(), held);
         let rst = {
             let mut p = ack(1000, [None; 3]);
@@ -916,12 +984,12 @@ mod tests {
         let mut r = Recovery::new();
         let mut out = Vec::new();
         for p in [&[][..], &[0x45][..], &[0x60, 0, 0][..], &[0xff; 60][..]] {
-            r.on_output(t(0), p);
+            r.on_output(t(0), p, &mut Vec::new());
             r.on_input(t(0), p, &mut out);
         }
         let mut truncated = data(1000);
         truncated.truncate(30);
-        r.on_output(t(0), &truncated);
+        r.on_output(t(0), &truncated, &mut Vec::new());
         r.on_input(t(0), &truncated, &mut out);
         assert!(out.is_empty());
         assert_eq!(r.held(), 0);
