@@ -761,28 +761,30 @@ impl Net {
             self.counters.dropped_link_down += 1;
             return;
         }
-        let Some(plug) = l.plug.as_mut() else {
+        if l.plug.is_none() {
             l.captured.push(frame);
             self.counters.frames_out += 1;
             return;
-        };
-        if !l.backlog.is_empty() {
-            if l.backlog.len() >= BACKLOG {
-                self.counters.dropped_tx_full += 1;
-            } else {
-                l.backlog.push_back(frame);
-            }
-            return;
         }
-        let _ = plug;
-        if l.vnet {
+        // A super-frame link takes every frame behind a virtio-net header, queued or not.
+        let frame = if l.vnet {
             let hdr = vnet::header_for(&frame, l.mtu).emit();
             let mut framed = self.pool.pop().unwrap_or_default();
             framed.clear();
             framed.extend_from_slice(&hdr);
             framed.extend_from_slice(&frame);
             self.recycle(frame);
-            self.links[ifindex].txq.push(framed);
+            framed
+        } else {
+            frame
+        };
+        let l = &mut self.links[ifindex];
+        if !l.backlog.is_empty() {
+            if l.backlog.len() >= BACKLOG {
+                self.counters.dropped_tx_full += 1;
+            } else {
+                l.backlog.push_back(frame);
+            }
             return;
         }
         l.txq.push(frame);
