@@ -106,17 +106,18 @@ fn filo(args: &[&str]) -> (i32, String, String) {
     (s.code().unwrap_or(-1), o, e)
 }
 
+/// `curl -s -m 2 URL` inside the named stack `stack` (via `filo mstack`).
+fn mstack_curl(stack: &str, url: &str) -> (i32, String, String) {
+    filo(&["mstack", stack, "--", "curl", "-s", "-m", "2", url])
+}
+
 fn bg(args: &[&str]) -> Proc {
     let mut c = Command::new(FILO);
     c.args(args)
         .env_remove("FILO_STACK")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(if std::env::var_os("FILO_TEST_LOGS").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        });
+        .stderr(test_log());
     Proc::spawn(&mut c)
 }
 
@@ -457,16 +458,7 @@ fn example_one_program_through_a_separate_network() {
     let sp = s.to_string_lossy().into_owned();
     let _stack = serve(&s, &vpn.vnl(), &["--ip", "10.75.0.2/24"]);
     let ok = wait_until(T, || {
-        let (code, out, _) = filo(&[
-            "mstack",
-            &sp,
-            "--",
-            "curl",
-            "-s",
-            "-m",
-            "2",
-            "http://10.75.0.1:8000/secret",
-        ]);
+        let (code, out, _) = mstack_curl(&sp, "http://10.75.0.1:8000/secret");
         code == 0 && out == "inside the vpn"
     });
     assert!(
@@ -552,16 +544,7 @@ fn example_per_process_routing() {
     for (s, name) in [(&sa, "via-a"), (&sb, "via-b")] {
         let sp = s.to_string_lossy().into_owned();
         let ok = wait_until(T, || {
-            let (code, out, _) = filo(&[
-                "mstack",
-                &sp,
-                "--",
-                "curl",
-                "-s",
-                "-m",
-                "2",
-                "http://203.0.113.5:8000/who",
-            ]);
+            let (code, out, _) = mstack_curl(&sp, "http://203.0.113.5:8000/who");
             code == 0 && out == name
         });
         assert!(ok, "{name}: wrong route");

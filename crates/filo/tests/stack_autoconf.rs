@@ -27,33 +27,10 @@ fn lan(tag: &str, n: u8) -> Lan {
     let tmp = TempDir::new(tag);
     let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
     let ns = Netns::new(tag);
-    ns.exec_ok(&["ip", "tuntap", "add", "tap0", "mode", "tap"]);
-    ns.exec_ok(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("10.{n}.0.1/24"),
-        "dev",
-        "tap0",
-    ]);
-    ns.exec_ok(&[
-        "ip",
-        "-6",
-        "addr",
-        "add",
-        &format!("fd{n}::1/64"),
-        "dev",
-        "tap0",
-        "nodad",
-    ]);
-    ns.exec_ok(&["ip", "link", "set", "tap0", "up"]);
+    ns.tap(&[&format!("10.{n}.0.1/24"), &format!("fd{n}::1/64")]);
     ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
     let mut procs = Vec::new();
-    let mut c = ns.command(FILO);
-    c.args(["plug", "tap://tap0", &sw.vnl()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    procs.push(Proc::spawn(&mut c));
+    procs.push(ns.plug_tap(&[FILO, "plug"], &sw.vnl()));
     let mut d = ns.command("dnsmasq");
     d.args([
         "--no-daemon",

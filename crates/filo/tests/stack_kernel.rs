@@ -26,31 +26,8 @@ impl KernelPeer {
         let tmp = TempDir::new(tag);
         let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
         let ns = Netns::new(tag);
-        ns.exec_ok(&["ip", "tuntap", "add", "tap0", "mode", "tap"]);
-        ns.exec_ok(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("10.{net}.0.1/24"),
-            "dev",
-            "tap0",
-        ]);
-        ns.exec_ok(&[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("fd{net}::1/64"),
-            "dev",
-            "tap0",
-            "nodad",
-        ]);
-        ns.exec_ok(&["ip", "link", "set", "tap0", "up"]);
-        let mut c = ns.command(FILO);
-        c.args(["plug", "tap://tap0", &sw.vnl()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        let plug = Proc::spawn(&mut c);
+        ns.tap(&[&format!("10.{net}.0.1/24"), &format!("fd{net}::1/64")]);
+        let plug = ns.plug_tap(&[FILO, "plug"], &sw.vnl());
         assert!(
             wait_until(T, || sw.endpoints() >= 1),
             "the tap plug did not connect"

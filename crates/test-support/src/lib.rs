@@ -206,6 +206,15 @@ impl Netns {
     }
 }
 
+/// Where a daemon's log goes in a test: nowhere, unless FILO_TEST_LOGS=1 (while debugging).
+pub fn test_log() -> Stdio {
+    if std::env::var_os("FILO_TEST_LOGS").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         if let Ok(out) = Command::new("ip")
@@ -435,12 +444,7 @@ impl FiloSwitch {
                 .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                // FILO_TEST_LOGS=1 shows the switch's log while debugging a test.
-                .stderr(if std::env::var_os("FILO_TEST_LOGS").is_some() {
-                    Stdio::inherit()
-                } else {
-                    Stdio::null()
-                }),
+                .stderr(test_log()),
         );
         assert!(
             wait_until(Duration::from_secs(5), || mgmt.exists()
