@@ -241,6 +241,21 @@ impl Inner {
         });
     }
 
+    /// Where a socket bound to `addr` listens: its port (a free one for port 0) and its
+    /// address with IPv4-mapped IPv6 unmapped (none for `0.0.0.0`/`::`, i.e. every address).
+    pub fn listen_endpoint(&mut self, addr: SocketAddr) -> IpListenEndpoint {
+        let port = if addr.port() == 0 {
+            self.ephemeral_port()
+        } else {
+            addr.port()
+        };
+        let ip = unmap(addr.ip());
+        IpListenEndpoint {
+            addr: (!ip.is_unspecified()).then(|| ip.into()),
+            port,
+        }
+    }
+
     pub fn ephemeral_port(&mut self) -> u16 {
         self.next_port = if self.next_port == u16::MAX {
             49152

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
-use smoltcp::wire::IpListenEndpoint;
 
 use crate::stack::{check_route, map_if, unmap, Inner, Stack};
 
@@ -234,6 +233,28 @@ impl TcpStream {
         &self.stack
     }
 
+    /// The end of a read or write: wake the driver if the inline turn asked for it; no
+    /// answer within the timeout is `WouldBlock` (as std's sockets report it).
+    fn finish_io(
+        &self,
+        r: Option<io::Result<(usize, bool)>>,
+        timed_out: &str,
+    ) -> io::Result<usize> {
+        match r {
+            Some(Ok((n, kick))) => {
+                if kick {
+                    self.stack.shared.kick();
+                }
+                Ok(n)
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                timed_out.to_string(),
+            )),
+        }
+    }
+
     fn read_inner(&self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() || self.read_shut.load(Ordering::Relaxed) {
             return Ok(0);
@@ -254,16 +275,7 @@ impl TcpStream {
                 None
             }
         });
-        match r {
-            Some(Ok((n, kick))) => {
-                if kick {
-                    self.stack.shared.kick();
-                }
-                Ok(n)
-            }
-            Some(Err(e)) => Err(e),
-            None => Err(io::Error::new(io::ErrorKind::WouldBlock, "read timed out")),
-        }
+        self.finish_io(r, "read timed out")
     }
 
     fn write_inner(&self, buf: &[u8]) -> io::Result<usize> {
@@ -289,16 +301,7 @@ impl TcpStream {
                 None
             }
         });
-        match r {
-            Some(Ok((n, kick))) => {
-                if kick {
-                    self.stack.shared.kick();
-                }
-                Ok(n)
-            }
-            Some(Err(e)) => Err(e),
-            None => Err(io::Error::new(io::ErrorKind::WouldBlock, "write timed out")),
-        }
+        self.finish_io(r, "write timed out")
     }
 
     /// Waits until everything written was acknowledged by the peer (or the timeout passes).
@@ -400,22 +403,17 @@ impl TcpListener {
     /// listener reports IPv4 peers as `::ffff:a.b.c.d`. Port 0 picks a free port.
     pub fn bind(stack: &Stack, addr: SocketAddr) -> io::Result<TcpListener> {
         let mut g = stack.lock();
-        let port = if addr.port() == 0 {
-            g.ephemeral_port()
-        } else {
-            addr.port()
-        };
-        let ip = unmap(addr.ip());
-        if !ip.is_unspecified() && !g.net.is_own(&ip) {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrNotAvailable,
-                format!("{ip} is not an address of this stack"),
-            ));
+        let endpoint = g.listen_endpoint(addr);
+        if let Some(ip) = endpoint.addr {
+            let ip = IpAddr::from(ip);
+            if !g.net.is_own(&ip) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrNotAvailable,
+                    format!("{ip} is not an address of this stack"),
+                ));
+            }
         }
-        let endpoint = IpListenEndpoint {
-            addr: (!ip.is_unspecified()).then(|| ip.into()),
-            port,
-        };
+        let port = endpoint.port;
         let id = g.add_listener(endpoint)?;
         drop(g);
         stack.shared.kick();

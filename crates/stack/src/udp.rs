@@ -8,7 +8,6 @@ use std::time::Duration;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::udp;
 use smoltcp::storage::PacketMetadata;
-use smoltcp::wire::IpListenEndpoint;
 
 use crate::stack::{check_route, map_if, unmap, Stack};
 use crate::tcp::to_std;
@@ -38,19 +37,11 @@ impl UdpSocket {
     /// Binds to `addr` (port 0 picks one; `0.0.0.0`/`::` receive on every address).
     pub fn bind(stack: &Stack, addr: SocketAddr) -> io::Result<UdpSocket> {
         let mut g = stack.lock();
-        let port = if addr.port() == 0 {
-            g.ephemeral_port()
-        } else {
-            addr.port()
-        };
-        let ip = unmap(addr.ip());
+        let ep = g.listen_endpoint(addr);
+        let port = ep.port;
         let rx = udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; PACKETS], vec![0u8; BYTES]);
         let tx = udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; PACKETS], vec![0u8; BYTES]);
         let mut s = udp::Socket::new(rx, tx);
-        let ep = IpListenEndpoint {
-            addr: (!ip.is_unspecified()).then(|| ip.into()),
-            port,
-        };
         s.bind(ep)
             .map_err(|e| io::Error::new(io::ErrorKind::AddrInUse, format!("{e}")))?;
         let handle = g.sockets.add(s);
