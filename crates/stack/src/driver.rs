@@ -264,7 +264,7 @@ impl Run {
                     Ok(0) => break,
                     Ok(n) => {
                         got += n;
-                        for f in batch.frames() {
+                        for f in batch.frames_mut() {
                             inner.net.handle_link_frame(now, i, f);
                         }
                     }

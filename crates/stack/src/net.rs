@@ -209,6 +209,19 @@ struct Neigh {
     pending: Vec<Vec<u8>>,
 }
 
+impl Neigh {
+    /// An entry whose link-layer address is not known yet.
+    fn unresolved(now: Instant) -> Neigh {
+        Neigh {
+            mac: None,
+            confirmed: now,
+            tries: 0,
+            next_try: now,
+            pending: Vec::new(),
+        }
+    }
+}
+
 /// smoltcp's clock as the DHCP client's (both count from the Unix epoch here).
 pub(crate) fn to_dhcp_time(t: Instant) -> filo_dhcp::Instant {
     filo_dhcp::Instant::from_millis(t.total_millis().max(0) as u64)
@@ -258,8 +271,6 @@ pub(crate) struct Net {
     /// TCP loss recovery beneath smoltcp (None when turned off).
     pub recovery: Option<crate::recovery::Recovery>,
     resend: Vec<Vec<u8>>,
-    /// Where received super-frames get their checksums completed.
-    rx_scratch: Vec<u8>,
 }
 
 impl Net {
@@ -277,7 +288,6 @@ impl Net {
             pool: Vec::new(),
             recovery: crate::recovery::enabled().then(crate::recovery::Recovery::new),
             resend: Vec::new(),
-            rx_scratch: Vec::new(),
         }
     }
 
@@ -570,13 +580,10 @@ impl Net {
                     }
                     None => {
                         let fresh = !self.neigh.contains_key(&key);
-                        let n = self.neigh.entry(key).or_insert_with(|| Neigh {
-                            mac: None,
-                            confirmed: now,
-                            tries: 0,
-                            next_try: now,
-                            pending: Vec::new(),
-                        });
+                        let n = self
+                            .neigh
+                            .entry(key)
+                            .or_insert_with(|| Neigh::unresolved(now));
                         if n.pending.len() < NEIGH_PENDING {
                             wire::write_eth(&mut frame, [0; 6], src, ethertype);
                             n.pending.push(frame);
@@ -736,13 +743,10 @@ impl Net {
         if !create && !self.neigh.contains_key(&key) {
             return;
         }
-        let n = self.neigh.entry(key).or_insert_with(|| Neigh {
-            mac: None,
-            confirmed: now,
-            tries: 0,
-            next_try: now,
-            pending: Vec::new(),
-        });
+        let n = self
+            .neigh
+            .entry(key)
+            .or_insert_with(|| Neigh::unresolved(now));
         n.mac = Some(mac);
         n.confirmed = now;
         n.tries = 0;
@@ -791,8 +795,9 @@ impl Net {
     }
 
     /// Handles one frame as the link's plug delivered it: with a virtio-net header on a
-    /// super-frame link (a super-frame is taken whole, its checksum completed if left open).
-    pub fn handle_link_frame(&mut self, now: Instant, ifindex: usize, frame: &[u8]) {
+    /// super-frame link (a super-frame is taken whole, its checksum completed in place if
+    /// left open).
+    pub fn handle_link_frame(&mut self, now: Instant, ifindex: usize, frame: &mut [u8]) {
         if !self.links.get(ifindex).is_some_and(|l| l.vnet) {
             return self.handle_frame(now, ifindex, frame);
         }
@@ -800,19 +805,12 @@ impl Net {
             self.counters.dropped_short += 1;
             return;
         };
-        let frame = &frame[vnet::HEADER_LEN..];
-        if hdr.flags & vnet::F_NEEDS_CSUM == 0 {
-            return self.handle_frame(now, ifindex, frame);
-        }
-        let mut copy = std::mem::take(&mut self.rx_scratch);
-        copy.clear();
-        copy.extend_from_slice(frame);
-        if vnet::complete(&hdr, &mut copy).is_ok() {
-            self.handle_frame(now, ifindex, &copy);
+        let frame = &mut frame[vnet::HEADER_LEN..];
+        if vnet::complete(&hdr, frame).is_ok() {
+            self.handle_frame(now, ifindex, frame);
         } else {
             self.counters.dropped_bad_ipv4 += 1;
         }
-        self.rx_scratch = copy;
     }
 
     /// Sends what the link's backlog holds; true when it is empty afterwards.

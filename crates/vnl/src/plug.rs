@@ -427,4 +427,13 @@ impl FrameBatch {
     pub fn frames(&self) -> impl Iterator<Item = &[u8]> {
         (0..self.count).map(|i| self.frame(i))
     }
+
+    /// The received frames, in order, to change in place (e.g. a checksum left open).
+    pub fn frames_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
+        self.bufs
+            .iter_mut()
+            .zip(&self.lens)
+            .take(self.count)
+            .map(|(b, &n)| &mut b[..n])
+    }
 }
