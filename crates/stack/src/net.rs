@@ -222,6 +222,33 @@ impl Neigh {
     }
 }
 
+/// Frames sent per system call.
+const SEND_BATCH: usize = 64;
+
+/// Sends frames from the front of `frames` with one system call; returns how many went out.
+/// On a super-frame link each goes behind its virtio-net header, gathered by the kernel
+/// rather than copied here.
+fn send_frames(plug: &mut Plug, vnet: bool, mtu: usize, frames: &[Vec<u8>]) -> io::Result<usize> {
+    let n = frames.len().min(SEND_BATCH);
+    if vnet {
+        let mut hdrs = [[0u8; vnet::HEADER_LEN]; SEND_BATCH];
+        for (h, f) in hdrs.iter_mut().zip(&frames[..n]) {
+            *h = vnet::header_for(f, mtu).emit();
+        }
+        let mut msgs: [[&[u8]; 2]; SEND_BATCH] = [[&[], &[]]; SEND_BATCH];
+        for ((m, h), f) in msgs.iter_mut().zip(&hdrs).zip(&frames[..n]) {
+            *m = [h, f];
+        }
+        plug.send_batch_joined(&msgs[..n])
+    } else {
+        let mut refs: [&[u8]; SEND_BATCH] = [&[]; SEND_BATCH];
+        for (r, f) in refs.iter_mut().zip(&frames[..n]) {
+            *r = f;
+        }
+        plug.send_batch(&refs[..n])
+    }
+}
+
 /// smoltcp's clock as the DHCP client's (both count from the Unix epoch here).
 pub(crate) fn to_dhcp_time(t: Instant) -> filo_dhcp::Instant {
     filo_dhcp::Instant::from_millis(t.total_millis().max(0) as u64)
@@ -448,8 +475,7 @@ impl Net {
             let mut done = 0;
             if let Some(plug) = l.plug.as_mut() {
                 while done < q.len() {
-                    let frames: Vec<&[u8]> = q[done..].iter().take(64).map(|f| &f[..]).collect();
-                    match plug.send_batch(&frames) {
+                    match send_frames(plug, l.vnet, l.mtu, &q[done..]) {
                         Ok(n) => {
                             self.counters.frames_out += n as u64;
                             done += n.max(1);
@@ -770,19 +796,6 @@ impl Net {
             self.counters.frames_out += 1;
             return;
         }
-        // A super-frame link takes every frame behind a virtio-net header, queued or not.
-        let frame = if l.vnet {
-            let hdr = vnet::header_for(&frame, l.mtu).emit();
-            let mut framed = self.pool.pop().unwrap_or_default();
-            framed.clear();
-            framed.extend_from_slice(&hdr);
-            framed.extend_from_slice(&frame);
-            self.recycle(frame);
-            framed
-        } else {
-            frame
-        };
-        let l = &mut self.links[ifindex];
         if !l.backlog.is_empty() {
             if l.backlog.len() >= BACKLOG {
                 self.counters.dropped_tx_full += 1;
@@ -820,8 +833,8 @@ impl Net {
             return true;
         };
         while let Some(f) = l.backlog.front() {
-            match plug.send(f) {
-                Ok(()) => {
+            match send_frames(plug, l.vnet, l.mtu, std::slice::from_ref(f)) {
+                Ok(_) => {
                     self.counters.frames_out += 1;
                     l.backlog.pop_front();
                 }

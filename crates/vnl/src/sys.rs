@@ -160,32 +160,45 @@ pub fn recv_many(fd: RawFd, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Res
 /// Sends up to `frames.len()` datagrams on a connected socket with one `sendmmsg`, without
 /// blocking. Returns how many were sent (at least one, or an error).
 pub fn send_many(fd: RawFd, frames: &[&[u8]]) -> io::Result<usize> {
-    use std::mem::MaybeUninit;
+    let mut msgs: [[&[u8]; 1]; BATCH_MAX] = [[&[]]; BATCH_MAX];
     let count = frames.len().min(BATCH_MAX);
+    for (m, f) in msgs.iter_mut().zip(frames) {
+        *m = [f];
+    }
+    send_many_gathered(fd, &msgs[..count])
+}
+
+/// Like [`send_many`], each datagram gathered from `K` pieces (e.g. a virtio-net header and
+/// the frame behind it), so nothing is copied to join them.
+pub fn send_many_gathered<const K: usize>(fd: RawFd, msgs: &[[&[u8]; K]]) -> io::Result<usize> {
+    use std::mem::MaybeUninit;
+    let count = msgs.len().min(BATCH_MAX);
     if count == 0 {
         return Ok(0);
     }
-    let mut iovs: [MaybeUninit<libc::iovec>; BATCH_MAX] =
-        [const { MaybeUninit::uninit() }; BATCH_MAX];
-    let mut msgs: [MaybeUninit<libc::mmsghdr>; BATCH_MAX] =
+    let mut iovs: [[MaybeUninit<libc::iovec>; K]; BATCH_MAX] =
+        [const { [const { MaybeUninit::uninit() }; K] }; BATCH_MAX];
+    let mut hdrs: [MaybeUninit<libc::mmsghdr>; BATCH_MAX] =
         [const { MaybeUninit::uninit() }; BATCH_MAX];
     for i in 0..count {
-        iovs[i].write(libc::iovec {
-            iov_base: frames[i].as_ptr() as *mut libc::c_void,
-            iov_len: frames[i].len(),
-        });
+        for (k, piece) in msgs[i].iter().enumerate() {
+            iovs[i][k].write(libc::iovec {
+                iov_base: piece.as_ptr() as *mut libc::c_void,
+                iov_len: piece.len(),
+            });
+        }
         // SAFETY: mmsghdr is plain old data; zero is a valid value.
         let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-        m.msg_hdr.msg_iov = iovs[i].as_mut_ptr();
-        m.msg_hdr.msg_iovlen = 1;
-        msgs[i].write(m);
+        m.msg_hdr.msg_iov = iovs[i].as_mut_ptr().cast();
+        m.msg_hdr.msg_iovlen = K as _;
+        hdrs[i].write(m);
     }
-    // SAFETY: msgs[..count] are initialised; their iovecs point at live buffers which the
-    // kernel only reads.
+    // SAFETY: hdrs[..count] are initialised; each points at K initialised iovecs, which point
+    // at live buffers the kernel only reads.
     let n = unsafe {
         libc::sendmmsg(
             fd,
-            msgs.as_mut_ptr().cast(),
+            hdrs.as_mut_ptr().cast(),
             count as libc::c_uint,
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
@@ -644,4 +657,27 @@ pub fn group_name(gid: u32) -> Option<String> {
     // SAFETY: gr_name is a NUL-terminated string inside buf.
     let name = unsafe { std::ffi::CStr::from_ptr(grp.gr_name) };
     Some(name.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixDatagram;
+
+    #[test]
+    fn gathered_pieces_arrive_as_one_datagram_each() {
+        let (a, b) = UnixDatagram::pair().unwrap();
+        let msgs: [[&[u8]; 2]; 2] = [[b"head", b"-one"], [b"", b"two"]];
+        assert_eq!(send_many_gathered(a.as_raw_fd(), &msgs).unwrap(), 2);
+        let mut buf = [0u8; 16];
+        let n = b.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"head-one");
+        let n = b.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"two");
+        assert_eq!(send_many(a.as_raw_fd(), &[b"plain"]).unwrap(), 1);
+        let n = b.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"plain");
+        assert_eq!(send_many(a.as_raw_fd(), &[]).unwrap(), 0);
+    }
 }

@@ -111,6 +111,13 @@ impl Transport for ConnectedDgram {
         }
     }
 
+    fn send_batch_joined(&mut self, msgs: &[[&[u8]; 2]]) -> io::Result<usize> {
+        match sys::send_many_gathered(self.fd.as_raw_fd(), msgs) {
+            Ok(n) => Ok(n),
+            Err(e) => self.check_refused(e).map(|()| 1),
+        }
+    }
+
     fn data_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
