@@ -94,6 +94,65 @@ fn a_request_split_over_two_writes_is_answered() {
 }
 
 #[test]
+fn malformed_frame_trains_are_counted_and_the_good_frames_around_them_forwarded() {
+    use filo_vnl::wire::train;
+    let tmp = TempDir::new("filo-sbt");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let mut listener = filo_vnl::open(&sw.vnl()).unwrap();
+    // A hand-made client that asks for trains, then sends broken ones.
+    let client = tmp.join("client");
+    let data = UnixDatagram::bind(&client).unwrap();
+    let mut req = [0u8; vde_request::V3_HEADER_LEN + vde_request::MAX_DESCRIPTION];
+    let n = vde_request::emit_request_v3(
+        PortRequest::Port(5),
+        &client,
+        "test user=root pid=1 +train",
+        &mut req,
+    )
+    .unwrap();
+    let mut s = UnixStream::connect(sw.dir.join("ctl")).unwrap();
+    s.write_all(&req[..n]).unwrap();
+    let path = vde_request::parse_sockaddr(&read_reply(&mut s).unwrap()).unwrap();
+    assert!(path.to_string_lossy().ends_with(".train"), "{path:?}");
+    data.connect(&path).unwrap();
+    let record = |f: &[u8]| [&train::record_header(f.len())[..], f].concat();
+    let good = |seq| test_frame([0xff; 6], A, seq, 80);
+    let broken: Vec<Vec<u8>> = vec![
+        [record(&good(1)), vec![0, 0, 0, 0]].concat(), // an empty record after a good one
+        [record(&good(2)), vec![0, 0, 9]].concat(),    // a header cut short
+        [record(&good(3)), vec![0xff, 0xff, 0xff, 0xff, 1]].concat(), // a length past the end
+        record(&good(4)),
+    ];
+    for d in &broken {
+        data.send(d).unwrap();
+    }
+    let mut buf = vec![0u8; 9236];
+    for seq in 1..=4u32 {
+        let n = loop {
+            let n = listener
+                .recv_timeout(&mut buf, Some(T))
+                .expect("good frames pass");
+            if buf[6..12] == A {
+                break n;
+            }
+        };
+        assert_eq!(&buf[..n], &good(seq)[..], "frame {seq}");
+    }
+    let drops = sw.console("port/drops");
+    let line = drops
+        .lines()
+        .find(|l| l.starts_with("Port 0005"))
+        .unwrap_or_else(|| panic!("no port 5 in {drops}"));
+    let counted: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        counted.get(3),
+        Some(&"3"),
+        "three broken trains counted: {line}"
+    );
+    assert_forwarding(&sw);
+}
+
+#[test]
 fn a_client_that_never_sends_its_request_does_not_block_others() {
     let tmp = TempDir::new("filo-sb3");
     let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);

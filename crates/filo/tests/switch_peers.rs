@@ -124,6 +124,94 @@ fn filo_plugs_carry_jumbo_frames_through_filo_switch() {
     assert_eq!(&buf[..n], &f[..]);
 }
 
+/// Sends all of `frames` in batches of `per_batch`, waiting briefly whenever the switch is full.
+fn send_all(plug: &mut filo_vnl::Plug, frames: &[Vec<u8>], per_batch: usize) {
+    let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+    let mut sent = 0;
+    let deadline = std::time::Instant::now() + T;
+    while sent < refs.len() {
+        let end = (sent + per_batch).min(refs.len());
+        match plug.send_batch(&refs[sent..end]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "switch never took the frames"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("send: {e}"),
+        }
+    }
+}
+
+#[test]
+fn filo_plugs_exchange_frame_trains_while_debian_vde_plug_gets_plain_frames() {
+    let tmp = TempDir::new("filo-swtr");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let mut a = filo_vnl::open(&sw.vnl()).unwrap();
+    let mut b = filo_vnl::open(&sw.vnl()).unwrap();
+    let (_c, rx_c, mut tx_c) = deb_plug(&sw.vnl());
+    wait_ctl_clients(&sw, 3);
+    // The switch agrees by naming the data socket: the two filo plugs asked, vde_plug did not.
+    let names: Vec<String> = std::fs::read_dir(&sw.dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let trains = names.iter().filter(|n| n.ends_with(".train")).count();
+    assert_eq!(trains, 2, "data sockets: {names:?}");
+
+    // B announces itself, so that frames for it are unicast; C hears the announcement.
+    b.send_timeout(&test_frame(BCAST, B, 0, 60), Some(T))
+        .unwrap();
+    assert_eq!(expect_frame(&rx_c, T, |g| g[6..12] == B).len(), 60);
+    // 600 frames of many sizes, 64 to a batch (so a train each), arrive at B whole and in order,
+    // read through a batch smaller than a train.
+    let frames: Vec<Vec<u8>> = (1..=600u32)
+        .map(|i| test_frame(B, A, i, 14 + (i as usize * 37) % 1501))
+        .collect();
+    send_all(&mut a, &frames, 64);
+    let mut got = Vec::new();
+    let mut batch = filo_vnl::FrameBatch::new(5);
+    let mut one = vec![0u8; 2000];
+    while got.len() < frames.len() {
+        match b.recv_batch(&mut batch) {
+            Ok(_) => got.extend(batch.frames().map(|f| f.to_vec())),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let n = b
+                    .recv_timeout(&mut one, Some(T))
+                    .expect("all 600 frames reach B");
+                got.push(one[..n].to_vec());
+            }
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+    assert!(got == frames, "B got the frames whole and in order");
+    assert!(!b.has_pending_input());
+
+    // Broadcasts sent as one train reach Debian's vde_plug as ordinary frames, one by one.
+    let bcasts: Vec<Vec<u8>> = (700..710u32)
+        .map(|i| test_frame(BCAST, A, i, 60 + i as usize))
+        .collect();
+    send_all(&mut a, &bcasts, 64);
+    for f in &bcasts {
+        assert_eq!(&expect_frame(&rx_c, T, |g| g[6..12] == A), f);
+    }
+    // And a plain frame from vde_plug reaches A inside a train.
+    let from_c = test_frame(A, [2, 0, 0, 0, 0, 0x0c], 800, 333);
+    tx_c.write_all(&stream_record(&from_c)).unwrap();
+    let n = loop {
+        let n = a
+            .recv_timeout(&mut one, Some(T))
+            .expect("C's frame reaches A");
+        if one[6..12] == from_c[6..12] {
+            break n;
+        }
+    };
+    assert_eq!(&one[..n], &from_c[..]);
+}
+
 /// Two namespaces whose taps are carried by `plugs` (filo or Debian's vde_plug) into a filo
 /// switch: ping, then a checked 4 MiB HTTP transfer over IPv4 and IPv6. Between two filo plugs
 /// TCP travels as super-frames; toward vde_plug the switch segments them.

@@ -86,6 +86,7 @@ impl Driver {
                     big_batch: None,
                     events: Vec::new(),
                     todo: Vec::new(),
+                    again: Vec::new(),
                 };
                 run.run(&weak, &mut epoll);
             })?;
@@ -119,6 +120,9 @@ struct Run {
     big_batch: Option<FrameBatch>,
     events: Vec<EpollEvent>,
     todo: Vec<usize>,
+    /// Stacks whose plugs still hold received frames (the rest of a train) after their
+    /// receive budget: serviced again on the next turn without waiting.
+    again: Vec<usize>,
 }
 
 fn token(slot: usize, link: usize, write: bool) -> u64 {
@@ -141,6 +145,7 @@ impl Run {
                 )
             });
             let timeout = match timeout {
+                _ if !self.again.is_empty() => Some(std::time::Duration::ZERO),
                 Some(t) => Some(t),
                 None if self.slots.iter().all(Option::is_none) => {
                     Some(std::time::Duration::from_secs(1))
@@ -164,6 +169,9 @@ impl Run {
                 }
             }
             self.events = events;
+            for slot in std::mem::take(&mut self.again) {
+                self.queue(slot, false);
+            }
             let (new, dirty) = match shared.queue.lock() {
                 Ok(mut q) => (std::mem::take(&mut q.new), std::mem::take(&mut q.dirty)),
                 Err(_) => return,
@@ -288,6 +296,13 @@ impl Run {
                         break;
                     }
                 }
+            }
+            if inner.net.links[i]
+                .plug
+                .as_ref()
+                .is_some_and(|p| p.has_pending_input())
+            {
+                self.again.push(slot);
             }
             if !inner.net.links[i].backlog.is_empty() {
                 inner.net.flush(i);

@@ -38,6 +38,24 @@ impl Transport for Hosted {
     fn send_batch(&mut self, frames: &[&[u8]]) -> std::io::Result<usize> {
         self.inner.send_batch(frames)
     }
+    fn send_batch_joined(&mut self, msgs: &[[&[u8]; 2]]) -> std::io::Result<usize> {
+        self.inner.send_batch_joined(msgs)
+    }
+    fn ctl_fd(&self) -> Option<RawFd> {
+        self.inner.ctl_fd()
+    }
+    fn has_pending_input(&self) -> bool {
+        self.inner.has_pending_input()
+    }
+    fn has_pending_output(&self) -> bool {
+        self.inner.has_pending_output()
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+    fn vnet(&self) -> bool {
+        self.inner.vnet()
+    }
     fn kind(&self) -> &'static str {
         "switch"
     }

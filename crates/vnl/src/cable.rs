@@ -216,7 +216,11 @@ pub fn run(plugs: &mut [Plug; 2], stop: &AtomicBool) -> CableEnd {
                 entries.push(PollEntry::new(fd, true, false));
             }
         }
-        if let Err(e) = sys::poll(&mut entries, Some(tick)) {
+        // Frames already inside a plug (the rest of a train) are read without waiting.
+        let waiting_inside =
+            (0..2).any(|side| !dirs[side].pending() && plugs[side].has_pending_input());
+        let timeout = if waiting_inside { Duration::ZERO } else { tick };
+        if let Err(e) = sys::poll(&mut entries, Some(timeout)) {
             return CableEnd::Failed { side: 0, error: e };
         }
         for (side, slot) in ctl_sides.iter().enumerate() {
@@ -246,9 +250,9 @@ pub fn run(plugs: &mut [Plug; 2], stop: &AtomicBool) -> CableEnd {
                 Err(e) => return end(other, dst, e),
             }
             let readable = entries[side * 2].ready.readable || entries[side * 2].ready.hangup;
-            // Stream transports may hold decoded frames without a readable descriptor; a
-            // receive attempt is cheap, so try whenever the last batch was full too.
-            if !readable && dir.batch.len() < 64 {
+            // Transports may hold frames without a readable descriptor (decoded from a
+            // stream, the rest of a train).
+            if !readable && !src.has_pending_input() {
                 continue;
             }
             // Bounded work per turn so one busy side cannot starve the other.

@@ -88,6 +88,11 @@ pub trait Transport: Send {
     fn has_pending_output(&self) -> bool {
         false
     }
+    /// True when received frames wait inside the transport (the rest of a frame train, frames
+    /// decoded from a stream): `recv` succeeds although the descriptor may not be readable.
+    fn has_pending_input(&self) -> bool {
+        false
+    }
     /// Writes buffered output; `WouldBlock` when some remains.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -316,6 +321,11 @@ impl Plug {
             .map(|[a, b]| (a.len() + b.len()) as u64)
             .sum::<u64>();
         Ok(n)
+    }
+
+    /// True when frames wait inside the plug: receive them without waiting for readiness.
+    pub fn has_pending_input(&self) -> bool {
+        self.transport.has_pending_input()
     }
 
     pub fn has_pending_output(&self) -> bool {

@@ -206,6 +206,18 @@ pub fn send_many_gathered<const K: usize>(fd: RawFd, msgs: &[[&[u8]; K]]) -> io:
     Ok(cvt(n)? as usize)
 }
 
+/// Sends one datagram gathered from `pieces` on a connected socket, without blocking.
+pub fn send_vectored(fd: RawFd, pieces: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: msghdr is plain old data; zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is guaranteed ABI-compatible with iovec on Unix; the kernel only reads them.
+    msg.msg_iov = pieces.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = pieces.len() as _;
+    // SAFETY: msg points at `pieces`, live for the call, each describing a readable buffer.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    cvt_size(n)
+}
+
 /// Reads without blocking from a stream descriptor (pipe, socket, tty).
 pub fn read_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: buf is valid for writes of buf.len() bytes.

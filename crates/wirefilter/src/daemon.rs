@@ -125,6 +125,10 @@ impl Daemon {
                 if room && ready_at > now {
                     next = Some(next.map_or(ready_at, |n| n.min(ready_at)));
                 }
+                // Frames already inside the plug (the rest of a train): no waiting.
+                if can_read && self.plugs[i].has_pending_input() {
+                    next = Some(now);
+                }
                 entries.push(PollEntry::new(
                     self.plugs[i].data_fd().as_raw_fd(),
                     can_read,
@@ -171,7 +175,7 @@ impl Daemon {
                     self.flush_backlog(i)?;
                 }
                 let r = entries[2 * i].ready;
-                if r.readable || r.hangup {
+                if r.readable || r.hangup || self.plugs[i].has_pending_input() {
                     if let Some(end) = self.read_side(i, now)? {
                         return Ok(end);
                     }

@@ -8,6 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use filo_vnl::sys;
+use filo_vnl::transport::vde;
 use filo_vnl::wire::vde_request::{self, PortRequest, Request, RequestError};
 use socket2::{Domain, SockAddr, Socket, Type};
 
@@ -169,17 +170,13 @@ impl Switch {
         let port = self.choose_port(req.port, user)?;
         let ctl_fd = p.stream.as_raw_fd();
         // Switch-side data socket, connected to the client's and named like vde_switch's.
-        // A filo client may ask for virtio-net framing (TCP super-frames); agreeing is signalled
-        // by the data socket's name, which other clients never look at.
-        let vnet = req
-            .description_text()
-            .split_whitespace()
-            .any(|t| t == filo_vnl::transport::vde::VNET_TOKEN);
-        let suffix = if vnet {
-            filo_vnl::transport::vde::VNET_SUFFIX
-        } else {
-            ""
-        };
+        // A filo client may ask for virtio-net framing (TCP super-frames) and frame trains;
+        // agreeing is signalled by the data socket's name, which other clients never look at.
+        let description = req.description_text();
+        let asks = |token| description.split_whitespace().any(|t| t == token);
+        let vnet = asks(vde::VNET_TOKEN);
+        let trains = asks(vde::TRAIN_TOKEN);
+        let suffix = vde::framing_suffix(vnet, trains);
         let path = self
             .state
             .info
@@ -217,7 +214,6 @@ impl Switch {
             let _ = fs::remove_file(&path);
             return Err(Refusal::Io(e));
         }
-        let description = req.description_text();
         tracing::info!("port {port}: new endpoint {ctl_fd} uid {user}: {description}");
         let mut ep = Endpoint::new(
             port,
@@ -227,6 +223,7 @@ impl Switch {
             Some(path),
         );
         ep.vnet = vnet;
+        ep.trains = trains;
         let info = EndpointInfo {
             id: ctl_fd as u32,
             kind: EndpointKind::UnixProg,

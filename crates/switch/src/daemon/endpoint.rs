@@ -1,13 +1,14 @@
 //! One endpoint of a port: its data I/O (a connected datagram socket or a tap), its control
 //! stream (liveness), and its output queue.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use filo_vnl::sys;
 use filo_vnl::transport::tap::Tap;
+use filo_vnl::wire::train;
 use filo_vnl::Transport;
 
 use super::Queue;
@@ -57,6 +58,26 @@ impl EndpointIo {
             EndpointIo::Tap(tap) => tap.send_batch(frames),
         }
     }
+
+    /// Sends queued train records (each already behind its record header) as one train;
+    /// returns how many went. Only endpoints that agreed to trains get here.
+    pub(crate) fn send_train(&mut self, records: &Queue) -> io::Result<usize> {
+        let EndpointIo::Dgram(fd) = self else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        let count = train::fit(
+            records
+                .iter()
+                .map(|r| r.len().saturating_sub(train::RECORD_HEADER_LEN)),
+        );
+        let mut iov = [IoSlice::new(&[]); train::MAX_RECORDS];
+        for (slot, record) in iov.iter_mut().zip(records.iter().take(count)) {
+            *slot = IoSlice::new(record);
+        }
+        sys::send_vectored(fd.as_raw_fd(), &iov[..count])
+            .map(|_| count)
+            .map_err(would_block)
+    }
 }
 
 pub(crate) struct Endpoint {
@@ -71,6 +92,9 @@ pub(crate) struct Endpoint {
     pub(crate) want_write: bool,
     /// Frames to and from this endpoint carry a virtio-net header (negotiated).
     pub(crate) vnet: bool,
+    /// Datagrams to and from this endpoint are frame trains (negotiated); its queue holds
+    /// records, each behind its record header.
+    pub(crate) trains: bool,
 }
 
 impl Endpoint {
@@ -90,6 +114,7 @@ impl Endpoint {
             queue: Queue::new(),
             want_write: false,
             vnet: false,
+            trains: false,
         }
     }
 }

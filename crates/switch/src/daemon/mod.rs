@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use filo_vnl::sys::{self, Epoll, EpollEvent};
-use filo_vnl::wire::vnet;
+use filo_vnl::wire::{train, vnet};
 
 use crate::console::{self, DebugEvent};
 use crate::core::{Core, CoreConfig, Egress, PortId, Verdict};
@@ -44,10 +44,9 @@ use endpoint::{Endpoint, EndpointIo};
 const BATCH: usize = sys::BATCH_MAX;
 /// Batches read from one endpoint per loop turn (fairness between ports).
 const BATCHES_PER_TURN: usize = 4;
-/// Largest frame buffer (jumbo frames plus a possible 802.1Q tag).
-/// Largest datagram: a virtio-net header and a super-frame (endpoints that negotiated it),
-/// plus room for an 802.1Q tag.
-const FRAME_BUF: usize = vnet::HEADER_LEN + vnet::MAX_SUPER_FRAME + 4;
+/// Largest datagram: a frame train (endpoints that agreed to trains), which is also room for
+/// a virtio-net header and a super-frame with an 802.1Q tag.
+const FRAME_BUF: usize = train::MAX_DATAGRAM;
 
 // Token layout: kind in the top byte, slot index below.
 const T_CTL: u64 = 1 << 56;
@@ -373,6 +372,7 @@ impl Switch {
             };
             let port = ep.port;
             let ep_vnet = ep.vnet;
+            let ep_trains = ep.trains;
             let n = match ep.io.recv_batch(&mut self.bufs, &mut self.lens) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -384,59 +384,31 @@ impl Switch {
             };
             for i in 0..n {
                 let len = self.lens[i];
-                let counters = match self.state.ports.get_mut(&port) {
-                    Some(p) => &mut p.counters,
-                    None => return,
-                };
                 if len > FRAME_BUF {
-                    counters.drop_in += 1;
-                    continue;
-                }
-                // Endpoints that negotiated virtio-net framing send a header first.
-                let (hdr, start) = if ep_vnet {
-                    match vnet::Header::parse(&self.bufs[i][..len]) {
-                        Ok(h) if len >= vnet::HEADER_LEN + 14 => (Some(h), vnet::HEADER_LEN),
-                        _ => {
-                            counters.drop_in += 1;
-                            continue;
-                        }
-                    }
-                } else {
-                    (None, 0)
-                };
-                counters.in_frames += 1;
-                counters.in_bytes += (len - start) as u64;
-                let frame = std::mem::take(&mut self.bufs[i]);
-                let view = &frame[start..len];
-                if self.capturing {
-                    self.capture(port, view);
-                }
-                let verdict = self
-                    .state
-                    .core
-                    .handle_frame(now, port, view, &mut self.egress);
-                if log_drop_reason(verdict).is_some() {
                     if let Some(p) = self.state.ports.get_mut(&port) {
                         p.counters.drop_in += 1;
                     }
-                    self.bufs[i] = frame;
                     continue;
                 }
-                let egress = std::mem::take(&mut self.egress);
-                for e in &egress {
-                    let mut scratch = std::mem::take(&mut self.scratch);
-                    if let Ok(bytes) = e.action.render(view, &mut scratch) {
-                        // A tag inserted or removed moves the offsets in the header.
-                        let hdr = hdr.map(|mut h| {
-                            h.shift(bytes.len() as i32 - view.len() as i32);
-                            h
-                        });
-                        self.deliver_to_port(e.port, slot, bytes, hdr);
+                let datagram = std::mem::take(&mut self.bufs[i]);
+                if ep_trains {
+                    for record in train::records(&datagram[..len]) {
+                        match record {
+                            Ok(frame) => self.ingress(now, port, slot, ep_vnet, frame),
+                            Err(e) => {
+                                tracing::debug!("port {port}: rest of a frame train dropped: {e}");
+                                if let Some(p) = self.state.ports.get_mut(&port) {
+                                    p.counters.drop_in += 1;
+                                }
+                            }
+                        }
                     }
-                    self.scratch = scratch;
+                    // A train is a batch of its own: hand it on before the next.
+                    self.flush_dirty();
+                } else {
+                    self.ingress(now, port, slot, ep_vnet, &datagram[..len]);
                 }
-                self.bufs[i] = frame;
-                self.egress = egress;
+                self.bufs[i] = datagram;
             }
             // Hand this batch to the receivers before reading more, so queues only hold what
             // the receivers' sockets could not take.
@@ -445,6 +417,63 @@ impl Switch {
                 return;
             }
         }
+    }
+
+    /// Switches one frame that arrived on `port` from the endpoint in `slot` (`bytes` behind a
+    /// virtio-net header when the endpoint speaks it).
+    fn ingress(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        slot: usize,
+        vnet_framed: bool,
+        bytes: &[u8],
+    ) {
+        let Some(p) = self.state.ports.get_mut(&port) else {
+            return;
+        };
+        let counters = &mut p.counters;
+        let (hdr, start) = if vnet_framed {
+            match vnet::Header::parse(bytes) {
+                Ok(h) if bytes.len() >= vnet::HEADER_LEN + 14 => (Some(h), vnet::HEADER_LEN),
+                _ => {
+                    counters.drop_in += 1;
+                    return;
+                }
+            }
+        } else {
+            (None, 0)
+        };
+        counters.in_frames += 1;
+        counters.in_bytes += (bytes.len() - start) as u64;
+        let view = &bytes[start..];
+        if self.capturing {
+            self.capture(port, view);
+        }
+        let verdict = self
+            .state
+            .core
+            .handle_frame(now, port, view, &mut self.egress);
+        if log_drop_reason(verdict).is_some() {
+            if let Some(p) = self.state.ports.get_mut(&port) {
+                p.counters.drop_in += 1;
+            }
+            return;
+        }
+        let egress = std::mem::take(&mut self.egress);
+        for e in &egress {
+            let mut scratch = std::mem::take(&mut self.scratch);
+            if let Ok(out) = e.action.render(view, &mut scratch) {
+                // A tag inserted or removed moves the offsets in the header.
+                let hdr = hdr.map(|mut h| {
+                    h.shift(out.len() as i32 - view.len() as i32);
+                    h
+                });
+                self.deliver_to_port(e.port, slot, out, hdr);
+            }
+            self.scratch = scratch;
+        }
+        self.egress = egress;
     }
 
     /// Writes a frame seen on `port` to that port's capture file, if any.
@@ -531,6 +560,7 @@ impl Switch {
             };
             let was_empty = ep.queue.is_empty();
             let mut dropped = 0u64;
+            let trains = ep.trains;
             let mut queue = |parts: &[&[u8]]| {
                 if ep.queue.len() >= cap {
                     dropped += 1;
@@ -538,6 +568,10 @@ impl Switch {
                 }
                 let mut buf = pool.pop().unwrap_or_else(|| Vec::with_capacity(2048));
                 buf.clear();
+                if trains {
+                    let len = parts.iter().map(|p| p.len()).sum();
+                    buf.extend_from_slice(&train::record_header(len));
+                }
                 for p in parts {
                     buf.extend_from_slice(p);
                 }
@@ -582,18 +616,29 @@ impl Switch {
         let mut sent_frames = 0u64;
         let mut sent_bytes = 0u64;
         let mut failed = None;
+        // Queued train records carry their record header, which is not frame bytes.
+        let overhead = if ep.trains {
+            train::RECORD_HEADER_LEN
+        } else {
+            0
+        };
         while !ep.queue.is_empty() {
-            let n = ep.queue.len().min(BATCH);
-            let mut frames: [&[u8]; BATCH] = [&[]; BATCH];
-            for (i, f) in ep.queue.iter().take(n).enumerate() {
-                frames[i] = f;
-            }
-            match ep.io.send_batch(&frames[..n]) {
+            let result = if ep.trains {
+                ep.io.send_train(&ep.queue)
+            } else {
+                let n = ep.queue.len().min(BATCH);
+                let mut frames: [&[u8]; BATCH] = [&[]; BATCH];
+                for (i, f) in ep.queue.iter().take(n).enumerate() {
+                    frames[i] = f;
+                }
+                ep.io.send_batch(&frames[..n])
+            };
+            match result {
                 Ok(k) => {
                     for _ in 0..k {
                         if let Some(buf) = ep.queue.pop_front() {
                             sent_frames += 1;
-                            sent_bytes += buf.len() as u64;
+                            sent_bytes += (buf.len() - overhead) as u64;
                             self.pool.push(buf);
                         }
                     }

@@ -1,13 +1,15 @@
 //! A connected datagram (or seqpacket) socket carrying one frame per message: the data path of
-//! `vde://`, `udp://` and `seqpacket://`, with batched `recvmmsg`/`sendmmsg`.
+//! `vde://`, `udp://` and `seqpacket://`, with batched `recvmmsg`/`sendmmsg`. With a filo
+//! switch that agreed, a message may instead carry a train of frames ([`crate::wire::train`]).
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use super::normalize;
 use crate::plug::Transport;
 use crate::sys;
+use crate::wire::train;
 
 /// How the transport treats a refused send/receive (ECONNREFUSED).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +29,40 @@ pub struct ConnectedDgram {
     zero_is_eof: bool,
     /// Frames carry a virtio-net header (negotiated with a filo switch).
     vnet: bool,
+    /// Messages are frame trains (negotiated with a filo switch); `Some` holds the last train
+    /// received and how far it has been read.
+    trains: Option<Box<TrainIn>>,
     kind: &'static str,
+}
+
+/// A received train being handed out frame by frame.
+struct TrainIn {
+    buf: Vec<u8>,
+    len: usize,
+    /// Offset of the next record header in `buf[..len]`.
+    next: usize,
+}
+
+impl TrainIn {
+    /// The next frame of the current train: `Some(Ok(range))`, `Some(Err(()))` when the rest
+    /// of the train is malformed (it is skipped), or None when the train is used up.
+    fn next_frame(&mut self) -> Option<Result<std::ops::Range<usize>, ()>> {
+        let mut records = train::records(&self.buf[self.next..self.len]);
+        let item = records.next()?;
+        let base = self.next;
+        match item {
+            Ok(frame) => {
+                let end = base + records.position();
+                self.next = end;
+                Some(Ok(end - frame.len()..end))
+            }
+            Err(e) => {
+                tracing::warn!("dropped the rest of a frame train from the switch: {e}");
+                self.next = self.len;
+                Some(Err(()))
+            }
+        }
+    }
 }
 
 impl ConnectedDgram {
@@ -45,8 +80,88 @@ impl ConnectedDgram {
             refused,
             zero_is_eof,
             vnet: false,
+            trains: None,
             kind,
         })
+    }
+
+    /// Marks the connection as carrying frame trains.
+    pub fn with_trains(mut self, trains: bool) -> Self {
+        self.trains = trains.then(|| {
+            Box::new(TrainIn {
+                buf: vec![0; train::MAX_DATAGRAM],
+                len: 0,
+                next: 0,
+            })
+        });
+        self
+    }
+
+    /// True when messages are frame trains.
+    pub fn trains(&self) -> bool {
+        self.trains.is_some()
+    }
+
+    /// Receives one frame from trains: what is left of the current train first, then the
+    /// next train. Like `recv`, returns the frame's full length (larger than `out` when it did
+    /// not fit); a malformed rest of a train comes back as one zero-length frame, which the
+    /// plug drops and counts as too short.
+    fn recv_from_train(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let fd = self.fd.as_raw_fd();
+        let Some(rx) = self.trains.as_mut() else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        loop {
+            match rx.next_frame() {
+                Some(Ok(range)) => {
+                    let frame = &rx.buf[range];
+                    let k = frame.len().min(out.len());
+                    out[..k].copy_from_slice(&frame[..k]);
+                    return Ok(frame.len());
+                }
+                Some(Err(())) => return Ok(0),
+                None => match sys::recv_dgram(fd, &mut rx.buf) {
+                    // Larger than any train a filo switch sends: reported as a frame too large
+                    // for `out`, so the plug counts it as oversize.
+                    Ok(len) if len > rx.buf.len() => return Ok(len.max(out.len() + 1)),
+                    Ok(len) => {
+                        rx.len = len;
+                        rx.next = 0;
+                    }
+                    Err(e) => return Err(normalize(e)),
+                },
+            }
+        }
+    }
+
+    /// Sends messages (each made of up to three pieces) as trains; returns how many went.
+    fn send_trains<const K: usize>(&mut self, msgs: &[[&[u8]; K]]) -> io::Result<usize> {
+        let mut sent = 0;
+        while sent < msgs.len() {
+            let rest = &msgs[sent..];
+            let lens = |m: &[&[u8]; K]| m.iter().map(|p| p.len()).sum::<usize>();
+            let count = train::fit(rest.iter().map(lens));
+            let mut headers = [[0u8; train::RECORD_HEADER_LEN]; train::MAX_RECORDS];
+            for (h, m) in headers.iter_mut().zip(&rest[..count]) {
+                *h = train::record_header(lens(m));
+            }
+            let mut iov = [IoSlice::new(&[]); train::MAX_RECORDS * 3];
+            let mut k = 0;
+            for (h, m) in headers.iter().zip(&rest[..count]) {
+                iov[k] = IoSlice::new(h);
+                k += 1;
+                for piece in m.iter().take(2) {
+                    iov[k] = IoSlice::new(piece);
+                    k += 1;
+                }
+            }
+            match sys::send_vectored(self.fd.as_raw_fd(), &iov[..k]) {
+                Ok(_) => sent += count,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && sent > 0 => break,
+                Err(e) => return Err(normalize(e)),
+            }
+        }
+        Ok(sent)
     }
 
     /// Marks the connection as carrying virtio-net headers.
@@ -73,6 +188,9 @@ impl ConnectedDgram {
 
 impl Transport for ConnectedDgram {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.trains.is_some() {
+            return self.recv_from_train(buf);
+        }
         loop {
             match sys::recv_dgram(self.fd.as_raw_fd(), buf) {
                 Ok(0) if self.zero_is_eof => return Err(self.eof()),
@@ -83,6 +201,9 @@ impl Transport for ConnectedDgram {
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        if self.trains.is_some() {
+            return self.send_trains(&[[frame]]).map(drop);
+        }
         match sys::send_dgram(self.fd.as_raw_fd(), frame) {
             Ok(_) => Ok(()),
             Err(e) => self.check_refused(e),
@@ -90,6 +211,18 @@ impl Transport for ConnectedDgram {
     }
 
     fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
+        if self.trains.is_some() {
+            let mut n = 0;
+            while n < bufs.len().min(lens.len()) {
+                match self.recv_from_train(&mut bufs[n]) {
+                    Ok(len) => lens[n] = len,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => break,
+                    Err(e) => return Err(e),
+                }
+                n += 1;
+            }
+            return Ok(n);
+        }
         loop {
             match sys::recv_many(self.fd.as_raw_fd(), bufs, lens) {
                 Ok(n) => {
@@ -104,6 +237,14 @@ impl Transport for ConnectedDgram {
     }
 
     fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+        if self.trains.is_some() {
+            let mut msgs: [[&[u8]; 1]; train::MAX_RECORDS] = [[&[]]; train::MAX_RECORDS];
+            let count = frames.len().min(train::MAX_RECORDS);
+            for (m, f) in msgs.iter_mut().zip(frames) {
+                *m = [f];
+            }
+            return self.send_trains(&msgs[..count]);
+        }
         match sys::send_many(self.fd.as_raw_fd(), frames) {
             Ok(n) => Ok(n),
             // The first frame was lost to the network; move past it.
@@ -112,6 +253,9 @@ impl Transport for ConnectedDgram {
     }
 
     fn send_batch_joined(&mut self, msgs: &[[&[u8]; 2]]) -> io::Result<usize> {
+        if self.trains.is_some() {
+            return self.send_trains(msgs);
+        }
         match sys::send_many_gathered(self.fd.as_raw_fd(), msgs) {
             Ok(n) => Ok(n),
             Err(e) => self.check_refused(e).map(|()| 1),
@@ -130,7 +274,111 @@ impl Transport for ConnectedDgram {
         self.vnet
     }
 
+    fn has_pending_input(&self) -> bool {
+        self.trains.as_ref().is_some_and(|rx| rx.next < rx.len)
+    }
+
     fn kind(&self) -> &'static str {
         self.kind
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FrameBatch, Plug};
+    use std::os::unix::net::UnixDatagram;
+
+    fn frame(seq: u8, len: usize) -> Vec<u8> {
+        let mut f = vec![seq; len];
+        f[..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xb, 2, 0, 0, 0, 0, 0xa]);
+        f
+    }
+
+    fn train_plugs() -> (Plug, Plug) {
+        let (a, b) = UnixDatagram::pair().unwrap();
+        let wrap = |s: UnixDatagram| {
+            let t = ConnectedDgram::new(OwnedFd::from(s), None, Refused::Fatal, false, "test")
+                .unwrap()
+                .with_trains(true);
+            Plug::from_transport("test", Box::new(t))
+        };
+        (wrap(a), wrap(b))
+    }
+
+    #[test]
+    fn a_batch_travels_as_one_train_and_comes_out_in_order_through_small_batches() {
+        let (mut a, mut b) = train_plugs();
+        let frames: Vec<Vec<u8>> = (0..40).map(|i| frame(i, 60 + 37 * i as usize)).collect();
+        let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+        assert_eq!(a.send_batch(&refs).unwrap(), 40);
+        // One datagram carried them all: after the first frame the rest wait inside the plug.
+        let mut got = Vec::new();
+        let mut one = vec![0u8; 2000];
+        let n = b.recv(&mut one).unwrap();
+        got.push(one[..n].to_vec());
+        assert!(b.has_pending_input());
+        let mut batch = FrameBatch::new(7);
+        while got.len() < frames.len() {
+            let n = b.recv_batch(&mut batch).unwrap();
+            assert!(n > 0);
+            got.extend(batch.frames().map(|f| f.to_vec()));
+        }
+        assert_eq!(got, frames);
+        assert!(!b.has_pending_input());
+        let err = b.recv(&mut one).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(b.stats().frames_in, 40);
+    }
+
+    #[test]
+    fn a_malformed_train_is_counted_and_the_frames_before_it_are_kept() {
+        let (raw, b) = UnixDatagram::pair().unwrap();
+        let t = ConnectedDgram::new(OwnedFd::from(b), None, Refused::Fatal, false, "test")
+            .unwrap()
+            .with_trains(true);
+        let mut b = Plug::from_transport("test", Box::new(t));
+        let good = frame(1, 60);
+        let mut bad = train::record_header(good.len()).to_vec();
+        bad.extend_from_slice(&good);
+        bad.extend_from_slice(&train::record_header(500));
+        bad.extend_from_slice(&[0u8; 10]);
+        raw.send(&bad).unwrap();
+        // Then a datagram too large for any train.
+        raw.send(&vec![0u8; train::MAX_DATAGRAM + 1]).unwrap();
+        let mut next = frame(2, 100);
+        let mut train2 = train::record_header(next.len()).to_vec();
+        train2.append(&mut next.clone());
+        raw.send(&train2).unwrap();
+        let mut buf = vec![0u8; 70_000];
+        let n = b.recv(&mut buf).unwrap();
+        assert!(
+            buf[..n] == good[..],
+            "the frame before the malformed record"
+        );
+        let n = b.recv(&mut buf).unwrap();
+        next.truncate(100);
+        assert!(buf[..n] == next[..], "the next train's frame");
+        let s = b.stats();
+        assert_eq!(
+            (s.frames_in, s.dropped_short, s.dropped_oversize),
+            (2, 1, 1)
+        );
+    }
+
+    #[test]
+    fn single_sends_and_super_frames_alone_are_trains_of_one() {
+        let (mut a, mut b) = train_plugs();
+        let big = frame(3, 9000);
+        a.send(&big).unwrap();
+        let hdr = [0u8; crate::wire::vnet::HEADER_LEN];
+        let small = frame(4, 60);
+        assert_eq!(a.send_batch_joined(&[[&hdr, &small]]).unwrap(), 1);
+        let mut buf = vec![0u8; 10_000];
+        let n = b.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &big[..]);
+        let n = b.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..12], &hdr[..]);
+        assert_eq!(&buf[12..n], &small[..]);
     }
 }

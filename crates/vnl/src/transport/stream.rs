@@ -236,6 +236,10 @@ impl Transport for StreamTransport {
         self.output.raw()
     }
 
+    fn has_pending_input(&self) -> bool {
+        self.decoder.has_frame()
+    }
+
     fn has_pending_output(&self) -> bool {
         self.written < self.pending.len()
     }

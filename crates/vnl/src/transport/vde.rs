@@ -41,12 +41,56 @@ pub struct VdeConfig {
     /// Ask for virtio-net framing (super-frames); only a filo switch agrees, by naming its
     /// data socket `…` + [`VNET_SUFFIX`]. Other switches ignore the request.
     pub vnet: bool,
+    /// Ask for frame trains (several frames per datagram, [`crate::wire::train`]); only a filo
+    /// switch agrees (data socket name with [`TRAIN_SUFFIX`]). On unless the environment has
+    /// `FILO_TRAINS=off`.
+    pub trains: bool,
 }
 
 /// The description token that asks a filo switch for virtio-net framing.
 pub const VNET_TOKEN: &str = "+vnet";
 /// The suffix of the switch's data socket name when it agreed.
 pub const VNET_SUFFIX: &str = ".vnet";
+/// The description token that asks a filo switch for frame trains.
+pub const TRAIN_TOKEN: &str = "+train";
+/// The data socket name's suffix when the switch agreed to trains (after [`VNET_SUFFIX`]).
+pub const TRAIN_SUFFIX: &str = ".train";
+
+/// What a filo switch agreed to, read from its data socket's name: `(vnet, trains)`. Other
+/// switches name it `NNN.FD`, which agrees to nothing.
+pub fn agreed_framing(switch_path: &Path) -> (bool, bool) {
+    let name = switch_path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let mut extras = name.split('.').skip(2);
+    let (mut vnet, mut trains) = (false, false);
+    for extra in extras.by_ref() {
+        match extra {
+            "vnet" => vnet = true,
+            "train" => trains = true,
+            _ => return (false, false),
+        }
+    }
+    (vnet, trains)
+}
+
+/// The data socket name's suffix that tells a client what the switch agreed to.
+pub fn framing_suffix(vnet: bool, trains: bool) -> String {
+    let mut s = String::new();
+    if vnet {
+        s.push_str(VNET_SUFFIX);
+    }
+    if trains {
+        s.push_str(TRAIN_SUFFIX);
+    }
+    s
+}
+
+/// Whether clients ask for trains by default (`FILO_TRAINS=off` turns them off).
+fn trains_by_default() -> bool {
+    std::env::var("FILO_TRAINS").map_or(true, |v| v != "off" && v != "0")
+}
 
 impl VdeConfig {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
@@ -59,6 +103,7 @@ impl VdeConfig {
             description: describe("filo:"),
             timeout: DEFAULT_TIMEOUT,
             vnet: false,
+            trains: trains_by_default(),
         }
     }
 }
@@ -314,11 +359,13 @@ pub fn connect(cfg: &VdeConfig) -> Result<ConnectedDgram, VdeError> {
     apply_permissions(cfg, &own_path, &ctl_path)?;
 
     let mut request = [0u8; vde_request::V3_HEADER_LEN + vde_request::MAX_DESCRIPTION];
-    let description = if cfg.vnet {
-        format!("{} {VNET_TOKEN}", cfg.description)
-    } else {
-        cfg.description.clone()
-    };
+    let mut description = cfg.description.clone();
+    for (wanted, token) in [(cfg.vnet, VNET_TOKEN), (cfg.trains, TRAIN_TOKEN)] {
+        if wanted {
+            description.push(' ');
+            description.push_str(token);
+        }
+    }
     let len = vde_request::emit_request_v3(cfg.port, &own_path, &description, &mut request)
         .map_err(|e| VdeError::Io {
             dir: cfg.dir.clone(),
@@ -354,9 +401,12 @@ pub fn connect(cfg: &VdeConfig) -> Result<ConnectedDgram, VdeError> {
     let _ = fs::set_permissions(&switch_path, fs::Permissions::from_mode(cfg.mode));
     ctl.set_nonblocking(true)
         .map_err(io_err(cfg, "cannot make the control socket non-blocking"))?;
-    let vnet = cfg.vnet && switch_path.to_string_lossy().ends_with(VNET_SUFFIX);
+    let (vnet, trains) = agreed_framing(&switch_path);
     ConnectedDgram::new(OwnedFd::from(data), Some(ctl), Refused::Fatal, false, "vde")
-        .map(|c| c.with_vnet(vnet))
+        .map(|c| {
+            c.with_vnet(vnet && cfg.vnet)
+                .with_trains(trains && cfg.trains)
+        })
         .map_err(io_err(cfg, "data socket"))
     // `_cleanup` unlinks our bound name: the switch is connected to it already.
 }

@@ -2,6 +2,7 @@
 //! copying, build into caller buffers, reject malformed input with a typed error.
 
 pub mod stream;
+pub mod train;
 pub mod vde_request;
 pub mod vnet;
 pub mod vxlan;

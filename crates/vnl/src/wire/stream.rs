@@ -112,6 +112,20 @@ impl Decoder {
         }
     }
 
+    /// True when [`Decoder::next_frame`] has something to return without more input: a
+    /// complete record (or an error to report).
+    pub fn has_frame(&self) -> bool {
+        let mut avail = &self.buf[self.start..];
+        while avail.len() >= HEADER_LEN {
+            let len = u16::from_be_bytes([avail[0], avail[1]]) as usize;
+            if len > 0 {
+                return len > MAX_RECORD || avail.len() >= HEADER_LEN + len;
+            }
+            avail = &avail[HEADER_LEN..];
+        }
+        false
+    }
+
     /// Bytes buffered but not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start
@@ -142,6 +156,22 @@ mod tests {
         }
         assert_eq!(got, frames);
         assert_eq!(dec.finish(), Ok(()));
+    }
+
+    #[test]
+    fn has_frame_says_whether_a_whole_record_is_buffered() {
+        let mut dec = Decoder::new();
+        assert!(!dec.has_frame());
+        let wire = record(&[7u8; 20]);
+        dec.feed(&[0, 0]);
+        dec.feed(&wire[..10]);
+        assert!(!dec.has_frame(), "half a record after an empty one");
+        dec.feed(&wire[10..]);
+        assert!(dec.has_frame());
+        assert!(dec.next_frame().unwrap().is_some());
+        assert!(!dec.has_frame());
+        dec.feed(&[0xff, 0xff]);
+        assert!(dec.has_frame(), "an oversized length is reported at once");
     }
 
     #[test]
