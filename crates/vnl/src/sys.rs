@@ -218,6 +218,20 @@ pub fn send_vectored(fd: RawFd, pieces: &[std::io::IoSlice<'_>]) -> io::Result<u
     cvt_size(n)
 }
 
+/// Receives one datagram without blocking, scattered over `pieces` in order. Returns the
+/// datagram's full length, larger than the pieces together when it was truncated.
+pub fn recv_scattered(fd: RawFd, pieces: &mut [std::io::IoSliceMut<'_>]) -> io::Result<usize> {
+    // SAFETY: msghdr is plain old data; zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSliceMut is guaranteed ABI-compatible with iovec on Unix.
+    msg.msg_iov = pieces.as_mut_ptr().cast();
+    msg.msg_iovlen = pieces.len() as _;
+    // SAFETY: msg points at `pieces`, live and exclusively borrowed for the call, each a
+    // writable buffer of its length; the kernel writes no more than that.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
+    cvt_size(n)
+}
+
 /// Reads without blocking from a stream descriptor (pipe, socket, tty).
 pub fn read_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: buf is valid for writes of buf.len() bytes.

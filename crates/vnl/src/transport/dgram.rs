@@ -2,7 +2,7 @@
 //! `vde://`, `udp://` and `seqpacket://`, with batched `recvmmsg`/`sendmmsg`. With a filo
 //! switch that agreed, a message may instead carry a train of frames ([`crate::wire::train`]).
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
@@ -120,17 +120,49 @@ impl ConnectedDgram {
                     return Ok(frame.len());
                 }
                 Some(Err(())) => return Ok(0),
-                None => match sys::recv_dgram(fd, &mut rx.buf) {
-                    // Larger than any train a filo switch sends: reported as a frame too large
-                    // for `out`, so the plug counts it as oversize.
-                    Ok(len) if len > rx.buf.len() => return Ok(len.max(out.len() + 1)),
-                    Ok(len) => {
-                        rx.len = len;
-                        rx.next = 0;
-                    }
-                    Err(e) => return Err(normalize(e)),
-                },
+                None => {}
             }
+            // A new train lands with its first frame directly in `out` (a super-frame alone in
+            // its train is not copied again) and the rest in the train buffer.
+            let mut header = [0u8; train::RECORD_HEADER_LEN];
+            let total = {
+                let mut iov = [
+                    IoSliceMut::new(&mut header),
+                    IoSliceMut::new(out),
+                    IoSliceMut::new(&mut rx.buf),
+                ];
+                sys::recv_scattered(fd, &mut iov).map_err(normalize)?
+            };
+            if total == 0 {
+                continue;
+            }
+            let body = total - total.min(train::RECORD_HEADER_LEN);
+            let in_out = body.min(out.len());
+            let in_buf = body - in_out;
+            let first = u32::from_be_bytes(header) as usize;
+            if total > train::MAX_DATAGRAM {
+                // Larger than any train a filo switch sends: reported as a frame too large for
+                // `out`, so the plug counts it as oversize.
+                return Ok(total.max(out.len() + 1));
+            }
+            if total < train::RECORD_HEADER_LEN || first == 0 || first > body {
+                tracing::warn!("dropped a malformed frame train from the switch");
+                return Ok(0);
+            }
+            if first <= out.len() {
+                // The rest of the train: its start sits in `out` behind the first frame; put it
+                // in front of what landed in the train buffer.
+                let rest_in_out = in_out - first;
+                rx.buf.copy_within(..in_buf, rest_in_out);
+                rx.buf[..rest_in_out].copy_from_slice(&out[first..in_out]);
+                rx.next = 0;
+                rx.len = rest_in_out + in_buf;
+            } else {
+                // Too large for `out` (the plug counts it): skip its bytes in the train buffer.
+                rx.next = first - out.len();
+                rx.len = in_buf;
+            }
+            return Ok(first);
         }
     }
 
@@ -364,6 +396,20 @@ mod tests {
             (s.frames_in, s.dropped_short, s.dropped_oversize),
             (2, 1, 1)
         );
+    }
+
+    #[test]
+    fn a_frame_too_large_for_the_buffer_is_counted_and_the_rest_of_its_train_kept() {
+        let (mut a, mut b) = train_plugs();
+        let frames = [frame(5, 3000), frame(6, 60), frame(7, 1500)];
+        let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+        assert_eq!(a.send_batch(&refs).unwrap(), 3);
+        let mut buf = vec![0u8; 2000];
+        let n = b.recv(&mut buf).unwrap();
+        assert!(buf[..n] == frames[1][..]);
+        let n = b.recv(&mut buf).unwrap();
+        assert!(buf[..n] == frames[2][..]);
+        assert_eq!((b.stats().frames_in, b.stats().dropped_oversize), (2, 1));
     }
 
     #[test]
