@@ -41,6 +41,9 @@ struct TrainIn {
     len: usize,
     /// Offset of the next record header in `buf[..len]`.
     next: usize,
+    /// The last train held a single frame (a stream of super-frames): receive the next one
+    /// straight into the caller's buffer.
+    last_was_single: bool,
 }
 
 impl TrainIn {
@@ -92,6 +95,7 @@ impl ConnectedDgram {
                 buf: vec![0; train::MAX_DATAGRAM],
                 len: 0,
                 next: 0,
+                last_was_single: false,
             })
         });
         self
@@ -122,8 +126,24 @@ impl ConnectedDgram {
                 Some(Err(())) => return Ok(0),
                 None => {}
             }
-            // A new train lands with its first frame directly in `out` (a super-frame alone in
-            // its train is not copied again) and the rest in the train buffer.
+            if !rx.last_was_single {
+                // Several frames to a train: each is copied out of the train buffer once.
+                let total = sys::recv_dgram(fd, &mut rx.buf).map_err(normalize)?;
+                if total > rx.buf.len() {
+                    // Larger than any train a filo switch sends: reported as a frame too large
+                    // for `out`, so the plug counts it as oversize.
+                    return Ok(total.max(out.len() + 1));
+                }
+                rx.len = total;
+                rx.next = 0;
+                rx.last_was_single = matches!(
+                    train::records(&rx.buf[..total]).next(),
+                    Some(Ok(f)) if f.len() + train::RECORD_HEADER_LEN == total
+                );
+                continue;
+            }
+            // A train of one (a super-frame) lands straight in `out`; should the train hold
+            // more, the rest lands in the train buffer.
             let mut header = [0u8; train::RECORD_HEADER_LEN];
             let total = {
                 let mut iov = [
@@ -149,6 +169,7 @@ impl ConnectedDgram {
                 tracing::warn!("dropped a malformed frame train from the switch");
                 return Ok(0);
             }
+            rx.last_was_single = first == body;
             if first <= out.len() {
                 // The rest of the train: its start sits in `out` behind the first frame; put it
                 // in front of what landed in the train buffer.
@@ -410,6 +431,33 @@ mod tests {
         let n = b.recv(&mut buf).unwrap();
         assert!(buf[..n] == frames[2][..]);
         assert_eq!((b.stats().frames_in, b.stats().dropped_oversize), (2, 1));
+    }
+
+    #[test]
+    fn after_a_train_of_one_the_next_train_lands_in_the_callers_buffer_intact() {
+        let (mut a, mut b) = train_plugs();
+        let mut buf = vec![0u8; 2000];
+        let mut expect = |b: &mut Plug, f: &[u8]| {
+            let n = b.recv(&mut buf).unwrap();
+            assert!(buf[..n] == f[..], "frame of {} bytes", f.len());
+        };
+        let single = frame(1, 100);
+        let trains = [
+            vec![frame(2, 60), frame(3, 3000), frame(4, 100)],
+            vec![frame(5, 3000), frame(6, 60), frame(7, 1999)],
+        ];
+        for t in &trains {
+            // A train of one first, so that the next is received scattered.
+            a.send(&single).unwrap();
+            expect(&mut b, &single);
+            let refs: Vec<&[u8]> = t.iter().map(|f| &f[..]).collect();
+            assert_eq!(a.send_batch(&refs).unwrap(), 3);
+            for f in t.iter().filter(|f| f.len() <= 2000) {
+                expect(&mut b, f);
+            }
+        }
+        assert!(!b.has_pending_input());
+        assert_eq!((b.stats().frames_in, b.stats().dropped_oversize), (6, 2));
     }
 
     #[test]
