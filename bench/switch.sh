@@ -90,6 +90,20 @@ frames() {
   rm -f "$T"/rx.* "$T"/tx.*
 }
 
+# ceiling SIZE COUNT -> frames/s one libvdeplug sender delivers to one libvdeplug receiver over
+# ptp:// with no switch at all: what the C clients allow any switch to deliver.
+ceiling() {
+  "$CLIENT" "ptp://$T/ptp" recv 1000 b1 >"$T/rx.c" &
+  sleep 0.5
+  "$CLIENT" "ptp://$T/ptp" send "$2" "$1" b1 a1 >/dev/null 2>&1 &
+  local tx=$!
+  while ! grep -q '^[0-9]' "$T/rx.c" 2>/dev/null; do sleep 0.1; done
+  kill "$tx" 2>/dev/null || true
+  wait 2>/dev/null || true
+  grep '^[0-9]' "$T/rx.c" | awk '{ printf "%.0f\n", ($2 > 0 ? $1 / $2 : 0) }'
+  rm -f "$T/rx.c" "$T"/ptp*
+}
+
 rtt() { # -> "p50 p99" in microseconds
   "$CLIENT" "vde://$T/sw" echo >/dev/null 2>&1 &
   local echo_pid=$!
@@ -127,6 +141,10 @@ tcp() { # $1 = plug program for the taps: deb|filo -> Gbit/s
 }
 
 declare -A R
+for size in 64 1514; do
+  n=$N64; [ "$size" = 1514 ] && n=$N1514
+  R[ceil,$size]=$(ceiling "$size" "$n")
+done
 for sw in deb filo; do
   start_switch "$sw"
   for size in 64 1514; do
@@ -172,6 +190,8 @@ for size in 64 1514; do
       "$(ratio "$(f filo,b,$size,$pairs 3)" "$(f deb,c,$size,$pairs 3)")"
   done
 done
+echo "Ceiling of the C clients (one libvdeplug sender to one receiver over ptp://, no switch):" \
+  "64B ${R[ceil,64]} f/s, 1514B ${R[ceil,1514]} f/s"
 echo
 echo "Round trip, 64-byte frames (us):   vde_switch p50/p99 $(f deb,rtt 1)/$(f deb,rtt 2)   filo switch p50/p99 $(f filo,rtt 1)/$(f filo,rtt 2) (p50 $(ratio "$(f filo,rtt 1)" "$(f deb,rtt 1)"))   filo --busy-poll 200 p50/p99 $(f busy,rtt 1)/$(f busy,rtt 2) (p50 $(ratio "$(f busy,rtt 1)" "$(f deb,rtt 1)"))"
 echo "TCP over taps (iperf3, Gbit/s):    vde_switch+vde_plug ${R[deb,tcp]}   filo switch+vde_plug ${R[filo,tcp]} ($(ratio "${R[filo,tcp]}" "${R[deb,tcp]}"))   filo switch+filo plug ${R[filo,tcpb]} ($(ratio "${R[filo,tcpb]}" "${R[deb,tcp]}"))"

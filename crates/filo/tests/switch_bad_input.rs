@@ -306,11 +306,24 @@ fn slow_reader_run(sw: &FiloSwitch, total: u32) -> u32 {
     reader.send(&test_frame([0xff; 6], B, 0, 60)).unwrap();
     let mut buf = vec![0u8; 9236];
     sender.recv_timeout(&mut buf, Some(T)).unwrap();
+    // Batches of 64: between filo plugs each is one frame train.
     let sender_thread = std::thread::spawn(move || {
-        for i in 1..=total {
-            sender
-                .send_timeout(&test_frame(B, A, i, 300), Some(Duration::from_secs(20)))
-                .unwrap();
+        let frames: Vec<Vec<u8>> = (1..=total).map(|i| test_frame(B, A, i, 300)).collect();
+        let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut sent = 0;
+        while sent < refs.len() {
+            match sender.send_batch(&refs[sent..(sent + 64).min(refs.len())]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the switch stopped taking frames"
+                    );
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(e) => panic!("send: {e}"),
+            }
         }
         sender
     });

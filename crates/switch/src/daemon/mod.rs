@@ -373,7 +373,17 @@ impl Switch {
             let port = ep.port;
             let ep_vnet = ep.vnet;
             let ep_trains = ep.trains;
-            let n = match ep.io.recv_batch(&mut self.bufs, &mut self.lens) {
+            // A train carries up to a batch of frames: with back-pressure, read one at a time
+            // so that the check above holds for every train.
+            let want = if ep_trains && self.cfg.lossless {
+                1
+            } else {
+                BATCH
+            };
+            let n = match ep
+                .io
+                .recv_batch(&mut self.bufs[..want], &mut self.lens[..want])
+            {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -413,7 +423,7 @@ impl Switch {
             // Hand this batch to the receivers before reading more, so queues only hold what
             // the receivers' sockets could not take.
             self.flush_dirty();
-            if n < BATCH {
+            if n < want {
                 return;
             }
         }
