@@ -348,6 +348,66 @@ fn lossless_mode_delivers_everything_to_a_slow_reader() {
     assert_eq!(slow_reader_run(&sw, 20_000), 20_000);
 }
 
+/// CPU seconds a process has used (user + system), from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[test]
+fn a_lossless_switch_held_up_by_a_stuck_reader_waits_without_spinning() {
+    let tmp = TempDir::new("filo-sb9");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &["--lossless", "--queue", "128"]);
+    let mut reader = filo_vnl::open(&sw.vnl()).unwrap();
+    let mut sender = filo_vnl::open(&sw.vnl()).unwrap();
+    reader.send(&test_frame([0xff; 6], B, 0, 60)).unwrap();
+    let mut buf = vec![0u8; 9236];
+    sender.recv_timeout(&mut buf, Some(T)).unwrap();
+    // The reader reads nothing: send until the switch has stopped taking frames for a while.
+    let frame = test_frame(B, A, 1, 1000);
+    let (mut sent, mut blocked_since) = (0u32, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "the switch kept taking frames");
+        match sender.send(&frame) {
+            Ok(()) => {
+                sent += 1;
+                blocked_since = None;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(300) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("send: {e}"),
+        }
+    }
+    // Held up, the switch sleeps: a spinning loop would use about a second of CPU here.
+    let pid = sw.proc.pid();
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_seconds(pid) - before;
+    assert!(
+        used < 0.5,
+        "the switch used {used:.2} s of CPU in 1 s while held up"
+    );
+    // Then the reader catches up and every frame arrives.
+    let mut got = 0;
+    while reader
+        .recv_timeout(&mut buf, Some(Duration::from_millis(1500)))
+        .is_ok()
+    {
+        got += u32::from(buf[6..12] == A);
+    }
+    assert_eq!(got, sent);
+}
+
 #[test]
 fn without_lossless_every_lost_frame_is_counted_on_its_port() {
     let tmp = TempDir::new("filo-sb8");

@@ -90,6 +90,8 @@ pub(crate) struct Endpoint {
     pub(crate) path: Option<PathBuf>,
     pub(crate) queue: Queue,
     pub(crate) want_write: bool,
+    /// Not read from while `--lossless` back-pressure holds.
+    pub(crate) read_paused: bool,
     /// Frames to and from this endpoint carry a virtio-net header (negotiated).
     pub(crate) vnet: bool,
     /// Datagrams to and from this endpoint are frame trains (negotiated); its queue holds
@@ -113,6 +115,7 @@ impl Endpoint {
             path,
             queue: Queue::new(),
             want_write: false,
+            read_paused: false,
             vnet: false,
             trains: false,
         }

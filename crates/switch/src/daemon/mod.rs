@@ -102,6 +102,8 @@ pub struct Switch {
     mgmt: Vec<Option<mgmt::Conn>>,
     stdin: Option<mgmt::Conn>,
     wake: Arc<std::os::fd::OwnedFd>,
+    /// Endpoints not read from while `--lossless` back-pressure holds.
+    read_paused: Vec<usize>,
     // Hot-loop buffers, reused.
     bufs: Vec<Vec<u8>>,
     lens: Vec<usize>,
@@ -183,6 +185,7 @@ impl Switch {
             mgmt: Vec::new(),
             stdin: None,
             wake,
+            read_paused: Vec::new(),
             bufs: (0..BATCH).map(|_| vec![0u8; FRAME_BUF]).collect(),
             lens: vec![0; BATCH],
             egress: Vec::with_capacity(64),
@@ -365,6 +368,7 @@ impl Switch {
     fn on_data(&mut self, slot: usize, now: Instant) {
         for _ in 0..BATCHES_PER_TURN {
             if self.lossless_blocked() {
+                self.pause_reading(slot);
                 return;
             }
             let Some(ep) = self.endpoints.get_mut(slot).and_then(|e| e.as_mut()) else {
@@ -484,6 +488,38 @@ impl Switch {
             self.scratch = scratch;
         }
         self.egress = egress;
+    }
+
+    /// `--lossless`: stops waiting for `slot`'s frames while a queue is too full to take more
+    /// (level-triggered epoll would otherwise report it readable again at once, and the loop
+    /// would spin); [`Switch::resume_reading`] undoes it when the queues have room.
+    fn pause_reading(&mut self, slot: usize) {
+        let Some(ep) = self.endpoints.get_mut(slot).and_then(|e| e.as_mut()) else {
+            return;
+        };
+        if !ep.read_paused {
+            ep.read_paused = true;
+            let _ = self
+                .epoll
+                .modify(ep.io.fd(), T_EP_DATA | slot as u64, false, ep.want_write);
+            self.read_paused.push(slot);
+        }
+    }
+
+    fn resume_reading(&mut self) {
+        if self.read_paused.is_empty() || self.lossless_blocked() {
+            return;
+        }
+        for slot in std::mem::take(&mut self.read_paused) {
+            if let Some(ep) = self.endpoints.get_mut(slot).and_then(|e| e.as_mut()) {
+                if ep.read_paused {
+                    ep.read_paused = false;
+                    let _ =
+                        self.epoll
+                            .modify(ep.io.fd(), T_EP_DATA | slot as u64, true, ep.want_write);
+                }
+            }
+        }
     }
 
     /// Writes a frame seen on `port` to that port's capture file, if any.
@@ -663,10 +699,14 @@ impl Switch {
         let want_write = !ep.queue.is_empty();
         if want_write != ep.want_write {
             ep.want_write = want_write;
-            let _ = self
-                .epoll
-                .modify(ep.io.fd(), T_EP_DATA | slot as u64, true, want_write);
+            let _ = self.epoll.modify(
+                ep.io.fd(),
+                T_EP_DATA | slot as u64,
+                !ep.read_paused,
+                want_write,
+            );
         }
+        let made_room = sent_frames > 0;
         if let Some(p) = self.state.ports.get_mut(&port) {
             p.counters.out_frames += sent_frames;
             p.counters.out_bytes += sent_bytes;
@@ -677,6 +717,9 @@ impl Switch {
                     .map(|e| e.queue.len())
                     .sum()
             });
+        }
+        if made_room {
+            self.resume_reading();
         }
         if let Some(e) = failed {
             if let Some(p) = self.state.ports.get_mut(&port) {
@@ -763,6 +806,8 @@ impl Switch {
             }
         }
         self.debug(DebugEvent::EndpointRemoved { port, id: ep.id });
+        // Its queue no longer holds anyone back.
+        self.resume_reading();
         // Dropping `ep` closes its sockets and unlinks its data socket file.
     }
 
