@@ -101,11 +101,6 @@ impl ConnectedDgram {
         self
     }
 
-    /// True when messages are frame trains.
-    pub fn trains(&self) -> bool {
-        self.trains.is_some()
-    }
-
     /// Receives one frame from trains: what is left of the current train first, then the
     /// next train. Like `recv`, returns the frame's full length (larger than `out` when it did
     /// not fit); a malformed rest of a train comes back as one zero-length frame, which the
@@ -187,8 +182,10 @@ impl ConnectedDgram {
         }
     }
 
-    /// Sends messages (each made of up to three pieces) as trains; returns how many went.
+    /// Sends messages (each made of one or two pieces) as trains; returns how many went.
     fn send_trains<const K: usize>(&mut self, msgs: &[[&[u8]; K]]) -> io::Result<usize> {
+        // Room below is for a record header and two pieces per message.
+        const { assert!(K <= 2) };
         let mut sent = 0;
         while sent < msgs.len() {
             let rest = &msgs[sent..];
@@ -203,7 +200,7 @@ impl ConnectedDgram {
             for (h, m) in headers.iter().zip(&rest[..count]) {
                 iov[k] = IoSlice::new(h);
                 k += 1;
-                for piece in m.iter().take(2) {
+                for piece in m {
                     iov[k] = IoSlice::new(piece);
                     k += 1;
                 }
