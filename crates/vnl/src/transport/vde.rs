@@ -63,9 +63,8 @@ pub fn agreed_framing(switch_path: &Path) -> (bool, bool) {
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    let mut extras = name.split('.').skip(2);
     let (mut vnet, mut trains) = (false, false);
-    for extra in extras.by_ref() {
+    for extra in name.split('.').skip(2) {
         match extra {
             "vnet" => vnet = true,
             "train" => trains = true,
@@ -409,4 +408,24 @@ pub fn connect(cfg: &VdeConfig) -> Result<ConnectedDgram, VdeError> {
         })
         .map_err(io_err(cfg, "data socket"))
     // `_cleanup` unlinks our bound name: the switch is connected to it already.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_socket_name_says_what_the_switch_agreed_to() {
+        for (vnet, trains) in [(false, false), (true, false), (false, true), (true, true)] {
+            let name = format!("/tmp/sw/003.12{}", framing_suffix(vnet, trains));
+            assert_eq!(agreed_framing(Path::new(&name)), (vnet, trains), "{name}");
+        }
+        // vde_switch's own names, and names with anything unknown, agree to nothing.
+        assert_eq!(agreed_framing(Path::new("/tmp/sw/001.6")), (false, false));
+        assert_eq!(
+            agreed_framing(Path::new("/tmp/sw/001.6.train.zip")),
+            (false, false)
+        );
+        assert_eq!(agreed_framing(Path::new("/")), (false, false));
+    }
 }
