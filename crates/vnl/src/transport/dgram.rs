@@ -2,6 +2,7 @@
 //! `vde://`, `udp://` and `seqpacket://`, with batched `recvmmsg`/`sendmmsg`. With a filo
 //! switch that agreed, a message may instead carry a train of frames ([`crate::wire::train`]).
 
+use std::cell::RefCell;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -35,11 +36,22 @@ pub struct ConnectedDgram {
     kind: &'static str,
 }
 
-/// A received train being handed out frame by frame.
+thread_local! {
+    /// Trains land here first: one buffer per thread, so that a plug keeps no 64 KiB buffer
+    /// of its own (a process with thousands of stacks has thousands of plugs).
+    static TRAIN_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Leftover space kept between trains; more is given back.
+const PENDING_KEEP: usize = 16 * 1024;
+
+/// The receiving side of a connection carrying trains.
+#[derive(Default)]
 struct TrainIn {
-    buf: Vec<u8>,
-    len: usize,
-    /// Offset of the next record header in `buf[..len]`.
+    /// Records (with their headers) of the last train that did not fit in the caller's
+    /// buffers; usually empty.
+    pending: Vec<u8>,
+    /// Offset of the next record in `pending`.
     next: usize,
     /// The last train held a single frame (a stream of super-frames): receive the next one
     /// straight into the caller's buffer.
@@ -47,25 +59,175 @@ struct TrainIn {
 }
 
 impl TrainIn {
-    /// The next frame of the current train: `Some(Ok(range))`, `Some(Err(()))` when the rest
-    /// of the train is malformed (it is skipped), or None when the train is used up.
-    fn next_frame(&mut self) -> Option<Result<std::ops::Range<usize>, ()>> {
-        let mut records = train::records(&self.buf[self.next..self.len]);
-        let item = records.next()?;
-        let base = self.next;
-        match item {
-            Ok(frame) => {
-                let end = base + records.position();
-                self.next = end;
-                Some(Ok(end - frame.len()..end))
-            }
-            Err(e) => {
-                tracing::warn!("dropped the rest of a frame train from the switch: {e}");
-                self.next = self.len;
-                Some(Err(()))
+    fn has_pending(&self) -> bool {
+        self.next < self.pending.len()
+    }
+
+    /// Hands out what is pending; forgets it once all is out.
+    fn hand_out_pending(&mut self, slots: &mut dyn Slots, n: &mut usize) {
+        if self.has_pending() {
+            self.next += hand_out(&self.pending[self.next..], slots, n);
+        }
+        if !self.has_pending() {
+            self.pending.clear();
+            self.next = 0;
+            if self.pending.capacity() > PENDING_KEEP {
+                self.pending = Vec::new();
             }
         }
     }
+
+    /// Keeps records that did not fit for the next call.
+    fn keep(&mut self, parts: &[&[u8]]) {
+        for part in parts {
+            self.pending.extend_from_slice(part);
+        }
+    }
+}
+
+/// Where received frames go: the buffers of a batch, or a single buffer.
+trait Slots {
+    fn count(&self) -> usize;
+    fn buf(&mut self, i: usize) -> &mut [u8];
+    /// The frame's full length (larger than the buffer when it did not fit; 0 for a malformed
+    /// train, which the plug counts as a frame too short).
+    fn set_len(&mut self, i: usize, len: usize);
+}
+
+struct BatchSlots<'a> {
+    bufs: &'a mut [Vec<u8>],
+    lens: &'a mut [usize],
+}
+
+impl Slots for BatchSlots<'_> {
+    fn count(&self) -> usize {
+        self.bufs.len().min(self.lens.len())
+    }
+    fn buf(&mut self, i: usize) -> &mut [u8] {
+        &mut self.bufs[i]
+    }
+    fn set_len(&mut self, i: usize, len: usize) {
+        self.lens[i] = len;
+    }
+}
+
+struct OneSlot<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl Slots for OneSlot<'_> {
+    fn count(&self) -> usize {
+        1
+    }
+    fn buf(&mut self, _: usize) -> &mut [u8] {
+        self.buf
+    }
+    fn set_len(&mut self, _: usize, len: usize) {
+        self.len = len;
+    }
+}
+
+/// Copies the records of `data` (a train or what is left of one) into the slots from `*n` on,
+/// while there are slots. Returns how many bytes of `data` were used up: all of them, or up to
+/// the first record that found no slot. A malformed rest of a train uses up everything and
+/// takes one slot, with length 0.
+fn hand_out(data: &[u8], slots: &mut dyn Slots, n: &mut usize) -> usize {
+    let mut records = train::records(data);
+    while *n < slots.count() {
+        match records.next() {
+            None => return data.len(),
+            Some(Ok(frame)) => {
+                let out = slots.buf(*n);
+                let k = frame.len().min(out.len());
+                out[..k].copy_from_slice(&frame[..k]);
+                slots.set_len(*n, frame.len());
+            }
+            Some(Err(e)) => {
+                tracing::warn!("dropped the rest of a frame train from the switch: {e}");
+                slots.set_len(*n, 0);
+                *n += 1;
+                return data.len();
+            }
+        }
+        *n += 1;
+    }
+    records.position()
+}
+
+/// Receives one train: its frames go to the slots from `*n` on, what does not fit to
+/// `rx.pending`. `WouldBlock` when none is waiting.
+fn receive_train(
+    fd: RawFd,
+    rx: &mut TrainIn,
+    slots: &mut dyn Slots,
+    n: &mut usize,
+) -> io::Result<()> {
+    TRAIN_SCRATCH.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        if scratch.len() < train::MAX_DATAGRAM {
+            scratch.resize(train::MAX_DATAGRAM, 0);
+        }
+        if !rx.last_was_single {
+            let total = sys::recv_dgram(fd, &mut scratch).map_err(normalize)?;
+            if total > scratch.len() {
+                // Larger than any train a filo switch sends: reported as a frame too large
+                // for its buffer, so the plug counts it as oversize.
+                let out_len = slots.buf(*n).len();
+                slots.set_len(*n, total.max(out_len + 1));
+                *n += 1;
+                return Ok(());
+            }
+            rx.last_was_single = matches!(
+                train::records(&scratch[..total]).next(),
+                Some(Ok(f)) if f.len() + train::RECORD_HEADER_LEN == total
+            );
+            let used = hand_out(&scratch[..total], slots, n);
+            rx.keep(&[&scratch[used..total]]);
+            return Ok(());
+        }
+        // After a train of one (a super-frame), the next lands with its first frame straight
+        // in the caller's buffer; should it hold more, the rest lands in the scratch buffer.
+        let mut header = [0u8; train::RECORD_HEADER_LEN];
+        let out_len = slots.buf(*n).len();
+        let total = {
+            let mut iov = [
+                IoSliceMut::new(&mut header),
+                IoSliceMut::new(slots.buf(*n)),
+                IoSliceMut::new(&mut scratch),
+            ];
+            sys::recv_scattered(fd, &mut iov).map_err(normalize)?
+        };
+        if total == 0 {
+            return Ok(());
+        }
+        let slot = *n;
+        *n += 1;
+        if total > train::MAX_DATAGRAM {
+            slots.set_len(slot, total.max(out_len + 1));
+            return Ok(());
+        }
+        let body = total - total.min(train::RECORD_HEADER_LEN);
+        let in_out = body.min(out_len);
+        let in_scratch = body - in_out;
+        let first = u32::from_be_bytes(header) as usize;
+        if total < train::RECORD_HEADER_LEN || first == 0 || first > body {
+            tracing::warn!("dropped a malformed frame train from the switch");
+            slots.set_len(slot, 0);
+            return Ok(());
+        }
+        rx.last_was_single = first == body;
+        slots.set_len(slot, first);
+        // The rest of the train, if any: behind the first frame in the caller's buffer, then
+        // in the scratch buffer (or only there, when the first frame overflowed).
+        if first <= out_len {
+            let out = slots.buf(slot);
+            rx.keep(&[&out[first..in_out], &scratch[..in_scratch]]);
+        } else {
+            rx.keep(&[&scratch[first - out_len..in_scratch]]);
+        }
+        Ok(())
+    })
 }
 
 impl ConnectedDgram {
@@ -90,95 +252,28 @@ impl ConnectedDgram {
 
     /// Marks the connection as carrying frame trains.
     pub fn with_trains(mut self, trains: bool) -> Self {
-        self.trains = trains.then(|| {
-            Box::new(TrainIn {
-                buf: vec![0; train::MAX_DATAGRAM],
-                len: 0,
-                next: 0,
-                last_was_single: false,
-            })
-        });
+        self.trains = trains.then(Box::default);
         self
     }
 
-    /// Receives one frame from trains: what is left of the current train first, then the
-    /// next train. Like `recv`, returns the frame's full length (larger than `out` when it did
-    /// not fit); a malformed rest of a train comes back as one zero-length frame, which the
-    /// plug drops and counts as too short.
-    fn recv_from_train(&mut self, out: &mut [u8]) -> io::Result<usize> {
+    /// Receives frames from trains into `slots`: what is left of the last train first, then
+    /// new trains until the slots are full or nothing is waiting.
+    fn recv_trains(&mut self, slots: &mut dyn Slots) -> io::Result<usize> {
         let fd = self.fd.as_raw_fd();
         let Some(rx) = self.trains.as_mut() else {
             return Err(io::ErrorKind::WouldBlock.into());
         };
+        let mut n = 0;
         loop {
-            match rx.next_frame() {
-                Some(Ok(range)) => {
-                    let frame = &rx.buf[range];
-                    let k = frame.len().min(out.len());
-                    out[..k].copy_from_slice(&frame[..k]);
-                    return Ok(frame.len());
-                }
-                Some(Err(())) => return Ok(0),
-                None => {}
+            rx.hand_out_pending(slots, &mut n);
+            if n == slots.count() {
+                return Ok(n);
             }
-            if !rx.last_was_single {
-                // Several frames to a train: each is copied out of the train buffer once.
-                let total = sys::recv_dgram(fd, &mut rx.buf).map_err(normalize)?;
-                if total > rx.buf.len() {
-                    // Larger than any train a filo switch sends: reported as a frame too large
-                    // for `out`, so the plug counts it as oversize.
-                    return Ok(total.max(out.len() + 1));
-                }
-                rx.len = total;
-                rx.next = 0;
-                rx.last_was_single = matches!(
-                    train::records(&rx.buf[..total]).next(),
-                    Some(Ok(f)) if f.len() + train::RECORD_HEADER_LEN == total
-                );
-                continue;
+            match receive_train(fd, rx, slots, &mut n) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => return Ok(n),
+                Err(e) => return Err(e),
             }
-            // A train of one (a super-frame) lands straight in `out`; should the train hold
-            // more, the rest lands in the train buffer.
-            let mut header = [0u8; train::RECORD_HEADER_LEN];
-            let total = {
-                let mut iov = [
-                    IoSliceMut::new(&mut header),
-                    IoSliceMut::new(out),
-                    IoSliceMut::new(&mut rx.buf),
-                ];
-                sys::recv_scattered(fd, &mut iov).map_err(normalize)?
-            };
-            if total == 0 {
-                continue;
-            }
-            let body = total - total.min(train::RECORD_HEADER_LEN);
-            let in_out = body.min(out.len());
-            let in_buf = body - in_out;
-            let first = u32::from_be_bytes(header) as usize;
-            if total > train::MAX_DATAGRAM {
-                // Larger than any train a filo switch sends: reported as a frame too large for
-                // `out`, so the plug counts it as oversize.
-                return Ok(total.max(out.len() + 1));
-            }
-            if total < train::RECORD_HEADER_LEN || first == 0 || first > body {
-                tracing::warn!("dropped a malformed frame train from the switch");
-                return Ok(0);
-            }
-            rx.last_was_single = first == body;
-            if first <= out.len() {
-                // The rest of the train: its start sits in `out` behind the first frame; put it
-                // in front of what landed in the train buffer.
-                let rest_in_out = in_out - first;
-                rx.buf.copy_within(..in_buf, rest_in_out);
-                rx.buf[..rest_in_out].copy_from_slice(&out[first..in_out]);
-                rx.next = 0;
-                rx.len = rest_in_out + in_buf;
-            } else {
-                // Too large for `out` (the plug counts it): skip its bytes in the train buffer.
-                rx.next = first - out.len();
-                rx.len = in_buf;
-            }
-            return Ok(first);
         }
     }
 
@@ -239,7 +334,9 @@ impl ConnectedDgram {
 impl Transport for ConnectedDgram {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.trains.is_some() {
-            return self.recv_from_train(buf);
+            let mut one = OneSlot { buf, len: 0 };
+            self.recv_trains(&mut one)?;
+            return Ok(one.len);
         }
         loop {
             match sys::recv_dgram(self.fd.as_raw_fd(), buf) {
@@ -262,16 +359,7 @@ impl Transport for ConnectedDgram {
 
     fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
         if self.trains.is_some() {
-            let mut n = 0;
-            while n < bufs.len().min(lens.len()) {
-                match self.recv_from_train(&mut bufs[n]) {
-                    Ok(len) => lens[n] = len,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => break,
-                    Err(e) => return Err(e),
-                }
-                n += 1;
-            }
-            return Ok(n);
+            return self.recv_trains(&mut BatchSlots { bufs, lens });
         }
         loop {
             match sys::recv_many(self.fd.as_raw_fd(), bufs, lens) {
@@ -325,7 +413,7 @@ impl Transport for ConnectedDgram {
     }
 
     fn has_pending_input(&self) -> bool {
-        self.trains.as_ref().is_some_and(|rx| rx.next < rx.len)
+        self.trains.as_ref().is_some_and(|rx| rx.has_pending())
     }
 
     fn kind(&self) -> &'static str {
@@ -455,6 +543,32 @@ mod tests {
         }
         assert!(!b.has_pending_input());
         assert_eq!((b.stats().frames_in, b.stats().dropped_oversize), (6, 2));
+    }
+
+    #[test]
+    fn a_plug_keeps_no_train_sized_buffer_once_its_frames_are_out() {
+        let (a, b) = UnixDatagram::pair().unwrap();
+        let open = |s: UnixDatagram| {
+            ConnectedDgram::new(OwnedFd::from(s), None, Refused::Fatal, false, "test")
+                .unwrap()
+                .with_trains(true)
+        };
+        let (mut a, mut b) = (open(a), open(b));
+        let frames: Vec<Vec<u8>> = (0..60).map(|i| frame(i, 1000)).collect();
+        let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+        assert_eq!(a.send_batch(&refs).unwrap(), 60);
+        let mut buf = vec![0u8; 2000];
+        for f in &frames {
+            let n = b.recv(&mut buf).unwrap();
+            assert!(buf[..n] == f[..]);
+        }
+        assert!(!b.has_pending_input());
+        let rx = b.trains.as_ref().unwrap();
+        assert!(
+            rx.pending.capacity() <= PENDING_KEEP,
+            "{}",
+            rx.pending.capacity()
+        );
     }
 
     #[test]
