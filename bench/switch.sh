@@ -6,7 +6,8 @@
 #   - the switch process's CPU time per delivered frame (/proc/PID/task/*/schedstat);
 #   - for filo's switch, the frames it counted as dropped (port/drops on its console), so that
 #     loss nobody accounted for shows ("unacct": sent - delivered - counted drops);
-#   - round trip p50/p99 (64-byte ping through an echo client);
+#   - round trip p50/p99 (64-byte ping through an echo client; medians of RTT_ROUNDS interleaved
+#     runs on fresh switches, default 5);
 #   - TCP Gbit/s (iperf3) between two namespaces whose taps are plugged into the switch.
 # Usage: bench/switch.sh [FRAMES_64] [FRAMES_1514]    (defaults 300000 100000). Run as root.
 set -euo pipefail
@@ -153,7 +154,6 @@ for sw in deb filo; do
       R[$sw,c,$size,$pairs]=$(frames c "$size" "$n" "$pairs")
     done
   done
-  R[$sw,rtt]=$(rtt)
   R[$sw,tcp]=$(tcp deb)
   if [ "$sw" = filo ]; then
     for size in 64 1514; do
@@ -166,9 +166,20 @@ for sw in deb filo; do
   fi
   stop_switch
 done
-start_switch filo-busy
-R[busy,rtt]=$(rtt)
-stop_switch
+# Round trips vary with where the scheduler puts three processes on two CPUs: fresh switches,
+# the three kinds interleaved, RTT_ROUNDS rounds; the median p50 and p99 of each kind count.
+for round in $(seq "${RTT_ROUNDS:-5}"); do
+  for kind in deb filo filo-busy; do
+    start_switch "$kind"
+    echo "$(rtt)" >>"$T/rtt.$kind"
+    stop_switch
+  done
+done
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+for kind in deb filo filo-busy; do
+  key=${kind/filo-busy/busy}
+  R[$key,rtt]="$(awk '{ print $1 }' "$T/rtt.$kind" | median) $(awk '{ print $2 }' "$T/rtt.$kind" | median)"
+done
 
 f() { echo "${R[$1]}" | awk -v i="$2" '{ print $i }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
@@ -193,5 +204,6 @@ done
 echo "Ceiling of the C clients (one libvdeplug sender to one receiver over ptp://, no switch):" \
   "64B ${R[ceil,64]} f/s, 1514B ${R[ceil,1514]} f/s"
 echo
-echo "Round trip, 64-byte frames (us):   vde_switch p50/p99 $(f deb,rtt 1)/$(f deb,rtt 2)   filo switch p50/p99 $(f filo,rtt 1)/$(f filo,rtt 2) (p50 $(ratio "$(f filo,rtt 1)" "$(f deb,rtt 1)"))   filo --busy-poll 200 p50/p99 $(f busy,rtt 1)/$(f busy,rtt 2) (p50 $(ratio "$(f busy,rtt 1)" "$(f deb,rtt 1)"))"
+echo "Round trip, 64-byte frames (us, median of ${RTT_ROUNDS:-5} interleaved runs):"
+echo "                                   vde_switch p50/p99 $(f deb,rtt 1)/$(f deb,rtt 2)   filo switch p50/p99 $(f filo,rtt 1)/$(f filo,rtt 2) (p50 $(ratio "$(f filo,rtt 1)" "$(f deb,rtt 1)"))   filo --busy-poll 200 p50/p99 $(f busy,rtt 1)/$(f busy,rtt 2) (p50 $(ratio "$(f busy,rtt 1)" "$(f deb,rtt 1)"))"
 echo "TCP over taps (iperf3, Gbit/s):    vde_switch+vde_plug ${R[deb,tcp]}   filo switch+vde_plug ${R[filo,tcp]} ($(ratio "${R[filo,tcp]}" "${R[deb,tcp]}"))   filo switch+filo plug ${R[filo,tcpb]} ($(ratio "${R[filo,tcpb]}" "${R[deb,tcp]}"))"

@@ -318,6 +318,59 @@ pub fn silent_eventfd() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// A one-shot monotonic timer as a descriptor: readable once it has expired. Loops that
+/// sleep in `epoll_wait` wait on it instead of passing a timeout, which would arm and cancel a
+/// kernel timer on every sleep.
+pub struct Timer {
+    fd: OwnedFd,
+}
+
+impl Timer {
+    pub fn new() -> io::Result<Timer> {
+        // SAFETY: timerfd_create takes no pointers; the descriptor is new and owned by us.
+        let fd = cvt(unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_CLOEXEC | libc::TFD_NONBLOCK,
+            )
+        })?;
+        // SAFETY: fd is a freshly created descriptor nobody else owns.
+        Ok(Timer {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Expires once after `after` (at least a nanosecond, so zero still fires).
+    pub fn arm(&self, after: Duration) -> io::Result<()> {
+        let after = after.max(Duration::from_nanos(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: after.as_secs().min(i32::MAX as u64) as libc::time_t,
+                tv_nsec: after.subsec_nanos() as libc::c_long,
+            },
+        };
+        // SAFETY: spec is a valid itimerspec for the call; the old value is not asked for.
+        cvt(unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) })
+            .map(drop)
+    }
+
+    /// Consumes an expiry so the descriptor stops being readable.
+    pub fn clear(&self) {
+        let mut count = [0u8; 8];
+        let _ = read_nonblocking(self.fd.as_raw_fd(), &mut count);
+    }
+}
+
+impl AsRawFd for Timer {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 /// An epoll instance watching `fds` for input: a single descriptor that becomes readable when
 /// any of them is (used by transports with several sockets, e.g. vxvde).
 pub fn epoll_of(fds: &[RawFd]) -> io::Result<OwnedFd> {

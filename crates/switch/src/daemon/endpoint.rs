@@ -92,6 +92,10 @@ pub(crate) struct Endpoint {
     pub(crate) want_write: bool,
     /// Not read from while `--lossless` back-pressure holds.
     pub(crate) read_paused: bool,
+    /// When frames were last read from it (to tell a stream from a lone frame).
+    pub(crate) last_read: Option<std::time::Instant>,
+    /// Its last read filled a whole batch: more are probably waiting.
+    pub(crate) last_read_full: bool,
     /// Frames to and from this endpoint carry a virtio-net header (negotiated).
     pub(crate) vnet: bool,
     /// Datagrams to and from this endpoint are frame trains (negotiated); its queue holds
@@ -116,6 +120,8 @@ impl Endpoint {
             queue: Queue::new(),
             want_write: false,
             read_paused: false,
+            last_read: None,
+            last_read_full: false,
             vnet: false,
             trains: false,
         }

@@ -57,6 +57,14 @@ const T_EP_DATA: u64 = 5 << 56;
 const T_EP_CTL: u64 = 6 << 56;
 const T_MGMT: u64 = 7 << 56;
 const T_WAKE: u64 = 8 << 56;
+const T_TIMER: u64 = 9 << 56;
+/// The loop looks at its timers at least this often (also bounds how long a stop request
+/// raced by a signal can go unseen).
+const TICK: Duration = Duration::from_millis(500);
+/// An endpoint read again within this time, or whose last read filled a batch, is streaming:
+/// read it in batches. Otherwise a lone frame is expected (a ping-pong) and read alone, which
+/// spares the kernel a second, empty look at the socket and keeps latency down.
+const STREAMING: Duration = Duration::from_micros(20);
 const KIND_MASK: u64 = 0xff << 56;
 
 /// A running switch's handle for another thread: stop it and wait.
@@ -104,6 +112,10 @@ pub struct Switch {
     wake: Arc<std::os::fd::OwnedFd>,
     /// Endpoints not read from while `--lossless` back-pressure holds.
     read_paused: Vec<usize>,
+    /// Wakes `epoll_wait` for the next timer, so that sleeping arms no kernel timer.
+    timer: sys::Timer,
+    timer_at: Option<Instant>,
+    next_tick: Instant,
     // Hot-loop buffers, reused.
     bufs: Vec<Vec<u8>>,
     lens: Vec<usize>,
@@ -151,6 +163,10 @@ impl Switch {
         epoll
             .add(wake.as_raw_fd(), T_WAKE, true, false)
             .map_err(SwitchError::io("epoll"))?;
+        let timer = sys::Timer::new().map_err(SwitchError::io("timerfd"))?;
+        epoll
+            .add(timer.as_raw_fd(), T_TIMER, true, false)
+            .map_err(SwitchError::io("epoll"))?;
         let core = Core::new(
             CoreConfig {
                 num_ports: cfg.numports,
@@ -185,6 +201,9 @@ impl Switch {
             mgmt: Vec::new(),
             stdin: None,
             wake,
+            timer,
+            timer_at: None,
+            next_tick: now,
             read_paused: Vec::new(),
             bufs: (0..BATCH).map(|_| vec![0u8; FRAME_BUF]).collect(),
             lens: vec![0; BATCH],
@@ -268,12 +287,13 @@ impl Switch {
             let spinning = !self.cfg.busy_poll.is_zero()
                 && now.duration_since(last_activity) < self.cfg.busy_poll;
             let timeout = if spinning {
-                Duration::ZERO
+                Some(Duration::ZERO)
             } else {
-                self.next_timeout(now)
+                self.arm_timer(now);
+                None
             };
             self.epoll
-                .wait(&mut events, Some(timeout))
+                .wait(&mut events, timeout)
                 .map_err(SwitchError::io("epoll_wait"))?;
             let now = Instant::now();
             if !events.is_empty() {
@@ -289,12 +309,21 @@ impl Switch {
         Ok(())
     }
 
-    fn next_timeout(&self, now: Instant) -> Duration {
-        let mut t = Duration::from_millis(500);
-        if let Some(at) = self.state.core.poll_timeout() {
-            t = t.min(at.saturating_duration_since(now));
+    /// Arms the timer for the next deadline, unless it is armed for it already.
+    fn arm_timer(&mut self, now: Instant) {
+        if now >= self.next_tick {
+            self.next_tick = now + TICK;
         }
-        t
+        let mut at = self.next_tick;
+        if let Some(core_at) = self.state.core.poll_timeout() {
+            at = at.min(core_at);
+        }
+        if self.timer_at != Some(at) {
+            match self.timer.arm(at.saturating_duration_since(now)) {
+                Ok(()) => self.timer_at = Some(at),
+                Err(e) => tracing::warn!("cannot arm the timer: {e}"),
+            }
+        }
     }
 
     fn on_timers(&mut self, now: Instant) {
@@ -350,6 +379,10 @@ impl Switch {
             }
             T_MGMT => self.on_mgmt(slot, ev, now),
             T_WAKE => {}
+            T_TIMER => {
+                self.timer.clear();
+                self.timer_at = None;
+            }
             _ => {}
         }
     }
@@ -377,9 +410,14 @@ impl Switch {
             let port = ep.port;
             let ep_vnet = ep.vnet;
             let ep_trains = ep.trains;
+            let streaming = ep.last_read_full
+                || ep
+                    .last_read
+                    .is_some_and(|t| now.saturating_duration_since(t) < STREAMING);
+            ep.last_read = Some(now);
             // A train carries up to a batch of frames: with back-pressure, read one at a time
             // so that the check above holds for every train.
-            let want = if ep_trains && self.cfg.lossless {
+            let want = if (ep_trains && self.cfg.lossless) || !streaming {
                 1
             } else {
                 BATCH
@@ -388,8 +426,14 @@ impl Switch {
                 .io
                 .recv_batch(&mut self.bufs[..want], &mut self.lens[..want])
             {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Ok(n) => {
+                    ep.last_read_full = n == want && want > 1;
+                    n
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ep.last_read_full = false;
+                    return;
+                }
                 Err(e) => {
                     let why = format!("receive error: {e}");
                     self.close_endpoint(slot, &why);
@@ -427,7 +471,9 @@ impl Switch {
             // Hand this batch to the receivers before reading more, so queues only hold what
             // the receivers' sockets could not take.
             self.flush_dirty();
-            if n < want {
+            // After a lone frame, back to waiting: should more be there, epoll says so at once
+            // and they are read as a stream.
+            if n < want || want == 1 {
                 return;
             }
         }
