@@ -25,6 +25,10 @@ Unlike vde_switch, frames for a receiver that cannot keep up wait in a bounded q
 port (--queue) and only then are dropped, counted in port/print; --lossless makes the switch
 stop reading instead (no loss, but a stuck receiver slows everyone).
 
+filo's own clients (filo plug, filo-stack, filo wirefilter) ask the switch for frame trains
+(many frames per datagram) and, for taps and stacks, TCP super-frames; it agrees, and every
+other client gets plain frames. FILO_TRAINS=off in a client's environment turns trains off.
+
 EXAMPLES:
   filo switch /tmp/sw -M /tmp/sw.mgmt --daemon
   filo switch -s /tmp/sw -m 666 -t tap0 --nostdin

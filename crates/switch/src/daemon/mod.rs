@@ -303,7 +303,7 @@ impl Switch {
                 self.dispatch(*ev, now);
             }
             self.flush_dirty();
-            self.on_timers(Instant::now());
+            self.on_timers(now);
         }
         self.events = events;
         Ok(())
