@@ -290,6 +290,60 @@ fn the_switch_segments_super_frames_for_a_plain_vde_plug() {
 }
 
 #[test]
+fn a_burst_crosses_a_filo_plug_cable_between_two_switches_whole_and_in_order() {
+    // Every hop is a train here: plug -> switch a -> cable -> switch b -> plug. With
+    // back-pressure on both switches nothing may be lost, so every frame must arrive, in order.
+    let tmp = TempDir::new("filo-swcb");
+    let a = FiloSwitch::start(FILO, &tmp, "a", &["--lossless"]);
+    let b = FiloSwitch::start(FILO, &tmp, "b", &["--lossless"]);
+    let _cable = Proc::spawn(
+        Command::new(FILO)
+            .args(["plug", &a.vnl(), &b.vnl()])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_ctl_clients(&a, 1);
+    wait_ctl_clients(&b, 1);
+    let mut sender = filo_vnl::open(&a.vnl()).unwrap();
+    let mut receiver = filo_vnl::open(&b.vnl()).unwrap();
+    // B announces itself across the cable, so the burst is unicast to it.
+    receiver
+        .send_timeout(&test_frame(BCAST, B, 0, 60), Some(T))
+        .unwrap();
+    let mut buf = vec![0u8; 9236];
+    let n = sender
+        .recv_timeout(&mut buf, Some(T))
+        .expect("the cable carries frames");
+    assert_eq!(&buf[6..12], &B[..], "{n} bytes from the wrong source");
+    let frames: Vec<Vec<u8>> = (1..=3000u32)
+        .map(|i| test_frame(B, A, i, 60 + (i as usize * 53) % 1400))
+        .collect();
+    let to_send = frames.clone();
+    let sending = std::thread::spawn(move || {
+        send_all(&mut sender, &to_send, 64);
+        sender
+    });
+    let mut got = Vec::new();
+    let mut batch = filo_vnl::FrameBatch::new(16);
+    while got.len() < frames.len() {
+        match receiver.recv_batch(&mut batch) {
+            Ok(_) => got.extend(batch.frames().map(|f| f.to_vec())),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let n = receiver
+                    .recv_timeout(&mut buf, Some(T))
+                    .unwrap_or_else(|e| panic!("after {} frames: {e}", got.len()));
+                got.push(buf[..n].to_vec());
+            }
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+    drop(sending.join().unwrap());
+    assert_eq!(got.len(), frames.len());
+    let first_bad = got.iter().zip(&frames).position(|(g, f)| g != f);
+    assert_eq!(first_bad, None, "frames arrived changed or out of order");
+}
+
+#[test]
 fn two_filo_switches_joined_by_two_cables_do_not_loop_with_spanning_tree() {
     let tmp = TempDir::new("filo-stp");
     let timers = ["--stp", "--stp-timers", "1:4:1"];
