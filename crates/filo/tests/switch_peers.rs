@@ -124,6 +124,37 @@ fn filo_plugs_carry_jumbo_frames_through_filo_switch() {
     assert_eq!(&buf[..n], &f[..]);
 }
 
+/// Receives `count` frames, in batches of `per_batch` (smaller than a train, so trains come
+/// out in pieces), waiting up to T for each when none is there.
+fn recv_all(plug: &mut filo_vnl::Plug, count: usize, per_batch: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut batch = filo_vnl::FrameBatch::new(per_batch);
+    let mut one = vec![0u8; 9236];
+    while got.len() < count {
+        match plug.recv_batch(&mut batch) {
+            Ok(_) => got.extend(batch.frames().map(|f| f.to_vec())),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let n = plug
+                    .recv_timeout(&mut one, Some(T))
+                    .unwrap_or_else(|e| panic!("after {} of {count} frames: {e}", got.len()));
+                got.push(one[..n].to_vec());
+            }
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+    got
+}
+
+/// `filo plug` joining two switches.
+fn filo_cable(a: &FiloSwitch, b: &FiloSwitch) -> Proc {
+    Proc::spawn(
+        Command::new(FILO)
+            .args(["plug", &a.vnl(), &b.vnl()])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+}
+
 /// Sends all of `frames` in batches of `per_batch`, waiting briefly whenever the switch is full.
 fn send_all(plug: &mut filo_vnl::Plug, frames: &[Vec<u8>], per_batch: usize) {
     let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
@@ -172,21 +203,8 @@ fn filo_plugs_exchange_frame_trains_while_debian_vde_plug_gets_plain_frames() {
         .map(|i| test_frame(B, A, i, 14 + (i as usize * 37) % 1501))
         .collect();
     send_all(&mut a, &frames, 64);
-    let mut got = Vec::new();
-    let mut batch = filo_vnl::FrameBatch::new(5);
+    let got = recv_all(&mut b, frames.len(), 5);
     let mut one = vec![0u8; 2000];
-    while got.len() < frames.len() {
-        match b.recv_batch(&mut batch) {
-            Ok(_) => got.extend(batch.frames().map(|f| f.to_vec())),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let n = b
-                    .recv_timeout(&mut one, Some(T))
-                    .expect("all 600 frames reach B");
-                got.push(one[..n].to_vec());
-            }
-            Err(e) => panic!("recv: {e}"),
-        }
-    }
     assert!(got == frames, "B got the frames whole and in order");
     assert!(!b.has_pending_input());
 
@@ -296,12 +314,7 @@ fn a_burst_crosses_a_filo_plug_cable_between_two_switches_whole_and_in_order() {
     let tmp = TempDir::new("filo-swcb");
     let a = FiloSwitch::start(FILO, &tmp, "a", &["--lossless"]);
     let b = FiloSwitch::start(FILO, &tmp, "b", &["--lossless"]);
-    let _cable = Proc::spawn(
-        Command::new(FILO)
-            .args(["plug", &a.vnl(), &b.vnl()])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let _cable = filo_cable(&a, &b);
     wait_ctl_clients(&a, 1);
     wait_ctl_clients(&b, 1);
     let mut sender = filo_vnl::open(&a.vnl()).unwrap();
@@ -323,20 +336,7 @@ fn a_burst_crosses_a_filo_plug_cable_between_two_switches_whole_and_in_order() {
         send_all(&mut sender, &to_send, 64);
         sender
     });
-    let mut got = Vec::new();
-    let mut batch = filo_vnl::FrameBatch::new(16);
-    while got.len() < frames.len() {
-        match receiver.recv_batch(&mut batch) {
-            Ok(_) => got.extend(batch.frames().map(|f| f.to_vec())),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let n = receiver
-                    .recv_timeout(&mut buf, Some(T))
-                    .unwrap_or_else(|e| panic!("after {} frames: {e}", got.len()));
-                got.push(buf[..n].to_vec());
-            }
-            Err(e) => panic!("recv: {e}"),
-        }
-    }
+    let got = recv_all(&mut receiver, frames.len(), 16);
     drop(sending.join().unwrap());
     assert_eq!(got.len(), frames.len());
     let first_bad = got.iter().zip(&frames).position(|(g, f)| g != f);
@@ -359,18 +359,8 @@ fn two_filo_switches_joined_by_two_cables_do_not_loop_with_spanning_tree() {
         "b",
         &[&timers[..], &["--macaddr", "02:00:00:00:00:02"]].concat(),
     );
-    let _cable1 = Proc::spawn(
-        Command::new(FILO)
-            .args(["plug", &a.vnl(), &b.vnl()])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    let _cable2 = Proc::spawn(
-        Command::new(FILO)
-            .args(["plug", &a.vnl(), &b.vnl()])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let _cable1 = filo_cable(&a, &b);
+    let _cable2 = filo_cable(&a, &b);
     wait_ctl_clients(&a, 2);
     wait_ctl_clients(&b, 2);
     // Listening + learning take 2 x forward delay; give the tree time to settle.
