@@ -281,32 +281,29 @@ impl Plug {
     /// Sends frames from the front of `frames`; returns how many went out. Invalid frames are
     /// skipped and counted (they count as sent so the caller moves on).
     pub fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
-        let range = self.size_range();
-        let valid = frames
-            .iter()
-            .take_while(|f| range.contains(&f.len()))
-            .count();
-        if valid == 0 {
-            if frames.is_empty() {
-                return Ok(0);
-            }
-            self.stats.refused_out += 1;
-            return Ok(1);
-        }
-        let n = self.transport.send_batch(&frames[..valid])?;
-        self.stats.frames_out += n as u64;
-        self.stats.bytes_out += frames[..n].iter().map(|f| f.len() as u64).sum::<u64>();
-        Ok(n)
+        self.send_checked(frames, |f| f.len(), |t, ok| t.send_batch(ok))
     }
 
     /// Like [`Plug::send_batch`], each frame sent as the two pieces given (on a
     /// [`Plug::vnet`] plug: the virtio-net header, then the frame), without joining them.
     pub fn send_batch_joined(&mut self, msgs: &[[&[u8]; 2]]) -> io::Result<usize> {
+        self.send_checked(
+            msgs,
+            |[a, b]| a.len() + b.len(),
+            |t, ok| t.send_batch_joined(ok),
+        )
+    }
+
+    /// The batch sends' common part: the valid frames at the front of `msgs` go to `send`, a
+    /// leading invalid one is refused and counted, and what went out is counted.
+    fn send_checked<M>(
+        &mut self,
+        msgs: &[M],
+        len: impl Fn(&M) -> usize,
+        send: impl FnOnce(&mut dyn Transport, &[M]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
         let range = self.size_range();
-        let valid = msgs
-            .iter()
-            .take_while(|[a, b]| range.contains(&(a.len() + b.len())))
-            .count();
+        let valid = msgs.iter().take_while(|m| range.contains(&len(m))).count();
         if valid == 0 {
             if msgs.is_empty() {
                 return Ok(0);
@@ -314,12 +311,9 @@ impl Plug {
             self.stats.refused_out += 1;
             return Ok(1);
         }
-        let n = self.transport.send_batch_joined(&msgs[..valid])?;
+        let n = send(self.transport.as_mut(), &msgs[..valid])?;
         self.stats.frames_out += n as u64;
-        self.stats.bytes_out += msgs[..n]
-            .iter()
-            .map(|[a, b]| (a.len() + b.len()) as u64)
-            .sum::<u64>();
+        self.stats.bytes_out += msgs[..n].iter().map(|m| len(m) as u64).sum::<u64>();
         Ok(n)
     }
 
