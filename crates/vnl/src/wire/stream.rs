@@ -27,6 +27,13 @@ pub fn encode_header(len: usize) -> Result<[u8; HEADER_LEN], StreamError> {
     Ok((len as u16).to_be_bytes())
 }
 
+/// What [`Decoder::peek`] found.
+enum Next {
+    Incomplete,
+    Oversized(usize),
+    Frame(usize),
+}
+
 /// Reassembles records from arbitrary read chunks.
 #[derive(Debug)]
 pub struct Decoder {
@@ -77,25 +84,38 @@ impl Decoder {
 
     /// The next complete frame, if one is buffered. Zero-length records are skipped.
     pub fn next_frame(&mut self) -> Result<Option<&[u8]>, StreamError> {
+        let (at, next) = self.peek();
+        self.start = at;
+        match next {
+            Next::Incomplete => Ok(None),
+            Next::Oversized(len) => Err(StreamError::Oversized { len }),
+            Next::Frame(len) => {
+                let from = at + HEADER_LEN;
+                self.start = from + len;
+                Ok(Some(&self.buf[from..from + len]))
+            }
+        }
+    }
+
+    /// Where the next non-empty record starts (zero-length ones are passed over), and what
+    /// is there.
+    fn peek(&self) -> (usize, Next) {
+        let mut at = self.start;
         loop {
-            let avail = &self.buf[self.start..];
+            let avail = &self.buf[at..];
             if avail.len() < HEADER_LEN {
-                return Ok(None);
+                return (at, Next::Incomplete);
             }
             let len = u16::from_be_bytes([avail[0], avail[1]]) as usize;
-            if len > MAX_RECORD {
-                return Err(StreamError::Oversized { len });
-            }
             if len == 0 {
-                self.start += HEADER_LEN;
-                continue;
+                at += HEADER_LEN;
+            } else if len > MAX_RECORD {
+                return (at, Next::Oversized(len));
+            } else if avail.len() < HEADER_LEN + len {
+                return (at, Next::Incomplete);
+            } else {
+                return (at, Next::Frame(len));
             }
-            if avail.len() < HEADER_LEN + len {
-                return Ok(None);
-            }
-            let from = self.start + HEADER_LEN;
-            self.start = from + len;
-            return Ok(Some(&self.buf[from..from + len]));
         }
     }
 
@@ -115,15 +135,7 @@ impl Decoder {
     /// True when [`Decoder::next_frame`] has something to return without more input: a
     /// complete record (or an error to report).
     pub fn has_frame(&self) -> bool {
-        let mut avail = &self.buf[self.start..];
-        while avail.len() >= HEADER_LEN {
-            let len = u16::from_be_bytes([avail[0], avail[1]]) as usize;
-            if len > 0 {
-                return len > MAX_RECORD || avail.len() >= HEADER_LEN + len;
-            }
-            avail = &avail[HEADER_LEN..];
-        }
-        false
+        !matches!(self.peek().1, Next::Incomplete)
     }
 
     /// Bytes buffered but not yet returned as frames.
