@@ -324,7 +324,7 @@ impl Net {
     pub fn ip_mtu(&self) -> usize {
         self.links
             .iter()
-            .map(|l| if l.vnet { GSO_MTU.max(l.mtu) } else { l.mtu })
+            .map(|l| if l.vnet { GSO_MTU } else { l.mtu })
             .min()
             .unwrap_or(1500)
     }
@@ -520,13 +520,23 @@ impl Net {
 
     /// Sends segments the recovery layer wants resent.
     fn send_resends(&mut self, now: Instant) {
-        for p in std::mem::take(&mut self.resend) {
+        if self.resend.is_empty() {
+            return;
+        }
+        // Taken and put back, so that its capacity is kept; the copies go back to the
+        // recovery layer's pool.
+        let mut resend = std::mem::take(&mut self.resend);
+        for p in resend.drain(..) {
             let mut f = self.take_frame_buf();
             f.clear();
             f.resize(ETH_HDR, 0);
             f.extend_from_slice(&p);
             self.send_ip(now, f);
+            if let Some(r) = self.recovery.as_mut() {
+                r.give_back(p);
+            }
         }
+        self.resend = resend;
     }
 
     /// Routes and sends the IP packet in `frame[14..]`.
@@ -848,6 +858,16 @@ impl Net {
         true
     }
 
+    /// An IP packet for smoltcp: the recovery layer sees it first (ACKs and SACKs of the
+    /// stack's own segments), then it is queued.
+    fn take_ip(&mut self, now: Instant, packet: &[u8]) {
+        if let Some(r) = self.recovery.as_mut() {
+            r.on_input(now, packet, &mut self.resend);
+            self.send_resends(now);
+        }
+        self.enqueue_rx(packet);
+    }
+
     fn enqueue_rx(&mut self, packet: &[u8]) {
         if self.rx.len() >= RX_QUEUE {
             self.counters.dropped_rx_full += 1;
@@ -897,13 +917,7 @@ impl Net {
                                 self.dhcp_result(now, ifindex, r);
                             }
                         }
-                        None => {
-                            if let Some(r) = self.recovery.as_mut() {
-                                r.on_input(now, p, &mut self.resend);
-                                self.send_resends(now);
-                            }
-                            self.enqueue_rx(p)
-                        }
+                        None => self.take_ip(now, p),
                     }
                 }
                 None => self.counters.dropped_bad_ipv4 += 1,
@@ -914,11 +928,7 @@ impl Net {
                     if p[6] == 58 && len > 40 && (133..=137).contains(&p[40]) {
                         self.handle_nd(now, ifindex, src_mac, p);
                     } else {
-                        if let Some(r) = self.recovery.as_mut() {
-                            r.on_input(now, p, &mut self.resend);
-                            self.send_resends(now);
-                        }
-                        self.enqueue_rx(p);
+                        self.take_ip(now, p);
                     }
                 }
                 None => self.counters.dropped_bad_ipv6 += 1,

@@ -471,9 +471,7 @@ impl Recovery {
                 if let Some(s) = flow.segments.pop_front() {
                     flow.bytes -= s.packet.len();
                     self.bytes -= s.packet.len();
-                    if self.pool.len() < 256 {
-                        self.pool.push(s.packet);
-                    }
+                    give_back(&mut self.pool, s.packet);
                 }
             }
             // Behind a hole, a cumulative ACK comes late by the repair time: only ACKs with
@@ -557,6 +555,11 @@ impl Recovery {
             self.stats.fast += 1;
             sent += 1;
         }
+    }
+
+    /// Returns a buffer handed out for a resend, to be reused for the next copy.
+    pub fn give_back(&mut self, packet: Vec<u8>) {
+        give_back(&mut self.pool, packet);
     }
 
     /// When [`Recovery::on_timer`] next has work.
@@ -708,6 +711,14 @@ impl<'a> Iterator for TcpOptions<'a> {
         }
         self.0 = rest;
         Some(opt)
+    }
+}
+
+/// Keeps a spent buffer for reuse, up to a bound.
+fn give_back(pool: &mut Vec<Vec<u8>>, mut packet: Vec<u8>) {
+    if pool.len() < 256 {
+        packet.clear();
+        pool.push(packet);
     }
 }
 
