@@ -169,7 +169,7 @@ impl Run {
                 }
             }
             self.events = events;
-            for slot in std::mem::take(&mut self.again) {
+            while let Some(slot) = self.again.pop() {
                 self.queue(slot, false);
             }
             let (new, dirty) = match shared.queue.lock() {
