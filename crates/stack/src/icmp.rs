@@ -35,7 +35,7 @@ pub(crate) fn ping(
         *b = i as u8;
     }
     if !v6 {
-        let ck = checksum(&msg);
+        let ck = crate::wire::internet_checksum(&msg);
         msg[2..4].copy_from_slice(&ck.to_be_bytes());
     }
     s.send_slice(&msg, dst.into())
@@ -74,8 +74,4 @@ pub(crate) fn ping(
             format!("no echo reply from {dst}"),
         ))
     })
-}
-
-fn checksum(b: &[u8]) -> u16 {
-    crate::wire::internet_checksum(b)
 }

@@ -134,7 +134,6 @@ pub fn ipv6_len(p: &[u8]) -> Option<usize> {
     Some(total)
 }
 
-/// Destination address of an IP packet whose header was checked.
 /// True for an IPv4 or IPv6 packet carrying TCP directly.
 pub fn is_tcp(p: &[u8]) -> bool {
     match p.first().map(|b| b >> 4) {
@@ -183,6 +182,7 @@ pub fn fragment_ipv4(p: &[u8], mtu: usize, mut emit: impl FnMut(&[u8])) -> bool 
     true
 }
 
+/// Destination address of an IP packet whose header was checked.
 pub fn ip_dst(p: &[u8]) -> Option<IpAddr> {
     match p.first()? >> 4 {
         4 if p.len() >= 20 => Some(IpAddr::V4(Ipv4Addr::new(p[16], p[17], p[18], p[19]))),
