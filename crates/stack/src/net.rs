@@ -147,9 +147,6 @@ pub(crate) struct Link {
     pub plug: Option<Plug>,
     pub mac: Mac,
     pub mtu: usize,
-    /// Frames carry a virtio-net header (a filo switch agreed): TCP segments up to
-    /// [`GSO_MTU`] travel whole as super-frames, segmented only toward plain peers.
-    pub vnet: bool,
     pub up: bool,
     pub addrs: Vec<Cidr>,
     /// Frames the plug refused with WouldBlock, sent when it becomes writable.
@@ -163,13 +160,18 @@ pub(crate) struct Link {
 }
 
 impl Link {
+    /// Frames carry a virtio-net header (a filo switch agreed): TCP segments up to
+    /// [`GSO_MTU`] travel whole as super-frames, segmented only toward plain peers.
+    pub fn vnet(&self) -> bool {
+        self.plug.as_ref().is_some_and(|p| p.vnet())
+    }
+
     pub fn new(name: String, plug: Option<Plug>, mac: Mac) -> Link {
         let ll = wire::link_local(&mac);
         Link {
             name,
             mac,
             mtu: 1500,
-            vnet: plug.as_ref().is_some_and(|p| p.vnet()),
             plug,
             up: true,
             addrs: vec![Cidr {
@@ -228,9 +230,9 @@ const SEND_BATCH: usize = 64;
 /// Sends frames from the front of `frames` with one system call; returns how many went out.
 /// On a super-frame link each goes behind its virtio-net header, gathered by the kernel
 /// rather than copied here.
-fn send_frames(plug: &mut Plug, vnet: bool, mtu: usize, frames: &[Vec<u8>]) -> io::Result<usize> {
+fn send_frames(plug: &mut Plug, mtu: usize, frames: &[Vec<u8>]) -> io::Result<usize> {
     let n = frames.len().min(SEND_BATCH);
-    if vnet {
+    if plug.vnet() {
         let mut hdrs = [[0u8; vnet::HEADER_LEN]; SEND_BATCH];
         for (h, f) in hdrs.iter_mut().zip(&frames[..n]) {
             *h = vnet::header_for(f, mtu).emit();
@@ -324,7 +326,7 @@ impl Net {
     pub fn ip_mtu(&self) -> usize {
         self.links
             .iter()
-            .map(|l| if l.vnet { GSO_MTU } else { l.mtu })
+            .map(|l| if l.vnet() { GSO_MTU } else { l.mtu })
             .min()
             .unwrap_or(1500)
     }
@@ -475,7 +477,7 @@ impl Net {
             let mut done = 0;
             if let Some(plug) = l.plug.as_mut() {
                 while done < q.len() {
-                    match send_frames(plug, l.vnet, l.mtu, &q[done..]) {
+                    match send_frames(plug, l.mtu, &q[done..]) {
                         Ok(n) => {
                             self.counters.frames_out += n as u64;
                             done += n.max(1);
@@ -575,7 +577,7 @@ impl Net {
                 let l = &self.links[ifindex];
                 if frame.len() - ETH_HDR > l.mtu {
                     let ip = &frame[ETH_HDR..];
-                    if !(l.vnet && wire::is_tcp(ip)) {
+                    if !(l.vnet() && wire::is_tcp(ip)) {
                         let mtu = l.mtu;
                         let mut pieces = Vec::new();
                         let split = ip[0] >> 4 == 4
@@ -821,7 +823,7 @@ impl Net {
     /// super-frame link (a super-frame is taken whole, its checksum completed in place if
     /// left open).
     pub fn handle_link_frame(&mut self, now: Instant, ifindex: usize, frame: &mut [u8]) {
-        if !self.links.get(ifindex).is_some_and(|l| l.vnet) {
+        if !self.links.get(ifindex).is_some_and(|l| l.vnet()) {
             return self.handle_frame(now, ifindex, frame);
         }
         let Ok(hdr) = vnet::Header::parse(frame) else {
@@ -843,7 +845,7 @@ impl Net {
             return true;
         };
         while let Some(f) = l.backlog.front() {
-            match send_frames(plug, l.vnet, l.mtu, std::slice::from_ref(f)) {
+            match send_frames(plug, l.mtu, std::slice::from_ref(f)) {
                 Ok(_) => {
                     self.counters.frames_out += 1;
                     l.backlog.pop_front();
