@@ -644,11 +644,11 @@ fn refresh(
     };
     let v4 = p[0] >> 4 == 4;
     let end = if v4 {
-        usize::from(u16::from_be_bytes([p[2], p[3]]))
+        crate::wire::ipv4_len(&p)
     } else {
-        40 + usize::from(u16::from_be_bytes([p[4], p[5]]))
+        crate::wire::ipv6_len(&p)
     };
-    p.truncate(end.min(p.len()));
+    p.truncate(end.unwrap_or(p.len()));
     let Ok(tcp) = TcpPacket::new_checked(&p[off..]) else {
         return p;
     };
