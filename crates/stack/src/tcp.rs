@@ -217,11 +217,7 @@ impl TcpStream {
         }
         if matches!(how, Shutdown::Write | Shutdown::Both) {
             let mut g = self.stack.lock();
-            let s = sock(&mut g, self.handle);
-            // Only the closing handshake is left: acknowledge at once, so a process that
-            // exits right after it does not take a delayed ACK of the peer's FIN with it.
-            s.set_ack_delay(None);
-            s.close();
+            close_now(sock(&mut g, self.handle));
             drop(g);
             self.stack.shared.kick();
         }
@@ -372,10 +368,17 @@ impl Write for &TcpStream {
     }
 }
 
+/// Sends FIN. Only the closing handshake is left, so it is acknowledged at once: a process
+/// that exits right after does not take a delayed ACK of the peer's FIN with it.
+fn close_now(s: &mut tcp::Socket<'static>) {
+    s.set_ack_delay(None);
+    s.close();
+}
+
 impl Drop for TcpStream {
     fn drop(&mut self) {
         let mut g = self.stack.lock();
-        sock(&mut g, self.handle).close();
+        close_now(sock(&mut g, self.handle));
         g.closing.push(self.handle);
         drop(g);
         self.stack.shared.kick();
