@@ -163,18 +163,16 @@ impl Flow {
                 std::cmp::Ordering::Greater
             }
         });
-        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(self.sacked.len());
-        for &(a, b) in &self.sacked {
-            match merged.last_mut() {
-                Some(last) if !before(last.1, a) => {
-                    if before(last.1, b) {
-                        last.1 = b;
-                    }
-                }
-                _ => merged.push((a, b)),
+        // Merge overlapping or touching ranges in place.
+        self.sacked.dedup_by(|next, kept| {
+            if before(kept.1, next.0) {
+                return false;
             }
-        }
-        self.sacked = merged;
+            if before(kept.1, next.1) {
+                kept.1 = next.1;
+            }
+            true
+        });
     }
 
     /// Drops SACK ranges at or below `una`.
@@ -188,34 +186,43 @@ impl Flow {
         }
     }
 
-    /// The parts of `seg` neither acked nor SACKed.
-    fn holes(&self, seg: &Segment) -> Vec<(u32, u32)> {
+    /// The parts of `seg` neither acked nor SACKed, in order.
+    fn holes(&self, seg: &Segment) -> impl Iterator<Item = (u32, u32)> + '_ {
         self.holes_in(seg.seq, seg.end())
     }
 
-    /// The parts of the sequence range `start..end` neither acked nor SACKed.
-    fn holes_in(&self, start: u32, end: u32) -> Vec<(u32, u32)> {
+    /// The parts of the sequence range `start..end` neither acked nor SACKed, in order
+    /// (computed as they are asked for: this runs for every segment on every ACK during loss).
+    fn holes_in(&self, start: u32, end: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
         let mut from = match self.una {
             Some(u) if before(start, u) => u,
             _ => start,
         };
-        let mut holes = Vec::new();
-        for &(l, r) in &self.sacked {
-            if !before(l, end) {
-                break;
+        let mut ranges = self.sacked.iter();
+        let mut done = false;
+        std::iter::from_fn(move || {
+            while !done {
+                match ranges.next() {
+                    Some(&(l, r)) if before(l, end) => {
+                        if !before(from, r) {
+                            continue;
+                        }
+                        let hole = before(from, l).then_some((from, l));
+                        from = r;
+                        if hole.is_some() {
+                            return hole;
+                        }
+                    }
+                    _ => {
+                        done = true;
+                        if before(from, end) {
+                            return Some((from, end));
+                        }
+                    }
+                }
             }
-            if !before(from, r) {
-                continue;
-            }
-            if before(from, l) {
-                holes.push((from, l));
-            }
-            from = r;
-        }
-        if before(from, end) {
-            holes.push((from, end));
-        }
-        holes
+            None
+        })
     }
 
     /// SACKed bytes at or above `at`.
@@ -402,8 +409,9 @@ impl Recovery {
                         s.resent = Some(now);
                     }
                 }
-                let holes = flow.holes_in(seq, seg_end);
-                if holes == [(seq, seg_end)] {
+                let mut holes = flow.holes_in(seq, seg_end).peekable();
+                // Holes lie inside the range: a first hole that is all of it is the only one.
+                if holes.peek() == Some(&(seq, seg_end)) {
                     return Verdict::Send;
                 }
                 self.stats.trimmed += 1;
@@ -520,10 +528,7 @@ impl Recovery {
             }
         }
         if lost.is_empty() && flow.dup_acks >= DUP_THRESH {
-            let first = flow
-                .segments
-                .front()
-                .and_then(|s| flow.holes(s).first().copied());
+            let first = flow.segments.front().and_then(|s| flow.holes(s).next());
             if let Some((h0, h1)) = first {
                 lost.push((0, h0, h1));
             }
@@ -594,7 +599,7 @@ impl Recovery {
                 .segments
                 .iter()
                 .enumerate()
-                .find_map(|(i, seg)| flow.holes(seg).first().map(|&(a, b)| (i, a, b)));
+                .find_map(|(i, seg)| flow.holes(seg).next().map(|(a, b)| (i, a, b)));
             if let Some((i, h0, h1)) = first {
                 let seg = &mut flow.segments[i];
                 seg.resent = Some(now);
