@@ -5,6 +5,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+pub use filo_vnl::wire::checksum::internet_checksum;
+use filo_vnl::wire::checksum::{fold, sum16};
+
 pub const ETH_HDR: usize = 14;
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;
@@ -174,7 +177,7 @@ pub fn fragment_ipv4(p: &[u8], mtu: usize, mut emit: impl FnMut(&[u8])) -> bool 
         buf[6..8].copy_from_slice(&field.to_be_bytes());
         buf[10] = 0;
         buf[11] = 0;
-        let c = fold(sum16(&buf[..ihl], 0));
+        let c = fold(sum16(0, &buf[..ihl]));
         buf[10..12].copy_from_slice(&c.to_be_bytes());
         emit(&buf);
         at = end;
@@ -208,36 +211,13 @@ pub fn ip_src(p: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// The Internet checksum (RFC 1071) of `data`.
-pub fn internet_checksum(data: &[u8]) -> u16 {
-    fold(sum16(data, 0))
-}
-
-fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
 /// ICMPv6 checksum over the pseudo-header and `msg` (whose checksum field must be zero).
 pub fn icmpv6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, msg: &[u8]) -> u16 {
-    let mut acc = sum16(&src.octets(), 0);
-    acc = sum16(&dst.octets(), acc);
+    let mut acc = sum16(0, &src.octets());
+    acc = sum16(acc, &dst.octets());
     acc += msg.len() as u32;
     acc += 58;
-    fold(sum16(msg, acc))
+    fold(sum16(acc, msg))
 }
 
 /// Solicited-node multicast address of `a` (ff02::1:ffXX:XXXX).
@@ -442,7 +422,7 @@ mod tests {
         let mut joined = vec![0u8; payload.len()];
         for (i, f) in frags.iter().enumerate() {
             assert!(f.len() <= 1500);
-            assert_eq!(fold(sum16(&f[..20], 0)), 0, "header checksum");
+            assert_eq!(fold(sum16(0, &f[..20])), 0, "header checksum");
             assert_eq!(usize::from(u16::from_be_bytes([f[2], f[3]])), f.len());
             assert_eq!(&f[4..6], &[0, 7], "same identification");
             let field = u16::from_be_bytes([f[6], f[7]]);

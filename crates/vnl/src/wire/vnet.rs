@@ -6,6 +6,8 @@
 //! Layout (12 bytes, little-endian, `virtio_net_hdr_v1`):
 //! `flags(1) gso_type(1) hdr_len(2) gso_size(2) csum_start(2) csum_offset(2) num_buffers(2)`.
 
+use super::checksum::{fold, sum16};
+
 pub const HEADER_LEN: usize = 12;
 /// flags: the checksum from `csum_start` to the end must be computed and stored at
 /// `csum_start + csum_offset`.
@@ -83,25 +85,6 @@ impl Header {
         self.hdr_len = move_by(self.hdr_len);
         self.csum_start = move_by(self.csum_start);
     }
-}
-
-/// Ones-complement sum of `data` added to `sum` (not folded).
-fn sum16(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
-    }
-    if let [last] = chunks.remainder() {
-        sum += (*last as u32) << 8;
-    }
-    sum
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Completes a partial checksum in place: sums from `start` to the end (the field at
