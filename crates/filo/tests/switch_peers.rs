@@ -422,6 +422,61 @@ fn a_switch_hosted_in_filo_plug_is_joinable_by_vde_plug() {
 }
 
 #[test]
+fn a_hosted_switch_forgets_addresses_after_its_expiretime() {
+    let tmp = TempDir::new("filo-hexp");
+    let dir = tmp.join("hosted");
+    let opts = filo_vnl::OpenOptions::default();
+    let host_vnl = format!("switch://{}[expiretime=1]", dir.display());
+    let mut host = filo_switch::hosted::open_plug(&opts, &host_vnl).unwrap();
+    let vnl = format!("vde://{}", dir.display());
+    let mut a = filo_vnl::open(&vnl).unwrap();
+    let mut b = filo_vnl::open(&vnl).unwrap();
+    let mut buf = vec![0u8; 9236];
+    // A announces itself, so the switch learns A's port.
+    a.send_timeout(&test_frame(BCAST, A, 1, 60), Some(T))
+        .unwrap();
+    for plug in [&mut host, &mut b] {
+        let n = plug.recv_timeout(&mut buf, Some(T)).unwrap();
+        assert_eq!(&buf[6..12], &A, "the broadcast from A");
+        assert!(n >= 60);
+    }
+    let host_mac = [0x02, 0, 0, 0, 0, 0x0c];
+    host.send(&test_frame(A, host_mac, 2, 60)).unwrap();
+    let n = a.recv_timeout(&mut buf, Some(T)).unwrap();
+    assert_eq!(&buf[..n], &test_frame(A, host_mac, 2, 60)[..]);
+    let early = b.recv_timeout(&mut buf, Some(Duration::from_millis(300)));
+    assert!(
+        early.is_err(),
+        "a frame for a learned address was flooded to another port"
+    );
+    // Once A's entry is older than 1 s (aging runs every 2 s), frames for A flood again.
+    // Without the option the switch would keep A for 120 s.
+    let mut seq = 3;
+    let flooded = wait_until(Duration::from_secs(8), || {
+        seq += 1;
+        host.send(&test_frame(A, host_mac, seq, 60)).unwrap();
+        matches!(b.recv_timeout(&mut buf, Some(Duration::from_millis(200))), Ok(n) if buf[..6] == A && n >= 60)
+    });
+    assert!(flooded, "A's address was not forgotten after expiretime=1");
+}
+
+#[test]
+fn a_hosted_switch_rejects_a_bad_expiretime_naming_it() {
+    let tmp = TempDir::new("filo-hexp-bad");
+    let opts = filo_vnl::OpenOptions::default();
+    for value in ["soon", "0", "-3"] {
+        let dir = tmp.join(&format!("hosted-{value}"));
+        let text = format!("switch://{}[expiretime={value}]", dir.display());
+        let err = match filo_switch::hosted::open_plug(&opts, &text) {
+            Ok(_) => panic!("{text} was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("expiretime"), "{text}: {err}");
+        assert!(!dir.exists(), "{text} left {} behind", dir.display());
+    }
+}
+
+#[test]
 fn qemu_joins_filo_switch_and_its_network_boot_frames_arrive() {
     require("qemu-system-x86_64");
     let tmp = TempDir::new("filo-qemu");

@@ -4,6 +4,7 @@
 
 use std::os::fd::RawFd;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use filo_vnl::open::OpenError;
 use filo_vnl::plug::Transport;
@@ -61,6 +62,9 @@ impl Transport for Hosted {
     }
 }
 
+/// How long `switch://` keeps a learned address without `expiretime=`.
+const HOSTED_MAC_EXPIRE: Duration = Duration::from_secs(120);
+
 fn default_path() -> PathBuf {
     let uid = filo_vnl::sys::euid();
     let user = filo_vnl::sys::user_name(uid).unwrap_or_else(|| format!("u{uid}"));
@@ -89,11 +93,27 @@ pub fn open_plug(opts: &OpenOptions, text: &str) -> Result<Plug, OpenError> {
     cfg.mode = vnl.get_mode("mode").map_err(|e| bad(e.to_string()))?;
     cfg.dirmode = vnl.get_mode("dirmode").map_err(|e| bad(e.to_string()))?;
     cfg.group = vnl.get("grp").map(str::to_string);
-    for ignored in ["hashsize", "hashseed", "expiretime"] {
-        if vnl.get(ignored).is_some() {
-            tracing::info!(
-                "{text}: option {ignored} is accepted for compatibility and has no effect"
-            );
+    // vdeplug4's hosted switch keeps addresses 120 s by default (vde_switch: 100 s).
+    cfg.mac_expire = HOSTED_MAC_EXPIRE;
+    if let Some(value) = vnl.get("expiretime") {
+        match value.parse::<u32>() {
+            Ok(secs) if secs > 0 => cfg.mac_expire = Duration::from_secs(secs.into()),
+            _ => {
+                return Err(bad(format!(
+                    "option expiretime: expected seconds from 1 to 4294967295, got {value:?}"
+                )))
+            }
+        }
+    }
+    // filo's address table is a growable hash map: there are no buckets to size or seed,
+    // and a hub learns nothing.
+    let mut ignored = vec!["hashsize", "hashseed"];
+    if hub {
+        ignored.push("expiretime");
+    }
+    for key in ignored {
+        if vnl.get(key).is_some() {
+            tracing::info!("{text}: option {key} is accepted for compatibility and has no effect");
         }
     }
     let handle = Switch::spawn(cfg).map_err(|e| bad(e.to_string()))?;

@@ -46,6 +46,8 @@ pub struct SwitchConfig {
     pub captures: Vec<(u16, PathBuf)>,
     /// Keep polling without sleeping for this long after the last event (0: off).
     pub busy_poll: std::time::Duration,
+    /// How long a learned address lives without frames from it (`hash/setexpire`).
+    pub mac_expire: std::time::Duration,
 }
 
 impl SwitchConfig {
@@ -71,6 +73,7 @@ impl SwitchConfig {
             lossless: false,
             captures: Vec::new(),
             busy_poll: std::time::Duration::ZERO,
+            mac_expire: crate::core::CoreConfig::default().mac_expire,
         }
     }
 

@@ -175,6 +175,7 @@ impl Switch {
                 bridge_mac: cfg.macaddr,
                 bridge_priority: cfg.priority,
                 stp_timers: cfg.stp_timers,
+                mac_expire: cfg.mac_expire,
                 ..CoreConfig::default()
             },
             now,
