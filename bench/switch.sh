@@ -7,7 +7,7 @@
 #   - for filo's switch, the frames it counted as dropped (port/drops on its console), so that
 #     loss nobody accounted for shows ("unacct": sent - delivered - counted drops);
 #   - round trip p50/p99 (64-byte ping through an echo client; medians of RTT_ROUNDS interleaved
-#     runs on fresh switches, default 5);
+#     runs on fresh switches, default 7; and the same clients over ptp:// with no switch);
 #   - TCP Gbit/s (iperf3) between two namespaces whose taps are plugged into the switch.
 # Usage: bench/switch.sh [FRAMES_64] [FRAMES_1514]    (defaults 300000 100000). Run as root.
 set -euo pipefail
@@ -59,7 +59,10 @@ counted_drops() { # frames filo's switch counted as dropped so far (0 without a 
     awk '/^Port/ { s += $4 + $6 + $8 } END { printf "%d", s }'
 }
 
-# frames CLIENTKIND SIZE COUNT PAIRS -> "delivered_fps loss_pct cpu_ns_per_frame unaccounted"
+# frames CLIENTKIND SIZE COUNT PAIRS
+#   -> "delivered_fps loss_pct cpu_ns_per_frame unaccounted busy_cpus"
+# busy_cpus: CPU time of the switch and all clients over the receivers' longest first-to-last
+# frame interval, i.e. how many of the machine's CPUs the run kept busy.
 frames() {
   local kind=$1 size=$2 count=$3 pairs=$4 vnl="vde://$T/sw"
   local rx_cmd tx_cmd
@@ -72,7 +75,7 @@ frames() {
   local drops0; drops0=$(counted_drops)
   local cpu0; cpu0=$(cpu_ns "$SWPID")
   for i in $(seq 1 "$pairs"); do
-    "$tx_cmd" "$vnl" send "$count" "$size" "b$i" "a$i" >/dev/null 2>&1 &
+    "$tx_cmd" "$vnl" send "$count" "$size" "b$i" "a$i" >"$T/txo.$i" 2>/dev/null &
     echo $! >"$T/tx.$i"
   done
   for i in $(seq 1 "$pairs"); do
@@ -84,11 +87,13 @@ frames() {
   local drops1; drops1=$(counted_drops)
   local unacct=-
   [ -S "$T/mgmt" ] && unacct=$((count * pairs - drops1 + drops0))
-  cat "$T"/rx.* | grep '^[0-9]' | awk -v sent=$((count * pairs)) -v cpu=$((cpu1 - cpu0)) -v u="$unacct" '
-    { got += $1; if ($2 > 0) fps += $1 / $2 }
+  local tx_cpu; tx_cpu=$(cat "$T"/txo.* | awk '/^[0-9]/ { s += $1 } END { printf "%.6f", s }')
+  cat "$T"/rx.* | grep '^[0-9]' | awk -v sent=$((count * pairs)) -v cpu=$((cpu1 - cpu0)) -v u="$unacct" -v txcpu="$tx_cpu" '
+    { got += $1; if ($2 > 0) fps += $1 / $2; if ($2 > wall) wall = $2; rxcpu += $3 }
     END { if (u != "-") u -= got
-          printf "%.0f %.2f %.0f %s\n", fps, 100 * (sent - got) / sent, (got > 0 ? cpu / got : 0), u }'
-  rm -f "$T"/rx.* "$T"/tx.*
+          printf "%.0f %.2f %.0f %s %.2f\n", fps, 100 * (sent - got) / sent, (got > 0 ? cpu / got : 0), u,
+            (wall > 0 ? (cpu / 1e9 + rxcpu + txcpu) / wall : 0) }'
+  rm -f "$T"/rx.* "$T"/tx.* "$T"/txo.*
 }
 
 # ceiling SIZE COUNT -> frames/s one libvdeplug sender delivers to one libvdeplug receiver over
@@ -105,13 +110,14 @@ ceiling() {
   rm -f "$T/rx.c" "$T"/ptp*
 }
 
-rtt() { # -> "p50 p99" in microseconds
-  "$CLIENT" "vde://$T/sw" echo >/dev/null 2>&1 &
+rtt() { # VNL -> "p50 p99" in microseconds
+  "$CLIENT" "$1" echo >/dev/null 2>&1 &
   local echo_pid=$!
   sleep 0.3
-  "$CLIENT" "vde://$T/sw" ping 5000 64
+  "$CLIENT" "$1" ping 5000 64
   kill $echo_pid 2>/dev/null || true
   wait $echo_pid 2>/dev/null || true
+  rm -f "$T"/ptp*
 }
 
 tcp() { # $1 = plug program for the taps: deb|filo -> Gbit/s
@@ -167,16 +173,18 @@ for sw in deb filo; do
   stop_switch
 done
 # Round trips vary with where the scheduler puts three processes on two CPUs: fresh switches,
-# the three kinds interleaved, RTT_ROUNDS rounds; the median p50 and p99 of each kind count.
-for round in $(seq "${RTT_ROUNDS:-5}"); do
+# the kinds interleaved, RTT_ROUNDS rounds; the median p50 and p99 of each kind count. "ptp" is
+# the two C clients joined by ptp:// with no switch: the floor their own wake-ups set.
+for round in $(seq "${RTT_ROUNDS:-7}"); do
   for kind in deb filo filo-busy; do
     start_switch "$kind"
-    echo "$(rtt)" >>"$T/rtt.$kind"
+    echo "$(rtt "vde://$T/sw")" >>"$T/rtt.$kind"
     stop_switch
   done
+  echo "$(rtt "ptp://$T/ptp")" >>"$T/rtt.ptp"
 done
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
-for kind in deb filo filo-busy; do
+for kind in deb filo filo-busy ptp; do
   key=${kind/filo-busy/busy}
   R[$key,rtt]="$(awk '{ print $1 }' "$T/rtt.$kind" | median) $(awk '{ print $2 }' "$T/rtt.$kind" | median)"
 done
@@ -201,9 +209,17 @@ for size in 64 1514; do
       "$(ratio "$(f filo,b,$size,$pairs 3)" "$(f deb,c,$size,$pairs 3)")"
   done
 done
+echo "CPUs kept busy while frames flowed (switch + all clients; this machine has $(nproc)):"
+for size in 64 1514; do
+  for pairs in 1 4; do
+    printf '%-24s | vde_switch + C %5s | filo + C %5s | filo + plugs %5s\n' "${size}B unicast, $pairs pair(s)" \
+      "$(f deb,c,$size,$pairs 5)" "$(f filo,c,$size,$pairs 5)" "$(f filo,b,$size,$pairs 5)"
+  done
+done
 echo "Ceiling of the C clients (one libvdeplug sender to one receiver over ptp://, no switch):" \
   "64B ${R[ceil,64]} f/s, 1514B ${R[ceil,1514]} f/s"
 echo
-echo "Round trip, 64-byte frames (us, median of ${RTT_ROUNDS:-5} interleaved runs):"
+echo "Round trip, 64-byte frames (us, median of ${RTT_ROUNDS:-7} interleaved runs):"
 echo "                                   vde_switch p50/p99 $(f deb,rtt 1)/$(f deb,rtt 2)   filo switch p50/p99 $(f filo,rtt 1)/$(f filo,rtt 2) (p50 $(ratio "$(f filo,rtt 1)" "$(f deb,rtt 1)"))   filo --busy-poll 200 p50/p99 $(f busy,rtt 1)/$(f busy,rtt 2) (p50 $(ratio "$(f busy,rtt 1)" "$(f deb,rtt 1)"))"
+echo "                                   no switch (the C clients over ptp://) p50/p99 $(f ptp,rtt 1)/$(f ptp,rtt 2) (p50 $(ratio "$(f ptp,rtt 1)" "$(f deb,rtt 1)") of vde_switch's)"
 echo "TCP over taps (iperf3, Gbit/s):    vde_switch+vde_plug ${R[deb,tcp]}   filo switch+vde_plug ${R[filo,tcp]} ($(ratio "${R[filo,tcp]}" "${R[deb,tcp]}"))   filo switch+filo plug ${R[filo,tcpb]} ($(ratio "${R[filo,tcpb]}" "${R[deb,tcp]}"))"

@@ -1,8 +1,10 @@
 /* A small libvdeplug client for filo's tests and benchmarks (links Debian's libvdeplug).
  *
- *   vdeclient VNL send COUNT SIZE [DSTMAC_LAST_BYTE]  send COUNT frames as fast as possible
+ *   vdeclient VNL send COUNT SIZE [DSTMAC_LAST_BYTE]  send COUNT frames as fast as possible;
+ *                                                      print "CPU_SECONDS" used
  *   vdeclient VNL send COUNT SIZE DST SRC               ... from 02:00:00:00:00:SRC (hex bytes)
- *   vdeclient VNL recv IDLE_MS [SRC]                   count frames; print "FRAMES SECONDS";
+ *   vdeclient VNL recv IDLE_MS [SRC]                   count frames; print "FRAMES SECONDS
+ *                                                      CPU_SECONDS" (first to last frame);
  *                                                      with SRC, first announce 02:..:SRC
  *   vdeclient VNL echo                                 send every frame back (swap MACs)
  *   vdeclient VNL ping COUNT SIZE                      round trips against an echo; print
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +26,13 @@ static double now_s(void) {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* CPU time (user + system) this process has used, in seconds. */
+static double cpu_s(void) {
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -60,6 +70,8 @@ int main(int argc, char **argv) {
 			memcpy(buf + 14, &i, sizeof i);
 			if (vde_send(conn, buf, size, 0) < 0) { perror("vde_send"); break; }
 		}
+		printf("%.6f\n", cpu_s());
+		fflush(stdout);
 		sleep(1);
 	} else if (strcmp(mode, "recv") == 0 && argc >= 4) {
 		int idle = atoi(argv[3]);
@@ -87,7 +99,7 @@ int main(int argc, char **argv) {
 				if (frames++ == 0) first = last;
 			}
 		}
-		printf("%ld %.6f\n", frames, last - first);
+		printf("%ld %.6f %.6f\n", frames, last - first, cpu_s());
 	} else if (strcmp(mode, "echo") == 0) {
 		struct pollfd p = {vde_datafd(conn), POLLIN, 0};
 		for (;;) {

@@ -1,6 +1,8 @@
 //! Benchmark helper with filo's batched plugs (recvmmsg/sendmmsg).
-//!   plugbench VNL send COUNT SIZE DST SRC   send COUNT frames 02:..:SRC -> 02:..:DST (hex)
-//!   plugbench VNL recv IDLE_MS SRC          announce 02:..:SRC, count frames: "FRAMES SECONDS"
+//!   plugbench VNL send COUNT SIZE DST SRC   send COUNT frames 02:..:SRC -> 02:..:DST (hex);
+//!                                           print "CPU_SECONDS" used
+//!   plugbench VNL recv IDLE_MS SRC          announce 02:..:SRC, count frames:
+//!                                           "FRAMES SECONDS CPU_SECONDS"
 use std::time::{Duration, Instant};
 
 use filo_vnl::{FrameBatch, Plug};
@@ -20,6 +22,14 @@ fn frame(size: usize, dst: u8, src: u8, ethertype: u8) -> Vec<u8> {
     f[12] = 0x88;
     f[13] = ethertype;
     f
+}
+
+/// CPU time this (single-threaded) process has used, from /proc/self/schedstat; 0 if unknown.
+fn cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |ns| ns / 1e9)
 }
 
 fn main() {
@@ -57,6 +67,7 @@ fn main() {
                     }
                 }
             }
+            println!("{:.6}", cpu_secs());
             std::thread::sleep(Duration::from_secs(1));
         }
         "recv" => {
@@ -93,7 +104,7 @@ fn main() {
                 }
             }
             let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
-            println!("{frames} {secs:.6}");
+            println!("{frames} {secs:.6} {:.6}", cpu_secs());
         }
         _ => {
             eprintln!("plugbench: unknown mode {}", args[2]);
