@@ -9,7 +9,14 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
-    let mut core = Core::new(CoreConfig { num_ports: 8, stp: data.first().is_some_and(|b| b & 1 == 1), ..CoreConfig::default() }, t0);
+    let mut core = Core::new(
+        CoreConfig {
+            num_ports: 8,
+            stp: data.first().is_some_and(|b| b & 1 == 1),
+            ..CoreConfig::default()
+        },
+        t0,
+    );
     for p in 0..8 {
         let _ = core.add_port(p);
         let _ = core.set_port_active(t0, p, true);

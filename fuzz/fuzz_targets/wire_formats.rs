@@ -13,7 +13,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(hdr) = vnet::Header::parse(data) {
         let mut scratch = Vec::new();
         let mut total = 0usize;
-        let _ = vnet::finish(&hdr, &data[vnet::HEADER_LEN..], &mut scratch, |seg| total += seg.len());
+        let _ = vnet::finish(&hdr, &data[vnet::HEADER_LEN..], &mut scratch, |seg| {
+            total += seg.len()
+        });
     }
     let mut covered = 0usize;
     for record in train::records(data) {

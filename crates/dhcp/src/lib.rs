@@ -395,7 +395,8 @@ fn set_dst(p: &mut [u8], dst: Ipv4Addr) {
 /// The UDP payload of an IPv4 packet to port 68, if that is what `p` is.
 pub fn dhcp_payload(p: &[u8]) -> Option<&[u8]> {
     let ihl = usize::from(p.first()? & 0xf) * 4;
-    if p.len() < ihl + 8 || p[9] != 17 {
+    // An IHL below 5 words is malformed (and would leave the protocol byte unchecked).
+    if ihl < 20 || p.len() < ihl + 8 || p[9] != 17 {
         return None;
     }
     let udp = &p[ihl..];
@@ -410,6 +411,26 @@ mod tests {
     use super::*;
 
     const MAC: Mac = [2, 0, 0, 0, 0, 7];
+
+    #[test]
+    fn dhcp_payload_refuses_short_and_malformed_headers() {
+        // IHL 0 on an 8-byte packet used to index past its end.
+        assert_eq!(dhcp_payload(&[0x40, 0, 0, 0, 0, 0, 0, 0]), None);
+        assert_eq!(dhcp_payload(&[]), None);
+        let mut p = udp4(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::BROADCAST,
+            67,
+            68,
+            b"hi",
+        );
+        assert_eq!(dhcp_payload(&p), Some(&b"hi"[..]));
+        p[0] = 0x44; // IHL 4 words: malformed
+        assert_eq!(dhcp_payload(&p), None);
+        p[0] = 0x45;
+        p[9] = 6; // TCP
+        assert_eq!(dhcp_payload(&p), None);
+    }
 
     fn reply(c: &Client, kind: u8, yiaddr: [u8; 4], lease: u32) -> Vec<u8> {
         let mut d = vec![0u8; 240];
