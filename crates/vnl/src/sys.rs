@@ -449,6 +449,43 @@ pub fn open_tap_with(name: &str, vnet: bool) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The two time-sharing scheduling policies a thread may move between without privileges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchedPolicy {
+    /// `SCHED_OTHER`: a woken thread may preempt the one running.
+    Normal,
+    /// `SCHED_BATCH`: the same share of CPU, but a woken thread never preempts.
+    Batch,
+}
+
+/// The calling thread's scheduling policy; `None` for any other than the two above (a
+/// real-time or idle policy someone chose on purpose).
+pub fn thread_sched_policy() -> io::Result<Option<SchedPolicy>> {
+    // SAFETY: pid 0 names the calling thread; the call takes no pointers.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    match policy {
+        p if p < 0 => Err(io::Error::last_os_error()),
+        libc::SCHED_OTHER => Ok(Some(SchedPolicy::Normal)),
+        libc::SCHED_BATCH => Ok(Some(SchedPolicy::Batch)),
+        _ => Ok(None),
+    }
+}
+
+/// Sets the calling thread's scheduling policy (on Linux a policy belongs to a thread, so the
+/// rest of the process is untouched).
+pub fn set_thread_sched_policy(policy: SchedPolicy) -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    let policy = match policy {
+        SchedPolicy::Normal => libc::SCHED_OTHER,
+        SchedPolicy::Batch => libc::SCHED_BATCH,
+    };
+    // SAFETY: `param` is a valid sched_param that outlives the call; pid 0 is this thread.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The effective user id of this process.
 pub fn euid() -> u32 {
     // SAFETY: geteuid cannot fail and takes no arguments.

@@ -48,6 +48,8 @@ pub struct SwitchConfig {
     pub busy_poll: std::time::Duration,
     /// How long a learned address lives without frames from it (`hash/setexpire`).
     pub mac_expire: std::time::Duration,
+    /// The scheduling policy of the switch's thread (`--scheduling`).
+    pub scheduling: super::Scheduling,
 }
 
 impl SwitchConfig {
@@ -74,6 +76,7 @@ impl SwitchConfig {
             captures: Vec::new(),
             busy_poll: std::time::Duration::ZERO,
             mac_expire: crate::core::CoreConfig::default().mac_expire,
+            scheduling: super::Scheduling::Auto,
         }
     }
 
