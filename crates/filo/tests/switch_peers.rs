@@ -476,6 +476,102 @@ fn a_hosted_switch_rejects_a_bad_expiretime_naming_it() {
     }
 }
 
+/// The scheduling policies of a process's threads (0 SCHED_OTHER, 3 SCHED_BATCH).
+fn thread_policies(pid: u32) -> Vec<u32> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let sched = std::fs::read_to_string(task.path().join("sched")).unwrap_or_default();
+        let policy = sched
+            .lines()
+            .find(|l| l.starts_with("policy"))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        policies.extend(policy);
+    }
+    assert!(
+        !policies.is_empty(),
+        "no policy in /proc/{pid}/task/*/sched"
+    );
+    policies
+}
+
+const SCHED_OTHER: u32 = 0;
+const SCHED_BATCH: u32 = 3;
+
+#[test]
+fn the_switch_gives_up_wakeup_preemption_under_a_flood_and_takes_it_back_for_lone_frames() {
+    let tmp = TempDir::new("filo-sched");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let pid = sw.proc.pid();
+    assert!(thread_policies(pid).iter().all(|&p| p == SCHED_OTHER));
+    let mut a = filo_vnl::open(&sw.vnl()).unwrap();
+    let mut b = filo_vnl::open(&sw.vnl()).unwrap();
+    // Batches of 64 frames: each wake-up of the switch brings many frames (one train each).
+    let frames: Vec<Vec<u8>> = (0..64).map(|i| test_frame(B, A, i, 60)).collect();
+    let mut turned = false;
+    for _ in 0..200 {
+        send_all(&mut a, &frames, 64);
+        let _ = recv_all(&mut b, 64, 64);
+        if thread_policies(pid).contains(&SCHED_BATCH) {
+            turned = true;
+            break;
+        }
+    }
+    assert!(turned, "the switch stayed SCHED_OTHER through a flood");
+    // A ping-pong: one frame per wake-up.
+    let mut buf = vec![0u8; 9236];
+    let mut back = false;
+    for i in 0..500 {
+        a.send(&test_frame(B, A, i, 60)).unwrap();
+        b.recv_timeout(&mut buf, Some(T)).unwrap();
+        b.send(&test_frame(A, B, i, 60)).unwrap();
+        a.recv_timeout(&mut buf, Some(T)).unwrap();
+        if thread_policies(pid).iter().all(|&p| p == SCHED_OTHER) {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "the switch stayed SCHED_BATCH through a ping-pong");
+}
+
+#[test]
+fn the_switch_keeps_a_fixed_scheduling_policy_and_refuses_an_unknown_one() {
+    let tmp = TempDir::new("filo-sched-fixed");
+    let batch = FiloSwitch::start(FILO, &tmp, "b", &["--scheduling", "batch"]);
+    assert!(
+        wait_until(T, || thread_policies(batch.proc.pid())
+            .contains(&SCHED_BATCH)),
+        "--scheduling batch did not set SCHED_BATCH"
+    );
+    let normal = FiloSwitch::start(FILO, &tmp, "n", &["--scheduling", "normal"]);
+    let mut a = filo_vnl::open(&normal.vnl()).unwrap();
+    let mut b = filo_vnl::open(&normal.vnl()).unwrap();
+    let frames: Vec<Vec<u8>> = (0..64).map(|i| test_frame(B, A, i, 60)).collect();
+    for _ in 0..50 {
+        send_all(&mut a, &frames, 64);
+        let _ = recv_all(&mut b, 64, 64);
+    }
+    assert!(thread_policies(normal.proc.pid())
+        .iter()
+        .all(|&p| p == SCHED_OTHER));
+    let (status, _out, err) = Proc::spawn(
+        Command::new(FILO)
+            .args(["switch", "--scheduling", "fast"])
+            .arg(tmp.join("x"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .output(T);
+    assert!(!status.success());
+    assert!(
+        err.contains("--scheduling") && err.contains("auto") && err.contains("batch"),
+        "{err}"
+    );
+}
+
 #[test]
 fn qemu_joins_filo_switch_and_its_network_boot_frames_arrive() {
     require("qemu-system-x86_64");
