@@ -101,11 +101,12 @@ pub struct SwitchArgs {
     /// for a whole core of CPU while traffic flows.
     #[arg(long, value_name = "MICROS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     busy_poll: u64,
-    /// How the switch's thread is scheduled: auto turns off wake-up preemption (SCHED_BATCH)
-    /// while each wake-up brings several frames and turns it back on for lone frames; normal
-    /// and batch fix the policy. A policy set from outside (chrt) is kept under auto.
-    #[arg(long, value_name = "POLICY", value_enum, default_value_t = SchedulingArg::Auto)]
-    scheduling: SchedulingArg,
+    /// Scheduling policy of the switch's thread. batch (SCHED_BATCH, no privileges needed): a
+    /// switch woken by a frame does not preempt the client that sent it, so floods are taken
+    /// in large batches and round trips are shorter. normal: the kernel's default, SCHED_OTHER.
+    /// [default: batch, unless a policy was set from outside (chrt), which is kept]
+    #[arg(long, value_name = "POLICY", value_enum)]
+    scheduling: Option<SchedulingArg>,
     /// Write a port's traffic (both directions) to a pcapng file (repeatable).
     #[arg(long = "capture", value_name = "PORT=FILE", value_parser = parse_capture)]
     captures: Vec<(u16, PathBuf)>,
@@ -113,9 +114,8 @@ pub struct SwitchArgs {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum SchedulingArg {
-    Auto,
-    Normal,
     Batch,
+    Normal,
 }
 
 fn parse_capture(text: &str) -> Result<(u16, PathBuf), String> {
@@ -192,9 +192,9 @@ pub fn run(args: SwitchArgs) -> Result<ExitCode> {
     cfg.captures = args.captures;
     cfg.busy_poll = std::time::Duration::from_micros(args.busy_poll);
     cfg.scheduling = match args.scheduling {
-        SchedulingArg::Auto => Scheduling::Auto,
-        SchedulingArg::Normal => Scheduling::Normal,
-        SchedulingArg::Batch => Scheduling::Batch,
+        None => Scheduling::Default,
+        Some(SchedulingArg::Batch) => Scheduling::Batch,
+        Some(SchedulingArg::Normal) => Scheduling::Normal,
     };
     cfg.stdin_console = !args.daemon && !args.nostdin && std::io::stdin().is_terminal();
     if args.daemon && args.pidfile.as_ref().is_some_and(|p| p.exists()) {

@@ -19,10 +19,8 @@ mod config;
 mod control;
 mod endpoint;
 mod mgmt;
-mod sched;
 
-pub use config::{SwitchConfig, SwitchError};
-pub use sched::Scheduling;
+pub use config::{Scheduling, SwitchConfig, SwitchError};
 
 use std::collections::VecDeque;
 use std::io;
@@ -133,10 +131,6 @@ pub struct Switch {
     next_pending_sweep: Instant,
     /// Reused when super-frames are segmented for endpoints without virtio-net framing.
     segment_scratch: Vec<u8>,
-    /// Chooses the thread's scheduling policy from the traffic (`--scheduling auto`).
-    sched: Option<sched::SchedAdapter>,
-    /// Frames taken in since the loop last woke up.
-    wake_frames: u32,
 }
 
 fn log_drop_reason(v: Verdict) -> Option<crate::core::DropReason> {
@@ -224,8 +218,6 @@ impl Switch {
             capturing: false,
             next_pending_sweep: now,
             segment_scratch: Vec::new(),
-            sched: None,
-            wake_frames: 0,
             cfg,
         };
         if sw.cfg.stdin_console {
@@ -314,54 +306,24 @@ impl Switch {
             }
             self.flush_dirty();
             self.on_timers(now);
-            if !spinning {
-                self.adapt_scheduling();
-            }
         }
         self.events = events;
         Ok(())
     }
 
     /// Applies `--scheduling` to this thread (the one that runs the loop).
-    fn start_scheduling(&mut self) {
-        let fixed = match self.cfg.scheduling {
-            Scheduling::Normal => sys::SchedPolicy::Normal,
+    fn start_scheduling(&self) {
+        let policy = match self.cfg.scheduling {
             Scheduling::Batch => sys::SchedPolicy::Batch,
-            // Busy polling never sleeps, so there are no wake-ups to tune; and a policy
-            // someone set on purpose (chrt) is theirs.
-            Scheduling::Auto => {
-                if self.cfg.busy_poll.is_zero()
-                    && matches!(
-                        sys::thread_sched_policy(),
-                        Ok(Some(sys::SchedPolicy::Normal))
-                    )
-                {
-                    self.sched = Some(sched::SchedAdapter::new());
-                }
-                return;
-            }
+            Scheduling::Normal => sys::SchedPolicy::Normal,
+            // Batch, unless someone chose another policy for us (chrt): theirs stands.
+            Scheduling::Default => match sys::thread_sched_policy() {
+                Ok(Some(sys::SchedPolicy::Normal)) => sys::SchedPolicy::Batch,
+                _ => return,
+            },
         };
-        if let Err(e) = sys::set_thread_sched_policy(fixed) {
-            tracing::warn!("cannot set the scheduling policy to {fixed:?}: {e}");
-        }
-    }
-
-    /// Feeds the frames of this wake-up to the adaptive policy and applies what it decides.
-    fn adapt_scheduling(&mut self) {
-        let frames = std::mem::take(&mut self.wake_frames);
-        let Some(adapter) = self.sched.as_mut() else {
-            return;
-        };
-        if let Some(policy) = adapter.on_wake(frames) {
-            match sys::set_thread_sched_policy(policy) {
-                Ok(()) => tracing::debug!("scheduling policy now {policy:?}"),
-                Err(e) => {
-                    tracing::warn!(
-                        "cannot set the scheduling policy to {policy:?}: {e}; keeping it"
-                    );
-                    self.sched = None;
-                }
-            }
+        if let Err(e) = sys::set_thread_sched_policy(policy) {
+            tracing::warn!("cannot set the scheduling policy to {policy:?}: {e}");
         }
     }
 
@@ -545,7 +507,6 @@ impl Switch {
         vnet_framed: bool,
         bytes: &[u8],
     ) {
-        self.wake_frames = self.wake_frames.saturating_add(1);
         let Some(p) = self.state.ports.get_mut(&port) else {
             return;
         };
