@@ -103,7 +103,8 @@ pub struct SwitchArgs {
     busy_poll: u64,
     /// Scheduling policy of the switch's thread. batch (SCHED_BATCH, no privileges needed): a
     /// switch woken by a frame does not preempt the client that sent it, so floods are taken
-    /// in large batches and round trips are shorter. normal: the kernel's default, SCHED_OTHER.
+    /// in large batches and round trips stay short on busy CPUs. normal: the kernel's default,
+    /// SCHED_OTHER.
     /// [default: batch, unless a policy was set from outside (chrt), which is kept]
     #[arg(long, value_name = "POLICY", value_enum)]
     scheduling: Option<SchedulingArg>,

@@ -61,9 +61,10 @@ pub struct SwitchConfig {
 /// for 300,000 frames and spent as long waiting for a CPU as running. Under `SCHED_BATCH` a
 /// woken thread does not preempt (its share of CPU is the same): the sender runs on until it
 /// blocks and the switch takes the frames in large batches (~900 sleeps; ~1.4x the frames
-/// delivered, ~30 % less switch CPU per frame). Round trips measured shorter too (p50 ~0.9x,
-/// and no multi-millisecond p99 with CPU hogs on every CPU), as the client that sent a lone
-/// frame is not preempted on its way to waiting for the answer.
+/// delivered, ~30 % less switch CPU per frame). Round trips on an idle machine measured the
+/// same; with a CPU hog on each CPU they were shorter (p50 ~0.8x, and no multi-millisecond
+/// p99), as the client that sent a lone frame is not preempted on its way to waiting for the
+/// answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Scheduling {
     /// `SCHED_BATCH`, unless the thread was started under another policy than
