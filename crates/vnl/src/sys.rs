@@ -109,12 +109,17 @@ pub fn unix_sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::sockle
 pub const BATCH_MAX: usize = 64;
 
 /// Receives up to `bufs.len()` datagrams with one `recvmmsg`, without blocking. Fills `lens`
-/// with each datagram's full length (possibly larger than its buffer: truncated).
+/// with each datagram's full length (possibly larger than its buffer: truncated). A batch of
+/// one takes a plain `recv`, whose kernel path is shorter (no message headers).
 pub fn recv_many(fd: RawFd, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
     use std::mem::MaybeUninit;
     let count = bufs.len().min(lens.len()).min(BATCH_MAX);
     if count == 0 {
         return Ok(0);
+    }
+    if count == 1 {
+        lens[0] = recv_dgram(fd, &mut bufs[0])?;
+        return Ok(1);
     }
     // Only the first `count` entries are initialised and passed to the kernel: zeroing whole
     // arrays per call showed up in profiles when batches are small.
@@ -158,8 +163,12 @@ pub fn recv_many(fd: RawFd, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Res
 }
 
 /// Sends up to `frames.len()` datagrams on a connected socket with one `sendmmsg`, without
-/// blocking. Returns how many were sent (at least one, or an error).
+/// blocking. Returns how many were sent (at least one, or an error). A single frame takes a
+/// plain `send`.
 pub fn send_many(fd: RawFd, frames: &[&[u8]]) -> io::Result<usize> {
+    if let [frame] = frames {
+        return send_dgram(fd, frame).map(|_| 1);
+    }
     let mut msgs: [[&[u8]; 1]; BATCH_MAX] = [[&[]]; BATCH_MAX];
     let count = frames.len().min(BATCH_MAX);
     for (m, f) in msgs.iter_mut().zip(frames) {

@@ -47,11 +47,6 @@ impl EndpointIo {
         lens: &mut [usize],
     ) -> io::Result<usize> {
         match self {
-            // A lone frame takes the plain call: the kernel's path for it is shorter.
-            EndpointIo::Dgram(fd) if bufs.len() == 1 && !lens.is_empty() => {
-                lens[0] = sys::recv_dgram(fd.as_raw_fd(), &mut bufs[0])?;
-                Ok(1)
-            }
             EndpointIo::Dgram(fd) => sys::recv_many(fd.as_raw_fd(), bufs, lens),
             EndpointIo::Tap(tap) => tap.recv_batch(bufs, lens),
         }
@@ -59,11 +54,6 @@ impl EndpointIo {
 
     pub(crate) fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
         match self {
-            EndpointIo::Dgram(fd) if frames.len() == 1 => {
-                sys::send_dgram(fd.as_raw_fd(), frames[0])
-                    .map(|_| 1)
-                    .map_err(would_block)
-            }
             EndpointIo::Dgram(fd) => sys::send_many(fd.as_raw_fd(), frames).map_err(would_block),
             EndpointIo::Tap(tap) => tap.send_batch(frames),
         }
