@@ -210,12 +210,15 @@ fn receive_train(
         let body = total - total.min(train::RECORD_HEADER_LEN);
         let in_out = body.min(out_len);
         let in_scratch = body - in_out;
-        let first = u32::from_be_bytes(header) as usize;
-        if total < train::RECORD_HEADER_LEN || first == 0 || first > body {
-            tracing::warn!("dropped a malformed frame train from the switch");
-            slots.set_len(slot, 0);
-            return Ok(());
-        }
+        // A datagram shorter than a header has no body, so no length can pass.
+        let first = match train::record_len(header, 0, body) {
+            Ok(len) => len,
+            Err(e) => {
+                tracing::warn!("dropped a malformed frame train from the switch: {e}");
+                slots.set_len(slot, 0);
+                return Ok(());
+            }
+        };
         rx.last_was_single = first == body;
         slots.set_len(slot, first);
         // The rest of the train, if any: behind the first frame in the caller's buffer, then

@@ -37,6 +37,23 @@ pub fn record_header(len: usize) -> [u8; RECORD_HEADER_LEN] {
     (len as u32).to_be_bytes()
 }
 
+/// The length a record header at byte `at` announces, checked against the `available` bytes
+/// behind it.
+pub fn record_len(
+    header: [u8; RECORD_HEADER_LEN],
+    at: usize,
+    available: usize,
+) -> Result<usize, TrainError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len == 0 {
+        Err(TrainError::Empty { at })
+    } else if len > available {
+        Err(TrainError::Truncated { at, len })
+    } else {
+        Ok(len)
+    }
+}
+
 /// How many of the records whose lengths `lens` yields (without headers) go into the next
 /// train: at least one, at most [`MAX_RECORDS`], and no more than [`MAX_DATAGRAM`] bytes unless
 /// the first alone is larger.
@@ -89,24 +106,17 @@ impl<'a> Iterator for Records<'a> {
             this.failed = true;
             Some(Err(e))
         };
-        let Some(header) = self.data.get(at..at + RECORD_HEADER_LEN) else {
+        let Some(&header) = self.data[at..].first_chunk::<RECORD_HEADER_LEN>() else {
             let len = self.data.len() - at;
             return fail(self, TrainError::Truncated { at, len });
         };
-        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        if len == 0 {
-            return fail(self, TrainError::Empty { at });
-        }
         let start = at + RECORD_HEADER_LEN;
-        match start
-            .checked_add(len)
-            .and_then(|end| self.data.get(start..end))
-        {
-            Some(record) => {
+        match record_len(header, at, self.data.len() - start) {
+            Ok(len) => {
                 self.at = start + len;
-                Some(Ok(record))
+                Some(Ok(&self.data[start..start + len]))
             }
-            None => fail(self, TrainError::Truncated { at, len }),
+            Err(e) => fail(self, e),
         }
     }
 }
