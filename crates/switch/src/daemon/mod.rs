@@ -67,6 +67,17 @@ const TICK: Duration = Duration::from_millis(500);
 const STREAMING: Duration = Duration::from_micros(20);
 const KIND_MASK: u64 = 0xff << 56;
 
+/// Tells epoll what the endpoint in `slot` waits for: frames, unless `--lossless` paused its
+/// reading, and room to write while its queue holds frames.
+fn watch_endpoint(epoll: &Epoll, slot: usize, ep: &Endpoint) {
+    let _ = epoll.modify(
+        ep.io.fd(),
+        T_EP_DATA | slot as u64,
+        !ep.read_paused,
+        ep.want_write,
+    );
+}
+
 /// A running switch's handle for another thread: stop it and wait.
 pub struct SwitchHandle {
     stop: Arc<AtomicBool>,
@@ -563,9 +574,7 @@ impl Switch {
         };
         if !ep.read_paused {
             ep.read_paused = true;
-            let _ = self
-                .epoll
-                .modify(ep.io.fd(), T_EP_DATA | slot as u64, false, ep.want_write);
+            watch_endpoint(&self.epoll, slot, ep);
             self.read_paused.push(slot);
         }
     }
@@ -578,9 +587,7 @@ impl Switch {
             if let Some(ep) = self.endpoints.get_mut(slot).and_then(|e| e.as_mut()) {
                 if ep.read_paused {
                     ep.read_paused = false;
-                    let _ =
-                        self.epoll
-                            .modify(ep.io.fd(), T_EP_DATA | slot as u64, true, ep.want_write);
+                    watch_endpoint(&self.epoll, slot, ep);
                 }
             }
         }
@@ -763,12 +770,7 @@ impl Switch {
         let want_write = !ep.queue.is_empty();
         if want_write != ep.want_write {
             ep.want_write = want_write;
-            let _ = self.epoll.modify(
-                ep.io.fd(),
-                T_EP_DATA | slot as u64,
-                !ep.read_paused,
-                want_write,
-            );
+            watch_endpoint(&self.epoll, slot, ep);
         }
         let made_room = sent_frames > 0;
         if let Some(p) = self.state.ports.get_mut(&port) {
