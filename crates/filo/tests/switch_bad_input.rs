@@ -309,22 +309,7 @@ fn slow_reader_run(sw: &FiloSwitch, total: u32) -> u32 {
     // Batches of 64: between filo plugs each is one frame train.
     let sender_thread = std::thread::spawn(move || {
         let frames: Vec<Vec<u8>> = (1..=total).map(|i| test_frame(B, A, i, 300)).collect();
-        let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut sent = 0;
-        while sent < refs.len() {
-            match sender.send_batch(&refs[sent..(sent + 64).min(refs.len())]) {
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "the switch stopped taking frames"
-                    );
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Err(e) => panic!("send: {e}"),
-            }
-        }
+        send_all(&mut sender, &frames, 64, Duration::from_secs(20));
         sender
     });
     let mut got = 0;

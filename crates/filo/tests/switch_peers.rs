@@ -155,27 +155,6 @@ fn filo_cable(a: &FiloSwitch, b: &FiloSwitch) -> Proc {
     )
 }
 
-/// Sends all of `frames` in batches of `per_batch`, waiting briefly whenever the switch is full.
-fn send_all(plug: &mut filo_vnl::Plug, frames: &[Vec<u8>], per_batch: usize) {
-    let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
-    let mut sent = 0;
-    let deadline = std::time::Instant::now() + T;
-    while sent < refs.len() {
-        let end = (sent + per_batch).min(refs.len());
-        match plug.send_batch(&refs[sent..end]) {
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "switch never took the frames"
-                );
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => panic!("send: {e}"),
-        }
-    }
-}
-
 #[test]
 fn filo_plugs_exchange_frame_trains_while_debian_vde_plug_gets_plain_frames() {
     let tmp = TempDir::new("filo-swtr");
@@ -202,7 +181,7 @@ fn filo_plugs_exchange_frame_trains_while_debian_vde_plug_gets_plain_frames() {
     let frames: Vec<Vec<u8>> = (1..=600u32)
         .map(|i| test_frame(B, A, i, 14 + (i as usize * 37) % 1501))
         .collect();
-    send_all(&mut a, &frames, 64);
+    send_all(&mut a, &frames, 64, T);
     let got = recv_all(&mut b, frames.len(), 5);
     let mut one = vec![0u8; 2000];
     assert!(got == frames, "B got the frames whole and in order");
@@ -212,7 +191,7 @@ fn filo_plugs_exchange_frame_trains_while_debian_vde_plug_gets_plain_frames() {
     let bcasts: Vec<Vec<u8>> = (700..710u32)
         .map(|i| test_frame(BCAST, A, i, 60 + i as usize))
         .collect();
-    send_all(&mut a, &bcasts, 64);
+    send_all(&mut a, &bcasts, 64, T);
     for f in &bcasts {
         assert_eq!(&expect_frame(&rx_c, T, |g| g[6..12] == A), f);
     }
@@ -333,7 +312,7 @@ fn a_burst_crosses_a_filo_plug_cable_between_two_switches_whole_and_in_order() {
         .collect();
     let to_send = frames.clone();
     let sending = std::thread::spawn(move || {
-        send_all(&mut sender, &to_send, 64);
+        send_all(&mut sender, &to_send, 64, T);
         sender
     });
     let got = recv_all(&mut receiver, frames.len(), 16);
@@ -519,7 +498,7 @@ fn the_switch_runs_sched_batch_unless_told_otherwise() {
     let mut a = filo_vnl::open(&normal.vnl()).unwrap();
     let mut b = filo_vnl::open(&normal.vnl()).unwrap();
     let frames: Vec<Vec<u8>> = (0..64).map(|i| test_frame(B, A, i, 60)).collect();
-    send_all(&mut a, &frames, 64);
+    send_all(&mut a, &frames, 64, T);
     assert_eq!(recv_all(&mut b, 64, 64), frames);
     assert_eq!(thread_policies(normal.proc.pid()), [SCHED_OTHER]);
     // A policy chosen from outside stands.

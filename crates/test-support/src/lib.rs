@@ -480,3 +480,26 @@ impl FiloSwitch {
             .unwrap_or(0)
     }
 }
+
+/// Sends all of `frames` through `plug` in batches of `per_batch`, waiting briefly whenever
+/// the peer is full; panics unless all went within `within`.
+pub fn send_all(plug: &mut filo_vnl::Plug, frames: &[Vec<u8>], per_batch: usize, within: Duration) {
+    let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+    let deadline = Instant::now() + within;
+    let mut sent = 0;
+    while sent < refs.len() {
+        let end = (sent + per_batch).min(refs.len());
+        match plug.send_batch(&refs[sent..end]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the peer stopped taking frames: {sent} of {} sent in {within:?}",
+                    refs.len()
+                );
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Err(e) => panic!("send after {sent} of {} frames: {e}", refs.len()),
+        }
+    }
+}
