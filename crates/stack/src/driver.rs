@@ -312,7 +312,9 @@ impl Run {
         // answered in place) needs no smoltcp turn: a thousand stacks hearing one broadcast
         // cost a thousand receives, not a thousand polls.
         inner.net.flush_tx();
-        let idle = !force && inner.net.rx.is_empty() && !inner.links_changed;
+        // A DHCP ACK or a router advertisement is consumed below smoltcp but still needs the
+        // stack's turn (to apply the lease or the SLAAC address) now, not at the next timer.
+        let idle = !force && !inner.net.has_work() && !inner.links_changed;
         if idle {
             let backlog = inner.net.links.iter().any(|l| !l.backlog.is_empty());
             if !backlog {

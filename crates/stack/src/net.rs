@@ -466,6 +466,13 @@ impl Net {
         }
     }
 
+    /// True when input left work for the stack above this layer: packets for smoltcp, or
+    /// DHCP lease changes and router advertisements to apply. A driver that skips the
+    /// stack's turn while this holds leaves a new lease unused until some timer fires.
+    pub fn has_work(&self) -> bool {
+        !self.rx.is_empty() || !self.dhcp_events.is_empty() || !self.adverts.is_empty()
+    }
+
     /// Sends the frames queued during this turn, in batches.
     pub fn flush_tx(&mut self) {
         for i in 0..self.links.len() {
