@@ -20,6 +20,7 @@ const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_REPLACE: u16 = 0x100;
 const IFF_UP: u32 = 1;
 const IFLA_MTU: u16 = 4;
+const IFLA_ADDRESS: u16 = 1;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFA_BROADCAST: u16 = 4;
@@ -85,8 +86,8 @@ impl Msg {
     }
 }
 
-/// RTM_NEWLINK: set interface `index` up, optionally with an MTU.
-pub fn link_up(seq: u32, index: u32, mtu: Option<u32>) -> Vec<u8> {
+/// RTM_NEWLINK: set interface `index` up, optionally with an MTU and a MAC address.
+pub fn link_up(seq: u32, index: u32, mtu: Option<u32>, mac: Option<[u8; 6]>) -> Vec<u8> {
     let mut m = Msg::new(RTM_NEWLINK, 0, seq);
     m.bytes(&[libc::AF_UNSPEC as u8, 0])
         .bytes(&0u16.to_ne_bytes())
@@ -95,6 +96,9 @@ pub fn link_up(seq: u32, index: u32, mtu: Option<u32>) -> Vec<u8> {
         .bytes(&IFF_UP.to_ne_bytes());
     if let Some(mtu) = mtu {
         m.attr(IFLA_MTU, &mtu.to_ne_bytes());
+    }
+    if let Some(mac) = mac {
+        m.attr(IFLA_ADDRESS, &mac);
     }
     m.finish()
 }
@@ -223,11 +227,20 @@ impl Netlink {
         }
     }
 
-    /// Brings interface `name` up (with an MTU if given).
-    pub fn link_up(&mut self, name: &str, mtu: Option<u32>) -> io::Result<()> {
+    /// Brings interface `name` up (with an MTU and a MAC if given).
+    pub fn link_up(
+        &mut self,
+        name: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+    ) -> io::Result<()> {
         let index = sys::if_index(name)?;
         let seq = self.next_seq();
-        self.request(seq, &link_up(seq, index, mtu), &format!("set {name} up"))
+        self.request(
+            seq,
+            &link_up(seq, index, mtu, mac),
+            &format!("set {name} up"),
+        )
     }
 
     /// Adds an address to interface `name`.
@@ -273,7 +286,7 @@ mod tests {
 
     #[test]
     fn link_up_message_layout() {
-        let m = link_up(7, 3, Some(1400));
+        let m = link_up(7, 3, Some(1400), None);
         assert_eq!(u32_at(&m, 0) as usize, m.len());
         assert_eq!(u16_at(&m, 4), RTM_NEWLINK);
         assert_eq!(u16_at(&m, 6), NLM_F_REQUEST | NLM_F_ACK);
@@ -285,7 +298,13 @@ mod tests {
         assert_eq!(u16_at(&m, 34), IFLA_MTU);
         assert_eq!(u32_at(&m, 36), 1400);
         assert_eq!(m.len(), 40);
-        assert_eq!(link_up(1, 3, None).len(), 32);
+        assert_eq!(link_up(1, 3, None, None).len(), 32);
+        // A MAC: a 10-byte attribute padded to 12.
+        let m = link_up(1, 3, None, Some([2, 0, 0, 0, 0, 9]));
+        assert_eq!(u16_at(&m, 32), 10);
+        assert_eq!(u16_at(&m, 34), IFLA_ADDRESS);
+        assert_eq!(&m[36..42], &[2, 0, 0, 0, 0, 9]);
+        assert_eq!(m.len(), 44);
     }
 
     #[test]

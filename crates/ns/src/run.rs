@@ -17,6 +17,8 @@ pub struct NsCommand {
     pub conf: NetConf,
     /// The command and its arguments; empty runs `$SHELL` (or /bin/sh).
     pub argv: Vec<String>,
+    /// How long DHCP and SLAAC may take (default [`setup::AUTOCONF_TIMEOUT`]).
+    pub autoconf_timeout: Option<std::time::Duration>,
 }
 
 const FORWARDED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
@@ -33,11 +35,12 @@ fn child(ctl: OwnedFd, cmd: &NsCommand, argv: &[CString], spaces: Spaces) -> ! {
         sys::exit_now(1)
     };
     let ifaces = setup::iface_names(cmd.vnls.len());
-    let taps =
-        match setup::enter_namespaces(spaces).and_then(|()| setup::configure(&ifaces, &cmd.conf)) {
-            Ok(t) => t,
-            Err(e) => fail(e),
-        };
+    let taps = match setup::enter_namespaces(spaces)
+        .and_then(|()| setup::configure(&ifaces, &cmd.conf, spaces.mount))
+    {
+        Ok(t) => t,
+        Err(e) => fail(e),
+    };
     let raw: Vec<_> = taps.iter().map(|t| t.as_raw_fd()).collect();
     if sys::send_with_fds(ctl.as_raw_fd(), &[OK], &raw).is_err() {
         sys::exit_now(1);
@@ -49,10 +52,19 @@ fn child(ctl: OwnedFd, cmd: &NsCommand, argv: &[CString], spaces: Spaces) -> ! {
         Ok((1, _)) => {}
         _ => sys::exit_now(1),
     }
+    let timeout = cmd.autoconf_timeout.unwrap_or(setup::AUTOCONF_TIMEOUT);
     if cmd.conf.dhcp {
-        if let Err(e) = setup::run_dhcp(&ifaces, &cmd.conf, spaces.mount) {
+        if let Err(e) = setup::run_dhcp(&ifaces, &cmd.conf, spaces.mount, timeout) {
             sys::write_stderr(&format!("filo ns: {e}\n"));
             sys::exit_now(1);
+        }
+    }
+    if cmd.conf.slaac {
+        if let Some(first) = ifaces.first() {
+            if let Err(e) = setup::wait_for_slaac(first, timeout) {
+                sys::write_stderr(&format!("filo ns: {e}\n"));
+                sys::exit_now(1);
+            }
         }
     }
     drop(ctl);
@@ -85,7 +97,7 @@ pub fn run_command(cmd: &NsCommand) -> Result<i32, NsError> {
     let plugs = open_vnls(&cmd.vnls)?;
     let spaces = Spaces {
         uts: true,
-        mount: !cmd.conf.dns.is_empty() || cmd.conf.dhcp,
+        mount: setup::needs_resolv_conf(&cmd.conf),
     };
     let (mine, theirs) = sys::seqpacket_pair().map_err(|e| NsError::io("socketpair", e))?;
     // Signals arrive on a signalfd; blocked here before any thread exists, so cable threads

@@ -78,10 +78,12 @@ fn helper(ctl: OwnedFd, ifaces: &[String], conf: &NetConf, cleanup: Option<Clean
     // Decided before unsharing: inside its user namespace the helper is root.
     let unprivileged = sys::ids().0 != 0;
     let spaces = Spaces {
-        uts: conf.hostname.is_some(),
+        uts: conf.hostname.is_some() || conf.fqdn.is_some(),
         mount: false,
     };
-    let taps = match setup::enter_namespaces(spaces).and_then(|()| setup::configure(ifaces, conf)) {
+    let taps = match setup::enter_namespaces(spaces)
+        .and_then(|()| setup::configure(ifaces, conf, false))
+    {
         Ok(t) => t,
         Err(e) => fail(e),
     };
@@ -111,7 +113,7 @@ fn helper(ctl: OwnedFd, ifaces: &[String], conf: &NetConf, cleanup: Option<Clean
     }
     let mut reply = vec![OK];
     if conf.dhcp {
-        match setup::run_dhcp(ifaces, conf, false) {
+        match setup::run_dhcp(ifaces, conf, false, setup::AUTOCONF_TIMEOUT) {
             Ok(l) => reply.extend_from_slice(
                 format!(
                     "{} {} {} {}",
@@ -123,6 +125,13 @@ fn helper(ctl: OwnedFd, ifaces: &[String], conf: &NetConf, cleanup: Option<Clean
                 .as_bytes(),
             ),
             Err(e) => fail(e),
+        }
+    }
+    if conf.slaac {
+        if let Some(first) = ifaces.first() {
+            if let Err(e) = setup::wait_for_slaac(first, setup::AUTOCONF_TIMEOUT) {
+                fail(e)
+            }
         }
     }
     if sys::send_with_fds(fd, &reply, &[]).is_err() {

@@ -27,6 +27,9 @@ const LISTEN_SPARE: usize = 4;
 
 pub(crate) struct Shared {
     pub name: String,
+    /// What default MACs derive from: the name when one was given (stable across runs), or
+    /// the generated name with a random part, so two stacks never collide by default.
+    pub mac_key: String,
     pub inner: Mutex<Inner>,
     pub cond: Condvar,
     pub dirty: AtomicBool,
@@ -608,16 +611,21 @@ impl StackBuilder {
 
     pub fn build(self) -> Result<Stack, Error> {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let name = self.name.unwrap_or_else(|| {
-            format!(
-                "stack-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            )
-        });
+        let (name, mac_key) = match self.name {
+            Some(n) => (n.clone(), n),
+            None => {
+                let n = format!(
+                    "stack-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                );
+                let key = format!("{n}/{:016x}", random_u64());
+                (n, key)
+            }
+        };
         let mut confs = Vec::new();
-        for (_, text) in &self.links {
-            confs.push(IfaceConfig::parse(text)?);
+        for (i, (_, text)) in self.links.iter().enumerate() {
+            confs.push(crate::config::parse_for(text, i)?);
         }
         let mut inner = Inner::new();
         inner.tcp_buffer = self.tcp_buffer;
@@ -632,7 +640,7 @@ impl StackBuilder {
                 LinkSpec::Plug(p) => Some(p),
                 LinkSpec::Unplugged => None,
             };
-            add_link(&mut inner, &name, i, plug, &conf);
+            add_link(&mut inner, &mac_key, i, plug, &conf);
         }
         let driver = match self.driver {
             Some(d) => d,
@@ -640,6 +648,7 @@ impl StackBuilder {
         };
         let shared = Arc::new(Shared {
             name,
+            mac_key,
             inner: Mutex::new(inner),
             cond: Condvar::new(),
             dirty: AtomicBool::new(true),
@@ -651,26 +660,40 @@ impl StackBuilder {
     }
 }
 
-fn add_link(inner: &mut Inner, stack_name: &str, i: usize, plug: Option<Plug>, conf: &IfaceConfig) {
+/// A random 64-bit value (std's per-process random hash keys, mixed with the clock).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(seed());
+    h.finish()
+}
+
+/// Adds link `i`; `mac_key` is what its MAC derives from when neither `mac=` nor `fqdn=` is
+/// given.
+fn add_link(inner: &mut Inner, mac_key: &str, i: usize, plug: Option<Plug>, conf: &IfaceConfig) {
     let mac = conf.mac.unwrap_or_else(|| match &conf.fqdn {
         Some(f) => mac_from_name(f),
-        None => mac_from_name(&format!("{stack_name}/{i}")),
+        None => mac_from_name(&format!("{mac_key}/{i}")),
     });
     let mut link = Link::new(format!("vde{i}"), plug, mac);
     if conf.dhcp {
         link.dhcp = Some(filo_dhcp::Client::new(
             mac,
-            conf.fqdn.clone(),
+            conf.hostname.clone().or_else(|| conf.fqdn.clone()),
             crate::net::to_dhcp_time(Instant::now()),
             seed() as u32,
         ));
     }
     if let Some(m) = conf.mtu {
-        link.mtu = m;
+        link.mtu = m as usize;
     }
     for a in &conf.addrs {
-        if !link.addrs.contains(a) {
-            link.addrs.push(*a);
+        let c = Cidr {
+            addr: a.ip,
+            prefix: a.prefix,
+        };
+        if !link.addrs.contains(&c) {
+            link.addrs.push(c);
         }
     }
     inner.net.links.push(link);
@@ -766,10 +789,10 @@ impl Stack {
 
     /// Adds an interface at run time; returns its index.
     pub fn add_interface(&self, plug: Plug, conf: &str) -> Result<usize, Error> {
-        let conf = IfaceConfig::parse(conf)?;
         let mut g = self.lock();
         let i = g.net.links.len();
-        add_link(&mut g, &self.shared.name, i, Some(plug), &conf);
+        let conf = crate::config::parse_for(conf, i)?;
+        add_link(&mut g, &self.shared.mac_key, i, Some(plug), &conf);
         drop(g);
         self.shared.kick();
         Ok(i)
