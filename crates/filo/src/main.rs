@@ -9,6 +9,7 @@ mod capture;
 mod console;
 mod demo;
 mod mstack;
+mod netconf;
 mod ns;
 mod plug;
 mod stack;
@@ -21,8 +22,7 @@ mod wirefilter;
 #[derive(Parser, Debug)]
 #[command(name = "filo", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
-    /// More log output (repeat for more); RUST_LOG overrides. (No short form: -v belongs to
-    /// wirefilter's -v LEFT:RIGHT.)
+    /// More log output (repeat for more); RUST_LOG overrides.
     #[arg(long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     #[command(subcommand)]

@@ -1,46 +1,12 @@
 //! `filo ns`: run an unmodified command in its own network namespace on virtual networks.
 
-use std::net::IpAddr;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use filo_ns::{IfAddr, NetConf, NsCommand};
+use filo_ns::NsCommand;
 
-/// Network settings shared by `filo ns` and `filo stack serve`.
-#[derive(Args, Debug, Clone, Default)]
-pub struct ConfArgs {
-    /// An address for the first interface (ADDR/LEN, or ADDR/LEN@vdeN); repeatable.
-    #[arg(long = "ip", value_name = "ADDR/LEN")]
-    ip: Vec<IfAddr>,
-    /// Default gateway; repeatable (one per address family).
-    #[arg(long, value_name = "ADDR")]
-    gw: Vec<IpAddr>,
-    /// Configure the first interface with DHCPv4 (address, router, DNS).
-    #[arg(long)]
-    dhcp: bool,
-    /// Accept IPv6 router advertisements and autoconfigure (the kernel's SLAAC).
-    #[arg(long)]
-    slaac: bool,
-    /// Interface MTU.
-    #[arg(long, value_name = "BYTES")]
-    mtu: Option<u32>,
-    /// Configuration as one string: ip=10.0.0.5/24,gw=10.0.0.1,dns=10.0.0.1,dhcp,slaac,mtu=N.
-    #[arg(long, value_name = "CONF")]
-    conf: Option<NetConf>,
-}
-
-impl ConfArgs {
-    pub fn to_conf(&self) -> NetConf {
-        let mut c = self.conf.clone().unwrap_or_default();
-        c.addrs.extend(self.ip.iter().cloned());
-        c.gateways.extend(self.gw.iter().copied());
-        c.dhcp |= self.dhcp;
-        c.slaac |= self.slaac;
-        c.mtu = self.mtu.or(c.mtu);
-        c
-    }
-}
+use crate::netconf::ConfArgs;
 
 /// Run a command in a new network namespace with one tap per VNL (like vdens).
 #[derive(Args, Debug)]
@@ -50,10 +16,15 @@ up. As root only network, UTS (and, for --dns/--dhcp, mount) namespaces are crea
 ordinary user a user namespace too, mapping you to root inside (needs unprivileged user
 namespaces and read/write access to /dev/net/tun).
 
+Networks are given as --vnl VNL (as every filo command takes them) or positionally before
+`--` (as vdens takes them). --dhcp waits for a lease and --slaac for a global IPv6 address
+before the command starts.
+
 EXAMPLES:
   filo ns vde:///tmp/sw -- bash
-  filo ns --ip 10.0.0.5/24 --gw 10.0.0.1 --dns 10.0.0.1 vde:///tmp/sw -- curl http://10.0.0.1/
+  filo ns --ip 10.0.0.5/24 --gw 10.0.0.1 --dns 10.0.0.1 --vnl vde:///tmp/sw -- curl http://10.0.0.1/
   filo ns --dhcp vde:///tmp/sw -- ip addr
+  filo ns --slaac vde:///tmp/sw -- ip -6 addr
   filo ns vde:///tmp/a vde:///tmp/b -- ip link      # two interfaces
 
 EXIT STATUS:
@@ -62,26 +33,25 @@ EXIT STATUS:
 pub struct NsArgs {
     #[command(flatten)]
     conf: ConfArgs,
-    /// Hostname in the namespace's UTS namespace.
-    #[arg(long, value_name = "NAME")]
-    hostname: Option<String>,
-    /// DNS server for a private /etc/resolv.conf; repeatable.
-    #[arg(long, value_name = "ADDR")]
-    dns: Vec<IpAddr>,
-    /// Networks, one interface each; then `--` and the command (default: $SHELL).
+    /// A network, one interface each (vde0, vde1, ...); repeatable.
+    #[arg(long = "vnl", value_name = "VNL")]
+    vnl: Vec<String>,
+    /// Networks given positionally (as vdens takes them); then `--` and the command
+    /// (default: $SHELL).
     #[arg(value_name = "VNL")]
     vnls: Vec<String>,
+    /// How long to wait for DHCP or SLAAC to give an address, in seconds.
+    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+    conf_timeout: u64,
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
 }
 
 pub fn run(args: NsArgs) -> Result<ExitCode> {
-    let mut conf = args.conf.to_conf();
-    conf.hostname = args.hostname.or(conf.hostname);
-    conf.dns.extend(args.dns);
     let cmd = NsCommand {
-        vnls: args.vnls,
-        conf,
+        vnls: crate::netconf::vnls(&args.vnl, &args.vnls, "filo ns")?,
+        conf: args.conf.to_conf(),
+        autoconf_timeout: Some(std::time::Duration::from_secs(args.conf_timeout)),
         argv: args.command,
     };
     let code = filo_ns::run_command(&cmd)?;

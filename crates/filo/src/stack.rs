@@ -11,35 +11,26 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use filo_stack::{IfaceConfig, Stack, TcpStream};
+use filo_stack::{Stack, TcpStream};
 
-const CONF_HELP: &str = "\
-Interface configuration in iothconf's terms: comma-separated items.
-  eth                 bring the link up (implied)
-  ip=ADDR/LEN         a static IPv4 or IPv6 address (repeatable)
-  gw=ADDR             a default route via ADDR (IPv4 or IPv6)
-  dns=ADDR            a DNS server
-  dhcp                DHCPv4 (with renewal)
-  slaac               IPv6 addresses from router advertisements (also: rd)
-  auto                dhcp and slaac
-  mac=XX:XX:XX:XX:XX:XX   the MAC (default: derived from --name or fqdn)
-  fqdn=NAME           a name for the stack (derives the MAC and SLAAC address)
-  mtu=N               IP MTU, 1280..9216
-Example: --conf eth,ip=10.0.0.2/24,gw=10.0.0.1,dns=10.0.0.1";
+use crate::netconf::ConfArgs;
 
-/// Where the stack plugs in and how it is configured (shared by every `filo stack` command).
+const CONF_HELP: &str = filo_vnl::iothconf::HELP;
+
+/// Where the stack plugs in and how it is configured (shared by every user-space
+/// `filo stack` command).
 #[derive(Args, Debug, Clone)]
 pub struct NetArgs {
     /// The virtual network to plug the stack into: any VNL (vde:///tmp/sw, switch:///tmp/sw,
     /// vxvde://, tap://tap0, ptp:///tmp/link, …).
     #[arg(long, value_name = "VNL")]
-    vnl: String,
-    /// The interface configuration (see `filo stack --help`).
-    #[arg(long, value_name = "CONF", default_value = "auto")]
-    conf: String,
-    /// Name of the stack (logs; MAC derivation when mac= is not given).
-    #[arg(long, default_value = "filo-stack")]
-    name: String,
+    vnl: Option<String>,
+    #[command(flatten)]
+    conf: ConfArgs,
+    /// Name of the stack, for logs. With a name (and neither mac= nor fqdn=) the MAC derives
+    /// from it and stays the same across runs; without one every process gets its own MAC.
+    #[arg(long)]
+    name: Option<String>,
     /// How long to wait for DHCP or SLAAC to give an address, in seconds.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     conf_timeout: u64,
@@ -48,11 +39,23 @@ pub struct NetArgs {
 /// Network stacks: user-space ones (ping, http-serve, fetch, perf) and named kernel-backed ones
 /// (serve, ip).
 #[derive(Args, Debug)]
-#[command(after_help = CONF_HELP)]
+#[command(after_help = CONF_HELP, after_long_help = STACK_EXAMPLES)]
 pub struct StackArgs {
     #[command(subcommand)]
     command: StackCommand,
 }
+
+const STACK_EXAMPLES: &str = "\
+Without --conf, --ip, --dhcp or --slaac a user-space stack configures itself with `auto`
+(DHCP and SLAAC).
+
+EXAMPLES:
+  filo stack http-serve --vnl vde:///tmp/sw --ip 10.0.0.80/24 ./www &
+  filo stack fetch --vnl vde:///tmp/sw --ip 10.0.0.7/24 http://10.0.0.80/index.html
+  filo stack ping --vnl vde:///tmp/sw --conf ip=10.0.0.8/24 -c 3 10.0.0.80
+  filo stack fetch --vnl vde:///tmp/lan --dhcp http://web.example/
+  filo stack serve -d /tmp/s1 --vnl vde:///tmp/sw --ip 10.0.0.7/24
+  filo stack ip /tmp/s1 addr";
 
 #[derive(Subcommand, Debug)]
 enum StackCommand {
@@ -61,102 +64,101 @@ enum StackCommand {
     Named(crate::stack_named::NamedStackCommand),
     /// Send ICMP/ICMPv6 echo requests from a filo stack and print the round trips.
     #[command(after_help = CONF_HELP)]
-    Ping {
-        #[command(flatten)]
-        net: NetArgs,
-        /// Number of echo requests.
-        #[arg(short = 'c', long, default_value_t = 3)]
-        count: u32,
-        /// Seconds between requests.
-        #[arg(short = 'i', long, default_value_t = 1.0)]
-        interval: f64,
-        /// Payload bytes per request.
-        #[arg(short = 's', long, default_value_t = 56)]
-        size: usize,
-        /// Seconds to wait for each reply.
-        #[arg(short = 'W', long, default_value_t = 2.0)]
-        timeout: f64,
-        /// The host to ping: an IPv4 or IPv6 address, or a name (resolved with the stack's DNS).
-        host: String,
-    },
+    Ping(PingArgs),
     /// Serve the files of DIR over HTTP from a filo stack (GET and HEAD; Ctrl-C stops).
     #[command(name = "http-serve", after_help = CONF_HELP)]
-    HttpServe {
-        #[command(flatten)]
-        net: NetArgs,
-        /// TCP port to listen on (IPv4 and IPv6).
-        #[arg(short = 'p', long, default_value_t = 80)]
-        port: u16,
-        /// Stop after serving this many requests (0: never).
-        #[arg(long, default_value_t = 0)]
-        max_requests: u64,
-        /// The directory to serve.
-        dir: PathBuf,
-    },
+    HttpServe(HttpServeArgs),
     /// Fetch an http:// URL through a filo stack and write the body to stdout or a file.
     #[command(after_help = CONF_HELP)]
-    Fetch {
-        #[command(flatten)]
-        net: NetArgs,
-        /// Write the body here instead of stdout.
-        #[arg(short = 'o', long, value_name = "FILE")]
-        output: Option<PathBuf>,
-        /// Seconds to wait for the connection and for each read.
-        #[arg(short = 't', long, default_value_t = 10.0)]
-        timeout: f64,
-        /// The URL: http://HOST[:PORT]/PATH, HOST an address ([v6] in brackets) or a name.
-        url: String,
-    },
+    Fetch(FetchArgs),
     /// Measure TCP between filo stacks, or against the kernel: a receiver with --server, a
     /// sender with --connect. Both print bytes, seconds, Gbit/s and the CRC-32 of the stream,
     /// so the two sides can be compared; --echo/--rr measure round trips instead. With
     /// --kernel the same program uses the kernel's TCP (for reference runs).
     #[command(after_help = CONF_HELP)]
-    Perf {
-        #[command(flatten)]
-        net: KernelOrStack,
-        /// Receive: listen on --port and report each connection.
-        #[arg(long, conflicts_with = "connect")]
-        server: bool,
-        /// With --server, echo bytes back (the far end of --rr) instead of counting them.
-        #[arg(long, requires = "server")]
-        echo: bool,
-        /// With --server, exit after this many connections (0: never).
-        #[arg(long, default_value_t = 1)]
-        count: u64,
-        /// TCP port to listen on.
-        #[arg(short = 'p', long, default_value_t = 5201)]
-        port: u16,
-        /// Send: connect to ADDR:PORT (or HOST:PORT).
-        #[arg(long, value_name = "ADDR:PORT", required_unless_present = "server")]
-        connect: Option<String>,
-        /// MiB to send.
-        #[arg(long, default_value_t = 1024)]
-        mib: u64,
-        /// Instead of a bulk transfer, time this many 1-byte round trips (server: --echo).
-        #[arg(long, value_name = "N")]
-        rr: Option<usize>,
-        /// Receive and send buffer per socket, KiB.
-        #[arg(long, default_value_t = 1024)]
-        buffer_kib: usize,
-    },
+    Perf(PerfArgs),
 }
 
-/// `filo stack perf` runs on a filo stack, or with --kernel on the kernel's TCP/IP.
-#[derive(Args, Debug, Clone)]
-pub struct KernelOrStack {
-    /// Use the kernel's TCP instead of a filo stack (--vnl and --conf are then not used).
+#[derive(Args, Debug)]
+struct PingArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// Number of echo requests.
+    #[arg(short = 'c', long, default_value_t = 3)]
+    count: u32,
+    /// Seconds between requests.
+    #[arg(short = 'i', long, default_value_t = 1.0)]
+    interval: f64,
+    /// Payload bytes per request.
+    #[arg(short = 's', long, default_value_t = 56)]
+    size: usize,
+    /// Seconds to wait for each reply.
+    #[arg(short = 'W', long, default_value_t = 2.0)]
+    timeout: f64,
+    /// The host to ping: an IPv4 or IPv6 address, or a name (resolved with the stack's DNS).
+    host: String,
+}
+
+#[derive(Args, Debug)]
+struct HttpServeArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// TCP port to listen on (IPv4 and IPv6).
+    #[arg(short = 'p', long, default_value_t = 80)]
+    port: u16,
+    /// Stop after serving this many requests (0: never).
+    #[arg(long, default_value_t = 0)]
+    max_requests: u64,
+    /// The directory to serve.
+    dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct FetchArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// Write the body here instead of stdout.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Seconds to wait for the connection and for each read.
+    #[arg(short = 't', long, default_value_t = 10.0)]
+    timeout: f64,
+    /// The URL: http://HOST[:PORT]/PATH, HOST an address ([v6] in brackets) or a name.
+    url: String,
+}
+
+#[derive(Args, Debug)]
+struct PerfArgs {
+    /// Use the kernel's TCP instead of a filo stack (--vnl and the configuration are then
+    /// not used).
     #[arg(long)]
     kernel: bool,
-    /// The virtual network to plug the stack into (any VNL).
-    #[arg(long, value_name = "VNL", required_unless_present = "kernel")]
-    vnl: Option<String>,
-    /// The interface configuration (see `filo stack --help`).
-    #[arg(long, value_name = "CONF", default_value = "auto")]
-    conf: String,
-    /// Name of the stack.
-    #[arg(long, default_value = "filo-perf")]
-    name: String,
+    #[command(flatten)]
+    net: NetArgs,
+    /// Receive: listen on --port and report each connection.
+    #[arg(long, conflicts_with = "connect")]
+    server: bool,
+    /// With --server, echo bytes back (the far end of --rr) instead of counting them.
+    #[arg(long, requires = "server")]
+    echo: bool,
+    /// With --server, exit after this many connections (0: never).
+    #[arg(long, default_value_t = 1)]
+    count: u64,
+    /// TCP port to listen on.
+    #[arg(short = 'p', long, default_value_t = 5201)]
+    port: u16,
+    /// Send: connect to ADDR:PORT (or HOST:PORT).
+    #[arg(long, value_name = "ADDR:PORT", required_unless_present = "server")]
+    connect: Option<String>,
+    /// MiB to send.
+    #[arg(long, default_value_t = 1024)]
+    mib: u64,
+    /// Instead of a bulk transfer, time this many 1-byte round trips (server: --echo).
+    #[arg(long, value_name = "N")]
+    rr: Option<usize>,
+    /// Receive and send buffer per socket, KiB.
+    #[arg(long, default_value_t = 1024)]
+    buffer_kib: usize,
 }
 
 fn secs(v: f64, what: &str) -> Result<Duration> {
@@ -172,28 +174,37 @@ fn build(net: &NetArgs) -> Result<Stack> {
 }
 
 fn build_with(net: &NetArgs, buffer_kib: usize) -> Result<Stack> {
-    let conf = IfaceConfig::parse(&net.conf).map_err(|e| anyhow!("--conf: {e}"))?;
-    let plug = filo_switch::hosted::open_plug(&filo_stack::plug_options(&net.vnl), &net.vnl)
-        .with_context(|| format!("--vnl {}", net.vnl))?;
-    let stack = Stack::builder()
-        .name(net.name.clone())
-        .interface_plug(plug, net.conf.clone())
+    let Some(vnl) = net.vnl.as_deref() else {
+        bail!(
+            "--vnl VNL is required: the network to plug the stack into (e.g. --vnl vde:///tmp/sw)"
+        );
+    };
+    let conf = net.conf.to_conf_or_auto();
+    conf.check_interfaces(1).context("the configuration")?;
+    let plug = filo_switch::hosted::open_plug(&filo_stack::plug_options(vnl), vnl)
+        .with_context(|| format!("--vnl {vnl}"))?;
+    let mut builder = Stack::builder();
+    if let Some(name) = &net.name {
+        builder = builder.name(name.clone());
+    }
+    let stack = builder
+        .interface_plug(plug, conf.to_conf_string())
         .tcp_buffer(buffer_kib * 1024)
         .build()?;
     let t = Duration::from_secs(net.conf_timeout);
-    if conf.dhcp && conf.addrs.iter().all(|a| !a.addr.is_ipv4()) {
+    if conf.dhcp && conf.addrs.iter().all(|a| !a.ip.is_ipv4()) {
         stack
             .wait_for_address(false, t)
-            .ok_or_else(|| anyhow!("no DHCP lease on {} within {t:?}", net.vnl))?;
+            .ok_or_else(|| anyhow!("no DHCP lease on {vnl} within {t:?}"))?;
     }
     if conf.slaac
-        && conf.addrs.iter().all(|a| !a.addr.is_ipv6())
+        && conf.addrs.iter().all(|a| !a.ip.is_ipv6())
         && stack.wait_for_address(true, t).is_none()
     {
         if conf.dhcp {
             tracing::warn!("no router advertisement within {t:?}: no SLAAC address");
         } else {
-            bail!("no router advertisement on {} within {t:?}", net.vnl);
+            bail!("no router advertisement on {vnl} within {t:?}");
         }
     }
     for (_, a) in stack.addrs() {
@@ -205,172 +216,178 @@ fn build_with(net: &NetArgs, buffer_kib: usize) -> Result<Stack> {
 pub fn run(args: StackArgs) -> Result<ExitCode> {
     match args.command {
         StackCommand::Named(cmd) => crate::stack_named::run(cmd),
-        StackCommand::Ping {
-            net,
-            count,
-            interval,
-            size,
-            timeout,
-            host,
-        } => {
-            let interval = secs(interval, "--interval")?;
-            let timeout = secs(timeout, "--timeout")?;
-            let stack = build(&net)?;
-            let dst: IpAddr = match host.parse() {
-                Ok(ip) => ip,
-                Err(_) => *stack
-                    .resolve(&host, filo_stack::RESOLVE_TIMEOUT)
-                    .with_context(|| format!("resolving {host}"))?
-                    .first()
-                    .ok_or_else(|| anyhow!("{host} has no address"))?,
-            };
-            println!(
-                "PING {host} ({dst}) {size} bytes of data from stack {}",
-                net.name
-            );
-            let mut ok = 0;
-            for seq in 1..=count {
-                if crate::sys::STOP.load(Ordering::Relaxed) {
-                    break;
-                }
-                let start = Instant::now();
-                match stack.ping(dst, seq as u16, size, timeout) {
-                    Ok(rtt) => {
-                        ok += 1;
-                        println!(
-                            "{} bytes from {dst}: icmp_seq={seq} time={:.3} ms",
-                            size + 8,
-                            rtt.as_secs_f64() * 1000.0
-                        );
-                    }
-                    Err(e) => println!("from {dst}: icmp_seq={seq} {e}"),
-                }
-                if seq < count {
-                    std::thread::sleep(interval.saturating_sub(start.elapsed()));
-                }
-            }
-            println!("--- {host} ping statistics ---\n{count} packets transmitted, {ok} received");
-            Ok(if ok > 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+        StackCommand::Ping(a) => ping(a),
+        StackCommand::HttpServe(a) => http_serve(a),
+        StackCommand::Fetch(a) => fetch(a),
+        StackCommand::Perf(a) => perf(a),
+    }
+}
+
+/// `filo stack ping`: output in ping(8)'s words.
+fn ping(a: PingArgs) -> Result<ExitCode> {
+    let interval = secs(a.interval, "--interval")?;
+    let timeout = secs(a.timeout, "--timeout")?;
+    let stack = build(&a.net)?;
+    let host = &a.host;
+    let dst: IpAddr = match host.parse() {
+        Ok(ip) => ip,
+        Err(_) => *stack
+            .resolve(host, filo_stack::RESOLVE_TIMEOUT)
+            .with_context(|| format!("resolving {host}"))?
+            .first()
+            .ok_or_else(|| anyhow!("{host} has no address"))?,
+    };
+    let size = a.size;
+    println!(
+        "PING {host} ({dst}) {size} data bytes from stack {}",
+        stack.name()
+    );
+    let started = Instant::now();
+    let mut rtts = Vec::new();
+    let mut sent = 0;
+    for seq in 1..=a.count {
+        if crate::sys::STOP.load(Ordering::Relaxed) {
+            break;
         }
-        StackCommand::HttpServe {
-            net,
-            port,
-            max_requests,
-            dir,
-        } => {
-            if !dir.is_dir() {
-                bail!("{} is not a directory", dir.display());
+        let start = Instant::now();
+        sent += 1;
+        match stack.ping(dst, seq as u16, size, timeout) {
+            Ok(rtt) => {
+                let ms = rtt.as_secs_f64() * 1000.0;
+                rtts.push(ms);
+                println!(
+                    "{} bytes from {dst}: icmp_seq={seq} time={ms:.3} ms",
+                    size + 8
+                );
             }
-            let stack = build(&net)?;
-            let listener = stack.tcp_listen(format!("[::]:{port}"))?;
-            let addrs: Vec<String> = stack.addrs().iter().map(|(_, a)| a.to_string()).collect();
-            eprintln!(
-                "filo stack: serving {} on port {port} at {}",
-                dir.display(),
-                addrs.join(" ")
-            );
-            let mut served = 0u64;
-            while !crate::sys::STOP.load(Ordering::Relaxed) {
-                let Some((conn, peer)) =
-                    listener.accept_timeout(Some(Duration::from_millis(300)))?
-                else {
-                    continue;
-                };
-                served += 1;
-                let dir = dir.clone();
-                let last = max_requests > 0 && served >= max_requests;
-                let h = std::thread::spawn(move || {
-                    if let Err(e) = serve_one(&conn, &dir) {
-                        tracing::info!("{peer}: {e}");
-                    }
-                    let _ = conn.shutdown(std::net::Shutdown::Write);
-                    let _ = conn.drain(Duration::from_secs(10));
-                });
-                if last {
-                    let _ = h.join();
-                    break;
-                }
+            Err(e) if e.kind() == std::io::ErrorKind::HostUnreachable => {
+                println!("From {dst} icmp_seq={seq} Destination Host Unreachable");
             }
-            Ok(ExitCode::SUCCESS)
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                println!("Request timeout for icmp_seq {seq}");
+            }
+            Err(e) => println!("ping: icmp_seq={seq}: {e}"),
         }
-        StackCommand::Perf {
-            net,
-            server,
-            echo,
-            count,
-            port,
-            connect,
-            mib,
-            rr,
-            buffer_kib,
-        } => {
-            let stack = match net.kernel {
-                true => None,
-                false => Some(build_with(
-                    &NetArgs {
-                        vnl: net.vnl.clone().unwrap_or_default(),
-                        conf: net.conf.clone(),
-                        name: net.name.clone(),
-                        conf_timeout: 10,
-                    },
-                    buffer_kib,
-                )?),
-            };
-            if !server {
-                // The sender has no loop that watches the stop flag.
-                crate::sys::default_signals();
-            }
-            if server {
-                perf_server(stack.as_ref(), port, count, echo)
-            } else {
-                let target = connect.ok_or_else(|| anyhow!("--connect ADDR:PORT is required"))?;
-                perf_client(stack.as_ref(), &target, mib, rr)
-            }
-        }
-        StackCommand::Fetch {
-            net,
-            output,
-            timeout,
-            url,
-        } => {
-            crate::sys::default_signals();
-            let timeout = secs(timeout, "--timeout")?;
-            let (host, port, path) = parse_url(&url)?;
-            let stack = build(&net)?;
-            let conn = stack
-                .tcp_connect_timeout((host.as_str(), port), Some(timeout))
-                .with_context(|| format!("connecting to {host}:{port}"))?;
-            conn.set_read_timeout(Some(timeout))?;
-            let host_header = if host.contains(':') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
-            };
-            (&conn).write_all(
-                format!(
-                    "GET {path} HTTP/1.0\r\nHost: {host_header}\r\nUser-Agent: filo-stack\r\n\
-                     Connection: close\r\n\r\n"
-                )
-                .as_bytes(),
-            )?;
-            let (status, body) = read_response(&conn)?;
-            match output {
-                Some(p) => {
-                    std::fs::write(&p, &body).with_context(|| format!("writing {}", p.display()))?
-                }
-                None => std::io::stdout().write_all(&body)?,
-            }
-            if !(200..300).contains(&status) {
-                eprintln!("filo stack fetch: {url}: HTTP status {status}");
-                return Ok(ExitCode::FAILURE);
-            }
-            Ok(ExitCode::SUCCESS)
+        if seq < a.count {
+            std::thread::sleep(interval.saturating_sub(start.elapsed()));
         }
     }
+    let ok = rtts.len();
+    let loss = (100 * (sent - ok)).checked_div(sent).unwrap_or(0);
+    println!(
+        "\n--- {host} ping statistics ---\n{sent} packets transmitted, {ok} received, \
+         {loss}% packet loss, time {}ms",
+        started.elapsed().as_millis()
+    );
+    if ok > 0 {
+        let min = rtts.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = rtts.iter().copied().fold(0.0, f64::max);
+        let avg = rtts.iter().sum::<f64>() / ok as f64;
+        let mdev = (rtts.iter().map(|r| (r - avg).powi(2)).sum::<f64>() / ok as f64).sqrt();
+        println!("rtt min/avg/max/mdev = {min:.3}/{avg:.3}/{max:.3}/{mdev:.3} ms");
+    }
+    Ok(if ok > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn http_serve(a: HttpServeArgs) -> Result<ExitCode> {
+    let HttpServeArgs {
+        net,
+        port,
+        max_requests,
+        dir,
+    } = a;
+    if !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let stack = build(&net)?;
+    let listener = stack.tcp_listen(format!("[::]:{port}"))?;
+    let addrs: Vec<String> = stack.addrs().iter().map(|(_, a)| a.to_string()).collect();
+    eprintln!(
+        "filo stack: serving {} on port {port} at {}",
+        dir.display(),
+        addrs.join(" ")
+    );
+    let mut served = 0u64;
+    while !crate::sys::STOP.load(Ordering::Relaxed) {
+        let Some((conn, peer)) = listener.accept_timeout(Some(Duration::from_millis(300)))? else {
+            continue;
+        };
+        served += 1;
+        let dir = dir.clone();
+        let last = max_requests > 0 && served >= max_requests;
+        let h = std::thread::spawn(move || {
+            if let Err(e) = serve_one(&conn, &dir) {
+                tracing::info!("{peer}: {e}");
+            }
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+            let _ = conn.drain(Duration::from_secs(10));
+        });
+        if last {
+            let _ = h.join();
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn perf(a: PerfArgs) -> Result<ExitCode> {
+    let stack = match a.kernel {
+        true => None,
+        false => Some(build_with(&a.net, a.buffer_kib)?),
+    };
+    if a.server {
+        perf_server(stack.as_ref(), a.port, a.count, a.echo)
+    } else {
+        // The sender has no loop that watches the stop flag.
+        crate::sys::default_signals();
+        let target = a
+            .connect
+            .ok_or_else(|| anyhow!("--connect ADDR:PORT is required"))?;
+        perf_client(stack.as_ref(), &target, a.mib, a.rr)
+    }
+}
+
+fn fetch(a: FetchArgs) -> Result<ExitCode> {
+    let FetchArgs {
+        net,
+        output,
+        timeout,
+        url,
+    } = a;
+    crate::sys::default_signals();
+    let timeout = secs(timeout, "--timeout")?;
+    let (host, port, path) = parse_url(&url)?;
+    let stack = build(&net)?;
+    let conn = stack
+        .tcp_connect_timeout((host.as_str(), port), Some(timeout))
+        .with_context(|| format!("connecting to {host}:{port}"))?;
+    conn.set_read_timeout(Some(timeout))?;
+    let host_header = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    (&conn).write_all(
+        format!(
+            "GET {path} HTTP/1.0\r\nHost: {host_header}\r\nUser-Agent: filo-stack\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )?;
+    let (status, body) = read_response(&conn)?;
+    match output {
+        Some(p) => std::fs::write(&p, &body).with_context(|| format!("writing {}", p.display()))?,
+        None => std::io::stdout().write_all(&body)?,
+    }
+    if !(200..300).contains(&status) {
+        eprintln!("filo stack fetch: {url}: HTTP status {status}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn perf_server(stack: Option<&Stack>, port: u16, count: u64, echo: bool) -> Result<ExitCode> {

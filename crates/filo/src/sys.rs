@@ -61,6 +61,90 @@ pub fn daemonize() -> io::Result<()> {
     unsafe {
         libc::setsid();
     }
+    null_stdio()
+}
+
+/// The daemon's side of [`daemonize_until_ready`]: report readiness (a line the waiting
+/// parent prints) or a failure (printed, and the parent exits 1).
+pub struct Readiness(Option<std::fs::File>);
+
+impl Readiness {
+    /// Start-up worked: the parent prints `line` and exits 0.
+    pub fn ready(mut self, line: &str) {
+        use std::io::Write;
+        if let Some(mut f) = self.0.take() {
+            let _ = f.write_all(format!("K{line}").as_bytes());
+        }
+    }
+
+    /// Start-up failed: the parent prints `msg` and exits 1.
+    pub fn failed(mut self, msg: &str) {
+        use std::io::Write;
+        if let Some(mut f) = self.0.take() {
+            let _ = f.write_all(format!("E{msg}").as_bytes());
+        }
+    }
+}
+
+/// Forks into the background and keeps the foreground process waiting until the daemon says
+/// it is ready (or failed, or died), so `filo … -d && next-step` only goes on once the
+/// daemon serves, and start-up errors still reach the terminal. Call before any thread is
+/// started. Returns in the daemon only.
+pub fn daemonize_until_ready(what: &str) -> io::Result<Readiness> {
+    use std::io::Read;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two new descriptors into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    let (r, w) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: the process is single-threaded here (documented precondition), so fork is safe.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid > 0 {
+        drop(w);
+        let mut msg = Vec::new();
+        let _ = (&r).take(64 * 1024).read_to_end(&mut msg);
+        let text = String::from_utf8_lossy(msg.get(1..).unwrap_or_default()).into_owned();
+        let code = match msg.first() {
+            Some(b'K') => {
+                eprintln!("{text}");
+                0
+            }
+            Some(_) => {
+                eprintln!("filo: {text}");
+                1
+            }
+            None => {
+                eprintln!("filo: {what} died while starting");
+                1
+            }
+        };
+        // SAFETY: _exit ends the waiting parent without running destructors of state the
+        // daemon now owns.
+        unsafe { libc::_exit(code) };
+    }
+    drop(r);
+    // SAFETY: setsid takes no arguments; failure only means we already lead a session.
+    unsafe {
+        libc::setsid();
+    }
+    // At once, before anything (the stack's helper process) can inherit the caller's stdio
+    // and keep a pipe such as `$(filo ... -d)` open: what we have to say goes through `w`.
+    null_stdio()?;
+    Ok(Readiness(Some(w)))
+}
+
+fn null_stdio() -> io::Result<()> {
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -348,6 +348,57 @@ fn bad_input_gives_clear_errors() {
     assert!(err.contains("filo-no-such-command"), "{err}");
 }
 
+#[test]
+fn serve_daemon_returns_once_the_stack_serves_and_reports_errors() {
+    let tmp = TempDir::new("filo-nsd");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let s = tmp.join("s");
+    let sp = s.to_string_lossy().into_owned();
+    let pidfile = tmp.join("s.pid");
+    let pf = pidfile.to_string_lossy().into_owned();
+    // `serve -d ... && next-step`: the foreground process returns only once PATH serves, with
+    // a readiness line naming the path and the address.
+    let (code, out, err) = filo(&[
+        "stack",
+        "serve",
+        "-d",
+        "--pidfile",
+        &pf,
+        &sp,
+        "--vnl",
+        &sw.vnl(),
+        "--ip",
+        "10.66.0.7/24",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains(&format!("{sp} serves a stack on {}", sw.vnl()))
+            && err.contains("10.66.0.7/24"),
+        "{err}"
+    );
+    let (code, out, _) = filo(&["stack", "ip", &sp, "-br", "addr", "show", "vde0"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("10.66.0.7/24"), "{out}");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SIGTERM stops the daemon, which removes its socket and pid file.
+    assert!(Command::new("kill")
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success());
+    assert!(wait_until(T, || !s.exists() && !pidfile.exists()));
+    // A start-up error still reaches the terminal, with exit status 1.
+    let missing = format!("vde://{}", tmp.join("nosw").display());
+    let (code, _, err) = filo(&["stack", "serve", "-d", &sp, "--vnl", &missing]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no VDE switch"), "{err}");
+    assert!(!s.exists());
+}
+
 // ---- The README's "hard problems made easy" -------------------------------------------
 
 /// Different IP addresses for different users of one host: each user may open only their

@@ -353,9 +353,35 @@ fn slaac_from_radvd_on_the_same_switch() {
         &script,
     ]));
     let (code, out, err) = ns_out(&[
-        "--slaac", &sw.vnl(), "--", "sh", "-c",
-        "for i in $(seq 100); do ip -6 addr show vde0 scope global | grep -q fd42:64: && break; sleep 0.1; done; ip -6 -br addr show vde0",
+        "--slaac",
+        &sw.vnl(),
+        "--",
+        "sh",
+        "-c",
+        // No waiting here: filo ns starts the command once the address is there.
+        "ip -6 -br addr show vde0 scope global",
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("fd42:64::"), "no SLAAC address: {out}");
+}
+
+#[test]
+fn slaac_without_a_router_is_a_clear_error_after_the_timeout() {
+    let tmp = TempDir::new("filo-ns");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let (code, out, err) = ns_out(&[
+        "--slaac",
+        "--conf-timeout",
+        "2",
+        &sw.vnl(),
+        "--",
+        "echo",
+        "started",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(!out.contains("started"), "the command ran: {out}");
+    assert!(
+        err.contains("no SLAAC address on vde0 within 2 s") && err.contains("radvd"),
+        "{err}"
+    );
 }
