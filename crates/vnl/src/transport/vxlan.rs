@@ -19,7 +19,7 @@ use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type}
 use super::normalize;
 use crate::plug::Transport;
 use crate::sys;
-use crate::wire::vxlan;
+use crate::wire::{partial, vxlan};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
@@ -308,6 +308,9 @@ impl Vx {
         }
         let n = payload_len.min(buf.len());
         buf[..n].copy_from_slice(&self.rx[vxlan::HEADER_LEN..vxlan::HEADER_LEN + n]);
+        // A Linux sender's checksum offload may have left the inner checksum for a NIC that
+        // never saw the frame (a veth): finish it here, as that NIC would have.
+        partial::complete(&mut buf[..n]);
         Some(payload_len)
     }
 
