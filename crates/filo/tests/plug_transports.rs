@@ -266,16 +266,10 @@ fn vxlan_interoperates_with_a_linux_kernel_vxlan_device() {
     let _py = Proc::spawn(&mut py);
     let fetch = |ns: &Netns, url: &str, out: &str| {
         let out = tmp.join(out);
-        let ok = wait_until(Duration::from_secs(15), || {
-            ns.command("curl")
-                .args(["-sf", "--max-time", "5", "-o"])
-                .arg(&out)
-                .arg(url)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        });
-        assert!(ok, "curl {url} failed");
+        assert!(
+            ns.curl_until(url, &out, Duration::from_secs(15)),
+            "curl {url} failed"
+        );
         assert!(
             std::fs::read(&out).unwrap() == page,
             "{url}: content differs"
