@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::conf::NetConf;
 use crate::setup::{self, Spaces};
-use crate::{open_vnls, start_cables, sys, NsError};
+use crate::{open_vnls, plug_mtus, start_cables, sys, NsError};
 
 /// What to run, where.
 #[derive(Debug, Clone, Default)]
@@ -25,7 +25,13 @@ const FAIL: u8 = b'E';
 
 /// Child side: build the namespace, hand the taps over, wait for the cables, configure
 /// DHCP, exec. Never returns.
-fn child(ctl: OwnedFd, cmd: &NsCommand, argv: &[CString], spaces: Spaces) -> ! {
+fn child(
+    ctl: OwnedFd,
+    cmd: &NsCommand,
+    plug_mtus: &[Option<u32>],
+    argv: &[CString],
+    spaces: Spaces,
+) -> ! {
     let fail = |msg: String| -> ! {
         let mut m = vec![FAIL];
         m.extend_from_slice(msg.as_bytes());
@@ -33,11 +39,12 @@ fn child(ctl: OwnedFd, cmd: &NsCommand, argv: &[CString], spaces: Spaces) -> ! {
         sys::exit_now(1)
     };
     let ifaces = setup::iface_names(cmd.vnls.len());
-    let taps =
-        match setup::enter_namespaces(spaces).and_then(|()| setup::configure(&ifaces, &cmd.conf)) {
-            Ok(t) => t,
-            Err(e) => fail(e),
-        };
+    let taps = match setup::enter_namespaces(spaces)
+        .and_then(|()| setup::configure(&ifaces, plug_mtus, &cmd.conf))
+    {
+        Ok(t) => t,
+        Err(e) => fail(e),
+    };
     let raw: Vec<_> = taps.iter().map(|t| t.as_raw_fd()).collect();
     if sys::send_with_fds(ctl.as_raw_fd(), &[OK], &raw).is_err() {
         sys::exit_now(1);
@@ -83,6 +90,7 @@ pub fn run_command(cmd: &NsCommand) -> Result<i32, NsError> {
         .collect::<Result<_, _>>()
         .map_err(|_| NsError::Conf("a command argument contains a NUL byte".into()))?;
     let plugs = open_vnls(&cmd.vnls)?;
+    let mtus = plug_mtus(&plugs);
     let spaces = Spaces {
         uts: true,
         mount: !cmd.conf.dns.is_empty() || cmd.conf.dhcp,
@@ -101,7 +109,7 @@ pub fn run_command(cmd: &NsCommand) -> Result<i32, NsError> {
             sys::die_with_parent(libc::SIGKILL);
             sys::default_signals(&watched);
             let _ = sys::mask_signals(&watched, false);
-            child(theirs, cmd, &argv, spaces)
+            child(theirs, cmd, &mtus, &argv, spaces)
         }
         sys::Forked::Parent(pid) => pid,
     };

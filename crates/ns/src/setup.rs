@@ -81,8 +81,13 @@ pub fn iface_names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("vde{i}")).collect()
 }
 
-/// Creates the taps and applies the static part of `conf`. Returns the tap descriptors.
-pub fn configure(ifaces: &[String], conf: &NetConf) -> Result<Vec<OwnedFd>, String> {
+/// Creates the taps and applies the static part of `conf`; a tap's MTU is `conf.mtu`, else its
+/// plug's (`plug_mtus`, by position), else the kernel's default. Returns the tap descriptors.
+pub fn configure(
+    ifaces: &[String],
+    plug_mtus: &[Option<u32>],
+    conf: &NetConf,
+) -> Result<Vec<OwnedFd>, String> {
     if let Some(h) = &conf.hostname {
         sys::sethostname(h).map_err(|e| format!("cannot set hostname {h:?}: {e}"))?;
     }
@@ -101,8 +106,9 @@ pub fn configure(ifaces: &[String], conf: &NetConf) -> Result<Vec<OwnedFd>, Stri
     }
     let mut nl = Netlink::open().map_err(|e| format!("cannot open netlink: {e}"))?;
     nl.link_up("lo", None).map_err(|e| e.to_string())?;
-    for name in ifaces {
-        nl.link_up(name, conf.mtu).map_err(|e| e.to_string())?;
+    for (i, name) in ifaces.iter().enumerate() {
+        let mtu = conf.mtu.or(plug_mtus.get(i).copied().flatten());
+        nl.link_up(name, mtu).map_err(|e| e.to_string())?;
     }
     let first = ifaces.first().map(String::as_str);
     for a in &conf.addrs {

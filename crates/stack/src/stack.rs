@@ -656,6 +656,11 @@ fn add_link(inner: &mut Inner, stack_name: &str, i: usize, plug: Option<Plug>, c
         Some(f) => mac_from_name(f),
         None => mac_from_name(&format!("{stack_name}/{i}")),
     });
+    // The plug's MTU (an encapsulation's inner MTU), kept within what a link accepts.
+    let plug_mtu = plug
+        .as_ref()
+        .and_then(Plug::mtu)
+        .map(|m| m.clamp(1280, 65000));
     let mut link = Link::new(format!("vde{i}"), plug, mac);
     if conf.dhcp {
         link.dhcp = Some(filo_dhcp::Client::new(
@@ -665,7 +670,7 @@ fn add_link(inner: &mut Inner, stack_name: &str, i: usize, plug: Option<Plug>, c
             seed() as u32,
         ));
     }
-    if let Some(m) = conf.mtu {
+    if let Some(m) = conf.mtu.or(plug_mtu) {
         link.mtu = m;
     }
     for a in &conf.addrs {
