@@ -1,15 +1,21 @@
 //! Fuzz the wire formats a peer controls: the vde_switch control request, the stream
-//! encoding, frame trains, the VXLAN header and the virtio-net header with super-frame
-//! segmentation. None may panic; the stream decoder must return exactly the records it was
+//! encoding, frame trains, the VXLAN header, the virtio-net header with super-frame
+//! segmentation, and completing a VXLAN frame's partial checksum. None may panic; the stream decoder must return exactly the records it was
 //! fed, and a train's records must lie within it.
 #![no_main]
 
-use filo_vnl::wire::{stream, train, vde_request, vnet, vxlan};
+use filo_vnl::wire::{partial, stream, train, vde_request, vnet, vxlan};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = vde_request::Request::parse(data);
     let _ = vxlan::Packet::new_checked(data).map(|p| (p.vni(), p.payload().len()));
+    // Completing is done at most once: a completed frame is left as it is.
+    let mut frame = data.to_vec();
+    if partial::complete(&mut frame) {
+        let done = frame.clone();
+        assert!(!partial::complete(&mut frame) || frame == done);
+    }
     if let Ok(hdr) = vnet::Header::parse(data) {
         let mut scratch = Vec::new();
         let mut total = 0usize;

@@ -10,7 +10,11 @@ const FILO: &str = env!("CARGO_BIN_EXE_filo");
 const T: Duration = Duration::from_secs(20);
 
 fn ns(args: &[&str]) -> Command {
-    let mut c = Command::new(FILO);
+    ns_from(Command::new(FILO), args)
+}
+
+/// `filo ns ARGS` from `c`, a command running filo (in a test's namespace, say).
+fn ns_from(mut c: Command, args: &[&str]) -> Command {
     c.arg("ns")
         .args(args)
         .stdin(Stdio::null())
@@ -384,4 +388,93 @@ fn slaac_without_a_router_is_a_clear_error_after_the_timeout() {
         err.contains("no SLAAC address on vde0 within 2 s") && err.contains("radvd"),
         "{err}"
     );
+}
+
+/// `FragCreates` from the IP line of `/proc/net/snmp` in `u`: datagrams the kernel fragmented.
+fn frag_creates(u: &Netns) -> u64 {
+    let snmp = u.exec_ok(&["cat", "/proc/net/snmp"]);
+    let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (ip.next().unwrap(), ip.next().unwrap());
+    let i = names.split_whitespace().position(|n| n == "FragCreates");
+    let v = values.split_whitespace().nth(i.unwrap()).unwrap();
+    v.parse().unwrap()
+}
+
+#[test]
+fn vxvde_interfaces_get_the_inner_mtu_and_transfers_are_not_fragmented_underneath() {
+    require("curl");
+    require("python3");
+    // Two hosts on a 1500-byte underlay; vxvde:// between them costs 50 bytes a frame.
+    let u1 = Netns::new("filo-nsu1");
+    let u2 = Netns::new("filo-nsu2");
+    let (v1, v2) = veth(&u1, "10.98.0.1/24", &u2, "10.98.0.2/24");
+    u1.exec_ok(&["ip", "route", "add", "224.0.0.0/4", "dev", &v1]);
+    u2.exec_ok(&["ip", "route", "add", "224.0.0.0/4", "dev", &v2]);
+    let vnl = "vxvde://239.0.0.1/vni=8";
+    let filo_ns = |u: &Netns, args: &[&str]| Proc::spawn(&mut ns_from(u.command(FILO), args));
+    // `ip link show vde0` in a filo ns with `args`.
+    let link = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.extend(["--", "ip", "-o", "link", "show", "vde0"]);
+        let (st, out, err) = filo_ns(&u1, &args).output(T);
+        assert!(st.success(), "{err}");
+        out
+    };
+    let out = link(&[vnl]);
+    assert!(out.contains("mtu 1450 "), "{out}");
+    // mtu= is kept; an if= interface with a smaller MTU lowers the inner one.
+    let out = link(&["--mtu", "1400", vnl]);
+    assert!(out.contains("mtu 1400 "), "{out}");
+    u1.exec_ok(&["ip", "link", "set", &v1, "mtu", "1400"]);
+    let out = link(&[&format!("{vnl}/if={v1}")]);
+    u1.exec_ok(&["ip", "link", "set", &v1, "mtu", "1500"]);
+    assert!(out.contains("mtu 1350 "), "{out}");
+
+    // 2 MiB from python's http.server behind one filo ns to curl behind another, then from a
+    // filo stack: every datagram on the underlay fits its MTU. The client's tap keeps 1500, so
+    // its MSS does not hide what the servers chose.
+    let tmp = TempDir::new("filo-nsu");
+    let blob: Vec<u8> = (0..2u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    std::fs::write(tmp.join("blob"), &blob).unwrap();
+    let dir = tmp.path().to_string_lossy().into_owned();
+    let py = [
+        "python3",
+        "-m",
+        "http.server",
+        "-b",
+        "10.99.0.1",
+        "-d",
+        &dir,
+        "8000",
+    ];
+    let _py = filo_ns(
+        &u1,
+        &[&["--ip", "10.99.0.1/24", vnl, "--"][..], &py].concat(),
+    );
+    let mut c = u1.command(FILO);
+    c.args(["stack", "http-serve", "--vnl", vnl])
+        .args(["--conf", "eth,ip=10.99.0.3/24", "-p", "8080", &dir])
+        .stdout(Stdio::null());
+    let _stack = Proc::spawn(&mut c);
+    let got = tmp.join("got");
+    let got_s = got.to_string_lossy().into_owned();
+    for url in ["http://10.99.0.1:8000/blob", "http://10.99.0.3:8080/blob"] {
+        let _ = std::fs::remove_file(&got);
+        let frags = frag_creates(&u1);
+        let ok = wait_until(T, || {
+            let client = ["--ip", "10.99.0.2/24", "--mtu", "1500", vnl, "--", "curl"];
+            let curl = ["-sf", "-m", "10", "-o", &got_s, url];
+            let mut p = filo_ns(&u2, &[&client[..], &curl].concat());
+            p.wait_exit(T).success()
+        });
+        assert!(ok, "curl {url} failed");
+        assert!(
+            std::fs::read(&got).unwrap() == blob,
+            "{url}: content differs"
+        );
+        let frags = frag_creates(&u1) - frags;
+        assert_eq!(frags, 0, "{url}: the underlay fragmented {frags} datagrams");
+    }
 }

@@ -90,6 +90,15 @@ pub(crate) fn open_vnls(vnls: &[String]) -> Result<Vec<filo_vnl::Plug>, NsError>
         .collect()
 }
 
+/// The MTU each plug asks of its tap ([`filo_vnl::Plug::mtu`]: the inner MTU of `vxvde://` and
+/// `vxlan://`); `mtu=` overrides it.
+pub(crate) fn plug_mtus(plugs: &[filo_vnl::Plug]) -> Vec<Option<u32>> {
+    plugs
+        .iter()
+        .map(|p| p.mtu().and_then(|m| u32::try_from(m).ok()))
+        .collect()
+}
+
 /// Starts one cable thread per (tap, plug) pair; returns the stop flag they watch.
 pub(crate) fn start_cables(
     ifaces: &[String],

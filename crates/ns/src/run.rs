@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::conf::NetConf;
 use crate::setup::{self, Spaces};
-use crate::{open_vnls, start_cables, sys, NsError};
+use crate::{open_vnls, plug_mtus, start_cables, sys, NsError};
 
 /// What to run, where.
 #[derive(Debug, Clone, Default)]
@@ -27,7 +27,13 @@ const FAIL: u8 = b'E';
 
 /// Child side: build the namespace, hand the taps over, wait for the cables, configure
 /// DHCP, exec. Never returns.
-fn child(ctl: OwnedFd, cmd: &NsCommand, argv: &[CString], spaces: Spaces) -> ! {
+fn child(
+    ctl: OwnedFd,
+    cmd: &NsCommand,
+    plug_mtus: &[Option<u32>],
+    argv: &[CString],
+    spaces: Spaces,
+) -> ! {
     let fail = |msg: String| -> ! {
         let mut m = vec![FAIL];
         m.extend_from_slice(msg.as_bytes());
@@ -36,7 +42,7 @@ fn child(ctl: OwnedFd, cmd: &NsCommand, argv: &[CString], spaces: Spaces) -> ! {
     };
     let ifaces = setup::iface_names(cmd.vnls.len());
     let taps = match setup::enter_namespaces(spaces)
-        .and_then(|()| setup::configure(&ifaces, &cmd.conf, spaces.mount))
+        .and_then(|()| setup::configure(&ifaces, plug_mtus, &cmd.conf, spaces.mount))
     {
         Ok(t) => t,
         Err(e) => fail(e),
@@ -95,6 +101,7 @@ pub fn run_command(cmd: &NsCommand) -> Result<i32, NsError> {
         .collect::<Result<_, _>>()
         .map_err(|_| NsError::Conf("a command argument contains a NUL byte".into()))?;
     let plugs = open_vnls(&cmd.vnls)?;
+    let mtus = plug_mtus(&plugs);
     let spaces = Spaces {
         uts: true,
         mount: setup::needs_resolv_conf(&cmd.conf),
@@ -113,7 +120,7 @@ pub fn run_command(cmd: &NsCommand) -> Result<i32, NsError> {
             sys::die_with_parent(libc::SIGKILL);
             sys::default_signals(&watched);
             let _ = sys::mask_signals(&watched, false);
-            child(theirs, cmd, &argv, spaces)
+            child(theirs, cmd, &mtus, &argv, spaces)
         }
         sys::Forked::Parent(pid) => pid,
     };

@@ -81,11 +81,13 @@ pub fn iface_names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("vde{i}")).collect()
 }
 
-/// Creates the taps and applies the static part of `conf`. Returns the tap descriptors.
-/// `mount_ns`: the caller is in a mount namespace of its own, where a private
-/// /etc/resolv.conf can carry `dns=` and `domain=` (never bind-mounted over the host's).
+/// Creates the taps and applies the static part of `conf`; a tap's MTU is `conf.mtu`, else its
+/// plug's (`plug_mtus`, by position), else the kernel's default. `mount_ns`: the caller is in a
+/// mount namespace of its own, where a private /etc/resolv.conf can carry `dns=` and
+/// `domain=` (never bind-mounted over the host's). Returns the tap descriptors.
 pub fn configure(
     ifaces: &[String],
+    plug_mtus: &[Option<u32>],
     conf: &NetConf,
     mount_ns: bool,
 ) -> Result<Vec<OwnedFd>, String> {
@@ -110,9 +112,10 @@ pub fn configure(
     let mut nl = Netlink::open().map_err(|e| format!("cannot open netlink: {e}"))?;
     nl.link_up("lo", None, None).map_err(|e| e.to_string())?;
     for (i, name) in ifaces.iter().enumerate() {
+        let mtu = conf.mtu.or(plug_mtus.get(i).copied().flatten());
         // mac= is the first interface's, as in iothconf.
         let mac = conf.mac.filter(|_| i == 0);
-        nl.link_up(name, conf.mtu, mac).map_err(|e| e.to_string())?;
+        nl.link_up(name, mtu, mac).map_err(|e| e.to_string())?;
     }
     for a in &conf.addrs {
         let iface = &ifaces[usize::from(a.iface.unwrap_or(0))];

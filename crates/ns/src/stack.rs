@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use crate::conf::NetConf;
 use crate::dhcp::Lease;
 use crate::setup::{self, Spaces};
-use crate::{open_vnls, start_cables, sys, NsError};
+use crate::{open_vnls, plug_mtus, start_cables, sys, NsError};
 
 const OK: u8 = b'K';
 const FAIL: u8 = b'E';
@@ -66,7 +66,13 @@ impl Cleanup {
     }
 }
 
-fn helper(ctl: OwnedFd, ifaces: &[String], conf: &NetConf, cleanup: Option<Cleanup>) -> ! {
+fn helper(
+    ctl: OwnedFd,
+    ifaces: &[String],
+    plug_mtus: &[Option<u32>],
+    conf: &NetConf,
+    cleanup: Option<Cleanup>,
+) -> ! {
     sys::close_other_fds(ctl.as_raw_fd());
     let fd = ctl.as_raw_fd();
     let fail = |msg: String| -> ! {
@@ -82,7 +88,7 @@ fn helper(ctl: OwnedFd, ifaces: &[String], conf: &NetConf, cleanup: Option<Clean
         mount: false,
     };
     let taps = match setup::enter_namespaces(spaces)
-        .and_then(|()| setup::configure(ifaces, conf, false))
+        .and_then(|()| setup::configure(ifaces, plug_mtus, conf, false))
     {
         Ok(t) => t,
         Err(e) => fail(e),
@@ -196,12 +202,13 @@ impl KernelStack {
         conf.validate()?;
         let vnls: Vec<String> = vnls.iter().map(|v| v.as_ref().to_string()).collect();
         let plugs = open_vnls(&vnls)?;
+        let mtus = plug_mtus(&plugs);
         let ifaces = setup::iface_names(vnls.len());
         let (mine, theirs) = sys::seqpacket_pair().map_err(|e| NsError::io("socketpair", e))?;
         let pid = match sys::fork().map_err(|e| NsError::io("fork", e))? {
             sys::Forked::Child => {
                 drop(mine);
-                helper(theirs, &ifaces, conf, cleanup)
+                helper(theirs, &ifaces, &mtus, conf, cleanup)
             }
             sys::Forked::Parent(pid) => pid,
         };

@@ -675,6 +675,11 @@ fn add_link(inner: &mut Inner, mac_key: &str, i: usize, plug: Option<Plug>, conf
         Some(f) => mac_from_name(f),
         None => mac_from_name(&format!("{mac_key}/{i}")),
     });
+    // The plug's MTU (an encapsulation's inner MTU), kept within what a link accepts.
+    let plug_mtu = plug
+        .as_ref()
+        .and_then(Plug::mtu)
+        .map(|m| m.clamp(1280, 65000));
     let mut link = Link::new(format!("vde{i}"), plug, mac);
     if conf.dhcp {
         link.dhcp = Some(filo_dhcp::Client::new(
@@ -684,8 +689,8 @@ fn add_link(inner: &mut Inner, mac_key: &str, i: usize, plug: Option<Plug>, conf
             seed() as u32,
         ));
     }
-    if let Some(m) = conf.mtu {
-        link.mtu = m as usize;
+    if let Some(m) = conf.mtu.map(|m| m as usize).or(plug_mtu) {
+        link.mtu = m;
     }
     for a in &conf.addrs {
         let c = Cidr {

@@ -204,6 +204,20 @@ impl Netns {
         c.args(&argv[1..]);
         run(&mut c)
     }
+
+    /// Fetches `url` into `out` with curl in the namespace (`-f`: an HTTP error fails), tried
+    /// until it succeeds or `within` passes, each try at most 5 s; returns whether it did.
+    pub fn curl_until(&self, url: &str, out: &Path, within: Duration) -> bool {
+        require("curl");
+        wait_until(within, || {
+            self.command("curl")
+                .args(["-sf", "--max-time", "5", "-o"])
+                .arg(out)
+                .arg(url)
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+    }
 }
 
 /// Where a daemon's log goes in a test: nowhere, unless FILO_TEST_LOGS=1 (while debugging).

@@ -103,6 +103,12 @@ pub trait Transport: Send {
     fn vnet(&self) -> bool {
         false
     }
+    /// The largest IP packet (Ethernet payload) that crosses without being fragmented
+    /// underneath, when the transport knows one below Ethernet's 1500 (an encapsulation);
+    /// None otherwise. See [`Plug::mtu`].
+    fn mtu(&self) -> Option<usize> {
+        None
+    }
     /// A short name for logs: `vde`, `ptp`, …
     fn kind(&self) -> &'static str;
 }
@@ -164,6 +170,13 @@ impl Plug {
     /// True when frames on this plug carry a virtio-net header (super-frames possible).
     pub fn vnet(&self) -> bool {
         self.transport.vnet()
+    }
+
+    /// The MTU interfaces on this plug should have unless the user set one: a `filo ns` tap
+    /// and a filo-stack link take it. None means Ethernet's default (1500). `vxvde://` and
+    /// `vxlan://` give the underlay's path MTU less their encapsulation.
+    pub fn mtu(&self) -> Option<usize> {
+        self.transport.mtu()
     }
 
     /// The accepted frame sizes (with the virtio-net header when [`Plug::vnet`]).

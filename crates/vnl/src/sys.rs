@@ -585,21 +585,37 @@ pub fn interface_index(name: &str) -> io::Result<u32> {
     Ok(idx)
 }
 
-/// The SO_TYPE of a socket descriptor (SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET).
-pub fn socket_type(fd: RawFd) -> io::Result<libc::c_int> {
-    let mut ty: libc::c_int = 0;
+/// An integer socket option.
+fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: ty and len are live and sized as getsockopt expects for SO_TYPE.
+    // SAFETY: value and len are live and sized as getsockopt expects for an int option.
     cvt(unsafe {
         libc::getsockopt(
             fd,
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&mut ty as *mut libc::c_int).cast(),
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
             &mut len,
         )
     })?;
-    Ok(ty)
+    Ok(value)
+}
+
+/// The SO_TYPE of a socket descriptor (SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET).
+pub fn socket_type(fd: RawFd) -> io::Result<libc::c_int> {
+    getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)
+}
+
+/// The path MTU the kernel knows toward a connected IPv4 (or IPv6) socket's peer: the route's
+/// or the outgoing interface's MTU (IP_MTU, IPV6_MTU).
+pub fn path_mtu(fd: RawFd, v6: bool) -> io::Result<u32> {
+    let mtu = if v6 {
+        getsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_MTU)?
+    } else {
+        getsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MTU)?
+    };
+    Ok(mtu.max(0) as u32)
 }
 
 /// The uid of the process at the other end of a connected UNIX stream socket (SO_PEERCRED).

@@ -19,7 +19,7 @@ use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type}
 use super::normalize;
 use crate::plug::Transport;
 use crate::sys;
-use crate::wire::vxlan;
+use crate::wire::{partial, vxlan};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
@@ -94,6 +94,20 @@ pub struct Vx {
     rx: Vec<u8>,
     tx: Vec<u8>,
     header: [u8; vxlan::HEADER_LEN],
+    /// What [`Transport::mtu`] tells: see [`inner_mtu`].
+    mtu: usize,
+}
+
+/// The inner MTU: the largest IP packet whose frame, encapsulated, fits the underlay's path
+/// MTU toward the group or peer (that of the `if=` interface, or the route's) without IP
+/// fragmentation. As Linux sizes a vxlan device from its lower device: the underlay MTU less
+/// 50 bytes over IPv4 (inner Ethernet 14, VXLAN 8, UDP 8, IPv4 20) or 70 over IPv6 (IPv6 40).
+/// An unknown underlay counts as 1500. Never above 1500: a jumbo underlay does not make every
+/// tap and stack on the segment send jumbo frames (mtu= does).
+pub fn inner_mtu(underlay: Option<u32>, v6: bool) -> usize {
+    let overhead = 14 + vxlan::HEADER_LEN + 8 + if v6 { 40 } else { 20 };
+    let underlay = underlay.map_or(1500, |m| m as usize);
+    underlay.saturating_sub(overhead).clamp(68, 1500)
 }
 
 fn ctx(cfg: &VxConfig, what: &str) -> impl Fn(io::Error) -> io::Error {
@@ -215,13 +229,19 @@ impl Vx {
         let multicast_sock = mcast_sock.map(UdpSocket::from);
         let mut epoll = None;
         let mut own_source = None;
+        // A scratch socket connected toward the group tells what the kernel picks for it: the
+        // path MTU and the source address.
+        let scratch = new_socket(&cfg, domain)?;
+        let routed = scratch.connect(&SockAddr::from(group_addr)).is_ok();
+        let underlay_mtu = routed
+            .then(|| sys::path_mtu(scratch.as_raw_fd(), domain == Domain::IPV6).ok())
+            .flatten();
         if let Some(m) = &multicast_sock {
             m.set_nonblocking(true)?;
             epoll = Some(sys::epoll_of(&[unicast.as_raw_fd(), m.as_raw_fd()])?);
             // The source address the kernel picks toward the group is what our looped-back
-            // copies carry; find it with a scratch connect.
-            let scratch = new_socket(&cfg, domain)?;
-            if scratch.connect(&SockAddr::from(group_addr)).is_ok() {
+            // copies carry.
+            if routed {
                 if let Some(ip) = scratch
                     .local_addr()
                     .ok()
@@ -235,6 +255,7 @@ impl Vx {
         }
         let header = vxlan::header(cfg.vni);
         Ok(Vx {
+            mtu: inner_mtu(underlay_mtu, cfg.group.is_ipv6()),
             cfg,
             unicast,
             multicast: multicast_sock,
@@ -308,6 +329,9 @@ impl Vx {
         }
         let n = payload_len.min(buf.len());
         buf[..n].copy_from_slice(&self.rx[vxlan::HEADER_LEN..vxlan::HEADER_LEN + n]);
+        // A Linux sender's checksum offload may have left the inner checksum for a NIC that
+        // never saw the frame (a veth): finish it here, as that NIC would have.
+        partial::complete(&mut buf[..n]);
         Some(payload_len)
     }
 
@@ -389,10 +413,30 @@ impl Transport for Vx {
         }
     }
 
+    fn mtu(&self) -> Option<usize> {
+        Some(self.mtu)
+    }
+
     fn kind(&self) -> &'static str {
         match self.cfg.flavor {
             Flavor::Vxvde => "vxvde",
             Flavor::Vxlan => "vxlan",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inner_mtu;
+
+    #[test]
+    fn the_inner_mtu_is_the_underlay_less_the_encapsulation_and_at_most_1500() {
+        assert_eq!(inner_mtu(Some(1500), false), 1450);
+        assert_eq!(inner_mtu(Some(1500), true), 1430);
+        assert_eq!(inner_mtu(None, false), 1450);
+        assert_eq!(inner_mtu(Some(1400), false), 1350);
+        assert_eq!(inner_mtu(Some(9000), false), 1500);
+        assert_eq!(inner_mtu(Some(65536), true), 1500);
+        assert_eq!(inner_mtu(Some(0), false), 68);
     }
 }

@@ -2,6 +2,7 @@
 //! copying, build into caller buffers, reject malformed input with a typed error.
 
 pub mod checksum;
+pub mod partial;
 pub mod stream;
 pub mod train;
 pub mod vde_request;
