@@ -131,3 +131,30 @@ impl<S: Default> Conn<S> {
         Some(String::from_utf8_lossy(&line).into_owned())
     }
 }
+
+/// Largest script a console `load` (or an rc file) may be.
+pub const MAX_SCRIPT: u64 = 1 << 20;
+
+/// The text of a console script for `load`: a regular file of at most [`MAX_SCRIPT`] bytes
+/// (so `load /dev/zero` cannot hang a daemon), invalid UTF-8 replaced. Errors are the errno
+/// a console reports: the open's, `EISDIR` for a directory, `EINVAL` for other non-regular
+/// files, `EFBIG` beyond the limit.
+pub fn read_script(path: &std::path::Path) -> Result<String, i32> {
+    let os = |e: io::Error| e.raw_os_error().unwrap_or(libc::EIO);
+    let file = std::fs::File::open(path).map_err(os)?;
+    let meta = file.metadata().map_err(os)?;
+    if meta.is_dir() {
+        return Err(libc::EISDIR);
+    }
+    if !meta.is_file() {
+        return Err(libc::EINVAL);
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SCRIPT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(os)?;
+    if bytes.len() as u64 > MAX_SCRIPT {
+        return Err(libc::EFBIG);
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}

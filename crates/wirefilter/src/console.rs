@@ -24,20 +24,20 @@
 //! `markov-debug` answers `1038` (asynchronous debug lines are not implemented); the Markov
 //! model limits of [`crate::markov`] apply.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::core::{Param, Wirefilter};
 use crate::value::parse_value;
+pub(crate) use filo_vnl::console::sanitize;
+use filo_vnl::console::{self as framing, push_data_block, status_line};
 
 /// Written on connect, before the first prompt.
 pub const BANNER: &str = "\nVDE wirefilter V.2.3.2\n(C) R.Davoli 2005,2006 - GPLv2\n";
 /// Written after every reply.
 pub const PROMPT: &str = "\nVDEwf$ ";
 /// Written instead of the prompt when the session ends.
-pub const END_OF_SESSION: &str = "9999 END OF SESSION";
-const DATA_HEADER: &str = "0000 DATA END WITH '.'";
+pub const END_OF_SESSION: &str = framing::END_OF_SESSION;
 
 const EINVAL: i32 = 22;
 const ENOSYS: i32 = 38;
@@ -66,28 +66,9 @@ pub fn greeting() -> String {
     format!("{BANNER}{PROMPT}")
 }
 
-fn strerror(errno: i32) -> String {
-    match errno {
-        2 => "No such file or directory".to_string(),
-        22 => "Invalid argument".to_string(),
-        38 => "Function not implemented".to_string(),
-        _ => format!("Unknown error {errno}"),
-    }
-}
-
 /// The status line and prompt for a finished command (used by the daemon after `load`).
 pub fn status(result: Result<(), i32>) -> String {
-    match result {
-        Ok(()) => format!("1000 Success\n{PROMPT}"),
-        Err(errno) => format!("1{errno:03} {}\n{PROMPT}", strerror(errno)),
-    }
-}
-
-/// Replaces control characters so a user-chosen name cannot break the framing.
-pub(crate) fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    format!("{}\n{PROMPT}", status_line(result))
 }
 
 type CmdResult = Result<(), i32>;
@@ -339,11 +320,7 @@ pub fn execute(wf: &mut Wirefilter, now: Instant, line: &str) -> Reply {
         Outcome::Nothing => text.push_str(PROMPT),
         Outcome::Plain(r) => text.push_str(&status(r)),
         Outcome::Prints(lines, r) => {
-            let _ = writeln!(text, "{DATA_HEADER}");
-            for l in lines {
-                let _ = writeln!(text, "{l}");
-            }
-            text.push_str(".\n");
+            push_data_block(&mut text, &lines);
             text.push_str(&status(r));
         }
         Outcome::End(effect) => {

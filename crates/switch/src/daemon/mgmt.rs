@@ -7,7 +7,8 @@ use std::time::Instant;
 use filo_vnl::sys;
 
 use super::{Switch, T_MGMT};
-use crate::console::{self, Session};
+use crate::console::{self, Reply, Session};
+use crate::state::{Effect, SwitchState};
 
 pub(crate) type Conn = filo_vnl::mgmt::Conn<Session>;
 
@@ -97,6 +98,7 @@ impl Switch {
             };
             let mut session = std::mem::take(&mut conn.session);
             let reply = console::execute(&mut self.state, &mut session, now, &line);
+            let reply = carry_out_loads(&mut self.state, &mut session, now, reply);
             let conn = match slot {
                 Some(s) => self.mgmt.get_mut(s).and_then(|c| c.as_mut()),
                 None => self.stdin.as_mut(),
@@ -110,4 +112,31 @@ impl Switch {
             self.apply_effects(reply.effects, slot);
         }
     }
+}
+
+/// Carries out the [`Effect::Load`]s of a console reply: reads each script (a regular file
+/// of at most [`filo_vnl::mgmt::MAX_SCRIPT`] bytes) and hands it to [`console::loaded`] until
+/// no `load` is pending. Returns the whole answer: every text in order, the other effects and
+/// the events.
+pub fn carry_out_loads(
+    state: &mut SwitchState,
+    session: &mut Session,
+    now: Instant,
+    mut reply: Reply,
+) -> Reply {
+    while let Some(i) = reply
+        .effects
+        .iter()
+        .position(|e| matches!(e, Effect::Load(_)))
+    {
+        let Effect::Load(path) = reply.effects.remove(i) else {
+            break;
+        };
+        let script = filo_vnl::mgmt::read_script(&path);
+        let next = console::loaded(state, session, now, script.as_deref().map_err(|e| *e));
+        reply.text.push_str(&next.text);
+        reply.effects.extend(next.effects);
+        reply.events.extend(next.events);
+    }
+    reply
 }

@@ -21,6 +21,7 @@ mod endpoint;
 mod mgmt;
 
 pub use config::{Scheduling, SwitchConfig, SwitchError};
+pub use mgmt::carry_out_loads;
 
 use std::collections::VecDeque;
 use std::io;
@@ -259,6 +260,7 @@ impl Switch {
                 &text,
                 false,
             );
+            let reply = mgmt::carry_out_loads(&mut sw.state, &mut session, now, reply);
             sw.apply_effects(reply.effects, None);
         }
         Ok(sw)
@@ -944,6 +946,10 @@ impl Switch {
                     if let Err(e) = self.start_capture(port, path) {
                         tracing::warn!("{e}");
                     }
+                }
+                // Carried out before the effects are applied (carry_out_loads).
+                Effect::Load(path) => {
+                    tracing::warn!("load {}: not carried out", path.display());
                 }
             }
         }
