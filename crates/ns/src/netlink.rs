@@ -225,14 +225,14 @@ impl Netlink {
 
     /// Brings interface `name` up (with an MTU if given).
     pub fn link_up(&mut self, name: &str, mtu: Option<u32>) -> io::Result<()> {
-        let index = sys::if_index(name)?;
+        let index = filo_vnl::sys::interface_index(name)?;
         let seq = self.next_seq();
         self.request(seq, &link_up(seq, index, mtu), &format!("set {name} up"))
     }
 
     /// Adds an address to interface `name`.
     pub fn add_addr(&mut self, name: &str, ip: IpAddr, prefix: u8) -> io::Result<()> {
-        let index = sys::if_index(name)?;
+        let index = filo_vnl::sys::interface_index(name)?;
         let seq = self.next_seq();
         self.request(
             seq,
@@ -248,7 +248,7 @@ impl Netlink {
         gateway: Option<IpAddr>,
         oif: Option<&str>,
     ) -> io::Result<()> {
-        let oif = oif.map(sys::if_index).transpose()?;
+        let oif = oif.map(filo_vnl::sys::interface_index).transpose()?;
         let seq = self.next_seq();
         let what = match (dst, gateway) {
             (Some((d, p)), Some(g)) => format!("add route {d}/{p} via {g}"),

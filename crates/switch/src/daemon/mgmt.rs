@@ -1,7 +1,6 @@
 //! Management console connections (the `-M` socket and stdin): line in, reply out, with a
 //! bounded output buffer so a client that never reads cannot stall the switch.
 
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use filo_vnl::sys;
@@ -14,33 +13,22 @@ pub(crate) type Conn = filo_vnl::mgmt::Conn<Session>;
 
 impl Switch {
     pub(crate) fn accept_mgmt(&mut self) {
-        for _ in 0..16 {
-            let Some(l) = &self.mgmt_listener else { return };
-            let stream = match l.accept() {
-                Ok((s, _)) => s,
-                Err(_) => return,
-            };
-            if stream.set_nonblocking(true).is_err() {
-                continue;
-            }
-            let slot = match self.mgmt.iter().position(|c| c.is_none()) {
-                Some(s) => s,
-                None => {
-                    self.mgmt.push(None);
-                    self.mgmt.len() - 1
-                }
-            };
-            if self
-                .epoll
-                .add(stream.as_raw_fd(), T_MGMT | slot as u64, true, false)
-                .is_err()
-            {
-                continue;
-            }
-            let mut conn = Conn::socket(stream);
-            conn.queue_output(console::greeting().as_bytes());
-            self.mgmt[slot] = Some(conn);
-        }
+        let Some(listener) = &self.mgmt_listener else {
+            return;
+        };
+        super::accept_into(
+            "management",
+            listener,
+            &self.epoll,
+            &mut self.mgmt,
+            T_MGMT,
+            usize::MAX,
+            |stream| {
+                let mut conn = Conn::socket(stream);
+                conn.queue_output(console::greeting().as_bytes());
+                conn
+            },
+        );
     }
 
     pub(crate) fn on_mgmt(&mut self, slot: usize, ev: sys::EpollEvent, now: Instant) {

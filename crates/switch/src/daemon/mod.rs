@@ -26,7 +26,7 @@ pub use mgmt::carry_out_loads;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -77,6 +77,60 @@ fn watch_endpoint(epoll: &Epoll, slot: usize, ep: &Endpoint) {
         !ep.read_paused,
         ep.want_write,
     );
+}
+
+/// The index of the first empty slot of `slots`, added at the end if there is none.
+fn free_slot<T>(slots: &mut Vec<Option<T>>) -> usize {
+    match slots.iter().position(|s| s.is_none()) {
+        Some(i) => i,
+        None => {
+            slots.push(None);
+            slots.len() - 1
+        }
+    }
+}
+
+/// Connections accepted per loop turn and listener: a flood of connects cannot starve
+/// forwarding.
+const ACCEPTS_PER_TURN: usize = 16;
+
+/// Accepts waiting connections on `listener` (at most [`ACCEPTS_PER_TURN`]) into free slots of
+/// `slots`, each non-blocking and watched for input under token `kind | slot`; `make` builds
+/// what the slot holds. While `max_live` slots are taken, further connections are closed.
+fn accept_into<T>(
+    what: &str,
+    listener: &UnixListener,
+    epoll: &Epoll,
+    slots: &mut Vec<Option<T>>,
+    kind: u64,
+    max_live: usize,
+    mut make: impl FnMut(UnixStream) -> T,
+) {
+    for _ in 0..ACCEPTS_PER_TURN {
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                tracing::warn!("accept on {what} socket: {e}");
+                return;
+            }
+        };
+        if slots.iter().filter(|s| s.is_some()).count() >= max_live {
+            tracing::warn!("{what} connection refused: {max_live} already open");
+            continue;
+        }
+        if stream.set_nonblocking(true).is_err() {
+            continue;
+        }
+        let slot = free_slot(slots);
+        if epoll
+            .add(stream.as_raw_fd(), kind | slot as u64, true, false)
+            .is_err()
+        {
+            continue;
+        }
+        slots[slot] = Some(make(stream));
+    }
 }
 
 /// A running switch's handle for another thread: stop it and wait.
@@ -815,13 +869,7 @@ impl Switch {
     // ---- endpoints ---------------------------------------------------------------------------
 
     fn add_endpoint(&mut self, ep: Endpoint, info: EndpointInfo) -> usize {
-        let slot = match self.endpoints.iter().position(|e| e.is_none()) {
-            Some(s) => s,
-            None => {
-                self.endpoints.push(None);
-                self.endpoints.len() - 1
-            }
-        };
+        let slot = free_slot(&mut self.endpoints);
         let port = ep.port;
         let _ = self
             .epoll
