@@ -20,7 +20,7 @@ mod control;
 mod endpoint;
 mod mgmt;
 
-pub use config::{Scheduling, SwitchConfig, SwitchError};
+pub use config::{CaptureError, Scheduling, SwitchConfig, SwitchError};
 pub use mgmt::carry_out_loads;
 
 use std::collections::VecDeque;
@@ -294,8 +294,7 @@ impl Switch {
             sw.stdin = Some(conn);
         }
         for (port, path) in sw.cfg.captures.clone() {
-            sw.start_capture(port, Some(path))
-                .map_err(SwitchError::Config)?;
+            sw.start_capture(port, Some(path))?;
         }
         for tap in sw.cfg.taps.clone() {
             sw.attach_tap(&tap)?;
@@ -667,12 +666,12 @@ impl Switch {
     }
 
     /// Starts (path) or stops (None) capturing a port's traffic, both directions, to pcapng.
-    fn start_capture(&mut self, port: PortId, path: Option<PathBuf>) -> Result<(), String> {
+    fn start_capture(&mut self, port: PortId, path: Option<PathBuf>) -> Result<(), CaptureError> {
         if port >= self.state.numports {
-            return Err(format!(
-                "capture: port {port} does not exist (ports 0 to {})",
-                self.state.numports - 1
-            ));
+            return Err(CaptureError::NoSuchPort {
+                port,
+                numports: self.state.numports,
+            });
         }
         if self.captures.len() <= port as usize {
             self.captures.resize_with(port as usize + 1, || None);
@@ -680,14 +679,19 @@ impl Switch {
         self.captures[port as usize] = match path {
             None => None,
             Some(p) => {
-                let file = std::fs::File::create(&p)
-                    .map_err(|e| format!("capture: cannot create {}: {e}", p.display()))?;
+                let file = std::fs::File::create(&p).map_err(|source| CaptureError::Create {
+                    path: p.clone(),
+                    source,
+                })?;
                 let w = filo_vnl::pcap::Writer::new(
                     file,
                     filo_vnl::pcap::Format::PcapNg,
                     &format!("port{port}"),
                 )
-                .map_err(|e| format!("capture: {}: {e}", p.display()))?;
+                .map_err(|source| CaptureError::Write {
+                    path: p.clone(),
+                    source,
+                })?;
                 tracing::info!("port {port}: capturing to {}", p.display());
                 Some(w)
             }
@@ -935,7 +939,7 @@ impl Switch {
         let port = self
             .state
             .free_port()
-            .ok_or_else(|| SwitchError::Config(format!("no free port for tap {name}")))?;
+            .ok_or_else(|| SwitchError::NoFreePort(name.to_string()))?;
         let id = io.fd() as u32;
         let mut ep = Endpoint::new(port, id, io, None, None);
         ep.vnet = true;
