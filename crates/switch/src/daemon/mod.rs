@@ -27,7 +27,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -199,6 +199,80 @@ pub struct Switch {
     segment_scratch: Vec<u8>,
 }
 
+/// The descriptors the loop waits on, each registered with epoll.
+struct Fds {
+    epoll: Epoll,
+    ctl: UnixListener,
+    mgmt_listener: Option<UnixListener>,
+    wake: Arc<std::os::fd::OwnedFd>,
+    timer: sys::Timer,
+}
+
+impl Fds {
+    /// Binds the control socket (creating the directory) and the management socket, and
+    /// makes the wake-up eventfd and the timer.
+    fn open(cfg: &SwitchConfig) -> Result<Fds, SwitchError> {
+        let ctl = config::prepare_ctl_dir(cfg)?;
+        let epoll = Epoll::new().map_err(SwitchError::io("epoll"))?;
+        let watch = |fd, token| {
+            epoll
+                .add(fd, token, true, false)
+                .map_err(SwitchError::io("epoll"))
+        };
+        watch(ctl.as_raw_fd(), T_CTL)?;
+        let mgmt_listener = match &cfg.mgmt {
+            Some(path) => {
+                let l = config::bind_mgmt(cfg, path)?;
+                watch(l.as_raw_fd(), T_MGMT_LISTEN)?;
+                Some(l)
+            }
+            None => None,
+        };
+        let wake = Arc::new(sys::silent_eventfd().map_err(SwitchError::io("eventfd"))?);
+        watch(wake.as_raw_fd(), T_WAKE)?;
+        let timer = sys::Timer::new().map_err(SwitchError::io("timerfd"))?;
+        watch(timer.as_raw_fd(), T_TIMER)?;
+        Ok(Fds {
+            epoll,
+            ctl,
+            mgmt_listener,
+            wake,
+            timer,
+        })
+    }
+}
+
+/// The forwarding core as the options configure it.
+fn core_of(cfg: &SwitchConfig, now: Instant) -> Core {
+    Core::new(
+        CoreConfig {
+            num_ports: cfg.numports,
+            hub: cfg.hub,
+            stp: cfg.stp,
+            bridge_mac: cfg.macaddr,
+            bridge_priority: cfg.priority,
+            stp_timers: cfg.stp_timers,
+            mac_expire: cfg.mac_expire,
+            ..CoreConfig::default()
+        },
+        now,
+    )
+}
+
+/// What the console shows about this daemon.
+fn daemon_info(cfg: &SwitchConfig, now: Instant) -> DaemonInfo {
+    DaemonInfo {
+        ctl_dir: cfg.dir.clone(),
+        mode: cfg.socket_mode(),
+        mgmt: cfg.mgmt.clone(),
+        mgmt_mode: cfg.mgmt_mode,
+        pid: std::process::id(),
+        started: now,
+        queue_len: cfg.queue_len,
+        lossless: cfg.lossless,
+    }
+}
+
 fn log_drop_reason(v: Verdict) -> Option<crate::core::DropReason> {
     match v {
         Verdict::Dropped(r) => Some(r),
@@ -210,54 +284,23 @@ impl Switch {
     /// Creates the control directory and sockets; nothing runs until [`Switch::run`].
     pub fn bind(cfg: SwitchConfig) -> Result<Switch, SwitchError> {
         let now = Instant::now();
-        let ctl = config::prepare_ctl_dir(&cfg)?;
-        let epoll = Epoll::new().map_err(SwitchError::io("epoll"))?;
-        epoll
-            .add(ctl.as_raw_fd(), T_CTL, true, false)
-            .map_err(SwitchError::io("epoll"))?;
-        let mgmt_listener = match &cfg.mgmt {
-            Some(path) => {
-                let l = config::bind_mgmt(&cfg, path)?;
-                epoll
-                    .add(l.as_raw_fd(), T_MGMT_LISTEN, true, false)
-                    .map_err(SwitchError::io("epoll"))?;
-                Some(l)
-            }
-            None => None,
-        };
-        let wake = Arc::new(sys::silent_eventfd().map_err(SwitchError::io("eventfd"))?);
-        epoll
-            .add(wake.as_raw_fd(), T_WAKE, true, false)
-            .map_err(SwitchError::io("epoll"))?;
-        let timer = sys::Timer::new().map_err(SwitchError::io("timerfd"))?;
-        epoll
-            .add(timer.as_raw_fd(), T_TIMER, true, false)
-            .map_err(SwitchError::io("epoll"))?;
-        let core = Core::new(
-            CoreConfig {
-                num_ports: cfg.numports,
-                hub: cfg.hub,
-                stp: cfg.stp,
-                bridge_mac: cfg.macaddr,
-                bridge_priority: cfg.priority,
-                stp_timers: cfg.stp_timers,
-                mac_expire: cfg.mac_expire,
-                ..CoreConfig::default()
-            },
-            now,
-        );
-        let info = DaemonInfo {
-            ctl_dir: cfg.dir.clone(),
-            mode: cfg.socket_mode(),
-            mgmt: cfg.mgmt.clone(),
-            mgmt_mode: cfg.mgmt_mode,
-            pid: std::process::id(),
-            started: now,
-            queue_len: cfg.queue_len,
-            lossless: cfg.lossless,
-        };
-        let state = SwitchState::new(core, info);
-        let mut sw = Switch {
+        let fds = Fds::open(&cfg)?;
+        let state = SwitchState::new(core_of(&cfg, now), daemon_info(&cfg, now));
+        let mut sw = Switch::new(cfg, fds, state, now);
+        sw.start(now)?;
+        Ok(sw)
+    }
+
+    /// The switch around its descriptors and state, with empty tables and warm buffers.
+    fn new(cfg: SwitchConfig, fds: Fds, state: SwitchState, now: Instant) -> Switch {
+        let Fds {
+            epoll,
+            ctl,
+            mgmt_listener,
+            wake,
+            timer,
+        } = fds;
+        Switch {
             state,
             epoll,
             ctl,
@@ -285,38 +328,48 @@ impl Switch {
             next_pending_sweep: now,
             segment_scratch: Vec::new(),
             cfg,
-        };
-        if sw.cfg.stdin_console {
+        }
+    }
+
+    /// What the options ask for at start: the stdin console, captures, taps, the rc file.
+    fn start(&mut self, now: Instant) -> Result<(), SwitchError> {
+        if self.cfg.stdin_console {
             let conn = mgmt::Conn::stdin();
-            sw.epoll
+            self.epoll
                 .add(0, T_STDIN, true, false)
                 .map_err(SwitchError::io("epoll on stdin"))?;
-            sw.stdin = Some(conn);
+            self.stdin = Some(conn);
         }
-        for (port, path) in sw.cfg.captures.clone() {
-            sw.start_capture(port, Some(path))?;
+        for (port, path) in self.cfg.captures.clone() {
+            self.start_capture(port, Some(path))?;
         }
-        for tap in sw.cfg.taps.clone() {
-            sw.attach_tap(&tap)?;
+        for tap in self.cfg.taps.clone() {
+            self.attach_tap(&tap)?;
         }
-        if let Some(rc) = sw.cfg.rcfile.clone() {
-            let text = std::fs::read_to_string(&rc).map_err(|e| SwitchError::Io {
-                what: format!("cannot read rc file {}", rc.display()),
-                source: e,
-            })?;
-            let mut session = console::Session::new();
-            let reply = console::run_script(
-                &mut sw.state,
-                &mut session,
-                now,
-                &rc.display().to_string(),
-                &text,
-                false,
-            );
-            let reply = mgmt::carry_out_loads(&mut sw.state, &mut session, now, reply);
-            sw.apply_effects(reply.effects, None);
+        if let Some(rc) = self.cfg.rcfile.clone() {
+            self.run_rc_file(&rc, now)?;
         }
-        Ok(sw)
+        Ok(())
+    }
+
+    /// Runs the startup script (`-f`) without output, as vde_switch does.
+    fn run_rc_file(&mut self, rc: &Path, now: Instant) -> Result<(), SwitchError> {
+        let text = std::fs::read_to_string(rc).map_err(|e| SwitchError::Io {
+            what: format!("cannot read rc file {}", rc.display()),
+            source: e,
+        })?;
+        let mut session = console::Session::new();
+        let reply = console::run_script(
+            &mut self.state,
+            &mut session,
+            now,
+            &rc.display().to_string(),
+            &text,
+            false,
+        );
+        let reply = mgmt::carry_out_loads(&mut self.state, &mut session, now, reply);
+        self.apply_effects(reply.effects, None);
+        Ok(())
     }
 
     /// Runs the switch on a new thread; the handle stops it.
