@@ -313,4 +313,9 @@ fn rc_file_and_nested_load_through_the_daemon() {
     for v in ["0076", "0077", "0078", "0079"] {
         assert!(vlans.contains(&format!("VLAN {v}")), "{v}: {vlans}");
     }
+    // A FIFO nobody writes to is no script: refused at once, not waited on.
+    let fifo = tmp.join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let reply = sw.console(&format!("load {}", fifo.display()));
+    assert!(reply.contains(".\n1022 Invalid argument\n"), "{reply}");
 }
