@@ -28,6 +28,8 @@
 //!   back up to that size (`1028 No space left on device` beyond it);
 //! * `port/remove` of a port with endpoints closes them ([`Effect::ClosePort`]) and removes it
 //!   (vde refuses);
+//! * `load` frames its echo (`vde[PATH]: <line>` and each answer) as a data block; vde_switch
+//!   writes the same lines without the `0000 DATA`/`.` around them;
 //! * filo additions: `port/setmirror`, `port/drops`, `port/capture`, a ` DROP:` line in
 //!   `port/print`, extra lines in `showinfo`, `port/showinfo` and `fstp/showinfo`.
 
