@@ -315,11 +315,7 @@ fn rc_file_and_nested_load_through_the_daemon() {
     }
     // A FIFO nobody writes to is no script: refused at once, not waited on.
     let fifo = tmp.join("fifo");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    mkfifo(&fifo);
     let reply = sw.console(&format!("load {}", fifo.display()));
     assert!(reply.contains(".\n1022 Invalid argument\n"), "{reply}");
 }

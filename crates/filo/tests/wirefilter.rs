@@ -234,11 +234,7 @@ fn console_errors_are_detailed_and_load_refuses_non_scripts() {
         "{reply}"
     );
     let fifo = tmp.join("fifo");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    mkfifo(&fifo);
     for path in [fifo.display().to_string(), "/dev/zero".to_string()] {
         let reply = console(&mgmt, &format!("load {path}"));
         assert!(

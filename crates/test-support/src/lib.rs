@@ -175,6 +175,11 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Makes a FIFO at `path` (with mkfifo(1)).
+pub fn mkfifo(path: &Path) {
+    run(Command::new("mkfifo").arg(path));
+}
+
 /// Runs a command to completion and returns stdout; panics with stderr on failure.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd
