@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use filo_vnl::console::{parse_reply, Reply, END_OF_SESSION};
 
 /// Talk to a switch's management console (-M socket).
 #[derive(Args, Debug)]
@@ -35,14 +36,6 @@ pub struct ConsoleArgs {
     /// Seconds to wait for a reply.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     timeout: u64,
-}
-
-/// One parsed reply.
-struct Reply {
-    status: u32,
-    error: Option<String>,
-    lines: Vec<String>,
-    events: Vec<String>,
 }
 
 struct Session {
@@ -78,7 +71,7 @@ impl Session {
         let mut chunk = [0u8; 8192];
         loop {
             let text = String::from_utf8_lossy(&self.buf);
-            if text.ends_with("$ ") || text.contains("9999 END OF SESSION") {
+            if text.ends_with("$ ") || text.contains(END_OF_SESSION) {
                 return Ok(());
             }
             let n = match self.stream.read(&mut chunk) {
@@ -109,69 +102,8 @@ impl Session {
     }
 }
 
-fn parse_reply(text: &str) -> Reply {
-    let mut reply = Reply {
-        status: 0,
-        error: None,
-        lines: Vec::new(),
-        events: Vec::new(),
-    };
-    let mut in_data = false;
-    for line in text.lines() {
-        let code = line.get(..4).filter(|c| {
-            c.bytes().all(|b| b.is_ascii_digit())
-                && line.as_bytes().get(4).is_none_or(|&b| b == b' ')
-        });
-        match code {
-            Some("0000") => in_data = true,
-            Some(c) if c.starts_with('3') && !in_data => reply.events.push(line.to_string()),
-            Some("9999") => reply.status = 9999,
-            Some(c) if c.starts_with('1') && !in_data => {
-                reply.status = c.parse().unwrap_or(0);
-                if reply.status != 1000 {
-                    reply.error = Some(line[4..].trim().to_string());
-                }
-            }
-            _ if in_data && line == "." => in_data = false,
-            _ if in_data => reply.lines.push(line.to_string()),
-            _ => {}
-        }
-    }
-    reply
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 fn json_reply(command: &str, r: &Reply) -> String {
-    let list = |v: &[String]| {
-        v.iter()
-            .map(|s| json_string(s))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    format!(
-        "{{\"command\":{},\"status\":{},\"error\":{},\"lines\":[{}],\"events\":[{}]}}",
-        json_string(command),
-        r.status,
-        r.error.as_deref().map_or("null".to_string(), json_string),
-        list(&r.lines),
-        list(&r.events)
-    )
+    r.to_json(Some(command), true)
 }
 
 pub fn run(args: ConsoleArgs) -> Result<ExitCode> {
@@ -236,27 +168,4 @@ fn interactive(session: &mut Session, json: bool) -> Result<ExitCode> {
         prompt();
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replies_are_parsed_from_vde_framing() {
-        let r =
-            parse_reply("0000 DATA END WITH '.'\nNumports=32\nHUB=false\n.\n1000 Success\n\nvde$ ");
-        assert_eq!(
-            (r.status, r.error.as_deref(), r.lines.len()),
-            (1000, None, 2)
-        );
-        let r = parse_reply("1038 Function not implemented\n\nvde$ ");
-        assert_eq!(
-            (r.status, r.error.as_deref()),
-            (1038, Some("Function not implemented"))
-        );
-        let r = parse_reply("3031 port/ep/+ Port 01 FD  6\n1000 Success\n\nvde$ ");
-        assert_eq!(r.events, ["3031 port/ep/+ Port 01 FD  6"]);
-        assert_eq!(json_string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
-    }
 }

@@ -58,10 +58,10 @@ pub struct PlugArgs {
     #[arg(short = 'G', long, value_name = "GROUP")]
     group2: Option<String>,
     /// Octal permissions of the first VNL's data socket (default 0700).
-    #[arg(short = 'm', long = "mode", visible_alias = "mod", value_name = "MODE", value_parser = parse_mode)]
+    #[arg(short = 'm', long = "mode", visible_alias = "mod", value_name = "MODE", value_parser = filo_vnl::parse_octal_mode)]
     mode: Option<u32>,
     /// Octal permissions of the second VNL's data socket.
-    #[arg(short = 'M', long = "mode2", visible_alias = "mod2", value_name = "MODE", value_parser = parse_mode)]
+    #[arg(short = 'M', long = "mode2", visible_alias = "mod2", value_name = "MODE", value_parser = filo_vnl::parse_octal_mode)]
     mode2: Option<u32>,
     /// Seconds to wait for a switch to answer.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
@@ -73,13 +73,6 @@ pub struct PlugArgs {
         allow_hyphen_values = true
     )]
     args: Vec<String>,
-}
-
-fn parse_mode(text: &str) -> Result<u32, String> {
-    match u32::from_str_radix(text, 8) {
-        Ok(m) if m <= 0o7777 => Ok(m),
-        _ => Err(format!("{text:?} is not an octal file mode such as 0660")),
-    }
 }
 
 enum Form {

@@ -54,18 +54,11 @@ pub struct ServeArgs {
     #[arg(short = 'p', long, value_name = "FILE")]
     pidfile: Option<PathBuf>,
     /// Octal permissions of PATH.
-    #[arg(long, value_name = "MODE", default_value = "600", value_parser = parse_mode)]
+    #[arg(long, value_name = "MODE", default_value = "600", value_parser = filo_vnl::parse_octal_mode)]
     mode: u32,
     /// Group owning PATH.
     #[arg(long, value_name = "GROUP")]
     group: Option<String>,
-}
-
-fn parse_mode(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s, 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| format!("{s:?} is not an octal mode such as 660"))
 }
 
 #[derive(Args, Debug)]

@@ -41,10 +41,10 @@ pub struct SwitchArgs {
     #[arg(short = 's', long = "sock", visible_aliases = ["vdesock", "unix"], value_name = "DIR")]
     sock: Option<PathBuf>,
     /// Octal permissions of the control and data sockets [default: 0600].
-    #[arg(short = 'm', long, value_name = "MODE", value_parser = parse_mode)]
+    #[arg(short = 'm', long, value_name = "MODE", value_parser = filo_vnl::parse_octal_mode)]
     mode: Option<u32>,
     /// Octal permissions of the control directory [default: derived from --mode, else 02700].
-    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    #[arg(long, value_name = "MODE", value_parser = filo_vnl::parse_octal_mode)]
     dirmode: Option<u32>,
     /// Group owning the directory and sockets.
     #[arg(short = 'g', long, value_name = "GROUP")]
@@ -71,7 +71,7 @@ pub struct SwitchArgs {
     #[arg(short = 'M', long, value_name = "SOCK")]
     mgmt: Option<PathBuf>,
     /// Octal permissions of the management socket.
-    #[arg(long, value_name = "MODE", default_value = "600", value_parser = parse_mode)]
+    #[arg(long, value_name = "MODE", default_value = "600", value_parser = filo_vnl::parse_octal_mode)]
     mgmtmode: u32,
     /// Group owning the management socket.
     #[arg(long, value_name = "GROUP")]
@@ -130,13 +130,6 @@ fn parse_capture(text: &str) -> Result<(u16, PathBuf), String> {
         return Err(format!("{text:?}: the file name is missing"));
     }
     Ok((port, PathBuf::from(file)))
-}
-
-fn parse_mode(text: &str) -> Result<u32, String> {
-    match u32::from_str_radix(text, 8) {
-        Ok(m) if m <= 0o7777 => Ok(m),
-        _ => Err(format!("{text:?} is not an octal file mode such as 0660")),
-    }
 }
 
 fn parse_timers(text: &str) -> Result<filo_switch::StpTimers, String> {

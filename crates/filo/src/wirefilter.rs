@@ -66,7 +66,7 @@ pub struct WirefilterArgs {
     #[arg(short = 'M', long, value_name = "SOCK")]
     mgmt: Option<PathBuf>,
     /// Octal permissions of the management socket.
-    #[arg(long, value_name = "MODE", default_value = "700", value_parser = parse_mode)]
+    #[arg(long, value_name = "MODE", default_value = "700", value_parser = filo_vnl::parse_octal_mode)]
     mgmtmode: u32,
     /// Console commands to run at start.
     #[arg(short = 'f', long, value_name = "FILE")]
@@ -86,13 +86,6 @@ pub struct WirefilterArgs {
     /// VNL_A VNL_B: the two networks (left and right).
     #[arg(value_name = "VNL")]
     vnls: Vec<String>,
-}
-
-fn parse_mode(text: &str) -> Result<u32, String> {
-    match u32::from_str_radix(text, 8) {
-        Ok(m) if m <= 0o7777 => Ok(m),
-        _ => Err(format!("{text:?} is not an octal file mode such as 0600")),
-    }
 }
 
 /// Splits wirefilter's `-v LEFT:RIGHT` at the colon that is not part of a `module://`.

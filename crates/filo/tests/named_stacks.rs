@@ -618,35 +618,14 @@ fn serve_with_dhcp_from_dnsmasq() {
     let tmp = TempDir::new("filo-nst");
     let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
     let vnl = sw.vnl();
-    let leases = format!("--dhcp-leasefile={}", tmp.join("leases").display());
-    // dnsmasq changes credentials, which clears its parent-death signal: stop it politely,
-    // also when an assertion fails.
-    struct Polite(Proc);
-    impl Drop for Polite {
-        fn drop(&mut self) {
-            if let Ok(None) = self.0.child.try_wait() {
-                self.0.terminate(T);
-            }
-        }
-    }
-    let _dnsmasq = Polite(bg(&[
-        "ns",
-        "--ip",
-        "10.77.0.1/24",
-        &vnl,
-        "--",
-        "dnsmasq",
-        "-k",
-        "--conf-file=/dev/null",
-        "--port=0",
-        "--interface=vde0",
-        "--bind-interfaces",
-        "--user=root",
-        "--pid-file",
-        &leases,
-        "--dhcp-range=10.77.0.50,10.77.0.59,255.255.255.0,1h",
-        "--dhcp-option=option:router,10.77.0.1",
-    ]));
+    let dnsmasq = dnsmasq_dhcp(
+        &tmp.join("leases"),
+        "10.77.0.50,10.77.0.59",
+        &["option:router,10.77.0.1"],
+    );
+    let mut args = vec!["ns", "--ip", "10.77.0.1/24", &vnl, "--"];
+    args.extend(dnsmasq.iter().map(String::as_str));
+    let _dnsmasq = Polite(bg(&args));
     let s = tmp.join("s");
     let sp = s.to_string_lossy().into_owned();
     let _stack = serve(&s, &vnl, &["--dhcp"]);

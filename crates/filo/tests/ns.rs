@@ -40,19 +40,6 @@ fn ns_bg(args: &[&str]) -> Proc {
     Proc::spawn(&mut c)
 }
 
-/// A background `filo ns` stopped with SIGTERM (forwarded to its command) when dropped: for
-/// daemons such as dnsmasq and radvd that change credentials, which clears the
-/// parent-death signal that otherwise ends a command together with a killed `filo ns`.
-struct Polite(Proc);
-
-impl Drop for Polite {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.child.try_wait() {
-            self.0.terminate(T);
-        }
-    }
-}
-
 fn children_of(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
@@ -296,25 +283,14 @@ fn dhcp_from_dnsmasq_on_the_same_switch() {
     let tmp = TempDir::new("filo-ns");
     let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
     let vnl = sw.vnl();
-    let leases = tmp.join("leases").to_string_lossy().into_owned();
-    let _dnsmasq = Polite(ns_bg(&[
-        "--ip",
-        "10.64.0.1/24",
-        &vnl,
-        "--",
-        "dnsmasq",
-        "-k",
-        "--conf-file=/dev/null",
-        "--port=0",
-        "--interface=vde0",
-        "--bind-interfaces",
-        "--user=root",
-        "--pid-file",
-        &format!("--dhcp-leasefile={leases}"),
-        "--dhcp-range=10.64.0.50,10.64.0.59,255.255.255.0,1h",
-        "--dhcp-option=option:router,10.64.0.1",
-        "--dhcp-option=option:dns-server,10.64.0.53",
-    ]));
+    let dnsmasq = dnsmasq_dhcp(
+        &tmp.join("leases"),
+        "10.64.0.50,10.64.0.59",
+        &["option:router,10.64.0.1", "option:dns-server,10.64.0.53"],
+    );
+    let mut args = vec!["--ip", "10.64.0.1/24", &vnl, "--"];
+    args.extend(dnsmasq.iter().map(String::as_str));
+    let _dnsmasq = Polite(ns_bg(&args));
     wait_reachable(&vnl, "10.64.0.1", "10.64.0.2/24");
     let (code, out, err) = ns_out(&[
         "--dhcp",

@@ -263,3 +263,59 @@ fn debug_events_announce_endpoints_on_the_console() {
     drop(plug);
     read_until(&mut s, "3032 port/ep/- Port 01");
 }
+
+/// `-f` and `load` (the daemon reads the scripts the console asks for), nested loads
+/// included. (Debian's vde_switch echoes the same lines and status lines, but without the
+/// data block around them.)
+#[test]
+fn rc_file_and_nested_load_through_the_daemon() {
+    let tmp = TempDir::new("filo-c5");
+    let inner = tmp.join("inner.rc");
+    std::fs::write(&inner, "vlan/create 78\nport/create 5\n").unwrap();
+    let outer = tmp.join("outer.rc");
+    std::fs::write(
+        &outer,
+        format!("vlan/create 79\nload {}\nbogus\n", inner.display()),
+    )
+    .unwrap();
+    let rc = tmp.join("start.rc");
+    std::fs::write(
+        &rc,
+        format!(
+            "vlan/create 77\nload {}\n",
+            tmp.join("rc-inner.rc").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(tmp.join("rc-inner.rc"), "vlan/create 76\n").unwrap();
+    let rc_arg = rc.to_string_lossy().into_owned();
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &["-f", &rc_arg]);
+    let load = format!("load {}", outer.display());
+    let out = Command::new(FILO)
+        .arg("console")
+        .arg("--json")
+        .arg(&sw.mgmt)
+        .arg(&load)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (o, i) = (outer.display(), inner.display());
+    let expected = format!(
+        "{{\"command\":\"{load}\",\"status\":1000,\"error\":null,\"lines\":[\
+         \"vde[{o}]: vlan/create 79\",\"1000 Success\",\
+         \"vde[{o}]: load {i}\",\"0000 DATA END WITH '.'\",\
+         \"vde[{i}]: vlan/create 78\",\"1000 Success\",\
+         \"vde[{i}]: port/create 5\",\"1000 Success\",\".\",\"1000 Success\",\
+         \"vde[{o}]: bogus\",\"1038 Function not implemented\"],\"events\":[]}}\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    let vlans = sw.console("vlan/print");
+    for v in ["0076", "0077", "0078", "0079"] {
+        assert!(vlans.contains(&format!("VLAN {v}")), "{v}: {vlans}");
+    }
+    // A FIFO nobody writes to is no script: refused at once, not waited on.
+    let fifo = tmp.join("fifo");
+    mkfifo(&fifo);
+    let reply = sw.console(&format!("load {}", fifo.display()));
+    assert!(reply.contains(".\n1022 Invalid argument\n"), "{reply}");
+}

@@ -208,3 +208,43 @@ fn bad_values_name_the_option_and_the_form() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected two VNLs"));
 }
+
+/// The console over the real socket: a bad value's error names it, and `load` of something
+/// that is no script (a FIFO nobody writes to, /dev/zero) is refused at once instead of
+/// hanging the wirefilter or filling its memory.
+#[test]
+fn console_errors_are_detailed_and_load_refuses_non_scripts() {
+    let tmp = TempDir::new("filo-wfc");
+    let a = FiloSwitch::start(FILO, &tmp, "a", &[]);
+    let b = FiloSwitch::start(FILO, &tmp, "b", &[]);
+    let mgmt = tmp.join("wf.mgmt");
+    let _wf = Proc::spawn(
+        Command::new(FILO)
+            .arg("wirefilter")
+            .arg("-M")
+            .arg(&mgmt)
+            .args([&a.vnl(), &b.vnl()])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(wait_until(T, || mgmt.exists()));
+    let reply = console(&mgmt, "delay abc");
+    assert!(
+        reply.contains("1022 Invalid argument: delay: \"abc\" is not [LR|RL]VALUE"),
+        "{reply}"
+    );
+    let fifo = tmp.join("fifo");
+    mkfifo(&fifo);
+    for path in [fifo.display().to_string(), "/dev/zero".to_string()] {
+        let reply = console(&mgmt, &format!("load {path}"));
+        assert!(
+            reply.starts_with("1022 Invalid argument\n"),
+            "{path}: {reply}"
+        );
+    }
+    let script = tmp.join("ok.rc");
+    std::fs::write(&script, "loss 5\n").unwrap();
+    let reply = console(&mgmt, &format!("load {}", script.display()));
+    assert!(reply.starts_with("1000 Success\n"), "{reply}");
+    assert!(console(&mgmt, "showinfo").contains("Loss   L->R 5+0U"));
+}

@@ -234,7 +234,7 @@ impl Netlink {
         mtu: Option<u32>,
         mac: Option<[u8; 6]>,
     ) -> io::Result<()> {
-        let index = sys::if_index(name)?;
+        let index = filo_vnl::sys::interface_index(name)?;
         let seq = self.next_seq();
         self.request(
             seq,
@@ -245,7 +245,7 @@ impl Netlink {
 
     /// Adds an address to interface `name`.
     pub fn add_addr(&mut self, name: &str, ip: IpAddr, prefix: u8) -> io::Result<()> {
-        let index = sys::if_index(name)?;
+        let index = filo_vnl::sys::interface_index(name)?;
         let seq = self.next_seq();
         self.request(
             seq,
@@ -261,7 +261,7 @@ impl Netlink {
         gateway: Option<IpAddr>,
         oif: Option<&str>,
     ) -> io::Result<()> {
-        let oif = oif.map(sys::if_index).transpose()?;
+        let oif = oif.map(filo_vnl::sys::interface_index).transpose()?;
         let seq = self.next_seq();
         let what = match (dst, gateway) {
             (Some((d, p)), Some(g)) => format!("add route {d}/{p} via {g}"),

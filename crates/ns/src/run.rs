@@ -106,7 +106,8 @@ pub fn run_command(cmd: &NsCommand) -> Result<i32, NsError> {
         uts: true,
         mount: setup::needs_resolv_conf(&cmd.conf),
     };
-    let (mine, theirs) = sys::seqpacket_pair().map_err(|e| NsError::io("socketpair", e))?;
+    let (mine, theirs) =
+        filo_vnl::sys::seqpacket_pair(false).map_err(|e| NsError::io("socketpair", e))?;
     // Signals arrive on a signalfd; blocked here before any thread exists, so cable threads
     // inherit the mask and never take them.
     let mut watched = FORWARDED.to_vec();

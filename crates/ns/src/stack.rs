@@ -204,7 +204,8 @@ impl KernelStack {
         let plugs = open_vnls(&vnls)?;
         let mtus = plug_mtus(&plugs);
         let ifaces = setup::iface_names(vnls.len());
-        let (mine, theirs) = sys::seqpacket_pair().map_err(|e| NsError::io("socketpair", e))?;
+        let (mine, theirs) =
+            filo_vnl::sys::seqpacket_pair(false).map_err(|e| NsError::io("socketpair", e))?;
         let pid = match sys::fork().map_err(|e| NsError::io("fork", e))? {
             sys::Forked::Child => {
                 drop(mine);

@@ -30,22 +30,6 @@ pub fn setns(fd: RawFd, nstype: libc::c_int) -> io::Result<()> {
     cvt(unsafe { libc::setns(fd, nstype) }).map(drop)
 }
 
-/// A connected pair of SOCK_SEQPACKET UNIX sockets (close-on-exec).
-pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: fds has room for the two descriptors socketpair writes.
-    cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
-    // SAFETY: both descriptors were just created and are owned only here.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 /// Sends one message with descriptors attached (SCM_RIGHTS).
 pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
     let mut iov = libc::iovec {
@@ -358,18 +342,6 @@ pub fn execvp(argv: &[CString]) -> io::Error {
         libc::execvp(ptrs[0], ptrs.as_ptr());
     }
     io::Error::last_os_error()
-}
-
-/// Interface index by name in the current network namespace.
-pub fn if_index(name: &str) -> io::Result<u32> {
-    let c = cstr(name)?;
-    // SAFETY: c is a valid NUL-terminated name.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(i)
-    }
 }
 
 /// The MAC address of an interface in the current network namespace.

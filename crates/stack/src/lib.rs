@@ -89,7 +89,7 @@ pub use udp::UdpSocket;
 /// connecting two stacks in one process without a switch.
 pub fn cable() -> std::io::Result<(filo_vnl::Plug, filo_vnl::Plug)> {
     use std::os::fd::IntoRawFd;
-    let (a, b) = sys::seqpacket_pair()?;
+    let (a, b) = filo_vnl::sys::seqpacket_pair(true)?;
     let open = |fd: std::os::fd::OwnedFd| {
         let n = fd.into_raw_fd();
         filo_vnl::open(&format!("seqpacket://{n}")).map_err(std::io::Error::other)

@@ -1,26 +1,6 @@
 //! The crate's only `unsafe`: a socketpair for in-process cables.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
-
-/// A connected pair of non-blocking SOCK_SEQPACKET sockets.
-pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: fds points to two writable c_ints, as socketpair requires.
-    let r = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: socketpair succeeded, so both descriptors are new and owned only by us.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
 
 /// Raises this process's open-file limit to its hard limit (thousands of stacks need
 /// thousands of plug descriptors); returns the new soft limit.

@@ -9,6 +9,10 @@
 //! * then the status line, `"1000 Success\n"` or `"1%03d %s\n"` (errno and its `strerror`);
 //! * then the prompt `"\nvde$ "`; `logout` and `shutdown` answer `"9999 END OF SESSION"` alone.
 //!
+//! The framing itself lives in [`filo_vnl::console`]. The console reads no files: `load PATH`
+//! answers [`Effect::Load`]; the daemon reads the script and hands it to [`loaded`]
+//! (`daemon::carry_out_loads` does both).
+//!
 //! Differences from vde_switch, on purpose:
 //! * dispatch needs the command path to be followed by the end of the input or a space/tab
 //!   (`port/printXYZ` is unknown, vde would run `port/print` with argument `XYZ`);
@@ -24,12 +28,16 @@
 //!   back up to that size (`1028 No space left on device` beyond it);
 //! * `port/remove` of a port with endpoints closes them ([`Effect::ClosePort`]) and removes it
 //!   (vde refuses);
+//! * `load` frames its echo (`vde[PATH]: <line>` and each answer) as a data block; vde_switch
+//!   writes the same lines without the `0000 DATA`/`.` around them;
 //! * filo additions: `port/setmirror`, `port/drops`, `port/capture`, a ` DROP:` line in
 //!   `port/print`, extra lines in `showinfo`, `port/showinfo` and `fstp/showinfo`.
 
-use std::fmt::Write as _;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use filo_vnl::console::{self as framing, parse_reply, sanitize, status_line, DATA_HEADER};
 
 use crate::core::{ConfigError, PortId, MAX_VLAN, NO_VLAN};
 use crate::state::{Access, Effect, PortCounters, PortEntry, SwitchState};
@@ -43,9 +51,8 @@ pub const BANNER: &str =
 /// Written after every reply.
 pub const PROMPT: &str = "\nvde$ ";
 /// Written instead of the prompt when the session ends (no newline, as vde_switch).
-pub const END_OF_SESSION: &str = "9999 END OF SESSION";
+pub const END_OF_SESSION: &str = framing::END_OF_SESSION;
 
-const DATA_HEADER: &str = "0000 DATA END WITH '.'";
 /// Nesting limit of `load` (a script that loads itself).
 const MAX_LOAD_DEPTH: u8 = 8;
 /// Largest accepted `hash/setsize`.
@@ -60,35 +67,6 @@ const ENOSPC: i32 = 28;
 const ENOSYS: i32 = 38;
 const ELOOP: i32 = 40;
 const EOPNOTSUPP: i32 = 95;
-const EIO: i32 = 5;
-const EISDIR: i32 = 21;
-const EFBIG: i32 = 27;
-/// Largest script `load` reads.
-const MAX_SCRIPT: u64 = 1 << 20;
-
-/// glibc's `strerror` text for the errno values the console reports.
-fn strerror(errno: i32) -> String {
-    let text = match errno {
-        2 => "No such file or directory",
-        5 => "Input/output error",
-        6 => "No such device or address",
-        13 => "Permission denied",
-        16 => "Device or resource busy",
-        17 => "File exists",
-        19 => "No such device",
-        20 => "Not a directory",
-        21 => "Is a directory",
-        22 => "Invalid argument",
-        27 => "File too large",
-        28 => "No space left on device",
-        38 => "Function not implemented",
-        40 => "Too many levels of symbolic links",
-        95 => "Operation not supported",
-        98 => "Address already in use",
-        _ => return format!("Unknown error {errno}"),
-    };
-    text.to_string()
-}
 
 // ---- debug categories ----------------------------------------------------------------------
 
@@ -181,13 +159,6 @@ fn state_name(state: PortState) -> &'static str {
     }
 }
 
-/// Replace control characters so a client-chosen string cannot break the line framing.
-fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
-
 /// The category and the complete line (`"3%03o %s %s\n"`) of a debug event, e.g.
 /// `("port/ep/+", "3031 port/ep/+ Port 01 FD  6\n")`.
 pub fn format_event(ev: &DebugEvent) -> (&'static str, String) {
@@ -246,8 +217,33 @@ pub fn format_event(ev: &DebugEvent) -> (&'static str, String) {
 pub struct Session {
     /// Bit i set = subscribed to `DEBUG_CATEGORIES[i]`.
     debug: u32,
-    /// Nesting of `load` scripts being run.
-    depth: u8,
+    /// Scripts being run (`load`s, an rc file), innermost last.
+    scripts: Vec<Script>,
+    /// A `load` whose file the daemon is reading ([`Effect::Load`], answered by [`loaded`]).
+    awaiting: Option<Awaited>,
+}
+
+/// A script being run: what is left of it and how its answer is framed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Script {
+    /// How its lines are echoed: `vde[LABEL]: line`.
+    label: String,
+    lines: VecDeque<String>,
+    /// Echo every line and its framed answer (a `load`; not an rc file, nor anything an rc
+    /// file loads).
+    echo: bool,
+    /// A `load` (closed by `"."` and its status line) rather than an rc file.
+    is_load: bool,
+    /// The `load` a console command started: the prompt follows its status line.
+    prompt: bool,
+}
+
+/// A `load` waiting for its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Awaited {
+    label: String,
+    echo: bool,
+    prompt: bool,
 }
 
 impl Session {
@@ -285,6 +281,8 @@ enum Status {
     Nothing,
     Done(Result<(), i32>),
     EndSession,
+    /// `load`: waiting for the daemon to read the script.
+    Loading,
 }
 
 /// The result of one command before rendering.
@@ -300,7 +298,7 @@ impl Outcome {
     fn framed(&self) -> Vec<String> {
         let mut out = Vec::new();
         let result = match self.status {
-            Status::Nothing | Status::EndSession => return out,
+            Status::Nothing | Status::EndSession | Status::Loading => return out,
             Status::Done(result) => result,
         };
         if self.prints {
@@ -310,21 +308,6 @@ impl Outcome {
         }
         out.push(status_line(result));
         out
-    }
-
-    fn code(&self) -> i32 {
-        match self.status {
-            Status::Nothing | Status::Done(Ok(())) => 1000,
-            Status::Done(Err(errno)) => 1000 + errno,
-            Status::EndSession => 9999,
-        }
-    }
-}
-
-fn status_line(result: Result<(), i32>) -> String {
-    match result {
-        Ok(()) => "1000 Success".to_string(),
-        Err(errno) => format!("1{errno:03} {}", strerror(errno)),
     }
 }
 
@@ -337,6 +320,8 @@ struct Ctx<'a> {
     effects: Vec<Effect>,
     events: Vec<DebugEvent>,
     end_session: bool,
+    /// Set by `load`: the path of the script to run.
+    load: Option<String>,
 }
 
 impl Ctx<'_> {
@@ -638,6 +623,8 @@ fn run(ctx: &mut Ctx<'_>, input: &str) -> Outcome {
     };
     let status = if ctx.end_session {
         Status::EndSession
+    } else if result.is_ok() && ctx.load.is_some() {
+        Status::Loading
     } else {
         Status::Done(result)
     };
@@ -662,24 +649,49 @@ fn with_ctx<R>(
         effects: Vec::new(),
         events: Vec::new(),
         end_session: false,
+        load: None,
     };
     let r = f(&mut ctx);
     (r, ctx.effects, ctx.events)
 }
 
-/// Run one command (one read from the console) and return what to write back.
-pub fn execute(state: &mut SwitchState, session: &mut Session, now: Instant, input: &str) -> Reply {
-    let (outcome, effects, events) = with_ctx(state, session, now, |ctx| run(ctx, input));
-    let mut text = String::new();
-    if outcome.status == Status::EndSession {
-        text.push_str(END_OF_SESSION);
-    } else {
-        for line in outcome.framed() {
-            text.push_str(&line);
-            text.push('\n');
-        }
-        text.push_str(PROMPT);
+/// Asks the daemon for the script of the `load` just run ([`Effect::Load`]).
+fn await_load(ctx: &mut Ctx<'_>, echo: bool, prompt: bool) {
+    if let Some(label) = ctx.load.take() {
+        ctx.effects.push(Effect::Load(PathBuf::from(&label)));
+        ctx.session.awaiting = Some(Awaited {
+            label,
+            echo,
+            prompt,
+        });
     }
+}
+
+/// Run one command (one read from the console) and return what to write back.
+///
+/// `load PATH` answers an empty text and [`Effect::Load`]: the daemon reads the file and
+/// hands it to [`loaded`], whose reply carries the framed answer (and perhaps the next
+/// `Effect::Load`, for a script that loads another).
+pub fn execute(state: &mut SwitchState, session: &mut Session, now: Instant, input: &str) -> Reply {
+    // A `load` the daemon never answered is forgotten.
+    session.scripts.clear();
+    session.awaiting = None;
+    let (text, effects, events) = with_ctx(state, session, now, |ctx| {
+        let outcome = run(ctx, input);
+        let mut text = String::new();
+        match outcome.status {
+            Status::EndSession => text.push_str(END_OF_SESSION),
+            Status::Loading => await_load(ctx, true, true),
+            _ => {
+                for line in outcome.framed() {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+                text.push_str(PROMPT);
+            }
+        }
+        text
+    });
     Reply {
         text,
         effects,
@@ -687,58 +699,68 @@ pub fn execute(state: &mut SwitchState, session: &mut Session, now: Instant, inp
     }
 }
 
-/// Run one command and answer in JSON: `{"status":1000,"error":null,"lines":[...]}` where
-/// `status` is the vde status code (1000 + errno, 9999 after `logout`/`shutdown`), `error`
-/// the `strerror` text or `null`, and `lines` the body lines of the data block.
-pub fn execute_json(
+/// Continues after [`Effect::Load`] with the script's text, or the errno reading it failed
+/// with: runs the script (echoing each line and its answer as `vde[PATH]: <line>`, as
+/// vde_switch does) and then whatever script was running the `load`. The reply may end in
+/// another `Effect::Load` (a script that loads another); without a pending `load` it is empty.
+pub fn loaded(
     state: &mut SwitchState,
     session: &mut Session,
     now: Instant,
-    input: &str,
-) -> (String, Vec<Effect>) {
-    let (outcome, effects, _events) = with_ctx(state, session, now, |ctx| run(ctx, input));
-    let error = match outcome.status {
-        Status::Done(Err(errno)) => json_string(&strerror(errno)),
-        _ => "null".to_string(),
+    script: Result<&str, i32>,
+) -> Reply {
+    let Some(awaited) = session.awaiting.take() else {
+        return Reply::default();
     };
-    let lines: Vec<String> = outcome.lines.iter().map(|l| json_string(l)).collect();
-    let json = format!(
-        "{{\"status\":{},\"error\":{},\"lines\":[{}]}}",
-        outcome.code(),
-        error,
-        lines.join(",")
-    );
-    (json, effects)
-}
-
-/// A JSON string literal.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
+    let (text, effects, events) = with_ctx(state, session, now, |ctx| {
+        let mut text = String::new();
+        match script {
+            Ok(script) => {
+                if awaited.echo {
+                    text.push_str(DATA_HEADER);
+                    text.push('\n');
+                }
+                ctx.session.scripts.push(Script {
+                    label: awaited.label,
+                    lines: script.lines().map(str::to_string).collect(),
+                    echo: awaited.echo,
+                    is_load: true,
+                    prompt: awaited.prompt,
+                });
             }
-            c => out.push(c),
+            Err(errno) => {
+                let outcome = Outcome {
+                    prints: true,
+                    lines: Vec::new(),
+                    status: Status::Done(Err(errno)),
+                };
+                if awaited.echo {
+                    for line in outcome.framed() {
+                        text.push_str(&line);
+                        text.push('\n');
+                    }
+                }
+                if awaited.prompt {
+                    text.push_str(PROMPT);
+                }
+            }
         }
+        resume(ctx, &mut text);
+        text
+    });
+    Reply {
+        text,
+        effects,
+        events,
     }
-    out.push('"');
-    out
 }
 
 /// Run a script: an rc file (`-f`, `echo == false`: no output, only effects and events) or
-/// the file of `load` (`echo == true`: every non-blank line is echoed as
-/// `vde[PATH]: <line>` followed by that command's complete framed answer, as vde_switch
-/// does). `logout` in a script is ignored (as in vde); `shutdown` stops the script and yields
-/// [`Effect::Shutdown`].
+/// a script shown like the file of `load` (`echo == true`: every non-blank line is echoed as
+/// `vde[PATH]: <line>` followed by that command's complete framed answer). `logout` in a
+/// script is ignored (as in vde); `shutdown` stops the script and yields
+/// [`Effect::Shutdown`]. A `load` in the script yields [`Effect::Load`], answered with
+/// [`loaded`].
 pub fn run_script(
     state: &mut SwitchState,
     session: &mut Session,
@@ -747,14 +769,20 @@ pub fn run_script(
     text: &str,
     echo: bool,
 ) -> Reply {
-    let (lines, effects, events) = with_ctx(state, session, now, |ctx| {
-        script_lines(ctx, path_label, text, echo)
+    session.scripts.clear();
+    session.awaiting = None;
+    session.scripts.push(Script {
+        label: path_label.to_string(),
+        lines: text.lines().map(str::to_string).collect(),
+        echo,
+        is_load: false,
+        prompt: false,
     });
-    let mut out = String::new();
-    for line in lines {
-        out.push_str(&line);
-        out.push('\n');
-    }
+    let (out, effects, events) = with_ctx(state, session, now, |ctx| {
+        let mut out = String::new();
+        resume(ctx, &mut out);
+        out
+    });
     Reply {
         text: out,
         effects,
@@ -762,33 +790,80 @@ pub fn run_script(
     }
 }
 
-fn script_lines(ctx: &mut Ctx<'_>, label: &str, text: &str, echo: bool) -> Vec<String> {
-    let mut out = Vec::new();
-    ctx.session.depth = ctx.session.depth.saturating_add(1);
-    for raw in text.lines() {
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
+/// Runs the innermost script's lines until every script is done, a `load` must wait for its
+/// file, or `shutdown` ends them all.
+fn resume(ctx: &mut Ctx<'_>, text: &mut String) {
+    let push = |text: &mut String, line: &str| {
+        text.push_str(line);
+        text.push('\n');
+    };
+    while let Some(script) = ctx.session.scripts.last_mut() {
+        let Some(raw) = script.lines.pop_front() else {
+            if let Some(done) = ctx.session.scripts.pop() {
+                if done.is_load && done.echo {
+                    push(text, framing::DATA_END);
+                    push(text, &status_line(Ok(())));
+                }
+                if done.prompt {
+                    text.push_str(PROMPT);
+                }
+            }
+            continue;
+        };
+        let (echo, label) = (script.echo, script.label.clone());
+        let line = raw.strip_suffix('\r').unwrap_or(&raw);
         if line.trim().is_empty() {
             continue;
         }
         if echo {
-            out.push(format!("vde[{label}]: {line}"));
+            push(text, &format!("vde[{label}]: {line}"));
         }
         let outcome = run(ctx, line);
-        if outcome.status == Status::EndSession {
-            if ctx.effects.contains(&Effect::Shutdown) {
-                break;
+        match outcome.status {
+            Status::EndSession if ctx.effects.contains(&Effect::Shutdown) => {
+                // Started from a console command: that session ends.
+                if ctx.session.scripts.first().is_some_and(|s| s.prompt) {
+                    text.push_str(END_OF_SESSION);
+                }
+                ctx.session.scripts.clear();
+                return;
             }
-            // logout: nothing to end inside a script.
-            ctx.effects.retain(|e| *e != Effect::Logout);
-            ctx.end_session = false;
-            continue;
-        }
-        if echo {
-            out.extend(outcome.framed());
+            Status::EndSession => {
+                // logout: nothing to end inside a script.
+                ctx.effects.retain(|e| *e != Effect::Logout);
+                ctx.end_session = false;
+            }
+            Status::Loading => {
+                await_load(ctx, echo, false);
+                return;
+            }
+            _ if echo => {
+                for line in outcome.framed() {
+                    push(text, &line);
+                }
+            }
+            _ => {}
         }
     }
-    ctx.session.depth = ctx.session.depth.saturating_sub(1);
-    out
+}
+
+/// The JSON form of one command's complete reply text (see [`execute_json`]).
+pub fn reply_json(text: &str) -> String {
+    parse_reply(text).to_json(None, false)
+}
+
+/// Run one command and answer in JSON: `{"status":1000,"error":null,"lines":[...]}` where
+/// `status` is the vde status code (1000 + errno, 9999 after `logout`/`shutdown`), `error`
+/// the `strerror` text or `null`, and `lines` the body lines of the data block. For `load`,
+/// render the text completed by [`loaded`] with [`reply_json`] instead.
+pub fn execute_json(
+    state: &mut SwitchState,
+    session: &mut Session,
+    now: Instant,
+    input: &str,
+) -> (String, Vec<Effect>) {
+    let reply = execute(state, session, now, input);
+    (reply_json(&reply.text), reply.effects)
 }
 
 // ---- argument parsing ----------------------------------------------------------------------
@@ -938,39 +1013,11 @@ fn cmd_load(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
     if path.is_empty() {
         return Err(EINVAL);
     }
-    if ctx.session.depth >= MAX_LOAD_DEPTH {
+    if ctx.session.scripts.len() >= usize::from(MAX_LOAD_DEPTH) {
         return Err(ELOOP);
     }
-    let bytes = read_script(path)?;
-    let text = String::from_utf8_lossy(&bytes);
-    let outer = std::mem::take(&mut ctx.out);
-    let lines = script_lines(ctx, path, &text, true);
-    ctx.out = outer;
-    ctx.out.extend(lines);
+    ctx.load = Some(path.to_string());
     Ok(())
-}
-
-/// The bytes of a script file: a regular file of at most `MAX_SCRIPT` bytes (so that
-/// `load /dev/zero` cannot hang the switch).
-fn read_script(path: &str) -> Result<Vec<u8>, i32> {
-    use std::io::Read as _;
-    let os = |e: std::io::Error| e.raw_os_error().unwrap_or(EIO);
-    let file = std::fs::File::open(path).map_err(os)?;
-    let meta = file.metadata().map_err(os)?;
-    if meta.is_dir() {
-        return Err(EISDIR);
-    }
-    if !meta.is_file() {
-        return Err(EINVAL);
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_SCRIPT + 1)
-        .read_to_end(&mut bytes)
-        .map_err(os)?;
-    if bytes.len() as u64 > MAX_SCRIPT {
-        return Err(EFBIG);
-    }
-    Ok(bytes)
 }
 
 fn cmd_ds_showinfo(ctx: &mut Ctx<'_>, _arg: &str) -> CmdResult {
@@ -1585,14 +1632,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_string_escapes_everything_json_requires() {
-        assert_eq!(
-            json_string("a\"b\\c\nd\re\tf\u{8}g\u{c}h\u{1}i\u{7f}jé"),
-            r#""a\"b\\c\nd\re\tf\bg\fh\u0001i\u007fjé""#
-        );
-    }
-
-    #[test]
     fn strerror_covers_every_errno_the_core_reports() {
         use crate::core::ConfigError::*;
         for e in [
@@ -1604,9 +1643,11 @@ mod tests {
             Busy,
             NotMember,
         ] {
-            assert!(!strerror(e.errno()).starts_with("Unknown"), "{e:?}");
+            assert!(
+                !framing::strerror(e.errno()).starts_with("Unknown"),
+                "{e:?}"
+            );
         }
-        assert_eq!(strerror(12345), "Unknown error 12345");
     }
 
     #[test]

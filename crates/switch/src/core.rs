@@ -756,14 +756,7 @@ impl Core {
         };
 
         if self.config.hub {
-            for (index, p) in self.ports.iter().enumerate() {
-                if index != usize::from(ingress) && p.as_ref().is_some_and(|p| p.active) {
-                    out.push(Egress {
-                        port: index as PortId,
-                        action: EgressAction::AsIs,
-                    });
-                }
-            }
+            self.hub_flood(ingress, out);
             return finish(out);
         }
 
@@ -781,28 +774,9 @@ impl Core {
             };
         }
 
-        // VLAN classification.
-        let (vid, arrived_tag) = if eth.ethertype() == EtherType::VLAN {
-            let Ok(tagged) = TaggedFrame::new_checked(frame) else {
-                return Verdict::Dropped(DropReason::TooShort);
-            };
-            let tag_vid = tagged.tci().vid();
-            let vid = if tag_vid == 0 {
-                in_port.untagged_vlan
-            } else {
-                tag_vid
-            };
-            let member =
-                vid != NO_VLAN && (in_port.untagged_vlan == vid || in_port.tagged.contains(vid));
-            if !member {
-                return Verdict::Dropped(DropReason::NotMember);
-            }
-            (vid, Some(tag_vid))
-        } else {
-            if in_port.untagged_vlan == NO_VLAN {
-                return Verdict::Dropped(DropReason::NoUntaggedVlan);
-            }
-            (in_port.untagged_vlan, None)
+        let (vid, arrived_tag) = match classify_vlan(in_port, eth.ethertype(), frame) {
+            Ok(classified) => classified,
+            Err(reason) => return Verdict::Dropped(reason),
         };
 
         let in_state = self.stp_state(ingress);
@@ -814,16 +788,45 @@ impl Core {
             return Verdict::Dropped(DropReason::PortBlocked);
         }
 
+        if let Err(reason) = self.forward(ingress, dst, vid, arrived_tag, out) {
+            return Verdict::Dropped(reason);
+        }
+        self.add_mirror(ingress, out);
+        finish(out)
+    }
+
+    /// Hub mode: every other active port gets the frame as it is.
+    fn hub_flood(&self, ingress: PortId, out: &mut Vec<Egress>) {
+        for (index, p) in self.ports.iter().enumerate() {
+            if index != usize::from(ingress) && p.as_ref().is_some_and(|p| p.active) {
+                out.push(Egress {
+                    port: index as PortId,
+                    action: EgressAction::AsIs,
+                });
+            }
+        }
+    }
+
+    /// Sends a frame of `vid` to the port that learned `dst`, or floods it in `vid` when the
+    /// address is unknown (or not unicast).
+    fn forward(
+        &self,
+        ingress: PortId,
+        dst: MacAddr,
+        vid: u16,
+        arrived_tag: Option<u16>,
+        out: &mut Vec<Egress>,
+    ) -> Result<(), DropReason> {
         let known = if dst.is_unicast() {
             self.macs.get(&mac_key(dst, vid)).map(|r| r.port)
         } else {
             None
         };
         match known {
-            Some(port) if port == ingress => return Verdict::Dropped(DropReason::SameSegment),
+            Some(port) if port == ingress => return Err(DropReason::SameSegment),
             Some(port) => {
                 if !self.stp_state(port).forwards() {
-                    return Verdict::Dropped(DropReason::DestinationBlocked);
+                    return Err(DropReason::DestinationBlocked);
                 }
                 if let Some(p) = self.ports[usize::from(port)].as_ref() {
                     out.push(Egress {
@@ -834,23 +837,27 @@ impl Core {
             }
             None => self.flood(ingress, vid, arrived_tag, out),
         }
+        Ok(())
+    }
 
-        if let Some(mirror) = self.mirror.filter(|&m| m != ingress) {
-            let mirror_active = self.ports[usize::from(mirror)]
-                .as_ref()
-                .is_some_and(|p| p.active);
-            if mirror_active {
-                // Exactly one copy, unchanged, even if the mirror is also a normal member.
-                match out.iter_mut().find(|e| e.port == mirror) {
-                    Some(existing) => existing.action = EgressAction::AsIs,
-                    None => out.push(Egress {
-                        port: mirror,
-                        action: EgressAction::AsIs,
-                    }),
-                }
+    /// Adds the mirror port (`port/setmirror`), if active and not the ingress: exactly one
+    /// copy, unchanged, even if the mirror is also a normal member.
+    fn add_mirror(&self, ingress: PortId, out: &mut Vec<Egress>) {
+        let Some(mirror) = self.mirror.filter(|&m| m != ingress) else {
+            return;
+        };
+        let mirror_active = self.ports[usize::from(mirror)]
+            .as_ref()
+            .is_some_and(|p| p.active);
+        if mirror_active {
+            match out.iter_mut().find(|e| e.port == mirror) {
+                Some(existing) => existing.action = EgressAction::AsIs,
+                None => out.push(Egress {
+                    port: mirror,
+                    action: EgressAction::AsIs,
+                }),
             }
         }
-        finish(out)
     }
 
     fn flood(&self, ingress: PortId, vid: u16, arrived_tag: Option<u16>, out: &mut Vec<Egress>) {
@@ -903,6 +910,35 @@ fn finish(out: &[Egress]) -> Verdict {
     } else {
         Verdict::Forwarded
     }
+}
+
+/// The VLAN a frame arriving on `port` belongs to, and the VID of its 802.1Q tag if it came
+/// tagged: a tagged frame is in its tag's VLAN (a priority tag, VID 0, means the port's
+/// untagged VLAN), which the port must be a member of; an untagged frame is in the port's
+/// untagged VLAN, which it must have.
+fn classify_vlan(
+    port: &Port,
+    ethertype: u16,
+    frame: &[u8],
+) -> Result<(u16, Option<u16>), DropReason> {
+    if ethertype != EtherType::VLAN {
+        if port.untagged_vlan == NO_VLAN {
+            return Err(DropReason::NoUntaggedVlan);
+        }
+        return Ok((port.untagged_vlan, None));
+    }
+    let tagged = TaggedFrame::new_checked(frame).map_err(|_| DropReason::TooShort)?;
+    let tag_vid = tagged.tci().vid();
+    let vid = if tag_vid == 0 {
+        port.untagged_vlan
+    } else {
+        tag_vid
+    };
+    let member = vid != NO_VLAN && (port.untagged_vlan == vid || port.tagged.contains(vid));
+    if !member {
+        return Err(DropReason::NotMember);
+    }
+    Ok((vid, Some(tag_vid)))
 }
 
 /// Tag handling toward member `port` of `vid`; `arrived_tag` is the VID of the ingress tag.

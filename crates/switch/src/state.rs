@@ -130,6 +130,8 @@ pub enum Effect {
     Shutdown,
     /// Start or stop capturing a port's traffic to a pcap file.
     Capture { port: PortId, path: Option<PathBuf> },
+    /// Read this script and hand it to [`console::loaded`](crate::console::loaded) (`load`).
+    Load(PathBuf),
 }
 
 /// Everything the console may read or change.

@@ -1,9 +1,10 @@
 //! The management console: exact reply texts, effects and framing, on virtual time.
 
 use filo_switch::console::{
-    self, execute, execute_json, format_event, greeting, run_script, DebugEvent, Session, BANNER,
-    END_OF_SESSION, PROMPT,
+    self, execute, execute_json, format_event, greeting, reply_json, run_script, DebugEvent, Reply,
+    Session, BANNER, END_OF_SESSION, PROMPT,
 };
+use filo_switch::daemon::carry_out_loads;
 use filo_switch::state::{Access, DaemonInfo, Effect, EndpointInfo, EndpointKind, SwitchState};
 use filo_switch::wire::bpdu::BridgeId;
 use filo_switch::{Core, CoreConfig, MacAddr, PortId};
@@ -59,6 +60,13 @@ fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
 /// Run a command on a fresh session and return the text.
 fn run(state: &mut SwitchState, now: Instant, cmd: &str) -> String {
     execute(state, &mut Session::new(), now, cmd).text
+}
+
+/// Run a command on a fresh session, carrying out `load`s as the daemon does.
+fn run_loading(state: &mut SwitchState, now: Instant, cmd: &str) -> Reply {
+    let mut session = Session::new();
+    let reply = execute(state, &mut session, now, cmd);
+    carry_out_loads(state, &mut session, now, reply)
 }
 
 fn data(body: &[&str]) -> String {
@@ -649,12 +657,7 @@ fn json_form_escapes() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("ctl.rc");
     std::fs::write(&path, "# tab\there \u{1}\u{1f}\n").unwrap();
-    let (json, _) = execute_json(
-        &mut s,
-        &mut Session::new(),
-        now,
-        &format!("load {}", path.display()),
-    );
+    let json = reply_json(&run_loading(&mut s, now, &format!("load {}", path.display())).text);
     assert_eq!(
         json,
         format!(
@@ -717,24 +720,24 @@ fn scripts_rc_and_load() {
     std::fs::write(&path, "vlan/create 30\n").unwrap();
     let p = path.display().to_string();
     assert_eq!(
-        run(&mut s, now, &format!("load {p}\n")),
+        run_loading(&mut s, now, &format!("load {p}\n")).text,
         format!("{DATA}vde[{p}]: vlan/create 30\n1000 Success\n.\n{OK}{PROMPT}")
     );
     assert_eq!(
-        run(&mut s, now, &format!("load {p}/missing")),
+        run_loading(&mut s, now, &format!("load {p}/missing")).text,
         format!("{DATA}.\n1020 Not a directory\n{PROMPT}")
     );
     assert_eq!(
-        run(&mut s, now, &format!("load {}/missing.rc", dir.display())),
+        run_loading(&mut s, now, &format!("load {}/missing.rc", dir.display())).text,
         format!("{DATA}.\n1002 No such file or directory\n{PROMPT}")
     );
     let selfie = dir.join("self.rc");
     std::fs::write(&selfie, format!("load {}\n", selfie.display())).unwrap();
-    let text = run(&mut s, now, &format!("load {}", selfie.display()));
+    let text = run_loading(&mut s, now, &format!("load {}", selfie.display())).text;
     assert!(text.contains("1040 Too many levels of symbolic links"));
     assert!(text.ends_with(&format!("{OK}{PROMPT}")));
     assert_eq!(
-        run(&mut s, now, "load /dev/null"),
+        run_loading(&mut s, now, "load /dev/null").text,
         format!("{DATA}.\n1022 Invalid argument\n{PROMPT}")
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -796,7 +799,8 @@ proptest! {
         let mut s = switch(now);
         connect(&mut s, now, 1, 6, "a");
         let r = execute(&mut s, &mut Session::new(), now, &input);
-        prop_assert!(r.text.ends_with(PROMPT) || r.text == END_OF_SESSION);
+        let loads = r.effects.iter().any(|e| matches!(e, Effect::Load(_)));
+        prop_assert!(r.text.ends_with(PROMPT) || r.text == END_OF_SESSION || loads);
         let (json, _) = execute_json(&mut s, &mut Session::new(), now, &input);
         let ok = json.starts_with("{\"status\":");
         prop_assert!(ok, "{}", json);
@@ -823,4 +827,52 @@ proptest! {
 fn console_module_constants() {
     assert_eq!(console::PROMPT, "\nvde$ ");
     assert_eq!(console::END_OF_SESSION, "9999 END OF SESSION");
+}
+
+#[test]
+fn load_is_an_effect_the_daemon_answers() {
+    let now = Instant::now();
+    let mut s = switch(now);
+    let mut session = Session::new();
+    // The console reads no file: the path need not exist.
+    let r = execute(&mut s, &mut session, now, "load /nonexistent/a.rc");
+    assert_eq!(r.text, "");
+    assert_eq!(
+        r.effects,
+        vec![Effect::Load(PathBuf::from("/nonexistent/a.rc"))]
+    );
+    // A script that loads another stops there and asks for it.
+    let r = console::loaded(
+        &mut s,
+        &mut session,
+        now,
+        Ok("vlan/create 7\nload b.rc\nvlan/create 8\n"),
+    );
+    assert_eq!(
+        r.text,
+        format!(
+            "{DATA}vde[/nonexistent/a.rc]: vlan/create 7\n{OK}vde[/nonexistent/a.rc]: load b.rc\n"
+        )
+    );
+    assert_eq!(r.effects, vec![Effect::Load(PathBuf::from("b.rc"))]);
+    assert!(!run(&mut s, now, "vlan/print 8").contains(OK));
+    // Reading it failed: that load fails, the outer script goes on.
+    let r = console::loaded(&mut s, &mut session, now, Err(13));
+    assert_eq!(
+        r.text,
+        format!("{DATA}.\n1013 Permission denied\nvde[/nonexistent/a.rc]: vlan/create 8\n{OK}.\n{OK}{PROMPT}")
+    );
+    assert!(r.effects.is_empty());
+    // Nothing pending: nothing to do.
+    assert_eq!(
+        console::loaded(&mut s, &mut session, now, Ok("vlan/create 9")),
+        Reply::default()
+    );
+    // shutdown in a loaded script ends the session.
+    let r = execute(&mut s, &mut session, now, "load x");
+    assert_eq!(r.effects, vec![Effect::Load(PathBuf::from("x"))]);
+    let r = console::loaded(&mut s, &mut session, now, Ok("shutdown\nvlan/create 9\n"));
+    assert_eq!(r.effects, vec![Effect::Shutdown]);
+    assert!(r.text.ends_with(END_OF_SESSION));
+    assert!(!run(&mut s, now, "vlan/print 9").contains(OK));
 }

@@ -123,6 +123,44 @@ impl Drop for Proc {
     }
 }
 
+/// A process stopped with SIGTERM (waiting up to 20 s) rather than killed when dropped, also
+/// when an assertion fails: for a `filo ns` running a daemon such as dnsmasq or radvd, which
+/// changes credentials and so clears the parent-death signal that would otherwise end it with
+/// a killed `filo ns` (which forwards SIGTERM to its command).
+pub struct Polite(pub Proc);
+
+impl Drop for Polite {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.child.try_wait() {
+            self.0.terminate(Duration::from_secs(20));
+        }
+    }
+}
+
+/// The command line of dnsmasq serving only DHCPv4 on `vde0` (run it with
+/// `filo ns --ip ROUTER/24 VNL --`): leases in `leases`, addresses from `range`
+/// (`"10.64.0.50,10.64.0.59"`) in a /24 for an hour, and each of `options` as a
+/// `--dhcp-option` (`"option:router,10.64.0.1"`).
+pub fn dnsmasq_dhcp(leases: &Path, range: &str, options: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "dnsmasq",
+        "-k",
+        "--conf-file=/dev/null",
+        "--port=0",
+        "--interface=vde0",
+        "--bind-interfaces",
+        "--user=root",
+        "--pid-file",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(format!("--dhcp-leasefile={}", leases.display()));
+    args.push(format!("--dhcp-range={range},255.255.255.0,1h"));
+    args.extend(options.iter().map(|o| format!("--dhcp-option={o}")));
+    args
+}
+
 /// Polls `cond` until it is true or `timeout` passes; returns whether it became true.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -135,6 +173,11 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Makes a FIFO at `path` (with mkfifo(1)).
+pub fn mkfifo(path: &Path) {
+    run(Command::new("mkfifo").arg(path));
 }
 
 /// Runs a command to completion and returns stdout; panics with stderr on failure.

@@ -14,6 +14,7 @@
 //! every `unsafe` call lives in one private `sys` module.
 
 pub mod cable;
+pub mod console;
 pub mod iothconf;
 pub mod mgmt;
 pub mod open;

@@ -131,3 +131,74 @@ impl<S: Default> Conn<S> {
         Some(String::from_utf8_lossy(&line).into_owned())
     }
 }
+
+/// Largest script a console `load` (or an rc file) may be.
+pub const MAX_SCRIPT: u64 = 1 << 20;
+
+/// The text of a console script for `load`: a regular file of at most [`MAX_SCRIPT`] bytes
+/// (so neither `load /dev/zero` nor a FIFO without a writer can hang a daemon), invalid
+/// UTF-8 replaced. Errors are the errno a console reports: the open's, `EISDIR` for a
+/// directory, `EINVAL` for other non-regular files, `EFBIG` beyond the limit.
+pub fn read_script(path: &std::path::Path) -> Result<String, i32> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let os = |e: io::Error| e.raw_os_error().unwrap_or(libc::EIO);
+    // Non-blocking, so that opening a FIFO does not wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(os)?;
+    let meta = file.metadata().map_err(os)?;
+    if meta.is_dir() {
+        return Err(libc::EISDIR);
+    }
+    if !meta.is_file() {
+        return Err(libc::EINVAL);
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SCRIPT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(os)?;
+    if bytes.len() as u64 > MAX_SCRIPT {
+        return Err(libc::EFBIG);
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_are_regular_files_of_bounded_size() {
+        let dir = std::env::temp_dir().join(format!("filo-vnl-script-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = dir.join("ok.rc");
+        std::fs::write(&ok, b"vlan/create 3\n\xff\n").unwrap();
+        assert_eq!(
+            read_script(&ok),
+            Ok("vlan/create 3\n\u{fffd}\n".to_string())
+        );
+        assert_eq!(read_script(&dir.join("missing")), Err(libc::ENOENT));
+        assert_eq!(read_script(&dir), Err(libc::EISDIR));
+        assert_eq!(
+            read_script(std::path::Path::new("/dev/zero")),
+            Err(libc::EINVAL)
+        );
+        let big = dir.join("big.rc");
+        std::fs::write(&big, vec![b'#'; MAX_SCRIPT as usize + 1]).unwrap();
+        assert_eq!(read_script(&big), Err(libc::EFBIG));
+        // A FIFO nobody writes to is refused at once, not waited on.
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", fifo.display());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let f = fifo.clone();
+        std::thread::spawn(move || tx.send(read_script(&f)));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Ok(Err(libc::EINVAL))
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -585,6 +585,17 @@ pub fn interface_index(name: &str) -> io::Result<u32> {
     Ok(idx)
 }
 
+/// A connected pair of close-on-exec SOCK_SEQPACKET UNIX sockets (the in-process cable of
+/// filo-stack, the namespace helper's channel), non-blocking if asked.
+pub fn seqpacket_pair(nonblocking: bool) -> io::Result<(OwnedFd, OwnedFd)> {
+    let (a, b) = socket2::Socket::pair(socket2::Domain::UNIX, socket2::Type::SEQPACKET, None)?;
+    if nonblocking {
+        a.set_nonblocking(true)?;
+        b.set_nonblocking(true)?;
+    }
+    Ok((a.into(), b.into()))
+}
+
 /// An integer socket option.
 fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
     let mut value: libc::c_int = 0;

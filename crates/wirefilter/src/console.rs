@@ -24,20 +24,22 @@
 //! `markov-debug` answers `1038` (asynchronous debug lines are not implemented); the Markov
 //! model limits of [`crate::markov`] apply.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::core::{Param, Wirefilter};
+use crate::markov::MarkovError;
 use crate::value::parse_value;
+use crate::value::VALUE_FORM;
+pub(crate) use filo_vnl::console::sanitize;
+use filo_vnl::console::{self as framing, error_line, push_data_block, status_line};
 
 /// Written on connect, before the first prompt.
 pub const BANNER: &str = "\nVDE wirefilter V.2.3.2\n(C) R.Davoli 2005,2006 - GPLv2\n";
 /// Written after every reply.
 pub const PROMPT: &str = "\nVDEwf$ ";
 /// Written instead of the prompt when the session ends.
-pub const END_OF_SESSION: &str = "9999 END OF SESSION";
-const DATA_HEADER: &str = "0000 DATA END WITH '.'";
+pub const END_OF_SESSION: &str = framing::END_OF_SESSION;
 
 const EINVAL: i32 = 22;
 const ENOSYS: i32 = 38;
@@ -66,31 +68,53 @@ pub fn greeting() -> String {
     format!("{BANNER}{PROMPT}")
 }
 
-fn strerror(errno: i32) -> String {
-    match errno {
-        2 => "No such file or directory".to_string(),
-        22 => "Invalid argument".to_string(),
-        38 => "Function not implemented".to_string(),
-        _ => format!("Unknown error {errno}"),
-    }
-}
-
 /// The status line and prompt for a finished command (used by the daemon after `load`).
 pub fn status(result: Result<(), i32>) -> String {
+    status_of(result.map_err(CmdError::from))
+}
+
+fn status_of(result: CmdResult) -> String {
     match result {
-        Ok(()) => format!("1000 Success\n{PROMPT}"),
-        Err(errno) => format!("1{errno:03} {}\n{PROMPT}", strerror(errno)),
+        Ok(()) => format!("{}\n{PROMPT}", status_line(Ok(()))),
+        Err(e) => format!("{}\n{PROMPT}", error_line(e.errno, &e.detail)),
     }
 }
 
-/// Replaces control characters so a user-chosen name cannot break the framing.
-pub(crate) fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+/// Why a command failed: the errno of its status line (`1022` for `EINVAL`, which `vdeterm`
+/// and scripts look at) and what was wrong, shown after the `strerror` text:
+/// `1022 Invalid argument: delay: "abc" is not [LR|RL]VALUE[+DELTA]…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmdError {
+    pub errno: i32,
+    /// Empty when the errno says it all.
+    pub detail: String,
 }
 
-type CmdResult = Result<(), i32>;
+impl CmdError {
+    fn invalid(detail: impl Into<String>) -> CmdError {
+        CmdError {
+            errno: EINVAL,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<i32> for CmdError {
+    fn from(errno: i32) -> CmdError {
+        CmdError {
+            errno,
+            detail: String::new(),
+        }
+    }
+}
+
+impl From<MarkovError> for CmdError {
+    fn from(e: MarkovError) -> CmdError {
+        CmdError::invalid(e.to_string())
+    }
+}
+
+type CmdResult = Result<(), CmdError>;
 
 enum Outcome {
     Nothing,
@@ -165,27 +189,29 @@ fn param_of(cmd: &str) -> Option<Param> {
     })
 }
 
-fn parse_num<T: std::str::FromStr>(s: &str) -> Result<T, i32> {
+fn parse_num<T: std::str::FromStr>(s: &str) -> Result<T, CmdError> {
     let s = s.trim();
+    let bad = || CmdError::invalid(format!("{s:?} is not a whole number"));
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(EINVAL);
+        return Err(bad());
     }
-    s.parse().map_err(|_| EINVAL)
+    s.parse().map_err(|_| bad())
 }
 
-fn parse_weight(s: &str) -> Result<f64, i32> {
+fn parse_weight(s: &str) -> Result<f64, CmdError> {
     let s = s.trim();
     let ok = !s.is_empty()
         && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
         && s.bytes().filter(|&b| b == b'.').count() <= 1
         && s != ".";
+    let bad = || CmdError::invalid(format!("{s:?} is not a weight in % such as 12.5"));
     if !ok {
-        return Err(EINVAL);
+        return Err(bad());
     }
-    s.parse().map_err(|_| EINVAL)
+    s.parse().map_err(|_| bad())
 }
 
-fn optional_node(wf: &Wirefilter, args: &str) -> Result<usize, i32> {
+fn optional_node(wf: &Wirefilter, args: &str) -> Result<usize, CmdError> {
     if args.is_empty() {
         Ok(wf.markov().current())
     } else {
@@ -193,26 +219,30 @@ fn optional_node(wf: &Wirefilter, args: &str) -> Result<usize, i32> {
         if n < wf.markov().num_nodes() {
             Ok(n)
         } else {
-            Err(EINVAL)
+            Err(MarkovError::NoSuchNode(n).into())
         }
     }
 }
 
 fn set_params(wf: &mut Wirefilter, param: Param, args: &str) -> CmdResult {
     if args.is_empty() {
-        return Err(EINVAL);
+        return Err(CmdError::invalid(format!(
+            "a value is missing: expected {VALUE_FORM}"
+        )));
     }
     let mut parsed = Vec::new();
     for word in args.split_whitespace() {
-        let (dir, value, node) = parse_value(word).map_err(|_| EINVAL)?;
+        let (dir, value, node) = parse_value(word).map_err(|e| {
+            CmdError::invalid(format!("{word:?} is not {VALUE_FORM} ({})", e.reason))
+        })?;
         let node = node.unwrap_or(0);
         if node >= wf.markov().num_nodes() {
-            return Err(EINVAL);
+            return Err(MarkovError::NoSuchNode(node).into());
         }
         parsed.push((node, dir, value));
     }
     for (node, dir, value) in parsed {
-        wf.set_node(node, dir, param, value).map_err(|_| EINVAL)?;
+        wf.set_node(node, dir, param, value)?;
     }
     Ok(())
 }
@@ -238,7 +268,25 @@ fn node_label(wf: &Wirefilter, n: usize) -> String {
     format!("{n} \"{}\"", sanitize(name))
 }
 
+/// Runs one line; a failure's detail starts with the command's name.
 fn run(wf: &mut Wirefilter, now: Instant, line: &str) -> Outcome {
+    let cmd = line.split_whitespace().next().unwrap_or("");
+    let name = |r: CmdResult| {
+        r.map_err(|mut e| {
+            if !e.detail.is_empty() {
+                e.detail = format!("{cmd}: {}", e.detail);
+            }
+            e
+        })
+    };
+    match dispatch(wf, now, line) {
+        Outcome::Plain(r) => Outcome::Plain(name(r)),
+        Outcome::Prints(lines, r) => Outcome::Prints(lines, name(r)),
+        other => other,
+    }
+}
+
+fn dispatch(wf: &mut Wirefilter, now: Instant, line: &str) -> Outcome {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return Outcome::Nothing;
@@ -268,32 +316,32 @@ fn run(wf: &mut Wirefilter, now: Instant, line: &str) -> Outcome {
                 wf.set_fifo(true);
                 Ok(())
             }
-            _ => Err(EINVAL),
+            _ => Err(CmdError::invalid(format!("{args:?} is not 0 or 1"))),
         }),
-        "markov-numnodes" => Outcome::Plain(
-            parse_num(args).and_then(|n| wf.markov_mut().set_num_nodes(n).map_err(|_| EINVAL)),
-        ),
-        "markov-setnode" => Outcome::Plain(
-            parse_num(args).and_then(|n| wf.markov_mut().set_current(n).map_err(|_| EINVAL)),
-        ),
+        "markov-numnodes" => {
+            Outcome::Plain(parse_num(args).and_then(|n| Ok(wf.markov_mut().set_num_nodes(n)?)))
+        }
+        "markov-setnode" => {
+            Outcome::Plain(parse_num(args).and_then(|n| Ok(wf.markov_mut().set_current(n)?)))
+        }
         "markov-name" => Outcome::Plain(match args.split_once(',') {
-            Some((n, name)) => parse_num(n)
-                .and_then(|n| wf.markov_mut().set_name(n, name.trim()).map_err(|_| EINVAL)),
-            None => Err(EINVAL),
+            Some((n, name)) => {
+                parse_num(n).and_then(|n| Ok(wf.markov_mut().set_name(n, name.trim())?))
+            }
+            None => Err(CmdError::invalid(format!("{args:?} is not N,NAME"))),
         }),
-        "markov-time" => Outcome::Plain(parse_num::<u64>(args).and_then(|ms| {
-            wf.markov_mut()
-                .set_period(Duration::from_millis(ms), now)
-                .map_err(|_| EINVAL)
-        })),
+        "markov-time" => Outcome::Plain(
+            parse_num::<u64>(args)
+                .and_then(|ms| Ok(wf.markov_mut().set_period(Duration::from_millis(ms), now)?)),
+        ),
         "setedge" => {
             let parts: Vec<&str> = args.split(',').collect();
             Outcome::Plain(match parts.as_slice() {
                 [a, b, w] => (|| {
                     let (a, b, w) = (parse_num(a)?, parse_num(b)?, parse_weight(w)?);
-                    wf.markov_mut().set_edge(a, b, w).map_err(|_| EINVAL)
+                    Ok(wf.markov_mut().set_edge(a, b, w)?)
                 })(),
-                _ => Err(EINVAL),
+                _ => Err(CmdError::invalid(format!("{args:?} is not N1,N2,WEIGHT"))),
             })
         }
         "showedges" => match optional_node(wf, args) {
@@ -326,8 +374,8 @@ fn run(wf: &mut Wirefilter, now: Instant, line: &str) -> Outcome {
         "logout" => Outcome::End(Effect::Logout),
         "shutdown" => Outcome::End(Effect::Shutdown),
         "load" if !args.is_empty() => Outcome::Load(PathBuf::from(args)),
-        "load" => Outcome::Plain(Err(EINVAL)),
-        _ => Outcome::Plain(Err(ENOSYS)),
+        "load" => Outcome::Plain(Err(CmdError::invalid("the script's path is missing"))),
+        _ => Outcome::Plain(Err(ENOSYS.into())),
     }
 }
 
@@ -337,14 +385,10 @@ pub fn execute(wf: &mut Wirefilter, now: Instant, line: &str) -> Reply {
     let mut effects = Vec::new();
     match run(wf, now, line) {
         Outcome::Nothing => text.push_str(PROMPT),
-        Outcome::Plain(r) => text.push_str(&status(r)),
+        Outcome::Plain(r) => text.push_str(&status_of(r)),
         Outcome::Prints(lines, r) => {
-            let _ = writeln!(text, "{DATA_HEADER}");
-            for l in lines {
-                let _ = writeln!(text, "{l}");
-            }
-            text.push_str(".\n");
-            text.push_str(&status(r));
+            push_data_block(&mut text, &lines);
+            text.push_str(&status_of(r));
         }
         Outcome::End(effect) => {
             text.push_str(END_OF_SESSION);
@@ -363,9 +407,9 @@ pub fn execute_script(wf: &mut Wirefilter, now: Instant, script: &str) -> Result
         let r = match run(wf, now, line) {
             Outcome::Nothing => Ok(()),
             Outcome::Plain(r) | Outcome::Prints(_, r) => r,
-            Outcome::End(_) | Outcome::Load(_) => Err(EINVAL),
+            Outcome::End(_) | Outcome::Load(_) => Err(EINVAL.into()),
         };
-        r.map_err(|e| (i + 1, e))?;
+        r.map_err(|e| (i + 1, e.errno))?;
     }
     Ok(())
 }

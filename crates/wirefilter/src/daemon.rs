@@ -323,11 +323,10 @@ impl Daemon {
                         Effect::Logout => closed.push(k),
                         Effect::Shutdown => shutdown = true,
                         Effect::Load(path) => {
-                            let result = match fs::read_to_string(&path) {
-                                Ok(text) => console::execute_script(&mut self.wf, now, &text)
-                                    .map_err(|(_, errno)| errno),
-                                Err(e) => Err(e.raw_os_error().unwrap_or(EIO)),
-                            };
+                            let result = filo_vnl::mgmt::read_script(&path).and_then(|text| {
+                                console::execute_script(&mut self.wf, now, &text)
+                                    .map_err(|(_, errno)| errno)
+                            });
                             conn.queue_output(console::status(result).as_bytes());
                         }
                     }
@@ -346,9 +345,6 @@ impl Daemon {
         shutdown.then_some(End::Shutdown)
     }
 }
-
-/// errno reported for a `load` file that could not be read without an OS error code (EIO).
-const EIO: i32 = 5;
 
 impl Drop for Daemon {
     fn drop(&mut self) {

@@ -17,6 +17,11 @@ fn run(wf: &mut Wirefilter, line: &str) -> String {
     execute(wf, Instant::now(), line).text
 }
 
+/// An `EINVAL` reply whose detail names the command (vdeterm shows it after the code).
+fn is_einval(text: &str, cmd: &str) -> bool {
+    text.starts_with(&format!("1022 Invalid argument: {cmd}: ")) && text.ends_with("\n\nVDEwf$ ")
+}
+
 #[test]
 fn greeting_is_vdes() {
     assert_eq!(
@@ -43,11 +48,11 @@ fn setting_values() {
     assert_eq!(lr.capacity, Value::fixed(65536.0));
     assert_eq!((lr.mtu.base, rl.mtu.base), (1000.0, 1500.0));
     // Atomic: one bad argument, nothing applied.
-    assert_eq!(run(&mut wf, "mtu 100 bogus"), EINVAL);
+    assert!(is_einval(&run(&mut wf, "mtu 100 bogus"), "mtu"));
     assert_eq!(wf.params(0, Side::Left).unwrap().mtu.base, 1000.0);
     assert_eq!(run(&mut wf, "fifo 0"), OK);
     assert!(!wf.fifo());
-    assert_eq!(run(&mut wf, "fifo 2"), EINVAL);
+    assert!(is_einval(&run(&mut wf, "fifo 2"), "fifo"));
 }
 
 #[test]
@@ -79,7 +84,7 @@ fn showinfo_exact() {
     );
     assert_eq!(
         run(&mut wf, "showinfo 1"),
-        "0000 DATA END WITH '.'\n.\n1022 Invalid argument\n\nVDEwf$ "
+        "0000 DATA END WITH '.'\n.\n1022 Invalid argument: showinfo: no such Markov node 1\n\nVDEwf$ "
     );
 }
 
@@ -103,8 +108,30 @@ fn errors() {
         "markov-name 4,x",
         "load",
     ] {
-        assert_eq!(run(&mut wf, bad), EINVAL, "{bad}");
+        let text = run(&mut wf, bad);
+        let cmd = bad.split(' ').next().unwrap();
+        assert!(is_einval(&text, cmd), "{bad}: {text}");
     }
+    // The detail says which value was wrong and what was expected.
+    assert_eq!(
+        run(&mut wf, "delay abc"),
+        "1022 Invalid argument: delay: \"abc\" is not [LR|RL]VALUE[+DELTA][K|M|G][U|N][[NODE]] \
+         (VALUE must be a decimal number)\n\nVDEwf$ "
+    );
+    assert_eq!(
+        run(&mut wf, "markov-numnodes x"),
+        "1022 Invalid argument: markov-numnodes: \"x\" is not a whole number\n\nVDEwf$ "
+    );
+    assert_eq!(
+        run(&mut wf, "fifo 2"),
+        "1022 Invalid argument: fifo: \"2\" is not 0 or 1\n\nVDEwf$ "
+    );
+    assert_eq!(
+        run(&mut wf, "markov-name 9,a"),
+        "1022 Invalid argument: markov-name: no such Markov node 9\n\nVDEwf$ "
+    );
+    // Control characters in a bad value cannot break the status line.
+    assert!(!run(&mut wf, "loss \u{1}x").contains('\u{1}'));
     assert_eq!(run(&mut wf, ""), PROMPT);
     assert_eq!(run(&mut wf, "# comment"), PROMPT);
 }

@@ -163,8 +163,35 @@ fn random_mac() -> MacAddr {
 pub enum SwitchError {
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
-    #[error("{0}")]
-    Config(String),
+    /// `-g`/`--mgmtgroup` names a group that does not exist.
+    #[error("group {0:?} does not exist")]
+    NoSuchGroup(String),
+    /// The control directory's path is taken by something else.
+    #[error("{} exists and is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    /// A live switch answers on this control directory's socket.
+    #[error("another switch is already running on {} (its control socket answers)", .0.display())]
+    AlreadyRunning(PathBuf),
+    /// Something answers on the management socket's path.
+    #[error("management socket {} is in use", .0.display())]
+    MgmtInUse(PathBuf),
+    /// Every port is taken or not allocatable, so a `-t` tap has none.
+    #[error("no free port for tap {0}")]
+    NoFreePort(String),
+    /// A `--capture` could not start.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+}
+
+/// Why capturing a port's traffic (`--capture`, `port/capture`) could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("capture: port {port} does not exist (ports 0 to {})", .numports.saturating_sub(1))]
+    NoSuchPort { port: u16, numports: u16 },
+    #[error("capture: cannot create {}: {source}", .path.display())]
+    Create { path: PathBuf, source: io::Error },
+    #[error("capture: {}: {source}", .path.display())]
+    Write { path: PathBuf, source: io::Error },
 }
 
 impl SwitchError {
@@ -185,7 +212,7 @@ fn group_gid(group: &Option<String>) -> Result<Option<u32>, SwitchError> {
         None => Ok(None),
         Some(g) => sys::group_id(g)
             .map(Some)
-            .ok_or_else(|| SwitchError::Config(format!("group {g:?} does not exist"))),
+            .ok_or_else(|| SwitchError::NoSuchGroup(g.clone())),
     }
 }
 
@@ -202,10 +229,7 @@ pub(crate) fn prepare_ctl_dir(cfg: &SwitchConfig) -> Result<UnixListener, Switch
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             if !dir.is_dir() {
-                return Err(SwitchError::Config(format!(
-                    "{} exists and is not a directory",
-                    dir.display()
-                )));
+                return Err(SwitchError::NotADirectory(dir.clone()));
             }
         }
         Err(e) => {
@@ -218,10 +242,7 @@ pub(crate) fn prepare_ctl_dir(cfg: &SwitchConfig) -> Result<UnixListener, Switch
     let ctl = dir.join("ctl");
     if ctl.exists() {
         if alive(&ctl) {
-            return Err(SwitchError::Config(format!(
-                "another switch is already running on {} (its control socket answers)",
-                dir.display()
-            )));
+            return Err(SwitchError::AlreadyRunning(dir.clone()));
         }
         let _ = fs::remove_file(&ctl);
     }
@@ -246,10 +267,7 @@ pub(crate) fn prepare_ctl_dir(cfg: &SwitchConfig) -> Result<UnixListener, Switch
 pub(crate) fn bind_mgmt(cfg: &SwitchConfig, path: &Path) -> Result<UnixListener, SwitchError> {
     if path.exists() {
         if alive(path) {
-            return Err(SwitchError::Config(format!(
-                "management socket {} is in use",
-                path.display()
-            )));
+            return Err(SwitchError::MgmtInUse(path.to_path_buf()));
         }
         let _ = fs::remove_file(path);
     }
@@ -291,5 +309,34 @@ mod tests {
         c.mode = None;
         c.dirmode = Some(0o2750);
         assert_eq!((c.socket_mode(), c.dir_mode()), (0o2750 & 0o666, 0o2750));
+    }
+
+    #[test]
+    fn errors_name_what_was_wrong() {
+        let dir = std::env::temp_dir().join(format!("filo-swcfg-{}", std::process::id()));
+        fs::write(&dir, "").unwrap();
+        let e = prepare_ctl_dir(&SwitchConfig::new(&dir)).unwrap_err();
+        assert!(
+            matches!(&e, SwitchError::NotADirectory(p) if *p == dir),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("{} exists and is not a directory", dir.display())
+        );
+        let _ = fs::remove_file(&dir);
+        let mut c = SwitchConfig::new(&dir);
+        c.group = Some("no-such-group-filo".into());
+        let e = prepare_ctl_dir(&c).unwrap_err();
+        assert!(matches!(&e, SwitchError::NoSuchGroup(g) if g == "no-such-group-filo"));
+        assert_eq!(e.to_string(), "group \"no-such-group-filo\" does not exist");
+        let e = CaptureError::NoSuchPort {
+            port: 40,
+            numports: 32,
+        };
+        assert_eq!(
+            e.to_string(),
+            "capture: port 40 does not exist (ports 0 to 31)"
+        );
     }
 }

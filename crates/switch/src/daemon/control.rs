@@ -19,8 +19,6 @@ use crate::state::{Access, EndpointInfo, EndpointKind};
 
 /// A client must send its whole request within this time.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections accepted per loop turn: a flood of connects cannot starve forwarding.
-const ACCEPTS_PER_TURN: usize = 16;
 /// Connections waiting for their request at once; more are closed at accept.
 const MAX_PENDING: usize = 256;
 
@@ -63,45 +61,19 @@ impl std::fmt::Display for Refusal {
 
 impl Switch {
     pub(crate) fn accept_control(&mut self, now: Instant) {
-        for _ in 0..ACCEPTS_PER_TURN {
-            let stream = match self.ctl.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    tracing::warn!("accept on control socket: {e}");
-                    return;
-                }
-            };
-            let live = self.pending.iter().filter(|p| p.is_some()).count();
-            if live >= MAX_PENDING {
-                tracing::warn!(
-                    "control connection refused: {MAX_PENDING} requests already pending"
-                );
-                continue;
-            }
-            if stream.set_nonblocking(true).is_err() {
-                continue;
-            }
-            let slot = match self.pending.iter().position(|p| p.is_none()) {
-                Some(s) => s,
-                None => {
-                    self.pending.push(None);
-                    self.pending.len() - 1
-                }
-            };
-            if self
-                .epoll
-                .add(stream.as_raw_fd(), T_PENDING | slot as u64, true, false)
-                .is_err()
-            {
-                continue;
-            }
-            self.pending[slot] = Some(Pending {
+        super::accept_into(
+            "control",
+            &self.ctl,
+            &self.epoll,
+            &mut self.pending,
+            T_PENDING,
+            MAX_PENDING,
+            |stream| Pending {
                 stream,
                 buf: Vec::with_capacity(vde_request::MAX_REQUEST + 1),
                 deadline: now + REQUEST_TIMEOUT,
-            });
-        }
+            },
+        );
     }
 
     fn drop_pending(&mut self, slot: usize) -> Option<Pending> {

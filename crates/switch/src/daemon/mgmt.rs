@@ -1,45 +1,34 @@
 //! Management console connections (the `-M` socket and stdin): line in, reply out, with a
 //! bounded output buffer so a client that never reads cannot stall the switch.
 
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use filo_vnl::sys;
 
 use super::{Switch, T_MGMT};
-use crate::console::{self, Session};
+use crate::console::{self, Reply, Session};
+use crate::state::{Effect, SwitchState};
 
 pub(crate) type Conn = filo_vnl::mgmt::Conn<Session>;
 
 impl Switch {
     pub(crate) fn accept_mgmt(&mut self) {
-        for _ in 0..16 {
-            let Some(l) = &self.mgmt_listener else { return };
-            let stream = match l.accept() {
-                Ok((s, _)) => s,
-                Err(_) => return,
-            };
-            if stream.set_nonblocking(true).is_err() {
-                continue;
-            }
-            let slot = match self.mgmt.iter().position(|c| c.is_none()) {
-                Some(s) => s,
-                None => {
-                    self.mgmt.push(None);
-                    self.mgmt.len() - 1
-                }
-            };
-            if self
-                .epoll
-                .add(stream.as_raw_fd(), T_MGMT | slot as u64, true, false)
-                .is_err()
-            {
-                continue;
-            }
-            let mut conn = Conn::socket(stream);
-            conn.queue_output(console::greeting().as_bytes());
-            self.mgmt[slot] = Some(conn);
-        }
+        let Some(listener) = &self.mgmt_listener else {
+            return;
+        };
+        super::accept_into(
+            "management",
+            listener,
+            &self.epoll,
+            &mut self.mgmt,
+            T_MGMT,
+            usize::MAX,
+            |stream| {
+                let mut conn = Conn::socket(stream);
+                conn.queue_output(console::greeting().as_bytes());
+                conn
+            },
+        );
     }
 
     pub(crate) fn on_mgmt(&mut self, slot: usize, ev: sys::EpollEvent, now: Instant) {
@@ -97,6 +86,7 @@ impl Switch {
             };
             let mut session = std::mem::take(&mut conn.session);
             let reply = console::execute(&mut self.state, &mut session, now, &line);
+            let reply = carry_out_loads(&mut self.state, &mut session, now, reply);
             let conn = match slot {
                 Some(s) => self.mgmt.get_mut(s).and_then(|c| c.as_mut()),
                 None => self.stdin.as_mut(),
@@ -110,4 +100,31 @@ impl Switch {
             self.apply_effects(reply.effects, slot);
         }
     }
+}
+
+/// Carries out the [`Effect::Load`]s of a console reply: reads each script (a regular file
+/// of at most [`filo_vnl::mgmt::MAX_SCRIPT`] bytes) and hands it to [`console::loaded`] until
+/// no `load` is pending. Returns the whole answer: every text in order, the other effects and
+/// the events.
+pub fn carry_out_loads(
+    state: &mut SwitchState,
+    session: &mut Session,
+    now: Instant,
+    mut reply: Reply,
+) -> Reply {
+    while let Some(i) = reply
+        .effects
+        .iter()
+        .position(|e| matches!(e, Effect::Load(_)))
+    {
+        let Effect::Load(path) = reply.effects.remove(i) else {
+            break;
+        };
+        let script = filo_vnl::mgmt::read_script(&path);
+        let next = console::loaded(state, session, now, script.as_deref().map_err(|e| *e));
+        reply.text.push_str(&next.text);
+        reply.effects.extend(next.effects);
+        reply.events.extend(next.events);
+    }
+    reply
 }

@@ -20,13 +20,14 @@ mod control;
 mod endpoint;
 mod mgmt;
 
-pub use config::{Scheduling, SwitchConfig, SwitchError};
+pub use config::{CaptureError, Scheduling, SwitchConfig, SwitchError};
+pub use mgmt::carry_out_loads;
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,6 +77,60 @@ fn watch_endpoint(epoll: &Epoll, slot: usize, ep: &Endpoint) {
         !ep.read_paused,
         ep.want_write,
     );
+}
+
+/// The index of the first empty slot of `slots`, added at the end if there is none.
+fn free_slot<T>(slots: &mut Vec<Option<T>>) -> usize {
+    match slots.iter().position(|s| s.is_none()) {
+        Some(i) => i,
+        None => {
+            slots.push(None);
+            slots.len() - 1
+        }
+    }
+}
+
+/// Connections accepted per loop turn and listener: a flood of connects cannot starve
+/// forwarding.
+const ACCEPTS_PER_TURN: usize = 16;
+
+/// Accepts waiting connections on `listener` (at most [`ACCEPTS_PER_TURN`]) into free slots of
+/// `slots`, each non-blocking and watched for input under token `kind | slot`; `make` builds
+/// what the slot holds. While `max_live` slots are taken, further connections are closed.
+fn accept_into<T>(
+    what: &str,
+    listener: &UnixListener,
+    epoll: &Epoll,
+    slots: &mut Vec<Option<T>>,
+    kind: u64,
+    max_live: usize,
+    mut make: impl FnMut(UnixStream) -> T,
+) {
+    for _ in 0..ACCEPTS_PER_TURN {
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                tracing::warn!("accept on {what} socket: {e}");
+                return;
+            }
+        };
+        if slots.iter().filter(|s| s.is_some()).count() >= max_live {
+            tracing::warn!("{what} connection refused: {max_live} already open");
+            continue;
+        }
+        if stream.set_nonblocking(true).is_err() {
+            continue;
+        }
+        let slot = free_slot(slots);
+        if epoll
+            .add(stream.as_raw_fd(), kind | slot as u64, true, false)
+            .is_err()
+        {
+            continue;
+        }
+        slots[slot] = Some(make(stream));
+    }
 }
 
 /// A running switch's handle for another thread: stop it and wait.
@@ -144,6 +199,80 @@ pub struct Switch {
     segment_scratch: Vec<u8>,
 }
 
+/// The descriptors the loop waits on, each registered with epoll.
+struct Fds {
+    epoll: Epoll,
+    ctl: UnixListener,
+    mgmt_listener: Option<UnixListener>,
+    wake: Arc<std::os::fd::OwnedFd>,
+    timer: sys::Timer,
+}
+
+impl Fds {
+    /// Binds the control socket (creating the directory) and the management socket, and
+    /// makes the wake-up eventfd and the timer.
+    fn open(cfg: &SwitchConfig) -> Result<Fds, SwitchError> {
+        let ctl = config::prepare_ctl_dir(cfg)?;
+        let epoll = Epoll::new().map_err(SwitchError::io("epoll"))?;
+        let watch = |fd, token| {
+            epoll
+                .add(fd, token, true, false)
+                .map_err(SwitchError::io("epoll"))
+        };
+        watch(ctl.as_raw_fd(), T_CTL)?;
+        let mgmt_listener = match &cfg.mgmt {
+            Some(path) => {
+                let l = config::bind_mgmt(cfg, path)?;
+                watch(l.as_raw_fd(), T_MGMT_LISTEN)?;
+                Some(l)
+            }
+            None => None,
+        };
+        let wake = Arc::new(sys::silent_eventfd().map_err(SwitchError::io("eventfd"))?);
+        watch(wake.as_raw_fd(), T_WAKE)?;
+        let timer = sys::Timer::new().map_err(SwitchError::io("timerfd"))?;
+        watch(timer.as_raw_fd(), T_TIMER)?;
+        Ok(Fds {
+            epoll,
+            ctl,
+            mgmt_listener,
+            wake,
+            timer,
+        })
+    }
+}
+
+/// The forwarding core as the options configure it.
+fn core_of(cfg: &SwitchConfig, now: Instant) -> Core {
+    Core::new(
+        CoreConfig {
+            num_ports: cfg.numports,
+            hub: cfg.hub,
+            stp: cfg.stp,
+            bridge_mac: cfg.macaddr,
+            bridge_priority: cfg.priority,
+            stp_timers: cfg.stp_timers,
+            mac_expire: cfg.mac_expire,
+            ..CoreConfig::default()
+        },
+        now,
+    )
+}
+
+/// What the console shows about this daemon.
+fn daemon_info(cfg: &SwitchConfig, now: Instant) -> DaemonInfo {
+    DaemonInfo {
+        ctl_dir: cfg.dir.clone(),
+        mode: cfg.socket_mode(),
+        mgmt: cfg.mgmt.clone(),
+        mgmt_mode: cfg.mgmt_mode,
+        pid: std::process::id(),
+        started: now,
+        queue_len: cfg.queue_len,
+        lossless: cfg.lossless,
+    }
+}
+
 fn log_drop_reason(v: Verdict) -> Option<crate::core::DropReason> {
     match v {
         Verdict::Dropped(r) => Some(r),
@@ -155,54 +284,23 @@ impl Switch {
     /// Creates the control directory and sockets; nothing runs until [`Switch::run`].
     pub fn bind(cfg: SwitchConfig) -> Result<Switch, SwitchError> {
         let now = Instant::now();
-        let ctl = config::prepare_ctl_dir(&cfg)?;
-        let epoll = Epoll::new().map_err(SwitchError::io("epoll"))?;
-        epoll
-            .add(ctl.as_raw_fd(), T_CTL, true, false)
-            .map_err(SwitchError::io("epoll"))?;
-        let mgmt_listener = match &cfg.mgmt {
-            Some(path) => {
-                let l = config::bind_mgmt(&cfg, path)?;
-                epoll
-                    .add(l.as_raw_fd(), T_MGMT_LISTEN, true, false)
-                    .map_err(SwitchError::io("epoll"))?;
-                Some(l)
-            }
-            None => None,
-        };
-        let wake = Arc::new(sys::silent_eventfd().map_err(SwitchError::io("eventfd"))?);
-        epoll
-            .add(wake.as_raw_fd(), T_WAKE, true, false)
-            .map_err(SwitchError::io("epoll"))?;
-        let timer = sys::Timer::new().map_err(SwitchError::io("timerfd"))?;
-        epoll
-            .add(timer.as_raw_fd(), T_TIMER, true, false)
-            .map_err(SwitchError::io("epoll"))?;
-        let core = Core::new(
-            CoreConfig {
-                num_ports: cfg.numports,
-                hub: cfg.hub,
-                stp: cfg.stp,
-                bridge_mac: cfg.macaddr,
-                bridge_priority: cfg.priority,
-                stp_timers: cfg.stp_timers,
-                mac_expire: cfg.mac_expire,
-                ..CoreConfig::default()
-            },
-            now,
-        );
-        let info = DaemonInfo {
-            ctl_dir: cfg.dir.clone(),
-            mode: cfg.socket_mode(),
-            mgmt: cfg.mgmt.clone(),
-            mgmt_mode: cfg.mgmt_mode,
-            pid: std::process::id(),
-            started: now,
-            queue_len: cfg.queue_len,
-            lossless: cfg.lossless,
-        };
-        let state = SwitchState::new(core, info);
-        let mut sw = Switch {
+        let fds = Fds::open(&cfg)?;
+        let state = SwitchState::new(core_of(&cfg, now), daemon_info(&cfg, now));
+        let mut sw = Switch::new(cfg, fds, state, now);
+        sw.start(now)?;
+        Ok(sw)
+    }
+
+    /// The switch around its descriptors and state, with empty tables and warm buffers.
+    fn new(cfg: SwitchConfig, fds: Fds, state: SwitchState, now: Instant) -> Switch {
+        let Fds {
+            epoll,
+            ctl,
+            mgmt_listener,
+            wake,
+            timer,
+        } = fds;
+        Switch {
             state,
             epoll,
             ctl,
@@ -230,38 +328,48 @@ impl Switch {
             next_pending_sweep: now,
             segment_scratch: Vec::new(),
             cfg,
-        };
-        if sw.cfg.stdin_console {
+        }
+    }
+
+    /// What the options ask for at start: the stdin console, captures, taps, the rc file.
+    fn start(&mut self, now: Instant) -> Result<(), SwitchError> {
+        if self.cfg.stdin_console {
             let conn = mgmt::Conn::stdin();
-            sw.epoll
+            self.epoll
                 .add(0, T_STDIN, true, false)
                 .map_err(SwitchError::io("epoll on stdin"))?;
-            sw.stdin = Some(conn);
+            self.stdin = Some(conn);
         }
-        for (port, path) in sw.cfg.captures.clone() {
-            sw.start_capture(port, Some(path))
-                .map_err(SwitchError::Config)?;
+        for (port, path) in self.cfg.captures.clone() {
+            self.start_capture(port, Some(path))?;
         }
-        for tap in sw.cfg.taps.clone() {
-            sw.attach_tap(&tap)?;
+        for tap in self.cfg.taps.clone() {
+            self.attach_tap(&tap)?;
         }
-        if let Some(rc) = sw.cfg.rcfile.clone() {
-            let text = std::fs::read_to_string(&rc).map_err(|e| SwitchError::Io {
-                what: format!("cannot read rc file {}", rc.display()),
-                source: e,
-            })?;
-            let mut session = console::Session::new();
-            let reply = console::run_script(
-                &mut sw.state,
-                &mut session,
-                now,
-                &rc.display().to_string(),
-                &text,
-                false,
-            );
-            sw.apply_effects(reply.effects, None);
+        if let Some(rc) = self.cfg.rcfile.clone() {
+            self.run_rc_file(&rc, now)?;
         }
-        Ok(sw)
+        Ok(())
+    }
+
+    /// Runs the startup script (`-f`) without output, as vde_switch does.
+    fn run_rc_file(&mut self, rc: &Path, now: Instant) -> Result<(), SwitchError> {
+        let text = std::fs::read_to_string(rc).map_err(|e| SwitchError::Io {
+            what: format!("cannot read rc file {}", rc.display()),
+            source: e,
+        })?;
+        let mut session = console::Session::new();
+        let reply = console::run_script(
+            &mut self.state,
+            &mut session,
+            now,
+            &rc.display().to_string(),
+            &text,
+            false,
+        );
+        let reply = mgmt::carry_out_loads(&mut self.state, &mut session, now, reply);
+        self.apply_effects(reply.effects, None);
+        Ok(())
     }
 
     /// Runs the switch on a new thread; the handle stops it.
@@ -611,12 +719,12 @@ impl Switch {
     }
 
     /// Starts (path) or stops (None) capturing a port's traffic, both directions, to pcapng.
-    fn start_capture(&mut self, port: PortId, path: Option<PathBuf>) -> Result<(), String> {
+    fn start_capture(&mut self, port: PortId, path: Option<PathBuf>) -> Result<(), CaptureError> {
         if port >= self.state.numports {
-            return Err(format!(
-                "capture: port {port} does not exist (ports 0 to {})",
-                self.state.numports - 1
-            ));
+            return Err(CaptureError::NoSuchPort {
+                port,
+                numports: self.state.numports,
+            });
         }
         if self.captures.len() <= port as usize {
             self.captures.resize_with(port as usize + 1, || None);
@@ -624,14 +732,19 @@ impl Switch {
         self.captures[port as usize] = match path {
             None => None,
             Some(p) => {
-                let file = std::fs::File::create(&p)
-                    .map_err(|e| format!("capture: cannot create {}: {e}", p.display()))?;
+                let file = std::fs::File::create(&p).map_err(|source| CaptureError::Create {
+                    path: p.clone(),
+                    source,
+                })?;
                 let w = filo_vnl::pcap::Writer::new(
                     file,
                     filo_vnl::pcap::Format::PcapNg,
                     &format!("port{port}"),
                 )
-                .map_err(|e| format!("capture: {}: {e}", p.display()))?;
+                .map_err(|source| CaptureError::Write {
+                    path: p.clone(),
+                    source,
+                })?;
                 tracing::info!("port {port}: capturing to {}", p.display());
                 Some(w)
             }
@@ -813,13 +926,7 @@ impl Switch {
     // ---- endpoints ---------------------------------------------------------------------------
 
     fn add_endpoint(&mut self, ep: Endpoint, info: EndpointInfo) -> usize {
-        let slot = match self.endpoints.iter().position(|e| e.is_none()) {
-            Some(s) => s,
-            None => {
-                self.endpoints.push(None);
-                self.endpoints.len() - 1
-            }
-        };
+        let slot = free_slot(&mut self.endpoints);
         let port = ep.port;
         let _ = self
             .epoll
@@ -885,7 +992,7 @@ impl Switch {
         let port = self
             .state
             .free_port()
-            .ok_or_else(|| SwitchError::Config(format!("no free port for tap {name}")))?;
+            .ok_or_else(|| SwitchError::NoFreePort(name.to_string()))?;
         let id = io.fd() as u32;
         let mut ep = Endpoint::new(port, id, io, None, None);
         ep.vnet = true;
@@ -944,6 +1051,10 @@ impl Switch {
                     if let Err(e) = self.start_capture(port, path) {
                         tracing::warn!("{e}");
                     }
+                }
+                // Carried out before the effects are applied (carry_out_loads).
+                Effect::Load(path) => {
+                    tracing::warn!("load {}: not carried out", path.display());
                 }
             }
         }
