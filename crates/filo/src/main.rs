@@ -14,6 +14,7 @@ mod plug;
 mod stack;
 mod stack_named;
 mod switch;
+#[allow(unsafe_code)]
 mod sys;
 mod wirefilter;
 

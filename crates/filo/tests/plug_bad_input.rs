@@ -291,10 +291,8 @@ fn daemon_mode_returns_at_once_and_leaves_a_pidfile() {
     struct KillOnDrop(i32);
     impl Drop for KillOnDrop {
         fn drop(&mut self) {
-            // SAFETY: kill takes no pointers; the pid is our daemon's (from its pid file).
-            unsafe {
-                libc::kill(self.0, libc::SIGKILL);
-            }
+            // The pid is our daemon's (from its pid file).
+            filo_test_support::sys::kill(self.0, libc::SIGKILL);
         }
     }
     let _guard = KillOnDrop(pid);
@@ -302,10 +300,8 @@ fn daemon_mode_returns_at_once_and_leaves_a_pidfile() {
         std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "daemon is running"
     );
-    // SAFETY: signalling the daemon we just started (its pid is in our pid file).
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
+    // Signalling the daemon we just started (its pid is in our pid file).
+    filo_test_support::sys::kill(pid, libc::SIGTERM);
     assert!(
         wait_until(Duration::from_secs(5), || !pidfile.exists()),
         "pid file removed on exit"

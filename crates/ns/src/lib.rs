@@ -31,6 +31,7 @@ pub mod netlink;
 mod run;
 pub mod setup;
 mod stack;
+#[allow(unsafe_code)]
 pub mod sys;
 
 use std::io;

@@ -63,6 +63,7 @@ mod icmp;
 pub mod net;
 pub mod perf;
 mod stack;
+#[allow(unsafe_code)]
 mod sys;
 pub use sys::raise_fd_limit;
 mod raw;

@@ -2,7 +2,7 @@
 //! starts a switch on PATH (joinable by any `vde://PATH` client) on a thread of this process
 //! and plugs this program into it; dropping the plug stops the switch.
 
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -27,10 +27,10 @@ impl Transport for Hosted {
     fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
         self.inner.send(frame)
     }
-    fn data_fd(&self) -> RawFd {
+    fn data_fd(&self) -> BorrowedFd<'_> {
         self.inner.data_fd()
     }
-    fn write_fd(&self) -> RawFd {
+    fn write_fd(&self) -> BorrowedFd<'_> {
         self.inner.write_fd()
     }
     fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> std::io::Result<usize> {
@@ -42,7 +42,7 @@ impl Transport for Hosted {
     fn send_batch_joined(&mut self, msgs: &[[&[u8]; 2]]) -> std::io::Result<usize> {
         self.inner.send_batch_joined(msgs)
     }
-    fn ctl_fd(&self) -> Option<RawFd> {
+    fn ctl_fd(&self) -> Option<BorrowedFd<'_>> {
         self.inner.ctl_fd()
     }
     fn has_pending_input(&self) -> bool {

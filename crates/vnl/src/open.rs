@@ -3,7 +3,6 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -303,16 +302,6 @@ fn open_seqpacket(vnl: &Vnl) -> Result<ConnectedDgram, OpenError> {
                 ),
             )
         })?;
-    let ty = crate::sys::socket_type(fd)
-        .map_err(|e| bad(vnl, format!("descriptor {fd} is not usable: {e}")))?;
-    if ty != libc::SOCK_SEQPACKET {
-        return Err(bad(
-            vnl,
-            format!("descriptor {fd} is not a SOCK_SEQPACKET socket"),
-        ));
-    }
-    // SAFETY: the user handed this inherited descriptor to the plug by number; we checked it is
-    // an open seqpacket socket, and the plug becomes its only owner.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let owned = crate::sys::adopt_seqpacket(fd).map_err(|reason| bad(vnl, reason))?;
     ConnectedDgram::new(owned, None, Refused::Fatal, true, "seqpacket").map_err(io_err(vnl))
 }

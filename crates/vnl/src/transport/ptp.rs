@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -122,8 +122,8 @@ impl Transport for Ptp {
         sys::recv_many(self.fd.as_raw_fd(), bufs, lens).map_err(normalize)
     }
 
-    fn data_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    fn data_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     fn close(&mut self) {

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
@@ -372,15 +372,15 @@ impl Transport for Vx {
         }
     }
 
-    fn data_fd(&self) -> RawFd {
+    fn data_fd(&self) -> BorrowedFd<'_> {
         match &self.epoll {
-            Some(ep) => ep.as_raw_fd(),
-            None => self.unicast.as_raw_fd(),
+            Some(ep) => ep.as_fd(),
+            None => self.unicast.as_fd(),
         }
     }
 
-    fn write_fd(&self) -> RawFd {
-        self.unicast.as_raw_fd()
+    fn write_fd(&self) -> BorrowedFd<'_> {
+        self.unicast.as_fd()
     }
 
     fn close(&mut self) {
