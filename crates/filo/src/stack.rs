@@ -173,7 +173,8 @@ fn build(net: &NetArgs) -> Result<Stack> {
 
 fn build_with(net: &NetArgs, buffer_kib: usize) -> Result<Stack> {
     let conf = IfaceConfig::parse(&net.conf).map_err(|e| anyhow!("--conf: {e}"))?;
-    let plug = filo_switch::hosted::open_plug(&filo_stack::plug_options(&net.vnl), &net.vnl)
+    let plug = filo_stack::plug_options(&net.vnl)
+        .open(&net.vnl)
         .with_context(|| format!("--vnl {}", net.vnl))?;
     let stack = Stack::builder()
         .name(net.name.clone())

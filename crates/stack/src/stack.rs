@@ -621,6 +621,8 @@ impl StackBuilder {
         }
         let mut inner = Inner::new();
         inner.tcp_buffer = self.tcp_buffer;
+        // switch:// and hub:// interfaces host a switch from filo-switch.
+        filo_switch::register();
         for (i, ((spec, _), conf)) in self.links.into_iter().zip(confs).enumerate() {
             let plug = match spec {
                 LinkSpec::Vnl(v) => {

@@ -1,6 +1,7 @@
 //! `switch://PATH` and `hub://PATH`: the switch engine inside any program. Opening such a VNL
 //! starts a switch on PATH (joinable by any `vde://PATH` client) on a thread of this process
-//! and plugs this program into it; dropping the plug stops the switch.
+//! and plugs this program into it; dropping the plug stops the switch. [`register`] makes
+//! filo-vnl open these modules with [`open_plug`].
 
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
@@ -69,6 +70,14 @@ fn default_path() -> PathBuf {
     let uid = filo_vnl::sys::euid();
     let user = filo_vnl::sys::user_name(uid).unwrap_or_else(|| format!("u{uid}"));
     PathBuf::from(format!("/tmp/vdenode_{user}"))
+}
+
+/// Makes `switch://` and `hub://` open through [`open_plug`] wherever a VNL is opened
+/// ([`filo_vnl::open`], [`OpenOptions::open`]) in this process. Idempotent and cheap: filo's
+/// libraries call it before they open a VNL.
+pub fn register() {
+    filo_vnl::register_module("switch", open_plug);
+    filo_vnl::register_module("hub", open_plug);
 }
 
 /// Opens any VNL, handling `switch://` and `hub://` here and the rest with `opts`.

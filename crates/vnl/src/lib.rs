@@ -26,7 +26,7 @@ pub mod tokio_plug;
 pub mod transport;
 pub mod wire;
 
-pub use open::{open, OpenOptions};
+pub use open::{open, register_module, OpenOptions};
 pub use plug::{FrameBatch, Plug, PlugStats, Transport, MAX_FRAME, MIN_FRAME};
 pub mod vnl;
 pub use vnl::{
