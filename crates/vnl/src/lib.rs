@@ -31,5 +31,5 @@ pub use plug::{FrameBatch, Plug, PlugStats, Transport, MAX_FRAME, MIN_FRAME};
 pub mod vnl;
 pub use vnl::{
     default_switch, default_switch_path, module_syntax, parse_octal_mode, ArgStyle, DefaultSwitch,
-    InvalidMode, KeyError, ModuleSyntax, Vnl, VnlError, MODULES,
+    InvalidMode, KeyError, ModuleSyntax, Vnl, VnlError, VnlErrorKind, MODULES,
 };
