@@ -175,7 +175,7 @@ fn build_with(net: &NetArgs, buffer_kib: usize) -> Result<Stack> {
     let conf = IfaceConfig::parse(&net.conf).map_err(|e| anyhow!("--conf: {e}"))?;
     let plug = filo_stack::plug_options(&net.vnl)
         .open(&net.vnl)
-        .with_context(|| format!("--vnl {}", net.vnl))?;
+        .context("--vnl")?;
     let stack = Stack::builder()
         .name(net.name.clone())
         .interface_plug(plug, net.conf.clone())

@@ -628,7 +628,7 @@ impl StackBuilder {
                 LinkSpec::Vnl(v) => {
                     Some(crate::plug_options(&v).open(&v).map_err(|e| Error::Open {
                         vnl: v.clone(),
-                        source: Box::new(e),
+                        error: Box::new(e),
                     })?)
                 }
                 LinkSpec::Plug(p) => Some(p),

@@ -39,8 +39,10 @@ pub enum OpenError {
     BadOption { vnl: String, reason: String },
     #[error(transparent)]
     Vde(#[from] VdeError),
-    #[error("{vnl}: {source}")]
-    Io { vnl: String, source: io::Error },
+    /// The io::Error is part of the message, not a `source()`: printed as a chain (`{:#}`)
+    /// it would repeat.
+    #[error("{vnl}: {err}")]
+    Io { vnl: String, err: io::Error },
     #[error("{0}: the VNL names itself through its default-switch files (loop)")]
     Loop(String),
 }
@@ -108,9 +110,9 @@ fn bad(vnl: &Vnl, reason: impl Into<String>) -> OpenError {
 }
 
 fn io_err(vnl: &Vnl) -> impl FnOnce(io::Error) -> OpenError + '_ {
-    move |source| OpenError::Io {
+    move |err| OpenError::Io {
         vnl: vnl.to_string(),
-        source,
+        err,
     }
 }
 

@@ -99,9 +99,8 @@ impl StreamTransport {
     /// Runs `command` (split into words like a shell would, without running one) and speaks
     /// the stream encoding on its stdin/stdout.
     pub fn command(command: &str) -> io::Result<StreamTransport> {
-        let words = split_words(command).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("cmd://{command}: {e}"))
-        })?;
+        let words =
+            split_words(command).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (program, args) = words.split_first().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -118,9 +117,7 @@ impl StreamTransport {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("{label}: cannot run {program:?}: {e}"))
-            })?;
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot run {program:?}: {e}")))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(io::Error::other("child pipes missing"));
         };
