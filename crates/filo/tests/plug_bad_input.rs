@@ -344,6 +344,12 @@ fn open_errors_name_each_thing_once() {
             format!("vde://{vde}"),
             format!("filo: {vde}: no VDE switch there ({vde}/ctl does not exist)"),
         ),
+        (
+            format!("switch://{vde}[mode=999]"),
+            format!(
+                "filo: switch://: bad value \"999\" for option \"mode\" in \"switch://{vde}[mode=999]\": expected an octal mode such as 0660; syntax: switch://[PATH][mode=OCTAL/dirmode=OCTAL/grp=GROUP/hashsize=N/hashseed=N/expiretime=SECS]"
+            ),
+        ),
     ];
     for (vnl, expected) in &cases {
         let (code, err) = filo(&["plug", vnl, "null://"]);

@@ -99,8 +99,8 @@ pub fn open_plug(opts: &OpenOptions, text: &str) -> Result<Plug, OpenError> {
     };
     let mut cfg = SwitchConfig::new(&path);
     cfg.hub = hub;
-    cfg.mode = vnl.get_mode("mode").map_err(|e| bad(e.to_string()))?;
-    cfg.dirmode = vnl.get_mode("dirmode").map_err(|e| bad(e.to_string()))?;
+    cfg.mode = vnl.get_mode("mode")?;
+    cfg.dirmode = vnl.get_mode("dirmode")?;
     cfg.group = vnl.get("grp").map(str::to_string);
     // vdeplug4's hosted switch keeps addresses 120 s by default (vde_switch: 100 s).
     cfg.mac_expire = HOSTED_MAC_EXPIRE;

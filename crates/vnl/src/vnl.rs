@@ -329,8 +329,8 @@ fn nesting_modules() -> String {
 pub struct VnlError {
     /// The module the text names (as written, when it is not a valid or known module).
     pub module: String,
-    /// The VNL text; `None` for errors about a VNL built or parsed before (a bad option
-    /// value, nesting through the builder).
+    /// The VNL text (for a bad option value, the VNL's canonical text); `None` when nesting
+    /// through the builder.
     pub input: Option<String>,
     /// The module's syntax (`None` when the module is not known).
     pub usage: Option<&'static str>,
@@ -473,7 +473,7 @@ impl fmt::Display for VnlError {
                 expected,
             } => write!(
                 f,
-                "{module}://: bad value {value:?} for option {key:?}: expected {expected}{i}"
+                "{module}://: bad value {value:?} for option {key:?}{i}: expected {expected}"
             )?,
         }
         match self.usage {
@@ -967,7 +967,7 @@ impl Vnl {
     fn bad_value(&self, key: &str, value: &str, expected: String) -> VnlError {
         VnlError::of(
             self.syntax(),
-            None,
+            Some(self.to_string()),
             VnlErrorKind::BadValue {
                 key: key.to_string(),
                 value: value.to_string(),
