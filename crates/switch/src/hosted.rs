@@ -73,7 +73,7 @@ fn default_path() -> PathBuf {
 }
 
 /// Makes `switch://` and `hub://` open through [`open_plug`] wherever a VNL is opened
-/// ([`filo_vnl::open`], [`OpenOptions::open`]) in this process. Idempotent and cheap: filo's
+/// ([`filo_vnl::open()`], [`OpenOptions::open`]) in this process. Idempotent and cheap: filo's
 /// libraries call it before they open a VNL.
 pub fn register() {
     filo_vnl::register_module("switch", open_plug);

@@ -1,6 +1,6 @@
 //! An async face for [`Plug`] on tokio: `recv().await` and `send().await`.
 //!
-//! Readiness comes from the plug's data and write descriptors through [`AsyncFd`]. A receive
+//! Readiness comes from the plug's data and write descriptors through [`AsyncFd`](tokio::io::unix::AsyncFd). A receive
 //! is always tried before waiting, because stream transports may hold decoded frames that no
 //! descriptor announces.
 
