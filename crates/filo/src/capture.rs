@@ -56,7 +56,7 @@ pub fn run(args: CaptureArgs) -> Result<ExitCode> {
         description: "filo-capture:".into(),
         ..Default::default()
     };
-    let mut plug = filo_switch::hosted::open_plug(&options, &args.vnl)?;
+    let mut plug = options.open(&args.vnl)?;
     let out: Box<dyn Write> = if args.write.as_os_str() == "-" {
         Box::new(io::stdout().lock())
     } else {

@@ -15,6 +15,7 @@ mod plug;
 mod stack;
 mod stack_named;
 mod switch;
+#[allow(unsafe_code)]
 mod sys;
 mod wirefilter;
 
@@ -69,6 +70,8 @@ fn init_logging(verbose: u8) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    // Every VNL the command opens may be switch:// or hub://.
+    filo_switch::register();
     if let Err(e) = sys::install_signal_handlers() {
         eprintln!("filo: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use filo_switch::hosted::open_plug;
 use filo_vnl::cable::{self, CableEnd};
 use filo_vnl::transport::stream::StreamTransport;
 use filo_vnl::{OpenOptions, Plug};
@@ -133,7 +132,7 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
     if args.daemon && !matches!(form, Form::Cable(..)) {
         bail!("--daemon needs the cable form (VNL1 VNL2): the other forms use stdin/stdout or a child");
     }
-    let open = |opts: &OpenOptions, vnl: &str| -> Result<Plug> { Ok(open_plug(opts, vnl)?) };
+    let open = |opts: &OpenOptions, vnl: &str| -> Result<Plug> { Ok(opts.open(vnl)?) };
     let plugs: [Plug; 2] = match form {
         Form::Cable(a, b) => [open(&first, &a)?, open(&second, &b)?],
         Form::Stdio(a) => {

@@ -181,8 +181,7 @@ fn build_with(net: &NetArgs, buffer_kib: usize) -> Result<Stack> {
     };
     let conf = net.conf.to_conf_or_auto();
     conf.check_interfaces(1).context("the configuration")?;
-    let plug = filo_switch::hosted::open_plug(&filo_stack::plug_options(vnl), vnl)
-        .with_context(|| format!("--vnl {vnl}"))?;
+    let plug = filo_stack::plug_options(vnl).open(vnl).context("--vnl")?;
     let mut builder = Stack::builder();
     if let Some(name) = &net.name {
         builder = builder.name(name.clone());

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use filo_switch::hosted::open_plug;
 use filo_vnl::OpenOptions;
 use filo_wirefilter::daemon::{Daemon, End};
 use filo_wirefilter::{parse_value, Param, Wirefilter, VALUE_FORM};
@@ -162,8 +161,8 @@ pub fn run(args: WirefilterArgs) -> Result<ExitCode> {
         ..Default::default()
     };
     let plugs = [
-        open_plug(&options, &side_vnl(&left))?,
-        open_plug(&options, &side_vnl(&right))?,
+        options.open(&side_vnl(&left))?,
+        options.open(&side_vnl(&right))?,
     ];
     let mgmt = args
         .mgmt

@@ -291,10 +291,8 @@ fn daemon_mode_returns_at_once_and_leaves_a_pidfile() {
     struct KillOnDrop(i32);
     impl Drop for KillOnDrop {
         fn drop(&mut self) {
-            // SAFETY: kill takes no pointers; the pid is our daemon's (from its pid file).
-            unsafe {
-                libc::kill(self.0, libc::SIGKILL);
-            }
+            // The pid is our daemon's (from its pid file).
+            filo_test_support::sys::kill(self.0, libc::SIGKILL);
         }
     }
     let _guard = KillOnDrop(pid);
@@ -302,13 +300,90 @@ fn daemon_mode_returns_at_once_and_leaves_a_pidfile() {
         std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "daemon is running"
     );
-    // SAFETY: signalling the daemon we just started (its pid is in our pid file).
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
+    // Signalling the daemon we just started (its pid is in our pid file).
+    filo_test_support::sys::kill(pid, libc::SIGTERM);
     assert!(
         wait_until(Duration::from_secs(5), || !pidfile.exists()),
         "pid file removed on exit"
     );
     assert!(!link.exists());
+}
+
+/// Every error names its VNL (or switch directory) once, and the cause once: the exact
+/// messages, for each module's open failure.
+#[test]
+fn open_errors_name_each_thing_once() {
+    let tmp = TempDir::new("filo-once");
+    let missing = tmp.join("missing");
+    let ptp = format!("ptp://{}/link", missing.display());
+    let vde = missing.display().to_string();
+    let syntax = "udp://[SRC_ADDR:]SRC_PORT->DST_HOST:DST_PORT (IPv6 addresses in brackets)";
+    let cases = [
+        (
+            "udp://x".to_string(),
+            format!("filo: udp://x: missing \"->\"; expected {syntax}"),
+        ),
+        (
+            // A TEST-NET-1 address, assigned to no interface here.
+            "udp://192.0.2.1:1000->127.0.0.1:5".to_string(),
+            "filo: udp://192.0.2.1:1000->127.0.0.1:5: cannot bind 192.0.2.1:1000: Cannot assign requested address (os error 99)".to_string(),
+        ),
+        (
+            "tap://this-name-is-far-too-long".to_string(),
+            "filo: tap://this-name-is-far-too-long: tap interface name \"this-name-is-far-too-long\" is invalid: expected 1 to 15 characters without '/', spaces or NUL".to_string(),
+        ),
+        (
+            "cmd://filo-no-such-program".to_string(),
+            "filo: cmd://filo-no-such-program: cannot run \"filo-no-such-program\": No such file or directory (os error 2)".to_string(),
+        ),
+        (
+            ptp.clone(),
+            format!("filo: {ptp}: cannot bind the first endpoint: No such file or directory (os error 2)"),
+        ),
+        (
+            format!("vde://{vde}"),
+            format!("filo: {vde}: no VDE switch there ({vde}/ctl does not exist)"),
+        ),
+        (
+            format!("switch://{vde}[mode=999]"),
+            format!(
+                "filo: switch://: bad value \"999\" for option \"mode\" in \"switch://{vde}[mode=999]\": expected an octal mode such as 0660; syntax: switch://[PATH][mode=OCTAL/dirmode=OCTAL/grp=GROUP/hashsize=N/hashseed=N/expiretime=SECS]"
+            ),
+        ),
+    ];
+    for (vnl, expected) in &cases {
+        let (code, err) = filo(&["plug", vnl, "null://"]);
+        assert_eq!(code, 1, "{vnl}: {err}");
+        assert_eq!(err.trim_end(), expected, "{vnl}");
+    }
+}
+
+/// A control socket the user may not connect to is a permission problem, not a missing
+/// switch.
+#[test]
+fn a_control_socket_without_permission_says_so() {
+    require("setpriv");
+    let tmp = TempDir::new("filo-denied");
+    let dir = tmp.join("sw");
+    std::fs::create_dir(&dir).unwrap();
+    for d in [tmp.path(), dir.as_path()] {
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let ctl = dir.join("ctl");
+    let _listener = UnixListener::bind(&ctl).unwrap();
+    std::fs::set_permissions(&ctl, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    let p = Proc::spawn(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", FILO])
+            .args(["plug", &format!("vde://{}", dir.display()), "null://"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let (status, _, err) = p.output(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!("filo: permission denied connecting to {}", ctl.display())
+    );
 }

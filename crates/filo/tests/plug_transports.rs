@@ -161,26 +161,9 @@ fn seqpacket_wraps_an_inherited_descriptor() {
 }
 
 fn socketpair_seqpacket() -> (std::os::fd::OwnedFd, UnixDatagram) {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: fds is a live array of two ints for socketpair to fill.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    assert_eq!(rc, 0);
-    // SAFETY: both descriptors were just created and are owned only here. A seqpacket socket
-    // is driven like a datagram socket for send/recv.
-    unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            UnixDatagram::from_raw_fd(fds[1]),
-        )
-    }
+    let (ours, theirs) = filo_vnl::sys::seqpacket_pair(false).expect("socketpair");
+    // A seqpacket socket is driven like a datagram socket for send/recv.
+    (ours, UnixDatagram::from(theirs))
 }
 
 #[test]

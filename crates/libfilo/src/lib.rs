@@ -2,41 +2,9 @@
 //! a socket created in the stack served at `path` (or `$FILO_STACK` when `path` is NULL;
 //! a plain socket(2) when neither is given), or -1 with errno set (EACCES without permission
 //! on the path, ENOENT when there is no stack there, ECONNREFUSED when its daemon is gone).
+//!
+//! The exported functions take C pointers and set errno, so they live in [`sys`], the crate's
+//! only `unsafe` code; they call [`filo_ns::named::msocket`].
 
-use std::ffi::{c_char, c_int, CStr, OsStr};
-use std::os::fd::IntoRawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
-
-fn set_errno(e: c_int) {
-    // SAFETY: __errno_location returns this thread's errno slot, always valid.
-    unsafe { *libc::__errno_location() = e };
-}
-
-/// `int msocket(const char *path, int domain, int type, int protocol);`
-///
-/// # Safety
-/// `path` is NULL or a valid NUL-terminated string.
-#[no_mangle]
-pub unsafe extern "C" fn msocket(
-    path: *const c_char,
-    domain: c_int,
-    ty: c_int,
-    protocol: c_int,
-) -> c_int {
-    let path = if path.is_null() {
-        None
-    } else {
-        // SAFETY: the caller passes a valid C string (documented contract).
-        Some(Path::new(OsStr::from_bytes(
-            unsafe { CStr::from_ptr(path) }.to_bytes(),
-        )))
-    };
-    match filo_ns::named::msocket(path, domain, ty, protocol) {
-        Ok(fd) => fd.into_raw_fd(),
-        Err(e) => {
-            set_errno(e.raw_os_error().unwrap_or(libc::EIO));
-            -1
-        }
-    }
-}
+#[allow(unsafe_code)]
+pub mod sys;

@@ -31,6 +31,7 @@ pub mod netlink;
 mod run;
 pub mod setup;
 mod stack;
+#[allow(unsafe_code)]
 pub mod sys;
 
 use std::io;
@@ -69,6 +70,8 @@ impl NsError {
 /// A tap descriptor received from the namespace, as a plug transport.
 /// Opens every VNL, in order, in the caller's namespace.
 pub(crate) fn open_vnls(vnls: &[String]) -> Result<Vec<filo_vnl::Plug>, NsError> {
+    // switch:// and hub:// host a switch from filo-switch.
+    filo_switch::register();
     vnls.iter()
         .map(|v| {
             // Taps are opened with virtio-net framing, so TCP crosses as super-frames wherever

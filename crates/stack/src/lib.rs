@@ -63,6 +63,7 @@ mod icmp;
 pub mod net;
 pub mod perf;
 mod stack;
+#[allow(unsafe_code)]
 mod sys;
 pub use sys::raise_fd_limit;
 mod raw;
@@ -102,11 +103,11 @@ pub fn cable() -> std::io::Result<(filo_vnl::Plug, filo_vnl::Plug)> {
 pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot open {vnl}: {source}")]
+    /// The open error names the VNL (or the switch's directory) itself.
+    #[error("{error}")]
     Open {
         vnl: String,
-        #[source]
-        source: Box<filo_vnl::open::OpenError>,
+        error: Box<filo_vnl::open::OpenError>,
     },
     #[error("no interface with index {0}")]
     NoSuchLink(usize),

@@ -629,12 +629,14 @@ impl StackBuilder {
         }
         let mut inner = Inner::new();
         inner.tcp_buffer = self.tcp_buffer;
+        // switch:// and hub:// interfaces host a switch from filo-switch.
+        filo_switch::register();
         for (i, ((spec, _), conf)) in self.links.into_iter().zip(confs).enumerate() {
             let plug = match spec {
                 LinkSpec::Vnl(v) => {
                     Some(crate::plug_options(&v).open(&v).map_err(|e| Error::Open {
                         vnl: v.clone(),
-                        source: Box::new(e),
+                        error: Box::new(e),
                     })?)
                 }
                 LinkSpec::Plug(p) => Some(p),

@@ -262,3 +262,25 @@ fn raw_sockets_carry_a_protocol_the_stack_does_not_know() {
     assert_eq!(buf[9], 253);
     assert_eq!(&buf[12..16], &[10, 9, 0, 2]);
 }
+
+#[test]
+fn a_stack_hosts_a_switch_another_joins_it_by_vde() {
+    // switch:// is implemented by filo-switch; the builder opens it like any VNL, with no
+    // registration by the program.
+    let tmp = filo_test_support::TempDir::new("stack-hosted");
+    let sw = tmp.join("sw");
+    let host = Stack::builder()
+        .name("host")
+        .interface(format!("switch://{}", sw.display()), "eth,ip=10.9.1.1/24")
+        .build()
+        .unwrap();
+    let guest = Stack::builder()
+        .name("guest")
+        .interface(format!("vde://{}", sw.display()), "eth,ip=10.9.1.2/24")
+        .build()
+        .unwrap();
+    for (s, dst) in [(&host, "10.9.1.2"), (&guest, "10.9.1.1")] {
+        let rtt = s.ping(dst.parse().unwrap(), 1, 56, T).unwrap();
+        assert!(rtt < T, "{dst}: {rtt:?}");
+    }
+}

@@ -1,8 +1,9 @@
 //! `switch://PATH` and `hub://PATH`: the switch engine inside any program. Opening such a VNL
 //! starts a switch on PATH (joinable by any `vde://PATH` client) on a thread of this process
-//! and plugs this program into it; dropping the plug stops the switch.
+//! and plugs this program into it; dropping the plug stops the switch. [`register`] makes
+//! filo-vnl open these modules with [`open_plug`].
 
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -27,10 +28,10 @@ impl Transport for Hosted {
     fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
         self.inner.send(frame)
     }
-    fn data_fd(&self) -> RawFd {
+    fn data_fd(&self) -> BorrowedFd<'_> {
         self.inner.data_fd()
     }
-    fn write_fd(&self) -> RawFd {
+    fn write_fd(&self) -> BorrowedFd<'_> {
         self.inner.write_fd()
     }
     fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> std::io::Result<usize> {
@@ -42,7 +43,7 @@ impl Transport for Hosted {
     fn send_batch_joined(&mut self, msgs: &[[&[u8]; 2]]) -> std::io::Result<usize> {
         self.inner.send_batch_joined(msgs)
     }
-    fn ctl_fd(&self) -> Option<RawFd> {
+    fn ctl_fd(&self) -> Option<BorrowedFd<'_>> {
         self.inner.ctl_fd()
     }
     fn has_pending_input(&self) -> bool {
@@ -71,6 +72,14 @@ fn default_path() -> PathBuf {
     PathBuf::from(format!("/tmp/vdenode_{user}"))
 }
 
+/// Makes `switch://` and `hub://` open through [`open_plug`] wherever a VNL is opened
+/// ([`filo_vnl::open()`], [`OpenOptions::open`]) in this process. Idempotent and cheap: filo's
+/// libraries call it before they open a VNL.
+pub fn register() {
+    filo_vnl::register_module("switch", open_plug);
+    filo_vnl::register_module("hub", open_plug);
+}
+
 /// Opens any VNL, handling `switch://` and `hub://` here and the rest with `opts`.
 pub fn open_plug(opts: &OpenOptions, text: &str) -> Result<Plug, OpenError> {
     let vnl = Vnl::parse(text)?;
@@ -90,8 +99,8 @@ pub fn open_plug(opts: &OpenOptions, text: &str) -> Result<Plug, OpenError> {
     };
     let mut cfg = SwitchConfig::new(&path);
     cfg.hub = hub;
-    cfg.mode = vnl.get_mode("mode").map_err(|e| bad(e.to_string()))?;
-    cfg.dirmode = vnl.get_mode("dirmode").map_err(|e| bad(e.to_string()))?;
+    cfg.mode = vnl.get_mode("mode")?;
+    cfg.dirmode = vnl.get_mode("dirmode")?;
     cfg.group = vnl.get("grp").map(str::to_string);
     // vdeplug4's hosted switch keeps addresses 120 s by default (vde_switch: 100 s).
     cfg.mac_expire = HOSTED_MAC_EXPIRE;

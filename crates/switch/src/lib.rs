@@ -55,3 +55,4 @@ pub use crate::core::{
 };
 pub use crate::stp::{PortRole, PortState, StpStatus, StpTimers};
 pub use crate::wire::MacAddr;
+pub use hosted::register;

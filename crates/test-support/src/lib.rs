@@ -9,6 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+#[allow(unsafe_code)]
+pub mod sys;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A name unique to this process and call: `prefix-PID-N`.
@@ -108,10 +111,8 @@ impl Proc {
 
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        // SAFETY: signalling our own un-reaped child; its pid cannot have been reused.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
+        // Our own un-reaped child: its pid cannot have been reused.
+        sys::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
         self.wait_exit(timeout)
     }
 }
@@ -280,10 +281,8 @@ impl Drop for Netns {
         {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 if let Ok(pid) = pid.parse::<libc::pid_t>() {
-                    // SAFETY: kill takes no pointers; these processes run in our namespace.
-                    unsafe {
-                        libc::kill(pid, libc::SIGKILL);
-                    }
+                    // These processes run in our namespace.
+                    sys::kill(pid, libc::SIGKILL);
                 }
             }
         }

@@ -11,7 +11,8 @@
 //! implements [`plug::Transport`]: non-blocking send/receive of one frame or a batch, and raw
 //! descriptors (data, write, control/liveness) so any event loop — `poll`, mio, tokio
 //! ([`tokio_plug`]) — can drive it. Wire formats live in [`wire`] as sans-IO views and codecs;
-//! every `unsafe` call lives in one private `sys` module.
+//! every `unsafe` call lives in a `sys` module ([`sys`], and `tokio_plug`'s own for the
+//! registration with tokio), the only modules where the workspace lints allow it.
 
 pub mod cable;
 pub mod console;
@@ -20,16 +21,17 @@ pub mod mgmt;
 pub mod open;
 pub mod pcap;
 pub mod plug;
+#[allow(unsafe_code)]
 pub mod sys;
 #[cfg(feature = "tokio")]
 pub mod tokio_plug;
 pub mod transport;
 pub mod wire;
 
-pub use open::{open, OpenOptions};
+pub use open::{open, register_module, OpenOptions};
 pub use plug::{FrameBatch, Plug, PlugStats, Transport, MAX_FRAME, MIN_FRAME};
 pub mod vnl;
 pub use vnl::{
     default_switch, default_switch_path, module_syntax, parse_octal_mode, ArgStyle, DefaultSwitch,
-    InvalidMode, KeyError, ModuleSyntax, Vnl, VnlError, MODULES,
+    InvalidMode, KeyError, ModuleSyntax, Vnl, VnlError, VnlErrorKind, MODULES,
 };

@@ -1,11 +1,19 @@
 //! From VNL text to a connected [`Plug`]: validates each module's options and builds the
 //! transport's typed configuration.
+//!
+//! Modules implemented outside this crate (`switch://` and `hub://`, which start a switch
+//! from filo-switch inside the program) are opened through openers registered with
+//! [`register_module`]: filo-vnl cannot depend on the crates that implement them. Every filo
+//! library that opens VNLs (filo-stack, filo-ns) registers filo-switch's openers before it
+//! opens one (`filo_switch::register()`, idempotent), and so does the `filo` command, so
+//! `switch://` works wherever a VNL is accepted. A program that calls [`open`] directly calls
+//! `filo_switch::register()` once first.
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use crate::plug::Plug;
@@ -31,8 +39,10 @@ pub enum OpenError {
     BadOption { vnl: String, reason: String },
     #[error(transparent)]
     Vde(#[from] VdeError),
-    #[error("{vnl}: {source}")]
-    Io { vnl: String, source: io::Error },
+    /// The io::Error is part of the message, not a `source()`: printed as a chain (`{:#}`)
+    /// it would repeat.
+    #[error("{vnl}: {err}")]
+    Io { vnl: String, err: io::Error },
     #[error("{0}: the VNL names itself through its default-switch files (loop)")]
     Loop(String),
 }
@@ -64,6 +74,29 @@ impl Default for OpenOptions {
     }
 }
 
+/// Opens a plug for a module implemented outside filo-vnl: gets the options and the whole
+/// VNL text.
+pub type ModuleOpener = fn(&OpenOptions, &str) -> Result<Plug, OpenError>;
+
+/// Openers registered for modules filo-vnl knows the syntax of but does not implement.
+static OPENERS: RwLock<Vec<(&'static str, ModuleOpener)>> = RwLock::new(Vec::new());
+
+/// Registers (or replaces) the opener of `module` for this whole process. Only modules
+/// filo-vnl parses but does not implement itself (`switch`, `hub`) are looked up here; the
+/// built-in transports cannot be replaced.
+pub fn register_module(module: &'static str, opener: ModuleOpener) {
+    let mut openers = OPENERS.write().unwrap_or_else(|e| e.into_inner());
+    match openers.iter_mut().find(|(m, _)| *m == module) {
+        Some(entry) => entry.1 = opener,
+        None => openers.push((module, opener)),
+    }
+}
+
+fn registered(module: &str) -> Option<ModuleOpener> {
+    let openers = OPENERS.read().unwrap_or_else(|e| e.into_inner());
+    openers.iter().find(|(m, _)| *m == module).map(|&(_, f)| f)
+}
+
 /// Opens a plug with default options.
 pub fn open(text: &str) -> Result<Plug, OpenError> {
     OpenOptions::default().open(text)
@@ -77,9 +110,9 @@ fn bad(vnl: &Vnl, reason: impl Into<String>) -> OpenError {
 }
 
 fn io_err(vnl: &Vnl) -> impl FnOnce(io::Error) -> OpenError + '_ {
-    move |source| OpenError::Io {
+    move |err| OpenError::Io {
         vnl: vnl.to_string(),
-        source,
+        err,
     }
 }
 
@@ -184,17 +217,18 @@ impl OpenOptions {
             "stdio" => Box::new(StreamTransport::stdio().map_err(io_err(&vnl))?),
             "null" => Box::new(Null::open().map_err(io_err(&vnl))?),
             "seqpacket" => Box::new(open_seqpacket(&vnl)?),
-            "switch" | "hub" => {
-                return Err(bad(
-                    &vnl,
-                    "switch:// and hub:// are opened by filo_switch::hosted::open_plug (the filo command does this)",
-                ))
-            }
             other => {
-                return Err(bad(
-                    &vnl,
-                    format!("the {other}:// module is recognised but not available in filo yet"),
-                ))
+                return match registered(other) {
+                    Some(opener) => opener(self, text),
+                    None if matches!(other, "switch" | "hub") => Err(bad(
+                        &vnl,
+                        "switch:// and hub:// are implemented by filo-switch: call filo_switch::register() before opening",
+                    )),
+                    None => Err(bad(
+                        &vnl,
+                        format!("the {other}:// module is recognised but not available in filo yet"),
+                    )),
+                }
             }
         };
         Ok(Plug::from_transport(label, transport))
@@ -303,16 +337,6 @@ fn open_seqpacket(vnl: &Vnl) -> Result<ConnectedDgram, OpenError> {
                 ),
             )
         })?;
-    let ty = crate::sys::socket_type(fd)
-        .map_err(|e| bad(vnl, format!("descriptor {fd} is not usable: {e}")))?;
-    if ty != libc::SOCK_SEQPACKET {
-        return Err(bad(
-            vnl,
-            format!("descriptor {fd} is not a SOCK_SEQPACKET socket"),
-        ));
-    }
-    // SAFETY: the user handed this inherited descriptor to the plug by number; we checked it is
-    // an open seqpacket socket, and the plug becomes its only owner.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let owned = crate::sys::adopt_seqpacket(fd).map_err(|reason| bad(vnl, reason))?;
     ConnectedDgram::new(owned, None, Refused::Fatal, true, "seqpacket").map_err(io_err(vnl))
 }

@@ -8,7 +8,7 @@
 //! is how back-pressure crosses a cable instead of silent loss.
 
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::sys;
@@ -31,13 +31,13 @@ pub trait Transport: Send {
     /// Sends one frame. `WouldBlock` when the peer cannot take it now.
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
     /// Readable when `recv` may succeed.
-    fn data_fd(&self) -> RawFd;
+    fn data_fd(&self) -> BorrowedFd<'_>;
     /// Writable when a `send` that returned `WouldBlock` may succeed.
-    fn write_fd(&self) -> RawFd {
+    fn write_fd(&self) -> BorrowedFd<'_> {
         self.data_fd()
     }
     /// Readable (EOF) when the other side is gone; None for connectionless transports.
-    fn ctl_fd(&self) -> Option<RawFd> {
+    fn ctl_fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }
     /// Receives up to `bufs.len()` frames; lengths go to `lens`. Default: repeated `recv`.
@@ -189,33 +189,27 @@ impl Plug {
     }
 
     pub fn data_fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the transport owns this descriptor and keeps it open while `self` lives; the
-        // borrow is tied to `self`.
-        unsafe { BorrowedFd::borrow_raw(self.transport.data_fd()) }
-    }
-
-    pub fn write_fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: as for data_fd.
-        unsafe { BorrowedFd::borrow_raw(self.transport.write_fd()) }
-    }
-
-    pub(crate) fn data_fd_raw(&self) -> RawFd {
         self.transport.data_fd()
     }
 
-    pub(crate) fn write_fd_raw(&self) -> RawFd {
+    pub fn write_fd(&self) -> BorrowedFd<'_> {
         self.transport.write_fd()
     }
 
+    pub(crate) fn data_fd_raw(&self) -> RawFd {
+        self.transport.data_fd().as_raw_fd()
+    }
+
+    pub(crate) fn write_fd_raw(&self) -> RawFd {
+        self.transport.write_fd().as_raw_fd()
+    }
+
     pub(crate) fn ctl_fd_raw(&self) -> Option<RawFd> {
-        self.transport.ctl_fd()
+        self.transport.ctl_fd().map(|fd| fd.as_raw_fd())
     }
 
     pub fn ctl_fd(&self) -> Option<BorrowedFd<'_>> {
-        // SAFETY: as for data_fd.
-        self.transport
-            .ctl_fd()
-            .map(|fd| unsafe { BorrowedFd::borrow_raw(fd) })
+        self.transport.ctl_fd()
     }
 
     /// Receives one frame without blocking. Frames under 14 bytes or larger than `buf` are
@@ -345,7 +339,7 @@ impl Plug {
 
     /// True when the other side has gone away (checked without blocking on the ctl fd).
     pub fn peer_gone(&self) -> bool {
-        let Some(fd) = self.transport.ctl_fd() else {
+        let Some(fd) = self.ctl_fd_raw() else {
             return false;
         };
         let mut entry = [sys::PollEntry::new(fd, true, false)];
@@ -422,10 +416,10 @@ impl Plug {
     /// Waits for readability and/or writability, or for the peer to go away.
     fn wait(&self, read: bool, write: bool, timeout: Option<Duration>) -> io::Result<()> {
         let mut entries = vec![
-            sys::PollEntry::new(self.transport.data_fd(), read, false),
-            sys::PollEntry::new(self.transport.write_fd(), false, write),
+            sys::PollEntry::new(self.data_fd_raw(), read, false),
+            sys::PollEntry::new(self.write_fd_raw(), false, write),
         ];
-        if let Some(ctl) = self.transport.ctl_fd() {
+        if let Some(ctl) = self.ctl_fd_raw() {
             entries.push(sys::PollEntry::new(ctl, true, false));
         }
         sys::poll(&mut entries, timeout)?;

@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,6 +31,19 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
         let flags = cvt(libc::fcntl(fd, libc::F_GETFL))?;
         cvt(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
     }
+    Ok(())
+}
+
+/// A descriptor's file status flags (F_GETFL).
+pub fn fd_flags(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: fcntl on a live borrowed descriptor; F_GETFL takes no pointers.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })
+}
+
+/// Sets a descriptor's file status flags (F_SETFL), e.g. back to what [`fd_flags`] returned.
+pub fn set_fd_flags(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: fcntl on a live borrowed descriptor; F_SETFL takes an int, no pointers.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) })?;
     Ok(())
 }
 
@@ -343,8 +356,8 @@ impl Timer {
                 libc::TFD_CLOEXEC | libc::TFD_NONBLOCK,
             )
         })?;
-        // SAFETY: fd is a freshly created descriptor nobody else owns.
         Ok(Timer {
+            // SAFETY: fd is a freshly created descriptor nobody else owns.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }
@@ -627,6 +640,19 @@ pub fn path_mtu(fd: RawFd, v6: bool) -> io::Result<u32> {
         getsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MTU)?
     };
     Ok(mtu.max(0) as u32)
+}
+
+/// Takes ownership of an inherited SOCK_SEQPACKET socket handed over by number
+/// (`seqpacket://FD`). Refuses descriptors that are not open or not seqpacket sockets; the
+/// caller is the one place that adopts that number, so the plug becomes its only owner.
+pub fn adopt_seqpacket(fd: RawFd) -> Result<OwnedFd, String> {
+    let ty = socket_type(fd).map_err(|e| format!("descriptor {fd} is not usable: {e}"))?;
+    if ty != libc::SOCK_SEQPACKET {
+        return Err(format!("descriptor {fd} is not a SOCK_SEQPACKET socket"));
+    }
+    // SAFETY: the descriptor is open (SO_TYPE answered) and a seqpacket socket; the user
+    // handed it to this process's plug by number, which makes the plug its only owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The uid of the process at the other end of a connected UNIX stream socket (SO_PEERCRED).

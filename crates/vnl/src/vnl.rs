@@ -322,136 +322,168 @@ fn nesting_modules() -> String {
         .join(", ")
 }
 
-/// A VNL parse (or value) error. Every variant names the module, the offending part and
-/// the accepted syntax.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VnlError {
+/// A VNL parse (or value) error: what went wrong ([`VnlErrorKind`]) with the context every
+/// kind shares — the module, the text and the module's syntax — so the message names each
+/// once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VnlError {
+    /// The module the text names (as written, when it is not a valid or known module).
+    pub module: String,
+    /// The VNL text (for a bad option value, the VNL's canonical text); `None` when nesting
+    /// through the builder.
+    pub input: Option<String>,
+    /// The module's syntax (`None` when the module is not known).
+    pub usage: Option<&'static str>,
+    /// Boxed: the error travels in `Result`s and its context is already three words.
+    pub kind: Box<VnlErrorKind>,
+}
+
+/// What is wrong in a [`VnlError`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VnlErrorKind {
     /// The text before `://` is not a lower-case alphanumeric module name.
-    #[error("bad VNL module name {module:?} in {input:?} (module names are lower-case letters and digits); known modules: {known}")]
-    BadModuleName {
-        module: String,
-        input: String,
-        known: String,
-    },
+    BadModuleName,
     /// Well-formed but unknown module name.
-    #[error("unknown VNL module {module:?} in {input:?}; known modules: {known}")]
-    UnknownModule {
-        module: String,
-        input: String,
-        known: String,
-    },
+    UnknownModule,
     /// No accepted key matches.
-    #[error(
-        "{module}://: unknown option {key:?} in {input:?}; accepted: {accepted}; syntax: {usage}"
-    )]
-    UnknownKey {
-        module: String,
-        key: String,
-        input: String,
-        accepted: String,
-        usage: &'static str,
-    },
+    UnknownKey { key: String, accepted: String },
     /// The key is a prefix of several accepted keys.
-    #[error("{module}://: ambiguous option {key:?} in {input:?} (could be: {}); syntax: {usage}", candidates.join(", "))]
     AmbiguousKey {
-        module: String,
         key: String,
         candidates: Vec<String>,
-        input: String,
-        usage: &'static str,
     },
     /// The key requires `=value`.
-    #[error(
-        "{module}://: option {key:?} requires a value ({key}=...) in {input:?}; syntax: {usage}"
-    )]
-    MissingValue {
-        module: String,
-        key: String,
-        input: String,
-        usage: &'static str,
-    },
+    MissingValue { key: String },
     /// A flag was given a value.
-    #[error("{module}://: option {key:?} is a flag and takes no value (got {value:?}) in {input:?}; syntax: {usage}")]
-    UnexpectedValue {
-        module: String,
-        key: String,
-        value: String,
-        input: String,
-        usage: &'static str,
-    },
+    UnexpectedValue { key: String, value: String },
     /// A quote, bracket or brace is not closed.
-    #[error("{module}://: missing {missing} for the one opened at byte {pos} in {input:?}; syntax: {usage}")]
-    Unterminated {
-        module: String,
-        missing: &'static str,
-        pos: usize,
-        input: String,
-        usage: &'static str,
-    },
+    Unterminated { missing: &'static str, pos: usize },
     /// A structural character where it is not allowed.
-    #[error(
-        "{module}://: unexpected {found:?} at byte {pos} in {input:?} ({hint}); syntax: {usage}"
-    )]
     Unexpected {
-        module: String,
         found: char,
         pos: usize,
         hint: String,
-        input: String,
-        usage: &'static str,
     },
     /// `%` not followed by two hex digits, or `\` at the very end.
-    #[error("{module}://: bad escape {escape:?} at byte {pos} in {input:?} (use %XX with two hex digits, or \\x); syntax: {usage}")]
-    BadEscape {
-        module: String,
-        escape: String,
-        pos: usize,
-        input: String,
-        usage: &'static str,
-    },
+    BadEscape { escape: String, pos: usize },
     /// Text after the closing `]` or `}`.
-    #[error("{module}://: unexpected text {text:?} after the closing {after:?} in {input:?}; syntax: {usage}")]
-    TrailingText {
-        module: String,
-        text: String,
-        after: char,
-        input: String,
-        usage: &'static str,
-    },
+    TrailingText { text: String, after: char },
     /// `%XX` escapes produced bytes that are not valid UTF-8.
-    #[error("{module}://: the {part} is not valid UTF-8 after %XX decoding in {input:?}; syntax: {usage}")]
-    InvalidUtf8 {
-        module: String,
-        part: String,
-        input: String,
-        usage: &'static str,
-    },
+    InvalidUtf8 { part: String },
     /// A nesting module without `{VNL}`.
-    #[error("{module}://: missing nested VNL {{...}} in {input:?}; syntax: {usage}")]
-    MissingNested {
-        module: String,
-        input: String,
-        usage: &'static str,
-    },
+    MissingNested,
     /// A nested VNL given to a module that does not nest (builder API).
-    #[error("{module}://: this module takes no nested VNL (got {nested:?}); syntax: {usage}")]
-    NestingNotSupported {
-        module: String,
-        nested: String,
-        usage: &'static str,
-    },
+    NestingNotSupported { nested: String },
     /// An option value that does not have the expected form.
-    #[error(
-        "{module}://: bad value {value:?} for option {key:?}: expected {expected}; syntax: {usage}"
-    )]
     BadValue {
-        module: String,
         key: String,
         value: String,
         expected: String,
-        usage: &'static str,
     },
 }
+
+impl VnlError {
+    /// An error in `module`'s syntax.
+    fn of(syn: &ModuleSyntax, input: Option<String>, kind: VnlErrorKind) -> VnlError {
+        VnlError {
+            module: syn.name.to_string(),
+            input,
+            usage: Some(syn.usage),
+            kind: Box::new(kind),
+        }
+    }
+
+    /// The module name itself is wrong (`kind` is BadModuleName or UnknownModule).
+    fn module_name(module: &str, input: String, kind: VnlErrorKind) -> VnlError {
+        VnlError {
+            module: module.to_string(),
+            input: Some(input),
+            usage: None,
+            kind: Box::new(kind),
+        }
+    }
+}
+
+/// ` in "TEXT"` when there is a text.
+struct InInput<'a>(&'a Option<String>);
+
+impl fmt::Display for InInput<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(input) => write!(f, " in {input:?}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for VnlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use VnlErrorKind as K;
+        let module = &self.module;
+        let i = InInput(&self.input);
+        match &*self.kind {
+            K::BadModuleName => {
+                return write!(f, "bad VNL module name {module:?}{i} (module names are lower-case letters and digits); known modules: {}", known_modules())
+            }
+            K::UnknownModule => {
+                return write!(f, "unknown VNL module {module:?}{i}; known modules: {}", known_modules())
+            }
+            K::UnknownKey { key, accepted } => {
+                write!(f, "{module}://: unknown option {key:?}{i}; accepted: {accepted}")?
+            }
+            K::AmbiguousKey { key, candidates } => write!(
+                f,
+                "{module}://: ambiguous option {key:?}{i} (could be: {})",
+                candidates.join(", ")
+            )?,
+            K::MissingValue { key } => {
+                write!(f, "{module}://: option {key:?} requires a value ({key}=...){i}")?
+            }
+            K::UnexpectedValue { key, value } => write!(
+                f,
+                "{module}://: option {key:?} is a flag and takes no value (got {value:?}){i}"
+            )?,
+            K::Unterminated { missing, pos } => write!(
+                f,
+                "{module}://: missing {missing} for the one opened at byte {pos}{i}"
+            )?,
+            K::Unexpected { found, pos, hint } => {
+                write!(f, "{module}://: unexpected {found:?} at byte {pos}{i} ({hint})")?
+            }
+            K::BadEscape { escape, pos } => write!(
+                f,
+                "{module}://: bad escape {escape:?} at byte {pos}{i} (use %XX with two hex digits, or \\x)"
+            )?,
+            K::TrailingText { text, after } => write!(
+                f,
+                "{module}://: unexpected text {text:?} after the closing {after:?}{i}"
+            )?,
+            K::InvalidUtf8 { part } => write!(
+                f,
+                "{module}://: the {part} is not valid UTF-8 after %XX decoding{i}"
+            )?,
+            K::MissingNested => write!(f, "{module}://: missing nested VNL {{...}}{i}")?,
+            K::NestingNotSupported { nested } => write!(
+                f,
+                "{module}://: this module takes no nested VNL (got {nested:?}){i}"
+            )?,
+            K::BadValue {
+                key,
+                value,
+                expected,
+            } => write!(
+                f,
+                "{module}://: bad value {value:?} for option {key:?}{i}: expected {expected}"
+            )?,
+        }
+        match self.usage {
+            Some(usage) => write!(f, "; syntax: {usage}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for VnlError {}
 
 /// Error of [`parse_octal_mode`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -510,30 +542,21 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn module(&self) -> String {
-        self.syn.name.to_string()
-    }
-    fn input(&self) -> String {
-        self.input.to_string()
+    fn err(&self, kind: VnlErrorKind) -> VnlError {
+        VnlError::of(self.syn, Some(self.input.to_string()), kind)
     }
     fn unterminated(&self, missing: &'static str, pos: usize) -> VnlError {
-        VnlError::Unterminated {
-            module: self.module(),
+        self.err(VnlErrorKind::Unterminated {
             missing,
             pos: self.base + pos,
-            input: self.input(),
-            usage: self.syn.usage,
-        }
+        })
     }
     fn unexpected(&self, found: char, pos: usize, hint: impl Into<String>) -> VnlError {
-        VnlError::Unexpected {
-            module: self.module(),
+        self.err(VnlErrorKind::Unexpected {
             found,
             pos: self.base + pos,
             hint: hint.into(),
-            input: self.input(),
-            usage: self.syn.usage,
-        }
+        })
     }
     fn unexpected_tok(&self, t: &Tok, where_: &str) -> VnlError {
         let hint = match t.byte {
@@ -546,46 +569,35 @@ impl Ctx<'_> {
         self.unexpected(char::from(t.byte), t.pos, hint)
     }
     fn trailing(&self, text: &str, after: char) -> VnlError {
-        VnlError::TrailingText {
-            module: self.module(),
+        self.err(VnlErrorKind::TrailingText {
             text: text.to_string(),
             after,
-            input: self.input(),
-            usage: self.syn.usage,
-        }
+        })
     }
     fn key_error(&self, key: &str, e: KeyError) -> VnlError {
         key_error(self.syn, key, e, self.input)
     }
     fn decode(&self, toks: &[Tok], part: &str) -> Result<String, VnlError> {
         String::from_utf8(toks.iter().map(|t| t.byte).collect()).map_err(|_| {
-            VnlError::InvalidUtf8 {
-                module: self.module(),
+            self.err(VnlErrorKind::InvalidUtf8 {
                 part: part.to_string(),
-                input: self.input(),
-                usage: self.syn.usage,
-            }
+            })
         })
     }
 }
 
 fn key_error(syn: &'static ModuleSyntax, key: &str, e: KeyError, input: &str) -> VnlError {
-    match e {
-        KeyError::Unknown => VnlError::UnknownKey {
-            module: syn.name.to_string(),
+    let kind = match e {
+        KeyError::Unknown => VnlErrorKind::UnknownKey {
             key: key.to_string(),
-            input: input.to_string(),
             accepted: syn.accepted(),
-            usage: syn.usage,
         },
-        KeyError::Ambiguous(c) => VnlError::AmbiguousKey {
-            module: syn.name.to_string(),
+        KeyError::Ambiguous(c) => VnlErrorKind::AmbiguousKey {
             key: key.to_string(),
             candidates: c.iter().map(|s| s.to_string()).collect(),
-            input: input.to_string(),
-            usage: syn.usage,
         },
-    }
+    };
+    VnlError::of(syn, Some(input.to_string()), kind)
 }
 
 /// Byte offsets of unquoted, unescaped braces.
@@ -662,12 +674,11 @@ fn lex(text: &str, ctx: &Ctx<'_>) -> Result<Vec<Tok>, VnlError> {
             });
         }
     };
-    let bad_escape = |pos: usize| VnlError::BadEscape {
-        module: ctx.module(),
-        escape: text.get(pos..).unwrap_or("").chars().take(3).collect(),
-        pos: ctx.base + pos,
-        input: ctx.input(),
-        usage: ctx.syn.usage,
+    let bad_escape = |pos: usize| {
+        ctx.err(VnlErrorKind::BadEscape {
+            escape: text.get(pos..).unwrap_or("").chars().take(3).collect(),
+            pos: ctx.base + pos,
+        })
     };
     while let Some((i, c)) = it.next() {
         match c {
@@ -724,16 +735,14 @@ impl Vnl {
             }
         };
         if !is_module_name(module) {
-            return Err(VnlError::BadModuleName {
-                module: module.to_string(),
-                input: text.to_string(),
-                known: known_modules(),
-            });
+            return Err(VnlError::module_name(
+                module,
+                text.to_string(),
+                VnlErrorKind::BadModuleName,
+            ));
         }
-        let syn = module_syntax(module).ok_or_else(|| VnlError::UnknownModule {
-            module: module.to_string(),
-            input: text.to_string(),
-            known: known_modules(),
+        let syn = module_syntax(module).ok_or_else(|| {
+            VnlError::module_name(module, text.to_string(), VnlErrorKind::UnknownModule)
         })?;
         let mut vnl = Vnl {
             module: syn.name.to_string(),
@@ -761,11 +770,7 @@ impl Vnl {
                     if let Some(p) = close_first {
                         return Err(ctx.unexpected('}', p, "no matching '{'"));
                     }
-                    return Err(VnlError::MissingNested {
-                        module: ctx.module(),
-                        input: ctx.input(),
-                        usage: syn.usage,
-                    });
+                    return Err(ctx.err(VnlErrorKind::MissingNested));
                 }
                 Some(o) => {
                     if let Some(p) = close_first.filter(|p| *p < o) {
@@ -800,17 +805,14 @@ impl Vnl {
     pub fn new(module: &str, address: impl Into<String>) -> Result<Vnl, VnlError> {
         let text = format!("{module}://");
         if !is_module_name(module) {
-            return Err(VnlError::BadModuleName {
-                module: module.to_string(),
-                input: text,
-                known: known_modules(),
-            });
+            return Err(VnlError::module_name(
+                module,
+                text,
+                VnlErrorKind::BadModuleName,
+            ));
         }
-        let syn = module_syntax(module).ok_or_else(|| VnlError::UnknownModule {
-            module: module.to_string(),
-            input: text,
-            known: known_modules(),
-        })?;
+        let syn = module_syntax(module)
+            .ok_or_else(|| VnlError::module_name(module, text, VnlErrorKind::UnknownModule))?;
         Ok(Vnl {
             module: syn.name.to_string(),
             address: address.into(),
@@ -829,21 +831,23 @@ impl Vnl {
             .map_err(|e| key_error(syn, key, e, &input))?;
         match (syn.is_flag(canon), value) {
             (true, Some(v)) => {
-                return Err(VnlError::UnexpectedValue {
-                    module: syn.name.to_string(),
-                    key: canon.to_string(),
-                    value: v.to_string(),
-                    input,
-                    usage: syn.usage,
-                })
+                return Err(VnlError::of(
+                    syn,
+                    Some(input),
+                    VnlErrorKind::UnexpectedValue {
+                        key: canon.to_string(),
+                        value: v.to_string(),
+                    },
+                ))
             }
             (false, None) => {
-                return Err(VnlError::MissingValue {
-                    module: syn.name.to_string(),
-                    key: canon.to_string(),
-                    input,
-                    usage: syn.usage,
-                })
+                return Err(VnlError::of(
+                    syn,
+                    Some(input),
+                    VnlErrorKind::MissingValue {
+                        key: canon.to_string(),
+                    },
+                ))
             }
             _ => {}
         }
@@ -858,11 +862,11 @@ impl Vnl {
         let nested = nested.into();
         let syn = self.syntax();
         if !syn.nests {
-            return Err(VnlError::NestingNotSupported {
-                module: syn.name.to_string(),
-                nested,
-                usage: syn.usage,
-            });
+            return Err(VnlError::of(
+                syn,
+                None,
+                VnlErrorKind::NestingNotSupported { nested },
+            ));
         }
         // Check that `{nested}` is cut back out unchanged.
         let wrapped = format!("{{{nested}}}");
@@ -961,13 +965,15 @@ impl Vnl {
     }
 
     fn bad_value(&self, key: &str, value: &str, expected: String) -> VnlError {
-        VnlError::BadValue {
-            module: self.module.clone(),
-            key: key.to_string(),
-            value: value.to_string(),
-            expected,
-            usage: self.syntax().usage,
-        }
+        VnlError::of(
+            self.syntax(),
+            Some(self.to_string()),
+            VnlErrorKind::BadValue {
+                key: key.to_string(),
+                value: value.to_string(),
+                expected,
+            },
+        )
     }
 }
 
@@ -1047,13 +1053,10 @@ fn parse_arg(
             let value = ctx.decode(v.get(1..).unwrap_or(&[]), &format!("value of {key:?}"))?;
             let canon = syn.resolve_key(&key).map_err(|e| ctx.key_error(&key, e))?;
             if syn.is_flag(canon) {
-                return Err(VnlError::UnexpectedValue {
-                    module: ctx.module(),
+                return Err(ctx.err(VnlErrorKind::UnexpectedValue {
                     key: canon.to_string(),
                     value,
-                    input: ctx.input(),
-                    usage: syn.usage,
-                });
+                }));
             }
             Ok(Some((canon.to_string(), Some(value))))
         }
@@ -1077,12 +1080,7 @@ fn parse_arg(
                 }
             }
             match resolved {
-                Ok(k) => Err(VnlError::MissingValue {
-                    module: ctx.module(),
-                    key: k.to_string(),
-                    input: ctx.input(),
-                    usage: syn.usage,
-                }),
+                Ok(k) => Err(ctx.err(VnlErrorKind::MissingValue { key: k.to_string() })),
                 Err(e) => Err(ctx.key_error(&bare, e)),
             }
         }
@@ -1459,8 +1457,8 @@ mod tests {
                 "vde:///tmp/sw[port=3",
                 |e| {
                     matches!(
-                        e,
-                        VnlError::Unterminated {
+                        &*e.kind,
+                        VnlErrorKind::Unterminated {
                             missing: "closing ']'",
                             pos: 13,
                             ..
@@ -1471,20 +1469,20 @@ mod tests {
             ),
             (
                 "vde:///tmp/sw[3]x",
-                |e| matches!(e, VnlError::TrailingText { text, after: ']', .. } if text == "x"),
+                |e| matches!(&*e.kind, VnlErrorKind::TrailingText { text, after: ']', .. } if text == "x"),
                 &["\"x\"", "after the closing"],
             ),
             (
                 "vde:///tmp/a[b][3]",
-                |e| matches!(e, VnlError::TrailingText { text, .. } if text == "[3]"),
+                |e| matches!(&*e.kind, VnlErrorKind::TrailingText { text, .. } if text == "[3]"),
                 &[],
             ),
             (
                 "vde:///tmp/a]",
                 |e| {
                     matches!(
-                        e,
-                        VnlError::Unexpected {
+                        &*e.kind,
+                        VnlErrorKind::Unexpected {
                             found: ']',
                             pos: 12,
                             ..
@@ -1495,70 +1493,70 @@ mod tests {
             ),
             (
                 "vde:///tmp/sw[a[b]",
-                |e| matches!(e, VnlError::Unexpected { found: '[', .. }),
+                |e| matches!(&*e.kind, VnlErrorKind::Unexpected { found: '[', .. }),
                 &[],
             ),
             (
                 "bogus://x",
-                |e| matches!(e, VnlError::UnknownModule { module, .. } if module == "bogus"),
+                |e| *e.kind == VnlErrorKind::UnknownModule && e.module == "bogus",
                 &["\"bogus\"", "vde, ptp", "vxvde", "stdio"],
             ),
             (
                 "VDE://x",
-                |e| matches!(e, VnlError::BadModuleName { module, .. } if module == "VDE"),
+                |e| *e.kind == VnlErrorKind::BadModuleName && e.module == "VDE",
                 &["\"VDE\"", "lower-case"],
             ),
             (
                 "://x",
-                |e| matches!(e, VnlError::BadModuleName { module, .. } if module.is_empty()),
+                |e| *e.kind == VnlErrorKind::BadModuleName && e.module.is_empty(),
                 &[],
             ),
             (
                 "/tmp/'a://b'",
-                |e| matches!(e, VnlError::BadModuleName { .. }),
+                |e| *e.kind == VnlErrorKind::BadModuleName,
                 &[],
             ),
             (
                 "vxvde://g/vni",
-                |e| matches!(e, VnlError::MissingValue { key, .. } if key == "vni"),
+                |e| matches!(&*e.kind, VnlErrorKind::MissingValue { key, .. } if key == "vni"),
                 &["vxvde://", "\"vni\"", "requires a value"],
             ),
             (
                 "vxvde://g/v4=1",
-                |e| matches!(e, VnlError::UnexpectedValue { key, value, .. } if key == "v4" && value == "1"),
+                |e| matches!(&*e.kind, VnlErrorKind::UnexpectedValue { key, value, .. } if key == "v4" && value == "1"),
                 &["flag"],
             ),
             (
                 "vde:///x[%zz]",
-                |e| matches!(e, VnlError::BadEscape { pos: 9, escape, .. } if escape == "%zz"),
+                |e| matches!(&*e.kind, VnlErrorKind::BadEscape { pos: 9, escape, .. } if escape == "%zz"),
                 &["at byte 9", "%zz"],
             ),
             (
                 "vde:///x%4",
-                |e| matches!(e, VnlError::BadEscape { pos: 8, .. }),
+                |e| matches!(&*e.kind, VnlErrorKind::BadEscape { pos: 8, .. }),
                 &[],
             ),
             (
                 "vde:///x\\",
-                |e| matches!(e, VnlError::BadEscape { pos: 8, .. }),
+                |e| matches!(&*e.kind, VnlErrorKind::BadEscape { pos: 8, .. }),
                 &[],
             ),
             (
                 "vde:///x%FF",
-                |e| matches!(e, VnlError::InvalidUtf8 { part, .. } if part == "address"),
+                |e| matches!(&*e.kind, VnlErrorKind::InvalidUtf8 { part, .. } if part == "address"),
                 &["UTF-8"],
             ),
             (
                 "vde:///x[mode=%FF]",
-                |e| matches!(e, VnlError::InvalidUtf8 { .. }),
+                |e| matches!(&*e.kind, VnlErrorKind::InvalidUtf8 { .. }),
                 &[],
             ),
             (
                 "vlan://3{vde://a",
                 |e| {
                     matches!(
-                        e,
-                        VnlError::Unterminated {
+                        &*e.kind,
+                        VnlErrorKind::Unterminated {
                             missing: "closing '}'",
                             pos: 8,
                             ..
@@ -1569,20 +1567,20 @@ mod tests {
             ),
             (
                 "vlan://3",
-                |e| matches!(e, VnlError::MissingNested { .. }),
+                |e| matches!(&*e.kind, VnlErrorKind::MissingNested),
                 &["nested"],
             ),
             (
                 "vlan://3}",
-                |e| matches!(e, VnlError::Unexpected { found: '}', .. }),
+                |e| matches!(&*e.kind, VnlErrorKind::Unexpected { found: '}', .. }),
                 &[],
             ),
             (
                 "vlan://3}{a}",
                 |e| {
                     matches!(
-                        e,
-                        VnlError::Unexpected {
+                        &*e.kind,
+                        VnlErrorKind::Unexpected {
                             found: '}',
                             pos: 8,
                             ..
@@ -1593,25 +1591,25 @@ mod tests {
             ),
             (
                 "vlan://3{a}x",
-                |e| matches!(e, VnlError::TrailingText { text, after: '}', .. } if text == "x"),
+                |e| matches!(&*e.kind, VnlErrorKind::TrailingText { text, after: '}', .. } if text == "x"),
                 &[],
             ),
             (
                 "vlan://3[untag=4/trunk]{vde://}",
-                |e| matches!(e, VnlError::Unexpected { found: '[', .. }),
+                |e| matches!(&*e.kind, VnlErrorKind::Unexpected { found: '[', .. }),
                 &[],
             ),
             (
                 "vde:///tmp/sw{x}",
-                |e| matches!(e, VnlError::Unexpected { found: '{', .. }),
+                |e| matches!(&*e.kind, VnlErrorKind::Unexpected { found: '{', .. }),
                 &["nesting is accepted by: vlan"],
             ),
             (
                 "vde://'/tmp/a",
                 |e| {
                     matches!(
-                        e,
-                        VnlError::Unterminated {
+                        &*e.kind,
+                        VnlErrorKind::Unterminated {
                             missing: "closing quote '",
                             pos: 6,
                             ..
@@ -1624,8 +1622,8 @@ mod tests {
                 "vxvde://\"abc",
                 |e| {
                     matches!(
-                        e,
-                        VnlError::Unterminated {
+                        &*e.kind,
+                        VnlErrorKind::Unterminated {
                             missing: "closing quote \"",
                             ..
                         }
@@ -1635,52 +1633,52 @@ mod tests {
             ),
             (
                 "vlan://'3{vde://}",
-                |e| matches!(e, VnlError::Unterminated { .. }),
+                |e| matches!(&*e.kind, VnlErrorKind::Unterminated { .. }),
                 &[],
             ),
             (
                 "vde:///tmp/sw[prot=3]",
-                |e| matches!(e, VnlError::UnknownKey { key, .. } if key == "prot"),
+                |e| matches!(&*e.kind, VnlErrorKind::UnknownKey { key, .. } if key == "prot"),
                 &[],
             ),
             (
                 "vde:///tmp/sw[p=3]",
-                |e| matches!(e, VnlError::AmbiguousKey { candidates, .. } if candidates == &["port", "portgroup"]),
+                |e| matches!(&*e.kind, VnlErrorKind::AmbiguousKey { candidates, .. } if candidates == &["port", "portgroup"]),
                 &["ambiguous", "port, portgroup"],
             ),
             (
                 "vde:///tmp/sw[po=3]",
-                |e| matches!(e, VnlError::AmbiguousKey { .. }),
+                |e| matches!(&*e.kind, VnlErrorKind::AmbiguousKey { .. }),
                 &[],
             ),
             (
                 "vde:///tmp/sw[=3]",
-                |e| matches!(e, VnlError::UnknownKey { key, .. } if key.is_empty()),
+                |e| matches!(&*e.kind, VnlErrorKind::UnknownKey { key, .. } if key.is_empty()),
                 &[],
             ),
             (
                 "ptp:///tmp/l[3]",
-                |e| matches!(e, VnlError::UnknownKey { key, .. } if key == "3"),
+                |e| matches!(&*e.kind, VnlErrorKind::UnknownKey { key, .. } if key == "3"),
                 &["accepted: group, mode"],
             ),
             (
                 "ptp:///tmp/l[mode]",
-                |e| matches!(e, VnlError::MissingValue { key, .. } if key == "mode"),
+                |e| matches!(&*e.kind, VnlErrorKind::MissingValue { key, .. } if key == "mode"),
                 &[],
             ),
             (
                 "vxvde://vni=3",
-                |e| matches!(e, VnlError::Unexpected { found: '=', .. }),
+                |e| matches!(&*e.kind, VnlErrorKind::Unexpected { found: '=', .. }),
                 &["quote it"],
             ),
             (
                 "vxvde://g/v=1",
-                |e| matches!(e, VnlError::AmbiguousKey { .. }),
+                |e| matches!(&*e.kind, VnlErrorKind::AmbiguousKey { .. }),
                 &[],
             ),
             (
                 "slirp:///ver=1",
-                |e| matches!(e, VnlError::UnexpectedValue { key, .. } if key == "verbose"),
+                |e| matches!(&*e.kind, VnlErrorKind::UnexpectedValue { key, .. } if key == "verbose"),
                 &[],
             ),
         ];
@@ -1718,7 +1716,7 @@ mod tests {
         assert_eq!(v.get_u32("ttl").unwrap(), None);
         let e = v.get_u32("port").unwrap_err();
         let msg = e.to_string();
-        assert!(matches!(e, VnlError::BadValue { .. }));
+        assert!(matches!(*e.kind, VnlErrorKind::BadValue { .. }));
         for n in ["vxvde://", "\"port\"", "\"x\"", "decimal integer"] {
             assert!(msg.contains(n), "{msg}");
         }

@@ -37,7 +37,7 @@ impl EndpointIo {
     pub(crate) fn fd(&self) -> RawFd {
         match self {
             EndpointIo::Dgram(fd) => fd.as_raw_fd(),
-            EndpointIo::Tap(tap) => tap.data_fd(),
+            EndpointIo::Tap(tap) => tap.data_fd().as_raw_fd(),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use super::normalize;
@@ -403,12 +403,12 @@ impl Transport for ConnectedDgram {
         }
     }
 
-    fn data_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    fn data_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
-    fn ctl_fd(&self) -> Option<RawFd> {
-        self.ctl.as_ref().map(|s| s.as_raw_fd())
+    fn ctl_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.ctl.as_ref().map(|s| s.as_fd())
     }
 
     fn vnet(&self) -> bool {

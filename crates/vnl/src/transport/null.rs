@@ -1,7 +1,7 @@
 //! `null://`: a plug that discards what it is sent and never receives anything.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::plug::Transport;
 use crate::sys;
@@ -27,8 +27,8 @@ impl Transport for Null {
         Ok(())
     }
 
-    fn data_fd(&self) -> RawFd {
-        self.never.as_raw_fd()
+    fn data_fd(&self) -> BorrowedFd<'_> {
+        self.never.as_fd()
     }
 
     fn kind(&self) -> &'static str {

@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -28,9 +28,9 @@ fn plus(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn context(path: &Path, what: &str) -> impl FnOnce(io::Error) -> io::Error {
-    let msg = format!("ptp://{}: {what}", path.display());
-    move |e| io::Error::new(e.kind(), format!("{msg}: {e}"))
+/// What failed, for the caller to put after the VNL.
+fn context(what: &str) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
 fn bind(path: &Path, mode: u32, group: Option<&str>) -> io::Result<Socket> {
@@ -57,15 +57,17 @@ fn bind(path: &Path, mode: u32, group: Option<&str>) -> io::Result<Socket> {
 impl Ptp {
     pub fn open(path: &Path, mode: u32, group: Option<&str>) -> io::Result<Ptp> {
         let probe = Socket::new(Domain::UNIX, Type::DGRAM.cloexec(), None)?;
-        let target = SockAddr::unix(path).map_err(context(path, "bad path"))?;
+        let target = SockAddr::unix(path).map_err(context("bad path"))?;
         let ptp = match probe.connect(&target) {
             Ok(()) => {
                 // Second peer: PATH is alive.
                 let own = plus(path);
-                let sock = bind(&own, mode, group)
-                    .map_err(context(path, "cannot bind the second endpoint"))?;
+                let sock = bind(&own, mode, group).map_err(context(&format!(
+                    "cannot bind the second endpoint {}",
+                    own.display()
+                )))?;
                 sock.connect(&target)
-                    .map_err(context(path, "cannot connect to the first endpoint"))?;
+                    .map_err(context("cannot connect to the first endpoint"))?;
                 Ptp {
                     fd: OwnedFd::from(sock),
                     own_path: own,
@@ -78,15 +80,15 @@ impl Ptp {
                     Some(libc::ENOENT) | Some(libc::ECONNREFUSED)
                 ) =>
             {
-                let sock = bind(path, mode, group)
-                    .map_err(context(path, "cannot bind the first endpoint"))?;
+                let sock =
+                    bind(path, mode, group).map_err(context("cannot bind the first endpoint"))?;
                 Ptp {
                     fd: OwnedFd::from(sock),
                     own_path: path.to_path_buf(),
                     send_to: Some(plus(path)),
                 }
             }
-            Err(e) => return Err(context(path, "cannot use the path")(e)),
+            Err(e) => return Err(context("cannot use the path")(e)),
         };
         sys::set_nonblocking(ptp.fd.as_raw_fd())?;
         Ok(ptp)
@@ -122,8 +124,8 @@ impl Transport for Ptp {
         sys::recv_many(self.fd.as_raw_fd(), bufs, lens).map_err(normalize)
     }
 
-    fn data_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    fn data_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     fn close(&mut self) {

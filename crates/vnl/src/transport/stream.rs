@@ -3,7 +3,7 @@
 //! its stdin/stdout.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,27 +20,28 @@ enum Fd {
     Owned(OwnedFd),
     /// stdin/stdout: not closed on drop; flags restored.
     Std {
-        fd: RawFd,
+        fd: Box<dyn AsFd + Send>,
         saved_flags: libc::c_int,
     },
 }
 
 impl Fd {
-    fn raw(&self) -> RawFd {
+    fn borrow(&self) -> BorrowedFd<'_> {
         match self {
-            Fd::Owned(fd) => fd.as_raw_fd(),
-            Fd::Std { fd, .. } => *fd,
+            Fd::Owned(fd) => fd.as_fd(),
+            Fd::Std { fd, .. } => fd.as_fd(),
         }
+    }
+
+    fn raw(&self) -> RawFd {
+        self.borrow().as_raw_fd()
     }
 }
 
 impl Drop for Fd {
     fn drop(&mut self) {
-        if let Fd::Std { fd, saved_flags } = *self {
-            // SAFETY: restores the flags we changed on a standard descriptor; no pointers.
-            unsafe {
-                libc::fcntl(fd, libc::F_SETFL, saved_flags);
-            }
+        if let Fd::Std { fd, saved_flags } = self {
+            let _ = sys::set_fd_flags(fd.as_fd(), *saved_flags);
         }
     }
 }
@@ -61,19 +62,14 @@ impl StreamTransport {
     /// Frames on this process's stdin (input) and stdout (output).
     pub fn stdio() -> io::Result<StreamTransport> {
         let mut fds = Vec::new();
-        for fd in [0, 1] {
-            // SAFETY: F_GETFL on a standard descriptor; no pointers.
-            let saved_flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-            if saved_flags < 0 {
-                return Err(io::Error::new(
-                    io::Error::last_os_error().kind(),
-                    format!(
-                        "standard {} is not open",
-                        if fd == 0 { "input" } else { "output" }
-                    ),
-                ));
-            }
-            sys::set_nonblocking(fd)?;
+        let std: [(Box<dyn AsFd + Send>, &str); 2] = [
+            (Box::new(io::stdin()), "input"),
+            (Box::new(io::stdout()), "output"),
+        ];
+        for (fd, name) in std {
+            let saved_flags = sys::fd_flags(fd.as_fd())
+                .map_err(|e| io::Error::new(e.kind(), format!("standard {name} is not open")))?;
+            sys::set_nonblocking(fd.as_fd().as_raw_fd())?;
             fds.push(Fd::Std { fd, saved_flags });
         }
         let output = fds.pop().ok_or_else(|| io::Error::other("stdout"))?;
@@ -103,9 +99,8 @@ impl StreamTransport {
     /// Runs `command` (split into words like a shell would, without running one) and speaks
     /// the stream encoding on its stdin/stdout.
     pub fn command(command: &str) -> io::Result<StreamTransport> {
-        let words = split_words(command).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("cmd://{command}: {e}"))
-        })?;
+        let words =
+            split_words(command).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (program, args) = words.split_first().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -122,9 +117,7 @@ impl StreamTransport {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("{label}: cannot run {program:?}: {e}"))
-            })?;
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot run {program:?}: {e}")))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(io::Error::other("child pipes missing"));
         };
@@ -228,12 +221,12 @@ impl Transport for StreamTransport {
         }
     }
 
-    fn data_fd(&self) -> RawFd {
-        self.input.raw()
+    fn data_fd(&self) -> BorrowedFd<'_> {
+        self.input.borrow()
     }
 
-    fn write_fd(&self) -> RawFd {
-        self.output.raw()
+    fn write_fd(&self) -> BorrowedFd<'_> {
+        self.output.borrow()
     }
 
     fn has_pending_input(&self) -> bool {

@@ -1,7 +1,7 @@
 //! `tap://NAME`: a Linux tap interface (IFF_TAP | IFF_NO_PI), one frame per read/write.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use super::normalize;
 use crate::plug::Transport;
@@ -47,8 +47,8 @@ impl Transport for Tap {
         }
     }
 
-    fn data_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    fn data_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     fn vnet(&self) -> bool {

@@ -19,14 +19,14 @@ pub struct UdpConfig {
     pub remote: SocketAddr,
 }
 
-fn bad(text: &str, why: &str) -> io::Error {
+fn bad(why: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
-        format!("udp://{text}: {why}; expected {SYNTAX}"),
+        format!("{why}; expected {SYNTAX}"),
     )
 }
 
-fn split_host_port<'a>(text: &'a str, whole: &str) -> io::Result<(Option<&'a str>, u16)> {
+fn split_host_port(text: &str) -> io::Result<(Option<&str>, u16)> {
     let (host, port) = match text.rfind(':') {
         Some(i) if !text.starts_with('[') || text[..i].ends_with(']') => {
             (Some(&text[..i]), &text[i + 1..])
@@ -35,30 +35,28 @@ fn split_host_port<'a>(text: &'a str, whole: &str) -> io::Result<(Option<&'a str
     };
     let port = port
         .parse::<u16>()
-        .map_err(|_| bad(whole, &format!("{port:?} is not a port number (0-65535)")))?;
+        .map_err(|_| bad(&format!("{port:?} is not a port number (0-65535)")))?;
     let host = host.map(|h| h.trim_start_matches('[').trim_end_matches(']'));
     Ok((host, port))
 }
 
 impl UdpConfig {
     pub fn parse(text: &str) -> io::Result<UdpConfig> {
-        let (src, dst) = text
-            .split_once("->")
-            .ok_or_else(|| bad(text, "missing \"->\""))?;
-        let (src_host, src_port) = split_host_port(src.trim(), text)?;
-        let (dst_host, dst_port) = split_host_port(dst.trim(), text)?;
+        let (src, dst) = text.split_once("->").ok_or_else(|| bad("missing \"->\""))?;
+        let (src_host, src_port) = split_host_port(src.trim())?;
+        let (dst_host, dst_port) = split_host_port(dst.trim())?;
         let dst_host = dst_host
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| bad(text, "missing destination host"))?;
+            .ok_or_else(|| bad("missing destination host"))?;
         let remote = (dst_host, dst_port)
             .to_socket_addrs()
-            .map_err(|e| bad(text, &format!("cannot resolve {dst_host:?}: {e}")))?
+            .map_err(|e| bad(&format!("cannot resolve {dst_host:?}: {e}")))?
             .next()
-            .ok_or_else(|| bad(text, &format!("{dst_host:?} has no address")))?;
+            .ok_or_else(|| bad(&format!("{dst_host:?} has no address")))?;
         let local_ip = match src_host.filter(|h| !h.is_empty()) {
             Some(h) => h
                 .parse::<IpAddr>()
-                .map_err(|_| bad(text, &format!("{h:?} is not an IP address")))?,
+                .map_err(|_| bad(&format!("{h:?} is not an IP address")))?,
             None if remote.is_ipv6() => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
@@ -70,20 +68,16 @@ impl UdpConfig {
 }
 
 pub fn open(cfg: &UdpConfig) -> io::Result<ConnectedDgram> {
-    let ctx = |what: &str, e: io::Error| {
-        io::Error::new(
-            e.kind(),
-            format!("udp://{}->{}: {what}: {e}", cfg.local, cfg.remote),
-        )
-    };
+    // The caller names the VNL; these say what failed on which address.
+    let ctx = |what: String, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
     let sock = Socket::new(Domain::for_address(cfg.local), Type::DGRAM.cloexec(), None)
-        .map_err(|e| ctx("socket", e))?;
+        .map_err(|e| ctx("cannot create a UDP socket".into(), e))?;
     sock.set_reuse_address(true)
-        .map_err(|e| ctx("SO_REUSEADDR", e))?;
+        .map_err(|e| ctx("SO_REUSEADDR".into(), e))?;
     sock.bind(&SockAddr::from(cfg.local))
-        .map_err(|e| ctx("cannot bind", e))?;
+        .map_err(|e| ctx(format!("cannot bind {}", cfg.local), e))?;
     sock.connect(&SockAddr::from(cfg.remote))
-        .map_err(|e| ctx("cannot connect", e))?;
+        .map_err(|e| ctx(format!("cannot connect to {}", cfg.remote), e))?;
     let _ = sock.set_recv_buffer_size(1 << 21);
     let _ = sock.set_send_buffer_size(1 << 21);
     ConnectedDgram::new(OwnedFd::from(sock), None, Refused::Loss, false, "udp")

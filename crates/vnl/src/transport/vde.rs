@@ -127,12 +127,17 @@ pub fn describe(descr: &str) -> String {
 /// Why a switch could not be joined.
 #[derive(Debug, thiserror::Error)]
 pub enum VdeError {
-    #[error("{}: no VDE switch there (no control socket {} : {source})", dir.display(), ctl.display())]
+    // The io::Error is part of the message, not a `source()`: printed as a chain it would
+    // repeat. The same holds for `Io`.
+    #[error("{}: no VDE switch there ({})", dir.display(), no_switch(ctl, err))]
     NoSwitch {
         dir: PathBuf,
         ctl: PathBuf,
-        source: io::Error,
+        err: io::Error,
     },
+    /// The control socket (or a directory on the way) is not ours to connect to.
+    #[error("permission denied connecting to {}", ctl.display())]
+    Denied { dir: PathBuf, ctl: PathBuf },
     #[error("{}: the switch did not answer within {timeout:?} (is it a VDE switch? is it stuck?)", dir.display())]
     NoAnswer { dir: PathBuf, timeout: Duration },
     #[error("{}: the switch closed the connection without a reply after {got} of 110 bytes (port {port} in use by another user, out of range, or refused)", dir.display())]
@@ -143,12 +148,26 @@ pub enum VdeError {
     },
     #[error("{}: bad reply from the switch: {reason}", dir.display())]
     BadReply { dir: PathBuf, reason: String },
-    #[error("{}: {what}: {source}", dir.display())]
+    #[error("{}: {what}: {err}", dir.display())]
     Io {
         dir: PathBuf,
         what: String,
-        source: io::Error,
+        err: io::Error,
     },
+}
+
+/// Why connecting to `ctl` found no switch.
+fn no_switch(ctl: &Path, err: &io::Error) -> String {
+    match err.kind() {
+        io::ErrorKind::NotFound => format!("{} does not exist", ctl.display()),
+        io::ErrorKind::ConnectionRefused => {
+            format!(
+                "nothing listens on {} (a switch that is gone?)",
+                ctl.display()
+            )
+        }
+        _ => format!("cannot connect to {}: {err}", ctl.display()),
+    }
 }
 
 static SEQUENCE: AtomicU32 = AtomicU32::new(0);
@@ -166,10 +185,10 @@ impl Drop for UnlinkOnDrop {
 
 fn io_err(cfg: &VdeConfig, what: impl Into<String>) -> impl FnOnce(io::Error) -> VdeError + '_ {
     let what = what.into();
-    move |source| VdeError::Io {
+    move |err| VdeError::Io {
         dir: cfg.dir.clone(),
         what,
-        source,
+        err,
     }
 }
 
@@ -208,10 +227,17 @@ fn connect_ctl(cfg: &VdeConfig) -> Result<UnixStream, VdeError> {
             Err(e) => last = Some(e),
         }
     }
+    let err = last.unwrap_or_else(|| io::Error::other("no candidate"));
+    if err.kind() == io::ErrorKind::PermissionDenied {
+        return Err(VdeError::Denied {
+            dir: cfg.dir.clone(),
+            ctl: ctl_path,
+        });
+    }
     Err(VdeError::NoSwitch {
         dir: cfg.dir.clone(),
         ctl: ctl_path,
-        source: last.unwrap_or_else(|| io::Error::other("no candidate")),
+        err,
     })
 }
 
@@ -260,7 +286,7 @@ fn bind_data_socket(cfg: &VdeConfig) -> Result<(Socket, PathBuf), VdeError> {
     Err(VdeError::Io {
         dir: cfg.dir.clone(),
         what: "cannot bind a data socket".into(),
-        source: last,
+        err: last,
     })
 }
 
@@ -271,7 +297,7 @@ fn apply_permissions(cfg: &VdeConfig, path: &Path, ctl_path: &Path) -> Result<()
         Some(g) => Some(sys::group_id(g).ok_or_else(|| VdeError::Io {
             dir: cfg.dir.clone(),
             what: format!("unknown group {g:?}"),
-            source: io::Error::from(io::ErrorKind::NotFound),
+            err: io::Error::from(io::ErrorKind::NotFound),
         })?),
         None => None,
     };
@@ -369,7 +395,7 @@ pub fn connect(cfg: &VdeConfig) -> Result<ConnectedDgram, VdeError> {
         .map_err(|e| VdeError::Io {
             dir: cfg.dir.clone(),
             what: e.to_string(),
-            source: io::Error::from(io::ErrorKind::InvalidInput),
+            err: io::Error::from(io::ErrorKind::InvalidInput),
         })?;
     ctl.set_write_timeout(Some(cfg.timeout))
         .map_err(io_err(cfg, "cannot set a timeout"))?;

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
@@ -64,14 +64,6 @@ impl VxConfig {
             table_size: 1024,
         }
     }
-
-    fn label(&self) -> String {
-        let scheme = match self.flavor {
-            Flavor::Vxvde => "vxvde",
-            Flavor::Vxlan => "vxlan",
-        };
-        format!("{scheme}://{}", self.group)
-    }
 }
 
 struct Learned {
@@ -110,24 +102,24 @@ pub fn inner_mtu(underlay: Option<u32>, v6: bool) -> usize {
     underlay.saturating_sub(overhead).clamp(68, 1500)
 }
 
-fn ctx(cfg: &VxConfig, what: &str) -> impl Fn(io::Error) -> io::Error {
-    let msg = format!("{}: {what}", cfg.label());
-    move |e| io::Error::new(e.kind(), format!("{msg}: {e}"))
+/// What failed, for the caller to put after the VNL.
+fn ctx(what: &str) -> impl Fn(io::Error) -> io::Error {
+    let what = what.to_string();
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
 fn new_socket(cfg: &VxConfig, domain: Domain) -> io::Result<Socket> {
-    let sock = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))
-        .map_err(ctx(cfg, "socket"))?;
+    let sock =
+        Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP)).map_err(ctx("socket"))?;
     if let Some(ifname) = &cfg.ifname {
         sock.bind_device(Some(ifname.as_bytes()))
-            .map_err(ctx(cfg, &format!("cannot bind to interface {ifname}")))?;
+            .map_err(ctx(&format!("cannot bind to interface {ifname}")))?;
     }
     if let Some(size) = cfg.rcvbuf {
-        sock.set_recv_buffer_size(size)
-            .map_err(ctx(cfg, "rcvbuf"))?;
+        sock.set_recv_buffer_size(size).map_err(ctx("rcvbuf"))?;
     }
     if domain == Domain::IPV6 {
-        sock.set_only_v6(true).map_err(ctx(cfg, "IPV6_V6ONLY"))?;
+        sock.set_only_v6(true).map_err(ctx("IPV6_V6ONLY"))?;
     }
     Ok(sock)
 }
@@ -141,7 +133,7 @@ fn join(cfg: &VxConfig, sock: &Socket) -> io::Result<()> {
         IpAddr::V4(g) => sock.join_multicast_v4_n(&g, &InterfaceIndexOrAddress::Index(ifindex)),
         IpAddr::V6(g) => sock.join_multicast_v6(&g, ifindex),
     }
-    .map_err(ctx(cfg, "cannot join the multicast group"))
+    .map_err(ctx("cannot join the multicast group"))
 }
 
 fn set_ttl(cfg: &VxConfig, sock: &Socket, multicast_loop: bool) -> io::Result<()> {
@@ -173,8 +165,7 @@ impl Vx {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "{}: vni={} is out of range: expected 0 to {}",
-                    cfg.label(),
+                    "vni={} is out of range: expected 0 to {}",
                     cfg.vni,
                     vxlan::MAX_VNI
                 ),
@@ -192,14 +183,13 @@ impl Vx {
                 if !multicast {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
-                        format!("{}: vxvde needs a multicast group address (default {VXVDE_GROUP_V4} or {VXVDE_GROUP_V6})", cfg.label()),
+                        format!("vxvde needs a multicast group address (default {VXVDE_GROUP_V4} or {VXVDE_GROUP_V6})"),
                     ));
                 }
                 let m = new_socket(&cfg, domain)?;
-                m.set_reuse_address(true)
-                    .map_err(ctx(&cfg, "SO_REUSEADDR"))?;
+                m.set_reuse_address(true).map_err(ctx("SO_REUSEADDR"))?;
                 m.bind(&SockAddr::from(group_addr))
-                    .map_err(ctx(&cfg, "cannot bind the multicast socket"))?;
+                    .map_err(ctx("cannot bind the multicast socket"))?;
                 join(&cfg, &m)?;
                 let u = new_socket(&cfg, domain)?;
                 let local = cfg
@@ -207,20 +197,22 @@ impl Vx {
                     .map(|ip| SocketAddr::new(ip, 0))
                     .unwrap_or_else(|| any(0));
                 u.bind(&SockAddr::from(local))
-                    .map_err(ctx(&cfg, "cannot bind the unicast socket"))?;
-                set_ttl(&cfg, &u, true).map_err(ctx(&cfg, "socket options"))?;
+                    .map_err(ctx("cannot bind the unicast socket"))?;
+                set_ttl(&cfg, &u, true).map_err(ctx("socket options"))?;
                 (u, Some(m))
             }
             Flavor::Vxlan => {
                 let u = new_socket(&cfg, domain)?;
-                u.set_reuse_address(true)
-                    .map_err(ctx(&cfg, "SO_REUSEADDR"))?;
+                u.set_reuse_address(true).map_err(ctx("SO_REUSEADDR"))?;
                 let local = SocketAddr::new(cfg.bind.unwrap_or(any(0).ip()), cfg.port);
-                u.bind(&SockAddr::from(local)).map_err(ctx(&cfg, &format!("cannot bind UDP port {} (is a kernel vxlan device or another plug using it?)", cfg.port)))?;
+                u.bind(&SockAddr::from(local)).map_err(ctx(&format!(
+                    "cannot bind UDP port {} (is a kernel vxlan device or another plug using it?)",
+                    cfg.port
+                )))?;
                 if multicast {
                     join(&cfg, &u)?;
                 }
-                set_ttl(&cfg, &u, false).map_err(ctx(&cfg, "socket options"))?;
+                set_ttl(&cfg, &u, false).map_err(ctx("socket options"))?;
                 (u, None)
             }
         };
@@ -396,15 +388,15 @@ impl Transport for Vx {
         }
     }
 
-    fn data_fd(&self) -> RawFd {
+    fn data_fd(&self) -> BorrowedFd<'_> {
         match &self.epoll {
-            Some(ep) => ep.as_raw_fd(),
-            None => self.unicast.as_raw_fd(),
+            Some(ep) => ep.as_fd(),
+            None => self.unicast.as_fd(),
         }
     }
 
-    fn write_fd(&self) -> RawFd {
-        self.unicast.as_raw_fd()
+    fn write_fd(&self) -> BorrowedFd<'_> {
+        self.unicast.as_fd()
     }
 
     fn close(&mut self) {
