@@ -45,12 +45,8 @@ impl FetchOptions {
 /// Why a fetch failed; each names the peer (`HOST:PORT`) or the output.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("connecting to {peer}: {source}")]
-    Connect {
-        peer: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("connecting to {peer}: {err}")]
+    Connect { peer: String, err: io::Error },
     #[error("connecting to {peer}: no answer within {timeout:?}")]
     ConnectTimeout { peer: String, timeout: Duration },
     #[error("not an HTTP response from {peer} ({why})")]
@@ -66,14 +62,10 @@ pub enum FetchError {
     Response { peer: String, why: String },
     #[error("the response body from {peer} is incomplete: {why}")]
     Body { peer: String, why: String },
-    #[error("writing the body to {what}: {source}")]
-    Output {
-        what: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("writing the body to {what}: {err}")]
+    Output { what: String, err: io::Error },
     #[error("starting the async runtime: {0}")]
-    Runtime(#[source] io::Error),
+    Runtime(io::Error),
 }
 
 /// An error with its sources: hyper's own message alone says little ("error reading a body
@@ -127,9 +119,9 @@ pub async fn get(
         peer: peer.clone(),
         timeout,
     })?
-    .map_err(|source| FetchError::Connect {
+    .map_err(|err| FetchError::Connect {
         peer: peer.clone(),
-        source,
+        err,
     })?;
     let (mut send, conn) = hyper::client::conn::http1::Builder::new()
         .max_header_size(MAX_HEAD_BYTES)
@@ -171,17 +163,17 @@ pub fn fetch(stack: &Stack, opts: &FetchOptions) -> Result<StatusCode, FetchErro
         let (what, mut out): (String, Box<dyn Write>) = match &opts.output {
             Some(p) => {
                 let what = p.display().to_string();
-                let f = std::fs::File::create(p).map_err(|source| FetchError::Output {
+                let f = std::fs::File::create(p).map_err(|err| FetchError::Output {
                     what: what.clone(),
-                    source,
+                    err,
                 })?;
                 (what, Box::new(io::BufWriter::new(f)))
             }
             None => ("stdout".to_string(), Box::new(io::stdout().lock())),
         };
-        let out_err = |source| FetchError::Output {
+        let out_err = |err| FetchError::Output {
             what: what.clone(),
-            source,
+            err,
         };
         let mut body = resp.into_body();
         while let Some(frame) = body.frame().await {

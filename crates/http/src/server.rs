@@ -57,20 +57,12 @@ impl ServeOptions {
 /// Errors starting or running a server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("{}: not a directory that can be served: {source}", dir.display())]
-    Dir {
-        dir: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("listening on port {port}: {source}")]
-    Listen {
-        port: u16,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{}: not a directory that can be served: {err}", dir.display())]
+    Dir { dir: PathBuf, err: io::Error },
+    #[error("listening on port {port}: {err}")]
+    Listen { port: u16, err: io::Error },
     #[error("starting the async runtime: {0}")]
-    Runtime(#[source] io::Error),
+    Runtime(io::Error),
 }
 
 /// A listening file server (see [`Server::bind`]).
@@ -103,16 +95,16 @@ impl Server {
                 true => Ok(r),
                 false => Err(io::Error::other("not a directory")),
             })
-            .map_err(|source| ServeError::Dir {
+            .map_err(|err| ServeError::Dir {
                 dir: opts.dir.clone(),
-                source,
+                err,
             })?;
         let listener = stack
             .tokio()
             .tcp_listen(format!("[::]:{}", opts.port))
-            .map_err(|source| ServeError::Listen {
+            .map_err(|err| ServeError::Listen {
                 port: opts.port,
-                source,
+                err,
             })?;
         Ok(Server {
             listener,

@@ -1,0 +1,293 @@
+//! `filo stack http-serve` and `filo stack fetch` against hostile peers: a filo stack in this
+//! process, on the same filo switch as the command, plays the client that never ends its
+//! request line or the server that never ends its headers, lies about lengths, or does not
+//! speak HTTP. (curl against http-serve is in stack_kernel.rs.)
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use filo_stack::{Stack, TcpStream};
+use filo_test_support::*;
+
+const FILO: &str = env!("CARGO_BIN_EXE_filo");
+const T: Duration = Duration::from_secs(5);
+
+/// Resident memory of a process in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Writes `head` and then `filler` until `limit` bytes went, the peer stops taking them
+/// (a write waits more than 2 s) or fails; returns how much went.
+fn flood(c: &TcpStream, head: &[u8], filler: u8, limit: usize) -> usize {
+    c.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut w = c;
+    if w.write_all(head).is_err() {
+        return 0;
+    }
+    let chunk = vec![filler; 64 * 1024];
+    let mut sent = head.len();
+    while sent < limit {
+        match w.write(&chunk) {
+            Ok(n) if n > 0 => sent += n,
+            _ => break,
+        }
+    }
+    sent
+}
+
+/// Reads what the peer sends until it closes (or `T` passes).
+fn read_all(c: &TcpStream) -> Vec<u8> {
+    c.set_read_timeout(Some(T)).unwrap();
+    let mut got = Vec::new();
+    let _ = (&mut &*c).read_to_end(&mut got);
+    got
+}
+
+#[test]
+fn http_serve_refuses_an_endless_request_line_and_keeps_serving_others() {
+    let tmp = TempDir::new("filo-sh1");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let www = tmp.join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("a b.txt"), "spaced out\n").unwrap();
+    let mut server = Proc::spawn(
+        Command::new(FILO)
+            .args(["stack", "http-serve", "--vnl", &sw.vnl()])
+            .args(["--conf", "eth,ip=10.61.0.2/24", "-p", "8080"])
+            .arg(&www)
+            .stdout(Stdio::null())
+            .stderr(test_log()),
+    );
+    let me = Stack::new(&sw.vnl(), "eth,ip=10.61.0.1/24").unwrap();
+    let connect = || me.tcp_connect_timeout("10.61.0.2:8080", Some(T));
+    assert!(
+        wait_until(Duration::from_secs(10), || connect().is_ok()),
+        "http-serve did not start listening"
+    );
+    // A client that connects and says nothing.
+    let silent = connect().unwrap();
+    let silent_since = Instant::now();
+    // A request line that never ends: 50 MB of it, if the server kept reading.
+    let hostile = connect().unwrap();
+    let t0 = Instant::now();
+    let sent = flood(&hostile, b"GET /", b'a', 50 << 20);
+    let answer = read_all(&hostile);
+    let rss = rss_kib(server.pid());
+    let answer = String::from_utf8_lossy(&answer[..answer.len().min(200)]).to_string();
+    assert!(
+        answer.starts_with("HTTP/1.1 431") || answer.starts_with("HTTP/1.1 414"),
+        "no 431/414 for an endless request line after {sent} bytes in {:?}: {answer:?}",
+        t0.elapsed()
+    );
+    assert!(
+        sent < 10 << 20,
+        "the server read {sent} bytes of one request line"
+    );
+    assert!(rss < 100 * 1024, "http-serve grew to {rss} KiB");
+    // An endless header, likewise.
+    let hostile = connect().unwrap();
+    flood(&hostile, b"GET / HTTP/1.1\r\nX-Long: ", b'b', 50 << 20);
+    let answer = read_all(&hostile);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..answer.len().min(200)])
+    );
+    // Meanwhile the silent client holds its connection, and others are served (the path
+    // percent-decoded).
+    let t0 = Instant::now();
+    let c = connect().unwrap();
+    (&c).write_all(b"GET /a%20b.txt HTTP/1.0\r\n\r\n").unwrap();
+    let got = String::from_utf8_lossy(&read_all(&c)).to_string();
+    assert!(got.starts_with("HTTP/1.0 200"), "{got}");
+    assert!(got.contains("content-type: text/plain"), "{got}");
+    assert!(got.ends_with("\r\n\r\nspaced out\n"), "{got}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    // The silent client is let go after the idle timeout (10 s from its connect).
+    silent
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let closed = (&mut &silent).read_to_end(&mut Vec::new()).is_ok();
+    let held = silent_since.elapsed();
+    assert!(
+        closed && held < Duration::from_secs(13),
+        "silent client held {held:?}"
+    );
+    server.terminate(T);
+}
+
+/// A server on `me` at `port` that answers one connection: reads the request head (up to
+/// 16 KiB), sends `reply` (then `flood_with` bytes forever if given) and closes. Returns the
+/// request it read.
+fn hostile_server(
+    me: &Stack,
+    port: u16,
+    reply: &'static [u8],
+    flood_with: Option<u8>,
+) -> JoinHandle<Vec<u8>> {
+    let l = me.tcp_listen(format!("0.0.0.0:{port}")).unwrap();
+    std::thread::spawn(move || {
+        let Some((c, _)) = l.accept_timeout(Some(Duration::from_secs(20))).unwrap() else {
+            return Vec::new();
+        };
+        c.set_read_timeout(Some(T)).unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 << 10 {
+            match (&c).read(&mut buf) {
+                Ok(n) if n > 0 => req.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        match flood_with {
+            Some(b) => {
+                flood(&c, reply, b, 50 << 20);
+            }
+            None => {
+                let _ = (&c).write_all(reply);
+            }
+        }
+        let _ = c.shutdown(std::net::Shutdown::Write);
+        let _ = c.drain(T);
+        req
+    })
+}
+
+struct Fetched {
+    ok: bool,
+    out: String,
+    err: String,
+}
+
+fn fetch(vnl: &str, url: &str) -> Fetched {
+    let p = Proc::spawn(
+        Command::new(FILO)
+            .args([
+                "stack",
+                "fetch",
+                "--vnl",
+                vnl,
+                "--conf",
+                "eth,ip=10.62.0.2/24",
+            ])
+            .args(["-t", "5", url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let (st, out, err) = p.output(Duration::from_secs(30));
+    Fetched {
+        ok: st.success(),
+        out,
+        err,
+    }
+}
+
+#[test]
+fn fetch_refuses_hostile_servers_with_a_clear_error() {
+    let tmp = TempDir::new("filo-sh2");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let vnl = sw.vnl();
+    let me = Stack::new(&vnl, "eth,ip=10.62.0.1/24").unwrap();
+
+    // A chunked body arrives without its framing.
+    let s = hostile_server(
+        &me,
+        8001,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        None,
+    );
+    let f = fetch(&vnl, "http://10.62.0.1:8001/x");
+    assert!(f.ok, "{}", f.err);
+    assert_eq!(f.out, "hello world");
+    let req = String::from_utf8_lossy(&s.join().unwrap()).to_string();
+    assert!(req.starts_with("GET /x HTTP/1.1\r\n"), "{req}");
+    assert!(req.contains("host: 10.62.0.1:8001\r\n"), "{req}");
+
+    // Bodies that end early or lie about their length, and heads that are not HTTP or
+    // never end: each an error naming the server, never exit 0.
+    let cases: [(&str, &'static [u8], Option<u8>, &str); 7] = [
+        (
+            "truncated chunked body",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            None,
+            "the response body from 10.62.0.1:8002 is incomplete",
+        ),
+        (
+            "short Content-Length body",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello",
+            None,
+            "the response body from 10.62.0.1:8003 is incomplete",
+        ),
+        (
+            "negative Content-Length",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nhello",
+            None,
+            "not an HTTP response from 10.62.0.1:8004",
+        ),
+        (
+            "absurd Content-Length",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999999\r\n\r\nhello",
+            None,
+            "not an HTTP response from 10.62.0.1:8005",
+        ),
+        (
+            "not HTTP",
+            b"\xff\xfe\x00\x01 binary garbage\r\n\r\n",
+            None,
+            "not an HTTP response from 10.62.0.1:8006",
+        ),
+        (
+            "endless header",
+            b"HTTP/1.1 200 OK\r\nX-Long: ",
+            Some(b'a'),
+            "the response head from 10.62.0.1:8007 is too large",
+        ),
+        (
+            "closed before the head ended",
+            b"HTTP/1.1 200 OK\r\nX-Short: yes\r\n",
+            None,
+            "10.62.0.1:8008 closed the connection before a complete response head",
+        ),
+    ];
+    for (port, (what, reply, flood_with, want)) in (8002..).zip(cases) {
+        let s = hostile_server(&me, port, reply, flood_with);
+        let t0 = Instant::now();
+        let f = fetch(&vnl, &format!("http://10.62.0.1:{port}/"));
+        assert!(!f.ok, "{what}: exit 0 with output {:?}", f.out);
+        assert!(f.err.contains(want), "{what}: {}", f.err);
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "{what}: {:?}",
+            t0.elapsed()
+        );
+        s.join().unwrap();
+    }
+
+    // A CR/LF in the URL is refused before anything is sent (no header injection).
+    let accepted = Arc::new(AtomicBool::new(false));
+    let l = me.tcp_listen("0.0.0.0:8020").unwrap();
+    let probe = {
+        let accepted = accepted.clone();
+        std::thread::spawn(move || {
+            if let Ok(Some(_)) = l.accept_timeout(Some(Duration::from_secs(3))) {
+                accepted.store(true, Ordering::Relaxed);
+            }
+        })
+    };
+    let f = fetch(&vnl, "http://10.62.0.1:8020/a\r\nX-Injected: 1");
+    assert!(!f.ok, "an URL with CR/LF was fetched: {:?}", f.out);
+    assert!(f.err.contains("http://HOST[:PORT]/PATH"), "{}", f.err);
+    probe.join().unwrap();
+    assert!(!accepted.load(Ordering::Relaxed), "fetch connected anyway");
+}
