@@ -54,36 +54,58 @@ fn read_all(c: &TcpStream) -> Vec<u8> {
     got
 }
 
+/// `filo stack http-serve` of a directory holding `a b.txt`, on a switch of its own, and a
+/// filo stack in this process on the same switch to play its clients.
+struct Served {
+    server: Proc,
+    me: Stack,
+    _sw: FiloSwitch,
+    _tmp: TempDir,
+}
+
+impl Served {
+    fn start(tag: &str) -> Served {
+        let tmp = TempDir::new(tag);
+        let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+        let www = tmp.join("www");
+        std::fs::create_dir(&www).unwrap();
+        std::fs::write(www.join("a b.txt"), "spaced out\n").unwrap();
+        let server = Proc::spawn(
+            Command::new(FILO)
+                .args(["stack", "http-serve", "--vnl", &sw.vnl()])
+                .args(["--conf", "eth,ip=10.61.0.2/24", "-p", "8080"])
+                .arg(&www)
+                .stdout(Stdio::null())
+                .stderr(test_log()),
+        );
+        let me = Stack::new(&sw.vnl(), "eth,ip=10.61.0.1/24").unwrap();
+        let s = Served {
+            server,
+            me,
+            _sw: sw,
+            _tmp: tmp,
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || s.connect().is_ok()),
+            "http-serve did not start listening"
+        );
+        s
+    }
+
+    fn connect(&self) -> std::io::Result<TcpStream> {
+        self.me.tcp_connect_timeout("10.61.0.2:8080", Some(T))
+    }
+}
+
 #[test]
-fn http_serve_refuses_an_endless_request_line_and_keeps_serving_others() {
-    let tmp = TempDir::new("filo-sh1");
-    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
-    let www = tmp.join("www");
-    std::fs::create_dir(&www).unwrap();
-    std::fs::write(www.join("a b.txt"), "spaced out\n").unwrap();
-    let mut server = Proc::spawn(
-        Command::new(FILO)
-            .args(["stack", "http-serve", "--vnl", &sw.vnl()])
-            .args(["--conf", "eth,ip=10.61.0.2/24", "-p", "8080"])
-            .arg(&www)
-            .stdout(Stdio::null())
-            .stderr(test_log()),
-    );
-    let me = Stack::new(&sw.vnl(), "eth,ip=10.61.0.1/24").unwrap();
-    let connect = || me.tcp_connect_timeout("10.61.0.2:8080", Some(T));
-    assert!(
-        wait_until(Duration::from_secs(10), || connect().is_ok()),
-        "http-serve did not start listening"
-    );
-    // A client that connects and says nothing.
-    let silent = connect().unwrap();
-    let silent_since = Instant::now();
+fn http_serve_answers_an_endless_request_line_or_header_with_431_and_stays_small() {
+    let mut s = Served::start("filo-sh1");
     // A request line that never ends: 50 MB of it, if the server kept reading.
-    let hostile = connect().unwrap();
+    let hostile = s.connect().unwrap();
     let t0 = Instant::now();
     let sent = flood(&hostile, b"GET /", b'a', 50 << 20);
     let answer = read_all(&hostile);
-    let rss = rss_kib(server.pid());
+    let rss = rss_kib(s.server.pid());
     let answer = String::from_utf8_lossy(&answer[..answer.len().min(200)]).to_string();
     assert!(
         answer.starts_with("HTTP/1.1 431") || answer.starts_with("HTTP/1.1 414"),
@@ -96,7 +118,7 @@ fn http_serve_refuses_an_endless_request_line_and_keeps_serving_others() {
     );
     assert!(rss < 100 * 1024, "http-serve grew to {rss} KiB");
     // An endless header, likewise.
-    let hostile = connect().unwrap();
+    let hostile = s.connect().unwrap();
     flood(&hostile, b"GET / HTTP/1.1\r\nX-Long: ", b'b', 50 << 20);
     let answer = read_all(&hostile);
     assert!(
@@ -104,10 +126,18 @@ fn http_serve_refuses_an_endless_request_line_and_keeps_serving_others() {
         "{:?}",
         String::from_utf8_lossy(&answer[..answer.len().min(200)])
     );
-    // Meanwhile the silent client holds its connection, and others are served (the path
-    // percent-decoded).
+    s.server.terminate(T);
+}
+
+#[test]
+fn http_serve_decodes_paths_while_a_silent_client_waits_then_lets_it_go() {
+    let mut s = Served::start("filo-sh10");
+    let silent = s.connect().unwrap();
+    let silent_since = Instant::now();
+    // The silent client holds its connection; others are served meanwhile, the path
+    // percent-decoded.
     let t0 = Instant::now();
-    let c = connect().unwrap();
+    let c = s.connect().unwrap();
     (&c).write_all(b"GET /a%20b.txt HTTP/1.0\r\n\r\n").unwrap();
     let got = String::from_utf8_lossy(&read_all(&c)).to_string();
     assert!(got.starts_with("HTTP/1.0 200"), "{got}");
@@ -124,7 +154,7 @@ fn http_serve_refuses_an_endless_request_line_and_keeps_serving_others() {
         closed && held < Duration::from_secs(13),
         "silent client held {held:?}"
     );
-    server.terminate(T);
+    s.server.terminate(T);
 }
 
 /// A server on `me` at `port` that answers one connection: reads the request head (up to
@@ -193,101 +223,103 @@ fn fetch(vnl: &str, url: &str) -> Fetched {
     }
 }
 
-#[test]
-fn fetch_refuses_hostile_servers_with_a_clear_error() {
-    let tmp = TempDir::new("filo-sh2");
+/// Runs `filo stack fetch http://10.62.0.1:8000/x` against a [`hostile_server`] on a switch
+/// of its own; returns the outcome and the request the server read.
+fn fetch_from(tag: &str, reply: &'static [u8], flood_with: Option<u8>) -> (Fetched, String) {
+    let tmp = TempDir::new(tag);
     let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
-    let vnl = sw.vnl();
-    let me = Stack::new(&vnl, "eth,ip=10.62.0.1/24").unwrap();
+    let me = Stack::new(&sw.vnl(), "eth,ip=10.62.0.1/24").unwrap();
+    let s = hostile_server(&me, 8000, reply, flood_with);
+    let t0 = Instant::now();
+    let f = fetch(&sw.vnl(), "http://10.62.0.1:8000/x");
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    let req = String::from_utf8_lossy(&s.join().unwrap()).to_string();
+    (f, req)
+}
 
-    // A chunked body arrives without its framing.
-    let s = hostile_server(
-        &me,
-        8001,
+/// Asserts that the fetch failed with `want` in its message.
+fn refused(f: Fetched, want: &str) {
+    assert!(!f.ok, "exit 0 with output {:?}", f.out);
+    assert!(f.err.contains(want), "{}", f.err);
+}
+
+#[test]
+fn fetch_writes_a_chunked_body_without_its_framing() {
+    let (f, req) = fetch_from(
+        "filo-sh2",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
         None,
     );
-    let f = fetch(&vnl, "http://10.62.0.1:8001/x");
     assert!(f.ok, "{}", f.err);
     assert_eq!(f.out, "hello world");
-    let req = String::from_utf8_lossy(&s.join().unwrap()).to_string();
     assert!(req.starts_with("GET /x HTTP/1.1\r\n"), "{req}");
-    assert!(req.contains("host: 10.62.0.1:8001\r\n"), "{req}");
+    assert!(req.contains("host: 10.62.0.1:8000\r\n"), "{req}");
+}
 
-    // Bodies that end early or lie about their length, and heads that are not HTTP or
-    // never end: each an error naming the server, never exit 0.
-    let cases: [(&str, &'static [u8], Option<u8>, &str); 7] = [
-        (
-            "truncated chunked body",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
-            None,
-            "the response body from 10.62.0.1:8002 is incomplete",
-        ),
-        (
-            "short Content-Length body",
-            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello",
-            None,
-            "the response body from 10.62.0.1:8003 is incomplete",
-        ),
-        (
-            "negative Content-Length",
-            b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nhello",
-            None,
-            "not an HTTP response from 10.62.0.1:8004",
-        ),
-        (
-            "absurd Content-Length",
-            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999999\r\n\r\nhello",
-            None,
-            "not an HTTP response from 10.62.0.1:8005",
-        ),
-        (
-            "not HTTP",
-            b"\xff\xfe\x00\x01 binary garbage\r\n\r\n",
-            None,
-            "not an HTTP response from 10.62.0.1:8006",
-        ),
-        (
-            "endless header",
-            b"HTTP/1.1 200 OK\r\nX-Long: ",
-            Some(b'a'),
-            "the response head from 10.62.0.1:8007 is too large",
-        ),
-        (
-            "closed before the head ended",
-            b"HTTP/1.1 200 OK\r\nX-Short: yes\r\n",
-            None,
-            "10.62.0.1:8008 closed the connection before a complete response head",
-        ),
-    ];
-    for (port, (what, reply, flood_with, want)) in (8002..).zip(cases) {
-        let s = hostile_server(&me, port, reply, flood_with);
-        let t0 = Instant::now();
-        let f = fetch(&vnl, &format!("http://10.62.0.1:{port}/"));
-        assert!(!f.ok, "{what}: exit 0 with output {:?}", f.out);
-        assert!(f.err.contains(want), "{what}: {}", f.err);
-        assert!(
-            t0.elapsed() < Duration::from_secs(15),
-            "{what}: {:?}",
-            t0.elapsed()
-        );
-        s.join().unwrap();
+#[test]
+fn fetch_fails_on_a_body_that_ends_early() {
+    let (f, _) = fetch_from(
+        "filo-sh3",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        None,
+    );
+    refused(f, "the response body from 10.62.0.1:8000 is incomplete");
+    let (f, _) = fetch_from(
+        "filo-sh4",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello",
+        None,
+    );
+    refused(f, "the response body from 10.62.0.1:8000 is incomplete");
+}
+
+#[test]
+fn fetch_refuses_a_negative_or_absurd_content_length() {
+    for len in ["-5", "99999999999999999999999999"] {
+        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\nhello");
+        let (f, _) = fetch_from("filo-sh5", reply.leak().as_bytes(), None);
+        refused(f, "not an HTTP response from 10.62.0.1:8000");
     }
+}
 
-    // A CR/LF in the URL is refused before anything is sent (no header injection).
+#[test]
+fn fetch_names_a_server_that_does_not_speak_http() {
+    let (f, _) = fetch_from("filo-sh6", b"\xff\xfe\x00\x01 binary garbage\r\n\r\n", None);
+    refused(f, "not an HTTP response from 10.62.0.1:8000");
+}
+
+#[test]
+fn fetch_refuses_an_endless_header_and_one_cut_short() {
+    let (f, _) = fetch_from("filo-sh7", b"HTTP/1.1 200 OK\r\nX-Long: ", Some(b'a'));
+    refused(f, "the response head from 10.62.0.1:8000 is too large");
+    let (f, _) = fetch_from("filo-sh8", b"HTTP/1.1 200 OK\r\nX-Short: yes\r\n", None);
+    refused(
+        f,
+        "10.62.0.1:8000 closed the connection before a complete response head",
+    );
+}
+
+#[test]
+fn fetch_refuses_a_url_with_cr_lf_before_connecting() {
+    let tmp = TempDir::new("filo-sh9");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let me = Stack::new(&sw.vnl(), "eth,ip=10.62.0.1/24").unwrap();
     let accepted = Arc::new(AtomicBool::new(false));
-    let l = me.tcp_listen("0.0.0.0:8020").unwrap();
+    let l = me.tcp_listen("0.0.0.0:8000").unwrap();
     let probe = {
         let accepted = accepted.clone();
         std::thread::spawn(move || {
-            if let Ok(Some(_)) = l.accept_timeout(Some(Duration::from_secs(3))) {
+            if let Ok(Some((c, _))) = l.accept_timeout(Some(Duration::from_secs(3))) {
                 accepted.store(true, Ordering::Relaxed);
+                let _ = (&c).write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                let _ = c.drain(T);
             }
         })
     };
-    let f = fetch(&vnl, "http://10.62.0.1:8020/a\r\nX-Injected: 1");
-    assert!(!f.ok, "an URL with CR/LF was fetched: {:?}", f.out);
-    assert!(f.err.contains("http://HOST[:PORT]/PATH"), "{}", f.err);
+    let f = fetch(&sw.vnl(), "http://10.62.0.1:8000/a\r\nX-Injected: 1");
     probe.join().unwrap();
-    assert!(!accepted.load(Ordering::Relaxed), "fetch connected anyway");
+    assert!(
+        !accepted.load(Ordering::Relaxed),
+        "fetch connected with a CR/LF in the URL"
+    );
+    refused(f, "http://HOST[:PORT]/PATH");
 }
