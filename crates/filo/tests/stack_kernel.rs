@@ -53,6 +53,18 @@ impl KernelPeer {
     fn v6(&self, host: u8) -> String {
         format!("fd{}::{host}", self.net)
     }
+
+    /// `filo stack http-serve DIR` on port 8080 of host `host`, with `extra` flags.
+    fn http_serve(&self, host: u8, dir: &std::path::Path, extra: &[&str]) -> Proc {
+        Proc::spawn(
+            Command::new(FILO)
+                .args(["stack", "http-serve", "--vnl", &self.sw.vnl()])
+                .args(["--conf", &self.conf(host), "-p", "8080"])
+                .args(extra)
+                .arg(dir)
+                .stdout(Stdio::null()),
+        )
+    }
 }
 
 #[test]
@@ -83,21 +95,7 @@ fn curl_in_a_namespace_fetches_from_filo_stack_http_serve() {
     std::fs::create_dir(&www).unwrap();
     let page: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(www.join("page.bin"), &page).unwrap();
-    let mut server = Proc::spawn(
-        Command::new(FILO)
-            .args([
-                "stack",
-                "http-serve",
-                "--vnl",
-                &k.sw.vnl(),
-                "--conf",
-                &k.conf(2),
-                "-p",
-                "8080",
-            ])
-            .arg(&www)
-            .stdout(Stdio::null()),
-    );
+    let mut server = k.http_serve(2, &www, &[]);
     for url in [
         format!("http://{}:8080/page.bin", k.v4(2)),
         format!("http://[{}]:8080/page.bin", k.v6(2)),
@@ -261,21 +259,7 @@ fn curl_gets_percent_decoded_paths_but_no_symlink_out_of_http_serve() {
     std::os::unix::fs::symlink(secret.join("shadow"), www.join("shadow")).unwrap();
     std::os::unix::fs::symlink(www.join("a b.txt"), www.join("inner.txt")).unwrap();
     // Eight requests, then the server exits by itself.
-    let mut server = Proc::spawn(
-        Command::new(FILO)
-            .args([
-                "stack",
-                "http-serve",
-                "--vnl",
-                &k.sw.vnl(),
-                "--conf",
-                &k.conf(2),
-            ])
-            .args(["-p", "8080", "--max-requests", "8"])
-            .arg(&www)
-            .stdout(Stdio::null())
-            .stderr(test_log()),
-    );
+    let mut server = k.http_serve(2, &www, &["--max-requests", "8"]);
     let base = format!("http://{}:8080", k.v4(2));
     // (status, content type, body) as curl sees them.
     let curl = |args: &[&str], path: &str| -> (String, String, String) {

@@ -43,8 +43,18 @@ impl<T> Idle<T> {
         self.deadline.as_mut().reset(at);
     }
 
-    /// The answer for an operation that is not ready: still pending, or timed out.
-    fn waiting<R>(&mut self, cx: &mut Context<'_>, what: &str) -> Poll<io::Result<R>> {
+    /// The answer for an operation of the inner I/O: progress resets the clock; while it
+    /// is not ready the clock runs, and once it has run out the operation fails.
+    fn step<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        what: &str,
+        r: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if r.is_ready() {
+            self.progress();
+            return r;
+        }
         match self.deadline.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -62,13 +72,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Idle<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let me = self.get_mut();
-        match Pin::new(&mut me.io).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                me.progress();
-                Poll::Ready(r)
-            }
-            Poll::Pending => me.waiting(cx, "read"),
-        }
+        let r = Pin::new(&mut me.io).poll_read(cx, buf);
+        me.step(cx, "read", r)
     }
 }
 
@@ -79,29 +84,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let me = self.get_mut();
-        match Pin::new(&mut me.io).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                me.progress();
-                Poll::Ready(r)
-            }
-            Poll::Pending => me.waiting(cx, "write"),
-        }
+        let r = Pin::new(&mut me.io).poll_write(cx, buf);
+        me.step(cx, "write", r)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let me = self.get_mut();
-        match Pin::new(&mut me.io).poll_flush(cx) {
-            Poll::Ready(r) => Poll::Ready(r),
-            Poll::Pending => me.waiting(cx, "write"),
-        }
+        let r = Pin::new(&mut me.io).poll_flush(cx);
+        me.step(cx, "write", r)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let me = self.get_mut();
-        match Pin::new(&mut me.io).poll_shutdown(cx) {
-            Poll::Ready(r) => Poll::Ready(r),
-            Poll::Pending => me.waiting(cx, "write"),
-        }
+        let r = Pin::new(&mut me.io).poll_shutdown(cx);
+        me.step(cx, "write", r)
     }
 }
 
