@@ -59,6 +59,7 @@ fn read_all(c: &TcpStream) -> Vec<u8> {
 struct Served {
     server: Proc,
     me: Stack,
+    www: std::path::PathBuf,
     _sw: FiloSwitch,
     _tmp: TempDir,
 }
@@ -82,6 +83,7 @@ impl Served {
         let s = Served {
             server,
             me,
+            www,
             _sw: sw,
             _tmp: tmp,
         };
@@ -154,6 +156,51 @@ fn http_serve_decodes_paths_while_a_silent_client_waits_then_lets_it_go() {
         closed && held < Duration::from_secs(13),
         "silent client held {held:?}"
     );
+    s.server.terminate(T);
+}
+
+#[test]
+fn http_serve_streams_a_big_file_and_drops_a_client_that_stops_reading() {
+    let mut s = Served::start("filo-sh11");
+    // A sparse 2 GiB file: read whole into memory, it would show in the RSS.
+    let f = std::fs::File::create(s.www.join("big.bin")).unwrap();
+    f.set_len(2 << 30).unwrap();
+    let c = s.connect().unwrap();
+    let since = Instant::now();
+    (&c).write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    c.set_read_timeout(Some(T)).unwrap();
+    let mut got = vec![0u8; 1 << 20];
+    (&c).read_exact(&mut got).unwrap();
+    let head = String::from_utf8_lossy(&got[..200]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-length: 2147483648\r\n"), "{head}");
+    // The client stops reading. The server holds no more than its buffers...
+    std::thread::sleep(Duration::from_secs(1));
+    let rss = rss_kib(s.server.pid());
+    assert!(rss < 100 * 1024, "http-serve grew to {rss} KiB");
+    // ...and gives up on the connection after its idle timeout (10 s): once the client reads
+    // what was in flight, the stream ends, far short of 2 GiB.
+    std::thread::sleep(Duration::from_secs(11));
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut rest = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let ended = loop {
+        match (&c).read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => rest += n,
+            Err(_) => break false,
+        }
+    };
+    assert!(
+        ended && rest < 64 << 20,
+        "{rest} bytes more after {:?}",
+        since.elapsed()
+    );
+    // The server still serves.
+    let c = s.connect().unwrap();
+    (&c).write_all(b"GET /a%20b.txt HTTP/1.0\r\n\r\n").unwrap();
+    assert!(read_all(&c).ends_with(b"spaced out\n"));
     s.server.terminate(T);
 }
 
