@@ -146,6 +146,23 @@ fn http_serve_decodes_paths_while_a_silent_client_waits_then_lets_it_go() {
     assert!(got.contains("content-type: text/plain"), "{got}");
     assert!(got.ends_with("\r\n\r\nspaced out\n"), "{got}");
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    for (req, want) in [
+        (&b"POST /a%20b.txt HTTP/1.0\r\n\r\n"[..], "HTTP/1.0 405"),
+        (b"GET /a%20b.txt%00 HTTP/1.0\r\n\r\n", "HTTP/1.0 400"),
+        (
+            b"GET /%2e%2e/www/a%20b.txt HTTP/1.0\r\n\r\n",
+            "HTTP/1.0 403",
+        ),
+    ] {
+        let c = s.connect().unwrap();
+        (&c).write_all(req).unwrap();
+        let got = String::from_utf8_lossy(&read_all(&c)).to_string();
+        assert!(
+            got.starts_with(want),
+            "{}: {got}",
+            String::from_utf8_lossy(req)
+        );
+    }
     // The silent client is let go after the idle timeout (10 s from its connect).
     silent
         .set_read_timeout(Some(Duration::from_secs(15)))
