@@ -1,17 +1,15 @@
 //! `filo stack`: try a user-space filo stack without writing Rust — ping, serve a directory
 //! over HTTP, fetch a URL — each on its own IP address on any virtual network.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use filo_stack::{Stack, TcpStream};
+use filo_stack::Stack;
 
 use crate::netconf::ConfArgs;
 
@@ -303,33 +301,18 @@ fn http_serve(a: HttpServeArgs) -> Result<ExitCode> {
         bail!("{} is not a directory", dir.display());
     }
     let stack = build(&net)?;
-    let listener = stack.tcp_listen(format!("[::]:{port}"))?;
+    let opts = filo_http::ServeOptions {
+        max_requests,
+        ..filo_http::ServeOptions::new(&dir, port)
+    };
+    let server = filo_http::Server::bind(&stack, opts)?;
     let addrs: Vec<String> = stack.addrs().iter().map(|(_, a)| a.to_string()).collect();
     eprintln!(
         "filo stack: serving {} on port {port} at {}",
         dir.display(),
         addrs.join(" ")
     );
-    let mut served = 0u64;
-    while !crate::sys::STOP.load(Ordering::Relaxed) {
-        let Some((conn, peer)) = listener.accept_timeout(Some(Duration::from_millis(300)))? else {
-            continue;
-        };
-        served += 1;
-        let dir = dir.clone();
-        let last = max_requests > 0 && served >= max_requests;
-        let h = std::thread::spawn(move || {
-            if let Err(e) = serve_one(&conn, &dir) {
-                tracing::info!("{peer}: {e}");
-            }
-            let _ = conn.shutdown(std::net::Shutdown::Write);
-            let _ = conn.drain(Duration::from_secs(10));
-        });
-        if last {
-            let _ = h.join();
-            break;
-        }
-    }
+    server.run(&crate::sys::STOP)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -358,32 +341,11 @@ fn fetch(a: FetchArgs) -> Result<ExitCode> {
         url,
     } = a;
     crate::sys::default_signals();
-    let timeout = secs(timeout, "--timeout")?;
-    let (host, port, path) = parse_url(&url)?;
+    let opts = filo_http::FetchOptions::new(&url, output, secs(timeout, "--timeout")?)?;
     let stack = build(&net)?;
-    let conn = stack
-        .tcp_connect_timeout((host.as_str(), port), Some(timeout))
-        .with_context(|| format!("connecting to {host}:{port}"))?;
-    conn.set_read_timeout(Some(timeout))?;
-    let host_header = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    (&conn).write_all(
-        format!(
-            "GET {path} HTTP/1.0\r\nHost: {host_header}\r\nUser-Agent: filo-stack\r\n\
-             Connection: close\r\n\r\n"
-        )
-        .as_bytes(),
-    )?;
-    let (status, body) = read_response(&conn)?;
-    match output {
-        Some(p) => std::fs::write(&p, &body).with_context(|| format!("writing {}", p.display()))?,
-        None => std::io::stdout().write_all(&body)?,
-    }
-    if !(200..300).contains(&status) {
-        eprintln!("filo stack fetch: {url}: HTTP status {status}");
+    let status = filo_http::fetch(&stack, &opts)?;
+    if !status.is_success() {
+        eprintln!("filo stack fetch: {url}: HTTP status {}", status.as_u16());
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
@@ -512,161 +474,4 @@ fn perf_client(
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Splits `http://host[:port]/path`.
-fn parse_url(url: &str) -> Result<(String, u16, String)> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("{url:?}: only http://HOST[:PORT]/PATH URLs are supported"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, after) = v6
-            .split_once(']')
-            .ok_or_else(|| anyhow!("{url:?}: unclosed [ in the host"))?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| anyhow!("{url:?}: bad port {p:?}"))?,
-            None if after.is_empty() => 80,
-            None => bail!("{url:?}: unexpected {after:?} after the host"),
-        };
-        (h.to_string(), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (
-                h.to_string(),
-                p.parse().map_err(|_| anyhow!("{url:?}: bad port {p:?}"))?,
-            ),
-            None => (authority.to_string(), 80),
-        }
-    };
-    if host.is_empty() {
-        bail!("{url:?}: no host");
-    }
-    Ok((host, port, path.to_string()))
-}
-
-fn read_response(conn: &TcpStream) -> Result<(u16, Vec<u8>)> {
-    let mut r = BufReader::with_capacity(64 * 1024, conn);
-    let mut line = String::new();
-    r.read_line(&mut line).context("reading the status line")?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("not an HTTP response: {:?}", line.trim_end()))?;
-    let mut length: Option<usize> = None;
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().ok();
-            }
-        }
-    }
-    let mut body = Vec::new();
-    match length {
-        Some(n) => {
-            body.resize(n, 0);
-            r.read_exact(&mut body).context("reading the body")?;
-        }
-        None => {
-            r.read_to_end(&mut body)?;
-        }
-    }
-    Ok((status, body))
-}
-
-fn respond(mut w: &TcpStream, status: &str, ctype: &str, body: &[u8], head: bool) -> Result<()> {
-    w.write_all(
-        format!(
-            "HTTP/1.0 {status}\r\nServer: filo-stack\r\nContent-Type: {ctype}\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    )?;
-    if !head {
-        w.write_all(body)?;
-    }
-    Ok(())
-}
-
-fn serve_one(conn: &TcpStream, dir: &Path) -> Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut r = BufReader::new(conn);
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
-            break;
-        }
-    }
-    let head = method == "HEAD";
-    if method != "GET" && !head {
-        return respond(
-            conn,
-            "405 Method Not Allowed",
-            "text/plain",
-            b"GET or HEAD only\n",
-            false,
-        );
-    }
-    let path = target.split(['?', '#']).next().unwrap_or("/");
-    let mut file = dir.to_path_buf();
-    for c in Path::new(path.trim_start_matches('/')).components() {
-        match c {
-            Component::Normal(p) => file.push(p),
-            Component::CurDir => {}
-            _ => return respond(conn, "403 Forbidden", "text/plain", b"forbidden\n", head),
-        }
-    }
-    if file.is_dir() {
-        file.push("index.html");
-    }
-    match File::open(&file) {
-        Ok(mut f) => {
-            let mut body = Vec::new();
-            f.read_to_end(&mut body)?;
-            let ctype = match file.extension().and_then(|e| e.to_str()) {
-                Some("html") | Some("htm") => "text/html",
-                Some("txt") => "text/plain",
-                _ => "application/octet-stream",
-            };
-            respond(conn, "200 OK", ctype, &body, head)
-        }
-        Err(_) => respond(conn, "404 Not Found", "text/plain", b"not found\n", head),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_url;
-
-    #[test]
-    fn urls_split_into_host_port_path() {
-        assert_eq!(
-            parse_url("http://10.0.0.1:8080/a/b").unwrap(),
-            ("10.0.0.1".into(), 8080, "/a/b".into())
-        );
-        assert_eq!(
-            parse_url("http://[fd00::1]/").unwrap(),
-            ("fd00::1".into(), 80, "/".into())
-        );
-        assert_eq!(
-            parse_url("http://example.org").unwrap(),
-            ("example.org".into(), 80, "/".into())
-        );
-        assert!(parse_url("https://x/").is_err());
-        assert!(parse_url("http://[fd00::1/").is_err());
-        assert!(parse_url("http://h:99999/").is_err());
-    }
 }

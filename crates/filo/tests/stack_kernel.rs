@@ -53,6 +53,18 @@ impl KernelPeer {
     fn v6(&self, host: u8) -> String {
         format!("fd{}::{host}", self.net)
     }
+
+    /// `filo stack http-serve DIR` on port 8080 of host `host`, with `extra` flags.
+    fn http_serve(&self, host: u8, dir: &std::path::Path, extra: &[&str]) -> Proc {
+        Proc::spawn(
+            Command::new(FILO)
+                .args(["stack", "http-serve", "--vnl", &self.sw.vnl()])
+                .args(["--conf", &self.conf(host), "-p", "8080"])
+                .args(extra)
+                .arg(dir)
+                .stdout(Stdio::null()),
+        )
+    }
 }
 
 #[test]
@@ -83,21 +95,7 @@ fn curl_in_a_namespace_fetches_from_filo_stack_http_serve() {
     std::fs::create_dir(&www).unwrap();
     let page: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(www.join("page.bin"), &page).unwrap();
-    let mut server = Proc::spawn(
-        Command::new(FILO)
-            .args([
-                "stack",
-                "http-serve",
-                "--vnl",
-                &k.sw.vnl(),
-                "--conf",
-                &k.conf(2),
-                "-p",
-                "8080",
-            ])
-            .arg(&www)
-            .stdout(Stdio::null()),
-    );
+    let mut server = k.http_serve(2, &www, &[]);
     for url in [
         format!("http://{}:8080/page.bin", k.v4(2)),
         format!("http://[{}]:8080/page.bin", k.v6(2)),
@@ -244,4 +242,73 @@ fn filo_stack_ping_cli_reaches_the_kernel() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("2 packets transmitted, 2 received"), "{text}");
+}
+
+#[test]
+fn curl_gets_percent_decoded_paths_but_no_symlink_out_of_http_serve() {
+    require("curl");
+    let k = KernelPeer::start("filo-sk5", 55);
+    let www = k.tmp.join("www");
+    let secret = k.tmp.join("secret");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::create_dir(&secret).unwrap();
+    std::fs::write(secret.join("shadow"), "root:SECRET\n").unwrap();
+    std::fs::write(www.join("a b.txt"), "spaced\n").unwrap();
+    std::fs::write(www.join("index.html"), "<p>hi</p>\n").unwrap();
+    std::os::unix::fs::symlink(&secret, www.join("etcdir")).unwrap();
+    std::os::unix::fs::symlink(secret.join("shadow"), www.join("shadow")).unwrap();
+    std::os::unix::fs::symlink(www.join("a b.txt"), www.join("inner.txt")).unwrap();
+    // Eight requests, then the server exits by itself.
+    let mut server = k.http_serve(2, &www, &["--max-requests", "8"]);
+    let base = format!("http://{}:8080", k.v4(2));
+    // (status, content type, body) as curl sees them.
+    let curl = |args: &[&str], path: &str| -> (String, String, String) {
+        let out =
+            k.ns.command("curl")
+                .args(["-s", "--max-time", "5", "--path-as-is"])
+                .args(["-w", "\n%{http_code} %{content_type}"])
+                .args(args)
+                .arg(format!("{base}{path}"))
+                .output()
+                .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let (code, ctype) = tail.split_once(' ').unwrap_or((tail, ""));
+        (code.to_string(), ctype.to_string(), body.to_string())
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || curl(&[], "/").0 == "200"),
+        "http-serve did not answer"
+    );
+    // Symlinks may not lead out of the served directory, nor may `..`.
+    for out in [
+        "/etcdir/shadow",
+        "/shadow",
+        "/../secret/shadow",
+        "/%2e%2e/secret/shadow",
+    ] {
+        let (code, _, body) = curl(&[], out);
+        assert_eq!(code, "403", "{out}: {body}");
+        assert!(!body.contains("SECRET"), "{out}: {body}");
+    }
+    // Paths are percent-decoded; symlinks inside the directory are followed.
+    let (code, ctype, body) = curl(&[], "/a%20b.txt");
+    assert_eq!(
+        (code.as_str(), ctype.as_str(), body.as_str()),
+        ("200", "text/plain", "spaced\n")
+    );
+    let (code, _, body) = curl(&[], "/inner.txt");
+    assert_eq!((code.as_str(), body.as_str()), ("200", "spaced\n"));
+    // HEAD: the headers of a GET, no body.
+    let out =
+        k.ns.command("curl")
+            .args(["-sI", "--max-time", "5", &format!("{base}/index.html")])
+            .output()
+            .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(head.contains("content-length: 10"), "{head}");
+    // That was the eighth request (the first answered one included).
+    assert!(server.wait_exit(Duration::from_secs(15)).success());
 }
