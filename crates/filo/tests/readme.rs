@@ -149,21 +149,30 @@ cd "$(mktemp -d /tmp/readme.XXXXXX)"
 exec bash -e -x -c "$1"
 "#;
 
-/// Where the stand-ins live (outside /tmp, which each block replaces).
+/// Where the stand-ins live (outside /tmp, which each block replaces); installed once per run.
 fn standin_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme-bin");
-    std::fs::create_dir_all(&dir).expect("create the stand-in directory");
-    let ssh = dir.join("ssh");
-    let tmp = dir.join(format!("ssh.{}", std::process::id()));
-    std::fs::write(&tmp, SSH_STANDIN).expect("write the ssh stand-in");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::fs::rename(&tmp, &ssh).expect("install the ssh stand-in");
-    dir
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme-bin");
+        std::fs::create_dir_all(&dir).expect("create the stand-in directory");
+        // Written aside and renamed: another test process may be running a block with it.
+        let tmp = dir.join(filo_test_support::unique("ssh"));
+        std::fs::write(&tmp, SSH_STANDIN).expect("write the ssh stand-in");
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::rename(&tmp, dir.join("ssh")).expect("install the ssh stand-in");
+        dir
+    })
+    .clone()
 }
 
 /// Runs one block; Err carries the report of a failure.
-fn run_block(block: &Block, bin: &Path, out_dir: &TempDir) -> Result<Duration, String> {
+fn run_block(
+    block: &Block,
+    bin: &Path,
+    out_dir: &TempDir,
+    timeout: Duration,
+) -> Result<Duration, String> {
     let filo_dir = Path::new(FILO).parent().expect("filo's directory");
     let path = format!(
         "{}:{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -206,11 +215,11 @@ fn run_block(block: &Block, bin: &Path, out_dir: &TempDir) -> Result<Duration, S
         if let Some(status) = child.try_wait().expect("try_wait") {
             break Ok(status);
         }
-        if started.elapsed() > BLOCK_TIMEOUT {
+        if started.elapsed() > timeout {
             // --kill-child: the block's PID 1, and with it everything it started, dies too.
             let _ = child.kill();
             let _ = child.wait();
-            break Err(format!("did not finish within {BLOCK_TIMEOUT:?}"));
+            break Err(format!("did not finish within {timeout:?}"));
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -249,7 +258,7 @@ fn every_readme_sh_block_runs() {
                 let Some(block) = queue.lock().expect("queue").next() else {
                     return;
                 };
-                match run_block(block, &bin, &out_dir) {
+                match run_block(block, &bin, &out_dir, BLOCK_TIMEOUT) {
                     Ok(took) => eprintln!(
                         "README.md:{}: passed in {:.1} s",
                         block.line,
@@ -327,4 +336,74 @@ fn the_readme_parser_finds_blocks_and_refuses_unexplained_skips() {
     let unclosed = "```sh\nx\n";
     let errors = parse(unclosed).expect_err("an unclosed block");
     assert!(errors[0].contains("unclosed"), "{errors:?}");
+}
+
+/// A block made up for the runner's own tests.
+fn made_up_block(line: usize, body: &str) -> Block {
+    Block {
+        line,
+        info: "sh".into(),
+        body: body.into(),
+        skip: None,
+    }
+}
+
+/// Whether a process whose command line contains `marker` is alive anywhere on the host.
+fn process_alive(marker: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|c| String::from_utf8_lossy(&c).contains(marker))
+}
+
+#[test]
+fn a_block_runs_isolated_and_a_failure_names_its_line_and_shows_its_output() {
+    let bin = standin_dir();
+    let out = TempDir::new("filo-readme-self");
+    let marker = filo_test_support::unique("readme-marker");
+    // Private /tmp and /run, a private /etc, lo up, PID 1, filo first on PATH.
+    let ok = made_up_block(
+        7,
+        &format!(
+            "echo x > /tmp/{marker} && echo x > /run/{marker}\n\
+             useradd --no-create-home {marker}\n\
+             ip link show lo | grep -q UP\n\
+             test $$ = 1\n\
+             test \"$(command -v filo)\" = {FILO}\n"
+        ),
+    );
+    run_block(&ok, &bin, &out, Duration::from_secs(20)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!Path::new(&format!("/tmp/{marker}")).exists());
+    assert!(!Path::new(&format!("/run/{marker}")).exists());
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    assert!(!passwd.contains(&marker), "the block's useradd reached the real /etc");
+    // A failure: the line, the script and the output up to the failing command.
+    let bad = made_up_block(42, "echo before-the-failure\nfalse\necho after-the-failure\n");
+    let report = run_block(&bad, &bin, &out, Duration::from_secs(20)).expect_err("false fails");
+    assert!(report.starts_with("README.md:42 (```sh block) failed"), "{report}");
+    assert!(report.contains("--- script ---\necho before-the-failure\nfalse\n"), "{report}");
+    assert!(report.contains("before-the-failure\n+ false"), "{report}");
+    assert!(!report.contains("\nafter-the-failure"), "{report}");
+}
+
+#[test]
+fn a_block_that_hangs_is_stopped_with_everything_it_started() {
+    let bin = standin_dir();
+    let out = TempDir::new("filo-readme-self");
+    let marker = filo_test_support::unique("readme-hang");
+    let hang = made_up_block(
+        3,
+        &format!(
+            "filo switch /tmp/sw -d\n(exec -a {marker} sleep 300) &\nexec -a {marker} sleep 300\n"
+        ),
+    );
+    assert!(filo_test_support::wait_until(Duration::from_secs(1), || !process_alive(&marker)));
+    let report = run_block(&hang, &bin, &out, Duration::from_secs(2)).expect_err("a hang");
+    assert!(report.contains("did not finish within 2s"), "{report}");
+    assert!(
+        filo_test_support::wait_until(Duration::from_secs(5), || !process_alive(&marker)),
+        "the block's processes outlived it"
+    );
 }
