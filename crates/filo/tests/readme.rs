@@ -60,7 +60,10 @@ fn parse(text: &str) -> Result<Vec<Block>, Vec<String>> {
         if let Some(rest) = line.trim_start().strip_prefix(SKIP_MARK) {
             let reason = rest.trim_end().trim_end_matches("-->").trim();
             if reason.is_empty() {
-                errors.push(format!("README.md:{}: a skip comment without a reason", i + 1));
+                errors.push(format!(
+                    "README.md:{}: a skip comment without a reason",
+                    i + 1
+                ));
             }
             let next_is_fence = lines
                 .get(i + 1)
@@ -93,7 +96,10 @@ fn parse(text: &str) -> Result<Vec<Block>, Vec<String>> {
             .and_then(|p| lines[p].trim_start().strip_prefix(SKIP_MARK))
             .map(|r| r.trim_end().trim_end_matches("-->").trim().to_string());
         let info = info.trim().to_string();
-        if matches!(info.as_str(), "bash" | "shell" | "console" | "sh-session" | "zsh") {
+        if matches!(
+            info.as_str(),
+            "bash" | "shell" | "console" | "sh-session" | "zsh"
+        ) {
             errors.push(format!(
                 "README.md:{}: ```{info}: write ```sh (run by tests/readme.rs) or ```text (not run)",
                 start + 1
@@ -241,7 +247,9 @@ fn run_block(
 #[test]
 fn every_readme_sh_block_runs() {
     let blocks = parse(README).unwrap_or_else(|e| panic!("{}", e.join("\n")));
-    let only: Option<usize> = std::env::var("README_BLOCK").ok().and_then(|v| v.parse().ok());
+    let only: Option<usize> = std::env::var("README_BLOCK")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let runnable: Vec<Block> = blocks
         .into_iter()
         .filter(|b| b.info == "sh" && b.skip.is_none())
@@ -266,7 +274,10 @@ fn every_readme_sh_block_runs() {
                     ),
                     Err(report) => {
                         eprintln!("README.md:{}: FAILED", block.line);
-                        failures.lock().expect("failures").push((block.line, report));
+                        failures
+                            .lock()
+                            .expect("failures")
+                            .push((block.line, report));
                     }
                 }
             });
@@ -323,7 +334,10 @@ fn the_readme_parser_finds_blocks_and_refuses_unexplained_skips() {
 
     let no_reason = "<!-- not run by tests/readme.rs: -->\n```sh\nx\n```\n";
     let errors = parse(no_reason).expect_err("a skip without a reason");
-    assert!(errors[0].contains("README.md:1: a skip comment without a reason"), "{errors:?}");
+    assert!(
+        errors[0].contains("README.md:1: a skip comment without a reason"),
+        "{errors:?}"
+    );
 
     let no_block = "<!-- not run by tests/readme.rs: why -->\n\n```sh\nx\n```\n";
     let errors = parse(no_block).expect_err("a skip not before a block");
@@ -378,12 +392,24 @@ fn a_block_runs_isolated_and_a_failure_names_its_line_and_shows_its_output() {
     assert!(!Path::new(&format!("/tmp/{marker}")).exists());
     assert!(!Path::new(&format!("/run/{marker}")).exists());
     let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
-    assert!(!passwd.contains(&marker), "the block's useradd reached the real /etc");
+    assert!(
+        !passwd.contains(&marker),
+        "the block's useradd reached the real /etc"
+    );
     // A failure: the line, the script and the output up to the failing command.
-    let bad = made_up_block(42, "echo before-the-failure\nfalse\necho after-the-failure\n");
+    let bad = made_up_block(
+        42,
+        "echo before-the-failure\nfalse\necho after-the-failure\n",
+    );
     let report = run_block(&bad, &bin, &out, Duration::from_secs(20)).expect_err("false fails");
-    assert!(report.starts_with("README.md:42 (```sh block) failed"), "{report}");
-    assert!(report.contains("--- script ---\necho before-the-failure\nfalse\n"), "{report}");
+    assert!(
+        report.starts_with("README.md:42 (```sh block) failed"),
+        "{report}"
+    );
+    assert!(
+        report.contains("--- script ---\necho before-the-failure\nfalse\n"),
+        "{report}"
+    );
     assert!(report.contains("before-the-failure\n+ false"), "{report}");
     assert!(!report.contains("\nafter-the-failure"), "{report}");
 }
@@ -399,7 +425,10 @@ fn a_block_that_hangs_is_stopped_with_everything_it_started() {
             "filo switch /tmp/sw -d\n(exec -a {marker} sleep 300) &\nexec -a {marker} sleep 300\n"
         ),
     );
-    assert!(filo_test_support::wait_until(Duration::from_secs(1), || !process_alive(&marker)));
+    assert!(filo_test_support::wait_until(
+        Duration::from_secs(1),
+        || !process_alive(&marker)
+    ));
     let report = run_block(&hang, &bin, &out, Duration::from_secs(2)).expect_err("a hang");
     assert!(report.contains("did not finish within 2s"), "{report}");
     assert!(
