@@ -352,14 +352,16 @@ fn the_readme_parser_finds_blocks_and_refuses_unexplained_skips() {
     assert!(errors[0].contains("unclosed"), "{errors:?}");
 }
 
-/// A block made up for the runner's own tests.
-fn made_up_block(line: usize, body: &str) -> Block {
-    Block {
+/// Runs a block made up for the runner's own tests, as README line `line`.
+fn run_made_up(line: usize, body: &str, timeout: Duration) -> Result<Duration, String> {
+    let block = Block {
         line,
         info: "sh".into(),
         body: body.into(),
         skip: None,
-    }
+    };
+    let out = TempDir::new("filo-readme-self");
+    run_block(&block, &standin_dir(), &out, timeout)
 }
 
 /// Whether a process whose command line contains `marker` is alive anywhere on the host.
@@ -374,11 +376,9 @@ fn process_alive(marker: &str) -> bool {
 
 #[test]
 fn a_block_runs_isolated_and_a_failure_names_its_line_and_shows_its_output() {
-    let bin = standin_dir();
-    let out = TempDir::new("filo-readme-self");
     let marker = filo_test_support::unique("readme-marker");
     // Private /tmp and /run, a private /etc, lo up, PID 1, filo first on PATH.
-    let ok = made_up_block(
+    run_made_up(
         7,
         &format!(
             "echo x > /tmp/{marker} && echo x > /run/{marker}\n\
@@ -387,8 +387,9 @@ fn a_block_runs_isolated_and_a_failure_names_its_line_and_shows_its_output() {
              test $$ = 1\n\
              test \"$(command -v filo)\" = {FILO}\n"
         ),
-    );
-    run_block(&ok, &bin, &out, Duration::from_secs(20)).unwrap_or_else(|e| panic!("{e}"));
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(!Path::new(&format!("/tmp/{marker}")).exists());
     assert!(!Path::new(&format!("/run/{marker}")).exists());
     let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
@@ -397,11 +398,12 @@ fn a_block_runs_isolated_and_a_failure_names_its_line_and_shows_its_output() {
         "the block's useradd reached the real /etc"
     );
     // A failure: the line, the script and the output up to the failing command.
-    let bad = made_up_block(
+    let report = run_made_up(
         42,
         "echo before-the-failure\nfalse\necho after-the-failure\n",
-    );
-    let report = run_block(&bad, &bin, &out, Duration::from_secs(20)).expect_err("false fails");
+        Duration::from_secs(20),
+    )
+    .expect_err("false fails");
     assert!(
         report.starts_with("README.md:42 (```sh block) failed"),
         "{report}"
@@ -416,20 +418,11 @@ fn a_block_runs_isolated_and_a_failure_names_its_line_and_shows_its_output() {
 
 #[test]
 fn a_block_that_hangs_is_stopped_with_everything_it_started() {
-    let bin = standin_dir();
-    let out = TempDir::new("filo-readme-self");
     let marker = filo_test_support::unique("readme-hang");
-    let hang = made_up_block(
-        3,
-        &format!(
-            "filo switch /tmp/sw -d\n(exec -a {marker} sleep 300) &\nexec -a {marker} sleep 300\n"
-        ),
+    let hang = format!(
+        "filo switch /tmp/sw -d\n(exec -a {marker} sleep 300) &\nexec -a {marker} sleep 300\n"
     );
-    assert!(filo_test_support::wait_until(
-        Duration::from_secs(1),
-        || !process_alive(&marker)
-    ));
-    let report = run_block(&hang, &bin, &out, Duration::from_secs(2)).expect_err("a hang");
+    let report = run_made_up(3, &hang, Duration::from_secs(2)).expect_err("a hang");
     assert!(report.contains("did not finish within 2s"), "{report}");
     assert!(
         filo_test_support::wait_until(Duration::from_secs(5), || !process_alive(&marker)),
