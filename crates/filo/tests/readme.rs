@@ -11,9 +11,9 @@
 //! line and shows the script and its output (traced with `-x`).
 //!
 //! Stand-ins: `ssh HOST COMMAND` runs COMMAND locally as if on another host, in a mount
-//! namespace where /tmp is HOST's own (kept under /run/ssh-standin/HOST), so `ssh otherhost
-//! filo switch /tmp/sw -d` makes a second switch, not a clash with the first. The README says
-//! so next to the example. The loopback interface, with multicast on and 224.0.0.0/4 routed to
+//! namespace where /tmp is HOST's own (kept under /run/ssh-standin/HOST, with a home directory
+//! the command starts in, as ssh's would), so `ssh otherhost filo switch /tmp/sw -d` makes a
+//! second switch, not a clash with the first. The README says so next to the example. The loopback interface, with multicast on and 224.0.0.0/4 routed to
 //! it, stands in for the LAN that `vxvde://` examples reach other hosts on.
 //!
 //! Not run: ```rust blocks (API sketches, not programs), ```text and bare ``` blocks (output
@@ -125,8 +125,9 @@ fn parse(text: &str) -> Result<Vec<Block>, Vec<String>> {
     }
 }
 
-/// The `ssh` stand-in: `ssh [OPTIONS] HOST COMMAND...` runs COMMAND here, with HOST's own /tmp
-/// (/run/ssh-standin/HOST) mounted on /tmp in a mount namespace of its own.
+/// The `ssh` stand-in: `ssh [OPTIONS] HOST COMMAND...` runs COMMAND here, in HOST's home
+/// directory (/run/ssh-standin/HOST/home) and with HOST's own /tmp (…/HOST/tmp) mounted on /tmp
+/// in a mount namespace of its own.
 const SSH_STANDIN: &str = r#"#!/bin/bash
 # tests/readme.rs's stand-in for a second host: runs the command locally, with a /tmp of its own.
 while [ $# -gt 0 ]; do
@@ -137,9 +138,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 host=${1:?ssh stand-in: no host}; shift
-mkdir -p "/run/ssh-standin/$host"
+dir=/run/ssh-standin/$host
+mkdir -p "$dir/tmp" "$dir/home"
+cd "$dir/home"
 exec unshare --mount --propagation private -- bash -c \
-  'mount --bind "/run/ssh-standin/$1" /tmp && shift && exec bash -c "$*"' ssh-standin "$host" "$@"
+  'mount --bind "$1/tmp" /tmp && shift && exec bash -c "$*"' ssh-standin "$dir" "$@"
 "#;
 
 /// Prepares the block's world inside the new namespaces, then runs the block ($1) as PID 1.
