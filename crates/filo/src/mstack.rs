@@ -37,7 +37,7 @@ pub fn exec_in(path: Option<PathBuf>, argv: &[String]) -> Result<ExitCode> {
     let Some(path) = named::resolve(path.as_deref()) else {
         bail!("no stack: give PATH or set {}", named::DEFAULT_ENV);
     };
-    named::enter(&path).with_context(|| format!("{}", path.display()))?;
+    named::enter(&path).map_err(|e| stack_error(&path, e))?;
     std::env::set_var(named::DEFAULT_ENV, &path);
     let args: Vec<CString> = argv
         .iter()
@@ -51,6 +51,28 @@ pub fn exec_in(path: Option<PathBuf>, argv: &[String]) -> Result<ExitCode> {
     } else {
         126
     }))
+}
+
+/// Says what is wrong with the named stack at `path`, and what to do about it.
+fn stack_error(path: &std::path::Path, e: std::io::Error) -> anyhow::Error {
+    let p = path.display();
+    match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!(
+            "{p}: no named stack there ({e}); start one with `filo stack serve -d {p} --vnl VNL \
+             --ip ADDR/LEN` (or --dhcp)"
+        ),
+        std::io::ErrorKind::ConnectionRefused => anyhow::anyhow!(
+            "{p}: no stack daemon answers there ({e}): not a stack, or its daemon is gone; \
+             start one with `filo stack serve -d {p} --vnl VNL ...`"
+        ),
+        std::io::ErrorKind::PermissionDenied if !e.to_string().contains("namespace") => {
+            anyhow::anyhow!(
+                "{p}: permission denied: the path's owner, group and mode decide who may use the \
+                 stack"
+            )
+        }
+        _ => anyhow::anyhow!("{p}: {e}"),
+    }
 }
 
 pub fn run(args: MstackArgs) -> Result<ExitCode> {

@@ -342,6 +342,19 @@ fn bad_input_gives_clear_errors() {
     let (code, _, err) = filo(&["mstack", "--", "true"]);
     assert_eq!(code, 1);
     assert!(err.contains("FILO_STACK"), "{err}");
+    // A stack that is not there: what is missing, and how to create it; said once.
+    let gone = tmp.join("gone").to_string_lossy().into_owned();
+    let (code, _, err) = filo(&["mstack", &gone, "--", "true"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("{gone}: no named stack there"))
+            && err.contains("filo stack serve -d")
+            && err.matches("os error 2").count() == 1,
+        "{err}"
+    );
+    let (code, _, err) = filo(&["stack", "ip", &gone, "addr"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no named stack there"), "{err}");
     // A command that does not exist.
     let (code, _, err) = filo(&["mstack", &sp, "--", "filo-no-such-command"]);
     assert_eq!(code, 127);

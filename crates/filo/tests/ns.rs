@@ -226,9 +226,13 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
     let (code, _, err) = ns_out(&["--ip", "10.63.0.1/24", "--", "true"]);
     assert_eq!(code, 1);
     assert!(err.contains("no interface"), "{err}");
+    // Flags are checked as the --conf items they stand for, as usage errors (like --ip).
     let (code, _, err) = ns_out(&["--hostname", "a/b", "--", "true"]);
-    assert_eq!(code, 1);
-    assert!(err.contains("bad hostname"), "{err}");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("bad configuration item `hostname=a/b`"),
+        "{err}"
+    );
     // A switch that exists: after the command, no plug remains on it.
     let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
     let (code, _, _) = ns_out(&[&sw.vnl(), &sw.vnl(), "--", "ip", "link", "show", "vde1"]);
