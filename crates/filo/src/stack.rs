@@ -37,7 +37,7 @@ pub struct NetArgs {
 /// Network stacks: user-space ones (ping, http-serve, fetch, perf) and named kernel-backed ones
 /// (serve, ip).
 #[derive(Args, Debug)]
-#[command(after_help = CONF_HELP, after_long_help = STACK_EXAMPLES)]
+#[command(after_help = CONF_HELP, after_long_help = format!("{CONF_HELP}\n\n{STACK_EXAMPLES}"))]
 pub struct StackArgs {
     #[command(subcommand)]
     command: StackCommand,

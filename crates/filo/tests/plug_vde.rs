@@ -139,6 +139,10 @@ fn filo_plug_sees_the_switch_die_and_exits_with_a_reason() {
     let mut sw = DebSwitch::start(&tmp, "sw");
     let filo = stream_plug(FILO, &sw.vnl());
     assert!(wait_until(Duration::from_secs(5), || connected(&sw, 1)));
+    // The switch lists the port once the control handshake is done; the plug then connects
+    // to the data socket. Give it that moment, or a busy machine sees the switch die
+    // mid-handshake (a refused data socket) instead of a closed connection.
+    std::thread::sleep(Duration::from_millis(500));
     sw.kill();
     let (status, _out, err) = filo.output(Duration::from_secs(5));
     assert!(status.success(), "{status} {err}");

@@ -762,6 +762,27 @@ impl Net {
         self.send_frame(ifindex, f);
     }
 
+    /// Announces `ip` as ours on `ifindex` (RFC 5227 ARP announcement: a request with sender
+    /// and target both `ip`). Neighbours that already hold an entry for `ip` update it — for
+    /// one, a DHCP server's kernel whose probe of the address, made before offering it, left a
+    /// failed entry that would refuse the new owner for seconds.
+    pub fn announce(&mut self, ifindex: usize, ip: Ipv4Addr) {
+        let Some(l) = self.links.get(ifindex) else {
+            return;
+        };
+        let mut f = vec![0u8; ETH_HDR + wire::ARP_LEN];
+        wire::write_eth(&mut f, wire::BROADCAST, l.mac, wire::ETHERTYPE_ARP);
+        Arp {
+            op: 1,
+            sha: l.mac,
+            spa: ip,
+            tha: [0; 6],
+            tpa: ip,
+        }
+        .write(&mut f[ETH_HDR..]);
+        self.send_frame(ifindex, f);
+    }
+
     /// Sends a router solicitation on `ifindex`.
     pub fn router_solicit(&mut self, ifindex: usize) {
         let Some(l) = self.links.get(ifindex) else {
@@ -1117,6 +1138,18 @@ mod tests {
         let out = n.links[0].captured.pop().unwrap();
         assert_eq!(&out[0..6], &PEER);
         assert_eq!(u16::from_be_bytes([out[12], out[13]]), wire::ETHERTYPE_IPV4);
+    }
+
+    #[test]
+    fn an_announcement_names_the_address_as_sender_and_target() {
+        let mut n = net();
+        n.announce(0, "10.0.0.9".parse().unwrap());
+        let f = n.links[0].captured.pop().expect("an announcement");
+        assert_eq!(&f[0..6], &wire::BROADCAST);
+        let arp = Arp::parse(&f[ETH_HDR..]).unwrap();
+        assert_eq!((arp.op, arp.sha, arp.tha), (1, MAC, [0; 6]));
+        assert_eq!(arp.spa, arp.tpa);
+        assert_eq!(arp.spa, "10.0.0.9".parse::<Ipv4Addr>().unwrap());
     }
 
     #[test]

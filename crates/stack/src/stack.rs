@@ -335,8 +335,17 @@ impl Inner {
         }
     }
 
+    /// filo's bookkeeping after each smoltcp turn, one job each.
     fn after_poll(&mut self, now: Instant) {
-        // Listeners: move sockets through listening -> embryonic -> ready.
+        self.settle_listeners();
+        self.reap_closed();
+        self.apply_dhcp_events();
+        self.apply_router_adverts();
+        self.solicit_routers(now);
+    }
+
+    /// Listeners: moves sockets through listening -> embryonic -> ready, keeping spares.
+    fn settle_listeners(&mut self) {
         let sockets = &mut self.sockets;
         let mut refill = false;
         for l in self.listeners.values_mut() {
@@ -368,7 +377,10 @@ impl Inner {
         if refill {
             self.refill_listeners();
         }
-        // Closed sockets whose owner is gone.
+    }
+
+    /// Removes closed sockets whose owner is gone.
+    fn reap_closed(&mut self) {
         let sockets = &mut self.sockets;
         self.closing.retain(|&h| {
             let done = matches!(
@@ -380,7 +392,10 @@ impl Inner {
             }
             !done
         });
-        // DHCP.
+    }
+
+    /// Applies DHCP lease changes: addresses, default route, DNS servers.
+    fn apply_dhcp_events(&mut self) {
         for (i, event) in std::mem::take(&mut self.net.dhcp_events) {
             self.dhcp_events += 1;
             if let Some(old) = self.conf.get_mut(i).and_then(|c| c.dhcp_addr.take()) {
@@ -396,6 +411,7 @@ impl Inner {
                 };
                 tracing::info!(link = %self.net.links[i].name, "DHCP lease {c}");
                 self.net.links[i].addrs.push(c);
+                self.net.announce(i, lease.addr);
                 if let Some(conf) = self.conf.get_mut(i) {
                     conf.dhcp_addr = Some(c);
                 }
@@ -417,7 +433,10 @@ impl Inner {
             }
             self.sync_addrs();
         }
-        // SLAAC.
+    }
+
+    /// SLAAC: addresses and default routes from router advertisements.
+    fn apply_router_adverts(&mut self) {
         let adverts = std::mem::take(&mut self.net.adverts);
         let mut changed = false;
         for (i, router, ra) in adverts {
@@ -471,7 +490,10 @@ impl Inner {
         if changed {
             self.sync_addrs();
         }
-        // Router solicitations while SLAAC waits for its first advert.
+    }
+
+    /// Router solicitations while SLAAC waits for its first advert.
+    fn solicit_routers(&mut self, now: Instant) {
         for i in 0..self.conf.len() {
             let c = &mut self.conf[i];
             if c.slaac && c.rs_left > 0 && now >= c.rs_at {

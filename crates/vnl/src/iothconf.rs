@@ -346,9 +346,9 @@ impl IothConf {
                     return Err(err(
                         &format!("ip={a}"),
                         match n {
-                            0 => "there is no interface (no VNL)".to_string(),
-                            1 => "there is only one interface, vde0".to_string(),
-                            _ => format!("there are only vde0..vde{}", n - 1),
+                            0 => format!("no interface vde{i}: there is none (no VNL)"),
+                            1 => format!("no interface vde{i}: there is only one, vde0"),
+                            _ => format!("no interface vde{i}: there are vde0..vde{}", n - 1),
                         },
                         IP_FORM,
                     ))
@@ -478,7 +478,10 @@ mod tests {
         let c = IothConf::parse("ip=10.0.0.1/24,ip=10.0.1.1/24@vde1").unwrap();
         assert!(c.check_interfaces(2).is_ok());
         let e = c.check_interfaces(1).unwrap_err();
-        assert!(e.reason.contains("only one interface"), "{e}");
+        assert!(
+            e.reason.contains("no interface vde1: there is only one"),
+            "{e}"
+        );
         let e = c.check_interfaces(0).unwrap_err();
         assert!(e.reason.contains("no interface"), "{e}");
     }
