@@ -291,19 +291,14 @@ fn ping(a: PingArgs) -> Result<ExitCode> {
 }
 
 fn http_serve(a: HttpServeArgs) -> Result<ExitCode> {
-    let HttpServeArgs {
-        net,
-        port,
-        max_requests,
-        dir,
-    } = a;
+    let (dir, port) = (&a.dir, a.port);
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
-    let stack = build(&net)?;
+    let stack = build(&a.net)?;
     let opts = filo_http::ServeOptions {
-        max_requests,
-        ..filo_http::ServeOptions::new(&dir, port)
+        max_requests: a.max_requests,
+        ..filo_http::ServeOptions::new(dir, port)
     };
     let server = filo_http::Server::bind(&stack, opts)?;
     let addrs: Vec<String> = stack.addrs().iter().map(|(_, a)| a.to_string()).collect();
@@ -334,15 +329,10 @@ fn perf(a: PerfArgs) -> Result<ExitCode> {
 }
 
 fn fetch(a: FetchArgs) -> Result<ExitCode> {
-    let FetchArgs {
-        net,
-        output,
-        timeout,
-        url,
-    } = a;
     crate::sys::default_signals();
-    let opts = filo_http::FetchOptions::new(&url, output, secs(timeout, "--timeout")?)?;
-    let stack = build(&net)?;
+    let url = &a.url;
+    let opts = filo_http::FetchOptions::new(url, a.output, secs(a.timeout, "--timeout")?)?;
+    let stack = build(&a.net)?;
     let status = filo_http::fetch(&stack, &opts)?;
     if !status.is_success() {
         eprintln!("filo stack fetch: {url}: HTTP status {}", status.as_u16());

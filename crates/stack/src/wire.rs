@@ -24,22 +24,8 @@ pub fn mac_to_string(mac: &Mac) -> String {
         .join(":")
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff` (or with `-`).
-pub fn parse_mac(text: &str) -> Option<Mac> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split([':', '-']);
-    for b in mac.iter_mut() {
-        let p = parts.next()?;
-        if p.is_empty() || p.len() > 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    if parts.next().is_some() {
-        return None;
-    }
-    Some(mac)
-}
+/// Parses `aa:bb:cc:dd:ee:ff` (or with `-`): the iothconf parser's.
+pub use filo_vnl::iothconf::parse_mac;
 
 pub fn is_multicast_mac(mac: &[u8]) -> bool {
     mac[0] & 1 == 1
