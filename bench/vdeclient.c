@@ -8,7 +8,7 @@
  *                                                      with SRC, first announce 02:..:SRC
  *   vdeclient VNL echo                                 send every frame back (swap MACs)
  *   vdeclient VNL ping COUNT SIZE                      round trips against an echo; print
- *                                                      "p50_us p99_us"
+ *                                                      "p50_us p99_us replies"
  *   vdeclient VNL hello SIZE                           send one frame, wait for one, print it
  * Frames come from 02:00:00:00:00:<pid&0xff> to 02:00:00:00:00:<DST> (default ff = broadcast).
  */
@@ -135,9 +135,9 @@ int main(int argc, char **argv) {
 				break;
 			}
 		}
-		if (got == 0) { printf("0 0\n"); return 1; }
+		if (got == 0) { printf("0 0 0\n"); return 1; }
 		qsort(rtt, got, sizeof *rtt, cmp_double);
-		printf("%.1f %.1f\n", rtt[got / 2], rtt[(long)(got * 0.99)]);
+		printf("%.1f %.1f %ld\n", rtt[got / 2], rtt[(long)(got * 0.99)], got);
 	} else if (strcmp(mode, "hello") == 0 && argc >= 4) {
 		int size = atoi(argv[3]);
 		fill(buf, size, 0xff, me);

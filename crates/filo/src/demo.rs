@@ -10,6 +10,13 @@ use filo_vnl::Plug;
 
 /// Start a switch with three nodes on it and let them talk; nothing to set up.
 #[derive(Args, Debug)]
+#[command(after_long_help = "\
+The switch is a real filo switch on a temporary directory: while the demo runs, any VDE
+client (vde_plug, QEMU, filo plug) could join it. Nodes are plugs in this process.
+
+EXAMPLES:
+  filo demo
+  filo demo -n 10        # ten rounds")]
 pub struct DemoArgs {
     /// Rounds of conversation.
     #[arg(short = 'n', long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100_000))]

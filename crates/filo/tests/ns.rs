@@ -266,7 +266,7 @@ fn unprivileged_user_or_skip_with_reason() {
     // Without a VNL no tap is needed: a user namespace is enough.
     let (code, out, err) = nobody(&["--", "sh", "-c", "id -u; ip -br link"]);
     if code != 0 {
-        eprintln!("SKIP unprivileged filo ns: {err}");
+        skip(&format!("unprivileged filo ns: {err}"));
         assert!(err.contains("user namespace"), "unclear reason: {err}");
         return;
     }
@@ -274,7 +274,7 @@ fn unprivileged_user_or_skip_with_reason() {
     let sw = FiloSwitch::start(FILO, &tmp, "sw", &["--mode", "777"]);
     let (code, out, err) = nobody(&[&sw.vnl(), "--", "ip", "-br", "link", "show", "vde0"]);
     if code != 0 {
-        eprintln!("SKIP unprivileged taps: {err}");
+        skip(&format!("unprivileged taps: {err}"));
         assert!(err.contains("/dev/net/tun"), "unclear reason: {err}");
         return;
     }

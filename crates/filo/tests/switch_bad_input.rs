@@ -207,7 +207,12 @@ fn a_port_owned_by_another_user_is_refused() {
             ])
             .stdin(Stdio::null()),
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // The switch lists port 4 as nobody's (the handshake went through), and vde_plug stays.
+    let listed = wait_until(T, || {
+        let ports = sw.console("port/print 4");
+        ports.contains("Port 0004") && ports.contains("Current User: nobody")
+    });
+    assert!(listed, "{}", sw.console("port/print"));
     assert!(
         own.child.try_wait().unwrap().is_none(),
         "nobody's own port 4 was refused"
@@ -295,7 +300,34 @@ fn a_receiver_that_never_reads_costs_drops_only_on_its_own_port() {
         got, total,
         "the reading client lost frames because of the deaf one"
     );
+    // The drops are counted on the deaf port, and only there.
+    let drops = queue_drops(&sw.console("port/print"));
+    let deaf_drops = drops.iter().find(|(p, _)| *p == 9).map(|(_, d)| *d);
+    assert!(deaf_drops.unwrap_or(0) > 0, "{drops:?}");
+    assert!(
+        drops.iter().all(|(p, d)| *p == 9 || *d == 0),
+        "drops on other ports: {drops:?}"
+    );
     let _ = B;
+}
+
+/// (port, queue drops) for each port in `port/print`'s output.
+fn queue_drops(ports: &str) -> Vec<(u32, u64)> {
+    let mut out = Vec::new();
+    let mut port = None;
+    for line in ports.lines() {
+        let mut w = line.split_whitespace();
+        match (w.next(), w.next(), w.next()) {
+            (Some("Port"), Some(n), _) => port = n.parse().ok(),
+            (Some("DROP:"), Some("queue"), Some(d)) => {
+                if let (Some(p), Ok(d)) = (port, d.parse()) {
+                    out.push((p, d));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Sends `total` unicast frames to a reader that reads slowly; returns frames the reader got.

@@ -35,6 +35,19 @@ impl std::fmt::Display for Transfer {
 
 const CHUNK: usize = 256 * 1024;
 
+/// The transfer pattern at stream offset `off` (a multiple of 8): each 8-byte word is
+/// splitmix64 of its index, so every byte depends on its offset and a hole, a zero-filled
+/// piece or a misplaced one of any length changes the CRC.
+pub fn pattern(off: u64, buf: &mut [u8]) {
+    for (word, chunk) in (off / 8..).zip(buf.chunks_mut(8)) {
+        let mut z = word.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+    }
+}
+
 /// Writes `bytes` bytes of a pattern that changes with the offset. The caller shuts down the
 /// write half (and, for a filo stream, may [`crate::TcpStream::drain`]).
 pub fn send(mut w: impl Write, bytes: u64) -> io::Result<Transfer> {
@@ -44,10 +57,7 @@ pub fn send(mut w: impl Write, bytes: u64) -> io::Result<Transfer> {
     let t0 = Instant::now();
     while sent < bytes {
         let n = ((bytes - sent) as usize).min(CHUNK);
-        let round = sent / CHUNK as u64;
-        for (k, b) in buf[..n].iter_mut().enumerate().step_by(1024) {
-            *b = (round as usize).wrapping_mul(31).wrapping_add(k >> 10) as u8;
-        }
+        pattern(sent, &mut buf[..n]);
         h.update(&buf[..n]);
         w.write_all(&buf[..n])?;
         sent += n as u64;
@@ -115,4 +125,50 @@ pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
         return Duration::ZERO;
     }
     sorted[(sorted.len() - 1) * p.min(100) / 100]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crc(b: &[u8]) -> u32 {
+        crc32fast::hash(b)
+    }
+
+    #[test]
+    fn every_byte_depends_on_its_offset() {
+        let mut a = vec![0u8; 64 * 1024];
+        pattern(0, &mut a);
+        // No zero-filled 8-byte hole, anywhere, keeps the CRC.
+        let whole = crc(&a);
+        for at in [0usize, 8, 1000, 4096, 65528] {
+            let mut b = a.clone();
+            b[at..at + 8].fill(0);
+            assert_ne!(crc(&b), whole, "a zeroed word at {at}");
+            let mut c = a.clone();
+            c[at] ^= 1;
+            assert_ne!(crc(&c), whole, "a flipped bit at {at}");
+        }
+        // A piece in the wrong place: the same bytes at another offset differ.
+        let mut later = vec![0u8; 64];
+        pattern(8, &mut later);
+        assert_ne!(&later[..56], &a[..56]);
+        assert_eq!(&later[..56], &a[8..64]);
+        // Chunked generation equals one pass.
+        let mut parts = vec![0u8; 64 * 1024];
+        let (x, y) = parts.split_at_mut(CHUNK.min(32 * 1024));
+        pattern(0, x);
+        pattern(x.len() as u64, y);
+        assert_eq!(parts, a);
+    }
+
+    #[test]
+    fn send_and_receive_agree() {
+        let mut wire = Vec::new();
+        let t = send(&mut wire, 3 * CHUNK as u64 + 13).unwrap();
+        let r = receive(&wire[..]).unwrap();
+        assert_eq!((t.bytes, t.crc32), (r.bytes, r.crc32));
+        wire[CHUNK + 100] = 0;
+        assert_ne!(receive(&wire[..]).unwrap().crc32, t.crc32);
+    }
 }

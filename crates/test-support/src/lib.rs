@@ -59,6 +59,23 @@ pub fn require(program: &str) {
     );
 }
 
+/// Records that a test skipped part of its work, and why: printed, and appended to the file
+/// named by `FILO_TEST_SKIPS` (set by `scripts/test`, which reports the count in its closing
+/// line: with `--quiet` a skipping test would otherwise just count as passed).
+pub fn skip(reason: &str) {
+    eprintln!("SKIP {reason}");
+    if let Some(path) = std::env::var_os("FILO_TEST_SKIPS") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{}", reason.replace('\n', " "));
+        }
+    }
+}
+
 /// A child process killed (and reaped) when dropped.
 pub struct Proc {
     pub child: Child,
