@@ -716,8 +716,16 @@ fn unprivileged_user_serves_and_uses_a_stack_or_skip_with_reason() {
     let vnl = sw.vnl();
     let mut server =
         Proc::spawn(nobody(&["stack", "serve", &sp, "--vnl", &vnl]).stdout(Stdio::null()));
-    assert!(wait_until(T, || s.exists()
-        || server.child.try_wait().unwrap().is_some()));
+    // PATH appears at bind, before the stack (and its tap) is built: wait until the stack
+    // answers, or the server gave up.
+    let answers = || {
+        Proc::spawn(&mut nobody(&["mstack", &sp, "--", "true"]))
+            .output(T)
+            .0
+            .success()
+    };
+    assert!(wait_until(T, || server.child.try_wait().unwrap().is_some()
+        || answers()));
     if server.child.try_wait().unwrap().is_some() {
         let (_, _, err) = server.output(T);
         skip(&format!("unprivileged stack with a tap: {err}"));
