@@ -317,7 +317,12 @@ fn a_stack_never_grants_a_caller_more_than_it_could_have() {
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .args(setpriv)
             .arg(&bin)
-            .args([&sp, &domain.to_string(), &ty.to_string(), &proto.to_string()])
+            .args([
+                &sp,
+                &domain.to_string(),
+                &ty.to_string(),
+                &proto.to_string(),
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let (_, out, err) = Proc::spawn(&mut c).output(T);
@@ -339,7 +344,11 @@ fn a_stack_never_grants_a_caller_more_than_it_could_have() {
     // What an unprivileged user may open, it gets.
     for (d, t, p) in [
         (libc::AF_INET, libc::SOCK_STREAM, 0),
-        (libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, libc::IPPROTO_TCP),
+        (
+            libc::AF_INET6,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_TCP,
+        ),
         (libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_UDP),
     ] {
         assert_eq!(ask(&[], d, t, p), "ok", "socket({d}, {t}, {p})");

@@ -356,10 +356,18 @@ mod tests {
         use libc::*;
         let flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
         assert!(unprivileged_may_open(AF_INET, SOCK_STREAM, 0));
-        assert!(unprivileged_may_open(AF_INET6, SOCK_STREAM | flags, IPPROTO_TCP));
+        assert!(unprivileged_may_open(
+            AF_INET6,
+            SOCK_STREAM | flags,
+            IPPROTO_TCP
+        ));
         assert!(unprivileged_may_open(AF_INET, SOCK_DGRAM, IPPROTO_UDP));
         assert!(unprivileged_may_open(AF_INET, SOCK_DGRAM, IPPROTO_ICMP));
-        assert!(unprivileged_may_open(AF_INET6, SOCK_DGRAM | flags, IPPROTO_ICMPV6));
+        assert!(unprivileged_may_open(
+            AF_INET6,
+            SOCK_DGRAM | flags,
+            IPPROTO_ICMPV6
+        ));
         assert!(!unprivileged_may_open(AF_INET6, SOCK_DGRAM, IPPROTO_ICMP));
         assert!(!unprivileged_may_open(AF_INET, SOCK_RAW, IPPROTO_ICMP));
         assert!(!unprivileged_may_open(AF_INET, SOCK_STREAM, IPPROTO_UDP));
@@ -376,7 +384,11 @@ mod tests {
         assert!(cap_eff_has(status, 1000, CAP_NET_RAW));
         assert!(!cap_eff_has(status, 1001, CAP_NET_RAW));
         assert!(!cap_eff_has(status, 1000, CAP_SYS_ADMIN));
-        assert!(!cap_eff_has("Uid:\t1000\t1000\t1000\t1000\n", 1000, CAP_NET_RAW));
+        assert!(!cap_eff_has(
+            "Uid:\t1000\t1000\t1000\t1000\n",
+            1000,
+            CAP_NET_RAW
+        ));
         // This test process under another uid is nobody's: its capabilities do not count.
         let stranger = Caller {
             pid: std::process::id() as i32,
