@@ -71,9 +71,7 @@ impl Daemon {
     ) -> io::Result<Daemon> {
         let mgmt = match mgmt {
             Some((path, mode)) => {
-                if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
-                    let _ = fs::remove_file(&path);
-                }
+                filo_vnl::sockfile::make_way(&path, filo_vnl::sockfile::Type::STREAM)?;
                 let l = UnixListener::bind(&path).map_err(|e| {
                     io::Error::new(
                         e.kind(),
