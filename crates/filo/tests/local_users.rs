@@ -1,6 +1,7 @@
 //! What a hostile local user could do with the files filo creates: rename a switch's `ctl`
 //! (the directory is sticky when others may write to it), have a regular file deleted that
-//! sits where a socket is to be bound (only stale sockets are removed).
+//! sits where a socket is to be bound (only stale sockets are removed), or take a UDP port
+//! another plug already uses (refused: no SO_REUSEADDR).
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
@@ -71,4 +72,39 @@ fn only_stale_sockets_are_removed_to_make_way() {
     let up = || std::os::unix::net::UnixStream::connect(&stale).is_ok();
     assert!(wait_until(T, up), "the stale socket was not replaced");
     assert!(sw.console("vlan/print").contains("1000 Success"));
+}
+
+#[test]
+fn a_second_udp_plug_on_a_taken_port_is_refused() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let vnl = format!("udp://127.0.0.1:{port}->127.0.0.1:9");
+    let plug = || {
+        Proc::spawn(
+            Command::new(FILO)
+                .args(["plug", &vnl, "null://"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        )
+    };
+    let mut first = plug();
+    let taken = || std::net::UdpSocket::bind(("127.0.0.1", port)).is_err();
+    assert!(wait_until(T, taken), "the first plug did not bind {port}");
+    let mut second = plug();
+    let exited = wait_until(T, || second.child.try_wait().unwrap().is_some());
+    assert!(exited, "a second plug bound the same UDP port {port}");
+    let (status, _, err) = second.output(T);
+    assert!(!status.success());
+    assert!(
+        err.contains(&format!("cannot bind 127.0.0.1:{port}: the port is in use")),
+        "{err}"
+    );
+    assert!(
+        first.child.try_wait().unwrap().is_none(),
+        "the first plug died"
+    );
 }
