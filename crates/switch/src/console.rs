@@ -259,12 +259,13 @@ impl Session {
         Session::default()
     }
 
-    /// A session of a console client with uid `peer` on a switch run by uid `own`: file
-    /// commands (`load`, `port/capture PATH`) read and write files as the switch's user, so
-    /// they are only for that user and root; others get EPERM ([`FILES_REFUSED`]).
-    pub fn for_peer(peer: u32, own: u32) -> Session {
+    /// A session of a console client, who may use file commands (`load`, `port/capture
+    /// PATH`) or not: they read and write files as the switch's user, so they are only for
+    /// that user and root ([`filo_vnl::mgmt::may_use_files`]); others get EPERM
+    /// ([`FILES_REFUSED`]).
+    pub fn for_peer(files_allowed: bool) -> Session {
         Session {
-            files_refused: peer != 0 && peer != own,
+            files_refused: !files_allowed,
             ..Session::default()
         }
     }

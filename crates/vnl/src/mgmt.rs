@@ -202,3 +202,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// Whether a console client with uid `peer` may use file commands (`load`, captures): they
+/// read and write files as this process's user, so only that user and root may.
+pub fn may_use_files(peer: u32) -> bool {
+    peer == 0 || peer == crate::sys::euid()
+}

@@ -28,7 +28,7 @@ impl Switch {
                 // Unknown credentials count as another user's.
                 let peer = sys::peer_uid(stream.as_raw_fd()).unwrap_or(u32::MAX);
                 let mut conn = Conn::socket(stream);
-                conn.session = Session::for_peer(peer, sys::euid());
+                conn.session = Session::for_peer(filo_vnl::mgmt::may_use_files(peer));
                 conn.queue_output(console::greeting().as_bytes());
                 conn
             },
