@@ -324,24 +324,14 @@ fn rc_file_and_nested_load_through_the_daemon() {
 /// user (`--mgmtmode 666`, judged by SO_PEERCRED) is refused `load` and `port/capture PATH`.
 #[test]
 fn console_file_commands_are_for_the_switchs_user() {
-    require("setpriv");
     let tmp = TempDir::new("filo-c6");
-    run(Command::new("chmod").args(["755", &tmp.path().to_string_lossy()]));
-    let bin = tmp.join("filo");
-    std::fs::copy(FILO, &bin).unwrap();
-    run(Command::new("chmod").args(["755", &bin.to_string_lossy()]));
+    let bin = copy_for_everyone(&tmp, FILO);
     let secret = tmp.join("secret");
     std::fs::write(&secret, "vlan/create 3\nTOP SECRET\n").unwrap();
     let sw = FiloSwitch::start(FILO, &tmp, "sw", &["--mgmtmode", "666"]);
     let nobody = |command: &str| {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&bin)
-            .arg("console")
-            .arg(&sw.mgmt)
-            .arg(command)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut c = as_nobody(&bin);
+        c.arg("console").arg(&sw.mgmt).arg(command);
         let (st, out, err) = Proc::spawn(&mut c).output(Duration::from_secs(10));
         (st.success(), format!("{out}{err}"))
     };

@@ -253,12 +253,8 @@ fn console_errors_are_detailed_and_load_refuses_non_scripts() {
 /// client is refused it (SO_PEERCRED), and the file is not read.
 #[test]
 fn load_is_for_the_wirefilters_user() {
-    require("setpriv");
     let tmp = TempDir::new("filo-wfu");
-    run(Command::new("chmod").args(["755", &tmp.path().to_string_lossy()]));
-    let bin = tmp.join("filo");
-    std::fs::copy(FILO, &bin).unwrap();
-    run(Command::new("chmod").args(["755", &bin.to_string_lossy()]));
+    let bin = copy_for_everyone(&tmp, FILO);
     let mgmt = tmp.join("wf.mgmt");
     let _wf = Proc::spawn(
         Command::new(FILO)
@@ -273,14 +269,8 @@ fn load_is_for_the_wirefilters_user() {
     std::fs::write(&script, "loss 7\n").unwrap();
     run(Command::new("chmod").args(["600", &script.to_string_lossy()]));
     let load = format!("load {}", script.display());
-    let mut c = Command::new("setpriv");
-    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&bin)
-        .arg("console")
-        .arg(&mgmt)
-        .arg(&load)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut c = as_nobody(&bin);
+    c.arg("console").arg(&mgmt).arg(&load);
     let (st, out, err) = Proc::spawn(&mut c).output(T);
     assert!(!st.success());
     assert!(
