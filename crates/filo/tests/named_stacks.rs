@@ -275,6 +275,96 @@ fn permissions_on_the_path_are_the_access_control() {
     assert!(err.contains("msocket"), "{err}");
 }
 
+/// A C client that asks `msocket(PATH, DOMAIN, TYPE, PROTOCOL)` and prints "ok" or the errno.
+const MSOCK_C: &str = "#include <errno.h>\n#include <stdio.h>\n#include <stdlib.h>\n\
+#include \"libfilo.h\"\n\
+int main(int argc, char **argv) {\n\
+    if (argc != 5) return 2;\n\
+    int fd = msocket(argv[1], atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));\n\
+    if (fd < 0) { printf(\"errno %d\\n\", errno); return 1; }\n\
+    printf(\"ok\\n\");\n\
+    return 0;\n\
+}\n";
+
+#[test]
+fn a_stack_never_grants_a_caller_more_than_it_could_have() {
+    require("setpriv");
+    let (dir, _) = c_client();
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tmp = TempDir::new("filo-nst");
+    run(Command::new("chmod").args(["755", &tmp.path().to_string_lossy()]));
+    let src = tmp.join("msock.c");
+    std::fs::write(&src, MSOCK_C).unwrap();
+    let bin = tmp.join("msock");
+    run(Command::new("gcc")
+        .args(["-Wall", "-Werror"])
+        .arg(&src)
+        .arg("-I")
+        .arg(ws.join("crates/libfilo/include"))
+        .arg("-L")
+        .arg(dir)
+        .arg("-lfilo")
+        .arg(format!("-Wl,-rpath,{}", dir.display()))
+        .arg("-o")
+        .arg(&bin));
+    run(Command::new("chmod").args(["755", &bin.to_string_lossy()]));
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let s = tmp.join("s");
+    let sp = s.to_string_lossy().into_owned();
+    let _stack = serve(&s, &sw.vnl(), &["--ip", "10.73.0.9/24", "--mode", "666"]);
+    let ask = |setpriv: &[&str], domain: i32, ty: i32, proto: i32| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(setpriv)
+            .arg(&bin)
+            .args([
+                &sp,
+                &domain.to_string(),
+                &ty.to_string(),
+                &proto.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let (_, out, err) = Proc::spawn(&mut c).output(T);
+        format!("{out}{err}").trim().to_string()
+    };
+    let eperm = format!("errno {}", libc::EPERM);
+    let eth_p_all = i32::from(0x0003u16.to_be());
+    // Nobody could not open these itself: the root daemon must not open them for it.
+    let privileged = [
+        (libc::AF_PACKET, libc::SOCK_RAW, eth_p_all),
+        (libc::AF_PACKET, libc::SOCK_DGRAM, eth_p_all),
+        (libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP),
+        (libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6),
+        (libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE),
+    ];
+    for (d, t, p) in privileged {
+        assert_eq!(ask(&[], d, t, p), eperm, "nobody got socket({d}, {t}, {p})");
+    }
+    // What an unprivileged user may open, it gets.
+    for (d, t, p) in [
+        (libc::AF_INET, libc::SOCK_STREAM, 0),
+        (
+            libc::AF_INET6,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_TCP,
+        ),
+        (libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_UDP),
+    ] {
+        assert_eq!(ask(&[], d, t, p), "ok", "socket({d}, {t}, {p})");
+    }
+    // A nobody process holding CAP_NET_RAW could open raw sockets itself: it gets them.
+    let raw = ["--inh-caps=+net_raw", "--ambient-caps=+net_raw"];
+    let (d, t, p) = privileged[0];
+    assert_eq!(ask(&raw, d, t, p), "ok");
+    // Root gets anything.
+    let mut c = Command::new(&bin);
+    c.args([&sp, &d.to_string(), &t.to_string(), &p.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    assert_eq!(Proc::spawn(&mut c).output(T).1.trim(), "ok");
+}
+
 #[test]
 fn a_daemon_killed_mid_use_leaves_nothing_and_clients_get_clear_errors() {
     let tmp = TempDir::new("filo-nst");

@@ -319,3 +319,84 @@ fn rc_file_and_nested_load_through_the_daemon() {
     let reply = sw.console(&format!("load {}", fifo.display()));
     assert!(reply.contains(".\n1022 Invalid argument\n"), "{reply}");
 }
+
+/// File commands read and write files as the switch's user: a console client of another
+/// user (`--mgmtmode 666`, judged by SO_PEERCRED) is refused `load` and `port/capture PATH`.
+#[test]
+fn console_file_commands_are_for_the_switchs_user() {
+    let tmp = TempDir::new("filo-c6");
+    let bin = copy_for_everyone(&tmp, FILO);
+    let secret = tmp.join("secret");
+    std::fs::write(&secret, "vlan/create 3\nTOP SECRET\n").unwrap();
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &["--mgmtmode", "666"]);
+    let nobody = |command: &str| {
+        let mut c = as_nobody(&bin);
+        c.arg("console").arg(&sw.mgmt).arg(command);
+        let (st, out, err) = Proc::spawn(&mut c).output(Duration::from_secs(10));
+        (st.success(), format!("{out}{err}"))
+    };
+    assert!(sw.console("port/create 1").contains("1000 Success"));
+    let refused = "Operation not permitted: file commands are for the switch's user";
+    let (ok, out) = nobody(&format!("load {}", secret.display()));
+    assert!(!ok && out.contains(refused), "{out}");
+    assert!(
+        !out.contains("SECRET") && !out.contains("vlan/create"),
+        "{out}"
+    );
+    let victim = tmp.join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let (ok, out) = nobody(&format!("port/capture 1 {}", victim.display()));
+    assert!(!ok && out.contains(refused), "{out}");
+    let created = tmp.join("created.pcapng");
+    let (ok, out) = nobody(&format!("port/capture 1 {}", created.display()));
+    assert!(!ok && out.contains(refused), "{out}");
+    // Other commands still work for nobody, and stopping a capture is no file command.
+    assert_eq!(nobody("port/capture 1 off"), (true, String::new()));
+    let (ok, out) = nobody("vlan/create 5");
+    assert!(ok, "{out}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(!created.exists());
+    // The switch's own user may.
+    assert!(sw
+        .console(&format!("load {}", secret.display()))
+        .contains("SECRET"));
+}
+
+/// What a console names for a capture is opened without following links, without blocking
+/// (a FIFO used to freeze the switch until a reader came), only as a regular file, and an
+/// existing file is overwritten only when it is already a capture.
+#[test]
+fn capture_files_are_regular_files_opened_without_blocking_or_following_links() {
+    let tmp = TempDir::new("filo-c7");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    assert!(sw.console("port/create 1").contains("1000 Success"));
+    let fifo = tmp.join("fifo");
+    mkfifo(&fifo);
+    let t0 = std::time::Instant::now();
+    sw.console(&format!("port/capture 1 {}", fifo.display()));
+    assert!(sw.console("vlan/print").contains("1000 Success"));
+    assert!(t0.elapsed() < T, "the switch froze on a FIFO");
+    let precious = tmp.join("precious");
+    std::fs::write(&precious, "not a capture").unwrap();
+    let link = tmp.join("link.pcapng");
+    std::os::unix::fs::symlink(&precious, &link).unwrap();
+    for path in [&precious, &link] {
+        sw.console(&format!("port/capture 1 {}", path.display()));
+        sw.console("port/capture 1 off");
+        assert_eq!(std::fs::read_to_string(&precious).unwrap(), "not a capture");
+    }
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // A capture of ours is overwritten; a new file is made.
+    let ours = tmp.join("ours.pcapng");
+    sw.console(&format!("port/capture 1 {}", ours.display()));
+    sw.console("port/capture 1 off");
+    let first = std::fs::read(&ours).unwrap();
+    assert_eq!(first[..4], [0x0a, 0x0d, 0x0d, 0x0a]);
+    std::fs::write(&ours, [&first[..], b"junk"].concat()).unwrap();
+    sw.console(&format!("port/capture 1 {}", ours.display()));
+    sw.console("port/capture 1 off");
+    assert_eq!(std::fs::read(&ours).unwrap(), first);
+}

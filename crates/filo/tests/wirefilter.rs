@@ -248,3 +248,36 @@ fn console_errors_are_detailed_and_load_refuses_non_scripts() {
     assert!(reply.starts_with("1000 Success\n"), "{reply}");
     assert!(console(&mgmt, "showinfo").contains("Loss   L->R 5+0U"));
 }
+
+/// `load` reads a file as the wirefilter's user: with `--mgmtmode 666` another user's console
+/// client is refused it (SO_PEERCRED), and the file is not read.
+#[test]
+fn load_is_for_the_wirefilters_user() {
+    let tmp = TempDir::new("filo-wfu");
+    let bin = copy_for_everyone(&tmp, FILO);
+    let mgmt = tmp.join("wf.mgmt");
+    let _wf = Proc::spawn(
+        Command::new(FILO)
+            .args(["wirefilter", "--mgmtmode", "666", "-M"])
+            .arg(&mgmt)
+            .args(["null://", "null://"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(wait_until(T, || mgmt.exists()));
+    let script = tmp.join("root-only.rc");
+    std::fs::write(&script, "loss 7\n").unwrap();
+    run(Command::new("chmod").args(["600", &script.to_string_lossy()]));
+    let load = format!("load {}", script.display());
+    let mut c = as_nobody(&bin);
+    c.arg("console").arg(&mgmt).arg(&load);
+    let (st, out, err) = Proc::spawn(&mut c).output(T);
+    assert!(!st.success());
+    assert!(
+        err.contains("Operation not permitted: file commands are for the wirefilter's user"),
+        "{out}{err}"
+    );
+    assert!(!console(&mgmt, "showinfo").contains("L->R 7"));
+    assert!(console(&mgmt, &load).starts_with("1000 Success\n"));
+    assert!(console(&mgmt, "showinfo").contains("Loss   L->R 7+0U"));
+}

@@ -8,7 +8,8 @@ extern "C" {
 /* A socket created in the stack served at `path` by `filo stack serve PATH` (or in the stack
  * named by the FILO_STACK environment variable when `path` is NULL; a plain socket(2) when
  * neither is given). Returns the descriptor, or -1 with errno set: EACCES (no permission on
- * path), ENOENT (no stack there), ECONNREFUSED (its daemon is gone), or socket(2)'s errors. */
+ * path), ENOENT (no stack there), ECONNREFUSED (its daemon is gone), EPERM (a raw, packet or
+ * other privileged socket the caller could not open itself), or socket(2)'s errors. */
 int msocket(const char *path, int domain, int type, int protocol);
 
 #ifdef __cplusplus

@@ -58,6 +58,7 @@ const MAX_LOAD_DEPTH: u8 = 8;
 /// Largest accepted `hash/setsize`.
 const MAX_HASH_SIZE: u32 = 1 << 20;
 
+const EPERM: i32 = 1;
 const EINVAL: i32 = 22;
 const ENXIO: i32 = 6;
 const ENOENT: i32 = 2;
@@ -221,7 +222,13 @@ pub struct Session {
     scripts: Vec<Script>,
     /// A `load` whose file the daemon is reading ([`Effect::Load`], answered by [`loaded`]).
     awaiting: Option<Awaited>,
+    /// File commands (`load`, `port/capture PATH`) are refused: the client is neither root
+    /// nor the switch's user ([`Session::for_peer`]).
+    files_refused: bool,
 }
+
+/// The detail of the refusal of a file command to another user's console.
+pub const FILES_REFUSED: &str = "file commands are for the switch's user";
 
 /// A script being run: what is left of it and how its answer is framed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,8 +254,20 @@ struct Awaited {
 }
 
 impl Session {
+    /// A session of the switch's own user (stdin, rc files): every command is allowed.
     pub fn new() -> Session {
         Session::default()
+    }
+
+    /// A session of a console client, who may use file commands (`load`, `port/capture
+    /// PATH`) or not: they read and write files as the switch's user, so they are only for
+    /// that user and root ([`filo_vnl::mgmt::may_use_files`]); others get EPERM
+    /// ([`FILES_REFUSED`]).
+    pub fn for_peer(files_allowed: bool) -> Session {
+        Session {
+            files_refused: !files_allowed,
+            ..Session::default()
+        }
     }
 
     /// Whether this session subscribed to debug `category` (e.g. `"port/ep/+"`).
@@ -291,6 +310,8 @@ struct Outcome {
     prints: bool,
     lines: Vec<String>,
     status: Status,
+    /// Said after the `strerror` text of a failure.
+    detail: &'static str,
 }
 
 impl Outcome {
@@ -306,7 +327,10 @@ impl Outcome {
             out.extend(self.lines.iter().cloned());
             out.push(".".to_string());
         }
-        out.push(status_line(result));
+        out.push(match result {
+            Err(e) if !self.detail.is_empty() => framing::error_line(e, self.detail),
+            _ => status_line(result),
+        });
         out
     }
 }
@@ -322,6 +346,8 @@ struct Ctx<'a> {
     end_session: bool,
     /// Set by `load`: the path of the script to run.
     load: Option<String>,
+    /// Said after the `strerror` text of a failure.
+    detail: &'static str,
 }
 
 impl Ctx<'_> {
@@ -603,6 +629,7 @@ fn run(ctx: &mut Ctx<'_>, input: &str) -> Outcome {
             prints: false,
             lines: Vec::new(),
             status: Status::Nothing,
+            detail: "",
         };
     }
     let found = COMMANDS.iter().find_map(|c| {
@@ -632,6 +659,7 @@ fn run(ctx: &mut Ctx<'_>, input: &str) -> Outcome {
         prints,
         lines: std::mem::take(&mut ctx.out),
         status,
+        detail: std::mem::take(&mut ctx.detail),
     }
 }
 
@@ -650,6 +678,7 @@ fn with_ctx<R>(
         events: Vec::new(),
         end_session: false,
         load: None,
+        detail: "",
     };
     let r = f(&mut ctx);
     (r, ctx.effects, ctx.events)
@@ -733,6 +762,7 @@ pub fn loaded(
                     prints: true,
                     lines: Vec::new(),
                     status: Status::Done(Err(errno)),
+                    detail: "",
                 };
                 if awaited.echo {
                     for line in outcome.framed() {
@@ -1008,11 +1038,21 @@ fn cmd_showinfo(ctx: &mut Ctx<'_>, _arg: &str) -> CmdResult {
     Ok(())
 }
 
+/// Refuses file commands to a console of another user ([`Session::for_peer`]).
+fn files_allowed(ctx: &mut Ctx<'_>) -> CmdResult {
+    if ctx.session.files_refused {
+        ctx.detail = FILES_REFUSED;
+        return Err(EPERM);
+    }
+    Ok(())
+}
+
 fn cmd_load(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
     let path = arg.trim_end();
     if path.is_empty() {
         return Err(EINVAL);
     }
+    files_allowed(ctx)?;
     if ctx.session.scripts.len() >= usize::from(MAX_LOAD_DEPTH) {
         return Err(ELOOP);
     }
@@ -1558,6 +1598,9 @@ fn cmd_port_capture(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
     }
     let port = existing_port(ctx.state, port_text)?.id;
     let path = (path != "off").then(|| PathBuf::from(path));
+    if path.is_some() {
+        files_allowed(ctx)?;
+    }
     ctx.effects.push(Effect::Capture { port, path });
     Ok(())
 }

@@ -76,6 +76,29 @@ pub fn skip(reason: &str) {
     }
 }
 
+/// Makes `tmp` enterable by every user and copies `program` into it, executable by all:
+/// for running it as another user (see [`as_nobody`]). Returns the copy's path.
+pub fn copy_for_everyone(tmp: &TempDir, program: &str) -> PathBuf {
+    run(Command::new("chmod").args(["755", &tmp.path().to_string_lossy()]));
+    let name = Path::new(program).file_name().unwrap_or("program".as_ref());
+    let copy = tmp.join(&name.to_string_lossy());
+    std::fs::copy(program, &copy).unwrap_or_else(|e| panic!("copy {program}: {e}"));
+    run(Command::new("chmod").args(["755", &copy.to_string_lossy()]));
+    copy
+}
+
+/// `program` run as nobody (uid and gid 65534, no supplementary groups) through setpriv,
+/// with stdout and stderr piped.
+pub fn as_nobody(program: &Path) -> Command {
+    require("setpriv");
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(program)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
 /// A child process killed (and reaped) when dropped.
 pub struct Proc {
     pub child: Child,

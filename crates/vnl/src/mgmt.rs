@@ -165,6 +165,12 @@ pub fn read_script(path: &std::path::Path) -> Result<String, i32> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// Whether a console client with uid `peer` may use file commands (`load`, captures): they
+/// read and write files as this process's user, so only that user and root may.
+pub fn may_use_files(peer: u32) -> bool {
+    peer == 0 || peer == crate::sys::euid()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,11 +2,71 @@
 //! (magic `a1b23c4d`) or pcapng (section header, one Ethernet interface, enhanced packet
 //! blocks). Written incrementally and flushed per packet, so a pipe (`-w -`) is live.
 
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const LINKTYPE_ETHERNET: u16 = 1;
 const SNAPLEN: u32 = 65535;
+
+/// The first four bytes of the pcap (µs and ns, either byte order) and pcapng formats.
+const MAGICS: [[u8; 4]; 5] = [
+    [0xd4, 0xc3, 0xb2, 0xa1],
+    [0xa1, 0xb2, 0xc3, 0xd4],
+    [0x4d, 0x3c, 0xb2, 0xa1],
+    [0xa1, 0xb2, 0x3c, 0x4d],
+    [0x0a, 0x0d, 0x0d, 0x0a],
+];
+
+/// Opens `path` for a capture that a less trusted party (a console client) named: never
+/// through a symbolic link (O_NOFOLLOW), never blocking (O_NONBLOCK: a FIFO without reader
+/// fails at once), only a regular file (anything else is refused before it is opened, and
+/// checked again on the open descriptor), and an existing non-empty file is truncated only
+/// when it is already a capture (starts with a pcap or pcapng magic), so the switch cannot
+/// be made to wipe a file that is not its to wipe. A new file is created with mode 0600.
+pub fn create_file(path: &Path) -> io::Result<File> {
+    let not_regular = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a regular file", path.display()),
+        )
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_file() => return Err(not_regular()),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular());
+    }
+    if meta.len() > 0 {
+        let mut magic = [0u8; 4];
+        let is_capture = file.read_exact(&mut magic).is_ok() && MAGICS.contains(&magic);
+        if !is_capture {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{}: exists and is not a pcap or pcapng file: not overwritten",
+                    path.display()
+                ),
+            ));
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+    }
+    Ok(file)
+}
 
 /// Which file format to write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

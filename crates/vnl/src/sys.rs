@@ -657,6 +657,12 @@ pub fn adopt_seqpacket(fd: RawFd) -> Result<OwnedFd, String> {
 
 /// The uid of the process at the other end of a connected UNIX stream socket (SO_PEERCRED).
 pub fn peer_uid(fd: RawFd) -> io::Result<u32> {
+    peer_cred(fd).map(|(_, uid)| uid)
+}
+
+/// The pid and uid of the process at the other end of a connected UNIX socket, as they were
+/// when it connected (SO_PEERCRED).
+pub fn peer_cred(fd: RawFd) -> io::Result<(i32, u32)> {
     // SAFETY: ucred is plain old data; zero is valid.
     let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
@@ -670,7 +676,7 @@ pub fn peer_uid(fd: RawFd) -> io::Result<u32> {
             &mut len,
         )
     })?;
-    Ok(cred.uid)
+    Ok((cred.pid, cred.uid))
 }
 
 /// Writes one datagram-sized buffer to a descriptor (tap) without blocking.

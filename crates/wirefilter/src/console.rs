@@ -41,6 +41,7 @@ pub const PROMPT: &str = "\nVDEwf$ ";
 /// Written instead of the prompt when the session ends.
 pub const END_OF_SESSION: &str = framing::END_OF_SESSION;
 
+const EPERM: i32 = 1;
 const EINVAL: i32 = 22;
 const ENOSYS: i32 = 38;
 
@@ -66,6 +67,15 @@ pub struct Reply {
 /// What a session sees on connect: the banner and the first prompt.
 pub fn greeting() -> String {
     format!("{BANNER}{PROMPT}")
+}
+
+/// The answer to `load` from a console client who may not use file commands (neither root
+/// nor the wirefilter's user, [`filo_vnl::mgmt::may_use_files`]).
+pub fn files_refused() -> String {
+    status_of(Err(CmdError {
+        errno: EPERM,
+        detail: "file commands are for the wirefilter's user".into(),
+    }))
 }
 
 /// The status line and prompt for a finished command (used by the daemon after `load`).

@@ -42,7 +42,8 @@ pub struct Daemon {
     wf: Wirefilter,
     plugs: [Plug; 2],
     mgmt: Option<(UnixListener, PathBuf)>,
-    conns: Vec<Conn<()>>,
+    /// Console connections; the session says whether the client may use file commands.
+    conns: Vec<Conn<bool>>,
     backlog: [VecDeque<Vec<u8>>; 2],
     batch: FrameBatch,
 }
@@ -71,9 +72,7 @@ impl Daemon {
     ) -> io::Result<Daemon> {
         let mgmt = match mgmt {
             Some((path, mode)) => {
-                if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
-                    let _ = fs::remove_file(&path);
-                }
+                filo_vnl::sockfile::make_way(&path, filo_vnl::sockfile::Type::STREAM)?;
                 let l = UnixListener::bind(&path).map_err(|e| {
                     io::Error::new(
                         e.kind(),
@@ -300,7 +299,11 @@ impl Daemon {
             if s.set_nonblocking(true).is_err() || self.conns.len() >= 64 {
                 continue;
             }
+            // Unknown credentials count as another user's.
+            let files =
+                filo_vnl::sys::peer_uid(s.as_raw_fd()).is_ok_and(filo_vnl::mgmt::may_use_files);
             let mut c = Conn::socket(s);
+            c.session = files;
             c.queue_output(console::greeting().as_bytes());
             self.conns.push(c);
         }
@@ -322,6 +325,9 @@ impl Daemon {
                     match effect {
                         Effect::Logout => closed.push(k),
                         Effect::Shutdown => shutdown = true,
+                        Effect::Load(_) if !conn.session => {
+                            conn.queue_output(console::files_refused().as_bytes());
+                        }
                         Effect::Load(path) => {
                             let result = filo_vnl::mgmt::read_script(&path).and_then(|text| {
                                 console::execute_script(&mut self.wf, now, &text)

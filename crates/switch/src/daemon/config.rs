@@ -4,7 +4,7 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use filo_vnl::sys;
@@ -123,8 +123,19 @@ impl SwitchConfig {
         }
     }
 
-    /// Permissions of the directory.
+    /// Permissions of the directory. A directory others may write to gets the sticky bit
+    /// (unlike vde_switch): without it any of them could rename `ctl` and put their own in
+    /// its place for the next plug.
     pub fn dir_mode(&self) -> u32 {
+        let d = self.dir_mode_as_given();
+        if d & 0o022 != 0 {
+            d | 0o1000
+        } else {
+            d
+        }
+    }
+
+    fn dir_mode_as_given(&self) -> u32 {
         match (self.dirmode, self.mode) {
             (Some(d), _) => d,
             (None, Some(m)) => {
@@ -175,6 +186,10 @@ pub enum SwitchError {
     /// Something answers on the management socket's path.
     #[error("management socket {} is in use", .0.display())]
     MgmtInUse(PathBuf),
+    /// Something that is not a stale socket sits where a socket is to be bound (the message
+    /// names the path; nothing was removed).
+    #[error("{0}")]
+    InTheWay(io::Error),
     /// Every port is taken or not allocatable, so a `-t` tap has none.
     #[error("no free port for tap {0}")]
     NoFreePort(String),
@@ -217,8 +232,16 @@ fn group_gid(group: &Option<String>) -> Result<Option<u32>, SwitchError> {
 }
 
 /// True when something answers on the socket at `path`.
-fn alive(path: &Path) -> bool {
-    UnixStream::connect(path).is_ok()
+/// Removes a stale socket at `path` (see [`filo_vnl::sockfile::make_way`]); a live one is
+/// `in_use`, anything else in the way [`SwitchError::InTheWay`].
+fn make_way(path: &Path, in_use: SwitchError) -> Result<(), SwitchError> {
+    filo_vnl::sockfile::make_way(path, socket2::Type::STREAM).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            in_use
+        } else {
+            SwitchError::InTheWay(e)
+        }
+    })
 }
 
 /// Creates the directory and binds `DIR/ctl`, refusing to steal a live switch's socket.
@@ -240,12 +263,7 @@ pub(crate) fn prepare_ctl_dir(cfg: &SwitchConfig) -> Result<UnixListener, Switch
         }
     }
     let ctl = dir.join("ctl");
-    if ctl.exists() {
-        if alive(&ctl) {
-            return Err(SwitchError::AlreadyRunning(dir.clone()));
-        }
-        let _ = fs::remove_file(&ctl);
-    }
+    make_way(&ctl, SwitchError::AlreadyRunning(dir.clone()))?;
     if let Some(g) = gid {
         sys::chown(dir, None, Some(g)).map_err(ioe(format!("cannot chgrp {}", dir.display())))?;
     }
@@ -265,12 +283,7 @@ pub(crate) fn prepare_ctl_dir(cfg: &SwitchConfig) -> Result<UnixListener, Switch
 }
 
 pub(crate) fn bind_mgmt(cfg: &SwitchConfig, path: &Path) -> Result<UnixListener, SwitchError> {
-    if path.exists() {
-        if alive(path) {
-            return Err(SwitchError::MgmtInUse(path.to_path_buf()));
-        }
-        let _ = fs::remove_file(path);
-    }
+    make_way(path, SwitchError::MgmtInUse(path.to_path_buf()))?;
     let l = UnixListener::bind(path).map_err(ioe(format!(
         "cannot bind management socket {}",
         path.display()
@@ -303,12 +316,17 @@ mod tests {
         let mut c = SwitchConfig::new("/x");
         assert_eq!((c.socket_mode(), c.dir_mode()), (0o600, 0o2700));
         c.mode = Some(0o666);
-        assert_eq!((c.socket_mode(), c.dir_mode()), (0o666, 0o2777));
+        // Writable by others: sticky, so nobody renames ctl from under the switch.
+        assert_eq!((c.socket_mode(), c.dir_mode()), (0o666, 0o3777));
         c.mode = Some(0o660);
-        assert_eq!(c.dir_mode(), 0o2770);
+        assert_eq!(c.dir_mode(), 0o3770);
+        c.mode = Some(0o644);
+        assert_eq!(c.dir_mode(), 0o2755);
         c.mode = None;
         c.dirmode = Some(0o2750);
         assert_eq!((c.socket_mode(), c.dir_mode()), (0o2750 & 0o666, 0o2750));
+        c.dirmode = Some(0o777);
+        assert_eq!(c.dir_mode(), 0o1777);
     }
 
     #[test]

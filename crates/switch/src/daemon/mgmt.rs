@@ -1,6 +1,7 @@
 //! Management console connections (the `-M` socket and stdin): line in, reply out, with a
 //! bounded output buffer so a client that never reads cannot stall the switch.
 
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use filo_vnl::sys;
@@ -24,7 +25,10 @@ impl Switch {
             T_MGMT,
             usize::MAX,
             |stream| {
+                // Unknown credentials count as another user's.
+                let peer = sys::peer_uid(stream.as_raw_fd()).unwrap_or(u32::MAX);
                 let mut conn = Conn::socket(stream);
+                conn.session = Session::for_peer(filo_vnl::mgmt::may_use_files(peer));
                 conn.queue_output(console::greeting().as_bytes());
                 conn
             },

@@ -732,10 +732,11 @@ impl Switch {
         self.captures[port as usize] = match path {
             None => None,
             Some(p) => {
-                let file = std::fs::File::create(&p).map_err(|source| CaptureError::Create {
-                    path: p.clone(),
-                    source,
-                })?;
+                let file =
+                    filo_vnl::pcap::create_file(&p).map_err(|source| CaptureError::Create {
+                        path: p.clone(),
+                        source,
+                    })?;
                 let w = filo_vnl::pcap::Writer::new(
                     file,
                     filo_vnl::pcap::Format::PcapNg,

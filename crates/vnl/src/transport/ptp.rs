@@ -38,8 +38,8 @@ fn bind(path: &Path, mode: u32, group: Option<&str>) -> io::Result<Socket> {
     let addr = SockAddr::unix(path)?;
     match sock.bind(&addr) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-            // Nobody answers on it (we only get here after a failed connect): stale.
-            fs::remove_file(path)?;
+            // Only a stale socket is removed; a file in the way is an error naming it.
+            crate::sockfile::make_way(path, Type::DGRAM)?;
             sock.bind(&addr)?;
         }
         other => other?,

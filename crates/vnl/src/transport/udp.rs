@@ -72,10 +72,19 @@ pub fn open(cfg: &UdpConfig) -> io::Result<ConnectedDgram> {
     let ctx = |what: String, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
     let sock = Socket::new(Domain::for_address(cfg.local), Type::DGRAM.cloexec(), None)
         .map_err(|e| ctx("cannot create a UDP socket".into(), e))?;
-    sock.set_reuse_address(true)
-        .map_err(|e| ctx("SO_REUSEADDR".into(), e))?;
-    sock.bind(&SockAddr::from(cfg.local))
-        .map_err(|e| ctx(format!("cannot bind {}", cfg.local), e))?;
+    // No SO_REUSEADDR: with it a second plug on the same port binds too and one of the two
+    // silently receives nothing.
+    sock.bind(&SockAddr::from(cfg.local)).map_err(|e| {
+        let why = if e.kind() == io::ErrorKind::AddrInUse {
+            format!(
+                "cannot bind {}: the port is in use (another udp:// plug or program has it)",
+                cfg.local
+            )
+        } else {
+            format!("cannot bind {}", cfg.local)
+        };
+        ctx(why, e)
+    })?;
     sock.connect(&SockAddr::from(cfg.remote))
         .map_err(|e| ctx(format!("cannot connect to {}", cfg.remote), e))?;
     let _ = sock.set_recv_buffer_size(1 << 21);
