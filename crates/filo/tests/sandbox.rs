@@ -212,8 +212,8 @@ fn no_sandbox_switch_has_no_filter_and_writes_where_it_is_told() {
 
 /// filo plug — switch a — wirefilter — switch b — filo plug, the wirefilter with `extra`.
 fn wirefilter_lab(tmp: &TempDir, extra: &[&str]) -> (Proc, PathBuf, Vec<StreamPlug>, Proc, Proc) {
-    let (a, a_dir, _) = switch(tmp, "a", &[]);
-    let (b, b_dir, _) = switch(tmp, "b", &[]);
+    let (a, a_dir, a_mgmt) = switch(tmp, "a", &[]);
+    let (b, b_dir, b_mgmt) = switch(tmp, "b", &[]);
     let mgmt = tmp.join("wf.mgmt");
     let log = std::fs::File::create(tmp.join("wf.log")).unwrap();
     let wf = Proc::spawn(
@@ -231,6 +231,10 @@ fn wirefilter_lab(tmp: &TempDir, extra: &[&str]) -> (Proc, PathBuf, Vec<StreamPl
         stream_plug(FILO, &format!("vde://{}", a_dir.display())),
         stream_plug(FILO, &format!("vde://{}", b_dir.display())),
     ];
+    assert!(
+        wait_until(T, || endpoints(&a_mgmt) == 2 && endpoints(&b_mgmt) == 2),
+        "the wirefilter and a plug on each switch"
+    );
     (wf, mgmt, plugs, a, b)
 }
 
