@@ -375,9 +375,12 @@ pub struct Policy {
     pub read_write: Vec<PathBuf>,
     /// Files or directories that may be read (/etc/passwd for port permissions...).
     pub read: Vec<PathBuf>,
-    /// Directories in which entries may be removed (the switch directory's parent, for the
-    /// empty directory at exit; a pid file's directory; a plug's socket directory).
+    /// Directories in which files may be removed (a pid file's directory, a plug's socket
+    /// directory).
     pub remove: Vec<PathBuf>,
+    /// Directories in which empty directories may be removed (the switch directory's
+    /// parent, at exit).
+    pub remove_dir: Vec<PathBuf>,
 }
 
 /// Why the sandbox could not be entered.
@@ -458,7 +461,8 @@ fn landlock(policy: &Policy) -> Result<Landlocked, landlock::RulesetError> {
     let read: BitFlags<AccessFs> = make_bitflags!(AccessFs::{ReadFile | ReadDir});
     let read_write =
         read | make_bitflags!(AccessFs::{WriteFile | Truncate | MakeReg | MakeSock | RemoveFile});
-    let remove = make_bitflags!(AccessFs::{RemoveFile | RemoveDir});
+    let remove: BitFlags<AccessFs> = AccessFs::RemoveFile.into();
+    let remove_dir: BitFlags<AccessFs> = AccessFs::RemoveDir.into();
     let status = Ruleset::default()
         .handle_access(handled)?
         .handle_access(AccessNet::from_all(ABI::V4))?
@@ -467,6 +471,7 @@ fn landlock(policy: &Policy) -> Result<Landlocked, landlock::RulesetError> {
         .add_rules(path_beneath_rules(&policy.read_write, read_write))?
         .add_rules(path_beneath_rules(&policy.read, read))?
         .add_rules(path_beneath_rules(&policy.remove, remove))?
+        .add_rules(path_beneath_rules(&policy.remove_dir, remove_dir))?
         .restrict_self()?;
     Ok(match status.ruleset {
         RulesetStatus::FullyEnforced => Landlocked::Fully,
@@ -574,6 +579,7 @@ mod tests {
                 read_write: Vec::new(),
                 read: Vec::new(),
                 remove: Vec::new(),
+                remove_dir: Vec::new(),
             };
             assert!(seccomp_program(&policy).is_ok(), "{name}");
         }

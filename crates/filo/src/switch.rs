@@ -167,7 +167,8 @@ fn policy(dir: &std::path::Path, mgmt: Option<&std::path::Path>) -> sandbox::Pol
     sandbox::Policy {
         daemon: "filo switch",
         syscalls: sandbox::switch_calls(),
-        remove: vec![sandbox::parent_dir(&dir)],
+        remove: Vec::new(),
+        remove_dir: vec![sandbox::parent_dir(&dir)],
         read_write,
         read,
     }

@@ -158,6 +158,7 @@ fn policy(
         read_write: Vec::new(),
         read,
         remove,
+        remove_dir: Vec::new(),
     })
 }
 
