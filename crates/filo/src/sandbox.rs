@@ -312,6 +312,8 @@ const UNIX_ONLY: Only = Only::OneOf {
     index: 0,
     values: &[libc::AF_UNIX as u64],
 };
+// The request constants are c_ulong or c_int depending on the C library.
+#[allow(clippy::unnecessary_cast)]
 const IOCTLS: Only = Only::OneOf {
     index: 1,
     values: &[libc::FIONBIO as u64, libc::TCGETS as u64],
@@ -521,6 +523,8 @@ fn seccomp_program(policy: &Policy) -> Result<BpfProgram, SandboxError> {
             )?])
             .map_err(filter_err(call.name))?],
         };
+        // `c_long` is i64 on every architecture seccompiler supports.
+        #[allow(clippy::useless_conversion)]
         rules.insert(i64::from(call.nr), chain);
     }
     let filter = SeccompFilter::new(
