@@ -57,251 +57,18 @@ enum Only {
     OwnPid,
 }
 
-macro_rules! calls {
-    ($($name:ident $(: $only:expr)?),* $(,)?) => {
-        &[$(Syscall {
-            name: stringify!($name),
-            nr: paste_sys!($name),
-            only: calls!(@only $($only)?),
-        }),*]
-    };
-    (@only) => { Only::Any };
-    (@only $only:expr) => { $only };
+/// `name` (its number `nr`), with any arguments.
+const fn any(name: &'static str, nr: libc::c_long) -> Syscall {
+    Syscall {
+        name,
+        nr,
+        only: Only::Any,
+    }
 }
 
-macro_rules! paste_sys {
-    (read) => {
-        libc::SYS_read
-    };
-    (write) => {
-        libc::SYS_write
-    };
-    (readv) => {
-        libc::SYS_readv
-    };
-    (writev) => {
-        libc::SYS_writev
-    };
-    (close) => {
-        libc::SYS_close
-    };
-    (lseek) => {
-        libc::SYS_lseek
-    };
-    (openat) => {
-        libc::SYS_openat
-    };
-    (statx) => {
-        libc::SYS_statx
-    };
-    (newfstatat) => {
-        libc::SYS_newfstatat
-    };
-    (fstat) => {
-        libc::SYS_fstat
-    };
-    (fcntl) => {
-        libc::SYS_fcntl
-    };
-    (ioctl) => {
-        libc::SYS_ioctl
-    };
-    (accept4) => {
-        libc::SYS_accept4
-    };
-    (socket) => {
-        libc::SYS_socket
-    };
-    (connect) => {
-        libc::SYS_connect
-    };
-    (bind) => {
-        libc::SYS_bind
-    };
-    (recvfrom) => {
-        libc::SYS_recvfrom
-    };
-    (recvmsg) => {
-        libc::SYS_recvmsg
-    };
-    (recvmmsg) => {
-        libc::SYS_recvmmsg
-    };
-    (sendto) => {
-        libc::SYS_sendto
-    };
-    (sendmsg) => {
-        libc::SYS_sendmsg
-    };
-    (sendmmsg) => {
-        libc::SYS_sendmmsg
-    };
-    (getsockopt) => {
-        libc::SYS_getsockopt
-    };
-    (setsockopt) => {
-        libc::SYS_setsockopt
-    };
-    (getsockname) => {
-        libc::SYS_getsockname
-    };
-    (getpeername) => {
-        libc::SYS_getpeername
-    };
-    (shutdown) => {
-        libc::SYS_shutdown
-    };
-    (unlinkat) => {
-        libc::SYS_unlinkat
-    };
-    (fchmod) => {
-        libc::SYS_fchmod
-    };
-    (fchmodat) => {
-        libc::SYS_fchmodat
-    };
-    (fchown) => {
-        libc::SYS_fchown
-    };
-    (fchownat) => {
-        libc::SYS_fchownat
-    };
-    (ppoll) => {
-        libc::SYS_ppoll
-    };
-    (epoll_pwait) => {
-        libc::SYS_epoll_pwait
-    };
-    (epoll_pwait2) => {
-        libc::SYS_epoll_pwait2
-    };
-    (epoll_ctl) => {
-        libc::SYS_epoll_ctl
-    };
-    (timerfd_settime) => {
-        libc::SYS_timerfd_settime
-    };
-    (timerfd_gettime) => {
-        libc::SYS_timerfd_gettime
-    };
-    (brk) => {
-        libc::SYS_brk
-    };
-    (mmap) => {
-        libc::SYS_mmap
-    };
-    (munmap) => {
-        libc::SYS_munmap
-    };
-    (mremap) => {
-        libc::SYS_mremap
-    };
-    (mprotect) => {
-        libc::SYS_mprotect
-    };
-    (madvise) => {
-        libc::SYS_madvise
-    };
-    (futex) => {
-        libc::SYS_futex
-    };
-    (sched_yield) => {
-        libc::SYS_sched_yield
-    };
-    (sched_getscheduler) => {
-        libc::SYS_sched_getscheduler
-    };
-    (sched_setscheduler) => {
-        libc::SYS_sched_setscheduler
-    };
-    (sched_getparam) => {
-        libc::SYS_sched_getparam
-    };
-    (clock_gettime) => {
-        libc::SYS_clock_gettime
-    };
-    (clock_nanosleep) => {
-        libc::SYS_clock_nanosleep
-    };
-    (nanosleep) => {
-        libc::SYS_nanosleep
-    };
-    (gettimeofday) => {
-        libc::SYS_gettimeofday
-    };
-    (getpid) => {
-        libc::SYS_getpid
-    };
-    (gettid) => {
-        libc::SYS_gettid
-    };
-    (getuid) => {
-        libc::SYS_getuid
-    };
-    (geteuid) => {
-        libc::SYS_geteuid
-    };
-    (getgid) => {
-        libc::SYS_getgid
-    };
-    (getegid) => {
-        libc::SYS_getegid
-    };
-    (rt_sigreturn) => {
-        libc::SYS_rt_sigreturn
-    };
-    (rt_sigprocmask) => {
-        libc::SYS_rt_sigprocmask
-    };
-    (sigaltstack) => {
-        libc::SYS_sigaltstack
-    };
-    (tgkill) => {
-        libc::SYS_tgkill
-    };
-    (getrandom) => {
-        libc::SYS_getrandom
-    };
-    (exit) => {
-        libc::SYS_exit
-    };
-    (exit_group) => {
-        libc::SYS_exit_group
-    };
-    (wait4) => {
-        libc::SYS_wait4
-    };
-    (kill) => {
-        libc::SYS_kill
-    };
-    // Older forms glibc still uses on x86_64 (unlink, chmod, poll, epoll_wait...).
-    (unlink) => {
-        libc::SYS_unlink
-    };
-    (rmdir) => {
-        libc::SYS_rmdir
-    };
-    (chmod) => {
-        libc::SYS_chmod
-    };
-    (chown) => {
-        libc::SYS_chown
-    };
-    (lchown) => {
-        libc::SYS_lchown
-    };
-    (stat) => {
-        libc::SYS_stat
-    };
-    (lstat) => {
-        libc::SYS_lstat
-    };
-    (poll) => {
-        libc::SYS_poll
-    };
-    (epoll_wait) => {
-        libc::SYS_epoll_wait
-    };
+/// `name` (its number `nr`) with the arguments `only` allows.
+const fn with(name: &'static str, nr: libc::c_long, only: Only) -> Syscall {
+    Syscall { name, nr, only }
 }
 
 const NO_EXEC: Only = Only::Without {
@@ -321,49 +88,108 @@ const IOCTLS: Only = Only::OneOf {
 
 /// What both daemons' loops need: I/O on descriptors they hold, console connections,
 /// `load` (open, stat, read), memory, time, signals arriving, exiting, cleaning up.
-const COMMON: &[Syscall] = calls![
-    read, write, readv, writev, close, lseek, openat, statx, newfstatat, fstat, fcntl,
-    ioctl: IOCTLS, accept4, recvfrom, recvmsg, recvmmsg, sendto, sendmsg, sendmmsg,
-    getsockopt, setsockopt, getsockname, getpeername, shutdown, unlinkat, ppoll,
-    brk, mmap: NO_EXEC, munmap, mremap, mprotect: NO_EXEC, madvise, futex, sched_yield,
-    clock_gettime, clock_nanosleep, nanosleep, gettimeofday, getpid, gettid, getuid, geteuid,
-    getgid, getegid, rt_sigreturn, rt_sigprocmask, sigaltstack, tgkill: Only::OwnPid,
-    getrandom, exit, exit_group,
+const COMMON: &[Syscall] = &[
+    any("read", libc::SYS_read),
+    any("write", libc::SYS_write),
+    any("readv", libc::SYS_readv),
+    any("writev", libc::SYS_writev),
+    any("close", libc::SYS_close),
+    any("lseek", libc::SYS_lseek),
+    any("openat", libc::SYS_openat),
+    any("statx", libc::SYS_statx),
+    any("newfstatat", libc::SYS_newfstatat),
+    any("fstat", libc::SYS_fstat),
+    any("fcntl", libc::SYS_fcntl),
+    with("ioctl", libc::SYS_ioctl, IOCTLS),
+    any("accept4", libc::SYS_accept4),
+    any("recvfrom", libc::SYS_recvfrom),
+    any("recvmsg", libc::SYS_recvmsg),
+    any("recvmmsg", libc::SYS_recvmmsg),
+    any("sendto", libc::SYS_sendto),
+    any("sendmsg", libc::SYS_sendmsg),
+    any("sendmmsg", libc::SYS_sendmmsg),
+    any("getsockopt", libc::SYS_getsockopt),
+    any("setsockopt", libc::SYS_setsockopt),
+    any("getsockname", libc::SYS_getsockname),
+    any("getpeername", libc::SYS_getpeername),
+    any("shutdown", libc::SYS_shutdown),
+    any("unlinkat", libc::SYS_unlinkat),
+    any("ppoll", libc::SYS_ppoll),
+    any("brk", libc::SYS_brk),
+    with("mmap", libc::SYS_mmap, NO_EXEC),
+    any("munmap", libc::SYS_munmap),
+    any("mremap", libc::SYS_mremap),
+    with("mprotect", libc::SYS_mprotect, NO_EXEC),
+    any("madvise", libc::SYS_madvise),
+    any("futex", libc::SYS_futex),
+    any("sched_yield", libc::SYS_sched_yield),
+    any("clock_gettime", libc::SYS_clock_gettime),
+    any("clock_nanosleep", libc::SYS_clock_nanosleep),
+    any("nanosleep", libc::SYS_nanosleep),
+    any("gettimeofday", libc::SYS_gettimeofday),
+    any("getpid", libc::SYS_getpid),
+    any("gettid", libc::SYS_gettid),
+    any("getuid", libc::SYS_getuid),
+    any("geteuid", libc::SYS_geteuid),
+    any("getgid", libc::SYS_getgid),
+    any("getegid", libc::SYS_getegid),
+    any("rt_sigreturn", libc::SYS_rt_sigreturn),
+    any("rt_sigprocmask", libc::SYS_rt_sigprocmask),
+    any("sigaltstack", libc::SYS_sigaltstack),
+    with("tgkill", libc::SYS_tgkill, Only::OwnPid),
+    any("getrandom", libc::SYS_getrandom),
+    any("exit", libc::SYS_exit),
+    any("exit_group", libc::SYS_exit_group),
 ];
 #[cfg(target_arch = "x86_64")]
-const COMMON_X86_64: &[Syscall] = calls![unlink, stat, lstat, poll];
+const COMMON_X86_64: &[Syscall] = &[
+    any("unlink", libc::SYS_unlink),
+    any("stat", libc::SYS_stat),
+    any("lstat", libc::SYS_lstat),
+    any("poll", libc::SYS_poll),
+];
 #[cfg(not(target_arch = "x86_64"))]
 const COMMON_X86_64: &[Syscall] = &[];
 
 /// The switch also answers control requests (a data socket per client: socket, connect,
 /// bind, chmod, chown), waits in epoll with a timerfd, sets its scheduling policy, and at
 /// exit removes its sockets and its directory.
-const SWITCH: &[Syscall] = calls![
-    socket: UNIX_ONLY, connect, bind, fchmod, fchmodat, fchown, fchownat, epoll_pwait,
-    epoll_pwait2, epoll_ctl, timerfd_settime, timerfd_gettime, sched_getscheduler,
-    sched_setscheduler, sched_getparam,
+const SWITCH: &[Syscall] = &[
+    with("socket", libc::SYS_socket, UNIX_ONLY),
+    any("connect", libc::SYS_connect),
+    any("bind", libc::SYS_bind),
+    any("fchmod", libc::SYS_fchmod),
+    any("fchmodat", libc::SYS_fchmodat),
+    any("fchown", libc::SYS_fchown),
+    any("fchownat", libc::SYS_fchownat),
+    any("epoll_pwait", libc::SYS_epoll_pwait),
+    any("epoll_pwait2", libc::SYS_epoll_pwait2),
+    any("epoll_ctl", libc::SYS_epoll_ctl),
+    any("timerfd_settime", libc::SYS_timerfd_settime),
+    any("timerfd_gettime", libc::SYS_timerfd_gettime),
+    any("sched_getscheduler", libc::SYS_sched_getscheduler),
+    any("sched_setscheduler", libc::SYS_sched_setscheduler),
+    any("sched_getparam", libc::SYS_sched_getparam),
 ];
 #[cfg(target_arch = "x86_64")]
-const SWITCH_X86_64: &[Syscall] = calls![rmdir, chmod, chown, lchown, epoll_wait];
+const SWITCH_X86_64: &[Syscall] = &[
+    any("rmdir", libc::SYS_rmdir),
+    any("chmod", libc::SYS_chmod),
+    any("chown", libc::SYS_chown),
+    any("lchown", libc::SYS_lchown),
+    any("epoll_wait", libc::SYS_epoll_wait),
+];
 #[cfg(not(target_arch = "x86_64"))]
 const SWITCH_X86_64: &[Syscall] = &[];
-
-/// The wirefilter's loop only moves frames between plugs it already holds; a `cmd://` side
-/// is a child it waits for at exit.
-const WIREFILTER_CMD: &[Syscall] = calls![wait4, kill];
 
 /// The switch's allowlist.
 pub fn switch_calls() -> Vec<Syscall> {
     [COMMON, COMMON_X86_64, SWITCH, SWITCH_X86_64].concat()
 }
 
-/// The wirefilter's allowlist; `children` when a side is a `cmd://` child process.
-pub fn wirefilter_calls(children: bool) -> Vec<Syscall> {
-    let mut calls = [COMMON, COMMON_X86_64].concat();
-    if children {
-        calls.extend_from_slice(WIREFILTER_CMD);
-    }
-    calls
+/// The wirefilter's allowlist: its loop only moves frames between plugs it already holds.
+pub fn wirefilter_calls() -> Vec<Syscall> {
+    [COMMON, COMMON_X86_64].concat()
 }
 
 /// What a daemon keeps once sandboxed.
@@ -570,7 +396,7 @@ mod tests {
     fn allowlists_compile_and_have_no_duplicates() {
         for (name, calls) in [
             ("switch", switch_calls()),
-            ("wirefilter", wirefilter_calls(true)),
+            ("wirefilter", wirefilter_calls()),
         ] {
             let mut nrs: Vec<_> = calls.iter().map(|c| c.nr).collect();
             nrs.sort_unstable();

@@ -114,7 +114,8 @@ fn side_vnl(text: &str) -> String {
 /// What the wirefilter keeps once its plugs are connected: reading `load` scripts beside its
 /// management socket, removing that socket, its plugs' own sockets (in the switch directory
 /// for vde://, beside the path for ptp://) and its pid file at exit. Err (no sandbox) when a
-/// side hosts a switch in this process (switch://, hub://), which needs far more.
+/// side hosts a switch in this process (switch://, hub://), which needs far more, or runs a
+/// child (cmd://).
 fn policy(
     sides: &[&str],
     mgmt_dir: Option<&std::path::Path>,
@@ -122,7 +123,6 @@ fn policy(
 ) -> Result<sandbox::Policy, String> {
     let mut remove: Vec<PathBuf> = mgmt_dir.map(PathBuf::from).into_iter().collect();
     remove.extend(pidfile.map(sandbox::parent_dir));
-    let mut children = false;
     for side in sides {
         let text = side_vnl(side);
         let Ok(vnl) = filo_vnl::Vnl::parse(&text) else {
@@ -136,10 +136,14 @@ fn policy(
             }
             "vde" => remove.push(PathBuf::from(vnl.address())),
             "ptp" => remove.push(sandbox::parent_dir(std::path::Path::new(vnl.address()))),
-            "cmd" => children = true,
             "switch" | "hub" => {
                 return Err(format!(
                     "{text} runs a switch inside the wirefilter (start it with `filo switch` to have both sandboxed)"
+                ))
+            }
+            "cmd" => {
+                return Err(format!(
+                    "{text} runs a child process, which the wirefilter signals and waits for at exit"
                 ))
             }
             _ => {}
@@ -154,7 +158,7 @@ fn policy(
     read.extend(sandbox::harmless_devices());
     Ok(sandbox::Policy {
         daemon: "filo wirefilter",
-        syscalls: sandbox::wirefilter_calls(children),
+        syscalls: sandbox::wirefilter_calls(),
         read_write: Vec::new(),
         read,
         remove,

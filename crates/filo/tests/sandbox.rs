@@ -296,3 +296,34 @@ fn console_shutdown(mgmt: &Path) {
     let mut s = std::os::unix::net::UnixStream::connect(mgmt).unwrap();
     s.write_all(b"shutdown\n").unwrap();
 }
+
+/// A switch hosted inside the wirefilter (switch://) needs far more than the wirefilter's
+/// allowlist: the wirefilter says so and runs unsandboxed rather than breaking that switch.
+#[test]
+fn wirefilter_hosting_a_switch_says_it_is_not_sandboxed() {
+    let tmp = TempDir::new("filo-sbx5");
+    let (_b, b_dir, _) = switch(&tmp, "b", &[]);
+    let mgmt = tmp.join("wf.mgmt");
+    let hosted = tmp.join("hosted");
+    let log = std::fs::File::create(tmp.join("wf.log")).unwrap();
+    let wf = Proc::spawn(
+        Command::new(FILO)
+            .args(["wirefilter", "-M"])
+            .arg(&mgmt)
+            .arg(format!("switch://{}", hosted.display()))
+            .arg(format!("vde://{}", b_dir.display()))
+            .stdin(Stdio::null())
+            .stderr(log),
+    );
+    logged(
+        &tmp.join("wf.log"),
+        "filo wirefilter: not sandboxed: switch://",
+    );
+    assert_eq!(status_field(wf.pid(), "Seccomp"), "0");
+    // The hosted switch serves plugs.
+    let mut a = stream_plug(FILO, &format!("vde://{}", hosted.display()));
+    let mut b = stream_plug(FILO, &format!("vde://{}", b_dir.display()));
+    // (`a` reads its input only once it has joined, so its first frame is not lost.)
+    assert!(wait_until(T, || endpoints(&tmp.join("b.mgmt")) == 2));
+    exchange(&mut a, &mut b);
+}
