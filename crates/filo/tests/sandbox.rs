@@ -46,26 +46,14 @@ fn logged(path: &Path, text: &str) -> String {
 /// A `filo switch --verbose` on `tmp/name` (management socket `tmp/name.mgmt`) whose log
 /// goes to `tmp/name.log`.
 fn switch(tmp: &TempDir, name: &str, extra: &[&str]) -> (Proc, PathBuf, PathBuf) {
-    let dir = tmp.join(name);
-    let mgmt = tmp.join(&format!("{name}.mgmt"));
     let log = std::fs::File::create(tmp.join(&format!("{name}.log"))).unwrap();
-    let proc = Proc::spawn(
-        Command::new(FILO)
-            .args(["--verbose", "switch"])
-            .arg(&dir)
-            .arg("-M")
-            .arg(&mgmt)
-            .arg("--nostdin")
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log),
-    );
-    assert!(
-        wait_until(T, || mgmt.exists() && dir.join("ctl").exists()),
-        "filo switch did not start on {}",
-        dir.display()
-    );
+    let args: Vec<&str> = ["--verbose"].iter().chain(extra).copied().collect();
+    let FiloSwitch { dir, mgmt, proc } = FiloSwitch::start_logging(FILO, tmp, name, &args, log);
+    // The socket file appears at bind(), a moment before listen().
+    assert!(wait_until(T, || std::os::unix::net::UnixStream::connect(
+        &mgmt
+    )
+    .is_ok()));
     (proc, dir, mgmt)
 }
 
@@ -211,9 +199,12 @@ fn no_sandbox_switch_has_no_filter_and_writes_where_it_is_told() {
 }
 
 /// filo plug — switch a — wirefilter — switch b — filo plug, the wirefilter with `extra`.
-fn wirefilter_lab(tmp: &TempDir, extra: &[&str]) -> (Proc, PathBuf, Vec<StreamPlug>, Proc, Proc) {
-    let (a, a_dir, a_mgmt) = switch(tmp, "a", &[]);
-    let (b, b_dir, b_mgmt) = switch(tmp, "b", &[]);
+fn wirefilter_lab(
+    tmp: &TempDir,
+    extra: &[&str],
+) -> (Proc, PathBuf, Vec<StreamPlug>, FiloSwitch, FiloSwitch) {
+    let a = FiloSwitch::start(FILO, tmp, "a", &[]);
+    let b = FiloSwitch::start(FILO, tmp, "b", &[]);
     let mgmt = tmp.join("wf.mgmt");
     let log = std::fs::File::create(tmp.join("wf.log")).unwrap();
     let wf = Proc::spawn(
@@ -221,18 +212,18 @@ fn wirefilter_lab(tmp: &TempDir, extra: &[&str]) -> (Proc, PathBuf, Vec<StreamPl
             .args(["--verbose", "wirefilter", "-M"])
             .arg(&mgmt)
             .args(extra)
-            .arg(format!("vde://{}", a_dir.display()))
-            .arg(format!("vde://{}", b_dir.display()))
+            .arg(a.vnl())
+            .arg(b.vnl())
             .stdin(Stdio::null())
             .stderr(log),
     );
-    assert!(wait_until(T, || mgmt.exists()), "the wirefilter started");
-    let plugs = vec![
-        stream_plug(FILO, &format!("vde://{}", a_dir.display())),
-        stream_plug(FILO, &format!("vde://{}", b_dir.display())),
-    ];
     assert!(
-        wait_until(T, || endpoints(&a_mgmt) == 2 && endpoints(&b_mgmt) == 2),
+        wait_until(T, || std::os::unix::net::UnixStream::connect(&mgmt).is_ok()),
+        "the wirefilter started"
+    );
+    let plugs = vec![stream_plug(FILO, &a.vnl()), stream_plug(FILO, &b.vnl())];
+    assert!(
+        wait_until(T, || a.endpoints() == 2 && b.endpoints() == 2),
         "the wirefilter and a plug on each switch"
     );
     (wf, mgmt, plugs, a, b)
@@ -302,7 +293,7 @@ fn console_shutdown(mgmt: &Path) {
 #[test]
 fn wirefilter_hosting_a_switch_says_it_is_not_sandboxed() {
     let tmp = TempDir::new("filo-sbx5");
-    let (_b, b_dir, _) = switch(&tmp, "b", &[]);
+    let sw_b = FiloSwitch::start(FILO, &tmp, "b", &[]);
     let mgmt = tmp.join("wf.mgmt");
     let hosted = tmp.join("hosted");
     let log = std::fs::File::create(tmp.join("wf.log")).unwrap();
@@ -311,7 +302,7 @@ fn wirefilter_hosting_a_switch_says_it_is_not_sandboxed() {
             .args(["wirefilter", "-M"])
             .arg(&mgmt)
             .arg(format!("switch://{}", hosted.display()))
-            .arg(format!("vde://{}", b_dir.display()))
+            .arg(sw_b.vnl())
             .stdin(Stdio::null())
             .stderr(log),
     );
@@ -322,8 +313,8 @@ fn wirefilter_hosting_a_switch_says_it_is_not_sandboxed() {
     assert_eq!(status_field(wf.pid(), "Seccomp"), "0");
     // The hosted switch serves plugs.
     let mut a = stream_plug(FILO, &format!("vde://{}", hosted.display()));
-    let mut b = stream_plug(FILO, &format!("vde://{}", b_dir.display()));
+    let mut b = stream_plug(FILO, &sw_b.vnl());
     // (`a` reads its input only once it has joined, so its first frame is not lost.)
-    assert!(wait_until(T, || endpoints(&tmp.join("b.mgmt")) == 2));
+    assert!(wait_until(T, || sw_b.endpoints() == 2));
     exchange(&mut a, &mut b);
 }
