@@ -26,6 +26,17 @@ fn status_field(pid: u32, field: &str) -> String {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
+/// Whether this kernel has Landlock (asked without restricting the test): the daemons must
+/// then enforce it.
+fn kernel_has_landlock() -> bool {
+    use landlock::{Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, ABI};
+    Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessFs::from_all(ABI::V1))
+        .and_then(|r| r.create())
+        .is_ok()
+}
+
 /// Waits until `field` of /proc/PID/status is `value` (the daemon sandboxes itself a moment
 /// after its sockets appear); false if it never is.
 fn becomes(pid: u32, field: &str, value: &str) -> bool {
@@ -134,9 +145,9 @@ fn sandboxed_switch_forwards_answers_takes_plugs_and_keeps_out_of_other_director
     assert!(reply.contains("1000 Success"), "{reply}");
     assert!(console(&mgmt, "vlan/print").contains("VLAN 0042"));
     // ... and not elsewhere: Landlock refuses, where the kernel has it.
-    let landlocked = !log.contains("Landlock not enforced");
+    let landlocked = kernel_has_landlock();
     let outside = elsewhere.join("outside.pcapng");
-    console(&mgmt, &format!("port/capture 7 {}", outside.display()));
+    let capture_reply = console(&mgmt, &format!("port/capture 7 {}", outside.display()));
     let foreign = elsewhere.join("foreign.rc");
     std::fs::write(&foreign, "vlan/create 43\n").unwrap();
     let reply = console(&mgmt, &format!("load {}", foreign.display()));
@@ -152,14 +163,19 @@ fn sandboxed_switch_forwards_answers_takes_plugs_and_keeps_out_of_other_director
             !outside.exists(),
             "no capture file outside the switch's tree"
         );
+        // The refusal is said: in the console's answer or the switch's log.
         let log = std::fs::read_to_string(tmp.join("sw.log")).unwrap();
+        let said = |text: &str| {
+            text.lines().any(|l| {
+                l.contains(&outside.display().to_string()) && l.contains("Permission denied")
+            })
+        };
         assert!(
-            log.contains(&format!(
-                "capture: cannot create {}: Permission denied",
-                outside.display()
-            )),
-            "{log}"
+            capture_reply.contains("Permission denied") || said(&log),
+            "{capture_reply}\n{log}"
         );
+    } else {
+        eprintln!("SKIP this kernel has no Landlock: the switch's file confinement is untested");
     }
     // Still forwarding, still taking plugs after all that.
     let mut late = stream_plug(FILO, &vnl);
@@ -249,9 +265,15 @@ fn sandboxed_wirefilter_carries_frames_answers_and_reads_no_foreign_script() {
     let foreign = elsewhere.join("foreign.rc");
     std::fs::write(&foreign, "loss 7\n").unwrap();
     let reply = console(&mgmt, &format!("load {}", foreign.display()));
-    if !log.contains("Landlock not enforced") {
+    if kernel_has_landlock() {
+        assert!(log.contains("Landlock fully enforced"), "{log}");
         assert!(reply.starts_with("1013 Permission denied"), "{reply}");
         assert!(console(&mgmt, "showinfo").contains("Loss   L->R 0+0U"));
+    } else {
+        // (`skip()` of test-support once merged with main.)
+        eprintln!(
+            "SKIP this kernel has no Landlock: the wirefilter's file confinement is untested"
+        );
     }
     // Shut down from the console: its plugs' sockets and the management socket go away.
     let own = format!(".{}-", wf.pid());
