@@ -152,12 +152,14 @@ const COMMON_X86_64: &[Syscall] = &[
 const COMMON_X86_64: &[Syscall] = &[];
 
 /// The switch also answers control requests (a data socket per client: socket, connect,
-/// bind, chmod, chown), waits in epoll with a timerfd, sets its scheduling policy, and at
-/// exit removes its sockets and its directory.
+/// bind, chmod, chown), writes captures, waits in epoll with a timerfd, sets its scheduling
+/// policy, and at exit removes its sockets and its directory.
 const SWITCH: &[Syscall] = &[
     with("socket", libc::SYS_socket, UNIX_ONLY),
     any("connect", libc::SYS_connect),
     any("bind", libc::SYS_bind),
+    // An existing capture of ours is emptied before it is written again.
+    any("ftruncate", libc::SYS_ftruncate),
     any("fchmod", libc::SYS_fchmod),
     any("fchmodat", libc::SYS_fchmodat),
     any("fchown", libc::SYS_fchown),
