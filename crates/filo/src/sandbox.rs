@@ -6,8 +6,8 @@
 //!
 //! * **seccomp**: every system call not on the daemon's list fails with `EPERM` rather than
 //!   killing the process: a call the list missed shows up as an "Operation not permitted"
-//!   error naming what failed (the daemon logs it, and the stop reason names the daemon),
-//!   not as a silent crash. A compromised daemon gains nothing from the errno: it still
+//!   error naming what failed (in the daemon's log, or its exit message if the loop cannot
+//!   go on), not as a silent crash. A compromised daemon gains nothing from the errno: it still
 //!   cannot make the call. `mmap`/`mprotect` are allowed only without `PROT_EXEC`, `socket`
 //!   only for `AF_UNIX`, `ioctl` only for `FIONBIO`/`TCGETS`, `tgkill` only towards this
 //!   process. The filter is applied to every thread (TSYNC).
