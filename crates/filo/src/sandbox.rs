@@ -416,4 +416,45 @@ mod tests {
             assert!(seccomp_program(&policy).is_ok(), "{name}");
         }
     }
+
+    /// Run in a child test process (this test binary again): under the switch's filter, a
+    /// call off the list fails with EPERM, a clear error, and the process goes on.
+    #[test]
+    fn calls_off_the_list_fail_with_eperm() {
+        const CHILD: &str = "FILO_SANDBOX_TEST_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let policy = Policy {
+                daemon: "test",
+                syscalls: switch_calls(),
+                read_write: Vec::new(),
+                read: Vec::new(),
+                remove: Vec::new(),
+                remove_dir: Vec::new(),
+            };
+            let program = seccomp_program(&policy).expect("filter");
+            seccompiler::apply_filter_all_threads(&program).expect("seccomp");
+            // An IP socket (socket(AF_INET) is off the list), a new process (clone, execve).
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.raw_os_error());
+            let spawn = std::process::Command::new("/bin/true")
+                .status()
+                .map_err(|e| e.raw_os_error());
+            // Still alive: UNIX sockets are allowed.
+            let unix = std::os::unix::net::UnixDatagram::unbound().is_ok();
+            let ok = udp.err() == Some(Some(libc::EPERM))
+                && spawn.err() == Some(Some(libc::EPERM))
+                && unix;
+            std::process::exit(if ok { 0 } else { 3 });
+        }
+        let me = std::env::current_exe().expect("test binary");
+        let status = std::process::Command::new(me)
+            .args([
+                "--exact",
+                "sandbox::tests::calls_off_the_list_fail_with_eperm",
+            ])
+            .env(CHILD, "1")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run the child");
+        assert_eq!(status.code(), Some(0), "{status}");
+    }
 }
