@@ -12,6 +12,7 @@ mod mstack;
 mod netconf;
 mod ns;
 mod plug;
+mod sandbox;
 mod stack;
 mod stack_named;
 mod switch;

@@ -9,7 +9,7 @@ use clap::Args;
 use filo_switch::daemon::{Scheduling, Switch, SwitchConfig};
 use filo_switch::MacAddr;
 
-use crate::sys;
+use crate::{sandbox, sys};
 
 /// A virtual Ethernet switch that VDE clients (vde_plug, QEMU, libvdeplug programs) and filo
 /// plugs connect to.
@@ -111,6 +111,11 @@ pub struct SwitchArgs {
     /// Write a port's traffic (both directions) to a pcapng file (repeatable).
     #[arg(long = "capture", value_name = "PORT=FILE", value_parser = parse_capture)]
     captures: Vec<(u16, PathBuf)>,
+    /// Run without the sandbox the switch enters once set up (seccomp allowlist, Landlock
+    /// to its directory and the management socket's, no_new_privs); needed for `load` and
+    /// `port/capture` of files elsewhere.
+    #[arg(long)]
+    no_sandbox: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -150,6 +155,25 @@ fn parse_timers(text: &str) -> Result<filo_switch::StpTimers, String> {
     }
 }
 
+/// What the switch keeps once set up: its directory and the management socket's directory
+/// (captures and `load` scripts there), the account files port permissions consult, and
+/// removing its empty directory at exit.
+fn policy(dir: &std::path::Path, mgmt: Option<&std::path::Path>) -> sandbox::Policy {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut read_write = vec![dir.clone()];
+    read_write.extend(mgmt.map(sandbox::parent_dir));
+    let mut read = sandbox::account_files();
+    read.extend(sandbox::harmless_devices());
+    sandbox::Policy {
+        daemon: "filo switch",
+        syscalls: sandbox::switch_calls(),
+        remove: Vec::new(),
+        remove_dir: vec![sandbox::parent_dir(&dir)],
+        read_write,
+        read,
+    }
+}
+
 fn default_rcfile() -> Option<PathBuf> {
     let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".vde2/vde_switch.rc"));
     home.into_iter()
@@ -177,6 +201,7 @@ pub fn run(args: SwitchArgs) -> Result<ExitCode> {
         })?;
     }
     cfg.mgmt = args.mgmt.map(|p| std::path::absolute(&p).unwrap_or(p));
+    let sandbox = (!args.no_sandbox).then(|| policy(&dir, cfg.mgmt.as_deref()));
     cfg.mgmt_mode = args.mgmtmode;
     cfg.mgmt_group = args.mgmtgroup;
     cfg.rcfile = args.rcfile.or_else(default_rcfile);
@@ -216,6 +241,12 @@ pub fn run(args: SwitchArgs) -> Result<ExitCode> {
     };
     if !args.daemon {
         eprintln!("filo switch: listening on {}", dir.display());
+    }
+    if let Some(mut policy) = sandbox {
+        policy
+            .remove
+            .extend(pidfile.as_deref().map(sandbox::parent_dir));
+        sandbox::enter(&policy)?;
     }
     switch.run(&sys::STOP)?;
     Ok(ExitCode::SUCCESS)

@@ -9,7 +9,7 @@ use filo_vnl::OpenOptions;
 use filo_wirefilter::daemon::{Daemon, End};
 use filo_wirefilter::{parse_value, Param, Wirefilter, VALUE_FORM};
 
-use crate::sys;
+use crate::{sandbox, sys};
 
 /// An impaired cable between two networks: loss, delay, jitter, duplication, bandwidth,
 /// queue limits, MTU and bit errors, per direction, changeable live from a console.
@@ -82,6 +82,11 @@ pub struct WirefilterArgs {
     /// Write the process id to FILE.
     #[arg(long, value_name = "FILE")]
     pidfile: Option<PathBuf>,
+    /// Run without the sandbox the wirefilter enters once its plugs are connected (seccomp
+    /// allowlist, Landlock, no_new_privs); needed for `load` of scripts outside the
+    /// management socket's directory.
+    #[arg(long)]
+    no_sandbox: bool,
     /// VNL_A VNL_B: the two networks (left and right).
     #[arg(value_name = "VNL")]
     vnls: Vec<String>,
@@ -104,6 +109,61 @@ fn side_vnl(text: &str) -> String {
     } else {
         text.to_string()
     }
+}
+
+/// What the wirefilter keeps once its plugs are connected: reading `load` scripts beside its
+/// management socket, removing that socket, its plugs' own sockets (in the switch directory
+/// for vde://, beside the path for ptp://) and its pid file at exit. Err (no sandbox) when a
+/// side hosts a switch in this process (switch://, hub://), which needs far more, or runs a
+/// child (cmd://).
+fn policy(
+    sides: &[&str],
+    mgmt_dir: Option<&std::path::Path>,
+    pidfile: Option<&std::path::Path>,
+) -> Result<sandbox::Policy, String> {
+    let mut remove: Vec<PathBuf> = mgmt_dir.map(PathBuf::from).into_iter().collect();
+    remove.extend(pidfile.map(sandbox::parent_dir));
+    for side in sides {
+        let text = side_vnl(side);
+        let Ok(vnl) = filo_vnl::Vnl::parse(&text) else {
+            continue;
+        };
+        match vnl.module() {
+            "vde" if vnl.address().is_empty() => {
+                if let filo_vnl::DefaultSwitch::Dir(d) = filo_vnl::default_switch() {
+                    remove.push(d);
+                }
+            }
+            "vde" => remove.push(PathBuf::from(vnl.address())),
+            "ptp" => remove.push(sandbox::parent_dir(std::path::Path::new(vnl.address()))),
+            "switch" | "hub" => {
+                return Err(format!(
+                    "{text} runs a switch inside the wirefilter (start it with `filo switch` to have both sandboxed)"
+                ))
+            }
+            "cmd" => {
+                return Err(format!(
+                    "{text} runs a child process, which the wirefilter signals and waits for at exit"
+                ))
+            }
+            _ => {}
+        }
+    }
+    let remove = remove
+        .into_iter()
+        .map(|p| std::path::absolute(&p).unwrap_or(p))
+        .collect();
+    let mut read: Vec<PathBuf> = mgmt_dir.map(PathBuf::from).into_iter().collect();
+    read.extend(sandbox::account_files());
+    read.extend(sandbox::harmless_devices());
+    Ok(sandbox::Policy {
+        daemon: "filo wirefilter",
+        syscalls: sandbox::wirefilter_calls(),
+        read_write: Vec::new(),
+        read,
+        remove,
+        remove_dir: Vec::new(),
+    })
 }
 
 pub fn run(args: WirefilterArgs) -> Result<ExitCode> {
@@ -164,6 +224,7 @@ pub fn run(args: WirefilterArgs) -> Result<ExitCode> {
         options.open(&side_vnl(&left))?,
         options.open(&side_vnl(&right))?,
     ];
+    let mgmt_dir = args.mgmt.as_deref().map(sandbox::parent_dir);
     let mgmt = args
         .mgmt
         .map(|p| (std::path::absolute(&p).unwrap_or(p), args.mgmtmode));
@@ -180,6 +241,18 @@ pub fn run(args: WirefilterArgs) -> Result<ExitCode> {
         }
         None => None,
     };
+    if !args.no_sandbox {
+        match policy(
+            &[&left, &right],
+            mgmt_dir.as_deref(),
+            args.pidfile.as_deref(),
+        ) {
+            Ok(policy) => {
+                sandbox::enter(&policy)?;
+            }
+            Err(why) => tracing::warn!("filo wirefilter: not sandboxed: {why}"),
+        }
+    }
     match daemon.run(&sys::STOP)? {
         End::Hangup(why) => eprintln!("filo wirefilter: {why}"),
         End::Shutdown => eprintln!("filo wirefilter: shut down from the console"),

@@ -528,6 +528,17 @@ pub struct FiloSwitch {
 
 impl FiloSwitch {
     pub fn start(filo: &str, tmp: &TempDir, name: &str, extra: &[&str]) -> FiloSwitch {
+        Self::start_logging(filo, tmp, name, extra, test_log())
+    }
+
+    /// [`FiloSwitch::start`] with the switch's log (stderr) going to `log`.
+    pub fn start_logging(
+        filo: &str,
+        tmp: &TempDir,
+        name: &str,
+        extra: &[&str],
+        log: impl Into<Stdio>,
+    ) -> FiloSwitch {
         let dir = tmp.join(name);
         let mgmt = tmp.join(&format!("{name}.mgmt"));
         let proc = Proc::spawn(
@@ -540,7 +551,7 @@ impl FiloSwitch {
                 .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(test_log()),
+                .stderr(log),
         );
         assert!(
             wait_until(Duration::from_secs(5), || mgmt.exists()
