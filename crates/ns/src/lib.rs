@@ -10,7 +10,8 @@
 //!    one tap per VNL (`vde0`, `vde1`, …), brings `lo` and the taps up and adds addresses and
 //!    routes through rtnetlink ([`netlink`]), and sends the tap descriptors back to the parent
 //!    over a SOCK_SEQPACKET socketpair with SCM_RIGHTS ([`setup`]).
-//! 3. The parent joins each tap to its VNL with [`filo_vnl::cable::run`] on one thread per
+//! 3. The parent joins each tap to its VNL with [`filo_vnl::cable::run_reconnecting`] (a switch
+//!    that restarts is joined again) on one thread per
 //!    tap. Nothing needs removing afterwards: the taps are not persistent and the namespace
 //!    disappears with its last process or descriptor.
 //!
@@ -119,7 +120,12 @@ pub(crate) fn start_cables(
             .name(format!("filo-ns {name}"))
             .spawn(move || {
                 let mut pair = [tap, plug];
-                let end = filo_vnl::cable::run(&mut pair, &stop);
+                // A switch that restarts is joined again (its link's loss and return logged).
+                let end = filo_vnl::cable::run_reconnecting(
+                    &mut pair,
+                    &stop,
+                    filo_vnl::reconnect::Policy::default(),
+                );
                 if !matches!(end, filo_vnl::cable::CableEnd::Stopped) {
                     tracing::warn!("{label}: cable ended: {end}");
                 }

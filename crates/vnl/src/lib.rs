@@ -21,6 +21,7 @@ pub mod mgmt;
 pub mod open;
 pub mod pcap;
 pub mod plug;
+pub mod reconnect;
 #[allow(unsafe_code)]
 pub mod sys;
 #[cfg(feature = "tokio")]
