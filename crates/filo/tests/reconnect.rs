@@ -1,0 +1,200 @@
+//! Clients of a switch that is killed (`kill -9`) and restarted on the same path: `filo plug`
+//! reconnects (or exits with --no-reconnect), and a stack's TCP connections carry on.
+
+use std::io::Read;
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use filo_test_support::*;
+
+const FILO: &str = env!("CARGO_BIN_EXE_filo");
+const A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+const BCAST: [u8; 6] = [0xff; 6];
+
+/// Kills the switch with SIGKILL (its ctl and console sockets stay behind, stale) and starts a
+/// new one on the same paths after `pause`.
+fn restart(sw: &mut FiloSwitch, tmp: &TempDir, name: &str, pause: Duration) {
+    let _ = sw.proc.child.kill();
+    let _ = sw.proc.child.wait();
+    assert!(sw.dir.join("ctl").exists(), "kill -9 leaves a stale ctl");
+    std::thread::sleep(pause);
+    *sw = FiloSwitch::start(FILO, tmp, name, &[]);
+    // The stale sockets were there before: wait for the new switch's console to answer.
+    assert!(
+        wait_until(Duration::from_secs(5), || UnixStream::connect(&sw.mgmt)
+            .is_ok()),
+        "the restarted switch answers on {}",
+        sw.mgmt.display()
+    );
+}
+
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Sends a broadcast from `from` until `to` receives it (a cable being rebuilt drops frames).
+fn frames_pass(from: &mut filo_vnl::Plug, to: &mut filo_vnl::Plug, seq: u32) -> bool {
+    let f = test_frame(BCAST, A, seq, 100);
+    let mut buf = vec![0u8; 9300];
+    wait_until(Duration::from_secs(10), || {
+        let _ = from.send_timeout(&f, Some(Duration::from_secs(1)));
+        loop {
+            match to.recv_timeout(&mut buf, Some(Duration::from_millis(200))) {
+                Ok(n) if buf[..n] == f[..] => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    })
+}
+
+#[test]
+fn filo_plug_between_two_switches_reconnects_after_one_restarts() {
+    let tmp = TempDir::new("filo-rc-plug");
+    let sw1 = FiloSwitch::start(FILO, &tmp, "sw1", &[]);
+    let mut sw2 = FiloSwitch::start(FILO, &tmp, "sw2", &[]);
+    let log = tmp.join("plug.log");
+    let mut plug = Proc::spawn(
+        Command::new(FILO)
+            .args(["plug", &sw1.vnl(), &sw2.vnl()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    assert!(wait_until(Duration::from_secs(5), || sw2.endpoints() == 1
+        && sw1.endpoints() == 1));
+    let mut a = filo_vnl::open(&sw1.vnl()).unwrap();
+    let mut b = filo_vnl::open(&sw2.vnl()).unwrap();
+    assert!(frames_pass(&mut a, &mut b, 1), "frames cross the cable");
+    drop(b);
+
+    restart(&mut sw2, &tmp, "sw2", Duration::from_secs(1));
+    assert!(
+        wait_until(Duration::from_secs(10), || sw2.endpoints() == 1),
+        "filo plug joined the restarted switch; log: {}",
+        read_log(&log)
+    );
+    let mut b = filo_vnl::open(&sw2.vnl()).unwrap();
+    assert!(frames_pass(&mut a, &mut b, 2), "frames cross again");
+    assert!(
+        plug.child.try_wait().unwrap().is_none(),
+        "filo plug still runs"
+    );
+    let text = read_log(&log);
+    assert!(
+        text.contains("link lost") && text.contains("reconnecting"),
+        "{text}"
+    );
+    assert!(text.contains("link back"), "{text}");
+    assert!(text.contains("WARN"), "visible by default: {text}");
+}
+
+#[test]
+fn filo_plug_with_no_reconnect_exits_non_zero_with_a_message() {
+    let tmp = TempDir::new("filo-rc-noplug");
+    let sw1 = FiloSwitch::start(FILO, &tmp, "sw1", &[]);
+    let mut sw2 = FiloSwitch::start(FILO, &tmp, "sw2", &[]);
+    let plug = Proc::spawn(
+        Command::new(FILO)
+            .args(["plug", "--no-reconnect", &sw1.vnl(), &sw2.vnl()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    assert!(wait_until(Duration::from_secs(5), || sw2.endpoints() == 1));
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = sw2.proc.child.kill();
+    let _ = sw2.proc.child.wait();
+    let (status, _out, err) = plug.output(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("closed the connection"), "{err}");
+    assert!(err.contains("--no-reconnect"), "{err}");
+    drop(sw1);
+}
+
+#[test]
+fn filo_plug_gives_up_after_its_reconnect_timeout() {
+    let tmp = TempDir::new("filo-rc-giveup");
+    let mut sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let plug = Proc::spawn(
+        Command::new(FILO)
+            .args(["plug", "--reconnect-timeout", "1", &sw.vnl(), "null://"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    assert!(wait_until(Duration::from_secs(5), || sw.endpoints() == 1));
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = sw.proc.child.kill();
+    let _ = sw.proc.child.wait();
+    let (status, _out, err) = plug.output(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("gave up reconnecting"), "{err}");
+}
+
+/// A reader that kills and restarts the switch once `at` bytes went through it.
+struct RestartAt<'a, R> {
+    inner: R,
+    seen: u64,
+    at: u64,
+    restart: Option<Box<dyn FnOnce() + 'a>>,
+}
+
+impl<R: Read> Read for RestartAt<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.seen += n as u64;
+        if self.seen >= self.at {
+            if let Some(f) = self.restart.take() {
+                f();
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[test]
+fn tcp_between_stacks_survives_a_switch_killed_and_restarted() {
+    const BYTES: u64 = 64 << 20;
+    let tmp = TempDir::new("filo-rc-tcp");
+    let mut sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let vnl = sw.vnl();
+    let s1 = filo_stack::Stack::builder()
+        .name("rc1")
+        .interface(vnl.clone(), "eth,ip=10.77.0.1/24")
+        .build()
+        .unwrap();
+    let s2 = filo_stack::Stack::builder()
+        .name("rc2")
+        .interface(vnl, "eth,ip=10.77.0.2/24")
+        .build()
+        .unwrap();
+    let l = s1.tcp_listen("0.0.0.0:5201").unwrap();
+    let sender = std::thread::spawn(move || {
+        let c = s2.tcp_connect("10.77.0.1:5201").unwrap();
+        let sent = filo_stack::perf::send(&c, BYTES).unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        c.drain(Duration::from_secs(30)).unwrap();
+        sent
+    });
+    let (c, _) = l.accept().unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mac_before = s1.links()[0].mac;
+    let reader = RestartAt {
+        inner: &c,
+        seen: 0,
+        at: 8 << 20,
+        restart: Some(Box::new(|| {
+            restart(&mut sw, &tmp, "sw", Duration::from_secs(2));
+        })),
+    };
+    let got = filo_stack::perf::receive(reader).unwrap();
+    let sent = sender.join().unwrap();
+    assert_eq!(got.bytes, BYTES);
+    assert_eq!(got.crc32, sent.crc32, "the stream arrived intact");
+    assert_eq!(s1.links()[0].mac, mac_before, "the link keeps its MAC");
+    assert!(s1.links()[0].up, "the link is up again");
+}
