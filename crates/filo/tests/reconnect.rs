@@ -198,3 +198,89 @@ fn tcp_between_stacks_survives_a_switch_killed_and_restarted() {
     assert_eq!(s1.links()[0].mac, mac_before, "the link keeps its MAC");
     assert!(s1.links()[0].up, "the link is up again");
 }
+
+/// `filo stack http-serve` of a directory on `sw`, its stderr in `log`.
+fn http_serve(tmp: &TempDir, sw: &FiloSwitch, log: &Path, extra: &[&str]) -> Proc {
+    let www = tmp.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("f.txt"), "still here\n").unwrap();
+    Proc::spawn(
+        Command::new(FILO)
+            .args(["stack", "http-serve", "--vnl", &sw.vnl()])
+            .args(["--conf", "eth,ip=10.78.0.2/24", "-p", "8080"])
+            .args(extra)
+            .arg(&www)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap()),
+    )
+}
+
+/// `filo stack fetch` of http-serve's file; true when it came.
+fn fetched(sw: &FiloSwitch) -> bool {
+    let p = Proc::spawn(
+        Command::new(FILO)
+            .args(["stack", "fetch", "--vnl", &sw.vnl()])
+            .args(["--conf", "eth,ip=10.78.0.3/24", "-t", "5"])
+            .arg("http://10.78.0.2:8080/f.txt")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let (st, out, _) = p.output(Duration::from_secs(30));
+    st.success() && out == "still here\n"
+}
+
+#[test]
+fn http_serve_says_its_switch_is_gone_and_serves_again_once_it_is_back() {
+    let tmp = TempDir::new("filo-rc-http");
+    let mut sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let log = tmp.join("http.log");
+    let mut server = http_serve(&tmp, &sw, &log, &[]);
+    assert!(
+        wait_until(Duration::from_secs(20), || fetched(&sw)),
+        "served before; log: {}",
+        read_log(&log)
+    );
+    let _ = sw.proc.child.kill();
+    let _ = sw.proc.child.wait();
+    assert!(
+        wait_until(Duration::from_secs(5), || read_log(&log)
+            .contains("link lost")),
+        "http-serve says the link is lost: {}",
+        read_log(&log)
+    );
+    assert!(read_log(&log).contains("WARN"), "{}", read_log(&log));
+    std::thread::sleep(Duration::from_secs(1));
+    sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    assert!(wait_until(Duration::from_secs(5), || UnixStream::connect(
+        &sw.mgmt
+    )
+    .is_ok()));
+    assert!(
+        wait_until(Duration::from_secs(20), || fetched(&sw)),
+        "served after the restart; log: {}",
+        read_log(&log)
+    );
+    assert!(read_log(&log).contains("link back"), "{}", read_log(&log));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "http-serve still runs"
+    );
+}
+
+#[test]
+fn http_serve_with_no_reconnect_exits_non_zero_when_its_switch_dies() {
+    let tmp = TempDir::new("filo-rc-httpno");
+    let mut sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let log = tmp.join("http.log");
+    let mut server = http_serve(&tmp, &sw, &log, &["--no-reconnect"]);
+    assert!(wait_until(Duration::from_secs(20), || fetched(&sw)));
+    let _ = sw.proc.child.kill();
+    let _ = sw.proc.child.wait();
+    let status = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(1), "{}", read_log(&log));
+    let text = read_log(&log);
+    assert!(
+        text.contains("link vde0 gone") && text.contains("closed the connection"),
+        "{text}"
+    );
+}

@@ -301,7 +301,7 @@ pub fn run_reconnecting(plugs: &mut [Plug; 2], stop: &AtomicBool, policy: Policy
             return CableEnd::Hangup { side, reason };
         };
         let name = plugs[side].name().to_string();
-        tracing::warn!("{name}: link lost ({reason}); reconnecting");
+        tracing::warn!("link lost ({reason}); reconnecting");
         match reconnect::reconnect(&reopener, policy, stop) {
             Ok(fresh) => {
                 plugs[side].replace_with(fresh);
