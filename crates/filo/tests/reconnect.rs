@@ -284,3 +284,64 @@ fn http_serve_with_no_reconnect_exits_non_zero_when_its_switch_dies() {
         "{text}"
     );
 }
+
+/// True when a `filo ns` at 10.80.0.2 on `vnl` pings `ip`.
+fn ns_pings(vnl: &str, ip: &str) -> bool {
+    let p = Proc::spawn(
+        Command::new(FILO)
+            .args([
+                "ns",
+                "--ip",
+                "10.80.0.2/24",
+                vnl,
+                "--",
+                "ping",
+                "-c1",
+                "-W1",
+                ip,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    p.output(Duration::from_secs(20)).0.success()
+}
+
+#[test]
+fn filo_ns_joins_its_restarted_switch_again() {
+    let tmp = TempDir::new("filo-rc-ns");
+    let mut sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let log = tmp.join("ns.log");
+    let mut ns = Proc::spawn(
+        Command::new(FILO)
+            .args([
+                "ns",
+                "--ip",
+                "10.80.0.1/24",
+                &sw.vnl(),
+                "--",
+                "sleep",
+                "120",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    assert!(wait_until(Duration::from_secs(20), || ns_pings(
+        &sw.vnl(),
+        "10.80.0.1"
+    )));
+    restart(&mut sw, &tmp, "sw", Duration::from_secs(1));
+    assert!(
+        wait_until(Duration::from_secs(20), || ns_pings(&sw.vnl(), "10.80.0.1")),
+        "reachable after the restart; log: {}",
+        read_log(&log)
+    );
+    let text = read_log(&log);
+    assert!(
+        text.contains("link lost") && text.contains("link back"),
+        "{text}"
+    );
+    assert!(ns.child.try_wait().unwrap().is_none(), "filo ns still runs");
+    ns.terminate(Duration::from_secs(10));
+}
