@@ -92,36 +92,16 @@ fn filo_plug_between_two_switches_reconnects_after_one_restarts() {
     assert!(text.contains("WARN"), "visible by default: {text}");
 }
 
-#[test]
-fn filo_plug_with_no_reconnect_exits_non_zero_with_a_message() {
-    let tmp = TempDir::new("filo-rc-noplug");
-    let sw1 = FiloSwitch::start(FILO, &tmp, "sw1", &[]);
-    let mut sw2 = FiloSwitch::start(FILO, &tmp, "sw2", &[]);
-    let plug = Proc::spawn(
-        Command::new(FILO)
-            .args(["plug", "--no-reconnect", &sw1.vnl(), &sw2.vnl()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    );
-    assert!(wait_until(Duration::from_secs(5), || sw2.endpoints() == 1));
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = sw2.proc.child.kill();
-    let _ = sw2.proc.child.wait();
-    let (status, _out, err) = plug.output(Duration::from_secs(5));
-    assert_eq!(status.code(), Some(1), "{err}");
-    assert!(err.contains("closed the connection"), "{err}");
-    assert!(err.contains("--no-reconnect"), "{err}");
-    drop(sw1);
-}
-
-#[test]
-fn filo_plug_gives_up_after_its_reconnect_timeout() {
-    let tmp = TempDir::new("filo-rc-giveup");
+/// Runs `filo plug ARGS` (the second VNL `null://`) on a switch of its own, kills the switch
+/// once the plug joined it, and returns the plug's exit code and stderr.
+fn plug_outlives_its_switch(tag: &str, args: &[&str]) -> (Option<i32>, String) {
+    let tmp = TempDir::new(tag);
     let mut sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
     let plug = Proc::spawn(
         Command::new(FILO)
-            .args(["plug", "--reconnect-timeout", "1", &sw.vnl(), "null://"])
+            .arg("plug")
+            .args(args)
+            .args([&sw.vnl(), "null://"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
@@ -131,7 +111,21 @@ fn filo_plug_gives_up_after_its_reconnect_timeout() {
     let _ = sw.proc.child.kill();
     let _ = sw.proc.child.wait();
     let (status, _out, err) = plug.output(Duration::from_secs(10));
-    assert_eq!(status.code(), Some(1), "{err}");
+    (status.code(), err)
+}
+
+#[test]
+fn filo_plug_with_no_reconnect_exits_non_zero_with_a_message() {
+    let (code, err) = plug_outlives_its_switch("filo-rc-noplug", &["--no-reconnect"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("closed the connection"), "{err}");
+    assert!(err.contains("--no-reconnect"), "{err}");
+}
+
+#[test]
+fn filo_plug_gives_up_after_its_reconnect_timeout() {
+    let (code, err) = plug_outlives_its_switch("filo-rc-giveup", &["--reconnect-timeout", "1"]);
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("gave up reconnecting"), "{err}");
 }
 
