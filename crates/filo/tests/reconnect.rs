@@ -339,3 +339,41 @@ fn filo_ns_joins_its_restarted_switch_again() {
     assert!(ns.child.try_wait().unwrap().is_none(), "filo ns still runs");
     ns.terminate(Duration::from_secs(10));
 }
+
+#[test]
+fn a_named_stack_joins_its_restarted_switch_again() {
+    let tmp = TempDir::new("filo-rc-named");
+    let mut sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let log = tmp.join("serve.log");
+    let path = tmp.join("s1");
+    let mut serve = Proc::spawn(
+        Command::new(FILO)
+            .args(["stack", "serve"])
+            .arg(&path)
+            .args(["--vnl", &sw.vnl(), "--ip", "10.80.0.3/24"])
+            .env_remove("FILO_STACK")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    assert!(wait_until(Duration::from_secs(20), || ns_pings(
+        &sw.vnl(),
+        "10.80.0.3"
+    )));
+    restart(&mut sw, &tmp, "sw", Duration::from_secs(1));
+    assert!(
+        wait_until(Duration::from_secs(20), || ns_pings(&sw.vnl(), "10.80.0.3")),
+        "reachable after the restart; log: {}",
+        read_log(&log)
+    );
+    let text = read_log(&log);
+    assert!(
+        text.contains("link lost") && text.contains("link back"),
+        "{text}"
+    );
+    assert!(
+        serve.child.try_wait().unwrap().is_none(),
+        "the named stack still runs"
+    );
+    serve.terminate(Duration::from_secs(10));
+}
