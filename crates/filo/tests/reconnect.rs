@@ -377,3 +377,29 @@ fn a_named_stack_joins_its_restarted_switch_again() {
     );
     serve.terminate(Duration::from_secs(10));
 }
+
+#[test]
+fn filo_ns_with_no_reconnect_stops_its_command_when_the_switch_dies() {
+    let tmp = TempDir::new("filo-rc-nsno");
+    let mut sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let ns = Proc::spawn(
+        Command::new(FILO)
+            .args(["ns", "--no-reconnect", "--ip", "10.80.0.1/24", &sw.vnl()])
+            .args(["--", "sleep", "120"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    assert!(wait_until(Duration::from_secs(20), || ns_pings(
+        &sw.vnl(),
+        "10.80.0.1"
+    )));
+    let _ = sw.proc.child.kill();
+    let _ = sw.proc.child.wait();
+    let (status, _out, err) = ns.output(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(128 + 15), "{err}");
+    assert!(
+        err.contains("closed the connection") && err.contains("--no-reconnect"),
+        "{err}"
+    );
+}
