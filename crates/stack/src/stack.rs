@@ -644,8 +644,10 @@ impl StackBuilder {
         self
     }
 
-    /// Calls `hook` (on the driver thread) when a link is gone for good: its plug cannot be
-    /// reconnected, reconnection is off, or it gave up. A command may exit there.
+    /// Calls `hook` (on the driver thread) with the link's name and the reason when a link is
+    /// gone for good: its plug cannot be reconnected, reconnection is off, or it gave up. A
+    /// command may exit there. The stack may be locked during the call: the hook must not use
+    /// it (nor wait for something that does).
     pub fn on_link_gone(mut self, hook: impl Fn(&str, &str) + Send + Sync + 'static) -> Self {
         self.on_link_gone = Some(Box::new(hook));
         self
