@@ -301,68 +301,29 @@ fn ns_pings(vnl: &str, ip: &str) -> bool {
     p.output(Duration::from_secs(20)).0.success()
 }
 
-#[test]
-fn filo_ns_joins_its_restarted_switch_again() {
-    let tmp = TempDir::new("filo-rc-ns");
+/// Starts `filo ARGS` (with the switch's VNL in place of `{vnl}`, its stderr in a log) for a
+/// host at `ip` on a switch of its own, restarts the switch, and checks that the host is
+/// reachable again, said so, and still runs.
+fn reachable_again_after_a_restart(tag: &str, args: &[&str], ip: &str) {
+    let tmp = TempDir::new(tag);
     let mut sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
-    let log = tmp.join("ns.log");
-    let mut ns = Proc::spawn(
+    let log = tmp.join("host.log");
+    let vnl = sw.vnl();
+    let mut host = Proc::spawn(
         Command::new(FILO)
-            .args([
-                "ns",
-                "--ip",
-                "10.80.0.1/24",
-                &sw.vnl(),
-                "--",
-                "sleep",
-                "120",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap()),
-    );
-    assert!(wait_until(Duration::from_secs(20), || ns_pings(
-        &sw.vnl(),
-        "10.80.0.1"
-    )));
-    restart(&mut sw, &tmp, "sw", Duration::from_secs(1));
-    assert!(
-        wait_until(Duration::from_secs(20), || ns_pings(&sw.vnl(), "10.80.0.1")),
-        "reachable after the restart; log: {}",
-        read_log(&log)
-    );
-    let text = read_log(&log);
-    assert!(
-        text.contains("link lost") && text.contains("link back"),
-        "{text}"
-    );
-    assert!(ns.child.try_wait().unwrap().is_none(), "filo ns still runs");
-    ns.terminate(Duration::from_secs(10));
-}
-
-#[test]
-fn a_named_stack_joins_its_restarted_switch_again() {
-    let tmp = TempDir::new("filo-rc-named");
-    let mut sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
-    let log = tmp.join("serve.log");
-    let path = tmp.join("s1");
-    let mut serve = Proc::spawn(
-        Command::new(FILO)
-            .args(["stack", "serve"])
-            .arg(&path)
-            .args(["--vnl", &sw.vnl(), "--ip", "10.80.0.3/24"])
+            .args(
+                args.iter()
+                    .map(|a| if *a == "{vnl}" { &vnl[..] } else { a }),
+            )
             .env_remove("FILO_STACK")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap()),
     );
-    assert!(wait_until(Duration::from_secs(20), || ns_pings(
-        &sw.vnl(),
-        "10.80.0.3"
-    )));
+    assert!(wait_until(Duration::from_secs(20), || ns_pings(&vnl, ip)));
     restart(&mut sw, &tmp, "sw", Duration::from_secs(1));
     assert!(
-        wait_until(Duration::from_secs(20), || ns_pings(&sw.vnl(), "10.80.0.3")),
+        wait_until(Duration::from_secs(20), || ns_pings(&vnl, ip)),
         "reachable after the restart; log: {}",
         read_log(&log)
     );
@@ -372,10 +333,38 @@ fn a_named_stack_joins_its_restarted_switch_again() {
         "{text}"
     );
     assert!(
-        serve.child.try_wait().unwrap().is_none(),
-        "the named stack still runs"
+        host.child.try_wait().unwrap().is_none(),
+        "{args:?} still runs"
     );
-    serve.terminate(Duration::from_secs(10));
+    host.terminate(Duration::from_secs(10));
+}
+
+#[test]
+fn filo_ns_joins_its_restarted_switch_again() {
+    reachable_again_after_a_restart(
+        "filo-rc-ns",
+        &["ns", "--ip", "10.80.0.1/24", "{vnl}", "--", "sleep", "120"],
+        "10.80.0.1",
+    );
+}
+
+#[test]
+fn a_named_stack_joins_its_restarted_switch_again() {
+    let tmp = TempDir::new("filo-rc-named-path");
+    let path = tmp.join("s1").to_string_lossy().into_owned();
+    reachable_again_after_a_restart(
+        "filo-rc-named",
+        &[
+            "stack",
+            "serve",
+            &path,
+            "--vnl",
+            "{vnl}",
+            "--ip",
+            "10.80.0.3/24",
+        ],
+        "10.80.0.3",
+    );
 }
 
 #[test]
