@@ -367,28 +367,66 @@ fn a_named_stack_joins_its_restarted_switch_again() {
     );
 }
 
-#[test]
-fn filo_ns_with_no_reconnect_stops_its_command_when_the_switch_dies() {
-    let tmp = TempDir::new("filo-rc-nsno");
+/// Starts `filo ARGS` (`{vnl}` as in [`reachable_again_after_a_restart`]) for a host at `ip`,
+/// kills its switch, and returns the exit code and stderr; it must end within 10 s.
+fn ends_when_its_switch_dies(tag: &str, args: &[&str], ip: &str) -> (Option<i32>, String) {
+    let tmp = TempDir::new(tag);
     let mut sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
-    let ns = Proc::spawn(
+    let vnl = sw.vnl();
+    let host = Proc::spawn(
         Command::new(FILO)
-            .args(["ns", "--no-reconnect", "--ip", "10.80.0.1/24", &sw.vnl()])
-            .args(["--", "sleep", "120"])
+            .args(
+                args.iter()
+                    .map(|a| if *a == "{vnl}" { &vnl[..] } else { a }),
+            )
+            .env_remove("FILO_STACK")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     );
-    assert!(wait_until(Duration::from_secs(20), || ns_pings(
-        &sw.vnl(),
-        "10.80.0.1"
-    )));
+    assert!(wait_until(Duration::from_secs(20), || ns_pings(&vnl, ip)));
     let _ = sw.proc.child.kill();
     let _ = sw.proc.child.wait();
-    let (status, _out, err) = ns.output(Duration::from_secs(10));
-    assert_eq!(status.code(), Some(128 + 15), "{err}");
+    let (status, _out, err) = host.output(Duration::from_secs(10));
     assert!(
         err.contains("closed the connection") && err.contains("--no-reconnect"),
         "{err}"
     );
+    (status.code(), err)
+}
+
+#[test]
+fn filo_ns_with_no_reconnect_stops_its_command_when_the_switch_dies() {
+    let args = [
+        "ns",
+        "--no-reconnect",
+        "--ip",
+        "10.80.0.1/24",
+        "{vnl}",
+        "--",
+        "sleep",
+        "120",
+    ];
+    let (code, err) = ends_when_its_switch_dies("filo-rc-nsno", &args, "10.80.0.1");
+    assert_eq!(code, Some(128 + 15), "{err}");
+}
+
+#[test]
+fn a_named_stack_with_no_reconnect_stops_with_status_1_when_its_switch_dies() {
+    let tmp = TempDir::new("filo-rc-namedno-path");
+    let path = tmp.join("s1");
+    let p = path.to_string_lossy().into_owned();
+    let args = [
+        "stack",
+        "serve",
+        "--no-reconnect",
+        &p,
+        "--vnl",
+        "{vnl}",
+        "--ip",
+        "10.80.0.3/24",
+    ];
+    let (code, err) = ends_when_its_switch_dies("filo-rc-namedno", &args, "10.80.0.3");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!path.exists(), "the stack's socket is removed");
 }

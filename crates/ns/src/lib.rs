@@ -115,6 +115,15 @@ pub fn stop_when_a_switch_goes() {
     NO_RECONNECT.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Set when a cable stopped the process as [`stop_when_a_switch_goes`] asked.
+static SWITCH_WENT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True once a switch went away and, as [`stop_when_a_switch_goes`] asked, the process was
+/// told to stop: a daemon exits non-zero then.
+pub fn a_switch_went_away() -> bool {
+    SWITCH_WENT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Starts one cable thread per (tap, plug) pair; returns the stop flag they watch.
 pub(crate) fn start_cables(
     ifaces: &[String],
@@ -147,6 +156,7 @@ pub(crate) fn start_cables(
                     if pair[*side].reopener().is_some());
                 if no_reconnect && switch_gone {
                     tracing::error!("{label}: {end} (--no-reconnect): stopping");
+                    SWITCH_WENT.store(true, std::sync::atomic::Ordering::Relaxed);
                     sys::kill(std::process::id() as libc::pid_t, libc::SIGTERM);
                 } else if !matches!(end, filo_vnl::cable::CableEnd::Stopped) {
                     tracing::warn!("{label}: cable ended: {end}");
