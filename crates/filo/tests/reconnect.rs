@@ -301,6 +301,21 @@ fn ns_pings(vnl: &str, ip: &str) -> bool {
     p.output(Duration::from_secs(20)).0.success()
 }
 
+/// Starts `filo ARGS`, `vnl` in place of `{vnl}`, stdout piped, and waits until a namespace
+/// on `vnl` pings it at `ip`.
+fn reachable_host(args: &[&str], vnl: &str, ip: &str, stderr: Stdio) -> Proc {
+    let host = Proc::spawn(
+        Command::new(FILO)
+            .args(args.iter().map(|a| if *a == "{vnl}" { vnl } else { a }))
+            .env_remove("FILO_STACK")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr),
+    );
+    assert!(wait_until(Duration::from_secs(20), || ns_pings(vnl, ip)));
+    host
+}
+
 /// Starts `filo ARGS` (with the switch's VNL in place of `{vnl}`, its stderr in a log) for a
 /// host at `ip` on a switch of its own, restarts the switch, and checks that the host is
 /// reachable again, said so, and still runs.
@@ -309,18 +324,7 @@ fn reachable_again_after_a_restart(tag: &str, args: &[&str], ip: &str) {
     let mut sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
     let log = tmp.join("host.log");
     let vnl = sw.vnl();
-    let mut host = Proc::spawn(
-        Command::new(FILO)
-            .args(
-                args.iter()
-                    .map(|a| if *a == "{vnl}" { &vnl[..] } else { a }),
-            )
-            .env_remove("FILO_STACK")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap()),
-    );
-    assert!(wait_until(Duration::from_secs(20), || ns_pings(&vnl, ip)));
+    let mut host = reachable_host(args, &vnl, ip, std::fs::File::create(&log).unwrap().into());
     restart(&mut sw, &tmp, "sw", Duration::from_secs(1));
     assert!(
         wait_until(Duration::from_secs(20), || ns_pings(&vnl, ip)),
@@ -373,18 +377,7 @@ fn ends_when_its_switch_dies(tag: &str, args: &[&str], ip: &str) -> (Option<i32>
     let tmp = TempDir::new(tag);
     let mut sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
     let vnl = sw.vnl();
-    let host = Proc::spawn(
-        Command::new(FILO)
-            .args(
-                args.iter()
-                    .map(|a| if *a == "{vnl}" { &vnl[..] } else { a }),
-            )
-            .env_remove("FILO_STACK")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    );
-    assert!(wait_until(Duration::from_secs(20), || ns_pings(&vnl, ip)));
+    let host = reachable_host(args, &vnl, ip, Stdio::piped());
     let _ = sw.proc.child.kill();
     let _ = sw.proc.child.wait();
     let (status, _out, err) = host.output(Duration::from_secs(10));
