@@ -423,3 +423,33 @@ fn a_named_stack_with_no_reconnect_stops_with_status_1_when_its_switch_dies() {
     assert_eq!(code, Some(1), "{err}");
     assert!(!path.exists(), "the stack's socket is removed");
 }
+
+#[test]
+fn filo_plug_reconnects_to_a_restarted_debian_vde_switch() {
+    let tmp = TempDir::new("filo-rc-deb");
+    let mut sw = DebSwitch::start(&tmp, "sw");
+    let log = tmp.join("plug.log");
+    let _plug = Proc::spawn(
+        Command::new(FILO)
+            .args(["plug", &sw.vnl(), "null://"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    let joined = |sw: &DebSwitch| sw.console("port/print").contains("filo-plug:");
+    assert!(wait_until(Duration::from_secs(5), || joined(&sw)));
+    sw.kill();
+    std::thread::sleep(Duration::from_secs(1));
+    sw = DebSwitch::start(&tmp, "sw");
+    // The stale console socket was there before: wait for the new switch to answer on it.
+    assert!(wait_until(Duration::from_secs(5), || UnixStream::connect(
+        &sw.mgmt
+    )
+    .is_ok()));
+    assert!(
+        wait_until(Duration::from_secs(10), || joined(&sw)),
+        "filo plug joined the restarted vde_switch; log: {}",
+        read_log(&log)
+    );
+    assert!(read_log(&log).contains("link back"), "{}", read_log(&log));
+}
