@@ -29,7 +29,8 @@ EXAMPLES:
 
 EXIT STATUS:
   the command's; 128+N when it was killed by signal N; 127 when it does not exist;
-  1 when the namespace could not be built (the reason is printed).")]
+  1 when the namespace could not be built (the reason is printed). With --no-reconnect a
+  switch that goes away stops the command with SIGTERM (143 unless it handles it).")]
 pub struct NsArgs {
     #[command(flatten)]
     conf: ConfArgs,
@@ -43,6 +44,12 @@ pub struct NsArgs {
     /// How long to wait for DHCP or SLAAC to give an address, in seconds.
     #[arg(long, default_value_t = 15, value_name = "SECONDS")]
     conf_timeout: u64,
+    /// When a switch goes away, stop the command (SIGTERM) instead of reconnecting to it. By
+    /// default a vde:// switch that restarts on the same path is joined again (waits of 100 ms
+    /// doubling to 2 s, for at most 60 s), with a warning when the link is lost and when it
+    /// is back.
+    #[arg(long)]
+    no_reconnect: bool,
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
 }
@@ -54,6 +61,9 @@ pub fn run(args: NsArgs) -> Result<ExitCode> {
         autoconf_timeout: Some(std::time::Duration::from_secs(args.conf_timeout)),
         argv: args.command,
     };
+    if args.no_reconnect {
+        filo_ns::stop_when_a_switch_goes();
+    }
     let code = filo_ns::run_command(&cmd)?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

@@ -33,8 +33,15 @@ EXAMPLES:
   filo plug tap://tap0 vde:///tmp/sw              put a kernel tap on a switch
   filo plug vde:///tmp/sw vxvde://                extend a switch to every host on the LAN
 
+RECONNECTING:
+  When a vde:// switch goes away (a restart, a crash), the plug reconnects to the same path with
+  the same port request: after 100 ms, then waits doubling up to 2 s, for --reconnect-timeout
+  seconds (60 by default). Each loss and return is logged. --no-reconnect exits instead.
+
 EXIT STATUS:
-  0 when a side hangs up or a signal stops the plug, 1 on an error (the reason is printed).")]
+  0 when a side that cannot reconnect (stdin/stdout, a command, a tap...) hangs up or a signal
+  stops the plug; 1 on an error, when a switch went away with --no-reconnect, or when it did
+  not come back in time (the reason is printed).")]
 pub struct PlugArgs {
     /// Run in the background (detached from the terminal).
     #[arg(short = 'd', long)]
@@ -65,6 +72,12 @@ pub struct PlugArgs {
     /// Seconds to wait for a switch to answer.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     timeout: f64,
+    /// Exit (status 1) when a switch goes away instead of reconnecting to it.
+    #[arg(long)]
+    no_reconnect: bool,
+    /// Seconds to keep trying to reconnect to a switch that went away (then exit with status 1).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    reconnect_timeout: f64,
     /// VNL1 [VNL2], or [VNL] = COMMAND [ARGS]...
     #[arg(
         value_name = "ARGS",
@@ -113,6 +126,12 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
         bail!(
             "--timeout {} is not valid: expected a positive number of seconds",
             args.timeout
+        );
+    }
+    if !(args.reconnect_timeout.is_finite() && (0.0..1e9).contains(&args.reconnect_timeout)) {
+        bail!(
+            "--reconnect-timeout {} is not valid: expected a number of seconds (0 to 1e9)",
+            args.reconnect_timeout
         );
     }
     let form = form(&args.args)?;
@@ -172,15 +191,26 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
             }
         );
     }
-    let outcome = cable::run(&mut plugs, &sys::STOP);
+    let outcome = if args.no_reconnect {
+        cable::run(&mut plugs, &sys::STOP)
+    } else {
+        let policy = filo_vnl::reconnect::Policy {
+            give_up_after: Some(std::time::Duration::from_secs_f64(args.reconnect_timeout)),
+            ..Default::default()
+        };
+        cable::run_reconnecting(&mut plugs, &sys::STOP, policy)
+    };
+    let switch_gone =
+        matches!(&outcome, CableEnd::Hangup { side, .. } if plugs[*side].reopener().is_some());
     drop(plugs);
     match outcome {
+        CableEnd::Hangup { .. } if switch_gone => bail!("{outcome} (--no-reconnect)"),
         CableEnd::Hangup { .. } | CableEnd::Stopped => {
             tracing::info!("filo plug: {outcome}");
             eprintln!("filo plug: {outcome}");
             Ok(ExitCode::SUCCESS)
         }
-        CableEnd::Failed { .. } => bail!("{outcome}"),
+        CableEnd::Failed { .. } | CableEnd::GaveUp { .. } => bail!("{outcome}"),
     }
 }
 

@@ -32,6 +32,12 @@ pub struct NetArgs {
     /// How long to wait for DHCP or SLAAC to give an address, in seconds.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     conf_timeout: u64,
+    /// Exit (status 1) when the switch goes away instead of reconnecting to it. By default a
+    /// vde:// switch that restarts is joined again (waits of 100 ms doubling to 2 s, for at
+    /// most 60 s; TCP connections carry on), and the command exits with status 1 only if it
+    /// does not come back.
+    #[arg(long)]
+    no_reconnect: bool,
 }
 
 /// Network stacks: user-space ones (ping, http-serve, fetch, perf) and named kernel-backed ones
@@ -180,7 +186,14 @@ fn build_with(net: &NetArgs, buffer_kib: usize) -> Result<Stack> {
     let conf = net.conf.to_conf_or_auto();
     conf.check_interfaces(1).context("the configuration")?;
     let plug = filo_stack::plug_options(vnl).open(vnl).context("--vnl")?;
-    let mut builder = Stack::builder();
+    let mut builder = Stack::builder().on_link_gone(|link, why| {
+        // The command's network is gone for good: say so and stop rather than run deaf.
+        eprintln!("filo stack: link {link} gone: {why}");
+        std::process::exit(1);
+    });
+    if net.no_reconnect {
+        builder = builder.reconnect(None);
+    }
     if let Some(name) = &net.name {
         builder = builder.name(name.clone());
     }

@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// Group owning PATH.
     #[arg(long, value_name = "GROUP")]
     group: Option<String>,
+    /// Stop (status 1) when a switch goes away instead of reconnecting to it. By default a
+    /// vde:// switch that restarts on the same path is joined again (waits of 100 ms doubling
+    /// to 2 s, for at most 60 s), with a warning when the link is lost and when it is back.
+    #[arg(long)]
+    no_reconnect: bool,
 }
 
 #[derive(Args, Debug)]
@@ -90,6 +95,9 @@ pub fn run(cmd: NamedStackCommand) -> Result<ExitCode> {
 fn serve(a: ServeArgs) -> Result<ExitCode> {
     let vnls = crate::netconf::vnls(&a.vnl, &a.vnls, "filo stack serve PATH")?;
     let conf = a.conf.to_conf();
+    if a.no_reconnect {
+        filo_ns::stop_when_a_switch_goes();
+    }
     let pidfile = a
         .pidfile
         .as_ref()
@@ -110,6 +118,9 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
                 None => eprintln!("{line}"),
             }
             server.run(&sys::STOP)?;
+            if filo_ns::a_switch_went_away() {
+                anyhow::bail!("stopped: a switch went away and --no-reconnect was given");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => match readiness {

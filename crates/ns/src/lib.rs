@@ -10,7 +10,8 @@
 //!    one tap per VNL (`vde0`, `vde1`, …), brings `lo` and the taps up and adds addresses and
 //!    routes through rtnetlink ([`netlink`]), and sends the tap descriptors back to the parent
 //!    over a SOCK_SEQPACKET socketpair with SCM_RIGHTS ([`setup`]).
-//! 3. The parent joins each tap to its VNL with [`filo_vnl::cable::run`] on one thread per
+//! 3. The parent joins each tap to its VNL with [`filo_vnl::cable::run_reconnecting`] (a switch
+//!    that restarts is joined again) on one thread per
 //!    tap. Nothing needs removing afterwards: the taps are not persistent and the namespace
 //!    disappears with its last process or descriptor.
 //!
@@ -102,6 +103,27 @@ pub(crate) fn plug_mtus(plugs: &[filo_vnl::Plug]) -> Vec<Option<u32>> {
         .collect()
 }
 
+/// Set by [`stop_when_a_switch_goes`].
+static NO_RECONNECT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// For the rest of the process, cables started from now on do not reconnect to a `vde://`
+/// switch that goes away: they end, say so, and ask the process to stop with SIGTERM to itself
+/// (`filo ns --no-reconnect`: its command gets the SIGTERM and `filo ns` exits with its
+/// status, 143 for a command it kills). By default a switch that restarts on the same path is
+/// joined again ([`filo_vnl::cable::run_reconnecting`]).
+pub fn stop_when_a_switch_goes() {
+    NO_RECONNECT.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Set when a cable stopped the process as [`stop_when_a_switch_goes`] asked.
+static SWITCH_WENT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True once a switch went away and, as [`stop_when_a_switch_goes`] asked, the process was
+/// told to stop: a daemon exits non-zero then.
+pub fn a_switch_went_away() -> bool {
+    SWITCH_WENT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Starts one cable thread per (tap, plug) pair; returns the stop flag they watch.
 pub(crate) fn start_cables(
     ifaces: &[String],
@@ -115,12 +137,28 @@ pub(crate) fn start_cables(
         let tap = filo_vnl::Plug::from_transport(format!("tap:{name}"), Box::new(tap));
         let stop = stop.clone();
         let label = format!("{name}<->{}", plug.name());
+        let no_reconnect = NO_RECONNECT.load(std::sync::atomic::Ordering::Relaxed);
         std::thread::Builder::new()
             .name(format!("filo-ns {name}"))
             .spawn(move || {
                 let mut pair = [tap, plug];
-                let end = filo_vnl::cable::run(&mut pair, &stop);
-                if !matches!(end, filo_vnl::cable::CableEnd::Stopped) {
+                let end = if no_reconnect {
+                    filo_vnl::cable::run(&mut pair, &stop)
+                } else {
+                    // A switch that restarts is joined again (loss and return logged).
+                    filo_vnl::cable::run_reconnecting(
+                        &mut pair,
+                        &stop,
+                        filo_vnl::reconnect::Policy::default(),
+                    )
+                };
+                let switch_gone = matches!(&end, filo_vnl::cable::CableEnd::Hangup { side, .. }
+                    if pair[*side].reopener().is_some());
+                if no_reconnect && switch_gone {
+                    tracing::error!("{label}: {end} (--no-reconnect): stopping");
+                    SWITCH_WENT.store(true, std::sync::atomic::Ordering::Relaxed);
+                    sys::kill(std::process::id() as libc::pid_t, libc::SIGTERM);
+                } else if !matches!(end, filo_vnl::cable::CableEnd::Stopped) {
                     tracing::warn!("{label}: cable ended: {end}");
                 }
             })

@@ -13,9 +13,11 @@ use filo_vnl::sys::{Epoll, EpollEvent};
 use filo_vnl::FrameBatch;
 use smoltcp::time::Instant;
 
-use crate::stack::Shared;
+use crate::stack::{Inner, Shared};
 
 const WAKE: u64 = u64::MAX;
+/// Set in the token of a plug's control descriptor: readable means its switch went away.
+const CTL: u64 = 1 << 62;
 /// Frames received from one link per service before others get a turn.
 const RX_BUDGET: usize = 256;
 
@@ -110,6 +112,8 @@ struct Slot {
     queued: bool,
     /// Serviced for a kick, a timer or registration (not only for input).
     force: bool,
+    /// A control descriptor became readable: a link's switch is gone.
+    ctl_hit: bool,
 }
 
 struct Run {
@@ -165,7 +169,13 @@ impl Run {
                     let mut b = [0u8; 8];
                     let _ = filo_vnl::sys::read_nonblocking(shared.wake.as_raw_fd(), &mut b);
                 } else {
-                    self.queue((ev.token >> 17) as usize, false);
+                    let slot = ((ev.token & !CTL) >> 17) as usize;
+                    if ev.token & CTL != 0 {
+                        if let Some(Some(s)) = self.slots.get_mut(slot) {
+                            s.ctl_hit = true;
+                        }
+                    }
+                    self.queue(slot, ev.token & CTL != 0);
                 }
             }
             self.events = events;
@@ -193,6 +203,7 @@ impl Run {
                     timer_at: None,
                     queued: false,
                     force: true,
+                    ctl_hit: false,
                 });
                 self.queue(slot, true);
             }
@@ -253,6 +264,24 @@ impl Run {
         };
         let now = Instant::now();
         let inner = &mut *g;
+        if std::mem::take(&mut entry.ctl_hit) {
+            for i in 0..inner.net.links.len() {
+                if inner.net.links[i]
+                    .plug
+                    .as_ref()
+                    .is_some_and(|p| p.peer_gone())
+                {
+                    lose_link(
+                        &sh,
+                        entry,
+                        epoll,
+                        inner,
+                        i,
+                        "the switch closed the connection",
+                    );
+                }
+            }
+        }
         // Receive.
         for i in 0..inner.net.links.len() {
             let mut got = 0;
@@ -278,21 +307,7 @@ impl Run {
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => {
-                        let l = &mut inner.net.links[i];
-                        tracing::warn!(stack = %sh.name, link = %l.name, "link lost: {e}");
-                        if let Some(p) = l.plug.take() {
-                            for (fd, _, _) in entry
-                                .fds
-                                .iter()
-                                .filter(|(_, t, _)| (*t >> 1) & 0xffff == i as u64)
-                            {
-                                epoll.delete(*fd);
-                            }
-                            entry.fds.retain(|(_, t, _)| (*t >> 1) & 0xffff != i as u64);
-                            drop(p);
-                        }
-                        l.up = false;
-                        inner.links_changed = true;
+                        lose_link(&sh, entry, epoll, inner, i, &e.to_string());
                         break;
                     }
                 }
@@ -342,10 +357,18 @@ impl Run {
                 {
                     entry.fds.push((wfd, wtok, false));
                 }
+                if let Some(cfd) = p.ctl_fd().map(|fd| fd.as_raw_fd()) {
+                    let ctok = tok | CTL;
+                    if !entry.fds.iter().any(|(_, t, _)| *t == ctok)
+                        && epoll.add(cfd, ctok, true, false).is_ok()
+                    {
+                        entry.fds.push((cfd, ctok, false));
+                    }
+                }
             }
         }
         // Write interest only while a backlog waits.
-        for (fd, tok, armed) in entry.fds.iter_mut() {
+        for (fd, tok, armed) in entry.fds.iter_mut().filter(|(_, t, _)| t & CTL == 0) {
             let link = ((*tok >> 1) & 0xffff) as usize;
             let want = inner
                 .net
@@ -369,6 +392,100 @@ impl Run {
             if let Some(d) = deadline {
                 self.timers.push(Reverse((d, slot)));
             }
+        }
+    }
+}
+
+/// Takes link `i`'s plug out of service after its switch went away (`why`): its descriptors
+/// leave the epoll set and the link goes down. A plug that can be opened again is reconnected
+/// by a thread of its own as the stack's policy says; otherwise the stack's hook is told.
+fn lose_link(
+    sh: &Arc<Shared>,
+    entry: &mut Slot,
+    epoll: &Epoll,
+    inner: &mut Inner,
+    i: usize,
+    why: &str,
+) {
+    let l = &mut inner.net.links[i];
+    let Some(plug) = l.plug.take() else {
+        return;
+    };
+    let on_link = |t: &u64| (*t >> 1) & 0xffff == i as u64;
+    for (fd, _, _) in entry.fds.iter().filter(|(_, t, _)| on_link(t)) {
+        epoll.delete(*fd);
+    }
+    entry.fds.retain(|(_, t, _)| !on_link(t));
+    l.up = false;
+    inner.links_changed = true;
+    let vnl = plug.name().to_string();
+    let reopener = plug.reopener().cloned();
+    drop(plug);
+    match (reopener, sh.reconnect) {
+        (Some(reopener), Some(policy)) => {
+            tracing::warn!(stack = %sh.name, link = %l.name, "link lost ({vnl}: {why}); reconnecting");
+            l.reconnecting = true;
+            let weak = Arc::downgrade(sh);
+            let spawned = std::thread::Builder::new()
+                .name("filo-stack reconnect".into())
+                .spawn(move || reconnect_link(weak, i, reopener, policy));
+            if let Err(e) = spawned {
+                l.reconnecting = false;
+                gone(
+                    sh,
+                    &l.name,
+                    &format!("{vnl}: {why}; cannot start a thread to reconnect: {e}"),
+                );
+            }
+        }
+        _ => {
+            tracing::warn!(stack = %sh.name, link = %l.name, "link lost ({vnl}: {why})");
+            gone(sh, &l.name, &format!("{vnl}: {why}"));
+        }
+    }
+}
+
+fn gone(sh: &Shared, link: &str, why: &str) {
+    if let Some(hook) = &sh.on_link_gone {
+        hook(link, why);
+    }
+}
+
+/// A reconnecting thread: opens the VNL again until it works, the policy gives up or the stack
+/// is gone, then puts the new plug in the link and wakes the driver.
+fn reconnect_link(
+    weak: Weak<Shared>,
+    i: usize,
+    reopener: filo_vnl::reconnect::Reopener,
+    policy: filo_vnl::reconnect::Policy,
+) {
+    let result =
+        filo_vnl::reconnect::reconnect_while(&reopener, policy, || weak.strong_count() > 0);
+    let Some(sh) = weak.upgrade() else {
+        return;
+    };
+    let mut g = sh.lock();
+    let Some(l) = g.net.links.get_mut(i) else {
+        return;
+    };
+    if !l.reconnecting {
+        return;
+    }
+    l.reconnecting = false;
+    match result {
+        Ok(plug) => {
+            tracing::warn!(stack = %sh.name, link = %l.name, "link back ({})", plug.name());
+            l.plug = Some(plug);
+            l.up = true;
+            g.links_changed = true;
+            drop(g);
+            sh.kick();
+        }
+        Err(e) => {
+            let name = l.name.clone();
+            drop(g);
+            tracing::warn!(stack = %sh.name, link = %name, "link gone: {e}");
+            gone(&sh, &name, &e.to_string());
         }
     }
 }

@@ -80,8 +80,8 @@ pub use driver::Driver;
 pub use net::{Cidr, Counters, NextHop, Route};
 pub use raw::RawSocket;
 pub use stack::{
-    default_stack, map_if, set_default, set_thread_default, unmap, LinkInfo, Stack, StackBuilder,
-    MAX_ADDRS,
+    default_stack, map_if, set_default, set_thread_default, unmap, LinkGoneHook, LinkInfo, Stack,
+    StackBuilder, MAX_ADDRS,
 };
 pub use tcp::{TcpListener, TcpStream, CONNECT_TIMEOUT};
 pub use udp::UdpSocket;

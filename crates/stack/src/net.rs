@@ -155,6 +155,8 @@ pub(crate) struct Link {
     pub captured: Vec<Vec<u8>>,
     /// The link's DHCPv4 client, when `dhcp` was configured.
     pub dhcp: Option<filo_dhcp::Client>,
+    /// The plug was lost and a thread is opening its VNL again (the link is down meanwhile).
+    pub reconnecting: bool,
     /// Frames of this turn, sent together (sendmmsg) by [`Net::flush_tx`].
     txq: Vec<Vec<u8>>,
 }
@@ -181,6 +183,7 @@ impl Link {
             backlog: VecDeque::new(),
             captured: Vec::new(),
             dhcp: None,
+            reconnecting: false,
             txq: Vec::new(),
         }
     }
@@ -827,7 +830,8 @@ impl Net {
     /// Sends a frame on a link, keeping it in the backlog if the plug is full.
     pub fn send_frame(&mut self, ifindex: usize, frame: Vec<u8>) {
         let l = &mut self.links[ifindex];
-        if !l.up {
+        // A link being reconnected has no plug for now: that is not the unplugged test link.
+        if !l.up || l.reconnecting {
             self.counters.dropped_link_down += 1;
             return;
         }

@@ -35,7 +35,15 @@ pub(crate) struct Shared {
     pub dirty: AtomicBool,
     pub slot: AtomicUsize,
     pub driver: Arc<DriverShared>,
+    /// How a link whose switch went away is reconnected; None: it stays down.
+    pub reconnect: Option<filo_vnl::reconnect::Policy>,
+    /// Told when a link is gone for good (no reconnection, or it gave up).
+    pub on_link_gone: Option<LinkGoneHook>,
 }
+
+/// Called with the link's name and why it is gone for good; see
+/// [`StackBuilder::on_link_gone`].
+pub type LinkGoneHook = Box<dyn Fn(&str, &str) + Send + Sync>;
 
 impl Shared {
     /// Locks the stack state (a poisoned lock is still usable: state stays consistent).
@@ -584,6 +592,8 @@ pub struct StackBuilder {
     links: Vec<(LinkSpec, String)>,
     driver: Option<Driver>,
     tcp_buffer: usize,
+    reconnect: Option<filo_vnl::reconnect::Policy>,
+    on_link_gone: Option<LinkGoneHook>,
 }
 
 impl std::fmt::Debug for StackBuilder {
@@ -622,6 +632,24 @@ impl StackBuilder {
     /// The driver thread to run on (default: the process-wide one).
     pub fn driver(mut self, driver: &Driver) -> Self {
         self.driver = Some(driver.clone());
+        self
+    }
+
+    /// How a link whose switch goes away (a `vde://` switch restarting on the same path) is
+    /// reconnected: the default [`filo_vnl::reconnect::Policy`] unless told otherwise; None
+    /// leaves it down. The link keeps its MAC and addresses; TCP connections carry on once
+    /// it is back. Each loss and return is logged at warn level.
+    pub fn reconnect(mut self, policy: Option<filo_vnl::reconnect::Policy>) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// Calls `hook` (on the driver thread) with the link's name and the reason when a link is
+    /// gone for good: its plug cannot be reconnected, reconnection is off, or it gave up. A
+    /// command may exit there. The stack may be locked during the call: the hook must not use
+    /// it (nor wait for something that does).
+    pub fn on_link_gone(mut self, hook: impl Fn(&str, &str) + Send + Sync + 'static) -> Self {
+        self.on_link_gone = Some(Box::new(hook));
         self
     }
 
@@ -678,6 +706,8 @@ impl StackBuilder {
             dirty: AtomicBool::new(true),
             slot: AtomicUsize::new(usize::MAX),
             driver: driver.shared.clone(),
+            reconnect: self.reconnect,
+            on_link_gone: self.on_link_gone,
         });
         driver.shared.register(&shared);
         Ok(Stack { shared })
@@ -800,6 +830,8 @@ impl Stack {
             links: Vec::new(),
             driver: None,
             tcp_buffer: 128 * 1024,
+            reconnect: Some(filo_vnl::reconnect::Policy::default()),
+            on_link_gone: None,
         }
     }
 

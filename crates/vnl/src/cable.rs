@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::plug::{FrameBatch, Plug};
+use crate::reconnect::{self, Policy, ReconnectError};
 
 use crate::sys::{self, PollEntry};
 
@@ -19,12 +20,17 @@ pub enum CableEnd {
     Stopped,
     /// A side failed in a way that is not a plain hang-up.
     Failed { side: usize, error: io::Error },
+    /// The side with this index went away and did not come back in time
+    /// ([`run_reconnecting`]).
+    GaveUp { side: usize, reason: String },
 }
 
 impl std::fmt::Display for CableEnd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CableEnd::Hangup { reason, .. } => write!(f, "{reason}"),
+            CableEnd::Hangup { reason, .. } | CableEnd::GaveUp { reason, .. } => {
+                write!(f, "{reason}")
+            }
             CableEnd::Stopped => write!(f, "stopped by signal"),
             CableEnd::Failed { error, .. } => write!(f, "{error}"),
         }
@@ -275,6 +281,37 @@ pub fn run(plugs: &mut [Plug; 2], stop: &AtomicBool) -> CableEnd {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(e) => return end(other, dst, e),
+                }
+            }
+        }
+    }
+}
+
+/// Runs the cable like [`run`], and when a side that can be opened again
+/// ([`Plug::reopener`]: a `vde://` switch) hangs up, reconnects it as `policy` says and goes
+/// on. Frames in flight when the link went are lost; the other side is not read meanwhile.
+/// Each loss and each return is logged at warn level.
+pub fn run_reconnecting(plugs: &mut [Plug; 2], stop: &AtomicBool, policy: Policy) -> CableEnd {
+    loop {
+        let (side, reason) = match run(plugs, stop) {
+            CableEnd::Hangup { side, reason } if plugs[side].reopener().is_some() => (side, reason),
+            other => return other,
+        };
+        let Some(reopener) = plugs[side].reopener().cloned() else {
+            return CableEnd::Hangup { side, reason };
+        };
+        let name = plugs[side].name().to_string();
+        tracing::warn!("link lost ({reason}); reconnecting");
+        match reconnect::reconnect(&reopener, policy, stop) {
+            Ok(fresh) => {
+                plugs[side].replace_with(fresh);
+                tracing::warn!("{name}: link back");
+            }
+            Err(ReconnectError::Stopped) => return CableEnd::Stopped,
+            Err(e) => {
+                return CableEnd::GaveUp {
+                    side,
+                    reason: format!("{reason}; {e}"),
                 }
             }
         }

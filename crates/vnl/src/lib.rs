@@ -21,6 +21,7 @@ pub mod mgmt;
 pub mod open;
 pub mod pcap;
 pub mod plug;
+pub mod reconnect;
 pub mod sockfile;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -188,10 +188,12 @@ impl OpenOptions {
                             }
                             return self.open_depth(&next, depth + 1);
                         }
-                        DefaultSwitch::Dir(dir) => return self.open_vde(&vnl, dir, label),
+                        DefaultSwitch::Dir(dir) => {
+                            return self.open_vde(&vnl, dir, label, text)
+                        }
                     }
                 }
-                return self.open_vde(&vnl, PathBuf::from(vnl.address()), label);
+                return self.open_vde(&vnl, PathBuf::from(vnl.address()), label, text);
             }
             "ptp" => {
                 if vnl.address().is_empty() {
@@ -234,7 +236,14 @@ impl OpenOptions {
         Ok(Plug::from_transport(label, transport))
     }
 
-    fn open_vde(&self, vnl: &Vnl, dir: PathBuf, label: String) -> Result<Plug, OpenError> {
+    /// Opens a `vde://` plug; it can be opened again from `text` (a reconnection).
+    fn open_vde(
+        &self,
+        vnl: &Vnl,
+        dir: PathBuf,
+        label: String,
+        text: &str,
+    ) -> Result<Plug, OpenError> {
         let mut cfg = VdeConfig::new(dir);
         cfg.description = vde::describe(&self.description);
         cfg.timeout = self.timeout;
@@ -252,7 +261,12 @@ impl OpenOptions {
             cfg.mode = m;
         }
         let dgram: ConnectedDgram = vde::connect(&cfg)?;
-        Ok(Plug::from_transport(label, Box::new(dgram)))
+        let mut plug = Plug::from_transport(label, Box::new(dgram));
+        plug.set_reopener(crate::reconnect::Reopener {
+            options: self.clone(),
+            vnl: text.to_string(),
+        });
+        Ok(plug)
     }
 
     fn vx_config(&self, vnl: &Vnl) -> Result<VxConfig, OpenError> {

@@ -133,6 +133,7 @@ pub struct Plug {
     transport: Box<dyn Transport>,
     stats: PlugStats,
     name: String,
+    reopener: Option<crate::reconnect::Reopener>,
 }
 
 impl std::fmt::Debug for Plug {
@@ -152,7 +153,24 @@ impl Plug {
             transport,
             stats: PlugStats::default(),
             name: name.into(),
+            reopener: None,
         }
+    }
+
+    /// How to open this plug's VNL again after its switch went away; None for transports
+    /// where reconnecting makes no sense (only `vde://` plugs have one).
+    pub fn reopener(&self) -> Option<&crate::reconnect::Reopener> {
+        self.reopener.as_ref()
+    }
+
+    pub(crate) fn set_reopener(&mut self, reopener: crate::reconnect::Reopener) {
+        self.reopener = Some(reopener);
+    }
+
+    /// Carries on over `fresh`'s connection (a reconnection): the old one is closed, the name
+    /// and counters stay.
+    pub fn replace_with(&mut self, mut fresh: Plug) {
+        std::mem::swap(&mut self.transport, &mut fresh.transport);
     }
 
     pub fn name(&self) -> &str {
