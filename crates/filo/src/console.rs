@@ -34,8 +34,8 @@ pub struct ConsoleArgs {
     #[arg(long)]
     json: bool,
     /// Seconds to wait for a reply.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    timeout: u64,
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = crate::duration::seconds)]
+    timeout: Duration,
 }
 
 struct Session {
@@ -51,7 +51,7 @@ impl Session {
                 args.sock.display()
             )
         })?;
-        stream.set_read_timeout(Some(Duration::from_secs(args.timeout)))?;
+        stream.set_read_timeout(Some(args.timeout))?;
         let mut s = Session {
             stream,
             buf: Vec::new(),

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod capture;
 mod console;
 mod demo;
+mod duration;
 mod mstack;
 mod netconf;
 mod ns;

@@ -41,8 +41,8 @@ pub struct NsArgs {
     #[arg(value_name = "VNL")]
     vnls: Vec<String>,
     /// How long to wait for DHCP or SLAAC to give an address, in seconds.
-    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
-    conf_timeout: u64,
+    #[arg(long, default_value = "15", value_name = "SECONDS", value_parser = crate::duration::seconds)]
+    conf_timeout: std::time::Duration,
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
 }
@@ -51,7 +51,7 @@ pub fn run(args: NsArgs) -> Result<ExitCode> {
     let cmd = NsCommand {
         vnls: crate::netconf::vnls(&args.vnl, &args.vnls, "filo ns")?,
         conf: args.conf.to_conf(),
-        autoconf_timeout: Some(std::time::Duration::from_secs(args.conf_timeout)),
+        autoconf_timeout: Some(args.conf_timeout),
         argv: args.command,
     };
     let code = filo_ns::run_command(&cmd)?;

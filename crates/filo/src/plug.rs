@@ -62,9 +62,9 @@ pub struct PlugArgs {
     /// Octal permissions of the second VNL's data socket.
     #[arg(short = 'M', long = "mode2", visible_alias = "mod2", value_name = "MODE", value_parser = filo_vnl::parse_octal_mode)]
     mode2: Option<u32>,
-    /// Seconds to wait for a switch to answer.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    timeout: f64,
+    /// Seconds to wait for a switch to answer (at most 1000000).
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = crate::duration::seconds)]
+    timeout: std::time::Duration,
     /// VNL1 [VNL2], or [VNL] = COMMAND [ARGS]...
     #[arg(
         value_name = "ARGS",
@@ -109,12 +109,6 @@ fn form(args: &[String]) -> Result<Form> {
 }
 
 pub fn run(args: PlugArgs) -> Result<ExitCode> {
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        bail!(
-            "--timeout {} is not valid: expected a positive number of seconds",
-            args.timeout
-        );
-    }
     let form = form(&args.args)?;
     // A cable with a kernel tap carries TCP super-frames (virtio-net framing) where both ends
     // can; the cable converts where one cannot.
@@ -122,7 +116,7 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
     let vnet = matches!(&form, Form::Cable(a, b) if has_tap(a) || has_tap(b));
     let options = |group: &Option<String>, mode: Option<u32>| OpenOptions {
         description: args.descr.clone(),
-        timeout: std::time::Duration::from_secs_f64(args.timeout),
+        timeout: args.timeout,
         group: group.clone(),
         mode,
         vnet,

@@ -319,3 +319,19 @@ fn rc_file_and_nested_load_through_the_daemon() {
     let reply = sw.console(&format!("load {}", fifo.display()));
     assert!(reply.contains(".\n1022 Invalid argument\n"), "{reply}");
 }
+
+#[test]
+fn huge_console_durations_are_refused_and_the_switch_lives_on() {
+    let tmp = TempDir::new("filo-c9");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    for cmd in ["hash/setgcint", "hash/setexpire", "hash/setminper"] {
+        let reply = sw.console(&format!("{cmd} 18446744073709551615"));
+        assert!(!reply.contains("1000 Success"), "{cmd}: {reply}");
+        let reply = sw.console(&format!("{cmd} 1000001"));
+        assert!(!reply.contains("1000 Success"), "{cmd}: {reply}");
+        let reply = sw.console(&format!("{cmd} 1000"));
+        assert!(reply.contains("1000 Success"), "{cmd}: {reply}");
+    }
+    let out = sw.console("port/showinfo");
+    assert!(out.contains("Numports=32"), "{out}");
+}
