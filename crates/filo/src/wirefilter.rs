@@ -148,8 +148,15 @@ pub fn run(args: WirefilterArgs) -> Result<ExitCode> {
         }
     }
     if let Some(rc) = &args.rcfile {
-        let text = std::fs::read_to_string(rc)
-            .with_context(|| format!("cannot read rc file {}", rc.display()))?;
+        let text = filo_vnl::mgmt::read_script(rc)
+            .map_err(std::io::Error::from_raw_os_error)
+            .with_context(|| {
+                format!(
+                    "cannot read rc file {} (expected a regular file of at most {} bytes)",
+                    rc.display(),
+                    filo_vnl::mgmt::MAX_SCRIPT
+                )
+            })?;
         filo_wirefilter::console::execute_script(&mut wf, now, &text).map_err(
             |(line, errno)| {
                 anyhow::anyhow!("{}:{line}: command failed (error {errno})", rc.display())

@@ -417,3 +417,63 @@ fn without_lossless_every_lost_frame_is_counted_on_its_port() {
         "a 4-frame queue and a slow reader should have dropped some frames"
     );
 }
+
+#[test]
+fn rc_files_that_are_not_bounded_regular_files_are_refused_at_once() {
+    let tmp = TempDir::new("filo-sb9");
+    let fifo = tmp.join("fifo");
+    mkfifo(&fifo);
+    let huge = tmp.join("huge.rc");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    for (i, rc) in [Path::new("/dev/zero"), &fifo, &huge]
+        .into_iter()
+        .enumerate()
+    {
+        let dir = tmp.join(&format!("sw{i}"));
+        let mut c = Command::new(FILO);
+        c.arg("switch")
+            .arg(&dir)
+            .arg("--nostdin")
+            .arg("-f")
+            .arg(rc)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let (status, _, err) = Proc::spawn(&mut c).output(T);
+        assert_eq!(status.code(), Some(1), "{rc:?}: {err}");
+        assert!(
+            err.contains("rc file") && err.contains("regular file"),
+            "{rc:?}: {err}"
+        );
+        let mut c = Command::new(FILO);
+        c.args(["wirefilter", "null://", "null://", "-f"])
+            .arg(rc)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let (status, _, err) = Proc::spawn(&mut c).output(T);
+        assert_eq!(status.code(), Some(1), "wirefilter {rc:?}: {err}");
+        assert!(
+            err.contains("rc file") && err.contains("regular file"),
+            "{rc:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn an_endless_console_line_on_stdin_is_an_error_not_a_heap() {
+    let tmp = TempDir::new("filo-sb10");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let mut c = Command::new(FILO);
+    c.arg("console")
+        .arg(&sw.mgmt)
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let (status, _, err) = Proc::spawn(&mut c).output(T);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("longer than"), "{err}");
+}

@@ -354,9 +354,14 @@ impl Switch {
 
     /// Runs the startup script (`-f`) without output, as vde_switch does.
     fn run_rc_file(&mut self, rc: &Path, now: Instant) -> Result<(), SwitchError> {
-        let text = std::fs::read_to_string(rc).map_err(|e| SwitchError::Io {
-            what: format!("cannot read rc file {}", rc.display()),
-            source: e,
+        // A regular file of bounded size: `-f /dev/zero` or a FIFO is an error, not a hang.
+        let text = filo_vnl::mgmt::read_script(rc).map_err(|errno| SwitchError::Io {
+            what: format!(
+                "cannot read rc file {} (expected a regular file of at most {} bytes)",
+                rc.display(),
+                filo_vnl::mgmt::MAX_SCRIPT
+            ),
+            source: std::io::Error::from_raw_os_error(errno),
         })?;
         let mut session = console::Session::new();
         let reply = console::run_script(
