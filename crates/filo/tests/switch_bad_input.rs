@@ -477,3 +477,64 @@ fn an_endless_console_line_on_stdin_is_an_error_not_a_heap() {
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("longer than"), "{err}");
 }
+
+#[test]
+fn a_request_written_one_byte_at_a_time_is_answered_and_kept() {
+    let tmp = TempDir::new("filo-sb11");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let client = tmp.join("client");
+    let data = UnixDatagram::bind(&client).unwrap();
+    let req = request(&client, PortRequest::Port(4));
+    let mut s = UnixStream::connect(sw.dir.join("ctl")).unwrap();
+    for b in &req {
+        s.write_all(std::slice::from_ref(b)).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let reply = read_reply(&mut s).expect("reply to a request written byte by byte");
+    let path = vde_request::parse_sockaddr(&reply).unwrap();
+    // The connection stays up: no EOF once the description's last bytes have arrived.
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    let e = s
+        .read(&mut b)
+        .expect_err("the switch closed the control connection");
+    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
+    assert_eq!(sw.endpoints(), 1);
+    data.connect(&path).unwrap();
+    data.send(&test_frame([0xff; 6], A, 1, 60)).unwrap();
+}
+
+#[test]
+fn a_client_killed_before_unlinking_its_socket_leaves_nothing_in_the_directory() {
+    let tmp = TempDir::new("filo-sb12");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    // What a plug killed between its handshake and its unlink leaves: its `.PID-SEQ` socket.
+    let client = sw.dir.join(format!(".{:05}-00001", std::process::id()));
+    let data = UnixDatagram::bind(&client).unwrap();
+    let req = request(&client, PortRequest::Any);
+    let mut s = UnixStream::connect(sw.dir.join("ctl")).unwrap();
+    s.write_all(&req).unwrap();
+    read_reply(&mut s).expect("reply");
+    assert!(wait_until(T, || sw.endpoints() == 1));
+    drop(s);
+    drop(data);
+    assert!(wait_until(T, || sw.endpoints() == 0));
+    assert!(
+        wait_until(T, || !client.exists()),
+        "{} left in the switch directory",
+        client.display()
+    );
+    // Anything else in the directory is not the switch's to remove.
+    let other = sw.dir.join("mine");
+    let data = UnixDatagram::bind(&other).unwrap();
+    let req = request(&other, PortRequest::Any);
+    let mut s = UnixStream::connect(sw.dir.join("ctl")).unwrap();
+    s.write_all(&req).unwrap();
+    read_reply(&mut s).expect("reply");
+    drop(s);
+    assert!(wait_until(T, || sw.endpoints() == 0));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(other.exists());
+    drop(data);
+}

@@ -515,10 +515,7 @@ impl Switch {
                     self.on_data(slot, now);
                 }
             }
-            T_EP_CTL => {
-                // Clients never speak after the handshake: any byte or EOF ends the endpoint.
-                self.close_endpoint(slot, "control connection closed");
-            }
+            T_EP_CTL => self.on_endpoint_ctl(slot),
             T_MGMT => self.on_mgmt(slot, ev, now),
             T_WAKE => {}
             T_TIMER => {
