@@ -35,8 +35,8 @@ pub struct CaptureArgs {
     /// Output file, or - for stdout.
     #[arg(short = 'w', long = "write", value_name = "FILE")]
     write: PathBuf,
-    /// Stop after COUNT frames.
-    #[arg(short = 'c', long, value_name = "COUNT")]
+    /// Stop after COUNT frames (at least 1; without -c, no limit).
+    #[arg(short = 'c', long, value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     /// Write classic pcap (nanosecond) instead of pcapng.
     #[arg(long)]

@@ -141,6 +141,9 @@ pub fn run(args: WirefilterArgs) -> Result<ExitCode> {
         for text in values {
             let (dir, value, node) = parse_value(text)
                 .map_err(|e| anyhow::anyhow!("{name} {text:?}: {e} (accepted: {VALUE_FORM})"))?;
+            param
+                .check(&value, false)
+                .map_err(|e| anyhow::anyhow!("{name} {text:?}: {e}"))?;
             if node.unwrap_or(0) != 0 {
                 bail!("{name} {text:?}: Markov nodes other than 0 are set from the console or an rc file (markov-numnodes first)");
             }
