@@ -538,3 +538,85 @@ fn a_client_killed_before_unlinking_its_socket_leaves_nothing_in_the_directory()
     assert!(other.exists());
     drop(data);
 }
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn a_failed_start_leaves_an_existing_directory_as_it_was() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new("filo-sb13");
+    let other = FiloSwitch::start(FILO, &tmp, "other", &[]);
+    let dir = tmp.join("mine");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Fails after ctl is bound: the management socket is a live switch's; then the rc file.
+    let busy_mgmt = other.mgmt.to_string_lossy().into_owned();
+    let failures: [&[&str]; 2] = [&["-M", &busy_mgmt], &["-f", "/dev/zero"]];
+    for extra in failures {
+        let mut c = Command::new(FILO);
+        c.arg("switch")
+            .arg(&dir)
+            .arg("--nostdin")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let (status, _, err) = Proc::spawn(&mut c).output(T);
+        assert_eq!(status.code(), Some(1), "{extra:?}: {err}");
+        assert!(!dir.join("ctl").exists(), "{extra:?}: a stale ctl is left");
+        assert_eq!(
+            mode_of(&dir),
+            0o755,
+            "{extra:?}: the directory was chmodded"
+        );
+        assert!(
+            other.mgmt.exists(),
+            "the other switch's console socket was removed"
+        );
+    }
+    // A new directory is removed after a failed start too.
+    let new = tmp.join("new");
+    let mut c = Command::new(FILO);
+    c.arg("switch")
+        .arg(&new)
+        .args(["--nostdin", "-f", "/dev/zero"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
+    let (status, _, _) = Proc::spawn(&mut c).output(T);
+    assert_eq!(status.code(), Some(1));
+    assert!(!new.exists());
+}
+
+#[test]
+fn the_switch_removes_only_the_directory_it_created() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new("filo-sb14");
+    let run_and_stop = |dir: &Path| {
+        let mut c = Command::new(FILO);
+        c.arg("switch")
+            .arg(dir)
+            .arg("--nostdin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut p = Proc::spawn(&mut c);
+        assert!(wait_until(T, || dir.join("ctl").exists()));
+        assert_eq!(p.terminate(T).code(), Some(0));
+    };
+    let existing = tmp.join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o750)).unwrap();
+    run_and_stop(&existing);
+    assert!(
+        existing.is_dir(),
+        "an empty directory the switch did not create was removed"
+    );
+    assert_eq!(mode_of(&existing), 0o750);
+    assert_eq!(std::fs::read_dir(&existing).unwrap().count(), 0);
+    let created = tmp.join("created");
+    run_and_stop(&created);
+    assert!(!created.exists());
+}
