@@ -439,3 +439,24 @@ fn a_full_switch_says_it_is_full() {
     assert!(err.contains("no free port: the switch is full"), "{err:?}");
     assert!(!err.contains("another user"), "{err}");
 }
+
+#[test]
+fn library_timeouts_past_the_clock_do_not_panic() {
+    let mut plug = filo_vnl::open("null://").unwrap();
+    plug.send_timeout(&[0u8; 60], Some(Duration::MAX)).unwrap();
+    let tmp = TempDir::new("filo-maxwait");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let options = filo_vnl::OpenOptions {
+        timeout: Duration::MAX,
+        ..Default::default()
+    };
+    let mut a = options.open(&sw.vnl()).unwrap();
+    let mut b = options.open(&sw.vnl()).unwrap();
+    a.send_timeout(
+        &test_frame([0xff; 6], [2, 0, 0, 0, 0, 1], 1, 60),
+        Some(Duration::MAX),
+    )
+    .unwrap();
+    let mut big = vec![0u8; 9236];
+    assert!(b.recv_timeout(&mut big, Some(Duration::MAX)).unwrap() >= 60);
+}

@@ -339,7 +339,8 @@ fn read_reply(
 ) -> Result<[u8; vde_request::REPLY_LEN], VdeError> {
     let mut reply = [0u8; vde_request::REPLY_LEN];
     let mut got = 0;
-    let deadline = Instant::now() + cfg.timeout;
+    // Capped (at ~31 years) so that a library caller's Duration::MAX cannot overflow the clock.
+    let deadline = Instant::now() + cfg.timeout.min(Duration::from_secs(1_000_000_000));
     while got < reply.len() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
