@@ -142,16 +142,10 @@ fn huge_and_negative_durations_are_refused_with_the_option_named() {
         assert_eq!(code, Some(2), "{args:?}: {err}");
         assert!(err.contains(option), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
+        if args.contains(&"1e19") {
+            assert!(err.contains("at most 1000000 seconds"), "{err}");
+        }
     }
-    let (_, err) = filo_err(&[
-        "capture",
-        "--duration",
-        "1e19",
-        "null://",
-        "-w",
-        "/dev/null",
-    ]);
-    assert!(err.contains("at most 1000000 seconds"), "{err}");
 }
 
 #[test]
