@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use filo_vnl::pcap::{Format, Writer};
 use filo_vnl::OpenOptions;
@@ -35,15 +35,15 @@ pub struct CaptureArgs {
     /// Output file, or - for stdout.
     #[arg(short = 'w', long = "write", value_name = "FILE")]
     write: PathBuf,
-    /// Stop after COUNT frames.
-    #[arg(short = 'c', long, value_name = "COUNT")]
+    /// Stop after COUNT frames (at least 1; without -c, no limit).
+    #[arg(short = 'c', long, value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     /// Write classic pcap (nanosecond) instead of pcapng.
     #[arg(long)]
     pcap: bool,
-    /// Stop after SECONDS.
-    #[arg(long, value_name = "SECONDS")]
-    duration: Option<f64>,
+    /// Stop after SECONDS (at most 1000000).
+    #[arg(long, value_name = "SECONDS", value_parser = crate::duration::seconds)]
+    duration: Option<Duration>,
 }
 
 pub fn run(args: CaptureArgs) -> Result<ExitCode> {
@@ -67,13 +67,7 @@ pub fn run(args: CaptureArgs) -> Result<ExitCode> {
     };
     let mut writer =
         Writer::new(out, format, &args.vnl).context("cannot write the capture header")?;
-    let deadline = match args.duration {
-        Some(s) if s.is_finite() && s > 0.0 => {
-            Some(std::time::Instant::now() + Duration::from_secs_f64(s))
-        }
-        Some(s) => bail!("--duration {s} is not valid: expected a positive number of seconds"),
-        None => None,
-    };
+    let deadline = args.duration.map(|d| std::time::Instant::now() + d);
     let mut buf = vec![0u8; filo_vnl::plug::FRAME_BUF];
     let mut reason = "stopped by signal".to_string();
     while !sys::STOP.load(Ordering::Relaxed) {

@@ -12,6 +12,11 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use filo_vnl::console::{parse_reply, Reply, END_OF_SESSION};
 
+/// The longest reply read from the socket (a `hash/print` of a full table is far less).
+const MAX_REPLY: usize = 16 << 20;
+/// The longest command line read from stdin.
+const MAX_LINE: u64 = 64 << 10;
+
 /// Talk to a switch's management console (-M socket).
 #[derive(Args, Debug)]
 #[command(after_long_help = "\
@@ -34,8 +39,8 @@ pub struct ConsoleArgs {
     #[arg(long)]
     json: bool,
     /// Seconds to wait for a reply.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    timeout: u64,
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = crate::duration::seconds)]
+    timeout: Duration,
 }
 
 struct Session {
@@ -51,7 +56,7 @@ impl Session {
                 args.sock.display()
             )
         })?;
-        stream.set_read_timeout(Some(Duration::from_secs(args.timeout)))?;
+        stream.set_read_timeout(Some(args.timeout))?;
         let mut s = Session {
             stream,
             buf: Vec::new(),
@@ -69,11 +74,15 @@ impl Session {
     /// Reads until the buffer ends with a prompt ("$ ") or the session ends.
     fn read_until_prompt(&mut self) -> Result<()> {
         let mut chunk = [0u8; 8192];
+        let end = END_OF_SESSION.as_bytes();
+        let mut searched: usize = 0;
         loop {
-            let text = String::from_utf8_lossy(&self.buf);
-            if text.ends_with("$ ") || text.contains(END_OF_SESSION) {
+            // Only the bytes not searched yet (and an overlap): long replies stay linear.
+            let from = searched.saturating_sub(end.len());
+            if self.buf.ends_with(b"$ ") || self.buf[from..].windows(end.len()).any(|w| w == end) {
                 return Ok(());
             }
+            searched = self.buf.len();
             let n = match self.stream.read(&mut chunk) {
                 Ok(n) => n,
                 Err(e)
@@ -88,6 +97,12 @@ impl Session {
             };
             if n == 0 {
                 return Ok(());
+            }
+            if self.buf.len() + n > MAX_REPLY {
+                bail!(
+                    "the reply is longer than {} MiB: not a console?",
+                    MAX_REPLY >> 20
+                );
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
@@ -145,8 +160,18 @@ fn interactive(session: &mut Session, json: bool) -> Result<ExitCode> {
         let _ = io::stderr().flush();
     };
     prompt();
-    for line in stdin.lock().lines() {
-        let line = line?;
+    let mut input = stdin.lock();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        // Bounded: a line without end (`< /dev/zero`) is an error, not a heap filling up.
+        let n = (&mut input).take(MAX_LINE + 1).read_line(&mut line)?;
+        if n == 0 {
+            break;
+        }
+        if n as u64 > MAX_LINE {
+            bail!("a command line longer than {} KiB on stdin", MAX_LINE >> 10);
+        }
         let command = line.trim();
         if command.is_empty() {
             prompt();

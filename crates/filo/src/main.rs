@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod capture;
 mod console;
 mod demo;
+mod duration;
 mod mstack;
 mod netconf;
 mod ns;
@@ -65,6 +66,8 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: a log file or pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

@@ -42,8 +42,8 @@ pub struct NsArgs {
     #[arg(value_name = "VNL")]
     vnls: Vec<String>,
     /// How long to wait for DHCP or SLAAC to give an address, in seconds.
-    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
-    conf_timeout: u64,
+    #[arg(long, default_value = "15", value_name = "SECONDS", value_parser = crate::duration::seconds)]
+    conf_timeout: std::time::Duration,
     /// When a switch goes away, stop the command (SIGTERM) instead of reconnecting to it. By
     /// default a vde:// switch that restarts on the same path is joined again (waits of 100 ms
     /// doubling to 2 s, for at most 60 s), with a warning when the link is lost and when it
@@ -58,7 +58,7 @@ pub fn run(args: NsArgs) -> Result<ExitCode> {
     let cmd = NsCommand {
         vnls: crate::netconf::vnls(&args.vnl, &args.vnls, "filo ns")?,
         conf: args.conf.to_conf(),
-        autoconf_timeout: Some(std::time::Duration::from_secs(args.conf_timeout)),
+        autoconf_timeout: Some(args.conf_timeout),
         argv: args.command,
     };
     if args.no_reconnect {

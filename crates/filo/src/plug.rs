@@ -69,9 +69,9 @@ pub struct PlugArgs {
     /// Octal permissions of the second VNL's data socket.
     #[arg(short = 'M', long = "mode2", visible_alias = "mod2", value_name = "MODE", value_parser = filo_vnl::parse_octal_mode)]
     mode2: Option<u32>,
-    /// Seconds to wait for a switch to answer.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    timeout: f64,
+    /// Seconds to wait for a switch to answer (at most 1000000).
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = crate::duration::seconds)]
+    timeout: std::time::Duration,
     /// Exit (status 1) when a switch goes away instead of reconnecting to it.
     #[arg(long)]
     no_reconnect: bool,
@@ -122,12 +122,6 @@ fn form(args: &[String]) -> Result<Form> {
 }
 
 pub fn run(args: PlugArgs) -> Result<ExitCode> {
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        bail!(
-            "--timeout {} is not valid: expected a positive number of seconds",
-            args.timeout
-        );
-    }
     if !(args.reconnect_timeout.is_finite() && (0.0..1e9).contains(&args.reconnect_timeout)) {
         bail!(
             "--reconnect-timeout {} is not valid: expected a number of seconds (0 to 1e9)",
@@ -141,7 +135,7 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
     let vnet = matches!(&form, Form::Cable(a, b) if has_tap(a) || has_tap(b));
     let options = |group: &Option<String>, mode: Option<u32>| OpenOptions {
         description: args.descr.clone(),
-        timeout: std::time::Duration::from_secs_f64(args.timeout),
+        timeout: args.timeout,
         group: group.clone(),
         mode,
         vnet,

@@ -30,8 +30,8 @@ pub struct NetArgs {
     #[arg(long)]
     name: Option<String>,
     /// How long to wait for DHCP or SLAAC to give an address, in seconds.
-    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
-    conf_timeout: u64,
+    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = crate::duration::seconds)]
+    conf_timeout: Duration,
     /// Exit (status 1) when the switch goes away instead of reconnecting to it. By default a
     /// vde:// switch that restarts is joined again (waits of 100 ms doubling to 2 s, for at
     /// most 60 s; TCP connections carry on), and the command exits with status 1 only if it
@@ -91,14 +91,14 @@ struct PingArgs {
     #[arg(short = 'c', long, default_value_t = 3)]
     count: u32,
     /// Seconds between requests.
-    #[arg(short = 'i', long, default_value_t = 1.0)]
-    interval: f64,
-    /// Payload bytes per request.
-    #[arg(short = 's', long, default_value_t = 56)]
-    size: usize,
+    #[arg(short = 'i', long, value_name = "SECONDS", default_value = "1", value_parser = crate::duration::seconds)]
+    interval: Duration,
+    /// Payload bytes per request (at most 65507).
+    #[arg(short = 's', long, default_value_t = 56, value_parser = clap::value_parser!(u16).range(0..=65507))]
+    size: u16,
     /// Seconds to wait for each reply.
-    #[arg(short = 'W', long, default_value_t = 2.0)]
-    timeout: f64,
+    #[arg(short = 'W', long, value_name = "SECONDS", default_value = "2", value_parser = crate::duration::seconds)]
+    timeout: Duration,
     /// The host to ping: an IPv4 or IPv6 address, or a name (resolved with the stack's DNS).
     host: String,
 }
@@ -125,8 +125,8 @@ struct FetchArgs {
     #[arg(short = 'o', long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Seconds to wait for the connection and for each read.
-    #[arg(short = 't', long, default_value_t = 10.0)]
-    timeout: f64,
+    #[arg(short = 't', long, value_name = "SECONDS", default_value = "10", value_parser = crate::duration::seconds)]
+    timeout: Duration,
     /// The URL: http://HOST[:PORT]/PATH, HOST an address ([v6] in brackets) or a name.
     url: String,
 }
@@ -154,22 +154,15 @@ struct PerfArgs {
     /// Send: connect to ADDR:PORT (or HOST:PORT).
     #[arg(long, value_name = "ADDR:PORT", required_unless_present = "server")]
     connect: Option<String>,
-    /// MiB to send.
-    #[arg(long, default_value_t = 1024)]
+    /// MiB to send (at most 1048576).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     mib: u64,
     /// Instead of a bulk transfer, time this many 1-byte round trips (server: --echo).
-    #[arg(long, value_name = "N")]
-    rr: Option<usize>,
-    /// Receive and send buffer per socket, KiB.
-    #[arg(long, default_value_t = 1024)]
-    buffer_kib: usize,
-}
-
-fn secs(v: f64, what: &str) -> Result<Duration> {
-    if !(v.is_finite() && v > 0.0 && v < 1e6) {
-        bail!("{what} must be a positive number of seconds, not {v}");
-    }
-    Ok(Duration::from_secs_f64(v))
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    rr: Option<u32>,
+    /// Receive and send buffer per socket, KiB (at most 65536).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    buffer_kib: u32,
 }
 
 /// Builds the stack and waits for automatic configuration to give it addresses.
@@ -201,7 +194,7 @@ fn build_with(net: &NetArgs, buffer_kib: usize) -> Result<Stack> {
         .interface_plug(plug, conf.to_conf_string())
         .tcp_buffer(buffer_kib * 1024)
         .build()?;
-    let t = Duration::from_secs(net.conf_timeout);
+    let t = net.conf_timeout;
     if conf.dhcp && conf.addrs.iter().all(|a| !a.ip.is_ipv4()) {
         stack
             .wait_for_address(false, t)
@@ -235,8 +228,7 @@ pub fn run(args: StackArgs) -> Result<ExitCode> {
 
 /// `filo stack ping`: output in ping(8)'s words.
 fn ping(a: PingArgs) -> Result<ExitCode> {
-    let interval = secs(a.interval, "--interval")?;
-    let timeout = secs(a.timeout, "--timeout")?;
+    let (interval, timeout) = (a.interval, a.timeout);
     let stack = build(&a.net)?;
     let host = &a.host;
     let dst: IpAddr = match host.parse() {
@@ -247,7 +239,7 @@ fn ping(a: PingArgs) -> Result<ExitCode> {
             .first()
             .ok_or_else(|| anyhow!("{host} has no address"))?,
     };
-    let size = a.size;
+    let size = usize::from(a.size);
     println!(
         "PING {host} ({dst}) {size} data bytes from stack {}",
         stack.name()
@@ -327,7 +319,7 @@ fn http_serve(a: HttpServeArgs) -> Result<ExitCode> {
 fn perf(a: PerfArgs) -> Result<ExitCode> {
     let stack = match a.kernel {
         true => None,
-        false => Some(build_with(&a.net, a.buffer_kib)?),
+        false => Some(build_with(&a.net, a.buffer_kib as usize)?),
     };
     if a.server {
         perf_server(stack.as_ref(), a.port, a.count, a.echo)
@@ -337,14 +329,14 @@ fn perf(a: PerfArgs) -> Result<ExitCode> {
         let target = a
             .connect
             .ok_or_else(|| anyhow!("--connect ADDR:PORT is required"))?;
-        perf_client(stack.as_ref(), &target, a.mib, a.rr)
+        perf_client(stack.as_ref(), &target, a.mib, a.rr.map(|n| n as usize))
     }
 }
 
 fn fetch(a: FetchArgs) -> Result<ExitCode> {
     crate::sys::default_signals();
     let url = &a.url;
-    let opts = filo_http::FetchOptions::new(url, a.output, secs(a.timeout, "--timeout")?)?;
+    let opts = filo_http::FetchOptions::new(url, a.output, a.timeout)?;
     let stack = build(&a.net)?;
     let status = filo_http::fetch(&stack, &opts)?;
     if !status.is_success() {

@@ -199,6 +199,9 @@ pub fn run(args: SwitchArgs) -> Result<ExitCode> {
         cfg.macaddr = mac.parse::<MacAddr>().map_err(|_| {
             anyhow::anyhow!("--macaddr {mac:?} is not a MAC address: expected xx:xx:xx:xx:xx:xx")
         })?;
+        if cfg.macaddr.is_multicast() {
+            bail!("--macaddr {mac}: a multicast address (the first byte is odd) cannot be a switch's own; use a unicast one, e.g. 02:00:00:00:00:01");
+        }
     }
     cfg.mgmt = args.mgmt.map(|p| std::path::absolute(&p).unwrap_or(p));
     let sandbox = (!args.no_sandbox).then(|| policy(&dir, cfg.mgmt.as_deref()));

@@ -201,6 +201,9 @@ pub fn run(args: WirefilterArgs) -> Result<ExitCode> {
         for text in values {
             let (dir, value, node) = parse_value(text)
                 .map_err(|e| anyhow::anyhow!("{name} {text:?}: {e} (accepted: {VALUE_FORM})"))?;
+            param
+                .check(&value, false)
+                .map_err(|e| anyhow::anyhow!("{name} {text:?}: {e}"))?;
             if node.unwrap_or(0) != 0 {
                 bail!("{name} {text:?}: Markov nodes other than 0 are set from the console or an rc file (markov-numnodes first)");
             }
@@ -208,8 +211,15 @@ pub fn run(args: WirefilterArgs) -> Result<ExitCode> {
         }
     }
     if let Some(rc) = &args.rcfile {
-        let text = std::fs::read_to_string(rc)
-            .with_context(|| format!("cannot read rc file {}", rc.display()))?;
+        let text = filo_vnl::mgmt::read_script(rc)
+            .map_err(std::io::Error::from_raw_os_error)
+            .with_context(|| {
+                format!(
+                    "cannot read rc file {} (expected a regular file of at most {} bytes)",
+                    rc.display(),
+                    filo_vnl::mgmt::MAX_SCRIPT
+                )
+            })?;
         filo_wirefilter::console::execute_script(&mut wf, now, &text).map_err(
             |(line, errno)| {
                 anyhow::anyhow!("{}:{line}: command failed (error {errno})", rc.display())

@@ -55,3 +55,188 @@ fn every_subcommand_has_help_with_examples() {
         .collect();
     assert_eq!(listed, subs, "{text}");
 }
+
+/// Runs filo with `args`: (exit code, stderr); a filo still running after 10 s fails the test.
+fn filo_err(args: &[&str]) -> (Option<i32>, String) {
+    let mut c = Command::new(FILO);
+    c.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let (status, _, err) =
+        filo_test_support::Proc::spawn(&mut c).output(std::time::Duration::from_secs(10));
+    (status.code(), err)
+}
+
+#[test]
+fn huge_and_negative_durations_are_refused_with_the_option_named() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "--timeout",
+            &["plug", "--timeout", "1e30", "null://", "null://"],
+        ),
+        (
+            "--duration",
+            &[
+                "capture",
+                "--duration",
+                "1e30",
+                "null://",
+                "-w",
+                "/dev/null",
+            ],
+        ),
+        (
+            "--duration",
+            &[
+                "capture",
+                "--duration",
+                "1e19",
+                "null://",
+                "-w",
+                "/dev/null",
+            ],
+        ),
+        (
+            "--duration",
+            &["capture", "--duration=-1", "null://", "-w", "/dev/null"],
+        ),
+        (
+            "--conf-timeout",
+            &[
+                "stack",
+                "ping",
+                "--conf-timeout",
+                "18446744073709551615",
+                "10.0.0.1",
+            ],
+        ),
+        (
+            "--interval",
+            &["stack", "ping", "--interval", "1e30", "10.0.0.1"],
+        ),
+        (
+            "--timeout",
+            &["stack", "ping", "--timeout", "inf", "10.0.0.1"],
+        ),
+        ("--size", &["stack", "ping", "--size", "100000", "10.0.0.1"]),
+        (
+            "--timeout",
+            &["stack", "fetch", "--timeout", "1e300", "http://10.0.0.1/"],
+        ),
+        (
+            "--buffer-kib",
+            &[
+                "stack",
+                "perf",
+                "--connect",
+                "10.0.0.1:1",
+                "--buffer-kib",
+                "18446744073709551615",
+            ],
+        ),
+        (
+            "--mib",
+            &[
+                "stack",
+                "perf",
+                "--connect",
+                "10.0.0.1:1",
+                "--mib",
+                "18446744073709551615",
+            ],
+        ),
+        (
+            "--conf-timeout",
+            &["ns", "--conf-timeout", "18446744073709551615", "--", "true"],
+        ),
+        (
+            "--timeout",
+            &["console", "--timeout", "1e30", "/nonexistent"],
+        ),
+    ];
+    for (option, args) in cases {
+        let (code, err) = filo_err(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(option), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        if args.contains(&"1e19") {
+            assert!(err.contains("at most 1000000 seconds"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn out_of_range_settings_are_refused_with_the_option_and_range_named() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["wirefilter", "--loss", "101", "null://", "null://"],
+            "--loss \"101\": out of range: expected 0 to 100 percent",
+        ),
+        (
+            &["wirefilter", "--dup", "200", "null://", "null://"],
+            "--dup \"200\": out of range: expected 0 to 100 percent",
+        ),
+        (
+            &["wirefilter", "--mtu", "0", "null://", "null://"],
+            "--mtu \"0\": out of range: expected 1 to 65536 bytes",
+        ),
+        (
+            &["wirefilter", "--bandwidth", "0", "null://", "null://"],
+            "--bandwidth \"0\": out of range: expected at least 1 bytes/s",
+        ),
+        (
+            &[
+                "switch",
+                "/nonexistent/filo-sw",
+                "--nostdin",
+                "--macaddr",
+                "01:00:5e:00:00:01",
+            ],
+            "--macaddr 01:00:5e:00:00:01: a multicast address",
+        ),
+    ];
+    for (args, expected) in cases {
+        let (code, err) = filo_err(args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    // capture -c 0 would stop at once: refused (no -c means no limit).
+    let (code, err) = filo_err(&["capture", "-c", "0", "null://", "-w", "/dev/null"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--count"), "{err}");
+}
+
+#[test]
+fn logs_to_a_file_carry_no_colour_codes() {
+    let dir = std::env::temp_dir().join(format!("filo-cli-log-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    let log = std::fs::File::create(dir.join("log")).unwrap();
+    let sw = dir.join("sw");
+    let mut switch = Command::new(FILO)
+        .args(["--verbose", "switch", "--nostdin"])
+        .arg(&sw)
+        .stdin(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !sw.join("ctl").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // A plug that joins and leaves: two INFO lines in the switch's log.
+    let out = Command::new(FILO)
+        .args(["capture", "--duration", "0.2", "-w", "/dev/null"])
+        .arg(&sw)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let _ = switch.kill();
+    let _ = switch.wait();
+    let text = std::fs::read_to_string(dir.join("log")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(text.contains("INFO"), "{text}");
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+}

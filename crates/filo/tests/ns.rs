@@ -458,3 +458,57 @@ fn vxvde_interfaces_get_the_inner_mtu_and_transfers_are_not_fragmented_underneat
         assert_eq!(frags, 0, "{url}: the underlay fragmented {frags} datagrams");
     }
 }
+
+/// Processes whose command line has `arg` (a unique argument such as `20.123` to `sleep`).
+fn procs_with_arg(arg: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == arg.as_bytes()))
+        })
+        .collect()
+}
+
+/// Kills the processes a failed test left (ours: found by their unique argument).
+fn kill_leftovers(arg: &str) -> Vec<u32> {
+    let left = procs_with_arg(arg);
+    for pid in &left {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    left
+}
+
+#[test]
+fn nothing_the_command_started_outlives_it() {
+    let arg = format!("60.{}", std::process::id());
+    // The sleep keeps no pipe of ours open, so filo ns returns as soon as sh exits.
+    let script = format!("sleep {arg} >/dev/null 2>&1 & exit 3");
+    let (code, _, err) = ns_out(&["--", "sh", "-c", &script]);
+    assert_eq!(code, 3, "{err}");
+    let gone = wait_until(Duration::from_secs(5), || procs_with_arg(&arg).is_empty());
+    let left = kill_leftovers(&arg);
+    assert!(gone, "left behind: {left:?}");
+    // The command's own status and signals still come back as before.
+    let (code, _, _) = ns_out(&["--", "sh", "-c", "sleep 0.1 & kill -TERM $$"]);
+    assert_eq!(code, 128 + 15);
+}
+
+#[test]
+fn kill_9_of_filo_ns_takes_the_grandchildren_with_it() {
+    let arg = format!("61.{}", std::process::id());
+    let script = format!("(sleep {arg} &); sleep {arg} & sleep {arg}");
+    let mut p = ns_bg(&["--", "sh", "-c", &script]);
+    let started = wait_until(T, || procs_with_arg(&arg).len() == 3);
+    p.child.kill().unwrap();
+    p.wait_exit(T);
+    let gone = wait_until(Duration::from_secs(5), || procs_with_arg(&arg).is_empty());
+    let left = kill_leftovers(&arg);
+    assert!(started, "the command did not start its sleeps");
+    assert!(gone, "left behind: {left:?}");
+}

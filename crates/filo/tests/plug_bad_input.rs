@@ -387,3 +387,76 @@ fn a_control_socket_without_permission_says_so() {
         format!("filo: permission denied connecting to {}", ctl.display())
     );
 }
+
+#[test]
+fn tap_errors_say_what_really_happened() {
+    // lo is no tap: EINVAL, not a missing capability (we are root here).
+    let (code, err) = filo(&["plug", "tap://lo", "null://"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("lo exists and is not a tap"), "{err}");
+    assert!(!err.contains("CAP_NET_ADMIN"), "{err}");
+    // A tap another plug holds: EBUSY.
+    let ns = Netns::new("filo-tapbusy");
+    ns.exec_ok(&["ip", "tuntap", "add", "tap0", "mode", "tap"]);
+    let _first = ns.plug_tap(&[FILO, "plug"], "null://");
+    let busy = wait_until(Duration::from_secs(10), || {
+        let out = ns
+            .command(FILO)
+            .args(["plug", "tap://tap0", "null://"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("Device or resource busy") {
+            assert!(err.contains("tap0 is in use"), "{err}");
+            assert!(!err.contains("CAP_NET_ADMIN"), "{err}");
+            true
+        } else {
+            false
+        }
+    });
+    assert!(busy, "the second plug on tap0 was not refused as busy");
+}
+
+#[test]
+fn a_full_switch_says_it_is_full() {
+    let tmp = TempDir::new("filo-full");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &["-n", "2"]);
+    let mut plugs = Vec::new();
+    let mut err = String::new();
+    for _ in 0..3 {
+        let (code, e) = match filo_vnl::open(&sw.vnl()) {
+            Ok(p) => {
+                plugs.push(p);
+                continue;
+            }
+            Err(e) => (1, e.to_string()),
+        };
+        assert_eq!(code, 1);
+        err = e;
+        break;
+    }
+    assert!(err.contains("no free port: the switch is full"), "{err:?}");
+    assert!(!err.contains("another user"), "{err}");
+}
+
+#[test]
+fn library_timeouts_past_the_clock_do_not_panic() {
+    let mut plug = filo_vnl::open("null://").unwrap();
+    plug.send_timeout(&[0u8; 60], Some(Duration::MAX)).unwrap();
+    let tmp = TempDir::new("filo-maxwait");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let options = filo_vnl::OpenOptions {
+        timeout: Duration::MAX,
+        ..Default::default()
+    };
+    let mut a = options.open(&sw.vnl()).unwrap();
+    let mut b = options.open(&sw.vnl()).unwrap();
+    a.send_timeout(
+        &test_frame([0xff; 6], [2, 0, 0, 0, 0, 1], 1, 60),
+        Some(Duration::MAX),
+    )
+    .unwrap();
+    let mut big = vec![0u8; 9236];
+    assert!(b.recv_timeout(&mut big, Some(Duration::MAX)).unwrap() >= 60);
+}

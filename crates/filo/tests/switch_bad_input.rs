@@ -449,3 +449,206 @@ fn without_lossless_every_lost_frame_is_counted_on_its_port() {
         "a 4-frame queue and a slow reader should have dropped some frames"
     );
 }
+
+#[test]
+fn rc_files_that_are_not_bounded_regular_files_are_refused_at_once() {
+    let tmp = TempDir::new("filo-sb9");
+    let fifo = tmp.join("fifo");
+    mkfifo(&fifo);
+    let huge = tmp.join("huge.rc");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    for (i, rc) in [Path::new("/dev/zero"), &fifo, &huge]
+        .into_iter()
+        .enumerate()
+    {
+        let dir = tmp.join(&format!("sw{i}"));
+        let mut c = Command::new(FILO);
+        c.arg("switch")
+            .arg(&dir)
+            .arg("--nostdin")
+            .arg("-f")
+            .arg(rc)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let (status, _, err) = Proc::spawn(&mut c).output(T);
+        assert_eq!(status.code(), Some(1), "{rc:?}: {err}");
+        assert!(
+            err.contains("rc file") && err.contains("regular file"),
+            "{rc:?}: {err}"
+        );
+        let mut c = Command::new(FILO);
+        c.args(["wirefilter", "null://", "null://", "-f"])
+            .arg(rc)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let (status, _, err) = Proc::spawn(&mut c).output(T);
+        assert_eq!(status.code(), Some(1), "wirefilter {rc:?}: {err}");
+        assert!(
+            err.contains("rc file") && err.contains("regular file"),
+            "{rc:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn an_endless_console_line_on_stdin_is_an_error_not_a_heap() {
+    let tmp = TempDir::new("filo-sb10");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let mut c = Command::new(FILO);
+    c.arg("console")
+        .arg(&sw.mgmt)
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let (status, _, err) = Proc::spawn(&mut c).output(T);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("longer than"), "{err}");
+}
+
+#[test]
+fn a_request_written_one_byte_at_a_time_is_answered_and_kept() {
+    let tmp = TempDir::new("filo-sb11");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let client = tmp.join("client");
+    let data = UnixDatagram::bind(&client).unwrap();
+    let req = request(&client, PortRequest::Port(4));
+    let mut s = UnixStream::connect(sw.dir.join("ctl")).unwrap();
+    for b in &req {
+        s.write_all(std::slice::from_ref(b)).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let reply = read_reply(&mut s).expect("reply to a request written byte by byte");
+    let path = vde_request::parse_sockaddr(&reply).unwrap();
+    // The connection stays up: no EOF once the description's last bytes have arrived.
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    let e = s
+        .read(&mut b)
+        .expect_err("the switch closed the control connection");
+    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
+    assert_eq!(sw.endpoints(), 1);
+    data.connect(&path).unwrap();
+    data.send(&test_frame([0xff; 6], A, 1, 60)).unwrap();
+}
+
+#[test]
+fn a_client_killed_before_unlinking_its_socket_leaves_nothing_in_the_directory() {
+    let tmp = TempDir::new("filo-sb12");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    // What a plug killed between its handshake and its unlink leaves: its `.PID-SEQ` socket.
+    let client = sw.dir.join(format!(".{:05}-00001", std::process::id()));
+    let data = UnixDatagram::bind(&client).unwrap();
+    let req = request(&client, PortRequest::Any);
+    let mut s = UnixStream::connect(sw.dir.join("ctl")).unwrap();
+    s.write_all(&req).unwrap();
+    read_reply(&mut s).expect("reply");
+    assert!(wait_until(T, || sw.endpoints() == 1));
+    drop(s);
+    drop(data);
+    assert!(wait_until(T, || sw.endpoints() == 0));
+    assert!(
+        wait_until(T, || !client.exists()),
+        "{} left in the switch directory",
+        client.display()
+    );
+    // Anything else in the directory is not the switch's to remove.
+    let other = sw.dir.join("mine");
+    let data = UnixDatagram::bind(&other).unwrap();
+    let req = request(&other, PortRequest::Any);
+    let mut s = UnixStream::connect(sw.dir.join("ctl")).unwrap();
+    s.write_all(&req).unwrap();
+    read_reply(&mut s).expect("reply");
+    drop(s);
+    assert!(wait_until(T, || sw.endpoints() == 0));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(other.exists());
+    drop(data);
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn a_failed_start_leaves_an_existing_directory_as_it_was() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new("filo-sb13");
+    let other = FiloSwitch::start(FILO, &tmp, "other", &[]);
+    let dir = tmp.join("mine");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Fails after ctl is bound: the management socket is a live switch's; then the rc file.
+    let busy_mgmt = other.mgmt.to_string_lossy().into_owned();
+    let failures: [&[&str]; 2] = [&["-M", &busy_mgmt], &["-f", "/dev/zero"]];
+    for extra in failures {
+        let mut c = Command::new(FILO);
+        c.arg("switch")
+            .arg(&dir)
+            .arg("--nostdin")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let (status, _, err) = Proc::spawn(&mut c).output(T);
+        assert_eq!(status.code(), Some(1), "{extra:?}: {err}");
+        assert!(!dir.join("ctl").exists(), "{extra:?}: a stale ctl is left");
+        assert_eq!(
+            mode_of(&dir),
+            0o755,
+            "{extra:?}: the directory was chmodded"
+        );
+        assert!(
+            other.mgmt.exists(),
+            "the other switch's console socket was removed"
+        );
+    }
+    // A new directory is removed after a failed start too.
+    let new = tmp.join("new");
+    let mut c = Command::new(FILO);
+    c.arg("switch")
+        .arg(&new)
+        .args(["--nostdin", "-f", "/dev/zero"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
+    let (status, _, _) = Proc::spawn(&mut c).output(T);
+    assert_eq!(status.code(), Some(1));
+    assert!(!new.exists());
+}
+
+#[test]
+fn the_switch_removes_only_the_directory_it_created() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new("filo-sb14");
+    let run_and_stop = |dir: &Path| {
+        let mut c = Command::new(FILO);
+        c.arg("switch")
+            .arg(dir)
+            .arg("--nostdin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut p = Proc::spawn(&mut c);
+        assert!(wait_until(T, || dir.join("ctl").exists()));
+        assert_eq!(p.terminate(T).code(), Some(0));
+    };
+    let existing = tmp.join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o750)).unwrap();
+    run_and_stop(&existing);
+    assert!(
+        existing.is_dir(),
+        "an empty directory the switch did not create was removed"
+    );
+    assert_eq!(mode_of(&existing), 0o750);
+    assert_eq!(std::fs::read_dir(&existing).unwrap().count(), 0);
+    let created = tmp.join("created");
+    run_and_stop(&created);
+    assert!(!created.exists());
+}

@@ -400,3 +400,19 @@ fn capture_files_are_regular_files_opened_without_blocking_or_following_links() 
     sw.console("port/capture 1 off");
     assert_eq!(std::fs::read(&ours).unwrap(), first);
 }
+
+#[test]
+fn huge_console_durations_are_refused_and_the_switch_lives_on() {
+    let tmp = TempDir::new("filo-c9");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    for cmd in ["hash/setgcint", "hash/setexpire", "hash/setminper"] {
+        let reply = sw.console(&format!("{cmd} 18446744073709551615"));
+        assert!(!reply.contains("1000 Success"), "{cmd}: {reply}");
+        let reply = sw.console(&format!("{cmd} 1000001"));
+        assert!(!reply.contains("1000 Success"), "{cmd}: {reply}");
+        let reply = sw.console(&format!("{cmd} 1000"));
+        assert!(reply.contains("1000 Success"), "{cmd}: {reply}");
+    }
+    let out = sw.console("port/showinfo");
+    assert!(out.contains("Numports=32"), "{out}");
+}

@@ -74,6 +74,82 @@ fn child(
         }
     }
     drop(ctl);
+    sys::exit_now(run_in_pid_namespace(argv))
+}
+
+/// Runs the command in a PID namespace of its own whose init (PID 1) is ours: init runs the
+/// command as its child, reaps every orphan and, when the command ends, exits with its status,
+/// and the kernel then kills whatever the command left in the namespace. Init dies with this
+/// process (PR_SET_PDEATHSIG), which dies with `filo ns`, so a `kill -9` of `filo ns` takes the
+/// whole namespace with it. Returns the code to exit with (the command's, 128 + N on signal N).
+/// /proc stays the host's: `ps` inside shows every process, /proc/self is still right.
+fn run_in_pid_namespace(argv: &[CString]) -> i32 {
+    let fail = |what: &str, e: std::io::Error| -> i32 {
+        sys::write_stderr(&format!("filo ns: {what}: {e}\n"));
+        1
+    };
+    // Unshared last, after DHCP: the first child forked afterwards is the namespace's init.
+    if let Err(e) = sys::unshare(libc::CLONE_NEWPID) {
+        return fail("cannot create a PID namespace", e);
+    }
+    let mut watched = FORWARDED.to_vec();
+    watched.push(libc::SIGCHLD);
+    if let Err(e) = sys::mask_signals(&watched, true) {
+        return fail("sigprocmask", e);
+    }
+    let sigfd = match sys::signalfd(&watched) {
+        Ok(fd) => fd,
+        Err(e) => return fail("signalfd", e),
+    };
+    match sys::fork() {
+        Ok(sys::Forked::Child) => {
+            // Init (PID 1): a SIGKILL when its parent dies, even from outside the namespace.
+            sys::die_with_parent(libc::SIGKILL);
+            let cmd = match sys::fork() {
+                Ok(sys::Forked::Child) => {
+                    drop(sigfd);
+                    sys::default_signals(&watched);
+                    let _ = sys::mask_signals(&watched, false);
+                    exec(argv)
+                }
+                Ok(sys::Forked::Parent(pid)) => pid,
+                Err(e) => sys::exit_now(fail("fork", e)),
+            };
+            sys::exit_now(supervise(&sigfd, cmd))
+        }
+        Ok(sys::Forked::Parent(init)) => supervise(&sigfd, init),
+        Err(e) => fail("fork", e),
+    }
+}
+
+/// Forwards [`FORWARDED`] signals to `pid` and reaps every child until `pid` ends; returns its
+/// exit code.
+fn supervise(sigfd: &OwnedFd, pid: libc::pid_t) -> i32 {
+    loop {
+        match sys::read_signal(sigfd.as_raw_fd()) {
+            Ok(libc::SIGCHLD) => loop {
+                match sys::wait_any() {
+                    Ok(Some((p, exit))) if p == pid => return exit.code(),
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        sys::write_stderr(&format!("filo ns: waitpid: {e}\n"));
+                        return 1;
+                    }
+                }
+            },
+            Ok(s) => sys::kill(pid, s),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                sys::write_stderr(&format!("filo ns: signalfd: {e}\n"));
+                return 1;
+            }
+        }
+    }
+}
+
+/// Execs the command; on failure, exits 127 (not found) or 126.
+fn exec(argv: &[CString]) -> ! {
     let e = sys::execvp(argv);
     let code = if e.raw_os_error() == Some(libc::ENOENT) {
         127

@@ -230,6 +230,33 @@ pub fn waitpid(pid: libc::pid_t, nohang: bool) -> io::Result<Option<Exit>> {
     }))
 }
 
+/// waitpid(-1, WNOHANG): a child that ended, with its pid; None when none has (or there are
+/// no children left).
+pub fn wait_any() -> io::Result<Option<(libc::pid_t, Exit)>> {
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a valid out-pointer.
+        let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if r == 0 {
+            return Ok(None);
+        }
+        if r > 0 {
+            let exit = if libc::WIFSIGNALED(status) {
+                Exit::Signal(libc::WTERMSIG(status))
+            } else {
+                Exit::Code(libc::WEXITSTATUS(status))
+            };
+            return Ok(Some((r, exit)));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::ECHILD) => return Ok(None),
+            _ => return Err(e),
+        }
+    }
+}
+
 pub fn kill(pid: libc::pid_t, sig: libc::c_int) {
     // SAFETY: kill takes integers.
     unsafe {

@@ -1023,7 +1023,8 @@ impl Stack {
         timeout: Option<std::time::Duration>,
         mut cond: impl FnMut(&mut Inner) -> Option<R>,
     ) -> Option<R> {
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        // A timeout past the clock's range waits forever, as None does.
+        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
         let mut g = self.lock();
         loop {
             if let Some(r) = cond(&mut g) {

@@ -962,8 +962,15 @@ fn errno(e: ConfigError) -> i32 {
     e.errno()
 }
 
+/// The longest time a console command takes (1,000,000 s, as the command line): more would
+/// overflow the clock when added to it.
+const MAX_SECS: u64 = 1_000_000;
+
 fn secs(text: &str) -> Result<Duration, i32> {
-    one_num::<u64>(text).map(Duration::from_secs)
+    match one_num::<u64>(text)? {
+        s if s <= MAX_SECS => Ok(Duration::from_secs(s)),
+        _ => Err(EINVAL),
+    }
 }
 
 // ---- users and groups ----------------------------------------------------------------------

@@ -367,7 +367,8 @@ impl Plug {
     /// Waits up to `timeout` (None: forever) for a frame. `TimedOut` when none came,
     /// `ConnectionAborted` when the other side went away.
     pub fn recv_timeout(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<usize> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout past the clock's range waits forever, as None does.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             match self.recv(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -392,7 +393,8 @@ impl Plug {
 
     /// Sends a frame, waiting up to `timeout` for the peer to make room.
     pub fn send_timeout(&mut self, frame: &[u8], timeout: Option<Duration>) -> io::Result<()> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout past the clock's range waits forever, as None does.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             match self.send(frame) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

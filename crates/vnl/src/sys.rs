@@ -449,9 +449,17 @@ pub fn open_tap_with(name: &str, vnet: bool) -> io::Result<OwnedFd> {
     req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | vnet_flag) as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes one ifreq, which lives for the call.
     cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) }).map_err(|e| {
+        let why = match e.raw_os_error() {
+            Some(libc::EPERM | libc::EACCES) => format!(
+                "needs CAP_NET_ADMIN, or a tap created with 'ip tuntap add {name} mode tap user <you>'"
+            ),
+            Some(libc::EINVAL) => format!("{name} exists and is not a tap (a tun device or another kind of interface)"),
+            Some(libc::EBUSY) => format!("{name} is in use: another program has it open"),
+            _ => return io::Error::new(e.kind(), format!("cannot attach tap interface {name}: {e}")),
+        };
         io::Error::new(
             e.kind(),
-            format!("cannot attach tap interface {name}: {e} (needs CAP_NET_ADMIN, or a tap created with 'ip tuntap add {name} mode tap user <you>')"),
+            format!("cannot attach tap interface {name}: {e} ({why})"),
         )
     })?;
     if vnet {

@@ -245,6 +245,9 @@ fn set_params(wf: &mut Wirefilter, param: Param, args: &str) -> CmdResult {
         let (dir, value, node) = parse_value(word).map_err(|e| {
             CmdError::invalid(format!("{word:?} is not {VALUE_FORM} ({})", e.reason))
         })?;
+        param
+            .check(&value, true)
+            .map_err(|e| CmdError::invalid(format!("{word:?}: {e}")))?;
         let node = node.unwrap_or(0);
         if node >= wf.markov().num_nodes() {
             return Err(MarkovError::NoSuchNode(node).into());

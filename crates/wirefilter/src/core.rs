@@ -77,6 +77,38 @@ pub enum Param {
 }
 
 impl Param {
+    /// The range of a value's base when on, and its unit.
+    fn range(self) -> (f64, f64, &'static str) {
+        match self {
+            Param::Loss | Param::Dup => (0.0, 100.0, "percent"),
+            Param::LostBurst => (0.0, f64::MAX, "frames"),
+            Param::Delay => (0.0, MAX_WAIT.as_millis() as f64, "ms"),
+            Param::Bandwidth | Param::Speed => (1.0, f64::MAX, "bytes/s"),
+            Param::Capacity => (1.0, f64::MAX, "bytes"),
+            Param::Noise => (0.0, f64::MAX, "bits per MiB"),
+            Param::Mtu => (1.0, 65536.0, "bytes"),
+        }
+    }
+
+    /// Whether `v` is a sensible setting: a base in the parameter's range (0, off, too when
+    /// `zero_is_off`; the console turns parameters off with it, the command line by leaving
+    /// the option out). The error says the range.
+    pub fn check(self, v: &Value, zero_is_off: bool) -> Result<(), String> {
+        let (low, high, unit) = self.range();
+        let ok = v.base.is_finite()
+            && v.delta.is_finite()
+            && ((v.base >= low && v.base <= high) || (zero_is_off && v.base == 0.0));
+        if ok {
+            return Ok(());
+        }
+        let off = if zero_is_off { " (0: off)" } else { "" };
+        Err(if high == f64::MAX {
+            format!("out of range: expected at least {low} {unit}{off}")
+        } else {
+            format!("out of range: expected {low} to {high} {unit}{off}")
+        })
+    }
+
     pub const ALL: [Param; 9] = [
         Param::Loss,
         Param::LostBurst,

@@ -244,14 +244,42 @@ fn make_way(path: &Path, in_use: SwitchError) -> Result<(), SwitchError> {
     })
 }
 
-/// Creates the directory and binds `DIR/ctl`, refusing to steal a live switch's socket.
-pub(crate) fn prepare_ctl_dir(cfg: &SwitchConfig) -> Result<UnixListener, SwitchError> {
-    let dir = &cfg.dir;
+/// What [`prepare_ctl_dir`] changed, so that [`cleanup`] (at exit, or after a failed start)
+/// undoes just that.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct DirChanges {
+    /// The switch created the directory: removed on exit when empty.
+    created: bool,
+    /// The mode an existing directory had before the switch set its own: put back on exit.
+    old_mode: Option<u32>,
+}
+
+/// Creates the directory and binds `DIR/ctl`, refusing to steal a live switch's socket. On
+/// an error nothing is left changed: no `ctl`, the directory removed if created here, its
+/// mode restored if not.
+pub(crate) fn prepare_ctl_dir(
+    cfg: &SwitchConfig,
+) -> Result<(UnixListener, DirChanges), SwitchError> {
     let gid = group_gid(&cfg.group)?;
+    let mut changes = DirChanges::default();
+    let result = bind_ctl(cfg, gid, &mut changes);
+    if result.is_err() {
+        cleanup(cfg, changes, false);
+    }
+    result.map(|l| (l, changes))
+}
+
+fn bind_ctl(
+    cfg: &SwitchConfig,
+    gid: Option<u32>,
+    changes: &mut DirChanges,
+) -> Result<UnixListener, SwitchError> {
+    let dir = &cfg.dir;
     match fs::create_dir(dir) {
-        Ok(()) => {}
+        Ok(()) => changes.created = true,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            if !dir.is_dir() {
+            let meta = fs::metadata(dir).map_err(ioe(format!("cannot stat {}", dir.display())))?;
+            if !meta.is_dir() {
                 return Err(SwitchError::NotADirectory(dir.clone()));
             }
         }
@@ -267,18 +295,29 @@ pub(crate) fn prepare_ctl_dir(cfg: &SwitchConfig) -> Result<UnixListener, Switch
     if let Some(g) = gid {
         sys::chown(dir, None, Some(g)).map_err(ioe(format!("cannot chgrp {}", dir.display())))?;
     }
+    if !changes.created {
+        let meta = fs::metadata(dir).map_err(ioe(format!("cannot stat {}", dir.display())))?;
+        changes.old_mode = Some(meta.permissions().mode() & 0o7777);
+    }
     fs::set_permissions(dir, fs::Permissions::from_mode(cfg.dir_mode()))
         .map_err(ioe(format!("cannot chmod {}", dir.display())))?;
     let listener =
         UnixListener::bind(&ctl).map_err(ioe(format!("cannot bind {}", ctl.display())))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(ioe("non-blocking".into()))?;
-    if let Some(g) = gid {
-        sys::chown(&ctl, None, Some(g)).map_err(ioe(format!("cannot chgrp {}", ctl.display())))?;
+    let finish = || -> Result<(), SwitchError> {
+        listener
+            .set_nonblocking(true)
+            .map_err(ioe("non-blocking".into()))?;
+        if let Some(g) = gid {
+            sys::chown(&ctl, None, Some(g))
+                .map_err(ioe(format!("cannot chgrp {}", ctl.display())))?;
+        }
+        fs::set_permissions(&ctl, fs::Permissions::from_mode(cfg.socket_mode()))
+            .map_err(ioe(format!("cannot chmod {}", ctl.display())))
+    };
+    if let Err(e) = finish() {
+        let _ = fs::remove_file(&ctl);
+        return Err(e);
     }
-    fs::set_permissions(&ctl, fs::Permissions::from_mode(cfg.socket_mode()))
-        .map_err(ioe(format!("cannot chmod {}", ctl.display())))?;
     Ok(listener)
 }
 
@@ -298,13 +337,21 @@ pub(crate) fn bind_mgmt(cfg: &SwitchConfig, path: &Path) -> Result<UnixListener,
     Ok(l)
 }
 
-/// Removes what the switch created: ctl, the management socket, and the directory if empty.
-pub(crate) fn cleanup(cfg: &SwitchConfig) {
-    let _ = fs::remove_file(cfg.dir.join("ctl"));
-    if let Some(m) = &cfg.mgmt {
+/// Undoes what the switch did: removes ctl (once bound), the management socket when
+/// `mgmt_bound`, and the directory if it created it and it is empty, or puts back the mode
+/// of a directory it did not create.
+pub(crate) fn cleanup(cfg: &SwitchConfig, changes: DirChanges, mgmt_bound: bool) {
+    if changes.created || changes.old_mode.is_some() {
+        let _ = fs::remove_file(cfg.dir.join("ctl"));
+    }
+    if let (Some(m), true) = (&cfg.mgmt, mgmt_bound) {
         let _ = fs::remove_file(m);
     }
-    let _ = fs::remove_dir(&cfg.dir);
+    if changes.created {
+        let _ = fs::remove_dir(&cfg.dir);
+    } else if let Some(mode) = changes.old_mode {
+        let _ = fs::set_permissions(&cfg.dir, fs::Permissions::from_mode(mode));
+    }
 }
 
 #[cfg(test)]
@@ -333,7 +380,9 @@ mod tests {
     fn errors_name_what_was_wrong() {
         let dir = std::env::temp_dir().join(format!("filo-swcfg-{}", std::process::id()));
         fs::write(&dir, "").unwrap();
-        let e = prepare_ctl_dir(&SwitchConfig::new(&dir)).unwrap_err();
+        let e = prepare_ctl_dir(&SwitchConfig::new(&dir))
+            .map(|_| ())
+            .unwrap_err();
         assert!(
             matches!(&e, SwitchError::NotADirectory(p) if *p == dir),
             "{e:?}"
@@ -345,7 +394,7 @@ mod tests {
         let _ = fs::remove_file(&dir);
         let mut c = SwitchConfig::new(&dir);
         c.group = Some("no-such-group-filo".into());
-        let e = prepare_ctl_dir(&c).unwrap_err();
+        let e = prepare_ctl_dir(&c).map(|_| ()).unwrap_err();
         assert!(matches!(&e, SwitchError::NoSuchGroup(g) if g == "no-such-group-filo"));
         assert_eq!(e.to_string(), "group \"no-such-group-filo\" does not exist");
         let e = CaptureError::NoSuchPort {

@@ -196,6 +196,7 @@ impl Switch {
         );
         ep.vnet = vnet;
         ep.trains = trains;
+        ep.client_socket = self.client_socket_in_dir(&req.data_path);
         let info = EndpointInfo {
             id: ctl_fd as u32,
             kind: EndpointKind::UnixProg,
@@ -204,6 +205,50 @@ impl Switch {
         };
         self.add_endpoint(ep, info);
         Ok(())
+    }
+
+    /// The client's data socket, if it is a hidden name (`.PID-SEQ`, as vdeplug and filo bind
+    /// them) right in the switch directory: the switch may tidy those up; nothing else.
+    fn client_socket_in_dir(
+        &self,
+        path: &std::path::Path,
+    ) -> Option<(std::path::PathBuf, u64, u64)> {
+        use std::os::unix::fs::FileTypeExt;
+        let name = path.file_name()?.to_str()?;
+        let hidden = name.strip_prefix('.')?;
+        if path.parent()? != self.state.info.ctl_dir.as_path()
+            || !hidden.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+        {
+            return None;
+        }
+        let meta = fs::symlink_metadata(path).ok()?;
+        meta.file_type()
+            .is_socket()
+            .then(|| (path.to_path_buf(), meta.dev(), meta.ino()))
+    }
+
+    /// Bytes on an endpoint's control connection: the rest of a request written in pieces
+    /// (its description came after the header was answered) is read and dropped; EOF, an
+    /// error or more than a description's worth of bytes end the endpoint.
+    pub(crate) fn on_endpoint_ctl(&mut self, slot: usize) {
+        let Some(ep) = self.endpoints.get_mut(slot).and_then(|e| e.as_mut()) else {
+            return;
+        };
+        let Some(ctl) = ep.ctl.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; vde_request::MAX_DESCRIPTION + 1];
+        match ctl.read(&mut buf) {
+            Ok(n) if n > 0 && ep.late_bytes + n <= vde_request::MAX_DESCRIPTION => {
+                ep.late_bytes += n;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            _ => self.close_endpoint(slot, "control connection closed"),
+        }
     }
 
     fn choose_port(&mut self, request: PortRequest, user: u32) -> Result<PortId, Refusal> {

@@ -101,6 +101,12 @@ pub(crate) struct Endpoint {
     /// Datagrams to and from this endpoint are frame trains (negotiated); its queue holds
     /// records, each behind its record header.
     pub(crate) trains: bool,
+    /// Bytes read from `ctl` after the request: the rest of a request written in pieces.
+    pub(crate) late_bytes: usize,
+    /// The client's own data socket when it is a `.PID-…` name in the switch directory, with
+    /// its inode: a client killed before it unlinked it leaves it behind, so closing the
+    /// endpoint removes it (if it is still that socket).
+    pub(crate) client_socket: Option<(PathBuf, u64, u64)>,
 }
 
 impl Endpoint {
@@ -124,6 +130,8 @@ impl Endpoint {
             last_read_full: false,
             vnet: false,
             trains: false,
+            late_bytes: 0,
+            client_socket: None,
         }
     }
 }
@@ -132,6 +140,14 @@ impl Drop for Endpoint {
     fn drop(&mut self) {
         if let Some(p) = &self.path {
             let _ = std::fs::remove_file(p);
+        }
+        if let Some((p, dev, ino)) = &self.client_socket {
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            let same = std::fs::symlink_metadata(p)
+                .is_ok_and(|m| m.file_type().is_socket() && m.dev() == *dev && m.ino() == *ino);
+            if same {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
 }

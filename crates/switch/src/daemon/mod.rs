@@ -168,6 +168,8 @@ pub struct Switch {
     cfg: SwitchConfig,
     epoll: Epoll,
     ctl: UnixListener,
+    /// What starting changed in the control directory, undone on exit.
+    dir: config::DirChanges,
     mgmt_listener: Option<UnixListener>,
     pending: Vec<Option<control::Pending>>,
     endpoints: Vec<Option<Endpoint>>,
@@ -203,6 +205,7 @@ pub struct Switch {
 struct Fds {
     epoll: Epoll,
     ctl: UnixListener,
+    dir: config::DirChanges,
     mgmt_listener: Option<UnixListener>,
     wake: Arc<std::os::fd::OwnedFd>,
     timer: sys::Timer,
@@ -212,7 +215,21 @@ impl Fds {
     /// Binds the control socket (creating the directory) and the management socket, and
     /// makes the wake-up eventfd and the timer.
     fn open(cfg: &SwitchConfig) -> Result<Fds, SwitchError> {
-        let ctl = config::prepare_ctl_dir(cfg)?;
+        let (ctl, dir) = config::prepare_ctl_dir(cfg)?;
+        let mut mgmt_bound = false;
+        let fds = Fds::open_rest(cfg, ctl, dir, &mut mgmt_bound);
+        if fds.is_err() {
+            config::cleanup(cfg, dir, mgmt_bound);
+        }
+        fds
+    }
+
+    fn open_rest(
+        cfg: &SwitchConfig,
+        ctl: UnixListener,
+        dir: config::DirChanges,
+        mgmt_bound: &mut bool,
+    ) -> Result<Fds, SwitchError> {
         let epoll = Epoll::new().map_err(SwitchError::io("epoll"))?;
         let watch = |fd, token| {
             epoll
@@ -223,6 +240,7 @@ impl Fds {
         let mgmt_listener = match &cfg.mgmt {
             Some(path) => {
                 let l = config::bind_mgmt(cfg, path)?;
+                *mgmt_bound = true;
                 watch(l.as_raw_fd(), T_MGMT_LISTEN)?;
                 Some(l)
             }
@@ -235,6 +253,7 @@ impl Fds {
         Ok(Fds {
             epoll,
             ctl,
+            dir,
             mgmt_listener,
             wake,
             timer,
@@ -296,6 +315,7 @@ impl Switch {
         let Fds {
             epoll,
             ctl,
+            dir,
             mgmt_listener,
             wake,
             timer,
@@ -304,6 +324,7 @@ impl Switch {
             state,
             epoll,
             ctl,
+            dir,
             mgmt_listener,
             pending: Vec::new(),
             endpoints: Vec::new(),
@@ -354,9 +375,14 @@ impl Switch {
 
     /// Runs the startup script (`-f`) without output, as vde_switch does.
     fn run_rc_file(&mut self, rc: &Path, now: Instant) -> Result<(), SwitchError> {
-        let text = std::fs::read_to_string(rc).map_err(|e| SwitchError::Io {
-            what: format!("cannot read rc file {}", rc.display()),
-            source: e,
+        // A regular file of bounded size: `-f /dev/zero` or a FIFO is an error, not a hang.
+        let text = filo_vnl::mgmt::read_script(rc).map_err(|errno| SwitchError::Io {
+            what: format!(
+                "cannot read rc file {} (expected a regular file of at most {} bytes)",
+                rc.display(),
+                filo_vnl::mgmt::MAX_SCRIPT
+            ),
+            source: std::io::Error::from_raw_os_error(errno),
         })?;
         let mut session = console::Session::new();
         let reply = console::run_script(
@@ -510,10 +536,7 @@ impl Switch {
                     self.on_data(slot, now);
                 }
             }
-            T_EP_CTL => {
-                // Clients never speak after the handshake: any byte or EOF ends the endpoint.
-                self.close_endpoint(slot, "control connection closed");
-            }
+            T_EP_CTL => self.on_endpoint_ctl(slot),
             T_MGMT => self.on_mgmt(slot, ev, now),
             T_WAKE => {}
             T_TIMER => {
@@ -1074,7 +1097,7 @@ impl Drop for Switch {
         for slot in 0..self.endpoints.len() {
             self.close_endpoint(slot, "switch shutting down");
         }
-        config::cleanup(&self.cfg);
+        config::cleanup(&self.cfg, self.dir, self.mgmt_listener.is_some());
     }
 }
 

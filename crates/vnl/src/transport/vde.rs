@@ -140,7 +140,7 @@ pub enum VdeError {
     Denied { dir: PathBuf, ctl: PathBuf },
     #[error("{}: the switch did not answer within {timeout:?} (is it a VDE switch? is it stuck?)", dir.display())]
     NoAnswer { dir: PathBuf, timeout: Duration },
-    #[error("{}: the switch closed the connection without a reply after {got} of 110 bytes (port {port} in use by another user, out of range, or refused)", dir.display())]
+    #[error("{}: the switch closed the connection without a reply after {got} of 110 bytes ({})", dir.display(), refusal(port))]
     Refused {
         dir: PathBuf,
         got: usize,
@@ -154,6 +154,15 @@ pub enum VdeError {
         what: String,
         err: io::Error,
     },
+}
+
+/// The likely reason a switch closed without a reply, for the port asked for.
+fn refusal(port: &str) -> String {
+    if port == "(any)" {
+        "no free port: the switch is full".into()
+    } else {
+        format!("port {port} in use by another user, out of range, or refused")
+    }
 }
 
 /// Why connecting to `ctl` found no switch.
@@ -330,7 +339,8 @@ fn read_reply(
 ) -> Result<[u8; vde_request::REPLY_LEN], VdeError> {
     let mut reply = [0u8; vde_request::REPLY_LEN];
     let mut got = 0;
-    let deadline = Instant::now() + cfg.timeout;
+    // Capped (at ~31 years) so that a library caller's Duration::MAX cannot overflow the clock.
+    let deadline = Instant::now() + cfg.timeout.min(Duration::from_secs(1_000_000_000));
     while got < reply.len() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
