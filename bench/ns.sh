@@ -61,7 +61,10 @@ VETH_G=$(ip netns exec "$NS2" iperf3 -c 10.0.0.1 -t "$SECS" -J | gbits)
 ms() { # mean wall ms of RUNS runs of "$@"
   local t0 t1
   t0=$(date +%s%N)
-  for _ in $(seq "$RUNS"); do "$@" >/dev/null 2>&1; done
+  for _ in $(seq "$RUNS"); do
+    # A failing start-up would time as a fast one: fail the script instead.
+    "$@" >/dev/null 2>&1 || { echo "FAILED: $* exited $?" >&2; return 1; }
+  done
   t1=$(date +%s%N)
   echo "scale=1; ($t1 - $t0) / $RUNS / 1000000" | bc
 }

@@ -45,12 +45,21 @@ measure() {
   timeout 120 $server --server >"$T/rx.out" 2>/dev/null &
   local spid=$!
   sleep 0.5
-  timeout 120 $client --connect "$target" --mib "$MIB" >"$T/tx.out" 2>"$T/tx.err" || { cat "$T/tx.err" >&2; }
-  wait "$spid" || true
+  # A failed sender, receiver or checksum fails the row and the script: no number is printed
+  # for a transfer that did not arrive intact.
+  if ! timeout 120 $client --connect "$target" --mib "$MIB" >"$T/tx.out" 2>"$T/tx.err"; then
+    cat "$T/tx.err" >&2
+    echo "FAILED: the sender ($client) failed" >&2
+    return 1
+  fi
+  wait "$spid" || { echo "FAILED: the receiver ($server) failed" >&2; return 1; }
   local gbit crc_tx crc_rx
   gbit=$(field gbit_per_s <"$T/rx.out")
   crc_rx=$(field crc32 <"$T/rx.out"); crc_tx=$(field crc32 <"$T/tx.out")
-  [ -n "$crc_rx" ] && [ "$crc_rx" = "$crc_tx" ] || echo "WARNING: checksums differ ($crc_tx vs $crc_rx)" >&2
+  if [ -z "$crc_rx" ] || [ "$crc_rx" != "$crc_tx" ]; then
+    echo "FAILED: checksums differ (sent $crc_tx, received $crc_rx)" >&2
+    return 1
+  fi
   timeout 120 $server --server --echo >/dev/null 2>&1 &
   spid=$!
   sleep 0.5

@@ -90,8 +90,12 @@ frames() {
   [ -S "$T/mgmt" ] && unacct=$((count * pairs - drops1 + drops0))
   local tx_cpu; tx_cpu=$(cat "$T"/txo.* | awk '/^[0-9]/ { s += $1 } END { printf "%.6f", s }')
   cat "$T"/rx.* | grep '^[0-9]' | awk -v sent=$((count * pairs)) -v cpu=$((cpu1 - cpu0)) -v u="$unacct" -v txcpu="$tx_cpu" '
-    { got += $1; if ($2 > 0) fps += $1 / $2; if ($2 > wall) wall = $2; rxcpu += $3 }
+    # Frames/s = all frames over the combined span (earliest first frame to latest last frame
+    # of any receiver, on CLOCK_MONOTONIC), not the sum of per-receiver rates.
+    { got += $1; if ($2 > wall) wall = $2; rxcpu += $3
+      if ($1 > 0) { if (t0 == "" || $4 < t0) t0 = $4; if ($5 > t1) t1 = $5 } }
     END { if (u != "-") u -= got
+          span = (t1 > t0 ? t1 - t0 : 0); fps = (span > 0 ? got / span : 0)
           printf "%.0f %.2f %.0f %s %.2f\n", fps, 100 * (sent - got) / sent, (got > 0 ? cpu / got : 0), u,
             (wall > 0 ? (cpu / 1e9 + rxcpu + txcpu) / wall : 0) }'
   rm -f "$T"/rx.* "$T"/tx.* "$T"/txo.*
@@ -111,11 +115,12 @@ ceiling() {
   rm -f "$T/rx.c" "$T"/ptp*
 }
 
-rtt() { # VNL -> "p50 p99" in microseconds
+rtt() { # VNL -> "p50 p99 replies" (microseconds; replies of the 5000 pings)
   "$CLIENT" "$1" echo >/dev/null 2>&1 &
   local echo_pid=$!
   sleep 0.3
-  "$CLIENT" "$1" ping 5000 64
+  # A round with no replies is a failure, never a fast "0 0" in the median.
+  "$CLIENT" "$1" ping 5000 64 || { echo "FAILED: no round trip through $1" >&2; kill $echo_pid; return 1; }
   kill $echo_pid 2>/dev/null || true
   wait $echo_pid 2>/dev/null || true
   rm -f "$T"/ptp*
@@ -200,14 +205,14 @@ done
 for round in $(seq "${RTT_ROUNDS:-7}"); do
   for kind in deb filo filo-busy; do
     start_switch "$kind"
-    echo "$(rtt "vde://$T/sw")" >>"$T/rtt.$kind"
+    r=$(rtt "vde://$T/sw"); echo "$r" >>"$T/rtt.$kind"
     stop_switch
   done
-  echo "$(rtt "ptp://$T/ptp")" >>"$T/rtt.ptp"
+  r=$(rtt "ptp://$T/ptp"); echo "$r" >>"$T/rtt.ptp"
 done
 for kind in deb filo filo-busy ptp; do
   key=${kind/filo-busy/busy}
-  R[$key,rtt]="$(awk '{ print $1 }' "$T/rtt.$kind" | median) $(awk '{ print $2 }' "$T/rtt.$kind" | median)"
+  R[$key,rtt]="$(awk '{ print $1 }' "$T/rtt.$kind" | median) $(awk '{ print $2 }' "$T/rtt.$kind" | median) $(awk '{ lost += 5000 - $3 } END { print lost + 0 }' "$T/rtt.$kind")"
 done
 
 f() { echo "${R[$1]}" | awk -v i="$2" '{ print $i }'; }
@@ -244,4 +249,5 @@ echo
 echo "Round trip, 64-byte frames (us, median of ${RTT_ROUNDS:-7} interleaved runs):"
 echo "                                   vde_switch p50/p99 $(f deb,rtt 1)/$(f deb,rtt 2)   filo switch p50/p99 $(f filo,rtt 1)/$(f filo,rtt 2) (p50 $(ratio "$(f filo,rtt 1)" "$(f deb,rtt 1)"))   filo --busy-poll 200 p50/p99 $(f busy,rtt 1)/$(f busy,rtt 2) (p50 $(ratio "$(f busy,rtt 1)" "$(f deb,rtt 1)"))"
 echo "                                   no switch (the C clients over ptp://) p50/p99 $(f ptp,rtt 1)/$(f ptp,rtt 2) (p50 $(ratio "$(f ptp,rtt 1)" "$(f deb,rtt 1)") of vde_switch's)"
+echo "                                   pings lost (of 5000 per round): vde_switch $(f deb,rtt 3)   filo switch $(f filo,rtt 3)   filo --busy-poll $(f busy,rtt 3)   ptp $(f ptp,rtt 3)"
 echo "TCP over taps (iperf3, Gbit/s):    vde_switch+vde_plug ${R[deb,tcp]}   filo switch+vde_plug ${R[filo,tcp]} ($(ratio "${R[filo,tcp]}" "${R[deb,tcp]}"))   filo switch+filo plug ${R[filo,tcpb]} ($(ratio "${R[filo,tcpb]}" "${R[deb,tcp]}"))"

@@ -4,7 +4,8 @@
  *                                                      print "CPU_SECONDS" used
  *   vdeclient VNL send COUNT SIZE DST SRC               ... from 02:00:00:00:00:SRC (hex bytes)
  *   vdeclient VNL recv IDLE_MS [SRC]                   count frames; print "FRAMES SECONDS
- *                                                      CPU_SECONDS" (first to last frame);
+ *                                                      CPU_SECONDS FIRST LAST" (first to last
+ *                                                      frame; FIRST, LAST on CLOCK_MONOTONIC);
  *                                                      with SRC, first announce 02:..:SRC
  *   vdeclient VNL echo                                 send every frame back (swap MACs)
  *   vdeclient VNL ping COUNT SIZE                      round trips against an echo; print
@@ -99,7 +100,7 @@ int main(int argc, char **argv) {
 				if (frames++ == 0) first = last;
 			}
 		}
-		printf("%ld %.6f %.6f\n", frames, last - first, cpu_s());
+		printf("%ld %.6f %.6f %.6f %.6f\n", frames, last - first, cpu_s(), first, last);
 	} else if (strcmp(mode, "echo") == 0) {
 		struct pollfd p = {vde_datafd(conn), POLLIN, 0};
 		for (;;) {

@@ -104,7 +104,15 @@ fn main() {
                 }
             }
             let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
-            println!("{frames} {secs:.6} {:.6}", cpu_secs());
+            // First and last frame on CLOCK_MONOTONIC, so a script can take the span over
+            // several receivers.
+            let now = filo_vnl::sys::monotonic_secs();
+            let ago = |t: Instant| now - t.elapsed().as_secs_f64();
+            let (t_first, t_last) = (first.map_or(0.0, ago), first.map_or(0.0, |_| ago(last)));
+            println!(
+                "{frames} {secs:.6} {:.6} {t_first:.6} {t_last:.6}",
+                cpu_secs()
+            );
         }
         _ => {
             eprintln!("plugbench: unknown mode {}", args[2]);

@@ -340,6 +340,18 @@ pub fn silent_eventfd() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Seconds on CLOCK_MONOTONIC: the same clock in every process of the machine (benchmarks
+/// compare first and last frames seen by different processes).
+pub fn monotonic_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a live timespec that clock_gettime fills; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
 /// A one-shot monotonic timer as a descriptor: readable once it has expired. Loops that
 /// sleep in `epoll_wait` wait on it instead of passing a timeout, which would arm and cancel a
 /// kernel timer on every sleep.
