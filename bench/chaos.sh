@@ -62,7 +62,12 @@ tagged_pids() { # processes whose environment carries the tag (not this script)
     sed 's|/proc/\([0-9]*\)/environ|\1|'
 }
 
-wait_sock() { for _ in $(seq 100); do [ -S "$1" ] && return 0; sleep 0.05; done; return 1; }
+# Until the switch's console answers (it is bound after ctl). Not the socket file: a killed
+# switch leaves a stale one that clients would find before the new switch binds it.
+answers() {
+  for _ in $(seq 100); do "$FILO" console "$1" showinfo >/dev/null 2>&1 && return 0; sleep 0.05; done
+  return 1
+}
 
 start() { # start COMPONENT: (re)start it in the background, its output in $T/log/NAME
   local c=$1 log
@@ -72,7 +77,7 @@ start() { # start COMPONENT: (re)start it in the background, its output in $T/lo
     sw1 | sw2)
       env FILO_CHAOS_TAG="$TAG" "$FILO" switch "$T/$c" --nostdin -M "$T/m${c#sw}" >"$log" 2>&1 &
       PID[$c]=$!
-      wait_sock "$T/$c/ctl" && wait_sock "$T/m${c#sw}" || finding "$c did not come up ($log)"
+      answers "$T/m${c#sw}" || finding "$c did not come up ($log)"
       ;;
     wf) env FILO_CHAOS_TAG="$TAG" "$FILO" wirefilter "vde://$T/sw1" "vde://$T/sw2" -M "$T/mwf" >"$log" 2>&1 & PID[$c]=$! ;;
     http)
