@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use filo_fuzz::{carry_out_loads, switch_state};
 use filo_switch::console::{self, Session};
-use filo_switch::state::{DaemonInfo, Effect, SwitchState};
-use filo_switch::{Core, CoreConfig};
+use filo_switch::state::Effect;
 use filo_vnl::console::parse_reply;
 use libfuzzer_sys::fuzz_target;
 
@@ -72,53 +72,21 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let t0 = Instant::now();
-    let core = Core::new(
-        CoreConfig {
-            num_ports: 8,
-            ..CoreConfig::default()
-        },
-        t0,
-    );
-    let info = DaemonInfo {
-        ctl_dir: "/nonexistent/filo-fuzz".into(),
-        mode: 0o600,
-        mgmt: None,
-        mgmt_mode: 0o600,
-        pid: 1,
-        started: t0,
-        queue_len: 256,
-        lossless: false,
-    };
-    let mut state = SwitchState::new(core, info);
+    let mut state = switch_state(t0);
     let mut session = Session::new();
     for (i, line) in commands.split('\n').enumerate() {
         let now = t0 + Duration::from_millis(i as u64 * 97);
-        let mut reply = console::execute(&mut state, &mut session, now, line);
-        let mut loads = 0;
-        let mut captures = Vec::new();
-        while let Some(at) = reply
-            .effects
-            .iter()
-            .position(|e| matches!(e, Effect::Load(_)))
-        {
-            let Effect::Load(path) = reply.effects.remove(at) else {
-                unreachable!()
-            };
-            loads += 1;
+        let reply = console::execute(&mut state, &mut session, now, line);
+        let mut asked = 0;
+        let (reply, loads) = carry_out_loads(&mut state, &mut session, now, reply, |path| {
+            asked += 1;
             assert!(
-                loads <= MAX_LOADS,
+                asked <= MAX_LOADS,
                 "more than {MAX_LOADS} loads from {line:?}"
             );
-            let script = read(&path, files);
-            let next = console::loaded(
-                &mut state,
-                &mut session,
-                now,
-                script.as_deref().map_err(|e| *e),
-            );
-            reply.text.push_str(&next.text);
-            reply.effects.extend(next.effects);
-        }
+            read(path, files)
+        });
+        let mut captures = Vec::new();
         framed(&reply.text);
         for e in &reply.effects {
             if let Effect::Capture { port, path } = e {

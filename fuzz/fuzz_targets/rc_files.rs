@@ -8,54 +8,28 @@
 
 use std::time::Instant;
 
+use filo_fuzz::{carry_out_loads, switch_state};
 use filo_switch::console::{self, Session};
-use filo_switch::state::{DaemonInfo, Effect, SwitchState};
-use filo_switch::{Core, CoreConfig};
 use filo_wirefilter::console::execute_script;
 use filo_wirefilter::Wirefilter;
 use libfuzzer_sys::fuzz_target;
-
-fn switch(t0: Instant) -> SwitchState {
-    let core = Core::new(
-        CoreConfig {
-            num_ports: 8,
-            ..CoreConfig::default()
-        },
-        t0,
-    );
-    let info = DaemonInfo {
-        ctl_dir: "/nonexistent/filo-fuzz".into(),
-        mode: 0o600,
-        mgmt: None,
-        mgmt_mode: 0o600,
-        pid: 1,
-        started: t0,
-        queue_len: 256,
-        lossless: false,
-    };
-    SwitchState::new(core, info)
-}
 
 /// Runs the script as the daemon would, answering each `load` with the same text (a few
 /// times, then ENOENT); returns the whole output.
 fn run(text: &str, echo: bool) -> String {
     let t0 = Instant::now();
-    let mut state = switch(t0);
+    let mut state = switch_state(t0);
     let mut session = Session::new();
-    let mut reply = console::run_script(&mut state, &mut session, t0, "fuzz.rc", text, echo);
+    let reply = console::run_script(&mut state, &mut session, t0, "fuzz.rc", text, echo);
     let mut loads = 0;
-    while let Some(at) = reply
-        .effects
-        .iter()
-        .position(|e| matches!(e, Effect::Load(_)))
-    {
-        reply.effects.remove(at);
+    let (reply, _) = carry_out_loads(&mut state, &mut session, t0, reply, |_| {
         loads += 1;
-        let script = if loads <= 3 { Ok(text) } else { Err(2) };
-        let next = console::loaded(&mut state, &mut session, t0, script);
-        reply.text.push_str(&next.text);
-        reply.effects.extend(next.effects);
-    }
+        if loads <= 3 {
+            Ok(text.to_string())
+        } else {
+            Err(2) // ENOENT
+        }
+    });
     reply.text
 }
 
