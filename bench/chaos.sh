@@ -86,8 +86,10 @@ start() { # start COMPONENT: (re)start it in the background, its output in $T/lo
       ;;
     ns1 | ns2)
       local n=${c#ns} sw=sw${c#ns}
-      # A sleep of a length nobody else uses, so that ping can enter its namespace.
-      env FILO_CHAOS_TAG="$TAG" "$FILO" ns "vde://$T/$sw" --ip $NET.1$n/24 -- sleep "$((900000 + $$ % 1000 * 10 + n))" >"$log" 2>&1 &
+      # A sleep of a length nobody else uses, so that ping can enter its namespace; a
+      # grandchild of filo ns, which must not outlive it.
+      env FILO_CHAOS_TAG="$TAG" "$FILO" ns "vde://$T/$sw" --ip $NET.1$n/24 -- \
+        sh -c "sleep $((900000 + $$ % 1000 * 10 + n)) & wait" >"$log" 2>&1 &
       PID[$c]=$!
       ;;
     cap) env FILO_CHAOS_TAG="$TAG" "$FILO" capture "vde://$T/sw1" -w "$T/cap.${STARTS[$c]}.pcapng" >"$log" 2>&1 & PID[$c]=$! ;;
@@ -120,7 +122,7 @@ stop() {
 
 ns_ping() { # ns_ping N ADDR: ping from namespace N (through its sleep's namespace)
   local p
-  p=$(pgrep -x -f "sleep $((900000 + $$ % 1000 * 10 + $1))" | head -1)
+  p=$(pgrep -n -x -f "sleep $((900000 + $$ % 1000 * 10 + $1))")
   [ -n "$p" ] || return 1
   nsenter -t "$p" -n ping -c 1 -W 2 "$2" >/dev/null 2>&1
 }
