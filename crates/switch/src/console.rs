@@ -58,6 +58,8 @@ const MAX_LOAD_DEPTH: u8 = 8;
 /// How many scripts one console command (or rc file) may run through `load`s in all: without
 /// it a script that loads itself N times runs N^MAX_LOAD_DEPTH scripts and stalls the switch.
 pub const MAX_LOADS: u32 = 64;
+/// Largest accepted `hash/setgcint`, `hash/setexpire`, `hash/setminper` (seconds).
+const MAX_SECS: u64 = i32::MAX as u64;
 /// Largest accepted `hash/setsize`.
 const MAX_HASH_SIZE: u32 = 1 << 20;
 
@@ -939,8 +941,13 @@ fn errno(e: ConfigError) -> i32 {
     e.errno()
 }
 
+/// A number of seconds for the `hash/set*` timers, at most vde_switch's `int` range: a
+/// larger one overflowed `Instant + Duration` and crashed the switch (found by fuzzing).
 fn secs(text: &str) -> Result<Duration, i32> {
-    one_num::<u64>(text).map(Duration::from_secs)
+    match one_num::<u64>(text)? {
+        s if s > MAX_SECS => Err(EINVAL),
+        s => Ok(Duration::from_secs(s)),
+    }
 }
 
 // ---- users and groups ----------------------------------------------------------------------

@@ -913,3 +913,24 @@ fn loads_of_one_command_are_bounded() {
     let r = execute(&mut s, &mut session, now, "load g");
     assert_eq!(r.effects, vec![Effect::Load(PathBuf::from("g"))]);
 }
+
+/// Found by fuzzing (console_commands): `hash/setgcint 18446744073709551615` overflowed
+/// `Instant + Duration` and crashed the switch. The timers take at most i32::MAX seconds.
+#[test]
+fn hash_timers_out_of_range_are_refused() {
+    let now = Instant::now();
+    let mut s = switch(now);
+    for cmd in ["hash/setgcint", "hash/setexpire", "hash/setminper"] {
+        let einval = status("1022 Invalid argument");
+        assert_eq!(
+            run(&mut s, now, &format!("{cmd} 18446744073709551615")),
+            einval
+        );
+        assert_eq!(run(&mut s, now, &format!("{cmd} 2147483648")), einval);
+        assert_eq!(
+            run(&mut s, now, &format!("{cmd} 2147483647")),
+            format!("{OK}{PROMPT}")
+        );
+        s.core.handle_timeout(now + Duration::from_secs(5));
+    }
+}
