@@ -81,7 +81,17 @@ impl FromStr for Url {
                     };
                 (inside, port)
             }
-            None => (authority.host(), a.rsplit_once(':').map(|(_, p)| p)),
+            None => {
+                let (host, port) = a.rsplit_once(':').map_or((a, None), |(h, p)| (h, Some(p)));
+                // A name or an IPv4 address: the http crate also takes `0[fd0::1]:9`.
+                let name = |c: char| c.is_ascii_alphanumeric() || "-._~".contains(c);
+                if !host.chars().all(name) {
+                    return Err(err(&format!(
+                        "{host:?} is not a host name or address (an IPv6 address goes in [])"
+                    )));
+                }
+                (host, port)
+            }
         };
         if host.is_empty() {
             return Err(err("no host"));
@@ -152,6 +162,9 @@ mod tests {
             "http://[fd00::1]x/",
             "http://[fd00::1]80/",
             "http://[nothost]/",
+            "http://0[fd0::1]:9?x=1",
+            "http://fd00::1/",
+            "http://a%41/",
         ] {
             let e = parse(bad).expect_err(bad);
             assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");
