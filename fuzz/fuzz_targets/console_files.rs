@@ -5,8 +5,8 @@
 //! replaced); every reply, once its `load`s are carried out, ends with the prompt or the end
 //! of the session and parses as one status (1000..2000 or 9999); a `load` chain ends (at
 //! most `MAX_LOADS` scripts per command, so a script that loads itself cannot stall the
-//! switch); `port/capture N PATH` typed on the console asks to capture an existing port to exactly
-//! PATH.
+//! switch); `port/capture N PATH` typed on the console asks to capture an existing port to
+//! exactly PATH.
 //!
 //! Input: the console's command lines, then NUL-separated file contents `f1`, `f2`, … (a
 //! `load` names them by these relative names; every other path is treated as missing, so the
