@@ -5,31 +5,13 @@
 
 use std::time::{Duration, Instant};
 
+use filo_fuzz::switch_state;
 use filo_switch::console::{self, Session};
-use filo_switch::state::{DaemonInfo, SwitchState};
-use filo_switch::{Core, CoreConfig};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
-    let core = Core::new(
-        CoreConfig {
-            num_ports: 8,
-            ..CoreConfig::default()
-        },
-        t0,
-    );
-    let info = DaemonInfo {
-        ctl_dir: "/nonexistent/filo-fuzz".into(),
-        mode: 0o600,
-        mgmt: None,
-        mgmt_mode: 0o600,
-        pid: 1,
-        started: t0,
-        queue_len: 256,
-        lossless: false,
-    };
-    let mut state = SwitchState::new(core, info);
+    let mut state = switch_state(t0);
     let mut session = Session::new();
     let text = String::from_utf8_lossy(data);
     for (i, line) in text.split('\n').enumerate() {

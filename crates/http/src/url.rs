@@ -3,6 +3,7 @@
 //! is sent.
 
 use std::fmt;
+use std::net::Ipv6Addr;
 use std::str::FromStr;
 
 use hyper::Uri;
@@ -60,20 +61,41 @@ impl FromStr for Url {
         if authority.as_str().contains('@') {
             return Err(err("user information in the URL is not supported"));
         }
-        let host = authority.host();
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
+        // The http crate drops a port it cannot read (`h:99999` is port-less), and takes
+        // anything between brackets and after them (`[f%.2]txt`): read both here.
+        let a = authority.as_str();
+        let (host, port) = match a.strip_prefix('[') {
+            Some(rest) => {
+                let (inside, after) = rest
+                    .split_once(']')
+                    .ok_or_else(|| err("no ] after [IPv6"))?;
+                if inside.parse::<Ipv6Addr>().is_err() {
+                    return Err(err(&format!("[{inside}] is not an IPv6 address")));
+                }
+                let port =
+                    match after {
+                        "" => None,
+                        _ => Some(after.strip_prefix(':').ok_or_else(|| {
+                            err(&format!("{after:?} after [{inside}] is not :PORT"))
+                        })?),
+                    };
+                (inside, port)
+            }
+            None => {
+                let (host, port) = a.rsplit_once(':').map_or((a, None), |(h, p)| (h, Some(p)));
+                // A name or an IPv4 address: the http crate also takes `0[fd0::1]:9`.
+                let name = |c: char| c.is_ascii_alphanumeric() || "-._~".contains(c);
+                if !host.chars().all(name) {
+                    return Err(err(&format!(
+                        "{host:?} is not a host name or address (an IPv6 address goes in [])"
+                    )));
+                }
+                (host, port)
+            }
+        };
         if host.is_empty() {
             return Err(err("no host"));
         }
-        // The http crate drops a port it cannot read (`h:99999` is port-less): read it here.
-        let a = authority.as_str();
-        let port = match a.rfind(']') {
-            Some(i) => a[i + 1..].strip_prefix(':'),
-            None => a.rsplit_once(':').map(|(_, p)| p),
-        };
         let port = match port {
             Some(p) => p
                 .parse::<u16>()
@@ -134,6 +156,15 @@ mod tests {
             "x/y",
             "http://u@h/",
             "",
+            // Found by fuzzing (http_paths): a bracketed host that is no IPv6 address, or
+            // text after the bracket, was accepted and shown as a URL that does not parse.
+            "http://[f%.2]txt?/",
+            "http://[fd00::1]x/",
+            "http://[fd00::1]80/",
+            "http://[nothost]/",
+            "http://0[fd0::1]:9?x=1",
+            "http://fd00::1/",
+            "http://a%41/",
         ] {
             let e = parse(bad).expect_err(bad);
             assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");

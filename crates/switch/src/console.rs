@@ -55,6 +55,9 @@ pub const END_OF_SESSION: &str = framing::END_OF_SESSION;
 
 /// Nesting limit of `load` (a script that loads itself).
 const MAX_LOAD_DEPTH: u8 = 8;
+/// How many scripts one console command (or rc file) may run through `load`s in all: without
+/// it a script that loads itself N times runs N^MAX_LOAD_DEPTH scripts and stalls the switch.
+pub const MAX_LOADS: u32 = 64;
 /// Largest accepted `hash/setsize`.
 const MAX_HASH_SIZE: u32 = 1 << 20;
 
@@ -225,6 +228,8 @@ pub struct Session {
     /// File commands (`load`, `port/capture PATH`) are refused: the client is neither root
     /// nor the switch's user ([`Session::for_peer`]).
     files_refused: bool,
+    /// `load`s run since the command or rc file started ([`MAX_LOADS`]).
+    loads: u32,
 }
 
 /// The detail of the refusal of a file command to another user's console.
@@ -705,6 +710,7 @@ pub fn execute(state: &mut SwitchState, session: &mut Session, now: Instant, inp
     // A `load` the daemon never answered is forgotten.
     session.scripts.clear();
     session.awaiting = None;
+    session.loads = 0;
     let (text, effects, events) = with_ctx(state, session, now, |ctx| {
         let outcome = run(ctx, input);
         let mut text = String::new();
@@ -801,6 +807,7 @@ pub fn run_script(
 ) -> Reply {
     session.scripts.clear();
     session.awaiting = None;
+    session.loads = 0;
     session.scripts.push(Script {
         label: path_label.to_string(),
         lines: text.lines().map(str::to_string).collect(),
@@ -1060,9 +1067,10 @@ fn cmd_load(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
         return Err(EINVAL);
     }
     files_allowed(ctx)?;
-    if ctx.session.scripts.len() >= usize::from(MAX_LOAD_DEPTH) {
+    if ctx.session.scripts.len() >= usize::from(MAX_LOAD_DEPTH) || ctx.session.loads >= MAX_LOADS {
         return Err(ELOOP);
     }
+    ctx.session.loads += 1;
     ctx.load = Some(path.to_string());
     Ok(())
 }

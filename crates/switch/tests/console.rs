@@ -876,3 +876,62 @@ fn load_is_an_effect_the_daemon_answers() {
     assert!(r.text.ends_with(END_OF_SESSION));
     assert!(!run(&mut s, now, "vlan/print 9").contains(OK));
 }
+
+/// Found by fuzzing (console_files): a script loading itself four times ran 4^8 scripts, so a
+/// 1 MiB script of `load` lines stalled the switch for good. One command runs at most
+/// `MAX_LOADS` scripts; the `load`s beyond fail with ELOOP and the reply stays framed.
+#[test]
+fn loads_of_one_command_are_bounded() {
+    let now = Instant::now();
+    let mut s = switch(now);
+    let mut session = Session::new();
+    let script = "load f\nload f\nload f\nload f\n";
+    let mut reply = execute(&mut s, &mut session, now, "load f");
+    let mut loads = 0;
+    while let Some(at) = reply
+        .effects
+        .iter()
+        .position(|e| matches!(e, Effect::Load(_)))
+    {
+        reply.effects.remove(at);
+        loads += 1;
+        assert!(loads <= console::MAX_LOADS, "{loads} loads");
+        let next = console::loaded(&mut s, &mut session, now, Ok(script));
+        reply.text.push_str(&next.text);
+        reply.effects.extend(next.effects);
+    }
+    assert_eq!(loads, console::MAX_LOADS);
+    assert!(reply
+        .text
+        .contains("1040 Too many levels of symbolic links"));
+    assert!(
+        reply.text.ends_with(&format!("{OK}{PROMPT}")),
+        "{}",
+        reply.text
+    );
+    // The next command has the whole budget again.
+    let r = execute(&mut s, &mut session, now, "load g");
+    assert_eq!(r.effects, vec![Effect::Load(PathBuf::from("g"))]);
+}
+
+/// Found by fuzzing (console_commands): `hash/setgcint 18446744073709551615` overflowed
+/// `Instant + Duration` and crashed the switch. The timers take at most 1,000,000 seconds,
+/// as every duration on the command line.
+#[test]
+fn hash_timers_out_of_range_are_refused() {
+    let now = Instant::now();
+    let mut s = switch(now);
+    for cmd in ["hash/setgcint", "hash/setexpire", "hash/setminper"] {
+        let einval = status("1022 Invalid argument");
+        assert_eq!(
+            run(&mut s, now, &format!("{cmd} 18446744073709551615")),
+            einval
+        );
+        assert_eq!(run(&mut s, now, &format!("{cmd} 1000001")), einval);
+        assert_eq!(
+            run(&mut s, now, &format!("{cmd} 1000000")),
+            format!("{OK}{PROMPT}")
+        );
+        s.core.handle_timeout(now + Duration::from_secs(5));
+    }
+}

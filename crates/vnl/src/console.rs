@@ -137,10 +137,12 @@ pub fn parse_reply(text: &str) -> Reply {
         let limit = status_at.unwrap_or(lines.len());
         (start + 1..limit).rev().find(|&i| lines[i] == DATA_END)
     });
+    // A `load`ed script that runs `shutdown` ends the session inside its unclosed block.
+    let session_end = status_at.filter(|&i| code_of(lines[i]) == Some(END_OF_SESSION_CODE));
     for (i, line) in lines.iter().enumerate() {
         let in_data = match (data_at, data_end) {
             (Some(s), Some(e)) => i > s && i < e,
-            (Some(s), None) => i > s,
+            (Some(s), None) => i > s && Some(i) != session_end,
             _ => false,
         };
         if in_data {
@@ -267,6 +269,15 @@ mod tests {
         assert_eq!(r.status, 1000);
         assert_eq!(r.lines.len(), 7);
         assert_eq!(r.lines[6], "1038 Function not implemented");
+        // Found by fuzzing (console_files): a loaded script's `shutdown` ends the session
+        // inside the block, which read as a cut-off reply (status 0).
+        let r = parse_reply(
+            "0000 DATA END WITH '.'\nvde[f1]: vlan/v\n1038 Function not implemented\n\
+             vde[f1]: shutdown\n9999 END OF SESSION",
+        );
+        assert_eq!(r.status, 9999);
+        assert_eq!(r.lines.len(), 3);
+        assert_eq!(parse_reply("0000 DATA END WITH '.'\nx\n1038 Fu").status, 0);
     }
 
     #[test]

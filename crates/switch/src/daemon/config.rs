@@ -244,6 +244,39 @@ fn make_way(path: &Path, in_use: SwitchError) -> Result<(), SwitchError> {
     })
 }
 
+/// Whether `name` is one of the switch's own data sockets: `PORT.ID` and its framing
+/// suffixes (`003.12`, `003.12.vnet.train`), as [`crate::daemon`] names them.
+fn is_data_socket_name(name: &str) -> bool {
+    let mut parts = name.split('.');
+    let digits =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if !digits(parts.next()) || !digits(parts.next()) {
+        return false;
+    }
+    let rest: Vec<&str> = parts.collect();
+    matches!(
+        rest.as_slice(),
+        [] | ["vnet"] | ["train"] | ["vnet", "train"]
+    )
+}
+
+/// Removes the data sockets a switch killed on this directory left behind (no switch answers
+/// on its `ctl`, so none of them is in use): only sockets named like the switch's own.
+/// Found by bench/chaos.sh: every `kill -9` of a switch left one per endpoint, for good.
+fn remove_stale_data_sockets(dir: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry.file_name().to_str().is_some_and(is_data_socket_name)
+            && entry.file_type().is_ok_and(|t| t.is_socket());
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// What [`prepare_ctl_dir`] changed, so that [`cleanup`] (at exit, or after a failed start)
 /// undoes just that.
 #[derive(Debug, Clone, Copy, Default)]
@@ -292,6 +325,7 @@ fn bind_ctl(
     }
     let ctl = dir.join("ctl");
     make_way(&ctl, SwitchError::AlreadyRunning(dir.clone()))?;
+    remove_stale_data_sockets(dir);
     if let Some(g) = gid {
         sys::chown(dir, None, Some(g)).map_err(ioe(format!("cannot chgrp {}", dir.display())))?;
     }
@@ -374,6 +408,34 @@ mod tests {
         assert_eq!((c.socket_mode(), c.dir_mode()), (0o2750 & 0o666, 0o2750));
         c.dirmode = Some(0o777);
         assert_eq!(c.dir_mode(), 0o1777);
+    }
+
+    #[test]
+    fn a_restarted_switch_removes_the_stale_data_sockets_of_the_last() {
+        let dir = std::env::temp_dir().join(format!("filo-swstale-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir(&dir).unwrap();
+        // What a switch killed with SIGKILL leaves: ctl and one data socket per endpoint.
+        let sockets = [
+            "ctl",
+            "001.7",
+            "002.9.vnet.train",
+            "003.11.train",
+            "004.12.vnet",
+        ];
+        for name in sockets.iter().chain(["other", "1.x.train"].iter()) {
+            drop(std::os::unix::net::UnixDatagram::bind(dir.join(name)).unwrap());
+        }
+        fs::write(dir.join("005.13"), "not a socket").unwrap();
+        let listener = prepare_ctl_dir(&SwitchConfig::new(&dir)).unwrap();
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["005.13", "1.x.train", "ctl", "other"]);
+        drop(listener);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
