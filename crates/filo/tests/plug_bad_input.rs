@@ -398,15 +398,24 @@ fn tap_errors_say_what_really_happened() {
     // A tap another plug holds: EBUSY.
     let ns = Netns::new("filo-tapbusy");
     ns.exec_ok(&["ip", "tuntap", "add", "tap0", "mode", "tap"]);
+    ns.exec_ok(&["ip", "link", "set", "tap0", "up"]);
     let _first = ns.plug_tap(&[FILO, "plug"], "null://");
+    // The first plug holds tap0 once the kernel sees a carrier on it; only then is a second
+    // plug the one refused (otherwise the second could win and run on).
+    let held = wait_until(Duration::from_secs(10), || {
+        !ns.exec_ok(&["ip", "link", "show", "tap0"])
+            .contains("NO-CARRIER")
+    });
+    assert!(held, "the first plug never attached tap0");
     let busy = wait_until(Duration::from_secs(10), || {
-        let out = ns
-            .command(FILO)
-            .args(["plug", "tap://tap0", "null://"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
+        let (_, _, err) = Proc::spawn(
+            ns.command(FILO)
+                .args(["plug", "tap://tap0", "null://"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .output(Duration::from_secs(5));
         if err.contains("Device or resource busy") {
             assert!(err.contains("tap0 is in use"), "{err}");
             assert!(!err.contains("CAP_NET_ADMIN"), "{err}");
