@@ -151,6 +151,11 @@ mount -t tmpfs readme-run /run
 mkdir /run/etc-upper /run/etc-work
 mount -t overlay readme-etc -o lowerdir=/etc,upperdir=/run/etc-upper,workdir=/run/etc-work /etc
 mount -t tmpfs readme-run /run
+# filo and the stand-ins stay reachable wherever the checkout is, even under the /tmp that
+# the next mount hides: bind mounts of their directories into the private /run.
+mkdir -p /run/readme/filo /run/readme/standin
+mount --bind "$README_FILO_DIR" /run/readme/filo
+mount --bind "$README_STANDIN_DIR" /run/readme/standin
 mount -t tmpfs readme-tmp /tmp
 ip link set lo up multicast on
 ip route add 224.0.0.0/4 dev lo
@@ -183,11 +188,8 @@ fn run_block(
     timeout: Duration,
 ) -> Result<Duration, String> {
     let filo_dir = Path::new(FILO).parent().expect("filo's directory");
-    let path = format!(
-        "{}:{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        filo_dir.display(),
-        bin.display()
-    );
+    let path = "/run/readme/filo:/run/readme/standin:/usr/local/sbin:/usr/local/bin:/usr/sbin:\
+                /usr/bin:/sbin:/bin";
     let log = out_dir.join(&format!("block-{}.log", block.line));
     let out = std::fs::File::create(&log).expect("create the block's log");
     let err = out.try_clone().expect("dup the log");
@@ -211,6 +213,8 @@ fn run_block(
         .arg(&block.body)
         .env_clear()
         .env("PATH", path)
+        .env("README_FILO_DIR", filo_dir)
+        .env("README_STANDIN_DIR", bin)
         .env("HOME", "/root")
         .env("LANG", "C.UTF-8")
         .env("TERM", "dumb")
@@ -388,7 +392,8 @@ fn a_block_runs_isolated_and_a_failure_names_its_line_and_shows_its_output() {
              useradd --no-create-home {marker}\n\
              ip link show lo | grep -q UP\n\
              test $$ = 1\n\
-             test \"$(command -v filo)\" = {FILO}\n"
+             test \"$(command -v filo)\" = /run/readme/filo/filo\n\
+             filo --version\n"
         ),
         Duration::from_secs(20),
     )
