@@ -57,11 +57,7 @@ pub fn daemonize() -> io::Result<()> {
         // plugs the child now owns.
         unsafe { libc::_exit(0) };
     }
-    // SAFETY: setsid takes no arguments; failure only means we already lead a session.
-    unsafe {
-        libc::setsid();
-    }
-    null_stdio()
+    detach()
 }
 
 /// The daemon's side of [`daemonize_until_ready`]: report readiness (a line the waiting
@@ -134,17 +130,18 @@ pub fn daemonize_until_ready(what: &str) -> io::Result<Readiness> {
         unsafe { libc::_exit(code) };
     }
     drop(r);
+    // Detached at once, before anything (the stack's helper process) can inherit the caller's
+    // stdio and keep a pipe such as `$(filo ... -d)` open: what we have to say goes via `w`.
+    detach()?;
+    Ok(Readiness(Some(w)))
+}
+
+/// The daemon's side of a fork: a session of its own, stdio on /dev/null.
+fn detach() -> io::Result<()> {
     // SAFETY: setsid takes no arguments; failure only means we already lead a session.
     unsafe {
         libc::setsid();
     }
-    // At once, before anything (the stack's helper process) can inherit the caller's stdio
-    // and keep a pipe such as `$(filo ... -d)` open: what we have to say goes through `w`.
-    null_stdio()?;
-    Ok(Readiness(Some(w)))
-}
-
-fn null_stdio() -> io::Result<()> {
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
