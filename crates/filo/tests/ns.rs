@@ -245,21 +245,12 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
 
 #[test]
 fn unprivileged_user_or_skip_with_reason() {
-    require("setpriv");
     let tmp = TempDir::new("filo-ns");
     // The test binary lives under a root-only target dir on some hosts: copy it out.
-    let bin = tmp.join("filo");
-    std::fs::copy(FILO, &bin).unwrap();
-    run(Command::new("chmod").args(["755", &tmp.path().to_string_lossy(), &bin.to_string_lossy()]));
+    let bin = copy_for_everyone(&tmp, FILO);
     let nobody = |args: &[&str]| {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&bin)
-            .arg("ns")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut c = as_nobody(&bin);
+        c.arg("ns").args(args).stdin(Stdio::null());
         let (s, o, e) = Proc::spawn(&mut c).output(T);
         (s.code().unwrap_or(-1), o, e)
     };
