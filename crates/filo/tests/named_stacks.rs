@@ -747,21 +747,13 @@ fn serve_with_dhcp_from_dnsmasq() {
 /// tap needs /dev/net/tun access, skipped with the reason when the host refuses it.
 #[test]
 fn unprivileged_user_serves_and_uses_a_stack_or_skip_with_reason() {
-    require("setpriv");
     let tmp = TempDir::new("filo-nst");
+    let bin = copy_for_everyone(&tmp, FILO);
+    // nobody creates the stack's socket here.
     run(Command::new("chmod").args(["777", &tmp.path().to_string_lossy()]));
-    let bin = tmp.join("filo");
-    std::fs::copy(FILO, &bin).unwrap();
-    run(Command::new("chmod").args(["755", &bin.to_string_lossy()]));
     let nobody = |args: &[&str]| {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&bin)
-            .args(args)
-            .env_remove("FILO_STACK")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut c = as_nobody(&bin);
+        c.args(args).env_remove("FILO_STACK").stdin(Stdio::null());
         c
     };
     let s = tmp.join("s");
