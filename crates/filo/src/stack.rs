@@ -191,7 +191,7 @@ fn build_with(net: &NetArgs, buffer_kib: usize) -> Result<Stack> {
         builder = builder.name(name.clone());
     }
     let stack = builder
-        .interface_plug(plug, conf.to_conf_string())
+        .interface_plug_config(plug, conf.clone())
         .tcp_buffer(buffer_kib * 1024)
         .build()?;
     let t = net.conf_timeout;

@@ -14,7 +14,11 @@ pub type IfaceConfig = filo_vnl::iothconf::IothConf;
 /// Parses the configuration of interface `index` (`vde{index}`): an address may name that
 /// interface (`ip=10.0.0.1/24@vde0`) but no other.
 pub fn parse_for(text: &str, index: usize) -> Result<IfaceConfig, ConfigError> {
-    let c = IfaceConfig::parse(text)?;
+    for_interface(IfaceConfig::parse(text)?, index)
+}
+
+/// Checks that configuration `c` names no interface but `vde{index}`.
+pub fn for_interface(c: IfaceConfig, index: usize) -> Result<IfaceConfig, ConfigError> {
     if let Some(a) = c
         .addrs
         .iter()

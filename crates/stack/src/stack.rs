@@ -15,7 +15,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpListenEndpoint};
 
-use crate::config::{mac_from_name, IfaceConfig};
+use crate::config::{mac_from_name, ConfigError, IfaceConfig};
 use crate::driver::{Driver, DriverShared};
 use crate::net::{Cidr, Counters, Link, Net, NextHop, Route};
 use crate::wire::{self, Mac, ETH_HDR};
@@ -589,7 +589,9 @@ enum LinkSpec {
 /// driver and buffer sizes.
 pub struct StackBuilder {
     name: Option<String>,
-    links: Vec<(LinkSpec, String)>,
+    /// Each interface with its configuration, parsed when given (an error is reported by
+    /// [`StackBuilder::build`]).
+    links: Vec<(LinkSpec, Result<IfaceConfig, ConfigError>)>,
     driver: Option<Driver>,
     tcp_buffer: usize,
     reconnect: Option<filo_vnl::reconnect::Policy>,
@@ -613,19 +615,28 @@ impl StackBuilder {
 
     /// An interface over `vnl` (any filo VNL) configured by `conf` (iothconf terms).
     pub fn interface(mut self, vnl: impl Into<String>, conf: impl Into<String>) -> Self {
-        self.links.push((LinkSpec::Vnl(vnl.into()), conf.into()));
+        let conf = IfaceConfig::parse(&conf.into());
+        self.links.push((LinkSpec::Vnl(vnl.into()), conf));
         self
     }
 
     /// An interface over an already open plug (an in-process cable, a hosted switch, …).
     pub fn interface_plug(mut self, plug: Plug, conf: impl Into<String>) -> Self {
-        self.links.push((LinkSpec::Plug(plug), conf.into()));
+        let conf = IfaceConfig::parse(&conf.into());
+        self.links.push((LinkSpec::Plug(plug), conf));
+        self
+    }
+
+    /// [`StackBuilder::interface_plug`] with a configuration already parsed (or built).
+    pub fn interface_plug_config(mut self, plug: Plug, conf: IfaceConfig) -> Self {
+        self.links.push((LinkSpec::Plug(plug), Ok(conf)));
         self
     }
 
     /// An interface with no plug: frames it sends are kept (for tests of the frame path).
     pub fn interface_unplugged(mut self, conf: impl Into<String>) -> Self {
-        self.links.push((LinkSpec::Unplugged, conf.into()));
+        let conf = IfaceConfig::parse(&conf.into());
+        self.links.push((LinkSpec::Unplugged, conf));
         self
     }
 
@@ -674,8 +685,8 @@ impl StackBuilder {
             }
         };
         let mut confs = Vec::new();
-        for (i, (_, text)) in self.links.iter().enumerate() {
-            confs.push(crate::config::parse_for(text, i)?);
+        for (i, (_, conf)) in self.links.iter().enumerate() {
+            confs.push(crate::config::for_interface(conf.clone()?, i)?);
         }
         let mut inner = Inner::new();
         inner.tcp_buffer = self.tcp_buffer;
