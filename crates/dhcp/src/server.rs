@@ -1171,4 +1171,254 @@ mod tests {
         let r2 = s.handle(after, &id(2).bytes()).unwrap().unwrap();
         assert_eq!(parse(&r2).0, ip("10.0.2.17"));
     }
+
+    #[test]
+    fn declined_addresses_rest_and_requests_are_checked() {
+        let mut s = Server::new(config()).unwrap();
+        let t = Instant::from_secs(1);
+        let a = lease(&mut s, t, A);
+        // DECLINE: someone else uses the address; A gets another one, nobody gets it for
+        // decline_hold.
+        let m = Msg::new(DECLINE, A).requested(&a.to_string());
+        assert_eq!(s.handle(t, &m.bytes()).unwrap(), None);
+        let a2 = lease(&mut s, t, A);
+        assert_ne!(a2, a);
+        assert_ne!(lease(&mut s, t, B), a);
+        let free_again = t + Duration::from_secs(600);
+        assert_eq!(lease(&mut s, free_again, C), a);
+        assert_eq!(
+            s.handle(t, &Msg::new(DECLINE, A).bytes()),
+            Err(Error::NoRequestedAddress("DECLINE"))
+        );
+        // INIT-REBOOT: A's own address is ACKed, another client's is NAKed, an address of
+        // another subnet too.
+        let m = Msg::new(REQUEST, A).requested(&a2.to_string());
+        assert_eq!(s.handle(t, &m.bytes()).unwrap().unwrap().kind, Kind::Ack);
+        let m = Msg::new(REQUEST, B).requested(&a2.to_string());
+        assert_eq!(s.handle(t, &m.bytes()).unwrap().unwrap().kind, Kind::Nak);
+        let m = Msg::new(REQUEST, B).requested("192.168.1.9");
+        assert_eq!(s.handle(t, &m.bytes()).unwrap().unwrap().kind, Kind::Nak);
+        // REBINDING with an address the server never gave but that is free in its range (a
+        // restart without a lease file): ACKed.
+        let mut s = Server::new(config()).unwrap();
+        let m = Msg::new(REQUEST, B).ciaddr("10.0.2.16");
+        let r = s.handle(t, &m.bytes()).unwrap().unwrap();
+        assert_eq!((r.kind, parse(&r).0), (Kind::Ack, ip("10.0.2.16")));
+        // Selecting another server: our offer is withdrawn, nothing sent.
+        let o = offer(&mut s, t, C);
+        let m = Msg::new(REQUEST, C)
+            .requested(&o.to_string())
+            .server("10.0.2.99");
+        assert_eq!(s.handle(t, &m.bytes()).unwrap(), None);
+        assert_eq!(offer(&mut s, t, A), o, "the withdrawn offer is free again");
+        // Selecting us for an address we did not offer: NAK.
+        let m = Msg::new(REQUEST, C)
+            .requested("10.0.2.17")
+            .server("10.0.2.2");
+        assert_eq!(s.handle(t, &m.bytes()).unwrap().unwrap().kind, Kind::Nak);
+    }
+
+    #[test]
+    fn inform_gets_the_options_without_a_lease() {
+        let mut s = Server::new(config()).unwrap();
+        let m = Msg::new(INFORM, A).ciaddr("10.0.2.50");
+        let r = s
+            .handle(Instant::from_secs(1), &m.bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.kind, Kind::Ack);
+        assert_eq!(
+            r.to,
+            Destination::Unicast {
+                ip: ip("10.0.2.50"),
+                mac: A
+            }
+        );
+        let (yiaddr, opts) = parse(&r);
+        assert_eq!(yiaddr, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(&r.payload[12..16], &[10, 0, 2, 50], "ciaddr copied");
+        assert!(!opts.contains_key(&51) && !opts.contains_key(&58));
+        assert_eq!(opts[&6], vec![10, 0, 2, 3, 10, 0, 2, 4]);
+        assert!(s.leases(Instant::from_secs(1)).is_empty());
+    }
+
+    #[test]
+    fn static_leases_are_kept_for_their_mac() {
+        let mut c = config();
+        c.static_leases = vec![(C, ip("10.0.2.100")), (B, ip("10.0.2.15"))];
+        let mut s = Server::new(c).unwrap();
+        let t = Instant::from_secs(1);
+        assert_eq!(lease(&mut s, t, C), ip("10.0.2.100"));
+        assert_eq!(
+            lease(&mut s, t, A),
+            ip("10.0.2.16"),
+            "B's address is skipped"
+        );
+        assert_eq!(lease(&mut s, t, B), ip("10.0.2.15"));
+        let m = Msg::new(DISCOVER, A).requested("10.0.2.15");
+        let r = s.handle(t, &m.bytes()).unwrap().unwrap();
+        assert_eq!(parse(&r).0, ip("10.0.2.16"));
+    }
+
+    #[test]
+    fn the_pool_and_the_table_run_out_with_a_distinct_error() {
+        let t = Instant::from_secs(1);
+        let mut s = Server::new(config()).unwrap();
+        for mac in [A, B, C] {
+            lease(&mut s, t, mac);
+        }
+        let d: Mac = [2, 0, 0, 0, 0, 0xd];
+        let m = Msg::new(DISCOVER, d).bytes();
+        assert_eq!(s.handle(t, &m), Err(Error::PoolExhausted(d)));
+        assert!(Error::PoolExhausted(d)
+            .to_string()
+            .contains("02:00:00:00:00:0d"));
+        // Once a lease expired, its address goes to the newcomer.
+        let later = t + Duration::from_secs(3600);
+        assert!(s.handle(later, &m).unwrap().is_some());
+        // A bounded table: two entries for a range of three.
+        let mut c = config();
+        c.max_leases = 2;
+        let mut s = Server::new(c).unwrap();
+        lease(&mut s, t, A);
+        lease(&mut s, t, B);
+        assert_eq!(s.handle(t, &m), Err(Error::PoolExhausted(d)));
+        let r = s.handle(later, &m).unwrap().unwrap();
+        assert_eq!(parse(&r).0, ip("10.0.2.17"));
+        let kept: Vec<Ipv4Addr> = s.leases.keys().copied().collect();
+        assert_eq!(
+            kept,
+            vec![ip("10.0.2.16"), ip("10.0.2.17")],
+            "A's expired entry made room"
+        );
+    }
+
+    #[test]
+    fn malformed_messages_are_explicit_errors() {
+        let mut s = Server::new(config()).unwrap();
+        let t = Instant::from_secs(1);
+        let good = Msg::new(DISCOVER, A).bytes();
+        assert_eq!(s.handle(t, &good[..100]), Err(Error::Truncated(100)));
+        let mut m = good.clone();
+        m[0] = 2;
+        assert_eq!(s.handle(t, &m), Err(Error::NotARequest(2)));
+        let mut m = good.clone();
+        m[2] = 8;
+        assert_eq!(s.handle(t, &m), Err(Error::Hardware(1, 8)));
+        let mut m = good.clone();
+        m[236] = 0;
+        assert_eq!(s.handle(t, &m), Err(Error::NoMagic));
+        assert_eq!(s.handle(t, &good[..240]), Err(Error::NoMessageType));
+        let m = Msg::new(OFFER, A).bytes();
+        assert_eq!(s.handle(t, &m), Err(Error::UnexpectedType(2)));
+        // An option running past the end is where the options stop.
+        let mut m = good.clone();
+        m.truncate(241);
+        m.push(200);
+        assert_eq!(s.handle(t, &m), Err(Error::NoMessageType));
+    }
+
+    #[test]
+    fn bad_configurations_are_named() {
+        let bad = |f: &dyn Fn(&mut Config)| {
+            let mut c = config();
+            f(&mut c);
+            Server::new(c).unwrap_err()
+        };
+        assert_eq!(bad(&|c| c.prefix_len = 31), ConfigError::PrefixLen(31));
+        let e = bad(&|c| c.range_end = ip("10.0.3.5"));
+        assert!(
+            e.to_string().contains("10.0.3.5 (range end)") && e.to_string().contains("10.0.2.0/24"),
+            "{e}"
+        );
+        assert_eq!(
+            bad(&|c| c.range_start = ip("10.0.2.18")),
+            ConfigError::RangeOrder {
+                start: ip("10.0.2.18"),
+                end: ip("10.0.2.17")
+            }
+        );
+        assert_eq!(
+            bad(&|c| c.server_ip = ip("10.0.2.16")),
+            ConfigError::ServerInRange(ip("10.0.2.16"))
+        );
+        assert!(matches!(
+            bad(&|c| c.range_end = ip("10.0.2.255")),
+            ConfigError::OutsideSubnet { .. }
+        ));
+        assert!(matches!(
+            bad(&|c| c.static_leases = vec![(A, ip("10.0.2.2"))]),
+            ConfigError::Static { .. }
+        ));
+        assert!(matches!(
+            bad(&|c| c.static_leases = vec![(A, ip("10.0.2.9")), (B, ip("10.0.2.9"))]),
+            ConfigError::Static { .. }
+        ));
+        assert_eq!(
+            bad(&|c| c.lease_time = Duration::from_secs(1)),
+            ConfigError::LeaseTime(Duration::from_secs(1))
+        );
+        assert_eq!(bad(&|c| c.mtu = Some(40)), ConfigError::Mtu(40));
+        assert!(matches!(
+            bad(&|c| c.search = vec!["a..b".into()]),
+            ConfigError::Name(_)
+        ));
+        assert!(matches!(
+            bad(&|c| c.search = (0..20).map(|i| format!("domain{i}.example.org")).collect()),
+            ConfigError::OptionsTooLong(_)
+        ));
+        assert_eq!(bad(&|c| c.max_leases = 0), ConfigError::NoLeases);
+    }
+
+    #[test]
+    fn leases_survive_a_restart_through_the_lease_file() {
+        let t = Instant::from_secs(50);
+        let mut s = Server::new(config()).unwrap();
+        let a = lease(&mut s, t, A);
+        let m = Msg::new(DISCOVER, B)
+            .opt(61, &[0xff, 1, 2, 3])
+            .opt(12, b"bee");
+        let b = parse(&s.handle(t, &m.bytes()).unwrap().unwrap()).0;
+        let m = Msg::new(REQUEST, B)
+            .opt(61, &[0xff, 1, 2, 3])
+            .opt(12, b"bee")
+            .requested(&b.to_string())
+            .server("10.0.2.2");
+        s.handle(t, &m.bytes()).unwrap().unwrap();
+        offer(&mut s, t, C); // an offer is not saved
+        let file = s.save_leases(t, 1_000_000);
+        assert!(
+            file.contains("1003600 02:00:00:00:00:0a 10.0.2.15 * *\n"),
+            "{file}"
+        );
+        assert!(
+            file.contains("1003600 02:00:00:00:00:0b 10.0.2.16 bee ff:01:02:03\n"),
+            "{file}"
+        );
+        assert_eq!(file.lines().count(), 3);
+
+        // The restarted server's clock starts elsewhere; 100 s went by.
+        let t2 = Instant::from_secs(7);
+        let mut s2 = Server::new(config()).unwrap();
+        let text = format!(
+            "{file}\n# comment\ngarbage\n999 02:00:00:00:00:0c 10.0.2.17 * *\n\
+             2000000 02:00:00:00:00:0c 10.0.9.1 * *\n2000000 zz 10.0.2.17 * *\n\
+             2000000 02:00:00:00:00:0c 10.0.2.15 * *\n"
+        );
+        let errors = s2.load_leases(&text, t2, 1_000_100);
+        let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![6, 8, 9, 10], "{errors:?}");
+        assert!(errors[0].to_string().starts_with("leases line 6: 1 fields"));
+        assert!(errors[1].message.contains("outside"), "{errors:?}");
+        assert!(errors[2].message.contains("MAC \"zz\""), "{errors:?}");
+        assert!(errors[3].message.contains("already leased"), "{errors:?}");
+        let leases = s2.leases(t2);
+        assert_eq!(leases.len(), 2);
+        assert_eq!(leases[0].expires, t2 + Duration::from_secs(3500));
+        assert_eq!(leases[1].hostname.as_deref(), Some("bee"));
+        // The clients get their addresses back.
+        assert_eq!(offer(&mut s2, t2, A), a);
+        let m = Msg::new(DISCOVER, B).opt(61, &[0xff, 1, 2, 3]);
+        assert_eq!(parse(&s2.handle(t2, &m.bytes()).unwrap().unwrap()).0, b);
+    }
 }
