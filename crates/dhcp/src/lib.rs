@@ -7,14 +7,15 @@
 //! at T1 RENEWING (unicast REQUEST to the server), at T2 REBINDING (broadcast REQUEST), at
 //! the end of the lease back to INIT. A NAK restarts from INIT.
 //!
-//! The servers live in their own modules, sans-IO too: [`server`] (DHCPv4), and [`names`]
-//! (domain names in DNS wire format, shared by them).
+//! The servers live in their own modules, sans-IO too: [`server`] (DHCPv4), [`ra`] (IPv6
+//! router advertisements) and [`names`] (domain names in DNS wire format, shared by them).
 
 use std::net::Ipv4Addr;
 
 use std::time::Duration;
 
 pub mod names;
+pub mod ra;
 pub mod server;
 
 /// An Ethernet address.

@@ -1,21 +1,24 @@
-//! The servers against real clients: busybox's `udhcpc` gets a lease from [`server::Server`]
-//! over a veth pair between two private network namespaces.
+//! The servers against real clients over a veth pair between two private network namespaces:
+//! busybox's `udhcpc` gets a lease from [`server::Server`]; `rdisc6` (ndisc6) and the Linux
+//! kernel's SLAAC read [`ra::Advertiser`]'s advertisements.
 //!
 //! The server side is this test binary itself, run again inside the server's namespace with
 //! `FILO_DHCP_SERVE` set, as the ignored test `serve_dhcp_in_namespace`: a UDP socket on
 //! port 67 bound to the veth end. It sends a reply the way [`server::Reply`] says: broadcast,
 //! or unicast to an address the client does not have yet at the client's MAC (the harness puts
 //! that MAC in the neighbour table first, as dnsmasq does), and writes the lease file after
-//! each reply.
+//! each reply. `serve_ra_in_namespace` likewise runs the advertiser on a raw ICMPv6 socket.
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use filo_dhcp::ra;
 use filo_dhcp::server::{self, Destination};
 use filo_test_support::{require, run, unique, Netns, Proc, TempDir};
 
 const SERVE_ENV: &str = "FILO_DHCP_SERVE";
+const RA_ENV: &str = "FILO_RA_SERVE";
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
@@ -98,18 +101,14 @@ fn link(srv: &Netns, cli: &Netns) -> (String, String) {
     (a, b)
 }
 
-fn start_server(srv: &Netns, iface: &str, leases: &std::path::Path) -> Proc {
+/// This test binary in `srv`, running the ignored test `name` with `env` set to `value`.
+fn start_server(srv: &Netns, name: &str, env: &str, value: &str) -> Proc {
     let me = std::env::current_exe().expect("test binary");
     let mut c = srv.command(&me.to_string_lossy());
-    c.args([
-        "--exact",
-        "serve_dhcp_in_namespace",
-        "--ignored",
-        "--nocapture",
-    ])
-    .env(SERVE_ENV, format!("{iface} {}", leases.display()))
-    .stdout(Stdio::null())
-    .stderr(filo_test_support::test_log());
+    c.args(["--exact", name, "--ignored", "--nocapture"])
+        .env(env, value)
+        .stdout(Stdio::null())
+        .stderr(filo_test_support::test_log());
     Proc::spawn(&mut c)
 }
 
@@ -155,7 +154,12 @@ fn busybox_udhcpc_gets_a_lease_with_router_dns_and_search_list() {
     let (srv, cli) = (Netns::new("dhsrv"), Netns::new("dhcli"));
     let (a, b) = link(&srv, &cli);
     let leases = tmp.join("leases");
-    let _server = start_server(&srv, &a, &leases);
+    let _server = start_server(
+        &srv,
+        "serve_dhcp_in_namespace",
+        SERVE_ENV,
+        &format!("{a} {}", leases.display()),
+    );
     let mac = cli.exec_ok(&["cat", &format!("/sys/class/net/{b}/address")]);
     let mac = mac.trim();
 
@@ -183,4 +187,120 @@ fn busybox_udhcpc_gets_a_lease_with_router_dns_and_search_list() {
     // Another client identifier is another client: the next address.
     let env = udhcpc(&tmp, &cli, &b, &["-x", "0x3d:ff00112233"]);
     assert_eq!(var(&env, "ip"), "10.0.2.16", "{env}");
+}
+
+/// The advertiser loop, in the server's namespace: `FILO_RA_SERVE=IFACE`.
+#[test]
+#[ignore = "the server side of the peer tests, run by them in a namespace"]
+fn serve_ra_in_namespace() {
+    let Ok(iface) = std::env::var(RA_ENV) else {
+        return;
+    };
+    let index: u32 = std::fs::read_to_string(format!("/sys/class/net/{iface}/ifindex"))
+        .expect("ifindex")
+        .trim()
+        .parse()
+        .expect("ifindex");
+    let mac = std::fs::read_to_string(format!("/sys/class/net/{iface}/address")).expect("mac");
+    let mac: Vec<u8> = mac
+        .trim()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).expect("mac"))
+        .collect();
+    let mut config = ra::Config::new(mac.try_into().expect("mac"));
+    config.prefixes = vec![ra::Prefix::new("fd00:1::".parse().unwrap(), 64)];
+    config.rdnss = vec!["fd00:1::3".parse().unwrap()];
+    config.dnssl = vec!["lab.example".into()];
+    config.mtu = Some(1400);
+    config.other = true;
+    let start = std::time::Instant::now();
+    let now = || filo_dhcp::Instant::from_millis(start.elapsed().as_millis() as u64);
+    let mut adv = ra::Advertiser::new(config, now()).expect("config");
+    let sock = socket2::Socket::new(
+        socket2::Domain::IPV6,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::ICMPV6),
+    )
+    .expect("raw ICMPv6 socket");
+    sock.bind_device(Some(iface.as_bytes()))
+        .expect("SO_BINDTODEVICE");
+    sock.set_multicast_hops_v6(255).expect("hops");
+    sock.set_unicast_hops_v6(255).expect("hops");
+    sock.set_multicast_loop_v6(false).expect("loop");
+    sock.join_multicast_v6(&ra::ALL_ROUTERS, index)
+        .expect("join ff02::2");
+    // A datagram socket's recv_from and send_to work on any datagram-like descriptor, and
+    // spare us socket2's uninitialised buffers.
+    let sock: UdpSocket = sock.into();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let mut buf = [0u8; 1500];
+    let mut random = 12345u32;
+    while start.elapsed() < Duration::from_secs(120) {
+        random = random.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        if let Some(pkt) = adv.poll(now(), random) {
+            // The kernel writes the IPv6 header (and the ICMPv6 checksum) itself.
+            let to = SocketAddrV6::new(ra::ALL_NODES, 0, 0, index);
+            sock.send_to(&pkt[40..], to).expect("send");
+            eprintln!("serve: advertisement");
+        }
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let std::net::SocketAddr::V6(from) = from else {
+                continue;
+            };
+            // Without ancillary data the socket tells neither the hop limit nor the
+            // destination: the unit tests check those; here solicitations go to ff02::2.
+            let r = adv.handle_icmpv6(now(), *from.ip(), ra::ALL_ROUTERS, 255, &buf[..n], random);
+            eprintln!("serve: from {from}: {r:?}");
+        }
+    }
+}
+
+#[test]
+fn rdisc6_and_the_kernel_read_the_router_advertisements() {
+    require("rdisc6");
+    let (srv, cli) = (Netns::new("rasrv"), Netns::new("racli"));
+    let (a, b) = (unique("rs"), unique("rc"));
+    run(Command::new("ip").args([
+        "link", "add", &a, "netns", &srv.name, "type", "veth", "peer", "name", &b, "netns",
+        &cli.name,
+    ]));
+    for (ns, i) in [(&srv, &a), (&cli, &b)] {
+        ns.exec_ok(&["sysctl", "-q", &format!("net.ipv6.conf.{i}.accept_dad=0")]);
+        ns.exec_ok(&["ip", "link", "set", i, "up"]);
+    }
+    let _server = start_server(&srv, "serve_ra_in_namespace", RA_ENV, &a);
+    // rdisc6 needs the link-local address, which comes once the link has its carrier.
+    let ready = filo_test_support::wait_until(Duration::from_secs(10), || {
+        cli.exec_ok(&["ip", "-6", "addr", "show", "dev", &b])
+            .contains("inet6 fe80::")
+    });
+    assert!(ready, "no link-local address on {b}");
+    let mut c = cli.command("rdisc6");
+    c.args(["-1", "-r", "10", "-w", "1000", &b])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (status, out, err) = Proc::spawn(&mut c).output(Duration::from_secs(30));
+    assert!(status.success(), "rdisc6 failed: {out}{err}");
+    let text: String = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    for expected in [
+        "Stateful other conf. : Yes",
+        "Router lifetime : 1800",
+        "MTU : 1400 bytes",
+        "Prefix : fd00:1::/64",
+        "On-link : Yes",
+        "Autonomous address conf.: Yes",
+        "Recursive DNS server : fd00:1::3",
+        "DNS search list : lab.example",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing in:\n{out}");
+    }
+    // The client's kernel forms an address in the prefix and takes the default route.
+    let formed = filo_test_support::wait_until(Duration::from_secs(20), || {
+        cli.exec_ok(&["ip", "-6", "addr", "show", "dev", &b])
+            .contains("inet6 fd00:1::")
+    });
+    assert!(formed, "{}", cli.exec_ok(&["ip", "-6", "addr"]));
+    let routes = cli.exec_ok(&["ip", "-6", "route", "show", "default"]);
+    assert!(routes.contains(&format!("dev {b}")), "{routes}");
 }
