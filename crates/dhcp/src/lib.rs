@@ -8,7 +8,8 @@
 //! the end of the lease back to INIT. A NAK restarts from INIT.
 //!
 //! The servers live in their own modules, sans-IO too: [`server`] (DHCPv4), [`ra`] (IPv6
-//! router advertisements) and [`names`] (domain names in DNS wire format, shared by them).
+//! router advertisements), [`v6`] (stateless DHCPv6) and [`names`] (domain names in DNS wire
+//! format, shared by them).
 
 use std::net::Ipv4Addr;
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub mod names;
 pub mod ra;
 pub mod server;
+pub mod v6;
 
 /// An Ethernet address.
 pub type Mac = [u8; 6];

@@ -1,24 +1,27 @@
 //! The servers against real clients over a veth pair between two private network namespaces:
 //! busybox's `udhcpc` gets a lease from [`server::Server`]; `rdisc6` (ndisc6) and the Linux
-//! kernel's SLAAC read [`ra::Advertiser`]'s advertisements.
+//! kernel's SLAAC read [`ra::Advertiser`]'s advertisements; ISC `dhclient -6 -S` gets DNS
+//! servers and the search list from [`v6::Server`].
 //!
 //! The server side is this test binary itself, run again inside the server's namespace with
 //! `FILO_DHCP_SERVE` set, as the ignored test `serve_dhcp_in_namespace`: a UDP socket on
 //! port 67 bound to the veth end. It sends a reply the way [`server::Reply`] says: broadcast,
 //! or unicast to an address the client does not have yet at the client's MAC (the harness puts
 //! that MAC in the neighbour table first, as dnsmasq does), and writes the lease file after
-//! each reply. `serve_ra_in_namespace` likewise runs the advertiser on a raw ICMPv6 socket.
+//! each reply. `serve_ra_in_namespace` likewise runs the advertiser on a raw ICMPv6 socket,
+//! `serve_v6_in_namespace` the DHCPv6 server on UDP port 547.
 
 use std::net::{Ipv4Addr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use filo_dhcp::ra;
 use filo_dhcp::server::{self, Destination};
+use filo_dhcp::{ra, v6};
 use filo_test_support::{require, run, unique, Netns, Proc, TempDir};
 
 const SERVE_ENV: &str = "FILO_DHCP_SERVE";
 const RA_ENV: &str = "FILO_RA_SERVE";
+const V6_ENV: &str = "FILO_DHCP6_SERVE";
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
@@ -196,18 +199,8 @@ fn serve_ra_in_namespace() {
     let Ok(iface) = std::env::var(RA_ENV) else {
         return;
     };
-    let index: u32 = std::fs::read_to_string(format!("/sys/class/net/{iface}/ifindex"))
-        .expect("ifindex")
-        .trim()
-        .parse()
-        .expect("ifindex");
-    let mac = std::fs::read_to_string(format!("/sys/class/net/{iface}/address")).expect("mac");
-    let mac: Vec<u8> = mac
-        .trim()
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).expect("mac"))
-        .collect();
-    let mut config = ra::Config::new(mac.try_into().expect("mac"));
+    let (index, mac) = index_and_mac(&iface);
+    let mut config = ra::Config::new(mac);
     config.prefixes = vec![ra::Prefix::new("fd00:1::".parse().unwrap(), 64)];
     config.rdnss = vec!["fd00:1::3".parse().unwrap()];
     config.dnssl = vec!["lab.example".into()];
@@ -256,26 +249,35 @@ fn serve_ra_in_namespace() {
     }
 }
 
-#[test]
-fn rdisc6_and_the_kernel_read_the_router_advertisements() {
-    require("rdisc6");
-    let (srv, cli) = (Netns::new("rasrv"), Netns::new("racli"));
+/// A veth pair `a` (server namespace) — `b` (client namespace) without duplicate address
+/// detection, up, once the client has its link-local address.
+fn link6(srv: &Netns, cli: &Netns) -> (String, String) {
     let (a, b) = (unique("rs"), unique("rc"));
     run(Command::new("ip").args([
         "link", "add", &a, "netns", &srv.name, "type", "veth", "peer", "name", &b, "netns",
         &cli.name,
     ]));
-    for (ns, i) in [(&srv, &a), (&cli, &b)] {
+    for (ns, i) in [(srv, &a), (cli, &b)] {
         ns.exec_ok(&["sysctl", "-q", &format!("net.ipv6.conf.{i}.accept_dad=0")]);
         ns.exec_ok(&["ip", "link", "set", i, "up"]);
     }
+    // The link-local address comes once the link has its carrier.
+    for (ns, i) in [(srv, &a), (cli, &b)] {
+        let ready = filo_test_support::wait_until(Duration::from_secs(10), || {
+            ns.exec_ok(&["ip", "-6", "addr", "show", "dev", i])
+                .contains("inet6 fe80::")
+        });
+        assert!(ready, "no link-local address on {i}");
+    }
+    (a, b)
+}
+
+#[test]
+fn rdisc6_and_the_kernel_read_the_router_advertisements() {
+    require("rdisc6");
+    let (srv, cli) = (Netns::new("rasrv"), Netns::new("racli"));
+    let (a, b) = link6(&srv, &cli);
     let _server = start_server(&srv, "serve_ra_in_namespace", RA_ENV, &a);
-    // rdisc6 needs the link-local address, which comes once the link has its carrier.
-    let ready = filo_test_support::wait_until(Duration::from_secs(10), || {
-        cli.exec_ok(&["ip", "-6", "addr", "show", "dev", &b])
-            .contains("inet6 fe80::")
-    });
-    assert!(ready, "no link-local address on {b}");
     let mut c = cli.command("rdisc6");
     c.args(["-1", "-r", "10", "-w", "1000", &b])
         .stdout(Stdio::piped())
@@ -303,4 +305,108 @@ fn rdisc6_and_the_kernel_read_the_router_advertisements() {
     assert!(formed, "{}", cli.exec_ok(&["ip", "-6", "addr"]));
     let routes = cli.exec_ok(&["ip", "-6", "route", "show", "default"]);
     assert!(routes.contains(&format!("dev {b}")), "{routes}");
+}
+
+/// The interface's index and MAC, from /sys (the namespace's own, under `ip netns exec`).
+fn index_and_mac(iface: &str) -> (u32, filo_dhcp::Mac) {
+    let index = std::fs::read_to_string(format!("/sys/class/net/{iface}/ifindex"))
+        .expect("ifindex")
+        .trim()
+        .parse()
+        .expect("ifindex");
+    let mac = std::fs::read_to_string(format!("/sys/class/net/{iface}/address")).expect("mac");
+    let mac: Vec<u8> = mac
+        .trim()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).expect("mac"))
+        .collect();
+    (index, mac.try_into().expect("mac"))
+}
+
+/// The DHCPv6 server loop, in the server's namespace: `FILO_DHCP6_SERVE=IFACE`.
+#[test]
+#[ignore = "the server side of the peer tests, run by them in a namespace"]
+fn serve_v6_in_namespace() {
+    let Ok(iface) = std::env::var(V6_ENV) else {
+        return;
+    };
+    let (index, mac) = index_and_mac(&iface);
+    let mut config = v6::Config::new(mac);
+    config.dns = vec!["fd00:1::3".parse().unwrap(), "fd00:1::4".parse().unwrap()];
+    config.search = vec!["lab.example".into(), "example.org".into()];
+    let srv = v6::Server::new(config).expect("config");
+    let sock = socket2::Socket::new(
+        socket2::Domain::IPV6,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .expect("socket");
+    sock.set_only_v6(true).expect("IPV6_V6ONLY");
+    sock.bind_device(Some(iface.as_bytes()))
+        .expect("SO_BINDTODEVICE");
+    sock.bind(&SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, v6::SERVER_PORT, 0, 0).into())
+        .expect("bind port 547");
+    sock.join_multicast_v6(&v6::ALL_SERVERS, index)
+        .expect("join ff02::1:2");
+    let sock: UdpSocket = sock.into();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 1500];
+    while start.elapsed() < Duration::from_secs(120) {
+        let (n, from) = sock.recv_from(&mut buf).expect("recv");
+        match srv.handle(&buf[..n]) {
+            Ok(Some(r)) => {
+                eprintln!("serve: {:?} to {from}", r.kind);
+                sock.send_to(&r.payload, from).expect("send");
+            }
+            other => eprintln!("serve: from {from}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn isc_dhclient_gets_dns_servers_and_search_list_by_stateless_dhcpv6() {
+    require("dhclient");
+    let tmp = TempDir::new("dhcp6-peer");
+    let (srv, cli) = (Netns::new("d6srv"), Netns::new("d6cli"));
+    let (a, b) = link6(&srv, &cli);
+    let _server = start_server(&srv, "serve_v6_in_namespace", V6_ENV, &a);
+    let env = tmp.join("inform.env");
+    let script = tmp.join("script");
+    std::fs::write(
+        &script,
+        format!(
+            // dhclient 4.4 reports a stateless reply as RENEW6, and says nothing new as
+            // INFORM6 in other versions: whatever the reason, the options are what counts.
+            "#!/bin/sh\n[ -n \"$new_dhcp6_name_servers\" ] && env > {}\nexit 0\n",
+            env.display()
+        ),
+    )
+    .expect("script");
+    run(Command::new("chmod").arg("755").arg(&script));
+    let mut c = cli.command("dhclient");
+    c.args(["-6", "-S", "-d", "-v", "-lf"])
+        .arg(tmp.join("leases"))
+        .arg("-pf")
+        .arg(tmp.join("pid"))
+        .arg("-sf")
+        .arg(&script)
+        .arg(&b)
+        .stdout(Stdio::null())
+        .stderr(filo_test_support::test_log());
+    let _client = Proc::spawn(&mut c);
+    let got = filo_test_support::wait_until(Duration::from_secs(30), || {
+        std::fs::read_to_string(&env).is_ok_and(|e| e.contains("new_dhcp6_domain_search"))
+    });
+    let env = std::fs::read_to_string(&env).unwrap_or_default();
+    assert!(got, "dhclient reported no DNS options: {env}");
+    assert_eq!(
+        var(&env, "new_dhcp6_name_servers").trim(),
+        "fd00:1::3 fd00:1::4",
+        "{env}"
+    );
+    assert_eq!(
+        var(&env, "new_dhcp6_domain_search").trim(),
+        "lab.example. example.org.",
+        "{env}"
+    );
 }
