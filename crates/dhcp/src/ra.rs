@@ -333,6 +333,12 @@ impl Advertiser {
                     "bits set after the prefix length",
                 ));
             }
+            if p.valid.as_secs() > u64::from(u32::MAX) {
+                return Err(ConfigError::Prefix(
+                    name,
+                    "valid lifetime above 2^32 - 1 s (infinity)",
+                ));
+            }
             if p.preferred > p.valid {
                 return Err(ConfigError::Prefix(
                     name,
@@ -728,6 +734,8 @@ mod tests {
             "router advertisements: prefix fd00::1/64: bits set after the prefix length"
         );
         assert_eq!(bad(&|c| c.mtu = Some(1000)), ConfigError::Mtu(1000));
+        let e = bad(&|c| c.prefixes[0].valid = Duration::MAX);
+        assert!(e.to_string().contains("infinity"), "{e}");
         assert!(matches!(
             bad(&|c| c.src = "fd00::1".parse().unwrap()),
             ConfigError::Source(_)

@@ -109,6 +109,8 @@ pub enum ConfigError {
     Static { addr: Ipv4Addr, why: &'static str },
     #[error("DHCP server: lease time {0:?}: expected 10 s to 136 years")]
     LeaseTime(Duration),
+    #[error("DHCP server: decline hold {0:?}: expected at most 136 years")]
+    DeclineHold(Duration),
     #[error("DHCP server: MTU {0}: expected at least 68")]
     Mtu(u16),
     #[error("DHCP server: {0} DNS servers: at most 63 fit in option 6")]
@@ -271,7 +273,6 @@ struct Request {
     requested: Option<Ipv4Addr>,
     server_id: Option<Ipv4Addr>,
     hostname: Option<String>,
-    max_size: usize,
     client_id: Option<Vec<u8>>,
 }
 
@@ -412,6 +413,9 @@ impl Config {
         let secs = self.lease_time.as_secs();
         if !(10..u64::from(u32::MAX)).contains(&secs) {
             return Err(ConfigError::LeaseTime(self.lease_time));
+        }
+        if self.decline_hold.as_secs() > u64::from(u32::MAX) {
+            return Err(ConfigError::DeclineHold(self.decline_hold));
         }
         if let Some(m) = self.mtu.filter(|m| *m < 68) {
             return Err(ConfigError::Mtu(m));
@@ -612,7 +616,6 @@ impl Server {
             requested: None,
             server_id: None,
             hostname: None,
-            max_size: MIN_MAX_MESSAGE,
             client_id: None,
         };
         let ip = |d: &[u8]| Ipv4Addr::new(d[0], d[1], d[2], d[3]);
@@ -628,10 +631,6 @@ impl Server {
                         // One token in the lease file, where "*" means none.
                         .filter(|h| *h != "*" && h.bytes().all(|b| b.is_ascii_graphic()))
                         .map(str::to_owned)
-                }
-                (57, 2) => {
-                    let size = usize::from(u16::from_be_bytes([o.data[0], o.data[1]]));
-                    r.max_size = size.saturating_sub(28).max(MIN_MAX_MESSAGE);
                 }
                 _ => {}
             }
@@ -782,7 +781,8 @@ impl Server {
         if buf.len() < 300 {
             buf.resize(300, 0);
         }
-        let _ = req.max_size; // every reply fits in 576 bytes (checked by Config)
+        // Every reply fits in 576 bytes (checked by Config::options), the size every client
+        // takes, so the client's maximum message size (option 57) does not matter.
         let to = if !req.giaddr.is_unspecified() {
             Destination::Relay(req.giaddr)
         } else if kind == Kind::Nak {
@@ -792,7 +792,8 @@ impl Server {
                 ip: req.ciaddr,
                 mac: req.mac,
             }
-        } else if req.flags & 0x8000 != 0 {
+        } else if req.flags & 0x8000 != 0 || yiaddr.is_unspecified() {
+            // (An INFORM without ciaddr has nowhere else to go.)
             Destination::Broadcast
         } else {
             Destination::Unicast {
@@ -912,10 +913,13 @@ impl Server {
             requested: None,
             server_id: None,
             hostname: (host != "*").then(|| host.to_string()),
-            max_size: MIN_MAX_MESSAGE,
             client_id: None,
         };
-        let expires = now + Duration::from_secs(expiry - unix_now);
+        let left = expiry - unix_now;
+        if left > u64::from(u32::MAX) {
+            return Err(format!("expiry {expiry}: more than 136 years ahead"));
+        }
+        let expires = now + Duration::from_secs(left);
         if !self.assign(&req, addr, State::Bound, now, expires) {
             return Err(format!(
                 "the lease table is full ({} leases)",
@@ -1241,6 +1245,9 @@ mod tests {
         assert!(!opts.contains_key(&51) && !opts.contains_key(&58));
         assert_eq!(opts[&6], vec![10, 0, 2, 3, 10, 0, 2, 4]);
         assert!(s.leases(Instant::from_secs(1)).is_empty());
+        // Without ciaddr (a broken client): broadcast, not unicast to 0.0.0.0.
+        let r = s.handle(Instant::from_secs(1), &Msg::new(INFORM, A).bytes());
+        assert_eq!(r.unwrap().unwrap().to, Destination::Broadcast);
     }
 
     #[test]
@@ -1369,6 +1376,10 @@ mod tests {
             ConfigError::OptionsTooLong(_)
         ));
         assert_eq!(bad(&|c| c.max_leases = 0), ConfigError::NoLeases);
+        assert_eq!(
+            bad(&|c| c.decline_hold = Duration::MAX),
+            ConfigError::DeclineHold(Duration::MAX)
+        );
     }
 
     #[test]
@@ -1404,11 +1415,13 @@ mod tests {
         let text = format!(
             "{file}\n# comment\ngarbage\n999 02:00:00:00:00:0c 10.0.2.17 * *\n\
              2000000 02:00:00:00:00:0c 10.0.9.1 * *\n2000000 zz 10.0.2.17 * *\n\
-             2000000 02:00:00:00:00:0c 10.0.2.15 * *\n"
+             2000000 02:00:00:00:00:0c 10.0.2.15 * *\n\
+             18446744073709551615 02:00:00:00:00:0c 10.0.2.18 * *\n"
         );
         let errors = s2.load_leases(&text, t2, 1_000_100);
         let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
-        assert_eq!(lines, vec![6, 8, 9, 10], "{errors:?}");
+        assert_eq!(lines, vec![6, 8, 9, 10, 11], "{errors:?}");
+        assert!(errors[4].message.contains("136 years"), "{errors:?}");
         assert!(errors[0].to_string().starts_with("leases line 6: 1 fields"));
         assert!(errors[1].message.contains("outside"), "{errors:?}");
         assert!(errors[2].message.contains("MAC \"zz\""), "{errors:?}");
