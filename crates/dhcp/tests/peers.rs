@@ -115,21 +115,24 @@ fn start_server(srv: &Netns, name: &str, env: &str, value: &str) -> Proc {
     Proc::spawn(&mut c)
 }
 
+/// A client's hook script that writes its environment to `env` when `condition` holds.
+fn env_script(tmp: &TempDir, condition: &str, env: &std::path::Path) -> std::path::PathBuf {
+    let script = tmp.join("script");
+    let text = format!(
+        "#!/bin/sh\n{condition} && env > {}\nexit 0\n",
+        env.display()
+    );
+    std::fs::write(&script, text).expect("script");
+    run(Command::new("chmod").arg("755").arg(&script));
+    script
+}
+
 /// Runs udhcpc once in `cli` on `iface` with `extra` arguments; returns the variables its
 /// script saw when bound.
 fn udhcpc(tmp: &TempDir, cli: &Netns, iface: &str, extra: &[&str]) -> String {
     let env = tmp.join("bound.env");
     let _ = std::fs::remove_file(&env);
-    let script = tmp.join("script");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = bound ] && env > {}\nexit 0\n",
-            env.display()
-        ),
-    )
-    .expect("script");
-    run(Command::new("chmod").arg("755").arg(&script));
+    let script = env_script(tmp, "[ \"$1\" = bound ]", &env);
     let mut c = cli.command("busybox");
     c.args([
         "udhcpc", "-i", iface, "-n", "-q", "-f", "-t", "5", "-T", "1",
@@ -371,18 +374,9 @@ fn isc_dhclient_gets_dns_servers_and_search_list_by_stateless_dhcpv6() {
     let (a, b) = link6(&srv, &cli);
     let _server = start_server(&srv, "serve_v6_in_namespace", V6_ENV, &a);
     let env = tmp.join("inform.env");
-    let script = tmp.join("script");
-    std::fs::write(
-        &script,
-        format!(
-            // dhclient 4.4 reports a stateless reply as RENEW6, and says nothing new as
-            // INFORM6 in other versions: whatever the reason, the options are what counts.
-            "#!/bin/sh\n[ -n \"$new_dhcp6_name_servers\" ] && env > {}\nexit 0\n",
-            env.display()
-        ),
-    )
-    .expect("script");
-    run(Command::new("chmod").arg("755").arg(&script));
+    // dhclient 4.4 reports a stateless reply as RENEW6 (INFORM6 in other versions): whatever
+    // the reason, the options are what counts.
+    let script = env_script(&tmp, "[ -n \"$new_dhcp6_name_servers\" ]", &env);
     let mut c = cli.command("dhclient");
     c.args(["-6", "-S", "-d", "-v", "-lf"])
         .arg(tmp.join("leases"))
