@@ -138,7 +138,11 @@ impl SuperFrame {
         };
         let v6 = sel & 1 == 1;
         let ip = if sel & 2 == 2 { 18 } else { 14 };
-        let ip_options = if v6 { 0 } else { usize::from((sel >> 2) & 3) * 4 };
+        let ip_options = if v6 {
+            0
+        } else {
+            usize::from((sel >> 2) & 3) * 4
+        };
         let tcp_options = usize::from((sel >> 4) & 7) * 4;
         let tcp = ip + if v6 { 40 } else { 20 + ip_options };
         let at = tcp + 20 + tcp_options;
