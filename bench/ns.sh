@@ -69,6 +69,10 @@ tcp() {
       sleep 1
       ip netns exec "$NS2" iperf3 -c 10.0.0.1 -t "$SECS" -J | gbits ;;
   esac
+  # The server's iperf3 exits after one test; its namespace tool should follow. vdens does
+  # not always notice its command's exit until a frame wakes it: end it after 3 s.
+  for _ in $(seq 30); do kill -0 "$srv" 2>/dev/null || break; sleep 0.1; done
+  pkill -TERM -P "$srv" 2>/dev/null || true; kill "$srv" 2>/dev/null || true
   wait "$srv" 2>/dev/null || true
 }
 
@@ -109,8 +113,8 @@ rratio() {
   paste -d ' ' "$1" "$2" | awk '$2 > 0 { printf "%.4f\n", $1 / $2 }' | median |
     awk '$1 != "-" { printf "%.2f\n", $1; next } { print "-" }'
 }
-row() { # LABEL FILE [BASELINE_FILE]
-  printf '%-44s %10s %10s\n' "$1" "$(median <"$2")" "$(rratio "$2" "${3:-$T/tcp.vdens-deb}")"
+row() { # LABEL FILE [BASELINE_FILE [DECIMALS]]
+  printf '%-44s %10.*f %10s\n' "$1" "${4:-2}" "$(median <"$2")" "$(rratio "$2" "${3:-$T/tcp.vdens-deb}")"
 }
 printf '\n%-44s %10s %10s\n' "TCP between two namespaces (iperf3, ${SECS}s)" "Gbit/s" "vs vdens"
 row "filo ns + filo switch" "$T/tcp.filo"
@@ -121,7 +125,7 @@ row "bare veth pair (reference)" "$T/tcp.veth"
 printf '%-44s %10s\n' "filo ns / vdens, both on filo switch" "$(rratio "$T/tcp.filo" "$T/tcp.vdens-filo")"
 printf '%-44s %10s\n' "filo ns / veth" "$(rratio "$T/tcp.filo" "$T/tcp.veth")"
 printf '\n%-44s %10s %10s\n' "start-up, mean of $RUNS runs" "ms" "vs vdens"
-row "filo ns VNL -- true (filo switch)" "$T/start.filo" "$T/start.vdens-deb"
-row "vdens VNL true (filo switch)" "$T/start.vdens-filo" "$T/start.vdens-deb"
-row "vdens VNL true (vde_switch)" "$T/start.vdens-deb" "$T/start.vdens-deb"
+row "filo ns VNL -- true (filo switch)" "$T/start.filo" "$T/start.vdens-deb" 1
+row "vdens VNL true (filo switch)" "$T/start.vdens-filo" "$T/start.vdens-deb" 1
+row "vdens VNL true (vde_switch)" "$T/start.vdens-deb" "$T/start.vdens-deb" 1
 echo "(medians of $ROUNDS rounds, order reversed every other round; ratios are medians of per-round ratios)"
