@@ -29,6 +29,11 @@ pub struct Process {
     /// The step's id: "switch sw1", "link wan", "node h1".
     pub id: String,
     pub pid: u32,
+    /// Its start time (/proc/PID/stat, clock ticks after boot): a pid reused by another
+    /// process is not taken for it.
+    pub start_time: u64,
+    /// Started as a process group of its own (stopped as a group).
+    pub group: bool,
 }
 
 #[cfg(test)]

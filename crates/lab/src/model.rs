@@ -65,6 +65,14 @@ pub enum CommandLine {
 }
 
 impl CommandLine {
+    /// As the user wrote it, for messages.
+    pub fn text(&self) -> String {
+        match self {
+            CommandLine::Shell(s) => s.clone(),
+            CommandLine::Argv(v) => v.join(" "),
+        }
+    }
+
     /// The argument vector to execute.
     pub fn argv(&self) -> Vec<String> {
         match self {
@@ -317,7 +325,7 @@ impl Ctx<'_> {
 }
 
 /// A name the user gives to a switch, node, link or remote: it becomes part of file names.
-fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 32
         && name

@@ -348,11 +348,13 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
 
 /// The command that runs `argv` in a node's network, given how to enter it: `filo mstack`
 /// for a stack, `nsenter` into an `ns` node's namespace (by the pid of a process inside it).
+/// `ns_flags` are nsenter's flags for the namespaces that differ from the caller's (`-n`,
+/// `-u`, `-m`, `-U`).
 pub fn exec_argv(
     node: &Node,
     layout: &Layout,
     ns_pid: Option<u32>,
-    user_ns: bool,
+    ns_flags: &[&str],
     argv: &[String],
 ) -> Result<(bool, Vec<String>), String> {
     match node.kind {
@@ -369,15 +371,10 @@ pub fn exec_argv(
             let pid = ns_pid.ok_or_else(|| {
                 format!("node {}: its namespace is gone (is the lab up?)", node.name)
             })?;
-            let mut a = vec![
-                "nsenter".to_string(),
-                "-t".into(),
-                pid.to_string(),
-                "-n".into(),
-                "-u".into(),
-            ];
-            if user_ns {
-                a.extend(["-U".to_string(), "--preserve-credentials".into()]);
+            let mut a = vec!["nsenter".to_string(), "-t".into(), pid.to_string()];
+            a.extend(ns_flags.iter().map(|f| f.to_string()));
+            if ns_flags.contains(&"-U") {
+                a.push("--preserve-credentials".into());
             }
             a.push("--".into());
             a.extend(argv.iter().cloned());

@@ -164,3 +164,83 @@ pub fn set_commands(assignments: &[String]) -> Result<Vec<String>, String> {
     }
     Ok(out)
 }
+
+/// A wirefilter's current settings from `showinfo` (`Loss   L->R 5+0U   R->L 5+0U` →
+/// `loss` → `L->R 5+0U R->L 5+0U`).
+pub fn parse_settings(lines: &[String]) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in lines {
+        let mut words = line.split_whitespace();
+        let Some(first) = words.next() else { continue };
+        let key = match first {
+            "Loss" => "loss",
+            "LostBurst" => "lostburst",
+            "Delay" => "delay",
+            "Dup" => "dup",
+            "Bandw" => "bandwidth",
+            "Speed" => "speed",
+            "Cap." => "capacity",
+            "Noise" => "noise",
+            "MTU" => "mtu",
+            _ => continue,
+        };
+        out.insert(key.to_string(), words.collect::<Vec<_>>().join(" "));
+    }
+    out
+}
+
+/// `filo lab status --json`: the whole lab at one moment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    pub name: String,
+    pub dir: String,
+    pub switches: Vec<SwitchReport>,
+    pub links: Vec<LinkReport>,
+    pub nodes: Vec<NodeReport>,
+    pub remotes: Vec<RemoteReport>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SwitchReport {
+    pub name: String,
+    /// A hub the lab made for a node's side of a link.
+    pub hidden: bool,
+    pub pid: Option<u32>,
+    pub alive: bool,
+    pub ports: Vec<PortCounters>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LinkReport {
+    pub name: String,
+    pub a: String,
+    pub b: String,
+    pub pid: Option<u32>,
+    pub alive: bool,
+    pub settings: std::collections::BTreeMap<String, String>,
+    /// From a to b, and back.
+    pub a_to_b: Option<LinkCounters>,
+    pub b_to_a: Option<LinkCounters>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub name: String,
+    pub kind: String,
+    pub pid: Option<u32>,
+    pub alive: bool,
+    /// The switches (and ports) it is on.
+    pub net: Vec<String>,
+    pub ip: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RemoteReport {
+    pub name: String,
+    pub switch: String,
+    pub vnl: String,
+    pub pid: Option<u32>,
+    pub alive: bool,
+}
