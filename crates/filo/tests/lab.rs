@@ -1,0 +1,445 @@
+//! `filo lab` with real processes: a lab of two switches joined by an impaired link, two `ns`
+//! nodes and a stack comes up, its nodes ping each other, `status --json` shows the counters,
+//! `set` changes the link's loss (a ping across fails, then works again), `exec` runs in a
+//! node, and `down` leaves no process and no socket; a lab with a failing node comes down
+//! again naming it; bad files are refused before anything starts.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use filo_test_support::*;
+
+const FILO: &str = env!("CARGO_BIN_EXE_filo");
+const T: Duration = Duration::from_secs(120);
+
+/// Runs `filo ARGS` with the lab state under `root`: (success, stdout, stderr).
+fn filo(root: &Path, args: &[&str]) -> (bool, String, String) {
+    let p = Proc::spawn(
+        Command::new(FILO)
+            .args(args)
+            .env("FILO_LAB_DIR", root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let (st, out, err) = p.output(T);
+    (st.success(), out, err)
+}
+
+/// Processes whose command line mentions `path` (each lab's processes name its state dir).
+fn processes_mentioning(path: &Path) -> Vec<String> {
+    let needle = path.display().to_string();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_err() || name == std::process::id().to_string() {
+            continue;
+        }
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(&needle) {
+                found.push(format!("{name}: {c}"));
+            }
+        }
+    }
+    found
+}
+
+/// Every socket file under `dir`.
+fn sockets_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if std::os::unix::fs::FileTypeExt::is_socket(&ft) {
+                out.push(e.path().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Brings any lab under the root down when a test ends, even a failing one.
+struct Cleanup<'a>(&'a Path, &'a str);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let _ = filo(self.0, &["lab", "down", "--name", self.1]);
+    }
+}
+
+fn write_lab(tmp: &TempDir, text: &str) -> std::path::PathBuf {
+    let file = tmp.join("lab.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn two_switches_an_impaired_link_and_nodes_that_ping() {
+    require("ping");
+    require("nsenter");
+    let tmp = TempDir::new("filo-lab");
+    let root = tmp.join("state");
+    let file = write_lab(
+        &tmp,
+        r#"
+name = "pair"
+
+[switch.sw1]
+[switch.sw2]
+ports = 8
+
+[[link]]
+name = "wan"
+a = "sw1"
+b = "sw2"
+delay = 5
+
+[node.h1]
+kind = "ns"
+net = ["sw1"]
+ip = ["10.61.0.1/24"]
+
+[node.h2]
+kind = "ns"
+net = ["sw2:4"]
+ip = ["10.61.0.2/24"]
+run = ["ping -c 1 -W 5 10.61.0.1"]
+
+[node.s3]
+kind = "stack"
+net = ["sw2"]
+ip = ["10.61.0.3/24"]
+"#,
+    );
+    let _down = Cleanup(&root, "pair");
+    let (ok, out, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    assert!(ok, "up failed: {out} {err}");
+    assert!(
+        out.contains("lab pair up: 2 switches, 1 links, 3 nodes"),
+        "{out}"
+    );
+    let dir = root.join("pair");
+
+    // Across the impaired link, from h1's namespace; and to the stack.
+    let (ok, out, err) = filo(
+        &root,
+        &[
+            "lab",
+            "exec",
+            "h1",
+            "--",
+            "ping",
+            "-c",
+            "3",
+            "-W",
+            "5",
+            "10.61.0.2",
+        ],
+    );
+    assert!(ok && out.contains("3 received"), "{out} {err}");
+    let (ok, out, err) = filo(
+        &root,
+        &[
+            "lab",
+            "exec",
+            "h1",
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "5",
+            "10.61.0.3",
+        ],
+    );
+    assert!(ok && out.contains("1 received"), "{out} {err}");
+    // exec in the stack node runs in the stack (mstack): its address is there.
+    let (ok, out, err) = filo(&root, &["lab", "exec", "s3", "--", "ip", "-br", "addr"]);
+    assert!(ok && out.contains("10.61.0.3/24"), "{out} {err}");
+    let (ok, out, _) = filo(&root, &["lab", "exec", "h2", "--", "ip", "-br", "addr"]);
+    assert!(
+        ok && out.contains("10.61.0.2/24") && !out.contains("10.61.0.1/"),
+        "{out}"
+    );
+
+    // Status: the switches' ports and the link's counters.
+    let (ok, out, err) = filo(&root, &["lab", "status", "--json"]);
+    assert!(ok, "{err}");
+    let s = json(&out);
+    assert_eq!(s["name"], "pair");
+    let sw2 = &s["switches"][1];
+    assert_eq!(sw2["name"], "sw2");
+    assert_eq!(sw2["alive"], true);
+    let port4 = sw2["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["port"] == 4)
+        .unwrap_or_else(|| panic!("h2's port 4 is not in {sw2}"));
+    assert!(port4["in_frames"].as_u64().unwrap() >= 4, "{port4}");
+    assert!(
+        port4["endpoints"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("filo-ns"),
+        "{port4}"
+    );
+    let wan = &s["links"][0];
+    assert_eq!(wan["name"], "wan");
+    assert!(wan["a_to_b"]["in_frames"].as_u64().unwrap() >= 4, "{wan}");
+    assert!(
+        wan["settings"]["delay"]
+            .as_str()
+            .unwrap()
+            .contains("L->R 5"),
+        "{wan}"
+    );
+    assert_eq!(s["nodes"].as_array().unwrap().len(), 3);
+
+    // set: with 100 % loss nothing crosses the link; back to 0 and pings work again.
+    let (ok, out, err) = filo(&root, &["lab", "set", "wan", "loss=100"]);
+    assert!(ok && out.contains("loss L->R 100"), "{out} {err}");
+    let (ok, out, _) = filo(
+        &root,
+        &[
+            "lab",
+            "exec",
+            "h1",
+            "--",
+            "ping",
+            "-c",
+            "2",
+            "-W",
+            "1",
+            "10.61.0.2",
+        ],
+    );
+    assert!(!ok && out.contains("0 received"), "{out}");
+    let (_, out, _) = filo(&root, &["lab", "status", "--json"]);
+    let lost = json(&out)["links"][0]["a_to_b"]["dropped_loss"]
+        .as_u64()
+        .unwrap();
+    assert!(lost >= 2, "{out}");
+    let (ok, _, err) = filo(&root, &["lab", "set", "wan", "loss=0", "delay=1"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = filo(
+        &root,
+        &[
+            "lab",
+            "exec",
+            "h1",
+            "--",
+            "ping",
+            "-c",
+            "2",
+            "-W",
+            "5",
+            "10.61.0.2",
+        ],
+    );
+    assert!(ok && out.contains("2 received"), "{out} {err}");
+    // A bad value is refused by name.
+    let (ok, _, err) = filo(&root, &["lab", "set", "wan", "loss=lots"]);
+    assert!(
+        !ok && err.contains("loss") && err.contains("[LR|RL]VALUE"),
+        "{err}"
+    );
+    let (ok, _, err) = filo(&root, &["lab", "set", "nolink", "loss=1"]);
+    assert!(
+        !ok && err.contains("no link \"nolink\" (links: wan)"),
+        "{err}"
+    );
+
+    // The graph of the running lab.
+    let svg = tmp.join("lab.svg");
+    let (ok, _, err) = filo(&root, &["lab", "graph", "-o", svg.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.contains("id=\"link-wan\"") && text.contains("id=\"node-s3\""),
+        "{text}"
+    );
+
+    // down: no process and no socket left.
+    assert!(!processes_mentioning(&dir).is_empty());
+    assert!(!sockets_under(&dir).is_empty());
+    let (ok, out, err) = filo(&root, &["lab", "down"]);
+    assert!(
+        ok && out.contains("lab pair down: 6 processes stopped"),
+        "{out} {err}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || processes_mentioning(&dir)
+            .is_empty()),
+        "left running: {:?}",
+        processes_mentioning(&dir)
+    );
+    assert!(!dir.exists(), "the state directory is still there");
+    assert!(
+        sockets_under(tmp.path()).is_empty(),
+        "{:?}",
+        sockets_under(tmp.path())
+    );
+}
+
+#[test]
+fn a_failing_node_brings_the_lab_down_and_names_it() {
+    let tmp = TempDir::new("filo-lab");
+    let root = tmp.join("state");
+    let file = write_lab(
+        &tmp,
+        r#"
+[switch.sw]
+[switch.other]
+[[link]]
+a = "sw"
+b = "other"
+loss = 1
+[node.good]
+kind = "ns"
+net = ["sw"]
+ip = ["10.62.0.1/24"]
+[node.bad]
+kind = "ns"
+net = ["other"]
+command = ["no-such-command-filo-lab"]
+"#,
+    );
+    let _down = Cleanup(&root, "lab");
+    let (ok, out, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    assert!(!ok, "up succeeded: {out}");
+    assert!(
+        err.contains("lab lab did not come up: node bad failed")
+            && err.contains("no-such-command-filo-lab: command not found"),
+        "{err}"
+    );
+    let dir = root.join("lab");
+    assert!(
+        wait_until(Duration::from_secs(5), || processes_mentioning(&dir)
+            .is_empty()),
+        "left running: {:?}",
+        processes_mentioning(&dir)
+    );
+    assert!(!dir.exists());
+    // Nothing is up, and status says so.
+    let (ok, _, err) = filo(&root, &["lab", "status"]);
+    assert!(!ok && err.contains("no lab is up"), "{err}");
+}
+
+#[test]
+fn a_lab_is_not_brought_up_twice() {
+    let tmp = TempDir::new("filo-lab");
+    let root = tmp.join("state");
+    let file = write_lab(&tmp, "name = \"once\"\n[switch.a]\n");
+    let _down = Cleanup(&root, "once");
+    let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    assert!(!ok && err.contains("lab once is already up"), "{err}");
+    // Another name is another lab.
+    let (ok, _, err) = filo(
+        &root,
+        &["lab", "up", "--name", "twice", file.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = filo(&root, &["lab", "status"]);
+    assert!(
+        !ok && err.contains("several labs are up (once, twice)"),
+        "{err}"
+    );
+    let (ok, _, err) = filo(&root, &["lab", "down", "--name", "twice"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = filo(&root, &["lab", "down"]);
+    assert!(ok, "{err}");
+    assert!(processes_mentioning(tmp.path()).is_empty());
+}
+
+#[test]
+fn bad_files_are_refused_before_anything_starts() {
+    let tmp = TempDir::new("filo-lab");
+    let root = tmp.join("state");
+    let cases: &[(&str, &str)] = &[
+        (
+            "[switch.a]\nports = \"many\"\n",
+            "lab.toml: line 2: ports: invalid type: string \"many\", expected u16",
+        ),
+        (
+            "[switch.a]\nhubb = true\n",
+            "lab.toml: line 2: hubb: unknown field `hubb`",
+        ),
+        (
+            "[switch.a]\n[node.h]\nkind = \"ns\"\nnet = [\"b\"]\n",
+            "lab.toml: line 4: node.h.net: \"b\" is not a switch of this lab (switches: a)",
+        ),
+        (
+            "[switch.a]\n[switch.b]\n[[link]]\na = \"a\"\nb = \"b\"\ndelay = \"soon\"\n",
+            "lab.toml: line 6: link[0].delay:",
+        ),
+        (
+            "[switch.a]\n[switch.a]\n",
+            "lab.toml: line 2: switch.a: duplicate key",
+        ),
+        (
+            "[switch.a]\n[node.a]\nkind = \"ns\"\nnet = [\"a\"]\n",
+            "lab.toml: line 2: node.a: the name \"a\" is already used by a switch",
+        ),
+    ];
+    for (text, expected) in cases {
+        let file = write_lab(&tmp, text);
+        let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+        assert!(!ok, "accepted: {text}");
+        assert!(
+            err.contains(expected),
+            "{text}\nexpected {expected:?} in:\n{err}"
+        );
+        assert!(!root.exists(), "{text}: a state directory was made");
+    }
+    let (ok, _, err) = filo(
+        &root,
+        &["lab", "up", tmp.join("missing.toml").to_str().unwrap()],
+    );
+    assert!(!ok && err.contains("cannot read"), "{err}");
+}
+
+#[test]
+fn graph_of_a_file_as_svg_and_dot() {
+    let tmp = TempDir::new("filo-lab");
+    let file = write_lab(
+        &tmp,
+        "[switch.a]\n[switch.b]\n[[link]]\nname = \"l\"\na = \"a\"\nb = \"b\"\nloss = 3\n[node.n]\nkind = \"ns\"\nnet = [\"a\"]\n",
+    );
+    let (ok, out, err) = filo(
+        tmp.path(),
+        &["lab", "graph", file.to_str().unwrap(), "-o", "-"],
+    );
+    assert!(ok, "{err}");
+    for id in ["switch-a", "switch-b", "node-n", "link-l"] {
+        assert!(out.contains(&format!("id=\"{id}\"")), "{id}: {out}");
+    }
+    let dot = tmp.join("g.dot");
+    let (ok, _, err) = filo(
+        tmp.path(),
+        &[
+            "lab",
+            "graph",
+            file.to_str().unwrap(),
+            "-o",
+            dot.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(dot).unwrap();
+    assert!(
+        text.contains("\"switch-a\" -- \"switch-b\" [label=\"l: loss 3\"]"),
+        "{text}"
+    );
+}
