@@ -107,12 +107,15 @@ enum LabCommand {
         #[arg(long, short = 'o', value_name = "OUT")]
         output: PathBuf,
     },
+    /// Serve the lab in a browser (live counters, links to change, node addresses) and
+    /// Prometheus metrics at /metrics.
+    Web(crate::lab_web::WebArgs),
 }
 
 impl LabArgs {
     /// Whether the command watches [`sys::STOP`] (the others keep the default signal actions).
     pub fn watches_stop(&self) -> bool {
-        matches!(self.command, LabCommand::Up { .. })
+        matches!(self.command, LabCommand::Up { .. } | LabCommand::Web(_))
     }
 }
 
@@ -128,6 +131,7 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
         } => exec(name, &node, &command),
         LabCommand::Set { name, link, values } => set(name, &link, &values),
         LabCommand::Graph { file, name, output } => graph(file, name, &output),
+        LabCommand::Web(args) => crate::lab_web::run(args),
     }
 }
 
@@ -842,6 +846,32 @@ fn exec_command(
         _ => (None, Vec::new()),
     };
     plan::exec_argv(n, layout, pid, &flags, argv).map_err(|e| anyhow!(e))
+}
+
+/// Runs `argv` in node `n` and returns what it printed (for the web view), within 10 s.
+pub(crate) fn node_output(r: &Running, n: &filo_lab::model::Node, argv: &[&str]) -> Result<String> {
+    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+    let (filo, full) = exec_command(&r.layout, &r.state, n, &argv)?;
+    let mut child = command_for(filo, &full)?
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot run {}", full[0]))?;
+    let t = Instant::now();
+    while child.try_wait()?.is_none() {
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{:?} did not finish within 10 s", argv.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut out = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut s, &mut out)?;
+    }
+    Ok(out)
 }
 
 fn exec(name: Option<String>, node: &str, argv: &[String]) -> Result<ExitCode> {

@@ -10,6 +10,7 @@ mod console;
 mod demo;
 mod duration;
 mod lab;
+mod lab_web;
 mod mstack;
 mod netconf;
 mod ns;

@@ -443,3 +443,275 @@ fn graph_of_a_file_as_svg_and_dot() {
         "{text}"
     );
 }
+
+/// One HTTP/1.1 request over a fresh connection: (status, body).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the one sample line of `/metrics` that starts with `prefix`.
+fn sample(metrics: &str, prefix: &str) -> u64 {
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_web_view_serves_metrics_status_changes_and_a_live_page() {
+    require("ping");
+    let tmp = TempDir::new("filo-lab");
+    let root = tmp.join("state");
+    let file = write_lab(
+        &tmp,
+        r#"
+name = "web"
+[switch.sw1]
+[switch.sw2]
+[[link]]
+name = "wan"
+a = "sw1"
+b = "sw2"
+[node.h1]
+kind = "ns"
+net = ["sw1"]
+ip = ["10.63.0.1/24"]
+[node.h2]
+kind = "ns"
+net = ["sw2"]
+ip = ["10.63.0.2/24"]
+"#,
+    );
+    let _down = Cleanup(&root, "web");
+    let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = filo(
+        &root,
+        &[
+            "lab",
+            "exec",
+            "h1",
+            "--",
+            "ping",
+            "-c",
+            "3",
+            "-W",
+            "5",
+            "10.63.0.2",
+        ],
+    );
+    assert!(ok && out.contains("3 received"), "{out}");
+
+    let mut web = Proc::spawn(
+        Command::new(FILO)
+            .args(["lab", "web", "--listen", "127.0.0.1:0"])
+            .env("FILO_LAB_DIR", &root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(test_log()),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(web.child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+
+    // /metrics: OpenMetrics text, every sample line NAME{LABELS} VALUE, with the link's frames.
+    let (st, m) = http(&addr, "GET", "/metrics", "");
+    assert_eq!(st, 200, "{m}");
+    assert!(m.trim_end().ends_with("# EOF"), "{m}");
+    for l in m.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("{l:?}"));
+        assert!(value.parse::<f64>().is_ok(), "{l:?}");
+        assert!(
+            series.starts_with("filo_") && series.ends_with('}'),
+            "{l:?}"
+        );
+    }
+    assert!(
+        sample(
+            &m,
+            r#"filo_link_frames_total{lab="web",link="wan",direction="a_to_b"}"#
+        ) >= 3,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, r#"filo_lab_up{lab="web",kind="ns",name="h2"}"#),
+        1,
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            r#"filo_switch_port_drops_total{lab="web",switch="sw1",port="1",reason="queue_full"}"#
+        ),
+        "{m}"
+    );
+
+    // The JSON endpoint is status --json.
+    let (st, s) = http(&addr, "GET", "/api/status", "");
+    assert_eq!(st, 200);
+    let s = json(&s);
+    assert_eq!(s["links"][0]["name"], "wan");
+    assert!(
+        s["links"][0]["b_to_a"]["in_frames"].as_u64().unwrap() >= 3,
+        "{s}"
+    );
+
+    // A node's addresses, read inside it.
+    let (st, n) = http(&addr, "GET", "/api/node/h2", "");
+    assert_eq!(st, 200, "{n}");
+    assert!(
+        json(&n)["addresses"]
+            .as_str()
+            .unwrap()
+            .contains("10.63.0.2/24"),
+        "{n}"
+    );
+
+    // Changing a link reaches its wirefilter (what the page's form posts).
+    let (st, r) = http(&addr, "POST", "/api/link/wan", "loss=100&delay=3");
+    assert_eq!(st, 200, "{r}");
+    assert!(
+        json(&r)["loss"].as_str().unwrap().contains("L->R 100"),
+        "{r}"
+    );
+    let (_, out, _) = filo(&root, &["lab", "status", "--json"]);
+    assert!(
+        json(&out)["links"][0]["settings"]["delay"]
+            .as_str()
+            .unwrap()
+            .contains("L->R 3"),
+        "{out}"
+    );
+    let (ok, _, _) = filo(
+        &root,
+        &[
+            "lab",
+            "exec",
+            "h1",
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "10.63.0.2",
+        ],
+    );
+    assert!(!ok, "a ping crossed a link with 100 % loss");
+    let (st, _) = http(&addr, "POST", "/api/link/wan", "loss=0");
+    assert_eq!(st, 200);
+
+    // Bad requests get clear 4xx answers, and the server keeps serving.
+    let (st, r) = http(&addr, "POST", "/api/link/wan", "loss=lots");
+    assert!(st == 400 && r.contains("loss"), "{st} {r}");
+    let (st, r) = http(&addr, "POST", "/api/link/nosuch", "loss=1");
+    assert!(
+        st == 404 && r.contains("no link \\\"nosuch\\\""),
+        "{st} {r}"
+    );
+    let (st, _) = http(&addr, "POST", "/api/link/wan", &"x".repeat(10_000));
+    assert_eq!(st, 413);
+    let (st, _) = http(&addr, "DELETE", "/metrics", "");
+    assert_eq!(st, 405);
+    let (st, _) = http(&addr, "GET", "/nothing-here", "");
+    assert_eq!(st, 404);
+    let (st, r) = http(&addr, "GET", "/api/node/nosuch", "");
+    assert!(st == 404 && r.contains("no node"), "{st} {r}");
+    for _ in 0..200 {
+        use std::io::Write;
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            let _ = s.write_all(b"\x00\x01GARBAGE \xff\r\n\r\n");
+        }
+    }
+    let (st, page) = http(&addr, "GET", "/", "");
+    assert!(st == 200 && page.contains("/api/status"), "{st}");
+
+    // The page in a real browser: the drawing and the live counters are in the DOM.
+    if std::process::Command::new("chromium")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        skip("chromium is not installed: the page is not checked in a browser");
+    } else {
+        let profile = TempDir::new("filo-lab-chromium");
+        let browser = Proc::spawn(
+            Command::new("chromium")
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--virtual-time-budget=5000",
+                    "--dump-dom",
+                ])
+                .arg(format!("--user-data-dir={}", profile.path().display()))
+                .arg(format!("http://{addr}/"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
+        let (st, dom, _) = browser.output(T);
+        assert!(st.success(), "chromium failed");
+        for id in ["switch-sw1", "switch-sw2", "node-h1", "node-h2", "link-wan"] {
+            assert!(
+                dom.contains(&format!("id=\"{id}\"")),
+                "{id} is not drawn:\n{dom}"
+            );
+        }
+        let updates: u32 = dom
+            .split("data-updates=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(updates >= 2, "the counters were not polled:\n{dom}");
+        let row = dom
+            .split("<tr id=\"row-link-wan\">")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no counters row for the link:\n{dom}"));
+        let frames: u64 = row
+            .split("<td class=\"frames\">")
+            .nth(1)
+            .and_then(|r| r.split('<').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(frames >= 6, "the link's frames are not shown: {row}");
+        assert!(dom.contains(" f/s · "), "no rates on the drawing:\n{dom}");
+    }
+    web.terminate(Duration::from_secs(5));
+}

@@ -874,12 +874,7 @@ pub fn check_impairment(key: &str, value: &str) -> Result<(), String> {
     }
     filo_wirefilter::parse_value(value)
         .map(|_| ())
-        .map_err(|e| {
-            format!(
-                "{e} (expected wirefilter's {})",
-                filo_wirefilter::VALUE_FORM
-            )
-        })
+        .map_err(|e| e.to_string())
 }
 
 impl Lab {
