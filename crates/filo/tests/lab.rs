@@ -455,18 +455,44 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
         body.len()
     )
     .unwrap();
+    // Up to the end of the head, then Content-Length bytes (chromedriver keeps connections
+    // open), else to the end.
     let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break out.len(),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&out[..head_end]).into_owned();
+    let length = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
+    });
+    match length {
+        Some(n) => {
+            while out.len() < head_end + n {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => out.extend_from_slice(&buf[..k]),
+                }
+            }
+        }
+        None => {
+            let _ = s.read_to_end(&mut out);
+        }
+    }
+    let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+        .unwrap_or_else(|| panic!("no HTTP status in {head:?}"));
+    let body = String::from_utf8_lossy(&out[head_end.min(out.len())..]).into_owned();
     (status, body)
 }
 
@@ -712,6 +738,171 @@ ip = ["10.63.0.2/24"]
             .unwrap_or(0);
         assert!(frames >= 6, "the link's frames are not shown: {row}");
         assert!(dom.contains(" f/s · "), "no rates on the drawing:\n{dom}");
+        click_through_the_page(&addr, &root);
     }
     web.terminate(Duration::from_secs(5));
+}
+
+/// A WebDriver session on chromedriver (the W3C protocol, JSON over HTTP).
+struct Driver {
+    addr: String,
+    session: String,
+    _chromedriver: Proc,
+    _profile: TempDir,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let chromedriver = Proc::spawn(
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        let addr = format!("127.0.0.1:{port}");
+        assert!(
+            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(
+                &addr
+            )
+            .is_ok()),
+            "chromedriver did not listen"
+        );
+        let profile = TempDir::new("filo-lab-chromium");
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                format!("--user-data-dir={}", profile.path().display())]}}}});
+        let (st, r) = http(&addr, "POST", "/session", &caps.to_string());
+        assert_eq!(st, 200, "no WebDriver session: {r}");
+        let session = json(&r)["value"]["sessionId"].as_str().unwrap().to_string();
+        Driver {
+            addr,
+            session,
+            _chromedriver: chromedriver,
+            _profile: profile,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let (st, r) = http(
+            &self.addr,
+            method,
+            &format!("/session/{}{path}", self.session),
+            &body.to_string(),
+        );
+        assert_eq!(st, 200, "{method} {path}: {r}");
+        json(&r)["value"].clone()
+    }
+
+    /// The element a CSS selector finds, waiting for the page's scripts to draw it.
+    fn find(&self, css: &str) -> String {
+        let mut found = None;
+        wait_until(Duration::from_secs(20), || {
+            let (st, r) = http(
+                &self.addr,
+                "POST",
+                &format!("/session/{}/element", self.session),
+                &serde_json::json!({"using": "css selector", "value": css}).to_string(),
+            );
+            if st == 200 {
+                found = json(&r)["value"]
+                    .as_object()
+                    .and_then(|o| o.values().next())
+                    .and_then(|v| v.as_str())
+                    .map(String::from);
+            }
+            found.is_some()
+        });
+        found.unwrap_or_else(|| panic!("no {css} on the page"))
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.call(
+            "POST",
+            &format!("/element/{e}/click"),
+            serde_json::json!({}),
+        );
+    }
+
+    fn text(&self, css: &str) -> String {
+        let e = self.find(css);
+        self.call("GET", &format!("/element/{e}/text"), serde_json::json!({}))
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = http(
+            &self.addr,
+            "DELETE",
+            &format!("/session/{}", self.session),
+            "",
+        );
+    }
+}
+
+/// Clicks the link on the drawn page, changes its loss in the form and checks the wirefilter
+/// has it; clicks a node and reads its addresses.
+fn click_through_the_page(addr: &str, root: &Path) {
+    if std::process::Command::new("chromedriver")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        skip("chromedriver is not installed: the page's forms are not clicked");
+        return;
+    }
+    let d = Driver::start();
+    d.call(
+        "POST",
+        "/url",
+        serde_json::json!({"url": format!("http://{addr}/")}),
+    );
+    d.click("#link-wan");
+    let loss = d.find("#set input[name=loss]");
+    d.call(
+        "POST",
+        &format!("/element/{loss}/value"),
+        serde_json::json!({"text": "42"}),
+    );
+    d.click("#set button[type=submit]");
+    let mut shown = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            shown = d.text("#result");
+            shown.contains("L->R 42")
+        }),
+        "the page did not show the new loss: {shown:?}"
+    );
+    let (_, out, _) = filo(root, &["lab", "status", "--json"]);
+    let loss = json(&out)["links"][0]["settings"]["loss"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        loss.contains("L->R 42") && loss.contains("R->L 42"),
+        "{loss}"
+    );
+    d.click("#close");
+    d.click("#node-h2");
+    let mut addresses = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            addresses = d.text("#addresses");
+            addresses.contains("10.63.0.2/24")
+        }),
+        "the node's addresses are not shown: {addresses:?}"
+    );
 }
