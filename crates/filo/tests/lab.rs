@@ -92,6 +92,7 @@ fn two_switches_an_impaired_link_and_nodes_that_ping() {
         &tmp,
         r#"
 name = "pair"
+env = { LABVAR = "pair" }
 
 [switch.sw1]
 [switch.sw2]
@@ -112,7 +113,8 @@ ip = ["10.61.0.1/24"]
 kind = "ns"
 net = ["sw2:4"]
 ip = ["10.61.0.2/24"]
-run = ["ping -c 1 -W 5 10.61.0.1"]
+run = ["ping -c 1 -W 5 10.61.0.1", "test \"$LABVAR$NODEVAR\" = pair2"]
+env = { NODEVAR = "2" }
 
 [node.s3]
 kind = "stack"
@@ -333,6 +335,23 @@ command = ["no-such-command-filo-lab"]
     // Nothing is up, and status says so.
     let (ok, _, err) = filo(&root, &["lab", "status"]);
     assert!(!ok && err.contains("no lab is up"), "{err}");
+
+    // A run command that fails once everything is up takes the lab down too.
+    let file = write_lab(
+        &tmp,
+        "[switch.sw]\n[node.n]\nkind = \"ns\"\nnet = [\"sw\"]\nrun = [\"exit 3\"]\n",
+    );
+    let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("node n: run command \"exit 3\" failed (exit status: 3)"),
+        "{err}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || processes_mentioning(&dir)
+            .is_empty()),
+        "left running: {:?}",
+        processes_mentioning(&dir)
+    );
 }
 
 #[test]
@@ -905,4 +924,244 @@ fn click_through_the_page(addr: &str, root: &Path) {
         }),
         "the node's addresses are not shown: {addresses:?}"
     );
+}
+
+/// Runs `filo ARGS` inside namespace `ns` with the lab state under `root`.
+fn filo_in(ns: &Netns, root: &Path, args: &[&str]) -> (bool, String, String) {
+    let p = Proc::spawn(
+        ns.command(FILO)
+            .args(args)
+            .env("FILO_LAB_DIR", root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let (st, out, err) = p.output(T);
+    (st.success(), out, err)
+}
+
+/// Two "hosts" (namespaces joined by a veth, multicast routed on it), each with a lab whose
+/// switch extends over vxvde://: ns nodes on the two sites ping each other; site A's tap node
+/// is a kernel interface the host configures; VLANs keep two nodes of site A apart.
+#[test]
+fn remote_segments_tap_nodes_and_vlans() {
+    require("ping");
+    let tmp = TempDir::new("filo-lab");
+    let host_a = Netns::new("filo-lab-a");
+    let host_b = Netns::new("filo-lab-b");
+    let (va, vb) = veth(&host_a, "10.96.0.1/24", &host_b, "10.96.0.2/24");
+    host_a.exec_ok(&["ip", "route", "add", "224.0.0.0/4", "dev", &va]);
+    host_b.exec_ok(&["ip", "route", "add", "224.0.0.0/4", "dev", &vb]);
+    let tap = unique("lt").replace('-', "");
+    let tap = &tap[tap.len().saturating_sub(12)..];
+    let site_a = tmp.join("a.toml");
+    std::fs::write(
+        &site_a,
+        format!(
+            r#"
+name = "sitea"
+[switch.lan]
+vlan = [{{ id = 20, untagged = [5, 6] }}, {{ id = 30, untagged = [7] }}]
+[remote.wan]
+switch = "lan"
+vnl = "vxvde://239.0.0.9/vni=19"
+[node.h1]
+kind = "ns"
+net = ["lan"]
+ip = ["10.65.0.1/24"]
+[node.gw]
+kind = "tap"
+net = ["lan"]
+ifname = "{tap}"
+[node.v1]
+kind = "ns"
+net = ["lan:5"]
+ip = ["10.66.0.1/24"]
+[node.v2]
+kind = "ns"
+net = ["lan:6"]
+ip = ["10.66.0.2/24"]
+[node.v3]
+kind = "ns"
+net = ["lan:7"]
+ip = ["10.66.0.3/24"]
+"#
+        ),
+    )
+    .unwrap();
+    let site_b = tmp.join("b.toml");
+    std::fs::write(
+        &site_b,
+        r#"
+name = "siteb"
+[switch.lan]
+[remote.wan]
+switch = "lan"
+vnl = "vxvde://239.0.0.9/vni=19"
+[node.h2]
+kind = "ns"
+net = ["lan"]
+ip = ["10.65.0.2/24"]
+"#,
+    )
+    .unwrap();
+    let (root_a, root_b) = (tmp.join("state-a"), tmp.join("state-b"));
+    let _down_a = Cleanup(&root_a, "sitea");
+    let _down_b = Cleanup(&root_b, "siteb");
+    let (ok, _, err) = filo_in(&host_a, &root_a, &["lab", "up", site_a.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = filo_in(&host_b, &root_b, &["lab", "up", site_b.to_str().unwrap()]);
+    assert!(ok, "{err}");
+
+    // Across the two hosts, over vxvde.
+    let (ok, out, err) = filo(
+        &root_a,
+        &[
+            "lab",
+            "exec",
+            "h1",
+            "--",
+            "ping",
+            "-c",
+            "3",
+            "-W",
+            "5",
+            "10.65.0.2",
+        ],
+    );
+    assert!(ok && out.contains("3 received"), "{out} {err}");
+    // The tap node is a kernel interface of host A, on the lab's switch.
+    host_a.exec_ok(&["ip", "addr", "add", "10.65.0.9/24", "dev", tap]);
+    host_a.exec_ok(&["ip", "link", "set", tap, "up"]);
+    let (ok, out, err) = filo(
+        &root_b,
+        &[
+            "lab",
+            "exec",
+            "h2",
+            "--",
+            "ping",
+            "-c",
+            "2",
+            "-W",
+            "5",
+            "10.65.0.9",
+        ],
+    );
+    assert!(ok && out.contains("2 received"), "{out} {err}");
+    // VLAN 20 joins v1 and v2; v3 is alone on VLAN 30, h1 on the untagged VLAN 0.
+    let (ok, out, _) = filo(
+        &root_a,
+        &[
+            "lab",
+            "exec",
+            "v1",
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "5",
+            "10.66.0.2",
+        ],
+    );
+    assert!(ok && out.contains("1 received"), "{out}");
+    let (ok, out, _) = filo(
+        &root_a,
+        &[
+            "lab",
+            "exec",
+            "v1",
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "10.66.0.3",
+        ],
+    );
+    assert!(!ok, "VLAN 20 reached VLAN 30: {out}");
+
+    let (ok, _, err) = filo(&root_a, &["lab", "down"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = filo(&root_b, &["lab", "down"]);
+    assert!(ok, "{err}");
+    // The tap went with its plug.
+    let links = host_a.exec_ok(&["ip", "-br", "link"]);
+    assert!(!links.contains(tap), "{links}");
+    assert!(
+        processes_mentioning(tmp.path()).is_empty(),
+        "{:?}",
+        processes_mentioning(tmp.path())
+    );
+}
+
+/// A qemu node: the VM's command line joined to the lab's switch with -nic vde; its NIC's
+/// iPXE sends DHCP requests, which the switch counts on the VM's port.
+#[test]
+fn a_qemu_node_joins_its_switch() {
+    require("qemu-system-x86_64");
+    let tmp = TempDir::new("filo-lab");
+    let root = tmp.join("state");
+    let file = write_lab(
+        &tmp,
+        r#"
+name = "vm"
+[switch.lan]
+[node.vm]
+kind = "qemu"
+net = ["lan:3"]
+command = ["qemu-system-x86_64", "-m", "64", "-boot", "n", "-display", "none", "-nodefaults"]
+"#,
+    );
+    let _down = Cleanup(&root, "vm");
+    let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let mut last = String::new();
+    let joined = wait_until(Duration::from_secs(90), || {
+        let (_, out, _) = filo(&root, &["lab", "status", "--json"]);
+        last = out;
+        let s = json(&last);
+        s["switches"][0]["ports"].as_array().is_some_and(|ports| {
+            ports.iter().any(|p| {
+                p["port"] == 3
+                    && p["in_frames"].as_u64().unwrap_or(0) > 0
+                    && p["endpoints"][0].as_str().unwrap_or("").starts_with("QEMU")
+            })
+        })
+    });
+    assert!(joined, "no frames from the VM on port 3: {last}");
+    let (ok, _, err) = filo(&root, &["lab", "down"]);
+    assert!(ok, "{err}");
+    assert!(
+        processes_mentioning(tmp.path()).is_empty(),
+        "{:?}",
+        processes_mentioning(tmp.path())
+    );
+}
+
+/// A node that is not on the lab's network is refused by name, before anything starts,
+/// and so is a qemu node whose program is not installed.
+#[test]
+fn a_missing_program_is_refused_before_anything_starts() {
+    let tmp = TempDir::new("filo-lab");
+    let root = tmp.join("state");
+    let file = write_lab(
+        &tmp,
+        "[switch.lan]\n[node.vm]\nkind = \"qemu\"\nnet = [\"lan\"]\ncommand = \"qemu-system-nosuch -m 64\"\n",
+    );
+    let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    // The shell form runs sh, which exists: the VM fails when it starts instead.
+    assert!(!ok && err.contains("node vm failed"), "{err}");
+    let file = write_lab(
+        &tmp,
+        "[switch.lan]\n[node.vm]\nkind = \"qemu\"\nnet = [\"lan\"]\ncommand = [\"qemu-system-nosuch\", \"-m\", \"64\"]\n",
+    );
+    let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("node vm: qemu-system-nosuch is not installed"),
+        "{err}"
+    );
+    assert!(processes_mentioning(tmp.path()).is_empty());
 }
