@@ -1165,3 +1165,87 @@ fn a_missing_program_is_refused_before_anything_starts() {
     );
     assert!(processes_mentioning(tmp.path()).is_empty());
 }
+
+/// An ordinary user runs a lab: switches and links need no privileges; ns nodes need user
+/// namespaces and /dev/net/tun by file permissions (a clear error where it is 0600); a tap
+/// node is refused up front as needing root.
+#[test]
+fn an_ordinary_user_runs_a_lab() {
+    let tmp = TempDir::new("filo-lab");
+    let bin = copy_for_everyone(&tmp, FILO);
+    let root = tmp.join("state");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let nobody = |args: &[&str]| {
+        let mut c = as_nobody(&bin);
+        c.args(args)
+            .env("FILO_LAB_DIR", &root)
+            .env_remove("XDG_RUNTIME_DIR")
+            .stdin(Stdio::null());
+        let (s, o, e) = Proc::spawn(&mut c).output(T);
+        (s.success(), o, e)
+    };
+    let lab = |name: &str, text: &str| {
+        let f = tmp.join(name);
+        std::fs::write(&f, text).unwrap();
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        f.display().to_string()
+    };
+    let cables = lab(
+        "cables.toml",
+        "[switch.a]\n[switch.b]\n[[link]]\nname = \"ab\"\na = \"a\"\nb = \"b\"\ndelay = 7\n",
+    );
+    let _down = Cleanup(&root, "cables");
+    let (ok, _, err) = nobody(&["lab", "up", &cables]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = nobody(&["lab", "status", "--json"]);
+    assert!(ok, "{err}");
+    let s = json(&out);
+    assert_eq!(
+        (
+            s["switches"][0]["alive"].as_bool(),
+            s["links"][0]["alive"].as_bool()
+        ),
+        (Some(true), Some(true)),
+        "{s}"
+    );
+    let (ok, out, err) = nobody(&["lab", "set", "ab", "delay=9"]);
+    assert!(ok && out.contains("L->R 9"), "{out} {err}");
+    let (ok, _, err) = nobody(&["lab", "down"]);
+    assert!(ok, "{err}");
+
+    let tap = lab(
+        "tap.toml",
+        "[switch.a]\n[node.t]\nkind = \"tap\"\nnet = [\"a\"]\nifname = \"labtap9\"\n",
+    );
+    let (ok, _, err) = nobody(&["lab", "up", &tap]);
+    assert!(
+        !ok && err.contains("node t is a tap node") && err.contains("needs root"),
+        "{err}"
+    );
+
+    let ns = lab(
+        "ns.toml",
+        "[switch.a]\n[node.n]\nkind = \"ns\"\nnet = [\"a\"]\nip = [\"10.67.0.1/24\"]\n",
+    );
+    let _down_ns = Cleanup(&root, "ns");
+    let (ok, _, err) = nobody(&["lab", "up", &ns]);
+    if ok {
+        let (ok, out, err) = nobody(&["lab", "exec", "n", "--", "ip", "-br", "addr"]);
+        assert!(ok && out.contains("10.67.0.1/24"), "{out} {err}");
+        let (ok, _, err) = nobody(&["lab", "down"]);
+        assert!(ok, "{err}");
+    } else {
+        skip(&format!("unprivileged ns nodes: {err}"));
+        assert!(
+            err.contains("node n failed")
+                && (err.contains("/dev/net/tun") || err.contains("user namespace")),
+            "unclear reason: {err}"
+        );
+    }
+    assert!(
+        processes_mentioning(tmp.path()).is_empty(),
+        "{:?}",
+        processes_mentioning(tmp.path())
+    );
+}
