@@ -1249,3 +1249,63 @@ fn an_ordinary_user_runs_a_lab() {
         processes_mentioning(tmp.path())
     );
 }
+
+/// Every lab of examples/labs comes up (its `run` commands are its checks: pings that must
+/// and must not get through), shows its links' counters, and goes down leaving nothing.
+#[test]
+fn the_example_labs_come_up_and_down() {
+    require("ping");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/labs");
+    let tmp = TempDir::new("filo-lab");
+    for name in ["lossy-wan", "vlan-trunk"] {
+        let root = tmp.join(&format!("state-{name}"));
+        let file = examples.join(format!("{name}.toml"));
+        let _down = Cleanup(&root, name);
+        let (ok, out, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+        assert!(ok, "{name}: {out} {err}");
+        let (ok, out, _) = filo(&root, &["lab", "status", "--json"]);
+        assert!(ok);
+        let s = json(&out);
+        let link = &s["links"][0];
+        assert!(
+            link["a_to_b"]["in_frames"].as_u64().unwrap() > 0,
+            "{name}: {link}"
+        );
+        let (ok, _, err) = filo(&root, &["lab", "down"]);
+        assert!(ok, "{name}: {err}");
+        assert!(
+            processes_mentioning(&root).is_empty(),
+            "{name}: {:?}",
+            processes_mentioning(&root)
+        );
+    }
+    // The two-host example, with two namespaces as the hosts.
+    let host_a = Netns::new("filo-lab-xa");
+    let host_b = Netns::new("filo-lab-xb");
+    let (va, vb) = veth(&host_a, "10.97.0.1/24", &host_b, "10.97.0.2/24");
+    host_a.exec_ok(&["ip", "route", "add", "224.0.0.0/4", "dev", &va]);
+    host_b.exec_ok(&["ip", "route", "add", "224.0.0.0/4", "dev", &vb]);
+    let (root_a, root_b) = (tmp.join("state-a"), tmp.join("state-b"));
+    let _down_a = Cleanup(&root_a, "site-a");
+    let _down_b = Cleanup(&root_b, "site-b");
+    let site = |s: &str| {
+        examples
+            .join(format!("site-{s}.toml"))
+            .display()
+            .to_string()
+    };
+    let (ok, _, err) = filo_in(&host_a, &root_a, &["lab", "up", &site("a")]);
+    assert!(ok, "{err}");
+    // site-b's run command pings site A's node over vxvde.
+    let (ok, _, err) = filo_in(&host_b, &root_b, &["lab", "up", &site("b")]);
+    assert!(ok, "{err}");
+    for root in [&root_a, &root_b] {
+        let (ok, _, err) = filo(root, &["lab", "down"]);
+        assert!(ok, "{err}");
+    }
+    assert!(
+        processes_mentioning(tmp.path()).is_empty(),
+        "{:?}",
+        processes_mentioning(tmp.path())
+    );
+}
