@@ -755,10 +755,7 @@ fn status(name: Option<String>, json: bool) -> Result<ExitCode> {
             state(l.alive, l.pid)
         );
         for (k, v) in &l.settings {
-            if !v
-                .split_whitespace()
-                .all(|w| w.starts_with("0") || w.contains("->"))
-            {
+            if !status::setting_is_off(v) {
                 println!("  {k}: {v}");
             }
         }

@@ -607,6 +607,13 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
                 };
                 let sw = attach(sw_side, &format!("{key}.{sw_key}"), &who, &switches)?;
                 let hub = format!("{lname}_end");
+                if owners.contains_key(&hub) || switches.iter().any(|s| s.name == hub) {
+                    return Err(cx.err(
+                        ld.name.as_ref().map_or(l.span(), |n| n.span()),
+                        format!("{key}.name"),
+                        format!("link {lname} to a node needs a switch of its own named {hub:?}, and that name is taken: rename the link"),
+                    ));
+                }
                 switches.push(Switch {
                     name: hub.clone(),
                     ports: 4,

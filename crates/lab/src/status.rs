@@ -244,3 +244,15 @@ pub struct RemoteReport {
     pub pid: Option<u32>,
     pub alive: bool,
 }
+
+/// Whether a `showinfo` setting (`L->R 0+0U R->L 0+0U`) is off in both directions.
+pub fn setting_is_off(value: &str) -> bool {
+    value
+        .split_whitespace()
+        .filter(|w| !w.contains("->"))
+        .all(|w| {
+            w.trim_end_matches(['U', 'N'])
+                .split('+')
+                .all(|n| n.parse::<f64>().is_ok_and(|x| x == 0.0))
+        })
+}

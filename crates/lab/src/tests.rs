@@ -265,6 +265,26 @@ Port 0002 untagged_vlan=0000 ACTIVE - Unnamed Allocatable
 }
 
 #[test]
+fn settings_that_are_off() {
+    use crate::status::setting_is_off;
+    assert!(setting_is_off("L->R 0+0U   R->L 0+0N"));
+    assert!(setting_is_off("L->R 0   R->L 0"));
+    assert!(!setting_is_off("L->R 0.5+0U   R->L 0+0U"));
+    assert!(!setting_is_off("L->R 0+3U   R->L 0+0U"));
+}
+
+#[test]
+fn a_hub_for_a_node_link_does_not_take_a_users_switch() {
+    let text = "[switch.wan_end]\n[switch.a]\n[node.n]\nkind = \"ns\"\n[[link]]\nname = \"wan\"\na = \"a\"\nb = \"n\"\n";
+    let e = parse(text, "t").unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (6, "link[0].name"), "{e}");
+    assert!(
+        e.message.contains("\"wan_end\", and that name is taken"),
+        "{e}"
+    );
+}
+
+#[test]
 fn set_takes_key_value_pairs() {
     let s = |v: &[&str]| set_commands(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     assert_eq!(s(&["loss=5", "delay=50"]).unwrap(), ["loss 5", "delay 50"]);
