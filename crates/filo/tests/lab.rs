@@ -27,6 +27,17 @@ fn filo(root: &Path, args: &[&str]) -> (bool, String, String) {
     (st.success(), out, err)
 }
 
+/// `ping -c COUNT -W WAIT ADDR` in a node of the lab under `root`: (success, stdout, stderr).
+fn ping(root: &Path, node: &str, count: u32, wait: u32, addr: &str) -> (bool, String, String) {
+    let (count, wait) = (count.to_string(), wait.to_string());
+    filo(
+        root,
+        &[
+            "lab", "exec", node, "--", "ping", "-c", &count, "-W", &wait, addr,
+        ],
+    )
+}
+
 /// Processes whose command line mentions `path` (each lab's processes name its state dir).
 fn processes_mentioning(path: &Path) -> Vec<String> {
     let needle = path.display().to_string();
@@ -132,37 +143,9 @@ ip = ["10.61.0.3/24"]
     let dir = root.join("pair");
 
     // Across the impaired link, from h1's namespace; and to the stack.
-    let (ok, out, err) = filo(
-        &root,
-        &[
-            "lab",
-            "exec",
-            "h1",
-            "--",
-            "ping",
-            "-c",
-            "3",
-            "-W",
-            "5",
-            "10.61.0.2",
-        ],
-    );
+    let (ok, out, err) = ping(&root, "h1", 3, 5, "10.61.0.2");
     assert!(ok && out.contains("3 received"), "{out} {err}");
-    let (ok, out, err) = filo(
-        &root,
-        &[
-            "lab",
-            "exec",
-            "h1",
-            "--",
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "5",
-            "10.61.0.3",
-        ],
-    );
+    let (ok, out, err) = ping(&root, "h1", 1, 5, "10.61.0.3");
     assert!(ok && out.contains("1 received"), "{out} {err}");
     // exec in the stack node runs in the stack (mstack): its address is there.
     let (ok, out, err) = filo(&root, &["lab", "exec", "s3", "--", "ip", "-br", "addr"]);
@@ -210,21 +193,7 @@ ip = ["10.61.0.3/24"]
     // set: with 100 % loss nothing crosses the link; back to 0 and pings work again.
     let (ok, out, err) = filo(&root, &["lab", "set", "wan", "loss=100"]);
     assert!(ok && out.contains("loss L->R 100"), "{out} {err}");
-    let (ok, out, _) = filo(
-        &root,
-        &[
-            "lab",
-            "exec",
-            "h1",
-            "--",
-            "ping",
-            "-c",
-            "2",
-            "-W",
-            "1",
-            "10.61.0.2",
-        ],
-    );
+    let (ok, out, _) = ping(&root, "h1", 2, 1, "10.61.0.2");
     assert!(!ok && out.contains("0 received"), "{out}");
     let (_, out, _) = filo(&root, &["lab", "status", "--json"]);
     let lost = json(&out)["links"][0]["a_to_b"]["dropped_loss"]
@@ -233,21 +202,7 @@ ip = ["10.61.0.3/24"]
     assert!(lost >= 2, "{out}");
     let (ok, _, err) = filo(&root, &["lab", "set", "wan", "loss=0", "delay=1"]);
     assert!(ok, "{err}");
-    let (ok, out, err) = filo(
-        &root,
-        &[
-            "lab",
-            "exec",
-            "h1",
-            "--",
-            "ping",
-            "-c",
-            "2",
-            "-W",
-            "5",
-            "10.61.0.2",
-        ],
-    );
+    let (ok, out, err) = ping(&root, "h1", 2, 5, "10.61.0.2");
     assert!(ok && out.contains("2 received"), "{out} {err}");
     // A bad value is refused by name.
     let (ok, _, err) = filo(&root, &["lab", "set", "wan", "loss=lots"]);
@@ -552,21 +507,7 @@ ip = ["10.63.0.2/24"]
     let _down = Cleanup(&root, "web");
     let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
     assert!(ok, "{err}");
-    let (ok, out, _) = filo(
-        &root,
-        &[
-            "lab",
-            "exec",
-            "h1",
-            "--",
-            "ping",
-            "-c",
-            "3",
-            "-W",
-            "5",
-            "10.63.0.2",
-        ],
-    );
+    let (ok, out, _) = ping(&root, "h1", 3, 5, "10.63.0.2");
     assert!(ok && out.contains("3 received"), "{out}");
 
     let mut web = Proc::spawn(
@@ -657,21 +598,7 @@ ip = ["10.63.0.2/24"]
             .contains("L->R 3"),
         "{out}"
     );
-    let (ok, _, _) = filo(
-        &root,
-        &[
-            "lab",
-            "exec",
-            "h1",
-            "--",
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "1",
-            "10.63.0.2",
-        ],
-    );
+    let (ok, _, _) = ping(&root, "h1", 1, 1, "10.63.0.2");
     assert!(!ok, "a ping crossed a link with 100 % loss");
     let (st, _) = http(&addr, "POST", "/api/link/wan", "loss=0");
     assert_eq!(st, 200);
@@ -1014,73 +941,17 @@ ip = ["10.65.0.2/24"]
     assert!(ok, "{err}");
 
     // Across the two hosts, over vxvde.
-    let (ok, out, err) = filo(
-        &root_a,
-        &[
-            "lab",
-            "exec",
-            "h1",
-            "--",
-            "ping",
-            "-c",
-            "3",
-            "-W",
-            "5",
-            "10.65.0.2",
-        ],
-    );
+    let (ok, out, err) = ping(&root_a, "h1", 3, 5, "10.65.0.2");
     assert!(ok && out.contains("3 received"), "{out} {err}");
     // The tap node is a kernel interface of host A, on the lab's switch.
     host_a.exec_ok(&["ip", "addr", "add", "10.65.0.9/24", "dev", tap]);
     host_a.exec_ok(&["ip", "link", "set", tap, "up"]);
-    let (ok, out, err) = filo(
-        &root_b,
-        &[
-            "lab",
-            "exec",
-            "h2",
-            "--",
-            "ping",
-            "-c",
-            "2",
-            "-W",
-            "5",
-            "10.65.0.9",
-        ],
-    );
+    let (ok, out, err) = ping(&root_b, "h2", 2, 5, "10.65.0.9");
     assert!(ok && out.contains("2 received"), "{out} {err}");
     // VLAN 20 joins v1 and v2; v3 is alone on VLAN 30, h1 on the untagged VLAN 0.
-    let (ok, out, _) = filo(
-        &root_a,
-        &[
-            "lab",
-            "exec",
-            "v1",
-            "--",
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "5",
-            "10.66.0.2",
-        ],
-    );
+    let (ok, out, _) = ping(&root_a, "v1", 1, 5, "10.66.0.2");
     assert!(ok && out.contains("1 received"), "{out}");
-    let (ok, out, _) = filo(
-        &root_a,
-        &[
-            "lab",
-            "exec",
-            "v1",
-            "--",
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "1",
-            "10.66.0.3",
-        ],
-    );
+    let (ok, out, _) = ping(&root_a, "v1", 1, 1, "10.66.0.3");
     assert!(!ok, "VLAN 20 reached VLAN 30: {out}");
 
     let (ok, _, err) = filo(&root_a, &["lab", "down"]);

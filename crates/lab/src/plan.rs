@@ -151,6 +151,27 @@ fn env_of(lab: &Lab, n: &Node) -> Vec<(String, String)> {
     env
 }
 
+/// `filo plug -d` between two VNLs (a remote segment, a tap).
+fn plug_step(id: String, phase: u8, layout: &Layout, a: String, b: String) -> Step {
+    let pidfile = layout.pidfile(&id);
+    Step {
+        args: vec![
+            "plug".into(),
+            "-d".into(),
+            "-p".into(),
+            pidfile.display().to_string(),
+            a,
+            b,
+        ],
+        start: Start::Daemon { pidfile },
+        id,
+        phase,
+        filo: true,
+        env: Vec::new(),
+        file: None,
+    }
+}
+
 /// Every process of the lab, in phase order.
 pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
     let mut steps = Vec::new();
@@ -221,24 +242,7 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
             switch: r.switch.clone(),
             port: None,
         };
-        steps.push(Step {
-            start: Start::Daemon {
-                pidfile: layout.pidfile(&id),
-            },
-            args: vec![
-                "plug".into(),
-                "-d".into(),
-                "-p".into(),
-                layout.pidfile(&id).display().to_string(),
-                layout.vnl(&sw),
-                r.vnl.clone(),
-            ],
-            id,
-            phase: 1,
-            filo: true,
-            env: Vec::new(),
-            file: None,
-        });
+        steps.push(plug_step(id, 1, layout, layout.vnl(&sw), r.vnl.clone()));
     }
     for n in &lab.nodes {
         let id = format!("node {}", n.name);
@@ -322,24 +326,13 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
                     file: None,
                 }
             }
-            NodeKind::Tap => Step {
-                start: Start::Daemon {
-                    pidfile: layout.pidfile(&id),
-                },
-                args: vec![
-                    "plug".into(),
-                    "-d".into(),
-                    "-p".into(),
-                    layout.pidfile(&id).display().to_string(),
-                    format!("tap://{}", n.ifname.clone().unwrap_or_default()),
-                    vnls[0].clone(),
-                ],
+            NodeKind::Tap => plug_step(
                 id,
-                phase: 2,
-                filo: true,
-                env: Vec::new(),
-                file: None,
-            },
+                2,
+                layout,
+                format!("tap://{}", n.ifname.clone().unwrap_or_default()),
+                vnls[0].clone(),
+            ),
         };
         steps.push(step);
     }
