@@ -873,14 +873,7 @@ pub(crate) fn node_output(r: &Running, n: &filo_lab::model::Node, argv: &[&str])
 
 fn exec(name: Option<String>, node: &str, argv: &[String]) -> Result<ExitCode> {
     let r = open_lab(name)?;
-    let n = r.lab.node(node).ok_or_else(|| {
-        let names: Vec<&str> = r.lab.nodes.iter().map(|n| n.name.as_str()).collect();
-        anyhow!(
-            "lab {} has no node {node:?} (nodes: {})",
-            r.lab.name,
-            names.join(", ")
-        )
-    })?;
+    let n = r.lab.find_node(node).map_err(|e| anyhow!(e))?;
     let (filo, full) = exec_command(&r.layout, &r.state, n, argv)?;
     let mut cmd = command_for(filo, &full)?;
     cmd.envs(env_of(&r.lab, n));
@@ -899,14 +892,7 @@ pub(crate) fn set_link(
     link: &str,
     values: &[String],
 ) -> Result<BTreeMap<String, String>> {
-    let l = r.lab.link(link).ok_or_else(|| {
-        let names: Vec<&str> = r.lab.links.iter().map(|l| l.name.as_str()).collect();
-        anyhow!(
-            "lab {} has no link {link:?} (links: {})",
-            r.lab.name,
-            names.join(", ")
-        )
-    })?;
+    let l = r.lab.find_link(link).map_err(|e| anyhow!(e))?;
     let mut commands = status::set_commands(values).map_err(|e| anyhow!(e))?;
     commands.push("showinfo".into());
     let replies = console(&r.layout.link_mgmt(&l.name), &commands)

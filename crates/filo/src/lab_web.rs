@@ -267,10 +267,7 @@ fn percent_decode(text: &str) -> String {
 /// A node's addresses, read inside it.
 fn node_info(name: &str, node: &str) -> Result<serde_json::Value> {
     let r = open_lab(Some(name.to_string()))?;
-    let n = r
-        .lab
-        .node(node)
-        .ok_or_else(|| anyhow::anyhow!("no node {node:?} in lab {name}"))?;
+    let n = r.lab.find_node(node).map_err(|e| anyhow::anyhow!(e))?;
     let addresses = match crate::lab::node_output(&r, n, &["ip", "-br", "addr"]) {
         Ok(t) => t,
         Err(e) => format!("({e:#})"),

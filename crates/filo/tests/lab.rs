@@ -57,6 +57,16 @@ fn processes_mentioning(path: &Path) -> Vec<String> {
     found
 }
 
+/// No process mentions `path` (within 5 s: stopped processes take a moment to go).
+fn assert_nothing_left(path: &Path) {
+    assert!(
+        wait_until(Duration::from_secs(5), || processes_mentioning(path)
+            .is_empty()),
+        "left running: {:?}",
+        processes_mentioning(path)
+    );
+}
+
 /// Every socket file under `dir`.
 fn sockets_under(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -234,12 +244,7 @@ ip = ["10.61.0.3/24"]
         ok && out.contains("lab pair down: 6 processes stopped"),
         "{out} {err}"
     );
-    assert!(
-        wait_until(Duration::from_secs(5), || processes_mentioning(&dir)
-            .is_empty()),
-        "left running: {:?}",
-        processes_mentioning(&dir)
-    );
+    assert_nothing_left(&dir);
     assert!(!dir.exists(), "the state directory is still there");
     assert!(
         sockets_under(tmp.path()).is_empty(),
@@ -280,12 +285,7 @@ command = ["no-such-command-filo-lab"]
         "{err}"
     );
     let dir = root.join("lab");
-    assert!(
-        wait_until(Duration::from_secs(5), || processes_mentioning(&dir)
-            .is_empty()),
-        "left running: {:?}",
-        processes_mentioning(&dir)
-    );
+    assert_nothing_left(&dir);
     assert!(!dir.exists());
     // Nothing is up, and status says so.
     let (ok, _, err) = filo(&root, &["lab", "status"]);
@@ -301,12 +301,7 @@ command = ["no-such-command-filo-lab"]
         !ok && err.contains("node n: run command \"exit 3\" failed (exit status: 3)"),
         "{err}"
     );
-    assert!(
-        wait_until(Duration::from_secs(5), || processes_mentioning(&dir)
-            .is_empty()),
-        "left running: {:?}",
-        processes_mentioning(&dir)
-    );
+    assert_nothing_left(&dir);
 }
 
 #[test]
@@ -334,7 +329,7 @@ fn a_lab_is_not_brought_up_twice() {
     assert!(ok, "{err}");
     let (ok, _, err) = filo(&root, &["lab", "down"]);
     assert!(ok, "{err}");
-    assert!(processes_mentioning(tmp.path()).is_empty());
+    assert_nothing_left(tmp.path());
 }
 
 #[test]
@@ -961,11 +956,7 @@ ip = ["10.65.0.2/24"]
     // The tap went with its plug.
     let links = host_a.exec_ok(&["ip", "-br", "link"]);
     assert!(!links.contains(tap), "{links}");
-    assert!(
-        processes_mentioning(tmp.path()).is_empty(),
-        "{:?}",
-        processes_mentioning(tmp.path())
-    );
+    assert_nothing_left(tmp.path());
 }
 
 /// A qemu node: the VM's command line joined to the lab's switch with -nic vde; its NIC's
@@ -1005,15 +996,11 @@ command = ["qemu-system-x86_64", "-m", "64", "-boot", "n", "-display", "none", "
     assert!(joined, "no frames from the VM on port 3: {last}");
     let (ok, _, err) = filo(&root, &["lab", "down"]);
     assert!(ok, "{err}");
-    assert!(
-        processes_mentioning(tmp.path()).is_empty(),
-        "{:?}",
-        processes_mentioning(tmp.path())
-    );
+    assert_nothing_left(tmp.path());
 }
 
-/// A node that is not on the lab's network is refused by name, before anything starts,
-/// and so is a qemu node whose program is not installed.
+/// A qemu node whose program is not installed is refused by name before anything starts
+/// (and one whose shell command fails, when it starts).
 #[test]
 fn a_missing_program_is_refused_before_anything_starts() {
     let tmp = TempDir::new("filo-lab");
@@ -1034,7 +1021,7 @@ fn a_missing_program_is_refused_before_anything_starts() {
         !ok && err.contains("node vm: qemu-system-nosuch is not installed"),
         "{err}"
     );
-    assert!(processes_mentioning(tmp.path()).is_empty());
+    assert_nothing_left(tmp.path());
 }
 
 /// An ordinary user runs a lab: switches and links need no privileges; ns nodes need user
@@ -1114,11 +1101,7 @@ fn an_ordinary_user_runs_a_lab() {
             "unclear reason: {err}"
         );
     }
-    assert!(
-        processes_mentioning(tmp.path()).is_empty(),
-        "{:?}",
-        processes_mentioning(tmp.path())
-    );
+    assert_nothing_left(tmp.path());
 }
 
 /// Every lab of examples/labs comes up (its `run` commands are its checks: pings that must
@@ -1144,11 +1127,7 @@ fn the_example_labs_come_up_and_down() {
         );
         let (ok, _, err) = filo(&root, &["lab", "down"]);
         assert!(ok, "{name}: {err}");
-        assert!(
-            processes_mentioning(&root).is_empty(),
-            "{name}: {:?}",
-            processes_mentioning(&root)
-        );
+        assert_nothing_left(&root);
     }
     // The two-host example, with two namespaces as the hosts.
     let host_a = Netns::new("filo-lab-xa");
@@ -1174,9 +1153,5 @@ fn the_example_labs_come_up_and_down() {
         let (ok, _, err) = filo(root, &["lab", "down"]);
         assert!(ok, "{err}");
     }
-    assert!(
-        processes_mentioning(tmp.path()).is_empty(),
-        "{:?}",
-        processes_mentioning(tmp.path())
-    );
+    assert_nothing_left(tmp.path());
 }

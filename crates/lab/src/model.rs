@@ -894,4 +894,26 @@ impl Lab {
     pub fn link(&self, name: &str) -> Option<&Link> {
         self.links.iter().find(|s| s.name == name)
     }
+    /// The node, or an error naming the lab's nodes.
+    pub fn find_node(&self, name: &str) -> Result<&Node, String> {
+        self.node(name).ok_or_else(|| {
+            let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+            format!(
+                "lab {} has no node {name:?} (nodes: {})",
+                self.name,
+                names.join(", ")
+            )
+        })
+    }
+    /// The link, or an error naming the lab's links.
+    pub fn find_link(&self, name: &str) -> Result<&Link, String> {
+        self.link(name).ok_or_else(|| {
+            let names: Vec<&str> = self.links.iter().map(|n| n.name.as_str()).collect();
+            format!(
+                "lab {} has no link {name:?} (links: {})",
+                self.name,
+                names.join(", ")
+            )
+        })
+    }
 }
