@@ -263,6 +263,8 @@ pub struct Node {
 pub struct Remote {
     pub name: String,
     pub switch: String,
+    /// A fixed port for the segment's cable (`switch = "lan:3"`).
+    pub port: Option<u16>,
     pub vnl: String,
 }
 
@@ -462,7 +464,7 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
                 if *p.get_ref() >= ports {
                     return Err(cx.err(
                         p.span(),
-                        format!("{key}"),
+                        key.clone(),
                         format!(
                             "port {} does not exist: switch {n} has ports 0 to {}",
                             p.get_ref(),
@@ -856,9 +858,9 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
         remotes.push(Remote {
             name: n.clone(),
             switch: a.switch,
+            port: a.port,
             vnl: v.clone(),
         });
-        let _ = a.port;
     }
 
     Ok(Lab {

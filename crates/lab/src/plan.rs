@@ -240,7 +240,7 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
         let id = format!("remote {}", r.name);
         let sw = Attach {
             switch: r.switch.clone(),
-            port: None,
+            port: r.port,
         };
         steps.push(plug_step(id, 1, layout, layout.vnl(&sw), r.vnl.clone()));
     }
