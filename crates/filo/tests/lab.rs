@@ -557,6 +557,33 @@ ip = ["10.63.0.2/24"]
         "{m}"
     );
 
+    // Prometheus' own parser reads it (promtool parses the text format; it reads OpenMetrics'
+    // HELP, given for the family without _total, as missing, a lint and not an error).
+    match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Err(_) => skip("promtool is not installed: /metrics is not checked by Prometheus' parser"),
+        Ok(mut p) => {
+            use std::io::Write;
+            p.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+            let out = p.wait_with_output().unwrap();
+            let report = String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout);
+            let code = out.status.code();
+            assert!(
+                code == Some(0) || code == Some(3),
+                "promtool: {code:?} {report}\n{m}"
+            );
+            for l in report.lines().filter(|l| !l.trim().is_empty()) {
+                assert!(l.ends_with("_total no help text"), "promtool: {l}\n{m}");
+            }
+        }
+    }
+
     // The JSON endpoint is status --json.
     let (st, s) = http(&addr, "GET", "/api/status", "");
     assert_eq!(st, 200);
