@@ -8,7 +8,8 @@
 #   - mininet (`mn --topo linear,N --switch lxbr --controller none --test none`: Linux
 #     bridges, up and down in one command), when mn is installed;
 #   - with STACKS=M, M stack nodes (named stacks) on one switch, up and down.
-# Usage: sudo bench/lab.sh [N ...]   (default 10 50 100; STACKS=100 adds a stack-node row).
+# Usage: sudo bench/lab.sh [N ...]   (default 10 50 100; STACKS=1000 adds a stack-node row;
+# N = 0 skips the linear rows).
 # FILO=path uses that filo binary instead of building the release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,6 +66,7 @@ deb_down() {
 
 printf '%-28s %10s %10s\n' "linear,N (N switches+hosts)" "up s" "down s"
 for n in "${SIZES[@]}"; do
+  [ "$n" -gt 0 ] || continue
   linear_lab "$n" > "$T/linear$n.toml"
   t0=$(now); "$FILO" lab up "$T/linear$n.toml" >/dev/null 2>"$T/up.log" || { cat "$T/up.log" >&2; exit 1; }
   t1=$(now); "$FILO" lab down --name "linear$n" >/dev/null

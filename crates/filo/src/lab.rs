@@ -30,6 +30,9 @@ const NODE_TIMEOUT: Duration = Duration::from_secs(60);
 const SETTLE: Duration = Duration::from_millis(500);
 /// How long a `run` command may take.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Processes starting at once (a switch answers a bounded number of new clients per turn,
+/// and each waits at most 5 s for its answer).
+const MAX_STARTING: usize = 32;
 /// How long stopped processes get before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -440,23 +443,28 @@ fn start_all(lab: &Lab, layout: &Layout, state: &mut State) -> Result<()> {
         done: 0,
     };
     for phase in 0..=2u8 {
-        let mut running = Vec::new();
+        let mut pending = steps.iter().filter(|s| s.phase == phase);
+        let mut running: Vec<Launched<'_>> = Vec::new();
         let mut failure: Option<String> = None;
-        for step in steps.iter().filter(|s| s.phase == phase) {
-            match spawn(step, layout) {
-                Ok(child) => running.push(Launched {
-                    step,
-                    child,
-                    started: Instant::now(),
-                }),
-                Err(e) => {
-                    failure.get_or_insert(format!("{e:#}"));
+        // Wait for all of the phase, even after a failure, so every one that came up is
+        // recorded (and stopped); start no more after one.
+        loop {
+            while failure.is_none() && running.len() < MAX_STARTING {
+                let Some(step) = pending.next() else { break };
+                match spawn(step, layout) {
+                    Ok(child) => running.push(Launched {
+                        step,
+                        child,
+                        started: Instant::now(),
+                    }),
+                    Err(e) => {
+                        failure.get_or_insert(format!("{e:#}"));
+                    }
                 }
             }
-        }
-        // Wait for all of the phase, even after a failure, so every one that came up is
-        // recorded (and stopped).
-        while !running.is_empty() {
+            if running.is_empty() {
+                break;
+            }
             if sys::STOP.load(Ordering::Relaxed) {
                 for l in &mut running {
                     let _ = sys::kill(-(l.child.id() as i32), libc::SIGKILL);
@@ -466,6 +474,7 @@ fn start_all(lab: &Lab, layout: &Layout, state: &mut State) -> Result<()> {
                 bail!("interrupted");
             }
             let mut i = 0;
+            let mut changed = false;
             while i < running.len() {
                 match poll(&mut running[i], layout) {
                     Ok(None) => i += 1,
@@ -478,7 +487,7 @@ fn start_all(lab: &Lab, layout: &Layout, state: &mut State) -> Result<()> {
                             start_time: start_time(pid).unwrap_or(0),
                             group,
                         });
-                        write_state(layout, state)?;
+                        changed = true;
                         progress.step(&format!("{} up (pid {pid})", l.step.id));
                     }
                     Err(why) => {
@@ -489,7 +498,10 @@ fn start_all(lab: &Lab, layout: &Layout, state: &mut State) -> Result<()> {
                     }
                 }
             }
-            std::thread::sleep(Duration::from_millis(10));
+            if changed {
+                write_state(layout, state)?;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
         if let Some(f) = failure {
             progress.finish();
