@@ -558,6 +558,16 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
 
     // Links: switch-switch, or switch-node (the node side gets a hidden hub).
     let mut links = Vec::new();
+    // Which switches links join (union-find by name), to catch loops without spanning tree.
+    let mut joined: BTreeMap<String, String> = BTreeMap::new();
+    fn root_of(joined: &mut BTreeMap<String, String>, x: &str) -> String {
+        let mut r = x.to_string();
+        while let Some(p) = joined.get(&r).filter(|p| **p != r) {
+            r = p.clone();
+        }
+        joined.insert(x.to_string(), r.clone());
+        r
+    }
     let mut node_links: BTreeMap<String, Vec<Attach>> = BTreeMap::new();
     let mut link_names = BTreeSet::new();
     for (i, l) in def.link.iter().enumerate() {
@@ -682,6 +692,32 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
                 "jitter varies the delay: expected a `delay` beside it",
             ));
         }
+        let (ra, rb) = (
+            root_of(&mut joined, &a.switch),
+            root_of(&mut joined, &b.switch),
+        );
+        if ra == rb {
+            let component: Vec<&Switch> = switches
+                .iter()
+                .filter(|s| root_of(&mut joined, &s.name) == ra)
+                .collect();
+            let without: Vec<&str> = component
+                .iter()
+                .filter(|s| !s.stp)
+                .map(|s| s.name.as_str())
+                .collect();
+            if !without.is_empty() {
+                return Err(cx.err(
+                    l.span(),
+                    key.clone(),
+                    format!(
+                        "link {lname} closes a loop of switches without spanning tree ({}): expected stp = true on each switch of the loop, or frames would circle forever",
+                        without.join(", ")
+                    ),
+                ));
+            }
+        }
+        joined.insert(ra, rb);
         links.push(Link {
             name: lname,
             a,

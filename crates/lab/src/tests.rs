@@ -265,6 +265,28 @@ Port 0002 untagged_vlan=0000 ACTIVE - Unnamed Allocatable
 }
 
 #[test]
+fn a_loop_of_links_needs_spanning_tree() {
+    let ring = |stp: &str| {
+        format!(
+            "[switch.a]\n{stp}[switch.b]\n{stp}[switch.c]\n{stp}\
+             [[link]]\na = \"a\"\nb = \"b\"\n[[link]]\na = \"b\"\nb = \"c\"\n[[link]]\na = \"c\"\nb = \"a\"\n"
+        )
+    };
+    let e = parse(&ring(""), "t").unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (10, "link[2]"), "{e}");
+    assert!(
+        e.message
+            .contains("link c-a closes a loop of switches without spanning tree (a, b, c)"),
+        "{e}"
+    );
+    let lab = parse(&ring("stp = true\n"), "t").unwrap();
+    assert_eq!(lab.links.len(), 3);
+    // Two cables between the same two switches are a loop too.
+    let e = parse("[switch.a]\n[switch.b]\n[[link]]\nname = \"x\"\na = \"a\"\nb = \"b\"\n[[link]]\nname = \"y\"\na = \"b\"\nb = \"a\"\n", "t").unwrap_err();
+    assert!(e.message.contains("link y closes a loop"), "{e}");
+}
+
+#[test]
 fn settings_that_are_off() {
     use crate::status::setting_is_off;
     assert!(setting_is_off("L->R 0+0U   R->L 0+0N"));
