@@ -1182,3 +1182,54 @@ fn the_example_labs_come_up_and_down() {
     }
     assert_nothing_left(tmp.path());
 }
+
+/// Nodes that take their addresses by DHCP (from dnsmasq in another node) and SLAAC (from its
+/// router adverts) are up only once they have them: their `run` commands see the addresses.
+#[test]
+fn dhcp_and_slaac_nodes_are_up_once_configured() {
+    require("dnsmasq");
+    let tmp = TempDir::new("filo-lab");
+    let root = tmp.join("state");
+    let mut server = dnsmasq_dhcp(&tmp.join("leases"), "10.68.0.100,10.68.0.150", &[]);
+    server.extend([
+        "--enable-ra".to_string(),
+        "--dhcp-range=fd68::,ra-only".to_string(),
+    ]);
+    let command = serde_json::to_string(&server).unwrap();
+    let file = write_lab(
+        &tmp,
+        &format!(
+            r#"
+name = "auto"
+[switch.lan]
+[node.server]
+kind = "ns"
+net = ["lan"]
+ip = ["10.68.0.1/24", "fd68::1/64"]
+command = {command}
+[node.client]
+kind = "ns"
+net = ["lan"]
+dhcp = true
+slaac = true
+run = ["ip -4 -br addr show vde0 | grep -q ' 10.68.0.1[0-9][0-9]/24'", "ip -6 -br addr show vde0 | grep -q ' fd68::'"]
+"#
+        ),
+    );
+    let _down = Cleanup(&root, "auto");
+    let (ok, out, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    assert!(ok, "{out} {err}");
+    let (ok, out, _) = filo(
+        &root,
+        &[
+            "lab", "exec", "client", "--", "ip", "-br", "addr", "show", "vde0",
+        ],
+    );
+    assert!(
+        ok && out.contains("10.68.0.1") && out.contains("fd68::"),
+        "{out}"
+    );
+    let (ok, _, err) = filo(&root, &["lab", "down"]);
+    assert!(ok, "{err}");
+    assert_nothing_left(tmp.path());
+}
