@@ -195,6 +195,25 @@ async fn respond(name: &Arc<String>, req: Request<Incoming>) -> Response<Full<By
             if method != Method::POST {
                 return only("POST");
             }
+            // A page from elsewhere must not change the lab through the user's browser (a
+            // form POST needs no preflight): only this server's own page may post.
+            let header = |name: hyper::header::HeaderName| {
+                req.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            if let Some(origin) = header(hyper::header::ORIGIN) {
+                let own = header(hyper::header::HOST).map(|h| format!("http://{h}"));
+                if own.as_deref() != Some(origin.as_str()) {
+                    return error(
+                        StatusCode::FORBIDDEN,
+                        &format!(
+                            "changes come only from this server's own page, not from {origin}"
+                        ),
+                    );
+                }
+            }
             let link = p["/api/link/".len()..].to_string();
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(b) => b.to_bytes(),

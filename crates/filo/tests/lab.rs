@@ -415,12 +415,17 @@ fn graph_of_a_file_as_svg_and_dot() {
 
 /// One HTTP/1.1 request over a fresh connection: (status, body).
 fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_with(addr, method, path, body, "")
+}
+
+/// [`http`] with extra header lines (each ending in \r\n).
+fn http_with(addr: &str, method: &str, path: &str, body: &str, headers: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\n{headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -626,6 +631,17 @@ ip = ["10.63.0.2/24"]
     assert_eq!(st, 200);
 
     // Bad requests get clear 4xx answers, and the server keeps serving.
+    let (st, r) = http_with(
+        &addr,
+        "POST",
+        "/api/link/wan",
+        "loss=99",
+        "Origin: http://evil.example\r\n",
+    );
+    assert!(st == 403 && r.contains("evil.example"), "{st} {r}");
+    let own = format!("Origin: http://{addr}\r\n");
+    let (st, r) = http_with(&addr, "POST", "/api/link/wan", "loss=0", &own);
+    assert_eq!(st, 200, "{r}");
     let (st, r) = http(&addr, "POST", "/api/link/wan", "loss=lots");
     assert!(st == 400 && r.contains("loss"), "{st} {r}");
     let (st, r) = http(&addr, "POST", "/api/link/nosuch", "loss=1");
