@@ -377,6 +377,15 @@ fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
         }
     }
     let layout = Layout::new(state_root().join(&lab.name));
+    if let Some((path, len)) = plan::longest_socket(&lab, &layout) {
+        if len > plan::MAX_SOCKET_PATH {
+            bail!(
+                "socket {} would be {len} bytes long, over the {} UNIX sockets allow: shorten the lab's or its switches' and links' names, or set FILO_LAB_DIR to a shorter directory",
+                path.display(),
+                plan::MAX_SOCKET_PATH
+            );
+        }
+    }
     if layout.state_file().exists() {
         let old: State = fs::read_to_string(layout.state_file())
             .ok()

@@ -372,6 +372,18 @@ fn bad_files_are_refused_before_anything_starts() {
         );
         assert!(!root.exists(), "{text}: a state directory was made");
     }
+    // Names long enough for a socket path over what UNIX sockets allow: said before starting.
+    let long = "x".repeat(32);
+    let file = write_lab(&tmp, &format!("[switch.{long}]\n"));
+    let (ok, _, err) = filo(
+        &root,
+        &["lab", "up", "--name", &long, file.to_str().unwrap()],
+    );
+    assert!(
+        !ok && err.contains("bytes long, over the 107 UNIX sockets allow"),
+        "{err}"
+    );
+    assert!(!root.exists(), "a state directory was made");
     let (ok, _, err) = filo(
         &root,
         &["lab", "up", tmp.join("missing.toml").to_str().unwrap()],

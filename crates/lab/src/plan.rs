@@ -339,6 +339,32 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
     steps
 }
 
+/// The longest UNIX socket path a socket may have (sun_path's 108 bytes, NUL included).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// The longest socket path the lab will use, and its length: a switch's data sockets (named
+/// like `1023.4194304.vnet.train` by the switch), the management sockets and the stacks'.
+pub fn longest_socket(lab: &Lab, layout: &Layout) -> Option<(PathBuf, usize)> {
+    let mut paths = Vec::new();
+    for s in &lab.switches {
+        paths.push(layout.switch_dir(&s.name).join("1023.4194304.vnet.train"));
+        paths.push(layout.switch_mgmt(&s.name));
+    }
+    for l in &lab.links {
+        paths.push(layout.link_mgmt(&l.name));
+    }
+    for n in lab.nodes.iter().filter(|n| n.kind == NodeKind::Stack) {
+        paths.push(layout.stack_path(&n.name));
+    }
+    paths
+        .into_iter()
+        .map(|p| {
+            let len = p.as_os_str().len();
+            (p, len)
+        })
+        .max_by_key(|(_, len)| *len)
+}
+
 /// The command that runs `argv` in a node's network, given how to enter it: `filo mstack`
 /// for a stack, `nsenter` into an `ns` node's namespace (by the pid of a process inside it).
 /// `ns_flags` are nsenter's flags for the namespaces that differ from the caller's (`-n`,

@@ -347,3 +347,14 @@ fn the_graph_has_every_switch_node_and_link() {
         "{dot}"
     );
 }
+
+#[test]
+fn the_longest_socket_path_is_known_before_starting() {
+    let lab = parse(TWO_SITES, "x").unwrap();
+    let (path, len) = crate::plan::longest_socket(&lab, &Layout::new("/run/l")).unwrap();
+    assert_eq!(
+        path.to_str().unwrap(),
+        "/run/l/sw/sw2-h3_end/1023.4194304.vnet.train"
+    );
+    assert_eq!(len, path.to_str().unwrap().len());
+}
