@@ -518,6 +518,10 @@ fn start_all(lab: &Lab, layout: &Layout, state: &mut State) -> Result<()> {
         }
     }
     progress.finish();
+    // A command given as a shell string is checked only by sh, after the node said ready:
+    // one that does not exist ends at once.
+    std::thread::sleep(SETTLE / 5);
+    check_alive(layout, state)?;
     for n in &lab.nodes {
         for c in &n.run {
             let argv = c.argv();
@@ -563,6 +567,18 @@ fn start_all(lab: &Lab, layout: &Layout, state: &mut State) -> Result<()> {
             }
             eprintln!("filo lab: node {}: ran {:?}", n.name, c.text());
         }
+    }
+    Ok(())
+}
+
+/// Fails naming the first recorded process that is no longer running, with its last output.
+fn check_alive(layout: &Layout, state: &State) -> Result<()> {
+    if let Some(p) = state.processes.iter().find(|p| !alive(p)) {
+        bail!(
+            "{} exited right after starting: {}",
+            p.id,
+            log_tail(&layout.log(&p.id))
+        );
     }
     Ok(())
 }

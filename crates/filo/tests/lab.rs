@@ -291,6 +291,20 @@ command = ["no-such-command-filo-lab"]
     let (ok, _, err) = filo(&root, &["lab", "status"]);
     assert!(!ok && err.contains("no lab is up"), "{err}");
 
+    // A command given as a shell string whose program does not exist ends right after its
+    // node said ready: up notices and names it.
+    let file = write_lab(
+        &tmp,
+        "[switch.sw]\n[node.typo]\nkind = \"ns\"\nnet = [\"sw\"]\ncommand = \"no-such-filo-lab-cmd --x\"\n",
+    );
+    let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("node typo exited right after starting")
+            && err.contains("no-such-filo-lab-cmd"),
+        "{err}"
+    );
+    assert_nothing_left(&dir);
+
     // A run command that fails once everything is up takes the lab down too.
     let file = write_lab(
         &tmp,
