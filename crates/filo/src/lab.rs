@@ -55,6 +55,7 @@ EXAMPLES:
   filo lab exec h1 -- ping -c 3 10.0.0.2
   filo lab set wan loss=5 delay=50
   filo lab graph -o lab.svg
+  filo lab web --listen 127.0.0.1:8733      (then open http://127.0.0.1:8733/)
   filo lab down")]
 pub struct LabArgs {
     #[command(subcommand)]
