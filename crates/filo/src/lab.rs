@@ -303,6 +303,20 @@ fn spawn(step: &Step, layout: &Layout) -> Result<Child> {
         .with_context(|| format!("{}: cannot run {}", step.id, program.display()))
 }
 
+/// Kills a step that failed or is given up, and the daemon it may have detached already.
+fn abandon(l: &mut Launched<'_>) {
+    let _ = sys::kill(-(l.child.id() as i32), libc::SIGKILL);
+    let _ = l.child.wait();
+    if let Start::Daemon { pidfile } = &l.step.start {
+        if let Some(pid) = fs::read_to_string(pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        {
+            let _ = sys::kill(pid, libc::SIGTERM);
+        }
+    }
+}
+
 /// Polls one launched step: Ok(Some(pid)) when ready, Ok(None) while starting, Err why not.
 fn poll(l: &mut Launched<'_>, layout: &Layout) -> Result<Option<u32>, String> {
     let exited = l.child.try_wait().map_err(|e| e.to_string())?;
@@ -475,13 +489,18 @@ fn start_all(lab: &Lab, layout: &Layout, state: &mut State) -> Result<()> {
             if running.is_empty() {
                 break;
             }
-            if sys::STOP.load(Ordering::Relaxed) {
-                for l in &mut running {
-                    let _ = sys::kill(-(l.child.id() as i32), libc::SIGKILL);
-                    let _ = l.child.wait();
-                }
-                progress.finish();
-                bail!("interrupted");
+            if sys::STOP.load(Ordering::Relaxed) && failure.is_none() {
+                // Nodes stop at once; daemons being started finish starting (a detached one
+                // is known only by its pid file), so that everything is recorded and stopped.
+                failure = Some("interrupted".into());
+                running.retain_mut(|l| match l.step.start {
+                    Start::Foreground { .. } => {
+                        abandon(l);
+                        false
+                    }
+                    Start::Daemon { .. } => true,
+                });
+                continue;
             }
             let mut i = 0;
             let mut changed = false;
@@ -502,8 +521,7 @@ fn start_all(lab: &Lab, layout: &Layout, state: &mut State) -> Result<()> {
                     }
                     Err(why) => {
                         let mut l = running.swap_remove(i);
-                        let _ = sys::kill(-(l.child.id() as i32), libc::SIGKILL);
-                        let _ = l.child.wait();
+                        abandon(&mut l);
                         failure.get_or_insert(format!("{} failed: {why}", l.step.id));
                     }
                 }

@@ -1275,3 +1275,40 @@ run = ["ip -4 -br addr show vde0 | grep -q ' 10.68.0.1[0-9][0-9]/24'", "ip -6 -b
     assert!(ok, "{err}");
     assert_nothing_left(tmp.path());
 }
+
+/// Ctrl-C during `up` stops what was started (daemons still starting are waited for, so
+/// that none is left detached and unrecorded).
+#[test]
+fn an_interrupted_up_leaves_nothing() {
+    let tmp = TempDir::new("filo-lab");
+    let root = tmp.join("state");
+    let mut text = String::from("name = \"int\"\n");
+    for i in 0..30 {
+        text.push_str(&format!(
+            "[switch.s{i}]\n[node.n{i}]\nkind = \"ns\"\nnet = [\"s{i}\"]\nip = [\"10.69.0.{}/24\"]\n",
+            i + 1
+        ));
+    }
+    let file = write_lab(&tmp, &text);
+    let _down = Cleanup(&root, "int");
+    let up = Proc::spawn(
+        Command::new(FILO)
+            .args(["lab", "up", file.to_str().unwrap()])
+            .env("FILO_LAB_DIR", &root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    // Once the first switches are up.
+    assert!(wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(root.join("int/state.json")).is_ok_and(|t| t.contains("switch s"))
+    }));
+    filo_test_support::sys::kill(up.pid() as libc::pid_t, libc::SIGINT);
+    let (st, _, err) = up.output(T);
+    assert!(
+        !st.success() && err.contains("lab int did not come up: interrupted"),
+        "{err}"
+    );
+    assert_nothing_left(tmp.path());
+    assert!(!root.join("int").exists());
+}
