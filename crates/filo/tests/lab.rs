@@ -27,6 +27,17 @@ fn filo(root: &Path, args: &[&str]) -> (bool, String, String) {
     (st.success(), out, err)
 }
 
+/// `filo lab up FILE` with the lab state under `root`.
+fn up(root: &Path, file: &Path) -> (bool, String, String) {
+    filo(root, &["lab", "up", file.to_str().unwrap()])
+}
+
+/// `filo lab down`, which must succeed.
+fn down(root: &Path) {
+    let (ok, out, err) = filo(root, &["lab", "down"]);
+    assert!(ok, "down: {out} {err}");
+}
+
 /// `ping -c COUNT -W WAIT ADDR` in a node of the lab under `root`: (success, stdout, stderr).
 fn ping(root: &Path, node: &str, count: u32, wait: u32, addr: &str) -> (bool, String, String) {
     let (count, wait) = (count.to_string(), wait.to_string());
@@ -144,7 +155,7 @@ ip = ["10.61.0.3/24"]
 "#,
     );
     let _down = Cleanup(&root, "pair");
-    let (ok, out, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    let (ok, out, err) = up(&root, &file);
     assert!(ok, "up failed: {out} {err}");
     assert!(
         out.contains("lab pair up: 2 switches, 1 links, 3 nodes"),
@@ -277,7 +288,7 @@ command = ["no-such-command-filo-lab"]
 "#,
     );
     let _down = Cleanup(&root, "lab");
-    let (ok, out, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    let (ok, out, err) = up(&root, &file);
     assert!(!ok, "up succeeded: {out}");
     assert!(
         err.contains("lab lab did not come up: node bad failed")
@@ -297,7 +308,7 @@ command = ["no-such-command-filo-lab"]
         &tmp,
         "[switch.sw]\n[node.typo]\nkind = \"ns\"\nnet = [\"sw\"]\ncommand = \"no-such-filo-lab-cmd --x\"\n",
     );
-    let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    let (ok, _, err) = up(&root, &file);
     assert!(
         !ok && err.contains("node typo exited right after starting")
             && err.contains("no-such-filo-lab-cmd"),
@@ -310,7 +321,7 @@ command = ["no-such-command-filo-lab"]
         &tmp,
         "[switch.sw]\n[node.n]\nkind = \"ns\"\nnet = [\"sw\"]\nrun = [\"exit 3\"]\n",
     );
-    let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    let (ok, _, err) = up(&root, &file);
     assert!(
         !ok && err.contains("node n: run command \"exit 3\" failed (exit status: 3)"),
         "{err}"
@@ -324,9 +335,9 @@ fn a_lab_is_not_brought_up_twice() {
     let root = tmp.join("state");
     let file = write_lab(&tmp, "name = \"once\"\n[switch.a]\n");
     let _down = Cleanup(&root, "once");
-    let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    let (ok, _, err) = up(&root, &file);
     assert!(ok, "{err}");
-    let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    let (ok, _, err) = up(&root, &file);
     assert!(!ok && err.contains("lab once is already up"), "{err}");
     // Another name is another lab.
     let (ok, _, err) = filo(
@@ -341,8 +352,7 @@ fn a_lab_is_not_brought_up_twice() {
     );
     let (ok, _, err) = filo(&root, &["lab", "down", "--name", "twice"]);
     assert!(ok, "{err}");
-    let (ok, _, err) = filo(&root, &["lab", "down"]);
-    assert!(ok, "{err}");
+    down(&root);
     assert_nothing_left(tmp.path());
 }
 
@@ -378,7 +388,7 @@ fn bad_files_are_refused_before_anything_starts() {
     ];
     for (text, expected) in cases {
         let file = write_lab(&tmp, text);
-        let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+        let (ok, _, err) = up(&root, &file);
         assert!(!ok, "accepted: {text}");
         assert!(
             err.contains(expected),
@@ -531,7 +541,7 @@ ip = ["10.63.0.2/24"]
 "#,
     );
     let _down = Cleanup(&root, "web");
-    let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    let (ok, _, err) = up(&root, &file);
     assert!(ok, "{err}");
     let (ok, out, _) = ping(&root, "h1", 3, 5, "10.63.0.2");
     assert!(ok && out.contains("3 received"), "{out}");
@@ -1018,10 +1028,8 @@ ip = ["10.65.0.2/24"]
     let (ok, out, _) = ping(&root_a, "v1", 1, 1, "10.66.0.3");
     assert!(!ok, "VLAN 20 reached VLAN 30: {out}");
 
-    let (ok, _, err) = filo(&root_a, &["lab", "down"]);
-    assert!(ok, "{err}");
-    let (ok, _, err) = filo(&root_b, &["lab", "down"]);
-    assert!(ok, "{err}");
+    down(&root_a);
+    down(&root_b);
     // The tap went with its plug.
     let links = host_a.exec_ok(&["ip", "-br", "link"]);
     assert!(!links.contains(tap), "{links}");
@@ -1047,7 +1055,7 @@ command = ["qemu-system-x86_64", "-m", "64", "-boot", "n", "-display", "none", "
 "#,
     );
     let _down = Cleanup(&root, "vm");
-    let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    let (ok, _, err) = up(&root, &file);
     assert!(ok, "{err}");
     let mut last = String::new();
     let joined = wait_until(Duration::from_secs(90), || {
@@ -1063,8 +1071,7 @@ command = ["qemu-system-x86_64", "-m", "64", "-boot", "n", "-display", "none", "
         })
     });
     assert!(joined, "no frames from the VM on port 3: {last}");
-    let (ok, _, err) = filo(&root, &["lab", "down"]);
-    assert!(ok, "{err}");
+    down(&root);
     assert_nothing_left(tmp.path());
 }
 
@@ -1078,14 +1085,14 @@ fn a_missing_program_is_refused_before_anything_starts() {
         &tmp,
         "[switch.lan]\n[node.vm]\nkind = \"qemu\"\nnet = [\"lan\"]\ncommand = \"qemu-system-nosuch -m 64\"\n",
     );
-    let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    let (ok, _, err) = up(&root, &file);
     // The shell form runs sh, which exists: the VM fails when it starts instead.
     assert!(!ok && err.contains("node vm failed"), "{err}");
     let file = write_lab(
         &tmp,
         "[switch.lan]\n[node.vm]\nkind = \"qemu\"\nnet = [\"lan\"]\ncommand = [\"qemu-system-nosuch\", \"-m\", \"64\"]\n",
     );
-    let (ok, _, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    let (ok, _, err) = up(&root, &file);
     assert!(
         !ok && err.contains("node vm: qemu-system-nosuch is not installed"),
         "{err}"
@@ -1184,7 +1191,7 @@ fn the_example_labs_come_up_and_down() {
         let root = tmp.join(&format!("state-{name}"));
         let file = examples.join(format!("{name}.toml"));
         let _down = Cleanup(&root, name);
-        let (ok, out, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+        let (ok, out, err) = up(&root, &file);
         assert!(ok, "{name}: {out} {err}");
         let (ok, out, _) = filo(&root, &["lab", "status", "--json"]);
         assert!(ok);
@@ -1219,8 +1226,7 @@ fn the_example_labs_come_up_and_down() {
     let (ok, _, err) = filo_in(&host_b, &root_b, &["lab", "up", &site("b")]);
     assert!(ok, "{err}");
     for root in [&root_a, &root_b] {
-        let (ok, _, err) = filo(root, &["lab", "down"]);
-        assert!(ok, "{err}");
+        down(root);
     }
     assert_nothing_left(tmp.path());
 }
@@ -1259,7 +1265,7 @@ run = ["ip -4 -br addr show vde0 | grep -q ' 10.68.0.1[0-9][0-9]/24'", "ip -6 -b
         ),
     );
     let _down = Cleanup(&root, "auto");
-    let (ok, out, err) = filo(&root, &["lab", "up", file.to_str().unwrap()]);
+    let (ok, out, err) = up(&root, &file);
     assert!(ok, "{out} {err}");
     let (ok, out, _) = filo(
         &root,
@@ -1271,8 +1277,7 @@ run = ["ip -4 -br addr show vde0 | grep -q ' 10.68.0.1[0-9][0-9]/24'", "ip -6 -b
         ok && out.contains("10.68.0.1") && out.contains("fd68::"),
         "{out}"
     );
-    let (ok, _, err) = filo(&root, &["lab", "down"]);
-    assert!(ok, "{err}");
+    down(&root);
     assert_nothing_left(tmp.path());
 }
 
