@@ -1317,3 +1317,30 @@ fn an_interrupted_up_leaves_nothing() {
     assert_nothing_left(tmp.path());
     assert!(!root.join("int").exists());
 }
+
+/// A kernel interface already held by another program: the tap node fails, named, and the
+/// lab comes down.
+#[test]
+fn a_busy_tap_fails_its_node_by_name() {
+    let tmp = TempDir::new("filo-lab");
+    let root = tmp.join("state");
+    let host = Netns::new("filo-lab-t");
+    let holder = Proc::spawn(
+        host.command(FILO)
+            .args(["plug", "tap://labbusy0", "null://"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(wait_until(Duration::from_secs(10), || host
+        .exec_ok(&["ip", "-br", "link"])
+        .contains("labbusy0")));
+    let file = write_lab(
+        &tmp,
+        "name = \"busy\"\n[switch.lan]\n[node.n]\nkind = \"ns\"\nnet = [\"lan\"]\n[node.t]\nkind = \"tap\"\nnet = [\"lan\"]\nifname = \"labbusy0\"\n",
+    );
+    let _down = Cleanup(&root, "busy");
+    let (ok, _, err) = filo_in(&host, &root, &["lab", "up", file.to_str().unwrap()]);
+    assert!(!ok && err.contains("node t failed"), "{err}");
+    assert_nothing_left(&root);
+    drop(holder);
+}
