@@ -43,20 +43,23 @@ pub struct ConsoleArgs {
     timeout: Duration,
 }
 
-struct Session {
+/// A session with a management console (a switch's, a wirefilter's): also what `filo lab`
+/// talks to them through.
+pub(crate) struct Session {
     stream: UnixStream,
     buf: Vec<u8>,
 }
 
 impl Session {
     fn connect(args: &ConsoleArgs) -> Result<Session> {
-        let stream = UnixStream::connect(&args.sock).with_context(|| {
-            format!(
-                "cannot connect to management socket {}",
-                args.sock.display()
-            )
-        })?;
-        stream.set_read_timeout(Some(args.timeout))?;
+        Session::open(&args.sock, args.timeout)
+    }
+
+    /// Connects to `sock` and reads the banner; each reply must come within `timeout`.
+    pub(crate) fn open(sock: &std::path::Path, timeout: Duration) -> Result<Session> {
+        let stream = UnixStream::connect(sock)
+            .with_context(|| format!("cannot connect to management socket {}", sock.display()))?;
+        stream.set_read_timeout(Some(timeout))?;
         let mut s = Session {
             stream,
             buf: Vec::new(),
@@ -64,7 +67,7 @@ impl Session {
         s.read_until_prompt().with_context(|| {
             format!(
                 "{}: no console prompt (is it a VDE management socket?)",
-                args.sock.display()
+                sock.display()
             )
         })?;
         s.buf.clear();
@@ -108,7 +111,8 @@ impl Session {
         }
     }
 
-    fn run(&mut self, command: &str) -> Result<Reply> {
+    /// Runs one command and parses its reply.
+    pub(crate) fn run(&mut self, command: &str) -> Result<Reply> {
         self.stream.write_all(format!("{command}\n").as_bytes())?;
         self.buf.clear();
         self.read_until_prompt()?;

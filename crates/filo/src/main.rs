@@ -9,6 +9,8 @@ mod capture;
 mod console;
 mod demo;
 mod duration;
+mod lab;
+mod lab_web;
 mod mstack;
 mod netconf;
 mod ns;
@@ -52,6 +54,8 @@ enum Command {
     Mstack(mstack::MstackArgs),
     /// Stacks: user-space (ping, http-serve, fetch, perf) and named kernel-backed (serve, ip).
     Stack(stack::StackArgs),
+    /// A whole virtual network from one TOML file: up, down, status, exec, set, graph.
+    Lab(lab::LabArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -81,7 +85,12 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     // Commands without a loop that watches the stop flag keep the default signal actions.
-    if matches!(cli.command, Command::Console(_) | Command::Demo(_)) {
+    let watches_stop = match &cli.command {
+        Command::Console(_) | Command::Demo(_) => false,
+        Command::Lab(a) => a.watches_stop(),
+        _ => true,
+    };
+    if !watches_stop {
         sys::default_signals();
     }
     let result = match cli.command {
@@ -94,6 +103,7 @@ fn main() -> ExitCode {
         Command::Ns(args) => ns::run(args),
         Command::Mstack(args) => mstack::run(args),
         Command::Stack(args) => stack::run(args),
+        Command::Lab(args) => lab::run(args),
     };
     match result {
         Ok(code) => code,

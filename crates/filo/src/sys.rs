@@ -165,3 +165,19 @@ pub fn write_pidfile(path: &std::path::Path) -> io::Result<()> {
         .open(path)?;
     writeln!(f, "{}", std::process::id())
 }
+
+/// Sends `sig` to process `pid` (a negative pid: to a process group).
+pub fn kill(pid: i32, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill takes no pointers.
+    if unsafe { libc::kill(pid, sig) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The effective user id.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    unsafe { libc::geteuid() }
+}

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# filo lab beside mininet and a shell script of Debian's vde_switch + wirefilter + vdens,
+# measured in the same run, on the same topology: mininet's `linear,N` (N switches in a line,
+# one host on each: N switches, N-1 cables, N hosts).
+#   - filo lab up / down of that topology as a lab file (ns nodes, wirefilter links);
+#   - the same started by a shell script with Debian's vde_switch -d, wirefilter and vdens,
+#     up = every vdens has started its command, down = every process gone;
+#   - mininet (`mn --topo linear,N --switch lxbr --controller none --test none`: Linux
+#     bridges, up and down in one command), when mn is installed;
+#   - with STACKS=M, M stack nodes (named stacks) on one switch, up and down.
+# Usage: sudo bench/lab.sh [N ...]   (default 10 50 100; STACKS=1000 adds a stack-node row;
+# N = 0 skips the linear rows).
+# FILO=path uses that filo binary instead of building the release one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZES=("$@")
+[ ${#SIZES[@]} -gt 0 ] || SIZES=(10 50 100)
+if [ -z "${FILO:-}" ]; then
+  cargo build --release --quiet -p filo --bin filo
+  FILO=$PWD/target/release/filo
+fi
+T=$(mktemp -d /tmp/filo-blab-XXXXXX)
+export FILO_LAB_DIR=$T/state
+cleanup() {
+  for n in "$FILO_LAB_DIR"/*/; do [ -d "$n" ] && "$FILO" lab down --name "$(basename "$n")" >/dev/null 2>&1 || true; done
+  for f in "$T"/deb/*.pid; do [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+secs() { python3 -c "print('%.2f' % ($2 - $1))"; }
+
+linear_lab() { # N -> a lab file on stdout
+  local n=$1
+  echo "name = \"linear$n\""
+  for i in $(seq 1 "$n"); do echo "[switch.s$i]"; done
+  for i in $(seq 1 $((n - 1))); do printf '[[link]]\na = "s%d"\nb = "s%d"\n' "$i" $((i + 1)); done
+  for i in $(seq 1 "$n"); do
+    printf '[node.h%d]\nkind = "ns"\nnet = ["s%d"]\nip = ["10.%d.%d.%d/8"]\n' "$i" "$i" $((i / 65536 % 256)) $((i / 256 % 256)) $((i % 256))
+  done
+}
+
+# Debian's tools, started as a script would: every switch, then the cables, then the hosts.
+deb_up() { # N
+  local n=$1 d=$T/deb
+  rm -rf "$d"; mkdir -p "$d"
+  for i in $(seq 1 "$n"); do vde_switch -s "$d/s$i" -d -p "$d/s$i.pid" >/dev/null 2>&1; done
+  for i in $(seq 1 $((n - 1))); do
+    wirefilter -v "$d/s$i:$d/s$((i + 1))" --daemon --pidfile "$d/w$i.pid" >/dev/null 2>&1
+  done
+  for i in $(seq 1 "$n"); do
+    ( vdens "vde://$d/s$i" sh -c "echo \$\$ > $d/h$i.pid; touch $d/h$i.up; exec sleep 1000" >/dev/null 2>&1 & )
+  done
+  for i in $(seq 1 "$n"); do
+    while [ ! -e "$d/h$i.up" ]; do sleep 0.01; done
+  done
+}
+deb_down() {
+  local d=$T/deb pids=()
+  for f in "$d"/*.pid; do [ -s "$f" ] && pids+=("$(cat "$f")"); done
+  kill "${pids[@]}" 2>/dev/null || true
+  for p in "${pids[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.01; done; done
+  rm -rf "$d"
+}
+
+printf '%-28s %10s %10s\n' "linear,N (N switches+hosts)" "up s" "down s"
+for n in "${SIZES[@]}"; do
+  [ "$n" -gt 0 ] || continue
+  linear_lab "$n" > "$T/linear$n.toml"
+  t0=$(now); "$FILO" lab up "$T/linear$n.toml" >/dev/null 2>"$T/up.log" || { cat "$T/up.log" >&2; exit 1; }
+  t1=$(now); "$FILO" lab down --name "linear$n" >/dev/null
+  t2=$(now)
+  printf '%-28s %10s %10s\n' "filo lab, N=$n" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")"
+  if command -v vdens >/dev/null && command -v wirefilter >/dev/null; then
+    t0=$(now); deb_up "$n"; t1=$(now); deb_down; t2=$(now)
+    printf '%-28s %10s %10s\n' "vde_switch+vdens script" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")"
+  fi
+  if command -v mn >/dev/null; then
+    mn -c >/dev/null 2>&1 || true
+    t0=$(now)
+    mn --topo "linear,$n" --switch lxbr --controller none --test none >/dev/null 2>&1 || echo "(mn failed)"
+    t1=$(now)
+    printf '%-28s %21s\n' "mininet lxbr (up+down)" "$(secs "$t0" "$t1")"
+  fi
+done
+
+if [ -n "${STACKS:-}" ]; then
+  {
+    echo 'name = "stacks"'
+    echo '[switch.lan]'
+    echo "ports = $((STACKS + 2))"
+    for i in $(seq 1 "$STACKS"); do
+      printf '[node.st%d]\nkind = "stack"\nnet = ["lan"]\nip = ["10.%d.%d.%d/8"]\n' "$i" $((i / 65536 % 256)) $((i / 256 % 256)) $((i % 256))
+    done
+  } > "$T/stacks.toml"
+  t0=$(now); "$FILO" lab up "$T/stacks.toml" >/dev/null 2>"$T/up.log" || { cat "$T/up.log" >&2; exit 1; }
+  t1=$(now); "$FILO" lab down --name stacks >/dev/null
+  t2=$(now)
+  printf '%-28s %10s %10s\n' "filo lab, $STACKS stack nodes" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")"
+fi

@@ -1,0 +1,957 @@
+//! The topology file: what a user writes (serde types with spans) and its validation into a
+//! [`Lab`] whose every reference is resolved. Errors name the file's line, the key and what was
+//! expected.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The most switches + links + nodes + remotes a file may declare: each is at least one
+/// process, and far more than this machine could run.
+pub const MAX_ITEMS: usize = 2000;
+/// The most ports a switch may have (filo switch -n).
+pub const MAX_PORTS: u16 = 4096;
+
+/// An error in a lab file: where (1-based line, 0 when it is about the whole file), which key,
+/// and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabError {
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for LabError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.key.is_empty()) {
+            (0, true) => write!(f, "{}", self.message),
+            (0, false) => write!(f, "{}: {}", self.key, self.message),
+            (l, true) => write!(f, "line {l}: {}", self.message),
+            (l, false) => write!(f, "line {l}: {}: {}", self.key, self.message),
+        }
+    }
+}
+
+impl std::error::Error for LabError {}
+
+/// A number or a string in the file (`loss = 5`, `delay = "20+5N"`).
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(untagged)]
+pub enum Number {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl fmt::Display for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Number::Int(n) => write!(f, "{n}"),
+            Number::Float(n) => write!(f, "{n}"),
+            Number::Text(t) => write!(f, "{t}"),
+        }
+    }
+}
+
+/// A command: a string run by `sh -c`, or an argument vector.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(untagged)]
+pub enum CommandLine {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+impl CommandLine {
+    /// As the user wrote it, for messages.
+    pub fn text(&self) -> String {
+        match self {
+            CommandLine::Shell(s) => s.clone(),
+            CommandLine::Argv(v) => v.join(" "),
+        }
+    }
+
+    /// The argument vector to execute.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            CommandLine::Shell(s) => vec!["sh".into(), "-c".into(), s.clone()],
+            CommandLine::Argv(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileDef {
+    name: Option<Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    switch: BTreeMap<String, Spanned<SwitchDef>>,
+    #[serde(default)]
+    link: Vec<Spanned<LinkDef>>,
+    #[serde(default)]
+    node: BTreeMap<String, Spanned<NodeDef>>,
+    #[serde(default)]
+    remote: BTreeMap<String, Spanned<RemoteDef>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct SwitchDef {
+    ports: Option<Spanned<u16>>,
+    #[serde(default)]
+    hub: bool,
+    #[serde(default)]
+    stp: bool,
+    #[serde(default)]
+    vlan: Vec<Spanned<VlanDef>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct VlanDef {
+    id: Spanned<u16>,
+    #[serde(default)]
+    untagged: Vec<Spanned<u16>>,
+    #[serde(default)]
+    tagged: Vec<Spanned<u16>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct LinkDef {
+    name: Option<Spanned<String>>,
+    a: Spanned<String>,
+    b: Spanned<String>,
+    loss: Option<Spanned<Number>>,
+    lostburst: Option<Spanned<Number>>,
+    delay: Option<Spanned<Number>>,
+    jitter: Option<Spanned<Number>>,
+    dup: Option<Spanned<Number>>,
+    bandwidth: Option<Spanned<Number>>,
+    speed: Option<Spanned<Number>>,
+    capacity: Option<Spanned<Number>>,
+    noise: Option<Spanned<Number>>,
+    mtu: Option<Spanned<Number>>,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    Ns,
+    Stack,
+    Qemu,
+    Tap,
+}
+
+impl NodeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeKind::Ns => "ns",
+            NodeKind::Stack => "stack",
+            NodeKind::Qemu => "qemu",
+            NodeKind::Tap => "tap",
+        }
+    }
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct NodeDef {
+    kind: Spanned<NodeKind>,
+    #[serde(default)]
+    net: Vec<Spanned<String>>,
+    #[serde(default)]
+    ip: Vec<Spanned<String>>,
+    gw: Option<Spanned<String>>,
+    #[serde(default)]
+    dns: Vec<Spanned<String>>,
+    #[serde(default)]
+    dhcp: bool,
+    #[serde(default)]
+    slaac: bool,
+    mtu: Option<Spanned<u32>>,
+    hostname: Option<String>,
+    command: Option<Spanned<CommandLine>>,
+    #[serde(default)]
+    run: Vec<Spanned<CommandLine>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    ifname: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RemoteDef {
+    switch: Spanned<String>,
+    vnl: Spanned<String>,
+}
+
+/// A validated lab: every name resolved, every value checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lab {
+    pub name: String,
+    pub env: BTreeMap<String, String>,
+    pub switches: Vec<Switch>,
+    pub links: Vec<Link>,
+    pub nodes: Vec<Node>,
+    pub remotes: Vec<Remote>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Switch {
+    pub name: String,
+    pub ports: u16,
+    pub hub: bool,
+    pub stp: bool,
+    pub vlans: Vec<Vlan>,
+    /// Made by the lab for a link to a node (the node's side of the impaired cable).
+    pub hidden: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vlan {
+    pub id: u16,
+    pub untagged: Vec<u16>,
+    pub tagged: Vec<u16>,
+}
+
+/// One side of a cable: a switch and maybe a fixed port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attach {
+    pub switch: String,
+    pub port: Option<u16>,
+}
+
+/// The impairments of a link, as `filo wirefilter` options (name, value).
+pub type Impairments = Vec<(String, String)>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub name: String,
+    pub a: Attach,
+    pub b: Attach,
+    /// What the user wrote for each side (a switch, `switch:port` or a node).
+    pub a_label: String,
+    pub b_label: String,
+    pub impairments: Impairments,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub kind: NodeKind,
+    /// One interface per entry, in order.
+    pub net: Vec<Attach>,
+    pub ip: Vec<String>,
+    pub gw: Option<String>,
+    pub dns: Vec<String>,
+    pub dhcp: bool,
+    pub slaac: bool,
+    pub mtu: Option<u32>,
+    pub hostname: Option<String>,
+    pub command: Option<CommandLine>,
+    pub run: Vec<CommandLine>,
+    pub env: BTreeMap<String, String>,
+    pub ifname: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub name: String,
+    pub switch: String,
+    /// A fixed port for the segment's cable (`switch = "lan:3"`).
+    pub port: Option<u16>,
+    pub vnl: String,
+}
+
+/// The wirefilter options a link may set, in `filo wirefilter`'s order.
+pub const IMPAIRMENTS: [&str; 9] = [
+    "loss",
+    "lostburst",
+    "delay",
+    "dup",
+    "bandwidth",
+    "speed",
+    "capacity",
+    "noise",
+    "mtu",
+];
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The key written on a line (`key = ...` or a `[table]` header), for errors toml reports
+/// without it.
+fn key_on_line(text: &str, line: usize) -> String {
+    let l = text
+        .lines()
+        .nth(line.saturating_sub(1))
+        .unwrap_or("")
+        .trim();
+    if let Some(h) = l.strip_prefix('[') {
+        return h.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+    }
+    match l.split_once('=') {
+        Some((k, _)) => k.trim().to_string(),
+        None => String::new(),
+    }
+}
+
+struct Ctx<'a> {
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(
+        &self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> LabError {
+        LabError {
+            line: line_of(self.text, span.start),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A name the user gives to a switch, node, link or remote: it becomes part of file names.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid name: expected 1 to 32 letters, digits, '-' or '_'"
+        ))
+    }
+}
+
+/// `ADDR/LEN` with LEN in range for the address family.
+fn check_cidr(text: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "{text:?}: expected an address with its prefix length, e.g. 10.0.0.1/24 or fd00::1/64"
+        )
+    };
+    let (addr, len) = text.split_once('/').ok_or_else(bad)?;
+    let addr: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// Parses a lab file. `file_name` gives the default lab name (its stem).
+pub fn parse(text: &str, default_name: &str) -> Result<Lab, LabError> {
+    let def: FileDef = toml::from_str(text).map_err(|e| {
+        let line = e.span().map_or(0, |s| line_of(text, s.start));
+        let key = if line > 0 {
+            key_on_line(text, line)
+        } else {
+            String::new()
+        };
+        LabError {
+            line,
+            key,
+            message: e.message().to_string(),
+        }
+    })?;
+    validate(&Ctx { text }, def, default_name)
+}
+
+fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabError> {
+    let name = match &def.name {
+        Some(n) => {
+            check_name(n.get_ref()).map_err(|m| cx.err(n.span(), "name", m))?;
+            n.get_ref().clone()
+        }
+        None => {
+            check_name(default_name).map_err(|m| LabError {
+                line: 0,
+                key: "name".into(),
+                message: format!("no `name` in the file and the file's name is not one: {m}"),
+            })?;
+            default_name.to_string()
+        }
+    };
+    let count = def.switch.len() + def.link.len() + def.node.len() + def.remote.len();
+    if count > MAX_ITEMS {
+        return Err(LabError {
+            line: 0,
+            key: String::new(),
+            message: format!(
+                "{count} switches, links, nodes and remotes: at most {MAX_ITEMS} are supported"
+            ),
+        });
+    }
+    // Every name is unique across switches, nodes and remotes (links name either).
+    let mut owners: BTreeMap<String, &'static str> = BTreeMap::new();
+    let mut claim = |n: &str, what: &'static str, span: Range<usize>, key: String| {
+        check_name(n).map_err(|m| cx.err(span.clone(), key.clone(), m))?;
+        if let Some(other) = owners.insert(n.to_string(), what) {
+            return Err(cx.err(
+                span,
+                key,
+                format!("the name {n:?} is already used by a {other}: names must be unique"),
+            ));
+        }
+        Ok(())
+    };
+    for (n, s) in &def.switch {
+        claim(n, "switch", s.span(), format!("switch.{n}"))?;
+    }
+    for (n, s) in &def.node {
+        claim(n, "node", s.span(), format!("node.{n}"))?;
+    }
+    for (n, s) in &def.remote {
+        claim(n, "remote", s.span(), format!("remote.{n}"))?;
+    }
+
+    let mut switches = Vec::new();
+    for (n, s) in &def.switch {
+        let s = s.get_ref();
+        let ports = match &s.ports {
+            Some(p) if *p.get_ref() == 0 || *p.get_ref() > MAX_PORTS => {
+                return Err(cx.err(
+                    p.span(),
+                    format!("switch.{n}.ports"),
+                    format!("{}: expected 1 to {MAX_PORTS}", p.get_ref()),
+                ))
+            }
+            Some(p) => *p.get_ref(),
+            None => 32,
+        };
+        let mut vlans = Vec::new();
+        let mut ids = BTreeSet::new();
+        for v in &s.vlan {
+            let key = format!("switch.{n}.vlan");
+            let vd = v.get_ref();
+            let id = *vd.id.get_ref();
+            if !(1..=4094).contains(&id) {
+                return Err(cx.err(
+                    vd.id.span(),
+                    format!("{key}.id"),
+                    format!("{id}: expected a VLAN id from 1 to 4094"),
+                ));
+            }
+            if !ids.insert(id) {
+                return Err(cx.err(
+                    vd.id.span(),
+                    format!("{key}.id"),
+                    format!("VLAN {id} is declared twice"),
+                ));
+            }
+            for p in vd.untagged.iter().chain(&vd.tagged) {
+                if *p.get_ref() >= ports {
+                    return Err(cx.err(
+                        p.span(),
+                        key.clone(),
+                        format!(
+                            "port {} does not exist: switch {n} has ports 0 to {}",
+                            p.get_ref(),
+                            ports - 1
+                        ),
+                    ));
+                }
+            }
+            vlans.push(Vlan {
+                id,
+                untagged: vd.untagged.iter().map(|p| *p.get_ref()).collect(),
+                tagged: vd.tagged.iter().map(|p| *p.get_ref()).collect(),
+            });
+        }
+        switches.push(Switch {
+            name: n.clone(),
+            ports,
+            hub: s.hub,
+            stp: s.stp,
+            vlans,
+            hidden: false,
+        });
+    }
+
+    let port_count =
+        |sw: &str, switches: &[Switch]| switches.iter().find(|s| s.name == sw).map(|s| s.ports);
+    // Fixed ports in use: (switch, port) -> who.
+    let mut used_ports: BTreeMap<(String, u16), String> = BTreeMap::new();
+    let mut attach = |text: &Spanned<String>,
+                      key: &str,
+                      who: &str,
+                      switches: &[Switch]|
+     -> Result<Attach, LabError> {
+        let t = text.get_ref();
+        let (sw, port) = match t.split_once(':') {
+            Some((sw, p)) => {
+                let port = p.parse::<u16>().map_err(|_| {
+                    cx.err(
+                        text.span(),
+                        key,
+                        format!("{t:?}: expected SWITCH or SWITCH:PORT with a port number"),
+                    )
+                })?;
+                (sw, Some(port))
+            }
+            None => (t.as_str(), None),
+        };
+        let ports = port_count(sw, switches).ok_or_else(|| {
+            let known: Vec<&str> = switches
+                .iter()
+                .filter(|s| !s.hidden)
+                .map(|s| s.name.as_str())
+                .collect();
+            cx.err(
+                text.span(),
+                key,
+                format!(
+                    "{sw:?} is not a switch of this lab (switches: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
+        })?;
+        if let Some(p) = port {
+            if p >= ports {
+                return Err(cx.err(
+                    text.span(),
+                    key,
+                    format!(
+                        "port {p} does not exist: switch {sw} has ports 0 to {}",
+                        ports - 1
+                    ),
+                ));
+            }
+            if let Some(other) = used_ports.insert((sw.to_string(), p), who.to_string()) {
+                return Err(cx.err(
+                    text.span(),
+                    key,
+                    format!("port {p} of switch {sw} is already taken by {other}"),
+                ));
+            }
+        }
+        Ok(Attach {
+            switch: sw.to_string(),
+            port,
+        })
+    };
+
+    // Links: switch-switch, or switch-node (the node side gets a hidden hub).
+    let mut links = Vec::new();
+    // Which switches links join (union-find by name), to catch loops without spanning tree.
+    let mut joined: BTreeMap<String, String> = BTreeMap::new();
+    fn root_of(joined: &mut BTreeMap<String, String>, x: &str) -> String {
+        let mut r = x.to_string();
+        while let Some(p) = joined.get(&r).filter(|p| **p != r) {
+            r = p.clone();
+        }
+        joined.insert(x.to_string(), r.clone());
+        r
+    }
+    let mut node_links: BTreeMap<String, Vec<Attach>> = BTreeMap::new();
+    let mut link_names = BTreeSet::new();
+    for (i, l) in def.link.iter().enumerate() {
+        let ld = l.get_ref();
+        let key = format!("link[{i}]");
+        let is_node = |s: &Spanned<String>| def.node.contains_key(s.get_ref().as_str());
+        let lname = match &ld.name {
+            Some(n) => {
+                check_name(n.get_ref()).map_err(|m| cx.err(n.span(), format!("{key}.name"), m))?;
+                n.get_ref().clone()
+            }
+            None => {
+                let base = |s: &str| s.split(':').next().unwrap_or(s).to_string();
+                format!("{}-{}", base(ld.a.get_ref()), base(ld.b.get_ref()))
+            }
+        };
+        if !link_names.insert(lname.clone()) {
+            return Err(cx.err(
+                ld.name.as_ref().map_or(l.span(), |n| n.span()),
+                format!("{key}.name"),
+                format!("a second link named {lname:?}: give each link between the same two ends a `name`"),
+            ));
+        }
+        if owners.contains_key(&lname) {
+            return Err(cx.err(
+                ld.name.as_ref().map_or(l.span(), |n| n.span()),
+                format!("{key}.name"),
+                format!("the link name {lname:?} is also a switch, node or remote: names must be unique"),
+            ));
+        }
+        let who = format!("link {lname}");
+        let (a, b) = match (is_node(&ld.a), is_node(&ld.b)) {
+            (true, true) => {
+                return Err(cx.err(
+                    ld.b.span(),
+                    format!("{key}.b"),
+                    "both ends are nodes: expected a switch on at least one side",
+                ))
+            }
+            (false, false) => (
+                attach(&ld.a, &format!("{key}.a"), &who, &switches)?,
+                attach(&ld.b, &format!("{key}.b"), &who, &switches)?,
+            ),
+            (a_node, _) => {
+                let (sw_side, node_side, sw_key) = if a_node {
+                    (&ld.b, &ld.a, "b")
+                } else {
+                    (&ld.a, &ld.b, "a")
+                };
+                let sw = attach(sw_side, &format!("{key}.{sw_key}"), &who, &switches)?;
+                let hub = format!("{lname}_end");
+                if owners.contains_key(&hub) || switches.iter().any(|s| s.name == hub) {
+                    return Err(cx.err(
+                        ld.name.as_ref().map_or(l.span(), |n| n.span()),
+                        format!("{key}.name"),
+                        format!("link {lname} to a node needs a switch of its own named {hub:?}, and that name is taken: rename the link"),
+                    ));
+                }
+                switches.push(Switch {
+                    name: hub.clone(),
+                    ports: 4,
+                    hub: true,
+                    stp: false,
+                    vlans: Vec::new(),
+                    hidden: true,
+                });
+                node_links
+                    .entry(node_side.get_ref().clone())
+                    .or_default()
+                    .push(Attach {
+                        switch: hub.clone(),
+                        port: None,
+                    });
+                let hub_side = Attach {
+                    switch: hub,
+                    port: None,
+                };
+                if a_node {
+                    (hub_side, sw)
+                } else {
+                    (sw, hub_side)
+                }
+            }
+        };
+        if a.switch == b.switch {
+            return Err(cx.err(
+                ld.b.span(),
+                format!("{key}.b"),
+                format!(
+                    "both ends are on switch {}: a link joins two different switches",
+                    a.switch
+                ),
+            ));
+        }
+        let mut impairments = Vec::new();
+        let fields = [
+            ("loss", &ld.loss),
+            ("lostburst", &ld.lostburst),
+            ("delay", &ld.delay),
+            ("dup", &ld.dup),
+            ("bandwidth", &ld.bandwidth),
+            ("speed", &ld.speed),
+            ("capacity", &ld.capacity),
+            ("noise", &ld.noise),
+            ("mtu", &ld.mtu),
+        ];
+        for (k, v) in fields {
+            let Some(v) = v else { continue };
+            let mut text = v.get_ref().to_string();
+            if k == "delay" {
+                if let Some(j) = &ld.jitter {
+                    text = format!("{text}+{}", j.get_ref());
+                }
+            }
+            check_impairment(k, &text).map_err(|m| cx.err(v.span(), format!("{key}.{k}"), m))?;
+            impairments.push((k.to_string(), text));
+        }
+        if let (Some(j), None) = (&ld.jitter, &ld.delay) {
+            return Err(cx.err(
+                j.span(),
+                format!("{key}.jitter"),
+                "jitter varies the delay: expected a `delay` beside it",
+            ));
+        }
+        let (ra, rb) = (
+            root_of(&mut joined, &a.switch),
+            root_of(&mut joined, &b.switch),
+        );
+        if ra == rb {
+            let component: Vec<&Switch> = switches
+                .iter()
+                .filter(|s| root_of(&mut joined, &s.name) == ra)
+                .collect();
+            let without: Vec<&str> = component
+                .iter()
+                .filter(|s| !s.stp)
+                .map(|s| s.name.as_str())
+                .collect();
+            if !without.is_empty() {
+                return Err(cx.err(
+                    l.span(),
+                    key.clone(),
+                    format!(
+                        "link {lname} closes a loop of switches without spanning tree ({}): expected stp = true on each switch of the loop, or frames would circle forever",
+                        without.join(", ")
+                    ),
+                ));
+            }
+        }
+        joined.insert(ra, rb);
+        links.push(Link {
+            name: lname,
+            a,
+            b,
+            a_label: ld.a.get_ref().clone(),
+            b_label: ld.b.get_ref().clone(),
+            impairments,
+        });
+    }
+
+    let mut nodes = Vec::new();
+    for (n, nd) in &def.node {
+        let d = nd.get_ref();
+        let key = format!("node.{n}");
+        let kind = *d.kind.get_ref();
+        let mut net = Vec::new();
+        for a in &d.net {
+            net.push(attach(
+                a,
+                &format!("{key}.net"),
+                &format!("node {n}"),
+                &switches,
+            )?);
+        }
+        net.extend(node_links.remove(n).unwrap_or_default());
+        if net.is_empty() {
+            return Err(cx.err(
+                nd.span(),
+                format!("{key}.net"),
+                format!("node {n} is on no network: expected `net = [\"SWITCH\"]` or a link to it"),
+            ));
+        }
+        for ip in &d.ip {
+            check_cidr(ip.get_ref()).map_err(|m| cx.err(ip.span(), format!("{key}.ip"), m))?;
+        }
+        for (field, v) in
+            d.gw.iter()
+                .map(|g| ("gw", g))
+                .chain(d.dns.iter().map(|g| ("dns", g)))
+        {
+            v.get_ref().parse::<std::net::IpAddr>().map_err(|_| {
+                cx.err(
+                    v.span(),
+                    format!("{key}.{field}"),
+                    format!("{:?}: expected an IP address", v.get_ref()),
+                )
+            })?;
+        }
+        if let Some(m) = &d.mtu {
+            if !(1280..=65000).contains(m.get_ref()) {
+                return Err(cx.err(
+                    m.span(),
+                    format!("{key}.mtu"),
+                    format!("{}: expected 1280 to 65000", m.get_ref()),
+                ));
+            }
+        }
+        let has_conf = !d.ip.is_empty() || d.gw.is_some() || !d.dns.is_empty() || d.dhcp || d.slaac;
+        match kind {
+            NodeKind::Ns => {}
+            NodeKind::Stack => {
+                if net.len() != 1 {
+                    return Err(cx.err(
+                        nd.span(),
+                        format!("{key}.net"),
+                        "a stack node has exactly one interface",
+                    ));
+                }
+                if let Some(c) = &d.command {
+                    return Err(cx.err(c.span(), format!("{key}.command"), "a stack node runs no command of its own: use `run` (each runs in the stack through mstack)"));
+                }
+            }
+            NodeKind::Qemu => {
+                if d.command.is_none() {
+                    return Err(cx.err(nd.span(), format!("{key}.command"), "a qemu node needs its `command` (the VM's command line; the lab adds -nic vde,sock=...)"));
+                }
+                if has_conf {
+                    return Err(cx.err(d.kind.span(), format!("{key}.kind"), "a qemu node configures its addresses inside the VM: ip, gw, dns, dhcp and slaac are for ns and stack nodes"));
+                }
+            }
+            NodeKind::Tap => {
+                if net.len() != 1 {
+                    return Err(cx.err(
+                        nd.span(),
+                        format!("{key}.net"),
+                        "a tap node has exactly one interface",
+                    ));
+                }
+                match &d.ifname {
+                    Some(i)
+                        if i.get_ref().is_empty()
+                            || i.get_ref().len() > 15
+                            || i.get_ref().contains(['/', ' ']) =>
+                    {
+                        return Err(cx.err(
+                            i.span(),
+                            format!("{key}.ifname"),
+                            format!(
+                                "{:?}: expected an interface name of 1 to 15 characters",
+                                i.get_ref()
+                            ),
+                        ))
+                    }
+                    Some(_) => {}
+                    None => return Err(cx.err(
+                        nd.span(),
+                        format!("{key}.ifname"),
+                        "a tap node needs `ifname` (the kernel interface to create, e.g. \"tap0\")",
+                    )),
+                }
+                if d.command.is_some() || !d.run.is_empty() || has_conf {
+                    return Err(cx.err(d.kind.span(), format!("{key}.kind"), "a tap node is only a kernel interface: configure it on the host (ip addr add ...)"));
+                }
+            }
+        }
+        if kind != NodeKind::Tap {
+            if let Some(i) = &d.ifname {
+                return Err(cx.err(
+                    i.span(),
+                    format!("{key}.ifname"),
+                    "only tap nodes take `ifname`",
+                ));
+            }
+        }
+        for c in d.command.iter().chain(&d.run) {
+            if let CommandLine::Argv(v) = c.get_ref() {
+                if v.is_empty() {
+                    return Err(cx.err(
+                        c.span(),
+                        format!("{key}.command"),
+                        "an empty command: expected a string or [\"program\", \"arg\", ...]",
+                    ));
+                }
+            }
+        }
+        nodes.push(Node {
+            name: n.clone(),
+            kind,
+            net,
+            ip: d.ip.iter().map(|s| s.get_ref().clone()).collect(),
+            gw: d.gw.as_ref().map(|s| s.get_ref().clone()),
+            dns: d.dns.iter().map(|s| s.get_ref().clone()).collect(),
+            dhcp: d.dhcp,
+            slaac: d.slaac,
+            mtu: d.mtu.as_ref().map(|m| *m.get_ref()),
+            hostname: d.hostname.clone(),
+            command: d.command.as_ref().map(|c| c.get_ref().clone()),
+            run: d.run.iter().map(|c| c.get_ref().clone()).collect(),
+            env: d.env.clone(),
+            ifname: d.ifname.as_ref().map(|s| s.get_ref().clone()),
+        });
+    }
+
+    let mut remotes = Vec::new();
+    for (n, r) in &def.remote {
+        let d = r.get_ref();
+        let key = format!("remote.{n}");
+        let a = attach(
+            &d.switch,
+            &format!("{key}.switch"),
+            &format!("remote {n}"),
+            &switches,
+        )?;
+        let v = d.vnl.get_ref();
+        let parsed = filo_vnl::Vnl::parse(v)
+            .map_err(|e| cx.err(d.vnl.span(), format!("{key}.vnl"), e.to_string()))?;
+        if !matches!(parsed.module(), "vxvde" | "vxlan") {
+            return Err(cx.err(
+                d.vnl.span(),
+                format!("{key}.vnl"),
+                format!("{v:?}: expected a vxvde:// or vxlan:// VNL (a segment other hosts join)"),
+            ));
+        }
+        remotes.push(Remote {
+            name: n.clone(),
+            switch: a.switch,
+            port: a.port,
+            vnl: v.clone(),
+        });
+    }
+
+    Ok(Lab {
+        name,
+        env: def.env,
+        switches,
+        links,
+        nodes,
+        remotes,
+    })
+}
+
+/// Checks one impairment as `filo wirefilter` will read it.
+pub fn check_impairment(key: &str, value: &str) -> Result<(), String> {
+    if !IMPAIRMENTS.contains(&key) {
+        return Err(format!(
+            "unknown impairment {key:?}: expected one of {}, jitter",
+            IMPAIRMENTS.join(", ")
+        ));
+    }
+    filo_wirefilter::parse_value(value)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+impl Lab {
+    pub fn switch(&self, name: &str) -> Option<&Switch> {
+        self.switches.iter().find(|s| s.name == name)
+    }
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|s| s.name == name)
+    }
+    pub fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|s| s.name == name)
+    }
+    /// The node, or an error naming the lab's nodes.
+    pub fn find_node(&self, name: &str) -> Result<&Node, String> {
+        self.node(name).ok_or_else(|| {
+            let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+            format!(
+                "lab {} has no node {name:?} (nodes: {})",
+                self.name,
+                names.join(", ")
+            )
+        })
+    }
+    /// The link, or an error naming the lab's links.
+    pub fn find_link(&self, name: &str) -> Result<&Link, String> {
+        self.link(name).ok_or_else(|| {
+            let names: Vec<&str> = self.links.iter().map(|n| n.name.as_str()).collect();
+            format!(
+                "lab {} has no link {name:?} (links: {})",
+                self.name,
+                names.join(", ")
+            )
+        })
+    }
+}

@@ -1,0 +1,418 @@
+//! The plan: which `filo` processes a lab runs, with which arguments and files, in which
+//! phase. Pure: paths are computed under a state directory, nothing is started here.
+//!
+//! Phases start in order, and the steps of one phase in parallel: switches (and the hubs that
+//! hold a node's side of an impaired link), then the cables (wirefilters, remote segments),
+//! then the nodes. `run` commands follow once every node is up.
+
+use std::path::{Path, PathBuf};
+
+use crate::model::{Attach, CommandLine, Lab, Node, NodeKind};
+
+/// Where a lab keeps its sockets, pid files and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(dir: impl Into<PathBuf>) -> Layout {
+        Layout { dir: dir.into() }
+    }
+    /// The copy of the topology file the other commands read.
+    pub fn lab_file(&self) -> PathBuf {
+        self.dir.join("lab.toml")
+    }
+    /// The processes started (JSON, [`crate::state::State`]).
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    pub fn switch_dir(&self, sw: &str) -> PathBuf {
+        self.dir.join("sw").join(sw)
+    }
+    pub fn switch_mgmt(&self, sw: &str) -> PathBuf {
+        self.dir.join("sw").join(format!("{sw}.mgmt"))
+    }
+    pub fn switch_rc(&self, sw: &str) -> PathBuf {
+        self.dir.join("sw").join(format!("{sw}.rc"))
+    }
+    pub fn link_mgmt(&self, link: &str) -> PathBuf {
+        self.dir.join("wf").join(format!("{link}.mgmt"))
+    }
+    pub fn stack_path(&self, node: &str) -> PathBuf {
+        self.dir.join("st").join(node)
+    }
+    pub fn pidfile(&self, id: &str) -> PathBuf {
+        self.dir
+            .join("pid")
+            .join(format!("{}.pid", id.replace(' ', "-")))
+    }
+    pub fn log(&self, id: &str) -> PathBuf {
+        self.dir
+            .join("log")
+            .join(format!("{}.log", id.replace(' ', "-")))
+    }
+    pub fn ready(&self, node: &str) -> PathBuf {
+        self.dir.join("ready").join(node)
+    }
+    /// Every subdirectory `up` creates.
+    pub fn subdirs(&self) -> Vec<PathBuf> {
+        ["sw", "wf", "st", "pid", "log", "ready"]
+            .iter()
+            .map(|d| self.dir.join(d))
+            .collect()
+    }
+    /// The VNL of a cable end on a lab switch.
+    pub fn vnl(&self, a: &Attach) -> String {
+        let dir = self.switch_dir(&a.switch);
+        match a.port {
+            Some(p) => format!("vde://{}[{p}]", dir.display()),
+            None => format!("vde://{}", dir.display()),
+        }
+    }
+}
+
+/// How a step's process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// `filo … -d`: the command returns once the daemon is ready (its exit status says so)
+    /// and the daemon writes `pidfile`.
+    Daemon { pidfile: PathBuf },
+    /// A process the lab keeps as its child: ready when `ready` exists (written by the node's
+    /// wrapper once its network is configured) or, without one, when it is still running
+    /// after a moment.
+    Foreground { ready: Option<PathBuf> },
+}
+
+/// One process of the lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// "switch sw1", "link wan", "remote r1", "node h1": how progress and errors name it.
+    pub id: String,
+    pub phase: u8,
+    /// Run `filo` (the running binary) with `args`, else `args[0]` itself.
+    pub filo: bool,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub start: Start,
+    /// A file to write before starting (path, contents): a switch's rc script.
+    pub file: Option<(PathBuf, String)>,
+}
+
+/// Console commands that set up a switch's VLANs.
+pub fn vlan_script(sw: &crate::model::Switch) -> String {
+    let mut s = String::new();
+    for v in &sw.vlans {
+        s.push_str(&format!("vlan/create {}\n", v.id));
+        for p in &v.untagged {
+            s.push_str(&format!("port/create {p}\nport/setvlan {p} {}\n", v.id));
+        }
+        for p in &v.tagged {
+            s.push_str(&format!("port/create {p}\nvlan/addport {} {p}\n", v.id));
+        }
+    }
+    s
+}
+
+/// The network flags of `filo ns` and `filo stack serve` for a node.
+pub fn net_flags(n: &Node) -> Vec<String> {
+    let mut a = Vec::new();
+    for ip in &n.ip {
+        a.extend(["--ip".to_string(), ip.clone()]);
+    }
+    if let Some(gw) = &n.gw {
+        a.extend(["--gw".to_string(), gw.clone()]);
+    }
+    for d in &n.dns {
+        a.extend(["--dns".to_string(), d.clone()]);
+    }
+    if let Some(h) = &n.hostname {
+        a.extend(["--hostname".to_string(), h.clone()]);
+    }
+    if let Some(m) = n.mtu {
+        a.extend(["--mtu".to_string(), m.to_string()]);
+    }
+    if n.dhcp {
+        a.push("--dhcp".into());
+    }
+    if n.slaac {
+        a.push("--slaac".into());
+    }
+    a
+}
+
+/// The shell wrapper an `ns` node's command runs in: it fails like a missing command does
+/// (127) before saying ready, then marks the node ready and becomes the command.
+pub const READY_WRAPPER: &str = "command -v \"$1\" >/dev/null 2>&1 || { echo \"$1: command not found\" >&2; exit 127; }; : > \"$0\"; exec \"$@\"";
+
+fn env_of(lab: &Lab, n: &Node) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = lab.env.clone().into_iter().collect();
+    env.extend(n.env.clone());
+    env
+}
+
+/// `filo plug -d` between two VNLs (a remote segment, a tap).
+fn plug_step(id: String, phase: u8, layout: &Layout, a: String, b: String) -> Step {
+    let pidfile = layout.pidfile(&id);
+    Step {
+        args: vec![
+            "plug".into(),
+            "-d".into(),
+            "-p".into(),
+            pidfile.display().to_string(),
+            a,
+            b,
+        ],
+        start: Start::Daemon { pidfile },
+        id,
+        phase,
+        filo: true,
+        env: Vec::new(),
+        file: None,
+    }
+}
+
+/// Every process of the lab, in phase order.
+pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for sw in &lab.switches {
+        let id = format!("switch {}", sw.name);
+        let mut args = vec![
+            "switch".to_string(),
+            layout.switch_dir(&sw.name).display().to_string(),
+            "-M".into(),
+            layout.switch_mgmt(&sw.name).display().to_string(),
+            "-n".into(),
+            sw.ports.to_string(),
+            "-f".into(),
+            layout.switch_rc(&sw.name).display().to_string(),
+            "--nostdin".into(),
+            "-d".into(),
+            "-p".into(),
+            layout.pidfile(&id).display().to_string(),
+        ];
+        if sw.hub {
+            args.push("--hub".into());
+        }
+        if sw.stp {
+            args.push("--stp".into());
+        }
+        steps.push(Step {
+            start: Start::Daemon {
+                pidfile: layout.pidfile(&id),
+            },
+            file: Some((layout.switch_rc(&sw.name), vlan_script(sw))),
+            id,
+            phase: 0,
+            filo: true,
+            args,
+            env: Vec::new(),
+        });
+    }
+    for l in &lab.links {
+        let id = format!("link {}", l.name);
+        let mut args = vec!["wirefilter".to_string()];
+        for (k, v) in &l.impairments {
+            args.push(format!("--{k}={v}"));
+        }
+        args.extend([
+            "-M".to_string(),
+            layout.link_mgmt(&l.name).display().to_string(),
+            "--daemon".into(),
+            "--pidfile".into(),
+            layout.pidfile(&id).display().to_string(),
+            layout.vnl(&l.a),
+            layout.vnl(&l.b),
+        ]);
+        steps.push(Step {
+            start: Start::Daemon {
+                pidfile: layout.pidfile(&id),
+            },
+            id,
+            phase: 1,
+            filo: true,
+            args,
+            env: Vec::new(),
+            file: None,
+        });
+    }
+    for r in &lab.remotes {
+        let id = format!("remote {}", r.name);
+        let sw = Attach {
+            switch: r.switch.clone(),
+            port: r.port,
+        };
+        steps.push(plug_step(id, 1, layout, layout.vnl(&sw), r.vnl.clone()));
+    }
+    for n in &lab.nodes {
+        let id = format!("node {}", n.name);
+        let vnls: Vec<String> = n.net.iter().map(|a| layout.vnl(a)).collect();
+        let env = env_of(lab, n);
+        let step = match n.kind {
+            NodeKind::Ns => {
+                let mut args = vec!["ns".to_string()];
+                for v in &vnls {
+                    args.extend(["--vnl".to_string(), v.clone()]);
+                }
+                args.extend(net_flags(n));
+                args.extend([
+                    "--".to_string(),
+                    "sh".into(),
+                    "-c".into(),
+                    READY_WRAPPER.into(),
+                    layout.ready(&n.name).display().to_string(),
+                ]);
+                let command = n
+                    .command
+                    .clone()
+                    .unwrap_or(CommandLine::Argv(vec!["sleep".into(), "infinity".into()]));
+                args.extend(command.argv());
+                Step {
+                    start: Start::Foreground {
+                        ready: Some(layout.ready(&n.name)),
+                    },
+                    id,
+                    phase: 2,
+                    filo: true,
+                    args,
+                    env,
+                    file: None,
+                }
+            }
+            NodeKind::Stack => {
+                let mut args = vec![
+                    "stack".to_string(),
+                    "serve".into(),
+                    "-d".into(),
+                    "--pidfile".into(),
+                    layout.pidfile(&id).display().to_string(),
+                    layout.stack_path(&n.name).display().to_string(),
+                    "--vnl".into(),
+                    vnls[0].clone(),
+                ];
+                args.extend(net_flags(n));
+                Step {
+                    start: Start::Daemon {
+                        pidfile: layout.pidfile(&id),
+                    },
+                    id,
+                    phase: 2,
+                    filo: true,
+                    args,
+                    env,
+                    file: None,
+                }
+            }
+            NodeKind::Qemu => {
+                let mut args = n
+                    .command
+                    .as_ref()
+                    .map(CommandLine::argv)
+                    .unwrap_or_default();
+                for a in &n.net {
+                    let mut nic = format!("vde,sock={}", layout.switch_dir(&a.switch).display());
+                    if let Some(p) = a.port {
+                        nic.push_str(&format!(",port={p}"));
+                    }
+                    args.extend(["-nic".to_string(), nic]);
+                }
+                Step {
+                    start: Start::Foreground { ready: None },
+                    id,
+                    phase: 2,
+                    filo: false,
+                    args,
+                    env,
+                    file: None,
+                }
+            }
+            NodeKind::Tap => plug_step(
+                id,
+                2,
+                layout,
+                format!("tap://{}", n.ifname.clone().unwrap_or_default()),
+                vnls[0].clone(),
+            ),
+        };
+        steps.push(step);
+    }
+    steps
+}
+
+/// The longest UNIX socket path a socket may have (sun_path's 108 bytes, NUL included).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// The longest socket path the lab will use, and its length: a switch's data sockets (named
+/// like `1023.4194304.vnet.train` by the switch), the management sockets and the stacks'.
+pub fn longest_socket(lab: &Lab, layout: &Layout) -> Option<(PathBuf, usize)> {
+    let mut paths = Vec::new();
+    for s in &lab.switches {
+        paths.push(layout.switch_dir(&s.name).join("1023.4194304.vnet.train"));
+        paths.push(layout.switch_mgmt(&s.name));
+    }
+    for l in &lab.links {
+        paths.push(layout.link_mgmt(&l.name));
+    }
+    for n in lab.nodes.iter().filter(|n| n.kind == NodeKind::Stack) {
+        paths.push(layout.stack_path(&n.name));
+    }
+    paths
+        .into_iter()
+        .map(|p| {
+            let len = p.as_os_str().len();
+            (p, len)
+        })
+        .max_by_key(|(_, len)| *len)
+}
+
+/// The command that runs `argv` in a node's network, given how to enter it: `filo mstack`
+/// for a stack, `nsenter` into an `ns` node's namespace (by the pid of a process inside it).
+/// `ns_flags` are nsenter's flags for the namespaces that differ from the caller's (`-n`,
+/// `-u`, `-m`, `-U`).
+pub fn exec_argv(
+    node: &Node,
+    layout: &Layout,
+    ns_pid: Option<u32>,
+    ns_flags: &[&str],
+    argv: &[String],
+) -> Result<(bool, Vec<String>), String> {
+    match node.kind {
+        NodeKind::Stack => {
+            let mut a = vec![
+                "mstack".to_string(),
+                layout.stack_path(&node.name).display().to_string(),
+                "--".into(),
+            ];
+            a.extend(argv.iter().cloned());
+            Ok((true, a))
+        }
+        NodeKind::Ns => {
+            let pid = ns_pid.ok_or_else(|| {
+                format!("node {}: its namespace is gone (is the lab up?)", node.name)
+            })?;
+            let mut a = vec!["nsenter".to_string(), "-t".into(), pid.to_string()];
+            a.extend(ns_flags.iter().map(|f| f.to_string()));
+            if ns_flags.contains(&"-U") {
+                a.push("--preserve-credentials".into());
+            }
+            a.push("--".into());
+            a.extend(argv.iter().cloned());
+            Ok((false, a))
+        }
+        NodeKind::Qemu | NodeKind::Tap => Err(format!(
+            "node {} is a {} node: exec runs commands in ns and stack nodes only",
+            node.name,
+            node.kind.name()
+        )),
+    }
+}
+
+/// The default parent of lab state directories: `$XDG_RUNTIME_DIR/filo-lab`, else
+/// `/tmp/filo-lab-UID`; `FILO_LAB_DIR` overrides both.
+pub fn state_root(filo_lab_dir: Option<&str>, xdg_runtime_dir: Option<&str>, uid: u32) -> PathBuf {
+    match (filo_lab_dir, xdg_runtime_dir) {
+        (Some(d), _) if !d.is_empty() => PathBuf::from(d),
+        (_, Some(x)) if !x.is_empty() => Path::new(x).join("filo-lab"),
+        _ => PathBuf::from(format!("/tmp/filo-lab-{uid}")),
+    }
+}

@@ -1,0 +1,360 @@
+use crate::model::{parse, NodeKind};
+use crate::plan::{plan, Layout, Start};
+use crate::status::{parse_port_print, parse_showinfo, set_commands};
+
+const TWO_SITES: &str = r#"
+name = "two"
+
+[switch.sw1]
+ports = 8
+
+[switch.sw2]
+stp = true
+vlan = [{ id = 10, untagged = [3], tagged = [5] }]
+
+[[link]]
+name = "wan"
+a = "sw1"
+b = "sw2:5"
+loss = 5
+delay = 20
+jitter = "5N"
+
+[[link]]
+a = "sw2"
+b = "h3"
+delay = 100
+
+[node.h1]
+kind = "ns"
+net = ["sw1"]
+ip = ["10.0.0.1/24"]
+command = "sleep 1000"
+run = ["ping -c 1 10.0.0.2"]
+
+[node.h2]
+kind = "ns"
+net = ["sw2:3"]
+ip = ["10.0.0.2/24", "fd00::2/64"]
+env = { A = "1" }
+
+[node.h3]
+kind = "stack"
+ip = ["10.0.0.3/24"]
+
+[remote.far]
+switch = "sw1"
+vnl = "vxvde://239.0.0.1/vni=7"
+"#;
+
+#[test]
+fn a_full_file_parses_and_resolves() {
+    let lab = parse(TWO_SITES, "x").unwrap();
+    assert_eq!(lab.name, "two");
+    // sw1, sw2 and the hub holding h3's side of the sw2-h3 link.
+    let names: Vec<_> = lab
+        .switches
+        .iter()
+        .map(|s| (s.name.as_str(), s.hidden))
+        .collect();
+    assert_eq!(
+        names,
+        [("sw1", false), ("sw2", false), ("sw2-h3_end", true)]
+    );
+    assert_eq!(lab.switch("sw1").unwrap().ports, 8);
+    assert!(lab.switch("sw2").unwrap().stp);
+    let wan = lab.link("wan").unwrap();
+    assert_eq!(wan.b.port, Some(5));
+    assert_eq!(
+        wan.impairments,
+        [
+            ("loss".to_string(), "5".to_string()),
+            ("delay".into(), "20+5N".into())
+        ]
+    );
+    let h3 = lab.node("h3").unwrap();
+    assert_eq!(h3.kind, NodeKind::Stack);
+    assert_eq!(h3.net[0].switch, "sw2-h3_end");
+    assert_eq!(lab.remotes[0].switch, "sw1");
+}
+
+#[test]
+fn the_plan_starts_switches_then_cables_then_nodes() {
+    let lab = parse(TWO_SITES, "x").unwrap();
+    let layout = Layout::new("/run/l");
+    let steps = plan(&lab, &layout);
+    let phases: Vec<(String, u8)> = steps.iter().map(|s| (s.id.clone(), s.phase)).collect();
+    assert_eq!(
+        phases,
+        [
+            ("switch sw1".to_string(), 0),
+            ("switch sw2".into(), 0),
+            ("switch sw2-h3_end".into(), 0),
+            ("link wan".into(), 1),
+            ("link sw2-h3".into(), 1),
+            ("remote far".into(), 1),
+            ("node h1".into(), 2),
+            ("node h2".into(), 2),
+            ("node h3".into(), 2),
+        ]
+    );
+    let wan = &steps[3];
+    assert!(wan.args.contains(&"--loss=5".to_string()));
+    assert!(wan.args.contains(&"--delay=20+5N".to_string()));
+    assert_eq!(wan.args.last().unwrap(), "vde:///run/l/sw/sw2[5]");
+    let sw2 = &steps[1];
+    assert!(sw2.args.contains(&"--stp".to_string()));
+    assert_eq!(
+        sw2.file.as_ref().unwrap().1,
+        "vlan/create 10\nport/create 3\nport/setvlan 3 10\nport/create 5\nvlan/addport 10 5\n"
+    );
+    let h2 = &steps[7];
+    assert!(matches!(h2.start, Start::Foreground { .. }));
+    assert_eq!(
+        &h2.args[..5],
+        [
+            "ns",
+            "--vnl",
+            "vde:///run/l/sw/sw2[3]",
+            "--ip",
+            "10.0.0.2/24"
+        ]
+    );
+    assert_eq!(h2.args[h2.args.len() - 2..], ["sleep", "infinity"]);
+    assert_eq!(h2.env, [("A".to_string(), "1".to_string())]);
+    let h3 = &steps[8];
+    assert!(h3.args.contains(&"vde:///run/l/sw/sw2-h3_end".to_string()));
+}
+
+/// (file, line, key, words the message must contain)
+const BAD: &[(&str, usize, &str, &str)] = &[
+    ("[switch.a]\nports = \"x\"\n", 2, "ports", "expected u16"),
+    ("[switch.a]\nportz = 3\n", 2, "portz", "unknown field `portz`"),
+    ("[switch.a]\nports = 0\n", 2, "switch.a.ports", "expected 1 to 4096"),
+    ("[switch.a]\n[switch.a]\n", 2, "switch.a", "duplicate key"),
+    ("[switch.a\n", 1, "switch.a", "expected `]`"),
+    (
+        "[switch.a]\n[node.h]\nkind = \"ns\"\nnet = [\"b\"]\n",
+        4,
+        "node.h.net",
+        "\"b\" is not a switch of this lab (switches: a)",
+    ),
+    (
+        "[switch.a]\n[switch.b]\n[[link]]\na = \"a\"\nb = \"nosuch\"\n",
+        5,
+        "link[0].b",
+        "\"nosuch\" is not a switch",
+    ),
+    ("[switch.a]\n[node.h]\nkind = \"vm\"\nnet = [\"a\"]\n", 3, "kind", "expected one of `ns`, `stack`, `qemu`, `tap`"),
+    (
+        "[switch.a]\n[switch.b]\n[[link]]\na = \"a\"\nb = \"b\"\nloss = \"lots\"\n",
+        6,
+        "link[0].loss",
+        "[LR|RL]VALUE",
+    ),
+    (
+        "[switch.a]\nports = 4\n[node.h]\nkind = \"ns\"\nnet = [\"a:4\"]\n",
+        5,
+        "node.h.net",
+        "port 4 does not exist: switch a has ports 0 to 3",
+    ),
+    (
+        "[switch.a]\n[node.h]\nkind = \"ns\"\nnet = [\"a:1\"]\n[node.g]\nkind = \"ns\"\nnet = [\"a:1\"]\n",
+        4,
+        "node.h.net",
+        "port 1 of switch a is already taken by node g",
+    ),
+    (
+        "[switch.a]\n[node.a]\nkind = \"ns\"\nnet = [\"a\"]\n",
+        2,
+        "node.a",
+        "already used by a switch",
+    ),
+    (
+        "[switch.a]\n[node.h]\nkind = \"ns\"\nnet = [\"a\"]\nip = [\"10.0.0.1\"]\n",
+        5,
+        "node.h.ip",
+        "expected an address with its prefix length",
+    ),
+    ("[switch.a]\n[node.h]\nkind = \"ns\"\n", 2, "node.h.net", "on no network"),
+    (
+        "[switch.a]\n[node.h]\nkind = \"tap\"\nnet = [\"a\"]\n",
+        2,
+        "node.h.ifname",
+        "needs `ifname`",
+    ),
+    (
+        "[switch.a]\n[remote.r]\nswitch = \"a\"\nvnl = \"vde:///tmp/x\"\n",
+        4,
+        "remote.r.vnl",
+        "expected a vxvde:// or vxlan://",
+    ),
+    ("name = \"a b\"\n", 1, "name", "not a valid name"),
+];
+
+#[test]
+fn bad_files_name_the_line_the_key_and_what_was_expected() {
+    for (text, line, key, words) in BAD {
+        let e = match parse(text, "t") {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e,
+        };
+        assert_eq!((e.line, e.key.as_str()), (*line, *key), "{text}\n=> {e}");
+        assert!(
+            e.message.contains(words),
+            "{text}\n=> {e}\nmissing {words:?}"
+        );
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with(&format!("line {line}: {key}: ")),
+            "{shown}"
+        );
+    }
+}
+
+#[test]
+fn too_many_items_is_a_clear_limit() {
+    let mut text = String::new();
+    for i in 0..=crate::model::MAX_ITEMS {
+        text.push_str(&format!("[switch.s{i}]\n"));
+    }
+    let e = parse(&text, "t").unwrap_err();
+    assert!(e.message.contains("at most 2000"), "{e}");
+}
+
+#[test]
+fn port_print_and_showinfo_parse_into_counters() {
+    let lines: Vec<String> = "Port 0001 untagged_vlan=0000 ACTIVE - Unnamed Allocatable
+ Current User: root Access Control: (User: NONE - Group: NONE)
+ IN:  pkts          7          bytes                  700
+ OUT: pkts          3          bytes                  300
+ DROP: queue          2          error                    1
+  -- endpoint ID 0008 module unix prog   : filo-wirefilter: user=root pid=4884 +train
+Port 0002 untagged_vlan=0000 ACTIVE - Unnamed Allocatable
+ IN:  pkts          1          bytes                   60"
+        .lines()
+        .map(String::from)
+        .collect();
+    let ports = parse_port_print(&lines);
+    assert_eq!(ports.len(), 2);
+    assert_eq!(
+        (
+            ports[0].port,
+            ports[0].in_frames,
+            ports[0].in_bytes,
+            ports[0].out_frames,
+            ports[0].drop_queue,
+            ports[0].drop_error
+        ),
+        (1, 7, 700, 3, 2, 1)
+    );
+    assert_eq!(
+        ports[0].endpoints,
+        ["filo-wirefilter: user=root pid=4884 +train"]
+    );
+    assert_eq!(ports[1].in_bytes, 60);
+    let info: Vec<String> = [
+        "Counters L->R in 5/500 out 4/400 dropped loss 1 mtu 0 capacity 0 dup 0 corrupted 0 bits 0 queued 0",
+        "Counters R->L in 2/200 out 2/200 dropped loss 0 mtu 3 capacity 0 dup 0 corrupted 0 bits 0 queued 0",
+    ]
+    .map(String::from)
+    .to_vec();
+    let (lr, rl) = parse_showinfo(&info).unwrap();
+    assert_eq!((lr.in_frames, lr.out_bytes, lr.dropped_loss), (5, 400, 1));
+    assert_eq!((rl.in_frames, rl.dropped_mtu), (2, 3));
+}
+
+#[test]
+fn a_loop_of_links_needs_spanning_tree() {
+    let ring = |stp: &str| {
+        format!(
+            "[switch.a]\n{stp}[switch.b]\n{stp}[switch.c]\n{stp}\
+             [[link]]\na = \"a\"\nb = \"b\"\n[[link]]\na = \"b\"\nb = \"c\"\n[[link]]\na = \"c\"\nb = \"a\"\n"
+        )
+    };
+    let e = parse(&ring(""), "t").unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (10, "link[2]"), "{e}");
+    assert!(
+        e.message
+            .contains("link c-a closes a loop of switches without spanning tree (a, b, c)"),
+        "{e}"
+    );
+    let lab = parse(&ring("stp = true\n"), "t").unwrap();
+    assert_eq!(lab.links.len(), 3);
+    // Two cables between the same two switches are a loop too.
+    let e = parse("[switch.a]\n[switch.b]\n[[link]]\nname = \"x\"\na = \"a\"\nb = \"b\"\n[[link]]\nname = \"y\"\na = \"b\"\nb = \"a\"\n", "t").unwrap_err();
+    assert!(e.message.contains("link y closes a loop"), "{e}");
+}
+
+#[test]
+fn settings_that_are_off() {
+    use crate::status::setting_is_off;
+    assert!(setting_is_off("L->R 0+0U   R->L 0+0N"));
+    assert!(setting_is_off("L->R 0   R->L 0"));
+    assert!(!setting_is_off("L->R 0.5+0U   R->L 0+0U"));
+    assert!(!setting_is_off("L->R 0+3U   R->L 0+0U"));
+}
+
+#[test]
+fn a_hub_for_a_node_link_does_not_take_a_users_switch() {
+    let text = "[switch.wan_end]\n[switch.a]\n[node.n]\nkind = \"ns\"\n[[link]]\nname = \"wan\"\na = \"a\"\nb = \"n\"\n";
+    let e = parse(text, "t").unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (6, "link[0].name"), "{e}");
+    assert!(
+        e.message.contains("\"wan_end\", and that name is taken"),
+        "{e}"
+    );
+}
+
+#[test]
+fn set_takes_key_value_pairs() {
+    let s = |v: &[&str]| set_commands(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(s(&["loss=5", "delay=50"]).unwrap(), ["loss 5", "delay 50"]);
+    assert_eq!(s(&["delay=50", "jitter=10"]).unwrap(), ["delay 50+10"]);
+    assert_eq!(s(&["capacity=10K"]).unwrap(), ["chanbufsize 10K"]);
+    assert!(s(&["loss"]).unwrap_err().contains("KEY=VALUE"));
+    assert!(s(&["color=red"])
+        .unwrap_err()
+        .contains("unknown impairment"));
+    assert!(s(&["loss=x"]).unwrap_err().contains("[LR|RL]VALUE"));
+    assert!(s(&["jitter=3"]).unwrap_err().contains("delay"));
+}
+
+#[test]
+fn the_graph_has_every_switch_node_and_link() {
+    let lab = parse(TWO_SITES, "x").unwrap();
+    let svg = crate::graph::svg(&lab);
+    for id in [
+        "switch-sw1",
+        "switch-sw2",
+        "node-h1",
+        "node-h2",
+        "node-h3",
+        "link-wan",
+        "link-sw2-h3",
+        "remote-far",
+    ] {
+        assert!(
+            svg.contains(&format!("id=\"{id}\"")),
+            "{id} missing:\n{svg}"
+        );
+    }
+    // The hidden hub is not drawn: the link goes to the node.
+    assert!(!svg.contains("sw2-h3_end"));
+    let dot = crate::graph::dot(&lab);
+    assert!(
+        dot.contains("\"switch-sw1\" -- \"switch-sw2\" [label=\"wan: loss 5, delay 20+5N\"]"),
+        "{dot}"
+    );
+}
+
+#[test]
+fn the_longest_socket_path_is_known_before_starting() {
+    let lab = parse(TWO_SITES, "x").unwrap();
+    let (path, len) = crate::plan::longest_socket(&lab, &Layout::new("/run/l")).unwrap();
+    assert_eq!(
+        path.to_str().unwrap(),
+        "/run/l/sw/sw2-h3_end/1023.4194304.vnet.train"
+    );
+    assert_eq!(len, path.to_str().unwrap().len());
+}
