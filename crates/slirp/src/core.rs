@@ -1,0 +1,737 @@
+//! The gateway's sans-IO core: the guest side's layers 2 and 3. Frames in, typed decisions
+//! out ([`Input`]); frames built for the guest from what the host side produced. It answers
+//! ARP and neighbour solicitations for the gateway's own addresses, learns each guest
+//! address's MAC from the frames it sends, checks lengths and checksums (everything malformed
+//! is dropped and counted), and builds UDP, ICMP echo reply, TCP reset and ICMP unreachable
+//! frames. No sockets and no clock: the engine ([`crate::engine`]) does the I/O.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, Icmpv6DstUnreachable,
+    Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr,
+    NdiscNeighborFlags, NdiscRepr, RawHardwareAddress, TcpControl, TcpPacket, TcpRepr,
+    TcpSeqNumber, UdpPacket, UdpRepr,
+};
+
+use crate::config::Config;
+
+/// The gateway's Ethernet address (libslirp's, 52:55:0a:00:02:02).
+pub const GATEWAY_MAC: EthernetAddress = EthernetAddress([0x52, 0x55, 0x0a, 0x00, 0x02, 0x02]);
+const ETH: usize = 14;
+const HOP_LIMIT: u8 = 64;
+/// At most this many guest addresses are remembered (the oldest learned is forgotten).
+const MAX_NEIGHBOURS: usize = 256;
+
+/// What a frame from the guest asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// Send this frame back (an ARP reply, a neighbour advertisement, an echo reply from
+    /// the gateway itself).
+    Reply(Vec<u8>),
+    /// A TCP segment: the IP packet (without Ethernet padding), the guest's and the remote
+    /// end, and whether it is a connection attempt (SYN without ACK).
+    Tcp {
+        packet: &'a [u8],
+        guest: SocketAddr,
+        remote: SocketAddr,
+        syn: bool,
+        rst: bool,
+    },
+    Udp {
+        guest: SocketAddr,
+        remote: SocketAddr,
+        payload: &'a [u8],
+    },
+    /// An ICMP echo request to an address beyond the gateway.
+    Echo {
+        guest: IpAddr,
+        remote: IpAddr,
+        ident: u16,
+        seq: u16,
+        data: &'a [u8],
+    },
+    /// Dropped; the reason was counted.
+    Drop,
+}
+
+/// Dropped frames, by reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CoreCounters {
+    pub malformed: u64,
+    pub bad_checksum: u64,
+    pub not_for_us: u64,
+    pub unsupported: u64,
+    pub no_neighbour: u64,
+}
+
+/// The guest-side state: configuration and learned guest MACs.
+pub struct Core {
+    cfg: Config,
+    neighbours: HashMap<IpAddr, EthernetAddress>,
+    caps: ChecksumCapabilities,
+    pub counters: CoreCounters,
+}
+
+impl Core {
+    pub fn new(cfg: Config) -> Core {
+        Core {
+            cfg,
+            neighbours: HashMap::new(),
+            caps: ChecksumCapabilities::default(),
+            counters: CoreCounters::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The MAC learned for a guest address.
+    pub fn neighbour(&self, ip: IpAddr) -> Option<EthernetAddress> {
+        self.neighbours.get(&ip).copied()
+    }
+
+    /// Remembers that `ip` is at `mac` (a unicast guest address in one of our networks).
+    pub fn learn(&mut self, ip: IpAddr, mac: EthernetAddress) {
+        if !mac.is_unicast() || self.cfg.is_own(ip) || !self.on_link(ip) {
+            return;
+        }
+        if self.neighbours.len() >= MAX_NEIGHBOURS && !self.neighbours.contains_key(&ip) {
+            if let Some(k) = self.neighbours.keys().next().copied() {
+                self.neighbours.remove(&k);
+            }
+        }
+        self.neighbours.insert(ip, mac);
+    }
+
+    /// Whether `ip` is in the guest network (v4 prefix, v6 prefix or link-local).
+    pub fn on_link(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => {
+                let p = u32::from(self.cfg.prefix);
+                let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+                u32::from(a) & mask == u32::from(self.cfg.gateway) & mask && !a.is_broadcast()
+            }
+            IpAddr::V6(a) => {
+                let p = u32::from(self.cfg.prefix6);
+                let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+                u128::from(a) & mask == u128::from(self.cfg.gateway6) & mask
+                    || a.segments()[0] & 0xffc0 == 0xfe80
+            }
+        }
+    }
+
+    fn drop(&mut self, f: impl FnOnce(&mut CoreCounters)) -> Input<'static> {
+        f(&mut self.counters);
+        Input::Drop
+    }
+
+    /// Classifies one frame from the guest.
+    pub fn handle_frame<'a>(&mut self, frame: &'a [u8]) -> Input<'a> {
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return self.drop(|c| c.malformed += 1);
+        };
+        let dst = eth.dst_addr();
+        if !(dst == GATEWAY_MAC || dst.is_broadcast() || dst.is_multicast()) {
+            return self.drop(|c| c.not_for_us += 1);
+        }
+        let src_mac = eth.src_addr();
+        let payload = &frame[ETH..];
+        match eth.ethertype() {
+            EthernetProtocol::Arp if self.cfg.v4 => self.arp(src_mac, payload),
+            EthernetProtocol::Ipv4 if self.cfg.v4 => self.ipv4(src_mac, payload),
+            EthernetProtocol::Ipv6 if self.cfg.v6 => self.ipv6(src_mac, payload),
+            _ => self.drop(|c| c.unsupported += 1),
+        }
+    }
+
+    fn arp<'a>(&mut self, src_mac: EthernetAddress, payload: &[u8]) -> Input<'a> {
+        let Ok(repr) = ArpPacket::new_checked(payload).and_then(|p| ArpRepr::parse(&p)) else {
+            return self.drop(|c| c.malformed += 1);
+        };
+        let ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_protocol_addr,
+            ..
+        } = repr
+        else {
+            return self.drop(|c| c.unsupported += 1);
+        };
+        if source_hardware_addr == src_mac && !source_protocol_addr.is_unspecified() {
+            self.learn(IpAddr::V4(source_protocol_addr), src_mac);
+        }
+        if operation != ArpOperation::Request || !self.cfg.is_own(IpAddr::V4(target_protocol_addr))
+        {
+            return self.drop(|c| c.not_for_us += 1);
+        }
+        let reply = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: GATEWAY_MAC,
+            source_protocol_addr: target_protocol_addr,
+            target_hardware_addr: source_hardware_addr,
+            target_protocol_addr: source_protocol_addr,
+        };
+        let mut out = vec![0u8; ETH + reply.buffer_len()];
+        emit_eth(&mut out, source_hardware_addr, EthernetProtocol::Arp);
+        reply.emit(&mut ArpPacket::new_unchecked(&mut out[ETH..]));
+        Input::Reply(out)
+    }
+
+    fn ipv4<'a>(&mut self, src_mac: EthernetAddress, payload: &'a [u8]) -> Input<'a> {
+        let Ok(ip) = Ipv4Packet::new_checked(payload) else {
+            return self.drop(|c| c.malformed += 1);
+        };
+        if !ip.verify_checksum() {
+            return self.drop(|c| c.bad_checksum += 1);
+        }
+        if ip.more_frags() || ip.frag_offset() != 0 {
+            return self.drop(|c| c.unsupported += 1);
+        }
+        let total = usize::from(ip.total_len());
+        let packet = &payload[..total];
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let l4 = &packet[ip.header_len().into()..];
+        if !src.is_unspecified() {
+            self.learn(IpAddr::V4(src), src_mac);
+        }
+        let (src, dst) = (IpAddr::V4(src), IpAddr::V4(dst));
+        match ip.next_header() {
+            IpProtocol::Tcp => self.tcp(packet, l4, src, dst),
+            IpProtocol::Udp => self.udp(l4, src, dst),
+            IpProtocol::Icmp => {
+                let Ok(icmp) = Icmpv4Packet::new_checked(l4) else {
+                    return self.drop(|c| c.malformed += 1);
+                };
+                match Icmpv4Repr::parse(&icmp, &self.caps) {
+                    Ok(Icmpv4Repr::EchoRequest {
+                        ident,
+                        seq_no,
+                        data,
+                    }) => self.echo(src, dst, ident, seq_no, data),
+                    Ok(_) => self.drop(|c| c.unsupported += 1),
+                    Err(_) => self.drop(|c| c.bad_checksum += 1),
+                }
+            }
+            _ => self.drop(|c| c.unsupported += 1),
+        }
+    }
+
+    fn ipv6<'a>(&mut self, src_mac: EthernetAddress, payload: &'a [u8]) -> Input<'a> {
+        let Ok(ip) = Ipv6Packet::new_checked(payload) else {
+            return self.drop(|c| c.malformed += 1);
+        };
+        let total = ip.header_len() + usize::from(ip.payload_len());
+        let packet = &payload[..total];
+        let (s6, d6) = (ip.src_addr(), ip.dst_addr());
+        let l4 = &packet[ip.header_len()..];
+        let (src, dst) = (IpAddr::V6(s6), IpAddr::V6(d6));
+        if !s6.is_unspecified() {
+            self.learn(src, src_mac);
+        }
+        match ip.next_header() {
+            IpProtocol::Tcp => self.tcp(packet, l4, src, dst),
+            IpProtocol::Udp => self.udp(l4, src, dst),
+            IpProtocol::Icmpv6 => {
+                let Ok(icmp) = Icmpv6Packet::new_checked(l4) else {
+                    return self.drop(|c| c.malformed += 1);
+                };
+                match Icmpv6Repr::parse(&s6, &d6, &icmp, &self.caps) {
+                    Ok(Icmpv6Repr::EchoRequest {
+                        ident,
+                        seq_no,
+                        data,
+                    }) => self.echo(src, dst, ident, seq_no, data),
+                    Ok(Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+                        target_addr,
+                        lladdr,
+                    })) => self.neighbour_solicit(src_mac, s6, target_addr, lladdr),
+                    Ok(_) => self.drop(|c| c.unsupported += 1),
+                    Err(_) => self.drop(|c| c.bad_checksum += 1),
+                }
+            }
+            _ => self.drop(|c| c.unsupported += 1),
+        }
+    }
+
+    fn neighbour_solicit<'a>(
+        &mut self,
+        src_mac: EthernetAddress,
+        src: Ipv6Addr,
+        target: Ipv6Addr,
+        lladdr: Option<RawHardwareAddress>,
+    ) -> Input<'a> {
+        if !self.cfg.is_own(IpAddr::V6(target)) {
+            return self.drop(|c| c.not_for_us += 1);
+        }
+        let mac = lladdr
+            .filter(|l| l.len() == 6)
+            .map(|l| EthernetAddress::from_bytes(l.as_bytes()))
+            .unwrap_or(src_mac);
+        // Duplicate address detection (from ::) is answered to all nodes.
+        let (dst, dst_mac, flags) = if src.is_unspecified() {
+            (
+                Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
+                EthernetAddress([0x33, 0x33, 0, 0, 0, 1]),
+                NdiscNeighborFlags::ROUTER | NdiscNeighborFlags::OVERRIDE,
+            )
+        } else {
+            (
+                src,
+                mac,
+                NdiscNeighborFlags::ROUTER
+                    | NdiscNeighborFlags::SOLICITED
+                    | NdiscNeighborFlags::OVERRIDE,
+            )
+        };
+        let repr = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+            flags,
+            target_addr: target,
+            lladdr: Some(GATEWAY_MAC.into()),
+        });
+        Input::Reply(self.icmpv6_frame(dst_mac, target, dst, 255, &repr))
+    }
+
+    fn tcp<'a>(&mut self, packet: &'a [u8], l4: &'a [u8], src: IpAddr, dst: IpAddr) -> Input<'a> {
+        let Ok(tcp) = TcpPacket::new_checked(l4) else {
+            return self.drop(|c| c.malformed += 1);
+        };
+        if !tcp.verify_checksum(&src.into(), &dst.into()) {
+            return self.drop(|c| c.bad_checksum += 1);
+        }
+        if !self.on_link(src) || tcp.src_port() == 0 || tcp.dst_port() == 0 {
+            return self.drop(|c| c.not_for_us += 1);
+        }
+        Input::Tcp {
+            packet,
+            guest: SocketAddr::new(src, tcp.src_port()),
+            remote: SocketAddr::new(dst, tcp.dst_port()),
+            syn: tcp.syn() && !tcp.ack(),
+            rst: tcp.rst(),
+        }
+    }
+
+    fn udp<'a>(&mut self, l4: &'a [u8], src: IpAddr, dst: IpAddr) -> Input<'a> {
+        let Ok(udp) = UdpPacket::new_checked(l4) else {
+            return self.drop(|c| c.malformed += 1);
+        };
+        if UdpRepr::parse(&udp, &src.into(), &dst.into(), &self.caps).is_err() {
+            return self.drop(|c| c.bad_checksum += 1);
+        }
+        let len = usize::from(udp.len()).min(l4.len());
+        Input::Udp {
+            guest: SocketAddr::new(src, udp.src_port()),
+            remote: SocketAddr::new(dst, udp.dst_port()),
+            payload: &l4[8..len],
+        }
+    }
+
+    fn echo<'a>(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        ident: u16,
+        seq: u16,
+        data: &'a [u8],
+    ) -> Input<'a> {
+        if !self.on_link(src) {
+            return self.drop(|c| c.not_for_us += 1);
+        }
+        if self.cfg.is_own(dst) {
+            return match self.echo_reply(dst, src, ident, seq, data) {
+                Some(f) => Input::Reply(f),
+                None => self.drop(|c| c.no_neighbour += 1),
+            };
+        }
+        Input::Echo {
+            guest: src,
+            remote: dst,
+            ident,
+            seq,
+            data,
+        }
+    }
+
+    fn dst_mac(&mut self, ip: IpAddr) -> Option<EthernetAddress> {
+        let mac = self.neighbours.get(&ip).copied();
+        if mac.is_none() {
+            self.counters.no_neighbour += 1;
+        }
+        mac
+    }
+
+    /// A request for a guest address's MAC: ARP (IPv4) or a neighbour solicitation (IPv6).
+    pub fn solicit(&mut self, ip: IpAddr) -> Option<Vec<u8>> {
+        match ip {
+            IpAddr::V4(target) => {
+                if !self.cfg.v4 || !self.on_link(ip) {
+                    return None;
+                }
+                let repr = ArpRepr::EthernetIpv4 {
+                    operation: ArpOperation::Request,
+                    source_hardware_addr: GATEWAY_MAC,
+                    source_protocol_addr: self.cfg.gateway,
+                    target_hardware_addr: EthernetAddress([0; 6]),
+                    target_protocol_addr: target,
+                };
+                let mut out = vec![0u8; ETH + repr.buffer_len()];
+                emit_eth(&mut out, EthernetAddress::BROADCAST, EthernetProtocol::Arp);
+                repr.emit(&mut ArpPacket::new_unchecked(&mut out[ETH..]));
+                Some(out)
+            }
+            IpAddr::V6(target) => {
+                if !self.cfg.v6 || !self.on_link(ip) {
+                    return None;
+                }
+                let t = target.octets();
+                let group = Ipv6Addr::new(
+                    0xff02,
+                    0,
+                    0,
+                    0,
+                    0,
+                    1,
+                    0xff00 | u16::from(t[13]),
+                    u16::from_be_bytes([t[14], t[15]]),
+                );
+                let mac = EthernetAddress([0x33, 0x33, 0xff, t[13], t[14], t[15]]);
+                let repr = Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+                    target_addr: target,
+                    lladdr: Some(GATEWAY_MAC.into()),
+                });
+                let src = self.cfg.gateway6;
+                Some(self.icmpv6_frame(mac, src, group, 255, &repr))
+            }
+        }
+    }
+
+    /// Frames an IP packet (from smoltcp) for the guest it is addressed to.
+    pub fn frame_ip(&mut self, packet: &[u8], out: &mut Vec<u8>) -> bool {
+        let dst = match packet.first().map(|b| b >> 4) {
+            Some(4) => match Ipv4Packet::new_checked(packet) {
+                Ok(p) => IpAddr::V4(p.dst_addr()),
+                Err(_) => return false,
+            },
+            Some(6) => match Ipv6Packet::new_checked(packet) {
+                Ok(p) => IpAddr::V6(p.dst_addr()),
+                Err(_) => return false,
+            },
+            _ => return false,
+        };
+        let Some(mac) = self.dst_mac(dst) else {
+            return false;
+        };
+        let v6 = dst.is_ipv6();
+        out.clear();
+        out.resize(ETH, 0);
+        emit_eth(
+            out,
+            mac,
+            if v6 {
+                EthernetProtocol::Ipv6
+            } else {
+                EthernetProtocol::Ipv4
+            },
+        );
+        out.extend_from_slice(packet);
+        true
+    }
+
+    /// Builds an IP frame to `dst` from `src` carrying `len` bytes of `proto` that `fill`
+    /// writes (with its checksum).
+    fn ip_frame(
+        &mut self,
+        mac: EthernetAddress,
+        src: IpAddr,
+        dst: IpAddr,
+        proto: IpProtocol,
+        hop_limit: u8,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Option<Vec<u8>> {
+        let caps = &self.caps;
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let ip = Ipv4Repr {
+                    src_addr: s,
+                    dst_addr: d,
+                    next_header: proto,
+                    payload_len: len,
+                    hop_limit,
+                };
+                let mut out = vec![0u8; ETH + ip.buffer_len() + len];
+                emit_eth(&mut out, mac, EthernetProtocol::Ipv4);
+                ip.emit(&mut Ipv4Packet::new_unchecked(&mut out[ETH..]), caps);
+                fill(&mut out[ETH + ip.buffer_len()..]);
+                Some(out)
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let ip = Ipv6Repr {
+                    src_addr: s,
+                    dst_addr: d,
+                    next_header: proto,
+                    payload_len: len,
+                    hop_limit,
+                };
+                let mut out = vec![0u8; ETH + ip.buffer_len() + len];
+                emit_eth(&mut out, mac, EthernetProtocol::Ipv6);
+                ip.emit(&mut Ipv6Packet::new_unchecked(&mut out[ETH..]));
+                fill(&mut out[ETH + ip.buffer_len()..]);
+                Some(out)
+            }
+            _ => None,
+        }
+    }
+
+    fn icmpv6_frame(
+        &mut self,
+        mac: EthernetAddress,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        hop_limit: u8,
+        repr: &Icmpv6Repr,
+    ) -> Vec<u8> {
+        let caps = self.caps.clone();
+        self.ip_frame(
+            mac,
+            IpAddr::V6(src),
+            IpAddr::V6(dst),
+            IpProtocol::Icmpv6,
+            hop_limit,
+            repr.buffer_len(),
+            |b| repr.emit(&src, &dst, &mut Icmpv6Packet::new_unchecked(b), &caps),
+        )
+        .unwrap_or_default()
+    }
+
+    /// A UDP datagram from `from` to the guest at `to`.
+    pub fn udp_frame(
+        &mut self,
+        from: SocketAddr,
+        to: SocketAddr,
+        payload: &[u8],
+    ) -> Option<Vec<u8>> {
+        let mac = self.dst_mac(to.ip())?;
+        self.udp_frame_to(mac, from, to, payload)
+    }
+
+    /// A UDP datagram to an explicit MAC (DHCP replies to a guest without an address yet).
+    pub fn udp_frame_to(
+        &mut self,
+        mac: EthernetAddress,
+        from: SocketAddr,
+        to: SocketAddr,
+        payload: &[u8],
+    ) -> Option<Vec<u8>> {
+        let repr = UdpRepr {
+            src_port: from.port(),
+            dst_port: to.port(),
+        };
+        let caps = self.caps.clone();
+        let (s, d): (IpAddress, IpAddress) = (from.ip().into(), to.ip().into());
+        self.ip_frame(
+            mac,
+            from.ip(),
+            to.ip(),
+            IpProtocol::Udp,
+            HOP_LIMIT,
+            8 + payload.len(),
+            |b| {
+                repr.emit(
+                    &mut UdpPacket::new_unchecked(b),
+                    &s,
+                    &d,
+                    payload.len(),
+                    |p| p.copy_from_slice(payload),
+                    &caps,
+                )
+            },
+        )
+    }
+
+    /// An echo reply from `from` to the guest at `to`.
+    pub fn echo_reply(
+        &mut self,
+        from: IpAddr,
+        to: IpAddr,
+        ident: u16,
+        seq_no: u16,
+        data: &[u8],
+    ) -> Option<Vec<u8>> {
+        let mac = self.dst_mac(to)?;
+        let caps = self.caps.clone();
+        match (from, to) {
+            (IpAddr::V4(_), IpAddr::V4(_)) => {
+                let repr = Icmpv4Repr::EchoReply {
+                    ident,
+                    seq_no,
+                    data,
+                };
+                self.ip_frame(
+                    mac,
+                    from,
+                    to,
+                    IpProtocol::Icmp,
+                    HOP_LIMIT,
+                    repr.buffer_len(),
+                    |b| repr.emit(&mut Icmpv4Packet::new_unchecked(b), &caps),
+                )
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let repr = Icmpv6Repr::EchoReply {
+                    ident,
+                    seq_no,
+                    data,
+                };
+                Some(self.icmpv6_frame(mac, s, d, HOP_LIMIT, &repr))
+            }
+            _ => None,
+        }
+    }
+
+    /// A reset answering the guest's TCP segment `packet` (an IP packet).
+    pub fn tcp_reset(&mut self, packet: &[u8]) -> Option<Vec<u8>> {
+        let (src, dst, l4) = split_ip(packet)?;
+        let tcp = TcpPacket::new_checked(l4).ok()?;
+        let mac = self.dst_mac(src)?;
+        let seg_len = tcp.payload().len() as i32 + i32::from(tcp.syn()) + i32::from(tcp.fin());
+        let (seq, ack) = if tcp.ack() {
+            (tcp.ack_number(), None)
+        } else {
+            (TcpSeqNumber(0), Some(tcp.seq_number() + seg_len as usize))
+        };
+        let repr = TcpRepr {
+            src_port: tcp.dst_port(),
+            dst_port: tcp.src_port(),
+            control: TcpControl::Rst,
+            seq_number: seq,
+            ack_number: ack,
+            window_len: 0,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let caps = self.caps.clone();
+        let (s, d): (IpAddress, IpAddress) = (dst.into(), src.into());
+        self.ip_frame(
+            mac,
+            dst,
+            src,
+            IpProtocol::Tcp,
+            HOP_LIMIT,
+            repr.buffer_len(),
+            |b| repr.emit(&mut TcpPacket::new_unchecked(b), &s, &d, &caps),
+        )
+    }
+
+    /// An ICMP destination unreachable (host, or port when `port`) about the guest's IP
+    /// packet `packet`, from the address it was sent to.
+    pub fn unreachable(&mut self, packet: &[u8], port: bool) -> Option<Vec<u8>> {
+        let (src, dst, _) = split_ip(packet)?;
+        let mac = self.dst_mac(src)?;
+        let caps = self.caps.clone();
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let orig = Ipv4Packet::new_checked(packet).ok()?;
+                let header = Ipv4Repr::parse(&orig, &ChecksumCapabilities::ignored()).ok()?;
+                let data = &orig.payload()[..orig.payload().len().min(8)];
+                let repr = Icmpv4Repr::DstUnreachable {
+                    reason: if port {
+                        Icmpv4DstUnreachable::PortUnreachable
+                    } else {
+                        Icmpv4DstUnreachable::HostUnreachable
+                    },
+                    header,
+                    data,
+                };
+                let _ = (s, d);
+                self.ip_frame(
+                    mac,
+                    dst,
+                    src,
+                    IpProtocol::Icmp,
+                    HOP_LIMIT,
+                    repr.buffer_len(),
+                    |b| repr.emit(&mut Icmpv4Packet::new_unchecked(b), &caps),
+                )
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let orig = Ipv6Packet::new_checked(packet).ok()?;
+                let header = Ipv6Repr::parse(&orig).ok()?;
+                // The whole original packet fits in the minimum MTU, cut to 1232 bytes.
+                let data = &orig.payload()[..orig.payload().len().min(1232 - 48)];
+                let repr = Icmpv6Repr::DstUnreachable {
+                    reason: if port {
+                        Icmpv6DstUnreachable::PortUnreachable
+                    } else {
+                        Icmpv6DstUnreachable::AddrUnreachable
+                    },
+                    header,
+                    data,
+                };
+                Some(self.icmpv6_frame(mac, d, s, HOP_LIMIT, &repr))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn emit_eth(out: &mut [u8], dst: EthernetAddress, ethertype: EthernetProtocol) {
+    EthernetRepr {
+        src_addr: GATEWAY_MAC,
+        dst_addr: dst,
+        ethertype,
+    }
+    .emit(&mut EthernetFrame::new_unchecked(&mut out[..ETH]));
+}
+
+/// Source, destination and layer-4 bytes of an IP packet.
+fn split_ip(packet: &[u8]) -> Option<(IpAddr, IpAddr, &[u8])> {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let p = Ipv4Packet::new_checked(packet).ok()?;
+            let h = usize::from(p.header_len());
+            Some((p.src_addr().into(), p.dst_addr().into(), &packet[h..]))
+        }
+        Some(6) => {
+            let p = Ipv6Packet::new_checked(packet).ok()?;
+            Some((p.src_addr().into(), p.dst_addr().into(), &packet[40..]))
+        }
+        _ => None,
+    }
+}
+
+/// The IPv4 or IPv6 address of a socket address, with IPv4-mapped IPv6 turned back into IPv4.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+/// Whether the guest may not reach `ip` directly: the host's loopback and unspecified
+/// addresses.
+pub fn is_host_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_loopback() || a.is_unspecified() || a == Ipv4Addr::BROADCAST,
+        IpAddr::V6(a) => {
+            a.is_loopback()
+                || a.is_unspecified()
+                || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
