@@ -6,10 +6,19 @@
 //! INIT → SELECTING (DISCOVER, wait for OFFER) → REQUESTING (REQUEST, wait for ACK) → BOUND;
 //! at T1 RENEWING (unicast REQUEST to the server), at T2 REBINDING (broadcast REQUEST), at
 //! the end of the lease back to INIT. A NAK restarts from INIT.
+//!
+//! The servers live in their own modules, sans-IO too: [`server`] (DHCPv4), [`ra`] (IPv6
+//! router advertisements), [`v6`] (stateless DHCPv6) and [`names`] (domain names in DNS wire
+//! format, shared by them).
 
 use std::net::Ipv4Addr;
 
 use std::time::Duration;
+
+pub mod names;
+pub mod ra;
+pub mod server;
+pub mod v6;
 
 /// An Ethernet address.
 pub type Mac = [u8; 6];
@@ -28,6 +37,10 @@ impl Instant {
     }
     pub fn total_millis(&self) -> u64 {
         self.0.as_millis() as u64
+    }
+    /// How long after `earlier` this is; zero if it is not after it.
+    pub fn saturating_duration_since(&self, earlier: Instant) -> Duration {
+        self.0.saturating_sub(earlier.0)
     }
 }
 
@@ -394,13 +407,18 @@ fn set_dst(p: &mut [u8], dst: Ipv4Addr) {
 
 /// The UDP payload of an IPv4 packet to port 68, if that is what `p` is.
 pub fn dhcp_payload(p: &[u8]) -> Option<&[u8]> {
+    udp4_payload_to(p, CLIENT_PORT)
+}
+
+/// The UDP payload of an IPv4 packet to UDP port `port`, if that is what `p` is.
+fn udp4_payload_to(p: &[u8], port: u16) -> Option<&[u8]> {
     let ihl = usize::from(p.first()? & 0xf) * 4;
     // An IHL below 5 words is malformed (and would leave the protocol byte unchecked).
     if ihl < 20 || p.len() < ihl + 8 || p[9] != 17 {
         return None;
     }
     let udp = &p[ihl..];
-    if u16::from_be_bytes([udp[2], udp[3]]) != CLIENT_PORT {
+    if u16::from_be_bytes([udp[2], udp[3]]) != port {
         return None;
     }
     Some(&udp[8..])
