@@ -17,6 +17,8 @@ use smoltcp::wire::{
     TcpSeqNumber, UdpPacket, UdpRepr,
 };
 
+use filo_dhcp::{ra, server as dhcp4, v6 as dhcp6};
+
 use crate::config::Config;
 
 /// The gateway's Ethernet address (libslirp's, 52:55:0a:00:02:02).
@@ -68,22 +70,121 @@ pub struct CoreCounters {
     pub no_neighbour: u64,
 }
 
-/// The guest-side state: configuration and learned guest MACs.
+/// The guest-side state: configuration, learned guest MACs and the address servers
+/// (filo-dhcp's DHCPv4 server, router advertiser and stateless DHCPv6 server).
 pub struct Core {
     cfg: Config,
     neighbours: HashMap<IpAddr, EthernetAddress>,
     caps: ChecksumCapabilities,
+    dhcp: Option<dhcp4::Server>,
+    ra: Option<ra::Advertiser>,
+    dhcp6: Option<dhcp6::Server>,
+    /// The gateway's IPv6 link-local address (the advertisements' source).
+    link_local: Ipv6Addr,
+    random: u64,
     pub counters: CoreCounters,
 }
 
+/// The time as filo-dhcp counts it: milliseconds from any fixed origin.
+pub type Millis = u64;
+
+fn dhcp_time(now: Millis) -> filo_dhcp::Instant {
+    filo_dhcp::Instant::from_millis(now)
+}
+
 impl Core {
-    pub fn new(cfg: Config) -> Core {
-        Core {
+    /// A core for `cfg`; `seed` feeds the advertisement timers' jitter. Fails when the
+    /// address servers refuse the configuration (e.g. a DHCP start that leaves no room).
+    pub fn new(cfg: Config, now: Millis, seed: u64) -> Result<Core, String> {
+        let mac = GATEWAY_MAC.0;
+        let mut dhcp = None;
+        if cfg.v4 {
+            let p = u32::from(cfg.prefix);
+            let host_mask = if p == 0 { u32::MAX } else { u32::MAX >> p };
+            let broadcast = u32::from(cfg.gateway) | host_mask;
+            let end = Ipv4Addr::from(broadcast - 1);
+            let mut c = dhcp4::Config::new(cfg.gateway, cfg.prefix, cfg.dhcp_start, end);
+            c.router = Some(cfg.gateway);
+            c.dns = vec![cfg.dns];
+            c.search = cfg.dns_search.clone();
+            c.mtu = Some(cfg.mtu);
+            for own in [cfg.gateway, cfg.dns] {
+                if (cfg.dhcp_start..=end).contains(&own) {
+                    return Err(format!(
+                        "option dhcp: the first lease {} must be above the gateway's and DNS addresses ({}, {})",
+                        cfg.dhcp_start, cfg.gateway, cfg.dns
+                    ));
+                }
+            }
+            dhcp = Some(dhcp4::Server::new(c).map_err(|e| e.to_string())?);
+        }
+        let (mut ra_adv, mut dhcp6) = (None, None);
+        if cfg.v6 {
+            let mut c = ra::Config::new(mac);
+            let p = u32::from(cfg.prefix6);
+            let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+            let net = Ipv6Addr::from(u128::from(cfg.gateway6) & mask);
+            c.prefixes = vec![ra::Prefix::new(net, cfg.prefix6)];
+            c.rdnss = vec![cfg.dns6];
+            c.dnssl = cfg.dns_search.clone();
+            c.mtu = Some(u32::from(cfg.mtu));
+            c.other = true;
+            ra_adv = Some(ra::Advertiser::new(c, dhcp_time(now)).map_err(|e| e.to_string())?);
+            let mut c = dhcp6::Config::new(mac);
+            c.dns = vec![cfg.dns6];
+            c.search = cfg.dns_search.clone();
+            dhcp6 = Some(dhcp6::Server::new(c).map_err(|e| e.to_string())?);
+        }
+        Ok(Core {
             cfg,
             neighbours: HashMap::new(),
             caps: ChecksumCapabilities::default(),
+            dhcp,
+            ra: ra_adv,
+            dhcp6,
+            link_local: ra::link_local(mac),
+            random: seed | 1,
             counters: CoreCounters::default(),
-        }
+        })
+    }
+
+    fn random(&mut self) -> u32 {
+        // xorshift64: jitter only.
+        let mut x = self.random;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.random = x;
+        (x >> 32) as u32
+    }
+
+    /// When [`Core::poll`] next has something to send (router advertisements).
+    pub fn poll_at(&self) -> Option<Millis> {
+        self.ra.as_ref().map(|r| r.poll_at().total_millis())
+    }
+
+    /// Frames due at `now` (an unsolicited router advertisement).
+    pub fn poll(&mut self, now: Millis) -> Option<Vec<u8>> {
+        let random = self.random();
+        let packet = self.ra.as_mut()?.poll(dhcp_time(now), random)?;
+        ra::ethernet_frame(GATEWAY_MAC.0, None, &packet)
+    }
+
+    /// The current DHCP leases as text lines.
+    pub fn leases(&self, now: Millis) -> Vec<String> {
+        self.dhcp
+            .as_ref()
+            .map(|d| {
+                d.leases(dhcp_time(now))
+                    .iter()
+                    .map(|l| format!("{l:?}"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn is_own6(&self, a: Ipv6Addr) -> bool {
+        self.cfg.v6 && (a == self.link_local || self.cfg.is_own(IpAddr::V6(a)))
     }
 
     pub fn config(&self) -> &Config {
@@ -131,7 +232,7 @@ impl Core {
     }
 
     /// Classifies one frame from the guest.
-    pub fn handle_frame<'a>(&mut self, frame: &'a [u8]) -> Input<'a> {
+    pub fn handle_frame<'a>(&mut self, now: Millis, frame: &'a [u8]) -> Input<'a> {
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
             return self.drop(|c| c.malformed += 1);
         };
@@ -143,8 +244,8 @@ impl Core {
         let payload = &frame[ETH..];
         match eth.ethertype() {
             EthernetProtocol::Arp if self.cfg.v4 => self.arp(src_mac, payload),
-            EthernetProtocol::Ipv4 if self.cfg.v4 => self.ipv4(src_mac, payload),
-            EthernetProtocol::Ipv6 if self.cfg.v6 => self.ipv6(src_mac, payload),
+            EthernetProtocol::Ipv4 if self.cfg.v4 => self.ipv4(now, src_mac, payload),
+            EthernetProtocol::Ipv6 if self.cfg.v6 => self.ipv6(now, src_mac, payload),
             _ => self.drop(|c| c.unsupported += 1),
         }
     }
@@ -183,7 +284,7 @@ impl Core {
         Input::Reply(out)
     }
 
-    fn ipv4<'a>(&mut self, src_mac: EthernetAddress, payload: &'a [u8]) -> Input<'a> {
+    fn ipv4<'a>(&mut self, now: Millis, src_mac: EthernetAddress, payload: &'a [u8]) -> Input<'a> {
         let Ok(ip) = Ipv4Packet::new_checked(payload) else {
             return self.drop(|c| c.malformed += 1);
         };
@@ -203,7 +304,7 @@ impl Core {
         let (src, dst) = (IpAddr::V4(src), IpAddr::V4(dst));
         match ip.next_header() {
             IpProtocol::Tcp => self.tcp(packet, l4, src, dst),
-            IpProtocol::Udp => self.udp(l4, src, dst),
+            IpProtocol::Udp => self.udp(now, src_mac, l4, src, dst),
             IpProtocol::Icmp => {
                 let Ok(icmp) = Icmpv4Packet::new_checked(l4) else {
                     return self.drop(|c| c.malformed += 1);
@@ -222,7 +323,7 @@ impl Core {
         }
     }
 
-    fn ipv6<'a>(&mut self, src_mac: EthernetAddress, payload: &'a [u8]) -> Input<'a> {
+    fn ipv6<'a>(&mut self, now: Millis, src_mac: EthernetAddress, payload: &'a [u8]) -> Input<'a> {
         let Ok(ip) = Ipv6Packet::new_checked(payload) else {
             return self.drop(|c| c.malformed += 1);
         };
@@ -236,7 +337,7 @@ impl Core {
         }
         match ip.next_header() {
             IpProtocol::Tcp => self.tcp(packet, l4, src, dst),
-            IpProtocol::Udp => self.udp(l4, src, dst),
+            IpProtocol::Udp => self.udp(now, src_mac, l4, src, dst),
             IpProtocol::Icmpv6 => {
                 let Ok(icmp) = Icmpv6Packet::new_checked(l4) else {
                     return self.drop(|c| c.malformed += 1);
@@ -251,6 +352,18 @@ impl Core {
                         target_addr,
                         lladdr,
                     })) => self.neighbour_solicit(src_mac, s6, target_addr, lladdr),
+                    Ok(Icmpv6Repr::Ndisc(NdiscRepr::RouterSolicit { .. })) => {
+                        let random = self.random();
+                        let hop = ip.hop_limit();
+                        match self
+                            .ra
+                            .as_mut()
+                            .map(|r| r.handle_icmpv6(dhcp_time(now), s6, d6, hop, l4, random))
+                        {
+                            Some(Ok(_)) => Input::Drop,
+                            _ => self.drop(|c| c.malformed += 1),
+                        }
+                    }
                     Ok(_) => self.drop(|c| c.unsupported += 1),
                     Err(_) => self.drop(|c| c.bad_checksum += 1),
                 }
@@ -266,7 +379,7 @@ impl Core {
         target: Ipv6Addr,
         lladdr: Option<RawHardwareAddress>,
     ) -> Input<'a> {
-        if !self.cfg.is_own(IpAddr::V6(target)) {
+        if !self.is_own6(target) {
             return self.drop(|c| c.not_for_us += 1);
         }
         let mac = lladdr
@@ -316,7 +429,14 @@ impl Core {
         }
     }
 
-    fn udp<'a>(&mut self, l4: &'a [u8], src: IpAddr, dst: IpAddr) -> Input<'a> {
+    fn udp<'a>(
+        &mut self,
+        now: Millis,
+        src_mac: EthernetAddress,
+        l4: &'a [u8],
+        src: IpAddr,
+        dst: IpAddr,
+    ) -> Input<'a> {
         let Ok(udp) = UdpPacket::new_checked(l4) else {
             return self.drop(|c| c.malformed += 1);
         };
@@ -324,10 +444,58 @@ impl Core {
             return self.drop(|c| c.bad_checksum += 1);
         }
         let len = usize::from(udp.len()).min(l4.len());
+        let payload = &l4[8..len];
+        match (dst, udp.dst_port()) {
+            (IpAddr::V4(d), filo_dhcp::SERVER_PORT)
+                if d.is_broadcast() || d == self.cfg.gateway =>
+            {
+                let Some(server) = self.dhcp.as_mut() else {
+                    return self.drop(|c| c.unsupported += 1);
+                };
+                return match server.handle(dhcp_time(now), payload) {
+                    Ok(Some(reply)) => match reply.ethernet_frame(GATEWAY_MAC.0) {
+                        Some(f) => Input::Reply(f),
+                        None => self.drop(|c| c.unsupported += 1),
+                    },
+                    Ok(None) => Input::Drop,
+                    Err(dhcp4::Error::PoolExhausted(_)) => {
+                        tracing::warn!("slirp: DHCP: no address left to hand out");
+                        self.drop(|c| c.unsupported += 1)
+                    }
+                    Err(_) => self.drop(|c| c.malformed += 1),
+                };
+            }
+            (IpAddr::V6(d), dhcp6::SERVER_PORT) if d == dhcp6::ALL_SERVERS || self.is_own6(d) => {
+                let IpAddr::V6(s6) = src else {
+                    return Input::Drop;
+                };
+                let Some(server) = self.dhcp6.as_ref() else {
+                    return self.drop(|c| c.unsupported += 1);
+                };
+                return match server.handle(payload) {
+                    Ok(Some(reply)) => {
+                        let packet = dhcp6::udp6(
+                            self.link_local,
+                            s6,
+                            dhcp6::SERVER_PORT,
+                            udp.src_port(),
+                            &reply.payload,
+                        );
+                        match ra::ethernet_frame(GATEWAY_MAC.0, Some(src_mac.0), &packet) {
+                            Some(f) => Input::Reply(f),
+                            None => Input::Drop,
+                        }
+                    }
+                    Ok(None) => Input::Drop,
+                    Err(_) => self.drop(|c| c.malformed += 1),
+                };
+            }
+            _ => {}
+        }
         Input::Udp {
             guest: SocketAddr::new(src, udp.src_port()),
             remote: SocketAddr::new(dst, udp.dst_port()),
-            payload: &l4[8..len],
+            payload,
         }
     }
 
@@ -342,7 +510,11 @@ impl Core {
         if !self.on_link(src) {
             return self.drop(|c| c.not_for_us += 1);
         }
-        if self.cfg.is_own(dst) {
+        let own = match dst {
+            IpAddr::V6(d) => self.is_own6(d),
+            v4 => self.cfg.is_own(v4),
+        };
+        if own {
             return match self.echo_reply(dst, src, ident, seq, data) {
                 Some(f) => Input::Reply(f),
                 None => self.drop(|c| c.no_neighbour += 1),

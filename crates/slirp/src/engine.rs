@@ -248,8 +248,10 @@ impl Engine {
                 tracing::info!("slirp: {line}");
             }
         }
+        let core = Core::new(cfg, 0, rand_seed())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let mut e = Engine {
-            core: Core::new(cfg),
+            core,
             plug,
             iface,
             sockets: SocketSet::new(Vec::new()),
@@ -282,6 +284,10 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         self.core.config()
+    }
+
+    fn millis(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
     }
 
     fn now(&self) -> Instant {
@@ -455,6 +461,9 @@ impl Engine {
                 .map(|d| Duration::from_micros(d.total_micros()))
                 .unwrap_or(Duration::from_secs(1))
                 .min(Duration::from_secs(1));
+            if let Some(at) = self.core.poll_at() {
+                timeout = timeout.min(Duration::from_millis(at.saturating_sub(self.millis())));
+            }
             if self.plug.has_pending_input() {
                 timeout = Duration::ZERO;
             }
@@ -527,7 +536,8 @@ impl Engine {
             }
             frame.drain(..vnet::HEADER_LEN);
         }
-        let input = self.core.handle_frame(&frame);
+        let ms = self.millis();
+        let input = self.core.handle_frame(ms, &frame);
         match input {
             Input::Reply(f) => self.out.push_back(f),
             Input::Tcp {
@@ -1276,6 +1286,10 @@ impl Engine {
         if now - self.last_sweep > smoltcp::time::Duration::from_secs(1) {
             self.last_sweep = now;
             self.sweep(now);
+        }
+        let ms = self.millis();
+        while let Some(f) = self.core.poll(ms) {
+            self.out.push_back(f);
         }
         self.drain_tx();
         self.flush();

@@ -7,7 +7,7 @@ fn guest() -> Ipv4Addr {
 }
 
 fn core() -> Core {
-    Core::new(Config::default())
+    Core::new(Config::default(), 0, 1).unwrap()
 }
 
 fn arp_request(target: Ipv4Addr) -> Vec<u8> {
@@ -49,7 +49,7 @@ fn guest_udp(dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
 fn arp_for_the_gateway_and_dns_is_answered_and_teaches_the_guest_mac() {
     let mut c = core();
     for own in [Ipv4Addr::new(10, 0, 2, 2), Ipv4Addr::new(10, 0, 2, 3)] {
-        let Input::Reply(r) = c.handle_frame(&arp_request(own)) else {
+        let Input::Reply(r) = c.handle_frame(0, &arp_request(own)) else {
             panic!("no reply for {own}");
         };
         let p = ArpPacket::new_checked(&r[ETH..]).unwrap();
@@ -71,7 +71,7 @@ fn arp_for_the_gateway_and_dns_is_answered_and_teaches_the_guest_mac() {
     assert_eq!(c.neighbour(guest().into()), Some(GUEST_MAC));
     // Another guest's address is not ours to answer.
     assert_eq!(
-        c.handle_frame(&arp_request(Ipv4Addr::new(10, 0, 2, 16))),
+        c.handle_frame(0, &arp_request(Ipv4Addr::new(10, 0, 2, 16))),
         Input::Drop
     );
 }
@@ -82,7 +82,7 @@ fn udp_is_classified_and_a_bad_checksum_dropped() {
     let dst: SocketAddr = "192.0.2.1:7".parse().unwrap();
     let f = guest_udp(dst, b"hello");
     assert_eq!(
-        c.handle_frame(&f),
+        c.handle_frame(0, &f),
         Input::Udp {
             guest: "10.0.2.15:5000".parse().unwrap(),
             remote: dst,
@@ -92,7 +92,7 @@ fn udp_is_classified_and_a_bad_checksum_dropped() {
     let mut bad = f.clone();
     let last = bad.len() - 1;
     bad[last] ^= 1;
-    assert_eq!(c.handle_frame(&bad), Input::Drop);
+    assert_eq!(c.handle_frame(0, &bad), Input::Drop);
     assert_eq!(c.counters.bad_checksum, 1);
 }
 
@@ -101,13 +101,13 @@ fn truncated_and_garbage_frames_are_dropped_and_counted() {
     let mut c = core();
     let f = guest_udp("192.0.2.1:7".parse().unwrap(), b"hello");
     for n in 0..f.len() {
-        let _ = c.handle_frame(&f[..n]);
+        let _ = c.handle_frame(0, &f[..n]);
     }
     let mut junk = f.clone();
     for (i, b) in junk.iter_mut().enumerate().skip(14) {
         *b = (i * 37) as u8;
     }
-    assert_eq!(c.handle_frame(&junk), Input::Drop);
+    assert_eq!(c.handle_frame(0, &junk), Input::Drop);
     assert!(c.counters.malformed > 0);
 }
 
@@ -140,7 +140,7 @@ fn echo_request(dst: Ipv4Addr, ident: u16, seq_no: u16) -> Vec<u8> {
 #[test]
 fn echo_to_the_gateway_is_answered_here_and_others_go_out() {
     let mut c = core();
-    match c.handle_frame(&echo_request(Ipv4Addr::new(10, 0, 2, 2), 7, 1)) {
+    match c.handle_frame(0, &echo_request(Ipv4Addr::new(10, 0, 2, 2), 7, 1)) {
         Input::Reply(r) => {
             let ip = Ipv4Packet::new_checked(&r[ETH..]).unwrap();
             assert_eq!(ip.src_addr(), Ipv4Addr::new(10, 0, 2, 2));
@@ -159,7 +159,7 @@ fn echo_to_the_gateway_is_answered_here_and_others_go_out() {
     }
     let remote = Ipv4Addr::new(192, 0, 2, 9);
     assert!(matches!(
-        c.handle_frame(&echo_request(remote, 7, 2)),
+        c.handle_frame(0, &echo_request(remote, 7, 2)),
         Input::Echo { remote: r, ident: 7, seq: 2, .. } if r == IpAddr::V4(remote)
     ));
 }
