@@ -14,6 +14,7 @@ mod netconf;
 mod ns;
 mod plug;
 mod sandbox;
+mod slirp;
 mod stack;
 mod stack_named;
 mod switch;
@@ -52,6 +53,8 @@ enum Command {
     Mstack(mstack::MstackArgs),
     /// Stacks: user-space (ping, http-serve, fetch, perf) and named kernel-backed (serve, ip).
     Stack(stack::StackArgs),
+    /// A user-mode NAT gateway: a network's guests reach the host's network (like slirpvde).
+    Slirp(slirp::SlirpArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         Command::Ns(args) => ns::run(args),
         Command::Mstack(args) => mstack::run(args),
         Command::Stack(args) => stack::run(args),
+        Command::Slirp(args) => slirp::run(args),
     };
     match result {
         Ok(code) => code,

@@ -368,3 +368,118 @@ fn bad_slirp_options_are_named() {
         "{err}"
     );
 }
+
+/// `filo console --json SOCK COMMAND`: (exit code, stdout).
+fn console_json(sock: &Path, command: &str) -> (i32, String) {
+    let out = Command::new(FILO)
+        .args(["console", "--json"])
+        .arg(sock)
+        .arg(command)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn filo_slirp_daemon_forwards_and_changes_forwards_from_its_console() {
+    let w = World::new();
+    let sw = FiloSwitch::start(FILO, &w.tmp, "sw", &[]);
+    let vnl = sw.vnl();
+    let mgmt = w.tmp.join("slirp.mgmt");
+    let pidfile = w.tmp.join("slirp.pid");
+    let (code, _, err) = w.filo_out(&[
+        "slirp",
+        "-d",
+        "--pidfile",
+        pidfile.to_str().unwrap(),
+        "-M",
+        mgmt.to_str().unwrap(),
+        "--tcpfwd",
+        "127.0.0.1:18080:10.0.2.15:8080",
+        &vnl,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("gateway on"), "{err}");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    struct Kill(i32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // The daemon we started (its pid file names it).
+            filo_test_support::sys::kill(self.0, libc::SIGTERM);
+        }
+    }
+    let _kill = Kill(pid);
+    let www = w.tmp.join("www");
+    let mut guest = w.host.command(FILO);
+    guest
+        .args(["ns", "--dhcp", &vnl, "--", "python3", "-m", "http.server"])
+        .args(["-b", "0.0.0.0", "8080", "-d"])
+        .arg(&www)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(test_log());
+    let _guest = Polite(Proc::spawn(&mut guest));
+    let got = w.tmp.join("fwd");
+    assert!(w.host.curl_until("http://127.0.0.1:18080/file", &got, T));
+    assert_eq!(sha256(&got), w.file_sum);
+
+    let (code, out) = console_json(&mgmt, "fwd/add tcp 127.0.0.1:18082:10.0.2.15:8080");
+    assert_eq!(code, 0, "{out}");
+    let (_, out) = console_json(&mgmt, "fwd/print");
+    assert!(
+        out.contains("tcp 127.0.0.1:18080 -> 10.0.2.15:8080")
+            && out.contains("tcp 127.0.0.1:18082 -> 10.0.2.15:8080"),
+        "{out}"
+    );
+    assert!(w
+        .host
+        .curl_until("http://127.0.0.1:18082/index.html", &w.tmp.join("p2"), T));
+    // The same port twice, and a bad forward: errors naming the problem.
+    let (code, out) = console_json(&mgmt, "fwd/add tcp 127.0.0.1:18082:10.0.2.15:80");
+    assert_ne!(code, 0);
+    assert!(out.contains("already exists"), "{out}");
+    let (code, out) = console_json(&mgmt, "fwd/add tcp 18083");
+    assert_ne!(code, 0);
+    assert!(out.contains("HOSTPORT:GUESTIP:GUESTPORT"), "{out}");
+    let (code, out) = console_json(&mgmt, "fwd/del tcp 127.0.0.1:18082");
+    assert_eq!(code, 0, "{out}");
+    let status = w
+        .host
+        .command("curl")
+        .args([
+            "-s",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "http://127.0.0.1:18082/",
+        ])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(7), "the deleted forward still answers");
+    let (code, out) = console_json(&mgmt, "stat");
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("\"status\":1000") && out.contains("forwards 1 accepted"),
+        "{out}"
+    );
+    let (_, out) = console_json(&mgmt, "leases/print");
+    assert!(out.contains("10.0.2.15"), "{out}");
+    let (code, _) = console_json(&mgmt, "shutdown");
+    assert_eq!(code, 0);
+    assert!(
+        wait_until(T, || !Path::new(&format!("/proc/{pid}")).exists()),
+        "the gateway did not stop on shutdown"
+    );
+    assert!(
+        !mgmt.exists() && !pidfile.exists(),
+        "sockets or pid file left behind"
+    );
+}

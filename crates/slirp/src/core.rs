@@ -177,7 +177,15 @@ impl Core {
             .map(|d| {
                 d.leases(dhcp_time(now))
                     .iter()
-                    .map(|l| format!("{l:?}"))
+                    .map(|l| {
+                        format!(
+                            "{} {} {} expires in {} s",
+                            l.addr,
+                            dhcp4::mac_string(&l.mac),
+                            l.hostname.as_deref().unwrap_or("*"),
+                            l.expires.total_millis().saturating_sub(now) / 1000
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default()

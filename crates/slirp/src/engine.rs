@@ -15,6 +15,7 @@ use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket,
 };
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use filo_vnl::sys::{Epoll, EpollEvent};
@@ -309,6 +310,12 @@ impl Engine {
         Ok(())
     }
 
+    /// Stops watching a descriptor added with [`Engine::watch`].
+    pub fn unwatch(&mut self, fd: RawFd) {
+        self.epoll.delete(fd);
+        self.extra.retain(|&(f, _)| f != fd);
+    }
+
     /// Starts a host → guest forward.
     pub fn add_forward(&mut self, fwd: Forward) -> io::Result<()> {
         if self
@@ -385,6 +392,11 @@ impl Engine {
         self.fwds.iter().map(|l| l.fwd).collect()
     }
 
+    /// The DHCP server's leases.
+    pub fn leases(&self) -> Vec<String> {
+        self.core.leases(self.millis())
+    }
+
     /// One line per flow: protocol, guest end, remote end, state.
     pub fn flows(&self) -> Vec<String> {
         let mut v = Vec::new();
@@ -441,9 +453,13 @@ impl Engine {
         ]
     }
 
-    /// Runs until the plug's peer goes away. `hook` gets the tokens of descriptors added with
-    /// [`Engine::watch`] and may run commands on the engine.
-    pub fn run(&mut self, mut hook: impl FnMut(&mut Engine, u64)) -> io::Result<()> {
+    /// Runs until the plug's peer goes away, `stop` is raised or `hook` returns false. `hook`
+    /// gets the tokens of descriptors added with [`Engine::watch`] and may change the engine.
+    pub fn run(
+        &mut self,
+        stop: &AtomicBool,
+        mut hook: impl FnMut(&mut Engine, u64) -> bool,
+    ) -> io::Result<()> {
         let mut events: Vec<EpollEvent> = Vec::new();
         let mut batch = FrameBatch::with_frame_size(
             64,
@@ -454,6 +470,9 @@ impl Engine {
             },
         );
         loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
             let now = self.now();
             let mut timeout = self
                 .iface
@@ -478,7 +497,9 @@ impl Engine {
                     continue;
                 }
                 if self.extra.iter().any(|&(_, t)| t == ev.token) {
-                    hook(self, ev.token);
+                    if !hook(self, ev.token) {
+                        return Ok(());
+                    }
                     continue;
                 }
                 let Some(tok) = self.tokens.get(&ev.token).copied() else {

@@ -29,7 +29,9 @@
 //! thread of the process and the plug is one end of a socket pair to it.
 
 pub mod config;
+pub mod console;
 pub mod core;
+pub mod daemon;
 pub mod dns;
 pub mod engine;
 #[allow(unsafe_code)]
@@ -125,7 +127,8 @@ pub fn open_plug(opts: &OpenOptions, text: &str) -> Result<Plug, OpenError> {
         .name("filo-slirp".into())
         .spawn(move || {
             let _ = sys::block_all_signals();
-            if let Err(e) = engine.run(|_, _| {}) {
+            let never = std::sync::atomic::AtomicBool::new(false);
+            if let Err(e) = engine.run(&never, |_, _| true) {
                 tracing::warn!("slirp: gateway stopped: {e}");
             }
         })
