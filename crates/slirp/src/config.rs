@@ -106,7 +106,6 @@ pub struct Config {
     pub prefix6: u8,
     pub dns6: Ipv6Addr,
     pub dns_search: Vec<String>,
-    pub hostname: Option<String>,
     /// The guest link's MTU (told by DHCP); frames up to 65535 bytes are accepted anyway.
     pub mtu: u16,
     /// The guest reaches nothing outside (only port forwards carry traffic).
@@ -130,7 +129,6 @@ impl Default for Config {
             prefix6: 64,
             dns6: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3),
             dns_search: Vec::new(),
-            hostname: None,
             mtu: 1500,
             restricted: false,
             hostloopback: false,
@@ -244,7 +242,9 @@ impl Config {
                 .map(str::to_string)
                 .collect();
         }
-        c.hostname = vnl.get("hostname").map(str::to_string);
+        if vnl.get("hostname").is_some() {
+            return Err("option hostname: not supported yet by filo's slirp (its DHCP server names no clients)".into());
+        }
         if let Some(v) = vnl.get("mtu") {
             c.mtu = v
                 .parse::<u16>()
@@ -350,6 +350,7 @@ mod tests {
             ("slirp:///mtu=70000", "mtu"),
             ("slirp://somewhere", "no address"),
             ("slirp:///frobnicate=1", "frobnicate"),
+            ("slirp:///hostname=box", "not supported yet"),
         ] {
             let e = cfg(text).unwrap_err();
             assert!(e.contains(word), "{text}: {e}");

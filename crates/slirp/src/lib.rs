@@ -37,6 +37,7 @@ pub mod engine;
 #[allow(unsafe_code)]
 mod sys;
 
+use std::cell::RefCell;
 use std::os::fd::BorrowedFd;
 
 use filo_vnl::open::OpenError;
@@ -64,31 +65,63 @@ pub fn config_from_text(text: &str) -> Result<Config, OpenError> {
 
 /// The plug end of an in-process gateway: a socket pair whose other end the gateway's
 /// thread serves. It tells the tap of a `filo ns` the MTU `mtu=` asked for.
+///
+/// The thread starts when the plug is first used, not when it is opened: a program may fork
+/// in between (`filo plug -d` opens its VNLs, then goes to the background), and a thread does
+/// not survive a fork. The engine, made at open time, keeps its descriptors across it.
 struct SlirpPlug {
     inner: ConnectedDgram,
     mtu: Option<usize>,
+    engine: RefCell<Option<Engine>>,
+}
+
+impl SlirpPlug {
+    fn start(&self) {
+        let Some(mut engine) = self.engine.borrow_mut().take() else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("filo-slirp".into())
+            .spawn(move || {
+                let _ = sys::block_all_signals();
+                let never = std::sync::atomic::AtomicBool::new(false);
+                if let Err(e) = engine.run(&never, |_, _| true) {
+                    tracing::warn!("slirp: gateway stopped: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("slirp: cannot start the gateway's thread: {e}");
+        }
+    }
 }
 
 impl Transport for SlirpPlug {
     fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.start();
         self.inner.recv(buf)
     }
     fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        self.start();
         self.inner.send(frame)
     }
     fn data_fd(&self) -> BorrowedFd<'_> {
+        self.start();
         self.inner.data_fd()
     }
     fn write_fd(&self) -> BorrowedFd<'_> {
+        self.start();
         self.inner.write_fd()
     }
     fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> std::io::Result<usize> {
+        self.start();
         self.inner.recv_batch(bufs, lens)
     }
     fn send_batch(&mut self, frames: &[&[u8]]) -> std::io::Result<usize> {
+        self.start();
         self.inner.send_batch(frames)
     }
     fn send_batch_joined(&mut self, msgs: &[[&[u8]; 2]]) -> std::io::Result<usize> {
+        self.start();
         self.inner.send_batch_joined(msgs)
     }
     fn has_pending_input(&self) -> bool {
@@ -122,22 +155,13 @@ pub fn open_plug(opts: &OpenOptions, text: &str) -> Result<Plug, OpenError> {
     };
     let engine_plug = Plug::from_transport("slirp-gateway", Box::new(end(theirs).map_err(io)?));
     let mtu = (cfg.mtu != 1500).then_some(usize::from(cfg.mtu));
-    let mut engine = Engine::new(cfg, engine_plug).map_err(io)?;
-    std::thread::Builder::new()
-        .name("filo-slirp".into())
-        .spawn(move || {
-            let _ = sys::block_all_signals();
-            let never = std::sync::atomic::AtomicBool::new(false);
-            if let Err(e) = engine.run(&never, |_, _| true) {
-                tracing::warn!("slirp: gateway stopped: {e}");
-            }
-        })
-        .map_err(io)?;
+    let engine = Engine::new(cfg, engine_plug).map_err(io)?;
     Ok(Plug::from_transport(
         text,
         Box::new(SlirpPlug {
             inner: end(ours).map_err(io)?,
             mtu,
+            engine: RefCell::new(Some(engine)),
         }),
     ))
 }

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# User-mode NAT side by side, measured in the same run: TCP Gbit/s (iperf3) between a
+# namespace and its host through
+#   - filo:        `filo ns slirp:///hostloopback` (the guest dials 10.0.2.2 = host loopback),
+#   - slirp4netns: Debian's slirp4netns (libslirp) on a namespace's tap (10.0.2.2 likewise),
+#   - pasta:       Debian's passt package, run as nobody as rootless containers do (the guest
+#                  dials its gateway, which pasta maps to the host's loopback),
+# guest -> host and host -> guest (iperf3 -R), at MTU 1500 and 65520 (filo: 65000, the most
+# `filo ns --mtu` takes). The "host" is a namespace of its own with a veth and a default route
+# (pasta copies them); iperf3 -s listens on its loopback. Rounds are interleaved (every system
+# once per round) and the median of the rounds is printed with ratios to slirp4netns.
+# Usage: bench/slirp.sh [SECONDS] [ROUNDS]   (defaults 5 and 3). Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-5}
+ROUNDS=${2:-3}
+for p in slirp4netns pasta iperf3 setpriv unshare; do
+  command -v "$p" >/dev/null || { echo "bench/slirp.sh: $p is not installed (apt-get install slirp4netns passt iperf3 util-linux)" >&2; exit 1; }
+done
+cargo build --release --quiet -p filo --bin filo
+FILO=$PWD/target/release/filo
+T=$(mktemp -d /tmp/filo-bslirp-XXXXXX)
+H=filo-bsl-h-$$; I=filo-bsl-i-$$; G=filo-bsl-g-$$
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -s "$T/iperf.pid" ] && kill "$(cat "$T/iperf.pid")" 2>/dev/null || true
+  for n in "$H" "$I" "$G"; do ip netns del "$n" 2>/dev/null || true; done
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+ip netns add "$H"; ip netns add "$I"; ip netns add "$G"
+ip link add "bs0-$$" netns "$H" type veth peer name "bs1-$$" netns "$I"
+ip -n "$H" addr add 198.18.0.1/24 dev "bs0-$$"; ip -n "$H" link set "bs0-$$" up; ip -n "$H" link set lo up
+ip -n "$I" addr add 198.18.0.2/24 dev "bs1-$$"; ip -n "$I" link set "bs1-$$" up
+ip -n "$H" route add default via 198.18.0.2
+ip netns exec "$H" iperf3 -s -D -B 127.0.0.1 --pidfile "$T/iperf.pid"
+sleep 0.5
+# pasta runs as nobody and needs /dev/net/tun: a private mount namespace gets a node nobody may
+# open, bound over /dev/net/tun (the host's stays as it is).
+mknod "$T/tun" c 10 200; chmod 666 "$T/tun"; chmod 755 "$T"
+
+gbits() { # iperf3 -J output on stdin -> Gbit/s received; fails on anything else
+  python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+}
+
+# run SYSTEM MTU DIR -> Gbit/s on stdout (DIR: "" guest->host, -R host->guest)
+run() {
+  local sys=$1 mtu=$2 dir=$3 out
+  case $sys in
+    filo)
+      local fm=$mtu; [ "$fm" -gt 65000 ] && fm=65000
+      out=$(ip netns exec "$H" "$FILO" ns --mtu "$fm" --ip 10.0.2.15/24 --gw 10.0.2.2 \
+        slirp:///hostloopback -- iperf3 -c 10.0.2.2 $dir -t "$SECS" -J) ;;
+    slirp4netns)
+      ip netns exec "$H" slirp4netns --netns-type=path --configure --mtu="$mtu" \
+        "/run/netns/$G" tap0 >"$T/s4n.log" 2>&1 &
+      local s=$!
+      for _ in $(seq 50); do ip -n "$G" addr show tap0 2>/dev/null | grep -q 10.0.2.100 && break; sleep 0.1; done
+      out=$(ip netns exec "$G" iperf3 -c 10.0.2.2 $dir -t "$SECS" -J) || { kill "$s"; wait "$s" 2>/dev/null; return 1; }
+      kill "$s"; wait "$s" 2>/dev/null || true ;;
+    pasta)
+      out=$(ip netns exec "$H" unshare -m sh -c "mount --bind '$T/tun' /dev/net/tun && exec setpriv --reuid=65534 --regid=65534 --clear-groups pasta --config-net --mtu $mtu -- iperf3 -c 198.18.0.2 $dir -t $SECS -J") ;;
+  esac
+  echo "$out" | gbits
+}
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+SYSTEMS=(filo slirp4netns pasta)
+declare -A R
+for round in $(seq "$ROUNDS"); do
+  for mtu in 1500 65520; do
+    for dir in "" "-R"; do
+      for sys in "${SYSTEMS[@]}"; do
+        v=$(run "$sys" "$mtu" "$dir") || { echo "bench/slirp.sh: round $round: $sys (MTU $mtu ${dir:-guest->host}) FAILED" >&2; exit 1; }
+        [ -n "$v" ] || { echo "bench/slirp.sh: round $round: $sys gave no result" >&2; exit 1; }
+        R[$sys,$mtu,$dir]="${R[$sys,$mtu,$dir]:-} $v"
+        echo "round $round: $sys MTU $mtu ${dir:-   } $v Gbit/s" >&2
+      done
+    done
+  done
+done
+
+ratio() { echo "scale=2; $1 / $2" | bc; }
+for dir in "" "-R"; do
+  label="guest -> host"; [ -n "$dir" ] && label="host -> guest (iperf3 -R)"
+  printf '\n%-28s %9s %9s %12s %12s\n' "TCP $label" "MTU 1500" "MTU 65520" "vs s4n 1500" "vs s4n 65520"
+  s1=$(median ${R[slirp4netns,1500,$dir]}); s6=$(median ${R[slirp4netns,65520,$dir]})
+  for sys in "${SYSTEMS[@]}"; do
+    a=$(median ${R[$sys,1500,$dir]}); b=$(median ${R[$sys,65520,$dir]})
+    printf '%-28s %9s %9s %12s %12s\n' "$sys" "$a" "$b" "$(ratio "$a" "$s1")" "$(ratio "$b" "$s6")"
+  done
+done
+printf '\nGbit/s, median of %s interleaved rounds of %s s; filo at MTU 65000 in the 65520 column.\n' "$ROUNDS" "$SECS"
