@@ -129,6 +129,7 @@ struct Dev {
     rx: VecDeque<Vec<u8>>,
     tx: Vec<Vec<u8>>,
     mtu: usize,
+    partial_tcp: bool,
 }
 
 struct RxToken(Vec<u8>);
@@ -166,7 +167,13 @@ impl phy::Device for Dev {
         // The core checked the guest's checksums (or the guest's kernel left them to us on a
         // super-frame plug): smoltcp computes its own and verifies none.
         let mut csum = ChecksumCapabilities::default();
-        csum.tcp = Checksum::Tx;
+        // On a super-frame plug smoltcp leaves TCP checksums out: the engine writes the
+        // pseudo-header sum and the receiver completes it (NEEDS_CSUM), as a NIC would.
+        csum.tcp = if self.partial_tcp {
+            Checksum::None
+        } else {
+            Checksum::Tx
+        };
         csum.ipv4 = Checksum::Tx;
         caps.checksum = csum;
         caps
@@ -195,7 +202,9 @@ pub struct Engine {
     next_port: u16,
     tokens: HashMap<u64, Tok>,
     next_token: u64,
-    out: VecDeque<Vec<u8>>,
+    /// Frames for the guest, each with whether its TCP checksum is left open (see
+    /// [`write_pseudo_header_sum`]).
+    out: VecDeque<(Vec<u8>, bool)>,
     plug_blocked: bool,
     resolvers: Vec<IpAddr>,
     pub stats: Stats,
@@ -211,6 +220,7 @@ impl Engine {
     pub fn new(cfg: Config, plug: Plug) -> io::Result<Engine> {
         let vnet = plug.vnet();
         let mut dev = Dev {
+            partial_tcp: vnet,
             mtu: if vnet {
                 GSO_MTU
             } else {
@@ -526,8 +536,7 @@ impl Engine {
                 Ok(0) => break,
                 Ok(n) => {
                     self.stats.frames_in += n as u64;
-                    for i in 0..n {
-                        let frame = batch.frame(i).to_vec();
+                    for frame in batch.frames_mut().take(n) {
                         self.handle_plug_frame(frame);
                     }
                     if n < batch.len().max(1) && !self.plug.has_pending_input() {
@@ -546,21 +555,25 @@ impl Engine {
     }
 
     /// One frame from the guest (with its virtio-net header on a super-frame plug).
-    pub fn handle_plug_frame(&mut self, mut frame: Vec<u8>) {
-        if self.plug.vnet() {
-            let Ok(hdr) = vnet::Header::parse(&frame) else {
-                return;
-            };
-            if vnet::complete(&hdr, &mut frame[vnet::HEADER_LEN..]).is_err() {
+    pub fn handle_plug_frame(&mut self, frame: &mut [u8]) {
+        let mut trusted = false;
+        let frame = if self.plug.vnet() {
+            let Ok(hdr) = vnet::Header::parse(frame) else {
                 self.core.counters.malformed += 1;
                 return;
-            }
-            frame.drain(..vnet::HEADER_LEN);
-        }
+            };
+            // A checksum left open by the guest's kernel (or checked by it) is not computed
+            // here: the TCP it protects ends in this process, and UDP payloads are taken as
+            // the kernel gave them.
+            trusted = hdr.flags & (vnet::F_NEEDS_CSUM | vnet::F_DATA_VALID) != 0;
+            &frame[vnet::HEADER_LEN..]
+        } else {
+            &frame[..]
+        };
         let ms = self.millis();
-        let input = self.core.handle_frame(ms, &frame);
+        let input = self.core.handle_frame_with(ms, frame, trusted);
         match input {
-            Input::Reply(f) => self.out.push_back(f),
+            Input::Reply(f) => self.out.push_back((f, false)),
             Input::Tcp {
                 packet,
                 guest,
@@ -729,7 +742,7 @@ impl Engine {
 
     fn reset(&mut self, packet: &[u8]) {
         if let Some(f) = self.core.tcp_reset(packet) {
-            self.out.push_back(f);
+            self.out.push_back((f, false));
         }
     }
 
@@ -739,7 +752,7 @@ impl Engine {
         match e.raw_os_error() {
             Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ETIMEDOUT | libc::EHOSTDOWN) => {
                 if let Some(f) = self.core.unreachable(syn, false) {
-                    self.out.push_back(f);
+                    self.out.push_back((f, false));
                 }
             }
             _ => self.reset(syn),
@@ -1017,7 +1030,7 @@ impl Engine {
                 Ok(n) => {
                     flow.last = now;
                     if let Some(f) = self.core.udp_frame(key.1, key.0, &buf[..n]) {
-                        self.out.push_back(f);
+                        self.out.push_back((f, false));
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -1113,7 +1126,7 @@ impl Engine {
                     }
                     let seq = u16::from_be_bytes([buf[6], buf[7]]);
                     if let Some(f) = self.core.echo_reply(key.1, key.0, key.2, seq, &buf[8..n]) {
-                        self.out.push_back(f);
+                        self.out.push_back((f, false));
                     }
                 }
                 Ok(_) => continue,
@@ -1190,7 +1203,7 @@ impl Engine {
                         }
                     };
                     if let Some(f) = self.core.udp_frame(src, fwd.guest, &buf[..n]) {
-                        self.out.push_back(f);
+                        self.out.push_back((f, false));
                     } else {
                         self.arp_for(fwd.guest.ip());
                     }
@@ -1202,7 +1215,7 @@ impl Engine {
 
     fn arp_for(&mut self, ip: IpAddr) {
         if let Some(f) = self.core.solicit(ip) {
-            self.out.push_back(f);
+            self.out.push_back((f, false));
         }
     }
 
@@ -1310,18 +1323,21 @@ impl Engine {
         }
         let ms = self.millis();
         while let Some(f) = self.core.poll(ms) {
-            self.out.push_back(f);
+            self.out.push_back((f, false));
         }
         self.drain_tx();
         self.flush();
     }
 
     fn drain_tx(&mut self) {
-        let tx = std::mem::take(&mut self.dev.tx);
-        for p in &tx {
+        let mut tx = std::mem::take(&mut self.dev.tx);
+        for p in &mut tx {
+            if self.dev.partial_tcp {
+                write_pseudo_header_sum(p);
+            }
             let mut f = Vec::with_capacity(p.len() + 14);
             if self.core.frame_ip(p, &mut f) {
-                self.out.push_back(f);
+                self.out.push_back((f, self.dev.partial_tcp));
             } else if let Some(dst) = ip_dst(p) {
                 self.arp_for(dst);
             }
@@ -1337,18 +1353,20 @@ impl Engine {
         let vnet = self.plug.vnet();
         while !self.out.is_empty() {
             let n = self.out.len().min(64);
-            let frames: Vec<&Vec<u8>> = self.out.iter().take(n).collect();
+            let frames: Vec<&(Vec<u8>, bool)> = self.out.iter().take(n).collect();
             let res = if vnet {
-                let hdrs: Vec<[u8; vnet::HEADER_LEN]> =
-                    frames.iter().map(|f| self.vnet_header(f).emit()).collect();
+                let hdrs: Vec<[u8; vnet::HEADER_LEN]> = frames
+                    .iter()
+                    .map(|(f, partial)| self.vnet_header(f, *partial).emit())
+                    .collect();
                 let msgs: Vec<[&[u8]; 2]> = hdrs
                     .iter()
                     .zip(&frames)
-                    .map(|(h, f)| [&h[..], &f[..]])
+                    .map(|(h, (f, _))| [&h[..], &f[..]])
                     .collect();
                 self.plug.send_batch_joined(&msgs)
             } else {
-                let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+                let refs: Vec<&[u8]> = frames.iter().map(|(f, _)| &f[..]).collect();
                 self.plug.send_batch(&refs)
             };
             match res {
@@ -1376,8 +1394,9 @@ impl Engine {
     }
 
     /// The virtio-net header for a frame to the guest: TCP segments larger than the guest's
-    /// MSS are cut by the receiving kernel (or plug).
-    fn vnet_header(&self, frame: &[u8]) -> vnet::Header {
+    /// MSS are cut by the receiving kernel (or plug), and an open TCP checksum (`partial`) is
+    /// left to it.
+    fn vnet_header(&self, frame: &[u8], partial: bool) -> vnet::Header {
         let mtu = self
             .tcp_mss_for(frame)
             .map(|mss| {
@@ -1389,7 +1408,13 @@ impl Engine {
                     }
             })
             .unwrap_or(1500);
-        vnet::header_for(frame, mtu)
+        let mut h = vnet::header_for(frame, mtu);
+        if let Some(start) = partial.then(|| partial_tcp_start(frame)).flatten() {
+            h.flags |= vnet::F_NEEDS_CSUM;
+            h.csum_start = start as u16;
+            h.csum_offset = 16;
+        }
+        h
     }
 
     fn tcp_mss_for(&self, frame: &[u8]) -> Option<u16> {
@@ -1423,6 +1448,45 @@ impl Engine {
         self.tcp
             .get(&(SocketAddr::new(dst, dport), SocketAddr::new(src, sport)))
             .and_then(|f| f.guest_mss)
+    }
+}
+
+/// Where the TCP header starts in an Ethernet frame whose TCP checksum is left open (the
+/// engine's own frames on a super-frame plug), or None for other frames.
+fn partial_tcp_start(frame: &[u8]) -> Option<usize> {
+    match (frame.get(12..14)?, frame.get(14)? >> 4) {
+        ([0x08, 0x00], 4) if frame.get(23) == Some(&6) => {
+            Some(14 + usize::from(frame[14] & 0xf) * 4)
+        }
+        ([0x86, 0xdd], 6) if frame.get(20) == Some(&6) => Some(14 + 40),
+        _ => None,
+    }
+}
+
+/// Stores the pseudo-header sum in the checksum field of a TCP segment smoltcp left without
+/// one (the receiver adds the segment's own sum).
+fn write_pseudo_header_sum(p: &mut [u8]) {
+    use filo_vnl::wire::checksum::{fold, sum16};
+    let (sum, at) = match p.first().map(|b| b >> 4) {
+        Some(4) if p.len() >= 20 && p[9] == 6 => {
+            let ihl = usize::from(p[0] & 0xf) * 4;
+            let len = (p.len().saturating_sub(ihl)) as u32;
+            let mut sum = sum16(0, &p[12..20]);
+            sum += 6 + len;
+            (sum, ihl + 16)
+        }
+        Some(6) if p.len() >= 40 && p[6] == 6 => {
+            let len = (p.len() - 40) as u32;
+            let mut sum = sum16(0, &p[8..40]);
+            sum += (len >> 16) + (len & 0xffff) + 6;
+            (sum, 40 + 16)
+        }
+        _ => return,
+    };
+    if p.len() >= at + 2 {
+        // fold() complements; the field holds the sum itself.
+        let v = !fold(sum);
+        p[at..at + 2].copy_from_slice(&v.to_be_bytes());
     }
 }
 

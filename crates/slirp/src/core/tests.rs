@@ -223,3 +223,74 @@ fn host_local_addresses() {
     }
     assert!(!is_host_local("192.0.2.1".parse().unwrap()));
 }
+
+#[test]
+fn filo_dhcps_client_gets_the_first_lease_with_router_and_dns() {
+    let mut c = core();
+    let mac = GUEST_MAC.0;
+    let t = filo_dhcp::Instant::from_millis(0);
+    let mut client = filo_dhcp::Client::new(mac, None, t, 7);
+    let frame = |packet: &[u8]| {
+        let mut f = Vec::new();
+        f.extend_from_slice(&[0xff; 6]);
+        f.extend_from_slice(&mac);
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(packet);
+        f
+    };
+    let (out, _) = client.poll(t);
+    let mut out = out.expect("a DISCOVER");
+    for _ in 0..2 {
+        let Input::Reply(reply) = c.handle_frame(0, &frame(&out.packet)) else {
+            panic!("no reply to the client");
+        };
+        let ip = Ipv4Packet::new_checked(&reply[ETH..]).unwrap();
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        match client.handle(t, udp.payload()) {
+            Some((Some(next), None)) => out = next,
+            Some((None, Some(filo_dhcp::Event::Configured(lease)))) => {
+                assert_eq!(lease.addr, guest());
+                assert_eq!(lease.prefix, 24);
+                assert_eq!(lease.router, Some(Ipv4Addr::new(10, 0, 2, 2)));
+                assert_eq!(lease.dns, vec![Ipv4Addr::new(10, 0, 2, 3)]);
+                assert_eq!(c.leases(0).len(), 1);
+                return;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("no lease after OFFER and ACK");
+}
+
+#[test]
+fn a_router_solicitation_brings_an_advertisement_and_the_gateway_answers_ndp() {
+    let mut c = core();
+    // Unsolicited advertisements start at once.
+    let ra = c.poll(0).expect("an advertisement");
+    let ip = Ipv6Packet::new_checked(&ra[ETH..]).unwrap();
+    assert_eq!(ip.dst_addr(), Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1));
+    assert!(c.poll_at().is_some_and(|at| at > 0));
+    // A neighbour solicitation for fd00::2 from a guest gets an advertisement back.
+    let guest6 = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x15);
+    let target = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+    let ns = Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+        target_addr: target,
+        lladdr: Some(GUEST_MAC.into()),
+    });
+    let mut helper = core();
+    let mut f = helper.icmpv6_frame(GATEWAY_MAC, guest6, target, 255, &ns);
+    f[6..12].copy_from_slice(&GUEST_MAC.0);
+    let Input::Reply(na) = c.handle_frame(0, &f) else {
+        panic!("no neighbour advertisement");
+    };
+    assert_eq!(&na[0..6], &GUEST_MAC.0);
+    let ip = Ipv6Packet::new_checked(&na[ETH..]).unwrap();
+    let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+    match Icmpv6Repr::parse(&ip.src_addr(), &ip.dst_addr(), &icmp, &c.caps).unwrap() {
+        Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert { target_addr, .. }) => {
+            assert_eq!(target_addr, target)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.neighbour(IpAddr::V6(guest6)), Some(GUEST_MAC));
+}
