@@ -648,8 +648,7 @@ impl Core {
     fn ip_frame(
         &mut self,
         mac: EthernetAddress,
-        src: IpAddr,
-        dst: IpAddr,
+        (src, dst): (IpAddr, IpAddr),
         proto: IpProtocol,
         hop_limit: u8,
         len: usize,
@@ -700,8 +699,7 @@ impl Core {
         let caps = self.caps.clone();
         self.ip_frame(
             mac,
-            IpAddr::V6(src),
-            IpAddr::V6(dst),
+            (IpAddr::V6(src), IpAddr::V6(dst)),
             IpProtocol::Icmpv6,
             hop_limit,
             repr.buffer_len(),
@@ -737,8 +735,7 @@ impl Core {
         let (s, d): (IpAddress, IpAddress) = (from.ip().into(), to.ip().into());
         self.ip_frame(
             mac,
-            from.ip(),
-            to.ip(),
+            (from.ip(), to.ip()),
             IpProtocol::Udp,
             HOP_LIMIT,
             8 + payload.len(),
@@ -775,8 +772,7 @@ impl Core {
                 };
                 self.ip_frame(
                     mac,
-                    from,
-                    to,
+                    (from, to),
                     IpProtocol::Icmp,
                     HOP_LIMIT,
                     repr.buffer_len(),
@@ -824,8 +820,7 @@ impl Core {
         let (s, d): (IpAddress, IpAddress) = (dst.into(), src.into());
         self.ip_frame(
             mac,
-            dst,
-            src,
+            (dst, src),
             IpProtocol::Tcp,
             HOP_LIMIT,
             repr.buffer_len(),
@@ -856,8 +851,7 @@ impl Core {
                 let _ = (s, d);
                 self.ip_frame(
                     mac,
-                    dst,
-                    src,
+                    (dst, src),
                     IpProtocol::Icmp,
                     HOP_LIMIT,
                     repr.buffer_len(),

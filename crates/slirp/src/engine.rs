@@ -224,7 +224,7 @@ impl Engine {
             mtu: if vnet {
                 GSO_MTU
             } else {
-                usize::from(cfg.mtu).max(1500).min(filo_vnl::MAX_FRAME - 14)
+                usize::from(cfg.mtu).clamp(1500, filo_vnl::MAX_FRAME - 14)
             },
             ..Dev::default()
         };
@@ -1154,7 +1154,7 @@ impl Engine {
         } else {
             IpAddr::V6(cfg.gateway6)
         };
-        self.next_port = if self.next_port >= 65535 {
+        self.next_port = if self.next_port == u16::MAX {
             49152
         } else {
             self.next_port + 1
