@@ -500,3 +500,82 @@ fn filo_slirp_daemon_forwards_and_changes_forwards_from_its_console() {
         "sockets or pid file left behind"
     );
 }
+
+#[test]
+fn a_connection_flood_is_bounded_refused_counted_and_the_gateway_recovers() {
+    let w = World::new();
+    // A server with a deep backlog that never accepts: every host connect() succeeds.
+    let mut sink = w._inet.command("python3");
+    sink.args([
+        "-c",
+        "import socket, time\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('198.18.0.2', 9000))\ns.listen(4096)\ntime.sleep(600)\n",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let _sink = Proc::spawn(&mut sink);
+    let sw = FiloSwitch::start(FILO, &w.tmp, "sw", &[]);
+    let vnl = sw.vnl();
+    let mgmt = w.tmp.join("slirp.mgmt");
+    let mut gw = w.host.command(FILO);
+    gw.args(["slirp", "-M", mgmt.to_str().unwrap(), &vnl])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(test_log());
+    let gw = Proc::spawn(&mut gw);
+    assert!(wait_until(T, || mgmt.exists()), "filo slirp did not start");
+    let rss = || {
+        std::fs::read_to_string(format!("/proc/{}/status", gw.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let flood = "import socket, errno, time
+socks = []
+for i in range(800):
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex(('198.18.0.2', 9000))
+    socks.append(s)
+time.sleep(5)
+refused = sum(1 for s in socks if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED)
+print('refused', refused)
+for s in socks:
+    s.close()
+";
+    let script = format!(
+        "ulimit -n 4096; python3 -c \"{flood}\"; sleep 2; curl -sS -m 20 http://{INET4}:8000/index.html"
+    );
+    let before = rss();
+    let (code, out, err) = w.guest(&["--dhcp"], &vnl, &script);
+    assert_eq!(code, 0, "{out} {err}");
+    let refused: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("refused "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        refused >= 800 - 512,
+        "at most 512 connections fit; got {refused} refused: {out}"
+    );
+    assert!(out.contains("hello from inet"), "no recovery: {out} {err}");
+    let (_, stat) = console_json(&mgmt, "stat");
+    let full: usize = stat
+        .split("refused_full ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+        .unwrap_or(0);
+    assert!(full >= 800 - 512, "{stat}");
+    // The flood's flows, closed by the guest but not by the (never accepting) server, made
+    // room for the new connection.
+    assert!(!stat.contains("evicted 0"), "{stat}");
+    let after = rss();
+    assert!(
+        after < before + 64 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+}

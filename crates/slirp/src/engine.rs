@@ -43,6 +43,9 @@ const ICMP_IDLE: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// A TCP flow with no traffic for this long is aborted.
 const TCP_IDLE: Duration = Duration::from_secs(2 * 3600);
+/// A flow the guest has closed (FIN sent) but the host has not, idle this long, is aborted
+/// (conntrack's FIN_WAIT timeout).
+const HALF_CLOSED_IDLE: Duration = Duration::from_secs(120);
 /// A flow whose guest never completed the handshake is dropped after this long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Per-flow socket buffers (smoltcp scales its window to fit).
@@ -60,6 +63,8 @@ const PLUG: u64 = 0;
 pub struct Stats {
     pub tcp_opened: u64,
     pub tcp_refused_full: u64,
+    /// Flows the guest had closed, aborted to make room for new ones.
+    pub tcp_evicted: u64,
     pub tcp_refused_policy: u64,
     pub tcp_connect_failed: u64,
     pub udp_refused_full: u64,
@@ -443,8 +448,12 @@ impl Engine {
             ),
             format!("limits tcp {MAX_TCP} udp {MAX_UDP} icmp {MAX_ICMP}"),
             format!(
-                "tcp opened {} connect_failed {} refused_full {} refused_policy {}",
-                s.tcp_opened, s.tcp_connect_failed, s.tcp_refused_full, s.tcp_refused_policy
+                "tcp opened {} connect_failed {} refused_full {} refused_policy {} evicted {}",
+                s.tcp_opened,
+                s.tcp_connect_failed,
+                s.tcp_refused_full,
+                s.tcp_refused_policy,
+                s.tcp_evicted
             ),
             format!(
                 "udp refused_full {} refused_policy {}",
@@ -676,7 +685,7 @@ impl Engine {
             }
             return;
         }
-        if self.tcp.len() >= MAX_TCP {
+        if self.tcp.len() >= MAX_TCP && !self.evict_half_closed() {
             self.stats.tcp_refused_full += 1;
             self.reset(&packet);
             return;
@@ -738,6 +747,31 @@ impl Engine {
                 guest_mss: None,
             },
         );
+    }
+
+    /// Makes room in a full TCP table: aborts the least recently active flow that the guest
+    /// has already closed (its FIN sent, the host's side still open). False when there is none.
+    fn evict_half_closed(&mut self) -> bool {
+        let victim = self
+            .tcp
+            .iter()
+            .filter(|(_, f)| {
+                f.handle
+                    .is_some_and(|h| guest_closed(self.sockets.get::<tcp::Socket>(h).state()))
+            })
+            .min_by_key(|(_, f)| f.last)
+            .map(|(k, _)| *k);
+        let Some(key) = victim else {
+            return false;
+        };
+        if let Some(h) = self.tcp.get(&key).and_then(|f| f.handle) {
+            self.sockets.get_mut::<tcp::Socket>(h).abort();
+            let now = self.now();
+            self.iface.poll(now, &mut self.dev, &mut self.sockets);
+        }
+        self.drop_tcp(key, true);
+        self.stats.tcp_evicted += 1;
+        true
     }
 
     fn reset(&mut self, packet: &[u8]) {
@@ -916,10 +950,11 @@ impl Engine {
                 done.push((*key, !clean));
                 continue;
             }
-            if (matches!(state, S::Listen | S::SynReceived)
-                && idle
-                    > smoltcp::time::Duration::from_micros(HANDSHAKE_TIMEOUT.as_micros() as u64))
-                || idle > smoltcp::time::Duration::from_micros(TCP_IDLE.as_micros() as u64)
+            let over =
+                |d: Duration| idle > smoltcp::time::Duration::from_micros(d.as_micros() as u64);
+            if (matches!(state, S::Listen | S::SynReceived) && over(HANDSHAKE_TIMEOUT))
+                || (guest_closed(state) && over(HALF_CLOSED_IDLE))
+                || over(TCP_IDLE)
             {
                 done.push((*key, true));
                 continue;
@@ -1220,7 +1255,7 @@ impl Engine {
     }
 
     fn fwd_accept(&mut self, fwd: Forward, stream: TcpStream, client: SocketAddr) {
-        if self.tcp.len() >= MAX_TCP {
+        if self.tcp.len() >= MAX_TCP && !self.evict_half_closed() {
             self.stats.tcp_refused_full += 1;
             return;
         }
@@ -1488,6 +1523,14 @@ fn write_pseudo_header_sum(p: &mut [u8]) {
         let v = !fold(sum);
         p[at..at + 2].copy_from_slice(&v.to_be_bytes());
     }
+}
+
+/// The guest has sent its FIN (or more): only the host's side of the flow is open.
+fn guest_closed(state: tcp::State) -> bool {
+    matches!(
+        state,
+        tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closing
+    )
 }
 
 fn ip_dst(p: &[u8]) -> Option<IpAddr> {
