@@ -84,15 +84,7 @@ pub fn run(args: SlirpArgs) -> Result<ExitCode> {
             )?),
             None => None,
         };
-        let pid = match &args.pidfile {
-            Some(p) => {
-                let p = std::path::absolute(p).unwrap_or(p.clone());
-                sys::write_pidfile(&p)
-                    .with_context(|| format!("cannot create pid file {}", p.display()))?;
-                Some(crate::plug::RemoveOnDrop(p))
-            }
-            None => None,
-        };
+        let pid = crate::plug::pidfile(args.pidfile.as_deref())?;
         Ok((engine, mgmt, pid))
     })();
     let (mut engine, mgmt, _pid) = match (started, readiness) {

@@ -12,8 +12,8 @@ use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
     EthernetRepr, Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, Icmpv6DstUnreachable,
-    Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr,
-    NdiscNeighborFlags, NdiscRepr, RawHardwareAddress, TcpControl, TcpPacket, TcpRepr,
+    Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol, IpRepr, Ipv4Packet, Ipv4Repr, Ipv6Packet,
+    Ipv6Repr, NdiscNeighborFlags, NdiscRepr, RawHardwareAddress, TcpControl, TcpPacket, TcpRepr,
     TcpSeqNumber, UdpPacket, UdpRepr,
 };
 
@@ -654,38 +654,21 @@ impl Core {
         len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Option<Vec<u8>> {
-        let caps = &self.caps;
-        match (src, dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                let ip = Ipv4Repr {
-                    src_addr: s,
-                    dst_addr: d,
-                    next_header: proto,
-                    payload_len: len,
-                    hop_limit,
-                };
-                let mut out = vec![0u8; ETH + ip.buffer_len() + len];
-                emit_eth(&mut out, mac, EthernetProtocol::Ipv4);
-                ip.emit(&mut Ipv4Packet::new_unchecked(&mut out[ETH..]), caps);
-                fill(&mut out[ETH + ip.buffer_len()..]);
-                Some(out)
-            }
-            (IpAddr::V6(s), IpAddr::V6(d)) => {
-                let ip = Ipv6Repr {
-                    src_addr: s,
-                    dst_addr: d,
-                    next_header: proto,
-                    payload_len: len,
-                    hop_limit,
-                };
-                let mut out = vec![0u8; ETH + ip.buffer_len() + len];
-                emit_eth(&mut out, mac, EthernetProtocol::Ipv6);
-                ip.emit(&mut Ipv6Packet::new_unchecked(&mut out[ETH..]));
-                fill(&mut out[ETH + ip.buffer_len()..]);
-                Some(out)
-            }
-            _ => None,
+        if src.is_ipv4() != dst.is_ipv4() {
+            return None;
         }
+        let ip = IpRepr::new(src.into(), dst.into(), proto, len, hop_limit);
+        let ethertype = if src.is_ipv4() {
+            EthernetProtocol::Ipv4
+        } else {
+            EthernetProtocol::Ipv6
+        };
+        let hlen = ip.header_len();
+        let mut out = vec![0u8; ETH + hlen + len];
+        emit_eth(&mut out, mac, ethertype);
+        ip.emit(&mut out[ETH..ETH + hlen], &self.caps);
+        fill(&mut out[ETH + hlen..]);
+        Some(out)
     }
 
     fn icmpv6_frame(

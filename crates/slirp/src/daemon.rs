@@ -3,7 +3,6 @@
 use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -27,15 +26,7 @@ pub struct Mgmt {
 impl Mgmt {
     /// Binds the management socket at `path` with permissions `mode`.
     pub fn bind(path: PathBuf, mode: u32) -> io::Result<Mgmt> {
-        filo_vnl::sockfile::make_way(&path, filo_vnl::sockfile::Type::STREAM)?;
-        let listener = UnixListener::bind(&path).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot bind management socket {}: {e}", path.display()),
-            )
-        })?;
-        listener.set_nonblocking(true)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+        let listener = filo_vnl::mgmt::listen(&path, mode)?;
         Ok(Mgmt {
             listener,
             path,

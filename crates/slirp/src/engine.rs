@@ -310,11 +310,13 @@ impl Engine {
         Instant::from_micros(self.start.elapsed().as_micros() as i64)
     }
 
-    fn token(&mut self, t: Tok) -> u64 {
+    /// Watches a host socket for `t`; its token, or None when epoll refuses it.
+    fn register(&mut self, fd: RawFd, t: Tok, read: bool, write: bool) -> Option<u64> {
         let n = self.next_token;
         self.next_token += 1;
+        self.epoll.add(fd, n, read, write).ok()?;
         self.tokens.insert(n, t);
-        n
+        Some(n)
     }
 
     /// Watches `fd` too: [`Engine::run`] hands its readiness to the caller's hook with `token`
@@ -720,16 +722,10 @@ impl Engine {
                 return;
             }
         }
-        let token = self.token(Tok::Tcp(key));
-        if self
-            .epoll
-            .add(sock.as_raw_fd(), token, false, true)
-            .is_err()
-        {
-            self.tokens.remove(&token);
+        let Some(token) = self.register(sock.as_raw_fd(), Tok::Tcp(key), false, true) else {
             self.reset(&packet);
             return;
-        }
+        };
         self.tcp.insert(
             key,
             TcpFlow {
@@ -1028,15 +1024,9 @@ impl Engine {
             }
         };
         let _ = sock.send(payload);
-        let token = self.token(Tok::Udp(key));
-        if self
-            .epoll
-            .add(sock.as_raw_fd(), token, true, false)
-            .is_err()
-        {
-            self.tokens.remove(&token);
+        let Some(token) = self.register(sock.as_raw_fd(), Tok::Udp(key), true, false) else {
             return;
-        }
+        };
         let idle = if remote.port() == 53 {
             DNS_IDLE
         } else {
@@ -1115,15 +1105,9 @@ impl Engine {
                     return;
                 }
             };
-            let token = self.token(Tok::Icmp(key));
-            if self
-                .epoll
-                .add(sock.as_raw_fd(), token, true, false)
-                .is_err()
-            {
-                self.tokens.remove(&token);
+            let Some(token) = self.register(sock.as_raw_fd(), Tok::Icmp(key), true, false) else {
                 return;
-            }
+            };
             self.icmp.insert(
                 key,
                 IcmpFlow {
@@ -1288,16 +1272,10 @@ impl Engine {
         }
         let handle = self.sockets.add(s);
         let host: Socket = stream.into();
-        let token = self.token(Tok::Tcp(key));
-        if self
-            .epoll
-            .add(host.as_raw_fd(), token, false, false)
-            .is_err()
-        {
-            self.tokens.remove(&token);
+        let Some(token) = self.register(host.as_raw_fd(), Tok::Tcp(key), false, false) else {
             self.sockets.remove(handle);
             return;
-        }
+        };
         self.stats.fwd_accepted += 1;
         let now = self.now();
         self.tcp.insert(
