@@ -872,7 +872,7 @@ fn emit_eth(out: &mut [u8], dst: EthernetAddress, ethertype: EthernetProtocol) {
 }
 
 /// Source, destination and layer-4 bytes of an IP packet.
-fn split_ip(packet: &[u8]) -> Option<(IpAddr, IpAddr, &[u8])> {
+pub fn split_ip(packet: &[u8]) -> Option<(IpAddr, IpAddr, &[u8])> {
     match packet.first().map(|b| b >> 4) {
         Some(4) => {
             let p = Ipv4Packet::new_checked(packet).ok()?;

@@ -25,13 +25,11 @@ use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
-use smoltcp::wire::{
-    HardwareAddress, IpCidr, IpListenEndpoint, Ipv4Packet, Ipv6Packet, TcpOption, TcpPacket,
-};
+use smoltcp::wire::{HardwareAddress, IpCidr, IpListenEndpoint, TcpOption, TcpPacket};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::config::{Config, Forward, Proto};
-use crate::core::{canonical, is_host_local, Core, Input};
+use crate::core::{canonical, is_host_local, split_ip, Core, Input};
 
 /// Bounds of the flow tables (host descriptors: one per flow).
 pub const MAX_TCP: usize = 512;
@@ -1351,7 +1349,7 @@ impl Engine {
             let mut f = Vec::with_capacity(p.len() + 14);
             if self.core.frame_ip(p, &mut f) {
                 self.out.push_back((f, self.dev.partial_tcp));
-            } else if let Some(dst) = ip_dst(p) {
+            } else if let Some((_, dst, _)) = split_ip(p) {
                 self.arp_for(dst);
             }
         }
@@ -1434,30 +1432,9 @@ impl Engine {
         if frame.len() <= 1514 {
             return None;
         }
-        let p = frame.get(14..)?;
-        let (dst, dport, src, sport) = match p.first()? >> 4 {
-            4 => {
-                let ip = Ipv4Packet::new_checked(p).ok()?;
-                let t = TcpPacket::new_checked(ip.payload()).ok()?;
-                (
-                    IpAddr::V4(ip.dst_addr()),
-                    t.dst_port(),
-                    IpAddr::V4(ip.src_addr()),
-                    t.src_port(),
-                )
-            }
-            6 => {
-                let ip = Ipv6Packet::new_checked(p).ok()?;
-                let t = TcpPacket::new_checked(ip.payload()).ok()?;
-                (
-                    IpAddr::V6(ip.dst_addr()),
-                    t.dst_port(),
-                    IpAddr::V6(ip.src_addr()),
-                    t.src_port(),
-                )
-            }
-            _ => return None,
-        };
+        let (src, dst, l4) = split_ip(frame.get(14..)?)?;
+        let t = TcpPacket::new_checked(l4).ok()?;
+        let (sport, dport) = (t.src_port(), t.dst_port());
         self.tcp
             .get(&(SocketAddr::new(dst, dport), SocketAddr::new(src, sport)))
             .and_then(|f| f.guest_mss)
@@ -1509,18 +1486,6 @@ fn guest_closed(state: tcp::State) -> bool {
         state,
         tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closing
     )
-}
-
-fn ip_dst(p: &[u8]) -> Option<IpAddr> {
-    match p.first()? >> 4 {
-        4 => Ipv4Packet::new_checked(p)
-            .ok()
-            .map(|i| IpAddr::V4(i.dst_addr())),
-        6 => Ipv6Packet::new_checked(p)
-            .ok()
-            .map(|i| IpAddr::V6(i.dst_addr())),
-        _ => None,
-    }
 }
 
 /// Rewrites a SYN's MSS option to [`GSO_MSS`] (the guest takes super-frames: smoltcp may
