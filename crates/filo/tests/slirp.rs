@@ -275,6 +275,16 @@ fn a_gateway_on_a_switch_serves_filo_ns_and_a_kernel_dhcp_client() {
     g.exec_ok(&["ip", "tuntap", "add", "tap0", "mode", "tap"]);
     g.exec_ok(&["ip", "link", "set", "tap0", "up"]);
     let _tap = g.plug_tap(&[FILO, "plug"], &vnl);
+    udhcpc(&w, &g);
+    let addrs = g.exec_ok(&["ip", "-4", "addr", "show", "dev", "tap0"]);
+    assert!(addrs.contains("inet 10.0.2.1"), "no lease: {addrs}");
+    let got = w.tmp.join("kguest");
+    assert!(g.curl_until(&format!("http://{INET4}:8000/file"), &got, T));
+    assert_eq!(sha256(&got), w.file_sum);
+}
+
+/// Configures `tap0` in `g` with busybox's DHCP client.
+fn udhcpc(w: &World, g: &Netns) {
     let script = w.tmp.join("udhcpc.sh");
     std::fs::write(
         &script,
@@ -295,11 +305,74 @@ fn a_gateway_on_a_switch_serves_filo_ns_and_a_kernel_dhcp_client() {
         "-s",
         script.to_str().unwrap(),
     ]);
-    let addrs = g.exec_ok(&["ip", "-4", "addr", "show", "dev", "tap0"]);
-    assert!(addrs.contains("inet 10.0.2.1"), "no lease: {addrs}");
-    let got = w.tmp.join("kguest");
-    assert!(g.curl_until(&format!("http://{INET4}:8000/file"), &got, T));
-    assert_eq!(sha256(&got), w.file_sum);
+}
+
+#[test]
+fn debian_vde_plug_guest_moves_64_mib_and_gets_dns_by_dhcpv6_through_debians_switch() {
+    require("vde_plug");
+    require("dhclient");
+    let w = World::new();
+    let big = w.tmp.join("www").join("big");
+    let data: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
+        .collect();
+    std::fs::write(&big, &data).unwrap();
+    let big_sum = sha256(&big);
+    let sw = DebSwitch::start(&w.tmp, "dsw");
+    let vnl = sw.vnl();
+    let mut gw = w.host.command(FILO);
+    gw.args(["plug", &vnl, "slirp://"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(test_log());
+    let _gw = Proc::spawn(&mut gw);
+    // Plain frames only: Debian's switch and vde_plug know no super-frames.
+    let g = Netns::new("slirp-dguest");
+    g.exec_ok(&["ip", "tuntap", "add", "tap0", "mode", "tap"]);
+    g.exec_ok(&["ip", "link", "set", "tap0", "up"]);
+    let _tap = g.plug_tap(&["vde_plug"], &vnl);
+    udhcpc(&w, &g);
+    let got = w.tmp.join("big-got");
+    assert!(g.curl_until(&format!("http://{INET4}:8000/big"), &got, T));
+    assert_eq!(sha256(&got), big_sum, "64 MiB through plain frames");
+    // SLAAC from the router advertisements, then DNS servers by stateless DHCPv6.
+    assert!(
+        wait_until(T, || g
+            .exec_ok(&["ip", "-6", "addr", "show", "dev", "tap0", "scope", "global"])
+            .contains("fd00::")),
+        "no SLAAC address from the advertisements"
+    );
+    let out = w.tmp.join("dhcp6.env");
+    let script = w.tmp.join("dhclient6.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$reason $new_dhcp6_name_servers\" >> {}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    run(Command::new("chmod").arg("+x").arg(&script));
+    let lease = w.tmp.join("dhclient6.leases");
+    let pid = w.tmp.join("dhclient6.pid");
+    let mut dh = g.command("dhclient");
+    dh.args(["-6", "-S", "-1", "-sf"])
+        .arg(&script)
+        .arg("-lf")
+        .arg(&lease)
+        .arg("-pf")
+        .arg(&pid)
+        .arg("tap0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(test_log());
+    let _dh = Proc::spawn(&mut dh);
+    assert!(
+        wait_until(T, || std::fs::read_to_string(&out)
+            .is_ok_and(|t| t.contains("fd00::3"))),
+        "no DNS server from DHCPv6: {:?}",
+        std::fs::read_to_string(&out)
+    );
 }
 
 #[test]
