@@ -652,3 +652,56 @@ for s in socks:
         "RSS grew from {before} KiB to {after} KiB"
     );
 }
+
+#[test]
+fn qemu_on_the_switch_gets_a_lease_from_the_gateway() {
+    require("qemu-system-x86_64");
+    let tmp = TempDir::new("filo-slirp-qemu");
+    // A namespace with nothing but loopback: what iPXE tries after DHCP goes nowhere.
+    let host = Netns::new("slirp-qemu");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let mgmt = tmp.join("slirp.mgmt");
+    let mut gw = host.command(FILO);
+    gw.args(["slirp", "-M", mgmt.to_str().unwrap(), &sw.vnl()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(test_log());
+    let _gw = Proc::spawn(&mut gw);
+    assert!(wait_until(T, || mgmt.exists()), "filo slirp did not start");
+    // No disk: the NIC's iPXE ROM network-boots, asking for an address by DHCP.
+    let _qemu = Proc::spawn(
+        Command::new("qemu-system-x86_64")
+            .args([
+                "-nodefaults",
+                "-display",
+                "none",
+                "-machine",
+                "pc",
+                "-m",
+                "64",
+                "-boot",
+                "n",
+                "-serial",
+                "none",
+                "-monitor",
+                "none",
+                "-nic",
+            ])
+            .arg(format!(
+                "vde,sock={},mac=52:54:00:12:34:57,model=e1000",
+                sw.dir.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let mut leases = String::new();
+    assert!(
+        wait_until(Duration::from_secs(90), || {
+            leases = console_json(&mgmt, "leases/print").1;
+            leases.contains("52:54:00:12:34:57")
+        }),
+        "no lease for QEMU: {leases}"
+    );
+    assert!(leases.contains("10.0.2.15"), "{leases}");
+}
