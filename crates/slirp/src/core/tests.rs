@@ -294,3 +294,26 @@ fn a_router_solicitation_brings_an_advertisement_and_the_gateway_answers_ndp() {
     }
     assert_eq!(c.neighbour(IpAddr::V6(guest6)), Some(GUEST_MAC));
 }
+
+#[test]
+fn malformed_dhcp_and_dns_queries_are_dropped_or_passed_on_without_panicking() {
+    let mut c = core();
+    let server: SocketAddr = "255.255.255.255:67".parse().unwrap();
+    for junk in [&b""[..], b"\x01", &[0u8; 239], &[1u8; 300], &[0xffu8; 600]] {
+        let mut f = guest_udp(server, junk);
+        // From port 68, as a client.
+        let udp_at = ETH + 20;
+        f[udp_at..udp_at + 2].copy_from_slice(&68u16.to_be_bytes());
+        let ip = Ipv4Packet::new_checked(&f[ETH..]).unwrap();
+        let (s, d) = (ip.src_addr(), ip.dst_addr());
+        UdpPacket::new_unchecked(&mut f[udp_at..]).fill_checksum(&s.into(), &d.into());
+        assert_eq!(c.handle_frame(0, &f), Input::Drop, "{junk:?}");
+    }
+    assert!(c.counters.malformed >= 5);
+    // A DNS query of any shape is the resolver's business: passed on as UDP.
+    let dns: SocketAddr = "10.0.2.3:53".parse().unwrap();
+    assert!(matches!(
+        c.handle_frame(0, &guest_udp(dns, b"\x00")),
+        Input::Udp { remote, .. } if remote == dns
+    ));
+}
