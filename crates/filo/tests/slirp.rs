@@ -705,3 +705,49 @@ fn qemu_on_the_switch_gets_a_lease_from_the_gateway() {
     );
     assert!(leases.contains("10.0.2.15"), "{leases}");
 }
+
+const PEER_ECHO: &str = "import socket
+s = socket.socket(socket.AF_INET6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('::', 8081))
+s.listen(16)
+while True:
+    c, a = s.accept()
+    c.sendall(a[0].encode())
+    c.close()
+";
+
+const ASK_PEER: &str = "import socket, sys, time
+for i in range(50):
+    try:
+        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 5)
+        d = s.recv(100)
+        if d:
+            print(d.decode()); break
+    except OSError:
+        pass
+    time.sleep(0.2)
+";
+
+#[test]
+fn forwards_keep_the_clients_address_and_work_over_ipv6() {
+    let w = World::new();
+    let vnl = "slirp:///tcpfwd=18083:10.0.2.15:8081/tcpfwd='[::1]:18443:[fd00::15]:8081'";
+    let mut guest = w.host.command(FILO);
+    guest
+        .args(["ns", "--dhcp", "--ip", "fd00::15/64", vnl, "--"])
+        .args(["python3", "-c", PEER_ECHO])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(test_log());
+    let _guest = Polite(Proc::spawn(&mut guest));
+    // A client on another host keeps its address; one on the host's loopback appears as
+    // the gateway.
+    let out = w
+        ._inet
+        .exec_ok(&["python3", "-c", ASK_PEER, "198.18.0.1", "18083"]);
+    assert_eq!(out.trim(), "::ffff:198.18.0.2", "the guest saw {out:?}");
+    let out = w.host.exec_ok(&["python3", "-c", ASK_PEER, "::1", "18443"]);
+    assert_eq!(out.trim(), "fd00::2", "the guest saw {out:?}");
+}
