@@ -5,8 +5,10 @@
 #   - slirp4netns: Debian's slirp4netns (libslirp) on a namespace's tap (10.0.2.2 likewise),
 #   - pasta:       Debian's passt package, run as nobody as rootless containers do (the guest
 #                  dials its gateway, which pasta maps to the host's loopback),
-# guest -> host and host -> guest (iperf3 -R), at MTU 1500 and 65520 (filo: 65000, the most
-# `filo ns --mtu` takes). The "host" is a namespace of its own with a veth and a default route
+# guest -> host and host -> guest (iperf3 -R), and host -> guest through a port forward (the
+# iperf3 server in the guest, the client on the host's loopback: filo's tcpfwd=, slirp4netns's
+# add_hostfwd API, pasta's -t), at MTU 1500 and 65520 (filo: 65000, the most `filo ns --mtu`
+# takes). The "host" is a namespace of its own with a veth and a default route
 # (pasta copies them); iperf3 -s listens on its loopback. Rounds are interleaved (every system
 # once per round) and the median of the rounds is printed with ratios to slirp4netns.
 # Usage: bench/slirp.sh [SECONDS] [ROUNDS]   (defaults 5 and 3). Run as root.
@@ -45,9 +47,24 @@ gbits() { # iperf3 -J output on stdin -> Gbit/s received; fails on anything else
   python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
 }
 
-# run SYSTEM MTU DIR -> Gbit/s on stdout (DIR: "" guest->host, -R host->guest)
+# The iperf3 client on the host through a forward to port 5202, retried while the guest's
+# server starts.
+fwd_client() {
+  local out
+  for _ in $(seq 20); do
+    sleep 0.5
+    out=$(ip netns exec "$H" iperf3 -c 127.0.0.1 -p 5202 -t "$SECS" -J 2>/dev/null) && { echo "$out"; return 0; }
+  done
+  return 1
+}
+
+# run SYSTEM MTU DIR -> Gbit/s on stdout (DIR: "" guest->host, -R host->guest, fwd: forwarded)
 run() {
   local sys=$1 mtu=$2 dir=$3 out
+  if [ "$dir" = fwd ]; then
+    run_fwd "$sys" "$mtu" | gbits
+    return
+  fi
   case $sys in
     filo)
       local fm=$mtu; [ "$fm" -gt 65000 ] && fm=65000
@@ -66,13 +83,47 @@ run() {
   echo "$out" | gbits
 }
 
+run_fwd() {
+  local sys=$1 mtu=$2 s out=
+  case $sys in
+    filo)
+      local fm=$mtu; [ "$fm" -gt 65000 ] && fm=65000
+      ip netns exec "$H" "$FILO" ns --mtu "$fm" --ip 10.0.2.15/24 --gw 10.0.2.2 \
+        slirp:///tcpfwd=127.0.0.1:5202:10.0.2.15:5201 -- iperf3 -s -1 >/dev/null 2>&1 &
+      s=$! ;;
+    slirp4netns)
+      rm -f "$T/api.sock"
+      ip netns exec "$H" slirp4netns --netns-type=path --configure --mtu="$mtu" \
+        --api-socket "$T/api.sock" "/run/netns/$G" tap0 >"$T/s4n.log" 2>&1 &
+      s=$!
+      for _ in $(seq 50); do [ -S "$T/api.sock" ] && break; sleep 0.1; done
+      ip netns exec "$G" iperf3 -s -1 >/dev/null 2>&1 &
+      python3 - "$T/api.sock" <<'PY' >/dev/null
+import json, socket, sys
+c = socket.socket(socket.AF_UNIX)
+c.connect(sys.argv[1])
+c.sendall(json.dumps({"execute": "add_hostfwd", "arguments": {"proto": "tcp",
+    "host_addr": "127.0.0.1", "host_port": 5202, "guest_port": 5201}}).encode())
+print(c.recv(4096))
+PY
+      ;;
+    pasta)
+      ip netns exec "$H" unshare -m sh -c "mount --bind '$T/tun' /dev/net/tun && exec setpriv --reuid=65534 --regid=65534 --clear-groups pasta --config-net --mtu $mtu -t 5202:5201 -- iperf3 -s -1" >/dev/null 2>&1 &
+      s=$! ;;
+  esac
+  out=$(fwd_client) || { kill "$s" 2>/dev/null; wait "$s" 2>/dev/null; return 1; }
+  kill "$s" 2>/dev/null; wait "$s" 2>/dev/null || true
+  ip netns pids "$G" 2>/dev/null | xargs -r kill 2>/dev/null || true
+  echo "$out"
+}
+
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 SYSTEMS=(filo slirp4netns pasta)
 declare -A R
 for round in $(seq "$ROUNDS"); do
   for mtu in 1500 65520; do
-    for dir in "" "-R"; do
+    for dir in "" "-R" fwd; do
       for sys in "${SYSTEMS[@]}"; do
         v=$(run "$sys" "$mtu" "$dir") || { echo "bench/slirp.sh: round $round: $sys (MTU $mtu ${dir:-guest->host}) FAILED" >&2; exit 1; }
         [ -n "$v" ] || { echo "bench/slirp.sh: round $round: $sys gave no result" >&2; exit 1; }
@@ -84,8 +135,12 @@ for round in $(seq "$ROUNDS"); do
 done
 
 ratio() { echo "scale=2; $1 / $2" | bc; }
-for dir in "" "-R"; do
-  label="guest -> host"; [ -n "$dir" ] && label="host -> guest (iperf3 -R)"
+for dir in "" "-R" fwd; do
+  case $dir in
+    "") label="guest -> host" ;;
+    -R) label="host -> guest (iperf3 -R)" ;;
+    fwd) label="host -> guest, forward" ;;
+  esac
   printf '\n%-28s %9s %9s %12s %12s\n' "TCP $label" "MTU 1500" "MTU 65520" "vs s4n 1500" "vs s4n 65520"
   s1=$(median ${R[slirp4netns,1500,$dir]}); s6=$(median ${R[slirp4netns,65520,$dir]})
   for sys in "${SYSTEMS[@]}"; do

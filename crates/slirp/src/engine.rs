@@ -201,7 +201,8 @@ pub struct Engine {
     fwds: Vec<FwdListener>,
     /// UDP forward peers: (guest, source the guest sees) → (listener token, real client).
     fwd_peers: HashMap<Key, (u64, SocketAddr)>,
-    fwd_sources: HashMap<(u64, SocketAddr), SocketAddr>,
+    /// (listener token, real client) → (source the guest sees, last datagram).
+    fwd_sources: HashMap<(u64, SocketAddr), (SocketAddr, Instant)>,
     next_port: u16,
     tokens: HashMap<u64, Tok>,
     next_token: u64,
@@ -1206,15 +1207,19 @@ impl Engine {
                         Ok(x) => x,
                         Err(_) => break,
                     };
-                    let src = match self.fwd_sources.get(&(token, client)) {
-                        Some(s) => *s,
+                    let now = self.now();
+                    let src = match self.fwd_sources.get_mut(&(token, client)) {
+                        Some((s, last)) => {
+                            *last = now;
+                            *s
+                        }
                         None => {
                             if self.fwd_sources.len() >= MAX_UDP {
                                 self.stats.udp_refused_full += 1;
                                 continue;
                             }
                             let s = self.fwd_source(client, fwd.guest);
-                            self.fwd_sources.insert((token, client), s);
+                            self.fwd_sources.insert((token, client), (s, now));
                             self.fwd_peers.insert((fwd.guest, s), (token, client));
                             s
                         }
@@ -1295,6 +1300,18 @@ impl Engine {
     /// Expires idle UDP and ICMP flows.
     fn sweep(&mut self, now: Instant) {
         let micros = |d: Duration| smoltcp::time::Duration::from_micros(d.as_micros() as u64);
+        // Forwarded UDP clients quiet for as long as a UDP flow are forgotten.
+        let quiet: Vec<_> = self
+            .fwd_sources
+            .iter()
+            .filter(|(_, (_, last))| now - *last > micros(UDP_IDLE))
+            .map(|(k, (s, _))| (*k, *s))
+            .collect();
+        for ((token, client), src) in quiet {
+            self.fwd_sources.remove(&(token, client));
+            self.fwd_peers
+                .retain(|(_, seen), (t, _)| !(*t == token && *seen == src));
+        }
         let old: Vec<Key> = self
             .udp
             .iter()
