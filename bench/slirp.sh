@@ -53,7 +53,9 @@ fwd_client() {
   local out
   for _ in $(seq 20); do
     sleep 0.5
-    out=$(ip netns exec "$H" iperf3 -c 127.0.0.1 -p 5202 -t "$SECS" -J 2>/dev/null) && { echo "$out"; return 0; }
+    # A forwarder may accept before the guest's server listens: only a finished test counts.
+    out=$(ip netns exec "$H" iperf3 -c 127.0.0.1 -p 5202 -t "$SECS" -J 2>/dev/null) || true
+    if grep -q '"sum_received"' <<<"$out"; then echo "$out"; return 0; fi
   done
   return 1
 }
