@@ -1,7 +1,8 @@
 /* A small libvdeplug client for filo's tests and benchmarks (links Debian's libvdeplug).
  *
  *   vdeclient VNL send COUNT SIZE [DSTMAC_LAST_BYTE]  send COUNT frames as fast as possible;
- *                                                      print "CPU_SECONDS" used
+ *                                                      print "CPU_SECONDS PREEMPTED" (CPU used,
+ *                                                      involuntary context switches)
  *   vdeclient VNL send COUNT SIZE DST SRC               ... from 02:00:00:00:00:SRC (hex bytes)
  *   vdeclient VNL recv IDLE_MS [SRC]                   count frames; print "FRAMES SECONDS
  *                                                      CPU_SECONDS FIRST LAST" (first to last
@@ -34,6 +35,13 @@ static double cpu_s(void) {
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* Times this process was preempted (involuntary context switches). */
+static long preempted(void) {
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_nivcsw;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -71,7 +79,7 @@ int main(int argc, char **argv) {
 			memcpy(buf + 14, &i, sizeof i);
 			if (vde_send(conn, buf, size, 0) < 0) { perror("vde_send"); break; }
 		}
-		printf("%.6f\n", cpu_s());
+		printf("%.6f %ld\n", cpu_s(), preempted());
 		fflush(stdout);
 		sleep(1);
 	} else if (strcmp(mode, "recv") == 0 && argc >= 4) {

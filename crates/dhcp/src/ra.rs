@@ -108,7 +108,7 @@ impl Config {
     pub fn new(mac: Mac) -> Config {
         Config {
             mac,
-            src: link_local(mac),
+            src: link_local(&mac),
             prefixes: Vec::new(),
             rdnss: Vec::new(),
             dnssl: Vec::new(),
@@ -164,17 +164,18 @@ pub enum Error {
     UnspecifiedWithLladdr,
 }
 
-/// The EUI-64 link-local address of `mac` (RFC 4291 appendix A).
-pub fn link_local(mac: Mac) -> Ipv6Addr {
-    Ipv6Addr::from([
-        0xfe,
-        0x80,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
+/// The link-local address of `mac`: fe80::/64 and its modified EUI-64 identifier.
+pub fn link_local(mac: &Mac) -> Ipv6Addr {
+    let mut o = [0u8; 16];
+    o[0] = 0xfe;
+    o[1] = 0x80;
+    o[8..16].copy_from_slice(&eui64(mac));
+    Ipv6Addr::from(o)
+}
+
+/// The modified EUI-64 interface identifier of `mac` (RFC 4291 appendix A).
+pub fn eui64(mac: &Mac) -> [u8; 8] {
+    [
         mac[0] ^ 2,
         mac[1],
         mac[2],
@@ -183,7 +184,7 @@ pub fn link_local(mac: Mac) -> Ipv6Addr {
         mac[3],
         mac[4],
         mac[5],
-    ])
+    ]
 }
 
 /// An Ethernet frame from `src_mac` carrying `ipv6_packet` to its destination's multicast MAC

@@ -22,6 +22,15 @@ use filo_test_support::{require, run, unique, Netns, Proc, TempDir};
 const SERVE_ENV: &str = "FILO_DHCP_SERVE";
 const RA_ENV: &str = "FILO_RA_SERVE";
 const V6_ENV: &str = "FILO_DHCP6_SERVE";
+/// Where a server side says it is listening (an empty file).
+const READY_ENV: &str = "FILO_SERVE_READY";
+
+/// Tells the test that started this server side that its socket is ready.
+fn ready() {
+    if let Some(path) = std::env::var_os(READY_ENV) {
+        std::fs::write(path, "").expect("ready file");
+    }
+}
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
@@ -56,6 +65,7 @@ fn serve_dhcp_in_namespace() {
     sock.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 67).into())
         .expect("bind port 67");
     let sock: UdpSocket = sock.into();
+    ready();
     let start = std::time::Instant::now();
     let mut buf = [0u8; 1500];
     while start.elapsed() < Duration::from_secs(120) {
@@ -104,15 +114,36 @@ fn link(srv: &Netns, cli: &Netns) -> (String, String) {
     (a, b)
 }
 
-/// This test binary in `srv`, running the ignored test `name` with `env` set to `value`.
-fn start_server(srv: &Netns, name: &str, env: &str, value: &str) -> Proc {
+/// This test binary in `srv`, running the ignored test `name` with `env` set to `value`,
+/// once it is listening.
+fn start_server(tmp: &TempDir, srv: &Netns, name: &str, env: &str, value: &str) -> Proc {
     let me = std::env::current_exe().expect("test binary");
+    let ready = tmp.join(name);
     let mut c = srv.command(&me.to_string_lossy());
     c.args(["--exact", name, "--ignored", "--nocapture"])
         .env(env, value)
+        .env(READY_ENV, &ready)
         .stdout(Stdio::null())
         .stderr(filo_test_support::test_log());
-    Proc::spawn(&mut c)
+    let p = Proc::spawn(&mut c);
+    assert!(
+        filo_test_support::wait_until(Duration::from_secs(60), || ready.exists()),
+        "{name} did not start in {} (FILO_TEST_LOGS=1 shows why)",
+        srv.name
+    );
+    p
+}
+
+/// A client's hook script that writes its environment to `env` when `condition` holds.
+fn env_script(tmp: &TempDir, condition: &str, env: &std::path::Path) -> std::path::PathBuf {
+    let script = tmp.join("script");
+    let text = format!(
+        "#!/bin/sh\n{condition} && env > {}\nexit 0\n",
+        env.display()
+    );
+    std::fs::write(&script, text).expect("script");
+    run(Command::new("chmod").arg("755").arg(&script));
+    script
 }
 
 /// Runs udhcpc once in `cli` on `iface` with `extra` arguments; returns the variables its
@@ -120,16 +151,7 @@ fn start_server(srv: &Netns, name: &str, env: &str, value: &str) -> Proc {
 fn udhcpc(tmp: &TempDir, cli: &Netns, iface: &str, extra: &[&str]) -> String {
     let env = tmp.join("bound.env");
     let _ = std::fs::remove_file(&env);
-    let script = tmp.join("script");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = bound ] && env > {}\nexit 0\n",
-            env.display()
-        ),
-    )
-    .expect("script");
-    run(Command::new("chmod").arg("755").arg(&script));
+    let script = env_script(tmp, "[ \"$1\" = bound ]", &env);
     let mut c = cli.command("busybox");
     c.args([
         "udhcpc", "-i", iface, "-n", "-q", "-f", "-t", "5", "-T", "1",
@@ -158,6 +180,7 @@ fn busybox_udhcpc_gets_a_lease_with_router_dns_and_search_list() {
     let (a, b) = link(&srv, &cli);
     let leases = tmp.join("leases");
     let _server = start_server(
+        &tmp,
         &srv,
         "serve_dhcp_in_namespace",
         SERVE_ENV,
@@ -225,6 +248,7 @@ fn serve_ra_in_namespace() {
     // A datagram socket's recv_from and send_to work on any datagram-like descriptor, and
     // spare us socket2's uninitialised buffers.
     let sock: UdpSocket = sock.into();
+    ready();
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .expect("timeout");
     let mut buf = [0u8; 1500];
@@ -276,8 +300,9 @@ fn link6(srv: &Netns, cli: &Netns) -> (String, String) {
 fn rdisc6_and_the_kernel_read_the_router_advertisements() {
     require("rdisc6");
     let (srv, cli) = (Netns::new("rasrv"), Netns::new("racli"));
+    let tmp = TempDir::new("ra-peer");
     let (a, b) = link6(&srv, &cli);
-    let _server = start_server(&srv, "serve_ra_in_namespace", RA_ENV, &a);
+    let _server = start_server(&tmp, &srv, "serve_ra_in_namespace", RA_ENV, &a);
     let mut c = cli.command("rdisc6");
     c.args(["-1", "-r", "10", "-w", "1000", &b])
         .stdout(Stdio::piped())
@@ -349,6 +374,7 @@ fn serve_v6_in_namespace() {
     sock.join_multicast_v6(&v6::ALL_SERVERS, index)
         .expect("join ff02::1:2");
     let sock: UdpSocket = sock.into();
+    ready();
     let start = std::time::Instant::now();
     let mut buf = [0u8; 1500];
     while start.elapsed() < Duration::from_secs(120) {
@@ -369,20 +395,11 @@ fn isc_dhclient_gets_dns_servers_and_search_list_by_stateless_dhcpv6() {
     let tmp = TempDir::new("dhcp6-peer");
     let (srv, cli) = (Netns::new("d6srv"), Netns::new("d6cli"));
     let (a, b) = link6(&srv, &cli);
-    let _server = start_server(&srv, "serve_v6_in_namespace", V6_ENV, &a);
+    let _server = start_server(&tmp, &srv, "serve_v6_in_namespace", V6_ENV, &a);
     let env = tmp.join("inform.env");
-    let script = tmp.join("script");
-    std::fs::write(
-        &script,
-        format!(
-            // dhclient 4.4 reports a stateless reply as RENEW6, and says nothing new as
-            // INFORM6 in other versions: whatever the reason, the options are what counts.
-            "#!/bin/sh\n[ -n \"$new_dhcp6_name_servers\" ] && env > {}\nexit 0\n",
-            env.display()
-        ),
-    )
-    .expect("script");
-    run(Command::new("chmod").arg("755").arg(&script));
+    // dhclient 4.4 reports a stateless reply as RENEW6 (INFORM6 in other versions): whatever
+    // the reason, the options are what counts.
+    let script = env_script(&tmp, "[ -n \"$new_dhcp6_name_servers\" ]", &env);
     let mut c = cli.command("dhclient");
     c.args(["-6", "-S", "-d", "-v", "-lf"])
         .arg(tmp.join("leases"))

@@ -256,8 +256,9 @@ fn before(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
 }
 
-/// The TCP part of an IP packet: (source, destination, offset of the TCP header).
-fn tcp_of(packet: &[u8]) -> Option<(IpAddress, IpAddress, usize)> {
+/// The TCP part of an IP packet: (source, destination, offset of the TCP header, end of the
+/// packet as its IP header gives it). Bytes behind that end are no part of the segment.
+fn tcp_of(packet: &[u8]) -> Option<(IpAddress, IpAddress, usize, usize)> {
     match packet.first()? >> 4 {
         4 => {
             let ip = Ipv4Packet::new_checked(packet).ok()?;
@@ -272,7 +273,7 @@ fn tcp_of(packet: &[u8]) -> Option<(IpAddress, IpAddress, usize)> {
             if len > packet.len() || off > len {
                 return None;
             }
-            Some((ip.src_addr().into(), ip.dst_addr().into(), off))
+            Some((ip.src_addr().into(), ip.dst_addr().into(), off, len))
         }
         6 => {
             let ip = Ipv6Packet::new_checked(packet).ok()?;
@@ -280,7 +281,8 @@ fn tcp_of(packet: &[u8]) -> Option<(IpAddress, IpAddress, usize)> {
             if ip.next_header() != smoltcp::wire::IpProtocol::Tcp {
                 return None;
             }
-            Some((ip.src_addr().into(), ip.dst_addr().into(), 40))
+            let len = 40 + usize::from(ip.payload_len());
+            Some((ip.src_addr().into(), ip.dst_addr().into(), 40, len))
         }
         _ => None,
     }
@@ -345,8 +347,8 @@ impl Recovery {
         packet: &'p [u8],
         sent: bool,
     ) -> Option<(FlowKey, TcpPacket<&'p [u8]>)> {
-        let (src, dst, off) = tcp_of(packet)?;
-        let tcp = TcpPacket::new_checked(&packet[off..]).ok()?;
+        let (src, dst, off, end) = tcp_of(packet)?;
+        let tcp = TcpPacket::new_checked(&packet[off..end]).ok()?;
         let (local, remote) = if sent { (src, dst) } else { (dst, src) };
         let (local_port, remote_port) = if sent {
             (tcp.src_port(), tcp.dst_port())
@@ -644,16 +646,11 @@ fn refresh(
     let mut p = pool.pop().unwrap_or_default();
     p.clear();
     p.extend_from_slice(packet);
-    let Some((src, dst, off)) = tcp_of(&p) else {
+    let Some((src, dst, off, end)) = tcp_of(&p) else {
         return p;
     };
     let v4 = p[0] >> 4 == 4;
-    let end = if v4 {
-        crate::wire::ipv4_len(&p)
-    } else {
-        crate::wire::ipv6_len(&p)
-    };
-    p.truncate(end.unwrap_or(p.len()));
+    p.truncate(end);
     let Ok(tcp) = TcpPacket::new_checked(&p[off..]) else {
         return p;
     };
@@ -1009,5 +1006,21 @@ mod tests {
         r.on_input(t(0), &truncated, &mut out);
         assert!(out.is_empty());
         assert_eq!(r.held(), 0);
+    }
+
+    /// Found by fuzzing (tcp_recovery): a packet whose IP header ends it before its TCP
+    /// header, with TCP bytes trailing, was kept, and probing resent the bare IP header.
+    #[test]
+    fn tcp_bytes_behind_the_ip_length_are_no_segment() {
+        let mut r = Recovery::new();
+        let mut short = data(1000);
+        let mut ip = Ipv4Packet::new_unchecked(&mut short[..]);
+        ip.set_total_len(20);
+        ip.fill_checksum();
+        assert_eq!(r.on_output(t(0), &short, &mut Vec::new()), Verdict::Send);
+        let mut out = Vec::new();
+        r.on_timer(t(10_000), &mut out);
+        assert_eq!(r.held(), 0);
+        assert!(out.is_empty(), "resent {out:02x?}");
     }
 }

@@ -221,28 +221,8 @@ pub fn solicited_node(a: &Ipv6Addr) -> Ipv6Addr {
     )
 }
 
-/// Link-local address from a MAC (modified EUI-64).
-pub fn link_local(mac: &Mac) -> Ipv6Addr {
-    let mut o = [0u8; 16];
-    o[0] = 0xfe;
-    o[1] = 0x80;
-    o[8..16].copy_from_slice(&eui64(mac));
-    Ipv6Addr::from(o)
-}
-
-/// Modified EUI-64 interface identifier of a MAC.
-pub fn eui64(mac: &Mac) -> [u8; 8] {
-    [
-        mac[0] ^ 2,
-        mac[1],
-        mac[2],
-        0xff,
-        0xfe,
-        mac[3],
-        mac[4],
-        mac[5],
-    ]
-}
+/// Link-local addresses and EUI-64 identifiers, shared with filo-dhcp's router advertiser.
+pub use filo_dhcp::ra::{eui64, link_local};
 
 /// Builds an Ethernet+IPv6+ICMPv6 frame into `out` (cleared first) with hop limit 255.
 pub fn ndp_frame(
