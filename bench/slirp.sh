@@ -57,6 +57,7 @@ fwd_client() {
     out=$(ip netns exec "$H" iperf3 -c 127.0.0.1 -p 5202 -t "$SECS" -J 2>/dev/null) || true
     if grep -q '"sum_received"' <<<"$out"; then echo "$out"; return 0; fi
   done
+  grep '"error"' <<<"$out" >&2 || true
   return 1
 }
 
@@ -110,22 +111,26 @@ print(c.recv(4096))
 PY
       ;;
     pasta)
-      ip netns exec "$H" unshare -m sh -c "mount --bind '$T/tun' /dev/net/tun && exec setpriv --reuid=65534 --regid=65534 --clear-groups pasta --config-net --mtu $mtu -t 5202:5201 -- iperf3 -s -1" >/dev/null 2>&1 &
+      ip netns exec "$H" unshare -m sh -c "mount --bind '$T/tun' /dev/net/tun && exec setpriv --reuid=65534 --regid=65534 --clear-groups pasta --config-net --mtu $mtu -t 5202:5201 -- iperf3 -s -1" >"$T/pasta.log" 2>&1 &
       s=$! ;;
   esac
-  out=$(fwd_client) || { kill "$s" 2>/dev/null; wait "$s" 2>/dev/null; return 1; }
+  out=$(fwd_client) || { kill "$s" 2>/dev/null; wait "$s" 2>/dev/null; tail -3 "$T"/*.log >&2; return 1; }
   kill "$s" 2>/dev/null; wait "$s" 2>/dev/null || true
   ip netns pids "$G" 2>/dev/null | xargs -r kill 2>/dev/null || true
   echo "$out"
 }
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+median() { [ $# -gt 0 ] || return 0; printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-SYSTEMS=(filo slirp4netns pasta)
+# BENCH_SYSTEMS / BENCH_DIRS / BENCH_MTUS narrow a run (e.g. BENCH_DIRS=fwd).
+read -ra SYSTEMS <<<"${BENCH_SYSTEMS:-filo slirp4netns pasta}"
+read -ra DIRS <<<"${BENCH_DIRS:-guest -R fwd}"
+read -ra MTUS <<<"${BENCH_MTUS:-1500 65520}"
 declare -A R
 for round in $(seq "$ROUNDS"); do
-  for mtu in 1500 65520; do
-    for dir in "" "-R" fwd; do
+  for mtu in "${MTUS[@]}"; do
+    for d in "${DIRS[@]}"; do
+      dir=$d; [ "$dir" = guest ] && dir=""
       for sys in "${SYSTEMS[@]}"; do
         v=$(run "$sys" "$mtu" "$dir") || { echo "bench/slirp.sh: round $round: $sys (MTU $mtu ${dir:-guest->host}) FAILED" >&2; exit 1; }
         [ -n "$v" ] || { echo "bench/slirp.sh: round $round: $sys gave no result" >&2; exit 1; }
@@ -136,17 +141,18 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-ratio() { echo "scale=2; $1 / $2" | bc; }
-for dir in "" "-R" fwd; do
+ratio() { if [ -n "${1:-}" ] && [ -n "${2:-}" ]; then echo "scale=2; $1 / $2" | bc; else echo -; fi; }
+for d in "${DIRS[@]}"; do
+  dir=$d; [ "$dir" = guest ] && dir=""
   case $dir in
     "") label="guest -> host" ;;
     -R) label="host -> guest (iperf3 -R)" ;;
     fwd) label="host -> guest, forward" ;;
   esac
   printf '\n%-28s %9s %9s %12s %12s\n' "TCP $label" "MTU 1500" "MTU 65520" "vs s4n 1500" "vs s4n 65520"
-  s1=$(median ${R[slirp4netns,1500,$dir]}); s6=$(median ${R[slirp4netns,65520,$dir]})
+  s1=$(median ${R[slirp4netns,1500,$dir]:-}); s6=$(median ${R[slirp4netns,65520,$dir]:-})
   for sys in "${SYSTEMS[@]}"; do
-    a=$(median ${R[$sys,1500,$dir]}); b=$(median ${R[$sys,65520,$dir]})
+    a=$(median ${R[$sys,1500,$dir]:-}); b=$(median ${R[$sys,65520,$dir]:-})
     printf '%-28s %9s %9s %12s %12s\n' "$sys" "$a" "$b" "$(ratio "$a" "$s1")" "$(ratio "$b" "$s6")"
   done
 done

@@ -144,7 +144,7 @@ impl Core {
             dhcp,
             ra: ra_adv,
             dhcp6,
-            link_local: ra::link_local(mac),
+            link_local: ra::link_local(&mac),
             random: seed | 1,
             l4_trusted: false,
             counters: CoreCounters::default(),
