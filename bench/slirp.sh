@@ -47,8 +47,9 @@ gbits() { # iperf3 -J output on stdin -> Gbit/s received; fails on anything else
   python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
 }
 
-# The iperf3 client on the host through a forward to port 5202, retried while the guest's
-# server starts.
+# The iperf3 client on the host through a forward from port 5202 to the guest's 5203 (not
+# 5201: pasta mirrors the host's listening ports into its namespace), retried while the
+# guest's server starts.
 fwd_client() {
   local out
   for _ in $(seq 20); do
@@ -92,7 +93,7 @@ run_fwd() {
     filo)
       local fm=$mtu; [ "$fm" -gt 65000 ] && fm=65000
       ip netns exec "$H" "$FILO" ns --mtu "$fm" --ip 10.0.2.15/24 --gw 10.0.2.2 \
-        slirp:///tcpfwd=127.0.0.1:5202:10.0.2.15:5201 -- iperf3 -s -1 >/dev/null 2>&1 &
+        slirp:///tcpfwd=127.0.0.1:5202:10.0.2.15:5203 -- iperf3 -s -p 5203 -1 >/dev/null 2>&1 &
       s=$! ;;
     slirp4netns)
       rm -f "$T/api.sock"
@@ -100,18 +101,18 @@ run_fwd() {
         --api-socket "$T/api.sock" "/run/netns/$G" tap0 >"$T/s4n.log" 2>&1 &
       s=$!
       for _ in $(seq 50); do [ -S "$T/api.sock" ] && break; sleep 0.1; done
-      ip netns exec "$G" iperf3 -s -1 >/dev/null 2>&1 &
+      ip netns exec "$G" iperf3 -s -p 5203 -1 >/dev/null 2>&1 &
       python3 - "$T/api.sock" <<'PY' >/dev/null
 import json, socket, sys
 c = socket.socket(socket.AF_UNIX)
 c.connect(sys.argv[1])
 c.sendall(json.dumps({"execute": "add_hostfwd", "arguments": {"proto": "tcp",
-    "host_addr": "127.0.0.1", "host_port": 5202, "guest_port": 5201}}).encode())
+    "host_addr": "127.0.0.1", "host_port": 5202, "guest_port": 5203}}).encode())
 print(c.recv(4096))
 PY
       ;;
     pasta)
-      ip netns exec "$H" unshare -m sh -c "mount --bind '$T/tun' /dev/net/tun && exec setpriv --reuid=65534 --regid=65534 --clear-groups pasta --config-net --mtu $mtu -t 5202:5201 -- iperf3 -s -1" >"$T/pasta.log" 2>&1 &
+      ip netns exec "$H" unshare -m sh -c "mount --bind '$T/tun' /dev/net/tun && exec setpriv --reuid=65534 --regid=65534 --clear-groups pasta --config-net --mtu $mtu -t 5202:5203 -- iperf3 -s -p 5203 -1" >"$T/pasta.log" 2>&1 &
       s=$! ;;
   esac
   out=$(fwd_client) || { kill "$s" 2>/dev/null; wait "$s" 2>/dev/null; tail -3 "$T"/*.log >&2; return 1; }

@@ -659,6 +659,7 @@ impl Engine {
     ) {
         let key = (guest, remote);
         let now = self.now();
+        let vnet = self.plug.vnet();
         if let Some(flow) = self.tcp.get_mut(&key) {
             flow.last = now;
             match &mut flow.state {
@@ -670,9 +671,16 @@ impl Engine {
                     }
                 }
                 TcpState::Open => {
-                    let packet = match flow.guest_mss {
-                        Some(_) if syn => raise_mss(packet).0,
-                        _ => packet,
+                    // On a super-frame plug every SYN the guest sends (a retransmitted one,
+                    // or the SYN-ACK answering a forwarded connection) offers a large MSS.
+                    let packet = if vnet && carries_syn(&packet) {
+                        let (p, mss) = raise_mss(packet);
+                        if mss.is_some() {
+                            flow.guest_mss = mss;
+                        }
+                        p
+                    } else {
+                        packet
                     };
                     self.dev.rx.push_back(packet);
                 }
@@ -1495,6 +1503,13 @@ fn write_pseudo_header_sum(p: &mut [u8]) {
         let v = !fold(sum);
         p[at..at + 2].copy_from_slice(&v.to_be_bytes());
     }
+}
+
+/// Whether an IP packet is a TCP segment with SYN set (SYN or SYN-ACK).
+fn carries_syn(packet: &[u8]) -> bool {
+    split_ip(packet)
+        .and_then(|(_, _, l4)| TcpPacket::new_checked(l4).ok())
+        .is_some_and(|t| t.syn())
 }
 
 /// The guest has sent its FIN (or more): only the host's side of the flow is open.
