@@ -120,6 +120,24 @@ impl World {
         }
     }
 
+    /// python's http.server on the host namespace's loopback at `port`, serving www, once it
+    /// answers.
+    fn host_http(&self, port: &str) -> Proc {
+        let mut c = self.host.command("python3");
+        c.args(["-m", "http.server", "-b", "127.0.0.1", port, "-d"])
+            .arg(self.tmp.join("www"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let p = Proc::spawn(&mut c);
+        assert!(self.host.curl_until(
+            &format!("http://127.0.0.1:{port}/index.html"),
+            &self.tmp.join("probe"),
+            T
+        ));
+        p
+    }
+
     /// `filo ARGS` run in the host namespace.
     fn filo(&self, args: &[&str]) -> Command {
         let mut c = self.host.command(FILO);
@@ -186,16 +204,7 @@ fn a_namespace_on_slirp_gets_dhcp_and_slaac_and_reaches_http_udp_dns_and_ping() 
 #[test]
 fn the_hosts_loopback_is_refused_unless_hostloopback() {
     let w = World::new();
-    let mut lo = w.host.command("python3");
-    lo.args(["-m", "http.server", "-b", "127.0.0.1", "8081", "-d"])
-        .arg(w.tmp.join("www"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _lo = Proc::spawn(&mut lo);
-    assert!(w
-        .host
-        .curl_until("http://127.0.0.1:8081/index.html", &w.tmp.join("p"), T));
+    let _lo = w.host_http("8081");
     let script = "curl -sS -m 10 -o /dev/null http://10.0.2.2:8081/index.html; echo exit=$?";
     let (_, out, err) = w.guest(&["--dhcp"], "slirp://", script);
     assert!(out.contains("exit=7"), "not refused: {out} {err}");
@@ -421,16 +430,7 @@ fn bad_slirp_options_are_named() {
         assert!(err.contains(expect), "{vnl}: {err}");
     }
     // A forward to a port already taken on the host.
-    let mut holder = w.host.command("python3");
-    holder
-        .args(["-m", "http.server", "-b", "127.0.0.1", "18090"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _holder = Proc::spawn(&mut holder);
-    assert!(w
-        .host
-        .curl_until("http://127.0.0.1:18090/", &w.tmp.join("p"), T));
+    let _holder = w.host_http("18090");
     let (code, _, err) = w.guest(
         &["--dhcp"],
         "slirp:///tcpfwd=127.0.0.1:18090:10.0.2.15:80",
@@ -669,32 +669,7 @@ fn qemu_on_the_switch_gets_a_lease_from_the_gateway() {
     let _gw = Proc::spawn(&mut gw);
     assert!(wait_until(T, || mgmt.exists()), "filo slirp did not start");
     // No disk: the NIC's iPXE ROM network-boots, asking for an address by DHCP.
-    let _qemu = Proc::spawn(
-        Command::new("qemu-system-x86_64")
-            .args([
-                "-nodefaults",
-                "-display",
-                "none",
-                "-machine",
-                "pc",
-                "-m",
-                "64",
-                "-boot",
-                "n",
-                "-serial",
-                "none",
-                "-monitor",
-                "none",
-                "-nic",
-            ])
-            .arg(format!(
-                "vde,sock={},mac=52:54:00:12:34:57,model=e1000",
-                sw.dir.display()
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let _qemu = qemu_netboot(&sw.dir, "52:54:00:12:34:57");
     let mut leases = String::new();
     assert!(
         wait_until(Duration::from_secs(90), || {

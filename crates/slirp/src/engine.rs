@@ -827,13 +827,7 @@ impl Engine {
         } else {
             (syn, None)
         };
-        let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
-            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
-        );
-        s.set_nagle_enabled(false);
-        s.set_ack_delay(None);
-        s.set_timeout(Some(smoltcp::time::Duration::from_secs(120)));
+        let mut s = guest_socket();
         if s.listen(IpListenEndpoint {
             addr: Some(key.1.ip().into()),
             port: key.1.port(),
@@ -1261,13 +1255,7 @@ impl Engine {
         }
         let _ = stream.set_nonblocking(true);
         let _ = stream.set_nodelay(true);
-        let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
-            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
-        );
-        s.set_nagle_enabled(false);
-        s.set_ack_delay(None);
-        s.set_timeout(Some(smoltcp::time::Duration::from_secs(120)));
+        let mut s = guest_socket();
         let cx = self.iface.context();
         if s.connect(
             cx,
@@ -1503,6 +1491,19 @@ fn write_pseudo_header_sum(p: &mut [u8]) {
         let v = !fold(sum);
         p[at..at + 2].copy_from_slice(&v.to_be_bytes());
     }
+}
+
+/// A smoltcp socket for one guest connection: large buffers (the window scales to them), no
+/// Nagle, no delayed ACKs, aborted after 2 minutes without progress.
+fn guest_socket() -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
+        tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
+    );
+    s.set_nagle_enabled(false);
+    s.set_ack_delay(None);
+    s.set_timeout(Some(smoltcp::time::Duration::from_secs(120)));
+    s
 }
 
 /// Whether an IP packet is a TCP segment with SYN set (SYN or SYN-ACK).
