@@ -225,14 +225,17 @@ fn refused_connections_reset_and_unreachable_ones_get_icmp_errors() {
             "python3 -c \"import socket\ntry:\n    socket.create_connection(({to}), 20)\nexcept OSError as e:\n    print('errno', e.errno)\"\n"
         )
     };
-    let script = connect("'198.18.0.2', 8009") + &connect("'203.0.113.9', 80");
+    // UDP to a port nobody listens on: the remote's port unreachable comes back as one.
+    let udp = "python3 -c \"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(5)\ns.connect(('198.18.0.2', 7999))\nfor i in range(3):\n    try:\n        s.send(b'x'); s.recv(10)\n    except OSError as e:\n        if e.errno: print('errno', e.errno); break\n\"\n";
+    let script = connect("'198.18.0.2', 8009") + &connect("'203.0.113.9', 80") + udp;
     let (code, out, err) = w.guest(&["--dhcp"], "slirp://", &script);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         [
             format!("errno {}", libc::ECONNREFUSED),
-            format!("errno {}", libc::EHOSTUNREACH)
+            format!("errno {}", libc::EHOSTUNREACH),
+            format!("errno {}", libc::ECONNREFUSED)
         ],
         "{err}"
     );

@@ -1060,10 +1060,32 @@ impl Engine {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    // The remote answered with a port unreachable: so does the gateway.
+                    self.udp_unreachable(key);
+                    break;
+                }
+                Err(_) => break,
             }
         }
         self.scratch = buf;
+    }
+
+    /// An ICMP port unreachable to the guest about its datagrams of flow `key`.
+    fn udp_unreachable(&mut self, (guest, remote): Key) {
+        let Some(mac) = self.core.neighbour(guest.ip()) else {
+            return;
+        };
+        // The error quotes a datagram of the flow (the guest matches it by its ports).
+        let Some(orig) = self.core.udp_frame_to(mac, guest, remote, &[]) else {
+            return;
+        };
+        if let Some(f) = orig
+            .get(14..)
+            .and_then(|packet| self.core.unreachable(packet, true))
+        {
+            self.out.push_back((f, false));
+        }
     }
 
     fn guest_echo(&mut self, guest: IpAddr, remote: IpAddr, ident: u16, seq: u16, data: &[u8]) {
