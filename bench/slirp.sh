@@ -8,7 +8,8 @@
 # guest -> host and host -> guest (iperf3 -R), and host -> guest through a port forward (the
 # iperf3 server in the guest, the client on the host's loopback: filo's tcpfwd=, slirp4netns's
 # add_hostfwd API, pasta's -t), at MTU 1500 and 65520 (filo: 65000, the most `filo ns --mtu`
-# takes). The "host" is a namespace of its own with a veth and a default route
+# takes), and the median round trip of 2,000 1-byte TCP exchanges (python both ends, the
+# echo server on the host's loopback). The "host" is a namespace of its own with a veth and a default route
 # (pasta copies them); iperf3 -s listens on its loopback. Rounds are interleaved (every system
 # once per round) and the median of the rounds is printed with ratios to slirp4netns.
 # Usage: bench/slirp.sh [SECONDS] [ROUNDS]   (defaults 5 and 3). Run as root.
@@ -38,6 +39,19 @@ ip -n "$H" addr add 198.18.0.1/24 dev "bs0-$$"; ip -n "$H" link set "bs0-$$" up;
 ip -n "$I" addr add 198.18.0.2/24 dev "bs1-$$"; ip -n "$I" link set "bs1-$$" up
 ip -n "$H" route add default via 198.18.0.2
 ip netns exec "$H" iperf3 -s -D -B 127.0.0.1 --pidfile "$T/iperf.pid"
+ip netns exec "$H" python3 -c '
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 5300))
+s.listen()
+while True:
+    c, _ = s.accept()
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while d := c.recv(1):
+        c.sendall(d)
+' >/dev/null 2>&1 &
+PIDS+=($!)
 sleep 0.5
 # pasta runs as nobody and needs /dev/net/tun: a private mount namespace gets a node nobody may
 # open, bound over /dev/net/tun (the host's stays as it is).
@@ -62,11 +76,25 @@ fwd_client() {
   return 1
 }
 
-# run SYSTEM MTU DIR -> Gbit/s on stdout (DIR: "" guest->host, -R host->guest, fwd: forwarded)
+RTT_CLIENT='import socket, sys, time
+s = socket.create_connection((sys.argv[1], 5300), 10)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+t = []
+for i in range(2000):
+    a = time.perf_counter(); s.sendall(b"x"); s.recv(1); t.append(time.perf_counter() - a)
+t.sort()
+print("%.1f" % (t[len(t) // 2] * 1e6))'
+
+# run SYSTEM MTU DIR -> Gbit/s (or µs for rtt) on stdout (DIR: "" guest->host, -R host->guest,
+# fwd: forwarded, rtt: round trips)
 run() {
   local sys=$1 mtu=$2 dir=$3 out
   if [ "$dir" = fwd ]; then
     run_fwd "$sys" "$mtu" | gbits
+    return
+  fi
+  if [ "$dir" = rtt ]; then
+    run_rtt "$sys" "$mtu"
     return
   fi
   case $sys in
@@ -85,6 +113,26 @@ run() {
       out=$(ip netns exec "$H" unshare -m sh -c "mount --bind '$T/tun' /dev/net/tun && exec setpriv --reuid=65534 --regid=65534 --clear-groups pasta --config-net --mtu $mtu -- iperf3 -c 198.18.0.2 $dir -t $SECS -J") ;;
   esac
   echo "$out" | gbits
+}
+
+run_rtt() {
+  local sys=$1 mtu=$2
+  case $sys in
+    filo)
+      local fm=$mtu; [ "$fm" -gt 65000 ] && fm=65000
+      ip netns exec "$H" "$FILO" ns --mtu "$fm" --ip 10.0.2.15/24 --gw 10.0.2.2 \
+        slirp:///hostloopback -- python3 -c "$RTT_CLIENT" 10.0.2.2 ;;
+    slirp4netns)
+      ip netns exec "$H" slirp4netns --netns-type=path --configure --mtu="$mtu" \
+        "/run/netns/$G" tap0 >"$T/s4n.log" 2>&1 &
+      local s=$! out
+      for _ in $(seq 50); do ip -n "$G" addr show tap0 2>/dev/null | grep -q 10.0.2.100 && break; sleep 0.1; done
+      out=$(ip netns exec "$G" python3 -c "$RTT_CLIENT" 10.0.2.2) || { kill "$s"; wait "$s" 2>/dev/null; return 1; }
+      kill "$s"; wait "$s" 2>/dev/null || true
+      echo "$out" ;;
+    pasta)
+      ip netns exec "$H" unshare -m sh -c "mount --bind '$T/tun' /dev/net/tun && exec setpriv --reuid=65534 --regid=65534 --clear-groups pasta --config-net --mtu $mtu -- python3 -c '$(sed "s/'/'\\''/g" <<<"$RTT_CLIENT")' 198.18.0.2" ;;
+  esac
 }
 
 run_fwd() {
@@ -125,7 +173,7 @@ median() { [ $# -gt 0 ] || return 0; printf '%s\n' "$@" | sort -g | awk '{a[NR]=
 
 # BENCH_SYSTEMS / BENCH_DIRS / BENCH_MTUS narrow a run (e.g. BENCH_DIRS=fwd).
 read -ra SYSTEMS <<<"${BENCH_SYSTEMS:-filo slirp4netns pasta}"
-read -ra DIRS <<<"${BENCH_DIRS:-guest -R fwd}"
+read -ra DIRS <<<"${BENCH_DIRS:-guest -R fwd rtt}"
 read -ra MTUS <<<"${BENCH_MTUS:-1500 65520}"
 declare -A R
 for round in $(seq "$ROUNDS"); do
@@ -136,7 +184,7 @@ for round in $(seq "$ROUNDS"); do
         v=$(run "$sys" "$mtu" "$dir") || { echo "bench/slirp.sh: round $round: $sys (MTU $mtu ${dir:-guest->host}) FAILED" >&2; exit 1; }
         [ -n "$v" ] || { echo "bench/slirp.sh: round $round: $sys gave no result" >&2; exit 1; }
         R[$sys,$mtu,$dir]="${R[$sys,$mtu,$dir]:-} $v"
-        echo "round $round: $sys MTU $mtu ${dir:-   } $v Gbit/s" >&2
+        echo "round $round: $sys MTU $mtu ${dir:-   } $v" >&2
       done
     done
   done
@@ -149,6 +197,7 @@ for d in "${DIRS[@]}"; do
     "") label="guest -> host" ;;
     -R) label="host -> guest (iperf3 -R)" ;;
     fwd) label="host -> guest, forward" ;;
+    rtt) label="round trip p50 us (lower wins)" ;;
   esac
   printf '\n%-28s %9s %9s %12s %12s\n' "TCP $label" "MTU 1500" "MTU 65520" "vs s4n 1500" "vs s4n 65520"
   s1=$(median ${R[slirp4netns,1500,$dir]:-}); s6=$(median ${R[slirp4netns,65520,$dir]:-})
@@ -157,4 +206,4 @@ for d in "${DIRS[@]}"; do
     printf '%-28s %9s %9s %12s %12s\n' "$sys" "$a" "$b" "$(ratio "$a" "$s1")" "$(ratio "$b" "$s6")"
   done
 done
-printf '\nGbit/s, median of %s interleaved rounds of %s s; filo at MTU 65000 in the 65520 column.\n' "$ROUNDS" "$SECS"
+printf "\nGbit/s (round trips: µs), median of %s interleaved rounds of %s s; filo at MTU 65000 in the 65520 column.\n" "$ROUNDS" "$SECS"
