@@ -16,6 +16,7 @@ mod netconf;
 mod ns;
 mod plug;
 mod sandbox;
+mod slirp;
 mod stack;
 mod stack_named;
 mod switch;
@@ -56,6 +57,8 @@ enum Command {
     Stack(stack::StackArgs),
     /// A whole virtual network from one TOML file: up, down, status, exec, set, graph.
     Lab(lab::LabArgs),
+    /// A user-mode NAT gateway: a network's guests reach the host's network (like slirpvde).
+    Slirp(slirp::SlirpArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     // Every VNL the command opens may be switch:// or hub://.
     filo_switch::register();
+    filo_slirp::register();
     if let Err(e) = sys::install_signal_handlers() {
         eprintln!("filo: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
         Command::Mstack(args) => mstack::run(args),
         Command::Stack(args) => stack::run(args),
         Command::Lab(args) => lab::run(args),
+        Command::Slirp(args) => slirp::run(args),
     };
     match result {
         Ok(code) => code,

@@ -242,15 +242,7 @@ pub fn run(args: WirefilterArgs) -> Result<ExitCode> {
     if args.daemon {
         sys::daemonize().context("cannot run in the background")?;
     }
-    let _pid = match &args.pidfile {
-        Some(p) => {
-            let p = std::path::absolute(p).unwrap_or(p.clone());
-            sys::write_pidfile(&p)
-                .with_context(|| format!("cannot create pid file {}", p.display()))?;
-            Some(crate::plug::RemoveOnDrop(p))
-        }
-        None => None,
-    };
+    let _pid = crate::plug::pidfile(args.pidfile.as_deref())?;
     if !args.no_sandbox {
         match policy(
             &[&left, &right],

@@ -36,6 +36,7 @@ fn every_subcommand_has_help_with_examples() {
         "mstack",
         "stack",
         "lab",
+        "slirp",
     ];
     for sub in subs {
         let out = Command::new(FILO).args([sub, "--help"]).output().unwrap();

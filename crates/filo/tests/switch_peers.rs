@@ -553,32 +553,7 @@ fn qemu_joins_filo_switch_and_its_network_boot_frames_arrive() {
     let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
     let mut listener = filo_vnl::open(&format!("{}[9]", sw.vnl())).unwrap();
     // No disk: the NIC's iPXE ROM network-boots, sending DHCP discovers through the switch.
-    let _qemu = Proc::spawn(
-        Command::new("qemu-system-x86_64")
-            .args([
-                "-nodefaults",
-                "-display",
-                "none",
-                "-machine",
-                "pc",
-                "-m",
-                "64",
-                "-boot",
-                "n",
-                "-serial",
-                "none",
-                "-monitor",
-                "none",
-                "-nic",
-            ])
-            .arg(format!(
-                "vde,sock={},mac=52:54:00:12:34:56,model=e1000",
-                sw.dir.display()
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let _qemu = qemu_netboot(&sw.dir, "52:54:00:12:34:56");
     assert!(
         wait_until(T, || sw.console("port/print").contains(": QEMU")),
         "QEMU's description on the switch"

@@ -588,6 +588,38 @@ impl FiloSwitch {
     }
 }
 
+/// QEMU without a disk on the switch at `switch_dir` (`-nic vde`, an e1000 with `mac`): its
+/// iPXE ROM network-boots, asking for an address by DHCP. Killed when dropped.
+pub fn qemu_netboot(switch_dir: &Path, mac: &str) -> Proc {
+    require("qemu-system-x86_64");
+    Proc::spawn(
+        Command::new("qemu-system-x86_64")
+            .args([
+                "-nodefaults",
+                "-display",
+                "none",
+                "-machine",
+                "pc",
+                "-m",
+                "64",
+                "-boot",
+                "n",
+                "-serial",
+                "none",
+                "-monitor",
+                "none",
+                "-nic",
+            ])
+            .arg(format!(
+                "vde,sock={},mac={mac},model=e1000",
+                switch_dir.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+}
+
 /// Sends all of `frames` through `plug` in batches of `per_batch`, waiting briefly whenever
 /// the peer is full; panics unless all went within `within`.
 pub fn send_all(plug: &mut filo_vnl::Plug, frames: &[Vec<u8>], per_batch: usize, within: Duration) {

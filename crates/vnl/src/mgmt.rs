@@ -132,6 +132,22 @@ impl<S: Default> Conn<S> {
     }
 }
 
+/// A daemon's management socket at `path` with permissions `mode`, non-blocking: a stale
+/// socket file is replaced, anything else there is an error naming the path.
+pub fn listen(path: &std::path::Path, mode: u32) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    crate::sockfile::make_way(path, crate::sockfile::Type::STREAM)?;
+    let l = std::os::unix::net::UnixListener::bind(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot bind management socket {}: {e}", path.display()),
+        )
+    })?;
+    l.set_nonblocking(true)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(l)
+}
+
 /// Largest script a console `load` (or an rc file) may be.
 pub const MAX_SCRIPT: u64 = 1 << 20;
 

@@ -255,19 +255,21 @@ pub const MODULES: &[ModuleSyntax] = &[
             "dhcp",
             "vnameserver",
             "vnameserver6",
+            "vdnssearch",
             "mtu",
             "restricted",
+            "hostloopback",
             "tcpfwd",
             "udpfwd",
             "verbose",
         ],
-        flags: &["v4", "v6", "restricted", "verbose"],
+        flags: &["v4", "v6", "restricted", "hostloopback", "verbose"],
         ..ModuleSyntax::base(
             "slirp",
             ArgStyle::Slash,
             "slirp://[/v4][/v6][/addr=A/P][/host=A/P][/addr6=A/P][/host6=A/P][/hostname=NAME]\
-             [/dhcp=ADDR][/vnameserver=ADDR][/vnameserver6=ADDR][/mtu=N][/restricted]\
-             [/tcpfwd=[HIP:]HPORT:GIP:GPORT,...][/udpfwd=...][/verbose]",
+             [/dhcp=ADDR][/vnameserver=ADDR][/vnameserver6=ADDR][/vdnssearch=D,...][/mtu=N]\
+             [/restricted][/hostloopback][/tcpfwd=[HIP:]HPORT:GIP:GPORT,...][/udpfwd=...][/verbose]",
         )
     },
     ModuleSyntax {
