@@ -13,6 +13,7 @@ mod mstack;
 mod netconf;
 mod ns;
 mod plug;
+mod router;
 mod sandbox;
 mod stack;
 mod stack_named;
@@ -52,6 +53,8 @@ enum Command {
     Mstack(mstack::MstackArgs),
     /// Stacks: user-space (ping, http-serve, fetch, perf) and named kernel-backed (serve, ip).
     Stack(stack::StackArgs),
+    /// Route between virtual networks: IPv4/IPv6 forwarding, ICMP errors, DHCP and RA servers.
+    Router(router::RouterArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Command::Ns(args) => ns::run(args),
         Command::Mstack(args) => mstack::run(args),
         Command::Stack(args) => stack::run(args),
+        Command::Router(args) => router::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,352 @@
+//! `filo router`: an IPv4/IPv6 router between VNLs (filo-router's core on plugs), with a
+//! DHCPv4 server and router advertisements on chosen interfaces.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use filo_router::core::IfaceConfig;
+use filo_router::daemon::{Daemon, End};
+use filo_router::{Prefix, Router};
+use filo_vnl::iothconf::IothConf;
+use filo_vnl::OpenOptions;
+
+use crate::sys;
+
+/// A router between virtual networks: IPv4 and IPv6 forwarding, ARP/NDP, ICMP errors
+/// (time exceeded, unreachable, fragmentation needed / packet too big), a DHCPv4 server and
+/// router advertisements.
+#[derive(Args, Debug)]
+#[command(after_long_help = "\
+Interfaces are vde0, vde1, ... in the order of --vnl; the Nth --conf configures the Nth --vnl
+(iothconf items: ip=ADDR/LEN (repeatable), gw=ADDR (a default route), mtu=N, mac=MAC, dns=ADDR
+(handed out by the DHCP server)). Each address makes a connected route.
+
+The router answers ping on its addresses, sends no redirects, decrements TTL / hop limit and
+answers expired, unroutable and too-big packets with ICMP errors, so traceroute, tracepath and
+path-MTU discovery work through it. With -M, `filo console SOCK CMD` runs: help, iface/print,
+route/print, neigh/print, leases/print, stat (drop counters by reason); --json for JSON.
+
+EXAMPLES:
+  filo router --vnl vde:///tmp/lan --conf ip=10.1.0.1/24,ip=fd01::1/64 \\
+              --vnl vde:///tmp/wan --conf ip=10.9.0.2/24,gw=10.9.0.1 \\
+              --dhcp-server vde0=10.1.0.100-10.1.0.199 --radv vde0 -M /tmp/r.mgmt -d
+  filo router --vnl vde:///tmp/a --conf ip=10.1.0.1/24 --vnl vde:///tmp/b --conf ip=10.2.0.1/24,mtu=1400 \\
+              --route 10.3.0.0/16 via 10.2.0.9
+  filo console --json /tmp/r.mgmt route/print")]
+pub struct RouterArgs {
+    /// A network to route on (repeatable): interface vde0, vde1, ... in order.
+    #[arg(long = "vnl", value_name = "VNL", required = true)]
+    vnls: Vec<String>,
+    /// The configuration of the interface of the same rank (ip=ADDR/LEN,gw=ADDR,mtu=N,...).
+    #[arg(long = "conf", value_name = "CONF", value_parser = IothConf::parse)]
+    confs: Vec<IothConf>,
+    /// A static route: PREFIX via ADDR (repeatable), e.g. --route 10.3.0.0/16 via 10.2.0.9.
+    #[arg(long, num_args = 3, value_names = ["PREFIX", "via", "ADDR"])]
+    route: Vec<String>,
+    /// A DHCPv4 server on an interface: IFACE=FIRST-LAST, e.g. vde0=10.1.0.100-10.1.0.199.
+    #[arg(long = "dhcp-server", value_name = "IFACE=FIRST-LAST")]
+    dhcp_server: Vec<String>,
+    /// Router advertisements on an interface (its /64 prefixes for SLAAC, its MTU).
+    #[arg(long, value_name = "IFACE")]
+    radv: Vec<String>,
+    /// Management socket for the console.
+    #[arg(short = 'M', long, value_name = "SOCK")]
+    mgmt: Option<PathBuf>,
+    /// Octal permissions of the management socket.
+    #[arg(long, value_name = "MODE", default_value = "600", value_parser = filo_vnl::parse_octal_mode)]
+    mgmtmode: u32,
+    /// Run in the background.
+    #[arg(short = 'd', long)]
+    daemon: bool,
+    /// Write the process id to FILE.
+    #[arg(short = 'p', long, value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+}
+
+/// A MAC for interface `index`: locally administered, from the process id.
+fn default_mac(index: usize) -> [u8; 6] {
+    let pid = std::process::id().to_be_bytes();
+    [0x02, 0xf1, pid[1], pid[2], pid[3], index as u8]
+}
+
+fn iface_index(router: &Router, name: &str, option: &str) -> Result<usize> {
+    router.iface_by_name(name).with_context(|| {
+        format!(
+            "{option} {name:?}: no such interface (there are vde0..vde{})",
+            router.iface_count().saturating_sub(1)
+        )
+    })
+}
+
+/// Parses `IFACE=FIRST-LAST`.
+fn parse_range(text: &str) -> Result<(String, std::net::Ipv4Addr, std::net::Ipv4Addr)> {
+    let err = || {
+        anyhow::anyhow!(
+            "--dhcp-server {text:?}: expected IFACE=FIRST-LAST, e.g. vde0=10.1.0.100-10.1.0.199"
+        )
+    };
+    let (iface, range) = text.split_once('=').ok_or_else(err)?;
+    let (a, b) = range.split_once('-').ok_or_else(err)?;
+    Ok((
+        iface.to_string(),
+        a.parse().map_err(|_| err())?,
+        b.parse().map_err(|_| err())?,
+    ))
+}
+
+/// The router the command line describes.
+fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
+    if args.confs.len() > args.vnls.len() {
+        bail!(
+            "{} --conf for {} --vnl: give one --conf per --vnl, in the same order",
+            args.confs.len(),
+            args.vnls.len()
+        );
+    }
+    let mut router = Router::new(now);
+    let mut gateways = Vec::new();
+    for (i, _) in args.vnls.iter().enumerate() {
+        let conf = args.confs.get(i).cloned().unwrap_or_default();
+        if conf.dhcp || conf.slaac {
+            bail!("--conf of vde{i}: a router's addresses are static (no dhcp, slaac)");
+        }
+        let mut c = IfaceConfig::new(
+            &format!("vde{i}"),
+            conf.mac.unwrap_or_else(|| default_mac(i)),
+        );
+        for a in &conf.addrs {
+            if a.iface.is_some_and(|n| usize::from(n) != i) {
+                bail!("--conf of vde{i}: {a} names another interface");
+            }
+            c.addrs.push((a.ip, a.prefix));
+        }
+        if let Some(mtu) = conf.mtu {
+            c.mtu = u16::try_from(mtu)
+                .with_context(|| format!("--conf of vde{i}: mtu={mtu} is over 65535"))?;
+        }
+        router
+            .add_iface(c)
+            .with_context(|| format!("--conf of vde{i}"))?;
+        gateways.extend(conf.gateways.iter().copied());
+    }
+    for gw in gateways {
+        router
+            .add_route(Prefix::default_for(gw), gw)
+            .with_context(|| format!("gw={gw}"))?;
+    }
+    for r in args.route.chunks(3) {
+        let [prefix, via, addr] = r else {
+            bail!("--route: expected PREFIX via ADDR");
+        };
+        if via != "via" {
+            bail!("--route {prefix} {via} {addr}: expected PREFIX via ADDR");
+        }
+        let prefix: Prefix = if prefix == "default" {
+            let a: IpAddr = addr
+                .parse()
+                .with_context(|| format!("--route: {addr:?} is not an address"))?;
+            Prefix::default_for(a)
+        } else {
+            prefix.parse().with_context(|| "--route")?
+        };
+        let gw: IpAddr = addr
+            .parse()
+            .with_context(|| format!("--route {prefix} via {addr:?}: not an address"))?;
+        if gw.is_ipv4() != prefix.addr().is_ipv4() {
+            bail!("--route {prefix} via {gw}: the gateway is of the other address family");
+        }
+        router
+            .add_route(prefix, gw)
+            .with_context(|| format!("--route {prefix} via {gw}"))?;
+    }
+    for text in &args.dhcp_server {
+        let (name, first, last) = parse_range(text)?;
+        let i = iface_index(&router, &name, "--dhcp-server")?;
+        let conf = args.confs.get(i).cloned().unwrap_or_default();
+        let Some((ip, len)) = conf.addrs.iter().find_map(|a| match a.ip {
+            IpAddr::V4(v4) => Some((v4, a.prefix)),
+            _ => None,
+        }) else {
+            bail!(
+                "--dhcp-server {text}: {name} has no IPv4 address (give it one with --conf ip=...)"
+            );
+        };
+        let mut cfg = filo_dhcp::server::Config::new(ip, len, first, last);
+        cfg.dns = conf
+            .dns
+            .iter()
+            .filter_map(|d| match d {
+                IpAddr::V4(a) => Some(*a),
+                _ => None,
+            })
+            .collect();
+        cfg.domain = conf.domain.clone();
+        router
+            .set_dhcp_server(i, cfg)
+            .with_context(|| format!("--dhcp-server {text}"))?;
+    }
+    for name in &args.radv {
+        let i = iface_index(&router, name, "--radv")?;
+        router
+            .set_advertiser(now, i, None)
+            .with_context(|| format!("--radv {name}"))?;
+    }
+    Ok(router)
+}
+
+pub fn run(args: RouterArgs) -> Result<ExitCode> {
+    let now = Instant::now();
+    let router = build(&args, now)?;
+    if args.daemon && args.pidfile.as_ref().is_some_and(|p| p.exists()) {
+        bail!(
+            "pid file {} already exists",
+            args.pidfile
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+    }
+    let options = OpenOptions {
+        description: "filo-router:".into(),
+        ..Default::default()
+    };
+    let mut plugs = Vec::new();
+    for (i, v) in args.vnls.iter().enumerate() {
+        plugs.push(
+            options
+                .open(v)
+                .with_context(|| format!("vde{i}: cannot open {v}"))?,
+        );
+    }
+    let mgmt = args
+        .mgmt
+        .clone()
+        .map(|p| (std::path::absolute(&p).unwrap_or(p), args.mgmtmode));
+    let mut daemon = Daemon::new(router, plugs, mgmt)?;
+    let pidfile = args
+        .pidfile
+        .clone()
+        .map(|p| std::path::absolute(&p).unwrap_or(p));
+    if args.daemon {
+        sys::daemonize().context("cannot run in the background")?;
+    }
+    let _pid = match &pidfile {
+        Some(p) => {
+            sys::write_pidfile(p)
+                .with_context(|| format!("cannot create pid file {}", p.display()))?;
+            Some(crate::plug::RemoveOnDrop(p.clone()))
+        }
+        None => None,
+    };
+    match daemon.run(&sys::STOP)? {
+        End::Hangup(why) => eprintln!("filo router: {why}"),
+        End::Shutdown => eprintln!("filo router: shut down from the console"),
+        End::Stopped => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: RouterArgs,
+    }
+
+    fn build_from(argv: &[&str]) -> Result<Router> {
+        let t = T::try_parse_from(std::iter::once("t").chain(argv.iter().copied()))?;
+        build(&t.a, Instant::now())
+    }
+
+    #[test]
+    fn the_command_line_becomes_interfaces_routes_and_servers() {
+        let r = build_from(&[
+            "--vnl",
+            "vde:///x",
+            "--conf",
+            "ip=10.1.0.1/24,ip=fd01::1/64",
+            "--vnl",
+            "vde:///y",
+            "--conf",
+            "ip=10.9.0.2/24,gw=10.9.0.1,mtu=1400",
+            "--route",
+            "10.3.0.0/16",
+            "via",
+            "10.9.0.7",
+            "--dhcp-server",
+            "vde0=10.1.0.100-10.1.0.199",
+            "--radv",
+            "vde0",
+        ])
+        .unwrap();
+        let routes: Vec<String> = r
+            .routes()
+            .map(|r| format!("{} {:?} {}", r.prefix, r.via, r.iface))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "fd01::/64 None 0",
+                "10.1.0.0/24 None 0",
+                "10.9.0.0/24 None 1",
+                "10.3.0.0/16 Some(10.9.0.7) 1",
+                "0.0.0.0/0 Some(10.9.0.1) 1",
+            ]
+        );
+        assert_eq!(r.iface_config(1).unwrap().mtu, 1400);
+        assert!(r.dhcp_server(0).is_some());
+    }
+
+    #[test]
+    fn bad_command_lines_say_what_is_wrong() {
+        let e = |argv: &[&str]| format!("{:#}", build_from(argv).err().expect("an error"));
+        let m = e(&[
+            "--vnl",
+            "a",
+            "--conf",
+            "ip=10.1.0.1/24",
+            "--dhcp-server",
+            "vde3=10.1.0.5-10.1.0.9",
+        ]);
+        assert!(m.contains("no such interface"), "{m}");
+        let m = e(&[
+            "--vnl",
+            "a",
+            "--conf",
+            "ip=10.1.0.1/24",
+            "--dhcp-server",
+            "vde0=10.1.0.5",
+        ]);
+        assert!(m.contains("IFACE=FIRST-LAST"), "{m}");
+        let m = e(&[
+            "--vnl",
+            "a",
+            "--conf",
+            "ip=10.1.0.1/24",
+            "--route",
+            "10.3.0.0/16",
+            "via",
+            "10.2.0.1",
+        ]);
+        assert!(m.contains("on no interface's subnet"), "{m}");
+        let m = e(&[
+            "--vnl",
+            "a",
+            "--conf",
+            "ip=10.1.0.1/24",
+            "--dhcp-server",
+            "vde0=10.2.0.5-10.2.0.9",
+        ]);
+        assert!(m.contains("--dhcp-server"), "{m}");
+        let m = e(&["--vnl", "a", "--conf", "dhcp"]);
+        assert!(m.contains("static"), "{m}");
+    }
+}
