@@ -1,0 +1,223 @@
+//! `filo router` between two filo switches, with kernel namespaces (`filo ns`) on each side
+//! running real programs: ping, curl against python's http.server, tracepath, and
+//! `filo ns --dhcp` / `--slaac` configured by the router's own DHCP server and RAs.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use filo_test_support::*;
+
+const FILO: &str = env!("CARGO_BIN_EXE_filo");
+const T: Duration = Duration::from_secs(30);
+
+/// Runs `filo ns ARGS` to completion: (exit code, stdout, stderr).
+fn ns_out(args: &[&str]) -> (i32, String, String) {
+    let mut c = Command::new(FILO);
+    c.arg("ns")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (status, out, err) = Proc::spawn(&mut c).output(Duration::from_secs(60));
+    (status.code().unwrap_or(-1), out, err)
+}
+
+fn ns_bg(args: &[&str]) -> Proc {
+    let mut c = Command::new(FILO);
+    c.arg("ns")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    Proc::spawn(&mut c)
+}
+
+/// Two switches (LAN, WAN) and `filo router` between them: vde0 on the LAN 10.71.0.1/24,
+/// fd71::1/64 (DHCP server, RAs); vde1 on the WAN 10.72.0.2/24, fd72::2/64, MTU 1400.
+struct Net {
+    tmp: TempDir,
+    lan: FiloSwitch,
+    wan: FiloSwitch,
+    _router: Proc,
+    mgmt: PathBuf,
+}
+
+impl Net {
+    fn start() -> Net {
+        let tmp = TempDir::new("filo-router");
+        let lan = FiloSwitch::start(FILO, &tmp, "lan", &[]);
+        let wan = FiloSwitch::start(FILO, &tmp, "wan", &[]);
+        let mgmt = tmp.join("r.mgmt");
+        let mut c = Command::new(FILO);
+        c.args([
+            "router",
+            "--vnl",
+            &lan.vnl(),
+            "--conf",
+            "ip=10.71.0.1/24,ip=fd71::1/64",
+        ])
+        .args([
+            "--vnl",
+            &wan.vnl(),
+            "--conf",
+            "ip=10.72.0.2/24,ip=fd72::2/64,mtu=1400",
+        ])
+        .args([
+            "--dhcp-server",
+            "vde0=10.71.0.100-10.71.0.199",
+            "--radv",
+            "vde0",
+            "-M",
+        ])
+        .arg(&mgmt)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(test_log());
+        let router = Proc::spawn(&mut c);
+        assert!(wait_until(T, || mgmt.exists()), "the router did not start");
+        Net {
+            tmp,
+            lan,
+            wan,
+            _router: router,
+            mgmt,
+        }
+    }
+
+    /// A server on the WAN: 10.72.0.10, fd72::10, python's http.server on port 8000.
+    fn server(&self) -> Proc {
+        std::fs::write(self.tmp.join("hello.txt"), "hello across the router\n").unwrap();
+        let dir = self.tmp.path().to_string_lossy().into_owned();
+        let p = ns_bg(&[
+            "--ip",
+            "10.72.0.10/24",
+            "--ip",
+            "fd72::10/64",
+            "--gw",
+            "10.72.0.2",
+            "--gw",
+            "fd72::2",
+            &self.wan.vnl(),
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            "-d",
+            &dir,
+            "8000",
+        ]);
+        // Reachable from the WAN side itself before anything crosses the router.
+        let ok = wait_until(T, || {
+            ns_out(&[
+                "--ip",
+                "10.72.0.11/24",
+                &self.wan.vnl(),
+                "--",
+                "curl",
+                "-s",
+                "-m",
+                "2",
+                "http://10.72.0.10:8000/hello.txt",
+            ])
+            .0 == 0
+        });
+        assert!(ok, "the server did not come up");
+        p
+    }
+}
+
+#[test]
+fn ping_curl_ttl_expiry_and_path_mtu_across_the_router() {
+    for p in ["ping", "curl", "python3", "tracepath"] {
+        require(p);
+    }
+    let net = Net::start();
+    let _server = net.server();
+    let script = "ping -c 3 -i 0.2 -W 2 10.72.0.10; echo ping=$?; \
+                  curl -s -m 5 http://10.72.0.10:8000/hello.txt; \
+                  ping -c 1 -t 1 -W 2 10.72.0.10; \
+                  ping -c 1 -W 2 -M do -s 1450 10.72.0.10; \
+                  ping -c 1 -W 2 -M do -s 1450 10.72.0.10; \
+                  tracepath -n 10.72.0.10; \
+                  ping -c 1 -W 2 10.99.0.1; true";
+    let (code, out, err) = ns_out(&[
+        "--ip",
+        "10.71.0.10/24",
+        "--gw",
+        "10.71.0.1",
+        &net.lan.vnl(),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("3 packets transmitted, 3 received"), "{out}");
+    assert!(out.contains("ping=0"), "{out}");
+    assert!(out.contains("hello across the router"), "curl: {out}");
+    assert!(
+        out.contains("From 10.71.0.1 icmp_seq=1 Time to live exceeded"),
+        "ttl: {out}"
+    );
+    assert!(
+        out.contains("mtu = 1400") || out.contains("mtu=1400"),
+        "pmtu: {out}"
+    );
+    assert!(out.contains("pmtu 1400"), "tracepath: {out}");
+    assert!(out.contains("1:  10.71.0.1"), "tracepath hop: {out}");
+    assert!(
+        out.contains("Destination Net Unreachable"),
+        "no route: {out}"
+    );
+    let stat = console(&net.mgmt, "stat");
+    let count = |name: &str| -> u64 {
+        let line = format!("drop {name} ");
+        stat.lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {stat}"))
+    };
+    // ping -t 1 and tracepath's first hop.
+    assert!(count("ttl_exceeded") >= 2, "{stat}");
+    assert_eq!(count("no_route"), 1, "{stat}");
+    assert!(count("too_big") >= 1, "{stat}");
+    let routes = console(&net.mgmt, "route/print");
+    assert!(
+        routes.contains("10.72.0.0/24 dev vde1 connected"),
+        "{routes}"
+    );
+}
+
+#[test]
+fn dhcp_lease_and_slaac_from_the_router_then_ipv6_across() {
+    require("ping");
+    require("python3");
+    require("curl");
+    let net = Net::start();
+    let _server = net.server();
+    let (code, out, err) = ns_out(&[
+        "--dhcp",
+        "--slaac",
+        &net.lan.vnl(),
+        "--",
+        "sh",
+        "-c",
+        "ip -4 -br addr show vde0; ip -6 -br addr show vde0 scope global; ip route show default; \
+         ping -c 2 -i 0.2 -W 2 10.72.0.10; ping -6 -c 2 -i 0.2 -W 2 fd72::10",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("10.71.0.1"), "no lease: {out}");
+    assert!(out.contains("default via 10.71.0.1 dev vde0"), "{out}");
+    assert!(out.contains("fd71::"), "no SLAAC address: {out}");
+    assert_eq!(
+        out.matches("2 packets transmitted, 2 received").count(),
+        2,
+        "{out}"
+    );
+    let leases = console(&net.mgmt, "leases/print");
+    assert!(
+        leases.contains("10.71.0.1") && leases.contains("dev vde0"),
+        "{leases}"
+    );
+}
