@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use filo_router::core::IfaceConfig;
 use filo_router::daemon::{Daemon, End};
-use filo_router::{Prefix, Router};
+use filo_router::{HookPoint, Prefix, Router};
 use filo_vnl::iothconf::IothConf;
 use filo_vnl::OpenOptions;
 
@@ -27,8 +27,11 @@ Interfaces are vde0, vde1, ... in the order of --vnl; the Nth --conf configures 
 
 The router answers ping on its addresses, sends no redirects, decrements TTL / hop limit and
 answers expired, unroutable and too-big packets with ICMP errors, so traceroute, tracepath and
-path-MTU discovery work through it. With -M, `filo console SOCK CMD` runs: help, iface/print,
-route/print, neigh/print, leases/print, stat (drop counters by reason); --json for JSON.
+path-MTU discovery work through it. --masquerade IFACE translates IPv4 leaving on IFACE to
+the router's address there (TCP, UDP, ICMP echo; ICMP errors about those are translated back).
+With -M, `filo console SOCK CMD` runs: help, iface/print,
+route/print, neigh/print, leases/print, nat/print, stat (drop counters by reason); --json
+for JSON.
 
 EXAMPLES:
   filo router --vnl vde:///tmp/lan --conf ip=10.1.0.1/24,ip=fd01::1/64 \\
@@ -36,6 +39,8 @@ EXAMPLES:
               --dhcp-server vde0=10.1.0.100-10.1.0.199 --radv vde0 -M /tmp/r.mgmt -d
   filo router --vnl vde:///tmp/a --conf ip=10.1.0.1/24 --vnl vde:///tmp/b --conf ip=10.2.0.1/24,mtu=1400 \\
               --route 10.3.0.0/16 via 10.2.0.9
+  filo router --vnl vde:///tmp/lan --conf ip=192.168.7.1/24 --vnl vde:///tmp/wan \\
+              --conf ip=10.9.0.2/24,gw=10.9.0.1 --masquerade vde1 -M /tmp/r.mgmt
   filo console --json /tmp/r.mgmt route/print")]
 pub struct RouterArgs {
     /// A network to route on (repeatable): interface vde0, vde1, ... in order.
@@ -53,6 +58,13 @@ pub struct RouterArgs {
     /// Router advertisements on an interface (its /64 prefixes for SLAAC, its MTU).
     #[arg(long, value_name = "IFACE")]
     radv: Vec<String>,
+    /// IPv4 masquerade on an outgoing interface: what leaves there comes from the router's
+    /// address on it (connection tracking for TCP, UDP and ICMP echo; `nat/print`).
+    #[arg(long, value_name = "IFACE")]
+    masquerade: Vec<String>,
+    /// Connections the masquerade tracks at most; new ones beyond are refused and counted.
+    #[arg(long, value_name = "N", default_value = "16384")]
+    nat_max: usize,
     /// Management socket for the console.
     #[arg(short = 'M', long, value_name = "SOCK")]
     mgmt: Option<PathBuf>,
@@ -194,6 +206,23 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
         router
             .set_advertiser(now, i, None)
             .with_context(|| format!("--radv {name}"))?;
+    }
+    for name in &args.masquerade {
+        let i = iface_index(&router, name, "--masquerade")?;
+        let Some(addr) = router.iface_config(i).and_then(|c| {
+            c.addrs.iter().find_map(|(a, _)| match a {
+                IpAddr::V4(a) => Some(*a),
+                _ => None,
+            })
+        }) else {
+            bail!("--masquerade {name}: {name} has no IPv4 address to masquerade as");
+        };
+        let mut c = filo_router::nat::Config::new(i, addr);
+        c.max_conns = args.nat_max;
+        router.add_hook(
+            &[HookPoint::Prerouting, HookPoint::Postrouting],
+            Box::new(filo_router::nat::Masquerade::new(c)),
+        );
     }
     Ok(router)
 }

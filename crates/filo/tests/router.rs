@@ -45,6 +45,10 @@ struct Net {
 
 impl Net {
     fn start() -> Net {
+        Net::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Net {
         let tmp = TempDir::new("filo-router");
         let lan = FiloSwitch::start(FILO, &tmp, "lan", &[]);
         let wan = FiloSwitch::start(FILO, &tmp, "wan", &[]);
@@ -71,6 +75,7 @@ impl Net {
             "-M",
         ])
         .arg(&mgmt)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(test_log());
@@ -87,26 +92,23 @@ impl Net {
 
     /// A server on the WAN: 10.72.0.10, fd72::10, python's http.server on port 8000.
     fn server(&self) -> Proc {
+        self.server_with(&["--gw", "10.72.0.2", "--gw", "fd72::2"])
+    }
+
+    /// The server with `extra` network flags; its request log goes to `access.log`.
+    fn server_with(&self, extra: &[&str]) -> Proc {
         std::fs::write(self.tmp.join("hello.txt"), "hello across the router\n").unwrap();
         let dir = self.tmp.path().to_string_lossy().into_owned();
-        let p = ns_bg(&[
-            "--ip",
-            "10.72.0.10/24",
-            "--ip",
-            "fd72::10/64",
-            "--gw",
-            "10.72.0.2",
-            "--gw",
-            "fd72::2",
-            &self.wan.vnl(),
-            "--",
-            "python3",
-            "-m",
-            "http.server",
-            "-d",
-            &dir,
-            "8000",
-        ]);
+        let log = self.tmp.join("access.log");
+        let script = format!(
+            "exec python3 -m http.server -d {dir} 8000 2>{}",
+            log.display()
+        );
+        let mut args = vec!["--ip", "10.72.0.10/24", "--ip", "fd72::10/64"];
+        args.extend(extra);
+        let vnl = self.wan.vnl();
+        args.extend([vnl.as_str(), "--", "sh", "-c", &script]);
+        let p = ns_bg(&args);
         // Reachable from the WAN side itself before anything crosses the router.
         let ok = wait_until(T, || {
             ns_out(&[
@@ -220,4 +222,42 @@ fn dhcp_lease_and_slaac_from_the_router_then_ipv6_across() {
         leases.contains("10.71.0.1") && leases.contains("dev vde0"),
         "{leases}"
     );
+}
+
+#[test]
+fn masquerade_hides_the_lan_behind_the_routers_wan_address() {
+    require("ping");
+    require("python3");
+    require("curl");
+    let net = Net::start_with(&["--masquerade", "vde1"]);
+    // No route back to the LAN: only translated packets can be answered.
+    let _server = net.server_with(&[]);
+    let (code, out, err) = ns_out(&[
+        "--ip",
+        "10.71.0.10/24",
+        "--gw",
+        "10.71.0.1",
+        &net.lan.vnl(),
+        "--",
+        "sh",
+        "-c",
+        "curl -s -m 5 http://10.72.0.10:8000/hello.txt; ping -c 2 -i 0.2 -W 2 10.72.0.10",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("hello across the router"), "{out}");
+    assert!(out.contains("2 packets transmitted, 2 received"), "{out}");
+    let log = std::fs::read_to_string(net.tmp.join("access.log")).unwrap();
+    let from: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("GET /hello.txt"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    // The WAN side's own check came from 10.72.0.11; the LAN host's request from the router.
+    assert!(from.contains(&"10.72.0.2"), "{log}");
+    assert!(!from.contains(&"10.71.0.10"), "{log}");
+    let nat = console(&net.mgmt, "nat/print");
+    assert!(nat.contains("tcp 10.71.0.10:"), "{nat}");
+    assert!(nat.contains("-> 10.72.0.10:8000 as 10.72.0.2:"), "{nat}");
+    assert!(nat.contains("icmp 10.71.0.10:"), "{nat}");
+    assert!(nat.contains("refused 0"), "{nat}");
 }

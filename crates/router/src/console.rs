@@ -35,13 +35,14 @@ pub fn greeting() -> String {
     format!("{BANNER}{PROMPT}")
 }
 
-const HELP: [&str; 9] = [
+const HELP: [&str; 10] = [
     "help            this list",
     "iface/print     interfaces: name, MAC, MTU, addresses, frames in/out, forwarded",
     "route/print     the routing table, longest prefix first",
     "neigh/print     the neighbour cache (ARP, NDP)",
     "leases/print    DHCP leases of every interface with a server",
     "stat            drop counters by reason",
+    "nat/print       masquerade: connections, states, timeouts, counters",
     "logout          end this session",
     "shutdown        stop the router",
     "",
@@ -134,6 +135,10 @@ fn lines(router: &Router, now: Instant, cmd: &str, driver: &DriverStats) -> Opti
             out.push(format!("drop total {}", router.drops().total()));
             out.push(format!("drop tx_queue_full {}", driver.tx_dropped));
         }
+        "nat/print" => match router.hook_print("nat", now) {
+            Some(lines) => out.extend(lines),
+            None => out.push("no masquerade (see --masquerade)".into()),
+        },
         _ => return None,
     }
     Some(out)

@@ -180,6 +180,7 @@ pub enum HookVerdict {
 }
 
 /// A stage of packet processing (a filter, NAT): sees the IP packet and may rewrite it.
+/// One hook may run at several points (NAT rewrites at PREROUTING and POSTROUTING).
 pub trait Hook: Send {
     fn hook(
         &mut self,
@@ -188,6 +189,16 @@ pub trait Hook: Send {
         meta: &PacketMeta,
         packet: &mut Vec<u8>,
     ) -> HookVerdict;
+
+    /// The name the console knows it by (`nat` for `nat/print`).
+    fn name(&self) -> &'static str {
+        ""
+    }
+
+    /// What the console prints for it: its table, its counters.
+    fn print(&self, _now: Instant) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// One interface's configuration.
@@ -285,7 +296,7 @@ pub struct Router {
     ifaces: Vec<Iface>,
     routes: Table,
     neigh: neigh::Cache,
-    hooks: Vec<(HookPoint, Box<dyn Hook>)>,
+    hooks: Vec<(Vec<HookPoint>, Box<dyn Hook>)>,
     out: VecDeque<(IfId, Vec<u8>)>,
     drops: DropCounters,
     /// Times are kept relative to this, for the DHCP and RA servers' clocks.
@@ -473,9 +484,18 @@ impl Router {
             .ok_or_else(|| ConfigError::NoSuchInterface(format!("#{iface}")))
     }
 
-    /// Runs `hook` at `point`, after the hooks already there.
-    pub fn add_hook(&mut self, point: HookPoint, hook: Box<dyn Hook>) {
-        self.hooks.push((point, hook));
+    /// Runs `hook` at each of `points`, after the hooks already there.
+    pub fn add_hook(&mut self, points: &[HookPoint], hook: Box<dyn Hook>) {
+        self.hooks.push((points.to_vec(), hook));
+    }
+
+    /// What the hooks called `name` print (see [`Hook::print`]); None if there is none.
+    pub fn hook_print(&self, name: &str, now: Instant) -> Option<Vec<String>> {
+        let mut found = None;
+        for (_, h) in self.hooks.iter().filter(|(_, h)| h.name() == name) {
+            found.get_or_insert_with(Vec::new).extend(h.print(now));
+        }
+        found
     }
 
     pub fn drops(&self) -> &DropCounters {
@@ -650,7 +670,7 @@ impl Router {
         packet: &mut Vec<u8>,
     ) -> bool {
         for (at, h) in self.hooks.iter_mut() {
-            if *at == point && h.hook(now, point, &meta, packet) == HookVerdict::Drop {
+            if at.contains(&point) && h.hook(now, point, &meta, packet) == HookVerdict::Drop {
                 self.drops.add(DropReason::Hook);
                 return false;
             }

@@ -16,6 +16,7 @@ pub mod console;
 pub mod core;
 pub mod daemon;
 pub mod icmp;
+pub mod nat;
 pub mod neigh;
 pub mod route;
 

@@ -398,7 +398,7 @@ impl Hook for DropAll {
 fn a_forward_hook_drops_and_is_counted() {
     let now = Instant::now();
     let mut r = with_neighbours(now);
-    r.add_hook(HookPoint::Forward, Box::new(DropAll));
+    r.add_hook(&[HookPoint::Forward], Box::new(DropAll));
     r.handle_frame(
         now,
         0,
