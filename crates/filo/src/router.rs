@@ -29,8 +29,19 @@ The router answers ping on its addresses, sends no redirects, decrements TTL / h
 answers expired, unroutable and too-big packets with ICMP errors, so traceroute, tracepath and
 path-MTU discovery work through it. --masquerade IFACE translates IPv4 leaving on IFACE to
 the router's address there (TCP, UDP, ICMP echo; ICMP errors about those are translated back).
-With -M, `filo console SOCK CMD` runs: help, iface/print,
-route/print, neigh/print, leases/print, nat/print, stat (drop counters by reason); --json
+FILTER RULES (--filter FILE, one a line, # comments; console filter/add RULE, filter/del N):
+  [forward|input] accept|drop|reject [in IFACE] [out IFACE] [from PREFIX] [to PREFIX]
+      [proto tcp|udp|icmp|icmpv6|N] [sport N[-M]] [dport N[-M]] [type N]
+      [state new|established|related[,...]]
+The first rule that matches decides; no match accepts. forward (the default) sees forwarded
+packets, input those for the router. reject answers TCP with a reset, the rest with ICMP
+administratively prohibited. Each rule counts packets and bytes (filter/print). E.g.:
+  accept state established,related
+  reject in vde1 proto tcp dport 23
+  drop in vde1 state new
+
+With -M, `filo console SOCK CMD` runs help, iface/print, route/print, neigh/print,
+leases/print, nat/print, filter/print|add|del and stat (drop counters by reason); add --json
 for JSON.
 
 EXAMPLES:
@@ -62,6 +73,9 @@ pub struct RouterArgs {
     /// address on it (connection tracking for TCP, UDP and ICMP echo; `nat/print`).
     #[arg(long, value_name = "IFACE")]
     masquerade: Vec<String>,
+    /// Packet filter rules, one a line (see below); `filter/add`, `filter/del` change them live.
+    #[arg(long, value_name = "FILE")]
+    filter: Option<PathBuf>,
     /// Connections the masquerade tracks at most; new ones beyond are refused and counted.
     #[arg(long, value_name = "N", default_value = "16384")]
     nat_max: usize,
@@ -207,6 +221,18 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
             .set_advertiser(now, i, None)
             .with_context(|| format!("--radv {name}"))?;
     }
+    let names: Vec<String> = (0..router.iface_count())
+        .map(|i| format!("vde{i}"))
+        .collect();
+    let mut filter = filo_router::filter::Filter::new(names);
+    if let Some(path) = &args.filter {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--filter {}: cannot read it", path.display()))?;
+        filter
+            .load(&text)
+            .map_err(|e| anyhow::anyhow!("--filter {}: {e}", path.display()))?;
+    }
+    router.add_hook(&[HookPoint::Forward, HookPoint::Input], Box::new(filter));
     for name in &args.masquerade {
         let i = iface_index(&router, name, "--masquerade")?;
         let Some(addr) = router.iface_config(i).and_then(|c| {

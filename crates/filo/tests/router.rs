@@ -261,3 +261,93 @@ fn masquerade_hides_the_lan_behind_the_routers_wan_address() {
     assert!(nat.contains("icmp 10.71.0.10:"), "{nat}");
     assert!(nat.contains("refused 0"), "{nat}");
 }
+
+#[test]
+fn the_filter_rejects_drops_and_lets_established_traffic_through_with_counters() {
+    require("curl");
+    require("python3");
+    require("ping");
+    let tmp = TempDir::new("filo-router-rules");
+    let rules = tmp.join("rules");
+    std::fs::write(
+        &rules,
+        "# LAN to WAN\nreject in vde0 proto tcp dport 8001\ndrop in vde0 proto tcp dport 8002\n\
+         accept state established,related\ndrop in vde1 state new\n",
+    )
+    .unwrap();
+    let net = Net::start_with(&["--filter", rules.to_str().unwrap()]);
+    let _server = net.server();
+    let (code, out, err) = ns_out(&[
+        "--ip",
+        "10.71.0.10/24",
+        "--gw",
+        "10.71.0.1",
+        &net.lan.vnl(),
+        "--",
+        "sh",
+        "-c",
+        "curl -s -m 5 http://10.72.0.10:8000/hello.txt; \
+         curl -s -m 5 http://10.72.0.10:8001/; echo rejected=$?; \
+         curl -s -m 2 http://10.72.0.10:8002/; echo dropped=$?",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("hello across the router"), "{out}");
+    // 7: connection refused (the reset); 28: timed out.
+    assert!(out.contains("rejected=7"), "{out}");
+    assert!(out.contains("dropped=28"), "{out}");
+    // New connections from the WAN are dropped.
+    let (_, out, _) = ns_out(&[
+        "--ip",
+        "10.72.0.12/24",
+        "--gw",
+        "10.72.0.2",
+        &net.wan.vnl(),
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        "10.71.0.10",
+    ]);
+    assert!(out.contains("1 packets transmitted, 0 received"), "{out}");
+    let rules = console(&net.mgmt, "filter/print");
+    let count = |n: usize| -> u64 {
+        let line = rules
+            .lines()
+            .find(|l| l.starts_with(&format!("{n} ")))
+            .unwrap_or_else(|| panic!("no rule {n}: {rules}"));
+        line.split(" packets ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap()
+    };
+    assert_eq!(count(1), 1, "one SYN rejected: {rules}");
+    assert!(count(2) >= 2, "the SYN and its retries: {rules}");
+    assert!(count(3) >= 4, "the established HTTP exchange: {rules}");
+    assert_eq!(count(4), 1, "the ping from the WAN: {rules}");
+    // Live changes: a rule for the router's own input, a bad number, a bad rule.
+    let added = console(&net.mgmt, "filter/add input drop in vde1 proto icmp");
+    assert!(added.contains("rule 5 added"), "{added}");
+    let deleted = console(&net.mgmt, "filter/del 9");
+    assert!(deleted.contains("1022"), "{deleted}");
+    let bad = console(&net.mgmt, "filter/add drop frm 10.0.0.0/8");
+    assert!(bad.contains("\"frm\""), "{bad}");
+    let (_, out, _) = ns_out(&[
+        "--ip",
+        "10.72.0.12/24",
+        &net.wan.vnl(),
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        "10.72.0.2",
+    ]);
+    assert!(out.contains("1 packets transmitted, 0 received"), "{out}");
+    assert!(
+        console(&net.mgmt, "filter/print").contains("5 input drop in vde1 proto icmp packets 1 ")
+    );
+}

@@ -35,7 +35,7 @@ pub fn greeting() -> String {
     format!("{BANNER}{PROMPT}")
 }
 
-const HELP: [&str; 10] = [
+const HELP: [&str; 13] = [
     "help            this list",
     "iface/print     interfaces: name, MAC, MTU, addresses, frames in/out, forwarded",
     "route/print     the routing table, longest prefix first",
@@ -43,6 +43,9 @@ const HELP: [&str; 10] = [
     "leases/print    DHCP leases of every interface with a server",
     "stat            drop counters by reason",
     "nat/print       masquerade: connections, states, timeouts, counters",
+    "filter/print    filter rules in order, with packet and byte counters",
+    "filter/add RULE append a rule (see filo router --help)",
+    "filter/del N    delete rule N",
     "logout          end this session",
     "shutdown        stop the router",
     "",
@@ -135,6 +138,7 @@ fn lines(router: &Router, now: Instant, cmd: &str, driver: &DriverStats) -> Opti
             out.push(format!("drop total {}", router.drops().total()));
             out.push(format!("drop tx_queue_full {}", driver.tx_dropped));
         }
+        "filter/print" => out.extend(router.hook_print("filter", now).unwrap_or_default()),
         "nat/print" => match router.hook_print("nat", now) {
             Some(lines) => out.extend(lines),
             None => out.push("no masquerade (see --masquerade)".into()),
@@ -161,6 +165,29 @@ pub fn execute(
         _ => {}
     }
     let mut text = String::new();
+    let (word, args) = cmd.split_once(char::is_whitespace).unwrap_or((cmd, ""));
+    if let Some(sub) = word.strip_prefix("filter/").filter(|s| *s != "print") {
+        match router.hook_command("filter", sub, args.trim()) {
+            Some(Ok(body)) => {
+                push_data_block(&mut text, &body);
+                let _ = write!(text, "{}{PROMPT}", status_line(Ok(())));
+            }
+            Some(Err(e)) => {
+                let _ = write!(text, "{}{PROMPT}", filo_vnl::console::error_line(22, &e));
+            }
+            None => {
+                let _ = write!(
+                    text,
+                    "{}{PROMPT}",
+                    filo_vnl::console::error_line(
+                        38,
+                        &format!("{word:?}: unknown command (try help)")
+                    )
+                );
+            }
+        }
+        return (text, Effect::None);
+    }
     match lines(router, now, cmd, driver) {
         Some(body) => {
             push_data_block(&mut text, &body);

@@ -177,6 +177,8 @@ pub struct PacketMeta {
 pub enum HookVerdict {
     Accept,
     Drop,
+    /// Drop and tell the sender: TCP reset, or ICMP administratively prohibited.
+    Reject,
 }
 
 /// A stage of packet processing (a filter, NAT): sees the IP packet and may rewrite it.
@@ -198,6 +200,12 @@ pub trait Hook: Send {
     /// What the console prints for it: its table, its counters.
     fn print(&self, _now: Instant) -> Vec<String> {
         Vec::new()
+    }
+
+    /// A console command for it (`filter/add RULE`: `command("add", "RULE")`): None if it
+    /// has no such command, else its output or what was wrong.
+    fn command(&mut self, _cmd: &str, _args: &str) -> Option<Result<Vec<String>, String>> {
+        None
     }
 }
 
@@ -489,6 +497,19 @@ impl Router {
         self.hooks.push((points.to_vec(), hook));
     }
 
+    /// Runs a console command on the first hook called `name`.
+    pub fn hook_command(
+        &mut self,
+        name: &str,
+        cmd: &str,
+        args: &str,
+    ) -> Option<Result<Vec<String>, String>> {
+        self.hooks
+            .iter_mut()
+            .find(|(_, h)| h.name() == name)
+            .and_then(|(_, h)| h.command(cmd, args))
+    }
+
     /// What the hooks called `name` print (see [`Hook::print`]); None if there is none.
     pub fn hook_print(&self, name: &str, now: Instant) -> Option<Vec<String>> {
         let mut found = None;
@@ -661,7 +682,8 @@ impl Router {
         }
     }
 
-    /// Runs the hooks of `point`; false if one dropped the packet (counted).
+    /// Runs the hooks of `point`; false if one dropped or rejected the packet (counted; a
+    /// rejected one is answered with a TCP reset or an ICMP "administratively prohibited").
     fn run_hooks(
         &mut self,
         now: Instant,
@@ -669,13 +691,39 @@ impl Router {
         meta: PacketMeta,
         packet: &mut Vec<u8>,
     ) -> bool {
+        let mut verdict = HookVerdict::Accept;
         for (at, h) in self.hooks.iter_mut() {
-            if at.contains(&point) && h.hook(now, point, &meta, packet) == HookVerdict::Drop {
-                self.drops.add(DropReason::Hook);
-                return false;
+            if at.contains(&point) {
+                verdict = h.hook(now, point, &meta, packet);
+                if verdict != HookVerdict::Accept {
+                    break;
+                }
             }
         }
-        true
+        match verdict {
+            HookVerdict::Accept => return true,
+            HookVerdict::Drop => {}
+            HookVerdict::Reject => {
+                if let Some(iface) = meta.in_iface {
+                    self.reject(now, iface, packet);
+                }
+            }
+        }
+        self.drops.add(DropReason::Hook);
+        false
+    }
+
+    /// Answers a rejected packet: a reset for TCP, ICMP unreachable (administratively
+    /// prohibited) otherwise.
+    fn reject(&mut self, now: Instant, iface: IfId, packet: &[u8]) {
+        if let Some((rst, dst)) = icmp::tcp_reset(packet) {
+            return self.output(now, rst, dst);
+        }
+        match packet.first().map(|b| b >> 4) {
+            Some(4) => self.icmp_v4_error(now, iface, packet, V4Error::ADMIN_PROHIBITED),
+            Some(6) => self.icmp_v6_error(now, iface, packet, V6Error::ADMIN_PROHIBITED),
+            _ => {}
+        }
     }
 
     fn is_local(&self, iface: IfId, a: IpAddr) -> bool {

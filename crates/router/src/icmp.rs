@@ -45,6 +45,12 @@ impl V4Error {
         rest: [0; 4],
     };
 
+    pub const ADMIN_PROHIBITED: V4Error = V4Error {
+        msg: Icmpv4Message::DstUnreachable,
+        code: 13,
+        rest: [0; 4],
+    };
+
     pub fn frag_needed(mtu: u16) -> V4Error {
         let m = mtu.to_be_bytes();
         V4Error {
@@ -145,6 +151,12 @@ impl V6Error {
         rest: [0; 4],
     };
 
+    pub const ADMIN_PROHIBITED: V6Error = V6Error {
+        msg: Icmpv6Message::DstUnreachable,
+        code: 1,
+        rest: [0; 4],
+    };
+
     pub fn too_big(mtu: u32) -> V6Error {
         V6Error {
             msg: Icmpv6Message::PktTooBig,
@@ -203,4 +215,84 @@ pub fn v6_echo_reply(src: Ipv6Addr, dst: Ipv6Addr, request: &[u8]) -> Vec<u8> {
     msg[0] = Icmpv6Message::EchoReply.into();
     msg[1] = 0;
     ipv6_icmp(src, dst, 64, msg)
+}
+
+/// The TCP reset answering TCP segment `packet` (IPv4 or IPv6, RFC 9293 §3.10.7.1), and where
+/// it goes; None if `packet` is not TCP or is itself a reset.
+pub fn tcp_reset(packet: &[u8]) -> Option<(Vec<u8>, std::net::IpAddr)> {
+    use smoltcp::wire::{IpAddress, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+    let (src, dst, seg): (IpAddress, IpAddress, &[u8]) = match packet.first()? >> 4 {
+        4 => {
+            let p = Ipv4Packet::new_checked(packet).ok()?;
+            if p.next_header() != IpProtocol::Tcp || p.frag_offset() != 0 {
+                return None;
+            }
+            let hl = usize::from(p.header_len());
+            let end = usize::from(p.total_len());
+            (
+                p.src_addr().into(),
+                p.dst_addr().into(),
+                packet.get(hl..end)?,
+            )
+        }
+        6 => {
+            let p = Ipv6Packet::new_checked(packet).ok()?;
+            if p.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            (p.src_addr().into(), p.dst_addr().into(), p.payload())
+        }
+        _ => return None,
+    };
+    let t = TcpPacket::new_checked(seg).ok()?;
+    if t.rst() {
+        return None;
+    }
+    let len = t.payload().len() + usize::from(t.syn()) + usize::from(t.fin());
+    let (seq, ack) = if t.ack() {
+        (t.ack_number(), None)
+    } else {
+        (TcpSeqNumber(0), Some(t.seq_number() + len))
+    };
+    let repr = TcpRepr {
+        src_port: t.dst_port(),
+        dst_port: t.src_port(),
+        control: TcpControl::Rst,
+        seq_number: seq,
+        ack_number: ack,
+        window_len: 0,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let mut seg = vec![0; repr.buffer_len()];
+    repr.emit(
+        &mut TcpPacket::new_unchecked(&mut seg[..]),
+        &dst,
+        &src,
+        &smoltcp::phy::ChecksumCapabilities::default(),
+    );
+    match (dst, src) {
+        (IpAddress::Ipv4(from), IpAddress::Ipv4(to)) => {
+            Some((ipv4_packet(from, to, IpProtocol::Tcp, &seg), to.into()))
+        }
+        (IpAddress::Ipv6(from), IpAddress::Ipv6(to)) => {
+            let repr = Ipv6Repr {
+                src_addr: from,
+                dst_addr: to,
+                next_header: IpProtocol::Tcp,
+                payload_len: seg.len(),
+                hop_limit: 64,
+            };
+            let mut out = vec![0; 40 + seg.len()];
+            let mut ip = Ipv6Packet::new_unchecked(&mut out[..]);
+            repr.emit(&mut ip);
+            ip.payload_mut().copy_from_slice(&seg);
+            Some((out, to.into()))
+        }
+        _ => None,
+    }
 }
