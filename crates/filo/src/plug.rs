@@ -210,6 +210,15 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
 
 pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
 
+impl RemoveOnDrop {
+    /// Writes this process's id to `path` (if given), removed again when the guard drops.
+    pub(crate) fn pidfile(path: Option<&std::path::Path>) -> Result<Option<RemoveOnDrop>> {
+        let Some(p) = path else { return Ok(None) };
+        sys::write_pidfile(p).with_context(|| format!("cannot create pid file {}", p.display()))?;
+        Ok(Some(RemoveOnDrop(p.to_path_buf())))
+    }
+}
+
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);

@@ -289,14 +289,7 @@ pub fn run(args: RouterArgs) -> Result<ExitCode> {
     if args.daemon {
         sys::daemonize().context("cannot run in the background")?;
     }
-    let _pid = match &pidfile {
-        Some(p) => {
-            sys::write_pidfile(p)
-                .with_context(|| format!("cannot create pid file {}", p.display()))?;
-            Some(crate::plug::RemoveOnDrop(p.clone()))
-        }
-        None => None,
-    };
+    let _pid = crate::plug::RemoveOnDrop::pidfile(pidfile.as_deref())?;
     match daemon.run(&sys::STOP)? {
         End::Hangup(why) => eprintln!("filo router: {why}"),
         End::Shutdown => eprintln!("filo router: shut down from the console"),
@@ -362,46 +355,28 @@ mod tests {
 
     #[test]
     fn bad_command_lines_say_what_is_wrong() {
-        let e = |argv: &[&str]| format!("{:#}", build_from(argv).err().expect("an error"));
-        let m = e(&[
-            "--vnl",
-            "a",
-            "--conf",
-            "ip=10.1.0.1/24",
-            "--dhcp-server",
-            "vde3=10.1.0.5-10.1.0.9",
-        ]);
-        assert!(m.contains("no such interface"), "{m}");
-        let m = e(&[
-            "--vnl",
-            "a",
-            "--conf",
-            "ip=10.1.0.1/24",
-            "--dhcp-server",
-            "vde0=10.1.0.5",
-        ]);
-        assert!(m.contains("IFACE=FIRST-LAST"), "{m}");
-        let m = e(&[
-            "--vnl",
-            "a",
-            "--conf",
-            "ip=10.1.0.1/24",
-            "--route",
-            "10.3.0.0/16",
-            "via",
-            "10.2.0.1",
-        ]);
-        assert!(m.contains("on no interface's subnet"), "{m}");
-        let m = e(&[
-            "--vnl",
-            "a",
-            "--conf",
-            "ip=10.1.0.1/24",
-            "--dhcp-server",
-            "vde0=10.2.0.5-10.2.0.9",
-        ]);
-        assert!(m.contains("--dhcp-server"), "{m}");
-        let m = e(&["--vnl", "a", "--conf", "dhcp"]);
+        let cases: [(&str, &str); 5] = [
+            ("--dhcp-server vde3=10.1.0.5-10.1.0.9", "no such interface"),
+            ("--dhcp-server vde0=10.1.0.5", "IFACE=FIRST-LAST"),
+            (
+                "--route 10.3.0.0/16 via 10.2.0.1",
+                "on no interface's subnet",
+            ),
+            ("--dhcp-server vde0=10.2.0.5-10.2.0.9", "--dhcp-server"),
+            ("--masquerade vde0 --conf dhcp", "one --conf per --vnl"),
+        ];
+        for (extra, expected) in cases {
+            let mut argv = vec!["--vnl", "a", "--conf", "ip=10.1.0.1/24"];
+            argv.extend(extra.split(' '));
+            let m = format!("{:#}", build_from(&argv).err().expect("an error"));
+            assert!(m.contains(expected), "{extra}: {m}");
+        }
+        let m = format!(
+            "{:#}",
+            build_from(&["--vnl", "a", "--conf", "dhcp"])
+                .err()
+                .expect("an error")
+        );
         assert!(m.contains("static"), "{m}");
     }
 }

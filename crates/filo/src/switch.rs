@@ -234,14 +234,7 @@ pub fn run(args: SwitchArgs) -> Result<ExitCode> {
     if args.daemon {
         sys::daemonize().context("cannot run in the background")?;
     }
-    let _pid = match &pidfile {
-        Some(p) => {
-            sys::write_pidfile(p)
-                .with_context(|| format!("cannot create pid file {}", p.display()))?;
-            Some(crate::plug::RemoveOnDrop(p.clone()))
-        }
-        None => None,
-    };
+    let _pid = crate::plug::RemoveOnDrop::pidfile(pidfile.as_deref())?;
     if !args.daemon {
         eprintln!("filo switch: listening on {}", dir.display());
     }

@@ -90,6 +90,21 @@ impl Net {
         }
     }
 
+    /// `sh -c SCRIPT` on a LAN host 10.71.0.10 routed through the router.
+    fn lan_host(&self, script: &str) -> (i32, String, String) {
+        ns_out(&[
+            "--ip",
+            "10.71.0.10/24",
+            "--gw",
+            "10.71.0.1",
+            &self.lan.vnl(),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+    }
+
     /// A server on the WAN: 10.72.0.10, fd72::10, python's http.server on port 8000.
     fn server(&self) -> Proc {
         self.server_with(&["--gw", "10.72.0.2", "--gw", "fd72::2"])
@@ -143,17 +158,7 @@ fn ping_curl_ttl_expiry_and_path_mtu_across_the_router() {
                   ping -c 1 -W 2 -M do -s 1450 10.72.0.10; \
                   tracepath -n 10.72.0.10; \
                   ping -c 1 -W 2 10.99.0.1; true";
-    let (code, out, err) = ns_out(&[
-        "--ip",
-        "10.71.0.10/24",
-        "--gw",
-        "10.71.0.1",
-        &net.lan.vnl(),
-        "--",
-        "sh",
-        "-c",
-        script,
-    ]);
+    let (code, out, err) = net.lan_host(script);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("3 packets transmitted, 3 received"), "{out}");
     assert!(out.contains("ping=0"), "{out}");
@@ -232,17 +237,9 @@ fn masquerade_hides_the_lan_behind_the_routers_wan_address() {
     let net = Net::start_with(&["--masquerade", "vde1"]);
     // No route back to the LAN: only translated packets can be answered.
     let _server = net.server_with(&[]);
-    let (code, out, err) = ns_out(&[
-        "--ip",
-        "10.71.0.10/24",
-        "--gw",
-        "10.71.0.1",
-        &net.lan.vnl(),
-        "--",
-        "sh",
-        "-c",
+    let (code, out, err) = net.lan_host(
         "curl -s -m 5 http://10.72.0.10:8000/hello.txt; ping -c 2 -i 0.2 -W 2 10.72.0.10",
-    ]);
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("hello across the router"), "{out}");
     assert!(out.contains("2 packets transmitted, 2 received"), "{out}");
@@ -277,19 +274,11 @@ fn the_filter_rejects_drops_and_lets_established_traffic_through_with_counters()
     .unwrap();
     let net = Net::start_with(&["--filter", rules.to_str().unwrap()]);
     let _server = net.server();
-    let (code, out, err) = ns_out(&[
-        "--ip",
-        "10.71.0.10/24",
-        "--gw",
-        "10.71.0.1",
-        &net.lan.vnl(),
-        "--",
-        "sh",
-        "-c",
+    let (code, out, err) = net.lan_host(
         "curl -s -m 5 http://10.72.0.10:8000/hello.txt; \
          curl -s -m 5 http://10.72.0.10:8001/; echo rejected=$?; \
          curl -s -m 2 http://10.72.0.10:8002/; echo dropped=$?",
-    ]);
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("hello across the router"), "{out}");
     // 7: connection refused (the reset); 28: timed out.

@@ -570,6 +570,18 @@ fn ipv6_neighbours_forwarding_hop_limit_and_packet_too_big() {
     );
 }
 
+/// A client's DHCP message broadcast on vde0: the server's one reply.
+fn dhcp_exchange(r: &mut Router, now: Instant, payload: &[u8]) -> Vec<u8> {
+    let packet = filo_dhcp::udp4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 68, 67, payload);
+    r.handle_frame(now, 0, &eth([0xff; 6], A, EthernetProtocol::Ipv4, &packet));
+    let out = drain(r);
+    assert_eq!(out.len(), 1);
+    let e = EthernetFrame::new_checked(&out[0].1[..]).unwrap();
+    filo_dhcp::dhcp_payload(e.payload())
+        .expect("a DHCP reply")
+        .to_vec()
+}
+
 #[test]
 fn dhcp_discover_is_offered_an_address_from_the_range() {
     let now = Instant::now();
@@ -584,37 +596,14 @@ fn dhcp_discover_is_offered_an_address_from_the_range() {
     let mut c = filo_dhcp::Client::new(A, None, filo_dhcp::Instant::from_secs(0), 1);
     let (out, _) = c.poll(filo_dhcp::Instant::from_secs(0));
     let discover = out.unwrap();
-    let packet = filo_dhcp::udp4(
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::BROADCAST,
-        68,
-        67,
-        discover.udp_payload(),
-    );
-    r.handle_frame(now, 0, &eth([0xff; 6], A, EthernetProtocol::Ipv4, &packet));
-    let out = drain(&mut r);
-    assert_eq!(out.len(), 1);
-    let e = EthernetFrame::new_checked(&out[0].1[..]).unwrap();
-    let offer = filo_dhcp::dhcp_payload(e.payload()).expect("a DHCP reply");
+    let offer = dhcp_exchange(&mut r, now, discover.udp_payload());
     let (request, event) = c
-        .handle(filo_dhcp::Instant::from_secs(0), offer)
+        .handle(filo_dhcp::Instant::from_secs(0), &offer)
         .expect("the client takes the offer");
     assert!(event.is_none(), "an offer, not a lease yet");
-    let request = request.expect("a request");
-    let packet = filo_dhcp::udp4(
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::BROADCAST,
-        68,
-        67,
-        request.udp_payload(),
-    );
-    r.handle_frame(now, 0, &eth([0xff; 6], A, EthernetProtocol::Ipv4, &packet));
-    let out = drain(&mut r);
-    assert_eq!(out.len(), 1);
-    let e = EthernetFrame::new_checked(&out[0].1[..]).unwrap();
-    let ack = filo_dhcp::dhcp_payload(e.payload()).expect("a DHCP reply");
+    let ack = dhcp_exchange(&mut r, now, request.expect("a request").udp_payload());
     let (_, event) = c
-        .handle(filo_dhcp::Instant::from_secs(0), ack)
+        .handle(filo_dhcp::Instant::from_secs(0), &ack)
         .expect("the client takes the ack");
     assert!(event.is_some(), "bound");
     let leases = r.dhcp_server(0).unwrap().leases(r.server_clock(now));

@@ -11,7 +11,6 @@ use std::collections::VecDeque;
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,18 +70,7 @@ impl Daemon {
         mgmt: Option<(PathBuf, u32)>,
     ) -> io::Result<Daemon> {
         let mgmt = match mgmt {
-            Some((path, mode)) => {
-                filo_vnl::sockfile::make_way(&path, filo_vnl::sockfile::Type::STREAM)?;
-                let l = UnixListener::bind(&path).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("cannot bind management socket {}: {e}", path.display()),
-                    )
-                })?;
-                l.set_nonblocking(true)?;
-                fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
-                Some((l, path))
-            }
+            Some((path, mode)) => Some((filo_vnl::mgmt::listen(&path, mode)?, path)),
             None => None,
         };
         Ok(Daemon {
