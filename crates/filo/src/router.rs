@@ -66,6 +66,10 @@ pub struct RouterArgs {
     /// A DHCPv4 server on an interface: IFACE=FIRST-LAST, e.g. vde0=10.1.0.100-10.1.0.199.
     #[arg(long = "dhcp-server", value_name = "IFACE=FIRST-LAST")]
     dhcp_server: Vec<String>,
+    /// Keep a DHCP server's leases in a file, IFACE=FILE: loaded at start, written when they
+    /// change, so a restarted router gives clients back their addresses.
+    #[arg(long = "dhcp-leases", value_name = "IFACE=FILE")]
+    dhcp_leases: Vec<String>,
     /// Router advertisements on an interface (its /64 prefixes for SLAAC, its MTU).
     #[arg(long, value_name = "IFACE")]
     radv: Vec<String>,
@@ -282,6 +286,19 @@ pub fn run(args: RouterArgs) -> Result<ExitCode> {
         .clone()
         .map(|p| (std::path::absolute(&p).unwrap_or(p), args.mgmtmode));
     let mut daemon = Daemon::new(router, plugs, mgmt)?;
+    for text in &args.dhcp_leases {
+        let Some((name, file)) = text.split_once('=') else {
+            bail!("--dhcp-leases {text:?}: expected IFACE=FILE, e.g. vde0=/var/lib/filo/leases");
+        };
+        let i = iface_index(daemon.router(), name, "--dhcp-leases")?;
+        let file = std::path::absolute(file).unwrap_or_else(|_| PathBuf::from(file));
+        let errors = daemon
+            .keep_leases(i, file.clone())
+            .with_context(|| format!("--dhcp-leases {text}"))?;
+        for e in errors {
+            eprintln!("filo router: {}: not loaded: {e}", file.display());
+        }
+    }
     let pidfile = args
         .pidfile
         .clone()
@@ -290,7 +307,7 @@ pub fn run(args: RouterArgs) -> Result<ExitCode> {
         sys::daemonize().context("cannot run in the background")?;
     }
     let _pid = crate::plug::RemoveOnDrop::pidfile(pidfile.as_deref())?;
-    match daemon.run(&sys::STOP)? {
+    match daemon.run_and_save(&sys::STOP)? {
         End::Hangup(why) => eprintln!("filo router: {why}"),
         End::Shutdown => eprintln!("filo router: shut down from the console"),
         End::Stopped => {}

@@ -39,7 +39,8 @@ struct Net {
     tmp: TempDir,
     lan: FiloSwitch,
     wan: FiloSwitch,
-    _router: Proc,
+    router: Proc,
+    extra: Vec<String>,
     mgmt: PathBuf,
 }
 
@@ -53,6 +54,19 @@ impl Net {
         let lan = FiloSwitch::start(FILO, &tmp, "lan", &[]);
         let wan = FiloSwitch::start(FILO, &tmp, "wan", &[]);
         let mgmt = tmp.join("r.mgmt");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let router = Net::spawn_router(&lan, &wan, &mgmt, &extra);
+        Net {
+            tmp,
+            lan,
+            wan,
+            router,
+            extra,
+            mgmt,
+        }
+    }
+
+    fn spawn_router(lan: &FiloSwitch, wan: &FiloSwitch, mgmt: &PathBuf, extra: &[String]) -> Proc {
         let mut c = Command::new(FILO);
         c.args([
             "router",
@@ -74,20 +88,24 @@ impl Net {
             "vde0",
             "-M",
         ])
-        .arg(&mgmt)
+        .arg(mgmt)
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(test_log());
         let router = Proc::spawn(&mut c);
         assert!(wait_until(T, || mgmt.exists()), "the router did not start");
-        Net {
-            tmp,
-            lan,
-            wan,
-            _router: router,
-            mgmt,
-        }
+        router
+    }
+
+    /// Stops the router (SIGTERM) and starts it again with the same flags.
+    fn restart_router(&mut self) {
+        assert!(self.router.terminate(T).success());
+        assert!(
+            !self.mgmt.exists(),
+            "the management socket outlived the router"
+        );
+        self.router = Net::spawn_router(&self.lan, &self.wan, &self.mgmt, &self.extra);
     }
 
     /// `sh -c SCRIPT` on a LAN host 10.71.0.10 routed through the router.
@@ -339,4 +357,32 @@ fn the_filter_rejects_drops_and_lets_established_traffic_through_with_counters()
     assert!(
         console(&net.mgmt, "filter/print").contains("5 input drop in vde1 proto icmp packets 1 ")
     );
+}
+
+#[test]
+fn leases_survive_a_router_restart() {
+    let tmp = TempDir::new("filo-router-leases");
+    let file = tmp.join("leases");
+    let keep = format!("vde0={}", file.display());
+    let mut net = Net::start_with(&["--dhcp-leases", &keep]);
+    let lan = net.lan.vnl();
+    let lease = |mac: &str| {
+        let conf = format!("mac={mac},dhcp");
+        let (code, out, err) = ns_out(&[
+            "--conf", &conf, &lan, "--", "ip", "-4", "-br", "addr", "show", "vde0",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        out.split_whitespace()
+            .find(|w| w.starts_with("10.71.0."))
+            .unwrap_or_else(|| panic!("no lease: {out}"))
+            .to_string()
+    };
+    let a = lease("02:00:00:00:71:0a");
+    assert_eq!(a, "10.71.0.100/24");
+    net.restart_router();
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("02:00:00:00:71:0a 10.71.0.100"), "{text}");
+    // Another client first: the restarted router knows .100 is taken.
+    assert_eq!(lease("02:00:00:00:71:0b"), "10.71.0.101/24");
+    assert_eq!(lease("02:00:00:00:71:0a"), "10.71.0.100/24");
 }

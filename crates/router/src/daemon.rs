@@ -42,6 +42,18 @@ pub struct Daemon {
     conns: Vec<Conn<()>>,
     batch: FrameBatch,
     stats: DriverStats,
+    /// Lease files by interface, with what was last written to each.
+    lease_files: Vec<(usize, PathBuf, String)>,
+    next_lease_save: Instant,
+}
+
+/// How often changed leases are written to their files (and once more at exit).
+const LEASE_SAVE: Duration = Duration::from_secs(2);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Daemon {
@@ -63,7 +75,61 @@ impl Daemon {
             conns: Vec::new(),
             batch: FrameBatch::new(BATCH),
             stats: DriverStats::default(),
+            lease_files: Vec::new(),
+            next_lease_save: Instant::now(),
         })
+    }
+
+    /// Keeps the leases of `iface`'s DHCP server in `path`: loads what is there now (lines that
+    /// cannot be loaded are returned as `LINE: why`), then writes changes every
+    /// [`LEASE_SAVE`] and at exit, through a temporary file renamed over it.
+    pub fn keep_leases(&mut self, iface: usize, path: PathBuf) -> io::Result<Vec<String>> {
+        let now = Instant::now();
+        let clock = self.router.server_clock(now);
+        let Some(server) = self.router.dhcp_server_mut(iface) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("vde{iface} has no DHCP server"),
+            ));
+        };
+        let errors = match fs::read_to_string(&path) {
+            Ok(text) => server.load_leases(&text, clock, unix_now()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        };
+        self.lease_files.push((iface, path, String::new()));
+        Ok(errors.iter().map(|e| e.to_string()).collect())
+    }
+
+    fn save_leases(&mut self, now: Instant) {
+        let clock = self.router.server_clock(now);
+        let unix = unix_now();
+        for (iface, path, last) in self.lease_files.iter_mut() {
+            let Some(server) = self.router.dhcp_server(*iface) else {
+                continue;
+            };
+            // Compared without the expiry column, which moves with the clock's rounding.
+            let text = server.save_leases(clock, unix);
+            let key: String = text
+                .lines()
+                .map(|l| l.split_once(' ').map_or(l, |(_, r)| r))
+                .collect();
+            if key == *last {
+                continue;
+            }
+            let tmp = path.with_extension("tmp");
+            match fs::write(&tmp, &text).and_then(|()| fs::rename(&tmp, &*path)) {
+                Ok(()) => *last = key,
+                Err(e) => tracing::warn!("{}: leases not saved: {e}", path.display()),
+            }
+        }
+    }
+
+    /// [`Daemon::run`], then the leases written a last time.
+    pub fn run_and_save(&mut self, stop: &AtomicBool) -> io::Result<End> {
+        let end = self.run(stop);
+        self.save_leases(Instant::now());
+        end
     }
 
     pub fn router(&self) -> &Router {
@@ -81,6 +147,10 @@ impl Daemon {
             let now = Instant::now();
             self.router.handle_timeout(now);
             self.transmit();
+            if !self.lease_files.is_empty() && now >= self.next_lease_save {
+                self.save_leases(now);
+                self.next_lease_save = now + LEASE_SAVE;
+            }
             entries.clear();
             let mut timeout = Duration::from_millis(500);
             if let Some(at) = self.router.poll_at() {
