@@ -229,7 +229,8 @@ fn dhcp_lease_and_slaac_from_the_router_then_ipv6_across() {
         "sh",
         "-c",
         "ip -4 -br addr show vde0; ip -6 -br addr show vde0 scope global; ip route show default; \
-         ping -c 2 -i 0.2 -W 2 10.72.0.10; ping -6 -c 2 -i 0.2 -W 2 fd72::10",
+         ping -c 2 -i 0.2 -W 2 10.72.0.10; ping -6 -c 2 -i 0.2 -W 2 fd72::10; \
+         ping -6 -c 1 -W 2 -M do -s 1400 fd72::10; ping -6 -c 1 -t 1 -W 2 fd72::10; true",
     ]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("10.71.0.1"), "no lease: {out}");
@@ -239,6 +240,14 @@ fn dhcp_lease_and_slaac_from_the_router_then_ipv6_across() {
         out.matches("2 packets transmitted, 2 received").count(),
         2,
         "{out}"
+    );
+    assert!(
+        out.contains("Packet too big: mtu=1400"),
+        "IPv6 path MTU: {out}"
+    );
+    assert!(
+        out.contains("Time exceeded: Hop limit"),
+        "IPv6 hop limit: {out}"
     );
     let leases = console(&net.mgmt, "leases/print");
     assert!(
