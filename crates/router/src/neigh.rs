@@ -17,8 +17,9 @@ pub const MAX_QUEUED: usize = 8;
 pub const MAX_PROBES: u8 = 3;
 /// Time between requests.
 pub const RETRANS: Duration = Duration::from_secs(1);
-/// How long an answer is trusted before it is confirmed again.
-pub const REACHABLE: Duration = Duration::from_secs(60);
+/// How long an answer is trusted before it is confirmed again (with a broadcast request, so
+/// a host that came back with another MAC is found; the old MAC is used meanwhile).
+pub const REACHABLE: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 struct Entry {
@@ -207,6 +208,32 @@ mod tests {
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].queued.len(), MAX_QUEUED);
         assert_eq!(c.entries().count(), 0);
+    }
+
+    #[test]
+    fn a_stale_entry_is_asked_again_and_a_new_mac_replaces_the_old() {
+        let t0 = Instant::now();
+        let mut c = Cache::default();
+        let a: IpAddr = "10.0.0.9".parse().unwrap();
+        c.lookup(t0, 0, a, b"x");
+        c.learn(t0, 0, a, [2, 0, 0, 0, 0, 1], false);
+        let t = t0 + REACHABLE + Duration::from_millis(1);
+        let old = Lookup::Known {
+            mac: [2, 0, 0, 0, 0, 1],
+            probe: true,
+        };
+        assert_eq!(c.lookup(t, 0, a, b"y"), old, "stale: used, and asked again");
+        assert!(matches!(
+            c.lookup(t, 0, a, b"z"),
+            Lookup::Known { probe: false, .. }
+        ));
+        // The host came back with another MAC and answers the request.
+        c.learn(t, 0, a, [2, 0, 0, 0, 0, 2], false);
+        let new = Lookup::Known {
+            mac: [2, 0, 0, 0, 0, 2],
+            probe: false,
+        };
+        assert_eq!(c.lookup(t, 0, a, b"w"), new);
     }
 
     #[test]
