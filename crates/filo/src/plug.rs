@@ -211,6 +211,14 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
 pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
 
 impl RemoveOnDrop {
+    /// An error if the pid file `path` exists already (another daemon may own it).
+    pub(crate) fn refuse_existing(path: Option<&std::path::Path>) -> Result<()> {
+        match path {
+            Some(p) if p.exists() => bail!("pid file {} already exists", p.display()),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes this process's id to `path` (if given), removed again when the guard drops.
     pub(crate) fn pidfile(path: Option<&std::path::Path>) -> Result<Option<RemoveOnDrop>> {
         let Some(p) = path else { return Ok(None) };

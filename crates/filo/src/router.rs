@@ -260,14 +260,8 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
 pub fn run(args: RouterArgs) -> Result<ExitCode> {
     let now = Instant::now();
     let router = build(&args, now)?;
-    if args.daemon && args.pidfile.as_ref().is_some_and(|p| p.exists()) {
-        bail!(
-            "pid file {} already exists",
-            args.pidfile
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        );
+    if args.daemon {
+        crate::plug::RemoveOnDrop::refuse_existing(args.pidfile.as_deref())?;
     }
     let options = OpenOptions {
         description: "filo-router:".into(),

@@ -31,6 +31,18 @@ struct Entry {
     queue: VecDeque<Vec<u8>>,
 }
 
+impl Entry {
+    fn new(now: Instant) -> Entry {
+        Entry {
+            mac: None,
+            confirmed: now,
+            probes: 0,
+            next_probe: now,
+            queue: VecDeque::new(),
+        }
+    }
+}
+
 /// What [`Cache::lookup`] says.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup {
@@ -64,13 +76,10 @@ impl Cache {
         if !self.entries.contains_key(&(iface, addr)) && !self.make_room(now) {
             return Lookup::TableFull;
         }
-        let e = self.entries.entry((iface, addr)).or_insert_with(|| Entry {
-            mac: None,
-            confirmed: now,
-            probes: 0,
-            next_probe: now,
-            queue: VecDeque::new(),
-        });
+        let e = self
+            .entries
+            .entry((iface, addr))
+            .or_insert_with(|| Entry::new(now));
         let due = e.next_probe <= now;
         if let Some(mac) = e.mac {
             let stale = now.saturating_duration_since(e.confirmed) > REACHABLE;
@@ -126,13 +135,10 @@ impl Cache {
         if !self.entries.contains_key(&(iface, addr)) && (!create || !self.make_room(now)) {
             return Vec::new();
         }
-        let e = self.entries.entry((iface, addr)).or_insert_with(|| Entry {
-            mac: None,
-            confirmed: now,
-            probes: 0,
-            next_probe: now,
-            queue: VecDeque::new(),
-        });
+        let e = self
+            .entries
+            .entry((iface, addr))
+            .or_insert_with(|| Entry::new(now));
         e.mac = Some(mac);
         e.confirmed = now;
         e.probes = 0;
