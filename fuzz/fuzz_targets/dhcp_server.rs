@@ -50,7 +50,11 @@ fn check_reply(reply: &filo_dhcp::server::Reply, request: &[u8]) {
     assert_eq!(p.magic_number(), 0x6382_5363);
     assert_eq!(reply.payload[4..8], request[4..8], "xid");
     assert_eq!(reply.payload[28..34], request[28..34], "chaddr");
-    let kinds: Vec<u8> = p.options().filter(|o| o.kind == 53).map(|o| o.data[0]).collect();
+    let kinds: Vec<u8> = p
+        .options()
+        .filter(|o| o.kind == 53)
+        .map(|o| o.data[0])
+        .collect();
     let expected = match reply.kind {
         Kind::Offer => 2,
         Kind::Ack => 5,
@@ -139,9 +143,13 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 let _ = adv.handle_packet(now, body, u32::from(op));
-                let src = std::net::Ipv6Addr::from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, op]);
+                let src = std::net::Ipv6Addr::from([
+                    0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, op,
+                ]);
                 let before = adv.poll_at();
-                if adv.handle_icmpv6(now, src, ra::ALL_ROUTERS, 255, body, u32::from(op)) == Ok(true) {
+                if adv.handle_icmpv6(now, src, ra::ALL_ROUTERS, 255, body, u32::from(op))
+                    == Ok(true)
+                {
                     assert!(adv.poll_at() <= before);
                 }
             }

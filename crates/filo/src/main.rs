@@ -15,6 +15,7 @@ mod mstack;
 mod netconf;
 mod ns;
 mod plug;
+mod router;
 mod sandbox;
 mod slirp;
 mod stack;
@@ -59,6 +60,8 @@ enum Command {
     Lab(lab::LabArgs),
     /// A user-mode NAT gateway: a network's guests reach the host's network (like slirpvde).
     Slirp(slirp::SlirpArgs),
+    /// Route between virtual networks: IPv4/IPv6 forwarding, ICMP errors, DHCP and RA servers.
+    Router(router::RouterArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         Command::Stack(args) => stack::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Slirp(args) => slirp::run(args),
+        Command::Router(args) => router::run(args),
     };
     match result {
         Ok(code) => code,

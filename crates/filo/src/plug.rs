@@ -163,7 +163,7 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
     if args.daemon {
         sys::daemonize().context("cannot run in the background")?;
     }
-    let _pidfile = pidfile(args.pidfile.as_deref())?;
+    let _pidfile = RemoveOnDrop::pidfile(args.pidfile.as_deref())?;
     let mut plugs = plugs;
     for p in &plugs {
         tracing::info!(
@@ -202,16 +202,24 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
 
 pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
 
-/// Writes our pid to `path` (made absolute), if one was asked for; the file goes when the
-/// guard is dropped.
-pub(crate) fn pidfile(path: Option<&std::path::Path>) -> Result<Option<RemoveOnDrop>> {
-    let Some(path) = path else {
-        return Ok(None);
-    };
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    sys::write_pidfile(&abs)
-        .with_context(|| format!("cannot create pid file {}", abs.display()))?;
-    Ok(Some(RemoveOnDrop(abs)))
+impl RemoveOnDrop {
+    /// An error if the pid file `path` exists already (another daemon may own it).
+    pub(crate) fn refuse_existing(path: Option<&std::path::Path>) -> Result<()> {
+        match path {
+            Some(p) if p.exists() => bail!("pid file {} already exists", p.display()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes this process's id to `path` (if given, made absolute), removed again when the
+    /// guard drops.
+    pub(crate) fn pidfile(path: Option<&std::path::Path>) -> Result<Option<RemoveOnDrop>> {
+        let Some(path) = path else { return Ok(None) };
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        sys::write_pidfile(&abs)
+            .with_context(|| format!("cannot create pid file {}", abs.display()))?;
+        Ok(Some(RemoveOnDrop(abs)))
+    }
 }
 
 impl Drop for RemoveOnDrop {

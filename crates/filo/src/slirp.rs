@@ -84,7 +84,7 @@ pub fn run(args: SlirpArgs) -> Result<ExitCode> {
             )?),
             None => None,
         };
-        let pid = crate::plug::pidfile(args.pidfile.as_deref())?;
+        let pid = crate::plug::RemoveOnDrop::pidfile(args.pidfile.as_deref())?;
         Ok((engine, mgmt, pid))
     })();
     let (mut engine, mgmt, _pid) = match (started, readiness) {

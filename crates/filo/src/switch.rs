@@ -219,14 +219,8 @@ pub fn run(args: SwitchArgs) -> Result<ExitCode> {
         Some(SchedulingArg::Normal) => Scheduling::Normal,
     };
     cfg.stdin_console = !args.daemon && !args.nostdin && std::io::stdin().is_terminal();
-    if args.daemon && args.pidfile.as_ref().is_some_and(|p| p.exists()) {
-        bail!(
-            "pid file {} already exists",
-            args.pidfile
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        );
+    if args.daemon {
+        crate::plug::RemoveOnDrop::refuse_existing(args.pidfile.as_deref())?;
     }
     let pidfile = args.pidfile.map(|p| std::path::absolute(&p).unwrap_or(p));
     let mut switch = Switch::bind(cfg)
@@ -234,14 +228,7 @@ pub fn run(args: SwitchArgs) -> Result<ExitCode> {
     if args.daemon {
         sys::daemonize().context("cannot run in the background")?;
     }
-    let _pid = match &pidfile {
-        Some(p) => {
-            sys::write_pidfile(p)
-                .with_context(|| format!("cannot create pid file {}", p.display()))?;
-            Some(crate::plug::RemoveOnDrop(p.clone()))
-        }
-        None => None,
-    };
+    let _pid = crate::plug::RemoveOnDrop::pidfile(pidfile.as_deref())?;
     if !args.daemon {
         eprintln!("filo switch: listening on {}", dir.display());
     }

@@ -242,7 +242,7 @@ pub fn run(args: WirefilterArgs) -> Result<ExitCode> {
     if args.daemon {
         sys::daemonize().context("cannot run in the background")?;
     }
-    let _pid = crate::plug::pidfile(args.pidfile.as_deref())?;
+    let _pid = crate::plug::RemoveOnDrop::pidfile(args.pidfile.as_deref())?;
     if !args.no_sandbox {
         match policy(
             &[&left, &right],

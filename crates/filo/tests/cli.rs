@@ -37,6 +37,7 @@ fn every_subcommand_has_help_with_examples() {
         "stack",
         "lab",
         "slirp",
+        "router",
     ];
     for sub in subs {
         let out = Command::new(FILO).args([sub, "--help"]).output().unwrap();
@@ -241,4 +242,26 @@ fn logs_to_a_file_carry_no_colour_codes() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(text.contains("INFO"), "{text}");
     assert!(!text.contains('\u{1b}'), "{text:?}");
+}
+
+#[test]
+fn daemons_refuse_a_pid_file_that_exists() {
+    let tmp = filo_test_support::TempDir::new("filo-cli-pid");
+    let pid = tmp.join("taken.pid");
+    std::fs::write(&pid, "1\n").unwrap();
+    let pid = pid.to_str().unwrap();
+    let sw = tmp.join("sw");
+    let vnl = format!("vde://{}", sw.display());
+    for args in [
+        vec!["switch", sw.to_str().unwrap(), "-d", "-p", pid],
+        vec!["router", "--vnl", &vnl, "-d", "-p", pid],
+    ] {
+        let (code, err) = filo_err(&args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains("already exists"), "{args:?}: {err}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(tmp.join("taken.pid")).unwrap(),
+        "1\n"
+    );
 }

@@ -5,10 +5,26 @@
 
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 use crate::sys;
+
+/// A daemon's management socket at `path` with permissions `mode`, non-blocking; a stale
+/// socket left there is replaced, anything else is an error naming the path.
+pub fn listen(path: &std::path::Path, mode: u32) -> io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    crate::sockfile::make_way(path, crate::sockfile::Type::STREAM)?;
+    let l = UnixListener::bind(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot bind management socket {}: {e}", path.display()),
+        )
+    })?;
+    l.set_nonblocking(true)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(l)
+}
 
 /// A console client whose unread output exceeds this is disconnected.
 const MAX_OUTPUT: usize = 1 << 20;
@@ -130,22 +146,6 @@ impl<S: Default> Conn<S> {
         let line: Vec<u8> = self.input.drain(..end).collect();
         Some(String::from_utf8_lossy(&line).into_owned())
     }
-}
-
-/// A daemon's management socket at `path` with permissions `mode`, non-blocking: a stale
-/// socket file is replaced, anything else there is an error naming the path.
-pub fn listen(path: &std::path::Path, mode: u32) -> io::Result<std::os::unix::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    crate::sockfile::make_way(path, crate::sockfile::Type::STREAM)?;
-    let l = std::os::unix::net::UnixListener::bind(path).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot bind management socket {}: {e}", path.display()),
-        )
-    })?;
-    l.set_nonblocking(true)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(l)
 }
 
 /// Largest script a console `load` (or an rc file) may be.

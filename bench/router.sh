@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# filo router beside the Linux kernel forwarding, measured in the same run: TCP throughput
+# (iperf3, SECS seconds, median of RUNS runs) from a client namespace through a router to a
+# server namespace:
+#   - filo: the namespaces are `filo ns` on two filo switches, `filo router` between them,
+#     forwarding only and with --masquerade on the server side;
+#   - kernel: the namespaces are joined by veth pairs to a router namespace with
+#     ip_forward=1, forwarding only and with nftables masquerade.
+# Prints the medians and filo's ratio to the kernel's.
+# Usage: bench/router.sh [SECS] [RUNS]   (defaults 5 and 3). Run as root; needs iperf3, nft.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-5}
+RUNS=${2:-3}
+for p in iperf3 nft python3; do
+  command -v "$p" >/dev/null || { echo "bench/router.sh: $p is not installed" >&2; exit 1; }
+done
+if [ -z "${FILO:-}" ]; then
+  cargo build --release --quiet -p filo --bin filo
+  FILO=$PWD/target/release/filo
+fi
+T=$(mktemp -d /tmp/filo-brt-XXXXXX)
+C=filo-brt-c-$$; R=filo-brt-r-$$; S=filo-brt-s-$$
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for f in "$T"/*.pid; do [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  for n in "$C" "$R" "$S"; do ip netns del "$n" 2>/dev/null || true; done
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+gbits() { # iperf3 -J output on stdin -> Gbit/s received; nothing if the test did not run
+  python3 -c 'import json,sys
+try: print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))
+except Exception: pass'
+}
+measure() { # measure CLIENT-COMMAND...: Gbit/s of one iperf3 run, trying again while the path comes up
+  local g
+  for _ in 1 2 3 4 5; do
+    g=$("$@" iperf3 -c 10.82.0.10 -t "$SECS" -J | gbits || true)
+    [ -n "$g" ] && { echo "$g"; echo "  $g Gbit/s" >&2; return 0; }
+    echo "  (no result yet, again)" >&2
+    sleep 1
+  done
+  echo "bench/router.sh: no iperf3 result from: $*" >&2; return 1
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+wait_sock() { for _ in $(seq 50); do [ -S "$1" ] && return 0; sleep 0.1; done; echo "no $1" >&2; exit 1; }
+
+# --- filo: two switches, filo router, filo ns on each side
+"$FILO" switch "$T/lan" --nostdin -d -p "$T/lan.pid" >/dev/null 2>&1
+"$FILO" switch "$T/wan" --nostdin -d -p "$T/wan.pid" >/dev/null 2>&1
+wait_sock "$T/lan/ctl"; wait_sock "$T/wan/ctl"
+filo_run() { # filo_run [ROUTER FLAGS...] -> one Gbit/s figure per run, median printed
+  "$FILO" router --vnl "vde://$T/lan" --conf ip=10.81.0.1/24 --vnl "vde://$T/wan" --conf ip=10.82.0.1/24 \
+    -M "$T/r.mgmt" -d -p "$T/router.pid" "$@"
+  wait_sock "$T/r.mgmt"
+  local server_gw=(--gw 10.82.0.1)
+  [ "$*" = "--masquerade vde1" ] && server_gw=()
+  local out=()
+  for _ in $(seq "$RUNS"); do
+    # The same MAC every run: the router's neighbour cache stays right across server restarts.
+    "$FILO" ns --ip 10.82.0.10/24 "${server_gw[@]}" --conf mac=02:00:00:00:82:0a "vde://$T/wan" -- iperf3 -s -1 >/dev/null 2>&1 &
+    local server=$!; PIDS+=("$server")
+    sleep 1
+    out+=("$(measure "$FILO" ns --ip 10.81.0.10/24 --gw 10.81.0.1 --conf mac=02:00:00:00:81:0a "vde://$T/lan" --)")
+    wait "$server" || true
+  done
+  for _ in $(seq 50); do [ -s "$T/router.pid" ] && break; sleep 0.1; done
+  kill "$(cat "$T/router.pid")"
+  for _ in $(seq 50); do [ -e "$T/r.mgmt" ] || break; sleep 0.1; done
+  printf '%s\n' "${out[@]}" | median
+}
+FILO_FWD=$(filo_run)
+FILO_NAT=$(filo_run --masquerade vde1)
+
+# --- kernel: veth pairs to a router namespace
+for n in "$C" "$R" "$S"; do ip netns add "$n"; ip -n "$n" link set lo up; done
+ip link add "c-$$" netns "$C" type veth peer name "rc-$$" netns "$R"
+ip link add "s-$$" netns "$S" type veth peer name "rs-$$" netns "$R"
+ip -n "$C" addr add 10.81.0.10/24 dev "c-$$"; ip -n "$C" link set "c-$$" up
+ip -n "$C" route add default via 10.81.0.1
+ip -n "$R" addr add 10.81.0.1/24 dev "rc-$$"; ip -n "$R" link set "rc-$$" up
+ip -n "$R" addr add 10.82.0.1/24 dev "rs-$$"; ip -n "$R" link set "rs-$$" up
+ip -n "$S" addr add 10.82.0.10/24 dev "s-$$"; ip -n "$S" link set "s-$$" up
+ip netns exec "$R" sysctl -qw net.ipv4.ip_forward=1
+kernel_run() {
+  local out=()
+  for _ in $(seq "$RUNS"); do
+    ip netns exec "$S" iperf3 -s -1 >/dev/null 2>&1 &
+    local server=$!; PIDS+=("$server")
+    sleep 1
+    out+=("$(measure ip netns exec "$C")")
+    wait "$server" || true
+  done
+  printf '%s\n' "${out[@]}" | median
+}
+ip -n "$S" route add default via 10.82.0.1
+KERN_FWD=$(kernel_run)
+ip -n "$S" route del default
+ip netns exec "$R" nft -f - <<EOF
+table ip nat {
+  chain post {
+    type nat hook postrouting priority srcnat;
+    oifname "rs-$$" masquerade
+  }
+}
+EOF
+KERN_NAT=$(kernel_run)
+
+ratio() { python3 -c "print('%.2f' % ($1 / $2 if $2 else 0))"; }
+echo "TCP through a router, Gbit/s (iperf3 ${SECS} s, median of $RUNS runs)"
+printf '  %-34s %8s %8s %8s\n' "" filo kernel ratio
+printf '  %-34s %8s %8s %8s\n' "forwarding" "$FILO_FWD" "$KERN_FWD" "$(ratio "$FILO_FWD" "$KERN_FWD")"
+printf '  %-34s %8s %8s %8s\n' "forwarding + masquerade" "$FILO_NAT" "$KERN_NAT" "$(ratio "$FILO_NAT" "$KERN_NAT")"
+echo "(filo: filo ns on filo switches through filo router; kernel: veth to a namespace with ip_forward=1, nftables masquerade)"

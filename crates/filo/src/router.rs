@@ -1,0 +1,393 @@
+//! `filo router`: an IPv4/IPv6 router between VNLs (filo-router's core on plugs), with a
+//! DHCPv4 server and router advertisements on chosen interfaces.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use filo_router::core::IfaceConfig;
+use filo_router::daemon::{Daemon, End};
+use filo_router::{HookPoint, Prefix, Router};
+use filo_vnl::iothconf::IothConf;
+use filo_vnl::OpenOptions;
+
+use crate::sys;
+
+/// A router between virtual networks: IPv4 and IPv6 forwarding, ARP/NDP, ICMP errors
+/// (time exceeded, unreachable, fragmentation needed / packet too big), a DHCPv4 server and
+/// router advertisements.
+#[derive(Args, Debug)]
+#[command(after_long_help = "\
+Interfaces are vde0, vde1, ... in the order of --vnl; the Nth --conf configures the Nth --vnl
+(iothconf items: ip=ADDR/LEN (repeatable), gw=ADDR (a default route), mtu=N, mac=MAC, dns=ADDR
+(handed out by the DHCP server)). Each address makes a connected route.
+
+The router answers ping on its addresses, sends no redirects, decrements TTL / hop limit and
+answers expired, unroutable and too-big packets with ICMP errors, so traceroute, tracepath and
+path-MTU discovery work through it. --masquerade IFACE translates IPv4 leaving on IFACE to
+the router's address there (TCP, UDP, ICMP echo; ICMP errors about those are translated back).
+FILTER RULES (--filter FILE, one a line, # comments; console filter/add RULE, filter/del N):
+  [forward|input] accept|drop|reject [in IFACE] [out IFACE] [from PREFIX] [to PREFIX]
+      [proto tcp|udp|icmp|icmpv6|N] [sport N[-M]] [dport N[-M]] [type N]
+      [state new|established|related[,...]]
+The first rule that matches decides; no match accepts. forward (the default) sees forwarded
+packets, input those for the router. reject answers TCP with a reset, the rest with ICMP
+administratively prohibited. Each rule counts packets and bytes (filter/print). E.g.:
+  accept state established,related
+  reject in vde1 proto tcp dport 23
+  drop in vde1 state new
+
+With -M, `filo console SOCK CMD` runs help, iface/print, route/print, neigh/print,
+leases/print, nat/print, filter/print|add|del and stat (drop counters by reason); add --json
+for JSON.
+
+EXAMPLES:
+  filo router --vnl vde:///tmp/lan --conf ip=10.1.0.1/24,ip=fd01::1/64 \\
+              --vnl vde:///tmp/wan --conf ip=10.9.0.2/24,gw=10.9.0.1 \\
+              --dhcp-server vde0=10.1.0.100-10.1.0.199 --radv vde0 -M /tmp/r.mgmt -d
+  filo router --vnl vde:///tmp/a --conf ip=10.1.0.1/24 --vnl vde:///tmp/b --conf ip=10.2.0.1/24,mtu=1400 \\
+              --route 10.3.0.0/16 via 10.2.0.9
+  filo router --vnl vde:///tmp/lan --conf ip=192.168.7.1/24 --vnl vde:///tmp/wan \\
+              --conf ip=10.9.0.2/24,gw=10.9.0.1 --masquerade vde1 -M /tmp/r.mgmt
+  filo console --json /tmp/r.mgmt route/print")]
+pub struct RouterArgs {
+    /// A network to route on (repeatable): interface vde0, vde1, ... in order.
+    #[arg(long = "vnl", value_name = "VNL", required = true)]
+    vnls: Vec<String>,
+    /// The configuration of the interface of the same rank (ip=ADDR/LEN,gw=ADDR,mtu=N,...).
+    #[arg(long = "conf", value_name = "CONF", value_parser = IothConf::parse)]
+    confs: Vec<IothConf>,
+    /// A static route: PREFIX via ADDR (repeatable), e.g. --route 10.3.0.0/16 via 10.2.0.9.
+    #[arg(long, num_args = 3, value_names = ["PREFIX", "via", "ADDR"])]
+    route: Vec<String>,
+    /// A DHCPv4 server on an interface: IFACE=FIRST-LAST, e.g. vde0=10.1.0.100-10.1.0.199.
+    #[arg(long = "dhcp-server", value_name = "IFACE=FIRST-LAST")]
+    dhcp_server: Vec<String>,
+    /// Keep a DHCP server's leases in a file, IFACE=FILE: loaded at start, written when they
+    /// change, so a restarted router gives clients back their addresses.
+    #[arg(long = "dhcp-leases", value_name = "IFACE=FILE")]
+    dhcp_leases: Vec<String>,
+    /// Router advertisements on an interface (its /64 prefixes for SLAAC, its MTU).
+    #[arg(long, value_name = "IFACE")]
+    radv: Vec<String>,
+    /// IPv4 masquerade on an outgoing interface: what leaves there comes from the router's
+    /// address on it (connection tracking for TCP, UDP and ICMP echo; `nat/print`).
+    #[arg(long, value_name = "IFACE")]
+    masquerade: Vec<String>,
+    /// Packet filter rules, one a line (see below); `filter/add`, `filter/del` change them live.
+    #[arg(long, value_name = "FILE")]
+    filter: Option<PathBuf>,
+    /// Connections the masquerade tracks at most; new ones beyond are refused and counted.
+    #[arg(long, value_name = "N", default_value = "16384")]
+    nat_max: usize,
+    /// Management socket for the console.
+    #[arg(short = 'M', long, value_name = "SOCK")]
+    mgmt: Option<PathBuf>,
+    /// Octal permissions of the management socket.
+    #[arg(long, value_name = "MODE", default_value = "600", value_parser = filo_vnl::parse_octal_mode)]
+    mgmtmode: u32,
+    /// Run in the background.
+    #[arg(short = 'd', long)]
+    daemon: bool,
+    /// Write the process id to FILE.
+    #[arg(short = 'p', long, value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+}
+
+/// A MAC for interface `index`: locally administered, from the process id.
+fn default_mac(index: usize) -> [u8; 6] {
+    let pid = std::process::id().to_be_bytes();
+    [0x02, 0xf1, pid[1], pid[2], pid[3], index as u8]
+}
+
+fn iface_index(router: &Router, name: &str, option: &str) -> Result<usize> {
+    router.iface_by_name(name).with_context(|| {
+        format!(
+            "{option} {name:?}: no such interface (there are vde0..vde{})",
+            router.iface_count().saturating_sub(1)
+        )
+    })
+}
+
+/// Parses `IFACE=FIRST-LAST`.
+fn parse_range(text: &str) -> Result<(String, std::net::Ipv4Addr, std::net::Ipv4Addr)> {
+    let err = || {
+        anyhow::anyhow!(
+            "--dhcp-server {text:?}: expected IFACE=FIRST-LAST, e.g. vde0=10.1.0.100-10.1.0.199"
+        )
+    };
+    let (iface, range) = text.split_once('=').ok_or_else(err)?;
+    let (a, b) = range.split_once('-').ok_or_else(err)?;
+    Ok((
+        iface.to_string(),
+        a.parse().map_err(|_| err())?,
+        b.parse().map_err(|_| err())?,
+    ))
+}
+
+/// The router the command line describes.
+fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
+    if args.confs.len() > args.vnls.len() {
+        bail!(
+            "{} --conf for {} --vnl: give one --conf per --vnl, in the same order",
+            args.confs.len(),
+            args.vnls.len()
+        );
+    }
+    let mut router = Router::new(now);
+    let mut gateways = Vec::new();
+    for (i, _) in args.vnls.iter().enumerate() {
+        let conf = args.confs.get(i).cloned().unwrap_or_default();
+        if conf.dhcp || conf.slaac {
+            bail!("--conf of vde{i}: a router's addresses are static (no dhcp, slaac)");
+        }
+        let mut c = IfaceConfig::new(
+            &format!("vde{i}"),
+            conf.mac.unwrap_or_else(|| default_mac(i)),
+        );
+        for a in &conf.addrs {
+            if a.iface.is_some_and(|n| usize::from(n) != i) {
+                bail!("--conf of vde{i}: {a} names another interface");
+            }
+            c.addrs.push((a.ip, a.prefix));
+        }
+        if let Some(mtu) = conf.mtu {
+            c.mtu = u16::try_from(mtu)
+                .with_context(|| format!("--conf of vde{i}: mtu={mtu} is over 65535"))?;
+        }
+        router
+            .add_iface(c)
+            .with_context(|| format!("--conf of vde{i}"))?;
+        gateways.extend(conf.gateways.iter().copied());
+    }
+    for gw in gateways {
+        router
+            .add_route(Prefix::default_for(gw), gw)
+            .with_context(|| format!("gw={gw}"))?;
+    }
+    for r in args.route.chunks(3) {
+        let [prefix, via, addr] = r else {
+            bail!("--route: expected PREFIX via ADDR");
+        };
+        if via != "via" {
+            bail!("--route {prefix} {via} {addr}: expected PREFIX via ADDR");
+        }
+        let prefix: Prefix = if prefix == "default" {
+            let a: IpAddr = addr
+                .parse()
+                .with_context(|| format!("--route: {addr:?} is not an address"))?;
+            Prefix::default_for(a)
+        } else {
+            prefix.parse().with_context(|| "--route")?
+        };
+        let gw: IpAddr = addr
+            .parse()
+            .with_context(|| format!("--route {prefix} via {addr:?}: not an address"))?;
+        if gw.is_ipv4() != prefix.addr().is_ipv4() {
+            bail!("--route {prefix} via {gw}: the gateway is of the other address family");
+        }
+        router
+            .add_route(prefix, gw)
+            .with_context(|| format!("--route {prefix} via {gw}"))?;
+    }
+    for text in &args.dhcp_server {
+        let (name, first, last) = parse_range(text)?;
+        let i = iface_index(&router, &name, "--dhcp-server")?;
+        let conf = args.confs.get(i).cloned().unwrap_or_default();
+        let Some((ip, len)) = conf.addrs.iter().find_map(|a| match a.ip {
+            IpAddr::V4(v4) => Some((v4, a.prefix)),
+            _ => None,
+        }) else {
+            bail!(
+                "--dhcp-server {text}: {name} has no IPv4 address (give it one with --conf ip=...)"
+            );
+        };
+        let mut cfg = filo_dhcp::server::Config::new(ip, len, first, last);
+        cfg.dns = conf
+            .dns
+            .iter()
+            .filter_map(|d| match d {
+                IpAddr::V4(a) => Some(*a),
+                _ => None,
+            })
+            .collect();
+        cfg.domain = conf.domain.clone();
+        router
+            .set_dhcp_server(i, cfg)
+            .with_context(|| format!("--dhcp-server {text}"))?;
+    }
+    for name in &args.radv {
+        let i = iface_index(&router, name, "--radv")?;
+        router
+            .set_advertiser(now, i, None)
+            .with_context(|| format!("--radv {name}"))?;
+    }
+    let names: Vec<String> = (0..router.iface_count())
+        .map(|i| format!("vde{i}"))
+        .collect();
+    let mut filter = filo_router::filter::Filter::new(names);
+    if let Some(path) = &args.filter {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--filter {}: cannot read it", path.display()))?;
+        filter
+            .load(&text)
+            .map_err(|e| anyhow::anyhow!("--filter {}: {e}", path.display()))?;
+    }
+    router.add_hook(&[HookPoint::Forward, HookPoint::Input], Box::new(filter));
+    for name in &args.masquerade {
+        let i = iface_index(&router, name, "--masquerade")?;
+        let Some(addr) = router.iface_config(i).and_then(|c| {
+            c.addrs.iter().find_map(|(a, _)| match a {
+                IpAddr::V4(a) => Some(*a),
+                _ => None,
+            })
+        }) else {
+            bail!("--masquerade {name}: {name} has no IPv4 address to masquerade as");
+        };
+        let mut c = filo_router::nat::Config::new(i, addr);
+        c.max_conns = args.nat_max;
+        router.add_hook(
+            &[HookPoint::Prerouting, HookPoint::Postrouting],
+            Box::new(filo_router::nat::Masquerade::new(c)),
+        );
+    }
+    Ok(router)
+}
+
+pub fn run(args: RouterArgs) -> Result<ExitCode> {
+    let now = Instant::now();
+    let router = build(&args, now)?;
+    if args.daemon {
+        crate::plug::RemoveOnDrop::refuse_existing(args.pidfile.as_deref())?;
+    }
+    let options = OpenOptions {
+        description: "filo-router:".into(),
+        ..Default::default()
+    };
+    let mut plugs = Vec::new();
+    for (i, v) in args.vnls.iter().enumerate() {
+        plugs.push(
+            options
+                .open(v)
+                .with_context(|| format!("vde{i}: cannot open {v}"))?,
+        );
+    }
+    let mgmt = args
+        .mgmt
+        .clone()
+        .map(|p| (std::path::absolute(&p).unwrap_or(p), args.mgmtmode));
+    let mut daemon = Daemon::new(router, plugs, mgmt)?;
+    for text in &args.dhcp_leases {
+        let Some((name, file)) = text.split_once('=') else {
+            bail!("--dhcp-leases {text:?}: expected IFACE=FILE, e.g. vde0=/var/lib/filo/leases");
+        };
+        let i = iface_index(daemon.router(), name, "--dhcp-leases")?;
+        let file = std::path::absolute(file).unwrap_or_else(|_| PathBuf::from(file));
+        let errors = daemon
+            .keep_leases(i, file.clone())
+            .with_context(|| format!("--dhcp-leases {text}"))?;
+        for e in errors {
+            eprintln!("filo router: {}: not loaded: {e}", file.display());
+        }
+    }
+    let pidfile = args
+        .pidfile
+        .clone()
+        .map(|p| std::path::absolute(&p).unwrap_or(p));
+    if args.daemon {
+        sys::daemonize().context("cannot run in the background")?;
+    }
+    let _pid = crate::plug::RemoveOnDrop::pidfile(pidfile.as_deref())?;
+    match daemon.run_and_save(&sys::STOP)? {
+        End::Hangup(why) => eprintln!("filo router: {why}"),
+        End::Shutdown => eprintln!("filo router: shut down from the console"),
+        End::Stopped => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: RouterArgs,
+    }
+
+    fn build_from(argv: &[&str]) -> Result<Router> {
+        let t = T::try_parse_from(std::iter::once("t").chain(argv.iter().copied()))?;
+        build(&t.a, Instant::now())
+    }
+
+    #[test]
+    fn the_command_line_becomes_interfaces_routes_and_servers() {
+        let r = build_from(&[
+            "--vnl",
+            "vde:///x",
+            "--conf",
+            "ip=10.1.0.1/24,ip=fd01::1/64",
+            "--vnl",
+            "vde:///y",
+            "--conf",
+            "ip=10.9.0.2/24,gw=10.9.0.1,mtu=1400",
+            "--route",
+            "10.3.0.0/16",
+            "via",
+            "10.9.0.7",
+            "--dhcp-server",
+            "vde0=10.1.0.100-10.1.0.199",
+            "--radv",
+            "vde0",
+        ])
+        .unwrap();
+        let routes: Vec<String> = r
+            .routes()
+            .map(|r| format!("{} {:?} {}", r.prefix, r.via, r.iface))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "fd01::/64 None 0",
+                "10.1.0.0/24 None 0",
+                "10.9.0.0/24 None 1",
+                "10.3.0.0/16 Some(10.9.0.7) 1",
+                "0.0.0.0/0 Some(10.9.0.1) 1",
+            ]
+        );
+        assert_eq!(r.iface_config(1).unwrap().mtu, 1400);
+        assert!(r.dhcp_server(0).is_some());
+    }
+
+    #[test]
+    fn bad_command_lines_say_what_is_wrong() {
+        let cases: [(&str, &str); 5] = [
+            ("--dhcp-server vde3=10.1.0.5-10.1.0.9", "no such interface"),
+            ("--dhcp-server vde0=10.1.0.5", "IFACE=FIRST-LAST"),
+            (
+                "--route 10.3.0.0/16 via 10.2.0.1",
+                "on no interface's subnet",
+            ),
+            ("--dhcp-server vde0=10.2.0.5-10.2.0.9", "--dhcp-server"),
+            ("--masquerade vde0 --conf dhcp", "one --conf per --vnl"),
+        ];
+        for (extra, expected) in cases {
+            let mut argv = vec!["--vnl", "a", "--conf", "ip=10.1.0.1/24"];
+            argv.extend(extra.split(' '));
+            let m = format!("{:#}", build_from(&argv).err().expect("an error"));
+            assert!(m.contains(expected), "{extra}: {m}");
+        }
+        let m = format!(
+            "{:#}",
+            build_from(&["--vnl", "a", "--conf", "dhcp"])
+                .err()
+                .expect("an error")
+        );
+        assert!(m.contains("static"), "{m}");
+    }
+}

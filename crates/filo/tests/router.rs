@@ -1,0 +1,397 @@
+//! `filo router` between two filo switches, with kernel namespaces (`filo ns`) on each side
+//! running real programs: ping, curl against python's http.server, tracepath, and
+//! `filo ns --dhcp` / `--slaac` configured by the router's own DHCP server and RAs.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use filo_test_support::*;
+
+const FILO: &str = env!("CARGO_BIN_EXE_filo");
+const T: Duration = Duration::from_secs(30);
+
+/// Runs `filo ns ARGS` to completion: (exit code, stdout, stderr).
+fn ns_out(args: &[&str]) -> (i32, String, String) {
+    let mut c = Command::new(FILO);
+    c.arg("ns")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (status, out, err) = Proc::spawn(&mut c).output(Duration::from_secs(60));
+    (status.code().unwrap_or(-1), out, err)
+}
+
+fn ns_bg(args: &[&str]) -> Proc {
+    let mut c = Command::new(FILO);
+    c.arg("ns")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    Proc::spawn(&mut c)
+}
+
+/// Two switches (LAN, WAN) and `filo router` between them: vde0 on the LAN 10.71.0.1/24,
+/// fd71::1/64 (DHCP server, RAs); vde1 on the WAN 10.72.0.2/24, fd72::2/64, MTU 1400.
+struct Net {
+    tmp: TempDir,
+    lan: FiloSwitch,
+    wan: FiloSwitch,
+    router: Proc,
+    extra: Vec<String>,
+    mgmt: PathBuf,
+}
+
+impl Net {
+    fn start() -> Net {
+        Net::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Net {
+        let tmp = TempDir::new("filo-router");
+        let lan = FiloSwitch::start(FILO, &tmp, "lan", &[]);
+        let wan = FiloSwitch::start(FILO, &tmp, "wan", &[]);
+        let mgmt = tmp.join("r.mgmt");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let router = Net::spawn_router(&lan, &wan, &mgmt, &extra);
+        Net {
+            tmp,
+            lan,
+            wan,
+            router,
+            extra,
+            mgmt,
+        }
+    }
+
+    fn spawn_router(lan: &FiloSwitch, wan: &FiloSwitch, mgmt: &PathBuf, extra: &[String]) -> Proc {
+        let mut c = Command::new(FILO);
+        c.args([
+            "router",
+            "--vnl",
+            &lan.vnl(),
+            "--conf",
+            "ip=10.71.0.1/24,ip=fd71::1/64",
+        ])
+        .args([
+            "--vnl",
+            &wan.vnl(),
+            "--conf",
+            "ip=10.72.0.2/24,ip=fd72::2/64,mtu=1400",
+        ])
+        .args([
+            "--dhcp-server",
+            "vde0=10.71.0.100-10.71.0.199",
+            "--radv",
+            "vde0",
+            "-M",
+        ])
+        .arg(mgmt)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(test_log());
+        let router = Proc::spawn(&mut c);
+        assert!(wait_until(T, || mgmt.exists()), "the router did not start");
+        router
+    }
+
+    /// Stops the router (SIGTERM) and starts it again with the same flags.
+    fn restart_router(&mut self) {
+        assert!(self.router.terminate(T).success());
+        assert!(
+            !self.mgmt.exists(),
+            "the management socket outlived the router"
+        );
+        self.router = Net::spawn_router(&self.lan, &self.wan, &self.mgmt, &self.extra);
+    }
+
+    /// `sh -c SCRIPT` on a LAN host 10.71.0.10 routed through the router.
+    fn lan_host(&self, script: &str) -> (i32, String, String) {
+        ns_out(&[
+            "--ip",
+            "10.71.0.10/24",
+            "--gw",
+            "10.71.0.1",
+            &self.lan.vnl(),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+    }
+
+    /// A server on the WAN: 10.72.0.10, fd72::10, python's http.server on port 8000.
+    fn server(&self) -> Proc {
+        self.server_with(&["--gw", "10.72.0.2", "--gw", "fd72::2"])
+    }
+
+    /// The server with `extra` network flags; its request log goes to `access.log`.
+    fn server_with(&self, extra: &[&str]) -> Proc {
+        std::fs::write(self.tmp.join("hello.txt"), "hello across the router\n").unwrap();
+        let dir = self.tmp.path().to_string_lossy().into_owned();
+        let log = self.tmp.join("access.log");
+        let script = format!(
+            "exec python3 -m http.server -d {dir} 8000 2>{}",
+            log.display()
+        );
+        let mut args = vec!["--ip", "10.72.0.10/24", "--ip", "fd72::10/64"];
+        args.extend(extra);
+        let vnl = self.wan.vnl();
+        args.extend([vnl.as_str(), "--", "sh", "-c", &script]);
+        let p = ns_bg(&args);
+        // Reachable from the WAN side itself before anything crosses the router.
+        let ok = wait_until(T, || {
+            ns_out(&[
+                "--ip",
+                "10.72.0.11/24",
+                &self.wan.vnl(),
+                "--",
+                "curl",
+                "-s",
+                "-m",
+                "2",
+                "http://10.72.0.10:8000/hello.txt",
+            ])
+            .0 == 0
+        });
+        assert!(ok, "the server did not come up");
+        p
+    }
+}
+
+#[test]
+fn ping_curl_ttl_expiry_and_path_mtu_across_the_router() {
+    for p in ["ping", "curl", "python3", "tracepath"] {
+        require(p);
+    }
+    let net = Net::start();
+    let _server = net.server();
+    let script = "ping -c 3 -i 0.2 -W 2 10.72.0.10; echo ping=$?; \
+                  curl -s -m 5 http://10.72.0.10:8000/hello.txt; \
+                  ping -c 1 -t 1 -W 2 10.72.0.10; \
+                  ping -c 1 -W 2 -M do -s 1450 10.72.0.10; \
+                  ping -c 1 -W 2 -M do -s 1450 10.72.0.10; \
+                  tracepath -n 10.72.0.10; \
+                  ping -c 1 -W 2 10.99.0.1; true";
+    let (code, out, err) = net.lan_host(script);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("3 packets transmitted, 3 received"), "{out}");
+    assert!(out.contains("ping=0"), "{out}");
+    assert!(out.contains("hello across the router"), "curl: {out}");
+    assert!(
+        out.contains("From 10.71.0.1 icmp_seq=1 Time to live exceeded"),
+        "ttl: {out}"
+    );
+    assert!(
+        out.contains("mtu = 1400") || out.contains("mtu=1400"),
+        "pmtu: {out}"
+    );
+    assert!(out.contains("pmtu 1400"), "tracepath: {out}");
+    assert!(out.contains("1:  10.71.0.1"), "tracepath hop: {out}");
+    assert!(
+        out.contains("Destination Net Unreachable"),
+        "no route: {out}"
+    );
+    let stat = console(&net.mgmt, "stat");
+    let count = |name: &str| -> u64 {
+        let line = format!("drop {name} ");
+        stat.lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {stat}"))
+    };
+    // ping -t 1 and tracepath's first hop.
+    assert!(count("ttl_exceeded") >= 2, "{stat}");
+    assert_eq!(count("no_route"), 1, "{stat}");
+    assert!(count("too_big") >= 1, "{stat}");
+    let routes = console(&net.mgmt, "route/print");
+    assert!(
+        routes.contains("10.72.0.0/24 dev vde1 connected"),
+        "{routes}"
+    );
+}
+
+#[test]
+fn dhcp_lease_and_slaac_from_the_router_then_ipv6_across() {
+    require("ping");
+    require("python3");
+    require("curl");
+    let net = Net::start();
+    let _server = net.server();
+    let (code, out, err) = ns_out(&[
+        "--dhcp",
+        "--slaac",
+        &net.lan.vnl(),
+        "--",
+        "sh",
+        "-c",
+        "ip -4 -br addr show vde0; ip -6 -br addr show vde0 scope global; ip route show default; \
+         ping -c 2 -i 0.2 -W 2 10.72.0.10; ping -6 -c 2 -i 0.2 -W 2 fd72::10; \
+         ping -6 -c 1 -W 2 -M do -s 1400 fd72::10; ping -6 -c 1 -t 1 -W 2 fd72::10; true",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("10.71.0.1"), "no lease: {out}");
+    assert!(out.contains("default via 10.71.0.1 dev vde0"), "{out}");
+    assert!(out.contains("fd71::"), "no SLAAC address: {out}");
+    assert_eq!(
+        out.matches("2 packets transmitted, 2 received").count(),
+        2,
+        "{out}"
+    );
+    assert!(
+        out.contains("Packet too big: mtu=1400"),
+        "IPv6 path MTU: {out}"
+    );
+    assert!(
+        out.contains("Time exceeded: Hop limit"),
+        "IPv6 hop limit: {out}"
+    );
+    let leases = console(&net.mgmt, "leases/print");
+    assert!(
+        leases.contains("10.71.0.1") && leases.contains("dev vde0"),
+        "{leases}"
+    );
+}
+
+#[test]
+fn masquerade_hides_the_lan_behind_the_routers_wan_address() {
+    require("ping");
+    require("python3");
+    require("curl");
+    let net = Net::start_with(&["--masquerade", "vde1"]);
+    // No route back to the LAN: only translated packets can be answered.
+    let _server = net.server_with(&[]);
+    let (code, out, err) = net.lan_host(
+        "curl -s -m 5 http://10.72.0.10:8000/hello.txt; ping -c 2 -i 0.2 -W 2 10.72.0.10",
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("hello across the router"), "{out}");
+    assert!(out.contains("2 packets transmitted, 2 received"), "{out}");
+    let log = std::fs::read_to_string(net.tmp.join("access.log")).unwrap();
+    let from: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("GET /hello.txt"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    // The WAN side's own check came from 10.72.0.11; the LAN host's request from the router.
+    assert!(from.contains(&"10.72.0.2"), "{log}");
+    assert!(!from.contains(&"10.71.0.10"), "{log}");
+    let nat = console(&net.mgmt, "nat/print");
+    assert!(nat.contains("tcp 10.71.0.10:"), "{nat}");
+    assert!(nat.contains("-> 10.72.0.10:8000 as 10.72.0.2:"), "{nat}");
+    assert!(nat.contains("icmp 10.71.0.10:"), "{nat}");
+    assert!(nat.contains("refused 0"), "{nat}");
+}
+
+#[test]
+fn the_filter_rejects_drops_and_lets_established_traffic_through_with_counters() {
+    require("curl");
+    require("python3");
+    require("ping");
+    let tmp = TempDir::new("filo-router-rules");
+    let rules = tmp.join("rules");
+    std::fs::write(
+        &rules,
+        "# LAN to WAN\nreject in vde0 proto tcp dport 8001\ndrop in vde0 proto tcp dport 8002\n\
+         accept state established,related\ndrop in vde1 state new\n",
+    )
+    .unwrap();
+    let net = Net::start_with(&["--filter", rules.to_str().unwrap()]);
+    let _server = net.server();
+    let (code, out, err) = net.lan_host(
+        "curl -s -m 5 http://10.72.0.10:8000/hello.txt; \
+         curl -s -m 5 http://10.72.0.10:8001/; echo rejected=$?; \
+         curl -s -m 2 http://10.72.0.10:8002/; echo dropped=$?",
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("hello across the router"), "{out}");
+    // 7: connection refused (the reset); 28: timed out.
+    assert!(out.contains("rejected=7"), "{out}");
+    assert!(out.contains("dropped=28"), "{out}");
+    // New connections from the WAN are dropped.
+    let (_, out, _) = ns_out(&[
+        "--ip",
+        "10.72.0.12/24",
+        "--gw",
+        "10.72.0.2",
+        &net.wan.vnl(),
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        "10.71.0.10",
+    ]);
+    assert!(out.contains("1 packets transmitted, 0 received"), "{out}");
+    let rules = console(&net.mgmt, "filter/print");
+    let count = |n: usize| -> u64 {
+        let line = rules
+            .lines()
+            .find(|l| l.starts_with(&format!("{n} ")))
+            .unwrap_or_else(|| panic!("no rule {n}: {rules}"));
+        line.split(" packets ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap()
+    };
+    assert_eq!(count(1), 1, "one SYN rejected: {rules}");
+    assert!(count(2) >= 2, "the SYN and its retries: {rules}");
+    assert!(count(3) >= 4, "the established HTTP exchange: {rules}");
+    assert_eq!(count(4), 1, "the ping from the WAN: {rules}");
+    // Live changes: a rule for the router's own input, a bad number, a bad rule.
+    let added = console(&net.mgmt, "filter/add input drop in vde1 proto icmp");
+    assert!(added.contains("rule 5 added"), "{added}");
+    let deleted = console(&net.mgmt, "filter/del 9");
+    assert!(deleted.contains("1022"), "{deleted}");
+    let bad = console(&net.mgmt, "filter/add drop frm 10.0.0.0/8");
+    assert!(bad.contains("\"frm\""), "{bad}");
+    let (_, out, _) = ns_out(&[
+        "--ip",
+        "10.72.0.12/24",
+        &net.wan.vnl(),
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        "10.72.0.2",
+    ]);
+    assert!(out.contains("1 packets transmitted, 0 received"), "{out}");
+    assert!(
+        console(&net.mgmt, "filter/print").contains("5 input drop in vde1 proto icmp packets 1 ")
+    );
+}
+
+#[test]
+fn leases_survive_a_router_restart() {
+    let tmp = TempDir::new("filo-router-leases");
+    let file = tmp.join("leases");
+    let keep = format!("vde0={}", file.display());
+    let mut net = Net::start_with(&["--dhcp-leases", &keep]);
+    let lan = net.lan.vnl();
+    let lease = |mac: &str| {
+        let conf = format!("mac={mac},dhcp");
+        let (code, out, err) = ns_out(&[
+            "--conf", &conf, &lan, "--", "ip", "-4", "-br", "addr", "show", "vde0",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        out.split_whitespace()
+            .find(|w| w.starts_with("10.71.0."))
+            .unwrap_or_else(|| panic!("no lease: {out}"))
+            .to_string()
+    };
+    let a = lease("02:00:00:00:71:0a");
+    assert_eq!(a, "10.71.0.100/24");
+    net.restart_router();
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("02:00:00:00:71:0a 10.71.0.100"), "{text}");
+    // Another client first: the restarted router knows .100 is taken.
+    assert_eq!(lease("02:00:00:00:71:0b"), "10.71.0.101/24");
+    assert_eq!(lease("02:00:00:00:71:0a"), "10.71.0.100/24");
+}

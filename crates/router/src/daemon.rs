@@ -1,0 +1,351 @@
+//! The router daemon: one plug per interface joined through the [`Router`] core, with a
+//! management console on a UNIX socket. One `poll` loop: plugs in (batches), core, plugs out;
+//! time is read once per turn. A frame for a plug that would block waits in a bounded
+//! backlog; beyond it, it is dropped and counted (`stat`: `drop tx_queue_full`).
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use filo_vnl::mgmt::Conn;
+use filo_vnl::sys::{self, PollEntry};
+use filo_vnl::{FrameBatch, Plug};
+
+use crate::console::{self, DriverStats, Effect};
+use crate::core::Router;
+
+/// Frames waiting per plug that would block.
+const BACKLOG: usize = 1024;
+const BATCH: usize = 64;
+
+/// Why the daemon stopped.
+#[derive(Debug)]
+pub enum End {
+    /// A plug's other side went away.
+    Hangup(String),
+    /// `shutdown` on the console.
+    Shutdown,
+    /// The stop flag (a signal).
+    Stopped,
+}
+
+pub struct Daemon {
+    router: Router,
+    plugs: Vec<Plug>,
+    backlog: Vec<VecDeque<Vec<u8>>>,
+    mgmt: Option<(UnixListener, PathBuf)>,
+    conns: Vec<Conn<()>>,
+    batch: FrameBatch,
+    stats: DriverStats,
+    /// Lease files by interface, with what was last written to each.
+    lease_files: Vec<(usize, PathBuf, String)>,
+    next_lease_save: Instant,
+}
+
+/// How often changed leases are written to their files (and once more at exit).
+const LEASE_SAVE: Duration = Duration::from_secs(2);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Daemon {
+    /// `plugs[i]` is interface `i` of `router`.
+    pub fn new(
+        router: Router,
+        plugs: Vec<Plug>,
+        mgmt: Option<(PathBuf, u32)>,
+    ) -> io::Result<Daemon> {
+        let mgmt = match mgmt {
+            Some((path, mode)) => Some((filo_vnl::mgmt::listen(&path, mode)?, path)),
+            None => None,
+        };
+        Ok(Daemon {
+            router,
+            backlog: plugs.iter().map(|_| VecDeque::new()).collect(),
+            plugs,
+            mgmt,
+            conns: Vec::new(),
+            batch: FrameBatch::new(BATCH),
+            stats: DriverStats::default(),
+            lease_files: Vec::new(),
+            next_lease_save: Instant::now(),
+        })
+    }
+
+    /// Keeps the leases of `iface`'s DHCP server in `path`: loads what is there now (lines that
+    /// cannot be loaded are returned as `LINE: why`), then writes changes every
+    /// [`LEASE_SAVE`] and at exit, through a temporary file renamed over it.
+    pub fn keep_leases(&mut self, iface: usize, path: PathBuf) -> io::Result<Vec<String>> {
+        let now = Instant::now();
+        let clock = self.router.server_clock(now);
+        let Some(server) = self.router.dhcp_server_mut(iface) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("vde{iface} has no DHCP server"),
+            ));
+        };
+        let errors = match fs::read_to_string(&path) {
+            Ok(text) => server.load_leases(&text, clock, unix_now()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        };
+        self.lease_files.push((iface, path, String::new()));
+        Ok(errors.iter().map(|e| e.to_string()).collect())
+    }
+
+    fn save_leases(&mut self, now: Instant) {
+        let clock = self.router.server_clock(now);
+        let unix = unix_now();
+        for (iface, path, last) in self.lease_files.iter_mut() {
+            let Some(server) = self.router.dhcp_server(*iface) else {
+                continue;
+            };
+            // Compared without the expiry column, which moves with the clock's rounding.
+            let text = server.save_leases(clock, unix);
+            let key: String = text
+                .lines()
+                .map(|l| l.split_once(' ').map_or(l, |(_, r)| r))
+                .collect();
+            if key == *last {
+                continue;
+            }
+            let tmp = path.with_extension("tmp");
+            match fs::write(&tmp, &text).and_then(|()| fs::rename(&tmp, &*path)) {
+                Ok(()) => *last = key,
+                Err(e) => tracing::warn!("{}: leases not saved: {e}", path.display()),
+            }
+        }
+    }
+
+    /// [`Daemon::run`], then the leases written a last time.
+    pub fn run_and_save(&mut self, stop: &AtomicBool) -> io::Result<End> {
+        let end = self.run(stop);
+        self.save_leases(Instant::now());
+        end
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Runs until a plug hangs up, `shutdown`, or `stop`.
+    pub fn run(&mut self, stop: &AtomicBool) -> io::Result<End> {
+        let mut entries: Vec<PollEntry> = Vec::new();
+        let n = self.plugs.len();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(End::Stopped);
+            }
+            let now = Instant::now();
+            self.router.handle_timeout(now);
+            self.transmit();
+            if !self.lease_files.is_empty() && now >= self.next_lease_save {
+                self.save_leases(now);
+                self.next_lease_save = now + LEASE_SAVE;
+            }
+            entries.clear();
+            let mut timeout = Duration::from_millis(500);
+            if let Some(at) = self.router.poll_at() {
+                timeout = timeout.min(at.saturating_duration_since(now));
+            }
+            for i in 0..n {
+                if self.plugs[i].has_pending_input() {
+                    timeout = Duration::ZERO;
+                }
+                entries.push(PollEntry::new(
+                    self.plugs[i].data_fd().as_raw_fd(),
+                    true,
+                    false,
+                ));
+                let want_write = !self.backlog[i].is_empty() || self.plugs[i].has_pending_output();
+                entries.push(PollEntry::new(
+                    self.plugs[i].write_fd().as_raw_fd(),
+                    false,
+                    want_write,
+                ));
+            }
+            let ctl: Vec<(usize, RawFd)> = (0..n)
+                .filter_map(|i| self.plugs[i].ctl_fd().map(|fd| (i, fd.as_raw_fd())))
+                .collect();
+            for &(_, fd) in &ctl {
+                entries.push(PollEntry::new(fd, true, false));
+            }
+            let mgmt_at = entries.len();
+            if let Some((l, _)) = &self.mgmt {
+                entries.push(PollEntry::new(l.as_raw_fd(), true, false));
+            }
+            let conns_at = entries.len();
+            for c in &self.conns {
+                entries.push(PollEntry::new(c.fd(), true, c.has_output()));
+            }
+            sys::poll(&mut entries, Some(timeout))?;
+            let now = Instant::now();
+            for (k, &(i, _)) in ctl.iter().enumerate() {
+                let e = entries[2 * n + k].ready;
+                if e.readable || e.hangup {
+                    return Ok(End::Hangup(format!(
+                        "{}: the switch closed the connection",
+                        self.plugs[i].name()
+                    )));
+                }
+            }
+            for i in 0..n {
+                if entries[2 * i + 1].ready.writable {
+                    self.flush_backlog(i);
+                }
+                let r = entries[2 * i].ready;
+                if r.readable || r.hangup || self.plugs[i].has_pending_input() {
+                    if let Some(end) = self.read_plug(i, now) {
+                        return Ok(end);
+                    }
+                }
+            }
+            self.transmit();
+            if self.mgmt.is_some() && entries.get(mgmt_at).is_some_and(|e| e.ready.readable) {
+                self.accept();
+            }
+            let ready: Vec<bool> = entries[conns_at..]
+                .iter()
+                .map(|e| e.ready.readable || e.ready.writable || e.ready.hangup)
+                .collect();
+            if let Some(end) = self.serve_consoles(&ready, now) {
+                return Ok(end);
+            }
+        }
+    }
+
+    fn read_plug(&mut self, i: usize, now: Instant) -> Option<End> {
+        for _ in 0..4 {
+            match self.plugs[i].recv_batch(&mut self.batch) {
+                Ok(k) => {
+                    for f in self.batch.frames() {
+                        self.router.handle_frame(now, i, f);
+                    }
+                    if k < BATCH {
+                        return None;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) => return Some(End::Hangup(format!("{}: {e}", self.plugs[i].name()))),
+            }
+        }
+        None
+    }
+
+    /// Everything the core has to send, batched per plug.
+    fn transmit(&mut self) {
+        let mut per: Vec<Vec<Vec<u8>>> = self.plugs.iter().map(|_| Vec::new()).collect();
+        while let Some((i, f)) = self.router.poll_transmit() {
+            if let Some(q) = per.get_mut(i) {
+                q.push(f);
+            }
+        }
+        for (i, frames) in per.into_iter().enumerate() {
+            if frames.is_empty() {
+                continue;
+            }
+            let mut sent = 0;
+            if self.backlog[i].is_empty() {
+                let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+                while sent < refs.len() {
+                    match self.plugs[i].send_batch(&refs[sent..]) {
+                        Ok(k) => sent += k.max(1),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            tracing::warn!("{}: frames not sent: {e}", self.plugs[i].name());
+                            sent = refs.len();
+                        }
+                    }
+                }
+            }
+            for f in frames.into_iter().skip(sent) {
+                if self.backlog[i].len() >= BACKLOG {
+                    self.stats.tx_dropped += 1;
+                } else {
+                    self.backlog[i].push_back(f);
+                }
+            }
+        }
+    }
+
+    fn flush_backlog(&mut self, i: usize) {
+        if self.plugs[i].has_pending_output() {
+            if let Err(e) = self.plugs[i].flush() {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    return;
+                }
+            }
+        }
+        while let Some(f) = self.backlog[i].front() {
+            match self.plugs[i].send(f) {
+                Ok(()) => {
+                    self.backlog[i].pop_front();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!("{}: frame not sent: {e}", self.plugs[i].name());
+                    self.backlog[i].pop_front();
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        let Some((l, _)) = &self.mgmt else { return };
+        while let Ok((s, _)) = l.accept() {
+            if s.set_nonblocking(true).is_err() || self.conns.len() >= 64 {
+                continue;
+            }
+            let mut c = Conn::socket(s);
+            c.queue_output(console::greeting().as_bytes());
+            self.conns.push(c);
+        }
+    }
+
+    fn serve_consoles(&mut self, ready: &[bool], now: Instant) -> Option<End> {
+        let mut shutdown = false;
+        let mut closed = Vec::new();
+        for (k, conn) in self.conns.iter_mut().enumerate() {
+            if !ready.get(k).copied().unwrap_or(false) {
+                continue;
+            }
+            conn.try_flush();
+            let open = conn.fill();
+            while let Some(line) = conn.next_line() {
+                let (text, effect) = console::execute(&mut self.router, now, &line, &self.stats);
+                conn.queue_output(text.as_bytes());
+                match effect {
+                    Effect::None => {}
+                    Effect::Logout => closed.push(k),
+                    Effect::Shutdown => shutdown = true,
+                }
+            }
+            if !open || conn.broken {
+                closed.push(k);
+            }
+        }
+        closed.sort_unstable();
+        closed.dedup();
+        for k in closed.into_iter().rev() {
+            let mut c = self.conns.remove(k);
+            c.flush_blocking_briefly();
+        }
+        shutdown.then_some(End::Shutdown)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some((_, path)) = &self.mgmt {
+            let _ = fs::remove_file(path);
+        }
+    }
+}

@@ -1,0 +1,753 @@
+//! IPv4 masquerade with connection tracking, as a [`Hook`] at POSTROUTING (the source of
+//! packets leaving on the outgoing interface becomes the router's address there, the source
+//! port or ICMP echo identifier a free one) and PREROUTING (replies get the original
+//! destination back). ICMP errors about a translated connection that come back (time
+//! exceeded, fragmentation needed) get their quoted header translated too, so traceroute and
+//! path-MTU discovery work through the NAT.
+//!
+//! Connections are TCP (states from the flags: SYN sent, established, closing, closed), UDP
+//! (unreplied, replied) and ICMP echo, each with a timeout; the table holds at most
+//! [`Config::max_conns`] and counts what it refuses. IPv6 passes untranslated. Later
+//! fragments (offset ≠ 0) of translated packets are not translated back (no reassembly): they
+//! are dropped and counted.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use smoltcp::wire::Ipv4Packet;
+
+use crate::core::{Hook, HookPoint, HookVerdict, IfId, PacketMeta};
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const ICMP: u8 = 1;
+
+/// The masquerade's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The outgoing interface.
+    pub iface: IfId,
+    /// The router's address on it: the translated source.
+    pub addr: Ipv4Addr,
+    pub max_conns: usize,
+    /// Ports (and echo identifiers) handed out.
+    pub ports: (u16, u16),
+    pub tcp_established: Duration,
+    pub tcp_transitory: Duration,
+    pub udp_unreplied: Duration,
+    pub udp_replied: Duration,
+    pub icmp: Duration,
+}
+
+impl Config {
+    /// The kernel's defaults, in the same order of magnitude.
+    pub fn new(iface: IfId, addr: Ipv4Addr) -> Config {
+        Config {
+            iface,
+            addr,
+            max_conns: 16384,
+            ports: (32768, 60999),
+            tcp_established: Duration::from_secs(7200),
+            tcp_transitory: Duration::from_secs(120),
+            udp_unreplied: Duration::from_secs(30),
+            udp_replied: Duration::from_secs(180),
+            icmp: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A connection as the inside host sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Flow {
+    proto: u8,
+    host: Ipv4Addr,
+    host_port: u16,
+    remote: Ipv4Addr,
+    remote_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    SynSent,
+    Established,
+    Closing,
+    Closed,
+    Unreplied,
+    Replied,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::SynSent => "syn_sent",
+            State::Established => "established",
+            State::Closing => "closing",
+            State::Closed => "closed",
+            State::Unreplied => "unreplied",
+            State::Replied => "replied",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Conn {
+    flow: Flow,
+    port: u16,
+    state: State,
+    expires: Instant,
+}
+
+/// Counters `nat/print` shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub created: u64,
+    pub expired: u64,
+    /// New connections refused: the table was full or no port was free.
+    pub refused: u64,
+    /// Later fragments that could not be translated.
+    pub fragments: u64,
+    /// ICMP errors whose quoted header was translated back.
+    pub icmp_errors: u64,
+}
+
+pub struct Masquerade {
+    config: Config,
+    /// Translated port by flow.
+    by_flow: HashMap<Flow, u16>,
+    /// Connections by (protocol, translated port).
+    conns: HashMap<(u8, u16), Conn>,
+    next_port: u16,
+    stats: Stats,
+}
+
+/// RFC 1624 incremental update of checksum `sum` when `old` bytes (16-bit aligned) become
+/// `new`.
+fn adjust(sum: u16, old: &[u8], new: &[u8]) -> u16 {
+    let mut s = u32::from(!sum);
+    for c in old.chunks(2) {
+        s += u32::from(!u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]));
+    }
+    for c in new.chunks(2) {
+        s += u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]));
+    }
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+fn get16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+fn set16(b: &mut [u8], at: usize, v: u16) {
+    if let Some(x) = b.get_mut(at..at + 2) {
+        x.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+/// Where the checksum sits in a transport header, and whether it covers the pseudo-header.
+fn checksum_at(proto: u8) -> Option<(usize, bool)> {
+    match proto {
+        TCP => Some((16, true)),
+        UDP => Some((6, true)),
+        ICMP => Some((2, false)),
+        _ => None,
+    }
+}
+
+/// The transport header's ports (for ICMP echo: the identifier twice), if it has them.
+fn ports(proto: u8, l4: &[u8]) -> Option<(u16, u16)> {
+    match proto {
+        TCP | UDP => Some((get16(l4, 0)?, get16(l4, 2)?)),
+        ICMP if matches!(l4.first(), Some(0 | 8)) => {
+            let id = get16(l4, 4)?;
+            Some((id, id))
+        }
+        _ => None,
+    }
+}
+
+/// Rewrites an address at `addr_at` of `packet` and a port at `port_at` (an offset into the
+/// transport header at `l4_at`), updating the transport checksum incrementally (when the
+/// header holds it: `whole`) and the IPv4 header checksum.
+fn rewrite(
+    packet: &mut [u8],
+    proto: u8,
+    addr_at: usize,
+    addr: Ipv4Addr,
+    l4_at: usize,
+    port_at: usize,
+    port: u16,
+) {
+    let old_addr: [u8; 4] = packet[addr_at..addr_at + 4].try_into().unwrap_or([0; 4]);
+    let old_port = get16(packet, l4_at + port_at).unwrap_or(0);
+    if let Some((c, pseudo)) = checksum_at(proto) {
+        if let Some(sum) = get16(packet, l4_at + c) {
+            if !(proto == UDP && sum == 0) {
+                let mut s = adjust(sum, &old_port.to_be_bytes(), &port.to_be_bytes());
+                if pseudo {
+                    s = adjust(s, &old_addr, &addr.octets());
+                }
+                if proto == UDP && s == 0 {
+                    s = 0xffff;
+                }
+                set16(packet, l4_at + c, s);
+            }
+        }
+    }
+    packet[addr_at..addr_at + 4].copy_from_slice(&addr.octets());
+    set16(packet, l4_at + port_at, port);
+}
+
+fn fill_ip_checksum(packet: &mut [u8]) {
+    let mut p = Ipv4Packet::new_unchecked(packet);
+    p.fill_checksum();
+}
+
+impl Masquerade {
+    pub fn new(config: Config) -> Masquerade {
+        Masquerade {
+            next_port: config.ports.0,
+            config,
+            by_flow: HashMap::new(),
+            conns: HashMap::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Removes `key` if it expired; true if it did.
+    fn expire(&mut self, now: Instant, key: (u8, u16)) -> bool {
+        match self.conns.get(&key) {
+            Some(c) if c.expires <= now => {
+                let flow = c.flow;
+                self.conns.remove(&key);
+                self.by_flow.remove(&flow);
+                self.stats.expired += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let dead: Vec<(u8, u16)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.expires <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in dead {
+            self.expire(now, k);
+        }
+    }
+
+    /// A translated port for `flow`: its own if free, else the next free one in the range.
+    fn pick_port(&mut self, now: Instant, proto: u8, wanted: u16) -> Option<u16> {
+        let (lo, hi) = self.config.ports;
+        let free = |m: &mut Masquerade, p: u16| {
+            !m.conns.contains_key(&(proto, p)) || m.expire(now, (proto, p))
+        };
+        // The host's own port when no other connection has it, as the kernel does.
+        if wanted != 0 && free(self, wanted) {
+            return Some(wanted);
+        }
+        for _ in 0..=(hi - lo) {
+            let p = self.next_port;
+            self.next_port = if p >= hi { lo } else { p + 1 };
+            if free(self, p) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    fn timeout(&self, state: State, proto: u8) -> Duration {
+        match (proto, state) {
+            (TCP, State::Established) => self.config.tcp_established,
+            (TCP, State::Closed) => Duration::from_secs(10),
+            (TCP, _) => self.config.tcp_transitory,
+            (UDP, State::Replied) => self.config.udp_replied,
+            (UDP, _) => self.config.udp_unreplied,
+            _ => self.config.icmp,
+        }
+    }
+
+    fn track(&mut self, now: Instant, key: (u8, u16), l4: &[u8], from_host: bool) {
+        let Some(c) = self.conns.get(&key) else {
+            return;
+        };
+        let proto = c.flow.proto;
+        let mut state = c.state;
+        if proto == TCP {
+            let flags = l4.get(13).copied().unwrap_or(0);
+            let (fin, syn, rst, ack) = (
+                flags & 1 != 0,
+                flags & 2 != 0,
+                flags & 4 != 0,
+                flags & 16 != 0,
+            );
+            state = if rst {
+                State::Closed
+            } else if fin || state == State::Closing {
+                if state == State::Closed {
+                    State::Closed
+                } else {
+                    State::Closing
+                }
+            } else if syn && !ack && from_host {
+                State::SynSent
+            } else if !from_host
+                || (state == State::Established)
+                || (ack && state != State::SynSent)
+            {
+                State::Established
+            } else {
+                state
+            };
+        } else if !from_host {
+            state = State::Replied;
+        }
+        let expires = now + self.timeout(state, proto);
+        if let Some(c) = self.conns.get_mut(&key) {
+            c.state = state;
+            c.expires = expires;
+        }
+    }
+
+    /// POSTROUTING: a forwarded packet leaving on our interface.
+    fn outbound(&mut self, now: Instant, packet: &mut [u8]) -> HookVerdict {
+        let Ok(p) = Ipv4Packet::new_checked(&packet[..]) else {
+            return HookVerdict::Accept;
+        };
+        let proto: u8 = p.next_header().into();
+        let (src, dst, hl) = (p.src_addr(), p.dst_addr(), usize::from(p.header_len()));
+        if src == self.config.addr {
+            return HookVerdict::Accept;
+        }
+        if p.frag_offset() != 0 {
+            // A later fragment: no ports; the address alone is translated.
+            packet[12..16].copy_from_slice(&self.config.addr.octets());
+            fill_ip_checksum(packet);
+            return HookVerdict::Accept;
+        }
+        let Some((sport, dport)) = ports(proto, &packet[hl..]) else {
+            // Other protocols: address only (one host at a time per remote, as the kernel).
+            packet[12..16].copy_from_slice(&self.config.addr.octets());
+            fill_ip_checksum(packet);
+            return HookVerdict::Accept;
+        };
+        let flow = Flow {
+            proto,
+            host: src,
+            host_port: sport,
+            remote: dst,
+            remote_port: if proto == ICMP { 0 } else { dport },
+        };
+        let port = match self.by_flow.get(&flow).copied() {
+            Some(port) if !self.expire(now, (proto, port)) => port,
+            _ => {
+                if self.conns.len() >= self.config.max_conns {
+                    self.sweep(now);
+                }
+                let port = if self.conns.len() >= self.config.max_conns {
+                    None
+                } else {
+                    self.pick_port(now, proto, sport)
+                };
+                let Some(port) = port else {
+                    self.stats.refused += 1;
+                    return HookVerdict::Drop;
+                };
+                let state = if proto == TCP {
+                    State::SynSent
+                } else {
+                    State::Unreplied
+                };
+                self.conns.insert(
+                    (proto, port),
+                    Conn {
+                        flow,
+                        port,
+                        state,
+                        expires: now + self.timeout(state, proto),
+                    },
+                );
+                self.by_flow.insert(flow, port);
+                self.stats.created += 1;
+                port
+            }
+        };
+        self.track(now, (proto, port), &packet[hl..], true);
+        // ICMP echo: the identifier sits at offset 4 of the message.
+        let port_at = if proto == ICMP { 4 } else { 0 };
+        rewrite(packet, proto, 12, self.config.addr, hl, port_at, port);
+        fill_ip_checksum(packet);
+        HookVerdict::Accept
+    }
+
+    /// PREROUTING: a packet arriving on our interface for our address.
+    fn inbound(&mut self, now: Instant, packet: &mut [u8]) -> HookVerdict {
+        let Ok(p) = Ipv4Packet::new_checked(&packet[..]) else {
+            return HookVerdict::Accept;
+        };
+        if p.dst_addr() != self.config.addr {
+            return HookVerdict::Accept;
+        }
+        let proto: u8 = p.next_header().into();
+        let (src, hl) = (p.src_addr(), usize::from(p.header_len()));
+        if p.frag_offset() != 0 {
+            self.stats.fragments += 1;
+            return HookVerdict::Drop;
+        }
+        if proto == ICMP && matches!(packet.get(hl), Some(3 | 11 | 12)) {
+            return self.inbound_error(packet, hl);
+        }
+        // Echo requests to the router are its own to answer.
+        if proto == ICMP && packet.get(hl) != Some(&0) {
+            return HookVerdict::Accept;
+        }
+        let Some((sport, dport)) = ports(proto, &packet[hl..]) else {
+            return HookVerdict::Accept;
+        };
+        let key = (proto, dport);
+        if self.expire(now, key) {
+            return HookVerdict::Accept;
+        }
+        let Some(c) = self.conns.get(&key) else {
+            // Not a reply to a translated connection: for the router itself.
+            return HookVerdict::Accept;
+        };
+        let remote_port = if proto == ICMP { 0 } else { sport };
+        if c.flow.remote != src || c.flow.remote_port != remote_port {
+            return HookVerdict::Accept;
+        }
+        let flow = c.flow;
+        self.track(now, key, &packet[hl..], false);
+        let port_at = if proto == ICMP { 4 } else { 2 };
+        rewrite(packet, proto, 16, flow.host, hl, port_at, flow.host_port);
+        fill_ip_checksum(packet);
+        HookVerdict::Accept
+    }
+
+    /// An ICMP error to our address quoting a translated packet: the outer destination, the
+    /// quoted source address and port go back to the inside host's.
+    fn inbound_error(&mut self, packet: &mut [u8], hl: usize) -> HookVerdict {
+        let inner_at = hl + 8;
+        let Ok(inner) =
+            Ipv4Packet::new_checked(packet.get(inner_at..).unwrap_or(&[])).or_else(|_| {
+                // Quotes are often cut short: only the header must be whole.
+                let b = packet.get(inner_at..).unwrap_or(&[]);
+                let q = Ipv4Packet::new_unchecked(b);
+                if b.len() >= 20 && b.len() >= usize::from(q.header_len()) + 8 {
+                    Ok(q)
+                } else {
+                    Err(())
+                }
+            })
+        else {
+            return HookVerdict::Accept;
+        };
+        let proto: u8 = inner.next_header().into();
+        let ihl = usize::from(inner.header_len());
+        if inner.src_addr() != self.config.addr {
+            return HookVerdict::Accept;
+        }
+        let remote = inner.dst_addr();
+        let l4 = inner_at + ihl;
+        let Some((sport, _)) = ports(proto, packet.get(l4..).unwrap_or(&[])) else {
+            return HookVerdict::Accept;
+        };
+        let key = (proto, sport);
+        let Some(c) = self.conns.get(&key) else {
+            return HookVerdict::Accept;
+        };
+        if c.flow.remote != remote {
+            return HookVerdict::Accept;
+        }
+        let flow = c.flow;
+        // The quoted packet: source address and port back to the host's.
+        let port_at = if proto == ICMP { 4 } else { 0 };
+        rewrite(
+            packet,
+            proto,
+            inner_at + 12,
+            flow.host,
+            l4,
+            port_at,
+            flow.host_port,
+        );
+        let mut q = Ipv4Packet::new_unchecked(&mut packet[inner_at..]);
+        q.fill_checksum();
+        // The outer destination, and the ICMP checksum over the changed message.
+        packet[16..20].copy_from_slice(&flow.host.octets());
+        fill_ip_checksum(packet);
+        let end = usize::from(Ipv4Packet::new_unchecked(&packet[..]).total_len()).min(packet.len());
+        set16(packet, hl + 2, 0);
+        let sum = filo_vnl::wire::checksum::internet_checksum(&packet[hl..end]);
+        set16(packet, hl + 2, sum);
+        self.stats.icmp_errors += 1;
+        HookVerdict::Accept
+    }
+}
+
+impl Hook for Masquerade {
+    fn hook(
+        &mut self,
+        now: Instant,
+        point: HookPoint,
+        meta: &PacketMeta,
+        packet: &mut Vec<u8>,
+    ) -> HookVerdict {
+        if packet.first().map(|b| b >> 4) != Some(4) {
+            return HookVerdict::Accept;
+        }
+        match point {
+            HookPoint::Postrouting
+                if meta.out_iface == Some(self.config.iface)
+                    && meta.in_iface.is_some_and(|i| i != self.config.iface) =>
+            {
+                self.outbound(now, packet)
+            }
+            HookPoint::Prerouting if meta.in_iface == Some(self.config.iface) => {
+                self.inbound(now, packet)
+            }
+            _ => HookVerdict::Accept,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "nat"
+    }
+
+    fn print(&self, now: Instant) -> Vec<String> {
+        let mut conns: Vec<&Conn> = self.conns.values().filter(|c| c.expires > now).collect();
+        conns.sort_by_key(|c| c.flow);
+        let mut out: Vec<String> = conns
+            .iter()
+            .map(|c| {
+                let proto = match c.flow.proto {
+                    TCP => "tcp",
+                    UDP => "udp",
+                    _ => "icmp",
+                };
+                format!(
+                    "{proto} {}:{} -> {}:{} as {}:{} {} expires_in {}",
+                    c.flow.host,
+                    c.flow.host_port,
+                    c.flow.remote,
+                    c.flow.remote_port,
+                    self.config.addr,
+                    c.port,
+                    c.state.name(),
+                    c.expires.saturating_duration_since(now).as_secs()
+                )
+            })
+            .collect();
+        let s = self.stats;
+        out.push(format!(
+            "masquerade {} conns {} max {} created {} expired {} refused {} fragments_dropped {} icmp_errors {}",
+            self.config.addr,
+            conns.len(),
+            self.config.max_conns,
+            s.created,
+            s.expired,
+            s.refused,
+            s.fragments,
+            s.icmp_errors
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Repr, TcpPacket, UdpPacket};
+
+    const HOST: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
+    const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 20);
+    const ME: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
+    const OUT: PacketMeta = PacketMeta {
+        in_iface: Some(0),
+        out_iface: Some(1),
+    };
+    const IN: PacketMeta = PacketMeta {
+        in_iface: Some(1),
+        out_iface: None,
+    };
+
+    fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+        let repr = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Udp,
+            payload_len: 12,
+            hop_limit: 64,
+        };
+        let mut b = vec![0; 32];
+        repr.emit(
+            &mut Ipv4Packet::new_unchecked(&mut b[..]),
+            &ChecksumCapabilities::default(),
+        );
+        let mut u = UdpPacket::new_unchecked(&mut b[20..]);
+        u.set_src_port(sport);
+        u.set_dst_port(dport);
+        u.set_len(12);
+        u.payload_mut().copy_from_slice(b"data");
+        u.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+        b
+    }
+
+    fn check_udp(b: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+        let p = Ipv4Packet::new_checked(b).unwrap();
+        assert!(p.verify_checksum());
+        let u = UdpPacket::new_checked(p.payload()).unwrap();
+        assert!(u.verify_checksum(
+            &IpAddress::Ipv4(p.src_addr()),
+            &IpAddress::Ipv4(p.dst_addr())
+        ));
+        (p.src_addr(), u.src_port(), p.dst_addr(), u.dst_port())
+    }
+
+    #[test]
+    fn udp_is_translated_out_and_back_with_valid_checksums() {
+        let now = Instant::now();
+        let mut m = Masquerade::new(Config::new(1, ME));
+        let mut p = udp(HOST, 40000, REMOTE, 53);
+        assert_eq!(
+            m.hook(now, HookPoint::Postrouting, &OUT, &mut p),
+            HookVerdict::Accept
+        );
+        assert_eq!(
+            check_udp(&p),
+            (ME, 40000, REMOTE, 53),
+            "the host's port is kept when free"
+        );
+        // A second host with the same port gets another one.
+        let mut p2 = udp(Ipv4Addr::new(10, 1, 0, 11), 40000, REMOTE, 53);
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut p2);
+        let (_, port2, _, _) = check_udp(&p2);
+        assert_ne!(port2, 40000);
+        let mut reply = udp(REMOTE, 53, ME, port2);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut reply);
+        assert_eq!(
+            check_udp(&reply),
+            (REMOTE, 53, Ipv4Addr::new(10, 1, 0, 11), 40000)
+        );
+        // From another remote port: not a reply, left for the router.
+        let mut stray = udp(REMOTE, 54, ME, port2);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut stray);
+        assert_eq!(check_udp(&stray).2, ME);
+        // After the timeout the mapping is gone.
+        let later = now + Duration::from_secs(181);
+        let mut late = udp(REMOTE, 53, ME, port2);
+        m.hook(later, HookPoint::Prerouting, &IN, &mut late);
+        assert_eq!(check_udp(&late).2, ME);
+    }
+
+    #[test]
+    fn a_full_table_refuses_and_counts() {
+        let now = Instant::now();
+        let mut c = Config::new(1, ME);
+        c.max_conns = 2;
+        let mut m = Masquerade::new(c);
+        for port in [1000, 1001] {
+            let mut p = udp(HOST, port, REMOTE, 53);
+            assert_eq!(
+                m.hook(now, HookPoint::Postrouting, &OUT, &mut p),
+                HookVerdict::Accept
+            );
+        }
+        let mut p = udp(HOST, 1002, REMOTE, 53);
+        assert_eq!(
+            m.hook(now, HookPoint::Postrouting, &OUT, &mut p),
+            HookVerdict::Drop
+        );
+        assert_eq!(m.stats().refused, 1);
+        // Once the others expire there is room again.
+        let mut p = udp(HOST, 1002, REMOTE, 53);
+        let later = now + Duration::from_secs(31);
+        assert_eq!(
+            m.hook(later, HookPoint::Postrouting, &OUT, &mut p),
+            HookVerdict::Accept
+        );
+        assert_eq!(m.stats().expired, 2);
+    }
+
+    #[test]
+    fn icmp_errors_about_translated_packets_are_translated_back() {
+        let now = Instant::now();
+        let mut m = Masquerade::new(Config::new(1, ME));
+        let mut p = udp(HOST, 40000, REMOTE, 33434);
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut p);
+        // A router further on says time exceeded, quoting the translated packet.
+        let far = Ipv4Addr::new(10, 9, 0, 1);
+        let mut err = crate::icmp::v4_error(
+            far,
+            &Ipv4Packet::new_checked(&p[..]).unwrap(),
+            crate::icmp::V4Error::TTL_EXCEEDED,
+        );
+        m.hook(now, HookPoint::Prerouting, &IN, &mut err);
+        let outer = Ipv4Packet::new_checked(&err[..]).unwrap();
+        assert!(outer.verify_checksum());
+        assert_eq!((outer.src_addr(), outer.dst_addr()), (far, HOST));
+        let icmp = smoltcp::wire::Icmpv4Packet::new_checked(outer.payload()).unwrap();
+        assert!(icmp.verify_checksum());
+        assert_eq!(check_udp(icmp.data()), (HOST, 40000, REMOTE, 33434));
+        assert_eq!(m.stats().icmp_errors, 1);
+    }
+
+    #[test]
+    fn tcp_states_follow_the_flags() {
+        let now = Instant::now();
+        let mut m = Masquerade::new(Config::new(1, ME));
+        let tcp = |src: Ipv4Addr,
+                   sport: u16,
+                   dst: Ipv4Addr,
+                   dport: u16,
+                   syn: bool,
+                   ack: bool,
+                   fin: bool| {
+            let repr = Ipv4Repr {
+                src_addr: src,
+                dst_addr: dst,
+                next_header: IpProtocol::Tcp,
+                payload_len: 20,
+                hop_limit: 64,
+            };
+            let mut b = vec![0; 40];
+            repr.emit(
+                &mut Ipv4Packet::new_unchecked(&mut b[..]),
+                &ChecksumCapabilities::default(),
+            );
+            let mut t = TcpPacket::new_unchecked(&mut b[20..]);
+            t.set_src_port(sport);
+            t.set_dst_port(dport);
+            t.set_header_len(20);
+            t.set_syn(syn);
+            t.set_ack(ack);
+            t.set_fin(fin);
+            t.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+            b
+        };
+        let state = |m: &Masquerade| m.print(now)[0].split(' ').nth(6).unwrap().to_string();
+        let mut p = tcp(HOST, 5000, REMOTE, 80, true, false, false);
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut p);
+        assert_eq!(state(&m), "syn_sent");
+        let mut p = tcp(REMOTE, 80, ME, 5000, true, true, false);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut p);
+        let t = TcpPacket::new_checked(&p[20..]).unwrap();
+        assert!(t.verify_checksum(&IpAddress::Ipv4(REMOTE), &IpAddress::Ipv4(HOST)));
+        assert_eq!(state(&m), "established");
+        let mut p = tcp(HOST, 5000, REMOTE, 80, false, true, true);
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut p);
+        assert_eq!(state(&m), "closing");
+    }
+}

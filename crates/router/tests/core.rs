@@ -1,0 +1,716 @@
+//! The router core without sockets: frames in, frames out, checked with smoltcp's views.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use filo_router::core::{DropReason, Hook, HookPoint, HookVerdict, PacketMeta};
+use filo_router::{IfaceConfig, Router};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    Icmpv4Message, Icmpv4Packet, Icmpv6Message, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv4Packet,
+    Ipv4Repr, Ipv6Packet, Ipv6Repr, NdiscRepr, RawHardwareAddress,
+};
+
+const R0: [u8; 6] = [2, 0, 0, 0, 0, 0xa0];
+const R1: [u8; 6] = [2, 0, 0, 0, 0, 0xa1];
+const A: [u8; 6] = [2, 0, 0, 0, 0, 0x0a];
+const B: [u8; 6] = [2, 0, 0, 0, 0, 0x0b];
+const A4: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
+const B4: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 20);
+const A6: Ipv6Addr = Ipv6Addr::new(0xfd01, 0, 0, 0, 0, 0, 0, 10);
+const B6: Ipv6Addr = Ipv6Addr::new(0xfd09, 0, 0, 0, 0, 0, 0, 20);
+
+/// vde0: 10.1.0.1/24 fd01::1/64 (MTU 1500); vde1: 10.9.0.2/24 fd09::2/64 (MTU 1400).
+fn router(now: Instant) -> Router {
+    let mut r = Router::new(now);
+    let mut c0 = IfaceConfig::new("vde0", R0);
+    c0.addrs = vec![
+        ("10.1.0.1".parse().unwrap(), 24),
+        ("fd01::1".parse().unwrap(), 64),
+    ];
+    let mut c1 = IfaceConfig::new("vde1", R1);
+    c1.addrs = vec![
+        ("10.9.0.2".parse().unwrap(), 24),
+        ("fd09::2".parse().unwrap(), 64),
+    ];
+    c1.mtu = 1400;
+    r.add_iface(c0).unwrap();
+    r.add_iface(c1).unwrap();
+    r
+}
+
+fn eth(dst: [u8; 6], src: [u8; 6], ty: EthernetProtocol, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0; 14 + payload.len()];
+    let mut e = EthernetFrame::new_unchecked(&mut f[..]);
+    e.set_dst_addr(EthernetAddress(dst));
+    e.set_src_addr(EthernetAddress(src));
+    e.set_ethertype(ty);
+    e.payload_mut().copy_from_slice(payload);
+    f
+}
+
+fn arp(op: ArpOperation, smac: [u8; 6], sip: Ipv4Addr, tmac: [u8; 6], tip: Ipv4Addr) -> Vec<u8> {
+    let r = ArpRepr::EthernetIpv4 {
+        operation: op,
+        source_hardware_addr: EthernetAddress(smac),
+        source_protocol_addr: sip,
+        target_hardware_addr: EthernetAddress(tmac),
+        target_protocol_addr: tip,
+    };
+    let mut b = vec![0; r.buffer_len()];
+    r.emit(&mut ArpPacket::new_unchecked(&mut b[..]));
+    let dst = if op == ArpOperation::Request {
+        [0xff; 6]
+    } else {
+        tmac
+    };
+    eth(dst, smac, EthernetProtocol::Arp, &b)
+}
+
+fn ipv4(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    proto: IpProtocol,
+    payload: &[u8],
+    df: bool,
+) -> Vec<u8> {
+    let repr = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: proto,
+        payload_len: payload.len(),
+        hop_limit: ttl,
+    };
+    let mut b = vec![0; 20 + payload.len()];
+    let mut p = Ipv4Packet::new_unchecked(&mut b[..]);
+    repr.emit(&mut p, &ChecksumCapabilities::default());
+    p.set_dont_frag(df);
+    p.payload_mut().copy_from_slice(payload);
+    p.fill_checksum();
+    b
+}
+
+fn echo4(len: usize) -> Vec<u8> {
+    let mut m = vec![0; 8 + len];
+    let mut p = Icmpv4Packet::new_unchecked(&mut m[..]);
+    p.set_msg_type(Icmpv4Message::EchoRequest);
+    p.set_echo_ident(7);
+    p.set_echo_seq_no(1);
+    p.fill_checksum();
+    m
+}
+
+fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, hop: u8, proto: IpProtocol, payload: &[u8]) -> Vec<u8> {
+    let repr = Ipv6Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: proto,
+        payload_len: payload.len(),
+        hop_limit: hop,
+    };
+    let mut b = vec![0; 40 + payload.len()];
+    let mut p = Ipv6Packet::new_unchecked(&mut b[..]);
+    repr.emit(&mut p);
+    p.payload_mut().copy_from_slice(payload);
+    b
+}
+
+fn icmp6(src: Ipv6Addr, dst: Ipv6Addr, repr: &Icmpv6Repr) -> Vec<u8> {
+    let mut m = vec![0; repr.buffer_len()];
+    repr.emit(
+        &src,
+        &dst,
+        &mut Icmpv6Packet::new_unchecked(&mut m[..]),
+        &ChecksumCapabilities::default(),
+    );
+    m
+}
+
+fn drain(r: &mut Router) -> Vec<(usize, Vec<u8>)> {
+    std::iter::from_fn(|| r.poll_transmit()).collect()
+}
+
+/// Both hosts resolved: A asked for the router on vde0, B on vde1.
+fn with_neighbours(now: Instant) -> Router {
+    let mut r = router(now);
+    r.handle_frame(
+        now,
+        0,
+        &arp(
+            ArpOperation::Request,
+            A,
+            A4,
+            [0; 6],
+            "10.1.0.1".parse().unwrap(),
+        ),
+    );
+    r.handle_frame(
+        now,
+        1,
+        &arp(
+            ArpOperation::Request,
+            B,
+            B4,
+            [0; 6],
+            "10.9.0.2".parse().unwrap(),
+        ),
+    );
+    let out = drain(&mut r);
+    assert_eq!(out.len(), 2, "two ARP replies");
+    r
+}
+
+#[test]
+fn arp_is_answered_for_own_addresses_only() {
+    let now = Instant::now();
+    let mut r = router(now);
+    r.handle_frame(
+        now,
+        0,
+        &arp(
+            ArpOperation::Request,
+            A,
+            A4,
+            [0; 6],
+            "10.1.0.1".parse().unwrap(),
+        ),
+    );
+    let out = drain(&mut r);
+    assert_eq!(out.len(), 1);
+    let (i, f) = &out[0];
+    assert_eq!(*i, 0);
+    let e = EthernetFrame::new_checked(&f[..]).unwrap();
+    assert_eq!(e.dst_addr().0, A);
+    let a = ArpRepr::parse(&ArpPacket::new_checked(e.payload()).unwrap()).unwrap();
+    let ArpRepr::EthernetIpv4 {
+        operation,
+        source_hardware_addr,
+        source_protocol_addr,
+        ..
+    } = a
+    else {
+        unreachable!()
+    };
+    assert_eq!(operation, ArpOperation::Reply);
+    assert_eq!(source_hardware_addr.0, R0);
+    assert_eq!(source_protocol_addr, Ipv4Addr::new(10, 1, 0, 1));
+    // Another host's address, or ours on the other interface's subnet asked on this one.
+    r.handle_frame(
+        now,
+        0,
+        &arp(
+            ArpOperation::Request,
+            A,
+            A4,
+            [0; 6],
+            "10.1.0.99".parse().unwrap(),
+        ),
+    );
+    assert!(drain(&mut r).is_empty());
+    assert_eq!(r.drops().get(DropReason::Arp), 1);
+}
+
+#[test]
+fn ipv4_is_forwarded_after_resolving_the_next_hop_with_ttl_decremented() {
+    let now = Instant::now();
+    let mut r = router(now);
+    r.handle_frame(
+        now,
+        0,
+        &arp(
+            ArpOperation::Request,
+            A,
+            A4,
+            [0; 6],
+            "10.1.0.1".parse().unwrap(),
+        ),
+    );
+    drain(&mut r);
+    let packet = ipv4(A4, B4, 64, IpProtocol::Icmp, &echo4(56), false);
+    r.handle_frame(now, 0, &eth(R0, A, EthernetProtocol::Ipv4, &packet));
+    let out = drain(&mut r);
+    assert_eq!(out.len(), 1, "an ARP request on vde1, the packet waits");
+    let e = EthernetFrame::new_checked(&out[0].1[..]).unwrap();
+    assert_eq!(
+        (out[0].0, e.ethertype(), e.dst_addr().0),
+        (1, EthernetProtocol::Arp, [0xff; 6])
+    );
+    r.handle_frame(
+        now,
+        1,
+        &arp(ArpOperation::Reply, B, B4, R1, "10.9.0.2".parse().unwrap()),
+    );
+    let out = drain(&mut r);
+    assert_eq!(out.len(), 1);
+    let (i, f) = &out[0];
+    assert_eq!(*i, 1);
+    let e = EthernetFrame::new_checked(&f[..]).unwrap();
+    assert_eq!((e.src_addr().0, e.dst_addr().0), (R1, B));
+    let p = Ipv4Packet::new_checked(e.payload()).unwrap();
+    assert_eq!(p.hop_limit(), 63);
+    assert!(p.verify_checksum());
+    assert_eq!(p.payload(), &echo4(56)[..]);
+    assert_eq!(r.iface_stats(0).unwrap().forwarded, 1);
+    assert_eq!(r.drops().total(), 0);
+}
+
+/// The ICMP error the router sent back to A on vde0.
+fn icmp4_back(out: &[(usize, Vec<u8>)]) -> (Ipv4Addr, Icmpv4Message, u8, Vec<u8>) {
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].0, 0);
+    let e = EthernetFrame::new_checked(&out[0].1[..]).unwrap();
+    assert_eq!(e.dst_addr().0, A);
+    let p = Ipv4Packet::new_checked(e.payload()).unwrap();
+    assert!(p.verify_checksum());
+    assert_eq!(p.dst_addr(), A4);
+    let m = Icmpv4Packet::new_checked(p.payload()).unwrap();
+    assert!(m.verify_checksum());
+    (
+        p.src_addr(),
+        m.msg_type(),
+        m.msg_code(),
+        p.payload()[4..].to_vec(),
+    )
+}
+
+#[test]
+fn ttl_expiry_no_route_and_df_over_mtu_are_answered() {
+    let now = Instant::now();
+    let mut r = with_neighbours(now);
+    r.handle_frame(
+        now,
+        0,
+        &eth(
+            R0,
+            A,
+            EthernetProtocol::Ipv4,
+            &ipv4(A4, B4, 1, IpProtocol::Icmp, &echo4(8), false),
+        ),
+    );
+    let (src, t, c, _) = icmp4_back(&drain(&mut r));
+    assert_eq!(
+        (src, t, c),
+        (Ipv4Addr::new(10, 1, 0, 1), Icmpv4Message::TimeExceeded, 0)
+    );
+
+    let far: Ipv4Addr = "192.0.2.1".parse().unwrap();
+    r.handle_frame(
+        now,
+        0,
+        &eth(
+            R0,
+            A,
+            EthernetProtocol::Ipv4,
+            &ipv4(A4, far, 64, IpProtocol::Icmp, &echo4(8), false),
+        ),
+    );
+    let (_, t, c, _) = icmp4_back(&drain(&mut r));
+    assert_eq!((t, c), (Icmpv4Message::DstUnreachable, 0));
+
+    // vde1's MTU is 1400: a 1450-byte packet with DF gets "fragmentation needed, MTU 1400".
+    let big = ipv4(A4, B4, 64, IpProtocol::Icmp, &echo4(1450 - 28), true);
+    r.handle_frame(now, 0, &eth(R0, A, EthernetProtocol::Ipv4, &big));
+    let (_, t, c, rest) = icmp4_back(&drain(&mut r));
+    assert_eq!((t, c), (Icmpv4Message::DstUnreachable, 4));
+    assert_eq!(u16::from_be_bytes([rest[2], rest[3]]), 1400);
+    // Without DF it is fragmented.
+    let big = ipv4(A4, B4, 64, IpProtocol::Icmp, &echo4(1450 - 28), false);
+    r.handle_frame(now, 0, &eth(R0, A, EthernetProtocol::Ipv4, &big));
+    let out = drain(&mut r);
+    assert_eq!(out.len(), 2);
+    for (i, f) in &out {
+        assert_eq!(*i, 1);
+        assert!(f.len() - 14 <= 1400);
+    }
+    assert_eq!(r.drops().get(DropReason::TtlExceeded), 1);
+    assert_eq!(r.drops().get(DropReason::NoRoute), 1);
+    assert_eq!(r.drops().get(DropReason::TooBig), 1);
+}
+
+#[test]
+fn ping_to_the_router_is_answered_from_the_address_pinged() {
+    let now = Instant::now();
+    let mut r = with_neighbours(now);
+    // A pings the far interface's address.
+    let to = Ipv4Addr::new(10, 9, 0, 2);
+    r.handle_frame(
+        now,
+        0,
+        &eth(
+            R0,
+            A,
+            EthernetProtocol::Ipv4,
+            &ipv4(A4, to, 64, IpProtocol::Icmp, &echo4(16), false),
+        ),
+    );
+    let (src, t, _, _) = icmp4_back(&drain(&mut r));
+    assert_eq!((src, t), (to, Icmpv4Message::EchoReply));
+}
+
+#[test]
+fn an_unanswered_next_hop_gives_host_unreachable_after_the_retries() {
+    let now = Instant::now();
+    let mut r = with_neighbours(now);
+    let ghost = Ipv4Addr::new(10, 9, 0, 77);
+    r.handle_frame(
+        now,
+        0,
+        &eth(
+            R0,
+            A,
+            EthernetProtocol::Ipv4,
+            &ipv4(A4, ghost, 64, IpProtocol::Icmp, &echo4(8), false),
+        ),
+    );
+    assert_eq!(drain(&mut r).len(), 1, "first ARP request");
+    let mut t = now;
+    let mut requests = 1;
+    let mut errors = Vec::new();
+    for _ in 0..10 {
+        t += Duration::from_millis(500);
+        r.handle_timeout(t);
+        for (i, f) in drain(&mut r) {
+            if i == 1 {
+                requests += 1;
+            } else {
+                errors.push((i, f));
+            }
+        }
+    }
+    assert_eq!(requests, 3);
+    let (_, ty, code, _) = icmp4_back(&errors);
+    assert_eq!((ty, code), (Icmpv4Message::DstUnreachable, 1));
+    assert_eq!(r.drops().get(DropReason::NoNeighbour), 1);
+}
+
+struct DropAll;
+impl Hook for DropAll {
+    fn hook(&mut self, _: Instant, p: HookPoint, m: &PacketMeta, _: &mut Vec<u8>) -> HookVerdict {
+        assert_eq!(p, HookPoint::Forward);
+        assert_eq!((m.in_iface, m.out_iface), (Some(0), Some(1)));
+        HookVerdict::Drop
+    }
+}
+
+#[test]
+fn a_forward_hook_drops_and_is_counted() {
+    let now = Instant::now();
+    let mut r = with_neighbours(now);
+    r.add_hook(&[HookPoint::Forward], Box::new(DropAll));
+    r.handle_frame(
+        now,
+        0,
+        &eth(
+            R0,
+            A,
+            EthernetProtocol::Ipv4,
+            &ipv4(A4, B4, 64, IpProtocol::Icmp, &echo4(8), false),
+        ),
+    );
+    assert!(drain(&mut r).is_empty());
+    assert_eq!(r.drops().get(DropReason::Hook), 1);
+    // Packets for the router itself do not pass FORWARD.
+    r.handle_frame(
+        now,
+        0,
+        &eth(
+            R0,
+            A,
+            EthernetProtocol::Ipv4,
+            &ipv4(
+                A4,
+                "10.1.0.1".parse().unwrap(),
+                64,
+                IpProtocol::Icmp,
+                &echo4(8),
+                false,
+            ),
+        ),
+    );
+    assert_eq!(drain(&mut r).len(), 1);
+}
+
+/// A neighbour solicitation from `src` at `mac` for `target`, to its solicited-node group.
+fn ns(mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let t = target.octets();
+    let group = Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(t[13]),
+        u16::from_be_bytes([t[14], t[15]]),
+    );
+    let m = icmp6(
+        src,
+        group,
+        &Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+            target_addr: target,
+            lladdr: Some(RawHardwareAddress::from_bytes(&mac)),
+        }),
+    );
+    let g = group.octets();
+    eth(
+        [0x33, 0x33, g[12], g[13], g[14], g[15]],
+        mac,
+        EthernetProtocol::Ipv6,
+        &ipv6(src, group, 255, IpProtocol::Icmpv6, &m),
+    )
+}
+
+fn echo6(src: Ipv6Addr, dst: Ipv6Addr, len: usize) -> Vec<u8> {
+    icmp6(
+        src,
+        dst,
+        &Icmpv6Repr::EchoRequest {
+            ident: 1,
+            seq_no: 1,
+            data: &vec![0; len],
+        },
+    )
+}
+
+#[test]
+fn ipv6_neighbours_forwarding_hop_limit_and_packet_too_big() {
+    let now = Instant::now();
+    let mut r = router(now);
+    r.handle_frame(now, 0, &ns(A, A6, "fd01::1".parse().unwrap()));
+    let out = drain(&mut r);
+    assert_eq!(out.len(), 1);
+    let e = EthernetFrame::new_checked(&out[0].1[..]).unwrap();
+    assert_eq!(e.dst_addr().0, A);
+    let p = Ipv6Packet::new_checked(e.payload()).unwrap();
+    assert_eq!(
+        (p.src_addr(), p.dst_addr(), p.hop_limit()),
+        ("fd01::1".parse().unwrap(), A6, 255)
+    );
+    let m = Icmpv6Packet::new_checked(p.payload()).unwrap();
+    assert!(m.verify_checksum(&p.src_addr(), &p.dst_addr()));
+    match NdiscRepr::parse(&m).unwrap() {
+        NdiscRepr::NeighborAdvert {
+            target_addr,
+            lladdr,
+            ..
+        } => {
+            assert_eq!(target_addr, "fd01::1".parse::<Ipv6Addr>().unwrap());
+            assert_eq!(lladdr.unwrap().as_bytes(), &R0);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Forwarding: a solicitation for B on vde1, then B's advertisement releases the packet.
+    let packet = ipv6(A6, B6, 64, IpProtocol::Icmpv6, &echo6(A6, B6, 8));
+    r.handle_frame(now, 0, &eth(R0, A, EthernetProtocol::Ipv6, &packet));
+    let out = drain(&mut r);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, 1);
+    let e = EthernetFrame::new_checked(&out[0].1[..]).unwrap();
+    assert_eq!(&e.dst_addr().0[..3], &[0x33, 0x33, 0xff]);
+    let na = icmp6(
+        B6,
+        "fd09::2".parse().unwrap(),
+        &Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+            flags: smoltcp::wire::NdiscNeighborFlags::SOLICITED,
+            target_addr: B6,
+            lladdr: Some(RawHardwareAddress::from_bytes(&B)),
+        }),
+    );
+    r.handle_frame(
+        now,
+        1,
+        &eth(
+            R1,
+            B,
+            EthernetProtocol::Ipv6,
+            &ipv6(B6, "fd09::2".parse().unwrap(), 255, IpProtocol::Icmpv6, &na),
+        ),
+    );
+    let out = drain(&mut r);
+    assert_eq!(out.len(), 1);
+    let e = EthernetFrame::new_checked(&out[0].1[..]).unwrap();
+    assert_eq!((out[0].0, e.dst_addr().0), (1, B));
+    assert_eq!(
+        Ipv6Packet::new_checked(e.payload()).unwrap().hop_limit(),
+        63
+    );
+
+    // Hop limit 1: time exceeded; 1450 bytes towards the 1400-byte link: packet too big.
+    let expired = ipv6(A6, B6, 1, IpProtocol::Icmpv6, &echo6(A6, B6, 8));
+    r.handle_frame(now, 0, &eth(R0, A, EthernetProtocol::Ipv6, &expired));
+    let big = ipv6(A6, B6, 64, IpProtocol::Icmpv6, &echo6(A6, B6, 1450 - 48));
+    r.handle_frame(now, 0, &eth(R0, A, EthernetProtocol::Ipv6, &big));
+    let out = drain(&mut r);
+    let kinds: Vec<(Icmpv6Message, u32)> = out
+        .iter()
+        .map(|(i, f)| {
+            assert_eq!(*i, 0);
+            let e = EthernetFrame::new_checked(&f[..]).unwrap();
+            let p = Ipv6Packet::new_checked(e.payload()).unwrap();
+            assert_eq!(p.dst_addr(), A6);
+            let m = Icmpv6Packet::new_checked(p.payload()).unwrap();
+            assert!(m.verify_checksum(&p.src_addr(), &p.dst_addr()));
+            let mtu = if m.msg_type() == Icmpv6Message::PktTooBig {
+                m.pkt_too_big_mtu()
+            } else {
+                0
+            };
+            (m.msg_type(), mtu)
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (Icmpv6Message::TimeExceeded, 0),
+            (Icmpv6Message::PktTooBig, 1400)
+        ]
+    );
+}
+
+/// A client's DHCP message broadcast on vde0: the server's one reply.
+fn dhcp_exchange(r: &mut Router, now: Instant, payload: &[u8]) -> Vec<u8> {
+    let packet = filo_dhcp::udp4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 68, 67, payload);
+    r.handle_frame(now, 0, &eth([0xff; 6], A, EthernetProtocol::Ipv4, &packet));
+    let out = drain(r);
+    assert_eq!(out.len(), 1);
+    let e = EthernetFrame::new_checked(&out[0].1[..]).unwrap();
+    filo_dhcp::dhcp_payload(e.payload())
+        .expect("a DHCP reply")
+        .to_vec()
+}
+
+#[test]
+fn dhcp_discover_is_offered_an_address_from_the_range() {
+    let now = Instant::now();
+    let mut r = router(now);
+    let cfg = filo_dhcp::server::Config::new(
+        "10.1.0.1".parse().unwrap(),
+        24,
+        "10.1.0.100".parse().unwrap(),
+        "10.1.0.199".parse().unwrap(),
+    );
+    r.set_dhcp_server(0, cfg).unwrap();
+    let mut c = filo_dhcp::Client::new(A, None, filo_dhcp::Instant::from_secs(0), 1);
+    let (out, _) = c.poll(filo_dhcp::Instant::from_secs(0));
+    let discover = out.unwrap();
+    let offer = dhcp_exchange(&mut r, now, discover.udp_payload());
+    let (request, event) = c
+        .handle(filo_dhcp::Instant::from_secs(0), &offer)
+        .expect("the client takes the offer");
+    assert!(event.is_none(), "an offer, not a lease yet");
+    let ack = dhcp_exchange(&mut r, now, request.expect("a request").udp_payload());
+    let (_, event) = c
+        .handle(filo_dhcp::Instant::from_secs(0), &ack)
+        .expect("the client takes the ack");
+    assert!(event.is_some(), "bound");
+    let leases = r.dhcp_server(0).unwrap().leases(r.server_clock(now));
+    assert_eq!(leases.len(), 1, "the offered address is held");
+    let IpAddr::V4(a) = IpAddr::V4(leases[0].addr) else {
+        unreachable!()
+    };
+    assert!((100..=199).contains(&a.octets()[3]), "{a}");
+}
+
+#[test]
+fn router_advertisements_go_out_with_the_interface_prefix() {
+    let now = Instant::now();
+    let mut r = router(now);
+    r.set_advertiser(now, 0, None).unwrap();
+    r.handle_timeout(now);
+    let out = drain(&mut r);
+    assert_eq!(out.len(), 1);
+    let e = EthernetFrame::new_checked(&out[0].1[..]).unwrap();
+    assert_eq!(e.dst_addr().0, [0x33, 0x33, 0, 0, 0, 1]);
+    let p = Ipv6Packet::new_checked(e.payload()).unwrap();
+    let m = Icmpv6Packet::new_checked(p.payload()).unwrap();
+    match NdiscRepr::parse(&m).unwrap() {
+        NdiscRepr::RouterAdvert {
+            prefix_info: Some(pi),
+            ..
+        } => {
+            assert_eq!(pi.prefix, "fd01::".parse::<Ipv6Addr>().unwrap());
+            assert_eq!(pi.prefix_len, 64);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(r.poll_at().is_some_and(|t| t > now));
+}
+
+#[test]
+fn mutated_frames_never_panic_and_every_drop_is_counted() {
+    let now = Instant::now();
+    let mut r = with_neighbours(now);
+    r.set_dhcp_server(
+        0,
+        filo_dhcp::server::Config::new(
+            "10.1.0.1".parse().unwrap(),
+            24,
+            "10.1.0.100".parse().unwrap(),
+            "10.1.0.199".parse().unwrap(),
+        ),
+    )
+    .unwrap();
+    r.set_advertiser(now, 0, None).unwrap();
+    let seeds = [
+        eth(
+            R0,
+            A,
+            EthernetProtocol::Ipv4,
+            &ipv4(A4, B4, 2, IpProtocol::Icmp, &echo4(40), true),
+        ),
+        eth(
+            R0,
+            A,
+            EthernetProtocol::Ipv6,
+            &ipv6(A6, B6, 2, IpProtocol::Icmpv6, &echo6(A6, B6, 40)),
+        ),
+        ns(A, A6, "fd01::1".parse().unwrap()),
+        arp(
+            ArpOperation::Request,
+            A,
+            A4,
+            [0; 6],
+            "10.1.0.1".parse().unwrap(),
+        ),
+        eth(
+            [0xff; 6],
+            A,
+            EthernetProtocol::Ipv4,
+            &filo_dhcp::udp4(
+                Ipv4Addr::UNSPECIFIED,
+                Ipv4Addr::BROADCAST,
+                68,
+                67,
+                &[1; 300],
+            ),
+        ),
+    ];
+    let mut x: u32 = 0x1234_5678;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    let mut t = now;
+    for round in 0..200_000 {
+        let mut f = seeds[round % seeds.len()].clone();
+        for _ in 0..(next() % 4 + 1) {
+            let at = next() as usize % f.len();
+            f[at] = next() as u8;
+        }
+        if next() % 8 == 0 {
+            f.truncate(next() as usize % (f.len() + 1));
+        }
+        r.handle_frame(t, (next() % 2) as usize, &f);
+        if round % 1000 == 0 {
+            t += Duration::from_millis(700);
+            r.handle_timeout(t);
+        }
+        drain(&mut r);
+    }
+    assert!(r.drops().total() > 0);
+}
