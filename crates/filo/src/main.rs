@@ -76,6 +76,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     // Every VNL the command opens may be switch:// or hub://.
     filo_switch::register();
+    filo_ipn::register();
     if let Err(e) = sys::install_signal_handlers() {
         eprintln!("filo: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;

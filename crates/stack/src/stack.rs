@@ -692,6 +692,7 @@ impl StackBuilder {
         inner.tcp_buffer = self.tcp_buffer;
         // switch:// and hub:// interfaces host a switch from filo-switch.
         filo_switch::register();
+        filo_ipn::register();
         for (i, ((spec, _), conf)) in self.links.into_iter().zip(confs).enumerate() {
             let plug = match spec {
                 LinkSpec::Vnl(v) => {
