@@ -9,6 +9,7 @@ mod capture;
 mod console;
 mod demo;
 mod duration;
+mod ipn;
 mod mstack;
 mod netconf;
 mod ns;
@@ -52,6 +53,8 @@ enum Command {
     Mstack(mstack::MstackArgs),
     /// Stacks: user-space (ping, http-serve, fetch, perf) and named kernel-backed (serve, ip).
     Stack(stack::StackArgs),
+    /// A multicast bus in shared memory for ipn:// plugs: create and hold one, or show its members.
+    Ipn(ipn::IpnArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         Command::Ns(args) => ns::run(args),
         Command::Mstack(args) => mstack::run(args),
         Command::Stack(args) => stack::run(args),
+        Command::Ipn(args) => ipn::run(args),
     };
     match result {
         Ok(code) => code,

@@ -35,6 +35,7 @@ fn every_subcommand_has_help_with_examples() {
         "ns",
         "mstack",
         "stack",
+        "ipn",
     ];
     for sub in subs {
         let out = Command::new(FILO).args([sub, "--help"]).output().unwrap();
