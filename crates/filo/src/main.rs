@@ -53,7 +53,7 @@ enum Command {
     Mstack(mstack::MstackArgs),
     /// Stacks: user-space (ping, http-serve, fetch, perf) and named kernel-backed (serve, ip).
     Stack(stack::StackArgs),
-    /// A multicast bus in shared memory for ipn:// plugs: create and hold one, or show its members.
+    /// A shared-memory bus for ipn:// plugs: create and hold one, or show its members.
     Ipn(ipn::IpnArgs),
 }
 
