@@ -32,6 +32,8 @@ use crate::sys::{self, Region};
 const STUCK: Duration = Duration::from_millis(100);
 /// How long a sender waits for another sender still writing the same slot one lap earlier.
 const SLOT_WAIT: Duration = Duration::from_millis(10);
+/// How often a busy sender signals every member regardless of its sleeping flag.
+const KICK: Duration = Duration::from_millis(50);
 
 /// A bus's settings as its creator chose them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +74,10 @@ pub fn init(region: &Region, params: &BusParams) {
     region.store32(H_MEMBERS, MAX_MEMBERS as u32, Ordering::Relaxed);
     let ms = u32::try_from(params.timeout.as_millis()).unwrap_or(u32::MAX);
     region.store32(H_TIMEOUT_MS, ms, Ordering::Relaxed);
-    // Sequence numbers start one lap in, so a zeroed slot never looks published.
+    // Sequence numbers start one lap in; slot i holds i, as if lap 0 had been read.
+    for seq in 0..u64::from(g.nslots) {
+        region.store64(g.slot(seq) + S_SEQ, seq, Ordering::Relaxed);
+    }
     region.store64(H_HEAD, u64::from(g.nslots), Ordering::Relaxed);
     region.store64(H_MAGIC, MAGIC, Ordering::Release);
 }
@@ -141,8 +146,12 @@ pub struct Member {
     epoch: u32,
     gate: u64,
     stuck: Option<(u64, Instant)>,
+    /// Unpublished slots before this sequence number are skipped at once (a stall passed).
+    skip_until: u64,
     stats: MemberStats,
     fds: Option<Fds>,
+    last_kick: Instant,
+    batches: u32,
     /// Wake-ups sent (each one a write to an eventfd).
     pub wakeups: u64,
 }
@@ -164,7 +173,9 @@ impl Member {
         region.store32(m + M_GENERATION, generation, Ordering::Relaxed);
         region.store32(m + M_PID, sys::pid(), Ordering::Relaxed);
         region.store32(m + M_TAG, tag, Ordering::Relaxed);
-        region.store32(m + M_SLEEPING, 0, Ordering::Relaxed);
+        // A new member sleeps until woken: its owner may poll the eventfd before it ever
+        // receives.
+        region.store32(m + M_SLEEPING, 1, Ordering::Relaxed);
         for off in [M_FRAMES_IN, M_FRAMES_OUT, M_LOST, M_EVICTED, M_BAD] {
             region.store64(m + off, 0, Ordering::Relaxed);
         }
@@ -188,8 +199,11 @@ impl Member {
             epoch: 0,
             gate: cursor,
             stuck: None,
+            skip_until: 0,
             stats: MemberStats::default(),
             fds,
+            last_kick: Instant::now(),
+            batches: 0,
             wakeups: 0,
         };
         member.refresh_members();
@@ -219,7 +233,10 @@ impl Member {
         let mut m = Members::default();
         for i in 0..MAX_MEMBERS {
             let rec = member(i);
-            if r.load32(rec + M_STATE, Ordering::Acquire) == STATE_ACTIVE {
+            // Free and evicted members receive nothing; any other value (active, or garbage
+            // a hostile member wrote) does, so the member sees it and repairs its record.
+            let state = r.load32(rec + M_STATE, Ordering::Acquire);
+            if state != STATE_FREE && state != STATE_EVICTED {
                 m.active |= 1 << i;
             }
             m.generation[i] = r.load32(rec + M_GENERATION, Ordering::Relaxed);
@@ -409,7 +426,9 @@ impl Member {
 
     fn wake_one(&mut self, i: usize) {
         let flag = member(i) + M_SLEEPING;
-        if self.region.load32(flag, Ordering::SeqCst) == 1 && self.region.cas32(flag, 1, 0) {
+        // Any non-zero flag counts as sleeping (garbage there must not silence a member).
+        let was = self.region.load32(flag, Ordering::SeqCst);
+        if was != 0 && self.region.cas32(flag, was, 0) {
             self.wakeups += 1;
             if let Some(efd) = self.fds.as_ref().and_then(|f| f.wake.get(i)) {
                 sys::eventfd_signal(efd.as_raw_fd());
@@ -419,13 +438,36 @@ impl Member {
 
     /// Wakes the sleeping receivers of frames `start..end`; every quarter ring also the
     /// sleeping members none of them was for, so their cursors keep up.
+    ///
+    /// At most every [`KICK`] (checked every 8 batches) it also signals every member
+    /// whose record is not free, whatever its sleeping flag says: a member whose flag or
+    /// state was overwritten with garbage (or that was evicted) would otherwise never be
+    /// woken to repair it, and would stay deaf.
     fn wake(&mut self, receivers: u64, start: u64, end: u64) {
         let quarter = (u64::from(self.geo.nslots) / 4).max(1);
         let mut mask = receivers;
         if start / quarter != end / quarter {
             mask |= self.members.active & !(1 << self.index);
         }
+        self.batches = self.batches.wrapping_add(1);
+        if self.batches % 8 == 0 && self.last_kick.elapsed() > KICK {
+            self.last_kick = Instant::now();
+            self.kick_all();
+        }
         self.wake_sleepers(mask);
+    }
+
+    fn kick_all(&mut self) {
+        let Some(f) = &self.fds else { return };
+        for i in 0..MAX_MEMBERS {
+            if i != self.index
+                && self.region.load32(member(i) + M_STATE, Ordering::Relaxed) != STATE_FREE
+            {
+                if let Some(efd) = f.wake.get(i) {
+                    sys::eventfd_signal(efd.as_raw_fd());
+                }
+            }
+        }
     }
 
     fn write_slot(&mut self, seq: u64, frame: &[u8], mask: u64) {
@@ -441,9 +483,10 @@ impl Member {
                 self.stats.lost = self.stats.lost.saturating_add(1);
                 return;
             }
-            if v & WRITING != 0 && vs < seq {
-                // A sender of an earlier lap is still copying: wait for it a little, then
-                // take the slot anyway (it died or stalled).
+            if v == (seq.wrapping_sub(u64::from(self.geo.nslots)) | WRITING) {
+                // The sender of the previous lap is still copying: wait for it a little,
+                // then take the slot anyway (it died or stalled). Any other value is
+                // garbage and is overwritten at once.
                 let t = *since.get_or_insert_with(Instant::now);
                 if t.elapsed() < SLOT_WAIT {
                     std::hint::spin_loop();
@@ -473,6 +516,8 @@ impl Member {
         if self.region.load32(rec + M_STATE, Ordering::Relaxed) != STATE_ACTIVE {
             self.rejoin();
         }
+        // The policy learns senders by generation: know the current ones.
+        self.maybe_refresh();
         let n = u64::from(self.geo.nslots);
         // Bounded: at most two laps of slots per call.
         for _ in 0..(2 * n + 2) {
@@ -528,20 +573,23 @@ impl Member {
                 self.set_cursor(head - n);
                 continue;
             }
-            let vs = v & !WRITING;
-            if vs > self.cursor {
-                // The slot already holds a later lap's frame: ours was overwritten.
+            let previous = self.cursor.wrapping_sub(n);
+            let claimed = v == (self.cursor | WRITING) || v & !WRITING == previous;
+            if !claimed || self.cursor < self.skip_until {
+                // The slot holds a later lap's frame (ours was overwritten), garbage, or
+                // belongs to a stall already waited for: skip it.
                 self.lose(1);
                 self.advance();
                 continue;
             }
-            // The sender of `cursor` has not published yet.
+            // The sender of `cursor` claimed it and has not published it yet.
             match self.stuck {
                 Some((seq, since)) if seq == self.cursor => {
                     if since.elapsed() > STUCK {
+                        // Its sender died (or stalled past reason): skip every slot claimed
+                        // by now that is still unpublished, without waiting for each.
                         self.stuck = None;
-                        self.lose(1);
-                        self.advance();
+                        self.skip_until = head;
                         continue;
                     }
                 }
@@ -729,8 +777,7 @@ mod tests {
     fn switch_sends_known_unicast_to_one_member() {
         let (r, p) = bus(16, PolicyKind::Switch, false);
         let (mut a, mut b, mut c) = (join(&r, p, 0), join(&r, p, 1), join(&r, p, 2));
-        a.refresh_members();
-        b.refresh_members();
+        // a (joined first) learns the later members' generations as it receives.
         // a floods to b (unknown); b, having learned a, answers a alone.
         a.send_batch(&[&frame(0xb, 0xa, 1)]).unwrap();
         assert_eq!(drain(&mut b).len(), 1);

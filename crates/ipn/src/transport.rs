@@ -30,7 +30,7 @@ impl IpnTransport {
             wake: bus.wake_fds(),
             member,
             busy_poll,
-            sleeping: false,
+            sleeping: true,
             bus,
         }
     }
