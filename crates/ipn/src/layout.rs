@@ -82,7 +82,7 @@ impl Geometry {
                 "expected a ring size that is a power of two from 2 to {MAX_SLOTS}, got {nslots}"
             ));
         }
-        if slot_size == 0 || slot_size % 64 != 0 || slot_size > MAX_SLOT_SIZE {
+        if slot_size == 0 || !slot_size.is_multiple_of(64) || slot_size > MAX_SLOT_SIZE {
             return Err(format!(
                 "expected a slot size that is a multiple of 64 up to {MAX_SLOT_SIZE}, got {slot_size}"
             ));

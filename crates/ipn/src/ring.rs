@@ -373,7 +373,7 @@ impl Member {
                 std::thread::yield_now();
             } else {
                 std::thread::sleep(Duration::from_micros(50));
-                if spins % 1000 == 0 {
+                if spins.is_multiple_of(1000) {
                     self.wake_sleepers(laggards);
                 }
             }
@@ -450,7 +450,7 @@ impl Member {
             mask |= self.members.active & !(1 << self.index);
         }
         self.batches = self.batches.wrapping_add(1);
-        if self.batches % 8 == 0 && self.last_kick.elapsed() > KICK {
+        if self.batches.is_multiple_of(8) && self.last_kick.elapsed() > KICK {
             self.last_kick = Instant::now();
             self.kick_all();
         }
@@ -826,7 +826,7 @@ mod tests {
                         assert_eq!(n, 18);
                         assert_eq!(u32::from_be_bytes(buf[14..18].try_into().unwrap()), next);
                         next += 1;
-                        if next % 1000 == 0 {
+                        if next.is_multiple_of(1000) {
                             std::thread::sleep(Duration::from_millis(1));
                         }
                     }

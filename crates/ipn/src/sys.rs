@@ -99,7 +99,7 @@ impl Region {
     /// A pointer to `size` bytes at `off` aligned to `size`, or None when out of range.
     fn at(&self, off: usize, size: usize) -> Option<*mut u8> {
         let end = off.checked_add(size)?;
-        if end > self.len || off % size != 0 {
+        if end > self.len || !off.is_multiple_of(size) {
             return None;
         }
         // SAFETY: off + size <= len, so the result stays inside the mapping.
@@ -179,10 +179,7 @@ impl Region {
         let Some(p) = self.at(off, 1) else {
             return false;
         };
-        if !off
-            .checked_add(dst.len())
-            .is_some_and(|end| end <= self.len)
-        {
+        if off.checked_add(dst.len()).is_none_or(|end| end > self.len) {
             return false;
         }
         // SAFETY: [off, off + len) is inside the mapping; dst is a private buffer, which no
@@ -197,10 +194,7 @@ impl Region {
         let Some(p) = self.at(off, 1) else {
             return false;
         };
-        if !off
-            .checked_add(src.len())
-            .is_some_and(|end| end <= self.len)
-        {
+        if off.checked_add(src.len()).is_none_or(|end| end > self.len) {
             return false;
         }
         // SAFETY: [off, off + len) is inside the mapping; src is private memory, so the ranges
