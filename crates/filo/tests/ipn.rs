@@ -374,3 +374,52 @@ fn a_user_without_rights_on_the_path_is_refused() {
     assert!(!out.status.success());
     assert!(err.contains("permission denied"), "{err}");
 }
+
+#[test]
+fn lossless_bus_delivers_a_million_frames_in_order_to_slow_readers() {
+    let tmp = TempDir::new("ipn-million");
+    let path = bus_path(&tmp);
+    let vnl = format!("ipn://{}[size=256/lossless/timeout=10]", path.display());
+    let total = 1_000_000u32;
+    let readers: Vec<_> = (0..2u32)
+        .map(|r| {
+            let mut p = plug(&vnl);
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 2000];
+                for seq in 0..total {
+                    // A reader that waits too long for a wake-up it missed fails here.
+                    let n = p
+                        .recv_timeout(&mut buf, Some(T))
+                        .unwrap_or_else(|e| panic!("reader {r}: frame {seq}: {e}"));
+                    assert_eq!(n, 60);
+                    assert_eq!(buf[14..18], seq.to_be_bytes(), "reader {r}");
+                    if r == 1 && seq.is_multiple_of(50_000) {
+                        // Deliberately slow: the sender must wait, not overwrite.
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_members(&path, 2);
+    let mut a = plug(&vnl);
+    let mut f = test_frame([0xff; 6], A, 0, 60);
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let mut seq = 0u32;
+    while seq < total {
+        batch.clear();
+        for _ in 0..64.min(total - seq) {
+            f[14..18].copy_from_slice(&seq.to_be_bytes());
+            batch.push(f.clone());
+            seq += 1;
+        }
+        let frames: Vec<&[u8]> = batch.iter().map(|f| &f[..]).collect();
+        let mut sent = 0;
+        while sent < frames.len() {
+            sent += a.send_batch(&frames[sent..]).unwrap();
+        }
+    }
+    for r in readers {
+        r.join().unwrap();
+    }
+}

@@ -367,9 +367,10 @@ impl Member {
                 continue;
             }
             spins += 1;
-            if spins < 100 {
+            if spins < 1000 {
                 std::hint::spin_loop();
-            } else if spins < 200 {
+            } else if spins < 20_000 {
+                // The laggard is probably draining on another core: stay close.
                 std::thread::yield_now();
             } else {
                 std::thread::sleep(Duration::from_micros(50));
@@ -557,6 +558,7 @@ impl Member {
             let head = self.region.load64(H_HEAD, Ordering::Acquire);
             if head >= SEQ_LIMIT {
                 // Garbage; the next sender resets it.
+                self.publish_cursor();
                 return Recv::Idle;
             }
             if head <= self.cursor {
@@ -564,6 +566,7 @@ impl Member {
                     // Head moved back (garbage was written to it): follow it.
                     self.set_cursor(head);
                 }
+                self.publish_cursor();
                 return Recv::Idle;
             }
             if head - self.cursor > n {
@@ -595,8 +598,10 @@ impl Member {
                 }
                 _ => self.stuck = Some((self.cursor, Instant::now())),
             }
+            self.publish_cursor();
             return Recv::Pending;
         }
+        self.publish_cursor();
         Recv::Pending
     }
 
@@ -605,8 +610,18 @@ impl Member {
         self.region.add64(self.rec() + M_LOST, count);
     }
 
+    /// Moves past one slot; the cursor other members see (lossless gating) is published
+    /// every 32 slots and whenever a receive returns without a frame.
     fn advance(&mut self) {
-        self.set_cursor((self.cursor + 1) % SEQ_LIMIT);
+        self.cursor = (self.cursor + 1) % SEQ_LIMIT;
+        if self.cursor.is_multiple_of(32) {
+            self.publish_cursor();
+        }
+    }
+
+    fn publish_cursor(&self) {
+        self.region
+            .store64(self.rec() + M_CURSOR, self.cursor, Ordering::Release);
     }
 
     fn set_cursor(&mut self, c: u64) {
@@ -640,6 +655,18 @@ impl Member {
         head > self.cursor && head < SEQ_LIMIT
     }
 
+    /// Looks at `head` up to `spins` times; true as soon as frames were claimed after this
+    /// member's cursor.
+    pub fn spin_for_pending(&self, spins: u32) -> bool {
+        for _ in 0..spins {
+            if self.pending() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        false
+    }
+
     /// Announces that this member sleeps on its eventfd, then checks once more: returns
     /// false (and stays awake) when frames arrived meanwhile.
     pub fn prepare_sleep(&mut self) -> bool {
@@ -654,6 +681,14 @@ impl Member {
             return false;
         }
         true
+    }
+
+    /// Announces "sleeping" without the final check ([`Member::prepare_sleep`] does both):
+    /// the caller looks at the ring once more itself.
+    pub fn announce_sleep(&mut self) {
+        self.region
+            .store32(self.rec() + M_SLEEPING, 1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
     }
 
     /// Marks this member awake (a receive found something after sleeping).

@@ -7,7 +7,7 @@
 //! reports pending input all the time and its caller spins (lowest latency, one core).
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use filo_vnl::plug::Transport;
@@ -26,6 +26,11 @@ pub struct IpnTransport {
 
 impl IpnTransport {
     pub fn new(bus: Bus, member: Member, busy_poll: bool) -> IpnTransport {
+        if busy_poll {
+            // Busy polling never sleeps: the data descriptor stays readable, so an event loop
+            // that polls it keeps calling recv.
+            crate::sys::eventfd_signal(bus.wake_fds()[member.index()].as_raw_fd());
+        }
         IpnTransport {
             wake: bus.wake_fds(),
             member,
@@ -44,6 +49,9 @@ impl IpnTransport {
     }
 }
 
+/// How many times an idle receive looks at the ring again before it sleeps.
+const SPIN: u32 = 2000;
+
 fn would_block() -> io::Error {
     io::ErrorKind::WouldBlock.into()
 }
@@ -59,9 +67,28 @@ impl Transport for IpnTransport {
                     }
                     return Ok(n);
                 }
-                Recv::Pending => return Err(would_block()),
+                Recv::Pending if self.busy_poll => return Err(would_block()),
+                Recv::Pending => {
+                    // A sender claimed the next slot and is still writing it. Announce
+                    // "sleeping" before giving up (the eventfd may have been drained), then
+                    // look once more: a sender publishing after the announcement wakes us.
+                    self.member.announce_sleep();
+                    self.sleeping = true;
+                    if let Recv::Frame(n) = self.member.recv(buf) {
+                        self.member.awake();
+                        self.sleeping = false;
+                        return Ok(n);
+                    }
+                    return Err(would_block());
+                }
                 Recv::Idle if self.busy_poll => return Err(would_block()),
                 Recv::Idle => {
+                    // Under load the next frame is microseconds away: look a little longer
+                    // before paying for a sleep and a wake-up (two system calls and a
+                    // scheduling round trip).
+                    if self.member.spin_for_pending(SPIN) {
+                        continue;
+                    }
                     if self.member.prepare_sleep() {
                         self.sleeping = true;
                         return Err(would_block());
