@@ -141,6 +141,9 @@ impl Bus {
                             });
                         }
                     } else {
+                        if let Some(reason) = not_a_socket(path) {
+                            return Err(IpnError::BadBus { path: name, reason });
+                        }
                         let refused = e.kind() == io::ErrorKind::ConnectionRefused;
                         let since = *refused_since.get_or_insert_with(Instant::now);
                         if !refused || since.elapsed() > TAKEOVER_GRACE {
@@ -274,6 +277,15 @@ impl Drop for Bus {
             let _ = t.join();
         }
     }
+}
+
+/// Why PATH cannot be a bus's socket: something other than a socket is there.
+fn not_a_socket(path: &Path) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    (!m.file_type().is_socket()).then(|| {
+        "the path exists and is not a socket (expected a bus's socket or nothing)".to_string()
+    })
 }
 
 fn take_lock(path: &Path, opts: &BusOptions) -> io::Result<Option<OwnedFd>> {
@@ -414,7 +426,19 @@ impl Server {
     }
 
     fn bind(&self) -> io::Result<UnixListener> {
-        let _ = std::fs::remove_file(&self.path);
+        // Only a socket (ours, stale: this process holds the bus's lock) is replaced; a file
+        // of another kind at PATH is an error, never deleted.
+        use std::os::unix::fs::FileTypeExt;
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if m.file_type().is_socket() => std::fs::remove_file(&self.path)?,
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "the path exists and is not a socket",
+                ))
+            }
+            Err(_) => {}
+        }
         let l = UnixListener::bind(&self.path)?;
         sys::chmod(&self.path, self.mode)?;
         if let Some(g) = &self.group {

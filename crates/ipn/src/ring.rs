@@ -678,6 +678,11 @@ impl Member {
         fence(Ordering::SeqCst);
         if self.pending() {
             self.region.store32(flag, 0, Ordering::SeqCst);
+            // The eventfd was drained above but frames wait: make it readable again, for
+            // callers that poll it before every receive (libvdeplug clients do).
+            if let Some(efd) = self.fds.as_ref().and_then(|f| f.wake.get(self.index)) {
+                sys::eventfd_signal(efd.as_raw_fd());
+            }
             return false;
         }
         true
@@ -896,6 +901,51 @@ mod tests {
         assert_eq!(b.stats().evicted, 1);
         a.send_batch(&[&frame(0xb, 0xa, 99)]).unwrap();
         assert_eq!(drain(&mut b).len(), 1);
+    }
+
+    fn with_fds(
+        region: &Arc<Region>,
+        params: BusParams,
+        i: usize,
+        wake: &Arc<Vec<OwnedFd>>,
+    ) -> Member {
+        let lock = sys::sealed_memfd("t", 4096).unwrap();
+        let fds = Fds {
+            lock: sys::reopen(lock.as_fd()).unwrap(),
+            wake: wake.clone(),
+        };
+        Member::join(region.clone(), params, i, 0, Some(fds))
+    }
+
+    fn readable(fd: &OwnedFd) -> bool {
+        let mut e = [filo_vnl::sys::PollEntry::new(fd.as_raw_fd(), true, false)];
+        filo_vnl::sys::poll(&mut e, Some(Duration::ZERO)).unwrap() > 0
+    }
+
+    #[test]
+    fn the_data_descriptor_stays_readable_while_frames_wait() {
+        // libvdeplug clients poll the descriptor before every receive: a member that drained
+        // it while going to sleep, then found frames after all, must make it readable again.
+        let (r, p) = bus(16, PolicyKind::Hub, false);
+        let wake: Arc<Vec<OwnedFd>> =
+            Arc::new((0..MAX_MEMBERS).map(|_| sys::eventfd().unwrap()).collect());
+        let mut a = with_fds(&r, p, 0, &wake);
+        let mut b = with_fds(&r, p, 1, &wake);
+        assert!(!readable(&wake[1]));
+        a.refresh_members();
+        a.send_batch(&[&frame(0xb, 0xa, 1)]).unwrap();
+        assert!(
+            readable(&wake[1]),
+            "a new member is woken by its first frame"
+        );
+        assert!(!b.prepare_sleep(), "a frame waits");
+        assert!(readable(&wake[1]), "readable while the frame waits");
+        assert_eq!(drain(&mut b).len(), 1);
+        assert!(b.prepare_sleep());
+        assert!(!readable(&wake[1]));
+        a.send_batch(&[&frame(0xb, 0xa, 2)]).unwrap();
+        assert!(readable(&wake[1]), "a sleeping member is woken");
+        assert_eq!(a.wakeups, 2);
     }
 
     #[test]
