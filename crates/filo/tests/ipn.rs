@@ -78,14 +78,17 @@ fn wait_members(path: &Path, n: usize) {
     assert!(ok, "{} members expected: {:?}", n, members(path));
 }
 
-fn members(path: &Path) -> Vec<filo_ipn::ring::MemberRecord> {
+/// The bus at `path` seen from outside (as `filo ipn stat` sees it), without a member slot.
+fn observer(path: &Path) -> Result<Bus, filo_ipn::IpnError> {
     let opts = BusOptions {
         join_only: true,
         ..BusOptions::default()
     };
     Bus::open(path, &opts)
-        .map(|b| b.records())
-        .unwrap_or_default()
+}
+
+fn members(path: &Path) -> Vec<filo_ipn::ring::MemberRecord> {
+    observer(path).map(|b| b.records()).unwrap_or_default()
 }
 
 /// Sends `frame` from `from` until `to` sees a frame from `src` (a member that just joined
@@ -228,14 +231,7 @@ fn lossless_bus_evicts_a_stopped_member_and_carries_on() {
     for (seq, f) in got.iter().enumerate() {
         assert_eq!(*f, test_frame(C, A, seq as u32, 60));
     }
-    let bus = Bus::open(
-        &path,
-        &BusOptions {
-            join_only: true,
-            ..BusOptions::default()
-        },
-    )
-    .unwrap();
+    let bus = observer(&path).unwrap();
     assert_eq!(bus.counters().0, 1, "one eviction");
     signal(&b.proc, libc::SIGCONT);
     // b finds itself evicted, counts it and receives again.
@@ -307,14 +303,7 @@ fn a_member_scribbling_over_the_bus_crashes_nobody() {
     let mut c = Member::start(&vnl);
     wait_members(&path, 3);
     // A hostile member: this process maps the bus and writes random words anywhere.
-    let hostile = Bus::open(
-        &path,
-        &BusOptions {
-            join_only: true,
-            ..BusOptions::default()
-        },
-    )
-    .unwrap();
+    let hostile = observer(&path).unwrap();
     let region = hostile.region().clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();

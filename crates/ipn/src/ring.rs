@@ -347,6 +347,7 @@ impl Member {
         let started = Instant::now();
         let mut spins = 0u32;
         let mut woke = false;
+        let mut last_signal = started;
         loop {
             let head = self.region.load64(H_HEAD, Ordering::Acquire).max(target);
             let below = target.saturating_sub(n);
@@ -366,6 +367,13 @@ impl Member {
                 self.refresh_members();
                 continue;
             }
+            // Whatever its sleeping flag says (a wake-up lost to a race or to garbage), a
+            // laggard blocked on its eventfd is signalled every millisecond the gate stays
+            // shut: a stall costs a millisecond, not the eviction timeout.
+            if last_signal.elapsed() > Duration::from_millis(1) {
+                self.signal(laggards);
+                last_signal = Instant::now();
+            }
             spins += 1;
             if spins < 1000 {
                 std::hint::spin_loop();
@@ -374,9 +382,6 @@ impl Member {
                 std::thread::yield_now();
             } else {
                 std::thread::sleep(Duration::from_micros(50));
-                if spins.is_multiple_of(1000) {
-                    self.wake_sleepers(laggards);
-                }
             }
         }
     }
@@ -459,11 +464,22 @@ impl Member {
     }
 
     fn kick_all(&mut self) {
-        let Some(f) = &self.fds else { return };
+        let mut mask = 0u64;
         for i in 0..MAX_MEMBERS {
             if i != self.index
                 && self.region.load32(member(i) + M_STATE, Ordering::Relaxed) != STATE_FREE
             {
+                mask |= 1 << i;
+            }
+        }
+        self.signal(mask);
+    }
+
+    /// Signals the eventfds of `mask`'s members, whatever their sleeping flags say.
+    fn signal(&mut self, mask: u64) {
+        let Some(f) = &self.fds else { return };
+        for i in 0..MAX_MEMBERS {
+            if mask & (1 << i) != 0 {
                 if let Some(efd) = f.wake.get(i) {
                     sys::eventfd_signal(efd.as_raw_fd());
                 }

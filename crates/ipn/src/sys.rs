@@ -322,6 +322,18 @@ pub fn try_flock(fd: BorrowedFd<'_>) -> io::Result<bool> {
 /// Most descriptors one message carries: the memfd and one eventfd per member.
 pub const MAX_FDS: usize = 1 + crate::layout::MAX_MEMBERS;
 
+/// A message header for one buffer (`iov`) and a control buffer of `space` bytes; the
+/// pointers stay valid as long as `iov` and `cbuf` do.
+fn msghdr(iov: &mut libc::iovec, cbuf: &mut [u64], space: usize) -> libc::msghdr {
+    // SAFETY: an all-zero msghdr is valid; the fields are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space.min(std::mem::size_of_val(cbuf)) as _;
+    msg
+}
+
 /// Sends `data` with `fds` attached (SCM_RIGHTS) on a connected UNIX socket.
 pub fn send_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
     if fds.len() > MAX_FDS {
@@ -335,12 +347,7 @@ pub fn send_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) -> io::Result<
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
-    // SAFETY: an all-zero msghdr is valid; the fields are set below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
+    let msg = msghdr(&mut iov, &mut cbuf, space);
     // SAFETY: msg points at cbuf, which holds CMSG_SPACE(fd_bytes) bytes, so the first
     // header and its data fit; the fds are copied in as raw bytes.
     unsafe {
@@ -369,12 +376,7 @@ pub fn recv_fds(sock: BorrowedFd<'_>, data: &mut [u8]) -> io::Result<(usize, Vec
         iov_base: data.as_mut_ptr().cast(),
         iov_len: data.len(),
     };
-    // SAFETY: an all-zero msghdr is valid; the fields are set below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
+    let mut msg = msghdr(&mut iov, &mut cbuf, space);
     // SAFETY: msg points at live buffers: data (iov) and cbuf (control).
     let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {

@@ -44,6 +44,20 @@ fn set_errno(e: c_int) {
     unsafe { *libc::__errno_location() = e };
 }
 
+/// The connection behind `conn`, or None (errno EBADF) for a null pointer.
+///
+/// # Safety
+/// A non-null `conn` was returned by `vde_ipn_open`, is not closed, and is used by no one else
+/// during the returned borrow (libvdeplug calls a connection from one thread at a time).
+unsafe fn live<'a>(conn: *mut VdeConn) -> Option<&'a mut Conn> {
+    if conn.is_null() {
+        set_errno(libc::EBADF);
+        return None;
+    }
+    // SAFETY: per this function's contract.
+    Some(unsafe { &mut (*conn).conn })
+}
+
 /// # Safety
 /// `args` and `descr` are NUL-terminated strings or null (libvdeplug passes both).
 unsafe extern "C" fn vde_ipn_open(
@@ -83,18 +97,16 @@ unsafe extern "C" fn vde_ipn_recv(
     len: usize,
     _flags: c_int,
 ) -> isize {
-    if conn.is_null() || buf.is_null() {
-        set_errno(libc::EBADF);
+    // SAFETY: libvdeplug passes a connection from vde_ipn_open, not yet closed.
+    let Some(conn) = (unsafe { live(conn) }) else {
+        return -1;
+    };
+    if buf.is_null() {
+        set_errno(libc::EFAULT);
         return -1;
     }
-    // SAFETY: conn is a live connection libvdeplug owns exclusively for this call; buf holds
-    // len writable bytes (the caller's buffer).
-    let (conn, buf) = unsafe {
-        (
-            &mut (*conn).conn,
-            std::slice::from_raw_parts_mut(buf.cast::<u8>(), len),
-        )
-    };
+    // SAFETY: buf is the caller's buffer of len writable bytes.
+    let buf = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
     match conn.recv(buf) {
         Ok(Some(n)) => n as isize,
         Ok(None) => {
@@ -117,17 +129,16 @@ unsafe extern "C" fn vde_ipn_send(
     len: usize,
     _flags: c_int,
 ) -> isize {
-    if conn.is_null() || buf.is_null() {
-        set_errno(libc::EBADF);
+    // SAFETY: libvdeplug passes a connection from vde_ipn_open, not yet closed.
+    let Some(conn) = (unsafe { live(conn) }) else {
+        return -1;
+    };
+    if buf.is_null() {
+        set_errno(libc::EFAULT);
         return -1;
     }
-    // SAFETY: as in recv; buf holds len readable bytes.
-    let (conn, frame) = unsafe {
-        (
-            &mut (*conn).conn,
-            std::slice::from_raw_parts(buf.cast::<u8>(), len),
-        )
-    };
+    // SAFETY: buf is the caller's frame of len readable bytes.
+    let frame = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) };
     match conn.send(frame) {
         Ok(()) => len as isize,
         // A frame no bus slot can hold is dropped, as a switch drops it.
