@@ -16,6 +16,11 @@
 //! member states and cursors may hold any value a hostile member wrote. A bad value makes
 //! this member drop and count, or resynchronise its cursor, never index out of the region
 //! (offsets come from the member's private [`Geometry`]) and never wait without a bound.
+//!
+//! Known limit: on a lossy bus, a sender stalled in the middle of copying a frame for longer
+//! than `SLOT_WAIT` (10 ms) while others lap the ring may have its slot taken over; its late
+//! bytes can then land in the newer frame after that frame's sender published it, and a reader
+//! may receive that frame corrupted (never out of bounds: only bytes inside the slot change).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
