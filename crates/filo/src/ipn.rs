@@ -168,8 +168,8 @@ fn stat_bus(path: &std::path::Path, json: bool) -> Result<ExitCode> {
             })
             .collect();
         println!(
-            "{{\"path\":\"{}\",\"policy\":\"{}\",\"lossless\":{},\"slots\":{},\"evictions\":{},\"reclaimed\":{},\"members\":[{}]}}",
-            path.display().to_string().replace('\\', "\\\\").replace('"', "\\\""),
+            "{{\"path\":{},\"policy\":\"{}\",\"lossless\":{},\"slots\":{},\"evictions\":{},\"reclaimed\":{},\"members\":[{}]}}",
+            filo_vnl::console::json_string(&path.display().to_string()),
             p.policy.name(),
             p.lossless,
             p.geometry.nslots,

@@ -442,3 +442,63 @@ fn lossless_bus_delivers_a_million_frames_in_order_to_slow_readers() {
         r.join().unwrap();
     }
 }
+
+#[test]
+fn filo_ipn_holds_a_bus_and_stat_shows_its_members() {
+    let tmp = TempDir::new("ipn-cli");
+    let path = bus_path(&tmp);
+    let pidfile = tmp.join("bus.pid");
+    let p = path.to_string_lossy().to_string();
+    run(Command::new(FILO).args([
+        "ipn",
+        &p,
+        "--policy",
+        "switch",
+        "--lossless",
+        "--size",
+        "512",
+        "-d",
+        "--pidfile",
+        &pidfile.to_string_lossy(),
+    ]));
+    let daemon: libc::pid_t = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // A member joining with other settings gets the bus's.
+    let b = Member::start(&format!("ipn://{p}[policy=hub/lossy]"));
+    wait_members(&path, 1);
+    let json = run(Command::new(FILO).args(["ipn", "stat", &p, "--json"]));
+    assert!(
+        json.starts_with('{') && json.trim_end().ends_with('}'),
+        "{json}"
+    );
+    for part in [
+        "\"policy\":\"switch\"",
+        "\"lossless\":true",
+        "\"slots\":512",
+        &format!("\"pid\":{}", b.proc.pid()),
+    ] {
+        assert!(json.contains(part), "{part} in {json}");
+    }
+    let text = run(Command::new(FILO).args(["ipn", "stat", &p]));
+    assert!(
+        text.contains("policy switch, lossless, 512 slots"),
+        "{text}"
+    );
+    filo_test_support::sys::kill(daemon, libc::SIGTERM);
+    assert!(
+        wait_until(T, || !pidfile.exists()),
+        "the pid file goes with the daemon"
+    );
+    // The member still serves the bus.
+    assert_eq!(members(&path).len(), 1);
+    // Nobody on a path: a clear error.
+    let out = Command::new(FILO)
+        .args(["ipn", "stat", &tmp.join("nothing").to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no bus serves this path"));
+}
