@@ -553,32 +553,10 @@ fn qemu_joins_filo_switch_and_its_network_boot_frames_arrive() {
     let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
     let mut listener = filo_vnl::open(&format!("{}[9]", sw.vnl())).unwrap();
     // No disk: the NIC's iPXE ROM network-boots, sending DHCP discovers through the switch.
-    let _qemu = Proc::spawn(
-        Command::new("qemu-system-x86_64")
-            .args([
-                "-nodefaults",
-                "-display",
-                "none",
-                "-machine",
-                "pc",
-                "-m",
-                "64",
-                "-boot",
-                "n",
-                "-serial",
-                "none",
-                "-monitor",
-                "none",
-                "-nic",
-            ])
-            .arg(format!(
-                "vde,sock={},mac=52:54:00:12:34:56,model=e1000",
-                sw.dir.display()
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let _qemu = Proc::spawn(&mut qemu_netboot(&format!(
+        "vde,sock={},mac=52:54:00:12:34:56,model=e1000",
+        sw.dir.display()
+    )));
     assert!(
         wait_until(T, || sw.console("port/print").contains(": QEMU")),
         "QEMU's description on the switch"
@@ -588,12 +566,7 @@ fn qemu_joins_filo_switch_and_its_network_boot_frames_arrive() {
     let mut dhcp = false;
     while !dhcp && std::time::Instant::now() < deadline {
         if let Ok(n) = listener.recv_timeout(&mut buf, Some(Duration::from_secs(1))) {
-            // From QEMU's MAC, IPv4, UDP from port 68 to 67: a DHCP discover.
-            dhcp = n > 42
-                && buf[6..12] == [0x52, 0x54, 0, 0x12, 0x34, 0x56]
-                && buf[12..14] == [8, 0]
-                && buf[23] == 17
-                && buf[34..38] == [0, 68, 0, 67];
+            dhcp = is_dhcp_discover(&buf[..n], [0x52, 0x54, 0, 0x12, 0x34, 0x56]);
         }
     }
     assert!(dhcp, "no DHCP discover from QEMU arrived");

@@ -132,47 +132,20 @@ fn two_vdens_namespaces_ping_and_move_a_file_over_a_bus() {
 
 #[test]
 fn qemu_joins_a_bus_and_its_network_boot_frames_arrive() {
-    require("qemu-system-x86_64");
     let tmp = TempDir::new("ipn-qemu");
     let vnl = format!("ipn://{}", tmp.join("bus").display());
     filo_ipn::register();
     let mut listener = filo_vnl::open(&vnl).unwrap();
     // No disk: the NIC's iPXE ROM network-boots, sending DHCP discovers onto the bus.
-    let _qemu = Proc::spawn(
-        Command::new("qemu-system-x86_64")
-            .args([
-                "-nodefaults",
-                "-display",
-                "none",
-                "-machine",
-                "pc",
-                "-m",
-                "64",
-                "-boot",
-                "n",
-                "-serial",
-                "none",
-                "-monitor",
-                "none",
-                "-nic",
-            ])
-            .arg(format!("vde,sock={vnl},mac=52:54:00:12:34:57,model=e1000"))
-            .env("VDEPLUGIN_PATH", plugin_path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(test_log()),
-    );
+    let mut qemu = qemu_netboot(&format!("vde,sock={vnl},mac=52:54:00:12:34:57,model=e1000"));
+    qemu.env("VDEPLUGIN_PATH", plugin_path()).stderr(test_log());
+    let _qemu = Proc::spawn(&mut qemu);
     let mut buf = vec![0u8; 9236];
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut dhcp = false;
     while !dhcp && std::time::Instant::now() < deadline {
         if let Ok(n) = listener.recv_timeout(&mut buf, Some(Duration::from_secs(1))) {
-            // From QEMU's MAC, IPv4, UDP from port 68 to 67: a DHCP discover.
-            dhcp = n > 42
-                && buf[6..12] == [0x52, 0x54, 0, 0x12, 0x34, 0x57]
-                && buf[12..14] == [8, 0]
-                && buf[23] == 17
-                && buf[34..38] == [0, 68, 0, 67];
+            dhcp = is_dhcp_discover(&buf[..n], [0x52, 0x54, 0, 0x12, 0x34, 0x57]);
         }
     }
     assert!(dhcp, "no DHCP discover from QEMU arrived on the bus");
