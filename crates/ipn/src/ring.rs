@@ -284,6 +284,11 @@ impl Member {
         let mut all = 0u64;
         if wanted > 0 {
             let start = self.claim(wanted);
+            for seq in start..start + wanted {
+                let off = self.geo.slot(seq);
+                self.region.prefetch_write(off);
+                self.region.prefetch_write(off + SLOT_HEADER);
+            }
             let mut seq = start;
             for (frame, &mask) in frames.iter().zip(&masks[..n]) {
                 if mask == 0 {
