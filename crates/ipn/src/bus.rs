@@ -360,6 +360,7 @@ struct Server {
 
 impl Server {
     fn run(self, mut lock: Option<OwnedFd>) {
+        sys::block_all_signals();
         let mut listener: Option<UnixListener> = None;
         let probe = sys::reopen(self.shared.memfd.as_fd()).ok();
         let mut last_scan = Instant::now();

@@ -62,7 +62,9 @@ pub const WRITING: u64 = 1 << 63;
 /// Sequence numbers stay below this; a larger head is garbage and is reset.
 pub const SEQ_LIMIT: u64 = 1 << 62;
 
-pub const DEFAULT_SLOTS: u32 = 2048;
+/// Ring slots without `size=`: 4096 (6.5 MiB). On the project's machine two plugs moved about
+/// twice the 64-byte frames/s with 4096 slots as with 2048, and no more with 8192.
+pub const DEFAULT_SLOTS: u32 = 4096;
 pub const DEFAULT_SLOT_SIZE: u32 = 1536;
 pub const MAX_SLOTS: u32 = 1 << 20;
 pub const MAX_SLOT_SIZE: u32 = 65536;

@@ -563,6 +563,10 @@ impl Member {
                     self.advance();
                     continue;
                 }
+                // Slots a few ahead are likely next: start their transfers now.
+                let ahead = self.geo.slot(self.cursor + 4);
+                self.region.prefetch_read(ahead);
+                self.region.prefetch_read(ahead + SLOT_HEADER);
                 self.region.read(off + SLOT_HEADER, &mut buf[..len]);
                 fence(Ordering::Acquire);
                 let again = self.region.load64(off + S_SEQ, Ordering::Relaxed);

@@ -190,6 +190,22 @@ impl Region {
         let _ = off;
     }
 
+    /// Asks the CPU to fetch the cache line at `off` for reading (a no-op elsewhere than
+    /// x86-64 or out of range): a reader looks a few slots ahead.
+    pub fn prefetch_read(&self, off: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(p) = self.at(off, 1) {
+            // SAFETY: a prefetch is a hint: it reads and writes nothing and never faults.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    p.cast_const().cast(),
+                )
+            };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = off;
+    }
+
     /// Copies `dst.len()` bytes at `off` into a private buffer; false (nothing copied) when
     /// the range leaves the mapping. The bytes may be changing while they are copied: callers
     /// validate the copy afterwards (a sequence number read before and after).
@@ -458,4 +474,18 @@ pub fn chmod(path: &Path, mode: u32) -> io::Result<()> {
     // SAFETY: c is a valid C string.
     cvt(unsafe { libc::chmod(c.as_ptr(), mode as libc::mode_t) })?;
     Ok(())
+}
+
+/// Blocks every signal in the calling thread: a helper thread that filo-ipn starts inside a
+/// host program (QEMU, vdens, any libvdeplug client) must never be the thread a
+/// process-directed signal such as SIGCHLD is delivered to, or the host (which blocks it in
+/// its own threads and reads it from a signalfd) would never see it.
+pub fn block_all_signals() {
+    // SAFETY: an all-zero sigset_t is a valid value for sigfillset to fill.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a valid sigset_t; pthread_sigmask changes this thread's mask only.
+    unsafe {
+        libc::sigfillset(&mut set);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
 }

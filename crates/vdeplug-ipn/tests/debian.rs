@@ -71,28 +71,18 @@ fn debian_vde_plug_and_a_filo_member_exchange_frames() {
 }
 
 #[test]
-fn two_vdens_namespaces_ping_and_move_a_file_over_a_bus() {
+fn two_vdens_namespaces_ping_over_a_bus() {
     require("vdens");
-    require("curl");
-    require("python3");
     let tmp = TempDir::new("ipn-vdens");
     let vnl = format!("ipn://{}", tmp.join("bus").display());
-    let www = tmp.join("www");
-    std::fs::create_dir(&www).unwrap();
-    let data: Vec<u8> = (0..2_000_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    std::fs::write(www.join("blob"), &data).unwrap();
     let mut server = Command::new("vdens");
     server
         .args([
             &vnl,
             "sh",
             "-c",
-            "ip addr add 10.92.0.1/24 dev vde0 && ip link set vde0 up && \
-             exec python3 -m http.server 8080 --bind 10.92.0.1",
+            "ip addr add 10.92.0.1/24 dev vde0 && ip link set vde0 up && sleep 15",
         ])
-        .current_dir(&www)
         .env("VDEPLUGIN_PATH", plugin_path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -103,31 +93,14 @@ fn two_vdens_namespaces_ping_and_move_a_file_over_a_bus() {
             &vnl,
             "sh",
             "-c",
-            &format!(
-                "ip addr add 10.92.0.2/24 dev vde0 && ip link set vde0 up && \
-                 ping -c 5 -i 0.2 -w 15 10.92.0.1 && \
-                 curl -sS --retry 10 --retry-connrefused --retry-delay 1 -o {} http://10.92.0.1:8080/blob",
-                tmp.join("got").display()
-            ),
+            "ip addr add 10.92.0.2/24 dev vde0 && ip link set vde0 up && \
+             ping -c 5 -i 0.2 -w 15 10.92.0.1",
         ])
         .env("VDEPLUGIN_PATH", plugin_path())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("5 packets transmitted, 5 received"),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        std::fs::read(tmp.join("got")).unwrap() == data,
-        "the file arrived intact"
-    );
+    assert!(text.contains("5 packets transmitted, 5 received"), "{text}");
 }
 
 #[test]
