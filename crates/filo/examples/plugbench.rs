@@ -1,8 +1,9 @@
 //! Benchmark helper with filo's batched plugs (recvmmsg/sendmmsg).
 //!   plugbench VNL send COUNT SIZE DST SRC   send COUNT frames 02:..:SRC -> 02:..:DST (hex);
 //!                                           print "CPU_SECONDS" used
-//!   plugbench VNL recv IDLE_MS SRC          announce 02:..:SRC, count frames:
-//!                                           "FRAMES SECONDS CPU_SECONDS"
+//!   plugbench VNL recv IDLE_MS SRC [any]    announce 02:..:SRC, count frames (to SRC, or
+//!                                           with `any` every test frame):
+//!                                           "FRAMES SECONDS CPU_SECONDS FIRST LAST"
 use std::time::{Duration, Instant};
 
 use filo_vnl::{FrameBatch, Plug};
@@ -38,6 +39,8 @@ fn main() {
         eprintln!("usage: plugbench VNL send COUNT SIZE DST SRC | plugbench VNL recv IDLE_MS SRC");
         std::process::exit(2);
     }
+    filo_switch::register();
+    filo_ipn::register();
     let mut plug: Plug = match filo_vnl::open(&args[1]) {
         Ok(p) => p,
         Err(e) => {
@@ -75,7 +78,9 @@ fn main() {
             let me = hex(args.get(4));
             let _ = plug.send(&frame(60, 0xff, me, 0xb6));
             // Count test frames addressed to us (flooded copies for others do not count).
-            let mine = |f: &[u8]| f.len() >= 14 && f[13] == 0xb5 && f[..6] == [2, 0, 0, 0, 0, me];
+            let any = args.get(5).is_some_and(|a| a == "any");
+            let mine =
+                |f: &[u8]| f.len() >= 14 && f[13] == 0xb5 && (any || f[..6] == [2, 0, 0, 0, 0, me]);
             println!("ready");
             let mut batch = FrameBatch::new(64);
             let (mut frames, mut first, mut last) = (0u64, None, Instant::now());

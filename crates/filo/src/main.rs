@@ -9,6 +9,7 @@ mod capture;
 mod console;
 mod demo;
 mod duration;
+mod ipn;
 mod lab;
 mod lab_web;
 mod mstack;
@@ -62,6 +63,8 @@ enum Command {
     Slirp(slirp::SlirpArgs),
     /// Route between virtual networks: IPv4/IPv6 forwarding, ICMP errors, DHCP and RA servers.
     Router(router::RouterArgs),
+    /// A shared-memory bus for ipn:// plugs: create and hold one, or show its members.
+    Ipn(ipn::IpnArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
     // Every VNL the command opens may be switch:// or hub://.
     filo_switch::register();
     filo_slirp::register();
+    filo_ipn::register();
     if let Err(e) = sys::install_signal_handlers() {
         eprintln!("filo: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
         Command::Lab(args) => lab::run(args),
         Command::Slirp(args) => slirp::run(args),
         Command::Router(args) => router::run(args),
+        Command::Ipn(args) => ipn::run(args),
     };
     match result {
         Ok(code) => code,

@@ -38,6 +38,7 @@ fn every_subcommand_has_help_with_examples() {
         "lab",
         "slirp",
         "router",
+        "ipn",
     ];
     for sub in subs {
         let out = Command::new(FILO).args([sub, "--help"]).output().unwrap();

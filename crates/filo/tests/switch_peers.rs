@@ -563,12 +563,7 @@ fn qemu_joins_filo_switch_and_its_network_boot_frames_arrive() {
     let mut dhcp = false;
     while !dhcp && std::time::Instant::now() < deadline {
         if let Ok(n) = listener.recv_timeout(&mut buf, Some(Duration::from_secs(1))) {
-            // From QEMU's MAC, IPv4, UDP from port 68 to 67: a DHCP discover.
-            dhcp = n > 42
-                && buf[6..12] == [0x52, 0x54, 0, 0x12, 0x34, 0x56]
-                && buf[12..14] == [8, 0]
-                && buf[23] == 17
-                && buf[34..38] == [0, 68, 0, 67];
+            dhcp = is_dhcp_discover(&buf[..n], [0x52, 0x54, 0, 0x12, 0x34, 0x56]);
         }
     }
     assert!(dhcp, "no DHCP discover from QEMU arrived");

@@ -74,6 +74,8 @@ pub(crate) fn open_vnls(vnls: &[String]) -> Result<Vec<filo_vnl::Plug>, NsError>
     // switch:// and hub:// host a switch from filo-switch.
     filo_switch::register();
     filo_slirp::register();
+    // ipn:// joins a shared-memory bus from filo-ipn.
+    filo_ipn::register();
     vnls.iter()
         .map(|v| {
             // Taps are opened with virtio-net framing, so TCP crosses as super-frames wherever

@@ -693,6 +693,7 @@ impl StackBuilder {
         // switch:// and hub:// interfaces host a switch from filo-switch.
         filo_switch::register();
         filo_slirp::register();
+        filo_ipn::register();
         for (i, ((spec, _), conf)) in self.links.into_iter().zip(confs).enumerate() {
             let plug = match spec {
                 LinkSpec::Vnl(v) => {

@@ -591,33 +591,10 @@ impl FiloSwitch {
 /// QEMU without a disk on the switch at `switch_dir` (`-nic vde`, an e1000 with `mac`): its
 /// iPXE ROM network-boots, asking for an address by DHCP. Killed when dropped.
 pub fn qemu_netboot(switch_dir: &Path, mac: &str) -> Proc {
-    require("qemu-system-x86_64");
-    Proc::spawn(
-        Command::new("qemu-system-x86_64")
-            .args([
-                "-nodefaults",
-                "-display",
-                "none",
-                "-machine",
-                "pc",
-                "-m",
-                "64",
-                "-boot",
-                "n",
-                "-serial",
-                "none",
-                "-monitor",
-                "none",
-                "-nic",
-            ])
-            .arg(format!(
-                "vde,sock={},mac={mac},model=e1000",
-                switch_dir.display()
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )
+    Proc::spawn(&mut qemu_netboot_nic(&format!(
+        "vde,sock={},mac={mac},model=e1000",
+        switch_dir.display()
+    )))
 }
 
 /// Sends all of `frames` through `plug` in batches of `per_batch`, waiting briefly whenever
@@ -641,4 +618,41 @@ pub fn send_all(plug: &mut filo_vnl::Plug, frames: &[Vec<u8>], per_batch: usize,
             Err(e) => panic!("send after {sent} of {} frames: {e}", refs.len()),
         }
     }
+}
+
+/// QEMU without disk or display whose NIC (`-nic NIC`) network-boots: its iPXE ROM sends DHCP
+/// discovers (see [`is_dhcp_discover`]). Needs `qemu-system-x86_64`.
+pub fn qemu_netboot_nic(nic: &str) -> Command {
+    require("qemu-system-x86_64");
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args([
+        "-nodefaults",
+        "-display",
+        "none",
+        "-machine",
+        "pc",
+        "-m",
+        "64",
+        "-boot",
+        "n",
+        "-serial",
+        "none",
+        "-monitor",
+        "none",
+        "-nic",
+        nic,
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    c
+}
+
+/// Whether `frame` is a DHCP discover (IPv4, UDP from port 68 to 67) from `mac`.
+pub fn is_dhcp_discover(frame: &[u8], mac: [u8; 6]) -> bool {
+    frame.len() > 42
+        && frame[6..12] == mac
+        && frame[12..14] == [8, 0]
+        && frame[23] == 17
+        && frame[34..38] == [0, 68, 0, 67]
 }

@@ -202,6 +202,18 @@ pub const MODULES: &[ModuleSyntax] = &[
     },
     ModuleSyntax {
         keys: &[
+            "policy", "lossless", "lossy", "size", "mode", "group", "timeout", "tag", "busypoll",
+        ],
+        flags: &["lossless", "lossy", "busypoll"],
+        ..ModuleSyntax::base(
+            "ipn",
+            ArgStyle::Path,
+            "ipn://PATH[policy=hub|switch|mpegts/lossless|lossy/size=SLOTS/mode=OCTAL/group=GROUP\
+             /timeout=SECS/tag=N/busypoll]",
+        )
+    },
+    ModuleSyntax {
+        keys: &[
             "v4",
             "v6",
             "port",

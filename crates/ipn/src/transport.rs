@@ -1,0 +1,120 @@
+//! The `ipn://` plug: a bus member behind filo-vnl's [`Transport`] interface.
+//!
+//! Its data descriptor is the member's eventfd, readable after a sender woke it. A receive
+//! that finds nothing announces "sleeping" in the member's record before it returns
+//! `WouldBlock`; senders write to a member's eventfd only when it announced that, so a busy
+//! bus carries frames without any system call. With `busypoll` the plug never sleeps: it
+//! reports pending input all the time and its caller spins (lowest latency, one core).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use filo_vnl::plug::Transport;
+
+use crate::bus::Bus;
+use crate::ring::{Member, Recv};
+
+pub struct IpnTransport {
+    // Declared first: the member leaves before the bus (and its server thread) goes.
+    member: Member,
+    wake: Arc<Vec<OwnedFd>>,
+    busy_poll: bool,
+    sleeping: bool,
+    bus: Bus,
+}
+
+impl IpnTransport {
+    pub fn new(bus: Bus, member: Member, busy_poll: bool) -> IpnTransport {
+        if busy_poll {
+            // Busy polling never sleeps: the data descriptor stays readable, so an event loop
+            // that polls it keeps calling recv.
+            crate::sys::eventfd_signal(bus.wake_fds()[member.index()].as_raw_fd());
+        }
+        IpnTransport {
+            wake: bus.wake_fds(),
+            member,
+            busy_poll,
+            sleeping: true,
+            bus,
+        }
+    }
+
+    pub fn member(&self) -> &Member {
+        &self.member
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+}
+
+/// How many times an idle receive looks at the ring again before it sleeps.
+const SPIN: u32 = 2000;
+
+fn would_block() -> io::Error {
+    io::ErrorKind::WouldBlock.into()
+}
+
+impl Transport for IpnTransport {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.member.recv(buf) {
+                Recv::Frame(n) => {
+                    if self.sleeping {
+                        self.member.awake();
+                        self.sleeping = false;
+                    }
+                    return Ok(n);
+                }
+                Recv::Pending if self.busy_poll => return Err(would_block()),
+                Recv::Pending => {
+                    // A sender claimed the next slot and is still writing it. Announce
+                    // "sleeping" before giving up (the eventfd may have been drained), then
+                    // look once more: a sender publishing after the announcement wakes us.
+                    self.member.announce_sleep();
+                    self.sleeping = true;
+                    if let Recv::Frame(n) = self.member.recv(buf) {
+                        self.member.awake();
+                        self.sleeping = false;
+                        return Ok(n);
+                    }
+                    return Err(would_block());
+                }
+                Recv::Idle if self.busy_poll => return Err(would_block()),
+                Recv::Idle => {
+                    // Under load the next frame is microseconds away: look a little longer
+                    // before paying for a sleep and a wake-up (two system calls and a
+                    // scheduling round trip).
+                    if self.member.spin_for_pending(SPIN) {
+                        continue;
+                    }
+                    if self.member.prepare_sleep() {
+                        self.sleeping = true;
+                        return Err(would_block());
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.member.send_batch(&[frame]).map(|_| ())
+    }
+
+    fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
+        self.member.send_batch(frames)
+    }
+
+    fn data_fd(&self) -> BorrowedFd<'_> {
+        self.wake[self.member.index()].as_fd()
+    }
+
+    fn has_pending_input(&self) -> bool {
+        self.busy_poll || self.member.pending()
+    }
+
+    fn kind(&self) -> &'static str {
+        "ipn"
+    }
+}
