@@ -741,7 +741,7 @@ pub(crate) fn report(r: &Running) -> Report {
     }
     for n in &r.lab.nodes {
         let (pid, up) = proc_of(&format!("node {}", n.name));
-        rep.nodes.push(NodeReport {
+        let mut node = NodeReport {
             name: n.name.clone(),
             kind: n.kind.name().into(),
             pid,
@@ -755,7 +755,19 @@ pub(crate) fn report(r: &Running) -> Report {
                 })
                 .collect(),
             ip: n.ip.clone(),
-        });
+            ..Default::default()
+        };
+        if up && n.kind == NodeKind::Slirp {
+            let commands = ["stat".to_string(), "leases/print".into()];
+            match console(&r.layout.slirp_mgmt(&n.name), &commands) {
+                Ok(replies) => {
+                    node.counters = status::parse_slirp_stat(&replies[0].lines);
+                    node.leases = replies[1].lines.clone();
+                }
+                Err(e) => node.error = Some(format!("{e:#}")),
+            }
+        }
+        rep.nodes.push(node);
     }
     for x in &r.lab.remotes {
         let (pid, up) = proc_of(&format!("remote {}", x.name));
@@ -833,6 +845,16 @@ fn status(name: Option<String>, json: bool) -> Result<ExitCode> {
             state(n.alive, n.pid),
             n.ip.join(" ")
         );
+        if !n.counters.is_empty() {
+            let c: Vec<String> = n.counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            println!("  {}", c.join(", "));
+        }
+        for l in &n.leases {
+            println!("  lease {l}");
+        }
+        if let Some(e) = &n.error {
+            println!("  console: {e}");
+        }
     }
     for x in &rep.remotes {
         println!(

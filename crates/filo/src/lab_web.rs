@@ -333,6 +333,13 @@ struct LinkDropLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SlirpLabels {
+    lab: String,
+    node: String,
+    counter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpLabels {
     lab: String,
     kind: String,
@@ -349,6 +356,7 @@ pub(crate) fn metrics(rep: &filo_lab::status::Report) -> Result<String, std::fmt
     let lbytes = Family::<LinkLabels, Counter>::default();
     let ldrops = Family::<LinkDropLabels, Counter>::default();
     let up = Family::<UpLabels, Gauge>::default();
+    let slirp = Family::<SlirpLabels, Gauge>::default();
     let lab = rep.name.clone();
     for s in &rep.switches {
         up.get_or_create(&UpLabels {
@@ -419,6 +427,15 @@ pub(crate) fn metrics(rep: &filo_lab::status::Report) -> Result<String, std::fmt
             name: n.name.clone(),
         })
         .set(i64::from(n.alive));
+        for (counter, v) in &n.counters {
+            slirp
+                .get_or_create(&SlirpLabels {
+                    lab: lab.clone(),
+                    node: n.name.clone(),
+                    counter: counter.clone(),
+                })
+                .set(i64::try_from(*v).unwrap_or(i64::MAX));
+        }
     }
     reg.register(
         "filo_switch_port_frames",
@@ -449,6 +466,11 @@ pub(crate) fn metrics(rep: &filo_lab::status::Report) -> Result<String, std::fmt
         "filo_link_drops",
         "Frames a link dropped, by direction and reason",
         ldrops,
+    );
+    reg.register(
+        "filo_slirp",
+        "A slirp node's counters and open flows (its console's stat)",
+        slirp,
     );
     reg.register("filo_lab_up", "1 when the lab's process is running", up);
     let mut out = String::new();
