@@ -42,9 +42,9 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 #[command(after_long_help = "\
 A lab file declares switches, links between them (or to nodes) with wirefilter impairments,
 nodes (ns: a namespace running a command; stack: a named stack for mstack; qemu: a VM joined
-with -nic vde; tap: a kernel interface, root only; slirp: a NAT gateway to the host's network,
-filo slirp), remote segments (vxvde://, vxlan://) and
-commands to run once everything is up. See the README's `filo lab` section for the format.
+with -nic vde; tap: a kernel interface, root only; slirp: a filo slirp NAT gateway to the
+host's network), remote segments (vxvde://, vxlan://) and commands to run once everything is
+up. See the README's `filo lab` section for the format.
 
 A running lab keeps its sockets, pid files and logs in a state directory:
 $FILO_LAB_DIR/NAME, else $XDG_RUNTIME_DIR/filo-lab/NAME, else /tmp/filo-lab-UID/NAME.
@@ -682,7 +682,7 @@ fn find(state: &State, id: &str) -> Option<Process> {
     state.processes.iter().find(|p| p.id == id).cloned()
 }
 
-fn console(sock: &Path, commands: &[String]) -> Result<Vec<filo_vnl::console::Reply>> {
+pub(crate) fn console(sock: &Path, commands: &[String]) -> Result<Vec<filo_vnl::console::Reply>> {
     let mut s = Session::open(sock, Duration::from_secs(5))?;
     commands.iter().map(|c| s.run(c)).collect()
 }

@@ -287,9 +287,21 @@ fn percent_decode(text: &str) -> String {
 fn node_info(name: &str, node: &str) -> Result<serde_json::Value> {
     let r = open_lab(Some(name.to_string()))?;
     let n = r.lab.find_node(node).map_err(|e| anyhow::anyhow!(e))?;
-    let addresses = match crate::lab::node_output(&r, n, &["ip", "-br", "addr"]) {
-        Ok(t) => t,
-        Err(e) => format!("({e:#})"),
+    let addresses = if n.kind == filo_lab::model::NodeKind::Slirp {
+        // A gateway has no namespace to look in: its console says what it serves.
+        let commands = ["showinfo".to_string(), "leases/print".into()];
+        match crate::lab::console(&r.layout.slirp_mgmt(&n.name), &commands) {
+            Ok(replies) => replies
+                .iter()
+                .flat_map(|reply| reply.lines.iter().map(|l| format!("{l}\n")))
+                .collect(),
+            Err(e) => format!("({e:#})"),
+        }
+    } else {
+        match crate::lab::node_output(&r, n, &["ip", "-br", "addr"]) {
+            Ok(t) => t,
+            Err(e) => format!("({e:#})"),
+        }
     };
     Ok(serde_json::json!({
         "name": n.name,

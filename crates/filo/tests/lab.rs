@@ -516,6 +516,31 @@ fn sample(metrics: &str, prefix: &str) -> u64 {
     line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
+/// `filo lab web` on a free port of 127.0.0.1 for the lab under `root`: (process, address).
+fn start_web(root: &Path) -> (Proc, String) {
+    let mut web = Proc::spawn(
+        Command::new(FILO)
+            .args(["lab", "web", "--listen", "127.0.0.1:0"])
+            .env("FILO_LAB_DIR", root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(test_log()),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(web.child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (web, addr)
+}
+
 #[test]
 fn the_web_view_serves_metrics_status_changes_and_a_live_page() {
     require("ping");
@@ -547,26 +572,7 @@ ip = ["10.63.0.2/24"]
     let (ok, out, _) = ping(&root, "h1", 3, 5, "10.63.0.2");
     assert!(ok && out.contains("3 received"), "{out}");
 
-    let mut web = Proc::spawn(
-        Command::new(FILO)
-            .args(["lab", "web", "--listen", "127.0.0.1:0"])
-            .env("FILO_LAB_DIR", &root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(test_log()),
-    );
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(web.child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
+    let (mut web, addr) = start_web(&root);
 
     // /metrics: OpenMetrics text, every sample line NAME{LABELS} VALUE, with the link's frames.
     let (st, m) = http(&addr, "GET", "/metrics", "");
@@ -1459,6 +1465,28 @@ command = {node_www}
         ok && text.contains("node gw (slirp)") && text.contains("lease "),
         "{text}"
     );
+
+    // The web view: the gateway's counters in /metrics, its console's view as its addresses.
+    let (mut web, addr) = start_web(&root);
+    let (st, m) = http(&addr, "GET", "/metrics", "");
+    assert_eq!(st, 200, "{m}");
+    assert!(
+        sample(
+            &m,
+            r#"filo_slirp{lab="gwlab",node="gw",counter="tcp_opened"}"#
+        ) >= 1,
+        "{m}"
+    );
+    let (st, info) = http(&addr, "GET", "/api/node/gw", "");
+    assert_eq!(st, 200, "{info}");
+    assert!(
+        info.contains("10.70.0.2") && info.contains("10.70.0.50"),
+        "{info}"
+    );
+    let (st, svg) = http(&addr, "GET", "/graph.svg", "");
+    assert_eq!(st, 200);
+    assert!(svg.contains(r#"class="node slirp""#), "{svg}");
+    web.terminate(Duration::from_secs(5));
 
     down(&root);
     assert_nothing_left(&root);
