@@ -155,25 +155,32 @@ fn env_of(lab: &Lab, n: &Node) -> Vec<(String, String)> {
     env
 }
 
-/// `filo plug -d` between two VNLs (a remote segment, a tap).
-fn plug_step(id: String, phase: u8, layout: &Layout, a: String, b: String) -> Step {
-    let pidfile = layout.pidfile(&id);
+/// A `filo … -d` daemon that writes its pid file at the lab's place for `id`.
+fn daemon_step(
+    id: String,
+    phase: u8,
+    layout: &Layout,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+) -> Step {
     Step {
-        args: vec![
-            "plug".into(),
-            "-d".into(),
-            "-p".into(),
-            pidfile.display().to_string(),
-            a,
-            b,
-        ],
-        start: Start::Daemon { pidfile },
+        start: Start::Daemon {
+            pidfile: layout.pidfile(&id),
+        },
         id,
         phase,
         filo: true,
-        env: Vec::new(),
+        args,
+        env,
         file: None,
     }
+}
+
+/// `filo plug -d` between two VNLs (a remote segment, a tap).
+fn plug_step(id: String, phase: u8, layout: &Layout, a: String, b: String) -> Step {
+    let pidfile = layout.pidfile(&id).display().to_string();
+    let args = vec!["plug".into(), "-d".into(), "-p".into(), pidfile, a, b];
+    daemon_step(id, phase, layout, args, Vec::new())
 }
 
 /// Every process of the lab, in phase order.
@@ -228,17 +235,7 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
             layout.vnl(&l.a),
             layout.vnl(&l.b),
         ]);
-        steps.push(Step {
-            start: Start::Daemon {
-                pidfile: layout.pidfile(&id),
-            },
-            id,
-            phase: 1,
-            filo: true,
-            args,
-            env: Vec::new(),
-            file: None,
-        });
+        steps.push(daemon_step(id, 1, layout, args, Vec::new()));
     }
     for r in &lab.remotes {
         let id = format!("remote {}", r.name);
@@ -295,17 +292,7 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
                     vnls[0].clone(),
                 ];
                 args.extend(net_flags(n));
-                Step {
-                    start: Start::Daemon {
-                        pidfile: layout.pidfile(&id),
-                    },
-                    id,
-                    phase: 2,
-                    filo: true,
-                    args,
-                    env,
-                    file: None,
-                }
+                daemon_step(id, 2, layout, args, env)
             }
             NodeKind::Qemu => {
                 let mut args = n
@@ -359,17 +346,7 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
                     vnls[0].clone(),
                 ]);
                 // With the cables: up before the nodes that ask it for an address.
-                Step {
-                    start: Start::Daemon {
-                        pidfile: layout.pidfile(&id),
-                    },
-                    id,
-                    phase: 1,
-                    filo: true,
-                    args,
-                    env,
-                    file: None,
-                }
+                daemon_step(id, 1, layout, args, env)
             }
         };
         steps.push(step);
