@@ -42,8 +42,9 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 #[command(after_long_help = "\
 A lab file declares switches, links between them (or to nodes) with wirefilter impairments,
 nodes (ns: a namespace running a command; stack: a named stack for mstack; qemu: a VM joined
-with -nic vde; tap: a kernel interface, root only), remote segments (vxvde://, vxlan://) and
-commands to run once everything is up. See the README's `filo lab` section for the format.
+with -nic vde; tap: a kernel interface, root only; slirp: a filo slirp NAT gateway to the
+host's network), remote segments (vxvde://, vxlan://) and commands to run once everything is
+up. See the README's `filo lab` section for the format.
 
 A running lab keeps its sockets, pid files and logs in a state directory:
 $FILO_LAB_DIR/NAME, else $XDG_RUNTIME_DIR/filo-lab/NAME, else /tmp/filo-lab-UID/NAME.
@@ -681,7 +682,7 @@ fn find(state: &State, id: &str) -> Option<Process> {
     state.processes.iter().find(|p| p.id == id).cloned()
 }
 
-fn console(sock: &Path, commands: &[String]) -> Result<Vec<filo_vnl::console::Reply>> {
+pub(crate) fn console(sock: &Path, commands: &[String]) -> Result<Vec<filo_vnl::console::Reply>> {
     let mut s = Session::open(sock, Duration::from_secs(5))?;
     commands.iter().map(|c| s.run(c)).collect()
 }
@@ -741,7 +742,7 @@ pub(crate) fn report(r: &Running) -> Report {
     }
     for n in &r.lab.nodes {
         let (pid, up) = proc_of(&format!("node {}", n.name));
-        rep.nodes.push(NodeReport {
+        let mut node = NodeReport {
             name: n.name.clone(),
             kind: n.kind.name().into(),
             pid,
@@ -755,7 +756,19 @@ pub(crate) fn report(r: &Running) -> Report {
                 })
                 .collect(),
             ip: n.ip.clone(),
-        });
+            ..Default::default()
+        };
+        if up && n.kind == NodeKind::Slirp {
+            let commands = ["stat".to_string(), "leases/print".into()];
+            match console(&r.layout.slirp_mgmt(&n.name), &commands) {
+                Ok(replies) => {
+                    node.counters = status::parse_slirp_stat(&replies[0].lines);
+                    node.leases = replies[1].lines.clone();
+                }
+                Err(e) => node.error = Some(format!("{e:#}")),
+            }
+        }
+        rep.nodes.push(node);
     }
     for x in &r.lab.remotes {
         let (pid, up) = proc_of(&format!("remote {}", x.name));
@@ -833,6 +846,16 @@ fn status(name: Option<String>, json: bool) -> Result<ExitCode> {
             state(n.alive, n.pid),
             n.ip.join(" ")
         );
+        if !n.counters.is_empty() {
+            let c: Vec<String> = n.counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            println!("  {}", c.join(", "));
+        }
+        for l in &n.leases {
+            println!("  lease {l}");
+        }
+        if let Some(e) = &n.error {
+            println!("  console: {e}");
+        }
     }
     for x in &rep.remotes {
         println!(

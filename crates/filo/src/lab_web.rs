@@ -287,9 +287,21 @@ fn percent_decode(text: &str) -> String {
 fn node_info(name: &str, node: &str) -> Result<serde_json::Value> {
     let r = open_lab(Some(name.to_string()))?;
     let n = r.lab.find_node(node).map_err(|e| anyhow::anyhow!(e))?;
-    let addresses = match crate::lab::node_output(&r, n, &["ip", "-br", "addr"]) {
-        Ok(t) => t,
-        Err(e) => format!("({e:#})"),
+    let addresses = if n.kind == filo_lab::model::NodeKind::Slirp {
+        // A gateway has no namespace to look in: its console says what it serves.
+        let commands = ["showinfo".to_string(), "leases/print".into()];
+        match crate::lab::console(&r.layout.slirp_mgmt(&n.name), &commands) {
+            Ok(replies) => replies
+                .iter()
+                .flat_map(|reply| reply.lines.iter().map(|l| format!("{l}\n")))
+                .collect(),
+            Err(e) => format!("({e:#})"),
+        }
+    } else {
+        match crate::lab::node_output(&r, n, &["ip", "-br", "addr"]) {
+            Ok(t) => t,
+            Err(e) => format!("({e:#})"),
+        }
     };
     Ok(serde_json::json!({
         "name": n.name,
@@ -333,6 +345,13 @@ struct LinkDropLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SlirpLabels {
+    lab: String,
+    node: String,
+    counter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpLabels {
     lab: String,
     kind: String,
@@ -349,6 +368,7 @@ pub(crate) fn metrics(rep: &filo_lab::status::Report) -> Result<String, std::fmt
     let lbytes = Family::<LinkLabels, Counter>::default();
     let ldrops = Family::<LinkDropLabels, Counter>::default();
     let up = Family::<UpLabels, Gauge>::default();
+    let slirp = Family::<SlirpLabels, Gauge>::default();
     let lab = rep.name.clone();
     for s in &rep.switches {
         up.get_or_create(&UpLabels {
@@ -419,6 +439,15 @@ pub(crate) fn metrics(rep: &filo_lab::status::Report) -> Result<String, std::fmt
             name: n.name.clone(),
         })
         .set(i64::from(n.alive));
+        for (counter, v) in &n.counters {
+            slirp
+                .get_or_create(&SlirpLabels {
+                    lab: lab.clone(),
+                    node: n.name.clone(),
+                    counter: counter.clone(),
+                })
+                .set(i64::try_from(*v).unwrap_or(i64::MAX));
+        }
     }
     reg.register(
         "filo_switch_port_frames",
@@ -449,6 +478,11 @@ pub(crate) fn metrics(rep: &filo_lab::status::Report) -> Result<String, std::fmt
         "filo_link_drops",
         "Frames a link dropped, by direction and reason",
         ldrops,
+    );
+    reg.register(
+        "filo_slirp",
+        "A slirp node's counters and open flows (its console's stat)",
+        slirp,
     );
     reg.register("filo_lab_up", "1 when the lab's process is running", up);
     let mut out = String::new();

@@ -2,7 +2,8 @@
 //! nodes and a stack comes up, its nodes ping each other, `status --json` shows the counters,
 //! `set` changes the link's loss (a ping across fails, then works again), `exec` runs in a
 //! node, and `down` leaves no process and no socket; a lab with a failing node comes down
-//! again naming it; bad files are refused before anything starts.
+//! again naming it; bad files are refused before anything starts; a slirp node takes a
+//! switch to the host's network (DHCP, out to a server, a forward in).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -515,6 +516,31 @@ fn sample(metrics: &str, prefix: &str) -> u64 {
     line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
+/// `filo lab web` on a free port of 127.0.0.1 for the lab under `root`: (process, address).
+fn start_web(root: &Path) -> (Proc, String) {
+    let mut web = Proc::spawn(
+        Command::new(FILO)
+            .args(["lab", "web", "--listen", "127.0.0.1:0"])
+            .env("FILO_LAB_DIR", root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(test_log()),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(web.child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (web, addr)
+}
+
 #[test]
 fn the_web_view_serves_metrics_status_changes_and_a_live_page() {
     require("ping");
@@ -546,26 +572,7 @@ ip = ["10.63.0.2/24"]
     let (ok, out, _) = ping(&root, "h1", 3, 5, "10.63.0.2");
     assert!(ok && out.contains("3 received"), "{out}");
 
-    let mut web = Proc::spawn(
-        Command::new(FILO)
-            .args(["lab", "web", "--listen", "127.0.0.1:0"])
-            .env("FILO_LAB_DIR", &root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(test_log()),
-    );
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(web.child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
+    let (mut web, addr) = start_web(&root);
 
     // /metrics: OpenMetrics text, every sample line NAME{LABELS} VALUE, with the link's frames.
     let (st, m) = http(&addr, "GET", "/metrics", "");
@@ -1343,4 +1350,144 @@ fn a_busy_tap_fails_its_node_by_name() {
     assert!(!ok && err.contains("node t failed"), "{err}");
     assert_nothing_left(&root);
     drop(holder);
+}
+
+/// A slirp node gives a switch the "host's" network: the lab runs in a host namespace joined
+/// by a veth to an "inet" namespace with an HTTP server; an ns node on the switch takes its
+/// address from the gateway's DHCP server and fetches a page from inet, a forward from the
+/// host's loopback reaches the node's own server, `status` shows the gateway's counters and
+/// lease, and `down` stops it.
+#[test]
+fn a_slirp_node_takes_a_switch_to_the_hosts_network() {
+    require("python3");
+    require("curl");
+    require("nsenter");
+    let tmp = TempDir::new("filo-lab");
+    let host = Netns::new("filo-lab-sh");
+    let inet = Netns::new("filo-lab-si");
+    veth(&host, "198.18.7.1/24", &inet, "198.18.7.2/24");
+    let serve = |dir: &Path, text: &str| {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("index.html"), text).unwrap();
+        vec![
+            "python3".to_string(),
+            "-m".into(),
+            "http.server".into(),
+            "8000".into(),
+            "-d".into(),
+            dir.display().to_string(),
+        ]
+    };
+    let inet_www = serve(&tmp.join("inet"), "hello from inet\n");
+    let _http = Proc::spawn(
+        inet.command(&inet_www[0])
+            .args(&inet_www[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(
+        host.curl_until("http://198.18.7.2:8000/", &tmp.join("probe"), T),
+        "the inet namespace's HTTP server did not come up"
+    );
+    let node_www = serde_json::to_string(&serve(&tmp.join("node"), "hello from h1\n")).unwrap();
+    let root = tmp.join("state");
+    let file = write_lab(
+        &tmp,
+        &format!(
+            r#"
+name = "gwlab"
+[switch.lan]
+[node.gw]
+kind = "slirp"
+net = ["lan"]
+ip = ["10.70.0.2/24"]
+dhcp_start = "10.70.0.50"
+tcpfwd = ["127.0.0.1:18080:10.70.0.50:8000"]
+[node.h1]
+kind = "ns"
+net = ["lan"]
+dhcp = true
+command = {node_www}
+"#
+        ),
+    );
+    let _down = Cleanup(&root, "gwlab");
+    let (ok, out, err) = filo_in(&host, &root, &["lab", "up", file.to_str().unwrap()]);
+    assert!(ok, "{out} {err}");
+
+    // Out through the gateway, to a server the host reaches.
+    let (ok, out, err) = filo(
+        &root,
+        &[
+            "lab",
+            "exec",
+            "h1",
+            "--",
+            "curl",
+            "-sf",
+            "--max-time",
+            "10",
+            "http://198.18.7.2:8000/",
+        ],
+    );
+    assert!(ok && out == "hello from inet\n", "{out} {err}");
+    // In from the host's loopback, through the forward, to the node's server.
+    let got = tmp.join("fwd");
+    assert!(
+        host.curl_until("http://127.0.0.1:18080/", &got, T),
+        "the forward did not reach the node"
+    );
+    assert_eq!(std::fs::read_to_string(&got).unwrap(), "hello from h1\n");
+
+    let (ok, out, _) = filo(&root, &["lab", "status", "--json"]);
+    assert!(ok);
+    let s = json(&out);
+    let gw = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "gw")
+        .unwrap_or_else(|| panic!("no gw: {s}"));
+    assert_eq!((&gw["kind"], &gw["alive"]), (&"slirp".into(), &true.into()));
+    let counter = |name: &str| {
+        gw["counters"]
+            .as_array()
+            .and_then(|c| c.iter().find(|p| p[0] == name))
+            .and_then(|p| p[1].as_u64())
+            .unwrap_or_else(|| panic!("no {name}: {gw}"))
+    };
+    assert!(counter("tcp_opened") >= 1, "{gw}");
+    assert!(counter("forwards_accepted") >= 1, "{gw}");
+    assert!(gw["leases"].to_string().contains("10.70.0.50"), "{gw}");
+    let (ok, text, _) = filo(&root, &["lab", "status"]);
+    assert!(
+        ok && text.contains("node gw (slirp)") && text.contains("lease "),
+        "{text}"
+    );
+
+    // The web view: the gateway's counters in /metrics, its console's view as its addresses.
+    let (mut web, addr) = start_web(&root);
+    let (st, m) = http(&addr, "GET", "/metrics", "");
+    assert_eq!(st, 200, "{m}");
+    assert!(
+        sample(
+            &m,
+            r#"filo_slirp{lab="gwlab",node="gw",counter="tcp_opened"}"#
+        ) >= 1,
+        "{m}"
+    );
+    let (st, info) = http(&addr, "GET", "/api/node/gw", "");
+    assert_eq!(st, 200, "{info}");
+    assert!(
+        info.contains("10.70.0.2") && info.contains("10.70.0.50"),
+        "{info}"
+    );
+    let (st, svg) = http(&addr, "GET", "/graph.svg", "");
+    assert_eq!(st, 200);
+    assert!(svg.contains(r#"class="node slirp""#), "{svg}");
+    web.terminate(Duration::from_secs(5));
+
+    down(&root);
+    assert_nothing_left(&root);
 }

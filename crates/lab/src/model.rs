@@ -145,6 +145,7 @@ pub enum NodeKind {
     Stack,
     Qemu,
     Tap,
+    Slirp,
 }
 
 impl NodeKind {
@@ -154,6 +155,7 @@ impl NodeKind {
             NodeKind::Stack => "stack",
             NodeKind::Qemu => "qemu",
             NodeKind::Tap => "tap",
+            NodeKind::Slirp => "slirp",
         }
     }
 }
@@ -181,6 +183,13 @@ struct NodeDef {
     #[serde(default)]
     env: BTreeMap<String, String>,
     ifname: Option<Spanned<String>>,
+    dhcp_start: Option<Spanned<String>>,
+    #[serde(default)]
+    tcpfwd: Vec<Spanned<String>>,
+    #[serde(default)]
+    udpfwd: Vec<Spanned<String>>,
+    #[serde(default)]
+    hostloopback: bool,
 }
 
 #[derive(Deserialize, Debug)]
@@ -257,6 +266,18 @@ pub struct Node {
     pub run: Vec<CommandLine>,
     pub env: BTreeMap<String, String>,
     pub ifname: Option<String>,
+    /// A slirp node's gateway: its `filo slirp` options.
+    pub slirp: Option<Slirp>,
+}
+
+/// What a slirp node passes to `filo slirp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slirp {
+    /// The gateway's options as a slirp:// VNL (addresses, DHCP start, DNS, MTU, hostloopback).
+    pub vnl: String,
+    /// Host → guest forwards, `[HOSTIP:]HOSTPORT:GUESTIP:GUESTPORT`.
+    pub tcpfwd: Vec<String>,
+    pub udpfwd: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -777,7 +798,7 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
         }
         let has_conf = !d.ip.is_empty() || d.gw.is_some() || !d.dns.is_empty() || d.dhcp || d.slaac;
         match kind {
-            NodeKind::Ns => {}
+            NodeKind::Ns | NodeKind::Slirp => {}
             NodeKind::Stack => {
                 if net.len() != 1 {
                     return Err(cx.err(
@@ -833,6 +854,24 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
                 }
             }
         }
+        let slirp = if kind == NodeKind::Slirp {
+            Some(slirp_of(cx, &key, nd, &net)?)
+        } else {
+            let fields = [
+                ("dhcp_start", d.dhcp_start.as_ref().map(|s| s.span())),
+                ("tcpfwd", d.tcpfwd.first().map(|s| s.span())),
+                ("udpfwd", d.udpfwd.first().map(|s| s.span())),
+                ("hostloopback", d.hostloopback.then(|| d.kind.span())),
+            ];
+            if let Some((f, span)) = fields.into_iter().find_map(|(f, s)| s.map(|s| (f, s))) {
+                return Err(cx.err(
+                    span,
+                    format!("{key}.{f}"),
+                    format!("only slirp nodes take `{f}`"),
+                ));
+            }
+            None
+        };
         if kind != NodeKind::Tap {
             if let Some(i) = &d.ifname {
                 return Err(cx.err(
@@ -868,6 +907,7 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
             run: d.run.iter().map(|c| c.get_ref().clone()).collect(),
             env: d.env.clone(),
             ifname: d.ifname.as_ref().map(|s| s.get_ref().clone()),
+            slirp,
         });
     }
 
@@ -906,6 +946,104 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
         links,
         nodes,
         remotes,
+    })
+}
+
+/// A slirp node's options, checked as `filo slirp` will read them: `ip` gives the gateway's
+/// addresses (one IPv4, one IPv6), `dns` its DNS relay's, `dhcp_start` the first address
+/// its DHCP server leases.
+fn slirp_of(
+    cx: &Ctx<'_>,
+    key: &str,
+    nd: &Spanned<NodeDef>,
+    net: &[Attach],
+) -> Result<Slirp, LabError> {
+    let d = nd.get_ref();
+    if net.len() != 1 {
+        return Err(cx.err(
+            nd.span(),
+            format!("{key}.net"),
+            "a slirp node has exactly one interface",
+        ));
+    }
+    if d.command.is_some()
+        || !d.run.is_empty()
+        || d.gw.is_some()
+        || d.dhcp
+        || d.slaac
+        || d.hostname.is_some()
+    {
+        return Err(cx.err(d.kind.span(), format!("{key}.kind"), "a slirp node is a NAT gateway, not a host: it takes ip, dns, dhcp_start, mtu, tcpfwd, udpfwd and hostloopback (no command, run, gw, dhcp, slaac or hostname)"));
+    }
+    let mut opts = Vec::new();
+    let (mut v4, mut v6) = (false, false);
+    for ip in &d.ip {
+        let text = ip.get_ref();
+        let six = text.contains(':');
+        let seen = if six { &mut v6 } else { &mut v4 };
+        if std::mem::replace(seen, true) {
+            return Err(cx.err(
+                ip.span(),
+                format!("{key}.ip"),
+                format!("{text:?}: a slirp gateway has one IPv4 and one IPv6 address"),
+            ));
+        }
+        opts.push(format!("{}='{text}'", if six { "addr6" } else { "addr" }));
+    }
+    if let Some(s) = &d.dhcp_start {
+        opts.push(format!("dhcp={}", s.get_ref()));
+    }
+    for dns in &d.dns {
+        let text = dns.get_ref();
+        opts.push(format!(
+            "{}={text}",
+            if text.contains(':') {
+                "vnameserver6"
+            } else {
+                "vnameserver"
+            }
+        ));
+    }
+    if let Some(m) = &d.mtu {
+        opts.push(format!("mtu={}", m.get_ref()));
+    }
+    if d.hostloopback {
+        opts.push("hostloopback".into());
+    }
+    let vnl = format!("slirp:///{}", opts.join("/"));
+    if let Err(e) = filo_slirp::config_from_text(&vnl) {
+        // Name the field the gateway's message is about.
+        let text = e.to_string();
+        let (field, span) = [
+            ("vnameserver", "dns", d.dns.first().map(|s| s.span())),
+            (
+                "dhcp",
+                "dhcp_start",
+                d.dhcp_start.as_ref().map(|s| s.span()),
+            ),
+            ("addr", "ip", d.ip.first().map(|s| s.span())),
+            ("mtu", "mtu", d.mtu.as_ref().map(|s| s.span())),
+        ]
+        .into_iter()
+        .find(|(opt, _, span)| span.is_some() && text.contains(&format!("option {opt}")))
+        .map_or(("kind", d.kind.span()), |(_, f, s)| {
+            (f, s.unwrap_or_else(|| d.kind.span()))
+        });
+        return Err(cx.err(span, format!("{key}.{field}"), text));
+    }
+    let fwd = |list: &[Spanned<String>], proto, field: &str| {
+        list.iter()
+            .map(|f| {
+                filo_slirp::Forward::parse(proto, f.get_ref())
+                    .map(|_| f.get_ref().clone())
+                    .map_err(|m| cx.err(f.span(), format!("{key}.{field}"), m))
+            })
+            .collect::<Result<Vec<String>, LabError>>()
+    };
+    Ok(Slirp {
+        vnl,
+        tcpfwd: fwd(&d.tcpfwd, filo_slirp::Proto::Tcp, "tcpfwd")?,
+        udpfwd: fwd(&d.udpfwd, filo_slirp::Proto::Udp, "udpfwd")?,
     })
 }
 

@@ -2,7 +2,7 @@
 //! phase. Pure: paths are computed under a state directory, nothing is started here.
 //!
 //! Phases start in order, and the steps of one phase in parallel: switches (and the hubs that
-//! hold a node's side of an impaired link), then the cables (wirefilters, remote segments),
+//! hold a node's side of an impaired link), then the cables (wirefilters, remote segments) and slirp gateways,
 //! then the nodes. `run` commands follow once every node is up.
 
 use std::path::{Path, PathBuf};
@@ -39,6 +39,10 @@ impl Layout {
     pub fn link_mgmt(&self, link: &str) -> PathBuf {
         self.dir.join("wf").join(format!("{link}.mgmt"))
     }
+    /// A slirp node's console.
+    pub fn slirp_mgmt(&self, node: &str) -> PathBuf {
+        self.dir.join("sl").join(format!("{node}.mgmt"))
+    }
     pub fn stack_path(&self, node: &str) -> PathBuf {
         self.dir.join("st").join(node)
     }
@@ -57,7 +61,7 @@ impl Layout {
     }
     /// Every subdirectory `up` creates.
     pub fn subdirs(&self) -> Vec<PathBuf> {
-        ["sw", "wf", "st", "pid", "log", "ready"]
+        ["sw", "wf", "sl", "st", "pid", "log", "ready"]
             .iter()
             .map(|d| self.dir.join(d))
             .collect()
@@ -151,25 +155,32 @@ fn env_of(lab: &Lab, n: &Node) -> Vec<(String, String)> {
     env
 }
 
-/// `filo plug -d` between two VNLs (a remote segment, a tap).
-fn plug_step(id: String, phase: u8, layout: &Layout, a: String, b: String) -> Step {
-    let pidfile = layout.pidfile(&id);
+/// A `filo … -d` daemon that writes its pid file at the lab's place for `id`.
+fn daemon_step(
+    id: String,
+    phase: u8,
+    layout: &Layout,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+) -> Step {
     Step {
-        args: vec![
-            "plug".into(),
-            "-d".into(),
-            "-p".into(),
-            pidfile.display().to_string(),
-            a,
-            b,
-        ],
-        start: Start::Daemon { pidfile },
+        start: Start::Daemon {
+            pidfile: layout.pidfile(&id),
+        },
         id,
         phase,
         filo: true,
-        env: Vec::new(),
+        args,
+        env,
         file: None,
     }
+}
+
+/// `filo plug -d` between two VNLs (a remote segment, a tap).
+fn plug_step(id: String, phase: u8, layout: &Layout, a: String, b: String) -> Step {
+    let pidfile = layout.pidfile(&id).display().to_string();
+    let args = vec!["plug".into(), "-d".into(), "-p".into(), pidfile, a, b];
+    daemon_step(id, phase, layout, args, Vec::new())
 }
 
 /// Every process of the lab, in phase order.
@@ -224,17 +235,7 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
             layout.vnl(&l.a),
             layout.vnl(&l.b),
         ]);
-        steps.push(Step {
-            start: Start::Daemon {
-                pidfile: layout.pidfile(&id),
-            },
-            id,
-            phase: 1,
-            filo: true,
-            args,
-            env: Vec::new(),
-            file: None,
-        });
+        steps.push(daemon_step(id, 1, layout, args, Vec::new()));
     }
     for r in &lab.remotes {
         let id = format!("remote {}", r.name);
@@ -291,17 +292,7 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
                     vnls[0].clone(),
                 ];
                 args.extend(net_flags(n));
-                Step {
-                    start: Start::Daemon {
-                        pidfile: layout.pidfile(&id),
-                    },
-                    id,
-                    phase: 2,
-                    filo: true,
-                    args,
-                    env,
-                    file: None,
-                }
+                daemon_step(id, 2, layout, args, env)
             }
             NodeKind::Qemu => {
                 let mut args = n
@@ -333,9 +324,34 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
                 format!("tap://{}", n.ifname.clone().unwrap_or_default()),
                 vnls[0].clone(),
             ),
+            NodeKind::Slirp => {
+                let s = n.slirp.clone().unwrap_or(crate::model::Slirp {
+                    vnl: "slirp://".into(),
+                    tcpfwd: Vec::new(),
+                    udpfwd: Vec::new(),
+                });
+                let mut args = vec!["slirp".to_string(), "--slirp".into(), s.vnl];
+                for f in &s.tcpfwd {
+                    args.extend(["--tcpfwd".to_string(), f.clone()]);
+                }
+                for f in &s.udpfwd {
+                    args.extend(["--udpfwd".to_string(), f.clone()]);
+                }
+                args.extend([
+                    "-M".to_string(),
+                    layout.slirp_mgmt(&n.name).display().to_string(),
+                    "-d".into(),
+                    "--pidfile".into(),
+                    layout.pidfile(&id).display().to_string(),
+                    vnls[0].clone(),
+                ]);
+                // With the cables: up before the nodes that ask it for an address.
+                daemon_step(id, 1, layout, args, env)
+            }
         };
         steps.push(step);
     }
+    steps.sort_by_key(|s| s.phase);
     steps
 }
 
@@ -353,8 +369,12 @@ pub fn longest_socket(lab: &Lab, layout: &Layout) -> Option<(PathBuf, usize)> {
     for l in &lab.links {
         paths.push(layout.link_mgmt(&l.name));
     }
-    for n in lab.nodes.iter().filter(|n| n.kind == NodeKind::Stack) {
-        paths.push(layout.stack_path(&n.name));
+    for n in &lab.nodes {
+        match n.kind {
+            NodeKind::Stack => paths.push(layout.stack_path(&n.name)),
+            NodeKind::Slirp => paths.push(layout.slirp_mgmt(&n.name)),
+            _ => {}
+        }
     }
     paths
         .into_iter()
@@ -399,7 +419,7 @@ pub fn exec_argv(
             a.extend(argv.iter().cloned());
             Ok((false, a))
         }
-        NodeKind::Qemu | NodeKind::Tap => Err(format!(
+        NodeKind::Qemu | NodeKind::Tap | NodeKind::Slirp => Err(format!(
             "node {} is a {} node: exec runs commands in ns and stack nodes only",
             node.name,
             node.kind.name()

@@ -234,6 +234,33 @@ pub struct NodeReport {
     /// The switches (and ports) it is on.
     pub net: Vec<String>,
     pub ip: Vec<String>,
+    /// A slirp node's counters (its console's `stat`, see [`parse_slirp_stat`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counters: Vec<(String, u64)>,
+    /// A slirp node's DHCP leases (its console's `leases/print`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Parses a slirp gateway's `stat`: each line is a group and its counters
+/// (`tcp opened 3 connect_failed 0`), named `tcp_opened`, `tcp_connect_failed`; the `limits`
+/// line is configuration, not a counter, and is left out.
+pub fn parse_slirp_stat(lines: &[String]) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for line in lines {
+        let mut words = line.split_whitespace();
+        let Some(group) = words.next() else { continue };
+        if group == "limits" {
+            continue;
+        }
+        let rest: Vec<&str> = words.collect();
+        for (k, n) in pairs(&rest.join(" ")) {
+            out.push((format!("{group}_{k}"), n));
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

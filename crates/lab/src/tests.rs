@@ -1,6 +1,6 @@
 use crate::model::{parse, NodeKind};
 use crate::plan::{plan, Layout, Start};
-use crate::status::{parse_port_print, parse_showinfo, set_commands};
+use crate::status::{parse_port_print, parse_showinfo, parse_slirp_stat, set_commands};
 
 const TWO_SITES: &str = r#"
 name = "two"
@@ -190,6 +190,42 @@ const BAD: &[(&str, usize, &str, &str)] = &[
         "expected a vxvde:// or vxlan://",
     ),
     ("name = \"a b\"\n", 1, "name", "not a valid name"),
+    (
+        "[switch.s]\n[node.gw]\nkind = \"slirp\"\nnet = [\"s\"]\ntcpfwd = [\"8080:10.0.2.15\"]\n",
+        5,
+        "node.gw.tcpfwd",
+        "expected [HOSTIP:]HOSTPORT:GUESTIP:GUESTPORT",
+    ),
+    (
+        "[switch.s]\n[node.gw]\nkind = \"slirp\"\nnet = [\"s\"]\ndhcp_start = \"192.168.9.9\"\n",
+        5,
+        "node.gw.dhcp_start",
+        "in the gateway's network",
+    ),
+    (
+        "[switch.s]\n[node.gw]\nkind = \"slirp\"\nnet = [\"s\"]\nip = [\"10.1.0.2/24\", \"10.2.0.2/24\"]\n",
+        5,
+        "node.gw.ip",
+        "one IPv4 and one IPv6 address",
+    ),
+    (
+        "[switch.s]\n[node.gw]\nkind = \"slirp\"\nnet = [\"s\"]\ncommand = \"true\"\n",
+        3,
+        "node.gw.kind",
+        "a slirp node is a NAT gateway",
+    ),
+    (
+        "[switch.s]\n[node.h]\nkind = \"ns\"\nnet = [\"s\"]\nhostloopback = true\n",
+        3,
+        "node.h.hostloopback",
+        "only slirp nodes take `hostloopback`",
+    ),
+    (
+        "[switch.s]\n[switch.t]\n[node.gw]\nkind = \"slirp\"\nnet = [\"s\", \"t\"]\n",
+        3,
+        "node.gw.net",
+        "exactly one interface",
+    ),
 ];
 
 #[test]
@@ -357,4 +393,103 @@ fn the_longest_socket_path_is_known_before_starting() {
         "/run/l/sw/sw2-h3_end/1023.4194304.vnet.train"
     );
     assert_eq!(len, path.to_str().unwrap().len());
+}
+
+const WITH_SLIRP: &str = r#"
+[switch.lan]
+
+[node.gw]
+kind = "slirp"
+net = ["lan"]
+ip = ["10.1.0.2/24"]
+dhcp_start = "10.1.0.100"
+dns = ["10.1.0.3"]
+tcpfwd = ["127.0.0.1:8080:10.1.0.100:80"]
+udpfwd = ["5353:10.1.0.100:53"]
+hostloopback = true
+
+[node.h1]
+kind = "ns"
+net = ["lan"]
+dhcp = true
+"#;
+
+#[test]
+fn a_slirp_node_starts_with_the_cables_before_the_nodes_that_ask_it_for_an_address() {
+    let lab = parse(WITH_SLIRP, "s").unwrap();
+    let gw = lab.node("gw").unwrap();
+    assert_eq!(gw.kind, NodeKind::Slirp);
+    let layout = Layout::new("/run/l");
+    let steps = plan(&lab, &layout);
+    let ids: Vec<(&str, u8)> = steps.iter().map(|s| (s.id.as_str(), s.phase)).collect();
+    assert_eq!(
+        ids,
+        [("switch lan", 0), ("node gw", 1), ("node h1", 2)],
+        "{steps:#?}"
+    );
+    let s = &steps[1];
+    assert!(s.filo);
+    assert_eq!(
+        s.args,
+        [
+            "slirp",
+            "--slirp",
+            "slirp:///addr='10.1.0.2/24'/dhcp=10.1.0.100/vnameserver=10.1.0.3/hostloopback",
+            "--tcpfwd",
+            "127.0.0.1:8080:10.1.0.100:80",
+            "--udpfwd",
+            "5353:10.1.0.100:53",
+            "-M",
+            "/run/l/sl/gw.mgmt",
+            "-d",
+            "--pidfile",
+            "/run/l/pid/node-gw.pid",
+            "vde:///run/l/sw/lan",
+        ]
+    );
+    assert_eq!(
+        s.start,
+        Start::Daemon {
+            pidfile: "/run/l/pid/node-gw.pid".into()
+        }
+    );
+    // The gateway is a pill in the drawing and a hexagon in DOT.
+    let svg = crate::graph::svg(&lab);
+    assert!(svg.contains(r#"class="node slirp"><rect"#), "{svg}");
+    assert!(svg.contains(r#"rx="17""#), "{svg}");
+    assert!(crate::graph::dot(&lab).contains("shape=hexagon"));
+    // No commands run in a gateway.
+    assert!(crate::plan::exec_argv(gw, &layout, None, &[], &["true".into()]).is_err());
+}
+
+#[test]
+fn a_bare_slirp_node_takes_the_gateways_defaults() {
+    let lab = parse(
+        "[switch.lan]\n[node.gw]\nkind = \"slirp\"\nnet = [\"lan\"]\n",
+        "s",
+    )
+    .unwrap();
+    let steps = plan(&lab, &Layout::new("/run/l"));
+    assert_eq!(steps[1].args[..3], ["slirp", "--slirp", "slirp:///"]);
+}
+
+#[test]
+fn slirp_stat_parses_into_named_counters() {
+    let lines: Vec<String> = [
+        "flows tcp 1 udp 0 icmp 0",
+        "limits tcp 1024 udp 1024 icmp 64",
+        "tcp opened 3 connect_failed 1 refused_full 0 refused_policy 0 evicted 0",
+        "frames in 20 out 18 dropped_out 0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let c = parse_slirp_stat(&lines);
+    let get = |k: &str| c.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    assert_eq!(get("flows_tcp"), Some(1));
+    assert_eq!(get("tcp_opened"), Some(3));
+    assert_eq!(get("tcp_connect_failed"), Some(1));
+    assert_eq!(get("frames_in"), Some(20));
+    assert_eq!(get("frames_dropped_out"), Some(0));
+    assert!(c.iter().all(|(n, _)| !n.starts_with("limits")), "{c:?}");
 }
