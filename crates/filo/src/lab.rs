@@ -768,6 +768,21 @@ pub(crate) fn report(r: &Running) -> Report {
                 Err(e) => node.error = Some(format!("{e:#}")),
             }
         }
+        if up && n.kind == NodeKind::Router {
+            let commands = [
+                "stat".to_string(),
+                "iface/print".into(),
+                "leases/print".into(),
+            ];
+            match console(&r.layout.router_mgmt(&n.name), &commands) {
+                Ok(replies) => {
+                    node.counters = status::parse_router_stat(&replies[0].lines, &replies[1].lines);
+                    node.ifaces = replies[1].lines.clone();
+                    node.leases = replies[2].lines.clone();
+                }
+                Err(e) => node.error = Some(format!("{e:#}")),
+            }
+        }
         rep.nodes.push(node);
     }
     for x in &r.lab.remotes {
@@ -849,6 +864,9 @@ fn status(name: Option<String>, json: bool) -> Result<ExitCode> {
         if !n.counters.is_empty() {
             let c: Vec<String> = n.counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
             println!("  {}", c.join(", "));
+        }
+        for l in &n.ifaces {
+            println!("  iface {l}");
         }
         for l in &n.leases {
             println!("  lease {l}");

@@ -287,10 +287,20 @@ fn percent_decode(text: &str) -> String {
 fn node_info(name: &str, node: &str) -> Result<serde_json::Value> {
     let r = open_lab(Some(name.to_string()))?;
     let n = r.lab.find_node(node).map_err(|e| anyhow::anyhow!(e))?;
-    let addresses = if n.kind == filo_lab::model::NodeKind::Slirp {
-        // A gateway has no namespace to look in: its console says what it serves.
-        let commands = ["showinfo".to_string(), "leases/print".into()];
-        match crate::lab::console(&r.layout.slirp_mgmt(&n.name), &commands) {
+    let daemon = match n.kind {
+        filo_lab::model::NodeKind::Slirp => Some((
+            r.layout.slirp_mgmt(&n.name),
+            ["showinfo".to_string(), "leases/print".into()],
+        )),
+        filo_lab::model::NodeKind::Router => Some((
+            r.layout.router_mgmt(&n.name),
+            ["iface/print".to_string(), "leases/print".into()],
+        )),
+        _ => None,
+    };
+    let addresses = if let Some((mgmt, commands)) = daemon {
+        // A gateway or router has no namespace to look in: its console says what it serves.
+        match crate::lab::console(&mgmt, &commands) {
             Ok(replies) => replies
                 .iter()
                 .flat_map(|reply| reply.lines.iter().map(|l| format!("{l}\n")))
@@ -369,6 +379,7 @@ pub(crate) fn metrics(rep: &filo_lab::status::Report) -> Result<String, std::fmt
     let ldrops = Family::<LinkDropLabels, Counter>::default();
     let up = Family::<UpLabels, Gauge>::default();
     let slirp = Family::<SlirpLabels, Gauge>::default();
+    let router = Family::<SlirpLabels, Gauge>::default();
     let lab = rep.name.clone();
     for s in &rep.switches {
         up.get_or_create(&UpLabels {
@@ -439,8 +450,9 @@ pub(crate) fn metrics(rep: &filo_lab::status::Report) -> Result<String, std::fmt
             name: n.name.clone(),
         })
         .set(i64::from(n.alive));
+        let family = if n.kind == "router" { &router } else { &slirp };
         for (counter, v) in &n.counters {
-            slirp
+            family
                 .get_or_create(&SlirpLabels {
                     lab: lab.clone(),
                     node: n.name.clone(),
@@ -483,6 +495,11 @@ pub(crate) fn metrics(rep: &filo_lab::status::Report) -> Result<String, std::fmt
         "filo_slirp",
         "A slirp node's counters and open flows (its console's stat)",
         slirp,
+    );
+    reg.register(
+        "filo_router",
+        "A router node's drop counters (its console's stat) and frames per interface (iface/print)",
+        router,
     );
     reg.register("filo_lab_up", "1 when the lab's process is running", up);
     let mut out = String::new();

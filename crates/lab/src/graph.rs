@@ -100,6 +100,7 @@ pub fn layout(lab: &Lab) -> Layout {
                     NodeKind::Qemu => "node qemu",
                     NodeKind::Tap => "node tap",
                     NodeKind::Slirp => "node slirp",
+                    NodeKind::Router => "node router",
                 },
                 x: x + (i % 3) as f64 * COL,
                 y,
@@ -207,7 +208,7 @@ pub fn svg(lab: &Lab) -> String {
     let _ = writeln!(s, "<title>lab {}</title>", xml(&lab.name));
     let _ = writeln!(
         s,
-        "<style>.link line{{stroke:#c0392b;stroke-width:3}} .net line,.remote-link line{{stroke:#555;stroke-width:1.5}} .switch rect{{fill:#d6eaf8;stroke:#2471a3}} .node rect{{fill:#e9f7ef;stroke:#1e8449}} .remote rect{{fill:#fdebd0;stroke:#b9770e}} .slirp rect{{fill:#f4ecf7;stroke:#7d3c98}} text{{text-anchor:middle}} .stat{{fill:#444;font-size:10px}}</style>"
+        "<style>.link line{{stroke:#c0392b;stroke-width:3}} .net line,.remote-link line{{stroke:#555;stroke-width:1.5}} .switch rect{{fill:#d6eaf8;stroke:#2471a3}} .node rect{{fill:#e9f7ef;stroke:#1e8449}} .remote rect{{fill:#fdebd0;stroke:#b9770e}} .slirp rect{{fill:#f4ecf7;stroke:#7d3c98}} .router rect{{fill:#fef9e7;stroke:#b7950b;stroke-width:2}} text{{text-anchor:middle}} .stat{{fill:#444;font-size:10px}}</style>"
     );
     for e in &l.edges {
         let (Some(a), Some(b)) = (pos.get(e.from.as_str()), pos.get(e.to.as_str())) else {
@@ -231,7 +232,12 @@ pub fn svg(lab: &Lab) -> String {
     for b in &l.boxes {
         let w = (b.label.chars().count() as f64 * 7.5 + 20.0).max(80.0);
         // A slirp gateway is a pill: the way out of the lab, not a host in it.
-        let rx = if b.class.ends_with("slirp") { 17 } else { 6 };
+        // A router is an ellipse (rx as wide as the box): it joins networks, it is no host.
+        let rx = match b.class {
+            "node slirp" => 17.0,
+            "node router" => w / 2.0,
+            _ => 6.0,
+        };
         let _ = writeln!(
             s,
             r#"<g id="{id}" class="{c}"><rect x="{}" y="{}" width="{w}" height="34" rx="{rx}"/><text x="{}" y="{}">{}</text><text class="stat" x="{}" y="{}"></text></g>"#,
@@ -262,6 +268,7 @@ pub fn dot(lab: &Lab) -> String {
         let shape = match b.class {
             "switch" => "box",
             "node slirp" => "hexagon, style=filled, fillcolor=\"#f4ecf7\"",
+            "node router" => "octagon, style=filled, fillcolor=\"#fef9e7\"",
             _ => "ellipse",
         };
         let _ = writeln!(

@@ -146,6 +146,7 @@ pub enum NodeKind {
     Qemu,
     Tap,
     Slirp,
+    Router,
 }
 
 impl NodeKind {
@@ -156,6 +157,7 @@ impl NodeKind {
             NodeKind::Qemu => "qemu",
             NodeKind::Tap => "tap",
             NodeKind::Slirp => "slirp",
+            NodeKind::Router => "router",
         }
     }
 }
@@ -190,6 +192,19 @@ struct NodeDef {
     udpfwd: Vec<Spanned<String>>,
     #[serde(default)]
     hostloopback: bool,
+    #[serde(default)]
+    conf: Vec<Spanned<String>>,
+    #[serde(default)]
+    route: Vec<Spanned<String>>,
+    #[serde(default)]
+    dhcp_server: Vec<Spanned<String>>,
+    #[serde(default)]
+    radv: Vec<Spanned<String>>,
+    #[serde(default)]
+    masquerade: Vec<Spanned<String>>,
+    #[serde(default)]
+    filter: Vec<Spanned<String>>,
+    filter_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -268,6 +283,26 @@ pub struct Node {
     pub ifname: Option<String>,
     /// A slirp node's gateway: its `filo slirp` options.
     pub slirp: Option<Slirp>,
+    /// A router node's `filo router` options.
+    pub router: Option<RouterDef>,
+}
+
+/// What a router node passes to `filo router` (interfaces are `vde0`, `vde1`, … in `net`
+/// order; the lab file may name them by their switch).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RouterDef {
+    /// One iothconf per interface (`ip=…,gw=…,mtu=…`), in `net` order.
+    pub conf: Vec<String>,
+    /// Static routes, `PREFIX via ADDR`.
+    pub routes: Vec<(String, String)>,
+    /// DHCPv4 servers, `vdeN=FIRST-LAST`.
+    pub dhcp_server: Vec<String>,
+    pub radv: Vec<String>,
+    pub masquerade: Vec<String>,
+    /// Filter rules given inline (the lab writes them to a file).
+    pub filter: Vec<String>,
+    /// A filter file of the user's.
+    pub filter_file: Option<String>,
 }
 
 /// What a slirp node passes to `filo slirp`.
@@ -798,7 +833,7 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
         }
         let has_conf = !d.ip.is_empty() || d.gw.is_some() || !d.dns.is_empty() || d.dhcp || d.slaac;
         match kind {
-            NodeKind::Ns | NodeKind::Slirp => {}
+            NodeKind::Ns | NodeKind::Slirp | NodeKind::Router => {}
             NodeKind::Stack => {
                 if net.len() != 1 {
                     return Err(cx.err(
@@ -872,6 +907,27 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
             }
             None
         };
+        let router = if kind == NodeKind::Router {
+            Some(router_of(cx, &key, nd, &net)?)
+        } else {
+            let fields = [
+                ("conf", d.conf.first().map(|s| s.span())),
+                ("route", d.route.first().map(|s| s.span())),
+                ("dhcp_server", d.dhcp_server.first().map(|s| s.span())),
+                ("radv", d.radv.first().map(|s| s.span())),
+                ("masquerade", d.masquerade.first().map(|s| s.span())),
+                ("filter", d.filter.first().map(|s| s.span())),
+                ("filter_file", d.filter_file.as_ref().map(|s| s.span())),
+            ];
+            if let Some((f, span)) = fields.into_iter().find_map(|(f, s)| s.map(|s| (f, s))) {
+                return Err(cx.err(
+                    span,
+                    format!("{key}.{f}"),
+                    format!("only router nodes take `{f}`"),
+                ));
+            }
+            None
+        };
         if kind != NodeKind::Tap {
             if let Some(i) = &d.ifname {
                 return Err(cx.err(
@@ -908,6 +964,7 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
             env: d.env.clone(),
             ifname: d.ifname.as_ref().map(|s| s.get_ref().clone()),
             slirp,
+            router,
         });
     }
 
@@ -1044,6 +1101,166 @@ fn slirp_of(
         vnl,
         tcpfwd: fwd(&d.tcpfwd, filo_slirp::Proto::Tcp, "tcpfwd")?,
         udpfwd: fwd(&d.udpfwd, filo_slirp::Proto::Udp, "udpfwd")?,
+    })
+}
+
+/// A router node's options, checked as `filo router` reads them. `dhcp_server`, `radv` and
+/// `masquerade` name an interface as `vdeN` or by the switch it is on.
+fn router_of(
+    cx: &Ctx<'_>,
+    key: &str,
+    nd: &Spanned<NodeDef>,
+    net: &[Attach],
+) -> Result<RouterDef, LabError> {
+    let d = nd.get_ref();
+    if d.command.is_some()
+        || !d.run.is_empty()
+        || !d.ip.is_empty()
+        || d.gw.is_some()
+        || !d.dns.is_empty()
+        || d.dhcp
+        || d.slaac
+        || d.mtu.is_some()
+        || d.hostname.is_some()
+    {
+        return Err(cx.err(d.kind.span(), format!("{key}.kind"), "a router node is configured per interface: it takes conf (one \"ip=…,gw=…,mtu=…\" per net), route, dhcp_server, radv, masquerade, filter and filter_file (no command, run, ip, gw, dns, dhcp, slaac, mtu or hostname)"));
+    }
+    if d.conf.len() > net.len() {
+        return Err(cx.err(
+            d.conf[net.len()].span(),
+            format!("{key}.conf"),
+            format!(
+                "{} conf for {} net: expected one conf per interface, in net order",
+                d.conf.len(),
+                net.len()
+            ),
+        ));
+    }
+    let mut confs = Vec::new();
+    for c in &d.conf {
+        let parsed = filo_vnl::iothconf::IothConf::parse(c.get_ref()).map_err(|e| {
+            cx.err(
+                c.span(),
+                format!("{key}.conf"),
+                format!(
+                    "{:?}: {e} (expected ip=ADDR/LEN,gw=ADDR,mtu=N)",
+                    c.get_ref()
+                ),
+            )
+        })?;
+        if parsed.dhcp || parsed.slaac {
+            return Err(cx.err(
+                c.span(),
+                format!("{key}.conf"),
+                format!(
+                    "{:?}: a router's addresses are static (no dhcp, slaac)",
+                    c.get_ref()
+                ),
+            ));
+        }
+        confs.push(parsed);
+    }
+    let ifaces: Vec<String> = (0..net.len()).map(|i| format!("vde{i}")).collect();
+    // An interface by its vdeN name or by its switch.
+    let iface = |s: &Spanned<String>, field: &str, text: &str| -> Result<usize, LabError> {
+        ifaces
+            .iter()
+            .position(|i| i == text)
+            .or_else(|| net.iter().position(|a| a.switch == text))
+            .ok_or_else(|| {
+                let sws: Vec<&str> = net.iter().map(|a| a.switch.as_str()).collect();
+                cx.err(
+                    s.span(),
+                    format!("{key}.{field}"),
+                    format!(
+                        "{text:?}: expected one of the router's interfaces, vde0..vde{} or a switch of its net ({})",
+                        net.len().saturating_sub(1),
+                        sws.join(", ")
+                    ),
+                )
+            })
+    };
+    let mut routes = Vec::new();
+    for r in &d.route {
+        let err = |m: String| cx.err(r.span(), format!("{key}.route"), m);
+        let words: Vec<&str> = r.get_ref().split_whitespace().collect();
+        let [prefix, "via", gw] = words[..] else {
+            return Err(err(format!(
+                "{:?}: expected \"PREFIX via ADDR\", e.g. \"10.3.0.0/16 via 10.2.0.9\"",
+                r.get_ref()
+            )));
+        };
+        let gw_ip: std::net::IpAddr = gw
+            .parse()
+            .map_err(|_| err(format!("{gw:?}: expected the gateway's IP address")))?;
+        if prefix != "default" {
+            check_cidr(prefix).map_err(err)?;
+            if prefix.contains(':') != gw_ip.is_ipv6() {
+                return Err(err(format!(
+                    "{prefix} via {gw}: the gateway is of the other address family"
+                )));
+            }
+        }
+        routes.push((prefix.to_string(), gw.to_string()));
+    }
+    let mut dhcp_server = Vec::new();
+    for s in &d.dhcp_server {
+        let err = || {
+            cx.err(
+                s.span(),
+                format!("{key}.dhcp_server"),
+                format!(
+                    "{:?}: expected IFACE=FIRST-LAST, e.g. \"lan=10.1.0.100-10.1.0.199\"",
+                    s.get_ref()
+                ),
+            )
+        };
+        let (name, range) = s.get_ref().split_once('=').ok_or_else(err)?;
+        let (a, b) = range.split_once('-').ok_or_else(err)?;
+        let (a, b): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+            (a.parse().map_err(|_| err())?, b.parse().map_err(|_| err())?);
+        let i = iface(s, "dhcp_server", name)?;
+        if !confs
+            .get(i)
+            .is_some_and(|c| c.addrs.iter().any(|a| a.ip.is_ipv4()))
+        {
+            return Err(cx.err(
+                s.span(),
+                format!("{key}.dhcp_server"),
+                format!("{name}: the interface has no IPv4 address (give its conf an ip=...)"),
+            ));
+        }
+        dhcp_server.push(format!("vde{i}={a}-{b}"));
+    }
+    let names = |list: &[Spanned<String>], field: &str| {
+        list.iter()
+            .map(|s| iface(s, field, s.get_ref()).map(|i| format!("vde{i}")))
+            .collect::<Result<Vec<String>, LabError>>()
+    };
+    for f in &d.filter {
+        filo_router::filter::Rule::parse(f.get_ref(), &ifaces).map_err(|e| {
+            cx.err(
+                f.span(),
+                format!("{key}.filter"),
+                format!("{:?}: {e}", f.get_ref()),
+            )
+        })?;
+    }
+    if let (Some(file), Some(_)) = (&d.filter_file, d.filter.first()) {
+        return Err(cx.err(
+            file.span(),
+            format!("{key}.filter_file"),
+            "give the rules either inline (filter) or in a file (filter_file), not both",
+        ));
+    }
+    Ok(RouterDef {
+        conf: d.conf.iter().map(|c| c.get_ref().clone()).collect(),
+        routes,
+        dhcp_server,
+        radv: names(&d.radv, "radv")?,
+        masquerade: names(&d.masquerade, "masquerade")?,
+        filter: d.filter.iter().map(|c| c.get_ref().clone()).collect(),
+        filter_file: d.filter_file.as_ref().map(|c| c.get_ref().clone()),
     })
 }
 

@@ -2,7 +2,7 @@
 //! phase. Pure: paths are computed under a state directory, nothing is started here.
 //!
 //! Phases start in order, and the steps of one phase in parallel: switches (and the hubs that
-//! hold a node's side of an impaired link), then the cables (wirefilters, remote segments) and slirp gateways,
+//! hold a node's side of an impaired link), then the cables (wirefilters, remote segments), slirp gateways and routers,
 //! then the nodes. `run` commands follow once every node is up.
 
 use std::path::{Path, PathBuf};
@@ -43,6 +43,14 @@ impl Layout {
     pub fn slirp_mgmt(&self, node: &str) -> PathBuf {
         self.dir.join("sl").join(format!("{node}.mgmt"))
     }
+    /// A router node's console.
+    pub fn router_mgmt(&self, node: &str) -> PathBuf {
+        self.dir.join("rt").join(format!("{node}.mgmt"))
+    }
+    /// The file a router node's inline filter rules are written to.
+    pub fn router_filter(&self, node: &str) -> PathBuf {
+        self.dir.join("rt").join(format!("{node}.filter"))
+    }
     pub fn stack_path(&self, node: &str) -> PathBuf {
         self.dir.join("st").join(node)
     }
@@ -61,7 +69,7 @@ impl Layout {
     }
     /// Every subdirectory `up` creates.
     pub fn subdirs(&self) -> Vec<PathBuf> {
-        ["sw", "wf", "sl", "st", "pid", "log", "ready"]
+        ["sw", "wf", "sl", "rt", "st", "pid", "log", "ready"]
             .iter()
             .map(|d| self.dir.join(d))
             .collect()
@@ -348,6 +356,53 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
                 // With the cables: up before the nodes that ask it for an address.
                 daemon_step(id, 1, layout, args, env)
             }
+            NodeKind::Router => {
+                let r = n.router.clone().unwrap_or_default();
+                let mut args = vec!["router".to_string()];
+                for (i, v) in vnls.iter().enumerate() {
+                    args.extend(["--vnl".to_string(), v.clone()]);
+                    if let Some(c) = r.conf.get(i) {
+                        args.extend(["--conf".to_string(), c.clone()]);
+                    }
+                }
+                for (prefix, gw) in &r.routes {
+                    args.extend([
+                        "--route".to_string(),
+                        prefix.clone(),
+                        "via".into(),
+                        gw.clone(),
+                    ]);
+                }
+                for (flag, list) in [
+                    ("--dhcp-server", &r.dhcp_server),
+                    ("--radv", &r.radv),
+                    ("--masquerade", &r.masquerade),
+                ] {
+                    for v in list {
+                        args.extend([flag.to_string(), v.clone()]);
+                    }
+                }
+                let mut file = None;
+                if !r.filter.is_empty() {
+                    let path = layout.router_filter(&n.name);
+                    args.extend(["--filter".to_string(), path.display().to_string()]);
+                    file = Some((path, r.filter.join("\n") + "\n"));
+                } else if let Some(f) = &r.filter_file {
+                    args.extend(["--filter".to_string(), f.clone()]);
+                }
+                args.extend([
+                    "-M".to_string(),
+                    layout.router_mgmt(&n.name).display().to_string(),
+                    "-d".into(),
+                    "--pidfile".into(),
+                    layout.pidfile(&id).display().to_string(),
+                ]);
+                // With the cables: up before the nodes that ask it for an address.
+                Step {
+                    file,
+                    ..daemon_step(id, 1, layout, args, env)
+                }
+            }
         };
         steps.push(step);
     }
@@ -373,6 +428,7 @@ pub fn longest_socket(lab: &Lab, layout: &Layout) -> Option<(PathBuf, usize)> {
         match n.kind {
             NodeKind::Stack => paths.push(layout.stack_path(&n.name)),
             NodeKind::Slirp => paths.push(layout.slirp_mgmt(&n.name)),
+            NodeKind::Router => paths.push(layout.router_mgmt(&n.name)),
             _ => {}
         }
     }
@@ -419,7 +475,7 @@ pub fn exec_argv(
             a.extend(argv.iter().cloned());
             Ok((false, a))
         }
-        NodeKind::Qemu | NodeKind::Tap | NodeKind::Slirp => Err(format!(
+        NodeKind::Qemu | NodeKind::Tap | NodeKind::Slirp | NodeKind::Router => Err(format!(
             "node {} is a {} node: exec runs commands in ns and stack nodes only",
             node.name,
             node.kind.name()

@@ -234,14 +234,36 @@ pub struct NodeReport {
     /// The switches (and ports) it is on.
     pub net: Vec<String>,
     pub ip: Vec<String>,
-    /// A slirp node's counters (its console's `stat`, see [`parse_slirp_stat`]).
+    /// A slirp or router node's counters (its console's `stat`, see [`parse_slirp_stat`] and
+    /// [`parse_router_stat`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub counters: Vec<(String, u64)>,
-    /// A slirp node's DHCP leases (its console's `leases/print`).
+    /// A slirp or router node's DHCP leases (its console's `leases/print`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leases: Vec<String>,
+    /// A router node's interfaces (its console's `iface/print`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ifaces: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A router's counters: its `stat` (`drop no_route 3` → `drop_no_route`) and each
+/// interface's frames from `iface/print` (`vde0 mac … rx 5 tx 4 forwarded 2` →
+/// `vde0_rx`, `vde0_tx`, `vde0_forwarded`).
+pub fn parse_router_stat(stat: &[String], ifaces: &[String]) -> Vec<(String, u64)> {
+    let mut out = parse_slirp_stat(stat);
+    for line in ifaces {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        for (k, n) in pairs(line) {
+            if matches!(k, "rx" | "tx" | "forwarded") {
+                out.push((format!("{name}_{k}"), n));
+            }
+        }
+    }
+    out
 }
 
 /// Parses a slirp gateway's `stat`: each line is a group and its counters

@@ -493,3 +493,135 @@ fn slirp_stat_parses_into_named_counters() {
     assert_eq!(get("frames_dropped_out"), Some(0));
     assert!(c.iter().all(|(n, _)| !n.starts_with("limits")), "{c:?}");
 }
+
+const WITH_ROUTER: &str = r#"
+[switch.lan]
+[switch.wan]
+
+[node.r]
+kind = "router"
+net = ["lan", "wan"]
+conf = ["ip=10.1.0.1/24,ip=fd01::1/64", "ip=10.2.0.1/24,mtu=1400"]
+route = ["10.3.0.0/16 via 10.2.0.9"]
+dhcp_server = ["lan=10.1.0.100-10.1.0.199"]
+radv = ["vde0"]
+masquerade = ["wan"]
+filter = ["accept state established,related", "drop in vde1 state new"]
+
+[node.h1]
+kind = "ns"
+net = ["lan"]
+dhcp = true
+"#;
+
+#[test]
+fn a_router_node_starts_with_the_cables_and_names_interfaces_by_switch() {
+    let lab = parse(WITH_ROUTER, "r").unwrap();
+    let r = lab.node("r").unwrap();
+    assert_eq!(r.kind, NodeKind::Router);
+    let layout = Layout::new("/run/l");
+    let steps = plan(&lab, &layout);
+    let ids: Vec<(&str, u8)> = steps.iter().map(|s| (s.id.as_str(), s.phase)).collect();
+    assert_eq!(
+        ids,
+        [
+            ("switch lan", 0),
+            ("switch wan", 0),
+            ("node r", 1),
+            ("node h1", 2)
+        ],
+        "{steps:#?}"
+    );
+    let s = &steps[2];
+    assert_eq!(
+        s.args,
+        [
+            "router",
+            "--vnl",
+            "vde:///run/l/sw/lan",
+            "--conf",
+            "ip=10.1.0.1/24,ip=fd01::1/64",
+            "--vnl",
+            "vde:///run/l/sw/wan",
+            "--conf",
+            "ip=10.2.0.1/24,mtu=1400",
+            "--route",
+            "10.3.0.0/16",
+            "via",
+            "10.2.0.9",
+            "--dhcp-server",
+            "vde0=10.1.0.100-10.1.0.199",
+            "--radv",
+            "vde0",
+            "--masquerade",
+            "vde1",
+            "--filter",
+            "/run/l/rt/r.filter",
+            "-M",
+            "/run/l/rt/r.mgmt",
+            "-d",
+            "--pidfile",
+            "/run/l/pid/node-r.pid",
+        ]
+    );
+    assert_eq!(
+        s.file,
+        Some((
+            "/run/l/rt/r.filter".into(),
+            "accept state established,related\ndrop in vde1 state new\n".into()
+        ))
+    );
+    let svg = crate::graph::svg(&lab);
+    assert!(svg.contains(r#"class="node router"><rect"#), "{svg}");
+    assert!(crate::graph::dot(&lab).contains("shape=octagon"));
+    assert!(crate::plan::exec_argv(r, &layout, None, &[], &["true".into()]).is_err());
+}
+
+#[test]
+fn router_errors_name_line_key_and_expectation() {
+    let bad = |from: &str, to: &str| parse(&WITH_ROUTER.replace(from, to), "r").unwrap_err();
+    let e = bad("ip=10.2.0.1/24,mtu=1400", "ip=10.2.0.1/99");
+    assert_eq!((e.line, e.key.as_str()), (8, "node.r.conf"), "{e}");
+    let e = bad("10.3.0.0/16 via 10.2.0.9", "10.3.0.0/16 to 10.2.0.9");
+    assert_eq!((e.line, e.key.as_str()), (9, "node.r.route"), "{e}");
+    assert!(e.message.contains("expected \"PREFIX via ADDR\""), "{e}");
+    let e = bad("10.3.0.0/16 via 10.2.0.9", "fd03::/48 via 10.2.0.9");
+    assert!(e.message.contains("other address family"), "{e}");
+    let e = bad("lan=10.1.0.100", "dmz=10.1.0.100");
+    assert_eq!((e.line, e.key.as_str()), (10, "node.r.dhcp_server"), "{e}");
+    assert!(
+        e.message
+            .contains("vde0..vde1 or a switch of its net (lan, wan)"),
+        "{e}"
+    );
+    let e = bad("radv = [\"vde0\"]", "radv = [\"vde2\"]");
+    assert_eq!((e.line, e.key.as_str()), (11, "node.r.radv"), "{e}");
+    let e = bad("drop in vde1", "drop in vde7");
+    assert_eq!((e.line, e.key.as_str()), (13, "node.r.filter"), "{e}");
+    let e = bad(
+        "kind = \"router\"",
+        "kind = \"router\"\nip = [\"10.0.0.1/24\"]",
+    );
+    assert_eq!(e.key, "node.r.kind", "{e}");
+    assert!(e.message.contains("configured per interface"), "{e}");
+    let e = bad("dhcp = true", "dhcp = true\nradv = [\"lan\"]");
+    assert_eq!((e.line, e.key.as_str()), (19, "node.h1.radv"), "{e}");
+    assert!(e.message.contains("only router nodes take `radv`"), "{e}");
+}
+
+#[test]
+fn router_stat_and_ifaces_parse_into_named_counters() {
+    let stat: Vec<String> = ["drop no_route 2", "drop total 2"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let ifaces = vec![
+        "vde0 mac 02:f1:00:00:01:00 mtu 1500 addrs 10.1.0.1/24 rx 7 tx 6 forwarded 4".to_string(),
+    ];
+    let c = crate::status::parse_router_stat(&stat, &ifaces);
+    let get = |k: &str| c.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    assert_eq!(get("drop_no_route"), Some(2));
+    assert_eq!(get("vde0_rx"), Some(7));
+    assert_eq!(get("vde0_forwarded"), Some(4));
+    assert_eq!(get("vde0_mtu"), None);
+}
