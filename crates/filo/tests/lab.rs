@@ -3,7 +3,8 @@
 //! `set` changes the link's loss (a ping across fails, then works again), `exec` runs in a
 //! node, and `down` leaves no process and no socket; a lab with a failing node comes down
 //! again naming it; bad files are refused before anything starts; a slirp node takes a
-//! switch to the host's network (DHCP, out to a server, a forward in).
+//! switch to the host's network (DHCP, out to a server, a forward in); a router node joins two
+//! switches (DHCP from it, a ping across, its counters in status).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -1490,4 +1491,96 @@ command = {node_www}
 
     down(&root);
     assert_nothing_left(&root);
+}
+
+#[test]
+fn a_router_node_joins_two_switches() {
+    let tmp = TempDir::new("filo-lab");
+    let root = tmp.join("state");
+    let file = write_lab(
+        &tmp,
+        r#"
+name = "rtlab"
+[switch.lan]
+[switch.wan]
+[node.r]
+kind = "router"
+net = ["lan", "wan"]
+conf = ["ip=10.71.0.1/24", "ip=10.72.0.1/24"]
+dhcp_server = ["lan=10.71.0.100-10.71.0.150"]
+filter = ["reject proto tcp dport 23"]
+[node.h1]
+kind = "ns"
+net = ["lan"]
+dhcp = true
+[node.h2]
+kind = "ns"
+net = ["wan"]
+ip = ["10.72.0.10/24"]
+gw = "10.72.0.1"
+"#,
+    );
+    let _down = Cleanup(&root, "rtlab");
+    let (ok, out, err) = up(&root, &file);
+    assert!(ok, "{out} {err}");
+
+    // h1 took its address and route from the router's DHCP server; across the router to h2.
+    let (ok, out, err) = ping(&root, "h1", 3, 5, "10.72.0.10");
+    assert!(ok && out.contains("3 received"), "{out} {err}");
+
+    let (ok, out, _) = filo(&root, &["lab", "status", "--json"]);
+    assert!(ok);
+    let s = json(&out);
+    let r = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "r")
+        .unwrap_or_else(|| panic!("no r: {s}"));
+    assert_eq!((&r["kind"], &r["alive"]), (&"router".into(), &true.into()));
+    let counter = |name: &str| {
+        r["counters"]
+            .as_array()
+            .and_then(|c| c.iter().find(|p| p[0] == name))
+            .and_then(|p| p[1].as_u64())
+            .unwrap_or_else(|| panic!("no {name}: {r}"))
+    };
+    // Three echo requests in on vde0 and out on vde1; their replies the other way.
+    assert!(counter("vde0_forwarded") >= 3, "{r}");
+    assert!(counter("vde1_forwarded") >= 3, "{r}");
+    assert_eq!(counter("drop_no_route"), 0, "{r}");
+    let leases = r["leases"].to_string();
+    assert!(
+        leases.contains("\"10.71.0.1") && leases.contains("dev vde0"),
+        "{r}"
+    );
+    assert!(r["ifaces"].to_string().contains("10.72.0.1/24"), "{r}");
+    let (ok, text, _) = filo(&root, &["lab", "status"]);
+    assert!(
+        ok && text.contains("node r (router)") && text.contains("iface vde1"),
+        "{text}"
+    );
+
+    let (mut web, addr) = start_web(&root);
+    let (st, m) = http(&addr, "GET", "/metrics", "");
+    assert_eq!(st, 200, "{m}");
+    assert!(
+        sample(
+            &m,
+            r#"filo_router{lab="rtlab",node="r",counter="vde0_forwarded"}"#
+        ) >= 3,
+        "{m}"
+    );
+    let (st, svg) = http(&addr, "GET", "/graph.svg", "");
+    assert_eq!(st, 200);
+    assert!(svg.contains(r#"class="node router""#), "{svg}");
+    web.terminate(Duration::from_secs(5));
+
+    down(&root);
+    assert_nothing_left(&root);
+    assert!(
+        sockets_under(&root).is_empty(),
+        "{:?}",
+        sockets_under(&root)
+    );
 }
