@@ -43,7 +43,8 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 A lab file declares switches, links between them (or to nodes) with wirefilter impairments,
 nodes (ns: a namespace running a command; stack: a named stack for mstack; qemu: a VM joined
 with -nic vde; tap: a kernel interface, root only; slirp: a filo slirp NAT gateway to the
-host's network), remote segments (vxvde://, vxlan://) and commands to run once everything is
+host's network; router: a filo router between switches, with conf per interface, route,
+dhcp_server, radv, masquerade and filter), remote segments (vxvde://, vxlan://) and commands to run once everything is
 up. See the README's `filo lab` section for the format.
 
 A running lab keeps its sockets, pid files and logs in a state directory:
