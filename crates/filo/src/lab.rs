@@ -16,7 +16,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use filo_lab::model::{Lab, NodeKind};
 use filo_lab::plan::{self, Layout, Start, Step};
-use filo_lab::status::{self, LinkReport, NodeReport, RemoteReport, Report, SwitchReport};
+use filo_lab::status::{
+    self, BusReport, LinkReport, NodeReport, RemoteReport, Report, SwitchReport,
+};
 use filo_lab::{Process, State};
 
 use crate::console::Session;
@@ -786,6 +788,26 @@ pub(crate) fn report(r: &Running) -> Report {
         }
         rep.nodes.push(node);
     }
+    for b in &r.lab.buses {
+        let (pid, up) = proc_of(&format!("bus {}", b.name));
+        let path = r.layout.bus_path(&b.name);
+        let mut bus = BusReport {
+            name: b.name.clone(),
+            path: path.display().to_string(),
+            policy: b.policy.clone(),
+            lossless: b.lossless,
+            pid,
+            alive: up,
+            ..Default::default()
+        };
+        if up {
+            match bus_stat(&path) {
+                Ok(v) => bus.stat = Some(v),
+                Err(e) => bus.error = Some(format!("{e:#}")),
+            }
+        }
+        rep.buses.push(bus);
+    }
     for x in &r.lab.remotes {
         let (pid, up) = proc_of(&format!("remote {}", x.name));
         rep.remotes.push(RemoteReport {
@@ -797,6 +819,25 @@ pub(crate) fn report(r: &Running) -> Report {
         });
     }
     rep
+}
+
+/// `filo ipn stat PATH --json`, parsed.
+fn bus_stat(path: &Path) -> Result<serde_json::Value> {
+    let out = Command::new(std::env::current_exe().context("cannot find the filo binary")?)
+        .args(["ipn", "stat"])
+        .arg(path)
+        .arg("--json")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("cannot run filo ipn stat")?;
+    if !out.status.success() {
+        bail!(
+            "filo ipn stat: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("filo ipn stat --json: not JSON")
 }
 
 fn status(name: Option<String>, json: bool) -> Result<ExitCode> {
@@ -874,6 +915,37 @@ fn status(name: Option<String>, json: bool) -> Result<ExitCode> {
         }
         if let Some(e) = &n.error {
             println!("  console: {e}");
+        }
+    }
+    for b in &rep.buses {
+        let members = b
+            .stat
+            .as_ref()
+            .and_then(|s| s["members"].as_array())
+            .map(|m| {
+                m.iter()
+                    .map(|m| {
+                        format!(
+                            "pid {} in {} out {} lost {}",
+                            m["pid"], m["frames_in"], m["frames_out"], m["lost"]
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        println!(
+            "bus {} ({}{}): {} {} members",
+            b.name,
+            b.policy,
+            if b.lossless { ", lossless" } else { "" },
+            state(b.alive, b.pid),
+            members.len()
+        );
+        for m in &members {
+            println!("  member {m}");
+        }
+        if let Some(e) = &b.error {
+            println!("  stat: {e}");
         }
     }
     for x in &rep.remotes {

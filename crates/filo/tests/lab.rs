@@ -4,7 +4,8 @@
 //! node, and `down` leaves no process and no socket; a lab with a failing node comes down
 //! again naming it; bad files are refused before anything starts; a slirp node takes a
 //! switch to the host's network (DHCP, out to a server, a forward in); a router node joins two
-//! switches (DHCP from it, a ping across, its counters in status).
+//! switches (DHCP from it, a ping across, its counters in status); two ns nodes on an ipn://
+//! bus ping each other.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -1583,4 +1584,57 @@ gw = "10.72.0.1"
         "{:?}",
         sockets_under(&root)
     );
+}
+
+#[test]
+fn two_ns_nodes_on_an_ipn_bus_ping_each_other() {
+    let tmp = TempDir::new("filo-lab");
+    let root = tmp.join("state");
+    let file = write_lab(
+        &tmp,
+        r#"
+name = "buslab"
+[bus.b]
+policy = "switch"
+[node.h1]
+kind = "ns"
+net = ["b"]
+ip = ["10.81.0.1/24"]
+[node.h2]
+kind = "ns"
+net = ["b"]
+ip = ["10.81.0.2/24"]
+"#,
+    );
+    let _down = Cleanup(&root, "buslab");
+    let (ok, out, err) = up(&root, &file);
+    assert!(ok, "{out} {err}");
+    let (ok, out, err) = ping(&root, "h1", 3, 5, "10.81.0.2");
+    assert!(ok && out.contains("3 received"), "{out} {err}");
+
+    let (ok, out, _) = filo(&root, &["lab", "status", "--json"]);
+    assert!(ok);
+    let s = json(&out);
+    let b = &s["buses"][0];
+    assert_eq!(
+        (&b["name"], &b["alive"]),
+        (&"b".into(), &true.into()),
+        "{s}"
+    );
+    assert_eq!(b["stat"]["policy"], "switch", "{b}");
+    let members = b["stat"]["members"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{b}"));
+    assert_eq!(members.len(), 2, "{b}");
+    assert!(
+        members.iter().all(|m| m["frames_in"].as_u64() >= Some(3)),
+        "{b}"
+    );
+    let (ok, text, _) = filo(&root, &["lab", "status"]);
+    assert!(ok && text.contains("bus b (switch): up"), "{text}");
+    let (ok, svg, _) = filo(&root, &["lab", "graph", "-o", "-", file.to_str().unwrap()]);
+    assert!(ok && svg.contains(r#"class="bus""#), "{svg}");
+
+    down(&root);
+    assert_nothing_left(&root);
 }

@@ -41,11 +41,13 @@ const MARGIN: f64 = 90.0;
 
 /// Lays a lab out.
 pub fn layout(lab: &Lab) -> Layout {
-    let visible: Vec<&str> = lab
+    // Buses are drawn in the switches' row (their own shape), joined the same way.
+    let visible: Vec<(&str, &'static str)> = lab
         .switches
         .iter()
         .filter(|s| !s.hidden)
-        .map(|s| s.name.as_str())
+        .map(|s| (s.name.as_str(), "switch"))
+        .chain(lab.buses.iter().map(|b| (b.name.as_str(), "bus")))
         .collect();
     // A hidden hub stands for the node's side of a link: draw the link to the node.
     let hub_link: BTreeMap<&str, &crate::model::Link> = lab
@@ -77,14 +79,14 @@ pub fn layout(lab: &Lab) -> Layout {
     let remotes_above = !lab.remotes.is_empty();
     let sw_y = if remotes_above { MARGIN + ROW } else { MARGIN };
     let mut deepest: f64 = sw_y;
-    for sw in &visible {
+    for (sw, class) in &visible {
         let col = columns.get(*sw).map_or(&[][..], |v| v.as_slice());
         let span = col.len().clamp(1, 3);
         let cx = x + (span as f64 - 1.0) * COL / 2.0;
         boxes.push(Placed {
             id: format!("switch-{sw}"),
             label: sw.to_string(),
-            class: "switch",
+            class,
             x: cx,
             y: sw_y,
         });
@@ -208,7 +210,7 @@ pub fn svg(lab: &Lab) -> String {
     let _ = writeln!(s, "<title>lab {}</title>", xml(&lab.name));
     let _ = writeln!(
         s,
-        "<style>.link line{{stroke:#c0392b;stroke-width:3}} .net line,.remote-link line{{stroke:#555;stroke-width:1.5}} .switch rect{{fill:#d6eaf8;stroke:#2471a3}} .node rect{{fill:#e9f7ef;stroke:#1e8449}} .remote rect{{fill:#fdebd0;stroke:#b9770e}} .slirp rect{{fill:#f4ecf7;stroke:#7d3c98}} .router rect{{fill:#fef9e7;stroke:#b7950b;stroke-width:2}} text{{text-anchor:middle}} .stat{{fill:#444;font-size:10px}}</style>"
+        "<style>.link line{{stroke:#c0392b;stroke-width:3}} .net line,.remote-link line{{stroke:#555;stroke-width:1.5}} .switch rect{{fill:#d6eaf8;stroke:#2471a3}} .node rect{{fill:#e9f7ef;stroke:#1e8449}} .remote rect{{fill:#fdebd0;stroke:#b9770e}} .slirp rect{{fill:#f4ecf7;stroke:#7d3c98}} .router rect{{fill:#fef9e7;stroke:#b7950b;stroke-width:2}} .bus rect{{fill:#e8f8f5;stroke:#117a65;stroke-dasharray:6 3}} text{{text-anchor:middle}} .stat{{fill:#444;font-size:10px}}</style>"
     );
     for e in &l.edges {
         let (Some(a), Some(b)) = (pos.get(e.from.as_str()), pos.get(e.to.as_str())) else {
@@ -269,6 +271,7 @@ pub fn dot(lab: &Lab) -> String {
             "switch" => "box",
             "node slirp" => "hexagon, style=filled, fillcolor=\"#f4ecf7\"",
             "node router" => "octagon, style=filled, fillcolor=\"#fef9e7\"",
+            "bus" => "box, style=\"dashed,filled\", fillcolor=\"#e8f8f5\"",
             _ => "ellipse",
         };
         let _ = writeln!(

@@ -96,6 +96,16 @@ struct FileDef {
     node: BTreeMap<String, Spanned<NodeDef>>,
     #[serde(default)]
     remote: BTreeMap<String, Spanned<RemoteDef>>,
+    #[serde(default)]
+    bus: BTreeMap<String, Spanned<BusDef>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct BusDef {
+    policy: Option<Spanned<String>>,
+    #[serde(default)]
+    lossless: bool,
 }
 
 #[derive(Deserialize, Debug)]
@@ -223,6 +233,17 @@ pub struct Lab {
     pub links: Vec<Link>,
     pub nodes: Vec<Node>,
     pub remotes: Vec<Remote>,
+    /// `ipn://` buses in shared memory, joined like switches.
+    pub buses: Vec<Bus>,
+}
+
+/// An `ipn://` bus (`filo ipn`): who receives a frame, and whether senders wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bus {
+    pub name: String,
+    /// `hub`, `switch` or `mpegts`.
+    pub policy: String,
+    pub lossless: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -246,8 +267,11 @@ pub struct Vlan {
 /// One side of a cable: a switch and maybe a fixed port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attach {
+    /// A switch's name, or a bus's when `bus`.
     pub switch: String,
     pub port: Option<u16>,
+    /// The name is an `ipn://` bus's: no ports.
+    pub bus: bool,
 }
 
 /// The impairments of a link, as `filo wirefilter` options (name, value).
@@ -481,6 +505,30 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
     for (n, s) in &def.remote {
         claim(n, "remote", s.span(), format!("remote.{n}"))?;
     }
+    for (n, s) in &def.bus {
+        claim(n, "bus", s.span(), format!("bus.{n}"))?;
+    }
+    let mut buses = Vec::new();
+    for (n, b) in &def.bus {
+        let d = b.get_ref();
+        let policy = match &d.policy {
+            Some(p) if !matches!(p.get_ref().as_str(), "hub" | "switch" | "mpegts") => {
+                return Err(cx.err(
+                    p.span(),
+                    format!("bus.{n}.policy"),
+                    format!("{:?}: expected hub, switch or mpegts", p.get_ref()),
+                ))
+            }
+            Some(p) => p.get_ref().clone(),
+            None => "hub".to_string(),
+        };
+        buses.push(Bus {
+            name: n.clone(),
+            policy,
+            lossless: d.lossless,
+        });
+    }
+    let bus_names: BTreeSet<String> = buses.iter().map(|b| b.name.clone()).collect();
 
     let mut switches = Vec::new();
     for (n, s) in &def.switch {
@@ -568,6 +616,20 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
             }
             None => (t.as_str(), None),
         };
+        if bus_names.contains(sw) {
+            if port.is_some() {
+                return Err(cx.err(
+                    text.span(),
+                    key,
+                    format!("{t:?}: {sw} is a bus, which has no ports: expected just {sw:?}"),
+                ));
+            }
+            return Ok(Attach {
+                switch: sw.to_string(),
+                port: None,
+                bus: true,
+            });
+        }
         let ports = port_count(sw, switches).ok_or_else(|| {
             let known: Vec<&str> = switches
                 .iter()
@@ -609,6 +671,7 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
         Ok(Attach {
             switch: sw.to_string(),
             port,
+            bus: false,
         })
     };
 
@@ -696,10 +759,12 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
                     .push(Attach {
                         switch: hub.clone(),
                         port: None,
+                        bus: false,
                     });
                 let hub_side = Attach {
                     switch: hub,
                     port: None,
+                    bus: false,
                 };
                 if a_node {
                     (hub_side, sw)
@@ -1003,6 +1068,7 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
         links,
         nodes,
         remotes,
+        buses,
     })
 }
 
@@ -1280,6 +1346,9 @@ pub fn check_impairment(key: &str, value: &str) -> Result<(), String> {
 impl Lab {
     pub fn switch(&self, name: &str) -> Option<&Switch> {
         self.switches.iter().find(|s| s.name == name)
+    }
+    pub fn bus(&self, name: &str) -> Option<&Bus> {
+        self.buses.iter().find(|b| b.name == name)
     }
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|s| s.name == name)

@@ -2,7 +2,7 @@
 //! phase. Pure: paths are computed under a state directory, nothing is started here.
 //!
 //! Phases start in order, and the steps of one phase in parallel: switches (and the hubs that
-//! hold a node's side of an impaired link), then the cables (wirefilters, remote segments), slirp gateways and routers,
+//! hold a node's side of an impaired link) and `ipn://` buses, then the cables (wirefilters, remote segments), slirp gateways and routers,
 //! then the nodes. `run` commands follow once every node is up.
 
 use std::path::{Path, PathBuf};
@@ -69,13 +69,20 @@ impl Layout {
     }
     /// Every subdirectory `up` creates.
     pub fn subdirs(&self) -> Vec<PathBuf> {
-        ["sw", "wf", "sl", "rt", "st", "pid", "log", "ready"]
+        ["sw", "bus", "wf", "sl", "rt", "st", "pid", "log", "ready"]
             .iter()
             .map(|d| self.dir.join(d))
             .collect()
     }
-    /// The VNL of a cable end on a lab switch.
+    /// An `ipn://` bus's path.
+    pub fn bus_path(&self, bus: &str) -> PathBuf {
+        self.dir.join("bus").join(bus)
+    }
+    /// The VNL of a cable end on a lab switch or bus.
     pub fn vnl(&self, a: &Attach) -> String {
+        if a.bus {
+            return format!("ipn://{}", self.bus_path(&a.switch).display());
+        }
         let dir = self.switch_dir(&a.switch);
         match a.port {
             Some(p) => format!("vde://{}[{p}]", dir.display()),
@@ -245,11 +252,30 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
         ]);
         steps.push(daemon_step(id, 1, layout, args, Vec::new()));
     }
+    for b in &lab.buses {
+        let id = format!("bus {}", b.name);
+        let mut args = vec![
+            "ipn".to_string(),
+            layout.bus_path(&b.name).display().to_string(),
+            "--policy".into(),
+            b.policy.clone(),
+        ];
+        if b.lossless {
+            args.push("--lossless".into());
+        }
+        args.extend([
+            "-d".to_string(),
+            "--pidfile".into(),
+            layout.pidfile(&id).display().to_string(),
+        ]);
+        steps.push(daemon_step(id, 0, layout, args, Vec::new()));
+    }
     for r in &lab.remotes {
         let id = format!("remote {}", r.name);
         let sw = Attach {
             switch: r.switch.clone(),
             port: r.port,
+            bus: lab.bus(&r.switch).is_some(),
         };
         steps.push(plug_step(id, 1, layout, layout.vnl(&sw), r.vnl.clone()));
     }
@@ -309,7 +335,11 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
                     .map(CommandLine::argv)
                     .unwrap_or_default();
                 for a in &n.net {
-                    let mut nic = format!("vde,sock={}", layout.switch_dir(&a.switch).display());
+                    let mut nic = if a.bus {
+                        format!("vde,sock={}", layout.vnl(a))
+                    } else {
+                        format!("vde,sock={}", layout.switch_dir(&a.switch).display())
+                    };
                     if let Some(p) = a.port {
                         nic.push_str(&format!(",port={p}"));
                     }
@@ -423,6 +453,9 @@ pub fn longest_socket(lab: &Lab, layout: &Layout) -> Option<(PathBuf, usize)> {
     }
     for l in &lab.links {
         paths.push(layout.link_mgmt(&l.name));
+    }
+    for b in &lab.buses {
+        paths.push(layout.bus_path(&b.name));
     }
     for n in &lab.nodes {
         match n.kind {

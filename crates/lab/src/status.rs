@@ -198,6 +198,24 @@ pub struct Report {
     pub links: Vec<LinkReport>,
     pub nodes: Vec<NodeReport>,
     pub remotes: Vec<RemoteReport>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buses: Vec<BusReport>,
+}
+
+/// An `ipn://` bus: its process and what `filo ipn stat PATH --json` says (members with
+/// their frames in, out and lost, evictions).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BusReport {
+    pub name: String,
+    pub path: String,
+    pub policy: String,
+    pub lossless: bool,
+    pub pid: Option<u32>,
+    pub alive: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stat: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

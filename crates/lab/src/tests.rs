@@ -625,3 +625,73 @@ fn router_stat_and_ifaces_parse_into_named_counters() {
     assert_eq!(get("vde0_forwarded"), Some(4));
     assert_eq!(get("vde0_mtu"), None);
 }
+
+const WITH_BUS: &str = r#"
+[switch.lan]
+
+[bus.b]
+policy = "switch"
+lossless = true
+
+[[link]]
+a = "lan"
+b = "b"
+
+[node.h1]
+kind = "ns"
+net = ["b"]
+ip = ["10.80.0.1/24"]
+
+[node.s1]
+kind = "stack"
+net = ["b"]
+ip = ["10.80.0.2/24"]
+"#;
+
+#[test]
+fn a_bus_starts_with_the_switches_and_its_members_join_it_by_ipn() {
+    let lab = parse(WITH_BUS, "b").unwrap();
+    let layout = Layout::new("/run/l");
+    let steps = plan(&lab, &layout);
+    let bus = steps.iter().find(|s| s.id == "bus b").unwrap();
+    assert_eq!(bus.phase, 0);
+    assert_eq!(
+        bus.args,
+        [
+            "ipn",
+            "/run/l/bus/b",
+            "--policy",
+            "switch",
+            "--lossless",
+            "-d",
+            "--pidfile",
+            "/run/l/pid/bus-b.pid"
+        ]
+    );
+    let h1 = steps.iter().find(|s| s.id == "node h1").unwrap();
+    assert!(
+        h1.args.contains(&"ipn:///run/l/bus/b".to_string()),
+        "{h1:?}"
+    );
+    let link = steps.iter().find(|s| s.id == "link lan-b").unwrap();
+    assert!(
+        link.args.contains(&"ipn:///run/l/bus/b".to_string()),
+        "{link:?}"
+    );
+    let svg = crate::graph::svg(&lab);
+    assert!(svg.contains(r#"id="switch-b" class="bus""#), "{svg}");
+    assert!(crate::graph::dot(&lab).contains("dashed"));
+
+    let bad = |from: &str, to: &str| parse(&WITH_BUS.replace(from, to), "b").unwrap_err();
+    let e = bad("policy = \"switch\"", "policy = \"ring\"");
+    assert_eq!((e.line, e.key.as_str()), (5, "bus.b.policy"), "{e}");
+    assert!(e.message.contains("expected hub, switch or mpegts"), "{e}");
+    let e = bad(
+        "net = [\"b\"]\nip = [\"10.80.0.1/24\"]",
+        "net = [\"b:3\"]\nip = [\"10.80.0.1/24\"]",
+    );
+    assert_eq!(e.key, "node.h1.net", "{e}");
+    assert!(e.message.contains("a bus, which has no ports"), "{e}");
+    let e = bad("[bus.b]", "[bus.lan]");
+    assert!(e.message.contains("already used by a switch"), "{e}");
+}
