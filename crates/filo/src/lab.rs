@@ -46,7 +46,8 @@ A lab file declares switches, links between them (or to nodes) with wirefilter i
 nodes (ns: a namespace running a command; stack: a named stack for mstack; qemu: a VM joined
 with -nic vde; tap: a kernel interface, root only; slirp: a filo slirp NAT gateway to the
 host's network; router: a filo router between switches, with conf per interface, route,
-dhcp_server, radv, masquerade and filter), remote segments (vxvde://, vxlan://) and commands to run once everything is
+dhcp_server, radv, masquerade and filter), ipn:// buses ([bus.NAME] policy, lossless;
+joined like a switch), remote segments (vxvde://, vxlan://) and commands to run once everything is
 up. See the README's `filo lab` section for the format.
 
 A running lab keeps its sockets, pid files and logs in a state directory:

@@ -117,6 +117,27 @@ fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// The node `name` of a running lab's `status --json` (under `root`).
+fn status_node(root: &Path, name: &str) -> serde_json::Value {
+    let (ok, out, err) = filo(root, &["lab", "status", "--json"]);
+    assert!(ok, "{out} {err}");
+    let s = json(&out);
+    s["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name}: {s}"))
+}
+
+/// A counter of a slirp or router node's status.
+fn counter(node: &serde_json::Value, name: &str) -> u64 {
+    node["counters"]
+        .as_array()
+        .and_then(|c| c.iter().find(|p| p[0] == name))
+        .and_then(|p| p[1].as_u64())
+        .unwrap_or_else(|| panic!("no {name}: {node}"))
+}
+
 #[test]
 fn two_switches_an_impaired_link_and_nodes_that_ping() {
     require("ping");
@@ -1442,23 +1463,9 @@ command = {node_www}
     );
     assert_eq!(std::fs::read_to_string(&got).unwrap(), "hello from h1\n");
 
-    let (ok, out, _) = filo(&root, &["lab", "status", "--json"]);
-    assert!(ok);
-    let s = json(&out);
-    let gw = s["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "gw")
-        .unwrap_or_else(|| panic!("no gw: {s}"));
+    let gw = status_node(&root, "gw");
     assert_eq!((&gw["kind"], &gw["alive"]), (&"slirp".into(), &true.into()));
-    let counter = |name: &str| {
-        gw["counters"]
-            .as_array()
-            .and_then(|c| c.iter().find(|p| p[0] == name))
-            .and_then(|p| p[1].as_u64())
-            .unwrap_or_else(|| panic!("no {name}: {gw}"))
-    };
+    let counter = |name: &str| counter(&gw, name);
     assert!(counter("tcp_opened") >= 1, "{gw}");
     assert!(counter("forwards_accepted") >= 1, "{gw}");
     assert!(gw["leases"].to_string().contains("10.70.0.50"), "{gw}");
@@ -1529,23 +1536,9 @@ gw = "10.72.0.1"
     let (ok, out, err) = ping(&root, "h1", 3, 5, "10.72.0.10");
     assert!(ok && out.contains("3 received"), "{out} {err}");
 
-    let (ok, out, _) = filo(&root, &["lab", "status", "--json"]);
-    assert!(ok);
-    let s = json(&out);
-    let r = s["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "r")
-        .unwrap_or_else(|| panic!("no r: {s}"));
+    let r = status_node(&root, "r");
     assert_eq!((&r["kind"], &r["alive"]), (&"router".into(), &true.into()));
-    let counter = |name: &str| {
-        r["counters"]
-            .as_array()
-            .and_then(|c| c.iter().find(|p| p[0] == name))
-            .and_then(|p| p[1].as_u64())
-            .unwrap_or_else(|| panic!("no {name}: {r}"))
-    };
+    let counter = |name: &str| counter(&r, name);
     // Three echo requests in on vde0 and out on vde1; their replies the other way.
     assert!(counter("vde0_forwarded") >= 3, "{r}");
     assert!(counter("vde1_forwarded") >= 3, "{r}");
