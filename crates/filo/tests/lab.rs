@@ -1565,6 +1565,13 @@ gw = "10.72.0.1"
         ) >= 3,
         "{m}"
     );
+    // Its page shows its console's interfaces and leases (it has no namespace to look in).
+    let (st, info) = http(&addr, "GET", "/api/node/r", "");
+    assert_eq!(st, 200, "{info}");
+    assert!(
+        info.contains("10.72.0.1/24") && info.contains("dev vde0"),
+        "{info}"
+    );
     let (st, svg) = http(&addr, "GET", "/graph.svg", "");
     assert_eq!(st, 200);
     assert!(svg.contains(r#"class="node router""#), "{svg}");
@@ -1623,6 +1630,12 @@ ip = ["10.81.0.2/24"]
         members.iter().all(|m| m["frames_in"].as_u64() >= Some(3)),
         "{b}"
     );
+    // The web page counts a node's frames by its pid among the members.
+    let h1 = s["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == "h1"))
+        .unwrap_or_else(|| panic!("{s}"));
+    assert!(members.iter().any(|m| m["pid"] == h1["pid"]), "{s}");
     let (ok, text, _) = filo(&root, &["lab", "status"]);
     assert!(ok && text.contains("bus b (switch): up"), "{text}");
     let (ok, svg, _) = filo(&root, &["lab", "graph", "-o", "-", file.to_str().unwrap()]);
