@@ -443,9 +443,13 @@ fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
     match start_all(&lab, &layout, &mut state) {
         Ok(()) => {
             println!(
-                "lab {} up: {} switches, {} links, {} nodes in {:.2} s (state in {})",
+                "lab {} up: {} switches, {}{} links, {} nodes in {:.2} s (state in {})",
                 lab.name,
                 lab.switches.iter().filter(|s| !s.hidden).count(),
+                match lab.buses.len() {
+                    0 => String::new(),
+                    n => format!("{n} buses, "),
+                },
                 lab.links.len(),
                 lab.nodes.len(),
                 t0.elapsed().as_secs_f64(),

@@ -1608,7 +1608,10 @@ ip = ["10.81.0.2/24"]
     );
     let _down = Cleanup(&root, "buslab");
     let (ok, out, err) = up(&root, &file);
-    assert!(ok, "{out} {err}");
+    assert!(
+        ok && out.contains("0 switches, 1 buses, 0 links"),
+        "{out} {err}"
+    );
     let (ok, out, err) = ping(&root, "h1", 3, 5, "10.81.0.2");
     assert!(ok && out.contains("3 received"), "{out} {err}");
 
