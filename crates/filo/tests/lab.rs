@@ -1380,6 +1380,22 @@ fn a_busy_tap_fails_its_node_by_name() {
 /// address from the gateway's DHCP server and fetches a page from inet, a forward from the
 /// host's loopback reaches the node's own server, `status` shows the gateway's counters and
 /// lease, and `down` stops it.
+/// The web view of a daemon node (slirp, router): a `/metrics` sample at least `metric.1`,
+/// its page (`/api/node/NODE`, from its console) with each of `info`, its class in the drawing.
+fn check_daemon_in_web(root: &Path, metric: (&str, u64), node: &str, info: &[&str], class: &str) {
+    let (mut web, addr) = start_web(root);
+    let (st, m) = http(&addr, "GET", "/metrics", "");
+    assert_eq!(st, 200, "{m}");
+    assert!(sample(&m, metric.0) >= metric.1, "{m}");
+    let (st, text) = http(&addr, "GET", &format!("/api/node/{node}"), "");
+    assert_eq!(st, 200, "{text}");
+    assert!(info.iter().all(|i| text.contains(i)), "{text}");
+    let (st, svg) = http(&addr, "GET", "/graph.svg", "");
+    assert_eq!(st, 200);
+    assert!(svg.contains(&format!(r#"class="{class}""#)), "{svg}");
+    web.terminate(Duration::from_secs(5));
+}
+
 #[test]
 fn a_slirp_node_takes_a_switch_to_the_hosts_network() {
     require("python3");
@@ -1476,26 +1492,16 @@ command = {node_www}
     );
 
     // The web view: the gateway's counters in /metrics, its console's view as its addresses.
-    let (mut web, addr) = start_web(&root);
-    let (st, m) = http(&addr, "GET", "/metrics", "");
-    assert_eq!(st, 200, "{m}");
-    assert!(
-        sample(
-            &m,
-            r#"filo_slirp{lab="gwlab",node="gw",counter="tcp_opened"}"#
-        ) >= 1,
-        "{m}"
+    check_daemon_in_web(
+        &root,
+        (
+            r#"filo_slirp{lab="gwlab",node="gw",counter="tcp_opened"}"#,
+            1,
+        ),
+        "gw",
+        &["10.70.0.2", "10.70.0.50"],
+        "node slirp",
     );
-    let (st, info) = http(&addr, "GET", "/api/node/gw", "");
-    assert_eq!(st, 200, "{info}");
-    assert!(
-        info.contains("10.70.0.2") && info.contains("10.70.0.50"),
-        "{info}"
-    );
-    let (st, svg) = http(&addr, "GET", "/graph.svg", "");
-    assert_eq!(st, 200);
-    assert!(svg.contains(r#"class="node slirp""#), "{svg}");
-    web.terminate(Duration::from_secs(5));
 
     down(&root);
     assert_nothing_left(&root);
@@ -1555,27 +1561,17 @@ gw = "10.72.0.1"
         "{text}"
     );
 
-    let (mut web, addr) = start_web(&root);
-    let (st, m) = http(&addr, "GET", "/metrics", "");
-    assert_eq!(st, 200, "{m}");
-    assert!(
-        sample(
-            &m,
-            r#"filo_router{lab="rtlab",node="r",counter="vde0_forwarded"}"#
-        ) >= 3,
-        "{m}"
-    );
     // Its page shows its console's interfaces and leases (it has no namespace to look in).
-    let (st, info) = http(&addr, "GET", "/api/node/r", "");
-    assert_eq!(st, 200, "{info}");
-    assert!(
-        info.contains("10.72.0.1/24") && info.contains("dev vde0"),
-        "{info}"
+    check_daemon_in_web(
+        &root,
+        (
+            r#"filo_router{lab="rtlab",node="r",counter="vde0_forwarded"}"#,
+            3,
+        ),
+        "r",
+        &["10.72.0.1/24", "dev vde0"],
+        "node router",
     );
-    let (st, svg) = http(&addr, "GET", "/graph.svg", "");
-    assert_eq!(st, 200);
-    assert!(svg.contains(r#"class="node router""#), "{svg}");
-    web.terminate(Duration::from_secs(5));
 
     down(&root);
     assert_nothing_left(&root);
