@@ -604,6 +604,23 @@ fn router_errors_name_line_key_and_expectation() {
     );
     assert_eq!(e.key, "node.r.kind", "{e}");
     assert!(e.message.contains("configured per interface"), "{e}");
+    let e = bad(
+        "masquerade = [\"wan\"]",
+        "masquerade = [\"wan\"]\nfilter_file = \"r.rules\"",
+    );
+    assert_eq!((e.line, e.key.as_str()), (13, "node.r.filter_file"), "{e}");
+    assert!(e.message.contains("not both"), "{e}");
+    let lab = parse(
+        &WITH_ROUTER.replace("filter = [", "filter_file = \"r.rules\"\n#"),
+        "r",
+    )
+    .unwrap();
+    let step = plan(&lab, &Layout::new("/run/l")).remove(2);
+    assert!(
+        step.args.windows(2).any(|w| w == ["--filter", "r.rules"]),
+        "{step:?}"
+    );
+    assert_eq!(step.file, None);
     let e = bad("dhcp = true", "dhcp = true\nradv = [\"lan\"]");
     assert_eq!((e.line, e.key.as_str()), (19, "node.h1.radv"), "{e}");
     assert!(e.message.contains("only router nodes take `radv`"), "{e}");
