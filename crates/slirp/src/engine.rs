@@ -297,6 +297,29 @@ impl Engine {
         Ok(e)
     }
 
+    /// Serves the guest behind `plug` instead of the one it was made for (before [`Engine::run`]
+    /// starts). Refused, with `plug` given back, when its framing (virtio-net header or not)
+    /// differs: the interface's MTU and checksum handling were chosen for the first.
+    pub fn replace_plug(&mut self, plug: Plug) -> Result<(), (Plug, io::Error)> {
+        if plug.vnet() != self.plug.vnet() {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "slirp: the new plug's framing (virtio-net header) differs",
+            );
+            return Err((plug, e));
+        }
+        if let Err(e) = self
+            .epoll
+            .add(plug.data_fd().as_raw_fd(), PLUG, true, false)
+        {
+            return Err((plug, e));
+        }
+        self.epoll.delete(self.plug.data_fd().as_raw_fd());
+        self.plug = plug;
+        self.plug_blocked = false;
+        Ok(())
+    }
+
     pub fn config(&self) -> &Config {
         self.core.config()
     }
