@@ -300,22 +300,19 @@ impl Engine {
     /// Serves the guest behind `plug` instead of the one it was made for (before [`Engine::run`]
     /// starts). Refused, with `plug` given back, when its framing (virtio-net header or not)
     /// differs: the interface's MTU and checksum handling were chosen for the first.
-    pub fn replace_plug(&mut self, plug: Plug) -> Result<(), (Plug, io::Error)> {
+    pub fn replace_plug(&mut self, plug: Box<Plug>) -> Result<(), Box<Plug>> {
         if plug.vnet() != self.plug.vnet() {
-            let e = io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "slirp: the new plug's framing (virtio-net header) differs",
-            );
-            return Err((plug, e));
+            return Err(plug);
         }
         if let Err(e) = self
             .epoll
             .add(plug.data_fd().as_raw_fd(), PLUG, true, false)
         {
-            return Err((plug, e));
+            tracing::debug!("slirp: cannot watch {}: {e}", plug.name());
+            return Err(plug);
         }
         self.epoll.delete(self.plug.data_fd().as_raw_fd());
-        self.plug = plug;
+        self.plug = *plug;
         self.plug_blocked = false;
         Ok(())
     }

@@ -140,14 +140,18 @@ impl Transport for SlirpPlug {
     fn kind(&self) -> &'static str {
         "slirp"
     }
-    fn serve(&mut self, other: Plug, stop: &AtomicBool) -> Result<std::io::Result<()>, Plug> {
+    fn serve(
+        &mut self,
+        other: Box<Plug>,
+        stop: &AtomicBool,
+    ) -> Result<std::io::Result<()>, Box<Plug>> {
         // Only a gateway not yet started, on a plug of the same framing, can take `other`.
         let Some(mut engine) = self.engine.borrow_mut().take() else {
             return Err(other);
         };
         match engine.replace_plug(other) {
             Ok(()) => Ok(engine.run(stop, |_, _| true)),
-            Err((other, _)) => {
+            Err(other) => {
                 *self.engine.borrow_mut() = Some(engine);
                 Err(other)
             }

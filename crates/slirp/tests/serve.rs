@@ -13,11 +13,11 @@ use filo_vnl::{OpenOptions, Plug};
 
 const GUEST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x15];
 
-fn dgram(fd: OwnedFd, vnet: bool) -> Plug {
+fn dgram(fd: OwnedFd, vnet: bool) -> Box<Plug> {
     let t = ConnectedDgram::new(fd, None, Refused::Fatal, true, "test")
         .unwrap()
         .with_vnet(vnet);
-    Plug::from_transport("guest", Box::new(t))
+    Box::new(Plug::from_transport("guest", Box::new(t)))
 }
 
 /// Who has 10.0.2.2? from 10.0.2.15.

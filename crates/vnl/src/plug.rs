@@ -117,7 +117,7 @@ pub trait Transport: Send {
     /// `other`'s peer goes away or `stop` is raised. A cable between `other` and this plug
     /// then costs no socket pair and no thread hop per frame. `Err(other)` when it cannot
     /// (the default; or the far end already runs): the caller runs a cable as usual.
-    fn serve(&mut self, other: Plug, stop: &AtomicBool) -> Result<io::Result<()>, Plug> {
+    fn serve(&mut self, other: Box<Plug>, stop: &AtomicBool) -> Result<io::Result<()>, Box<Plug>> {
         let _ = stop;
         Err(other)
     }
@@ -210,7 +210,11 @@ impl Plug {
     /// Serves `other` directly when the far end of this plug lives in this process, on the
     /// calling thread until `other`'s peer goes or `stop` is raised; `Err(other)` when this
     /// plug cannot (see [`Transport::serve`]): run a [`crate::cable`] then.
-    pub fn serve(&mut self, other: Plug, stop: &AtomicBool) -> Result<io::Result<()>, Plug> {
+    pub fn serve(
+        &mut self,
+        other: Box<Plug>,
+        stop: &AtomicBool,
+    ) -> Result<io::Result<()>, Box<Plug>> {
         self.transport.serve(other, stop)
     }
 
