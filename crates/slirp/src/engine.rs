@@ -210,6 +210,8 @@ pub struct Engine {
     /// [`write_pseudo_header_sum`]).
     out: VecDeque<(Vec<u8>, bool)>,
     plug_blocked: bool,
+    /// epoll watches the plug for writability too (set while it was blocked).
+    plug_write_watched: bool,
     resolvers: Vec<IpAddr>,
     pub stats: Stats,
     ping_warned: bool,
@@ -284,6 +286,7 @@ impl Engine {
             next_token: 1,
             out: VecDeque::new(),
             plug_blocked: false,
+            plug_write_watched: false,
             resolvers,
             stats: Stats::default(),
             ping_warned: false,
@@ -314,6 +317,7 @@ impl Engine {
         self.epoll.delete(self.plug.data_fd().as_raw_fd());
         self.plug = *plug;
         self.plug_blocked = false;
+        self.plug_write_watched = false;
         Ok(())
     }
 
@@ -1443,6 +1447,7 @@ impl Engine {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.plug_blocked = true;
+                    self.plug_write_watched = true;
                     let _ = self
                         .epoll
                         .modify(self.plug.data_fd().as_raw_fd(), PLUG, true, true);
@@ -1454,9 +1459,13 @@ impl Engine {
                 }
             }
         }
-        let _ = self
-            .epoll
-            .modify(self.plug.data_fd().as_raw_fd(), PLUG, true, false);
+        // Not a system call per turn: only a watch left from a blocked plug is taken off.
+        if self.plug_write_watched {
+            self.plug_write_watched = false;
+            let _ = self
+                .epoll
+                .modify(self.plug.data_fd().as_raw_fd(), PLUG, true, false);
+        }
     }
 
     /// The virtio-net header for a frame to the guest: TCP segments larger than the guest's
