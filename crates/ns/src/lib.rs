@@ -144,6 +144,16 @@ pub(crate) fn start_cables(
         std::thread::Builder::new()
             .name(format!("filo-ns {name}"))
             .spawn(move || {
+                let mut plug = plug;
+                // An in-process gateway (slirp://) takes the tap itself: one thread per frame.
+                let tap = match plug.serve(Box::new(tap), &stop) {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => {
+                        tracing::warn!("{label}: gateway stopped: {e}");
+                        return;
+                    }
+                    Err(tap) => *tap,
+                };
                 let mut pair = [tap, plug];
                 let end = if no_reconnect {
                     filo_vnl::cable::run(&mut pair, &stop)

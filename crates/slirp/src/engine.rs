@@ -210,6 +210,8 @@ pub struct Engine {
     /// [`write_pseudo_header_sum`]).
     out: VecDeque<(Vec<u8>, bool)>,
     plug_blocked: bool,
+    /// epoll watches the plug for writability too (set while it was blocked).
+    plug_write_watched: bool,
     resolvers: Vec<IpAddr>,
     pub stats: Stats,
     ping_warned: bool,
@@ -284,6 +286,7 @@ impl Engine {
             next_token: 1,
             out: VecDeque::new(),
             plug_blocked: false,
+            plug_write_watched: false,
             resolvers,
             stats: Stats::default(),
             ping_warned: false,
@@ -295,6 +298,27 @@ impl Engine {
             e.add_forward(f)?;
         }
         Ok(e)
+    }
+
+    /// Serves the guest behind `plug` instead of the one it was made for (before [`Engine::run`]
+    /// starts). Refused, with `plug` given back, when its framing (virtio-net header or not)
+    /// differs: the interface's MTU and checksum handling were chosen for the first.
+    pub fn replace_plug(&mut self, plug: Box<Plug>) -> Result<(), Box<Plug>> {
+        if plug.vnet() != self.plug.vnet() {
+            return Err(plug);
+        }
+        if let Err(e) = self
+            .epoll
+            .add(plug.data_fd().as_raw_fd(), PLUG, true, false)
+        {
+            tracing::debug!("slirp: cannot watch {}: {e}", plug.name());
+            return Err(plug);
+        }
+        self.epoll.delete(self.plug.data_fd().as_raw_fd());
+        self.plug = *plug;
+        self.plug_blocked = false;
+        self.plug_write_watched = false;
+        Ok(())
     }
 
     pub fn config(&self) -> &Config {
@@ -1423,6 +1447,7 @@ impl Engine {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.plug_blocked = true;
+                    self.plug_write_watched = true;
                     let _ = self
                         .epoll
                         .modify(self.plug.data_fd().as_raw_fd(), PLUG, true, true);
@@ -1434,9 +1459,13 @@ impl Engine {
                 }
             }
         }
-        let _ = self
-            .epoll
-            .modify(self.plug.data_fd().as_raw_fd(), PLUG, true, false);
+        // Not a system call per turn: only a watch left from a blocked plug is taken off.
+        if self.plug_write_watched {
+            self.plug_write_watched = false;
+            let _ = self
+                .epoll
+                .modify(self.plug.data_fd().as_raw_fd(), PLUG, true, false);
+        }
     }
 
     /// The virtio-net header for a frame to the guest: TCP segments larger than the guest's

@@ -26,7 +26,10 @@
 //! (`tcpfwd=`, `udpfwd=`).
 //!
 //! [`register`] makes `slirp://` open wherever filo opens a VNL: the gateway then runs on a
-//! thread of the process and the plug is one end of a socket pair to it.
+//! thread of the process and the plug is one end of a socket pair to it — unless the plug's
+//! user hands it the other side of its cable ([`filo_vnl::Plug::serve`], as `filo ns` does
+//! with its tap): the gateway then runs on that thread with the tap as its plug, and a frame
+//! crosses no socket pair and no second thread.
 
 pub mod config;
 pub mod console;
@@ -39,6 +42,7 @@ mod sys;
 
 use std::cell::RefCell;
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::AtomicBool;
 
 use filo_vnl::open::OpenError;
 use filo_vnl::plug::Transport;
@@ -135,6 +139,23 @@ impl Transport for SlirpPlug {
     }
     fn kind(&self) -> &'static str {
         "slirp"
+    }
+    fn serve(
+        &mut self,
+        other: Box<Plug>,
+        stop: &AtomicBool,
+    ) -> Result<std::io::Result<()>, Box<Plug>> {
+        // Only a gateway not yet started, on a plug of the same framing, can take `other`.
+        let Some(mut engine) = self.engine.borrow_mut().take() else {
+            return Err(other);
+        };
+        match engine.replace_plug(other) {
+            Ok(()) => Ok(engine.run(stop, |_, _| true)),
+            Err(other) => {
+                *self.engine.borrow_mut() = Some(engine);
+                Err(other)
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::sys;
@@ -111,6 +112,15 @@ pub trait Transport: Send {
     }
     /// A short name for logs: `vde`, `ptp`, …
     fn kind(&self) -> &'static str;
+    /// For a transport whose far end is served inside this process (a `slirp://` gateway
+    /// behind a socket pair): serves `other` directly instead, on the calling thread, until
+    /// `other`'s peer goes away or `stop` is raised. A cable between `other` and this plug
+    /// then costs no socket pair and no thread hop per frame. `Err(other)` when it cannot
+    /// (the default; or the far end already runs): the caller runs a cable as usual.
+    fn serve(&mut self, other: Box<Plug>, stop: &AtomicBool) -> Result<io::Result<()>, Box<Plug>> {
+        let _ = stop;
+        Err(other)
+    }
 }
 
 /// Per-plug counters.
@@ -195,6 +205,17 @@ impl Plug {
     /// `vxlan://` give the underlay's path MTU less their encapsulation.
     pub fn mtu(&self) -> Option<usize> {
         self.transport.mtu()
+    }
+
+    /// Serves `other` directly when the far end of this plug lives in this process, on the
+    /// calling thread until `other`'s peer goes or `stop` is raised; `Err(other)` when this
+    /// plug cannot (see [`Transport::serve`]): run a [`crate::cable`] then.
+    pub fn serve(
+        &mut self,
+        other: Box<Plug>,
+        stop: &AtomicBool,
+    ) -> Result<io::Result<()>, Box<Plug>> {
+        self.transport.serve(other, stop)
     }
 
     /// The accepted frame sizes (with the virtio-net header when [`Plug::vnet`]).
