@@ -29,6 +29,9 @@ The router answers ping on its addresses, sends no redirects, decrements TTL / h
 answers expired, unroutable and too-big packets with ICMP errors, so traceroute, tracepath and
 path-MTU discovery work through it. --masquerade IFACE translates IPv4 leaving on IFACE to
 the router's address there (TCP, UDP, ICMP echo; ICMP errors about those are translated back).
+--forward IFACE:PROTO:PORT=ADDR[:PORT] sends TCP or UDP arriving for the router's IPv4
+address on IFACE at PORT to ADDR:PORT (a port forward); replies leave from the router's
+address and PORT. nat/print lists the forwards and their connections.
 FILTER RULES (--filter FILE, one a line, # comments; console filter/add RULE, filter/del N):
   [forward|input] accept|drop|reject [in IFACE] [out IFACE] [from PREFIX] [to PREFIX]
       [proto tcp|udp|icmp|icmpv6|N] [sport N[-M]] [dport N[-M]] [type N]
@@ -51,7 +54,8 @@ EXAMPLES:
   filo router --vnl vde:///tmp/a --conf ip=10.1.0.1/24 --vnl vde:///tmp/b --conf ip=10.2.0.1/24,mtu=1400 \\
               --route 10.3.0.0/16 via 10.2.0.9
   filo router --vnl vde:///tmp/lan --conf ip=192.168.7.1/24 --vnl vde:///tmp/wan \\
-              --conf ip=10.9.0.2/24,gw=10.9.0.1 --masquerade vde1 -M /tmp/r.mgmt
+              --conf ip=10.9.0.2/24,gw=10.9.0.1 --masquerade vde1 -M /tmp/r.mgmt \\
+              --forward vde1:tcp:8080=192.168.7.50:80 --forward vde1:udp:5353=192.168.7.50:53
   filo console --json /tmp/r.mgmt route/print")]
 pub struct RouterArgs {
     /// A network to route on (repeatable): interface vde0, vde1, ... in order.
@@ -77,6 +81,11 @@ pub struct RouterArgs {
     /// address on it (connection tracking for TCP, UDP and ICMP echo; `nat/print`).
     #[arg(long, value_name = "IFACE")]
     masquerade: Vec<String>,
+    /// A port forward (DNAT) on an interface, IFACE:PROTO:PORT=ADDR[:PORT] (repeatable): TCP
+    /// or UDP to the router's IPv4 address there at PORT goes to ADDR (replies translated
+    /// back), e.g. vde1:tcp:8080=10.1.0.50:80.
+    #[arg(long = "forward", value_name = "IFACE:PROTO:PORT=ADDR[:PORT]")]
+    forwards: Vec<String>,
     /// Packet filter rules, one a line (see below); `filter/add`, `filter/del` change them live.
     #[arg(long, value_name = "FILE")]
     filter: Option<PathBuf>,
@@ -237,18 +246,47 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
             .map_err(|e| anyhow::anyhow!("--filter {}: {e}", path.display()))?;
     }
     router.add_hook(&[HookPoint::Forward, HookPoint::Input], Box::new(filter));
-    for name in &args.masquerade {
-        let i = iface_index(&router, name, "--masquerade")?;
+    // One NAT hook per interface with a masquerade or port forwards.
+    let mut nats: Vec<filo_router::nat::Config> = Vec::new();
+    let nat_max = args.nat_max;
+    let nat_for = |nats: &mut Vec<filo_router::nat::Config>,
+                   router: &Router,
+                   name: &str,
+                   option: &str,
+                   what: &str|
+     -> Result<usize> {
+        let i = iface_index(router, name, option)?;
+        if let Some(n) = nats.iter().position(|c| c.iface == i) {
+            return Ok(n);
+        }
         let Some(addr) = router.iface_config(i).and_then(|c| {
             c.addrs.iter().find_map(|(a, _)| match a {
                 IpAddr::V4(a) => Some(*a),
                 _ => None,
             })
         }) else {
-            bail!("--masquerade {name}: {name} has no IPv4 address to masquerade as");
+            bail!("{option} {name}: {name} has no IPv4 address to {what}");
         };
         let mut c = filo_router::nat::Config::new(i, addr);
-        c.max_conns = args.nat_max;
+        c.max_conns = nat_max;
+        c.masquerade = false;
+        nats.push(c);
+        Ok(nats.len() - 1)
+    };
+    for name in &args.masquerade {
+        let n = nat_for(&mut nats, &router, name, "--masquerade", "masquerade as")?;
+        nats[n].masquerade = true;
+    }
+    for text in &args.forwards {
+        let (name, rule) = text.split_once(':').with_context(|| {
+            format!("--forward {text:?}: expected IFACE:PROTO:PORT=ADDR[:PORT], e.g. vde1:tcp:8080=10.1.0.50:80")
+        })?;
+        let forward = filo_router::nat::PortForward::parse(rule)
+            .map_err(|e| anyhow::anyhow!("--forward {name}:{e}"))?;
+        let n = nat_for(&mut nats, &router, name, "--forward", "forward from")?;
+        nats[n].forwards.push(forward);
+    }
+    for c in nats {
         router.add_hook(
             &[HookPoint::Prerouting, HookPoint::Postrouting],
             Box::new(filo_router::nat::Masquerade::new(c)),
@@ -366,7 +404,10 @@ mod tests {
 
     #[test]
     fn bad_command_lines_say_what_is_wrong() {
-        let cases: [(&str, &str); 5] = [
+        let cases: [(&str, &str); 8] = [
+            ("--forward vde0:tcp:80", "PROTO:PORT=ADDR"),
+            ("--forward vde0:icmp:80=10.1.0.5", "not tcp or udp"),
+            ("--forward vde2:tcp:80=10.1.0.5", "no such interface"),
             ("--dhcp-server vde3=10.1.0.5-10.1.0.9", "no such interface"),
             ("--dhcp-server vde0=10.1.0.5", "IFACE=FIRST-LAST"),
             (

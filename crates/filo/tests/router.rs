@@ -395,3 +395,77 @@ fn leases_survive_a_router_restart() {
     assert_eq!(lease("02:00:00:00:71:0b"), "10.71.0.101/24");
     assert_eq!(lease("02:00:00:00:71:0a"), "10.71.0.100/24");
 }
+
+#[test]
+fn a_port_forward_reaches_a_lan_server_from_the_wan() {
+    require("python3");
+    require("curl");
+    let net = Net::start_with(&["--forward", "vde1:tcp:8080=10.71.0.50:8000"]);
+    std::fs::write(net.tmp.join("hello.txt"), "hello from the lan\n").unwrap();
+    let log = net.tmp.join("lan-access.log");
+    let script = format!(
+        "exec python3 -m http.server -d {} 8000 2>{}",
+        net.tmp.path().display(),
+        log.display()
+    );
+    let lan = net.lan.vnl();
+    let _server = ns_bg(&[
+        "--ip",
+        "10.71.0.50/24",
+        "--gw",
+        "10.71.0.1",
+        &lan,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    // A WAN host with no route to the LAN: only the router's WAN address is reachable.
+    let wan = net.wan.vnl();
+    let mut out = String::new();
+    let ok = wait_until(T, || {
+        let (code, o, _) = ns_out(&[
+            "--ip",
+            "10.72.0.11/24",
+            &wan,
+            "--",
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            "http://10.72.0.2:8080/hello.txt",
+        ]);
+        out = o;
+        code == 0
+    });
+    assert!(ok, "curl through the port forward failed: {out}");
+    assert!(out.contains("hello from the lan"), "{out}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("10.72.0.11 ") && l.contains("GET /hello.txt")),
+        "the LAN server sees the WAN client's address: {log}"
+    );
+    let nat = console(&net.mgmt, "nat/print");
+    assert!(
+        nat.contains("forward tcp 10.72.0.2:8080 to 10.71.0.50:8000"),
+        "{nat}"
+    );
+    assert!(
+        nat.contains("tcp 10.72.0.11:") && nat.contains("forwarded to 10.71.0.50:8000"),
+        "{nat}"
+    );
+    // Another port of the router's WAN address is not forwarded.
+    let (code, _, _) = ns_out(&[
+        "--ip",
+        "10.72.0.11/24",
+        &wan,
+        "--",
+        "curl",
+        "-s",
+        "-m",
+        "2",
+        "http://10.72.0.2:8000/hello.txt",
+    ]);
+    assert_ne!(code, 0);
+}
