@@ -23,7 +23,7 @@ use crate::sys;
 #[command(after_long_help = "\
 Interfaces are vde0, vde1, ... in the order of --vnl; the Nth --conf configures the Nth --vnl
 (iothconf items: ip=ADDR/LEN (repeatable), gw=ADDR (a default route), mtu=N, mac=MAC, dns=ADDR
-(handed out by the DHCP server)). Each address makes a connected route.
+and domain=NAME (handed out by the DHCP server; IPv6 ones by stateless DHCPv6 with --radv)). Each address makes a connected route.
 
 The router answers ping on its addresses, sends no redirects, decrements TTL / hop limit and
 answers expired, unroutable and too-big packets with ICMP errors, so traceroute, tracepath and
@@ -74,7 +74,9 @@ pub struct RouterArgs {
     /// change, so a restarted router gives clients back their addresses.
     #[arg(long = "dhcp-leases", value_name = "IFACE=FILE")]
     dhcp_leases: Vec<String>,
-    /// Router advertisements on an interface (its /64 prefixes for SLAAC, its MTU).
+    /// Router advertisements on an interface (its /64 prefixes for SLAAC, its MTU); with
+    /// IPv6 dns= in its --conf also stateless DHCPv6 (DNS servers, domain= as the search
+    /// list) and the RAs' O flag.
     #[arg(long, value_name = "IFACE")]
     radv: Vec<String>,
     /// IPv4 masquerade on an outgoing interface: what leaves there comes from the router's
@@ -230,6 +232,26 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
     }
     for name in &args.radv {
         let i = iface_index(&router, name, "--radv")?;
+        // Stateless DHCPv6 for the interface's IPv6 DNS servers (and the RAs' O flag).
+        let conf = args.confs.get(i).cloned().unwrap_or_default();
+        let dns: Vec<std::net::Ipv6Addr> = conf
+            .dns
+            .iter()
+            .filter_map(|d| match d {
+                IpAddr::V6(a) => Some(*a),
+                _ => None,
+            })
+            .collect();
+        if !dns.is_empty() {
+            let mut cfg = filo_dhcp::v6::Config::new(
+                router.iface_config(i).map(|c| c.mac).unwrap_or_default(),
+            );
+            cfg.dns = dns;
+            cfg.search = conf.domain.iter().cloned().collect();
+            router
+                .set_dhcpv6_server(i, cfg)
+                .with_context(|| format!("--radv {name}"))?;
+        }
         router
             .set_advertiser(now, i, None)
             .with_context(|| format!("--radv {name}"))?;

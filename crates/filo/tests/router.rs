@@ -42,6 +42,7 @@ struct Net {
     router: Proc,
     extra: Vec<String>,
     mgmt: PathBuf,
+    lan_conf: String,
 }
 
 impl Net {
@@ -50,12 +51,17 @@ impl Net {
     }
 
     fn start_with(extra: &[&str]) -> Net {
+        Net::start_lan("ip=10.71.0.1/24,ip=fd71::1/64", extra)
+    }
+
+    /// With `lan_conf` as vde0's --conf.
+    fn start_lan(lan_conf: &str, extra: &[&str]) -> Net {
         let tmp = TempDir::new("filo-router");
         let lan = FiloSwitch::start(FILO, &tmp, "lan", &[]);
         let wan = FiloSwitch::start(FILO, &tmp, "wan", &[]);
         let mgmt = tmp.join("r.mgmt");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let router = Net::spawn_router(&lan, &wan, &mgmt, &extra);
+        let router = Net::spawn_router(&lan, &wan, &mgmt, lan_conf, &extra);
         Net {
             tmp,
             lan,
@@ -63,36 +69,37 @@ impl Net {
             router,
             extra,
             mgmt,
+            lan_conf: lan_conf.to_string(),
         }
     }
 
-    fn spawn_router(lan: &FiloSwitch, wan: &FiloSwitch, mgmt: &PathBuf, extra: &[String]) -> Proc {
+    fn spawn_router(
+        lan: &FiloSwitch,
+        wan: &FiloSwitch,
+        mgmt: &PathBuf,
+        lan_conf: &str,
+        extra: &[String],
+    ) -> Proc {
         let mut c = Command::new(FILO);
-        c.args([
-            "router",
-            "--vnl",
-            &lan.vnl(),
-            "--conf",
-            "ip=10.71.0.1/24,ip=fd71::1/64",
-        ])
-        .args([
-            "--vnl",
-            &wan.vnl(),
-            "--conf",
-            "ip=10.72.0.2/24,ip=fd72::2/64,mtu=1400",
-        ])
-        .args([
-            "--dhcp-server",
-            "vde0=10.71.0.100-10.71.0.199",
-            "--radv",
-            "vde0",
-            "-M",
-        ])
-        .arg(mgmt)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(test_log());
+        c.args(["router", "--vnl", &lan.vnl(), "--conf", lan_conf])
+            .args([
+                "--vnl",
+                &wan.vnl(),
+                "--conf",
+                "ip=10.72.0.2/24,ip=fd72::2/64,mtu=1400",
+            ])
+            .args([
+                "--dhcp-server",
+                "vde0=10.71.0.100-10.71.0.199",
+                "--radv",
+                "vde0",
+                "-M",
+            ])
+            .arg(mgmt)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(test_log());
         let router = Proc::spawn(&mut c);
         assert!(wait_until(T, || mgmt.exists()), "the router did not start");
         router
@@ -105,7 +112,13 @@ impl Net {
             !self.mgmt.exists(),
             "the management socket outlived the router"
         );
-        self.router = Net::spawn_router(&self.lan, &self.wan, &self.mgmt, &self.extra);
+        self.router = Net::spawn_router(
+            &self.lan,
+            &self.wan,
+            &self.mgmt,
+            &self.lan_conf,
+            &self.extra,
+        );
     }
 
     /// `sh -c SCRIPT` on a LAN host 10.71.0.10 routed through the router.
@@ -468,4 +481,57 @@ fn a_port_forward_reaches_a_lan_server_from_the_wan() {
         "http://10.72.0.2:8000/hello.txt",
     ]);
     assert_ne!(code, 0);
+}
+
+#[test]
+fn stateless_dhcpv6_hands_isc_dhclient_the_lan_dns_and_the_ras_say_so() {
+    require("dhclient");
+    require("rdisc6");
+    let net = Net::start_lan(
+        "ip=10.71.0.1/24,ip=fd71::1/64,dns=fd71::53,dns=10.71.0.53,domain=lab.example",
+        &[],
+    );
+    let env = net.tmp.join("dhcp6.env");
+    let hook = net.tmp.join("dhclient-script");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\n[ -n \"$new_dhcp6_name_servers\" ] && env > {}\nexit 0\n",
+            env.display()
+        ),
+    )
+    .unwrap();
+    assert!(Command::new("chmod")
+        .arg("755")
+        .arg(&hook)
+        .status()
+        .unwrap()
+        .success());
+    let t = net.tmp.path().display().to_string();
+    let script = format!(
+        "for i in $(seq 50); do [ -z \"$(ip -6 addr show dev vde0 tentative)\" ] && break; sleep 0.2; done
+         rdisc6 -1 vde0
+         dhclient -6 -S -d -lf {t}/d6.leases -pf {t}/d6.pid -sf {} vde0 2>/dev/null &
+         for i in $(seq 100); do [ -s {} ] && break; sleep 0.2; done
+         kill $!; true",
+        hook.display(),
+        env.display()
+    );
+    let (code, out, err) = ns_out(&["--slaac", &net.lan.vnl(), "--", "sh", "-c", &script]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Stateful other conf.") && l.ends_with("Yes")),
+        "the RA's O flag: {out}"
+    );
+    let env = std::fs::read_to_string(&env).unwrap_or_default();
+    let var = |name: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    assert_eq!(var("new_dhcp6_name_servers"), "fd71::53", "{env}\n{out}");
+    assert_eq!(var("new_dhcp6_domain_search"), "lab.example.", "{env}");
 }
