@@ -31,7 +31,8 @@ path-MTU discovery work through it. --masquerade IFACE translates IPv4 leaving o
 the router's address there (TCP, UDP, ICMP echo; ICMP errors about those are translated back).
 --forward IFACE:PROTO:PORT=ADDR[:PORT] sends TCP or UDP arriving for the router's IPv4
 address on IFACE at PORT to ADDR:PORT (a port forward); replies leave from the router's
-address and PORT. nat/print lists the forwards and their connections.
+address and PORT. nat/print lists the forwards and their connections. --nptv6
+IFACE=INTERNAL/LEN=EXTERNAL/LEN translates IPv6 prefixes statelessly (RFC 6296).
 FILTER RULES (--filter FILE, one a line, # comments; console filter/add RULE, filter/del N):
   [forward|input] accept|drop|reject [in IFACE] [out IFACE] [from PREFIX] [to PREFIX]
       [proto tcp|udp|icmp|icmpv6|N] [sport N[-M]] [dport N[-M]] [type N]
@@ -88,6 +89,12 @@ pub struct RouterArgs {
     /// back), e.g. vde1:tcp:8080=10.1.0.50:80.
     #[arg(long = "forward", value_name = "IFACE:PROTO:PORT=ADDR[:PORT]")]
     forwards: Vec<String>,
+    /// NPTv6 (RFC 6296) on an outgoing interface, IFACE=INTERNAL/LEN=EXTERNAL/LEN
+    /// (repeatable, LEN at most 64): sources inside INTERNAL leaving there get the EXTERNAL
+    /// prefix, destinations in EXTERNAL arriving there get INTERNAL back; stateless and
+    /// checksum-neutral. E.g. vde1=fd01::/64=2001:db8:1::/64.
+    #[arg(long, value_name = "IFACE=INTERNAL/LEN=EXTERNAL/LEN")]
+    nptv6: Vec<String>,
     /// Packet filter rules, one a line (see below); `filter/add`, `filter/del` change them live.
     #[arg(long, value_name = "FILE")]
     filter: Option<PathBuf>,
@@ -308,6 +315,18 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
         let n = nat_for(&mut nats, &router, name, "--forward", "forward from")?;
         nats[n].forwards.push(forward);
     }
+    for text in &args.nptv6 {
+        let (name, pair) = text.split_once('=').with_context(|| {
+            format!("--nptv6 {text:?}: expected IFACE=INTERNAL/LEN=EXTERNAL/LEN, e.g. vde1=fd01::/64=2001:db8:1::/64")
+        })?;
+        let i = iface_index(&router, name, "--nptv6")?;
+        let c = filo_router::nptv6::Config::parse(i, pair)
+            .map_err(|e| anyhow::anyhow!("--nptv6 {name}={e}"))?;
+        router.add_hook(
+            &[HookPoint::Prerouting, HookPoint::Postrouting],
+            Box::new(filo_router::nptv6::Nptv6::new(c)),
+        );
+    }
     for c in nats {
         router.add_hook(
             &[HookPoint::Prerouting, HookPoint::Postrouting],
@@ -426,7 +445,9 @@ mod tests {
 
     #[test]
     fn bad_command_lines_say_what_is_wrong() {
-        let cases: [(&str, &str); 8] = [
+        let cases: [(&str, &str); 10] = [
+            ("--nptv6 vde0=fd01::/64", "INTERNAL/LEN=EXTERNAL/LEN"),
+            ("--nptv6 vde0=fd01::/64=2001:db8::/48", "differ"),
             ("--forward vde0:tcp:80", "PROTO:PORT=ADDR"),
             ("--forward vde0:icmp:80=10.1.0.5", "not tcp or udp"),
             ("--forward vde2:tcp:80=10.1.0.5", "no such interface"),

@@ -535,3 +535,53 @@ fn stateless_dhcpv6_hands_isc_dhclient_the_lan_dns_and_the_ras_say_so() {
     assert_eq!(var("new_dhcp6_name_servers"), "fd71::53", "{env}\n{out}");
     assert_eq!(var("new_dhcp6_domain_search"), "lab.example.", "{env}");
 }
+
+#[test]
+fn nptv6_gives_the_lan_the_external_prefix_on_the_wan_and_back() {
+    require("python3");
+    require("curl");
+    let net = Net::start_with(&["--nptv6", "vde1=fd71::/64=2001:db8:71::/64"]);
+    // python's http.server on :: (the shared server() is IPv4-only, for the IPv4 logs).
+    std::fs::write(net.tmp.join("hello.txt"), "hello across the router\n").unwrap();
+    let script = format!(
+        "exec python3 -m http.server --bind :: -d {} 8000 2>{}",
+        net.tmp.path().display(),
+        net.tmp.join("access.log").display()
+    );
+    let wan = net.wan.vnl();
+    let _server = ns_bg(&[
+        "--ip",
+        "fd72::10/64",
+        "--gw",
+        "fd72::2",
+        &wan,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let (code, out, err) = net.lan_host(
+        "ip -6 addr add fd71::10/64 dev vde0 nodad && ip -6 route add default via fd71::1 && \
+         curl -sS -m 5 --retry 5 --retry-delay 1 --retry-all-errors 'http://[fd72::10]:8000/hello.txt'",
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("hello across the router"), "{out}");
+    let log = std::fs::read_to_string(net.tmp.join("access.log")).unwrap();
+    // fd71::10 with the prefix 2001:db8:71::/64 and the checksum adjustment (RFC 6296 §3.5)
+    // in its identifier's first word.
+    let from: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("GET /hello.txt"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        from.contains(&"2001:db8:71:0:cf47::10"),
+        "the server sees the external prefix: {log}"
+    );
+    assert!(!from.iter().any(|a| a.starts_with("fd71:")), "{log}");
+    let nat = console(&net.mgmt, "nat/print");
+    assert!(
+        nat.contains("nptv6 vde1 fd71::/64 = 2001:db8:71::/64"),
+        "{nat}"
+    );
+}
