@@ -23,6 +23,14 @@ fn ns_out(args: &[&str]) -> (i32, String, String) {
     (status.code().unwrap_or(-1), out, err)
 }
 
+/// The client addresses of http.server's access log lines for GET /hello.txt.
+fn requesters(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("GET /hello.txt"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
+}
+
 fn ns_bg(args: &[&str]) -> Proc {
     let mut c = Command::new(FILO);
     c.arg("ns")
@@ -284,11 +292,7 @@ fn masquerade_hides_the_lan_behind_the_routers_wan_address() {
     assert!(out.contains("hello across the router"), "{out}");
     assert!(out.contains("2 packets transmitted, 2 received"), "{out}");
     let log = std::fs::read_to_string(net.tmp.join("access.log")).unwrap();
-    let from: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("GET /hello.txt"))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+    let from = requesters(&log);
     // The WAN side's own check came from 10.72.0.11; the LAN host's request from the router.
     assert!(from.contains(&"10.72.0.2"), "{log}");
     assert!(!from.contains(&"10.71.0.10"), "{log}");
@@ -569,11 +573,7 @@ fn nptv6_gives_the_lan_the_external_prefix_on_the_wan_and_back() {
     let log = std::fs::read_to_string(net.tmp.join("access.log")).unwrap();
     // fd71::10 with the prefix 2001:db8:71::/64 and the checksum adjustment (RFC 6296 §3.5)
     // in its identifier's first word.
-    let from: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("GET /hello.txt"))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+    let from = requesters(&log);
     assert!(
         from.contains(&"2001:db8:71:0:cf47::10"),
         "the server sees the external prefix: {log}"

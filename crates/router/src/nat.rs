@@ -151,6 +151,15 @@ enum State {
 }
 
 impl State {
+    /// A new connection's state.
+    fn initial(proto: u8) -> State {
+        if proto == TCP {
+            State::SynSent
+        } else {
+            State::Unreplied
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             State::SynSent => "syn_sent",
@@ -333,6 +342,11 @@ impl Masquerade {
         self.stats
     }
 
+    /// Whether the table (masqueraded and port-forwarded connections) is full.
+    fn full(&self) -> bool {
+        self.conns.len() + self.forwarded.len() >= self.config.max_conns
+    }
+
     /// Removes `key` if it expired; true if it did.
     fn expire(&mut self, now: Instant, key: (u8, u16)) -> bool {
         match self.conns.get(&key) {
@@ -475,10 +489,10 @@ impl Masquerade {
         let port = match self.by_flow.get(&flow).copied() {
             Some(port) if !self.expire(now, (proto, port)) => port,
             _ => {
-                if self.conns.len() >= self.config.max_conns {
+                if self.full() {
                     self.sweep(now);
                 }
-                let port = if self.conns.len() >= self.config.max_conns {
+                let port = if self.full() {
                     None
                 } else {
                     self.pick_port(now, proto, sport)
@@ -487,11 +501,7 @@ impl Masquerade {
                     self.stats.refused += 1;
                     return HookVerdict::Drop;
                 };
-                let state = if proto == TCP {
-                    State::SynSent
-                } else {
-                    State::Unreplied
-                };
+                let state = State::initial(proto);
                 self.conns.insert(
                     (proto, port),
                     Conn {
@@ -591,18 +601,14 @@ impl Masquerade {
             self.stats.expired += 1;
         }
         if !self.forwarded.contains_key(&flow) {
-            if self.conns.len() + self.forwarded.len() >= self.config.max_conns {
+            if self.full() {
                 self.sweep(now);
             }
-            if self.conns.len() + self.forwarded.len() >= self.config.max_conns {
+            if self.full() {
                 self.stats.refused += 1;
                 return HookVerdict::Drop;
             }
-            let state = if proto == TCP {
-                State::SynSent
-            } else {
-                State::Unreplied
-            };
+            let state = State::initial(proto);
             self.forwarded.insert(
                 flow,
                 Conn {
