@@ -23,12 +23,16 @@ use crate::sys;
 #[command(after_long_help = "\
 Interfaces are vde0, vde1, ... in the order of --vnl; the Nth --conf configures the Nth --vnl
 (iothconf items: ip=ADDR/LEN (repeatable), gw=ADDR (a default route), mtu=N, mac=MAC, dns=ADDR
-(handed out by the DHCP server)). Each address makes a connected route.
+and domain=NAME (handed out by the DHCP server; IPv6 ones by stateless DHCPv6 with --radv)). Each address makes a connected route.
 
 The router answers ping on its addresses, sends no redirects, decrements TTL / hop limit and
 answers expired, unroutable and too-big packets with ICMP errors, so traceroute, tracepath and
 path-MTU discovery work through it. --masquerade IFACE translates IPv4 leaving on IFACE to
 the router's address there (TCP, UDP, ICMP echo; ICMP errors about those are translated back).
+--forward IFACE:PROTO:PORT=ADDR[:PORT] sends TCP or UDP arriving for the router's IPv4
+address on IFACE at PORT to ADDR:PORT (a port forward); replies leave from the router's
+address and PORT. nat/print lists the forwards and their connections. --nptv6
+IFACE=INTERNAL/LEN=EXTERNAL/LEN translates IPv6 prefixes statelessly (RFC 6296).
 FILTER RULES (--filter FILE, one a line, # comments; console filter/add RULE, filter/del N):
   [forward|input] accept|drop|reject [in IFACE] [out IFACE] [from PREFIX] [to PREFIX]
       [proto tcp|udp|icmp|icmpv6|N] [sport N[-M]] [dport N[-M]] [type N]
@@ -51,7 +55,8 @@ EXAMPLES:
   filo router --vnl vde:///tmp/a --conf ip=10.1.0.1/24 --vnl vde:///tmp/b --conf ip=10.2.0.1/24,mtu=1400 \\
               --route 10.3.0.0/16 via 10.2.0.9
   filo router --vnl vde:///tmp/lan --conf ip=192.168.7.1/24 --vnl vde:///tmp/wan \\
-              --conf ip=10.9.0.2/24,gw=10.9.0.1 --masquerade vde1 -M /tmp/r.mgmt
+              --conf ip=10.9.0.2/24,gw=10.9.0.1 --masquerade vde1 -M /tmp/r.mgmt \\
+              --forward vde1:tcp:8080=192.168.7.50:80 --forward vde1:udp:5353=192.168.7.50:53
   filo console --json /tmp/r.mgmt route/print")]
 pub struct RouterArgs {
     /// A network to route on (repeatable): interface vde0, vde1, ... in order.
@@ -70,13 +75,26 @@ pub struct RouterArgs {
     /// change, so a restarted router gives clients back their addresses.
     #[arg(long = "dhcp-leases", value_name = "IFACE=FILE")]
     dhcp_leases: Vec<String>,
-    /// Router advertisements on an interface (its /64 prefixes for SLAAC, its MTU).
+    /// Router advertisements on an interface (its /64 prefixes for SLAAC, its MTU); with
+    /// IPv6 dns= in its --conf also stateless DHCPv6 (DNS servers, domain= as the search
+    /// list) and the RAs' O flag.
     #[arg(long, value_name = "IFACE")]
     radv: Vec<String>,
     /// IPv4 masquerade on an outgoing interface: what leaves there comes from the router's
     /// address on it (connection tracking for TCP, UDP and ICMP echo; `nat/print`).
     #[arg(long, value_name = "IFACE")]
     masquerade: Vec<String>,
+    /// A port forward (DNAT) on an interface, IFACE:PROTO:PORT=ADDR[:PORT] (repeatable): TCP
+    /// or UDP to the router's IPv4 address there at PORT goes to ADDR (replies translated
+    /// back), e.g. vde1:tcp:8080=10.1.0.50:80.
+    #[arg(long = "forward", value_name = "IFACE:PROTO:PORT=ADDR[:PORT]")]
+    forwards: Vec<String>,
+    /// NPTv6 (RFC 6296) on an outgoing interface, IFACE=INTERNAL/LEN=EXTERNAL/LEN
+    /// (repeatable, LEN at most 64): sources inside INTERNAL leaving there get the EXTERNAL
+    /// prefix, destinations in EXTERNAL arriving there get INTERNAL back; stateless and
+    /// checksum-neutral. E.g. vde1=fd01::/64=2001:db8:1::/64.
+    #[arg(long, value_name = "IFACE=INTERNAL/LEN=EXTERNAL/LEN")]
+    nptv6: Vec<String>,
     /// Packet filter rules, one a line (see below); `filter/add`, `filter/del` change them live.
     #[arg(long, value_name = "FILE")]
     filter: Option<PathBuf>,
@@ -221,6 +239,26 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
     }
     for name in &args.radv {
         let i = iface_index(&router, name, "--radv")?;
+        // Stateless DHCPv6 for the interface's IPv6 DNS servers (and the RAs' O flag).
+        let conf = args.confs.get(i).cloned().unwrap_or_default();
+        let dns: Vec<std::net::Ipv6Addr> = conf
+            .dns
+            .iter()
+            .filter_map(|d| match d {
+                IpAddr::V6(a) => Some(*a),
+                _ => None,
+            })
+            .collect();
+        if !dns.is_empty() {
+            let mut cfg = filo_dhcp::v6::Config::new(
+                router.iface_config(i).map(|c| c.mac).unwrap_or_default(),
+            );
+            cfg.dns = dns;
+            cfg.search = conf.domain.iter().cloned().collect();
+            router
+                .set_dhcpv6_server(i, cfg)
+                .with_context(|| format!("--radv {name}"))?;
+        }
         router
             .set_advertiser(now, i, None)
             .with_context(|| format!("--radv {name}"))?;
@@ -237,18 +275,59 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
             .map_err(|e| anyhow::anyhow!("--filter {}: {e}", path.display()))?;
     }
     router.add_hook(&[HookPoint::Forward, HookPoint::Input], Box::new(filter));
-    for name in &args.masquerade {
-        let i = iface_index(&router, name, "--masquerade")?;
+    // One NAT hook per interface with a masquerade or port forwards.
+    let mut nats: Vec<filo_router::nat::Config> = Vec::new();
+    let nat_max = args.nat_max;
+    let nat_for = |nats: &mut Vec<filo_router::nat::Config>,
+                   router: &Router,
+                   name: &str,
+                   option: &str,
+                   what: &str|
+     -> Result<usize> {
+        let i = iface_index(router, name, option)?;
+        if let Some(n) = nats.iter().position(|c| c.iface == i) {
+            return Ok(n);
+        }
         let Some(addr) = router.iface_config(i).and_then(|c| {
             c.addrs.iter().find_map(|(a, _)| match a {
                 IpAddr::V4(a) => Some(*a),
                 _ => None,
             })
         }) else {
-            bail!("--masquerade {name}: {name} has no IPv4 address to masquerade as");
+            bail!("{option} {name}: {name} has no IPv4 address to {what}");
         };
         let mut c = filo_router::nat::Config::new(i, addr);
-        c.max_conns = args.nat_max;
+        c.max_conns = nat_max;
+        c.masquerade = false;
+        nats.push(c);
+        Ok(nats.len() - 1)
+    };
+    for name in &args.masquerade {
+        let n = nat_for(&mut nats, &router, name, "--masquerade", "masquerade as")?;
+        nats[n].masquerade = true;
+    }
+    for text in &args.forwards {
+        let (name, rule) = text.split_once(':').with_context(|| {
+            format!("--forward {text:?}: expected IFACE:PROTO:PORT=ADDR[:PORT], e.g. vde1:tcp:8080=10.1.0.50:80")
+        })?;
+        let forward = filo_router::nat::PortForward::parse(rule)
+            .map_err(|e| anyhow::anyhow!("--forward {name}:{e}"))?;
+        let n = nat_for(&mut nats, &router, name, "--forward", "forward from")?;
+        nats[n].forwards.push(forward);
+    }
+    for text in &args.nptv6 {
+        let (name, pair) = text.split_once('=').with_context(|| {
+            format!("--nptv6 {text:?}: expected IFACE=INTERNAL/LEN=EXTERNAL/LEN, e.g. vde1=fd01::/64=2001:db8:1::/64")
+        })?;
+        let i = iface_index(&router, name, "--nptv6")?;
+        let c = filo_router::nptv6::Config::parse(i, pair)
+            .map_err(|e| anyhow::anyhow!("--nptv6 {name}={e}"))?;
+        router.add_hook(
+            &[HookPoint::Prerouting, HookPoint::Postrouting],
+            Box::new(filo_router::nptv6::Nptv6::new(c)),
+        );
+    }
+    for c in nats {
         router.add_hook(
             &[HookPoint::Prerouting, HookPoint::Postrouting],
             Box::new(filo_router::nat::Masquerade::new(c)),
@@ -366,7 +445,12 @@ mod tests {
 
     #[test]
     fn bad_command_lines_say_what_is_wrong() {
-        let cases: [(&str, &str); 5] = [
+        let cases: [(&str, &str); 10] = [
+            ("--nptv6 vde0=fd01::/64", "INTERNAL/LEN=EXTERNAL/LEN"),
+            ("--nptv6 vde0=fd01::/64=2001:db8::/48", "differ"),
+            ("--forward vde0:tcp:80", "PROTO:PORT=ADDR"),
+            ("--forward vde0:icmp:80=10.1.0.5", "not tcp or udp"),
+            ("--forward vde2:tcp:80=10.1.0.5", "no such interface"),
             ("--dhcp-server vde3=10.1.0.5-10.1.0.9", "no such interface"),
             ("--dhcp-server vde0=10.1.0.5", "IFACE=FIRST-LAST"),
             (

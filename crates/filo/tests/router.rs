@@ -23,6 +23,14 @@ fn ns_out(args: &[&str]) -> (i32, String, String) {
     (status.code().unwrap_or(-1), out, err)
 }
 
+/// The client addresses of http.server's access log lines for GET /hello.txt.
+fn requesters(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("GET /hello.txt"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
+}
+
 fn ns_bg(args: &[&str]) -> Proc {
     let mut c = Command::new(FILO);
     c.arg("ns")
@@ -42,6 +50,7 @@ struct Net {
     router: Proc,
     extra: Vec<String>,
     mgmt: PathBuf,
+    lan_conf: String,
 }
 
 impl Net {
@@ -50,12 +59,17 @@ impl Net {
     }
 
     fn start_with(extra: &[&str]) -> Net {
+        Net::start_lan("ip=10.71.0.1/24,ip=fd71::1/64", extra)
+    }
+
+    /// With `lan_conf` as vde0's --conf.
+    fn start_lan(lan_conf: &str, extra: &[&str]) -> Net {
         let tmp = TempDir::new("filo-router");
         let lan = FiloSwitch::start(FILO, &tmp, "lan", &[]);
         let wan = FiloSwitch::start(FILO, &tmp, "wan", &[]);
         let mgmt = tmp.join("r.mgmt");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let router = Net::spawn_router(&lan, &wan, &mgmt, &extra);
+        let router = Net::spawn_router(&lan, &wan, &mgmt, lan_conf, &extra);
         Net {
             tmp,
             lan,
@@ -63,36 +77,37 @@ impl Net {
             router,
             extra,
             mgmt,
+            lan_conf: lan_conf.to_string(),
         }
     }
 
-    fn spawn_router(lan: &FiloSwitch, wan: &FiloSwitch, mgmt: &PathBuf, extra: &[String]) -> Proc {
+    fn spawn_router(
+        lan: &FiloSwitch,
+        wan: &FiloSwitch,
+        mgmt: &PathBuf,
+        lan_conf: &str,
+        extra: &[String],
+    ) -> Proc {
         let mut c = Command::new(FILO);
-        c.args([
-            "router",
-            "--vnl",
-            &lan.vnl(),
-            "--conf",
-            "ip=10.71.0.1/24,ip=fd71::1/64",
-        ])
-        .args([
-            "--vnl",
-            &wan.vnl(),
-            "--conf",
-            "ip=10.72.0.2/24,ip=fd72::2/64,mtu=1400",
-        ])
-        .args([
-            "--dhcp-server",
-            "vde0=10.71.0.100-10.71.0.199",
-            "--radv",
-            "vde0",
-            "-M",
-        ])
-        .arg(mgmt)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(test_log());
+        c.args(["router", "--vnl", &lan.vnl(), "--conf", lan_conf])
+            .args([
+                "--vnl",
+                &wan.vnl(),
+                "--conf",
+                "ip=10.72.0.2/24,ip=fd72::2/64,mtu=1400",
+            ])
+            .args([
+                "--dhcp-server",
+                "vde0=10.71.0.100-10.71.0.199",
+                "--radv",
+                "vde0",
+                "-M",
+            ])
+            .arg(mgmt)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(test_log());
         let router = Proc::spawn(&mut c);
         assert!(wait_until(T, || mgmt.exists()), "the router did not start");
         router
@@ -105,7 +120,13 @@ impl Net {
             !self.mgmt.exists(),
             "the management socket outlived the router"
         );
-        self.router = Net::spawn_router(&self.lan, &self.wan, &self.mgmt, &self.extra);
+        self.router = Net::spawn_router(
+            &self.lan,
+            &self.wan,
+            &self.mgmt,
+            &self.lan_conf,
+            &self.extra,
+        );
     }
 
     /// `sh -c SCRIPT` on a LAN host 10.71.0.10 routed through the router.
@@ -271,11 +292,7 @@ fn masquerade_hides_the_lan_behind_the_routers_wan_address() {
     assert!(out.contains("hello across the router"), "{out}");
     assert!(out.contains("2 packets transmitted, 2 received"), "{out}");
     let log = std::fs::read_to_string(net.tmp.join("access.log")).unwrap();
-    let from: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("GET /hello.txt"))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+    let from = requesters(&log);
     // The WAN side's own check came from 10.72.0.11; the LAN host's request from the router.
     assert!(from.contains(&"10.72.0.2"), "{log}");
     assert!(!from.contains(&"10.71.0.10"), "{log}");
@@ -394,4 +411,169 @@ fn leases_survive_a_router_restart() {
     // Another client first: the restarted router knows .100 is taken.
     assert_eq!(lease("02:00:00:00:71:0b"), "10.71.0.101/24");
     assert_eq!(lease("02:00:00:00:71:0a"), "10.71.0.100/24");
+}
+
+#[test]
+fn a_port_forward_reaches_a_lan_server_from_the_wan() {
+    require("python3");
+    require("curl");
+    let net = Net::start_with(&["--forward", "vde1:tcp:8080=10.71.0.50:8000"]);
+    std::fs::write(net.tmp.join("hello.txt"), "hello from the lan\n").unwrap();
+    let log = net.tmp.join("lan-access.log");
+    let script = format!(
+        "exec python3 -m http.server -d {} 8000 2>{}",
+        net.tmp.path().display(),
+        log.display()
+    );
+    let lan = net.lan.vnl();
+    let _server = ns_bg(&[
+        "--ip",
+        "10.71.0.50/24",
+        "--gw",
+        "10.71.0.1",
+        &lan,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    // A WAN host with no route to the LAN: only the router's WAN address is reachable.
+    let wan = net.wan.vnl();
+    let mut out = String::new();
+    let wan_curl = |url: &str| {
+        ns_out(&[
+            "--ip",
+            "10.72.0.11/24",
+            &wan,
+            "--",
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            url,
+        ])
+    };
+    let ok = wait_until(T, || {
+        let (code, o, _) = wan_curl("http://10.72.0.2:8080/hello.txt");
+        out = o;
+        code == 0
+    });
+    assert!(ok, "curl through the port forward failed: {out}");
+    assert!(out.contains("hello from the lan"), "{out}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("10.72.0.11 ") && l.contains("GET /hello.txt")),
+        "the LAN server sees the WAN client's address: {log}"
+    );
+    let nat = console(&net.mgmt, "nat/print");
+    assert!(
+        nat.contains("forward tcp 10.72.0.2:8080 to 10.71.0.50:8000"),
+        "{nat}"
+    );
+    assert!(
+        nat.contains("tcp 10.72.0.11:") && nat.contains("forwarded to 10.71.0.50:8000"),
+        "{nat}"
+    );
+    // Another port of the router's WAN address is not forwarded.
+    assert_ne!(wan_curl("http://10.72.0.2:8000/hello.txt").0, 0);
+}
+
+#[test]
+fn stateless_dhcpv6_hands_isc_dhclient_the_lan_dns_and_the_ras_say_so() {
+    require("dhclient");
+    require("rdisc6");
+    let net = Net::start_lan(
+        "ip=10.71.0.1/24,ip=fd71::1/64,dns=fd71::53,dns=10.71.0.53,domain=lab.example",
+        &[],
+    );
+    let env = net.tmp.join("dhcp6.env");
+    let hook = net.tmp.join("dhclient-script");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\n[ -n \"$new_dhcp6_name_servers\" ] && env > {}\nexit 0\n",
+            env.display()
+        ),
+    )
+    .unwrap();
+    assert!(Command::new("chmod")
+        .arg("755")
+        .arg(&hook)
+        .status()
+        .unwrap()
+        .success());
+    let t = net.tmp.path().display().to_string();
+    let script = format!(
+        "for i in $(seq 50); do [ -z \"$(ip -6 addr show dev vde0 tentative)\" ] && break; sleep 0.2; done
+         rdisc6 -1 vde0
+         dhclient -6 -S -d -lf {t}/d6.leases -pf {t}/d6.pid -sf {} vde0 2>/dev/null &
+         for i in $(seq 100); do [ -s {} ] && break; sleep 0.2; done
+         kill $!; true",
+        hook.display(),
+        env.display()
+    );
+    let (code, out, err) = ns_out(&["--slaac", &net.lan.vnl(), "--", "sh", "-c", &script]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Stateful other conf.") && l.ends_with("Yes")),
+        "the RA's O flag: {out}"
+    );
+    let env = std::fs::read_to_string(&env).unwrap_or_default();
+    let var = |name: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    assert_eq!(var("new_dhcp6_name_servers"), "fd71::53", "{env}\n{out}");
+    assert_eq!(var("new_dhcp6_domain_search"), "lab.example.", "{env}");
+}
+
+#[test]
+fn nptv6_gives_the_lan_the_external_prefix_on_the_wan_and_back() {
+    require("python3");
+    require("curl");
+    let net = Net::start_with(&["--nptv6", "vde1=fd71::/64=2001:db8:71::/64"]);
+    // python's http.server on :: (the shared server() is IPv4-only, for the IPv4 logs).
+    std::fs::write(net.tmp.join("hello.txt"), "hello across the router\n").unwrap();
+    let script = format!(
+        "exec python3 -m http.server --bind :: -d {} 8000 2>{}",
+        net.tmp.path().display(),
+        net.tmp.join("access.log").display()
+    );
+    let wan = net.wan.vnl();
+    let _server = ns_bg(&[
+        "--ip",
+        "fd72::10/64",
+        "--gw",
+        "fd72::2",
+        &wan,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let (code, out, err) = net.lan_host(
+        "ip -6 addr add fd71::10/64 dev vde0 nodad && ip -6 route add default via fd71::1 && \
+         curl -sS -m 5 --retry 5 --retry-delay 1 --retry-all-errors 'http://[fd72::10]:8000/hello.txt'",
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("hello across the router"), "{out}");
+    let log = std::fs::read_to_string(net.tmp.join("access.log")).unwrap();
+    // fd71::10 with the prefix 2001:db8:71::/64 and the checksum adjustment (RFC 6296 §3.5)
+    // in its identifier's first word.
+    let from = requesters(&log);
+    assert!(
+        from.contains(&"2001:db8:71:0:cf47::10"),
+        "the server sees the external prefix: {log}"
+    );
+    assert!(!from.iter().any(|a| a.starts_with("fd71:")), "{log}");
+    let nat = console(&net.mgmt, "nat/print");
+    assert!(
+        nat.contains("nptv6 vde1 fd71::/64 = 2001:db8:71::/64"),
+        "{nat}"
+    );
 }

@@ -42,7 +42,7 @@ const HELP: [&str; 13] = [
     "neigh/print     the neighbour cache (ARP, NDP)",
     "leases/print    DHCP leases of every interface with a server",
     "stat            drop counters by reason",
-    "nat/print       masquerade: connections, states, timeouts, counters",
+    "nat/print       masquerade, port forwards: connections, states, timeouts, counters",
     "filter/print    filter rules in order, with packet and byte counters",
     "filter/add RULE append a rule (see filo router --help)",
     "filter/del N    delete rule N",
@@ -141,7 +141,7 @@ fn lines(router: &Router, now: Instant, cmd: &str, driver: &DriverStats) -> Opti
         "filter/print" => out.extend(router.hook_print("filter", now).unwrap_or_default()),
         "nat/print" => match router.hook_print("nat", now) {
             Some(lines) => out.extend(lines),
-            None => out.push("no masquerade (see --masquerade)".into()),
+            None => out.push("no NAT (see --masquerade, --forward)".into()),
         },
         _ => return None,
     }

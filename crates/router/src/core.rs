@@ -244,6 +244,7 @@ struct Iface {
     link_local: Ipv6Addr,
     dhcp: Option<Server>,
     ra: Option<Advertiser>,
+    dhcp6: Option<filo_dhcp::v6::Server>,
     stats: IfaceStats,
 }
 
@@ -289,6 +290,11 @@ pub enum ConfigError {
     Dhcp {
         iface: String,
         error: dhcp::ConfigError,
+    },
+    #[error("{iface}: {error}")]
+    Dhcp6 {
+        iface: String,
+        error: filo_dhcp::v6::ConfigError,
     },
     #[error("{iface}: router advertisements: {error}")]
     Ra {
@@ -365,6 +371,7 @@ impl Router {
             config,
             dhcp: None,
             ra: None,
+            dhcp6: None,
             stats: IfaceStats::default(),
         });
         Ok(id)
@@ -450,8 +457,30 @@ impl Router {
         self.dhcp_now(now)
     }
 
+    /// A stateless DHCPv6 server on `iface` (INFORMATION-REQUEST answered with `config`'s DNS
+    /// servers and search list). Set it before [`Router::set_advertiser`] so the default
+    /// advertisements carry the O flag.
+    pub fn set_dhcpv6_server(
+        &mut self,
+        iface: IfId,
+        config: filo_dhcp::v6::Config,
+    ) -> Result<(), ConfigError> {
+        let i = self.iface_mut(iface)?;
+        let name = i.config.name.clone();
+        i.dhcp6 = Some(
+            filo_dhcp::v6::Server::new(config)
+                .map_err(|error| ConfigError::Dhcp6 { iface: name, error })?,
+        );
+        Ok(())
+    }
+
+    pub fn dhcpv6_server(&self, iface: IfId) -> Option<&filo_dhcp::v6::Server> {
+        self.ifaces.get(iface).and_then(|i| i.dhcp6.as_ref())
+    }
+
     /// Sends router advertisements on `iface`: its IPv6 prefixes of length 64 for SLAAC, the
-    /// link MTU; `config` as given otherwise (None: those defaults).
+    /// link MTU, the O flag if it has a DHCPv6 server; `config` as given otherwise (None:
+    /// those defaults).
     pub fn set_advertiser(
         &mut self,
         now: Instant,
@@ -474,6 +503,7 @@ impl Router {
             if i.config.mtu != 1500 {
                 c.mtu = Some(u32::from(i.config.mtu));
             }
+            c.other = i.dhcp6.is_some();
             c.min_interval = Duration::from_secs(30);
             c.max_interval = Duration::from_secs(90);
             c
@@ -1116,6 +1146,11 @@ impl Router {
         let p = Ipv6Packet::new_unchecked(packet);
         let (src, dst) = (p.src_addr(), p.dst_addr());
         if p.next_header() != IpProtocol::Icmpv6 {
+            if self.ifaces[iface].dhcp6.is_some() {
+                if let Some((client, msg)) = filo_dhcp::v6::server_payload(packet) {
+                    return self.dhcpv6(now, iface, client, msg);
+                }
+            }
             if p.next_header() == IpProtocol::Udp && self.is_local(iface, IpAddr::V6(dst)) {
                 self.drop(DropReason::LocalUnhandled);
                 return self.icmp_v6_error(now, iface, packet, V6Error::PORT_UNREACHABLE);
@@ -1152,6 +1187,40 @@ impl Router {
             }
             _ => self.drop(DropReason::LocalUnhandled),
         }
+    }
+
+    /// A DHCPv6 message from `client` on `iface`: the reply goes back from our link-local
+    /// address.
+    fn dhcpv6(&mut self, now: Instant, iface: IfId, client: Ipv6Addr, msg: &[u8]) {
+        let Some(server) = self.ifaces[iface].dhcp6.as_ref() else {
+            return;
+        };
+        let reply = match server.handle(msg) {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!("{}: DHCPv6: {e}", self.ifaces[iface].config.name);
+                return self.drop(DropReason::Server);
+            }
+        };
+        let packet = filo_dhcp::v6::udp6(
+            self.ifaces[iface].link_local,
+            client,
+            547,
+            546,
+            &reply.payload,
+        );
+        let route = Route {
+            prefix: Prefix::default_for(IpAddr::V6(client)),
+            via: None,
+            iface,
+            origin: crate::route::Origin::Connected,
+        };
+        let meta = PacketMeta {
+            in_iface: None,
+            out_iface: Some(iface),
+        };
+        self.postroute(now, meta, &route, IpAddr::V6(client), packet);
     }
 
     fn handle_ndisc(

@@ -19,6 +19,7 @@ pub mod filter;
 pub mod icmp;
 pub mod nat;
 pub mod neigh;
+pub mod nptv6;
 pub mod route;
 
 pub use crate::core::{

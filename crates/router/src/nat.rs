@@ -38,6 +38,77 @@ pub struct Config {
     pub udp_unreplied: Duration,
     pub udp_replied: Duration,
     pub icmp: Duration,
+    /// Whether forwarded packets leaving on [`Config::iface`] are masqueraded; false leaves
+    /// only the port forwards.
+    pub masquerade: bool,
+    /// Port forwards (DNAT) on [`Config::iface`].
+    pub forwards: Vec<PortForward>,
+}
+
+/// A port forward: TCP or UDP to the router's address at `port` goes to `to`:`to_port`
+/// (and its replies come back from the router's address and `port`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortForward {
+    /// [`TCP_PROTO`] or [`UDP_PROTO`].
+    pub proto: u8,
+    pub port: u16,
+    pub to: Ipv4Addr,
+    pub to_port: u16,
+}
+
+pub const TCP_PROTO: u8 = TCP;
+pub const UDP_PROTO: u8 = UDP;
+
+impl PortForward {
+    /// Parses `PROTO:PORT=ADDR[:PORT]`, e.g. `tcp:8080=10.1.0.50:80` (the target port
+    /// defaults to the same port).
+    pub fn parse(text: &str) -> Result<PortForward, String> {
+        let err = |what: &str| {
+            format!(
+                "{text:?}: {what} (expected PROTO:PORT=ADDR[:PORT], e.g. tcp:8080=10.1.0.50:80)"
+            )
+        };
+        let (from, to) = text.split_once('=').ok_or_else(|| err("no '='"))?;
+        let (proto, port) = from
+            .split_once(':')
+            .ok_or_else(|| err("no PROTO:PORT before '='"))?;
+        let proto = match proto {
+            "tcp" => TCP,
+            "udp" => UDP,
+            other => return Err(err(&format!("protocol {other:?} is not tcp or udp"))),
+        };
+        let port: u16 = port
+            .parse()
+            .map_err(|_| err(&format!("port {port:?} is not a number 1-65535")))?;
+        let (addr, to_port) = match to.split_once(':') {
+            Some((a, p)) => (
+                a,
+                p.parse::<u16>()
+                    .map_err(|_| err(&format!("port {p:?} is not a number 1-65535")))?,
+            ),
+            None => (to, port),
+        };
+        let to: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| err(&format!("{addr:?} is not an IPv4 address")))?;
+        if port == 0 || to_port == 0 {
+            return Err(err("port 0"));
+        }
+        Ok(PortForward {
+            proto,
+            port,
+            to,
+            to_port,
+        })
+    }
+
+    fn proto_name(&self) -> &'static str {
+        if self.proto == TCP {
+            "tcp"
+        } else {
+            "udp"
+        }
+    }
 }
 
 impl Config {
@@ -53,6 +124,8 @@ impl Config {
             udp_unreplied: Duration::from_secs(30),
             udp_replied: Duration::from_secs(180),
             icmp: Duration::from_secs(30),
+            masquerade: true,
+            forwards: Vec::new(),
         }
     }
 }
@@ -78,6 +151,15 @@ enum State {
 }
 
 impl State {
+    /// A new connection's state.
+    fn initial(proto: u8) -> State {
+        if proto == TCP {
+            State::SynSent
+        } else {
+            State::Unreplied
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             State::SynSent => "syn_sent",
@@ -109,6 +191,8 @@ pub struct Stats {
     pub fragments: u64,
     /// ICMP errors whose quoted header was translated back.
     pub icmp_errors: u64,
+    /// Connections opened through a port forward.
+    pub forwarded: u64,
 }
 
 pub struct Masquerade {
@@ -117,6 +201,9 @@ pub struct Masquerade {
     by_flow: HashMap<Flow, u16>,
     /// Connections by (protocol, translated port).
     conns: HashMap<(u8, u16), Conn>,
+    /// Port-forwarded connections by flow as the inside server sees it (`host` the server,
+    /// `remote` the client); `port` is the forward's public port.
+    forwarded: HashMap<Flow, Conn>,
     next_port: u16,
     stats: Stats,
 }
@@ -206,6 +293,39 @@ fn fill_ip_checksum(packet: &mut [u8]) {
     p.fill_checksum();
 }
 
+/// A connection's next state after a packet with transport header `l4`; `from_host` is true
+/// for packets of the side that opened it.
+fn next_state(proto: u8, state: State, l4: &[u8], from_host: bool) -> State {
+    let mut state = state;
+    if proto == TCP {
+        let flags = l4.get(13).copied().unwrap_or(0);
+        let (fin, syn, rst, ack) = (
+            flags & 1 != 0,
+            flags & 2 != 0,
+            flags & 4 != 0,
+            flags & 16 != 0,
+        );
+        state = if rst {
+            State::Closed
+        } else if fin || state == State::Closing {
+            if state == State::Closed {
+                State::Closed
+            } else {
+                State::Closing
+            }
+        } else if syn && !ack && from_host {
+            State::SynSent
+        } else if !from_host || (state == State::Established) || (ack && state != State::SynSent) {
+            State::Established
+        } else {
+            state
+        };
+    } else if !from_host {
+        state = State::Replied;
+    }
+    state
+}
+
 impl Masquerade {
     pub fn new(config: Config) -> Masquerade {
         Masquerade {
@@ -213,12 +333,18 @@ impl Masquerade {
             config,
             by_flow: HashMap::new(),
             conns: HashMap::new(),
+            forwarded: HashMap::new(),
             stats: Stats::default(),
         }
     }
 
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Whether the table (masqueraded and port-forwarded connections) is full.
+    fn full(&self) -> bool {
+        self.conns.len() + self.forwarded.len() >= self.config.max_conns
     }
 
     /// Removes `key` if it expired; true if it did.
@@ -245,6 +371,9 @@ impl Masquerade {
         for k in dead {
             self.expire(now, k);
         }
+        let before = self.forwarded.len();
+        self.forwarded.retain(|_, c| c.expires > now);
+        self.stats.expired += (before - self.forwarded.len()) as u64;
     }
 
     /// A translated port for `flow`: its own if free, else the next free one in the range.
@@ -283,38 +412,23 @@ impl Masquerade {
             return;
         };
         let proto = c.flow.proto;
-        let mut state = c.state;
-        if proto == TCP {
-            let flags = l4.get(13).copied().unwrap_or(0);
-            let (fin, syn, rst, ack) = (
-                flags & 1 != 0,
-                flags & 2 != 0,
-                flags & 4 != 0,
-                flags & 16 != 0,
-            );
-            state = if rst {
-                State::Closed
-            } else if fin || state == State::Closing {
-                if state == State::Closed {
-                    State::Closed
-                } else {
-                    State::Closing
-                }
-            } else if syn && !ack && from_host {
-                State::SynSent
-            } else if !from_host
-                || (state == State::Established)
-                || (ack && state != State::SynSent)
-            {
-                State::Established
-            } else {
-                state
-            };
-        } else if !from_host {
-            state = State::Replied;
-        }
+        let state = next_state(proto, c.state, l4, from_host);
         let expires = now + self.timeout(state, proto);
         if let Some(c) = self.conns.get_mut(&key) {
+            c.state = state;
+            c.expires = expires;
+        }
+    }
+
+    /// [`Masquerade::track`] for a port-forwarded connection; `from_client` is true for
+    /// packets of the side that opened it.
+    fn track_forwarded(&mut self, now: Instant, flow: Flow, l4: &[u8], from_client: bool) {
+        let Some(c) = self.forwarded.get(&flow) else {
+            return;
+        };
+        let state = next_state(flow.proto, c.state, l4, from_client);
+        let expires = now + self.timeout(state, flow.proto);
+        if let Some(c) = self.forwarded.get_mut(&flow) {
             c.state = state;
             c.expires = expires;
         }
@@ -328,6 +442,29 @@ impl Masquerade {
         let proto: u8 = p.next_header().into();
         let (src, dst, hl) = (p.src_addr(), p.dst_addr(), usize::from(p.header_len()));
         if src == self.config.addr {
+            return HookVerdict::Accept;
+        }
+        if !self.forwarded.is_empty() && p.frag_offset() == 0 {
+            if let Some((sport, dport)) = ports(proto, &packet[hl..]) {
+                let flow = Flow {
+                    proto,
+                    host: src,
+                    host_port: sport,
+                    remote: dst,
+                    remote_port: dport,
+                };
+                if let Some(c) = self.forwarded.get(&flow) {
+                    if c.expires > now {
+                        let port = c.port;
+                        self.track_forwarded(now, flow, &packet[hl..], false);
+                        rewrite(packet, proto, 12, self.config.addr, hl, 0, port);
+                        fill_ip_checksum(packet);
+                        return HookVerdict::Accept;
+                    }
+                }
+            }
+        }
+        if !self.config.masquerade {
             return HookVerdict::Accept;
         }
         if p.frag_offset() != 0 {
@@ -352,10 +489,10 @@ impl Masquerade {
         let port = match self.by_flow.get(&flow).copied() {
             Some(port) if !self.expire(now, (proto, port)) => port,
             _ => {
-                if self.conns.len() >= self.config.max_conns {
+                if self.full() {
                     self.sweep(now);
                 }
-                let port = if self.conns.len() >= self.config.max_conns {
+                let port = if self.full() {
                     None
                 } else {
                     self.pick_port(now, proto, sport)
@@ -364,11 +501,7 @@ impl Masquerade {
                     self.stats.refused += 1;
                     return HookVerdict::Drop;
                 };
-                let state = if proto == TCP {
-                    State::SynSent
-                } else {
-                    State::Unreplied
-                };
+                let state = State::initial(proto);
                 self.conns.insert(
                     (proto, port),
                     Conn {
@@ -416,21 +549,80 @@ impl Masquerade {
             return HookVerdict::Accept;
         };
         let key = (proto, dport);
-        if self.expire(now, key) {
-            return HookVerdict::Accept;
-        }
-        let Some(c) = self.conns.get(&key) else {
-            // Not a reply to a translated connection: for the router itself.
-            return HookVerdict::Accept;
-        };
+        self.expire(now, key);
         let remote_port = if proto == ICMP { 0 } else { sport };
-        if c.flow.remote != src || c.flow.remote_port != remote_port {
-            return HookVerdict::Accept;
-        }
+        let Some(c) = self
+            .conns
+            .get(&key)
+            .filter(|c| c.flow.remote == src && c.flow.remote_port == remote_port)
+        else {
+            // Not a reply to a masqueraded connection: a port forward's, or the router's own.
+            return self.inbound_forward(now, packet, proto, src, sport, dport, hl);
+        };
         let flow = c.flow;
         self.track(now, key, &packet[hl..], false);
         let port_at = if proto == ICMP { 4 } else { 2 };
         rewrite(packet, proto, 16, flow.host, hl, port_at, flow.host_port);
+        fill_ip_checksum(packet);
+        HookVerdict::Accept
+    }
+
+    /// PREROUTING: a TCP or UDP packet for our address that no masqueraded connection
+    /// claims; a port forward's if one matches `dport` (new connections are tracked).
+    #[allow(clippy::too_many_arguments)]
+    fn inbound_forward(
+        &mut self,
+        now: Instant,
+        packet: &mut [u8],
+        proto: u8,
+        src: Ipv4Addr,
+        sport: u16,
+        dport: u16,
+        hl: usize,
+    ) -> HookVerdict {
+        let Some(f) = self
+            .config
+            .forwards
+            .iter()
+            .find(|f| f.proto == proto && f.port == dport)
+            .copied()
+        else {
+            return HookVerdict::Accept;
+        };
+        let flow = Flow {
+            proto,
+            host: f.to,
+            host_port: f.to_port,
+            remote: src,
+            remote_port: sport,
+        };
+        if self.forwarded.get(&flow).is_some_and(|c| c.expires <= now) {
+            self.forwarded.remove(&flow);
+            self.stats.expired += 1;
+        }
+        if !self.forwarded.contains_key(&flow) {
+            if self.full() {
+                self.sweep(now);
+            }
+            if self.full() {
+                self.stats.refused += 1;
+                return HookVerdict::Drop;
+            }
+            let state = State::initial(proto);
+            self.forwarded.insert(
+                flow,
+                Conn {
+                    flow,
+                    port: dport,
+                    state,
+                    expires: now + self.timeout(state, proto),
+                },
+            );
+            self.stats.created += 1;
+            self.stats.forwarded += 1;
+        }
+        self.track_forwarded(now, flow, &packet[hl..], true);
+        rewrite(packet, proto, 16, f.to, hl, 2, f.to_port);
         fill_ip_checksum(packet);
         HookVerdict::Accept
     }
@@ -549,17 +741,53 @@ impl Hook for Masquerade {
                 )
             })
             .collect();
+        let mut fwd: Vec<&Conn> = self
+            .forwarded
+            .values()
+            .filter(|c| c.expires > now)
+            .collect();
+        fwd.sort_by_key(|c| c.flow);
+        out.extend(fwd.iter().map(|c| {
+            format!(
+                "{} {}:{} -> {}:{} forwarded to {}:{} {} expires_in {}",
+                if c.flow.proto == TCP { "tcp" } else { "udp" },
+                c.flow.remote,
+                c.flow.remote_port,
+                self.config.addr,
+                c.port,
+                c.flow.host,
+                c.flow.host_port,
+                c.state.name(),
+                c.expires.saturating_duration_since(now).as_secs()
+            )
+        }));
+        out.extend(self.config.forwards.iter().map(|f| {
+            format!(
+                "forward {} {}:{} to {}:{}",
+                f.proto_name(),
+                self.config.addr,
+                f.port,
+                f.to,
+                f.to_port
+            )
+        }));
         let s = self.stats;
         out.push(format!(
-            "masquerade {} conns {} max {} created {} expired {} refused {} fragments_dropped {} icmp_errors {}",
+            "{} {} conns {} max {} created {} expired {} refused {} fragments_dropped {} icmp_errors {} forwarded {}",
+            if self.config.masquerade {
+                "masquerade"
+            } else {
+                "nat"
+            },
             self.config.addr,
-            conns.len(),
+            conns.len() + fwd.len(),
             self.config.max_conns,
             s.created,
             s.expired,
             s.refused,
             s.fragments,
-            s.icmp_errors
+            s.icmp_errors,
+            s.forwarded
         ));
         out
     }
@@ -650,6 +878,55 @@ mod tests {
         let mut late = udp(REMOTE, 53, ME, port2);
         m.hook(later, HookPoint::Prerouting, &IN, &mut late);
         assert_eq!(check_udp(&late).2, ME);
+    }
+
+    #[test]
+    fn port_forwards_reach_the_inside_server_and_replies_come_back_from_the_router() {
+        let now = Instant::now();
+        let server = Ipv4Addr::new(10, 1, 0, 50);
+        let mut c = Config::new(1, ME);
+        c.masquerade = false;
+        c.forwards = vec![PortForward::parse("udp:8053=10.1.0.50:53").unwrap()];
+        let mut m = Masquerade::new(c);
+        let mut p = udp(REMOTE, 4000, ME, 8053);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut p);
+        assert_eq!(check_udp(&p), (REMOTE, 4000, server, 53));
+        let mut reply = udp(server, 53, REMOTE, 4000);
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut reply);
+        assert_eq!(check_udp(&reply), (ME, 8053, REMOTE, 4000));
+        // Another port is not forwarded; without masquerade the LAN's own traffic is not
+        // translated.
+        let mut other = udp(REMOTE, 4000, ME, 8054);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut other);
+        assert_eq!(check_udp(&other).2, ME);
+        let mut own = udp(server, 5000, REMOTE, 53);
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut own);
+        assert_eq!(check_udp(&own).0, server);
+        assert_eq!(m.stats().forwarded, 1);
+        assert!(m.print(now)[0].contains("forwarded to 10.1.0.50:53"));
+    }
+
+    #[test]
+    fn port_forward_syntax_errors_name_the_part() {
+        assert_eq!(
+            PortForward::parse("tcp:8080=10.1.0.50").unwrap(),
+            PortForward {
+                proto: TCP,
+                port: 8080,
+                to: Ipv4Addr::new(10, 1, 0, 50),
+                to_port: 8080
+            }
+        );
+        for (bad, what) in [
+            ("sctp:80=10.1.0.5:80", "sctp"),
+            ("tcp:x=10.1.0.5", "\"x\""),
+            ("tcp:80", "no '='"),
+            ("tcp:80=10.1.0:80", "\"10.1.0\""),
+            ("tcp:0=10.1.0.5", "port 0"),
+        ] {
+            let e = PortForward::parse(bad).unwrap_err();
+            assert!(e.contains(what), "{bad}: {e}");
+        }
     }
 
     #[test]
