@@ -295,6 +295,51 @@ fn a_gateway_on_a_switch_serves_filo_ns_and_a_kernel_dhcp_client() {
     assert_eq!(sha256(&got), w.file_sum);
 }
 
+#[test]
+fn debians_vdens_on_the_switch_gets_a_lease_from_the_gateway_and_fetches_a_page() {
+    require("vdens");
+    require("busybox");
+    let w = World::new();
+    let sw = FiloSwitch::start(FILO, &w.tmp, "sw", &[]);
+    let vnl = sw.vnl();
+    let mut gw = w.host.command(FILO);
+    gw.args(["plug", &vnl, "slirp://"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(test_log());
+    let _gw = Proc::spawn(&mut gw);
+    assert!(
+        wait_until(T, || sw.endpoints() == 1),
+        "the gateway did not join"
+    );
+    // vdens (libvdeplug's vde:// client, not filo's) names its interface vde0; busybox's
+    // udhcpc configures it from the gateway's DHCP server, then curl fetches from inet.
+    let script = w.tmp.join("vdens-udhcpc.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncase \"$1\" in bound|renew)\n  ip addr add \"$ip/$mask\" dev \"$interface\"\n  ip route add default via \"$router\"\nesac\n",
+    )
+    .unwrap();
+    run(Command::new("chmod").arg("+x").arg(&script));
+    let cmd = format!(
+        "set -e; ip link set vde0 up; busybox udhcpc -i vde0 -n -q -f -t 10 -s {}; \
+         ip -4 addr show dev vde0 | grep -o 'inet [0-9./]*'; \
+         curl -sS -m 20 http://{INET4}:8000/index.html",
+        script.display()
+    );
+    let (status, out, err) = Proc::spawn(
+        Command::new("vdens")
+            .args([&vnl, "sh", "-c", &cmd])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .output(T);
+    assert!(status.success(), "vdens failed: {out}\n{err}");
+    assert!(out.contains("inet 10.0.2.15/24"), "no lease: {out}\n{err}");
+    assert!(out.contains("hello from inet"), "no page: {out}\n{err}");
+}
+
 /// Configures `tap0` in `g` with busybox's DHCP client.
 fn udhcpc(w: &World, g: &Netns) {
     let script = w.tmp.join("udhcpc.sh");
