@@ -774,3 +774,148 @@ fn forwards_keep_the_clients_address_and_work_over_ipv6() {
     let out = w.host.exec_ok(&["python3", "-c", ASK_PEER, "::1", "18443"]);
     assert_eq!(out.trim(), "fd00::2", "the guest saw {out:?}");
 }
+
+/// The value after `key` (e.g. "refused_full ") in a `stat` answer.
+fn stat_counter(stat: &str, key: &str) -> u64 {
+    stat.split(key)
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+        .unwrap_or(0)
+}
+
+/// Raw SYNs to 10,000 ports (sent twice, so a frame lost on the way is sent again), from the
+/// guest's kernel address, built with python's socket module.
+const SYN_FLOOD: &str = "import socket, struct
+src = socket.inet_aton('10.0.2.15')
+dst = socket.inet_aton('198.18.0.2')
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+def csum(b):
+    if len(b) % 2:
+        b += bytes(1)
+    t = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while t >> 16:
+        t = (t & 0xffff) + (t >> 16)
+    return ~t & 0xffff
+for rnd in range(2):
+    for port in range(20000, 30000):
+        h = struct.pack('!HHIIBBHHH', 40000 + port % 20000, port, port, 0, 5 << 4, 2, 65535, 0, 0)
+        c = csum(src + dst + struct.pack('!BBH', 0, 6, len(h)) + h)
+        s.sendto(h[:16] + struct.pack('!H', c) + h[18:], ('198.18.0.2', 0))
+print('flood sent')
+";
+
+/// Malformed datagrams for the DNS forwarder (bad UDP checksum, a UDP length beyond the
+/// packet, garbage that is no DNS message) and malformed ICMP (bad checksum, a truncated
+/// header) from the guest.
+const MALFORMED: &str = "import socket, struct
+u = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+q = b'\\x12\\x34garbage, no DNS message'
+u.sendto(struct.pack('!HHHH', 5353, 53, 8 + len(q), 0x1234) + q, ('10.0.2.3', 0))
+u.sendto(struct.pack('!HHHH', 5353, 53, 4000, 0) + q, ('10.0.2.3', 0))
+d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+d.sendto(q, ('10.0.2.3', 53))
+d.sendto(b'', ('10.0.2.3', 53))
+i = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+i.sendto(struct.pack('!BBHHH', 8, 0, 0xdead, 1, 1) + b'ping', ('198.18.0.2', 0))
+i.sendto(b'\\x08\\x00\\x00', ('198.18.0.2', 0))
+print('malformed sent')
+";
+
+#[test]
+fn a_syn_flood_over_10000_ports_and_malformed_dns_and_icmp_are_bounded_and_counted() {
+    require("nft");
+    require("getent");
+    require("ping");
+    let w = World::new();
+    // The inet side drops SYNs to the flooded ports: every host connect() hangs, so every
+    // flow the flood opens stays in the table (until the connect timeout).
+    w._inet.exec_ok(&[
+        "nft",
+        "add table inet flood; add chain inet flood in { type filter hook input priority 0; }; \
+         add rule inet flood in tcp dport 20000-29999 drop",
+    ]);
+    let sw = FiloSwitch::start(FILO, &w.tmp, "sw", &[]);
+    let vnl = sw.vnl();
+    let mgmt = w.tmp.join("slirp.mgmt");
+    let mut gw = w.host.command(FILO);
+    gw.args(["slirp", "-M", mgmt.to_str().unwrap(), &vnl])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(test_log());
+    let gw = Proc::spawn(&mut gw);
+    assert!(wait_until(T, || mgmt.exists()), "filo slirp did not start");
+    let rss = || {
+        std::fs::read_to_string(format!("/proc/{}/status", gw.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (_, stat0) = console_json(&mgmt, "stat");
+    let limit = stat_counter(&stat0, "limits tcp ");
+    assert!(limit > 0, "no TCP limit in stat: {stat0}");
+    let before = rss();
+    // A download paced to outlast the flood is the flow that must keep working during it;
+    // after the flood a new connection must work again once the flood's flows time out.
+    let during = w.tmp.join("during");
+    let script = format!(
+        "set -e
+        curl -sS -m 120 --limit-rate 512K -o {during} http://{INET4}:8000/file &
+        sleep 1
+        python3 -c \"{SYN_FLOOD}\"
+        python3 -c \"{MALFORMED}\"
+        wait
+        sha256sum {during}
+        for i in $(seq 60); do curl -sS -m 5 http://{INET4}:8000/index.html && break; sleep 1; done
+        getent ahostsv4 web.test | head -1
+        ping -c1 -W5 {INET4} | grep -o '1 received'",
+        during = during.display()
+    );
+    let mut guest = w.filo(&["ns", "--dhcp", &vnl, "--", "sh", "-c", &script]);
+    let guest = Proc::spawn(&mut guest);
+    // The bound: while the flood's SYNs are refused, the table holds at most `limit` flows.
+    let mut peak = 0;
+    assert!(
+        wait_until(Duration::from_secs(90), || {
+            let (_, stat) = console_json(&mgmt, "stat");
+            peak = peak.max(stat_counter(&stat, "flows tcp "));
+            stat_counter(&stat, "refused_full ") >= 10_000 - limit
+        }),
+        "the flood's SYNs were not refused"
+    );
+    let (status, out, err) = guest.output(Duration::from_secs(240));
+    assert!(status.success(), "guest failed: {out}\n{err}");
+    assert!(
+        out.contains("flood sent") && out.contains("malformed sent"),
+        "{out} {err}"
+    );
+    assert!(
+        out.contains(&w.file_sum),
+        "the download during the flood broke: {out} {err}"
+    );
+    assert!(out.contains("hello from inet"), "no recovery: {out} {err}");
+    assert!(out.contains("198.18.0.2"), "DNS broken after junk: {out}");
+    assert!(out.contains("1 received"), "ping broken after junk: {out}");
+    let (_, stat) = console_json(&mgmt, "stat");
+    peak = peak.max(stat_counter(&stat, "flows tcp "));
+    assert!(peak <= limit, "{peak} TCP flows, limit {limit}: {stat}");
+    // Two bad checksums (UDP, ICMP) and two bad lengths (UDP length, ICMP header), counted.
+    assert!(
+        stat_counter(&stat, "bad_checksum ") >= stat_counter(&stat0, "bad_checksum ") + 2,
+        "{stat}"
+    );
+    assert!(
+        stat_counter(&stat, "malformed ") >= stat_counter(&stat0, "malformed ") + 2,
+        "{stat}"
+    );
+    // Memory: the table is bounded, so 20,000 SYNs must not cost memory in proportion.
+    // 16 MiB is far below what 10,000 flows would hold and far above 512 pending connects.
+    let after = rss();
+    assert!(
+        after < before + 16 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+}
