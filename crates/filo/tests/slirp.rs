@@ -259,21 +259,27 @@ fn a_filo_stack_fetches_through_slirp() {
     assert_eq!(sha256(&out), w.file_sum);
 }
 
-#[test]
-fn a_gateway_on_a_switch_serves_filo_ns_and_a_kernel_dhcp_client() {
-    let w = World::new();
+/// A filo switch with `filo plug SWITCH slirp://` on it, run in the host namespace.
+fn switch_with_gateway(w: &World) -> (FiloSwitch, Proc) {
     let sw = FiloSwitch::start(FILO, &w.tmp, "sw", &[]);
-    let vnl = sw.vnl();
     let mut gw = w.host.command(FILO);
-    gw.args(["plug", &vnl, "slirp://"])
+    gw.args(["plug", &sw.vnl(), "slirp://"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(test_log());
-    let _gw = Proc::spawn(&mut gw);
+    let gw = Proc::spawn(&mut gw);
     assert!(
         wait_until(T, || sw.endpoints() == 1),
         "the gateway did not join"
     );
+    (sw, gw)
+}
+
+#[test]
+fn a_gateway_on_a_switch_serves_filo_ns_and_a_kernel_dhcp_client() {
+    let w = World::new();
+    let (sw, _gw) = switch_with_gateway(&w);
+    let vnl = sw.vnl();
     let (code, out, err) = w.guest(
         &["--dhcp"],
         &vnl,
@@ -300,27 +306,11 @@ fn debians_vdens_on_the_switch_gets_a_lease_from_the_gateway_and_fetches_a_page(
     require("vdens");
     require("busybox");
     let w = World::new();
-    let sw = FiloSwitch::start(FILO, &w.tmp, "sw", &[]);
+    let (sw, _gw) = switch_with_gateway(&w);
     let vnl = sw.vnl();
-    let mut gw = w.host.command(FILO);
-    gw.args(["plug", &vnl, "slirp://"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(test_log());
-    let _gw = Proc::spawn(&mut gw);
-    assert!(
-        wait_until(T, || sw.endpoints() == 1),
-        "the gateway did not join"
-    );
     // vdens (libvdeplug's vde:// client, not filo's) names its interface vde0; busybox's
     // udhcpc configures it from the gateway's DHCP server, then curl fetches from inet.
-    let script = w.tmp.join("vdens-udhcpc.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\ncase \"$1\" in bound|renew)\n  ip addr add \"$ip/$mask\" dev \"$interface\"\n  ip route add default via \"$router\"\nesac\n",
-    )
-    .unwrap();
-    run(Command::new("chmod").arg("+x").arg(&script));
+    let script = udhcpc_script(&w);
     let cmd = format!(
         "set -e; ip link set vde0 up; busybox udhcpc -i vde0 -n -q -f -t 10 -s {}; \
          ip -4 addr show dev vde0 | grep -o 'inet [0-9./]*'; \
@@ -340,8 +330,8 @@ fn debians_vdens_on_the_switch_gets_a_lease_from_the_gateway_and_fetches_a_page(
     assert!(out.contains("hello from inet"), "no page: {out}\n{err}");
 }
 
-/// Configures `tap0` in `g` with busybox's DHCP client.
-fn udhcpc(w: &World, g: &Netns) {
+/// A script for busybox's udhcpc that configures the lease's address and default route.
+fn udhcpc_script(w: &World) -> PathBuf {
     let script = w.tmp.join("udhcpc.sh");
     std::fs::write(
         &script,
@@ -349,6 +339,23 @@ fn udhcpc(w: &World, g: &Netns) {
     )
     .unwrap();
     run(Command::new("chmod").arg("+x").arg(&script));
+    script
+}
+
+/// The resident set of process `pid` in KiB (0 once it is gone).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// Configures `tap0` in `g` with busybox's DHCP client.
+fn udhcpc(w: &World, g: &Netns) {
+    let script = udhcpc_script(w);
     g.exec_ok(&[
         "busybox",
         "udhcpc",
@@ -622,6 +629,18 @@ fn filo_slirp_daemon_forwards_and_changes_forwards_from_its_console() {
     );
 }
 
+/// `filo slirp -M MGMT VNL` in the host namespace, once its console is up.
+fn slirp_daemon(w: &World, vnl: &str, mgmt: &Path) -> Proc {
+    let mut gw = w.host.command(FILO);
+    gw.args(["slirp", "-M", mgmt.to_str().unwrap(), vnl])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(test_log());
+    let gw = Proc::spawn(&mut gw);
+    assert!(wait_until(T, || mgmt.exists()), "filo slirp did not start");
+    gw
+}
+
 #[test]
 fn a_connection_flood_is_bounded_refused_counted_and_the_gateway_recovers() {
     let w = World::new();
@@ -638,22 +657,8 @@ fn a_connection_flood_is_bounded_refused_counted_and_the_gateway_recovers() {
     let sw = FiloSwitch::start(FILO, &w.tmp, "sw", &[]);
     let vnl = sw.vnl();
     let mgmt = w.tmp.join("slirp.mgmt");
-    let mut gw = w.host.command(FILO);
-    gw.args(["slirp", "-M", mgmt.to_str().unwrap(), &vnl])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(test_log());
-    let gw = Proc::spawn(&mut gw);
-    assert!(wait_until(T, || mgmt.exists()), "filo slirp did not start");
-    let rss = || {
-        std::fs::read_to_string(format!("/proc/{}/status", gw.pid()))
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let gw = slirp_daemon(&w, &vnl, &mgmt);
+    let rss = || rss_kib(gw.pid());
     let flood = "import socket, errno, time
 socks = []
 for i in range(800):
@@ -684,12 +689,7 @@ for s in socks:
     );
     assert!(out.contains("hello from inet"), "no recovery: {out} {err}");
     let (_, stat) = console_json(&mgmt, "stat");
-    let full: usize = stat
-        .split("refused_full ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
-        .unwrap_or(0);
+    let full = stat_counter(&stat, "refused_full ") as usize;
     assert!(full >= 800 - 512, "{stat}");
     // The flood's flows, closed by the guest but not by the (never accepting) server, made
     // room for the new connection.
@@ -838,22 +838,8 @@ fn a_syn_flood_over_10000_ports_and_malformed_dns_and_icmp_are_bounded_and_count
     let sw = FiloSwitch::start(FILO, &w.tmp, "sw", &[]);
     let vnl = sw.vnl();
     let mgmt = w.tmp.join("slirp.mgmt");
-    let mut gw = w.host.command(FILO);
-    gw.args(["slirp", "-M", mgmt.to_str().unwrap(), &vnl])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(test_log());
-    let gw = Proc::spawn(&mut gw);
-    assert!(wait_until(T, || mgmt.exists()), "filo slirp did not start");
-    let rss = || {
-        std::fs::read_to_string(format!("/proc/{}/status", gw.pid()))
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let gw = slirp_daemon(&w, &vnl, &mgmt);
+    let rss = || rss_kib(gw.pid());
     let (_, stat0) = console_json(&mgmt, "stat");
     let limit = stat_counter(&stat0, "limits tcp ");
     assert!(limit > 0, "no TCP limit in stat: {stat0}");
