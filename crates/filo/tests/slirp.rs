@@ -259,21 +259,27 @@ fn a_filo_stack_fetches_through_slirp() {
     assert_eq!(sha256(&out), w.file_sum);
 }
 
-#[test]
-fn a_gateway_on_a_switch_serves_filo_ns_and_a_kernel_dhcp_client() {
-    let w = World::new();
+/// A filo switch with `filo plug SWITCH slirp://` on it, run in the host namespace.
+fn switch_with_gateway(w: &World) -> (FiloSwitch, Proc) {
     let sw = FiloSwitch::start(FILO, &w.tmp, "sw", &[]);
-    let vnl = sw.vnl();
     let mut gw = w.host.command(FILO);
-    gw.args(["plug", &vnl, "slirp://"])
+    gw.args(["plug", &sw.vnl(), "slirp://"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(test_log());
-    let _gw = Proc::spawn(&mut gw);
+    let gw = Proc::spawn(&mut gw);
     assert!(
         wait_until(T, || sw.endpoints() == 1),
         "the gateway did not join"
     );
+    (sw, gw)
+}
+
+#[test]
+fn a_gateway_on_a_switch_serves_filo_ns_and_a_kernel_dhcp_client() {
+    let w = World::new();
+    let (sw, _gw) = switch_with_gateway(&w);
+    let vnl = sw.vnl();
     let (code, out, err) = w.guest(
         &["--dhcp"],
         &vnl,
@@ -295,8 +301,37 @@ fn a_gateway_on_a_switch_serves_filo_ns_and_a_kernel_dhcp_client() {
     assert_eq!(sha256(&got), w.file_sum);
 }
 
-/// Configures `tap0` in `g` with busybox's DHCP client.
-fn udhcpc(w: &World, g: &Netns) {
+#[test]
+fn debians_vdens_on_the_switch_gets_a_lease_from_the_gateway_and_fetches_a_page() {
+    require("vdens");
+    require("busybox");
+    let w = World::new();
+    let (sw, _gw) = switch_with_gateway(&w);
+    let vnl = sw.vnl();
+    // vdens (libvdeplug's vde:// client, not filo's) names its interface vde0; busybox's
+    // udhcpc configures it from the gateway's DHCP server, then curl fetches from inet.
+    let script = udhcpc_script(&w);
+    let cmd = format!(
+        "set -e; ip link set vde0 up; busybox udhcpc -i vde0 -n -q -f -t 10 -s {}; \
+         ip -4 addr show dev vde0 | grep -o 'inet [0-9./]*'; \
+         curl -sS -m 20 http://{INET4}:8000/index.html",
+        script.display()
+    );
+    let (status, out, err) = Proc::spawn(
+        Command::new("vdens")
+            .args([&vnl, "sh", "-c", &cmd])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .output(T);
+    assert!(status.success(), "vdens failed: {out}\n{err}");
+    assert!(out.contains("inet 10.0.2.15/24"), "no lease: {out}\n{err}");
+    assert!(out.contains("hello from inet"), "no page: {out}\n{err}");
+}
+
+/// A script for busybox's udhcpc that configures the lease's address and default route.
+fn udhcpc_script(w: &World) -> PathBuf {
     let script = w.tmp.join("udhcpc.sh");
     std::fs::write(
         &script,
@@ -304,6 +339,23 @@ fn udhcpc(w: &World, g: &Netns) {
     )
     .unwrap();
     run(Command::new("chmod").arg("+x").arg(&script));
+    script
+}
+
+/// The resident set of process `pid` in KiB (0 once it is gone).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// Configures `tap0` in `g` with busybox's DHCP client.
+fn udhcpc(w: &World, g: &Netns) {
+    let script = udhcpc_script(w);
     g.exec_ok(&[
         "busybox",
         "udhcpc",
@@ -577,6 +629,18 @@ fn filo_slirp_daemon_forwards_and_changes_forwards_from_its_console() {
     );
 }
 
+/// `filo slirp -M MGMT VNL` in the host namespace, once its console is up.
+fn slirp_daemon(w: &World, vnl: &str, mgmt: &Path) -> Proc {
+    let mut gw = w.host.command(FILO);
+    gw.args(["slirp", "-M", mgmt.to_str().unwrap(), vnl])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(test_log());
+    let gw = Proc::spawn(&mut gw);
+    assert!(wait_until(T, || mgmt.exists()), "filo slirp did not start");
+    gw
+}
+
 #[test]
 fn a_connection_flood_is_bounded_refused_counted_and_the_gateway_recovers() {
     let w = World::new();
@@ -593,22 +657,8 @@ fn a_connection_flood_is_bounded_refused_counted_and_the_gateway_recovers() {
     let sw = FiloSwitch::start(FILO, &w.tmp, "sw", &[]);
     let vnl = sw.vnl();
     let mgmt = w.tmp.join("slirp.mgmt");
-    let mut gw = w.host.command(FILO);
-    gw.args(["slirp", "-M", mgmt.to_str().unwrap(), &vnl])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(test_log());
-    let gw = Proc::spawn(&mut gw);
-    assert!(wait_until(T, || mgmt.exists()), "filo slirp did not start");
-    let rss = || {
-        std::fs::read_to_string(format!("/proc/{}/status", gw.pid()))
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let gw = slirp_daemon(&w, &vnl, &mgmt);
+    let rss = || rss_kib(gw.pid());
     let flood = "import socket, errno, time
 socks = []
 for i in range(800):
@@ -639,12 +689,7 @@ for s in socks:
     );
     assert!(out.contains("hello from inet"), "no recovery: {out} {err}");
     let (_, stat) = console_json(&mgmt, "stat");
-    let full: usize = stat
-        .split("refused_full ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
-        .unwrap_or(0);
+    let full = stat_counter(&stat, "refused_full ") as usize;
     assert!(full >= 800 - 512, "{stat}");
     // The flood's flows, closed by the guest but not by the (never accepting) server, made
     // room for the new connection.
@@ -728,4 +773,135 @@ fn forwards_keep_the_clients_address_and_work_over_ipv6() {
     assert_eq!(out.trim(), "::ffff:198.18.0.2", "the guest saw {out:?}");
     let out = w.host.exec_ok(&["python3", "-c", ASK_PEER, "::1", "18443"]);
     assert_eq!(out.trim(), "fd00::2", "the guest saw {out:?}");
+}
+
+/// The value after `key` (e.g. "refused_full ") in a `stat` answer.
+fn stat_counter(stat: &str, key: &str) -> u64 {
+    stat.split(key)
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+        .unwrap_or(0)
+}
+
+/// Raw SYNs to 10,000 ports (sent twice, so a frame lost on the way is sent again), from the
+/// guest's kernel address, built with python's socket module.
+const SYN_FLOOD: &str = "import socket, struct
+src = socket.inet_aton('10.0.2.15')
+dst = socket.inet_aton('198.18.0.2')
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+def csum(b):
+    if len(b) % 2:
+        b += bytes(1)
+    t = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while t >> 16:
+        t = (t & 0xffff) + (t >> 16)
+    return ~t & 0xffff
+for rnd in range(2):
+    for port in range(20000, 30000):
+        h = struct.pack('!HHIIBBHHH', 40000 + port % 20000, port, port, 0, 5 << 4, 2, 65535, 0, 0)
+        c = csum(src + dst + struct.pack('!BBH', 0, 6, len(h)) + h)
+        s.sendto(h[:16] + struct.pack('!H', c) + h[18:], ('198.18.0.2', 0))
+print('flood sent')
+";
+
+/// Malformed datagrams for the DNS forwarder (bad UDP checksum, a UDP length beyond the
+/// packet, garbage that is no DNS message) and malformed ICMP (bad checksum, a truncated
+/// header) from the guest.
+const MALFORMED: &str = "import socket, struct
+u = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+q = b'\\x12\\x34garbage, no DNS message'
+u.sendto(struct.pack('!HHHH', 5353, 53, 8 + len(q), 0x1234) + q, ('10.0.2.3', 0))
+u.sendto(struct.pack('!HHHH', 5353, 53, 4000, 0) + q, ('10.0.2.3', 0))
+d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+d.sendto(q, ('10.0.2.3', 53))
+d.sendto(b'', ('10.0.2.3', 53))
+i = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+i.sendto(struct.pack('!BBHHH', 8, 0, 0xdead, 1, 1) + b'ping', ('198.18.0.2', 0))
+i.sendto(b'\\x08\\x00\\x00', ('198.18.0.2', 0))
+print('malformed sent')
+";
+
+#[test]
+fn a_syn_flood_over_10000_ports_and_malformed_dns_and_icmp_are_bounded_and_counted() {
+    require("nft");
+    require("getent");
+    require("ping");
+    let w = World::new();
+    // The inet side drops SYNs to the flooded ports: every host connect() hangs, so every
+    // flow the flood opens stays in the table (until the connect timeout).
+    w._inet.exec_ok(&[
+        "nft",
+        "add table inet flood; add chain inet flood in { type filter hook input priority 0; }; \
+         add rule inet flood in tcp dport 20000-29999 drop",
+    ]);
+    let sw = FiloSwitch::start(FILO, &w.tmp, "sw", &[]);
+    let vnl = sw.vnl();
+    let mgmt = w.tmp.join("slirp.mgmt");
+    let gw = slirp_daemon(&w, &vnl, &mgmt);
+    let rss = || rss_kib(gw.pid());
+    let (_, stat0) = console_json(&mgmt, "stat");
+    let limit = stat_counter(&stat0, "limits tcp ");
+    assert!(limit > 0, "no TCP limit in stat: {stat0}");
+    let before = rss();
+    // A download paced to outlast the flood is the flow that must keep working during it;
+    // after the flood a new connection must work again once the flood's flows time out.
+    let during = w.tmp.join("during");
+    let script = format!(
+        "set -e
+        curl -sS -m 120 --limit-rate 512K -o {during} http://{INET4}:8000/file &
+        sleep 1
+        python3 -c \"{SYN_FLOOD}\"
+        python3 -c \"{MALFORMED}\"
+        wait
+        sha256sum {during}
+        for i in $(seq 60); do curl -sS -m 5 http://{INET4}:8000/index.html && break; sleep 1; done
+        getent ahostsv4 web.test | head -1
+        ping -c1 -W5 {INET4} | grep -o '1 received'",
+        during = during.display()
+    );
+    let mut guest = w.filo(&["ns", "--dhcp", &vnl, "--", "sh", "-c", &script]);
+    let guest = Proc::spawn(&mut guest);
+    // The bound: while the flood's SYNs are refused, the table holds at most `limit` flows.
+    let mut peak = 0;
+    assert!(
+        wait_until(Duration::from_secs(90), || {
+            let (_, stat) = console_json(&mgmt, "stat");
+            peak = peak.max(stat_counter(&stat, "flows tcp "));
+            stat_counter(&stat, "refused_full ") >= 10_000 - limit
+        }),
+        "the flood's SYNs were not refused"
+    );
+    let (status, out, err) = guest.output(Duration::from_secs(240));
+    assert!(status.success(), "guest failed: {out}\n{err}");
+    assert!(
+        out.contains("flood sent") && out.contains("malformed sent"),
+        "{out} {err}"
+    );
+    assert!(
+        out.contains(&w.file_sum),
+        "the download during the flood broke: {out} {err}"
+    );
+    assert!(out.contains("hello from inet"), "no recovery: {out} {err}");
+    assert!(out.contains("198.18.0.2"), "DNS broken after junk: {out}");
+    assert!(out.contains("1 received"), "ping broken after junk: {out}");
+    let (_, stat) = console_json(&mgmt, "stat");
+    peak = peak.max(stat_counter(&stat, "flows tcp "));
+    assert!(peak <= limit, "{peak} TCP flows, limit {limit}: {stat}");
+    // Two bad checksums (UDP, ICMP) and two bad lengths (UDP length, ICMP header), counted.
+    assert!(
+        stat_counter(&stat, "bad_checksum ") >= stat_counter(&stat0, "bad_checksum ") + 2,
+        "{stat}"
+    );
+    assert!(
+        stat_counter(&stat, "malformed ") >= stat_counter(&stat0, "malformed ") + 2,
+        "{stat}"
+    );
+    // Memory: the table is bounded, so 20,000 SYNs must not cost memory in proportion.
+    // 16 MiB is far below what 10,000 flows would hold and far above 512 pending connects.
+    let after = rss();
+    assert!(
+        after < before + 16 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
 }
