@@ -12,11 +12,22 @@ const A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 const T: Duration = Duration::from_secs(10);
 
-/// The directory holding the plugin this test was built with (target/debug), then Debian's
-/// plugin directory for the other modules.
+/// The directory holding the plugin (target/debug, built here once: `cargo test --workspace`
+/// builds this crate's rlib for its tests but not always its cdylib), then Debian's plugin
+/// directory for the other modules.
 fn plugin_path() -> String {
-    let exe = std::env::current_exe().unwrap();
-    let dir: PathBuf = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let ws = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "filo-vdeplug-ipn"])
+            .current_dir(&ws)
+            .status()
+            .expect("cargo build -p filo-vdeplug-ipn");
+        assert!(status.success(), "cannot build libvdeplug_ipn.so");
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf()
+    });
     assert!(
         dir.join("libvdeplug_ipn.so").exists(),
         "no plugin in {}",
