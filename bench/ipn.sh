@@ -16,7 +16,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N64=${1:-2000000}
 N1514=${2:-500000}
-cargo build --release --quiet -p filo --bin filo --example plugbench -p filo-vdeplug-ipn
+cargo build --release --quiet -p filo --bin filo --example plugbench
+# The plugin separately: with --bin/--example, cargo builds only those targets of every package.
+cargo build --release --quiet -p filo-vdeplug-ipn
+[ -f target/release/libvdeplug_ipn.so ] || { echo "bench/ipn.sh: cargo built no target/release/libvdeplug_ipn.so" >&2; exit 1; }
 FILO=$PWD/target/release/filo
 PB=$PWD/target/release/examples/plugbench
 export VDEPLUGIN_PATH=$PWD/target/release:/usr/lib/x86_64-linux-gnu/vdeplug
