@@ -1235,6 +1235,22 @@ fn the_example_labs_come_up_and_down() {
         assert!(ok, "{name}: {err}");
         assert_nothing_left(&root);
     }
+    // Two LANs and a router: h1's `run` pings h2 across the router with the address its DHCP
+    // server gave; the router counts what it forwarded.
+    {
+        let name = "two-lans-router";
+        let root = tmp.join(&format!("state-{name}"));
+        let _down = Cleanup(&root, name);
+        let (ok, out, err) = up(&root, &examples.join(format!("{name}.toml")));
+        assert!(ok, "{name}: {out} {err}");
+        let r = status_node(&root, "r");
+        assert!(counter(&r, "vde0_forwarded") >= 3, "{r}");
+        assert!(counter(&r, "vde1_forwarded") >= 3, "{r}");
+        assert!(r["leases"].to_string().contains("\"10.11.0.1"), "{r}");
+        let (ok, _, err) = filo(&root, &["lab", "down"]);
+        assert!(ok, "{name}: {err}");
+        assert_nothing_left(&root);
+    }
     // The two-host example, with two namespaces as the hosts.
     let host_a = Netns::new("filo-lab-xa");
     let host_b = Netns::new("filo-lab-xb");
