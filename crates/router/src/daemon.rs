@@ -332,12 +332,7 @@ impl Daemon {
                 closed.push(k);
             }
         }
-        closed.sort_unstable();
-        closed.dedup();
-        for k in closed.into_iter().rev() {
-            let mut c = self.conns.remove(k);
-            c.flush_blocking_briefly();
-        }
+        filo_vnl::mgmt::close_conns(&mut self.conns, closed);
         shutdown.then_some(End::Shutdown)
     }
 }

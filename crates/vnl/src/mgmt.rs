@@ -148,6 +148,18 @@ impl<S: Default> Conn<S> {
     }
 }
 
+/// Removes the connections at the indices in `closed` (any order, repeats allowed) from
+/// `conns`, giving each a moment to send what it still has queued.
+pub fn close_conns<S: Default>(conns: &mut Vec<Conn<S>>, mut closed: Vec<usize>) {
+    closed.sort_unstable();
+    closed.dedup();
+    for k in closed.into_iter().rev() {
+        if k < conns.len() {
+            conns.remove(k).flush_blocking_briefly();
+        }
+    }
+}
+
 /// Largest script a console `load` (or an rc file) may be.
 pub const MAX_SCRIPT: u64 = 1 << 20;
 
