@@ -687,7 +687,7 @@ impl Router {
                 ours && operation == ArpOperation::Request,
             );
             for p in waiting {
-                self.transmit_resolved(iface, source_hardware_addr.0, &p);
+                self.transmit_resolved(iface, source_hardware_addr.0, p);
             }
         }
         if operation == ArpOperation::Request && ours {
@@ -770,7 +770,7 @@ impl Router {
         if p.version() != 4 || !p.verify_checksum() {
             return self.drop(DropReason::Malformed);
         }
-        let mut packet = payload[..usize::from(p.total_len())].to_vec();
+        let mut packet = with_headroom(&payload[..usize::from(p.total_len())]);
         let meta = PacketMeta {
             in_iface: Some(iface),
             out_iface: None,
@@ -861,7 +861,7 @@ impl Router {
                 if probe {
                     self.solicit(out, next);
                 }
-                self.transmit_resolved(out, mac, &packet);
+                self.transmit_resolved(out, mac, packet);
             }
             Lookup::Queued { probe } => {
                 if probe {
@@ -873,14 +873,22 @@ impl Router {
         }
     }
 
-    fn transmit_resolved(&mut self, iface: IfId, mac: Mac, packet: &[u8]) {
+    /// Sends an IP packet to `mac` on `iface`: the Ethernet header goes in front of the
+    /// packet's own buffer (no new allocation when it was made with [`with_headroom`]).
+    fn transmit_resolved(&mut self, iface: IfId, mac: Mac, mut packet: Vec<u8>) {
         let ethertype = if packet.first().is_some_and(|b| b >> 4 == 6) {
             EthernetProtocol::Ipv6
         } else {
             EthernetProtocol::Ipv4
         };
-        let src = self.ifaces[iface].config.mac;
-        self.push_frame(iface, mac, src, ethertype, packet);
+        let repr = EthernetRepr {
+            src_addr: EthernetAddress(self.ifaces[iface].config.mac),
+            dst_addr: EthernetAddress(mac),
+            ethertype,
+        };
+        packet.splice(0..0, [0; ETHERNET_HEADER]);
+        repr.emit(&mut EthernetFrame::new_unchecked(&mut packet[..]));
+        self.out.push_back((iface, packet));
     }
 
     /// Asks for `addr`'s MAC on `iface` (ARP request or neighbour solicitation).
@@ -1080,7 +1088,7 @@ impl Router {
         if p.version() != 6 {
             return self.drop(DropReason::Malformed);
         }
-        let mut packet = payload[..40 + usize::from(p.payload_len())].to_vec();
+        let mut packet = with_headroom(&payload[..40 + usize::from(p.payload_len())]);
         let meta = PacketMeta {
             in_iface: Some(iface),
             out_iface: None,
@@ -1248,7 +1256,7 @@ impl Router {
                     (false, Some(m)) => {
                         let waiting = self.neigh.learn(now, iface, IpAddr::V6(src), m, true);
                         for p in waiting {
-                            self.transmit_resolved(iface, m, &p);
+                            self.transmit_resolved(iface, m, p);
                         }
                         (src, m)
                     }
@@ -1291,7 +1299,7 @@ impl Router {
                         .neigh
                         .learn(now, iface, IpAddr::V6(target_addr), m, false);
                     for p in waiting {
-                        self.transmit_resolved(iface, m, &p);
+                        self.transmit_resolved(iface, m, p);
                     }
                 }
             }
@@ -1315,4 +1323,16 @@ fn ndisc_packet(src: Ipv6Addr, dst: Ipv6Addr, repr: &Icmpv6Repr) -> Vec<u8> {
 /// The Ethernet address in an NDP link-layer address option.
 fn lladdr_mac(l: RawHardwareAddress) -> Option<Mac> {
     l.as_bytes().try_into().ok()
+}
+
+/// Length of the Ethernet header the router puts in front of the packets it sends.
+const ETHERNET_HEADER: usize = 14;
+
+/// A copy of a received IP packet in a buffer with room for the Ethernet header in front, so
+/// that sending it on ([`Router::transmit_resolved`]) moves the bytes instead of allocating
+/// and copying a frame: one allocation per forwarded packet.
+fn with_headroom(packet: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(ETHERNET_HEADER + packet.len());
+    b.extend_from_slice(packet);
+    b
 }
