@@ -88,15 +88,7 @@ fn hold(args: &IpnArgs, path: PathBuf) -> Result<ExitCode> {
     opts.params.timeout = Duration::from_secs_f64(args.timeout);
     opts.mode = args.mode;
     opts.group = args.group.clone();
-    if args.pidfile.as_ref().is_some_and(|p| p.exists()) {
-        bail!(
-            "pid file {} already exists",
-            args.pidfile
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        );
-    }
+    crate::plug::RemoveOnDrop::refuse_existing(args.pidfile.as_deref())?;
     let pidfile = args
         .pidfile
         .clone()
@@ -115,14 +107,7 @@ fn hold(args: &IpnArgs, path: PathBuf) -> Result<ExitCode> {
             bail!("{e}");
         }
     };
-    let _pid = match &pidfile {
-        Some(p) => {
-            sys::write_pidfile(p)
-                .with_context(|| format!("cannot create pid file {}", p.display()))?;
-            Some(crate::plug::RemoveOnDrop(p.clone()))
-        }
-        None => None,
-    };
+    let _pid = crate::plug::RemoveOnDrop::pidfile(pidfile.as_deref())?;
     let p = bus.params();
     let what = format!(
         "filo ipn: {} bus {} on {} ({} slots{})",
