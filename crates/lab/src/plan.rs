@@ -116,6 +116,9 @@ pub struct Step {
     pub start: Start,
     /// A file to write before starting (path, contents): a switch's rc script.
     pub file: Option<(PathBuf, String)>,
+    /// Runs in the lab file's directory, so that relative paths in its command are the
+    /// file's (a `userstack` node's `http-serve DIR`); others run where `filo lab up` does.
+    pub in_file_dir: bool,
 }
 
 /// Console commands that set up a switch's VLANs.
@@ -188,6 +191,7 @@ fn daemon_step(
         args,
         env,
         file: None,
+        in_file_dir: false,
     }
 }
 
@@ -233,6 +237,7 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
             filo: true,
             args,
             env: Vec::new(),
+            in_file_dir: false,
         });
     }
     for l in &lab.links {
@@ -312,6 +317,35 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
                     args,
                     env,
                     file: None,
+                    in_file_dir: false,
+                }
+            }
+            NodeKind::Userstack => {
+                // filo stack SUBCOMMAND --vnl V --name NODE <addresses> ARGS...
+                let words = n
+                    .command
+                    .as_ref()
+                    .map(CommandLine::words)
+                    .unwrap_or_default();
+                let mut args = vec!["stack".to_string()];
+                args.extend(words.first().cloned());
+                args.extend([
+                    "--vnl".to_string(),
+                    vnls[0].clone(),
+                    "--name".into(),
+                    n.name.clone(),
+                ]);
+                args.extend(net_flags(n));
+                args.extend(words.iter().skip(1).cloned());
+                Step {
+                    start: Start::Foreground { ready: None },
+                    id,
+                    phase: 2,
+                    filo: true,
+                    args,
+                    env,
+                    file: None,
+                    in_file_dir: true,
                 }
             }
             NodeKind::Stack => {
@@ -353,6 +387,7 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
                     args,
                     env,
                     file: None,
+                    in_file_dir: false,
                 }
             }
             NodeKind::Tap => plug_step(
@@ -508,7 +543,11 @@ pub fn exec_argv(
             a.extend(argv.iter().cloned());
             Ok((false, a))
         }
-        NodeKind::Qemu | NodeKind::Tap | NodeKind::Slirp | NodeKind::Router => Err(format!(
+        NodeKind::Qemu
+        | NodeKind::Tap
+        | NodeKind::Slirp
+        | NodeKind::Router
+        | NodeKind::Userstack => Err(format!(
             "node {} is a {} node: exec runs commands in ns and stack nodes only",
             node.name,
             node.kind.name()
