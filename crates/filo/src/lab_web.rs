@@ -342,6 +342,16 @@ fn node_info(name: &str, node: &str) -> Result<serde_json::Value> {
                 .collect(),
             Err(e) => format!("({e:#})"),
         }
+    } else if n.kind == filo_lab::model::NodeKind::Userstack {
+        // One process with a user-space stack: nothing to enter; its addresses are the file's.
+        format!(
+            "a user-space stack in one process, {}\n",
+            if n.ip.is_empty() {
+                "configured by DHCP or SLAAC".to_string()
+            } else {
+                format!("with {}", n.ip.join(" "))
+            }
+        )
     } else {
         match crate::lab::node_output(&r, n, &["ip", "-br", "addr"]) {
             Ok(t) => t,
