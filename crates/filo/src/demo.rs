@@ -125,10 +125,13 @@ fn keep_message(r: &Running) {
     println!("  filo lab down --name {name}");
 }
 
+/// A step after the first: it probes the running lab and says what it measured.
+type Probe = dyn Fn(&Running, &DemoArgs) -> Result<()>;
+
 /// The steps after the first; each error names its step.
 fn steps(r: &Running, args: &DemoArgs, t0: Instant) -> Result<()> {
     step1(r, t0);
-    let numbered: [(&str, &dyn Fn(&Running, &DemoArgs) -> Result<()>); 4] = [
+    let numbered: [(&str, &Probe); 4] = [
         ("two servers on one port", &|r, _| step2(r)),
         ("the impaired cable", &|r, _| step3(r)),
         ("across the router", &|r, _| step4(r)),

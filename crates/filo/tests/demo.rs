@@ -30,7 +30,7 @@ fn filo(root: &Path, args: &[&str]) -> (bool, String, String) {
 }
 
 /// The narrated line of step `n` ("N. ...").
-fn step<'a>(out: &'a str, n: u32) -> &'a str {
+fn step(out: &str, n: u32) -> &str {
     let prefix = format!("{n}. ");
     out.lines()
         .find(|l| l.starts_with(&prefix))
@@ -69,25 +69,6 @@ fn assert_narrated(out: &str) {
         "{out}"
     );
     assert!(out.contains("Done in "), "{out}");
-}
-
-/// Processes whose command line mentions `path`.
-fn processes_mentioning(path: &Path) -> Vec<String> {
-    let needle = path.display().to_string();
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.parse::<u32>().is_err() || name == std::process::id().to_string() {
-            continue;
-        }
-        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
-            let c = String::from_utf8_lossy(&c).replace('\0', " ");
-            if c.contains(&needle) {
-                found.push(format!("{name}: {c}"));
-            }
-        }
-    }
-    found
 }
 
 /// No process of a lab under `root` runs, and nothing is left in it (if it is there at all).

@@ -52,25 +52,6 @@ fn ping(root: &Path, node: &str, count: u32, wait: u32, addr: &str) -> (bool, St
     )
 }
 
-/// Processes whose command line mentions `path` (each lab's processes name its state dir).
-fn processes_mentioning(path: &Path) -> Vec<String> {
-    let needle = path.display().to_string();
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.parse::<u32>().is_err() || name == std::process::id().to_string() {
-            continue;
-        }
-        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
-            let c = String::from_utf8_lossy(&c).replace('\0', " ");
-            if c.contains(&needle) {
-                found.push(format!("{name}: {c}"));
-            }
-        }
-    }
-    found
-}
-
 /// No process mentions `path` (within 5 s: stopped processes take a moment to go).
 fn assert_nothing_left(path: &Path) {
     assert!(

@@ -195,6 +195,26 @@ fn daemon_step(
     }
 }
 
+/// A node the lab keeps as its child, `filo ARGS`, started with the other nodes.
+fn filo_node_step(
+    id: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    ready: Option<PathBuf>,
+    in_file_dir: bool,
+) -> Step {
+    Step {
+        start: Start::Foreground { ready },
+        id,
+        phase: 2,
+        filo: true,
+        args,
+        env,
+        file: None,
+        in_file_dir,
+    }
+}
+
 /// `filo plug -d` between two VNLs (a remote segment, a tap).
 fn plug_step(id: String, phase: u8, layout: &Layout, a: String, b: String) -> Step {
     let pidfile = layout.pidfile(&id).display().to_string();
@@ -307,18 +327,7 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
                     .clone()
                     .unwrap_or(CommandLine::Argv(vec!["sleep".into(), "infinity".into()]));
                 args.extend(command.argv());
-                Step {
-                    start: Start::Foreground {
-                        ready: Some(layout.ready(&n.name)),
-                    },
-                    id,
-                    phase: 2,
-                    filo: true,
-                    args,
-                    env,
-                    file: None,
-                    in_file_dir: false,
-                }
+                filo_node_step(id, args, env, Some(layout.ready(&n.name)), false)
             }
             NodeKind::Userstack => {
                 // filo stack SUBCOMMAND --vnl V --name NODE <addresses> ARGS...
@@ -337,16 +346,8 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
                 ]);
                 args.extend(net_flags(n));
                 args.extend(words.iter().skip(1).cloned());
-                Step {
-                    start: Start::Foreground { ready: None },
-                    id,
-                    phase: 2,
-                    filo: true,
-                    args,
-                    env,
-                    file: None,
-                    in_file_dir: true,
-                }
+                // Ready once it still runs after a moment (a static address is set at once).
+                filo_node_step(id, args, env, None, true)
             }
             NodeKind::Stack => {
                 let mut args = vec![
