@@ -57,16 +57,18 @@ web) and to stop it (filo lab down --name filo-demo).
 
 EXAMPLES:
   filo demo
-  filo demo --keep              # then: filo lab web --name filo-demo; filo lab down --name filo-demo
-  filo demo --print-lab > my.toml && filo lab up my.toml    # (needs the pages: see examples/labs/demo/)")]
+  filo demo --keep
+  filo lab web --name filo-demo           (after --keep; then open http://127.0.0.1:8733/)
+  filo lab down --name filo-demo
+  filo lab up examples/labs/demo.toml     (the same lab from a checkout, pages beside it)")]
 pub struct DemoArgs {
     /// Leave the lab running and print how to look at it and how to stop it.
     #[arg(long)]
     keep: bool,
     /// The port on 127.0.0.1 of the host's web server that the last step reaches through
     /// the slirp gateway [default: any free port].
-    #[arg(long, value_name = "PORT", default_value_t = 0)]
-    host_port: u16,
+    #[arg(long, value_name = "PORT")]
+    host_port: Option<u16>,
     /// Print the built-in lab file and exit.
     #[arg(long)]
     print_lab: bool,
@@ -135,7 +137,9 @@ fn steps(r: &Running, args: &DemoArgs, t0: Instant) -> Result<()> {
         ("two servers on one port", &|r, _| step2(r)),
         ("the impaired cable", &|r, _| step3(r)),
         ("across the router", &|r, _| step4(r)),
-        ("out through slirp", &|r, a| step5(r, a.host_port)),
+        ("out through slirp", &|r, a| {
+            step5(r, a.host_port.unwrap_or(0))
+        }),
     ];
     for (i, (what, f)) in numbered.iter().enumerate() {
         if sys::STOP.load(Ordering::Relaxed) {
@@ -169,11 +173,34 @@ fn step1(r: &Running, t0: Instant) {
             )
         })
         .collect();
+    let cables: Vec<String> = r
+        .lab
+        .links
+        .iter()
+        .map(|l| {
+            let how: Vec<String> = l
+                .impairments
+                .iter()
+                .map(|(k, v)| match k.as_str() {
+                    "delay" => format!("{v} ms delay each way"),
+                    "loss" => format!("{v} % loss"),
+                    _ => format!("{k} {v}"),
+                })
+                .collect();
+            format!(
+                "cable {} ({}) in front of {}",
+                l.name,
+                how.join(", "),
+                l.b_label
+            )
+        })
+        .collect();
     println!(
-        "1. The lab is up in {:.2} s: {} processes. Web servers, each its own process and stack: {}; router r joins lan1 and lan2; slirp gateway out on lan2; cable slow (30 ms each way, 10 % loss) in front of far.",
+        "1. The lab is up in {:.2} s: {} processes. Web servers, each its own process and stack: {}; router r joins lan1 and lan2; slirp gateway out on lan2; {}.",
         t0.elapsed().as_secs_f64(),
         r.state.processes.len(),
-        stacks.join(", ")
+        stacks.join(", "),
+        cables.join(", ")
     );
 }
 
