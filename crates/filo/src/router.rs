@@ -27,12 +27,16 @@ and domain=NAME (handed out by the DHCP server; IPv6 ones by stateless DHCPv6 wi
 
 The router answers ping on its addresses, sends no redirects, decrements TTL / hop limit and
 answers expired, unroutable and too-big packets with ICMP errors, so traceroute, tracepath and
-path-MTU discovery work through it. --masquerade IFACE translates IPv4 leaving on IFACE to
-the router's address there (TCP, UDP, ICMP echo; ICMP errors about those are translated back).
+path-MTU discovery work through it. --masquerade IFACE translates what leaves on IFACE to
+the router's address there, IPv4 and IPv6 (NAT66; TCP, UDP, ICMP echo; ICMP errors about
+those are translated both ways); --snat IFACE=ADDR does the same to a chosen address of
+IFACE. A packet whose source is routed out of another interface than the one it came in on
+is dropped and counted (stat: rp_filter) with --rp-filter.
 --forward IFACE:PROTO:PORT=ADDR[:PORT] sends TCP or UDP arriving for the router's IPv4
 address on IFACE at PORT to ADDR:PORT (a port forward); replies leave from the router's
-address and PORT. nat/print lists the forwards and their connections. --nptv6
-IFACE=INTERNAL/LEN=EXTERNAL/LEN translates IPv6 prefixes statelessly (RFC 6296).
+address and PORT, ICMP errors about it are translated both ways. nat/print lists the
+forwards and their connections. --nptv6 IFACE=INTERNAL/LEN=EXTERNAL/LEN translates IPv6
+prefixes statelessly (RFC 6296; the headers quoted in ICMPv6 errors too).
 FILTER RULES (--filter FILE, one a line, # comments; console filter/add RULE, filter/del N):
   [forward|input] accept|drop|reject [in IFACE] [out IFACE] [from PREFIX] [to PREFIX]
       [proto tcp|udp|icmp|icmpv6|N] [sport N[-M]] [dport N[-M]] [type N]
@@ -80,10 +84,16 @@ pub struct RouterArgs {
     /// list) and the RAs' O flag.
     #[arg(long, value_name = "IFACE")]
     radv: Vec<String>,
-    /// IPv4 masquerade on an outgoing interface: what leaves there comes from the router's
-    /// address on it (connection tracking for TCP, UDP and ICMP echo; `nat/print`).
+    /// Masquerade on an outgoing interface: what leaves there comes from the router's
+    /// address on it, IPv4 and IPv6 (NAT66, to its first global IPv6 address, unless --nptv6
+    /// translates there); connection tracking for TCP, UDP and ICMP echo (`nat/print`).
     #[arg(long, value_name = "IFACE")]
     masquerade: Vec<String>,
+    /// Source NAT to a chosen address of an interface, IFACE=ADDR (repeatable, one IPv4 and
+    /// one IPv6 per interface): a masquerade that translates to ADDR instead of the
+    /// interface's first address, e.g. vde1=10.9.0.5 with ip=10.9.0.5/24 in vde1's --conf.
+    #[arg(long, value_name = "IFACE=ADDR")]
+    snat: Vec<String>,
     /// A port forward (DNAT) on an interface, IFACE:PROTO:PORT=ADDR[:PORT] (repeatable): TCP
     /// or UDP to the router's IPv4 address there at PORT goes to ADDR (replies translated
     /// back), e.g. vde1:tcp:8080=10.1.0.50:80.
@@ -302,9 +312,49 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
         nats.push(c);
         Ok(nats.len() - 1)
     };
+    // NAT66 as the interface's first global IPv6 address, unless NPTv6 translates there.
+    let addr6_of = |router: &Router, i: usize| {
+        let nptv6 = args.nptv6.iter().any(|t| {
+            t.split_once('=')
+                .is_some_and(|(n, _)| n == format!("vde{i}"))
+        });
+        router.iface_config(i).and_then(|c| {
+            c.addrs.iter().find_map(|(a, _)| match a {
+                IpAddr::V6(a) if !a.is_unicast_link_local() && !nptv6 => Some(*a),
+                _ => None,
+            })
+        })
+    };
     for name in &args.masquerade {
         let n = nat_for(&mut nats, &router, name, "--masquerade", "masquerade as")?;
         nats[n].masquerade = true;
+        nats[n].addr6 = addr6_of(&router, nats[n].iface);
+    }
+    for text in &args.snat {
+        let (name, addr) = text
+            .split_once('=')
+            .with_context(|| format!("--snat {text:?}: expected IFACE=ADDR, e.g. vde1=10.9.0.5"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .with_context(|| format!("--snat {text}: {addr:?} is not an address"))?;
+        let n = nat_for(&mut nats, &router, name, "--snat", "translate from")?;
+        let i = nats[n].iface;
+        if !router
+            .iface_config(i)
+            .is_some_and(|c| c.addrs.iter().any(|(a, _)| *a == addr))
+        {
+            bail!(
+                "--snat {text}: {addr} is not an address of {name} (add it to its --conf as ip={addr}/LEN)"
+            );
+        }
+        if !nats[n].masquerade {
+            nats[n].masquerade = true;
+            nats[n].addr6 = addr6_of(&router, i);
+        }
+        match addr {
+            IpAddr::V4(a) => nats[n].addr = a,
+            IpAddr::V6(a) => nats[n].addr6 = Some(a),
+        }
     }
     for text in &args.forwards {
         let (name, rule) = text.split_once(':').with_context(|| {
@@ -445,7 +495,10 @@ mod tests {
 
     #[test]
     fn bad_command_lines_say_what_is_wrong() {
-        let cases: [(&str, &str); 10] = [
+        let cases: [(&str, &str); 13] = [
+            ("--snat vde0=10.1.0.9", "not an address of vde0"),
+            ("--snat vde0", "IFACE=ADDR"),
+            ("--snat vde0=x", "\"x\" is not an address"),
             ("--nptv6 vde0=fd01::/64", "INTERNAL/LEN=EXTERNAL/LEN"),
             ("--nptv6 vde0=fd01::/64=2001:db8::/48", "differ"),
             ("--forward vde0:tcp:80", "PROTO:PORT=ADDR"),

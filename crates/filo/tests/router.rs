@@ -10,6 +10,8 @@ use filo_test_support::*;
 
 const FILO: &str = env!("CARGO_BIN_EXE_filo");
 const T: Duration = Duration::from_secs(30);
+/// The router's WAN interface (vde1) unless a test says otherwise.
+const WAN_CONF: &str = "ip=10.72.0.2/24,ip=fd72::2/64,mtu=1400";
 
 /// Runs `filo ns ARGS` to completion: (exit code, stdout, stderr).
 fn ns_out(args: &[&str]) -> (i32, String, String) {
@@ -51,6 +53,7 @@ struct Net {
     extra: Vec<String>,
     mgmt: PathBuf,
     lan_conf: String,
+    wan_conf: String,
 }
 
 impl Net {
@@ -64,12 +67,17 @@ impl Net {
 
     /// With `lan_conf` as vde0's --conf.
     fn start_lan(lan_conf: &str, extra: &[&str]) -> Net {
+        Net::start_confs(lan_conf, WAN_CONF, extra)
+    }
+
+    /// With `lan_conf` as vde0's --conf and `wan_conf` as vde1's.
+    fn start_confs(lan_conf: &str, wan_conf: &str, extra: &[&str]) -> Net {
         let tmp = TempDir::new("filo-router");
         let lan = FiloSwitch::start(FILO, &tmp, "lan", &[]);
         let wan = FiloSwitch::start(FILO, &tmp, "wan", &[]);
         let mgmt = tmp.join("r.mgmt");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let router = Net::spawn_router(&lan, &wan, &mgmt, lan_conf, &extra);
+        let router = Net::spawn_router(&lan, &wan, &mgmt, lan_conf, wan_conf, &extra);
         Net {
             tmp,
             lan,
@@ -78,6 +86,7 @@ impl Net {
             extra,
             mgmt,
             lan_conf: lan_conf.to_string(),
+            wan_conf: wan_conf.to_string(),
         }
     }
 
@@ -86,16 +95,12 @@ impl Net {
         wan: &FiloSwitch,
         mgmt: &PathBuf,
         lan_conf: &str,
+        wan_conf: &str,
         extra: &[String],
     ) -> Proc {
         let mut c = Command::new(FILO);
         c.args(["router", "--vnl", &lan.vnl(), "--conf", lan_conf])
-            .args([
-                "--vnl",
-                &wan.vnl(),
-                "--conf",
-                "ip=10.72.0.2/24,ip=fd72::2/64,mtu=1400",
-            ])
+            .args(["--vnl", &wan.vnl(), "--conf", wan_conf])
             .args([
                 "--dhcp-server",
                 "vde0=10.71.0.100-10.71.0.199",
@@ -125,6 +130,7 @@ impl Net {
             &self.wan,
             &self.mgmt,
             &self.lan_conf,
+            &self.wan_conf,
             &self.extra,
         );
     }
@@ -180,6 +186,24 @@ impl Net {
         });
         assert!(ok, "the server did not come up");
         p
+    }
+}
+
+impl Net {
+    /// python's http.server on :: on the WAN at fd72::10 (the shared server() is IPv4-only,
+    /// for the IPv4 logs), with `extra` network flags; its request log goes to `access.log`.
+    fn server6(&self, extra: &[&str]) -> Proc {
+        std::fs::write(self.tmp.join("hello.txt"), "hello across the router\n").unwrap();
+        let script = format!(
+            "exec python3 -m http.server --bind :: -d {} 8000 2>{}",
+            self.tmp.path().display(),
+            self.tmp.join("access.log").display()
+        );
+        let wan = self.wan.vnl();
+        let mut args = vec!["--ip", "fd72::10/64"];
+        args.extend(extra);
+        args.extend([wan.as_str(), "--", "sh", "-c", &script]);
+        ns_bg(&args)
     }
 }
 
@@ -537,25 +561,7 @@ fn nptv6_gives_the_lan_the_external_prefix_on_the_wan_and_back() {
     require("python3");
     require("curl");
     let net = Net::start_with(&["--nptv6", "vde1=fd71::/64=2001:db8:71::/64"]);
-    // python's http.server on :: (the shared server() is IPv4-only, for the IPv4 logs).
-    std::fs::write(net.tmp.join("hello.txt"), "hello across the router\n").unwrap();
-    let script = format!(
-        "exec python3 -m http.server --bind :: -d {} 8000 2>{}",
-        net.tmp.path().display(),
-        net.tmp.join("access.log").display()
-    );
-    let wan = net.wan.vnl();
-    let _server = ns_bg(&[
-        "--ip",
-        "fd72::10/64",
-        "--gw",
-        "fd72::2",
-        &wan,
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let _server = net.server6(&["--gw", "fd72::2"]);
     let (code, out, err) = net.lan_host(
         "ip -6 addr add fd71::10/64 dev vde0 nodad && ip -6 route add default via fd71::1 && \
          curl -sS -m 5 --retry 5 --retry-delay 1 --retry-all-errors 'http://[fd72::10]:8000/hello.txt'",
@@ -575,5 +581,67 @@ fn nptv6_gives_the_lan_the_external_prefix_on_the_wan_and_back() {
     assert!(
         nat.contains("nptv6 vde1 fd71::/64 = 2001:db8:71::/64"),
         "{nat}"
+    );
+}
+
+/// The LAN host's IPv6 part: fd71::10 routed through the router, then `then`.
+const LAN6: &str =
+    "ip -6 addr add fd71::10/64 dev vde0 nodad && ip -6 route add default via fd71::1 && ";
+
+#[test]
+fn nat66_masquerade_hides_the_lan_behind_the_routers_wan_ipv6_address() {
+    require("python3");
+    require("curl");
+    require("ping");
+    let net = Net::start_with(&["--masquerade", "vde1"]);
+    // No route back to the LAN: only translated packets can be answered.
+    let _server = net.server6(&[]);
+    let (code, out, err) = net.lan_host(&format!(
+        "{LAN6} curl -sS -m 5 --retry 5 --retry-delay 1 --retry-all-errors \
+         'http://[fd72::10]:8000/hello.txt' && ping -6 -c 2 -i 0.2 -W 2 fd72::10"
+    ));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("hello across the router"), "{out}");
+    assert!(out.contains("2 packets transmitted, 2 received"), "{out}");
+    let log = std::fs::read_to_string(net.tmp.join("access.log")).unwrap();
+    let from = requesters(&log);
+    assert!(!from.is_empty(), "{log}");
+    assert!(from.iter().all(|a| *a == "fd72::2"), "{log}");
+    let nat = console(&net.mgmt, "nat/print");
+    assert!(
+        nat.contains("tcp [fd71::10]:") && nat.contains("-> [fd72::10]:8000 as [fd72::2]:"),
+        "{nat}"
+    );
+    assert!(nat.contains("icmpv6 [fd71::10]:"), "{nat}");
+    assert!(nat.contains("masquerade 10.72.0.2 fd72::2 conns"), "{nat}");
+}
+
+#[test]
+fn snat_translates_to_the_chosen_address_of_the_interface() {
+    require("python3");
+    require("curl");
+    let net = Net::start_confs(
+        "ip=10.71.0.1/24,ip=fd71::1/64",
+        "ip=10.72.0.2/24,ip=10.72.0.5/24,ip=fd72::2/64,ip=fd72::5/64,mtu=1400",
+        &["--snat", "vde1=10.72.0.5", "--snat", "vde1=fd72::5"],
+    );
+    let _server = net.server6(&[]);
+    let (code, out, err) = net.lan_host(&format!(
+        "{LAN6} curl -sS -m 5 --retry 5 --retry-delay 1 --retry-all-errors \
+         'http://[fd72::10]:8000/hello.txt'"
+    ));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let log = std::fs::read_to_string(net.tmp.join("access.log")).unwrap();
+    assert_eq!(requesters(&log), ["fd72::5"], "{log}");
+    drop(_server);
+    let _server = net.server_with(&[]);
+    let (code, out, err) = net.lan_host("curl -sS -m 5 http://10.72.0.10:8000/hello.txt");
+    assert_eq!(code, 0, "{out}\n{err}");
+    let log = std::fs::read_to_string(net.tmp.join("access.log")).unwrap();
+    let from = requesters(&log);
+    assert!(from.contains(&"10.72.0.5"), "{log}");
+    assert!(
+        !from.contains(&"10.72.0.2") && !from.contains(&"10.71.0.10"),
+        "{log}"
     );
 }
