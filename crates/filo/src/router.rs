@@ -75,6 +75,11 @@ pub struct RouterArgs {
     /// A DHCPv4 server on an interface: IFACE=FIRST-LAST, e.g. vde0=10.1.0.100-10.1.0.199.
     #[arg(long = "dhcp-server", value_name = "IFACE=FIRST-LAST")]
     dhcp_server: Vec<String>,
+    /// A static DHCP lease, IFACE=MAC=ADDR (repeatable, as dnsmasq's --dhcp-host): the
+    /// client with MAC always gets ADDR (in the interface's subnet, inside the range or not;
+    /// nobody else gets it), e.g. vde0=02:00:00:00:00:10=10.1.0.10.
+    #[arg(long = "dhcp-host", value_name = "IFACE=MAC=ADDR")]
+    dhcp_hosts: Vec<String>,
     /// Keep a DHCP server's leases in a file, IFACE=FILE: loaded at start, written when they
     /// change, so a restarted router gives clients back their addresses.
     #[arg(long = "dhcp-leases", value_name = "IFACE=FILE")]
@@ -156,6 +161,26 @@ fn parse_range(text: &str) -> Result<(String, std::net::Ipv4Addr, std::net::Ipv4
     ))
 }
 
+/// Parses `IFACE=MAC=ADDR`.
+fn parse_host(text: &str) -> Result<(String, [u8; 6], std::net::Ipv4Addr)> {
+    let err = |what: &str| {
+        anyhow::anyhow!(
+            "--dhcp-host {text:?}: {what} (expected IFACE=MAC=ADDR, e.g. vde0=02:00:00:00:00:10=10.1.0.10)"
+        )
+    };
+    let mut parts = text.splitn(3, '=');
+    let (Some(iface), Some(mac), Some(ip)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(err("not three parts"));
+    };
+    let mac = filo_vnl::iothconf::parse_mac(mac)
+        .filter(|m| m[0] & 1 == 0 && *m != [0; 6])
+        .ok_or_else(|| err(&format!("{mac:?} is not a unicast MAC address")))?;
+    let ip = ip
+        .parse()
+        .map_err(|_| err(&format!("{ip:?} is not an IPv4 address")))?;
+    Ok((iface.to_string(), mac, ip))
+}
+
 /// The router the command line describes.
 fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
     if args.confs.len() > args.vnls.len() {
@@ -221,6 +246,20 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
             .add_route(prefix, gw)
             .with_context(|| format!("--route {prefix} via {gw}"))?;
     }
+    let hosts = args
+        .dhcp_hosts
+        .iter()
+        .map(|h| parse_host(h))
+        .collect::<Result<Vec<_>>>()?;
+    for (name, _, _) in &hosts {
+        if !args
+            .dhcp_server
+            .iter()
+            .any(|d| d.split_once('=').is_some_and(|(n, _)| n == name))
+        {
+            bail!("--dhcp-host {name}=...: {name} has no --dhcp-server");
+        }
+    }
     for text in &args.dhcp_server {
         let (name, first, last) = parse_range(text)?;
         let i = iface_index(&router, &name, "--dhcp-server")?;
@@ -243,6 +282,11 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
             })
             .collect();
         cfg.domain = conf.domain.clone();
+        cfg.static_leases = hosts
+            .iter()
+            .filter(|(n, _, _)| *n == name)
+            .map(|&(_, mac, ip)| (mac, ip))
+            .collect();
         router
             .set_dhcp_server(i, cfg)
             .with_context(|| format!("--dhcp-server {text}"))?;
@@ -495,7 +539,20 @@ mod tests {
 
     #[test]
     fn bad_command_lines_say_what_is_wrong() {
-        let cases: [(&str, &str); 13] = [
+        let cases: [(&str, &str); 17] = [
+            (
+                "--dhcp-host vde0=02:00:00:00:00:01=10.1.0.9",
+                "no --dhcp-server",
+            ),
+            (
+                "--dhcp-host vde0=01:00:00:00:00:01=10.1.0.9",
+                "not a unicast MAC",
+            ),
+            ("--dhcp-host vde0=02:00:00:00:00:01", "IFACE=MAC=ADDR"),
+            (
+                "--dhcp-server vde0=10.1.0.5-10.1.0.9 --dhcp-host vde0=02:00:00:00:00:01=10.2.0.9",
+                "10.2.0.9",
+            ),
             ("--snat vde0=10.1.0.9", "not an address of vde0"),
             ("--snat vde0", "IFACE=ADDR"),
             ("--snat vde0=x", "\"x\" is not an address"),

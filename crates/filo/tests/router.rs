@@ -645,3 +645,72 @@ fn snat_translates_to_the_chosen_address_of_the_interface() {
         "{log}"
     );
 }
+
+#[test]
+fn static_dhcp_leases_by_mac_for_udhcpc_and_filo_ns() {
+    require("busybox");
+    // .50 is outside the range, .100 (the first of it) is fixed for a MAC that does not come.
+    let net = Net::start_with(&[
+        "--dhcp-host",
+        "vde0=02:00:00:00:71:0d=10.71.0.50",
+        "--dhcp-host",
+        "vde0=02:00:00:00:71:0e=10.71.0.100",
+        "--dhcp-host",
+        "vde0=02:00:00:00:71:0f=10.71.0.150",
+    ]);
+    let script = net.tmp.join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = bound ] && echo \"lease=$ip\"\nexit 0\n",
+    )
+    .unwrap();
+    run(Command::new("chmod").arg("+x").arg(&script));
+    let lan = net.lan.vnl();
+    let udhcpc = format!(
+        "ip link set vde0 up; busybox udhcpc -i vde0 -n -q -f -t 10 -s {}",
+        script.display()
+    );
+    let (code, out, err) = ns_out(&[
+        "--conf",
+        "mac=02:00:00:00:71:0d",
+        &lan,
+        "--",
+        "sh",
+        "-c",
+        &udhcpc,
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("lease=10.71.0.50"), "{out}\n{err}");
+    // Another client gets the range, without the fixed .100.
+    let (code, out, err) = ns_out(&[
+        "--conf",
+        "mac=02:00:00:00:71:01",
+        &lan,
+        "--",
+        "sh",
+        "-c",
+        &udhcpc,
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("lease=10.71.0.101"), "{out}\n{err}");
+    // filo ns's own DHCP client with a fixed MAC.
+    let (code, out, err) = ns_out(&[
+        "--conf",
+        "mac=02:00:00:00:71:0f,dhcp",
+        &lan,
+        "--",
+        "ip",
+        "-4",
+        "-br",
+        "addr",
+        "show",
+        "vde0",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("10.71.0.150/24"), "{out}");
+    let leases = console(&net.mgmt, "leases/print");
+    assert!(
+        leases.contains("10.71.0.50") && leases.contains("02:00:00:00:71:0d"),
+        "{leases}"
+    );
+}
