@@ -37,7 +37,8 @@ address on IFACE at PORT to ADDR:PORT (a port forward); replies leave from the r
 address and PORT, ICMP errors about it are translated both ways. nat/print lists the
 forwards and their connections. --nptv6 IFACE=INTERNAL/LEN=EXTERNAL/LEN translates IPv6
 prefixes statelessly (RFC 6296; the headers quoted in ICMPv6 errors too).
-FILTER RULES (--filter FILE, one a line, # comments; console filter/add RULE, filter/del N):
+FILTER RULES (--filter FILE, one a line, # comments; console filter/add RULE,
+filter/insert N RULE, filter/del N):
   [forward|input] accept|drop|reject [in IFACE] [out IFACE] [from PREFIX] [to PREFIX]
       [proto tcp|udp|icmp|icmpv6|N] [sport N[-M]] [dport N[-M]] [type N]
       [state new|established|related[,...]]
@@ -49,7 +50,7 @@ administratively prohibited. Each rule counts packets and bytes (filter/print). 
   drop in vde1 state new
 
 With -M, `filo console SOCK CMD` runs help, iface/print, route/print, neigh/print,
-leases/print, nat/print, filter/print|add|del and stat (drop counters by reason); add --json
+leases/print, nat/print, filter/print|add|insert|del and stat (drop counters by reason); add --json
 for JSON.
 
 EXAMPLES:
@@ -61,6 +62,10 @@ EXAMPLES:
   filo router --vnl vde:///tmp/lan --conf ip=192.168.7.1/24 --vnl vde:///tmp/wan \\
               --conf ip=10.9.0.2/24,gw=10.9.0.1 --masquerade vde1 -M /tmp/r.mgmt \\
               --forward vde1:tcp:8080=192.168.7.50:80 --forward vde1:udp:5353=192.168.7.50:53
+  filo router --vnl vde:///tmp/lan --conf ip=192.168.7.1/24,ip=fd07::1/64 --rp-filter \\
+              --vnl vde:///tmp/wan --conf ip=10.9.0.2/24,ip=10.9.0.5/24,ip=fd09::2/64,gw=10.9.0.1 \\
+              --snat vde1=10.9.0.5 --dhcp-server vde0=192.168.7.100-192.168.7.199 \\
+              --dhcp-host vde0=02:00:00:00:00:10=192.168.7.10
   filo console --json /tmp/r.mgmt route/print")]
 pub struct RouterArgs {
     /// A network to route on (repeatable): interface vde0, vde1, ... in order.
@@ -110,9 +115,14 @@ pub struct RouterArgs {
     /// checksum-neutral. E.g. vde1=fd01::/64=2001:db8:1::/64.
     #[arg(long, value_name = "IFACE=INTERNAL/LEN=EXTERNAL/LEN")]
     nptv6: Vec<String>,
-    /// Packet filter rules, one a line (see below); `filter/add`, `filter/del` change them live.
+    /// Packet filter rules, one a line (see below); `filter/add`, `filter/insert`,
+    /// `filter/del` change them live.
     #[arg(long, value_name = "FILE")]
     filter: Option<PathBuf>,
+    /// Reverse-path filtering: a packet to forward whose source is not routed back out of
+    /// the interface it came in on (a spoofed source) is dropped and counted (stat: rp_filter).
+    #[arg(long)]
+    rp_filter: bool,
     /// Connections the masquerade tracks at most; new ones beyond are refused and counted.
     #[arg(long, value_name = "N", default_value = "16384")]
     nat_max: usize,
@@ -191,6 +201,7 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
         );
     }
     let mut router = Router::new(now);
+    router.set_rp_filter(args.rp_filter);
     let mut gateways = Vec::new();
     for (i, _) in args.vnls.iter().enumerate() {
         let conf = args.confs.get(i).cloned().unwrap_or_default();

@@ -714,3 +714,53 @@ fn static_dhcp_leases_by_mac_for_udhcpc_and_filo_ns() {
         "{leases}"
     );
 }
+
+#[test]
+fn reverse_path_filtering_drops_spoofed_sources_and_filter_rules_insert_live() {
+    require("ping");
+    let net = Net::start_with(&["--rp-filter"]);
+    let wan = net.wan.vnl();
+    let wan_ping = || {
+        ns_out(&[
+            "--ip",
+            "10.72.0.12/24",
+            &wan,
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "10.72.0.2",
+        ])
+        .1
+    };
+    assert!(wan_ping().contains("1 packets transmitted, 1 received"));
+    // A WAN host sending with a LAN source: dropped, counted.
+    let (_, out, err) = ns_out(&[
+        "--ip",
+        "10.72.0.11/24",
+        &wan,
+        "--",
+        "sh",
+        "-c",
+        "ip addr add 10.71.0.99/32 dev vde0 && ip route add 10.71.0.0/24 via 10.72.0.2 && \
+         ping -c 2 -i 0.2 -W 1 -I 10.71.0.99 10.71.0.10; true",
+    ]);
+    assert!(out.contains("2 packets transmitted"), "{out}\n{err}");
+    let stat = console(&net.mgmt, "stat");
+    assert!(stat.contains("drop rp_filter 2"), "{stat}");
+    // A rule inserted before the rest decides first.
+    console(&net.mgmt, "filter/add input accept in vde1 proto icmp");
+    let inserted = console(&net.mgmt, "filter/insert 1 input drop in vde1 proto icmp");
+    assert!(inserted.contains("rule 1 inserted"), "{inserted}");
+    assert!(wan_ping().contains("1 packets transmitted, 0 received"));
+    let rules = console(&net.mgmt, "filter/print");
+    assert!(
+        rules.contains("1 input drop in vde1 proto icmp packets 1 ")
+            && rules.contains("2 input accept in vde1 proto icmp packets 0 "),
+        "{rules}"
+    );
+    let bad = console(&net.mgmt, "filter/insert 9 drop");
+    assert!(bad.contains("position 9: expected 1..3"), "{bad}");
+}

@@ -714,3 +714,54 @@ fn mutated_frames_never_panic_and_every_drop_is_counted() {
     }
     assert!(r.drops().total() > 0);
 }
+
+#[test]
+fn reverse_path_filtering_drops_spoofed_sources_and_counts_them() {
+    let now = Instant::now();
+    let mut r = with_neighbours(now);
+    // From vde1 with a source of vde0's subnet, and one routed nowhere: forwarded while the
+    // filter is off.
+    let spoofed = |src: Ipv4Addr| {
+        eth(
+            R1,
+            B,
+            EthernetProtocol::Ipv4,
+            &ipv4(src, A4, 64, IpProtocol::Icmp, &echo4(8), false),
+        )
+    };
+    let spoofed6 = eth(
+        R1,
+        B,
+        EthernetProtocol::Ipv6,
+        &ipv6(
+            "fd01::99".parse().unwrap(),
+            A6,
+            64,
+            IpProtocol::Icmpv6,
+            &[128, 0, 0, 0, 0, 1, 0, 1],
+        ),
+    );
+    r.handle_frame(now, 1, &spoofed("10.1.0.99".parse().unwrap()));
+    assert_eq!(drain(&mut r).len(), 1, "forwarded");
+    r.set_rp_filter(true);
+    r.handle_frame(now, 1, &spoofed("10.1.0.99".parse().unwrap()));
+    r.handle_frame(now, 1, &spoofed("192.0.2.7".parse().unwrap()));
+    r.handle_frame(now, 1, &spoofed6);
+    assert!(drain(&mut r).is_empty());
+    assert_eq!(r.drops().get(DropReason::ReversePath), 3);
+    // The right way round still passes, both ways.
+    r.handle_frame(now, 1, &spoofed(B4));
+    assert_eq!(drain(&mut r).len(), 1);
+    r.handle_frame(
+        now,
+        0,
+        &eth(
+            R0,
+            A,
+            EthernetProtocol::Ipv4,
+            &ipv4(A4, B4, 64, IpProtocol::Icmp, &echo4(8), false),
+        ),
+    );
+    assert_eq!(drain(&mut r).len(), 1);
+    assert_eq!(r.drops().get(DropReason::ReversePath), 3);
+}
