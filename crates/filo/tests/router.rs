@@ -670,29 +670,17 @@ fn static_dhcp_leases_by_mac_for_udhcpc_and_filo_ns() {
         "ip link set vde0 up; busybox udhcpc -i vde0 -n -q -f -t 10 -s {}",
         script.display()
     );
-    let (code, out, err) = ns_out(&[
-        "--conf",
-        "mac=02:00:00:00:71:0d",
-        &lan,
-        "--",
-        "sh",
-        "-c",
-        &udhcpc,
-    ]);
-    assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("lease=10.71.0.50"), "{out}\n{err}");
+    let lease = |mac: &str| {
+        let conf = format!("mac={mac}");
+        let (code, out, err) = ns_out(&["--conf", &conf, &lan, "--", "sh", "-c", &udhcpc]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        out
+    };
+    let out = lease("02:00:00:00:71:0d");
+    assert!(out.contains("lease=10.71.0.50"), "{out}");
     // Another client gets the range, without the fixed .100.
-    let (code, out, err) = ns_out(&[
-        "--conf",
-        "mac=02:00:00:00:71:01",
-        &lan,
-        "--",
-        "sh",
-        "-c",
-        &udhcpc,
-    ]);
-    assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("lease=10.71.0.101"), "{out}\n{err}");
+    let out = lease("02:00:00:00:71:01");
+    assert!(out.contains("lease=10.71.0.101"), "{out}");
     // filo ns's own DHCP client with a fixed MAC.
     let (code, out, err) = ns_out(&[
         "--conf",

@@ -1027,6 +1027,21 @@ mod tests {
         (p.src_addr(), u.src_port(), p.dst_addr(), u.dst_port())
     }
 
+    /// The ICMP error `e` from `from` about `packet`.
+    fn v4_err(from: Ipv4Addr, packet: &[u8], e: crate::icmp::V4Error) -> Vec<u8> {
+        crate::icmp::v4_error(from, &Ipv4Packet::new_checked(packet).unwrap(), e)
+    }
+
+    /// An IPv4 ICMP error's outer source and destination and its quoted UDP packet's
+    /// addresses and ports, every checksum checked.
+    fn check_error(err: &[u8]) -> ((Ipv4Addr, Ipv4Addr), (Ipv4Addr, u16, Ipv4Addr, u16)) {
+        let outer = Ipv4Packet::new_checked(err).unwrap();
+        assert!(outer.verify_checksum());
+        let icmp = smoltcp::wire::Icmpv4Packet::new_checked(outer.payload()).unwrap();
+        assert!(icmp.verify_checksum());
+        ((outer.src_addr(), outer.dst_addr()), check_udp(icmp.data()))
+    }
+
     #[test]
     fn udp_is_translated_out_and_back_with_valid_checksums() {
         let now = Instant::now();
@@ -1063,14 +1078,20 @@ mod tests {
         assert_eq!(check_udp(&late).2, ME);
     }
 
-    #[test]
-    fn port_forwards_reach_the_inside_server_and_replies_come_back_from_the_router() {
-        let now = Instant::now();
-        let server = Ipv4Addr::new(10, 1, 0, 50);
+    const SERVER: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 50);
+
+    /// No masquerade, UDP to our port 8053 forwarded to [`SERVER`]:53.
+    fn forwarding() -> Masquerade {
         let mut c = Config::new(1, ME);
         c.masquerade = false;
         c.forwards = vec![PortForward::parse("udp:8053=10.1.0.50:53").unwrap()];
-        let mut m = Masquerade::new(c);
+        Masquerade::new(c)
+    }
+
+    #[test]
+    fn port_forwards_reach_the_inside_server_and_replies_come_back_from_the_router() {
+        let now = Instant::now();
+        let (server, mut m) = (SERVER, forwarding());
         let mut p = udp(REMOTE, 4000, ME, 8053);
         m.hook(now, HookPoint::Prerouting, &IN, &mut p);
         assert_eq!(check_udp(&p), (REMOTE, 4000, server, 53));
@@ -1149,18 +1170,12 @@ mod tests {
         m.hook(now, HookPoint::Postrouting, &OUT, &mut p);
         // A router further on says time exceeded, quoting the translated packet.
         let far = Ipv4Addr::new(10, 9, 0, 1);
-        let mut err = crate::icmp::v4_error(
-            far,
-            &Ipv4Packet::new_checked(&p[..]).unwrap(),
-            crate::icmp::V4Error::TTL_EXCEEDED,
-        );
+        let mut err = v4_err(far, &p, crate::icmp::V4Error::TTL_EXCEEDED);
         m.hook(now, HookPoint::Prerouting, &IN, &mut err);
-        let outer = Ipv4Packet::new_checked(&err[..]).unwrap();
-        assert!(outer.verify_checksum());
-        assert_eq!((outer.src_addr(), outer.dst_addr()), (far, HOST));
-        let icmp = smoltcp::wire::Icmpv4Packet::new_checked(outer.payload()).unwrap();
-        assert!(icmp.verify_checksum());
-        assert_eq!(check_udp(icmp.data()), (HOST, 40000, REMOTE, 33434));
+        assert_eq!(
+            check_error(&err),
+            ((far, HOST), (HOST, 40000, REMOTE, 33434))
+        );
         assert_eq!(m.stats().icmp_errors, 1);
     }
 
@@ -1316,44 +1331,25 @@ mod tests {
     #[test]
     fn icmp_errors_about_port_forwarded_connections_are_translated_both_ways() {
         let now = Instant::now();
-        let server = Ipv4Addr::new(10, 1, 0, 50);
-        let mut c = Config::new(1, ME);
-        c.masquerade = false;
-        c.forwards = vec![PortForward::parse("udp:8053=10.1.0.50:53").unwrap()];
-        let mut m = Masquerade::new(c);
+        let (server, mut m) = (SERVER, forwarding());
         let mut p = udp(REMOTE, 4000, ME, 8053);
         m.hook(now, HookPoint::Prerouting, &IN, &mut p);
         // The server answers port unreachable: the client must see the router's address and
         // the public port in the quote.
-        let mut err = crate::icmp::v4_error(
-            server,
-            &Ipv4Packet::new_checked(&p[..]).unwrap(),
-            crate::icmp::V4Error::PORT_UNREACHABLE,
-        );
+        let mut err = v4_err(server, &p, crate::icmp::V4Error::PORT_UNREACHABLE);
         m.hook(now, HookPoint::Postrouting, &OUT, &mut err);
-        let outer = Ipv4Packet::new_checked(&err[..]).unwrap();
-        assert!(outer.verify_checksum());
-        assert_eq!((outer.src_addr(), outer.dst_addr()), (ME, REMOTE));
-        let icmp = smoltcp::wire::Icmpv4Packet::new_checked(outer.payload()).unwrap();
-        assert!(icmp.verify_checksum());
-        assert_eq!(check_udp(icmp.data()), (REMOTE, 4000, ME, 8053));
+        assert_eq!(check_error(&err), ((ME, REMOTE), (REMOTE, 4000, ME, 8053)));
         // A reply of the server's that a router on the way cannot deliver: the error comes
         // back to the server about its own packet.
         let mut reply = udp(server, 53, REMOTE, 4000);
         m.hook(now, HookPoint::Postrouting, &OUT, &mut reply);
         let far = Ipv4Addr::new(10, 9, 0, 1);
-        let mut err = crate::icmp::v4_error(
-            far,
-            &Ipv4Packet::new_checked(&reply[..]).unwrap(),
-            crate::icmp::V4Error::TTL_EXCEEDED,
-        );
+        let mut err = v4_err(far, &reply, crate::icmp::V4Error::TTL_EXCEEDED);
         m.hook(now, HookPoint::Prerouting, &IN, &mut err);
-        let outer = Ipv4Packet::new_checked(&err[..]).unwrap();
-        assert!(outer.verify_checksum());
-        assert_eq!((outer.src_addr(), outer.dst_addr()), (far, server));
-        let icmp = smoltcp::wire::Icmpv4Packet::new_checked(outer.payload()).unwrap();
-        assert!(icmp.verify_checksum());
-        assert_eq!(check_udp(icmp.data()), (server, 53, REMOTE, 4000));
+        assert_eq!(
+            check_error(&err),
+            ((far, server), (server, 53, REMOTE, 4000))
+        );
         assert_eq!(m.stats().icmp_errors, 2);
     }
 }

@@ -394,21 +394,22 @@ impl Hook for DropAll {
     }
 }
 
+/// A's echo request to B, as it arrives on vde0.
+fn a_to_b() -> Vec<u8> {
+    eth(
+        R0,
+        A,
+        EthernetProtocol::Ipv4,
+        &ipv4(A4, B4, 64, IpProtocol::Icmp, &echo4(8), false),
+    )
+}
+
 #[test]
 fn a_forward_hook_drops_and_is_counted() {
     let now = Instant::now();
     let mut r = with_neighbours(now);
     r.add_hook(&[HookPoint::Forward], Box::new(DropAll));
-    r.handle_frame(
-        now,
-        0,
-        &eth(
-            R0,
-            A,
-            EthernetProtocol::Ipv4,
-            &ipv4(A4, B4, 64, IpProtocol::Icmp, &echo4(8), false),
-        ),
-    );
+    r.handle_frame(now, 0, &a_to_b());
     assert!(drain(&mut r).is_empty());
     assert_eq!(r.drops().get(DropReason::Hook), 1);
     // Packets for the router itself do not pass FORWARD.
@@ -750,18 +751,9 @@ fn reverse_path_filtering_drops_spoofed_sources_and_counts_them() {
     assert!(drain(&mut r).is_empty());
     assert_eq!(r.drops().get(DropReason::ReversePath), 3);
     // The right way round still passes, both ways.
-    r.handle_frame(now, 1, &spoofed(B4));
-    assert_eq!(drain(&mut r).len(), 1);
-    r.handle_frame(
-        now,
-        0,
-        &eth(
-            R0,
-            A,
-            EthernetProtocol::Ipv4,
-            &ipv4(A4, B4, 64, IpProtocol::Icmp, &echo4(8), false),
-        ),
-    );
-    assert_eq!(drain(&mut r).len(), 1);
+    for (iface, frame) in [(1, spoofed(B4)), (0, a_to_b())] {
+        r.handle_frame(now, iface, &frame);
+        assert_eq!(drain(&mut r).len(), 1);
+    }
     assert_eq!(r.drops().get(DropReason::ReversePath), 3);
 }
