@@ -752,3 +752,47 @@ fn reverse_path_filtering_drops_spoofed_sources_and_filter_rules_insert_live() {
     let bad = console(&net.mgmt, "filter/insert 9 drop");
     assert!(bad.contains("position 9: expected 1..3"), "{bad}");
 }
+
+#[test]
+fn a_port_forwards_icmp_port_unreachable_reaches_the_wan_client_translated() {
+    require("python3");
+    let net = Net::start_with(&["--forward", "vde1:udp:5353=10.71.0.10:53"]);
+    // Nothing listens on the LAN host's port 53: its kernel answers port unreachable.
+    let _lan = ns_bg(&[
+        "--ip",
+        "10.71.0.10/24",
+        "--gw",
+        "10.71.0.1",
+        &net.lan.vnl(),
+        "--",
+        "sleep",
+        "60",
+    ]);
+    // A connected UDP socket hears of it only if the quote names its own peer, the router.
+    let client = "import socket\n\
+                  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  s.settimeout(1)\n\
+                  s.connect(('10.72.0.2', 5353))\n\
+                  for _ in range(15):\n\
+                  \x20   try:\n\
+                  \x20       s.send(b'query')\n\
+                  \x20       s.recv(100)\n\
+                  \x20   except ConnectionRefusedError:\n\
+                  \x20       print('refused')\n\
+                  \x20       break\n\
+                  \x20   except OSError:\n\
+                  \x20       pass\n";
+    let (code, out, err) = ns_out(&[
+        "--ip",
+        "10.72.0.11/24",
+        &net.wan.vnl(),
+        "--",
+        "python3",
+        "-c",
+        client,
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("refused"), "{out}\n{err}");
+    let nat = console(&net.mgmt, "nat/print");
+    assert!(!nat.contains("icmp_errors 0"), "{nat}");
+}
