@@ -720,6 +720,21 @@ impl Masquerade {
         Some(HookVerdict::Accept)
     }
 
+    /// POSTROUTING of the router's own packets: an ICMP error it sends about a packet of a
+    /// translated connection (time exceeded, host unreachable for a port forward's dead
+    /// server) quotes it as the remote side sent it, to our address and port.
+    fn local_error(&mut self, packet: &mut [u8]) -> HookVerdict {
+        let Some(ip) = Ip::parse(packet, 0, false) else {
+            return HookVerdict::Accept;
+        };
+        if let Some(me) = self.my_addr(ip.v6) {
+            if is_error(ip.proto, packet.get(ip.l4..).unwrap_or(&[])) {
+                self.outbound_error(packet, &ip, me);
+            }
+        }
+        HookVerdict::Accept
+    }
+
     /// PREROUTING: a packet arriving on our interface for our address.
     fn inbound(&mut self, now: Instant, packet: &mut [u8]) -> HookVerdict {
         let Some(ip) = Ip::parse(packet, 0, false) else {
@@ -884,6 +899,11 @@ impl Hook for Masquerade {
                     && meta.in_iface.is_some_and(|i| i != self.config.iface) =>
             {
                 self.outbound(now, packet)
+            }
+            HookPoint::Postrouting
+                if meta.out_iface == Some(self.config.iface) && meta.in_iface.is_none() =>
+            {
+                self.local_error(packet)
             }
             HookPoint::Prerouting if meta.in_iface == Some(self.config.iface) => {
                 self.inbound(now, packet)

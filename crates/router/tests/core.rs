@@ -757,3 +757,37 @@ fn reverse_path_filtering_drops_spoofed_sources_and_counts_them() {
     }
     assert_eq!(r.drops().get(DropReason::ReversePath), 3);
 }
+
+#[test]
+fn the_routers_own_icmp_errors_about_a_port_forward_quote_the_public_address() {
+    let now = Instant::now();
+    let mut r = with_neighbours(now);
+    let mut c = filo_router::nat::Config::new(1, "10.9.0.2".parse().unwrap());
+    c.masquerade = false;
+    c.forwards = vec![filo_router::nat::PortForward::parse("udp:8053=10.1.0.77:53").unwrap()];
+    r.add_hook(
+        &[HookPoint::Prerouting, HookPoint::Postrouting],
+        Box::new(filo_router::nat::Masquerade::new(c)),
+    );
+    // TTL 1 to the forward: time exceeded after DNAT.
+    let mut udp = vec![0x1f, 0x40, 0x1f, 0x75, 0, 12, 0, 0, b'd', b'a', b't', b'a'];
+    let me: Ipv4Addr = "10.9.0.2".parse().unwrap();
+    smoltcp::wire::UdpPacket::new_unchecked(&mut udp[..]).fill_checksum(&B4.into(), &me.into());
+    let packet = ipv4(B4, me, 1, IpProtocol::Udp, &udp, false);
+    r.handle_frame(now, 1, &eth(R1, B, EthernetProtocol::Ipv4, &packet));
+    let out = drain(&mut r);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let e = EthernetFrame::new_checked(&out[0].1[..]).unwrap();
+    let p = Ipv4Packet::new_checked(e.payload()).unwrap();
+    assert!(p.verify_checksum());
+    assert_eq!((p.src_addr(), p.dst_addr()), (me, B4));
+    let icmp = Icmpv4Packet::new_checked(p.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    assert_eq!(icmp.msg_type(), Icmpv4Message::TimeExceeded);
+    let quoted = Ipv4Packet::new_checked(icmp.data()).unwrap();
+    assert!(quoted.verify_checksum());
+    assert_eq!((quoted.src_addr(), quoted.dst_addr()), (B4, me));
+    let q = smoltcp::wire::UdpPacket::new_checked(quoted.payload()).unwrap();
+    assert_eq!((q.src_port(), q.dst_port()), (8000, 8053));
+    assert!(q.verify_checksum(&B4.into(), &me.into()));
+}
