@@ -353,12 +353,14 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
         if let Some(n) = nats.iter().position(|c| c.iface == i) {
             return Ok(n);
         }
-        let Some(addr) = router.iface_config(i).and_then(|c| {
-            c.addrs.iter().find_map(|(a, _)| match a {
-                IpAddr::V4(a) => Some(*a),
-                _ => None,
-            })
-        }) else {
+        let addrs = router.iface_config(i).map(|c| &c.addrs[..]).unwrap_or(&[]);
+        let v4 = addrs.iter().find_map(|(a, _)| match a {
+            IpAddr::V4(a) => Some(*a),
+            _ => None,
+        });
+        // An IPv6-only interface masquerades IPv6 only; port forwards are IPv4.
+        let v6_only = option != "--forward" && addrs.iter().any(|(a, _)| a.is_ipv6());
+        let Some(addr) = v4.or(v6_only.then_some(std::net::Ipv4Addr::UNSPECIFIED)) else {
             bail!("{option} {name}: {name} has no IPv4 address to {what}");
         };
         let mut c = filo_router::nat::Config::new(i, addr);
@@ -418,6 +420,9 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
         let forward = filo_router::nat::PortForward::parse(rule)
             .map_err(|e| anyhow::anyhow!("--forward {name}:{e}"))?;
         let n = nat_for(&mut nats, &router, name, "--forward", "forward from")?;
+        if nats[n].addr.is_unspecified() {
+            bail!("--forward {text}: {name} has no IPv4 address to forward from");
+        }
         nats[n].forwards.push(forward);
     }
     for text in &args.nptv6 {
@@ -433,6 +438,13 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
         );
     }
     for c in nats {
+        if c.addr.is_unspecified() && c.addr6.is_none() {
+            bail!(
+                "--masquerade vde{}: vde{} has no IPv4 address, and its IPv6 is NPTv6's",
+                c.iface,
+                c.iface
+            );
+        }
         router.add_hook(
             &[HookPoint::Prerouting, HookPoint::Postrouting],
             Box::new(filo_router::nat::Masquerade::new(c)),
@@ -549,8 +561,45 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_only_interface_masquerades_ipv6_only() {
+        let r = build_from(&[
+            "--vnl",
+            "a",
+            "--conf",
+            "ip=10.1.0.1/24,ip=fd01::1/64",
+            "--vnl",
+            "b",
+            "--conf",
+            "ip=fd09::2/64",
+            "--masquerade",
+            "vde1",
+        ])
+        .unwrap();
+        let nat = r.hook_print("nat", Instant::now()).unwrap();
+        assert_eq!(nat.len(), 1, "{nat:?}");
+        assert!(nat[0].starts_with("masquerade fd09::2 conns 0 "), "{nat:?}");
+        let e = build_from(&[
+            "--vnl",
+            "b",
+            "--conf",
+            "ip=fd09::2/64",
+            "--masquerade",
+            "vde0",
+            "--nptv6",
+            "vde0=fd01::/64=fd09::/64",
+        ])
+        .err()
+        .expect("an error");
+        assert!(format!("{e:#}").contains("its IPv6 is NPTv6's"), "{e:#}");
+    }
+
+    #[test]
     fn bad_command_lines_say_what_is_wrong() {
-        let cases: [(&str, &str); 17] = [
+        let cases: [(&str, &str); 18] = [
+            (
+                "--masquerade vde0 --forward vde0:tcp:80=10.1.0.5",
+                "IPv4 address",
+            ),
             (
                 "--dhcp-host vde0=02:00:00:00:00:01=10.1.0.9",
                 "no --dhcp-server",
@@ -583,6 +632,9 @@ mod tests {
         ];
         for (extra, expected) in cases {
             let mut argv = vec!["--vnl", "a", "--conf", "ip=10.1.0.1/24"];
+            if extra.contains("--forward vde0:tcp:80=") {
+                argv[3] = "ip=fd01::1/64";
+            }
             argv.extend(extra.split(' '));
             let m = format!("{:#}", build_from(&argv).err().expect("an error"));
             assert!(m.contains(expected), "{extra}: {m}");

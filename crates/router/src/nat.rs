@@ -33,7 +33,8 @@ const ICMPV6: u8 = 58;
 pub struct Config {
     /// The outgoing interface.
     pub iface: IfId,
-    /// The router's address on it: the translated source.
+    /// The router's address on it: the translated source; unspecified (0.0.0.0) leaves
+    /// IPv4 untranslated (an IPv6-only interface).
     pub addr: Ipv4Addr,
     /// The translated source of IPv6 (NAT66); None leaves IPv6 untranslated.
     pub addr6: Option<Ipv6Addr>,
@@ -505,7 +506,7 @@ impl Masquerade {
         if v6 {
             self.config.addr6.map(IpAddr::V6)
         } else {
-            Some(IpAddr::V4(self.config.addr))
+            Some(IpAddr::V4(self.config.addr)).filter(|_| !self.config.addr.is_unspecified())
         }
     }
 
@@ -968,20 +969,25 @@ impl Hook for Masquerade {
             )
         }));
         let s = self.stats;
-        let addr6 = self
-            .config
-            .addr6
-            .filter(|_| self.config.masquerade)
-            .map(|a| format!(" {a}"))
-            .unwrap_or_default();
+        let addrs: Vec<String> = [
+            self.my_addr(false),
+            self.config
+                .addr6
+                .map(IpAddr::V6)
+                .filter(|_| self.config.masquerade),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|a| a.to_string())
+        .collect();
         out.push(format!(
-            "{} {}{addr6} conns {} max {} created {} expired {} refused {} fragments_dropped {} icmp_errors {} forwarded {}",
+            "{} {} conns {} max {} created {} expired {} refused {} fragments_dropped {} icmp_errors {} forwarded {}",
             if self.config.masquerade {
                 "masquerade"
             } else {
                 "nat"
             },
-            self.config.addr,
+            addrs.join(" "),
             conns.len() + fwd.len(),
             self.config.max_conns,
             s.created,
