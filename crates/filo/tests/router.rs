@@ -769,19 +769,7 @@ fn a_port_forwards_icmp_port_unreachable_reaches_the_wan_client_translated() {
         "60",
     ]);
     // A connected UDP socket hears of it only if the quote names its own peer, the router.
-    let client = "import socket\n\
-                  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-                  s.settimeout(1)\n\
-                  s.connect(('10.72.0.2', 5353))\n\
-                  for _ in range(15):\n\
-                  \x20   try:\n\
-                  \x20       s.send(b'query')\n\
-                  \x20       s.recv(100)\n\
-                  \x20   except ConnectionRefusedError:\n\
-                  \x20       print('refused')\n\
-                  \x20       break\n\
-                  \x20   except OSError:\n\
-                  \x20       pass\n";
+    let client = udp_client("socket.AF_INET", "('10.72.0.2', 5353)");
     let (code, out, err) = ns_out(&[
         "--ip",
         "10.72.0.11/24",
@@ -789,10 +777,45 @@ fn a_port_forwards_icmp_port_unreachable_reaches_the_wan_client_translated() {
         "--",
         "python3",
         "-c",
-        client,
+        &client,
     ]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("refused"), "{out}\n{err}");
     let nat = console(&net.mgmt, "nat/print");
+    assert!(!nat.contains("icmp_errors 0"), "{nat}");
+}
+
+/// A python script: a UDP socket of `family` connected to `peer` sends until it is refused
+/// (prints `refused`: an ICMP port unreachable whose quote names its peer came back).
+fn udp_client(family: &str, peer: &str) -> String {
+    format!(
+        "import socket\n\
+         s = socket.socket({family}, socket.SOCK_DGRAM)\n\
+         s.settimeout(1)\n\
+         s.connect({peer})\n\
+         for _ in range(15):\n\
+         \x20   try:\n\
+         \x20       s.send(b'query')\n\
+         \x20       s.recv(100)\n\
+         \x20   except ConnectionRefusedError:\n\
+         \x20       print('refused')\n\
+         \x20       break\n\
+         \x20   except OSError:\n\
+         \x20       pass\n"
+    )
+}
+
+#[test]
+fn an_icmpv6_port_unreachable_comes_back_through_nat66() {
+    require("python3");
+    let net = Net::start_with(&["--masquerade", "vde1"]);
+    // Nothing listens on the WAN host's port 9; it has no route back to the LAN.
+    let _wan = ns_bg(&["--ip", "fd72::10/64", &net.wan.vnl(), "--", "sleep", "60"]);
+    let client = udp_client("socket.AF_INET6", "('fd72::10', 9)");
+    let (code, out, err) = net.lan_host(&format!("{LAN6} python3 -c \"{client}\""));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("refused"), "{out}\n{err}");
+    let nat = console(&net.mgmt, "nat/print");
+    assert!(nat.contains("udp [fd71::10]:"), "{nat}");
     assert!(!nat.contains("icmp_errors 0"), "{nat}");
 }
