@@ -364,10 +364,15 @@ impl Ip {
     }
 }
 
-fn octets(a: IpAddr) -> Vec<u8> {
+/// An address's bytes without allocating: a buffer and how much of it is used.
+fn octets(a: IpAddr) -> ([u8; 16], usize) {
+    let mut b = [0; 16];
     match a {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
+        IpAddr::V4(a) => {
+            b[..4].copy_from_slice(&a.octets());
+            (b, 4)
+        }
+        IpAddr::V6(a) => (a.octets(), 16),
     }
 }
 
@@ -376,13 +381,14 @@ fn octets(a: IpAddr) -> Vec<u8> {
 /// the IPv4 header checksum.
 fn rewrite(packet: &mut [u8], ip: &Ip, source: bool, addr: IpAddr, port: Option<u16>) {
     let addr_at = ip.addr_at(source);
-    let new_addr = octets(addr);
-    let Some(old_addr) = packet
-        .get(addr_at..addr_at + new_addr.len())
-        .map(<[u8]>::to_vec)
-    else {
-        return;
-    };
+    let (new, len) = octets(addr);
+    let new_addr = &new[..len];
+    let mut old = [0; 16];
+    match packet.get(addr_at..addr_at + len) {
+        Some(a) => old[..len].copy_from_slice(a),
+        None => return,
+    }
+    let old_addr = &old[..len];
     let p_at = ip.l4 + port_at(ip.proto, source);
     let old_port = get16(packet, p_at);
     if let Some((c, pseudo)) = checksum_at(ip.proto).filter(|_| !ip.later_fragment) {
@@ -393,7 +399,7 @@ fn rewrite(packet: &mut [u8], ip: &Ip, source: bool, addr: IpAddr, port: Option<
                     s = adjust(s, &old.to_be_bytes(), &new.to_be_bytes());
                 }
                 if pseudo {
-                    s = adjust(s, &old_addr, &new_addr);
+                    s = adjust(s, old_addr, new_addr);
                 }
                 if ip.proto == UDP && s == 0 {
                     s = 0xffff;
@@ -402,7 +408,7 @@ fn rewrite(packet: &mut [u8], ip: &Ip, source: bool, addr: IpAddr, port: Option<
             }
         }
     }
-    packet[addr_at..addr_at + new_addr.len()].copy_from_slice(&new_addr);
+    packet[addr_at..addr_at + len].copy_from_slice(new_addr);
     if let Some(port) = port {
         set16(packet, p_at, port);
     }
