@@ -121,3 +121,39 @@ fn a_switch_started_with_a_low_soft_descriptor_limit_takes_more_clients() {
         .collect();
     assert_eq!(sw.endpoints(), clients.len());
 }
+
+#[test]
+fn a_switch_out_of_descriptors_refuses_clients_at_once_and_counts_them() {
+    require("prlimit");
+    let tmp = TempDir::new("filo-ssc3");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &["-n", "400"]);
+    // A running switch gets 48 descriptors: enough for about 20 clients.
+    run(Command::new("prlimit")
+        .arg(format!("--pid={}", sw.proc.pid()))
+        .arg("--nofile=48:48"));
+    let mut clients = Vec::new();
+    let refusal = loop {
+        assert!(clients.len() < 48, "48 clients taken with 48 descriptors");
+        match filo_vnl::open(&sw.vnl()) {
+            Ok(c) => clients.push(c),
+            Err(e) => break e.to_string(),
+        }
+    };
+    // Refused: the connection closed without an answer, not left waiting until the client's
+    // timeout ("did not answer within 5s").
+    assert!(
+        refusal.contains("closed the connection without a reply"),
+        "{refusal}"
+    );
+    clients.truncate(clients.len() / 2);
+    assert!(
+        wait_until(T, || sw.endpoints() == clients.len()),
+        "the switch did not see the clients go"
+    );
+    let info = sw.console("showinfo");
+    assert!(
+        info.contains("clients refused: out of file descriptors"),
+        "{info}"
+    );
+    filo_vnl::open(&sw.vnl()).expect("a client once descriptors are free again");
+}

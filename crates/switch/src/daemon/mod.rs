@@ -97,9 +97,44 @@ fn free_slot<T>(slots: &mut Vec<Option<T>>) -> usize {
 /// forwarding.
 const ACCEPTS_PER_TURN: usize = 16;
 
+/// Where [`accept_into`] gets a descriptor when the process has none left, and counts the
+/// clients it refused for lack of one.
+struct FdReserve<'a> {
+    spare: &'a mut Option<std::os::fd::OwnedFd>,
+    refused: &'a mut u64,
+}
+
+impl FdReserve<'_> {
+    /// Out of descriptors, a connection would wait in the backlog until its client gives up
+    /// (and the listener, readable all along, would keep the loop spinning): the spare
+    /// descriptor is closed to take the connection and close it at once, so the client learns
+    /// now, then taken back. Returns whether a connection was refused.
+    fn refuse_one(&mut self, what: &str, listener: &UnixListener, e: &io::Error) -> bool {
+        drop(self.spare.take());
+        let refused = listener.accept().is_ok();
+        *self.spare = sys::silent_eventfd().ok();
+        if refused {
+            *self.refused += 1;
+            tracing::warn!(
+                "{what} connection refused: out of file descriptors ({e}); {} refused so far \
+                 (raise the limit with ulimit -n, or connect fewer clients)",
+                self.refused
+            );
+        }
+        refused
+    }
+}
+
+/// Whether an accept or socket call failed for lack of file descriptors.
+fn out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
 /// Accepts waiting connections on `listener` (at most [`ACCEPTS_PER_TURN`]) into free slots of
 /// `slots`, each non-blocking and watched for input under token `kind | slot`; `make` builds
-/// what the slot holds. While `max_live` slots are taken, further connections are closed.
+/// what the slot holds. While `max_live` slots are taken, further connections are closed; so
+/// are connections that come when the process is out of descriptors (`reserve`).
+#[allow(clippy::too_many_arguments)]
 fn accept_into<T>(
     what: &str,
     listener: &UnixListener,
@@ -107,12 +142,19 @@ fn accept_into<T>(
     slots: &mut Vec<Option<T>>,
     kind: u64,
     max_live: usize,
+    mut reserve: FdReserve<'_>,
     mut make: impl FnMut(UnixStream) -> T,
 ) {
     for _ in 0..ACCEPTS_PER_TURN {
         let stream = match listener.accept() {
             Ok((s, _)) => s,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if out_of_fds(&e) => {
+                if reserve.refuse_one(what, listener, &e) {
+                    continue;
+                }
+                return;
+            }
             Err(e) => {
                 tracing::warn!("accept on {what} socket: {e}");
                 return;
@@ -202,6 +244,8 @@ pub struct Switch {
     next_pending_sweep: Instant,
     /// Reused when super-frames are segmented for endpoints without virtio-net framing.
     segment_scratch: Vec<u8>,
+    /// A descriptor kept in reserve, closed to refuse a client when none is left.
+    spare_fd: Option<std::os::fd::OwnedFd>,
 }
 
 /// The descriptors the loop waits on, each registered with epoll.
@@ -351,6 +395,7 @@ impl Switch {
             capturing: false,
             next_pending_sweep: now,
             segment_scratch: Vec::new(),
+            spare_fd: sys::silent_eventfd().ok(),
             cfg,
         }
     }
