@@ -7,13 +7,16 @@
 #     up = every vdens has started its command, down = every process gone;
 #   - mininet (`mn --topo linear,N --switch lxbr --controller none --test none`: Linux
 #     bridges, up and down in one command), when mn is installed;
-#   - with STACKS=M, M stack nodes (named stacks) on one switch, up and down;
+#   - with STACKS="M ...", M stack nodes (named stacks) on one switch, up and down, a row
+#     per M (a lab that does not come up prints why and the next row runs);
+#   - with STACKS set, a 10,000-stack-node file: up (and down) if it comes up, else the
+#     refusal `filo lab up` gives before starting anything, and how long that took.
 #   - the web view of linear,100 (100 nodes, 100 switches, 99 links): headless Chromium, driven
 #     by chromedriver, loads `filo lab web`'s page ROUNDS times (default 5); page ready = from
 #     navigation start until the drawing's 100 nodes and the first live counters are in the
 #     DOM (WEB=0 skips it; it needs chromium and chromedriver).
-# Usage: sudo bench/lab.sh [N ...]   (default 10 50 100; STACKS=1000 adds a stack-node row;
-# N = 0 skips the linear rows).
+# Usage: sudo bench/lab.sh [N ...]   (default 10 50 100; STACKS="100 500 1000" adds
+# stack-node rows; N = 0 skips the linear rows).
 # FILO=path uses that filo binary instead of building the release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,19 +92,29 @@ for n in "${SIZES[@]}"; do
   fi
 done
 
+stacks_lab() { # M -> a lab file of M stack nodes on one switch, on stdout
+  local m=$1
+  echo 'name = "stacks"'
+  echo '[switch.lan]'
+  echo "ports = $((m + 2 > 4096 ? 4096 : m + 2))"
+  for i in $(seq 1 "$m"); do
+    printf '[node.st%d]\nkind = "stack"\nnet = ["lan"]\nip = ["10.%d.%d.%d/8"]\n' "$i" $((i / 65536 % 256)) $((i / 256 % 256)) $((i % 256))
+  done
+}
+
 if [ -n "${STACKS:-}" ]; then
-  {
-    echo 'name = "stacks"'
-    echo '[switch.lan]'
-    echo "ports = $((STACKS + 2))"
-    for i in $(seq 1 "$STACKS"); do
-      printf '[node.st%d]\nkind = "stack"\nnet = ["lan"]\nip = ["10.%d.%d.%d/8"]\n' "$i" $((i / 65536 % 256)) $((i / 256 % 256)) $((i % 256))
-    done
-  } > "$T/stacks.toml"
-  t0=$(now); "$FILO" lab up "$T/stacks.toml" >/dev/null 2>"$T/up.log" || { cat "$T/up.log" >&2; exit 1; }
-  t1=$(now); "$FILO" lab down --name stacks >/dev/null
-  t2=$(now)
-  printf '%-28s %10s %10s\n' "filo lab, $STACKS stack nodes" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")"
+  for m in $STACKS 10000; do
+    stacks_lab "$m" > "$T/stacks.toml"
+    t0=$(now)
+    if "$FILO" lab up "$T/stacks.toml" >/dev/null 2>"$T/up.log"; then
+      t1=$(now); "$FILO" lab down --name stacks >/dev/null
+      t2=$(now)
+      printf '%-28s %10s %10s\n' "filo lab, $m stack nodes" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")"
+    else
+      t1=$(now)
+      printf '%-28s %10s   %s\n' "filo lab, $m stack nodes" "failed" "after $(secs "$t0" "$t1") s: $(tail -1 "$T/up.log")"
+    fi
+  done
 fi
 
 if [ "${WEB:-1}" != 0 ] && command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
