@@ -100,44 +100,104 @@ pub struct Route {
     pub ifindex: Option<usize>,
 }
 
-/// Why frames and packets were dropped, and how many went through.
+/// Why a frame or packet went nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header (or a virtio-net header on a super-frame link).
+    Short,
+    /// Unicast to another MAC address.
+    OtherHost,
+    /// Received or to be sent on a link that is down (or being reconnected).
+    LinkDown,
+    /// An ethertype other than IPv4, IPv6 and ARP.
+    UnknownEthertype,
+    /// A malformed ARP packet.
+    BadArp,
+    /// A malformed IPv4 packet (or a super-frame whose checksum cannot be completed).
+    BadIpv4,
+    /// A malformed IPv6 packet.
+    BadIpv6,
+    /// A malformed neighbour-discovery message, or one with a hop limit other than 255.
+    BadNd,
+    /// No route to the destination.
+    NoRoute,
+    /// The next hop's link-layer address could not be resolved (or too many waited for it).
+    Unresolved,
+    /// The queue toward smoltcp was full.
+    RxFull,
+    /// The link's transmit backlog was full.
+    TxFull,
+    /// Larger than the link's MTU and not fragmentable.
+    TooBig,
+    /// The plug refused the frame with an error other than "would block".
+    SendError,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 14] = [
+        DropReason::Short,
+        DropReason::OtherHost,
+        DropReason::LinkDown,
+        DropReason::UnknownEthertype,
+        DropReason::BadArp,
+        DropReason::BadIpv4,
+        DropReason::BadIpv6,
+        DropReason::BadNd,
+        DropReason::NoRoute,
+        DropReason::Unresolved,
+        DropReason::RxFull,
+        DropReason::TxFull,
+        DropReason::TooBig,
+        DropReason::SendError,
+    ];
+
+    /// A stable name for the counter, for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Short => "short",
+            DropReason::OtherHost => "other_host",
+            DropReason::LinkDown => "link_down",
+            DropReason::UnknownEthertype => "unknown_ethertype",
+            DropReason::BadArp => "bad_arp",
+            DropReason::BadIpv4 => "bad_ipv4",
+            DropReason::BadIpv6 => "bad_ipv6",
+            DropReason::BadNd => "bad_nd",
+            DropReason::NoRoute => "no_route",
+            DropReason::Unresolved => "unresolved",
+            DropReason::RxFull => "rx_full",
+            DropReason::TxFull => "tx_full",
+            DropReason::TooBig => "too_big",
+            DropReason::SendError => "send_error",
+        }
+    }
+}
+
+/// Frames in and out, and drops by reason.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counters {
     pub frames_in: u64,
     pub frames_out: u64,
-    pub dropped_short: u64,
-    pub dropped_other_host: u64,
-    pub dropped_link_down: u64,
-    pub dropped_unknown_ethertype: u64,
-    pub dropped_bad_arp: u64,
-    pub dropped_bad_ipv4: u64,
-    pub dropped_bad_ipv6: u64,
-    pub dropped_bad_nd: u64,
-    pub dropped_no_route: u64,
-    pub dropped_unresolved: u64,
-    pub dropped_rx_full: u64,
-    pub dropped_tx_full: u64,
-    pub dropped_too_big: u64,
-    pub dropped_send_error: u64,
+    drops: [u64; DropReason::ALL.len()],
 }
 
 impl Counters {
+    /// Drops for one reason.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// Every reason with its count.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().map(|&r| (r, self.get(r)))
+    }
+
     /// Sum of every drop counter.
     pub fn dropped(&self) -> u64 {
-        self.dropped_short
-            + self.dropped_other_host
-            + self.dropped_link_down
-            + self.dropped_unknown_ethertype
-            + self.dropped_bad_arp
-            + self.dropped_bad_ipv4
-            + self.dropped_bad_ipv6
-            + self.dropped_bad_nd
-            + self.dropped_no_route
-            + self.dropped_unresolved
-            + self.dropped_rx_full
-            + self.dropped_tx_full
-            + self.dropped_too_big
-            + self.dropped_send_error
+        self.drops.iter().sum()
+    }
+
+    pub(crate) fn drop(&mut self, reason: DropReason, n: u64) {
+        self.drops[reason as usize] += n;
     }
 }
 
@@ -495,7 +555,7 @@ impl Net {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => {
                             tracing::debug!(link = %l.name, "send failed: {e}");
-                            self.counters.dropped_send_error += 1;
+                            self.counters.drop(DropReason::SendError, 1);
                             done += 1;
                         }
                     }
@@ -504,7 +564,7 @@ impl Net {
             let rest: Vec<Vec<u8>> = q.drain(done..).collect();
             for f in rest {
                 if self.links[i].backlog.len() >= BACKLOG {
-                    self.counters.dropped_tx_full += 1;
+                    self.counters.drop(DropReason::TxFull, 1);
                 } else {
                     self.links[i].backlog.push_back(f);
                 }
@@ -554,13 +614,13 @@ impl Net {
     /// Routes and sends the IP packet in `frame[14..]`.
     fn send_ip(&mut self, now: Instant, mut frame: Vec<u8>) {
         let Some(dst) = wire::ip_dst(&frame[ETH_HDR..]) else {
-            self.counters.dropped_no_route += 1;
+            self.counters.drop(DropReason::NoRoute, 1);
             self.scratch = frame;
             return;
         };
         match self.route(&dst) {
             None => {
-                self.counters.dropped_no_route += 1;
+                self.counters.drop(DropReason::NoRoute, 1);
                 self.scratch = frame;
             }
             Some(NextHop::Loopback) => {
@@ -597,7 +657,7 @@ impl Net {
                                 pieces.push(b);
                             });
                         if !split {
-                            self.counters.dropped_too_big += 1;
+                            self.counters.drop(DropReason::TooBig, 1);
                         }
                         self.scratch = frame;
                         for p in pieces {
@@ -636,7 +696,7 @@ impl Net {
                             wire::write_eth(&mut frame, [0; 6], src, ethertype);
                             n.pending.push(frame);
                         } else {
-                            self.counters.dropped_unresolved += 1;
+                            self.counters.drop(DropReason::Unresolved, 1);
                         }
                         if fresh {
                             if let Some(n) = self.neigh.get_mut(&key) {
@@ -711,7 +771,8 @@ impl Net {
         }
         for k in failed {
             if let Some(n) = self.neigh.remove(&k) {
-                self.counters.dropped_unresolved += n.pending.len() as u64;
+                self.counters
+                    .drop(DropReason::Unresolved, n.pending.len() as u64);
             }
             self.failed.insert(k.1, now);
         }
@@ -832,7 +893,7 @@ impl Net {
         let l = &mut self.links[ifindex];
         // A link being reconnected has no plug for now: that is not the unplugged test link.
         if !l.up || l.reconnecting {
-            self.counters.dropped_link_down += 1;
+            self.counters.drop(DropReason::LinkDown, 1);
             return;
         }
         if l.plug.is_none() {
@@ -842,7 +903,7 @@ impl Net {
         }
         if !l.backlog.is_empty() {
             if l.backlog.len() >= BACKLOG {
-                self.counters.dropped_tx_full += 1;
+                self.counters.drop(DropReason::TxFull, 1);
             } else {
                 l.backlog.push_back(frame);
             }
@@ -859,14 +920,14 @@ impl Net {
             return self.handle_frame(now, ifindex, frame);
         }
         let Ok(hdr) = vnet::Header::parse(frame) else {
-            self.counters.dropped_short += 1;
+            self.counters.drop(DropReason::Short, 1);
             return;
         };
         let frame = &mut frame[vnet::HEADER_LEN..];
         if vnet::complete(&hdr, frame).is_ok() {
             self.handle_frame(now, ifindex, frame);
         } else {
-            self.counters.dropped_bad_ipv4 += 1;
+            self.counters.drop(DropReason::BadIpv4, 1);
         }
     }
 
@@ -884,7 +945,7 @@ impl Net {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(_) => {
-                    self.counters.dropped_send_error += 1;
+                    self.counters.drop(DropReason::SendError, 1);
                     l.backlog.pop_front();
                 }
             }
@@ -904,7 +965,7 @@ impl Net {
 
     fn enqueue_rx(&mut self, packet: &[u8]) {
         if self.rx.len() >= RX_QUEUE {
-            self.counters.dropped_rx_full += 1;
+            self.counters.drop(DropReason::RxFull, 1);
             return;
         }
         let mut b = self.pool.pop().unwrap_or_default();
@@ -919,16 +980,16 @@ impl Net {
             return;
         };
         if frame.len() < ETH_HDR {
-            self.counters.dropped_short += 1;
+            self.counters.drop(DropReason::Short, 1);
             return;
         }
         if !l.up {
-            self.counters.dropped_link_down += 1;
+            self.counters.drop(DropReason::LinkDown, 1);
             return;
         }
         let dst = &frame[0..6];
         if dst != l.mac && !wire::is_multicast_mac(dst) {
-            self.counters.dropped_other_host += 1;
+            self.counters.drop(DropReason::OtherHost, 1);
             return;
         }
         let mut src_mac = [0u8; 6];
@@ -954,7 +1015,7 @@ impl Net {
                         None => self.take_ip(now, p),
                     }
                 }
-                None => self.counters.dropped_bad_ipv4 += 1,
+                None => self.counters.drop(DropReason::BadIpv4, 1),
             },
             wire::ETHERTYPE_IPV6 => match wire::ipv6_len(payload) {
                 Some(len) => {
@@ -965,15 +1026,15 @@ impl Net {
                         self.take_ip(now, p);
                     }
                 }
-                None => self.counters.dropped_bad_ipv6 += 1,
+                None => self.counters.drop(DropReason::BadIpv6, 1),
             },
-            _ => self.counters.dropped_unknown_ethertype += 1,
+            _ => self.counters.drop(DropReason::UnknownEthertype, 1),
         }
     }
 
     fn handle_arp(&mut self, now: Instant, ifindex: usize, payload: &[u8]) {
         let Some(arp) = Arp::parse(payload) else {
-            self.counters.dropped_bad_arp += 1;
+            self.counters.drop(DropReason::BadArp, 1);
             return;
         };
         let l = &self.links[ifindex];
@@ -999,11 +1060,11 @@ impl Net {
 
     fn handle_nd(&mut self, now: Instant, ifindex: usize, src_mac: Mac, p: &[u8]) {
         let (Some(IpAddr::V6(src)), hop_limit) = (wire::ip_src(p), p[7]) else {
-            self.counters.dropped_bad_nd += 1;
+            self.counters.drop(DropReason::BadNd, 1);
             return;
         };
         if hop_limit != 255 {
-            self.counters.dropped_bad_nd += 1;
+            self.counters.drop(DropReason::BadNd, 1);
             return;
         }
         let icmp = &p[40..];
@@ -1011,7 +1072,7 @@ impl Net {
             return; // router solicitations and redirects: not for a host
         }
         match wire::parse_nd(icmp) {
-            None => self.counters.dropped_bad_nd += 1,
+            None => self.counters.drop(DropReason::BadNd, 1),
             Some(Nd::Solicit { target, lla }) => {
                 let l = &self.links[ifindex];
                 if !l.addrs.iter().any(|c| c.addr == IpAddr::V6(target)) {
@@ -1171,7 +1232,7 @@ mod tests {
             n.on_timer(t);
         }
         assert_eq!(n.links[0].captured.len(), 3, "three ARP requests in all");
-        assert_eq!(n.counters.dropped_unresolved, 1);
+        assert_eq!(n.counters.get(DropReason::Unresolved), 1);
         assert!(n.unreachable(t, &"10.0.0.77".parse().unwrap()));
     }
 
@@ -1219,12 +1280,12 @@ mod tests {
         n.handle_frame(t, 0, &f[..30]);
         let c = n.counters;
         assert_eq!(c.frames_in, 6);
-        assert_eq!(c.dropped_short, 1);
-        assert_eq!(c.dropped_unknown_ethertype, 1);
-        assert_eq!(c.dropped_other_host, 1);
-        assert_eq!(c.dropped_bad_ipv4, 1);
-        assert_eq!(c.dropped_bad_ipv6, 1);
-        assert_eq!(c.dropped_bad_arp, 1);
+        assert_eq!(c.get(DropReason::Short), 1);
+        assert_eq!(c.get(DropReason::UnknownEthertype), 1);
+        assert_eq!(c.get(DropReason::OtherHost), 1);
+        assert_eq!(c.get(DropReason::BadIpv4), 1);
+        assert_eq!(c.get(DropReason::BadIpv6), 1);
+        assert_eq!(c.get(DropReason::BadArp), 1);
         assert!(n.rx.is_empty());
         assert!(n.links[0].captured.is_empty());
     }
