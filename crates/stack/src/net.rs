@@ -4,14 +4,14 @@
 //! smoltcp sees one `Medium::Ip` device. Packets it emits go to [`Net::output`], which picks an
 //! interface and next hop by longest-prefix match, resolves the neighbour and frames the packet;
 //! frames from plugs go to [`Net::handle_frame`], which answers ARP and NDP itself and queues IP
-//! packets for smoltcp in [`Net::rx`]. Time is an argument: nothing here reads the clock.
+//! packets for smoltcp in [`Net::rx`]. A sans-IO core: frames and time in, frames per link out
+//! ([`Net::poll_transmit`]), which the driver sends on the links' plugs. Nothing here reads the
+//! clock or touches a descriptor.
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use filo_vnl::wire::vnet;
-use filo_vnl::Plug;
 use smoltcp::time::{Duration, Instant};
 
 use crate::wire::{self, Arp, Mac, Nd, RouterAdvert, ETH_HDR};
@@ -201,50 +201,45 @@ impl Counters {
     }
 }
 
-/// One interface: an Ethernet over a plug.
+/// One interface: an Ethernet link. The plug it runs over is the driver's; this is what the
+/// layer knows of it.
 pub(crate) struct Link {
     pub name: String,
-    pub plug: Option<Plug>,
     pub mac: Mac,
     pub mtu: usize,
     pub up: bool,
     pub addrs: Vec<Cidr>,
-    /// Frames the plug refused with WouldBlock, sent when it becomes writable.
-    pub backlog: VecDeque<Vec<u8>>,
-    /// Frames "sent" on a link without a plug (unit tests look at them).
-    pub captured: Vec<Vec<u8>>,
+    /// Frames carry a virtio-net header (a filo switch agreed): TCP segments up to
+    /// [`GSO_MTU`] travel whole as super-frames, segmented only toward plain peers.
+    pub vnet: bool,
     /// The link's DHCPv4 client, when `dhcp` was configured.
     pub dhcp: Option<filo_dhcp::Client>,
     /// The plug was lost and a thread is opening its VNL again (the link is down meanwhile).
     pub reconnecting: bool,
-    /// Frames of this turn, sent together (sendmmsg) by [`Net::flush_tx`].
-    txq: Vec<Vec<u8>>,
+    /// Frames to send on the link, taken by [`Net::poll_transmit`].
+    tx: Vec<Vec<u8>>,
 }
 
 impl Link {
-    /// Frames carry a virtio-net header (a filo switch agreed): TCP segments up to
-    /// [`GSO_MTU`] travel whole as super-frames, segmented only toward plain peers.
     pub fn vnet(&self) -> bool {
-        self.plug.as_ref().is_some_and(|p| p.vnet())
+        self.vnet
     }
 
-    pub fn new(name: String, plug: Option<Plug>, mac: Mac) -> Link {
+    pub fn new(name: String, mac: Mac) -> Link {
         let ll = wire::link_local(&mac);
         Link {
             name,
             mac,
             mtu: 1500,
-            plug,
             up: true,
             addrs: vec![Cidr {
                 addr: IpAddr::V6(ll),
                 prefix: 64,
             }],
-            backlog: VecDeque::new(),
-            captured: Vec::new(),
+            vnet: false,
             dhcp: None,
             reconnecting: false,
-            txq: Vec::new(),
+            tx: Vec::new(),
         }
     }
 
@@ -287,33 +282,6 @@ impl Neigh {
     }
 }
 
-/// Frames sent per system call.
-const SEND_BATCH: usize = 64;
-
-/// Sends frames from the front of `frames` with one system call; returns how many went out.
-/// On a super-frame link each goes behind its virtio-net header, gathered by the kernel
-/// rather than copied here.
-fn send_frames(plug: &mut Plug, mtu: usize, frames: &[Vec<u8>]) -> io::Result<usize> {
-    let n = frames.len().min(SEND_BATCH);
-    if plug.vnet() {
-        let mut hdrs = [[0u8; vnet::HEADER_LEN]; SEND_BATCH];
-        for (h, f) in hdrs.iter_mut().zip(&frames[..n]) {
-            *h = vnet::header_for(f, mtu).emit();
-        }
-        let mut msgs: [[&[u8]; 2]; SEND_BATCH] = [[&[], &[]]; SEND_BATCH];
-        for ((m, h), f) in msgs.iter_mut().zip(&hdrs).zip(&frames[..n]) {
-            *m = [h, f];
-        }
-        plug.send_batch_joined(&msgs[..n])
-    } else {
-        let mut refs: [&[u8]; SEND_BATCH] = [&[]; SEND_BATCH];
-        for (r, f) in refs.iter_mut().zip(&frames[..n]) {
-            *r = f;
-        }
-        plug.send_batch(&refs[..n])
-    }
-}
-
 /// smoltcp's clock as the DHCP client's (both count from the Unix epoch here).
 pub(crate) fn to_dhcp_time(t: Instant) -> filo_dhcp::Instant {
     filo_dhcp::Instant::from_millis(t.total_millis().max(0) as u64)
@@ -330,7 +298,8 @@ const NEIGH_RETRY: Duration = Duration::from_millis(1000);
 const NEIGH_TRIES: u8 = 3;
 const NEIGH_PENDING: usize = 16;
 const RX_QUEUE: usize = 4096;
-const BACKLOG: usize = 1024;
+/// Frames a link holds for the driver (more than a turn makes; a link nobody drains fills).
+const TX_QUEUE: usize = 4096;
 const FAILED_FOR: Duration = Duration::from_secs(3);
 
 /// Where an outgoing packet goes.
@@ -522,7 +491,8 @@ impl Net {
         self.pool.pop().unwrap_or_default()
     }
 
-    fn recycle(&mut self, mut b: Vec<u8>) {
+    /// Takes back a spent frame buffer, so that the hot path does not allocate.
+    pub fn recycle(&mut self, mut b: Vec<u8>) {
         if self.pool.len() < 256 {
             b.clear();
             self.pool.push(b);
@@ -536,43 +506,15 @@ impl Net {
         !self.rx.is_empty() || !self.dhcp_events.is_empty() || !self.adverts.is_empty()
     }
 
-    /// Sends the frames queued during this turn, in batches.
-    pub fn flush_tx(&mut self) {
-        for i in 0..self.links.len() {
-            if self.links[i].txq.is_empty() {
-                continue;
+    /// The frames to send on link `ifindex`, oldest first, appended to `out`. Spent buffers
+    /// may be given back with [`Net::recycle`].
+    pub fn poll_transmit(&mut self, ifindex: usize, out: &mut Vec<Vec<u8>>) {
+        if let Some(l) = self.links.get_mut(ifindex) {
+            if out.is_empty() {
+                std::mem::swap(out, &mut l.tx);
+            } else {
+                out.append(&mut l.tx);
             }
-            let mut q = std::mem::take(&mut self.links[i].txq);
-            let l = &mut self.links[i];
-            let mut done = 0;
-            if let Some(plug) = l.plug.as_mut() {
-                while done < q.len() {
-                    match send_frames(plug, l.mtu, &q[done..]) {
-                        Ok(n) => {
-                            self.counters.frames_out += n as u64;
-                            done += n.max(1);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            tracing::debug!(link = %l.name, "send failed: {e}");
-                            self.counters.drop(DropReason::SendError, 1);
-                            done += 1;
-                        }
-                    }
-                }
-            }
-            let rest: Vec<Vec<u8>> = q.drain(done..).collect();
-            for f in rest {
-                if self.links[i].backlog.len() >= BACKLOG {
-                    self.counters.drop(DropReason::TxFull, 1);
-                } else {
-                    self.links[i].backlog.push_back(f);
-                }
-            }
-            for f in q {
-                self.recycle(f);
-            }
-            self.links[i].txq = Vec::new();
         }
     }
 
@@ -888,28 +830,18 @@ impl Net {
         }
     }
 
-    /// Sends a frame on a link, keeping it in the backlog if the plug is full.
+    /// Queues a frame for link `ifindex` (see [`Net::poll_transmit`]).
     pub fn send_frame(&mut self, ifindex: usize, frame: Vec<u8>) {
         let l = &mut self.links[ifindex];
-        // A link being reconnected has no plug for now: that is not the unplugged test link.
         if !l.up || l.reconnecting {
             self.counters.drop(DropReason::LinkDown, 1);
             return;
         }
-        if l.plug.is_none() {
-            l.captured.push(frame);
-            self.counters.frames_out += 1;
+        if l.tx.len() >= TX_QUEUE {
+            self.counters.drop(DropReason::TxFull, 1);
             return;
         }
-        if !l.backlog.is_empty() {
-            if l.backlog.len() >= BACKLOG {
-                self.counters.drop(DropReason::TxFull, 1);
-            } else {
-                l.backlog.push_back(frame);
-            }
-            return;
-        }
-        l.txq.push(frame);
+        l.tx.push(frame);
     }
 
     /// Handles one frame as the link's plug delivered it: with a virtio-net header on a
@@ -929,28 +861,6 @@ impl Net {
         } else {
             self.counters.drop(DropReason::BadIpv4, 1);
         }
-    }
-
-    /// Sends what the link's backlog holds; true when it is empty afterwards.
-    pub fn flush(&mut self, ifindex: usize) -> bool {
-        let l = &mut self.links[ifindex];
-        let Some(plug) = l.plug.as_mut() else {
-            return true;
-        };
-        while let Some(f) = l.backlog.front() {
-            match send_frames(plug, l.mtu, std::slice::from_ref(f)) {
-                Ok(_) => {
-                    self.counters.frames_out += 1;
-                    l.backlog.pop_front();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(_) => {
-                    self.counters.drop(DropReason::SendError, 1);
-                    l.backlog.pop_front();
-                }
-            }
-        }
-        true
     }
 
     /// An IP packet for smoltcp: the recovery layer sees it first (ACKs and SACKs of the
@@ -1134,11 +1044,18 @@ mod tests {
 
     fn net() -> Net {
         let mut n = Net::new();
-        let mut l = Link::new("eth0".into(), None, MAC);
+        let mut l = Link::new("eth0".into(), MAC);
         l.addrs.push("10.0.0.1/24".parse().unwrap());
         l.addrs.push("fd00::1/64".parse().unwrap());
         n.links.push(l);
         n
+    }
+
+    /// The frames the layer sent on link 0 since last asked.
+    fn sent(n: &mut Net) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        n.poll_transmit(0, &mut v);
+        v
     }
 
     fn now() -> Instant {
@@ -1190,7 +1107,7 @@ mod tests {
         }
         .write(&mut f[ETH_HDR..]);
         n.handle_frame(now(), 0, &f);
-        let reply = n.links[0].captured.pop().expect("an ARP reply");
+        let reply = sent(&mut n).pop().expect("an ARP reply");
         assert_eq!(&reply[0..6], &PEER);
         let arp = Arp::parse(&reply[ETH_HDR..]).unwrap();
         assert_eq!((arp.op, arp.sha), (2, MAC));
@@ -1200,7 +1117,7 @@ mod tests {
         p[ETH_HDR + 3] = 20;
         p[ETH_HDR + 16..ETH_HDR + 20].copy_from_slice(&[10, 0, 0, 2]);
         n.output(now(), p);
-        let out = n.links[0].captured.pop().unwrap();
+        let out = sent(&mut n).pop().unwrap();
         assert_eq!(&out[0..6], &PEER);
         assert_eq!(u16::from_be_bytes([out[12], out[13]]), wire::ETHERTYPE_IPV4);
     }
@@ -1209,7 +1126,7 @@ mod tests {
     fn an_announcement_names_the_address_as_sender_and_target() {
         let mut n = net();
         n.announce(0, "10.0.0.9".parse().unwrap());
-        let f = n.links[0].captured.pop().expect("an announcement");
+        let f = sent(&mut n).pop().expect("an announcement");
         assert_eq!(&f[0..6], &wire::BROADCAST);
         let arp = Arp::parse(&f[ETH_HDR..]).unwrap();
         assert_eq!((arp.op, arp.sha, arp.tha), (1, MAC, [0; 6]));
@@ -1225,13 +1142,16 @@ mod tests {
         p[ETH_HDR + 3] = 20;
         p[ETH_HDR + 16..ETH_HDR + 20].copy_from_slice(&[10, 0, 0, 77]);
         n.output(now(), p);
-        assert_eq!(n.links[0].captured.len(), 1, "one ARP request");
+        let mut out = Vec::new();
+        n.poll_transmit(0, &mut out);
+        assert_eq!(out.len(), 1, "one ARP request");
         let mut t = now();
         for _ in 0..4 {
             t += Duration::from_millis(1001);
             n.on_timer(t);
         }
-        assert_eq!(n.links[0].captured.len(), 3, "three ARP requests in all");
+        n.poll_transmit(0, &mut out);
+        assert_eq!(out.len(), 3, "three ARP requests in all");
         assert_eq!(n.counters.get(DropReason::Unresolved), 1);
         assert!(n.unreachable(t, &"10.0.0.77".parse().unwrap()));
     }
@@ -1246,10 +1166,7 @@ mod tests {
         let mut f = Vec::new();
         wire::ndp_frame(&mut f, [0x33, 0x33, 0xff, 0, 0, 1], PEER, &src, &dst, &msg);
         n.handle_frame(now(), 0, &f);
-        let na = n.links[0]
-            .captured
-            .pop()
-            .expect("a neighbour advertisement");
+        let na = sent(&mut n).pop().expect("a neighbour advertisement");
         assert_eq!(&na[0..6], &PEER);
         let icmp = &na[ETH_HDR + 40..];
         assert_eq!(icmp[0], 136);
@@ -1287,7 +1204,7 @@ mod tests {
         assert_eq!(c.get(DropReason::BadIpv6), 1);
         assert_eq!(c.get(DropReason::BadArp), 1);
         assert!(n.rx.is_empty());
-        assert!(n.links[0].captured.is_empty());
+        assert!(sent(&mut n).is_empty());
     }
 
     #[test]

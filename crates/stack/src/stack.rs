@@ -16,7 +16,7 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpListenEndpoint};
 
 use crate::config::{mac_from_name, ConfigError, IfaceConfig};
-use crate::driver::{Driver, DriverShared};
+use crate::driver::{Driver, DriverShared, Port};
 use crate::net::{Cidr, Counters, Link, Net, NextHop, Route};
 use crate::wire::{self, Mac, ETH_HDR};
 use crate::Error;
@@ -90,6 +90,10 @@ pub(crate) struct Inner {
     iface_mtu: usize,
     pub sockets: SocketSet<'static>,
     pub net: Net,
+    /// The links' plugs, by link index (the driver's side of each link).
+    pub ports: Vec<Port>,
+    /// Frames on their way from `net` to the plugs (kept for its capacity).
+    txq: Vec<Vec<u8>>,
     pub listeners: HashMap<usize, ListenerState>,
     next_listener: usize,
     next_port: u16,
@@ -204,6 +208,8 @@ impl Inner {
             iface_mtu,
             sockets: SocketSet::new(Vec::new()),
             net,
+            ports: Vec::new(),
+            txq: Vec::new(),
             listeners: HashMap::new(),
             next_listener: 0,
             next_port: 49152 + (seed() % 16000) as u16,
@@ -526,7 +532,12 @@ impl Inner {
                 break;
             }
         }
-        self.net.flush_tx();
+        self.transmit();
+    }
+
+    /// Sends what the layer queued on the links' plugs.
+    pub fn transmit(&mut self) {
+        crate::driver::transmit(&mut self.net, &mut self.ports, &mut self.txq);
     }
 
     /// Runs a turn on the calling thread (a socket write or read that changed what smoltcp
@@ -535,7 +546,7 @@ impl Inner {
     pub fn process_inline(&mut self) -> bool {
         let now = Instant::now();
         self.process(now);
-        let backlog = self.net.links.iter().any(|l| !l.backlog.is_empty());
+        let backlog = self.ports.iter().any(|p| !p.backlog.is_empty());
         let d = self.next_deadline(now);
         backlog
             || match (d, self.scheduled) {
@@ -747,7 +758,8 @@ fn add_link(inner: &mut Inner, mac_key: &str, i: usize, plug: Option<Plug>, conf
         .as_ref()
         .and_then(Plug::mtu)
         .map(|m| m.clamp(1280, 65000));
-    let mut link = Link::new(format!("vde{i}"), plug, mac);
+    let mut link = Link::new(format!("vde{i}"), mac);
+    link.vnet = plug.as_ref().is_some_and(Plug::vnet);
     if conf.dhcp {
         link.dhcp = Some(filo_dhcp::Client::new(
             mac,
@@ -769,6 +781,10 @@ fn add_link(inner: &mut Inner, mac_key: &str, i: usize, plug: Option<Plug>, conf
         }
     }
     inner.net.links.push(link);
+    inner.ports.push(Port {
+        plug,
+        ..Port::default()
+    });
     for gw in &conf.gateways {
         let unspec = if gw.is_ipv4() {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
@@ -1009,14 +1025,17 @@ impl Stack {
         self.lock().net.counters
     }
 
-    /// Frames "sent" on an unplugged link (tests of the frame path).
+    /// Frames sent on an unplugged link (tests of the frame path): they wait in the link's
+    /// queue, which holds a few thousand, until taken here.
     pub fn take_captured(&self, index: usize) -> Vec<Vec<u8>> {
         let mut g = self.lock();
-        g.net
-            .links
-            .get_mut(index)
-            .map(|l| std::mem::take(&mut l.captured))
-            .unwrap_or_default()
+        if g.ports.get(index).is_none_or(|p| p.plug.is_some()) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        g.net.poll_transmit(index, &mut out);
+        g.net.counters.frames_out += out.len() as u64;
+        out
     }
 
     /// Feeds one frame as if link `index` received it, then runs the stack.
