@@ -59,6 +59,7 @@ pub mod config;
 pub use filo_dhcp as dhcp;
 mod dns;
 mod driver;
+pub mod forward;
 mod icmp;
 pub mod net;
 pub mod perf;

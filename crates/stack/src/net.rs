@@ -131,10 +131,14 @@ pub enum DropReason {
     TooBig,
     /// The plug refused the frame with an error other than "would block".
     SendError,
+    /// Forwarding: the hop limit (TTL) ran out (answered with ICMP time exceeded).
+    TtlExceeded,
+    /// A hook (the filter, NAT) dropped or rejected the packet.
+    Hook,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Short,
         DropReason::OtherHost,
         DropReason::LinkDown,
@@ -149,6 +153,8 @@ impl DropReason {
         DropReason::TxFull,
         DropReason::TooBig,
         DropReason::SendError,
+        DropReason::TtlExceeded,
+        DropReason::Hook,
     ];
 
     /// A stable name for the counter, for reports.
@@ -168,15 +174,19 @@ impl DropReason {
             DropReason::TxFull => "tx_full",
             DropReason::TooBig => "too_big",
             DropReason::SendError => "send_error",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::Hook => "hook",
         }
     }
 }
 
-/// Frames in and out, and drops by reason.
+/// Frames in and out, packets forwarded, and drops by reason.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counters {
     pub frames_in: u64,
     pub frames_out: u64,
+    /// IP packets forwarded between the links (see `StackBuilder::forwarding`).
+    pub forwarded: u64,
     drops: [u64; DropReason::ALL.len()],
 }
 
@@ -243,7 +253,7 @@ impl Link {
         }
     }
 
-    fn first_v4(&self, toward: &IpAddr) -> Option<Ipv4Addr> {
+    pub(crate) fn first_v4(&self, toward: &IpAddr) -> Option<Ipv4Addr> {
         let v4 = self.addrs.iter().filter(|c| c.addr.is_ipv4());
         let best = v4
             .clone()
@@ -255,7 +265,7 @@ impl Link {
         }
     }
 
-    fn link_local(&self) -> Ipv6Addr {
+    pub(crate) fn link_local(&self) -> Ipv6Addr {
         wire::link_local(&self.mac)
     }
 }
@@ -332,6 +342,10 @@ pub(crate) struct Net {
     /// TCP loss recovery beneath smoltcp (None when turned off).
     pub recovery: Option<crate::recovery::Recovery>,
     resend: Vec<Vec<u8>>,
+    /// IP packets for others are forwarded between the links (a router), not dropped.
+    pub forwarding: bool,
+    /// Stages packets pass through (a filter, NAT): see [`crate::forward`].
+    pub hooks: crate::forward::Hooks,
 }
 
 impl Net {
@@ -349,6 +363,8 @@ impl Net {
             pool: Vec::new(),
             recovery: crate::recovery::enabled().then(crate::recovery::Recovery::new),
             resend: Vec::new(),
+            forwarding: false,
+            hooks: crate::forward::Hooks::default(),
         }
     }
 
@@ -529,7 +545,11 @@ impl Net {
                 return;
             }
         }
-        self.send_ip(now, frame);
+        if self.hooks.is_empty() {
+            self.send_ip(now, frame);
+        } else {
+            self.output_hooked(now, frame);
+        }
     }
 
     /// Sends segments the recovery layer wants resent.
@@ -554,7 +574,7 @@ impl Net {
     }
 
     /// Routes and sends the IP packet in `frame[14..]`.
-    fn send_ip(&mut self, now: Instant, mut frame: Vec<u8>) {
+    pub(crate) fn send_ip(&mut self, now: Instant, mut frame: Vec<u8>) {
         let Some(dst) = wire::ip_dst(&frame[ETH_HDR..]) else {
             self.counters.drop(DropReason::NoRoute, 1);
             self.scratch = frame;
@@ -865,7 +885,7 @@ impl Net {
 
     /// An IP packet for smoltcp: the recovery layer sees it first (ACKs and SACKs of the
     /// stack's own segments), then it is queued.
-    fn take_ip(&mut self, now: Instant, packet: &[u8]) {
+    pub(crate) fn take_ip(&mut self, now: Instant, packet: &[u8]) {
         if let Some(r) = self.recovery.as_mut() {
             r.on_input(now, packet, &mut self.resend);
             self.send_resends(now);
@@ -873,7 +893,7 @@ impl Net {
         self.enqueue_rx(packet);
     }
 
-    fn enqueue_rx(&mut self, packet: &[u8]) {
+    pub(crate) fn enqueue_rx(&mut self, packet: &[u8]) {
         if self.rx.len() >= RX_QUEUE {
             self.counters.drop(DropReason::RxFull, 1);
             return;
@@ -922,7 +942,7 @@ impl Net {
                                 self.dhcp_result(now, ifindex, r);
                             }
                         }
-                        None => self.take_ip(now, p),
+                        None => self.input_ip(now, ifindex, p),
                     }
                 }
                 None => self.counters.drop(DropReason::BadIpv4, 1),
@@ -933,7 +953,7 @@ impl Net {
                     if p[6] == 58 && len > 40 && (133..=137).contains(&p[40]) {
                         self.handle_nd(now, ifindex, src_mac, p);
                     } else {
-                        self.take_ip(now, p);
+                        self.input_ip(now, ifindex, p);
                     }
                 }
                 None => self.counters.drop(DropReason::BadIpv6, 1),
