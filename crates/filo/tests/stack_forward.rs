@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use filo_stack::{DropReason, Stack};
+use filo_stack::{DropReason, Stack, StackBuilder};
 use filo_test_support::*;
 
 const FILO: &str = env!("CARGO_BIN_EXE_filo");
@@ -23,45 +23,92 @@ fn ns_out(args: &[&str]) -> (i32, String, String) {
     (status.code().unwrap_or(-1), out, err)
 }
 
-#[test]
-fn a_stack_with_forwarding_routes_ping_and_curl_between_two_namespaces() {
-    for p in ["ping", "curl", "python3"] {
-        require(p);
-    }
-    let tmp = TempDir::new("filo-stack-fwd");
-    let lan = FiloSwitch::start(FILO, &tmp, "lan", &[]);
-    let wan = FiloSwitch::start(FILO, &tmp, "wan", &[]);
-    let router = Stack::builder()
-        .name("fwd-router")
-        .interface(lan.vnl(), "ip=10.81.0.1/24,ip=fd81::1/64")
-        .interface(wan.vnl(), "ip=10.82.0.1/24,ip=fd82::1/64,mtu=1400")
-        .forwarding(true)
+/// Two switches (LAN 10.81.0.0/24, fd81::/64; WAN 10.82.0.0/24, fd82::/64, MTU 1400), a
+/// stack routing between them (vde0 .1 on the LAN, vde1 .1 on the WAN) made by `builder`,
+/// and a server on the WAN: python's http.server on 10.82.0.10 and fd82::10, port 8000, its
+/// access log in `access.log`; with `route_back` its gateway is the stack.
+struct Lab {
+    tmp: TempDir,
+    lan: FiloSwitch,
+    _wan: FiloSwitch,
+    router: Stack,
+    _server: Polite,
+}
+
+impl Lab {
+    fn start(route_back: bool, builder: impl FnOnce(StackBuilder) -> StackBuilder) -> Lab {
+        for p in ["ping", "curl", "python3"] {
+            require(p);
+        }
+        let tmp = TempDir::new("filo-stack-fwd");
+        let lan = FiloSwitch::start(FILO, &tmp, "lan", &[]);
+        let wan = FiloSwitch::start(FILO, &tmp, "wan", &[]);
+        let router = builder(
+            Stack::builder()
+                .interface(lan.vnl(), "ip=10.81.0.1/24,ip=fd81::1/64")
+                .interface(wan.vnl(), "ip=10.82.0.1/24,ip=fd82::1/64,mtu=1400"),
+        )
         .build()
         .unwrap();
-    // The server on the WAN side: python's http.server on 10.82.0.10 and fd82::10.
-    std::fs::write(tmp.join("hello.txt"), "hello across the stack\n").unwrap();
-    let script = format!(
-        "exec python3 -m http.server -b :: -d {} 8000 2>/dev/null",
-        tmp.path().display()
-    );
-    let wan_vnl = wan.vnl();
-    let mut c = Command::new(FILO);
-    c.args(["ns", "--ip", "10.82.0.10/24", "--ip", "fd82::10/64"])
-        .args(["--gw", "10.82.0.1", "--gw", "fd82::1", &wan_vnl])
-        .args(["--", "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _server = Polite(Proc::spawn(&mut c));
-    // The stack itself reaches the server (its own traffic, not forwarded) once it is up. The
-    // namespaces' IPv6 addresses are usable once duplicate address detection is done: the LAN
-    // host waits for one ping6 before counting.
-    assert!(
-        wait_until(T, || router
-            .ping("10.82.0.10".parse().unwrap(), 1, 56, Duration::from_secs(1))
-            .is_ok()),
-        "the server's namespace did not come up"
-    );
+        std::fs::write(tmp.join("hello.txt"), "hello across the stack\n").unwrap();
+        let script = format!(
+            "exec python3 -m http.server -b :: -d {} 8000 2>{}",
+            tmp.path().display(),
+            tmp.join("access.log").display()
+        );
+        let wan_vnl = wan.vnl();
+        let mut c = Command::new(FILO);
+        c.args(["ns", "--ip", "10.82.0.10/24", "--ip", "fd82::10/64"]);
+        if route_back {
+            c.args(["--gw", "10.82.0.1", "--gw", "fd82::1"]);
+        }
+        c.args([&wan_vnl, "--", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let server = Polite(Proc::spawn(&mut c));
+        // The stack itself reaches the server (its own traffic, not forwarded) once it is up.
+        assert!(
+            wait_until(T, || router
+                .ping("10.82.0.10".parse().unwrap(), 1, 56, Duration::from_secs(1))
+                .is_ok()),
+            "the server's namespace did not come up"
+        );
+        Lab {
+            tmp,
+            lan,
+            _wan: wan,
+            router,
+            _server: server,
+        }
+    }
+
+    /// `sh -c SCRIPT` on a LAN host 10.81.0.10, fd81::10 whose gateway is the stack.
+    fn lan_host(&self, script: &str) -> (i32, String, String) {
+        ns_out(&[
+            "--ip",
+            "10.81.0.10/24",
+            "--ip",
+            "fd81::10/64",
+            "--gw",
+            "10.81.0.1",
+            "--gw",
+            "fd81::1",
+            &self.lan.vnl(),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+    }
+}
+
+#[test]
+fn a_stack_with_forwarding_routes_ping_and_curl_between_two_namespaces() {
+    let lab = Lab::start(true, |b| b.name("fwd-router").forwarding(true));
+    let router = &lab.router;
+    // The namespaces' IPv6 addresses are usable once duplicate address detection is done: the
+    // LAN host waits for one ping6 before counting.
     let lan_script = "for i in 1 2 3 4 5 6 7 8 9 10; do \
                         curl -s -m 2 -o /dev/null http://10.82.0.10:8000/hello.txt && break; \
                         sleep 0.5; done; \
@@ -73,21 +120,7 @@ fn a_stack_with_forwarding_routes_ping_and_curl_between_two_namespaces() {
                       curl -s -m 5 'http://[fd82::10]:8000/hello.txt'; \
                       ping -c 1 -t 1 -W 2 10.82.0.10; \
                       ping -c 1 -W 2 10.99.0.1; true";
-    let (code, out, err) = ns_out(&[
-        "--ip",
-        "10.81.0.10/24",
-        "--ip",
-        "fd81::10/64",
-        "--gw",
-        "10.81.0.1",
-        "--gw",
-        "fd81::1",
-        &lan.vnl(),
-        "--",
-        "sh",
-        "-c",
-        lan_script,
-    ]);
+    let (code, out, err) = lab.lan_host(lan_script);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("ping=0"), "{out}");
     assert!(out.contains("ping6=0"), "{out}");
@@ -108,4 +141,53 @@ fn a_stack_with_forwarding_routes_ping_and_curl_between_two_namespaces() {
     assert!(c.forwarded >= 12, "{c:?}");
     assert!(c.get(DropReason::TtlExceeded) >= 1, "{c:?}");
     assert!(c.get(DropReason::NoRoute) >= 1, "{c:?}");
+}
+
+#[test]
+fn masquerade_and_a_filter_as_builder_options_and_a_rule_added_at_run_time() {
+    // The server has no route back to the LAN: only masquerade lets it answer.
+    let lab = Lab::start(false, |b| {
+        b.forwarding(true)
+            .masquerade(1)
+            .filter("forward reject out vde1 proto tcp dport 8001")
+    });
+    let script = "for i in 1 2 3 4 5 6 7 8 9 10; do \
+                    curl -s -m 2 http://10.82.0.10:8000/hello.txt && break; sleep 0.5; done; \
+                  curl -s -m 5 http://10.82.0.10:8001/; echo refused=$?";
+    let (code, out, err) = lab.lan_host(script);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("hello across the stack"), "{out}");
+    // curl's 7: could not connect (a reset at once, not a timeout's 28).
+    assert!(out.contains("refused=7"), "{out}");
+    let log = std::fs::read_to_string(lab.tmp.join("access.log")).unwrap();
+    let from: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("GET /hello.txt"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(!from.is_empty(), "{log}");
+    assert!(
+        from.iter()
+            .all(|a| a.trim_start_matches("::ffff:") == "10.82.0.1"),
+        "the server sees the stack's WAN address: {log}"
+    );
+    let rules = lab
+        .router
+        .hook_print("filter")
+        .unwrap_or_default()
+        .join("\n");
+    assert!(rules.contains("dport 8001"), "{rules}");
+    // A rule added at run time takes effect at once.
+    let before = lab.router.counters().get(DropReason::Hook);
+    assert!(
+        matches!(
+            lab.router
+                .hook_command("filter", "add", "forward drop proto icmp"),
+            Some(Ok(_))
+        ),
+        "filter/add"
+    );
+    let (_, out, _) = lab.lan_host("ping -c 1 -W 1 10.82.0.10; echo ping=$?");
+    assert!(out.contains("ping=1"), "{out}");
+    assert!(lab.router.counters().get(DropReason::Hook) > before);
 }
