@@ -13,6 +13,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use filo_vnl::wire::vnet;
 use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol,
+    Ipv4Packet, Ipv6Packet,
+};
 
 use crate::wire::{self, Arp, Mac, Nd, RouterAdvert, ETH_HDR};
 
@@ -903,34 +907,33 @@ impl Net {
         self.rx.push_back(b);
     }
 
-    /// Handles one received Ethernet frame from link `ifindex`.
+    /// Handles one received Ethernet frame from link `ifindex`: parsed here, once, into
+    /// smoltcp's typed views (Ethernet, ARP, IPv4, IPv6), which the layers above get.
     pub fn handle_frame(&mut self, now: Instant, ifindex: usize, frame: &[u8]) {
         self.counters.frames_in += 1;
         let Some(l) = self.links.get(ifindex) else {
             return;
         };
-        if frame.len() < ETH_HDR {
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
             self.counters.drop(DropReason::Short, 1);
             return;
-        }
+        };
         if !l.up {
             self.counters.drop(DropReason::LinkDown, 1);
             return;
         }
-        let dst = &frame[0..6];
-        if dst != l.mac && !wire::is_multicast_mac(dst) {
+        let dst = eth.dst_addr();
+        if dst.0 != l.mac && !dst.is_multicast() {
             self.counters.drop(DropReason::OtherHost, 1);
             return;
         }
-        let mut src_mac = [0u8; 6];
-        src_mac.copy_from_slice(&frame[6..12]);
-        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-        let payload = &frame[ETH_HDR..];
-        match ethertype {
-            wire::ETHERTYPE_ARP => self.handle_arp(now, ifindex, payload),
-            wire::ETHERTYPE_IPV4 => match wire::ipv4_len(payload) {
-                Some(len) => {
-                    let p = &payload[..len];
+        let src_mac = eth.src_addr().0;
+        let payload = eth.payload();
+        match eth.ethertype() {
+            EthernetProtocol::Arp => self.handle_arp(now, ifindex, payload),
+            EthernetProtocol::Ipv4 => match Ipv4Packet::new_checked(payload) {
+                Ok(ip) if ip.version() == 4 => {
+                    let p = &payload[..usize::from(ip.total_len())];
                     let dhcp = self.links[ifindex].dhcp.is_some();
                     match filo_dhcp::dhcp_payload(p).filter(|_| dhcp) {
                         Some(d) => {
@@ -945,59 +948,70 @@ impl Net {
                         None => self.input_ip(now, ifindex, p),
                     }
                 }
-                None => self.counters.drop(DropReason::BadIpv4, 1),
+                _ => self.counters.drop(DropReason::BadIpv4, 1),
             },
-            wire::ETHERTYPE_IPV6 => match wire::ipv6_len(payload) {
-                Some(len) => {
-                    let p = &payload[..len];
-                    if p[6] == 58 && len > 40 && (133..=137).contains(&p[40]) {
-                        self.handle_nd(now, ifindex, src_mac, p);
+            EthernetProtocol::Ipv6 => match Ipv6Packet::new_checked(payload) {
+                Ok(ip) if ip.version() == 6 => {
+                    let p = &payload[..ip.total_len()];
+                    let ip = Ipv6Packet::new_unchecked(p);
+                    let nd = ip.next_header() == IpProtocol::Icmpv6
+                        && ip
+                            .payload()
+                            .first()
+                            .is_some_and(|t| (133..=137).contains(t));
+                    if nd {
+                        self.handle_nd(now, ifindex, src_mac, &ip);
                     } else {
                         self.input_ip(now, ifindex, p);
                     }
                 }
-                None => self.counters.drop(DropReason::BadIpv6, 1),
+                _ => self.counters.drop(DropReason::BadIpv6, 1),
             },
             _ => self.counters.drop(DropReason::UnknownEthertype, 1),
         }
     }
 
     fn handle_arp(&mut self, now: Instant, ifindex: usize, payload: &[u8]) {
-        let Some(arp) = Arp::parse(payload) else {
+        let parsed = ArpPacket::new_checked(payload).and_then(|p| ArpRepr::parse(&p));
+        let Ok(ArpRepr::EthernetIpv4 {
+            operation: op @ (ArpOperation::Request | ArpOperation::Reply),
+            source_hardware_addr: sha,
+            source_protocol_addr: spa,
+            target_protocol_addr: tpa,
+            ..
+        }) = parsed
+        else {
             self.counters.drop(DropReason::BadArp, 1);
             return;
         };
         let l = &self.links[ifindex];
-        let for_us = l.addrs.iter().any(|c| c.addr == IpAddr::V4(arp.tpa));
-        if !arp.spa.is_unspecified() {
-            self.learn(now, ifindex, IpAddr::V4(arp.spa), arp.sha, for_us);
+        let for_us = l.addrs.iter().any(|c| c.addr == IpAddr::V4(tpa));
+        if !spa.is_unspecified() {
+            self.learn(now, ifindex, IpAddr::V4(spa), sha.0, for_us);
         }
-        if for_us && arp.op == 1 {
+        if for_us && op == ArpOperation::Request {
             let l = &self.links[ifindex];
             let mut f = vec![0u8; ETH_HDR + wire::ARP_LEN];
-            wire::write_eth(&mut f, arp.sha, l.mac, wire::ETHERTYPE_ARP);
-            Arp {
-                op: 2,
-                sha: l.mac,
-                spa: arp.tpa,
-                tha: arp.sha,
-                tpa: arp.spa,
+            wire::write_eth(&mut f, sha.0, l.mac, wire::ETHERTYPE_ARP);
+            ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Reply,
+                source_hardware_addr: EthernetAddress(l.mac),
+                source_protocol_addr: tpa,
+                target_hardware_addr: sha,
+                target_protocol_addr: spa,
             }
-            .write(&mut f[ETH_HDR..]);
+            .emit(&mut ArpPacket::new_unchecked(&mut f[ETH_HDR..]));
             self.send_frame(ifindex, f);
         }
     }
 
-    fn handle_nd(&mut self, now: Instant, ifindex: usize, src_mac: Mac, p: &[u8]) {
-        let (Some(IpAddr::V6(src)), hop_limit) = (wire::ip_src(p), p[7]) else {
-            self.counters.drop(DropReason::BadNd, 1);
-            return;
-        };
-        if hop_limit != 255 {
+    fn handle_nd(&mut self, now: Instant, ifindex: usize, src_mac: Mac, ip: &Ipv6Packet<&[u8]>) {
+        if ip.hop_limit() != 255 {
             self.counters.drop(DropReason::BadNd, 1);
             return;
         }
-        let icmp = &p[40..];
+        let src = ip.src_addr();
+        let icmp = ip.payload();
         if icmp[0] == 133 || icmp[0] == 137 {
             return; // router solicitations and redirects: not for a host
         }

@@ -1,7 +1,9 @@
-//! Sans-IO views and builders for the link-layer formats filo's stack handles itself:
+//! Builders (and a few helpers) for the link-layer formats filo's stack handles itself:
 //! Ethernet II, ARP (RFC 826) and the ICMPv6 neighbour-discovery messages (RFC 4861) it needs
-//! (NS, NA, RS, RA). Parsers take byte slices and return `None` for malformed input; builders
-//! write into caller buffers.
+//! (NS, NA, RS, RA). Received frames are parsed at the edge with smoltcp's typed views
+//! (Ethernet, ARP, IPv4, IPv6: see [`crate::net`]); the neighbour-discovery parser stays here
+//! because smoltcp's `NdiscRepr` keeps only one prefix option of a router advertisement.
+//! Parsers return `None` for malformed input; builders write into caller buffers.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -99,19 +101,7 @@ impl Arp {
 }
 
 /// IPv4 packet length checks and fragmentation, shared with filo-router.
-pub use filo_vnl::wire::ipv4::{fragment as fragment_ipv4, packet_len as ipv4_len};
-
-/// Checks an IPv6 header; returns the packet length when it is plausible.
-pub fn ipv6_len(p: &[u8]) -> Option<usize> {
-    if p.len() < 40 || p[0] >> 4 != 6 {
-        return None;
-    }
-    let total = 40 + usize::from(u16::from_be_bytes([p[4], p[5]]));
-    if total > p.len() {
-        return None;
-    }
-    Some(total)
-}
+pub use filo_vnl::wire::ipv4::fragment as fragment_ipv4;
 
 /// True for an IPv4 or IPv6 packet carrying TCP directly.
 pub fn is_tcp(p: &[u8]) -> bool {
@@ -129,19 +119,6 @@ pub fn ip_dst(p: &[u8]) -> Option<IpAddr> {
         6 if p.len() >= 40 => {
             let mut o = [0u8; 16];
             o.copy_from_slice(&p[24..40]);
-            Some(IpAddr::V6(Ipv6Addr::from(o)))
-        }
-        _ => None,
-    }
-}
-
-/// Source address of an IP packet.
-pub fn ip_src(p: &[u8]) -> Option<IpAddr> {
-    match p.first()? >> 4 {
-        4 if p.len() >= 20 => Some(IpAddr::V4(Ipv4Addr::new(p[12], p[13], p[14], p[15]))),
-        6 if p.len() >= 40 => {
-            let mut o = [0u8; 16];
-            o.copy_from_slice(&p[8..24]);
             Some(IpAddr::V6(Ipv6Addr::from(o)))
         }
         _ => None,
