@@ -13,14 +13,7 @@ const T: Duration = Duration::from_secs(30);
 
 /// Runs `filo ns ARGS` to completion: (exit code, stdout, stderr).
 fn ns_out(args: &[&str]) -> (i32, String, String) {
-    let mut c = Command::new(FILO);
-    c.arg("ns")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let (status, out, err) = Proc::spawn(&mut c).output(Duration::from_secs(90));
-    (status.code().unwrap_or(-1), out, err)
+    filo_ns_out(FILO, args, Duration::from_secs(90))
 }
 
 /// Two switches (LAN 10.81.0.0/24, fd81::/64; WAN 10.82.0.0/24, fd82::/64, MTU 1400), a
@@ -160,11 +153,7 @@ fn masquerade_and_a_filter_as_builder_options_and_a_rule_added_at_run_time() {
     // curl's 7: could not connect (a reset at once, not a timeout's 28).
     assert!(out.contains("refused=7"), "{out}");
     let log = std::fs::read_to_string(lab.tmp.join("access.log")).unwrap();
-    let from: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("GET /hello.txt"))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+    let from = http_requesters(&log, "/hello.txt");
     assert!(!from.is_empty(), "{log}");
     assert!(
         from.iter()
