@@ -180,3 +180,71 @@ fn masquerade_and_a_filter_as_builder_options_and_a_rule_added_at_run_time() {
     assert!(out.contains("ping=1"), "{out}");
     assert!(lab.router.counters().get(DropReason::Hook) > before);
 }
+
+#[test]
+fn tcp_super_frames_from_a_filo_switch_are_segmented_toward_a_plain_switch() {
+    for p in ["curl", "python3", "sha256sum"] {
+        require(p);
+    }
+    // LAN: a filo switch (TCP super-frames of up to 64 KiB); WAN: Debian's vde_switch (plain
+    // frames of at most the MTU). A server on the LAN sends a file to a client on the WAN.
+    let tmp = TempDir::new("filo-stack-seg");
+    let lan = FiloSwitch::start(FILO, &tmp, "lan", &[]);
+    let wan = DebSwitch::start(&tmp, "wan");
+    let router = Stack::builder()
+        .interface(lan.vnl(), "ip=10.83.0.1/24")
+        .interface(wan.vnl(), "ip=10.84.0.1/24")
+        .forwarding(true)
+        .build()
+        .unwrap();
+    let www = tmp.join("www");
+    std::fs::create_dir(&www).unwrap();
+    let page: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(www.join("big.bin"), &page).unwrap();
+    let script = format!(
+        "exec python3 -m http.server -d {} 8000 2>/dev/null",
+        www.display()
+    );
+    let lan_vnl = lan.vnl();
+    let mut c = Command::new(FILO);
+    c.args(["ns", "--ip", "10.83.0.10/24", "--gw", "10.83.0.1", &lan_vnl])
+        .args(["--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _server = Polite(Proc::spawn(&mut c));
+    assert!(
+        wait_until(T, || router
+            .ping("10.83.0.10".parse().unwrap(), 1, 56, Duration::from_secs(1))
+            .is_ok()),
+        "the server's namespace did not come up"
+    );
+    let got = tmp.join("got.bin");
+    let script = format!(
+        "for i in 1 2 3 4 5 6 7 8 9 10; do \
+           curl -s -m 20 -o {got} http://10.83.0.10:8000/big.bin && break; sleep 0.5; done; \
+         sha256sum {got} {want}",
+        got = got.display(),
+        want = www.join("big.bin").display()
+    );
+    let (code, out, err) = ns_out(&[
+        "--ip",
+        "10.84.0.10/24",
+        "--gw",
+        "10.84.0.1",
+        &wan.vnl(),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(std::fs::read(&got).unwrap_or_default().len(), page.len());
+    let sums: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(sums.len() == 2 && sums[0] == sums[1], "{out}");
+    let c = router.counters();
+    assert_eq!(c.get(DropReason::TooBig), 0, "{c:?}");
+}

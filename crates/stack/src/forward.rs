@@ -14,6 +14,8 @@ pub use filo_router::{Hook, HookPoint, HookVerdict, PacketMeta};
 use smoltcp::time::Instant;
 use smoltcp::wire::{Ipv4Packet, Ipv6Packet};
 
+use filo_vnl::wire::vnet;
+
 use crate::net::{DropReason, Net, NextHop};
 use crate::wire::{self, ETH_HDR};
 
@@ -112,10 +114,17 @@ enum Error {
 impl Net {
     /// An IP packet that arrived on `ifindex` (checked, trimmed): for the stack itself, or
     /// (forwarding on) routed on toward its destination.
+    #[inline]
     pub(crate) fn input_ip(&mut self, now: Instant, ifindex: usize, p: &[u8]) {
         if !self.forwarding && self.hooks.is_empty() {
             return self.take_ip(now, p);
         }
+        self.input_routed(now, ifindex, p);
+    }
+
+    /// [`Net::input_ip`] for a router or a stack with hooks (kept out of the host's path).
+    #[inline(never)]
+    fn input_routed(&mut self, now: Instant, ifindex: usize, p: &[u8]) {
         if self.hooks.is_empty() {
             return self.route_in(now, ifindex, p);
         }
@@ -139,6 +148,7 @@ impl Net {
         link_local || matches!(self.route(dst), Some(NextHop::Loopback | NextHop::Flood))
     }
 
+    #[inline(never)]
     fn route_in(&mut self, now: Instant, ifindex: usize, p: &[u8]) {
         let local = !self.forwarding || wire::ip_dst(p).is_none_or(|d| self.is_local(&d));
         if !local {
@@ -175,8 +185,10 @@ impl Net {
             }
         };
         let l = &self.links[out];
-        // A TCP super-frame toward a super-frame link is segmented by the switch.
-        if p.len() > l.mtu && !(l.vnet() && wire::is_tcp(p)) {
+        // A TCP super-frame toward a super-frame link is segmented by the switch; toward a
+        // plain link it is segmented here (it came whole from a super-frame link).
+        let segment = p.len() > l.mtu && !l.vnet() && self.links[in_if].vnet() && wire::is_tcp(p);
+        if p.len() > l.mtu && !(l.vnet() && wire::is_tcp(p)) && !segment {
             let dont_fragment = v6 || p[6] & 0x40 != 0;
             if dont_fragment {
                 let mtu = l.mtu;
@@ -205,10 +217,37 @@ impl Net {
             frame.extend_from_slice(&packet);
         }
         self.counters.forwarded += 1;
+        if segment {
+            return self.send_segmented(now, out, frame);
+        }
         self.send_ip(now, frame);
     }
 
+    /// Sends the TCP super-frame in `frame[14..]` as segments that fit link `out`'s MTU.
+    fn send_segmented(&mut self, now: Instant, out: usize, mut frame: Vec<u8>) {
+        let ethertype = if frame[ETH_HDR] >> 4 == 6 {
+            wire::ETHERTYPE_IPV6
+        } else {
+            wire::ETHERTYPE_IPV4
+        };
+        wire::write_eth(&mut frame, [0; 6], [0; 6], ethertype);
+        let hdr = vnet::header_for(&frame, self.links[out].mtu);
+        let mut scratch = Vec::new();
+        let mut segments = Vec::new();
+        let done = vnet::finish(&hdr, &frame, &mut scratch, |seg| {
+            segments.push(seg.to_vec());
+        });
+        if done.is_err() {
+            self.counters.drop(DropReason::TooBig, 1);
+        }
+        self.recycle(frame);
+        for seg in segments {
+            self.send_ip(now, seg);
+        }
+    }
+
     /// The stack's own packet in `frame[14..]` through the OUTPUT and POSTROUTING hooks.
+    #[inline(never)]
     pub(crate) fn output_hooked(&mut self, now: Instant, mut frame: Vec<u8>) {
         let mut packet = frame[ETH_HDR..].to_vec();
         let mut meta = PacketMeta {
