@@ -15,22 +15,12 @@ const WAN_CONF: &str = "ip=10.72.0.2/24,ip=fd72::2/64,mtu=1400";
 
 /// Runs `filo ns ARGS` to completion: (exit code, stdout, stderr).
 fn ns_out(args: &[&str]) -> (i32, String, String) {
-    let mut c = Command::new(FILO);
-    c.arg("ns")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let (status, out, err) = Proc::spawn(&mut c).output(Duration::from_secs(60));
-    (status.code().unwrap_or(-1), out, err)
+    filo_ns_out(FILO, args, Duration::from_secs(60))
 }
 
 /// The client addresses of http.server's access log lines for GET /hello.txt.
 fn requesters(log: &str) -> Vec<&str> {
-    log.lines()
-        .filter(|l| l.contains("GET /hello.txt"))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect()
+    http_requesters(log, "/hello.txt")
 }
 
 fn ns_bg(args: &[&str]) -> Proc {

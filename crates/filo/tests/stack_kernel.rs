@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use filo_stack::Stack;
+use filo_stack::{DropReason, Stack};
 use filo_test_support::*;
 
 const FILO: &str = env!("CARGO_BIN_EXE_filo");
@@ -81,7 +81,7 @@ fn ping_both_ways_between_filo_stack_and_the_kernel() {
     let c = s.counters();
     assert!(c.frames_in > 4 && c.frames_out > 4, "{c:?}");
     assert_eq!(
-        c.dropped_bad_arp + c.dropped_bad_ipv4 + c.dropped_bad_ipv6,
+        c.get(DropReason::BadArp) + c.get(DropReason::BadIpv4) + c.get(DropReason::BadIpv6),
         0,
         "{c:?}"
     );

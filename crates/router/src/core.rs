@@ -852,7 +852,7 @@ impl Router {
                 return self.icmp_v4_error(now, iface, &packet, e);
             }
             let mut frags = Vec::new();
-            if !filo_stack::wire::fragment_ipv4(&packet, mtu, |f| frags.push(f.to_vec())) {
+            if !filo_vnl::wire::ipv4::fragment(&packet, mtu, |f| frags.push(f.to_vec())) {
                 return self.drop(DropReason::Malformed);
             }
             self.ifaces[iface].stats.forwarded += 1;

@@ -4,15 +4,18 @@
 //! an idle process with a thousand stacks sleeps until a frame or a timer arrives.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use filo_vnl::sys::{Epoll, EpollEvent};
-use filo_vnl::FrameBatch;
+use filo_vnl::wire::vnet;
+use filo_vnl::{FrameBatch, Plug};
 use smoltcp::time::Instant;
 
+use crate::net::{DropReason, Net};
 use crate::stack::{Inner, Shared};
 
 const WAKE: u64 = u64::MAX;
@@ -20,6 +23,107 @@ const WAKE: u64 = u64::MAX;
 const CTL: u64 = 1 << 62;
 /// Frames received from one link per service before others get a turn.
 const RX_BUDGET: usize = 256;
+/// Frames sent per system call.
+const SEND_BATCH: usize = 64;
+/// Frames a plug refused for now, kept until it is writable again.
+const BACKLOG: usize = 1024;
+
+/// The I/O half of a link: its plug (none for an unplugged link, or while it is being
+/// reconnected) and the frames the plug refused for now. [`Net`] knows nothing of it.
+#[derive(Default)]
+pub(crate) struct Port {
+    pub plug: Option<Plug>,
+    /// Frames the plug refused with WouldBlock, sent when it becomes writable.
+    pub backlog: VecDeque<Vec<u8>>,
+}
+
+/// Sends frames from the front of `frames` with one system call; returns how many went out.
+/// On a super-frame link each goes behind its virtio-net header, gathered by the kernel
+/// rather than copied here.
+fn send_frames(plug: &mut Plug, mtu: usize, frames: &[Vec<u8>]) -> io::Result<usize> {
+    let n = frames.len().min(SEND_BATCH);
+    if plug.vnet() {
+        let mut hdrs = [[0u8; vnet::HEADER_LEN]; SEND_BATCH];
+        for (h, f) in hdrs.iter_mut().zip(&frames[..n]) {
+            *h = vnet::header_for(f, mtu).emit();
+        }
+        let mut msgs: [[&[u8]; 2]; SEND_BATCH] = [[&[], &[]]; SEND_BATCH];
+        for ((m, h), f) in msgs.iter_mut().zip(&hdrs).zip(&frames[..n]) {
+            *m = [h, f];
+        }
+        plug.send_batch_joined(&msgs[..n])
+    } else {
+        let mut refs: [&[u8]; SEND_BATCH] = [&[]; SEND_BATCH];
+        for (r, f) in refs.iter_mut().zip(&frames[..n]) {
+            *r = f;
+        }
+        plug.send_batch(&refs[..n])
+    }
+}
+
+/// Sends the frames `net` queued on plugged links, in batches (sendmmsg); what a plug refuses
+/// for now waits in its port's backlog. `q` is a scratch vector, left empty. Frames of an
+/// unplugged link stay in `net` (see `Stack::take_captured`).
+pub(crate) fn transmit(net: &mut Net, ports: &mut [Port], q: &mut Vec<Vec<u8>>) {
+    for (i, port) in ports.iter_mut().enumerate() {
+        let Some(plug) = port.plug.as_mut() else {
+            continue;
+        };
+        net.poll_transmit(i, q);
+        if q.is_empty() {
+            continue;
+        }
+        let mtu = net.links[i].mtu;
+        let mut done = 0;
+        // Behind a backlog, frames wait their turn.
+        while port.backlog.is_empty() && done < q.len() {
+            match send_frames(plug, mtu, &q[done..]) {
+                Ok(n) => {
+                    net.counters.frames_out += n as u64;
+                    done += n.max(1);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(link = %net.links[i].name, "send failed: {e}");
+                    net.counters.drop(DropReason::SendError, 1);
+                    done += 1;
+                }
+            }
+        }
+        for f in q.drain(done..) {
+            if port.backlog.len() >= BACKLOG {
+                net.counters.drop(DropReason::TxFull, 1);
+            } else {
+                port.backlog.push_back(f);
+            }
+        }
+        for f in q.drain(..) {
+            net.recycle(f);
+        }
+    }
+}
+
+/// Sends what port `i`'s backlog holds; true when it is empty afterwards.
+fn flush_backlog(net: &mut Net, port: &mut Port, i: usize) -> bool {
+    let Some(plug) = port.plug.as_mut() else {
+        return true;
+    };
+    let mtu = net.links[i].mtu;
+    while let Some(f) = port.backlog.front() {
+        match send_frames(plug, mtu, std::slice::from_ref(f)) {
+            Ok(_) => {
+                net.counters.frames_out += 1;
+                port.backlog.pop_front();
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(_) => {
+                net.counters.drop(DropReason::SendError, 1);
+                port.backlog.pop_front();
+            }
+        }
+    }
+    true
+}
 
 pub(crate) struct DriverShared {
     wake: OwnedFd,
@@ -265,12 +369,8 @@ impl Run {
         let now = Instant::now();
         let inner = &mut *g;
         if std::mem::take(&mut entry.ctl_hit) {
-            for i in 0..inner.net.links.len() {
-                if inner.net.links[i]
-                    .plug
-                    .as_ref()
-                    .is_some_and(|p| p.peer_gone())
-                {
+            for i in 0..inner.ports.len() {
+                if inner.ports[i].plug.as_ref().is_some_and(|p| p.peer_gone()) {
                     lose_link(
                         &sh,
                         entry,
@@ -283,10 +383,10 @@ impl Run {
             }
         }
         // Receive.
-        for i in 0..inner.net.links.len() {
+        for i in 0..inner.ports.len() {
             let mut got = 0;
             while got < RX_BUDGET {
-                let Some(plug) = inner.net.links[i].plug.as_mut() else {
+                let Some(plug) = inner.ports[i].plug.as_mut() else {
                     break;
                 };
                 // Super-frame links need room for 64 KiB frames; that batch is made on first use.
@@ -312,26 +412,26 @@ impl Run {
                     }
                 }
             }
-            if inner.net.links[i]
+            if inner.ports[i]
                 .plug
                 .as_ref()
                 .is_some_and(|p| p.has_pending_input())
             {
                 self.again.push(slot);
             }
-            if !inner.net.links[i].backlog.is_empty() {
-                inner.net.flush(i);
+            if !inner.ports[i].backlog.is_empty() {
+                flush_backlog(&mut inner.net, &mut inner.ports[i], i);
             }
         }
         // Input that produced nothing for smoltcp (a broadcast for someone else, an ARP
         // answered in place) needs no smoltcp turn: a thousand stacks hearing one broadcast
         // cost a thousand receives, not a thousand polls.
-        inner.net.flush_tx();
+        inner.transmit();
         // A DHCP ACK or a router advertisement is consumed below smoltcp but still needs the
         // stack's turn (to apply the lease or the SLAAC address) now, not at the next timer.
         let idle = !force && !inner.net.has_work() && !inner.links_changed;
         if idle {
-            let backlog = inner.net.links.iter().any(|l| !l.backlog.is_empty());
+            let backlog = inner.ports.iter().any(|p| !p.backlog.is_empty());
             if !backlog {
                 return;
             }
@@ -340,8 +440,10 @@ impl Run {
         // (Re)register descriptors of new links.
         if inner.links_changed {
             inner.links_changed = false;
-            for (i, l) in inner.net.links.iter().enumerate() {
-                let Some(p) = l.plug.as_ref() else { continue };
+            for (i, port) in inner.ports.iter().enumerate() {
+                let Some(p) = port.plug.as_ref() else {
+                    continue;
+                };
                 let rfd = p.data_fd().as_raw_fd();
                 let tok = token(slot, i, false);
                 if !entry.fds.iter().any(|(_, t, _)| *t == tok)
@@ -370,11 +472,7 @@ impl Run {
         // Write interest only while a backlog waits.
         for (fd, tok, armed) in entry.fds.iter_mut().filter(|(_, t, _)| t & CTL == 0) {
             let link = ((*tok >> 1) & 0xffff) as usize;
-            let want = inner
-                .net
-                .links
-                .get(link)
-                .is_some_and(|l| !l.backlog.is_empty());
+            let want = inner.ports.get(link).is_some_and(|p| !p.backlog.is_empty());
             if want != *armed {
                 let is_write_tok = *tok & 1 == 1;
                 let read = !is_write_tok;
@@ -407,10 +505,11 @@ fn lose_link(
     i: usize,
     why: &str,
 ) {
-    let l = &mut inner.net.links[i];
-    let Some(plug) = l.plug.take() else {
+    let Some(plug) = inner.ports.get_mut(i).and_then(|p| p.plug.take()) else {
         return;
     };
+    inner.ports[i].backlog.clear();
+    let l = &mut inner.net.links[i];
     let on_link = |t: &u64| (*t >> 1) & 0xffff == i as u64;
     for (fd, _, _) in entry.fds.iter().filter(|(_, t, _)| on_link(t)) {
         epoll.delete(*fd);
@@ -464,7 +563,8 @@ fn reconnect_link(
     let Some(sh) = weak.upgrade() else {
         return;
     };
-    let mut g = sh.lock();
+    let mut guard = sh.lock();
+    let g = &mut *guard;
     let Some(l) = g.net.links.get_mut(i) else {
         return;
     };
@@ -475,15 +575,16 @@ fn reconnect_link(
     match result {
         Ok(plug) => {
             tracing::warn!(stack = %sh.name, link = %l.name, "link back ({})", plug.name());
-            l.plug = Some(plug);
+            l.vnet = plug.vnet();
             l.up = true;
+            g.ports[i].plug = Some(plug);
             g.links_changed = true;
-            drop(g);
+            drop(guard);
             sh.kick();
         }
         Err(e) => {
             let name = l.name.clone();
-            drop(g);
+            drop(guard);
             tracing::warn!(stack = %sh.name, link = %name, "link gone: {e}");
             gone(&sh, &name, &e.to_string());
         }

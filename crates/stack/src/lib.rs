@@ -59,6 +59,7 @@ pub mod config;
 pub use filo_dhcp as dhcp;
 mod dns;
 mod driver;
+pub mod forward;
 mod icmp;
 pub mod net;
 pub mod perf;
@@ -77,7 +78,7 @@ pub mod wire;
 pub use config::{ConfigError, IfaceConfig};
 pub use dns::{ToTarget, RESOLVE_TIMEOUT};
 pub use driver::Driver;
-pub use net::{Cidr, Counters, NextHop, Route};
+pub use net::{Cidr, Counters, DropReason, NextHop, Route};
 pub use raw::RawSocket;
 pub use stack::{
     default_stack, map_if, set_default, set_thread_default, unmap, LinkGoneHook, LinkInfo, Stack,

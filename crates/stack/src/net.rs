@@ -4,15 +4,19 @@
 //! smoltcp sees one `Medium::Ip` device. Packets it emits go to [`Net::output`], which picks an
 //! interface and next hop by longest-prefix match, resolves the neighbour and frames the packet;
 //! frames from plugs go to [`Net::handle_frame`], which answers ARP and NDP itself and queues IP
-//! packets for smoltcp in [`Net::rx`]. Time is an argument: nothing here reads the clock.
+//! packets for smoltcp in [`Net::rx`]. A sans-IO core: frames and time in, frames per link out
+//! ([`Net::poll_transmit`]), which the driver sends on the links' plugs. Nothing here reads the
+//! clock or touches a descriptor.
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use filo_vnl::wire::vnet;
-use filo_vnl::Plug;
 use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol,
+    Ipv4Packet, Ipv6Packet,
+};
 
 use crate::wire::{self, Arp, Mac, Nd, RouterAdvert, ETH_HDR};
 
@@ -100,95 +104,160 @@ pub struct Route {
     pub ifindex: Option<usize>,
 }
 
-/// Why frames and packets were dropped, and how many went through.
+/// Why a frame or packet went nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header (or a virtio-net header on a super-frame link).
+    Short,
+    /// Unicast to another MAC address.
+    OtherHost,
+    /// Received or to be sent on a link that is down (or being reconnected).
+    LinkDown,
+    /// An ethertype other than IPv4, IPv6 and ARP.
+    UnknownEthertype,
+    /// A malformed ARP packet.
+    BadArp,
+    /// A malformed IPv4 packet (or a super-frame whose checksum cannot be completed).
+    BadIpv4,
+    /// A malformed IPv6 packet.
+    BadIpv6,
+    /// A malformed neighbour-discovery message, or one with a hop limit other than 255.
+    BadNd,
+    /// No route to the destination.
+    NoRoute,
+    /// The next hop's link-layer address could not be resolved (or too many waited for it).
+    Unresolved,
+    /// The queue toward smoltcp was full.
+    RxFull,
+    /// The link's transmit backlog was full.
+    TxFull,
+    /// Larger than the link's MTU and not fragmentable.
+    TooBig,
+    /// The plug refused the frame with an error other than "would block".
+    SendError,
+    /// Forwarding: the hop limit (TTL) ran out (answered with ICMP time exceeded).
+    TtlExceeded,
+    /// A hook (the filter, NAT) dropped or rejected the packet.
+    Hook,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 16] = [
+        DropReason::Short,
+        DropReason::OtherHost,
+        DropReason::LinkDown,
+        DropReason::UnknownEthertype,
+        DropReason::BadArp,
+        DropReason::BadIpv4,
+        DropReason::BadIpv6,
+        DropReason::BadNd,
+        DropReason::NoRoute,
+        DropReason::Unresolved,
+        DropReason::RxFull,
+        DropReason::TxFull,
+        DropReason::TooBig,
+        DropReason::SendError,
+        DropReason::TtlExceeded,
+        DropReason::Hook,
+    ];
+
+    /// A stable name for the counter, for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Short => "short",
+            DropReason::OtherHost => "other_host",
+            DropReason::LinkDown => "link_down",
+            DropReason::UnknownEthertype => "unknown_ethertype",
+            DropReason::BadArp => "bad_arp",
+            DropReason::BadIpv4 => "bad_ipv4",
+            DropReason::BadIpv6 => "bad_ipv6",
+            DropReason::BadNd => "bad_nd",
+            DropReason::NoRoute => "no_route",
+            DropReason::Unresolved => "unresolved",
+            DropReason::RxFull => "rx_full",
+            DropReason::TxFull => "tx_full",
+            DropReason::TooBig => "too_big",
+            DropReason::SendError => "send_error",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::Hook => "hook",
+        }
+    }
+}
+
+/// Frames in and out, packets forwarded, and drops by reason.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counters {
     pub frames_in: u64,
     pub frames_out: u64,
-    pub dropped_short: u64,
-    pub dropped_other_host: u64,
-    pub dropped_link_down: u64,
-    pub dropped_unknown_ethertype: u64,
-    pub dropped_bad_arp: u64,
-    pub dropped_bad_ipv4: u64,
-    pub dropped_bad_ipv6: u64,
-    pub dropped_bad_nd: u64,
-    pub dropped_no_route: u64,
-    pub dropped_unresolved: u64,
-    pub dropped_rx_full: u64,
-    pub dropped_tx_full: u64,
-    pub dropped_too_big: u64,
-    pub dropped_send_error: u64,
+    /// IP packets forwarded between the links (see `StackBuilder::forwarding`).
+    pub forwarded: u64,
+    drops: [u64; DropReason::ALL.len()],
 }
 
 impl Counters {
+    /// Drops for one reason.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// Every reason with its count.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().map(|&r| (r, self.get(r)))
+    }
+
     /// Sum of every drop counter.
     pub fn dropped(&self) -> u64 {
-        self.dropped_short
-            + self.dropped_other_host
-            + self.dropped_link_down
-            + self.dropped_unknown_ethertype
-            + self.dropped_bad_arp
-            + self.dropped_bad_ipv4
-            + self.dropped_bad_ipv6
-            + self.dropped_bad_nd
-            + self.dropped_no_route
-            + self.dropped_unresolved
-            + self.dropped_rx_full
-            + self.dropped_tx_full
-            + self.dropped_too_big
-            + self.dropped_send_error
+        self.drops.iter().sum()
+    }
+
+    pub(crate) fn drop(&mut self, reason: DropReason, n: u64) {
+        self.drops[reason as usize] += n;
     }
 }
 
-/// One interface: an Ethernet over a plug.
+/// One interface: an Ethernet link. The plug it runs over is the driver's; this is what the
+/// layer knows of it.
 pub(crate) struct Link {
     pub name: String,
-    pub plug: Option<Plug>,
     pub mac: Mac,
     pub mtu: usize,
     pub up: bool,
     pub addrs: Vec<Cidr>,
-    /// Frames the plug refused with WouldBlock, sent when it becomes writable.
-    pub backlog: VecDeque<Vec<u8>>,
-    /// Frames "sent" on a link without a plug (unit tests look at them).
-    pub captured: Vec<Vec<u8>>,
+    /// Frames carry a virtio-net header (a filo switch agreed): TCP segments up to
+    /// [`GSO_MTU`] travel whole as super-frames, segmented only toward plain peers.
+    pub vnet: bool,
     /// The link's DHCPv4 client, when `dhcp` was configured.
     pub dhcp: Option<filo_dhcp::Client>,
     /// The plug was lost and a thread is opening its VNL again (the link is down meanwhile).
     pub reconnecting: bool,
-    /// Frames of this turn, sent together (sendmmsg) by [`Net::flush_tx`].
-    txq: Vec<Vec<u8>>,
+    /// Frames to send on the link, taken by [`Net::poll_transmit`].
+    tx: Vec<Vec<u8>>,
 }
 
 impl Link {
-    /// Frames carry a virtio-net header (a filo switch agreed): TCP segments up to
-    /// [`GSO_MTU`] travel whole as super-frames, segmented only toward plain peers.
     pub fn vnet(&self) -> bool {
-        self.plug.as_ref().is_some_and(|p| p.vnet())
+        self.vnet
     }
 
-    pub fn new(name: String, plug: Option<Plug>, mac: Mac) -> Link {
+    pub fn new(name: String, mac: Mac) -> Link {
         let ll = wire::link_local(&mac);
         Link {
             name,
             mac,
             mtu: 1500,
-            plug,
             up: true,
             addrs: vec![Cidr {
                 addr: IpAddr::V6(ll),
                 prefix: 64,
             }],
-            backlog: VecDeque::new(),
-            captured: Vec::new(),
+            vnet: false,
             dhcp: None,
             reconnecting: false,
-            txq: Vec::new(),
+            tx: Vec::new(),
         }
     }
 
-    fn first_v4(&self, toward: &IpAddr) -> Option<Ipv4Addr> {
+    pub(crate) fn first_v4(&self, toward: &IpAddr) -> Option<Ipv4Addr> {
         let v4 = self.addrs.iter().filter(|c| c.addr.is_ipv4());
         let best = v4
             .clone()
@@ -200,7 +269,7 @@ impl Link {
         }
     }
 
-    fn link_local(&self) -> Ipv6Addr {
+    pub(crate) fn link_local(&self) -> Ipv6Addr {
         wire::link_local(&self.mac)
     }
 }
@@ -227,33 +296,6 @@ impl Neigh {
     }
 }
 
-/// Frames sent per system call.
-const SEND_BATCH: usize = 64;
-
-/// Sends frames from the front of `frames` with one system call; returns how many went out.
-/// On a super-frame link each goes behind its virtio-net header, gathered by the kernel
-/// rather than copied here.
-fn send_frames(plug: &mut Plug, mtu: usize, frames: &[Vec<u8>]) -> io::Result<usize> {
-    let n = frames.len().min(SEND_BATCH);
-    if plug.vnet() {
-        let mut hdrs = [[0u8; vnet::HEADER_LEN]; SEND_BATCH];
-        for (h, f) in hdrs.iter_mut().zip(&frames[..n]) {
-            *h = vnet::header_for(f, mtu).emit();
-        }
-        let mut msgs: [[&[u8]; 2]; SEND_BATCH] = [[&[], &[]]; SEND_BATCH];
-        for ((m, h), f) in msgs.iter_mut().zip(&hdrs).zip(&frames[..n]) {
-            *m = [h, f];
-        }
-        plug.send_batch_joined(&msgs[..n])
-    } else {
-        let mut refs: [&[u8]; SEND_BATCH] = [&[]; SEND_BATCH];
-        for (r, f) in refs.iter_mut().zip(&frames[..n]) {
-            *r = f;
-        }
-        plug.send_batch(&refs[..n])
-    }
-}
-
 /// smoltcp's clock as the DHCP client's (both count from the Unix epoch here).
 pub(crate) fn to_dhcp_time(t: Instant) -> filo_dhcp::Instant {
     filo_dhcp::Instant::from_millis(t.total_millis().max(0) as u64)
@@ -270,7 +312,8 @@ const NEIGH_RETRY: Duration = Duration::from_millis(1000);
 const NEIGH_TRIES: u8 = 3;
 const NEIGH_PENDING: usize = 16;
 const RX_QUEUE: usize = 4096;
-const BACKLOG: usize = 1024;
+/// Frames a link holds for the driver (more than a turn makes; a link nobody drains fills).
+const TX_QUEUE: usize = 4096;
 const FAILED_FOR: Duration = Duration::from_secs(3);
 
 /// Where an outgoing packet goes.
@@ -303,6 +346,10 @@ pub(crate) struct Net {
     /// TCP loss recovery beneath smoltcp (None when turned off).
     pub recovery: Option<crate::recovery::Recovery>,
     resend: Vec<Vec<u8>>,
+    /// IP packets for others are forwarded between the links (a router), not dropped.
+    pub forwarding: bool,
+    /// Stages packets pass through (a filter, NAT): see [`crate::forward`].
+    pub hooks: crate::forward::Hooks,
 }
 
 impl Net {
@@ -320,6 +367,8 @@ impl Net {
             pool: Vec::new(),
             recovery: crate::recovery::enabled().then(crate::recovery::Recovery::new),
             resend: Vec::new(),
+            forwarding: false,
+            hooks: crate::forward::Hooks::default(),
         }
     }
 
@@ -462,7 +511,8 @@ impl Net {
         self.pool.pop().unwrap_or_default()
     }
 
-    fn recycle(&mut self, mut b: Vec<u8>) {
+    /// Takes back a spent frame buffer, so that the hot path does not allocate.
+    pub fn recycle(&mut self, mut b: Vec<u8>) {
         if self.pool.len() < 256 {
             b.clear();
             self.pool.push(b);
@@ -476,43 +526,15 @@ impl Net {
         !self.rx.is_empty() || !self.dhcp_events.is_empty() || !self.adverts.is_empty()
     }
 
-    /// Sends the frames queued during this turn, in batches.
-    pub fn flush_tx(&mut self) {
-        for i in 0..self.links.len() {
-            if self.links[i].txq.is_empty() {
-                continue;
+    /// The frames to send on link `ifindex`, oldest first, appended to `out`. Spent buffers
+    /// may be given back with [`Net::recycle`].
+    pub fn poll_transmit(&mut self, ifindex: usize, out: &mut Vec<Vec<u8>>) {
+        if let Some(l) = self.links.get_mut(ifindex) {
+            if out.is_empty() {
+                std::mem::swap(out, &mut l.tx);
+            } else {
+                out.append(&mut l.tx);
             }
-            let mut q = std::mem::take(&mut self.links[i].txq);
-            let l = &mut self.links[i];
-            let mut done = 0;
-            if let Some(plug) = l.plug.as_mut() {
-                while done < q.len() {
-                    match send_frames(plug, l.mtu, &q[done..]) {
-                        Ok(n) => {
-                            self.counters.frames_out += n as u64;
-                            done += n.max(1);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            tracing::debug!(link = %l.name, "send failed: {e}");
-                            self.counters.dropped_send_error += 1;
-                            done += 1;
-                        }
-                    }
-                }
-            }
-            let rest: Vec<Vec<u8>> = q.drain(done..).collect();
-            for f in rest {
-                if self.links[i].backlog.len() >= BACKLOG {
-                    self.counters.dropped_tx_full += 1;
-                } else {
-                    self.links[i].backlog.push_back(f);
-                }
-            }
-            for f in q {
-                self.recycle(f);
-            }
-            self.links[i].txq = Vec::new();
         }
     }
 
@@ -527,7 +549,11 @@ impl Net {
                 return;
             }
         }
-        self.send_ip(now, frame);
+        if self.hooks.is_empty() {
+            self.send_ip(now, frame);
+        } else {
+            self.output_hooked(now, frame);
+        }
     }
 
     /// Sends segments the recovery layer wants resent.
@@ -552,15 +578,15 @@ impl Net {
     }
 
     /// Routes and sends the IP packet in `frame[14..]`.
-    fn send_ip(&mut self, now: Instant, mut frame: Vec<u8>) {
+    pub(crate) fn send_ip(&mut self, now: Instant, mut frame: Vec<u8>) {
         let Some(dst) = wire::ip_dst(&frame[ETH_HDR..]) else {
-            self.counters.dropped_no_route += 1;
+            self.counters.drop(DropReason::NoRoute, 1);
             self.scratch = frame;
             return;
         };
         match self.route(&dst) {
             None => {
-                self.counters.dropped_no_route += 1;
+                self.counters.drop(DropReason::NoRoute, 1);
                 self.scratch = frame;
             }
             Some(NextHop::Loopback) => {
@@ -597,7 +623,7 @@ impl Net {
                                 pieces.push(b);
                             });
                         if !split {
-                            self.counters.dropped_too_big += 1;
+                            self.counters.drop(DropReason::TooBig, 1);
                         }
                         self.scratch = frame;
                         for p in pieces {
@@ -636,7 +662,7 @@ impl Net {
                             wire::write_eth(&mut frame, [0; 6], src, ethertype);
                             n.pending.push(frame);
                         } else {
-                            self.counters.dropped_unresolved += 1;
+                            self.counters.drop(DropReason::Unresolved, 1);
                         }
                         if fresh {
                             if let Some(n) = self.neigh.get_mut(&key) {
@@ -711,7 +737,8 @@ impl Net {
         }
         for k in failed {
             if let Some(n) = self.neigh.remove(&k) {
-                self.counters.dropped_unresolved += n.pending.len() as u64;
+                self.counters
+                    .drop(DropReason::Unresolved, n.pending.len() as u64);
             }
             self.failed.insert(k.1, now);
         }
@@ -827,28 +854,18 @@ impl Net {
         }
     }
 
-    /// Sends a frame on a link, keeping it in the backlog if the plug is full.
+    /// Queues a frame for link `ifindex` (see [`Net::poll_transmit`]).
     pub fn send_frame(&mut self, ifindex: usize, frame: Vec<u8>) {
         let l = &mut self.links[ifindex];
-        // A link being reconnected has no plug for now: that is not the unplugged test link.
         if !l.up || l.reconnecting {
-            self.counters.dropped_link_down += 1;
+            self.counters.drop(DropReason::LinkDown, 1);
             return;
         }
-        if l.plug.is_none() {
-            l.captured.push(frame);
-            self.counters.frames_out += 1;
+        if l.tx.len() >= TX_QUEUE {
+            self.counters.drop(DropReason::TxFull, 1);
             return;
         }
-        if !l.backlog.is_empty() {
-            if l.backlog.len() >= BACKLOG {
-                self.counters.dropped_tx_full += 1;
-            } else {
-                l.backlog.push_back(frame);
-            }
-            return;
-        }
-        l.txq.push(frame);
+        l.tx.push(frame);
     }
 
     /// Handles one frame as the link's plug delivered it: with a virtio-net header on a
@@ -859,42 +876,20 @@ impl Net {
             return self.handle_frame(now, ifindex, frame);
         }
         let Ok(hdr) = vnet::Header::parse(frame) else {
-            self.counters.dropped_short += 1;
+            self.counters.drop(DropReason::Short, 1);
             return;
         };
         let frame = &mut frame[vnet::HEADER_LEN..];
         if vnet::complete(&hdr, frame).is_ok() {
             self.handle_frame(now, ifindex, frame);
         } else {
-            self.counters.dropped_bad_ipv4 += 1;
+            self.counters.drop(DropReason::BadIpv4, 1);
         }
-    }
-
-    /// Sends what the link's backlog holds; true when it is empty afterwards.
-    pub fn flush(&mut self, ifindex: usize) -> bool {
-        let l = &mut self.links[ifindex];
-        let Some(plug) = l.plug.as_mut() else {
-            return true;
-        };
-        while let Some(f) = l.backlog.front() {
-            match send_frames(plug, l.mtu, std::slice::from_ref(f)) {
-                Ok(_) => {
-                    self.counters.frames_out += 1;
-                    l.backlog.pop_front();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(_) => {
-                    self.counters.dropped_send_error += 1;
-                    l.backlog.pop_front();
-                }
-            }
-        }
-        true
     }
 
     /// An IP packet for smoltcp: the recovery layer sees it first (ACKs and SACKs of the
     /// stack's own segments), then it is queued.
-    fn take_ip(&mut self, now: Instant, packet: &[u8]) {
+    pub(crate) fn take_ip(&mut self, now: Instant, packet: &[u8]) {
         if let Some(r) = self.recovery.as_mut() {
             r.on_input(now, packet, &mut self.resend);
             self.send_resends(now);
@@ -902,9 +897,9 @@ impl Net {
         self.enqueue_rx(packet);
     }
 
-    fn enqueue_rx(&mut self, packet: &[u8]) {
+    pub(crate) fn enqueue_rx(&mut self, packet: &[u8]) {
         if self.rx.len() >= RX_QUEUE {
-            self.counters.dropped_rx_full += 1;
+            self.counters.drop(DropReason::RxFull, 1);
             return;
         }
         let mut b = self.pool.pop().unwrap_or_default();
@@ -912,34 +907,33 @@ impl Net {
         self.rx.push_back(b);
     }
 
-    /// Handles one received Ethernet frame from link `ifindex`.
+    /// Handles one received Ethernet frame from link `ifindex`: parsed here, once, into
+    /// smoltcp's typed views (Ethernet, ARP, IPv4, IPv6), which the layers above get.
     pub fn handle_frame(&mut self, now: Instant, ifindex: usize, frame: &[u8]) {
         self.counters.frames_in += 1;
         let Some(l) = self.links.get(ifindex) else {
             return;
         };
-        if frame.len() < ETH_HDR {
-            self.counters.dropped_short += 1;
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            self.counters.drop(DropReason::Short, 1);
             return;
-        }
+        };
         if !l.up {
-            self.counters.dropped_link_down += 1;
+            self.counters.drop(DropReason::LinkDown, 1);
             return;
         }
-        let dst = &frame[0..6];
-        if dst != l.mac && !wire::is_multicast_mac(dst) {
-            self.counters.dropped_other_host += 1;
+        let dst = eth.dst_addr();
+        if dst.0 != l.mac && !dst.is_multicast() {
+            self.counters.drop(DropReason::OtherHost, 1);
             return;
         }
-        let mut src_mac = [0u8; 6];
-        src_mac.copy_from_slice(&frame[6..12]);
-        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-        let payload = &frame[ETH_HDR..];
-        match ethertype {
-            wire::ETHERTYPE_ARP => self.handle_arp(now, ifindex, payload),
-            wire::ETHERTYPE_IPV4 => match wire::ipv4_len(payload) {
-                Some(len) => {
-                    let p = &payload[..len];
+        let src_mac = eth.src_addr().0;
+        let payload = eth.payload();
+        match eth.ethertype() {
+            EthernetProtocol::Arp => self.handle_arp(now, ifindex, payload),
+            EthernetProtocol::Ipv4 => match Ipv4Packet::new_checked(payload) {
+                Ok(ip) if ip.version() == 4 => {
+                    let p = &payload[..usize::from(ip.total_len())];
                     let dhcp = self.links[ifindex].dhcp.is_some();
                     match filo_dhcp::dhcp_payload(p).filter(|_| dhcp) {
                         Some(d) => {
@@ -951,67 +945,78 @@ impl Net {
                                 self.dhcp_result(now, ifindex, r);
                             }
                         }
-                        None => self.take_ip(now, p),
+                        None => self.input_ip(now, ifindex, p),
                     }
                 }
-                None => self.counters.dropped_bad_ipv4 += 1,
+                _ => self.counters.drop(DropReason::BadIpv4, 1),
             },
-            wire::ETHERTYPE_IPV6 => match wire::ipv6_len(payload) {
-                Some(len) => {
-                    let p = &payload[..len];
-                    if p[6] == 58 && len > 40 && (133..=137).contains(&p[40]) {
-                        self.handle_nd(now, ifindex, src_mac, p);
+            EthernetProtocol::Ipv6 => match Ipv6Packet::new_checked(payload) {
+                Ok(ip) if ip.version() == 6 => {
+                    let p = &payload[..ip.total_len()];
+                    let ip = Ipv6Packet::new_unchecked(p);
+                    let nd = ip.next_header() == IpProtocol::Icmpv6
+                        && ip
+                            .payload()
+                            .first()
+                            .is_some_and(|t| (133..=137).contains(t));
+                    if nd {
+                        self.handle_nd(now, ifindex, src_mac, &ip);
                     } else {
-                        self.take_ip(now, p);
+                        self.input_ip(now, ifindex, p);
                     }
                 }
-                None => self.counters.dropped_bad_ipv6 += 1,
+                _ => self.counters.drop(DropReason::BadIpv6, 1),
             },
-            _ => self.counters.dropped_unknown_ethertype += 1,
+            _ => self.counters.drop(DropReason::UnknownEthertype, 1),
         }
     }
 
     fn handle_arp(&mut self, now: Instant, ifindex: usize, payload: &[u8]) {
-        let Some(arp) = Arp::parse(payload) else {
-            self.counters.dropped_bad_arp += 1;
+        let parsed = ArpPacket::new_checked(payload).and_then(|p| ArpRepr::parse(&p));
+        let Ok(ArpRepr::EthernetIpv4 {
+            operation: op @ (ArpOperation::Request | ArpOperation::Reply),
+            source_hardware_addr: sha,
+            source_protocol_addr: spa,
+            target_protocol_addr: tpa,
+            ..
+        }) = parsed
+        else {
+            self.counters.drop(DropReason::BadArp, 1);
             return;
         };
         let l = &self.links[ifindex];
-        let for_us = l.addrs.iter().any(|c| c.addr == IpAddr::V4(arp.tpa));
-        if !arp.spa.is_unspecified() {
-            self.learn(now, ifindex, IpAddr::V4(arp.spa), arp.sha, for_us);
+        let for_us = l.addrs.iter().any(|c| c.addr == IpAddr::V4(tpa));
+        if !spa.is_unspecified() {
+            self.learn(now, ifindex, IpAddr::V4(spa), sha.0, for_us);
         }
-        if for_us && arp.op == 1 {
+        if for_us && op == ArpOperation::Request {
             let l = &self.links[ifindex];
             let mut f = vec![0u8; ETH_HDR + wire::ARP_LEN];
-            wire::write_eth(&mut f, arp.sha, l.mac, wire::ETHERTYPE_ARP);
-            Arp {
-                op: 2,
-                sha: l.mac,
-                spa: arp.tpa,
-                tha: arp.sha,
-                tpa: arp.spa,
+            wire::write_eth(&mut f, sha.0, l.mac, wire::ETHERTYPE_ARP);
+            ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Reply,
+                source_hardware_addr: EthernetAddress(l.mac),
+                source_protocol_addr: tpa,
+                target_hardware_addr: sha,
+                target_protocol_addr: spa,
             }
-            .write(&mut f[ETH_HDR..]);
+            .emit(&mut ArpPacket::new_unchecked(&mut f[ETH_HDR..]));
             self.send_frame(ifindex, f);
         }
     }
 
-    fn handle_nd(&mut self, now: Instant, ifindex: usize, src_mac: Mac, p: &[u8]) {
-        let (Some(IpAddr::V6(src)), hop_limit) = (wire::ip_src(p), p[7]) else {
-            self.counters.dropped_bad_nd += 1;
-            return;
-        };
-        if hop_limit != 255 {
-            self.counters.dropped_bad_nd += 1;
+    fn handle_nd(&mut self, now: Instant, ifindex: usize, src_mac: Mac, ip: &Ipv6Packet<&[u8]>) {
+        if ip.hop_limit() != 255 {
+            self.counters.drop(DropReason::BadNd, 1);
             return;
         }
-        let icmp = &p[40..];
+        let src = ip.src_addr();
+        let icmp = ip.payload();
         if icmp[0] == 133 || icmp[0] == 137 {
             return; // router solicitations and redirects: not for a host
         }
         match wire::parse_nd(icmp) {
-            None => self.counters.dropped_bad_nd += 1,
+            None => self.counters.drop(DropReason::BadNd, 1),
             Some(Nd::Solicit { target, lla }) => {
                 let l = &self.links[ifindex];
                 if !l.addrs.iter().any(|c| c.addr == IpAddr::V6(target)) {
@@ -1073,11 +1078,18 @@ mod tests {
 
     fn net() -> Net {
         let mut n = Net::new();
-        let mut l = Link::new("eth0".into(), None, MAC);
+        let mut l = Link::new("eth0".into(), MAC);
         l.addrs.push("10.0.0.1/24".parse().unwrap());
         l.addrs.push("fd00::1/64".parse().unwrap());
         n.links.push(l);
         n
+    }
+
+    /// The frames the layer sent on link 0 since last asked.
+    fn sent(n: &mut Net) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        n.poll_transmit(0, &mut v);
+        v
     }
 
     fn now() -> Instant {
@@ -1129,7 +1141,7 @@ mod tests {
         }
         .write(&mut f[ETH_HDR..]);
         n.handle_frame(now(), 0, &f);
-        let reply = n.links[0].captured.pop().expect("an ARP reply");
+        let reply = sent(&mut n).pop().expect("an ARP reply");
         assert_eq!(&reply[0..6], &PEER);
         let arp = Arp::parse(&reply[ETH_HDR..]).unwrap();
         assert_eq!((arp.op, arp.sha), (2, MAC));
@@ -1139,7 +1151,7 @@ mod tests {
         p[ETH_HDR + 3] = 20;
         p[ETH_HDR + 16..ETH_HDR + 20].copy_from_slice(&[10, 0, 0, 2]);
         n.output(now(), p);
-        let out = n.links[0].captured.pop().unwrap();
+        let out = sent(&mut n).pop().unwrap();
         assert_eq!(&out[0..6], &PEER);
         assert_eq!(u16::from_be_bytes([out[12], out[13]]), wire::ETHERTYPE_IPV4);
     }
@@ -1148,7 +1160,7 @@ mod tests {
     fn an_announcement_names_the_address_as_sender_and_target() {
         let mut n = net();
         n.announce(0, "10.0.0.9".parse().unwrap());
-        let f = n.links[0].captured.pop().expect("an announcement");
+        let f = sent(&mut n).pop().expect("an announcement");
         assert_eq!(&f[0..6], &wire::BROADCAST);
         let arp = Arp::parse(&f[ETH_HDR..]).unwrap();
         assert_eq!((arp.op, arp.sha, arp.tha), (1, MAC, [0; 6]));
@@ -1164,14 +1176,17 @@ mod tests {
         p[ETH_HDR + 3] = 20;
         p[ETH_HDR + 16..ETH_HDR + 20].copy_from_slice(&[10, 0, 0, 77]);
         n.output(now(), p);
-        assert_eq!(n.links[0].captured.len(), 1, "one ARP request");
+        let mut out = Vec::new();
+        n.poll_transmit(0, &mut out);
+        assert_eq!(out.len(), 1, "one ARP request");
         let mut t = now();
         for _ in 0..4 {
             t += Duration::from_millis(1001);
             n.on_timer(t);
         }
-        assert_eq!(n.links[0].captured.len(), 3, "three ARP requests in all");
-        assert_eq!(n.counters.dropped_unresolved, 1);
+        n.poll_transmit(0, &mut out);
+        assert_eq!(out.len(), 3, "three ARP requests in all");
+        assert_eq!(n.counters.get(DropReason::Unresolved), 1);
         assert!(n.unreachable(t, &"10.0.0.77".parse().unwrap()));
     }
 
@@ -1185,10 +1200,7 @@ mod tests {
         let mut f = Vec::new();
         wire::ndp_frame(&mut f, [0x33, 0x33, 0xff, 0, 0, 1], PEER, &src, &dst, &msg);
         n.handle_frame(now(), 0, &f);
-        let na = n.links[0]
-            .captured
-            .pop()
-            .expect("a neighbour advertisement");
+        let na = sent(&mut n).pop().expect("a neighbour advertisement");
         assert_eq!(&na[0..6], &PEER);
         let icmp = &na[ETH_HDR + 40..];
         assert_eq!(icmp[0], 136);
@@ -1219,14 +1231,14 @@ mod tests {
         n.handle_frame(t, 0, &f[..30]);
         let c = n.counters;
         assert_eq!(c.frames_in, 6);
-        assert_eq!(c.dropped_short, 1);
-        assert_eq!(c.dropped_unknown_ethertype, 1);
-        assert_eq!(c.dropped_other_host, 1);
-        assert_eq!(c.dropped_bad_ipv4, 1);
-        assert_eq!(c.dropped_bad_ipv6, 1);
-        assert_eq!(c.dropped_bad_arp, 1);
+        assert_eq!(c.get(DropReason::Short), 1);
+        assert_eq!(c.get(DropReason::UnknownEthertype), 1);
+        assert_eq!(c.get(DropReason::OtherHost), 1);
+        assert_eq!(c.get(DropReason::BadIpv4), 1);
+        assert_eq!(c.get(DropReason::BadIpv6), 1);
+        assert_eq!(c.get(DropReason::BadArp), 1);
         assert!(n.rx.is_empty());
-        assert!(n.links[0].captured.is_empty());
+        assert!(sent(&mut n).is_empty());
     }
 
     #[test]

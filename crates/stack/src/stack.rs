@@ -16,7 +16,8 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpListenEndpoint};
 
 use crate::config::{mac_from_name, ConfigError, IfaceConfig};
-use crate::driver::{Driver, DriverShared};
+use crate::driver::{Driver, DriverShared, Port};
+use crate::forward::{Hook, HookPoint};
 use crate::net::{Cidr, Counters, Link, Net, NextHop, Route};
 use crate::wire::{self, Mac, ETH_HDR};
 use crate::Error;
@@ -90,6 +91,10 @@ pub(crate) struct Inner {
     iface_mtu: usize,
     pub sockets: SocketSet<'static>,
     pub net: Net,
+    /// The links' plugs, by link index (the driver's side of each link).
+    pub ports: Vec<Port>,
+    /// Frames on their way from `net` to the plugs (kept for its capacity).
+    txq: Vec<Vec<u8>>,
     pub listeners: HashMap<usize, ListenerState>,
     next_listener: usize,
     next_port: u16,
@@ -204,6 +209,8 @@ impl Inner {
             iface_mtu,
             sockets: SocketSet::new(Vec::new()),
             net,
+            ports: Vec::new(),
+            txq: Vec::new(),
             listeners: HashMap::new(),
             next_listener: 0,
             next_port: 49152 + (seed() % 16000) as u16,
@@ -526,7 +533,12 @@ impl Inner {
                 break;
             }
         }
-        self.net.flush_tx();
+        self.transmit();
+    }
+
+    /// Sends what the layer queued on the links' plugs.
+    pub fn transmit(&mut self) {
+        crate::driver::transmit(&mut self.net, &mut self.ports, &mut self.txq);
     }
 
     /// Runs a turn on the calling thread (a socket write or read that changed what smoltcp
@@ -535,7 +547,7 @@ impl Inner {
     pub fn process_inline(&mut self) -> bool {
         let now = Instant::now();
         self.process(now);
-        let backlog = self.net.links.iter().any(|l| !l.backlog.is_empty());
+        let backlog = self.ports.iter().any(|p| !p.backlog.is_empty());
         let d = self.next_deadline(now);
         backlog
             || match (d, self.scheduled) {
@@ -596,6 +608,15 @@ pub struct StackBuilder {
     tcp_buffer: usize,
     reconnect: Option<filo_vnl::reconnect::Policy>,
     on_link_gone: Option<LinkGoneHook>,
+    forwarding: bool,
+    hooks: Vec<BuilderHook>,
+}
+
+/// A hook as the builder was given it: made once the links are known.
+enum BuilderHook {
+    Hook(Vec<HookPoint>, Box<dyn Hook>),
+    Filter(String),
+    Masquerade(usize),
 }
 
 impl std::fmt::Debug for StackBuilder {
@@ -664,6 +685,36 @@ impl StackBuilder {
         self
     }
 
+    /// Forwards IP packets for others between the stack's interfaces, as a router does
+    /// (IPv4 and IPv6): longest-prefix routes, hop limit, ICMP time exceeded, unreachable and
+    /// "fragmentation needed" / "packet too big"; no redirects. Off by default.
+    pub fn forwarding(mut self, on: bool) -> Self {
+        self.forwarding = on;
+        self
+    }
+
+    /// Runs `hook` (filo-router's filter, NAT, or one of the program's own) at `points` of
+    /// the stack's packet pipeline, after the hooks given before it.
+    pub fn hook(mut self, points: &[HookPoint], hook: Box<dyn Hook>) -> Self {
+        self.hooks.push(BuilderHook::Hook(points.to_vec(), hook));
+        self
+    }
+
+    /// A packet filter on forwarded packets and on those for the stack itself, with `rules`
+    /// in `filo router --filter`'s language (one a line, interfaces named `vde0`, `vde1`, …);
+    /// changed at run time with [`Stack::hook_command`]`("filter", "add", RULE)`.
+    pub fn filter(mut self, rules: impl Into<String>) -> Self {
+        self.hooks.push(BuilderHook::Filter(rules.into()));
+        self
+    }
+
+    /// IPv4 masquerade on interface `index`: packets forwarded out of it leave from its first
+    /// IPv4 address, with connection tracking for TCP, UDP and ICMP.
+    pub fn masquerade(mut self, index: usize) -> Self {
+        self.hooks.push(BuilderHook::Masquerade(index));
+        self
+    }
+
     /// Receive and send buffer size of each TCP socket (default 128 KiB).
     pub fn tcp_buffer(mut self, bytes: usize) -> Self {
         self.tcp_buffer = bytes.clamp(1024, 1 << 30);
@@ -690,6 +741,42 @@ impl StackBuilder {
         }
         let mut inner = Inner::new();
         inner.tcp_buffer = self.tcp_buffer;
+        inner.net.forwarding = self.forwarding;
+        let names: Vec<String> = (0..self.links.len()).map(|i| format!("vde{i}")).collect();
+        let mut hooks = Vec::new();
+        for h in self.hooks {
+            hooks.push(match h {
+                BuilderHook::Hook(points, hook) => (points, hook),
+                BuilderHook::Filter(rules) => {
+                    let mut f = filo_router::filter::Filter::new(names.clone());
+                    f.load(&rules)
+                        .map_err(|e| Error::BadValue(format!("filter: {e}")))?;
+                    let points = vec![HookPoint::Forward, HookPoint::Input];
+                    (points, Box::new(f) as Box<dyn Hook>)
+                }
+                BuilderHook::Masquerade(i) => {
+                    let addr = confs.get(i).and_then(|c: &IfaceConfig| {
+                        c.addrs.iter().find_map(|a| match a.ip {
+                            IpAddr::V4(v4) => Some(v4),
+                            IpAddr::V6(_) => None,
+                        })
+                    });
+                    let Some(addr) = addr else {
+                        return Err(Error::BadValue(format!(
+                            "masquerade: interface {i} has no IPv4 address to masquerade as"
+                        )));
+                    };
+                    let nat =
+                        filo_router::nat::Masquerade::new(filo_router::nat::Config::new(i, addr));
+                    let points = vec![HookPoint::Prerouting, HookPoint::Postrouting];
+                    (points, Box::new(nat) as Box<dyn Hook>)
+                }
+            });
+        }
+        let now = (Instant::now(), std::time::Instant::now());
+        for (points, hook) in hooks {
+            inner.net.hooks.add(now, &points, hook);
+        }
         // switch:// and hub:// interfaces host a switch from filo-switch.
         filo_switch::register();
         filo_slirp::register();
@@ -747,7 +834,8 @@ fn add_link(inner: &mut Inner, mac_key: &str, i: usize, plug: Option<Plug>, conf
         .as_ref()
         .and_then(Plug::mtu)
         .map(|m| m.clamp(1280, 65000));
-    let mut link = Link::new(format!("vde{i}"), plug, mac);
+    let mut link = Link::new(format!("vde{i}"), mac);
+    link.vnet = plug.as_ref().is_some_and(Plug::vnet);
     if conf.dhcp {
         link.dhcp = Some(filo_dhcp::Client::new(
             mac,
@@ -769,6 +857,10 @@ fn add_link(inner: &mut Inner, mac_key: &str, i: usize, plug: Option<Plug>, conf
         }
     }
     inner.net.links.push(link);
+    inner.ports.push(Port {
+        plug,
+        ..Port::default()
+    });
     for gw in &conf.gateways {
         let unspec = if gw.is_ipv4() {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
@@ -845,6 +937,8 @@ impl Stack {
             tcp_buffer: 128 * 1024,
             reconnect: Some(filo_vnl::reconnect::Policy::default()),
             on_link_gone: None,
+            forwarding: false,
+            hooks: Vec::new(),
         }
     }
 
@@ -1004,19 +1098,50 @@ impl Stack {
         self.lock().dns_servers.clone()
     }
 
+    /// Turns forwarding between the interfaces on or off (see [`StackBuilder::forwarding`]).
+    pub fn set_forwarding(&self, on: bool) {
+        self.lock().net.forwarding = on;
+    }
+
+    /// Adds a hook at run time (see [`StackBuilder::hook`]).
+    pub fn add_hook(&self, points: &[HookPoint], hook: Box<dyn Hook>) {
+        let now = (Instant::now(), std::time::Instant::now());
+        self.lock().net.hooks.add(now, points, hook);
+    }
+
+    /// A command for the first hook called `name` (`filter`: `add RULE`, `del N`; see
+    /// filo-router's hooks); None when there is no such hook or command.
+    pub fn hook_command(
+        &self,
+        name: &str,
+        cmd: &str,
+        args: &str,
+    ) -> Option<Result<Vec<String>, String>> {
+        self.lock().net.hooks.command(name, cmd, args)
+    }
+
+    /// What the hooks called `name` print (a filter's rules with their counters, NAT's
+    /// connections); None when there is none.
+    pub fn hook_print(&self, name: &str) -> Option<Vec<String>> {
+        self.lock().net.hooks.print(name, Instant::now())
+    }
+
     /// Frame counters and drops by reason.
     pub fn counters(&self) -> Counters {
         self.lock().net.counters
     }
 
-    /// Frames "sent" on an unplugged link (tests of the frame path).
+    /// Frames sent on an unplugged link (tests of the frame path): they wait in the link's
+    /// queue, which holds a few thousand, until taken here.
     pub fn take_captured(&self, index: usize) -> Vec<Vec<u8>> {
         let mut g = self.lock();
-        g.net
-            .links
-            .get_mut(index)
-            .map(|l| std::mem::take(&mut l.captured))
-            .unwrap_or_default()
+        if g.ports.get(index).is_none_or(|p| p.plug.is_some()) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        g.net.poll_transmit(index, &mut out);
+        g.net.counters.frames_out += out.len() as u64;
+        out
     }
 
     /// Feeds one frame as if link `index` received it, then runs the stack.

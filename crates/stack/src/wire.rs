@@ -1,7 +1,9 @@
-//! Sans-IO views and builders for the link-layer formats filo's stack handles itself:
+//! Builders (and a few helpers) for the link-layer formats filo's stack handles itself:
 //! Ethernet II, ARP (RFC 826) and the ICMPv6 neighbour-discovery messages (RFC 4861) it needs
-//! (NS, NA, RS, RA). Parsers take byte slices and return `None` for malformed input; builders
-//! write into caller buffers.
+//! (NS, NA, RS, RA). Received frames are parsed at the edge with smoltcp's typed views
+//! (Ethernet, ARP, IPv4, IPv6: see [`crate::net`]); the neighbour-discovery parser stays here
+//! because smoltcp's `NdiscRepr` keeps only one prefix option of a router advertisement.
+//! Parsers return `None` for malformed input; builders write into caller buffers.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -98,30 +100,8 @@ impl Arp {
     }
 }
 
-/// Checks an IPv4 header; returns the packet length (total length) when it is plausible.
-pub fn ipv4_len(p: &[u8]) -> Option<usize> {
-    if p.len() < 20 || p[0] >> 4 != 4 {
-        return None;
-    }
-    let ihl = usize::from(p[0] & 0xf) * 4;
-    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
-    if ihl < 20 || total < ihl || total > p.len() {
-        return None;
-    }
-    Some(total)
-}
-
-/// Checks an IPv6 header; returns the packet length when it is plausible.
-pub fn ipv6_len(p: &[u8]) -> Option<usize> {
-    if p.len() < 40 || p[0] >> 4 != 6 {
-        return None;
-    }
-    let total = 40 + usize::from(u16::from_be_bytes([p[4], p[5]]));
-    if total > p.len() {
-        return None;
-    }
-    Some(total)
-}
+/// IPv4 packet length checks and fragmentation, shared with filo-router.
+pub use filo_vnl::wire::ipv4::fragment as fragment_ipv4;
 
 /// True for an IPv4 or IPv6 packet carrying TCP directly.
 pub fn is_tcp(p: &[u8]) -> bool {
@@ -132,45 +112,6 @@ pub fn is_tcp(p: &[u8]) -> bool {
     }
 }
 
-/// Splits the IPv4 packet `p` into fragments whose IP packets are at most `mtu` bytes
-/// (RFC 791), calling `emit` with each; false when `p` is not a well-formed IPv4 packet.
-/// The sending host fragments its own packets whatever their DF bit says.
-pub fn fragment_ipv4(p: &[u8], mtu: usize, mut emit: impl FnMut(&[u8])) -> bool {
-    let Some(len) = ipv4_len(p) else {
-        return false;
-    };
-    let ihl = usize::from(p[0] & 0x0f) * 4;
-    let step = (mtu.saturating_sub(ihl)) & !7;
-    if step == 0 || ihl > len {
-        return false;
-    }
-    let flags_off = u16::from_be_bytes([p[6], p[7]]);
-    let base = usize::from(flags_off & 0x1fff) * 8;
-    let more_after = flags_off & 0x2000 != 0;
-    let payload = &p[ihl..len];
-    let mut buf = Vec::with_capacity(ihl + step);
-    let mut at = 0;
-    while at < payload.len() {
-        let end = (at + step).min(payload.len());
-        let last = end == payload.len();
-        buf.clear();
-        buf.extend_from_slice(&p[..ihl]);
-        buf.extend_from_slice(&payload[at..end]);
-        let total = (ihl + end - at) as u16;
-        buf[2..4].copy_from_slice(&total.to_be_bytes());
-        let mf = if last && !more_after { 0 } else { 0x2000 };
-        let field = mf | (((base + at) / 8) as u16 & 0x1fff);
-        buf[6..8].copy_from_slice(&field.to_be_bytes());
-        buf[10] = 0;
-        buf[11] = 0;
-        let c = fold(sum16(0, &buf[..ihl]));
-        buf[10..12].copy_from_slice(&c.to_be_bytes());
-        emit(&buf);
-        at = end;
-    }
-    true
-}
-
 /// Destination address of an IP packet whose header was checked.
 pub fn ip_dst(p: &[u8]) -> Option<IpAddr> {
     match p.first()? >> 4 {
@@ -178,19 +119,6 @@ pub fn ip_dst(p: &[u8]) -> Option<IpAddr> {
         6 if p.len() >= 40 => {
             let mut o = [0u8; 16];
             o.copy_from_slice(&p[24..40]);
-            Some(IpAddr::V6(Ipv6Addr::from(o)))
-        }
-        _ => None,
-    }
-}
-
-/// Source address of an IP packet.
-pub fn ip_src(p: &[u8]) -> Option<IpAddr> {
-    match p.first()? >> 4 {
-        4 if p.len() >= 20 => Some(IpAddr::V4(Ipv4Addr::new(p[12], p[13], p[14], p[15]))),
-        6 if p.len() >= 40 => {
-            let mut o = [0u8; 16];
-            o.copy_from_slice(&p[8..24]);
             Some(IpAddr::V6(Ipv6Addr::from(o)))
         }
         _ => None,

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use filo_stack::{wire, Stack};
+use filo_stack::{wire, DropReason, Stack};
 
 const B_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
 
@@ -105,7 +105,7 @@ fn mutated_and_truncated_frames_are_dropped_or_handled_never_panic() {
     assert_eq!(c.frames_in - before, n as u64, "every frame is counted");
     assert!(c.dropped() > 0, "some of the damage was noticed: {c:?}");
     assert!(
-        c.dropped_short > 0 && c.dropped_unknown_ethertype > 0,
+        c.get(DropReason::Short) > 0 && c.get(DropReason::UnknownEthertype) > 0,
         "{c:?}"
     );
     // Still alive: an ARP request for B's address gets an answer.

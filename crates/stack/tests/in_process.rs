@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
-use filo_stack::{cable, Stack};
+use filo_stack::{cable, DropReason, Stack};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -170,9 +170,9 @@ fn malformed_frames_on_a_live_stack_are_counted_and_harmless() {
     s.inject_frame(0, &f);
     let c = s.counters();
     assert_eq!(c.frames_in - before.frames_in, 3);
-    assert_eq!(c.dropped_short, 1);
-    assert_eq!(c.dropped_bad_ipv4, 1);
-    assert_eq!(c.dropped_unknown_ethertype, 1);
+    assert_eq!(c.get(DropReason::Short), 1);
+    assert_eq!(c.get(DropReason::BadIpv4), 1);
+    assert_eq!(c.get(DropReason::UnknownEthertype), 1);
     let _: SocketAddr = "10.1.0.1:1".parse().unwrap();
 }
 

@@ -99,6 +99,27 @@ pub fn as_nobody(program: &Path) -> Command {
     c
 }
 
+/// Runs `FILO ns ARGS` to completion (at most `timeout`): (exit code, stdout, stderr).
+pub fn filo_ns_out(filo: &str, args: &[&str], timeout: Duration) -> (i32, String, String) {
+    let mut c = Command::new(filo);
+    c.arg("ns")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (status, out, err) = Proc::spawn(&mut c).output(timeout);
+    (status.code().unwrap_or(-1), out, err)
+}
+
+/// The client addresses of python http.server's access log lines for `GET PATH`.
+pub fn http_requesters<'a>(log: &'a str, path: &str) -> Vec<&'a str> {
+    let get = format!("GET {path}");
+    log.lines()
+        .filter(|l| l.contains(&get))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
+}
+
 /// Processes (other than this one) whose command line mentions `path`: a lab's processes
 /// name its state directory.
 pub fn processes_mentioning(path: &Path) -> Vec<String> {

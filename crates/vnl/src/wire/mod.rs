@@ -2,6 +2,7 @@
 //! copying, build into caller buffers, reject malformed input with a typed error.
 
 pub mod checksum;
+pub mod ipv4;
 pub mod partial;
 pub mod stream;
 pub mod train;

@@ -1,0 +1,476 @@
+//! Forwarding between a stack's links, and the hook pipeline packets pass through, in the
+//! spirit of netfilter's and LWIPv6's: PREROUTING (every IP packet that arrived), INPUT (those
+//! for the stack itself), FORWARD (those for others), OUTPUT (the stack's own, before routing)
+//! and POSTROUTING (every packet about to leave, after routing). filo-router's [`Hook`]s (its
+//! packet filter and NAT) plug in as they are, and the ICMP errors sent here are its own.
+//!
+//! With no hook and forwarding off, a packet goes straight to smoltcp as before: the host's
+//! hot path pays one test.
+
+use std::net::IpAddr;
+
+use filo_router::icmp::{self, V4Error, V6Error};
+pub use filo_router::{Hook, HookPoint, HookVerdict, PacketMeta};
+use smoltcp::time::Instant;
+use smoltcp::wire::{Ipv4Packet, Ipv6Packet};
+
+use filo_vnl::wire::vnet;
+
+use crate::net::{DropReason, Net, NextHop};
+use crate::wire::{self, ETH_HDR};
+
+/// The hooks of a stack, each with the points it runs at, in the order they were added.
+#[derive(Default)]
+pub struct Hooks {
+    list: Vec<(Vec<HookPoint>, Box<dyn Hook>)>,
+    /// One moment on smoltcp's clock and on std's (hooks count time on std's); set by the
+    /// caller of [`Hooks::add`], so that nothing here reads a clock.
+    epoch: Option<(Instant, std::time::Instant)>,
+}
+
+impl Hooks {
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Runs `hook` at each of `points`, after the hooks already there. `now` is the same
+    /// moment on both clocks.
+    pub fn add(
+        &mut self,
+        now: (Instant, std::time::Instant),
+        points: &[HookPoint],
+        hook: Box<dyn Hook>,
+    ) {
+        self.epoch.get_or_insert(now);
+        self.list.push((points.to_vec(), hook));
+    }
+
+    /// Runs a command (`add`, `del`, …) on the first hook called `name`; None when there is
+    /// no such hook or it has no such command.
+    pub fn command(
+        &mut self,
+        name: &str,
+        cmd: &str,
+        args: &str,
+    ) -> Option<Result<Vec<String>, String>> {
+        self.list
+            .iter_mut()
+            .find(|(_, h)| h.name() == name)
+            .and_then(|(_, h)| h.command(cmd, args))
+    }
+
+    /// What the hooks called `name` print (their tables, their counters).
+    pub fn print(&self, name: &str, now: Instant) -> Option<Vec<String>> {
+        let t = self.std_time(now);
+        let mut found = None;
+        for (_, h) in self.list.iter().filter(|(_, h)| h.name() == name) {
+            found.get_or_insert_with(Vec::new).extend(h.print(t));
+        }
+        found
+    }
+
+    fn std_time(&self, now: Instant) -> std::time::Instant {
+        let Some((smol, std)) = self.epoch else {
+            // No hook yet, so no hook will see this.
+            return std::time::Instant::now();
+        };
+        let d = std::time::Duration::from_micros((now - smol).total_micros());
+        if now >= smol {
+            std + d
+        } else {
+            std.checked_sub(d).unwrap_or(std)
+        }
+    }
+
+    fn run(
+        &mut self,
+        now: Instant,
+        point: HookPoint,
+        meta: &PacketMeta,
+        packet: &mut Vec<u8>,
+    ) -> HookVerdict {
+        let t = self.std_time(now);
+        for (at, h) in self.list.iter_mut() {
+            if at.contains(&point) {
+                let v = h.hook(t, point, meta, packet);
+                if v != HookVerdict::Accept {
+                    return v;
+                }
+            }
+        }
+        HookVerdict::Accept
+    }
+}
+
+/// An ICMP error about a packet that could not be forwarded.
+#[derive(Debug, Clone, Copy)]
+enum Error {
+    TimeExceeded,
+    Unreachable,
+    TooBig(usize),
+    Prohibited,
+}
+
+impl Net {
+    /// An IP packet that arrived on `ifindex` (checked, trimmed): for the stack itself, or
+    /// (forwarding on) routed on toward its destination.
+    #[inline]
+    pub(crate) fn input_ip(&mut self, now: Instant, ifindex: usize, p: &[u8]) {
+        if !self.forwarding && self.hooks.is_empty() {
+            return self.take_ip(now, p);
+        }
+        self.input_routed(now, ifindex, p);
+    }
+
+    /// [`Net::input_ip`] for a router or a stack with hooks (kept out of the host's path).
+    #[inline(never)]
+    fn input_routed(&mut self, now: Instant, ifindex: usize, p: &[u8]) {
+        if self.hooks.is_empty() {
+            return self.route_in(now, ifindex, p);
+        }
+        let mut packet = p.to_vec();
+        let meta = PacketMeta {
+            in_iface: Some(ifindex),
+            out_iface: None,
+        };
+        if self.hooked(now, HookPoint::Prerouting, &meta, &mut packet) {
+            self.route_in(now, ifindex, &packet);
+        }
+    }
+
+    /// True when a packet to `dst` is the stack's to take (its own address, a multicast or
+    /// broadcast, a link-local address: never forwarded).
+    fn is_local(&self, dst: &IpAddr) -> bool {
+        let link_local = match dst {
+            IpAddr::V4(a) => a.is_link_local() || a.is_unspecified(),
+            IpAddr::V6(a) => a.is_unicast_link_local() || a.is_unspecified(),
+        };
+        link_local || matches!(self.route(dst), Some(NextHop::Loopback | NextHop::Flood))
+    }
+
+    #[inline(never)]
+    fn route_in(&mut self, now: Instant, ifindex: usize, p: &[u8]) {
+        let local = !self.forwarding || wire::ip_dst(p).is_none_or(|d| self.is_local(&d));
+        if !local {
+            return self.forward(now, ifindex, p);
+        }
+        if self.hooks.is_empty() {
+            return self.take_ip(now, p);
+        }
+        let mut packet = p.to_vec();
+        let meta = PacketMeta {
+            in_iface: Some(ifindex),
+            out_iface: None,
+        };
+        if self.hooked(now, HookPoint::Input, &meta, &mut packet) {
+            self.take_ip(now, &packet);
+        }
+    }
+
+    /// Forwards packet `p` that came in on `in_if`: hop limit, route, MTU, the FORWARD and
+    /// POSTROUTING hooks, then out (RFC 1812 §5.2, RFC 8200 §3). What cannot go on is answered
+    /// with the router's ICMP errors and counted.
+    fn forward(&mut self, now: Instant, in_if: usize, p: &[u8]) {
+        let v6 = p[0] >> 4 == 6;
+        let hop_limit = if v6 { p[7] } else { p[8] };
+        if hop_limit <= 1 {
+            self.counters.drop(DropReason::TtlExceeded, 1);
+            return self.icmp_error(now, in_if, p, Error::TimeExceeded);
+        }
+        let out = match wire::ip_dst(p).and_then(|d| self.route(&d)) {
+            Some(NextHop::Link { ifindex, .. }) => ifindex,
+            _ => {
+                self.counters.drop(DropReason::NoRoute, 1);
+                return self.icmp_error(now, in_if, p, Error::Unreachable);
+            }
+        };
+        let l = &self.links[out];
+        // A TCP super-frame toward a super-frame link is segmented by the switch; toward a
+        // plain link it is segmented here (it came whole from a super-frame link).
+        let segment = p.len() > l.mtu && !l.vnet() && self.links[in_if].vnet() && wire::is_tcp(p);
+        if p.len() > l.mtu && !(l.vnet() && wire::is_tcp(p)) && !segment {
+            let dont_fragment = v6 || p[6] & 0x40 != 0;
+            if dont_fragment {
+                let mtu = l.mtu;
+                self.counters.drop(DropReason::TooBig, 1);
+                return self.icmp_error(now, in_if, p, Error::TooBig(mtu));
+            }
+        }
+        let mut frame = self.take_frame_buf();
+        frame.clear();
+        frame.resize(ETH_HDR, 0);
+        if self.hooks.is_empty() {
+            frame.extend_from_slice(p);
+            decrement_hop_limit(&mut frame[ETH_HDR..]);
+        } else {
+            let mut packet = p.to_vec();
+            decrement_hop_limit(&mut packet);
+            let meta = PacketMeta {
+                in_iface: Some(in_if),
+                out_iface: Some(out),
+            };
+            if !self.hooked(now, HookPoint::Forward, &meta, &mut packet)
+                || !self.hooked(now, HookPoint::Postrouting, &meta, &mut packet)
+            {
+                return self.recycle(frame);
+            }
+            frame.extend_from_slice(&packet);
+        }
+        self.counters.forwarded += 1;
+        if segment {
+            return self.send_segmented(now, out, frame);
+        }
+        self.send_ip(now, frame);
+    }
+
+    /// Sends the TCP super-frame in `frame[14..]` as segments that fit link `out`'s MTU.
+    fn send_segmented(&mut self, now: Instant, out: usize, mut frame: Vec<u8>) {
+        let ethertype = if frame[ETH_HDR] >> 4 == 6 {
+            wire::ETHERTYPE_IPV6
+        } else {
+            wire::ETHERTYPE_IPV4
+        };
+        wire::write_eth(&mut frame, [0; 6], [0; 6], ethertype);
+        let hdr = vnet::header_for(&frame, self.links[out].mtu);
+        let mut scratch = Vec::new();
+        let mut segments = Vec::new();
+        let done = vnet::finish(&hdr, &frame, &mut scratch, |seg| {
+            segments.push(seg.to_vec());
+        });
+        if done.is_err() {
+            self.counters.drop(DropReason::TooBig, 1);
+        }
+        self.recycle(frame);
+        for seg in segments {
+            self.send_ip(now, seg);
+        }
+    }
+
+    /// The stack's own packet in `frame[14..]` through the OUTPUT and POSTROUTING hooks.
+    #[inline(never)]
+    pub(crate) fn output_hooked(&mut self, now: Instant, mut frame: Vec<u8>) {
+        let mut packet = frame[ETH_HDR..].to_vec();
+        let mut meta = PacketMeta {
+            in_iface: None,
+            out_iface: None,
+        };
+        if !self.hooked(now, HookPoint::Output, &meta, &mut packet) {
+            return self.recycle(frame);
+        }
+        meta.out_iface = match wire::ip_dst(&packet).and_then(|d| self.route(&d)) {
+            Some(NextHop::Link { ifindex, .. }) => Some(ifindex),
+            _ => None,
+        };
+        if !self.hooked(now, HookPoint::Postrouting, &meta, &mut packet) {
+            return self.recycle(frame);
+        }
+        frame.truncate(ETH_HDR);
+        frame.extend_from_slice(&packet);
+        self.send_ip(now, frame);
+    }
+
+    /// Runs the hooks of `point`; false when one dropped or rejected the packet (counted; a
+    /// rejected packet that came in on a link is answered with a TCP reset or an ICMP
+    /// "administratively prohibited").
+    fn hooked(
+        &mut self,
+        now: Instant,
+        point: HookPoint,
+        meta: &PacketMeta,
+        packet: &mut Vec<u8>,
+    ) -> bool {
+        let verdict = self.hooks.run(now, point, meta, packet);
+        if verdict == HookVerdict::Accept {
+            return true;
+        }
+        self.counters.drop(DropReason::Hook, 1);
+        if let (HookVerdict::Reject, Some(in_if)) = (verdict, meta.in_iface) {
+            match icmp::tcp_reset(packet) {
+                Some((rst, _)) => self.send_packet(now, &rst),
+                None => self.icmp_error(now, in_if, packet, Error::Prohibited),
+            }
+        }
+        false
+    }
+
+    /// Sends the ICMP error `e` about `p` (which came in on `in_if`) back to its source, from
+    /// an address of `in_if` (so that tracepath names the hop), when RFC 1812 / RFC 4443 allow
+    /// an error about it.
+    fn icmp_error(&mut self, now: Instant, in_if: usize, p: &[u8], e: Error) {
+        let reply = if p[0] >> 4 == 6 {
+            let ip = Ipv6Packet::new_unchecked(p);
+            if !icmp::v6_may_answer(&ip) {
+                return;
+            }
+            let src = match self.source_for(&IpAddr::V6(ip.src_addr())) {
+                Some(IpAddr::V6(a)) => a,
+                _ => self.links[in_if].link_local(),
+            };
+            let e = match e {
+                Error::TimeExceeded => V6Error::HOP_LIMIT_EXCEEDED,
+                Error::Unreachable => V6Error::NO_ROUTE,
+                Error::TooBig(mtu) => V6Error::too_big(mtu as u32),
+                Error::Prohibited => V6Error::ADMIN_PROHIBITED,
+            };
+            icmp::v6_error(src, &ip, e)
+        } else {
+            let ip = Ipv4Packet::new_unchecked(p);
+            if !icmp::v4_may_answer(&ip) {
+                return;
+            }
+            let to = IpAddr::V4(ip.src_addr());
+            let src = self.links[in_if]
+                .first_v4(&to)
+                .or_else(|| self.links.iter().find_map(|l| l.first_v4(&to)));
+            let Some(src) = src else { return };
+            let e = match e {
+                Error::TimeExceeded => V4Error::TTL_EXCEEDED,
+                Error::Unreachable => V4Error::NET_UNREACHABLE,
+                Error::TooBig(mtu) => V4Error::frag_needed(mtu.min(0xffff) as u16),
+                Error::Prohibited => V4Error::ADMIN_PROHIBITED,
+            };
+            icmp::v4_error(src, &ip, e)
+        };
+        self.send_packet(now, &reply);
+    }
+
+    /// Routes and sends an IP packet the stack wrote itself (an ICMP error, a reset).
+    fn send_packet(&mut self, now: Instant, packet: &[u8]) {
+        let mut frame = self.take_frame_buf();
+        frame.clear();
+        frame.resize(ETH_HDR, 0);
+        frame.extend_from_slice(packet);
+        self.send_ip(now, frame);
+    }
+}
+
+/// One hop less, with the IPv4 header checksum made again.
+fn decrement_hop_limit(p: &mut [u8]) {
+    if p[0] >> 4 == 6 {
+        p[7] -= 1;
+    } else {
+        p[8] -= 1;
+        Ipv4Packet::new_unchecked(p).fill_checksum();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::Link;
+    use crate::wire::{Arp, Mac};
+
+    const A: Mac = [2, 0, 0, 0, 0, 1];
+    const B: Mac = [2, 0, 0, 0, 0, 2];
+    const PEER: Mac = [2, 0, 0, 0, 0, 9];
+
+    /// A router between 10.1.0.0/24 (link 0) and 10.2.0.0/24 (link 1).
+    fn router() -> Net {
+        let mut n = Net::new();
+        for (name, mac, cidr) in [("vde0", A, "10.1.0.1/24"), ("vde1", B, "10.2.0.1/24")] {
+            let mut l = Link::new(name.into(), mac);
+            l.addrs.push(cidr.parse().unwrap());
+            n.links.push(l);
+        }
+        n.forwarding = true;
+        n
+    }
+
+    fn now() -> Instant {
+        Instant::from_millis(1000)
+    }
+
+    /// An Ethernet frame to `to` carrying an IPv4/UDP packet from `src` to `dst`.
+    fn udp(to: Mac, src: [u8; 4], dst: [u8; 4], ttl: u8, len: usize) -> Vec<u8> {
+        let mut f = vec![0u8; ETH_HDR + len];
+        wire::write_eth(&mut f, to, PEER, wire::ETHERTYPE_IPV4);
+        let p = &mut f[ETH_HDR..];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        p[6] = 0x40; // don't fragment
+        p[8] = ttl;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        Ipv4Packet::new_unchecked(&mut p[..]).fill_checksum();
+        f
+    }
+
+    fn sent(n: &mut Net, link: usize) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        n.poll_transmit(link, &mut v);
+        v
+    }
+
+    /// Teaches `n` that `ip` is at PEER on `link` (an ARP reply).
+    fn arp_reply(n: &mut Net, link: usize, mac: Mac, ip: [u8; 4], me: [u8; 4]) {
+        let mut f = vec![0u8; ETH_HDR + wire::ARP_LEN];
+        wire::write_eth(&mut f, mac, PEER, wire::ETHERTYPE_ARP);
+        Arp {
+            op: 2,
+            sha: PEER,
+            spa: ip.into(),
+            tha: mac,
+            tpa: me.into(),
+        }
+        .write(&mut f[ETH_HDR..]);
+        n.handle_frame(now(), link, &f);
+    }
+
+    #[test]
+    fn a_packet_for_the_other_subnet_goes_out_there_one_hop_older() {
+        let mut n = router();
+        n.handle_frame(now(), 0, &udp(A, [10, 1, 0, 5], [10, 2, 0, 7], 64, 60));
+        assert!(n.rx.is_empty(), "not for the stack itself");
+        let arp = sent(&mut n, 1);
+        assert_eq!(arp.len(), 1, "an ARP request for 10.2.0.7 on link 1");
+        arp_reply(&mut n, 1, B, [10, 2, 0, 7], [10, 2, 0, 1]);
+        let out = sent(&mut n, 1);
+        assert_eq!(out.len(), 1);
+        let p = Ipv4Packet::new_checked(&out[0][ETH_HDR..]).unwrap();
+        assert_eq!((p.hop_limit(), p.verify_checksum()), (63, true));
+        assert_eq!(&out[0][0..6], &PEER);
+        assert_eq!(n.counters.forwarded, 1);
+        // Off, the same packet is the stack's (smoltcp drops what is not its own).
+        n.forwarding = false;
+        n.handle_frame(now(), 0, &udp(A, [10, 1, 0, 5], [10, 2, 0, 7], 64, 60));
+        assert_eq!(n.rx.len(), 1);
+        assert!(sent(&mut n, 1).is_empty());
+    }
+
+    #[test]
+    fn ttl_one_no_route_and_too_big_are_answered_with_icmp_errors_and_counted() {
+        let mut n = router();
+        arp_reply(&mut n, 0, A, [10, 1, 0, 5], [10, 1, 0, 1]);
+        let _ = sent(&mut n, 0);
+        n.links[1].mtu = 1280;
+        let cases = [
+            (udp(A, [10, 1, 0, 5], [10, 2, 0, 7], 1, 60), 11, 0),
+            (udp(A, [10, 1, 0, 5], [192, 0, 2, 1], 64, 60), 3, 0),
+            (udp(A, [10, 1, 0, 5], [10, 2, 0, 7], 64, 1400), 3, 4),
+        ];
+        for (f, ty, code) in cases {
+            n.handle_frame(now(), 0, &f);
+            let out = sent(&mut n, 0);
+            assert_eq!(out.len(), 1, "one ICMP error back on link 0");
+            let ip = Ipv4Packet::new_checked(&out[0][ETH_HDR..]).unwrap();
+            assert_eq!(ip.src_addr(), std::net::Ipv4Addr::new(10, 1, 0, 1));
+            assert_eq!(ip.dst_addr(), std::net::Ipv4Addr::new(10, 1, 0, 5));
+            assert_eq!((ip.payload()[0], ip.payload()[1]), (ty, code));
+            if code == 4 {
+                assert_eq!(&ip.payload()[6..8], &1280u16.to_be_bytes(), "next-hop MTU");
+            }
+        }
+        assert!(sent(&mut n, 1).is_empty(), "nothing went on");
+        let c = n.counters;
+        assert_eq!(
+            (
+                c.get(DropReason::TtlExceeded),
+                c.get(DropReason::NoRoute),
+                c.get(DropReason::TooBig)
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(c.forwarded, 0);
+    }
+}
