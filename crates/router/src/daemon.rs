@@ -22,6 +22,8 @@ use crate::core::Router;
 /// Frames waiting per plug that would block.
 const BACKLOG: usize = 1024;
 const BATCH: usize = 64;
+/// Super-frames received at once (64 KiB buffers each).
+const BIG_BATCH: usize = 16;
 
 /// Why the daemon stopped.
 #[derive(Debug)]
@@ -41,6 +43,8 @@ pub struct Daemon {
     mgmt: Option<(UnixListener, PathBuf)>,
     conns: Vec<Conn<()>>,
     batch: FrameBatch,
+    /// For plugs with the `+vnet` framing: room for 64 KiB super-frames.
+    big_batch: Option<FrameBatch>,
     stats: DriverStats,
     /// Lease files by interface, with what was last written to each.
     lease_files: Vec<(usize, PathBuf, String)>,
@@ -59,7 +63,7 @@ fn unix_now() -> u64 {
 impl Daemon {
     /// `plugs[i]` is interface `i` of `router`.
     pub fn new(
-        router: Router,
+        mut router: Router,
         plugs: Vec<Plug>,
         mgmt: Option<(PathBuf, u32)>,
     ) -> io::Result<Daemon> {
@@ -67,6 +71,11 @@ impl Daemon {
             Some((path, mode)) => Some((filo_vnl::mgmt::listen(&path, mode)?, path)),
             None => None,
         };
+        for (i, p) in plugs.iter().enumerate() {
+            router
+                .set_vnet(i, p.vnet())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        }
         Ok(Daemon {
             router,
             backlog: plugs.iter().map(|_| VecDeque::new()).collect(),
@@ -74,6 +83,7 @@ impl Daemon {
             mgmt,
             conns: Vec::new(),
             batch: FrameBatch::new(BATCH),
+            big_batch: None,
             stats: DriverStats::default(),
             lease_files: Vec::new(),
             next_lease_save: Instant::now(),
@@ -224,12 +234,20 @@ impl Daemon {
 
     fn read_plug(&mut self, i: usize, now: Instant) -> Option<End> {
         for _ in 0..4 {
-            match self.plugs[i].recv_batch(&mut self.batch) {
+            let vnet = self.plugs[i].vnet();
+            let batch = if vnet {
+                self.big_batch.get_or_insert_with(|| {
+                    FrameBatch::with_frame_size(BIG_BATCH, filo_vnl::plug::VNET_FRAME_BUF)
+                })
+            } else {
+                &mut self.batch
+            };
+            match self.plugs[i].recv_batch(batch) {
                 Ok(k) => {
-                    for f in self.batch.frames() {
+                    for f in batch.frames() {
                         self.router.handle_frame(now, i, f);
                     }
-                    if k < BATCH {
+                    if k < if vnet { BIG_BATCH } else { BATCH } {
                         return None;
                     }
                 }
