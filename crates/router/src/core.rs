@@ -239,6 +239,9 @@ pub struct IfaceStats {
     pub rx_frames: u64,
     pub tx_frames: u64,
     pub forwarded: u64,
+    /// TCP super-frames (GSO) received, and sent as they are (see [`Router::set_vnet`]).
+    pub super_rx: u64,
+    pub super_tx: u64,
 }
 
 struct Iface {
@@ -682,6 +685,9 @@ impl Router {
         }
         let ip = frame.get(ETHERNET_HEADER..).unwrap_or(&[]);
         if let Some(off) = Offload::new(hdr, ip) {
+            if off.is_gso() {
+                i.stats.super_rx += 1;
+            }
             return self.handle_ethernet(now, iface, frame, Some(off));
         }
         // Something not carried through as it is: ordinary frames at once.
@@ -1002,6 +1008,9 @@ impl Router {
         repr.emit(&mut EthernetFrame::new_unchecked(&mut packet[at..]));
         match off {
             Some(o) if vnet => {
+                if o.is_gso() {
+                    self.ifaces[iface].stats.super_tx += 1;
+                }
                 packet[..at].copy_from_slice(&o.hdr.emit());
                 self.out.push_back((iface, packet));
             }
