@@ -19,8 +19,10 @@ use filo_vnl::{FrameBatch, Plug};
 use crate::console::{self, DriverStats, Effect};
 use crate::core::Router;
 
-/// Frames waiting per plug that would block.
+/// Frames waiting per plug that would block, and their bytes at most (super-frames are up to
+/// 64 KiB each).
 const BACKLOG: usize = 1024;
+const BACKLOG_BYTES: usize = 4 << 20;
 const BATCH: usize = 64;
 /// Super-frames received at once (64 KiB buffers each).
 const BIG_BATCH: usize = 16;
@@ -40,6 +42,7 @@ pub struct Daemon {
     router: Router,
     plugs: Vec<Plug>,
     backlog: Vec<VecDeque<Vec<u8>>>,
+    backlog_bytes: Vec<usize>,
     mgmt: Option<(UnixListener, PathBuf)>,
     conns: Vec<Conn<()>>,
     batch: FrameBatch,
@@ -79,6 +82,7 @@ impl Daemon {
         Ok(Daemon {
             router,
             backlog: plugs.iter().map(|_| VecDeque::new()).collect(),
+            backlog_bytes: vec![0; plugs.len()],
             plugs,
             mgmt,
             conns: Vec::new(),
@@ -285,12 +289,21 @@ impl Daemon {
                 }
             }
             for f in frames.into_iter().skip(sent) {
-                if self.backlog[i].len() >= BACKLOG {
+                if self.backlog[i].len() >= BACKLOG
+                    || self.backlog_bytes[i] + f.len() > BACKLOG_BYTES
+                {
                     self.stats.tx_dropped += 1;
                 } else {
+                    self.backlog_bytes[i] += f.len();
                     self.backlog[i].push_back(f);
                 }
             }
+        }
+    }
+
+    fn pop_backlog(&mut self, i: usize) {
+        if let Some(f) = self.backlog[i].pop_front() {
+            self.backlog_bytes[i] -= f.len();
         }
     }
 
@@ -305,12 +318,12 @@ impl Daemon {
         while let Some(f) = self.backlog[i].front() {
             match self.plugs[i].send(f) {
                 Ok(()) => {
-                    self.backlog[i].pop_front();
+                    self.pop_backlog(i);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     tracing::warn!("{}: frame not sent: {e}", self.plugs[i].name());
-                    self.backlog[i].pop_front();
+                    self.pop_backlog(i);
                 }
             }
         }
