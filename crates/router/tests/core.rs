@@ -760,6 +760,13 @@ fn vnet_frame(h: [u8; 12], frame: &[u8]) -> Vec<u8> {
     [&h[..], frame].concat()
 }
 
+/// IPv4 `packet` from A into vde0 as a TSO super-frame of `mss`; what the router sends.
+fn send_tso(r: &mut Router, now: Instant, mss: u16, packet: &[u8]) -> Vec<(usize, Vec<u8>)> {
+    let frame = eth(R0, A, EthernetProtocol::Ipv4, packet);
+    r.handle_frame(now, 0, &vnet_frame(tso_header(mss), &frame));
+    drain(r)
+}
+
 /// vde0 with virtio-net headers, vde1 as given; both neighbours resolved.
 fn vnet_router(now: Instant, vde1_vnet: bool) -> Router {
     let mut r = router(now);
@@ -805,15 +812,7 @@ fn a_super_frame_is_segmented_for_a_plain_link_and_its_segments_size_decides_the
     let mut r = vnet_router(now, false);
     let packet = tso4(A4, 10000);
     // Segments of 1300 bytes fit vde1's MTU 1400: segmented there, checksums complete.
-    r.handle_frame(
-        now,
-        0,
-        &vnet_frame(
-            tso_header(1300),
-            &eth(R0, A, EthernetProtocol::Ipv4, &packet),
-        ),
-    );
-    let out = drain(&mut r);
+    let out = send_tso(&mut r, now, 1300, &packet);
     assert_eq!(out.len(), 10000usize.div_ceil(1300));
     let mut data = Vec::new();
     for (i, f) in &out {
@@ -834,15 +833,7 @@ fn a_super_frame_is_segmented_for_a_plain_link_and_its_segments_size_decides_the
     assert_eq!(data, &packet[40..]);
     assert_eq!(r.iface_stats(0).unwrap().super_rx, 1);
     // Segments of 1448 do not fit: fragmentation needed, MTU 1400, with a header on vde0.
-    r.handle_frame(
-        now,
-        0,
-        &vnet_frame(
-            tso_header(1448),
-            &eth(R0, A, EthernetProtocol::Ipv4, &packet),
-        ),
-    );
-    let out = drain(&mut r);
+    let out = send_tso(&mut r, now, 1448, &packet);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, 0);
     let back = vec![(0, out[0].1[12..].to_vec())];
@@ -857,15 +848,7 @@ fn a_super_frame_leaves_whole_on_a_vnet_link() {
     let now = Instant::now();
     let mut r = vnet_router(now, true);
     let packet = tso4(A4, 10000);
-    r.handle_frame(
-        now,
-        0,
-        &vnet_frame(
-            tso_header(1300),
-            &eth(R0, A, EthernetProtocol::Ipv4, &packet),
-        ),
-    );
-    let out = drain(&mut r);
+    let out = send_tso(&mut r, now, 1300, &packet);
     assert_eq!(out.len(), 1);
     let (i, f) = &out[0];
     assert_eq!(*i, 1);
@@ -891,15 +874,7 @@ fn a_masqueraded_super_frame_keeps_a_partial_checksum_that_completes_right() {
     );
     // Not A4: 10.1.0.10 -> 10.9.0.2 happens to leave the address sum as it is.
     let packet = tso4(Ipv4Addr::new(10, 1, 0, 77), 10000);
-    r.handle_frame(
-        now,
-        0,
-        &vnet_frame(
-            tso_header(1300),
-            &eth(R0, A, EthernetProtocol::Ipv4, &packet),
-        ),
-    );
-    let out = drain(&mut r);
+    let out = send_tso(&mut r, now, 1300, &packet);
     assert_eq!(out.len(), 1);
     let mut f = out[0].1.clone();
     assert_eq!(&f[..12], &tso_header(1300));
