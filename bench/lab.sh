@@ -7,9 +7,16 @@
 #     up = every vdens has started its command, down = every process gone;
 #   - mininet (`mn --topo linear,N --switch lxbr --controller none --test none`: Linux
 #     bridges, up and down in one command), when mn is installed;
-#   - with STACKS=M, M stack nodes (named stacks) on one switch, up and down.
-# Usage: sudo bench/lab.sh [N ...]   (default 10 50 100; STACKS=1000 adds a stack-node row;
-# N = 0 skips the linear rows).
+#   - with STACKS="M ...", M stack nodes (named stacks) on one switch, up and down, a row
+#     per M (a lab that does not come up prints why and the next row runs);
+#   - with STACKS set, a 10,000-stack-node file: up (and down) if it comes up, else the
+#     refusal `filo lab up` gives before starting anything, and how long that took.
+#   - the web view of linear,100 (100 nodes, 100 switches, 99 links): headless Chromium, driven
+#     by chromedriver, loads `filo lab web`'s page ROUNDS times (default 5); page ready = from
+#     navigation start until the drawing's 100 nodes and the first live counters are in the
+#     DOM (WEB=0 skips it; it needs chromium and chromedriver).
+# Usage: sudo bench/lab.sh [N ...]   (default 10 50 100; STACKS="100 500 1000" adds
+# stack-node rows; N = 0 skips the linear rows).
 # FILO=path uses that filo binary instead of building the release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,17 +92,90 @@ for n in "${SIZES[@]}"; do
   fi
 done
 
+stacks_lab() { # M -> a lab file of M stack nodes on one switch, on stdout
+  local m=$1
+  echo 'name = "stacks"'
+  echo '[switch.lan]'
+  echo "ports = $((m + 2 > 4096 ? 4096 : m + 2))"
+  for i in $(seq 1 "$m"); do
+    printf '[node.st%d]\nkind = "stack"\nnet = ["lan"]\nip = ["10.%d.%d.%d/8"]\n' "$i" $((i / 65536 % 256)) $((i / 256 % 256)) $((i % 256))
+  done
+}
+
 if [ -n "${STACKS:-}" ]; then
-  {
-    echo 'name = "stacks"'
-    echo '[switch.lan]'
-    echo "ports = $((STACKS + 2))"
-    for i in $(seq 1 "$STACKS"); do
-      printf '[node.st%d]\nkind = "stack"\nnet = ["lan"]\nip = ["10.%d.%d.%d/8"]\n' "$i" $((i / 65536 % 256)) $((i / 256 % 256)) $((i % 256))
-    done
-  } > "$T/stacks.toml"
-  t0=$(now); "$FILO" lab up "$T/stacks.toml" >/dev/null 2>"$T/up.log" || { cat "$T/up.log" >&2; exit 1; }
-  t1=$(now); "$FILO" lab down --name stacks >/dev/null
-  t2=$(now)
-  printf '%-28s %10s %10s\n' "filo lab, $STACKS stack nodes" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")"
+  for m in $STACKS 10000; do
+    stacks_lab "$m" > "$T/stacks.toml"
+    t0=$(now)
+    if "$FILO" lab up "$T/stacks.toml" >/dev/null 2>"$T/up.log"; then
+      t1=$(now); "$FILO" lab down --name stacks >/dev/null
+      t2=$(now)
+      printf '%-28s %10s %10s\n' "filo lab, $m stack nodes" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")"
+    else
+      t1=$(now)
+      printf '%-28s %10s   %s\n' "filo lab, $m stack nodes" "failed" "after $(secs "$t0" "$t1") s: $(tail -1 "$T/up.log")"
+    fi
+  done
+fi
+
+if [ "${WEB:-1}" != 0 ] && command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+  linear_lab 100 | sed 's/^name = .*/name = "web100"/' > "$T/web100.toml"
+  "$FILO" lab up "$T/web100.toml" >/dev/null 2>"$T/up.log" || { cat "$T/up.log" >&2; exit 1; }
+  "$FILO" lab web --name web100 --listen 127.0.0.1:0 > "$T/web.out" 2>/dev/null &
+  web_pid=$!
+  for _ in $(seq 1 500); do grep -q http:// "$T/web.out" && break; sleep 0.01; done
+  addr=$(sed -n 's|.*http://\([^/]*\)/ .*|\1|p' "$T/web.out" | head -1)
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  chromedriver --port="$port" >/dev/null 2>&1 &
+  driver_pid=$!
+  status_s=$( { /usr/bin/time -f %e curl -s -o /dev/null "http://$addr/api/status"; } 2>&1 )
+  python3 - "$addr" "$port" "$T/chromium" "${ROUNDS:-5}" > "$T/web.times" <<'PY' || echo "(the page-ready measurement failed)"
+import json, statistics, sys, time, urllib.request
+addr, port, profile, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+base = "http://127.0.0.1:%s" % port
+def call(method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.load(r)["value"]
+for _ in range(500):
+    try:
+        call("GET", "/status"); break
+    except OSError:
+        time.sleep(0.02)
+caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+    "binary": "/usr/bin/chromium", "args": ["--headless", "--no-sandbox", "--disable-gpu",
+    "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--user-data-dir=" + profile]}}}}
+sid = call("POST", "/session", caps)["sessionId"]
+# Ready: the drawing has its 100 nodes and the counters table its first rows; the time is
+# performance.now() then, milliseconds since the navigation started.
+ready = """
+const done = arguments[arguments.length - 1];
+(function check() {
+  if (document.querySelectorAll('#graph g.node').length >= 100 &&
+      document.body.dataset.updates && document.querySelector('#counters tbody tr')) {
+    done(performance.now());
+  } else { setTimeout(check, 5); }
+})();
+"""
+call("POST", "/session/%s/timeouts" % sid, {"script": 60000})
+times = []
+try:
+    for _ in range(rounds):
+        call("POST", "/session/%s/url" % sid, {"url": "http://%s/" % addr})
+        times.append(call("POST", "/session/%s/execute/async" % sid, {"script": ready, "args": []}) / 1000)
+finally:
+    call("DELETE", "/session/%s" % sid)
+print("%.2f %.2f %.2f" % (statistics.median(times), times[0], max(times)))
+PY
+  kill "$driver_pid" "$web_pid" 2>/dev/null || true
+  wait "$driver_pid" "$web_pid" 2>/dev/null || true
+  "$FILO" lab down --name web100 >/dev/null
+  if [ -s "$T/web.times" ]; then
+    read -r median first worst < "$T/web.times"
+    printf '%-28s %10s %10s\n' "lab web page, 100 nodes" "ready s" "(first/max)"
+    printf '%-28s %10s %10s\n' "median of ${ROUNDS:-5} loads" "$median" "$first/$worst"
+    printf '%-28s %10s\n' "  its /api/status alone" "$status_s"
+  fi
 fi

@@ -144,7 +144,7 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
     }
 }
 
-fn state_root() -> PathBuf {
+pub(crate) fn state_root() -> PathBuf {
     plan::state_root(
         std::env::var("FILO_LAB_DIR").ok().as_deref(),
         std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
@@ -277,7 +277,7 @@ struct Launched<'a> {
     started: Instant,
 }
 
-fn spawn(step: &Step, layout: &Layout) -> Result<Child> {
+fn spawn(step: &Step, layout: &Layout, base: &Path) -> Result<Child> {
     if let Some((path, contents)) = &step.file {
         fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))?;
     }
@@ -304,6 +304,9 @@ fn spawn(step: &Step, layout: &Layout) -> Result<Child> {
         .stderr(log)
         // Its own group: a Ctrl-C at the terminal reaches `up`, which stops what it started.
         .process_group(0);
+    if step.in_file_dir {
+        cmd.current_dir(base);
+    }
     cmd.spawn()
         .with_context(|| format!("{}: cannot run {}", step.id, program.display()))
 }
@@ -370,8 +373,54 @@ fn poll(l: &mut Launched<'_>, layout: &Layout) -> Result<Option<u32>, String> {
 }
 
 fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
+    let text =
+        fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let source = Source {
+        text: &text,
+        label: file.display().to_string(),
+        stem: file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        dir: Some(
+            dir.canonicalize()
+                .with_context(|| format!("cannot find {}", dir.display()))?,
+        ),
+        files: &[],
+    };
+    bring_up(&source, name)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A lab's text and where it comes from.
+pub(crate) struct Source<'a> {
+    pub text: &'a str,
+    /// How errors name it (the file's path).
+    pub label: String,
+    /// The lab's name when the text gives none.
+    pub stem: String,
+    /// The directory relative paths in `userstack` commands start from; None: `files` under
+    /// the state directory.
+    pub dir: Option<PathBuf>,
+    /// Files to write (path relative to `STATE/files`, contents) before anything starts: the
+    /// built-in demo's pages. They go with the lab's state directory.
+    pub files: &'a [(&'a str, &'a str)],
+}
+
+/// Where [`Source::files`] go in a lab's state directory.
+pub(crate) fn files_dir(layout: &Layout) -> PathBuf {
+    layout.dir.join("files")
+}
+
+/// Brings a lab up (or leaves nothing when it cannot) and returns it running.
+pub(crate) fn bring_up(source: &Source<'_>, name: Option<String>) -> Result<Running> {
     let t0 = Instant::now();
-    let mut lab = read_lab(file)?;
+    let mut lab = filo_lab::model::parse(source.text, &source.stem)
+        .map_err(|e| anyhow!("{}: {e}", source.label))?;
     if let Some(n) = name {
         filo_lab::model::check_name(&n).map_err(|e| anyhow!("--name: {e}"))?;
         lab.name = n;
@@ -433,14 +482,25 @@ fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
         fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     // The stored copy carries the lab's name (the other commands read it from there).
-    let text = fs::read_to_string(file)?;
-    fs::write(layout.lab_file(), &text)?;
+    fs::write(layout.lab_file(), source.text)?;
+    let base = match &source.dir {
+        Some(d) => d.clone(),
+        None => files_dir(&layout),
+    };
+    for (path, contents) in source.files {
+        let path = files_dir(&layout).join(path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        fs::write(&path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     let mut state = State {
         name: lab.name.clone(),
         processes: Vec::new(),
     };
     write_state(&layout, &state)?;
-    match start_all(&lab, &layout, &mut state) {
+    match start_all(&lab, &layout, &base, &mut state) {
         Ok(()) => {
             println!(
                 "lab {} up: {} switches, {}{} links, {} nodes in {:.2} s (state in {})",
@@ -455,7 +515,7 @@ fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
                 t0.elapsed().as_secs_f64(),
                 layout.dir.display()
             );
-            Ok(ExitCode::SUCCESS)
+            Ok(Running { layout, lab, state })
         }
         Err(e) => {
             eprintln!("filo lab: {e}; stopping what was started");
@@ -468,7 +528,7 @@ fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
 
 /// Starts the plan phase by phase, recording each process as soon as it is up; then the
 /// nodes' `run` commands.
-fn start_all(lab: &Lab, layout: &Layout, state: &mut State) -> Result<()> {
+fn start_all(lab: &Lab, layout: &Layout, base: &Path, state: &mut State) -> Result<()> {
     let steps = plan::plan(lab, layout);
     let mut progress = Progress {
         tty: std::io::stderr().is_terminal(),
@@ -484,7 +544,7 @@ fn start_all(lab: &Lab, layout: &Layout, state: &mut State) -> Result<()> {
         loop {
             while failure.is_none() && running.len() < MAX_STARTING {
                 let Some(step) = pending.next() else { break };
-                match spawn(step, layout) {
+                match spawn(step, layout, base) {
                     Ok(child) => running.push(Launched {
                         step,
                         child,
@@ -660,7 +720,7 @@ fn stop_all(state: &State) {
     }
 }
 
-fn down(name: Option<String>) -> Result<ExitCode> {
+pub(crate) fn down(name: Option<String>) -> Result<ExitCode> {
     let root = state_root();
     // A lab whose file no longer reads is still stopped: only its state is needed.
     let (layout, state) = match open_lab(name.clone()) {

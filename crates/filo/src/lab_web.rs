@@ -86,10 +86,11 @@ async fn serve(name: String, listen: SocketAddr) -> Result<std::process::ExitCod
             continue;
         };
         let name = name.clone();
+        let port = addr.port();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let name = name.clone();
-                async move { Ok::<_, Infallible>(respond(&name, req).await) }
+                async move { Ok::<_, Infallible>(respond(&name, port, req).await) }
             });
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
@@ -135,9 +136,43 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| anyhow::anyhow!("{e}"))?
 }
 
-async fn respond(name: &Arc<String>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Whether a request's `Host` names this server by an address or as localhost, on its port.
+/// A page of another site whose name was made to resolve to this address (DNS rebinding)
+/// sends its own name, and is refused: it must not read the lab through the user's browser.
+/// A request without `Host` (HTTP/1.0) comes from no browser and is served.
+fn host_allowed(host: Option<&HeaderValue>, port: u16) -> bool {
+    let Some(host) = host else { return true };
+    let Some(authority) = host
+        .to_str()
+        .ok()
+        .and_then(|h| h.parse::<hyper::http::uri::Authority>().ok())
+    else {
+        return false;
+    };
+    let name = authority.host();
+    let literal = name
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok();
+    (literal || name.eq_ignore_ascii_case("localhost"))
+        && authority.port_u16().unwrap_or(80) == port
+}
+
+async fn respond(name: &Arc<String>, port: u16, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
+    if !host_allowed(req.headers().get(hyper::header::HOST), port) {
+        let host = req
+            .headers()
+            .get(hyper::header::HOST)
+            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+            .unwrap_or_default();
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            &format!("Host {host:?}: this server answers only to its address or localhost, on port {port}"),
+        );
+    }
     let only = |allowed: &'static str| {
         let mut r = error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -307,6 +342,16 @@ fn node_info(name: &str, node: &str) -> Result<serde_json::Value> {
                 .collect(),
             Err(e) => format!("({e:#})"),
         }
+    } else if n.kind == filo_lab::model::NodeKind::Userstack {
+        // One process with a user-space stack: nothing to enter; its addresses are the file's.
+        format!(
+            "a user-space stack in one process, {}\n",
+            if n.ip.is_empty() {
+                "configured by DHCP or SLAAC".to_string()
+            } else {
+                format!("with {}", n.ip.join(" "))
+            }
+        )
     } else {
         match crate::lab::node_output(&r, n, &["ip", "-br", "addr"]) {
             Ok(t) => t,

@@ -49,7 +49,7 @@ enum Command {
     Wirefilter(wirefilter::WirefilterArgs),
     /// Talk to a switch's management console (filo switch -M, vde_switch -M).
     Console(console::ConsoleArgs),
-    /// Show a small virtual network at work, with nothing to set up.
+    /// Show the Internet of Threads at work: a built-in lab, narrated, then cleaned up.
     Demo(demo::DemoArgs),
     /// Run a command in its own network namespace on virtual networks (like vdens).
     Ns(ns::NsArgs),
@@ -97,7 +97,7 @@ fn main() -> ExitCode {
     }
     // Commands without a loop that watches the stop flag keep the default signal actions.
     let watches_stop = match &cli.command {
-        Command::Console(_) | Command::Demo(_) => false,
+        Command::Console(_) => false,
         Command::Lab(a) => a.watches_stop(),
         _ => true,
     };

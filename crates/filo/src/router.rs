@@ -27,13 +27,18 @@ and domain=NAME (handed out by the DHCP server; IPv6 ones by stateless DHCPv6 wi
 
 The router answers ping on its addresses, sends no redirects, decrements TTL / hop limit and
 answers expired, unroutable and too-big packets with ICMP errors, so traceroute, tracepath and
-path-MTU discovery work through it. --masquerade IFACE translates IPv4 leaving on IFACE to
-the router's address there (TCP, UDP, ICMP echo; ICMP errors about those are translated back).
+path-MTU discovery work through it. --masquerade IFACE translates what leaves on IFACE to
+the router's address there, IPv4 and IPv6 (NAT66; TCP, UDP, ICMP echo; ICMP errors about
+those are translated both ways); --snat IFACE=ADDR does the same to a chosen address of
+IFACE. A packet whose source is routed out of another interface than the one it came in on
+is dropped and counted (stat: rp_filter) with --rp-filter.
 --forward IFACE:PROTO:PORT=ADDR[:PORT] sends TCP or UDP arriving for the router's IPv4
 address on IFACE at PORT to ADDR:PORT (a port forward); replies leave from the router's
-address and PORT. nat/print lists the forwards and their connections. --nptv6
-IFACE=INTERNAL/LEN=EXTERNAL/LEN translates IPv6 prefixes statelessly (RFC 6296).
-FILTER RULES (--filter FILE, one a line, # comments; console filter/add RULE, filter/del N):
+address and PORT, ICMP errors about it are translated both ways. nat/print lists the
+forwards and their connections. --nptv6 IFACE=INTERNAL/LEN=EXTERNAL/LEN translates IPv6
+prefixes statelessly (RFC 6296; the headers quoted in ICMPv6 errors too).
+FILTER RULES (--filter FILE, one a line, # comments; console filter/add RULE,
+filter/insert N RULE, filter/del N):
   [forward|input] accept|drop|reject [in IFACE] [out IFACE] [from PREFIX] [to PREFIX]
       [proto tcp|udp|icmp|icmpv6|N] [sport N[-M]] [dport N[-M]] [type N]
       [state new|established|related[,...]]
@@ -45,7 +50,7 @@ administratively prohibited. Each rule counts packets and bytes (filter/print). 
   drop in vde1 state new
 
 With -M, `filo console SOCK CMD` runs help, iface/print, route/print, neigh/print,
-leases/print, nat/print, filter/print|add|del and stat (drop counters by reason); add --json
+leases/print, nat/print, filter/print|add|insert|del and stat (drop counters by reason); add --json
 for JSON.
 
 EXAMPLES:
@@ -57,6 +62,10 @@ EXAMPLES:
   filo router --vnl vde:///tmp/lan --conf ip=192.168.7.1/24 --vnl vde:///tmp/wan \\
               --conf ip=10.9.0.2/24,gw=10.9.0.1 --masquerade vde1 -M /tmp/r.mgmt \\
               --forward vde1:tcp:8080=192.168.7.50:80 --forward vde1:udp:5353=192.168.7.50:53
+  filo router --vnl vde:///tmp/lan --conf ip=192.168.7.1/24,ip=fd07::1/64 --rp-filter \\
+              --vnl vde:///tmp/wan --conf ip=10.9.0.2/24,ip=10.9.0.5/24,ip=fd09::2/64,gw=10.9.0.1 \\
+              --snat vde1=10.9.0.5 --dhcp-server vde0=192.168.7.100-192.168.7.199 \\
+              --dhcp-host vde0=02:00:00:00:00:10=192.168.7.10
   filo console --json /tmp/r.mgmt route/print")]
 pub struct RouterArgs {
     /// A network to route on (repeatable): interface vde0, vde1, ... in order.
@@ -71,6 +80,11 @@ pub struct RouterArgs {
     /// A DHCPv4 server on an interface: IFACE=FIRST-LAST, e.g. vde0=10.1.0.100-10.1.0.199.
     #[arg(long = "dhcp-server", value_name = "IFACE=FIRST-LAST")]
     dhcp_server: Vec<String>,
+    /// A static DHCP lease, IFACE=MAC=ADDR (repeatable, as dnsmasq's --dhcp-host): the
+    /// client with MAC always gets ADDR (in the interface's subnet, inside the range or not;
+    /// nobody else gets it), e.g. vde0=02:00:00:00:00:10=10.1.0.10.
+    #[arg(long = "dhcp-host", value_name = "IFACE=MAC=ADDR")]
+    dhcp_hosts: Vec<String>,
     /// Keep a DHCP server's leases in a file, IFACE=FILE: loaded at start, written when they
     /// change, so a restarted router gives clients back their addresses.
     #[arg(long = "dhcp-leases", value_name = "IFACE=FILE")]
@@ -80,10 +94,16 @@ pub struct RouterArgs {
     /// list) and the RAs' O flag.
     #[arg(long, value_name = "IFACE")]
     radv: Vec<String>,
-    /// IPv4 masquerade on an outgoing interface: what leaves there comes from the router's
-    /// address on it (connection tracking for TCP, UDP and ICMP echo; `nat/print`).
+    /// Masquerade on an outgoing interface: what leaves there comes from the router's
+    /// address on it, IPv4 and IPv6 (NAT66, to its first global IPv6 address, unless --nptv6
+    /// translates there); connection tracking for TCP, UDP and ICMP echo (`nat/print`).
     #[arg(long, value_name = "IFACE")]
     masquerade: Vec<String>,
+    /// Source NAT to a chosen address of an interface, IFACE=ADDR (repeatable, one IPv4 and
+    /// one IPv6 per interface): a masquerade that translates to ADDR instead of the
+    /// interface's first address, e.g. vde1=10.9.0.5 with ip=10.9.0.5/24 in vde1's --conf.
+    #[arg(long, value_name = "IFACE=ADDR")]
+    snat: Vec<String>,
     /// A port forward (DNAT) on an interface, IFACE:PROTO:PORT=ADDR[:PORT] (repeatable): TCP
     /// or UDP to the router's IPv4 address there at PORT goes to ADDR (replies translated
     /// back), e.g. vde1:tcp:8080=10.1.0.50:80.
@@ -95,9 +115,14 @@ pub struct RouterArgs {
     /// checksum-neutral. E.g. vde1=fd01::/64=2001:db8:1::/64.
     #[arg(long, value_name = "IFACE=INTERNAL/LEN=EXTERNAL/LEN")]
     nptv6: Vec<String>,
-    /// Packet filter rules, one a line (see below); `filter/add`, `filter/del` change them live.
+    /// Packet filter rules, one a line (see below); `filter/add`, `filter/insert`,
+    /// `filter/del` change them live.
     #[arg(long, value_name = "FILE")]
     filter: Option<PathBuf>,
+    /// Reverse-path filtering: a packet to forward whose source is not routed back out of
+    /// the interface it came in on (a spoofed source) is dropped and counted (stat: rp_filter).
+    #[arg(long)]
+    rp_filter: bool,
     /// Connections the masquerade tracks at most; new ones beyond are refused and counted.
     #[arg(long, value_name = "N", default_value = "16384")]
     nat_max: usize,
@@ -146,6 +171,26 @@ fn parse_range(text: &str) -> Result<(String, std::net::Ipv4Addr, std::net::Ipv4
     ))
 }
 
+/// Parses `IFACE=MAC=ADDR`.
+fn parse_host(text: &str) -> Result<(String, [u8; 6], std::net::Ipv4Addr)> {
+    let err = |what: &str| {
+        anyhow::anyhow!(
+            "--dhcp-host {text:?}: {what} (expected IFACE=MAC=ADDR, e.g. vde0=02:00:00:00:00:10=10.1.0.10)"
+        )
+    };
+    let mut parts = text.splitn(3, '=');
+    let (Some(iface), Some(mac), Some(ip)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(err("not three parts"));
+    };
+    let mac = filo_vnl::iothconf::parse_mac(mac)
+        .filter(|m| m[0] & 1 == 0 && *m != [0; 6])
+        .ok_or_else(|| err(&format!("{mac:?} is not a unicast MAC address")))?;
+    let ip = ip
+        .parse()
+        .map_err(|_| err(&format!("{ip:?} is not an IPv4 address")))?;
+    Ok((iface.to_string(), mac, ip))
+}
+
 /// The router the command line describes.
 fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
     if args.confs.len() > args.vnls.len() {
@@ -156,6 +201,7 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
         );
     }
     let mut router = Router::new(now);
+    router.set_rp_filter(args.rp_filter);
     let mut gateways = Vec::new();
     for (i, _) in args.vnls.iter().enumerate() {
         let conf = args.confs.get(i).cloned().unwrap_or_default();
@@ -211,6 +257,20 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
             .add_route(prefix, gw)
             .with_context(|| format!("--route {prefix} via {gw}"))?;
     }
+    let hosts = args
+        .dhcp_hosts
+        .iter()
+        .map(|h| parse_host(h))
+        .collect::<Result<Vec<_>>>()?;
+    for (name, _, _) in &hosts {
+        if !args
+            .dhcp_server
+            .iter()
+            .any(|d| d.split_once('=').is_some_and(|(n, _)| n == name))
+        {
+            bail!("--dhcp-host {name}=...: {name} has no --dhcp-server");
+        }
+    }
     for text in &args.dhcp_server {
         let (name, first, last) = parse_range(text)?;
         let i = iface_index(&router, &name, "--dhcp-server")?;
@@ -233,6 +293,11 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
             })
             .collect();
         cfg.domain = conf.domain.clone();
+        cfg.static_leases = hosts
+            .iter()
+            .filter(|(n, _, _)| *n == name)
+            .map(|&(_, mac, ip)| (mac, ip))
+            .collect();
         router
             .set_dhcp_server(i, cfg)
             .with_context(|| format!("--dhcp-server {text}"))?;
@@ -288,12 +353,14 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
         if let Some(n) = nats.iter().position(|c| c.iface == i) {
             return Ok(n);
         }
-        let Some(addr) = router.iface_config(i).and_then(|c| {
-            c.addrs.iter().find_map(|(a, _)| match a {
-                IpAddr::V4(a) => Some(*a),
-                _ => None,
-            })
-        }) else {
+        let addrs = router.iface_config(i).map(|c| &c.addrs[..]).unwrap_or(&[]);
+        let v4 = addrs.iter().find_map(|(a, _)| match a {
+            IpAddr::V4(a) => Some(*a),
+            _ => None,
+        });
+        // An IPv6-only interface masquerades IPv6 only; port forwards are IPv4.
+        let v6_only = option != "--forward" && addrs.iter().any(|(a, _)| a.is_ipv6());
+        let Some(addr) = v4.or(v6_only.then_some(std::net::Ipv4Addr::UNSPECIFIED)) else {
             bail!("{option} {name}: {name} has no IPv4 address to {what}");
         };
         let mut c = filo_router::nat::Config::new(i, addr);
@@ -302,9 +369,49 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
         nats.push(c);
         Ok(nats.len() - 1)
     };
+    // NAT66 as the interface's first global IPv6 address, unless NPTv6 translates there.
+    let addr6_of = |router: &Router, i: usize| {
+        let nptv6 = args.nptv6.iter().any(|t| {
+            t.split_once('=')
+                .is_some_and(|(n, _)| n == format!("vde{i}"))
+        });
+        router.iface_config(i).and_then(|c| {
+            c.addrs.iter().find_map(|(a, _)| match a {
+                IpAddr::V6(a) if !a.is_unicast_link_local() && !nptv6 => Some(*a),
+                _ => None,
+            })
+        })
+    };
     for name in &args.masquerade {
         let n = nat_for(&mut nats, &router, name, "--masquerade", "masquerade as")?;
         nats[n].masquerade = true;
+        nats[n].addr6 = addr6_of(&router, nats[n].iface);
+    }
+    for text in &args.snat {
+        let (name, addr) = text
+            .split_once('=')
+            .with_context(|| format!("--snat {text:?}: expected IFACE=ADDR, e.g. vde1=10.9.0.5"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .with_context(|| format!("--snat {text}: {addr:?} is not an address"))?;
+        let n = nat_for(&mut nats, &router, name, "--snat", "translate from")?;
+        let i = nats[n].iface;
+        if !router
+            .iface_config(i)
+            .is_some_and(|c| c.addrs.iter().any(|(a, _)| *a == addr))
+        {
+            bail!(
+                "--snat {text}: {addr} is not an address of {name} (add it to its --conf as ip={addr}/LEN)"
+            );
+        }
+        if !nats[n].masquerade {
+            nats[n].masquerade = true;
+            nats[n].addr6 = addr6_of(&router, i);
+        }
+        match addr {
+            IpAddr::V4(a) => nats[n].addr = a,
+            IpAddr::V6(a) => nats[n].addr6 = Some(a),
+        }
     }
     for text in &args.forwards {
         let (name, rule) = text.split_once(':').with_context(|| {
@@ -313,6 +420,9 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
         let forward = filo_router::nat::PortForward::parse(rule)
             .map_err(|e| anyhow::anyhow!("--forward {name}:{e}"))?;
         let n = nat_for(&mut nats, &router, name, "--forward", "forward from")?;
+        if nats[n].addr.is_unspecified() {
+            bail!("--forward {text}: {name} has no IPv4 address to forward from");
+        }
         nats[n].forwards.push(forward);
     }
     for text in &args.nptv6 {
@@ -328,6 +438,13 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
         );
     }
     for c in nats {
+        if c.addr.is_unspecified() && c.addr6.is_none() {
+            bail!(
+                "--masquerade vde{}: vde{} has no IPv4 address, and its IPv6 is NPTv6's",
+                c.iface,
+                c.iface
+            );
+        }
         router.add_hook(
             &[HookPoint::Prerouting, HookPoint::Postrouting],
             Box::new(filo_router::nat::Masquerade::new(c)),
@@ -446,8 +563,61 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_only_interface_masquerades_ipv6_only() {
+        let r = build_from(&[
+            "--vnl",
+            "a",
+            "--conf",
+            "ip=10.1.0.1/24,ip=fd01::1/64",
+            "--vnl",
+            "b",
+            "--conf",
+            "ip=fd09::2/64",
+            "--masquerade",
+            "vde1",
+        ])
+        .unwrap();
+        let nat = r.hook_print("nat", Instant::now()).unwrap();
+        assert_eq!(nat.len(), 1, "{nat:?}");
+        assert!(nat[0].starts_with("masquerade fd09::2 conns 0 "), "{nat:?}");
+        let e = build_from(&[
+            "--vnl",
+            "b",
+            "--conf",
+            "ip=fd09::2/64",
+            "--masquerade",
+            "vde0",
+            "--nptv6",
+            "vde0=fd01::/64=fd09::/64",
+        ])
+        .err()
+        .expect("an error");
+        assert!(format!("{e:#}").contains("its IPv6 is NPTv6's"), "{e:#}");
+    }
+
+    #[test]
     fn bad_command_lines_say_what_is_wrong() {
-        let cases: [(&str, &str); 10] = [
+        let cases: [(&str, &str); 18] = [
+            (
+                "--masquerade vde0 --forward vde0:tcp:80=10.1.0.5",
+                "IPv4 address",
+            ),
+            (
+                "--dhcp-host vde0=02:00:00:00:00:01=10.1.0.9",
+                "no --dhcp-server",
+            ),
+            (
+                "--dhcp-host vde0=01:00:00:00:00:01=10.1.0.9",
+                "not a unicast MAC",
+            ),
+            ("--dhcp-host vde0=02:00:00:00:00:01", "IFACE=MAC=ADDR"),
+            (
+                "--dhcp-server vde0=10.1.0.5-10.1.0.9 --dhcp-host vde0=02:00:00:00:00:01=10.2.0.9",
+                "10.2.0.9",
+            ),
+            ("--snat vde0=10.1.0.9", "not an address of vde0"),
+            ("--snat vde0", "IFACE=ADDR"),
+            ("--snat vde0=x", "\"x\" is not an address"),
             ("--nptv6 vde0=fd01::/64", "INTERNAL/LEN=EXTERNAL/LEN"),
             ("--nptv6 vde0=fd01::/64=2001:db8::/48", "differ"),
             ("--forward vde0:tcp:80", "PROTO:PORT=ADDR"),
@@ -464,6 +634,9 @@ mod tests {
         ];
         for (extra, expected) in cases {
             let mut argv = vec!["--vnl", "a", "--conf", "ip=10.1.0.1/24"];
+            if extra.contains("--forward vde0:tcp:80=") {
+                argv[3] = "ip=fd01::1/64";
+            }
             argv.extend(extra.split(' '));
             let m = format!("{:#}", build_from(&argv).err().expect("an error"));
             assert!(m.contains(expected), "{extra}: {m}");

@@ -223,6 +223,11 @@ pub fn run(args: SwitchArgs) -> Result<ExitCode> {
         crate::plug::RemoveOnDrop::refuse_existing(args.pidfile.as_deref())?;
     }
     let pidfile = args.pidfile.map(|p| std::path::absolute(&p).unwrap_or(p));
+    // Every client costs the switch two descriptors (its control connection and data
+    // socket): the usual soft limit of 1024 would turn clients away past about 500.
+    if let Err(e) = filo_stack::raise_fd_limit() {
+        tracing::warn!("cannot raise the open-file limit: {e}");
+    }
     let mut switch = Switch::bind(cfg)
         .with_context(|| format!("cannot start the switch on {}", dir.display()))?;
     if args.daemon {

@@ -1,27 +1,8 @@
-//! The main job and the help texts.
+//! The help texts (the main job, `filo demo`, is tests/demo.rs).
 
 use std::process::Command;
 
 const FILO: &str = env!("CARGO_BIN_EXE_filo");
-
-#[test]
-fn the_demo_runs_a_switch_with_nodes_that_talk() {
-    let out = Command::new(FILO)
-        .args(["demo", "-n", "2"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("alice <- 02:00:00:00:00:b0 (unicast): \"bob here\""),
-        "{text}"
-    );
-    assert!(text.contains("alice overheard 0 frame(s)"), "{text}");
-}
 
 #[test]
 fn every_subcommand_has_help_with_examples() {

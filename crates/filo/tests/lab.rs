@@ -52,25 +52,6 @@ fn ping(root: &Path, node: &str, count: u32, wait: u32, addr: &str) -> (bool, St
     )
 }
 
-/// Processes whose command line mentions `path` (each lab's processes name its state dir).
-fn processes_mentioning(path: &Path) -> Vec<String> {
-    let needle = path.display().to_string();
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.parse::<u32>().is_err() || name == std::process::id().to_string() {
-            continue;
-        }
-        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
-            let c = String::from_utf8_lossy(&c).replace('\0', " ");
-            if c.contains(&needle) {
-                found.push(format!("{name}: {c}"));
-            }
-        }
-    }
-    found
-}
-
 /// No process mentions `path` (within 5 s: stopped processes take a moment to go).
 fn assert_nothing_left(path: &Path) {
     assert!(
@@ -562,6 +543,69 @@ fn start_web(root: &Path) -> (Proc, String) {
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
     (web, addr)
+}
+
+/// The status line of a request with `Host: HOST` (DNS rebinding: a page of another site
+/// whose name resolves to the server sends its own name).
+fn status_with_host(addr: &str, method: &str, path: &str, host: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 6\r\n\r\nloss=1"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn the_web_view_answers_only_to_its_address_and_localhost() {
+    let tmp = TempDir::new("filo-lab");
+    let root = tmp.join("state");
+    let file = write_lab(
+        &tmp,
+        "name = \"hosts\"\n[switch.a]\n[switch.b]\n[[link]]\nname = \"ab\"\na = \"a\"\nb = \"b\"\n",
+    );
+    let _down = Cleanup(&root, "hosts");
+    let (ok, _, err) = up(&root, &file);
+    assert!(ok, "{err}");
+    let (_web, addr) = start_web(&root);
+    let port = addr.rsplit(':').next().unwrap();
+    for path in ["/", "/graph.svg", "/api/status", "/metrics", "/api/node/x"] {
+        for host in [
+            format!("evil.example:{port}"),
+            format!("localhost.evil.example:{port}"),
+            "localhost:1".to_string(),
+            "".to_string(),
+        ] {
+            let st = status_with_host(&addr, "GET", path, &host);
+            assert!(st.contains(" 421 "), "GET {path} Host {host:?}: {st}");
+        }
+        for host in [
+            addr.clone(),
+            format!("localhost:{port}"),
+            format!("LocalHost:{port}"),
+        ] {
+            let st = status_with_host(&addr, "GET", path, &host);
+            assert!(!st.contains(" 421 "), "GET {path} Host {host}: {st}");
+        }
+    }
+    let st = status_with_host(
+        &addr,
+        "POST",
+        "/api/link/ab",
+        &format!("evil.example:{port}"),
+    );
+    assert!(st.contains(" 421 "), "{st}");
+    let st = status_with_host(&addr, "POST", "/api/link/ab", &format!("localhost:{port}"));
+    assert!(st.contains(" 200 "), "{st}");
+    let (st, body) = http_with(&addr, "GET", "/api/status", "", "");
+    assert!(st == 200 && body.contains("\"hosts\""), "{st} {body}");
+    down(&root);
+    assert_nothing_left(&root);
 }
 
 #[test]

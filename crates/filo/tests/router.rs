@@ -10,6 +10,8 @@ use filo_test_support::*;
 
 const FILO: &str = env!("CARGO_BIN_EXE_filo");
 const T: Duration = Duration::from_secs(30);
+/// The router's WAN interface (vde1) unless a test says otherwise.
+const WAN_CONF: &str = "ip=10.72.0.2/24,ip=fd72::2/64,mtu=1400";
 
 /// Runs `filo ns ARGS` to completion: (exit code, stdout, stderr).
 fn ns_out(args: &[&str]) -> (i32, String, String) {
@@ -51,6 +53,7 @@ struct Net {
     extra: Vec<String>,
     mgmt: PathBuf,
     lan_conf: String,
+    wan_conf: String,
 }
 
 impl Net {
@@ -64,12 +67,17 @@ impl Net {
 
     /// With `lan_conf` as vde0's --conf.
     fn start_lan(lan_conf: &str, extra: &[&str]) -> Net {
+        Net::start_confs(lan_conf, WAN_CONF, extra)
+    }
+
+    /// With `lan_conf` as vde0's --conf and `wan_conf` as vde1's.
+    fn start_confs(lan_conf: &str, wan_conf: &str, extra: &[&str]) -> Net {
         let tmp = TempDir::new("filo-router");
         let lan = FiloSwitch::start(FILO, &tmp, "lan", &[]);
         let wan = FiloSwitch::start(FILO, &tmp, "wan", &[]);
         let mgmt = tmp.join("r.mgmt");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let router = Net::spawn_router(&lan, &wan, &mgmt, lan_conf, &extra);
+        let router = Net::spawn_router(&lan, &wan, &mgmt, lan_conf, wan_conf, &extra);
         Net {
             tmp,
             lan,
@@ -78,6 +86,7 @@ impl Net {
             extra,
             mgmt,
             lan_conf: lan_conf.to_string(),
+            wan_conf: wan_conf.to_string(),
         }
     }
 
@@ -86,16 +95,12 @@ impl Net {
         wan: &FiloSwitch,
         mgmt: &PathBuf,
         lan_conf: &str,
+        wan_conf: &str,
         extra: &[String],
     ) -> Proc {
         let mut c = Command::new(FILO);
         c.args(["router", "--vnl", &lan.vnl(), "--conf", lan_conf])
-            .args([
-                "--vnl",
-                &wan.vnl(),
-                "--conf",
-                "ip=10.72.0.2/24,ip=fd72::2/64,mtu=1400",
-            ])
+            .args(["--vnl", &wan.vnl(), "--conf", wan_conf])
             .args([
                 "--dhcp-server",
                 "vde0=10.71.0.100-10.71.0.199",
@@ -125,6 +130,7 @@ impl Net {
             &self.wan,
             &self.mgmt,
             &self.lan_conf,
+            &self.wan_conf,
             &self.extra,
         );
     }
@@ -180,6 +186,24 @@ impl Net {
         });
         assert!(ok, "the server did not come up");
         p
+    }
+}
+
+impl Net {
+    /// python's http.server on :: on the WAN at fd72::10 (the shared server() is IPv4-only,
+    /// for the IPv4 logs), with `extra` network flags; its request log goes to `access.log`.
+    fn server6(&self, extra: &[&str]) -> Proc {
+        std::fs::write(self.tmp.join("hello.txt"), "hello across the router\n").unwrap();
+        let script = format!(
+            "exec python3 -m http.server --bind :: -d {} 8000 2>{}",
+            self.tmp.path().display(),
+            self.tmp.join("access.log").display()
+        );
+        let wan = self.wan.vnl();
+        let mut args = vec!["--ip", "fd72::10/64"];
+        args.extend(extra);
+        args.extend([wan.as_str(), "--", "sh", "-c", &script]);
+        ns_bg(&args)
     }
 }
 
@@ -537,25 +561,7 @@ fn nptv6_gives_the_lan_the_external_prefix_on_the_wan_and_back() {
     require("python3");
     require("curl");
     let net = Net::start_with(&["--nptv6", "vde1=fd71::/64=2001:db8:71::/64"]);
-    // python's http.server on :: (the shared server() is IPv4-only, for the IPv4 logs).
-    std::fs::write(net.tmp.join("hello.txt"), "hello across the router\n").unwrap();
-    let script = format!(
-        "exec python3 -m http.server --bind :: -d {} 8000 2>{}",
-        net.tmp.path().display(),
-        net.tmp.join("access.log").display()
-    );
-    let wan = net.wan.vnl();
-    let _server = ns_bg(&[
-        "--ip",
-        "fd72::10/64",
-        "--gw",
-        "fd72::2",
-        &wan,
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let _server = net.server6(&["--gw", "fd72::2"]);
     let (code, out, err) = net.lan_host(
         "ip -6 addr add fd71::10/64 dev vde0 nodad && ip -6 route add default via fd71::1 && \
          curl -sS -m 5 --retry 5 --retry-delay 1 --retry-all-errors 'http://[fd72::10]:8000/hello.txt'",
@@ -576,6 +582,242 @@ fn nptv6_gives_the_lan_the_external_prefix_on_the_wan_and_back() {
         nat.contains("nptv6 vde1 fd71::/64 = 2001:db8:71::/64"),
         "{nat}"
     );
+}
+
+/// The LAN host's IPv6 part: fd71::10 routed through the router, then `then`.
+const LAN6: &str =
+    "ip -6 addr add fd71::10/64 dev vde0 nodad && ip -6 route add default via fd71::1 && ";
+
+#[test]
+fn nat66_masquerade_hides_the_lan_behind_the_routers_wan_ipv6_address() {
+    require("python3");
+    require("curl");
+    require("ping");
+    let net = Net::start_with(&["--masquerade", "vde1"]);
+    // No route back to the LAN: only translated packets can be answered.
+    let _server = net.server6(&[]);
+    let (code, out, err) = net.lan_host(&format!(
+        "{LAN6} curl -sS -m 5 --retry 5 --retry-delay 1 --retry-all-errors \
+         'http://[fd72::10]:8000/hello.txt' && ping -6 -c 2 -i 0.2 -W 2 fd72::10"
+    ));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("hello across the router"), "{out}");
+    assert!(out.contains("2 packets transmitted, 2 received"), "{out}");
+    let log = std::fs::read_to_string(net.tmp.join("access.log")).unwrap();
+    let from = requesters(&log);
+    assert!(!from.is_empty(), "{log}");
+    assert!(from.iter().all(|a| *a == "fd72::2"), "{log}");
+    let nat = console(&net.mgmt, "nat/print");
+    assert!(
+        nat.contains("tcp [fd71::10]:") && nat.contains("-> [fd72::10]:8000 as [fd72::2]:"),
+        "{nat}"
+    );
+    assert!(nat.contains("icmpv6 [fd71::10]:"), "{nat}");
+    assert!(nat.contains("masquerade 10.72.0.2 fd72::2 conns"), "{nat}");
+}
+
+#[test]
+fn snat_translates_to_the_chosen_address_of_the_interface() {
+    require("python3");
+    require("curl");
+    let net = Net::start_confs(
+        "ip=10.71.0.1/24,ip=fd71::1/64",
+        "ip=10.72.0.2/24,ip=10.72.0.5/24,ip=fd72::2/64,ip=fd72::5/64,mtu=1400",
+        &["--snat", "vde1=10.72.0.5", "--snat", "vde1=fd72::5"],
+    );
+    let _server = net.server6(&[]);
+    let (code, out, err) = net.lan_host(&format!(
+        "{LAN6} curl -sS -m 5 --retry 5 --retry-delay 1 --retry-all-errors \
+         'http://[fd72::10]:8000/hello.txt'"
+    ));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let log = std::fs::read_to_string(net.tmp.join("access.log")).unwrap();
+    assert_eq!(requesters(&log), ["fd72::5"], "{log}");
+    drop(_server);
+    let _server = net.server_with(&[]);
+    let (code, out, err) = net.lan_host("curl -sS -m 5 http://10.72.0.10:8000/hello.txt");
+    assert_eq!(code, 0, "{out}\n{err}");
+    let log = std::fs::read_to_string(net.tmp.join("access.log")).unwrap();
+    let from = requesters(&log);
+    assert!(from.contains(&"10.72.0.5"), "{log}");
+    assert!(
+        !from.contains(&"10.72.0.2") && !from.contains(&"10.71.0.10"),
+        "{log}"
+    );
+}
+
+#[test]
+fn static_dhcp_leases_by_mac_for_udhcpc_and_filo_ns() {
+    require("busybox");
+    // .50 is outside the range, .100 (the first of it) is fixed for a MAC that does not come.
+    let net = Net::start_with(&[
+        "--dhcp-host",
+        "vde0=02:00:00:00:71:0d=10.71.0.50",
+        "--dhcp-host",
+        "vde0=02:00:00:00:71:0e=10.71.0.100",
+        "--dhcp-host",
+        "vde0=02:00:00:00:71:0f=10.71.0.150",
+    ]);
+    let script = net.tmp.join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = bound ] && echo \"lease=$ip\"\nexit 0\n",
+    )
+    .unwrap();
+    run(Command::new("chmod").arg("+x").arg(&script));
+    let lan = net.lan.vnl();
+    let udhcpc = format!(
+        "ip link set vde0 up; busybox udhcpc -i vde0 -n -q -f -t 10 -s {}",
+        script.display()
+    );
+    let lease = |mac: &str| {
+        let conf = format!("mac={mac}");
+        let (code, out, err) = ns_out(&["--conf", &conf, &lan, "--", "sh", "-c", &udhcpc]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        out
+    };
+    let out = lease("02:00:00:00:71:0d");
+    assert!(out.contains("lease=10.71.0.50"), "{out}");
+    // Another client gets the range, without the fixed .100.
+    let out = lease("02:00:00:00:71:01");
+    assert!(out.contains("lease=10.71.0.101"), "{out}");
+    // filo ns's own DHCP client with a fixed MAC.
+    let (code, out, err) = ns_out(&[
+        "--conf",
+        "mac=02:00:00:00:71:0f,dhcp",
+        &lan,
+        "--",
+        "ip",
+        "-4",
+        "-br",
+        "addr",
+        "show",
+        "vde0",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("10.71.0.150/24"), "{out}");
+    let leases = console(&net.mgmt, "leases/print");
+    assert!(
+        leases.contains("10.71.0.50") && leases.contains("02:00:00:00:71:0d"),
+        "{leases}"
+    );
+}
+
+#[test]
+fn reverse_path_filtering_drops_spoofed_sources_and_filter_rules_insert_live() {
+    require("ping");
+    let net = Net::start_with(&["--rp-filter"]);
+    let wan = net.wan.vnl();
+    let wan_ping = || {
+        ns_out(&[
+            "--ip",
+            "10.72.0.12/24",
+            &wan,
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "10.72.0.2",
+        ])
+        .1
+    };
+    assert!(wan_ping().contains("1 packets transmitted, 1 received"));
+    // A WAN host sending with a LAN source: dropped, counted.
+    let (_, out, err) = ns_out(&[
+        "--ip",
+        "10.72.0.11/24",
+        &wan,
+        "--",
+        "sh",
+        "-c",
+        "ip addr add 10.71.0.99/32 dev vde0 && ip route add 10.71.0.0/24 via 10.72.0.2 && \
+         ping -c 2 -i 0.2 -W 1 -I 10.71.0.99 10.71.0.10; true",
+    ]);
+    assert!(out.contains("2 packets transmitted"), "{out}\n{err}");
+    let stat = console(&net.mgmt, "stat");
+    assert!(stat.contains("drop rp_filter 2"), "{stat}");
+    // A rule inserted before the rest decides first.
+    console(&net.mgmt, "filter/add input accept in vde1 proto icmp");
+    let inserted = console(&net.mgmt, "filter/insert 1 input drop in vde1 proto icmp");
+    assert!(inserted.contains("rule 1 inserted"), "{inserted}");
+    assert!(wan_ping().contains("1 packets transmitted, 0 received"));
+    let rules = console(&net.mgmt, "filter/print");
+    assert!(
+        rules.contains("1 input drop in vde1 proto icmp packets 1 ")
+            && rules.contains("2 input accept in vde1 proto icmp packets 0 "),
+        "{rules}"
+    );
+    let bad = console(&net.mgmt, "filter/insert 9 drop");
+    assert!(bad.contains("position 9: expected 1..3"), "{bad}");
+}
+
+#[test]
+fn a_port_forwards_icmp_port_unreachable_reaches_the_wan_client_translated() {
+    require("python3");
+    let net = Net::start_with(&["--forward", "vde1:udp:5353=10.71.0.10:53"]);
+    // Nothing listens on the LAN host's port 53: its kernel answers port unreachable.
+    let _lan = ns_bg(&[
+        "--ip",
+        "10.71.0.10/24",
+        "--gw",
+        "10.71.0.1",
+        &net.lan.vnl(),
+        "--",
+        "sleep",
+        "60",
+    ]);
+    // A connected UDP socket hears of it only if the quote names its own peer, the router.
+    let client = udp_client("socket.AF_INET", "('10.72.0.2', 5353)");
+    let (code, out, err) = ns_out(&[
+        "--ip",
+        "10.72.0.11/24",
+        &net.wan.vnl(),
+        "--",
+        "python3",
+        "-c",
+        &client,
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("refused"), "{out}\n{err}");
+    let nat = console(&net.mgmt, "nat/print");
+    assert!(!nat.contains("icmp_errors 0"), "{nat}");
+}
+
+/// A python script: a UDP socket of `family` connected to `peer` sends until it is refused
+/// (prints `refused`: an ICMP port unreachable whose quote names its peer came back).
+fn udp_client(family: &str, peer: &str) -> String {
+    format!(
+        "import socket\n\
+         s = socket.socket({family}, socket.SOCK_DGRAM)\n\
+         s.settimeout(1)\n\
+         s.connect({peer})\n\
+         for _ in range(15):\n\
+         \x20   try:\n\
+         \x20       s.send(b'query')\n\
+         \x20       s.recv(100)\n\
+         \x20   except ConnectionRefusedError:\n\
+         \x20       print('refused')\n\
+         \x20       break\n\
+         \x20   except OSError:\n\
+         \x20       pass\n"
+    )
+}
+
+#[test]
+fn an_icmpv6_port_unreachable_comes_back_through_nat66() {
+    require("python3");
+    let net = Net::start_with(&["--masquerade", "vde1"]);
+    // Nothing listens on the WAN host's port 9; it has no route back to the LAN.
+    let _wan = ns_bg(&["--ip", "fd72::10/64", &net.wan.vnl(), "--", "sleep", "60"]);
+    let client = udp_client("socket.AF_INET6", "('fd72::10', 9)");
+    let (code, out, err) = net.lan_host(&format!("{LAN6} python3 -c \"{client}\""));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("refused"), "{out}\n{err}");
+    let nat = console(&net.mgmt, "nat/print");
+    assert!(nat.contains("udp [fd71::10]:"), "{nat}");
+    assert!(!nat.contains("icmp_errors 0"), "{nat}");
 }
 
 /// `super_rx`/`super_tx` of `iface` in the router's `iface/print`.

@@ -356,92 +356,18 @@ pub fn try_flock(fd: BorrowedFd<'_>) -> io::Result<bool> {
 /// Most descriptors one message carries: the memfd and one eventfd per member.
 pub const MAX_FDS: usize = 1 + crate::layout::MAX_MEMBERS;
 
-/// A message header for one buffer (`iov`) and a control buffer of `space` bytes; the
-/// pointers stay valid as long as `iov` and `cbuf` do.
-fn msghdr(iov: &mut libc::iovec, cbuf: &mut [u64], space: usize) -> libc::msghdr {
-    // SAFETY: an all-zero msghdr is valid; the fields are set below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space.min(std::mem::size_of_val(cbuf)) as _;
-    msg
-}
-
 /// Sends `data` with `fds` attached (SCM_RIGHTS) on a connected UNIX socket.
 pub fn send_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
     if fds.len() > MAX_FDS {
         return Err(io::ErrorKind::InvalidInput.into());
     }
-    let fd_bytes = std::mem::size_of_val(fds);
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    let msg = msghdr(&mut iov, &mut cbuf, space);
-    // SAFETY: msg points at cbuf, which holds CMSG_SPACE(fd_bytes) bytes, so the first
-    // header and its data fit; the fds are copied in as raw bytes.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as _;
-        std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), fd_bytes);
-    }
-    // SAFETY: msg and everything it points to (iov, data, cbuf) are live for the call.
-    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    filo_vnl::sys::send_with_fds(sock.as_raw_fd(), data, fds).map(drop)
 }
 
 /// Receives one message with descriptors; returns the data length and the descriptors (now
-/// owned by us). Blocks as the socket does.
+/// owned by us). Blocks as the socket does; more than [`MAX_FDS`] descriptors is an error.
 pub fn recv_fds(sock: BorrowedFd<'_>, data: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let fd_bytes = MAX_FDS * std::mem::size_of::<RawFd>();
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
-    };
-    let mut msg = msghdr(&mut iov, &mut cbuf, space);
-    // SAFETY: msg points at live buffers: data (iov) and cbuf (control).
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut fds = Vec::new();
-    // SAFETY: the kernel filled msg's control buffer; CMSG_FIRSTHDR/NXTHDR walk it within
-    // msg_controllen, and each SCM_RIGHTS payload holds (cmsg_len - CMSG_LEN(0)) / 4 fds,
-    // which are new descriptors owned by this process.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let payload = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                let count = payload / std::mem::size_of::<RawFd>();
-                let base = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                for i in 0..count {
-                    let fd = std::ptr::read_unaligned(base.add(i));
-                    fds.push(OwnedFd::from_raw_fd(fd));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the bus owner sent more descriptors than a member takes",
-        ));
-    }
-    Ok((n as usize, fds))
+    filo_vnl::sys::recv_with_fds(sock.as_raw_fd(), data, MAX_FDS, true)
 }
 
 /// Sets a socket's receive timeout (the join handshake must not hang on a stuck owner).

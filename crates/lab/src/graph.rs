@@ -103,6 +103,7 @@ pub fn layout(lab: &Lab) -> Layout {
                     NodeKind::Tap => "node tap",
                     NodeKind::Slirp => "node slirp",
                     NodeKind::Router => "node router",
+                    NodeKind::Userstack => "node userstack",
                 },
                 x: x + (i % 3) as f64 * COL,
                 y,

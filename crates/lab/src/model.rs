@@ -80,6 +80,15 @@ impl CommandLine {
             CommandLine::Argv(v) => v.clone(),
         }
     }
+
+    /// The words of a command that runs without a shell (a `userstack` node's): a string is
+    /// split at whitespace, an array taken as it is.
+    pub fn words(&self) -> Vec<String> {
+        match self {
+            CommandLine::Shell(s) => s.split_whitespace().map(String::from).collect(),
+            CommandLine::Argv(v) => v.clone(),
+        }
+    }
 }
 
 #[derive(Deserialize, Debug)]
@@ -157,7 +166,13 @@ pub enum NodeKind {
     Tap,
     Slirp,
     Router,
+    /// A process with its own user-space filo stack (`filo stack COMMAND`): no root, no
+    /// /dev/net/tun, no namespace.
+    Userstack,
 }
+
+/// The `filo stack` commands a `userstack` node may run.
+pub const USERSTACK_COMMANDS: [&str; 4] = ["http-serve", "perf", "ping", "fetch"];
 
 impl NodeKind {
     pub fn name(self) -> &'static str {
@@ -168,6 +183,7 @@ impl NodeKind {
             NodeKind::Tap => "tap",
             NodeKind::Slirp => "slirp",
             NodeKind::Router => "router",
+            NodeKind::Userstack => "userstack",
         }
     }
 }
@@ -909,6 +925,24 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
                 }
                 if let Some(c) = &d.command {
                     return Err(cx.err(c.span(), format!("{key}.command"), "a stack node runs no command of its own: use `run` (each runs in the stack through mstack)"));
+                }
+            }
+            NodeKind::Userstack => {
+                if net.len() != 1 {
+                    return Err(cx.err(
+                        nd.span(),
+                        format!("{key}.net"),
+                        "a userstack node has exactly one interface",
+                    ));
+                }
+                let first = d.command.as_ref().map(|c| (c.span(), c.get_ref().words()));
+                match first {
+                    None => return Err(cx.err(nd.span(), format!("{key}.command"), format!("a userstack node needs its `command`: a `filo stack` command, one of {} (e.g. \"http-serve www\")", USERSTACK_COMMANDS.join(", ")))),
+                    Some((span, argv)) if !argv.first().is_some_and(|c| USERSTACK_COMMANDS.contains(&c.as_str())) => return Err(cx.err(span, format!("{key}.command"), format!("{:?}: expected a `filo stack` command, one of {}", argv.join(" "), USERSTACK_COMMANDS.join(", ")))),
+                    Some(_) => {}
+                }
+                if let Some(r) = d.run.first() {
+                    return Err(cx.err(r.span(), format!("{key}.run"), "a userstack node is one process: it takes no `run` (start another userstack node instead)"));
                 }
             }
             NodeKind::Qemu => {

@@ -116,6 +116,9 @@ pub struct Step {
     pub start: Start,
     /// A file to write before starting (path, contents): a switch's rc script.
     pub file: Option<(PathBuf, String)>,
+    /// Runs in the lab file's directory, so that relative paths in its command are the
+    /// file's (a `userstack` node's `http-serve DIR`); others run where `filo lab up` does.
+    pub in_file_dir: bool,
 }
 
 /// Console commands that set up a switch's VLANs.
@@ -188,6 +191,27 @@ fn daemon_step(
         args,
         env,
         file: None,
+        in_file_dir: false,
+    }
+}
+
+/// A node the lab keeps as its child, `filo ARGS`, started with the other nodes.
+fn filo_node_step(
+    id: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    ready: Option<PathBuf>,
+    in_file_dir: bool,
+) -> Step {
+    Step {
+        start: Start::Foreground { ready },
+        id,
+        phase: 2,
+        filo: true,
+        args,
+        env,
+        file: None,
+        in_file_dir,
     }
 }
 
@@ -233,6 +257,7 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
             filo: true,
             args,
             env: Vec::new(),
+            in_file_dir: false,
         });
     }
     for l in &lab.links {
@@ -302,17 +327,27 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
                     .clone()
                     .unwrap_or(CommandLine::Argv(vec!["sleep".into(), "infinity".into()]));
                 args.extend(command.argv());
-                Step {
-                    start: Start::Foreground {
-                        ready: Some(layout.ready(&n.name)),
-                    },
-                    id,
-                    phase: 2,
-                    filo: true,
-                    args,
-                    env,
-                    file: None,
-                }
+                filo_node_step(id, args, env, Some(layout.ready(&n.name)), false)
+            }
+            NodeKind::Userstack => {
+                // filo stack SUBCOMMAND --vnl V --name NODE <addresses> ARGS...
+                let words = n
+                    .command
+                    .as_ref()
+                    .map(CommandLine::words)
+                    .unwrap_or_default();
+                let mut args = vec!["stack".to_string()];
+                args.extend(words.first().cloned());
+                args.extend([
+                    "--vnl".to_string(),
+                    vnls[0].clone(),
+                    "--name".into(),
+                    n.name.clone(),
+                ]);
+                args.extend(net_flags(n));
+                args.extend(words.iter().skip(1).cloned());
+                // Ready once it still runs after a moment (a static address is set at once).
+                filo_node_step(id, args, env, None, true)
             }
             NodeKind::Stack => {
                 let mut args = vec![
@@ -353,6 +388,7 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
                     args,
                     env,
                     file: None,
+                    in_file_dir: false,
                 }
             }
             NodeKind::Tap => plug_step(
@@ -508,7 +544,11 @@ pub fn exec_argv(
             a.extend(argv.iter().cloned());
             Ok((false, a))
         }
-        NodeKind::Qemu | NodeKind::Tap | NodeKind::Slirp | NodeKind::Router => Err(format!(
+        NodeKind::Qemu
+        | NodeKind::Tap
+        | NodeKind::Slirp
+        | NodeKind::Router
+        | NodeKind::Userstack => Err(format!(
             "node {} is a {} node: exec runs commands in ns and stack nodes only",
             node.name,
             node.kind.name()

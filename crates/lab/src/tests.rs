@@ -712,3 +712,62 @@ fn a_bus_starts_with_the_switches_and_its_members_join_it_by_ipn() {
     let e = bad("[bus.b]", "[bus.lan]");
     assert!(e.message.contains("already used by a switch"), "{e}");
 }
+
+const WITH_USERSTACK: &str = r#"
+name = "u"
+[switch.lan]
+
+[node.web]
+kind = "userstack"
+net = ["lan"]
+ip = ["10.0.0.80/24"]
+gw = "10.0.0.1"
+command = "http-serve www --port 8080"
+"#;
+
+#[test]
+fn a_userstack_node_is_one_filo_stack_process_in_the_files_directory() {
+    let lab = parse(WITH_USERSTACK, "u").unwrap();
+    assert_eq!(lab.nodes[0].kind, NodeKind::Userstack);
+    let steps = plan(&lab, &Layout::new("/run/l"));
+    let step = &steps[1];
+    assert_eq!(
+        (step.id.as_str(), step.phase, step.filo, step.in_file_dir),
+        ("node web", 2, true, true)
+    );
+    assert_eq!(
+        step.args,
+        [
+            "stack",
+            "http-serve",
+            "--vnl",
+            "vde:///run/l/sw/lan",
+            "--name",
+            "web",
+            "--ip",
+            "10.0.0.80/24",
+            "--gw",
+            "10.0.0.1",
+            "www",
+            "--port",
+            "8080"
+        ]
+    );
+    assert_eq!(step.start, Start::Foreground { ready: None });
+    // Other nodes run where `filo lab up` runs.
+    assert!(!steps[0].in_file_dir);
+    let bad = |from: &str, to: &str| parse(&WITH_USERSTACK.replace(from, to), "u").unwrap_err();
+    let e = bad("http-serve www", "python3 -m http.server");
+    assert_eq!((e.line, e.key.as_str()), (10, "node.web.command"), "{e}");
+    assert!(
+        e.message
+            .contains("expected a `filo stack` command, one of http-serve, perf, ping, fetch"),
+        "{e}"
+    );
+    let e = bad("command = \"http-serve www --port 8080\"\n", "");
+    assert_eq!(e.key, "node.web.command", "{e}");
+    let e = bad("net = [\"lan\"]", "net = [\"lan\", \"lan\"]");
+    assert!(e.message.contains("exactly one interface"), "{e}");
+    let e = bad("gw = ", "run = [\"ping -c 1 10.0.0.1\"]\ngw = ");
+    assert_eq!(e.key, "node.web.run", "{e}");
+}

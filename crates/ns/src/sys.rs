@@ -30,101 +30,17 @@ pub fn setns(fd: RawFd, nstype: libc::c_int) -> io::Result<()> {
     cvt(unsafe { libc::setns(fd, nstype) }).map(drop)
 }
 
-/// Sends one message with descriptors attached (SCM_RIGHTS).
-pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    let fd_bytes = std::mem::size_of_val(fds);
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
-    let mut cbuf = vec![0u64; space.div_ceil(8).max(1)];
-    // SAFETY: msghdr is plain old data; zero is valid.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if !fds.is_empty() {
-        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space as _;
-        // SAFETY: msg_control points at `space` zeroed bytes, enough for one header and the
-        // descriptors; the CMSG macros stay inside it.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as _;
-            std::ptr::copy_nonoverlapping(
-                fds.as_ptr() as *const u8,
-                libc::CMSG_DATA(cmsg),
-                fd_bytes,
-            );
-        }
-    }
-    loop {
-        // SAFETY: msg and everything it points to live for the call.
-        let r = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
-        if r >= 0 {
-            return Ok(r as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
+/// Descriptor passing (SCM_RIGHTS) is shared with the other crates in filo-vnl.
+pub use filo_vnl::sys::send_with_fds;
 
-/// Receives one message and the descriptors attached to it (close-on-exec unless `cloexec`
-/// is false). Returns 0 bytes at EOF.
+/// Receives one message and the descriptors attached to it (at most 64; close-on-exec unless
+/// `cloexec` is false). Returns 0 bytes at EOF.
 pub fn recv_with_fds(
     sock: RawFd,
     buf: &mut [u8],
     cloexec: bool,
 ) -> io::Result<(usize, Vec<OwnedFd>)> {
-    const MAX_FDS: usize = 64;
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE((MAX_FDS * 4) as u32) } as usize;
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
-    // SAFETY: msghdr is plain old data; zero is valid.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = space as _;
-    let flags = if cloexec { libc::MSG_CMSG_CLOEXEC } else { 0 };
-    let n = loop {
-        // SAFETY: msg points at buffers that live for the call.
-        let r = unsafe { libc::recvmsg(sock, &mut msg, flags) };
-        if r >= 0 {
-            break r as usize;
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    };
-    let mut fds = Vec::new();
-    // SAFETY: the kernel filled msg_control; the CMSG macros walk it within msg_controllen.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg);
-                let len = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                for i in 0..len / 4 {
-                    let mut fd: libc::c_int = 0;
-                    std::ptr::copy_nonoverlapping(data.add(i * 4), &mut fd as *mut _ as *mut u8, 4);
-                    fds.push(OwnedFd::from_raw_fd(fd));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    Ok((n, fds))
+    filo_vnl::sys::recv_with_fds(sock, buf, 64, cloexec)
 }
 
 /// socket(2).

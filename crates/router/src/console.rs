@@ -35,7 +35,7 @@ pub fn greeting() -> String {
     format!("{BANNER}{PROMPT}")
 }
 
-const HELP: [&str; 13] = [
+const HELP: [&str; 14] = [
     "help            this list",
     "iface/print     interfaces: name, MAC, MTU, addresses, frames in/out, forwarded",
     "route/print     the routing table, longest prefix first",
@@ -45,6 +45,7 @@ const HELP: [&str; 13] = [
     "nat/print       masquerade, port forwards: connections, states, timeouts, counters",
     "filter/print    filter rules in order, with packet and byte counters",
     "filter/add RULE append a rule (see filo router --help)",
+    "filter/insert N RULE  insert a rule at position N (1 is first)",
     "filter/del N    delete rule N",
     "logout          end this session",
     "shutdown        stop the router",

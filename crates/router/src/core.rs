@@ -81,10 +81,13 @@ pub enum DropReason {
     PoolExhausted,
     /// An ICMP error not sent: over the rate limit.
     IcmpRateLimited,
+    /// Reverse-path filtering: the source is not routed back out of the interface the packet
+    /// came in on (a spoofed source).
+    ReversePath,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::TooShort,
         DropReason::OtherHost,
         DropReason::UnknownEthertype,
@@ -103,6 +106,7 @@ impl DropReason {
         DropReason::Server,
         DropReason::PoolExhausted,
         DropReason::IcmpRateLimited,
+        DropReason::ReversePath,
     ];
 
     pub fn name(self) -> &'static str {
@@ -125,6 +129,7 @@ impl DropReason {
             DropReason::Server => "server",
             DropReason::PoolExhausted => "pool_exhausted",
             DropReason::IcmpRateLimited => "icmp_rate_limited",
+            DropReason::ReversePath => "rp_filter",
         }
     }
 }
@@ -327,6 +332,8 @@ pub struct Router {
     random: u32,
     /// Reused for segmenting super-frames.
     scratch: Vec<u8>,
+    /// Reverse-path filtering of forwarded packets ([`Router::set_rp_filter`]).
+    rp_filter: bool,
 }
 
 impl Router {
@@ -343,6 +350,7 @@ impl Router {
             icmp_refill: now,
             random: 0x2545_f491,
             scratch: Vec::new(),
+            rp_filter: false,
         }
     }
 
@@ -539,6 +547,18 @@ impl Router {
         self.ifaces
             .get_mut(iface)
             .ok_or_else(|| ConfigError::NoSuchInterface(format!("#{iface}")))
+    }
+
+    /// Strict reverse-path filtering (RFC 3704 §2.2, the kernel's rp_filter=1): a packet to
+    /// be forwarded whose source the routes would not send back out of the interface it came
+    /// in on is dropped and counted ([`DropReason::ReversePath`]). Off by default.
+    pub fn set_rp_filter(&mut self, on: bool) {
+        self.rp_filter = on;
+    }
+
+    /// Whether reverse-path filtering refuses a packet from `src` that came in on `iface`.
+    fn rp_refused(&self, iface: IfId, src: IpAddr) -> bool {
+        self.rp_filter && self.routes.lookup(src).is_none_or(|r| r.iface != iface)
     }
 
     /// Runs `hook` at each of `points`, after the hooks already there.
@@ -860,6 +880,9 @@ impl Router {
         }
         if src.is_link_local() || dst.is_link_local() {
             return self.drop(DropReason::Scope);
+        }
+        if self.rp_refused(iface, IpAddr::V4(src)) {
+            return self.drop(DropReason::ReversePath);
         }
         if p.hop_limit() <= 1 {
             self.drop(DropReason::TtlExceeded);
@@ -1268,6 +1291,9 @@ impl Router {
         }
         if src.is_unicast_link_local() || dst.is_unicast_link_local() {
             return self.drop(DropReason::Scope);
+        }
+        if self.rp_refused(iface, IpAddr::V6(src)) {
+            return self.drop(DropReason::ReversePath);
         }
         if p.hop_limit() <= 1 {
             self.drop(DropReason::TtlExceeded);

@@ -384,6 +384,21 @@ impl Filter {
         self.rules.len()
     }
 
+    /// Adds rule `text` at position `n` (1 is first; one past the last appends), moving
+    /// the rules from `n` on down one; the error names the token or the position.
+    pub fn insert(&mut self, n: usize, text: &str) -> Result<(), String> {
+        if !(1..=self.rules.len() + 1).contains(&n) {
+            return Err(format!(
+                "position {n}: expected 1..{}",
+                self.rules.len() + 1
+            ));
+        }
+        let rule =
+            Rule::parse(text, &self.ifaces).map_err(|e| format!("{e} (rules are: {SYNTAX})"))?;
+        self.rules.insert(n - 1, rule);
+        Ok(())
+    }
+
     fn state(&mut self, now: Instant, f: &Fields) -> u8 {
         if let Some(q) = f.quoted {
             if self.conns.get(&q).is_some_and(|&t| t > now) {
@@ -479,6 +494,18 @@ impl Hook for Filter {
                     vec![format!("rule {} added", self.rules.len())]
                 })
                 .map_err(|e| format!("{e} (rules are: {SYNTAX})")),
+            "insert" => {
+                let (n, rule) = args.trim().split_once(' ').unwrap_or((args.trim(), ""));
+                match n.parse::<usize>() {
+                    Ok(n) => self
+                        .insert(n, rule.trim())
+                        .map(|()| vec![format!("rule {n} inserted")]),
+                    Err(_) => Err(format!(
+                        "{n:?}: expected a position 1..{} then a rule",
+                        self.rules.len() + 1
+                    )),
+                }
+            }
             "del" => match args.trim().parse::<usize>() {
                 Ok(n) if (1..=self.rules.len()).contains(&n) => {
                     let r = self.rules.remove(n - 1);
@@ -497,6 +524,16 @@ impl Hook for Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A UDP packet (its checksum not filled: the filter does not look).
+    fn udp(src: &str, sp: u16, dst: &str, dp: u16) -> Vec<u8> {
+        let (s, d): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+            (src.parse().unwrap(), dst.parse().unwrap());
+        let mut p = crate::icmp::v4_echo_reply(s, d, &[0; 8]);
+        p[9] = 17;
+        p[20..24].copy_from_slice(&[(sp >> 8) as u8, sp as u8, (dp >> 8) as u8, dp as u8]);
+        p
+    }
 
     fn names() -> Vec<String> {
         vec!["vde0".into(), "vde1".into()]
@@ -530,14 +567,6 @@ mod tests {
         let mut f = Filter::new(names());
         f.load("accept state established,related\ndrop in vde1 state new")
             .unwrap();
-        let udp = |src: &str, sp: u16, dst: &str, dp: u16| {
-            let (s, d): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
-                (src.parse().unwrap(), dst.parse().unwrap());
-            let mut p = crate::icmp::v4_echo_reply(s, d, &[0; 8]);
-            p[9] = 17;
-            p[20..24].copy_from_slice(&[(sp >> 8) as u8, sp as u8, (dp >> 8) as u8, dp as u8]);
-            p
-        };
         let out = PacketMeta {
             in_iface: Some(0),
             out_iface: Some(1),
@@ -576,5 +605,55 @@ mod tests {
         assert!(f.command("del", "3").unwrap().is_err());
         assert!(f.command("del", "2").unwrap().is_ok());
         assert_eq!(f.rules(), 1);
+    }
+
+    #[test]
+    fn rules_insert_at_a_position_and_decide_first() {
+        let now = Instant::now();
+        let mut f = Filter::new(names());
+        f.load("accept proto udp\n").unwrap();
+        let out = PacketMeta {
+            in_iface: Some(0),
+            out_iface: Some(1),
+        };
+        let mut p = udp("10.1.0.10", 5000, "10.9.0.20", 53);
+        assert_eq!(
+            f.hook(now, HookPoint::Forward, &out, &mut p),
+            HookVerdict::Accept
+        );
+        assert_eq!(
+            f.command("insert", "1 drop proto udp dport 53"),
+            Some(Ok(vec!["rule 1 inserted".to_string()]))
+        );
+        let mut p = udp("10.1.0.10", 5000, "10.9.0.20", 53);
+        assert_eq!(
+            f.hook(now, HookPoint::Forward, &out, &mut p),
+            HookVerdict::Drop
+        );
+        // At the end too, and nowhere else.
+        assert!(f.command("insert", "3 reject proto tcp").unwrap().is_ok());
+        let lines = f.print(now);
+        assert!(
+            lines[0].starts_with("1 drop proto udp dport 53 packets 1"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("2 accept proto udp packets 1"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2].starts_with("3 reject proto tcp packets 0"),
+            "{lines:?}"
+        );
+        for (bad, what) in [
+            ("5 drop", "position 5: expected 1..4"),
+            ("0 drop", "position 0"),
+            ("x drop", "\"x\": expected a position 1..4"),
+            ("1 allow", "\"allow\""),
+        ] {
+            let e = f.command("insert", bad).unwrap().unwrap_err();
+            assert!(e.contains(what), "{bad}: {e}");
+        }
+        assert_eq!(f.rules(), 3);
     }
 }

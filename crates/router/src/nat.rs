@@ -1,35 +1,43 @@
-//! IPv4 masquerade with connection tracking, as a [`Hook`] at POSTROUTING (the source of
-//! packets leaving on the outgoing interface becomes the router's address there, the source
-//! port or ICMP echo identifier a free one) and PREROUTING (replies get the original
-//! destination back). ICMP errors about a translated connection that come back (time
-//! exceeded, fragmentation needed) get their quoted header translated too, so traceroute and
-//! path-MTU discovery work through the NAT.
+//! Masquerade (IPv4, and NAT66 for IPv6) with connection tracking, as a [`Hook`] at
+//! POSTROUTING (the source of packets leaving on the outgoing interface becomes the router's
+//! address there, or a chosen one (SNAT), the source port or ICMP echo identifier a free one)
+//! and PREROUTING (replies get the original destination back), plus IPv4 port forwards
+//! (DNAT). ICMP and ICMPv6 errors about a translated or forwarded connection get their quoted
+//! header translated too, both ways (time exceeded and fragmentation needed / packet too big
+//! coming back to the inside host; port unreachable and the like from the inside host going
+//! out), so traceroute and path-MTU discovery work through the NAT.
 //!
 //! Connections are TCP (states from the flags: SYN sent, established, closing, closed), UDP
-//! (unreplied, replied) and ICMP echo, each with a timeout; the table holds at most
-//! [`Config::max_conns`] and counts what it refuses. IPv6 passes untranslated. Later
-//! fragments (offset ≠ 0) of translated packets are not translated back (no reassembly): they
-//! are dropped and counted.
+//! (unreplied, replied) and ICMP / ICMPv6 echo, each with a timeout; the table holds at most
+//! [`Config::max_conns`] (both families) and counts what it refuses. IPv6 is translated only
+//! when [`Config::addr6`] is set; its extension headers are not walked (a packet whose next
+//! header is not TCP, UDP or ICMPv6 gets its address translated only). Later fragments
+//! (offset ≠ 0) of translated IPv4 packets are not translated back (no reassembly): they are
+//! dropped and counted.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use smoltcp::wire::Ipv4Packet;
+use smoltcp::wire::{Icmpv6Packet, Ipv4Packet, Ipv6Packet};
 
 use crate::core::{Hook, HookPoint, HookVerdict, IfId, PacketMeta};
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 const ICMP: u8 = 1;
+const ICMPV6: u8 = 58;
 
 /// The masquerade's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// The outgoing interface.
     pub iface: IfId,
-    /// The router's address on it: the translated source.
+    /// The router's address on it: the translated source; unspecified (0.0.0.0) leaves
+    /// IPv4 untranslated (an IPv6-only interface).
     pub addr: Ipv4Addr,
+    /// The translated source of IPv6 (NAT66); None leaves IPv6 untranslated.
+    pub addr6: Option<Ipv6Addr>,
     pub max_conns: usize,
     /// Ports (and echo identifiers) handed out.
     pub ports: (u16, u16),
@@ -117,6 +125,7 @@ impl Config {
         Config {
             iface,
             addr,
+            addr6: None,
             max_conns: 16384,
             ports: (32768, 60999),
             tcp_established: Duration::from_secs(7200),
@@ -134,9 +143,9 @@ impl Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct Flow {
     proto: u8,
-    host: Ipv4Addr,
+    host: IpAddr,
     host_port: u16,
-    remote: Ipv4Addr,
+    remote: IpAddr,
     remote_port: u16,
 }
 
@@ -189,7 +198,7 @@ pub struct Stats {
     pub refused: u64,
     /// Later fragments that could not be translated.
     pub fragments: u64,
-    /// ICMP errors whose quoted header was translated back.
+    /// ICMP errors whose quoted header was translated.
     pub icmp_errors: u64,
     /// Connections opened through a port forward.
     pub forwarded: u64,
@@ -199,7 +208,7 @@ pub struct Masquerade {
     config: Config,
     /// Translated port by flow.
     by_flow: HashMap<Flow, u16>,
-    /// Connections by (protocol, translated port).
+    /// Connections by (protocol, translated port); IPv4 and IPv6 share the ports.
     conns: HashMap<(u8, u16), Conn>,
     /// Port-forwarded connections by flow as the inside server sees it (`host` the server,
     /// `remote` the client); `port` is the forward's public port.
@@ -240,7 +249,25 @@ fn checksum_at(proto: u8) -> Option<(usize, bool)> {
         TCP => Some((16, true)),
         UDP => Some((6, true)),
         ICMP => Some((2, false)),
+        ICMPV6 => Some((2, true)),
         _ => None,
+    }
+}
+
+fn is_echo(proto: u8, l4: &[u8]) -> bool {
+    match proto {
+        ICMP => matches!(l4.first(), Some(0 | 8)),
+        ICMPV6 => matches!(l4.first(), Some(128 | 129)),
+        _ => false,
+    }
+}
+
+/// Whether `l4` is an ICMP or ICMPv6 error (which quotes the packet it is about).
+fn is_error(proto: u8, l4: &[u8]) -> bool {
+    match proto {
+        ICMP => matches!(l4.first(), Some(3 | 11 | 12)),
+        ICMPV6 => matches!(l4.first(), Some(1..=4)),
+        _ => false,
     }
 }
 
@@ -248,7 +275,7 @@ fn checksum_at(proto: u8) -> Option<(usize, bool)> {
 fn ports(proto: u8, l4: &[u8]) -> Option<(u16, u16)> {
     match proto {
         TCP | UDP => Some((get16(l4, 0)?, get16(l4, 2)?)),
-        ICMP if matches!(l4.first(), Some(0 | 8)) => {
+        ICMP | ICMPV6 if is_echo(proto, l4) => {
             let id = get16(l4, 4)?;
             Some((id, id))
         }
@@ -256,41 +283,171 @@ fn ports(proto: u8, l4: &[u8]) -> Option<(u16, u16)> {
     }
 }
 
-/// Rewrites an address at `addr_at` of `packet` and a port at `port_at` (an offset into the
-/// transport header at `l4_at`), updating the transport checksum incrementally (when the
-/// header holds it: `whole`) and the IPv4 header checksum.
-fn rewrite(
-    packet: &mut [u8],
+/// Where a port is in the transport header: the source (ICMP echo: the identifier) or the
+/// destination one.
+fn port_at(proto: u8, source: bool) -> usize {
+    match (proto, source) {
+        (ICMP | ICMPV6, _) => 4,
+        (_, true) => 0,
+        (_, false) => 2,
+    }
+}
+
+/// The parts of an IP header NAT looks at; `at` is where the header starts in the buffer.
+#[derive(Debug, Clone, Copy)]
+struct Ip {
+    at: usize,
+    v6: bool,
     proto: u8,
-    addr_at: usize,
-    addr: Ipv4Addr,
-    l4_at: usize,
-    port_at: usize,
-    port: u16,
-) {
-    let old_addr: [u8; 4] = packet[addr_at..addr_at + 4].try_into().unwrap_or([0; 4]);
-    let old_port = get16(packet, l4_at + port_at).unwrap_or(0);
-    if let Some((c, pseudo)) = checksum_at(proto) {
-        if let Some(sum) = get16(packet, l4_at + c) {
-            if !(proto == UDP && sum == 0) {
-                let mut s = adjust(sum, &old_port.to_be_bytes(), &port.to_be_bytes());
-                if pseudo {
-                    s = adjust(s, &old_addr, &addr.octets());
+    src: IpAddr,
+    dst: IpAddr,
+    /// Where the transport header starts in the buffer.
+    l4: usize,
+    later_fragment: bool,
+}
+
+impl Ip {
+    /// The header at `at` of `b`; `quoted` accepts one cut short (an ICMP error's quote),
+    /// as long as the header and 8 bytes of transport header are there.
+    fn parse(b: &[u8], at: usize, quoted: bool) -> Option<Ip> {
+        let p = b.get(at..)?;
+        match p.first()? >> 4 {
+            4 => {
+                let h = match Ipv4Packet::new_checked(p) {
+                    Ok(h) => h,
+                    Err(_) if quoted => Ipv4Packet::new_unchecked(p),
+                    Err(_) => return None,
+                };
+                let hl = usize::from(h.header_len());
+                if p.len() < 20 || hl < 20 || (quoted && p.len() < hl + 8) {
+                    return None;
                 }
-                if proto == UDP && s == 0 {
+                Some(Ip {
+                    at,
+                    v6: false,
+                    proto: h.next_header().into(),
+                    src: IpAddr::V4(h.src_addr()),
+                    dst: IpAddr::V4(h.dst_addr()),
+                    l4: at + hl,
+                    later_fragment: h.frag_offset() != 0,
+                })
+            }
+            6 => {
+                let h = match Ipv6Packet::new_checked(p) {
+                    Ok(h) => h,
+                    Err(_) if quoted && p.len() >= 48 => Ipv6Packet::new_unchecked(p),
+                    Err(_) => return None,
+                };
+                Some(Ip {
+                    at,
+                    v6: true,
+                    proto: h.next_header().into(),
+                    src: IpAddr::V6(h.src_addr()),
+                    dst: IpAddr::V6(h.dst_addr()),
+                    l4: at + 40,
+                    later_fragment: false,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Where the source (or destination) address is in the buffer.
+    fn addr_at(&self, source: bool) -> usize {
+        self.at
+            + match (self.v6, source) {
+                (false, true) => 12,
+                (false, false) => 16,
+                (true, true) => 8,
+                (true, false) => 24,
+            }
+    }
+}
+
+/// An address's bytes without allocating: a buffer and how much of it is used.
+fn octets(a: IpAddr) -> ([u8; 16], usize) {
+    let mut b = [0; 16];
+    match a {
+        IpAddr::V4(a) => {
+            b[..4].copy_from_slice(&a.octets());
+            (b, 4)
+        }
+        IpAddr::V6(a) => (a.octets(), 16),
+    }
+}
+
+/// Rewrites the source (or destination) address of `ip` in `packet` to `addr` and, when
+/// `port` is given, the matching port, updating the transport checksum incrementally and
+/// the IPv4 header checksum.
+fn rewrite(packet: &mut [u8], ip: &Ip, source: bool, addr: IpAddr, port: Option<u16>) {
+    let addr_at = ip.addr_at(source);
+    let (new, len) = octets(addr);
+    let new_addr = &new[..len];
+    let mut old = [0; 16];
+    match packet.get(addr_at..addr_at + len) {
+        Some(a) => old[..len].copy_from_slice(a),
+        None => return,
+    }
+    let old_addr = &old[..len];
+    let p_at = ip.l4 + port_at(ip.proto, source);
+    let old_port = get16(packet, p_at);
+    if let Some((c, pseudo)) = checksum_at(ip.proto).filter(|_| !ip.later_fragment) {
+        if let Some(sum) = get16(packet, ip.l4 + c) {
+            if !(ip.proto == UDP && sum == 0) {
+                let mut s = sum;
+                if let (Some(old), Some(new)) = (old_port, port) {
+                    s = adjust(s, &old.to_be_bytes(), &new.to_be_bytes());
+                }
+                if pseudo {
+                    s = adjust(s, old_addr, new_addr);
+                }
+                if ip.proto == UDP && s == 0 {
                     s = 0xffff;
                 }
-                set16(packet, l4_at + c, s);
+                set16(packet, ip.l4 + c, s);
             }
         }
     }
-    packet[addr_at..addr_at + 4].copy_from_slice(&addr.octets());
-    set16(packet, l4_at + port_at, port);
+    packet[addr_at..addr_at + len].copy_from_slice(new_addr);
+    if let Some(port) = port {
+        set16(packet, p_at, port);
+    }
+    if !ip.v6 {
+        if let Some(h) = packet.get_mut(ip.at..) {
+            Ipv4Packet::new_unchecked(h).fill_checksum();
+        }
+    }
 }
 
-fn fill_ip_checksum(packet: &mut [u8]) {
-    let mut p = Ipv4Packet::new_unchecked(packet);
-    p.fill_checksum();
+/// After an ICMP error and its quote changed: the quoted and outer IPv4 header checksums and
+/// the ICMP checksum over the whole message (for ICMPv6 with the outer pseudo-header).
+fn refill_error(packet: &mut [u8], quoted: &Ip) {
+    if !quoted.v6 {
+        if let Some(q) = packet.get_mut(quoted.at..) {
+            Ipv4Packet::new_unchecked(q).fill_checksum();
+        }
+    }
+    let Some(outer) = Ip::parse(packet, 0, false) else {
+        return;
+    };
+    match (outer.src, outer.dst) {
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            let end = (40 + usize::from(Ipv6Packet::new_unchecked(&packet[..]).payload_len()))
+                .min(packet.len());
+            if let Some(m) = packet.get_mut(outer.l4..end) {
+                Icmpv6Packet::new_unchecked(m).fill_checksum(&src, &dst);
+            }
+        }
+        _ => {
+            let end =
+                usize::from(Ipv4Packet::new_unchecked(&packet[..]).total_len()).min(packet.len());
+            set16(packet, outer.l4 + 2, 0);
+            let sum = filo_vnl::wire::checksum::internet_checksum(
+                packet.get(outer.l4..end).unwrap_or(&[]),
+            );
+            set16(packet, outer.l4 + 2, sum);
+        }
+    }
 }
 
 /// A connection's next state after a packet with transport header `l4`; `from_host` is true
@@ -326,6 +483,14 @@ fn next_state(proto: u8, state: State, l4: &[u8], from_host: bool) -> State {
     state
 }
 
+/// `addr:port`, with brackets around an IPv6 address.
+fn endpoint(a: IpAddr, port: u16) -> String {
+    match a {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
 impl Masquerade {
     pub fn new(config: Config) -> Masquerade {
         Masquerade {
@@ -340,6 +505,15 @@ impl Masquerade {
 
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// The router's address for the family of `ip`, if that family is translated.
+    fn my_addr(&self, v6: bool) -> Option<IpAddr> {
+        if v6 {
+            self.config.addr6.map(IpAddr::V6)
+        } else {
+            Some(IpAddr::V4(self.config.addr)).filter(|_| !self.config.addr.is_unspecified())
+        }
     }
 
     /// Whether the table (masqueraded and port-forwarded connections) is full.
@@ -436,16 +610,29 @@ impl Masquerade {
 
     /// POSTROUTING: a forwarded packet leaving on our interface.
     fn outbound(&mut self, now: Instant, packet: &mut [u8]) -> HookVerdict {
-        let Ok(p) = Ipv4Packet::new_checked(&packet[..]) else {
+        let Some(ip) = Ip::parse(packet, 0, false) else {
             return HookVerdict::Accept;
         };
-        let proto: u8 = p.next_header().into();
-        let (src, dst, hl) = (p.src_addr(), p.dst_addr(), usize::from(p.header_len()));
-        if src == self.config.addr {
+        let Some(me) = self.my_addr(ip.v6) else {
+            return HookVerdict::Accept;
+        };
+        let (proto, src, dst) = (ip.proto, ip.src, ip.dst);
+        if src == me {
             return HookVerdict::Accept;
         }
-        if !self.forwarded.is_empty() && p.frag_offset() == 0 {
-            if let Some((sport, dport)) = ports(proto, &packet[hl..]) {
+        let l4 = packet.get(ip.l4..).unwrap_or(&[]);
+        let (error, l4_ports) = if ip.later_fragment {
+            (false, None)
+        } else {
+            (is_error(proto, l4), ports(proto, l4))
+        };
+        if error {
+            if let Some(v) = self.outbound_error(packet, &ip, me) {
+                return v;
+            }
+        }
+        if !self.forwarded.is_empty() {
+            if let Some((sport, dport)) = l4_ports {
                 let flow = Flow {
                     proto,
                     host: src,
@@ -456,9 +643,8 @@ impl Masquerade {
                 if let Some(c) = self.forwarded.get(&flow) {
                     if c.expires > now {
                         let port = c.port;
-                        self.track_forwarded(now, flow, &packet[hl..], false);
-                        rewrite(packet, proto, 12, self.config.addr, hl, 0, port);
-                        fill_ip_checksum(packet);
+                        self.track_forwarded(now, flow, &packet[ip.l4..], false);
+                        rewrite(packet, &ip, true, me, Some(port));
                         return HookVerdict::Accept;
                     }
                 }
@@ -467,24 +653,19 @@ impl Masquerade {
         if !self.config.masquerade {
             return HookVerdict::Accept;
         }
-        if p.frag_offset() != 0 {
-            // A later fragment: no ports; the address alone is translated.
-            packet[12..16].copy_from_slice(&self.config.addr.octets());
-            fill_ip_checksum(packet);
-            return HookVerdict::Accept;
-        }
-        let Some((sport, dport)) = ports(proto, &packet[hl..]) else {
-            // Other protocols: address only (one host at a time per remote, as the kernel).
-            packet[12..16].copy_from_slice(&self.config.addr.octets());
-            fill_ip_checksum(packet);
+        let Some((sport, dport)) = l4_ports else {
+            // A later fragment or another protocol: the address alone (one host at a time
+            // per remote, as the kernel).
+            rewrite(packet, &ip, true, me, None);
             return HookVerdict::Accept;
         };
+        let echo = matches!(proto, ICMP | ICMPV6);
         let flow = Flow {
             proto,
             host: src,
             host_port: sport,
             remote: dst,
-            remote_port: if proto == ICMP { 0 } else { dport },
+            remote_port: if echo { 0 } else { dport },
         };
         let port = match self.by_flow.get(&flow).copied() {
             Some(port) if !self.expire(now, (proto, port)) => port,
@@ -516,84 +697,121 @@ impl Masquerade {
                 port
             }
         };
-        self.track(now, (proto, port), &packet[hl..], true);
-        // ICMP echo: the identifier sits at offset 4 of the message.
-        let port_at = if proto == ICMP { 4 } else { 0 };
-        rewrite(packet, proto, 12, self.config.addr, hl, port_at, port);
-        fill_ip_checksum(packet);
+        self.track(now, (proto, port), &packet[ip.l4..], true);
+        rewrite(packet, &ip, true, me, Some(port));
+        HookVerdict::Accept
+    }
+
+    /// An ICMP error leaving from an inside host about a packet a translated connection
+    /// brought it (port unreachable for a reply, …): the outer source and the quoted
+    /// destination become ours again. None if the quote is no connection's.
+    fn outbound_error(&mut self, packet: &mut [u8], outer: &Ip, me: IpAddr) -> Option<HookVerdict> {
+        let q = Ip::parse(packet, outer.l4 + 8, true)?;
+        let (sport, dport) = ports(q.proto, packet.get(q.l4..)?)?;
+        let echo = matches!(q.proto, ICMP | ICMPV6);
+        let flow = Flow {
+            proto: q.proto,
+            host: q.dst,
+            host_port: dport,
+            remote: q.src,
+            remote_port: if echo { 0 } else { sport },
+        };
+        let port = match self.by_flow.get(&flow) {
+            Some(&p) => p,
+            None => self.forwarded.get(&flow)?.port,
+        };
+        rewrite(packet, &q, false, me, Some(port));
+        rewrite(packet, outer, true, me, None);
+        refill_error(packet, &q);
+        self.stats.icmp_errors += 1;
+        Some(HookVerdict::Accept)
+    }
+
+    /// POSTROUTING of the router's own packets: an ICMP error it sends about a packet of a
+    /// translated connection (time exceeded, host unreachable for a port forward's dead
+    /// server) quotes it as the remote side sent it, to our address and port.
+    fn local_error(&mut self, packet: &mut [u8]) -> HookVerdict {
+        let Some(ip) = Ip::parse(packet, 0, false) else {
+            return HookVerdict::Accept;
+        };
+        if let Some(me) = self.my_addr(ip.v6) {
+            if is_error(ip.proto, packet.get(ip.l4..).unwrap_or(&[])) {
+                self.outbound_error(packet, &ip, me);
+            }
+        }
         HookVerdict::Accept
     }
 
     /// PREROUTING: a packet arriving on our interface for our address.
     fn inbound(&mut self, now: Instant, packet: &mut [u8]) -> HookVerdict {
-        let Ok(p) = Ipv4Packet::new_checked(&packet[..]) else {
+        let Some(ip) = Ip::parse(packet, 0, false) else {
             return HookVerdict::Accept;
         };
-        if p.dst_addr() != self.config.addr {
+        if self.my_addr(ip.v6) != Some(ip.dst) {
             return HookVerdict::Accept;
         }
-        let proto: u8 = p.next_header().into();
-        let (src, hl) = (p.src_addr(), usize::from(p.header_len()));
-        if p.frag_offset() != 0 {
+        let (proto, src) = (ip.proto, ip.src);
+        if ip.later_fragment {
             self.stats.fragments += 1;
             return HookVerdict::Drop;
         }
-        if proto == ICMP && matches!(packet.get(hl), Some(3 | 11 | 12)) {
-            return self.inbound_error(packet, hl);
+        let l4 = packet.get(ip.l4..).unwrap_or(&[]);
+        if is_error(proto, l4) {
+            return self.inbound_error(packet, &ip);
         }
-        // Echo requests to the router are its own to answer.
-        if proto == ICMP && packet.get(hl) != Some(&0) {
+        // Echo requests (and NDP) to the router are its own to answer.
+        if matches!(proto, ICMP | ICMPV6) && !matches!(l4.first(), Some(0 | 129)) {
             return HookVerdict::Accept;
         }
-        let Some((sport, dport)) = ports(proto, &packet[hl..]) else {
+        let Some((sport, dport)) = ports(proto, l4) else {
             return HookVerdict::Accept;
         };
         let key = (proto, dport);
         self.expire(now, key);
-        let remote_port = if proto == ICMP { 0 } else { sport };
+        let remote_port = if matches!(proto, ICMP | ICMPV6) {
+            0
+        } else {
+            sport
+        };
         let Some(c) = self
             .conns
             .get(&key)
             .filter(|c| c.flow.remote == src && c.flow.remote_port == remote_port)
         else {
             // Not a reply to a masqueraded connection: a port forward's, or the router's own.
-            return self.inbound_forward(now, packet, proto, src, sport, dport, hl);
+            return self.inbound_forward(now, packet, &ip, sport, dport);
         };
         let flow = c.flow;
-        self.track(now, key, &packet[hl..], false);
-        let port_at = if proto == ICMP { 4 } else { 2 };
-        rewrite(packet, proto, 16, flow.host, hl, port_at, flow.host_port);
-        fill_ip_checksum(packet);
+        self.track(now, key, &packet[ip.l4..], false);
+        rewrite(packet, &ip, false, flow.host, Some(flow.host_port));
         HookVerdict::Accept
     }
 
     /// PREROUTING: a TCP or UDP packet for our address that no masqueraded connection
     /// claims; a port forward's if one matches `dport` (new connections are tracked).
-    #[allow(clippy::too_many_arguments)]
     fn inbound_forward(
         &mut self,
         now: Instant,
         packet: &mut [u8],
-        proto: u8,
-        src: Ipv4Addr,
+        ip: &Ip,
         sport: u16,
         dport: u16,
-        hl: usize,
     ) -> HookVerdict {
+        let proto = ip.proto;
         let Some(f) = self
             .config
             .forwards
             .iter()
-            .find(|f| f.proto == proto && f.port == dport)
+            .find(|f| f.proto == proto && f.port == dport && !ip.v6)
             .copied()
         else {
             return HookVerdict::Accept;
         };
         let flow = Flow {
             proto,
-            host: f.to,
+            host: IpAddr::V4(f.to),
             host_port: f.to_port,
-            remote: src,
+            remote: ip.src,
             remote_port: sport,
         };
         if self.forwarded.get(&flow).is_some_and(|c| c.expires <= now) {
@@ -621,68 +839,54 @@ impl Masquerade {
             self.stats.created += 1;
             self.stats.forwarded += 1;
         }
-        self.track_forwarded(now, flow, &packet[hl..], true);
-        rewrite(packet, proto, 16, f.to, hl, 2, f.to_port);
-        fill_ip_checksum(packet);
+        self.track_forwarded(now, flow, &packet[ip.l4..], true);
+        rewrite(packet, ip, false, flow.host, Some(f.to_port));
         HookVerdict::Accept
+    }
+
+    /// The connection a packet we sent (source our address and `port`, to `remote`:
+    /// `remote_port`) belongs to: a masqueraded or a port-forwarded one.
+    fn sent_by(&self, proto: u8, port: u16, remote: IpAddr, remote_port: u16) -> Option<Flow> {
+        if let Some(c) = self.conns.get(&(proto, port)) {
+            if c.flow.remote == remote {
+                return Some(c.flow);
+            }
+        }
+        let f = self
+            .config
+            .forwards
+            .iter()
+            .find(|f| f.proto == proto && f.port == port)?;
+        let flow = Flow {
+            proto,
+            host: IpAddr::V4(f.to),
+            host_port: f.to_port,
+            remote,
+            remote_port,
+        };
+        self.forwarded.contains_key(&flow).then_some(flow)
     }
 
     /// An ICMP error to our address quoting a translated packet: the outer destination, the
     /// quoted source address and port go back to the inside host's.
-    fn inbound_error(&mut self, packet: &mut [u8], hl: usize) -> HookVerdict {
-        let inner_at = hl + 8;
-        let Ok(inner) =
-            Ipv4Packet::new_checked(packet.get(inner_at..).unwrap_or(&[])).or_else(|_| {
-                // Quotes are often cut short: only the header must be whole.
-                let b = packet.get(inner_at..).unwrap_or(&[]);
-                let q = Ipv4Packet::new_unchecked(b);
-                if b.len() >= 20 && b.len() >= usize::from(q.header_len()) + 8 {
-                    Ok(q)
-                } else {
-                    Err(())
-                }
-            })
-        else {
+    fn inbound_error(&mut self, packet: &mut [u8], outer: &Ip) -> HookVerdict {
+        let Some(q) = Ip::parse(packet, outer.l4 + 8, true) else {
             return HookVerdict::Accept;
         };
-        let proto: u8 = inner.next_header().into();
-        let ihl = usize::from(inner.header_len());
-        if inner.src_addr() != self.config.addr {
+        if Some(q.src) != self.my_addr(q.v6) {
             return HookVerdict::Accept;
         }
-        let remote = inner.dst_addr();
-        let l4 = inner_at + ihl;
-        let Some((sport, _)) = ports(proto, packet.get(l4..).unwrap_or(&[])) else {
+        let Some((sport, dport)) = ports(q.proto, packet.get(q.l4..).unwrap_or(&[])) else {
             return HookVerdict::Accept;
         };
-        let key = (proto, sport);
-        let Some(c) = self.conns.get(&key) else {
+        let Some(flow) = self.sent_by(q.proto, sport, q.dst, dport) else {
             return HookVerdict::Accept;
         };
-        if c.flow.remote != remote {
-            return HookVerdict::Accept;
-        }
-        let flow = c.flow;
         // The quoted packet: source address and port back to the host's.
-        let port_at = if proto == ICMP { 4 } else { 0 };
-        rewrite(
-            packet,
-            proto,
-            inner_at + 12,
-            flow.host,
-            l4,
-            port_at,
-            flow.host_port,
-        );
-        let mut q = Ipv4Packet::new_unchecked(&mut packet[inner_at..]);
-        q.fill_checksum();
+        rewrite(packet, &q, true, flow.host, Some(flow.host_port));
         // The outer destination, and the ICMP checksum over the changed message.
-        packet[16..20].copy_from_slice(&flow.host.octets());
-        fill_ip_checksum(packet);
-        let end = usize::from(Ipv4Packet::new_unchecked(&packet[..]).total_len()).min(packet.len());
-        set16(packet, hl + 2, 0);
-        let sum = filo_vnl::wire::checksum::internet_checksum(&packet[hl..end]);
-        set16(packet, hl + 2, sum);
+        rewrite(packet, outer, false, flow.host, None);
+        refill_error(packet, &q);
         self.stats.icmp_errors += 1;
         HookVerdict::Accept
     }
@@ -696,15 +900,17 @@ impl Hook for Masquerade {
         meta: &PacketMeta,
         packet: &mut Vec<u8>,
     ) -> HookVerdict {
-        if packet.first().map(|b| b >> 4) != Some(4) {
-            return HookVerdict::Accept;
-        }
         match point {
             HookPoint::Postrouting
                 if meta.out_iface == Some(self.config.iface)
                     && meta.in_iface.is_some_and(|i| i != self.config.iface) =>
             {
                 self.outbound(now, packet)
+            }
+            HookPoint::Postrouting
+                if meta.out_iface == Some(self.config.iface) && meta.in_iface.is_none() =>
+            {
+                self.local_error(packet)
             }
             HookPoint::Prerouting if meta.in_iface == Some(self.config.iface) => {
                 self.inbound(now, packet)
@@ -726,16 +932,15 @@ impl Hook for Masquerade {
                 let proto = match c.flow.proto {
                     TCP => "tcp",
                     UDP => "udp",
+                    ICMPV6 => "icmpv6",
                     _ => "icmp",
                 };
+                let me = self.my_addr(c.flow.host.is_ipv6()).unwrap_or(c.flow.host);
                 format!(
-                    "{proto} {}:{} -> {}:{} as {}:{} {} expires_in {}",
-                    c.flow.host,
-                    c.flow.host_port,
-                    c.flow.remote,
-                    c.flow.remote_port,
-                    self.config.addr,
-                    c.port,
+                    "{proto} {} -> {} as {} {} expires_in {}",
+                    endpoint(c.flow.host, c.flow.host_port),
+                    endpoint(c.flow.remote, c.flow.remote_port),
+                    endpoint(me, c.port),
                     c.state.name(),
                     c.expires.saturating_duration_since(now).as_secs()
                 )
@@ -749,14 +954,12 @@ impl Hook for Masquerade {
         fwd.sort_by_key(|c| c.flow);
         out.extend(fwd.iter().map(|c| {
             format!(
-                "{} {}:{} -> {}:{} forwarded to {}:{} {} expires_in {}",
+                "{} {} -> {}:{} forwarded to {} {} expires_in {}",
                 if c.flow.proto == TCP { "tcp" } else { "udp" },
-                c.flow.remote,
-                c.flow.remote_port,
+                endpoint(c.flow.remote, c.flow.remote_port),
                 self.config.addr,
                 c.port,
-                c.flow.host,
-                c.flow.host_port,
+                endpoint(c.flow.host, c.flow.host_port),
                 c.state.name(),
                 c.expires.saturating_duration_since(now).as_secs()
             )
@@ -772,6 +975,17 @@ impl Hook for Masquerade {
             )
         }));
         let s = self.stats;
+        let addrs: Vec<String> = [
+            self.my_addr(false),
+            self.config
+                .addr6
+                .map(IpAddr::V6)
+                .filter(|_| self.config.masquerade),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|a| a.to_string())
+        .collect();
         out.push(format!(
             "{} {} conns {} max {} created {} expired {} refused {} fragments_dropped {} icmp_errors {} forwarded {}",
             if self.config.masquerade {
@@ -779,7 +993,7 @@ impl Hook for Masquerade {
             } else {
                 "nat"
             },
-            self.config.addr,
+            addrs.join(" "),
             conns.len() + fwd.len(),
             self.config.max_conns,
             s.created,
@@ -798,6 +1012,7 @@ mod tests {
     use super::*;
     use smoltcp::phy::ChecksumCapabilities;
     use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Repr, TcpPacket, UdpPacket};
+    use std::net::Ipv6Addr;
 
     const HOST: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
     const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 20);
@@ -844,6 +1059,21 @@ mod tests {
         (p.src_addr(), u.src_port(), p.dst_addr(), u.dst_port())
     }
 
+    /// The ICMP error `e` from `from` about `packet`.
+    fn v4_err(from: Ipv4Addr, packet: &[u8], e: crate::icmp::V4Error) -> Vec<u8> {
+        crate::icmp::v4_error(from, &Ipv4Packet::new_checked(packet).unwrap(), e)
+    }
+
+    /// An IPv4 ICMP error's outer source and destination and its quoted UDP packet's
+    /// addresses and ports, every checksum checked.
+    fn check_error(err: &[u8]) -> ((Ipv4Addr, Ipv4Addr), (Ipv4Addr, u16, Ipv4Addr, u16)) {
+        let outer = Ipv4Packet::new_checked(err).unwrap();
+        assert!(outer.verify_checksum());
+        let icmp = smoltcp::wire::Icmpv4Packet::new_checked(outer.payload()).unwrap();
+        assert!(icmp.verify_checksum());
+        ((outer.src_addr(), outer.dst_addr()), check_udp(icmp.data()))
+    }
+
     #[test]
     fn udp_is_translated_out_and_back_with_valid_checksums() {
         let now = Instant::now();
@@ -880,14 +1110,20 @@ mod tests {
         assert_eq!(check_udp(&late).2, ME);
     }
 
-    #[test]
-    fn port_forwards_reach_the_inside_server_and_replies_come_back_from_the_router() {
-        let now = Instant::now();
-        let server = Ipv4Addr::new(10, 1, 0, 50);
+    const SERVER: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 50);
+
+    /// No masquerade, UDP to our port 8053 forwarded to [`SERVER`]:53.
+    fn forwarding() -> Masquerade {
         let mut c = Config::new(1, ME);
         c.masquerade = false;
         c.forwards = vec![PortForward::parse("udp:8053=10.1.0.50:53").unwrap()];
-        let mut m = Masquerade::new(c);
+        Masquerade::new(c)
+    }
+
+    #[test]
+    fn port_forwards_reach_the_inside_server_and_replies_come_back_from_the_router() {
+        let now = Instant::now();
+        let (server, mut m) = (SERVER, forwarding());
         let mut p = udp(REMOTE, 4000, ME, 8053);
         m.hook(now, HookPoint::Prerouting, &IN, &mut p);
         assert_eq!(check_udp(&p), (REMOTE, 4000, server, 53));
@@ -966,18 +1202,12 @@ mod tests {
         m.hook(now, HookPoint::Postrouting, &OUT, &mut p);
         // A router further on says time exceeded, quoting the translated packet.
         let far = Ipv4Addr::new(10, 9, 0, 1);
-        let mut err = crate::icmp::v4_error(
-            far,
-            &Ipv4Packet::new_checked(&p[..]).unwrap(),
-            crate::icmp::V4Error::TTL_EXCEEDED,
-        );
+        let mut err = v4_err(far, &p, crate::icmp::V4Error::TTL_EXCEEDED);
         m.hook(now, HookPoint::Prerouting, &IN, &mut err);
-        let outer = Ipv4Packet::new_checked(&err[..]).unwrap();
-        assert!(outer.verify_checksum());
-        assert_eq!((outer.src_addr(), outer.dst_addr()), (far, HOST));
-        let icmp = smoltcp::wire::Icmpv4Packet::new_checked(outer.payload()).unwrap();
-        assert!(icmp.verify_checksum());
-        assert_eq!(check_udp(icmp.data()), (HOST, 40000, REMOTE, 33434));
+        assert_eq!(
+            check_error(&err),
+            ((far, HOST), (HOST, 40000, REMOTE, 33434))
+        );
         assert_eq!(m.stats().icmp_errors, 1);
     }
 
@@ -1026,5 +1256,132 @@ mod tests {
         let mut p = tcp(HOST, 5000, REMOTE, 80, false, true, true);
         m.hook(now, HookPoint::Postrouting, &OUT, &mut p);
         assert_eq!(state(&m), "closing");
+    }
+
+    const HOST6: Ipv6Addr = Ipv6Addr::new(0xfd01, 0, 0, 0, 0, 0, 0, 0x10);
+    const REMOTE6: Ipv6Addr = Ipv6Addr::new(0xfd09, 0, 0, 0, 0, 0, 0, 0x20);
+    const ME6: Ipv6Addr = Ipv6Addr::new(0xfd09, 0, 0, 0, 0, 0, 0, 2);
+
+    fn check_udp6(b: &[u8]) -> (Ipv6Addr, u16, Ipv6Addr, u16) {
+        let p = Ipv6Packet::new_checked(b).unwrap();
+        let u = UdpPacket::new_checked(p.payload()).unwrap();
+        assert!(u.verify_checksum(
+            &IpAddress::Ipv6(p.src_addr()),
+            &IpAddress::Ipv6(p.dst_addr())
+        ));
+        (p.src_addr(), u.src_port(), p.dst_addr(), u.dst_port())
+    }
+
+    fn nat66() -> Masquerade {
+        let mut c = Config::new(1, ME);
+        c.addr6 = Some(ME6);
+        Masquerade::new(c)
+    }
+
+    #[test]
+    fn ipv6_passes_untranslated_without_an_ipv6_address() {
+        let now = Instant::now();
+        let mut m = Masquerade::new(Config::new(1, ME));
+        let mut p = filo_dhcp::v6::udp6(HOST6, REMOTE6, 40000, 53, b"data");
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut p);
+        assert_eq!(check_udp6(&p), (HOST6, 40000, REMOTE6, 53));
+    }
+
+    #[test]
+    fn nat66_translates_udp_echo_and_icmpv6_errors_out_and_back() {
+        let now = Instant::now();
+        let mut m = nat66();
+        let mut p = filo_dhcp::v6::udp6(HOST6, REMOTE6, 40000, 53, b"data");
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut p);
+        assert_eq!(check_udp6(&p), (ME6, 40000, REMOTE6, 53));
+        // An IPv4 connection from the same port gets another one: the ports are shared.
+        let mut p4 = udp(HOST, 40000, REMOTE, 53);
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut p4);
+        assert_ne!(check_udp(&p4).1, 40000);
+        let mut reply = filo_dhcp::v6::udp6(REMOTE6, ME6, 53, 40000, b"back");
+        m.hook(now, HookPoint::Prerouting, &IN, &mut reply);
+        assert_eq!(check_udp6(&reply), (REMOTE6, 53, HOST6, 40000));
+        // A router further on says packet too big, quoting the translated packet.
+        let far = Ipv6Addr::new(0xfd09, 0, 0, 0, 0, 0, 0, 1);
+        let mut err = crate::icmp::v6_error(
+            far,
+            &Ipv6Packet::new_checked(&p[..]).unwrap(),
+            crate::icmp::V6Error::too_big(1280),
+        );
+        m.hook(now, HookPoint::Prerouting, &IN, &mut err);
+        let outer = Ipv6Packet::new_checked(&err[..]).unwrap();
+        assert_eq!((outer.src_addr(), outer.dst_addr()), (far, HOST6));
+        let icmp = Icmpv6Packet::new_checked(outer.payload()).unwrap();
+        assert!(icmp.verify_checksum(&far, &HOST6));
+        assert_eq!(
+            check_udp6(&outer.payload()[8..]),
+            (HOST6, 40000, REMOTE6, 53)
+        );
+        // Echo: the identifier is the port.
+        let mut echo = vec![128, 0, 0, 0, 0x12, 0x34, 0, 1, b'x'];
+        let mut req = crate::icmp::ipv6_icmp(HOST6, REMOTE6, 64, echo.clone());
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut req);
+        let q = Ipv6Packet::new_checked(&req[..]).unwrap();
+        assert_eq!(q.src_addr(), ME6);
+        assert!(Icmpv6Packet::new_checked(q.payload())
+            .unwrap()
+            .verify_checksum(&ME6, &REMOTE6));
+        let id = get16(q.payload(), 4).unwrap();
+        echo[0] = 129;
+        echo[4..6].copy_from_slice(&id.to_be_bytes());
+        let mut rep = crate::icmp::ipv6_icmp(REMOTE6, ME6, 64, echo);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut rep);
+        let r = Ipv6Packet::new_checked(&rep[..]).unwrap();
+        assert_eq!(r.dst_addr(), HOST6);
+        assert_eq!(get16(r.payload(), 4), Some(0x1234));
+        assert!(Icmpv6Packet::new_checked(r.payload())
+            .unwrap()
+            .verify_checksum(&REMOTE6, &HOST6));
+        assert!(m
+            .print(now)
+            .iter()
+            .any(|l| l
+                .starts_with("udp [fd01::10]:40000 -> [fd09::20]:53 as [fd09::2]:40000 replied")));
+        assert!(m.print(now).iter().any(|l| l.starts_with("icmpv6 ")));
+        assert_eq!(m.stats().icmp_errors, 1);
+        // The inside host's own error about a reply (port unreachable) leaves as ours.
+        let mut reply = filo_dhcp::v6::udp6(REMOTE6, ME6, 53, 40000, b"late");
+        m.hook(now, HookPoint::Prerouting, &IN, &mut reply);
+        let mut unreach = crate::icmp::v6_error(
+            HOST6,
+            &Ipv6Packet::new_checked(&reply[..]).unwrap(),
+            crate::icmp::V6Error::PORT_UNREACHABLE,
+        );
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut unreach);
+        let outer = Ipv6Packet::new_checked(&unreach[..]).unwrap();
+        assert_eq!((outer.src_addr(), outer.dst_addr()), (ME6, REMOTE6));
+        let icmp = Icmpv6Packet::new_checked(outer.payload()).unwrap();
+        assert!(icmp.verify_checksum(&ME6, &REMOTE6));
+        assert_eq!(check_udp6(&outer.payload()[8..]), (REMOTE6, 53, ME6, 40000));
+    }
+
+    #[test]
+    fn icmp_errors_about_port_forwarded_connections_are_translated_both_ways() {
+        let now = Instant::now();
+        let (server, mut m) = (SERVER, forwarding());
+        let mut p = udp(REMOTE, 4000, ME, 8053);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut p);
+        // The server answers port unreachable: the client must see the router's address and
+        // the public port in the quote.
+        let mut err = v4_err(server, &p, crate::icmp::V4Error::PORT_UNREACHABLE);
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut err);
+        assert_eq!(check_error(&err), ((ME, REMOTE), (REMOTE, 4000, ME, 8053)));
+        // A reply of the server's that a router on the way cannot deliver: the error comes
+        // back to the server about its own packet.
+        let mut reply = udp(server, 53, REMOTE, 4000);
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut reply);
+        let far = Ipv4Addr::new(10, 9, 0, 1);
+        let mut err = v4_err(far, &reply, crate::icmp::V4Error::TTL_EXCEEDED);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut err);
+        assert_eq!(
+            check_error(&err),
+            ((far, server), (server, 53, REMOTE, 4000))
+        );
+        assert_eq!(m.stats().icmp_errors, 2);
     }
 }

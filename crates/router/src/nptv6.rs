@@ -6,7 +6,8 @@
 //! (§3.2), hence no transport checksum changes: for prefixes of /48 or shorter the subnet
 //! word (bits 48-63), for longer ones the first interface-identifier word that is not
 //! 0xFFFF (§3.5); an address whose identifier words are all 0xFFFF cannot be translated and
-//! is dropped and counted. Quoted headers in ICMPv6 errors are not translated.
+//! is dropped and counted. The headers quoted in ICMPv6 errors are translated too (the
+//! quoted destination going out, the quoted source coming in).
 
 use std::net::Ipv6Addr;
 use std::time::Instant;
@@ -162,15 +163,23 @@ impl Hook for Nptv6 {
             return HookVerdict::Accept;
         }
         let c = self.config;
-        match point {
+        // An ICMPv6 error (no extension headers) quotes the packet it is about at 48.
+        let error = packet[6] == 58 && matches!(packet.get(40), Some(1..=4));
+        let (at, from, to) = match point {
             HookPoint::Postrouting if meta.out_iface == Some(c.iface) => {
-                self.rewrite(packet, 8, c.internal, c.external)
+                (8, c.internal, c.external)
             }
-            HookPoint::Prerouting if meta.in_iface == Some(c.iface) => {
-                self.rewrite(packet, 24, c.external, c.internal)
-            }
-            _ => HookVerdict::Accept,
+            HookPoint::Prerouting if meta.in_iface == Some(c.iface) => (24, c.external, c.internal),
+            _ => return HookVerdict::Accept,
+        };
+        let verdict = self.rewrite(packet, at, from, to);
+        if verdict == HookVerdict::Accept && error && packet.len() >= 48 + 40 {
+            // The quote's other end: its destination going out, its source coming in. The
+            // translation is checksum-neutral, so the ICMPv6 checksum stays right.
+            let quoted = if at == 8 { 48 + 24 } else { 48 + 8 };
+            return self.rewrite(packet, quoted, from, to);
         }
+        verdict
     }
 
     fn name(&self) -> &'static str {
@@ -276,5 +285,51 @@ mod tests {
         ] {
             assert!(Config::parse(1, bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn icmpv6_errors_have_their_quoted_header_translated_with_valid_checksums() {
+        let c = Config::parse(1, "fd01::/64=2001:db8:1::/64").unwrap();
+        let mut n = Nptv6::new(c);
+        let inside: Ipv6Addr = "fd01::10".parse().unwrap();
+        let outside = Ipv6Addr::from(translate(inside.octets(), c.external, 64).unwrap());
+        let (remote, far): (Ipv6Addr, Ipv6Addr) =
+            ("fd72::10".parse().unwrap(), "fd72::1".parse().unwrap());
+        let sent = filo_dhcp::v6::udp6(outside, remote, 1000, 53, b"data");
+        let mut err = crate::icmp::v6_error(
+            far,
+            &Ipv6Packet::new_checked(&sent[..]).unwrap(),
+            crate::icmp::V6Error::HOP_LIMIT_EXCEEDED,
+        );
+        let inb = PacketMeta {
+            in_iface: Some(1),
+            out_iface: None,
+        };
+        n.hook(Instant::now(), HookPoint::Prerouting, &inb, &mut err);
+        let ip = Ipv6Packet::new_checked(&err[..]).unwrap();
+        assert_eq!(ip.dst_addr(), inside);
+        let icmp = smoltcp::wire::Icmpv6Packet::new_checked(ip.payload()).unwrap();
+        assert!(icmp.verify_checksum(&far, &inside));
+        let quoted = Ipv6Packet::new_checked(&ip.payload()[8..]).unwrap();
+        assert_eq!((quoted.src_addr(), quoted.dst_addr()), (inside, remote));
+        // The inside host's port unreachable about a packet to it leaves quoting the outside
+        // address.
+        let got = filo_dhcp::v6::udp6(remote, inside, 53, 1000, b"data");
+        let mut err = crate::icmp::v6_error(
+            inside,
+            &Ipv6Packet::new_checked(&got[..]).unwrap(),
+            crate::icmp::V6Error::PORT_UNREACHABLE,
+        );
+        let out = PacketMeta {
+            in_iface: Some(0),
+            out_iface: Some(1),
+        };
+        n.hook(Instant::now(), HookPoint::Postrouting, &out, &mut err);
+        let ip = Ipv6Packet::new_checked(&err[..]).unwrap();
+        assert_eq!(ip.src_addr(), outside);
+        let icmp = smoltcp::wire::Icmpv6Packet::new_checked(ip.payload()).unwrap();
+        assert!(icmp.verify_checksum(&outside, &remote));
+        let quoted = Ipv6Packet::new_checked(&ip.payload()[8..]).unwrap();
+        assert_eq!(quoted.dst_addr(), outside);
     }
 }

@@ -394,21 +394,22 @@ impl Hook for DropAll {
     }
 }
 
+/// A's echo request to B, as it arrives on vde0.
+fn a_to_b() -> Vec<u8> {
+    eth(
+        R0,
+        A,
+        EthernetProtocol::Ipv4,
+        &ipv4(A4, B4, 64, IpProtocol::Icmp, &echo4(8), false),
+    )
+}
+
 #[test]
 fn a_forward_hook_drops_and_is_counted() {
     let now = Instant::now();
     let mut r = with_neighbours(now);
     r.add_hook(&[HookPoint::Forward], Box::new(DropAll));
-    r.handle_frame(
-        now,
-        0,
-        &eth(
-            R0,
-            A,
-            EthernetProtocol::Ipv4,
-            &ipv4(A4, B4, 64, IpProtocol::Icmp, &echo4(8), false),
-        ),
-    );
+    r.handle_frame(now, 0, &a_to_b());
     assert!(drain(&mut r).is_empty());
     assert_eq!(r.drops().get(DropReason::Hook), 1);
     // Packets for the router itself do not pass FORWARD.
@@ -713,6 +714,82 @@ fn mutated_frames_never_panic_and_every_drop_is_counted() {
         drain(&mut r);
     }
     assert!(r.drops().total() > 0);
+}
+
+#[test]
+fn reverse_path_filtering_drops_spoofed_sources_and_counts_them() {
+    let now = Instant::now();
+    let mut r = with_neighbours(now);
+    // From vde1 with a source of vde0's subnet, and one routed nowhere: forwarded while the
+    // filter is off.
+    let spoofed = |src: Ipv4Addr| {
+        eth(
+            R1,
+            B,
+            EthernetProtocol::Ipv4,
+            &ipv4(src, A4, 64, IpProtocol::Icmp, &echo4(8), false),
+        )
+    };
+    let spoofed6 = eth(
+        R1,
+        B,
+        EthernetProtocol::Ipv6,
+        &ipv6(
+            "fd01::99".parse().unwrap(),
+            A6,
+            64,
+            IpProtocol::Icmpv6,
+            &[128, 0, 0, 0, 0, 1, 0, 1],
+        ),
+    );
+    r.handle_frame(now, 1, &spoofed("10.1.0.99".parse().unwrap()));
+    assert_eq!(drain(&mut r).len(), 1, "forwarded");
+    r.set_rp_filter(true);
+    r.handle_frame(now, 1, &spoofed("10.1.0.99".parse().unwrap()));
+    r.handle_frame(now, 1, &spoofed("192.0.2.7".parse().unwrap()));
+    r.handle_frame(now, 1, &spoofed6);
+    assert!(drain(&mut r).is_empty());
+    assert_eq!(r.drops().get(DropReason::ReversePath), 3);
+    // The right way round still passes, both ways.
+    for (iface, frame) in [(1, spoofed(B4)), (0, a_to_b())] {
+        r.handle_frame(now, iface, &frame);
+        assert_eq!(drain(&mut r).len(), 1);
+    }
+    assert_eq!(r.drops().get(DropReason::ReversePath), 3);
+}
+
+#[test]
+fn the_routers_own_icmp_errors_about_a_port_forward_quote_the_public_address() {
+    let now = Instant::now();
+    let mut r = with_neighbours(now);
+    let mut c = filo_router::nat::Config::new(1, "10.9.0.2".parse().unwrap());
+    c.masquerade = false;
+    c.forwards = vec![filo_router::nat::PortForward::parse("udp:8053=10.1.0.77:53").unwrap()];
+    r.add_hook(
+        &[HookPoint::Prerouting, HookPoint::Postrouting],
+        Box::new(filo_router::nat::Masquerade::new(c)),
+    );
+    // TTL 1 to the forward: time exceeded after DNAT.
+    let mut udp = vec![0x1f, 0x40, 0x1f, 0x75, 0, 12, 0, 0, b'd', b'a', b't', b'a'];
+    let me: Ipv4Addr = "10.9.0.2".parse().unwrap();
+    smoltcp::wire::UdpPacket::new_unchecked(&mut udp[..]).fill_checksum(&B4.into(), &me.into());
+    let packet = ipv4(B4, me, 1, IpProtocol::Udp, &udp, false);
+    r.handle_frame(now, 1, &eth(R1, B, EthernetProtocol::Ipv4, &packet));
+    let out = drain(&mut r);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let e = EthernetFrame::new_checked(&out[0].1[..]).unwrap();
+    let p = Ipv4Packet::new_checked(e.payload()).unwrap();
+    assert!(p.verify_checksum());
+    assert_eq!((p.src_addr(), p.dst_addr()), (me, B4));
+    let icmp = Icmpv4Packet::new_checked(p.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    assert_eq!(icmp.msg_type(), Icmpv4Message::TimeExceeded);
+    let quoted = Ipv4Packet::new_checked(icmp.data()).unwrap();
+    assert!(quoted.verify_checksum());
+    assert_eq!((quoted.src_addr(), quoted.dst_addr()), (B4, me));
+    let q = smoltcp::wire::UdpPacket::new_checked(quoted.payload()).unwrap();
+    assert_eq!((q.src_port(), q.dst_port()), (8000, 8053));
+    assert!(q.verify_checksum(&B4.into(), &me.into()));
 }
 
 /// Folded ones-complement sum of `data` on top of `sum`.

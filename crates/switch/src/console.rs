@@ -1047,6 +1047,12 @@ fn cmd_showinfo(ctx: &mut Ctx<'_>, _arg: &str) -> CmdResult {
             info.mgmt_mode
         ));
     }
+    if ctx.state.refused_no_fds > 0 {
+        lines.push(format!(
+            "{} clients refused: out of file descriptors",
+            ctx.state.refused_no_fds
+        ));
+    }
     lines.push(format!("filo {}", env!("CARGO_PKG_VERSION")));
     ctx.out.extend(lines);
     Ok(())

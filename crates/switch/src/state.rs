@@ -143,6 +143,9 @@ pub struct SwitchState {
     /// The address-table size shown by `hash/showinfo` and set by `hash/setsize` (a power
     /// of two). The core's table grows as needed; this only keeps vde's console contract.
     pub hash_size: u32,
+    /// Clients (control and management connections) refused because the daemon was out of
+    /// file descriptors; shown by `showinfo` once there are any.
+    pub refused_no_fds: u64,
 }
 
 impl SwitchState {
@@ -154,6 +157,7 @@ impl SwitchState {
             numports,
             info,
             hash_size: 128,
+            refused_no_fds: 0,
         }
     }
 

@@ -99,6 +99,26 @@ pub fn as_nobody(program: &Path) -> Command {
     c
 }
 
+/// Processes (other than this one) whose command line mentions `path`: a lab's processes
+/// name its state directory.
+pub fn processes_mentioning(path: &Path) -> Vec<String> {
+    let needle = path.display().to_string();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_err() || name == std::process::id().to_string() {
+            continue;
+        }
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(&needle) {
+                found.push(format!("{name}: {c}"));
+            }
+        }
+    }
+    found
+}
+
 /// A child process killed (and reaped) when dropped.
 pub struct Proc {
     pub child: Child,

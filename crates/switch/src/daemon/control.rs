@@ -54,6 +54,10 @@ impl std::fmt::Display for Refusal {
             }
             Refusal::AccessDenied { port, user } => write!(f, "uid {user} may not use port {port}"),
             Refusal::BadClientSocket(why) => write!(f, "bad client socket: {why}"),
+            Refusal::Io(e) if super::out_of_fds(e) => write!(
+                f,
+                "{e} (out of file descriptors: raise the limit with ulimit -n, or connect fewer clients)"
+            ),
             Refusal::Io(e) => write!(f, "{e}"),
         }
     }
@@ -68,6 +72,10 @@ impl Switch {
             &mut self.pending,
             T_PENDING,
             MAX_PENDING,
+            super::FdReserve {
+                spare: &mut self.spare_fd,
+                refused: &mut self.state.refused_no_fds,
+            },
             |stream| Pending {
                 stream,
                 buf: Vec::with_capacity(vde_request::MAX_REQUEST + 1),
@@ -112,6 +120,9 @@ impl Switch {
                     return;
                 };
                 if let Err(why) = self.answer(p, now) {
+                    if matches!(&why, Refusal::Io(e) if super::out_of_fds(e)) {
+                        self.state.refused_no_fds += 1;
+                    }
                     tracing::warn!("control connection closed: {why}");
                 }
             }

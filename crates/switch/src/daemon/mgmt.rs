@@ -24,6 +24,10 @@ impl Switch {
             &mut self.mgmt,
             T_MGMT,
             usize::MAX,
+            super::FdReserve {
+                spare: &mut self.spare_fd,
+                refused: &mut self.state.refused_no_fds,
+            },
             |stream| {
                 // Unknown credentials count as another user's.
                 let peer = sys::peer_uid(stream.as_raw_fd()).unwrap_or(u32::MAX);

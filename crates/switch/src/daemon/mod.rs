@@ -4,8 +4,8 @@
 //! protocol v3/v1), one datagram socket per endpoint, tap devices, the management socket and
 //! the stdin console. Frames are read in batches with `recvmmsg`; every frame to deliver is
 //! copied into the destination endpoint's bounded queue (buffers come from a pool, so nothing
-//! is allocated per frame once warm), and each queue is flushed with `sendmmsg` after the
-//! batch. A receiver that cannot keep up fills only its own queue: further frames for it are
+//! is allocated per frame once warm), and each queue is flushed with `sendmmsg` (or as one
+//! frame train) at the end of the loop turn, or as soon as it holds a train's worth. A receiver that cannot keep up fills only its own queue: further frames for it are
 //! dropped and counted (`port/print`, `port/drops`), and nobody else waits — unless
 //! `--lossless`, where the switch stops reading while any queue lacks room for a batch
 //! (back-pressure: no loss, but one stuck receiver slows everyone).
@@ -45,6 +45,9 @@ use endpoint::{Endpoint, EndpointIo};
 const BATCH: usize = sys::BATCH_MAX;
 /// Batches read from one endpoint per loop turn (fairness between ports).
 const BATCHES_PER_TURN: usize = 4;
+/// Frames queued for one receiver that are sent at once rather than at the end of the turn:
+/// a full train (or batch).
+const FLUSH_AT: usize = train::MAX_RECORDS;
 /// Largest datagram: a frame train (endpoints that agreed to trains), which is also room for
 /// a virtio-net header and a super-frame with an 802.1Q tag.
 const FRAME_BUF: usize = train::MAX_DATAGRAM;
@@ -94,9 +97,44 @@ fn free_slot<T>(slots: &mut Vec<Option<T>>) -> usize {
 /// forwarding.
 const ACCEPTS_PER_TURN: usize = 16;
 
+/// Where [`accept_into`] gets a descriptor when the process has none left, and counts the
+/// clients it refused for lack of one.
+struct FdReserve<'a> {
+    spare: &'a mut Option<std::os::fd::OwnedFd>,
+    refused: &'a mut u64,
+}
+
+impl FdReserve<'_> {
+    /// Out of descriptors, a connection would wait in the backlog until its client gives up
+    /// (and the listener, readable all along, would keep the loop spinning): the spare
+    /// descriptor is closed to take the connection and close it at once, so the client learns
+    /// now, then taken back. Returns whether a connection was refused.
+    fn refuse_one(&mut self, what: &str, listener: &UnixListener, e: &io::Error) -> bool {
+        drop(self.spare.take());
+        let refused = listener.accept().is_ok();
+        *self.spare = sys::silent_eventfd().ok();
+        if refused {
+            *self.refused += 1;
+            tracing::warn!(
+                "{what} connection refused: out of file descriptors ({e}); {} refused so far \
+                 (raise the limit with ulimit -n, or connect fewer clients)",
+                self.refused
+            );
+        }
+        refused
+    }
+}
+
+/// Whether an accept or socket call failed for lack of file descriptors.
+fn out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
 /// Accepts waiting connections on `listener` (at most [`ACCEPTS_PER_TURN`]) into free slots of
 /// `slots`, each non-blocking and watched for input under token `kind | slot`; `make` builds
-/// what the slot holds. While `max_live` slots are taken, further connections are closed.
+/// what the slot holds. While `max_live` slots are taken, further connections are closed; so
+/// are connections that come when the process is out of descriptors (`reserve`).
+#[allow(clippy::too_many_arguments)]
 fn accept_into<T>(
     what: &str,
     listener: &UnixListener,
@@ -104,12 +142,19 @@ fn accept_into<T>(
     slots: &mut Vec<Option<T>>,
     kind: u64,
     max_live: usize,
+    mut reserve: FdReserve<'_>,
     mut make: impl FnMut(UnixStream) -> T,
 ) {
     for _ in 0..ACCEPTS_PER_TURN {
         let stream = match listener.accept() {
             Ok((s, _)) => s,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if out_of_fds(&e) => {
+                if reserve.refuse_one(what, listener, &e) {
+                    continue;
+                }
+                return;
+            }
             Err(e) => {
                 tracing::warn!("accept on {what} socket: {e}");
                 return;
@@ -199,6 +244,8 @@ pub struct Switch {
     next_pending_sweep: Instant,
     /// Reused when super-frames are segmented for endpoints without virtio-net framing.
     segment_scratch: Vec<u8>,
+    /// A descriptor kept in reserve, closed to refuse a client when none is left.
+    spare_fd: Option<std::os::fd::OwnedFd>,
 }
 
 /// The descriptors the loop waits on, each registered with epoll.
@@ -348,6 +395,7 @@ impl Switch {
             capturing: false,
             next_pending_sweep: now,
             segment_scratch: Vec::new(),
+            spare_fd: sys::silent_eventfd().ok(),
             cfg,
         }
     }
@@ -621,16 +669,15 @@ impl Switch {
                             }
                         }
                     }
-                    // A train is a batch of its own: hand it on before the next.
-                    self.flush_dirty();
+                    // With back-pressure, a train is a batch of its own: hand it on before
+                    // the next (otherwise its frames wait for the end of the turn).
+                    self.flush_batch();
                 } else {
                     self.ingress(now, port, slot, ep_vnet, &datagram[..len]);
                 }
                 self.bufs[i] = datagram;
             }
-            // Hand this batch to the receivers before reading more, so queues only hold what
-            // the receivers' sockets could not take.
-            self.flush_dirty();
+            self.flush_batch();
             // After a lone frame, back to waiting: should more be there, epoll says so at once
             // and they are read as a stream.
             if n < want || want == 1 {
@@ -849,6 +896,34 @@ impl Switch {
                 }
             }
         }
+    }
+
+    /// After a batch read from one endpoint: with `--lossless`, hands the batch to the
+    /// receivers before reading more, so queues only hold what the receivers' sockets could
+    /// not take (the back-pressure check counts on it). Otherwise only queues holding a train's
+    /// worth of frames are sent now; the rest wait for the end of the loop turn, so that the
+    /// frames of every endpoint read in one turn reach each receiver together (one train, one
+    /// `sendmmsg`) instead of one send per frame and receiver: flooding N ports with frames
+    /// from N endpoints costs N sends per turn, not N per frame.
+    fn flush_batch(&mut self) {
+        if self.cfg.lossless {
+            return self.flush_dirty();
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.retain(|&slot| {
+            let full = self
+                .endpoints
+                .get(slot)
+                .and_then(|e| e.as_ref())
+                .is_some_and(|e| e.queue.len() >= FLUSH_AT);
+            if full {
+                self.flush_endpoint(slot);
+            }
+            !full
+        });
+        // Flushing may have closed endpoints and marked none dirty; keep what waits.
+        dirty.append(&mut self.dirty);
+        self.dirty = dirty;
     }
 
     fn flush_dirty(&mut self) {

@@ -159,9 +159,11 @@ pub enum VdeError {
 /// The likely reason a switch closed without a reply, for the port asked for.
 fn refusal(port: &str) -> String {
     if port == "(any)" {
-        "no free port: the switch is full".into()
+        "no free port: the switch is full (or out of file descriptors: see its log)".into()
     } else {
-        format!("port {port} in use by another user, out of range, or refused")
+        format!(
+            "port {port} in use by another user, out of range, or refused (see the switch's log)"
+        )
     }
 }
 
@@ -339,6 +341,17 @@ fn read_reply(
 ) -> Result<[u8; vde_request::REPLY_LEN], VdeError> {
     let mut reply = [0u8; vde_request::REPLY_LEN];
     let mut got = 0;
+    let refused = |got| {
+        Err(VdeError::Refused {
+            dir: cfg.dir.clone(),
+            got,
+            port: match cfg.port {
+                PortRequest::Any => "(any)".into(),
+                PortRequest::Zero => "0".into(),
+                PortRequest::Port(n) => n.to_string(),
+            },
+        })
+    };
     // Capped (at ~31 years) so that a library caller's Duration::MAX cannot overflow the clock.
     let deadline = Instant::now() + cfg.timeout.min(Duration::from_secs(1_000_000_000));
     while got < reply.len() {
@@ -352,17 +365,10 @@ fn read_reply(
         ctl.set_read_timeout(Some(left))
             .map_err(io_err(cfg, "cannot set a timeout"))?;
         match ctl.read(&mut reply[got..]) {
-            Ok(0) => {
-                return Err(VdeError::Refused {
-                    dir: cfg.dir.clone(),
-                    got,
-                    port: match cfg.port {
-                        PortRequest::Any => "(any)".into(),
-                        PortRequest::Zero => "0".into(),
-                        PortRequest::Port(n) => n.to_string(),
-                    },
-                })
-            }
+            // A switch that refuses closes the connection; unread request bytes make that a
+            // reset.
+            Ok(0) => refused(got)?,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => refused(got)?,
             Ok(n) => got += n,
             Err(e)
                 if matches!(
