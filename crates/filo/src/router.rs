@@ -459,12 +459,14 @@ pub fn run(args: RouterArgs) -> Result<ExitCode> {
     if args.daemon {
         crate::plug::RemoveOnDrop::refuse_existing(args.pidfile.as_deref())?;
     }
-    let options = OpenOptions {
-        description: "filo-router:".into(),
-        ..Default::default()
-    };
     let mut plugs = Vec::new();
     for (i, v) in args.vnls.iter().enumerate() {
+        // On a switch that speaks it, the +vnet framing: TCP super-frames through the router.
+        let options = OpenOptions {
+            description: "filo-router:".into(),
+            vnet: filo_vnl::Vnl::parse(v).is_ok_and(|v| v.module() == "vde"),
+            ..Default::default()
+        };
         plugs.push(
             options
                 .open(v)

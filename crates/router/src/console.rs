@@ -70,7 +70,7 @@ fn lines(router: &Router, now: Instant, cmd: &str, driver: &DriverStats) -> Opti
                 };
                 let addrs: Vec<String> = c.addrs.iter().map(|(a, l)| format!("{a}/{l}")).collect();
                 out.push(format!(
-                    "{} mac {} mtu {} addrs {} rx {} tx {} forwarded {}",
+                    "{} mac {} mtu {} addrs {} rx {} tx {} forwarded {} super_rx {} super_tx {}",
                     c.name,
                     mac(&c.mac),
                     c.mtu,
@@ -81,7 +81,9 @@ fn lines(router: &Router, now: Instant, cmd: &str, driver: &DriverStats) -> Opti
                     },
                     s.rx_frames,
                     s.tx_frames,
-                    s.forwarded
+                    s.forwarded,
+                    s.super_rx,
+                    s.super_tx
                 ));
             }
         }

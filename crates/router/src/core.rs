@@ -28,8 +28,10 @@ use smoltcp::wire::{
 
 use crate::icmp::{self, V4Error, V6Error};
 use crate::neigh::{self, Lookup};
+use crate::offload::Offload;
 use crate::route::{Origin, Prefix, Route, Table};
 use crate::Mac;
+use filo_vnl::wire::vnet;
 
 /// Interface number, in the order they were added (`vde0`, `vde1`, …).
 pub type IfId = usize;
@@ -242,6 +244,9 @@ pub struct IfaceStats {
     pub rx_frames: u64,
     pub tx_frames: u64,
     pub forwarded: u64,
+    /// TCP super-frames (GSO) received, and sent as they are (see [`Router::set_vnet`]).
+    pub super_rx: u64,
+    pub super_tx: u64,
 }
 
 struct Iface {
@@ -251,6 +256,8 @@ struct Iface {
     ra: Option<Advertiser>,
     dhcp6: Option<filo_dhcp::v6::Server>,
     stats: IfaceStats,
+    /// The link carries virtio-net headers (super-frames) both ways.
+    vnet: bool,
 }
 
 impl Iface {
@@ -323,6 +330,8 @@ pub struct Router {
     icmp_tokens: u32,
     icmp_refill: Instant,
     random: u32,
+    /// Reused for segmenting super-frames.
+    scratch: Vec<u8>,
     /// Reverse-path filtering of forwarded packets ([`Router::set_rp_filter`]).
     rp_filter: bool,
 }
@@ -340,6 +349,7 @@ impl Router {
             icmp_tokens: ICMP_BURST,
             icmp_refill: now,
             random: 0x2545_f491,
+            scratch: Vec::new(),
             rp_filter: false,
         }
     }
@@ -381,6 +391,7 @@ impl Router {
             ra: None,
             dhcp6: None,
             stats: IfaceStats::default(),
+            vnet: false,
         });
         Ok(id)
     }
@@ -396,6 +407,14 @@ impl Router {
 
     pub fn iface_stats(&self, id: IfId) -> Option<IfaceStats> {
         self.ifaces.get(id).map(|i| i.stats)
+    }
+
+    /// Whether `iface`'s link carries a virtio-net header in front of every frame, both ways
+    /// (the plug agreed on the `+vnet` framing): TCP super-frames and partial checksums
+    /// come in on it and go out on it as they are; links without it get ordinary frames.
+    pub fn set_vnet(&mut self, iface: IfId, on: bool) -> Result<(), ConfigError> {
+        self.iface_mut(iface)?.vnet = on;
+        Ok(())
     }
 
     pub fn iface_count(&self) -> usize {
@@ -652,18 +671,59 @@ impl Router {
         let mut frame = EthernetFrame::new_unchecked(&mut f[..]);
         repr.emit(&mut frame);
         frame.payload_mut().copy_from_slice(payload);
-        self.out.push_back((iface, f));
+        self.enqueue(iface, f);
+    }
+
+    /// Queues an ordinary frame, behind a plain virtio-net header on a link that wants one.
+    fn enqueue(&mut self, iface: IfId, mut frame: Vec<u8>) {
+        if self.ifaces[iface].vnet {
+            frame.splice(0..0, [0; vnet::HEADER_LEN]);
+        }
+        self.out.push_back((iface, frame));
     }
 
     fn drop(&mut self, reason: DropReason) {
         self.drops.add(reason);
     }
 
-    /// A frame that arrived on `iface`.
+    /// A frame that arrived on `iface` (behind its virtio-net header if the link has them,
+    /// see [`Router::set_vnet`]).
     pub fn handle_frame(&mut self, now: Instant, iface: IfId, frame: &[u8]) {
         let Some(i) = self.ifaces.get_mut(iface) else {
             return;
         };
+        if !i.vnet {
+            return self.handle_ethernet(now, iface, frame, None);
+        }
+        let Ok(hdr) = vnet::Header::parse(frame) else {
+            i.stats.rx_frames += 1;
+            return self.drop(DropReason::TooShort);
+        };
+        let frame = &frame[vnet::HEADER_LEN..];
+        if hdr.is_plain() {
+            return self.handle_ethernet(now, iface, frame, None);
+        }
+        let ip = frame.get(ETHERNET_HEADER..).unwrap_or(&[]);
+        if let Some(off) = Offload::new(hdr, ip) {
+            if off.is_gso() {
+                i.stats.super_rx += 1;
+            }
+            return self.handle_ethernet(now, iface, frame, Some(off));
+        }
+        // Something not carried through as it is: ordinary frames at once.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let r = vnet::finish(&hdr, frame, &mut scratch, |seg| {
+            self.handle_ethernet(now, iface, seg, None)
+        });
+        self.scratch = scratch;
+        if r.is_err() {
+            self.ifaces[iface].stats.rx_frames += 1;
+            self.drop(DropReason::Malformed);
+        }
+    }
+
+    fn handle_ethernet(&mut self, now: Instant, iface: IfId, frame: &[u8], off: Option<Offload>) {
+        let i = &mut self.ifaces[iface];
         i.stats.rx_frames += 1;
         let mac = i.config.mac;
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
@@ -675,8 +735,8 @@ impl Router {
         }
         match eth.ethertype() {
             EthernetProtocol::Arp => self.handle_arp(now, iface, eth.payload()),
-            EthernetProtocol::Ipv4 => self.handle_ipv4(now, iface, eth.payload()),
-            EthernetProtocol::Ipv6 => self.handle_ipv6(now, iface, eth.payload()),
+            EthernetProtocol::Ipv4 => self.handle_ipv4(now, iface, eth.payload(), off),
+            EthernetProtocol::Ipv6 => self.handle_ipv6(now, iface, eth.payload(), off),
             _ => self.drop(DropReason::UnknownEthertype),
         }
     }
@@ -707,7 +767,7 @@ impl Router {
                 ours && operation == ArpOperation::Request,
             );
             for p in waiting {
-                self.transmit_resolved(iface, source_hardware_addr.0, p);
+                self.transmit_resolved(iface, source_hardware_addr.0, p, None);
             }
         }
         if operation == ArpOperation::Request && ours {
@@ -783,7 +843,7 @@ impl Router {
         }
     }
 
-    fn handle_ipv4(&mut self, now: Instant, iface: IfId, payload: &[u8]) {
+    fn handle_ipv4(&mut self, now: Instant, iface: IfId, payload: &[u8], off: Option<Offload>) {
         let Ok(p) = Ipv4Packet::new_checked(payload) else {
             return self.drop(DropReason::Malformed);
         };
@@ -808,8 +868,10 @@ impl Router {
             || self.ifaces[iface].is_subnet_broadcast(dst)
             || self.is_local(iface, IpAddr::V4(dst));
         if local {
-            if self.run_hooks(now, HookPoint::Input, meta, &mut packet) {
-                self.local_v4(now, iface, &packet);
+            for mut packet in self.plain(off, packet) {
+                if self.run_hooks(now, HookPoint::Input, meta, &mut packet) {
+                    self.local_v4(now, iface, &packet);
+                }
             }
             return;
         }
@@ -843,7 +905,8 @@ impl Router {
             p.fill_checksum();
         }
         let mtu = usize::from(self.ifaces[route.iface].config.mtu);
-        if packet.len() > mtu {
+        // A super-frame's size is its segments' (the kernel's skb_gso_validate_network_len).
+        if off.map_or(packet.len(), |o| o.wire_len(&packet)) > mtu {
             let p = Ipv4Packet::new_unchecked(&packet[..]);
             if p.dont_frag() {
                 self.drop(DropReason::TooBig);
@@ -852,17 +915,34 @@ impl Router {
                 return self.icmp_v4_error(now, iface, &packet, e);
             }
             let mut frags = Vec::new();
-            if !filo_vnl::wire::ipv4::fragment(&packet, mtu, |f| frags.push(f.to_vec())) {
-                return self.drop(DropReason::Malformed);
+            for packet in self.plain(off, packet) {
+                if !filo_vnl::wire::ipv4::fragment(&packet, mtu, |f| frags.push(f.to_vec())) {
+                    return self.drop(DropReason::Malformed);
+                }
             }
             self.ifaces[iface].stats.forwarded += 1;
             for f in frags {
-                self.postroute(now, meta, &route, IpAddr::V4(dst), f);
+                self.postroute(now, meta, &route, IpAddr::V4(dst), f, None);
             }
             return;
         }
         self.ifaces[iface].stats.forwarded += 1;
-        self.postroute(now, meta, &route, IpAddr::V4(dst), packet);
+        self.postroute(now, meta, &route, IpAddr::V4(dst), packet, off);
+    }
+
+    /// The ordinary packets a packet with an offload stands for (segmented, checksums
+    /// completed); none if it cannot be segmented (counted).
+    fn plain(&mut self, off: Option<Offload>, packet: Vec<u8>) -> Vec<Vec<u8>> {
+        let Some(o) = off else {
+            return vec![packet];
+        };
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let out = o.plain(&packet, &mut scratch);
+        self.scratch = scratch;
+        out.unwrap_or_else(|| {
+            self.drop(DropReason::Malformed);
+            Vec::new()
+        })
     }
 
     /// POSTROUTING, then the neighbour: out on `route.iface`.
@@ -873,18 +953,41 @@ impl Router {
         route: &Route,
         dst: IpAddr,
         mut packet: Vec<u8>,
+        off: Option<Offload>,
     ) {
         if !self.run_hooks(now, HookPoint::Postrouting, meta, &mut packet) {
             return;
         }
         let next = route.via.unwrap_or(dst);
         let out = route.iface;
+        if let Some(o) = off {
+            o.fix(&mut packet);
+            if !self.neigh.is_known(out, next) {
+                // Only ordinary packets wait for a neighbour.
+                for p in self.plain(off, packet) {
+                    self.resolve(now, out, next, p, None);
+                }
+                return;
+            }
+        }
+        self.resolve(now, out, next, packet, off);
+    }
+
+    /// The neighbour, then out on `out` (or queued until it answers).
+    fn resolve(
+        &mut self,
+        now: Instant,
+        out: IfId,
+        next: IpAddr,
+        packet: Vec<u8>,
+        off: Option<Offload>,
+    ) {
         match self.neigh.lookup(now, out, next, &packet) {
             Lookup::Known { mac, probe } => {
                 if probe {
                     self.solicit(out, next);
                 }
-                self.transmit_resolved(out, mac, packet);
+                self.transmit_resolved(out, mac, packet, off);
             }
             Lookup::Queued { probe } => {
                 if probe {
@@ -896,9 +999,17 @@ impl Router {
         }
     }
 
-    /// Sends an IP packet to `mac` on `iface`: the Ethernet header goes in front of the
-    /// packet's own buffer (no new allocation when it was made with [`with_headroom`]).
-    fn transmit_resolved(&mut self, iface: IfId, mac: Mac, mut packet: Vec<u8>) {
+    /// Sends an IP packet to `mac` on `iface`: the Ethernet header (and the virtio-net header
+    /// on a link that has them) goes in front of the packet's own buffer (no new allocation
+    /// when it was made with [`with_headroom`]). A super-frame leaves as it is on a link with
+    /// virtio-net headers, else as ordinary frames.
+    fn transmit_resolved(
+        &mut self,
+        iface: IfId,
+        mac: Mac,
+        mut packet: Vec<u8>,
+        off: Option<Offload>,
+    ) {
         let ethertype = if packet.first().is_some_and(|b| b >> 4 == 6) {
             EthernetProtocol::Ipv6
         } else {
@@ -909,9 +1020,41 @@ impl Router {
             dst_addr: EthernetAddress(mac),
             ethertype,
         };
-        packet.splice(0..0, [0; ETHERNET_HEADER]);
-        repr.emit(&mut EthernetFrame::new_unchecked(&mut packet[..]));
-        self.out.push_back((iface, packet));
+        let vnet = self.ifaces[iface].vnet;
+        let at = if vnet { vnet::HEADER_LEN } else { 0 };
+        packet.splice(
+            0..0,
+            [0; vnet::HEADER_LEN + ETHERNET_HEADER][..at + ETHERNET_HEADER]
+                .iter()
+                .copied(),
+        );
+        repr.emit(&mut EthernetFrame::new_unchecked(&mut packet[at..]));
+        match off {
+            Some(o) if vnet => {
+                if o.is_gso() {
+                    self.ifaces[iface].stats.super_tx += 1;
+                }
+                packet[..at].copy_from_slice(&o.hdr.emit());
+                self.out.push_back((iface, packet));
+            }
+            Some(o) if !o.is_gso() => {
+                if vnet::complete(&o.hdr, &mut packet).is_err() {
+                    return self.drop(DropReason::Malformed);
+                }
+                self.out.push_back((iface, packet));
+            }
+            Some(o) => {
+                let mut segs = Vec::new();
+                let r = vnet::finish(&o.hdr, &packet, &mut self.scratch, |s| {
+                    segs.push(s.to_vec())
+                });
+                if r.is_err() {
+                    return self.drop(DropReason::Malformed);
+                }
+                self.out.extend(segs.into_iter().map(|s| (iface, s)));
+            }
+            None => self.out.push_back((iface, packet)),
+        }
     }
 
     /// Asks for `addr`'s MAC on `iface` (ARP request or neighbour solicitation).
@@ -974,7 +1117,7 @@ impl Router {
             in_iface: None,
             out_iface: Some(route.iface),
         };
-        self.postroute(now, meta, &route, dst, packet);
+        self.postroute(now, meta, &route, dst, packet, None);
     }
 
     /// Whether the ICMP error budget allows one more.
@@ -1089,7 +1232,7 @@ impl Router {
         };
         match server.handle(dnow, &payload) {
             Ok(Some(reply)) => match reply.ethernet_frame(mac) {
-                Some(frame) => self.out.push_back((iface, frame)),
+                Some(frame) => self.enqueue(iface, frame),
                 None => {
                     let dst = reply.dst_ip();
                     self.output(now, reply.ipv4_packet(), IpAddr::V4(dst));
@@ -1104,7 +1247,7 @@ impl Router {
         }
     }
 
-    fn handle_ipv6(&mut self, now: Instant, iface: IfId, payload: &[u8]) {
+    fn handle_ipv6(&mut self, now: Instant, iface: IfId, payload: &[u8], off: Option<Offload>) {
         let Ok(p) = Ipv6Packet::new_checked(payload) else {
             return self.drop(DropReason::Malformed);
         };
@@ -1125,8 +1268,10 @@ impl Router {
         let (src, dst) = (p.src_addr(), p.dst_addr());
         if dst.is_multicast() {
             if (dst.segments()[0] & 0x000f) <= 2 || self.is_local(iface, IpAddr::V6(dst)) {
-                if self.run_hooks(now, HookPoint::Input, meta, &mut packet) {
-                    self.local_v6(now, iface, &packet);
+                for mut packet in self.plain(off, packet) {
+                    if self.run_hooks(now, HookPoint::Input, meta, &mut packet) {
+                        self.local_v6(now, iface, &packet);
+                    }
                 }
             } else {
                 self.drop(DropReason::Scope);
@@ -1134,8 +1279,10 @@ impl Router {
             return;
         }
         if self.is_local(iface, IpAddr::V6(dst)) {
-            if self.run_hooks(now, HookPoint::Input, meta, &mut packet) {
-                self.local_v6(now, iface, &packet);
+            for mut packet in self.plain(off, packet) {
+                if self.run_hooks(now, HookPoint::Input, meta, &mut packet) {
+                    self.local_v6(now, iface, &packet);
+                }
             }
             return;
         }
@@ -1157,7 +1304,7 @@ impl Router {
             return self.icmp_v6_error(now, iface, &packet, V6Error::NO_ROUTE);
         };
         let mtu = usize::from(self.ifaces[route.iface].config.mtu);
-        if packet.len() > mtu {
+        if off.map_or(packet.len(), |o| o.wire_len(&packet)) > mtu {
             self.drop(DropReason::TooBig);
             return self.icmp_v6_error(now, iface, &packet, V6Error::too_big(mtu as u32));
         }
@@ -1173,7 +1320,7 @@ impl Router {
             p.set_hop_limit(p.hop_limit() - 1);
         }
         self.ifaces[iface].stats.forwarded += 1;
-        self.postroute(now, meta, &route, IpAddr::V6(dst), packet);
+        self.postroute(now, meta, &route, IpAddr::V6(dst), packet, off);
     }
 
     fn local_v6(&mut self, now: Instant, iface: IfId, packet: &[u8]) {
@@ -1254,7 +1401,7 @@ impl Router {
             in_iface: None,
             out_iface: Some(iface),
         };
-        self.postroute(now, meta, &route, IpAddr::V6(client), packet);
+        self.postroute(now, meta, &route, IpAddr::V6(client), packet, None);
     }
 
     fn handle_ndisc(
@@ -1282,7 +1429,7 @@ impl Router {
                     (false, Some(m)) => {
                         let waiting = self.neigh.learn(now, iface, IpAddr::V6(src), m, true);
                         for p in waiting {
-                            self.transmit_resolved(iface, m, p);
+                            self.transmit_resolved(iface, m, p, None);
                         }
                         (src, m)
                     }
@@ -1325,7 +1472,7 @@ impl Router {
                         .neigh
                         .learn(now, iface, IpAddr::V6(target_addr), m, false);
                     for p in waiting {
-                        self.transmit_resolved(iface, m, p);
+                        self.transmit_resolved(iface, m, p, None);
                     }
                 }
             }
@@ -1357,8 +1504,8 @@ const ETHERNET_HEADER: usize = 14;
 /// A copy of a received IP packet in a buffer with room for the Ethernet header in front, so
 /// that sending it on ([`Router::transmit_resolved`]) moves the bytes instead of allocating
 /// and copying a frame: one allocation per forwarded packet.
-fn with_headroom(packet: &[u8]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(ETHERNET_HEADER + packet.len());
+pub(crate) fn with_headroom(packet: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(vnet::HEADER_LEN + ETHERNET_HEADER + packet.len());
     b.extend_from_slice(packet);
     b
 }

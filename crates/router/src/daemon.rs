@@ -19,9 +19,13 @@ use filo_vnl::{FrameBatch, Plug};
 use crate::console::{self, DriverStats, Effect};
 use crate::core::Router;
 
-/// Frames waiting per plug that would block.
+/// Frames waiting per plug that would block, and their bytes at most (super-frames are up to
+/// 64 KiB each).
 const BACKLOG: usize = 1024;
+const BACKLOG_BYTES: usize = 4 << 20;
 const BATCH: usize = 64;
+/// Super-frames received at once (64 KiB buffers each).
+const BIG_BATCH: usize = 16;
 
 /// Why the daemon stopped.
 #[derive(Debug)]
@@ -38,9 +42,12 @@ pub struct Daemon {
     router: Router,
     plugs: Vec<Plug>,
     backlog: Vec<VecDeque<Vec<u8>>>,
+    backlog_bytes: Vec<usize>,
     mgmt: Option<(UnixListener, PathBuf)>,
     conns: Vec<Conn<()>>,
     batch: FrameBatch,
+    /// For plugs with the `+vnet` framing: room for 64 KiB super-frames.
+    big_batch: Option<FrameBatch>,
     stats: DriverStats,
     /// Lease files by interface, with what was last written to each.
     lease_files: Vec<(usize, PathBuf, String)>,
@@ -59,7 +66,7 @@ fn unix_now() -> u64 {
 impl Daemon {
     /// `plugs[i]` is interface `i` of `router`.
     pub fn new(
-        router: Router,
+        mut router: Router,
         plugs: Vec<Plug>,
         mgmt: Option<(PathBuf, u32)>,
     ) -> io::Result<Daemon> {
@@ -67,13 +74,20 @@ impl Daemon {
             Some((path, mode)) => Some((filo_vnl::mgmt::listen(&path, mode)?, path)),
             None => None,
         };
+        for (i, p) in plugs.iter().enumerate() {
+            router
+                .set_vnet(i, p.vnet())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        }
         Ok(Daemon {
             router,
             backlog: plugs.iter().map(|_| VecDeque::new()).collect(),
+            backlog_bytes: vec![0; plugs.len()],
             plugs,
             mgmt,
             conns: Vec::new(),
             batch: FrameBatch::new(BATCH),
+            big_batch: None,
             stats: DriverStats::default(),
             lease_files: Vec::new(),
             next_lease_save: Instant::now(),
@@ -224,12 +238,20 @@ impl Daemon {
 
     fn read_plug(&mut self, i: usize, now: Instant) -> Option<End> {
         for _ in 0..4 {
-            match self.plugs[i].recv_batch(&mut self.batch) {
+            let vnet = self.plugs[i].vnet();
+            let batch = if vnet {
+                self.big_batch.get_or_insert_with(|| {
+                    FrameBatch::with_frame_size(BIG_BATCH, filo_vnl::plug::VNET_FRAME_BUF)
+                })
+            } else {
+                &mut self.batch
+            };
+            match self.plugs[i].recv_batch(batch) {
                 Ok(k) => {
-                    for f in self.batch.frames() {
+                    for f in batch.frames() {
                         self.router.handle_frame(now, i, f);
                     }
-                    if k < BATCH {
+                    if k < if vnet { BIG_BATCH } else { BATCH } {
                         return None;
                     }
                 }
@@ -267,12 +289,21 @@ impl Daemon {
                 }
             }
             for f in frames.into_iter().skip(sent) {
-                if self.backlog[i].len() >= BACKLOG {
+                if self.backlog[i].len() >= BACKLOG
+                    || self.backlog_bytes[i] + f.len() > BACKLOG_BYTES
+                {
                     self.stats.tx_dropped += 1;
                 } else {
+                    self.backlog_bytes[i] += f.len();
                     self.backlog[i].push_back(f);
                 }
             }
+        }
+    }
+
+    fn pop_backlog(&mut self, i: usize) {
+        if let Some(f) = self.backlog[i].pop_front() {
+            self.backlog_bytes[i] -= f.len();
         }
     }
 
@@ -287,12 +318,12 @@ impl Daemon {
         while let Some(f) = self.backlog[i].front() {
             match self.plugs[i].send(f) {
                 Ok(()) => {
-                    self.backlog[i].pop_front();
+                    self.pop_backlog(i);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     tracing::warn!("{}: frame not sent: {e}", self.plugs[i].name());
-                    self.backlog[i].pop_front();
+                    self.pop_backlog(i);
                 }
             }
         }

@@ -20,6 +20,7 @@ pub mod icmp;
 pub mod nat;
 pub mod neigh;
 pub mod nptv6;
+mod offload;
 pub mod route;
 
 pub use crate::core::{

@@ -101,6 +101,13 @@ impl Cache {
         Lookup::Queued { probe }
     }
 
+    /// Whether `addr`'s MAC on `iface` is known (a packet for it would not wait).
+    pub fn is_known(&self, iface: IfId, addr: IpAddr) -> bool {
+        self.entries
+            .get(&(iface, addr))
+            .is_some_and(|e| e.mac.is_some())
+    }
+
     /// Frees an entry if the table is full: the oldest resolved one. False if none is.
     fn make_room(&mut self, _now: Instant) -> bool {
         if self.entries.len() < MAX_ENTRIES {
