@@ -63,6 +63,8 @@ pub struct Stats {
     pub tcp_refused_full: u64,
     /// Flows the guest had closed, aborted to make room for new ones.
     pub tcp_evicted: u64,
+    /// Half-open flows (host connect() still under way) dropped to make room for new ones.
+    pub tcp_evicted_connecting: u64,
     pub tcp_refused_policy: u64,
     pub tcp_connect_failed: u64,
     pub udp_refused_full: u64,
@@ -473,12 +475,14 @@ impl Engine {
             ),
             format!("limits tcp {MAX_TCP} udp {MAX_UDP} icmp {MAX_ICMP}"),
             format!(
-                "tcp opened {} connect_failed {} refused_full {} refused_policy {} evicted {}",
+                "tcp opened {} connect_failed {} refused_full {} refused_policy {} evicted {} \
+                 evicted_connecting {}",
                 s.tcp_opened,
                 s.tcp_connect_failed,
                 s.tcp_refused_full,
                 s.tcp_refused_policy,
-                s.tcp_evicted
+                s.tcp_evicted,
+                s.tcp_evicted_connecting
             ),
             format!(
                 "udp refused_full {} refused_policy {}",
@@ -718,7 +722,7 @@ impl Engine {
             }
             return;
         }
-        if self.tcp.len() >= MAX_TCP && !self.evict_half_closed() {
+        if self.tcp.len() >= MAX_TCP && !self.make_room() {
             self.stats.tcp_refused_full += 1;
             self.reset(&packet);
             return;
@@ -774,6 +778,34 @@ impl Engine {
                 guest_mss: None,
             },
         );
+    }
+
+    /// Makes room in a full TCP table for a new flow: drops the oldest half-open flow (its
+    /// host connect() still under way, e.g. to a black-holed port during a SYN flood), else
+    /// the least recently active flow the guest has closed. False when neither exists: the
+    /// table is full of live connections and the new one is refused.
+    fn make_room(&mut self) -> bool {
+        self.evict_connecting() || self.evict_half_closed()
+    }
+
+    /// Drops the half-open flow whose connect() started first. Its guest hears nothing (as
+    /// from a remote that does not answer) and may retry with a new SYN.
+    fn evict_connecting(&mut self) -> bool {
+        let victim = self
+            .tcp
+            .iter()
+            .filter_map(|(k, f)| match f.state {
+                TcpState::Connecting { since, .. } => Some((since, *k)),
+                TcpState::Open => None,
+            })
+            .min()
+            .map(|(_, k)| k);
+        let Some(key) = victim else {
+            return false;
+        };
+        self.drop_tcp(key, true);
+        self.stats.tcp_evicted_connecting += 1;
+        true
     }
 
     /// Makes room in a full TCP table: aborts the least recently active flow that the guest
@@ -1290,7 +1322,7 @@ impl Engine {
     }
 
     fn fwd_accept(&mut self, fwd: Forward, stream: TcpStream, client: SocketAddr) {
-        if self.tcp.len() >= MAX_TCP && !self.evict_half_closed() {
+        if self.tcp.len() >= MAX_TCP && !self.make_room() {
             self.stats.tcp_refused_full += 1;
             return;
         }
