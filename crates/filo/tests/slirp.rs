@@ -202,6 +202,22 @@ fn a_namespace_on_slirp_gets_dhcp_and_slaac_and_reaches_http_udp_dns_and_ping() 
 }
 
 #[test]
+fn pings_go_through_raw_icmp_sockets_when_ping_sockets_are_refused() {
+    require("ping");
+    let w = World::new();
+    // No group may open ping sockets in the host namespace: the gateway (root here) falls
+    // back to raw ICMP sockets.
+    w.host
+        .exec_ok(&["sysctl", "-qw", "net.ipv4.ping_group_range=1 0"]);
+    let script = format!(
+        "ping -c2 -W5 {INET4} | grep -o '2 received'
+        ping -6 -c2 -W5 {INET6} | grep -o '2 received'"
+    );
+    let (_, out, err) = w.guest(&["--dhcp", "--slaac"], "slirp://", &script);
+    assert_eq!(out.matches("2 received").count(), 2, "{out} {err}");
+}
+
+#[test]
 fn the_hosts_loopback_is_refused_unless_hostloopback() {
     let w = World::new();
     let _lo = w.host_http("8081");

@@ -30,6 +30,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::config::{Config, Forward, Proto};
 use crate::core::{canonical, is_host_local, split_ip, Core, Input};
+use crate::ping::EchoSocket;
 
 /// Bounds of the flow tables (host descriptors: one per flow).
 pub const MAX_TCP: usize = 512;
@@ -108,7 +109,7 @@ struct UdpFlow {
 }
 
 struct IcmpFlow {
-    sock: Socket,
+    sock: EchoSocket,
     token: u64,
     last: Instant,
 }
@@ -217,6 +218,8 @@ pub struct Engine {
     resolvers: Vec<IpAddr>,
     pub stats: Stats,
     ping_warned: bool,
+    /// The last identifier given to a flow's echo requests on a raw ICMP socket.
+    next_ping_ident: u16,
     last_sweep: Instant,
     scratch: Vec<u8>,
     extra: Vec<(RawFd, u64)>,
@@ -292,6 +295,7 @@ impl Engine {
             resolvers,
             stats: Stats::default(),
             ping_warned: false,
+            next_ping_ident: rand_seed() as u16,
             last_sweep: now,
             scratch: Vec::new(),
             extra: Vec::new(),
@@ -1161,16 +1165,8 @@ impl Engine {
                 self.stats.icmp_refused += 1;
                 return;
             }
-            let (domain, proto) = if remote.is_ipv4() {
-                (Domain::IPV4, Protocol::ICMPV4)
-            } else {
-                (Domain::IPV6, Protocol::ICMPV6)
-            };
-            let sock = match Socket::new(domain, Type::DGRAM, Some(proto)).and_then(|s| {
-                s.set_nonblocking(true)?;
-                s.connect(&SockAddr::from(SocketAddr::new(remote, 0)))?;
-                Ok(s)
-            }) {
+            self.next_ping_ident = self.next_ping_ident.wrapping_add(1);
+            let sock = match EchoSocket::open(remote, self.next_ping_ident) {
                 Ok(s) => s,
                 Err(e) => {
                     self.stats.icmp_refused += 1;
@@ -1178,13 +1174,15 @@ impl Engine {
                         self.ping_warned = true;
                         tracing::warn!(
                             "slirp: guests cannot ping: no ICMP echo socket ({e}); \
-                             the sysctl net.ipv4.ping_group_range must include this process's group"
+                             the sysctl net.ipv4.ping_group_range must include this process's group, \
+                             or the process needs CAP_NET_RAW"
                         );
                     }
                     return;
                 }
             };
-            let Some(token) = self.register(sock.as_raw_fd(), Tok::Icmp(key), true, false) else {
+            let Some(token) = self.register(sock.sock.as_raw_fd(), Tok::Icmp(key), true, false)
+            else {
                 return;
             };
             self.icmp.insert(
@@ -1200,13 +1198,7 @@ impl Engine {
             return;
         };
         flow.last = now;
-        let mut msg = Vec::with_capacity(8 + data.len());
-        msg.push(if remote.is_ipv4() { 8 } else { 128 });
-        msg.extend_from_slice(&[0, 0, 0]);
-        msg.extend_from_slice(&ident.to_be_bytes());
-        msg.extend_from_slice(&seq.to_be_bytes());
-        msg.extend_from_slice(data);
-        let _ = flow.sock.send(&msg);
+        let _ = flow.sock.send(ident, seq, data);
     }
 
     fn icmp_ready(&mut self, key: (IpAddr, IpAddr, u16)) {
@@ -1216,18 +1208,15 @@ impl Engine {
             let Some(flow) = self.icmp.get_mut(&key) else {
                 break;
             };
-            match (&flow.sock).read(&mut buf) {
-                Ok(n) if n >= 8 => {
-                    let reply = if key.1.is_ipv4() { 0 } else { 129 };
-                    if buf[0] != reply {
+            match (&flow.sock.sock).read(&mut buf) {
+                Ok(n) => {
+                    let Some((seq, data)) = flow.sock.wire.reply(&buf[..n]) else {
                         continue;
-                    }
-                    let seq = u16::from_be_bytes([buf[6], buf[7]]);
-                    if let Some(f) = self.core.echo_reply(key.1, key.0, key.2, seq, &buf[8..n]) {
+                    };
+                    if let Some(f) = self.core.echo_reply(key.1, key.0, key.2, seq, data) {
                         self.out.push_back((f, false));
                     }
                 }
-                Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => continue,
             }
@@ -1406,7 +1395,7 @@ impl Engine {
             .collect();
         for k in old {
             if let Some(f) = self.icmp.remove(&k) {
-                self.epoll.delete(f.sock.as_raw_fd());
+                self.epoll.delete(f.sock.sock.as_raw_fd());
                 self.tokens.remove(&f.token);
             }
         }
