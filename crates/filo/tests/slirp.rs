@@ -346,6 +346,27 @@ fn debians_vdens_on_the_switch_gets_a_lease_from_the_gateway_and_fetches_a_page(
     assert!(out.contains("hello from inet"), "no page: {out}\n{err}");
 }
 
+#[test]
+fn hostname_is_given_to_the_guest_by_dhcp() {
+    require("busybox");
+    let w = World::new();
+    // busybox's udhcpc hands the lease's options to its script: option 12 as $hostname.
+    let script = w.tmp.join("udhcpc-hostname.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncase \"$1\" in bound) echo \"lease $ip hostname=$hostname\";; esac\n",
+    )
+    .unwrap();
+    run(Command::new("chmod").arg("+x").arg(&script));
+    let cmd = format!(
+        "ip link set vde0 up; busybox udhcpc -i vde0 -n -q -f -t 10 -s {}",
+        script.display()
+    );
+    let (code, out, err) = w.guest(&[], "slirp:///hostname=box7", &cmd);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains("lease 10.0.2.15 hostname=box7"), "{out} {err}");
+}
+
 /// A script for busybox's udhcpc that configures the lease's address and default route.
 fn udhcpc_script(w: &World) -> PathBuf {
     let script = w.tmp.join("udhcpc.sh");
