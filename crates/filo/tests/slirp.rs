@@ -27,6 +27,8 @@ while True:\n    d, a = s.recvfrom(65535)\n    s.sendto(d, a)\n";
 struct World {
     host: Netns,
     _inet: Netns,
+    /// The inet namespace's end of the veth pair.
+    inet_dev: String,
     tmp: TempDir,
     file_sum: String,
     etc: PathBuf,
@@ -113,6 +115,7 @@ impl World {
         World {
             host,
             _inet: inet,
+            inet_dev: iv,
             tmp,
             file_sum,
             etc,
@@ -215,6 +218,38 @@ fn pings_go_through_raw_icmp_sockets_when_ping_sockets_are_refused() {
     );
     let (_, out, err) = w.guest(&["--dhcp", "--slaac"], "slirp://", &script);
     assert_eq!(out.matches("2 received").count(), 2, "{out} {err}");
+}
+
+#[test]
+fn the_dns_relay_moves_on_from_a_silent_and_a_refusing_resolver() {
+    require("getent");
+    let w = World::new();
+    // Three resolvers: 198.18.0.77 does not exist (queries go unanswered), a dnsmasq with no
+    // upstream on 198.18.0.3 answers REFUSED, the world's dnsmasq on INET4 knows web.test.
+    w._inet
+        .exec_ok(&["ip", "addr", "add", "198.18.0.3/24", "dev", &w.inet_dev]);
+    let mut refusing = w._inet.command("dnsmasq");
+    refusing
+        .args(["-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts"])
+        .args([
+            "--user=root",
+            "--pid-file",
+            "--listen-address",
+            "198.18.0.3",
+        ])
+        .arg("--bind-interfaces")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(test_log());
+    let _refusing = Proc::spawn(&mut refusing);
+    std::fs::write(
+        w.etc.join("resolv.conf"),
+        format!("nameserver 198.18.0.77\nnameserver 198.18.0.3\nnameserver {INET4}\n"),
+    )
+    .unwrap();
+    let script = "getent ahostsv4 web.test | head -1; getent ahostsv4 web.test | head -1";
+    let (_, out, err) = w.guest(&["--dhcp"], "slirp://", script);
+    assert_eq!(out.matches("198.18.0.2").count(), 2, "{out} {err}");
 }
 
 #[test]

@@ -30,6 +30,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::config::{Config, Forward, Proto};
 use crate::core::{canonical, is_host_local, split_ip, Core, Input};
+use crate::dns;
 use crate::ping::EchoSocket;
 
 /// Bounds of the flow tables (host descriptors: one per flow).
@@ -106,6 +107,8 @@ struct UdpFlow {
     token: u64,
     last: Instant,
     idle: Duration,
+    /// For queries to the DNS forwarder: the resolver failover.
+    dns: Option<dns::Relay>,
 }
 
 struct IcmpFlow {
@@ -216,6 +219,8 @@ pub struct Engine {
     /// epoll watches the plug for writability too (set while it was blocked).
     plug_write_watched: bool,
     resolvers: Vec<IpAddr>,
+    /// The resolver that last answered the DNS forwarder (asked first).
+    dns_preferred: Option<IpAddr>,
     pub stats: Stats,
     ping_warned: bool,
     /// The last identifier given to a flow's echo requests on a raw ICMP socket.
@@ -293,6 +298,7 @@ impl Engine {
             plug_blocked: false,
             plug_write_watched: false,
             resolvers,
+            dns_preferred: None,
             stats: Stats::default(),
             ping_warned: false,
             next_ping_ident: rand_seed() as u16,
@@ -1054,6 +1060,9 @@ impl Engine {
         if let Some(flow) = self.udp.get_mut(&key) {
             flow.last = now;
             let _ = flow.sock.send(payload);
+            if let Some(r) = &mut flow.dns {
+                r.sent(payload, now.total_millis() as u64);
+            }
             return;
         }
         if remote.port() == 67 || remote.port() == 547 {
@@ -1064,20 +1073,16 @@ impl Engine {
             self.stats.udp_refused_full += 1;
             return;
         }
-        let Some(target) = self.map_remote(remote, Proto::Udp) else {
+        let mut relay = self.dns_relay(remote);
+        let Some(target) = relay
+            .as_ref()
+            .map(dns::Relay::target)
+            .or_else(|| self.map_remote(remote, Proto::Udp))
+        else {
             self.stats.udp_refused_policy += 1;
             return;
         };
-        let bind: SocketAddr = if target.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let sock = match UdpSocket::bind(bind).and_then(|s| {
-            s.set_nonblocking(true)?;
-            s.connect(target)?;
-            Ok(s)
-        }) {
+        let sock = match connected_udp(target) {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!("slirp: udp to {target}: {e}");
@@ -1085,6 +1090,9 @@ impl Engine {
             }
         };
         let _ = sock.send(payload);
+        if let Some(r) = &mut relay {
+            r.sent(payload, now.total_millis() as u64);
+        }
         let Some(token) = self.register(sock.as_raw_fd(), Tok::Udp(key), true, false) else {
             return;
         };
@@ -1100,8 +1108,69 @@ impl Engine {
                 token,
                 last: now,
                 idle,
+                dns: relay,
             },
         );
+    }
+
+    /// The failover state for a datagram to the DNS forwarder's `remote`, or None for any
+    /// other destination (or when the host has no resolver).
+    fn dns_relay(&self, remote: SocketAddr) -> Option<dns::Relay> {
+        let cfg = self.core.config();
+        let ip = remote.ip();
+        if remote.port() != 53 || (ip != IpAddr::V4(cfg.dns) && ip != IpAddr::V6(cfg.dns6)) {
+            return None;
+        }
+        dns::Relay::new(dns::resolver_order(
+            &self.resolvers,
+            ip.is_ipv4(),
+            self.dns_preferred,
+        ))
+    }
+
+    /// Sends flow `key`'s unanswered DNS queries to the next resolver, through a new socket;
+    /// false when there is none left.
+    fn dns_failover(&mut self, key: Key) -> bool {
+        let ms = self.millis();
+        let Some((target, resend)) = self
+            .udp
+            .get_mut(&key)
+            .and_then(|f| f.dns.as_mut())
+            .and_then(|r| r.next(ms))
+        else {
+            return false;
+        };
+        tracing::debug!("slirp: DNS: no answer, asking {target}");
+        let Ok(sock) = connected_udp(target) else {
+            return false;
+        };
+        for q in &resend {
+            let _ = sock.send(q);
+        }
+        let Some(token) = self.register(sock.as_raw_fd(), Tok::Udp(key), true, false) else {
+            return false;
+        };
+        if let Some(flow) = self.udp.get_mut(&key) {
+            self.epoll.delete(flow.sock.as_raw_fd());
+            self.tokens.remove(&flow.token);
+            flow.sock = sock;
+            flow.token = token;
+        }
+        true
+    }
+
+    /// Moves DNS flows whose resolver has not answered in time on to the next one.
+    fn dns_retry(&mut self) {
+        let ms = self.millis();
+        let late: Vec<Key> = self
+            .udp
+            .iter()
+            .filter(|(_, f)| f.dns.as_ref().is_some_and(|r| r.timed_out(ms)))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in late {
+            self.dns_failover(key);
+        }
     }
 
     fn udp_ready(&mut self, key: Key) {
@@ -1115,11 +1184,19 @@ impl Engine {
             match flow.sock.recv(&mut buf) {
                 Ok(n) => {
                     flow.last = now;
+                    if let Some(r) = &mut flow.dns {
+                        if r.answer(&buf[..n]) == dns::Answer::TryNext {
+                            self.dns_failover(key);
+                            break;
+                        }
+                        self.dns_preferred = Some(r.target().ip());
+                    }
                     if let Some(f) = self.core.udp_frame(key.1, key.0, &buf[..n]) {
                         self.out.push_back((f, false));
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) if flow.dns.is_some() && self.dns_failover(key) => break,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     // The remote answered with a port unreachable: so does the gateway.
                     self.udp_unreachable(key);
@@ -1375,6 +1452,7 @@ impl Engine {
             self.fwd_peers
                 .retain(|(_, seen), (t, _)| !(*t == token && *seen == src));
         }
+        self.dns_retry();
         let old: Vec<Key> = self
             .udp
             .iter()
@@ -1632,6 +1710,19 @@ fn raise_mss(mut packet: Vec<u8>) -> (Vec<u8>, Option<u16>) {
     // The checksum no longer matches; smoltcp does not verify it (the core did).
     let _ = v6;
     (packet, Some(mss))
+}
+
+/// A non-blocking UDP socket connected to `target`.
+fn connected_udp(target: SocketAddr) -> io::Result<UdpSocket> {
+    let bind: SocketAddr = if target.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = UdpSocket::bind(bind)?;
+    s.set_nonblocking(true)?;
+    s.connect(target)?;
+    Ok(s)
 }
 
 fn rand_seed() -> u64 {
