@@ -847,6 +847,29 @@ fn forwards_keep_the_clients_address_and_work_over_ipv6() {
     assert_eq!(out.trim(), "fd00::2", "the guest saw {out:?}");
 }
 
+#[test]
+fn udp_forwards_work_over_ipv6() {
+    let w = World::new();
+    let vnl = "slirp:///udpfwd='[::1]:18445:[fd00::15]:7007'/udpfwd='18446:[fd00::15]:7007'";
+    let mut guest = w.host.command(FILO);
+    guest
+        .args(["ns", "--dhcp", "--ip", "fd00::15/64", vnl, "--"])
+        .args(["python3", "-c", UDP_ECHO])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(test_log());
+    let _guest = Polite(Proc::spawn(&mut guest));
+    let udp = "import socket, sys\n\
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+s.settimeout(2)\n\
+for i in range(10):\n    s.sendto(b'fwd-udp6', (sys.argv[1], int(sys.argv[2])))\n    try:\n        print(s.recvfrom(100)[0].decode()); break\n    except socket.timeout:\n        pass\n";
+    // From the host's loopback, and from another host to the host's IPv6 address.
+    let out = w.host.exec_ok(&["python3", "-c", udp, "::1", "18445"]);
+    assert!(out.contains("fwd-udp6"), "UDP forward on [::1]: {out:?}");
+    let out = w._inet.exec_ok(&["python3", "-c", udp, "fd5e::1", "18446"]);
+    assert!(out.contains("fwd-udp6"), "UDP forward on [::]: {out:?}");
+}
+
 /// The value after `key` (e.g. "refused_full ") in a `stat` answer.
 fn stat_counter(stat: &str, key: &str) -> u64 {
     stat.split(key)

@@ -1049,12 +1049,8 @@ impl Engine {
     fn guest_udp(&mut self, guest: SocketAddr, remote: SocketAddr, payload: &[u8]) {
         let key = (guest, remote);
         let now = self.now();
-        if let Some(&(token, client)) = self.fwd_peers.get(&key) {
-            if let Some(l) = self.fwds.iter().find(|l| l.token == token) {
-                if let Some(u) = &l.udp {
-                    let _ = u.send_to(payload, client);
-                }
-            }
+        if let Some(&peer) = self.fwd_peers.get(&key) {
+            self.fwd_reply(peer, payload);
             return;
         }
         if let Some(flow) = self.udp.get_mut(&key) {
@@ -1063,6 +1059,10 @@ impl Engine {
             if let Some(r) = &mut flow.dns {
                 r.sent(payload, now.total_millis() as u64);
             }
+            return;
+        }
+        if let Some(peer) = self.fwd_peer_from_other_address(guest, remote) {
+            self.fwd_reply(peer, payload);
             return;
         }
         if remote.port() == 67 || remote.port() == 547 {
@@ -1111,6 +1111,34 @@ impl Engine {
                 dns: relay,
             },
         );
+    }
+
+    /// A guest's answer to a forwarded datagram goes back to the client through the
+    /// forward's host socket.
+    fn fwd_reply(&self, (token, client): (u64, SocketAddr), payload: &[u8]) {
+        if let Some(u) = self
+            .fwds
+            .iter()
+            .find(|l| l.token == token)
+            .and_then(|l| l.udp.as_ref())
+        {
+            let _ = u.send_to(payload, client);
+        }
+    }
+
+    /// The forwarded client a guest answers from another of its addresses than the one the
+    /// forward names (a server bound to the wildcard address replies from the address the
+    /// kernel picks, e.g. its SLAAC one): matched by the guest's port and the source the
+    /// gateway gave the client.
+    fn fwd_peer_from_other_address(
+        &self,
+        guest: SocketAddr,
+        remote: SocketAddr,
+    ) -> Option<(u64, SocketAddr)> {
+        self.fwd_peers
+            .iter()
+            .find(|((g, r), _)| *r == remote && g.port() == guest.port())
+            .map(|(_, peer)| *peer)
     }
 
     /// The failover state for a datagram to the DNS forwarder's `remote`, or None for any
