@@ -293,6 +293,23 @@ fn refused_connections_reset_and_unreachable_ones_get_icmp_errors() {
 }
 
 #[test]
+fn udp_to_a_host_a_router_cannot_reach_gets_a_host_unreachable() {
+    let w = World::new();
+    // 192.0.2.0/24 is routed through inet, which forwards but has an unreachable route for
+    // it: its ICMP host unreachable (a soft error for UDP, reported where IP_RECVERR, 11,
+    // asks for it) reaches the gateway's socket, then the guest.
+    w.host
+        .exec_ok(&["ip", "route", "add", "192.0.2.0/24", "via", INET4]);
+    w._inet.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    w._inet
+        .exec_ok(&["ip", "route", "add", "unreachable", "192.0.2.0/24"]);
+    let udp = "python3 -c \"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.setsockopt(socket.IPPROTO_IP, 11, 1)\ns.settimeout(2)\ns.connect(('192.0.2.77', 7007))\nfor i in range(5):\n    try:\n        s.send(b'x'); s.recv(10)\n    except OSError as e:\n        if e.errno: print('errno', e.errno); break\n\"";
+    let (code, out, err) = w.guest(&["--dhcp"], "slirp://", udp);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("errno {}", libc::EHOSTUNREACH), "{err}");
+}
+
+#[test]
 fn a_filo_stack_fetches_through_slirp() {
     let w = World::new();
     let out = w.tmp.join("fetched");

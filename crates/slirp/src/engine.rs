@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket,
 };
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -1224,20 +1224,31 @@ impl Engine {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) if flow.dns.is_some() && self.dns_failover(key) => break,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    // The remote answered with a port unreachable: so does the gateway.
-                    self.udp_unreachable(key);
+                Err(e) => {
+                    let refused = e.kind() == io::ErrorKind::ConnectionRefused;
+                    let unreachable = no_way_to_remote(&e);
+                    if refused || unreachable {
+                        drain_error_queue(&flow.sock);
+                    }
+                    let dns = flow.dns.is_some();
+                    if dns && self.dns_failover(key) {
+                        break;
+                    }
+                    // The remote answered with a port unreachable, or a router on the way
+                    // with host or network unreachable (or time exceeded): the gateway
+                    // answers the guest in kind (a host unreachable for the latter).
+                    if refused || unreachable {
+                        self.udp_unreachable(key, refused);
+                    }
                     break;
                 }
-                Err(_) => break,
             }
         }
         self.scratch = buf;
     }
 
-    /// An ICMP port unreachable to the guest about its datagrams of flow `key`.
-    fn udp_unreachable(&mut self, (guest, remote): Key) {
+    /// An ICMP port (or host) unreachable to the guest about its datagrams of flow `key`.
+    fn udp_unreachable(&mut self, (guest, remote): Key, port: bool) {
         let Some(mac) = self.core.neighbour(guest.ip()) else {
             return;
         };
@@ -1247,7 +1258,7 @@ impl Engine {
         };
         if let Some(f) = orig
             .get(14..)
-            .and_then(|packet| self.core.unreachable(packet, true))
+            .and_then(|packet| self.core.unreachable(packet, port))
         {
             self.out.push_back((f, false));
         }
@@ -1750,7 +1761,31 @@ fn connected_udp(target: SocketAddr) -> io::Result<UdpSocket> {
     let s = UdpSocket::bind(bind)?;
     s.set_nonblocking(true)?;
     s.connect(target)?;
+    if let Err(e) = crate::sys::set_recv_err(s.as_fd(), target.is_ipv6()) {
+        tracing::debug!("slirp: udp to {target}: no soft ICMP errors: {e}");
+    }
     Ok(s)
+}
+
+/// Whether a host socket's error says the remote cannot be reached (a router's ICMP host or
+/// network unreachable, or time exceeded).
+fn no_way_to_remote(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EHOSTUNREACH | libc::ENETUNREACH)
+    )
+}
+
+/// Empties a UDP socket's error queue (the ICMP errors `IP_RECVERR` keeps there, which
+/// would otherwise hold on to its receive buffer).
+fn drain_error_queue(sock: &UdpSocket) {
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+    let sock = socket2::SockRef::from(sock);
+    for _ in 0..16 {
+        if sock.recv_with_flags(&mut buf, libc::MSG_ERRQUEUE).is_err() {
+            break;
+        }
+    }
 }
 
 fn rand_seed() -> u64 {
