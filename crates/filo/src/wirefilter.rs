@@ -163,6 +163,7 @@ fn policy(
         read,
         remove,
         remove_dir: Vec::new(),
+        tcp: false,
     })
 }
 

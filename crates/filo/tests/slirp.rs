@@ -634,6 +634,12 @@ fn filo_slirp_daemon_forwards_and_changes_forwards_from_its_console() {
         }
     }
     let _kill = Kill(pid);
+    // Up and serving, the gateway runs in its sandbox: a seccomp filter and no_new_privs.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.contains("Seccomp:\t2") && status.contains("NoNewPrivs:\t1"),
+        "not sandboxed: {status}"
+    );
     let www = w.tmp.join("www");
     let mut guest = w.host.command(FILO);
     guest
@@ -778,8 +784,10 @@ for s in socks:
     );
     assert!(out.contains("hello from inet"), "no recovery: {out} {err}");
     let (_, stat) = console_json(&mgmt, "stat");
-    let full = stat_counter(&stat, "refused_full ") as usize;
-    assert!(full >= 800 - 512, "{stat}");
+    // Each connection beyond the bound was refused, or pushed out an older one whose host
+    // connect() was still under way (when the gateway was slower than the flood).
+    let full = stat_counter(&stat, "refused_full ") + stat_counter(&stat, "evicted_connecting ");
+    assert!(full as usize >= 800 - 512, "{stat}");
     // The flood's flows, closed by the guest but not by the (never accepting) server, made
     // room for the new connection.
     assert!(!stat.contains("evicted 0"), "{stat}");
