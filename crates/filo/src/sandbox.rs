@@ -400,6 +400,20 @@ fn seccomp_program(policy: &Policy) -> Result<BpfProgram, SandboxError> {
     BpfProgram::try_from(filter).map_err(filter_err("(all)"))
 }
 
+/// The directory where a vde:// or ptp:// plug removes its own socket at exit (None for
+/// other modules, and for vde:// with no default switch directory).
+pub fn plug_socket_dir(vnl: &filo_vnl::Vnl) -> Option<PathBuf> {
+    match vnl.module() {
+        "vde" if vnl.address().is_empty() => match filo_vnl::default_switch() {
+            filo_vnl::DefaultSwitch::Dir(d) => Some(d),
+            _ => None,
+        },
+        "vde" => Some(PathBuf::from(vnl.address())),
+        "ptp" => Some(parent_dir(std::path::Path::new(vnl.address()))),
+        _ => None,
+    }
+}
+
 /// Files a daemon that checks port permissions or group names reads while it runs.
 pub fn account_files() -> Vec<PathBuf> {
     ["/etc/passwd", "/etc/group", "/etc/nsswitch.conf"]

@@ -130,16 +130,10 @@ fn policy(
     let parsed = filo_vnl::Vnl::parse(vnl).map_err(|e| e.to_string())?;
     let mut remove: Vec<PathBuf> = mgmt.map(sandbox::parent_dir).into_iter().collect();
     remove.extend(pidfile.map(sandbox::parent_dir));
-    match parsed.module() {
-        "vde" if parsed.address().is_empty() => {
-            if let filo_vnl::DefaultSwitch::Dir(d) = filo_vnl::default_switch() {
-                remove.push(d);
-            }
-        }
-        "vde" => remove.push(PathBuf::from(parsed.address())),
-        "ptp" => remove.push(sandbox::parent_dir(std::path::Path::new(parsed.address()))),
-        other => return Err(format!("{other}:// plugs are not sandboxed")),
+    if !matches!(parsed.module(), "vde" | "ptp") {
+        return Err(format!("{}:// plugs are not sandboxed", parsed.module()));
     }
+    remove.extend(sandbox::plug_socket_dir(&parsed));
     let remove = remove
         .into_iter()
         .map(|p| std::path::absolute(&p).unwrap_or(p))
