@@ -76,6 +76,8 @@ pub struct Config {
     pub dns: Vec<Ipv4Addr>,
     /// The domain name (option 15).
     pub domain: Option<String>,
+    /// The host name given to every client (option 12), as libslirp's `vhostname`.
+    pub hostname: Option<String>,
     /// The domain search list (option 119).
     pub search: Vec<String>,
     /// Lease duration (option 51); T1 is half of it, T2 seven eighths.
@@ -348,6 +350,7 @@ impl Config {
             router: None,
             dns: Vec::new(),
             domain: None,
+            hostname: None,
             search: Vec::new(),
             lease_time: Duration::from_secs(3600),
             mtu: None,
@@ -442,6 +445,11 @@ impl Config {
             // Validated as a name, sent as text (RFC 2132 §3.17).
             names::encode(d, &mut Vec::new())?;
             put_option(&mut o, 15, d.trim_end_matches('.').as_bytes());
+        }
+        if let Some(h) = &self.hostname {
+            // Validated as a name, sent as text (RFC 2132 §3.14).
+            names::encode(h, &mut Vec::new())?;
+            put_option(&mut o, 12, h.trim_end_matches('.').as_bytes());
         }
         if !self.search.is_empty() {
             put_option(&mut o, 119, &names::encode_list(&self.search)?);
@@ -948,6 +956,7 @@ mod tests {
         c.router = Some(ip("10.0.2.2"));
         c.dns = vec![ip("10.0.2.3"), ip("10.0.2.4")];
         c.domain = Some("lab.example".into());
+        c.hostname = Some("guest".into());
         c.search = vec!["lab.example".into(), "example".into()];
         c.mtu = Some(1400);
         c
@@ -1057,6 +1066,7 @@ mod tests {
             assert_eq!(opts[&3], vec![10, 0, 2, 2]);
             assert_eq!(opts[&6], vec![10, 0, 2, 3, 10, 0, 2, 4]);
             assert_eq!(opts[&15], b"lab.example".to_vec());
+            assert_eq!(opts[&12], b"guest".to_vec());
             assert_eq!(
                 names::decode_list(&opts[&119]).unwrap(),
                 vec!["lab.example".to_string(), "example".to_string()]

@@ -1,4 +1,4 @@
-//! The sandbox `filo switch` and `filo wirefilter` enter once they are set up (sockets bound,
+//! The sandbox `filo switch`, `filo wirefilter` and `filo slirp` enter once they are set up (sockets bound,
 //! plugs connected, rc file run), just before their event loop: `no_new_privs`, Landlock on
 //! the file system where the kernel has it, and a seccomp allowlist of the system calls the
 //! loop makes. `--no-sandbox` skips it. The library types (`Switch`, `Daemon`) are never
@@ -194,6 +194,37 @@ pub fn wirefilter_calls() -> Vec<Syscall> {
     [COMMON, COMMON_X86_64].concat()
 }
 
+const INET: Only = Only::OneOf {
+    index: 0,
+    values: &[
+        libc::AF_UNIX as u64,
+        libc::AF_INET as u64,
+        libc::AF_INET6 as u64,
+    ],
+};
+
+/// `filo slirp` opens host sockets for its guests' flows (TCP, UDP, ICMP echo), connects
+/// them anywhere, binds and listens for port forwards added from the console, and waits in
+/// epoll.
+const SLIRP: &[Syscall] = &[
+    with("socket", libc::SYS_socket, INET),
+    any("connect", libc::SYS_connect),
+    any("bind", libc::SYS_bind),
+    any("listen", libc::SYS_listen),
+    any("epoll_pwait", libc::SYS_epoll_pwait),
+    any("epoll_pwait2", libc::SYS_epoll_pwait2),
+    any("epoll_ctl", libc::SYS_epoll_ctl),
+];
+#[cfg(target_arch = "x86_64")]
+const SLIRP_X86_64: &[Syscall] = &[any("epoll_wait", libc::SYS_epoll_wait)];
+#[cfg(not(target_arch = "x86_64"))]
+const SLIRP_X86_64: &[Syscall] = &[];
+
+/// The NAT gateway's allowlist.
+pub fn slirp_calls() -> Vec<Syscall> {
+    [COMMON, COMMON_X86_64, SLIRP, SLIRP_X86_64].concat()
+}
+
 /// What a daemon keeps once sandboxed.
 #[derive(Debug)]
 pub struct Policy {
@@ -211,6 +242,8 @@ pub struct Policy {
     /// Directories in which empty directories may be removed (the switch directory's
     /// parent, at exit).
     pub remove_dir: Vec<PathBuf>,
+    /// TCP bind and connect allowed anywhere (`filo slirp`); refused by Landlock otherwise.
+    pub tcp: bool,
 }
 
 /// Why the sandbox could not be entered.
@@ -293,9 +326,11 @@ fn landlock(policy: &Policy) -> Result<Landlocked, landlock::RulesetError> {
         read | make_bitflags!(AccessFs::{WriteFile | Truncate | MakeReg | MakeSock | RemoveFile});
     let remove: BitFlags<AccessFs> = AccessFs::RemoveFile.into();
     let remove_dir: BitFlags<AccessFs> = AccessFs::RemoveDir.into();
-    let status = Ruleset::default()
-        .handle_access(handled)?
-        .handle_access(AccessNet::from_all(ABI::V4))?
+    let mut ruleset = Ruleset::default().handle_access(handled)?;
+    if !policy.tcp {
+        ruleset = ruleset.handle_access(AccessNet::from_all(ABI::V4))?;
+    }
+    let status = ruleset
         .scope(Scope::from_all(ABI::V6))?
         .create()?
         .add_rules(path_beneath_rules(&policy.read_write, read_write))?
@@ -365,6 +400,20 @@ fn seccomp_program(policy: &Policy) -> Result<BpfProgram, SandboxError> {
     BpfProgram::try_from(filter).map_err(filter_err("(all)"))
 }
 
+/// The directory where a vde:// or ptp:// plug removes its own socket at exit (None for
+/// other modules, and for vde:// with no default switch directory).
+pub fn plug_socket_dir(vnl: &filo_vnl::Vnl) -> Option<PathBuf> {
+    match vnl.module() {
+        "vde" if vnl.address().is_empty() => match filo_vnl::default_switch() {
+            filo_vnl::DefaultSwitch::Dir(d) => Some(d),
+            _ => None,
+        },
+        "vde" => Some(PathBuf::from(vnl.address())),
+        "ptp" => Some(parent_dir(std::path::Path::new(vnl.address()))),
+        _ => None,
+    }
+}
+
 /// Files a daemon that checks port permissions or group names reads while it runs.
 pub fn account_files() -> Vec<PathBuf> {
     ["/etc/passwd", "/etc/group", "/etc/nsswitch.conf"]
@@ -399,6 +448,7 @@ mod tests {
         for (name, calls) in [
             ("switch", switch_calls()),
             ("wirefilter", wirefilter_calls()),
+            ("slirp", slirp_calls()),
         ] {
             let mut nrs: Vec<_> = calls.iter().map(|c| c.nr).collect();
             nrs.sort_unstable();
@@ -412,6 +462,7 @@ mod tests {
                 read: Vec::new(),
                 remove: Vec::new(),
                 remove_dir: Vec::new(),
+                tcp: false,
             };
             assert!(seccomp_program(&policy).is_ok(), "{name}");
         }
@@ -430,6 +481,7 @@ mod tests {
                 read: Vec::new(),
                 remove: Vec::new(),
                 remove_dir: Vec::new(),
+                tcp: false,
             };
             let program = seccomp_program(&policy).expect("filter");
             seccompiler::apply_filter_all_threads(&program).expect("seccomp");

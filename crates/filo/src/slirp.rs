@@ -9,7 +9,7 @@ use filo_slirp::daemon::Mgmt;
 use filo_slirp::{Engine, Forward, Proto};
 use filo_vnl::OpenOptions;
 
-use crate::sys;
+use crate::{sandbox, sys};
 
 /// A NAT gateway that gives a network's guests the host's network (like slirpvde).
 #[derive(Args, Debug)]
@@ -51,6 +51,10 @@ pub struct SlirpArgs {
     /// Write the process id to FILE (which must not exist).
     #[arg(short = 'p', long, value_name = "FILE")]
     pidfile: Option<PathBuf>,
+    /// Run without the sandbox (seccomp allowlist, Landlock, no_new_privs) entered once the
+    /// gateway is up.
+    #[arg(long)]
+    no_sandbox: bool,
     /// The network the gateway joins.
     #[arg(value_name = "VNL")]
     vnl: String,
@@ -99,9 +103,54 @@ pub fn run(args: SlirpArgs) -> Result<ExitCode> {
         }
         (Err(e), None) => return Err(e),
     };
+    if !args.no_sandbox {
+        match policy(&args.vnl, args.mgmt.as_deref(), args.pidfile.as_deref()) {
+            Ok(policy) => {
+                sandbox::enter(&policy)?;
+            }
+            Err(why) => tracing::warn!("filo slirp: not sandboxed: {why}"),
+        }
+    }
     match mgmt {
         Some(m) => m.run(&mut engine, &sys::STOP)?,
         None => engine.run(&sys::STOP, |_, _| true)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the gateway keeps once it is up: host sockets of every kind it opens for its guests
+/// (TCP bind and connect anywhere), reading the resolvers' file, removing its management
+/// socket, pid file and plug socket at exit. Err (no sandbox) for a plug other than vde://
+/// or ptp://, which may need more.
+fn policy(
+    vnl: &str,
+    mgmt: Option<&std::path::Path>,
+    pidfile: Option<&std::path::Path>,
+) -> Result<sandbox::Policy, String> {
+    let parsed = filo_vnl::Vnl::parse(vnl).map_err(|e| e.to_string())?;
+    let mut remove: Vec<PathBuf> = mgmt.map(sandbox::parent_dir).into_iter().collect();
+    remove.extend(pidfile.map(sandbox::parent_dir));
+    if !matches!(parsed.module(), "vde" | "ptp") {
+        return Err(format!("{}:// plugs are not sandboxed", parsed.module()));
+    }
+    remove.extend(sandbox::plug_socket_dir(&parsed));
+    let remove = remove
+        .into_iter()
+        .map(|p| std::path::absolute(&p).unwrap_or(p))
+        .collect();
+    let mut read: Vec<PathBuf> = std::iter::once(PathBuf::from("/etc/resolv.conf"))
+        .chain(std::env::var_os(filo_slirp::dns::RESOLV_CONF_ENV).map(PathBuf::from))
+        .filter(|p| p.exists())
+        .collect();
+    read.extend(sandbox::account_files());
+    read.extend(sandbox::harmless_devices());
+    Ok(sandbox::Policy {
+        daemon: "filo slirp",
+        syscalls: sandbox::slirp_calls(),
+        read_write: Vec::new(),
+        read,
+        remove,
+        remove_dir: Vec::new(),
+        tcp: true,
+    })
 }

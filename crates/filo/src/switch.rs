@@ -168,6 +168,7 @@ fn policy(dir: &std::path::Path, mgmt: Option<&std::path::Path>) -> sandbox::Pol
         daemon: "filo switch",
         syscalls: sandbox::switch_calls(),
         remove: Vec::new(),
+        tcp: false,
         remove_dir: vec![sandbox::parent_dir(&dir)],
         read_write,
         read,

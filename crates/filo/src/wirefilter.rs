@@ -129,13 +129,7 @@ fn policy(
             continue;
         };
         match vnl.module() {
-            "vde" if vnl.address().is_empty() => {
-                if let filo_vnl::DefaultSwitch::Dir(d) = filo_vnl::default_switch() {
-                    remove.push(d);
-                }
-            }
-            "vde" => remove.push(PathBuf::from(vnl.address())),
-            "ptp" => remove.push(sandbox::parent_dir(std::path::Path::new(vnl.address()))),
+            "vde" | "ptp" => remove.extend(sandbox::plug_socket_dir(&vnl)),
             "switch" | "hub" => {
                 return Err(format!(
                     "{text} runs a switch inside the wirefilter (start it with `filo switch` to have both sandboxed)"
@@ -163,6 +157,7 @@ fn policy(
         read,
         remove,
         remove_dir: Vec::new(),
+        tcp: false,
     })
 }
 

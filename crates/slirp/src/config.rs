@@ -114,6 +114,8 @@ pub struct Config {
     pub hostloopback: bool,
     pub forwards: Vec<Forward>,
     pub verbose: bool,
+    /// The host name DHCP gives the guests (option 12; libslirp's vhostname).
+    pub hostname: Option<String>,
 }
 
 impl Default for Config {
@@ -134,8 +136,21 @@ impl Default for Config {
             hostloopback: false,
             forwards: Vec::new(),
             verbose: false,
+            hostname: None,
         }
     }
+}
+
+/// A name DHCP can give: dot-separated labels of letters, digits and inner hyphens, at most
+/// 63 characters in all.
+fn is_host_name(name: &str) -> bool {
+    name.len() <= 63
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 fn host_part_v4(addr: Ipv4Addr, prefix: u8, host: u32) -> Ipv4Addr {
@@ -242,8 +257,15 @@ impl Config {
                 .map(str::to_string)
                 .collect();
         }
-        if vnl.get("hostname").is_some() {
-            return Err("option hostname: not supported yet by filo's slirp (its DHCP server names no clients)".into());
+        if let Some(v) = vnl.get("hostname") {
+            if !is_host_name(v) {
+                return Err(bad(
+                    "hostname",
+                    v,
+                    "a host name (letters, digits, '-' and '.', at most 63 characters)",
+                ));
+            }
+            c.hostname = Some(v.to_string());
         }
         if let Some(v) = vnl.get("mtu") {
             c.mtu = v
@@ -341,6 +363,13 @@ mod tests {
     }
 
     #[test]
+    fn hostname_names_the_guests() {
+        assert_eq!(cfg("slirp://").unwrap().hostname, None);
+        let c = cfg("slirp:///hostname=box.lan").unwrap();
+        assert_eq!(c.hostname.as_deref(), Some("box.lan"));
+    }
+
+    #[test]
     fn bad_values_name_the_option() {
         for (text, word) in [
             ("slirp:///tcpfwd=80", "tcpfwd"),
@@ -350,7 +379,9 @@ mod tests {
             ("slirp:///mtu=70000", "mtu"),
             ("slirp://somewhere", "no address"),
             ("slirp:///frobnicate=1", "frobnicate"),
-            ("slirp:///hostname=box", "not supported yet"),
+            ("slirp:///hostname=-box", "hostname"),
+            ("slirp:///hostname=a..b", "hostname"),
+            ("slirp:///hostname=b_x", "hostname"),
         ] {
             let e = cfg(text).unwrap_err();
             assert!(e.contains(word), "{text}: {e}");

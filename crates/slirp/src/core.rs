@@ -110,6 +110,7 @@ impl Core {
             c.dns = vec![cfg.dns];
             c.search = cfg.dns_search.clone();
             c.mtu = Some(cfg.mtu);
+            c.hostname = cfg.hostname.clone();
             for own in [cfg.gateway, cfg.dns] {
                 if (cfg.dhcp_start..=end).contains(&own) {
                     return Err(format!(

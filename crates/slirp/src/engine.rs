@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket,
 };
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -30,6 +30,8 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::config::{Config, Forward, Proto};
 use crate::core::{canonical, is_host_local, split_ip, Core, Input};
+use crate::dns;
+use crate::ping::EchoSocket;
 
 /// Bounds of the flow tables (host descriptors: one per flow).
 pub const MAX_TCP: usize = 512;
@@ -63,6 +65,8 @@ pub struct Stats {
     pub tcp_refused_full: u64,
     /// Flows the guest had closed, aborted to make room for new ones.
     pub tcp_evicted: u64,
+    /// Half-open flows (host connect() still under way) dropped to make room for new ones.
+    pub tcp_evicted_connecting: u64,
     pub tcp_refused_policy: u64,
     pub tcp_connect_failed: u64,
     pub udp_refused_full: u64,
@@ -103,10 +107,12 @@ struct UdpFlow {
     token: u64,
     last: Instant,
     idle: Duration,
+    /// For queries to the DNS forwarder: the resolver failover.
+    dns: Option<dns::Relay>,
 }
 
 struct IcmpFlow {
-    sock: Socket,
+    sock: EchoSocket,
     token: u64,
     last: Instant,
 }
@@ -213,8 +219,12 @@ pub struct Engine {
     /// epoll watches the plug for writability too (set while it was blocked).
     plug_write_watched: bool,
     resolvers: Vec<IpAddr>,
+    /// The resolver that last answered the DNS forwarder (asked first).
+    dns_preferred: Option<IpAddr>,
     pub stats: Stats,
     ping_warned: bool,
+    /// The last identifier given to a flow's echo requests on a raw ICMP socket.
+    next_ping_ident: u16,
     last_sweep: Instant,
     scratch: Vec<u8>,
     extra: Vec<(RawFd, u64)>,
@@ -288,8 +298,10 @@ impl Engine {
             plug_blocked: false,
             plug_write_watched: false,
             resolvers,
+            dns_preferred: None,
             stats: Stats::default(),
             ping_warned: false,
+            next_ping_ident: rand_seed() as u16,
             last_sweep: now,
             scratch: Vec::new(),
             extra: Vec::new(),
@@ -473,12 +485,14 @@ impl Engine {
             ),
             format!("limits tcp {MAX_TCP} udp {MAX_UDP} icmp {MAX_ICMP}"),
             format!(
-                "tcp opened {} connect_failed {} refused_full {} refused_policy {} evicted {}",
+                "tcp opened {} connect_failed {} refused_full {} refused_policy {} evicted {} \
+                 evicted_connecting {}",
                 s.tcp_opened,
                 s.tcp_connect_failed,
                 s.tcp_refused_full,
                 s.tcp_refused_policy,
-                s.tcp_evicted
+                s.tcp_evicted,
+                s.tcp_evicted_connecting
             ),
             format!(
                 "udp refused_full {} refused_policy {}",
@@ -718,7 +732,7 @@ impl Engine {
             }
             return;
         }
-        if self.tcp.len() >= MAX_TCP && !self.evict_half_closed() {
+        if self.tcp.len() >= MAX_TCP && !self.make_room() {
             self.stats.tcp_refused_full += 1;
             self.reset(&packet);
             return;
@@ -774,6 +788,34 @@ impl Engine {
                 guest_mss: None,
             },
         );
+    }
+
+    /// Makes room in a full TCP table for a new flow: drops the oldest half-open flow (its
+    /// host connect() still under way, e.g. to a black-holed port during a SYN flood), else
+    /// the least recently active flow the guest has closed. False when neither exists: the
+    /// table is full of live connections and the new one is refused.
+    fn make_room(&mut self) -> bool {
+        self.evict_connecting() || self.evict_half_closed()
+    }
+
+    /// Drops the half-open flow whose connect() started first. Its guest hears nothing (as
+    /// from a remote that does not answer) and may retry with a new SYN.
+    fn evict_connecting(&mut self) -> bool {
+        let victim = self
+            .tcp
+            .iter()
+            .filter_map(|(k, f)| match f.state {
+                TcpState::Connecting { since, .. } => Some((since, *k)),
+                TcpState::Open => None,
+            })
+            .min()
+            .map(|(_, k)| k);
+        let Some(key) = victim else {
+            return false;
+        };
+        self.drop_tcp(key, true);
+        self.stats.tcp_evicted_connecting += 1;
+        true
     }
 
     /// Makes room in a full TCP table: aborts the least recently active flow that the guest
@@ -1007,17 +1049,20 @@ impl Engine {
     fn guest_udp(&mut self, guest: SocketAddr, remote: SocketAddr, payload: &[u8]) {
         let key = (guest, remote);
         let now = self.now();
-        if let Some(&(token, client)) = self.fwd_peers.get(&key) {
-            if let Some(l) = self.fwds.iter().find(|l| l.token == token) {
-                if let Some(u) = &l.udp {
-                    let _ = u.send_to(payload, client);
-                }
-            }
+        if let Some(&peer) = self.fwd_peers.get(&key) {
+            self.fwd_reply(peer, payload);
             return;
         }
         if let Some(flow) = self.udp.get_mut(&key) {
             flow.last = now;
             let _ = flow.sock.send(payload);
+            if let Some(r) = &mut flow.dns {
+                r.sent(payload, now.total_millis() as u64);
+            }
+            return;
+        }
+        if let Some(peer) = self.fwd_peer_from_other_address(guest, remote) {
+            self.fwd_reply(peer, payload);
             return;
         }
         if remote.port() == 67 || remote.port() == 547 {
@@ -1028,20 +1073,16 @@ impl Engine {
             self.stats.udp_refused_full += 1;
             return;
         }
-        let Some(target) = self.map_remote(remote, Proto::Udp) else {
+        let mut relay = self.dns_relay(remote);
+        let Some(target) = relay
+            .as_ref()
+            .map(dns::Relay::target)
+            .or_else(|| self.map_remote(remote, Proto::Udp))
+        else {
             self.stats.udp_refused_policy += 1;
             return;
         };
-        let bind: SocketAddr = if target.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let sock = match UdpSocket::bind(bind).and_then(|s| {
-            s.set_nonblocking(true)?;
-            s.connect(target)?;
-            Ok(s)
-        }) {
+        let sock = match connected_udp(target) {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!("slirp: udp to {target}: {e}");
@@ -1049,6 +1090,9 @@ impl Engine {
             }
         };
         let _ = sock.send(payload);
+        if let Some(r) = &mut relay {
+            r.sent(payload, now.total_millis() as u64);
+        }
         let Some(token) = self.register(sock.as_raw_fd(), Tok::Udp(key), true, false) else {
             return;
         };
@@ -1064,8 +1108,97 @@ impl Engine {
                 token,
                 last: now,
                 idle,
+                dns: relay,
             },
         );
+    }
+
+    /// A guest's answer to a forwarded datagram goes back to the client through the
+    /// forward's host socket.
+    fn fwd_reply(&self, (token, client): (u64, SocketAddr), payload: &[u8]) {
+        if let Some(u) = self
+            .fwds
+            .iter()
+            .find(|l| l.token == token)
+            .and_then(|l| l.udp.as_ref())
+        {
+            let _ = u.send_to(payload, client);
+        }
+    }
+
+    /// The forwarded client a guest answers from another of its addresses than the one the
+    /// forward names (a server bound to the wildcard address replies from the address the
+    /// kernel picks, e.g. its SLAAC one): matched by the guest's port and the source the
+    /// gateway gave the client.
+    fn fwd_peer_from_other_address(
+        &self,
+        guest: SocketAddr,
+        remote: SocketAddr,
+    ) -> Option<(u64, SocketAddr)> {
+        self.fwd_peers
+            .iter()
+            .find(|((g, r), _)| *r == remote && g.port() == guest.port())
+            .map(|(_, peer)| *peer)
+    }
+
+    /// The failover state for a datagram to the DNS forwarder's `remote`, or None for any
+    /// other destination (or when the host has no resolver).
+    fn dns_relay(&self, remote: SocketAddr) -> Option<dns::Relay> {
+        let cfg = self.core.config();
+        let ip = remote.ip();
+        if remote.port() != 53 || (ip != IpAddr::V4(cfg.dns) && ip != IpAddr::V6(cfg.dns6)) {
+            return None;
+        }
+        dns::Relay::new(dns::resolver_order(
+            &self.resolvers,
+            ip.is_ipv4(),
+            self.dns_preferred,
+        ))
+    }
+
+    /// Sends flow `key`'s unanswered DNS queries to the next resolver, through a new socket;
+    /// false when there is none left.
+    fn dns_failover(&mut self, key: Key) -> bool {
+        let ms = self.millis();
+        let Some((target, resend)) = self
+            .udp
+            .get_mut(&key)
+            .and_then(|f| f.dns.as_mut())
+            .and_then(|r| r.next(ms))
+        else {
+            return false;
+        };
+        tracing::debug!("slirp: DNS: no answer, asking {target}");
+        let Ok(sock) = connected_udp(target) else {
+            return false;
+        };
+        for q in &resend {
+            let _ = sock.send(q);
+        }
+        let Some(token) = self.register(sock.as_raw_fd(), Tok::Udp(key), true, false) else {
+            return false;
+        };
+        if let Some(flow) = self.udp.get_mut(&key) {
+            self.epoll.delete(flow.sock.as_raw_fd());
+            self.tokens.remove(&flow.token);
+            flow.sock = sock;
+            flow.token = token;
+        }
+        true
+    }
+
+    /// Moves DNS flows whose resolver has not answered in time on to the next one.
+    fn dns_retry(&mut self) {
+        let ms = self.millis();
+        let late: Vec<Key> = self
+            .udp
+            .iter()
+            .filter(|(_, f)| f.dns.as_ref().is_some_and(|r| r.timed_out(ms)))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in late {
+            self.dns_failover(key);
+        }
     }
 
     fn udp_ready(&mut self, key: Key) {
@@ -1079,24 +1212,43 @@ impl Engine {
             match flow.sock.recv(&mut buf) {
                 Ok(n) => {
                     flow.last = now;
+                    if let Some(r) = &mut flow.dns {
+                        if r.answer(&buf[..n]) == dns::Answer::TryNext {
+                            self.dns_failover(key);
+                            break;
+                        }
+                        self.dns_preferred = Some(r.target().ip());
+                    }
                     if let Some(f) = self.core.udp_frame(key.1, key.0, &buf[..n]) {
                         self.out.push_back((f, false));
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    // The remote answered with a port unreachable: so does the gateway.
-                    self.udp_unreachable(key);
+                Err(e) => {
+                    let refused = e.kind() == io::ErrorKind::ConnectionRefused;
+                    let unreachable = no_way_to_remote(&e);
+                    if refused || unreachable {
+                        drain_error_queue(&flow.sock);
+                    }
+                    let dns = flow.dns.is_some();
+                    if dns && self.dns_failover(key) {
+                        break;
+                    }
+                    // The remote answered with a port unreachable, or a router on the way
+                    // with host or network unreachable (or time exceeded): the gateway
+                    // answers the guest in kind (a host unreachable for the latter).
+                    if refused || unreachable {
+                        self.udp_unreachable(key, refused);
+                    }
                     break;
                 }
-                Err(_) => break,
             }
         }
         self.scratch = buf;
     }
 
-    /// An ICMP port unreachable to the guest about its datagrams of flow `key`.
-    fn udp_unreachable(&mut self, (guest, remote): Key) {
+    /// An ICMP port (or host) unreachable to the guest about its datagrams of flow `key`.
+    fn udp_unreachable(&mut self, (guest, remote): Key, port: bool) {
         let Some(mac) = self.core.neighbour(guest.ip()) else {
             return;
         };
@@ -1106,7 +1258,7 @@ impl Engine {
         };
         if let Some(f) = orig
             .get(14..)
-            .and_then(|packet| self.core.unreachable(packet, true))
+            .and_then(|packet| self.core.unreachable(packet, port))
         {
             self.out.push_back((f, false));
         }
@@ -1129,16 +1281,8 @@ impl Engine {
                 self.stats.icmp_refused += 1;
                 return;
             }
-            let (domain, proto) = if remote.is_ipv4() {
-                (Domain::IPV4, Protocol::ICMPV4)
-            } else {
-                (Domain::IPV6, Protocol::ICMPV6)
-            };
-            let sock = match Socket::new(domain, Type::DGRAM, Some(proto)).and_then(|s| {
-                s.set_nonblocking(true)?;
-                s.connect(&SockAddr::from(SocketAddr::new(remote, 0)))?;
-                Ok(s)
-            }) {
+            self.next_ping_ident = self.next_ping_ident.wrapping_add(1);
+            let sock = match EchoSocket::open(remote, self.next_ping_ident) {
                 Ok(s) => s,
                 Err(e) => {
                     self.stats.icmp_refused += 1;
@@ -1146,13 +1290,15 @@ impl Engine {
                         self.ping_warned = true;
                         tracing::warn!(
                             "slirp: guests cannot ping: no ICMP echo socket ({e}); \
-                             the sysctl net.ipv4.ping_group_range must include this process's group"
+                             the sysctl net.ipv4.ping_group_range must include this process's group, \
+                             or the process needs CAP_NET_RAW"
                         );
                     }
                     return;
                 }
             };
-            let Some(token) = self.register(sock.as_raw_fd(), Tok::Icmp(key), true, false) else {
+            let Some(token) = self.register(sock.sock.as_raw_fd(), Tok::Icmp(key), true, false)
+            else {
                 return;
             };
             self.icmp.insert(
@@ -1168,13 +1314,7 @@ impl Engine {
             return;
         };
         flow.last = now;
-        let mut msg = Vec::with_capacity(8 + data.len());
-        msg.push(if remote.is_ipv4() { 8 } else { 128 });
-        msg.extend_from_slice(&[0, 0, 0]);
-        msg.extend_from_slice(&ident.to_be_bytes());
-        msg.extend_from_slice(&seq.to_be_bytes());
-        msg.extend_from_slice(data);
-        let _ = flow.sock.send(&msg);
+        let _ = flow.sock.send(ident, seq, data);
     }
 
     fn icmp_ready(&mut self, key: (IpAddr, IpAddr, u16)) {
@@ -1184,18 +1324,15 @@ impl Engine {
             let Some(flow) = self.icmp.get_mut(&key) else {
                 break;
             };
-            match (&flow.sock).read(&mut buf) {
-                Ok(n) if n >= 8 => {
-                    let reply = if key.1.is_ipv4() { 0 } else { 129 };
-                    if buf[0] != reply {
+            match (&flow.sock.sock).read(&mut buf) {
+                Ok(n) => {
+                    let Some((seq, data)) = flow.sock.wire.reply(&buf[..n]) else {
                         continue;
-                    }
-                    let seq = u16::from_be_bytes([buf[6], buf[7]]);
-                    if let Some(f) = self.core.echo_reply(key.1, key.0, key.2, seq, &buf[8..n]) {
+                    };
+                    if let Some(f) = self.core.echo_reply(key.1, key.0, key.2, seq, data) {
                         self.out.push_back((f, false));
                     }
                 }
-                Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => continue,
             }
@@ -1290,7 +1427,7 @@ impl Engine {
     }
 
     fn fwd_accept(&mut self, fwd: Forward, stream: TcpStream, client: SocketAddr) {
-        if self.tcp.len() >= MAX_TCP && !self.evict_half_closed() {
+        if self.tcp.len() >= MAX_TCP && !self.make_room() {
             self.stats.tcp_refused_full += 1;
             return;
         }
@@ -1354,6 +1491,7 @@ impl Engine {
             self.fwd_peers
                 .retain(|(_, seen), (t, _)| !(*t == token && *seen == src));
         }
+        self.dns_retry();
         let old: Vec<Key> = self
             .udp
             .iter()
@@ -1374,7 +1512,7 @@ impl Engine {
             .collect();
         for k in old {
             if let Some(f) = self.icmp.remove(&k) {
-                self.epoll.delete(f.sock.as_raw_fd());
+                self.epoll.delete(f.sock.sock.as_raw_fd());
                 self.tokens.remove(&f.token);
             }
         }
@@ -1611,6 +1749,43 @@ fn raise_mss(mut packet: Vec<u8>) -> (Vec<u8>, Option<u16>) {
     // The checksum no longer matches; smoltcp does not verify it (the core did).
     let _ = v6;
     (packet, Some(mss))
+}
+
+/// A non-blocking UDP socket connected to `target`.
+fn connected_udp(target: SocketAddr) -> io::Result<UdpSocket> {
+    let bind: SocketAddr = if target.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = UdpSocket::bind(bind)?;
+    s.set_nonblocking(true)?;
+    s.connect(target)?;
+    if let Err(e) = crate::sys::set_recv_err(s.as_fd(), target.is_ipv6()) {
+        tracing::debug!("slirp: udp to {target}: no soft ICMP errors: {e}");
+    }
+    Ok(s)
+}
+
+/// Whether a host socket's error says the remote cannot be reached (a router's ICMP host or
+/// network unreachable, or time exceeded).
+fn no_way_to_remote(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EHOSTUNREACH | libc::ENETUNREACH)
+    )
+}
+
+/// Empties a UDP socket's error queue (the ICMP errors `IP_RECVERR` keeps there, which
+/// would otherwise hold on to its receive buffer).
+fn drain_error_queue(sock: &UdpSocket) {
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+    let sock = socket2::SockRef::from(sock);
+    for _ in 0..16 {
+        if sock.recv_with_flags(&mut buf, libc::MSG_ERRQUEUE).is_err() {
+            break;
+        }
+    }
 }
 
 fn rand_seed() -> u64 {

@@ -11,7 +11,7 @@
 //!                     │ TCP                    │ UDP / DNS        │ ICMP echo  │
 //!                     ▼                        ▼                  ▼            │
 //!   smoltcp Interface (any address)     connected UDP socket   ping socket     │
-//!     one socket per guest connection    per flow (idle-timed)  per flow       │
+//!     one socket per guest connection    per flow (idle-timed)  (raw as root)  │
 //!                     │ splice                                                 │
 //!                     ▼                                                        │
 //!   host TCP socket (non-blocking connect; refused → RST, unreachable → ICMP)  │
@@ -37,6 +37,7 @@ pub mod core;
 pub mod daemon;
 pub mod dns;
 pub mod engine;
+mod ping;
 #[allow(unsafe_code)]
 mod sys;
 

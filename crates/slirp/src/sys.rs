@@ -18,3 +18,31 @@ pub fn block_all_signals() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Asks the kernel to report every ICMP error about a UDP socket's datagrams
+/// (`IP_RECVERR`, or `IPV6_RECVERR` for an IPv6 socket), not only the hard ones: a router's
+/// host or network unreachable and time exceeded then fail the next receive too.
+pub fn set_recv_err(fd: std::os::fd::BorrowedFd<'_>, ipv6: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (level, name) = if ipv6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVERR)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_RECVERR)
+    };
+    let on: libc::c_int = 1;
+    // SAFETY: `fd` is a live descriptor borrowed for the call; the option value points to a
+    // c_int that outlives the call, and its size is passed with it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
