@@ -15,6 +15,9 @@
 #     by chromedriver, loads `filo lab web`'s page ROUNDS times (default 5); page ready = from
 #     navigation start until the drawing's 100 nodes and the first live counters are in the
 #     DOM (WEB=0 skips it; it needs chromium and chromedriver).
+#   - with USERSTACKS="M ...", M userstack nodes (each a `filo stack http-serve` process,
+#     a user-space stack with its own address) on one switch: up (every server listening),
+#     the last node's page fetched, down.
 # Usage: sudo bench/lab.sh [N ...]   (default 10 50 100; STACKS="100 500 1000" adds
 # stack-node rows; N = 0 skips the linear rows).
 # FILO=path uses that filo binary instead of building the release one.
@@ -101,6 +104,39 @@ stacks_lab() { # M -> a lab file of M stack nodes on one switch, on stdout
     printf '[node.st%d]\nkind = "stack"\nnet = ["lan"]\nip = ["10.%d.%d.%d/8"]\n' "$i" $((i / 65536 % 256)) $((i / 256 % 256)) $((i % 256))
   done
 }
+
+userstacks_lab() { # M -> a lab file of M userstack nodes (user-space stack processes, each an
+  # HTTP server with its own address) on one switch, on stdout
+  local m=$1
+  echo 'name = "stacks"'
+  echo '[switch.lan]'
+  echo "ports = $((m + 2 > 4096 ? 4096 : m + 2))"
+  for i in $(seq 1 "$m"); do
+    printf '[node.us%d]\nkind = "userstack"\nnet = ["lan"]\nip = ["10.%d.%d.%d/8"]\ncommand = "http-serve www"\n' "$i" $((i / 65536 % 256)) $((i / 256 % 256)) $((i % 256))
+  done
+}
+
+if [ -n "${USERSTACKS:-}" ]; then
+  mkdir -p "$T/www" && echo hello > "$T/www/index.html"
+  for m in $USERSTACKS; do
+    userstacks_lab "$m" > "$T/userstacks.toml"
+    t0=$(now)
+    if "$FILO" lab up "$T/userstacks.toml" >/dev/null 2>"$T/up.log"; then
+      t1=$(now)
+      # The last node answers (a fresh stack on the same switch fetches its page).
+      last=$(printf '10.%d.%d.%d' $((m / 65536 % 256)) $((m / 256 % 256)) $((m % 256)))
+      dir=$("$FILO" lab status --name stacks --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["dir"])')
+      got=$("$FILO" stack fetch --vnl "vde://$dir/sw/lan" --ip 10.255.255.254/8 "http://$last/" 2>&1 || true)
+      t2=$(now); "$FILO" lab down --name stacks >/dev/null
+      t3=$(now)
+      [ "$got" = hello ] || { echo "the last userstack node ($last) did not answer: $got" >&2; exit 1; }
+      printf '%-28s %10s %10s\n' "filo lab, $m userstack nodes" "$(secs "$t0" "$t1")" "$(secs "$t2" "$t3")"
+    else
+      t1=$(now)
+      printf '%-28s %10s   %s\n' "filo lab, $m userstack nodes" "failed" "after $(secs "$t0" "$t1") s: $(tail -1 "$T/up.log")"
+    fi
+  done
+fi
 
 if [ -n "${STACKS:-}" ]; then
   for m in $STACKS 10000; do

@@ -295,6 +295,16 @@ fn ping(a: PingArgs) -> Result<ExitCode> {
     })
 }
 
+/// Creates the file `FILO_READY_FILE` names, if it is set: a serving `filo stack` command
+/// does once it listens, which is how `filo lab` knows a `userstack` server is up.
+fn signal_ready() -> Result<()> {
+    if let Some(path) = std::env::var_os(filo_lab::plan::READY_FILE_ENV) {
+        std::fs::File::create(&path)
+            .with_context(|| format!("cannot create the ready file {}", path.to_string_lossy()))?;
+    }
+    Ok(())
+}
+
 fn http_serve(a: HttpServeArgs) -> Result<ExitCode> {
     let (dir, port) = (&a.dir, a.port);
     if !dir.is_dir() {
@@ -312,6 +322,7 @@ fn http_serve(a: HttpServeArgs) -> Result<ExitCode> {
         dir.display(),
         addrs.join(" ")
     );
+    signal_ready()?;
     server.run(&crate::sys::STOP)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -357,6 +368,7 @@ fn perf_server(stack: Option<&Stack>, port: u16, count: u64, echo: bool) -> Resu
         Some(stack) => {
             let l = stack.tcp_listen(format!("[::]:{port}"))?;
             eprintln!("filo stack perf: listening on port {port}");
+            signal_ready()?;
             while !crate::sys::STOP.load(Ordering::Relaxed) && (count == 0 || n < count) {
                 let Some((c, peer)) = l.accept_timeout(Some(Duration::from_millis(300)))? else {
                     continue;

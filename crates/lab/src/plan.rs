@@ -215,6 +215,10 @@ fn filo_node_step(
     }
 }
 
+/// The environment variable `filo stack`'s servers create a ready file by (as in
+/// crates/filo's stack.rs).
+pub const READY_FILE_ENV: &str = "FILO_READY_FILE";
+
 /// `filo plug -d` between two VNLs (a remote segment, a tap).
 fn plug_step(id: String, phase: u8, layout: &Layout, a: String, b: String) -> Step {
     let pidfile = layout.pidfile(&id).display().to_string();
@@ -346,8 +350,19 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
                 ]);
                 args.extend(net_flags(n));
                 args.extend(words.iter().skip(1).cloned());
-                // Ready once it still runs after a moment (a static address is set at once).
-                filo_node_step(id, args, env, None, true)
+                // A server says when it listens (it creates the file FILO_READY_FILE names);
+                // a client is ready once it still runs after a moment.
+                let serves = match words.first().map(String::as_str) {
+                    Some("http-serve") => true,
+                    Some("perf") => words.iter().any(|w| w == "--server"),
+                    _ => false,
+                };
+                let mut env = env;
+                let ready = serves.then(|| layout.ready(&n.name));
+                if let Some(r) = &ready {
+                    env.push((READY_FILE_ENV.to_string(), r.display().to_string()));
+                }
+                filo_node_step(id, args, env, ready, true)
             }
             NodeKind::Stack => {
                 let mut args = vec![

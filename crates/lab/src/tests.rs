@@ -1,5 +1,5 @@
 use crate::model::{parse, NodeKind};
-use crate::plan::{plan, Layout, Start};
+use crate::plan::{plan, Layout, Start, READY_FILE_ENV};
 use crate::status::{parse_port_print, parse_showinfo, parse_slirp_stat, set_commands};
 
 const TWO_SITES: &str = r#"
@@ -753,7 +753,38 @@ fn a_userstack_node_is_one_filo_stack_process_in_the_files_directory() {
             "8080"
         ]
     );
-    assert_eq!(step.start, Start::Foreground { ready: None });
+    // A server names the file it creates once it listens; the lab waits for that file.
+    let ready = std::path::PathBuf::from("/run/l/ready/web");
+    assert_eq!(
+        step.start,
+        Start::Foreground {
+            ready: Some(ready.clone())
+        }
+    );
+    assert_eq!(
+        step.env,
+        [(READY_FILE_ENV.to_string(), ready.display().to_string())]
+    );
+    // A client (fetch, ping, perf without --server) is ready once it still runs after a
+    // moment; `perf --server` is a server.
+    for (command, serves) in [
+        ("fetch http://10.0.0.1/", false),
+        ("ping 10.0.0.1", false),
+        ("perf --connect 10.0.0.1:5001", false),
+        ("perf --server", true),
+    ] {
+        let lab = parse(
+            &WITH_USERSTACK.replace("http-serve www --port 8080", command),
+            "u",
+        )
+        .unwrap();
+        let steps = plan(&lab, &Layout::new("/run/l"));
+        let Start::Foreground { ready } = &steps[1].start else {
+            panic!("{command}: a userstack node runs in the foreground");
+        };
+        assert_eq!(ready.is_some(), serves, "{command}");
+        assert_eq!(steps[1].env.is_empty(), !serves, "{command}");
+    }
     // Other nodes run where `filo lab up` runs.
     assert!(!steps[0].in_file_dir);
     let bad = |from: &str, to: &str| parse(&WITH_USERSTACK.replace(from, to), "u").unwrap_err();
