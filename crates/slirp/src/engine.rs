@@ -55,6 +55,7 @@ const GSO_MTU: usize = 65000;
 /// The MSS the gateway tells smoltcp a super-frame guest offered (segmented on the way out).
 const GSO_MSS: u16 = (GSO_MTU - 60) as u16;
 const PLUG: u64 = 0;
+const ETH_HEADER: usize = 14;
 
 /// What the gateway counted.
 #[derive(Debug, Default, Clone, Copy)]
@@ -126,42 +127,90 @@ enum Tok {
     Fwd(u64),
 }
 
-/// smoltcp's device: IP packets queued in and out by the engine.
+/// smoltcp's device: IP packets queued in and out by the engine, in buffers that are reused
+/// (a fresh 64 KiB buffer per super-frame costs page faults and a memset each).
 #[derive(Default)]
 struct Dev {
     rx: VecDeque<Vec<u8>>,
+    /// Packets from smoltcp, each behind [`Dev::room`] bytes for the headers of its frame.
     tx: Vec<Vec<u8>>,
+    /// Buffers for reuse, and the received ones smoltcp is done with.
+    pool: Vec<Vec<u8>>,
+    spent: Vec<Vec<u8>>,
+    /// Room before each packet from smoltcp: the Ethernet header, and the virtio-net header
+    /// on a super-frame plug, written there so that the frame leaves without another copy.
+    room: usize,
     mtu: usize,
     partial_tcp: bool,
 }
 
-struct RxToken(Vec<u8>);
-struct TxToken<'a>(&'a mut Vec<Vec<u8>>);
+/// Buffers kept for reuse (each up to one super-frame).
+const POOL_MAX: usize = 128;
 
-impl phy::RxToken for RxToken {
+/// A buffer from `pool` (its contents are stale; callers overwrite them).
+fn pooled(pool: &mut Vec<Vec<u8>>) -> Vec<u8> {
+    pool.pop().unwrap_or_default()
+}
+
+fn recycle(pool: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+    if pool.len() < POOL_MAX {
+        pool.push(buf);
+    }
+}
+
+struct RxToken<'a> {
+    packet: Vec<u8>,
+    spent: &'a mut Vec<Vec<u8>>,
+}
+
+struct TxToken<'a> {
+    tx: &'a mut Vec<Vec<u8>>,
+    pool: &'a mut Vec<Vec<u8>>,
+    room: usize,
+}
+
+impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let r = f(&self.packet);
+        recycle(self.spent, self.packet);
+        r
     }
 }
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0u8; len];
-        let r = f(&mut buf);
-        self.0.push(buf);
+        let mut buf = pooled(self.pool);
+        // Only a longer buffer is zero-filled at its end: smoltcp writes every byte of `len`.
+        buf.resize(self.room + len, 0);
+        let r = f(&mut buf[self.room..]);
+        self.tx.push(buf);
         r
     }
 }
 
 impl phy::Device for Dev {
-    type RxToken<'a> = RxToken;
+    type RxToken<'a> = RxToken<'a>;
     type TxToken<'a> = TxToken<'a>;
-    fn receive(&mut self, _: Instant) -> Option<(RxToken, TxToken<'_>)> {
-        let p = self.rx.pop_front()?;
-        Some((RxToken(p), TxToken(&mut self.tx)))
+    fn receive(&mut self, _: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        let packet = self.rx.pop_front()?;
+        Some((
+            RxToken {
+                packet,
+                spent: &mut self.spent,
+            },
+            TxToken {
+                tx: &mut self.tx,
+                pool: &mut self.pool,
+                room: self.room,
+            },
+        ))
     }
     fn transmit(&mut self, _: Instant) -> Option<TxToken<'_>> {
-        Some(TxToken(&mut self.tx))
+        Some(TxToken {
+            tx: &mut self.tx,
+            pool: &mut self.pool,
+            room: self.room,
+        })
     }
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
@@ -209,6 +258,9 @@ pub struct Engine {
     /// Frames for the guest, each with whether its TCP checksum is left open (see
     /// [`write_pseudo_header_sum`]).
     out: VecDeque<(Vec<u8>, bool)>,
+    /// smoltcp's packets framed for the guest where they were written, sent as they are
+    /// (with their virtio-net header on a super-frame plug), after `out`.
+    tcp_out: VecDeque<Vec<u8>>,
     plug_blocked: bool,
     /// epoll watches the plug for writability too (set while it was blocked).
     plug_write_watched: bool,
@@ -227,6 +279,7 @@ impl Engine {
         let vnet = plug.vnet();
         let mut dev = Dev {
             partial_tcp: vnet,
+            room: ETH_HEADER + if vnet { vnet::HEADER_LEN } else { 0 },
             mtu: if vnet {
                 GSO_MTU
             } else {
@@ -285,6 +338,7 @@ impl Engine {
             tokens: HashMap::new(),
             next_token: 1,
             out: VecDeque::new(),
+            tcp_out: VecDeque::new(),
             plug_blocked: false,
             plug_write_watched: false,
             resolvers,
@@ -615,8 +669,10 @@ impl Engine {
                 syn,
                 rst,
             } => {
-                let packet = packet.to_vec();
-                self.guest_tcp(packet, guest, remote, syn, rst)
+                let mut buf = pooled(&mut self.dev.pool);
+                buf.clear();
+                buf.extend_from_slice(packet);
+                self.guest_tcp(buf, guest, remote, syn, rst)
             }
             Input::Udp {
                 guest,
@@ -891,7 +947,7 @@ impl Engine {
     /// Moves data between every open flow's two sockets.
     fn pump(&mut self) {
         let now = self.now();
-        let congested = self.out.len() >= OUT_HIGH;
+        let congested = self.out.len() + self.tcp_out.len() >= OUT_HIGH;
         let mut done = Vec::new();
         for (key, flow) in self.tcp.iter_mut() {
             let Some(h) = flow.handle else {
@@ -1397,23 +1453,35 @@ impl Engine {
         }
         self.drain_tx();
         self.flush();
+        for buf in self.dev.spent.drain(..) {
+            recycle(&mut self.dev.pool, buf);
+        }
     }
 
+    /// Frames smoltcp's packets where they lie: the pseudo-header sum of an open checksum,
+    /// the Ethernet header and, on a super-frame plug, the virtio-net header in front.
     fn drain_tx(&mut self) {
         let mut tx = std::mem::take(&mut self.dev.tx);
-        for p in &mut tx {
+        let room = self.dev.room;
+        for mut buf in tx.drain(..) {
             if self.dev.partial_tcp {
-                write_pseudo_header_sum(p);
+                write_pseudo_header_sum(&mut buf[room..]);
             }
-            let mut f = Vec::with_capacity(p.len() + 14);
-            if self.core.frame_ip(p, &mut f) {
-                self.out.push_back((f, self.dev.partial_tcp));
-            } else if let Some((_, dst, _)) = split_ip(p) {
-                self.arp_for(dst);
+            let eth = room - ETH_HEADER;
+            if !self.core.frame_ip(&mut buf[eth..]) {
+                if let Some((_, dst, _)) = split_ip(&buf[room..]) {
+                    self.arp_for(dst);
+                }
+                recycle(&mut self.dev.pool, buf);
+                continue;
             }
+            if eth > 0 {
+                let h = self.vnet_header(&buf[eth..], self.dev.partial_tcp).emit();
+                buf[..eth].copy_from_slice(&h);
+            }
+            self.tcp_out.push_back(buf);
         }
         self.dev.tx = tx;
-        self.dev.tx.clear();
     }
 
     fn flush(&mut self) {
@@ -1446,16 +1514,33 @@ impl Engine {
                     self.out.drain(..k);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.plug_blocked = true;
-                    self.plug_write_watched = true;
-                    let _ = self
-                        .epoll
-                        .modify(self.plug.data_fd().as_raw_fd(), PLUG, true, true);
+                    self.block_plug();
                     return;
                 }
                 Err(_) => {
                     self.stats.frames_dropped_out += 1;
                     self.out.pop_front();
+                }
+            }
+        }
+        while !self.tcp_out.is_empty() {
+            let n = self.tcp_out.len().min(64);
+            let refs: Vec<&[u8]> = self.tcp_out.iter().take(n).map(|f| &f[..]).collect();
+            match self.plug.send_batch(&refs) {
+                Ok(0) => break,
+                Ok(k) => {
+                    self.stats.frames_out += k as u64;
+                    for buf in self.tcp_out.drain(..k) {
+                        recycle(&mut self.dev.pool, buf);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.block_plug();
+                    return;
+                }
+                Err(_) => {
+                    self.stats.frames_dropped_out += 1;
+                    self.tcp_out.pop_front();
                 }
             }
         }
@@ -1466,6 +1551,15 @@ impl Engine {
                 .epoll
                 .modify(self.plug.data_fd().as_raw_fd(), PLUG, true, false);
         }
+    }
+
+    /// The plug takes no more frames now: epoll says when it does.
+    fn block_plug(&mut self) {
+        self.plug_blocked = true;
+        self.plug_write_watched = true;
+        let _ = self
+            .epoll
+            .modify(self.plug.data_fd().as_raw_fd(), PLUG, true, true);
     }
 
     /// The virtio-net header for a frame to the guest: TCP segments larger than the guest's
