@@ -94,6 +94,9 @@ struct TcpFlow {
     host_eof: bool,
     host_shut: bool,
     interest: (bool, bool),
+    /// The host socket may have data: set by epoll, cleared by a read that drained it (not
+    /// read on every turn: a read that finds nothing is a wasted system call).
+    host_readable: bool,
     last: Instant,
     /// The guest's own MSS when it offered super-frames (segments are cut to it on the way out).
     guest_mss: Option<u16>,
@@ -604,7 +607,7 @@ impl Engine {
                     continue;
                 };
                 match tok {
-                    Tok::Tcp(key) => self.tcp_ready(key),
+                    Tok::Tcp(key) => self.tcp_ready(key, ev.readable || ev.hangup),
                     Tok::Udp(key) => self.udp_ready(key),
                     Tok::Icmp(key) => self.icmp_ready(key),
                     Tok::Fwd(t) => self.fwd_ready(t),
@@ -828,6 +831,7 @@ impl Engine {
                 interest: (false, true),
                 last: now,
                 guest_mss: None,
+                host_readable: true,
             },
         );
     }
@@ -876,10 +880,11 @@ impl Engine {
         }
     }
 
-    fn tcp_ready(&mut self, key: Key) {
+    fn tcp_ready(&mut self, key: Key, readable: bool) {
         let Some(flow) = self.tcp.get_mut(&key) else {
             return;
         };
+        flow.host_readable |= readable;
         let TcpState::Connecting { syn, .. } = &mut flow.state else {
             return;
         };
@@ -967,11 +972,18 @@ impl Engine {
             while s.can_recv() {
                 let host = &flow.host;
                 match s.recv(|buf| match (&*host).write(buf) {
-                    Ok(n) => (n, Ok(n)),
+                    Ok(n) => (n, Ok((n, buf.len()))),
                     Err(e) => (0, Err(e)),
                 }) {
-                    Ok(Ok(0)) => break,
-                    Ok(Ok(_)) => moved = true,
+                    Ok(Ok((0, _))) => break,
+                    Ok(Ok((n, offered))) => {
+                        moved = true;
+                        if n < offered {
+                            // The host socket's buffer is full: epoll says when it drained.
+                            want_write = true;
+                            break;
+                        }
+                    }
                     Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                         want_write = true;
                         break;
@@ -993,20 +1005,30 @@ impl Engine {
                 flow.host_shut = true;
             }
             // Host → guest.
-            if !flow.host_eof && !congested {
+            if !flow.host_eof && !congested && flow.host_readable {
                 while s.can_send() {
                     let host = &flow.host;
                     match s.send(|buf| match (&*host).read(buf) {
-                        Ok(n) => (n, Ok(n)),
+                        Ok(n) => (n, Ok((n, buf.len()))),
                         Err(e) => (0, Err(e)),
                     }) {
-                        Ok(Ok(0)) => {
+                        Ok(Ok((0, _))) => {
                             flow.host_eof = true;
                             s.close();
                             break;
                         }
-                        Ok(Ok(_)) => moved = true,
-                        Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Ok(Ok((n, asked))) => {
+                            moved = true;
+                            if n < asked {
+                                // Drained (epoll is level-triggered: more data wakes it).
+                                flow.host_readable = false;
+                                break;
+                            }
+                        }
+                        Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                            flow.host_readable = false;
+                            break;
+                        }
                         Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Ok(Err(_)) => {
                             s.abort();
@@ -1391,6 +1413,7 @@ impl Engine {
                 interest: (false, false),
                 last: now,
                 guest_mss: None,
+                host_readable: true,
             },
         );
     }
