@@ -235,6 +235,43 @@ impl phy::Device for Dev {
     }
 }
 
+/// smoltcp's device while it takes one guest segment straight from the plug's receive buffer
+/// (no copy); what it sends goes to the engine's device.
+struct Borrowed<'p, 'd> {
+    packet: Option<&'p [u8]>,
+    dev: &'d mut Dev,
+}
+
+struct BorrowedRx<'p>(&'p [u8]);
+
+impl phy::RxToken for BorrowedRx<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0)
+    }
+}
+
+impl phy::Device for Borrowed<'_, '_> {
+    type RxToken<'a>
+        = BorrowedRx<'a>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = TxToken<'a>
+    where
+        Self: 'a;
+    fn receive(&mut self, now: Instant) -> Option<(BorrowedRx<'_>, TxToken<'_>)> {
+        let packet = self.packet.take()?;
+        let tx = self.dev.transmit(now)?;
+        Some((BorrowedRx(packet), tx))
+    }
+    fn transmit(&mut self, now: Instant) -> Option<TxToken<'_>> {
+        self.dev.transmit(now)
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.dev.capabilities()
+    }
+}
+
 /// A command from a console or another thread, run between turns.
 pub type Command = Box<dyn FnOnce(&mut Engine) + Send>;
 
@@ -672,6 +709,9 @@ impl Engine {
                 syn,
                 rst,
             } => {
+                if !syn && self.segment_in_place(guest, remote, packet) {
+                    return;
+                }
                 let mut buf = pooled(&mut self.dev.pool);
                 buf.clear();
                 buf.extend_from_slice(packet);
@@ -697,6 +737,30 @@ impl Engine {
             }
             Input::Drop => {}
         }
+    }
+
+    /// Gives smoltcp a segment of an open flow where it lies in the plug's buffer, the data
+    /// path's common case. False (nothing done) when the segment must be queued instead: a
+    /// SYN (its MSS is rewritten), or segments already waiting before it.
+    fn segment_in_place(&mut self, guest: SocketAddr, remote: SocketAddr, packet: &[u8]) -> bool {
+        if !self.dev.rx.is_empty() || (self.plug.vnet() && carries_syn(packet)) {
+            return false;
+        }
+        let now = self.now();
+        let Some(flow) = self.tcp.get_mut(&(guest, remote)) else {
+            return false;
+        };
+        if !matches!(flow.state, TcpState::Open) {
+            return false;
+        }
+        flow.last = now;
+        let mut dev = Borrowed {
+            packet: Some(packet),
+            dev: &mut self.dev,
+        };
+        self.iface
+            .poll_ingress_single(now, &mut dev, &mut self.sockets);
+        true
     }
 
     /// Where the guest's `remote` is on the host, or None when policy refuses it.
