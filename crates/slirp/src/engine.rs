@@ -1594,42 +1594,20 @@ impl Engine {
                 let refs: Vec<&[u8]> = frames.iter().map(|(f, _)| &f[..]).collect();
                 self.plug.send_batch(&refs)
             };
-            match res {
-                Ok(0) => break,
-                Ok(k) => {
-                    self.stats.frames_out += k as u64;
-                    self.out.drain(..k);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.block_plug();
-                    return;
-                }
-                Err(_) => {
-                    self.stats.frames_dropped_out += 1;
-                    self.out.pop_front();
-                }
-            }
+            let Some(k) = self.sent(res) else { break };
+            self.out.drain(..k);
         }
-        while !self.tcp_out.is_empty() {
+        while !self.tcp_out.is_empty() && !self.plug_blocked {
             let n = self.tcp_out.len().min(64);
             let refs: Vec<&[u8]> = self.tcp_out.iter().take(n).map(|f| &f[..]).collect();
-            match self.plug.send_batch(&refs) {
-                Ok(0) => break,
-                Ok(k) => {
-                    self.stats.frames_out += k as u64;
-                    for buf in self.tcp_out.drain(..k) {
-                        recycle(&mut self.dev.pool, buf);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.block_plug();
-                    return;
-                }
-                Err(_) => {
-                    self.stats.frames_dropped_out += 1;
-                    self.tcp_out.pop_front();
-                }
+            let res = self.plug.send_batch(&refs);
+            let Some(k) = self.sent(res) else { break };
+            for buf in self.tcp_out.drain(..k) {
+                recycle(&mut self.dev.pool, buf);
             }
+        }
+        if self.plug_blocked {
+            return;
         }
         // Not a system call per turn: only a watch left from a blocked plug is taken off.
         if self.plug_write_watched {
@@ -1640,13 +1618,29 @@ impl Engine {
         }
     }
 
-    /// The plug takes no more frames now: epoll says when it does.
-    fn block_plug(&mut self) {
-        self.plug_blocked = true;
-        self.plug_write_watched = true;
-        let _ = self
-            .epoll
-            .modify(self.plug.data_fd().as_raw_fd(), PLUG, true, true);
+    /// How many frames a batch send took off the front of its queue (an invalid one counts,
+    /// dropped), or None when it took none: the plug is full (epoll then says when it takes
+    /// more) or took nothing.
+    fn sent(&mut self, res: io::Result<usize>) -> Option<usize> {
+        match res {
+            Ok(0) => None,
+            Ok(k) => {
+                self.stats.frames_out += k as u64;
+                Some(k)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.plug_blocked = true;
+                self.plug_write_watched = true;
+                let _ = self
+                    .epoll
+                    .modify(self.plug.data_fd().as_raw_fd(), PLUG, true, true);
+                None
+            }
+            Err(_) => {
+                self.stats.frames_dropped_out += 1;
+                Some(1)
+            }
+        }
     }
 
     /// The virtio-net header for a frame to the guest: TCP segments larger than the guest's
