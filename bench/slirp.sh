@@ -19,6 +19,8 @@
 # (pasta copies them); iperf3 -s listens on its loopback. Rounds are interleaved (every system
 # once per round) and the median of the rounds is printed with ratios to slirp4netns.
 # Usage: bench/slirp.sh [SECONDS] [ROUNDS]   (defaults 5 and 3). Run as root.
+# FILO_B=/path/to/another/filo adds a row "filo-b" run with that binary, interleaved with the
+# others (an A/B comparison of two builds in the same run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
@@ -30,6 +32,8 @@ done
   || { echo "bench/slirp.sh: libvdeplug_slirp is not installed (apt-get install libvdeplug-slirp)" >&2; exit 1; }
 cargo build --release --quiet -p filo --bin filo
 FILO=$PWD/target/release/filo
+FILO_B=${FILO_B:-}
+[ -z "$FILO_B" ] || [ -x "$FILO_B" ] || { echo "bench/slirp.sh: FILO_B=$FILO_B is not an executable" >&2; exit 1; }
 T=$(mktemp -d /tmp/filo-bslirp-XXXXXX)
 H=filo-bsl-h-$$; I=filo-bsl-i-$$; G=filo-bsl-g-$$; K=filo-bsl-k-$$
 PIDS=()
@@ -120,6 +124,8 @@ knat_mtu() {
   ip -n "$H" link set "bs0-$$" mtu "$1"; ip -n "$I" link set "bs1-$$" mtu "$1"
 }
 
+filo_bin() { if [ "$1" = filo-b ]; then echo "$FILO_B"; else echo "$FILO"; fi; }
+
 # run SYSTEM MTU DIR -> Gbit/s (or µs for rtt) on stdout (DIR: "" guest->host, -R host->guest,
 # fwd: forwarded, rtt: round trips)
 run() {
@@ -133,9 +139,9 @@ run() {
     return
   fi
   case $sys in
-    filo)
+    filo|filo-b)
       local fm=$mtu; [ "$fm" -gt 65000 ] && fm=65000
-      out=$(ip netns exec "$H" "$FILO" ns --mtu "$fm" --ip 10.0.2.15/24 --gw 10.0.2.2 \
+      out=$(ip netns exec "$H" "$(filo_bin "$sys")" ns --mtu "$fm" --ip 10.0.2.15/24 --gw 10.0.2.2 \
         slirp:///hostloopback -- iperf3 -c 10.0.2.2 $dir -t "$SECS" -J) ;;
     slirp4netns)
       ip netns exec "$H" slirp4netns --netns-type=path --configure --mtu="$mtu" \
@@ -147,7 +153,7 @@ run() {
     pasta)
       out=$(ip netns exec "$H" unshare -m sh -c "mount --bind '$T/tun' /dev/net/tun && exec setpriv --reuid=65534 --regid=65534 --clear-groups pasta --config-net --mtu $mtu -- iperf3 -c 198.18.0.2 $dir -t $SECS -J") ;;
     vdens)
-      out=$(ip netns exec "$H" vdens slirp:// sh -c "$VDENS_UP && iperf3 -c 10.0.2.2 $dir -t $SECS -J") ;;
+      out=$(timeout $((SECS + 30)) ip netns exec "$H" vdens slirp:// sh -c "$VDENS_UP && iperf3 -c 10.0.2.2 $dir -t $SECS -J") ;;
     knat)
       knat_mtu "$mtu"
       out=$(ip netns exec "$K" iperf3 -c 198.18.0.2 $dir -t "$SECS" -J) ;;
@@ -158,9 +164,9 @@ run() {
 run_rtt() {
   local sys=$1 mtu=$2
   case $sys in
-    filo)
+    filo|filo-b)
       local fm=$mtu; [ "$fm" -gt 65000 ] && fm=65000
-      ip netns exec "$H" "$FILO" ns --mtu "$fm" --ip 10.0.2.15/24 --gw 10.0.2.2 \
+      ip netns exec "$H" "$(filo_bin "$sys")" ns --mtu "$fm" --ip 10.0.2.15/24 --gw 10.0.2.2 \
         slirp:///hostloopback -- python3 -c "$RTT_CLIENT" 10.0.2.2 ;;
     slirp4netns)
       ip netns exec "$H" slirp4netns --netns-type=path --configure --mtu="$mtu" \
@@ -183,9 +189,9 @@ run_rtt() {
 run_fwd() {
   local sys=$1 mtu=$2 s out=
   case $sys in
-    filo)
+    filo|filo-b)
       local fm=$mtu; [ "$fm" -gt 65000 ] && fm=65000
-      ip netns exec "$H" "$FILO" ns --mtu "$fm" --ip 10.0.2.15/24 --gw 10.0.2.2 \
+      ip netns exec "$H" "$(filo_bin "$sys")" ns --mtu "$fm" --ip 10.0.2.15/24 --gw 10.0.2.2 \
         slirp:///tcpfwd=127.0.0.1:5202:10.0.2.15:5203 -- iperf3 -s -p 5203 -1 >/dev/null 2>&1 &
       s=$! ;;
     slirp4netns)
@@ -226,7 +232,7 @@ PY
 median() { [ $# -gt 0 ] || return 0; printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 # BENCH_SYSTEMS / BENCH_DIRS / BENCH_MTUS narrow a run (e.g. BENCH_DIRS=fwd).
-read -ra SYSTEMS <<<"${BENCH_SYSTEMS:-filo slirp4netns pasta vdens knat}"
+read -ra SYSTEMS <<<"${BENCH_SYSTEMS:-filo${FILO_B:+ filo-b} slirp4netns pasta vdens knat}"
 read -ra DIRS <<<"${BENCH_DIRS:-guest -R fwd rtt}"
 read -ra MTUS <<<"${BENCH_MTUS:-1500 65520}"
 declare -A R
@@ -236,7 +242,9 @@ for round in $(seq "$ROUNDS"); do
       dir=$d; [ "$dir" = guest ] && dir=""
       for sys in "${SYSTEMS[@]}"; do
         [ "$sys" = vdens ] && [ "$mtu" != 1500 ] && continue
-        v=$(run "$sys" "$mtu" "$dir") || { echo "bench/slirp.sh: round $round: $sys (MTU $mtu ${dir:-guest->host}) FAILED" >&2; exit 1; }
+        # One retry: libvdeplug_slirp's iperf3 client hung once in ~100 runs (the timeout).
+        v=$(run "$sys" "$mtu" "$dir") || v=$(run "$sys" "$mtu" "$dir") \
+          || { echo "bench/slirp.sh: round $round: $sys (MTU $mtu ${dir:-guest->host}) FAILED" >&2; exit 1; }
         [ -n "$v" ] || { echo "bench/slirp.sh: round $round: $sys gave no result" >&2; exit 1; }
         [ "$sys" = knat ] && knat_mtu 1500
         R[$sys,$mtu,$dir]="${R[$sys,$mtu,$dir]:-} $v"

@@ -612,8 +612,12 @@ impl Core {
         }
     }
 
-    /// Frames an IP packet (from smoltcp) for the guest it is addressed to.
-    pub fn frame_ip(&mut self, packet: &[u8], out: &mut Vec<u8>) -> bool {
+    /// Frames an IP packet (from smoltcp) for the guest it is addressed to, in place: the
+    /// packet is `frame[14..]` and its Ethernet header is written into `frame[..14]`.
+    pub fn frame_ip(&mut self, frame: &mut [u8]) -> bool {
+        let Some(packet) = frame.get(ETH..) else {
+            return false;
+        };
         let dst = match packet.first().map(|b| b >> 4) {
             Some(4) => match Ipv4Packet::new_checked(packet) {
                 Ok(p) => IpAddr::V4(p.dst_addr()),
@@ -628,19 +632,15 @@ impl Core {
         let Some(mac) = self.dst_mac(dst) else {
             return false;
         };
-        let v6 = dst.is_ipv6();
-        out.clear();
-        out.resize(ETH, 0);
         emit_eth(
-            out,
+            frame,
             mac,
-            if v6 {
+            if dst.is_ipv6() {
                 EthernetProtocol::Ipv6
             } else {
                 EthernetProtocol::Ipv4
             },
         );
-        out.extend_from_slice(packet);
         true
     }
 

@@ -57,6 +57,7 @@ const GSO_MTU: usize = 65000;
 /// The MSS the gateway tells smoltcp a super-frame guest offered (segmented on the way out).
 const GSO_MSS: u16 = (GSO_MTU - 60) as u16;
 const PLUG: u64 = 0;
+const ETH_HEADER: usize = 14;
 
 /// What the gateway counted.
 #[derive(Debug, Default, Clone, Copy)]
@@ -97,6 +98,9 @@ struct TcpFlow {
     host_eof: bool,
     host_shut: bool,
     interest: (bool, bool),
+    /// The host socket may have data: set by epoll, cleared by a read that drained it (not
+    /// read on every turn: a read that finds nothing is a wasted system call).
+    host_readable: bool,
     last: Instant,
     /// The guest's own MSS when it offered super-frames (segments are cut to it on the way out).
     guest_mss: Option<u16>,
@@ -132,42 +136,90 @@ enum Tok {
     Fwd(u64),
 }
 
-/// smoltcp's device: IP packets queued in and out by the engine.
+/// smoltcp's device: IP packets queued in and out by the engine, in buffers that are reused
+/// (a fresh 64 KiB buffer per super-frame costs page faults and a memset each).
 #[derive(Default)]
 struct Dev {
     rx: VecDeque<Vec<u8>>,
+    /// Packets from smoltcp, each behind [`Dev::room`] bytes for the headers of its frame.
     tx: Vec<Vec<u8>>,
+    /// Buffers for reuse, and the received ones smoltcp is done with.
+    pool: Vec<Vec<u8>>,
+    spent: Vec<Vec<u8>>,
+    /// Room before each packet from smoltcp: the Ethernet header, and the virtio-net header
+    /// on a super-frame plug, written there so that the frame leaves without another copy.
+    room: usize,
     mtu: usize,
     partial_tcp: bool,
 }
 
-struct RxToken(Vec<u8>);
-struct TxToken<'a>(&'a mut Vec<Vec<u8>>);
+/// Buffers kept for reuse (each up to one super-frame).
+const POOL_MAX: usize = 128;
 
-impl phy::RxToken for RxToken {
+/// A buffer from `pool` (its contents are stale; callers overwrite them).
+fn pooled(pool: &mut Vec<Vec<u8>>) -> Vec<u8> {
+    pool.pop().unwrap_or_default()
+}
+
+fn recycle(pool: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+    if pool.len() < POOL_MAX {
+        pool.push(buf);
+    }
+}
+
+struct RxToken<'a> {
+    packet: Vec<u8>,
+    spent: &'a mut Vec<Vec<u8>>,
+}
+
+struct TxToken<'a> {
+    tx: &'a mut Vec<Vec<u8>>,
+    pool: &'a mut Vec<Vec<u8>>,
+    room: usize,
+}
+
+impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let r = f(&self.packet);
+        recycle(self.spent, self.packet);
+        r
     }
 }
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0u8; len];
-        let r = f(&mut buf);
-        self.0.push(buf);
+        let mut buf = pooled(self.pool);
+        // Only a longer buffer is zero-filled at its end: smoltcp writes every byte of `len`.
+        buf.resize(self.room + len, 0);
+        let r = f(&mut buf[self.room..]);
+        self.tx.push(buf);
         r
     }
 }
 
 impl phy::Device for Dev {
-    type RxToken<'a> = RxToken;
+    type RxToken<'a> = RxToken<'a>;
     type TxToken<'a> = TxToken<'a>;
-    fn receive(&mut self, _: Instant) -> Option<(RxToken, TxToken<'_>)> {
-        let p = self.rx.pop_front()?;
-        Some((RxToken(p), TxToken(&mut self.tx)))
+    fn receive(&mut self, _: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        let packet = self.rx.pop_front()?;
+        Some((
+            RxToken {
+                packet,
+                spent: &mut self.spent,
+            },
+            TxToken {
+                tx: &mut self.tx,
+                pool: &mut self.pool,
+                room: self.room,
+            },
+        ))
     }
     fn transmit(&mut self, _: Instant) -> Option<TxToken<'_>> {
-        Some(TxToken(&mut self.tx))
+        Some(TxToken {
+            tx: &mut self.tx,
+            pool: &mut self.pool,
+            room: self.room,
+        })
     }
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
@@ -186,6 +238,43 @@ impl phy::Device for Dev {
         csum.ipv4 = Checksum::Tx;
         caps.checksum = csum;
         caps
+    }
+}
+
+/// smoltcp's device while it takes one guest segment straight from the plug's receive buffer
+/// (no copy); what it sends goes to the engine's device.
+struct Borrowed<'p, 'd> {
+    packet: Option<&'p [u8]>,
+    dev: &'d mut Dev,
+}
+
+struct BorrowedRx<'p>(&'p [u8]);
+
+impl phy::RxToken for BorrowedRx<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0)
+    }
+}
+
+impl phy::Device for Borrowed<'_, '_> {
+    type RxToken<'a>
+        = BorrowedRx<'a>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = TxToken<'a>
+    where
+        Self: 'a;
+    fn receive(&mut self, now: Instant) -> Option<(BorrowedRx<'_>, TxToken<'_>)> {
+        let packet = self.packet.take()?;
+        let tx = self.dev.transmit(now)?;
+        Some((BorrowedRx(packet), tx))
+    }
+    fn transmit(&mut self, now: Instant) -> Option<TxToken<'_>> {
+        self.dev.transmit(now)
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.dev.capabilities()
     }
 }
 
@@ -215,6 +304,9 @@ pub struct Engine {
     /// Frames for the guest, each with whether its TCP checksum is left open (see
     /// [`write_pseudo_header_sum`]).
     out: VecDeque<(Vec<u8>, bool)>,
+    /// smoltcp's packets framed for the guest where they were written, sent as they are
+    /// (with their virtio-net header on a super-frame plug), after `out`.
+    tcp_out: VecDeque<Vec<u8>>,
     plug_blocked: bool,
     /// epoll watches the plug for writability too (set while it was blocked).
     plug_write_watched: bool,
@@ -237,6 +329,7 @@ impl Engine {
         let vnet = plug.vnet();
         let mut dev = Dev {
             partial_tcp: vnet,
+            room: ETH_HEADER + if vnet { vnet::HEADER_LEN } else { 0 },
             mtu: if vnet {
                 GSO_MTU
             } else {
@@ -295,6 +388,7 @@ impl Engine {
             tokens: HashMap::new(),
             next_token: 1,
             out: VecDeque::new(),
+            tcp_out: VecDeque::new(),
             plug_blocked: false,
             plug_write_watched: false,
             resolvers,
@@ -564,7 +658,7 @@ impl Engine {
                     continue;
                 };
                 match tok {
-                    Tok::Tcp(key) => self.tcp_ready(key),
+                    Tok::Tcp(key) => self.tcp_ready(key, ev.readable || ev.hangup),
                     Tok::Udp(key) => self.udp_ready(key),
                     Tok::Icmp(key) => self.icmp_ready(key),
                     Tok::Fwd(t) => self.fwd_ready(t),
@@ -629,8 +723,13 @@ impl Engine {
                 syn,
                 rst,
             } => {
-                let packet = packet.to_vec();
-                self.guest_tcp(packet, guest, remote, syn, rst)
+                if !syn && self.segment_in_place(guest, remote, packet) {
+                    return;
+                }
+                let mut buf = pooled(&mut self.dev.pool);
+                buf.clear();
+                buf.extend_from_slice(packet);
+                self.guest_tcp(buf, guest, remote, syn, rst)
             }
             Input::Udp {
                 guest,
@@ -652,6 +751,30 @@ impl Engine {
             }
             Input::Drop => {}
         }
+    }
+
+    /// Gives smoltcp a segment of an open flow where it lies in the plug's buffer, the data
+    /// path's common case. False (nothing done) when the segment must be queued instead: a
+    /// SYN (its MSS is rewritten), or segments already waiting before it.
+    fn segment_in_place(&mut self, guest: SocketAddr, remote: SocketAddr, packet: &[u8]) -> bool {
+        if !self.dev.rx.is_empty() || (self.plug.vnet() && carries_syn(packet)) {
+            return false;
+        }
+        let now = self.now();
+        let Some(flow) = self.tcp.get_mut(&(guest, remote)) else {
+            return false;
+        };
+        if !matches!(flow.state, TcpState::Open) {
+            return false;
+        }
+        flow.last = now;
+        let mut dev = Borrowed {
+            packet: Some(packet),
+            dev: &mut self.dev,
+        };
+        self.iface
+            .poll_ingress_single(now, &mut dev, &mut self.sockets);
+        true
     }
 
     /// Where the guest's `remote` is on the host, or None when policy refuses it.
@@ -786,6 +909,7 @@ impl Engine {
                 interest: (false, true),
                 last: now,
                 guest_mss: None,
+                host_readable: true,
             },
         );
     }
@@ -862,10 +986,11 @@ impl Engine {
         }
     }
 
-    fn tcp_ready(&mut self, key: Key) {
+    fn tcp_ready(&mut self, key: Key, readable: bool) {
         let Some(flow) = self.tcp.get_mut(&key) else {
             return;
         };
+        flow.host_readable |= readable;
         let TcpState::Connecting { syn, .. } = &mut flow.state else {
             return;
         };
@@ -933,7 +1058,7 @@ impl Engine {
     /// Moves data between every open flow's two sockets.
     fn pump(&mut self) {
         let now = self.now();
-        let congested = self.out.len() >= OUT_HIGH;
+        let congested = self.out.len() + self.tcp_out.len() >= OUT_HIGH;
         let mut done = Vec::new();
         for (key, flow) in self.tcp.iter_mut() {
             let Some(h) = flow.handle else {
@@ -953,11 +1078,18 @@ impl Engine {
             while s.can_recv() {
                 let host = &flow.host;
                 match s.recv(|buf| match (&*host).write(buf) {
-                    Ok(n) => (n, Ok(n)),
+                    Ok(n) => (n, Ok((n, buf.len()))),
                     Err(e) => (0, Err(e)),
                 }) {
-                    Ok(Ok(0)) => break,
-                    Ok(Ok(_)) => moved = true,
+                    Ok(Ok((0, _))) => break,
+                    Ok(Ok((n, offered))) => {
+                        moved = true;
+                        if n < offered {
+                            // The host socket's buffer is full: epoll says when it drained.
+                            want_write = true;
+                            break;
+                        }
+                    }
                     Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                         want_write = true;
                         break;
@@ -979,20 +1111,30 @@ impl Engine {
                 flow.host_shut = true;
             }
             // Host → guest.
-            if !flow.host_eof && !congested {
+            if !flow.host_eof && !congested && flow.host_readable {
                 while s.can_send() {
                     let host = &flow.host;
                     match s.send(|buf| match (&*host).read(buf) {
-                        Ok(n) => (n, Ok(n)),
+                        Ok(n) => (n, Ok((n, buf.len()))),
                         Err(e) => (0, Err(e)),
                     }) {
-                        Ok(Ok(0)) => {
+                        Ok(Ok((0, _))) => {
                             flow.host_eof = true;
                             s.close();
                             break;
                         }
-                        Ok(Ok(_)) => moved = true,
-                        Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Ok(Ok((n, asked))) => {
+                            moved = true;
+                            if n < asked {
+                                // Drained (epoll is level-triggered: more data wakes it).
+                                flow.host_readable = false;
+                                break;
+                            }
+                        }
+                        Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                            flow.host_readable = false;
+                            break;
+                        }
                         Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Ok(Err(_)) => {
                             s.abort();
@@ -1472,6 +1614,7 @@ impl Engine {
                 interest: (false, false),
                 last: now,
                 guest_mss: None,
+                host_readable: true,
             },
         );
     }
@@ -1535,23 +1678,35 @@ impl Engine {
         }
         self.drain_tx();
         self.flush();
+        for buf in self.dev.spent.drain(..) {
+            recycle(&mut self.dev.pool, buf);
+        }
     }
 
+    /// Frames smoltcp's packets where they lie: the pseudo-header sum of an open checksum,
+    /// the Ethernet header and, on a super-frame plug, the virtio-net header in front.
     fn drain_tx(&mut self) {
         let mut tx = std::mem::take(&mut self.dev.tx);
-        for p in &mut tx {
+        let room = self.dev.room;
+        for mut buf in tx.drain(..) {
             if self.dev.partial_tcp {
-                write_pseudo_header_sum(p);
+                write_pseudo_header_sum(&mut buf[room..]);
             }
-            let mut f = Vec::with_capacity(p.len() + 14);
-            if self.core.frame_ip(p, &mut f) {
-                self.out.push_back((f, self.dev.partial_tcp));
-            } else if let Some((_, dst, _)) = split_ip(p) {
-                self.arp_for(dst);
+            let eth = room - ETH_HEADER;
+            if !self.core.frame_ip(&mut buf[eth..]) {
+                if let Some((_, dst, _)) = split_ip(&buf[room..]) {
+                    self.arp_for(dst);
+                }
+                recycle(&mut self.dev.pool, buf);
+                continue;
             }
+            if eth > 0 {
+                let h = self.vnet_header(&buf[eth..], self.dev.partial_tcp).emit();
+                buf[..eth].copy_from_slice(&h);
+            }
+            self.tcp_out.push_back(buf);
         }
         self.dev.tx = tx;
-        self.dev.tx.clear();
     }
 
     fn flush(&mut self) {
@@ -1577,25 +1732,20 @@ impl Engine {
                 let refs: Vec<&[u8]> = frames.iter().map(|(f, _)| &f[..]).collect();
                 self.plug.send_batch(&refs)
             };
-            match res {
-                Ok(0) => break,
-                Ok(k) => {
-                    self.stats.frames_out += k as u64;
-                    self.out.drain(..k);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.plug_blocked = true;
-                    self.plug_write_watched = true;
-                    let _ = self
-                        .epoll
-                        .modify(self.plug.data_fd().as_raw_fd(), PLUG, true, true);
-                    return;
-                }
-                Err(_) => {
-                    self.stats.frames_dropped_out += 1;
-                    self.out.pop_front();
-                }
+            let Some(k) = self.sent(res) else { break };
+            self.out.drain(..k);
+        }
+        while !self.tcp_out.is_empty() && !self.plug_blocked {
+            let n = self.tcp_out.len().min(64);
+            let refs: Vec<&[u8]> = self.tcp_out.iter().take(n).map(|f| &f[..]).collect();
+            let res = self.plug.send_batch(&refs);
+            let Some(k) = self.sent(res) else { break };
+            for buf in self.tcp_out.drain(..k) {
+                recycle(&mut self.dev.pool, buf);
             }
+        }
+        if self.plug_blocked {
+            return;
         }
         // Not a system call per turn: only a watch left from a blocked plug is taken off.
         if self.plug_write_watched {
@@ -1603,6 +1753,31 @@ impl Engine {
             let _ = self
                 .epoll
                 .modify(self.plug.data_fd().as_raw_fd(), PLUG, true, false);
+        }
+    }
+
+    /// How many frames a batch send took off the front of its queue (an invalid one counts,
+    /// dropped), or None when it took none: the plug is full (epoll then says when it takes
+    /// more) or took nothing.
+    fn sent(&mut self, res: io::Result<usize>) -> Option<usize> {
+        match res {
+            Ok(0) => None,
+            Ok(k) => {
+                self.stats.frames_out += k as u64;
+                Some(k)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.plug_blocked = true;
+                self.plug_write_watched = true;
+                let _ = self
+                    .epoll
+                    .modify(self.plug.data_fd().as_raw_fd(), PLUG, true, true);
+                None
+            }
+            Err(_) => {
+                self.stats.frames_dropped_out += 1;
+                Some(1)
+            }
         }
     }
 
