@@ -749,6 +749,16 @@ fn a_connection_flood_is_bounded_refused_counted_and_the_gateway_recovers() {
     .stdout(Stdio::null())
     .stderr(Stdio::null());
     let _sink = Proc::spawn(&mut sink);
+    // The flood counts refusals: the sink must listen before it starts.
+    assert!(
+        wait_until(T, || w
+            ._inet
+            .command("ss")
+            .args(["-Hltn", "sport = :9000"])
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty())),
+        "the sink did not listen on 198.18.0.2:9000"
+    );
     let sw = FiloSwitch::start(FILO, &w.tmp, "sw", &[]);
     let vnl = sw.vnl();
     let mgmt = w.tmp.join("slirp.mgmt");
