@@ -7,12 +7,15 @@
 #   - kernel: the namespaces are joined by veth pairs to a router namespace with
 #     ip_forward=1, forwarding only and with nftables masquerade.
 # Prints the medians and filo's ratio to the kernel's.
-# Usage: bench/router.sh [SECS] [RUNS]   (defaults 5 and 3). Run as root; needs iperf3, nft.
+# Then LEASES (default 1000) user-space stacks in one process take DHCP leases at once from
+# filo router and from dnsmasq on the same switch: the time until the last lease and the rate.
+# Usage: bench/router.sh [SECS] [RUNS]   (defaults 5 and 3). Run as root; needs iperf3, nft,
+# dnsmasq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
 RUNS=${2:-3}
-for p in iperf3 nft python3; do
+for p in iperf3 nft python3 dnsmasq; do
   command -v "$p" >/dev/null || { echo "bench/router.sh: $p is not installed" >&2; exit 1; }
 done
 if [ -z "${FILO:-}" ]; then
@@ -110,8 +113,45 @@ EOF
 KERN_NAT=$(kernel_run)
 
 ratio() { python3 -c "print('%.2f' % ($1 / $2 if $2 else 0))"; }
+
+# --- DHCP: LEASES user-space stacks in one process (examples/leases.rs: plugs opened first,
+# then every stack asks at once) take leases from filo router, then from dnsmasq (in a
+# namespace on the same switch, its defaults but for the range and lease limit)
+cargo build --release --quiet -p filo-stack --example leases
+LEASE_CLIENTS=$PWD/target/release/examples/leases
+LEASES=${LEASES:-1000}
+"$FILO" switch "$T/dhcp" --nostdin -n $((LEASES + 8)) -d -p "$T/dhcp.pid" >/dev/null 2>&1
+wait_sock "$T/dhcp/ctl"
+lease_run() { # -> "seconds rate" of one run, its line on stderr
+  local line
+  line=$("$LEASE_CLIENTS" "vde://$T/dhcp" "$LEASES" "${LEASE_TIMEOUT:-30}" || true)
+  echo "  $line" >&2
+  python3 -c 'import sys
+f = dict(kv.split("=") for kv in sys.argv[1].split() if "=" in kv)
+done = int(f.get("leases", "0/1").split("/")[0])
+print(f.get("seconds", "nan"), f.get("rate_per_s", "0"), done)' "$line"
+}
+"$FILO" router --vnl "vde://$T/dhcp" --conf ip=10.84.0.1/16 --dhcp-server vde0=10.84.1.0-10.84.8.255 \
+  -M "$T/rd.mgmt" -d -p "$T/rd.pid"
+wait_sock "$T/rd.mgmt"
+echo "filo router: $LEASES leases" >&2
+read -r FILO_LEASE_S FILO_LEASE_RATE FILO_LEASES < <(lease_run)
+kill "$(cat "$T/rd.pid")"
+"$FILO" ns --vnl "vde://$T/dhcp" --conf ip=10.84.0.1/16 -- dnsmasq -k --port=0 \
+  --dhcp-range=10.84.1.0,10.84.8.255,1h --dhcp-lease-max=5000 --dhcp-leasefile="$T/dnsmasq.leases" \
+  --interface=vde0 --bind-interfaces >/dev/null 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 100); do pgrep -f "dhcp-leasefile=$T/dnsmasq.leases" >/dev/null && break; sleep 0.1; done
+sleep 1
+echo "dnsmasq: $LEASES leases" >&2
+read -r DM_LEASE_S DM_LEASE_RATE DM_LEASES < <(lease_run)
+pkill -f "dhcp-leasefile=$T/dnsmasq.leases" || true
 echo "TCP through a router, Gbit/s (iperf3 ${SECS} s, median of $RUNS runs)"
 printf '  %-34s %8s %8s %8s\n' "" filo kernel ratio
 printf '  %-34s %8s %8s %8s\n' "forwarding" "$FILO_FWD" "$KERN_FWD" "$(ratio "$FILO_FWD" "$KERN_FWD")"
 printf '  %-34s %8s %8s %8s\n' "forwarding + masquerade" "$FILO_NAT" "$KERN_NAT" "$(ratio "$FILO_NAT" "$KERN_NAT")"
 echo "(filo: filo ns on filo switches through filo router; kernel: veth to a namespace with ip_forward=1, nftables masquerade)"
+echo "DHCP: $LEASES user-space stacks in one process ask at once (leases, seconds until the last, leases/s)"
+printf '  %-34s %8s %8s %8s\n' "filo router" "$FILO_LEASES" "$FILO_LEASE_S" "$FILO_LEASE_RATE"
+printf '  %-34s %8s %8s %8s\n' "dnsmasq" "$DM_LEASES" "$DM_LEASE_S" "$DM_LEASE_RATE"
+printf '  %-34s %8s\n' "filo router / dnsmasq rate" "$(ratio "$FILO_LEASE_RATE" "$DM_LEASE_RATE")"

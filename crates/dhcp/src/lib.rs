@@ -108,6 +108,10 @@ pub struct Client {
     next: Instant,
     lease: Option<Lease>,
     bound_at: Instant,
+    /// Ask for unicast replies (no broadcast flag): for a client that takes frames to its MAC
+    /// before it has the address (a user-space stack), so the server's OFFER and ACK are not
+    /// flooded to every port.
+    unicast: bool,
     /// Leases renewed or acquired, for tests and counters.
     pub acks: u64,
 }
@@ -139,8 +143,17 @@ impl Client {
             next: now,
             lease: None,
             bound_at: now,
+            unicast: false,
             acks: 0,
         }
+    }
+
+    /// Asks servers to answer with unicast frames to this client's MAC (RFC 2131 §4.1: no
+    /// broadcast flag) instead of broadcasts: for a client that receives frames to its MAC
+    /// before it has an address. A kernel UDP socket does not, so the default is broadcast.
+    pub fn with_unicast_replies(mut self) -> Client {
+        self.unicast = true;
+        self
     }
 
     pub fn lease(&self) -> Option<&Lease> {
@@ -329,7 +342,7 @@ impl Client {
         d[1] = 1;
         d[2] = 6;
         d[4..8].copy_from_slice(&self.xid.to_be_bytes());
-        if ciaddr.is_none() {
+        if ciaddr.is_none() && !self.unicast {
             d[10] = 0x80; // ask for broadcast replies while we have no address
         }
         if let Some(c) = ciaddr {
@@ -464,6 +477,27 @@ mod tests {
         d.extend_from_slice(&lease.to_be_bytes());
         d.push(255);
         d
+    }
+
+    #[test]
+    fn the_broadcast_flag_is_set_unless_unicast_replies_are_asked_for() {
+        let t0 = Instant::from_secs(100);
+        // DHCP's flags are bytes 10-11 of the message, after the IPv4 and UDP headers.
+        let flags = |c: &mut Client| {
+            let out = c.poll(t0).0.expect("a DISCOVER");
+            u16::from_be_bytes([out.packet[28 + 10], out.packet[28 + 11]])
+        };
+        assert_eq!(flags(&mut Client::new(MAC, None, t0, 1)), 0x8000);
+        assert_eq!(
+            flags(&mut Client::new(MAC, None, t0, 1).with_unicast_replies()),
+            0
+        );
+        // The REQUEST after an OFFER asks the same way.
+        let mut c = Client::new(MAC, None, t0, 1).with_unicast_replies();
+        let _ = c.poll(t0);
+        let (req, _) = c.handle(t0, &reply(&c, 2, [10, 0, 0, 50], 60)).unwrap();
+        let req = req.unwrap();
+        assert_eq!((req.packet[28 + 10], req.packet[28 + 240 + 2]), (0, 3));
     }
 
     #[test]

@@ -837,12 +837,18 @@ fn add_link(inner: &mut Inner, mac_key: &str, i: usize, plug: Option<Plug>, conf
     let mut link = Link::new(format!("vde{i}"), mac);
     link.vnet = plug.as_ref().is_some_and(Plug::vnet);
     if conf.dhcp {
-        link.dhcp = Some(filo_dhcp::Client::new(
-            mac,
-            conf.hostname.clone().or_else(|| conf.fqdn.clone()),
-            crate::net::to_dhcp_time(Instant::now()),
-            seed() as u32,
-        ));
+        // The stack takes DHCP replies to its MAC before it has the address, so servers may
+        // unicast them: with a thousand clients on one switch, broadcast OFFERs and ACKs
+        // flooded to every port cost each client a thousand frames.
+        link.dhcp = Some(
+            filo_dhcp::Client::new(
+                mac,
+                conf.hostname.clone().or_else(|| conf.fqdn.clone()),
+                crate::net::to_dhcp_time(Instant::now()),
+                seed() as u32,
+            )
+            .with_unicast_replies(),
+        );
     }
     if let Some(m) = conf.mtu.map(|m| m as usize).or(plug_mtu) {
         link.mtu = m;
