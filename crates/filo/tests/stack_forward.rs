@@ -67,6 +67,14 @@ impl Lab {
                 .is_ok()),
             "the server's namespace did not come up"
         );
+        // Its IPv6 address too (usable once duplicate address detection is done; until then
+        // the kernel does not answer neighbour solicitations for it).
+        assert!(
+            wait_until(T, || router
+                .ping("fd82::10".parse().unwrap(), 1, 56, Duration::from_secs(1))
+                .is_ok()),
+            "the server's IPv6 address did not come up"
+        );
         Lab {
             tmp,
             lan,
