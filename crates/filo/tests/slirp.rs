@@ -431,17 +431,6 @@ fn udhcpc_script(w: &World) -> PathBuf {
     script
 }
 
-/// The resident set of process `pid` in KiB (0 once it is gone).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-}
-
 /// Configures `tap0` in `g` with busybox's DHCP client.
 fn udhcpc(w: &World, g: &Netns) {
     let script = udhcpc_script(w);

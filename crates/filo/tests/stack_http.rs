@@ -16,17 +16,6 @@ use filo_test_support::*;
 const FILO: &str = env!("CARGO_BIN_EXE_filo");
 const T: Duration = Duration::from_secs(5);
 
-/// Resident memory of a process in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Writes `head` and then `filler` until `limit` bytes went, the peer stops taking them
 /// (a write waits more than 2 s) or fails; returns how much went.
 fn flood(c: &TcpStream, head: &[u8], filler: u8, limit: usize) -> usize {
