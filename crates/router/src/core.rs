@@ -216,6 +216,66 @@ pub trait Hook: Send {
     }
 }
 
+/// Hooks, each with the points it runs at, in the order they were added: the router's and a
+/// forwarding stack's pipeline.
+#[derive(Default)]
+pub struct HookChain {
+    list: Vec<(Vec<HookPoint>, Box<dyn Hook>)>,
+}
+
+impl HookChain {
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Runs `hook` at each of `points`, after the hooks already there.
+    pub fn add(&mut self, points: &[HookPoint], hook: Box<dyn Hook>) {
+        self.list.push((points.to_vec(), hook));
+    }
+
+    /// Runs a console command on the first hook called `name`; None when there is no such
+    /// hook or it has no such command.
+    pub fn command(
+        &mut self,
+        name: &str,
+        cmd: &str,
+        args: &str,
+    ) -> Option<Result<Vec<String>, String>> {
+        self.list
+            .iter_mut()
+            .find(|(_, h)| h.name() == name)
+            .and_then(|(_, h)| h.command(cmd, args))
+    }
+
+    /// What the hooks called `name` print (see [`Hook::print`]); None if there is none.
+    pub fn print(&self, name: &str, now: Instant) -> Option<Vec<String>> {
+        let mut found = None;
+        for (_, h) in self.list.iter().filter(|(_, h)| h.name() == name) {
+            found.get_or_insert_with(Vec::new).extend(h.print(now));
+        }
+        found
+    }
+
+    /// Runs the hooks of `point` in order until one does not accept the packet.
+    pub fn run(
+        &mut self,
+        now: Instant,
+        point: HookPoint,
+        meta: &PacketMeta,
+        packet: &mut Vec<u8>,
+    ) -> HookVerdict {
+        for (at, h) in self.list.iter_mut() {
+            if at.contains(&point) {
+                let v = h.hook(now, point, meta, packet);
+                if v != HookVerdict::Accept {
+                    return v;
+                }
+            }
+        }
+        HookVerdict::Accept
+    }
+}
+
 /// One interface's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IfaceConfig {
@@ -322,7 +382,7 @@ pub struct Router {
     ifaces: Vec<Iface>,
     routes: Table,
     neigh: neigh::Cache,
-    hooks: Vec<(Vec<HookPoint>, Box<dyn Hook>)>,
+    hooks: HookChain,
     out: VecDeque<(IfId, Vec<u8>)>,
     drops: DropCounters,
     /// Times are kept relative to this, for the DHCP and RA servers' clocks.
@@ -342,7 +402,7 @@ impl Router {
             ifaces: Vec::new(),
             routes: Table::default(),
             neigh: neigh::Cache::default(),
-            hooks: Vec::new(),
+            hooks: HookChain::default(),
             out: VecDeque::new(),
             drops: DropCounters::default(),
             epoch: now,
@@ -563,7 +623,7 @@ impl Router {
 
     /// Runs `hook` at each of `points`, after the hooks already there.
     pub fn add_hook(&mut self, points: &[HookPoint], hook: Box<dyn Hook>) {
-        self.hooks.push((points.to_vec(), hook));
+        self.hooks.add(points, hook);
     }
 
     /// Runs a console command on the first hook called `name`.
@@ -573,19 +633,12 @@ impl Router {
         cmd: &str,
         args: &str,
     ) -> Option<Result<Vec<String>, String>> {
-        self.hooks
-            .iter_mut()
-            .find(|(_, h)| h.name() == name)
-            .and_then(|(_, h)| h.command(cmd, args))
+        self.hooks.command(name, cmd, args)
     }
 
     /// What the hooks called `name` print (see [`Hook::print`]); None if there is none.
     pub fn hook_print(&self, name: &str, now: Instant) -> Option<Vec<String>> {
-        let mut found = None;
-        for (_, h) in self.hooks.iter().filter(|(_, h)| h.name() == name) {
-            found.get_or_insert_with(Vec::new).extend(h.print(now));
-        }
-        found
+        self.hooks.print(name, now)
     }
 
     pub fn drops(&self) -> &DropCounters {
@@ -801,16 +854,7 @@ impl Router {
         meta: PacketMeta,
         packet: &mut Vec<u8>,
     ) -> bool {
-        let mut verdict = HookVerdict::Accept;
-        for (at, h) in self.hooks.iter_mut() {
-            if at.contains(&point) {
-                verdict = h.hook(now, point, &meta, packet);
-                if verdict != HookVerdict::Accept {
-                    break;
-                }
-            }
-        }
-        match verdict {
+        match self.hooks.run(now, point, &meta, packet) {
             HookVerdict::Accept => return true,
             HookVerdict::Drop => {}
             HookVerdict::Reject => {

@@ -24,7 +24,7 @@ mod offload;
 pub mod route;
 
 pub use crate::core::{
-    DropReason, Hook, HookPoint, HookVerdict, IfId, IfaceConfig, PacketMeta, Router,
+    DropReason, Hook, HookChain, HookPoint, HookVerdict, IfId, IfaceConfig, PacketMeta, Router,
 };
 pub use crate::route::{Prefix, Route};
 

@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 
 use filo_router::icmp::{self, V4Error, V6Error};
-pub use filo_router::{Hook, HookPoint, HookVerdict, PacketMeta};
+pub use filo_router::{Hook, HookChain, HookPoint, HookVerdict, PacketMeta};
 use smoltcp::time::Instant;
 use smoltcp::wire::{Ipv4Packet, Ipv6Packet};
 
@@ -22,7 +22,7 @@ use crate::wire::{self, ETH_HDR};
 /// The hooks of a stack, each with the points it runs at, in the order they were added.
 #[derive(Default)]
 pub struct Hooks {
-    list: Vec<(Vec<HookPoint>, Box<dyn Hook>)>,
+    chain: HookChain,
     /// One moment on smoltcp's clock and on std's (hooks count time on std's); set by the
     /// caller of [`Hooks::add`], so that nothing here reads a clock.
     epoch: Option<(Instant, std::time::Instant)>,
@@ -30,7 +30,7 @@ pub struct Hooks {
 
 impl Hooks {
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.chain.is_empty()
     }
 
     /// Runs `hook` at each of `points`, after the hooks already there. `now` is the same
@@ -42,7 +42,7 @@ impl Hooks {
         hook: Box<dyn Hook>,
     ) {
         self.epoch.get_or_insert(now);
-        self.list.push((points.to_vec(), hook));
+        self.chain.add(points, hook);
     }
 
     /// Runs a command (`add`, `del`, …) on the first hook called `name`; None when there is
@@ -53,20 +53,12 @@ impl Hooks {
         cmd: &str,
         args: &str,
     ) -> Option<Result<Vec<String>, String>> {
-        self.list
-            .iter_mut()
-            .find(|(_, h)| h.name() == name)
-            .and_then(|(_, h)| h.command(cmd, args))
+        self.chain.command(name, cmd, args)
     }
 
     /// What the hooks called `name` print (their tables, their counters).
     pub fn print(&self, name: &str, now: Instant) -> Option<Vec<String>> {
-        let t = self.std_time(now);
-        let mut found = None;
-        for (_, h) in self.list.iter().filter(|(_, h)| h.name() == name) {
-            found.get_or_insert_with(Vec::new).extend(h.print(t));
-        }
-        found
+        self.chain.print(name, self.std_time(now))
     }
 
     fn std_time(&self, now: Instant) -> std::time::Instant {
@@ -90,15 +82,7 @@ impl Hooks {
         packet: &mut Vec<u8>,
     ) -> HookVerdict {
         let t = self.std_time(now);
-        for (at, h) in self.list.iter_mut() {
-            if at.contains(&point) {
-                let v = h.hook(t, point, meta, packet);
-                if v != HookVerdict::Accept {
-                    return v;
-                }
-            }
-        }
-        HookVerdict::Accept
+        self.chain.run(t, point, meta, packet)
     }
 }
 
