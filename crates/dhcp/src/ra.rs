@@ -124,6 +124,34 @@ impl Config {
     }
 }
 
+impl Config {
+    /// A router's advertisements on a link with MAC `mac`, addresses `addrs` (address,
+    /// prefix length) and IP MTU `mtu`: each non-link-local IPv6 prefix for SLAAC, the MTU
+    /// when it is not 1500, the O flag when `other` (a stateless DHCPv6 server is there),
+    /// every 30 to 90 s.
+    pub fn for_link(mac: Mac, addrs: &[(std::net::IpAddr, u8)], mtu: u32, other: bool) -> Config {
+        let mut c = Config::new(mac);
+        for &(a, len) in addrs {
+            let std::net::IpAddr::V6(a) = a else { continue };
+            if a.is_unicast_link_local() || len > 128 {
+                continue;
+            }
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            let p = Prefix::new(Ipv6Addr::from(u128::from(a) & mask), len);
+            if !c.prefixes.contains(&p) {
+                c.prefixes.push(p);
+            }
+        }
+        if mtu != 1500 {
+            c.mtu = Some(mtu);
+        }
+        c.other = other;
+        c.min_interval = Duration::from_secs(30);
+        c.max_interval = Duration::from_secs(90);
+        c
+    }
+}
+
 /// What is wrong with a [`Config`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -755,5 +783,24 @@ mod tests {
             Advertiser::new(c, Instant::from_secs(0)).is_ok(),
             "0: not a default router"
         );
+    }
+
+    #[test]
+    fn a_links_advertisements_carry_its_prefixes_masked_and_not_link_local() {
+        let addrs = [
+            ("fe80::1".parse().unwrap(), 64),
+            ("fd01::1".parse().unwrap(), 64),
+            ("fd01::2".parse().unwrap(), 64),
+            ("10.1.0.1".parse().unwrap(), 24),
+        ];
+        let c = Config::for_link([2, 0, 0, 0, 0, 1], &addrs, 1400, true);
+        assert_eq!(
+            c.prefixes,
+            [Prefix::new("fd01::".parse().unwrap(), 64)],
+            "one prefix, host bits cleared"
+        );
+        assert_eq!((c.mtu, c.other), (Some(1400), true));
+        assert!(Advertiser::new(c, Instant::from_secs(0)).is_ok());
+        assert_eq!(Config::for_link([2; 6], &addrs, 1500, false).mtu, None);
     }
 }

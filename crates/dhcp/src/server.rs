@@ -238,6 +238,85 @@ pub struct LeaseInfo {
     pub expires: Instant,
 }
 
+impl LeaseInfo {
+    /// The line a console's `leases/print` shows for it on interface `iface` at `now`:
+    /// `ADDR MAC dev IFACE HOSTNAME expires_in SECONDS` (`*` for no hostname).
+    pub fn line(&self, iface: &str, now: Instant) -> String {
+        format!(
+            "{} {} dev {iface} {} expires_in {}",
+            self.addr,
+            mac_string(&self.mac),
+            self.hostname.as_deref().unwrap_or("*"),
+            self.expires.saturating_duration_since(now).as_secs()
+        )
+    }
+}
+
+/// A server's leases kept in a file (the router's `--dhcp-leases`, a stack's
+/// `dhcp_leases`): loaded once by [`LeaseFile::open`], then written by [`LeaseFile::save`]
+/// when they changed, through a temporary file renamed over it.
+#[derive(Debug)]
+pub struct LeaseFile {
+    path: std::path::PathBuf,
+    /// What was last written, without the expiry column (which moves with the clock).
+    last: String,
+}
+
+/// The wall clock in Unix seconds (what lease files count in).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl LeaseFile {
+    /// Loads the leases in `path` (a missing file is none) into `server`; lines that cannot
+    /// be loaded are returned as errors (the others are loaded).
+    pub fn open(
+        server: &mut Server,
+        path: std::path::PathBuf,
+        now: Instant,
+    ) -> std::io::Result<(LeaseFile, Vec<LeaseFileError>)> {
+        let errors = match std::fs::read_to_string(&path) {
+            Ok(text) => server.load_leases(&text, now, unix_now()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", path.display()),
+                ))
+            }
+        };
+        Ok((
+            LeaseFile {
+                path,
+                last: String::new(),
+            },
+            errors,
+        ))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Writes `server`'s leases if they changed since the last write.
+    pub fn save(&mut self, server: &Server, now: Instant) -> std::io::Result<()> {
+        let text = server.save_leases(now, unix_now());
+        let key: String = text
+            .lines()
+            .map(|l| l.split_once(' ').map_or(l, |(_, r)| r))
+            .collect();
+        if key == self.last {
+            return Ok(());
+        }
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, &self.path))?;
+        self.last = key;
+        Ok(())
+    }
+}
+
 /// A line of a lease file that was not loaded, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("leases line {line}: {message}")]
@@ -1455,5 +1534,46 @@ mod tests {
         let m = Msg::new(REQUEST, A).requested("10.0.2.15").opt(12, b"*");
         assert_eq!(s.handle(t, &m.bytes()).unwrap().unwrap().kind, Kind::Ack);
         assert_eq!(s.leases(t)[0].hostname, None);
+    }
+
+    #[test]
+    fn a_lease_file_is_written_when_the_leases_change_and_loaded_again() {
+        let dir = filo_test_support::TempDir::new("filo-dhcp-leasefile");
+        let path = dir.join("leases");
+        let config = Config::new(
+            Ipv4Addr::new(10, 0, 0, 1),
+            24,
+            Ipv4Addr::new(10, 0, 0, 100),
+            Ipv4Addr::new(10, 0, 0, 109),
+        );
+        let mut s = Server::new(config.clone()).unwrap();
+        let t = Instant::from_secs(10);
+        let (mut file, errors) = LeaseFile::open(&mut s, path.clone(), t).unwrap();
+        assert!(errors.is_empty());
+        file.save(&s, t).unwrap();
+        let empty = std::fs::read_to_string(&path).unwrap();
+        let line = format!("{} 02:00:00:00:00:07 10.0.0.105 * *", unix_now() + 3600);
+        assert!(s.load_leases(&line, t, unix_now()).is_empty());
+        std::fs::write(&path, "").unwrap();
+        file.save(&s, t + Duration::from_secs(1)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("02:00:00:00:00:07 10.0.0.105"), "{text}");
+        assert_ne!(text, empty);
+        // Unchanged (but for the clock): not written again.
+        std::fs::write(&path, "").unwrap();
+        file.save(&s, t + Duration::from_secs(2)).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        let mut again = Server::new(config).unwrap();
+        std::fs::write(&path, &text).unwrap();
+        let (_, errors) = LeaseFile::open(&mut again, path, t).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        let l = &again.leases(t)[0];
+        assert_eq!(
+            l.line("vde0", t),
+            format!(
+                "10.0.0.105 02:00:00:00:00:07 dev vde0 * expires_in {}",
+                l.expires.saturating_duration_since(t).as_secs()
+            )
+        );
     }
 }

@@ -123,15 +123,7 @@ fn lines(router: &Router, now: Instant, cmd: &str, driver: &DriverStats) -> Opti
                     continue;
                 };
                 let name = router.iface_config(id).map_or("?", |c| c.name.as_str());
-                for l in s.leases(clock) {
-                    let left = l.expires.saturating_duration_since(clock).as_secs();
-                    out.push(format!(
-                        "{} {} dev {name} {} expires_in {left}",
-                        l.addr,
-                        mac(&l.mac),
-                        l.hostname.as_deref().unwrap_or("*")
-                    ));
-                }
+                out.extend(s.leases(clock).iter().map(|l| l.line(name, clock)));
             }
         }
         "stat" => {

@@ -577,23 +577,12 @@ impl Router {
         let dnow = self.dhcp_now(now);
         let i = self.iface_mut(iface)?;
         let config = config.unwrap_or_else(|| {
-            let mut c = ra::Config::new(i.config.mac);
-            for &(a, len) in &i.config.addrs {
-                if let (IpAddr::V6(_), Some(p)) = (a, Prefix::new(a, len)) {
-                    if let IpAddr::V6(pa) = p.addr() {
-                        if !matches!(a, IpAddr::V6(v) if v.is_unicast_link_local()) {
-                            c.prefixes.push(ra::Prefix::new(pa, len));
-                        }
-                    }
-                }
-            }
-            if i.config.mtu != 1500 {
-                c.mtu = Some(u32::from(i.config.mtu));
-            }
-            c.other = i.dhcp6.is_some();
-            c.min_interval = Duration::from_secs(30);
-            c.max_interval = Duration::from_secs(90);
-            c
+            ra::Config::for_link(
+                i.config.mac,
+                &i.config.addrs,
+                u32::from(i.config.mtu),
+                i.dhcp6.is_some(),
+            )
         });
         let name = i.config.name.clone();
         i.ra = Some(

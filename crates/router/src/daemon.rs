@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use filo_dhcp::server::LeaseFile;
 use filo_vnl::mgmt::Conn;
 use filo_vnl::sys::{self, PollEntry};
 use filo_vnl::{FrameBatch, Plug};
@@ -49,19 +50,13 @@ pub struct Daemon {
     /// For plugs with the `+vnet` framing: room for 64 KiB super-frames.
     big_batch: Option<FrameBatch>,
     stats: DriverStats,
-    /// Lease files by interface, with what was last written to each.
-    lease_files: Vec<(usize, PathBuf, String)>,
+    /// Lease files by interface.
+    lease_files: Vec<(usize, LeaseFile)>,
     next_lease_save: Instant,
 }
 
 /// How often changed leases are written to their files (and once more at exit).
 const LEASE_SAVE: Duration = Duration::from_secs(2);
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 impl Daemon {
     /// `plugs[i]` is interface `i` of `router`.
@@ -96,45 +91,28 @@ impl Daemon {
 
     /// Keeps the leases of `iface`'s DHCP server in `path`: loads what is there now (lines that
     /// cannot be loaded are returned as `LINE: why`), then writes changes every
-    /// [`LEASE_SAVE`] and at exit, through a temporary file renamed over it.
+    /// [`LEASE_SAVE`] and at exit ([`LeaseFile`]).
     pub fn keep_leases(&mut self, iface: usize, path: PathBuf) -> io::Result<Vec<String>> {
-        let now = Instant::now();
-        let clock = self.router.server_clock(now);
+        let clock = self.router.server_clock(Instant::now());
         let Some(server) = self.router.dhcp_server_mut(iface) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("vde{iface} has no DHCP server"),
             ));
         };
-        let errors = match fs::read_to_string(&path) {
-            Ok(text) => server.load_leases(&text, clock, unix_now()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
-        };
-        self.lease_files.push((iface, path, String::new()));
+        let (file, errors) = LeaseFile::open(server, path, clock)?;
+        self.lease_files.push((iface, file));
         Ok(errors.iter().map(|e| e.to_string()).collect())
     }
 
     fn save_leases(&mut self, now: Instant) {
         let clock = self.router.server_clock(now);
-        let unix = unix_now();
-        for (iface, path, last) in self.lease_files.iter_mut() {
+        for (iface, file) in self.lease_files.iter_mut() {
             let Some(server) = self.router.dhcp_server(*iface) else {
                 continue;
             };
-            // Compared without the expiry column, which moves with the clock's rounding.
-            let text = server.save_leases(clock, unix);
-            let key: String = text
-                .lines()
-                .map(|l| l.split_once(' ').map_or(l, |(_, r)| r))
-                .collect();
-            if key == *last {
-                continue;
-            }
-            let tmp = path.with_extension("tmp");
-            match fs::write(&tmp, &text).and_then(|()| fs::rename(&tmp, &*path)) {
-                Ok(()) => *last = key,
-                Err(e) => tracing::warn!("{}: leases not saved: {e}", path.display()),
+            if let Err(e) = file.save(server, clock) {
+                tracing::warn!("{}: leases not saved: {e}", file.path().display());
             }
         }
     }
