@@ -7,16 +7,18 @@
 //! With no hook and forwarding off, a packet goes straight to smoltcp as before: the host's
 //! hot path pays one test.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use filo_router::icmp::{self, V4Error, V6Error};
+use filo_router::nat::{self, Masquerade, PortForward};
 pub use filo_router::{Hook, HookChain, HookPoint, HookVerdict, PacketMeta};
 use smoltcp::time::Instant;
 use smoltcp::wire::{Ipv4Packet, Ipv6Packet};
 
 use filo_vnl::wire::vnet;
 
-use crate::net::{DropReason, Net, NextHop};
+use crate::net::{DropReason, Link, Net, NextHop};
 use crate::wire::{self, ETH_HDR};
 
 /// The hooks of a stack, each with the points it runs at, in the order they were added.
@@ -26,6 +28,98 @@ pub struct Hooks {
     /// One moment on smoltcp's clock and on std's (hooks count time on std's); set by the
     /// caller of [`Hooks::add`], so that nothing here reads a clock.
     epoch: Option<(Instant, std::time::Instant)>,
+    /// NAT that translates to a link's current addresses (see [`Hooks::readdress`]).
+    following: Vec<Following>,
+}
+
+/// NAT on one link (filo-router's [`Masquerade`]): masquerade (IPv4, and NAT66 unless the
+/// link's IPv6 is NPTv6's), SNAT to chosen addresses, port forwards. Without SNAT it
+/// translates to the link's addresses as they are now: a static one, one from DHCP or SLAAC.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatSpec {
+    pub iface: usize,
+    /// Forwarded packets leaving on the link are translated (else only the port forwards).
+    pub masquerade: bool,
+    pub snat4: Option<Ipv4Addr>,
+    pub snat6: Option<Ipv6Addr>,
+    /// IPv6 is translated too (to the link's first global address).
+    pub nat66: bool,
+    pub forwards: Vec<PortForward>,
+    /// Connections tracked at most (None: filo-router's default).
+    pub max_conns: Option<usize>,
+}
+
+impl NatSpec {
+    /// The addresses to translate to on `link`.
+    fn addrs(&self, link: &Link) -> (Ipv4Addr, Option<Ipv6Addr>) {
+        let v4 = self.snat4.or_else(|| {
+            link.addrs.iter().find_map(|c| match c.addr {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
+        });
+        let v6 = self.snat6.or_else(|| {
+            link.addrs.iter().find_map(|c| match c.addr {
+                IpAddr::V6(a) if self.nat66 && !a.is_unicast_link_local() => Some(a),
+                _ => None,
+            })
+        });
+        (v4.unwrap_or(Ipv4Addr::UNSPECIFIED), v6)
+    }
+
+    fn config(&self, (addr, addr6): (Ipv4Addr, Option<Ipv6Addr>)) -> nat::Config {
+        let mut c = nat::Config::new(self.iface, addr);
+        c.addr6 = addr6;
+        c.masquerade = self.masquerade;
+        c.forwards = self.forwards.clone();
+        if let Some(m) = self.max_conns {
+            c.max_conns = m;
+        }
+        c
+    }
+}
+
+struct Following {
+    spec: NatSpec,
+    addrs: (Ipv4Addr, Option<Ipv6Addr>),
+    nat: SharedNat,
+}
+
+/// A masquerade the hook chain runs and [`Hooks::readdress`] replaces when its link's
+/// addresses change (the connections through the old address cannot go on anyway).
+#[derive(Clone)]
+struct SharedNat(Arc<Mutex<Masquerade>>);
+
+impl SharedNat {
+    fn get(&self) -> MutexGuard<'_, Masquerade> {
+        // Only the stack's lock holder touches it: never contended, never poisoned by a
+        // panic elsewhere; a poisoned one is used as it is.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Hook for SharedNat {
+    fn hook(
+        &mut self,
+        now: std::time::Instant,
+        point: HookPoint,
+        meta: &PacketMeta,
+        packet: &mut Vec<u8>,
+    ) -> HookVerdict {
+        self.get().hook(now, point, meta, packet)
+    }
+
+    fn name(&self) -> &'static str {
+        "nat"
+    }
+
+    fn print(&self, now: std::time::Instant) -> Vec<String> {
+        self.get().print(now)
+    }
+
+    fn command(&mut self, cmd: &str, args: &str) -> Option<Result<Vec<String>, String>> {
+        self.get().command(cmd, args)
+    }
 }
 
 impl Hooks {
@@ -43,6 +137,42 @@ impl Hooks {
     ) {
         self.epoch.get_or_insert(now);
         self.chain.add(points, hook);
+    }
+
+    /// NAT on a link per `spec`, translating to the link's addresses as they are in `links`
+    /// now and as they will be ([`Hooks::readdress`]).
+    pub(crate) fn add_nat(
+        &mut self,
+        now: (Instant, std::time::Instant),
+        spec: NatSpec,
+        links: &[Link],
+    ) {
+        let addrs = links
+            .get(spec.iface)
+            .map_or((Ipv4Addr::UNSPECIFIED, None), |l| spec.addrs(l));
+        let nat = SharedNat(Arc::new(Mutex::new(Masquerade::new(spec.config(addrs)))));
+        self.add(
+            now,
+            &[HookPoint::Prerouting, HookPoint::Postrouting],
+            Box::new(nat.clone()),
+        );
+        self.following.push(Following { spec, addrs, nat });
+    }
+
+    /// The links' addresses changed (DHCP, SLAAC, a program): NAT that follows them
+    /// translates to the new ones.
+    pub(crate) fn readdress(&mut self, links: &[Link]) {
+        for f in &mut self.following {
+            let Some(l) = links.get(f.spec.iface) else {
+                continue;
+            };
+            let addrs = f.spec.addrs(l);
+            if addrs != f.addrs {
+                tracing::debug!(link = %l.name, "NAT now translates to {addrs:?}");
+                f.addrs = addrs;
+                *f.nat.get() = Masquerade::new(f.spec.config(addrs));
+            }
+        }
     }
 
     /// Runs a command (`add`, `del`, …) on the first hook called `name`; None when there is
@@ -85,6 +215,11 @@ impl Hooks {
         self.chain.run(t, point, meta, packet)
     }
 }
+
+/// ICMP errors sent per second at most (a token bucket, as the router core's and the
+/// kernel's icmp_ratelimit), and the burst allowed.
+const ICMP_RATE: u64 = 1000;
+pub(crate) const ICMP_BURST: u32 = 100;
 
 /// An ICMP error about a packet that could not be forwarded.
 #[derive(Debug, Clone, Copy)]
@@ -155,6 +290,9 @@ impl Net {
     /// POSTROUTING hooks, then out (RFC 1812 §5.2, RFC 8200 §3). What cannot go on is answered
     /// with the router's ICMP errors and counted.
     fn forward(&mut self, now: Instant, in_if: usize, p: &[u8]) {
+        if self.rp_filter && wire::ip_src(p).is_some_and(|s| !self.routed_back(in_if, &s)) {
+            return self.counters.drop(DropReason::ReversePath, 1);
+        }
         let v6 = p[0] >> 4 == 6;
         let hop_limit = if v6 { p[7] } else { p[8] };
         if hop_limit <= 1 {
@@ -205,6 +343,29 @@ impl Net {
             return self.send_segmented(now, out, frame);
         }
         self.send_ip(now, frame);
+    }
+
+    /// Whether a packet to `src` would leave on link `in_if` (RFC 3704 §2.2's strict
+    /// reverse-path check, the kernel's rp_filter=1).
+    fn routed_back(&self, in_if: usize, src: &IpAddr) -> bool {
+        matches!(self.route(src), Some(NextHop::Link { ifindex, .. }) if ifindex == in_if)
+    }
+
+    /// Whether the ICMP error budget allows one more (counted when it does not).
+    fn icmp_allowed(&mut self, now: Instant) -> bool {
+        let elapsed = (now - self.icmp_refill).total_millis();
+        let add = elapsed.saturating_mul(ICMP_RATE) / 1000;
+        if add > 0 || self.icmp_refill > now {
+            let tokens = u64::from(self.icmp_tokens).saturating_add(add);
+            self.icmp_tokens = tokens.min(u64::from(ICMP_BURST)) as u32;
+            self.icmp_refill = now;
+        }
+        if self.icmp_tokens == 0 {
+            self.counters.drop(DropReason::IcmpRateLimited, 1);
+            return false;
+        }
+        self.icmp_tokens -= 1;
+        true
     }
 
     /// Sends the TCP super-frame in `frame[14..]` as segments that fit link `out`'s MTU.
@@ -315,7 +476,9 @@ impl Net {
             };
             icmp::v4_error(src, &ip, e)
         };
-        self.send_packet(now, &reply);
+        if self.icmp_allowed(now) {
+            self.send_packet(now, &reply);
+        }
     }
 
     /// Routes and sends an IP packet the stack wrote itself (an ICMP error, a reset).
@@ -456,5 +619,75 @@ mod tests {
             (1, 1, 1)
         );
         assert_eq!(c.forwarded, 0);
+    }
+
+    #[test]
+    fn reverse_path_filtering_drops_a_source_that_belongs_elsewhere() {
+        let mut n = router();
+        // 10.2.0.5 lives on link 1: from link 0 it is spoofed.
+        let spoofed = udp(A, [10, 2, 0, 5], [10, 2, 0, 7], 64, 60);
+        n.rp_filter = true;
+        n.handle_frame(now(), 0, &spoofed);
+        assert!(sent(&mut n, 1).is_empty(), "not forwarded");
+        assert_eq!(n.counters.get(DropReason::ReversePath), 1);
+        assert_eq!(n.counters.forwarded, 0);
+        // Off, it goes on (an ARP request for 10.2.0.7 first).
+        n.rp_filter = false;
+        n.handle_frame(now(), 0, &spoofed);
+        assert_eq!(sent(&mut n, 1).len(), 1);
+        assert_eq!(n.counters.get(DropReason::ReversePath), 1);
+    }
+
+    #[test]
+    fn icmp_errors_are_rate_limited_to_a_burst_then_refilled() {
+        let mut n = router();
+        arp_reply(&mut n, 0, A, [10, 1, 0, 5], [10, 1, 0, 1]);
+        let _ = sent(&mut n, 0);
+        let expired = udp(A, [10, 1, 0, 5], [10, 2, 0, 7], 1, 60);
+        for _ in 0..150 {
+            n.handle_frame(now(), 0, &expired);
+        }
+        assert_eq!(sent(&mut n, 0).len(), ICMP_BURST as usize);
+        assert_eq!(n.counters.get(DropReason::IcmpRateLimited), 50);
+        // 10 ms later, 10 more tokens.
+        let later = now() + smoltcp::time::Duration::from_millis(10);
+        for _ in 0..20 {
+            n.handle_frame(later, 0, &expired);
+        }
+        assert_eq!(sent(&mut n, 0).len(), 10);
+        assert_eq!(n.counters.get(DropReason::TtlExceeded), 170);
+    }
+
+    #[test]
+    fn nat_follows_the_links_address_as_dhcp_would_change_it() {
+        let mut n = router();
+        n.links[1].addrs.retain(|c| c.addr.is_ipv6());
+        let spec = NatSpec {
+            iface: 1,
+            masquerade: true,
+            nat66: true,
+            ..NatSpec::default()
+        };
+        let t = (now(), std::time::Instant::now());
+        let Net { hooks, links, .. } = &mut n;
+        hooks.add_nat(t, spec, links);
+        let print = |n: &Net| n.hooks.print("nat", now()).unwrap().join("\n");
+        assert!(print(&n).starts_with("masquerade  conns"), "{}", print(&n));
+        n.links[1].addrs.push("10.2.0.9/24".parse().unwrap());
+        n.links[1].addrs.push("fd02::9/64".parse().unwrap());
+        n.hooks.readdress(&n.links);
+        assert!(
+            print(&n).starts_with("masquerade 10.2.0.9 fd02::9 conns"),
+            "{}",
+            print(&n)
+        );
+        // Forwarded out of link 1, a packet leaves from the new address.
+        arp_reply(&mut n, 1, B, [10, 2, 0, 7], [10, 2, 0, 9]);
+        let _ = sent(&mut n, 1);
+        n.handle_frame(now(), 0, &udp(A, [10, 1, 0, 5], [10, 2, 0, 7], 64, 60));
+        let out = sent(&mut n, 1);
+        assert_eq!(out.len(), 1);
+        let ip = Ipv4Packet::new_checked(&out[0][ETH_HDR..]).unwrap();
+        assert_eq!(ip.src_addr(), std::net::Ipv4Addr::new(10, 2, 0, 9));
     }
 }

@@ -69,6 +69,7 @@ mod sys;
 pub use sys::raise_fd_limit;
 mod raw;
 pub mod recovery;
+pub mod serve;
 mod tcp;
 #[cfg(feature = "tokio")]
 pub mod tokio;
@@ -80,6 +81,7 @@ pub use dns::{ToTarget, RESOLVE_TIMEOUT};
 pub use driver::Driver;
 pub use net::{Cidr, Counters, DropReason, NextHop, Route};
 pub use raw::RawSocket;
+pub use serve::{DhcpServer, Dhcpv6Server, RouterAdverts};
 pub use stack::{
     default_stack, map_if, set_default, set_thread_default, unmap, LinkGoneHook, LinkInfo, Stack,
     StackBuilder, MAX_ADDRS,

@@ -139,10 +139,15 @@ pub enum DropReason {
     TtlExceeded,
     /// A hook (the filter, NAT) dropped or rejected the packet.
     Hook,
+    /// Forwarding with reverse-path filtering: the source is not routed back out of the link
+    /// the packet came in on (see `StackBuilder::rp_filter`).
+    ReversePath,
+    /// An ICMP error not sent: over the rate limit (1000 a second, bursts of 100).
+    IcmpRateLimited,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Short,
         DropReason::OtherHost,
         DropReason::LinkDown,
@@ -159,6 +164,8 @@ impl DropReason {
         DropReason::SendError,
         DropReason::TtlExceeded,
         DropReason::Hook,
+        DropReason::ReversePath,
+        DropReason::IcmpRateLimited,
     ];
 
     /// A stable name for the counter, for reports.
@@ -180,6 +187,8 @@ impl DropReason {
             DropReason::SendError => "send_error",
             DropReason::TtlExceeded => "ttl_exceeded",
             DropReason::Hook => "hook",
+            DropReason::ReversePath => "rp_filter",
+            DropReason::IcmpRateLimited => "icmp_rate_limited",
         }
     }
 }
@@ -232,6 +241,8 @@ pub(crate) struct Link {
     pub reconnecting: bool,
     /// Frames to send on the link, taken by [`Net::poll_transmit`].
     tx: Vec<Vec<u8>>,
+    /// The servers the stack runs on the link (DHCP, router advertisements).
+    pub(crate) servers: crate::serve::LinkServers,
 }
 
 impl Link {
@@ -254,6 +265,7 @@ impl Link {
             dhcp: None,
             reconnecting: false,
             tx: Vec::new(),
+            servers: Default::default(),
         }
     }
 
@@ -350,6 +362,12 @@ pub(crate) struct Net {
     pub forwarding: bool,
     /// Stages packets pass through (a filter, NAT): see [`crate::forward`].
     pub hooks: crate::forward::Hooks,
+    /// Forwarded packets whose source is not routed back out of the link they came in on
+    /// are dropped.
+    pub rp_filter: bool,
+    /// The ICMP error budget: tokens left, and when it was last refilled.
+    pub(crate) icmp_tokens: u32,
+    pub(crate) icmp_refill: Instant,
 }
 
 impl Net {
@@ -369,6 +387,9 @@ impl Net {
             resend: Vec::new(),
             forwarding: false,
             hooks: crate::forward::Hooks::default(),
+            rp_filter: false,
+            icmp_tokens: crate::forward::ICMP_BURST,
+            icmp_refill: Instant::from_millis(0),
         }
     }
 
@@ -689,6 +710,7 @@ impl Net {
             .filter(|n| n.mac.is_none())
             .map(|n| n.next_try)
             .chain(dhcp)
+            .chain(self.servers_poll_at())
             .chain(self.recovery.as_ref().and_then(|r| r.poll_at()))
             .min()
     }
@@ -755,6 +777,7 @@ impl Net {
             };
             self.dhcp_result(now, i, r);
         }
+        self.servers_on_timer(now);
         self.failed.retain(|_, t| now < *t + FAILED_FOR);
         if let Some(r) = self.recovery.as_mut() {
             r.on_timer(now, &mut self.resend);
@@ -934,6 +957,9 @@ impl Net {
             EthernetProtocol::Ipv4 => match Ipv4Packet::new_checked(payload) {
                 Ok(ip) if ip.version() == 4 => {
                     let p = &payload[..usize::from(ip.total_len())];
+                    if self.serve_v4(now, ifindex, p) {
+                        return;
+                    }
                     let dhcp = self.links[ifindex].dhcp.is_some();
                     match filo_dhcp::dhcp_payload(p).filter(|_| dhcp) {
                         Some(d) => {
@@ -961,7 +987,7 @@ impl Net {
                             .is_some_and(|t| (133..=137).contains(t));
                     if nd {
                         self.handle_nd(now, ifindex, src_mac, &ip);
-                    } else {
+                    } else if !self.serve_v6(ifindex, src_mac, p) {
                         self.input_ip(now, ifindex, p);
                     }
                 }
@@ -1012,8 +1038,11 @@ impl Net {
         }
         let src = ip.src_addr();
         let icmp = ip.payload();
-        if icmp[0] == 133 || icmp[0] == 137 {
-            return; // router solicitations and redirects: not for a host
+        if icmp[0] == 133 {
+            return self.router_solicited(now, ifindex, ip.as_ref());
+        }
+        if icmp[0] == 137 {
+            return; // redirects: not followed
         }
         match wire::parse_nd(icmp) {
             None => self.counters.drop(DropReason::BadNd, 1),

@@ -17,8 +17,9 @@ use smoltcp::wire::{HardwareAddress, IpListenEndpoint};
 
 use crate::config::{mac_from_name, ConfigError, IfaceConfig};
 use crate::driver::{Driver, DriverShared, Port};
-use crate::forward::{Hook, HookPoint};
+use crate::forward::{Hook, HookPoint, NatSpec};
 use crate::net::{Cidr, Counters, Link, Net, NextHop, Route};
+use crate::serve::{DhcpServer, Dhcpv6Server, RouterAdverts};
 use crate::wire::{self, Mac, ETH_HDR};
 use crate::Error;
 
@@ -230,6 +231,7 @@ impl Inner {
     /// their MTU: smoltcp reads a device's MTU once, so a changed MTU means a new interface
     /// (its state is only addresses and routes; the sockets live in the socket set).
     pub fn sync_addrs(&mut self) {
+        self.net.hooks.readdress(&self.net.links);
         if self.net.ip_mtu() != self.iface_mtu {
             self.iface_mtu = self.net.ip_mtu();
             self.iface = new_iface(&mut self.net, Instant::now());
@@ -609,7 +611,9 @@ pub struct StackBuilder {
     reconnect: Option<filo_vnl::reconnect::Policy>,
     on_link_gone: Option<LinkGoneHook>,
     forwarding: bool,
+    rp_filter: bool,
     hooks: Vec<BuilderHook>,
+    servers: Vec<BuilderServer>,
 }
 
 /// A hook as the builder was given it: made once the links are known.
@@ -617,6 +621,16 @@ enum BuilderHook {
     Hook(Vec<HookPoint>, Box<dyn Hook>),
     Filter(String),
     Masquerade(usize),
+    Snat(usize, IpAddr),
+    PortForward(usize, String),
+    Nptv6(usize, String),
+}
+
+/// A server as the builder was given it: started once the links are there.
+enum BuilderServer {
+    Dhcp(usize, DhcpServer),
+    Adverts(usize, RouterAdverts),
+    Dhcpv6(usize, Dhcpv6Server),
 }
 
 impl std::fmt::Debug for StackBuilder {
@@ -708,10 +722,75 @@ impl StackBuilder {
         self
     }
 
-    /// IPv4 masquerade on interface `index`: packets forwarded out of it leave from its first
-    /// IPv4 address, with connection tracking for TCP, UDP and ICMP.
+    /// Reverse-path filtering (RFC 3704 §2.2, the kernel's rp_filter=1): a packet to forward
+    /// whose source the routes would not send back out of the interface it came in on (a
+    /// spoofed source) is dropped and counted ([`crate::DropReason::ReversePath`]). Off by
+    /// default; [`Stack::set_rp_filter`] at run time.
+    pub fn rp_filter(mut self, on: bool) -> Self {
+        self.rp_filter = on;
+        self
+    }
+
+    /// Masquerade on interface `index` (filo-router's NAT, as `filo router --masquerade`):
+    /// packets forwarded out of it leave from its address there, IPv4 and IPv6 (NAT66, from
+    /// its first global IPv6 address, unless [`StackBuilder::nptv6`] translates there), with
+    /// connection tracking for TCP, UDP and ICMP echo, and ICMP errors about those
+    /// translated both ways. The address is the interface's current one: a static one, or
+    /// one DHCP or SLAAC gives it later (the table starts afresh when it changes).
+    /// [`Stack::hook_print`]`("nat")` lists the connections.
     pub fn masquerade(mut self, index: usize) -> Self {
         self.hooks.push(BuilderHook::Masquerade(index));
+        self
+    }
+
+    /// Source NAT on interface `index` to `addr`, one of its static addresses (`filo router
+    /// --snat`): a masquerade that translates to `addr` instead of the interface's first
+    /// address of that family. One IPv4 and one IPv6 address per interface.
+    pub fn snat(mut self, index: usize, addr: IpAddr) -> Self {
+        self.hooks.push(BuilderHook::Snat(index, addr));
+        self
+    }
+
+    /// A port forward (DNAT) on interface `index`, `PROTO:PORT=ADDR[:PORT]` as `filo router
+    /// --forward` takes it (e.g. `tcp:8080=10.1.0.50:80`): TCP or UDP arriving for the
+    /// interface's address at PORT goes to ADDR (replies translated back).
+    pub fn port_forward(mut self, index: usize, rule: impl Into<String>) -> Self {
+        self.hooks
+            .push(BuilderHook::PortForward(index, rule.into()));
+        self
+    }
+
+    /// NPTv6 (RFC 6296) on interface `index`, `INTERNAL/LEN=EXTERNAL/LEN` as `filo router
+    /// --nptv6` takes it (e.g. `fd01::/64=2001:db8:1::/64`): sources in INTERNAL leaving there
+    /// get the EXTERNAL prefix, and back; stateless, checksum-neutral.
+    pub fn nptv6(mut self, index: usize, prefixes: impl Into<String>) -> Self {
+        self.hooks.push(BuilderHook::Nptv6(index, prefixes.into()));
+        self
+    }
+
+    /// A DHCPv4 server on interface `index` (filo-dhcp's, as `filo router --dhcp-server`),
+    /// answering from the interface's first IPv4 address: a range, static leases by MAC,
+    /// router, DNS, domain and lease time options, a leases file; e.g.
+    /// `.dhcp_server(0, DhcpServer::new(first, last).dns(addr))`. [`Stack::leases`] lists
+    /// the leases; [`Stack::add_dhcp_server`] and [`Stack::remove_dhcp_server`] at run time.
+    pub fn dhcp_server(mut self, index: usize, server: DhcpServer) -> Self {
+        self.servers.push(BuilderServer::Dhcp(index, server));
+        self
+    }
+
+    /// IPv6 router advertisements on interface `index` (as `filo router --radv`): its
+    /// prefixes for SLAAC (or those given), RDNSS, DNSSL, MTU and router lifetime options,
+    /// sent every 30 to 90 s and in answer to router solicitations. E.g.
+    /// `.router_adverts(0, RouterAdverts::new().rdnss(addr))`.
+    pub fn router_adverts(mut self, index: usize, adverts: RouterAdverts) -> Self {
+        self.servers.push(BuilderServer::Adverts(index, adverts));
+        self
+    }
+
+    /// A stateless DHCPv6 server on interface `index` (DNS servers and search list for
+    /// INFORMATION-REQUEST); the interface's router advertisements get the O flag.
+    pub fn dhcpv6_server(mut self, index: usize, server: Dhcpv6Server) -> Self {
+        self.servers.push(BuilderServer::Dhcpv6(index, server));
         self
     }
 
@@ -742,37 +821,8 @@ impl StackBuilder {
         let mut inner = Inner::new();
         inner.tcp_buffer = self.tcp_buffer;
         inner.net.forwarding = self.forwarding;
-        let names: Vec<String> = (0..self.links.len()).map(|i| format!("vde{i}")).collect();
-        let mut hooks = Vec::new();
-        for h in self.hooks {
-            hooks.push(match h {
-                BuilderHook::Hook(points, hook) => (points, hook),
-                BuilderHook::Filter(rules) => {
-                    let mut f = filo_router::filter::Filter::new(names.clone());
-                    f.load(&rules)
-                        .map_err(|e| Error::BadValue(format!("filter: {e}")))?;
-                    let points = vec![HookPoint::Forward, HookPoint::Input];
-                    (points, Box::new(f) as Box<dyn Hook>)
-                }
-                BuilderHook::Masquerade(i) => {
-                    let addr = confs.get(i).and_then(|c: &IfaceConfig| {
-                        c.addrs.iter().find_map(|a| match a.ip {
-                            IpAddr::V4(v4) => Some(v4),
-                            IpAddr::V6(_) => None,
-                        })
-                    });
-                    let Some(addr) = addr else {
-                        return Err(Error::BadValue(format!(
-                            "masquerade: interface {i} has no IPv4 address to masquerade as"
-                        )));
-                    };
-                    let nat =
-                        filo_router::nat::Masquerade::new(filo_router::nat::Config::new(i, addr));
-                    let points = vec![HookPoint::Prerouting, HookPoint::Postrouting];
-                    (points, Box::new(nat) as Box<dyn Hook>)
-                }
-            });
-        }
+        inner.net.rp_filter = self.rp_filter;
+        let (hooks, nats) = builder_hooks(self.hooks, &confs)?;
         let now = (Instant::now(), std::time::Instant::now());
         for (points, hook) in hooks {
             inner.net.hooks.add(now, &points, hook);
@@ -794,6 +844,23 @@ impl StackBuilder {
             };
             add_link(&mut inner, &mac_key, i, plug, &conf);
         }
+        for spec in nats {
+            inner.net.hooks.add_nat(now, spec, &inner.net.links);
+        }
+        // DHCPv6 first: router advertisements carry the O flag when it is there.
+        let mut servers = self.servers;
+        servers.sort_by_key(|s| !matches!(s, BuilderServer::Dhcpv6(..)));
+        for s in servers {
+            match s {
+                BuilderServer::Dhcp(i, s) => {
+                    for e in inner.net.set_dhcp_server(now.0, i, &s)? {
+                        tracing::warn!("leases not loaded: {e}");
+                    }
+                }
+                BuilderServer::Adverts(i, a) => inner.net.set_router_adverts(now.0, i, &a)?,
+                BuilderServer::Dhcpv6(i, s) => inner.net.set_dhcpv6_server(now.0, i, &s)?,
+            }
+        }
         let driver = match self.driver {
             Some(d) => d,
             None => Driver::global(),
@@ -812,6 +879,101 @@ impl StackBuilder {
         driver.shared.register(&shared);
         Ok(Stack { shared })
     }
+}
+
+/// The hooks the builder was given, made for interfaces `confs`, in order (filters, NPTv6,
+/// the program's own), and NAT per interface (added once the links are there: it follows
+/// their addresses).
+#[allow(clippy::type_complexity)]
+fn builder_hooks(
+    given: Vec<BuilderHook>,
+    confs: &[IfaceConfig],
+) -> Result<(Vec<(Vec<HookPoint>, Box<dyn Hook>)>, Vec<NatSpec>), Error> {
+    let names: Vec<String> = (0..confs.len()).map(|i| format!("vde{i}")).collect();
+    let bad = |what: &str, e: String| Error::BadValue(format!("{what}: {e}"));
+    let check = |what: &str, i: usize| {
+        if i < confs.len() {
+            Ok(())
+        } else {
+            Err(bad(
+                what,
+                format!("no interface {i} (there are {})", confs.len()),
+            ))
+        }
+    };
+    let nptv6: Vec<usize> = given
+        .iter()
+        .filter_map(|h| match h {
+            BuilderHook::Nptv6(i, _) => Some(*i),
+            _ => None,
+        })
+        .collect();
+    let mut hooks = Vec::new();
+    let mut nats: Vec<NatSpec> = Vec::new();
+    let mut specs: Vec<(usize, Box<dyn FnOnce(&mut NatSpec)>)> = Vec::new();
+    for h in given {
+        match h {
+            BuilderHook::Hook(points, hook) => hooks.push((points, hook)),
+            BuilderHook::Filter(rules) => {
+                let mut f = filo_router::filter::Filter::new(names.clone());
+                f.load(&rules).map_err(|e| bad("filter", e.to_string()))?;
+                let points = vec![HookPoint::Forward, HookPoint::Input];
+                hooks.push((points, Box::new(f) as Box<dyn Hook>));
+            }
+            BuilderHook::Masquerade(i) => {
+                check("masquerade", i)?;
+                specs.push((i, Box::new(|s| s.masquerade = true)));
+            }
+            BuilderHook::Snat(i, addr) => {
+                let what = format!("snat {addr}");
+                check(&what, i)?;
+                if !confs[i].addrs.iter().any(|c| c.ip == addr) {
+                    return Err(bad(
+                        &what,
+                        format!("not a static address of interface {i} (give it as ip={addr}/LEN)"),
+                    ));
+                }
+                specs.push((
+                    i,
+                    Box::new(move |s| {
+                        s.masquerade = true;
+                        match addr {
+                            IpAddr::V4(a) => s.snat4 = Some(a),
+                            IpAddr::V6(a) => s.snat6 = Some(a),
+                        }
+                    }),
+                ));
+            }
+            BuilderHook::PortForward(i, rule) => {
+                let what = format!("port forward {rule:?}");
+                check(&what, i)?;
+                let f = filo_router::nat::PortForward::parse(&rule).map_err(|e| bad(&what, e))?;
+                specs.push((i, Box::new(move |s| s.forwards.push(f))));
+            }
+            BuilderHook::Nptv6(i, text) => {
+                let what = format!("nptv6 {text:?}");
+                check(&what, i)?;
+                let c = filo_router::nptv6::Config::parse(i, &text).map_err(|e| bad(&what, e))?;
+                let points = vec![HookPoint::Prerouting, HookPoint::Postrouting];
+                hooks.push((points, Box::new(filo_router::nptv6::Nptv6::new(c))));
+            }
+        }
+    }
+    for (i, f) in specs {
+        let n = match nats.iter().position(|s| s.iface == i) {
+            Some(n) => n,
+            None => {
+                nats.push(NatSpec {
+                    iface: i,
+                    nat66: !nptv6.contains(&i),
+                    ..NatSpec::default()
+                });
+                nats.len() - 1
+            }
+        };
+        f(&mut nats[n]);
+    }
+    Ok((hooks, nats))
 }
 
 /// A random 64-bit value (std's per-process random hash keys, mixed with the clock).
@@ -944,7 +1106,9 @@ impl Stack {
             reconnect: Some(filo_vnl::reconnect::Policy::default()),
             on_link_gone: None,
             forwarding: false,
+            rp_filter: false,
             hooks: Vec::new(),
+            servers: Vec::new(),
         }
     }
 
@@ -1107,6 +1271,78 @@ impl Stack {
     /// Turns forwarding between the interfaces on or off (see [`StackBuilder::forwarding`]).
     pub fn set_forwarding(&self, on: bool) {
         self.lock().net.forwarding = on;
+    }
+
+    /// Turns reverse-path filtering on or off (see [`StackBuilder::rp_filter`]).
+    pub fn set_rp_filter(&self, on: bool) {
+        self.lock().net.rp_filter = on;
+    }
+
+    /// Starts (or replaces) the DHCPv4 server on interface `index` (see
+    /// [`StackBuilder::dhcp_server`]); returns the lines of its leases file that could not be
+    /// loaded.
+    pub fn add_dhcp_server(&self, index: usize, server: &DhcpServer) -> Result<Vec<String>, Error> {
+        let r = self
+            .lock()
+            .net
+            .set_dhcp_server(Instant::now(), index, server);
+        self.shared.kick();
+        r
+    }
+
+    /// Stops the DHCPv4 server on interface `index` (its leases file is written a last time);
+    /// false when there was none.
+    pub fn remove_dhcp_server(&self, index: usize) -> bool {
+        self.lock().net.remove_dhcp_server(Instant::now(), index)
+    }
+
+    /// Starts (or replaces) router advertisements on interface `index` (see
+    /// [`StackBuilder::router_adverts`]).
+    pub fn add_router_adverts(&self, index: usize, adverts: &RouterAdverts) -> Result<(), Error> {
+        let r = self
+            .lock()
+            .net
+            .set_router_adverts(Instant::now(), index, adverts);
+        self.shared.kick();
+        r
+    }
+
+    /// Stops router advertisements on interface `index`; false when there were none.
+    pub fn remove_router_adverts(&self, index: usize) -> bool {
+        self.lock().net.remove_router_adverts(index)
+    }
+
+    /// Starts (or replaces) the stateless DHCPv6 server on interface `index`.
+    pub fn add_dhcpv6_server(&self, index: usize, server: &Dhcpv6Server) -> Result<(), Error> {
+        let r = self
+            .lock()
+            .net
+            .set_dhcpv6_server(Instant::now(), index, server);
+        self.shared.kick();
+        r
+    }
+
+    /// Stops the DHCPv6 server on interface `index`; false when there was none.
+    pub fn remove_dhcpv6_server(&self, index: usize) -> bool {
+        self.lock().net.remove_dhcpv6_server(Instant::now(), index)
+    }
+
+    /// The leases of every DHCP server of the stack, each with its interface's index.
+    pub fn leases(&self) -> Vec<(usize, filo_dhcp::server::LeaseInfo)> {
+        self.lock().net.leases(Instant::now())
+    }
+
+    /// The leases as the router console's `leases/print` shows them, one a line:
+    /// `ADDR MAC dev IFACE HOSTNAME expires_in SECONDS`.
+    pub fn lease_print(&self) -> Vec<String> {
+        let now = Instant::now();
+        let g = self.lock();
+        let clock = crate::net::to_dhcp_time(now);
+        g.net
+            .leases(now)
+            .iter()
+            .map(|(i, l)| l.line(&g.net.links[*i].name, clock))
+            .collect()
     }
 
     /// Adds a hook at run time (see [`StackBuilder::hook`]).

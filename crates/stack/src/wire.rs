@@ -125,6 +125,19 @@ pub fn ip_dst(p: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// Source address of an IP packet whose header was checked.
+pub fn ip_src(p: &[u8]) -> Option<IpAddr> {
+    match p.first()? >> 4 {
+        4 if p.len() >= 20 => Some(IpAddr::V4(Ipv4Addr::new(p[12], p[13], p[14], p[15]))),
+        6 if p.len() >= 40 => {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&p[8..24]);
+            Some(IpAddr::V6(Ipv6Addr::from(o)))
+        }
+        _ => None,
+    }
+}
+
 /// ICMPv6 checksum over the pseudo-header and `msg` (whose checksum field must be zero).
 pub fn icmpv6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, msg: &[u8]) -> u16 {
     let mut acc = sum16(0, &src.octets());
