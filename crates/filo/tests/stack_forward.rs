@@ -1,11 +1,13 @@
 //! A filo user-space stack as a router, from Rust (`Stack::builder().forwarding(true)`): two
 //! interfaces on two filo switches, kernel namespaces (`filo ns`) on each side running real
-//! programs: ping, curl against python's http.server, and ping with a TTL of 1.
+//! programs: ping, curl against python's http.server, and ping with a TTL of 1; busybox
+//! udhcpc, the kernel's SLAAC and rdisc6 against the stack's DHCP server and router
+//! advertisements.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use filo_stack::{DropReason, Stack, StackBuilder};
+use filo_stack::{DhcpServer, DropReason, RouterAdverts, Stack, StackBuilder};
 use filo_test_support::*;
 
 const FILO: &str = env!("CARGO_BIN_EXE_filo");
@@ -255,4 +257,104 @@ fn tcp_super_frames_from_a_filo_switch_are_segmented_toward_a_plain_switch() {
     assert!(sums.len() == 2 && sums[0] == sums[1], "{out}");
     let c = router.counters();
     assert_eq!(c.get(DropReason::TooBig), 0, "{c:?}");
+}
+
+/// busybox udhcpc's script: configures the lease (address, default route) and prints it.
+const UDHCPC_SCRIPT: &str = "#!/bin/sh
+case \"$1\" in bound|renew)
+  ip addr add \"$ip/${mask:-24}\" dev \"$interface\"
+  ip route replace default via \"$router\"
+  echo \"lease=$ip router=$router dns=$dns domain=$domain\";;
+esac
+exit 0
+";
+
+#[test]
+fn a_router_in_one_thread_serves_dhcp_and_slaac_to_a_namespace_and_masquerades_it() {
+    for p in ["busybox", "rdisc6"] {
+        require(p);
+    }
+    let files = TempDir::new("filo-stack-serve");
+    let leases = files.join("leases");
+    let script = files.join("udhcpc.sh");
+    std::fs::write(&script, UDHCPC_SCRIPT).unwrap();
+    run(Command::new("chmod").arg("+x").arg(&script));
+    let ip = |s: &str| s.parse().unwrap();
+    let dhcp = DhcpServer::new(ip("10.81.0.100"), ip("10.81.0.199"))
+        .static_lease([2, 0, 0, 0, 0x81, 0x0d], ip("10.81.0.50"))
+        .dns(ip("10.81.0.53"))
+        .domain("lab.example")
+        .leases_file(&leases);
+    // No route back to the LAN on the server: only the masquerade (and NAT66) lets it answer.
+    let lab = Lab::start(false, |b| {
+        b.forwarding(true)
+            .dhcp_server(0, dhcp)
+            .router_adverts(0, RouterAdverts::new().rdnss("fd81::53".parse().unwrap()))
+            .masquerade(1)
+            .rp_filter(true)
+    });
+    let host = |mac: &str, then: &str| {
+        let conf = format!("mac={mac},slaac");
+        let sh = format!(
+            "ip link set vde0 up; busybox udhcpc -i vde0 -n -q -f -t 5 -T 1 -s {}; {then}",
+            script.display()
+        );
+        let (code, out, err) = ns_out(&["--conf", &conf, &lab.lan.vnl(), "--", "sh", "-c", &sh]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        out
+    };
+    // filo ns --slaac waits for the kernel's SLAAC address before running the script; rdisc6
+    // solicits for 5 s (the stack answers within 0.5 s, but at least 3 s after its last
+    // advertisement, RFC 4861 §6.2.6, which may have answered the kernel's solicitation).
+    let out = host(
+        "02:00:00:00:81:0d",
+        "ip -6 -br addr show vde0 scope global; rdisc6 -1 -r 5 -w 1000 vde0; \
+         for i in $(seq 10); do curl -s -m 2 http://10.82.0.10:8000/hello.txt && break; sleep 0.5; done; \
+         for i in $(seq 10); do curl -s -m 2 'http://[fd82::10]:8000/hello.txt' && break; sleep 0.5; done",
+    );
+    assert!(
+        out.contains("lease=10.81.0.50 router=10.81.0.1 dns=10.81.0.53 domain=lab.example"),
+        "the static lease: {out}"
+    );
+    assert!(out.contains("fd81::ff:fe00:810d/64"), "SLAAC: {out}");
+    assert!(out.contains("fd81::/64"), "rdisc6's prefix: {out}");
+    assert!(out.contains("fd81::53"), "rdisc6's RDNSS: {out}");
+    assert_eq!(
+        out.matches("hello across the stack").count(),
+        2,
+        "IPv4 and IPv6 through the masquerade: {out}"
+    );
+    let log = std::fs::read_to_string(lab.tmp.join("access.log")).unwrap();
+    let mut from = http_requesters(&log, "/hello.txt");
+    from.sort();
+    from.dedup();
+    assert_eq!(
+        from,
+        ["10.82.0.1", "fd82::1"].map(|a| if a.contains(':') {
+            a.to_string()
+        } else {
+            format!("::ffff:{a}")
+        }),
+        "the server sees the stack's WAN addresses: {log}"
+    );
+    let printed = lab.router.lease_print().join("\n");
+    assert!(
+        printed.starts_with("10.81.0.50 02:00:00:00:81:0d dev vde0 "),
+        "{printed}"
+    );
+    let file = std::fs::read_to_string(&leases).unwrap_or_default();
+    assert!(file.contains("02:00:00:00:81:0d 10.81.0.50"), "{file}");
+    let nat = lab.router.hook_print("nat").unwrap_or_default().join("\n");
+    assert!(nat.contains("tcp 10.81.0.50:"), "{nat}");
+    // At run time: the server replaced by one with another range.
+    assert!(lab.router.remove_dhcp_server(0));
+    assert!(lab.router.lease_print().is_empty());
+    let errors = lab
+        .router
+        .add_dhcp_server(0, &DhcpServer::new(ip("10.81.0.200"), ip("10.81.0.209")))
+        .unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let out = host("02:00:00:00:81:0e", "true");
+    assert!(out.contains("lease=10.81.0.200 "), "{out}");
+    assert_eq!(lab.router.leases().len(), 1);
 }

@@ -368,6 +368,9 @@ pub(crate) struct Net {
     /// The ICMP error budget: tokens left, and when it was last refilled.
     pub(crate) icmp_tokens: u32,
     pub(crate) icmp_refill: Instant,
+    /// A server's next deadline moved earlier (a router solicitation was answered): the
+    /// driver must take a turn to schedule it, though nothing went to smoltcp.
+    pub(crate) servers_rescheduled: bool,
 }
 
 impl Net {
@@ -390,6 +393,7 @@ impl Net {
             rp_filter: false,
             icmp_tokens: crate::forward::ICMP_BURST,
             icmp_refill: Instant::from_millis(0),
+            servers_rescheduled: false,
         }
     }
 
@@ -544,7 +548,10 @@ impl Net {
     /// DHCP lease changes and router advertisements to apply. A driver that skips the
     /// stack's turn while this holds leaves a new lease unused until some timer fires.
     pub fn has_work(&self) -> bool {
-        !self.rx.is_empty() || !self.dhcp_events.is_empty() || !self.adverts.is_empty()
+        !self.rx.is_empty()
+            || !self.dhcp_events.is_empty()
+            || !self.adverts.is_empty()
+            || self.servers_rescheduled
     }
 
     /// The frames to send on link `ifindex`, oldest first, appended to `out`. Spent buffers

@@ -328,6 +328,7 @@ impl Net {
 
     /// Router advertisements that are due.
     pub(crate) fn servers_on_timer(&mut self, now: Instant) {
+        self.servers_rescheduled = false;
         for i in 0..self.links.len() {
             let l = &mut self.links[i];
             if !l.up {
@@ -414,9 +415,12 @@ impl Net {
         let mac = l.mac;
         let r = l.servers.next_random(&mac);
         if let Some((adv, _)) = l.servers.ra.as_mut() {
-            if let Err(e) = adv.handle_packet(to_dhcp_time(now), packet, r) {
-                tracing::debug!("{}: router solicitation: {e}", l.name);
-                self.counters.drop(crate::DropReason::BadNd, 1);
+            match adv.handle_packet(to_dhcp_time(now), packet, r) {
+                Ok(answered) => self.servers_rescheduled |= answered,
+                Err(e) => {
+                    tracing::debug!("{}: router solicitation: {e}", l.name);
+                    self.counters.drop(crate::DropReason::BadNd, 1);
+                }
             }
         }
     }
@@ -526,9 +530,29 @@ mod tests {
         };
         assert_eq!(ra.prefixes[0].0, "fd01::".parse::<Ipv6Addr>().unwrap());
         assert_eq!(ip.payload()[5] & 0x40, 0x40, "the O flag: DHCPv6 is there");
-        // A solicitation brings the next one within half a second (but 3 s after the last).
+        // A solicitation (from another stack) brings the next one within half a second.
         let next = n.servers_poll_at().unwrap();
-        assert!(next > now());
+        let later = now() + smoltcp::time::Duration::from_secs(10);
+        assert!(next > later, "the next unsolicited one is not due yet");
+        let mut host = Net::new();
+        host.links
+            .push(Link::new("eth0".into(), [2, 0, 0, 0, 0, 9]));
+        host.router_solicit(0);
+        let mut rs = Vec::new();
+        host.poll_transmit(0, &mut rs);
+        n.handle_frame(later, 0, &rs[0]);
+        assert_eq!(n.counters.get(crate::DropReason::BadNd), 0);
+        assert!(
+            n.has_work(),
+            "the driver takes a turn to schedule the answer"
+        );
+        let at = n.servers_poll_at().unwrap();
+        assert!(
+            at <= later + smoltcp::time::Duration::from_millis(500),
+            "{at}"
+        );
+        n.servers_on_timer(at);
+        assert_eq!(sent(&mut n).len(), 1, "the answer");
         assert!(n.remove_router_adverts(0));
         assert_eq!(n.servers_poll_at(), None);
     }
