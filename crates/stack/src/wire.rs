@@ -114,24 +114,25 @@ pub fn is_tcp(p: &[u8]) -> bool {
 
 /// Destination address of an IP packet whose header was checked.
 pub fn ip_dst(p: &[u8]) -> Option<IpAddr> {
-    match p.first()? >> 4 {
-        4 if p.len() >= 20 => Some(IpAddr::V4(Ipv4Addr::new(p[16], p[17], p[18], p[19]))),
-        6 if p.len() >= 40 => {
-            let mut o = [0u8; 16];
-            o.copy_from_slice(&p[24..40]);
-            Some(IpAddr::V6(Ipv6Addr::from(o)))
-        }
-        _ => None,
-    }
+    ip_addr_at(p, 16, 24)
 }
 
 /// Source address of an IP packet whose header was checked.
 pub fn ip_src(p: &[u8]) -> Option<IpAddr> {
+    ip_addr_at(p, 12, 8)
+}
+
+/// The IPv4 address at byte `v4` or the IPv6 address at byte `v6` of the header, by version.
+fn ip_addr_at(p: &[u8], v4: usize, v6: usize) -> Option<IpAddr> {
     match p.first()? >> 4 {
-        4 if p.len() >= 20 => Some(IpAddr::V4(Ipv4Addr::new(p[12], p[13], p[14], p[15]))),
+        4 if p.len() >= 20 => Some(IpAddr::V4(Ipv4Addr::new(
+            p[v4],
+            p[v4 + 1],
+            p[v4 + 2],
+            p[v4 + 3],
+        ))),
         6 if p.len() >= 40 => {
-            let mut o = [0u8; 16];
-            o.copy_from_slice(&p[8..24]);
+            let o: [u8; 16] = p[v6..v6 + 16].try_into().ok()?;
             Some(IpAddr::V6(Ipv6Addr::from(o)))
         }
         _ => None,

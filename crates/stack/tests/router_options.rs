@@ -1,0 +1,141 @@
+//! A stack as a router, in process: its DHCP server and router advertisements configure
+//! another stack over a cable; NAT options become filo-router's NAT with the right addresses
+//! (and follow an address given at run time); bad options are refused by name.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use filo_stack::{cable, DhcpServer, Dhcpv6Server, RouterAdverts, Stack};
+
+const T: Duration = Duration::from_secs(20);
+
+fn ip<T: std::str::FromStr>(s: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    s.parse().unwrap()
+}
+
+#[test]
+fn a_host_stack_gets_a_lease_and_a_slaac_address_from_a_router_stack() {
+    let (a, b) = cable().unwrap();
+    let router = Stack::builder()
+        .interface_plug(a, "ip=10.61.0.1/24,ip=fd61::1/64")
+        .interface_unplugged("ip=10.62.0.1/24")
+        .forwarding(true)
+        .dhcp_server(
+            0,
+            DhcpServer::new(ip("10.61.0.100"), ip("10.61.0.109")).dns(ip("10.61.0.53")),
+        )
+        .router_adverts(0, RouterAdverts::new())
+        .dhcpv6_server(
+            0,
+            Dhcpv6Server {
+                dns: vec![ip("fd61::53")],
+                search: vec!["lab.example".into()],
+            },
+        )
+        .build()
+        .unwrap();
+    let host = Stack::builder()
+        .interface_plug(b, "dhcp,slaac")
+        .build()
+        .unwrap();
+    let v4 = host.wait_for_address(false, T).expect("a DHCP lease");
+    assert_eq!(v4.to_string(), "10.61.0.100/24");
+    let v6 = host.wait_for_address(true, T).expect("a SLAAC address");
+    assert!(v6.to_string().starts_with("fd61::"), "{v6}");
+    assert!(host.dns_servers().contains(&ip::<IpAddr>("10.61.0.53")));
+    // The host's default route is the router: it reaches the router's other interface.
+    assert!(host
+        .ping(ip("10.62.0.1"), 1, 56, Duration::from_secs(2))
+        .is_ok());
+    let leases = router.lease_print();
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    let mac = host.links()[0].mac;
+    let mac = mac.map(|b| format!("{b:02x}")).join(":");
+    assert!(
+        leases[0].starts_with(&format!("10.61.0.100 {mac} dev vde0 ")),
+        "{leases:?}"
+    );
+    assert_eq!(router.leases()[0].0, 0);
+    assert!(router.remove_router_adverts(0));
+    assert!(!router.remove_router_adverts(0), "gone already");
+    assert!(router.remove_dhcpv6_server(0));
+    assert!(router.remove_dhcp_server(0));
+    assert!(router.leases().is_empty());
+}
+
+#[test]
+fn nat_options_become_the_routers_nat_and_masquerade_follows_a_new_address() {
+    let router = Stack::builder()
+        .interface_unplugged("ip=10.1.0.1/24")
+        .interface_unplugged("ip=10.9.0.2/24,ip=10.9.0.5/24,ip=fd09::2/64")
+        .forwarding(true)
+        .snat(1, ip("10.9.0.5"))
+        .port_forward(1, "tcp:8080=10.1.0.50:80")
+        .build()
+        .unwrap();
+    let nat = router.hook_print("nat").unwrap().join("\n");
+    assert!(
+        nat.contains("forward tcp 10.9.0.5:8080 to 10.1.0.50:80"),
+        "{nat}"
+    );
+    assert!(nat.contains("masquerade 10.9.0.5 fd09::2 conns"), "{nat}");
+    let router = Stack::builder()
+        .interface_unplugged("ip=10.1.0.1/24")
+        .interface_unplugged("")
+        .forwarding(true)
+        .masquerade(1)
+        .nptv6(1, "fd01::/64=2001:db8:1::/64")
+        .build()
+        .unwrap();
+    let nat = router.hook_print("nat").unwrap().join("\n");
+    assert!(
+        nat.contains("masquerade  conns"),
+        "no address on vde1 yet: {nat}"
+    );
+    // An address given later (as DHCP or SLAAC would): the masquerade takes it; its IPv6 is
+    // NPTv6's, so NAT66 stays off there.
+    router.addr_add(1, ip("10.7.0.9/24")).unwrap();
+    router.addr_add(1, ip("2001:db8:1::9/64")).unwrap();
+    let nat = router.hook_print("nat").unwrap().join("\n");
+    assert!(nat.contains("masquerade 10.7.0.9 conns"), "{nat}");
+}
+
+/// Options added to a builder.
+type Options = fn(filo_stack::StackBuilder) -> filo_stack::StackBuilder;
+
+#[test]
+fn bad_router_options_are_refused_by_name() {
+    let build = |f: Options| {
+        f(Stack::builder()
+            .interface_unplugged("ip=10.1.0.1/24")
+            .interface_unplugged("ip=fd09::2/64"))
+        .build()
+        .expect_err("an error")
+        .to_string()
+    };
+    let cases: [(Options, &str); 7] = [
+        (|b| b.masquerade(5), "no interface 5"),
+        (|b| b.snat(1, ip("10.9.0.5")), "not a static address"),
+        (|b| b.port_forward(1, "tcp:80"), "PROTO:PORT=ADDR"),
+        (|b| b.nptv6(1, "fd01::/64"), "INTERNAL/LEN=EXTERNAL/LEN"),
+        (
+            |b| b.dhcp_server(1, DhcpServer::new(ip("10.1.0.5"), ip("10.1.0.9"))),
+            "DHCP server on vde1: the link has no IPv4 address",
+        ),
+        (
+            |b| b.dhcp_server(0, DhcpServer::new(ip("10.2.0.5"), ip("10.2.0.9"))),
+            "10.2.0.5",
+        ),
+        (
+            |b| b.router_adverts(0, RouterAdverts::new().mtu(1000)),
+            "MTU 1000",
+        ),
+    ];
+    for (f, want) in cases {
+        let e = build(f);
+        assert!(e.contains(want), "{want}: {e}");
+    }
+}
