@@ -287,10 +287,26 @@ impl Net {
         }
     }
 
-    pub(crate) fn remove_router_adverts(&mut self, index: usize) -> bool {
-        self.links
-            .get_mut(index)
-            .is_some_and(|l| l.servers.ra.take().is_some())
+    /// Stops router advertisements on link `index`, with a last one saying the stack is no
+    /// default router any more (router lifetime 0, RFC 4861 §6.2.5); false when there were
+    /// none.
+    pub(crate) fn remove_router_adverts(&mut self, now: Instant, index: usize) -> bool {
+        let Some(l) = self.links.get_mut(index) else {
+            return false;
+        };
+        let Some((adv, _)) = l.servers.ra.take() else {
+            return false;
+        };
+        let mut c = adv.config().clone();
+        c.router_lifetime = Duration::ZERO;
+        let last = ra::Advertiser::new(c, to_dhcp_time(now))
+            .ok()
+            .and_then(|mut a| a.poll(to_dhcp_time(now), 0))
+            .and_then(|p| ra::ethernet_frame(l.mac, None, &p));
+        if let Some(f) = last {
+            self.send_frame(index, f);
+        }
+        true
     }
 
     pub(crate) fn remove_dhcpv6_server(&mut self, now: Instant, index: usize) -> bool {
@@ -553,7 +569,15 @@ mod tests {
         );
         n.servers_on_timer(at);
         assert_eq!(sent(&mut n).len(), 1, "the answer");
-        assert!(n.remove_router_adverts(0));
+        assert!(n.remove_router_adverts(later, 0));
         assert_eq!(n.servers_poll_at(), None);
+        let out = sent(&mut n);
+        assert_eq!(out.len(), 1, "a last advertisement");
+        let ip = Ipv6Packet::new_checked(&out[0][ETH_HDR..]).unwrap();
+        match wire::parse_nd(ip.payload()) {
+            Some(wire::Nd::RouterAdvert(ra)) => assert_eq!(ra.router_lifetime, 0),
+            other => panic!("{other:?}"),
+        }
+        assert!(!n.remove_router_adverts(later, 0));
     }
 }

@@ -1307,9 +1307,10 @@ impl Stack {
         r
     }
 
-    /// Stops router advertisements on interface `index`; false when there were none.
+    /// Stops router advertisements on interface `index`, with a last one that tells hosts the
+    /// stack is no default router any more; false when there were none.
     pub fn remove_router_adverts(&self, index: usize) -> bool {
-        self.lock().net.remove_router_adverts(index)
+        self.lock().net.remove_router_adverts(Instant::now(), index)
     }
 
     /// Starts (or replaces) the stateless DHCPv6 server on interface `index`.
