@@ -358,3 +358,76 @@ fn a_router_in_one_thread_serves_dhcp_and_slaac_to_a_namespace_and_masquerades_i
     assert!(out.contains("lease=10.81.0.200 "), "{out}");
     assert_eq!(lab.router.leases().len(), 1);
 }
+
+#[test]
+fn the_masquerade_translates_to_the_wan_address_dnsmasq_leased_to_the_stack() {
+    for p in ["dnsmasq", "curl", "python3"] {
+        require(p);
+    }
+    let tmp = TempDir::new("filo-stack-dhcpwan");
+    let lan = FiloSwitch::start(FILO, &tmp, "lan", &[]);
+    let wan = FiloSwitch::start(FILO, &tmp, "wan", &[]);
+    std::fs::write(tmp.join("hello.txt"), "hello across the stack\n").unwrap();
+    // The WAN: dnsmasq leasing 10.85.0.100-109, and a web server with no route to the LAN.
+    let script = format!(
+        "dnsmasq --conf-file=/dev/null --no-resolv --port=0 \
+           --dhcp-range=10.85.0.100,10.85.0.109 --dhcp-leasefile={t}/dnsmasq.leases \
+           --pid-file={t}/dnsmasq.pid; \
+         exec python3 -m http.server -b :: -d {t} 8000 2>{t}/access.log",
+        t = tmp.path().display()
+    );
+    let wan_vnl = wan.vnl();
+    let mut c = Command::new(FILO);
+    c.args([
+        "ns",
+        "--ip",
+        "10.85.0.10/24",
+        &wan_vnl,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let _server = Polite(Proc::spawn(&mut c));
+    let router = Stack::builder()
+        .interface(lan.vnl(), "ip=10.86.0.1/24")
+        .interface(wan.vnl(), "dhcp")
+        .forwarding(true)
+        .masquerade(1)
+        .build()
+        .unwrap();
+    let leased = || {
+        router.addrs().into_iter().find_map(|(i, c)| match c.addr {
+            std::net::IpAddr::V4(a) if i == 1 => Some(a),
+            _ => None,
+        })
+    };
+    assert!(wait_until(T, || leased().is_some()), "no lease on the WAN");
+    let addr = leased().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+    assert!(addr.to_string().starts_with("10.85.0.10"), "{addr}");
+    let (code, out, err) = ns_out(&[
+        "--ip",
+        "10.86.0.10/24",
+        "--gw",
+        "10.86.0.1",
+        &lan.vnl(),
+        "--",
+        "sh",
+        "-c",
+        "for i in $(seq 20); do \
+           curl -s -m 2 http://10.85.0.10:8000/hello.txt && break; sleep 0.5; done",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("hello across the stack"), "{out}");
+    let log = std::fs::read_to_string(tmp.join("access.log")).unwrap_or_default();
+    let from = http_requesters(&log, "/hello.txt");
+    assert!(
+        !from.is_empty() && from.iter().all(|a| *a == format!("::ffff:{addr}")),
+        "the server sees the leased address {addr}: {log}"
+    );
+    let nat = router.hook_print("nat").unwrap_or_default().join("\n");
+    assert!(nat.contains(&format!("masquerade {addr} ")), "{nat}");
+}
