@@ -49,7 +49,38 @@ pub struct NatSpec {
     pub max_conns: Option<usize>,
 }
 
+/// One NAT option of a link, as the builder and the run-time calls take them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NatOption {
+    Masquerade,
+    Snat(IpAddr),
+    PortForward(PortForward),
+}
+
 impl NatSpec {
+    /// No translation yet on link `iface`; `nat66` unless NPTv6 translates there.
+    pub(crate) fn new(iface: usize, nat66: bool) -> NatSpec {
+        NatSpec {
+            iface,
+            nat66,
+            ..NatSpec::default()
+        }
+    }
+
+    pub(crate) fn apply(&mut self, o: &NatOption) {
+        match o {
+            NatOption::Masquerade => self.masquerade = true,
+            NatOption::Snat(a) => {
+                self.masquerade = true;
+                match a {
+                    IpAddr::V4(a) => self.snat4 = Some(*a),
+                    IpAddr::V6(a) => self.snat6 = Some(*a),
+                }
+            }
+            NatOption::PortForward(f) => self.forwards.push(*f),
+        }
+    }
+
     /// The addresses to translate to on `link`.
     fn addrs(&self, link: &Link) -> (Ipv4Addr, Option<Ipv6Addr>) {
         let v4 = self.snat4.or_else(|| {
@@ -157,6 +188,27 @@ impl Hooks {
             Box::new(nat.clone()),
         );
         self.following.push(Following { spec, addrs, nat });
+    }
+
+    /// Changes the NAT on link `iface` with `f` (starting one there if there is none); its
+    /// connection table starts afresh.
+    pub(crate) fn change_nat(
+        &mut self,
+        now: (Instant, std::time::Instant),
+        iface: usize,
+        links: &[Link],
+        f: impl FnOnce(&mut NatSpec),
+    ) {
+        let Some(x) = self.following.iter_mut().find(|x| x.spec.iface == iface) else {
+            let mut spec = NatSpec::new(iface, true);
+            f(&mut spec);
+            return self.add_nat(now, spec, links);
+        };
+        f(&mut x.spec);
+        if let Some(l) = links.get(iface) {
+            x.addrs = x.spec.addrs(l);
+        }
+        *x.nat.get() = Masquerade::new(x.spec.config(x.addrs));
     }
 
     /// The links' addresses changed (DHCP, SLAAC, a program): NAT that follows them

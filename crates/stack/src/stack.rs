@@ -17,7 +17,7 @@ use smoltcp::wire::{HardwareAddress, IpListenEndpoint};
 
 use crate::config::{mac_from_name, ConfigError, IfaceConfig};
 use crate::driver::{Driver, DriverShared, Port};
-use crate::forward::{Hook, HookPoint, NatSpec};
+use crate::forward::{Hook, HookPoint, NatOption, NatSpec};
 use crate::net::{Cidr, Counters, Link, Net, NextHop, Route};
 use crate::serve::{DhcpServer, Dhcpv6Server, RouterAdverts};
 use crate::wire::{self, Mac, ETH_HDR};
@@ -910,7 +910,7 @@ fn builder_hooks(
         .collect();
     let mut hooks = Vec::new();
     let mut nats: Vec<NatSpec> = Vec::new();
-    let mut specs: Vec<(usize, Box<dyn FnOnce(&mut NatSpec)>)> = Vec::new();
+    let mut specs: Vec<(usize, NatOption)> = Vec::new();
     for h in given {
         match h {
             BuilderHook::Hook(points, hook) => hooks.push((points, hook)),
@@ -922,58 +922,58 @@ fn builder_hooks(
             }
             BuilderHook::Masquerade(i) => {
                 check("masquerade", i)?;
-                specs.push((i, Box::new(|s| s.masquerade = true)));
+                specs.push((i, NatOption::Masquerade));
             }
             BuilderHook::Snat(i, addr) => {
-                let what = format!("snat {addr}");
-                check(&what, i)?;
-                if !confs[i].addrs.iter().any(|c| c.ip == addr) {
-                    return Err(bad(
-                        &what,
-                        format!("not a static address of interface {i} (give it as ip={addr}/LEN)"),
-                    ));
-                }
-                specs.push((
-                    i,
-                    Box::new(move |s| {
-                        s.masquerade = true;
-                        match addr {
-                            IpAddr::V4(a) => s.snat4 = Some(a),
-                            IpAddr::V6(a) => s.snat6 = Some(a),
-                        }
-                    }),
-                ));
+                check(&format!("snat {addr}"), i)?;
+                let statics: Vec<IpAddr> = confs[i].addrs.iter().map(|c| c.ip).collect();
+                specs.push((i, snat_option(i, addr, &statics)?));
             }
             BuilderHook::PortForward(i, rule) => {
-                let what = format!("port forward {rule:?}");
-                check(&what, i)?;
-                let f = filo_router::nat::PortForward::parse(&rule).map_err(|e| bad(&what, e))?;
-                specs.push((i, Box::new(move |s| s.forwards.push(f))));
+                check(&format!("port forward {rule:?}"), i)?;
+                specs.push((i, port_forward_option(&rule)?));
             }
             BuilderHook::Nptv6(i, text) => {
-                let what = format!("nptv6 {text:?}");
-                check(&what, i)?;
-                let c = filo_router::nptv6::Config::parse(i, &text).map_err(|e| bad(&what, e))?;
-                let points = vec![HookPoint::Prerouting, HookPoint::Postrouting];
-                hooks.push((points, Box::new(filo_router::nptv6::Nptv6::new(c))));
+                check(&format!("nptv6 {text:?}"), i)?;
+                hooks.push(nptv6_hook(i, &text)?);
             }
         }
     }
-    for (i, f) in specs {
+    for (i, o) in specs {
         let n = match nats.iter().position(|s| s.iface == i) {
             Some(n) => n,
             None => {
-                nats.push(NatSpec {
-                    iface: i,
-                    nat66: !nptv6.contains(&i),
-                    ..NatSpec::default()
-                });
+                nats.push(NatSpec::new(i, !nptv6.contains(&i)));
                 nats.len() - 1
             }
         };
-        f(&mut nats[n]);
+        nats[n].apply(&o);
     }
     Ok((hooks, nats))
+}
+
+/// SNAT on interface `i` to `addr`, which must be one of `addrs` (the interface's).
+fn snat_option(i: usize, addr: IpAddr, addrs: &[IpAddr]) -> Result<NatOption, Error> {
+    if !addrs.contains(&addr) {
+        return Err(Error::BadValue(format!(
+            "snat {addr}: not a static address of interface {i} (give it as ip={addr}/LEN)"
+        )));
+    }
+    Ok(NatOption::Snat(addr))
+}
+
+fn port_forward_option(rule: &str) -> Result<NatOption, Error> {
+    filo_router::nat::PortForward::parse(rule)
+        .map(NatOption::PortForward)
+        .map_err(|e| Error::BadValue(format!("port forward {rule:?}: {e}")))
+}
+
+/// NPTv6 on interface `i` with `text`'s prefixes, as a hook and its points.
+fn nptv6_hook(i: usize, text: &str) -> Result<(Vec<HookPoint>, Box<dyn Hook>), Error> {
+    let c = filo_router::nptv6::Config::parse(i, text)
+        .map_err(|e| Error::BadValue(format!("nptv6 {text:?}: {e}")))?;
+    let points = vec![HookPoint::Prerouting, HookPoint::Postrouting];
+    Ok((points, Box::new(filo_router::nptv6::Nptv6::new(c))))
 }
 
 /// A random 64-bit value (std's per-process random hash keys, mixed with the clock).
@@ -1276,6 +1276,62 @@ impl Stack {
     /// Turns reverse-path filtering on or off (see [`StackBuilder::rp_filter`]).
     pub fn set_rp_filter(&self, on: bool) {
         self.lock().net.rp_filter = on;
+    }
+
+    /// Changes the NAT on interface `index` with `f` (see [`StackBuilder::masquerade`]); its
+    /// connection table starts afresh.
+    fn change_nat(&self, index: usize, f: impl FnOnce(&mut NatSpec)) -> Result<(), Error> {
+        let now = (Instant::now(), std::time::Instant::now());
+        let mut g = self.lock();
+        if index >= g.net.links.len() {
+            return Err(Error::NoSuchLink(index));
+        }
+        let crate::net::Net { hooks, links, .. } = &mut g.net;
+        hooks.change_nat(now, index, links, f);
+        Ok(())
+    }
+
+    /// Masquerade on interface `index` from now on (see [`StackBuilder::masquerade`]).
+    /// Connections the interface's NAT tracked so far are forgotten.
+    pub fn add_masquerade(&self, index: usize) -> Result<(), Error> {
+        self.change_nat(index, |s| s.apply(&NatOption::Masquerade))
+    }
+
+    /// SNAT on interface `index` to `addr`, one of its addresses (see [`StackBuilder::snat`]).
+    pub fn add_snat(&self, index: usize, addr: IpAddr) -> Result<(), Error> {
+        let addrs: Vec<IpAddr> = self
+            .addrs()
+            .into_iter()
+            .filter(|(i, _)| *i == index)
+            .map(|(_, c)| c.addr)
+            .collect();
+        let o = snat_option(index, addr, &addrs)?;
+        self.change_nat(index, |s| s.apply(&o))
+    }
+
+    /// A port forward on interface `index` (see [`StackBuilder::port_forward`]).
+    pub fn add_port_forward(&self, index: usize, rule: &str) -> Result<(), Error> {
+        let o = port_forward_option(rule)?;
+        self.change_nat(index, |s| s.apply(&o))
+    }
+
+    /// NPTv6 on interface `index` (see [`StackBuilder::nptv6`]); a masquerade there stops
+    /// translating IPv6 (NAT66).
+    pub fn add_nptv6(&self, index: usize, prefixes: &str) -> Result<(), Error> {
+        let (points, hook) = nptv6_hook(index, prefixes)?;
+        self.change_nat(index, |s| s.nat66 = false)?;
+        self.add_hook(&points, hook);
+        Ok(())
+    }
+
+    /// Stops the masquerade, SNAT and port forwards on interface `index` (NPTv6 stays).
+    pub fn remove_nat(&self, index: usize) -> Result<(), Error> {
+        self.change_nat(index, |s| {
+            s.masquerade = false;
+            s.snat4 = None;
+            s.snat6 = None;
+            s.forwards.clear();
+        })
     }
 
     /// Starts (or replaces) the DHCPv4 server on interface `index` (see

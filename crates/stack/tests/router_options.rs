@@ -1,6 +1,7 @@
 //! A stack as a router, in process: its DHCP server and router advertisements configure
 //! another stack over a cable; NAT options become filo-router's NAT with the right addresses
-//! (and follow an address given at run time); bad options are refused by name.
+//! (and follow an address given at run time), changed at run time; bad options are refused
+//! by name.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -82,6 +83,28 @@ fn nat_options_become_the_routers_nat_and_masquerade_follows_a_new_address() {
         "{nat}"
     );
     assert!(nat.contains("masquerade 10.9.0.5 fd09::2 conns"), "{nat}");
+    // At run time: another forward, then no NAT, then a masquerade again.
+    router.add_port_forward(1, "udp:53=10.1.0.53").unwrap();
+    let nat = router.hook_print("nat").unwrap().join("\n");
+    assert!(
+        nat.contains("forward udp 10.9.0.5:53 to 10.1.0.53:53"),
+        "{nat}"
+    );
+    assert!(router.add_port_forward(1, "udp:53").is_err());
+    assert!(
+        router.add_snat(1, ip("10.9.0.77")).is_err(),
+        "not its address"
+    );
+    router.remove_nat(1).unwrap();
+    let nat = router.hook_print("nat").unwrap().join("\n");
+    assert!(nat.starts_with("nat 10.9.0.2 conns"), "{nat}");
+    router.add_masquerade(1).unwrap();
+    let nat = router.hook_print("nat").unwrap().join("\n");
+    assert!(
+        nat.starts_with("masquerade 10.9.0.2 fd09::2 conns"),
+        "{nat}"
+    );
+    assert!(router.add_masquerade(7).is_err());
     let router = Stack::builder()
         .interface_unplugged("ip=10.1.0.1/24")
         .interface_unplugged("")
