@@ -431,3 +431,55 @@ fn the_masquerade_translates_to_the_wan_address_dnsmasq_leased_to_the_stack() {
     let nat = router.hook_print("nat").unwrap_or_default().join("\n");
     assert!(nat.contains(&format!("masquerade {addr} ")), "{nat}");
 }
+
+#[test]
+fn the_stacks_stateless_dhcpv6_hands_isc_dhclient_its_dns_and_the_ras_set_the_o_flag() {
+    for p in ["dhclient", "rdisc6"] {
+        require(p);
+    }
+    let lab = Lab::start(true, |b| {
+        b.forwarding(true)
+            .dhcpv6_server(
+                0,
+                filo_stack::Dhcpv6Server {
+                    dns: vec!["fd81::53".parse().unwrap()],
+                    search: vec!["lab.example".into()],
+                },
+            )
+            .router_adverts(0, RouterAdverts::new())
+    });
+    // dhclient's script keeps what it was told (the environment) in a file.
+    let t = lab.tmp.path().display().to_string();
+    std::fs::write(
+        lab.tmp.join("dhclient-script"),
+        format!("#!/bin/sh\n[ -n \"$new_dhcp6_name_servers\" ] && env > {t}/dhcp6.env\nexit 0\n"),
+    )
+    .unwrap();
+    run(Command::new("chmod")
+        .arg("755")
+        .arg(lab.tmp.join("dhclient-script")));
+    let script = format!(
+        "rdisc6 -1 -r 5 -w 1000 vde0
+         dhclient -6 -S -d -lf {t}/d6.leases -pf {t}/d6.pid -sf {t}/dhclient-script vde0 2>/dev/null &
+         for i in $(seq 100); do [ -s {t}/dhcp6.env ] && break; sleep 0.2; done
+         kill $!; true"
+    );
+    let (code, out, err) = ns_out(&["--slaac", &lab.lan.vnl(), "--", "sh", "-c", &script]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Stateful other conf.") && l.ends_with("Yes")),
+        "the RA's O flag: {out}"
+    );
+    let env = std::fs::read_to_string(lab.tmp.join("dhcp6.env")).unwrap_or_default();
+    assert!(
+        env.lines()
+            .any(|l| l.trim() == "new_dhcp6_name_servers=fd81::53"),
+        "{env}\n{out}"
+    );
+    assert!(
+        env.lines()
+            .any(|l| l.trim() == "new_dhcp6_domain_search=lab.example."),
+        "{env}"
+    );
+}
