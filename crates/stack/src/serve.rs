@@ -79,8 +79,9 @@ impl DhcpServer {
 }
 
 /// Router advertisements on one of a stack's links ([`crate::StackBuilder::router_adverts`]).
-/// By default: the link's IPv6 prefixes (not link-local) for SLAAC, its MTU when not 1500, a
-/// default-router lifetime of 30 minutes, the O flag when the link has a DHCPv6 server.
+/// By default: the link's IPv6 prefixes (not link-local) for SLAAC, advertised again when they
+/// change, its MTU when not 1500, a default-router lifetime of 30 minutes, the O flag when the
+/// link has a DHCPv6 server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouterAdverts {
     /// Prefixes to advertise instead of the link's own (prefix, length).
@@ -256,6 +257,27 @@ impl Net {
         let server = dhcp6::Server::new(c).map_err(|e| server_error("DHCPv6 server", l, e))?;
         self.links[index].servers.dhcp6 = Some(server);
         self.readvertise(now, index)
+    }
+
+    /// The links' addresses changed: advertisements of a link's own prefixes are made again
+    /// when its prefixes are not those advertised (sent at once, as a new router's).
+    pub(crate) fn readvertise_prefixes(&mut self, now: Instant) {
+        for i in 0..self.links.len() {
+            let l = &self.links[i];
+            let Some((adv, a)) = l.servers.ra.as_ref() else {
+                continue;
+            };
+            if a.prefixes.is_some() {
+                continue;
+            }
+            let addrs: Vec<(IpAddr, u8)> = l.addrs.iter().map(|c| (c.addr, c.prefix)).collect();
+            let now_prefixes = ra::Config::for_link(l.mac, &addrs, 1500, false).prefixes;
+            if now_prefixes != adv.config().prefixes {
+                if let Err(e) = self.readvertise(now, i) {
+                    tracing::warn!("{}: router advertisements: {e}", self.links[i].name);
+                }
+            }
+        }
     }
 
     /// Router advertisements made again from their settings (the O flag changed).
@@ -569,6 +591,19 @@ mod tests {
         );
         n.servers_on_timer(at);
         assert_eq!(sent(&mut n).len(), 1, "the answer");
+        // A new address: its prefix is advertised too.
+        n.links[0].addrs.push("fd02::1/64".parse().unwrap());
+        n.readvertise_prefixes(later);
+        n.servers_on_timer(later);
+        let out = sent(&mut n);
+        assert_eq!(out.len(), 1, "advertised at once");
+        let ip = Ipv6Packet::new_checked(&out[0][ETH_HDR..]).unwrap();
+        match wire::parse_nd(ip.payload()) {
+            Some(wire::Nd::RouterAdvert(ra)) => assert_eq!(ra.prefixes.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        n.readvertise_prefixes(later);
+        assert!(n.servers_poll_at().unwrap() > later, "unchanged: not again");
         assert!(n.remove_router_adverts(later, 0));
         assert_eq!(n.servers_poll_at(), None);
         let out = sent(&mut n);

@@ -232,6 +232,7 @@ impl Inner {
     /// (its state is only addresses and routes; the sockets live in the socket set).
     pub fn sync_addrs(&mut self) {
         self.net.hooks.readdress(&self.net.links);
+        self.net.readvertise_prefixes(Instant::now());
         if self.net.ip_mtu() != self.iface_mtu {
             self.iface_mtu = self.net.ip_mtu();
             self.iface = new_iface(&mut self.net, Instant::now());
