@@ -30,6 +30,8 @@ pub struct Hooks {
     epoch: Option<(Instant, std::time::Instant)>,
     /// NAT that translates to a link's current addresses (see [`Hooks::readdress`]).
     following: Vec<Following>,
+    /// Links where NPTv6 translates IPv6 (a masquerade there does no NAT66).
+    pub(crate) nptv6_links: Vec<usize>,
 }
 
 /// NAT on one link (filo-router's [`Masquerade`]): masquerade (IPv4, and NAT66 unless the
@@ -190,6 +192,11 @@ impl Hooks {
         self.following.push(Following { spec, addrs, nat });
     }
 
+    /// Whether link `iface` has NAT (a masquerade, SNAT or port forwards, or had).
+    pub(crate) fn has_nat(&self, iface: usize) -> bool {
+        self.following.iter().any(|x| x.spec.iface == iface)
+    }
+
     /// Changes the NAT on link `iface` with `f` (starting one there if there is none); its
     /// connection table starts afresh.
     pub(crate) fn change_nat(
@@ -200,7 +207,7 @@ impl Hooks {
         f: impl FnOnce(&mut NatSpec),
     ) {
         let Some(x) = self.following.iter_mut().find(|x| x.spec.iface == iface) else {
-            let mut spec = NatSpec::new(iface, true);
+            let mut spec = NatSpec::new(iface, !self.nptv6_links.contains(&iface));
             f(&mut spec);
             return self.add_nat(now, spec, links);
         };

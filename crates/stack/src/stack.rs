@@ -823,7 +823,7 @@ impl StackBuilder {
         inner.tcp_buffer = self.tcp_buffer;
         inner.net.forwarding = self.forwarding;
         inner.net.rp_filter = self.rp_filter;
-        let (hooks, nats) = builder_hooks(self.hooks, &confs)?;
+        let (hooks, nats, nptv6) = builder_hooks(self.hooks, &confs)?;
         let now = (Instant::now(), std::time::Instant::now());
         for (points, hook) in hooks {
             inner.net.hooks.add(now, &points, hook);
@@ -845,6 +845,7 @@ impl StackBuilder {
             };
             add_link(&mut inner, &mac_key, i, plug, &conf);
         }
+        inner.net.hooks.nptv6_links = nptv6;
         for spec in nats {
             inner.net.hooks.add_nat(now, spec, &inner.net.links);
         }
@@ -883,13 +884,20 @@ impl StackBuilder {
 }
 
 /// The hooks the builder was given, made for interfaces `confs`, in order (filters, NPTv6,
-/// the program's own), and NAT per interface (added once the links are there: it follows
-/// their addresses).
+/// the program's own), NAT per interface (added once the links are there: it follows their
+/// addresses), and the interfaces with NPTv6.
 #[allow(clippy::type_complexity)]
 fn builder_hooks(
     given: Vec<BuilderHook>,
     confs: &[IfaceConfig],
-) -> Result<(Vec<(Vec<HookPoint>, Box<dyn Hook>)>, Vec<NatSpec>), Error> {
+) -> Result<
+    (
+        Vec<(Vec<HookPoint>, Box<dyn Hook>)>,
+        Vec<NatSpec>,
+        Vec<usize>,
+    ),
+    Error,
+> {
     let names: Vec<String> = (0..confs.len()).map(|i| format!("vde{i}")).collect();
     let bad = |what: &str, e: String| Error::BadValue(format!("{what}: {e}"));
     let check = |what: &str, i: usize| {
@@ -950,7 +958,7 @@ fn builder_hooks(
         };
         nats[n].apply(&o);
     }
-    Ok((hooks, nats))
+    Ok((hooks, nats, nptv6))
 }
 
 /// SNAT on interface `i` to `addr`, which must be one of `addrs` (the interface's).
@@ -1320,8 +1328,15 @@ impl Stack {
     /// translating IPv6 (NAT66).
     pub fn add_nptv6(&self, index: usize, prefixes: &str) -> Result<(), Error> {
         let (points, hook) = nptv6_hook(index, prefixes)?;
-        self.change_nat(index, |s| s.nat66 = false)?;
-        self.add_hook(&points, hook);
+        if self.lock().net.hooks.has_nat(index) {
+            self.change_nat(index, |s| s.nat66 = false)?;
+        } else if index >= self.lock().net.links.len() {
+            return Err(Error::NoSuchLink(index));
+        }
+        let now = (Instant::now(), std::time::Instant::now());
+        let mut g = self.lock();
+        g.net.hooks.nptv6_links.push(index);
+        g.net.hooks.add(now, &points, hook);
         Ok(())
     }
 

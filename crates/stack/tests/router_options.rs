@@ -124,6 +124,11 @@ fn nat_options_become_the_routers_nat_and_masquerade_follows_a_new_address() {
     router.addr_add(1, ip("2001:db8:1::9/64")).unwrap();
     let nat = router.hook_print("nat").unwrap().join("\n");
     assert!(nat.contains("masquerade 10.7.0.9 conns"), "{nat}");
+    // Started at run time there, the masquerade still leaves IPv6 to NPTv6.
+    router.remove_nat(1).unwrap();
+    router.add_masquerade(1).unwrap();
+    let nat = router.hook_print("nat").unwrap().join("\n");
+    assert!(nat.contains("masquerade 10.7.0.9 conns"), "{nat}");
 }
 
 /// Options added to a builder.
