@@ -295,7 +295,7 @@ impl Net {
     #[inline]
     pub(crate) fn input_ip(&mut self, now: Instant, ifindex: usize, p: &[u8]) {
         if !self.forwarding && self.hooks.is_empty() {
-            return self.take_ip(now, p);
+            return self.deliver(now, ifindex, p);
         }
         self.input_routed(now, ifindex, p);
     }
@@ -333,7 +333,7 @@ impl Net {
             return self.forward(now, ifindex, p);
         }
         if self.hooks.is_empty() {
-            return self.take_ip(now, p);
+            return self.deliver(now, ifindex, p);
         }
         let mut packet = p.to_vec();
         let meta = PacketMeta {
@@ -341,7 +341,7 @@ impl Net {
             out_iface: None,
         };
         if self.hooked(now, HookPoint::Input, &meta, &mut packet) {
-            self.take_ip(now, &packet);
+            self.deliver(now, ifindex, &packet);
         }
     }
 

@@ -637,69 +637,79 @@ impl Net {
                 }
                 self.scratch = frame;
             }
-            Some(NextHop::Link { ifindex, hop }) => {
-                let l = &self.links[ifindex];
-                if frame.len() - ETH_HDR > l.mtu {
-                    let ip = &frame[ETH_HDR..];
-                    if !(l.vnet() && wire::is_tcp(ip)) {
-                        let mtu = l.mtu;
-                        let mut pieces = Vec::new();
-                        let split = ip[0] >> 4 == 4
-                            && wire::fragment_ipv4(ip, mtu, |f| {
-                                let mut b = vec![0u8; ETH_HDR];
-                                b.extend_from_slice(f);
-                                pieces.push(b);
-                            });
-                        if !split {
-                            self.counters.drop(DropReason::TooBig, 1);
+            Some(NextHop::Link { ifindex, hop }) => self.send_on_link(now, ifindex, hop, frame),
+        }
+    }
+
+    /// Sends the IP packet in `frame[14..]` out of link `ifindex` toward `hop` (resolved by
+    /// ARP or NDP there; fragmented to the link's MTU where IPv4 allows).
+    pub(crate) fn send_on_link(
+        &mut self,
+        now: Instant,
+        ifindex: usize,
+        hop: IpAddr,
+        mut frame: Vec<u8>,
+    ) {
+        let l = &self.links[ifindex];
+        if frame.len() - ETH_HDR > l.mtu {
+            let ip = &frame[ETH_HDR..];
+            if !(l.vnet() && wire::is_tcp(ip)) {
+                let mtu = l.mtu;
+                let mut pieces = Vec::new();
+                let split = ip[0] >> 4 == 4
+                    && wire::fragment_ipv4(ip, mtu, |f| {
+                        let mut b = vec![0u8; ETH_HDR];
+                        b.extend_from_slice(f);
+                        pieces.push(b);
+                    });
+                if !split {
+                    self.counters.drop(DropReason::TooBig, 1);
+                }
+                self.scratch = frame;
+                for p in pieces {
+                    self.send_ip(now, p);
+                }
+                return;
+            }
+        }
+        let src = self.links[ifindex].mac;
+        let ethertype = ethertype_of(&frame[ETH_HDR..]);
+        let key = (ifindex, hop);
+        let known = self
+            .neigh
+            .get(&key)
+            .and_then(|n| n.mac.map(|m| (m, n.confirmed)));
+        match known {
+            Some((mac, confirmed)) => {
+                wire::write_eth(&mut frame, mac, src, ethertype);
+                self.send_frame(ifindex, frame);
+                if now > confirmed + NEIGH_STALE {
+                    if let Some(n) = self.neigh.get_mut(&key) {
+                        if now >= n.next_try {
+                            n.next_try = now + NEIGH_RETRY;
+                            self.solicit(ifindex, hop, false);
                         }
-                        self.scratch = frame;
-                        for p in pieces {
-                            self.send_ip(now, p);
-                        }
-                        return;
                     }
                 }
-                let src = self.links[ifindex].mac;
-                let ethertype = ethertype_of(&frame[ETH_HDR..]);
-                let key = (ifindex, hop);
-                let known = self
+            }
+            None => {
+                let fresh = !self.neigh.contains_key(&key);
+                let n = self
                     .neigh
-                    .get(&key)
-                    .and_then(|n| n.mac.map(|m| (m, n.confirmed)));
-                match known {
-                    Some((mac, confirmed)) => {
-                        wire::write_eth(&mut frame, mac, src, ethertype);
-                        self.send_frame(ifindex, frame);
-                        if now > confirmed + NEIGH_STALE {
-                            if let Some(n) = self.neigh.get_mut(&key) {
-                                if now >= n.next_try {
-                                    n.next_try = now + NEIGH_RETRY;
-                                    self.solicit(ifindex, hop, false);
-                                }
-                            }
-                        }
+                    .entry(key)
+                    .or_insert_with(|| Neigh::unresolved(now));
+                if n.pending.len() < NEIGH_PENDING {
+                    wire::write_eth(&mut frame, [0; 6], src, ethertype);
+                    n.pending.push(frame);
+                } else {
+                    self.counters.drop(DropReason::Unresolved, 1);
+                }
+                if fresh {
+                    if let Some(n) = self.neigh.get_mut(&key) {
+                        n.tries = 1;
+                        n.next_try = now + NEIGH_RETRY;
                     }
-                    None => {
-                        let fresh = !self.neigh.contains_key(&key);
-                        let n = self
-                            .neigh
-                            .entry(key)
-                            .or_insert_with(|| Neigh::unresolved(now));
-                        if n.pending.len() < NEIGH_PENDING {
-                            wire::write_eth(&mut frame, [0; 6], src, ethertype);
-                            n.pending.push(frame);
-                        } else {
-                            self.counters.drop(DropReason::Unresolved, 1);
-                        }
-                        if fresh {
-                            if let Some(n) = self.neigh.get_mut(&key) {
-                                n.tries = 1;
-                                n.next_try = now + NEIGH_RETRY;
-                            }
-                            self.solicit(ifindex, hop, true);
-                        }
-                    }
+                    self.solicit(ifindex, hop, true);
                 }
             }
         }
@@ -964,9 +974,6 @@ impl Net {
             EthernetProtocol::Ipv4 => match Ipv4Packet::new_checked(payload) {
                 Ok(ip) if ip.version() == 4 => {
                     let p = &payload[..usize::from(ip.total_len())];
-                    if self.serve_v4(now, ifindex, p) {
-                        return;
-                    }
                     let dhcp = self.links[ifindex].dhcp.is_some();
                     match filo_dhcp::dhcp_payload(p).filter(|_| dhcp) {
                         Some(d) => {
@@ -994,7 +1001,7 @@ impl Net {
                             .is_some_and(|t| (133..=137).contains(t));
                     if nd {
                         self.handle_nd(now, ifindex, src_mac, &ip);
-                    } else if !self.serve_v6(ifindex, src_mac, p) {
+                    } else {
                         self.input_ip(now, ifindex, p);
                     }
                 }

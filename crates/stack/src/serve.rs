@@ -147,6 +147,11 @@ pub(crate) struct LinkServers {
 }
 
 impl LinkServers {
+    /// Whether a server here takes UDP packets (DHCPv4, DHCPv6).
+    fn takes_udp(&self) -> bool {
+        self.dhcp.is_some() || self.dhcp6.is_some()
+    }
+
     fn next_random(&mut self, mac: &Mac) -> u32 {
         // xorshift32, seeded from the MAC: enough to spread advertisement intervals.
         let mut x = self.random;
@@ -384,9 +389,28 @@ impl Net {
         }
     }
 
+    /// A packet for the stack itself (past the PREROUTING and INPUT hooks) that came in on
+    /// link `i`: for one of the link's servers, or for smoltcp.
+    #[inline]
+    pub(crate) fn deliver(&mut self, now: Instant, i: usize, p: &[u8]) {
+        if self.links[i].servers.takes_udp() && self.serve(now, i, p) {
+            return;
+        }
+        self.take_ip(now, p)
+    }
+
+    /// True when `p` was for a server of link `i` (and answered).
+    #[inline(never)]
+    fn serve(&mut self, now: Instant, i: usize, p: &[u8]) -> bool {
+        match p[0] >> 4 {
+            4 => self.serve_v4(now, i, p),
+            _ => self.serve_v6(now, i, p),
+        }
+    }
+
     /// An IPv4 packet `p` that arrived on link `i`: true when it was for the link's DHCP
     /// server (and answered).
-    pub(crate) fn serve_v4(&mut self, now: Instant, i: usize, p: &[u8]) -> bool {
+    fn serve_v4(&mut self, now: Instant, i: usize, p: &[u8]) -> bool {
         let l = &mut self.links[i];
         let Some((server, file)) = l.servers.dhcp.as_mut() else {
             return false;
@@ -415,9 +439,9 @@ impl Net {
         true
     }
 
-    /// An IPv6 packet `p` from `src_mac` that arrived on link `i`: true when it was for the
-    /// link's DHCPv6 server (and answered).
-    pub(crate) fn serve_v6(&mut self, i: usize, src_mac: Mac, p: &[u8]) -> bool {
+    /// An IPv6 packet `p` that arrived on link `i`: true when it was for the link's DHCPv6
+    /// server (and answered, from the link's link-local address).
+    fn serve_v6(&mut self, now: Instant, i: usize, p: &[u8]) -> bool {
         let l = &self.links[i];
         let Some(server) = l.servers.dhcp6.as_ref() else {
             return false;
@@ -440,9 +464,9 @@ impl Net {
             dhcp6::CLIENT_PORT,
             &reply.payload,
         );
-        if let Some(f) = ra::ethernet_frame(l.mac, Some(src_mac), &packet) {
-            self.send_frame(i, f);
-        }
+        let mut f = vec![0u8; ETH_HDR];
+        f.extend_from_slice(&packet);
+        self.send_on_link(now, i, IpAddr::V6(client), f);
         true
     }
 

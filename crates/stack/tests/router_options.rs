@@ -167,3 +167,31 @@ fn bad_router_options_are_refused_by_name() {
         assert!(e.contains(want), "{want}: {e}");
     }
 }
+
+#[test]
+fn the_filters_input_rules_apply_to_the_stacks_servers() {
+    let (a, b) = cable().unwrap();
+    let router = Stack::builder()
+        .interface_plug(a, "ip=10.63.0.1/24")
+        .forwarding(true)
+        .filter("input drop in vde0 proto udp dport 67")
+        .dhcp_server(0, DhcpServer::new(ip("10.63.0.100"), ip("10.63.0.109")))
+        .build()
+        .unwrap();
+    let host = Stack::builder().interface_plug(b, "dhcp").build().unwrap();
+    assert_eq!(
+        host.wait_for_address(false, Duration::from_secs(2)),
+        None,
+        "the filter drops the DISCOVERs"
+    );
+    assert!(router.lease_print().is_empty());
+    assert!(matches!(
+        router.hook_command("filter", "del", "1"),
+        Some(Ok(_))
+    ));
+    // The client asks again within its back-off (at most 16 s).
+    let v4 = host
+        .wait_for_address(false, T)
+        .expect("a lease once the rule is gone");
+    assert_eq!(v4.to_string(), "10.63.0.100/24");
+}
