@@ -27,6 +27,8 @@ pub struct DhcpServer {
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub domain: Option<String>,
+    /// The DNS search list (option 119).
+    pub search: Vec<String>,
     pub lease_time: Duration,
     /// Where the leases are kept across restarts (loaded at start, written when they change).
     pub leases_file: Option<PathBuf>,
@@ -41,6 +43,7 @@ impl DhcpServer {
             router: None,
             dns: Vec::new(),
             domain: None,
+            search: Vec::new(),
             lease_time: Duration::from_secs(3600),
             leases_file: None,
         }
@@ -64,6 +67,11 @@ impl DhcpServer {
 
     pub fn domain(mut self, name: impl Into<String>) -> Self {
         self.domain = Some(name.into());
+        self
+    }
+
+    pub fn search(mut self, name: impl Into<String>) -> Self {
+        self.search.push(name.into());
         self
     }
 
@@ -198,6 +206,7 @@ impl Net {
         c.router = Some(s.router.unwrap_or(ip));
         c.dns = s.dns.clone();
         c.domain = s.domain.clone();
+        c.search = s.search.clone();
         c.lease_time = s.lease_time;
         c.static_leases = s.static_leases.clone();
         if l.mtu != 1500 && !l.vnet() {
@@ -524,8 +533,11 @@ mod tests {
     #[test]
     fn filo_dhcps_client_gets_an_offer_and_an_ack_from_the_links_server() {
         let mut n = net();
-        let s = DhcpServer::new("10.1.0.100".parse().unwrap(), "10.1.0.109".parse().unwrap());
+        let s = DhcpServer::new("10.1.0.100".parse().unwrap(), "10.1.0.109".parse().unwrap())
+            .search("lab.example");
         n.set_dhcp_server(now(), 0, &s).unwrap();
+        let search = b"\x03lab\x07example\x00";
+        let mut searched = false;
         let peer: Mac = [2, 0, 0, 0, 0, 9];
         let mut client = filo_dhcp::Client::new(peer, None, to_dhcp_time(now()), 7);
         let mut lease = None;
@@ -541,6 +553,7 @@ mod tests {
             assert_eq!(replies.len(), 1, "one answer");
             let ip = Ipv4Packet::new_checked(&replies[0][ETH_HDR..]).unwrap();
             let d = filo_dhcp::dhcp_payload(ip.into_inner()).unwrap();
+            searched |= d.windows(search.len()).any(|w| w == search);
             let (o, ev) = client
                 .handle(to_dhcp_time(now()), d)
                 .expect("for the client");
@@ -550,6 +563,7 @@ mod tests {
             }
         }
         let lease = lease.expect("a lease");
+        assert!(searched, "the search list (option 119)");
         assert_eq!(lease.addr, Ipv4Addr::new(10, 1, 0, 100));
         assert_eq!(lease.router, Some(Ipv4Addr::new(10, 1, 0, 1)));
         let leases = n.leases(now());
