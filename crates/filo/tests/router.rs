@@ -931,3 +931,234 @@ fn a_large_file_crosses_the_masquerade_segmented_for_a_debian_switch() {
         "plain frames on the Debian switch"
     );
 }
+
+/// The router's drop counters by reason (`drop NAME N` lines of `stat`), read through
+/// `filo console --json` on its management socket.
+fn drop_counts(mgmt: &std::path::Path) -> std::collections::HashMap<String, u64> {
+    let (code, out) = filo_console_json(FILO, mgmt, "stat");
+    assert_eq!(code, 0, "stat: {out}");
+    let reply: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("stat is no JSON ({e}): {out}"));
+    let lines = reply["lines"].as_array().cloned().unwrap_or_default();
+    lines
+        .iter()
+        .filter_map(|l| {
+            let mut w = l.as_str()?.strip_prefix("drop ")?.split(' ');
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn dhcpcd_gets_a_lease_and_slaac_from_the_router_and_reaches_the_wan_through_the_masquerade() {
+    for p in ["dhcpcd", "unshare", "python3", "curl", "ping"] {
+        require(p);
+    }
+    let net = Net::start_with(&["--masquerade", "vde1"]);
+    // No route back to the LAN: only translated packets can be answered.
+    let _server = net.server_with(&[]);
+    let conf = net.tmp.join("dhcpcd.conf");
+    std::fs::write(&conf, "noipv4ll\nslaac hwaddr\n").unwrap();
+    // dhcpcd's hook script only records what it was told: it must not touch the host's
+    // /etc/resolv.conf (dhcpcd itself configures addresses and routes).
+    let events = net.tmp.join("dhcpcd.events");
+    let hook = net.tmp.join("dhcpcd-hook");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$reason $interface ip=$new_ip_address routers=$new_routers\" >> {}\n",
+            events.display()
+        ),
+    )
+    .unwrap();
+    run(Command::new("chmod").arg("+x").arg(&hook));
+    let resolv = std::fs::read("/etc/resolv.conf").ok();
+    // Its lease, DUID and pid files go to tmpfs in a private mount namespace.
+    let script = format!(
+        "mount -t tmpfs none /var/lib && mkdir /var/lib/dhcpcd && mount -t tmpfs none /run && \
+         dhcpcd -f {} -c {} -B -1 -t 30 --waitip=4 --waitip=6 vde0; echo dhcpcd=$?; \
+         ip -4 -br addr show vde0; ip -6 -br addr show vde0 scope global; \
+         ip route show default; ip -6 route show default; \
+         curl -sS -m 5 http://10.72.0.10:8000/hello.txt; \
+         ping -6 -c 2 -i 0.2 -W 2 fd72::10; true",
+        conf.display(),
+        hook.display()
+    );
+    let (code, out, err) = ns_out(&[&net.lan.vnl(), "--", "unshare", "-m", "sh", "-c", &script]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("dhcpcd=0"), "{out}\n{err}");
+    let lease = out
+        .split_whitespace()
+        .find(|w| w.starts_with("10.71.0.") && w.ends_with("/24"))
+        .unwrap_or_else(|| panic!("no lease: {out}\n{err}"));
+    assert_eq!(lease, "10.71.0.100/24", "{out}");
+    assert!(out.contains("default via 10.71.0.1 dev vde0"), "{out}");
+    // SLAAC from the router's RA (EUI-64: dhcpcd's `slaac hwaddr`), its link-local as the
+    // default router.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("vde0") && l.contains(" fd71::") && l.contains("/64")),
+        "no SLAAC address: {out}"
+    );
+    assert!(
+        out.contains("default via fe80::"),
+        "no IPv6 default route: {out}"
+    );
+    assert!(out.contains("hello across the router"), "{out}\n{err}");
+    // The server has no route back: IPv6 answers only through NAT66.
+    assert!(out.contains("2 packets transmitted, 2 received"), "{out}");
+    let events = std::fs::read_to_string(&events).unwrap_or_default();
+    assert!(
+        events
+            .lines()
+            .any(|l| l.starts_with("BOUND vde0 ip=10.71.0.100 routers=10.71.0.1")),
+        "{events}"
+    );
+    assert!(events.contains("ROUTERADVERT vde0"), "{events}");
+    assert_eq!(
+        std::fs::read("/etc/resolv.conf").ok(),
+        resolv,
+        "dhcpcd changed the host's /etc/resolv.conf"
+    );
+    let leases = console(&net.mgmt, "leases/print");
+    assert!(leases.contains("10.71.0.100 "), "{leases}");
+    let log = std::fs::read_to_string(net.tmp.join("access.log")).unwrap();
+    assert!(!requesters(&log).contains(&"10.71.0.100"), "{log}");
+}
+
+#[test]
+fn qemu_on_the_lan_switch_is_leased_by_the_router() {
+    require("qemu-system-x86_64");
+    let net = Net::start();
+    // No disk: the NIC's iPXE ROM network-boots, asking for an address by DHCP.
+    let _qemu = qemu_netboot(&net.lan.dir, "52:54:00:71:00:57");
+    let mut leases = String::new();
+    assert!(
+        wait_until(Duration::from_secs(90), || {
+            leases = filo_console_json(FILO, &net.mgmt, "leases/print").1;
+            leases.contains("52:54:00:71:00:57")
+        }),
+        "no lease for QEMU: {leases}"
+    );
+    assert!(
+        leases.contains("10.71.0.100 52:54:00:71:00:57 dev vde0"),
+        "{leases}"
+    );
+}
+
+#[test]
+fn tracepath_over_two_routers_lists_both_hops_and_finds_the_middle_links_mtu_ipv4_and_ipv6() {
+    require("tracepath");
+    require("ping");
+    let tmp = TempDir::new("filo-router-two");
+    let lan = FiloSwitch::start(FILO, &tmp, "lan", &[]);
+    let mid = FiloSwitch::start(FILO, &tmp, "mid", &[]);
+    let wan = FiloSwitch::start(FILO, &tmp, "wan", &[]);
+    // LAN 10.75/fd75 -- r1 -- middle link 10.76/fd76, MTU 1300 -- r2 -- WAN 10.77/fd77.
+    let router = |name: &str, args: &[&str]| {
+        let mgmt = tmp.join(name);
+        let p = Proc::spawn(
+            Command::new(FILO)
+                .arg("router")
+                .args(args)
+                .arg("-M")
+                .arg(&mgmt)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(test_log()),
+        );
+        assert!(wait_until(T, || mgmt.exists()), "{name} did not start");
+        p
+    };
+    let _r1 = router(
+        "r1.mgmt",
+        &[
+            "--vnl",
+            &lan.vnl(),
+            "--conf",
+            "ip=10.75.0.1/24,ip=fd75::1/64",
+            "--vnl",
+            &mid.vnl(),
+            "--conf",
+            "ip=10.76.0.1/24,ip=fd76::1/64,mtu=1300",
+            "--route",
+            "10.77.0.0/24",
+            "via",
+            "10.76.0.2",
+            "--route",
+            "fd77::/64",
+            "via",
+            "fd76::2",
+        ],
+    );
+    let _r2 = router(
+        "r2.mgmt",
+        &[
+            "--vnl",
+            &mid.vnl(),
+            "--conf",
+            "ip=10.76.0.2/24,ip=fd76::2/64,mtu=1300",
+            "--vnl",
+            &wan.vnl(),
+            "--conf",
+            "ip=10.77.0.1/24,ip=fd77::1/64",
+            "--route",
+            "10.75.0.0/24",
+            "via",
+            "10.76.0.1",
+            "--route",
+            "fd75::/64",
+            "via",
+            "fd76::1",
+        ],
+    );
+    let _server = ns_bg(&[
+        "--ip",
+        "10.77.0.10/24",
+        "--ip",
+        "fd77::10/64",
+        "--gw",
+        "10.77.0.1",
+        "--gw",
+        "fd77::1",
+        &wan.vnl(),
+        "--",
+        "sleep",
+        "120",
+    ]);
+    let (code, out, err) = ns_out(&[
+        "--ip",
+        "10.75.0.10/24",
+        "--ip",
+        "fd75::10/64",
+        "--gw",
+        "10.75.0.1",
+        "--gw",
+        "fd75::1",
+        &lan.vnl(),
+        "--",
+        "sh",
+        "-c",
+        "for i in $(seq 50); do ping -c 1 -W 1 10.77.0.10 >/dev/null && \
+         ping -6 -c 1 -W 1 fd77::10 >/dev/null && break; sleep 0.2; done; \
+         tracepath -n 10.77.0.10; tracepath -6 -n fd77::10; true",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for hop in [
+        " 1:  10.75.0.1 ",
+        " 2:  10.76.0.2 ",
+        " 1:  fd75::1 ",
+        " 2:  fd76::2 ",
+    ] {
+        assert!(out.contains(hop), "no hop {hop:?}: {out}");
+    }
+    assert!(
+        out.contains("10.77.0.10") && out.contains("fd77::10"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("Resume: pmtu 1300 hops 3").count(),
+        2,
+        "the middle link's MTU and three hops, IPv4 and IPv6: {out}"
+    );
+}

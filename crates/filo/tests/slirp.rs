@@ -578,16 +578,7 @@ fn bad_slirp_options_are_named() {
 
 /// `filo console --json SOCK COMMAND`: (exit code, stdout).
 fn console_json(sock: &Path, command: &str) -> (i32, String) {
-    let out = Command::new(FILO)
-        .args(["console", "--json"])
-        .arg(sock)
-        .arg(command)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    filo_console_json(FILO, sock, command)
 }
 
 #[test]
