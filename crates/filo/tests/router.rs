@@ -648,21 +648,9 @@ fn static_dhcp_leases_by_mac_for_udhcpc_and_filo_ns() {
         "--dhcp-host",
         "vde0=02:00:00:00:71:0f=10.71.0.150",
     ]);
-    let script = net.tmp.join("udhcpc.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\n[ \"$1\" = bound ] && echo \"lease=$ip\"\nexit 0\n",
-    )
-    .unwrap();
-    run(Command::new("chmod").arg("+x").arg(&script));
     let lan = net.lan.vnl();
-    let udhcpc = format!(
-        "ip link set vde0 up; busybox udhcpc -i vde0 -n -q -f -t 10 -s {}",
-        script.display()
-    );
     let lease = |mac: &str| {
-        let conf = format!("mac={mac}");
-        let (code, out, err) = ns_out(&["--conf", &conf, &lan, "--", "sh", "-c", &udhcpc]);
+        let (code, out, err) = net.udhcpc(mac, 10);
         assert_eq!(code, 0, "{out}\n{err}");
         out
     };
@@ -1160,5 +1148,356 @@ fn tracepath_over_two_routers_lists_both_hops_and_finds_the_middle_links_mtu_ipv
         out.matches("Resume: pmtu 1300 hops 3").count(),
         2,
         "the middle link's MTU and three hops, IPv4 and IPv6: {out}"
+    );
+}
+
+/// Hand-made frames for a plug on a switch (`filo_vnl::open`): Ethernet, IPv4, IPv6, ICMP,
+/// ARP and DHCP, each with correct checksums unless a test spoils them.
+mod raw {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use filo_vnl::wire::checksum::{fold, internet_checksum, sum16};
+
+    pub const IPV4: u16 = 0x0800;
+    pub const IPV6: u16 = 0x86dd;
+
+    pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = [&dst[..], &src[..], &ethertype.to_be_bytes()].concat();
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// An IPv4 packet; `frag` is the flags and fragment offset field (0x2000: more
+    /// fragments; the offset in 8-byte units).
+    pub fn ipv4(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        ttl: u8,
+        proto: u8,
+        frag: u16,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let mut p = vec![0u8; 20];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+        p[4..6].copy_from_slice(&0x7101u16.to_be_bytes());
+        p[6..8].copy_from_slice(&frag.to_be_bytes());
+        p[8] = ttl;
+        p[9] = proto;
+        p[12..16].copy_from_slice(&src.octets());
+        p[16..20].copy_from_slice(&dst.octets());
+        let ck = internet_checksum(&p);
+        p[10..12].copy_from_slice(&ck.to_be_bytes());
+        p.extend_from_slice(data);
+        p
+    }
+
+    /// A UDP header (checksum zero, which IPv4 allows) and `data`.
+    pub fn udp(sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
+        let mut u = [sport.to_be_bytes(), dport.to_be_bytes()].concat();
+        u.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(data);
+        u
+    }
+
+    /// An ICMP message: type, code, the 4 bytes after the checksum, `data`.
+    pub fn icmp4(kind: u8, code: u8, rest: [u8; 4], data: &[u8]) -> Vec<u8> {
+        let mut m = vec![kind, code, 0, 0];
+        m.extend_from_slice(&rest);
+        m.extend_from_slice(data);
+        let ck = internet_checksum(&m);
+        m[2..4].copy_from_slice(&ck.to_be_bytes());
+        m
+    }
+
+    pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, hop: u8, next: u8, data: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[next, hop]);
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        p.extend_from_slice(data);
+        p
+    }
+
+    /// An ICMPv6 message from `src` to `dst`: type, code, the 4 bytes after the checksum,
+    /// `data`.
+    pub fn icmp6(
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        kind: u8,
+        code: u8,
+        rest: [u8; 4],
+        data: &[u8],
+    ) -> Vec<u8> {
+        let mut m = vec![kind, code, 0, 0];
+        m.extend_from_slice(&rest);
+        m.extend_from_slice(data);
+        let mut sum = sum16(0, &src.octets());
+        sum = sum16(sum, &dst.octets());
+        sum = sum16(sum, &(m.len() as u32).to_be_bytes());
+        sum = sum16(sum, &[0, 0, 0, 58]);
+        let ck = fold(sum16(sum, &m));
+        m[2..4].copy_from_slice(&ck.to_be_bytes());
+        m
+    }
+
+    /// A neighbour solicitation for `target` from `src` (hop limit `hop`, 255 is valid)
+    /// with `options` (e.g. the source link-layer address: type 1, length 1, the MAC).
+    pub fn ns(mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr, hop: u8, options: &[u8]) -> Vec<u8> {
+        let t = target.octets();
+        let group = Ipv6Addr::new(
+            0xff02,
+            0,
+            0,
+            0,
+            0,
+            1,
+            0xff00 | u16::from(t[13]),
+            u16::from_be_bytes([t[14], t[15]]),
+        );
+        let mut data = t.to_vec();
+        data.extend_from_slice(options);
+        let g = group.octets();
+        let msg = icmp6(src, group, 135, 0, [0; 4], &data);
+        eth(
+            [0x33, 0x33, g[12], g[13], g[14], g[15]],
+            mac,
+            IPV6,
+            &ipv6(src, group, hop, 58, &msg),
+        )
+    }
+
+    /// The source link-layer address option with `mac`.
+    pub fn slla(mac: [u8; 6]) -> Vec<u8> {
+        [&[1u8, 1][..], &mac[..]].concat()
+    }
+
+    /// An ARP request from `mac`/`ip` for `target`, broadcast.
+    pub fn arp_request(mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+        let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
+        a.extend_from_slice(&mac);
+        a.extend_from_slice(&ip.octets());
+        a.extend_from_slice(&[0; 6]);
+        a.extend_from_slice(&target.octets());
+        eth([0xff; 6], mac, 0x0806, &a)
+    }
+
+    pub const DISCOVER: u8 = 1;
+    pub const OFFER: u8 = 2;
+    pub const REQUEST: u8 = 3;
+    pub const ACK: u8 = 5;
+    pub const RELEASE: u8 = 7;
+
+    /// A DHCP client message of `kind` from `mac` (broadcast flag set) with `options`
+    /// (code, data) after the message type.
+    pub fn dhcp(mac: [u8; 6], kind: u8, ciaddr: Ipv4Addr, options: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut m = vec![0u8; 240];
+        m[..3].copy_from_slice(&[1, 1, 6]);
+        m[4..8].copy_from_slice(&mac[2..]);
+        m[10] = 0x80;
+        m[12..16].copy_from_slice(&ciaddr.octets());
+        m[28..34].copy_from_slice(&mac);
+        m[236..240].copy_from_slice(&[99, 130, 83, 99]);
+        m.extend_from_slice(&[53, 1, kind]);
+        for (code, data) in options {
+            m.extend_from_slice(&[*code, data.len() as u8]);
+            m.extend_from_slice(data);
+        }
+        m.push(255);
+        m
+    }
+
+    /// `dhcp` as a broadcast frame from `mac` (source `ciaddr`) to the server's port.
+    pub fn dhcp_frame(
+        mac: [u8; 6],
+        kind: u8,
+        ciaddr: Ipv4Addr,
+        options: &[(u8, &[u8])],
+    ) -> Vec<u8> {
+        let m = dhcp(mac, kind, ciaddr, options);
+        eth(
+            [0xff; 6],
+            mac,
+            IPV4,
+            &ipv4(ciaddr, Ipv4Addr::BROADCAST, 64, 17, 0, &udp(68, 67, &m)),
+        )
+    }
+
+    /// A DHCP reply in `frame`: (message type, client MAC, your address).
+    pub fn dhcp_reply(frame: &[u8]) -> Option<(u8, [u8; 6], Ipv4Addr)> {
+        if frame.get(12..14)? != [8, 0] {
+            return None;
+        }
+        let m = filo_dhcp::dhcp_payload(&frame[14..])?;
+        if m.len() < 240 || m[0] != 2 {
+            return None;
+        }
+        let mac: [u8; 6] = m[28..34].try_into().ok()?;
+        let yiaddr = Ipv4Addr::new(m[16], m[17], m[18], m[19]);
+        let mut opts = &m[240..];
+        while let [code, rest @ ..] = opts {
+            match code {
+                0 => opts = rest,
+                255 => break,
+                _ => {
+                    let len = usize::from(*rest.first()?);
+                    if *code == 53 && len == 1 {
+                        return Some((*rest.get(1)?, mac, yiaddr));
+                    }
+                    opts = rest.get(1 + len..)?;
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Sends `frames` on `plug` (a few at a time, reading what comes back in between) and
+/// records each DHCP reply of type `want` in `got` (client MAC → address); returns once
+/// nothing came for a second.
+fn dhcp_round(
+    plug: &mut filo_vnl::Plug,
+    frames: &[Vec<u8>],
+    want: u8,
+    got: &mut std::collections::HashMap<[u8; 6], std::net::Ipv4Addr>,
+) {
+    let mut buf = vec![0u8; 9216];
+    let mut take = |plug: &mut filo_vnl::Plug, wait: Duration| {
+        while let Ok(n) = plug.recv_timeout(&mut buf, Some(wait)) {
+            if let Some((kind, mac, addr)) = raw::dhcp_reply(&buf[..n]) {
+                if kind == want {
+                    got.insert(mac, addr);
+                }
+            }
+        }
+    };
+    for chunk in frames.chunks(20) {
+        for f in chunk {
+            plug.send_timeout(f, Some(T))
+                .expect("send to the LAN switch");
+        }
+        take(plug, Duration::from_millis(20));
+    }
+    take(plug, Duration::from_secs(1));
+}
+
+impl Net {
+    /// busybox udhcpc on a LAN namespace with `mac`, asking `tries` times: (exit code,
+    /// output with `lease=ADDR` once bound).
+    fn udhcpc(&self, mac: &str, tries: u32) -> (i32, String, String) {
+        let script = self.tmp.join("udhcpc.sh");
+        if !script.exists() {
+            std::fs::write(
+                &script,
+                "#!/bin/sh\n[ \"$1\" = bound ] && echo \"lease=$ip\"\nexit 0\n",
+            )
+            .unwrap();
+            run(Command::new("chmod").arg("+x").arg(&script));
+        }
+        let udhcpc = format!(
+            "ip link set vde0 up; busybox udhcpc -i vde0 -n -q -f -t {tries} -T 1 -s {}",
+            script.display()
+        );
+        let conf = format!("mac={mac}");
+        ns_out(&["--conf", &conf, &self.lan.vnl(), "--", "sh", "-c", &udhcpc])
+    }
+}
+
+#[test]
+fn a_dhcp_flood_from_1000_macs_exhausts_the_pool_cleanly_and_a_released_address_serves_udhcpc() {
+    use std::net::Ipv4Addr;
+    require("busybox");
+    require("ping");
+    let mut net = Net::start();
+    let mut plug = filo_vnl::open(&net.lan.vnl()).expect("a plug on the LAN switch");
+    let macs: Vec<[u8; 6]> = (0..1000u16)
+        .map(|i| {
+            let b = i.to_be_bytes();
+            [0x02, 0, 0x5e, 0x71, b[0], b[1]]
+        })
+        .collect();
+    let before = drop_counts(&net.mgmt);
+    let none = Ipv4Addr::UNSPECIFIED;
+    // DISCOVER from all; those without an offer ask again (a reply may be lost on the way).
+    let mut offers = std::collections::HashMap::new();
+    for _ in 0..4 {
+        let ask: Vec<Vec<u8>> = macs
+            .iter()
+            .filter(|m| !offers.contains_key(*m))
+            .map(|m| raw::dhcp_frame(*m, raw::DISCOVER, none, &[]))
+            .collect();
+        dhcp_round(&mut plug, &ask, raw::OFFER, &mut offers);
+        if offers.len() >= 100 {
+            break;
+        }
+    }
+    // The range .100-.199: 100 offers, then no more.
+    assert_eq!(offers.len(), 100, "{offers:?}");
+    let mut acks = std::collections::HashMap::new();
+    for _ in 0..4 {
+        let ask: Vec<Vec<u8>> = offers
+            .iter()
+            .filter(|(m, _)| !acks.contains_key(*m))
+            .map(|(m, a): (&[u8; 6], &Ipv4Addr)| {
+                raw::dhcp_frame(
+                    *m,
+                    raw::REQUEST,
+                    none,
+                    &[(50, &a.octets()), (54, &[10, 71, 0, 1])],
+                )
+            })
+            .collect();
+        dhcp_round(&mut plug, &ask, raw::ACK, &mut acks);
+        if acks.len() == offers.len() {
+            break;
+        }
+    }
+    assert_eq!(acks, offers, "every offer acknowledged as offered");
+    let mut addrs: Vec<Ipv4Addr> = acks.values().copied().collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 100);
+    assert!(addrs
+        .iter()
+        .all(|a| (100..=199).contains(&a.octets()[3]) && a.octets()[..3] == [10, 71, 0]));
+    let after = drop_counts(&net.mgmt);
+    let delta = |k: &str| after[k] - before[k];
+    assert!(delta("pool_exhausted") >= 900, "{after:?}");
+    assert_eq!(delta("server"), 0, "no message was malformed: {after:?}");
+    let leases = console(&net.mgmt, "leases/print");
+    assert_eq!(leases.matches(" dev vde0 ").count(), 100, "{leases}");
+    // A real client while the pool is full: no lease, and counted.
+    let (code, out, _) = net.udhcpc("02:00:00:00:71:ee", 2);
+    assert_ne!(code, 0, "a lease from a full pool: {out}");
+    assert!(drop_counts(&net.mgmt)["pool_exhausted"] > after["pool_exhausted"]);
+    // One of the flood's clients lets its address go: the real client gets it.
+    let (mac, addr) = acks.iter().next().map(|(m, a)| (*m, *a)).unwrap();
+    let release = raw::dhcp(mac, raw::RELEASE, addr, &[(54, &[10, 71, 0, 1])]);
+    let frame = raw::eth(
+        [0xff; 6],
+        mac,
+        raw::IPV4,
+        &raw::ipv4(
+            addr,
+            Ipv4Addr::new(10, 71, 0, 1),
+            64,
+            17,
+            0,
+            &raw::udp(68, 67, &release),
+        ),
+    );
+    plug.send_timeout(&frame, Some(T)).unwrap();
+    let (code, out, err) = net.udhcpc("02:00:00:00:71:ee", 5);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&format!("lease={addr}")), "{out}");
+    // Still routing, still alive.
+    let (code, out, err) = net.lan_host("ping -c 2 -i 0.2 -W 2 10.71.0.1");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("2 packets transmitted, 2 received"), "{out}");
+    assert!(
+        net.router.child.try_wait().unwrap().is_none(),
+        "the router exited"
     );
 }
