@@ -1501,3 +1501,415 @@ fn a_dhcp_flood_from_1000_macs_exhausts_the_pool_cleanly_and_a_released_address_
         "the router exited"
     );
 }
+
+/// The first frame `plug` receives within `within` that satisfies `pred`.
+fn wait_frame(
+    plug: &mut filo_vnl::Plug,
+    within: Duration,
+    mut pred: impl FnMut(&[u8]) -> bool,
+) -> Option<Vec<u8>> {
+    let deadline = std::time::Instant::now() + within;
+    let mut buf = vec![0u8; 9216];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let n = plug.recv_timeout(&mut buf, Some(left)).ok()?;
+        if pred(&buf[..n]) {
+            return Some(buf[..n].to_vec());
+        }
+    }
+}
+
+/// Whether `f` is an IP packet that is more than neighbour discovery or router
+/// advertisements: something the router answered or forwarded.
+fn is_traffic(f: &[u8]) -> bool {
+    match f.get(12..14) {
+        Some([8, 0]) => true,
+        Some([0x86, 0xdd]) => !(f.get(20) == Some(&58) && matches!(f.get(54), Some(133..=137))),
+        _ => false,
+    }
+}
+
+/// The MAC of the router's interface `iface`, from its `iface/print`.
+fn router_mac(mgmt: &std::path::Path, iface: &str) -> [u8; 6] {
+    let text = console(mgmt, "iface/print");
+    let word = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{iface} ")))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or_else(|| panic!("no {iface} in {text}"));
+    let b: Vec<u8> = word
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16).unwrap())
+        .collect();
+    b.try_into().unwrap()
+}
+
+/// A raw frame sent on the LAN and what must come of it: the drop counter it adds one to
+/// (and nothing else), the answer the sender gets, what arrives on the WAN.
+struct Case {
+    what: &'static str,
+    frame: Vec<u8>,
+    reason: Option<&'static str>,
+    answer: Option<fn(&[u8]) -> bool>,
+    forwarded: Option<fn(&[u8]) -> bool>,
+}
+
+#[test]
+fn malformed_expiring_and_fragmented_packets_at_the_router_are_dropped_answered_or_forwarded_and_counted(
+) {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    require("ping");
+    require("python3");
+    require("curl");
+    let mut net = Net::start();
+    let mut lan = filo_vnl::open(&net.lan.vnl()).expect("a plug on the LAN switch");
+    let mut wan = filo_vnl::open(&net.wan.vnl()).expect("a plug on the WAN switch");
+    let r0 = router_mac(&net.mgmt, "vde0");
+    const L: [u8; 6] = [2, 0, 0, 0, 0x71, 0x99];
+    const W: [u8; 6] = [2, 0, 0, 0, 0x72, 0x30];
+    let l4 = Ipv4Addr::new(10, 71, 0, 99);
+    let w4 = Ipv4Addr::new(10, 72, 0, 30);
+    let me4 = Ipv4Addr::new(10, 71, 0, 1);
+    let l6: Ipv6Addr = "fd71::99".parse().unwrap();
+    let w6: Ipv6Addr = "fd72::30".parse().unwrap();
+    let me6: Ipv6Addr = "fd71::1".parse().unwrap();
+    // The router learns both hosts (ARP, NDP) and answers them: the plugs work.
+    let send = |p: &mut filo_vnl::Plug, f: &[u8]| p.send_timeout(f, Some(T)).expect("send");
+    send(&mut lan, &raw::arp_request(L, l4, me4));
+    send(
+        &mut wan,
+        &raw::arp_request(W, w4, Ipv4Addr::new(10, 72, 0, 2)),
+    );
+    send(&mut lan, &raw::ns(L, l6, me6, 255, &raw::slla(L)));
+    send(
+        &mut wan,
+        &raw::ns(W, w6, "fd72::2".parse().unwrap(), 255, &raw::slla(W)),
+    );
+    for (plug, side) in [(&mut lan, "LAN"), (&mut wan, "WAN")] {
+        let arp = wait_frame(plug, T, |f| f[12..14] == [8, 6] && f[20..22] == [0, 2]);
+        assert!(arp.is_some(), "no ARP reply on the {side}");
+        let na = wait_frame(plug, T, |f| {
+            f[12..14] == [0x86, 0xdd] && f.get(54) == Some(&136)
+        });
+        assert!(na.is_some(), "no neighbour advertisement on the {side}");
+    }
+    let v4 = |dst: Ipv4Addr, ttl: u8, proto: u8, frag: u16, data: &[u8]| {
+        raw::eth(
+            r0,
+            L,
+            raw::IPV4,
+            &raw::ipv4(l4, dst, ttl, proto, frag, data),
+        )
+    };
+    let v6 = |dst: Ipv6Addr, hop: u8, next: u8, data: &[u8]| {
+        raw::eth(r0, L, raw::IPV6, &raw::ipv6(l6, dst, hop, next, data))
+    };
+    let udp = raw::udp(4000, 9, b"sixteen bytes!!!");
+    let echo4 = raw::icmp4(8, 0, [0x71, 1, 0, 1], b"ping");
+    let echo6 = raw::icmp6(l6, me6, 128, 0, [0x71, 1, 0, 1], b"ping");
+    let spoil = |mut p: Vec<u8>, at: usize, b: u8| {
+        p[at] ^= b;
+        p
+    };
+    // An IPv4 header with a fixed-up checksum after a change.
+    let refix = |mut p: Vec<u8>| {
+        p[10..12].copy_from_slice(&[0, 0]);
+        let ck = filo_vnl::wire::checksum::internet_checksum(&p[..20]);
+        p[10..12].copy_from_slice(&ck.to_be_bytes());
+        p
+    };
+    let mut long = raw::ipv4(l4, w4, 64, 17, 0, &udp);
+    long[2..4].copy_from_slice(&400u16.to_be_bytes());
+    let mut ihl4 = raw::ipv4(l4, w4, 64, 17, 0, &udp);
+    ihl4[0] = 0x44;
+    let mut long6 = raw::ipv6(l6, w6, 64, 17, &udp);
+    long6[4..6].copy_from_slice(&1000u16.to_be_bytes());
+    let mut bootreply = raw::dhcp(L, raw::DISCOVER, Ipv4Addr::UNSPECIFIED, &[]);
+    bootreply[0] = 2;
+    let dhcp = |m: &[u8]| {
+        raw::eth(
+            [0xff; 6],
+            L,
+            raw::IPV4,
+            &raw::ipv4(
+                Ipv4Addr::UNSPECIFIED,
+                Ipv4Addr::BROADCAST,
+                64,
+                17,
+                0,
+                &raw::udp(68, 67, m),
+            ),
+        )
+    };
+    let all_routers: Ipv6Addr = "ff02::2".parse().unwrap();
+    let all_nodes: Ipv6Addr = "ff02::1".parse().unwrap();
+    let ll: Ipv6Addr = "fe80::99".parse().unwrap();
+    let bad_option = [1u8, 0, 0, 0, 0, 0, 0, 0];
+    let rs = raw::icmp6(ll, all_routers, 133, 0, [0; 4], &bad_option);
+    let ra = raw::icmp6(ll, all_nodes, 134, 0, [64, 0, 7, 8], &[0; 8]);
+    // An IPv6 fragment header: next header, reserved, offset and M flag, identification.
+    let frag6 = |next: u8, more: bool, data: &[u8]| {
+        let mut h = vec![next, 0, 0, u8::from(more), 0, 0, 0x71, 1];
+        h.extend_from_slice(data);
+        h
+    };
+    let echo6_frag = raw::icmp6(l6, me6, 128, 0, [0x71, 2, 0, 1], b"ping");
+    let cases = vec![
+        Case {
+            what: "an IPv4 header cut short",
+            frame: raw::eth(r0, L, raw::IPV4, &raw::ipv4(l4, w4, 64, 17, 0, &udp)[..12]),
+            reason: Some("malformed"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "an IPv4 total length beyond the frame",
+            frame: raw::eth(r0, L, raw::IPV4, &refix(long)),
+            reason: Some("malformed"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "an IPv4 header checksum that does not add up",
+            frame: raw::eth(
+                r0,
+                L,
+                raw::IPV4,
+                &spoil(raw::ipv4(l4, w4, 64, 17, 0, &udp), 10, 0x55),
+            ),
+            reason: Some("malformed"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "an IPv4 header length of 4 words",
+            frame: raw::eth(r0, L, raw::IPV4, &refix(ihl4)),
+            reason: Some("malformed"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "an IPv6 header cut short",
+            frame: raw::eth(r0, L, raw::IPV6, &raw::ipv6(l6, w6, 64, 17, &udp)[..30]),
+            reason: Some("malformed"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "an IPv6 payload length beyond the frame",
+            frame: raw::eth(r0, L, raw::IPV6, &long6),
+            reason: Some("malformed"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "an ICMP echo request with a bad checksum",
+            frame: v4(me4, 64, 1, 0, &spoil(echo4.clone(), 2, 0x55)),
+            reason: Some("malformed"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "an ICMP message of 3 bytes",
+            frame: v4(me4, 64, 1, 0, &echo4[..3]),
+            reason: Some("malformed"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "an ICMPv6 echo request with a bad checksum",
+            frame: v6(me6, 64, 58, &spoil(echo6.clone(), 2, 0x55)),
+            reason: Some("malformed"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "a neighbour solicitation with hop limit 64 (not 255)",
+            frame: raw::ns(L, l6, me6, 64, &raw::slla(L)),
+            reason: Some("local_unhandled"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "a neighbour solicitation with an option of length 0",
+            frame: raw::ns(L, l6, me6, 255, &bad_option),
+            reason: Some("malformed"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "a router solicitation with an option of length 0",
+            frame: raw::eth(
+                [0x33, 0x33, 0, 0, 0, 2],
+                L,
+                raw::IPV6,
+                &raw::ipv6(ll, all_routers, 255, 58, &rs),
+            ),
+            reason: Some("server"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "a router advertisement from a host",
+            frame: raw::eth(
+                [0x33, 0x33, 0, 0, 0, 1],
+                L,
+                raw::IPV6,
+                &raw::ipv6(ll, all_nodes, 255, 58, &ra),
+            ),
+            reason: Some("local_unhandled"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "a DHCP message of 100 bytes",
+            frame: dhcp(&[1; 100]),
+            reason: Some("server"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "a DHCP reply sent to the server",
+            frame: dhcp(&bootreply),
+            reason: Some("server"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "TTL 1 across the router",
+            frame: v4(w4, 1, 17, 0, &udp),
+            reason: Some("ttl_exceeded"),
+            // Time exceeded (11/0) from the router's LAN address.
+            answer: Some(|f| {
+                f[12..14] == [8, 0]
+                    && f[23] == 1
+                    && f[26..30] == [10, 71, 0, 1]
+                    && f[34] == 11
+                    && f[35] == 0
+            }),
+            forwarded: None,
+        },
+        Case {
+            // RFC 1812 §5.3.1: TTL 0 "reduced to zero (or less)": discarded and answered.
+            what: "TTL 0 across the router",
+            frame: v4(w4, 0, 17, 0, &udp),
+            reason: Some("ttl_exceeded"),
+            answer: Some(|f| f[12..14] == [8, 0] && f[23] == 1 && f[34] == 11),
+            forwarded: None,
+        },
+        Case {
+            what: "hop limit 1 across the router",
+            frame: v6(w6, 1, 17, &udp),
+            reason: Some("ttl_exceeded"),
+            // Time exceeded (3/0).
+            answer: Some(|f| f[12..14] == [0x86, 0xdd] && f[20] == 58 && f[54] == 3 && f[55] == 0),
+            forwarded: None,
+        },
+        Case {
+            what: "hop limit 0 across the router",
+            frame: v6(w6, 0, 17, &udp),
+            reason: Some("ttl_exceeded"),
+            answer: Some(|f| f[12..14] == [0x86, 0xdd] && f[20] == 58 && f[54] == 3),
+            forwarded: None,
+        },
+        Case {
+            what: "the first IPv4 fragment across the router",
+            frame: v4(w4, 64, 17, 0x2000, &udp[..16]),
+            reason: None,
+            answer: None,
+            // The flags and offset kept, the TTL one less.
+            forwarded: Some(|f| {
+                f[0..6] == W && f[20..22] == [0x20, 0] && f[22] == 63 && f.len() >= 50
+            }),
+        },
+        Case {
+            what: "the last IPv4 fragment across the router",
+            frame: v4(w4, 64, 17, 2, &udp[16..]),
+            reason: None,
+            answer: None,
+            forwarded: Some(|f| f[0..6] == W && f[20..22] == [0, 2] && f[22] == 63),
+        },
+        Case {
+            what: "an IPv6 fragment across the router",
+            frame: v6(w6, 64, 44, &frag6(17, true, &udp)),
+            reason: None,
+            answer: None,
+            forwarded: Some(|f| f[0..6] == W && f[20] == 44 && f[21] == 63),
+        },
+        Case {
+            what: "an IPv4 fragment for the router (it does not reassemble)",
+            // The second part of an echo request whose data looks like an echo request.
+            frame: v4(me4, 64, 1, 1, &echo4),
+            reason: Some("fragment"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "an IPv6 fragment for the router (it does not reassemble)",
+            frame: v6(me6, 64, 44, &frag6(58, false, &echo6_frag)),
+            reason: Some("local_unhandled"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "an unknown EtherType",
+            frame: raw::eth(r0, L, 0x88b5, &[0; 50]),
+            reason: Some("unknown_ethertype"),
+            answer: None,
+            forwarded: None,
+        },
+    ];
+    for c in cases {
+        let what = c.what;
+        let before = drop_counts(&net.mgmt);
+        send(&mut lan, &c.frame);
+        if let Some(r) = c.reason {
+            let mut now = before.clone();
+            assert!(
+                wait_until(T, || {
+                    now = drop_counts(&net.mgmt);
+                    now.get(r) > before.get(r)
+                }),
+                "{what}: not counted as {r}: {now:?}"
+            );
+        }
+        if let Some(pred) = c.answer {
+            assert!(wait_frame(&mut lan, T, pred).is_some(), "{what}: no answer");
+        }
+        if let Some(pred) = c.forwarded {
+            assert!(
+                wait_frame(&mut wan, T, pred).is_some(),
+                "{what}: not forwarded"
+            );
+        }
+        // Nothing else came back or went through.
+        for (plug, side) in [(&mut lan, "LAN"), (&mut wan, "WAN")] {
+            let extra = wait_frame(plug, Duration::from_millis(300), is_traffic);
+            assert!(
+                extra.is_none(),
+                "{what}: unexpected on the {side}: {extra:02x?}"
+            );
+        }
+        let after = drop_counts(&net.mgmt);
+        let changed: Vec<(&String, u64)> = after
+            .iter()
+            .filter(|(k, v)| *k != "total" && before.get(*k) != Some(v))
+            .map(|(k, v)| (k, v - before.get(k).copied().unwrap_or(0)))
+            .collect();
+        let want: Vec<(&String, u64)> = c
+            .reason
+            .map(|r| (after.keys().find(|k| *k == r).unwrap(), 1))
+            .into_iter()
+            .collect();
+        assert_eq!(changed, want, "{what}: {after:?}");
+    }
+    // A real namespace across the router afterwards.
+    let _server = net.server();
+    let (code, out, err) = net.lan_host("ping -c 2 -i 0.2 -W 2 10.72.0.10");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("2 packets transmitted, 2 received"), "{out}");
+    assert!(
+        net.router.child.try_wait().unwrap().is_none(),
+        "the router exited"
+    );
+}

@@ -84,10 +84,13 @@ pub enum DropReason {
     /// Reverse-path filtering: the source is not routed back out of the interface the packet
     /// came in on (a spoofed source).
     ReversePath,
+    /// An IPv4 fragment for the router itself: it does not reassemble, and a fragment's data
+    /// is no whole ICMP or UDP message.
+    Fragment,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::TooShort,
         DropReason::OtherHost,
         DropReason::UnknownEthertype,
@@ -107,6 +110,7 @@ impl DropReason {
         DropReason::PoolExhausted,
         DropReason::IcmpRateLimited,
         DropReason::ReversePath,
+        DropReason::Fragment,
     ];
 
     pub fn name(self) -> &'static str {
@@ -130,6 +134,7 @@ impl DropReason {
             DropReason::PoolExhausted => "pool_exhausted",
             DropReason::IcmpRateLimited => "icmp_rate_limited",
             DropReason::ReversePath => "rp_filter",
+            DropReason::Fragment => "fragment",
         }
     }
 }
@@ -912,6 +917,9 @@ impl Router {
             || self.ifaces[iface].is_subnet_broadcast(dst)
             || self.is_local(iface, IpAddr::V4(dst));
         if local {
+            if p.more_frags() || p.frag_offset() != 0 {
+                return self.drop(DropReason::Fragment);
+            }
             for mut packet in self.plain(off, packet) {
                 if self.run_hooks(now, HookPoint::Input, meta, &mut packet) {
                     self.local_v4(now, iface, &packet);

@@ -350,6 +350,36 @@ fn ping_to_the_router_is_answered_from_the_address_pinged() {
 }
 
 #[test]
+fn a_fragment_for_the_router_is_dropped_not_taken_for_a_whole_message() {
+    let now = Instant::now();
+    let mut r = with_neighbours(now);
+    let to = Ipv4Addr::new(10, 1, 0, 1);
+    // A later fragment (offset 8 bytes) whose data reads as an echo request, and a first one
+    // (more fragments) whose data is a whole echo request: neither is answered.
+    for (offset, more) in [(8, false), (0, true)] {
+        let mut p = ipv4(A4, to, 64, IpProtocol::Icmp, &echo4(16), false);
+        {
+            let mut h = Ipv4Packet::new_unchecked(&mut p[..]);
+            h.set_frag_offset(offset);
+            h.set_more_frags(more);
+            h.fill_checksum();
+        }
+        r.handle_frame(now, 0, &eth(R0, A, EthernetProtocol::Ipv4, &p));
+        assert!(drain(&mut r).is_empty(), "offset {offset}, more {more}");
+    }
+    assert_eq!(r.drops().get(DropReason::Fragment), 2);
+    // Across the router, fragments go on as they are.
+    let mut p = ipv4(A4, B4, 64, IpProtocol::Icmp, &echo4(16), false);
+    {
+        let mut h = Ipv4Packet::new_unchecked(&mut p[..]);
+        h.set_more_frags(true);
+        h.fill_checksum();
+    }
+    r.handle_frame(now, 0, &eth(R0, A, EthernetProtocol::Ipv4, &p));
+    assert_eq!(drain(&mut r).len(), 1);
+}
+
+#[test]
 fn an_unanswered_next_hop_gives_host_unreachable_after_the_retries() {
     let now = Instant::now();
     let mut r = with_neighbours(now);
