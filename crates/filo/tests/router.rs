@@ -1626,6 +1626,10 @@ fn malformed_expiring_and_fragmented_packets_at_the_router_are_dropped_answered_
     long6[4..6].copy_from_slice(&1000u16.to_be_bytes());
     let mut bootreply = raw::dhcp(L, raw::DISCOVER, Ipv4Addr::UNSPECIFIED, &[]);
     bootreply[0] = 2;
+    let mut long_hw = raw::dhcp(L, raw::DISCOVER, Ipv4Addr::UNSPECIFIED, &[]);
+    long_hw[2] = 16;
+    let mut no_magic = raw::dhcp(L, raw::DISCOVER, Ipv4Addr::UNSPECIFIED, &[]);
+    no_magic[236] = 0;
     let dhcp = |m: &[u8]| {
         raw::eth(
             [0xff; 6],
@@ -1771,6 +1775,20 @@ fn malformed_expiring_and_fragmented_packets_at_the_router_are_dropped_answered_
         Case {
             what: "a DHCP reply sent to the server",
             frame: dhcp(&bootreply),
+            reason: Some("server"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "a DHCP request with a 16-byte hardware address",
+            frame: dhcp(&long_hw),
+            reason: Some("server"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "a DHCP request without the magic cookie",
+            frame: dhcp(&no_magic),
             reason: Some("server"),
             answer: None,
             forwarded: None,
