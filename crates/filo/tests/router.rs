@@ -937,52 +937,88 @@ fn drop_counts(mgmt: &std::path::Path) -> std::collections::HashMap<String, u64>
         .collect()
 }
 
+impl Net {
+    /// Debian's dhcpcd on a LAN namespace (IPv4 and SLAAC, EUI-64 addresses) until its hook
+    /// saw each reason of `wait_for` (e.g. BOUND, ROUTERADVERT, INFORM6) or 80 s passed,
+    /// then `then` in the same shell: (exit code, output, error output, the events dhcpcd's hook saw: one
+    /// line each, `REASON IFACE ip=… routers=… dns4=… dns6=… search6=…`). Its lease, DUID and
+    /// pid files go to tmpfs in a private mount namespace, and its hook only records, so it
+    /// touches nothing of the host's (/etc/resolv.conf above all; checked).
+    fn dhcpcd(&self, wait_for: &[&str], then: &str) -> (i32, String, String, String) {
+        require("dhcpcd");
+        require("unshare");
+        let conf = self.tmp.join("dhcpcd.conf");
+        std::fs::write(&conf, "noipv4ll\nslaac hwaddr\n").unwrap();
+        let events = self.tmp.join("dhcpcd.events");
+        let hook = self.tmp.join("dhcpcd-hook");
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\necho \"$reason $interface ip=$new_ip_address routers=$new_routers \
+                 dns4=$new_domain_name_servers dns6=$new_dhcp6_name_servers \
+                 search6=$new_dhcp6_domain_search\" >> {}\n",
+                events.display()
+            ),
+        )
+        .unwrap();
+        run(Command::new("chmod").arg("+x").arg(&hook));
+        let resolv = std::fs::read("/etc/resolv.conf").ok();
+        // Not -1: with the RA's O flag, oneshot dhcpcd exits once the DHCPv6 information
+        // came, before its IPv4 address is bound.
+        let seen: Vec<String> = wait_for
+            .iter()
+            .map(|r| format!("grep -q ^{r} {}", events.display()))
+            .collect();
+        let seen = seen.join(" && ");
+        let script = format!(
+            "mount -t tmpfs none /var/lib && mkdir /var/lib/dhcpcd && mount -t tmpfs none /run && \
+             dhcpcd -f {} -c {} -B -t 30 vde0 & pid=$!; \
+             for i in $(seq 400); do {seen} && break; sleep 0.2; done; \
+             {then}; kill $pid; wait $pid",
+            conf.display(),
+            hook.display()
+        );
+        let (code, out, err) = filo_ns_out(
+            FILO,
+            &[&self.lan.vnl(), "--", "unshare", "-m", "sh", "-c", &script],
+            Duration::from_secs(120),
+        );
+        assert_eq!(
+            std::fs::read("/etc/resolv.conf").ok(),
+            resolv,
+            "dhcpcd changed the host's /etc/resolv.conf"
+        );
+        let events = std::fs::read_to_string(&events).unwrap_or_default();
+        (code, out, err, events)
+    }
+}
+
 #[test]
 fn dhcpcd_gets_a_lease_and_slaac_from_the_router_and_reaches_the_wan_through_the_masquerade() {
-    for p in ["dhcpcd", "unshare", "python3", "curl", "ping"] {
+    for p in ["python3", "curl", "ping"] {
         require(p);
     }
-    let net = Net::start_with(&["--masquerade", "vde1"]);
+    let net = Net::start_lan(
+        "ip=10.71.0.1/24,ip=fd71::1/64,dns=fd71::53,dns=10.71.0.53,domain=lab.example",
+        &["--masquerade", "vde1"],
+    );
     // No route back to the LAN: only translated packets can be answered.
     let _server = net.server_with(&[]);
-    let conf = net.tmp.join("dhcpcd.conf");
-    std::fs::write(&conf, "noipv4ll\nslaac hwaddr\n").unwrap();
-    // dhcpcd's hook script only records what it was told: it must not touch the host's
-    // /etc/resolv.conf (dhcpcd itself configures addresses and routes).
-    let events = net.tmp.join("dhcpcd.events");
-    let hook = net.tmp.join("dhcpcd-hook");
-    std::fs::write(
-        &hook,
-        format!(
-            "#!/bin/sh\necho \"$reason $interface ip=$new_ip_address routers=$new_routers\" >> {}\n",
-            events.display()
-        ),
-    )
-    .unwrap();
-    run(Command::new("chmod").arg("+x").arg(&hook));
-    let resolv = std::fs::read("/etc/resolv.conf").ok();
-    // Its lease, DUID and pid files go to tmpfs in a private mount namespace.
-    let script = format!(
-        "mount -t tmpfs none /var/lib && mkdir /var/lib/dhcpcd && mount -t tmpfs none /run && \
-         dhcpcd -f {} -c {} -B -1 -t 30 --waitip=4 --waitip=6 vde0; echo dhcpcd=$?; \
-         ip -4 -br addr show vde0; ip -6 -br addr show vde0 scope global; \
+    let (code, out, err, events) = net.dhcpcd(
+        &["BOUND", "ROUTERADVERT", "INFORM6"],
+        "ip -4 -br addr show vde0; ip -6 -br addr show vde0 scope global; \
          ip route show default; ip -6 route show default; \
          curl -sS -m 5 http://10.72.0.10:8000/hello.txt; \
          ping -6 -c 2 -i 0.2 -W 2 fd72::10; true",
-        conf.display(),
-        hook.display()
     );
-    let (code, out, err) = ns_out(&[&net.lan.vnl(), "--", "unshare", "-m", "sh", "-c", &script]);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("dhcpcd=0"), "{out}\n{err}");
     let lease = out
         .split_whitespace()
         .find(|w| w.starts_with("10.71.0.") && w.ends_with("/24"))
         .unwrap_or_else(|| panic!("no lease: {out}\n{err}"));
     assert_eq!(lease, "10.71.0.100/24", "{out}");
     assert!(out.contains("default via 10.71.0.1 dev vde0"), "{out}");
-    // SLAAC from the router's RA (EUI-64: dhcpcd's `slaac hwaddr`), its link-local as the
-    // default router.
+    // SLAAC from the router's RA, its link-local address the default router.
     assert!(
         out.lines()
             .any(|l| l.starts_with("vde0") && l.contains(" fd71::") && l.contains("/64")),
@@ -995,23 +1031,57 @@ fn dhcpcd_gets_a_lease_and_slaac_from_the_router_and_reaches_the_wan_through_the
     assert!(out.contains("hello across the router"), "{out}\n{err}");
     // The server has no route back: IPv6 answers only through NAT66.
     assert!(out.contains("2 packets transmitted, 2 received"), "{out}");
-    let events = std::fs::read_to_string(&events).unwrap_or_default();
     assert!(
         events
             .lines()
-            .any(|l| l.starts_with("BOUND vde0 ip=10.71.0.100 routers=10.71.0.1")),
+            .any(|l| l.starts_with("BOUND vde0 ip=10.71.0.100 routers=10.71.0.1 dns4=10.71.0.53 ")),
         "{events}"
     );
     assert!(events.contains("ROUTERADVERT vde0"), "{events}");
-    assert_eq!(
-        std::fs::read("/etc/resolv.conf").ok(),
-        resolv,
-        "dhcpcd changed the host's /etc/resolv.conf"
+    // Stateless DHCPv6, as the RA's O flag says.
+    assert!(
+        events.lines().any(|l| l.starts_with("INFORM6 vde0")
+            && l.contains(" dns6=fd71::53 ")
+            && l.ends_with(" search6=lab.example")),
+        "{events}"
     );
     let leases = console(&net.mgmt, "leases/print");
     assert!(leases.contains("10.71.0.100 "), "{leases}");
     let log = std::fs::read_to_string(net.tmp.join("access.log")).unwrap();
     assert!(!requesters(&log).contains(&"10.71.0.100"), "{log}");
+}
+
+#[test]
+fn dhcpcd_declines_an_address_in_use_and_the_router_offers_another() {
+    require("ping");
+    let net = Net::start();
+    // A host that took the pool's first address by hand.
+    let _squatter = ns_bg(&[
+        "--ip",
+        "10.71.0.100/24",
+        &net.lan.vnl(),
+        "--",
+        "sleep",
+        "120",
+    ]);
+    assert!(
+        wait_until(T, || net
+            .lan_host("ping -c 1 -W 1 10.71.0.100")
+            .1
+            .contains("1 received")),
+        "the squatter did not come up"
+    );
+    // dhcpcd's ARP probe finds the offered address taken: DECLINE, then a new offer.
+    let (code, out, err, events) = net.dhcpcd(&["BOUND"], "ip -4 -br addr show vde0");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("10.71.0.100") && err.contains("DAD detected"),
+        "{err}"
+    );
+    assert!(out.contains("10.71.0.101/24"), "{out}\n{err}");
+    assert!(events.contains("BOUND vde0 ip=10.71.0.101 "), "{events}");
+    let leases = console(&net.mgmt, "leases/print");
+    assert!(leases.contains("10.71.0.101 "), "{leases}");
 }
 
 #[test]
