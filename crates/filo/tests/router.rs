@@ -974,7 +974,7 @@ impl Net {
             "mount -t tmpfs none /var/lib && mkdir /var/lib/dhcpcd && mount -t tmpfs none /run && \
              dhcpcd -f {} -c {} -B -t 30 vde0 & pid=$!; \
              for i in $(seq 400); do {seen} && break; sleep 0.2; done; \
-             {then}; kill $pid; wait $pid",
+             {then}; kill $pid 2>/dev/null; wait $pid",
             conf.display(),
             hook.display()
         );
@@ -1009,7 +1009,8 @@ fn dhcpcd_gets_a_lease_and_slaac_from_the_router_and_reaches_the_wan_through_the
         "ip -4 -br addr show vde0; ip -6 -br addr show vde0 scope global; \
          ip route show default; ip -6 route show default; \
          curl -sS -m 5 http://10.72.0.10:8000/hello.txt; \
-         ping -6 -c 2 -i 0.2 -W 2 fd72::10; true",
+         ping -6 -c 2 -i 0.2 -W 2 fd72::10; \
+         dhcpcd -k vde0; echo released=$?",
     );
     assert_eq!(code, 0, "{out}\n{err}");
     let lease = out
@@ -1045,8 +1046,11 @@ fn dhcpcd_gets_a_lease_and_slaac_from_the_router_and_reaches_the_wan_through_the
             && l.ends_with(" search6=lab.example")),
         "{events}"
     );
+    // `dhcpcd -k` released the lease: the router lists it no more.
+    assert!(out.contains("released=0"), "{out}\n{err}");
+    assert!(err.contains("releasing lease of 10.71.0.100"), "{err}");
     let leases = console(&net.mgmt, "leases/print");
-    assert!(leases.contains("10.71.0.100 "), "{leases}");
+    assert!(!leases.contains("10.71.0.100 "), "{leases}");
     let log = std::fs::read_to_string(net.tmp.join("access.log")).unwrap();
     assert!(!requesters(&log).contains(&"10.71.0.100"), "{log}");
 }
