@@ -1944,6 +1944,37 @@ fn malformed_expiring_and_fragmented_packets_at_the_router_are_dropped_answered_
             forwarded: None,
         },
         Case {
+            what: "an echo request from the router's own address to itself",
+            frame: raw::eth(r0, L, raw::IPV4, &raw::ipv4(me4, me4, 64, 1, 0, &echo4)),
+            reason: Some("bad_source"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "a packet across the router from the router's own WAN address",
+            frame: raw::eth(
+                r0,
+                L,
+                raw::IPV4,
+                &raw::ipv4(Ipv4Addr::new(10, 72, 0, 2), w4, 64, 17, 0, &udp),
+            ),
+            reason: Some("bad_source"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
+            what: "an IPv6 packet across the router from the router's own WAN address",
+            frame: raw::eth(
+                r0,
+                L,
+                raw::IPV6,
+                &raw::ipv6("fd72::2".parse().unwrap(), w6, 64, 17, &udp),
+            ),
+            reason: Some("bad_source"),
+            answer: None,
+            forwarded: None,
+        },
+        Case {
             what: "an unknown EtherType",
             frame: raw::eth(r0, L, 0x88b5, &[0; 50]),
             reason: Some("unknown_ethertype"),

@@ -54,7 +54,8 @@ pub enum DropReason {
     Arp,
     /// An IP header that does not parse or whose checksum is wrong.
     Malformed,
-    /// A source address no host has (unspecified, multicast, broadcast, loopback).
+    /// A source address no host has (unspecified, multicast, broadcast, loopback), or one of
+    /// the router's own (spoofed: nothing the router sends comes back to it).
     BadSource,
     /// Link-local or other scope that is not forwarded.
     Scope,
@@ -911,6 +912,9 @@ impl Router {
             return self.drop(DropReason::Malformed);
         };
         let (src, dst) = (p.src_addr(), p.dst_addr());
+        if self.is_local(iface, IpAddr::V4(src)) {
+            return self.drop(DropReason::BadSource);
+        }
         // DHCP clients send from 0.0.0.0 to the broadcast address.
         let local = dst.is_broadcast()
             || dst.is_multicast()
@@ -1318,6 +1322,9 @@ impl Router {
             return self.drop(DropReason::Malformed);
         };
         let (src, dst) = (p.src_addr(), p.dst_addr());
+        if self.is_local(iface, IpAddr::V6(src)) {
+            return self.drop(DropReason::BadSource);
+        }
         if dst.is_multicast() {
             if (dst.segments()[0] & 0x000f) <= 2 || self.is_local(iface, IpAddr::V6(dst)) {
                 for mut packet in self.plain(off, packet) {

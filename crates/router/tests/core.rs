@@ -350,6 +350,42 @@ fn ping_to_the_router_is_answered_from_the_address_pinged() {
 }
 
 #[test]
+fn a_packet_from_one_of_the_routers_own_addresses_is_dropped_as_a_bad_source() {
+    let now = Instant::now();
+    let mut r = with_neighbours(now);
+    let own4: Ipv4Addr = "10.1.0.1".parse().unwrap();
+    let wan4: Ipv4Addr = "10.9.0.2".parse().unwrap();
+    let wan6: Ipv6Addr = "fd09::2".parse().unwrap();
+    // An echo request to itself (it used to ARP for its own address to answer), and packets
+    // to forward with its WAN address as their source, IPv4 and IPv6.
+    let frames = [
+        eth(
+            R0,
+            A,
+            EthernetProtocol::Ipv4,
+            &ipv4(own4, own4, 64, IpProtocol::Icmp, &echo4(8), false),
+        ),
+        eth(
+            R0,
+            A,
+            EthernetProtocol::Ipv4,
+            &ipv4(wan4, B4, 64, IpProtocol::Icmp, &echo4(8), false),
+        ),
+        eth(
+            R0,
+            A,
+            EthernetProtocol::Ipv6,
+            &ipv6(wan6, B6, 64, IpProtocol::Icmpv6, &echo6(wan6, B6, 8)),
+        ),
+    ];
+    for f in &frames {
+        r.handle_frame(now, 0, f);
+        assert!(drain(&mut r).is_empty());
+    }
+    assert_eq!(r.drops().get(DropReason::BadSource), 3);
+}
+
+#[test]
 fn a_fragment_for_the_router_is_dropped_not_taken_for_a_whole_message() {
     let now = Instant::now();
     let mut r = with_neighbours(now);
