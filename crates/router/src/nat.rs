@@ -1,19 +1,20 @@
 //! Masquerade (IPv4, and NAT66 for IPv6) with connection tracking, as a [`Hook`] at
 //! POSTROUTING (the source of packets leaving on the outgoing interface becomes the router's
 //! address there, or a chosen one (SNAT), the source port or ICMP echo identifier a free one)
-//! and PREROUTING (replies get the original destination back), plus IPv4 port forwards
-//! (DNAT). ICMP and ICMPv6 errors about a translated or forwarded connection get their quoted
-//! header translated too, both ways (time exceeded and fragmentation needed / packet too big
-//! coming back to the inside host; port unreachable and the like from the inside host going
-//! out), so traceroute and path-MTU discovery work through the NAT.
+//! and PREROUTING (replies get the original destination back), plus port forwards (DNAT,
+//! IPv4 and IPv6). ICMP and ICMPv6 errors about a translated or forwarded connection get
+//! their quoted header translated too, both ways (time exceeded and fragmentation needed /
+//! packet too big coming back to the inside host; port unreachable and the like from the
+//! inside host going out), so traceroute and path-MTU discovery work through the NAT.
 //!
 //! Connections are TCP (states from the flags: SYN sent, established, closing, closed), UDP
 //! (unreplied, replied) and ICMP / ICMPv6 echo, each with a timeout; the table holds at most
-//! [`Config::max_conns`] (both families) and counts what it refuses. IPv6 is translated only
-//! when [`Config::addr6`] is set; its extension headers are not walked (a packet whose next
-//! header is not TCP, UDP or ICMPv6 gets its address translated only). Later fragments
-//! (offset ≠ 0) of translated IPv4 packets are not translated back (no reassembly): they are
-//! dropped and counted.
+//! [`Config::max_conns`] (both families) and counts what it refuses; IPv4 and IPv6 each have
+//! the port range [`Config::ports`]. IPv6 is translated only when [`Config::addr6`] is set;
+//! its extension headers are walked to the transport header ([`crate::ext6`]): a packet to
+//! translate whose chain is cut short, out of order or too long is dropped and counted. A
+//! fragmented datagram's later fragments get the addresses its first one got (see
+//! [`Masquerade`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -1680,5 +1681,425 @@ mod tests {
             ((far, server), (server, 53, REMOTE, 4000))
         );
         assert_eq!(m.stats().icmp_errors, 2);
+    }
+
+    /// A UDP datagram from `src`:`sport` to `dst`:`dport` with `len` bytes of data, split
+    /// into IPv4 fragments of `cut`-byte pieces (identification `id`), in order.
+    fn udp_fragments(
+        (src, sport): (Ipv4Addr, u16),
+        (dst, dport): (Ipv4Addr, u16),
+        id: u16,
+        len: usize,
+        cut: usize,
+    ) -> Vec<Vec<u8>> {
+        let mut d = vec![0; 8 + len];
+        let mut u = UdpPacket::new_unchecked(&mut d[..]);
+        u.set_src_port(sport);
+        u.set_dst_port(dport);
+        u.set_len((8 + len) as u16);
+        for (i, b) in u.payload_mut().iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        u.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+        d.chunks(cut)
+            .enumerate()
+            .map(|(i, piece)| {
+                let repr = Ipv4Repr {
+                    src_addr: src,
+                    dst_addr: dst,
+                    next_header: IpProtocol::Udp,
+                    payload_len: piece.len(),
+                    hop_limit: 64,
+                };
+                let mut b = vec![0; 20 + piece.len()];
+                let mut p = Ipv4Packet::new_unchecked(&mut b[..]);
+                repr.emit(&mut p, &ChecksumCapabilities::default());
+                p.set_ident(id);
+                p.set_frag_offset((i * cut) as u16);
+                p.set_more_frags((i + 1) * cut < d.len());
+                p.set_dont_frag(false);
+                p.fill_checksum();
+                p.payload_mut().copy_from_slice(piece);
+                b
+            })
+            .collect()
+    }
+
+    /// Reassembles IPv4 fragments (any order, one datagram): the addresses, every header
+    /// checksum checked, and the UDP datagram's ports, its checksum checked.
+    fn reassemble(frags: &[Vec<u8>]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+        let mut data = Vec::new();
+        let mut addrs = None;
+        let mut sorted: Vec<&Vec<u8>> = frags.iter().collect();
+        sorted.sort_by_key(|f| Ipv4Packet::new_checked(&f[..]).unwrap().frag_offset());
+        for f in sorted {
+            let p = Ipv4Packet::new_checked(&f[..]).unwrap();
+            assert!(p.verify_checksum());
+            assert_eq!(usize::from(p.frag_offset()), data.len());
+            let a = (p.src_addr(), p.dst_addr());
+            assert_eq!(*addrs.get_or_insert(a), a, "a fragment's addresses differ");
+            data.extend_from_slice(p.payload());
+        }
+        let (src, dst) = addrs.unwrap();
+        let u = UdpPacket::new_checked(&data[..]).unwrap();
+        assert!(u.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)));
+        (src, u.src_port(), dst, u.dst_port())
+    }
+
+    #[test]
+    fn a_fragmented_reply_crosses_the_masquerade_whole_and_a_reordered_one_is_counted() {
+        let now = Instant::now();
+        let mut m = Masquerade::new(Config::new(1, ME));
+        let mut out = udp_fragments((HOST, 40000), (REMOTE, 53), 7, 3000, 1480);
+        assert_eq!(out.len(), 3);
+        // The host's own port is taken by another host: the translation changes it.
+        let mut other = udp(Ipv4Addr::new(10, 1, 0, 11), 40000, REMOTE, 53);
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut other);
+        for f in out.iter_mut() {
+            assert_eq!(
+                m.hook(now, HookPoint::Postrouting, &OUT, f),
+                HookVerdict::Accept
+            );
+        }
+        let (src, port, dst, dport) = reassemble(&out);
+        assert_eq!((src, dst, dport), (ME, REMOTE, 53));
+        assert_ne!(port, 40000);
+        // The reply, in order: every fragment reaches the host.
+        let mut back = udp_fragments((REMOTE, 53), (ME, port), 9, 3000, 1480);
+        for f in back.iter_mut() {
+            assert_eq!(
+                m.hook(now, HookPoint::Prerouting, &IN, f),
+                HookVerdict::Accept
+            );
+        }
+        assert_eq!(reassemble(&back), (REMOTE, 53, HOST, 40000));
+        assert_eq!(m.stats().fragments_translated, 2 + 2);
+        // The datagram went by whole: its identity is forgotten.
+        assert!(m.print(now).iter().any(|l| l.starts_with("fragments 0 ")));
+        // Out of order: a later fragment before its first one is dropped and counted, the
+        // rest still translated.
+        let mut back = udp_fragments((REMOTE, 53), (ME, port), 10, 3000, 1480);
+        let last = back.len() - 1;
+        assert_eq!(
+            m.hook(now, HookPoint::Prerouting, &IN, &mut back[last]),
+            HookVerdict::Drop
+        );
+        assert_eq!(m.stats().fragments, 1);
+        for f in back[..last].iter_mut() {
+            assert_eq!(
+                m.hook(now, HookPoint::Prerouting, &IN, f),
+                HookVerdict::Accept
+            );
+        }
+        assert_eq!(
+            Ipv4Packet::new_checked(&back[1][..]).unwrap().dst_addr(),
+            HOST
+        );
+        // After the timeout a straggler is not translated.
+        let mut late = udp_fragments((REMOTE, 53), (ME, port), 10, 3000, 1480);
+        let later = now + Duration::from_secs(31);
+        assert_eq!(
+            m.hook(later, HookPoint::Prerouting, &IN, &mut late[2]),
+            HookVerdict::Drop
+        );
+        assert_eq!(m.stats().fragments, 2);
+    }
+
+    #[test]
+    fn the_fragment_table_is_bounded_and_counts_what_it_cannot_remember() {
+        let now = Instant::now();
+        let mut c = Config::new(1, ME);
+        c.max_fragments = 1;
+        let mut m = Masquerade::new(c);
+        let mut p = udp(HOST, 40000, REMOTE, 53);
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut p);
+        let mut a = udp_fragments((REMOTE, 53), (ME, 40000), 1, 3000, 1480);
+        let mut b = udp_fragments((REMOTE, 53), (ME, 40000), 2, 3000, 1480);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut a[0]);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut b[0]);
+        assert_eq!(m.stats().fragment_table_full, 1);
+        assert_eq!(
+            m.hook(now, HookPoint::Prerouting, &IN, &mut b[1]),
+            HookVerdict::Drop
+        );
+        assert_eq!(
+            m.hook(now, HookPoint::Prerouting, &IN, &mut a[1]),
+            HookVerdict::Accept
+        );
+        // Once its entry expired there is room again.
+        let later = now + Duration::from_secs(31);
+        let mut c = udp_fragments((REMOTE, 53), (ME, 40000), 3, 3000, 1480);
+        for f in c.iter_mut() {
+            m.hook(later, HookPoint::Prerouting, &IN, f);
+        }
+        assert_eq!(m.stats().fragment_table_full, 1);
+        assert_eq!(reassemble(&c), (REMOTE, 53, HOST, 40000));
+    }
+
+    #[test]
+    fn a_port_forwarded_servers_fragmented_reply_leaves_from_the_router() {
+        let now = Instant::now();
+        let (server, mut m) = (SERVER, forwarding());
+        let mut p = udp(REMOTE, 4000, ME, 8053);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut p);
+        let mut reply = udp_fragments((server, 53), (REMOTE, 4000), 5, 2000, 1480);
+        for f in reply.iter_mut() {
+            m.hook(now, HookPoint::Postrouting, &OUT, f);
+        }
+        assert_eq!(reassemble(&reply), (ME, 8053, REMOTE, 4000));
+        // And a fragmented request reaches the server.
+        let mut req = udp_fragments((REMOTE, 4000), (ME, 8053), 6, 2000, 1480);
+        for f in req.iter_mut() {
+            m.hook(now, HookPoint::Prerouting, &IN, f);
+        }
+        assert_eq!(reassemble(&req), (REMOTE, 4000, server, 53));
+    }
+
+    /// `udp6`'s packet with `headers` (each: its own next header byte is set here) between
+    /// the fixed header and UDP.
+    fn with_headers(p: &[u8], headers: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut out = p[..40].to_vec();
+        let mut next = UDP;
+        let mut chain = Vec::new();
+        for (kind, h) in headers.iter().rev() {
+            let mut h = h.clone();
+            h[0] = next;
+            next = *kind;
+            chain.splice(0..0, h);
+        }
+        out[6] = next;
+        out.extend(chain);
+        out.extend_from_slice(&p[40..]);
+        let len = (out.len() - 40) as u16;
+        out[4..6].copy_from_slice(&len.to_be_bytes());
+        out
+    }
+
+    /// The UDP header after the chain of an IPv6 packet: addresses and ports, its checksum
+    /// checked.
+    fn check_udp6_ext(b: &[u8]) -> (Ipv6Addr, u16, Ipv6Addr, u16) {
+        let p = Ipv6Packet::new_checked(b).unwrap();
+        let up = ext6::walk(p.next_header().into(), p.payload()).unwrap();
+        assert_eq!(up.proto, UDP);
+        let u = UdpPacket::new_checked(&p.payload()[up.offset..]).unwrap();
+        assert!(u.verify_checksum(
+            &IpAddress::Ipv6(p.src_addr()),
+            &IpAddress::Ipv6(p.dst_addr())
+        ));
+        (p.src_addr(), u.src_port(), p.dst_addr(), u.dst_port())
+    }
+
+    #[test]
+    fn nat66_finds_the_ports_behind_extension_headers_and_drops_bad_chains() {
+        let now = Instant::now();
+        let mut m = nat66();
+        // The port is taken by an earlier connection: only a translated port shows the
+        // header was found.
+        let mut first = filo_dhcp::v6::udp6(HOST6, REMOTE6, 40000, 53, b"data");
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut first);
+        let host2 = Ipv6Addr::new(0xfd01, 0, 0, 0, 0, 0, 0, 0x11);
+        let plain = filo_dhcp::v6::udp6(host2, REMOTE6, 40000, 53, b"data");
+        let opts = |words: usize| {
+            let mut h = vec![0; words * 8];
+            h[1] = (words - 1) as u8;
+            h
+        };
+        let mut p = with_headers(
+            &plain,
+            &[(ext6::HOP_BY_HOP, opts(1)), (ext6::DEST_OPTS, opts(2))],
+        );
+        assert_eq!(
+            m.hook(now, HookPoint::Postrouting, &OUT, &mut p),
+            HookVerdict::Accept
+        );
+        let (src, port, dst, dport) = check_udp6_ext(&p);
+        assert_eq!((src, dst, dport), (ME6, REMOTE6, 53));
+        assert_ne!(port, 40000);
+        // The reply with a routing header comes back to host2's port.
+        let reply = filo_dhcp::v6::udp6(REMOTE6, ME6, 53, port, b"back");
+        let mut r = with_headers(&reply, &[(ext6::ROUTING, opts(3))]);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut r);
+        assert_eq!(check_udp6_ext(&r), (REMOTE6, 53, host2, 40000));
+        // Cut short, misordered, too long: dropped and counted, both ways.
+        let mut cut = with_headers(&reply, &[(ext6::DEST_OPTS, opts(1))]);
+        cut[41] = 200;
+        let mut misordered = with_headers(
+            &plain,
+            &[(ext6::DEST_OPTS, opts(1)), (ext6::HOP_BY_HOP, opts(1))],
+        );
+        let mut long = with_headers(
+            &reply,
+            &vec![(ext6::DEST_OPTS, opts(1)); ext6::MAX_HEADERS + 1],
+        );
+        assert_eq!(
+            m.hook(now, HookPoint::Prerouting, &IN, &mut cut),
+            HookVerdict::Drop
+        );
+        assert_eq!(
+            m.hook(now, HookPoint::Postrouting, &OUT, &mut misordered),
+            HookVerdict::Drop
+        );
+        assert_eq!(
+            m.hook(now, HookPoint::Prerouting, &IN, &mut long),
+            HookVerdict::Drop
+        );
+        let s = m.stats();
+        assert_eq!(
+            (s.ext_truncated, s.ext_misordered, s.ext_too_long),
+            (1, 1, 1)
+        );
+        assert!(m
+            .print(now)
+            .iter()
+            .any(|l| l.contains("ext_truncated 1 ext_too_long 1 ext_misordered 1")));
+        // Not for us: not ours to judge.
+        let other = filo_dhcp::v6::udp6(REMOTE6, HOST6, 53, 40000, b"data");
+        let mut other = with_headers(&other, &[(ext6::DEST_OPTS, opts(1))]);
+        other[41] = 200;
+        assert_eq!(
+            m.hook(now, HookPoint::Prerouting, &IN, &mut other),
+            HookVerdict::Accept
+        );
+    }
+
+    #[test]
+    fn nat66_translates_a_fragmented_datagrams_later_fragments() {
+        let now = Instant::now();
+        let mut m = nat66();
+        let mut p = filo_dhcp::v6::udp6(HOST6, REMOTE6, 40000, 53, b"data");
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut p);
+        // A 2000-byte reply in two fragments (fragment header: next, 0, offset|M, id).
+        let whole = filo_dhcp::v6::udp6(REMOTE6, ME6, 53, 40000, &[7; 2000]);
+        let data = &whole[40..];
+        let frag = |offset: usize, more: bool, piece: &[u8]| {
+            let mut h = vec![UDP, 0];
+            h.extend((offset as u16 | u16::from(more)).to_be_bytes());
+            h.extend(0xabcd_u32.to_be_bytes());
+            let mut b = whole[..40].to_vec();
+            b[6] = ext6::FRAGMENT;
+            b.extend(h);
+            b.extend_from_slice(piece);
+            let len = (b.len() - 40) as u16;
+            b[4..6].copy_from_slice(&len.to_be_bytes());
+            b
+        };
+        let mut f1 = frag(0, true, &data[..1232]);
+        let mut f2 = frag(1232, false, &data[1232..]);
+        assert_eq!(
+            m.hook(now, HookPoint::Prerouting, &IN, &mut f1),
+            HookVerdict::Accept
+        );
+        assert_eq!(
+            m.hook(now, HookPoint::Prerouting, &IN, &mut f2),
+            HookVerdict::Accept
+        );
+        // Reassembled: the whole datagram to the host, its checksum right.
+        let mut r = f1[..40].to_vec();
+        r[6] = UDP;
+        r.extend_from_slice(&f1[48..]);
+        r.extend_from_slice(&f2[48..]);
+        let len = (r.len() - 40) as u16;
+        r[4..6].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(check_udp6(&r), (REMOTE6, 53, HOST6, 40000));
+        assert_eq!(Ipv6Packet::new_checked(&f2[..]).unwrap().dst_addr(), HOST6);
+        assert_eq!(m.stats().fragments_translated, 1);
+    }
+
+    #[test]
+    fn ipv6_port_forwards_reach_the_inside_server_and_its_errors_go_back_translated() {
+        let now = Instant::now();
+        let server6 = Ipv6Addr::new(0xfd01, 0, 0, 0, 0, 0, 0, 0x50);
+        let mut c = Config::new(1, ME);
+        c.masquerade = false;
+        c.addr6 = Some(ME6);
+        match Forward::parse("udp:8053=[fd01::50]:53").unwrap() {
+            Forward::V6(f) => c.forwards6.push(f),
+            other => panic!("{other:?}"),
+        }
+        let mut m = Masquerade::new(c);
+        let mut p = filo_dhcp::v6::udp6(REMOTE6, ME6, 4000, 8053, b"query");
+        m.hook(now, HookPoint::Prerouting, &IN, &mut p);
+        assert_eq!(check_udp6(&p), (REMOTE6, 4000, server6, 53));
+        let mut reply = filo_dhcp::v6::udp6(server6, REMOTE6, 53, 4000, b"answer");
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut reply);
+        assert_eq!(check_udp6(&reply), (ME6, 8053, REMOTE6, 4000));
+        // The same port of our IPv4 address is not forwarded.
+        let mut p4 = udp(REMOTE, 4000, ME, 8053);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut p4);
+        assert_eq!(check_udp(&p4).2, ME);
+        // The server's port unreachable about the request: the client sees our address
+        // and the public port in the quote.
+        let mut err = crate::icmp::v6_error(
+            server6,
+            &Ipv6Packet::new_checked(&p[..]).unwrap(),
+            crate::icmp::V6Error::PORT_UNREACHABLE,
+        );
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut err);
+        let outer = Ipv6Packet::new_checked(&err[..]).unwrap();
+        assert_eq!((outer.src_addr(), outer.dst_addr()), (ME6, REMOTE6));
+        assert!(Icmpv6Packet::new_checked(outer.payload())
+            .unwrap()
+            .verify_checksum(&ME6, &REMOTE6));
+        assert_eq!(
+            check_udp6(&outer.payload()[8..]),
+            (REMOTE6, 4000, ME6, 8053)
+        );
+        // A router on the way cannot deliver the server's reply: the error reaches the
+        // server about its own packet.
+        let far = Ipv6Addr::new(0xfd09, 0, 0, 0, 0, 0, 0, 1);
+        let mut err = crate::icmp::v6_error(
+            far,
+            &Ipv6Packet::new_checked(&reply[..]).unwrap(),
+            crate::icmp::V6Error::HOP_LIMIT_EXCEEDED,
+        );
+        m.hook(now, HookPoint::Prerouting, &IN, &mut err);
+        let outer = Ipv6Packet::new_checked(&err[..]).unwrap();
+        assert_eq!(outer.dst_addr(), server6);
+        assert_eq!(
+            check_udp6(&outer.payload()[8..]),
+            (server6, 53, REMOTE6, 4000)
+        );
+        assert_eq!(m.stats().icmp_errors, 2);
+        let print = m.print(now);
+        assert!(print
+            .iter()
+            .any(|l| l == "forward udp [fd09::2]:8053 to [fd01::50]:53"));
+        assert!(print
+            .iter()
+            .any(|l| l
+                .starts_with("udp [fd09::20]:4000 -> [fd09::2]:8053 forwarded to [fd01::50]:53")));
+    }
+
+    #[test]
+    fn ipv6_port_forward_syntax_errors_name_the_part() {
+        assert_eq!(
+            Forward::parse("tcp:8080=[fd01::50]").unwrap(),
+            Forward::V6(PortForward6 {
+                proto: TCP,
+                port: 8080,
+                to: Ipv6Addr::new(0xfd01, 0, 0, 0, 0, 0, 0, 0x50),
+                to_port: 8080
+            })
+        );
+        assert!(matches!(
+            Forward::parse("udp:53=10.1.0.5"),
+            Ok(Forward::V4(_))
+        ));
+        for (bad, what) in [
+            ("tcp:80=fd01::50:80", "in brackets"),
+            ("tcp:80=[fd01::50:80", "no ']'"),
+            (
+                "tcp:80=[fd01::zz]:80",
+                "\"fd01::zz\" is not an IPv6 address",
+            ),
+            ("tcp:80=[fd01::50]80", "\"80\" after ']' is not :PORT"),
+            ("tcp:80=[fd01::50]:x", "port \"x\""),
+            ("tcp:80=[fd01::50]:0", "port 0"),
+        ] {
+            let e = Forward::parse(bad).unwrap_err();
+            assert!(e.contains(what), "{bad}: {e}");
+        }
+        let e = PortForward::parse("tcp:80=[fd01::50]:80").unwrap_err();
+        assert!(e.contains("IPv6"), "{e}");
     }
 }
