@@ -40,8 +40,9 @@ the forwards and their connections. IPv6 extension headers (hop-by-hop, routing,
 destination options, fragment) are walked to the ports; a chain cut short, out of order or
 longer than 8 headers is dropped and counted (nat/print: ext_truncated, ext_too_long,
 ext_misordered). A fragmented datagram's later fragments are translated as its first one
-was; one arriving before its first is dropped and counted (fragments_dropped). --nptv6 IFACE=INTERNAL/LEN=EXTERNAL/LEN translates IPv6
-prefixes statelessly (RFC 6296; the headers quoted in ICMPv6 errors too).
+was; one arriving before its first is dropped and counted (fragments_dropped).
+--nptv6 IFACE=INTERNAL/LEN=EXTERNAL/LEN translates IPv6 prefixes statelessly (RFC 6296; the
+headers quoted in ICMPv6 errors too).
 FILTER RULES (--filter FILE, one a line, # comments; console filter/add RULE,
 filter/insert N RULE, filter/del N):
   [forward|input] accept|drop|reject [in IFACE] [out IFACE] [from PREFIX] [to PREFIX]

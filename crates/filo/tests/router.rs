@@ -1105,3 +1105,53 @@ fn fragmented_pings_and_udp_datagrams_cross_the_masquerade_and_nat66_whole() {
     assert!(nat.contains("fragments_dropped 0"), "{nat}");
     assert!(!nat.contains("translated 0 "), "{nat}");
 }
+
+#[test]
+fn malformed_or_impossible_ipv6_port_forwards_are_refused_naming_the_problem() {
+    for (conf, forward, what) in [
+        (
+            "ip=10.72.0.2/24,ip=fd72::2/64",
+            "vde0:tcp:80=fd71::50:80",
+            "in brackets",
+        ),
+        (
+            "ip=10.72.0.2/24,ip=fd72::2/64",
+            "vde0:tcp:80=[fd71::50",
+            "no ']'",
+        ),
+        (
+            "ip=10.72.0.2/24,ip=fd72::2/64",
+            "vde0:tcp:80=[fd71::5g]:80",
+            "not an IPv6 address",
+        ),
+        (
+            "ip=10.72.0.2/24",
+            "vde0:tcp:80=[fd71::50]:80",
+            "no global IPv6 address",
+        ),
+        (
+            "ip=fd72::2/64",
+            "vde0:tcp:80=10.71.0.50:80",
+            "no IPv4 address",
+        ),
+    ] {
+        let out = Command::new(FILO)
+            .args([
+                "router",
+                "--vnl",
+                "vde:///nonexistent/filo-nat6",
+                "--conf",
+                conf,
+            ])
+            .args(["--forward", forward])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{forward}: {err}");
+        assert!(
+            err.contains("--forward") && err.contains(what),
+            "{forward}: {err}"
+        );
+    }
+}

@@ -478,7 +478,7 @@ impl Ip {
                     later_fragment: h.frag_offset() != 0,
                     frag,
                     data: at + hl,
-                    end: at + usize::from(h.total_len()).clamp(hl, p.len()),
+                    end: at + usize::from(h.total_len()).max(hl).min(p.len()),
                 })
             }
             6 => {
