@@ -180,6 +180,73 @@ impl Net {
 }
 
 impl Net {
+    /// python's http.server on port 8000 of a LAN host at `ip` (routed by `gw`), listening
+    /// on `bind`, serving hello.txt "hello from the lan"; its request log is the path
+    /// returned.
+    fn lan_server(&self, ip: &str, gw: &str, bind: &str) -> (Proc, PathBuf) {
+        std::fs::write(self.tmp.join("hello.txt"), "hello from the lan\n").unwrap();
+        let log = self.tmp.join("lan-access.log");
+        let script = format!(
+            "exec python3 -m http.server --bind {bind} -d {} 8000 2>{}",
+            self.tmp.path().display(),
+            log.display()
+        );
+        let lan = self.lan.vnl();
+        let p = ns_bg(&["--ip", ip, "--gw", gw, &lan, "--", "sh", "-c", &script]);
+        (p, log)
+    }
+
+    /// `sh -c SCRIPT` on a WAN host 10.72.0.11, fd72::11 with no route to the LAN (fd72::11
+    /// without duplicate address detection: usable at once, in each new namespace).
+    fn wan_host(&self, script: &str) -> (i32, String, String) {
+        ns_out(&[
+            "--ip",
+            "10.72.0.11/24",
+            &self.wan.vnl(),
+            "--",
+            "sh",
+            "-c",
+            &format!("ip -6 addr add fd72::11/64 dev vde0 nodad && {script}"),
+        ])
+    }
+
+    /// Runs `curl` (through the port forward from `public` to the LAN server at `server`)
+    /// until it fetches hello.txt; the server's `log` and nat/print show the WAN client
+    /// (`client`: its address as the log and as nat/print write it).
+    fn check_port_forward(
+        &self,
+        curl: impl Fn() -> (i32, String, String),
+        log: &std::path::Path,
+        client: (&str, &str),
+        public: &str,
+        server: &str,
+    ) {
+        let mut out = String::new();
+        let ok = wait_until(T, || {
+            let (code, o, _) = curl();
+            out = o;
+            code == 0
+        });
+        assert!(ok, "curl through the port forward failed: {out}");
+        assert!(out.contains("hello from the lan"), "{out}");
+        let log = std::fs::read_to_string(log).unwrap();
+        assert!(
+            log.lines()
+                .any(|l| l.starts_with(&format!("{} ", client.0)) && l.contains("GET /hello.txt")),
+            "the LAN server sees the WAN client's address: {log}"
+        );
+        let nat = console(&self.mgmt, "nat/print");
+        assert!(
+            nat.contains(&format!("forward tcp {public} to {server}")),
+            "{nat}"
+        );
+        assert!(
+            nat.contains(&format!("tcp {}:", client.1))
+                && nat.contains(&format!("forwarded to {server}")),
+            "{nat}"
+        );
+    }
+
     /// python's http.server on :: on the WAN at fd72::10 (the shared server() is IPv4-only,
     /// for the IPv4 logs), with `extra` network flags; its request log goes to `access.log`.
     fn server6(&self, extra: &[&str]) -> Proc {
@@ -432,62 +499,15 @@ fn a_port_forward_reaches_a_lan_server_from_the_wan() {
     require("python3");
     require("curl");
     let net = Net::start_with(&["--forward", "vde1:tcp:8080=10.71.0.50:8000"]);
-    std::fs::write(net.tmp.join("hello.txt"), "hello from the lan\n").unwrap();
-    let log = net.tmp.join("lan-access.log");
-    let script = format!(
-        "exec python3 -m http.server -d {} 8000 2>{}",
-        net.tmp.path().display(),
-        log.display()
-    );
-    let lan = net.lan.vnl();
-    let _server = ns_bg(&[
-        "--ip",
-        "10.71.0.50/24",
-        "--gw",
-        "10.71.0.1",
-        &lan,
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let (_server, log) = net.lan_server("10.71.0.50/24", "10.71.0.1", "0.0.0.0");
     // A WAN host with no route to the LAN: only the router's WAN address is reachable.
-    let wan = net.wan.vnl();
-    let mut out = String::new();
-    let wan_curl = |url: &str| {
-        ns_out(&[
-            "--ip",
-            "10.72.0.11/24",
-            &wan,
-            "--",
-            "curl",
-            "-s",
-            "-m",
-            "2",
-            url,
-        ])
-    };
-    let ok = wait_until(T, || {
-        let (code, o, _) = wan_curl("http://10.72.0.2:8080/hello.txt");
-        out = o;
-        code == 0
-    });
-    assert!(ok, "curl through the port forward failed: {out}");
-    assert!(out.contains("hello from the lan"), "{out}");
-    let log = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        log.lines()
-            .any(|l| l.starts_with("10.72.0.11 ") && l.contains("GET /hello.txt")),
-        "the LAN server sees the WAN client's address: {log}"
-    );
-    let nat = console(&net.mgmt, "nat/print");
-    assert!(
-        nat.contains("forward tcp 10.72.0.2:8080 to 10.71.0.50:8000"),
-        "{nat}"
-    );
-    assert!(
-        nat.contains("tcp 10.72.0.11:") && nat.contains("forwarded to 10.71.0.50:8000"),
-        "{nat}"
+    let wan_curl = |url: &str| net.wan_host(&format!("curl -s -m 2 {url}"));
+    net.check_port_forward(
+        || wan_curl("http://10.72.0.2:8080/hello.txt"),
+        &log,
+        ("10.72.0.11", "10.72.0.11"),
+        "10.72.0.2:8080",
+        "10.71.0.50:8000",
     );
     // Another port of the router's WAN address is not forwarded.
     assert_ne!(wan_curl("http://10.72.0.2:8000/hello.txt").0, 0);
@@ -942,61 +962,15 @@ fn an_ipv6_port_forward_reaches_a_lan_server_from_the_wan_and_its_icmpv6_errors_
         "--forward",
         "vde1:udp:5353=[fd71::10]:53",
     ]);
-    std::fs::write(net.tmp.join("hello.txt"), "hello from the lan\n").unwrap();
-    let log = net.tmp.join("lan-access.log");
-    let script = format!(
-        "exec python3 -m http.server --bind :: -d {} 8000 2>{}",
-        net.tmp.path().display(),
-        log.display()
-    );
+    let (_server, log) = net.lan_server("fd71::50/64", "fd71::1", "::");
     let lan = net.lan.vnl();
-    let _server = ns_bg(&[
-        "--ip",
-        "fd71::50/64",
-        "--gw",
-        "fd71::1",
-        &lan,
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
     // A WAN host with no route to the LAN: only the router's WAN address is reachable.
-    let wan = net.wan.vnl();
-    // fd72::11 without duplicate address detection: usable at once, in each new namespace.
-    let wan_host = |script: &str| {
-        ns_out(&[
-            "--ip",
-            "10.72.0.11/24",
-            &wan,
-            "--",
-            "sh",
-            "-c",
-            &format!("ip -6 addr add fd72::11/64 dev vde0 nodad && {script}"),
-        ])
-    };
-    let mut out = String::new();
-    let ok = wait_until(T, || {
-        let (code, o, _) = wan_host("curl -6 -s -m 2 'http://[fd72::2]:8080/hello.txt'");
-        out = o;
-        code == 0
-    });
-    assert!(ok, "curl -6 through the port forward failed: {out}");
-    assert!(out.contains("hello from the lan"), "{out}");
-    let log = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        log.lines()
-            .any(|l| l.starts_with("fd72::11 ") && l.contains("GET /hello.txt")),
-        "the LAN server sees the WAN client's address: {log}"
-    );
-    let nat = console(&net.mgmt, "nat/print");
-    assert!(
-        nat.contains("forward tcp [fd72::2]:8080 to [fd71::50]:8000"),
-        "{nat}"
-    );
-    assert!(
-        nat.contains("tcp [fd72::11]:") && nat.contains("forwarded to [fd71::50]:8000"),
-        "{nat}"
+    net.check_port_forward(
+        || net.wan_host("curl -6 -s -m 2 'http://[fd72::2]:8080/hello.txt'"),
+        &log,
+        ("fd72::11", "[fd72::11]"),
+        "[fd72::2]:8080",
+        "[fd71::50]:8000",
     );
     // Nothing listens on the LAN host's port 53: its port unreachable reaches the WAN
     // client, whose connected socket hears of it only if the quote names the router.
@@ -1011,7 +985,7 @@ fn an_ipv6_port_forward_reaches_a_lan_server_from_the_wan_and_its_icmpv6_errors_
         "60",
     ]);
     let client = udp_client("socket.AF_INET6", "('fd72::2', 5353)");
-    let (code, out, err) = wan_host(&format!("python3 -c \"{client}\""));
+    let (code, out, err) = net.wan_host(&format!("python3 -c \"{client}\""));
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("refused"), "{out}\n{err}");
     let nat = console(&net.mgmt, "nat/print");
