@@ -1035,12 +1035,10 @@ const UDP_BIG_CLIENT: &str = "import socket\n\
 fn fragmented_pings_and_udp_datagrams_cross_the_masquerade_and_nat66_whole() {
     require("python3");
     require("ping");
-    // A 1500-byte WAN: the fragments cross as the LAN host cut them.
-    let net = Net::start_confs(
-        "ip=10.71.0.1/24,ip=fd71::1/64",
-        "ip=10.72.0.2/24,ip=fd72::2/64",
-        &["--masquerade", "vde1"],
-    );
+    // The WAN's MTU is 1400: the router cuts the LAN host's 1500-byte IPv4 fragments again
+    // (each piece after the first translated as the first); the LAN host learns the IPv6
+    // path MTU from packet too big on the UDP client's first tries and fragments to fit.
+    let net = Net::start_with(&["--masquerade", "vde1"]);
     // No route back to the LAN: only translated packets can be answered.
     let log = net.tmp.join("udp.log");
     let server = udp_echo_server(&log);
@@ -1077,7 +1075,7 @@ fn fragmented_pings_and_udp_datagrams_cross_the_masquerade_and_nat66_whole() {
         "{udp_log}"
     );
     assert!(nat.contains("fragments_dropped 0"), "{nat}");
-    assert!(!nat.contains("translated 0 "), "{nat}");
+    assert!(!nat.contains("fragments_translated 0 "), "{nat}");
 }
 
 #[test]

@@ -1293,8 +1293,9 @@ impl Hook for Masquerade {
             s.forwarded
         ));
         out.push(format!(
-            "fragments {} translated {} table_full {} ext_truncated {} ext_too_long {} ext_misordered {}",
+            "fragment_table {} max {} fragments_translated {} fragment_table_full {} ext_truncated {} ext_too_long {} ext_misordered {}",
             self.frags.values().filter(|e| e.expires > now).count(),
+            self.config.max_fragments,
             s.fragments_translated,
             s.fragment_table_full,
             s.ext_truncated,
@@ -1775,7 +1776,10 @@ mod tests {
         assert_eq!(reassemble(&back), (REMOTE, 53, HOST, 40000));
         assert_eq!(m.stats().fragments_translated, 2 + 2);
         // The datagram went by whole: its identity is forgotten.
-        assert!(m.print(now).iter().any(|l| l.starts_with("fragments 0 ")));
+        assert!(m
+            .print(now)
+            .iter()
+            .any(|l| l.starts_with("fragment_table 0 ")));
         // Out of order: a later fragment before its first one is dropped and counted, the
         // rest still translated.
         let mut back = udp_fragments((REMOTE, 53), (ME, port), 10, 3000, 1480);
