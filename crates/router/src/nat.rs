@@ -327,6 +327,9 @@ struct FragEntry {
 /// to hold a packet and send it later; the datagram is lost as if the network had lost it
 /// (senders fragment in order, so this happens only on reordering links). Outbound, a later
 /// fragment with no remembered first one still gets the masquerade's address, as before.
+/// The IPv4 identification is kept: two inside hosts fragmenting to one remote with the same
+/// identification at the same time would be mixed up by its reassembly (Linux's NAT
+/// reassembles before translating, which avoids that at the cost of buffering).
 pub struct Masquerade {
     config: Config,
     /// Translated port by flow.
