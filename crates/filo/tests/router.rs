@@ -180,6 +180,73 @@ impl Net {
 }
 
 impl Net {
+    /// python's http.server on port 8000 of a LAN host at `ip` (routed by `gw`), listening
+    /// on `bind`, serving hello.txt "hello from the lan"; its request log is the path
+    /// returned.
+    fn lan_server(&self, ip: &str, gw: &str, bind: &str) -> (Proc, PathBuf) {
+        std::fs::write(self.tmp.join("hello.txt"), "hello from the lan\n").unwrap();
+        let log = self.tmp.join("lan-access.log");
+        let script = format!(
+            "exec python3 -m http.server --bind {bind} -d {} 8000 2>{}",
+            self.tmp.path().display(),
+            log.display()
+        );
+        let lan = self.lan.vnl();
+        let p = ns_bg(&["--ip", ip, "--gw", gw, &lan, "--", "sh", "-c", &script]);
+        (p, log)
+    }
+
+    /// `sh -c SCRIPT` on a WAN host 10.72.0.11, fd72::11 with no route to the LAN (fd72::11
+    /// without duplicate address detection: usable at once, in each new namespace).
+    fn wan_host(&self, script: &str) -> (i32, String, String) {
+        ns_out(&[
+            "--ip",
+            "10.72.0.11/24",
+            &self.wan.vnl(),
+            "--",
+            "sh",
+            "-c",
+            &format!("ip -6 addr add fd72::11/64 dev vde0 nodad && {script}"),
+        ])
+    }
+
+    /// Runs `curl` (through the port forward from `public` to the LAN server at `server`)
+    /// until it fetches hello.txt; the server's `log` and nat/print show the WAN client
+    /// (`client`: its address as the log and as nat/print write it).
+    fn check_port_forward(
+        &self,
+        curl: impl Fn() -> (i32, String, String),
+        log: &std::path::Path,
+        client: (&str, &str),
+        public: &str,
+        server: &str,
+    ) {
+        let mut out = String::new();
+        let ok = wait_until(T, || {
+            let (code, o, _) = curl();
+            out = o;
+            code == 0
+        });
+        assert!(ok, "curl through the port forward failed: {out}");
+        assert!(out.contains("hello from the lan"), "{out}");
+        let log = std::fs::read_to_string(log).unwrap();
+        assert!(
+            log.lines()
+                .any(|l| l.starts_with(&format!("{} ", client.0)) && l.contains("GET /hello.txt")),
+            "the LAN server sees the WAN client's address: {log}"
+        );
+        let nat = console(&self.mgmt, "nat/print");
+        assert!(
+            nat.contains(&format!("forward tcp {public} to {server}")),
+            "{nat}"
+        );
+        assert!(
+            nat.contains(&format!("tcp {}:", client.1))
+                && nat.contains(&format!("forwarded to {server}")),
+            "{nat}"
+        );
+    }
+
     /// python's http.server on :: on the WAN at fd72::10 (the shared server() is IPv4-only,
     /// for the IPv4 logs), with `extra` network flags; its request log goes to `access.log`.
     fn server6(&self, extra: &[&str]) -> Proc {
@@ -432,62 +499,15 @@ fn a_port_forward_reaches_a_lan_server_from_the_wan() {
     require("python3");
     require("curl");
     let net = Net::start_with(&["--forward", "vde1:tcp:8080=10.71.0.50:8000"]);
-    std::fs::write(net.tmp.join("hello.txt"), "hello from the lan\n").unwrap();
-    let log = net.tmp.join("lan-access.log");
-    let script = format!(
-        "exec python3 -m http.server -d {} 8000 2>{}",
-        net.tmp.path().display(),
-        log.display()
-    );
-    let lan = net.lan.vnl();
-    let _server = ns_bg(&[
-        "--ip",
-        "10.71.0.50/24",
-        "--gw",
-        "10.71.0.1",
-        &lan,
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let (_server, log) = net.lan_server("10.71.0.50/24", "10.71.0.1", "0.0.0.0");
     // A WAN host with no route to the LAN: only the router's WAN address is reachable.
-    let wan = net.wan.vnl();
-    let mut out = String::new();
-    let wan_curl = |url: &str| {
-        ns_out(&[
-            "--ip",
-            "10.72.0.11/24",
-            &wan,
-            "--",
-            "curl",
-            "-s",
-            "-m",
-            "2",
-            url,
-        ])
-    };
-    let ok = wait_until(T, || {
-        let (code, o, _) = wan_curl("http://10.72.0.2:8080/hello.txt");
-        out = o;
-        code == 0
-    });
-    assert!(ok, "curl through the port forward failed: {out}");
-    assert!(out.contains("hello from the lan"), "{out}");
-    let log = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        log.lines()
-            .any(|l| l.starts_with("10.72.0.11 ") && l.contains("GET /hello.txt")),
-        "the LAN server sees the WAN client's address: {log}"
-    );
-    let nat = console(&net.mgmt, "nat/print");
-    assert!(
-        nat.contains("forward tcp 10.72.0.2:8080 to 10.71.0.50:8000"),
-        "{nat}"
-    );
-    assert!(
-        nat.contains("tcp 10.72.0.11:") && nat.contains("forwarded to 10.71.0.50:8000"),
-        "{nat}"
+    let wan_curl = |url: &str| net.wan_host(&format!("curl -s -m 2 {url}"));
+    net.check_port_forward(
+        || wan_curl("http://10.72.0.2:8080/hello.txt"),
+        &log,
+        ("10.72.0.11", "10.72.0.11"),
+        "10.72.0.2:8080",
+        "10.71.0.50:8000",
     );
     // Another port of the router's WAN address is not forwarded.
     assert_ne!(wan_curl("http://10.72.0.2:8000/hello.txt").0, 0);
@@ -2035,4 +2055,180 @@ fn malformed_expiring_and_fragmented_packets_at_the_router_are_dropped_answered_
         net.router.child.try_wait().unwrap().is_none(),
         "the router exited"
     );
+}
+
+#[test]
+fn an_ipv6_port_forward_reaches_a_lan_server_from_the_wan_and_its_icmpv6_errors_come_back() {
+    require("python3");
+    require("curl");
+    let net = Net::start_with(&[
+        "--forward",
+        "vde1:tcp:8080=[fd71::50]:8000",
+        "--forward",
+        "vde1:udp:5353=[fd71::10]:53",
+    ]);
+    let (_server, log) = net.lan_server("fd71::50/64", "fd71::1", "::");
+    let lan = net.lan.vnl();
+    // A WAN host with no route to the LAN: only the router's WAN address is reachable.
+    net.check_port_forward(
+        || net.wan_host("curl -6 -s -m 2 'http://[fd72::2]:8080/hello.txt'"),
+        &log,
+        ("fd72::11", "[fd72::11]"),
+        "[fd72::2]:8080",
+        "[fd71::50]:8000",
+    );
+    // Nothing listens on the LAN host's port 53: its port unreachable reaches the WAN
+    // client, whose connected socket hears of it only if the quote names the router.
+    let _lan_host = ns_bg(&[
+        "--ip",
+        "fd71::10/64",
+        "--gw",
+        "fd71::1",
+        &lan,
+        "--",
+        "sleep",
+        "60",
+    ]);
+    let client = udp_client("socket.AF_INET6", "('fd72::2', 5353)");
+    let (code, out, err) = net.wan_host(&format!("python3 -c \"{client}\""));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("refused"), "{out}\n{err}");
+    let nat = console(&net.mgmt, "nat/print");
+    assert!(!nat.contains("icmp_errors 0"), "{nat}");
+}
+
+/// A UDP server on the WAN host answering every datagram with itself, both families, port
+/// 9999; it logs `ADDR LEN` of each to `log`.
+fn udp_echo_server(log: &std::path::Path) -> String {
+    format!(
+        "import select, socket\n\
+         socks = []\n\
+         for fam, any in ((socket.AF_INET, '0.0.0.0'), (socket.AF_INET6, '::')):\n\
+         \x20   s = socket.socket(fam, socket.SOCK_DGRAM)\n\
+         \x20   if fam == socket.AF_INET6:\n\
+         \x20       s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)\n\
+         \x20   s.bind((any, 9999))\n\
+         \x20   socks.append(s)\n\
+         log = open('{}', 'a')\n\
+         while True:\n\
+         \x20   for s in select.select(socks, [], [])[0]:\n\
+         \x20       d, a = s.recvfrom(65535)\n\
+         \x20       log.write('%s %d\\n' % (a[0], len(d)))\n\
+         \x20       log.flush()\n\
+         \x20       s.sendto(d, a)\n",
+        log.display()
+    )
+}
+
+/// A UDP client sending a 3000-byte datagram to 10.72.0.10 and fd72::10 port 9999 until
+/// it is echoed whole: prints `v4 LEN`, `v6 LEN`.
+const UDP_BIG_CLIENT: &str = "import socket\n\
+    data = bytes(range(250)) * 12\n\
+    for name, fam, addr in (('v4', socket.AF_INET, '10.72.0.10'), ('v6', socket.AF_INET6, 'fd72::10')):\n\
+    \x20   s = socket.socket(fam, socket.SOCK_DGRAM)\n\
+    \x20   s.settimeout(1)\n\
+    \x20   for _ in range(15):\n\
+    \x20       s.sendto(data, (addr, 9999))\n\
+    \x20       try:\n\
+    \x20           d = s.recv(65535)\n\
+    \x20       except OSError:\n\
+    \x20           continue\n\
+    \x20       print(name, len(d), d == data)\n\
+    \x20       break\n";
+
+#[test]
+fn fragmented_pings_and_udp_datagrams_cross_the_masquerade_and_nat66_whole() {
+    require("python3");
+    require("ping");
+    // The WAN's MTU is 1400: the router cuts the LAN host's 1500-byte IPv4 fragments again
+    // (each piece after the first translated as the first); the LAN host learns the IPv6
+    // path MTU from packet too big on the UDP client's first tries and fragments to fit.
+    let net = Net::start_with(&["--masquerade", "vde1"]);
+    // No route back to the LAN: only translated packets can be answered.
+    let log = net.tmp.join("udp.log");
+    let server = udp_echo_server(&log);
+    let _server = ns_bg(&[
+        "--ip",
+        "10.72.0.10/24",
+        "--ip",
+        "fd72::10/64",
+        &net.wan.vnl(),
+        "--",
+        "python3",
+        "-c",
+        &server,
+    ]);
+    let (code, out, err) = net.lan_host(&format!(
+        "{LAN6} python3 -c \"{UDP_BIG_CLIENT}\" && ping -c 2 -i 0.2 -W 2 -s 3000 10.72.0.10 \
+         && ping -6 -c 2 -i 0.2 -W 2 -s 3000 fd72::10"
+    ));
+    let nat = console(&net.mgmt, "nat/print");
+    let udp_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(code, 0, "{out}\n{err}\n{nat}\n{udp_log}");
+    assert!(out.contains("v4 3000 True"), "{out}\n{nat}");
+    assert!(out.contains("v6 3000 True"), "{out}\n{nat}");
+    assert_eq!(
+        out.matches("2 packets transmitted, 2 received").count(),
+        2,
+        "{out}"
+    );
+    // The server saw the router's addresses, whole datagrams.
+    assert!(udp_log.lines().any(|l| l == "10.72.0.2 3000"), "{udp_log}");
+    assert!(udp_log.lines().any(|l| l == "fd72::2 3000"), "{udp_log}");
+    assert!(
+        !udp_log.contains("10.71.0.10") && !udp_log.contains("fd71::10"),
+        "{udp_log}"
+    );
+    assert!(nat.contains("fragments_dropped 0"), "{nat}");
+    assert!(!nat.contains("fragments_translated 0 "), "{nat}");
+}
+
+#[test]
+fn malformed_or_impossible_ipv6_port_forwards_are_refused_naming_the_problem() {
+    for (conf, forward, what) in [
+        (
+            "ip=10.72.0.2/24,ip=fd72::2/64",
+            "vde0:tcp:80=fd71::50:80",
+            "in brackets",
+        ),
+        (
+            "ip=10.72.0.2/24,ip=fd72::2/64",
+            "vde0:tcp:80=[fd71::50",
+            "no ']'",
+        ),
+        (
+            "ip=10.72.0.2/24,ip=fd72::2/64",
+            "vde0:tcp:80=[fd71::5g]:80",
+            "not an IPv6 address",
+        ),
+        (
+            "ip=10.72.0.2/24",
+            "vde0:tcp:80=[fd71::50]:80",
+            "no global IPv6 address",
+        ),
+        (
+            "ip=fd72::2/64",
+            "vde0:tcp:80=10.71.0.50:80",
+            "no IPv4 address",
+        ),
+    ] {
+        let out = Command::new(FILO)
+            .args([
+                "router",
+                "--vnl",
+                "vde:///nonexistent/filo-nat6",
+                "--conf",
+                conf,
+            ])
+            .args(["--forward", forward])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{forward}: {err}");
+        assert!(
+            err.contains("--forward") && err.contains(what),
+            "{forward}: {err}"
+        );
+    }
 }
