@@ -1648,6 +1648,19 @@ struct Case {
     forwarded: Option<fn(&[u8]) -> bool>,
 }
 
+impl Case {
+    /// Dropped, counted as `reason`, unanswered.
+    fn dropped(what: &'static str, frame: Vec<u8>, reason: &'static str) -> Case {
+        Case {
+            what,
+            frame,
+            reason: Some(reason),
+            answer: None,
+            forwarded: None,
+        }
+    }
+}
+
 #[test]
 fn malformed_expiring_and_fragmented_packets_at_the_router_are_dropped_answered_or_forwarded_and_counted(
 ) {
@@ -1753,140 +1766,102 @@ fn malformed_expiring_and_fragmented_packets_at_the_router_are_dropped_answered_
     };
     let echo6_frag = raw::icmp6(l6, me6, 128, 0, [0x71, 2, 0, 1], b"ping");
     let cases = vec![
-        Case {
-            what: "an IPv4 header cut short",
-            frame: raw::eth(r0, L, raw::IPV4, &raw::ipv4(l4, w4, 64, 17, 0, &udp)[..12]),
-            reason: Some("malformed"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "an IPv4 total length beyond the frame",
-            frame: raw::eth(r0, L, raw::IPV4, &refix(long)),
-            reason: Some("malformed"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "an IPv4 header checksum that does not add up",
-            frame: raw::eth(
+        Case::dropped(
+            "an IPv4 header cut short",
+            raw::eth(r0, L, raw::IPV4, &raw::ipv4(l4, w4, 64, 17, 0, &udp)[..12]),
+            "malformed",
+        ),
+        Case::dropped(
+            "an IPv4 total length beyond the frame",
+            raw::eth(r0, L, raw::IPV4, &refix(long)),
+            "malformed",
+        ),
+        Case::dropped(
+            "an IPv4 header checksum that does not add up",
+            raw::eth(
                 r0,
                 L,
                 raw::IPV4,
                 &spoil(raw::ipv4(l4, w4, 64, 17, 0, &udp), 10, 0x55),
             ),
-            reason: Some("malformed"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "an IPv4 header length of 4 words",
-            frame: raw::eth(r0, L, raw::IPV4, &refix(ihl4)),
-            reason: Some("malformed"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "an IPv6 header cut short",
-            frame: raw::eth(r0, L, raw::IPV6, &raw::ipv6(l6, w6, 64, 17, &udp)[..30]),
-            reason: Some("malformed"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "an IPv6 payload length beyond the frame",
-            frame: raw::eth(r0, L, raw::IPV6, &long6),
-            reason: Some("malformed"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "an ICMP echo request with a bad checksum",
-            frame: v4(me4, 64, 1, 0, &spoil(echo4.clone(), 2, 0x55)),
-            reason: Some("malformed"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "an ICMP message of 3 bytes",
-            frame: v4(me4, 64, 1, 0, &echo4[..3]),
-            reason: Some("malformed"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "an ICMPv6 echo request with a bad checksum",
-            frame: v6(me6, 64, 58, &spoil(echo6.clone(), 2, 0x55)),
-            reason: Some("malformed"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "a neighbour solicitation with hop limit 64 (not 255)",
-            frame: raw::ns(L, l6, me6, 64, &raw::slla(L)),
-            reason: Some("local_unhandled"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "a neighbour solicitation with an option of length 0",
-            frame: raw::ns(L, l6, me6, 255, &bad_option),
-            reason: Some("malformed"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "a router solicitation with an option of length 0",
-            frame: raw::eth(
+            "malformed",
+        ),
+        Case::dropped(
+            "an IPv4 header length of 4 words",
+            raw::eth(r0, L, raw::IPV4, &refix(ihl4)),
+            "malformed",
+        ),
+        Case::dropped(
+            "an IPv6 header cut short",
+            raw::eth(r0, L, raw::IPV6, &raw::ipv6(l6, w6, 64, 17, &udp)[..30]),
+            "malformed",
+        ),
+        Case::dropped(
+            "an IPv6 payload length beyond the frame",
+            raw::eth(r0, L, raw::IPV6, &long6),
+            "malformed",
+        ),
+        Case::dropped(
+            "an ICMP echo request with a bad checksum",
+            v4(me4, 64, 1, 0, &spoil(echo4.clone(), 2, 0x55)),
+            "malformed",
+        ),
+        Case::dropped(
+            "an ICMP message of 3 bytes",
+            v4(me4, 64, 1, 0, &echo4[..3]),
+            "malformed",
+        ),
+        Case::dropped(
+            "an ICMPv6 echo request with a bad checksum",
+            v6(me6, 64, 58, &spoil(echo6.clone(), 2, 0x55)),
+            "malformed",
+        ),
+        Case::dropped(
+            "a neighbour solicitation with hop limit 64 (not 255)",
+            raw::ns(L, l6, me6, 64, &raw::slla(L)),
+            "local_unhandled",
+        ),
+        Case::dropped(
+            "a neighbour solicitation with an option of length 0",
+            raw::ns(L, l6, me6, 255, &bad_option),
+            "malformed",
+        ),
+        Case::dropped(
+            "a router solicitation with an option of length 0",
+            raw::eth(
                 [0x33, 0x33, 0, 0, 0, 2],
                 L,
                 raw::IPV6,
                 &raw::ipv6(ll, all_routers, 255, 58, &rs),
             ),
-            reason: Some("server"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "a router advertisement from a host",
-            frame: raw::eth(
+            "server",
+        ),
+        Case::dropped(
+            "a router advertisement from a host",
+            raw::eth(
                 [0x33, 0x33, 0, 0, 0, 1],
                 L,
                 raw::IPV6,
                 &raw::ipv6(ll, all_nodes, 255, 58, &ra),
             ),
-            reason: Some("local_unhandled"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "a DHCP message of 100 bytes",
-            frame: dhcp(&[1; 100]),
-            reason: Some("server"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "a DHCP reply sent to the server",
-            frame: dhcp(&bootreply),
-            reason: Some("server"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "a DHCP request with a 16-byte hardware address",
-            frame: dhcp(&long_hw),
-            reason: Some("server"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "a DHCP request without the magic cookie",
-            frame: dhcp(&no_magic),
-            reason: Some("server"),
-            answer: None,
-            forwarded: None,
-        },
+            "local_unhandled",
+        ),
+        Case::dropped("a DHCP message of 100 bytes", dhcp(&[1; 100]), "server"),
+        Case::dropped(
+            "a DHCP reply sent to the server",
+            dhcp(&bootreply),
+            "server",
+        ),
+        Case::dropped(
+            "a DHCP request with a 16-byte hardware address",
+            dhcp(&long_hw),
+            "server",
+        ),
+        Case::dropped(
+            "a DHCP request without the magic cookie",
+            dhcp(&no_magic),
+            "server",
+        ),
         Case {
             what: "TTL 1 across the router",
             frame: v4(w4, 1, 17, 0, &udp),
@@ -1956,51 +1931,41 @@ fn malformed_expiring_and_fragmented_packets_at_the_router_are_dropped_answered_
             answer: None,
             forwarded: None,
         },
-        Case {
-            what: "an IPv6 fragment for the router (it does not reassemble)",
-            frame: v6(me6, 64, 44, &frag6(58, false, &echo6_frag)),
-            reason: Some("local_unhandled"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "an echo request from the router's own address to itself",
-            frame: raw::eth(r0, L, raw::IPV4, &raw::ipv4(me4, me4, 64, 1, 0, &echo4)),
-            reason: Some("bad_source"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "a packet across the router from the router's own WAN address",
-            frame: raw::eth(
+        Case::dropped(
+            "an IPv6 fragment for the router (it does not reassemble)",
+            v6(me6, 64, 44, &frag6(58, false, &echo6_frag)),
+            "local_unhandled",
+        ),
+        Case::dropped(
+            "an echo request from the router's own address to itself",
+            raw::eth(r0, L, raw::IPV4, &raw::ipv4(me4, me4, 64, 1, 0, &echo4)),
+            "bad_source",
+        ),
+        Case::dropped(
+            "a packet across the router from the router's own WAN address",
+            raw::eth(
                 r0,
                 L,
                 raw::IPV4,
                 &raw::ipv4(Ipv4Addr::new(10, 72, 0, 2), w4, 64, 17, 0, &udp),
             ),
-            reason: Some("bad_source"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "an IPv6 packet across the router from the router's own WAN address",
-            frame: raw::eth(
+            "bad_source",
+        ),
+        Case::dropped(
+            "an IPv6 packet across the router from the router's own WAN address",
+            raw::eth(
                 r0,
                 L,
                 raw::IPV6,
                 &raw::ipv6("fd72::2".parse().unwrap(), w6, 64, 17, &udp),
             ),
-            reason: Some("bad_source"),
-            answer: None,
-            forwarded: None,
-        },
-        Case {
-            what: "an unknown EtherType",
-            frame: raw::eth(r0, L, 0x88b5, &[0; 50]),
-            reason: Some("unknown_ethertype"),
-            answer: None,
-            forwarded: None,
-        },
+            "bad_source",
+        ),
+        Case::dropped(
+            "an unknown EtherType",
+            raw::eth(r0, L, 0x88b5, &[0; 50]),
+            "unknown_ethertype",
+        ),
     ];
     for c in cases {
         let what = c.what;
