@@ -1713,6 +1713,8 @@ fn malformed_expiring_and_fragmented_packets_at_the_router_are_dropped_answered_
     };
     let udp = raw::udp(4000, 9, b"sixteen bytes!!!");
     let echo4 = raw::icmp4(8, 0, [0x71, 1, 0, 1], b"ping");
+    // A port unreachable quoting a UDP datagram from W.
+    let unreachable = raw::icmp4(3, 3, [0; 4], &raw::ipv4(w4, l4, 64, 17, 0, &udp));
     let echo6 = raw::icmp6(l6, me6, 128, 0, [0x71, 1, 0, 1], b"ping");
     let spoil = |mut p: Vec<u8>, at: usize, b: u8| {
         p[at] ^= b;
@@ -1845,6 +1847,33 @@ fn malformed_expiring_and_fragmented_packets_at_the_router_are_dropped_answered_
                 &raw::ipv6(ll, all_nodes, 255, 58, &ra),
             ),
             "local_unhandled",
+        ),
+        Case::dropped(
+            "an echo request to the LAN's broadcast address (no smurf answers)",
+            v4(Ipv4Addr::new(10, 71, 0, 255), 64, 1, 0, &echo4),
+            "local_unhandled",
+        ),
+        Case::dropped(
+            "an ICMP redirect for the router",
+            v4(
+                me4,
+                64,
+                1,
+                0,
+                &raw::icmp4(5, 1, [10, 71, 0, 99], &unreachable[..28]),
+            ),
+            "local_unhandled",
+        ),
+        Case::dropped(
+            "an ICMPv6 redirect for the router",
+            v6(me6, 255, 58, &raw::icmp6(l6, me6, 137, 0, [0; 4], &[0; 32])),
+            "local_unhandled",
+        ),
+        Case::dropped(
+            // RFC 1812 §4.3.2.7: no ICMP error about an ICMP error.
+            "an ICMP error across the router with TTL 1 (not answered)",
+            v4(w4, 1, 1, 0, &unreachable),
+            "ttl_exceeded",
         ),
         Case::dropped("a DHCP message of 100 bytes", dhcp(&[1; 100]), "server"),
         Case::dropped(
