@@ -1963,7 +1963,7 @@ fn malformed_expiring_and_fragmented_packets_at_the_router_are_dropped_answered_
         Case::dropped(
             "an IPv6 fragment for the router (it does not reassemble)",
             v6(me6, 64, 44, &frag6(58, false, &echo6_frag)),
-            "local_unhandled",
+            "fragment",
         ),
         Case::dropped(
             "an echo request from the router's own address to itself",

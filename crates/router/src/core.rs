@@ -85,8 +85,8 @@ pub enum DropReason {
     /// Reverse-path filtering: the source is not routed back out of the interface the packet
     /// came in on (a spoofed source).
     ReversePath,
-    /// An IPv4 fragment for the router itself: it does not reassemble, and a fragment's data
-    /// is no whole ICMP or UDP message.
+    /// A fragment (IPv4, or IPv6 with a fragment header) for the router itself: it does not
+    /// reassemble, and a fragment's data is no whole ICMP or UDP message.
     Fragment,
 }
 
@@ -1385,6 +1385,9 @@ impl Router {
     fn local_v6(&mut self, now: Instant, iface: IfId, packet: &[u8]) {
         let p = Ipv6Packet::new_unchecked(packet);
         let (src, dst) = (p.src_addr(), p.dst_addr());
+        if p.next_header() == IpProtocol::Ipv6Frag {
+            return self.drop(DropReason::Fragment);
+        }
         if p.next_header() != IpProtocol::Icmpv6 {
             if self.ifaces[iface].dhcp6.is_some() {
                 if let Some((client, msg)) = filo_dhcp::v6::server_payload(packet) {

@@ -403,7 +403,14 @@ fn a_fragment_for_the_router_is_dropped_not_taken_for_a_whole_message() {
         r.handle_frame(now, 0, &eth(R0, A, EthernetProtocol::Ipv4, &p));
         assert!(drain(&mut r).is_empty(), "offset {offset}, more {more}");
     }
-    assert_eq!(r.drops().get(DropReason::Fragment), 2);
+    // An IPv6 echo request behind a fragment header (an atomic fragment).
+    let own6: Ipv6Addr = "fd01::1".parse().unwrap();
+    let mut frag = vec![58, 0, 0, 0, 0, 0, 0, 1];
+    frag.extend_from_slice(&echo6(A6, own6, 8));
+    let p = ipv6(A6, own6, 64, IpProtocol::Ipv6Frag, &frag);
+    r.handle_frame(now, 0, &eth(R0, A, EthernetProtocol::Ipv6, &p));
+    assert!(drain(&mut r).is_empty());
+    assert_eq!(r.drops().get(DropReason::Fragment), 3);
     // Across the router, fragments go on as they are.
     let mut p = ipv4(A4, B4, 64, IpProtocol::Icmp, &echo4(16), false);
     {
