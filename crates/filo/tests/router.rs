@@ -960,10 +960,10 @@ fn drop_counts(mgmt: &std::path::Path) -> std::collections::HashMap<String, u64>
 impl Net {
     /// Debian's dhcpcd on a LAN namespace (IPv4 and SLAAC, EUI-64 addresses) until its hook
     /// saw each reason of `wait_for` (e.g. BOUND, ROUTERADVERT, INFORM6) or 80 s passed,
-    /// then `then` in the same shell: (exit code, output, error output, the events dhcpcd's hook saw: one
-    /// line each, `REASON IFACE ip=… routers=… dns4=… dns6=… search6=…`). Its lease, DUID and
-    /// pid files go to tmpfs in a private mount namespace, and its hook only records, so it
-    /// touches nothing of the host's (/etc/resolv.conf above all; checked).
+    /// then `then` in the same shell: (exit code, output, error output, the events the hook
+    /// saw, one a line: `REASON IFACE ip=… routers=… dns4=… dns6=… search6=…`). Its lease,
+    /// DUID and pid files go to tmpfs in a private mount namespace, and its hook only
+    /// records, so it touches nothing of the host's (/etc/resolv.conf above all; checked).
     fn dhcpcd(&self, wait_for: &[&str], then: &str) -> (i32, String, String, String) {
         require("dhcpcd");
         require("unshare");
@@ -1137,12 +1137,13 @@ fn tracepath_over_two_routers_lists_both_hops_and_finds_the_middle_links_mtu_ipv
     let mid = FiloSwitch::start(FILO, &tmp, "mid", &[]);
     let wan = FiloSwitch::start(FILO, &tmp, "wan", &[]);
     // LAN 10.75/fd75 -- r1 -- middle link 10.76/fd76, MTU 1300 -- r2 -- WAN 10.77/fd77.
-    let router = |name: &str, args: &[&str]| {
+    // `args`: words (the temp dir's paths have no spaces).
+    let router = |name: &str, args: &str| {
         let mgmt = tmp.join(name);
         let p = Proc::spawn(
             Command::new(FILO)
                 .arg("router")
-                .args(args)
+                .args(args.split_whitespace())
                 .arg("-M")
                 .arg(&mgmt)
                 .stdin(Stdio::null())
@@ -1154,45 +1155,23 @@ fn tracepath_over_two_routers_lists_both_hops_and_finds_the_middle_links_mtu_ipv
     };
     let _r1 = router(
         "r1.mgmt",
-        &[
-            "--vnl",
-            &lan.vnl(),
-            "--conf",
-            "ip=10.75.0.1/24,ip=fd75::1/64",
-            "--vnl",
-            &mid.vnl(),
-            "--conf",
-            "ip=10.76.0.1/24,ip=fd76::1/64,mtu=1300",
-            "--route",
-            "10.77.0.0/24",
-            "via",
-            "10.76.0.2",
-            "--route",
-            "fd77::/64",
-            "via",
-            "fd76::2",
-        ],
+        &format!(
+            "--vnl {} --conf ip=10.75.0.1/24,ip=fd75::1/64 \
+             --vnl {} --conf ip=10.76.0.1/24,ip=fd76::1/64,mtu=1300 \
+             --route 10.77.0.0/24 via 10.76.0.2 --route fd77::/64 via fd76::2",
+            lan.vnl(),
+            mid.vnl()
+        ),
     );
     let _r2 = router(
         "r2.mgmt",
-        &[
-            "--vnl",
-            &mid.vnl(),
-            "--conf",
-            "ip=10.76.0.2/24,ip=fd76::2/64,mtu=1300",
-            "--vnl",
-            &wan.vnl(),
-            "--conf",
-            "ip=10.77.0.1/24,ip=fd77::1/64",
-            "--route",
-            "10.75.0.0/24",
-            "via",
-            "10.76.0.1",
-            "--route",
-            "fd75::/64",
-            "via",
-            "fd76::1",
-        ],
+        &format!(
+            "--vnl {} --conf ip=10.76.0.2/24,ip=fd76::2/64,mtu=1300 \
+             --vnl {} --conf ip=10.77.0.1/24,ip=fd77::1/64 \
+             --route 10.75.0.0/24 via 10.76.0.1 --route fd75::/64 via fd76::1",
+            mid.vnl(),
+            wan.vnl()
+        ),
     );
     let _server = ns_bg(&[
         "--ip",
