@@ -1739,6 +1739,12 @@ fn malformed_expiring_and_fragmented_packets_at_the_router_are_dropped_answered_
     let bad_option = [1u8, 0, 0, 0, 0, 0, 0, 0];
     let rs = raw::icmp6(ll, all_routers, 133, 0, [0; 4], &bad_option);
     let ra = raw::icmp6(ll, all_nodes, 134, 0, [64, 0, 7, 8], &[0; 8]);
+    // An ICMPv6 message from fe80::99 to the all-nodes or all-routers group, hop limit 255.
+    let link_local = |group: Ipv6Addr, msg: &[u8]| {
+        let g = group.octets();
+        let mac = [0x33, 0x33, g[12], g[13], g[14], g[15]];
+        raw::eth(mac, L, raw::IPV6, &raw::ipv6(ll, group, 255, 58, msg))
+    };
     // An IPv6 fragment header: next header, reserved, offset and M flag, identification.
     let frag6 = |next: u8, more: bool, data: &[u8]| {
         let mut h = vec![next, 0, 0, u8::from(more), 0, 0, 0x71, 1];
@@ -1809,22 +1815,12 @@ fn malformed_expiring_and_fragmented_packets_at_the_router_are_dropped_answered_
         ),
         Case::dropped(
             "a router solicitation with an option of length 0",
-            raw::eth(
-                [0x33, 0x33, 0, 0, 0, 2],
-                L,
-                raw::IPV6,
-                &raw::ipv6(ll, all_routers, 255, 58, &rs),
-            ),
+            link_local(all_routers, &rs),
             "server",
         ),
         Case::dropped(
             "a router advertisement from a host",
-            raw::eth(
-                [0x33, 0x33, 0, 0, 0, 1],
-                L,
-                raw::IPV6,
-                &raw::ipv6(ll, all_nodes, 255, 58, &ra),
-            ),
+            link_local(all_nodes, &ra),
             "local_unhandled",
         ),
         Case::dropped(
