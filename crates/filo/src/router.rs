@@ -32,11 +32,17 @@ the router's address there, IPv4 and IPv6 (NAT66; TCP, UDP, ICMP echo; ICMP erro
 those are translated both ways); --snat IFACE=ADDR does the same to a chosen address of
 IFACE. A packet whose source is routed out of another interface than the one it came in on
 is dropped and counted (stat: rp_filter) with --rp-filter.
---forward IFACE:PROTO:PORT=ADDR[:PORT] sends TCP or UDP arriving for the router's IPv4
-address on IFACE at PORT to ADDR:PORT (a port forward); replies leave from the router's
-address and PORT, ICMP errors about it are translated both ways. nat/print lists the
-forwards and their connections. --nptv6 IFACE=INTERNAL/LEN=EXTERNAL/LEN translates IPv6
-prefixes statelessly (RFC 6296; the headers quoted in ICMPv6 errors too).
+--forward IFACE:PROTO:PORT=ADDR[:PORT] sends TCP or UDP arriving for the router's address
+on IFACE at PORT to ADDR:PORT (a port forward; an IPv6 ADDR in brackets, [fd01::50]:80,
+forwards what arrives for the router's first global IPv6 address there); replies leave from
+the router's address and PORT, ICMP errors about it are translated both ways. nat/print lists
+the forwards and their connections. IPv6 extension headers (hop-by-hop, routing,
+destination options, fragment) are walked to the ports; a chain cut short, out of order or
+longer than 8 headers is dropped and counted (nat/print: ext_truncated, ext_too_long,
+ext_misordered). A fragmented datagram's later fragments are translated as its first one
+was; one arriving before its first is dropped and counted (fragments_dropped).
+--nptv6 IFACE=INTERNAL/LEN=EXTERNAL/LEN translates IPv6 prefixes statelessly (RFC 6296; the
+headers quoted in ICMPv6 errors too).
 FILTER RULES (--filter FILE, one a line, # comments; console filter/add RULE,
 filter/insert N RULE, filter/del N):
   [forward|input] accept|drop|reject [in IFACE] [out IFACE] [from PREFIX] [to PREFIX]
@@ -62,6 +68,8 @@ EXAMPLES:
   filo router --vnl vde:///tmp/lan --conf ip=192.168.7.1/24 --vnl vde:///tmp/wan \\
               --conf ip=10.9.0.2/24,gw=10.9.0.1 --masquerade vde1 -M /tmp/r.mgmt \\
               --forward vde1:tcp:8080=192.168.7.50:80 --forward vde1:udp:5353=192.168.7.50:53
+  filo router --vnl vde:///tmp/lan --conf ip=fd07::1/64 --vnl vde:///tmp/wan --conf ip=fd09::2/64 \\
+              --forward 'vde1:tcp:8080=[fd07::50]:80'
   filo router --vnl vde:///tmp/lan --conf ip=192.168.7.1/24,ip=fd07::1/64 --rp-filter \\
               --vnl vde:///tmp/wan --conf ip=10.9.0.2/24,ip=10.9.0.5/24,ip=fd09::2/64,gw=10.9.0.1 \\
               --snat vde1=10.9.0.5 --dhcp-server vde0=192.168.7.100-192.168.7.199 \\
@@ -105,8 +113,9 @@ pub struct RouterArgs {
     #[arg(long, value_name = "IFACE=ADDR")]
     snat: Vec<String>,
     /// A port forward (DNAT) on an interface, IFACE:PROTO:PORT=ADDR[:PORT] (repeatable): TCP
-    /// or UDP to the router's IPv4 address there at PORT goes to ADDR (replies translated
-    /// back), e.g. vde1:tcp:8080=10.1.0.50:80.
+    /// or UDP to the router's address there at PORT goes to ADDR (replies translated back),
+    /// e.g. vde1:tcp:8080=10.1.0.50:80; an IPv6 ADDR goes in brackets and forwards the
+    /// router's first global IPv6 address there, e.g. vde1:tcp:8080=[fd01::50]:80.
     #[arg(long = "forward", value_name = "IFACE:PROTO:PORT=ADDR[:PORT]")]
     forwards: Vec<String>,
     /// NPTv6 (RFC 6296) on an outgoing interface, IFACE=INTERNAL/LEN=EXTERNAL/LEN
@@ -347,7 +356,8 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
                    router: &Router,
                    name: &str,
                    option: &str,
-                   what: &str|
+                   what: &str,
+                   v6_ok: bool|
      -> Result<usize> {
         let i = iface_index(router, name, option)?;
         if let Some(n) = nats.iter().position(|c| c.iface == i) {
@@ -358,8 +368,8 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
             IpAddr::V4(a) => Some(*a),
             _ => None,
         });
-        // An IPv6-only interface masquerades IPv6 only; port forwards are IPv4.
-        let v6_only = option != "--forward" && addrs.iter().any(|(a, _)| a.is_ipv6());
+        // An IPv6-only interface masquerades (and forwards) IPv6 only.
+        let v6_only = v6_ok && addrs.iter().any(|(a, _)| a.is_ipv6());
         let Some(addr) = v4.or(v6_only.then_some(std::net::Ipv4Addr::UNSPECIFIED)) else {
             bail!("{option} {name}: {name} has no IPv4 address to {what}");
         };
@@ -383,7 +393,14 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
         })
     };
     for name in &args.masquerade {
-        let n = nat_for(&mut nats, &router, name, "--masquerade", "masquerade as")?;
+        let n = nat_for(
+            &mut nats,
+            &router,
+            name,
+            "--masquerade",
+            "masquerade as",
+            true,
+        )?;
         nats[n].masquerade = true;
         nats[n].addr6 = addr6_of(&router, nats[n].iface);
     }
@@ -394,7 +411,7 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
         let addr: IpAddr = addr
             .parse()
             .with_context(|| format!("--snat {text}: {addr:?} is not an address"))?;
-        let n = nat_for(&mut nats, &router, name, "--snat", "translate from")?;
+        let n = nat_for(&mut nats, &router, name, "--snat", "translate from", true)?;
         let i = nats[n].iface;
         if !router
             .iface_config(i)
@@ -415,15 +432,31 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
     }
     for text in &args.forwards {
         let (name, rule) = text.split_once(':').with_context(|| {
-            format!("--forward {text:?}: expected IFACE:PROTO:PORT=ADDR[:PORT], e.g. vde1:tcp:8080=10.1.0.50:80")
+            format!("--forward {text:?}: expected IFACE:PROTO:PORT=ADDR[:PORT], e.g. vde1:tcp:8080=10.1.0.50:80 or vde1:tcp:8080=[fd01::50]:80")
         })?;
-        let forward = filo_router::nat::PortForward::parse(rule)
+        let forward = filo_router::nat::Forward::parse(rule)
             .map_err(|e| anyhow::anyhow!("--forward {name}:{e}"))?;
-        let n = nat_for(&mut nats, &router, name, "--forward", "forward from")?;
-        if nats[n].addr.is_unspecified() {
-            bail!("--forward {text}: {name} has no IPv4 address to forward from");
+        let v6 = matches!(forward, filo_router::nat::Forward::V6(_));
+        let n = nat_for(&mut nats, &router, name, "--forward", "forward from", v6)?;
+        match forward {
+            filo_router::nat::Forward::V4(f) => {
+                if nats[n].addr.is_unspecified() {
+                    bail!("--forward {text}: {name} has no IPv4 address to forward from");
+                }
+                nats[n].forwards.push(f);
+            }
+            filo_router::nat::Forward::V6(f) => {
+                if nats[n].addr6.is_none() {
+                    nats[n].addr6 = addr6_of(&router, nats[n].iface);
+                }
+                if nats[n].addr6.is_none() {
+                    bail!(
+                        "--forward {text}: {name} has no global IPv6 address to forward from (or --nptv6 translates there)"
+                    );
+                }
+                nats[n].forwards6.push(f);
+            }
         }
-        nats[n].forwards.push(forward);
     }
     for text in &args.nptv6 {
         let (name, pair) = text.split_once('=').with_context(|| {

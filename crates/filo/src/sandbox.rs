@@ -152,7 +152,8 @@ const COMMON_X86_64: &[Syscall] = &[
 const COMMON_X86_64: &[Syscall] = &[];
 
 /// The switch also answers control requests (a data socket per client: socket, connect,
-/// bind, chmod, chown), writes captures, waits in epoll with a timerfd, sets its scheduling
+/// bind, chmod, chown), writes captures, waits in epoll with a timerfd, keeps a spare
+/// descriptor (an eventfd) to refuse clients with when it has no other, sets its scheduling
 /// policy, and at exit removes its sockets and its directory.
 const SWITCH: &[Syscall] = &[
     with("socket", libc::SYS_socket, UNIX_ONLY),
@@ -167,6 +168,8 @@ const SWITCH: &[Syscall] = &[
     any("epoll_pwait", libc::SYS_epoll_pwait),
     any("epoll_pwait2", libc::SYS_epoll_pwait2),
     any("epoll_ctl", libc::SYS_epoll_ctl),
+    // The spare descriptor taken back after a client was refused for lack of descriptors.
+    any("eventfd2", libc::SYS_eventfd2),
     any("timerfd_settime", libc::SYS_timerfd_settime),
     any("timerfd_gettime", libc::SYS_timerfd_gettime),
     any("sched_getscheduler", libc::SYS_sched_getscheduler),

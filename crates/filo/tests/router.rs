@@ -180,6 +180,73 @@ impl Net {
 }
 
 impl Net {
+    /// python's http.server on port 8000 of a LAN host at `ip` (routed by `gw`), listening
+    /// on `bind`, serving hello.txt "hello from the lan"; its request log is the path
+    /// returned.
+    fn lan_server(&self, ip: &str, gw: &str, bind: &str) -> (Proc, PathBuf) {
+        std::fs::write(self.tmp.join("hello.txt"), "hello from the lan\n").unwrap();
+        let log = self.tmp.join("lan-access.log");
+        let script = format!(
+            "exec python3 -m http.server --bind {bind} -d {} 8000 2>{}",
+            self.tmp.path().display(),
+            log.display()
+        );
+        let lan = self.lan.vnl();
+        let p = ns_bg(&["--ip", ip, "--gw", gw, &lan, "--", "sh", "-c", &script]);
+        (p, log)
+    }
+
+    /// `sh -c SCRIPT` on a WAN host 10.72.0.11, fd72::11 with no route to the LAN (fd72::11
+    /// without duplicate address detection: usable at once, in each new namespace).
+    fn wan_host(&self, script: &str) -> (i32, String, String) {
+        ns_out(&[
+            "--ip",
+            "10.72.0.11/24",
+            &self.wan.vnl(),
+            "--",
+            "sh",
+            "-c",
+            &format!("ip -6 addr add fd72::11/64 dev vde0 nodad && {script}"),
+        ])
+    }
+
+    /// Runs `curl` (through the port forward from `public` to the LAN server at `server`)
+    /// until it fetches hello.txt; the server's `log` and nat/print show the WAN client
+    /// (`client`: its address as the log and as nat/print write it).
+    fn check_port_forward(
+        &self,
+        curl: impl Fn() -> (i32, String, String),
+        log: &std::path::Path,
+        client: (&str, &str),
+        public: &str,
+        server: &str,
+    ) {
+        let mut out = String::new();
+        let ok = wait_until(T, || {
+            let (code, o, _) = curl();
+            out = o;
+            code == 0
+        });
+        assert!(ok, "curl through the port forward failed: {out}");
+        assert!(out.contains("hello from the lan"), "{out}");
+        let log = std::fs::read_to_string(log).unwrap();
+        assert!(
+            log.lines()
+                .any(|l| l.starts_with(&format!("{} ", client.0)) && l.contains("GET /hello.txt")),
+            "the LAN server sees the WAN client's address: {log}"
+        );
+        let nat = console(&self.mgmt, "nat/print");
+        assert!(
+            nat.contains(&format!("forward tcp {public} to {server}")),
+            "{nat}"
+        );
+        assert!(
+            nat.contains(&format!("tcp {}:", client.1))
+                && nat.contains(&format!("forwarded to {server}")),
+            "{nat}"
+        );
+    }
+
     /// python's http.server on :: on the WAN at fd72::10 (the shared server() is IPv4-only,
     /// for the IPv4 logs), with `extra` network flags; its request log goes to `access.log`.
     fn server6(&self, extra: &[&str]) -> Proc {
@@ -432,62 +499,15 @@ fn a_port_forward_reaches_a_lan_server_from_the_wan() {
     require("python3");
     require("curl");
     let net = Net::start_with(&["--forward", "vde1:tcp:8080=10.71.0.50:8000"]);
-    std::fs::write(net.tmp.join("hello.txt"), "hello from the lan\n").unwrap();
-    let log = net.tmp.join("lan-access.log");
-    let script = format!(
-        "exec python3 -m http.server -d {} 8000 2>{}",
-        net.tmp.path().display(),
-        log.display()
-    );
-    let lan = net.lan.vnl();
-    let _server = ns_bg(&[
-        "--ip",
-        "10.71.0.50/24",
-        "--gw",
-        "10.71.0.1",
-        &lan,
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let (_server, log) = net.lan_server("10.71.0.50/24", "10.71.0.1", "0.0.0.0");
     // A WAN host with no route to the LAN: only the router's WAN address is reachable.
-    let wan = net.wan.vnl();
-    let mut out = String::new();
-    let wan_curl = |url: &str| {
-        ns_out(&[
-            "--ip",
-            "10.72.0.11/24",
-            &wan,
-            "--",
-            "curl",
-            "-s",
-            "-m",
-            "2",
-            url,
-        ])
-    };
-    let ok = wait_until(T, || {
-        let (code, o, _) = wan_curl("http://10.72.0.2:8080/hello.txt");
-        out = o;
-        code == 0
-    });
-    assert!(ok, "curl through the port forward failed: {out}");
-    assert!(out.contains("hello from the lan"), "{out}");
-    let log = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        log.lines()
-            .any(|l| l.starts_with("10.72.0.11 ") && l.contains("GET /hello.txt")),
-        "the LAN server sees the WAN client's address: {log}"
-    );
-    let nat = console(&net.mgmt, "nat/print");
-    assert!(
-        nat.contains("forward tcp 10.72.0.2:8080 to 10.71.0.50:8000"),
-        "{nat}"
-    );
-    assert!(
-        nat.contains("tcp 10.72.0.11:") && nat.contains("forwarded to 10.71.0.50:8000"),
-        "{nat}"
+    let wan_curl = |url: &str| net.wan_host(&format!("curl -s -m 2 {url}"));
+    net.check_port_forward(
+        || wan_curl("http://10.72.0.2:8080/hello.txt"),
+        &log,
+        ("10.72.0.11", "10.72.0.11"),
+        "10.72.0.2:8080",
+        "10.71.0.50:8000",
     );
     // Another port of the router's WAN address is not forwarded.
     assert_ne!(wan_curl("http://10.72.0.2:8000/hello.txt").0, 0);
@@ -648,21 +668,9 @@ fn static_dhcp_leases_by_mac_for_udhcpc_and_filo_ns() {
         "--dhcp-host",
         "vde0=02:00:00:00:71:0f=10.71.0.150",
     ]);
-    let script = net.tmp.join("udhcpc.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\n[ \"$1\" = bound ] && echo \"lease=$ip\"\nexit 0\n",
-    )
-    .unwrap();
-    run(Command::new("chmod").arg("+x").arg(&script));
     let lan = net.lan.vnl();
-    let udhcpc = format!(
-        "ip link set vde0 up; busybox udhcpc -i vde0 -n -q -f -t 10 -s {}",
-        script.display()
-    );
     let lease = |mac: &str| {
-        let conf = format!("mac={mac}");
-        let (code, out, err) = ns_out(&["--conf", &conf, &lan, "--", "sh", "-c", &udhcpc]);
+        let (code, out, err) = net.udhcpc(mac, 10);
         assert_eq!(code, 0, "{out}\n{err}");
         out
     };
@@ -930,4 +938,1266 @@ fn a_large_file_crosses_the_masquerade_segmented_for_a_debian_switch() {
         (0, 0),
         "plain frames on the Debian switch"
     );
+}
+
+/// The router's drop counters by reason (`drop NAME N` lines of `stat`), read through
+/// `filo console --json` on its management socket.
+fn drop_counts(mgmt: &std::path::Path) -> std::collections::HashMap<String, u64> {
+    let (code, out) = filo_console_json(FILO, mgmt, "stat");
+    assert_eq!(code, 0, "stat: {out}");
+    let reply: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("stat is no JSON ({e}): {out}"));
+    let lines = reply["lines"].as_array().cloned().unwrap_or_default();
+    lines
+        .iter()
+        .filter_map(|l| {
+            let mut w = l.as_str()?.strip_prefix("drop ")?.split(' ');
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+impl Net {
+    /// Debian's dhcpcd on a LAN namespace (IPv4 and SLAAC, EUI-64 addresses) until its hook
+    /// saw each reason of `wait_for` (e.g. BOUND, ROUTERADVERT, INFORM6) or 80 s passed,
+    /// then `then` in the same shell: (exit code, output, error output, the events the hook
+    /// saw, one a line: `REASON IFACE ip=… routers=… dns4=… dns6=… search6=…`). Its lease,
+    /// DUID and pid files go to tmpfs in a private mount namespace, and its hook only
+    /// records, so it touches nothing of the host's (/etc/resolv.conf above all; checked).
+    fn dhcpcd(&self, wait_for: &[&str], then: &str) -> (i32, String, String, String) {
+        require("dhcpcd");
+        require("unshare");
+        let conf = self.tmp.join("dhcpcd.conf");
+        std::fs::write(&conf, "noipv4ll\nslaac hwaddr\n").unwrap();
+        let events = self.tmp.join("dhcpcd.events");
+        let hook = self.tmp.join("dhcpcd-hook");
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\necho \"$reason $interface ip=$new_ip_address routers=$new_routers \
+                 dns4=$new_domain_name_servers dns6=$new_dhcp6_name_servers \
+                 search6=$new_dhcp6_domain_search\" >> {}\n",
+                events.display()
+            ),
+        )
+        .unwrap();
+        run(Command::new("chmod").arg("+x").arg(&hook));
+        let resolv = std::fs::read("/etc/resolv.conf").ok();
+        // Not -1: with the RA's O flag, oneshot dhcpcd exits once the DHCPv6 information
+        // came, before its IPv4 address is bound.
+        let seen: Vec<String> = wait_for
+            .iter()
+            .map(|r| format!("grep -q ^{r} {}", events.display()))
+            .collect();
+        let seen = seen.join(" && ");
+        let script = format!(
+            "mount -t tmpfs none /var/lib && mkdir /var/lib/dhcpcd && mount -t tmpfs none /run && \
+             dhcpcd -f {} -c {} -B -t 30 vde0 & pid=$!; \
+             for i in $(seq 400); do {seen} && break; sleep 0.2; done; \
+             {then}; kill $pid 2>/dev/null; wait $pid",
+            conf.display(),
+            hook.display()
+        );
+        let (code, out, err) = filo_ns_out(
+            FILO,
+            &[&self.lan.vnl(), "--", "unshare", "-m", "sh", "-c", &script],
+            Duration::from_secs(120),
+        );
+        assert_eq!(
+            std::fs::read("/etc/resolv.conf").ok(),
+            resolv,
+            "dhcpcd changed the host's /etc/resolv.conf"
+        );
+        let events = std::fs::read_to_string(&events).unwrap_or_default();
+        (code, out, err, events)
+    }
+}
+
+#[test]
+fn dhcpcd_gets_a_lease_and_slaac_from_the_router_and_reaches_the_wan_through_the_masquerade() {
+    for p in ["python3", "curl", "ping"] {
+        require(p);
+    }
+    let net = Net::start_lan(
+        "ip=10.71.0.1/24,ip=fd71::1/64,dns=fd71::53,dns=10.71.0.53,domain=lab.example",
+        &["--masquerade", "vde1"],
+    );
+    // No route back to the LAN: only translated packets can be answered.
+    let _server = net.server_with(&[]);
+    let (code, out, err, events) = net.dhcpcd(
+        &["BOUND", "ROUTERADVERT", "INFORM6"],
+        "ip -4 -br addr show vde0; ip -6 -br addr show vde0 scope global; \
+         ip route show default; ip -6 route show default; \
+         curl -sS -m 5 http://10.72.0.10:8000/hello.txt; \
+         ping -6 -c 2 -i 0.2 -W 2 fd72::10; \
+         dhcpcd -k vde0; echo released=$?",
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let lease = out
+        .split_whitespace()
+        .find(|w| w.starts_with("10.71.0.") && w.ends_with("/24"))
+        .unwrap_or_else(|| panic!("no lease: {out}\n{err}"));
+    assert_eq!(lease, "10.71.0.100/24", "{out}");
+    assert!(out.contains("default via 10.71.0.1 dev vde0"), "{out}");
+    // SLAAC from the router's RA, its link-local address the default router.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("vde0") && l.contains(" fd71::") && l.contains("/64")),
+        "no SLAAC address: {out}"
+    );
+    assert!(
+        out.contains("default via fe80::"),
+        "no IPv6 default route: {out}"
+    );
+    assert!(out.contains("hello across the router"), "{out}\n{err}");
+    // The server has no route back: IPv6 answers only through NAT66.
+    assert!(out.contains("2 packets transmitted, 2 received"), "{out}");
+    assert!(
+        events
+            .lines()
+            .any(|l| l.starts_with("BOUND vde0 ip=10.71.0.100 routers=10.71.0.1 dns4=10.71.0.53 ")),
+        "{events}"
+    );
+    assert!(events.contains("ROUTERADVERT vde0"), "{events}");
+    // Stateless DHCPv6, as the RA's O flag says.
+    assert!(
+        events.lines().any(|l| l.starts_with("INFORM6 vde0")
+            && l.contains(" dns6=fd71::53 ")
+            && l.ends_with(" search6=lab.example")),
+        "{events}"
+    );
+    // `dhcpcd -k` released the lease: the router lists it no more.
+    assert!(out.contains("released=0"), "{out}\n{err}");
+    assert!(err.contains("releasing lease of 10.71.0.100"), "{err}");
+    let leases = console(&net.mgmt, "leases/print");
+    assert!(!leases.contains("10.71.0.100 "), "{leases}");
+    let log = std::fs::read_to_string(net.tmp.join("access.log")).unwrap();
+    assert!(!requesters(&log).contains(&"10.71.0.100"), "{log}");
+}
+
+#[test]
+fn dhcpcd_declines_an_address_in_use_and_the_router_offers_another() {
+    require("ping");
+    let net = Net::start();
+    // A host that took the pool's first address by hand.
+    let _squatter = ns_bg(&[
+        "--ip",
+        "10.71.0.100/24",
+        &net.lan.vnl(),
+        "--",
+        "sleep",
+        "120",
+    ]);
+    assert!(
+        wait_until(T, || net
+            .lan_host("ping -c 1 -W 1 10.71.0.100")
+            .1
+            .contains("1 received")),
+        "the squatter did not come up"
+    );
+    // dhcpcd's ARP probe finds the offered address taken: DECLINE, then a new offer.
+    let (code, out, err, events) = net.dhcpcd(&["BOUND"], "ip -4 -br addr show vde0");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("10.71.0.100") && err.contains("DAD detected"),
+        "{err}"
+    );
+    assert!(out.contains("10.71.0.101/24"), "{out}\n{err}");
+    assert!(events.contains("BOUND vde0 ip=10.71.0.101 "), "{events}");
+    let leases = console(&net.mgmt, "leases/print");
+    assert!(leases.contains("10.71.0.101 "), "{leases}");
+}
+
+#[test]
+fn qemu_on_the_lan_switch_is_leased_by_the_router() {
+    require("qemu-system-x86_64");
+    let net = Net::start();
+    // No disk: the NIC's iPXE ROM network-boots, asking for an address by DHCP.
+    let _qemu = qemu_netboot(&net.lan.dir, "52:54:00:71:00:57");
+    let mut leases = String::new();
+    assert!(
+        wait_until(Duration::from_secs(90), || {
+            leases = filo_console_json(FILO, &net.mgmt, "leases/print").1;
+            leases.contains("52:54:00:71:00:57")
+        }),
+        "no lease for QEMU: {leases}"
+    );
+    assert!(
+        leases.contains("10.71.0.100 52:54:00:71:00:57 dev vde0"),
+        "{leases}"
+    );
+}
+
+#[test]
+fn tracepath_over_two_routers_lists_both_hops_and_finds_the_middle_links_mtu_ipv4_and_ipv6() {
+    require("tracepath");
+    require("ping");
+    let tmp = TempDir::new("filo-router-two");
+    let lan = FiloSwitch::start(FILO, &tmp, "lan", &[]);
+    let mid = FiloSwitch::start(FILO, &tmp, "mid", &[]);
+    let wan = FiloSwitch::start(FILO, &tmp, "wan", &[]);
+    // LAN 10.75/fd75 -- r1 -- middle link 10.76/fd76, MTU 1300 -- r2 -- WAN 10.77/fd77.
+    // `args`: words (the temp dir's paths have no spaces).
+    let router = |name: &str, args: &str| {
+        let mgmt = tmp.join(name);
+        let p = Proc::spawn(
+            Command::new(FILO)
+                .arg("router")
+                .args(args.split_whitespace())
+                .arg("-M")
+                .arg(&mgmt)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(test_log()),
+        );
+        assert!(wait_until(T, || mgmt.exists()), "{name} did not start");
+        p
+    };
+    let _r1 = router(
+        "r1.mgmt",
+        &format!(
+            "--vnl {} --conf ip=10.75.0.1/24,ip=fd75::1/64 \
+             --vnl {} --conf ip=10.76.0.1/24,ip=fd76::1/64,mtu=1300 \
+             --route 10.77.0.0/24 via 10.76.0.2 --route fd77::/64 via fd76::2",
+            lan.vnl(),
+            mid.vnl()
+        ),
+    );
+    let _r2 = router(
+        "r2.mgmt",
+        &format!(
+            "--vnl {} --conf ip=10.76.0.2/24,ip=fd76::2/64,mtu=1300 \
+             --vnl {} --conf ip=10.77.0.1/24,ip=fd77::1/64 \
+             --route 10.75.0.0/24 via 10.76.0.1 --route fd75::/64 via fd76::1",
+            mid.vnl(),
+            wan.vnl()
+        ),
+    );
+    let _server = ns_bg(&[
+        "--ip",
+        "10.77.0.10/24",
+        "--ip",
+        "fd77::10/64",
+        "--gw",
+        "10.77.0.1",
+        "--gw",
+        "fd77::1",
+        &wan.vnl(),
+        "--",
+        "sleep",
+        "120",
+    ]);
+    let (code, out, err) = ns_out(&[
+        "--ip",
+        "10.75.0.10/24",
+        "--ip",
+        "fd75::10/64",
+        "--gw",
+        "10.75.0.1",
+        "--gw",
+        "fd75::1",
+        &lan.vnl(),
+        "--",
+        "sh",
+        "-c",
+        "for i in $(seq 50); do ping -c 1 -W 1 10.77.0.10 >/dev/null && \
+         ping -6 -c 1 -W 1 fd77::10 >/dev/null && break; sleep 0.2; done; \
+         tracepath -n 10.77.0.10; tracepath -6 -n fd77::10; true",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for hop in [
+        " 1:  10.75.0.1 ",
+        " 2:  10.76.0.2 ",
+        " 1:  fd75::1 ",
+        " 2:  fd76::2 ",
+    ] {
+        assert!(out.contains(hop), "no hop {hop:?}: {out}");
+    }
+    assert!(
+        out.contains("10.77.0.10") && out.contains("fd77::10"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("Resume: pmtu 1300 hops 3").count(),
+        2,
+        "the middle link's MTU and three hops, IPv4 and IPv6: {out}"
+    );
+}
+
+/// Hand-made frames for a plug on a switch (`filo_vnl::open`): Ethernet, IPv4, IPv6, ICMP,
+/// ARP and DHCP, each with correct checksums unless a test spoils them.
+mod raw {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use filo_vnl::wire::checksum::{fold, internet_checksum, sum16};
+
+    pub const IPV4: u16 = 0x0800;
+    pub const IPV6: u16 = 0x86dd;
+
+    pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = [&dst[..], &src[..], &ethertype.to_be_bytes()].concat();
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// An IPv4 packet; `frag` is the flags and fragment offset field (0x2000: more
+    /// fragments; the offset in 8-byte units).
+    pub fn ipv4(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        ttl: u8,
+        proto: u8,
+        frag: u16,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let mut p = vec![0u8; 20];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+        p[4..6].copy_from_slice(&0x7101u16.to_be_bytes());
+        p[6..8].copy_from_slice(&frag.to_be_bytes());
+        p[8] = ttl;
+        p[9] = proto;
+        p[12..16].copy_from_slice(&src.octets());
+        p[16..20].copy_from_slice(&dst.octets());
+        let ck = internet_checksum(&p);
+        p[10..12].copy_from_slice(&ck.to_be_bytes());
+        p.extend_from_slice(data);
+        p
+    }
+
+    /// A UDP header (checksum zero, which IPv4 allows) and `data`.
+    pub fn udp(sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
+        let mut u = [sport.to_be_bytes(), dport.to_be_bytes()].concat();
+        u.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(data);
+        u
+    }
+
+    /// An ICMP message: type, code, the 4 bytes after the checksum, `data`.
+    pub fn icmp4(kind: u8, code: u8, rest: [u8; 4], data: &[u8]) -> Vec<u8> {
+        let mut m = vec![kind, code, 0, 0];
+        m.extend_from_slice(&rest);
+        m.extend_from_slice(data);
+        let ck = internet_checksum(&m);
+        m[2..4].copy_from_slice(&ck.to_be_bytes());
+        m
+    }
+
+    pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, hop: u8, next: u8, data: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[next, hop]);
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        p.extend_from_slice(data);
+        p
+    }
+
+    /// An ICMPv6 message from `src` to `dst`: type, code, the 4 bytes after the checksum,
+    /// `data`.
+    pub fn icmp6(
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        kind: u8,
+        code: u8,
+        rest: [u8; 4],
+        data: &[u8],
+    ) -> Vec<u8> {
+        let mut m = vec![kind, code, 0, 0];
+        m.extend_from_slice(&rest);
+        m.extend_from_slice(data);
+        let mut sum = sum16(0, &src.octets());
+        sum = sum16(sum, &dst.octets());
+        sum = sum16(sum, &(m.len() as u32).to_be_bytes());
+        sum = sum16(sum, &[0, 0, 0, 58]);
+        let ck = fold(sum16(sum, &m));
+        m[2..4].copy_from_slice(&ck.to_be_bytes());
+        m
+    }
+
+    /// A neighbour solicitation for `target` from `src` (hop limit `hop`, 255 is valid)
+    /// with `options` (e.g. the source link-layer address: type 1, length 1, the MAC).
+    pub fn ns(mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr, hop: u8, options: &[u8]) -> Vec<u8> {
+        let t = target.octets();
+        let group = Ipv6Addr::new(
+            0xff02,
+            0,
+            0,
+            0,
+            0,
+            1,
+            0xff00 | u16::from(t[13]),
+            u16::from_be_bytes([t[14], t[15]]),
+        );
+        let mut data = t.to_vec();
+        data.extend_from_slice(options);
+        let g = group.octets();
+        let msg = icmp6(src, group, 135, 0, [0; 4], &data);
+        eth(
+            [0x33, 0x33, g[12], g[13], g[14], g[15]],
+            mac,
+            IPV6,
+            &ipv6(src, group, hop, 58, &msg),
+        )
+    }
+
+    /// The source link-layer address option with `mac`.
+    pub fn slla(mac: [u8; 6]) -> Vec<u8> {
+        [&[1u8, 1][..], &mac[..]].concat()
+    }
+
+    /// An ARP request from `mac`/`ip` for `target`, broadcast.
+    pub fn arp_request(mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+        let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
+        a.extend_from_slice(&mac);
+        a.extend_from_slice(&ip.octets());
+        a.extend_from_slice(&[0; 6]);
+        a.extend_from_slice(&target.octets());
+        eth([0xff; 6], mac, 0x0806, &a)
+    }
+
+    pub const DISCOVER: u8 = 1;
+    pub const OFFER: u8 = 2;
+    pub const REQUEST: u8 = 3;
+    pub const ACK: u8 = 5;
+    pub const RELEASE: u8 = 7;
+
+    /// A DHCP client message of `kind` from `mac` (broadcast flag set) with `options`
+    /// (code, data) after the message type.
+    pub fn dhcp(mac: [u8; 6], kind: u8, ciaddr: Ipv4Addr, options: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut m = vec![0u8; 240];
+        m[..3].copy_from_slice(&[1, 1, 6]);
+        m[4..8].copy_from_slice(&mac[2..]);
+        m[10] = 0x80;
+        m[12..16].copy_from_slice(&ciaddr.octets());
+        m[28..34].copy_from_slice(&mac);
+        m[236..240].copy_from_slice(&[99, 130, 83, 99]);
+        m.extend_from_slice(&[53, 1, kind]);
+        for (code, data) in options {
+            m.extend_from_slice(&[*code, data.len() as u8]);
+            m.extend_from_slice(data);
+        }
+        m.push(255);
+        m
+    }
+
+    /// `dhcp` as a broadcast frame from `mac` (source `ciaddr`) to the server's port.
+    pub fn dhcp_frame(
+        mac: [u8; 6],
+        kind: u8,
+        ciaddr: Ipv4Addr,
+        options: &[(u8, &[u8])],
+    ) -> Vec<u8> {
+        let m = dhcp(mac, kind, ciaddr, options);
+        eth(
+            [0xff; 6],
+            mac,
+            IPV4,
+            &ipv4(ciaddr, Ipv4Addr::BROADCAST, 64, 17, 0, &udp(68, 67, &m)),
+        )
+    }
+
+    /// A DHCP reply in `frame`: (message type, client MAC, your address).
+    pub fn dhcp_reply(frame: &[u8]) -> Option<(u8, [u8; 6], Ipv4Addr)> {
+        if frame.get(12..14)? != [8, 0] {
+            return None;
+        }
+        let m = filo_dhcp::dhcp_payload(&frame[14..])?;
+        if m.len() < 240 || m[0] != 2 {
+            return None;
+        }
+        let mac: [u8; 6] = m[28..34].try_into().ok()?;
+        let yiaddr = Ipv4Addr::new(m[16], m[17], m[18], m[19]);
+        let mut opts = &m[240..];
+        while let [code, rest @ ..] = opts {
+            match code {
+                0 => opts = rest,
+                255 => break,
+                _ => {
+                    let len = usize::from(*rest.first()?);
+                    if *code == 53 && len == 1 {
+                        return Some((*rest.get(1)?, mac, yiaddr));
+                    }
+                    opts = rest.get(1 + len..)?;
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Sends `frames` on `plug` (a few at a time, reading what comes back in between) and
+/// records each DHCP reply of type `want` in `got` (client MAC → address); returns once
+/// nothing came for a second.
+fn dhcp_round(
+    plug: &mut filo_vnl::Plug,
+    frames: &[Vec<u8>],
+    want: u8,
+    got: &mut std::collections::HashMap<[u8; 6], std::net::Ipv4Addr>,
+) {
+    let mut buf = vec![0u8; 9216];
+    let mut take = |plug: &mut filo_vnl::Plug, wait: Duration| {
+        while let Ok(n) = plug.recv_timeout(&mut buf, Some(wait)) {
+            if let Some((kind, mac, addr)) = raw::dhcp_reply(&buf[..n]) {
+                if kind == want {
+                    got.insert(mac, addr);
+                }
+            }
+        }
+    };
+    for chunk in frames.chunks(20) {
+        for f in chunk {
+            plug.send_timeout(f, Some(T))
+                .expect("send to the LAN switch");
+        }
+        take(plug, Duration::from_millis(20));
+    }
+    take(plug, Duration::from_secs(1));
+}
+
+impl Net {
+    /// busybox udhcpc on a LAN namespace with `mac`, asking `tries` times: (exit code,
+    /// output with `lease=ADDR` once bound).
+    fn udhcpc(&self, mac: &str, tries: u32) -> (i32, String, String) {
+        let script = self.tmp.join("udhcpc.sh");
+        if !script.exists() {
+            std::fs::write(
+                &script,
+                "#!/bin/sh\n[ \"$1\" = bound ] && echo \"lease=$ip\"\nexit 0\n",
+            )
+            .unwrap();
+            run(Command::new("chmod").arg("+x").arg(&script));
+        }
+        let udhcpc = format!(
+            "ip link set vde0 up; busybox udhcpc -i vde0 -n -q -f -t {tries} -T 1 -s {}",
+            script.display()
+        );
+        let conf = format!("mac={mac}");
+        ns_out(&["--conf", &conf, &self.lan.vnl(), "--", "sh", "-c", &udhcpc])
+    }
+}
+
+#[test]
+fn a_dhcp_flood_from_1000_macs_exhausts_the_pool_cleanly_and_a_released_address_serves_udhcpc() {
+    use std::net::Ipv4Addr;
+    require("busybox");
+    require("ping");
+    let mut net = Net::start();
+    let mut plug = filo_vnl::open(&net.lan.vnl()).expect("a plug on the LAN switch");
+    let macs: Vec<[u8; 6]> = (0..1000u16)
+        .map(|i| {
+            let b = i.to_be_bytes();
+            [0x02, 0, 0x5e, 0x71, b[0], b[1]]
+        })
+        .collect();
+    let before = drop_counts(&net.mgmt);
+    let none = Ipv4Addr::UNSPECIFIED;
+    // DISCOVER from all; those without an offer ask again (a reply may be lost on the way).
+    let mut offers = std::collections::HashMap::new();
+    for _ in 0..4 {
+        let ask: Vec<Vec<u8>> = macs
+            .iter()
+            .filter(|m| !offers.contains_key(*m))
+            .map(|m| raw::dhcp_frame(*m, raw::DISCOVER, none, &[]))
+            .collect();
+        dhcp_round(&mut plug, &ask, raw::OFFER, &mut offers);
+        if offers.len() >= 100 {
+            break;
+        }
+    }
+    // The range .100-.199: 100 offers, then no more.
+    assert_eq!(offers.len(), 100, "{offers:?}");
+    let mut acks = std::collections::HashMap::new();
+    for _ in 0..4 {
+        let ask: Vec<Vec<u8>> = offers
+            .iter()
+            .filter(|(m, _)| !acks.contains_key(*m))
+            .map(|(m, a): (&[u8; 6], &Ipv4Addr)| {
+                raw::dhcp_frame(
+                    *m,
+                    raw::REQUEST,
+                    none,
+                    &[(50, &a.octets()), (54, &[10, 71, 0, 1])],
+                )
+            })
+            .collect();
+        dhcp_round(&mut plug, &ask, raw::ACK, &mut acks);
+        if acks.len() == offers.len() {
+            break;
+        }
+    }
+    assert_eq!(acks, offers, "every offer acknowledged as offered");
+    let mut addrs: Vec<Ipv4Addr> = acks.values().copied().collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 100);
+    assert!(addrs
+        .iter()
+        .all(|a| (100..=199).contains(&a.octets()[3]) && a.octets()[..3] == [10, 71, 0]));
+    let after = drop_counts(&net.mgmt);
+    let delta = |k: &str| after[k] - before[k];
+    assert!(delta("pool_exhausted") >= 900, "{after:?}");
+    assert_eq!(delta("server"), 0, "no message was malformed: {after:?}");
+    let leases = console(&net.mgmt, "leases/print");
+    assert_eq!(leases.matches(" dev vde0 ").count(), 100, "{leases}");
+    // A real client while the pool is full: no lease, and counted.
+    let (code, out, _) = net.udhcpc("02:00:00:00:71:ee", 2);
+    assert_ne!(code, 0, "a lease from a full pool: {out}");
+    assert!(drop_counts(&net.mgmt)["pool_exhausted"] > after["pool_exhausted"]);
+    // One of the flood's clients lets its address go: the real client gets it.
+    let (mac, addr) = acks.iter().next().map(|(m, a)| (*m, *a)).unwrap();
+    let release = raw::dhcp(mac, raw::RELEASE, addr, &[(54, &[10, 71, 0, 1])]);
+    let frame = raw::eth(
+        [0xff; 6],
+        mac,
+        raw::IPV4,
+        &raw::ipv4(
+            addr,
+            Ipv4Addr::new(10, 71, 0, 1),
+            64,
+            17,
+            0,
+            &raw::udp(68, 67, &release),
+        ),
+    );
+    plug.send_timeout(&frame, Some(T)).unwrap();
+    let (code, out, err) = net.udhcpc("02:00:00:00:71:ee", 5);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&format!("lease={addr}")), "{out}");
+    // Still routing, still alive.
+    let (code, out, err) = net.lan_host("ping -c 2 -i 0.2 -W 2 10.71.0.1");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("2 packets transmitted, 2 received"), "{out}");
+    assert!(
+        net.router.child.try_wait().unwrap().is_none(),
+        "the router exited"
+    );
+}
+
+/// The first frame `plug` receives within `within` that satisfies `pred`.
+fn wait_frame(
+    plug: &mut filo_vnl::Plug,
+    within: Duration,
+    mut pred: impl FnMut(&[u8]) -> bool,
+) -> Option<Vec<u8>> {
+    let deadline = std::time::Instant::now() + within;
+    let mut buf = vec![0u8; 9216];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let n = plug.recv_timeout(&mut buf, Some(left)).ok()?;
+        if pred(&buf[..n]) {
+            return Some(buf[..n].to_vec());
+        }
+    }
+}
+
+/// Whether `f` is an IP packet that is more than neighbour discovery or router
+/// advertisements: something the router answered or forwarded.
+fn is_traffic(f: &[u8]) -> bool {
+    match f.get(12..14) {
+        Some([8, 0]) => true,
+        Some([0x86, 0xdd]) => !(f.get(20) == Some(&58) && matches!(f.get(54), Some(133..=137))),
+        _ => false,
+    }
+}
+
+/// The MAC of the router's interface `iface`, from its `iface/print`.
+fn router_mac(mgmt: &std::path::Path, iface: &str) -> [u8; 6] {
+    let text = console(mgmt, "iface/print");
+    let word = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{iface} ")))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or_else(|| panic!("no {iface} in {text}"));
+    let b: Vec<u8> = word
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16).unwrap())
+        .collect();
+    b.try_into().unwrap()
+}
+
+/// A raw frame sent on the LAN and what must come of it: the drop counter it adds one to
+/// (and nothing else), the answer the sender gets, what arrives on the WAN.
+struct Case {
+    what: &'static str,
+    frame: Vec<u8>,
+    reason: Option<&'static str>,
+    answer: Option<fn(&[u8]) -> bool>,
+    forwarded: Option<fn(&[u8]) -> bool>,
+}
+
+impl Case {
+    /// Dropped, counted as `reason`, unanswered.
+    fn dropped(what: &'static str, frame: Vec<u8>, reason: &'static str) -> Case {
+        Case {
+            what,
+            frame,
+            reason: Some(reason),
+            answer: None,
+            forwarded: None,
+        }
+    }
+}
+
+#[test]
+fn malformed_expiring_and_fragmented_packets_at_the_router_are_dropped_answered_or_forwarded_and_counted(
+) {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    require("ping");
+    require("python3");
+    require("curl");
+    let mut net = Net::start();
+    let mut lan = filo_vnl::open(&net.lan.vnl()).expect("a plug on the LAN switch");
+    let mut wan = filo_vnl::open(&net.wan.vnl()).expect("a plug on the WAN switch");
+    let r0 = router_mac(&net.mgmt, "vde0");
+    const L: [u8; 6] = [2, 0, 0, 0, 0x71, 0x99];
+    const W: [u8; 6] = [2, 0, 0, 0, 0x72, 0x30];
+    let l4 = Ipv4Addr::new(10, 71, 0, 99);
+    let w4 = Ipv4Addr::new(10, 72, 0, 30);
+    let me4 = Ipv4Addr::new(10, 71, 0, 1);
+    let l6: Ipv6Addr = "fd71::99".parse().unwrap();
+    let w6: Ipv6Addr = "fd72::30".parse().unwrap();
+    let me6: Ipv6Addr = "fd71::1".parse().unwrap();
+    // The router learns both hosts (ARP, NDP) and answers them: the plugs work.
+    let send = |p: &mut filo_vnl::Plug, f: &[u8]| p.send_timeout(f, Some(T)).expect("send");
+    send(&mut lan, &raw::arp_request(L, l4, me4));
+    send(
+        &mut wan,
+        &raw::arp_request(W, w4, Ipv4Addr::new(10, 72, 0, 2)),
+    );
+    send(&mut lan, &raw::ns(L, l6, me6, 255, &raw::slla(L)));
+    send(
+        &mut wan,
+        &raw::ns(W, w6, "fd72::2".parse().unwrap(), 255, &raw::slla(W)),
+    );
+    for (plug, side) in [(&mut lan, "LAN"), (&mut wan, "WAN")] {
+        let arp = wait_frame(plug, T, |f| f[12..14] == [8, 6] && f[20..22] == [0, 2]);
+        assert!(arp.is_some(), "no ARP reply on the {side}");
+        let na = wait_frame(plug, T, |f| {
+            f[12..14] == [0x86, 0xdd] && f.get(54) == Some(&136)
+        });
+        assert!(na.is_some(), "no neighbour advertisement on the {side}");
+    }
+    let v4 = |dst: Ipv4Addr, ttl: u8, proto: u8, frag: u16, data: &[u8]| {
+        raw::eth(
+            r0,
+            L,
+            raw::IPV4,
+            &raw::ipv4(l4, dst, ttl, proto, frag, data),
+        )
+    };
+    let v6 = |dst: Ipv6Addr, hop: u8, next: u8, data: &[u8]| {
+        raw::eth(r0, L, raw::IPV6, &raw::ipv6(l6, dst, hop, next, data))
+    };
+    let udp = raw::udp(4000, 9, b"sixteen bytes!!!");
+    let echo4 = raw::icmp4(8, 0, [0x71, 1, 0, 1], b"ping");
+    // A port unreachable quoting a UDP datagram from W.
+    let unreachable = raw::icmp4(3, 3, [0; 4], &raw::ipv4(w4, l4, 64, 17, 0, &udp));
+    let echo6 = raw::icmp6(l6, me6, 128, 0, [0x71, 1, 0, 1], b"ping");
+    let spoil = |mut p: Vec<u8>, at: usize, b: u8| {
+        p[at] ^= b;
+        p
+    };
+    // An IPv4 header with a fixed-up checksum after a change.
+    let refix = |mut p: Vec<u8>| {
+        p[10..12].copy_from_slice(&[0, 0]);
+        let ck = filo_vnl::wire::checksum::internet_checksum(&p[..20]);
+        p[10..12].copy_from_slice(&ck.to_be_bytes());
+        p
+    };
+    let mut long = raw::ipv4(l4, w4, 64, 17, 0, &udp);
+    long[2..4].copy_from_slice(&400u16.to_be_bytes());
+    let mut ihl4 = raw::ipv4(l4, w4, 64, 17, 0, &udp);
+    ihl4[0] = 0x44;
+    let mut long6 = raw::ipv6(l6, w6, 64, 17, &udp);
+    long6[4..6].copy_from_slice(&1000u16.to_be_bytes());
+    let mut bootreply = raw::dhcp(L, raw::DISCOVER, Ipv4Addr::UNSPECIFIED, &[]);
+    bootreply[0] = 2;
+    let mut long_hw = raw::dhcp(L, raw::DISCOVER, Ipv4Addr::UNSPECIFIED, &[]);
+    long_hw[2] = 16;
+    let mut no_magic = raw::dhcp(L, raw::DISCOVER, Ipv4Addr::UNSPECIFIED, &[]);
+    no_magic[236] = 0;
+    let dhcp = |m: &[u8]| {
+        raw::eth(
+            [0xff; 6],
+            L,
+            raw::IPV4,
+            &raw::ipv4(
+                Ipv4Addr::UNSPECIFIED,
+                Ipv4Addr::BROADCAST,
+                64,
+                17,
+                0,
+                &raw::udp(68, 67, m),
+            ),
+        )
+    };
+    let all_routers: Ipv6Addr = "ff02::2".parse().unwrap();
+    let all_nodes: Ipv6Addr = "ff02::1".parse().unwrap();
+    let ll: Ipv6Addr = "fe80::99".parse().unwrap();
+    let bad_option = [1u8, 0, 0, 0, 0, 0, 0, 0];
+    let rs = raw::icmp6(ll, all_routers, 133, 0, [0; 4], &bad_option);
+    let ra = raw::icmp6(ll, all_nodes, 134, 0, [64, 0, 7, 8], &[0; 8]);
+    // An ICMPv6 message from fe80::99 to the all-nodes or all-routers group, hop limit 255.
+    let link_local = |group: Ipv6Addr, msg: &[u8]| {
+        let g = group.octets();
+        let mac = [0x33, 0x33, g[12], g[13], g[14], g[15]];
+        raw::eth(mac, L, raw::IPV6, &raw::ipv6(ll, group, 255, 58, msg))
+    };
+    // An IPv6 fragment header: next header, reserved, offset and M flag, identification.
+    let frag6 = |next: u8, more: bool, data: &[u8]| {
+        let mut h = vec![next, 0, 0, u8::from(more), 0, 0, 0x71, 1];
+        h.extend_from_slice(data);
+        h
+    };
+    let echo6_frag = raw::icmp6(l6, me6, 128, 0, [0x71, 2, 0, 1], b"ping");
+    let cases = vec![
+        Case::dropped(
+            "an IPv4 header cut short",
+            raw::eth(r0, L, raw::IPV4, &raw::ipv4(l4, w4, 64, 17, 0, &udp)[..12]),
+            "malformed",
+        ),
+        Case::dropped(
+            "an IPv4 total length beyond the frame",
+            raw::eth(r0, L, raw::IPV4, &refix(long)),
+            "malformed",
+        ),
+        Case::dropped(
+            "an IPv4 header checksum that does not add up",
+            raw::eth(
+                r0,
+                L,
+                raw::IPV4,
+                &spoil(raw::ipv4(l4, w4, 64, 17, 0, &udp), 10, 0x55),
+            ),
+            "malformed",
+        ),
+        Case::dropped(
+            "an IPv4 header length of 4 words",
+            raw::eth(r0, L, raw::IPV4, &refix(ihl4)),
+            "malformed",
+        ),
+        Case::dropped(
+            "an IPv6 header cut short",
+            raw::eth(r0, L, raw::IPV6, &raw::ipv6(l6, w6, 64, 17, &udp)[..30]),
+            "malformed",
+        ),
+        Case::dropped(
+            "an IPv6 payload length beyond the frame",
+            raw::eth(r0, L, raw::IPV6, &long6),
+            "malformed",
+        ),
+        Case::dropped(
+            "an ICMP echo request with a bad checksum",
+            v4(me4, 64, 1, 0, &spoil(echo4.clone(), 2, 0x55)),
+            "malformed",
+        ),
+        Case::dropped(
+            "an ICMP message of 3 bytes",
+            v4(me4, 64, 1, 0, &echo4[..3]),
+            "malformed",
+        ),
+        Case::dropped(
+            "an ICMPv6 echo request with a bad checksum",
+            v6(me6, 64, 58, &spoil(echo6.clone(), 2, 0x55)),
+            "malformed",
+        ),
+        Case::dropped(
+            "a neighbour solicitation with hop limit 64 (not 255)",
+            raw::ns(L, l6, me6, 64, &raw::slla(L)),
+            "local_unhandled",
+        ),
+        Case::dropped(
+            "a neighbour solicitation with an option of length 0",
+            raw::ns(L, l6, me6, 255, &bad_option),
+            "malformed",
+        ),
+        Case::dropped(
+            "a router solicitation with an option of length 0",
+            link_local(all_routers, &rs),
+            "server",
+        ),
+        Case::dropped(
+            "a router advertisement from a host",
+            link_local(all_nodes, &ra),
+            "local_unhandled",
+        ),
+        Case::dropped(
+            "an echo request to the LAN's broadcast address (no smurf answers)",
+            v4(Ipv4Addr::new(10, 71, 0, 255), 64, 1, 0, &echo4),
+            "local_unhandled",
+        ),
+        Case::dropped(
+            "an ICMP redirect for the router",
+            v4(
+                me4,
+                64,
+                1,
+                0,
+                &raw::icmp4(5, 1, [10, 71, 0, 99], &unreachable[..28]),
+            ),
+            "local_unhandled",
+        ),
+        Case::dropped(
+            "an ICMPv6 redirect for the router",
+            v6(me6, 255, 58, &raw::icmp6(l6, me6, 137, 0, [0; 4], &[0; 32])),
+            "local_unhandled",
+        ),
+        Case::dropped(
+            // RFC 1812 §4.3.2.7: no ICMP error about an ICMP error.
+            "an ICMP error across the router with TTL 1 (not answered)",
+            v4(w4, 1, 1, 0, &unreachable),
+            "ttl_exceeded",
+        ),
+        Case::dropped("a DHCP message of 100 bytes", dhcp(&[1; 100]), "server"),
+        Case::dropped(
+            "a DHCP reply sent to the server",
+            dhcp(&bootreply),
+            "server",
+        ),
+        Case::dropped(
+            "a DHCP request with a 16-byte hardware address",
+            dhcp(&long_hw),
+            "server",
+        ),
+        Case::dropped(
+            "a DHCP request without the magic cookie",
+            dhcp(&no_magic),
+            "server",
+        ),
+        Case {
+            what: "TTL 1 across the router",
+            frame: v4(w4, 1, 17, 0, &udp),
+            reason: Some("ttl_exceeded"),
+            // Time exceeded (11/0) from the router's LAN address.
+            answer: Some(|f| {
+                f[12..14] == [8, 0]
+                    && f[23] == 1
+                    && f[26..30] == [10, 71, 0, 1]
+                    && f[34] == 11
+                    && f[35] == 0
+            }),
+            forwarded: None,
+        },
+        Case {
+            // RFC 1812 §5.3.1: TTL 0 "reduced to zero (or less)": discarded and answered.
+            what: "TTL 0 across the router",
+            frame: v4(w4, 0, 17, 0, &udp),
+            reason: Some("ttl_exceeded"),
+            answer: Some(|f| f[12..14] == [8, 0] && f[23] == 1 && f[34] == 11),
+            forwarded: None,
+        },
+        Case {
+            what: "hop limit 1 across the router",
+            frame: v6(w6, 1, 17, &udp),
+            reason: Some("ttl_exceeded"),
+            // Time exceeded (3/0).
+            answer: Some(|f| f[12..14] == [0x86, 0xdd] && f[20] == 58 && f[54] == 3 && f[55] == 0),
+            forwarded: None,
+        },
+        Case {
+            what: "hop limit 0 across the router",
+            frame: v6(w6, 0, 17, &udp),
+            reason: Some("ttl_exceeded"),
+            answer: Some(|f| f[12..14] == [0x86, 0xdd] && f[20] == 58 && f[54] == 3),
+            forwarded: None,
+        },
+        Case {
+            what: "the first IPv4 fragment across the router",
+            frame: v4(w4, 64, 17, 0x2000, &udp[..16]),
+            reason: None,
+            answer: None,
+            // The flags and offset kept, the TTL one less.
+            forwarded: Some(|f| {
+                f[0..6] == W && f[20..22] == [0x20, 0] && f[22] == 63 && f.len() >= 50
+            }),
+        },
+        Case {
+            what: "the last IPv4 fragment across the router",
+            frame: v4(w4, 64, 17, 2, &udp[16..]),
+            reason: None,
+            answer: None,
+            forwarded: Some(|f| f[0..6] == W && f[20..22] == [0, 2] && f[22] == 63),
+        },
+        Case {
+            what: "an IPv6 fragment across the router",
+            frame: v6(w6, 64, 44, &frag6(17, true, &udp)),
+            reason: None,
+            answer: None,
+            forwarded: Some(|f| f[0..6] == W && f[20] == 44 && f[21] == 63),
+        },
+        Case {
+            what: "an IPv4 fragment for the router (it does not reassemble)",
+            // The second part of an echo request whose data looks like an echo request.
+            frame: v4(me4, 64, 1, 1, &echo4),
+            reason: Some("fragment"),
+            answer: None,
+            forwarded: None,
+        },
+        Case::dropped(
+            "an IPv6 fragment for the router (it does not reassemble)",
+            v6(me6, 64, 44, &frag6(58, false, &echo6_frag)),
+            "fragment",
+        ),
+        Case::dropped(
+            "an echo request from the router's own address to itself",
+            raw::eth(r0, L, raw::IPV4, &raw::ipv4(me4, me4, 64, 1, 0, &echo4)),
+            "bad_source",
+        ),
+        Case::dropped(
+            "a packet across the router from the router's own WAN address",
+            raw::eth(
+                r0,
+                L,
+                raw::IPV4,
+                &raw::ipv4(Ipv4Addr::new(10, 72, 0, 2), w4, 64, 17, 0, &udp),
+            ),
+            "bad_source",
+        ),
+        Case::dropped(
+            "an IPv6 packet across the router from the router's own WAN address",
+            raw::eth(
+                r0,
+                L,
+                raw::IPV6,
+                &raw::ipv6("fd72::2".parse().unwrap(), w6, 64, 17, &udp),
+            ),
+            "bad_source",
+        ),
+        Case::dropped(
+            "an unknown EtherType",
+            raw::eth(r0, L, 0x88b5, &[0; 50]),
+            "unknown_ethertype",
+        ),
+    ];
+    for c in cases {
+        let what = c.what;
+        let before = drop_counts(&net.mgmt);
+        send(&mut lan, &c.frame);
+        if let Some(r) = c.reason {
+            let mut now = before.clone();
+            assert!(
+                wait_until(T, || {
+                    now = drop_counts(&net.mgmt);
+                    now.get(r) > before.get(r)
+                }),
+                "{what}: not counted as {r}: {now:?}"
+            );
+        }
+        if let Some(pred) = c.answer {
+            assert!(wait_frame(&mut lan, T, pred).is_some(), "{what}: no answer");
+        }
+        if let Some(pred) = c.forwarded {
+            assert!(
+                wait_frame(&mut wan, T, pred).is_some(),
+                "{what}: not forwarded"
+            );
+        }
+        // Nothing else came back or went through.
+        for (plug, side) in [(&mut lan, "LAN"), (&mut wan, "WAN")] {
+            let extra = wait_frame(plug, Duration::from_millis(300), is_traffic);
+            assert!(
+                extra.is_none(),
+                "{what}: unexpected on the {side}: {extra:02x?}"
+            );
+        }
+        let after = drop_counts(&net.mgmt);
+        let changed: Vec<(&String, u64)> = after
+            .iter()
+            .filter(|(k, v)| *k != "total" && before.get(*k) != Some(v))
+            .map(|(k, v)| (k, v - before.get(k).copied().unwrap_or(0)))
+            .collect();
+        let want: Vec<(&String, u64)> = c
+            .reason
+            .map(|r| (after.keys().find(|k| *k == r).unwrap(), 1))
+            .into_iter()
+            .collect();
+        assert_eq!(changed, want, "{what}: {after:?}");
+    }
+    // A real namespace across the router afterwards.
+    let _server = net.server();
+    let (code, out, err) = net.lan_host("ping -c 2 -i 0.2 -W 2 10.72.0.10");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("2 packets transmitted, 2 received"), "{out}");
+    assert!(
+        net.router.child.try_wait().unwrap().is_none(),
+        "the router exited"
+    );
+}
+
+#[test]
+fn an_ipv6_port_forward_reaches_a_lan_server_from_the_wan_and_its_icmpv6_errors_come_back() {
+    require("python3");
+    require("curl");
+    let net = Net::start_with(&[
+        "--forward",
+        "vde1:tcp:8080=[fd71::50]:8000",
+        "--forward",
+        "vde1:udp:5353=[fd71::10]:53",
+    ]);
+    let (_server, log) = net.lan_server("fd71::50/64", "fd71::1", "::");
+    let lan = net.lan.vnl();
+    // A WAN host with no route to the LAN: only the router's WAN address is reachable.
+    net.check_port_forward(
+        || net.wan_host("curl -6 -s -m 2 'http://[fd72::2]:8080/hello.txt'"),
+        &log,
+        ("fd72::11", "[fd72::11]"),
+        "[fd72::2]:8080",
+        "[fd71::50]:8000",
+    );
+    // Nothing listens on the LAN host's port 53: its port unreachable reaches the WAN
+    // client, whose connected socket hears of it only if the quote names the router.
+    let _lan_host = ns_bg(&[
+        "--ip",
+        "fd71::10/64",
+        "--gw",
+        "fd71::1",
+        &lan,
+        "--",
+        "sleep",
+        "60",
+    ]);
+    let client = udp_client("socket.AF_INET6", "('fd72::2', 5353)");
+    let (code, out, err) = net.wan_host(&format!("python3 -c \"{client}\""));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("refused"), "{out}\n{err}");
+    let nat = console(&net.mgmt, "nat/print");
+    assert!(!nat.contains("icmp_errors 0"), "{nat}");
+}
+
+/// A UDP server on the WAN host answering every datagram with itself, both families, port
+/// 9999; it logs `ADDR LEN` of each to `log`.
+fn udp_echo_server(log: &std::path::Path) -> String {
+    format!(
+        "import select, socket\n\
+         socks = []\n\
+         for fam, any in ((socket.AF_INET, '0.0.0.0'), (socket.AF_INET6, '::')):\n\
+         \x20   s = socket.socket(fam, socket.SOCK_DGRAM)\n\
+         \x20   if fam == socket.AF_INET6:\n\
+         \x20       s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)\n\
+         \x20   s.bind((any, 9999))\n\
+         \x20   socks.append(s)\n\
+         log = open('{}', 'a')\n\
+         while True:\n\
+         \x20   for s in select.select(socks, [], [])[0]:\n\
+         \x20       d, a = s.recvfrom(65535)\n\
+         \x20       log.write('%s %d\\n' % (a[0], len(d)))\n\
+         \x20       log.flush()\n\
+         \x20       s.sendto(d, a)\n",
+        log.display()
+    )
+}
+
+/// A UDP client sending a 3000-byte datagram to 10.72.0.10 and fd72::10 port 9999 until
+/// it is echoed whole: prints `v4 LEN`, `v6 LEN`.
+const UDP_BIG_CLIENT: &str = "import socket\n\
+    data = bytes(range(250)) * 12\n\
+    for name, fam, addr in (('v4', socket.AF_INET, '10.72.0.10'), ('v6', socket.AF_INET6, 'fd72::10')):\n\
+    \x20   s = socket.socket(fam, socket.SOCK_DGRAM)\n\
+    \x20   s.settimeout(1)\n\
+    \x20   for _ in range(15):\n\
+    \x20       s.sendto(data, (addr, 9999))\n\
+    \x20       try:\n\
+    \x20           d = s.recv(65535)\n\
+    \x20       except OSError:\n\
+    \x20           continue\n\
+    \x20       print(name, len(d), d == data)\n\
+    \x20       break\n";
+
+#[test]
+fn fragmented_pings_and_udp_datagrams_cross_the_masquerade_and_nat66_whole() {
+    require("python3");
+    require("ping");
+    // The WAN's MTU is 1400: the router cuts the LAN host's 1500-byte IPv4 fragments again
+    // (each piece after the first translated as the first); the LAN host learns the IPv6
+    // path MTU from packet too big on the UDP client's first tries and fragments to fit.
+    let net = Net::start_with(&["--masquerade", "vde1"]);
+    // No route back to the LAN: only translated packets can be answered.
+    let log = net.tmp.join("udp.log");
+    let server = udp_echo_server(&log);
+    let _server = ns_bg(&[
+        "--ip",
+        "10.72.0.10/24",
+        "--ip",
+        "fd72::10/64",
+        &net.wan.vnl(),
+        "--",
+        "python3",
+        "-c",
+        &server,
+    ]);
+    let (code, out, err) = net.lan_host(&format!(
+        "{LAN6} python3 -c \"{UDP_BIG_CLIENT}\" && ping -c 2 -i 0.2 -W 2 -s 3000 10.72.0.10 \
+         && ping -6 -c 2 -i 0.2 -W 2 -s 3000 fd72::10"
+    ));
+    let nat = console(&net.mgmt, "nat/print");
+    let udp_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(code, 0, "{out}\n{err}\n{nat}\n{udp_log}");
+    assert!(out.contains("v4 3000 True"), "{out}\n{nat}");
+    assert!(out.contains("v6 3000 True"), "{out}\n{nat}");
+    assert_eq!(
+        out.matches("2 packets transmitted, 2 received").count(),
+        2,
+        "{out}"
+    );
+    // The server saw the router's addresses, whole datagrams.
+    assert!(udp_log.lines().any(|l| l == "10.72.0.2 3000"), "{udp_log}");
+    assert!(udp_log.lines().any(|l| l == "fd72::2 3000"), "{udp_log}");
+    assert!(
+        !udp_log.contains("10.71.0.10") && !udp_log.contains("fd71::10"),
+        "{udp_log}"
+    );
+    assert!(nat.contains("fragments_dropped 0"), "{nat}");
+    assert!(!nat.contains("fragments_translated 0 "), "{nat}");
+}
+
+#[test]
+fn malformed_or_impossible_ipv6_port_forwards_are_refused_naming_the_problem() {
+    for (conf, forward, what) in [
+        (
+            "ip=10.72.0.2/24,ip=fd72::2/64",
+            "vde0:tcp:80=fd71::50:80",
+            "in brackets",
+        ),
+        (
+            "ip=10.72.0.2/24,ip=fd72::2/64",
+            "vde0:tcp:80=[fd71::50",
+            "no ']'",
+        ),
+        (
+            "ip=10.72.0.2/24,ip=fd72::2/64",
+            "vde0:tcp:80=[fd71::5g]:80",
+            "not an IPv6 address",
+        ),
+        (
+            "ip=10.72.0.2/24",
+            "vde0:tcp:80=[fd71::50]:80",
+            "no global IPv6 address",
+        ),
+        (
+            "ip=fd72::2/64",
+            "vde0:tcp:80=10.71.0.50:80",
+            "no IPv4 address",
+        ),
+    ] {
+        let out = Command::new(FILO)
+            .args([
+                "router",
+                "--vnl",
+                "vde:///nonexistent/filo-nat6",
+                "--conf",
+                conf,
+            ])
+            .args(["--forward", forward])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{forward}: {err}");
+        assert!(
+            err.contains("--forward") && err.contains(what),
+            "{forward}: {err}"
+        );
+    }
 }

@@ -578,16 +578,7 @@ fn bad_slirp_options_are_named() {
 
 /// `filo console --json SOCK COMMAND`: (exit code, stdout).
 fn console_json(sock: &Path, command: &str) -> (i32, String) {
-    let out = Command::new(FILO)
-        .args(["console", "--json"])
-        .arg(sock)
-        .arg(command)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    filo_console_json(FILO, sock, command)
 }
 
 #[test]
@@ -1030,5 +1021,56 @@ fn a_syn_flood_over_10000_ports_and_malformed_dns_and_icmp_are_bounded_and_count
     assert!(
         after < before + 16 * 1024,
         "RSS grew from {before} KiB to {after} KiB"
+    );
+}
+
+#[test]
+fn a_console_user_may_not_forward_a_privileged_port_for_root() {
+    let tmp = TempDir::new("filo-slirp-priv");
+    // The console socket is open to everyone (mode 777) and the gateway runs as root.
+    let bin = copy_for_everyone(&tmp, FILO);
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let host = Netns::new("slirp-priv");
+    let mgmt = tmp.join("slirp.mgmt");
+    let mut gw = host.command(FILO);
+    gw.args(["slirp", "--mgmtmode", "777", "-M"])
+        .arg(&mgmt)
+        .arg(sw.vnl())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(test_log());
+    let _gw = Proc::spawn(&mut gw);
+    assert!(wait_until(T, || mgmt.exists()), "filo slirp did not start");
+    let as_nobody_console = |command: &str| {
+        let out = as_nobody(&bin)
+            .args(["console", "--json"])
+            .arg(&mgmt)
+            .arg(command)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // Port 80 is privileged: nobody could not bind it alone, so the gateway does not for them.
+    let (code, out) = as_nobody_console("fwd/add tcp 127.0.0.1:80:10.0.2.15:80");
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("privileged") && out.contains("uid 65534"),
+        "{out}"
+    );
+    let (_, out) = console_json(&mgmt, "fwd/print");
+    assert!(!out.contains(":80 ->"), "{out}");
+    // An unprivileged port is theirs to forward; root may forward port 80.
+    let (code, out) = as_nobody_console("fwd/add tcp 127.0.0.1:18090:10.0.2.15:80");
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = console_json(&mgmt, "fwd/add tcp 127.0.0.1:80:10.0.2.15:80");
+    assert_eq!(code, 0, "{out}");
+    let (_, out) = console_json(&mgmt, "fwd/print");
+    assert!(
+        out.contains("tcp 127.0.0.1:18090 -> 10.0.2.15:80")
+            && out.contains("tcp 127.0.0.1:80 -> 10.0.2.15:80"),
+        "{out}"
     );
 }

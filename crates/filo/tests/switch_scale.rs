@@ -75,6 +75,22 @@ fn frames_from_many_ports_read_in_one_turn_reach_a_receiver_as_one_train() {
     );
 }
 
+/// A descriptor limit for process `pid` that leaves it `free` unused descriptor numbers below
+/// it (the kernel hands out the lowest free number below the limit). Tests must not assume a
+/// fixed count: the test runner may leave descriptors open that every child inherits.
+fn limit_leaving(pid: u32, free: usize) -> usize {
+    let open: Vec<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("the descriptors of {pid}: {e}"))
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let below = |limit: usize| open.iter().filter(|&&fd| fd < limit).count();
+    let mut limit = free;
+    while below(limit) + free > limit {
+        limit = below(limit) + free;
+    }
+    limit
+}
+
 /// `filo switch` started by sh with `ulimit` options first (soft/hard descriptor limits).
 fn switch_with_limits(tmp: &TempDir, ulimit: &str) -> FiloSwitch {
     let dir = tmp.join("sw");
@@ -112,9 +128,12 @@ fn a_switch_started_with_a_low_soft_descriptor_limit_takes_more_clients() {
         return skip("the hard descriptor limit is below 1024");
     }
     let tmp = TempDir::new("filo-ssc2");
-    // 64 descriptors would do for about 25 clients (two each, plus the switch's own).
-    let sw = switch_with_limits(&tmp, "-Sn 64");
-    let clients: Vec<_> = (0..150)
+    // A soft limit leaving 50 descriptors would do for about 25 clients (two each). Counted
+    // from this process's descriptors, which the switch may inherit.
+    let soft = limit_leaving(std::process::id(), 50);
+    let sw = switch_with_limits(&tmp, &format!("-Sn {soft}"));
+    // Two descriptors each: more clients than the soft limit would allow.
+    let clients: Vec<_> = (0..soft.max(150))
         .map(|i| {
             filo_vnl::open(&sw.vnl()).unwrap_or_else(|e| panic!("client {i} was not taken: {e}"))
         })
@@ -127,13 +146,20 @@ fn a_switch_out_of_descriptors_refuses_clients_at_once_and_counts_them() {
     require("prlimit");
     let tmp = TempDir::new("filo-ssc3");
     let sw = FiloSwitch::start(FILO, &tmp, "sw", &["-n", "400"]);
-    // A running switch gets 48 descriptors: enough for about 20 clients.
+    // A running switch gets a limit that leaves it 40 free descriptor numbers: enough for
+    // about 20 clients. Counted, not fixed: the switch inherits whatever descriptors the test
+    // runner left open (under CI a fixed limit of 48 left it none, and every client waited
+    // for its timeout), and the kernel hands out the lowest free number below the limit.
+    let limit = limit_leaving(sw.proc.pid(), 40);
     run(Command::new("prlimit")
         .arg(format!("--pid={}", sw.proc.pid()))
-        .arg("--nofile=48:48"));
+        .arg(format!("--nofile={limit}:{limit}")));
     let mut clients = Vec::new();
     let refusal = loop {
-        assert!(clients.len() < 48, "48 clients taken with 48 descriptors");
+        assert!(
+            clients.len() < 40,
+            "40 clients taken with 40 spare descriptors"
+        );
         match filo_vnl::open(&sw.vnl()) {
             Ok(c) => clients.push(c),
             Err(e) => break e.to_string(),
@@ -145,6 +171,17 @@ fn a_switch_out_of_descriptors_refuses_clients_at_once_and_counts_them() {
         refusal.contains("closed the connection without a reply"),
         "{refusal}"
     );
+    // And the next one too: the switch took its spare descriptor back after the first
+    // refusal (its sandbox refused the eventfd it takes it back with, and every later client
+    // waited for its timeout).
+    let again = filo_vnl::open(&sw.vnl())
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        again.contains("closed the connection without a reply"),
+        "{again}"
+    );
     clients.truncate(clients.len() / 2);
     assert!(
         wait_until(T, || sw.endpoints() == clients.len()),
@@ -152,7 +189,7 @@ fn a_switch_out_of_descriptors_refuses_clients_at_once_and_counts_them() {
     );
     let info = sw.console("showinfo");
     assert!(
-        info.contains("clients refused: out of file descriptors"),
+        info.contains("2 clients refused: out of file descriptors"),
         "{info}"
     );
     filo_vnl::open(&sw.vnl()).expect("a client once descriptors are free again");

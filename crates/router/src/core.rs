@@ -54,7 +54,8 @@ pub enum DropReason {
     Arp,
     /// An IP header that does not parse or whose checksum is wrong.
     Malformed,
-    /// A source address no host has (unspecified, multicast, broadcast, loopback).
+    /// A source address no host has (unspecified, multicast, broadcast, loopback), or one of
+    /// the router's own (spoofed: nothing the router sends comes back to it).
     BadSource,
     /// Link-local or other scope that is not forwarded.
     Scope,
@@ -84,10 +85,13 @@ pub enum DropReason {
     /// Reverse-path filtering: the source is not routed back out of the interface the packet
     /// came in on (a spoofed source).
     ReversePath,
+    /// A fragment (IPv4, or IPv6 with a fragment header) for the router itself: it does not
+    /// reassemble, and a fragment's data is no whole ICMP or UDP message.
+    Fragment,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::TooShort,
         DropReason::OtherHost,
         DropReason::UnknownEthertype,
@@ -107,6 +111,7 @@ impl DropReason {
         DropReason::PoolExhausted,
         DropReason::IcmpRateLimited,
         DropReason::ReversePath,
+        DropReason::Fragment,
     ];
 
     pub fn name(self) -> &'static str {
@@ -130,6 +135,7 @@ impl DropReason {
             DropReason::PoolExhausted => "pool_exhausted",
             DropReason::IcmpRateLimited => "icmp_rate_limited",
             DropReason::ReversePath => "rp_filter",
+            DropReason::Fragment => "fragment",
         }
     }
 }
@@ -895,12 +901,18 @@ impl Router {
             return self.drop(DropReason::Malformed);
         };
         let (src, dst) = (p.src_addr(), p.dst_addr());
+        if self.is_local(iface, IpAddr::V4(src)) {
+            return self.drop(DropReason::BadSource);
+        }
         // DHCP clients send from 0.0.0.0 to the broadcast address.
         let local = dst.is_broadcast()
             || dst.is_multicast()
             || self.ifaces[iface].is_subnet_broadcast(dst)
             || self.is_local(iface, IpAddr::V4(dst));
         if local {
+            if p.more_frags() || p.frag_offset() != 0 {
+                return self.drop(DropReason::Fragment);
+            }
             for mut packet in self.plain(off, packet) {
                 if self.run_hooks(now, HookPoint::Input, meta, &mut packet) {
                     self.local_v4(now, iface, &packet);
@@ -1299,6 +1311,9 @@ impl Router {
             return self.drop(DropReason::Malformed);
         };
         let (src, dst) = (p.src_addr(), p.dst_addr());
+        if self.is_local(iface, IpAddr::V6(src)) {
+            return self.drop(DropReason::BadSource);
+        }
         if dst.is_multicast() {
             if (dst.segments()[0] & 0x000f) <= 2 || self.is_local(iface, IpAddr::V6(dst)) {
                 for mut packet in self.plain(off, packet) {
@@ -1359,6 +1374,9 @@ impl Router {
     fn local_v6(&mut self, now: Instant, iface: IfId, packet: &[u8]) {
         let p = Ipv6Packet::new_unchecked(packet);
         let (src, dst) = (p.src_addr(), p.dst_addr());
+        if p.next_header() == IpProtocol::Ipv6Frag {
+            return self.drop(DropReason::Fragment);
+        }
         if p.next_header() != IpProtocol::Icmpv6 {
             if self.ifaces[iface].dhcp6.is_some() {
                 if let Some((client, msg)) = filo_dhcp::v6::server_payload(packet) {

@@ -15,6 +15,7 @@
 pub mod console;
 pub mod core;
 pub mod daemon;
+pub mod ext6;
 pub mod filter;
 pub mod icmp;
 pub mod nat;

@@ -1,19 +1,20 @@
 //! Masquerade (IPv4, and NAT66 for IPv6) with connection tracking, as a [`Hook`] at
 //! POSTROUTING (the source of packets leaving on the outgoing interface becomes the router's
 //! address there, or a chosen one (SNAT), the source port or ICMP echo identifier a free one)
-//! and PREROUTING (replies get the original destination back), plus IPv4 port forwards
-//! (DNAT). ICMP and ICMPv6 errors about a translated or forwarded connection get their quoted
-//! header translated too, both ways (time exceeded and fragmentation needed / packet too big
-//! coming back to the inside host; port unreachable and the like from the inside host going
-//! out), so traceroute and path-MTU discovery work through the NAT.
+//! and PREROUTING (replies get the original destination back), plus port forwards (DNAT,
+//! IPv4 and IPv6). ICMP and ICMPv6 errors about a translated or forwarded connection get
+//! their quoted header translated too, both ways (time exceeded and fragmentation needed /
+//! packet too big coming back to the inside host; port unreachable and the like from the
+//! inside host going out), so traceroute and path-MTU discovery work through the NAT.
 //!
 //! Connections are TCP (states from the flags: SYN sent, established, closing, closed), UDP
 //! (unreplied, replied) and ICMP / ICMPv6 echo, each with a timeout; the table holds at most
-//! [`Config::max_conns`] (both families) and counts what it refuses. IPv6 is translated only
-//! when [`Config::addr6`] is set; its extension headers are not walked (a packet whose next
-//! header is not TCP, UDP or ICMPv6 gets its address translated only). Later fragments
-//! (offset ≠ 0) of translated IPv4 packets are not translated back (no reassembly): they are
-//! dropped and counted.
+//! [`Config::max_conns`] (both families) and counts what it refuses; IPv4 and IPv6 each have
+//! the port range [`Config::ports`]. IPv6 is translated only when [`Config::addr6`] is set;
+//! its extension headers are walked to the transport header ([`crate::ext6`]): a packet to
+//! translate whose chain is cut short, out of order or too long is dropped and counted. A
+//! fragmented datagram's later fragments get the addresses its first one got (see
+//! [`Masquerade`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use smoltcp::wire::{Icmpv6Packet, Ipv4Packet, Ipv6Packet};
 
 use crate::core::{Hook, HookPoint, HookVerdict, IfId, PacketMeta};
+use crate::ext6::{self, Fragment};
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
@@ -51,6 +53,13 @@ pub struct Config {
     pub masquerade: bool,
     /// Port forwards (DNAT) on [`Config::iface`].
     pub forwards: Vec<PortForward>,
+    /// IPv6 port forwards on [`Config::iface`], to [`Config::addr6`] (which they need).
+    pub forwards6: Vec<PortForward6>,
+    /// Fragmented datagrams whose later fragments are remembered at most (see
+    /// [`Masquerade`]); beyond, a first fragment is translated but its later ones dropped.
+    pub max_fragments: usize,
+    /// How long a first fragment's translation waits for the datagram's later fragments.
+    pub fragment_timeout: Duration,
 }
 
 /// A port forward: TCP or UDP to the router's address at `port` goes to `to`:`to_port`
@@ -67,15 +76,33 @@ pub struct PortForward {
 pub const TCP_PROTO: u8 = TCP;
 pub const UDP_PROTO: u8 = UDP;
 
-impl PortForward {
-    /// Parses `PROTO:PORT=ADDR[:PORT]`, e.g. `tcp:8080=10.1.0.50:80` (the target port
-    /// defaults to the same port).
-    pub fn parse(text: &str) -> Result<PortForward, String> {
-        let err = |what: &str| {
-            format!(
-                "{text:?}: {what} (expected PROTO:PORT=ADDR[:PORT], e.g. tcp:8080=10.1.0.50:80)"
-            )
-        };
+/// An IPv6 port forward: TCP or UDP to the router's IPv6 address ([`Config::addr6`]) at
+/// `port` goes to `[to]:to_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortForward6 {
+    /// [`TCP_PROTO`] or [`UDP_PROTO`].
+    pub proto: u8,
+    pub port: u16,
+    pub to: Ipv6Addr,
+    pub to_port: u16,
+}
+
+/// A port forward of either family, as [`Forward::parse`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    V4(PortForward),
+    V6(PortForward6),
+}
+
+const FORWARD_SYNTAX: &str =
+    "expected PROTO:PORT=ADDR[:PORT], e.g. tcp:8080=10.1.0.50:80 or tcp:8080=[fd01::50]:80";
+
+impl Forward {
+    /// Parses `PROTO:PORT=ADDR[:PORT]` with an IPv4 address or a bracketed IPv6 one, e.g.
+    /// `tcp:8080=10.1.0.50:80`, `udp:5353=[fd01::50]:53` (the target port defaults to the
+    /// same port).
+    pub fn parse(text: &str) -> Result<Forward, String> {
+        let err = |what: &str| format!("{text:?}: {what} ({FORWARD_SYNTAX})");
         let (from, to) = text.split_once('=').ok_or_else(|| err("no '='"))?;
         let (proto, port) = from
             .split_once(':')
@@ -85,37 +112,80 @@ impl PortForward {
             "udp" => UDP,
             other => return Err(err(&format!("protocol {other:?} is not tcp or udp"))),
         };
-        let port: u16 = port
-            .parse()
-            .map_err(|_| err(&format!("port {port:?} is not a number 1-65535")))?;
-        let (addr, to_port) = match to.split_once(':') {
-            Some((a, p)) => (
-                a,
-                p.parse::<u16>()
-                    .map_err(|_| err(&format!("port {p:?} is not a number 1-65535")))?,
-            ),
-            None => (to, port),
+        let number = |p: &str| {
+            p.parse::<u16>()
+                .map_err(|_| err(&format!("port {p:?} is not a number 1-65535")))
         };
-        let to: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| err(&format!("{addr:?} is not an IPv4 address")))?;
+        let port = number(port)?;
+        let (addr, to_port): (IpAddr, u16) = if let Some(rest) = to.strip_prefix('[') {
+            let (a, after) = rest
+                .split_once(']')
+                .ok_or_else(|| err(&format!("{to:?} has no ']' after the IPv6 address")))?;
+            let a: Ipv6Addr = a
+                .parse()
+                .map_err(|_| err(&format!("{a:?} is not an IPv6 address")))?;
+            let to_port = match after {
+                "" => port,
+                _ => number(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| err(&format!("{after:?} after ']' is not :PORT")))?,
+                )?,
+            };
+            (IpAddr::V6(a), to_port)
+        } else if to.matches(':').count() > 1 {
+            return Err(err(&format!(
+                "{to:?}: an IPv6 address goes in brackets, [ADDR]:PORT"
+            )));
+        } else {
+            let (a, p) = match to.split_once(':') {
+                Some((a, p)) => (a, number(p)?),
+                None => (to, port),
+            };
+            let a: Ipv4Addr = a
+                .parse()
+                .map_err(|_| err(&format!("{a:?} is not an IPv4 address")))?;
+            (IpAddr::V4(a), p)
+        };
         if port == 0 || to_port == 0 {
             return Err(err("port 0"));
         }
-        Ok(PortForward {
-            proto,
-            port,
-            to,
-            to_port,
+        Ok(match addr {
+            IpAddr::V4(to) => Forward::V4(PortForward {
+                proto,
+                port,
+                to,
+                to_port,
+            }),
+            IpAddr::V6(to) => Forward::V6(PortForward6 {
+                proto,
+                port,
+                to,
+                to_port,
+            }),
         })
     }
+}
 
-    fn proto_name(&self) -> &'static str {
-        if self.proto == TCP {
-            "tcp"
-        } else {
-            "udp"
+impl PortForward {
+    /// Parses `PROTO:PORT=ADDR[:PORT]`, e.g. `tcp:8080=10.1.0.50:80` (the target port
+    /// defaults to the same port); IPv4 only, [`Forward::parse`] takes both.
+    pub fn parse(text: &str) -> Result<PortForward, String> {
+        match Forward::parse(text)? {
+            Forward::V4(f) => Ok(f),
+            Forward::V6(_) => Err(format!(
+                "{text:?}: an IPv6 target where an IPv4 one is expected"
+            )),
         }
+    }
+}
+
+fn proto_name(proto: u8) -> &'static str {
+    match proto {
+        TCP => "tcp",
+        UDP => "udp",
+        ICMPV6 => "icmpv6",
+        _ => "icmp",
     }
 }
 
@@ -135,6 +205,9 @@ impl Config {
             icmp: Duration::from_secs(30),
             masquerade: true,
             forwards: Vec::new(),
+            forwards6: Vec::new(),
+            max_fragments: 1024,
+            fragment_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -196,20 +269,75 @@ pub struct Stats {
     pub expired: u64,
     /// New connections refused: the table was full or no port was free.
     pub refused: u64,
-    /// Later fragments that could not be translated.
+    /// Later fragments that could not be translated (their first fragment was not seen, or
+    /// arrived after them), dropped.
     pub fragments: u64,
+    /// Later fragments translated as their first one was.
+    pub fragments_translated: u64,
+    /// First fragments whose datagram could not be remembered (the fragment table was
+    /// full): their later fragments are dropped.
+    pub fragment_table_full: u64,
+    /// IPv6 packets dropped for their extension-header chain, by [`ext6::Error`].
+    pub ext_truncated: u64,
+    pub ext_too_long: u64,
+    pub ext_misordered: u64,
     /// ICMP errors whose quoted header was translated.
     pub icmp_errors: u64,
     /// Connections opened through a port forward.
     pub forwarded: u64,
 }
 
+/// A masqueraded connection's key: (IPv6, protocol, translated port); IPv4 and IPv6 have
+/// a port range each.
+type Key = (bool, u8, u16);
+
+/// A fragmented datagram as it arrives: IPv4's (source, destination, protocol,
+/// identification), IPv6's (source, destination, identification) (RFC 8200 §4.5), and the
+/// direction (inbound: arriving on the interface).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FragKey {
+    inbound: bool,
+    proto: u8,
+    src: IpAddr,
+    dst: IpAddr,
+    id: u32,
+}
+
+/// What the datagram's first fragment became: the address its later fragments get
+/// (inbound the destination, outbound the source), and how much of it went by.
+#[derive(Debug, Clone, Copy)]
+struct FragEntry {
+    to: IpAddr,
+    /// Data bytes of its fragments seen, and its length once the last one was.
+    seen: u32,
+    total: Option<u32>,
+    expires: Instant,
+}
+
+/// The NAT: masquerade, SNAT and port forwards on one interface.
+///
+/// Fragments: only a datagram's first fragment carries the transport header, so it is
+/// translated as any packet, and what it became is remembered by the datagram's identity
+/// ([`FragKey`]) for [`Config::fragment_timeout`]; later fragments with that identity get
+/// the same address (their ports are in the first fragment, so nothing else changes) until
+/// all the datagram's bytes went by. This keeps no packet (no reassembly buffers: memory
+/// is [`Config::max_fragments`] small entries) and lets fragments the router itself
+/// splits further for a smaller MTU through. A later fragment that arrives before its
+/// first one is dropped and counted (`Stats::fragments`), as the hook pipeline has no way
+/// to hold a packet and send it later; the datagram is lost as if the network had lost it
+/// (senders fragment in order, so this happens only on reordering links). Outbound, a later
+/// fragment with no remembered first one still gets the masquerade's address, as before.
+/// The IPv4 identification is kept: two inside hosts fragmenting to one remote with the same
+/// identification at the same time would be mixed up by its reassembly (Linux's NAT
+/// reassembles before translating, which avoids that at the cost of buffering).
 pub struct Masquerade {
     config: Config,
     /// Translated port by flow.
     by_flow: HashMap<Flow, u16>,
-    /// Connections by (protocol, translated port); IPv4 and IPv6 share the ports.
-    conns: HashMap<(u8, u16), Conn>,
+    /// Connections by family, protocol and translated port.
+    conns: HashMap<Key, Conn>,
+    /// Fragmented datagrams whose later fragments are translated.
+    frags: HashMap<FragKey, FragEntry>,
     /// Port-forwarded connections by flow as the inside server sees it (`host` the server,
     /// `remote` the client); `port` is the forward's public port.
     forwarded: HashMap<Flow, Conn>,
@@ -298,31 +426,52 @@ fn port_at(proto: u8, source: bool) -> usize {
 struct Ip {
     at: usize,
     v6: bool,
+    /// The transport protocol (IPv6: at the end of the extension-header chain; for a later
+    /// fragment the next header its fragment header names).
     proto: u8,
     src: IpAddr,
     dst: IpAddr,
-    /// Where the transport header starts in the buffer.
+    /// Where the transport header starts in the buffer (a later fragment: its data).
     l4: usize,
     later_fragment: bool,
+    /// The fragment header's fields (IPv4: identification, offset, MF) if it is one.
+    frag: Option<Fragment>,
+    /// Where the fragment's data starts and the packet ends (by its length fields).
+    data: usize,
+    end: usize,
+}
+
+/// Why a packet's headers are not looked into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unparsed {
+    /// Not a whole IPv4 or IPv6 header.
+    NotIp,
+    /// An IPv6 packet (to `dst`) whose extension-header chain is refused.
+    Chain(ext6::Error, Ipv6Addr),
 }
 
 impl Ip {
     /// The header at `at` of `b`; `quoted` accepts one cut short (an ICMP error's quote),
     /// as long as the header and 8 bytes of transport header are there.
-    fn parse(b: &[u8], at: usize, quoted: bool) -> Option<Ip> {
-        let p = b.get(at..)?;
-        match p.first()? >> 4 {
+    fn parse(b: &[u8], at: usize, quoted: bool) -> Result<Ip, Unparsed> {
+        let p = b.get(at..).ok_or(Unparsed::NotIp)?;
+        match p.first().ok_or(Unparsed::NotIp)? >> 4 {
             4 => {
                 let h = match Ipv4Packet::new_checked(p) {
                     Ok(h) => h,
                     Err(_) if quoted => Ipv4Packet::new_unchecked(p),
-                    Err(_) => return None,
+                    Err(_) => return Err(Unparsed::NotIp),
                 };
                 let hl = usize::from(h.header_len());
                 if p.len() < 20 || hl < 20 || (quoted && p.len() < hl + 8) {
-                    return None;
+                    return Err(Unparsed::NotIp);
                 }
-                Some(Ip {
+                let frag = (h.more_frags() || h.frag_offset() != 0).then(|| Fragment {
+                    id: u32::from(h.ident()),
+                    offset: h.frag_offset(),
+                    more: h.more_frags(),
+                });
+                Ok(Ip {
                     at,
                     v6: false,
                     proto: h.next_header().into(),
@@ -330,25 +479,35 @@ impl Ip {
                     dst: IpAddr::V4(h.dst_addr()),
                     l4: at + hl,
                     later_fragment: h.frag_offset() != 0,
+                    frag,
+                    data: at + hl,
+                    end: at + usize::from(h.total_len()).max(hl).min(p.len()),
                 })
             }
             6 => {
                 let h = match Ipv6Packet::new_checked(p) {
                     Ok(h) => h,
                     Err(_) if quoted && p.len() >= 48 => Ipv6Packet::new_unchecked(p),
-                    Err(_) => return None,
+                    Err(_) => return Err(Unparsed::NotIp),
                 };
-                Some(Ip {
+                let end = (40 + usize::from(h.payload_len())).min(p.len());
+                let upper = ext6::walk(h.next_header().into(), &p[40..end])
+                    .map_err(|e| Unparsed::Chain(e, h.dst_addr()))?;
+                let frag = upper.fragment;
+                Ok(Ip {
                     at,
                     v6: true,
-                    proto: h.next_header().into(),
+                    proto: upper.proto,
                     src: IpAddr::V6(h.src_addr()),
                     dst: IpAddr::V6(h.dst_addr()),
-                    l4: at + 40,
-                    later_fragment: false,
+                    l4: at + 40 + upper.offset,
+                    later_fragment: frag.is_some_and(|f| f.offset != 0),
+                    frag,
+                    data: at + 40 + upper.fragment_data,
+                    end: at + end,
                 })
             }
-            _ => None,
+            _ => Err(Unparsed::NotIp),
         }
     }
 
@@ -427,7 +586,7 @@ fn refill_error(packet: &mut [u8], quoted: &Ip) {
             Ipv4Packet::new_unchecked(q).fill_checksum();
         }
     }
-    let Some(outer) = Ip::parse(packet, 0, false) else {
+    let Ok(outer) = Ip::parse(packet, 0, false) else {
         return;
     };
     match (outer.src, outer.dst) {
@@ -498,6 +657,7 @@ impl Masquerade {
             config,
             by_flow: HashMap::new(),
             conns: HashMap::new(),
+            frags: HashMap::new(),
             forwarded: HashMap::new(),
             stats: Stats::default(),
         }
@@ -516,13 +676,33 @@ impl Masquerade {
         }
     }
 
+    /// The port forward of `proto` at our `port` in the family of `v6`: its target address
+    /// and port.
+    fn forward_to(&self, v6: bool, proto: u8, port: u16) -> Option<(IpAddr, u16)> {
+        if v6 {
+            let f = self
+                .config
+                .forwards6
+                .iter()
+                .find(|f| f.proto == proto && f.port == port)?;
+            Some((IpAddr::V6(f.to), f.to_port))
+        } else {
+            let f = self
+                .config
+                .forwards
+                .iter()
+                .find(|f| f.proto == proto && f.port == port)?;
+            Some((IpAddr::V4(f.to), f.to_port))
+        }
+    }
+
     /// Whether the table (masqueraded and port-forwarded connections) is full.
     fn full(&self) -> bool {
         self.conns.len() + self.forwarded.len() >= self.config.max_conns
     }
 
     /// Removes `key` if it expired; true if it did.
-    fn expire(&mut self, now: Instant, key: (u8, u16)) -> bool {
+    fn expire(&mut self, now: Instant, key: Key) -> bool {
         match self.conns.get(&key) {
             Some(c) if c.expires <= now => {
                 let flow = c.flow;
@@ -536,7 +716,7 @@ impl Masquerade {
     }
 
     fn sweep(&mut self, now: Instant) {
-        let dead: Vec<(u8, u16)> = self
+        let dead: Vec<Key> = self
             .conns
             .iter()
             .filter(|(_, c)| c.expires <= now)
@@ -550,11 +730,12 @@ impl Masquerade {
         self.stats.expired += (before - self.forwarded.len()) as u64;
     }
 
-    /// A translated port for `flow`: its own if free, else the next free one in the range.
-    fn pick_port(&mut self, now: Instant, proto: u8, wanted: u16) -> Option<u16> {
+    /// A translated port for a new connection of `proto` in the family of `v6`: the host's
+    /// own (`wanted`) if free, else the next free one in the range.
+    fn pick_port(&mut self, now: Instant, v6: bool, proto: u8, wanted: u16) -> Option<u16> {
         let (lo, hi) = self.config.ports;
         let free = |m: &mut Masquerade, p: u16| {
-            !m.conns.contains_key(&(proto, p)) || m.expire(now, (proto, p))
+            !m.conns.contains_key(&(v6, proto, p)) || m.expire(now, (v6, proto, p))
         };
         // The host's own port when no other connection has it, as the kernel does.
         if wanted != 0 && free(self, wanted) {
@@ -581,7 +762,7 @@ impl Masquerade {
         }
     }
 
-    fn track(&mut self, now: Instant, key: (u8, u16), l4: &[u8], from_host: bool) {
+    fn track(&mut self, now: Instant, key: Key, l4: &[u8], from_host: bool) {
         let Some(c) = self.conns.get(&key) else {
             return;
         };
@@ -608,10 +789,99 @@ impl Masquerade {
         }
     }
 
+    /// The outer header of a packet NAT may translate; Err(verdict) when it is none (not
+    /// IP: accepted), or an IPv6 packet of a translated family whose extension-header
+    /// chain is refused (dropped and counted). `inbound` packets count only when they are
+    /// for our address.
+    fn outer(&mut self, packet: &[u8], inbound: bool) -> Result<Ip, HookVerdict> {
+        match Ip::parse(packet, 0, false) {
+            Ok(ip) => Ok(ip),
+            Err(Unparsed::Chain(e, dst)) => {
+                let me = self.my_addr(true);
+                if me.is_none() || (inbound && me != Some(IpAddr::V6(dst))) {
+                    return Err(HookVerdict::Accept);
+                }
+                match e {
+                    ext6::Error::Truncated => self.stats.ext_truncated += 1,
+                    ext6::Error::TooLong => self.stats.ext_too_long += 1,
+                    ext6::Error::Misordered => self.stats.ext_misordered += 1,
+                }
+                Err(HookVerdict::Drop)
+            }
+            Err(Unparsed::NotIp) => Err(HookVerdict::Accept),
+        }
+    }
+
+    fn frag_key(ip: &Ip, inbound: bool) -> Option<FragKey> {
+        Some(FragKey {
+            inbound,
+            proto: if ip.v6 { 0 } else { ip.proto },
+            src: ip.src,
+            dst: ip.dst,
+            id: ip.frag?.id,
+        })
+    }
+
+    /// Counts the data of fragment `ip` into `e`; true once the whole datagram went by.
+    fn frag_seen(e: &mut FragEntry, ip: &Ip) -> bool {
+        let Some(f) = ip.frag else {
+            return false;
+        };
+        let len = ip.end.saturating_sub(ip.data) as u32;
+        e.seen = e.seen.saturating_add(len);
+        if !f.more {
+            e.total = Some(u32::from(f.offset) + len);
+        }
+        e.total.is_some_and(|t| e.seen >= t)
+    }
+
+    /// After a first fragment (`ip` as it arrived) was translated: its later fragments get
+    /// `to` (inbound the destination, outbound the source).
+    fn remember_fragment(&mut self, now: Instant, ip: &Ip, inbound: bool, to: IpAddr) {
+        let Some(key) = Self::frag_key(ip, inbound).filter(|_| !ip.later_fragment) else {
+            return;
+        };
+        if self.frags.len() >= self.config.max_fragments && !self.frags.contains_key(&key) {
+            self.frags.retain(|_, e| e.expires > now);
+            if self.frags.len() >= self.config.max_fragments {
+                self.stats.fragment_table_full += 1;
+                return;
+            }
+        }
+        let mut e = FragEntry {
+            to,
+            seen: 0,
+            total: None,
+            expires: now + self.config.fragment_timeout,
+        };
+        // Later fragments the router split off this one follow it through here.
+        if !Self::frag_seen(&mut e, ip) {
+            self.frags.insert(key, e);
+        }
+    }
+
+    /// The address a later fragment gets, as its first fragment did; None if that was not
+    /// seen (or too long ago).
+    fn later_fragment(&mut self, now: Instant, ip: &Ip, inbound: bool) -> Option<IpAddr> {
+        let key = Self::frag_key(ip, inbound)?;
+        let e = self.frags.get_mut(&key)?;
+        if e.expires <= now {
+            self.frags.remove(&key);
+            return None;
+        }
+        let to = e.to;
+        if Self::frag_seen(e, ip) {
+            self.frags.remove(&key);
+        }
+        self.stats.fragments_translated += 1;
+        Some(to)
+    }
+
     /// POSTROUTING: a forwarded packet leaving on our interface.
     fn outbound(&mut self, now: Instant, packet: &mut [u8]) -> HookVerdict {
-        let Some(ip) = Ip::parse(packet, 0, false) else {
-            return HookVerdict::Accept;
+        let ip = match self.outer(packet, false) {
+            Ok(ip) => ip,
+            Err(v) => return v,
         };
         let Some(me) = self.my_addr(ip.v6) else {
             return HookVerdict::Accept;
@@ -619,6 +889,12 @@ impl Masquerade {
         let (proto, src, dst) = (ip.proto, ip.src, ip.dst);
         if src == me {
             return HookVerdict::Accept;
+        }
+        if ip.later_fragment {
+            if let Some(to) = self.later_fragment(now, &ip, false) {
+                rewrite(packet, &ip, true, to, None);
+                return HookVerdict::Accept;
+            }
         }
         let l4 = packet.get(ip.l4..).unwrap_or(&[]);
         let (error, l4_ports) = if ip.later_fragment {
@@ -645,6 +921,7 @@ impl Masquerade {
                         let port = c.port;
                         self.track_forwarded(now, flow, &packet[ip.l4..], false);
                         rewrite(packet, &ip, true, me, Some(port));
+                        self.remember_fragment(now, &ip, false, me);
                         return HookVerdict::Accept;
                     }
                 }
@@ -667,8 +944,9 @@ impl Masquerade {
             remote: dst,
             remote_port: if echo { 0 } else { dport },
         };
+        let v6 = ip.v6;
         let port = match self.by_flow.get(&flow).copied() {
-            Some(port) if !self.expire(now, (proto, port)) => port,
+            Some(port) if !self.expire(now, (v6, proto, port)) => port,
             _ => {
                 if self.full() {
                     self.sweep(now);
@@ -676,7 +954,7 @@ impl Masquerade {
                 let port = if self.full() {
                     None
                 } else {
-                    self.pick_port(now, proto, sport)
+                    self.pick_port(now, v6, proto, sport)
                 };
                 let Some(port) = port else {
                     self.stats.refused += 1;
@@ -684,7 +962,7 @@ impl Masquerade {
                 };
                 let state = State::initial(proto);
                 self.conns.insert(
-                    (proto, port),
+                    (v6, proto, port),
                     Conn {
                         flow,
                         port,
@@ -697,8 +975,9 @@ impl Masquerade {
                 port
             }
         };
-        self.track(now, (proto, port), &packet[ip.l4..], true);
+        self.track(now, (v6, proto, port), &packet[ip.l4..], true);
         rewrite(packet, &ip, true, me, Some(port));
+        self.remember_fragment(now, &ip, false, me);
         HookVerdict::Accept
     }
 
@@ -706,7 +985,7 @@ impl Masquerade {
     /// brought it (port unreachable for a reply, …): the outer source and the quoted
     /// destination become ours again. None if the quote is no connection's.
     fn outbound_error(&mut self, packet: &mut [u8], outer: &Ip, me: IpAddr) -> Option<HookVerdict> {
-        let q = Ip::parse(packet, outer.l4 + 8, true)?;
+        let q = Ip::parse(packet, outer.l4 + 8, true).ok()?;
         let (sport, dport) = ports(q.proto, packet.get(q.l4..)?)?;
         let echo = matches!(q.proto, ICMP | ICMPV6);
         let flow = Flow {
@@ -731,7 +1010,7 @@ impl Masquerade {
     /// translated connection (time exceeded, host unreachable for a port forward's dead
     /// server) quotes it as the remote side sent it, to our address and port.
     fn local_error(&mut self, packet: &mut [u8]) -> HookVerdict {
-        let Some(ip) = Ip::parse(packet, 0, false) else {
+        let Ok(ip) = Ip::parse(packet, 0, false) else {
             return HookVerdict::Accept;
         };
         if let Some(me) = self.my_addr(ip.v6) {
@@ -744,16 +1023,21 @@ impl Masquerade {
 
     /// PREROUTING: a packet arriving on our interface for our address.
     fn inbound(&mut self, now: Instant, packet: &mut [u8]) -> HookVerdict {
-        let Some(ip) = Ip::parse(packet, 0, false) else {
-            return HookVerdict::Accept;
+        let ip = match self.outer(packet, true) {
+            Ok(ip) => ip,
+            Err(v) => return v,
         };
         if self.my_addr(ip.v6) != Some(ip.dst) {
             return HookVerdict::Accept;
         }
         let (proto, src) = (ip.proto, ip.src);
         if ip.later_fragment {
-            self.stats.fragments += 1;
-            return HookVerdict::Drop;
+            let Some(to) = self.later_fragment(now, &ip, true) else {
+                self.stats.fragments += 1;
+                return HookVerdict::Drop;
+            };
+            rewrite(packet, &ip, false, to, None);
+            return HookVerdict::Accept;
         }
         let l4 = packet.get(ip.l4..).unwrap_or(&[]);
         if is_error(proto, l4) {
@@ -766,7 +1050,7 @@ impl Masquerade {
         let Some((sport, dport)) = ports(proto, l4) else {
             return HookVerdict::Accept;
         };
-        let key = (proto, dport);
+        let key = (ip.v6, proto, dport);
         self.expire(now, key);
         let remote_port = if matches!(proto, ICMP | ICMPV6) {
             0
@@ -784,6 +1068,7 @@ impl Masquerade {
         let flow = c.flow;
         self.track(now, key, &packet[ip.l4..], false);
         rewrite(packet, &ip, false, flow.host, Some(flow.host_port));
+        self.remember_fragment(now, &ip, true, flow.host);
         HookVerdict::Accept
     }
 
@@ -798,19 +1083,13 @@ impl Masquerade {
         dport: u16,
     ) -> HookVerdict {
         let proto = ip.proto;
-        let Some(f) = self
-            .config
-            .forwards
-            .iter()
-            .find(|f| f.proto == proto && f.port == dport && !ip.v6)
-            .copied()
-        else {
+        let Some((to, to_port)) = self.forward_to(ip.v6, proto, dport) else {
             return HookVerdict::Accept;
         };
         let flow = Flow {
             proto,
-            host: IpAddr::V4(f.to),
-            host_port: f.to_port,
+            host: to,
+            host_port: to_port,
             remote: ip.src,
             remote_port: sport,
         };
@@ -840,27 +1119,25 @@ impl Masquerade {
             self.stats.forwarded += 1;
         }
         self.track_forwarded(now, flow, &packet[ip.l4..], true);
-        rewrite(packet, ip, false, flow.host, Some(f.to_port));
+        rewrite(packet, ip, false, to, Some(to_port));
+        self.remember_fragment(now, ip, true, to);
         HookVerdict::Accept
     }
 
     /// The connection a packet we sent (source our address and `port`, to `remote`:
     /// `remote_port`) belongs to: a masqueraded or a port-forwarded one.
     fn sent_by(&self, proto: u8, port: u16, remote: IpAddr, remote_port: u16) -> Option<Flow> {
-        if let Some(c) = self.conns.get(&(proto, port)) {
+        let v6 = remote.is_ipv6();
+        if let Some(c) = self.conns.get(&(v6, proto, port)) {
             if c.flow.remote == remote {
                 return Some(c.flow);
             }
         }
-        let f = self
-            .config
-            .forwards
-            .iter()
-            .find(|f| f.proto == proto && f.port == port)?;
+        let (to, to_port) = self.forward_to(v6, proto, port)?;
         let flow = Flow {
             proto,
-            host: IpAddr::V4(f.to),
-            host_port: f.to_port,
+            host: to,
+            host_port: to_port,
             remote,
             remote_port,
         };
@@ -870,7 +1147,7 @@ impl Masquerade {
     /// An ICMP error to our address quoting a translated packet: the outer destination, the
     /// quoted source address and port go back to the inside host's.
     fn inbound_error(&mut self, packet: &mut [u8], outer: &Ip) -> HookVerdict {
-        let Some(q) = Ip::parse(packet, outer.l4 + 8, true) else {
+        let Ok(q) = Ip::parse(packet, outer.l4 + 8, true) else {
             return HookVerdict::Accept;
         };
         if Some(q.src) != self.my_addr(q.v6) {
@@ -929,15 +1206,10 @@ impl Hook for Masquerade {
         let mut out: Vec<String> = conns
             .iter()
             .map(|c| {
-                let proto = match c.flow.proto {
-                    TCP => "tcp",
-                    UDP => "udp",
-                    ICMPV6 => "icmpv6",
-                    _ => "icmp",
-                };
                 let me = self.my_addr(c.flow.host.is_ipv6()).unwrap_or(c.flow.host);
                 format!(
-                    "{proto} {} -> {} as {} {} expires_in {}",
+                    "{} {} -> {} as {} {} expires_in {}",
+                    proto_name(c.flow.proto),
                     endpoint(c.flow.host, c.flow.host_port),
                     endpoint(c.flow.remote, c.flow.remote_port),
                     endpoint(me, c.port),
@@ -953,34 +1225,54 @@ impl Hook for Masquerade {
             .collect();
         fwd.sort_by_key(|c| c.flow);
         out.extend(fwd.iter().map(|c| {
+            let me = self.my_addr(c.flow.host.is_ipv6()).unwrap_or(c.flow.host);
             format!(
-                "{} {} -> {}:{} forwarded to {} {} expires_in {}",
-                if c.flow.proto == TCP { "tcp" } else { "udp" },
+                "{} {} -> {} forwarded to {} {} expires_in {}",
+                proto_name(c.flow.proto),
                 endpoint(c.flow.remote, c.flow.remote_port),
-                self.config.addr,
-                c.port,
+                endpoint(me, c.port),
                 endpoint(c.flow.host, c.flow.host_port),
                 c.state.name(),
                 c.expires.saturating_duration_since(now).as_secs()
             )
         }));
-        out.extend(self.config.forwards.iter().map(|f| {
-            format!(
-                "forward {} {}:{} to {}:{}",
-                f.proto_name(),
-                self.config.addr,
+        let forwards = self.config.forwards.iter().map(|f| {
+            (
+                f.proto,
+                IpAddr::V4(self.config.addr),
                 f.port,
-                f.to,
-                f.to_port
+                IpAddr::V4(f.to),
+                f.to_port,
             )
-        }));
+        });
+        let forwards6 = self.config.forwards6.iter().filter_map(|f| {
+            Some((
+                f.proto,
+                self.my_addr(true)?,
+                f.port,
+                IpAddr::V6(f.to),
+                f.to_port,
+            ))
+        });
+        out.extend(
+            forwards
+                .chain(forwards6)
+                .map(|(proto, me, port, to, to_port)| {
+                    format!(
+                        "forward {} {} to {}",
+                        proto_name(proto),
+                        endpoint(me, port),
+                        endpoint(to, to_port)
+                    )
+                }),
+        );
         let s = self.stats;
         let addrs: Vec<String> = [
             self.my_addr(false),
             self.config
                 .addr6
                 .map(IpAddr::V6)
-                .filter(|_| self.config.masquerade),
+                .filter(|_| self.config.masquerade || !self.config.forwards6.is_empty()),
         ]
         .into_iter()
         .flatten()
@@ -1002,6 +1294,16 @@ impl Hook for Masquerade {
             s.fragments,
             s.icmp_errors,
             s.forwarded
+        ));
+        out.push(format!(
+            "fragment_table {} max {} fragments_translated {} fragment_table_full {} ext_truncated {} ext_too_long {} ext_misordered {}",
+            self.frags.values().filter(|e| e.expires > now).count(),
+            self.config.max_fragments,
+            s.fragments_translated,
+            s.fragment_table_full,
+            s.ext_truncated,
+            s.ext_too_long,
+            s.ext_misordered
         ));
         out
     }
@@ -1294,10 +1596,10 @@ mod tests {
         let mut p = filo_dhcp::v6::udp6(HOST6, REMOTE6, 40000, 53, b"data");
         m.hook(now, HookPoint::Postrouting, &OUT, &mut p);
         assert_eq!(check_udp6(&p), (ME6, 40000, REMOTE6, 53));
-        // An IPv4 connection from the same port gets another one: the ports are shared.
+        // An IPv4 connection from the same port keeps it too: each family has its ports.
         let mut p4 = udp(HOST, 40000, REMOTE, 53);
         m.hook(now, HookPoint::Postrouting, &OUT, &mut p4);
-        assert_ne!(check_udp(&p4).1, 40000);
+        assert_eq!(check_udp(&p4).1, 40000);
         let mut reply = filo_dhcp::v6::udp6(REMOTE6, ME6, 53, 40000, b"back");
         m.hook(now, HookPoint::Prerouting, &IN, &mut reply);
         assert_eq!(check_udp6(&reply), (REMOTE6, 53, HOST6, 40000));
@@ -1383,5 +1685,428 @@ mod tests {
             ((far, server), (server, 53, REMOTE, 4000))
         );
         assert_eq!(m.stats().icmp_errors, 2);
+    }
+
+    /// A UDP datagram from `src`:`sport` to `dst`:`dport` with `len` bytes of data, split
+    /// into IPv4 fragments of `cut`-byte pieces (identification `id`), in order.
+    fn udp_fragments(
+        (src, sport): (Ipv4Addr, u16),
+        (dst, dport): (Ipv4Addr, u16),
+        id: u16,
+        len: usize,
+        cut: usize,
+    ) -> Vec<Vec<u8>> {
+        let mut d = vec![0; 8 + len];
+        let mut u = UdpPacket::new_unchecked(&mut d[..]);
+        u.set_src_port(sport);
+        u.set_dst_port(dport);
+        u.set_len((8 + len) as u16);
+        for (i, b) in u.payload_mut().iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        u.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+        d.chunks(cut)
+            .enumerate()
+            .map(|(i, piece)| {
+                let repr = Ipv4Repr {
+                    src_addr: src,
+                    dst_addr: dst,
+                    next_header: IpProtocol::Udp,
+                    payload_len: piece.len(),
+                    hop_limit: 64,
+                };
+                let mut b = vec![0; 20 + piece.len()];
+                let mut p = Ipv4Packet::new_unchecked(&mut b[..]);
+                repr.emit(&mut p, &ChecksumCapabilities::default());
+                p.set_ident(id);
+                p.set_frag_offset((i * cut) as u16);
+                p.set_more_frags((i + 1) * cut < d.len());
+                p.set_dont_frag(false);
+                p.fill_checksum();
+                p.payload_mut().copy_from_slice(piece);
+                b
+            })
+            .collect()
+    }
+
+    /// Reassembles IPv4 fragments (any order, one datagram): the addresses, every header
+    /// checksum checked, and the UDP datagram's ports, its checksum checked.
+    fn reassemble(frags: &[Vec<u8>]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+        let mut data = Vec::new();
+        let mut addrs = None;
+        let mut sorted: Vec<&Vec<u8>> = frags.iter().collect();
+        sorted.sort_by_key(|f| Ipv4Packet::new_checked(&f[..]).unwrap().frag_offset());
+        for f in sorted {
+            let p = Ipv4Packet::new_checked(&f[..]).unwrap();
+            assert!(p.verify_checksum());
+            assert_eq!(usize::from(p.frag_offset()), data.len());
+            let a = (p.src_addr(), p.dst_addr());
+            assert_eq!(*addrs.get_or_insert(a), a, "a fragment's addresses differ");
+            data.extend_from_slice(p.payload());
+        }
+        let (src, dst) = addrs.unwrap();
+        let u = UdpPacket::new_checked(&data[..]).unwrap();
+        assert!(u.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)));
+        (src, u.src_port(), dst, u.dst_port())
+    }
+
+    #[test]
+    fn a_fragmented_reply_crosses_the_masquerade_whole_and_a_reordered_one_is_counted() {
+        let now = Instant::now();
+        let mut m = Masquerade::new(Config::new(1, ME));
+        let mut out = udp_fragments((HOST, 40000), (REMOTE, 53), 7, 3000, 1480);
+        assert_eq!(out.len(), 3);
+        // The host's own port is taken by another host: the translation changes it.
+        let mut other = udp(Ipv4Addr::new(10, 1, 0, 11), 40000, REMOTE, 53);
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut other);
+        for f in out.iter_mut() {
+            assert_eq!(
+                m.hook(now, HookPoint::Postrouting, &OUT, f),
+                HookVerdict::Accept
+            );
+        }
+        let (src, port, dst, dport) = reassemble(&out);
+        assert_eq!((src, dst, dport), (ME, REMOTE, 53));
+        assert_ne!(port, 40000);
+        // The reply, in order: every fragment reaches the host.
+        let mut back = udp_fragments((REMOTE, 53), (ME, port), 9, 3000, 1480);
+        for f in back.iter_mut() {
+            assert_eq!(
+                m.hook(now, HookPoint::Prerouting, &IN, f),
+                HookVerdict::Accept
+            );
+        }
+        assert_eq!(reassemble(&back), (REMOTE, 53, HOST, 40000));
+        assert_eq!(m.stats().fragments_translated, 2 + 2);
+        // The datagram went by whole: its identity is forgotten.
+        assert!(m
+            .print(now)
+            .iter()
+            .any(|l| l.starts_with("fragment_table 0 ")));
+        // Out of order: a later fragment before its first one is dropped and counted, the
+        // rest still translated.
+        let mut back = udp_fragments((REMOTE, 53), (ME, port), 10, 3000, 1480);
+        let last = back.len() - 1;
+        assert_eq!(
+            m.hook(now, HookPoint::Prerouting, &IN, &mut back[last]),
+            HookVerdict::Drop
+        );
+        assert_eq!(m.stats().fragments, 1);
+        for f in back[..last].iter_mut() {
+            assert_eq!(
+                m.hook(now, HookPoint::Prerouting, &IN, f),
+                HookVerdict::Accept
+            );
+        }
+        assert_eq!(
+            Ipv4Packet::new_checked(&back[1][..]).unwrap().dst_addr(),
+            HOST
+        );
+        // After the timeout a straggler is not translated.
+        let mut late = udp_fragments((REMOTE, 53), (ME, port), 10, 3000, 1480);
+        let later = now + Duration::from_secs(31);
+        assert_eq!(
+            m.hook(later, HookPoint::Prerouting, &IN, &mut late[2]),
+            HookVerdict::Drop
+        );
+        assert_eq!(m.stats().fragments, 2);
+    }
+
+    #[test]
+    fn the_fragment_table_is_bounded_and_counts_what_it_cannot_remember() {
+        let now = Instant::now();
+        let mut c = Config::new(1, ME);
+        c.max_fragments = 1;
+        let mut m = Masquerade::new(c);
+        let mut p = udp(HOST, 40000, REMOTE, 53);
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut p);
+        let mut a = udp_fragments((REMOTE, 53), (ME, 40000), 1, 3000, 1480);
+        let mut b = udp_fragments((REMOTE, 53), (ME, 40000), 2, 3000, 1480);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut a[0]);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut b[0]);
+        assert_eq!(m.stats().fragment_table_full, 1);
+        assert_eq!(
+            m.hook(now, HookPoint::Prerouting, &IN, &mut b[1]),
+            HookVerdict::Drop
+        );
+        assert_eq!(
+            m.hook(now, HookPoint::Prerouting, &IN, &mut a[1]),
+            HookVerdict::Accept
+        );
+        // Once its entry expired there is room again.
+        let later = now + Duration::from_secs(31);
+        let mut c = udp_fragments((REMOTE, 53), (ME, 40000), 3, 3000, 1480);
+        for f in c.iter_mut() {
+            m.hook(later, HookPoint::Prerouting, &IN, f);
+        }
+        assert_eq!(m.stats().fragment_table_full, 1);
+        assert_eq!(reassemble(&c), (REMOTE, 53, HOST, 40000));
+    }
+
+    #[test]
+    fn a_port_forwarded_servers_fragmented_reply_leaves_from_the_router() {
+        let now = Instant::now();
+        let (server, mut m) = (SERVER, forwarding());
+        let mut p = udp(REMOTE, 4000, ME, 8053);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut p);
+        let mut reply = udp_fragments((server, 53), (REMOTE, 4000), 5, 2000, 1480);
+        for f in reply.iter_mut() {
+            m.hook(now, HookPoint::Postrouting, &OUT, f);
+        }
+        assert_eq!(reassemble(&reply), (ME, 8053, REMOTE, 4000));
+        // And a fragmented request reaches the server.
+        let mut req = udp_fragments((REMOTE, 4000), (ME, 8053), 6, 2000, 1480);
+        for f in req.iter_mut() {
+            m.hook(now, HookPoint::Prerouting, &IN, f);
+        }
+        assert_eq!(reassemble(&req), (REMOTE, 4000, server, 53));
+    }
+
+    /// `udp6`'s packet with `headers` (each: its own next header byte is set here) between
+    /// the fixed header and UDP.
+    fn with_headers(p: &[u8], headers: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut out = p[..40].to_vec();
+        let mut next = UDP;
+        let mut chain = Vec::new();
+        for (kind, h) in headers.iter().rev() {
+            let mut h = h.clone();
+            h[0] = next;
+            next = *kind;
+            chain.splice(0..0, h);
+        }
+        out[6] = next;
+        out.extend(chain);
+        out.extend_from_slice(&p[40..]);
+        let len = (out.len() - 40) as u16;
+        out[4..6].copy_from_slice(&len.to_be_bytes());
+        out
+    }
+
+    /// The UDP header after the chain of an IPv6 packet: addresses and ports, its checksum
+    /// checked.
+    fn check_udp6_ext(b: &[u8]) -> (Ipv6Addr, u16, Ipv6Addr, u16) {
+        let p = Ipv6Packet::new_checked(b).unwrap();
+        let up = ext6::walk(p.next_header().into(), p.payload()).unwrap();
+        assert_eq!(up.proto, UDP);
+        let u = UdpPacket::new_checked(&p.payload()[up.offset..]).unwrap();
+        assert!(u.verify_checksum(
+            &IpAddress::Ipv6(p.src_addr()),
+            &IpAddress::Ipv6(p.dst_addr())
+        ));
+        (p.src_addr(), u.src_port(), p.dst_addr(), u.dst_port())
+    }
+
+    #[test]
+    fn nat66_finds_the_ports_behind_extension_headers_and_drops_bad_chains() {
+        let now = Instant::now();
+        let mut m = nat66();
+        // The port is taken by an earlier connection: only a translated port shows the
+        // header was found.
+        let mut first = filo_dhcp::v6::udp6(HOST6, REMOTE6, 40000, 53, b"data");
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut first);
+        let host2 = Ipv6Addr::new(0xfd01, 0, 0, 0, 0, 0, 0, 0x11);
+        let plain = filo_dhcp::v6::udp6(host2, REMOTE6, 40000, 53, b"data");
+        let opts = |words: usize| {
+            let mut h = vec![0; words * 8];
+            h[1] = (words - 1) as u8;
+            h
+        };
+        let mut p = with_headers(
+            &plain,
+            &[(ext6::HOP_BY_HOP, opts(1)), (ext6::DEST_OPTS, opts(2))],
+        );
+        assert_eq!(
+            m.hook(now, HookPoint::Postrouting, &OUT, &mut p),
+            HookVerdict::Accept
+        );
+        let (src, port, dst, dport) = check_udp6_ext(&p);
+        assert_eq!((src, dst, dport), (ME6, REMOTE6, 53));
+        assert_ne!(port, 40000);
+        // The reply with a routing header comes back to host2's port.
+        let reply = filo_dhcp::v6::udp6(REMOTE6, ME6, 53, port, b"back");
+        let mut r = with_headers(&reply, &[(ext6::ROUTING, opts(3))]);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut r);
+        assert_eq!(check_udp6_ext(&r), (REMOTE6, 53, host2, 40000));
+        // Cut short, misordered, too long: dropped and counted, both ways.
+        let mut cut = with_headers(&reply, &[(ext6::DEST_OPTS, opts(1))]);
+        cut[41] = 200;
+        let mut misordered = with_headers(
+            &plain,
+            &[(ext6::DEST_OPTS, opts(1)), (ext6::HOP_BY_HOP, opts(1))],
+        );
+        let mut long = with_headers(
+            &reply,
+            &vec![(ext6::DEST_OPTS, opts(1)); ext6::MAX_HEADERS + 1],
+        );
+        assert_eq!(
+            m.hook(now, HookPoint::Prerouting, &IN, &mut cut),
+            HookVerdict::Drop
+        );
+        assert_eq!(
+            m.hook(now, HookPoint::Postrouting, &OUT, &mut misordered),
+            HookVerdict::Drop
+        );
+        assert_eq!(
+            m.hook(now, HookPoint::Prerouting, &IN, &mut long),
+            HookVerdict::Drop
+        );
+        let s = m.stats();
+        assert_eq!(
+            (s.ext_truncated, s.ext_misordered, s.ext_too_long),
+            (1, 1, 1)
+        );
+        assert!(m
+            .print(now)
+            .iter()
+            .any(|l| l.contains("ext_truncated 1 ext_too_long 1 ext_misordered 1")));
+        // Not for us: not ours to judge.
+        let other = filo_dhcp::v6::udp6(REMOTE6, HOST6, 53, 40000, b"data");
+        let mut other = with_headers(&other, &[(ext6::DEST_OPTS, opts(1))]);
+        other[41] = 200;
+        assert_eq!(
+            m.hook(now, HookPoint::Prerouting, &IN, &mut other),
+            HookVerdict::Accept
+        );
+    }
+
+    #[test]
+    fn nat66_translates_a_fragmented_datagrams_later_fragments() {
+        let now = Instant::now();
+        let mut m = nat66();
+        let mut p = filo_dhcp::v6::udp6(HOST6, REMOTE6, 40000, 53, b"data");
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut p);
+        // A 2000-byte reply in two fragments (fragment header: next, 0, offset|M, id).
+        let whole = filo_dhcp::v6::udp6(REMOTE6, ME6, 53, 40000, &[7; 2000]);
+        let data = &whole[40..];
+        let frag = |offset: usize, more: bool, piece: &[u8]| {
+            let mut h = vec![UDP, 0];
+            h.extend((offset as u16 | u16::from(more)).to_be_bytes());
+            h.extend(0xabcd_u32.to_be_bytes());
+            let mut b = whole[..40].to_vec();
+            b[6] = ext6::FRAGMENT;
+            b.extend(h);
+            b.extend_from_slice(piece);
+            let len = (b.len() - 40) as u16;
+            b[4..6].copy_from_slice(&len.to_be_bytes());
+            b
+        };
+        let mut f1 = frag(0, true, &data[..1232]);
+        let mut f2 = frag(1232, false, &data[1232..]);
+        assert_eq!(
+            m.hook(now, HookPoint::Prerouting, &IN, &mut f1),
+            HookVerdict::Accept
+        );
+        assert_eq!(
+            m.hook(now, HookPoint::Prerouting, &IN, &mut f2),
+            HookVerdict::Accept
+        );
+        // Reassembled: the whole datagram to the host, its checksum right.
+        let mut r = f1[..40].to_vec();
+        r[6] = UDP;
+        r.extend_from_slice(&f1[48..]);
+        r.extend_from_slice(&f2[48..]);
+        let len = (r.len() - 40) as u16;
+        r[4..6].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(check_udp6(&r), (REMOTE6, 53, HOST6, 40000));
+        assert_eq!(Ipv6Packet::new_checked(&f2[..]).unwrap().dst_addr(), HOST6);
+        assert_eq!(m.stats().fragments_translated, 1);
+    }
+
+    #[test]
+    fn ipv6_port_forwards_reach_the_inside_server_and_its_errors_go_back_translated() {
+        let now = Instant::now();
+        let server6 = Ipv6Addr::new(0xfd01, 0, 0, 0, 0, 0, 0, 0x50);
+        let mut c = Config::new(1, ME);
+        c.masquerade = false;
+        c.addr6 = Some(ME6);
+        match Forward::parse("udp:8053=[fd01::50]:53").unwrap() {
+            Forward::V6(f) => c.forwards6.push(f),
+            other => panic!("{other:?}"),
+        }
+        let mut m = Masquerade::new(c);
+        let mut p = filo_dhcp::v6::udp6(REMOTE6, ME6, 4000, 8053, b"query");
+        m.hook(now, HookPoint::Prerouting, &IN, &mut p);
+        assert_eq!(check_udp6(&p), (REMOTE6, 4000, server6, 53));
+        let mut reply = filo_dhcp::v6::udp6(server6, REMOTE6, 53, 4000, b"answer");
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut reply);
+        assert_eq!(check_udp6(&reply), (ME6, 8053, REMOTE6, 4000));
+        // The same port of our IPv4 address is not forwarded.
+        let mut p4 = udp(REMOTE, 4000, ME, 8053);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut p4);
+        assert_eq!(check_udp(&p4).2, ME);
+        // The server's port unreachable about the request: the client sees our address
+        // and the public port in the quote.
+        let mut err = crate::icmp::v6_error(
+            server6,
+            &Ipv6Packet::new_checked(&p[..]).unwrap(),
+            crate::icmp::V6Error::PORT_UNREACHABLE,
+        );
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut err);
+        let outer = Ipv6Packet::new_checked(&err[..]).unwrap();
+        assert_eq!((outer.src_addr(), outer.dst_addr()), (ME6, REMOTE6));
+        assert!(Icmpv6Packet::new_checked(outer.payload())
+            .unwrap()
+            .verify_checksum(&ME6, &REMOTE6));
+        assert_eq!(
+            check_udp6(&outer.payload()[8..]),
+            (REMOTE6, 4000, ME6, 8053)
+        );
+        // A router on the way cannot deliver the server's reply: the error reaches the
+        // server about its own packet.
+        let far = Ipv6Addr::new(0xfd09, 0, 0, 0, 0, 0, 0, 1);
+        let mut err = crate::icmp::v6_error(
+            far,
+            &Ipv6Packet::new_checked(&reply[..]).unwrap(),
+            crate::icmp::V6Error::HOP_LIMIT_EXCEEDED,
+        );
+        m.hook(now, HookPoint::Prerouting, &IN, &mut err);
+        let outer = Ipv6Packet::new_checked(&err[..]).unwrap();
+        assert_eq!(outer.dst_addr(), server6);
+        assert_eq!(
+            check_udp6(&outer.payload()[8..]),
+            (server6, 53, REMOTE6, 4000)
+        );
+        assert_eq!(m.stats().icmp_errors, 2);
+        let print = m.print(now);
+        assert!(print
+            .iter()
+            .any(|l| l == "forward udp [fd09::2]:8053 to [fd01::50]:53"));
+        assert!(print
+            .iter()
+            .any(|l| l
+                .starts_with("udp [fd09::20]:4000 -> [fd09::2]:8053 forwarded to [fd01::50]:53")));
+    }
+
+    #[test]
+    fn ipv6_port_forward_syntax_errors_name_the_part() {
+        assert_eq!(
+            Forward::parse("tcp:8080=[fd01::50]").unwrap(),
+            Forward::V6(PortForward6 {
+                proto: TCP,
+                port: 8080,
+                to: Ipv6Addr::new(0xfd01, 0, 0, 0, 0, 0, 0, 0x50),
+                to_port: 8080
+            })
+        );
+        assert!(matches!(
+            Forward::parse("udp:53=10.1.0.5"),
+            Ok(Forward::V4(_))
+        ));
+        for (bad, what) in [
+            ("tcp:80=fd01::50:80", "in brackets"),
+            ("tcp:80=[fd01::50:80", "no ']'"),
+            (
+                "tcp:80=[fd01::zz]:80",
+                "\"fd01::zz\" is not an IPv6 address",
+            ),
+            ("tcp:80=[fd01::50]80", "\"80\" after ']' is not :PORT"),
+            ("tcp:80=[fd01::50]:x", "port \"x\""),
+            ("tcp:80=[fd01::50]:0", "port 0"),
+        ] {
+            let e = Forward::parse(bad).unwrap_err();
+            assert!(e.contains(what), "{bad}: {e}");
+        }
+        let e = PortForward::parse("tcp:80=[fd01::50]:80").unwrap_err();
+        assert!(e.contains("IPv6"), "{e}");
     }
 }

@@ -350,6 +350,79 @@ fn ping_to_the_router_is_answered_from_the_address_pinged() {
 }
 
 #[test]
+fn a_packet_from_one_of_the_routers_own_addresses_is_dropped_as_a_bad_source() {
+    let now = Instant::now();
+    let mut r = with_neighbours(now);
+    let own4: Ipv4Addr = "10.1.0.1".parse().unwrap();
+    let wan4: Ipv4Addr = "10.9.0.2".parse().unwrap();
+    let wan6: Ipv6Addr = "fd09::2".parse().unwrap();
+    // An echo request to itself (it used to ARP for its own address to answer), and packets
+    // to forward with its WAN address as their source, IPv4 and IPv6.
+    let frames = [
+        eth(
+            R0,
+            A,
+            EthernetProtocol::Ipv4,
+            &ipv4(own4, own4, 64, IpProtocol::Icmp, &echo4(8), false),
+        ),
+        eth(
+            R0,
+            A,
+            EthernetProtocol::Ipv4,
+            &ipv4(wan4, B4, 64, IpProtocol::Icmp, &echo4(8), false),
+        ),
+        eth(
+            R0,
+            A,
+            EthernetProtocol::Ipv6,
+            &ipv6(wan6, B6, 64, IpProtocol::Icmpv6, &echo6(wan6, B6, 8)),
+        ),
+    ];
+    for f in &frames {
+        r.handle_frame(now, 0, f);
+        assert!(drain(&mut r).is_empty());
+    }
+    assert_eq!(r.drops().get(DropReason::BadSource), 3);
+}
+
+#[test]
+fn a_fragment_for_the_router_is_dropped_not_taken_for_a_whole_message() {
+    let now = Instant::now();
+    let mut r = with_neighbours(now);
+    let to = Ipv4Addr::new(10, 1, 0, 1);
+    // A later fragment (offset 8 bytes) whose data reads as an echo request, and a first one
+    // (more fragments) whose data is a whole echo request: neither is answered.
+    for (offset, more) in [(8, false), (0, true)] {
+        let mut p = ipv4(A4, to, 64, IpProtocol::Icmp, &echo4(16), false);
+        {
+            let mut h = Ipv4Packet::new_unchecked(&mut p[..]);
+            h.set_frag_offset(offset);
+            h.set_more_frags(more);
+            h.fill_checksum();
+        }
+        r.handle_frame(now, 0, &eth(R0, A, EthernetProtocol::Ipv4, &p));
+        assert!(drain(&mut r).is_empty(), "offset {offset}, more {more}");
+    }
+    // An IPv6 echo request behind a fragment header (an atomic fragment).
+    let own6: Ipv6Addr = "fd01::1".parse().unwrap();
+    let mut frag = vec![58, 0, 0, 0, 0, 0, 0, 1];
+    frag.extend_from_slice(&echo6(A6, own6, 8));
+    let p = ipv6(A6, own6, 64, IpProtocol::Ipv6Frag, &frag);
+    r.handle_frame(now, 0, &eth(R0, A, EthernetProtocol::Ipv6, &p));
+    assert!(drain(&mut r).is_empty());
+    assert_eq!(r.drops().get(DropReason::Fragment), 3);
+    // Across the router, fragments go on as they are.
+    let mut p = ipv4(A4, B4, 64, IpProtocol::Icmp, &echo4(16), false);
+    {
+        let mut h = Ipv4Packet::new_unchecked(&mut p[..]);
+        h.set_more_frags(true);
+        h.fill_checksum();
+    }
+    r.handle_frame(now, 0, &eth(R0, A, EthernetProtocol::Ipv4, &p));
+    assert_eq!(drain(&mut r).len(), 1);
+}
+
+#[test]
 fn an_unanswered_next_hop_gives_host_unreachable_after_the_retries() {
     let now = Instant::now();
     let mut r = with_neighbours(now);
@@ -973,4 +1046,62 @@ fn a_masqueraded_super_frame_keeps_a_partial_checksum_that_completes_right() {
     let t = smoltcp::wire::TcpPacket::new_checked(p.payload()).unwrap();
     assert!(t.verify_checksum(&wan.into(), &B4.into()));
     assert_eq!(t.payload(), &packet[40..]);
+}
+
+#[test]
+fn a_port_forwarded_servers_fragments_the_router_cuts_smaller_all_leave_from_its_address() {
+    let now = Instant::now();
+    let mut r = with_neighbours(now);
+    let me: Ipv4Addr = "10.9.0.2".parse().unwrap();
+    let mut c = filo_router::nat::Config::new(1, me);
+    c.masquerade = false;
+    c.forwards = vec![filo_router::nat::PortForward::parse("udp:8053=10.1.0.10:53").unwrap()];
+    r.add_hook(
+        &[HookPoint::Prerouting, HookPoint::Postrouting],
+        Box::new(filo_router::nat::Masquerade::new(c)),
+    );
+    let mut udp = vec![0x1f, 0x40, 0x1f, 0x75, 0, 12, 0, 0, b'd', b'a', b't', b'a'];
+    smoltcp::wire::UdpPacket::new_unchecked(&mut udp[..]).fill_checksum(&B4.into(), &me.into());
+    let query = ipv4(B4, me, 64, IpProtocol::Udp, &udp, false);
+    r.handle_frame(now, 1, &eth(R1, B, EthernetProtocol::Ipv4, &query));
+    assert_eq!(drain(&mut r).len(), 1, "the query reaches the server");
+    // The server's 2000-byte answer in two fragments of its 1500-byte LAN: vde1's MTU is
+    // 1400, so the router cuts the first one again.
+    let mut d = vec![0u8; 2008];
+    {
+        let mut u = smoltcp::wire::UdpPacket::new_unchecked(&mut d[..]);
+        u.set_src_port(53);
+        u.set_dst_port(8000);
+        u.set_len(2008);
+        u.fill_checksum(&A4.into(), &B4.into());
+    }
+    for (offset, piece, more) in [(0, &d[..1480], true), (1480, &d[1480..], false)] {
+        let mut p = ipv4(A4, B4, 64, IpProtocol::Udp, piece, false);
+        let mut h = Ipv4Packet::new_unchecked(&mut p[..]);
+        h.set_ident(0x4242);
+        h.set_frag_offset(offset);
+        h.set_more_frags(more);
+        h.fill_checksum();
+        r.handle_frame(now, 0, &eth(R0, A, EthernetProtocol::Ipv4, &p));
+    }
+    let out = drain(&mut r);
+    assert_eq!(out.len(), 3, "{out:?}");
+    let mut data = vec![0u8; 2008];
+    for (iface, frame) in &out {
+        assert_eq!(*iface, 1);
+        let e = EthernetFrame::new_checked(&frame[..]).unwrap();
+        let p = Ipv4Packet::new_checked(e.payload()).unwrap();
+        assert!(p.verify_checksum());
+        assert_eq!(
+            (p.src_addr(), p.dst_addr()),
+            (me, B4),
+            "{}",
+            p.frag_offset()
+        );
+        let at = usize::from(p.frag_offset());
+        data[at..at + p.payload().len()].copy_from_slice(p.payload());
+    }
+    let u = smoltcp::wire::UdpPacket::new_checked(&data[..]).unwrap();
+    assert_eq!((u.src_port(), u.dst_port()), (8053, 8000));
+    assert!(u.verify_checksum(&me.into(), &B4.into()));
 }

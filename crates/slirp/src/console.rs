@@ -20,6 +20,35 @@ pub enum Effect {
     Shutdown,
 }
 
+/// Who sent a command: a console user may add no forward the user could not bind alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Caller {
+    /// The connecting process's uid (SO_PEERCRED); `None` for the daemon's own lines.
+    pub uid: Option<u32>,
+    /// The first port an unprivileged process may bind
+    /// (`/proc/sys/net/ipv4/ip_unprivileged_port_start`, read when the console started).
+    pub unprivileged_port_start: u16,
+}
+
+impl Caller {
+    /// A forward on a privileged host port is for root only: the gateway may run as root
+    /// while its console is open to others (`--mgmtmode`), and must not bind port 22 for
+    /// them. Port 0 (any free port) is never privileged.
+    fn may_forward(&self, f: &Forward) -> Result<(), String> {
+        let port = f.host.port();
+        match self.uid {
+            Some(uid) if uid != 0 && port != 0 && port < self.unprivileged_port_start => {
+                Err(format!(
+                    "host port {port} is privileged (below ip_unprivileged_port_start {}): \
+                     only root may forward it, not uid {uid}",
+                    self.unprivileged_port_start
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// What a client sees on connecting.
 pub fn greeting() -> String {
     format!("{BANNER}{PROMPT}")
@@ -59,7 +88,7 @@ fn host_end(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// Runs one command line; returns the reply text (ending with the prompt) and its effect.
-pub fn execute(engine: &mut Engine, line: &str) -> (String, Effect) {
+pub fn execute(engine: &mut Engine, line: &str, caller: Caller) -> (String, Effect) {
     let line = line.trim();
     let mut words = line.split_whitespace();
     let Some(cmd) = words.next().filter(|w| !w.starts_with('#')) else {
@@ -96,6 +125,12 @@ pub fn execute(engine: &mut Engine, line: &str) -> (String, Effect) {
         ("fwd/add", [p, spec]) => proto(p)
             .and_then(|p| Forward::parse(p, spec))
             .map_err(|e| (libc::EINVAL, e))
+            .and_then(|f| {
+                caller
+                    .may_forward(&f)
+                    .map(|()| f)
+                    .map_err(|e| (libc::EACCES, e))
+            })
             .and_then(|f| {
                 engine
                     .add_forward(f)

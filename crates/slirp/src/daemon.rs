@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 
 use filo_vnl::mgmt::Conn;
 
-use crate::console::{self, Effect};
+use crate::console::{self, Caller, Effect};
 use crate::engine::Engine;
 
 const LISTENER: u64 = 1 << 62;
@@ -19,8 +19,17 @@ const MAX_CONSOLES: usize = 64;
 pub struct Mgmt {
     listener: UnixListener,
     path: PathBuf,
-    conns: Vec<(u64, Conn<()>)>,
+    conns: Vec<(u64, Conn<Caller>)>,
     next: u64,
+    unprivileged_port_start: u16,
+}
+
+/// The first port an unprivileged process may bind (1024 if the kernel does not say).
+fn unprivileged_port_start() -> u16 {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(1024)
 }
 
 impl Mgmt {
@@ -32,6 +41,8 @@ impl Mgmt {
             path,
             conns: Vec::new(),
             next: LISTENER + 1,
+            // Read now: the sandbox entered later may not allow it.
+            unprivileged_port_start: unprivileged_port_start(),
         })
     }
 
@@ -52,7 +63,13 @@ impl Mgmt {
                 if engine.watch(s.as_raw_fd(), t).is_err() {
                     continue;
                 }
-                let mut c = Conn::socket(s);
+                // Unknown credentials count as an unprivileged stranger's.
+                let uid = filo_vnl::sys::peer_uid(s.as_raw_fd()).unwrap_or(u32::MAX);
+                let mut c: Conn<Caller> = Conn::socket(s);
+                c.session = Caller {
+                    uid: Some(uid),
+                    unprivileged_port_start: self.unprivileged_port_start,
+                };
                 c.queue_output(console::greeting().as_bytes());
                 self.conns.push((t, c));
             }
@@ -68,7 +85,7 @@ impl Mgmt {
             conn.try_flush();
             let open = conn.fill();
             while let Some(line) = conn.next_line() {
-                let (reply, effect) = console::execute(engine, &line);
+                let (reply, effect) = console::execute(engine, &line, conn.session);
                 conn.queue_output(reply.as_bytes());
                 match effect {
                     Effect::None => {}

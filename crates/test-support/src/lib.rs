@@ -435,6 +435,20 @@ impl DebSwitch {
     }
 }
 
+/// `FILO console --json SOCK COMMAND`: (exit code, stdout: the reply as a JSON object).
+pub fn filo_console_json(filo: &str, sock: &Path, command: &str) -> (i32, String) {
+    let out = Command::new(filo)
+        .args(["console", "--json"])
+        .arg(sock)
+        .arg(command)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {filo} console: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// One command on a VDE management socket; returns the text after the command up to the
 /// status line (`1000 Success` or `1xxx error`).
 pub fn console(sock: &Path, command: &str) -> String {

@@ -335,6 +335,15 @@ fn apply_permissions(cfg: &VdeConfig, path: &Path, ctl_path: &Path) -> Result<()
         .map_err(io_err(cfg, format!("cannot chmod {}", path.display())))
 }
 
+/// The port asked for, as [`VdeError::Refused`] names it.
+fn port_text(port: PortRequest) -> String {
+    match port {
+        PortRequest::Any => "(any)".into(),
+        PortRequest::Zero => "0".into(),
+        PortRequest::Port(n) => n.to_string(),
+    }
+}
+
 fn read_reply(
     cfg: &VdeConfig,
     ctl: &mut UnixStream,
@@ -345,11 +354,7 @@ fn read_reply(
         Err(VdeError::Refused {
             dir: cfg.dir.clone(),
             got,
-            port: match cfg.port {
-                PortRequest::Any => "(any)".into(),
-                PortRequest::Zero => "0".into(),
-                PortRequest::Port(n) => n.to_string(),
-            },
+            port: port_text(cfg.port),
         })
     };
     // Capped (at ~31 years) so that a library caller's Duration::MAX cannot overflow the clock.
@@ -415,8 +420,15 @@ pub fn connect(cfg: &VdeConfig) -> Result<ConnectedDgram, VdeError> {
         })?;
     ctl.set_write_timeout(Some(cfg.timeout))
         .map_err(io_err(cfg, "cannot set a timeout"))?;
-    ctl.write_all(&request[..len])
-        .map_err(io_err(cfg, "sending the request"))?;
+    ctl.write_all(&request[..len]).map_err(|e| match e.kind() {
+        // Closed before the request was in: refused at once (out of ports or descriptors).
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => VdeError::Refused {
+            dir: cfg.dir.clone(),
+            got: 0,
+            port: port_text(cfg.port),
+        },
+        _ => io_err(cfg, "sending the request")(e),
+    })?;
 
     let reply = read_reply(cfg, &mut ctl)?;
     let switch_path = vde_request::parse_sockaddr(&reply).map_err(|e| VdeError::BadReply {
