@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use filo_router::icmp::{self, V4Error, V6Error};
-use filo_router::nat::{self, Masquerade, PortForward};
+use filo_router::nat::{self, Forward, Masquerade};
 pub use filo_router::{Hook, HookChain, HookPoint, HookVerdict, PacketMeta};
 use smoltcp::time::Instant;
 use smoltcp::wire::{Ipv4Packet, Ipv6Packet};
@@ -46,7 +46,8 @@ pub struct NatSpec {
     pub snat6: Option<Ipv6Addr>,
     /// IPv6 is translated too (to the link's first global address).
     pub nat66: bool,
-    pub forwards: Vec<PortForward>,
+    /// Port forwards, IPv4 (to the link's IPv4 address) and IPv6 (to its NAT66 address).
+    pub forwards: Vec<Forward>,
     /// Connections tracked at most (None: filo-router's default).
     pub max_conns: Option<usize>,
 }
@@ -56,7 +57,7 @@ pub struct NatSpec {
 pub(crate) enum NatOption {
     Masquerade,
     Snat(IpAddr),
-    PortForward(PortForward),
+    PortForward(Forward),
 }
 
 impl NatSpec {
@@ -104,7 +105,12 @@ impl NatSpec {
         let mut c = nat::Config::new(self.iface, addr);
         c.addr6 = addr6;
         c.masquerade = self.masquerade;
-        c.forwards = self.forwards.clone();
+        for f in &self.forwards {
+            match *f {
+                Forward::V4(f) => c.forwards.push(f),
+                Forward::V6(f) => c.forwards6.push(f),
+            }
+        }
         if let Some(m) = self.max_conns {
             c.max_conns = m;
         }

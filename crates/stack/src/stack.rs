@@ -753,8 +753,9 @@ impl StackBuilder {
     }
 
     /// A port forward (DNAT) on interface `index`, `PROTO:PORT=ADDR[:PORT]` as `filo router
-    /// --forward` takes it (e.g. `tcp:8080=10.1.0.50:80`): TCP or UDP arriving for the
-    /// interface's address at PORT goes to ADDR (replies translated back).
+    /// --forward` takes it (e.g. `tcp:8080=10.1.0.50:80`, `tcp:8080=[fd01::50]:80`): TCP or
+    /// UDP arriving for the interface's address at PORT goes to ADDR (replies translated
+    /// back); an IPv6 one to the interface's NAT66 address (its first global IPv6 address).
     pub fn port_forward(mut self, index: usize, rule: impl Into<String>) -> Self {
         self.hooks
             .push(BuilderHook::PortForward(index, rule.into()));
@@ -972,7 +973,7 @@ fn snat_option(i: usize, addr: IpAddr, addrs: &[IpAddr]) -> Result<NatOption, Er
 }
 
 fn port_forward_option(rule: &str) -> Result<NatOption, Error> {
-    filo_router::nat::PortForward::parse(rule)
+    filo_router::nat::Forward::parse(rule)
         .map(NatOption::PortForward)
         .map_err(|e| Error::BadValue(format!("port forward {rule:?}: {e}")))
 }

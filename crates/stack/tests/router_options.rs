@@ -90,6 +90,14 @@ fn nat_options_become_the_routers_nat_and_masquerade_follows_a_new_address() {
         nat.contains("forward udp 10.9.0.5:53 to 10.1.0.53:53"),
         "{nat}"
     );
+    router
+        .add_port_forward(1, "tcp:8443=[fd01::50]:443")
+        .unwrap();
+    let nat = router.hook_print("nat").unwrap().join("\n");
+    assert!(
+        nat.contains("forward tcp [fd09::2]:8443 to [fd01::50]:443"),
+        "an IPv6 one, to the NAT66 address: {nat}"
+    );
     assert!(router.add_port_forward(1, "udp:53").is_err());
     assert!(
         router.add_snat(1, ip("10.9.0.77")).is_err(),
