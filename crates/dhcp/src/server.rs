@@ -137,6 +137,8 @@ pub enum Error {
     Hardware(u8, u8),
     #[error("DHCP message without the magic cookie 99.130.83.99")]
     NoMagic,
+    #[error("DHCP message from client hardware address {}: expected a unicast MAC (not all-zero, broadcast or multicast)", mac_string(.0))]
+    NotUnicastMac(Mac),
     #[error("DHCP message without a message type (option 53)")]
     NoMessageType,
     #[error("DHCP message type {0}: not one a client sends")]
@@ -692,6 +694,11 @@ impl Server {
         }
         let mut mac = [0u8; 6];
         mac.copy_from_slice(p.client_hardware_address().as_bytes());
+        // A lease is by MAC: one no client can own (all-zero, or the group bit set, which
+        // includes broadcast) would be a lease for nobody, or for everybody.
+        if mac == [0; 6] || mac[0] & 1 == 1 {
+            return Err(Error::NotUnicastMac(mac));
+        }
         let mut r = Request {
             kind: 0,
             xid: p.transaction_id(),
@@ -1405,6 +1412,11 @@ mod tests {
         let mut m = good.clone();
         m[236] = 0;
         assert_eq!(s.handle(t, &m), Err(Error::NoMagic));
+        for bad in [[0u8; 6], [0xff; 6], [0x01, 0, 0x5e, 0, 0, 1]] {
+            let mut m = good.clone();
+            m[28..34].copy_from_slice(&bad);
+            assert_eq!(s.handle(t, &m), Err(Error::NotUnicastMac(bad)));
+        }
         assert_eq!(s.handle(t, &good[..240]), Err(Error::NoMessageType));
         let m = Msg::new(OFFER, A).bytes();
         assert_eq!(s.handle(t, &m), Err(Error::UnexpectedType(2)));
