@@ -319,6 +319,7 @@ fn core_of(cfg: &SwitchConfig, now: Instant) -> Core {
             bridge_priority: cfg.priority,
             stp_timers: cfg.stp_timers,
             mac_expire: cfg.mac_expire,
+            dhcp_snooping: cfg.dhcp_snooping,
             ..CoreConfig::default()
         },
         now,
