@@ -3,8 +3,9 @@
 //! One level-triggered epoll loop serves everything: the control socket (`DIR/ctl`, vde_switch
 //! protocol v3/v1), one datagram socket per endpoint, tap devices, the management socket and
 //! the stdin console. Frames are read in batches with `recvmmsg`; every frame to deliver is
-//! copied into the destination endpoint's bounded queue (buffers come from a pool, so nothing
-//! is allocated per frame once warm), and each queue is flushed with `sendmmsg` (or as one
+//! copied into a buffer the destination endpoints' bounded queues share (one per rendering and
+//! framing, so a flood to a thousand ports is one copy, not a thousand; buffers come from a
+//! pool, so nothing is allocated per frame once warm), and each queue is flushed with `sendmmsg` (or as one
 //! frame train) at the end of the loop turn, or as soon as it holds a train's worth. A receiver that cannot keep up fills only its own queue: further frames for it are
 //! dropped and counted (`port/print`, `port/drops`), and nobody else waits — unless
 //! `--lossless`, where the switch stops reading while any queue lacks room for a batch
