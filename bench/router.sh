@@ -8,7 +8,12 @@
 #     ip_forward=1, forwarding only and with nftables masquerade.
 # Prints the medians and filo's ratio to the kernel's.
 # Then LEASES (default 1000) user-space stacks in one process take DHCP leases at once from
-# filo router and from dnsmasq on the same switch: the time until the last lease and the rate.
+# filo router and from dnsmasq on the same kind of switch: the time until the last lease and
+# the rate. The server's switch port is set as a DHCP server port (port/dhcpserver), so the
+# switch's DHCP snooping sends the clients' broadcasts there instead of to all ports; one
+# more filo router row leaves the switch to learn the port from the server's first answers,
+# and one more dnsmasq row runs on a switch without snooping (every broadcast flooded, as
+# before it): a burst delivered at once can cost a slow server more than a flooded one.
 # Usage: bench/router.sh [SECS] [RUNS]   (defaults 5 and 3). Run as root; needs iperf3, nft,
 # dnsmasq.
 set -euo pipefail
@@ -120,32 +125,50 @@ ratio() { python3 -c "print('%.2f' % ($1 / $2 if $2 else 0))"; }
 cargo build --release --quiet -p filo-stack --example leases
 LEASE_CLIENTS=$PWD/target/release/examples/leases
 LEASES=${LEASES:-1000}
-"$FILO" switch "$T/dhcp" --nostdin -n $((LEASES + 8)) -d -p "$T/dhcp.pid" >/dev/null 2>&1
-wait_sock "$T/dhcp/ctl"
 lease_run() { # -> "seconds rate" of one run, its line on stderr
   local line
-  line=$("$LEASE_CLIENTS" "vde://${DHCP_SW:-$T/dhcp}" "$LEASES" "${LEASE_TIMEOUT:-30}" || true)
+  line=$("$LEASE_CLIENTS" "vde://$DHCP_SW" "$LEASES" "${LEASE_TIMEOUT:-30}" || true)
   echo "  $line" >&2
   python3 -c 'import sys
 f = dict(kv.split("=") for kv in sys.argv[1].split() if "=" in kv)
 done = int(f.get("leases", "0/1").split("/")[0])
 print(f.get("seconds", "nan"), f.get("rate_per_s", "0"), done)' "$line"
 }
-"$FILO" router --vnl "vde://$T/dhcp" --conf ip=10.84.0.1/16 --dhcp-server vde0=10.84.1.0-10.84.8.255 \
-  -M "$T/rd.mgmt" -d -p "$T/rd.pid"
-wait_sock "$T/rd.mgmt"
-echo "filo router: $LEASES leases" >&2
-read -r FILO_LEASE_S FILO_LEASE_RATE FILO_LEASES < <(lease_run)
-kill "$(cat "$T/rd.pid")"
-dnsmasq_run() { # NAME [EXTRA DNSMASQ FLAGS] -> "seconds rate leases" of one run, on a switch
-  # of its own (NAME), so nothing of an earlier server is left on it
-  local sw=$T/$1; shift
-  "$FILO" switch "$sw" --nostdin -n $((LEASES + 8)) -d -p "$sw.pid" >/dev/null 2>&1
-  wait_sock "$sw/ctl"
+dhcp_switch() { # NAME [SWITCH FLAGS]: a switch of its own for one server, so nothing of an
+  # earlier one is left
+  "$FILO" switch "$T/$1" --nostdin -n $((LEASES + 8)) -M "$T/$1.mgmt" -d -p "$T/$1.pid" "${@:2}" >/dev/null 2>&1
+  wait_sock "$T/$1/ctl"
+}
+server_port() { # NAME: marks the port of the one endpoint on switch NAME as a DHCP server port
+  local port=""
+  for _ in $(seq 50); do
+    port=$("$FILO" console "$T/$1.mgmt" port/print | awk '/^Port/ {print $2 + 0; exit}')
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  "$FILO" console "$T/$1.mgmt" "port/dhcpserver $port 1" >/dev/null
+}
+filo_lease_run() { # NAME [learn] -> "seconds rate leases" of one run
+  dhcp_switch "$1"
+  "$FILO" router --vnl "vde://$T/$1" --conf ip=10.84.0.1/16 --dhcp-server vde0=10.84.1.0-10.84.8.255 \
+    -M "$T/$1.r.mgmt" -d -p "$T/$1.r.pid"
+  wait_sock "$T/$1.r.mgmt"
+  [ "${2:-}" = learn ] || server_port "$1"
+  echo "filo router ${2:-}: $LEASES leases" >&2
+  DHCP_SW=$T/$1 lease_run
+  kill "$(cat "$T/$1.r.pid")" "$(cat "$T/$1.pid")" 2>/dev/null || true
+}
+read -r FILO_LEASE_S FILO_LEASE_RATE FILO_LEASES < <(filo_lease_run dhcp-filo)
+read -r FILOL_LEASE_S FILOL_LEASE_RATE FILOL_LEASES < <(filo_lease_run dhcp-filol learn)
+dnsmasq_run() { # NAME [EXTRA DNSMASQ FLAGS] -> "seconds rate leases" of one run; a NAME
+  # ending in -flood: on a switch without DHCP snooping
+  local sw=$T/$1 name=$1; shift
+  if [ "${name%-flood}" != "$name" ]; then dhcp_switch "$name" --no-dhcp-snooping; else dhcp_switch "$name"; fi
   "$FILO" ns --vnl "vde://$sw" --conf ip=10.84.0.1/16 -- dnsmasq -k --port=0 "$@" \
     --dhcp-range=10.84.1.0,10.84.8.255,1h --dhcp-lease-max=5000 --dhcp-leasefile="$sw.leases" \
     --interface=vde0 --bind-interfaces >/dev/null 2>&1 &
   for _ in $(seq 100); do pgrep -f "dhcp-leasefile=$sw.leases" >/dev/null && break; sleep 0.1; done
+  [ "${name%-flood}" != "$name" ] || server_port "$name"
   sleep 1
   echo "dnsmasq $*: $LEASES leases" >&2
   DHCP_SW=$sw lease_run
@@ -155,6 +178,7 @@ dnsmasq_run() { # NAME [EXTRA DNSMASQ FLAGS] -> "seconds rate leases" of one run
 # dnsmasq pings each address before it offers it (its default); --no-ping leaves that out.
 read -r DM_LEASE_S DM_LEASE_RATE DM_LEASES < <(dnsmasq_run dhcp-dm)
 read -r DMN_LEASE_S DMN_LEASE_RATE DMN_LEASES < <(dnsmasq_run dhcp-dmn --no-ping)
+read -r DMF_LEASE_S DMF_LEASE_RATE DMF_LEASES < <(dnsmasq_run dhcp-dmn-flood --no-ping)
 echo "TCP through a router, Gbit/s (iperf3 ${SECS} s, median of $RUNS runs)"
 printf '  %-34s %8s %8s %8s\n' "" filo kernel ratio
 printf '  %-34s %8s %8s %8s\n' "forwarding" "$FILO_FWD" "$KERN_FWD" "$(ratio "$FILO_FWD" "$KERN_FWD")"
@@ -162,7 +186,10 @@ printf '  %-34s %8s %8s %8s\n' "forwarding + masquerade" "$FILO_NAT" "$KERN_NAT"
 echo "(filo: filo ns on filo switches through filo router; kernel: veth to a namespace with ip_forward=1, nftables masquerade)"
 echo "DHCP: $LEASES user-space stacks in one process ask at once (leases, seconds until the last, leases/s)"
 printf '  %-34s %8s %8s %8s\n' "filo router" "$FILO_LEASES" "$FILO_LEASE_S" "$FILO_LEASE_RATE"
+printf '  %-34s %8s %8s %8s\n' "filo router, server port learned" "$FILOL_LEASES" "$FILOL_LEASE_S" "$FILOL_LEASE_RATE"
 printf '  %-34s %8s %8s %8s\n' "dnsmasq (defaults)" "$DM_LEASES" "$DM_LEASE_S" "$DM_LEASE_RATE"
 printf '  %-34s %8s %8s %8s\n' "dnsmasq --no-ping" "$DMN_LEASES" "$DMN_LEASE_S" "$DMN_LEASE_RATE"
+printf '  %-34s %8s %8s %8s\n' "dnsmasq --no-ping, no snooping" "$DMF_LEASES" "$DMF_LEASE_S" "$DMF_LEASE_RATE"
 printf '  %-34s %8s\n' "filo router / dnsmasq rate" "$(ratio "$FILO_LEASE_RATE" "$DM_LEASE_RATE")"
 printf '  %-34s %8s\n' "filo router / dnsmasq --no-ping" "$(ratio "$FILO_LEASE_RATE" "$DMN_LEASE_RATE")"
+printf '  %-34s %8s\n' "filo router / --no-ping, no snooping" "$(ratio "$FILO_LEASE_RATE" "$DMF_LEASE_RATE")"

@@ -114,6 +114,8 @@ pub struct Client {
     unicast: bool,
     /// Leases renewed or acquired, for tests and counters.
     pub acks: u64,
+    /// xorshift state for the retransmission jitter.
+    rng: u32,
 }
 
 /// A message parsed from a server.
@@ -145,6 +147,7 @@ impl Client {
             bound_at: now,
             unicast: false,
             acks: 0,
+            rng: (seed ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]])).max(1),
         }
     }
 
@@ -165,10 +168,18 @@ impl Client {
         self.next
     }
 
+    /// The next retransmission: 1, 2, 4, 8, then 16 s, each less a random part of up to half
+    /// of it (at most 1 s; RFC 2131 §4.1 asks for randomized delays), so that clients that
+    /// started together — a thousand stacks asking at once — do not all ask again in the
+    /// same millisecond, a burst a slow server's socket drops the most of.
     fn backoff(&mut self, now: Instant) {
-        let secs = 1u64 << self.tries.min(4);
+        let ms = 1000u64 << self.tries.min(4);
         self.tries += 1;
-        self.next = now + Duration::from_secs(secs);
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 17;
+        self.rng ^= self.rng << 5;
+        let jitter = u64::from(self.rng) % (ms / 2).min(1000);
+        self.next = now + Duration::from_millis(ms - jitter);
     }
 
     /// Timers: (re)transmissions, renewal, rebinding, expiry.
@@ -498,6 +509,29 @@ mod tests {
         let (req, _) = c.handle(t0, &reply(&c, 2, [10, 0, 0, 50], 60)).unwrap();
         let req = req.unwrap();
         assert_eq!((req.packet[28 + 10], req.packet[28 + 240 + 2]), (0, 3));
+    }
+
+    #[test]
+    fn retransmissions_back_off_with_jitter_that_differs_between_clients() {
+        let t0 = Instant::from_secs(100);
+        let mut firsts = std::collections::BTreeSet::new();
+        for i in 0..20u8 {
+            let mut c = Client::new([2, 0, 0, 0, 0, i], None, t0, 7);
+            let mut t = t0;
+            for base in [1000u64, 2000, 4000, 8000, 16000, 16000] {
+                assert!(c.poll(t).0.is_some());
+                let wait = c.poll_at().saturating_duration_since(t).as_millis() as u64;
+                assert!(
+                    wait <= base && wait > base - base.min(2000) / 2,
+                    "{wait} {base}"
+                );
+                if base == 1000 {
+                    firsts.insert(wait);
+                }
+                t = c.poll_at();
+            }
+        }
+        assert!(firsts.len() > 10, "{firsts:?}");
     }
 
     #[test]

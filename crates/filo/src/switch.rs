@@ -97,6 +97,11 @@ pub struct SwitchArgs {
     /// Never drop for a full queue: stop reading until receivers catch up.
     #[arg(long)]
     lossless: bool,
+    /// Flood every DHCP client broadcast to every port, as vde_switch does. By default a
+    /// burst of them (beyond 32 at once and 32 a second per VLAN) goes only to the ports
+    /// DHCP servers answered from (console: dhcp/snooping, port/dhcpserver, dhcp/print).
+    #[arg(long)]
+    no_dhcp_snooping: bool,
     /// Busy-poll for MICROS microseconds after each event instead of sleeping: lower latency
     /// for a whole core of CPU while traffic flows.
     #[arg(long, value_name = "MICROS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
@@ -212,6 +217,7 @@ pub fn run(args: SwitchArgs) -> Result<ExitCode> {
     cfg.taps = args.taps;
     cfg.queue_len = args.queue as usize;
     cfg.lossless = args.lossless;
+    cfg.dhcp_snooping = !args.no_dhcp_snooping;
     cfg.captures = args.captures;
     cfg.busy_poll = std::time::Duration::from_micros(args.busy_poll);
     cfg.scheduling = match args.scheduling {

@@ -616,3 +616,118 @@ fn a_tap_attached_with_dash_t_joins_the_switch() {
     }));
     assert!(std::fs::read(&got).unwrap() == blob);
 }
+
+/// `count` user-space stacks on `vnl`, all asking for DHCP leases at once (plugs opened
+/// first); returns each one's address, or None.
+fn dhcp_burst(vnl: &str, count: usize, within: Duration) -> Vec<Option<std::net::IpAddr>> {
+    let driver = filo_stack::Driver::new().unwrap();
+    let plugs: Vec<_> = (0..count).map(|_| filo_vnl::open(vnl).unwrap()).collect();
+    let stacks: Vec<_> = plugs
+        .into_iter()
+        .map(|plug| {
+            filo_stack::Stack::builder()
+                .interface_plug(plug, "dhcp")
+                .driver(&driver)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + within;
+    stacks
+        .iter()
+        .map(|s| {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            s.wait_for_address(false, left).map(|c| c.addr)
+        })
+        .collect()
+}
+
+/// The "snooped N" count of `dhcp/print`.
+fn snooped(sw: &FiloSwitch) -> u64 {
+    let out = sw.console("dhcp/print");
+    out.split_whitespace()
+        .skip_while(|w| *w != "snooped")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no snooped count in {out}"))
+}
+
+/// DHCP snooping against real servers and clients: a burst of 64 user-space stacks asking at
+/// once is served by `filo router` with the burst's broadcasts past the flood budget sent to
+/// the router's port only; busybox udhcpc in a namespace is still leased; dnsmasq, started
+/// later as a second server, hears the broadcasts flooded within the budget, answers and is
+/// learned as a server port too; with --no-dhcp-snooping nothing is snooped.
+#[test]
+fn dhcp_snooping_serves_bursts_and_learns_a_second_server() {
+    require("busybox");
+    require("dnsmasq");
+    let tmp = TempDir::new("filo-swdhcp");
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &["-n", "200"]);
+    let rmgmt = tmp.join("r.mgmt");
+    let _router = Polite(Proc::spawn(
+        Command::new(FILO)
+            .args(["router", "--vnl", &sw.vnl(), "--conf", "ip=10.74.0.1/24"])
+            .args(["--dhcp-server", "vde0=10.74.0.10-10.74.0.199", "-M"])
+            .arg(&rmgmt)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(test_log()),
+    ));
+    assert!(wait_until(T, || rmgmt.exists()), "the router did not start");
+    let addrs = dhcp_burst(&sw.vnl(), 64, Duration::from_secs(30));
+    let leased: std::collections::HashSet<_> = addrs.iter().flatten().collect();
+    assert_eq!(leased.len(), 64, "{addrs:?}");
+    let servers = sw.console("dhcp/print");
+    assert!(snooped(&sw) > 0, "{servers}");
+    assert_eq!(servers.matches("answered").count(), 1, "{servers}");
+
+    // A kernel client (broadcast replies) on the same switch.
+    let script = tmp.join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = bound ] && echo \"lease=$ip\"\nexit 0\n",
+    )
+    .unwrap();
+    run(Command::new("chmod").arg("+x").arg(&script));
+    let udhcpc = format!(
+        "ip link set vde0 up; busybox udhcpc -i vde0 -n -q -f -t 10 -s {}",
+        script.display()
+    );
+    let (code, out, err) = filo_ns_out(
+        FILO,
+        &[&sw.vnl(), "--", "sh", "-c", &udhcpc],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("lease=10.74.0."), "{out}");
+
+    // dnsmasq joins as a second server: a second burst (after the budget refilled) reaches
+    // it, it answers, and its port is a server port too.
+    let mut dnsmasq = dnsmasq_dhcp(&tmp.join("leases"), "10.74.0.200,10.74.0.250", &[]);
+    let pid = tmp.join("dnsmasq.pid");
+    for a in dnsmasq.iter_mut().filter(|a| *a == "--pid-file") {
+        *a = format!("--pid-file={}", pid.display());
+    }
+    dnsmasq.push("--no-ping".into());
+    let vnl = sw.vnl();
+    let mut args = vec!["ns", "--ip", "10.74.0.2/24", vnl.as_str(), "--"];
+    args.extend(dnsmasq.iter().map(String::as_str));
+    let _dnsmasq = Polite(Proc::spawn(
+        Command::new(FILO)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(test_log()),
+    ));
+    assert!(wait_until(T, || pid.exists()), "dnsmasq did not start");
+    std::thread::sleep(Duration::from_millis(1500));
+    let addrs = dhcp_burst(&sw.vnl(), 40, Duration::from_secs(30));
+    assert!(addrs.iter().all(Option::is_some), "{addrs:?}");
+    let servers = sw.console("dhcp/print");
+    assert_eq!(servers.matches("answered").count(), 2, "{servers}");
+
+    // Snooping off: the same switch floods every client broadcast again.
+    let plain = FiloSwitch::start(FILO, &tmp, "plain", &["--no-dhcp-snooping"]);
+    assert!(plain.console("dhcp/print").contains("DHCP snooping off"));
+    assert_eq!(snooped(&plain), 0);
+}

@@ -620,6 +620,25 @@ const COMMANDS: &[Command] = &[
         "capture port N to a pcap file (filo)",
         cmd_port_capture,
     ),
+    plain(
+        "port/dhcpserver",
+        "N 0/1",
+        "a DHCP server is on port N: DHCP client broadcast bursts go there (filo)",
+        cmd_port_dhcpserver,
+    ),
+    menu("dhcp", "DHCP SNOOPING MENU (filo)"),
+    plain(
+        "dhcp/snooping",
+        "0/1",
+        "DHCP client broadcast bursts go to DHCP server ports only (filo)",
+        cmd_dhcp_snooping,
+    ),
+    prints(
+        "dhcp/print",
+        "",
+        "DHCP server ports and client broadcasts not flooded (filo)",
+        cmd_dhcp_print,
+    ),
 ];
 
 // ---- entry points --------------------------------------------------------------------------
@@ -1589,6 +1608,45 @@ fn cmd_port_setmirror(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
         Some(port_num(ctx.state, target)?)
     };
     ctx.state.core.set_mirror(mirror).map_err(errno)
+}
+
+fn cmd_port_dhcpserver(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let v = args_n(arg, 2)?;
+    let port = port_num(ctx.state, v[0])?;
+    let on = flag(v[1])?;
+    ctx.state.core.set_dhcp_server_port(port, on).map_err(errno)
+}
+
+fn cmd_dhcp_snooping(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    let on = flag(args_n(arg, 1)?[0])?;
+    ctx.state.core.set_dhcp_snooping(on);
+    Ok(())
+}
+
+fn cmd_dhcp_print(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {
+    opt_arg(arg)?.map_or(Ok(()), |_| Err(EINVAL))?;
+    let core = &ctx.state.core;
+    ctx.out.push(format!(
+        "DHCP snooping {} snooped {}",
+        if core.config().dhcp_snooping {
+            "on"
+        } else {
+            "off"
+        },
+        core.dhcp_snooped()
+    ));
+    for s in core.dhcp_server_ports() {
+        ctx.out.push(match s.last_seen {
+            None => format!("Port {:04} VLAN {:04} set by hand", s.port, s.vlan),
+            Some(t) => format!(
+                "Port {:04} VLAN {:04} answered {} secs ago",
+                s.port,
+                s.vlan,
+                ctx.now.saturating_duration_since(t).as_secs()
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn cmd_port_drops(ctx: &mut Ctx<'_>, arg: &str) -> CmdResult {

@@ -2,6 +2,7 @@
 
 use crate::stp::{PortRole, PortState, SpanningTree, StpStatus, StpTimers};
 use crate::wire::bpdu::{BpduRepr, BridgeId};
+use crate::wire::dhcp;
 use crate::wire::ethernet::{self, EtherType, MacAddr};
 use crate::wire::vlan::{self, TaggedFrame, Tci};
 use crate::wire::WireError;
@@ -19,6 +20,11 @@ pub const NO_VLAN: u16 = 4095;
 /// Highest VLAN `vlan_create` accepts (4094 and 4095 are reserved, as in vde_switch).
 pub const MAX_VLAN: u16 = 4093;
 const VLAN_SLOTS: usize = 4096;
+/// DHCP snooping: client broadcasts flooded per VLAN at once before the rest go to the DHCP
+/// server ports only...
+pub const DHCP_FLOOD_BURST: u32 = 32;
+/// ...and per second after that, so a server that has not answered yet still hears clients.
+pub const DHCP_FLOOD_PER_SEC: u32 = 32;
 
 /// Switch configuration; `Default` gives vde_switch's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +39,8 @@ pub struct CoreConfig {
     pub bridge_priority: u16,
     /// Spanning-tree timers this bridge advertises when it is root.
     pub stp_timers: StpTimers,
+    /// DHCP snooping (see [`Core::set_dhcp_snooping`]).
+    pub dhcp_snooping: bool,
 }
 
 impl Default for CoreConfig {
@@ -47,6 +55,7 @@ impl Default for CoreConfig {
             bridge_mac: MacAddr([0x02, 0, 0, 0, 0, 0x01]),
             bridge_priority: 0x8000,
             stp_timers: StpTimers::default(),
+            dhcp_snooping: true,
         }
     }
 }
@@ -270,6 +279,24 @@ struct Port {
     active: bool,
     untagged_vlan: u16,
     tagged: VidSet,
+    /// Set by hand: a DHCP server is on this port, in every VLAN it is a member of.
+    dhcp_server: bool,
+}
+
+/// A port a DHCP server (or relay agent) answered from, in one VLAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DhcpServerPort {
+    pub port: PortId,
+    pub vlan: u16,
+    /// When it last answered; `None` for a port set by hand (`port/dhcpserver`).
+    pub last_seen: Option<Instant>,
+}
+
+/// The DHCP client broadcasts a VLAN may still flood now (a token bucket).
+#[derive(Debug, Clone, Copy)]
+struct FloodBudget {
+    tokens: u32,
+    refilled: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -296,6 +323,11 @@ pub struct Core {
     mirror: Option<PortId>,
     stp: SpanningTree,
     drops: DropCounters,
+    /// Learned DHCP server ports (those set by hand are in `Port::dhcp_server`).
+    dhcp_servers: Vec<DhcpServerPort>,
+    dhcp_budget: HashMap<u16, FloodBudget>,
+    /// DHCP client broadcasts sent to the server ports only instead of flooded.
+    dhcp_snooped: u64,
 }
 
 impl Core {
@@ -316,6 +348,9 @@ impl Core {
             mirror: None,
             stp,
             drops: DropCounters::default(),
+            dhcp_servers: Vec::new(),
+            dhcp_budget: HashMap::new(),
+            dhcp_snooped: 0,
             config,
         }
     }
@@ -339,6 +374,7 @@ impl Core {
             active: false,
             untagged_vlan: DEFAULT_VLAN,
             tagged: VidSet::EMPTY,
+            dhcp_server: false,
         });
         self.join_vlan(DEFAULT_VLAN, port);
         Ok(())
@@ -443,6 +479,55 @@ impl Core {
 
     pub fn mirror(&self) -> Option<PortId> {
         self.mirror
+    }
+
+    /// DHCP snooping, on by default. A frame from UDP port 67 to 68 (a DHCP server's or
+    /// relay agent's answer) marks its port as a DHCP server port in its VLAN, until the
+    /// port goes down or has not answered for the address lifetime (`hash/setexpire`).
+    /// Client broadcasts (UDP 68 to 67, to ff:ff:ff:ff:ff:ff) are flooded as usual up to
+    /// [`DHCP_FLOOD_BURST`] at once and [`DHCP_FLOOD_PER_SEC`] per second in each VLAN —
+    /// so a lone client, or a server that has not answered yet, sees what it always did —
+    /// and beyond that go only to the VLAN's DHCP server ports (learned, or set with
+    /// [`Core::set_dhcp_server_port`]), or are flooded if it has none. A thousand clients
+    /// asking at once then cost the switch a thousand copies, not a million.
+    pub fn set_dhcp_snooping(&mut self, on: bool) {
+        self.config.dhcp_snooping = on;
+        if !on {
+            self.dhcp_servers.clear();
+            self.dhcp_budget.clear();
+        }
+    }
+
+    /// Marks `port` by hand as one with a DHCP server (in every VLAN it is a member of),
+    /// before any server answered from it: clients' broadcasts beyond the flood budget go
+    /// there from the first.
+    pub fn set_dhcp_server_port(&mut self, port: PortId, on: bool) -> Result<(), ConfigError> {
+        self.port_mut(port)?.dhcp_server = on;
+        Ok(())
+    }
+
+    /// DHCP server ports: those set by hand (in their untagged VLAN) and the learned ones.
+    pub fn dhcp_server_ports(&self) -> Vec<DhcpServerPort> {
+        let mut all: Vec<DhcpServerPort> = self
+            .ports
+            .iter()
+            .enumerate()
+            .filter_map(|(index, p)| {
+                let p = p.as_ref().filter(|p| p.dhcp_server)?;
+                Some(DhcpServerPort {
+                    port: index as PortId,
+                    vlan: p.untagged_vlan,
+                    last_seen: None,
+                })
+            })
+            .collect();
+        all.extend(self.dhcp_servers.iter().copied());
+        all
+    }
+
+    /// DHCP client broadcasts sent to the DHCP server ports only, instead of flooded.
+    pub fn dhcp_snooped(&self) -> u64 {
+        self.dhcp_snooped
     }
 
     /// Turn the spanning tree on (restarting it: every port goes through Listening and
@@ -663,7 +748,7 @@ impl Core {
 
     /// When `handle_timeout` next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let gc = (!self.macs.is_empty()).then_some(self.next_gc);
+        let gc = (!self.macs.is_empty() || !self.dhcp_servers.is_empty()).then_some(self.next_gc);
         let stp = if self.config.stp {
             self.stp.poll_timeout()
         } else {
@@ -704,10 +789,16 @@ impl Core {
         };
         self.macs
             .retain(|_, record| now.saturating_duration_since(record.last_seen) <= expire);
+        let server_expire = self.config.mac_expire;
+        self.dhcp_servers.retain(|s| {
+            s.last_seen
+                .is_some_and(|t| now.saturating_duration_since(t) <= server_expire)
+        });
     }
 
     fn flush_port(&mut self, port: PortId) {
         self.macs.retain(|_, record| record.port != port);
+        self.dhcp_servers.retain(|s| s.port != port);
     }
 
     fn apply_stp_events(&mut self) {
@@ -788,11 +879,106 @@ impl Core {
             return Verdict::Dropped(DropReason::PortBlocked);
         }
 
+        if self.config.dhcp_snooping && self.snoop_dhcp(now, ingress, &eth, vid, arrived_tag, out) {
+            self.add_mirror(ingress, out);
+            return finish(out);
+        }
         if let Err(reason) = self.forward(ingress, dst, vid, arrived_tag, out) {
             return Verdict::Dropped(reason);
         }
         self.add_mirror(ingress, out);
         finish(out)
+    }
+
+    /// DHCP snooping (see [`Core::set_dhcp_snooping`]): learns server ports from servers'
+    /// answers; fills `out` and returns true for a client broadcast sent to the server ports
+    /// only.
+    fn snoop_dhcp(
+        &mut self,
+        now: Instant,
+        ingress: PortId,
+        eth: &ethernet::Frame<&[u8]>,
+        vid: u16,
+        arrived_tag: Option<u16>,
+        out: &mut Vec<Egress>,
+    ) -> bool {
+        let direction = match arrived_tag {
+            None => dhcp::classify(eth.ethertype(), eth.payload()),
+            Some(_) => TaggedFrame::new_checked(eth.as_bytes())
+                .ok()
+                .and_then(|t| dhcp::classify(t.inner_ethertype(), t.payload())),
+        };
+        match direction {
+            Some(dhcp::Direction::ToClient) => {
+                match self
+                    .dhcp_servers
+                    .iter_mut()
+                    .find(|s| s.port == ingress && s.vlan == vid)
+                {
+                    Some(s) => s.last_seen = Some(now),
+                    None => {
+                        tracing::debug!(port = ingress, vid, "DHCP server port learned");
+                        self.dhcp_servers.push(DhcpServerPort {
+                            port: ingress,
+                            vlan: vid,
+                            last_seen: Some(now),
+                        });
+                    }
+                }
+                false
+            }
+            Some(dhcp::Direction::ToServer) if eth.dst_addr().is_broadcast() => {
+                if self.take_flood_token(now, vid) {
+                    return false;
+                }
+                for &port in self.vlans[usize::from(vid)].iter().flatten() {
+                    if port == ingress || !self.stp_state(port).forwards() {
+                        continue;
+                    }
+                    let Some(p) = self.ports[usize::from(port)].as_ref().filter(|p| p.active)
+                    else {
+                        continue;
+                    };
+                    let learned = self
+                        .dhcp_servers
+                        .iter()
+                        .any(|s| s.port == port && s.vlan == vid);
+                    if p.dhcp_server || learned {
+                        out.push(Egress {
+                            port,
+                            action: egress_action(p, vid, arrived_tag),
+                        });
+                    }
+                }
+                // No server known in this VLAN: flooded as before.
+                if out.is_empty() {
+                    return false;
+                }
+                self.dhcp_snooped += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// True while `vid` may still flood DHCP client broadcasts (one taken).
+    fn take_flood_token(&mut self, now: Instant, vid: u16) -> bool {
+        let budget = self.dhcp_budget.entry(vid).or_insert(FloodBudget {
+            tokens: DHCP_FLOOD_BURST,
+            refilled: now,
+        });
+        let earned = now.saturating_duration_since(budget.refilled).as_millis()
+            * u128::from(DHCP_FLOOD_PER_SEC)
+            / 1000;
+        if earned > 0 {
+            budget.tokens = DHCP_FLOOD_BURST.min(budget.tokens.saturating_add(earned as u32));
+            budget.refilled = now;
+        }
+        if budget.tokens == 0 {
+            return false;
+        }
+        budget.tokens -= 1;
+        true
     }
 
     /// Hub mode: every other active port gets the frame as it is.

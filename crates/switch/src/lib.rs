@@ -50,8 +50,9 @@ pub mod stp;
 pub mod wire;
 
 pub use crate::core::{
-    ConfigError, Core, CoreConfig, DropCounters, DropReason, Egress, EgressAction, MacEntry,
-    PortId, PortInfo, Verdict, VlanMember, DEFAULT_VLAN, MAX_VLAN, NO_VLAN,
+    ConfigError, Core, CoreConfig, DhcpServerPort, DropCounters, DropReason, Egress, EgressAction,
+    MacEntry, PortId, PortInfo, Verdict, VlanMember, DEFAULT_VLAN, DHCP_FLOOD_BURST,
+    DHCP_FLOOD_PER_SEC, MAX_VLAN, NO_VLAN,
 };
 pub use crate::stp::{PortRole, PortState, StpStatus, StpTimers};
 pub use crate::wire::MacAddr;

@@ -48,6 +48,8 @@ pub struct SwitchConfig {
     pub busy_poll: std::time::Duration,
     /// How long a learned address lives without frames from it (`hash/setexpire`).
     pub mac_expire: std::time::Duration,
+    /// DHCP snooping (see `Core::set_dhcp_snooping`).
+    pub dhcp_snooping: bool,
     /// The scheduling policy of the switch's thread (`--scheduling`).
     pub scheduling: Scheduling,
 }
@@ -101,6 +103,7 @@ impl SwitchConfig {
             captures: Vec::new(),
             busy_poll: std::time::Duration::ZERO,
             mac_expire: crate::core::CoreConfig::default().mac_expire,
+            dhcp_snooping: true,
             scheduling: Scheduling::Default,
         }
     }

@@ -3,8 +3,9 @@
 //! One level-triggered epoll loop serves everything: the control socket (`DIR/ctl`, vde_switch
 //! protocol v3/v1), one datagram socket per endpoint, tap devices, the management socket and
 //! the stdin console. Frames are read in batches with `recvmmsg`; every frame to deliver is
-//! copied into the destination endpoint's bounded queue (buffers come from a pool, so nothing
-//! is allocated per frame once warm), and each queue is flushed with `sendmmsg` (or as one
+//! copied into a buffer the destination endpoints' bounded queues share (one per rendering and
+//! framing, so a flood to a thousand ports is one copy, not a thousand; buffers come from a
+//! pool, so nothing is allocated per frame once warm), and each queue is flushed with `sendmmsg` (or as one
 //! frame train) at the end of the loop turn, or as soon as it holds a train's worth. A receiver that cannot keep up fills only its own queue: further frames for it are
 //! dropped and counted (`port/print`, `port/drops`), and nobody else waits — unless
 //! `--lossless`, where the switch stops reading while any queue lacks room for a batch
@@ -36,7 +37,7 @@ use filo_vnl::sys::{self, Epoll, EpollEvent};
 use filo_vnl::wire::{train, vnet};
 
 use crate::console::{self, DebugEvent};
-use crate::core::{Core, CoreConfig, Egress, PortId, Verdict};
+use crate::core::{Core, CoreConfig, Egress, EgressAction, PortId, Verdict};
 use crate::state::{DaemonInfo, Effect, EndpointInfo, EndpointKind, SwitchState};
 
 use endpoint::{Endpoint, EndpointIo};
@@ -235,6 +236,9 @@ pub struct Switch {
     egress: Vec<Egress>,
     scratch: Vec<u8>,
     pool: Vec<Vec<u8>>,
+    /// The buffers built for the frame being delivered, by rendering, framing and virtio-net
+    /// header: a flood queues one buffer shared by its receivers, not a copy for each.
+    shared: Vec<(ShareKey, Arc<Vec<u8>>)>,
     dirty: Vec<usize>,
     events: Vec<EpollEvent>,
     shutting_down: bool,
@@ -319,6 +323,7 @@ fn core_of(cfg: &SwitchConfig, now: Instant) -> Core {
             bridge_priority: cfg.priority,
             stp_timers: cfg.stp_timers,
             mac_expire: cfg.mac_expire,
+            dhcp_snooping: cfg.dhcp_snooping,
             ..CoreConfig::default()
         },
         now,
@@ -388,6 +393,7 @@ impl Switch {
             egress: Vec::with_capacity(64),
             scratch: vec![0u8; FRAME_BUF + 4],
             pool: Vec::new(),
+            shared: Vec::new(),
             dirty: Vec::new(),
             events: Vec::with_capacity(256),
             shutting_down: false,
@@ -543,7 +549,7 @@ impl Switch {
         }
         let mut buf = std::mem::take(&mut self.scratch);
         while let Some((port, len)) = self.state.core.poll_transmit(&mut buf) {
-            self.deliver_to_port(port, usize::MAX, &buf[..len], None);
+            self.deliver_to_port(port, usize::MAX, &buf[..len], None, None);
         }
         self.scratch = buf;
         self.flush_dirty();
@@ -728,6 +734,7 @@ impl Switch {
             return;
         }
         let egress = std::mem::take(&mut self.egress);
+        self.shared.clear();
         for e in &egress {
             let mut scratch = std::mem::take(&mut self.scratch);
             if let Ok(out) = e.action.render(view, &mut scratch) {
@@ -736,10 +743,12 @@ impl Switch {
                     h.shift(out.len() as i32 - view.len() as i32);
                     h
                 });
-                self.deliver_to_port(e.port, slot, out, hdr);
+                self.deliver_to_port(e.port, slot, out, hdr, Some(e.action));
             }
             self.scratch = scratch;
         }
+        // The queues hold what they need; a buffer goes back to the pool with its last send.
+        self.shared.clear();
         self.egress = egress;
     }
 
@@ -827,12 +836,15 @@ impl Switch {
     /// Queues `frame` on every endpoint of `port` except `ingress_slot`. `hdr` is the
     /// virtio-net header the frame came with: endpoints that speak it get it in front of the
     /// frame; the others get ordinary frames (super-frames segmented, checksums completed).
+    /// `action` is how `frame` was rendered from the frame that came in: endpoints of other
+    /// ports that get it rendered the same way, in the same framing, share its buffer.
     fn deliver_to_port(
         &mut self,
         port: PortId,
         ingress_slot: usize,
         frame: &[u8],
         hdr: Option<vnet::Header>,
+        action: Option<EgressAction>,
     ) {
         if self.capturing {
             self.capture(port, frame);
@@ -847,6 +859,7 @@ impl Switch {
         let Switch {
             endpoints,
             pool,
+            shared,
             dirty,
             state,
             segment_scratch,
@@ -862,9 +875,18 @@ impl Switch {
             let was_empty = ep.queue.is_empty();
             let mut dropped = 0u64;
             let trains = ep.trains;
-            let mut queue = |parts: &[&[u8]]| {
+            let key = action.map(|action| ShareKey {
+                action,
+                trains,
+                vnet: ep.vnet,
+            });
+            let mut queue = |parts: &[&[u8]], key: Option<ShareKey>| {
                 if ep.queue.len() >= cap {
                     dropped += 1;
+                    return;
+                }
+                if let Some((_, buf)) = key.and_then(|k| shared.iter().find(|(s, _)| *s == k)) {
+                    ep.queue.push_back(Arc::clone(buf));
                     return;
                 }
                 let mut buf = pool.pop().unwrap_or_else(|| Vec::with_capacity(2048));
@@ -876,16 +898,21 @@ impl Switch {
                 for p in parts {
                     buf.extend_from_slice(p);
                 }
+                let buf = Arc::new(buf);
+                if let Some(k) = key {
+                    shared.push((k, Arc::clone(&buf)));
+                }
                 ep.queue.push_back(buf);
             };
             match (ep.vnet, hdr) {
-                (true, h) => queue(&[&h.unwrap_or_default().emit(), frame]),
+                (true, h) => queue(&[&h.unwrap_or_default().emit(), frame], key),
                 (false, Some(h)) if !h.is_plain() => {
-                    if vnet::finish(&h, frame, segment_scratch, |seg| queue(&[seg])).is_err() {
+                    if vnet::finish(&h, frame, segment_scratch, |seg| queue(&[seg], None)).is_err()
+                    {
                         dropped += 1;
                     }
                 }
-                (false, _) => queue(&[frame]),
+                (false, _) => queue(&[frame], key),
             }
             if was_empty && !ep.queue.is_empty() {
                 dirty.push(slot);
@@ -968,7 +995,7 @@ impl Switch {
                         if let Some(buf) = ep.queue.pop_front() {
                             sent_frames += 1;
                             sent_bytes += (buf.len() - overhead) as u64;
-                            self.pool.push(buf);
+                            recycle(&mut self.pool, buf);
                         }
                     }
                 }
@@ -1011,7 +1038,7 @@ impl Switch {
             } else if let Some(ep) = self.endpoints.get_mut(slot).and_then(|e| e.as_mut()) {
                 // Unexpected error for this one frame: drop it and go on.
                 if let Some(buf) = ep.queue.pop_front() {
-                    self.pool.push(buf);
+                    recycle(&mut self.pool, buf);
                 }
                 tracing::warn!("port {port}: send error: {e}");
             }
@@ -1063,7 +1090,7 @@ impl Switch {
             self.epoll.delete(ctl.as_raw_fd());
         }
         for buf in ep.queue.drain(..) {
-            self.pool.push(buf);
+            recycle(&mut self.pool, buf);
         }
         let port = ep.port;
         tracing::info!("port {port}: endpoint {} closed: {why}", ep.id);
@@ -1176,5 +1203,21 @@ impl Drop for Switch {
     }
 }
 
-/// Frames waiting for one endpoint.
-type Queue = VecDeque<Vec<u8>>;
+/// Frames waiting for one endpoint (a flood's receivers share one buffer).
+type Queue = VecDeque<Arc<Vec<u8>>>;
+
+/// What makes two receivers' buffers for one frame the same bytes: how the frame was
+/// rendered for their port, and their endpoints' framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ShareKey {
+    action: EgressAction,
+    trains: bool,
+    vnet: bool,
+}
+
+/// Returns a sent or dropped frame's buffer to the pool once no other queue holds it.
+fn recycle(pool: &mut Vec<Vec<u8>>, buf: Arc<Vec<u8>>) {
+    if let Ok(buf) = Arc::try_unwrap(buf) {
+        pool.push(buf);
+    }
+}

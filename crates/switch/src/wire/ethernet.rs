@@ -121,6 +121,8 @@ impl EtherType {
     pub const VLAN: u16 = 0x8100;
     /// 802.1ad service tag; like vde_switch, not recognised (treated as untagged).
     pub const QINQ: u16 = 0x88a8;
+    /// IPv4 (DHCP snooping looks at its UDP ports).
+    pub const IPV4: u16 = 0x0800;
     /// Values up to this are an 802.3 length, not an EtherType.
     pub const MAX_LENGTH: u16 = 1500;
 }

@@ -7,6 +7,7 @@
 //! from a view and `emit` into a caller buffer.
 
 pub mod bpdu;
+pub mod dhcp;
 pub mod ethernet;
 pub mod vlan;
 
