@@ -131,8 +131,9 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
     let form = form(&args.args)?;
     // A cable with a kernel tap carries TCP super-frames (virtio-net framing) where both ends
     // can; the cable converts where one cannot.
-    let has_tap = |v: &str| v.starts_with("tap://");
-    let vnet = matches!(&form, Form::Cable(a, b) if has_tap(a) || has_tap(b));
+    // An ipn:// bus created with `vnet` carries only that framing.
+    let wants_vnet = |v: &str| v.starts_with("tap://") || v.starts_with("ipn://");
+    let vnet = matches!(&form, Form::Cable(a, b) if wants_vnet(a) || wants_vnet(b));
     let options = |group: &Option<String>, mode: Option<u32>| OpenOptions {
         description: args.descr.clone(),
         timeout: args.timeout,

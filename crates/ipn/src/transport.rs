@@ -114,6 +114,10 @@ impl Transport for IpnTransport {
         self.busy_poll || self.member.pending()
     }
 
+    fn vnet(&self) -> bool {
+        self.bus.params().vnet
+    }
+
     fn kind(&self) -> &'static str {
         "ipn"
     }
