@@ -12,7 +12,8 @@
 # Prints the medians and filo's ratio to the kernel's.
 # Then LEASES (default 1000) user-space stacks in one process take DHCP leases at once from
 # filo router and from dnsmasq on the same switch: the time until the last lease and the rate.
-# Usage: bench/router.sh [SECS] [RUNS]   (defaults 5 and 3; LEASES=0 leaves DHCP out). Run as
+# Usage: bench/router.sh [SECS] [RUNS]   (defaults 5 and 3; LEASES=0 leaves DHCP out; ROWS
+# picks configurations, e.g. ROWS="ipn-fwd kern-fwd"; IPN_OPTS the buses' options). Run as
 # root; needs iperf3, nft, dnsmasq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,7 +70,7 @@ wait_sock() { for _ in $(seq 50); do [ -S "$1" ] && return 0; sleep 0.1; done; e
 record() { # record ROW KIND VALUE: one result, kept in $T/ROW.KIND
   echo "$3" >>"$T/$1.$2"; echo "  $1 $2: $3" >&2
 }
-result() { median <"$T/$1.$2"; }
+result() { if [ -s "$T/$1.$2" ]; then median <"$T/$1.$2"; else echo -; fi; }
 
 # --- filo: filo ns on each side and filo router between, joined either by two filo
 # switches (vde://) or by two ipn:// buses with the +vnet framing (the router creates them)
@@ -135,19 +136,30 @@ EOF
 }
 
 # Rounds: every configuration once per round, so a noisy machine hits them all alike.
-IPN_LAN="ipn://$T/ilan[vnet/policy=switch]"
-IPN_WAN="ipn://$T/iwan[vnet/policy=switch]"
+IPN_OPTS=${IPN_OPTS:-vnet/policy=switch}
+IPN_LAN="ipn://$T/ilan[$IPN_OPTS]"
+IPN_WAN="ipn://$T/iwan[$IPN_OPTS]"
+ROWS=${ROWS:-sw-fwd sw-nat ipn-fwd ipn-nat kern-fwd kern-nat}
 for round in $(seq "$RUNS"); do
   echo "round $round of $RUNS" >&2
-  filo_run sw-fwd "vde://$T/lan" "vde://$T/wan"
-  filo_run sw-nat "vde://$T/lan" "vde://$T/wan" --masquerade vde1
-  filo_run ipn-fwd "$IPN_LAN" "$IPN_WAN"
-  filo_run ipn-nat "$IPN_LAN" "$IPN_WAN" --masquerade vde1
-  kernel_fwd
-  kernel_nat
+  for r in $ROWS; do
+    case $r in
+      sw-fwd) filo_run sw-fwd "vde://$T/lan" "vde://$T/wan" ;;
+      sw-nat) filo_run sw-nat "vde://$T/lan" "vde://$T/wan" --masquerade vde1 ;;
+      ipn-fwd) filo_run ipn-fwd "$IPN_LAN" "$IPN_WAN" ;;
+      ipn-nat) filo_run ipn-nat "$IPN_LAN" "$IPN_WAN" --masquerade vde1 ;;
+      kern-fwd) kernel_fwd ;;
+      kern-nat) kernel_nat ;;
+      *) echo "bench/router.sh: unknown row $r in ROWS" >&2; exit 1 ;;
+    esac
+  done
 done
 
-ratio() { python3 -c "print('%.2f' % ($1 / $2 if $2 else 0))"; }
+ratio() { # ratio A B -> A/B, or - when either is missing
+  python3 -c 'import sys
+try: print("%.2f" % (float(sys.argv[1]) / float(sys.argv[2])))
+except Exception: print("-")' "$1" "$2"
+}
 echo "Through a router, medians of $RUNS interleaved rounds (iperf3 ${SECS} s each; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg))"
 row() { # row LABEL FILO-ROW KERNEL-ROW KIND
   local f k

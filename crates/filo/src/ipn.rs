@@ -167,10 +167,11 @@ fn stat_bus(path: &std::path::Path, json: bool) -> Result<ExitCode> {
             })
             .collect();
         println!(
-            "{{\"path\":{},\"policy\":\"{}\",\"lossless\":{},\"slots\":{},\"evictions\":{},\"reclaimed\":{},\"members\":[{}]}}",
+            "{{\"path\":{},\"policy\":\"{}\",\"lossless\":{},\"vnet\":{},\"slots\":{},\"evictions\":{},\"reclaimed\":{},\"members\":[{}]}}",
             filo_vnl::console::json_string(&path.display().to_string()),
             p.policy.name(),
             p.lossless,
+            p.vnet,
             p.geometry.nslots,
             evictions,
             reclaimed,
@@ -178,10 +179,11 @@ fn stat_bus(path: &std::path::Path, json: bool) -> Result<ExitCode> {
         );
     } else {
         println!(
-            "bus {}: policy {}, {}, {} slots; evictions {}, dead members reclaimed {}",
+            "bus {}: policy {}, {}{}, {} slots; evictions {}, dead members reclaimed {}",
             path.display(),
             p.policy.name(),
             if p.lossless { "lossless" } else { "lossy" },
+            if p.vnet { ", vnet" } else { "" },
             p.geometry.nslots,
             evictions,
             reclaimed

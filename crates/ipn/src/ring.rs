@@ -886,6 +886,32 @@ mod tests {
     }
 
     #[test]
+    fn switch_on_a_vnet_bus_reads_the_addresses_after_the_virtio_net_header() {
+        let (r, mut p) = bus(16, PolicyKind::Switch, false);
+        p.vnet = true;
+        init(&r, &p);
+        assert!(read_params(&r).unwrap().vnet);
+        // The header's first byte is 1 (checksum needed): read as a destination address it
+        // would be multicast, and every frame would flood.
+        let vframe = |dst, src, n| {
+            let mut f = vec![1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            f.extend(frame(dst, src, n));
+            f
+        };
+        let (mut a, mut b, mut c) = (join(&r, p, 0), join(&r, p, 1), join(&r, p, 2));
+        a.send_batch(&[&vframe(0xb, 0xa, 1)]).unwrap();
+        assert_eq!(drain(&mut b).len(), 1);
+        assert_eq!(drain(&mut c).len(), 1);
+        b.send_batch(&[&vframe(0xa, 0xb, 2)]).unwrap();
+        assert_eq!(drain(&mut a).len(), 1);
+        assert!(drain(&mut c).is_empty());
+        // Shorter than the header: flooded, learnt from by nobody.
+        a.send_batch(&[&[1, 2, 3]]).unwrap();
+        assert_eq!(drain(&mut b).len(), 1);
+        assert_eq!(drain(&mut c).len(), 1);
+    }
+
+    #[test]
     fn lossy_reader_counts_what_it_lost() {
         let (r, p) = bus(16, PolicyKind::Hub, false);
         let (mut a, mut b) = (join(&r, p, 0), join(&r, p, 1));
