@@ -36,6 +36,7 @@ cleanup() {
   rm -rf "$T"
 }
 trap cleanup EXIT
+trap "exit 143" TERM INT
 
 gbits() { # iperf3 -J output on stdin -> Gbit/s received; nothing if the test did not run
   python3 -c 'import json,sys
@@ -70,6 +71,12 @@ wait_sock() { for _ in $(seq 50); do [ -S "$1" ] && return 0; sleep 0.1; done; e
 record() { # record ROW KIND VALUE: one result, kept in $T/ROW.KIND
   echo "$3" >>"$T/$1.$2"; echo "  $1 $2: $3" >&2
 }
+reap() { # reap PID: waits up to 5 s for an iperf3 server that ran its one test, then kills it
+  # (after a UDP flood its end of the results exchange can get stuck)
+  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
 result() { if [ -s "$T/$1.$2" ]; then median <"$T/$1.$2"; else echo -; fi; }
 
 # --- filo: filo ns on each side and filo router between, joined either by two filo
@@ -90,7 +97,7 @@ filo_run() { # filo_run ROW LAN-VNL WAN-VNL [ROUTER FLAGS...]: one TCP and one 6
     local server=$!; PIDS+=("$server")
     sleep 1
     record "$row" "$kind" "$(measure "$kind" "$FILO" ns --ip 10.81.0.10/24 --gw 10.81.0.1 --conf mac=02:00:00:00:81:0a "$lan" --)"
-    wait "$server" || true
+    reap "$server"
   done
   for _ in $(seq 50); do [ -s "$T/router.pid" ] && break; sleep 0.1; done
   kill "$(cat "$T/router.pid")"
@@ -114,7 +121,7 @@ kernel_run() { # kernel_run ROW: one TCP and one 64-byte run
     local server=$!; PIDS+=("$server")
     sleep 1
     record "$1" "$kind" "$(measure "$kind" ip netns exec "$C")"
-    wait "$server" || true
+    reap "$server"
   done
 }
 kernel_fwd() {

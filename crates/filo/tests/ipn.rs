@@ -539,10 +539,9 @@ fn a_vnet_bus_joins_namespaces_and_refuses_members_that_do_not_speak_the_framing
         vnet: true,
         ..Default::default()
     };
-    let err = opts
-        .open(&format!("ipn://{plain}[vnet]"))
-        .err()
-        .expect("vnet on a plain bus");
+    let Err(err) = opts.open(&format!("ipn://{plain}[vnet]")) else {
+        panic!("vnet on a plain bus was accepted");
+    };
     assert!(
         err.to_string()
             .contains("exists without the virtio-net framing"),
