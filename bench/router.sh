@@ -56,9 +56,9 @@ measure() { # measure KIND CLIENT-COMMAND...: one iperf3 run (KIND tcp: Gbit/s; 
   local kind=$1 g; shift
   for _ in 1 2 3 4 5; do
     if [ "$kind" = tcp ]; then
-      g=$("$@" iperf3 -c 10.82.0.10 -t "$SECS" -J | gbits || true)
+      g=$(timeout $((SECS + 30)) "$@" iperf3 -c 10.82.0.10 -t "$SECS" --connect-timeout 3000 -J | gbits || true)
     else
-      g=$("$@" iperf3 -c 10.82.0.10 -t "$SECS" -u -l 18 -b 0 -J | pps || true)
+      g=$(timeout $((SECS + 30)) "$@" iperf3 -c 10.82.0.10 -t "$SECS" --connect-timeout 3000 -u -l 18 -b 0 -J | pps || true)
     fi
     [ -n "$g" ] && [ "$g" != 0 ] && { echo "$g"; return 0; }
     echo "  (no result yet, again)" >&2
@@ -144,8 +144,9 @@ EOF
 
 # Rounds: every configuration once per round, so a noisy machine hits them all alike.
 IPN_OPTS=${IPN_OPTS:-vnet/policy=switch}
-IPN_LAN="ipn://$T/ilan[$IPN_OPTS]"
-IPN_WAN="ipn://$T/iwan[$IPN_OPTS]"
+# Fresh bus paths for every router run: a bus lives while it has members, and a path reused
+# at once can still be served by a member of the previous bus that is exiting.
+ipn_bus() { echo "ipn://$T/$1-$round[$IPN_OPTS]"; }
 ROWS=${ROWS:-sw-fwd sw-nat ipn-fwd ipn-nat kern-fwd kern-nat}
 for round in $(seq "$RUNS"); do
   echo "round $round of $RUNS" >&2
@@ -153,8 +154,8 @@ for round in $(seq "$RUNS"); do
     case $r in
       sw-fwd) filo_run sw-fwd "vde://$T/lan" "vde://$T/wan" ;;
       sw-nat) filo_run sw-nat "vde://$T/lan" "vde://$T/wan" --masquerade vde1 ;;
-      ipn-fwd) filo_run ipn-fwd "$IPN_LAN" "$IPN_WAN" ;;
-      ipn-nat) filo_run ipn-nat "$IPN_LAN" "$IPN_WAN" --masquerade vde1 ;;
+      ipn-fwd) filo_run ipn-fwd "$(ipn_bus flan)" "$(ipn_bus fwan)" ;;
+      ipn-nat) filo_run ipn-nat "$(ipn_bus nlan)" "$(ipn_bus nwan)" --masquerade vde1 ;;
       kern-fwd) kernel_fwd ;;
       kern-nat) kernel_nat ;;
       *) echo "bench/router.sh: unknown row $r in ROWS" >&2; exit 1 ;;
