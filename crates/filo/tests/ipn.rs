@@ -579,3 +579,48 @@ fn a_vnet_bus_joins_namespaces_and_refuses_members_that_do_not_speak_the_framing
         .unwrap();
     filo_test_support::sys::kill(daemon, libc::SIGTERM);
 }
+
+#[test]
+fn a_bus_created_by_filo_plug_in_the_background_can_be_joined() {
+    let tmp = TempDir::new("ipn-plug-d");
+    let path = bus_path(&tmp);
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let pidfile = tmp.join("plug.pid");
+    // filo plug creates the bus: its serving thread must outlive the fork into the background.
+    run(Command::new(FILO)
+        .args(["plug", "-d", "-p"])
+        .arg(&pidfile)
+        .arg(format!("ipn://{}", path.display()))
+        .arg(sw.vnl()));
+    let mut server = Command::new(FILO);
+    server
+        .args(["ns", &sw.vnl(), "--ip", "10.91.2.1/24", "--", "sleep", "30"])
+        .stdin(Stdio::null())
+        .stderr(test_log());
+    let _server = Proc::spawn(&mut server);
+    let out = run(Command::new(FILO).args([
+        "ns",
+        &format!("ipn://{}", path.display()),
+        "--ip",
+        "10.91.2.2/24",
+        "--",
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-w",
+        "20",
+        "10.91.2.1",
+    ]));
+    assert!(
+        out.contains(" 0% packet loss") || out.contains("3 received"),
+        "{out}"
+    );
+    let daemon: libc::pid_t = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    filo_test_support::sys::kill(daemon, libc::SIGTERM);
+}

@@ -1058,3 +1058,44 @@ fn bad_virtio_net_headers_on_an_ipn_bus_crash_neither_the_router_nor_a_namespace
     drop(hostile);
     assert!(router.terminate(T).success());
 }
+
+#[test]
+fn a_router_in_the_background_serves_the_ipn_bus_it_created() {
+    require("ping");
+    let tmp = TempDir::new("filo-router-ipn-d");
+    let lan = vnet_bus(&tmp, "lan");
+    let pidfile = tmp.join("r.pid");
+    run(Command::new(FILO)
+        .args([
+            "router",
+            "--vnl",
+            &lan,
+            "--conf",
+            "ip=10.73.0.1/24",
+            "-d",
+            "-p",
+        ])
+        .arg(&pidfile));
+    let (code, out, err) = ns_out(&[
+        "--ip",
+        "10.73.0.10/24",
+        &lan,
+        "--",
+        "ping",
+        "-c",
+        "2",
+        "-i",
+        "0.2",
+        "-w",
+        "20",
+        "10.73.0.1",
+    ]);
+    let pid: libc::pid_t = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    filo_test_support::sys::kill(pid, libc::SIGTERM);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("2 received"), "{out}");
+}
