@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # filo router beside the Linux kernel forwarding, measured in the same run: TCP throughput
-# (iperf3, SECS seconds, median of RUNS runs) from a client namespace through a router to a
-# server namespace:
-#   - filo: the namespaces are `filo ns` on two filo switches, `filo router` between them,
-#     forwarding only and with --masquerade on the server side;
+# (iperf3, SECS seconds) and 64-byte frames/s (iperf3 -u with 18-byte payloads, sent as fast
+# as the client can; packets/s received) from a client namespace through a router to a
+# server namespace, RUNS rounds each running every configuration once (interleaved, for a
+# shared and noisy machine):
+#   - filo: the namespaces are `filo ns`, `filo router` between them, forwarding only and
+#     with --masquerade on the server side; joined by two filo switches (vde://), and by two
+#     ipn:// buses with the +vnet framing (ipn://PATH[vnet/policy=switch], no switch process);
 #   - kernel: the namespaces are joined by veth pairs to a router namespace with
 #     ip_forward=1, forwarding only and with nftables masquerade.
 # Prints the medians and filo's ratio to the kernel's.
@@ -14,8 +17,9 @@
 # more filo router row leaves the switch to learn the port from the server's first answers,
 # and one more dnsmasq row runs on a switch without snooping (every broadcast flooded, as
 # before it): a burst delivered at once can cost a slow server more than a flooded one.
-# Usage: bench/router.sh [SECS] [RUNS]   (defaults 5 and 3). Run as root; needs iperf3, nft,
-# dnsmasq.
+# Usage: bench/router.sh [SECS] [RUNS]   (defaults 5 and 3; LEASES=0 leaves DHCP out; ROWS
+# picks configurations, e.g. ROWS="ipn-fwd kern-fwd"; IPN_OPTS the buses' options). Run as
+# root; needs iperf3, nft, dnsmasq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
@@ -37,17 +41,31 @@ cleanup() {
   rm -rf "$T"
 }
 trap cleanup EXIT
+trap "exit 143" TERM INT
 
 gbits() { # iperf3 -J output on stdin -> Gbit/s received; nothing if the test did not run
   python3 -c 'import json,sys
 try: print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))
 except Exception: pass'
 }
-measure() { # measure CLIENT-COMMAND...: Gbit/s of one iperf3 run, trying again while the path comes up
-  local g
+pps() { # iperf3 -u -J output on stdin -> packets/s received; nothing if the test did not run
+  python3 -c 'import json,sys
+try:
+  s = json.load(sys.stdin)["end"]["sum"]
+  print("%d" % ((s["packets"] - s["lost_packets"]) / s["seconds"]))
+except Exception: pass'
+}
+measure() { # measure KIND CLIENT-COMMAND...: one iperf3 run (KIND tcp: Gbit/s; udp64: 64-byte
+  # frames, i.e. 18-byte UDP payloads, sent as fast as the client can: packets/s received),
+  # trying again while the path comes up
+  local kind=$1 g; shift
   for _ in 1 2 3 4 5; do
-    g=$("$@" iperf3 -c 10.82.0.10 -t "$SECS" -J | gbits || true)
-    [ -n "$g" ] && { echo "$g"; echo "  $g Gbit/s" >&2; return 0; }
+    if [ "$kind" = tcp ]; then
+      g=$(timeout $((SECS + 30)) "$@" iperf3 -c 10.82.0.10 -t "$SECS" --connect-timeout 3000 -J | gbits || true)
+    else
+      g=$(timeout $((SECS + 30)) "$@" iperf3 -c 10.82.0.10 -t "$SECS" --connect-timeout 3000 -u -l 18 -b 0 -J | pps || true)
+    fi
+    [ -n "$g" ] && [ "$g" != 0 ] && { echo "$g"; return 0; }
     echo "  (no result yet, again)" >&2
     sleep 1
   done
@@ -55,33 +73,42 @@ measure() { # measure CLIENT-COMMAND...: Gbit/s of one iperf3 run, trying again 
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 wait_sock() { for _ in $(seq 50); do [ -S "$1" ] && return 0; sleep 0.1; done; echo "no $1" >&2; exit 1; }
+record() { # record ROW KIND VALUE: one result, kept in $T/ROW.KIND
+  echo "$3" >>"$T/$1.$2"; echo "  $1 $2: $3" >&2
+}
+reap() { # reap PID: waits up to 5 s for an iperf3 server that ran its one test, then kills it
+  # (after a UDP flood its end of the results exchange can get stuck)
+  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+result() { if [ -s "$T/$1.$2" ]; then median <"$T/$1.$2"; else echo -; fi; }
 
-# --- filo: two switches, filo router, filo ns on each side
+# --- filo: filo ns on each side and filo router between, joined either by two filo
+# switches (vde://) or by two ipn:// buses with the +vnet framing (the router creates them)
 "$FILO" switch "$T/lan" --nostdin -d -p "$T/lan.pid" >/dev/null 2>&1
 "$FILO" switch "$T/wan" --nostdin -d -p "$T/wan.pid" >/dev/null 2>&1
 wait_sock "$T/lan/ctl"; wait_sock "$T/wan/ctl"
-filo_run() { # filo_run [ROUTER FLAGS...] -> one Gbit/s figure per run, median printed
-  "$FILO" router --vnl "vde://$T/lan" --conf ip=10.81.0.1/24 --vnl "vde://$T/wan" --conf ip=10.82.0.1/24 \
+filo_run() { # filo_run ROW LAN-VNL WAN-VNL [ROUTER FLAGS...]: one TCP and one 64-byte run
+  local row=$1 lan=$2 wan=$3; shift 3
+  "$FILO" router --vnl "$lan" --conf ip=10.81.0.1/24 --vnl "$wan" --conf ip=10.82.0.1/24 \
     -M "$T/r.mgmt" -d -p "$T/router.pid" "$@"
   wait_sock "$T/r.mgmt"
   local server_gw=(--gw 10.82.0.1)
   [ "$*" = "--masquerade vde1" ] && server_gw=()
-  local out=()
-  for _ in $(seq "$RUNS"); do
+  for kind in tcp udp64; do
     # The same MAC every run: the router's neighbour cache stays right across server restarts.
-    "$FILO" ns --ip 10.82.0.10/24 "${server_gw[@]}" --conf mac=02:00:00:00:82:0a "vde://$T/wan" -- iperf3 -s -1 >/dev/null 2>&1 &
+    "$FILO" ns --ip 10.82.0.10/24 "${server_gw[@]}" --conf mac=02:00:00:00:82:0a "$wan" -- iperf3 -s -1 >/dev/null 2>&1 &
     local server=$!; PIDS+=("$server")
     sleep 1
-    out+=("$(measure "$FILO" ns --ip 10.81.0.10/24 --gw 10.81.0.1 --conf mac=02:00:00:00:81:0a "vde://$T/lan" --)")
-    wait "$server" || true
+    record "$row" "$kind" "$(measure "$kind" "$FILO" ns --ip 10.81.0.10/24 --gw 10.81.0.1 --conf mac=02:00:00:00:81:0a "$lan" --)"
+    reap "$server"
   done
   for _ in $(seq 50); do [ -s "$T/router.pid" ] && break; sleep 0.1; done
   kill "$(cat "$T/router.pid")"
   for _ in $(seq 50); do [ -e "$T/r.mgmt" ] || break; sleep 0.1; done
-  printf '%s\n' "${out[@]}" | median
+  rm -f "$T/router.pid"
 }
-FILO_FWD=$(filo_run)
-FILO_NAT=$(filo_run --masquerade vde1)
 
 # --- kernel: veth pairs to a router namespace
 for n in "$C" "$R" "$S"; do ip netns add "$n"; ip -n "$n" link set lo up; done
@@ -93,21 +120,22 @@ ip -n "$R" addr add 10.81.0.1/24 dev "rc-$$"; ip -n "$R" link set "rc-$$" up
 ip -n "$R" addr add 10.82.0.1/24 dev "rs-$$"; ip -n "$R" link set "rs-$$" up
 ip -n "$S" addr add 10.82.0.10/24 dev "s-$$"; ip -n "$S" link set "s-$$" up
 ip netns exec "$R" sysctl -qw net.ipv4.ip_forward=1
-kernel_run() {
-  local out=()
-  for _ in $(seq "$RUNS"); do
+kernel_run() { # kernel_run ROW: one TCP and one 64-byte run
+  for kind in tcp udp64; do
     ip netns exec "$S" iperf3 -s -1 >/dev/null 2>&1 &
     local server=$!; PIDS+=("$server")
     sleep 1
-    out+=("$(measure ip netns exec "$C")")
-    wait "$server" || true
+    record "$1" "$kind" "$(measure "$kind" ip netns exec "$C")"
+    reap "$server"
   done
-  printf '%s\n' "${out[@]}" | median
 }
-ip -n "$S" route add default via 10.82.0.1
-KERN_FWD=$(kernel_run)
-ip -n "$S" route del default
-ip netns exec "$R" nft -f - <<EOF
+kernel_fwd() {
+  ip -n "$S" route add default via 10.82.0.1
+  kernel_run kern-fwd
+  ip -n "$S" route del default
+}
+kernel_nat() {
+  ip netns exec "$R" nft -f - <<EOF
 table ip nat {
   chain post {
     type nat hook postrouting priority srcnat;
@@ -115,9 +143,55 @@ table ip nat {
   }
 }
 EOF
-KERN_NAT=$(kernel_run)
+  kernel_run kern-nat
+  ip netns exec "$R" nft delete table ip nat
+}
 
-ratio() { python3 -c "print('%.2f' % ($1 / $2 if $2 else 0))"; }
+# Rounds: every configuration once per round, so a noisy machine hits them all alike.
+IPN_OPTS=${IPN_OPTS:-vnet/policy=switch}
+# Fresh bus paths for every router run: a bus lives while it has members, and a path reused
+# at once can still be served by a member of the previous bus that is exiting.
+ipn_bus() { echo "ipn://$T/$1-$round[$IPN_OPTS]"; }
+ROWS=${ROWS:-sw-fwd sw-nat ipn-fwd ipn-nat kern-fwd kern-nat}
+for round in $(seq "$RUNS"); do
+  echo "round $round of $RUNS" >&2
+  for r in $ROWS; do
+    case $r in
+      sw-fwd) filo_run sw-fwd "vde://$T/lan" "vde://$T/wan" ;;
+      sw-nat) filo_run sw-nat "vde://$T/lan" "vde://$T/wan" --masquerade vde1 ;;
+      ipn-fwd) filo_run ipn-fwd "$(ipn_bus flan)" "$(ipn_bus fwan)" ;;
+      ipn-nat) filo_run ipn-nat "$(ipn_bus nlan)" "$(ipn_bus nwan)" --masquerade vde1 ;;
+      kern-fwd) kernel_fwd ;;
+      kern-nat) kernel_nat ;;
+      *) echo "bench/router.sh: unknown row $r in ROWS" >&2; exit 1 ;;
+    esac
+  done
+done
+
+ratio() { # ratio A B -> A/B, or - when either is missing
+  python3 -c 'import sys
+try: print("%.2f" % (float(sys.argv[1]) / float(sys.argv[2])))
+except Exception: print("-")' "$1" "$2"
+}
+echo "Through a router, medians of $RUNS interleaved rounds (iperf3 ${SECS} s each; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg))"
+row() { # row LABEL FILO-ROW KERNEL-ROW KIND
+  local f k
+  f=$(result "$2" "$4"); k=$(result "$3" "$4")
+  printf '  %-40s %9s %9s %6s\n' "$1" "$f" "$k" "$(ratio "$f" "$k")"
+}
+printf '  %-40s %9s %9s %6s\n' "TCP, Gbit/s" filo kernel ratio
+row "forwarding, filo switches" sw-fwd kern-fwd tcp
+row "forwarding + masquerade, filo switches" sw-nat kern-nat tcp
+row "forwarding, ipn:// buses (vnet)" ipn-fwd kern-fwd tcp
+row "forwarding + masquerade, ipn:// (vnet)" ipn-nat kern-nat tcp
+printf '  %-40s %9s %9s %6s\n' "64-byte frames (UDP), packets/s recvd" filo kernel ratio
+row "forwarding, filo switches" sw-fwd kern-fwd udp64
+row "forwarding + masquerade, filo switches" sw-nat kern-nat udp64
+row "forwarding, ipn:// buses (vnet)" ipn-fwd kern-fwd udp64
+row "forwarding + masquerade, ipn:// (vnet)" ipn-nat kern-nat udp64
+echo "(filo: filo ns on each side, filo router between, on filo switches or on ipn:// buses; kernel: veth to a namespace with ip_forward=1, nftables masquerade)"
+[ "${LEASES:-1000}" = 0 ] && exit 0
+
 
 # --- DHCP: LEASES user-space stacks in one process (examples/leases.rs: plugs opened first,
 # then every stack asks at once) take leases from filo router, then from dnsmasq (in a
@@ -179,11 +253,6 @@ dnsmasq_run() { # NAME [EXTRA DNSMASQ FLAGS] -> "seconds rate leases" of one run
 read -r DM_LEASE_S DM_LEASE_RATE DM_LEASES < <(dnsmasq_run dhcp-dm)
 read -r DMN_LEASE_S DMN_LEASE_RATE DMN_LEASES < <(dnsmasq_run dhcp-dmn --no-ping)
 read -r DMF_LEASE_S DMF_LEASE_RATE DMF_LEASES < <(dnsmasq_run dhcp-dmn-flood --no-ping)
-echo "TCP through a router, Gbit/s (iperf3 ${SECS} s, median of $RUNS runs)"
-printf '  %-34s %8s %8s %8s\n' "" filo kernel ratio
-printf '  %-34s %8s %8s %8s\n' "forwarding" "$FILO_FWD" "$KERN_FWD" "$(ratio "$FILO_FWD" "$KERN_FWD")"
-printf '  %-34s %8s %8s %8s\n' "forwarding + masquerade" "$FILO_NAT" "$KERN_NAT" "$(ratio "$FILO_NAT" "$KERN_NAT")"
-echo "(filo: filo ns on filo switches through filo router; kernel: veth to a namespace with ip_forward=1, nftables masquerade)"
 echo "DHCP: $LEASES user-space stacks in one process ask at once (leases, seconds until the last, leases/s)"
 printf '  %-34s %8s %8s %8s\n' "filo router" "$FILO_LEASES" "$FILO_LEASE_S" "$FILO_LEASE_RATE"
 printf '  %-34s %8s %8s %8s\n' "filo router, server port learned" "$FILOL_LEASES" "$FILOL_LEASE_S" "$FILOL_LEASE_RATE"

@@ -42,9 +42,13 @@ pub struct IpnArgs {
     /// Late members lose frames, counted (the default).
     #[arg(long)]
     lossy: bool,
-    /// Ring slots (a power of two).
-    #[arg(long, default_value_t = filo_ipn::layout::DEFAULT_SLOTS)]
-    size: u32,
+    /// Ring slots (a power of two; 4096, or 256 with --vnet).
+    #[arg(long)]
+    size: Option<u32>,
+    /// Frames carry a virtio-net header (TCP super-frames of up to 64 KiB, in 64 KiB slots):
+    /// only filo ns, filo router and filo plug join such a bus.
+    #[arg(long)]
+    vnet: bool,
     /// Lossless: seconds a member may stop reading before it is evicted.
     #[arg(long, default_value_t = 2.0)]
     timeout: f64,
@@ -83,8 +87,17 @@ fn hold(args: &IpnArgs, path: PathBuf) -> Result<ExitCode> {
     let mut opts = BusOptions::default();
     opts.params.policy = args.policy;
     opts.params.lossless = args.lossless;
-    opts.params.geometry =
-        Geometry::new(args.size, DEFAULT_SLOT_SIZE).map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+    opts.params.vnet = args.vnet;
+    let (slots, slot_size) = if args.vnet {
+        (
+            filo_ipn::layout::VNET_DEFAULT_SLOTS,
+            filo_ipn::layout::VNET_SLOT_SIZE,
+        )
+    } else {
+        (filo_ipn::layout::DEFAULT_SLOTS, DEFAULT_SLOT_SIZE)
+    };
+    opts.params.geometry = Geometry::new(args.size.unwrap_or(slots), slot_size)
+        .map_err(|e| anyhow::anyhow!("--size: {e}"))?;
     opts.params.timeout = Duration::from_secs_f64(args.timeout);
     opts.mode = args.mode;
     opts.group = args.group.clone();
@@ -110,12 +123,13 @@ fn hold(args: &IpnArgs, path: PathBuf) -> Result<ExitCode> {
     let _pid = crate::plug::RemoveOnDrop::pidfile(pidfile.as_deref())?;
     let p = bus.params();
     let what = format!(
-        "filo ipn: {} bus {} on {} ({} slots{})",
+        "filo ipn: {} bus {} on {} ({} slots{}{})",
         if bus.created() { "created" } else { "joined" },
         p.policy.name(),
         path.display(),
         p.geometry.nslots,
-        if p.lossless { ", lossless" } else { ", lossy" }
+        if p.lossless { ", lossless" } else { ", lossy" },
+        if p.vnet { ", vnet" } else { "" }
     );
     match ready {
         Some(r) => r.ready(&what),
@@ -153,10 +167,11 @@ fn stat_bus(path: &std::path::Path, json: bool) -> Result<ExitCode> {
             })
             .collect();
         println!(
-            "{{\"path\":{},\"policy\":\"{}\",\"lossless\":{},\"slots\":{},\"evictions\":{},\"reclaimed\":{},\"members\":[{}]}}",
+            "{{\"path\":{},\"policy\":\"{}\",\"lossless\":{},\"vnet\":{},\"slots\":{},\"evictions\":{},\"reclaimed\":{},\"members\":[{}]}}",
             filo_vnl::console::json_string(&path.display().to_string()),
             p.policy.name(),
             p.lossless,
+            p.vnet,
             p.geometry.nslots,
             evictions,
             reclaimed,
@@ -164,10 +179,11 @@ fn stat_bus(path: &std::path::Path, json: bool) -> Result<ExitCode> {
         );
     } else {
         println!(
-            "bus {}: policy {}, {}, {} slots; evictions {}, dead members reclaimed {}",
+            "bus {}: policy {}, {}{}, {} slots; evictions {}, dead members reclaimed {}",
             path.display(),
             p.policy.name(),
             if p.lossless { "lossless" } else { "lossy" },
+            if p.vnet { ", vnet" } else { "" },
             p.geometry.nslots,
             evictions,
             reclaimed

@@ -131,8 +131,9 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
     let form = form(&args.args)?;
     // A cable with a kernel tap carries TCP super-frames (virtio-net framing) where both ends
     // can; the cable converts where one cannot.
-    let has_tap = |v: &str| v.starts_with("tap://");
-    let vnet = matches!(&form, Form::Cable(a, b) if has_tap(a) || has_tap(b));
+    // An ipn:// bus created with `vnet` carries only that framing.
+    let wants_vnet = |v: &str| v.starts_with("tap://") || v.starts_with("ipn://");
+    let vnet = matches!(&form, Form::Cable(a, b) if wants_vnet(a) || wants_vnet(b));
     let options = |group: &Option<String>, mode: Option<u32>| OpenOptions {
         description: args.descr.clone(),
         timeout: args.timeout,
@@ -146,7 +147,24 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
         bail!("--daemon needs the cable form (VNL1 VNL2): the other forms use stdin/stdout or a child");
     }
     let open = |opts: &OpenOptions, vnl: &str| -> Result<Plug> { Ok(opts.open(vnl)?) };
+    // In the background, the fork comes before the plugs open: an `ipn://` bus or a
+    // `switch://` switch serves from a thread of this process, which a later fork would lose.
     let plugs: [Plug; 2] = match form {
+        Form::Cable(a, b) if args.daemon => {
+            RemoveOnDrop::refuse_existing(args.pidfile.as_deref())?;
+            let ready =
+                sys::daemonize_until_ready("filo plug").context("cannot run in the background")?;
+            match open(&first, &a).and_then(|p| Ok([p, open(&second, &b)?])) {
+                Ok(plugs) => {
+                    ready.ready(&format!("filo plug: {a} and {b} joined"));
+                    plugs
+                }
+                Err(e) => {
+                    ready.failed(&format!("{e:#}"));
+                    return Err(e);
+                }
+            }
+        }
         Form::Cable(a, b) => [open(&first, &a)?, open(&second, &b)?],
         Form::Stdio(a) => {
             let plug = open(&first, &a)?;
@@ -160,9 +178,6 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
             [plug, Plug::from_transport(label, Box::new(child))]
         }
     };
-    if args.daemon {
-        sys::daemonize().context("cannot run in the background")?;
-    }
     let _pidfile = RemoveOnDrop::pidfile(args.pidfile.as_deref())?;
     let mut plugs = plugs;
     for p in &plugs {

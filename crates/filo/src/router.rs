@@ -489,15 +489,44 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
 pub fn run(args: RouterArgs) -> Result<ExitCode> {
     let now = Instant::now();
     let router = build(&args, now)?;
-    if args.daemon {
+    // In the background, the fork comes before the plugs open: an `ipn://` bus or a
+    // `switch://` switch serves from a thread of this process, which a later fork would lose.
+    let readiness = if args.daemon {
         crate::plug::RemoveOnDrop::refuse_existing(args.pidfile.as_deref())?;
+        Some(sys::daemonize_until_ready("filo router").context("cannot run in the background")?)
+    } else {
+        None
+    };
+    let started = start(&args, router);
+    let (mut daemon, _pid) = match (started, readiness) {
+        (Ok(s), Some(r)) => {
+            r.ready(&format!("filo router: {} interfaces", args.vnls.len()));
+            s
+        }
+        (Ok(s), None) => s,
+        (Err(e), Some(r)) => {
+            r.failed(&format!("{e:#}"));
+            return Err(e);
+        }
+        (Err(e), None) => return Err(e),
+    };
+    match daemon.run_and_save(&sys::STOP)? {
+        End::Hangup(why) => eprintln!("filo router: {why}"),
+        End::Shutdown => eprintln!("filo router: shut down from the console"),
+        End::Stopped => {}
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the plugs and the management socket, loads the leases, writes the pid file.
+fn start(args: &RouterArgs, router: Router) -> Result<(Daemon, Option<crate::plug::RemoveOnDrop>)> {
     let mut plugs = Vec::new();
     for (i, v) in args.vnls.iter().enumerate() {
-        // On a switch that speaks it, the +vnet framing: TCP super-frames through the router.
+        // On a switch or an ipn:// bus that speaks it, the +vnet framing: TCP super-frames
+        // through the router.
         let options = OpenOptions {
             description: "filo-router:".into(),
-            vnet: filo_vnl::Vnl::parse(v).is_ok_and(|v| v.module() == "vde"),
+            vnet: filo_vnl::Vnl::parse(v).is_ok_and(|v| matches!(v.module(), "vde" | "ipn")),
             ..Default::default()
         };
         plugs.push(
@@ -528,16 +557,8 @@ pub fn run(args: RouterArgs) -> Result<ExitCode> {
         .pidfile
         .clone()
         .map(|p| std::path::absolute(&p).unwrap_or(p));
-    if args.daemon {
-        sys::daemonize().context("cannot run in the background")?;
-    }
-    let _pid = crate::plug::RemoveOnDrop::pidfile(pidfile.as_deref())?;
-    match daemon.run_and_save(&sys::STOP)? {
-        End::Hangup(why) => eprintln!("filo router: {why}"),
-        End::Shutdown => eprintln!("filo router: shut down from the console"),
-        End::Stopped => {}
-    }
-    Ok(ExitCode::SUCCESS)
+    let pid = crate::plug::RemoveOnDrop::pidfile(pidfile.as_deref())?;
+    Ok((daemon, pid))
 }
 
 #[cfg(test)]

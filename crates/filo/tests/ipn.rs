@@ -503,3 +503,124 @@ fn filo_ipn_holds_a_bus_and_stat_shows_its_members() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no bus serves this path"));
 }
+
+#[test]
+fn a_vnet_bus_joins_namespaces_and_refuses_members_that_do_not_speak_the_framing() {
+    let tmp = TempDir::new("ipn-vnet");
+    let path = bus_path(&tmp);
+    let p = path.to_string_lossy().to_string();
+    let pidfile = tmp.join("bus.pid");
+    run(Command::new(FILO)
+        .args(["ipn", &p, "--vnet", "--policy", "switch", "-d", "--pidfile"])
+        .arg(&pidfile));
+    let text = run(Command::new(FILO).args(["ipn", "stat", &p]));
+    assert!(
+        text.contains("policy switch, lossy, vnet, 256 slots"),
+        "{text}"
+    );
+    // A member that does not speak the framing (filo plug on stdio) is refused, by name.
+    for vnl in [format!("ipn://{p}"), format!("ipn://{p}[vnet]")] {
+        let out = Command::new(FILO)
+            .args(["plug", &vnl])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{vnl}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&p) && err.contains("virtio-net framing"),
+            "{vnl}: {err}"
+        );
+    }
+    // Asking for the framing on a plain bus is refused too.
+    let plain = tmp.join("plain").to_string_lossy().to_string();
+    let _plain = plug(&format!("ipn://{plain}"));
+    let opts = filo_vnl::OpenOptions {
+        vnet: true,
+        ..Default::default()
+    };
+    let Err(err) = opts.open(&format!("ipn://{plain}[vnet]")) else {
+        panic!("vnet on a plain bus was accepted");
+    };
+    assert!(
+        err.to_string()
+            .contains("exists without the virtio-net framing"),
+        "{err}"
+    );
+    // filo ns speaks it: two namespaces ping over the bus.
+    let vnl = format!("ipn://{p}");
+    let mut server = Command::new(FILO);
+    server
+        .args(["ns", &vnl, "--ip", "10.91.1.1/24", "--", "sleep", "30"])
+        .stdin(Stdio::null())
+        .stderr(test_log());
+    let _server = Proc::spawn(&mut server);
+    wait_members(&path, 1);
+    let out = run(Command::new(FILO).args([
+        "ns",
+        &vnl,
+        "--ip",
+        "10.91.1.2/24",
+        "--",
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "5",
+        "10.91.1.1",
+    ]));
+    assert!(out.contains("3 packets transmitted, 3 received"), "{out}");
+    let daemon: libc::pid_t = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    filo_test_support::sys::kill(daemon, libc::SIGTERM);
+}
+
+#[test]
+fn a_bus_created_by_filo_plug_in_the_background_can_be_joined() {
+    let tmp = TempDir::new("ipn-plug-d");
+    let path = bus_path(&tmp);
+    let sw = FiloSwitch::start(FILO, &tmp, "sw", &[]);
+    let pidfile = tmp.join("plug.pid");
+    // filo plug creates the bus: its serving thread must outlive the fork into the background.
+    run(Command::new(FILO)
+        .args(["plug", "-d", "-p"])
+        .arg(&pidfile)
+        .arg(format!("ipn://{}", path.display()))
+        .arg(sw.vnl()));
+    let mut server = Command::new(FILO);
+    server
+        .args(["ns", &sw.vnl(), "--ip", "10.91.2.1/24", "--", "sleep", "30"])
+        .stdin(Stdio::null())
+        .stderr(test_log());
+    let _server = Proc::spawn(&mut server);
+    let out = run(Command::new(FILO).args([
+        "ns",
+        &format!("ipn://{}", path.display()),
+        "--ip",
+        "10.91.2.2/24",
+        "--",
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-w",
+        "20",
+        "10.91.2.1",
+    ]));
+    assert!(
+        out.contains(" 0% packet loss") || out.contains("3 received"),
+        "{out}"
+    );
+    let daemon: libc::pid_t = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    filo_test_support::sys::kill(daemon, libc::SIGTERM);
+}

@@ -907,9 +907,13 @@ fn a_large_file_crosses_the_masquerade_as_super_frames_between_filo_switches() {
     let lan = FiloSwitch::start(FILO, &tmp, "lan", &[]);
     let wan = FiloSwitch::start(FILO, &tmp, "wan", &[]);
     let (_router, mgmt) = large_file_through_masquerade(&tmp, &lan.vnl(), &wan.vnl());
-    // Both ways as TCP super-frames, in and out.
-    let (lan_rx, lan_tx) = super_counts(&mgmt, "vde0");
-    let (wan_rx, wan_tx) = super_counts(&mgmt, "vde1");
+    assert_super_frames_both_ways(&mgmt);
+}
+
+/// Both ways as TCP super-frames, in and out of the router.
+fn assert_super_frames_both_ways(mgmt: &std::path::Path) {
+    let (lan_rx, lan_tx) = super_counts(mgmt, "vde0");
+    let (wan_rx, wan_tx) = super_counts(mgmt, "vde1");
     assert!(
         lan_rx > 0 && wan_tx > 0,
         "upload: vde0 {lan_rx} in, vde1 {wan_tx} out"
@@ -1084,6 +1088,59 @@ fn dhcpcd_declines_an_address_in_use_and_the_router_offers_another() {
         "--ip",
         "10.71.0.100/24",
         &net.lan.vnl(),
+/// `ipn://PATH[vnet/policy=switch]` for a bus named `name` in `tmp`: the router creates it.
+fn vnet_bus(tmp: &TempDir, name: &str) -> String {
+    format!("ipn://{}[vnet/policy=switch]", tmp.join(name).display())
+}
+
+#[test]
+fn a_large_file_crosses_the_masquerade_as_super_frames_over_ipn_buses() {
+    require("python3");
+    require("curl");
+    require("socat");
+    let tmp = TempDir::new("filo-router-ipn");
+    let (lan, wan) = (vnet_bus(&tmp, "lan"), vnet_bus(&tmp, "wan"));
+    let (_router, mgmt) = large_file_through_masquerade(&tmp, &lan, &wan);
+    assert_super_frames_both_ways(&mgmt);
+}
+
+/// A frame with a virtio-net header from `hdr` (10 bytes; num_buffers 0), addressed to
+/// `dst` from `src`, `len` bytes after the header.
+fn vnet_frame(hdr: [u8; 10], dst: [u8; 6], src: [u8; 6], ethertype: u16, len: usize) -> Vec<u8> {
+    let mut f = hdr.to_vec();
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    // An IPv4 header that claims more than there is, then a TCP-ish tail.
+    f.extend_from_slice(&[0x45, 0, 0xff, 0xff, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&[10, 73, 0, 10, 10, 74, 0, 10]);
+    f.resize(12 + len, 0xa5);
+    f
+}
+
+#[test]
+fn bad_virtio_net_headers_on_an_ipn_bus_crash_neither_the_router_nor_a_namespace() {
+    require("ping");
+    let tmp = TempDir::new("filo-router-ipn-bad");
+    let (lan, wan) = (vnet_bus(&tmp, "lan"), vnet_bus(&tmp, "wan"));
+    let mgmt = tmp.join("r.mgmt");
+    let mut router = Proc::spawn(
+        Command::new(FILO)
+            .args(["router", "--vnl", &lan, "--conf", "ip=10.73.0.1/24"])
+            .args(["--vnl", &wan, "--conf", "ip=10.74.0.1/24", "-M"])
+            .arg(&mgmt)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(test_log()),
+    );
+    assert!(wait_until(T, || mgmt.exists()), "the router did not start");
+    let mut server = ns_bg(&[
+        "--ip",
+        "10.74.0.10/24",
+        "--gw",
+        "10.74.0.1",
+        &wan,
         "--",
         "sleep",
         "120",
@@ -2200,4 +2257,109 @@ fn malformed_or_impossible_ipv6_port_forwards_are_refused_naming_the_problem() {
             "{forward}: {err}"
         );
     }
+    let ping = |count: &str| {
+        ns_out(&[
+            "--ip",
+            "10.73.0.10/24",
+            "--gw",
+            "10.73.0.1",
+            &lan,
+            "--",
+            "ping",
+            "-c",
+            count,
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "10.74.0.10",
+        ])
+    };
+    let ok = wait_until(T, || ping("1").0 == 0);
+    assert!(ok, "no ping through the router before the bad input");
+    // A hostile member of the WAN bus (this process, speaking the framing): headers with
+    // every GSO type and flag, checksum offsets and segment sizes out of range, frames
+    // shorter than their headers, to the router's and the server's addresses and broadcast.
+    filo_ipn::register();
+    let opts = filo_vnl::OpenOptions {
+        vnet: true,
+        ..Default::default()
+    };
+    let mut hostile = opts.open(&wan).unwrap();
+    assert!(hostile.vnet());
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..20_000u32 {
+        let r = next();
+        let b = r.to_le_bytes();
+        let gso = [0, 1, 3, 4, 0x81, 5, 0xff][(r >> 40) as usize % 7];
+        let hdr = [b[0], gso, b[2], b[3], b[4], b[5], b[6], b[7], b[1], b[3]];
+        let len = [0, 1, 13, 33, 60, 1500, 9000, 65_000][(r >> 48) as usize % 8];
+        let ethertype = [0x0800u16, 0x86dd, 0x0806, 0x1234][(r >> 56) as usize % 4];
+        // Broadcast: the router and the server's namespace both take every one.
+        let mut f = vnet_frame(hdr, [0xff; 6], [2, 0, 0, 0, 0x66, 0x66], ethertype, len);
+        if i % 97 == 0 {
+            f.truncate((r % 12) as usize);
+        }
+        let _ = hostile.send(&f);
+    }
+    assert!(
+        router.child.try_wait().unwrap().is_none(),
+        "the router died"
+    );
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the namespace died"
+    );
+    let (code, out, err) = ping("3");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("3 packets transmitted, 3 received"), "{out}");
+    drop(hostile);
+    assert!(router.terminate(T).success());
+}
+
+#[test]
+fn a_router_in_the_background_serves_the_ipn_bus_it_created() {
+    require("ping");
+    let tmp = TempDir::new("filo-router-ipn-d");
+    let lan = vnet_bus(&tmp, "lan");
+    let pidfile = tmp.join("r.pid");
+    run(Command::new(FILO)
+        .args([
+            "router",
+            "--vnl",
+            &lan,
+            "--conf",
+            "ip=10.73.0.1/24",
+            "-d",
+            "-p",
+        ])
+        .arg(&pidfile));
+    let (code, out, err) = ns_out(&[
+        "--ip",
+        "10.73.0.10/24",
+        &lan,
+        "--",
+        "ping",
+        "-c",
+        "2",
+        "-i",
+        "0.2",
+        "-w",
+        "20",
+        "10.73.0.1",
+    ]);
+    let pid: libc::pid_t = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    filo_test_support::sys::kill(pid, libc::SIGTERM);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("2 received"), "{out}");
 }

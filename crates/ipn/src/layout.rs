@@ -33,6 +33,8 @@ pub const H_HEAD: usize = 128;
 pub const HEADER_LEN: usize = 256;
 
 pub const FLAG_LOSSLESS: u32 = 1;
+/// Every frame starts with a 12-byte virtio-net header and may be a TCP super-frame.
+pub const FLAG_VNET: u32 = 2;
 
 pub const MEMBER_LEN: usize = 128;
 pub const M_STATE: usize = 0;
@@ -67,7 +69,17 @@ pub const SEQ_LIMIT: u64 = 1 << 62;
 pub const DEFAULT_SLOTS: u32 = 4096;
 pub const DEFAULT_SLOT_SIZE: u32 = 1536;
 pub const MAX_SLOTS: u32 = 1 << 20;
-pub const MAX_SLOT_SIZE: u32 = 65536;
+/// Room for the largest super-frame with its virtio-net header (12 + 65,553 bytes), rounded up
+/// to 64.
+pub const MAX_SLOT_SIZE: u32 = 65600;
+const _: () = assert!(
+    MAX_SLOT_SIZE as usize
+        >= filo_vnl::wire::vnet::HEADER_LEN + filo_vnl::wire::vnet::MAX_SUPER_FRAME
+);
+/// Slots of a `vnet` bus: each holds a whole super-frame.
+pub const VNET_SLOT_SIZE: u32 = MAX_SLOT_SIZE;
+/// Ring slots of a `vnet` bus without `size=`: 256 slots of 64 KiB (16 MiB).
+pub const VNET_DEFAULT_SLOTS: u32 = 256;
 
 /// A bus's checked geometry: the private copy every offset is computed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -58,6 +58,18 @@ pub fn options_of(
         return Err("options lossless and lossy exclude each other".into());
     }
     bus.params.lossless = vnl.has_flag("lossless");
+    bus.params.vnet = vnl.has_flag("vnet");
+    if bus.params.vnet {
+        if !opts.vnet {
+            return Err(
+                "option vnet: this program does not speak the virtio-net framing \
+                 (filo ns, filo router and filo plug do)"
+                    .into(),
+            );
+        }
+        bus.params.geometry =
+            layout::Geometry::new(layout::VNET_DEFAULT_SLOTS, layout::VNET_SLOT_SIZE)?;
+    }
     if let Some(size) = vnl.get("size") {
         let n = size
             .parse::<u32>()
@@ -107,6 +119,18 @@ pub fn open_plug(opts: &OpenOptions, text: &str) -> Result<Plug, OpenError> {
     let bus = Bus::open(&path, &bus_opts).map_err(|e| bad(e.to_string()))?;
     let asked = &bus_opts.params;
     let got = *bus.params();
+    if got.vnet && !opts.vnet {
+        return Err(bad(
+            "the bus carries the virtio-net framing (created with vnet) and this program \
+             does not speak it"
+                .into(),
+        ));
+    }
+    if asked.vnet && !got.vnet {
+        return Err(bad(
+            "option vnet: the bus exists without the virtio-net framing".into(),
+        ));
+    }
     if !bus.created() && (vnl.get("policy").is_some() && asked.policy != got.policy) {
         tracing::warn!(
             "{text}: the bus exists with policy {}; policy={} is ignored",

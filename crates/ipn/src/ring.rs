@@ -48,6 +48,9 @@ pub struct BusParams {
     pub lossless: bool,
     /// Lossless buses: how long a member may stop reading before it is evicted.
     pub timeout: Duration,
+    /// Frames carry a virtio-net header first (`+vnet` framing: TCP super-frames); only
+    /// members that speak it may join.
+    pub vnet: bool,
 }
 
 impl Default for BusParams {
@@ -60,6 +63,7 @@ impl Default for BusParams {
             policy: PolicyKind::Hub,
             lossless: false,
             timeout: Duration::from_secs(2),
+            vnet: false,
         }
     }
 }
@@ -71,7 +75,7 @@ pub fn init(region: &Region, params: &BusParams) {
     region.store32(H_POLICY, params.policy as u32, Ordering::Relaxed);
     region.store32(
         H_FLAGS,
-        if params.lossless { FLAG_LOSSLESS } else { 0 },
+        if params.lossless { FLAG_LOSSLESS } else { 0 } | if params.vnet { FLAG_VNET } else { 0 },
         Ordering::Relaxed,
     );
     region.store32(H_NSLOTS, g.nslots, Ordering::Relaxed);
@@ -92,7 +96,9 @@ pub fn read_params(region: &Region) -> Result<BusParams, String> {
     let geometry = Geometry::from_header(region)?;
     let policy = region.load32(H_POLICY, Ordering::Relaxed);
     let policy = PolicyKind::from_u32(policy).ok_or(format!("unknown bus policy {policy}"))?;
-    let lossless = region.load32(H_FLAGS, Ordering::Relaxed) & FLAG_LOSSLESS != 0;
+    let flags = region.load32(H_FLAGS, Ordering::Relaxed);
+    let lossless = flags & FLAG_LOSSLESS != 0;
+    let vnet = flags & FLAG_VNET != 0;
     let ms = region
         .load32(H_TIMEOUT_MS, Ordering::Relaxed)
         .clamp(10, 3_600_000);
@@ -101,6 +107,7 @@ pub fn read_params(region: &Region) -> Result<BusParams, String> {
         policy,
         lossless,
         timeout: Duration::from_millis(ms.into()),
+        vnet,
     })
 }
 
@@ -231,6 +238,17 @@ impl Member {
         member(self.index)
     }
 
+    /// The Ethernet frame in a slot's bytes, after the virtio-net header on a `vnet` bus
+    /// (empty when the bytes are shorter than the header: the policy floods it).
+    fn ethernet<'a>(&self, bytes: &'a [u8]) -> &'a [u8] {
+        let at = if self.params.vnet {
+            filo_vnl::wire::vnet::HEADER_LEN
+        } else {
+            0
+        };
+        bytes.get(at..).unwrap_or(&[])
+    }
+
     /// Rebuilds the member list from the region (when the epoch moved).
     fn refresh_members(&mut self) {
         let r = &self.region;
@@ -268,7 +286,9 @@ impl Member {
             if frame.len() > slot_size {
                 break;
             }
-            let mask = self.policy.receivers(frame, self.index, &self.members)
+            let mask = self
+                .policy
+                .receivers(self.ethernet(frame), self.index, &self.members)
                 & self.members.active
                 & !(1u64 << self.index);
             masks[n] = mask;
@@ -578,7 +598,8 @@ impl Member {
                 }
                 if sender < MAX_MEMBERS {
                     let generation = self.members.generation[sender];
-                    self.policy.observe(&buf[..len], sender, generation);
+                    let frame = self.ethernet(&buf[..len]);
+                    self.policy.observe(frame, sender, generation);
                 }
                 self.stats.frames_in = self.stats.frames_in.saturating_add(1);
                 return Recv::Frame(len);
@@ -801,6 +822,7 @@ mod tests {
             policy,
             lossless,
             timeout: Duration::from_millis(50),
+            vnet: false,
         };
         let region = Arc::new(Region::anonymous(params.geometry.region_len()).unwrap());
         init(&region, &params);
@@ -861,6 +883,32 @@ mod tests {
         a.send_batch(&[&frame(0xb, 0xa, 3)]).unwrap();
         assert_eq!(drain(&mut b).len(), 1);
         assert!(drain(&mut c).is_empty());
+    }
+
+    #[test]
+    fn switch_on_a_vnet_bus_reads_the_addresses_after_the_virtio_net_header() {
+        let (r, mut p) = bus(16, PolicyKind::Switch, false);
+        p.vnet = true;
+        init(&r, &p);
+        assert!(read_params(&r).unwrap().vnet);
+        // The header's first byte is 1 (checksum needed): read as a destination address it
+        // would be multicast, and every frame would flood.
+        let vframe = |dst, src, n| {
+            let mut f = vec![1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            f.extend(frame(dst, src, n));
+            f
+        };
+        let (mut a, mut b, mut c) = (join(&r, p, 0), join(&r, p, 1), join(&r, p, 2));
+        a.send_batch(&[&vframe(0xb, 0xa, 1)]).unwrap();
+        assert_eq!(drain(&mut b).len(), 1);
+        assert_eq!(drain(&mut c).len(), 1);
+        b.send_batch(&[&vframe(0xa, 0xb, 2)]).unwrap();
+        assert_eq!(drain(&mut a).len(), 1);
+        assert!(drain(&mut c).is_empty());
+        // Shorter than the header: flooded, learnt from by nobody.
+        a.send_batch(&[&[1, 2, 3]]).unwrap();
+        assert_eq!(drain(&mut b).len(), 1);
+        assert_eq!(drain(&mut c).len(), 1);
     }
 
     #[test]

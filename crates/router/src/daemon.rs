@@ -266,7 +266,11 @@ impl Daemon {
                     }
                 }
             }
-            for f in frames.into_iter().skip(sent) {
+            let mut frames = frames.into_iter();
+            for f in frames.by_ref().take(sent) {
+                self.router.recycle(f);
+            }
+            for f in frames {
                 if self.backlog[i].len() >= BACKLOG
                     || self.backlog_bytes[i] + f.len() > BACKLOG_BYTES
                 {

@@ -478,6 +478,25 @@ fn a_to_b() -> Vec<u8> {
 }
 
 #[test]
+fn a_forwarded_packet_reuses_a_recycled_buffer() {
+    let now = Instant::now();
+    let mut r = with_neighbours(now);
+    r.handle_frame(now, 0, &a_to_b());
+    let (_, first) = drain(&mut r).pop().unwrap();
+    let at = first.as_ptr();
+    r.recycle(first);
+    r.handle_frame(now, 0, &a_to_b());
+    let out = drain(&mut r);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].1.as_ptr(),
+        at,
+        "the spent buffer carries the next packet"
+    );
+    assert_eq!(&out[0].1[..6], &B, "to B");
+}
+
+#[test]
 fn a_forward_hook_drops_and_is_counted() {
     let now = Instant::now();
     let mut r = with_neighbours(now);

@@ -203,13 +203,14 @@ pub const MODULES: &[ModuleSyntax] = &[
     ModuleSyntax {
         keys: &[
             "policy", "lossless", "lossy", "size", "mode", "group", "timeout", "tag", "busypoll",
+            "vnet",
         ],
-        flags: &["lossless", "lossy", "busypoll"],
+        flags: &["lossless", "lossy", "busypoll", "vnet"],
         ..ModuleSyntax::base(
             "ipn",
             ArgStyle::Path,
             "ipn://PATH[policy=hub|switch|mpegts/lossless|lossy/size=SLOTS/mode=OCTAL/group=GROUP\
-             /timeout=SECS/tag=N/busypoll]",
+             /timeout=SECS/tag=N/busypoll/vnet]",
         )
     },
     ModuleSyntax {
