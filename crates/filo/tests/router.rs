@@ -1466,12 +1466,7 @@ impl Net {
     fn udhcpc(&self, mac: &str, tries: u32) -> (i32, String, String) {
         let script = self.tmp.join("udhcpc.sh");
         if !script.exists() {
-            std::fs::write(
-                &script,
-                "#!/bin/sh\n[ \"$1\" = bound ] && echo \"lease=$ip\"\nexit 0\n",
-            )
-            .unwrap();
-            run(Command::new("chmod").arg("+x").arg(&script));
+            write_script(script.clone(), UDHCPC_PRINT_LEASE);
         }
         let udhcpc = format!(
             "ip link set vde0 up; busybox udhcpc -i vde0 -n -q -f -t {tries} -T 1 -s {}",

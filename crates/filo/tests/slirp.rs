@@ -421,14 +421,10 @@ fn hostname_is_given_to_the_guest_by_dhcp() {
 
 /// A script for busybox's udhcpc that configures the lease's address and default route.
 fn udhcpc_script(w: &World) -> PathBuf {
-    let script = w.tmp.join("udhcpc.sh");
-    std::fs::write(
-        &script,
+    write_script(
+        w.tmp.join("udhcpc.sh"),
         "#!/bin/sh\ncase \"$1\" in bound|renew)\n  ip addr add \"$ip/$mask\" dev \"$interface\"\n  ip route add default via \"$router\"\nesac\n",
     )
-    .unwrap();
-    run(Command::new("chmod").arg("+x").arg(&script));
-    script
 }
 
 /// Configures `tap0` in `g` with busybox's DHCP client.

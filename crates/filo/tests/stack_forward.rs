@@ -276,9 +276,7 @@ fn a_router_in_one_thread_serves_dhcp_and_slaac_to_a_namespace_and_masquerades_i
     }
     let files = TempDir::new("filo-stack-serve");
     let leases = files.join("leases");
-    let script = files.join("udhcpc.sh");
-    std::fs::write(&script, UDHCPC_SCRIPT).unwrap();
-    run(Command::new("chmod").arg("+x").arg(&script));
+    let script = write_script(files.join("udhcpc.sh"), UDHCPC_SCRIPT);
     let ip = |s: &str| s.parse().unwrap();
     let dhcp = DhcpServer::new(ip("10.81.0.100"), ip("10.81.0.199"))
         .static_lease([2, 0, 0, 0, 0x81, 0x0d], ip("10.81.0.50"))

@@ -682,13 +682,7 @@ fn dhcp_snooping_serves_bursts_and_learns_a_second_server() {
     assert_eq!(servers.matches("answered").count(), 1, "{servers}");
 
     // A kernel client (broadcast replies) on the same switch.
-    let script = tmp.join("udhcpc.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\n[ \"$1\" = bound ] && echo \"lease=$ip\"\nexit 0\n",
-    )
-    .unwrap();
-    run(Command::new("chmod").arg("+x").arg(&script));
+    let script = write_script(tmp.join("udhcpc.sh"), UDHCPC_PRINT_LEASE);
     let udhcpc = format!(
         "ip link set vde0 up; busybox udhcpc -i vde0 -n -q -f -t 10 -s {}",
         script.display()

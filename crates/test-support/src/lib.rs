@@ -87,6 +87,17 @@ pub fn copy_for_everyone(tmp: &TempDir, program: &str) -> PathBuf {
     copy
 }
 
+/// Writes the shell script `text` to `path` and makes it executable; returns `path`.
+pub fn write_script(path: PathBuf, text: &str) -> PathBuf {
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    run(Command::new("chmod").arg("+x").arg(&path));
+    path
+}
+
+/// A busybox udhcpc script (`-s`) that prints `lease=ADDR` once bound and configures nothing.
+pub const UDHCPC_PRINT_LEASE: &str =
+    "#!/bin/sh\n[ \"$1\" = bound ] && echo \"lease=$ip\"\nexit 0\n";
+
 /// `program` run as nobody (uid and gid 65534, no supplementary groups) through setpriv,
 /// with stdout and stderr piped.
 pub fn as_nobody(program: &Path) -> Command {
