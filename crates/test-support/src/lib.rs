@@ -187,18 +187,59 @@ impl Proc {
     }
 
     /// Waits for exit and returns (status, stdout, stderr) for a process spawned with piped
-    /// output.
+    /// output. The pipes are read while it runs; if it does not exit within `timeout`, it is
+    /// killed and the test fails showing what it printed so far.
     pub fn output(mut self, timeout: Duration) -> (std::process::ExitStatus, String, String) {
-        let status = self.wait_exit(timeout);
-        let mut out = String::new();
-        let mut err = String::new();
-        if let Some(mut s) = self.child.stdout.take() {
-            let _ = s.read_to_string(&mut out);
+        fn reader(
+            pipe: Option<impl Read + Send + 'static>,
+        ) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+            let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            if let Some(mut pipe) = pipe {
+                let into = got.clone();
+                std::thread::spawn(move || {
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n) = pipe.read(&mut chunk) {
+                        if n == 0 {
+                            break;
+                        }
+                        if let Ok(mut v) = into.lock() {
+                            v.extend_from_slice(&chunk[..n]);
+                        }
+                    }
+                });
+            }
+            got
         }
-        if let Some(mut s) = self.child.stderr.take() {
-            let _ = s.read_to_string(&mut err);
+        let text = |v: &std::sync::Arc<std::sync::Mutex<Vec<u8>>>| {
+            String::from_utf8_lossy(&v.lock().map(|v| v.clone()).unwrap_or_default()).into_owned()
+        };
+        let out = reader(self.child.stdout.take());
+        let err = reader(self.child.stderr.take());
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                std::thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "{} did not exit within {timeout:?}; it printed:\n{}\n-- stderr:\n{}",
+                    self.name,
+                    text(&out),
+                    text(&err)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The pipes end when the last process holding them exits: give stragglers a moment.
+        let settle = Instant::now() + Duration::from_secs(2);
+        while std::sync::Arc::strong_count(&out) + std::sync::Arc::strong_count(&err) > 2
+            && Instant::now() < settle
+        {
+            std::thread::sleep(Duration::from_millis(10));
         }
-        (status, out, err)
+        (status, text(&out), text(&err))
     }
 
     /// Sends SIGTERM and waits for the exit.
