@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use filo_vnl::plug::Transport;
+use filo_vnl::plug::{Direct, Transport};
 
 use crate::bus::Bus;
 use crate::ring::{Member, Recv};
@@ -62,10 +62,12 @@ fn would_block() -> io::Error {
     io::ErrorKind::WouldBlock.into()
 }
 
-impl Transport for IpnTransport {
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl IpnTransport {
+    /// Receives one frame through `attempt` (one look at the ring): spins a little, then
+    /// announces sleep when nothing comes (see the module's comment).
+    fn recv_frame(&mut self, mut attempt: impl FnMut(&mut Member) -> Recv) -> io::Result<usize> {
         loop {
-            match self.member.recv(buf) {
+            match attempt(&mut self.member) {
                 Recv::Frame(n) => {
                     if self.sleeping {
                         self.member.awake();
@@ -80,7 +82,7 @@ impl Transport for IpnTransport {
                     // look once more: a sender publishing after the announcement wakes us.
                     self.member.announce_sleep();
                     self.sleeping = true;
-                    if let Recv::Frame(n) = self.member.recv(buf) {
+                    if let Recv::Frame(n) = attempt(&mut self.member) {
                         self.member.awake();
                         self.sleeping = false;
                         return Ok(n);
@@ -107,6 +109,50 @@ impl Transport for IpnTransport {
                 }
             }
         }
+    }
+}
+
+impl Transport for IpnTransport {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_frame(|m| m.recv(buf))
+    }
+
+    fn send_from_fd(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        sizes: std::ops::RangeInclusive<usize>,
+    ) -> io::Result<Direct> {
+        let sent = self
+            .member
+            .send_in_place(sizes, |region, off, cap| region.read_from_fd(fd, off, cap))?;
+        Ok(match sent {
+            Some(n) => Direct::Moved(n),
+            None => Direct::Refused(0),
+        })
+    }
+
+    fn recv_to_fd(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        sizes: std::ops::RangeInclusive<usize>,
+    ) -> io::Result<Direct> {
+        let mut outcome = Ok(Direct::Dropped);
+        let (min, cap) = (*sizes.start(), *sizes.end());
+        self.recv_frame(|m| {
+            m.recv_with(cap, |region, off, len| {
+                // `len` was read once and checked against the slot and `cap` by the ring.
+                outcome = if len < min {
+                    Ok(Direct::Refused(len))
+                } else {
+                    match region.write_to_fd(fd, off, len) {
+                        Ok(_) => Ok(Direct::Moved(len)),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Direct::Dropped),
+                        Err(e) => Err(e),
+                    }
+                };
+            })
+        })?;
+        outcome
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {

@@ -24,6 +24,20 @@ pub const VNET_FRAME_BUF: usize =
 /// Frames shorter than an Ethernet header are dropped and counted.
 pub const MIN_FRAME: usize = 14;
 
+/// What one frame moved between a transport and a descriptor without a buffer in between
+/// came to ([`Transport::send_from_fd`], [`Transport::recv_to_fd`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direct {
+    /// The transport cannot do it: use `recv` and `send` with a buffer.
+    Unsupported,
+    /// A frame of this length went across.
+    Moved(usize),
+    /// A frame of this length was dropped: its size was outside the range asked for.
+    Refused(usize),
+    /// A frame was dropped because the descriptor could not take it now (`EAGAIN`).
+    Dropped,
+}
+
 /// What a transport does. Implementations are non-blocking.
 pub trait Transport: Send {
     /// Receives one frame into `buf`; returns its length, which may exceed `buf.len()` when the
@@ -109,6 +123,36 @@ pub trait Transport: Send {
     /// None otherwise. See [`Plug::mtu`].
     fn mtu(&self) -> Option<usize> {
         None
+    }
+    /// A descriptor that reads and writes exactly one whole frame per call, framed as this
+    /// transport's frames are (a tap): a transport on the other side of a cable may move
+    /// frames through it directly ([`Transport::send_from_fd`]). None by default.
+    fn frame_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+    /// Sends one frame read from `fd` (a [`Transport::frame_fd`]) straight into the
+    /// transport's own memory, without a buffer in between (`ipn://`: `read` into the ring
+    /// slot). Frames whose length is outside `sizes` are not sent ([`Direct::Refused`]).
+    /// `WouldBlock` when `fd` had nothing; other errors are `fd`'s. Default: unsupported.
+    fn send_from_fd(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        sizes: std::ops::RangeInclusive<usize>,
+    ) -> io::Result<Direct> {
+        let _ = (fd, sizes);
+        Ok(Direct::Unsupported)
+    }
+    /// Receives one frame and writes it to `fd` (a [`Transport::frame_fd`]) straight from
+    /// the transport's own memory (`ipn://`: `write` from the ring slot). Frames whose length
+    /// is outside `sizes` are dropped ([`Direct::Refused`]). `WouldBlock` when nothing is
+    /// pending here; other errors are `fd`'s. Default: unsupported.
+    fn recv_to_fd(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        sizes: std::ops::RangeInclusive<usize>,
+    ) -> io::Result<Direct> {
+        let _ = (fd, sizes);
+        Ok(Direct::Unsupported)
     }
     /// A short name for logs: `vde`, `ptp`, …
     fn kind(&self) -> &'static str;
@@ -274,6 +318,52 @@ impl Plug {
             self.stats.bytes_in += len as u64;
             true
         }
+    }
+
+    /// Moves one frame from `src`'s [`Transport::frame_fd`] into this plug, or from this plug
+    /// into `dst`'s, without a buffer in between, when a transport of the two can
+    /// ([`Transport::send_from_fd`], [`Transport::recv_to_fd`]); both plugs count it.
+    /// `Err((true, e))` is an error of `other`'s descriptor, `Err((false, e))` one of this
+    /// plug (`WouldBlock`: nothing to move now).
+    pub(crate) fn move_direct(
+        &mut self,
+        other: &mut Plug,
+        into_self: bool,
+    ) -> Result<Direct, (bool, io::Error)> {
+        let (Some(fd), true) = (other.transport.frame_fd(), self.vnet() == other.vnet()) else {
+            return Ok(Direct::Unsupported);
+        };
+        let sizes = self.size_range();
+        let moved = if into_self {
+            self.transport
+                .send_from_fd(fd, sizes)
+                .map_err(|e| (true, e))?
+        } else {
+            match self.transport.recv_to_fd(fd, sizes) {
+                Ok(d) => d,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err((false, e)),
+                // The interface is down: the kernel would drop the frame anyway (as Tap::send).
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => Direct::Dropped,
+                Err(e) => return Err((true, e)),
+            }
+        };
+        let (from, to) = if into_self {
+            (&mut other.stats, &mut self.stats)
+        } else {
+            (&mut self.stats, &mut other.stats)
+        };
+        match moved {
+            Direct::Moved(len) => {
+                from.frames_in += 1;
+                from.bytes_in += len as u64;
+                to.frames_out += 1;
+                to.bytes_out += len as u64;
+            }
+            Direct::Refused(_) if into_self => to.refused_out += 1,
+            Direct::Refused(_) => from.dropped_short += 1,
+            Direct::Dropped | Direct::Unsupported => {}
+        }
+        Ok(moved)
     }
 
     /// Receives a batch of frames into `batch` (cleared first). Returns the number received;
