@@ -31,6 +31,8 @@ fuzz_target!(|data: &[u8]| {
         lossless: first & 0x80 != 0,
         // Zero: a gated sender evicts at once instead of waiting in real time.
         timeout: Duration::ZERO,
+        // Frames behind a virtio-net header: the policy reads addresses further in.
+        vnet: first & 0x40 != 0,
     };
     let Ok(region) = Region::anonymous(params.geometry.region_len()) else {
         return;
