@@ -1088,59 +1088,6 @@ fn dhcpcd_declines_an_address_in_use_and_the_router_offers_another() {
         "--ip",
         "10.71.0.100/24",
         &net.lan.vnl(),
-/// `ipn://PATH[vnet/policy=switch]` for a bus named `name` in `tmp`: the router creates it.
-fn vnet_bus(tmp: &TempDir, name: &str) -> String {
-    format!("ipn://{}[vnet/policy=switch]", tmp.join(name).display())
-}
-
-#[test]
-fn a_large_file_crosses_the_masquerade_as_super_frames_over_ipn_buses() {
-    require("python3");
-    require("curl");
-    require("socat");
-    let tmp = TempDir::new("filo-router-ipn");
-    let (lan, wan) = (vnet_bus(&tmp, "lan"), vnet_bus(&tmp, "wan"));
-    let (_router, mgmt) = large_file_through_masquerade(&tmp, &lan, &wan);
-    assert_super_frames_both_ways(&mgmt);
-}
-
-/// A frame with a virtio-net header from `hdr` (10 bytes; num_buffers 0), addressed to
-/// `dst` from `src`, `len` bytes after the header.
-fn vnet_frame(hdr: [u8; 10], dst: [u8; 6], src: [u8; 6], ethertype: u16, len: usize) -> Vec<u8> {
-    let mut f = hdr.to_vec();
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    // An IPv4 header that claims more than there is, then a TCP-ish tail.
-    f.extend_from_slice(&[0x45, 0, 0xff, 0xff, 0, 0, 0x40, 0, 64, 6, 0, 0]);
-    f.extend_from_slice(&[10, 73, 0, 10, 10, 74, 0, 10]);
-    f.resize(12 + len, 0xa5);
-    f
-}
-
-#[test]
-fn bad_virtio_net_headers_on_an_ipn_bus_crash_neither_the_router_nor_a_namespace() {
-    require("ping");
-    let tmp = TempDir::new("filo-router-ipn-bad");
-    let (lan, wan) = (vnet_bus(&tmp, "lan"), vnet_bus(&tmp, "wan"));
-    let mgmt = tmp.join("r.mgmt");
-    let mut router = Proc::spawn(
-        Command::new(FILO)
-            .args(["router", "--vnl", &lan, "--conf", "ip=10.73.0.1/24"])
-            .args(["--vnl", &wan, "--conf", "ip=10.74.0.1/24", "-M"])
-            .arg(&mgmt)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(test_log()),
-    );
-    assert!(wait_until(T, || mgmt.exists()), "the router did not start");
-    let mut server = ns_bg(&[
-        "--ip",
-        "10.74.0.10/24",
-        "--gw",
-        "10.74.0.1",
-        &wan,
         "--",
         "sleep",
         "120",
@@ -2257,6 +2204,65 @@ fn malformed_or_impossible_ipv6_port_forwards_are_refused_naming_the_problem() {
             "{forward}: {err}"
         );
     }
+}
+
+/// `ipn://PATH[vnet/policy=switch]` for a bus named `name` in `tmp`: the router creates it.
+fn vnet_bus(tmp: &TempDir, name: &str) -> String {
+    format!("ipn://{}[vnet/policy=switch]", tmp.join(name).display())
+}
+
+#[test]
+fn a_large_file_crosses_the_masquerade_as_super_frames_over_ipn_buses() {
+    require("python3");
+    require("curl");
+    require("socat");
+    let tmp = TempDir::new("filo-router-ipn");
+    let (lan, wan) = (vnet_bus(&tmp, "lan"), vnet_bus(&tmp, "wan"));
+    let (_router, mgmt) = large_file_through_masquerade(&tmp, &lan, &wan);
+    assert_super_frames_both_ways(&mgmt);
+}
+
+/// A frame with a virtio-net header from `hdr` (10 bytes; num_buffers 0), addressed to
+/// `dst` from `src`, `len` bytes after the header.
+fn vnet_frame(hdr: [u8; 10], dst: [u8; 6], src: [u8; 6], ethertype: u16, len: usize) -> Vec<u8> {
+    let mut f = hdr.to_vec();
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    // An IPv4 header that claims more than there is, then a TCP-ish tail.
+    f.extend_from_slice(&[0x45, 0, 0xff, 0xff, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&[10, 73, 0, 10, 10, 74, 0, 10]);
+    f.resize(12 + len, 0xa5);
+    f
+}
+
+#[test]
+fn bad_virtio_net_headers_on_an_ipn_bus_crash_neither_the_router_nor_a_namespace() {
+    require("ping");
+    let tmp = TempDir::new("filo-router-ipn-bad");
+    let (lan, wan) = (vnet_bus(&tmp, "lan"), vnet_bus(&tmp, "wan"));
+    let mgmt = tmp.join("r.mgmt");
+    let mut router = Proc::spawn(
+        Command::new(FILO)
+            .args(["router", "--vnl", &lan, "--conf", "ip=10.73.0.1/24"])
+            .args(["--vnl", &wan, "--conf", "ip=10.74.0.1/24", "-M"])
+            .arg(&mgmt)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(test_log()),
+    );
+    assert!(wait_until(T, || mgmt.exists()), "the router did not start");
+    let mut server = ns_bg(&[
+        "--ip",
+        "10.74.0.10/24",
+        "--gw",
+        "10.74.0.1",
+        &wan,
+        "--",
+        "sleep",
+        "120",
+    ]);
     let ping = |count: &str| {
         ns_out(&[
             "--ip",
