@@ -110,13 +110,8 @@ impl IpnTransport {
             }
         }
     }
-}
 
-impl Transport for IpnTransport {
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.recv_frame(|m| m.recv(buf))
-    }
-
+    /// One frame from a tap straight into the ring slot it occupies.
     fn send_from_fd(
         &mut self,
         fd: BorrowedFd<'_>,
@@ -131,6 +126,8 @@ impl Transport for IpnTransport {
         })
     }
 
+    /// One frame from its ring slot straight to a tap. A tap that cannot take it now
+    /// (`EAGAIN`) drops it, as a full queue would.
     fn recv_to_fd(
         &mut self,
         fd: BorrowedFd<'_>,
@@ -153,6 +150,25 @@ impl Transport for IpnTransport {
             })
         })?;
         outcome
+    }
+}
+
+impl Transport for IpnTransport {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_frame(|m| m.recv(buf))
+    }
+
+    fn move_frame_fd(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        send: bool,
+        sizes: std::ops::RangeInclusive<usize>,
+    ) -> io::Result<Direct> {
+        if send {
+            self.send_from_fd(fd, sizes)
+        } else {
+            self.recv_to_fd(fd, sizes)
+        }
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {

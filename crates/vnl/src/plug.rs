@@ -25,7 +25,7 @@ pub const VNET_FRAME_BUF: usize =
 pub const MIN_FRAME: usize = 14;
 
 /// What one frame moved between a transport and a descriptor without a buffer in between
-/// came to ([`Transport::send_from_fd`], [`Transport::recv_to_fd`]).
+/// came to ([`Transport::move_frame_fd`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direct {
     /// The transport cannot do it: use `recv` and `send` with a buffer.
@@ -126,32 +126,24 @@ pub trait Transport: Send {
     }
     /// A descriptor that reads and writes exactly one whole frame per call, framed as this
     /// transport's frames are (a tap): a transport on the other side of a cable may move
-    /// frames through it directly ([`Transport::send_from_fd`]). None by default.
+    /// frames through it directly ([`Transport::move_frame_fd`]). None by default.
     fn frame_fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }
-    /// Sends one frame read from `fd` (a [`Transport::frame_fd`]) straight into the
-    /// transport's own memory, without a buffer in between (`ipn://`: `read` into the ring
-    /// slot). Frames whose length is outside `sizes` are not sent ([`Direct::Refused`]).
-    /// `WouldBlock` when `fd` had nothing; other errors are `fd`'s. Default: unsupported.
-    fn send_from_fd(
+    /// Moves one frame between `fd` (a [`Transport::frame_fd`]) and the transport's own
+    /// memory without a buffer in between. With `send`, reads a frame from `fd` straight into
+    /// the transport and sends it (`ipn://`: `read` into the ring slot; `WouldBlock` when `fd`
+    /// had nothing); otherwise receives a frame and writes it to `fd` straight from the
+    /// transport (`ipn://`: `write` from the slot; `WouldBlock` when nothing is pending here).
+    /// Frames whose length is outside `sizes` are dropped ([`Direct::Refused`]); other errors
+    /// are `fd`'s. Default: [`Direct::Unsupported`].
+    fn move_frame_fd(
         &mut self,
         fd: BorrowedFd<'_>,
+        send: bool,
         sizes: std::ops::RangeInclusive<usize>,
     ) -> io::Result<Direct> {
-        let _ = (fd, sizes);
-        Ok(Direct::Unsupported)
-    }
-    /// Receives one frame and writes it to `fd` (a [`Transport::frame_fd`]) straight from
-    /// the transport's own memory (`ipn://`: `write` from the ring slot). Frames whose length
-    /// is outside `sizes` are dropped ([`Direct::Refused`]). `WouldBlock` when nothing is
-    /// pending here; other errors are `fd`'s. Default: unsupported.
-    fn recv_to_fd(
-        &mut self,
-        fd: BorrowedFd<'_>,
-        sizes: std::ops::RangeInclusive<usize>,
-    ) -> io::Result<Direct> {
-        let _ = (fd, sizes);
+        let _ = (fd, send, sizes);
         Ok(Direct::Unsupported)
     }
     /// A short name for logs: `vde`, `ptp`, …
@@ -322,7 +314,7 @@ impl Plug {
 
     /// Moves one frame from `src`'s [`Transport::frame_fd`] into this plug, or from this plug
     /// into `dst`'s, without a buffer in between, when a transport of the two can
-    /// ([`Transport::send_from_fd`], [`Transport::recv_to_fd`]); both plugs count it.
+    /// ([`Transport::move_frame_fd`]); both plugs count it.
     /// `Err((true, e))` is an error of `other`'s descriptor, `Err((false, e))` one of this
     /// plug (`WouldBlock`: nothing to move now).
     pub(crate) fn move_direct(
@@ -336,10 +328,10 @@ impl Plug {
         let sizes = self.size_range();
         let moved = if into_self {
             self.transport
-                .send_from_fd(fd, sizes)
+                .move_frame_fd(fd, true, sizes)
                 .map_err(|e| (true, e))?
         } else {
-            match self.transport.recv_to_fd(fd, sizes) {
+            match self.transport.move_frame_fd(fd, false, sizes) {
                 Ok(d) => d,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err((false, e)),
                 // The interface is down: the kernel would drop the frame anyway (as Tap::send).
