@@ -170,6 +170,9 @@ pub struct Member {
     batches: u32,
     /// Wake-ups sent (each one a write to an eventfd).
     pub wakeups: u64,
+    /// Receivers of frames sent in place and not woken yet, with the first and the next
+    /// sequence number ([`Member::flush_wakes`]).
+    unwoken: Option<(u64, u64, u64)>,
 }
 
 impl Member {
@@ -221,6 +224,7 @@ impl Member {
             last_kick: Instant::now(),
             batches: 0,
             wakeups: 0,
+            unwoken: None,
         };
         member.refresh_members();
         member
@@ -571,6 +575,16 @@ impl Member {
         Some(off)
     }
 
+    /// Wakes the sleeping receivers of the frames sent in place since the last call: a run
+    /// of [`Member::send_in_place`] (a tap read until it has nothing) costs one wake-up per
+    /// receiver, as a batch does. Callers must call it when their run ends.
+    pub fn flush_wakes(&mut self) {
+        if let Some((mask, start, end)) = self.unwoken.take() {
+            fence(Ordering::SeqCst);
+            self.wake(mask, start, end);
+        }
+    }
+
     /// Sends one frame written in place: claims the next slot, marks it as being written and
     /// lets `fill(region, offset, capacity)` put the frame's bytes straight into it (a tap's
     /// `read` into the ring, see [`Region::read_from_fd`]), then publishes it with the length
@@ -581,6 +595,7 @@ impl Member {
     /// nothing) or returns a length outside `sizes` or beyond the slot, it is published empty,
     /// for nobody. Returns `Ok(Some(len))` for a frame sent, `Ok(None)` for a length refused
     /// (counted as bad), or `fill`'s error. `WouldBlock` too when a later lap took the slot.
+    /// Receivers are woken by [`Member::flush_wakes`], not here.
     pub fn send_in_place(
         &mut self,
         sizes: std::ops::RangeInclusive<usize>,
@@ -622,8 +637,9 @@ impl Member {
         r.store32(off + S_SENDER, self.index as u32, Ordering::Relaxed);
         r.store64(off + S_RECEIVERS, mask, Ordering::Relaxed);
         r.store64(off + S_SEQ, seq, Ordering::Release);
-        fence(Ordering::SeqCst);
-        self.wake(mask, seq, seq + 1);
+        let w = self.unwoken.get_or_insert((0, seq, seq));
+        w.0 |= mask;
+        w.2 = seq + 1;
         let n = filled?;
         if len.is_some() {
             self.stats.frames_out = self.stats.frames_out.saturating_add(1);
@@ -1146,6 +1162,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(sent, Some(f.len()));
+        a.flush_wakes();
         assert_eq!(drain(&mut b), vec![f.clone()]);
         assert_eq!(a.stats().frames_out, 1);
         // A fill that had nothing (a tap's EAGAIN) publishes an empty slot nobody receives.
@@ -1229,6 +1246,29 @@ mod tests {
         // A range outside the mapping is an error, not an access.
         assert!(r.write_to_fd(y.as_fd(), r.len() - 4, 8).is_err());
         assert!(r.read_from_fd(y.as_fd(), r.len(), 1).is_err());
+    }
+
+    #[test]
+    fn frames_sent_in_place_wake_their_receivers_once_per_run() {
+        let (r, p) = bus(16, PolicyKind::Hub, false);
+        let wake: Arc<Vec<OwnedFd>> =
+            Arc::new((0..MAX_MEMBERS).map(|_| sys::eventfd().unwrap()).collect());
+        let mut a = with_fds(&r, p, 0, &wake);
+        let mut b = with_fds(&r, p, 1, &wake);
+        a.refresh_members();
+        for i in 0..3 {
+            let f = frame(0xb, 0xa, i);
+            let sent = a.send_in_place(14..=128, |region, off, _| {
+                region.write(off, &f);
+                Ok(f.len())
+            });
+            assert_eq!(sent.unwrap(), Some(18));
+        }
+        assert!(!readable(&wake[1]), "not woken in the middle of a run");
+        a.flush_wakes();
+        assert!(readable(&wake[1]), "woken when the run ends");
+        assert_eq!(a.wakeups, 1);
+        assert_eq!(drain(&mut b).len(), 3);
     }
 
     #[test]
