@@ -55,10 +55,6 @@ impl Transport for Tap {
         self.vnet
     }
 
-    fn frame_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.fd.as_fd())
-    }
-
     fn kind(&self) -> &'static str {
         "tap"
     }
