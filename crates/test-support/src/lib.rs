@@ -189,7 +189,23 @@ impl Proc {
     /// Waits for exit and returns (status, stdout, stderr) for a process spawned with piped
     /// output. The pipes are read while it runs; if it does not exit within `timeout`, it is
     /// killed and the test fails showing what it printed so far.
-    pub fn output(mut self, timeout: Duration) -> (std::process::ExitStatus, String, String) {
+    pub fn output(self, timeout: Duration) -> (std::process::ExitStatus, String, String) {
+        let name = self.name.clone();
+        let (status, out, err) = self.output_or_kill(timeout);
+        match status {
+            Some(status) => (status, out, err),
+            None => panic!(
+                "{name} did not exit within {timeout:?}; it printed:\n{out}\n-- stderr:\n{err}"
+            ),
+        }
+    }
+
+    /// As [`Proc::output`], but a process that does not exit within `timeout` is killed and
+    /// its status is `None`, with what it printed so far.
+    pub fn output_or_kill(
+        mut self,
+        timeout: Duration,
+    ) -> (Option<std::process::ExitStatus>, String, String) {
         fn reader(
             pipe: Option<impl Read + Send + 'static>,
         ) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
@@ -222,13 +238,10 @@ impl Proc {
             }
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
+                let _ = self.child.wait();
                 std::thread::sleep(Duration::from_millis(200));
-                panic!(
-                    "{} did not exit within {timeout:?}; it printed:\n{}\n-- stderr:\n{}",
-                    self.name,
-                    text(&out),
-                    text(&err)
-                );
+                eprintln!("{} did not exit within {timeout:?}: killed", self.name);
+                return (None, text(&out), text(&err));
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -239,7 +252,7 @@ impl Proc {
         {
             std::thread::sleep(Duration::from_millis(10));
         }
-        (status, text(&out), text(&err))
+        (Some(status), text(&out), text(&err))
     }
 
     /// Sends SIGTERM and waits for the exit.
