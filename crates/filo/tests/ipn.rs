@@ -118,33 +118,51 @@ fn recv_from(plug: &mut Plug, src: [u8; 6], within: Duration) -> Option<Vec<u8>>
     None
 }
 
-#[test]
-fn two_namespaces_ping_over_a_bus() {
-    let tmp = TempDir::new("ipn-ping");
-    let vnl = format!("ipn://{}", bus_path(&tmp).display());
+/// A `filo ns` at NET.1 on the bus `vnl` (at `path`), then `count` pings to it from another
+/// at NET.2, every one answered.
+fn ping_over(vnl: &str, path: &Path, net: &str, count: u32) {
     let mut server = Command::new(FILO);
     server
-        .args(["ns", &vnl, "--ip", "10.91.0.1/24", "--", "sleep", "30"])
+        .args([
+            "ns",
+            vnl,
+            "--ip",
+            &format!("{net}.1/24"),
+            "--",
+            "sleep",
+            "30",
+        ])
         .stdin(Stdio::null())
         .stderr(test_log());
     let _server = Proc::spawn(&mut server);
-    wait_members(&bus_path(&tmp), 1);
+    wait_members(path, 1);
+    let count = count.to_string();
     let out = run(Command::new(FILO).args([
         "ns",
-        &vnl,
+        vnl,
         "--ip",
-        "10.91.0.2/24",
+        &format!("{net}.2/24"),
         "--",
         "ping",
         "-c",
-        "5",
+        &count,
         "-i",
         "0.2",
         "-W",
         "5",
-        "10.91.0.1",
+        &format!("{net}.1"),
     ]));
-    assert!(out.contains("5 packets transmitted, 5 received"), "{out}");
+    assert!(
+        out.contains(&format!("{count} packets transmitted, {count} received")),
+        "{out}"
+    );
+}
+
+#[test]
+fn two_namespaces_ping_over_a_bus() {
+    let tmp = TempDir::new("ipn-ping");
+    let vnl = format!("ipn://{}", bus_path(&tmp).display());
+    ping_over(&vnl, &bus_path(&tmp), "10.91.0", 5);
 }
 
 #[test]
@@ -548,30 +566,7 @@ fn a_vnet_bus_joins_namespaces_and_refuses_members_that_do_not_speak_the_framing
         "{err}"
     );
     // filo ns speaks it: two namespaces ping over the bus.
-    let vnl = format!("ipn://{p}");
-    let mut server = Command::new(FILO);
-    server
-        .args(["ns", &vnl, "--ip", "10.91.1.1/24", "--", "sleep", "30"])
-        .stdin(Stdio::null())
-        .stderr(test_log());
-    let _server = Proc::spawn(&mut server);
-    wait_members(&path, 1);
-    let out = run(Command::new(FILO).args([
-        "ns",
-        &vnl,
-        "--ip",
-        "10.91.1.2/24",
-        "--",
-        "ping",
-        "-c",
-        "3",
-        "-i",
-        "0.2",
-        "-W",
-        "5",
-        "10.91.1.1",
-    ]));
-    assert!(out.contains("3 packets transmitted, 3 received"), "{out}");
+    ping_over(&format!("ipn://{p}"), &path, "10.91.1", 3);
     let daemon: libc::pid_t = std::fs::read_to_string(&pidfile)
         .unwrap()
         .trim()
