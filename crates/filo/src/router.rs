@@ -522,11 +522,12 @@ pub fn run(args: RouterArgs) -> Result<ExitCode> {
 fn start(args: &RouterArgs, router: Router) -> Result<(Daemon, Option<crate::plug::RemoveOnDrop>)> {
     let mut plugs = Vec::new();
     for (i, v) in args.vnls.iter().enumerate() {
-        // On a switch or an ipn:// bus that speaks it, the +vnet framing: TCP super-frames
-        // through the router.
+        // On a switch or an ipn:// bus that speaks it, and on a kernel tap, the +vnet
+        // framing: TCP super-frames through the router.
         let options = OpenOptions {
             description: "filo-router:".into(),
-            vnet: filo_vnl::Vnl::parse(v).is_ok_and(|v| matches!(v.module(), "vde" | "ipn")),
+            vnet: filo_vnl::Vnl::parse(v)
+                .is_ok_and(|v| matches!(v.module(), "vde" | "ipn" | "tap")),
             ..Default::default()
         };
         plugs.push(

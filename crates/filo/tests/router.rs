@@ -2364,3 +2364,76 @@ fn a_router_in_the_background_serves_the_ipn_bus_it_created() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("2 received"), "{out}");
 }
+
+/// As root, the router can hold a tap per side moved into the namespaces it joins (no switch,
+/// bus or `filo ns` between): the taps speak the +vnet framing, so a large download crosses
+/// the masquerade as TCP super-frames, whole, and the server sees the router's WAN address.
+#[test]
+fn a_router_holding_taps_moved_into_namespaces_masquerades_super_frames() {
+    require("python3");
+    require("curl");
+    let tmp = TempDir::new("filo-router-taps");
+    let lan = Netns::new("frt-lan");
+    let wan = Netns::new("frt-wan");
+    // Interface names are at most 15 bytes.
+    let id = std::process::id() % 100_000;
+    let (lan_tap, wan_tap) = (format!("frtl{id}"), format!("frtw{id}"));
+    let mgmt = tmp.join("r.mgmt");
+    let _router = Proc::spawn(
+        Command::new(FILO)
+            .args(["router", "--vnl", &format!("tap://{lan_tap}")])
+            .args(["--conf", "ip=10.75.0.1/24"])
+            .args(["--vnl", &format!("tap://{wan_tap}")])
+            .args(["--conf", "ip=10.76.0.2/24", "--masquerade", "vde1", "-M"])
+            .arg(&mgmt)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(test_log()),
+    );
+    assert!(wait_until(T, || mgmt.exists()), "the router did not start");
+    for (tap, ns, addr) in [
+        (&lan_tap, &lan, "10.75.0.10/24"),
+        (&wan_tap, &wan, "10.76.0.10/24"),
+    ] {
+        run(Command::new("ip").args(["link", "set", tap, "netns", &ns.name]));
+        ns.exec_ok(&["ip", "addr", "add", addr, "dev", tap]);
+        ns.exec_ok(&["ip", "link", "set", tap, "up"]);
+    }
+    // No route back from the WAN: only translated packets can be answered.
+    lan.exec_ok(&["ip", "route", "add", "default", "via", "10.75.0.1"]);
+    let dir = tmp.join("www");
+    std::fs::create_dir(&dir).unwrap();
+    let big = dir.join("big");
+    run(Command::new("head")
+        .args(["-c", "16M", "/dev/urandom"])
+        .stdout(std::fs::File::create(&big).unwrap()));
+    let sum = run(Command::new("sha256sum").arg(&big));
+    let log = tmp.join("access.log");
+    let _server = Proc::spawn(
+        wan.command("python3")
+            .args(["-m", "http.server", "-d"])
+            .arg(&dir)
+            .arg("8000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    let got = tmp.join("got");
+    assert!(
+        lan.curl_until("http://10.76.0.10:8000/big", &got, T),
+        "no download through the router's taps"
+    );
+    let got_sum = run(Command::new("sha256sum").arg(&got));
+    assert_eq!(
+        got_sum.split_whitespace().next(),
+        sum.split_whitespace().next()
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(http_requesters(&log, "/big"), ["10.76.0.2"], "{log}");
+    let (wan_rx, _) = super_counts(&mgmt, "vde1");
+    let (_, lan_tx) = super_counts(&mgmt, "vde0");
+    assert!(
+        wan_rx > 0 && lan_tx > 0,
+        "download: vde1 {wan_rx} super-frames in, vde0 {lan_tx} out"
+    );
+}
