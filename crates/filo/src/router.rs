@@ -76,7 +76,9 @@ EXAMPLES:
               --dhcp-host vde0=02:00:00:00:00:10=192.168.7.10
   filo console --json /tmp/r.mgmt route/print")]
 pub struct RouterArgs {
-    /// A network to route on (repeatable): interface vde0, vde1, ... in order.
+    /// A network to route on (repeatable): interface vde0, vde1, ... in order. On vde://,
+    /// ipn:// (created with vnet) and tap:// (as root; a tap can then be moved into a
+    /// namespace with `ip link set TAP netns NS`) TCP super-frames pass as one packet.
     #[arg(long = "vnl", value_name = "VNL", required = true)]
     vnls: Vec<String>,
     /// The configuration of the interface of the same rank (ip=ADDR/LEN,gw=ADDR,mtu=N,...).
