@@ -513,7 +513,10 @@ pub fn run(args: RouterArgs) -> Result<ExitCode> {
         (Err(e), None) => return Err(e),
     };
     match daemon.run_and_save(&sys::STOP)? {
-        End::Hangup(why) => eprintln!("filo router: {why}"),
+        End::Hangup(why) => {
+            eprintln!("filo router: every interface is down: {why}");
+            return Ok(ExitCode::FAILURE);
+        }
         End::Shutdown => eprintln!("filo router: shut down from the console"),
         End::Stopped => {}
     }

@@ -2437,3 +2437,70 @@ fn a_router_holding_taps_moved_into_namespaces_masquerades_super_frames() {
         "download: vde1 {wan_rx} super-frames in, vde0 {lan_tx} out"
     );
 }
+
+/// A router holding two taps, one moved into a namespace that is then deleted (its tap goes
+/// with it): the router routes on with the other interface, drops and counts what it had for
+/// the lost one and says why in `stat`; when the last interface goes too, it exits with a
+/// failure naming both.
+#[test]
+fn a_lost_interface_leaves_the_router_routing_on_the_others_and_losing_all_ends_it() {
+    require("ping");
+    let tmp = TempDir::new("filo-router-down");
+    let id = std::process::id() % 100_000;
+    let (a, b) = (format!("frda{id}"), format!("frdb{id}"));
+    let mgmt = tmp.join("r.mgmt");
+    let mut router = Proc::spawn(
+        Command::new(FILO)
+            .args(["router", "--vnl", &format!("tap://{a}")])
+            .args(["--conf", "ip=10.77.0.1/24"])
+            .args(["--vnl", &format!("tap://{b}")])
+            .args(["--conf", "ip=10.78.0.1/24", "-M"])
+            .arg(&mgmt)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    assert!(wait_until(T, || mgmt.exists()), "the router did not start");
+    let lan = Netns::new("frd-lan");
+    let wan = Netns::new("frd-wan");
+    for (tap, ns, addr) in [(&a, &lan, "10.77.0.10/24"), (&b, &wan, "10.78.0.10/24")] {
+        run(Command::new("ip").args(["link", "set", tap, "netns", &ns.name]));
+        ns.exec_ok(&["ip", "addr", "add", addr, "dev", tap]);
+        ns.exec_ok(&["ip", "link", "set", tap, "up"]);
+    }
+    lan.exec_ok(&["ip", "route", "add", "default", "via", "10.77.0.1"]);
+    wan.exec_ok(&["ip", "route", "add", "default", "via", "10.78.0.1"]);
+    lan.exec_ok(&["ping", "-c", "1", "-W", "5", "10.78.0.10"]);
+    // The LAN's namespace goes, and its tap with it.
+    drop(lan);
+    let stat = || console(&mgmt, "stat");
+    assert!(
+        wait_until(T, || stat().contains(&format!("down vde0 tap://{a}: "))),
+        "{}",
+        stat()
+    );
+    // The WAN side still gets answers, and the replies meant for the LAN are counted.
+    wan.exec_ok(&["ping", "-c", "2", "-i", "0.2", "-W", "5", "10.78.0.1"]);
+    let _ = wan
+        .command("ping")
+        .args(["-c", "2", "-i", "0.2", "-W", "1", "10.77.0.10"])
+        .status();
+    let text = stat();
+    let link_down: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("drop link_down "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(link_down >= 1, "{text}");
+    // The last interface goes: the router ends, failing, naming both.
+    drop(wan);
+    let status = router.wait_exit(T);
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut router.child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("every interface is down"), "{err}");
+    assert!(
+        err.contains(&format!("tap://{a}")) && err.contains(&format!("tap://{b}")),
+        "{err}"
+    );
+}
