@@ -1133,8 +1133,9 @@ fn qemu_on_the_lan_switch_is_leased_by_the_router() {
 }
 
 #[test]
-fn tracepath_over_two_routers_lists_both_hops_and_finds_the_middle_links_mtu_ipv4_and_ipv6() {
+fn tracepath_and_traceroute_over_two_routers_list_both_hops_and_find_the_middle_links_mtu() {
     require("tracepath");
+    require("traceroute");
     require("ping");
     let tmp = TempDir::new("filo-router-two");
     let lan = FiloSwitch::start(FILO, &tmp, "lan", &[]);
@@ -1206,7 +1207,8 @@ fn tracepath_over_two_routers_lists_both_hops_and_finds_the_middle_links_mtu_ipv
         "-c",
         "for i in $(seq 50); do ping -c 1 -W 1 10.77.0.10 >/dev/null && \
          ping -6 -c 1 -W 1 fd77::10 >/dev/null && break; sleep 0.2; done; \
-         tracepath -n 10.77.0.10; tracepath -6 -n fd77::10; true",
+         tracepath -n 10.77.0.10; tracepath -6 -n fd77::10; \
+         traceroute -n -q 1 -w 3 10.77.0.10; traceroute -6 -n -q 1 -w 3 fd77::10; true",
     ]);
     assert_eq!(code, 0, "{out}\n{err}");
     for hop in [
@@ -1214,6 +1216,14 @@ fn tracepath_over_two_routers_lists_both_hops_and_finds_the_middle_links_mtu_ipv
         " 2:  10.76.0.2 ",
         " 1:  fd75::1 ",
         " 2:  fd76::2 ",
+        // traceroute's UDP probes: both routers' time exceeded, then the server's port
+        // unreachable.
+        "\n 1  10.75.0.1 ",
+        "\n 2  10.76.0.2 ",
+        "\n 3  10.77.0.10 ",
+        "\n 1  fd75::1 ",
+        "\n 2  fd76::2 ",
+        "\n 3  fd77::10 ",
     ] {
         assert!(out.contains(hop), "no hop {hop:?}: {out}");
     }
