@@ -112,6 +112,17 @@ filo_run() { # filo_run ROW LAN-VNL WAN-VNL [ROUTER FLAGS...]: one TCP and one 6
   rm -f "$T/router.pid"
 }
 
+netns_run() { # netns_run ROW CLIENT-NS SERVER-NS: one TCP and one 64-byte run between
+  # two kernel namespaces
+  for kind in tcp udp64; do
+    ip netns exec "$3" iperf3 -s -1 >/dev/null 2>&1 &
+    local server=$!; PIDS+=("$server")
+    sleep 1
+    record "$1" "$kind" "$(measure "$kind" ip netns exec "$2")"
+    reap "$server"
+  done
+}
+
 # --- filo router on taps: it opens one tap per side (with the +vnet framing) and the taps
 # are moved into the client's and the server's namespaces, so the router stands where the
 # kernel's router namespace stands below (no switch, no filo ns: the one process between)
@@ -126,13 +137,7 @@ tap_run() { # tap_run ROW [ROUTER FLAGS...]: one TCP and one 64-byte run
   ip -n "$tc" route add default via 10.81.0.1
   ip -n "$ts" addr add 10.82.0.10/24 dev "$b"; ip -n "$ts" link set "$b" up
   [ "$*" = "--masquerade vde1" ] || ip -n "$ts" route add default via 10.82.0.1
-  for kind in tcp udp64; do
-    ip netns exec "$ts" iperf3 -s -1 >/dev/null 2>&1 &
-    local server=$!; PIDS+=("$server")
-    sleep 1
-    record "$row" "$kind" "$(measure "$kind" ip netns exec "$tc")"
-    reap "$server"
-  done
+  netns_run "$row" "$tc" "$ts"
   kill "$(cat "$T/trouter.pid")"
   for _ in $(seq 50); do [ -e "$T/t.mgmt" ] || break; sleep 0.1; done
   rm -f "$T/trouter.pid"
@@ -150,13 +155,7 @@ ip -n "$R" addr add 10.82.0.1/24 dev "rs-$$"; ip -n "$R" link set "rs-$$" up
 ip -n "$S" addr add 10.82.0.10/24 dev "s-$$"; ip -n "$S" link set "s-$$" up
 ip netns exec "$R" sysctl -qw net.ipv4.ip_forward=1
 kernel_run() { # kernel_run ROW: one TCP and one 64-byte run
-  for kind in tcp udp64; do
-    ip netns exec "$S" iperf3 -s -1 >/dev/null 2>&1 &
-    local server=$!; PIDS+=("$server")
-    sleep 1
-    record "$1" "$kind" "$(measure "$kind" ip netns exec "$C")"
-    reap "$server"
-  done
+  netns_run "$1" "$C" "$S"
 }
 kernel_fwd() {
   ip -n "$S" route add default via 10.82.0.1

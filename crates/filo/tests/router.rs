@@ -2375,6 +2375,47 @@ fn a_router_in_the_background_serves_the_ipn_bus_it_created() {
     assert!(out.contains("2 received"), "{out}");
 }
 
+/// `filo router` on two taps (`tap://TAG{l,w}ID`, vde0 and vde1 with `router_addrs`, plus
+/// `extra` flags), each moved into a namespace of its own and given `host_addrs`; returns
+/// the router, its management socket and each tap's name with its namespace.
+fn router_on_taps(
+    tmp: &TempDir,
+    tag: &str,
+    router_addrs: [&str; 2],
+    host_addrs: [&str; 2],
+    extra: &[&str],
+    stderr: Stdio,
+) -> (Proc, PathBuf, [(String, Netns); 2]) {
+    // Interface names are at most 15 bytes.
+    let id = std::process::id() % 100_000;
+    let taps = [format!("{tag}l{id}"), format!("{tag}w{id}")];
+    let mgmt = tmp.join("r.mgmt");
+    let router = Proc::spawn(
+        Command::new(FILO)
+            .args(["router", "--vnl", &format!("tap://{}", taps[0])])
+            .args(["--conf", &format!("ip={}", router_addrs[0])])
+            .args(["--vnl", &format!("tap://{}", taps[1])])
+            .args(["--conf", &format!("ip={}", router_addrs[1])])
+            .args(extra)
+            .arg("-M")
+            .arg(&mgmt)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr),
+    );
+    assert!(wait_until(T, || mgmt.exists()), "the router did not start");
+    let nets = taps.map(|tap| {
+        let ns = Netns::new(&format!("{tag}-ns"));
+        run(Command::new("ip").args(["link", "set", &tap, "netns", &ns.name]));
+        (tap, ns)
+    });
+    for ((tap, ns), addr) in nets.iter().zip(host_addrs) {
+        ns.exec_ok(&["ip", "addr", "add", addr, "dev", tap]);
+        ns.exec_ok(&["ip", "link", "set", tap, "up"]);
+    }
+    (router, mgmt, nets)
+}
+
 /// As root, the router can hold a tap per side moved into the namespaces it joins (no switch,
 /// bus or `filo ns` between): the taps speak the +vnet framing, so a large download crosses
 /// the masquerade as TCP super-frames, whole, and the server sees the router's WAN address.
@@ -2383,32 +2424,14 @@ fn a_router_holding_taps_moved_into_namespaces_masquerades_super_frames() {
     require("python3");
     require("curl");
     let tmp = TempDir::new("filo-router-taps");
-    let lan = Netns::new("frt-lan");
-    let wan = Netns::new("frt-wan");
-    // Interface names are at most 15 bytes.
-    let id = std::process::id() % 100_000;
-    let (lan_tap, wan_tap) = (format!("frtl{id}"), format!("frtw{id}"));
-    let mgmt = tmp.join("r.mgmt");
-    let _router = Proc::spawn(
-        Command::new(FILO)
-            .args(["router", "--vnl", &format!("tap://{lan_tap}")])
-            .args(["--conf", "ip=10.75.0.1/24"])
-            .args(["--vnl", &format!("tap://{wan_tap}")])
-            .args(["--conf", "ip=10.76.0.2/24", "--masquerade", "vde1", "-M"])
-            .arg(&mgmt)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(test_log()),
+    let (_router, mgmt, [(_, lan), (_, wan)]) = router_on_taps(
+        &tmp,
+        "frt",
+        ["10.75.0.1/24", "10.76.0.2/24"],
+        ["10.75.0.10/24", "10.76.0.10/24"],
+        &["--masquerade", "vde1"],
+        test_log(),
     );
-    assert!(wait_until(T, || mgmt.exists()), "the router did not start");
-    for (tap, ns, addr) in [
-        (&lan_tap, &lan, "10.75.0.10/24"),
-        (&wan_tap, &wan, "10.76.0.10/24"),
-    ] {
-        run(Command::new("ip").args(["link", "set", tap, "netns", &ns.name]));
-        ns.exec_ok(&["ip", "addr", "add", addr, "dev", tap]);
-        ns.exec_ok(&["ip", "link", "set", tap, "up"]);
-    }
     // No route back from the WAN: only translated packets can be answered.
     lan.exec_ok(&["ip", "route", "add", "default", "via", "10.75.0.1"]);
     let dir = tmp.join("www");
@@ -2456,28 +2479,14 @@ fn a_router_holding_taps_moved_into_namespaces_masquerades_super_frames() {
 fn a_lost_interface_leaves_the_router_routing_on_the_others_and_losing_all_ends_it() {
     require("ping");
     let tmp = TempDir::new("filo-router-down");
-    let id = std::process::id() % 100_000;
-    let (a, b) = (format!("frda{id}"), format!("frdb{id}"));
-    let mgmt = tmp.join("r.mgmt");
-    let mut router = Proc::spawn(
-        Command::new(FILO)
-            .args(["router", "--vnl", &format!("tap://{a}")])
-            .args(["--conf", "ip=10.77.0.1/24"])
-            .args(["--vnl", &format!("tap://{b}")])
-            .args(["--conf", "ip=10.78.0.1/24", "-M"])
-            .arg(&mgmt)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
+    let (mut router, mgmt, [(a, lan), (b, wan)]) = router_on_taps(
+        &tmp,
+        "frd",
+        ["10.77.0.1/24", "10.78.0.1/24"],
+        ["10.77.0.10/24", "10.78.0.10/24"],
+        &[],
+        Stdio::piped(),
     );
-    assert!(wait_until(T, || mgmt.exists()), "the router did not start");
-    let lan = Netns::new("frd-lan");
-    let wan = Netns::new("frd-wan");
-    for (tap, ns, addr) in [(&a, &lan, "10.77.0.10/24"), (&b, &wan, "10.78.0.10/24")] {
-        run(Command::new("ip").args(["link", "set", tap, "netns", &ns.name]));
-        ns.exec_ok(&["ip", "addr", "add", addr, "dev", tap]);
-        ns.exec_ok(&["ip", "link", "set", tap, "up"]);
-    }
     lan.exec_ok(&["ip", "route", "add", "default", "via", "10.77.0.1"]);
     wan.exec_ok(&["ip", "route", "add", "default", "via", "10.78.0.1"]);
     lan.exec_ok(&["ping", "-c", "1", "-W", "5", "10.78.0.10"]);
