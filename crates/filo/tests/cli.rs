@@ -266,24 +266,37 @@ fn daemons_keep_no_descriptor_their_caller_left_open() {
     );
     let status = Command::new("sh").args(["-c", &script]).status().unwrap();
     assert!(status.success());
-    for pidfile in [&sw_pid, &r_pid] {
+    // Both pids first: the router ends when its switch does.
+    let pids = [&sw_pid, &r_pid].map(|pidfile| {
         let read = || std::fs::read_to_string(pidfile).unwrap_or_default();
         filo_test_support::wait_until(std::time::Duration::from_secs(10), || {
             read().ends_with('\n')
         });
-        let pid = read().trim().to_string();
-        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .flatten()
-            .filter_map(|e| std::fs::read_link(e.path()).ok())
-            .map(|p| p.display().to_string())
-            .collect();
-        let _ = Command::new("kill").arg(&pid).status();
+        (pidfile.display().to_string(), read().trim().to_string())
+    });
+    let held_by = |pid: &str| -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| std::fs::read_link(e.path()).ok())
+                    .map(|p| p.display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let fds: Vec<(String, Vec<String>)> = pids
+        .iter()
+        .map(|(file, pid)| (file.clone(), held_by(pid)))
+        .collect();
+    for (_, pid) in &pids {
+        let _ = Command::new("kill").arg(pid).status();
+    }
+    for (file, fds) in fds {
+        assert!(!fds.is_empty(), "the daemon of {file} is not running");
         assert!(
             !fds.iter()
                 .any(|f| f.starts_with(&held.display().to_string())),
-            "{} still holds {}: {fds:?}",
-            pidfile.display(),
+            "{file}'s daemon still holds {}: {fds:?}",
             held.display()
         );
     }

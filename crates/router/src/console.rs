@@ -233,7 +233,8 @@ mod tests {
             reply.lines.contains(&"drop no_route 0".to_string()),
             "{reply:?}"
         );
-        assert_eq!(reply.lines.len(), drop_names().count() + 2);
+        // Every reason, the total, the two driver counters (tx_queue_full, link_down).
+        assert_eq!(reply.lines.len(), drop_names().count() + 3);
         let reply = filo_vnl::console::parse_reply(&execute(&mut r, now, "frobnicate", &d).0);
         assert_eq!(reply.status, 1038);
         assert_eq!(execute(&mut r, now, "shutdown", &d).1, Effect::Shutdown);
