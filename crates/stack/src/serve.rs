@@ -442,10 +442,24 @@ impl Net {
                     self.output(now, f);
                 }
             },
+            // Taken, or ignored (counted in the server's stats).
             Ok(None) => {}
-            Err(e) => tracing::debug!("{}: DHCP server: {e}", self.links[i].name),
+            Err(dhcp4::Error::PoolExhausted(_)) => {
+                self.counters.drop(crate::DropReason::PoolExhausted, 1);
+            }
+            Err(e) => {
+                tracing::debug!("{}: DHCP server: {e}", self.links[i].name);
+                self.counters.drop(crate::DropReason::Server, 1);
+            }
         }
         true
+    }
+
+    /// What the DHCPv4 server of link `index` did with the messages it got; None when the
+    /// link has none.
+    pub(crate) fn dhcp_server_stats(&self, index: usize) -> Option<dhcp4::Stats> {
+        let (server, _) = self.links.get(index)?.servers.dhcp.as_ref()?;
+        Some(*server.stats())
     }
 
     /// An IPv6 packet `p` that arrived on link `i`: true when it was for the link's DHCPv6
@@ -463,6 +477,7 @@ impl Net {
             Ok(None) => return true,
             Err(e) => {
                 tracing::debug!("{}: DHCPv6 server: {e}", l.name);
+                self.counters.drop(crate::DropReason::Server, 1);
                 return true;
             }
         };
@@ -571,6 +586,159 @@ mod tests {
         assert_eq!(leases[0].1.mac, peer);
         assert!(n.remove_dhcp_server(now(), 0));
         assert!(n.leases(now()).is_empty());
+    }
+
+    /// A frame from `mac` carrying a DHCP message (a UDP payload) to the server's port.
+    fn to_server(mac: Mac, payload: &[u8]) -> Vec<u8> {
+        let p = filo_dhcp::udp4(
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::BROADCAST,
+            filo_dhcp::CLIENT_PORT,
+            filo_dhcp::SERVER_PORT,
+            payload,
+        );
+        let mut f = vec![0u8; ETH_HDR];
+        f.extend_from_slice(&p);
+        wire::write_eth(&mut f, wire::BROADCAST, mac, wire::ETHERTYPE_IPV4);
+        f
+    }
+
+    /// A BOOTREQUEST from `mac` of DHCP type `kind` with options `opts` (code, data).
+    fn dhcp_msg(kind: u8, mac: Mac, opts: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut d = vec![0u8; 240];
+        d[0..3].copy_from_slice(&[1, 1, 6]);
+        d[4..8].copy_from_slice(&[1, 2, 3, 4]);
+        d[28..34].copy_from_slice(&mac);
+        d[236..240].copy_from_slice(&[99, 130, 83, 99]);
+        d.extend_from_slice(&[53, 1, kind]);
+        for (code, data) in opts {
+            d.extend_from_slice(&[*code, data.len() as u8]);
+            d.extend_from_slice(data);
+        }
+        d.push(255);
+        d
+    }
+
+    /// The sum of every counter of the link's DHCPv4 server.
+    fn handled(n: &Net) -> u64 {
+        n.dhcp_server_stats(0).unwrap().iter().map(|(_, v)| v).sum()
+    }
+
+    #[test]
+    fn what_the_dhcp_server_refuses_or_ignores_is_counted() {
+        let mut n = net();
+        let one = Ipv4Addr::new(10, 1, 0, 100);
+        n.set_dhcp_server(now(), 0, &DhcpServer::new(one, one))
+            .unwrap();
+        assert_eq!(n.dhcp_server_stats(1), None, "no such link");
+        let (a, b): (Mac, Mac) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb]);
+        n.handle_frame(now(), 0, &to_server(a, &dhcp_msg(1, a, &[])));
+        assert_eq!(sent(&mut n).len(), 1, "an OFFER for a");
+        // The only address is a's: b gets nothing.
+        n.handle_frame(now(), 0, &to_server(b, &dhcp_msg(1, b, &[])));
+        assert!(sent(&mut n).is_empty());
+        assert_eq!(n.counters.get(crate::DropReason::PoolExhausted), 1);
+        // a chose another server; b releases an address it does not hold.
+        let other = [(50, &one.octets()[..]), (54, &[10, 1, 0, 2][..])];
+        n.handle_frame(now(), 0, &to_server(a, &dhcp_msg(3, a, &other)));
+        n.handle_frame(now(), 0, &to_server(b, &dhcp_msg(7, b, &[])));
+        // Malformed: a BOOTREPLY, and no message type.
+        let mut reply = dhcp_msg(1, b, &[]);
+        reply[0] = 2;
+        n.handle_frame(now(), 0, &to_server(b, &reply));
+        n.handle_frame(now(), 0, &to_server(b, &dhcp_msg(1, b, &[])[..240]));
+        assert!(sent(&mut n).is_empty(), "none of them is answered");
+        assert_eq!(n.counters.get(crate::DropReason::Server), 2);
+        let s = n.dhcp_server_stats(0).unwrap();
+        let got = (
+            s.offers,
+            s.pool_exhausted,
+            s.other_server,
+            s.not_held,
+            s.malformed,
+        );
+        assert_eq!(got, (1, 1, 1, 1, 2), "{s:?}");
+        // A malformed DHCPv6 message is counted too.
+        n.set_dhcpv6_server(now(), 0, &Dhcpv6Server::default())
+            .unwrap();
+        let p = dhcp6::udp6(
+            wire::link_local(&b),
+            "ff02::1:2".parse().unwrap(),
+            dhcp6::CLIENT_PORT,
+            dhcp6::SERVER_PORT,
+            &[11, 0],
+        );
+        let mut f = vec![0u8; ETH_HDR];
+        f.extend_from_slice(&p);
+        wire::write_eth(&mut f, [0x33, 0x33, 0, 1, 0, 2], b, wire::ETHERTYPE_IPV6);
+        n.handle_frame(now(), 0, &f);
+        assert_eq!(n.counters.get(crate::DropReason::Server), 3);
+    }
+
+    #[test]
+    fn truncated_and_garbage_dhcp_messages_are_counted_without_a_panic() {
+        let mut n = net();
+        let s = DhcpServer::new("10.1.0.100".parse().unwrap(), "10.1.0.109".parse().unwrap());
+        n.set_dhcp_server(now(), 0, &s).unwrap();
+        n.set_dhcpv6_server(now(), 0, &Dhcpv6Server::default())
+            .unwrap();
+        let peer: Mac = [2, 0, 0, 0, 0, 9];
+        let good = dhcp_msg(1, peer, &[(61, &[1, 2, 0, 0, 0, 0, 9]), (12, b"host")]);
+        let mut fed = 0;
+        // Every truncation of a good DISCOVER, in a whole UDP datagram.
+        for len in 0..good.len() {
+            n.handle_frame(now(), 0, &to_server(peer, &good[..len]));
+            fed += 1;
+        }
+        // Garbage after a valid header: options of any code and length (xorshift bytes).
+        let mut x = 0x2545_f491u32;
+        for round in 0..500 {
+            let mut m = good[..240].to_vec();
+            for _ in 0..(round % 64) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                m.push(x as u8);
+            }
+            n.handle_frame(now(), 0, &to_server(peer, &m));
+            fed += 1;
+        }
+        assert_eq!(handled(&n), fed, "each message counted once");
+        let _ = sent(&mut n);
+        // Frames cut inside the IPv4 or UDP header, and UDP lengths that lie: not for the
+        // server (the IP layer counts or smoltcp takes them).
+        let whole = to_server(peer, &good);
+        for len in ETH_HDR..ETH_HDR + 28 {
+            n.handle_frame(now(), 0, &whole[..len]);
+        }
+        for udp_len in [0u16, 7, 8, 9, 600, 0xffff] {
+            let mut f = whole.clone();
+            f[ETH_HDR + 24..ETH_HDR + 26].copy_from_slice(&udp_len.to_be_bytes());
+            n.handle_frame(now(), 0, &f);
+        }
+        // DHCPv6: truncated messages and garbage options.
+        let mut v6 = vec![11u8, 1, 2, 3];
+        v6.extend_from_slice(&[0, 1, 0, 200, 1, 2]);
+        for len in 0..v6.len() {
+            let p = dhcp6::udp6(
+                wire::link_local(&peer),
+                "ff02::1:2".parse().unwrap(),
+                dhcp6::CLIENT_PORT,
+                dhcp6::SERVER_PORT,
+                &v6[..len],
+            );
+            let mut f = vec![0u8; ETH_HDR];
+            f.extend_from_slice(&p);
+            wire::write_eth(&mut f, [0x33, 0x33, 0, 1, 0, 2], peer, wire::ETHERTYPE_IPV6);
+            n.handle_frame(now(), 0, &f);
+        }
+        let stats = n.dhcp_server_stats(0).unwrap();
+        assert!(stats.malformed >= 240, "{stats:?}");
+        assert!(
+            n.counters.get(crate::DropReason::Server) >= stats.malformed + 4,
+            "{:?}",
+            n.counters
+        );
     }
 
     #[test]
