@@ -1,8 +1,9 @@
 //! Forwarding between a stack's links, and the hook pipeline packets pass through, in the
 //! spirit of netfilter's and LWIPv6's: PREROUTING (every IP packet that arrived), INPUT (those
-//! for the stack itself), FORWARD (those for others), OUTPUT (the stack's own, before routing)
-//! and POSTROUTING (every packet about to leave, after routing). filo-router's [`Hook`]s (its
-//! packet filter and NAT) plug in as they are, and the ICMP errors sent here are its own.
+//! for the stack itself), FORWARD (those for others), OUTPUT (the stack's own, its servers'
+//! answers included, before routing) and POSTROUTING (every packet about to leave, after
+//! routing). filo-router's [`Hook`]s (its packet filter and NAT) plug in as they are, and the
+//! ICMP errors sent here are its own.
 //!
 //! With no hook and forwarding off, a packet goes straight to smoltcp as before: the host's
 //! hot path pays one test.
@@ -477,6 +478,34 @@ impl Net {
         frame.truncate(ETH_HDR);
         frame.extend_from_slice(&packet);
         self.send_ip(now, frame);
+    }
+
+    /// The packet in `frame[14..]` that the stack wrote to send out of link `i` itself
+    /// (a server's answer, past routing) through the OUTPUT and POSTROUTING hooks, both with
+    /// `i` as the outgoing link; None when a hook dropped it (counted). The first 14 bytes
+    /// are kept as they are.
+    pub(crate) fn hooked_on_link(
+        &mut self,
+        now: Instant,
+        i: usize,
+        mut frame: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        if self.hooks.is_empty() {
+            return Some(frame);
+        }
+        let mut packet = frame[ETH_HDR..].to_vec();
+        let meta = PacketMeta {
+            in_iface: None,
+            out_iface: Some(i),
+        };
+        if !self.hooked(now, HookPoint::Output, &meta, &mut packet)
+            || !self.hooked(now, HookPoint::Postrouting, &meta, &mut packet)
+        {
+            return None;
+        }
+        frame.truncate(ETH_HDR);
+        frame.extend_from_slice(&packet);
+        Some(frame)
     }
 
     /// Runs the hooks of `point`; false when one dropped or rejected the packet (counted; a

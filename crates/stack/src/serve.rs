@@ -1,7 +1,8 @@
 //! Servers a stack runs on its links, as a router does: DHCPv4 (ranges, static leases, a
 //! lease file), IPv6 router advertisements (answering router solicitations) and stateless
 //! DHCPv6. The servers are filo-dhcp's sans-IO ones, the same `filo router` and `filo slirp`
-//! run; this module hands them the packets for them and sends what they answer.
+//! run; this module hands them the packets for them and sends what they answer, past the
+//! OUTPUT and POSTROUTING hooks as the stack's other packets.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -340,7 +341,7 @@ impl Net {
             .and_then(|mut a| a.poll(to_dhcp_time(now), 0))
             .and_then(|p| ra::ethernet_frame(l.mac, None, &p));
         if let Some(f) = last {
-            self.send_frame(index, f);
+            self.server_output(now, index, f);
         }
         true
     }
@@ -393,7 +394,7 @@ impl Net {
             };
             let packet = adv.poll(to_dhcp_time(now), r);
             if let Some(f) = packet.and_then(|p| ra::ethernet_frame(mac, None, &p)) {
-                self.send_frame(i, f);
+                self.server_output(now, i, f);
             }
         }
     }
@@ -435,8 +436,9 @@ impl Net {
         let mac = l.mac;
         match reply {
             Ok(Some(reply)) => match reply.ethernet_frame(mac) {
-                Some(frame) => self.send_frame(i, frame),
+                Some(frame) => self.server_output(now, i, frame),
                 None => {
+                    // To a relay: routed, as any packet of the stack's own.
                     let mut f = vec![0u8; ETH_HDR];
                     f.extend_from_slice(&reply.ipv4_packet());
                     self.output(now, f);
@@ -460,6 +462,15 @@ impl Net {
     pub(crate) fn dhcp_server_stats(&self, index: usize) -> Option<dhcp4::Stats> {
         let (server, _) = self.links.get(index)?.servers.dhcp.as_ref()?;
         Some(*server.stats())
+    }
+
+    /// Sends `frame`, which a server of link `i` wrote whole (Ethernet header and all: a
+    /// DHCP reply to a client without an address yet, a router advertisement), out of link
+    /// `i` past the OUTPUT and POSTROUTING hooks, as the stack's other packets go.
+    fn server_output(&mut self, now: Instant, i: usize, frame: Vec<u8>) {
+        if let Some(frame) = self.hooked_on_link(now, i, frame) {
+            self.send_frame(i, frame);
+        }
     }
 
     /// An IPv6 packet `p` that arrived on link `i`: true when it was for the link's DHCPv6
@@ -490,7 +501,9 @@ impl Net {
         );
         let mut f = vec![0u8; ETH_HDR];
         f.extend_from_slice(&packet);
-        self.send_on_link(now, i, IpAddr::V6(client), f);
+        if let Some(f) = self.hooked_on_link(now, i, f) {
+            self.send_on_link(now, i, IpAddr::V6(client), f);
+        }
         true
     }
 
@@ -739,6 +752,95 @@ mod tests {
             "{:?}",
             n.counters
         );
+    }
+
+    /// Drops at OUTPUT what `drop` picks; counts what reaches POSTROUTING on link 0.
+    struct Gate {
+        drop: fn(&[u8]) -> bool,
+        post: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl crate::forward::Hook for Gate {
+        fn hook(
+            &mut self,
+            _: std::time::Instant,
+            point: crate::forward::HookPoint,
+            meta: &crate::forward::PacketMeta,
+            packet: &mut Vec<u8>,
+        ) -> crate::forward::HookVerdict {
+            use crate::forward::{HookPoint, HookVerdict};
+            if point == HookPoint::Output && (self.drop)(packet) {
+                return HookVerdict::Drop;
+            }
+            if point == HookPoint::Postrouting && meta.out_iface == Some(0) {
+                self.post.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            HookVerdict::Accept
+        }
+    }
+
+    #[test]
+    fn dhcpv6_answers_and_router_adverts_pass_the_output_and_postrouting_hooks() {
+        use crate::forward::HookPoint;
+        use std::sync::atomic::Ordering;
+        let peer: Mac = [2, 0, 0, 0, 0, 9];
+        let inform = {
+            let p = dhcp6::udp6(
+                wire::link_local(&peer),
+                "ff02::1:2".parse().unwrap(),
+                dhcp6::CLIENT_PORT,
+                dhcp6::SERVER_PORT,
+                &[11, 1, 2, 3],
+            );
+            let mut f = vec![0u8; ETH_HDR];
+            f.extend_from_slice(&p);
+            wire::write_eth(&mut f, [0x33, 0x33, 0, 1, 0, 2], peer, wire::ETHERTYPE_IPV6);
+            f
+        };
+        // Dropping UDP from port 547 at OUTPUT, then router advertisements.
+        let udp_547: fn(&[u8]) -> bool = |p| p[0] >> 4 == 6 && p[6] == 17 && p[40..42] == [2, 35];
+        let icmp6: fn(&[u8]) -> bool = |p| p[0] >> 4 == 6 && p[6] == 58 && p[40] == 134;
+        for (drop, what) in [(udp_547, "DHCPv6"), (icmp6, "RA")] {
+            let mut n = net();
+            let post = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let gate = Gate {
+                drop,
+                post: post.clone(),
+            };
+            let t = (now(), std::time::Instant::now());
+            n.hooks.add(
+                t,
+                &[HookPoint::Output, HookPoint::Postrouting],
+                Box::new(gate),
+            );
+            n.set_dhcpv6_server(now(), 0, &Dhcpv6Server::default())
+                .unwrap();
+            n.set_router_adverts(now(), 0, &RouterAdverts::new())
+                .unwrap();
+            n.handle_frame(now(), 0, &inform);
+            n.servers_on_timer(now());
+            // The peer answers the solicitation for its address: the DHCPv6 answer goes.
+            let ll = wire::link_local(&peer);
+            let na = wire::nd_message(136, 0x60, &ll, 2, &peer);
+            let mut f = Vec::new();
+            wire::ndp_frame(&mut f, MAC, peer, &ll, &n.links[0].link_local(), &na);
+            n.handle_frame(now(), 0, &f);
+            let out = sent(&mut n);
+            let is = |f: &Vec<u8>, pick: fn(&[u8]) -> bool| pick(&f[ETH_HDR..]);
+            let answers = out.iter().filter(|f| is(f, udp_547)).count();
+            let adverts = out.iter().filter(|f| is(f, icmp6)).count();
+            let want = if what == "RA" { (1, 0) } else { (0, 1) };
+            assert_eq!(
+                (answers, adverts),
+                want,
+                "{what} dropped, the other one sent"
+            );
+            assert_eq!(n.counters.get(crate::DropReason::Hook), 1, "{what}");
+            assert_eq!(post.load(Ordering::SeqCst), 1, "{what}: one at POSTROUTING");
+            assert!(n.remove_router_adverts(now(), 0));
+            let last = sent(&mut n).len();
+            assert_eq!(last, usize::from(what == "DHCPv6"), "{what}: the last RA");
+        }
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! A stack as a router, in process: its DHCP server and router advertisements configure
-//! another stack over a cable; NAT options become filo-router's NAT with the right addresses
+//! another stack over a cable, their answers passing the OUTPUT and POSTROUTING hooks; NAT options become filo-router's NAT with the right addresses
 //! (and follow an address given at run time), changed at run time; bad options are refused
 //! by name.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use filo_stack::{cable, DhcpServer, Dhcpv6Server, RouterAdverts, Stack};
+use filo_stack::forward::{Hook, HookPoint, HookVerdict, PacketMeta};
+use filo_stack::{cable, DhcpServer, Dhcpv6Server, DropReason, RouterAdverts, Stack};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -202,4 +205,110 @@ fn the_filters_input_rules_apply_to_the_stacks_servers() {
         .wait_for_address(false, T)
         .expect("a lease once the rule is gone");
     assert_eq!(v4.to_string(), "10.63.0.100/24");
+}
+
+/// A hook that records the servers' answers it sees (the point, the outgoing link, what
+/// kind) and, while `block` holds, drops DHCPv4 answers (UDP to port 68) at OUTPUT.
+struct Watch {
+    block: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<(HookPoint, Option<usize>, &'static str)>>>,
+}
+
+/// What a server answer `p` is: a DHCPv4 answer, a router advertisement, or neither.
+fn server_answer(p: &[u8]) -> Option<&'static str> {
+    match p.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(p[0] & 0xf) * 4;
+            let dport = p.get(ihl + 2..ihl + 4)?;
+            (p[9] == 17 && dport == [0, 68]).then_some("dhcp")
+        }
+        6 => (p.get(6) == Some(&58) && p.get(40) == Some(&134)).then_some("ra"),
+        _ => None,
+    }
+}
+
+impl Hook for Watch {
+    fn hook(
+        &mut self,
+        _now: std::time::Instant,
+        point: HookPoint,
+        meta: &PacketMeta,
+        packet: &mut Vec<u8>,
+    ) -> HookVerdict {
+        let Some(kind) = server_answer(packet) else {
+            return HookVerdict::Accept;
+        };
+        if point == HookPoint::Output && kind == "dhcp" && self.block.load(Ordering::SeqCst) {
+            return HookVerdict::Drop;
+        }
+        self.seen
+            .lock()
+            .unwrap()
+            .push((point, meta.out_iface, kind));
+        HookVerdict::Accept
+    }
+}
+
+#[test]
+fn the_servers_answers_pass_the_output_and_postrouting_hooks() {
+    let (a, b) = cable().unwrap();
+    let block = Arc::new(AtomicBool::new(true));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let watch = Watch {
+        block: block.clone(),
+        seen: seen.clone(),
+    };
+    let router = Stack::builder()
+        .interface_plug(a, "ip=10.64.0.1/24,ip=fd64::1/64")
+        .forwarding(true)
+        .hook(
+            &[HookPoint::Output, HookPoint::Postrouting],
+            Box::new(watch),
+        )
+        .dhcp_server(0, DhcpServer::new(ip("10.64.0.100"), ip("10.64.0.109")))
+        .router_adverts(0, RouterAdverts::new())
+        .build()
+        .unwrap();
+    let host = Stack::builder()
+        .interface_plug(b, "dhcp,slaac")
+        .build()
+        .unwrap();
+    assert_eq!(
+        host.wait_for_address(false, Duration::from_secs(2)),
+        None,
+        "the hook drops the OFFERs"
+    );
+    let offers = router.dhcp_server_stats(0).unwrap().offers;
+    assert!(offers >= 1, "the server answered");
+    assert!(router.counters().get(DropReason::Hook) >= offers);
+    assert!(router.lease_print().is_empty());
+    let dhcp_seen = |at: HookPoint| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|&&(p, out, k)| p == at && out == Some(0) && k == "dhcp")
+            .count()
+    };
+    assert_eq!(dhcp_seen(HookPoint::Postrouting), 0, "dropped before");
+    block.store(false, Ordering::SeqCst);
+    // The client asks again within its back-off (at most 16 s).
+    let v4 = host
+        .wait_for_address(false, T)
+        .expect("a lease once the hook lets the answers go");
+    assert_eq!(v4.to_string(), "10.64.0.100/24");
+    assert!(dhcp_seen(HookPoint::Output) >= 2, "the OFFER and the ACK");
+    assert!(
+        dhcp_seen(HookPoint::Postrouting) >= 2,
+        "the OFFER and the ACK"
+    );
+    let v6 = host.wait_for_address(true, T).expect("a SLAAC address");
+    assert!(v6.to_string().starts_with("fd64::"), "{v6}");
+    for at in [HookPoint::Output, HookPoint::Postrouting] {
+        assert!(
+            seen.lock().unwrap().contains(&(at, Some(0), "ra")),
+            "a router advertisement at {at:?}"
+        );
+    }
+    let s = router.dhcp_server_stats(0).unwrap();
+    assert_eq!((s.malformed, s.pool_exhausted), (0, 0), "{s:?}");
 }
