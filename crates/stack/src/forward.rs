@@ -481,7 +481,7 @@ impl Net {
     }
 
     /// The packet in `frame[14..]` that the stack wrote to send out of link `i` itself
-    /// (a server's answer, past routing) through the OUTPUT and POSTROUTING hooks, both with
+    /// (a server's answer, a DHCP client's broadcast: past routing) through the OUTPUT and POSTROUTING hooks, both with
     /// `i` as the outgoing link; None when a hook dropped it (counted). The first 14 bytes
     /// are kept as they are.
     pub(crate) fn hooked_on_link(

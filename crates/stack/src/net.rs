@@ -747,7 +747,9 @@ impl Net {
         if out.broadcast {
             let mac = self.links[i].mac;
             wire::write_eth(&mut f, wire::BROADCAST, mac, wire::ETHERTYPE_IPV4);
-            self.send_frame(i, f);
+            if let Some(f) = self.hooked_on_link(now, i, f) {
+                self.send_frame(i, f);
+            }
         } else {
             self.output(now, f);
         }

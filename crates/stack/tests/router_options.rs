@@ -312,3 +312,51 @@ fn the_servers_answers_pass_the_output_and_postrouting_hooks() {
     let s = router.dhcp_server_stats(0).unwrap();
     assert_eq!((s.malformed, s.pool_exhausted), (0, 0), "{s:?}");
 }
+
+/// Drops at OUTPUT the UDP packets to port 67 (a DHCP client's) while `block` holds.
+struct NoDhcpClient(Arc<AtomicBool>);
+
+impl Hook for NoDhcpClient {
+    fn hook(
+        &mut self,
+        _now: std::time::Instant,
+        _point: HookPoint,
+        _meta: &PacketMeta,
+        p: &mut Vec<u8>,
+    ) -> HookVerdict {
+        let to_67 = p[0] >> 4 == 4 && p[9] == 17 && p.get(22..24) == Some(&[0, 67][..]);
+        if to_67 && self.0.load(Ordering::SeqCst) {
+            return HookVerdict::Drop;
+        }
+        HookVerdict::Accept
+    }
+}
+
+#[test]
+fn a_hosts_dhcp_client_passes_its_output_hooks() {
+    let (a, b) = cable().unwrap();
+    let router = Stack::builder()
+        .interface_plug(a, "ip=10.65.0.1/24")
+        .forwarding(true)
+        .dhcp_server(0, DhcpServer::new(ip("10.65.0.100"), ip("10.65.0.109")))
+        .build()
+        .unwrap();
+    let block = Arc::new(AtomicBool::new(true));
+    let host = Stack::builder()
+        .interface_plug(b, "dhcp")
+        .hook(&[HookPoint::Output], Box::new(NoDhcpClient(block.clone())))
+        .build()
+        .unwrap();
+    assert_eq!(
+        host.wait_for_address(false, Duration::from_secs(2)),
+        None,
+        "the hook drops the DISCOVERs"
+    );
+    assert!(host.counters().get(DropReason::Hook) >= 1);
+    assert_eq!(router.dhcp_server_stats(0).unwrap().offers, 0);
+    block.store(false, Ordering::SeqCst);
+    let v4 = host
+        .wait_for_address(false, T)
+        .expect("a lease without the hook");
+    assert_eq!(v4.to_string(), "10.65.0.100/24");
+}
