@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use filo_stack::forward::{Hook, HookPoint, HookVerdict, PacketMeta};
-use filo_stack::{cable, DhcpServer, Dhcpv6Server, DropReason, RouterAdverts, Stack};
+use filo_stack::{cable, DhcpServer, Dhcpv6Server, DropReason, RouterAdverts, Stack, StackBuilder};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -207,11 +207,48 @@ fn the_filters_input_rules_apply_to_the_stacks_servers() {
     assert_eq!(v4.to_string(), "10.63.0.100/24");
 }
 
+/// A forwarding `router` with `router_conf` on its first interface and a DHCP server there
+/// (addresses 100 to 109 of its /24), cabled to `host` with `host_conf`.
+fn router_and_host(
+    router: StackBuilder,
+    router_conf: &str,
+    host: StackBuilder,
+    host_conf: &str,
+) -> (Stack, Stack) {
+    let (a, b) = cable().unwrap();
+    let base = router_conf.split(['/', ',']).next().unwrap();
+    let range = |last: u8| {
+        let mut o = ip::<std::net::Ipv4Addr>(base.trim_start_matches("ip=")).octets();
+        o[3] = last;
+        std::net::Ipv4Addr::from(o)
+    };
+    let router = router
+        .interface_plug(a, router_conf)
+        .forwarding(true)
+        .dhcp_server(0, DhcpServer::new(range(100), range(109)))
+        .build()
+        .unwrap();
+    let host = host.interface_plug(b, host_conf).build().unwrap();
+    (router, host)
+}
+
+/// `host` has no IPv4 address after 2 s (something stops its DHCP).
+fn no_lease_yet(host: &Stack, why: &str) {
+    assert_eq!(
+        host.wait_for_address(false, Duration::from_secs(2)),
+        None,
+        "{why}"
+    );
+}
+
+/// What a [`Watch`] saw: the hook point, the outgoing link, what kind of answer.
+type Seen = Arc<Mutex<Vec<(HookPoint, Option<usize>, &'static str)>>>;
+
 /// A hook that records the servers' answers it sees (the point, the outgoing link, what
 /// kind) and, while `block` holds, drops DHCPv4 answers (UDP to port 68) at OUTPUT.
 struct Watch {
     block: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<(HookPoint, Option<usize>, &'static str)>>>,
+    seen: Seen,
 }
 
 /// What a server answer `p` is: a DHCPv4 answer, a router advertisement, or neither.
@@ -251,33 +288,24 @@ impl Hook for Watch {
 
 #[test]
 fn the_servers_answers_pass_the_output_and_postrouting_hooks() {
-    let (a, b) = cable().unwrap();
     let block = Arc::new(AtomicBool::new(true));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let watch = Watch {
         block: block.clone(),
         seen: seen.clone(),
     };
-    let router = Stack::builder()
-        .interface_plug(a, "ip=10.64.0.1/24,ip=fd64::1/64")
-        .forwarding(true)
-        .hook(
-            &[HookPoint::Output, HookPoint::Postrouting],
-            Box::new(watch),
-        )
-        .dhcp_server(0, DhcpServer::new(ip("10.64.0.100"), ip("10.64.0.109")))
-        .router_adverts(0, RouterAdverts::new())
-        .build()
-        .unwrap();
-    let host = Stack::builder()
-        .interface_plug(b, "dhcp,slaac")
-        .build()
-        .unwrap();
-    assert_eq!(
-        host.wait_for_address(false, Duration::from_secs(2)),
-        None,
-        "the hook drops the OFFERs"
+    let (router, host) = router_and_host(
+        Stack::builder()
+            .hook(
+                &[HookPoint::Output, HookPoint::Postrouting],
+                Box::new(watch),
+            )
+            .router_adverts(0, RouterAdverts::new()),
+        "ip=10.64.0.1/24,ip=fd64::1/64",
+        Stack::builder(),
+        "dhcp,slaac",
     );
+    no_lease_yet(&host, "the hook drops the OFFERs");
     let offers = router.dhcp_server_stats(0).unwrap().offers;
     assert!(offers >= 1, "the server answered");
     assert!(router.counters().get(DropReason::Hook) >= offers);
@@ -334,24 +362,14 @@ impl Hook for NoDhcpClient {
 
 #[test]
 fn a_hosts_dhcp_client_passes_its_output_hooks() {
-    let (a, b) = cable().unwrap();
-    let router = Stack::builder()
-        .interface_plug(a, "ip=10.65.0.1/24")
-        .forwarding(true)
-        .dhcp_server(0, DhcpServer::new(ip("10.65.0.100"), ip("10.65.0.109")))
-        .build()
-        .unwrap();
     let block = Arc::new(AtomicBool::new(true));
-    let host = Stack::builder()
-        .interface_plug(b, "dhcp")
-        .hook(&[HookPoint::Output], Box::new(NoDhcpClient(block.clone())))
-        .build()
-        .unwrap();
-    assert_eq!(
-        host.wait_for_address(false, Duration::from_secs(2)),
-        None,
-        "the hook drops the DISCOVERs"
+    let (router, host) = router_and_host(
+        Stack::builder(),
+        "ip=10.65.0.1/24",
+        Stack::builder().hook(&[HookPoint::Output], Box::new(NoDhcpClient(block.clone()))),
+        "dhcp",
     );
+    no_lease_yet(&host, "the hook drops the DISCOVERs");
     assert!(host.counters().get(DropReason::Hook) >= 1);
     assert_eq!(router.dhcp_server_stats(0).unwrap().offers, 0);
     block.store(false, Ordering::SeqCst);
