@@ -1,5 +1,6 @@
 //! A stack as a router, in process: its DHCP server and router advertisements configure
-//! another stack over a cable, their answers passing the OUTPUT and POSTROUTING hooks; NAT options become filo-router's NAT with the right addresses
+//! another stack over a cable (and busybox udhcpc in a namespace), their answers passing the
+//! OUTPUT and POSTROUTING hooks; NAT options become filo-router's NAT with the right addresses
 //! (and follow an address given at run time), changed at run time; bad options are refused
 //! by name.
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use filo_stack::forward::{Hook, HookPoint, HookVerdict, PacketMeta};
 use filo_stack::{cable, DhcpServer, Dhcpv6Server, DropReason, RouterAdverts, Stack, StackBuilder};
+use filo_test_support::*;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -341,10 +343,10 @@ fn the_servers_answers_pass_the_output_and_postrouting_hooks() {
     assert_eq!((s.malformed, s.pool_exhausted), (0, 0), "{s:?}");
 }
 
-/// Drops at OUTPUT the UDP packets to port 67 (a DHCP client's) while `block` holds.
-struct NoDhcpClient(Arc<AtomicBool>);
+/// Drops IPv4 UDP packets to port `.0` while `.1` holds.
+struct DropUdpTo(u16, Arc<AtomicBool>);
 
-impl Hook for NoDhcpClient {
+impl Hook for DropUdpTo {
     fn hook(
         &mut self,
         _now: std::time::Instant,
@@ -352,8 +354,9 @@ impl Hook for NoDhcpClient {
         _meta: &PacketMeta,
         p: &mut Vec<u8>,
     ) -> HookVerdict {
-        let to_67 = p[0] >> 4 == 4 && p[9] == 17 && p.get(22..24) == Some(&[0, 67][..]);
-        if to_67 && self.0.load(Ordering::SeqCst) {
+        let ihl = usize::from(p[0] & 0xf) * 4;
+        let port = p.get(ihl + 2..ihl + 4) == Some(&self.0.to_be_bytes()[..]);
+        if p[0] >> 4 == 4 && p[9] == 17 && port && self.1.load(Ordering::SeqCst) {
             return HookVerdict::Drop;
         }
         HookVerdict::Accept
@@ -366,7 +369,7 @@ fn a_hosts_dhcp_client_passes_its_output_hooks() {
     let (router, host) = router_and_host(
         Stack::builder(),
         "ip=10.65.0.1/24",
-        Stack::builder().hook(&[HookPoint::Output], Box::new(NoDhcpClient(block.clone()))),
+        Stack::builder().hook(&[HookPoint::Output], Box::new(DropUdpTo(67, block.clone()))),
         "dhcp",
     );
     no_lease_yet(&host, "the hook drops the DISCOVERs");
@@ -377,4 +380,60 @@ fn a_hosts_dhcp_client_passes_its_output_hooks() {
         .wait_for_address(false, T)
         .expect("a lease without the hook");
     assert_eq!(v4.to_string(), "10.65.0.100/24");
+}
+
+/// The same against a real client: busybox udhcpc in a network namespace whose tap Debian's
+/// vde_plug carries to Debian's vde_switch, where the stack has its interface.
+#[test]
+fn an_output_hook_dropping_udp_to_port_68_stops_udhcpcs_leases() {
+    require("busybox");
+    require("vde_plug");
+    let tmp = TempDir::new("filo-stack-udhcpc");
+    let sw = DebSwitch::start(&tmp, "sw");
+    let ns = Netns::new("filo-udhcpc");
+    ns.tap(&[]);
+    let mut plug = ns.plug_tap(&["vde_plug"], &sw.vnl());
+    let block = Arc::new(AtomicBool::new(true));
+    let stack = Stack::builder()
+        .interface(sw.vnl(), "ip=10.67.0.1/24")
+        .forwarding(true)
+        .hook(&[HookPoint::Output], Box::new(DropUdpTo(68, block.clone())))
+        .dhcp_server(0, DhcpServer::new(ip("10.67.0.100"), ip("10.67.0.109")))
+        .build()
+        .unwrap();
+    let script = write_script(tmp.join("udhcpc.sh"), UDHCPC_PRINT_LEASE);
+    let udhcpc = |tries: &str| {
+        let mut c = ns.command("busybox");
+        c.args([
+            "udhcpc", "-i", "tap0", "-n", "-q", "-f", "-t", tries, "-T", "1", "-s",
+        ])
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        Proc::spawn(&mut c).output(Duration::from_secs(60))
+    };
+    let (status, out, err) = udhcpc("3");
+    assert!(
+        !status.success() && !out.contains("lease="),
+        "no lease while the hook drops the answers: {out}\n{err}"
+    );
+    let offers = stack.dhcp_server_stats(0).unwrap().offers;
+    assert!(offers >= 1, "the server answered the DISCOVERs");
+    assert!(
+        stack.counters().get(DropReason::Hook) >= offers,
+        "{:?}",
+        stack.counters()
+    );
+    assert!(stack.leases().is_empty());
+    block.store(false, Ordering::SeqCst);
+    let (status, out, err) = udhcpc("5");
+    assert!(
+        status.success() && out.contains("lease=10.67.0.100"),
+        "a lease without the hook: {out}\n{err}"
+    );
+    assert_eq!(stack.leases().len(), 1);
+    let s = stack.dhcp_server_stats(0).unwrap();
+    assert_eq!((s.malformed, s.pool_exhausted), (0, 0), "{s:?}");
+    drop(stack);
+    plug.terminate(Duration::from_secs(5));
 }
