@@ -18,6 +18,8 @@
 //!   for senders that write frames (slirp). The destination follows RFC 2131 §4.1: to the relay
 //!   (giaddr) if any, NAKs broadcast, else unicast to ciaddr, else broadcast if the client set
 //!   the broadcast flag, else unicast to yiaddr at the client's MAC.
+//! - [`Server::stats`]: what became of the messages, one counter per outcome ([`Stats`]: the
+//!   answers, and the messages ignored or refused, which get none).
 //! - [`server_payload`]: the UDP payload of an IPv4 packet to port 67.
 //! - [`Server::leases`]: the current leases; [`Server::save_leases`] / [`Server::load_leases`]:
 //!   the lease file (format below).
@@ -147,6 +149,54 @@ pub enum Error {
     NoRequestedAddress(&'static str),
     #[error("DHCP: no address free for client {}", mac_string(.0))]
     PoolExhausted(Mac),
+}
+
+/// What a [`Server`] did with the messages [`Server::handle`] got: each message is counted
+/// once, under its outcome. Those without an answer (the last five) are the server's drops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// DISCOVERs answered with an OFFER.
+    pub offers: u64,
+    /// REQUESTs and INFORMs answered with an ACK.
+    pub acks: u64,
+    /// REQUESTs refused with a NAK (an address not the client's, not free, or of another
+    /// subnet).
+    pub naks: u64,
+    /// RELEASEs of the client's own address, taken.
+    pub releases: u64,
+    /// DECLINEs of the client's own address, taken.
+    pub declines: u64,
+    /// REQUESTs naming another server (the client chose it): ignored.
+    pub other_server: u64,
+    /// RELEASEs and DECLINEs of an address the client does not hold: ignored.
+    pub not_held: u64,
+    /// Clients for which no address was free: no OFFER, no ACK ([`Error::PoolExhausted`]).
+    pub pool_exhausted: u64,
+    /// Malformed messages (every other [`Error`]): ignored.
+    pub malformed: u64,
+}
+
+impl Stats {
+    /// Every counter with a stable name, in the order of the fields.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("offers", self.offers),
+            ("acks", self.acks),
+            ("naks", self.naks),
+            ("releases", self.releases),
+            ("declines", self.declines),
+            ("other_server", self.other_server),
+            ("not_held", self.not_held),
+            ("pool_exhausted", self.pool_exhausted),
+            ("malformed", self.malformed),
+        ]
+        .into_iter()
+    }
+
+    /// Messages that got no answer and changed nothing: ignored, refused or malformed.
+    pub fn unanswered(&self) -> u64 {
+        self.other_server + self.not_held + self.pool_exhausted + self.malformed
+    }
 }
 
 /// The kind of a reply.
@@ -368,6 +418,7 @@ pub struct Server {
     leases: BTreeMap<Ipv4Addr, Entry>,
     clients: HashMap<Vec<u8>, Ipv4Addr>,
     statics: HashMap<Mac, Ipv4Addr>,
+    stats: Stats,
 }
 
 fn prefix_mask(prefix: u8) -> u32 {
@@ -554,11 +605,17 @@ impl Server {
             leases: BTreeMap::new(),
             clients: HashMap::new(),
             statics,
+            stats: Stats::default(),
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// What the server did with the messages it got so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     fn in_range(&self, a: Ipv4Addr) -> bool {
@@ -739,8 +796,26 @@ impl Server {
         Ok(r)
     }
 
-    /// Handles a UDP payload that arrived on port 67. See the module header.
+    /// Handles a UDP payload that arrived on port 67 (and counts it, see [`Server::stats`]).
+    /// See the module header.
     pub fn handle(&mut self, now: Instant, payload: &[u8]) -> Result<Option<Reply>, Error> {
+        let r = self.serve(now, payload);
+        let s = &mut self.stats;
+        match &r {
+            Ok(Some(reply)) => match reply.kind {
+                Kind::Offer => s.offers += 1,
+                Kind::Ack => s.acks += 1,
+                Kind::Nak => s.naks += 1,
+            },
+            // Counted where the message was taken or ignored.
+            Ok(None) => {}
+            Err(Error::PoolExhausted(_)) => s.pool_exhausted += 1,
+            Err(_) => s.malformed += 1,
+        }
+        r
+    }
+
+    fn serve(&mut self, now: Instant, payload: &[u8]) -> Result<Option<Reply>, Error> {
         let req = self.parse(payload)?;
         match req.kind {
             DISCOVER => {
@@ -762,6 +837,9 @@ impl Server {
                         e.client = Vec::new();
                         e.expires = now + self.config.decline_hold;
                     }
+                    self.stats.declines += 1;
+                } else {
+                    self.stats.not_held += 1;
                 }
                 Ok(None)
             }
@@ -771,6 +849,9 @@ impl Server {
                         // Kept, expired: the client gets the same address back if it is free.
                         e.expires = now;
                     }
+                    self.stats.releases += 1;
+                } else {
+                    self.stats.not_held += 1;
                 }
                 Ok(None)
             }
@@ -800,6 +881,7 @@ impl Server {
                         self.clients.remove(&req.key);
                     }
                 }
+                self.stats.other_server += 1;
                 return Ok(None);
             }
             (Some(_), None) => return Err(Error::NoRequestedAddress("REQUEST")),
@@ -1395,6 +1477,50 @@ mod tests {
             vec![ip("10.0.2.16"), ip("10.0.2.17")],
             "A's expired entry made room"
         );
+    }
+
+    #[test]
+    fn every_message_is_counted_once_under_its_outcome() {
+        let mut c = config();
+        c.range_end = ip("10.0.2.15");
+        let mut s = Server::new(c).unwrap();
+        let t = Instant::from_secs(1);
+        let a = lease(&mut s, t, A);
+        let m = Msg::new(REQUEST, B).requested(&a.to_string());
+        assert_eq!(s.handle(t, &m.bytes()).unwrap().unwrap().kind, Kind::Nak);
+        let m = Msg::new(REQUEST, B)
+            .requested(&a.to_string())
+            .server("10.0.2.99");
+        assert_eq!(s.handle(t, &m.bytes()), Ok(None), "for another server");
+        let m = Msg::new(RELEASE, B).ciaddr(&a.to_string());
+        assert_eq!(s.handle(t, &m.bytes()), Ok(None), "not B's to release");
+        let m = Msg::new(DECLINE, B).requested(&a.to_string());
+        assert_eq!(s.handle(t, &m.bytes()), Ok(None), "not B's to decline");
+        let m = Msg::new(DISCOVER, B).bytes();
+        assert_eq!(s.handle(t, &m), Err(Error::PoolExhausted(B)));
+        assert_eq!(s.handle(t, &m[..100]), Err(Error::Truncated(100)));
+        assert_eq!(s.handle(t, &[]), Err(Error::Truncated(0)));
+        let m = Msg::new(RELEASE, A).ciaddr(&a.to_string());
+        assert_eq!(s.handle(t, &m.bytes()), Ok(None));
+        let a = lease(&mut s, t, A);
+        let m = Msg::new(DECLINE, A).requested(&a.to_string());
+        assert_eq!(s.handle(t, &m.bytes()), Ok(None));
+        let want = Stats {
+            offers: 2,
+            acks: 2,
+            naks: 1,
+            releases: 1,
+            declines: 1,
+            other_server: 1,
+            not_held: 2,
+            pool_exhausted: 1,
+            malformed: 2,
+        };
+        assert_eq!(*s.stats(), want);
+        assert_eq!(s.stats().unanswered(), 6);
+        let names: Vec<_> = s.stats().iter().map(|(n, _)| n).collect();
+        assert_eq!(names.len(), 9);
+        assert_eq!(s.stats().iter().map(|(_, v)| v).sum::<u64>(), 13);
     }
 
     #[test]

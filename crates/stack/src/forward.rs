@@ -1,8 +1,9 @@
 //! Forwarding between a stack's links, and the hook pipeline packets pass through, in the
 //! spirit of netfilter's and LWIPv6's: PREROUTING (every IP packet that arrived), INPUT (those
-//! for the stack itself), FORWARD (those for others), OUTPUT (the stack's own, before routing)
-//! and POSTROUTING (every packet about to leave, after routing). filo-router's [`Hook`]s (its
-//! packet filter and NAT) plug in as they are, and the ICMP errors sent here are its own.
+//! for the stack itself), FORWARD (those for others), OUTPUT (the stack's own, its servers'
+//! answers included, before routing) and POSTROUTING (every packet about to leave, after
+//! routing). filo-router's [`Hook`]s (its packet filter and NAT) plug in as they are, and the
+//! ICMP errors sent here are its own.
 //!
 //! With no hook and forwarding off, a packet goes straight to smoltcp as before: the host's
 //! hot path pays one test.
@@ -479,6 +480,34 @@ impl Net {
         self.send_ip(now, frame);
     }
 
+    /// The packet in `frame[14..]` that the stack wrote to send out of link `i` itself
+    /// (a server's answer, a DHCP client's broadcast: past routing) through the OUTPUT and POSTROUTING hooks, both with
+    /// `i` as the outgoing link; None when a hook dropped it (counted). The first 14 bytes
+    /// are kept as they are.
+    pub(crate) fn hooked_on_link(
+        &mut self,
+        now: Instant,
+        i: usize,
+        mut frame: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        if self.hooks.is_empty() {
+            return Some(frame);
+        }
+        let mut packet = frame[ETH_HDR..].to_vec();
+        let meta = PacketMeta {
+            in_iface: None,
+            out_iface: Some(i),
+        };
+        if !self.hooked(now, HookPoint::Output, &meta, &mut packet)
+            || !self.hooked(now, HookPoint::Postrouting, &meta, &mut packet)
+        {
+            return None;
+        }
+        frame.truncate(ETH_HDR);
+        frame.extend_from_slice(&packet);
+        Some(frame)
+    }
+
     /// Runs the hooks of `point`; false when one dropped or rejected the packet (counted; a
     /// rejected packet that came in on a link is answered with a TCP reset or an ICMP
     /// "administratively prohibited").
@@ -546,13 +575,19 @@ impl Net {
         }
     }
 
-    /// Routes and sends an IP packet the stack wrote itself (an ICMP error, a reset).
+    /// Routes and sends an IP packet the stack wrote itself (an ICMP error, a reset), past
+    /// the OUTPUT and POSTROUTING hooks as its other packets (NAT there quotes a translated
+    /// packet as the other side sent it).
     fn send_packet(&mut self, now: Instant, packet: &[u8]) {
         let mut frame = self.take_frame_buf();
         frame.clear();
         frame.resize(ETH_HDR, 0);
         frame.extend_from_slice(packet);
-        self.send_ip(now, frame);
+        if self.hooks.is_empty() {
+            self.send_ip(now, frame);
+        } else {
+            self.output_hooked(now, frame);
+        }
     }
 }
 
@@ -721,6 +756,42 @@ mod tests {
         }
         assert_eq!(sent(&mut n, 0).len(), 10);
         assert_eq!(n.counters.get(DropReason::TtlExceeded), 170);
+    }
+
+    #[test]
+    fn an_icmp_error_about_a_port_forwarded_packet_quotes_it_as_the_outside_sent_it() {
+        let mut n = router();
+        let spec = NatSpec {
+            iface: 1,
+            forwards: vec![Forward::parse("udp:5353=10.1.0.50:53").unwrap()],
+            ..NatSpec::default()
+        };
+        let t = (now(), std::time::Instant::now());
+        let Net { hooks, links, .. } = &mut n;
+        hooks.add_nat(t, spec, links);
+        arp_reply(&mut n, 1, B, [10, 2, 0, 7], [10, 2, 0, 1]);
+        let _ = sent(&mut n, 1);
+        // From outside to the forwarded port, with a TTL that runs out here.
+        let mut f = udp(B, [10, 2, 0, 7], [10, 2, 0, 1], 1, 60);
+        let u = &mut f[ETH_HDR + 20..];
+        u[0..2].copy_from_slice(&4000u16.to_be_bytes());
+        u[2..4].copy_from_slice(&5353u16.to_be_bytes());
+        u[4..6].copy_from_slice(&40u16.to_be_bytes());
+        n.handle_frame(now(), 1, &f);
+        let out = sent(&mut n, 1);
+        assert_eq!(out.len(), 1, "time exceeded, back out of link 1");
+        let ip = Ipv4Packet::new_checked(&out[0][ETH_HDR..]).unwrap();
+        assert_eq!(ip.payload()[0], 11);
+        let quoted = &ip.payload()[8..];
+        let q = Ipv4Packet::new_unchecked(quoted);
+        assert_eq!(
+            (q.dst_addr(), &quoted[22..24]),
+            (
+                std::net::Ipv4Addr::new(10, 2, 0, 1),
+                &5353u16.to_be_bytes()[..]
+            ),
+            "not the inside server 10.1.0.50:53"
+        );
     }
 
     #[test]

@@ -144,10 +144,15 @@ pub enum DropReason {
     ReversePath,
     /// An ICMP error not sent: over the rate limit (1000 a second, bursts of 100).
     IcmpRateLimited,
+    /// A malformed message for one of the stack's DHCPv4 or DHCPv6 servers (the DHCPv4
+    /// server's other unanswered messages are in `Stack::dhcp_server_stats`).
+    Server,
+    /// A DHCPv4 client got no address: the server's pool had none free.
+    PoolExhausted,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::Short,
         DropReason::OtherHost,
         DropReason::LinkDown,
@@ -166,6 +171,8 @@ impl DropReason {
         DropReason::Hook,
         DropReason::ReversePath,
         DropReason::IcmpRateLimited,
+        DropReason::Server,
+        DropReason::PoolExhausted,
     ];
 
     /// A stable name for the counter, for reports.
@@ -189,6 +196,8 @@ impl DropReason {
             DropReason::Hook => "hook",
             DropReason::ReversePath => "rp_filter",
             DropReason::IcmpRateLimited => "icmp_rate_limited",
+            DropReason::Server => "server",
+            DropReason::PoolExhausted => "pool_exhausted",
         }
     }
 }
@@ -738,7 +747,9 @@ impl Net {
         if out.broadcast {
             let mac = self.links[i].mac;
             wire::write_eth(&mut f, wire::BROADCAST, mac, wire::ETHERTYPE_IPV4);
-            self.send_frame(i, f);
+            if let Some(f) = self.hooked_on_link(now, i, f) {
+                self.send_frame(i, f);
+            }
         } else {
             self.output(now, f);
         }

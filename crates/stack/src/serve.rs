@@ -1,7 +1,8 @@
 //! Servers a stack runs on its links, as a router does: DHCPv4 (ranges, static leases, a
 //! lease file), IPv6 router advertisements (answering router solicitations) and stateless
 //! DHCPv6. The servers are filo-dhcp's sans-IO ones, the same `filo router` and `filo slirp`
-//! run; this module hands them the packets for them and sends what they answer.
+//! run; this module hands them the packets for them and sends what they answer, past the
+//! OUTPUT and POSTROUTING hooks as the stack's other packets.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -340,7 +341,7 @@ impl Net {
             .and_then(|mut a| a.poll(to_dhcp_time(now), 0))
             .and_then(|p| ra::ethernet_frame(l.mac, None, &p));
         if let Some(f) = last {
-            self.send_frame(index, f);
+            self.server_output(now, index, f);
         }
         true
     }
@@ -393,7 +394,7 @@ impl Net {
             };
             let packet = adv.poll(to_dhcp_time(now), r);
             if let Some(f) = packet.and_then(|p| ra::ethernet_frame(mac, None, &p)) {
-                self.send_frame(i, f);
+                self.server_output(now, i, f);
             }
         }
     }
@@ -435,17 +436,41 @@ impl Net {
         let mac = l.mac;
         match reply {
             Ok(Some(reply)) => match reply.ethernet_frame(mac) {
-                Some(frame) => self.send_frame(i, frame),
+                Some(frame) => self.server_output(now, i, frame),
                 None => {
+                    // To a relay: routed, as any packet of the stack's own.
                     let mut f = vec![0u8; ETH_HDR];
                     f.extend_from_slice(&reply.ipv4_packet());
                     self.output(now, f);
                 }
             },
+            // Taken, or ignored (counted in the server's stats).
             Ok(None) => {}
-            Err(e) => tracing::debug!("{}: DHCP server: {e}", self.links[i].name),
+            Err(dhcp4::Error::PoolExhausted(_)) => {
+                self.counters.drop(crate::DropReason::PoolExhausted, 1);
+            }
+            Err(e) => {
+                tracing::debug!("{}: DHCP server: {e}", self.links[i].name);
+                self.counters.drop(crate::DropReason::Server, 1);
+            }
         }
         true
+    }
+
+    /// What the DHCPv4 server of link `index` did with the messages it got; None when the
+    /// link has none.
+    pub(crate) fn dhcp_server_stats(&self, index: usize) -> Option<dhcp4::Stats> {
+        let (server, _) = self.links.get(index)?.servers.dhcp.as_ref()?;
+        Some(*server.stats())
+    }
+
+    /// Sends `frame`, which a server of link `i` wrote whole (Ethernet header and all: a
+    /// DHCP reply to a client without an address yet, a router advertisement), out of link
+    /// `i` past the OUTPUT and POSTROUTING hooks, as the stack's other packets go.
+    fn server_output(&mut self, now: Instant, i: usize, frame: Vec<u8>) {
+        if let Some(frame) = self.hooked_on_link(now, i, frame) {
+            self.send_frame(i, frame);
+        }
     }
 
     /// An IPv6 packet `p` that arrived on link `i`: true when it was for the link's DHCPv6
@@ -463,6 +488,7 @@ impl Net {
             Ok(None) => return true,
             Err(e) => {
                 tracing::debug!("{}: DHCPv6 server: {e}", l.name);
+                self.counters.drop(crate::DropReason::Server, 1);
                 return true;
             }
         };
@@ -475,7 +501,9 @@ impl Net {
         );
         let mut f = vec![0u8; ETH_HDR];
         f.extend_from_slice(&packet);
-        self.send_on_link(now, i, IpAddr::V6(client), f);
+        if let Some(f) = self.hooked_on_link(now, i, f) {
+            self.send_on_link(now, i, IpAddr::V6(client), f);
+        }
         true
     }
 
@@ -571,6 +599,248 @@ mod tests {
         assert_eq!(leases[0].1.mac, peer);
         assert!(n.remove_dhcp_server(now(), 0));
         assert!(n.leases(now()).is_empty());
+    }
+
+    /// A frame from `mac` carrying a DHCP message (a UDP payload) to the server's port.
+    fn to_server(mac: Mac, payload: &[u8]) -> Vec<u8> {
+        let p = filo_dhcp::udp4(
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::BROADCAST,
+            filo_dhcp::CLIENT_PORT,
+            filo_dhcp::SERVER_PORT,
+            payload,
+        );
+        let mut f = vec![0u8; ETH_HDR];
+        f.extend_from_slice(&p);
+        wire::write_eth(&mut f, wire::BROADCAST, mac, wire::ETHERTYPE_IPV4);
+        f
+    }
+
+    /// A BOOTREQUEST from `mac` of DHCP type `kind` with options `opts` (code, data).
+    fn dhcp_msg(kind: u8, mac: Mac, opts: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut d = vec![0u8; 240];
+        d[0..3].copy_from_slice(&[1, 1, 6]);
+        d[4..8].copy_from_slice(&[1, 2, 3, 4]);
+        d[28..34].copy_from_slice(&mac);
+        d[236..240].copy_from_slice(&[99, 130, 83, 99]);
+        d.extend_from_slice(&[53, 1, kind]);
+        for (code, data) in opts {
+            d.extend_from_slice(&[*code, data.len() as u8]);
+            d.extend_from_slice(data);
+        }
+        d.push(255);
+        d
+    }
+
+    /// The sum of every counter of the link's DHCPv4 server.
+    fn handled(n: &Net) -> u64 {
+        n.dhcp_server_stats(0).unwrap().iter().map(|(_, v)| v).sum()
+    }
+
+    #[test]
+    fn what_the_dhcp_server_refuses_or_ignores_is_counted() {
+        let mut n = net();
+        let one = Ipv4Addr::new(10, 1, 0, 100);
+        n.set_dhcp_server(now(), 0, &DhcpServer::new(one, one))
+            .unwrap();
+        assert_eq!(n.dhcp_server_stats(1), None, "no such link");
+        let (a, b): (Mac, Mac) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb]);
+        n.handle_frame(now(), 0, &to_server(a, &dhcp_msg(1, a, &[])));
+        assert_eq!(sent(&mut n).len(), 1, "an OFFER for a");
+        // The only address is a's: b gets nothing.
+        n.handle_frame(now(), 0, &to_server(b, &dhcp_msg(1, b, &[])));
+        assert!(sent(&mut n).is_empty());
+        assert_eq!(n.counters.get(crate::DropReason::PoolExhausted), 1);
+        // a chose another server; b releases an address it does not hold.
+        let other = [(50, &one.octets()[..]), (54, &[10, 1, 0, 2][..])];
+        n.handle_frame(now(), 0, &to_server(a, &dhcp_msg(3, a, &other)));
+        n.handle_frame(now(), 0, &to_server(b, &dhcp_msg(7, b, &[])));
+        // Malformed: a BOOTREPLY, and no message type.
+        let mut reply = dhcp_msg(1, b, &[]);
+        reply[0] = 2;
+        n.handle_frame(now(), 0, &to_server(b, &reply));
+        n.handle_frame(now(), 0, &to_server(b, &dhcp_msg(1, b, &[])[..240]));
+        assert!(sent(&mut n).is_empty(), "none of them is answered");
+        assert_eq!(n.counters.get(crate::DropReason::Server), 2);
+        let s = n.dhcp_server_stats(0).unwrap();
+        let got = (
+            s.offers,
+            s.pool_exhausted,
+            s.other_server,
+            s.not_held,
+            s.malformed,
+        );
+        assert_eq!(got, (1, 1, 1, 1, 2), "{s:?}");
+        // A malformed DHCPv6 message is counted too.
+        n.set_dhcpv6_server(now(), 0, &Dhcpv6Server::default())
+            .unwrap();
+        let p = dhcp6::udp6(
+            wire::link_local(&b),
+            "ff02::1:2".parse().unwrap(),
+            dhcp6::CLIENT_PORT,
+            dhcp6::SERVER_PORT,
+            &[11, 0],
+        );
+        let mut f = vec![0u8; ETH_HDR];
+        f.extend_from_slice(&p);
+        wire::write_eth(&mut f, [0x33, 0x33, 0, 1, 0, 2], b, wire::ETHERTYPE_IPV6);
+        n.handle_frame(now(), 0, &f);
+        assert_eq!(n.counters.get(crate::DropReason::Server), 3);
+    }
+
+    #[test]
+    fn truncated_and_garbage_dhcp_messages_are_counted_without_a_panic() {
+        let mut n = net();
+        let s = DhcpServer::new("10.1.0.100".parse().unwrap(), "10.1.0.109".parse().unwrap());
+        n.set_dhcp_server(now(), 0, &s).unwrap();
+        n.set_dhcpv6_server(now(), 0, &Dhcpv6Server::default())
+            .unwrap();
+        let peer: Mac = [2, 0, 0, 0, 0, 9];
+        let good = dhcp_msg(1, peer, &[(61, &[1, 2, 0, 0, 0, 0, 9]), (12, b"host")]);
+        let mut fed = 0;
+        // Every truncation of a good DISCOVER, in a whole UDP datagram.
+        for len in 0..good.len() {
+            n.handle_frame(now(), 0, &to_server(peer, &good[..len]));
+            fed += 1;
+        }
+        // Garbage after a valid header: options of any code and length (xorshift bytes).
+        let mut x = 0x2545_f491u32;
+        for round in 0..500 {
+            let mut m = good[..240].to_vec();
+            for _ in 0..(round % 64) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                m.push(x as u8);
+            }
+            n.handle_frame(now(), 0, &to_server(peer, &m));
+            fed += 1;
+        }
+        assert_eq!(handled(&n), fed, "each message counted once");
+        let _ = sent(&mut n);
+        // Frames cut inside the IPv4 or UDP header, and UDP lengths that lie: not for the
+        // server (the IP layer counts or smoltcp takes them).
+        let whole = to_server(peer, &good);
+        for len in ETH_HDR..ETH_HDR + 28 {
+            n.handle_frame(now(), 0, &whole[..len]);
+        }
+        for udp_len in [0u16, 7, 8, 9, 600, 0xffff] {
+            let mut f = whole.clone();
+            f[ETH_HDR + 24..ETH_HDR + 26].copy_from_slice(&udp_len.to_be_bytes());
+            n.handle_frame(now(), 0, &f);
+        }
+        // DHCPv6: truncated messages and garbage options.
+        let mut v6 = vec![11u8, 1, 2, 3];
+        v6.extend_from_slice(&[0, 1, 0, 200, 1, 2]);
+        for len in 0..v6.len() {
+            let p = dhcp6::udp6(
+                wire::link_local(&peer),
+                "ff02::1:2".parse().unwrap(),
+                dhcp6::CLIENT_PORT,
+                dhcp6::SERVER_PORT,
+                &v6[..len],
+            );
+            let mut f = vec![0u8; ETH_HDR];
+            f.extend_from_slice(&p);
+            wire::write_eth(&mut f, [0x33, 0x33, 0, 1, 0, 2], peer, wire::ETHERTYPE_IPV6);
+            n.handle_frame(now(), 0, &f);
+        }
+        let stats = n.dhcp_server_stats(0).unwrap();
+        assert!(stats.malformed >= 240, "{stats:?}");
+        assert!(
+            n.counters.get(crate::DropReason::Server) >= stats.malformed + 4,
+            "{:?}",
+            n.counters
+        );
+    }
+
+    /// Drops at OUTPUT what `drop` picks; counts what reaches POSTROUTING on link 0.
+    struct Gate {
+        drop: fn(&[u8]) -> bool,
+        post: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl crate::forward::Hook for Gate {
+        fn hook(
+            &mut self,
+            _: std::time::Instant,
+            point: crate::forward::HookPoint,
+            meta: &crate::forward::PacketMeta,
+            packet: &mut Vec<u8>,
+        ) -> crate::forward::HookVerdict {
+            use crate::forward::{HookPoint, HookVerdict};
+            if point == HookPoint::Output && (self.drop)(packet) {
+                return HookVerdict::Drop;
+            }
+            if point == HookPoint::Postrouting && meta.out_iface == Some(0) {
+                self.post.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            HookVerdict::Accept
+        }
+    }
+
+    #[test]
+    fn dhcpv6_answers_and_router_adverts_pass_the_output_and_postrouting_hooks() {
+        use crate::forward::HookPoint;
+        use std::sync::atomic::Ordering;
+        let peer: Mac = [2, 0, 0, 0, 0, 9];
+        let inform = {
+            let p = dhcp6::udp6(
+                wire::link_local(&peer),
+                "ff02::1:2".parse().unwrap(),
+                dhcp6::CLIENT_PORT,
+                dhcp6::SERVER_PORT,
+                &[11, 1, 2, 3],
+            );
+            let mut f = vec![0u8; ETH_HDR];
+            f.extend_from_slice(&p);
+            wire::write_eth(&mut f, [0x33, 0x33, 0, 1, 0, 2], peer, wire::ETHERTYPE_IPV6);
+            f
+        };
+        // Dropping UDP from port 547 at OUTPUT, then router advertisements.
+        let udp_547: fn(&[u8]) -> bool = |p| p[0] >> 4 == 6 && p[6] == 17 && p[40..42] == [2, 35];
+        let icmp6: fn(&[u8]) -> bool = |p| p[0] >> 4 == 6 && p[6] == 58 && p[40] == 134;
+        for (drop, what) in [(udp_547, "DHCPv6"), (icmp6, "RA")] {
+            let mut n = net();
+            let post = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let gate = Gate {
+                drop,
+                post: post.clone(),
+            };
+            let t = (now(), std::time::Instant::now());
+            n.hooks.add(
+                t,
+                &[HookPoint::Output, HookPoint::Postrouting],
+                Box::new(gate),
+            );
+            n.set_dhcpv6_server(now(), 0, &Dhcpv6Server::default())
+                .unwrap();
+            n.set_router_adverts(now(), 0, &RouterAdverts::new())
+                .unwrap();
+            n.handle_frame(now(), 0, &inform);
+            n.servers_on_timer(now());
+            // The peer answers the solicitation for its address: the DHCPv6 answer goes.
+            let ll = wire::link_local(&peer);
+            let na = wire::nd_message(136, 0x60, &ll, 2, &peer);
+            let mut f = Vec::new();
+            wire::ndp_frame(&mut f, MAC, peer, &ll, &n.links[0].link_local(), &na);
+            n.handle_frame(now(), 0, &f);
+            let out = sent(&mut n);
+            let is = |f: &Vec<u8>, pick: fn(&[u8]) -> bool| pick(&f[ETH_HDR..]);
+            let answers = out.iter().filter(|f| is(f, udp_547)).count();
+            let adverts = out.iter().filter(|f| is(f, icmp6)).count();
+            let want = if what == "RA" { (1, 0) } else { (0, 1) };
+            assert_eq!(
+                (answers, adverts),
+                want,
+                "{what} dropped, the other one sent"
+            );
+            assert_eq!(n.counters.get(crate::DropReason::Hook), 1, "{what}");
+            assert_eq!(post.load(Ordering::SeqCst), 1, "{what}: one at POSTROUTING");
+            assert!(n.remove_router_adverts(now(), 0));
+            let last = sent(&mut n).len();
+            assert_eq!(last, usize::from(what == "DHCPv6"), "{what}: the last RA");
+        }
     }
 
     #[test]

@@ -1406,6 +1406,13 @@ impl Stack {
         self.lock().net.leases(Instant::now())
     }
 
+    /// What the DHCPv4 server on interface `index` did with the messages it got: answers,
+    /// and those it ignored or refused (for another server, a RELEASE of an address the
+    /// client does not hold, no address free, malformed); None when it has no server.
+    pub fn dhcp_server_stats(&self, index: usize) -> Option<filo_dhcp::server::Stats> {
+        self.lock().net.dhcp_server_stats(index)
+    }
+
     /// The leases as the router console's `leases/print` shows them, one a line:
     /// `ADDR MAC dev IFACE HOSTNAME expires_in SECONDS`.
     pub fn lease_print(&self) -> Vec<String> {

@@ -1,12 +1,17 @@
 //! A stack as a router, in process: its DHCP server and router advertisements configure
-//! another stack over a cable; NAT options become filo-router's NAT with the right addresses
+//! another stack over a cable (and busybox udhcpc in a namespace), their answers passing the
+//! OUTPUT and POSTROUTING hooks; NAT options become filo-router's NAT with the right addresses
 //! (and follow an address given at run time), changed at run time; bad options are refused
 //! by name.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use filo_stack::{cable, DhcpServer, Dhcpv6Server, RouterAdverts, Stack};
+use filo_stack::forward::{Hook, HookPoint, HookVerdict, PacketMeta};
+use filo_stack::{cable, DhcpServer, Dhcpv6Server, DropReason, RouterAdverts, Stack, StackBuilder};
+use filo_test_support::*;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -202,4 +207,233 @@ fn the_filters_input_rules_apply_to_the_stacks_servers() {
         .wait_for_address(false, T)
         .expect("a lease once the rule is gone");
     assert_eq!(v4.to_string(), "10.63.0.100/24");
+}
+
+/// A forwarding `router` with `router_conf` on its first interface and a DHCP server there
+/// (addresses 100 to 109 of its /24), cabled to `host` with `host_conf`.
+fn router_and_host(
+    router: StackBuilder,
+    router_conf: &str,
+    host: StackBuilder,
+    host_conf: &str,
+) -> (Stack, Stack) {
+    let (a, b) = cable().unwrap();
+    let base = router_conf.split(['/', ',']).next().unwrap();
+    let range = |last: u8| {
+        let mut o = ip::<std::net::Ipv4Addr>(base.trim_start_matches("ip=")).octets();
+        o[3] = last;
+        std::net::Ipv4Addr::from(o)
+    };
+    let router = router
+        .interface_plug(a, router_conf)
+        .forwarding(true)
+        .dhcp_server(0, DhcpServer::new(range(100), range(109)))
+        .build()
+        .unwrap();
+    let host = host.interface_plug(b, host_conf).build().unwrap();
+    (router, host)
+}
+
+/// `host` has no IPv4 address after 2 s (something stops its DHCP).
+fn no_lease_yet(host: &Stack, why: &str) {
+    assert_eq!(
+        host.wait_for_address(false, Duration::from_secs(2)),
+        None,
+        "{why}"
+    );
+}
+
+/// What a [`Watch`] saw: the hook point, the outgoing link, what kind of answer.
+type Seen = Arc<Mutex<Vec<(HookPoint, Option<usize>, &'static str)>>>;
+
+/// A hook that records the servers' answers it sees (the point, the outgoing link, what
+/// kind) and, while `block` holds, drops DHCPv4 answers (UDP to port 68) at OUTPUT.
+struct Watch {
+    block: Arc<AtomicBool>,
+    seen: Seen,
+}
+
+/// What a server answer `p` is: a DHCPv4 answer, a router advertisement, or neither.
+fn server_answer(p: &[u8]) -> Option<&'static str> {
+    match p.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(p[0] & 0xf) * 4;
+            let dport = p.get(ihl + 2..ihl + 4)?;
+            (p[9] == 17 && dport == [0, 68]).then_some("dhcp")
+        }
+        6 => (p.get(6) == Some(&58) && p.get(40) == Some(&134)).then_some("ra"),
+        _ => None,
+    }
+}
+
+impl Hook for Watch {
+    fn hook(
+        &mut self,
+        _now: std::time::Instant,
+        point: HookPoint,
+        meta: &PacketMeta,
+        packet: &mut Vec<u8>,
+    ) -> HookVerdict {
+        let Some(kind) = server_answer(packet) else {
+            return HookVerdict::Accept;
+        };
+        if point == HookPoint::Output && kind == "dhcp" && self.block.load(Ordering::SeqCst) {
+            return HookVerdict::Drop;
+        }
+        self.seen
+            .lock()
+            .unwrap()
+            .push((point, meta.out_iface, kind));
+        HookVerdict::Accept
+    }
+}
+
+#[test]
+fn the_servers_answers_pass_the_output_and_postrouting_hooks() {
+    let block = Arc::new(AtomicBool::new(true));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let watch = Watch {
+        block: block.clone(),
+        seen: seen.clone(),
+    };
+    let (router, host) = router_and_host(
+        Stack::builder()
+            .hook(
+                &[HookPoint::Output, HookPoint::Postrouting],
+                Box::new(watch),
+            )
+            .router_adverts(0, RouterAdverts::new()),
+        "ip=10.64.0.1/24,ip=fd64::1/64",
+        Stack::builder(),
+        "dhcp,slaac",
+    );
+    no_lease_yet(&host, "the hook drops the OFFERs");
+    let offers = router.dhcp_server_stats(0).unwrap().offers;
+    assert!(offers >= 1, "the server answered");
+    assert!(router.counters().get(DropReason::Hook) >= offers);
+    assert!(router.lease_print().is_empty());
+    let dhcp_seen = |at: HookPoint| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|&&(p, out, k)| p == at && out == Some(0) && k == "dhcp")
+            .count()
+    };
+    assert_eq!(dhcp_seen(HookPoint::Postrouting), 0, "dropped before");
+    block.store(false, Ordering::SeqCst);
+    // The client asks again within its back-off (at most 16 s).
+    let v4 = host
+        .wait_for_address(false, T)
+        .expect("a lease once the hook lets the answers go");
+    assert_eq!(v4.to_string(), "10.64.0.100/24");
+    assert!(dhcp_seen(HookPoint::Output) >= 2, "the OFFER and the ACK");
+    assert!(
+        dhcp_seen(HookPoint::Postrouting) >= 2,
+        "the OFFER and the ACK"
+    );
+    let v6 = host.wait_for_address(true, T).expect("a SLAAC address");
+    assert!(v6.to_string().starts_with("fd64::"), "{v6}");
+    for at in [HookPoint::Output, HookPoint::Postrouting] {
+        assert!(
+            seen.lock().unwrap().contains(&(at, Some(0), "ra")),
+            "a router advertisement at {at:?}"
+        );
+    }
+    let s = router.dhcp_server_stats(0).unwrap();
+    assert_eq!((s.malformed, s.pool_exhausted), (0, 0), "{s:?}");
+}
+
+/// Drops IPv4 UDP packets to port `.0` while `.1` holds.
+struct DropUdpTo(u16, Arc<AtomicBool>);
+
+impl Hook for DropUdpTo {
+    fn hook(
+        &mut self,
+        _now: std::time::Instant,
+        _point: HookPoint,
+        _meta: &PacketMeta,
+        p: &mut Vec<u8>,
+    ) -> HookVerdict {
+        let ihl = usize::from(p[0] & 0xf) * 4;
+        let port = p.get(ihl + 2..ihl + 4) == Some(&self.0.to_be_bytes()[..]);
+        if p[0] >> 4 == 4 && p[9] == 17 && port && self.1.load(Ordering::SeqCst) {
+            return HookVerdict::Drop;
+        }
+        HookVerdict::Accept
+    }
+}
+
+#[test]
+fn a_hosts_dhcp_client_passes_its_output_hooks() {
+    let block = Arc::new(AtomicBool::new(true));
+    let (router, host) = router_and_host(
+        Stack::builder(),
+        "ip=10.65.0.1/24",
+        Stack::builder().hook(&[HookPoint::Output], Box::new(DropUdpTo(67, block.clone()))),
+        "dhcp",
+    );
+    no_lease_yet(&host, "the hook drops the DISCOVERs");
+    assert!(host.counters().get(DropReason::Hook) >= 1);
+    assert_eq!(router.dhcp_server_stats(0).unwrap().offers, 0);
+    block.store(false, Ordering::SeqCst);
+    let v4 = host
+        .wait_for_address(false, T)
+        .expect("a lease without the hook");
+    assert_eq!(v4.to_string(), "10.65.0.100/24");
+}
+
+/// The same against a real client: busybox udhcpc in a network namespace whose tap Debian's
+/// vde_plug carries to Debian's vde_switch, where the stack has its interface.
+#[test]
+fn an_output_hook_dropping_udp_to_port_68_stops_udhcpcs_leases() {
+    require("busybox");
+    require("vde_plug");
+    let tmp = TempDir::new("filo-stack-udhcpc");
+    let sw = DebSwitch::start(&tmp, "sw");
+    let ns = Netns::new("filo-udhcpc");
+    ns.tap(&[]);
+    let mut plug = ns.plug_tap(&["vde_plug"], &sw.vnl());
+    let block = Arc::new(AtomicBool::new(true));
+    let stack = Stack::builder()
+        .interface(sw.vnl(), "ip=10.67.0.1/24")
+        .forwarding(true)
+        .hook(&[HookPoint::Output], Box::new(DropUdpTo(68, block.clone())))
+        .dhcp_server(0, DhcpServer::new(ip("10.67.0.100"), ip("10.67.0.109")))
+        .build()
+        .unwrap();
+    let script = write_script(tmp.join("udhcpc.sh"), UDHCPC_PRINT_LEASE);
+    let udhcpc = |tries: &str| {
+        let mut c = ns.command("busybox");
+        c.args([
+            "udhcpc", "-i", "tap0", "-n", "-q", "-f", "-t", tries, "-T", "1", "-s",
+        ])
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        Proc::spawn(&mut c).output(Duration::from_secs(60))
+    };
+    let (status, out, err) = udhcpc("3");
+    assert!(
+        !status.success() && !out.contains("lease="),
+        "no lease while the hook drops the answers: {out}\n{err}"
+    );
+    let offers = stack.dhcp_server_stats(0).unwrap().offers;
+    assert!(offers >= 1, "the server answered the DISCOVERs");
+    assert!(
+        stack.counters().get(DropReason::Hook) >= offers,
+        "{:?}",
+        stack.counters()
+    );
+    assert!(stack.leases().is_empty());
+    block.store(false, Ordering::SeqCst);
+    let (status, out, err) = udhcpc("5");
+    assert!(
+        status.success() && out.contains("lease=10.67.0.100"),
+        "a lease without the hook: {out}\n{err}"
+    );
+    assert_eq!(stack.leases().len(), 1);
+    let s = stack.dhcp_server_stats(0).unwrap();
+    assert_eq!((s.malformed, s.pool_exhausted), (0, 0), "{s:?}");
+    drop(stack);
+    plug.terminate(Duration::from_secs(5));
 }
