@@ -40,7 +40,9 @@ the forwards and their connections. IPv6 extension headers (hop-by-hop, routing,
 destination options, fragment) are walked to the ports; a chain cut short, out of order or
 longer than 8 headers is dropped and counted (nat/print: ext_truncated, ext_too_long,
 ext_misordered). A fragmented datagram's later fragments are translated as its first one
-was; one arriving before its first is dropped and counted (fragments_dropped).
+was; one arriving before its first (a reordering link) is held until the first went by
+(at most 256 fragments and 1 MiB in all, 64 per datagram, 30 s; beyond, dropped and
+counted: stat fragment_hold_full, fragment_hold_timeout).
 --nptv6 IFACE=INTERNAL/LEN=EXTERNAL/LEN translates IPv6 prefixes statelessly (RFC 6296; the
 headers quoted in ICMPv6 errors too).
 FILTER RULES (--filter FILE, one a line, # comments; console filter/add RULE,
@@ -376,6 +378,7 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
         let mut c = filo_router::nat::Config::new(i, addr);
         c.max_conns = nat_max;
         c.masquerade = false;
+        c.hold = filo_router::nat::HoldLimits::DEFAULT;
         nats.push(c);
         Ok(nats.len() - 1)
     };

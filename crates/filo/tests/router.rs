@@ -2151,6 +2151,80 @@ fn fragmented_pings_and_udp_datagrams_cross_the_masquerade_and_nat66_whole() {
     assert!(!nat.contains("fragments_translated 0 "), "{nat}");
 }
 
+/// Shell commands that make a namespace's vde0 send every first fragment (IPv4: offset 0
+/// and more fragments; IPv6: a fragment header right after the fixed header, offset 0, M)
+/// through a 40 kbit/s HTB class, the rest at once: a first fragment that finds that class
+/// in debt (300 ms for 1500 bytes) leaves after its datagram's later fragments. netem is
+/// not in every kernel; htb and u32 are. 10.72.0.99 and fd72::99 (a MAC nobody has) are
+/// where the namespace sends a datagram that puts the class in debt ([`prime`]).
+const REORDER_FIRST_FRAGMENTS: &str = "tc qdisc add dev vde0 root handle 1: htb default 20 \
+    && tc class add dev vde0 parent 1: classid 1:10 htb rate 40kbit burst 1b cburst 1b \
+    && tc class add dev vde0 parent 1: classid 1:20 htb rate 1gbit \
+    && tc filter add dev vde0 parent 1: protocol ip prio 1 u32 match u16 0x2000 0x3fff at 6 flowid 1:10 \
+    && tc filter add dev vde0 parent 1: protocol ipv6 prio 2 u32 match u8 44 0xff at 6 \
+       match u16 0x0001 0xfff9 at 42 flowid 1:10 \
+    && ip neigh add 10.72.0.99 lladdr 02:00:00:00:00:99 dev vde0 \
+    && ip -6 neigh add fd72::99 lladdr 02:00:00:00:00:99 dev vde0";
+
+/// [`udp_echo_server`] that, before each answer, sends 3000 bytes to nobody
+/// ([`REORDER_FIRST_FRAGMENTS`]): its answer's first fragment waits behind them, so the
+/// answer's later fragments reach the router first.
+fn reordering_udp_echo_server(log: &std::path::Path) -> String {
+    let prime = "        s.sendto(bytes(3000), \
+                 ('10.72.0.99' if s.family == socket.AF_INET else 'fd72::99', 9))\n";
+    udp_echo_server(log).replace(
+        "        s.sendto(d, a)\n",
+        &format!("{prime}        s.sendto(d, a)\n"),
+    )
+}
+
+#[test]
+fn fragments_that_overtake_their_first_one_are_held_and_cross_the_masquerade_and_nat66() {
+    require("python3");
+    require("tc");
+    // The WAN at MTU 1500, as the server's: the router cuts nothing again.
+    let net = Net::start_confs(
+        "ip=10.71.0.1/24,ip=fd71::1/64",
+        "ip=10.72.0.2/24,ip=fd72::2/64",
+        &["--masquerade", "vde1"],
+    );
+    let log = net.tmp.join("udp.log");
+    let server = reordering_udp_echo_server(&log);
+    assert!(server.contains("10.72.0.99"), "{server}");
+    let _server = ns_bg(&[
+        "--ip",
+        "10.72.0.10/24",
+        "--ip",
+        "fd72::10/64",
+        &net.wan.vnl(),
+        "--",
+        "sh",
+        "-c",
+        &format!("{REORDER_FIRST_FRAGMENTS} && exec python3 -c \"$0\""),
+        &server,
+    ]);
+    let (code, out, err) = net.lan_host(&format!("{LAN6} python3 -c \"{UDP_BIG_CLIENT}\""));
+    let nat = console(&net.mgmt, "nat/print");
+    let stat = console(&net.mgmt, "stat");
+    let udp_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(code, 0, "{out}\n{err}\n{nat}\n{udp_log}");
+    // Each answer came back whole, on the first try.
+    assert!(
+        out.contains("v4 3000 True"),
+        "{out}\n{err}\n{nat}\n{stat}\n{udp_log}"
+    );
+    assert!(
+        out.contains("v6 3000 True"),
+        "{out}\n{err}\n{nat}\n{stat}\n{udp_log}"
+    );
+    assert_eq!(udp_log.lines().count(), 2, "{udp_log}");
+    // Because its later fragments were held: they did come first.
+    assert!(!nat.contains("fragments_held 0 "), "{nat}");
+    assert!(nat.contains("fragments_dropped 0"), "{nat}");
+    assert!(stat.contains("drop fragment_hold_full 0"), "{stat}");
+    assert!(stat.contains("drop fragment_hold_timeout 0"), "{stat}");
+}
+
 #[test]
 fn malformed_or_impossible_ipv6_port_forwards_are_refused_naming_the_problem() {
     for (conf, forward, what) in [

@@ -16,13 +16,13 @@
 //! fragmented datagram's later fragments get the addresses its first one got (see
 //! [`Masquerade`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use smoltcp::wire::{Icmpv6Packet, Ipv4Packet, Ipv6Packet};
 
-use crate::core::{Hook, HookPoint, HookVerdict, IfId, PacketMeta};
+use crate::core::{DropReason, Hook, HookOutput, HookPoint, HookVerdict, IfId, PacketMeta};
 use crate::ext6::{self, Fragment};
 
 const TCP: u8 = 6;
@@ -58,8 +58,42 @@ pub struct Config {
     /// Fragmented datagrams whose later fragments are remembered at most (see
     /// [`Masquerade`]); beyond, a first fragment is translated but its later ones dropped.
     pub max_fragments: usize,
-    /// How long a first fragment's translation waits for the datagram's later fragments.
+    /// How long a first fragment's translation waits for the datagram's later fragments,
+    /// and a later fragment held for its first one waits for it.
     pub fragment_timeout: Duration,
+    /// How many later fragments that come before their first one are held for it (see
+    /// [`Masquerade`]).
+    pub hold: HoldLimits,
+}
+
+/// Bounds on the later fragments NAT holds while their datagram's first fragment has not
+/// come: in all, and per datagram, in packets and in bytes. A fragment beyond them is
+/// dropped and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldLimits {
+    pub packets: usize,
+    pub bytes: usize,
+    pub datagram_packets: usize,
+    pub datagram_bytes: usize,
+}
+
+impl HoldLimits {
+    /// Holds nothing: a fragment before its first one is dropped at once. For a runner that
+    /// does not poll [`Hook::poll_output`] (the held packets come back only through it).
+    pub const NONE: HoldLimits = HoldLimits {
+        packets: 0,
+        bytes: 0,
+        datagram_packets: 0,
+        datagram_bytes: 0,
+    };
+    /// The router's: 256 fragments and 1 MiB in all, 64 fragments and the largest datagram
+    /// (64 KiB and the fragments' headers) per datagram.
+    pub const DEFAULT: HoldLimits = HoldLimits {
+        packets: 256,
+        bytes: 1 << 20,
+        datagram_packets: 64,
+        datagram_bytes: 65_535 + 64 * 60,
+    };
 }
 
 /// A port forward: TCP or UDP to the router's address at `port` goes to `to`:`to_port`
@@ -208,6 +242,7 @@ impl Config {
             forwards6: Vec::new(),
             max_fragments: 1024,
             fragment_timeout: Duration::from_secs(30),
+            hold: HoldLimits::NONE,
         }
     }
 }
@@ -269,9 +304,15 @@ pub struct Stats {
     pub expired: u64,
     /// New connections refused: the table was full or no port was free.
     pub refused: u64,
-    /// Later fragments that could not be translated (their first fragment was not seen, or
-    /// arrived after them), dropped.
+    /// Later fragments that could not be translated (their first fragment was not seen in
+    /// time, or they could not be held for it), dropped.
     pub fragments: u64,
+    /// Later fragments held for their first one, which came before it.
+    pub fragments_held: u64,
+    /// Later fragments not held for their first one: the hold limits were reached.
+    pub fragment_hold_full: u64,
+    /// Held fragments whose first one did not come in time.
+    pub fragment_hold_timeout: u64,
     /// Later fragments translated as their first one was.
     pub fragments_translated: u64,
     /// First fragments whose datagram could not be remembered (the fragment table was
@@ -314,19 +355,32 @@ struct FragEntry {
     expires: Instant,
 }
 
+/// A later fragment held until its datagram's first one comes, and where it goes on then.
+#[derive(Debug)]
+struct Held {
+    point: HookPoint,
+    meta: PacketMeta,
+    packet: Vec<u8>,
+    expires: Instant,
+}
+
 /// The NAT: masquerade, SNAT and port forwards on one interface.
 ///
 /// Fragments: only a datagram's first fragment carries the transport header, so it is
 /// translated as any packet, and what it became is remembered by the datagram's identity
 /// ([`FragKey`]) for [`Config::fragment_timeout`]; later fragments with that identity get
 /// the same address (their ports are in the first fragment, so nothing else changes) until
-/// all the datagram's bytes went by. This keeps no packet (no reassembly buffers: memory
-/// is [`Config::max_fragments`] small entries) and lets fragments the router itself
-/// splits further for a smaller MTU through. A later fragment that arrives before its
-/// first one is dropped and counted (`Stats::fragments`), as the hook pipeline has no way
-/// to hold a packet and send it later; the datagram is lost as if the network had lost it
-/// (senders fragment in order, so this happens only on reordering links). Outbound, a later
-/// fragment with no remembered first one still gets the masquerade's address, as before.
+/// all the datagram's bytes went by. This reassembles nothing (memory is
+/// [`Config::max_fragments`] small entries) and lets fragments the router itself splits
+/// further for a smaller MTU through. A later fragment that arrives before its first one
+/// (a reordering link) is held ([`HookVerdict::Stolen`]), within [`Config::hold`], for at
+/// most [`Config::fragment_timeout`]; right after the first one went by, the held ones go
+/// on ([`Hook::poll_output`]), translated as it was, in the order they came. One beyond the
+/// limits or held too long is dropped and counted (`Stats::fragments` and the router's
+/// `fragment_hold_full` / `fragment_hold_timeout`). Held are the later fragments of what
+/// arrives for our address, and outbound, with no masquerade, those of what may be a port
+/// forward's reply; with a masquerade, an outbound later fragment with no remembered first
+/// one gets the masquerade's address at once, which is what its first one gets.
 /// The IPv4 identification is kept: two inside hosts fragmenting to one remote with the same
 /// identification at the same time would be mixed up by its reassembly (Linux's NAT
 /// reassembles before translating, which avoids that at the cost of buffering).
@@ -341,6 +395,12 @@ pub struct Masquerade {
     /// Port-forwarded connections by flow as the inside server sees it (`host` the server,
     /// `remote` the client); `port` is the forward's public port.
     forwarded: HashMap<Flow, Conn>,
+    /// Later fragments waiting for their first one, by datagram, in the order they came.
+    held: HashMap<FragKey, Vec<Held>>,
+    held_packets: usize,
+    held_bytes: usize,
+    /// Held packets that go on or were dropped, for [`Hook::poll_output`].
+    output: VecDeque<HookOutput>,
     next_port: u16,
     stats: Stats,
 }
@@ -659,6 +719,10 @@ impl Masquerade {
             conns: HashMap::new(),
             frags: HashMap::new(),
             forwarded: HashMap::new(),
+            held: HashMap::new(),
+            held_packets: 0,
+            held_bytes: 0,
+            output: VecDeque::new(),
             stats: Stats::default(),
         }
     }
@@ -877,8 +941,123 @@ impl Masquerade {
         Some(to)
     }
 
+    /// Holds later fragment `ip` (`packet`, taken) until its first one comes, within the
+    /// limits; beyond them (or with no holding) it is dropped and counted.
+    fn hold(
+        &mut self,
+        now: Instant,
+        ip: &Ip,
+        inbound: bool,
+        point: HookPoint,
+        meta: &PacketMeta,
+        packet: &mut Vec<u8>,
+    ) -> HookVerdict {
+        let limits = self.config.hold;
+        let Some(key) = Self::frag_key(ip, inbound).filter(|_| limits.packets > 0) else {
+            self.stats.fragments += 1;
+            return HookVerdict::Drop;
+        };
+        self.expire_held(now);
+        let len = packet.len();
+        let (n, bytes) = self.held.get(&key).map_or((0, 0), |v| {
+            (v.len(), v.iter().map(|h| h.packet.len()).sum::<usize>())
+        });
+        if self.held_packets >= limits.packets
+            || self.held_bytes + len > limits.bytes
+            || n >= limits.datagram_packets
+            || bytes + len > limits.datagram_bytes
+        {
+            self.stats.fragments += 1;
+            self.stats.fragment_hold_full += 1;
+            packet.clear();
+            self.output
+                .push_back(HookOutput::Dropped(DropReason::FragmentHoldFull));
+            return HookVerdict::Stolen;
+        }
+        // A buffer of its own size: a received one may be a recycled 64 KiB one.
+        let copy = crate::core::with_headroom(packet);
+        packet.clear();
+        self.held.entry(key).or_default().push(Held {
+            point,
+            meta: *meta,
+            packet: copy,
+            expires: now + self.config.fragment_timeout,
+        });
+        self.held_packets += 1;
+        self.held_bytes += len;
+        self.stats.fragments_held += 1;
+        HookVerdict::Stolen
+    }
+
+    /// Drops (and counts) the held fragments whose first one did not come in time.
+    fn expire_held(&mut self, now: Instant) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut expired = Vec::new();
+        for list in self.held.values_mut() {
+            list.retain(|h| {
+                let keep = h.expires > now;
+                if !keep {
+                    expired.push(h.packet.len());
+                }
+                keep
+            });
+        }
+        self.held.retain(|_, v| !v.is_empty());
+        for len in expired {
+            self.held_packets -= 1;
+            self.held_bytes -= len;
+            self.stats.fragments += 1;
+            self.stats.fragment_hold_timeout += 1;
+            self.output
+                .push_back(HookOutput::Dropped(DropReason::FragmentHoldTimeout));
+        }
+    }
+
+    /// After datagram `key`'s first fragment went by: its held fragments go on, translated
+    /// as it was (as they came if it was not translated).
+    fn release(&mut self, now: Instant, key: FragKey) {
+        let Some(list) = self.held.remove(&key) else {
+            return;
+        };
+        for h in list {
+            self.held_packets -= 1;
+            self.held_bytes -= h.packet.len();
+            let mut packet = h.packet;
+            if let Ok(ip) = Ip::parse(&packet, 0, false) {
+                if let Some(to) = self.later_fragment(now, &ip, key.inbound) {
+                    rewrite(&mut packet, &ip, !key.inbound, to, None);
+                }
+            }
+            self.output.push_back(HookOutput::Resume {
+                point: h.point,
+                meta: h.meta,
+                packet,
+            });
+        }
+    }
+
+    /// The datagram of `packet` if it is a first fragment (as it arrives).
+    fn first_fragment(packet: &[u8], inbound: bool) -> Option<FragKey> {
+        let ip = Ip::parse(packet, 0, false).ok()?;
+        if ip.later_fragment {
+            return None;
+        }
+        Self::frag_key(&ip, inbound)
+    }
+
+    /// Whether port forwards of the family of `v6` exist.
+    fn forwards(&self, v6: bool) -> bool {
+        if v6 {
+            !self.config.forwards6.is_empty()
+        } else {
+            !self.config.forwards.is_empty()
+        }
+    }
+
     /// POSTROUTING: a forwarded packet leaving on our interface.
-    fn outbound(&mut self, now: Instant, packet: &mut [u8]) -> HookVerdict {
+    fn outbound(&mut self, now: Instant, meta: &PacketMeta, packet: &mut Vec<u8>) -> HookVerdict {
         let ip = match self.outer(packet, false) {
             Ok(ip) => ip,
             Err(v) => return v,
@@ -894,6 +1073,10 @@ impl Masquerade {
             if let Some(to) = self.later_fragment(now, &ip, false) {
                 rewrite(packet, &ip, true, to, None);
                 return HookVerdict::Accept;
+            }
+            // Maybe a port forward's reply whose first fragment is late.
+            if !self.config.masquerade && self.forwards(ip.v6) {
+                return self.hold(now, &ip, false, HookPoint::Postrouting, meta, packet);
             }
         }
         let l4 = packet.get(ip.l4..).unwrap_or(&[]);
@@ -1022,7 +1205,7 @@ impl Masquerade {
     }
 
     /// PREROUTING: a packet arriving on our interface for our address.
-    fn inbound(&mut self, now: Instant, packet: &mut [u8]) -> HookVerdict {
+    fn inbound(&mut self, now: Instant, meta: &PacketMeta, packet: &mut Vec<u8>) -> HookVerdict {
         let ip = match self.outer(packet, true) {
             Ok(ip) => ip,
             Err(v) => return v,
@@ -1033,8 +1216,7 @@ impl Masquerade {
         let (proto, src) = (ip.proto, ip.src);
         if ip.later_fragment {
             let Some(to) = self.later_fragment(now, &ip, true) else {
-                self.stats.fragments += 1;
-                return HookVerdict::Drop;
+                return self.hold(now, &ip, true, HookPoint::Prerouting, meta, packet);
             };
             rewrite(packet, &ip, false, to, None);
             return HookVerdict::Accept;
@@ -1177,23 +1359,47 @@ impl Hook for Masquerade {
         meta: &PacketMeta,
         packet: &mut Vec<u8>,
     ) -> HookVerdict {
-        match point {
+        let (inbound, v) = match point {
             HookPoint::Postrouting
                 if meta.out_iface == Some(self.config.iface)
                     && meta.in_iface.is_some_and(|i| i != self.config.iface) =>
             {
-                self.outbound(now, packet)
+                (false, None)
             }
             HookPoint::Postrouting
                 if meta.out_iface == Some(self.config.iface) && meta.in_iface.is_none() =>
             {
-                self.local_error(packet)
+                return self.local_error(packet);
             }
-            HookPoint::Prerouting if meta.in_iface == Some(self.config.iface) => {
-                self.inbound(now, packet)
-            }
-            _ => HookVerdict::Accept,
+            HookPoint::Prerouting if meta.in_iface == Some(self.config.iface) => (true, None),
+            _ => (false, Some(HookVerdict::Accept)),
+        };
+        if let Some(v) = v {
+            return v;
         }
+        // A first fragment whose later ones were held: they go on right after it.
+        let first = match self.held.is_empty() {
+            true => None,
+            false => Self::first_fragment(packet, inbound),
+        };
+        let v = if inbound {
+            self.inbound(now, meta, packet)
+        } else {
+            self.outbound(now, meta, packet)
+        };
+        if let Some(key) = first {
+            self.release(now, key);
+        }
+        v
+    }
+
+    fn poll_output(&mut self, now: Instant) -> Option<HookOutput> {
+        self.expire_held(now);
+        self.output.pop_front()
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        self.held.values().flatten().map(|h| h.expires).min()
     }
 
     fn name(&self) -> &'static str {
@@ -1296,11 +1502,15 @@ impl Hook for Masquerade {
             s.forwarded
         ));
         out.push(format!(
-            "fragment_table {} max {} fragments_translated {} fragment_table_full {} ext_truncated {} ext_too_long {} ext_misordered {}",
+            "fragment_table {} max {} fragments_translated {} fragment_table_full {} fragments_held {} held_now {} fragment_hold_full {} fragment_hold_timeout {} ext_truncated {} ext_too_long {} ext_misordered {}",
             self.frags.values().filter(|e| e.expires > now).count(),
             self.config.max_fragments,
             s.fragments_translated,
             s.fragment_table_full,
+            s.fragments_held,
+            self.held_packets,
+            s.fragment_hold_full,
+            s.fragment_hold_timeout,
             s.ext_truncated,
             s.ext_too_long,
             s.ext_misordered
