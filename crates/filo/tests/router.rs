@@ -514,6 +514,93 @@ fn a_port_forward_reaches_a_lan_server_from_the_wan() {
 }
 
 #[test]
+fn port_forwards_added_and_removed_on_the_console_at_run_time() {
+    require("python3");
+    require("curl");
+    require("ping");
+    let net = Net::start_with(&["--masquerade", "vde1"]);
+    // Both serve hello.txt of the test's directory: the LAN server's, written last.
+    let _wan_server = net.server();
+    let (_lan_server, log) = net.lan_server("10.71.0.50/24", "10.71.0.1", "0.0.0.0");
+    // A masqueraded connection (an echo, 30 s) that the changes below must not forget.
+    let (code, out, err) = net.lan_host("ping -c 1 -W 2 10.72.0.10");
+    assert_eq!(code, 0, "{out}\n{err}");
+    let nat = console(&net.mgmt, "nat/print");
+    let echo = nat
+        .lines()
+        .find(|l| l.starts_with("icmp 10.71.0.10:"))
+        .and_then(|l| l.split(" expires_in").next())
+        .unwrap_or_else(|| panic!("{nat}"))
+        .to_string();
+    let wan_curl = |url: &str| net.wan_host(&format!("curl -s -m 2 {url}"));
+    assert_ne!(
+        wan_curl("http://10.72.0.2:8080/hello.txt").0,
+        0,
+        "forwarded already"
+    );
+    let added = console(&net.mgmt, "fwd/add vde1:tcp:8080=10.71.0.50:8000");
+    assert!(
+        added.contains("forward tcp:8080=10.71.0.50:8000 added") && added.contains("1000 Success"),
+        "{added}"
+    );
+    net.check_port_forward(
+        || wan_curl("http://10.72.0.2:8080/hello.txt"),
+        &log,
+        ("10.72.0.11", "10.72.0.11"),
+        "10.72.0.2:8080",
+        "10.71.0.50:8000",
+    );
+    let (code, json) = filo_console_json(FILO, &net.mgmt, "fwd/print");
+    assert_eq!(code, 0, "{json}");
+    assert!(
+        json.contains(r#""lines":["vde1:tcp:8080=10.71.0.50:8000"]"#),
+        "{json}"
+    );
+    // Bad specs: the error names the part that is wrong; nothing changes.
+    for (bad, what) in [
+        (
+            "fwd/add vde1:tcp:80x=10.71.0.50",
+            "port \"80x\" is not a number",
+        ),
+        (
+            "fwd/add vde1:gre:80=10.71.0.50",
+            "protocol \"gre\" is not tcp or udp",
+        ),
+        (
+            "fwd/add vde1:tcp:80=10.71.0.5o",
+            "\"10.71.0.5o\" is not an IPv4 address",
+        ),
+        ("fwd/add vde9:tcp:80=10.71.0.50", "no interface \"vde9\""),
+        (
+            "fwd/add vde1:tcp:8080=10.71.0.51:80",
+            "is forwarded already",
+        ),
+        ("fwd/del vde1:tcp:8080=10.71.0.51:80", "no such forward"),
+        ("fwd/add", "expected IFACE:PROTO:PORT=ADDR[:PORT]"),
+    ] {
+        let reply = console(&net.mgmt, bad);
+        assert!(
+            reply.contains("1022 ") || reply.contains("1019 "),
+            "{bad}: {reply}"
+        );
+        assert!(reply.contains(what), "{bad}: {reply}");
+    }
+    let deleted = console(&net.mgmt, "fwd/del vde1:tcp:8080=10.71.0.50:8000");
+    assert!(deleted.contains("1000 Success"), "{deleted}");
+    assert_ne!(
+        wan_curl("http://10.72.0.2:8080/hello.txt").0,
+        0,
+        "still forwarded"
+    );
+    let (_, json) = filo_console_json(FILO, &net.mgmt, "fwd/print");
+    assert!(json.contains(r#""lines":[]"#), "{json}");
+    // The masquerade's connection is still the one it was.
+    let nat = console(&net.mgmt, "nat/print");
+    assert!(nat.contains(&echo), "{echo} forgotten:\n{nat}");
+    assert!(nat.contains(" created 2 "), "{nat}");
+}
+
+#[test]
 fn stateless_dhcpv6_hands_isc_dhclient_the_lan_dns_and_the_ras_say_so() {
     require("dhclient");
     require("rdisc6");

@@ -276,8 +276,8 @@ impl HookChain {
         self.list.push((points.to_vec(), hook));
     }
 
-    /// Runs a console command on the first hook called `name`; None when there is no such
-    /// hook or it has no such command.
+    /// Runs a console command on the hooks called `name` in order, until one takes it (one
+    /// NAT per interface: each takes its own); None when none does.
     pub fn command(
         &mut self,
         name: &str,
@@ -286,8 +286,22 @@ impl HookChain {
     ) -> Option<Result<Vec<String>, String>> {
         self.list
             .iter_mut()
-            .find(|(_, h)| h.name() == name)
-            .and_then(|(_, h)| h.command(cmd, args))
+            .filter(|(_, h)| h.name() == name)
+            .find_map(|(_, h)| h.command(cmd, args))
+    }
+
+    /// Runs a console command on every hook called `name`: what each that takes it answers.
+    pub fn command_all(
+        &mut self,
+        name: &str,
+        cmd: &str,
+        args: &str,
+    ) -> Vec<Result<Vec<String>, String>> {
+        self.list
+            .iter_mut()
+            .filter(|(_, h)| h.name() == name)
+            .filter_map(|(_, h)| h.command(cmd, args))
+            .collect()
     }
 
     /// What the hooks called `name` print (see [`Hook::print`]); None if there is none.
@@ -711,7 +725,7 @@ impl Router {
         self.hooks.add(points, hook);
     }
 
-    /// Runs a console command on the first hook called `name`.
+    /// Runs a console command on the first hook called `name` that takes it.
     pub fn hook_command(
         &mut self,
         name: &str,
@@ -719,6 +733,16 @@ impl Router {
         args: &str,
     ) -> Option<Result<Vec<String>, String>> {
         self.hooks.command(name, cmd, args)
+    }
+
+    /// Runs a console command on every hook called `name` (see [`HookChain::command_all`]).
+    pub fn hook_command_all(
+        &mut self,
+        name: &str,
+        cmd: &str,
+        args: &str,
+    ) -> Vec<Result<Vec<String>, String>> {
+        self.hooks.command_all(name, cmd, args)
     }
 
     /// What the hooks called `name` print (see [`Hook::print`]); None if there is none.

@@ -201,6 +201,40 @@ impl Forward {
     }
 }
 
+impl std::fmt::Display for Forward {
+    /// As [`Forward::parse`] reads it, the target port always written.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (proto, port, to) = match self {
+            Forward::V4(x) => (x.proto, x.port, endpoint(IpAddr::V4(x.to), x.to_port)),
+            Forward::V6(x) => (x.proto, x.port, endpoint(IpAddr::V6(x.to), x.to_port)),
+        };
+        write!(f, "{}:{port}={to}", proto_name(proto))
+    }
+}
+
+/// A port forward on a named interface, `IFACE:PROTO:PORT=ADDR[:PORT]`, as `filo router
+/// --forward` and its console's `fwd/add` and `fwd/del` take it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfaceForward {
+    pub iface: String,
+    pub forward: Forward,
+}
+
+impl IfaceForward {
+    /// Parses `IFACE:PROTO:PORT=ADDR[:PORT]`, e.g. `vde1:tcp:8080=10.1.0.50:80` (see
+    /// [`Forward::parse`]); the error names the part that is wrong.
+    pub fn parse(text: &str) -> Result<IfaceForward, String> {
+        let (iface, rule) = text.split_once(':').ok_or_else(|| {
+            format!("{text:?}: expected IFACE:PROTO:PORT=ADDR[:PORT], e.g. vde1:tcp:8080=10.1.0.50:80 or vde1:tcp:8080=[fd01::50]:80")
+        })?;
+        let forward = Forward::parse(rule).map_err(|e| format!("{iface}:{e}"))?;
+        Ok(IfaceForward {
+            iface: iface.to_string(),
+            forward,
+        })
+    }
+}
+
 impl PortForward {
     /// Parses `PROTO:PORT=ADDR[:PORT]`, e.g. `tcp:8080=10.1.0.50:80` (the target port
     /// defaults to the same port); IPv4 only, [`Forward::parse`] takes both.
@@ -731,6 +765,78 @@ impl Masquerade {
         self.stats
     }
 
+    /// The port forwards, IPv4 first, in the order they were added.
+    pub fn forwards(&self) -> Vec<Forward> {
+        let v4 = self.config.forwards.iter().map(|f| Forward::V4(*f));
+        v4.chain(self.config.forwards6.iter().map(|f| Forward::V6(*f)))
+            .collect()
+    }
+
+    /// Adds a port forward at run time; connections already tracked stay. Refused when the
+    /// family has no address here or the port is forwarded already.
+    pub fn add_forward(&mut self, forward: Forward) -> Result<(), String> {
+        let (v6, proto, port) = Self::forward_key(&forward);
+        if self.my_addr(v6).is_none() {
+            return Err(format!(
+                "{forward}: no {} address to forward from on this interface",
+                if v6 { "IPv6 (NAT66)" } else { "IPv4" }
+            ));
+        }
+        if let Some(f) = self
+            .forwards()
+            .into_iter()
+            .find(|f| Self::forward_key(f) == (v6, proto, port))
+        {
+            return Err(format!(
+                "{forward}: {}:{port} is forwarded already ({f})",
+                proto_name(proto)
+            ));
+        }
+        match forward {
+            Forward::V4(f) => self.config.forwards.push(f),
+            Forward::V6(f) => self.config.forwards6.push(f),
+        }
+        Ok(())
+    }
+
+    /// Removes a port forward at run time and forgets its connections (its public port
+    /// now belongs to the router again); other connections stay. The number forgotten.
+    pub fn remove_forward(&mut self, forward: Forward) -> Result<usize, String> {
+        let found = match forward {
+            Forward::V4(f) => {
+                let n = self.config.forwards.len();
+                self.config.forwards.retain(|x| *x != f);
+                n != self.config.forwards.len()
+            }
+            Forward::V6(f) => {
+                let n = self.config.forwards6.len();
+                self.config.forwards6.retain(|x| *x != f);
+                n != self.config.forwards6.len()
+            }
+        };
+        if !found {
+            return Err(format!("{forward}: no such forward (fwd/print lists them)"));
+        }
+        let (_, proto, port) = Self::forward_key(&forward);
+        let (to, to_port) = match forward {
+            Forward::V4(f) => (IpAddr::V4(f.to), f.to_port),
+            Forward::V6(f) => (IpAddr::V6(f.to), f.to_port),
+        };
+        let before = self.forwarded.len();
+        self.forwarded.retain(|flow, c| {
+            !(flow.proto == proto && c.port == port && flow.host == to && flow.host_port == to_port)
+        });
+        Ok(before - self.forwarded.len())
+    }
+
+    /// A forward's family, protocol and public port: what two forwards may not share.
+    fn forward_key(f: &Forward) -> (bool, u8, u16) {
+        match f {
+            Forward::V4(f) => (false, f.proto, f.port),
+            Forward::V6(f) => (true, f.proto, f.port),
+        }
+    }
+
     /// The router's address for the family of `ip`, if that family is translated.
     fn my_addr(&self, v6: bool) -> Option<IpAddr> {
         if v6 {
@@ -1048,7 +1154,7 @@ impl Masquerade {
     }
 
     /// Whether port forwards of the family of `v6` exist.
-    fn forwards(&self, v6: bool) -> bool {
+    fn has_forwards(&self, v6: bool) -> bool {
         if v6 {
             !self.config.forwards6.is_empty()
         } else {
@@ -1075,7 +1181,7 @@ impl Masquerade {
                 return HookVerdict::Accept;
             }
             // Maybe a port forward's reply whose first fragment is late.
-            if !self.config.masquerade && self.forwards(ip.v6) {
+            if !self.config.masquerade && self.has_forwards(ip.v6) {
                 return self.hold(now, &ip, false, HookPoint::Postrouting, meta, packet);
             }
         }
@@ -1406,6 +1512,39 @@ impl Hook for Masquerade {
         "nat"
     }
 
+    /// `fwd/print`, `fwd/add IF RULE`, `fwd/del IF RULE`: the router console's port
+    /// forwards, IF the interface number (another interface's: None, not ours) and RULE as
+    /// [`Forward::parse`] reads it. `fwd/print` answers `IF RULE` lines.
+    fn command(&mut self, cmd: &str, args: &str) -> Option<Result<Vec<String>, String>> {
+        if cmd == "fwd/print" {
+            let me = self.config.iface;
+            return Some(Ok(self
+                .forwards()
+                .iter()
+                .map(|f| format!("{me} {f}"))
+                .collect()));
+        }
+        let (iface, rule) = args.trim().split_once(' ')?;
+        if iface.parse::<IfId>().ok()? != self.config.iface {
+            return None;
+        }
+        let forward = match Forward::parse(rule.trim()) {
+            Ok(f) => f,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(match cmd {
+            "fwd/add" => self
+                .add_forward(forward)
+                .map(|()| vec![format!("forward {forward} added")]),
+            "fwd/del" => self.remove_forward(forward).map(|n| {
+                vec![format!(
+                    "forward {forward} deleted, {n} of its connections forgotten"
+                )]
+            }),
+            _ => return None,
+        })
+    }
+
     fn print(&self, now: Instant) -> Vec<String> {
         let mut conns: Vec<&Conn> = self.conns.values().filter(|c| c.expires > now).collect();
         conns.sort_by_key(|c| c.flow);
@@ -1630,6 +1769,88 @@ mod tests {
         c.masquerade = false;
         c.forwards = vec![PortForward::parse("udp:8053=10.1.0.50:53").unwrap()];
         Masquerade::new(c)
+    }
+
+    #[test]
+    fn forwards_added_and_removed_at_run_time_keep_the_other_connections() {
+        let now = Instant::now();
+        let mut c = Config::new(1, ME);
+        c.forwards = vec![PortForward::parse("udp:8053=10.1.0.50:53").unwrap()];
+        let mut m = Masquerade::new(c);
+        // A masqueraded connection and one through the forward.
+        let mut out = udp(HOST, 40000, REMOTE, 53);
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut out);
+        let mut p = udp(REMOTE, 4000, ME, 8053);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut p);
+        assert_eq!(check_udp(&p), (REMOTE, 4000, SERVER, 53));
+        // Another forward, by the console's command (interface 1 is ours, 0 is not).
+        let add = |m: &mut Masquerade, cmd: &str, args: &str| m.command(cmd, args);
+        assert_eq!(add(&mut m, "fwd/add", "0 udp:9000=10.1.0.60:53"), None);
+        assert_eq!(
+            add(&mut m, "fwd/add", "1 udp:9000=10.1.0.60"),
+            Some(Ok(
+                vec!["forward udp:9000=10.1.0.60:9000 added".to_string()]
+            ))
+        );
+        let e = add(&mut m, "fwd/add", "1 udp:9000=10.1.0.61:53")
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            e.contains("forwarded already (udp:9000=10.1.0.60:9000)"),
+            "{e}"
+        );
+        let e = add(&mut m, "fwd/add", "1 udp:9000=[fd01::5]:53")
+            .unwrap()
+            .unwrap_err();
+        assert!(e.contains("no IPv6 (NAT66) address"), "{e}");
+        let e = add(&mut m, "fwd/add", "1 sctp:9000=10.1.0.60")
+            .unwrap()
+            .unwrap_err();
+        assert!(e.contains("protocol \"sctp\""), "{e}");
+        let mut p2 = udp(REMOTE, 4001, ME, 9000);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut p2);
+        assert_eq!(check_udp(&p2).2, Ipv4Addr::new(10, 1, 0, 60));
+        assert_eq!(
+            m.command("fwd/print", ""),
+            Some(Ok(vec![
+                "1 udp:8053=10.1.0.50:53".to_string(),
+                "1 udp:9000=10.1.0.60:9000".to_string()
+            ]))
+        );
+        // The first forward goes, and its connection with it; the rest stay.
+        assert_eq!(
+            m.command("fwd/del", "1 udp:8053=10.1.0.50:53"),
+            Some(Ok(vec![
+                "forward udp:8053=10.1.0.50:53 deleted, 1 of its connections forgotten".to_string()
+            ]))
+        );
+        let e = m
+            .command("fwd/del", "1 udp:8053=10.1.0.50:53")
+            .unwrap()
+            .unwrap_err();
+        assert!(e.contains("no such forward"), "{e}");
+        let print = m.print(now);
+        assert!(
+            print
+                .iter()
+                .any(|l| l.starts_with("udp 10.1.0.10:40000 -> 10.9.0.20:53 as 10.9.0.2:40000")),
+            "{print:?}"
+        );
+        assert!(
+            print
+                .iter()
+                .any(|l| l.starts_with("udp 10.9.0.20:4001 -> 10.9.0.2:9000 forwarded to")),
+            "{print:?}"
+        );
+        assert!(!print.iter().any(|l| l.contains(":8053")), "{print:?}");
+        // The masqueraded connection's reply still comes back; the old forward's port is
+        // the router's own again.
+        let mut reply = udp(REMOTE, 53, ME, 40000);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut reply);
+        assert_eq!(check_udp(&reply).2, HOST);
+        let mut p = udp(REMOTE, 4000, ME, 8053);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut p);
+        assert_eq!(check_udp(&p).2, ME);
     }
 
     #[test]
