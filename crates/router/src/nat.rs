@@ -1144,13 +1144,30 @@ impl Masquerade {
         }
     }
 
-    /// The datagram of `packet` if it is a first fragment (as it arrives).
-    fn first_fragment(packet: &[u8], inbound: bool) -> Option<FragKey> {
+    /// The datagram of `packet` and its header if it is a first fragment (as it arrives).
+    fn first_fragment(packet: &[u8], inbound: bool) -> Option<(FragKey, Ip)> {
         let ip = Ip::parse(packet, 0, false).ok()?;
         if ip.later_fragment {
             return None;
         }
-        Self::frag_key(&ip, inbound)
+        Some((Self::frag_key(&ip, inbound)?, ip))
+    }
+
+    /// Whether later fragments that come before their first one are held.
+    fn holds(&self) -> bool {
+        self.config.hold.packets > 0
+    }
+
+    /// Whether the later fragments of `ip`'s datagram are held when they come first: inbound
+    /// those for our address, outbound (with no masquerade, which gives them our address
+    /// anyway) those that may be a port forward's reply.
+    fn holds_for(&self, ip: &Ip, inbound: bool) -> bool {
+        self.holds()
+            && if inbound {
+                self.my_addr(ip.v6) == Some(ip.dst)
+            } else {
+                !self.config.masquerade && self.has_forwards(ip.v6)
+            }
     }
 
     /// Whether port forwards of the family of `v6` exist.
@@ -1181,7 +1198,7 @@ impl Masquerade {
                 return HookVerdict::Accept;
             }
             // Maybe a port forward's reply whose first fragment is late.
-            if !self.config.masquerade && self.has_forwards(ip.v6) {
+            if self.holds_for(&ip, false) {
                 return self.hold(now, &ip, false, HookPoint::Postrouting, meta, packet);
             }
         }
@@ -1483,17 +1500,30 @@ impl Hook for Masquerade {
         if let Some(v) = v {
             return v;
         }
-        // A first fragment whose later ones were held: they go on right after it.
-        let first = match self.held.is_empty() {
-            true => None,
-            false => Self::first_fragment(packet, inbound),
+        let first = match self.holds() || !self.held.is_empty() {
+            true => Self::first_fragment(packet, inbound),
+            false => None,
         };
         let v = if inbound {
             self.inbound(now, meta, packet)
         } else {
             self.outbound(now, meta, packet)
         };
-        if let Some(key) = first {
+        if let Some((key, ip)) = first {
+            // A first fragment left as it was (not ours to translate) or translated without
+            // remembering: its later fragments get what it got too, instead of being held
+            // for a first fragment that went by already.
+            if self.holds_for(&ip, inbound)
+                && v == HookVerdict::Accept
+                && !self.frags.contains_key(&key)
+                && self.frags.len() < self.config.max_fragments
+            {
+                if let Ok(now_ip) = Ip::parse(packet, 0, false) {
+                    let to = if inbound { now_ip.dst } else { now_ip.src };
+                    self.remember_fragment(now, &ip, inbound, to);
+                }
+            }
+            // Those held for it go on right after it.
             self.release(now, key);
         }
         v

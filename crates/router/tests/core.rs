@@ -1393,3 +1393,40 @@ fn held_fragments_are_bounded_and_time_out_and_every_one_dropped_is_counted() {
         "{nat}"
     );
 }
+
+#[test]
+fn fragments_nat_leaves_alone_are_not_held_in_order_and_follow_their_first_one_out_of_order() {
+    let now = Instant::now();
+    // Port forwards only: the LAN host's own traffic to the WAN is routed as it is.
+    let mut r = nat_router(now, Some("udp:8053=10.1.0.10:53"));
+    let frames = |r: &mut Router, iface: usize, fragments: &[Vec<u8>]| {
+        let (mac, dst) = if iface == 0 { (A, R0) } else { (B, R1) };
+        for p in fragments {
+            r.handle_frame(now, iface, &eth(dst, mac, EthernetProtocol::Ipv4, p));
+        }
+        drain(r)
+    };
+    let datagram = udp_fragments(IpAddr::V4(A4), 40000, IpAddr::V4(B4), 53, 2500);
+    // In order (cut again for the WAN's MTU): out at once, untouched.
+    let out = frames(&mut r, 0, &datagram);
+    assert!(out.len() >= 2, "{out:?}");
+    assert_eq!(reassembled(&out), (A4.into(), 40000, B4.into(), 53, 2500));
+    // Out of order: held for their first one, then out with it, untouched.
+    let mut datagram = datagram;
+    for p in datagram.iter_mut() {
+        let mut h = Ipv4Packet::new_unchecked(&mut p[..]);
+        h.set_ident(0x4343);
+        h.fill_checksum();
+    }
+    datagram.reverse();
+    assert_eq!(frames(&mut r, 0, &datagram[..1]), vec![]);
+    let out = frames(&mut r, 0, &datagram[1..]);
+    assert_eq!(reassembled(&out), (A4.into(), 40000, B4.into(), 53, 2500));
+    // Fragments for the router itself, in order: dropped at once as fragments, not held.
+    let me: IpAddr = "10.9.0.2".parse().unwrap();
+    let mine = udp_fragments(IpAddr::V4(B4), 4000, me, 9, 2500);
+    assert_eq!(frames(&mut r, 1, &mine), vec![]);
+    assert_eq!(r.drops().get(DropReason::Fragment), 2);
+    assert_eq!(r.poll_at(), None, "nothing held");
+    assert_eq!(r.drops().total(), 2, "{:?}", r.drops());
+}
