@@ -163,62 +163,29 @@ pub fn execute(
         "shutdown" => return (END_OF_SESSION.to_string(), Effect::Shutdown),
         _ => {}
     }
-    let mut text = String::new();
     let (word, args) = cmd.split_once(char::is_whitespace).unwrap_or((cmd, ""));
-    if let Some(sub) = word.strip_prefix("fwd/") {
-        match fwd(router, sub, args.trim()) {
-            Some(Ok(body)) => {
-                push_data_block(&mut text, &body);
-                let _ = write!(text, "{}{PROMPT}", status_line(Ok(())));
-            }
-            Some(Err((code, e))) => {
-                let _ = write!(text, "{}{PROMPT}", filo_vnl::console::error_line(code, &e));
-            }
-            None => {
-                let _ = write!(
-                    text,
-                    "{}{PROMPT}",
-                    filo_vnl::console::error_line(
-                        38,
-                        &format!("{word:?}: unknown command (try help)")
-                    )
-                );
-            }
-        }
-        return (text, Effect::None);
-    }
-    if let Some(sub) = word.strip_prefix("filter/").filter(|s| *s != "print") {
-        match router.hook_command("filter", sub, args.trim()) {
-            Some(Ok(body)) => {
-                push_data_block(&mut text, &body);
-                let _ = write!(text, "{}{PROMPT}", status_line(Ok(())));
-            }
-            Some(Err(e)) => {
-                let _ = write!(text, "{}{PROMPT}", filo_vnl::console::error_line(22, &e));
-            }
-            None => {
-                let _ = write!(
-                    text,
-                    "{}{PROMPT}",
-                    filo_vnl::console::error_line(
-                        38,
-                        &format!("{word:?}: unknown command (try help)")
-                    )
-                );
-            }
-        }
-        return (text, Effect::None);
-    }
-    match lines(router, now, cmd, driver) {
-        Some(body) => {
+    let (answer, name) = if let Some(sub) = word.strip_prefix("fwd/") {
+        (fwd(router, sub, args.trim()), word)
+    } else if let Some(sub) = word.strip_prefix("filter/").filter(|s| *s != "print") {
+        let answer = router.hook_command("filter", sub, args.trim());
+        (answer.map(|r| r.map_err(|e| (22, e))), word)
+    } else {
+        (lines(router, now, cmd, driver).map(Ok), cmd)
+    };
+    let mut text = String::new();
+    match answer {
+        Some(Ok(body)) => {
             push_data_block(&mut text, &body);
             let _ = write!(text, "{}{PROMPT}", status_line(Ok(())));
+        }
+        Some(Err((code, e))) => {
+            let _ = write!(text, "{}{PROMPT}", filo_vnl::console::error_line(code, &e));
         }
         None => {
             let _ = write!(
                 text,
                 "{}{PROMPT}",
-                filo_vnl::console::error_line(38, &format!("{cmd:?}: unknown command (try help)"))
+                filo_vnl::console::error_line(38, &format!("{name:?}: unknown command (try help)"))
             );
         }
     }
