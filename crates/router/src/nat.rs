@@ -1144,15 +1144,6 @@ impl Masquerade {
         }
     }
 
-    /// The datagram of `packet` and its header if it is a first fragment (as it arrives).
-    fn first_fragment(packet: &[u8], inbound: bool) -> Option<(FragKey, Ip)> {
-        let ip = Ip::parse(packet, 0, false).ok()?;
-        if ip.later_fragment {
-            return None;
-        }
-        Some((Self::frag_key(&ip, inbound)?, ip))
-    }
-
     /// Whether later fragments that come before their first one are held.
     fn holds(&self) -> bool {
         self.config.hold.packets > 0
@@ -1179,12 +1170,14 @@ impl Masquerade {
         }
     }
 
-    /// POSTROUTING: a forwarded packet leaving on our interface.
-    fn outbound(&mut self, now: Instant, meta: &PacketMeta, packet: &mut Vec<u8>) -> HookVerdict {
-        let ip = match self.outer(packet, false) {
-            Ok(ip) => ip,
-            Err(v) => return v,
-        };
+    /// POSTROUTING: a forwarded packet leaving on our interface (`ip` its header).
+    fn outbound(
+        &mut self,
+        now: Instant,
+        meta: &PacketMeta,
+        packet: &mut Vec<u8>,
+        ip: Ip,
+    ) -> HookVerdict {
         let Some(me) = self.my_addr(ip.v6) else {
             return HookVerdict::Accept;
         };
@@ -1327,12 +1320,14 @@ impl Masquerade {
         HookVerdict::Accept
     }
 
-    /// PREROUTING: a packet arriving on our interface for our address.
-    fn inbound(&mut self, now: Instant, meta: &PacketMeta, packet: &mut Vec<u8>) -> HookVerdict {
-        let ip = match self.outer(packet, true) {
-            Ok(ip) => ip,
-            Err(v) => return v,
-        };
+    /// PREROUTING: a packet arriving on our interface for our address (`ip` its header).
+    fn inbound(
+        &mut self,
+        now: Instant,
+        meta: &PacketMeta,
+        packet: &mut Vec<u8>,
+        ip: Ip,
+    ) -> HookVerdict {
         if self.my_addr(ip.v6) != Some(ip.dst) {
             return HookVerdict::Accept;
         }
@@ -1500,16 +1495,21 @@ impl Hook for Masquerade {
         if let Some(v) = v {
             return v;
         }
-        let first = match self.holds() || !self.held.is_empty() {
-            true => Self::first_fragment(packet, inbound),
-            false => None,
+        let ip = match self.outer(packet, inbound) {
+            Ok(ip) => ip,
+            Err(v) => return v,
+        };
+        // A first fragment's datagram, as it arrived.
+        let first = match ip.later_fragment || !(self.holds() || !self.held.is_empty()) {
+            true => None,
+            false => Self::frag_key(&ip, inbound),
         };
         let v = if inbound {
-            self.inbound(now, meta, packet)
+            self.inbound(now, meta, packet, ip)
         } else {
-            self.outbound(now, meta, packet)
+            self.outbound(now, meta, packet, ip)
         };
-        if let Some((key, ip)) = first {
+        if let Some(key) = first {
             // A first fragment left as it was (not ours to translate) or translated without
             // remembering: its later fragments get what it got too, instead of being held
             // for a first fragment that went by already.
