@@ -7,6 +7,8 @@
 #   - filo: the namespaces are `filo ns`, `filo router` between them, forwarding only and
 #     with --masquerade on the server side; joined by two filo switches (vde://), and by two
 #     ipn:// buses with the +vnet framing (ipn://PATH[vnet/policy=switch], no switch process);
+#     and filo router alone, holding one tap per side (tap://, +vnet) moved into the client's
+#     and the server's namespaces: the same place the kernel's router namespace takes;
 #   - kernel: the namespaces are joined by veth pairs to a router namespace with
 #     ip_forward=1, forwarding only and with nftables masquerade.
 # Prints the medians and filo's ratio to the kernel's.
@@ -37,7 +39,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for f in "$T"/*.pid; do [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
-  for n in "$C" "$R" "$S"; do ip netns del "$n" 2>/dev/null || true; done
+  for n in "$C" "$R" "$S" "filo-brt-tc-$$" "filo-brt-ts-$$"; do ip netns del "$n" 2>/dev/null || true; done
   rm -rf "$T"
 }
 trap cleanup EXIT
@@ -110,6 +112,38 @@ filo_run() { # filo_run ROW LAN-VNL WAN-VNL [ROUTER FLAGS...]: one TCP and one 6
   rm -f "$T/router.pid"
 }
 
+netns_run() { # netns_run ROW CLIENT-NS SERVER-NS: one TCP and one 64-byte run between
+  # two kernel namespaces
+  for kind in tcp udp64; do
+    ip netns exec "$3" iperf3 -s -1 >/dev/null 2>&1 &
+    local server=$!; PIDS+=("$server")
+    sleep 1
+    record "$1" "$kind" "$(measure "$kind" ip netns exec "$2")"
+    reap "$server"
+  done
+}
+
+# --- filo router on taps: it opens one tap per side (with the +vnet framing) and the taps
+# are moved into the client's and the server's namespaces, so the router stands where the
+# kernel's router namespace stands below (no switch, no filo ns: the one process between)
+tap_run() { # tap_run ROW [ROUTER FLAGS...]: one TCP and one 64-byte run
+  local row=$1; shift
+  local tc=filo-brt-tc-$$ ts=filo-brt-ts-$$ a=fbta$$ b=fbtb$$
+  "$FILO" router --vnl "tap://$a" --conf ip=10.81.0.1/24 --vnl "tap://$b" --conf ip=10.82.0.1/24 \
+    -M "$T/t.mgmt" -d -p "$T/trouter.pid" "$@"
+  for n in "$tc" "$ts"; do ip netns add "$n"; ip -n "$n" link set lo up; done
+  ip link set "$a" netns "$tc"; ip link set "$b" netns "$ts"
+  ip -n "$tc" addr add 10.81.0.10/24 dev "$a"; ip -n "$tc" link set "$a" up
+  ip -n "$tc" route add default via 10.81.0.1
+  ip -n "$ts" addr add 10.82.0.10/24 dev "$b"; ip -n "$ts" link set "$b" up
+  [ "$*" = "--masquerade vde1" ] || ip -n "$ts" route add default via 10.82.0.1
+  netns_run "$row" "$tc" "$ts"
+  kill "$(cat "$T/trouter.pid")"
+  for _ in $(seq 50); do [ -e "$T/t.mgmt" ] || break; sleep 0.1; done
+  rm -f "$T/trouter.pid"
+  ip netns del "$tc"; ip netns del "$ts"
+}
+
 # --- kernel: veth pairs to a router namespace
 for n in "$C" "$R" "$S"; do ip netns add "$n"; ip -n "$n" link set lo up; done
 ip link add "c-$$" netns "$C" type veth peer name "rc-$$" netns "$R"
@@ -121,13 +155,7 @@ ip -n "$R" addr add 10.82.0.1/24 dev "rs-$$"; ip -n "$R" link set "rs-$$" up
 ip -n "$S" addr add 10.82.0.10/24 dev "s-$$"; ip -n "$S" link set "s-$$" up
 ip netns exec "$R" sysctl -qw net.ipv4.ip_forward=1
 kernel_run() { # kernel_run ROW: one TCP and one 64-byte run
-  for kind in tcp udp64; do
-    ip netns exec "$S" iperf3 -s -1 >/dev/null 2>&1 &
-    local server=$!; PIDS+=("$server")
-    sleep 1
-    record "$1" "$kind" "$(measure "$kind" ip netns exec "$C")"
-    reap "$server"
-  done
+  netns_run "$1" "$C" "$S"
 }
 kernel_fwd() {
   ip -n "$S" route add default via 10.82.0.1
@@ -152,7 +180,7 @@ IPN_OPTS=${IPN_OPTS:-vnet/policy=switch}
 # Fresh bus paths for every router run: a bus lives while it has members, and a path reused
 # at once can still be served by a member of the previous bus that is exiting.
 ipn_bus() { echo "ipn://$T/$1-$round[$IPN_OPTS]"; }
-ROWS=${ROWS:-sw-fwd sw-nat ipn-fwd ipn-nat kern-fwd kern-nat}
+ROWS=${ROWS:-sw-fwd sw-nat ipn-fwd ipn-nat tap-fwd tap-nat kern-fwd kern-nat}
 for round in $(seq "$RUNS"); do
   echo "round $round of $RUNS" >&2
   for r in $ROWS; do
@@ -161,6 +189,8 @@ for round in $(seq "$RUNS"); do
       sw-nat) filo_run sw-nat "vde://$T/lan" "vde://$T/wan" --masquerade vde1 ;;
       ipn-fwd) filo_run ipn-fwd "$(ipn_bus flan)" "$(ipn_bus fwan)" ;;
       ipn-nat) filo_run ipn-nat "$(ipn_bus nlan)" "$(ipn_bus nwan)" --masquerade vde1 ;;
+      tap-fwd) tap_run tap-fwd ;;
+      tap-nat) tap_run tap-nat --masquerade vde1 ;;
       kern-fwd) kernel_fwd ;;
       kern-nat) kernel_nat ;;
       *) echo "bench/router.sh: unknown row $r in ROWS" >&2; exit 1 ;;
@@ -184,12 +214,16 @@ row "forwarding, filo switches" sw-fwd kern-fwd tcp
 row "forwarding + masquerade, filo switches" sw-nat kern-nat tcp
 row "forwarding, ipn:// buses (vnet)" ipn-fwd kern-fwd tcp
 row "forwarding + masquerade, ipn:// (vnet)" ipn-nat kern-nat tcp
+row "forwarding, taps in the namespaces" tap-fwd kern-fwd tcp
+row "forwarding + masquerade, taps" tap-nat kern-nat tcp
 printf '  %-40s %9s %9s %6s\n' "64-byte frames (UDP), packets/s recvd" filo kernel ratio
 row "forwarding, filo switches" sw-fwd kern-fwd udp64
 row "forwarding + masquerade, filo switches" sw-nat kern-nat udp64
 row "forwarding, ipn:// buses (vnet)" ipn-fwd kern-fwd udp64
 row "forwarding + masquerade, ipn:// (vnet)" ipn-nat kern-nat udp64
-echo "(filo: filo ns on each side, filo router between, on filo switches or on ipn:// buses; kernel: veth to a namespace with ip_forward=1, nftables masquerade)"
+row "forwarding, taps in the namespaces" tap-fwd kern-fwd udp64
+row "forwarding + masquerade, taps" tap-nat kern-nat udp64
+echo "(filo: filo ns on each side, filo router between, on filo switches or on ipn:// buses, or filo router alone holding a tap in each namespace; kernel: veth to a namespace with ip_forward=1, nftables masquerade)"
 [ "${LEASES:-1000}" = 0 ] && exit 0
 
 

@@ -85,6 +85,7 @@ fn init_logging(verbose: u8) {
 }
 
 fn main() -> ExitCode {
+    sys::note_inherited_fds();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     // Every VNL the command opens may be switch:// or hub://.

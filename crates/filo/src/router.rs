@@ -80,7 +80,9 @@ EXAMPLES:
               --dhcp-host vde0=02:00:00:00:00:10=192.168.7.10
   filo console --json /tmp/r.mgmt route/print")]
 pub struct RouterArgs {
-    /// A network to route on (repeatable): interface vde0, vde1, ... in order.
+    /// A network to route on (repeatable): interface vde0, vde1, ... in order. On vde://,
+    /// ipn:// (created with vnet) and tap:// (as root; a tap can then be moved into a
+    /// namespace with `ip link set TAP netns NS`) TCP super-frames pass as one packet.
     #[arg(long = "vnl", value_name = "VNL", required = true)]
     vnls: Vec<String>,
     /// The configuration of the interface of the same rank (ip=ADDR/LEN,gw=ADDR,mtu=N,...).
@@ -518,7 +520,10 @@ pub fn run(args: RouterArgs) -> Result<ExitCode> {
         (Err(e), None) => return Err(e),
     };
     match daemon.run_and_save(&sys::STOP)? {
-        End::Hangup(why) => eprintln!("filo router: {why}"),
+        End::Hangup(why) => {
+            eprintln!("filo router: every interface is down: {why}");
+            return Ok(ExitCode::FAILURE);
+        }
         End::Shutdown => eprintln!("filo router: shut down from the console"),
         End::Stopped => {}
     }
@@ -529,11 +534,12 @@ pub fn run(args: RouterArgs) -> Result<ExitCode> {
 fn start(args: &RouterArgs, router: Router) -> Result<(Daemon, Option<crate::plug::RemoveOnDrop>)> {
     let mut plugs = Vec::new();
     for (i, v) in args.vnls.iter().enumerate() {
-        // On a switch or an ipn:// bus that speaks it, the +vnet framing: TCP super-frames
-        // through the router.
+        // On a switch or an ipn:// bus that speaks it, and on a kernel tap, the +vnet
+        // framing: TCP super-frames through the router.
         let options = OpenOptions {
             description: "filo-router:".into(),
-            vnet: filo_vnl::Vnl::parse(v).is_ok_and(|v| matches!(v.module(), "vde" | "ipn")),
+            vnet: filo_vnl::Vnl::parse(v)
+                .is_ok_and(|v| matches!(v.module(), "vde" | "ipn" | "tap")),
             ..Default::default()
         };
         plugs.push(

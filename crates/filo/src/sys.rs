@@ -136,7 +136,61 @@ pub fn daemonize_until_ready(what: &str) -> io::Result<Readiness> {
     Ok(Readiness(Some(w)))
 }
 
-/// The daemon's side of a fork: a session of its own, stdio on /dev/null.
+/// Descriptors above stderr that were open when filo started: inherited from the caller.
+static INHERITED: std::sync::OnceLock<Vec<libc::c_int>> = std::sync::OnceLock::new();
+
+/// Notes the descriptors filo inherited (call first thing in `main`, before anything is
+/// opened), so a daemon can close them: a pipe a caller left open (a CI runner's, `$(...)`
+/// in a script) would otherwise stay open as long as the daemon lives.
+pub fn note_inherited_fds() {
+    let mut fds: Vec<libc::c_int> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter(|&fd| fd > 2)
+                .collect()
+        })
+        .unwrap_or_default();
+    // The listing's own directory descriptor is closed by now.
+    // SAFETY: F_GETFD only reads the descriptor's flags; a closed one fails with EBADF.
+    fds.retain(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0);
+    let _ = INHERITED.set(fds);
+}
+
+/// Descriptor numbers the command line names (`seqpacket://FD`, nested ones too): a daemon
+/// keeps those.
+fn named_fds(args: impl Iterator<Item = String>) -> Vec<libc::c_int> {
+    let mut fds = Vec::new();
+    for arg in args {
+        for (at, _) in arg.match_indices("seqpacket://") {
+            let digits: String = arg[at + "seqpacket://".len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if let Ok(fd) = digits.parse() {
+                fds.push(fd);
+            }
+        }
+    }
+    fds
+}
+
+/// Closes the inherited descriptors a daemon has no use for.
+fn close_inherited() {
+    let keep = named_fds(std::env::args());
+    for &fd in INHERITED.get().map(Vec::as_slice).unwrap_or_default() {
+        if !keep.contains(&fd) {
+            // SAFETY: `fd` was open when filo started and is not one filo uses: nothing in
+            // this process owns it.
+            unsafe {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+/// The daemon's side of a fork: a session of its own, stdio on /dev/null, inherited
+/// descriptors closed (but those the command line names).
 fn detach() -> io::Result<()> {
     // SAFETY: setsid takes no arguments; failure only means we already lead a session.
     unsafe {
@@ -153,6 +207,7 @@ fn detach() -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
     }
+    close_inherited();
     Ok(())
 }
 
@@ -180,4 +235,24 @@ pub fn kill(pid: i32, sig: libc::c_int) -> io::Result<()> {
 pub fn euid() -> u32 {
     // SAFETY: geteuid takes no arguments and cannot fail.
     unsafe { libc::geteuid() }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_daemon_keeps_the_descriptors_its_command_line_names() {
+        let args = [
+            "filo",
+            "plug",
+            "-d",
+            "seqpacket://5",
+            "vlan://3{seqpacket://12}",
+            "vde:///tmp/seqpacket://7x",
+            "seqpacket://",
+        ];
+        assert_eq!(
+            super::named_fds(args.iter().map(|s| s.to_string())),
+            [5, 12, 7]
+        );
+    }
 }

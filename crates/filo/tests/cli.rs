@@ -247,3 +247,44 @@ fn daemons_refuse_a_pid_file_that_exists() {
         "1\n"
     );
 }
+
+/// A daemon closes the descriptors it inherited (a pipe a CI runner or `$(...)` left open
+/// would otherwise stay open as long as it lives): a switch (`daemonize`) and a router
+/// (`daemonize_until_ready`) started with descriptor 5 on a file keep none on it.
+#[test]
+fn daemons_keep_no_descriptor_their_caller_left_open() {
+    let tmp = filo_test_support::TempDir::new("filo-daemon-fds");
+    let held = tmp.join("held");
+    let (sw, sw_pid, r_pid) = (tmp.join("sw"), tmp.join("sw.pid"), tmp.join("r.pid"));
+    let script = format!(
+        "exec 5>{held}; {FILO} switch {sw} -d -p {sw_pid} && \
+         {FILO} router --vnl vde://{sw} --conf ip=10.79.0.1/24 -d -p {r_pid}",
+        held = held.display(),
+        sw = sw.display(),
+        sw_pid = sw_pid.display(),
+        r_pid = r_pid.display(),
+    );
+    let status = Command::new("sh").args(["-c", &script]).status().unwrap();
+    assert!(status.success());
+    for pidfile in [&sw_pid, &r_pid] {
+        let read = || std::fs::read_to_string(pidfile).unwrap_or_default();
+        filo_test_support::wait_until(std::time::Duration::from_secs(10), || {
+            read().ends_with('\n')
+        });
+        let pid = read().trim().to_string();
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .map(|p| p.display().to_string())
+            .collect();
+        let _ = Command::new("kill").arg(&pid).status();
+        assert!(
+            !fds.iter()
+                .any(|f| f.starts_with(&held.display().to_string())),
+            "{} still holds {}: {fds:?}",
+            pidfile.display(),
+            held.display()
+        );
+    }
+}

@@ -1703,3 +1703,92 @@ ip = ["10.81.0.2/24"]
     down(&root);
     assert_nothing_left(&root);
 }
+
+#[test]
+fn ns_nodes_on_vnet_buses_reach_each_other_through_a_router_node_with_super_frames() {
+    let tmp = TempDir::new("filo-lab");
+    let root = tmp.join("state");
+    let www = tmp.join("www");
+    std::fs::create_dir(&www).unwrap();
+    run(Command::new("head")
+        .args(["-c", "8M", "/dev/urandom"])
+        .stdout(std::fs::File::create(www.join("big")).unwrap()));
+    let file = write_lab(
+        &tmp,
+        &format!(
+            r#"
+name = "vnetlab"
+[bus.lan]
+policy = "switch"
+vnet = true
+[bus.wan]
+policy = "switch"
+vnet = true
+[node.r]
+kind = "router"
+net = ["lan", "wan"]
+conf = ["ip=10.83.0.1/24", "ip=10.84.0.1/24"]
+[node.c]
+kind = "ns"
+net = ["lan"]
+ip = ["10.83.0.10/24"]
+gw = "10.83.0.1"
+[node.s]
+kind = "ns"
+net = ["wan"]
+ip = ["10.84.0.10/24"]
+gw = "10.84.0.1"
+command = "python3 -m http.server 8000 -d {}"
+"#,
+            www.display()
+        ),
+    );
+    let _down = Cleanup(&root, "vnetlab");
+    let (ok, out, err) = up(&root, &file);
+    assert!(ok, "{out} {err}");
+    let (ok, out, err) = filo(
+        &root,
+        &[
+            "lab",
+            "exec",
+            "c",
+            "--",
+            "curl",
+            "-sf",
+            "--retry",
+            "10",
+            "--retry-delay",
+            "1",
+            "--retry-all-errors",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            "http://10.84.0.10:8000/big",
+        ],
+    );
+    assert!(ok && out.trim() == "8388608", "{out} {err}");
+    let (ok, out, _) = filo(&root, &["lab", "status", "--json"]);
+    assert!(ok);
+    let s = json(&out);
+    let buses = s["buses"].as_array().unwrap_or_else(|| panic!("{s}"));
+    assert!(
+        buses.len() == 2 && buses.iter().all(|b| b["stat"]["vnet"] == true),
+        "{s}"
+    );
+    // The download crossed the router as TCP super-frames (only the +vnet framing has them).
+    let mgmt = root.join("vnetlab").join("rt").join("r.mgmt");
+    let text = console(&mgmt, "iface/print");
+    let super_rx = |iface: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{iface} ")))
+            .unwrap_or_else(|| panic!("{text}"));
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let at = w.iter().position(|x| *x == "super_rx").unwrap();
+        w[at + 1].parse().unwrap()
+    };
+    assert!(super_rx("vde1") > 0, "{text}");
+    down(&root);
+    assert_nothing_left(&root);
+}

@@ -1218,8 +1218,9 @@ fn qemu_on_the_lan_switch_is_leased_by_the_router() {
 }
 
 #[test]
-fn tracepath_over_two_routers_lists_both_hops_and_finds_the_middle_links_mtu_ipv4_and_ipv6() {
+fn tracepath_and_traceroute_over_two_routers_list_both_hops_and_find_the_middle_links_mtu() {
     require("tracepath");
+    require("traceroute");
     require("ping");
     let tmp = TempDir::new("filo-router-two");
     let lan = FiloSwitch::start(FILO, &tmp, "lan", &[]);
@@ -1291,7 +1292,8 @@ fn tracepath_over_two_routers_lists_both_hops_and_finds_the_middle_links_mtu_ipv
         "-c",
         "for i in $(seq 50); do ping -c 1 -W 1 10.77.0.10 >/dev/null && \
          ping -6 -c 1 -W 1 fd77::10 >/dev/null && break; sleep 0.2; done; \
-         tracepath -n 10.77.0.10; tracepath -6 -n fd77::10; true",
+         tracepath -n 10.77.0.10; tracepath -6 -n fd77::10; \
+         traceroute -n -q 1 -w 3 10.77.0.10; traceroute -6 -n -q 1 -w 3 fd77::10; true",
     ]);
     assert_eq!(code, 0, "{out}\n{err}");
     for hop in [
@@ -1299,6 +1301,14 @@ fn tracepath_over_two_routers_lists_both_hops_and_finds_the_middle_links_mtu_ipv
         " 2:  10.76.0.2 ",
         " 1:  fd75::1 ",
         " 2:  fd76::2 ",
+        // traceroute's UDP probes: both routers' time exceeded, then the server's port
+        // unreachable.
+        "\n 1  10.75.0.1 ",
+        "\n 2  10.76.0.2 ",
+        "\n 3  10.77.0.10 ",
+        "\n 1  fd75::1 ",
+        "\n 2  fd76::2 ",
+        "\n 3  fd77::10 ",
     ] {
         assert!(out.contains(hop), "no hop {hop:?}: {out}");
     }
@@ -2571,4 +2581,153 @@ fn a_router_in_the_background_serves_the_ipn_bus_it_created() {
     filo_test_support::sys::kill(pid, libc::SIGTERM);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("2 received"), "{out}");
+}
+
+/// `filo router` on two taps (`tap://TAG{l,w}ID`, vde0 and vde1 with `router_addrs`, plus
+/// `extra` flags), each moved into a namespace of its own and given `host_addrs`; returns
+/// the router, its management socket and each tap's name with its namespace.
+fn router_on_taps(
+    tmp: &TempDir,
+    tag: &str,
+    router_addrs: [&str; 2],
+    host_addrs: [&str; 2],
+    extra: &[&str],
+    stderr: Stdio,
+) -> (Proc, PathBuf, [(String, Netns); 2]) {
+    // Interface names are at most 15 bytes.
+    let id = std::process::id() % 100_000;
+    let taps = [format!("{tag}l{id}"), format!("{tag}w{id}")];
+    let mgmt = tmp.join("r.mgmt");
+    let router = Proc::spawn(
+        Command::new(FILO)
+            .args(["router", "--vnl", &format!("tap://{}", taps[0])])
+            .args(["--conf", &format!("ip={}", router_addrs[0])])
+            .args(["--vnl", &format!("tap://{}", taps[1])])
+            .args(["--conf", &format!("ip={}", router_addrs[1])])
+            .args(extra)
+            .arg("-M")
+            .arg(&mgmt)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr),
+    );
+    assert!(wait_until(T, || mgmt.exists()), "the router did not start");
+    let nets = taps.map(|tap| {
+        let ns = Netns::new(&format!("{tag}-ns"));
+        run(Command::new("ip").args(["link", "set", &tap, "netns", &ns.name]));
+        (tap, ns)
+    });
+    for ((tap, ns), addr) in nets.iter().zip(host_addrs) {
+        ns.exec_ok(&["ip", "addr", "add", addr, "dev", tap]);
+        ns.exec_ok(&["ip", "link", "set", tap, "up"]);
+    }
+    (router, mgmt, nets)
+}
+
+/// As root, the router can hold a tap per side moved into the namespaces it joins (no switch,
+/// bus or `filo ns` between): the taps speak the +vnet framing, so a large download crosses
+/// the masquerade as TCP super-frames, whole, and the server sees the router's WAN address.
+#[test]
+fn a_router_holding_taps_moved_into_namespaces_masquerades_super_frames() {
+    require("python3");
+    require("curl");
+    let tmp = TempDir::new("filo-router-taps");
+    let (_router, mgmt, [(_, lan), (_, wan)]) = router_on_taps(
+        &tmp,
+        "frt",
+        ["10.75.0.1/24", "10.76.0.2/24"],
+        ["10.75.0.10/24", "10.76.0.10/24"],
+        &["--masquerade", "vde1"],
+        test_log(),
+    );
+    // No route back from the WAN: only translated packets can be answered.
+    lan.exec_ok(&["ip", "route", "add", "default", "via", "10.75.0.1"]);
+    let dir = tmp.join("www");
+    std::fs::create_dir(&dir).unwrap();
+    let big = dir.join("big");
+    run(Command::new("head")
+        .args(["-c", "16M", "/dev/urandom"])
+        .stdout(std::fs::File::create(&big).unwrap()));
+    let sum = run(Command::new("sha256sum").arg(&big));
+    let log = tmp.join("access.log");
+    let _server = Proc::spawn(
+        wan.command("python3")
+            .args(["-m", "http.server", "-d"])
+            .arg(&dir)
+            .arg("8000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    let got = tmp.join("got");
+    assert!(
+        lan.curl_until("http://10.76.0.10:8000/big", &got, T),
+        "no download through the router's taps"
+    );
+    let got_sum = run(Command::new("sha256sum").arg(&got));
+    assert_eq!(
+        got_sum.split_whitespace().next(),
+        sum.split_whitespace().next()
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(http_requesters(&log, "/big"), ["10.76.0.2"], "{log}");
+    let (wan_rx, _) = super_counts(&mgmt, "vde1");
+    let (_, lan_tx) = super_counts(&mgmt, "vde0");
+    assert!(
+        wan_rx > 0 && lan_tx > 0,
+        "download: vde1 {wan_rx} super-frames in, vde0 {lan_tx} out"
+    );
+}
+
+/// A router holding two taps, one moved into a namespace that is then deleted (its tap goes
+/// with it): the router routes on with the other interface, drops and counts what it had for
+/// the lost one and says why in `stat`; when the last interface goes too, it exits with a
+/// failure naming both.
+#[test]
+fn a_lost_interface_leaves_the_router_routing_on_the_others_and_losing_all_ends_it() {
+    require("ping");
+    let tmp = TempDir::new("filo-router-down");
+    let (mut router, mgmt, [(a, lan), (b, wan)]) = router_on_taps(
+        &tmp,
+        "frd",
+        ["10.77.0.1/24", "10.78.0.1/24"],
+        ["10.77.0.10/24", "10.78.0.10/24"],
+        &[],
+        Stdio::piped(),
+    );
+    lan.exec_ok(&["ip", "route", "add", "default", "via", "10.77.0.1"]);
+    wan.exec_ok(&["ip", "route", "add", "default", "via", "10.78.0.1"]);
+    lan.exec_ok(&["ping", "-c", "1", "-W", "5", "10.78.0.10"]);
+    // The LAN's namespace goes, and its tap with it.
+    drop(lan);
+    let stat = || console(&mgmt, "stat");
+    assert!(
+        wait_until(T, || stat().contains(&format!("down vde0 tap://{a}: "))),
+        "{}",
+        stat()
+    );
+    // The WAN side still gets answers, and the replies meant for the LAN are counted.
+    wan.exec_ok(&["ping", "-c", "2", "-i", "0.2", "-W", "5", "10.78.0.1"]);
+    let _ = wan
+        .command("ping")
+        .args(["-c", "2", "-i", "0.2", "-W", "1", "10.77.0.10"])
+        .status();
+    let text = stat();
+    let link_down: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("drop link_down "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(link_down >= 1, "{text}");
+    // The last interface goes: the router ends, failing, naming both.
+    drop(wan);
+    let status = router.wait_exit(T);
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut router.child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("every interface is down"), "{err}");
+    assert!(
+        err.contains(&format!("tap://{a}")) && err.contains(&format!("tap://{b}")),
+        "{err}"
+    );
 }

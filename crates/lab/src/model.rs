@@ -115,6 +115,8 @@ struct BusDef {
     policy: Option<Spanned<String>>,
     #[serde(default)]
     lossless: bool,
+    #[serde(default)]
+    vnet: bool,
 }
 
 #[derive(Deserialize, Debug)]
@@ -260,6 +262,9 @@ pub struct Bus {
     /// `hub`, `switch` or `mpegts`.
     pub policy: String,
     pub lossless: bool,
+    /// Frames carry a virtio-net header (TCP super-frames): only `ns` and `router` nodes
+    /// join such a bus.
+    pub vnet: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -542,9 +547,15 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
             name: n.clone(),
             policy,
             lossless: d.lossless,
+            vnet: d.vnet,
         });
     }
     let bus_names: BTreeSet<String> = buses.iter().map(|b| b.name.clone()).collect();
+    let vnet_buses: BTreeSet<String> = buses
+        .iter()
+        .filter(|b| b.vnet)
+        .map(|b| b.name.clone())
+        .collect();
 
     let mut switches = Vec::new();
     for (n, s) in &def.switch {
@@ -638,6 +649,16 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
                     text.span(),
                     key,
                     format!("{t:?}: {sw} is a bus, which has no ports: expected just {sw:?}"),
+                ));
+            }
+            if vnet_buses.contains(sw) && !who.starts_with("node ") {
+                return Err(cx.err(
+                    text.span(),
+                    key,
+                    format!(
+                        "bus {sw} carries the virtio-net framing (vnet = true), which the {who} \
+                         does not speak: expected a switch or a bus without vnet"
+                    ),
                 ));
             }
             return Ok(Attach {
@@ -872,12 +893,23 @@ fn validate(cx: &Ctx<'_>, def: FileDef, default_name: &str) -> Result<Lab, LabEr
         let kind = *d.kind.get_ref();
         let mut net = Vec::new();
         for a in &d.net {
-            net.push(attach(
-                a,
-                &format!("{key}.net"),
-                &format!("node {n}"),
-                &switches,
-            )?);
+            let at = attach(a, &format!("{key}.net"), &format!("node {n}"), &switches)?;
+            if at.bus
+                && vnet_buses.contains(&at.switch)
+                && !matches!(kind, NodeKind::Ns | NodeKind::Router)
+            {
+                return Err(cx.err(
+                    a.span(),
+                    format!("{key}.net"),
+                    format!(
+                        "bus {} carries the virtio-net framing (vnet = true), which a {} node \
+                         does not speak: expected an ns or router node, or a bus without vnet",
+                        at.switch,
+                        kind.name()
+                    ),
+                ));
+            }
+            net.push(at);
         }
         net.extend(node_links.remove(n).unwrap_or_default());
         if net.is_empty() {

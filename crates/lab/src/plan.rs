@@ -292,6 +292,9 @@ pub fn plan(lab: &Lab, layout: &Layout) -> Vec<Step> {
         if b.lossless {
             args.push("--lossless".into());
         }
+        if b.vnet {
+            args.push("--vnet".into());
+        }
         args.extend([
             "-d".to_string(),
             "--pidfile".into(),

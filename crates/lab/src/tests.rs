@@ -713,6 +713,31 @@ fn a_bus_starts_with_the_switches_and_its_members_join_it_by_ipn() {
     assert!(e.message.contains("already used by a switch"), "{e}");
 }
 
+#[test]
+fn a_vnet_bus_is_created_with_vnet_and_refuses_members_that_do_not_speak_it() {
+    let text = WITH_BUS.replace("lossless = true", "vnet = true");
+    // The link from the switch and the stack node join b: neither speaks the framing.
+    let e = parse(&text, "b").unwrap_err();
+    assert_eq!(e.key, "link[0].b", "{e}");
+    assert!(
+        e.message.contains("bus b carries the virtio-net framing"),
+        "{e}"
+    );
+    assert!(e.message.contains("the link lan-b does not speak"), "{e}");
+    let text = text.replace("[[link]]\na = \"lan\"\nb = \"b\"\n", "");
+    let e = parse(&text, "b").unwrap_err();
+    assert_eq!(e.key, "node.s1.net", "{e}");
+    assert!(
+        e.message.contains("which a stack node does not speak"),
+        "{e}"
+    );
+    let text = text.replace("kind = \"stack\"", "kind = \"ns\"");
+    let lab = parse(&text, "b").unwrap();
+    let steps = plan(&lab, &Layout::new("/run/l"));
+    let bus = steps.iter().find(|s| s.id == "bus b").unwrap();
+    assert!(bus.args.contains(&"--vnet".to_string()), "{bus:?}");
+}
+
 const WITH_USERSTACK: &str = r#"
 name = "u"
 [switch.lan]

@@ -27,9 +27,13 @@ pub enum Effect {
 }
 
 /// Counters the daemon keeps beside the core's (frames it could not hand to a plug).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DriverStats {
     pub tx_dropped: u64,
+    /// Frames for an interface that is down, dropped.
+    pub link_down: u64,
+    /// `IFACE VNL: why` for each interface that is down.
+    pub down: Vec<String>,
 }
 
 pub fn greeting() -> String {
@@ -136,6 +140,8 @@ fn lines(router: &Router, now: Instant, cmd: &str, driver: &DriverStats) -> Opti
             }
             out.push(format!("drop total {}", router.drops().total()));
             out.push(format!("drop tx_queue_full {}", driver.tx_dropped));
+            out.push(format!("drop link_down {}", driver.link_down));
+            out.extend(driver.down.iter().map(|d| format!("down {d}")));
         }
         "filter/print" => out.extend(router.hook_print("filter", now).unwrap_or_default()),
         "nat/print" => match router.hook_print("nat", now) {

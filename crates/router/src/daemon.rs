@@ -31,7 +31,7 @@ const BIG_BATCH: usize = 16;
 /// Why the daemon stopped.
 #[derive(Debug)]
 pub enum End {
-    /// A plug's other side went away.
+    /// Every plug's other side went away (each interface's reason).
     Hangup(String),
     /// `shutdown` on the console.
     Shutdown,
@@ -50,6 +50,8 @@ pub struct Daemon {
     /// For plugs with the `+vnet` framing: room for 64 KiB super-frames.
     big_batch: Option<FrameBatch>,
     stats: DriverStats,
+    /// Why each interface is down, for those that are (see [`Daemon::set_down`]).
+    down: Vec<Option<String>>,
     /// Lease files by interface.
     lease_files: Vec<(usize, LeaseFile)>,
     next_lease_save: Instant,
@@ -77,6 +79,7 @@ impl Daemon {
         Ok(Daemon {
             router,
             backlog: plugs.iter().map(|_| VecDeque::new()).collect(),
+            down: vec![None; plugs.len()],
             backlog_bytes: vec![0; plugs.len()],
             plugs,
             mgmt,
@@ -149,6 +152,12 @@ impl Daemon {
                 timeout = timeout.min(at.saturating_duration_since(now));
             }
             for i in 0..n {
+                // An interface that is down is left out (poll ignores a negative descriptor).
+                if self.is_down(i) {
+                    entries.push(PollEntry::new(-1, false, false));
+                    entries.push(PollEntry::new(-1, false, false));
+                    continue;
+                }
                 if self.plugs[i].has_pending_input() {
                     timeout = Duration::ZERO;
                 }
@@ -165,6 +174,7 @@ impl Daemon {
                 ));
             }
             let ctl: Vec<(usize, RawFd)> = (0..n)
+                .filter(|&i| !self.is_down(i))
                 .filter_map(|i| self.plugs[i].ctl_fd().map(|fd| (i, fd.as_raw_fd())))
                 .collect();
             for &(_, fd) in &ctl {
@@ -183,22 +193,31 @@ impl Daemon {
             for (k, &(i, _)) in ctl.iter().enumerate() {
                 let e = entries[2 * n + k].ready;
                 if e.readable || e.hangup {
-                    return Ok(End::Hangup(format!(
-                        "{}: the switch closed the connection",
-                        self.plugs[i].name()
-                    )));
+                    self.set_down(i, "the switch closed the connection".into());
                 }
             }
             for i in 0..n {
+                if self.is_down(i) {
+                    continue;
+                }
                 if entries[2 * i + 1].ready.writable {
                     self.flush_backlog(i);
                 }
                 let r = entries[2 * i].ready;
                 if r.readable || r.hangup || self.plugs[i].has_pending_input() {
-                    if let Some(end) = self.read_plug(i, now) {
-                        return Ok(end);
+                    if let Err(e) = self.read_plug(i, now) {
+                        self.set_down(i, e.to_string());
                     }
                 }
+            }
+            if self.down.iter().all(Option::is_some) {
+                let why: Vec<String> = (0..n)
+                    .filter_map(|i| {
+                        let reason = self.down[i].as_deref()?;
+                        Some(format!("{}: {reason}", self.plugs[i].name()))
+                    })
+                    .collect();
+                return Ok(End::Hangup(why.join("; ")));
             }
             self.transmit();
             if self.mgmt.is_some() && entries.get(mgmt_at).is_some_and(|e| e.ready.readable) {
@@ -214,7 +233,32 @@ impl Daemon {
         }
     }
 
-    fn read_plug(&mut self, i: usize, now: Instant) -> Option<End> {
+    fn is_down(&self, i: usize) -> bool {
+        self.down.get(i).is_some_and(Option::is_some)
+    }
+
+    /// Interface `i` is gone (its switch closed the connection, its tap went away with its
+    /// namespace): the router routes on without it; what it has to send there is dropped and
+    /// counted (`stat`: `drop link_down`, and a `down` line naming the interface and why).
+    fn set_down(&mut self, i: usize, reason: String) {
+        if self.is_down(i) {
+            return;
+        }
+        let name = self.router.iface_config(i).map_or("?", |c| c.name.as_str());
+        tracing::warn!(
+            "{name} ({}) is down: {reason}; routing on without it",
+            self.plugs[i].name()
+        );
+        self.stats
+            .down
+            .push(format!("{name} {}: {reason}", self.plugs[i].name()));
+        self.stats.link_down += self.backlog[i].len() as u64;
+        self.backlog[i].clear();
+        self.backlog_bytes[i] = 0;
+        self.down[i] = Some(reason);
+    }
+
+    fn read_plug(&mut self, i: usize, now: Instant) -> io::Result<()> {
         for _ in 0..4 {
             let vnet = self.plugs[i].vnet();
             let batch = if vnet {
@@ -230,14 +274,14 @@ impl Daemon {
                         self.router.handle_frame(now, i, f);
                     }
                     if k < if vnet { BIG_BATCH } else { BATCH } {
-                        return None;
+                        return Ok(());
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-                Err(e) => return Some(End::Hangup(format!("{}: {e}", self.plugs[i].name()))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
             }
         }
-        None
+        Ok(())
     }
 
     /// Everything the core has to send, batched per plug.
@@ -250,6 +294,13 @@ impl Daemon {
         }
         for (i, frames) in per.into_iter().enumerate() {
             if frames.is_empty() {
+                continue;
+            }
+            if self.is_down(i) {
+                self.stats.link_down += frames.len() as u64;
+                for f in frames {
+                    self.router.recycle(f);
+                }
                 continue;
             }
             let mut sent = 0;

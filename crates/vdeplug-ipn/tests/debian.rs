@@ -144,3 +144,28 @@ fn qemu_joins_a_bus_and_its_network_boot_frames_arrive() {
     }
     assert!(dhcp, "no DHCP discover from QEMU arrived on the bus");
 }
+
+#[test]
+fn vde_plug_is_refused_by_a_vnet_bus_naming_the_framing() {
+    require("vde_plug");
+    let tmp = TempDir::new("ipn-vdeplug-vnet");
+    let path = tmp.join("bus");
+    filo_ipn::register();
+    // A filo member creates the bus with the +vnet framing (TCP super-frames).
+    let opts = filo_vnl::OpenOptions {
+        vnet: true,
+        ..filo_vnl::OpenOptions::default()
+    };
+    let _member = opts
+        .open(&format!("ipn://{}[vnet]", path.display()))
+        .unwrap();
+    let mut c = Command::new("vde_plug");
+    c.arg(format!("ipn://{}", path.display()))
+        .env("VDEPLUGIN_PATH", plugin_path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let (status, _, err) = Proc::spawn(&mut c).output(T);
+    assert!(!status.success(), "vde_plug joined a vnet bus: {err}");
+    assert!(err.contains("virtio-net framing"), "{err}");
+}
