@@ -278,7 +278,8 @@ mod tests {
             reply.lines.contains(&"drop no_route 0".to_string()),
             "{reply:?}"
         );
-        assert_eq!(reply.lines.len(), drop_names().count() + 2);
+        // Each reason, then total, tx_queue_full and link_down (no interface down).
+        assert_eq!(reply.lines.len(), drop_names().count() + 3);
         let reply = filo_vnl::console::parse_reply(&execute(&mut r, now, "frobnicate", &d).0);
         assert_eq!(reply.status, 1038);
         assert_eq!(execute(&mut r, now, "shutdown", &d).1, Effect::Shutdown);
