@@ -433,6 +433,9 @@ pub struct Masquerade {
     held: HashMap<FragKey, Vec<Held>>,
     held_packets: usize,
     held_bytes: usize,
+    /// When held fragments are next looked at for expiry: no later than the first expires
+    /// (maybe earlier, if that one went on since); None when none are held.
+    held_next: Option<Instant>,
     /// Held packets that go on or were dropped, for [`Hook::poll_output`].
     output: VecDeque<HookOutput>,
     next_port: u16,
@@ -756,6 +759,7 @@ impl Masquerade {
             held: HashMap::new(),
             held_packets: 0,
             held_bytes: 0,
+            held_next: None,
             output: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -1083,12 +1087,14 @@ impl Masquerade {
         // A buffer of its own size: a received one may be a recycled 64 KiB one.
         let copy = crate::core::with_headroom(packet);
         packet.clear();
+        let expires = now + self.config.fragment_timeout;
         self.held.entry(key).or_default().push(Held {
             point,
             meta: *meta,
             packet: copy,
-            expires: now + self.config.fragment_timeout,
+            expires,
         });
+        self.held_next = Some(self.held_next.map_or(expires, |t| t.min(expires)));
         self.held_packets += 1;
         self.held_bytes += len;
         self.stats.fragments_held += 1;
@@ -1097,7 +1103,7 @@ impl Masquerade {
 
     /// Drops (and counts) the held fragments whose first one did not come in time.
     fn expire_held(&mut self, now: Instant) {
-        if self.held.is_empty() {
+        if self.held_next.is_none_or(|t| t > now) {
             return;
         }
         let mut expired = Vec::new();
@@ -1111,6 +1117,7 @@ impl Masquerade {
             });
         }
         self.held.retain(|_, v| !v.is_empty());
+        self.held_next = self.held.values().flatten().map(|h| h.expires).min();
         for len in expired {
             self.held_packets -= 1;
             self.held_bytes -= len;
@@ -1127,6 +1134,9 @@ impl Masquerade {
         let Some(list) = self.held.remove(&key) else {
             return;
         };
+        if self.held.is_empty() {
+            self.held_next = None;
+        }
         for h in list {
             self.held_packets -= 1;
             self.held_bytes -= h.packet.len();
@@ -1535,7 +1545,7 @@ impl Hook for Masquerade {
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        self.held.values().flatten().map(|h| h.expires).min()
+        self.held_next
     }
 
     fn name(&self) -> &'static str {
