@@ -1510,9 +1510,10 @@ impl Hook for Masquerade {
             Err(v) => return v,
         };
         // A first fragment's datagram, as it arrived.
-        let first = match ip.later_fragment || !(self.holds() || !self.held.is_empty()) {
-            true => None,
-            false => Self::frag_key(&ip, inbound),
+        let tracked = self.holds() || !self.held.is_empty();
+        let first = match tracked && !ip.later_fragment {
+            true => Self::frag_key(&ip, inbound),
+            false => None,
         };
         let v = if inbound {
             self.inbound(now, meta, packet, ip)
