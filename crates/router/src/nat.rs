@@ -414,7 +414,9 @@ struct Held {
 /// `fragment_hold_full` / `fragment_hold_timeout`). Held are the later fragments of what
 /// arrives for our address, and outbound, with no masquerade, those of what may be a port
 /// forward's reply; with a masquerade, an outbound later fragment with no remembered first
-/// one gets the masquerade's address at once, which is what its first one gets.
+/// one gets the masquerade's address at once, which is what its first one gets. Where
+/// fragments are held, a first fragment left as it was (not a translated connection's) is
+/// remembered too, so its later fragments follow it as they are instead of waiting for it.
 /// The IPv4 identification is kept: two inside hosts fragmenting to one remote with the same
 /// identification at the same time would be mixed up by its reassembly (Linux's NAT
 /// reassembles before translating, which avoids that at the cost of buffering).
