@@ -36,11 +36,15 @@ is dropped and counted (stat: rp_filter) with --rp-filter.
 on IFACE at PORT to ADDR:PORT (a port forward; an IPv6 ADDR in brackets, [fd01::50]:80,
 forwards what arrives for the router's first global IPv6 address there); replies leave from
 the router's address and PORT, ICMP errors about it are translated both ways. nat/print lists
-the forwards and their connections. IPv6 extension headers (hop-by-hop, routing,
+the forwards and their connections; the console's fwd/add and fwd/del take the same
+IFACE:PROTO:PORT=ADDR[:PORT] at run time (on an interface with NAT already: --masquerade,
+--snat or --forward), fwd/print lists them so. IPv6 extension headers (hop-by-hop, routing,
 destination options, fragment) are walked to the ports; a chain cut short, out of order or
 longer than 8 headers is dropped and counted (nat/print: ext_truncated, ext_too_long,
 ext_misordered). A fragmented datagram's later fragments are translated as its first one
-was; one arriving before its first is dropped and counted (fragments_dropped).
+was; one arriving before its first (a reordering link) is held until the first went by
+(at most 256 fragments and 1 MiB in all, 64 per datagram, 30 s; beyond, dropped and
+counted: stat fragment_hold_full, fragment_hold_timeout).
 --nptv6 IFACE=INTERNAL/LEN=EXTERNAL/LEN translates IPv6 prefixes statelessly (RFC 6296; the
 headers quoted in ICMPv6 errors too).
 FILTER RULES (--filter FILE, one a line, # comments; console filter/add RULE,
@@ -56,8 +60,8 @@ administratively prohibited. Each rule counts packets and bytes (filter/print). 
   drop in vde1 state new
 
 With -M, `filo console SOCK CMD` runs help, iface/print, route/print, neigh/print,
-leases/print, nat/print, filter/print|add|insert|del and stat (drop counters by reason); add --json
-for JSON.
+leases/print, nat/print, fwd/print|add|del, filter/print|add|insert|del and stat (drop
+counters by reason); add --json for JSON.
 
 EXAMPLES:
   filo router --vnl vde:///tmp/lan --conf ip=10.1.0.1/24,ip=fd01::1/64 \\
@@ -117,7 +121,8 @@ pub struct RouterArgs {
     /// A port forward (DNAT) on an interface, IFACE:PROTO:PORT=ADDR[:PORT] (repeatable): TCP
     /// or UDP to the router's address there at PORT goes to ADDR (replies translated back),
     /// e.g. vde1:tcp:8080=10.1.0.50:80; an IPv6 ADDR goes in brackets and forwards the
-    /// router's first global IPv6 address there, e.g. vde1:tcp:8080=[fd01::50]:80.
+    /// router's first global IPv6 address there, e.g. vde1:tcp:8080=[fd01::50]:80. The
+    /// console's fwd/add and fwd/del take the same at run time.
     #[arg(long = "forward", value_name = "IFACE:PROTO:PORT=ADDR[:PORT]")]
     forwards: Vec<String>,
     /// NPTv6 (RFC 6296) on an outgoing interface, IFACE=INTERNAL/LEN=EXTERNAL/LEN
@@ -378,6 +383,7 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
         let mut c = filo_router::nat::Config::new(i, addr);
         c.max_conns = nat_max;
         c.masquerade = false;
+        c.hold = filo_router::nat::HoldLimits::DEFAULT;
         nats.push(c);
         Ok(nats.len() - 1)
     };
@@ -433,11 +439,12 @@ fn build(args: &RouterArgs, now: Instant) -> Result<Router> {
         }
     }
     for text in &args.forwards {
-        let (name, rule) = text.split_once(':').with_context(|| {
-            format!("--forward {text:?}: expected IFACE:PROTO:PORT=ADDR[:PORT], e.g. vde1:tcp:8080=10.1.0.50:80 or vde1:tcp:8080=[fd01::50]:80")
-        })?;
-        let forward = filo_router::nat::Forward::parse(rule)
-            .map_err(|e| anyhow::anyhow!("--forward {name}:{e}"))?;
+        let filo_router::nat::IfaceForward {
+            iface: name,
+            forward,
+        } = filo_router::nat::IfaceForward::parse(text)
+            .map_err(|e| anyhow::anyhow!("--forward {e}"))?;
+        let name = name.as_str();
         let v6 = matches!(forward, filo_router::nat::Forward::V6(_));
         let n = nat_for(&mut nats, &router, name, "--forward", "forward from", v6)?;
         match forward {

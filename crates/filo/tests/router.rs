@@ -494,6 +494,25 @@ fn leases_survive_a_router_restart() {
     assert_eq!(lease("02:00:00:00:71:0a"), "10.71.0.100/24");
 }
 
+impl Net {
+    /// curl from the WAN host for hello.txt at the router's 10.72.0.2:8080.
+    fn wan_curl_8080(&self) -> (i32, String, String) {
+        self.wan_host("curl -s -m 2 http://10.72.0.2:8080/hello.txt")
+    }
+
+    /// [`Net::check_port_forward`] of the router's 10.72.0.2:8080 to the LAN server at
+    /// 10.71.0.50:8000 (its request `log`), from the WAN host.
+    fn check_forward_8080(&self, log: &std::path::Path) {
+        self.check_port_forward(
+            || self.wan_curl_8080(),
+            log,
+            ("10.72.0.11", "10.72.0.11"),
+            "10.72.0.2:8080",
+            "10.71.0.50:8000",
+        );
+    }
+}
+
 #[test]
 fn a_port_forward_reaches_a_lan_server_from_the_wan() {
     require("python3");
@@ -502,15 +521,81 @@ fn a_port_forward_reaches_a_lan_server_from_the_wan() {
     let (_server, log) = net.lan_server("10.71.0.50/24", "10.71.0.1", "0.0.0.0");
     // A WAN host with no route to the LAN: only the router's WAN address is reachable.
     let wan_curl = |url: &str| net.wan_host(&format!("curl -s -m 2 {url}"));
-    net.check_port_forward(
-        || wan_curl("http://10.72.0.2:8080/hello.txt"),
-        &log,
-        ("10.72.0.11", "10.72.0.11"),
-        "10.72.0.2:8080",
-        "10.71.0.50:8000",
-    );
+    net.check_forward_8080(&log);
     // Another port of the router's WAN address is not forwarded.
     assert_ne!(wan_curl("http://10.72.0.2:8000/hello.txt").0, 0);
+}
+
+#[test]
+fn port_forwards_added_and_removed_on_the_console_at_run_time() {
+    require("python3");
+    require("curl");
+    require("ping");
+    let net = Net::start_with(&["--masquerade", "vde1"]);
+    // Both serve hello.txt of the test's directory: the LAN server's, written last.
+    let _wan_server = net.server();
+    let (_lan_server, log) = net.lan_server("10.71.0.50/24", "10.71.0.1", "0.0.0.0");
+    // A masqueraded connection (an echo, 30 s) that the changes below must not forget.
+    let (code, out, err) = net.lan_host("ping -c 1 -W 2 10.72.0.10");
+    assert_eq!(code, 0, "{out}\n{err}");
+    let nat = console(&net.mgmt, "nat/print");
+    let echo = nat
+        .lines()
+        .find(|l| l.starts_with("icmp 10.71.0.10:"))
+        .and_then(|l| l.split(" expires_in").next())
+        .unwrap_or_else(|| panic!("{nat}"))
+        .to_string();
+    assert_ne!(net.wan_curl_8080().0, 0, "forwarded already");
+    let added = console(&net.mgmt, "fwd/add vde1:tcp:8080=10.71.0.50:8000");
+    assert!(
+        added.contains("forward tcp:8080=10.71.0.50:8000 added") && added.contains("1000 Success"),
+        "{added}"
+    );
+    net.check_forward_8080(&log);
+    let (code, json) = filo_console_json(FILO, &net.mgmt, "fwd/print");
+    assert_eq!(code, 0, "{json}");
+    assert!(
+        json.contains(r#""lines":["vde1:tcp:8080=10.71.0.50:8000"]"#),
+        "{json}"
+    );
+    // Bad specs: the error names the part that is wrong; nothing changes.
+    for (bad, what) in [
+        (
+            "fwd/add vde1:tcp:80x=10.71.0.50",
+            "port \"80x\" is not a number",
+        ),
+        (
+            "fwd/add vde1:gre:80=10.71.0.50",
+            "protocol \"gre\" is not tcp or udp",
+        ),
+        (
+            "fwd/add vde1:tcp:80=10.71.0.5o",
+            "\"10.71.0.5o\" is not an IPv4 address",
+        ),
+        ("fwd/add vde9:tcp:80=10.71.0.50", "no interface \"vde9\""),
+        (
+            "fwd/add vde1:tcp:8080=10.71.0.51:80",
+            "is forwarded already",
+        ),
+        ("fwd/del vde1:tcp:8080=10.71.0.51:80", "no such forward"),
+        ("fwd/add", "expected IFACE:PROTO:PORT=ADDR[:PORT]"),
+    ] {
+        let reply = console(&net.mgmt, bad);
+        assert!(
+            reply.contains("1022 ") || reply.contains("1019 "),
+            "{bad}: {reply}"
+        );
+        assert!(reply.contains(what), "{bad}: {reply}");
+    }
+    let deleted = console(&net.mgmt, "fwd/del vde1:tcp:8080=10.71.0.50:8000");
+    assert!(deleted.contains("1000 Success"), "{deleted}");
+    assert_ne!(net.wan_curl_8080().0, 0, "still forwarded");
+    let (_, json) = filo_console_json(FILO, &net.mgmt, "fwd/print");
+    assert!(json.contains(r#""lines":[]"#), "{json}");
+    // The masquerade's connection is still the one it was.
+    let nat = console(&net.mgmt, "nat/print");
+    assert!(nat.contains(&echo), "{echo} forgotten:\n{nat}");
+    assert!(nat.contains(" created 2 "), "{nat}");
 }
 
 #[test]
@@ -2075,6 +2160,15 @@ fn an_ipv6_port_forward_reaches_a_lan_server_from_the_wan_and_its_icmpv6_errors_
     assert!(!nat.contains("icmp_errors 0"), "{nat}");
 }
 
+/// `filo ns ARGS` (addresses, routes, the VNL last) running the python script `server` after
+/// the shell commands `setup` (ending in `&&`, or empty).
+fn python_ns(args: &[&str], setup: &str, server: &str) -> Proc {
+    let script = format!("{setup} exec python3 -c \"$0\"");
+    let mut args = args.to_vec();
+    args.extend(["--", "sh", "-c", &script, server]);
+    ns_bg(&args)
+}
+
 /// A UDP server on the WAN host answering every datagram with itself, both families, port
 /// 9999; it logs `ADDR LEN` of each to `log`.
 fn udp_echo_server(log: &std::path::Path) -> String {
@@ -2098,21 +2192,33 @@ fn udp_echo_server(log: &std::path::Path) -> String {
     )
 }
 
-/// A UDP client sending a 3000-byte datagram to 10.72.0.10 and fd72::10 port 9999 until
-/// it is echoed whole: prints `v4 LEN`, `v6 LEN`.
-const UDP_BIG_CLIENT: &str = "import socket\n\
-    data = bytes(range(250)) * 12\n\
-    for name, fam, addr in (('v4', socket.AF_INET, '10.72.0.10'), ('v6', socket.AF_INET6, 'fd72::10')):\n\
-    \x20   s = socket.socket(fam, socket.SOCK_DGRAM)\n\
-    \x20   s.settimeout(1)\n\
-    \x20   for _ in range(15):\n\
-    \x20       s.sendto(data, (addr, 9999))\n\
-    \x20       try:\n\
-    \x20           d = s.recv(65535)\n\
-    \x20       except OSError:\n\
-    \x20           continue\n\
-    \x20       print(name, len(d), d == data)\n\
-    \x20       break\n";
+/// A UDP client sending a 3000-byte datagram to `to` (IPv4, IPv6) port 9999 until it is
+/// echoed whole, each try after 3000 bytes to `nobody` when given
+/// ([`REORDER_FIRST_FRAGMENTS`], so that its later fragments overtake its first): prints
+/// `v4 LEN SAME`, `v6 LEN SAME`.
+fn udp_big_client(to: (&str, &str), nobody: Option<(&str, &str)>) -> String {
+    let (prime, nobody) = match nobody {
+        Some(n) => ("        s.sendto(bytes(3000), (nobody, 9))\n", n),
+        None => ("", ("", "")),
+    };
+    format!(
+        "import socket\n\
+         data = bytes(range(250)) * 12\n\
+         for name, fam, addr, nobody in (('v4', socket.AF_INET, '{}', '{}'), ('v6', socket.AF_INET6, '{}', '{}')):\n\
+         \x20   s = socket.socket(fam, socket.SOCK_DGRAM)\n\
+         \x20   s.settimeout(1)\n\
+         \x20   for _ in range(15):\n\
+         {prime}\
+         \x20       s.sendto(data, (addr, 9999))\n\
+         \x20       try:\n\
+         \x20           d = s.recv(65535)\n\
+         \x20       except OSError:\n\
+         \x20           continue\n\
+         \x20       print(name, len(d), d == data)\n\
+         \x20       break\n",
+        to.0, nobody.0, to.1, nobody.1
+    )
+}
 
 #[test]
 fn fragmented_pings_and_udp_datagrams_cross_the_masquerade_and_nat66_whole() {
@@ -2124,21 +2230,13 @@ fn fragmented_pings_and_udp_datagrams_cross_the_masquerade_and_nat66_whole() {
     let net = Net::start_with(&["--masquerade", "vde1"]);
     // No route back to the LAN: only translated packets can be answered.
     let log = net.tmp.join("udp.log");
-    let server = udp_echo_server(&log);
-    let _server = ns_bg(&[
-        "--ip",
-        "10.72.0.10/24",
-        "--ip",
-        "fd72::10/64",
-        &net.wan.vnl(),
-        "--",
-        "python3",
-        "-c",
-        &server,
-    ]);
+    let wan = net.wan.vnl();
+    let wan_server = ["--ip", "10.72.0.10/24", "--ip", "fd72::10/64", &wan];
+    let _server = python_ns(&wan_server, "", &udp_echo_server(&log));
     let (code, out, err) = net.lan_host(&format!(
-        "{LAN6} python3 -c \"{UDP_BIG_CLIENT}\" && ping -c 2 -i 0.2 -W 2 -s 3000 10.72.0.10 \
-         && ping -6 -c 2 -i 0.2 -W 2 -s 3000 fd72::10"
+        "{LAN6} python3 -c \"{}\" && ping -c 2 -i 0.2 -W 2 -s 3000 10.72.0.10 \
+         && ping -6 -c 2 -i 0.2 -W 2 -s 3000 fd72::10",
+        udp_big_client(("10.72.0.10", "fd72::10"), None)
     ));
     let nat = console(&net.mgmt, "nat/print");
     let udp_log = std::fs::read_to_string(&log).unwrap_or_default();
@@ -2159,6 +2257,116 @@ fn fragmented_pings_and_udp_datagrams_cross_the_masquerade_and_nat66_whole() {
     );
     assert!(nat.contains("fragments_dropped 0"), "{nat}");
     assert!(!nat.contains("fragments_translated 0 "), "{nat}");
+}
+
+impl Net {
+    /// After a UDP exchange whose fragments overtook their first ones (the client's exit
+    /// code, output and errors, [`udp_big_client`]): both families' datagrams came back
+    /// whole (a slow try is tried again, not a loss) because the router held later
+    /// fragments (two per datagram at least) and dropped none. The echo server's `log`.
+    fn check_held_exchange(
+        &self,
+        (code, out, err): (i32, String, String),
+        log: &std::path::Path,
+    ) -> String {
+        let nat = console(&self.mgmt, "nat/print");
+        let stat = console(&self.mgmt, "stat");
+        let udp_log = std::fs::read_to_string(log).unwrap_or_default();
+        let all = format!("{out}\n{err}\n{nat}\n{stat}\n{udp_log}");
+        assert_eq!(code, 0, "{all}");
+        assert!(out.contains("v4 3000 True"), "{all}");
+        assert!(out.contains("v6 3000 True"), "{all}");
+        assert!(udp_log.lines().all(|l| l.ends_with(" 3000")), "{all}");
+        let held: u64 = nat
+            .split("fragments_held ")
+            .nth(1)
+            .and_then(|t| t.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{nat}"));
+        assert!(held >= 4, "{all}");
+        assert!(nat.contains("fragments_dropped 0"), "{all}");
+        assert!(stat.contains("drop fragment_hold_full 0"), "{all}");
+        assert!(stat.contains("drop fragment_hold_timeout 0"), "{all}");
+        udp_log
+    }
+}
+
+/// Shell commands that make a namespace's vde0 send every first fragment (IPv4: offset 0
+/// and more fragments; IPv6: a fragment header right after the fixed header, offset 0, M)
+/// through a 400 kbit/s HTB class, the rest at once: a first fragment that finds that class
+/// in debt (30 ms for 1500 bytes) leaves after its datagram's later fragments. netem is
+/// not in every kernel; htb and u32 are. 10.72.0.99 and fd72::99 (a MAC nobody has) are
+/// where the namespace sends a datagram that puts the class in debt ([`prime`]).
+const REORDER_FIRST_FRAGMENTS: &str = "tc qdisc add dev vde0 root handle 1: htb default 20 \
+    && tc class add dev vde0 parent 1: classid 1:10 htb rate 400kbit burst 1b cburst 1b \
+    && tc class add dev vde0 parent 1: classid 1:20 htb rate 1gbit \
+    && tc filter add dev vde0 parent 1: protocol ip prio 1 u32 match u16 0x2000 0x3fff at 6 flowid 1:10 \
+    && tc filter add dev vde0 parent 1: protocol ipv6 prio 2 u32 match u8 44 0xff at 6 \
+       match u16 0x0001 0xfff9 at 42 flowid 1:10 \
+    && ip neigh add 10.72.0.99 lladdr 02:00:00:00:00:99 dev vde0 \
+    && ip -6 neigh add fd72::99 lladdr 02:00:00:00:00:99 dev vde0";
+
+/// [`udp_echo_server`] that, before each answer, sends 3000 bytes to nobody
+/// ([`REORDER_FIRST_FRAGMENTS`]): its answer's first fragment waits behind them, so the
+/// answer's later fragments reach the router first.
+fn reordering_udp_echo_server(log: &std::path::Path) -> String {
+    let prime = "        s.sendto(bytes(3000), \
+                 ('10.72.0.99' if s.family == socket.AF_INET else 'fd72::99', 9))\n";
+    udp_echo_server(log).replace(
+        "        s.sendto(d, a)\n",
+        &format!("{prime}        s.sendto(d, a)\n"),
+    )
+}
+
+#[test]
+fn fragments_that_overtake_their_first_one_are_held_and_cross_the_masquerade_and_nat66() {
+    require("python3");
+    require("tc");
+    // The WAN at MTU 1500, as the server's: the router cuts nothing again.
+    let net = Net::start_confs(
+        "ip=10.71.0.1/24,ip=fd71::1/64",
+        "ip=10.72.0.2/24,ip=fd72::2/64",
+        &["--masquerade", "vde1"],
+    );
+    let log = net.tmp.join("udp.log");
+    let server = reordering_udp_echo_server(&log);
+    assert!(server.contains("10.72.0.99"), "{server}");
+    let wan = net.wan.vnl();
+    let wan_server = ["--ip", "10.72.0.10/24", "--ip", "fd72::10/64", &wan];
+    let setup = format!("{REORDER_FIRST_FRAGMENTS} &&");
+    let _server = python_ns(&wan_server, &setup, &server);
+    let client = udp_big_client(("10.72.0.10", "fd72::10"), None);
+    let ran = net.lan_host(&format!("{LAN6} python3 -c \"{client}\""));
+    let udp_log = net.check_held_exchange(ran, &log);
+    assert!(udp_log.lines().any(|l| l == "10.72.0.2 3000"), "{udp_log}");
+}
+
+#[test]
+fn fragments_that_overtake_their_first_one_are_held_and_cross_port_forwards_both_families() {
+    require("python3");
+    require("tc");
+    let net = Net::start_confs(
+        "ip=10.71.0.1/24,ip=fd71::1/64",
+        "ip=10.72.0.2/24,ip=fd72::2/64",
+        &[
+            "--forward",
+            "vde1:udp:9999=10.71.0.10:9999",
+            "--forward",
+            "vde1:udp:9999=[fd71::10]:9999",
+        ],
+    );
+    let log = net.tmp.join("udp.log");
+    let lan = net.lan.vnl();
+    let lan_server = ["--ip", "10.71.0.10/24", "--gw", "10.71.0.1", &lan];
+    let _server = python_ns(&lan_server, LAN6, &udp_echo_server(&log));
+    let client = udp_big_client(("10.72.0.2", "fd72::2"), Some(("10.72.0.99", "fd72::99")));
+    let ran = net.wan_host(&format!(
+        "{REORDER_FIRST_FRAGMENTS} && python3 -c \"{client}\""
+    ));
+    let udp_log = net.check_held_exchange(ran, &log);
+    // The LAN server got the requests whole, from the WAN client itself.
+    for client in ["10.72.0.11 3000", "fd72::11 3000"] {
+        assert!(udp_log.lines().any(|l| l == client), "{udp_log}");
+    }
 }
 
 #[test]

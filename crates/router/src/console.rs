@@ -1,7 +1,7 @@
 //! The router's management console, in VDE's framing ([`filo_vnl::console`]): text in, text
 //! out, no I/O. Commands: `help`, `iface/print`, `route/print`, `neigh/print`,
-//! `leases/print`, `stat`, `logout`, `shutdown`. `filo console --json SOCK CMD` gives any of
-//! them as JSON.
+//! `leases/print`, `stat`, `nat/print`, `fwd/print|add|del`, `filter/print|add|insert|del`,
+//! `logout`, `shutdown`. `filo console --json SOCK CMD` gives any of them as JSON.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -10,6 +10,7 @@ use std::time::Instant;
 use filo_vnl::console::{push_data_block, status_line, END_OF_SESSION};
 
 use crate::core::{DropReason, Router};
+use crate::nat::IfaceForward;
 use crate::route::Origin;
 
 /// Written on connect, before the first prompt.
@@ -39,7 +40,7 @@ pub fn greeting() -> String {
     format!("{BANNER}{PROMPT}")
 }
 
-const HELP: [&str; 14] = [
+const HELP: [&str; 17] = [
     "help            this list",
     "iface/print     interfaces: name, MAC, MTU, addresses, frames in/out, forwarded",
     "route/print     the routing table, longest prefix first",
@@ -47,6 +48,9 @@ const HELP: [&str; 14] = [
     "leases/print    DHCP leases of every interface with a server",
     "stat            drop counters by reason",
     "nat/print       masquerade, port forwards: connections, states, timeouts, counters",
+    "fwd/print       port forwards, IFACE:PROTO:PORT=ADDR:PORT as --forward takes them",
+    "fwd/add SPEC    add a port forward, SPEC as --forward: IFACE:PROTO:PORT=ADDR[:PORT]",
+    "fwd/del SPEC    remove a port forward (and forget its connections)",
     "filter/print    filter rules in order, with packet and byte counters",
     "filter/add RULE append a rule (see filo router --help)",
     "filter/insert N RULE  insert a rule at position N (1 is first)",
@@ -165,44 +169,85 @@ pub fn execute(
         "shutdown" => return (END_OF_SESSION.to_string(), Effect::Shutdown),
         _ => {}
     }
-    let mut text = String::new();
     let (word, args) = cmd.split_once(char::is_whitespace).unwrap_or((cmd, ""));
-    if let Some(sub) = word.strip_prefix("filter/").filter(|s| *s != "print") {
-        match router.hook_command("filter", sub, args.trim()) {
-            Some(Ok(body)) => {
-                push_data_block(&mut text, &body);
-                let _ = write!(text, "{}{PROMPT}", status_line(Ok(())));
-            }
-            Some(Err(e)) => {
-                let _ = write!(text, "{}{PROMPT}", filo_vnl::console::error_line(22, &e));
-            }
-            None => {
-                let _ = write!(
-                    text,
-                    "{}{PROMPT}",
-                    filo_vnl::console::error_line(
-                        38,
-                        &format!("{word:?}: unknown command (try help)")
-                    )
-                );
-            }
-        }
-        return (text, Effect::None);
-    }
-    match lines(router, now, cmd, driver) {
-        Some(body) => {
+    let (answer, name) = if let Some(sub) = word.strip_prefix("fwd/") {
+        (fwd(router, sub, args.trim()), word)
+    } else if let Some(sub) = word.strip_prefix("filter/").filter(|s| *s != "print") {
+        let answer = router.hook_command("filter", sub, args.trim());
+        (answer.map(|r| r.map_err(|e| (22, e))), word)
+    } else {
+        (lines(router, now, cmd, driver).map(Ok), cmd)
+    };
+    let mut text = String::new();
+    match answer {
+        Some(Ok(body)) => {
             push_data_block(&mut text, &body);
             let _ = write!(text, "{}{PROMPT}", status_line(Ok(())));
+        }
+        Some(Err((code, e))) => {
+            let _ = write!(text, "{}{PROMPT}", filo_vnl::console::error_line(code, &e));
         }
         None => {
             let _ = write!(
                 text,
                 "{}{PROMPT}",
-                filo_vnl::console::error_line(38, &format!("{cmd:?}: unknown command (try help)"))
+                filo_vnl::console::error_line(38, &format!("{name:?}: unknown command (try help)"))
             );
         }
     }
     (text, Effect::None)
+}
+
+/// `fwd/print`, `fwd/add SPEC`, `fwd/del SPEC` (SPEC as `--forward`'s,
+/// [`IfaceForward::parse`]) on the NAT hook of SPEC's interface; Err has the VDE error
+/// number. None for another `fwd/` command.
+fn fwd(router: &mut Router, sub: &str, spec: &str) -> Option<Result<Vec<String>, (i32, String)>> {
+    let name = |router: &Router, i: usize| {
+        router
+            .iface_config(i)
+            .map_or_else(|| format!("vde{i}"), |c| c.name.clone())
+    };
+    if sub == "print" {
+        let mut out = Vec::new();
+        for lines in router.hook_command_all("nat", "fwd/print", "") {
+            for l in lines.unwrap_or_default() {
+                if let Some((i, rule)) = l.split_once(' ') {
+                    let i = i.parse().unwrap_or(usize::MAX);
+                    out.push(format!("{}:{rule}", name(router, i)));
+                }
+            }
+        }
+        return Some(Ok(out));
+    }
+    if sub != "add" && sub != "del" {
+        return None;
+    }
+    let f = match IfaceForward::parse(spec) {
+        Ok(f) => f,
+        Err(e) => return Some(Err((22, e))),
+    };
+    let Some(i) = router.iface_by_name(&f.iface) else {
+        return Some(Err((
+            19,
+            format!(
+                "{spec}: no interface {:?} (iface/print lists them)",
+                f.iface
+            ),
+        )));
+    };
+    let args = format!("{i} {}", f.forward);
+    Some(
+        match router.hook_command("nat", &format!("fwd/{sub}"), &args) {
+            Some(r) => r.map_err(|e| (22, format!("{}:{e}", f.iface))),
+            None => Err((
+                19,
+                format!(
+                    "{spec}: {} has no NAT (start the router with --masquerade, --snat or --forward on it)",
+                    f.iface
+                ),
+            )),
+        },
+    )
 }
 
 /// The names of every drop reason, as `stat` prints them.
@@ -233,10 +278,75 @@ mod tests {
             reply.lines.contains(&"drop no_route 0".to_string()),
             "{reply:?}"
         );
-        // Every reason, the total, the two driver counters (tx_queue_full, link_down).
+        // Each reason, then total, tx_queue_full and link_down (no interface down).
         assert_eq!(reply.lines.len(), drop_names().count() + 3);
         let reply = filo_vnl::console::parse_reply(&execute(&mut r, now, "frobnicate", &d).0);
         assert_eq!(reply.status, 1038);
         assert_eq!(execute(&mut r, now, "shutdown", &d).1, Effect::Shutdown);
+    }
+
+    #[test]
+    fn port_forwards_are_added_listed_and_removed_with_the_command_line_syntax() {
+        let now = Instant::now();
+        let mut r = Router::new(now);
+        for (name, addr) in [("vde0", "10.1.0.1"), ("vde1", "10.9.0.2")] {
+            let mut c = IfaceConfig::new(name, [2, 0, 0, 0, 0, 1]);
+            c.addrs = vec![(addr.parse().unwrap(), 24)];
+            r.add_iface(c).unwrap();
+        }
+        let mut c = crate::nat::Config::new(1, "10.9.0.2".parse().unwrap());
+        c.masquerade = false;
+        r.add_hook(
+            &[crate::HookPoint::Prerouting, crate::HookPoint::Postrouting],
+            Box::new(crate::nat::Masquerade::new(c)),
+        );
+        let d = DriverStats::default();
+        let mut run = |cmd: &str| filo_vnl::console::parse_reply(&execute(&mut r, now, cmd, &d).0);
+        let added = run("fwd/add vde1:tcp:8080=10.1.0.50:80");
+        assert_eq!(added.status, 1000, "{added:?}");
+        assert_eq!(run("fwd/add vde1:udp:53=10.1.0.50").status, 1000);
+        assert_eq!(
+            run("fwd/print").lines,
+            ["vde1:tcp:8080=10.1.0.50:80", "vde1:udp:53=10.1.0.50:53"]
+        );
+        for (bad, status, what) in [
+            (
+                "fwd/add vde1:tcp:8080=10.1.0.51:80",
+                1022,
+                "forwarded already",
+            ),
+            ("fwd/add vde1:tcp:80x=10.1.0.50", 1022, "port \"80x\""),
+            ("fwd/add vde1:icmp:80=10.1.0.50", 1022, "protocol \"icmp\""),
+            (
+                "fwd/add vde1",
+                1022,
+                "expected IFACE:PROTO:PORT=ADDR[:PORT]",
+            ),
+            (
+                "fwd/add vde7:tcp:80=10.1.0.50",
+                1019,
+                "no interface \"vde7\"",
+            ),
+            ("fwd/add vde0:tcp:80=10.1.0.50", 1019, "vde0 has no NAT"),
+            (
+                "fwd/del vde1:tcp:8081=10.1.0.50:80",
+                1022,
+                "no such forward",
+            ),
+        ] {
+            let reply = run(bad);
+            assert_eq!(reply.status, status, "{bad}: {reply:?}");
+            assert!(
+                reply.error.as_deref().is_some_and(|e| e.contains(what)),
+                "{bad}: {reply:?}"
+            );
+        }
+        assert_eq!(run("fwd/del vde1:tcp:8080=10.1.0.50:80").status, 1000);
+        assert_eq!(run("fwd/print").lines, ["vde1:udp:53=10.1.0.50:53"]);
+        assert_eq!(run("fwd/frob").status, 1038);
+        assert!(run("help")
+            .lines
+            .iter()
+            .any(|l| l.starts_with("fwd/add SPEC")));
     }
 }

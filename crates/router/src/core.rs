@@ -88,10 +88,15 @@ pub enum DropReason {
     /// A fragment (IPv4, or IPv6 with a fragment header) for the router itself: it does not
     /// reassemble, and a fragment's data is no whole ICMP or UDP message.
     Fragment,
+    /// A later fragment that came before its datagram's first one, which NAT could not hold
+    /// until the first comes: the hold limits were reached.
+    FragmentHoldFull,
+    /// A later fragment NAT held for its datagram's first one, which did not come in time.
+    FragmentHoldTimeout,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 22] = [
         DropReason::TooShort,
         DropReason::OtherHost,
         DropReason::UnknownEthertype,
@@ -112,6 +117,8 @@ impl DropReason {
         DropReason::IcmpRateLimited,
         DropReason::ReversePath,
         DropReason::Fragment,
+        DropReason::FragmentHoldFull,
+        DropReason::FragmentHoldTimeout,
     ];
 
     pub fn name(self) -> &'static str {
@@ -136,6 +143,8 @@ impl DropReason {
             DropReason::IcmpRateLimited => "icmp_rate_limited",
             DropReason::ReversePath => "rp_filter",
             DropReason::Fragment => "fragment",
+            DropReason::FragmentHoldFull => "fragment_hold_full",
+            DropReason::FragmentHoldTimeout => "fragment_hold_timeout",
         }
     }
 }
@@ -192,6 +201,23 @@ pub enum HookVerdict {
     Drop,
     /// Drop and tell the sender: TCP reset, or ICMP administratively prohibited.
     Reject,
+    /// The hook took the packet (the buffer is left empty) and answers for it: its
+    /// [`Hook::poll_output`] hands it back later to go on, or the reason it dropped it.
+    Stolen,
+}
+
+/// What a hook hands back of the packets it took ([`HookVerdict::Stolen`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookOutput {
+    /// A packet that goes on from where the hook took it: the hooks after it at `point`,
+    /// then the rest of the pipeline.
+    Resume {
+        point: HookPoint,
+        meta: PacketMeta,
+        packet: Vec<u8>,
+    },
+    /// A packet it took and dropped, and why (counted in the router's drop counters).
+    Dropped(DropReason),
 }
 
 /// A stage of packet processing (a filter, NAT): sees the IP packet and may rewrite it.
@@ -220,6 +246,17 @@ pub trait Hook: Send {
     fn command(&mut self, _cmd: &str, _args: &str) -> Option<Result<Vec<String>, String>> {
         None
     }
+
+    /// The next of the packets it took that goes on or was dropped (see
+    /// [`HookVerdict::Stolen`]); `now` lets it give up on what it held too long.
+    fn poll_output(&mut self, _now: Instant) -> Option<HookOutput> {
+        None
+    }
+
+    /// When [`Hook::poll_output`] next has something without a new packet (a timeout).
+    fn poll_at(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// Hooks, each with the points it runs at, in the order they were added: the router's and a
@@ -239,8 +276,8 @@ impl HookChain {
         self.list.push((points.to_vec(), hook));
     }
 
-    /// Runs a console command on the first hook called `name`; None when there is no such
-    /// hook or it has no such command.
+    /// Runs a console command on the hooks called `name` in order, until one takes it (one
+    /// NAT per interface: each takes its own); None when none does.
     pub fn command(
         &mut self,
         name: &str,
@@ -249,8 +286,22 @@ impl HookChain {
     ) -> Option<Result<Vec<String>, String>> {
         self.list
             .iter_mut()
-            .find(|(_, h)| h.name() == name)
-            .and_then(|(_, h)| h.command(cmd, args))
+            .filter(|(_, h)| h.name() == name)
+            .find_map(|(_, h)| h.command(cmd, args))
+    }
+
+    /// Runs a console command on every hook called `name`: what each that takes it answers.
+    pub fn command_all(
+        &mut self,
+        name: &str,
+        cmd: &str,
+        args: &str,
+    ) -> Vec<Result<Vec<String>, String>> {
+        self.list
+            .iter_mut()
+            .filter(|(_, h)| h.name() == name)
+            .filter_map(|(_, h)| h.command(cmd, args))
+            .collect()
     }
 
     /// What the hooks called `name` print (see [`Hook::print`]); None if there is none.
@@ -270,7 +321,20 @@ impl HookChain {
         meta: &PacketMeta,
         packet: &mut Vec<u8>,
     ) -> HookVerdict {
-        for (at, h) in self.list.iter_mut() {
+        self.run_from(0, now, point, meta, packet)
+    }
+
+    /// [`HookChain::run`] from the hook at index `first` on (a packet a hook took and gave
+    /// back goes on with the hooks after it).
+    pub fn run_from(
+        &mut self,
+        first: usize,
+        now: Instant,
+        point: HookPoint,
+        meta: &PacketMeta,
+        packet: &mut Vec<u8>,
+    ) -> HookVerdict {
+        for (at, h) in self.list.iter_mut().skip(first) {
             if at.contains(&point) {
                 let v = h.hook(now, point, meta, packet);
                 if v != HookVerdict::Accept {
@@ -279,6 +343,20 @@ impl HookChain {
             }
         }
         HookVerdict::Accept
+    }
+
+    /// The next output of a hook that took packets, with the hook's index (see
+    /// [`Hook::poll_output`]).
+    pub fn poll_output(&mut self, now: Instant) -> Option<(usize, HookOutput)> {
+        self.list
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, (_, h))| Some((i, h.poll_output(now)?)))
+    }
+
+    /// The earliest of the hooks' [`Hook::poll_at`].
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.list.iter().filter_map(|(_, h)| h.poll_at()).min()
     }
 }
 
@@ -647,7 +725,7 @@ impl Router {
         self.hooks.add(points, hook);
     }
 
-    /// Runs a console command on the first hook called `name`.
+    /// Runs a console command on the first hook called `name` that takes it.
     pub fn hook_command(
         &mut self,
         name: &str,
@@ -655,6 +733,16 @@ impl Router {
         args: &str,
     ) -> Option<Result<Vec<String>, String>> {
         self.hooks.command(name, cmd, args)
+    }
+
+    /// Runs a console command on every hook called `name` (see [`HookChain::command_all`]).
+    pub fn hook_command_all(
+        &mut self,
+        name: &str,
+        cmd: &str,
+        args: &str,
+    ) -> Vec<Result<Vec<String>, String>> {
+        self.hooks.command_all(name, cmd, args)
     }
 
     /// What the hooks called `name` print (see [`Hook::print`]); None if there is none.
@@ -691,14 +779,16 @@ impl Router {
                 self.epoch + Duration::from_millis(ms)
             })
             .min();
-        match (ra, self.neigh.poll_at()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [ra, self.neigh.poll_at(), self.hooks.poll_at()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Neighbour retries and give-ups, router advertisements due.
+    /// Neighbour retries and give-ups, router advertisements due, packets hooks held too
+    /// long.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.hook_outputs(now);
         let (again, failed) = self.neigh.poll(now);
         for (iface, addr) in again {
             self.solicit(iface, addr);
@@ -761,8 +851,58 @@ impl Router {
     }
 
     /// A frame that arrived on `iface` (behind its virtio-net header if the link has them,
-    /// see [`Router::set_vnet`]).
+    /// see [`Router::set_vnet`]); then what hooks gave back because of it (NAT's held
+    /// fragments go on right after their datagram's first one).
     pub fn handle_frame(&mut self, now: Instant, iface: IfId, frame: &[u8]) {
+        self.receive(now, iface, frame);
+        self.hook_outputs(now);
+    }
+
+    /// The packets hooks took and now give back: each goes on from after its hook, or is
+    /// counted as dropped.
+    fn hook_outputs(&mut self, now: Instant) {
+        while let Some((at, out)) = self.hooks.poll_output(now) {
+            let (point, meta, mut packet) = match out {
+                HookOutput::Dropped(reason) => {
+                    self.drop(reason);
+                    continue;
+                }
+                HookOutput::Resume {
+                    point,
+                    meta,
+                    packet,
+                } => (point, meta, packet),
+            };
+            let v = self.hooks.run_from(at + 1, now, point, &meta, &mut packet);
+            if !self.verdict(now, v, meta, &packet) {
+                continue;
+            }
+            match (point, meta.in_iface, packet.first().map(|b| b >> 4)) {
+                (HookPoint::Prerouting, Some(iface), Some(4)) => {
+                    self.route_ipv4(now, iface, packet, None)
+                }
+                (HookPoint::Prerouting, Some(iface), Some(6)) => {
+                    self.route_ipv6(now, iface, packet, None)
+                }
+                (HookPoint::Postrouting, _, _) => {
+                    let Some(dst) = packet_dst(&packet) else {
+                        self.drop(DropReason::Malformed);
+                        continue;
+                    };
+                    let Some(route) = self.routes.lookup(dst).cloned() else {
+                        self.drop(DropReason::NoRoute);
+                        continue;
+                    };
+                    let next = route.via.unwrap_or(dst);
+                    self.resolve(now, route.iface, next, packet, None);
+                }
+                // Nothing takes packets at the other points.
+                _ => self.drop(DropReason::Hook),
+            }
+        }
+    }
+
+    fn receive(&mut self, now: Instant, iface: IfId, frame: &[u8]) {
         let Some(i) = self.ifaces.get_mut(iface) else {
             return;
         };
@@ -875,8 +1015,16 @@ impl Router {
         meta: PacketMeta,
         packet: &mut Vec<u8>,
     ) -> bool {
-        match self.hooks.run(now, point, &meta, packet) {
+        let v = self.hooks.run(now, point, &meta, packet);
+        self.verdict(now, v, meta, packet)
+    }
+
+    /// Acts on a hook verdict about `packet`: true if it goes on.
+    fn verdict(&mut self, now: Instant, v: HookVerdict, meta: PacketMeta, packet: &[u8]) -> bool {
+        match v {
             HookVerdict::Accept => return true,
+            // The hook answers for it (and counts it if it drops it).
+            HookVerdict::Stolen => return false,
             HookVerdict::Drop => {}
             HookVerdict::Reject => {
                 if let Some(iface) = meta.in_iface {
@@ -923,6 +1071,15 @@ impl Router {
         if !self.run_hooks(now, HookPoint::Prerouting, meta, &mut packet) {
             return;
         }
+        self.route_ipv4(now, iface, packet, off);
+    }
+
+    /// An IPv4 packet after PREROUTING: for the router, or forwarded.
+    fn route_ipv4(&mut self, now: Instant, iface: IfId, mut packet: Vec<u8>, off: Option<Offload>) {
+        let meta = PacketMeta {
+            in_iface: Some(iface),
+            out_iface: None,
+        };
         let Ok(p) = Ipv4Packet::new_checked(&packet[..]) else {
             return self.drop(DropReason::Malformed);
         };
@@ -1333,6 +1490,15 @@ impl Router {
         if !self.run_hooks(now, HookPoint::Prerouting, meta, &mut packet) {
             return;
         }
+        self.route_ipv6(now, iface, packet, off);
+    }
+
+    /// An IPv6 packet after PREROUTING: for the router, or forwarded.
+    fn route_ipv6(&mut self, now: Instant, iface: IfId, mut packet: Vec<u8>, off: Option<Offload>) {
+        let meta = PacketMeta {
+            in_iface: Some(iface),
+            out_iface: None,
+        };
         let Ok(p) = Ipv6Packet::new_checked(&packet[..]) else {
             return self.drop(DropReason::Malformed);
         };
@@ -1573,6 +1739,15 @@ fn ndisc_packet(src: Ipv6Addr, dst: Ipv6Addr, repr: &Icmpv6Repr) -> Vec<u8> {
 /// The Ethernet address in an NDP link-layer address option.
 fn lladdr_mac(l: RawHardwareAddress) -> Option<Mac> {
     l.as_bytes().try_into().ok()
+}
+
+/// An IP packet's destination address, if it has a whole header.
+fn packet_dst(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first()? >> 4 {
+        4 => Some(IpAddr::V4(Ipv4Packet::new_checked(packet).ok()?.dst_addr())),
+        6 => Some(IpAddr::V6(Ipv6Packet::new_checked(packet).ok()?.dst_addr())),
+        _ => None,
+    }
 }
 
 /// Length of the Ethernet header the router puts in front of the packets it sends.

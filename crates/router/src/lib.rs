@@ -25,7 +25,8 @@ mod offload;
 pub mod route;
 
 pub use crate::core::{
-    DropReason, Hook, HookChain, HookPoint, HookVerdict, IfId, IfaceConfig, PacketMeta, Router,
+    DropReason, Hook, HookChain, HookOutput, HookPoint, HookVerdict, IfId, IfaceConfig, PacketMeta,
+    Router,
 };
 pub use crate::route::{Prefix, Route};
 

@@ -16,13 +16,13 @@
 //! fragmented datagram's later fragments get the addresses its first one got (see
 //! [`Masquerade`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use smoltcp::wire::{Icmpv6Packet, Ipv4Packet, Ipv6Packet};
 
-use crate::core::{Hook, HookPoint, HookVerdict, IfId, PacketMeta};
+use crate::core::{DropReason, Hook, HookOutput, HookPoint, HookVerdict, IfId, PacketMeta};
 use crate::ext6::{self, Fragment};
 
 const TCP: u8 = 6;
@@ -58,8 +58,42 @@ pub struct Config {
     /// Fragmented datagrams whose later fragments are remembered at most (see
     /// [`Masquerade`]); beyond, a first fragment is translated but its later ones dropped.
     pub max_fragments: usize,
-    /// How long a first fragment's translation waits for the datagram's later fragments.
+    /// How long a first fragment's translation waits for the datagram's later fragments,
+    /// and a later fragment held for its first one waits for it.
     pub fragment_timeout: Duration,
+    /// How many later fragments that come before their first one are held for it (see
+    /// [`Masquerade`]).
+    pub hold: HoldLimits,
+}
+
+/// Bounds on the later fragments NAT holds while their datagram's first fragment has not
+/// come: in all, and per datagram, in packets and in bytes. A fragment beyond them is
+/// dropped and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldLimits {
+    pub packets: usize,
+    pub bytes: usize,
+    pub datagram_packets: usize,
+    pub datagram_bytes: usize,
+}
+
+impl HoldLimits {
+    /// Holds nothing: a fragment before its first one is dropped at once. For a runner that
+    /// does not poll [`Hook::poll_output`] (the held packets come back only through it).
+    pub const NONE: HoldLimits = HoldLimits {
+        packets: 0,
+        bytes: 0,
+        datagram_packets: 0,
+        datagram_bytes: 0,
+    };
+    /// The router's: 256 fragments and 1 MiB in all, 64 fragments and the largest datagram
+    /// (64 KiB and the fragments' headers) per datagram.
+    pub const DEFAULT: HoldLimits = HoldLimits {
+        packets: 256,
+        bytes: 1 << 20,
+        datagram_packets: 64,
+        datagram_bytes: 65_535 + 64 * 60,
+    };
 }
 
 /// A port forward: TCP or UDP to the router's address at `port` goes to `to`:`to_port`
@@ -167,6 +201,40 @@ impl Forward {
     }
 }
 
+impl std::fmt::Display for Forward {
+    /// As [`Forward::parse`] reads it, the target port always written.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (proto, port, to) = match self {
+            Forward::V4(x) => (x.proto, x.port, endpoint(IpAddr::V4(x.to), x.to_port)),
+            Forward::V6(x) => (x.proto, x.port, endpoint(IpAddr::V6(x.to), x.to_port)),
+        };
+        write!(f, "{}:{port}={to}", proto_name(proto))
+    }
+}
+
+/// A port forward on a named interface, `IFACE:PROTO:PORT=ADDR[:PORT]`, as `filo router
+/// --forward` and its console's `fwd/add` and `fwd/del` take it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfaceForward {
+    pub iface: String,
+    pub forward: Forward,
+}
+
+impl IfaceForward {
+    /// Parses `IFACE:PROTO:PORT=ADDR[:PORT]`, e.g. `vde1:tcp:8080=10.1.0.50:80` (see
+    /// [`Forward::parse`]); the error names the part that is wrong.
+    pub fn parse(text: &str) -> Result<IfaceForward, String> {
+        let (iface, rule) = text.split_once(':').ok_or_else(|| {
+            format!("{text:?}: expected IFACE:PROTO:PORT=ADDR[:PORT], e.g. vde1:tcp:8080=10.1.0.50:80 or vde1:tcp:8080=[fd01::50]:80")
+        })?;
+        let forward = Forward::parse(rule).map_err(|e| format!("{iface}:{e}"))?;
+        Ok(IfaceForward {
+            iface: iface.to_string(),
+            forward,
+        })
+    }
+}
+
 impl PortForward {
     /// Parses `PROTO:PORT=ADDR[:PORT]`, e.g. `tcp:8080=10.1.0.50:80` (the target port
     /// defaults to the same port); IPv4 only, [`Forward::parse`] takes both.
@@ -208,6 +276,7 @@ impl Config {
             forwards6: Vec::new(),
             max_fragments: 1024,
             fragment_timeout: Duration::from_secs(30),
+            hold: HoldLimits::NONE,
         }
     }
 }
@@ -269,9 +338,15 @@ pub struct Stats {
     pub expired: u64,
     /// New connections refused: the table was full or no port was free.
     pub refused: u64,
-    /// Later fragments that could not be translated (their first fragment was not seen, or
-    /// arrived after them), dropped.
+    /// Later fragments that could not be translated (their first fragment was not seen in
+    /// time, or they could not be held for it), dropped.
     pub fragments: u64,
+    /// Later fragments held for their first one, which came before it.
+    pub fragments_held: u64,
+    /// Later fragments not held for their first one: the hold limits were reached.
+    pub fragment_hold_full: u64,
+    /// Held fragments whose first one did not come in time.
+    pub fragment_hold_timeout: u64,
     /// Later fragments translated as their first one was.
     pub fragments_translated: u64,
     /// First fragments whose datagram could not be remembered (the fragment table was
@@ -314,19 +389,34 @@ struct FragEntry {
     expires: Instant,
 }
 
+/// A later fragment held until its datagram's first one comes, and where it goes on then.
+#[derive(Debug)]
+struct Held {
+    point: HookPoint,
+    meta: PacketMeta,
+    packet: Vec<u8>,
+    expires: Instant,
+}
+
 /// The NAT: masquerade, SNAT and port forwards on one interface.
 ///
 /// Fragments: only a datagram's first fragment carries the transport header, so it is
 /// translated as any packet, and what it became is remembered by the datagram's identity
 /// ([`FragKey`]) for [`Config::fragment_timeout`]; later fragments with that identity get
 /// the same address (their ports are in the first fragment, so nothing else changes) until
-/// all the datagram's bytes went by. This keeps no packet (no reassembly buffers: memory
-/// is [`Config::max_fragments`] small entries) and lets fragments the router itself
-/// splits further for a smaller MTU through. A later fragment that arrives before its
-/// first one is dropped and counted (`Stats::fragments`), as the hook pipeline has no way
-/// to hold a packet and send it later; the datagram is lost as if the network had lost it
-/// (senders fragment in order, so this happens only on reordering links). Outbound, a later
-/// fragment with no remembered first one still gets the masquerade's address, as before.
+/// all the datagram's bytes went by. This reassembles nothing (memory is
+/// [`Config::max_fragments`] small entries) and lets fragments the router itself splits
+/// further for a smaller MTU through. A later fragment that arrives before its first one
+/// (a reordering link) is held ([`HookVerdict::Stolen`]), within [`Config::hold`], for at
+/// most [`Config::fragment_timeout`]; right after the first one went by, the held ones go
+/// on ([`Hook::poll_output`]), translated as it was, in the order they came. One beyond the
+/// limits or held too long is dropped and counted (`Stats::fragments` and the router's
+/// `fragment_hold_full` / `fragment_hold_timeout`). Held are the later fragments of what
+/// arrives for our address, and outbound, with no masquerade, those of what may be a port
+/// forward's reply; with a masquerade, an outbound later fragment with no remembered first
+/// one gets the masquerade's address at once, which is what its first one gets. Where
+/// fragments are held, a first fragment left as it was (not a translated connection's) is
+/// remembered too, so its later fragments follow it as they are instead of waiting for it.
 /// The IPv4 identification is kept: two inside hosts fragmenting to one remote with the same
 /// identification at the same time would be mixed up by its reassembly (Linux's NAT
 /// reassembles before translating, which avoids that at the cost of buffering).
@@ -341,6 +431,15 @@ pub struct Masquerade {
     /// Port-forwarded connections by flow as the inside server sees it (`host` the server,
     /// `remote` the client); `port` is the forward's public port.
     forwarded: HashMap<Flow, Conn>,
+    /// Later fragments waiting for their first one, by datagram, in the order they came.
+    held: HashMap<FragKey, Vec<Held>>,
+    held_packets: usize,
+    held_bytes: usize,
+    /// When held fragments are next looked at for expiry: no later than the first expires
+    /// (maybe earlier, if that one went on since); None when none are held.
+    held_next: Option<Instant>,
+    /// Held packets that go on or were dropped, for [`Hook::poll_output`].
+    output: VecDeque<HookOutput>,
     next_port: u16,
     stats: Stats,
 }
@@ -659,12 +758,89 @@ impl Masquerade {
             conns: HashMap::new(),
             frags: HashMap::new(),
             forwarded: HashMap::new(),
+            held: HashMap::new(),
+            held_packets: 0,
+            held_bytes: 0,
+            held_next: None,
+            output: VecDeque::new(),
             stats: Stats::default(),
         }
     }
 
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// The port forwards, IPv4 first, in the order they were added.
+    pub fn forwards(&self) -> Vec<Forward> {
+        let v4 = self.config.forwards.iter().map(|f| Forward::V4(*f));
+        v4.chain(self.config.forwards6.iter().map(|f| Forward::V6(*f)))
+            .collect()
+    }
+
+    /// Adds a port forward at run time; connections already tracked stay. Refused when the
+    /// family has no address here or the port is forwarded already.
+    pub fn add_forward(&mut self, forward: Forward) -> Result<(), String> {
+        let (v6, proto, port) = Self::forward_key(&forward);
+        if self.my_addr(v6).is_none() {
+            return Err(format!(
+                "{forward}: no {} address to forward from on this interface",
+                if v6 { "IPv6 (NAT66)" } else { "IPv4" }
+            ));
+        }
+        if let Some(f) = self
+            .forwards()
+            .into_iter()
+            .find(|f| Self::forward_key(f) == (v6, proto, port))
+        {
+            return Err(format!(
+                "{forward}: {}:{port} is forwarded already ({f})",
+                proto_name(proto)
+            ));
+        }
+        match forward {
+            Forward::V4(f) => self.config.forwards.push(f),
+            Forward::V6(f) => self.config.forwards6.push(f),
+        }
+        Ok(())
+    }
+
+    /// Removes a port forward at run time and forgets its connections (its public port
+    /// now belongs to the router again); other connections stay. The number forgotten.
+    pub fn remove_forward(&mut self, forward: Forward) -> Result<usize, String> {
+        let found = match forward {
+            Forward::V4(f) => {
+                let n = self.config.forwards.len();
+                self.config.forwards.retain(|x| *x != f);
+                n != self.config.forwards.len()
+            }
+            Forward::V6(f) => {
+                let n = self.config.forwards6.len();
+                self.config.forwards6.retain(|x| *x != f);
+                n != self.config.forwards6.len()
+            }
+        };
+        if !found {
+            return Err(format!("{forward}: no such forward (fwd/print lists them)"));
+        }
+        let (_, proto, port) = Self::forward_key(&forward);
+        let (to, to_port) = match forward {
+            Forward::V4(f) => (IpAddr::V4(f.to), f.to_port),
+            Forward::V6(f) => (IpAddr::V6(f.to), f.to_port),
+        };
+        let before = self.forwarded.len();
+        self.forwarded.retain(|flow, c| {
+            !(flow.proto == proto && c.port == port && flow.host == to && flow.host_port == to_port)
+        });
+        Ok(before - self.forwarded.len())
+    }
+
+    /// A forward's family, protocol and public port: what two forwards may not share.
+    fn forward_key(f: &Forward) -> (bool, u8, u16) {
+        match f {
+            Forward::V4(f) => (false, f.proto, f.port),
+            Forward::V6(f) => (true, f.proto, f.port),
+        }
     }
 
     /// The router's address for the family of `ip`, if that family is translated.
@@ -877,12 +1053,143 @@ impl Masquerade {
         Some(to)
     }
 
-    /// POSTROUTING: a forwarded packet leaving on our interface.
-    fn outbound(&mut self, now: Instant, packet: &mut [u8]) -> HookVerdict {
-        let ip = match self.outer(packet, false) {
-            Ok(ip) => ip,
-            Err(v) => return v,
+    /// Holds later fragment `ip` (`packet`, taken) until its first one comes, within the
+    /// limits; beyond them (or with no holding) it is dropped and counted.
+    fn hold(
+        &mut self,
+        now: Instant,
+        ip: &Ip,
+        inbound: bool,
+        point: HookPoint,
+        meta: &PacketMeta,
+        packet: &mut Vec<u8>,
+    ) -> HookVerdict {
+        let limits = self.config.hold;
+        let Some(key) = Self::frag_key(ip, inbound).filter(|_| limits.packets > 0) else {
+            self.stats.fragments += 1;
+            return HookVerdict::Drop;
         };
+        self.expire_held(now);
+        let len = packet.len();
+        let (n, bytes) = self.held.get(&key).map_or((0, 0), |v| {
+            (v.len(), v.iter().map(|h| h.packet.len()).sum::<usize>())
+        });
+        if self.held_packets >= limits.packets
+            || self.held_bytes + len > limits.bytes
+            || n >= limits.datagram_packets
+            || bytes + len > limits.datagram_bytes
+        {
+            self.stats.fragments += 1;
+            self.stats.fragment_hold_full += 1;
+            packet.clear();
+            self.output
+                .push_back(HookOutput::Dropped(DropReason::FragmentHoldFull));
+            return HookVerdict::Stolen;
+        }
+        // A buffer of its own size: a received one may be a recycled 64 KiB one.
+        let copy = crate::core::with_headroom(packet);
+        packet.clear();
+        let expires = now + self.config.fragment_timeout;
+        self.held.entry(key).or_default().push(Held {
+            point,
+            meta: *meta,
+            packet: copy,
+            expires,
+        });
+        self.held_next = Some(self.held_next.map_or(expires, |t| t.min(expires)));
+        self.held_packets += 1;
+        self.held_bytes += len;
+        self.stats.fragments_held += 1;
+        HookVerdict::Stolen
+    }
+
+    /// Drops (and counts) the held fragments whose first one did not come in time.
+    fn expire_held(&mut self, now: Instant) {
+        if self.held_next.is_none_or(|t| t > now) {
+            return;
+        }
+        let mut expired = Vec::new();
+        for list in self.held.values_mut() {
+            list.retain(|h| {
+                let keep = h.expires > now;
+                if !keep {
+                    expired.push(h.packet.len());
+                }
+                keep
+            });
+        }
+        self.held.retain(|_, v| !v.is_empty());
+        self.held_next = self.held.values().flatten().map(|h| h.expires).min();
+        for len in expired {
+            self.held_packets -= 1;
+            self.held_bytes -= len;
+            self.stats.fragments += 1;
+            self.stats.fragment_hold_timeout += 1;
+            self.output
+                .push_back(HookOutput::Dropped(DropReason::FragmentHoldTimeout));
+        }
+    }
+
+    /// After datagram `key`'s first fragment went by: its held fragments go on, translated
+    /// as it was (as they came if it was not translated).
+    fn release(&mut self, now: Instant, key: FragKey) {
+        let Some(list) = self.held.remove(&key) else {
+            return;
+        };
+        if self.held.is_empty() {
+            self.held_next = None;
+        }
+        for h in list {
+            self.held_packets -= 1;
+            self.held_bytes -= h.packet.len();
+            let mut packet = h.packet;
+            if let Ok(ip) = Ip::parse(&packet, 0, false) {
+                if let Some(to) = self.later_fragment(now, &ip, key.inbound) {
+                    rewrite(&mut packet, &ip, !key.inbound, to, None);
+                }
+            }
+            self.output.push_back(HookOutput::Resume {
+                point: h.point,
+                meta: h.meta,
+                packet,
+            });
+        }
+    }
+
+    /// Whether later fragments that come before their first one are held.
+    fn holds(&self) -> bool {
+        self.config.hold.packets > 0
+    }
+
+    /// Whether the later fragments of `ip`'s datagram are held when they come first: inbound
+    /// those for our address, outbound (with no masquerade, which gives them our address
+    /// anyway) those that may be a port forward's reply.
+    fn holds_for(&self, ip: &Ip, inbound: bool) -> bool {
+        self.holds()
+            && if inbound {
+                self.my_addr(ip.v6) == Some(ip.dst)
+            } else {
+                !self.config.masquerade && self.has_forwards(ip.v6)
+            }
+    }
+
+    /// Whether port forwards of the family of `v6` exist.
+    fn has_forwards(&self, v6: bool) -> bool {
+        if v6 {
+            !self.config.forwards6.is_empty()
+        } else {
+            !self.config.forwards.is_empty()
+        }
+    }
+
+    /// POSTROUTING: a forwarded packet leaving on our interface (`ip` its header).
+    fn outbound(
+        &mut self,
+        now: Instant,
+        meta: &PacketMeta,
+        packet: &mut Vec<u8>,
+        ip: Ip,
+    ) -> HookVerdict {
         let Some(me) = self.my_addr(ip.v6) else {
             return HookVerdict::Accept;
         };
@@ -894,6 +1201,10 @@ impl Masquerade {
             if let Some(to) = self.later_fragment(now, &ip, false) {
                 rewrite(packet, &ip, true, to, None);
                 return HookVerdict::Accept;
+            }
+            // Maybe a port forward's reply whose first fragment is late.
+            if self.holds_for(&ip, false) {
+                return self.hold(now, &ip, false, HookPoint::Postrouting, meta, packet);
             }
         }
         let l4 = packet.get(ip.l4..).unwrap_or(&[]);
@@ -1021,20 +1332,21 @@ impl Masquerade {
         HookVerdict::Accept
     }
 
-    /// PREROUTING: a packet arriving on our interface for our address.
-    fn inbound(&mut self, now: Instant, packet: &mut [u8]) -> HookVerdict {
-        let ip = match self.outer(packet, true) {
-            Ok(ip) => ip,
-            Err(v) => return v,
-        };
+    /// PREROUTING: a packet arriving on our interface for our address (`ip` its header).
+    fn inbound(
+        &mut self,
+        now: Instant,
+        meta: &PacketMeta,
+        packet: &mut Vec<u8>,
+        ip: Ip,
+    ) -> HookVerdict {
         if self.my_addr(ip.v6) != Some(ip.dst) {
             return HookVerdict::Accept;
         }
         let (proto, src) = (ip.proto, ip.src);
         if ip.later_fragment {
             let Some(to) = self.later_fragment(now, &ip, true) else {
-                self.stats.fragments += 1;
-                return HookVerdict::Drop;
+                return self.hold(now, &ip, true, HookPoint::Prerouting, meta, packet);
             };
             rewrite(packet, &ip, false, to, None);
             return HookVerdict::Accept;
@@ -1177,27 +1489,103 @@ impl Hook for Masquerade {
         meta: &PacketMeta,
         packet: &mut Vec<u8>,
     ) -> HookVerdict {
-        match point {
+        let (inbound, v) = match point {
             HookPoint::Postrouting
                 if meta.out_iface == Some(self.config.iface)
                     && meta.in_iface.is_some_and(|i| i != self.config.iface) =>
             {
-                self.outbound(now, packet)
+                (false, None)
             }
             HookPoint::Postrouting
                 if meta.out_iface == Some(self.config.iface) && meta.in_iface.is_none() =>
             {
-                self.local_error(packet)
+                return self.local_error(packet);
             }
-            HookPoint::Prerouting if meta.in_iface == Some(self.config.iface) => {
-                self.inbound(now, packet)
-            }
-            _ => HookVerdict::Accept,
+            HookPoint::Prerouting if meta.in_iface == Some(self.config.iface) => (true, None),
+            _ => (false, Some(HookVerdict::Accept)),
+        };
+        if let Some(v) = v {
+            return v;
         }
+        let ip = match self.outer(packet, inbound) {
+            Ok(ip) => ip,
+            Err(v) => return v,
+        };
+        // A first fragment's datagram, as it arrived.
+        let tracked = self.holds() || !self.held.is_empty();
+        let first = match tracked && !ip.later_fragment {
+            true => Self::frag_key(&ip, inbound),
+            false => None,
+        };
+        let v = if inbound {
+            self.inbound(now, meta, packet, ip)
+        } else {
+            self.outbound(now, meta, packet, ip)
+        };
+        if let Some(key) = first {
+            // A first fragment left as it was (not ours to translate) or translated without
+            // remembering: its later fragments get what it got too, instead of being held
+            // for a first fragment that went by already.
+            if self.holds_for(&ip, inbound)
+                && v == HookVerdict::Accept
+                && !self.frags.contains_key(&key)
+                && self.frags.len() < self.config.max_fragments
+            {
+                if let Ok(now_ip) = Ip::parse(packet, 0, false) {
+                    let to = if inbound { now_ip.dst } else { now_ip.src };
+                    self.remember_fragment(now, &ip, inbound, to);
+                }
+            }
+            // Those held for it go on right after it.
+            self.release(now, key);
+        }
+        v
+    }
+
+    fn poll_output(&mut self, now: Instant) -> Option<HookOutput> {
+        self.expire_held(now);
+        self.output.pop_front()
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        self.held_next
     }
 
     fn name(&self) -> &'static str {
         "nat"
+    }
+
+    /// `fwd/print`, `fwd/add IF RULE`, `fwd/del IF RULE`: the router console's port
+    /// forwards, IF the interface number (another interface's: None, not ours) and RULE as
+    /// [`Forward::parse`] reads it. `fwd/print` answers `IF RULE` lines.
+    fn command(&mut self, cmd: &str, args: &str) -> Option<Result<Vec<String>, String>> {
+        if cmd == "fwd/print" {
+            let me = self.config.iface;
+            return Some(Ok(self
+                .forwards()
+                .iter()
+                .map(|f| format!("{me} {f}"))
+                .collect()));
+        }
+        let (iface, rule) = args.trim().split_once(' ')?;
+        if iface.parse::<IfId>().ok()? != self.config.iface {
+            return None;
+        }
+        let forward = match Forward::parse(rule.trim()) {
+            Ok(f) => f,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(match cmd {
+            "fwd/add" => self
+                .add_forward(forward)
+                .map(|()| vec![format!("forward {forward} added")]),
+            "fwd/del" => self.remove_forward(forward).map(|n| {
+                vec![format!(
+                    "forward {forward} deleted, {n} of its connections forgotten"
+                )]
+            }),
+            _ => return None,
+        })
     }
 
     fn print(&self, now: Instant) -> Vec<String> {
@@ -1296,11 +1684,15 @@ impl Hook for Masquerade {
             s.forwarded
         ));
         out.push(format!(
-            "fragment_table {} max {} fragments_translated {} fragment_table_full {} ext_truncated {} ext_too_long {} ext_misordered {}",
+            "fragment_table {} max {} fragments_translated {} fragment_table_full {} fragments_held {} held_now {} fragment_hold_full {} fragment_hold_timeout {} ext_truncated {} ext_too_long {} ext_misordered {}",
             self.frags.values().filter(|e| e.expires > now).count(),
             self.config.max_fragments,
             s.fragments_translated,
             s.fragment_table_full,
+            s.fragments_held,
+            self.held_packets,
+            s.fragment_hold_full,
+            s.fragment_hold_timeout,
             s.ext_truncated,
             s.ext_too_long,
             s.ext_misordered
@@ -1420,6 +1812,88 @@ mod tests {
         c.masquerade = false;
         c.forwards = vec![PortForward::parse("udp:8053=10.1.0.50:53").unwrap()];
         Masquerade::new(c)
+    }
+
+    #[test]
+    fn forwards_added_and_removed_at_run_time_keep_the_other_connections() {
+        let now = Instant::now();
+        let mut c = Config::new(1, ME);
+        c.forwards = vec![PortForward::parse("udp:8053=10.1.0.50:53").unwrap()];
+        let mut m = Masquerade::new(c);
+        // A masqueraded connection and one through the forward.
+        let mut out = udp(HOST, 40000, REMOTE, 53);
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut out);
+        let mut p = udp(REMOTE, 4000, ME, 8053);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut p);
+        assert_eq!(check_udp(&p), (REMOTE, 4000, SERVER, 53));
+        // Another forward, by the console's command (interface 1 is ours, 0 is not).
+        let add = |m: &mut Masquerade, cmd: &str, args: &str| m.command(cmd, args);
+        assert_eq!(add(&mut m, "fwd/add", "0 udp:9000=10.1.0.60:53"), None);
+        assert_eq!(
+            add(&mut m, "fwd/add", "1 udp:9000=10.1.0.60"),
+            Some(Ok(
+                vec!["forward udp:9000=10.1.0.60:9000 added".to_string()]
+            ))
+        );
+        let e = add(&mut m, "fwd/add", "1 udp:9000=10.1.0.61:53")
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            e.contains("forwarded already (udp:9000=10.1.0.60:9000)"),
+            "{e}"
+        );
+        let e = add(&mut m, "fwd/add", "1 udp:9000=[fd01::5]:53")
+            .unwrap()
+            .unwrap_err();
+        assert!(e.contains("no IPv6 (NAT66) address"), "{e}");
+        let e = add(&mut m, "fwd/add", "1 sctp:9000=10.1.0.60")
+            .unwrap()
+            .unwrap_err();
+        assert!(e.contains("protocol \"sctp\""), "{e}");
+        let mut p2 = udp(REMOTE, 4001, ME, 9000);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut p2);
+        assert_eq!(check_udp(&p2).2, Ipv4Addr::new(10, 1, 0, 60));
+        assert_eq!(
+            m.command("fwd/print", ""),
+            Some(Ok(vec![
+                "1 udp:8053=10.1.0.50:53".to_string(),
+                "1 udp:9000=10.1.0.60:9000".to_string()
+            ]))
+        );
+        // The first forward goes, and its connection with it; the rest stay.
+        assert_eq!(
+            m.command("fwd/del", "1 udp:8053=10.1.0.50:53"),
+            Some(Ok(vec![
+                "forward udp:8053=10.1.0.50:53 deleted, 1 of its connections forgotten".to_string()
+            ]))
+        );
+        let e = m
+            .command("fwd/del", "1 udp:8053=10.1.0.50:53")
+            .unwrap()
+            .unwrap_err();
+        assert!(e.contains("no such forward"), "{e}");
+        let print = m.print(now);
+        assert!(
+            print
+                .iter()
+                .any(|l| l.starts_with("udp 10.1.0.10:40000 -> 10.9.0.20:53 as 10.9.0.2:40000")),
+            "{print:?}"
+        );
+        assert!(
+            print
+                .iter()
+                .any(|l| l.starts_with("udp 10.9.0.20:4001 -> 10.9.0.2:9000 forwarded to")),
+            "{print:?}"
+        );
+        assert!(!print.iter().any(|l| l.contains(":8053")), "{print:?}");
+        // The masqueraded connection's reply still comes back; the old forward's port is
+        // the router's own again.
+        let mut reply = udp(REMOTE, 53, ME, 40000);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut reply);
+        assert_eq!(check_udp(&reply).2, HOST);
+        let mut p = udp(REMOTE, 4000, ME, 8053);
+        m.hook(now, HookPoint::Prerouting, &IN, &mut p);
+        assert_eq!(check_udp(&p).2, ME);
     }
 
     #[test]

@@ -1124,3 +1124,309 @@ fn a_port_forwarded_servers_fragments_the_router_cuts_smaller_all_leave_from_its
     assert_eq!((u.src_port(), u.dst_port()), (8053, 8000));
     assert!(u.verify_checksum(&me.into(), &B4.into()));
 }
+
+/// A NAT hook on vde1 (10.9.0.2, fd09::2) that holds early fragments, as `filo router`'s:
+/// masquerade (and NAT66), or only `forward` (a port forward) when one is given.
+fn nat_router(now: Instant, forward: Option<&str>) -> Router {
+    let mut r = with_neighbours(now);
+    r.handle_frame(now, 0, &ns(A, A6, "fd01::1".parse().unwrap()));
+    r.handle_frame(now, 1, &ns(B, B6, "fd09::2".parse().unwrap()));
+    drain(&mut r);
+    let mut c = filo_router::nat::Config::new(1, "10.9.0.2".parse().unwrap());
+    c.addr6 = Some("fd09::2".parse().unwrap());
+    c.hold = filo_router::nat::HoldLimits::DEFAULT;
+    if let Some(f) = forward {
+        c.masquerade = false;
+        match filo_router::nat::Forward::parse(f).unwrap() {
+            filo_router::nat::Forward::V4(f) => c.forwards.push(f),
+            filo_router::nat::Forward::V6(f) => c.forwards6.push(f),
+        }
+    }
+    r.add_hook(
+        &[HookPoint::Prerouting, HookPoint::Postrouting],
+        Box::new(filo_router::nat::Masquerade::new(c)),
+    );
+    r
+}
+
+/// A UDP datagram from `src`:`sport` to `dst`:`dport` with `len` bytes of data, cut into
+/// IPv4 fragments of 1480 bytes of data, or IPv6 ones of 1232 (with a fragment header),
+/// first fragment first.
+fn udp_fragments(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, len: usize) -> Vec<Vec<u8>> {
+    let mut d = vec![0u8; 8 + len];
+    for (i, b) in d[8..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    {
+        let mut u = smoltcp::wire::UdpPacket::new_unchecked(&mut d[..]);
+        u.set_src_port(sport);
+        u.set_dst_port(dport);
+        u.set_len((8 + len) as u16);
+        u.fill_checksum(&src.into(), &dst.into());
+    }
+    let mut out = Vec::new();
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(t)) => {
+            for (i, piece) in d.chunks(1480).enumerate() {
+                let mut p = ipv4(s, t, 64, IpProtocol::Udp, piece, false);
+                let mut h = Ipv4Packet::new_unchecked(&mut p[..]);
+                h.set_ident(0x4242);
+                h.set_frag_offset((i * 1480) as u16);
+                h.set_more_frags((i + 1) * 1480 < d.len());
+                h.fill_checksum();
+                out.push(p);
+            }
+        }
+        (IpAddr::V6(s), IpAddr::V6(t)) => {
+            for (i, piece) in d.chunks(1232).enumerate() {
+                let more = (i + 1) * 1232 < d.len();
+                let mut f = vec![17, 0];
+                f.extend(((i * 1232) as u16 | u16::from(more)).to_be_bytes());
+                f.extend(0x4242_u32.to_be_bytes());
+                f.extend_from_slice(piece);
+                out.push(ipv6(s, t, 64, IpProtocol::Ipv6Frag, &f));
+            }
+        }
+        _ => unreachable!(),
+    }
+    out
+}
+
+/// The UDP datagram the fragments `out` (frames) carry, put back together: source,
+/// destination, ports, data length; every checksum checked.
+fn reassembled(out: &[(usize, Vec<u8>)]) -> (IpAddr, u16, IpAddr, u16, usize) {
+    let mut data = vec![0u8; 65536];
+    let (mut addrs, mut end) = (None, 0);
+    for (_, frame) in out {
+        let e = EthernetFrame::new_checked(&frame[..]).unwrap();
+        let (src, dst, at, piece): (IpAddr, IpAddr, usize, Vec<u8>) = match e.ethertype() {
+            EthernetProtocol::Ipv4 => {
+                let p = Ipv4Packet::new_checked(e.payload()).unwrap();
+                assert!(p.verify_checksum());
+                let at = usize::from(p.frag_offset());
+                (
+                    p.src_addr().into(),
+                    p.dst_addr().into(),
+                    at,
+                    p.payload().to_vec(),
+                )
+            }
+            _ => {
+                let p = Ipv6Packet::new_checked(e.payload()).unwrap();
+                assert_eq!(p.next_header(), IpProtocol::Ipv6Frag);
+                let f = p.payload();
+                let at = usize::from(u16::from_be_bytes([f[2], f[3]]) & !7);
+                (
+                    p.src_addr().into(),
+                    p.dst_addr().into(),
+                    at,
+                    f[8..].to_vec(),
+                )
+            }
+        };
+        assert!(addrs.is_none_or(|a| a == (src, dst)), "{out:?}");
+        addrs = Some((src, dst));
+        data[at..at + piece.len()].copy_from_slice(&piece);
+        end = end.max(at + piece.len());
+    }
+    let (src, dst) = addrs.unwrap();
+    let u = smoltcp::wire::UdpPacket::new_checked(&data[..end]).unwrap();
+    assert!(u.verify_checksum(&src.into(), &dst.into()));
+    (src, u.src_port(), dst, u.dst_port(), end - 8)
+}
+
+/// Where a frame's IP fragment starts in its datagram.
+fn frag_offset(frame: &[u8]) -> usize {
+    let e = EthernetFrame::new_checked(frame).unwrap();
+    match e.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            usize::from(Ipv4Packet::new_checked(e.payload()).unwrap().frag_offset())
+        }
+        _ => {
+            let f = Ipv6Packet::new_checked(e.payload())
+                .unwrap()
+                .payload()
+                .to_vec();
+            usize::from(u16::from_be_bytes([f[2], f[3]]) & !7)
+        }
+    }
+}
+
+/// Sends `fragments` on `iface` last first: nothing comes out until the first one, then all,
+/// the first one first.
+fn reversed_through(
+    r: &mut Router,
+    now: Instant,
+    iface: usize,
+    fragments: &[Vec<u8>],
+) -> Vec<(usize, Vec<u8>)> {
+    let (mac, dst) = if iface == 0 { (A, R0) } else { (B, R1) };
+    let ty = |p: &[u8]| match p[0] >> 4 {
+        4 => EthernetProtocol::Ipv4,
+        _ => EthernetProtocol::Ipv6,
+    };
+    assert!(fragments.len() >= 3);
+    for p in fragments[1..].iter().rev() {
+        r.handle_frame(now, iface, &eth(dst, mac, ty(p), p));
+        assert_eq!(drain(r), vec![], "a fragment before its first one is held");
+    }
+    let p = &fragments[0];
+    r.handle_frame(now, iface, &eth(dst, mac, ty(p), p));
+    let out = drain(r);
+    assert_eq!(frag_offset(&out[0].1), 0, "the first fragment first");
+    out
+}
+
+#[test]
+fn reordered_fragments_of_a_masqueraded_reply_are_held_until_the_first_and_all_arrive_translated() {
+    let now = Instant::now();
+    let mut r = nat_router(now, None);
+    let me4: IpAddr = "10.9.0.2".parse().unwrap();
+    let me6: IpAddr = "fd09::2".parse().unwrap();
+    for (host, remote, me) in [
+        (IpAddr::V4(A4), IpAddr::V4(B4), me4),
+        (IpAddr::V6(A6), IpAddr::V6(B6), me6),
+    ] {
+        // The host's query opens the connection (its port kept).
+        let q = udp_fragments(host, 40000, remote, 53, 10);
+        let ty = if host.is_ipv4() {
+            EthernetProtocol::Ipv4
+        } else {
+            EthernetProtocol::Ipv6
+        };
+        r.handle_frame(now, 0, &eth(R0, A, ty, &q[0]));
+        assert_eq!(reassembled(&drain(&mut r)), (me, 40000, remote, 53, 10));
+        // Its 3000-byte answer in three fragments, last first.
+        let answer = udp_fragments(remote, 53, me, 40000, 3000);
+        assert_eq!(answer.len(), 3);
+        let out = reversed_through(&mut r, now, 1, &answer);
+        let offsets: Vec<usize> = out.iter().map(|(_, f)| frag_offset(f)).collect();
+        let piece = if host.is_ipv4() { 1480 } else { 1232 };
+        assert_eq!(
+            offsets,
+            [0, 2 * piece, piece],
+            "the others in the order they came"
+        );
+        assert!(out.iter().all(|(i, _)| *i == 0));
+        assert_eq!(reassembled(&out), (remote, 53, host, 40000, 3000));
+    }
+    assert_eq!(r.drops().total(), 0, "{:?}", r.drops());
+    let nat = r.hook_print("nat", now).unwrap().join("\n");
+    assert!(nat.contains("fragments_held 4 held_now 0 "), "{nat}");
+}
+
+#[test]
+fn reordered_fragments_of_a_port_forwarded_request_and_its_reply_are_held_and_translated() {
+    let now = Instant::now();
+    for (forward, client, me, server) in [
+        (
+            "udp:8053=10.1.0.10:53",
+            IpAddr::V4(B4),
+            "10.9.0.2",
+            IpAddr::V4(A4),
+        ),
+        (
+            "udp:8053=[fd01::a]:53",
+            IpAddr::V6(B6),
+            "fd09::2",
+            IpAddr::V6(A6),
+        ),
+    ] {
+        let me: IpAddr = me.parse().unwrap();
+        let mut r = nat_router(now, Some(forward));
+        // The request, last fragment first, reaches the server.
+        let request = udp_fragments(client, 4000, me, 8053, 3500);
+        let out = reversed_through(&mut r, now, 1, &request);
+        assert!(out.iter().all(|(i, _)| *i == 0));
+        assert_eq!(reassembled(&out), (client, 4000, server, 53, 3500));
+        // The server's answer, last fragment first: it leaves from the router's address
+        // (no masquerade: only the held ones can get it).
+        let answer = udp_fragments(server, 53, client, 4000, 3500);
+        let out = reversed_through(&mut r, now, 0, &answer);
+        assert!(out.iter().all(|(i, _)| *i == 1));
+        assert_eq!(reassembled(&out), (me, 8053, client, 4000, 3500));
+        assert_eq!(r.drops().total(), 0, "{forward}: {:?}", r.drops());
+    }
+}
+
+#[test]
+fn held_fragments_are_bounded_and_time_out_and_every_one_dropped_is_counted() {
+    let now = Instant::now();
+    let mut r = nat_router(now, None);
+    let me: IpAddr = "10.9.0.2".parse().unwrap();
+    let q = udp_fragments(IpAddr::V4(A4), 40000, IpAddr::V4(B4), 53, 10);
+    r.handle_frame(now, 0, &eth(R0, A, EthernetProtocol::Ipv4, &q[0]));
+    drain(&mut r);
+    // 70 datagrams' last fragments: 64 per datagram at most, 256 in all.
+    let mut held = 0;
+    for id in 0..300u16 {
+        let mut f = udp_fragments(IpAddr::V4(B4), 53, me, 40000, 4000)
+            .pop()
+            .unwrap();
+        let mut h = Ipv4Packet::new_unchecked(&mut f[..]);
+        h.set_ident(id);
+        h.fill_checksum();
+        r.handle_frame(now, 1, &eth(R1, B, EthernetProtocol::Ipv4, &f));
+        held += 1;
+    }
+    assert_eq!(held, 300);
+    assert_eq!(r.drops().get(DropReason::FragmentHoldFull), 300 - 256);
+    // One datagram's: at most 64 fragments (the same one sent again counts too).
+    let f = udp_fragments(IpAddr::V4(B4), 53, me, 40000, 4000)
+        .pop()
+        .unwrap();
+    let later = now + Duration::from_secs(31);
+    assert!(r.poll_at().is_some_and(|t| t <= later));
+    r.handle_timeout(later);
+    assert_eq!(r.drops().get(DropReason::FragmentHoldTimeout), 256);
+    assert_eq!(r.poll_at(), None);
+    for _ in 0..65 {
+        r.handle_frame(later, 1, &eth(R1, B, EthernetProtocol::Ipv4, &f));
+    }
+    assert_eq!(r.drops().get(DropReason::FragmentHoldFull), 300 - 256 + 1);
+    assert_eq!(drain(&mut r), vec![]);
+    let nat = r.hook_print("nat", later).unwrap().join("\n");
+    assert!(
+        nat.contains(
+            "fragments_held 320 held_now 64 fragment_hold_full 45 fragment_hold_timeout 256 "
+        ),
+        "{nat}"
+    );
+}
+
+#[test]
+fn fragments_nat_leaves_alone_are_not_held_in_order_and_follow_their_first_one_out_of_order() {
+    let now = Instant::now();
+    // Port forwards only: the LAN host's own traffic to the WAN is routed as it is.
+    let mut r = nat_router(now, Some("udp:8053=10.1.0.10:53"));
+    let frames = |r: &mut Router, iface: usize, fragments: &[Vec<u8>]| {
+        let (mac, dst) = if iface == 0 { (A, R0) } else { (B, R1) };
+        for p in fragments {
+            r.handle_frame(now, iface, &eth(dst, mac, EthernetProtocol::Ipv4, p));
+        }
+        drain(r)
+    };
+    let datagram = udp_fragments(IpAddr::V4(A4), 40000, IpAddr::V4(B4), 53, 2500);
+    // In order (cut again for the WAN's MTU): out at once, untouched.
+    let out = frames(&mut r, 0, &datagram);
+    assert!(out.len() >= 2, "{out:?}");
+    assert_eq!(reassembled(&out), (A4.into(), 40000, B4.into(), 53, 2500));
+    // Out of order: held for their first one, then out with it, untouched.
+    let mut datagram = datagram;
+    for p in datagram.iter_mut() {
+        let mut h = Ipv4Packet::new_unchecked(&mut p[..]);
+        h.set_ident(0x4343);
+        h.fill_checksum();
+    }
+    datagram.reverse();
+    assert_eq!(frames(&mut r, 0, &datagram[..1]), vec![]);
+    let out = frames(&mut r, 0, &datagram[1..]);
+    assert_eq!(reassembled(&out), (A4.into(), 40000, B4.into(), 53, 2500));
+    // Fragments for the router itself, in order: dropped at once as fragments, not held.
+    let me: IpAddr = "10.9.0.2".parse().unwrap();
+    let mine = udp_fragments(IpAddr::V4(B4), 4000, me, 9, 2500);
+    assert_eq!(frames(&mut r, 1, &mine), vec![]);
+    assert_eq!(r.drops().get(DropReason::Fragment), 2);
+    assert_eq!(r.poll_at(), None, "nothing held");
+    assert_eq!(r.drops().total(), 2, "{:?}", r.drops());
+}
