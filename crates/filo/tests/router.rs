@@ -2260,15 +2260,16 @@ fn fragmented_pings_and_udp_datagrams_cross_the_masquerade_and_nat66_whole() {
 }
 
 impl Net {
-    /// After a UDP exchange whose fragments overtook their first ones (the client's exit
-    /// code, output and errors, [`udp_big_client`]): both families' datagrams came back
-    /// whole (a slow try is tried again, not a loss) because the router held later
-    /// fragments (two per datagram at least) and dropped none. The echo server's `log`.
+    /// After a UDP exchange whose fragments may have overtaken their first ones (the
+    /// client's exit code, output and errors, [`udp_big_client`]): both families' datagrams
+    /// came back whole (a slow try is tried again, not a loss) and the router dropped no
+    /// fragment. Returns the echo server's `log` and how many later fragments the router
+    /// has held so far.
     fn check_held_exchange(
         &self,
         (code, out, err): (i32, String, String),
         log: &std::path::Path,
-    ) -> String {
+    ) -> (String, u64) {
         let nat = console(&self.mgmt, "nat/print");
         let stat = console(&self.mgmt, "stat");
         let udp_log = std::fs::read_to_string(log).unwrap_or_default();
@@ -2282,11 +2283,30 @@ impl Net {
             .nth(1)
             .and_then(|t| t.split(' ').next()?.parse().ok())
             .unwrap_or_else(|| panic!("{nat}"));
-        assert!(held >= 4, "{all}");
         assert!(nat.contains("fragments_dropped 0"), "{all}");
         assert!(stat.contains("drop fragment_hold_full 0"), "{all}");
         assert!(stat.contains("drop fragment_hold_timeout 0"), "{all}");
-        udp_log
+        (udp_log, held)
+    }
+
+    /// Runs `exchange` (a UDP exchange through the router, see [`Net::check_held_exchange`])
+    /// until the router has held later fragments of both families' datagrams (two each at
+    /// least): whether the kernel's later fragments overtake the first depends on timing,
+    /// which a loaded machine can upset, so up to 5 exchanges; each must come back whole.
+    fn held_exchanges(
+        &self,
+        log: &std::path::Path,
+        mut exchange: impl FnMut() -> (i32, String, String),
+    ) -> String {
+        let mut udp_log = String::new();
+        for _ in 0..5 {
+            let (l, held) = self.check_held_exchange(exchange(), log);
+            udp_log = l;
+            if held >= 4 {
+                return udp_log;
+            }
+        }
+        panic!("no later fragment overtook its first one in 5 exchanges: {udp_log}");
     }
 }
 
@@ -2335,8 +2355,9 @@ fn fragments_that_overtake_their_first_one_are_held_and_cross_the_masquerade_and
     let setup = format!("{REORDER_FIRST_FRAGMENTS} &&");
     let _server = python_ns(&wan_server, &setup, &server);
     let client = udp_big_client(("10.72.0.10", "fd72::10"), None);
-    let ran = net.lan_host(&format!("{LAN6} python3 -c \"{client}\""));
-    let udp_log = net.check_held_exchange(ran, &log);
+    let udp_log = net.held_exchanges(&log, || {
+        net.lan_host(&format!("{LAN6} python3 -c \"{client}\""))
+    });
     assert!(udp_log.lines().any(|l| l == "10.72.0.2 3000"), "{udp_log}");
 }
 
@@ -2359,10 +2380,11 @@ fn fragments_that_overtake_their_first_one_are_held_and_cross_port_forwards_both
     let lan_server = ["--ip", "10.71.0.10/24", "--gw", "10.71.0.1", &lan];
     let _server = python_ns(&lan_server, LAN6, &udp_echo_server(&log));
     let client = udp_big_client(("10.72.0.2", "fd72::2"), Some(("10.72.0.99", "fd72::99")));
-    let ran = net.wan_host(&format!(
-        "{REORDER_FIRST_FRAGMENTS} && python3 -c \"{client}\""
-    ));
-    let udp_log = net.check_held_exchange(ran, &log);
+    let udp_log = net.held_exchanges(&log, || {
+        net.wan_host(&format!(
+            "{REORDER_FIRST_FRAGMENTS} && python3 -c \"{client}\""
+        ))
+    });
     // The LAN server got the requests whole, from the WAN client itself.
     for client in ["10.72.0.11 3000", "fd72::11 3000"] {
         assert!(udp_log.lines().any(|l| l == client), "{udp_log}");
