@@ -1635,6 +1635,21 @@ fn a_dhcp_flood_from_1000_macs_exhausts_the_pool_cleanly_and_a_released_address_
     assert_eq!(delta("server"), 0, "no message was malformed: {after:?}");
     let leases = console(&net.mgmt, "leases/print");
     assert_eq!(leases.matches(" dev vde0 ").count(), 100, "{leases}");
+    // The server's own account in `stat`: 100 acknowledged, the refusals as the drops.
+    let stat = console(&net.mgmt, "stat");
+    let dhcp: Vec<&str> = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("dhcp vde0 "))
+        .unwrap_or_else(|| panic!("{stat}"))
+        .split_whitespace()
+        .collect();
+    let count = |k: &str| -> u64 {
+        let at = dhcp.iter().position(|w| *w == k).unwrap();
+        dhcp[at + 1].parse().unwrap()
+    };
+    assert_eq!(count("acks"), 100, "{stat}");
+    assert_eq!(count("malformed"), 0, "{stat}");
+    assert_eq!(count("pool_exhausted"), delta("pool_exhausted"), "{stat}");
     // A real client while the pool is full: no lease, and counted.
     let (code, out, _) = net.udhcpc("02:00:00:00:71:ee", 2);
     assert_ne!(code, 0, "a lease from a full pool: {out}");

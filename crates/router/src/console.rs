@@ -46,7 +46,7 @@ const HELP: [&str; 17] = [
     "route/print     the routing table, longest prefix first",
     "neigh/print     the neighbour cache (ARP, NDP)",
     "leases/print    DHCP leases of every interface with a server",
-    "stat            drop counters by reason",
+    "stat            drop counters by reason; each DHCP server's messages by outcome",
     "nat/print       masquerade, port forwards: connections, states, timeouts, counters",
     "fwd/print       port forwards, IFACE:PROTO:PORT=ADDR:PORT as --forward takes them",
     "fwd/add SPEC    add a port forward, SPEC as --forward: IFACE:PROTO:PORT=ADDR[:PORT]",
@@ -141,6 +141,19 @@ fn lines(router: &Router, now: Instant, cmd: &str, driver: &DriverStats) -> Opti
             out.push(format!("drop total {}", router.drops().total()));
             out.push(format!("drop tx_queue_full {}", driver.tx_dropped));
             out.push(format!("drop link_down {}", driver.link_down));
+            // Each DHCP server's messages by outcome (those ignored included).
+            for id in 0..router.iface_count() {
+                let Some(server) = router.dhcp_server(id) else {
+                    continue;
+                };
+                let name = router.iface_config(id).map_or("?", |c| c.name.as_str());
+                let counts: Vec<String> = server
+                    .stats()
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect();
+                out.push(format!("dhcp {name} {}", counts.join(" ")));
+            }
             out.extend(driver.down.iter().map(|d| format!("down {d}")));
         }
         "filter/print" => out.extend(router.hook_print("filter", now).unwrap_or_default()),
