@@ -59,13 +59,31 @@ fuzz_target!(|data: &[u8]| {
                 f.extend_from_slice(&[2, 0, 0, 0, 0, who as u8, 0x88, 0xb5]);
                 f.extend_from_slice(&counter.to_be_bytes());
                 f.resize(len.max(18), counter as u8);
-                if let Ok(n) = members[who].send_batch(&[&f]) {
-                    if n == 1 && f.len() <= 128 {
-                        sent.push(f);
-                    }
+                let went = if op & 0x7 == 0 {
+                    matches!(members[who].send_batch(&[&f]), Ok(1))
+                } else {
+                    // Written in place, as a tap's read fills the slot.
+                    let sent_len = members[who].send_in_place(14..=256, |region, off, cap| {
+                        if f.len() <= cap {
+                            region.write(off, &f);
+                        }
+                        Ok(f.len())
+                    });
+                    matches!(sent_len, Ok(Some(_)))
+                };
+                if went && f.len() <= 128 {
+                    sent.push(f);
                 }
             }
-            2 | 3 => match members[who].recv(&mut buf) {
+            2 | 3 => match if op & 0x7 == 2 {
+                members[who].recv(&mut buf)
+            } else {
+                // Delivered from the slot, as to a tap.
+                let cap = buf.len();
+                members[who].recv_with(cap, |region, off, len| {
+                    region.read(off, &mut buf[..len]);
+                })
+            } {
                 Recv::Frame(n) => {
                     assert!(n <= 128, "a frame longer than its slot");
                     if !garbage {

@@ -40,6 +40,10 @@ const SLOT_WAIT: Duration = Duration::from_millis(10);
 /// How often a busy sender signals every member regardless of its sleeping flag.
 const KICK: Duration = Duration::from_millis(50);
 
+/// Bytes of a frame copied out of its slot for the policy: a virtio-net header and an
+/// Ethernet header.
+const HEAD_COPY: usize = filo_vnl::wire::vnet::HEADER_LEN + 14;
+
 /// A bus's settings as its creator chose them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BusParams {
@@ -166,6 +170,9 @@ pub struct Member {
     batches: u32,
     /// Wake-ups sent (each one a write to an eventfd).
     pub wakeups: u64,
+    /// Receivers of frames sent in place and not woken yet, with the first and the next
+    /// sequence number ([`Member::flush_wakes`]).
+    unwoken: Option<(u64, u64, u64)>,
 }
 
 impl Member {
@@ -217,6 +224,7 @@ impl Member {
             last_kick: Instant::now(),
             batches: 0,
             wakeups: 0,
+            unwoken: None,
         };
         member.refresh_members();
         member
@@ -518,6 +526,23 @@ impl Member {
     }
 
     fn write_slot(&mut self, seq: u64, frame: &[u8], mask: u64) {
+        let Some(off) = self.own_slot(seq) else {
+            return;
+        };
+        let r = &self.region;
+        r.store32(off + S_LEN, frame.len() as u32, Ordering::Relaxed);
+        r.store32(off + S_SENDER, self.index as u32, Ordering::Relaxed);
+        r.store64(off + S_RECEIVERS, mask, Ordering::Relaxed);
+        r.write(off + SLOT_HEADER, frame);
+        // Published with a plain store: the slot was ours since the compare-and-swap in
+        // own_slot (only a sender that stalled past SLOT_WAIT can lose it, see the module's
+        // limit).
+        r.store64(off + S_SEQ, seq, Ordering::Release);
+    }
+
+    /// Marks the slot of `seq` as being written (`seq | WRITING`) and returns its offset;
+    /// None (the frame is dropped and counted) when a later lap already holds it.
+    fn own_slot(&mut self, seq: u64) -> Option<usize> {
         let off = self.geo.slot(seq);
         let r = &self.region;
         let mut v = r.load64(off + S_SEQ, Ordering::Acquire);
@@ -528,7 +553,7 @@ impl Member {
                 // A later lap already holds the slot (we were preempted for a whole lap on a
                 // lossy bus): this frame is dropped.
                 self.stats.lost = self.stats.lost.saturating_add(1);
-                return;
+                return None;
             }
             if v == (seq.wrapping_sub(u64::from(self.geo.nslots)) | WRITING) {
                 // The sender of the previous lap is still copying: wait for it a little,
@@ -547,17 +572,102 @@ impl Member {
             }
         }
         fence(Ordering::Release);
-        r.store32(off + S_LEN, frame.len() as u32, Ordering::Relaxed);
+        Some(off)
+    }
+
+    /// Wakes the sleeping receivers of the frames sent in place since the last call: a run
+    /// of [`Member::send_in_place`] (a tap read until it has nothing) costs one wake-up per
+    /// receiver, as a batch does. Callers must call it when their run ends.
+    pub fn flush_wakes(&mut self) {
+        if let Some((mask, start, end)) = self.unwoken.take() {
+            fence(Ordering::SeqCst);
+            self.wake(mask, start, end);
+        }
+    }
+
+    /// Sends one frame written in place: claims the next slot, marks it as being written and
+    /// lets `fill(region, offset, capacity)` put the frame's bytes straight into it (a tap's
+    /// `read` into the ring, see [`Region::read_from_fd`]), then publishes it with the length
+    /// `fill` returned. Readers never see the slot before it is published: its sequence word
+    /// holds `seq | WRITING` meanwhile, and they wait or skip.
+    ///
+    /// A claimed slot is always published: when `fill` fails (`WouldBlock`: the tap had
+    /// nothing) or returns a length outside `sizes` or beyond the slot, it is published empty,
+    /// for nobody. Returns `Ok(Some(len))` for a frame sent, `Ok(None)` for a length refused
+    /// (counted as bad), or `fill`'s error. `WouldBlock` too when a later lap took the slot.
+    /// Receivers are woken by [`Member::flush_wakes`], not here.
+    pub fn send_in_place(
+        &mut self,
+        sizes: std::ops::RangeInclusive<usize>,
+        fill: impl FnOnce(&Region, usize, usize) -> io::Result<usize>,
+    ) -> io::Result<Option<usize>> {
+        self.maybe_refresh();
+        let cap = (self.geo.slot_size as usize).min(sizes.end().saturating_add(1));
+        let seq = self.claim(1);
+        let Some(off) = self.own_slot(seq) else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        self.region.prefetch_write(off + SLOT_HEADER);
+        let filled = fill(&self.region, off + SLOT_HEADER, cap);
+        let len = match &filled {
+            Ok(n) if *n <= cap && sizes.contains(n) => Some(*n),
+            Ok(_) => {
+                self.stats.bad = self.stats.bad.saturating_add(1);
+                self.region.add64(self.rec() + M_BAD, 1);
+                None
+            }
+            Err(_) => None,
+        };
+        // The receivers come from a private copy of the frame's first bytes (the slot is ours,
+        // but any member can write into the region).
+        let mut head = [0u8; HEAD_COPY];
+        let mask = match len {
+            Some(n) => {
+                let h = &mut head[..n.min(HEAD_COPY)];
+                self.region.read(off + SLOT_HEADER, h);
+                let frame = self.ethernet(h);
+                self.policy.receivers(frame, self.index, &self.members)
+                    & self.members.active
+                    & !(1u64 << self.index)
+            }
+            None => 0,
+        };
+        let r = &self.region;
+        r.store32(off + S_LEN, len.unwrap_or(0) as u32, Ordering::Relaxed);
         r.store32(off + S_SENDER, self.index as u32, Ordering::Relaxed);
         r.store64(off + S_RECEIVERS, mask, Ordering::Relaxed);
-        r.write(off + SLOT_HEADER, frame);
-        // Published with a plain store: the slot was ours since the compare-and-swap above
-        // (only a sender that stalled past SLOT_WAIT can lose it, see the module's limit).
         r.store64(off + S_SEQ, seq, Ordering::Release);
+        let w = self.unwoken.get_or_insert((0, seq, seq));
+        w.0 |= mask;
+        w.2 = seq + 1;
+        let n = filled?;
+        if len.is_some() {
+            self.stats.frames_out = self.stats.frames_out.saturating_add(1);
+            self.region.add64(self.rec() + M_FRAMES_OUT, 1);
+        }
+        Ok(len.map(|_| n))
     }
 
     /// Receives the next frame for this member into `buf`.
     pub fn recv(&mut self, buf: &mut [u8]) -> Recv {
+        let cap = buf.len();
+        self.recv_with(cap, |region, off, len| {
+            region.read(off, &mut buf[..len]);
+        })
+    }
+
+    /// Receives the next frame for this member without copying it into a buffer here:
+    /// `deliver(region, offset, len)` takes the bytes straight from the slot (a tap's `write`,
+    /// see [`Region::write_to_fd`]). The length is read once from the slot and checked against
+    /// the slot size and `cap` before `deliver` sees it; a bad one is dropped and counted. The
+    /// bytes may change while `deliver` runs (a hostile member, or a lossy lap): the sequence
+    /// word is checked afterwards and a frame overwritten meanwhile counts as lost, though
+    /// `deliver` already had it (and may be called again for the next frame).
+    pub fn recv_with(
+        &mut self,
+        cap: usize,
+        mut deliver: impl FnMut(&Region, usize, usize),
+    ) -> Recv {
         let rec = self.rec();
         if self.region.load32(rec + M_STATE, Ordering::Relaxed) != STATE_ACTIVE {
             self.rejoin();
@@ -577,7 +687,7 @@ impl Member {
                 }
                 let len = self.region.load32(off + S_LEN, Ordering::Relaxed) as usize;
                 let sender = self.region.load32(off + S_SENDER, Ordering::Relaxed) as usize;
-                if len > self.geo.slot_size as usize || len > buf.len() {
+                if len > self.geo.slot_size as usize || len > cap {
                     self.stats.bad = self.stats.bad.saturating_add(1);
                     self.region.add64(rec + M_BAD, 1);
                     self.advance();
@@ -587,7 +697,12 @@ impl Member {
                 let ahead = self.geo.slot(self.cursor + 4);
                 self.region.prefetch_read(ahead);
                 self.region.prefetch_read(ahead + SLOT_HEADER);
-                self.region.read(off + SLOT_HEADER, &mut buf[..len]);
+                deliver(&self.region, off + SLOT_HEADER, len);
+                // The addresses the policy learns from: a private copy, validated with the
+                // frame by the sequence check below.
+                let mut head = [0u8; HEAD_COPY];
+                let head = &mut head[..len.min(HEAD_COPY)];
+                self.region.read(off + SLOT_HEADER, head);
                 fence(Ordering::Acquire);
                 let again = self.region.load64(off + S_SEQ, Ordering::Relaxed);
                 let seq = self.cursor;
@@ -598,7 +713,7 @@ impl Member {
                 }
                 if sender < MAX_MEMBERS {
                     let generation = self.members.generation[sender];
-                    let frame = self.ethernet(&buf[..len]);
+                    let frame = self.ethernet(head);
                     self.policy.observe(frame, sender, generation);
                 }
                 self.stats.frames_in = self.stats.frames_in.saturating_add(1);
@@ -1030,6 +1145,133 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_written_in_place_is_never_read_half_written() {
+        let (r, p) = bus(16, PolicyKind::Hub, false);
+        let (mut a, mut b) = (join(&r, p, 0), join(&r, p, 1));
+        a.refresh_members();
+        let f = frame(0xb, 0xa, 7);
+        let sent = a
+            .send_in_place(14..=128, |region, off, cap| {
+                assert!(cap >= f.len());
+                // Half the frame is in the slot: the reader must wait, not deliver it.
+                assert!(region.write(off, &f[..9]));
+                let mut buf = [0u8; 256];
+                assert_eq!(b.recv(&mut buf), Recv::Pending);
+                assert!(region.write(off + 9, &f[9..]));
+                Ok(f.len())
+            })
+            .unwrap();
+        assert_eq!(sent, Some(f.len()));
+        a.flush_wakes();
+        assert_eq!(drain(&mut b), vec![f.clone()]);
+        assert_eq!(a.stats().frames_out, 1);
+        // A fill that had nothing (a tap's EAGAIN) publishes an empty slot nobody receives.
+        let e = a
+            .send_in_place(14..=128, |_, _, _| Err(io::ErrorKind::WouldBlock.into()))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert!(drain(&mut b).is_empty());
+        assert_eq!(b.stats().lost, 0);
+        // Lengths outside the range asked for, or beyond what fill may write, are refused.
+        assert_eq!(a.send_in_place(14..=128, |_, _, _| Ok(5)).unwrap(), None);
+        assert_eq!(
+            a.send_in_place(14..=64, |_, _, cap| Ok(cap + 1)).unwrap(),
+            None
+        );
+        assert_eq!(a.stats().bad, 2);
+        assert!(drain(&mut b).is_empty());
+        assert_eq!(a.stats().frames_out, 1);
+    }
+
+    #[test]
+    fn a_bad_length_in_a_slot_is_refused_before_delivery_and_counted() {
+        let (r, p) = bus(16, PolicyKind::Hub, false);
+        let (mut a, mut b) = (join(&r, p, 0), join(&r, p, 1));
+        a.refresh_members();
+        a.send_batch(&[
+            &frame(0xb, 0xa, 1),
+            &frame(0xb, 0xa, 2),
+            &frame(0xb, 0xa, 3),
+        ])
+        .unwrap();
+        // A hostile member rewrites the lengths: beyond the slot, and beyond what the
+        // receiver can take.
+        let first = p.geometry.slot(16);
+        r.store32(first + S_LEN, u32::MAX, Ordering::Relaxed);
+        r.store32(p.geometry.slot(17) + S_LEN, 100, Ordering::Relaxed);
+        let mut seen = Vec::new();
+        let got = b.recv_with(64, |region, off, len| {
+            let mut v = vec![0u8; len];
+            assert!(region.read(off, &mut v));
+            seen.push(v);
+        });
+        assert_eq!(got, Recv::Frame(18));
+        assert_eq!(
+            seen,
+            vec![frame(0xb, 0xa, 3)],
+            "only the good frame is delivered"
+        );
+        assert_eq!(b.stats().bad, 2);
+        assert_eq!(r.load64(member(1) + M_BAD, Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn frames_cross_between_a_descriptor_and_the_ring_without_a_buffer() {
+        let (r, p) = bus(16, PolicyKind::Hub, false);
+        let (mut a, mut b) = (join(&r, p, 0), join(&r, p, 1));
+        a.refresh_members();
+        // A datagram socket pair keeps frame boundaries, as a tap does.
+        let (x, y) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        x.set_nonblocking(true).unwrap();
+        y.set_nonblocking(true).unwrap();
+        let f = frame(0xb, 0xa, 42);
+        x.send(&f).unwrap();
+        let got = a.send_in_place(14..=128, |region, off, cap| {
+            region.read_from_fd(y.as_fd(), off, cap)
+        });
+        assert_eq!(got.unwrap(), Some(f.len()));
+        let got = a.send_in_place(14..=128, |region, off, cap| {
+            region.read_from_fd(y.as_fd(), off, cap)
+        });
+        assert_eq!(got.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        let mut written = None;
+        let got = b.recv_with(128, |region, off, len| {
+            written = Some(region.write_to_fd(y.as_fd(), off, len).unwrap());
+        });
+        assert_eq!(got, Recv::Frame(f.len()));
+        assert_eq!(written, Some(f.len()));
+        let mut buf = [0u8; 256];
+        let n = x.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &f[..]);
+        // A range outside the mapping is an error, not an access.
+        assert!(r.write_to_fd(y.as_fd(), r.len() - 4, 8).is_err());
+        assert!(r.read_from_fd(y.as_fd(), r.len(), 1).is_err());
+    }
+
+    #[test]
+    fn frames_sent_in_place_wake_their_receivers_once_per_run() {
+        let (r, p) = bus(16, PolicyKind::Hub, false);
+        let wake: Arc<Vec<OwnedFd>> =
+            Arc::new((0..MAX_MEMBERS).map(|_| sys::eventfd().unwrap()).collect());
+        let mut a = with_fds(&r, p, 0, &wake);
+        let mut b = with_fds(&r, p, 1, &wake);
+        a.refresh_members();
+        for i in 0..3 {
+            let f = frame(0xb, 0xa, i);
+            let sent = a.send_in_place(14..=128, |region, off, _| {
+                region.write(off, &f);
+                Ok(f.len())
+            });
+            assert_eq!(sent.unwrap(), Some(18));
+        }
+        assert!(!readable(&wake[1]), "not woken in the middle of a run");
+        a.flush_wakes();
+        assert!(readable(&wake[1]), "woken when the run ends");
+        assert_eq!(a.wakeups, 1);
+        assert_eq!(drain(&mut b).len(), 3);
+    }
+
+    #[test]
     fn garbage_in_the_region_never_crashes_or_hangs() {
         let (r, p) = bus(16, PolicyKind::Switch, false);
         let (mut a, mut b) = (join(&r, p, 0), join(&r, p, 1));
@@ -1047,6 +1289,15 @@ mod tests {
                 }
             }
             let _ = a.send_batch(&[&frame(0xb, 0xa, round)]);
+            let f = frame(0xa, 0xb, round);
+            let _ = b.send_in_place(14..=256, |region, off, cap| {
+                region.write(off, &f[..f.len().min(cap)]);
+                Ok(f.len())
+            });
+            let _ = a.recv_with(64, |region, off, len| {
+                assert!(len <= 64);
+                region.read(off, &mut buf[..len]);
+            });
             let _ = b.recv(&mut buf);
             let _ = a.recv(&mut buf);
         }

@@ -236,6 +236,40 @@ impl Region {
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p, src.len()) };
         true
     }
+    /// `read(2)` from `fd` straight into the mapping at `[off, off + cap)`: one frame from a
+    /// tap lands in the ring slot it will occupy, without a private buffer in between. Returns
+    /// the byte count `read` reported (a tap reports a frame's whole length even when it was
+    /// cut to `cap`: callers refuse counts above `cap`). `InvalidInput` when the range leaves
+    /// the mapping.
+    pub fn read_from_fd(&self, fd: BorrowedFd<'_>, off: usize, cap: usize) -> io::Result<usize> {
+        let p = self.range(off, cap)?;
+        // SAFETY: [off, off + cap) is inside the mapping (checked by range), so the kernel
+        // writes only there; no Rust reference to the destination exists, and other processes
+        // writing the same bytes concurrently can only change what the frame holds.
+        let n = unsafe { libc::read(fd.as_raw_fd(), p.cast(), cap) };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+
+    /// `write(2)` of `[off, off + len)` of the mapping to `fd`: a frame goes from its ring
+    /// slot to a tap without a private copy. The kernel copies the bytes once; if another
+    /// process changes them meanwhile, the frame written is garbage for the tap to judge,
+    /// never an access outside the mapping. `InvalidInput` when the range leaves the mapping.
+    pub fn write_to_fd(&self, fd: BorrowedFd<'_>, off: usize, len: usize) -> io::Result<usize> {
+        let p = self.range(off, len)?;
+        // SAFETY: [off, off + len) is inside the mapping (checked by range); the kernel only
+        // reads it, and no Rust reference to it is created.
+        let n = unsafe { libc::write(fd.as_raw_fd(), p.cast_const().cast(), len) };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+
+    /// A pointer to `[off, off + len)` when that range lies inside the mapping.
+    fn range(&self, off: usize, len: usize) -> io::Result<*mut u8> {
+        let outside = || io::Error::new(io::ErrorKind::InvalidInput, "range outside the bus");
+        if off.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(outside());
+        }
+        self.at(off, 1).ok_or_else(outside)
+    }
 }
 
 impl Drop for Region {

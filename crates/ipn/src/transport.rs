@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use filo_vnl::plug::Transport;
+use filo_vnl::plug::{Direct, Transport};
 
 use crate::bus::Bus;
 use crate::ring::{Member, Recv};
@@ -21,6 +21,8 @@ pub struct IpnTransport {
     wake: Arc<Vec<OwnedFd>>,
     busy_poll: bool,
     sleeping: bool,
+    /// Frames sent in place since receivers were last woken.
+    unwoken: u32,
     bus: Bus,
 }
 
@@ -36,6 +38,7 @@ impl IpnTransport {
             member,
             busy_poll,
             sleeping: true,
+            unwoken: 0,
             bus,
         }
     }
@@ -58,14 +61,20 @@ const SPIN: u32 = 2000;
 /// medians of 3 interleaved rounds on a loaded machine, with 200).
 const VNET_SPIN: u32 = 200;
 
+/// Frames sent in place before their receivers are woken, at most (a cable moves up to 64
+/// per turn and ends each run with the tap's `EAGAIN`, which wakes them too).
+const WAKE_EVERY: u32 = 16;
+
 fn would_block() -> io::Error {
     io::ErrorKind::WouldBlock.into()
 }
 
-impl Transport for IpnTransport {
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl IpnTransport {
+    /// Receives one frame through `attempt` (one look at the ring): spins a little, then
+    /// announces sleep when nothing comes (see the module's comment).
+    fn recv_frame(&mut self, mut attempt: impl FnMut(&mut Member) -> Recv) -> io::Result<usize> {
         loop {
-            match self.member.recv(buf) {
+            match attempt(&mut self.member) {
                 Recv::Frame(n) => {
                     if self.sleeping {
                         self.member.awake();
@@ -80,7 +89,7 @@ impl Transport for IpnTransport {
                     // look once more: a sender publishing after the announcement wakes us.
                     self.member.announce_sleep();
                     self.sleeping = true;
-                    if let Recv::Frame(n) = self.member.recv(buf) {
+                    if let Recv::Frame(n) = attempt(&mut self.member) {
                         self.member.awake();
                         self.sleeping = false;
                         return Ok(n);
@@ -106,6 +115,73 @@ impl Transport for IpnTransport {
                     }
                 }
             }
+        }
+    }
+
+    /// One frame from a tap straight into the ring slot it occupies.
+    fn send_from_fd(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        sizes: std::ops::RangeInclusive<usize>,
+    ) -> io::Result<Direct> {
+        let sent = self
+            .member
+            .send_in_place(sizes, |region, off, cap| region.read_from_fd(fd, off, cap));
+        // Receivers are woken once per run of frames (the tap had nothing more, or an error)
+        // and every WAKE_EVERY frames, as send_batch wakes them once per batch.
+        self.unwoken += 1;
+        if sent.is_err() || self.unwoken >= WAKE_EVERY {
+            self.unwoken = 0;
+            self.member.flush_wakes();
+        }
+        Ok(match sent? {
+            Some(n) => Direct::Moved(n),
+            None => Direct::Refused(0),
+        })
+    }
+
+    /// One frame from its ring slot straight to a tap. A tap that cannot take it now
+    /// (`EAGAIN`) drops it, as a full queue would.
+    fn recv_to_fd(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        sizes: std::ops::RangeInclusive<usize>,
+    ) -> io::Result<Direct> {
+        let mut outcome = Ok(Direct::Dropped);
+        let (min, cap) = (*sizes.start(), *sizes.end());
+        self.recv_frame(|m| {
+            m.recv_with(cap, |region, off, len| {
+                // `len` was read once and checked against the slot and `cap` by the ring.
+                outcome = if len < min {
+                    Ok(Direct::Refused(len))
+                } else {
+                    match region.write_to_fd(fd, off, len) {
+                        Ok(_) => Ok(Direct::Moved(len)),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Direct::Dropped),
+                        Err(e) => Err(e),
+                    }
+                };
+            })
+        })?;
+        outcome
+    }
+}
+
+impl Transport for IpnTransport {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_frame(|m| m.recv(buf))
+    }
+
+    fn move_frame_fd(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        send: bool,
+        sizes: std::ops::RangeInclusive<usize>,
+    ) -> io::Result<Direct> {
+        if send {
+            self.send_from_fd(fd, sizes)
+        } else {
+            self.recv_to_fd(fd, sizes)
         }
     }
 

@@ -56,6 +56,8 @@ struct Direction {
     converted_len: usize,
     scratch: Vec<u8>,
     next: usize,
+    /// Whether frames go straight between a tap and the other plug's memory.
+    direct: DirectMode,
 }
 
 impl Direction {
@@ -77,6 +79,11 @@ impl Direction {
             converted_len: 0,
             scratch: Vec::new(),
             next: 0,
+            direct: if conversion == Conversion::None {
+                DirectMode::Untried
+            } else {
+                DirectMode::No
+            },
         }
     }
 
@@ -137,6 +144,76 @@ impl Direction {
             }
         }
     }
+}
+
+/// Whether a direction moves frames without a buffer ([`Plug::move_direct`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DirectMode {
+    Untried,
+    No,
+    /// The destination reads the source's tap into its own memory.
+    IntoDst,
+    /// The source writes the destination's tap from its own memory.
+    FromSrc,
+}
+
+/// Which side a direct move failed on.
+enum Fault {
+    Src(io::Error),
+    Dst(io::Error),
+}
+
+/// Moves up to 64 frames from `src` to `dst` without a buffer in between, when one is a tap
+/// and the other can read or write it directly (`ipn://`). Ok(true) when this direction is
+/// done for this turn; Ok(false) when direct moves are not possible (then never tried again).
+fn move_direct(dir: &mut Direction, src: &mut Plug, dst: &mut Plug) -> Result<bool, Fault> {
+    use crate::plug::Direct;
+    for _ in 0..64 {
+        let moved = match dir.direct {
+            DirectMode::No => return Ok(false),
+            DirectMode::Untried | DirectMode::IntoDst => match dst.move_direct(src, true) {
+                Err((true, e)) => Err(Fault::Src(e)),
+                Err((false, e)) => Err(Fault::Dst(e)),
+                Ok(Direct::Unsupported) if dir.direct == DirectMode::Untried => {
+                    match src.move_direct(dst, false) {
+                        Err((true, e)) => Err(Fault::Dst(e)),
+                        Err((false, e)) => Err(Fault::Src(e)),
+                        Ok(d) => {
+                            dir.direct = if d == Direct::Unsupported {
+                                DirectMode::No
+                            } else {
+                                DirectMode::FromSrc
+                            };
+                            Ok(d)
+                        }
+                    }
+                }
+                Ok(d) => {
+                    if d != Direct::Unsupported {
+                        dir.direct = DirectMode::IntoDst;
+                    }
+                    Ok(d)
+                }
+            },
+            DirectMode::FromSrc => match src.move_direct(dst, false) {
+                Err((true, e)) => Err(Fault::Dst(e)),
+                Err((false, e)) => Err(Fault::Src(e)),
+                Ok(d) => Ok(d),
+            },
+        };
+        match moved {
+            Ok(Direct::Unsupported) => {
+                dir.direct = DirectMode::No;
+                return Ok(false);
+            }
+            Ok(_) => {}
+            Err(Fault::Src(e) | Fault::Dst(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok(true)
+            }
+            Err(f) => return Err(f),
+        }
+    }
+    Ok(true)
 }
 
 fn is_hangup(e: &io::Error) -> bool {
@@ -260,6 +337,14 @@ pub fn run(plugs: &mut [Plug; 2], stop: &AtomicBool) -> CableEnd {
             // stream, the rest of a train).
             if !readable && !src.has_pending_input() {
                 continue;
+            }
+            if dir.direct != DirectMode::No {
+                match move_direct(dir, src, dst) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(Fault::Src(e)) => return end(side, src, e),
+                    Err(Fault::Dst(e)) => return end(other, dst, e),
+                }
             }
             // Bounded work per turn so one busy side cannot starve the other.
             for _ in 0..8 {

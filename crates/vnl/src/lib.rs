@@ -31,7 +31,7 @@ pub mod transport;
 pub mod wire;
 
 pub use open::{open, register_module, OpenOptions};
-pub use plug::{FrameBatch, Plug, PlugStats, Transport, MAX_FRAME, MIN_FRAME};
+pub use plug::{Direct, FrameBatch, Plug, PlugStats, Transport, MAX_FRAME, MIN_FRAME};
 pub mod vnl;
 pub use vnl::{
     default_switch, default_switch_path, module_syntax, parse_octal_mode, ArgStyle, DefaultSwitch,

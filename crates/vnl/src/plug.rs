@@ -24,6 +24,20 @@ pub const VNET_FRAME_BUF: usize =
 /// Frames shorter than an Ethernet header are dropped and counted.
 pub const MIN_FRAME: usize = 14;
 
+/// What one frame moved between a transport and a descriptor without a buffer in between
+/// came to ([`Transport::move_frame_fd`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direct {
+    /// The transport cannot do it: use `recv` and `send` with a buffer.
+    Unsupported,
+    /// A frame of this length went across.
+    Moved(usize),
+    /// A frame of this length was dropped: its size was outside the range asked for.
+    Refused(usize),
+    /// A frame was dropped because the descriptor could not take it now (`EAGAIN`).
+    Dropped,
+}
+
 /// What a transport does. Implementations are non-blocking.
 pub trait Transport: Send {
     /// Receives one frame into `buf`; returns its length, which may exceed `buf.len()` when the
@@ -109,6 +123,28 @@ pub trait Transport: Send {
     /// None otherwise. See [`Plug::mtu`].
     fn mtu(&self) -> Option<usize> {
         None
+    }
+    /// A descriptor that reads and writes exactly one whole frame per call, framed as this
+    /// transport's frames are (a tap): a transport on the other side of a cable may move
+    /// frames through it directly ([`Transport::move_frame_fd`]). None by default.
+    fn frame_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+    /// Moves one frame between `fd` (a [`Transport::frame_fd`]) and the transport's own
+    /// memory without a buffer in between. With `send`, reads a frame from `fd` straight into
+    /// the transport and sends it (`ipn://`: `read` into the ring slot; `WouldBlock` when `fd`
+    /// had nothing); otherwise receives a frame and writes it to `fd` straight from the
+    /// transport (`ipn://`: `write` from the slot; `WouldBlock` when nothing is pending here).
+    /// Frames whose length is outside `sizes` are dropped ([`Direct::Refused`]); other errors
+    /// are `fd`'s. Default: [`Direct::Unsupported`].
+    fn move_frame_fd(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        send: bool,
+        sizes: std::ops::RangeInclusive<usize>,
+    ) -> io::Result<Direct> {
+        let _ = (fd, send, sizes);
+        Ok(Direct::Unsupported)
     }
     /// A short name for logs: `vde`, `ptp`, …
     fn kind(&self) -> &'static str;
@@ -274,6 +310,52 @@ impl Plug {
             self.stats.bytes_in += len as u64;
             true
         }
+    }
+
+    /// Moves one frame from `src`'s [`Transport::frame_fd`] into this plug, or from this plug
+    /// into `dst`'s, without a buffer in between, when a transport of the two can
+    /// ([`Transport::move_frame_fd`]); both plugs count it.
+    /// `Err((true, e))` is an error of `other`'s descriptor, `Err((false, e))` one of this
+    /// plug (`WouldBlock`: nothing to move now).
+    pub(crate) fn move_direct(
+        &mut self,
+        other: &mut Plug,
+        into_self: bool,
+    ) -> Result<Direct, (bool, io::Error)> {
+        let (Some(fd), true) = (other.transport.frame_fd(), self.vnet() == other.vnet()) else {
+            return Ok(Direct::Unsupported);
+        };
+        let sizes = self.size_range();
+        let moved = if into_self {
+            self.transport
+                .move_frame_fd(fd, true, sizes)
+                .map_err(|e| (true, e))?
+        } else {
+            match self.transport.move_frame_fd(fd, false, sizes) {
+                Ok(d) => d,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err((false, e)),
+                // The interface is down: the kernel would drop the frame anyway (as Tap::send).
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => Direct::Dropped,
+                Err(e) => return Err((true, e)),
+            }
+        };
+        let (from, to) = if into_self {
+            (&mut other.stats, &mut self.stats)
+        } else {
+            (&mut self.stats, &mut other.stats)
+        };
+        match moved {
+            Direct::Moved(len) => {
+                from.frames_in += 1;
+                from.bytes_in += len as u64;
+                to.frames_out += 1;
+                to.bytes_out += len as u64;
+            }
+            Direct::Refused(_) if into_self => to.refused_out += 1,
+            Direct::Refused(_) => from.dropped_short += 1,
+            Direct::Dropped | Direct::Unsupported => {}
+        }
+        Ok(moved)
     }
 
     /// Receives a batch of frames into `batch` (cleared first). Returns the number received;

@@ -55,6 +55,10 @@ impl Transport for Tap {
         self.vnet
     }
 
+    fn frame_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
+    }
+
     fn kind(&self) -> &'static str {
         "tap"
     }
