@@ -619,3 +619,77 @@ fn a_bus_created_by_filo_plug_in_the_background_can_be_joined() {
         .unwrap();
     filo_test_support::sys::kill(daemon, libc::SIGTERM);
 }
+
+/// A vnet-framed ARP request from `C` for `ip`, with the virtio-net header `hdr` (12 bytes).
+fn arp_request(hdr: [u8; 12], ip: [u8; 4]) -> Vec<u8> {
+    let mut f = hdr.to_vec();
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&C);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&C);
+    f.extend_from_slice(&[10, 91, 7, 2]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&ip);
+    f.resize(12 + 60, 0);
+    f
+}
+
+/// Sends ARP requests for `ip` from `plug` (vnet-framed, as `C`) until one is answered.
+fn arp_answered(plug: &mut Plug, ip: [u8; 4]) -> bool {
+    let mut buf = vec![0u8; 70_000];
+    wait_until(T, || {
+        plug.send(&arp_request([0; 12], ip)).unwrap();
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match plug.recv_timeout(&mut buf, Some(left)) {
+                // To C, ARP, a reply.
+                Ok(n) if n >= 34 && buf[12..18] == C && buf[24..26] == [8, 6] => {
+                    if buf[32..34] == [0, 2] {
+                        return true;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        false
+    })
+}
+
+/// filo ns on a vnet bus writes frames from the ring slot straight to its tap; a frame whose
+/// virtio-net header the kernel refuses (EINVAL from the tap's write) is dropped there, and
+/// the namespace goes on answering.
+#[test]
+fn a_namespace_on_a_vnet_bus_answers_after_a_header_its_tap_refuses() {
+    let tmp = TempDir::new("ipn-vnet-refused");
+    let path = bus_path(&tmp);
+    filo_ipn::register();
+    let opts = filo_vnl::OpenOptions {
+        vnet: true,
+        ..Default::default()
+    };
+    let mut member = opts
+        .open(&format!("ipn://{}[vnet]", path.display()))
+        .unwrap();
+    let mut ns = Command::new(FILO);
+    ns.args(["ns", &format!("ipn://{}", path.display())])
+        .args(["--ip", "10.91.7.1/24", "--", "sleep", "60"])
+        .stdin(Stdio::null())
+        .stderr(test_log());
+    let mut ns = Proc::spawn(&mut ns);
+    wait_members(&path, 2);
+    let ip = [10, 91, 7, 1];
+    assert!(arp_answered(&mut member, ip), "no ARP reply at all");
+    // GSO type 0x7f is none the kernel knows: the tap's write fails with EINVAL.
+    let bad = [0, 0x7f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    for _ in 0..3 {
+        member.send(&arp_request(bad, ip)).unwrap();
+    }
+    assert!(
+        arp_answered(&mut member, ip),
+        "no ARP reply after frames the tap refused"
+    );
+    assert!(matches!(ns.child.try_wait(), Ok(None)), "filo ns ended");
+    drop(member);
+    ns.terminate(T);
+}

@@ -259,7 +259,10 @@ fn drain(dir: &mut Direction, dst: &mut Plug) -> io::Result<bool> {
         match dst.send_batch(&frames[..n]) {
             Ok(sent) => dir.next += sent,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput => dir.next += 1,
+            Err(e) if crate::plug::refuses_frame(&e) => {
+                dst.count_refused();
+                dir.next += 1;
+            }
             Err(e) => return Err(e),
         }
     }

@@ -36,6 +36,16 @@ pub enum Direct {
     Refused(usize),
     /// A frame was dropped because the descriptor could not take it now (`EAGAIN`).
     Dropped,
+    /// A frame was dropped because the descriptor refused what it holds (a tap judging its
+    /// virtio-net header: `EINVAL`, see [`refuses_frame`]); counted as refused.
+    Rejected,
+}
+
+/// Whether a send error concerns only the frame sent, not the transport: the kernel refused
+/// the frame's contents (a tap judging a virtio-net header answers `EINVAL`). That frame is
+/// dropped and counted and the cable goes on, on the buffered path and the direct one alike.
+pub(crate) fn refuses_frame(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::InvalidInput
 }
 
 /// What a transport does. Implementations are non-blocking.
@@ -71,12 +81,14 @@ pub trait Transport: Send {
         Ok(n)
     }
     /// Sends frames from the front of `frames`; returns how many were sent (≥ 1) or an error.
+    /// An error after some were sent ends the batch there: the frames sent are reported, and
+    /// the failing one, at the front of the next call, gets its error then.
     fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
         let mut n = 0;
         for frame in frames {
             match self.send(frame) {
                 Ok(()) => n += 1,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => break,
+                Err(_) if n > 0 => break,
                 Err(e) => return Err(e),
             }
         }
@@ -93,7 +105,7 @@ pub trait Transport: Send {
             joined.extend_from_slice(b);
             match self.send(&joined) {
                 Ok(()) => n += 1,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => break,
+                Err(_) if n > 0 => break,
                 Err(e) => return Err(e),
             }
         }
@@ -136,7 +148,8 @@ pub trait Transport: Send {
     /// had nothing); otherwise receives a frame and writes it to `fd` straight from the
     /// transport (`ipn://`: `write` from the slot; `WouldBlock` when nothing is pending here).
     /// Frames whose length is outside `sizes` are dropped ([`Direct::Refused`]); other errors
-    /// are `fd`'s. Default: [`Direct::Unsupported`].
+    /// are `fd`'s, and a frame `fd` refused (`InvalidInput`) is gone, not kept for another
+    /// try. Default: [`Direct::Unsupported`].
     fn move_frame_fd(
         &mut self,
         fd: BorrowedFd<'_>,
@@ -170,7 +183,8 @@ pub struct PlugStats {
     pub dropped_short: u64,
     /// Received frames longer than the receive buffer.
     pub dropped_oversize: u64,
-    /// Frames refused on send because they were too short or too long.
+    /// Frames refused on send because they were too short or too long, or because the
+    /// transport refused what they hold (a tap judging a virtio-net header).
     pub refused_out: u64,
 }
 
@@ -336,6 +350,9 @@ impl Plug {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err((false, e)),
                 // The interface is down: the kernel would drop the frame anyway (as Tap::send).
                 Err(e) if e.raw_os_error() == Some(libc::EIO) => Direct::Dropped,
+                // One bad frame from the other side (a hostile member's virtio-net header):
+                // dropped and counted, as drain does on the buffered path.
+                Err(e) if refuses_frame(&e) => Direct::Rejected,
                 Err(e) => return Err((true, e)),
             }
         };
@@ -353,6 +370,7 @@ impl Plug {
             }
             Direct::Refused(_) if into_self => to.refused_out += 1,
             Direct::Refused(_) => from.dropped_short += 1,
+            Direct::Rejected => to.refused_out += 1,
             Direct::Dropped | Direct::Unsupported => {}
         }
         Ok(moved)
@@ -443,6 +461,11 @@ impl Plug {
         self.stats.frames_out += n as u64;
         self.stats.bytes_out += msgs[..n].iter().map(|m| len(m) as u64).sum::<u64>();
         Ok(n)
+    }
+
+    /// Counts a frame the transport refused on send ([`refuses_frame`]), dropped by the caller.
+    pub(crate) fn count_refused(&mut self) {
+        self.stats.refused_out += 1;
     }
 
     /// True when frames wait inside the plug: receive them without waiting for readiness.

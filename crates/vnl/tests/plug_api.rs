@@ -109,3 +109,79 @@ fn the_tokio_wrapper_sends_and_receives() {
     });
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A transport on one end of a datagram socket pair whose `send` refuses frames whose first
+/// byte is 0xee with `InvalidInput`, as a tap refuses a bad virtio-net header (`EINVAL`).
+struct Picky(UnixDatagram);
+
+impl filo_vnl::Transport for Picky {
+    fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.recv(buf)
+    }
+
+    fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        if frame[0] == 0xee {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        }
+        self.0.send(frame).map(|_| ())
+    }
+
+    fn data_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.0)
+    }
+
+    fn kind(&self) -> &'static str {
+        "picky"
+    }
+}
+
+/// A plug on a [`Picky`] transport, and the other end of its socket pair.
+fn picky(name: &str) -> (filo_vnl::Plug, UnixDatagram) {
+    let (a, b) = UnixDatagram::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    (filo_vnl::Plug::from_transport(name, Box::new(Picky(a))), b)
+}
+
+#[test]
+fn a_frame_the_transport_refuses_ends_a_batch_after_the_frames_sent() {
+    let (mut plug, far) = picky("p");
+    let (good, mut bad) = (frame(1, 60), frame(2, 60));
+    bad[0] = 0xee;
+    // The frame in front went out and is reported; the refused one fails the next call.
+    assert_eq!(plug.send_batch(&[&good, &bad, &good]).unwrap(), 1);
+    assert_eq!(plug.stats().frames_out, 1);
+    let e = plug.send_batch(&[&bad, &good]).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    let mut buf = [0u8; 128];
+    assert_eq!(far.recv(&mut buf).unwrap(), 60);
+    far.set_nonblocking(true).unwrap();
+    assert!(far.recv(&mut buf).is_err(), "only one frame went out");
+}
+
+#[test]
+fn a_cable_drops_and_counts_a_frame_the_far_side_refuses_and_goes_on() {
+    let (src, near) = picky("src");
+    let (dst, far) = picky("dst");
+    let mut plugs = [src, dst];
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let frames = [frame(1, 60), frame(2, 60), frame(3, 60)];
+    let mut bad = frames[1].clone();
+    bad[0] = 0xee;
+    std::thread::scope(|s| {
+        let cable = s.spawn(|| filo_vnl::cable::run(&mut plugs, &stop));
+        for f in [&frames[0], &bad, &frames[2]] {
+            near.send(f).unwrap();
+        }
+        let mut buf = [0u8; 128];
+        for want in [&frames[0], &frames[2]] {
+            let n = far.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &want[..]);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let end = cable.join().unwrap();
+        assert!(matches!(end, filo_vnl::cable::CableEnd::Stopped), "{end:?}");
+    });
+    let s = plugs[1].stats();
+    assert_eq!((s.frames_out, s.refused_out), (2, 1));
+}
