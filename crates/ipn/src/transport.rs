@@ -151,7 +151,11 @@ impl IpnTransport {
         let (min, cap) = (*sizes.start(), *sizes.end());
         self.recv_frame(|m| {
             m.recv_with(cap, |region, off, len| {
-                // `len` was read once and checked against the slot and `cap` by the ring.
+                // `len` was read once and checked against the slot and `cap` by the ring. The
+                // bytes (virtio-net header included) are the kernel's to judge: it copies them
+                // once and validates its copy, which a member rewriting the slot meanwhile cannot
+                // change (a check here would be of bytes that may change after it). A frame it
+                // refuses (EINVAL) is dropped and counted by the plug, the cable goes on.
                 outcome = if len < min {
                     Ok(Direct::Refused(len))
                 } else {
