@@ -71,7 +71,20 @@ impl NatSpec {
         }
     }
 
-    pub(crate) fn apply(&mut self, o: &NatOption) {
+    /// Adds option `o`; a port forward whose family, protocol and port one has already is
+    /// refused, naming both.
+    pub(crate) fn apply(&mut self, o: &NatOption) -> Result<(), String> {
+        if let NatOption::PortForward(f) = o {
+            if let Some(g) = self
+                .forwards
+                .iter()
+                .find(|g| forward_key(g) == forward_key(f))
+            {
+                return Err(format!(
+                    "port forward {f}: its port is forwarded already ({g})"
+                ));
+            }
+        }
         match o {
             NatOption::Masquerade => self.masquerade = true,
             NatOption::Snat(a) => {
@@ -82,6 +95,19 @@ impl NatSpec {
                 }
             }
             NatOption::PortForward(f) => self.forwards.push(*f),
+        }
+        Ok(())
+    }
+
+    /// Whether `other` differs from this one in its port forwards only (what the NAT can
+    /// change in place, keeping its connections).
+    fn same_but_forwards(&self, other: &NatSpec) -> bool {
+        NatSpec {
+            forwards: Vec::new(),
+            ..self.clone()
+        } == NatSpec {
+            forwards: Vec::new(),
+            ..other.clone()
         }
     }
 
@@ -119,14 +145,23 @@ impl NatSpec {
     }
 }
 
+/// What two port forwards may not share: the family, the protocol and the public port.
+fn forward_key(f: &Forward) -> (bool, u8, u16) {
+    match f {
+        Forward::V4(f) => (false, f.proto, f.port),
+        Forward::V6(f) => (true, f.proto, f.port),
+    }
+}
+
 struct Following {
     spec: NatSpec,
     addrs: (Ipv4Addr, Option<Ipv6Addr>),
     nat: SharedNat,
 }
 
-/// A masquerade the hook chain runs and [`Hooks::readdress`] replaces when its link's
-/// addresses change (the connections through the old address cannot go on anyway).
+/// A masquerade the hook chain runs, [`Hooks::change_nat`] edits (or replaces when it
+/// translates differently) and [`Hooks::readdress`] replaces when its link's addresses
+/// change (the connections through the old address cannot go on anyway).
 #[derive(Clone)]
 struct SharedNat(Arc<Mutex<Masquerade>>);
 
@@ -204,25 +239,46 @@ impl Hooks {
         self.following.iter().any(|x| x.spec.iface == iface)
     }
 
-    /// Changes the NAT on link `iface` with `f` (starting one there if there is none); its
-    /// connection table starts afresh.
+    /// Changes the NAT on link `iface` with `f` (starting one there if there is none); an
+    /// error from `f` leaves it as it was. Port forwards added or removed are edited in
+    /// place: the connections tracked stay (a removed forward's own are forgotten). Anything
+    /// else (masquerade on or off, SNAT, NAT66 off) translates differently: the table
+    /// starts afresh.
     pub(crate) fn change_nat(
         &mut self,
         now: (Instant, std::time::Instant),
         iface: usize,
         links: &[Link],
-        f: impl FnOnce(&mut NatSpec),
-    ) {
+        f: impl FnOnce(&mut NatSpec) -> Result<(), String>,
+    ) -> Result<(), String> {
         let Some(x) = self.following.iter_mut().find(|x| x.spec.iface == iface) else {
             let mut spec = NatSpec::new(iface, !self.nptv6_links.contains(&iface));
-            f(&mut spec);
-            return self.add_nat(now, spec, links);
+            f(&mut spec)?;
+            self.add_nat(now, spec, links);
+            return Ok(());
         };
-        f(&mut x.spec);
-        if let Some(l) = links.get(iface) {
-            x.addrs = x.spec.addrs(l);
+        let mut spec = x.spec.clone();
+        f(&mut spec)?;
+        let addrs = links.get(iface).map_or(x.addrs, |l| spec.addrs(l));
+        let old = std::mem::replace(&mut x.spec, spec);
+        if addrs != x.addrs || !old.same_but_forwards(&x.spec) {
+            x.addrs = addrs;
+            *x.nat.get() = Masquerade::new(x.spec.config(addrs));
+            return Ok(());
         }
-        *x.nat.get() = Masquerade::new(x.spec.config(x.addrs));
+        let mut nat = x.nat.get();
+        for g in old.forwards.iter().filter(|g| !x.spec.forwards.contains(g)) {
+            // Absent when its family had no address to forward from when it was added.
+            let _ = nat.remove_forward(*g);
+        }
+        for g in x.spec.forwards.iter().filter(|g| !old.forwards.contains(g)) {
+            // Refused only when its family has no address yet: kept in the spec, the NAT
+            // gets it with the address ([`Hooks::readdress`]).
+            if let Err(e) = nat.add_forward(*g) {
+                tracing::debug!("port forward {g} waits for an address: {e}");
+            }
+        }
+        Ok(())
     }
 
     /// The links' addresses changed (DHCP, SLAAC, a program): NAT that follows them
@@ -825,5 +881,22 @@ mod tests {
         assert_eq!(out.len(), 1);
         let ip = Ipv4Packet::new_checked(&out[0][ETH_HDR..]).unwrap();
         assert_eq!(ip.src_addr(), std::net::Ipv4Addr::new(10, 2, 0, 9));
+        assert!(print(&n).contains("udp 10.1.0.5:0 -> 10.2.0.7:0 as 10.2.0.9:"));
+        // A port forward added keeps it; a new address (a new lease) forgets it: its
+        // replies would come to the old one.
+        let t = (now(), std::time::Instant::now());
+        let Net { hooks, links, .. } = &mut n;
+        let fwd = NatOption::PortForward(Forward::parse("udp:53=10.1.0.53").unwrap());
+        hooks.change_nat(t, 1, links, |s| s.apply(&fwd)).unwrap();
+        assert!(print(&n).contains("udp 10.1.0.5:0 -> 10.2.0.7:0 as 10.2.0.9:"));
+        n.links[1].addrs[0] = "10.2.0.10/24".parse().unwrap();
+        n.hooks.readdress(&n.links);
+        let nat = print(&n);
+        assert!(nat.contains("masquerade 10.2.0.10 fd02::9 conns"), "{nat}");
+        assert!(!nat.contains("udp 10.1.0.5"), "{nat}");
+        assert!(
+            nat.contains("forward udp 10.2.0.10:53 to 10.1.0.53:53"),
+            "{nat}"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! (and follow an address given at run time), changed at run time; bad options are refused
 //! by name.
 
+use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -144,6 +145,72 @@ fn nat_options_become_the_routers_nat_and_masquerade_follows_a_new_address() {
     assert!(nat.contains("masquerade 10.7.0.9 conns"), "{nat}");
 }
 
+#[test]
+fn port_forwards_changed_at_run_time_keep_the_masqueraded_connections() {
+    let (a, b) = cable().unwrap();
+    let (c, d) = cable().unwrap();
+    let host = Stack::builder()
+        .interface_plug(a, "ip=10.71.0.2/24,gw=10.71.0.1")
+        .build()
+        .unwrap();
+    let router = Stack::builder()
+        .interface_plug(b, "ip=10.71.0.1/24")
+        .interface_plug(c, "ip=10.72.0.1/24")
+        .forwarding(true)
+        .masquerade(1)
+        .build()
+        .unwrap();
+    // The server has no route back to 10.71.0.0/24: only the masquerade's address answers.
+    let server = Stack::builder()
+        .interface_plug(d, "ip=10.72.0.2/24")
+        .build()
+        .unwrap();
+    let l = server.tcp_listen("0.0.0.0:7").unwrap();
+    let mut conn = host.tcp_connect("10.72.0.2:7").unwrap();
+    conn.set_read_timeout(Some(T)).unwrap();
+    let (mut peer, from) = l.accept().unwrap();
+    assert_eq!(from.ip(), ip::<IpAddr>("10.72.0.1"), "masqueraded");
+    peer.set_read_timeout(Some(T)).unwrap();
+    let exchange = |conn: &mut filo_stack::TcpStream, peer: &mut filo_stack::TcpStream, n: u8| {
+        // The server speaks first: its segment reaches the router before any of the
+        // host's, so only a connection the NAT still tracks takes it back to the host.
+        peer.write_all(&[n; 100]).unwrap();
+        let mut buf = [0u8; 100];
+        conn.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, [n; 100]);
+        conn.write_all(&[n + 1; 100]).unwrap();
+        peer.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, [n + 1; 100]);
+    };
+    exchange(&mut conn, &mut peer, 1);
+    let tracked = |router: &Stack| {
+        let nat = router.hook_print("nat").unwrap().join("\n");
+        assert!(
+            nat.contains("tcp 10.71.0.2:") && nat.contains("-> 10.72.0.2:7 as 10.72.0.1:"),
+            "{nat}"
+        );
+    };
+    tracked(&router);
+    router.add_port_forward(1, "udp:53=10.71.0.53").unwrap();
+    router
+        .add_port_forward(1, "tcp:2222=10.71.0.22:22")
+        .unwrap();
+    tracked(&router);
+    exchange(&mut conn, &mut peer, 3);
+    assert!(
+        router.add_port_forward(1, "udp:53=10.71.0.54").is_err(),
+        "port 53 is forwarded already"
+    );
+    router.remove_nat(1).unwrap();
+    let nat = router.hook_print("nat").unwrap().join("\n");
+    assert!(!nat.contains("forward "), "{nat}");
+    // Masquerading again starts afresh.
+    router.add_masquerade(1).unwrap();
+    router.add_masquerade(1).unwrap();
+    let nat = router.hook_print("nat").unwrap().join("\n");
+    assert!(!nat.contains("tcp 10.71.0.2:"), "{nat}");
+}
+
 /// Options added to a builder.
 type Options = fn(filo_stack::StackBuilder) -> filo_stack::StackBuilder;
 
@@ -157,8 +224,15 @@ fn bad_router_options_are_refused_by_name() {
         .expect_err("an error")
         .to_string()
     };
-    let cases: [(Options, &str); 7] = [
+    let cases: [(Options, &str); 8] = [
         (|b| b.masquerade(5), "no interface 5"),
+        (
+            |b| {
+                b.port_forward(0, "tcp:80=10.1.0.9")
+                    .port_forward(0, "tcp:80=10.1.0.8:8080")
+            },
+            "port forward tcp:80=10.1.0.8:8080: its port is forwarded already (tcp:80=10.1.0.9",
+        ),
         (|b| b.snat(1, ip("10.9.0.5")), "not a static address"),
         (|b| b.port_forward(1, "tcp:80"), "PROTO:PORT=ADDR"),
         (|b| b.nptv6(1, "fd01::/64"), "INTERNAL/LEN=EXTERNAL/LEN"),
