@@ -12,8 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use filo_router::icmp::{self, V4Error, V6Error};
-use filo_router::nat::{self, Forward, Masquerade};
-pub use filo_router::{Hook, HookChain, HookPoint, HookVerdict, PacketMeta};
+use filo_router::nat::{self, Forward, HoldLimits, Masquerade};
+pub use filo_router::{Hook, HookChain, HookOutput, HookPoint, HookVerdict, PacketMeta};
 use smoltcp::time::Instant;
 use smoltcp::wire::{Ipv4Packet, Ipv6Packet};
 
@@ -141,6 +141,9 @@ impl NatSpec {
         if let Some(m) = self.max_conns {
             c.max_conns = m;
         }
+        // Later fragments that come before their first one wait for it, as in `filo
+        // router` (the stack polls them back, see [`Net::hook_outputs`]).
+        c.hold = HoldLimits::DEFAULT;
         c
     }
 }
@@ -182,6 +185,14 @@ impl Hook for SharedNat {
         packet: &mut Vec<u8>,
     ) -> HookVerdict {
         self.get().hook(now, point, meta, packet)
+    }
+
+    fn poll_output(&mut self, now: std::time::Instant) -> Option<HookOutput> {
+        self.get().poll_output(now)
+    }
+
+    fn poll_at(&self) -> Option<std::time::Instant> {
+        self.get().poll_at()
     }
 
     fn name(&self) -> &'static str {
@@ -326,6 +337,37 @@ impl Hooks {
         }
     }
 
+    /// `t` on smoltcp's clock.
+    fn smol_time(&self, t: std::time::Instant) -> Option<Instant> {
+        let (smol, std) = self.epoch?;
+        let micros = |d: std::time::Duration| {
+            smoltcp::time::Duration::from_micros(d.as_micros().min(u128::from(u64::MAX)) as u64)
+        };
+        Some(match t.checked_duration_since(std) {
+            Some(d) => smol + micros(d),
+            None => smol - micros(std - t),
+        })
+    }
+
+    /// When a hook next gives back something it took without a new packet (NAT's held
+    /// fragments time out): [`Net::on_timer`] is due then.
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
+        self.chain.poll_at().and_then(|t| self.smol_time(t))
+    }
+
+    /// Runs the hooks of `point` from the one at index `first` on.
+    fn run_from(
+        &mut self,
+        first: usize,
+        now: Instant,
+        point: HookPoint,
+        meta: &PacketMeta,
+        packet: &mut Vec<u8>,
+    ) -> HookVerdict {
+        let t = self.std_time(now);
+        self.chain.run_from(first, t, point, meta, packet)
+    }
+
     fn run(
         &mut self,
         now: Instant,
@@ -333,8 +375,7 @@ impl Hooks {
         meta: &PacketMeta,
         packet: &mut Vec<u8>,
     ) -> HookVerdict {
-        let t = self.std_time(now);
-        self.chain.run(t, point, meta, packet)
+        self.run_from(0, now, point, meta, packet)
     }
 }
 
@@ -376,6 +417,45 @@ impl Net {
         };
         if self.hooked(now, HookPoint::Prerouting, &meta, &mut packet) {
             self.route_in(now, ifindex, &packet);
+        }
+        self.hook_outputs(now);
+    }
+
+    /// The packets hooks took ([`HookVerdict::Stolen`]: NAT's later fragments held for
+    /// their first one) and now give back: each goes on from after its hook, or is counted
+    /// as dropped.
+    pub(crate) fn hook_outputs(&mut self, now: Instant) {
+        if self.hooks.is_empty() {
+            return;
+        }
+        let t = self.hooks.std_time(now);
+        while let Some((at, out)) = self.hooks.chain.poll_output(t) {
+            let HookOutput::Resume {
+                point,
+                meta,
+                mut packet,
+            } = out
+            else {
+                self.counters.drop(DropReason::Hook, 1);
+                continue;
+            };
+            let v = self.hooks.run_from(at + 1, now, point, &meta, &mut packet);
+            if !self.verdict(v, &meta, &packet, now) {
+                continue;
+            }
+            match (point, meta.in_iface) {
+                (HookPoint::Prerouting, Some(i)) => self.route_in(now, i, &packet),
+                (HookPoint::Postrouting, Some(_)) => {
+                    let mut frame = self.take_frame_buf();
+                    frame.clear();
+                    frame.resize(ETH_HDR, 0);
+                    frame.extend_from_slice(&packet);
+                    self.counters.forwarded += 1;
+                    self.send_ip(now, frame);
+                }
+                // Nothing takes packets elsewhere.
+                _ => self.counters.drop(DropReason::Hook, 1),
+            }
         }
     }
 
@@ -564,7 +644,8 @@ impl Net {
         Some(frame)
     }
 
-    /// Runs the hooks of `point`; false when one dropped or rejected the packet (counted; a
+    /// Runs the hooks of `point`; false when one took the packet (see [`Net::hook_outputs`]),
+    /// dropped or rejected it (counted; a
     /// rejected packet that came in on a link is answered with a TCP reset or an ICMP
     /// "administratively prohibited").
     fn hooked(
@@ -575,8 +656,22 @@ impl Net {
         packet: &mut Vec<u8>,
     ) -> bool {
         let verdict = self.hooks.run(now, point, meta, packet);
-        if verdict == HookVerdict::Accept {
-            return true;
+        self.verdict(verdict, meta, packet, now)
+    }
+
+    /// [`Net::hooked`] after the hooks ran: true for a packet they accepted; a stolen one
+    /// is theirs ([`Net::hook_outputs`]), others are counted and maybe answered.
+    fn verdict(
+        &mut self,
+        verdict: HookVerdict,
+        meta: &PacketMeta,
+        packet: &[u8],
+        now: Instant,
+    ) -> bool {
+        match verdict {
+            HookVerdict::Accept => return true,
+            HookVerdict::Stolen => return false,
+            HookVerdict::Drop | HookVerdict::Reject => {}
         }
         self.counters.drop(DropReason::Hook, 1);
         if let (HookVerdict::Reject, Some(in_if)) = (verdict, meta.in_iface) {
@@ -848,6 +943,85 @@ mod tests {
             ),
             "not the inside server 10.1.0.50:53"
         );
+    }
+
+    /// An Ethernet frame to `to` carrying an IPv4 fragment (identification `id`, offset
+    /// `offset` bytes, more fragments or not) of a UDP datagram from `src` to `dst`.
+    fn fragment(
+        to: Mac,
+        (src, dst): ([u8; 4], [u8; 4]),
+        id: u16,
+        offset: usize,
+        more: bool,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let mut f = udp(to, src, dst, 64, 20 + data.len());
+        let p = &mut f[ETH_HDR..];
+        p[4..6].copy_from_slice(&id.to_be_bytes());
+        let flags = (offset / 8) as u16 | if more { 0x2000 } else { 0 };
+        p[6..8].copy_from_slice(&flags.to_be_bytes());
+        p[20..].copy_from_slice(data);
+        Ipv4Packet::new_unchecked(&mut p[..]).fill_checksum();
+        f
+    }
+
+    #[test]
+    fn a_replys_later_fragment_that_comes_first_is_held_and_follows_its_first_one() {
+        let mut n = router();
+        let spec = NatSpec {
+            iface: 1,
+            masquerade: true,
+            ..NatSpec::default()
+        };
+        let t = (now(), std::time::Instant::now());
+        let Net { hooks, links, .. } = &mut n;
+        hooks.add_nat(t, spec, links);
+        arp_reply(&mut n, 0, A, [10, 1, 0, 5], [10, 1, 0, 1]);
+        arp_reply(&mut n, 1, B, [10, 2, 0, 7], [10, 2, 0, 1]);
+        let _ = (sent(&mut n, 0), sent(&mut n, 1));
+        // 10.1.0.5:4000 asks 10.2.0.7:53 through the masquerade.
+        let mut f = udp(A, [10, 1, 0, 5], [10, 2, 0, 7], 64, 28);
+        let u = &mut f[ETH_HDR + 20..];
+        u[0..2].copy_from_slice(&4000u16.to_be_bytes());
+        u[2..4].copy_from_slice(&53u16.to_be_bytes());
+        u[4..6].copy_from_slice(&8u16.to_be_bytes());
+        n.handle_frame(now(), 0, &f);
+        let out = sent(&mut n, 1);
+        assert_eq!(out.len(), 1);
+        let port = u16::from_be_bytes([out[0][ETH_HDR + 20], out[0][ETH_HDR + 21]]);
+        // The answer comes in two fragments, the second one first.
+        let mut first = vec![0u8; 24];
+        first[0..2].copy_from_slice(&53u16.to_be_bytes());
+        first[2..4].copy_from_slice(&port.to_be_bytes());
+        first[4..6].copy_from_slice(&40u16.to_be_bytes());
+        let addrs = ([10, 2, 0, 7], [10, 2, 0, 1]);
+        let second = fragment(B, addrs, 77, 24, false, &[0xab; 16]);
+        n.handle_frame(now(), 1, &second);
+        assert!(sent(&mut n, 0).is_empty(), "held for its first fragment");
+        assert_eq!(n.counters.get(DropReason::Hook), 0);
+        assert_eq!(
+            n.poll_at(),
+            Some(now() + smoltcp::time::Duration::from_secs(30))
+        );
+        n.handle_frame(now(), 1, &fragment(B, addrs, 77, 0, true, &first));
+        let out = sent(&mut n, 0);
+        assert_eq!(out.len(), 2, "the first fragment, then the one held for it");
+        for (f, offset) in out.iter().zip([0u16, 3]) {
+            let ip = Ipv4Packet::new_checked(&f[ETH_HDR..]).unwrap();
+            assert_eq!(ip.dst_addr(), std::net::Ipv4Addr::new(10, 1, 0, 5));
+            assert_eq!((ip.frag_offset() / 8, ip.verify_checksum()), (offset, true));
+        }
+        assert_eq!(&out[0][ETH_HDR + 22..ETH_HDR + 24], &4000u16.to_be_bytes());
+        assert_eq!(&out[1][ETH_HDR + 20..], &[0xab; 16]);
+        assert_eq!(n.counters.forwarded, 3);
+        // One whose first fragment never comes is dropped when its time is up.
+        n.handle_frame(now(), 1, &fragment(B, addrs, 78, 24, false, &[0xcd; 16]));
+        let later = now() + smoltcp::time::Duration::from_secs(31);
+        n.on_timer(later);
+        assert!(sent(&mut n, 0).is_empty());
+        assert_eq!(n.counters.get(DropReason::Hook), 1);
+        let nat = n.hooks.print("nat", later).unwrap().join("\n");
+        assert!(nat.contains("fragment_hold_timeout 1"), "{nat}");
     }
 
     #[test]
