@@ -367,16 +367,6 @@ impl Hooks {
         let t = self.std_time(now);
         self.chain.run_from(first, t, point, meta, packet)
     }
-
-    fn run(
-        &mut self,
-        now: Instant,
-        point: HookPoint,
-        meta: &PacketMeta,
-        packet: &mut Vec<u8>,
-    ) -> HookVerdict {
-        self.run_from(0, now, point, meta, packet)
-    }
 }
 
 /// ICMP errors sent per second at most (a token bucket, as the router core's and the
@@ -655,7 +645,7 @@ impl Net {
         meta: &PacketMeta,
         packet: &mut Vec<u8>,
     ) -> bool {
-        let verdict = self.hooks.run(now, point, meta, packet);
+        let verdict = self.hooks.run_from(0, now, point, meta, packet);
         self.verdict(verdict, meta, packet, now)
     }
 
@@ -794,6 +784,14 @@ mod tests {
         f
     }
 
+    /// Writes the UDP header's ports and length into `udp`'s frame (checksum 0: none).
+    fn udp_header(f: &mut [u8], sport: u16, dport: u16, len: u16) {
+        let u = &mut f[ETH_HDR + 20..];
+        u[0..2].copy_from_slice(&sport.to_be_bytes());
+        u[2..4].copy_from_slice(&dport.to_be_bytes());
+        u[4..6].copy_from_slice(&len.to_be_bytes());
+    }
+
     fn sent(n: &mut Net, link: usize) -> Vec<Vec<u8>> {
         let mut v = Vec::new();
         n.poll_transmit(link, &mut v);
@@ -924,10 +922,7 @@ mod tests {
         let _ = sent(&mut n, 1);
         // From outside to the forwarded port, with a TTL that runs out here.
         let mut f = udp(B, [10, 2, 0, 7], [10, 2, 0, 1], 1, 60);
-        let u = &mut f[ETH_HDR + 20..];
-        u[0..2].copy_from_slice(&4000u16.to_be_bytes());
-        u[2..4].copy_from_slice(&5353u16.to_be_bytes());
-        u[4..6].copy_from_slice(&40u16.to_be_bytes());
+        udp_header(&mut f, 4000, 5353, 40);
         n.handle_frame(now(), 1, &f);
         let out = sent(&mut n, 1);
         assert_eq!(out.len(), 1, "time exceeded, back out of link 1");
@@ -981,10 +976,7 @@ mod tests {
         let _ = (sent(&mut n, 0), sent(&mut n, 1));
         // 10.1.0.5:4000 asks 10.2.0.7:53 through the masquerade.
         let mut f = udp(A, [10, 1, 0, 5], [10, 2, 0, 7], 64, 28);
-        let u = &mut f[ETH_HDR + 20..];
-        u[0..2].copy_from_slice(&4000u16.to_be_bytes());
-        u[2..4].copy_from_slice(&53u16.to_be_bytes());
-        u[4..6].copy_from_slice(&8u16.to_be_bytes());
+        udp_header(&mut f, 4000, 53, 8);
         n.handle_frame(now(), 0, &f);
         let out = sent(&mut n, 1);
         assert_eq!(out.len(), 1);
