@@ -99,16 +99,17 @@ impl NatSpec {
         Ok(())
     }
 
-    /// Whether `other` differs from this one in its port forwards only (what the NAT can
-    /// change in place, keeping its connections).
-    fn same_but_forwards(&self, other: &NatSpec) -> bool {
+    /// Whether the NAT can become `new` in place, keeping its connections: the port
+    /// forwards differ, or a masquerade starts, and nothing else.
+    fn changes_in_place(&self, new: &NatSpec) -> bool {
         NatSpec {
             forwards: Vec::new(),
+            masquerade: new.masquerade,
             ..self.clone()
         } == NatSpec {
             forwards: Vec::new(),
-            ..other.clone()
-        }
+            ..new.clone()
+        } && (new.masquerade || !self.masquerade)
     }
 
     /// The addresses to translate to on `link`.
@@ -252,9 +253,9 @@ impl Hooks {
 
     /// Changes the NAT on link `iface` with `f` (starting one there if there is none); an
     /// error from `f` leaves it as it was. Port forwards added or removed are edited in
-    /// place: the connections tracked stay (a removed forward's own are forgotten). Anything
-    /// else (masquerade on or off, SNAT, NAT66 off) translates differently: the table
-    /// starts afresh.
+    /// place, and so is a masquerade started: the connections tracked stay (a removed
+    /// forward's own are forgotten). Anything else (masquerade off, SNAT, NAT66 off)
+    /// translates differently: the table starts afresh.
     pub(crate) fn change_nat(
         &mut self,
         now: (Instant, std::time::Instant),
@@ -272,12 +273,15 @@ impl Hooks {
         f(&mut spec)?;
         let addrs = links.get(iface).map_or(x.addrs, |l| spec.addrs(l));
         let old = std::mem::replace(&mut x.spec, spec);
-        if addrs != x.addrs || !old.same_but_forwards(&x.spec) {
+        if addrs != x.addrs || !old.changes_in_place(&x.spec) {
             x.addrs = addrs;
             *x.nat.get() = Masquerade::new(x.spec.config(addrs));
             return Ok(());
         }
         let mut nat = x.nat.get();
+        if x.spec.masquerade && !old.masquerade {
+            nat.start_masquerade();
+        }
         for g in old.forwards.iter().filter(|g| !x.spec.forwards.contains(g)) {
             // Absent when its family had no address to forward from when it was added.
             let _ = nat.remove_forward(*g);

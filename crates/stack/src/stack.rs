@@ -1292,8 +1292,8 @@ impl Stack {
     }
 
     /// Changes the NAT on interface `index` with `f` (see [`StackBuilder::masquerade`]); a
-    /// port forward added or removed keeps the connections tracked, another change starts
-    /// the table afresh.
+    /// port forward added or removed, or a masquerade started, keeps the connections
+    /// tracked, another change starts the table afresh.
     fn change_nat(
         &self,
         index: usize,
@@ -1310,9 +1310,8 @@ impl Stack {
             .map_err(Error::BadValue)
     }
 
-    /// Masquerade on interface `index` from now on (see [`StackBuilder::masquerade`]).
-    /// Nothing changes where it masquerades already; elsewhere the connections the
-    /// interface's NAT tracked so far (port-forwarded ones) are forgotten.
+    /// Masquerade on interface `index` from now on (see [`StackBuilder::masquerade`]); the
+    /// port-forwarded connections the interface's NAT tracks stay.
     pub fn add_masquerade(&self, index: usize) -> Result<(), Error> {
         self.change_nat(index, |s| s.apply(&NatOption::Masquerade))
     }
