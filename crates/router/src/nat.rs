@@ -805,6 +805,12 @@ impl Masquerade {
         Ok(())
     }
 
+    /// Masquerades the forwarded packets leaving on the interface from now on (see
+    /// [`Config::masquerade`]); the port-forwarded connections tracked stay.
+    pub fn start_masquerade(&mut self) {
+        self.config.masquerade = true;
+    }
+
     /// Removes a port forward at run time and forgets its connections (its public port
     /// now belongs to the router again); other connections stay. The number forgotten.
     pub fn remove_forward(&mut self, forward: Forward) -> Result<usize, String> {

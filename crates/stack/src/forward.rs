@@ -12,8 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use filo_router::icmp::{self, V4Error, V6Error};
-use filo_router::nat::{self, Forward, Masquerade};
-pub use filo_router::{Hook, HookChain, HookPoint, HookVerdict, PacketMeta};
+use filo_router::nat::{self, Forward, HoldLimits, Masquerade};
+pub use filo_router::{Hook, HookChain, HookOutput, HookPoint, HookVerdict, PacketMeta};
 use smoltcp::time::Instant;
 use smoltcp::wire::{Ipv4Packet, Ipv6Packet};
 
@@ -71,7 +71,20 @@ impl NatSpec {
         }
     }
 
-    pub(crate) fn apply(&mut self, o: &NatOption) {
+    /// Adds option `o`; a port forward whose family, protocol and port one has already is
+    /// refused, naming both.
+    pub(crate) fn apply(&mut self, o: &NatOption) -> Result<(), String> {
+        if let NatOption::PortForward(f) = o {
+            if let Some(g) = self
+                .forwards
+                .iter()
+                .find(|g| forward_key(g) == forward_key(f))
+            {
+                return Err(format!(
+                    "port forward {f}: its port is forwarded already ({g})"
+                ));
+            }
+        }
         match o {
             NatOption::Masquerade => self.masquerade = true,
             NatOption::Snat(a) => {
@@ -83,6 +96,20 @@ impl NatSpec {
             }
             NatOption::PortForward(f) => self.forwards.push(*f),
         }
+        Ok(())
+    }
+
+    /// Whether the NAT can become `new` in place, keeping its connections: the port
+    /// forwards differ, or a masquerade starts, and nothing else.
+    fn changes_in_place(&self, new: &NatSpec) -> bool {
+        NatSpec {
+            forwards: Vec::new(),
+            masquerade: new.masquerade,
+            ..self.clone()
+        } == NatSpec {
+            forwards: Vec::new(),
+            ..new.clone()
+        } && (new.masquerade || !self.masquerade)
     }
 
     /// The addresses to translate to on `link`.
@@ -115,7 +142,18 @@ impl NatSpec {
         if let Some(m) = self.max_conns {
             c.max_conns = m;
         }
+        // Later fragments that come before their first one wait for it, as in `filo
+        // router` (the stack polls them back, see [`Net::hook_outputs`]).
+        c.hold = HoldLimits::DEFAULT;
         c
+    }
+}
+
+/// What two port forwards may not share: the family, the protocol and the public port.
+fn forward_key(f: &Forward) -> (bool, u8, u16) {
+    match f {
+        Forward::V4(f) => (false, f.proto, f.port),
+        Forward::V6(f) => (true, f.proto, f.port),
     }
 }
 
@@ -125,8 +163,9 @@ struct Following {
     nat: SharedNat,
 }
 
-/// A masquerade the hook chain runs and [`Hooks::readdress`] replaces when its link's
-/// addresses change (the connections through the old address cannot go on anyway).
+/// A masquerade the hook chain runs, [`Hooks::change_nat`] edits (or replaces when it
+/// translates differently) and [`Hooks::readdress`] replaces when its link's addresses
+/// change (the connections through the old address cannot go on anyway).
 #[derive(Clone)]
 struct SharedNat(Arc<Mutex<Masquerade>>);
 
@@ -147,6 +186,14 @@ impl Hook for SharedNat {
         packet: &mut Vec<u8>,
     ) -> HookVerdict {
         self.get().hook(now, point, meta, packet)
+    }
+
+    fn poll_output(&mut self, now: std::time::Instant) -> Option<HookOutput> {
+        self.get().poll_output(now)
+    }
+
+    fn poll_at(&self) -> Option<std::time::Instant> {
+        self.get().poll_at()
     }
 
     fn name(&self) -> &'static str {
@@ -204,25 +251,49 @@ impl Hooks {
         self.following.iter().any(|x| x.spec.iface == iface)
     }
 
-    /// Changes the NAT on link `iface` with `f` (starting one there if there is none); its
-    /// connection table starts afresh.
+    /// Changes the NAT on link `iface` with `f` (starting one there if there is none); an
+    /// error from `f` leaves it as it was. Port forwards added or removed are edited in
+    /// place, and so is a masquerade started: the connections tracked stay (a removed
+    /// forward's own are forgotten). Anything else (masquerade off, SNAT, NAT66 off)
+    /// translates differently: the table starts afresh.
     pub(crate) fn change_nat(
         &mut self,
         now: (Instant, std::time::Instant),
         iface: usize,
         links: &[Link],
-        f: impl FnOnce(&mut NatSpec),
-    ) {
+        f: impl FnOnce(&mut NatSpec) -> Result<(), String>,
+    ) -> Result<(), String> {
         let Some(x) = self.following.iter_mut().find(|x| x.spec.iface == iface) else {
             let mut spec = NatSpec::new(iface, !self.nptv6_links.contains(&iface));
-            f(&mut spec);
-            return self.add_nat(now, spec, links);
+            f(&mut spec)?;
+            self.add_nat(now, spec, links);
+            return Ok(());
         };
-        f(&mut x.spec);
-        if let Some(l) = links.get(iface) {
-            x.addrs = x.spec.addrs(l);
+        let mut spec = x.spec.clone();
+        f(&mut spec)?;
+        let addrs = links.get(iface).map_or(x.addrs, |l| spec.addrs(l));
+        let old = std::mem::replace(&mut x.spec, spec);
+        if addrs != x.addrs || !old.changes_in_place(&x.spec) {
+            x.addrs = addrs;
+            *x.nat.get() = Masquerade::new(x.spec.config(addrs));
+            return Ok(());
         }
-        *x.nat.get() = Masquerade::new(x.spec.config(x.addrs));
+        let mut nat = x.nat.get();
+        if x.spec.masquerade && !old.masquerade {
+            nat.start_masquerade();
+        }
+        for g in old.forwards.iter().filter(|g| !x.spec.forwards.contains(g)) {
+            // Absent when its family had no address to forward from when it was added.
+            let _ = nat.remove_forward(*g);
+        }
+        for g in x.spec.forwards.iter().filter(|g| !old.forwards.contains(g)) {
+            // Refused only when its family has no address yet: kept in the spec, the NAT
+            // gets it with the address ([`Hooks::readdress`]).
+            if let Err(e) = nat.add_forward(*g) {
+                tracing::debug!("port forward {g} waits for an address: {e}");
+            }
+        }
+        Ok(())
     }
 
     /// The links' addresses changed (DHCP, SLAAC, a program): NAT that follows them
@@ -270,15 +341,35 @@ impl Hooks {
         }
     }
 
-    fn run(
+    /// `t` on smoltcp's clock.
+    fn smol_time(&self, t: std::time::Instant) -> Option<Instant> {
+        let (smol, std) = self.epoch?;
+        let micros = |d: std::time::Duration| {
+            smoltcp::time::Duration::from_micros(d.as_micros().min(u128::from(u64::MAX)) as u64)
+        };
+        Some(match t.checked_duration_since(std) {
+            Some(d) => smol + micros(d),
+            None => smol - micros(std - t),
+        })
+    }
+
+    /// When a hook next gives back something it took without a new packet (NAT's held
+    /// fragments time out): [`Net::on_timer`] is due then.
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
+        self.chain.poll_at().and_then(|t| self.smol_time(t))
+    }
+
+    /// Runs the hooks of `point` from the one at index `first` on.
+    fn run_from(
         &mut self,
+        first: usize,
         now: Instant,
         point: HookPoint,
         meta: &PacketMeta,
         packet: &mut Vec<u8>,
     ) -> HookVerdict {
         let t = self.std_time(now);
-        self.chain.run(t, point, meta, packet)
+        self.chain.run_from(first, t, point, meta, packet)
     }
 }
 
@@ -320,6 +411,45 @@ impl Net {
         };
         if self.hooked(now, HookPoint::Prerouting, &meta, &mut packet) {
             self.route_in(now, ifindex, &packet);
+        }
+        self.hook_outputs(now);
+    }
+
+    /// The packets hooks took ([`HookVerdict::Stolen`]: NAT's later fragments held for
+    /// their first one) and now give back: each goes on from after its hook, or is counted
+    /// as dropped.
+    pub(crate) fn hook_outputs(&mut self, now: Instant) {
+        if self.hooks.is_empty() {
+            return;
+        }
+        let t = self.hooks.std_time(now);
+        while let Some((at, out)) = self.hooks.chain.poll_output(t) {
+            let HookOutput::Resume {
+                point,
+                meta,
+                mut packet,
+            } = out
+            else {
+                self.counters.drop(DropReason::Hook, 1);
+                continue;
+            };
+            let v = self.hooks.run_from(at + 1, now, point, &meta, &mut packet);
+            if !self.verdict(v, &meta, &packet, now) {
+                continue;
+            }
+            match (point, meta.in_iface) {
+                (HookPoint::Prerouting, Some(i)) => self.route_in(now, i, &packet),
+                (HookPoint::Postrouting, Some(_)) => {
+                    let mut frame = self.take_frame_buf();
+                    frame.clear();
+                    frame.resize(ETH_HDR, 0);
+                    frame.extend_from_slice(&packet);
+                    self.counters.forwarded += 1;
+                    self.send_ip(now, frame);
+                }
+                // Nothing takes packets elsewhere.
+                _ => self.counters.drop(DropReason::Hook, 1),
+            }
         }
     }
 
@@ -508,7 +638,8 @@ impl Net {
         Some(frame)
     }
 
-    /// Runs the hooks of `point`; false when one dropped or rejected the packet (counted; a
+    /// Runs the hooks of `point`; false when one took the packet (see [`Net::hook_outputs`]),
+    /// dropped or rejected it (counted; a
     /// rejected packet that came in on a link is answered with a TCP reset or an ICMP
     /// "administratively prohibited").
     fn hooked(
@@ -518,9 +649,23 @@ impl Net {
         meta: &PacketMeta,
         packet: &mut Vec<u8>,
     ) -> bool {
-        let verdict = self.hooks.run(now, point, meta, packet);
-        if verdict == HookVerdict::Accept {
-            return true;
+        let verdict = self.hooks.run_from(0, now, point, meta, packet);
+        self.verdict(verdict, meta, packet, now)
+    }
+
+    /// [`Net::hooked`] after the hooks ran: true for a packet they accepted; a stolen one
+    /// is theirs ([`Net::hook_outputs`]), others are counted and maybe answered.
+    fn verdict(
+        &mut self,
+        verdict: HookVerdict,
+        meta: &PacketMeta,
+        packet: &[u8],
+        now: Instant,
+    ) -> bool {
+        match verdict {
+            HookVerdict::Accept => return true,
+            HookVerdict::Stolen => return false,
+            HookVerdict::Drop | HookVerdict::Reject => {}
         }
         self.counters.drop(DropReason::Hook, 1);
         if let (HookVerdict::Reject, Some(in_if)) = (verdict, meta.in_iface) {
@@ -641,6 +786,14 @@ mod tests {
         p[16..20].copy_from_slice(&dst);
         Ipv4Packet::new_unchecked(&mut p[..]).fill_checksum();
         f
+    }
+
+    /// Writes the UDP header's ports and length into `udp`'s frame (checksum 0: none).
+    fn udp_header(f: &mut [u8], sport: u16, dport: u16, len: u16) {
+        let u = &mut f[ETH_HDR + 20..];
+        u[0..2].copy_from_slice(&sport.to_be_bytes());
+        u[2..4].copy_from_slice(&dport.to_be_bytes());
+        u[4..6].copy_from_slice(&len.to_be_bytes());
     }
 
     fn sent(n: &mut Net, link: usize) -> Vec<Vec<u8>> {
@@ -773,10 +926,7 @@ mod tests {
         let _ = sent(&mut n, 1);
         // From outside to the forwarded port, with a TTL that runs out here.
         let mut f = udp(B, [10, 2, 0, 7], [10, 2, 0, 1], 1, 60);
-        let u = &mut f[ETH_HDR + 20..];
-        u[0..2].copy_from_slice(&4000u16.to_be_bytes());
-        u[2..4].copy_from_slice(&5353u16.to_be_bytes());
-        u[4..6].copy_from_slice(&40u16.to_be_bytes());
+        udp_header(&mut f, 4000, 5353, 40);
         n.handle_frame(now(), 1, &f);
         let out = sent(&mut n, 1);
         assert_eq!(out.len(), 1, "time exceeded, back out of link 1");
@@ -792,6 +942,82 @@ mod tests {
             ),
             "not the inside server 10.1.0.50:53"
         );
+    }
+
+    /// An Ethernet frame to `to` carrying an IPv4 fragment (identification `id`, offset
+    /// `offset` bytes, more fragments or not) of a UDP datagram from `src` to `dst`.
+    fn fragment(
+        to: Mac,
+        (src, dst): ([u8; 4], [u8; 4]),
+        id: u16,
+        offset: usize,
+        more: bool,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let mut f = udp(to, src, dst, 64, 20 + data.len());
+        let p = &mut f[ETH_HDR..];
+        p[4..6].copy_from_slice(&id.to_be_bytes());
+        let flags = (offset / 8) as u16 | if more { 0x2000 } else { 0 };
+        p[6..8].copy_from_slice(&flags.to_be_bytes());
+        p[20..].copy_from_slice(data);
+        Ipv4Packet::new_unchecked(&mut p[..]).fill_checksum();
+        f
+    }
+
+    #[test]
+    fn a_replys_later_fragment_that_comes_first_is_held_and_follows_its_first_one() {
+        let mut n = router();
+        let spec = NatSpec {
+            iface: 1,
+            masquerade: true,
+            ..NatSpec::default()
+        };
+        let t = (now(), std::time::Instant::now());
+        let Net { hooks, links, .. } = &mut n;
+        hooks.add_nat(t, spec, links);
+        arp_reply(&mut n, 0, A, [10, 1, 0, 5], [10, 1, 0, 1]);
+        arp_reply(&mut n, 1, B, [10, 2, 0, 7], [10, 2, 0, 1]);
+        let _ = (sent(&mut n, 0), sent(&mut n, 1));
+        // 10.1.0.5:4000 asks 10.2.0.7:53 through the masquerade.
+        let mut f = udp(A, [10, 1, 0, 5], [10, 2, 0, 7], 64, 28);
+        udp_header(&mut f, 4000, 53, 8);
+        n.handle_frame(now(), 0, &f);
+        let out = sent(&mut n, 1);
+        assert_eq!(out.len(), 1);
+        let port = u16::from_be_bytes([out[0][ETH_HDR + 20], out[0][ETH_HDR + 21]]);
+        // The answer comes in two fragments, the second one first.
+        let mut first = vec![0u8; 24];
+        first[0..2].copy_from_slice(&53u16.to_be_bytes());
+        first[2..4].copy_from_slice(&port.to_be_bytes());
+        first[4..6].copy_from_slice(&40u16.to_be_bytes());
+        let addrs = ([10, 2, 0, 7], [10, 2, 0, 1]);
+        let second = fragment(B, addrs, 77, 24, false, &[0xab; 16]);
+        n.handle_frame(now(), 1, &second);
+        assert!(sent(&mut n, 0).is_empty(), "held for its first fragment");
+        assert_eq!(n.counters.get(DropReason::Hook), 0);
+        assert_eq!(
+            n.poll_at(),
+            Some(now() + smoltcp::time::Duration::from_secs(30))
+        );
+        n.handle_frame(now(), 1, &fragment(B, addrs, 77, 0, true, &first));
+        let out = sent(&mut n, 0);
+        assert_eq!(out.len(), 2, "the first fragment, then the one held for it");
+        for (f, offset) in out.iter().zip([0u16, 3]) {
+            let ip = Ipv4Packet::new_checked(&f[ETH_HDR..]).unwrap();
+            assert_eq!(ip.dst_addr(), std::net::Ipv4Addr::new(10, 1, 0, 5));
+            assert_eq!((ip.frag_offset() / 8, ip.verify_checksum()), (offset, true));
+        }
+        assert_eq!(&out[0][ETH_HDR + 22..ETH_HDR + 24], &4000u16.to_be_bytes());
+        assert_eq!(&out[1][ETH_HDR + 20..], &[0xab; 16]);
+        assert_eq!(n.counters.forwarded, 3);
+        // One whose first fragment never comes is dropped when its time is up.
+        n.handle_frame(now(), 1, &fragment(B, addrs, 78, 24, false, &[0xcd; 16]));
+        let later = now() + smoltcp::time::Duration::from_secs(31);
+        n.on_timer(later);
+        assert!(sent(&mut n, 0).is_empty());
+        assert_eq!(n.counters.get(DropReason::Hook), 1);
+        let nat = n.hooks.print("nat", later).unwrap().join("\n");
+        assert!(nat.contains("fragment_hold_timeout 1"), "{nat}");
     }
 
     #[test]
@@ -825,5 +1051,22 @@ mod tests {
         assert_eq!(out.len(), 1);
         let ip = Ipv4Packet::new_checked(&out[0][ETH_HDR..]).unwrap();
         assert_eq!(ip.src_addr(), std::net::Ipv4Addr::new(10, 2, 0, 9));
+        assert!(print(&n).contains("udp 10.1.0.5:0 -> 10.2.0.7:0 as 10.2.0.9:"));
+        // A port forward added keeps it; a new address (a new lease) forgets it: its
+        // replies would come to the old one.
+        let t = (now(), std::time::Instant::now());
+        let Net { hooks, links, .. } = &mut n;
+        let fwd = NatOption::PortForward(Forward::parse("udp:53=10.1.0.53").unwrap());
+        hooks.change_nat(t, 1, links, |s| s.apply(&fwd)).unwrap();
+        assert!(print(&n).contains("udp 10.1.0.5:0 -> 10.2.0.7:0 as 10.2.0.9:"));
+        n.links[1].addrs[0] = "10.2.0.10/24".parse().unwrap();
+        n.hooks.readdress(&n.links);
+        let nat = print(&n);
+        assert!(nat.contains("masquerade 10.2.0.10 fd02::9 conns"), "{nat}");
+        assert!(!nat.contains("udp 10.1.0.5"), "{nat}");
+        assert!(
+            nat.contains("forward udp 10.2.0.10:53 to 10.1.0.53:53"),
+            "{nat}"
+        );
     }
 }

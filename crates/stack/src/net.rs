@@ -738,6 +738,7 @@ impl Net {
             .chain(dhcp)
             .chain(self.servers_poll_at())
             .chain(self.recovery.as_ref().and_then(|r| r.poll_at()))
+            .chain(self.hooks.poll_at())
             .min()
     }
 
@@ -811,6 +812,7 @@ impl Net {
             r.on_timer(now, &mut self.resend);
             self.send_resends(now);
         }
+        self.hook_outputs(now);
     }
 
     fn solicit(&mut self, ifindex: usize, hop: IpAddr, broadcast: bool) {

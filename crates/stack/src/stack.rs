@@ -737,7 +737,8 @@ impl StackBuilder {
     /// its first global IPv6 address, unless [`StackBuilder::nptv6`] translates there), with
     /// connection tracking for TCP, UDP and ICMP echo, and ICMP errors about those
     /// translated both ways. The address is the interface's current one: a static one, or
-    /// one DHCP or SLAAC gives it later (the table starts afresh when it changes).
+    /// one DHCP or SLAAC gives it later (the table starts afresh when it changes: the
+    /// connections translated to the old address cannot go on).
     /// [`Stack::hook_print`]`("nat")` lists the connections.
     pub fn masquerade(mut self, index: usize) -> Self {
         self.hooks.push(BuilderHook::Masquerade(index));
@@ -957,7 +958,9 @@ fn builder_hooks(
                 nats.len() - 1
             }
         };
-        nats[n].apply(&o);
+        nats[n]
+            .apply(&o)
+            .map_err(|e| bad(&format!("interface {i}"), e))?;
     }
     Ok((hooks, nats, nptv6))
 }
@@ -1288,21 +1291,27 @@ impl Stack {
         self.lock().net.rp_filter = on;
     }
 
-    /// Changes the NAT on interface `index` with `f` (see [`StackBuilder::masquerade`]); its
-    /// connection table starts afresh.
-    fn change_nat(&self, index: usize, f: impl FnOnce(&mut NatSpec)) -> Result<(), Error> {
+    /// Changes the NAT on interface `index` with `f` (see [`StackBuilder::masquerade`]); a
+    /// port forward added or removed, or a masquerade started, keeps the connections
+    /// tracked, another change starts the table afresh.
+    fn change_nat(
+        &self,
+        index: usize,
+        f: impl FnOnce(&mut NatSpec) -> Result<(), String>,
+    ) -> Result<(), Error> {
         let now = (Instant::now(), std::time::Instant::now());
         let mut g = self.lock();
         if index >= g.net.links.len() {
             return Err(Error::NoSuchLink(index));
         }
         let crate::net::Net { hooks, links, .. } = &mut g.net;
-        hooks.change_nat(now, index, links, f);
-        Ok(())
+        hooks
+            .change_nat(now, index, links, f)
+            .map_err(Error::BadValue)
     }
 
-    /// Masquerade on interface `index` from now on (see [`StackBuilder::masquerade`]).
-    /// Connections the interface's NAT tracked so far are forgotten.
+    /// Masquerade on interface `index` from now on (see [`StackBuilder::masquerade`]); the
+    /// port-forwarded connections the interface's NAT tracks stay.
     pub fn add_masquerade(&self, index: usize) -> Result<(), Error> {
         self.change_nat(index, |s| s.apply(&NatOption::Masquerade))
     }
@@ -1319,7 +1328,9 @@ impl Stack {
         self.change_nat(index, |s| s.apply(&o))
     }
 
-    /// A port forward on interface `index` (see [`StackBuilder::port_forward`]).
+    /// A port forward on interface `index` (see [`StackBuilder::port_forward`]), added to
+    /// the interface's NAT as it runs: the connections it tracks stay. Refused when the
+    /// family, protocol and port are forwarded already.
     pub fn add_port_forward(&self, index: usize, rule: &str) -> Result<(), Error> {
         let o = port_forward_option(rule)?;
         self.change_nat(index, |s| s.apply(&o))
@@ -1330,7 +1341,10 @@ impl Stack {
     pub fn add_nptv6(&self, index: usize, prefixes: &str) -> Result<(), Error> {
         let (points, hook) = nptv6_hook(index, prefixes)?;
         if self.lock().net.hooks.has_nat(index) {
-            self.change_nat(index, |s| s.nat66 = false)?;
+            self.change_nat(index, |s| {
+                s.nat66 = false;
+                Ok(())
+            })?;
         } else if index >= self.lock().net.links.len() {
             return Err(Error::NoSuchLink(index));
         }
@@ -1341,13 +1355,15 @@ impl Stack {
         Ok(())
     }
 
-    /// Stops the masquerade, SNAT and port forwards on interface `index` (NPTv6 stays).
+    /// Stops the masquerade, SNAT and port forwards on interface `index` (NPTv6 stays); the
+    /// connections its NAT tracked are forgotten (only port forwards there: theirs).
     pub fn remove_nat(&self, index: usize) -> Result<(), Error> {
         self.change_nat(index, |s| {
             s.masquerade = false;
             s.snat4 = None;
             s.snat6 = None;
             s.forwards.clear();
+            Ok(())
         })
     }
 

@@ -4,13 +4,16 @@
 //! (and follow an address given at run time), changed at run time; bad options are refused
 //! by name.
 
+use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use filo_stack::forward::{Hook, HookPoint, HookVerdict, PacketMeta};
-use filo_stack::{cable, DhcpServer, Dhcpv6Server, DropReason, RouterAdverts, Stack, StackBuilder};
+use filo_stack::{
+    cable, DhcpServer, Dhcpv6Server, DropReason, RouterAdverts, Stack, StackBuilder, TcpStream,
+};
 use filo_test_support::*;
 
 const T: Duration = Duration::from_secs(20);
@@ -144,6 +147,103 @@ fn nat_options_become_the_routers_nat_and_masquerade_follows_a_new_address() {
     assert!(nat.contains("masquerade 10.7.0.9 conns"), "{nat}");
 }
 
+/// A host (10.71.0.2, its gateway the router), a forwarding router with `nat` between
+/// 10.71.0.0/24 (interface 0) and 10.72.0.0/24 (interface 1), and a server (10.72.0.2) with
+/// no route back to 10.71.0.0/24: it reaches the host only through the router's NAT.
+fn host_router_server(nat: Options) -> (Stack, Stack, Stack) {
+    let (a, b) = cable().unwrap();
+    let (c, d) = cable().unwrap();
+    let host = Stack::builder()
+        .interface_plug(a, "ip=10.71.0.2/24,gw=10.71.0.1")
+        .build()
+        .unwrap();
+    let router = nat(Stack::builder()
+        .interface_plug(b, "ip=10.71.0.1/24")
+        .interface_plug(c, "ip=10.72.0.1/24")
+        .forwarding(true))
+    .build()
+    .unwrap();
+    let server = Stack::builder()
+        .interface_plug(d, "ip=10.72.0.2/24")
+        .build()
+        .unwrap();
+    (host, router, server)
+}
+
+/// `speaker` sends 100 bytes of `n`, `other` answers 100 bytes of `n + 1`. The speaker is
+/// on the side whose segment must cross the NAT first: only a connection the NAT still
+/// tracks takes it on (else the router's own stack answers it with a reset).
+fn exchange(speaker: &mut TcpStream, other: &mut TcpStream, n: u8) {
+    speaker.write_all(&[n; 100]).unwrap();
+    let mut buf = [0u8; 100];
+    other.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, [n; 100]);
+    other.write_all(&[n + 1; 100]).unwrap();
+    speaker.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, [n + 1; 100]);
+}
+
+/// The router's NAT lists `what`.
+fn tracked(router: &Stack, what: &str) {
+    let nat = router.hook_print("nat").unwrap().join("\n");
+    assert!(nat.contains(what), "{what}: {nat}");
+}
+
+#[test]
+fn port_forwards_changed_at_run_time_keep_the_masqueraded_connections() {
+    let (host, router, server) = host_router_server(|b| b.masquerade(1));
+    let l = server.tcp_listen("0.0.0.0:7").unwrap();
+    let mut conn = host.tcp_connect("10.72.0.2:7").unwrap();
+    conn.set_read_timeout(Some(T)).unwrap();
+    let (mut peer, from) = l.accept().unwrap();
+    assert_eq!(from.ip(), ip::<IpAddr>("10.72.0.1"), "masqueraded");
+    peer.set_read_timeout(Some(T)).unwrap();
+    exchange(&mut peer, &mut conn, 1);
+    let host_end = conn.local_addr().unwrap();
+    let masqueraded = format!("tcp {host_end} -> 10.72.0.2:7 as 10.72.0.1:");
+    tracked(&router, &masqueraded);
+    router.add_port_forward(1, "udp:53=10.71.0.53").unwrap();
+    router
+        .add_port_forward(1, "tcp:2222=10.71.0.22:22")
+        .unwrap();
+    tracked(&router, &masqueraded);
+    exchange(&mut peer, &mut conn, 3);
+    assert!(
+        router.add_port_forward(1, "udp:53=10.71.0.54").is_err(),
+        "port 53 is forwarded already"
+    );
+    // Without NAT there, its connections are forgotten; a masquerade again starts empty.
+    router.remove_nat(1).unwrap();
+    let nat = router.hook_print("nat").unwrap().join("\n");
+    assert!(!nat.contains("forward ") && !nat.contains("tcp "), "{nat}");
+    router.add_masquerade(1).unwrap();
+    router.add_masquerade(1).unwrap();
+    let nat = router.hook_print("nat").unwrap().join("\n");
+    assert!(!nat.contains("tcp "), "{nat}");
+}
+
+#[test]
+fn a_masquerade_started_at_run_time_keeps_the_port_forwarded_connections() {
+    let (host, router, server) = host_router_server(|b| b.port_forward(1, "tcp:8080=10.71.0.2:7"));
+    let l = host.tcp_listen("0.0.0.0:7").unwrap();
+    let mut conn = server.tcp_connect("10.72.0.1:8080").unwrap();
+    conn.set_read_timeout(Some(T)).unwrap();
+    let (mut peer, from) = l.accept().unwrap();
+    assert_eq!(from.ip(), ip::<IpAddr>("10.72.0.2"));
+    peer.set_read_timeout(Some(T)).unwrap();
+    exchange(&mut peer, &mut conn, 1);
+    let forwarded = "-> 10.72.0.1:8080 forwarded to 10.71.0.2:7";
+    tracked(&router, forwarded);
+    router.add_masquerade(1).unwrap();
+    tracked(&router, forwarded);
+    exchange(&mut peer, &mut conn, 3);
+    // The host's own connections out are masqueraded now.
+    let l2 = server.tcp_listen("0.0.0.0:9").unwrap();
+    let _out = host.tcp_connect("10.72.0.2:9").unwrap();
+    let (_, from) = l2.accept().unwrap();
+    assert_eq!(from.ip(), ip::<IpAddr>("10.72.0.1"));
+}
+
 /// Options added to a builder.
 type Options = fn(filo_stack::StackBuilder) -> filo_stack::StackBuilder;
 
@@ -157,8 +257,15 @@ fn bad_router_options_are_refused_by_name() {
         .expect_err("an error")
         .to_string()
     };
-    let cases: [(Options, &str); 7] = [
+    let cases: [(Options, &str); 8] = [
         (|b| b.masquerade(5), "no interface 5"),
+        (
+            |b| {
+                b.port_forward(0, "tcp:80=10.1.0.9")
+                    .port_forward(0, "tcp:80=10.1.0.8:8080")
+            },
+            "port forward tcp:80=10.1.0.8:8080: its port is forwarded already (tcp:80=10.1.0.9",
+        ),
         (|b| b.snat(1, ip("10.9.0.5")), "not a static address"),
         (|b| b.port_forward(1, "tcp:80"), "PROTO:PORT=ADDR"),
         (|b| b.nptv6(1, "fd01::/64"), "INTERNAL/LEN=EXTERNAL/LEN"),
