@@ -177,7 +177,8 @@ fn named_fds(args: impl Iterator<Item = String>) -> Vec<libc::c_int> {
 
 /// Closes the inherited descriptors a daemon has no use for.
 fn close_inherited() {
-    let keep = named_fds(std::env::args());
+    // args_os: an argument that is not UTF-8 (a path) must not panic the daemon here.
+    let keep = named_fds(std::env::args_os().map(|a| a.to_string_lossy().into_owned()));
     for &fd in INHERITED.get().map(Vec::as_slice).unwrap_or_default() {
         if !keep.contains(&fd) {
             // SAFETY: `fd` was open when filo started and is not one filo uses: nothing in

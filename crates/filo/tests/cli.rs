@@ -301,3 +301,35 @@ fn daemons_keep_no_descriptor_their_caller_left_open() {
         );
     }
 }
+
+/// A daemon whose command line has an argument that is not UTF-8 (a path) starts: it used
+/// to panic in the background while looking for descriptors to keep, after `filo switch -d`
+/// had already said it was fine.
+#[test]
+fn a_daemon_with_a_path_that_is_not_utf8_starts() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = filo_test_support::TempDir::new("filo-daemon-bytes");
+    let mut dir = tmp.path().as_os_str().as_bytes().to_vec();
+    dir.extend_from_slice(b"/sw\xff");
+    let dir = std::ffi::OsStr::from_bytes(&dir);
+    let pidfile = tmp.join("sw.pid");
+    let status = Command::new(FILO)
+        .arg("switch")
+        .arg(dir)
+        .arg("-d")
+        .arg("-p")
+        .arg(&pidfile)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let read = || std::fs::read_to_string(&pidfile).unwrap_or_default();
+    assert!(
+        filo_test_support::wait_until(std::time::Duration::from_secs(10), || read()
+            .ends_with('\n')),
+        "the switch did not start"
+    );
+    let pid = read().trim().to_string();
+    let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let _ = Command::new("kill").arg(&pid).status();
+    assert!(alive, "the switch {pid} is gone");
+}

@@ -124,6 +124,13 @@ impl IpnTransport {
         fd: BorrowedFd<'_>,
         sizes: std::ops::RangeInclusive<usize>,
     ) -> io::Result<Direct> {
+        // In place, a slot is claimed before the tap is read; on a lossless bus a claim may
+        // wait for the slowest member, which it must not do for a frame that may not exist
+        // (the cable would stop serving the other direction meanwhile): there the buffered
+        // path, which claims only with a frame in hand.
+        if self.bus.params().lossless {
+            return Ok(Direct::Unsupported);
+        }
         let sent = self
             .member
             .send_in_place(sizes, |region, off, cap| region.read_from_fd(fd, off, cap));

@@ -32,6 +32,8 @@ pub struct DriverStats {
     pub tx_dropped: u64,
     /// Frames for an interface that is down, dropped.
     pub link_down: u64,
+    /// Frames its plug failed to send (an error other than "try again"), dropped.
+    pub tx_error: u64,
     /// `IFACE VNL: why` for each interface that is down.
     pub down: Vec<String>,
 }
@@ -141,6 +143,7 @@ fn lines(router: &Router, now: Instant, cmd: &str, driver: &DriverStats) -> Opti
             out.push(format!("drop total {}", router.drops().total()));
             out.push(format!("drop tx_queue_full {}", driver.tx_dropped));
             out.push(format!("drop link_down {}", driver.link_down));
+            out.push(format!("drop tx_error {}", driver.tx_error));
             // Each DHCP server's messages by outcome (those ignored included).
             for id in 0..router.iface_count() {
                 let Some(server) = router.dhcp_server(id) else {
@@ -291,8 +294,8 @@ mod tests {
             reply.lines.contains(&"drop no_route 0".to_string()),
             "{reply:?}"
         );
-        // Each reason, then total, tx_queue_full and link_down (no interface down).
-        assert_eq!(reply.lines.len(), drop_names().count() + 3);
+        // Each reason, then total, tx_queue_full, link_down and tx_error (no interface down).
+        assert_eq!(reply.lines.len(), drop_names().count() + 4);
         let reply = filo_vnl::console::parse_reply(&execute(&mut r, now, "frobnicate", &d).0);
         assert_eq!(reply.status, 1038);
         assert_eq!(execute(&mut r, now, "shutdown", &d).1, Effect::Shutdown);

@@ -312,6 +312,7 @@ impl Daemon {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => {
                             tracing::warn!("{}: frames not sent: {e}", self.plugs[i].name());
+                            self.stats.tx_error += (refs.len() - sent) as u64;
                             sent = refs.len();
                         }
                     }
@@ -356,6 +357,7 @@ impl Daemon {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     tracing::warn!("{}: frame not sent: {e}", self.plugs[i].name());
+                    self.stats.tx_error += 1;
                     self.pop_backlog(i);
                 }
             }

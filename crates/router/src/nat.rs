@@ -383,6 +383,11 @@ struct FragKey {
 #[derive(Debug, Clone, Copy)]
 struct FragEntry {
     to: IpAddr,
+    /// Its first fragment was left as it was (not translated): the entry only lets the later
+    /// ones pass instead of being held, and gives way to a translated datagram's entry when
+    /// the table is full (so first fragments nobody translates, for the router's own address
+    /// say, cannot crowd out a connection's).
+    pass: bool,
     /// Data bytes of its fragments seen, and its length once the last one was.
     seen: u32,
     total: Option<u32>,
@@ -805,6 +810,25 @@ impl Masquerade {
         Ok(())
     }
 
+    /// A NAT that replaces `old` (its configuration changed in a way that cannot be done in
+    /// place): `old`'s held fragments are dropped, and their drops (as
+    /// `fragment_hold_timeout`) and whatever `old` had not handed over yet are this one's to
+    /// hand over
+    /// ([`Hook::poll_output`]), so nothing `old` took disappears uncounted.
+    pub fn replacing(config: Config, old: &mut Masquerade) -> Masquerade {
+        let mut m = Masquerade::new(config);
+        m.output = std::mem::take(&mut old.output);
+        let held = std::mem::take(&mut old.held)
+            .into_values()
+            .flatten()
+            .count();
+        for _ in 0..held {
+            m.output
+                .push_back(HookOutput::Dropped(DropReason::FragmentHoldTimeout));
+        }
+        m
+    }
+
     /// Masquerades the forwarded packets leaving on the interface from now on (see
     /// [`Config::masquerade`]); the port-forwarded connections tracked stay.
     pub fn start_masquerade(&mut self) {
@@ -1020,11 +1044,24 @@ impl Masquerade {
     /// After a first fragment (`ip` as it arrived) was translated: its later fragments get
     /// `to` (inbound the destination, outbound the source).
     fn remember_fragment(&mut self, now: Instant, ip: &Ip, inbound: bool, to: IpAddr) {
+        self.remember(now, ip, inbound, to, false);
+    }
+
+    /// As [`Masquerade::remember_fragment`]; `pass`: a first fragment left as it was.
+    fn remember(&mut self, now: Instant, ip: &Ip, inbound: bool, to: IpAddr, pass: bool) {
         let Some(key) = Self::frag_key(ip, inbound).filter(|_| !ip.later_fragment) else {
             return;
         };
         if self.frags.len() >= self.config.max_fragments && !self.frags.contains_key(&key) {
             self.frags.retain(|_, e| e.expires > now);
+            // A translated datagram's entry takes the place of one that only lets fragments
+            // pass.
+            if self.frags.len() >= self.config.max_fragments && !pass {
+                let evict = self.frags.iter().find(|(_, e)| e.pass).map(|(k, _)| *k);
+                if let Some(k) = evict {
+                    self.frags.remove(&k);
+                }
+            }
             if self.frags.len() >= self.config.max_fragments {
                 self.stats.fragment_table_full += 1;
                 return;
@@ -1032,6 +1069,7 @@ impl Masquerade {
         }
         let mut e = FragEntry {
             to,
+            pass,
             seen: 0,
             total: None,
             expires: now + self.config.fragment_timeout,
@@ -1535,11 +1573,11 @@ impl Hook for Masquerade {
             if self.holds_for(&ip, inbound)
                 && v == HookVerdict::Accept
                 && !self.frags.contains_key(&key)
-                && self.frags.len() < self.config.max_fragments
             {
                 if let Ok(now_ip) = Ip::parse(packet, 0, false) {
                     let to = if inbound { now_ip.dst } else { now_ip.src };
-                    self.remember_fragment(now, &ip, inbound, to);
+                    let pass = to == if inbound { ip.dst } else { ip.src };
+                    self.remember(now, &ip, inbound, to, pass);
                 }
             }
             // Those held for it go on right after it.
@@ -2290,6 +2328,68 @@ mod tests {
             HookVerdict::Drop
         );
         assert_eq!(m.stats().fragments, 2);
+    }
+
+    #[test]
+    fn first_fragments_nobody_translates_give_way_to_a_connections_in_a_full_table() {
+        let now = Instant::now();
+        let mut c = Config::new(1, ME);
+        c.hold = HoldLimits::DEFAULT;
+        let mut m = Masquerade::new(c);
+        let mut out = udp(HOST, 40000, REMOTE, 53);
+        m.hook(now, HookPoint::Postrouting, &OUT, &mut out);
+        let (_, port, _, _) = reassemble(std::slice::from_ref(&out));
+        // More first fragments for the router's own address, which no mapping translates,
+        // than the table holds (a flood from the WAN).
+        for id in 0..1100 {
+            let mut f = udp_fragments((REMOTE, 5000), (ME, 9), 1000 + id, 3000, 1480);
+            m.hook(now, HookPoint::Prerouting, &IN, &mut f[0]);
+        }
+        // The connection's fragmented reply, its last fragment first: held, then the first
+        // takes an entry, and every fragment reaches the host.
+        let mut back = udp_fragments((REMOTE, 53), (ME, port), 9, 3000, 1480);
+        let last = back.len() - 1;
+        assert_eq!(
+            m.hook(now, HookPoint::Prerouting, &IN, &mut back[last]),
+            HookVerdict::Stolen
+        );
+        for f in back[..last].iter_mut() {
+            assert_eq!(
+                m.hook(now, HookPoint::Prerouting, &IN, f),
+                HookVerdict::Accept
+            );
+        }
+        match m.poll_output(now) {
+            Some(HookOutput::Resume { packet, .. }) => back[last] = packet,
+            other => panic!("the held fragment did not go on: {other:?}"),
+        }
+        assert_eq!(reassemble(&back), (REMOTE, 53, HOST, 40000));
+    }
+
+    #[test]
+    fn a_nat_that_replaces_another_hands_over_its_outputs_and_its_held_fragments_drops() {
+        let now = Instant::now();
+        let mut c = Config::new(1, ME);
+        c.hold = HoldLimits::DEFAULT;
+        let mut old = Masquerade::new(c.clone());
+        let mut out = udp(HOST, 40000, REMOTE, 53);
+        old.hook(now, HookPoint::Postrouting, &OUT, &mut out);
+        let (_, port, _, _) = reassemble(std::slice::from_ref(&out));
+        let mut back = udp_fragments((REMOTE, 53), (ME, port), 9, 3000, 1480);
+        for f in back[1..].iter_mut() {
+            assert_eq!(
+                old.hook(now, HookPoint::Prerouting, &IN, f),
+                HookVerdict::Stolen
+            );
+        }
+        let mut new = Masquerade::replacing(c, &mut old);
+        for _ in 1..back.len() {
+            assert!(matches!(
+                new.poll_output(now),
+                Some(HookOutput::Dropped(DropReason::FragmentHoldTimeout))
+            ));
+        }
+        assert!(new.poll_output(now).is_none());
     }
 
     #[test]

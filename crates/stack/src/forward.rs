@@ -275,7 +275,8 @@ impl Hooks {
         let old = std::mem::replace(&mut x.spec, spec);
         if addrs != x.addrs || !old.changes_in_place(&x.spec) {
             x.addrs = addrs;
-            *x.nat.get() = Masquerade::new(x.spec.config(addrs));
+            let mut nat = x.nat.get();
+            *nat = Masquerade::replacing(x.spec.config(addrs), &mut nat);
             return Ok(());
         }
         let mut nat = x.nat.get();
@@ -307,7 +308,8 @@ impl Hooks {
             if addrs != f.addrs {
                 tracing::debug!(link = %l.name, "NAT now translates to {addrs:?}");
                 f.addrs = addrs;
-                *f.nat.get() = Masquerade::new(f.spec.config(addrs));
+                let mut nat = f.nat.get();
+                *nat = Masquerade::replacing(f.spec.config(addrs), &mut nat);
             }
         }
     }

@@ -183,8 +183,10 @@ pub struct PlugStats {
     pub dropped_short: u64,
     /// Received frames longer than the receive buffer.
     pub dropped_oversize: u64,
-    /// Frames refused on send because they were too short or too long, or because the
-    /// transport refused what they hold (a tap judging a virtio-net header).
+    /// Frames refused on send because they were too short or too long, because the
+    /// transport refused what they hold (a tap judging a virtio-net header), or, on the
+    /// direct ring-to-tap path, because the tap could not take one already taken off the
+    /// ring (its interface down, or full).
     pub refused_out: u64,
 }
 
@@ -370,8 +372,8 @@ impl Plug {
             }
             Direct::Refused(_) if into_self => to.refused_out += 1,
             Direct::Refused(_) => from.dropped_short += 1,
-            Direct::Rejected => to.refused_out += 1,
-            Direct::Dropped | Direct::Unsupported => {}
+            Direct::Rejected | Direct::Dropped => to.refused_out += 1,
+            Direct::Unsupported => {}
         }
         Ok(moved)
     }
