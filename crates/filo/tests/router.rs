@@ -2768,3 +2768,53 @@ fn a_lost_interface_leaves_the_router_routing_on_the_others_and_losing_all_ends_
         "{err}"
     );
 }
+
+/// `tap://IFNAME[netns=NAME]` makes the tap inside an `ip netns` namespace at once (no move
+/// afterwards), so both sides can have the same name, eth0, each in its own namespace; a
+/// namespace that does not exist is refused naming it.
+#[test]
+fn a_router_makes_its_taps_inside_named_namespaces() {
+    require("ping");
+    let tmp = TempDir::new("filo-router-netns");
+    let lan = Netns::new("frn-lan");
+    let wan = Netns::new("frn-wan");
+    let mgmt = tmp.join("r.mgmt");
+    let _router = Proc::spawn(
+        Command::new(FILO)
+            .args([
+                "router",
+                "--vnl",
+                &format!("tap://eth0[netns={}]", lan.name),
+            ])
+            .args(["--conf", "ip=10.79.0.1/24"])
+            .args(["--vnl", &format!("tap://eth0[netns={}]", wan.name)])
+            .args(["--conf", "ip=10.80.0.1/24", "--masquerade", "vde1", "-M"])
+            .arg(&mgmt)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(test_log()),
+    );
+    assert!(wait_until(T, || mgmt.exists()), "the router did not start");
+    for (ns, addr) in [(&lan, "10.79.0.10/24"), (&wan, "10.80.0.10/24")] {
+        ns.exec_ok(&["ip", "addr", "add", addr, "dev", "eth0"]);
+        ns.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+    }
+    lan.exec_ok(&["ip", "route", "add", "default", "via", "10.79.0.1"]);
+    let out = lan.exec_ok(&["ping", "-c", "2", "-i", "0.2", "-W", "5", "10.80.0.10"]);
+    assert!(out.contains("2 received"), "{out}");
+    let nat = console(&mgmt, "nat/print");
+    assert!(nat.contains("icmp 10.79.0.10:"), "{nat}");
+    let missing = unique("frn-none");
+    let out = Command::new(FILO)
+        .args(["router", "--vnl", &format!("tap://eth0[netns={missing}]")])
+        .args(["--conf", "ip=10.81.0.1/24"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("network namespace /run/netns/{missing}")),
+        "{err}"
+    );
+}

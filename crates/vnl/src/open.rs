@@ -214,7 +214,9 @@ impl OpenOptions {
                 Box::new(udp::open(&cfg).map_err(io_err(&vnl))?)
             }
             "vxvde" | "vxlan" => Box::new(Vx::open(self.vx_config(&vnl)?).map_err(io_err(&vnl))?),
-            "tap" => Box::new(Tap::open_with(vnl.address(), self.vnet).map_err(io_err(&vnl))?),
+            "tap" => Box::new(
+                Tap::open_in(vnl.address(), self.vnet, vnl.get("netns")).map_err(io_err(&vnl))?,
+            ),
             "cmd" => Box::new(StreamTransport::command(vnl.address()).map_err(io_err(&vnl))?),
             "stdio" => Box::new(StreamTransport::stdio().map_err(io_err(&vnl))?),
             "null" => Box::new(Null::open().map_err(io_err(&vnl))?),

@@ -431,6 +431,34 @@ pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
 
 /// Like [`open_tap`]; with `vnet`, every frame carries a 12-byte virtio-net header and the
 /// kernel may hand over (and accept) TCP super-frames of up to 64 KiB with checksums pending.
+/// Runs `f` on a thread of its own that has entered the network namespace at `path`
+/// (`setns`), so what `f` creates (a tap interface) is made there; the calling thread's
+/// namespace does not change.
+pub fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    let ns = std::fs::File::open(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("network namespace {}: {e}", path.display()),
+        )
+    })?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                // SAFETY: setns takes a descriptor we own (open for the call) and a flag; it
+                // changes only this thread's network namespace, and this thread ends with `f`.
+                cvt(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot enter network namespace {}: {e}", path.display()),
+                    )
+                })?;
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
+    })
+}
+
 pub fn open_tap_with(name: &str, vnet: bool) -> io::Result<OwnedFd> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
         return Err(io::Error::new(

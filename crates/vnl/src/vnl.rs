@@ -307,7 +307,10 @@ pub const MODULES: &[ModuleSyntax] = &[
         ArgStyle::Raw,
         "udp://[SRC_ADDR:]SRC_PORT->DST_HOST:DST_PORT",
     ),
-    ModuleSyntax::base("tap", ArgStyle::Raw, "tap://IFNAME"),
+    ModuleSyntax {
+        keys: &["netns"],
+        ..ModuleSyntax::base("tap", ArgStyle::Path, "tap://IFNAME[netns=NAME]")
+    },
     ModuleSyntax::base("cmd", ArgStyle::Raw, "cmd://COMMAND [ARGS...]"),
     ModuleSyntax::base("seqpacket", ArgStyle::Raw, "seqpacket://FD"),
     ModuleSyntax::base("null", ArgStyle::Raw, "null://"),
@@ -1367,6 +1370,10 @@ mod tests {
                 ("slirp", "", &[("addr", Some("10.1.0.2/24"))], None),
             ),
             ("tap://tap0", ("tap", "tap0", &[], None)),
+            (
+                "tap://eth0[netns=lan1]",
+                ("tap", "eth0", &[("netns", Some("lan1"))], None),
+            ),
             (
                 "cmd://ssh host vde_plug",
                 ("cmd", "ssh host vde_plug", &[], None),

@@ -24,6 +24,22 @@ impl Tap {
         Ok(Tap { fd, vnet })
     }
 
+    /// As [`Tap::open_with`], the interface made in network namespace `netns` (a name from
+    /// `ip netns`, i.e. /run/netns/NAME, or a path) when given: the tap's descriptor stays
+    /// here, its interface is there (entering a namespace takes CAP_SYS_ADMIN over it).
+    pub fn open_in(name: &str, vnet: bool, netns: Option<&str>) -> io::Result<Tap> {
+        let Some(ns) = netns else {
+            return Self::open_with(name, vnet);
+        };
+        let path = if ns.contains('/') {
+            std::path::PathBuf::from(ns)
+        } else {
+            std::path::Path::new("/run/netns").join(ns)
+        };
+        let fd = sys::in_netns(&path, || sys::open_tap_with(name, vnet))?;
+        Ok(Tap { fd, vnet })
+    }
+
     /// With `vnet`, frames carry a virtio-net header and may be TCP super-frames.
     pub fn open_with(name: &str, vnet: bool) -> io::Result<Tap> {
         Ok(Tap {
