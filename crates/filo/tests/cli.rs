@@ -268,11 +268,8 @@ fn daemons_keep_no_descriptor_their_caller_left_open() {
     assert!(status.success());
     // Both pids first: the router ends when its switch does.
     let pids = [&sw_pid, &r_pid].map(|pidfile| {
-        let read = || std::fs::read_to_string(pidfile).unwrap_or_default();
-        filo_test_support::wait_until(std::time::Duration::from_secs(10), || {
-            read().ends_with('\n')
-        });
-        (pidfile.display().to_string(), read().trim().to_string())
+        let pid = filo_test_support::pidfile_pid(pidfile, std::time::Duration::from_secs(10));
+        (pidfile.display().to_string(), pid.to_string())
     });
     let held_by = |pid: &str| -> Vec<String> {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -322,14 +319,9 @@ fn a_daemon_with_a_path_that_is_not_utf8_starts() {
         .status()
         .unwrap();
     assert!(status.success());
-    let read = || std::fs::read_to_string(&pidfile).unwrap_or_default();
-    assert!(
-        filo_test_support::wait_until(std::time::Duration::from_secs(10), || read()
-            .ends_with('\n')),
-        "the switch did not start"
-    );
-    let pid = read().trim().to_string();
+    // No pid: the switch did not start.
+    let pid = filo_test_support::pidfile_pid(&pidfile, std::time::Duration::from_secs(10));
     let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
-    let _ = Command::new("kill").arg(&pid).status();
+    let _ = Command::new("kill").arg(pid.to_string()).status();
     assert!(alive, "the switch {pid} is gone");
 }

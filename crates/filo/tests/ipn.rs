@@ -480,11 +480,7 @@ fn filo_ipn_holds_a_bus_and_stat_shows_its_members() {
         "--pidfile",
         &pidfile.to_string_lossy(),
     ]));
-    let daemon: libc::pid_t = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let daemon: libc::pid_t = pidfile_pid(&pidfile, T);
     // A member joining with other settings gets the bus's.
     let b = Member::start(&format!("ipn://{p}[policy=hub/lossy]"));
     wait_members(&path, 1);
@@ -567,11 +563,7 @@ fn a_vnet_bus_joins_namespaces_and_refuses_members_that_do_not_speak_the_framing
     );
     // filo ns speaks it: two namespaces ping over the bus.
     ping_over(&format!("ipn://{p}"), &path, "10.91.1", 3);
-    let daemon: libc::pid_t = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let daemon: libc::pid_t = pidfile_pid(&pidfile, T);
     filo_test_support::sys::kill(daemon, libc::SIGTERM);
 }
 
@@ -612,11 +604,7 @@ fn a_bus_created_by_filo_plug_in_the_background_can_be_joined() {
         out.contains(" 0% packet loss") || out.contains("3 received"),
         "{out}"
     );
-    let daemon: libc::pid_t = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let daemon: libc::pid_t = pidfile_pid(&pidfile, T);
     filo_test_support::sys::kill(daemon, libc::SIGTERM);
 }
 

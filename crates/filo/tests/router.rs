@@ -2610,11 +2610,7 @@ fn a_router_in_the_background_serves_the_ipn_bus_it_created() {
         "20",
         "10.73.0.1",
     ]);
-    let pid: libc::pid_t = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid: libc::pid_t = pidfile_pid(&pidfile, T);
     filo_test_support::sys::kill(pid, libc::SIGTERM);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("2 received"), "{out}");

@@ -701,6 +701,17 @@ impl FiloSwitch {
     }
 }
 
+/// The process id a daemon wrote to `pidfile`, waiting up to `within` for the whole line
+/// (a daemon forked into the background may write it just after its parent returned).
+pub fn pidfile_pid(pidfile: &Path, within: Duration) -> libc::pid_t {
+    let read = || std::fs::read_to_string(pidfile).unwrap_or_default();
+    wait_until(within, || read().ends_with('\n'));
+    read()
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no pid in {} within {within:?}", pidfile.display()))
+}
+
 /// The resident memory of process `pid` in KiB (0 once it is gone).
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
