@@ -2330,15 +2330,22 @@ mod tests {
         assert_eq!(m.stats().fragments, 2);
     }
 
-    #[test]
-    fn first_fragments_nobody_translates_give_way_to_a_connections_in_a_full_table() {
-        let now = Instant::now();
+    /// A masquerade that holds early fragments (its config too), with HOST:40000 ->
+    /// REMOTE:53 tracked; the port that flow leaves from.
+    fn holding_with_a_flow(now: Instant) -> (Config, Masquerade, u16) {
         let mut c = Config::new(1, ME);
         c.hold = HoldLimits::DEFAULT;
-        let mut m = Masquerade::new(c);
+        let mut m = Masquerade::new(c.clone());
         let mut out = udp(HOST, 40000, REMOTE, 53);
         m.hook(now, HookPoint::Postrouting, &OUT, &mut out);
         let (_, port, _, _) = reassemble(std::slice::from_ref(&out));
+        (c, m, port)
+    }
+
+    #[test]
+    fn first_fragments_nobody_translates_give_way_to_a_connections_in_a_full_table() {
+        let now = Instant::now();
+        let (_, mut m, port) = holding_with_a_flow(now);
         // More first fragments for the router's own address, which no mapping translates,
         // than the table holds (a flood from the WAN).
         for id in 0..1100 {
@@ -2369,12 +2376,7 @@ mod tests {
     #[test]
     fn a_nat_that_replaces_another_hands_over_its_outputs_and_its_held_fragments_drops() {
         let now = Instant::now();
-        let mut c = Config::new(1, ME);
-        c.hold = HoldLimits::DEFAULT;
-        let mut old = Masquerade::new(c.clone());
-        let mut out = udp(HOST, 40000, REMOTE, 53);
-        old.hook(now, HookPoint::Postrouting, &OUT, &mut out);
-        let (_, port, _, _) = reassemble(std::slice::from_ref(&out));
+        let (c, mut old, port) = holding_with_a_flow(now);
         let mut back = udp_fragments((REMOTE, 53), (ME, port), 9, 3000, 1480);
         for f in back[1..].iter_mut() {
             assert_eq!(
