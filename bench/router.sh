@@ -209,20 +209,16 @@ row() { # row LABEL FILO-ROW KERNEL-ROW KIND
   f=$(result "$2" "$4"); k=$(result "$3" "$4")
   printf '  %-40s %9s %9s %6s\n' "$1" "$f" "$k" "$(ratio "$f" "$k")"
 }
-printf '  %-40s %9s %9s %6s\n' "TCP, Gbit/s" filo kernel ratio
-row "forwarding, filo switches" sw-fwd kern-fwd tcp
-row "forwarding + masquerade, filo switches" sw-nat kern-nat tcp
-row "forwarding, ipn:// buses (vnet)" ipn-fwd kern-fwd tcp
-row "forwarding + masquerade, ipn:// (vnet)" ipn-nat kern-nat tcp
-row "forwarding, taps in the namespaces" tap-fwd kern-fwd tcp
-row "forwarding + masquerade, taps" tap-nat kern-nat tcp
-printf '  %-40s %9s %9s %6s\n' "64-byte frames (UDP), packets/s recvd" filo kernel ratio
-row "forwarding, filo switches" sw-fwd kern-fwd udp64
-row "forwarding + masquerade, filo switches" sw-nat kern-nat udp64
-row "forwarding, ipn:// buses (vnet)" ipn-fwd kern-fwd udp64
-row "forwarding + masquerade, ipn:// (vnet)" ipn-nat kern-nat udp64
-row "forwarding, taps in the namespaces" tap-fwd kern-fwd udp64
-row "forwarding + masquerade, taps" tap-nat kern-nat udp64
+for kind in tcp udp64; do
+  if [ "$kind" = tcp ]; then title="TCP, Gbit/s"; else title="64-byte frames (UDP), packets/s recvd"; fi
+  printf '  %-40s %9s %9s %6s\n' "$title" filo kernel ratio
+  row "forwarding, filo switches" sw-fwd kern-fwd "$kind"
+  row "forwarding + masquerade, filo switches" sw-nat kern-nat "$kind"
+  row "forwarding, ipn:// buses (vnet)" ipn-fwd kern-fwd "$kind"
+  row "forwarding + masquerade, ipn:// (vnet)" ipn-nat kern-nat "$kind"
+  row "forwarding, taps in the namespaces" tap-fwd kern-fwd "$kind"
+  row "forwarding + masquerade, taps" tap-nat kern-nat "$kind"
+done
 echo "(filo: filo ns on each side, filo router between, on filo switches or on ipn:// buses, or filo router alone holding a tap in each namespace; kernel: veth to a namespace with ip_forward=1, nftables masquerade)"
 [ "${LEASES:-1000}" = 0 ] && exit 0
 
