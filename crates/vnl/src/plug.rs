@@ -34,11 +34,10 @@ pub enum Direct {
     Moved(usize),
     /// A frame of this length was dropped: its size was outside the range asked for.
     Refused(usize),
-    /// A frame was dropped because the descriptor could not take it now (`EAGAIN`).
+    /// A frame was dropped, counted as refused: the descriptor could not take it (`EAGAIN`,
+    /// or `EIO`: a tap whose interface is down) or refused what it holds (a tap judging its
+    /// virtio-net header: `EINVAL`, see [`refuses_frame`]).
     Dropped,
-    /// A frame was dropped because the descriptor refused what it holds (a tap judging its
-    /// virtio-net header: `EINVAL`, see [`refuses_frame`]); counted as refused.
-    Rejected,
 }
 
 /// Whether a send error concerns only the frame sent, not the transport: the kernel refused
@@ -350,11 +349,12 @@ impl Plug {
             match self.transport.move_frame_fd(fd, false, sizes) {
                 Ok(d) => d,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err((false, e)),
-                // The interface is down: the kernel would drop the frame anyway (as Tap::send).
-                Err(e) if e.raw_os_error() == Some(libc::EIO) => Direct::Dropped,
-                // One bad frame from the other side (a hostile member's virtio-net header):
-                // dropped and counted, as drain does on the buffered path.
-                Err(e) if refuses_frame(&e) => Direct::Rejected,
+                // The interface is down (the kernel would drop the frame anyway, as
+                // Tap::send), or one bad frame from the other side (a hostile member's
+                // virtio-net header): dropped and counted, as drain does on the buffered path.
+                Err(e) if e.raw_os_error() == Some(libc::EIO) || refuses_frame(&e) => {
+                    Direct::Dropped
+                }
                 Err(e) => return Err((true, e)),
             }
         };
@@ -372,7 +372,7 @@ impl Plug {
             }
             Direct::Refused(_) if into_self => to.refused_out += 1,
             Direct::Refused(_) => from.dropped_short += 1,
-            Direct::Rejected | Direct::Dropped => to.refused_out += 1,
+            Direct::Dropped => to.refused_out += 1,
             Direct::Unsupported => {}
         }
         Ok(moved)
