@@ -34,8 +34,8 @@ pub struct DriverStats {
     pub link_down: u64,
     /// Frames its plug failed to send (an error other than "try again"), dropped.
     pub tx_error: u64,
-    /// `IFACE VNL: why` for each interface that is down.
-    pub down: Vec<String>,
+    /// By interface: `VNL: why` when it is down.
+    pub down: Vec<Option<String>>,
 }
 
 pub fn greeting() -> String {
@@ -157,7 +157,12 @@ fn lines(router: &Router, now: Instant, cmd: &str, driver: &DriverStats) -> Opti
                     .collect();
                 out.push(format!("dhcp {name} {}", counts.join(" ")));
             }
-            out.extend(driver.down.iter().map(|d| format!("down {d}")));
+            for (i, why) in driver.down.iter().enumerate() {
+                if let Some(why) = why {
+                    let name = router.iface_config(i).map_or("?", |c| c.name.as_str());
+                    out.push(format!("down {name} {why}"));
+                }
+            }
         }
         "filter/print" => out.extend(router.hook_print("filter", now).unwrap_or_default()),
         "nat/print" => match router.hook_print("nat", now) {

@@ -50,8 +50,6 @@ pub struct Daemon {
     /// For plugs with the `+vnet` framing: room for 64 KiB super-frames.
     big_batch: Option<FrameBatch>,
     stats: DriverStats,
-    /// Why each interface is down, for those that are (see [`Daemon::set_down`]).
-    down: Vec<Option<String>>,
     /// Lease files by interface.
     lease_files: Vec<(usize, LeaseFile)>,
     next_lease_save: Instant,
@@ -76,17 +74,20 @@ impl Daemon {
                 .set_vnet(i, p.vnet())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         }
+        let n = plugs.len();
         Ok(Daemon {
             router,
             backlog: plugs.iter().map(|_| VecDeque::new()).collect(),
-            down: vec![None; plugs.len()],
             backlog_bytes: vec![0; plugs.len()],
             plugs,
             mgmt,
             conns: Vec::new(),
             batch: FrameBatch::new(BATCH),
             big_batch: None,
-            stats: DriverStats::default(),
+            stats: DriverStats {
+                down: vec![None; n],
+                ..DriverStats::default()
+            },
             lease_files: Vec::new(),
             next_lease_save: Instant::now(),
         })
@@ -210,12 +211,13 @@ impl Daemon {
                     }
                 }
             }
-            if self.down.iter().all(Option::is_some) {
-                let why: Vec<String> = (0..n)
-                    .filter_map(|i| {
-                        let reason = self.down[i].as_deref()?;
-                        Some(format!("{}: {reason}", self.plugs[i].name()))
-                    })
+            if self.stats.down.iter().all(Option::is_some) {
+                let why: Vec<&str> = self
+                    .stats
+                    .down
+                    .iter()
+                    .flatten()
+                    .map(String::as_str)
                     .collect();
                 return Ok(End::Hangup(why.join("; ")));
             }
@@ -234,7 +236,7 @@ impl Daemon {
     }
 
     fn is_down(&self, i: usize) -> bool {
-        self.down.get(i).is_some_and(Option::is_some)
+        self.stats.down.get(i).is_some_and(Option::is_some)
     }
 
     /// Interface `i` is gone (its switch closed the connection, its tap went away with its
@@ -249,13 +251,10 @@ impl Daemon {
             "{name} ({}) is down: {reason}; routing on without it",
             self.plugs[i].name()
         );
-        self.stats
-            .down
-            .push(format!("{name} {}: {reason}", self.plugs[i].name()));
+        self.stats.down[i] = Some(format!("{}: {reason}", self.plugs[i].name()));
         self.stats.link_down += self.backlog[i].len() as u64;
         self.backlog[i].clear();
         self.backlog_bytes[i] = 0;
-        self.down[i] = Some(reason);
     }
 
     fn read_plug(&mut self, i: usize, now: Instant) -> io::Result<()> {
