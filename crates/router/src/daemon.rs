@@ -253,7 +253,9 @@ impl Daemon {
         );
         self.stats.down[i] = Some(format!("{}: {reason}", self.plugs[i].name()));
         self.stats.link_down += self.backlog[i].len() as u64;
-        self.backlog[i].clear();
+        for f in std::mem::take(&mut self.backlog[i]) {
+            self.router.recycle(f);
+        }
         self.backlog_bytes[i] = 0;
     }
 
@@ -326,6 +328,7 @@ impl Daemon {
                     || self.backlog_bytes[i] + f.len() > BACKLOG_BYTES
                 {
                     self.stats.tx_dropped += 1;
+                    self.router.recycle(f);
                 } else {
                     self.backlog_bytes[i] += f.len();
                     self.backlog[i].push_back(f);
@@ -334,9 +337,12 @@ impl Daemon {
         }
     }
 
+    /// Takes the frame at the front of interface `i`'s backlog (sent or dropped); its buffer
+    /// goes back to the router's pool.
     fn pop_backlog(&mut self, i: usize) {
         if let Some(f) = self.backlog[i].pop_front() {
             self.backlog_bytes[i] -= f.len();
+            self.router.recycle(f);
         }
     }
 
