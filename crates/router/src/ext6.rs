@@ -53,17 +53,6 @@ pub enum Error {
     Misordered,
 }
 
-impl Error {
-    /// The counter's name (`nat/print`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Error::Truncated => "ext_truncated",
-            Error::TooLong => "ext_too_long",
-            Error::Misordered => "ext_misordered",
-        }
-    }
-}
-
 fn is_extension(next: u8) -> bool {
     matches!(next, HOP_BY_HOP | ROUTING | FRAGMENT | DEST_OPTS)
 }

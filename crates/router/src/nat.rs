@@ -537,7 +537,6 @@ struct Ip {
     dst: IpAddr,
     /// Where the transport header starts in the buffer (a later fragment: its data).
     l4: usize,
-    later_fragment: bool,
     /// The fragment header's fields (IPv4: identification, offset, MF) if it is one.
     frag: Option<Fragment>,
     /// Where the fragment's data starts and the packet ends (by its length fields).
@@ -555,6 +554,11 @@ enum Unparsed {
 }
 
 impl Ip {
+    /// A fragment other than a datagram's first (it has no transport header).
+    fn is_later_fragment(&self) -> bool {
+        self.frag.is_some_and(|f| f.offset != 0)
+    }
+
     /// The header at `at` of `b`; `quoted` accepts one cut short (an ICMP error's quote),
     /// as long as the header and 8 bytes of transport header are there.
     fn parse(b: &[u8], at: usize, quoted: bool) -> Result<Ip, Unparsed> {
@@ -582,7 +586,6 @@ impl Ip {
                     src: IpAddr::V4(h.src_addr()),
                     dst: IpAddr::V4(h.dst_addr()),
                     l4: at + hl,
-                    later_fragment: h.frag_offset() != 0,
                     frag,
                     data: at + hl,
                     end: at + usize::from(h.total_len()).max(hl).min(p.len()),
@@ -605,7 +608,6 @@ impl Ip {
                     src: IpAddr::V6(h.src_addr()),
                     dst: IpAddr::V6(h.dst_addr()),
                     l4: at + 40 + upper.offset,
-                    later_fragment: frag.is_some_and(|f| f.offset != 0),
                     frag,
                     data: at + 40 + upper.fragment_data,
                     end: at + end,
@@ -654,7 +656,7 @@ fn rewrite(packet: &mut [u8], ip: &Ip, source: bool, addr: IpAddr, port: Option<
     let old_addr = &old[..len];
     let p_at = ip.l4 + port_at(ip.proto, source);
     let old_port = get16(packet, p_at);
-    if let Some((c, pseudo)) = checksum_at(ip.proto).filter(|_| !ip.later_fragment) {
+    if let Some((c, pseudo)) = checksum_at(ip.proto).filter(|_| !ip.is_later_fragment()) {
         if let Some(sum) = get16(packet, ip.l4 + c) {
             if !(ip.proto == UDP && sum == 0) {
                 let mut s = sum;
@@ -1049,7 +1051,7 @@ impl Masquerade {
 
     /// As [`Masquerade::remember_fragment`]; `pass`: a first fragment left as it was.
     fn remember(&mut self, now: Instant, ip: &Ip, inbound: bool, to: IpAddr, pass: bool) {
-        let Some(key) = Self::frag_key(ip, inbound).filter(|_| !ip.later_fragment) else {
+        let Some(key) = Self::frag_key(ip, inbound).filter(|_| !ip.is_later_fragment()) else {
             return;
         };
         if self.frags.len() >= self.config.max_fragments && !self.frags.contains_key(&key) {
@@ -1241,7 +1243,7 @@ impl Masquerade {
         if src == me {
             return HookVerdict::Accept;
         }
-        if ip.later_fragment {
+        if ip.is_later_fragment() {
             if let Some(to) = self.later_fragment(now, &ip, false) {
                 rewrite(packet, &ip, true, to, None);
                 return HookVerdict::Accept;
@@ -1252,7 +1254,7 @@ impl Masquerade {
             }
         }
         let l4 = packet.get(ip.l4..).unwrap_or(&[]);
-        let (error, l4_ports) = if ip.later_fragment {
+        let (error, l4_ports) = if ip.is_later_fragment() {
             (false, None)
         } else {
             (is_error(proto, l4), ports(proto, l4))
@@ -1388,7 +1390,7 @@ impl Masquerade {
             return HookVerdict::Accept;
         }
         let (proto, src) = (ip.proto, ip.src);
-        if ip.later_fragment {
+        if ip.is_later_fragment() {
             let Some(to) = self.later_fragment(now, &ip, true) else {
                 return self.hold(now, &ip, true, HookPoint::Prerouting, meta, packet);
             };
@@ -1557,7 +1559,7 @@ impl Hook for Masquerade {
         };
         // A first fragment's datagram, as it arrived.
         let tracked = self.holds() || !self.held.is_empty();
-        let first = match tracked && !ip.later_fragment {
+        let first = match tracked && !ip.is_later_fragment() {
             true => Self::frag_key(&ip, inbound),
             false => None,
         };
