@@ -136,10 +136,11 @@ fn ip4(b: &[u8]) -> Ipv4Addr {
 
 impl Client {
     pub fn new(mac: Mac, hostname: Option<String>, now: Instant, seed: u32) -> Client {
+        let xid = seed ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]);
         Client {
             mac,
             hostname,
-            xid: seed ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]),
+            xid,
             state: State::Selecting,
             tries: 0,
             next: now,
@@ -147,7 +148,8 @@ impl Client {
             bound_at: now,
             unicast: false,
             acks: 0,
-            rng: (seed ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]])).max(1),
+            // The retry jitter's generator starts where the transaction ids do (never 0).
+            rng: xid.max(1),
         }
     }
 
