@@ -235,7 +235,8 @@ pub struct Switch {
     lens: Vec<usize>,
     egress: Vec<Egress>,
     scratch: Vec<u8>,
-    pool: Vec<Vec<u8>>,
+    /// Spent frame buffers, unshared (a count of one), ready to be written again.
+    pool: Vec<Arc<Vec<u8>>>,
     /// The buffers built for the frame being delivered, by rendering, framing and virtio-net
     /// header: a flood queues one buffer shared by its receivers, not a copy for each.
     shared: Vec<(ShareKey, Arc<Vec<u8>>)>,
@@ -734,7 +735,6 @@ impl Switch {
             return;
         }
         let egress = std::mem::take(&mut self.egress);
-        self.shared.clear();
         for e in &egress {
             let mut scratch = std::mem::take(&mut self.scratch);
             if let Ok(out) = e.action.render(view, &mut scratch) {
@@ -889,16 +889,19 @@ impl Switch {
                     ep.queue.push_back(Arc::clone(buf));
                     return;
                 }
-                let mut buf = pool.pop().unwrap_or_else(|| Vec::with_capacity(2048));
-                buf.clear();
+                let mut buf = pool
+                    .pop()
+                    .unwrap_or_else(|| Arc::new(Vec::with_capacity(2048)));
+                // A pooled buffer is unshared: make_mut writes it in place, copying nothing.
+                let b = Arc::make_mut(&mut buf);
+                b.clear();
                 if trains {
                     let len = parts.iter().map(|p| p.len()).sum();
-                    buf.extend_from_slice(&train::record_header(len));
+                    b.extend_from_slice(&train::record_header(len));
                 }
                 for p in parts {
-                    buf.extend_from_slice(p);
+                    b.extend_from_slice(p);
                 }
-                let buf = Arc::new(buf);
                 if let Some(k) = key {
                     shared.push((k, Arc::clone(&buf)));
                 }
@@ -1216,8 +1219,8 @@ struct ShareKey {
 }
 
 /// Returns a sent or dropped frame's buffer to the pool once no other queue holds it.
-fn recycle(pool: &mut Vec<Vec<u8>>, buf: Arc<Vec<u8>>) {
-    if let Ok(buf) = Arc::try_unwrap(buf) {
+fn recycle(pool: &mut Vec<Arc<Vec<u8>>>, buf: Arc<Vec<u8>>) {
+    if Arc::strong_count(&buf) == 1 {
         pool.push(buf);
     }
 }
