@@ -931,25 +931,15 @@ impl Core {
                 if self.take_flood_token(now, vid) {
                     return false;
                 }
-                for &port in self.vlans[usize::from(vid)].iter().flatten() {
-                    if port == ingress || !self.stp_state(port).forwards() {
-                        continue;
-                    }
-                    let Some(p) = self.ports[usize::from(port)].as_ref().filter(|p| p.active)
-                    else {
-                        continue;
-                    };
-                    let learned = self
-                        .dhcp_servers
-                        .iter()
-                        .any(|s| s.port == port && s.vlan == vid);
-                    if p.dhcp_server || learned {
-                        out.push(Egress {
-                            port,
-                            action: egress_action(p, vid, arrived_tag),
-                        });
-                    }
-                }
+                // The flood's receivers, but only the server ports among them.
+                self.flood(ingress, vid, arrived_tag, out);
+                let (ports, servers) = (&self.ports, &self.dhcp_servers);
+                out.retain(|e| {
+                    ports[usize::from(e.port)]
+                        .as_ref()
+                        .is_some_and(|p| p.dhcp_server)
+                        || servers.iter().any(|s| s.port == e.port && s.vlan == vid)
+                });
                 // No server known in this VLAN: flooded as before.
                 if out.is_empty() {
                     return false;
