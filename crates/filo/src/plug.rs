@@ -129,17 +129,13 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
         );
     }
     let form = form(&args.args)?;
-    // A cable with a kernel tap carries TCP super-frames (virtio-net framing) where both ends
-    // can; the cable converts where one cannot.
-    // An ipn:// bus created with `vnet` carries only that framing.
-    let wants_vnet = |v: &str| v.starts_with("tap://") || v.starts_with("ipn://");
-    let vnet = matches!(&form, Form::Cable(a, b) if wants_vnet(a) || wants_vnet(b));
+    // The virtio-net framing is chosen per end when the cable opens (open_cable).
     let options = |group: &Option<String>, mode: Option<u32>| OpenOptions {
         description: args.descr.clone(),
         timeout: args.timeout,
         group: group.clone(),
         mode,
-        vnet,
+        vnet: false,
     };
     let first = options(&args.group, args.mode);
     let second = options(&args.group2, args.mode2);
@@ -147,6 +143,7 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
         bail!("--daemon needs the cable form (VNL1 VNL2): the other forms use stdin/stdout or a child");
     }
     let open = |opts: &OpenOptions, vnl: &str| -> Result<Plug> { Ok(opts.open(vnl)?) };
+    let cable = |a: &str, b: &str| open_cable(a, b, first.clone(), second.clone());
     // In the background, the fork comes before the plugs open: an `ipn://` bus or a
     // `switch://` switch serves from a thread of this process, which a later fork would lose.
     let plugs: [Plug; 2] = match form {
@@ -154,7 +151,7 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
             RemoveOnDrop::refuse_existing(args.pidfile.as_deref())?;
             let ready =
                 sys::daemonize_until_ready("filo plug").context("cannot run in the background")?;
-            match open(&first, &a).and_then(|p| Ok([p, open(&second, &b)?])) {
+            match cable(&a, &b) {
                 Ok(plugs) => {
                     ready.ready(&format!("filo plug: {a} and {b} joined"));
                     plugs
@@ -165,7 +162,7 @@ pub fn run(args: PlugArgs) -> Result<ExitCode> {
                 }
             }
         }
-        Form::Cable(a, b) => [open(&first, &a)?, open(&second, &b)?],
+        Form::Cable(a, b) => cable(&a, &b)?,
         Form::Stdio(a) => {
             let plug = open(&first, &a)?;
             let stdio = StreamTransport::stdio().context("standard input/output")?;
@@ -241,4 +238,34 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// Opens a cable's two ends with the virtio-net framing (TCP super-frames) where it pays: a
+/// cable with a kernel tap offers it on both ends (the cable converts where one cannot); an
+/// `ipn://` end always offers it (a bus created with `vnet` carries only that framing), and the
+/// other end then takes it only if the bus turned out to carry it, so a plain bus beside a
+/// switch costs no conversion per frame.
+fn open_cable(
+    a: &str,
+    b: &str,
+    mut first: OpenOptions,
+    mut second: OpenOptions,
+) -> Result<[Plug; 2]> {
+    let (tap, ipn) = (
+        |v: &str| v.starts_with("tap://"),
+        |v: &str| v.starts_with("ipn://"),
+    );
+    let any_tap = tap(a) || tap(b);
+    first.vnet = any_tap || ipn(a);
+    second.vnet = any_tap || ipn(b);
+    if !any_tap && ipn(b) && !ipn(a) {
+        let pb = second.open(b)?;
+        first.vnet = pb.vnet();
+        return Ok([first.open(a)?, pb]);
+    }
+    let pa = first.open(a)?;
+    if !any_tap && ipn(a) && !ipn(b) {
+        second.vnet = pa.vnet();
+    }
+    Ok([pa, second.open(b)?])
 }
